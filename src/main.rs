@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    rdp_doctor::cli::main()
+}
