@@ -1,1 +1,161 @@
-//! config
+//! Process configuration: environment variables (the external contract in DESIGN.md) and the
+//! optional TOML file named by `RDP_DOCTOR_CONFIG` (default `rdp-doctor.toml` if present).
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Behaviour settings from the TOML file. Every field is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Subscriptions searched for VMs when `AZURE_SUBSCRIPTION_ID` is not set.
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
+    /// A directory holding `rdp.toml` / `rdp-errors.toml` that override the built-in runbook.
+    pub runbook_dir: Option<PathBuf>,
+    /// How hard to try with Azure.
+    #[serde(default)]
+    pub azure: AzureConfig,
+}
+
+/// Timeouts and retry budget for ARM.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConfig {
+    /// Seconds before one HTTP request counts as hung (default 30).
+    pub request_timeout_secs: Option<u64>,
+    /// Retries of 408/429/5xx/connection errors (default 4).
+    pub max_retries: Option<u32>,
+    /// Total seconds spent retrying one request (default 60).
+    pub max_retry_secs: Option<u64>,
+    /// Seconds one long-running operation may take (default 600).
+    pub operation_timeout_secs: Option<u64>,
+    /// Milliseconds between polls when Azure sends no Retry-After (default 2000).
+    pub poll_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the config file: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FileConfig {
+    /// Load `RDP_DOCTOR_CONFIG`, else `rdp-doctor.toml` in the working directory if present.
+    pub fn load() -> Result<FileConfig, ConfigError> {
+        match std::env::var_os("RDP_DOCTOR_CONFIG") {
+            Some(path) if !path.is_empty() => FileConfig::from_path(Path::new(&path)),
+            _ => {
+                let default = Path::new("rdp-doctor.toml");
+                if default.exists() {
+                    FileConfig::from_path(default)
+                } else {
+                    Ok(FileConfig::default())
+                }
+            }
+        }
+    }
+
+    pub fn from_path(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        FileConfig::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            line: e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1),
+            message: e.message().to_string(),
+        })
+    }
+}
+
+/// The ARM endpoint: `AZURE_RESOURCE_MANAGER_URL`, default the public cloud.
+pub fn arm_endpoint() -> Result<url::Url, ConfigError> {
+    let raw = std::env::var("AZURE_RESOURCE_MANAGER_URL")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| crate::azure::PUBLIC_ARM_ENDPOINT.to_string());
+    url::Url::parse(raw.trim()).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "AZURE_RESOURCE_MANAGER_URL={raw:?} is not a URL: {e}"
+        ))
+    })
+}
+
+/// Subscriptions to search: the command line wins, then `AZURE_SUBSCRIPTION_ID`
+/// (comma-separated), then the config file.
+pub fn subscriptions(cli: &[String], file: &FileConfig) -> Vec<String> {
+    let split = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let from_cli: Vec<String> = cli.iter().flat_map(|s| split(s)).collect();
+    if !from_cli.is_empty() {
+        return from_cli;
+    }
+    if let Ok(env) = std::env::var("AZURE_SUBSCRIPTION_ID") {
+        let from_env = split(&env);
+        if !from_env.is_empty() {
+            return from_env;
+        }
+    }
+    file.subscriptions.clone()
+}
+
+impl AzureConfig {
+    pub fn apply(&self, settings: &mut crate::azure::ArmSettings) {
+        if let Some(s) = self.request_timeout_secs {
+            settings.request_timeout = Duration::from_secs(s.max(1));
+        }
+        if let Some(n) = self.max_retries {
+            settings.max_retries = n;
+        }
+        if let Some(s) = self.max_retry_secs {
+            settings.max_retry_elapsed = Duration::from_secs(s);
+        }
+        if let Some(s) = self.operation_timeout_secs {
+            settings.operation_timeout = Duration::from_secs(s.max(1));
+        }
+        if let Some(ms) = self.poll_interval_ms {
+            settings.poll_interval = Duration::from_millis(ms);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_rejected_with_a_line() {
+        let err = FileConfig::parse("subscriptions = []\n[azure]\nretries = 3\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("x.toml:3:"), "{err}");
+        assert!(err.contains("retries"), "{err}");
+        let ok = FileConfig::parse("[azure]\nmax_retries = 1\n", "x.toml").unwrap();
+        assert_eq!(ok.azure.max_retries, Some(1));
+    }
+}

@@ -1,1 +1,267 @@
-//! azure
+//! The only module that speaks Azure Resource Manager: SDK clients, credentials, retries,
+//! long-running operations, VM resolution and boot-diagnostics downloads.
+//!
+//! **Architecture Invariant:** no other module names an `azure_*` SDK type. What leaves this
+//! module is our own plain data (`diagnose` facts, [`VmRef`]) or an [`ArmError`].
+//!
+//! **Architecture Invariant:** secrets stay inside. The client secret lives in the credential,
+//! bearer tokens in request headers, and boot-diagnostics SAS URLs only in local variables of
+//! [`Arm::boot_diagnostics`]; errors are rebuilt from status, code and Azure's message.
+
+mod error;
+mod id;
+mod lro;
+mod read;
+mod resolve;
+
+pub use error::{parse_error_body, redact, ArmError};
+pub use id::{ResourceId, ResourceIdError};
+pub use read::HealthOutcome;
+pub use resolve::{validate_vm_name, ResolveError, VmQuery, VmRef, VmSummary};
+
+use azure_core::auth::TokenCredential;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The public cloud's ARM endpoint; its token scope is `https://management.azure.com/.default`.
+pub const PUBLIC_ARM_ENDPOINT: &str = "https://management.azure.com";
+
+/// How rdp-doctor talks to ARM. Defaults suit a war room: fail within about a minute rather than
+/// hang, retry throttling and transient 5xx a few times.
+#[derive(Debug, Clone)]
+pub struct ArmSettings {
+    pub endpoint: url::Url,
+    /// Per HTTP request (a hang becomes a timeout after this).
+    pub request_timeout: Duration,
+    /// Retries of 408/429/5xx and connection errors, honouring `Retry-After`.
+    pub max_retries: u32,
+    pub max_retry_elapsed: Duration,
+    /// The whole of one long-running operation.
+    pub operation_timeout: Duration,
+    /// Poll interval when Azure sends no `Retry-After`.
+    pub poll_interval: Duration,
+}
+
+impl ArmSettings {
+    pub fn new(endpoint: url::Url) -> ArmSettings {
+        ArmSettings {
+            endpoint,
+            request_timeout: Duration::from_secs(30),
+            max_retries: 4,
+            max_retry_elapsed: Duration::from_secs(60),
+            operation_timeout: Duration::from_secs(600),
+            poll_interval: Duration::from_secs(2),
+        }
+    }
+
+    /// The token scope: the public cloud's well-known one, else `<endpoint>/.default`.
+    pub fn scope(&self) -> String {
+        let endpoint = self.endpoint.as_str().trim_end_matches('/');
+        if endpoint.eq_ignore_ascii_case(PUBLIC_ARM_ENDPOINT) {
+            format!("{PUBLIC_ARM_ENDPOINT}/.default")
+        } else {
+            format!("{endpoint}/.default")
+        }
+    }
+}
+
+/// Counts every HTTP request that reaches ARM (retries and polls included).
+#[derive(Debug)]
+struct CountingClient {
+    inner: reqwest::Client,
+    count: Arc<AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl azure_core::HttpClient for CountingClient {
+    async fn execute_request(
+        &self,
+        request: &azure_core::Request,
+    ) -> azure_core::Result<azure_core::Response> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        azure_core::HttpClient::execute_request(&self.inner, request).await
+    }
+}
+
+/// A connected ARM session: one credential, the three management clients, and a pipeline for
+/// polling operation URLs.
+#[derive(Clone)]
+pub struct Arm {
+    compute: azure_mgmt_compute::package_2024_07_01::Client,
+    network: azure_mgmt_network::package_2024_03::Client,
+    health: azure_mgmt_resourcehealth::package_2024_02::Client,
+    pipeline: azure_core::Pipeline,
+    credential: Arc<dyn TokenCredential>,
+    scopes: Vec<String>,
+    /// For boot-diagnostics blobs: plain SAS GETs, no ARM token.
+    blobs: reqwest::Client,
+    requests: Arc<AtomicU64>,
+    settings: ArmSettings,
+}
+
+impl std::fmt::Debug for Arm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arm")
+            .field("endpoint", &self.settings.endpoint.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Arm {
+    /// Build clients from the environment's credential: the client-secret variables
+    /// (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, `AZURE_AUTHORITY_HOST`)
+    /// first, then workload identity, managed identity and the Azure CLI.
+    pub fn connect(settings: ArmSettings) -> Result<Arm, ArmError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .connect_timeout(Duration::from_secs(10).min(settings.request_timeout))
+            .build()
+            .map_err(|e| ArmError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let credential = credential_from_env(Arc::new(http.clone()))?;
+        Ok(Arm::with_credential(settings, credential, http))
+    }
+
+    /// Build clients with an explicit client-secret credential (the in-process simulator).
+    pub fn connect_with_secret(
+        settings: ArmSettings,
+        authority_host: url::Url,
+        tenant_id: &str,
+        client_id: &str,
+        client_secret: secrecy::SecretString,
+    ) -> Result<Arm, ArmError> {
+        use secrecy::ExposeSecret;
+        let http = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .build()
+            .map_err(|e| ArmError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let credential = azure_identity::ClientSecretCredential::new(
+            Arc::new(http.clone()),
+            authority_host,
+            tenant_id.to_string(),
+            client_id.to_string(),
+            client_secret.expose_secret().to_string(),
+        );
+        Ok(Arm::with_credential(settings, Arc::new(credential), http))
+    }
+
+    fn with_credential(
+        settings: ArmSettings,
+        credential: Arc<dyn TokenCredential>,
+        http: reqwest::Client,
+    ) -> Arm {
+        let requests = Arc::new(AtomicU64::new(0));
+        let transport: Arc<dyn azure_core::HttpClient> = Arc::new(CountingClient {
+            inner: http.clone(),
+            count: requests.clone(),
+        });
+        let retry = azure_core::ExponentialRetryOptions::default()
+            .initial_delay(Duration::from_millis(200))
+            .max_delay(Duration::from_secs(30))
+            .max_retries(settings.max_retries)
+            .max_total_elapsed(settings.max_retry_elapsed);
+        let options = azure_core::ClientOptions::default()
+            .retry(azure_core::RetryOptions::exponential(retry))
+            .transport(azure_core::TransportOptions::new(transport));
+        let scope = settings.scope();
+        let scopes = vec![scope.clone()];
+        let endpoint = settings.endpoint.clone();
+        let compute = azure_mgmt_compute::package_2024_07_01::Client::new(
+            endpoint.clone(),
+            credential.clone(),
+            scopes.clone(),
+            options.clone(),
+        );
+        let network = azure_mgmt_network::package_2024_03::Client::new(
+            endpoint.clone(),
+            credential.clone(),
+            scopes.clone(),
+            options.clone(),
+        );
+        let health = azure_mgmt_resourcehealth::package_2024_02::Client::new(
+            endpoint,
+            credential.clone(),
+            scopes.clone(),
+            options.clone(),
+        );
+        let pipeline = azure_core::Pipeline::new(
+            Some("rdp-doctor"),
+            Some(env!("CARGO_PKG_VERSION")),
+            options,
+            Vec::new(),
+            Vec::new(),
+        );
+        Arm {
+            compute,
+            network,
+            health,
+            pipeline,
+            credential,
+            scopes,
+            blobs: http,
+            requests,
+            settings,
+        }
+    }
+
+    /// HTTP requests sent to ARM so far (retries and polls included; token and blob requests not).
+    pub fn request_count(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn settings(&self) -> &ArmSettings {
+        &self.settings
+    }
+
+    fn map_err(&self, error: azure_core::Error, what: &str) -> ArmError {
+        ArmError::from_azure(&error, what, self.settings.request_timeout)
+    }
+
+    async fn bearer(&self) -> Result<String, ArmError> {
+        let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
+        let token = self
+            .credential
+            .get_token(&scopes)
+            .await
+            .map_err(|e| self.map_err(e, "signing in"))?;
+        Ok(format!("Bearer {}", token.token.secret()))
+    }
+}
+
+fn credential_from_env(
+    http: Arc<dyn azure_core::HttpClient>,
+) -> Result<Arc<dyn TokenCredential>, ArmError> {
+    let options = azure_identity::TokenCredentialOptions::from(http);
+    let has_secret = std::env::var_os("AZURE_CLIENT_SECRET").is_some_and(|s| !s.is_empty());
+    if has_secret {
+        let credential = azure_identity::ClientSecretCredential::create(options).map_err(|e| {
+            ArmError::Config(format!(
+                "AZURE_CLIENT_SECRET is set but the client-secret credential is incomplete: {}",
+                redact(&e.to_string())
+            ))
+        })?;
+        return Ok(Arc::new(credential));
+    }
+    let credential = azure_identity::DefaultAzureCredentialBuilder::default()
+        .with_options(options)
+        .build()
+        .map_err(|_| {
+            ArmError::Config(
+                "no Azure credential found: set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, or run where a managed identity, workload identity or `az login` is available".into(),
+            )
+        })?;
+    Ok(Arc::new(credential))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_cloud_scope_is_the_well_known_one() {
+        let settings = ArmSettings::new(url::Url::parse("https://management.azure.com/").unwrap());
+        assert_eq!(settings.scope(), "https://management.azure.com/.default");
+        let local = ArmSettings::new(url::Url::parse("http://127.0.0.1:8080").unwrap());
+        assert_eq!(local.scope(), "http://127.0.0.1:8080/.default");
+    }
+}

@@ -1,4 +1,313 @@
-//! cli
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! The terminal front end: argument parsing (clap), progress on stderr, the report on stdout,
+//! exit codes as DESIGN.md fixes them.
+//!
+//! **Architecture Invariant:** the only module that names clap types. It turns arguments into a
+//! runbook request and renders the runbook's events and report; it holds no runbook logic.
+
+mod render;
+
+use crate::azure::{Arm, ArmSettings, ResolveError, VmQuery};
+use crate::config::{self, FileConfig};
+use crate::runbook::{self, catalog::Catalog, CheckError, CheckOptions, Verdict};
+use clap::{Parser, Subcommand};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit codes (DESIGN.md): 0 no problem found, 1 problems found, 2 usage/config/not-found/
+/// ambiguous, 3 Azure or network failure.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const PROBLEMS: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const AZURE: u8 = 3;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rdp-doctor",
+    version,
+    about = "Runs Microsoft's \"Troubleshoot Remote Desktop connections to an Azure VM\" runbook against a VM"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check why Remote Desktop to a VM fails: power, agent, public IP, NSG, Resource Health,
+    /// boot diagnostics.
+    Check(CheckArgs),
+    /// Explain a Remote Desktop client error message: its cause and the runbook's fix.
+    Explain {
+        /// The error text as the Remote Desktop client shows it.
+        text: String,
+    },
+    /// Serve the built-in Azure simulator (ARM, token endpoint and blobs on one port).
+    Simulate {
+        /// Address to listen on, e.g. 127.0.0.1:8080.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// World file (TOML). Default: the demo world.
+        #[arg(long)]
+        world: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// The VM: NAME, RESOURCE-GROUP/NAME, or a full resource id.
+    vm: String,
+    /// Print one JSON object (the format in DESIGN.md) instead of the report.
+    #[arg(long)]
+    json: bool,
+    /// Test TCP 3389 from this IPv4 address (your public IP) instead of "anyone on the Internet".
+    #[arg(long, value_name = "IP")]
+    from: Option<String>,
+    /// Subscription(s) to search; overrides AZURE_SUBSCRIPTION_ID. Repeat or comma-separate.
+    #[arg(long, value_name = "ID")]
+    subscription: Vec<String>,
+    /// Write the boot diagnostics console screenshot (PNG) to this file.
+    #[arg(long, value_name = "FILE")]
+    screenshot_out: Option<PathBuf>,
+    /// Run against the built-in Azure simulator and its demo world (no Azure account needed).
+    #[arg(long)]
+    simulate: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::AZURE);
+        }
+    };
+    ExitCode::from(runtime.block_on(run(cli)))
+}
+
+/// Logs go to stderr, `RUST_LOG` decides (default warn). The Azure SDK crates are capped at
+/// info: azure_core 0.21 prints request headers at trace level, bearer token included.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let requested = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let filter = EnvFilter::try_new(format!(
+        "{requested},azure_core=info,azure_identity=info,reqwest=info,hyper=info,hyper_util=info"
+    ))
+    .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .try_init();
+}
+
+fn usage_error(message: impl std::fmt::Display) -> u8 {
+    eprintln!("error: {message}");
+    exit::USAGE
+}
+
+async fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Explain { text } => {
+            let catalog = match load_catalog() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            explain(&catalog, &text)
+        }
+        Command::Simulate { listen, world } => {
+            let result = match world {
+                Some(path) => crate::sim::run_standalone(&listen, &path).await,
+                None => crate::sim::run_demo(&listen).await,
+            };
+            match result {
+                Ok(()) => exit::OK,
+                Err(e) => usage_error(format!("{e:#}")),
+            }
+        }
+        Command::Check(args) => check(args).await,
+    }
+}
+
+fn load_catalog() -> Result<Catalog, u8> {
+    let file = FileConfig::load().map_err(usage_error)?;
+    match &file.runbook_dir {
+        Some(dir) => Catalog::load_dir(dir).map_err(usage_error),
+        None => Ok(Catalog::builtin()),
+    }
+}
+
+fn explain(catalog: &Catalog, text: &str) -> u8 {
+    let matches = catalog.explain(text);
+    let style = render::Style::stdout();
+    let mut out = String::new();
+    if matches.is_empty() {
+        out.push_str("No known Remote Desktop client error matches that text.\n");
+        out.push_str("Run `rdp-doctor check VM` to run the runbook's checks instead.\n");
+    }
+    for error in &matches {
+        out.push_str(&render::explain(error, &style));
+    }
+    print!("{out}");
+    if matches.is_empty() {
+        exit::PROBLEMS
+    } else {
+        exit::OK
+    }
+}
+
+async fn check(args: CheckArgs) -> u8 {
+    let from = match args.from.as_deref().map(str::parse::<std::net::Ipv4Addr>) {
+        None => None,
+        Some(Ok(ip)) => Some(ip),
+        Some(Err(_)) => {
+            return usage_error(format!(
+                "--from {:?} is not an IPv4 address (e.g. --from 203.0.113.7)",
+                args.from.unwrap_or_default()
+            ))
+        }
+    };
+    let query = match VmQuery::parse(&args.vm) {
+        Ok(q) => q,
+        Err(e) => return usage_error(e),
+    };
+    let file = match FileConfig::load() {
+        Ok(f) => f,
+        Err(e) => return usage_error(e),
+    };
+    let catalog = match &file.runbook_dir {
+        Some(dir) => match Catalog::load_dir(dir) {
+            Ok(c) => c,
+            Err(e) => return usage_error(e),
+        },
+        None => Catalog::builtin(),
+    };
+
+    // With --simulate the simulator lives as long as this check.
+    let mut _simulator = None;
+    let (arm, subscriptions) = if args.simulate {
+        let sim = match crate::sim::start_demo().await {
+            Ok(sim) => sim,
+            Err(e) => {
+                eprintln!("error: cannot start the simulator: {e:#}");
+                return exit::AZURE;
+            }
+        };
+        let mut settings = ArmSettings::new(sim.endpoint());
+        file.azure.apply(&mut settings);
+        let arm = match Arm::connect_with_secret(
+            settings,
+            sim.endpoint(),
+            crate::sim::DEMO_TENANT,
+            crate::sim::DEMO_CLIENT,
+            sim.client_secret(),
+        ) {
+            Ok(arm) => arm,
+            Err(e) => return usage_error(e),
+        };
+        let subs = if args.subscription.is_empty() {
+            sim.subscription_ids()
+        } else {
+            config::subscriptions(&args.subscription, &file)
+        };
+        _simulator = Some(sim);
+        (arm, subs)
+    } else {
+        let endpoint = match config::arm_endpoint() {
+            Ok(e) => e,
+            Err(e) => return usage_error(e),
+        };
+        let mut settings = ArmSettings::new(endpoint);
+        file.azure.apply(&mut settings);
+        let arm = match Arm::connect(settings) {
+            Ok(arm) => arm,
+            Err(e) => return usage_error(e),
+        };
+        (arm, config::subscriptions(&args.subscription, &file))
+    };
+
+    let progress = render::Progress::new(!args.json && std::io::stderr().is_terminal());
+    let options = CheckOptions { from };
+    let result = runbook::check_query(&arm, &catalog, &query, &subscriptions, &options, &|event| {
+        progress.event(&event)
+    })
+    .await;
+    progress.finish();
+    let report = match result {
+        Ok(report) => report,
+        Err(CheckError::Resolve(e)) => {
+            return match e {
+                ResolveError::Arm(arm_error) => azure_error(&arm_error),
+                other => usage_error(other),
+            }
+        }
+        Err(CheckError::Arm(e)) => return azure_error(&e),
+    };
+
+    if let Some(path) = &args.screenshot_out {
+        match &report.screenshot_png {
+            Some(png) => {
+                if let Err(e) = std::fs::write(path, png) {
+                    eprintln!(
+                        "warning: cannot write the screenshot to {}: {e}",
+                        path.display()
+                    );
+                }
+            }
+            None => eprintln!(
+                "warning: no console screenshot to write to {} (see the boot-diagnostics finding)",
+                path.display()
+            ),
+        }
+    }
+
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        match serde_json::to_string(&report) {
+            Ok(json) => {
+                let _ = writeln!(stdout, "{json}");
+            }
+            Err(e) => {
+                eprintln!("error: cannot serialise the report: {e}");
+                return exit::AZURE;
+            }
+        }
+    } else {
+        let style = render::Style::stdout();
+        let _ = write!(
+            stdout,
+            "{}",
+            render::report(&report, &catalog, &style, args.screenshot_out.as_deref())
+        );
+    }
+    match report.verdict {
+        Verdict::Ok => exit::OK,
+        Verdict::Problems => exit::PROBLEMS,
+        Verdict::Unknown => exit::AZURE,
+    }
+}
+
+fn azure_error(error: &crate::azure::ArmError) -> u8 {
+    eprintln!("error: {error}");
+    match error {
+        crate::azure::ArmError::Config(_) => exit::USAGE,
+        _ => exit::AZURE,
+    }
 }

@@ -1,1 +1,299 @@
-//! diagnose
+//! Pure diagnosis: facts read from Azure (plain structs) in, findings out.
+//!
+//! **Architecture Invariant:** nothing here does I/O or names an Azure SDK, Discord or clap type.
+//! The `azure` module turns ARM responses into these facts; the runbook decides which checks run
+//! and in what order. That keeps every verdict testable from a struct literal.
+
+pub mod boot_diagnostics;
+pub mod nsg;
+pub mod public_ip;
+pub mod resource_health;
+pub mod vm_agent;
+pub mod vm_status;
+
+use serde::Serialize;
+
+/// The runbook's checks, in runbook order (the order reports list them in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckId {
+    VmStatus,
+    VmAgent,
+    PublicIp,
+    Nsg,
+    ResourceHealth,
+    BootDiagnostics,
+}
+
+impl CheckId {
+    pub const ALL: [CheckId; 6] = [
+        CheckId::VmStatus,
+        CheckId::VmAgent,
+        CheckId::PublicIp,
+        CheckId::Nsg,
+        CheckId::ResourceHealth,
+        CheckId::BootDiagnostics,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckId::VmStatus => "vm-status",
+            CheckId::VmAgent => "vm-agent",
+            CheckId::PublicIp => "public-ip",
+            CheckId::Nsg => "nsg",
+            CheckId::ResourceHealth => "resource-health",
+            CheckId::BootDiagnostics => "boot-diagnostics",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The runbook's fixes. Which one a report recommends is decided by the runbook's ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionId {
+    ResetRdpConfig,
+    OpenRdpPort,
+    ResetPassword,
+    Start,
+    Restart,
+    Redeploy,
+}
+
+impl ActionId {
+    pub const ALL: [ActionId; 6] = [
+        ActionId::ResetRdpConfig,
+        ActionId::OpenRdpPort,
+        ActionId::ResetPassword,
+        ActionId::Start,
+        ActionId::Restart,
+        ActionId::Redeploy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionId::ResetRdpConfig => "reset-rdp-config",
+            ActionId::OpenRdpPort => "open-rdp-port",
+            ActionId::ResetPassword => "reset-password",
+            ActionId::Start => "start",
+            ActionId::Restart => "restart",
+            ActionId::Redeploy => "redeploy",
+        }
+    }
+
+    pub fn parse(id: &str) -> Option<ActionId> {
+        ActionId::ALL.into_iter().find(|a| a.as_str() == id)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+    Skip,
+    Error,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+            Status::Skip => "skip",
+            Status::Error => "error",
+        }
+    }
+}
+
+/// One check's result: what a person reads first (`summary`), the evidence behind it, and the
+/// fix it points to, if any.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub step: CheckId,
+    pub status: Status,
+    pub summary: String,
+    pub evidence: serde_json::Value,
+    /// Extra lines for a person (a tip, the serial log tail); not part of the JSON contract.
+    #[serde(skip)]
+    pub details: Vec<String>,
+    /// The fix this finding calls for; the runbook's ladder picks among them.
+    #[serde(skip)]
+    pub suggests: Option<ActionId>,
+}
+
+impl Finding {
+    pub fn new(step: CheckId, status: Status, summary: impl Into<String>) -> Finding {
+        Finding {
+            step,
+            status,
+            summary: summary.into(),
+            evidence: serde_json::Value::Object(Default::default()),
+            details: Vec::new(),
+            suggests: None,
+        }
+    }
+
+    pub fn evidence(mut self, evidence: impl Serialize) -> Finding {
+        // Serialising our own plain structs cannot fail; fall back to null rather than panic.
+        self.evidence = serde_json::to_value(evidence).unwrap_or(serde_json::Value::Null);
+        self
+    }
+
+    pub fn detail(mut self, line: impl Into<String>) -> Finding {
+        self.details.push(line.into());
+        self
+    }
+
+    pub fn suggests(mut self, action: ActionId) -> Finding {
+        self.suggests = Some(action);
+        self
+    }
+
+    /// A step that could not be evaluated because its facts could not be read.
+    pub fn error(step: CheckId, message: impl Into<String>) -> Finding {
+        Finding::new(step, Status::Error, message)
+    }
+
+    pub fn skip(step: CheckId, why: impl Into<String>) -> Finding {
+        Finding::new(step, Status::Skip, why)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum OsType {
+    Windows,
+    Linux,
+    Unknown,
+}
+
+/// The guest agent as the instance view reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum AgentFacts {
+    Ready {
+        version: Option<String>,
+        message: Option<String>,
+    },
+    NotReady {
+        version: Option<String>,
+        status: Option<String>,
+        message: Option<String>,
+    },
+    /// No `vmAgent` in the instance view (deallocated, or the agent never reported).
+    Missing,
+}
+
+/// What one `GET VM?$expand=instanceView` tells us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmFacts {
+    pub os: OsType,
+    pub location: String,
+    /// The part after `PowerState/`, e.g. `running`; `None` when the instance view has none.
+    pub power_state: Option<String>,
+    pub power_display: Option<String>,
+    /// The part after `ProvisioningState/`, e.g. `succeeded` or `failed/InternalOperationError`.
+    pub provisioning_state: Option<String>,
+    pub provisioning_message: Option<String>,
+    pub agent: AgentFacts,
+    pub nic_ids: Vec<String>,
+    pub boot_diagnostics_enabled: bool,
+}
+
+impl VmFacts {
+    pub fn is_running(&self) -> bool {
+        self.power_state.as_deref() == Some("running")
+    }
+
+    pub fn agent_ready(&self) -> bool {
+        matches!(self.agent, AgentFacts::Ready { .. })
+    }
+}
+
+/// Split an instance-view status code such as `PowerState/running` or
+/// `ProvisioningState/failed/InternalOperationError` into its prefix and the rest.
+pub fn split_status_code(code: &str) -> Option<(&str, &str)> {
+    code.split_once('/')
+}
+
+/// The primary NIC and its public IP, as two GETs tell them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NicFacts {
+    pub nic_id: String,
+    pub private_ip: Option<String>,
+    pub public_ip: Option<PublicIpFacts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicIpFacts {
+    pub id: String,
+    pub name: String,
+    pub address: Option<String>,
+    /// `Static` or `Dynamic`.
+    pub allocation: Option<String>,
+    pub sku: Option<String>,
+}
+
+/// Resource Health's current availability status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthFacts {
+    /// `Available`, `Unavailable`, `Degraded`, `Unknown` or whatever Azure adds later.
+    pub state: String,
+    pub summary: Option<String>,
+    pub detailed_status: Option<String>,
+    pub reason_type: Option<String>,
+    pub occurred: Option<String>,
+    pub recommended_actions: Vec<String>,
+}
+
+/// What boot diagnostics gave us. The SAS URLs never get this far.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BootFacts {
+    pub screenshot_png: Option<Vec<u8>>,
+    pub screenshot_error: Option<String>,
+    pub serial_tail: Vec<String>,
+    pub serial_error: Option<String>,
+}
+
+/// How many serial-log lines a report keeps.
+pub const SERIAL_TAIL_LINES: usize = 40;
+
+/// Keep the last `n` non-empty lines of a serial log.
+pub fn tail_lines(log: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..].iter().map(|l| l.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines_without_blanks() {
+        let log = "a\r\n\r\nb\nc\n\n";
+        assert_eq!(tail_lines(log, 2), vec!["b", "c"]);
+        assert_eq!(tail_lines(log, 10), vec!["a", "b", "c"]);
+        assert!(tail_lines("", 3).is_empty());
+    }
+
+    #[test]
+    fn status_codes_split_on_the_first_slash() {
+        assert_eq!(
+            split_status_code("ProvisioningState/failed/InternalOperationError"),
+            Some(("ProvisioningState", "failed/InternalOperationError"))
+        );
+        assert_eq!(split_status_code("PowerState"), None);
+    }
+}

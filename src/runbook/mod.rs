@@ -1,1 +1,297 @@
-//! runbook
+//! The runbook: which checks run, in what order and with what concurrency, and which fix the
+//! report recommends. Front ends (terminal, Discord) call [`check`] and render its [`Event`]s and
+//! [`Report`].
+//!
+//! **Architecture Invariant:** no chat, CLI or SDK types here. Facts come from `azure` as plain
+//! structs, verdicts from `diagnose`, texts from the [`catalog::Catalog`].
+
+pub mod catalog;
+mod report;
+
+pub use report::{Report, Stats, Verdict};
+
+use crate::azure::{Arm, ArmError, HealthOutcome, ResolveError, VmQuery, VmSummary};
+use crate::diagnose::{
+    self, boot_diagnostics, nsg, public_ip, resource_health, vm_agent, vm_status, ActionId,
+    CheckId, Finding, NicFacts, OsType, Status, VmFacts,
+};
+use catalog::{Catalog, Precondition};
+use futures::FutureExt;
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+/// What a person asked for beyond the VM.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Test port 3389 from this address instead of "anyone on the Internet".
+    pub from: Option<Ipv4Addr>,
+}
+
+/// Progress, in the order things happen. Front ends render these live.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Resolved(crate::azure::VmRef),
+    StepStarted(CheckId),
+    StepFinished(Finding),
+}
+
+/// Why a check produced no report at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("{0}")]
+    Arm(#[from] ArmError),
+}
+
+/// Resolve the VM, then run the checks.
+pub async fn check_query(
+    arm: &Arm,
+    catalog: &Catalog,
+    query: &VmQuery,
+    subscriptions: &[String],
+    options: &CheckOptions,
+    events: &(dyn Fn(Event) + Send + Sync),
+) -> Result<Report, CheckError> {
+    let started = Instant::now();
+    let requests_before = arm.request_count();
+    let summary = arm.resolve(query, subscriptions).await?;
+    let mut report = check(arm, catalog, summary, options, events).await?;
+    report.stats = Stats {
+        arm_requests: arm.request_count().saturating_sub(requests_before),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    Ok(report)
+}
+
+/// Run every check against a resolved VM. Independent reads run concurrently: the VM read,
+/// Resource Health, the NIC chain and boot diagnostics all start at once; only the effective
+/// NSG evaluation waits (it needs a running VM and the NIC's private IP).
+pub async fn check(
+    arm: &Arm,
+    catalog: &Catalog,
+    summary: VmSummary,
+    options: &CheckOptions,
+    events: &(dyn Fn(Event) + Send + Sync),
+) -> Result<Report, CheckError> {
+    let started = Instant::now();
+    let requests_before = arm.request_count();
+    let vm = summary.vm.clone();
+    events(Event::Resolved(vm.clone()));
+    for id in CheckId::ALL {
+        events(Event::StepStarted(id));
+    }
+    let texts = &catalog.texts;
+
+    let vm_read = {
+        let arm = arm.clone();
+        let vm = vm.clone();
+        async move { arm.vm_facts(&vm).await }.shared()
+    };
+    // The NIC id is in the VM list; without it (a full id was given) wait for the VM read.
+    let nic_id = {
+        let vm_read = vm_read.clone();
+        let listed = summary.nic_ids.first().cloned();
+        async move {
+            match listed {
+                Some(id) => Ok(Some(id)),
+                None => vm_read.await.map(|f| f.nic_ids.first().cloned()),
+            }
+        }
+        .shared()
+    };
+    let nic_read = {
+        let arm = arm.clone();
+        let nic_id = nic_id.clone();
+        async move {
+            match nic_id.await? {
+                Some(id) => arm.nic_facts(&id).await.map(Some),
+                None => Ok(None),
+            }
+        }
+        .shared()
+    };
+
+    let vm_steps = async {
+        let facts = vm_read.clone().await;
+        let findings = match &facts {
+            Ok(f) => vec![
+                vm_status::check(f),
+                vm_agent::check(f, &texts.agent_not_ready),
+            ],
+            Err(_) => Vec::new(),
+        };
+        for f in &findings {
+            events(Event::StepFinished(f.clone()));
+        }
+        findings
+    };
+
+    let health_step = async {
+        let finding = match arm.resource_health(&vm).await {
+            Ok(HealthOutcome::Status(h)) => resource_health::check(&h),
+            Ok(HealthOutcome::Unregistered) => {
+                resource_health::unregistered(&texts.register_resource_health)
+            }
+            Err(e) => Finding::error(CheckId::ResourceHealth, e.to_string()),
+        };
+        events(Event::StepFinished(finding.clone()));
+        finding
+    };
+
+    let windows_known = summary.windows;
+    let network_steps = async {
+        let is_linux = match windows_known {
+            Some(w) => !w,
+            None => matches!(vm_read.clone().await, Ok(ref f) if f.os == OsType::Linux),
+        };
+        if is_linux {
+            let findings = vec![
+                Finding::skip(CheckId::PublicIp, "Linux VM: RDP checks do not apply")
+                    .detail(texts.linux.clone()),
+                Finding::skip(CheckId::Nsg, "Linux VM: RDP checks do not apply"),
+            ];
+            for f in &findings {
+                events(Event::StepFinished(f.clone()));
+            }
+            return findings;
+        }
+        let public_ip_step = async {
+            let finding = match nic_read.clone().await {
+                Ok(Some(nic)) => public_ip::check(&nic, &texts.no_public_ip),
+                Ok(None) => Finding::new(
+                    CheckId::PublicIp,
+                    Status::Fail,
+                    "The VM has no network interface",
+                ),
+                Err(e) => Finding::error(CheckId::PublicIp, e.to_string()),
+            };
+            events(Event::StepFinished(finding.clone()));
+            finding
+        };
+        let nsg_step = async {
+            let finding = nsg_finding(arm, &vm_read.clone().await, nic_read.clone(), options).await;
+            events(Event::StepFinished(finding.clone()));
+            finding
+        };
+        let (a, b) = futures::join!(public_ip_step, nsg_step);
+        vec![a, b]
+    };
+
+    let boot_step = async {
+        let enabled = summary.boot_diagnostics_enabled
+            || matches!(vm_read.clone().await, Ok(ref f) if f.boot_diagnostics_enabled);
+        let finding = if !enabled {
+            boot_diagnostics::disabled(&texts.enable_boot_diagnostics)
+        } else {
+            match arm.boot_diagnostics(&vm).await {
+                Ok(boot) => {
+                    let mut finding = boot_diagnostics::check(&boot);
+                    finding.details.extend(boot.serial_tail.iter().cloned());
+                    return (finding, boot.screenshot_png, boot.serial_tail);
+                }
+                Err(e) => Finding::error(CheckId::BootDiagnostics, e.to_string()),
+            }
+        };
+        (finding, None, Vec::new())
+    };
+    let boot_step = async {
+        let out = boot_step.await;
+        events(Event::StepFinished(out.0.clone()));
+        out
+    };
+
+    let (vm_findings, health, network, (boot, screenshot_png, serial_tail)) =
+        futures::join!(vm_steps, health_step, network_steps, boot_step);
+
+    // Without the VM read there is no report: every other finding would be guesswork.
+    let facts = vm_read.await?;
+    let mut findings = vm_findings;
+    findings.extend(network);
+    findings.push(health);
+    findings.push(boot);
+    findings.sort_by_key(|f| f.step);
+
+    let next_action = next_action(catalog, &facts, &findings);
+    Ok(Report {
+        vm,
+        os: facts.os,
+        verdict: Verdict::of(&findings),
+        findings,
+        next_action,
+        stats: Stats {
+            arm_requests: arm.request_count().saturating_sub(requests_before),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        },
+        screenshot_png,
+        serial_tail,
+    })
+}
+
+async fn nsg_finding(
+    arm: &Arm,
+    vm: &Result<VmFacts, ArmError>,
+    nic: impl std::future::Future<Output = Result<Option<NicFacts>, ArmError>>,
+    options: &CheckOptions,
+) -> Finding {
+    let facts = match vm {
+        Ok(f) => f,
+        Err(_) => return Finding::error(CheckId::Nsg, "could not read the VM"),
+    };
+    if !facts.is_running() {
+        return Finding::skip(
+            CheckId::Nsg,
+            "VM is not running: Azure computes effective security rules only for running VMs",
+        );
+    }
+    let nic = match nic.await {
+        Ok(Some(nic)) => nic,
+        Ok(None) => return Finding::skip(CheckId::Nsg, "The VM has no network interface"),
+        Err(e) => return Finding::error(CheckId::Nsg, e.to_string()),
+    };
+    match arm.effective_nsgs(&nic.nic_id).await {
+        Ok(nsgs) => {
+            let probe = nsg::Probe {
+                source: match options.from {
+                    Some(ip) => nsg::TrafficSource::Address(ip),
+                    None => nsg::TrafficSource::Internet,
+                },
+                destination: nic.private_ip.as_deref().and_then(|ip| ip.parse().ok()),
+                port: nsg::RDP_PORT,
+            };
+            nsg::check(&nsgs, &probe)
+        }
+        Err(e) => Finding::error(CheckId::Nsg, e.to_string()),
+    }
+}
+
+/// The first fix on the runbook's ladder that some finding calls for and whose preconditions
+/// hold on this VM.
+pub fn next_action(catalog: &Catalog, vm: &VmFacts, findings: &[Finding]) -> Option<ActionId> {
+    let wanted: Vec<ActionId> = findings.iter().filter_map(|f| f.suggests).collect();
+    catalog
+        .ladder
+        .iter()
+        .filter_map(|id| ActionId::parse(id))
+        .filter(|action| wanted.contains(action))
+        .find(|action| {
+            catalog
+                .step(action.as_str())
+                .map(|step| step.requires.iter().all(|p| holds(*p, vm)))
+                .unwrap_or(false)
+        })
+}
+
+fn holds(precondition: Precondition, vm: &VmFacts) -> bool {
+    match precondition {
+        Precondition::Running => vm.is_running(),
+        Precondition::AgentReady => vm.agent_ready(),
+        Precondition::Windows => vm.os == OsType::Windows,
+        Precondition::DeallocatedOrStopped => {
+            matches!(vm.power_state.as_deref(), Some("deallocated" | "stopped"))
+        }
+    }
+}
+
+/// Re-exported for front ends that only need the step texts.
+pub use diagnose::Status as FindingStatus;

@@ -1,0 +1,157 @@
+//! Long-running operations, polled by hand.
+//!
+//! The 0.21 clients' own polling expects a `provisioningState` in the Location body and then
+//! re-GETs the original URL, which breaks operations whose final 200 on the Location URL *is* the
+//! result (effectiveNetworkSecurityGroups, runCommand, ipFlowVerify) and returns too early for
+//! bodiless POSTs (start, restart, redeploy). So callers `.send()` and hand the first response here.
+
+use super::{Arm, ArmError};
+use azure_core::headers::HeaderName;
+use std::time::{Duration, Instant};
+
+/// What the first response of a long-running operation tells us to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pending {
+    pub async_operation: Option<url::Url>,
+    pub location: Option<url::Url>,
+    pub retry_after: Option<Duration>,
+}
+
+fn header_url(headers: &azure_core::headers::Headers, name: &'static str) -> Option<url::Url> {
+    headers
+        .get_optional_str(&HeaderName::from_static(name))
+        .and_then(|v| url::Url::parse(v).ok())
+}
+
+fn retry_after(headers: &azure_core::headers::Headers) -> Option<Duration> {
+    headers
+        .get_optional_str(&HeaderName::from_static("retry-after"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+impl Pending {
+    pub fn from_headers(headers: &azure_core::headers::Headers) -> Pending {
+        Pending {
+            async_operation: header_url(headers, "azure-asyncoperation"),
+            location: header_url(headers, "location"),
+            retry_after: retry_after(headers),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct OperationStatus {
+    status: String,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+impl Arm {
+    /// Follow an operation to its end. Returns the final body from the Location URL, if the
+    /// operation has one (effective NSGs, Run Command), else an empty body.
+    pub(crate) async fn follow(
+        &self,
+        status: u16,
+        body: bytes::Bytes,
+        pending: Pending,
+        what: &str,
+    ) -> Result<bytes::Bytes, ArmError> {
+        if status == 200 && pending.async_operation.is_none() && pending.location.is_none() {
+            return Ok(body);
+        }
+        let deadline = Instant::now() + self.settings.operation_timeout;
+        let mut wait = pending.retry_after;
+        if let Some(url) = &pending.async_operation {
+            loop {
+                self.pause(wait, deadline, what).await?;
+                let (_, headers, body) = self.get_raw(url, what).await?;
+                let op: OperationStatus =
+                    serde_json::from_slice(&body).map_err(|e| ArmError::Malformed {
+                        what: format!("{what}: operation status"),
+                        detail: e.to_string(),
+                    })?;
+                match op.status.as_str() {
+                    "Succeeded" => break,
+                    "Failed" | "Canceled" | "Cancelled" => {
+                        let (code, message) = op
+                            .error
+                            .map(|e| {
+                                let body = serde_json::json!({ "error": e }).to_string();
+                                super::parse_error_body(body.as_bytes())
+                            })
+                            .unwrap_or((None, None));
+                        return Err(ArmError::OperationFailed {
+                            status: op.status.to_lowercase(),
+                            code: code.unwrap_or_else(|| "OperationFailed".into()),
+                            message: message.unwrap_or_else(|| format!("{what} did not complete")),
+                        });
+                    }
+                    _ => wait = retry_after(&headers),
+                }
+            }
+            // The operation is done; a Location (if any) holds the result.
+            return match &pending.location {
+                Some(location) => {
+                    let (status, _, body) = self.get_raw(location, what).await?;
+                    Ok(if status == 200 {
+                        body
+                    } else {
+                        bytes::Bytes::new()
+                    })
+                }
+                None => Ok(bytes::Bytes::new()),
+            };
+        }
+        if let Some(url) = &pending.location {
+            loop {
+                self.pause(wait, deadline, what).await?;
+                let (status, headers, body) = self.get_raw(url, what).await?;
+                match status {
+                    202 => wait = retry_after(&headers),
+                    204 => return Ok(bytes::Bytes::new()),
+                    _ => return Ok(body),
+                }
+            }
+        }
+        // 202 without anywhere to poll: accepted, nothing more to learn.
+        Ok(body)
+    }
+
+    async fn pause(
+        &self,
+        wait: Option<Duration>,
+        deadline: Instant,
+        what: &str,
+    ) -> Result<(), ArmError> {
+        let wait = wait.unwrap_or(self.settings.poll_interval);
+        if Instant::now() + wait > deadline {
+            return Err(ArmError::Timeout {
+                what: format!("{what} (operation still running)"),
+                after: self.settings.operation_timeout,
+            });
+        }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
+    }
+
+    /// An authenticated GET of a URL ARM handed us (poll URLs carry their own api-version).
+    pub(crate) async fn get_raw(
+        &self,
+        url: &url::Url,
+        what: &str,
+    ) -> Result<(u16, azure_core::headers::Headers, bytes::Bytes), ArmError> {
+        let mut request = azure_core::Request::new(url.clone(), azure_core::Method::Get);
+        request.insert_header(azure_core::headers::AUTHORIZATION, self.bearer().await?);
+        let response = self
+            .pipeline
+            .send(&azure_core::Context::new(), &mut request)
+            .await
+            .map_err(|e| self.map_err(e, what))?;
+        let (status, headers, body) = response.deconstruct();
+        let body = body.collect().await.map_err(|e| self.map_err(e, what))?;
+        Ok((u16::from(status), headers, body))
+    }
+}

@@ -1,0 +1,84 @@
+//! `boot-diagnostics`: the console screenshot and the serial log (runbook step 3) show whether
+//! Windows booted, is stuck on updates, or crashed.
+
+use super::{BootFacts, CheckId, Finding, Status};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Evidence {
+    enabled: bool,
+    screenshot: bool,
+    screenshot_bytes: Option<usize>,
+    serial_log_lines: usize,
+}
+
+pub fn disabled(how_to_enable: &str) -> Finding {
+    Finding::new(
+        CheckId::BootDiagnostics,
+        Status::Warn,
+        "Boot diagnostics are off: no console screenshot or serial log to look at",
+    )
+    .detail(how_to_enable)
+    .evidence(Evidence {
+        enabled: false,
+        screenshot: false,
+        screenshot_bytes: None,
+        serial_log_lines: 0,
+    })
+}
+
+pub fn check(boot: &BootFacts) -> Finding {
+    let evidence = Evidence {
+        enabled: true,
+        screenshot: boot.screenshot_png.is_some(),
+        screenshot_bytes: boot.screenshot_png.as_ref().map(Vec::len),
+        serial_log_lines: boot.serial_tail.len(),
+    };
+    let mut problems = Vec::new();
+    if let Some(e) = &boot.screenshot_error {
+        problems.push(format!("screenshot: {e}"));
+    }
+    if let Some(e) = &boot.serial_error {
+        problems.push(format!("serial log: {e}"));
+    }
+    let finding = if problems.is_empty() {
+        Finding::new(
+            CheckId::BootDiagnostics,
+            Status::Pass,
+            format!(
+                "Console screenshot captured; serial log has {} recent lines",
+                boot.serial_tail.len()
+            ),
+        )
+    } else {
+        Finding::new(
+            CheckId::BootDiagnostics,
+            Status::Warn,
+            format!("Boot diagnostics incomplete: {}", problems.join("; ")),
+        )
+    };
+    finding.evidence(evidence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn complete_partial_and_disabled() {
+        let full = BootFacts {
+            screenshot_png: Some(vec![1, 2, 3]),
+            serial_tail: vec!["a".into(), "b".into()],
+            ..Default::default()
+        };
+        let finding = check(&full);
+        assert_eq!(finding.status, Status::Pass);
+        assert_eq!(finding.evidence["screenshot_bytes"], 3);
+        let partial = BootFacts {
+            screenshot_error: Some("download failed (HTTP 403)".into()),
+            ..full
+        };
+        assert_eq!(check(&partial).status, Status::Warn);
+        assert_eq!(disabled("enable it").status, Status::Warn);
+    }
+}

@@ -1,0 +1,65 @@
+//! The result of one check: the JSON contract of `rdp-doctor check --json` (see DESIGN.md) plus
+//! what a front end shows beside it (the screenshot, the serial-log tail).
+
+use crate::azure::VmRef;
+use crate::diagnose::{ActionId, Finding, OsType, Status};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Nothing found that blocks Remote Desktop (warnings may remain).
+    Ok,
+    /// At least one check failed.
+    Problems,
+    /// Nothing failed, but some check could not be evaluated.
+    Unknown,
+}
+
+impl Verdict {
+    pub fn of(findings: &[Finding]) -> Verdict {
+        if findings.iter().any(|f| f.status == Status::Fail) {
+            Verdict::Problems
+        } else if findings.iter().any(|f| f.status == Status::Error) {
+            Verdict::Unknown
+        } else {
+            Verdict::Ok
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Problems => "problems",
+            Verdict::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// HTTP requests sent to ARM, retries and operation polls included.
+    pub arm_requests: u64,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub vm: VmRef,
+    pub verdict: Verdict,
+    pub findings: Vec<Finding>,
+    pub next_action: Option<ActionId>,
+    pub stats: Stats,
+    #[serde(skip)]
+    pub os: OsType,
+    #[serde(skip)]
+    pub screenshot_png: Option<Vec<u8>>,
+    #[serde(skip)]
+    pub serial_tail: Vec<String>,
+}
+
+impl Report {
+    pub fn finding(&self, step: crate::diagnose::CheckId) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.step == step)
+    }
+}
