@@ -1,1 +1,806 @@
-//! sim
+//! The Azure simulator: ARM, an Entra ID token endpoint and boot-diagnostics blobs on one port,
+//! answering with the JSON shapes of Microsoft's published examples for a world described in TOML.
+//!
+//! It is the demo (`--simulate`), the on-call training ground and the backbone of the tests: the
+//! real SDK clients talk to it over HTTP. It can add latency, throttle like ARM's token bucket and
+//! inject faults.
+//!
+//! **Architecture Invariant:** the simulator knows nothing of rdp-doctor's runbook or diagnosis;
+//! it only models Azure. Nothing outside tests and the `simulate` command depends on it.
+//!
+//! Layout: `world` (the data, TOML and test builder), `arm` (routes and ARM JSON), `lro`
+//! (long-running operations), `throttle` (token bucket, faults), `blob` (screenshot, serial log).
+
+mod arm;
+mod blob;
+mod lro;
+mod throttle;
+mod world;
+
+pub use throttle::{BucketOptions, Fault, FaultKind};
+pub use world::{
+    AgentState, Allocation, Health, Nsg, Os, PowerState, PublicIp, RecommendedAction, Rule, Screen,
+    Sku, Subscription, Vm, VmView, World, WorldError, WorldHandle, DEFAULT_SUBSCRIPTION,
+};
+
+use anyhow::Context as _;
+use arm::{Query, Route};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How the simulator misbehaves. Change it at runtime with [`Simulator::set_options`].
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Added to every request (ARM, token and blob; not `/_sim`).
+    pub latency: Duration,
+    /// ARM-like token bucket on ARM requests: 429 + `Retry-After` when empty.
+    pub bucket: Option<BucketOptions>,
+    /// Injected faults; the first matching one wins.
+    pub faults: Vec<Fault>,
+    /// How many polls of a long-running operation answer "in progress" before it is done.
+    pub lro_polls: u32,
+    /// `Retry-After` (seconds) on 202 and in-progress answers; 0 keeps tests fast.
+    pub retry_after_secs: u64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            latency: Duration::ZERO,
+            bucket: None,
+            faults: Vec::new(),
+            lro_polls: 1,
+            retry_after_secs: 0,
+        }
+    }
+}
+
+/// Request counts, as served by `GET /_sim/stats`.
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct SimStats {
+    /// ARM requests (not token, blob or `/_sim`), including throttled and faulted ones.
+    pub requests: u64,
+    /// Token endpoint requests.
+    pub token_requests: u64,
+    /// Blob downloads.
+    pub blob_requests: u64,
+    /// ARM requests answered 429 by the token bucket.
+    pub throttled: u64,
+    /// Most requests in flight at once (all kinds but `/_sim`).
+    pub peak_in_flight: u64,
+    /// Requests per route, e.g. "GET virtualMachines", "POST token", "GET blob".
+    pub by_route: BTreeMap<String, u64>,
+    /// Answered requests in order (the latest 10,000).
+    pub log: Vec<RequestLogEntry>,
+}
+
+/// One answered request.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct RequestLogEntry {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query as requested.
+    pub path: String,
+    /// HTTP status answered.
+    pub status: u16,
+}
+
+const LOG_CAPACITY: usize = 10_000;
+
+/// A running simulator. Dropping it stops the server too; [`Simulator::shutdown`] also waits.
+pub struct Simulator {
+    url: String,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Simulator {
+    /// Binds `addr` (e.g. "127.0.0.1:0") and serves in a tokio task. Returns once listening.
+    pub async fn start(addr: &str, world: World, options: SimOptions) -> anyhow::Result<Simulator> {
+        world.validate()?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("simulator could not listen on {addr}"))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            url: url.clone(),
+            world: WorldHandle::new(world),
+            live: Mutex::new(Live::new(options)),
+            stats: Mutex::new(SimStats::default()),
+            in_flight: AtomicU64::new(0),
+            tokens: Mutex::new(HashSet::new()),
+            lro: lro::Registry::default(),
+            signer: blob::Signer::new(),
+            stopped: stopped.clone(),
+        });
+        let app = Router::new()
+            .fallback(dispatch)
+            .with_state(Arc::clone(&shared));
+        let mut shutdown = stopped;
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            });
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "simulator server failed");
+            }
+        });
+        Ok(Simulator {
+            url,
+            shared,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// "http://127.0.0.1:PORT" without a trailing slash: the ARM endpoint and the authority host.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Request counts so far (the same data as `GET /_sim/stats`).
+    pub fn stats(&self) -> SimStats {
+        self.shared.stats()
+    }
+
+    /// The live world, to read or change while the simulator serves.
+    pub fn world(&self) -> WorldHandle {
+        self.shared.world.clone()
+    }
+
+    /// Replaces latency, bucket (refilled) and faults (their `times` restart).
+    pub fn set_options(&self, options: SimOptions) {
+        *lock(&self.shared.live) = Live::new(options);
+    }
+
+    /// Stops serving; requests stuck in a `Hang` fault are released.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(mut task) = self.task.take() {
+            // Graceful shutdown waits for open connections; a stuck client must not hold us.
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Serves `world_file` on `listen` until Ctrl-C (`rdp-doctor simulate`).
+pub async fn run_standalone(listen: &str, world_file: &std::path::Path) -> anyhow::Result<()> {
+    let text = tokio::fs::read_to_string(world_file)
+        .await
+        .with_context(|| format!("could not read world file {}", world_file.display()))?;
+    let world = World::from_toml_str(&text)
+        .with_context(|| format!("world file {}", world_file.display()))?;
+    let options = SimOptions {
+        retry_after_secs: 1,
+        ..SimOptions::default()
+    };
+    let sim = Simulator::start(listen, world, options).await?;
+    println!("simulator listening on {}", sim.url());
+    tokio::signal::ctrl_c()
+        .await
+        .context("could not wait for Ctrl-C")?;
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// The demo world of `commands/demo-world.toml`, compiled in.
+pub fn demo_world() -> World {
+    World::from_toml_str(include_str!("../../commands/demo-world.toml"))
+        .expect("commands/demo-world.toml is valid (checked by tests/sim.rs)")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server state
+
+struct Shared {
+    url: String,
+    world: WorldHandle,
+    live: Mutex<Live>,
+    stats: Mutex<SimStats>,
+    in_flight: AtomicU64,
+    tokens: Mutex<HashSet<String>>,
+    lro: lro::Registry,
+    signer: blob::Signer,
+    stopped: watch::Receiver<bool>,
+}
+
+/// Options with their running state (bucket level, faults left).
+struct Live {
+    options: SimOptions,
+    bucket: Option<throttle::TokenBucket>,
+    faults: throttle::Faults,
+}
+
+impl Live {
+    fn new(options: SimOptions) -> Live {
+        Live {
+            bucket: options
+                .bucket
+                .clone()
+                .map(|b| throttle::TokenBucket::new(b, Instant::now())),
+            faults: throttle::Faults::new(&options.faults),
+            options,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn stats(&self) -> SimStats {
+        lock(&self.stats).clone()
+    }
+
+    fn enter(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut stats = lock(&self.stats);
+        stats.peak_in_flight = stats.peak_in_flight.max(now);
+        InFlight(&self.in_flight)
+    }
+
+    fn record_arrival(&self, kind: &Kind, method: &str) {
+        let mut stats = lock(&self.stats);
+        match kind {
+            Kind::Token => stats.token_requests += 1,
+            Kind::Blob => stats.blob_requests += 1,
+            Kind::Arm(_) => stats.requests += 1,
+        }
+        *stats.by_route.entry(kind.key(method)).or_default() += 1;
+    }
+
+    fn record_answer(&self, method: &str, path: String, status: u16) {
+        let mut stats = lock(&self.stats);
+        if stats.log.len() >= LOG_CAPACITY {
+            stats.log.remove(0);
+        }
+        stats.log.push(RequestLogEntry {
+            method: method.to_owned(),
+            path,
+            status,
+        });
+    }
+}
+
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a request is for.
+enum Kind {
+    Token,
+    Blob,
+    Arm(Route),
+}
+
+impl Kind {
+    fn of(method: &str, path: &str) -> Kind {
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let is_token = matches!(segs.as_slice(), [_, o, v, t]
+            if o.eq_ignore_ascii_case("oauth2") && v.eq_ignore_ascii_case("v2.0") && t.eq_ignore_ascii_case("token"));
+        if is_token && method.eq_ignore_ascii_case("POST") {
+            Kind::Token
+        } else if segs.first() == Some(&"_blob") {
+            Kind::Blob
+        } else {
+            Kind::Arm(Route::parse(method, path))
+        }
+    }
+
+    fn key(&self, method: &str) -> String {
+        match self {
+            Kind::Token => "POST token".to_owned(),
+            Kind::Blob => format!("{} blob", method.to_ascii_uppercase()),
+            Kind::Arm(route) => route.key(method),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replies
+
+/// An HTTP answer before it becomes an axum response.
+pub(crate) struct Reply {
+    status: u16,
+    content_type: Option<&'static str>,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+const JSON: &str = "application/json; charset=utf-8";
+
+impl Reply {
+    pub(crate) fn json(status: u16, body: &Value) -> Reply {
+        Reply {
+            status,
+            content_type: Some(JSON),
+            headers: Vec::new(),
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    pub(crate) fn raw(status: u16, content_type: &'static str, body: Vec<u8>) -> Reply {
+        Reply {
+            status,
+            content_type: Some(content_type),
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    pub(crate) fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            content_type: Some(JSON),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// ARM's standard error body `{"error":{"code","message"}}`.
+    pub(crate) fn arm_error(status: u16, code: &str, message: &str) -> Reply {
+        Reply::json(
+            status,
+            &json!({"error": {"code": code, "message": message}}),
+        )
+    }
+
+    pub(crate) fn header(mut self, name: &'static str, value: String) -> Reply {
+        self.headers.push((name, value));
+        self
+    }
+
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut headers = HeaderMap::new();
+        if let Some(content_type) = self.content_type {
+            headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type),
+            );
+        }
+        for (name, value) in self.headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.append(HeaderName::from_static(lowercase_static(name)), value);
+            }
+        }
+        (status, headers, self.body).into_response()
+    }
+}
+
+/// Header names are written in their usual spelling; `HeaderName::from_static` wants lowercase.
+fn lowercase_static(name: &'static str) -> &'static str {
+    match name {
+        "Location" => "location",
+        "Retry-After" => "retry-after",
+        "WWW-Authenticate" => "www-authenticate",
+        other => other,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request pipeline
+
+async fn dispatch(State(shared): State<Arc<Shared>>, request: axum::extract::Request) -> Response {
+    let method = request.method().as_str().to_owned();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let path_and_query = match &query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    if path == "/_sim/stats" {
+        let stats = serde_json::to_value(shared.stats()).unwrap_or_default();
+        return Reply::json(200, &stats).into_response();
+    }
+    let kind = Kind::of(&method, &path);
+    let _in_flight = shared.enter();
+    shared.record_arrival(&kind, &method);
+    let (latency, fault) = {
+        let mut live = lock(&shared.live);
+        let fault = live.faults.take(&method, &path_and_query);
+        (live.options.latency, fault)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let headers = request.headers().clone();
+    let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let reply = match fault {
+        Some(fault) => fault_reply(&shared, fault, &path).await,
+        None => match &kind {
+            Kind::Token => token(&shared, &body),
+            Kind::Blob => serve_blob(&shared, &method, &path, query.as_deref()),
+            Kind::Arm(route) => {
+                arm_request(&shared, route, &method, &path, query.as_deref(), &headers)
+            }
+        },
+    };
+    let request_id = random_uuid();
+    let reply = reply
+        .header("x-ms-request-id", request_id.clone())
+        .header("x-ms-correlation-request-id", request_id);
+    shared.record_answer(&method, path_and_query, reply.status);
+    reply.into_response()
+}
+
+async fn fault_reply(shared: &Shared, fault: FaultKind, path: &str) -> Reply {
+    match fault {
+        FaultKind::Status(status) => {
+            let (code, message) = match status {
+                429 => ("TooManyRequests", "The request is being throttled."),
+                500 => ("InternalServerError", "Encountered internal server error. Diagnostic information: timestamp '', subscription id '', tracking id '', request correlation id ''."),
+                502 => ("BadGateway", "The gateway did not receive a response from the service in time."),
+                503 => ("ServiceUnavailable", "The service is temporarily unavailable. Please try again later."),
+                504 => ("GatewayTimeout", "The gateway did not receive a response from 'Microsoft.Compute' within the specified time period."),
+                409 => ("Conflict", "The operation conflicts with another operation in progress."),
+                403 => ("AuthorizationFailed", "The client does not have authorization to perform this action."),
+                404 => ("NotFound", "The requested resource was not found."),
+                _ => ("SimulatedFault", "A fault injected by the simulator."),
+            };
+            let reply = Reply::arm_error(status, code, message);
+            if status == 429 || status == 503 {
+                let retry = lock(&shared.live).options.retry_after_secs;
+                reply.header("Retry-After", retry.to_string())
+            } else {
+                reply
+            }
+        }
+        FaultKind::StatusBody(status, body) => Reply::raw(status, JSON, body.into_bytes()),
+        FaultKind::Malformed => Reply::raw(
+            200,
+            JSON,
+            format!("{{\"value\":[{{\"id\":\"{path}\",\"name\":\"trunc").into_bytes(),
+        ),
+        FaultKind::Hang => {
+            let mut stopped = shared.stopped.clone();
+            let _ = stopped.wait_for(|stop| *stop).await;
+            Reply::arm_error(503, "ServiceUnavailable", "The simulator is shutting down.")
+        }
+    }
+}
+
+/// The subscription id in an ARM path, for messages.
+fn subscription_of(path: &str) -> &str {
+    let mut segs = path.split('/').filter(|s| !s.is_empty());
+    while let Some(seg) = segs.next() {
+        if seg.eq_ignore_ascii_case("subscriptions") {
+            return segs.next().unwrap_or_default();
+        }
+    }
+    ""
+}
+
+fn arm_request(
+    shared: &Shared,
+    route: &Route,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Reply {
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let challenge = format!(
+        "Bearer authorization_uri=\"{}/common/oauth2/authorize\", error=\"invalid_token\", error_description=\"The authentication failed because of missing 'Authorization' header.\"",
+        shared.url
+    );
+    match auth {
+        None => {
+            return Reply::arm_error(
+                401,
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is missing.",
+            )
+            .header("WWW-Authenticate", challenge)
+        }
+        Some(value) => {
+            let token = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "));
+            let known = token.is_some_and(|t| lock(&shared.tokens).contains(t.trim()));
+            if !known {
+                return Reply::arm_error(
+                    401,
+                    "InvalidAuthenticationToken",
+                    "The access token is invalid.",
+                )
+                .header("WWW-Authenticate", challenge);
+            }
+        }
+    }
+    let (remaining, lro_polls, retry_after) = {
+        let mut live = lock(&shared.live);
+        let (lro_polls, retry_after) = (live.options.lro_polls, live.options.retry_after_secs);
+        let remaining = match live.bucket.as_mut().map(|b| b.take(Instant::now())) {
+            None => None,
+            Some(Ok(remaining)) => Some(remaining),
+            Some(Err(wait)) => {
+                drop(live);
+                lock(&shared.stats).throttled += 1;
+                return Reply::arm_error(
+                    429,
+                    "TooManyRequests",
+                    &format!(
+                        "Number of requests for subscription '{}' exceeded the limit. Please try again after '{wait}' seconds after additional tokens are available. Refer to https://aka.ms/arm-throttling",
+                        subscription_of(path)
+                    ),
+                )
+                .header("Retry-After", wait.to_string())
+                .header("x-ms-ratelimit-remaining-subscription-reads", "0".to_owned());
+            }
+        };
+        (remaining, lro_polls, retry_after)
+    };
+    let query = Query::parse(query);
+    let reply = {
+        let mut world = shared.world.lock();
+        let mut ctx = arm::Ctx {
+            world: &mut world,
+            base: &shared.url,
+            lro: &shared.lro,
+            signer: &shared.signer,
+            lro_polls,
+            retry_after,
+            query: &query,
+            method,
+            path,
+        };
+        arm::handle(route, &mut ctx)
+    };
+    if route.is_read(method) {
+        let remaining = remaining.map_or_else(|| "11999".to_owned(), |r| r.to_string());
+        reply.header("x-ms-ratelimit-remaining-subscription-reads", remaining)
+    } else {
+        reply
+    }
+}
+
+/// `POST /{tenant}/oauth2/v2.0/token` with the client-credentials grant.
+fn token(shared: &Shared, body: &[u8]) -> Reply {
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let aad_error = |status: u16, error: &str, code: u32, text: String| {
+        let trace = random_uuid();
+        let correlation = random_uuid();
+        let now = now_rfc3339();
+        Reply::json(
+            status,
+            &json!({
+                "error": error,
+                "error_description": format!("AADSTS{code}: {text}\r\nTrace ID: {trace}\r\nCorrelation ID: {correlation}\r\nTimestamp: {now}"),
+                "error_codes": [code],
+                "timestamp": now,
+                "trace_id": trace,
+                "correlation_id": correlation,
+                "error_uri": format!("{}/error?code={code}", shared.url),
+            }),
+        )
+    };
+    if field("grant_type") != Some("client_credentials") {
+        return aad_error(
+            400,
+            "unsupported_grant_type",
+            70003,
+            "The app requested an unsupported grant type. The simulator supports only 'client_credentials'.".to_owned(),
+        );
+    }
+    let Some(client_id) = field("client_id") else {
+        return aad_error(
+            400,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'client_id'.".to_owned(),
+        );
+    };
+    let Some(secret) = field("client_secret") else {
+        return aad_error(
+            401,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.".to_owned(),
+        );
+    };
+    let expected = shared.world.lock().client_secret.clone();
+    if secret != expected {
+        return aad_error(
+            401,
+            "invalid_client",
+            7000215,
+            format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."),
+        );
+    }
+    let access_token = format!(
+        "sim.{:016x}{:016x}{:016x}",
+        random_u64(),
+        random_u64(),
+        random_u64()
+    );
+    lock(&shared.tokens).insert(access_token.clone());
+    Reply::json(
+        200,
+        &json!({
+            "token_type": "Bearer",
+            "expires_in": 3599,
+            "ext_expires_in": 3599,
+            "access_token": access_token,
+        }),
+    )
+}
+
+/// Azure Storage's XML error.
+fn storage_error(status: u16, code: &str, message: &str, detail: Option<&str>) -> Reply {
+    let detail = detail
+        .map(|d| format!("<AuthenticationErrorDetail>{d}</AuthenticationErrorDetail>"))
+        .unwrap_or_default();
+    let body = format!(
+        "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code><Message>{message}\nRequestId:{}\nTime:{}</Message>{detail}</Error>",
+        random_uuid(),
+        now_rfc3339()
+    );
+    Reply::raw(status, "application/xml", body.into_bytes())
+        .header("x-ms-error-code", code.to_owned())
+}
+
+/// `GET /_blob/{sub}/{rg}/{vm}.screenshot.bmp|.serialconsole.log?...&se=..&sig=..`.
+fn serve_blob(shared: &Shared, method: &str, path: &str, query: Option<&str>) -> Reply {
+    if !method.eq_ignore_ascii_case("GET") {
+        return storage_error(
+            405,
+            "UnsupportedHttpVerb",
+            "The resource doesn't support specified Http Verb.",
+            None,
+        );
+    }
+    let query = Query::parse(query);
+    let auth_failed = |detail: &str| {
+        storage_error(
+            403,
+            "AuthenticationFailed",
+            "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.",
+            Some(detail),
+        )
+    };
+    let (Some(expiry), Some(sig)) = (query.get("se"), query.get("sig")) else {
+        return auth_failed("Signature fields not well formed.");
+    };
+    if !shared.signer.verify(path, expiry, sig) {
+        return auth_failed("Signature did not match.");
+    }
+    let now = OffsetDateTime::now_utc();
+    match OffsetDateTime::parse(expiry, &Rfc3339) {
+        Ok(end) if end > now => {}
+        _ => {
+            return auth_failed(&format!(
+                "Signed expiry time [{expiry}] must be after current time [{}]",
+                rfc3339(now)
+            ))
+        }
+    }
+    let not_found = || {
+        storage_error(
+            404,
+            "BlobNotFound",
+            "The specified blob does not exist.",
+            None,
+        )
+    };
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let [_, sub, rg, file] = segs.as_slice() else {
+        return not_found();
+    };
+    let Some((name, kind)) = blob::BlobKind::parse(file) else {
+        return not_found();
+    };
+    let world = shared.world.lock();
+    let Some(vm) = world.find_vm(sub, rg, name) else {
+        return not_found();
+    };
+    let reply = match kind {
+        blob::BlobKind::Screenshot => match blob::screenshot_bmp(vm) {
+            Ok(bytes) => Reply::raw(200, "image/bmp", bytes),
+            Err(error) => storage_error(500, "InternalError", &error.to_string(), None),
+        },
+        blob::BlobKind::SerialLog => Reply::raw(
+            200,
+            "text/plain; charset=utf-8",
+            blob::serial_log(vm).into_bytes(),
+        ),
+    };
+    reply.header("x-ms-blob-type", "BlockBlob".to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+/// A random 64-bit number (std's per-process random keys; not for cryptography).
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = RandomState::new().build_hasher();
+    COUNTER.fetch_add(1, Ordering::Relaxed).hash(&mut hasher);
+    std::time::SystemTime::now().hash(&mut hasher);
+    hasher.finish()
+}
+
+fn format_uuid(hi: u64, lo: u64) -> String {
+    let hex = format!("{hi:016x}{lo:016x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// A random version-4 UUID.
+pub(crate) fn random_uuid() -> String {
+    let hi = (random_u64() & !0xf000) | 0x4000;
+    let lo = (random_u64() & !(0xc << 60)) | (0x8 << 60);
+    format_uuid(hi, lo)
+}
+
+/// A UUID derived from `seed`, so ids stay the same from run to run.
+pub(crate) fn stable_uuid(seed: &str) -> String {
+    let fnv = |salt: u8| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in seed.bytes().chain([salt]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    };
+    format_uuid(fnv(1), fnv(2))
+}
+
+/// RFC 3339 in whole seconds, e.g. "2024-05-01T10:00:00Z".
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    at.replace_nanosecond(0)
+        .unwrap_or(at)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    rfc3339(OffsetDateTime::now_utc())
+}

@@ -1,0 +1,1433 @@
+//! ARM routes and JSON: turns a request path into a [`Route`] and the world into the shapes of
+//! Microsoft's published examples (`shared/arm-examples`).
+//!
+//! Authentication, throttling, faults and statistics happen before this module is called; it
+//! only answers for the world.
+
+use super::blob::{BlobKind, Signer};
+use super::lro::{Outcome, Poll, Registry};
+use super::world::{
+    AgentState, Allocation, Nsg, Os, PowerState, RecommendedAction, Rule, Vm, World,
+};
+use super::{now_rfc3339, rfc3339, stable_uuid, Reply};
+use serde_json::{json, Map, Value};
+use time::{Duration, OffsetDateTime};
+
+/// Query parameters, looked up case-insensitively like ARM does.
+pub(crate) struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub(crate) fn parse(query: Option<&str>) -> Query {
+        Query(
+            url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An ARM operation the simulator serves, with the path parameters it names.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Route {
+    ListVms {
+        sub: String,
+        rg: Option<String>,
+    },
+    GetVm {
+        sub: String,
+        rg: String,
+        vm: String,
+    },
+    VmInstanceView {
+        sub: String,
+        rg: String,
+        vm: String,
+    },
+    BootDiagnostics {
+        sub: String,
+        rg: String,
+        vm: String,
+    },
+    ResourceHealth {
+        sub: String,
+        rg: String,
+        vm: String,
+    },
+    GetNic {
+        sub: String,
+        rg: String,
+        nic: String,
+    },
+    EffectiveNsgs {
+        sub: String,
+        rg: String,
+        nic: String,
+    },
+    GetPublicIp {
+        sub: String,
+        rg: String,
+        name: String,
+    },
+    GetSubnet {
+        sub: String,
+        rg: String,
+        vnet: String,
+        subnet: String,
+    },
+    GetNsg {
+        sub: String,
+        rg: String,
+        name: String,
+    },
+    NetworkOperationResult {
+        sub: String,
+        id: String,
+    },
+    ComputeOperation {
+        sub: String,
+        id: String,
+    },
+    Unknown,
+}
+
+impl Route {
+    /// Parses a method and path. Empty segments are ignored, so `//subscriptions/...` (a
+    /// resource id with its leading slash inserted after the host) still matches.
+    pub(crate) fn parse(method: &str, path: &str) -> Route {
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let lower: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
+        let l: Vec<&str> = lower.iter().map(String::as_str).collect();
+        let s = |i: usize| segs[i].to_owned();
+        let get = method.eq_ignore_ascii_case("GET");
+        let post = method.eq_ignore_ascii_case("POST");
+        const SUB: &str = "subscriptions";
+        const RGS: &str = "resourcegroups";
+        const P: &str = "providers";
+        const C: &str = "microsoft.compute";
+        const N: &str = "microsoft.network";
+        const VMS: &str = "virtualmachines";
+        match l.as_slice() {
+            [SUB, _, P, C, VMS] if get => Route::ListVms {
+                sub: s(1),
+                rg: None,
+            },
+            [SUB, _, RGS, _, P, C, VMS] if get => Route::ListVms {
+                sub: s(1),
+                rg: Some(s(3)),
+            },
+            [SUB, _, RGS, _, P, C, VMS, _] if get => Route::GetVm {
+                sub: s(1),
+                rg: s(3),
+                vm: s(7),
+            },
+            [SUB, _, RGS, _, P, C, VMS, _, "instanceview"] if get => Route::VmInstanceView {
+                sub: s(1),
+                rg: s(3),
+                vm: s(7),
+            },
+            [SUB, _, RGS, _, P, C, VMS, _, "retrievebootdiagnosticsdata"] if post => {
+                Route::BootDiagnostics {
+                    sub: s(1),
+                    rg: s(3),
+                    vm: s(7),
+                }
+            }
+            [SUB, _, RGS, _, P, C, VMS, _, P, "microsoft.resourcehealth", "availabilitystatuses", "current"]
+                if get =>
+            {
+                Route::ResourceHealth {
+                    sub: s(1),
+                    rg: s(3),
+                    vm: s(7),
+                }
+            }
+            [SUB, _, RGS, _, P, N, "networkinterfaces", _] if get => Route::GetNic {
+                sub: s(1),
+                rg: s(3),
+                nic: s(7),
+            },
+            [SUB, _, RGS, _, P, N, "networkinterfaces", _, "effectivenetworksecuritygroups"]
+                if post =>
+            {
+                Route::EffectiveNsgs {
+                    sub: s(1),
+                    rg: s(3),
+                    nic: s(7),
+                }
+            }
+            [SUB, _, RGS, _, P, N, "publicipaddresses", _] if get => Route::GetPublicIp {
+                sub: s(1),
+                rg: s(3),
+                name: s(7),
+            },
+            [SUB, _, RGS, _, P, N, "virtualnetworks", _, "subnets", _] if get => Route::GetSubnet {
+                sub: s(1),
+                rg: s(3),
+                vnet: s(7),
+                subnet: s(9),
+            },
+            [SUB, _, RGS, _, P, N, "networksecuritygroups", _] if get => Route::GetNsg {
+                sub: s(1),
+                rg: s(3),
+                name: s(7),
+            },
+            [SUB, _, P, N, "locations", _, "operationresults", _] if get => {
+                Route::NetworkOperationResult {
+                    sub: s(1),
+                    id: s(7),
+                }
+            }
+            [SUB, _, P, C, "locations", _, "operations", _] if get => Route::ComputeOperation {
+                sub: s(1),
+                id: s(7),
+            },
+            _ => Route::Unknown,
+        }
+    }
+
+    /// The key in `SimStats::by_route`, e.g. "GET virtualMachines".
+    pub(crate) fn key(&self, method: &str) -> String {
+        let name = match self {
+            Route::ListVms { .. } => "GET virtualMachines (list)",
+            Route::GetVm { .. } => "GET virtualMachines",
+            Route::VmInstanceView { .. } => "GET virtualMachines/instanceView",
+            Route::BootDiagnostics { .. } => "POST virtualMachines/retrieveBootDiagnosticsData",
+            Route::ResourceHealth { .. } => "GET availabilityStatuses/current",
+            Route::GetNic { .. } => "GET networkInterfaces",
+            Route::EffectiveNsgs { .. } => "POST networkInterfaces/effectiveNetworkSecurityGroups",
+            Route::GetPublicIp { .. } => "GET publicIPAddresses",
+            Route::GetSubnet { .. } => "GET virtualNetworks/subnets",
+            Route::GetNsg { .. } => "GET networkSecurityGroups",
+            Route::NetworkOperationResult { .. } => "GET Microsoft.Network/operationResults",
+            Route::ComputeOperation { .. } => "GET Microsoft.Compute/operations",
+            Route::Unknown => return format!("{} unknown", method.to_ascii_uppercase()),
+        };
+        name.to_owned()
+    }
+
+    /// Whether the route only reads (for `x-ms-ratelimit-remaining-subscription-reads`).
+    /// The POSTs served so far are reads in ARM's accounting too (they change nothing).
+    pub(crate) fn is_read(&self, method: &str) -> bool {
+        method.eq_ignore_ascii_case("GET")
+            || matches!(
+                self,
+                Route::EffectiveNsgs { .. } | Route::BootDiagnostics { .. }
+            )
+    }
+}
+
+/// What a route handler may use.
+pub(crate) struct Ctx<'a> {
+    pub world: &'a mut World,
+    /// The simulator's own URL, e.g. "http://127.0.0.1:1234".
+    pub base: &'a str,
+    pub lro: &'a Registry,
+    pub signer: &'a Signer,
+    pub lro_polls: u32,
+    pub retry_after: u64,
+    pub query: &'a Query,
+    pub method: &'a str,
+    pub path: &'a str,
+}
+
+/// Answers an authenticated, unthrottled ARM request.
+pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
+    let result =
+        match route {
+            Route::ListVms { sub, rg } => list_vms(ctx, sub, rg.as_deref()),
+            Route::GetVm { sub, rg, vm } => lookup_vm(ctx.world, sub, rg, vm).map(|vm| {
+                let expand = ctx
+                    .query
+                    .get("$expand")
+                    .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
+                Reply::json(200, &vm_json(vm, expand))
+            }),
+            Route::VmInstanceView { sub, rg, vm } => lookup_vm(ctx.world, sub, rg, vm)
+                .map(|vm| Reply::json(200, &instance_view_json(vm))),
+            Route::BootDiagnostics { sub, rg, vm } => boot_diagnostics(ctx, sub, rg, vm),
+            Route::ResourceHealth { sub, rg, vm } => resource_health(ctx, sub, rg, vm),
+            Route::GetNic { sub, rg, nic } => lookup_nic(ctx.world, sub, rg, nic)
+                .map(|vm| Reply::json(200, &nic_json(ctx.world, vm))),
+            Route::EffectiveNsgs { sub, rg, nic } => effective_nsgs(ctx, sub, rg, nic),
+            Route::GetPublicIp { sub, rg, name } => get_public_ip(ctx.world, sub, rg, name),
+            Route::GetSubnet {
+                sub,
+                rg,
+                vnet,
+                subnet,
+            } => get_subnet(ctx.world, sub, rg, vnet, subnet),
+            Route::GetNsg { sub, rg, name } => get_nsg(ctx.world, sub, rg, name),
+            Route::NetworkOperationResult { sub, id } => network_operation(ctx, sub, id),
+            Route::ComputeOperation { sub, id } => compute_operation(ctx, sub, id),
+            Route::Unknown => Err(Reply::arm_error(
+                404,
+                "NotFound",
+                &format!(
+                "The simulator does not serve {} {}. See src/sim/arm.rs for the routes it knows.",
+                ctx.method, ctx.path
+            ),
+            )),
+        };
+    result.unwrap_or_else(|reply| reply)
+}
+
+type Answer = Result<Reply, Reply>;
+
+// ---------------------------------------------------------------------------------------------
+// Ids and lookups
+
+fn rg_prefix(sub: &str, rg: &str) -> String {
+    format!("/subscriptions/{sub}/resourceGroups/{rg}")
+}
+
+pub(crate) fn vm_id(vm: &Vm) -> String {
+    format!(
+        "{}/providers/Microsoft.Compute/virtualMachines/{}",
+        rg_prefix(&vm.subscription, &vm.resource_group),
+        vm.name
+    )
+}
+
+fn nic_id(vm: &Vm) -> String {
+    format!(
+        "{}/providers/Microsoft.Network/networkInterfaces/{}",
+        rg_prefix(&vm.subscription, &vm.resource_group),
+        vm.nic_name()
+    )
+}
+
+fn ipconfig_id(vm: &Vm) -> String {
+    format!("{}/ipConfigurations/ipconfig1", nic_id(vm))
+}
+
+fn public_ip_id(vm: &Vm, name: &str) -> String {
+    format!(
+        "{}/providers/Microsoft.Network/publicIPAddresses/{name}",
+        rg_prefix(&vm.subscription, &vm.resource_group)
+    )
+}
+
+fn subnet_id(vm: &Vm) -> String {
+    format!(
+        "{}/providers/Microsoft.Network/virtualNetworks/{}/subnets/{}",
+        rg_prefix(&vm.subscription, &vm.resource_group),
+        vm.vnet_name(),
+        vm.subnet
+    )
+}
+
+fn nsg_id(nsg: &Nsg) -> String {
+    format!(
+        "{}/providers/Microsoft.Network/networkSecurityGroups/{}",
+        rg_prefix(&nsg.subscription, &nsg.resource_group),
+        nsg.name
+    )
+}
+
+fn not_found(kind: &str, name: &str, rg: &str) -> Reply {
+    Reply::arm_error(
+        404,
+        "ResourceNotFound",
+        &format!(
+            "The Resource '{kind}/{name}' under resource group '{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+        ),
+    )
+}
+
+/// Subscription and resource group exist, or the error ARM gives.
+fn check_scope(world: &World, sub: &str, rg: Option<&str>) -> Result<(), Reply> {
+    if world.subscription_entry(sub).is_none() {
+        return Err(Reply::arm_error(
+            404,
+            "SubscriptionNotFound",
+            &format!("The subscription '{sub}' could not be found."),
+        ));
+    }
+    match rg {
+        Some(rg) if !world.has_resource_group(sub, rg) => Err(Reply::arm_error(
+            404,
+            "ResourceGroupNotFound",
+            &format!("Resource group '{rg}' could not be found."),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn lookup_vm<'w>(world: &'w World, sub: &str, rg: &str, name: &str) -> Result<&'w Vm, Reply> {
+    check_scope(world, sub, Some(rg))?;
+    world
+        .find_vm(sub, rg, name)
+        .ok_or_else(|| not_found("Microsoft.Compute/virtualMachines", name, rg))
+}
+
+fn lookup_nic<'w>(world: &'w World, sub: &str, rg: &str, nic: &str) -> Result<&'w Vm, Reply> {
+    check_scope(world, sub, Some(rg))?;
+    world
+        .vms
+        .iter()
+        .find(|v| {
+            v.subscription.eq_ignore_ascii_case(sub)
+                && v.resource_group.eq_ignore_ascii_case(rg)
+                && v.nic_name().eq_ignore_ascii_case(nic)
+        })
+        .ok_or_else(|| not_found("Microsoft.Network/networkInterfaces", nic, rg))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compute
+
+fn list_vms(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Answer {
+    check_scope(ctx.world, sub, rg)?;
+    let vms: Vec<&Vm> = ctx
+        .world
+        .vms
+        .iter()
+        .filter(|v| {
+            v.subscription.eq_ignore_ascii_case(sub)
+                && rg.is_none_or(|rg| v.resource_group.eq_ignore_ascii_case(rg))
+        })
+        .collect();
+    let skip = match ctx.query.get("$skiptoken") {
+        None => 0,
+        Some(token) => token.parse::<usize>().map_err(|_| {
+            Reply::arm_error(
+                400,
+                "InvalidSkipToken",
+                &format!("The skip token '{token}' is not valid."),
+            )
+        })?,
+    };
+    let page_size = ctx.world.page_size.max(1);
+    let page: Vec<Value> = vms
+        .iter()
+        .skip(skip)
+        .take(page_size)
+        .map(|vm| vm_json(vm, false))
+        .collect();
+    let mut body = json!({ "value": page });
+    if skip + page_size < vms.len() {
+        let scope = match rg {
+            Some(rg) => rg_prefix(sub, rg),
+            None => format!("/subscriptions/{sub}"),
+        };
+        body["nextLink"] = json!(format!(
+            "{}{scope}/providers/Microsoft.Compute/virtualMachines?api-version=2024-07-01&$skiptoken={}",
+            ctx.base,
+            skip + page_size
+        ));
+    }
+    Ok(Reply::json(200, &body))
+}
+
+/// `provisioningState` of the model: the first segment, capitalised ("failed/X" -> "Failed").
+fn model_provisioning_state(state: &str) -> String {
+    capitalise(state.split('/').next().unwrap_or(state))
+}
+
+fn capitalise(word: &str) -> String {
+    let mut chars = word.chars();
+    match chars.next() {
+        Some(first) => first
+            .to_uppercase()
+            .chain(chars.flat_map(char::to_lowercase))
+            .collect(),
+        None => String::new(),
+    }
+}
+
+fn os_disk_name(vm: &Vm) -> String {
+    format!(
+        "{}_OsDisk_1_{}",
+        vm.name,
+        stable_uuid(&vm_id(vm)).replace('-', "")
+    )
+}
+
+pub(crate) fn vm_json(vm: &Vm, with_instance_view: bool) -> Value {
+    let (image, os_config) = match vm.os {
+        Os::Windows => (
+            json!({"publisher": "MicrosoftWindowsServer", "offer": "WindowsServer", "sku": "2022-datacenter-azure-edition", "version": "latest"}),
+            json!({"windowsConfiguration": {"provisionVMAgent": true, "enableAutomaticUpdates": true}}),
+        ),
+        Os::Linux => (
+            json!({"publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts-gen2", "version": "latest"}),
+            json!({"linuxConfiguration": {"disablePasswordAuthentication": true, "provisionVMAgent": true}}),
+        ),
+    };
+    let disk = os_disk_name(vm);
+    let mut os_profile = json!({
+        "computerName": vm.name,
+        "adminUsername": "azureadmin",
+        "secrets": [],
+    });
+    if let (Some(profile), Value::Object(config)) = (os_profile.as_object_mut(), os_config) {
+        profile.extend(config);
+    }
+    let mut properties = json!({
+        "vmId": stable_uuid(&vm_id(vm)),
+        "hardwareProfile": {"vmSize": vm.vm_size},
+        "storageProfile": {
+            "imageReference": image,
+            "osDisk": {
+                "osType": match vm.os { Os::Windows => "Windows", Os::Linux => "Linux" },
+                "name": disk,
+                "createOption": "FromImage",
+                "caching": "ReadWrite",
+                "managedDisk": {
+                    "storageAccountType": "Premium_LRS",
+                    "id": format!("{}/providers/Microsoft.Compute/disks/{disk}", rg_prefix(&vm.subscription, &vm.resource_group)),
+                },
+                "diskSizeGB": match vm.os { Os::Windows => 127, Os::Linux => 30 },
+            },
+            "dataDisks": [],
+        },
+        "osProfile": os_profile,
+        "networkProfile": {
+            "networkInterfaces": [{"id": nic_id(vm), "properties": {"primary": true}}],
+        },
+        "diagnosticsProfile": {"bootDiagnostics": {"enabled": vm.boot_diagnostics}},
+        "provisioningState": model_provisioning_state(&vm.provisioning_state),
+        "timeCreated": "2024-03-11T09:21:44.5046412+00:00",
+    });
+    if with_instance_view {
+        properties["instanceView"] = instance_view_json(vm);
+    }
+    json!({
+        "name": vm.name,
+        "id": vm_id(vm),
+        "type": "Microsoft.Compute/virtualMachines",
+        "location": vm.location,
+        "tags": {},
+        "properties": properties,
+    })
+}
+
+/// The agent as the instance view shows it: the configured state only while the VM runs.
+fn effective_agent(vm: &Vm) -> (AgentState, String) {
+    let configured = vm
+        .agent_message
+        .clone()
+        .unwrap_or_else(|| "VM status blob not found.".to_owned());
+    match vm.power_state {
+        PowerState::Running => (vm.agent, configured),
+        PowerState::Starting => (AgentState::NotReady, "VM status blob not found.".to_owned()),
+        PowerState::Deallocated | PowerState::Deallocating => (AgentState::Missing, String::new()),
+        PowerState::Stopped | PowerState::Stopping | PowerState::Unknown | PowerState::Absent => {
+            (AgentState::NotReady, "VM Agent is unresponsive.".to_owned())
+        }
+    }
+}
+
+fn provisioning_status(vm: &Vm, time: &str) -> Value {
+    let state = &vm.provisioning_state;
+    let (first, detail) = match state.split_once('/') {
+        Some((first, detail)) => (first.to_ascii_lowercase(), Some(detail)),
+        None => (state.to_ascii_lowercase(), None),
+    };
+    let code = match detail {
+        Some(detail) => format!("ProvisioningState/{first}/{detail}"),
+        None => format!("ProvisioningState/{first}"),
+    };
+    let failed = first == "failed";
+    let display = match first.as_str() {
+        "succeeded" => "Provisioning succeeded".to_owned(),
+        "failed" => "Provisioning failed".to_owned(),
+        other => capitalise(other),
+    };
+    let mut status = json!({
+        "code": code,
+        "level": if failed { "Error" } else { "Info" },
+        "displayStatus": display,
+        "time": time,
+    });
+    if let (true, Some(detail)) = (failed, detail) {
+        status["message"] = json!(format!(
+            "The operation failed with error code '{detail}'. Redeploy or restart the VM, or contact support if the problem persists."
+        ));
+    }
+    status
+}
+
+fn power_status(state: PowerState) -> Option<Value> {
+    let display = match state {
+        PowerState::Absent => return None,
+        PowerState::Unknown => "VM status unknown".to_owned(),
+        other => format!("VM {}", other.as_str()),
+    };
+    Some(json!({
+        "code": format!("PowerState/{}", state.as_str()),
+        "level": "Info",
+        "displayStatus": display,
+    }))
+}
+
+pub(crate) fn instance_view_json(vm: &Vm) -> Value {
+    let now = now_rfc3339();
+    let mut statuses = vec![provisioning_status(vm, &now)];
+    statuses.extend(power_status(vm.power_state));
+    let mut view = Map::new();
+    let (agent, message) = effective_agent(vm);
+    match agent {
+        AgentState::Ready => {
+            let (os_name, os_version) = match vm.os {
+                Os::Windows => (
+                    "Windows Server 2022 Datacenter",
+                    "Microsoft Windows NT 10.0.20348.0",
+                ),
+                Os::Linux => ("ubuntu", "22.04"),
+            };
+            view.insert("computerName".into(), json!(vm.name));
+            view.insert("osName".into(), json!(os_name));
+            view.insert("osVersion".into(), json!(os_version));
+            view.insert(
+                "vmAgent".into(),
+                json!({
+                    "vmAgentVersion": "2.7.41491.949",
+                    "statuses": [{
+                        "code": "ProvisioningState/succeeded",
+                        "level": "Info",
+                        "displayStatus": "Ready",
+                        "message": "GuestAgent is running and accepting new configurations.",
+                        "time": now,
+                    }],
+                    "extensionHandlers": [],
+                }),
+            );
+        }
+        AgentState::NotReady => {
+            view.insert(
+                "vmAgent".into(),
+                json!({
+                    "vmAgentVersion": "Unknown",
+                    "statuses": [{
+                        "code": "ProvisioningState/Unavailable",
+                        "level": "Warning",
+                        "displayStatus": "Not Ready",
+                        "message": message,
+                        "time": now,
+                    }],
+                }),
+            );
+        }
+        AgentState::Missing => {}
+    }
+    view.insert(
+        "disks".into(),
+        json!([{
+            "name": os_disk_name(vm),
+            "statuses": [{
+                "code": "ProvisioningState/succeeded",
+                "level": "Info",
+                "displayStatus": "Provisioning succeeded",
+                "time": now,
+            }],
+        }]),
+    );
+    view.insert("hyperVGeneration".into(), json!("V2"));
+    view.insert("statuses".into(), json!(statuses));
+    Value::Object(view)
+}
+
+fn boot_diagnostics(ctx: &Ctx<'_>, sub: &str, rg: &str, name: &str) -> Answer {
+    let vm = lookup_vm(ctx.world, sub, rg, name)?;
+    let minutes = match ctx.query.get("sasUriExpirationTimeInMinutes") {
+        None => 120,
+        Some(text) => match text.parse::<i64>() {
+            Ok(m) if (1..=1440).contains(&m) => m,
+            _ => {
+                return Err(Reply::arm_error(
+                    400,
+                    "InvalidParameter",
+                    "The value of parameter sasUriExpirationTimeInMinutes is invalid. It must be between 1 and 1440.",
+                ))
+            }
+        },
+    };
+    if !vm.boot_diagnostics {
+        return Err(Reply::arm_error(
+            409,
+            "OperationNotAllowed",
+            &format!(
+                "Boot diagnostics is not enabled for this virtual machine '{}'. Enable boot diagnostics (diagnosticsProfile.bootDiagnostics.enabled) and try again.",
+                vm.name
+            ),
+        ));
+    }
+    let expiry = rfc3339(OffsetDateTime::now_utc() + Duration::minutes(minutes));
+    let url = |kind: BlobKind| {
+        let path = format!(
+            "/_blob/{}/{}/{}{}",
+            vm.subscription,
+            vm.resource_group,
+            vm.name,
+            kind.suffix()
+        );
+        let sig = ctx.signer.sign(&path, &expiry);
+        format!(
+            "{}{path}?sv=2024-08-04&se={expiry}&sr=b&sp=r&sig={sig}",
+            ctx.base
+        )
+    };
+    Ok(Reply::json(
+        200,
+        &json!({
+            "consoleScreenshotBlobUri": url(BlobKind::Screenshot),
+            "serialConsoleLogBlobUri": url(BlobKind::SerialLog),
+        }),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resource Health
+
+fn resource_health(ctx: &Ctx<'_>, sub: &str, rg: &str, name: &str) -> Answer {
+    check_scope(ctx.world, sub, None)?;
+    let registered = ctx
+        .world
+        .subscription_entry(sub)
+        .is_some_and(|s| s.resource_health_registered);
+    if !registered {
+        // Resource Health's own error shape is flat, unlike the rest of ARM.
+        return Err(Reply::json(
+            409,
+            &json!({
+                "code": "MissingSubscriptionRegistration",
+                "message": format!("The subscription '{sub}' is not registered to use namespace 'Microsoft.ResourceHealth'. See https://aka.ms/rps-not-found for how to register subscriptions."),
+                "details": null,
+            }),
+        ));
+    }
+    let vm = lookup_vm(ctx.world, sub, rg, name)?;
+    let health = &vm.health;
+    let now = OffsetDateTime::now_utc();
+    let summary = health.summary.clone().unwrap_or_else(|| {
+        match health.state.to_ascii_lowercase().as_str() {
+            "available" => "There aren't any known Azure platform problems affecting this virtual machine.",
+            "unavailable" => "We're sorry, your virtual machine isn't available because an unexpected problem occurred.",
+            "degraded" => "We're sorry, your virtual machine is degraded.",
+            _ => "We are currently unable to determine the health of this virtual machine.",
+        }
+        .to_owned()
+    });
+    let mut properties = json!({
+        "availabilityState": health.state,
+        "title": health.state,
+        "summary": summary,
+        "occuredTime": health.occurred.clone().unwrap_or_else(|| rfc3339(now - Duration::hours(1))),
+        "reportedTime": rfc3339(now),
+    });
+    for (key, value) in [
+        ("reasonType", &health.reason_type),
+        ("reasonChronicity", &health.reason_chronicity),
+        ("detailedStatus", &health.detailed_status),
+    ] {
+        if let Some(value) = value {
+            properties[key] = json!(value);
+        }
+    }
+    let expand = ctx
+        .query
+        .get("$expand")
+        .is_some_and(|e| e.to_ascii_lowercase().contains("recommendedactions"));
+    if expand && !health.recommended_actions.is_empty() {
+        let actions: Vec<Value> = health
+            .recommended_actions
+            .iter()
+            .map(|a| match a {
+                RecommendedAction::Text(action) => json!({
+                    "action": action,
+                    "actionUrl": "<#ResourceBlade>",
+                    "actionUrlText": "resource blade",
+                }),
+                RecommendedAction::Link {
+                    action,
+                    url,
+                    url_text,
+                } => json!({"action": action, "actionUrl": url, "actionUrlText": url_text}),
+            })
+            .collect();
+        properties["recommendedActions"] = json!(actions);
+    }
+    Ok(Reply::json(
+        200,
+        &json!({
+            "id": format!("{}/providers/Microsoft.ResourceHealth/availabilityStatuses/current", vm_id(vm)),
+            "name": "current",
+            "type": "Microsoft.ResourceHealth/AvailabilityStatuses",
+            "location": vm.location,
+            "properties": properties,
+        }),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network
+
+fn mac_address(vm: &Vm) -> String {
+    let hex = stable_uuid(&nic_id(vm))
+        .replace('-', "")
+        .to_ascii_uppercase();
+    format!("00-0D-3A-{}-{}-{}", &hex[0..2], &hex[2..4], &hex[4..6])
+}
+
+pub(crate) fn nic_json(world: &World, vm: &Vm) -> Value {
+    let mut ip_props = json!({
+        "provisioningState": "Succeeded",
+        "privateIPAddress": vm.private_ip,
+        "privateIPAllocationMethod": "Dynamic",
+        "subnet": {"id": subnet_id(vm)},
+        "primary": true,
+        "privateIPAddressVersion": "IPv4",
+    });
+    if let Some(ip) = &vm.public_ip {
+        ip_props["publicIPAddress"] = json!({"id": public_ip_id(vm, &ip.name)});
+    }
+    let mut properties = json!({
+        "provisioningState": "Succeeded",
+        "ipConfigurations": [{
+            "name": "ipconfig1",
+            "id": ipconfig_id(vm),
+            "properties": ip_props,
+        }],
+        "dnsSettings": {"dnsServers": [], "appliedDnsServers": []},
+        "macAddress": mac_address(vm),
+        "enableAcceleratedNetworking": false,
+        "enableIPForwarding": false,
+        "primary": true,
+        "virtualMachine": {"id": vm_id(vm)},
+        "nicType": "Standard",
+    });
+    if let Some(nsg) = vm
+        .nic_nsg
+        .as_deref()
+        .and_then(|n| world.find_nsg(&vm.subscription, n))
+    {
+        properties["networkSecurityGroup"] = json!({"id": nsg_id(nsg)});
+    }
+    json!({
+        "name": vm.nic_name(),
+        "id": nic_id(vm),
+        "location": vm.location,
+        "properties": properties,
+        "type": "Microsoft.Network/networkInterfaces",
+    })
+}
+
+fn get_public_ip(world: &World, sub: &str, rg: &str, name: &str) -> Answer {
+    check_scope(world, sub, Some(rg))?;
+    let (vm, ip) = world
+        .vms
+        .iter()
+        .filter(|v| {
+            v.subscription.eq_ignore_ascii_case(sub) && v.resource_group.eq_ignore_ascii_case(rg)
+        })
+        .find_map(|v| {
+            v.public_ip
+                .as_ref()
+                .filter(|ip| ip.name.eq_ignore_ascii_case(name))
+                .map(|ip| (v, ip))
+        })
+        .ok_or_else(|| not_found("Microsoft.Network/publicIPAddresses", name, rg))?;
+    let mut properties = json!({
+        "provisioningState": "Succeeded",
+        "resourceGuid": stable_uuid(&public_ip_id(vm, &ip.name)),
+        "publicIPAddressVersion": "IPv4",
+        "publicIPAllocationMethod": match ip.allocation { Allocation::Static => "Static", Allocation::Dynamic => "Dynamic" },
+        "idleTimeoutInMinutes": 4,
+        "ipConfiguration": {"id": ipconfig_id(vm)},
+        "ipTags": [],
+    });
+    if let Some(address) = &ip.address {
+        properties["ipAddress"] = json!(address);
+    }
+    let sku = match ip.sku {
+        super::world::Sku::Standard => "Standard",
+        super::world::Sku::Basic => "Basic",
+    };
+    Ok(Reply::json(
+        200,
+        &json!({
+            "name": ip.name,
+            "id": public_ip_id(vm, &ip.name),
+            "location": vm.location,
+            "sku": {"name": sku, "tier": "Regional"},
+            "properties": properties,
+            "type": "Microsoft.Network/publicIPAddresses",
+        }),
+    ))
+}
+
+/// "10.0.1.4" -> ("10.0.1.0/24", "10.0.0.0/16").
+fn prefixes_of(ip: &str) -> (String, String) {
+    let octets: Vec<&str> = ip.split('.').collect();
+    match octets.as_slice() {
+        [a, b, c, _] => (format!("{a}.{b}.{c}.0/24"), format!("{a}.{b}.0.0/16")),
+        _ => ("10.0.1.0/24".to_owned(), "10.0.0.0/16".to_owned()),
+    }
+}
+
+fn get_subnet(world: &World, sub: &str, rg: &str, vnet: &str, subnet: &str) -> Answer {
+    check_scope(world, sub, Some(rg))?;
+    let in_vnet: Vec<&Vm> = world
+        .vms
+        .iter()
+        .filter(|v| {
+            v.subscription.eq_ignore_ascii_case(sub)
+                && v.resource_group.eq_ignore_ascii_case(rg)
+                && v.vnet_name().eq_ignore_ascii_case(vnet)
+        })
+        .collect();
+    if in_vnet.is_empty() {
+        return Err(not_found("Microsoft.Network/virtualNetworks", vnet, rg));
+    }
+    let on_subnet: Vec<&Vm> = in_vnet
+        .into_iter()
+        .filter(|v| v.subnet.eq_ignore_ascii_case(subnet))
+        .collect();
+    let Some(first) = on_subnet.first() else {
+        return Err(Reply::arm_error(
+            404,
+            "NotFound",
+            &format!(
+                "Resource {}/providers/Microsoft.Network/virtualNetworks/{vnet}/subnets/{subnet} not found.",
+                rg_prefix(sub, rg)
+            ),
+        ));
+    };
+    let mut properties = json!({
+        "addressPrefix": prefixes_of(&first.private_ip).0,
+        "provisioningState": "Succeeded",
+        "ipConfigurations": on_subnet.iter().map(|v| json!({"id": ipconfig_id(v)})).collect::<Vec<_>>(),
+        "privateEndpointNetworkPolicies": "Disabled",
+        "privateLinkServiceNetworkPolicies": "Enabled",
+    });
+    if let Some(nsg) = first
+        .subnet_nsg
+        .as_deref()
+        .and_then(|n| world.find_nsg(sub, n))
+    {
+        properties["networkSecurityGroup"] = json!({"id": nsg_id(nsg)});
+    }
+    Ok(Reply::json(
+        200,
+        &json!({
+            "id": subnet_id(first),
+            "name": first.subnet,
+            "properties": properties,
+            "type": "Microsoft.Network/virtualNetworks/subnets",
+        }),
+    ))
+}
+
+/// Azure's six default rules, as in NetworkSecurityGroupGet.json.
+pub(crate) fn default_rules() -> Vec<Rule> {
+    let rule = |name: &str,
+                priority,
+                direction: &str,
+                access: &str,
+                src: &str,
+                dst: &str,
+                description: &str| Rule {
+        name: name.to_owned(),
+        priority,
+        direction: direction.to_owned(),
+        access: access.to_owned(),
+        protocol: "*".to_owned(),
+        source: Some(src.to_owned()),
+        sources: Vec::new(),
+        source_port: "*".to_owned(),
+        destination: Some(dst.to_owned()),
+        destination_port: Some("*".to_owned()),
+        destination_ports: Vec::new(),
+        description: Some(description.to_owned()),
+    };
+    vec![
+        rule(
+            "AllowVnetInBound",
+            65000,
+            "Inbound",
+            "Allow",
+            "VirtualNetwork",
+            "VirtualNetwork",
+            "Allow inbound traffic from all VMs in VNET",
+        ),
+        rule(
+            "AllowAzureLoadBalancerInBound",
+            65001,
+            "Inbound",
+            "Allow",
+            "AzureLoadBalancer",
+            "*",
+            "Allow inbound traffic from azure load balancer",
+        ),
+        rule(
+            "DenyAllInBound",
+            65500,
+            "Inbound",
+            "Deny",
+            "*",
+            "*",
+            "Deny all inbound traffic",
+        ),
+        rule(
+            "AllowVnetOutBound",
+            65000,
+            "Outbound",
+            "Allow",
+            "VirtualNetwork",
+            "VirtualNetwork",
+            "Allow outbound traffic from all VMs to all VMs in VNET",
+        ),
+        rule(
+            "AllowInternetOutBound",
+            65001,
+            "Outbound",
+            "Allow",
+            "*",
+            "Internet",
+            "Allow outbound traffic from all VMs to Internet",
+        ),
+        rule(
+            "DenyAllOutBound",
+            65500,
+            "Outbound",
+            "Deny",
+            "*",
+            "*",
+            "Deny all outbound traffic",
+        ),
+    ]
+}
+
+fn rule_json(nsg: &Nsg, collection: &str, rule: &Rule) -> Value {
+    let mut props = json!({
+        "provisioningState": "Succeeded",
+        "protocol": rule.protocol,
+        "sourcePortRange": rule.source_port,
+        "destinationAddressPrefix": rule.destination.as_deref().unwrap_or("*"),
+        "access": rule.access,
+        "priority": rule.priority,
+        "direction": rule.direction,
+    });
+    if let Some(description) = &rule.description {
+        props["description"] = json!(description);
+    }
+    if rule.destination_ports.is_empty() {
+        props["destinationPortRange"] = json!(rule.destination_port.as_deref().unwrap_or("*"));
+    } else {
+        props["destinationPortRanges"] = json!(rule.destination_ports);
+    }
+    if rule.sources.is_empty() {
+        props["sourceAddressPrefix"] = json!(rule.source.as_deref().unwrap_or("*"));
+    } else {
+        props["sourceAddressPrefixes"] = json!(rule.sources);
+    }
+    json!({
+        "name": rule.name,
+        "id": format!("{}/{collection}/{}", nsg_id(nsg), rule.name),
+        "type": format!("Microsoft.Network/networkSecurityGroups/{collection}"),
+        "properties": props,
+    })
+}
+
+fn get_nsg(world: &World, sub: &str, rg: &str, name: &str) -> Answer {
+    check_scope(world, sub, Some(rg))?;
+    let nsg = world
+        .find_nsg(sub, name)
+        .filter(|n| n.resource_group.eq_ignore_ascii_case(rg))
+        .ok_or_else(|| not_found("Microsoft.Network/networkSecurityGroups", name, rg))?;
+    let in_sub = |v: &&Vm| v.subscription.eq_ignore_ascii_case(sub);
+    let uses = |r: &Option<String>| {
+        r.as_deref()
+            .is_some_and(|n| n.eq_ignore_ascii_case(&nsg.name))
+    };
+    let nics: Vec<Value> = world
+        .vms
+        .iter()
+        .filter(in_sub)
+        .filter(|v| uses(&v.nic_nsg))
+        .map(|v| json!({"id": nic_id(v)}))
+        .collect();
+    let mut subnets: Vec<String> = world
+        .vms
+        .iter()
+        .filter(in_sub)
+        .filter(|v| uses(&v.subnet_nsg))
+        .map(subnet_id)
+        .collect();
+    subnets.dedup();
+    Ok(Reply::json(
+        200,
+        &json!({
+            "name": nsg.name,
+            "id": nsg_id(nsg),
+            "etag": format!("W/\"{}\"", stable_uuid(&format!("etag{}", nsg_id(nsg)))),
+            "type": "Microsoft.Network/networkSecurityGroups",
+            "location": nsg.location,
+            "properties": {
+                "provisioningState": "Succeeded",
+                "resourceGuid": stable_uuid(&nsg_id(nsg)),
+                "securityRules": nsg.rules.iter().map(|r| rule_json(nsg, "securityRules", r)).collect::<Vec<_>>(),
+                "defaultSecurityRules": default_rules().iter().map(|r| rule_json(nsg, "defaultSecurityRules", r)).collect::<Vec<_>>(),
+                "networkInterfaces": nics,
+                "subnets": subnets.into_iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+            },
+        }),
+    ))
+}
+
+/// Public IPv4 space: 0.0.0.0/0 without 0/8, 10/8, 172.16/12, 192.168/16 and 224/3.
+const INTERNET: &[&str] = &[
+    "32.0.0.0/3",
+    "4.0.0.0/6",
+    "2.0.0.0/7",
+    "1.0.0.0/8",
+    "8.0.0.0/7",
+    "11.0.0.0/8",
+    "12.0.0.0/6",
+    "16.0.0.0/4",
+    "64.0.0.0/2",
+    "128.0.0.0/3",
+    "160.0.0.0/5",
+    "168.0.0.0/6",
+    "172.0.0.0/12",
+    "172.32.0.0/11",
+    "172.64.0.0/10",
+    "172.128.0.0/9",
+    "173.0.0.0/8",
+    "174.0.0.0/7",
+    "176.0.0.0/4",
+    "192.0.0.0/9",
+    "192.128.0.0/11",
+    "192.160.0.0/13",
+    "192.169.0.0/16",
+    "192.170.0.0/15",
+    "192.172.0.0/14",
+    "192.176.0.0/12",
+    "192.192.0.0/10",
+    "193.0.0.0/8",
+    "194.0.0.0/7",
+    "196.0.0.0/6",
+    "200.0.0.0/5",
+    "208.0.0.0/4",
+];
+
+const AZURE_DNS_AND_PROBES: &str = "168.63.129.16/32";
+
+/// The CIDRs a service tag stands for, or `None` for a plain prefix.
+fn expand_tag(tag: &str, vm: &Vm) -> Option<Vec<String>> {
+    match tag.to_ascii_lowercase().as_str() {
+        "internet" => Some(INTERNET.iter().map(|s| (*s).to_owned()).collect()),
+        "virtualnetwork" => Some(vec![
+            prefixes_of(&vm.private_ip).1,
+            AZURE_DNS_AND_PROBES.to_owned(),
+        ]),
+        "azureloadbalancer" => Some(vec![AZURE_DNS_AND_PROBES.to_owned()]),
+        _ => None,
+    }
+}
+
+/// "*" -> "0.0.0.0/0", "1.2.3.4" -> "1.2.3.4/32"; tags and CIDRs stay.
+fn effective_prefix(prefix: &str) -> String {
+    if prefix == "*" {
+        "0.0.0.0/0".to_owned()
+    } else if !prefix.contains('/') && prefix.parse::<std::net::Ipv4Addr>().is_ok() {
+        format!("{prefix}/32")
+    } else {
+        prefix.to_owned()
+    }
+}
+
+/// "*" -> "0-65535", "3389" -> "3389-3389"; ranges stay.
+fn effective_ports(ports: &str) -> String {
+    if ports == "*" {
+        "0-65535".to_owned()
+    } else if ports.contains('-') {
+        ports.to_owned()
+    } else {
+        format!("{ports}-{ports}")
+    }
+}
+
+fn effective_rule(collection: &str, rule: &Rule, vm: &Vm, tags: &mut Map<String, Value>) -> Value {
+    let mut expand = |prefixes: &[String]| -> Vec<String> {
+        let mut expanded = Vec::new();
+        for prefix in prefixes {
+            if let Some(cidrs) = expand_tag(prefix, vm) {
+                tags.insert(prefix.clone(), json!(cidrs));
+                expanded.extend(cidrs);
+            }
+        }
+        expanded
+    };
+    let sources = rule.source_prefixes();
+    let destinations = vec![rule.destination.clone().unwrap_or_else(|| "*".to_owned())];
+    let expanded_sources = expand(&sources);
+    let expanded_destinations = expand(&destinations);
+    let mut out = json!({
+        "name": format!("{collection}/{}", rule.name),
+        "protocol": if rule.protocol == "*" { "All" } else { rule.protocol.as_str() },
+        "sourcePortRange": effective_ports(&rule.source_port),
+        "destinationAddressPrefix": effective_prefix(&destinations[0]),
+        "access": rule.access,
+        "priority": rule.priority,
+        "direction": rule.direction,
+    });
+    if rule.destination_ports.is_empty() {
+        out["destinationPortRange"] = json!(effective_ports(&rule.destination_port_list()[0]));
+    } else {
+        out["destinationPortRanges"] = json!(rule
+            .destination_ports
+            .iter()
+            .map(|p| effective_ports(p))
+            .collect::<Vec<_>>());
+    }
+    if rule.sources.is_empty() {
+        out["sourceAddressPrefix"] = json!(effective_prefix(&sources[0]));
+    } else {
+        out["sourceAddressPrefixes"] = json!(sources
+            .iter()
+            .map(|p| effective_prefix(p))
+            .collect::<Vec<_>>());
+    }
+    if !expanded_sources.is_empty() {
+        out["expandedSourceAddressPrefix"] = json!(expanded_sources);
+    }
+    if !expanded_destinations.is_empty() {
+        out["expandedDestinationAddressPrefix"] = json!(expanded_destinations);
+    }
+    out
+}
+
+fn effective_group(nsg: &Nsg, association: Value, vm: &Vm) -> Value {
+    let mut tags = Map::new();
+    let mut custom: Vec<&Rule> = nsg.rules.iter().collect();
+    custom.sort_by_key(|r| (r.direction != "Inbound", r.priority));
+    let mut rules: Vec<Value> = custom
+        .into_iter()
+        .map(|r| effective_rule("securityRules", r, vm, &mut tags))
+        .collect();
+    rules.extend(
+        default_rules()
+            .iter()
+            .map(|r| effective_rule("defaultSecurityRules", r, vm, &mut tags)),
+    );
+    json!({
+        "networkSecurityGroup": {"id": nsg_id(nsg)},
+        "association": association,
+        "effectiveSecurityRules": rules,
+        // The swagger types tagMap as a string: ARM sends the map JSON-encoded.
+        "tagMap": Value::Object(tags).to_string(),
+    })
+}
+
+/// The effective NSG list of a VM's NIC: subnet NSG first, then NIC NSG.
+pub(crate) fn effective_nsg_list(world: &World, vm: &Vm) -> Value {
+    let mut groups = Vec::new();
+    if let Some(nsg) = vm
+        .subnet_nsg
+        .as_deref()
+        .and_then(|n| world.find_nsg(&vm.subscription, n))
+    {
+        groups.push(effective_group(
+            nsg,
+            json!({"subnet": {"id": subnet_id(vm)}}),
+            vm,
+        ));
+    }
+    if let Some(nsg) = vm
+        .nic_nsg
+        .as_deref()
+        .and_then(|n| world.find_nsg(&vm.subscription, n))
+    {
+        groups.push(effective_group(
+            nsg,
+            json!({"networkInterface": {"id": nic_id(vm)}}),
+            vm,
+        ));
+    }
+    json!({ "value": groups })
+}
+
+fn network_operation_url(base: &str, sub: &str, location: &str, id: &str) -> String {
+    format!(
+        "{base}/subscriptions/{sub}/providers/Microsoft.Network/locations/{location}/operationResults/{id}?api-version=2024-03-01"
+    )
+}
+
+fn effective_nsgs(ctx: &mut Ctx<'_>, sub: &str, rg: &str, nic: &str) -> Answer {
+    let vm = lookup_nic(ctx.world, sub, rg, nic)?;
+    if vm.power_state != PowerState::Running {
+        return Err(Reply::arm_error(
+            400,
+            "NicNotAttachedToRunningVm",
+            &format!(
+                "Network interface {} is not attached to a running virtual machine. Effective security rules are only available while the virtual machine '{}' is running.",
+                nic_id(vm),
+                vm.name
+            ),
+        ));
+    }
+    let result = effective_nsg_list(ctx.world, vm);
+    let location = vm.location.clone();
+    let id = ctx
+        .lro
+        .start(sub, ctx.lro_polls, Outcome::Body(result), None);
+    Ok(Reply::empty(202)
+        .header(
+            "Location",
+            network_operation_url(ctx.base, sub, &location, &id),
+        )
+        .header("Retry-After", ctx.retry_after.to_string()))
+}
+
+fn operation_not_found(id: &str) -> Reply {
+    Reply::arm_error(
+        404,
+        "OperationNotFound",
+        &format!("The operation '{id}' was not found."),
+    )
+}
+
+fn network_operation(ctx: &mut Ctx<'_>, sub: &str, id: &str) -> Answer {
+    check_scope(ctx.world, sub, None)?;
+    match ctx.lro.poll(sub, id, ctx.world) {
+        None => Err(operation_not_found(id)),
+        Some(Poll::InProgress { .. }) => Ok(Reply::empty(202)
+            .header("Location", format!("{}{}", ctx.base, current_url(ctx)))
+            .header("Retry-After", ctx.retry_after.to_string())),
+        Some(Poll::Done { outcome, .. }) => match outcome {
+            Outcome::Body(body) => Ok(Reply::json(200, &body)),
+            Outcome::Succeeded => Ok(Reply::empty(204)),
+            Outcome::Failed { code, message } => Err(Reply::arm_error(400, &code, &message)),
+        },
+    }
+}
+
+fn current_url(ctx: &Ctx<'_>) -> String {
+    let query: Vec<String> = ctx
+        .query
+        .0
+        .iter()
+        .map(|(k, v)| {
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair(k, v)
+                .finish()
+        })
+        .collect();
+    if query.is_empty() {
+        ctx.path.to_owned()
+    } else {
+        format!("{}?{}", ctx.path, query.join("&"))
+    }
+}
+
+fn compute_operation(ctx: &mut Ctx<'_>, sub: &str, id: &str) -> Answer {
+    check_scope(ctx.world, sub, None)?;
+    match ctx.lro.poll(sub, id, ctx.world) {
+        None => Err(operation_not_found(id)),
+        Some(Poll::InProgress { started }) => Ok(Reply::json(
+            200,
+            &json!({"startTime": rfc3339(started), "status": "InProgress", "name": id}),
+        )
+        .header("Retry-After", ctx.retry_after.to_string())),
+        Some(Poll::Done {
+            started,
+            ended,
+            outcome,
+        }) => {
+            let mut body = json!({
+                "startTime": rfc3339(started),
+                "endTime": rfc3339(ended),
+                "status": "Succeeded",
+                "name": id,
+            });
+            match outcome {
+                Outcome::Succeeded => {}
+                Outcome::Body(output) => body["properties"] = json!({"output": output}),
+                Outcome::Failed { code, message } => {
+                    body["status"] = json!("Failed");
+                    body["error"] = json!({"code": code, "message": message});
+                }
+            }
+            Ok(Reply::json(200, &body))
+        }
+    }
+}
+
+/// Where an operation's status can be polled, for write operations that use
+/// `Azure-AsyncOperation` (restart, start, redeploy, extensions).
+#[allow(dead_code)] // The write operations that use it are the next step; the route is served now.
+pub(crate) fn compute_operation_url(base: &str, sub: &str, location: &str, id: &str) -> String {
+    format!(
+        "{base}/subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}/operations/{id}?api-version=2024-07-01"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse_case_insensitively_and_ignore_double_slashes() {
+        assert_eq!(
+            Route::parse("GET", "//subscriptions/s/resourceGroups/RG/providers/microsoft.compute/VirtualMachines/web-01/providers/Microsoft.ResourceHealth/availabilityStatuses/current"),
+            Route::ResourceHealth { sub: "s".into(), rg: "RG".into(), vm: "web-01".into() }
+        );
+        assert_eq!(
+            Route::parse(
+                "POST",
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm"
+            ),
+            Route::Unknown
+        );
+    }
+
+    #[test]
+    fn effective_rules_normalise_ports_prefixes_and_protocols() {
+        let world = World::new().vm("web-01").nsg_denies_rdp();
+        let vm = &world.vms[0];
+        let list = effective_nsg_list(&world, vm);
+        let groups = list["value"].as_array().expect("array");
+        assert_eq!(groups.len(), 2);
+        assert!(groups[0]["association"]["subnet"]["id"].is_string());
+        let deny = &groups[0]["effectiveSecurityRules"][0];
+        assert_eq!(deny["name"], "securityRules/deny-rdp-internet");
+        assert_eq!(deny["destinationPortRange"], "3389-3389");
+        assert_eq!(deny["sourcePortRange"], "0-65535");
+        assert_eq!(deny["sourceAddressPrefix"], "Internet");
+        assert!(deny["expandedSourceAddressPrefix"]
+            .as_array()
+            .is_some_and(|a| a.len() > 10));
+        let allow = &groups[1]["effectiveSecurityRules"][0];
+        assert_eq!(allow["sourceAddressPrefix"], "0.0.0.0/0");
+        let last = &groups[1]["effectiveSecurityRules"][6];
+        assert_eq!(last["name"], "defaultSecurityRules/DenyAllOutBound");
+        assert_eq!(last["protocol"], "All");
+        assert!(groups[0]["tagMap"]
+            .as_str()
+            .is_some_and(|t| t.contains("Internet")));
+    }
+
+    #[test]
+    fn instance_view_follows_power_state() {
+        let world = World::new()
+            .vm("a")
+            .deallocated()
+            .vm("b")
+            .agent_not_ready("VM Agent is unresponsive.");
+        let off = instance_view_json(&world.vms[0]);
+        assert!(off.get("vmAgent").is_none());
+        assert_eq!(off["statuses"][1]["code"], "PowerState/deallocated");
+        let sick = instance_view_json(&world.vms[1]);
+        assert_eq!(sick["vmAgent"]["statuses"][0]["displayStatus"], "Not Ready");
+        assert!(sick.get("osName").is_none());
+    }
+}

@@ -1,0 +1,167 @@
+//! Misbehaviour on purpose: ARM's token bucket (429 + `Retry-After`) and injected faults.
+//!
+//! Pure bookkeeping with an explicit clock; the server decides when to consult it.
+
+use std::time::Instant;
+
+/// ARM-like request bucket: each ARM request takes one token; tokens refill continuously.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BucketOptions {
+    /// Tokens when full (Azure: 250 reads per subscription and region).
+    pub capacity: u32,
+    /// Tokens added per second (Azure: 25 reads).
+    pub refill_per_sec: f64,
+}
+
+/// A fault injected in place of the real answer. The first matching fault wins.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    /// HTTP method to match ("GET", "POST"...), any when `None`.
+    pub method: Option<String>,
+    /// Substring of path + query to match ("" matches every request but `/_sim`).
+    pub path_contains: String,
+    /// What to answer.
+    pub kind: FaultKind,
+    /// How many times it fires; `None` = always.
+    pub times: Option<u32>,
+}
+
+impl Fault {
+    /// A fault on every request whose path contains `path_contains`.
+    pub fn new(path_contains: &str, kind: FaultKind) -> Fault {
+        Fault {
+            method: None,
+            path_contains: path_contains.to_owned(),
+            kind,
+            times: None,
+        }
+    }
+
+    /// Limits the fault to one HTTP method.
+    pub fn method(mut self, method: &str) -> Fault {
+        self.method = Some(method.to_owned());
+        self
+    }
+
+    /// Lets the fault fire only `n` times.
+    pub fn times(mut self, n: u32) -> Fault {
+        self.times = Some(n);
+        self
+    }
+}
+
+/// The kind of injected failure.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FaultKind {
+    /// This HTTP status with an ARM error body `{"error":{"code":...,"message":...}}`.
+    Status(u16),
+    /// This HTTP status with this raw body.
+    StatusBody(u16, String),
+    /// 200 with a truncated JSON body.
+    Malformed,
+    /// Never answers (until the simulator shuts down).
+    Hang,
+}
+
+/// Token bucket state.
+#[derive(Debug)]
+pub(crate) struct TokenBucket {
+    options: BucketOptions,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub(crate) fn new(options: BucketOptions, now: Instant) -> TokenBucket {
+        TokenBucket {
+            tokens: f64::from(options.capacity),
+            options,
+            last: now,
+        }
+    }
+
+    /// Takes one token: `Ok(remaining)` or `Err(retry_after_seconds)`.
+    pub(crate) fn take(&mut self, now: Instant) -> Result<u32, u64> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        let capacity = f64::from(self.options.capacity);
+        self.tokens = (self.tokens + elapsed * self.options.refill_per_sec).min(capacity);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            // Whole tokens only; the cast is safe because tokens <= capacity (a u32).
+            Ok(self.tokens.floor() as u32)
+        } else if self.options.refill_per_sec > 0.0 {
+            let wait = ((1.0 - self.tokens) / self.options.refill_per_sec).ceil();
+            Err((wait as u64).max(1))
+        } else {
+            // A bucket that never refills: tell the client to come back much later.
+            Err(3600)
+        }
+    }
+}
+
+/// Injected faults with how often each may still fire.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    faults: Vec<(Fault, Option<u32>)>,
+}
+
+impl Faults {
+    pub(crate) fn new(faults: &[Fault]) -> Faults {
+        Faults {
+            faults: faults.iter().map(|f| (f.clone(), f.times)).collect(),
+        }
+    }
+
+    /// The first fault matching this request that may still fire; uses one of its `times`.
+    pub(crate) fn take(&mut self, method: &str, path_and_query: &str) -> Option<FaultKind> {
+        let (fault, left) = self.faults.iter_mut().find(|(fault, left)| {
+            left.is_none_or(|n| n > 0)
+                && fault
+                    .method
+                    .as_deref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && path_and_query.contains(&fault.path_contains)
+        })?;
+        if let Some(n) = left {
+            *n -= 1;
+        }
+        Some(fault.kind.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bucket_empties_then_refills() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(
+            BucketOptions {
+                capacity: 2,
+                refill_per_sec: 0.5,
+            },
+            start,
+        );
+        assert_eq!(bucket.take(start), Ok(1));
+        assert_eq!(bucket.take(start), Ok(0));
+        assert_eq!(bucket.take(start), Err(2));
+        assert_eq!(bucket.take(start + Duration::from_secs(2)), Ok(0));
+    }
+
+    #[test]
+    fn fault_fires_times_then_stops() {
+        let mut faults = Faults::new(&[Fault::new("virtualMachines", FaultKind::Status(500))
+            .method("GET")
+            .times(2)]);
+        assert_eq!(faults.take("POST", "/x/virtualMachines"), None);
+        assert_eq!(
+            faults.take("GET", "/x/virtualMachines"),
+            Some(FaultKind::Status(500))
+        );
+        assert!(faults.take("get", "/x/virtualMachines").is_some());
+        assert_eq!(faults.take("GET", "/x/virtualMachines"), None);
+    }
+}

@@ -1,0 +1,1058 @@
+//! The simulated Azure estate: subscriptions, VMs and NSGs, as a TOML file or a test builder.
+//!
+//! This module owns the data and its invariants (names resolve, subnets agree on their NSG). It
+//! knows nothing about HTTP or ARM JSON: `arm.rs` renders it.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// The subscription `World::new()` starts with.
+pub const DEFAULT_SUBSCRIPTION: &str = "11111111-1111-1111-1111-111111111111";
+
+/// Everything the simulator serves. Loaded from TOML (`World::from_toml_str`) or built in tests
+/// (`World::new().vm("web-01").stopped()`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct World {
+    /// The only client secret the token endpoint accepts. Tenant and client ids can be anything.
+    #[serde(default = "default_client_secret")]
+    pub client_secret: String,
+    /// How many VMs one page of a VM list holds; further pages are reached through `nextLink`.
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// The subscriptions that exist. Any other subscription id answers 404 `SubscriptionNotFound`.
+    #[serde(default, rename = "subscription")]
+    pub subscriptions: Vec<Subscription>,
+    /// The virtual machines, each with one NIC named `{name}-nic`.
+    #[serde(default, rename = "vm")]
+    pub vms: Vec<Vm>,
+    /// Network security groups, referenced by name from `subnet_nsg` / `nic_nsg` of a VM.
+    #[serde(default, rename = "nsg")]
+    pub nsgs: Vec<Nsg>,
+}
+
+/// One Azure subscription.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    /// The subscription id (a GUID in Azure; any string here).
+    pub id: String,
+    /// Whether `Microsoft.ResourceHealth` is registered. When false, Resource Health answers
+    /// 409 `MissingSubscriptionRegistration` with its flat error body.
+    #[serde(default = "yes")]
+    pub resource_health_registered: bool,
+}
+
+/// One virtual machine with its NIC, public IP and guest state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Vm {
+    /// VM name; also the computer name. Matched case-insensitively, like Azure does.
+    pub name: String,
+    /// Subscription id; defaults to the first `[[subscription]]` of the file.
+    #[serde(default)]
+    pub subscription: String,
+    /// Resource group of the VM, its NIC, public IP and virtual network.
+    pub resource_group: String,
+    /// Azure region, e.g. "westeurope".
+    #[serde(default = "default_location")]
+    pub location: String,
+    /// Size shown in `hardwareProfile.vmSize`.
+    #[serde(default = "default_vm_size")]
+    pub vm_size: String,
+    /// Guest operating system: "Windows" or "Linux".
+    #[serde(default)]
+    pub os: Os,
+    /// Power state: running, stopped, deallocated, starting, stopping, deallocating, unknown, or
+    /// absent (no `PowerState/*` status at all, as for some failed VMs).
+    #[serde(default)]
+    pub power_state: PowerState,
+    /// Provisioning state as in the status code, e.g. "succeeded" or "failed/InternalOperationError".
+    #[serde(default = "default_provisioning_state")]
+    pub provisioning_state: String,
+    /// Guest agent while the VM runs: ready, not-ready or missing. A stopped VM always reports
+    /// Not Ready and a deallocated one reports no agent, as Azure does.
+    #[serde(default)]
+    pub agent: AgentState,
+    /// Message of a not-ready agent (default "VM status blob not found.").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_message: Option<String>,
+    /// Private IPv4 address of the NIC.
+    #[serde(default = "default_private_ip")]
+    pub private_ip: String,
+    /// The public IP of the NIC, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<PublicIp>,
+    /// Subnet name (in `vnet`).
+    #[serde(default = "default_subnet")]
+    pub subnet: String,
+    /// Virtual network name; defaults to `{resource_group}-vnet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vnet: Option<String>,
+    /// Name of the NSG on the subnet (an `[[nsg]]` in the same subscription). VMs sharing a
+    /// subnet must agree on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_nsg: Option<String>,
+    /// Name of the NSG on the NIC (an `[[nsg]]` in the same subscription).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic_nsg: Option<String>,
+    /// Resource Health of the VM (default: Available).
+    #[serde(default)]
+    pub health: Health,
+    /// `diagnosticsProfile.bootDiagnostics.enabled`.
+    #[serde(default = "yes")]
+    pub boot_diagnostics: bool,
+    /// Serial console log served by boot diagnostics; default: a generated boot log for the OS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_log: Option<String>,
+    /// What the boot-diagnostics screenshot shows; default: derived from power and health state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen: Option<Screen>,
+}
+
+/// Guest operating system family (`storageProfile.osDisk.osType`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Os {
+    /// Windows Server.
+    #[default]
+    Windows,
+    /// Linux (Ubuntu in the generated details).
+    Linux,
+}
+
+/// The `PowerState/*` code of the instance view.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerState {
+    /// `PowerState/running`.
+    #[default]
+    Running,
+    /// `PowerState/stopped` (still allocated, still billed).
+    Stopped,
+    /// `PowerState/deallocated`.
+    Deallocated,
+    /// `PowerState/starting`.
+    Starting,
+    /// `PowerState/stopping`.
+    Stopping,
+    /// `PowerState/deallocating`.
+    Deallocating,
+    /// `PowerState/unknown`.
+    Unknown,
+    /// No PowerState status at all.
+    Absent,
+}
+
+impl PowerState {
+    /// The lowercase word after `PowerState/`, or "absent".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerState::Running => "running",
+            PowerState::Stopped => "stopped",
+            PowerState::Deallocated => "deallocated",
+            PowerState::Starting => "starting",
+            PowerState::Stopping => "stopping",
+            PowerState::Deallocating => "deallocating",
+            PowerState::Unknown => "unknown",
+            PowerState::Absent => "absent",
+        }
+    }
+}
+
+impl fmt::Display for PowerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Configured state of the Azure VM guest agent.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentState {
+    /// Reports `Ready`.
+    #[default]
+    Ready,
+    /// Reports `Not Ready` (version "Unknown").
+    NotReady,
+    /// No `vmAgent` in the instance view.
+    Missing,
+}
+
+/// What the console screenshot shows.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Screen {
+    /// Windows lock screen: dark blue with a light login box.
+    Login,
+    /// Black: the VM is off.
+    Black,
+    /// A stop error ("blue screen").
+    Crash,
+    /// "Working on updates" with a progress ring.
+    Updates,
+    /// A Linux text console with a login prompt.
+    Console,
+}
+
+/// A public IP address resource attached to the NIC.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PublicIp {
+    /// Resource name, e.g. "web-01-ip".
+    pub name: String,
+    /// The address; absent for a dynamic IP of a deallocated VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// "Static" or "Dynamic".
+    #[serde(default)]
+    pub allocation: Allocation,
+    /// "Standard" or "Basic".
+    #[serde(default)]
+    pub sku: Sku,
+}
+
+/// `publicIPAllocationMethod`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Allocation {
+    /// Keeps its address across deallocation.
+    #[default]
+    Static,
+    /// Loses its address on deallocation, may change on redeploy.
+    Dynamic,
+}
+
+/// Public IP SKU.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Sku {
+    /// Closed to inbound traffic unless an NSG allows it.
+    #[default]
+    Standard,
+    /// Open unless an NSG denies.
+    Basic,
+}
+
+/// Resource Health of a VM (`availabilityStatuses/current`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// availabilityState: Available, Unavailable, Degraded or Unknown.
+    #[serde(default = "default_health_state")]
+    pub state: String,
+    /// One-line summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// reasonType, e.g. "Unplanned".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_type: Option<String>,
+    /// reasonChronicity, e.g. "Persistent".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_chronicity: Option<String>,
+    /// detailedStatus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detailed_status: Option<String>,
+    /// When the current state began (RFC 3339); default: when the simulator rendered it, minus an hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred: Option<String>,
+    /// recommendedActions (returned with `$expand=recommendedactions`): plain text, or a table
+    /// `{ action, url, url_text }`. Plain text gets the `<#ResourceBlade>` link.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recommended_actions: Vec<RecommendedAction>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            state: default_health_state(),
+            summary: None,
+            reason_type: None,
+            reason_chronicity: None,
+            detailed_status: None,
+            occurred: None,
+            recommended_actions: Vec::new(),
+        }
+    }
+}
+
+/// One recommended action of Resource Health.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(untagged)]
+pub enum RecommendedAction {
+    /// Just the text; rendered with `actionUrl: "<#ResourceBlade>"`.
+    Text(String),
+    /// Text with its portal placeholder link.
+    Link {
+        /// The action text.
+        action: String,
+        /// A portal placeholder such as "<#SupportCase>".
+        url: String,
+        /// The link text, e.g. "contact support".
+        url_text: String,
+    },
+}
+
+/// A network security group with its custom rules; Azure's six default rules are implicit.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Nsg {
+    /// NSG name, unique within its subscription.
+    pub name: String,
+    /// Subscription id; defaults to the first `[[subscription]]`.
+    #[serde(default)]
+    pub subscription: String,
+    /// Resource group of the NSG.
+    pub resource_group: String,
+    /// Azure region.
+    #[serde(default = "default_location")]
+    pub location: String,
+    /// Custom security rules.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// A custom security rule as configured (`securityRules[]`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Rule name.
+    pub name: String,
+    /// 100..=4096; the lowest matching number wins.
+    pub priority: u32,
+    /// "Inbound" or "Outbound".
+    #[serde(default = "default_direction")]
+    pub direction: String,
+    /// "Allow" or "Deny".
+    pub access: String,
+    /// "Tcp", "Udp", "Icmp" or "*".
+    #[serde(default = "any")]
+    pub protocol: String,
+    /// Source address prefix, CIDR or service tag ("Internet", "VirtualNetwork", "*").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Several source prefixes (rendered as `sourceAddressPrefixes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    /// Source port range (default "*").
+    #[serde(default = "any")]
+    pub source_port: String,
+    /// Destination address prefix (default "*").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// Destination port or range, e.g. "3389", "1000-2000", "*".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_port: Option<String>,
+    /// Several destination ports (rendered as `destinationPortRanges`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destination_ports: Vec<String>,
+    /// Optional description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl Rule {
+    /// An inbound TCP rule for one destination port from one source.
+    pub fn inbound_tcp(name: &str, priority: u32, access: &str, source: &str, port: &str) -> Rule {
+        Rule {
+            name: name.to_owned(),
+            priority,
+            direction: "Inbound".to_owned(),
+            access: access.to_owned(),
+            protocol: "Tcp".to_owned(),
+            source: Some(source.to_owned()),
+            sources: Vec::new(),
+            source_port: "*".to_owned(),
+            destination: Some("*".to_owned()),
+            destination_port: Some(port.to_owned()),
+            destination_ports: Vec::new(),
+            description: None,
+        }
+    }
+
+    /// Source prefixes, singular or plural, whichever the rule uses.
+    pub fn source_prefixes(&self) -> Vec<String> {
+        plural_or(&self.sources, self.source.as_deref())
+    }
+
+    /// Destination port ranges as configured.
+    pub fn destination_port_list(&self) -> Vec<String> {
+        plural_or(&self.destination_ports, self.destination_port.as_deref())
+    }
+}
+
+fn plural_or(plural: &[String], single: Option<&str>) -> Vec<String> {
+    if plural.is_empty() {
+        vec![single.unwrap_or("*").to_owned()]
+    } else {
+        plural.to_vec()
+    }
+}
+
+fn default_client_secret() -> String {
+    "sim-secret".to_owned()
+}
+fn default_page_size() -> usize {
+    2
+}
+fn yes() -> bool {
+    true
+}
+fn default_location() -> String {
+    "westeurope".to_owned()
+}
+fn default_vm_size() -> String {
+    "Standard_D2s_v3".to_owned()
+}
+fn default_provisioning_state() -> String {
+    "succeeded".to_owned()
+}
+fn default_private_ip() -> String {
+    "10.0.1.4".to_owned()
+}
+fn default_subnet() -> String {
+    "default".to_owned()
+}
+fn default_health_state() -> String {
+    "Available".to_owned()
+}
+fn default_direction() -> String {
+    "Inbound".to_owned()
+}
+fn any() -> String {
+    "*".to_owned()
+}
+
+/// Why a world file was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum WorldError {
+    /// The TOML did not parse or has unknown fields.
+    #[error("world file is not valid TOML for the simulator: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// The TOML parsed but does not describe a consistent estate.
+    #[error("world file is inconsistent: {0}")]
+    Invalid(String),
+}
+
+impl Vm {
+    /// The virtual network name, `{resource_group}-vnet` unless given.
+    pub fn vnet_name(&self) -> String {
+        self.vnet
+            .clone()
+            .unwrap_or_else(|| format!("{}-vnet", self.resource_group))
+    }
+
+    /// The NIC name: `{vm}-nic`.
+    pub fn nic_name(&self) -> String {
+        format!("{}-nic", self.name)
+    }
+
+    /// Whether `name` names this VM (Azure names are case-insensitive).
+    pub fn is_named(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
+
+    fn healthy(name: &str, subscription: &str, index: usize) -> Vm {
+        let host = 4 + (index % 250);
+        Vm {
+            name: name.to_owned(),
+            subscription: subscription.to_owned(),
+            resource_group: "rg-web".to_owned(),
+            location: default_location(),
+            vm_size: default_vm_size(),
+            os: Os::Windows,
+            power_state: PowerState::Running,
+            provisioning_state: default_provisioning_state(),
+            agent: AgentState::Ready,
+            agent_message: None,
+            private_ip: format!("10.0.1.{host}"),
+            public_ip: Some(PublicIp {
+                name: format!("{name}-ip"),
+                address: Some(format!("20.1.2.{}", 3 + (index % 250))),
+                allocation: Allocation::Static,
+                sku: Sku::Standard,
+            }),
+            subnet: default_subnet(),
+            vnet: None,
+            subnet_nsg: None,
+            nic_nsg: Some(format!("{name}-nsg")),
+            health: Health::default(),
+            boot_diagnostics: true,
+            serial_log: None,
+            screen: None,
+        }
+    }
+}
+
+/// The builder: `World::new().vm("a").stopped().vm("b")`. Modifiers apply to the last VM added
+/// and panic if there is none (a mistake in the test, not in input).
+impl World {
+    /// An empty world with subscription `11111111-1111-1111-1111-111111111111`.
+    pub fn new() -> World {
+        World {
+            client_secret: default_client_secret(),
+            page_size: default_page_size(),
+            subscriptions: vec![Subscription {
+                id: DEFAULT_SUBSCRIPTION.to_owned(),
+                resource_health_registered: true,
+            }],
+            vms: Vec::new(),
+            nsgs: Vec::new(),
+        }
+    }
+
+    /// Adds a subscription (if new). VMs added afterwards go into it.
+    pub fn subscription(mut self, id: &str) -> World {
+        self.ensure_subscription(id);
+        if let Some(pos) = self.subscriptions.iter().position(|s| s.id == id) {
+            let sub = self.subscriptions.remove(pos);
+            self.subscriptions.push(sub);
+        }
+        self
+    }
+
+    /// Adds a healthy running Windows VM in "rg-web" of the last subscription: agent Ready,
+    /// static public IP, NIC NSG `{vm}-nsg` allowing TCP 3389 from any source at priority 1000
+    /// (rule "allow-rdp"), boot diagnostics on, Resource Health Available.
+    pub fn vm(mut self, name: &str) -> World {
+        let sub = self
+            .subscriptions
+            .last()
+            .map(|s| s.id.clone())
+            .unwrap_or_else(|| DEFAULT_SUBSCRIPTION.to_owned());
+        self.ensure_subscription(&sub);
+        let vm = Vm::healthy(name, &sub, self.vms.len());
+        self.nsgs.push(Nsg {
+            name: format!("{name}-nsg"),
+            subscription: sub,
+            resource_group: vm.resource_group.clone(),
+            location: vm.location.clone(),
+            rules: vec![Rule::inbound_tcp("allow-rdp", 1000, "Allow", "*", "3389")],
+        });
+        self.vms.push(vm);
+        self
+    }
+
+    /// Moves the last VM (and the NSGs made for it) to resource group `rg`.
+    pub fn in_group(mut self, rg: &str) -> World {
+        let (sub, own) = self.own_nsgs();
+        for nsg in self.nsgs.iter_mut() {
+            if nsg.subscription == sub && own.contains(&nsg.name) {
+                nsg.resource_group = rg.to_owned();
+            }
+        }
+        self.last_vm().resource_group = rg.to_owned();
+        self
+    }
+
+    /// Moves the last VM (and the NSGs made for it) to subscription `id`, adding it if new.
+    pub fn in_subscription(mut self, id: &str) -> World {
+        self.ensure_subscription(id);
+        let (sub, own) = self.own_nsgs();
+        for nsg in self.nsgs.iter_mut() {
+            if nsg.subscription == sub && own.contains(&nsg.name) {
+                nsg.subscription = id.to_owned();
+            }
+        }
+        self.last_vm().subscription = id.to_owned();
+        self
+    }
+
+    /// Makes the last VM a Linux VM.
+    pub fn linux(mut self) -> World {
+        self.last_vm().os = Os::Linux;
+        self
+    }
+
+    /// Powers the last VM off (still allocated).
+    pub fn stopped(self) -> World {
+        self.power_state(PowerState::Stopped)
+    }
+
+    /// Deallocates the last VM.
+    pub fn deallocated(self) -> World {
+        self.power_state(PowerState::Deallocated)
+    }
+
+    /// Sets the last VM's power state.
+    pub fn power_state(mut self, state: PowerState) -> World {
+        self.last_vm().power_state = state;
+        self
+    }
+
+    /// Sets the last VM's provisioning state, e.g. "failed/InternalOperationError".
+    pub fn provisioning_state(mut self, state: &str) -> World {
+        self.last_vm().provisioning_state = state.to_owned();
+        self
+    }
+
+    /// The last VM's guest agent reports Not Ready with `message`.
+    pub fn agent_not_ready(mut self, message: &str) -> World {
+        let vm = self.last_vm();
+        vm.agent = AgentState::NotReady;
+        vm.agent_message = Some(message.to_owned());
+        self
+    }
+
+    /// The last VM reports no guest agent at all.
+    pub fn agent_missing(mut self) -> World {
+        self.last_vm().agent = AgentState::Missing;
+        self
+    }
+
+    /// The last VM's NIC has no public IP.
+    pub fn no_public_ip(mut self) -> World {
+        self.last_vm().public_ip = None;
+        self
+    }
+
+    /// The last VM's public IP is dynamic and currently has no address.
+    pub fn dynamic_public_ip_without_address(mut self) -> World {
+        let vm = self.last_vm();
+        let name = format!("{}-ip", vm.name);
+        let ip = vm.public_ip.get_or_insert(PublicIp {
+            name,
+            address: None,
+            allocation: Allocation::Dynamic,
+            sku: Sku::Basic,
+        });
+        ip.address = None;
+        ip.allocation = Allocation::Dynamic;
+        ip.sku = Sku::Basic;
+        self
+    }
+
+    /// Puts the last VM in its own subnet `{vm}-snet` whose NSG `{vm}-snet-nsg` denies TCP 3389
+    /// from Internet at priority 100 (rule "deny-rdp-internet"). The NIC NSG still allows RDP.
+    pub fn nsg_denies_rdp(mut self) -> World {
+        let (name, sub, rg, location) = self.last_vm_place();
+        let nsg_name = format!("{name}-snet-nsg");
+        self.nsgs
+            .retain(|n| !(n.subscription == sub && n.name == nsg_name));
+        self.nsgs.push(Nsg {
+            name: nsg_name.clone(),
+            subscription: sub,
+            resource_group: rg,
+            location,
+            rules: vec![Rule::inbound_tcp(
+                "deny-rdp-internet",
+                100,
+                "Deny",
+                "Internet",
+                "3389",
+            )],
+        });
+        let vm = self.last_vm();
+        vm.subnet = format!("{name}-snet");
+        vm.subnet_nsg = Some(nsg_name);
+        self
+    }
+
+    /// The last VM's NIC NSG also denies TCP 3389 from Internet at priority 100
+    /// (rule "deny-rdp-internet"), ahead of its allow at 1000.
+    pub fn nic_nsg_denies_rdp(mut self) -> World {
+        let nsg = self.nic_nsg_mut();
+        nsg.rules.retain(|r| r.name != "deny-rdp-internet");
+        nsg.rules.push(Rule::inbound_tcp(
+            "deny-rdp-internet",
+            100,
+            "Deny",
+            "Internet",
+            "3389",
+        ));
+        self
+    }
+
+    /// The last VM's NIC NSG allows TCP 3389 only from `cidr` (rule "allow-rdp-office", priority
+    /// 1000); the default rules then deny everyone else.
+    pub fn office_only_rdp(mut self, cidr: &str) -> World {
+        let nsg = self.nic_nsg_mut();
+        nsg.rules = vec![Rule::inbound_tcp(
+            "allow-rdp-office",
+            1000,
+            "Allow",
+            cidr,
+            "3389",
+        )];
+        self
+    }
+
+    /// Removes every NSG from the last VM's NIC and subnet.
+    pub fn no_nsg(mut self) -> World {
+        let (sub, own) = self.own_nsgs();
+        self.nsgs
+            .retain(|n| !(n.subscription == sub && own.contains(&n.name)));
+        let vm = self.last_vm();
+        vm.nic_nsg = None;
+        vm.subnet_nsg = None;
+        self
+    }
+
+    /// Sets the last VM's Resource Health state and summary.
+    pub fn health(mut self, state: &str, summary: &str) -> World {
+        let health = &mut self.last_vm().health;
+        health.state = state.to_owned();
+        health.summary = Some(summary.to_owned());
+        if !state.eq_ignore_ascii_case("Available") {
+            health
+                .reason_type
+                .get_or_insert_with(|| "Unplanned".to_owned());
+        }
+        self
+    }
+
+    /// Turns boot diagnostics off on the last VM.
+    pub fn boot_diagnostics_off(mut self) -> World {
+        self.last_vm().boot_diagnostics = false;
+        self
+    }
+
+    /// Unregisters Microsoft.ResourceHealth on the last VM's subscription (or the last
+    /// subscription when there is no VM yet).
+    pub fn resource_health_unregistered(mut self) -> World {
+        let sub = match self.vms.last() {
+            Some(vm) => vm.subscription.clone(),
+            None => self
+                .subscriptions
+                .last()
+                .map(|s| s.id.clone())
+                .unwrap_or_default(),
+        };
+        for s in self.subscriptions.iter_mut().filter(|s| s.id == sub) {
+            s.resource_health_registered = false;
+        }
+        self
+    }
+
+    /// Sets the client secret the token endpoint accepts.
+    pub fn client_secret(mut self, secret: &str) -> World {
+        self.client_secret = secret.to_owned();
+        self
+    }
+
+    /// Sets the VM list page size.
+    pub fn page_size(mut self, size: usize) -> World {
+        self.page_size = size;
+        self
+    }
+
+    fn ensure_subscription(&mut self, id: &str) {
+        if !self.subscriptions.iter().any(|s| s.id == id) {
+            self.subscriptions.push(Subscription {
+                id: id.to_owned(),
+                resource_health_registered: true,
+            });
+        }
+    }
+
+    fn last_vm(&mut self) -> &mut Vm {
+        self.vms
+            .last_mut()
+            .expect("call .vm(name) before a VM modifier")
+    }
+
+    fn last_vm_place(&mut self) -> (String, String, String, String) {
+        let vm = self.last_vm();
+        (
+            vm.name.clone(),
+            vm.subscription.clone(),
+            vm.resource_group.clone(),
+            vm.location.clone(),
+        )
+    }
+
+    /// Subscription and names of the NSGs the builder made for the last VM.
+    fn own_nsgs(&mut self) -> (String, Vec<String>) {
+        let (name, sub, _, _) = self.last_vm_place();
+        (sub, vec![format!("{name}-nsg"), format!("{name}-snet-nsg")])
+    }
+
+    fn nic_nsg_mut(&mut self) -> &mut Nsg {
+        let (name, sub, rg, location) = self.last_vm_place();
+        let nsg_name = self
+            .last_vm()
+            .nic_nsg
+            .get_or_insert_with(|| format!("{name}-nsg"))
+            .clone();
+        let pos = match self
+            .nsgs
+            .iter()
+            .position(|n| n.subscription == sub && n.name == nsg_name)
+        {
+            Some(pos) => pos,
+            None => {
+                self.nsgs.push(Nsg {
+                    name: nsg_name,
+                    subscription: sub,
+                    resource_group: rg,
+                    location,
+                    rules: Vec::new(),
+                });
+                self.nsgs.len() - 1
+            }
+        };
+        &mut self.nsgs[pos]
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+/// Lookups and validation.
+impl World {
+    /// Parses a world file, fills defaults and checks that it is consistent.
+    pub fn from_toml_str(text: &str) -> Result<World, WorldError> {
+        let mut world: World = toml::from_str(text)?;
+        world.fill_defaults();
+        world.validate()?;
+        Ok(world)
+    }
+
+    /// Renders the world back to TOML.
+    pub fn to_toml_string(&self) -> anyhow::Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+
+    fn fill_defaults(&mut self) {
+        let first = self
+            .subscriptions
+            .first()
+            .map(|s| s.id.clone())
+            .unwrap_or_default();
+        for vm in self.vms.iter_mut().filter(|v| v.subscription.is_empty()) {
+            vm.subscription = first.clone();
+        }
+        for nsg in self.nsgs.iter_mut().filter(|n| n.subscription.is_empty()) {
+            nsg.subscription = first.clone();
+        }
+    }
+
+    /// Checks that names resolve and subnets agree on their NSG.
+    pub fn validate(&self) -> Result<(), WorldError> {
+        let bad = |msg: String| Err(WorldError::Invalid(msg));
+        if self.page_size == 0 {
+            return bad("page_size must be at least 1".to_owned());
+        }
+        for (i, vm) in self.vms.iter().enumerate() {
+            let at = format!("VM '{}'", vm.name);
+            if self.subscription_entry(&vm.subscription).is_none() {
+                return bad(format!(
+                    "{at} names subscription '{}', which has no [[subscription]] entry",
+                    vm.subscription
+                ));
+            }
+            if self.vms[..i].iter().any(|o| {
+                o.is_named(&vm.name)
+                    && o.subscription == vm.subscription
+                    && o.resource_group.eq_ignore_ascii_case(&vm.resource_group)
+            }) {
+                return bad(format!(
+                    "{at} appears twice in resource group '{}'",
+                    vm.resource_group
+                ));
+            }
+            for nsg in [&vm.nic_nsg, &vm.subnet_nsg].into_iter().flatten() {
+                let count = self
+                    .nsgs
+                    .iter()
+                    .filter(|n| {
+                        n.subscription == vm.subscription && n.name.eq_ignore_ascii_case(nsg)
+                    })
+                    .count();
+                if count != 1 {
+                    return bad(format!(
+                        "{at} uses NSG '{nsg}', but subscription '{}' has {count} NSGs of that name",
+                        vm.subscription
+                    ));
+                }
+            }
+            for other in &self.vms[..i] {
+                let same_subnet = other.subscription == vm.subscription
+                    && other
+                        .resource_group
+                        .eq_ignore_ascii_case(&vm.resource_group)
+                    && other.vnet_name().eq_ignore_ascii_case(&vm.vnet_name())
+                    && other.subnet.eq_ignore_ascii_case(&vm.subnet);
+                if same_subnet && other.subnet_nsg != vm.subnet_nsg {
+                    return bad(format!(
+                        "VMs '{}' and '{}' share subnet '{}' but name different subnet NSGs",
+                        other.name, vm.name, vm.subnet
+                    ));
+                }
+            }
+        }
+        for nsg in &self.nsgs {
+            if self.subscription_entry(&nsg.subscription).is_none() {
+                return bad(format!(
+                    "NSG '{}' names subscription '{}', which has no [[subscription]] entry",
+                    nsg.name, nsg.subscription
+                ));
+            }
+            for rule in &nsg.rules {
+                let at = format!("rule '{}' of NSG '{}'", rule.name, nsg.name);
+                if !(100..=4096).contains(&rule.priority) {
+                    return bad(format!("{at}: priority must be 100..=4096"));
+                }
+                if !["Allow", "Deny"].contains(&rule.access.as_str()) {
+                    return bad(format!("{at}: access must be Allow or Deny"));
+                }
+                if !["Inbound", "Outbound"].contains(&rule.direction.as_str()) {
+                    return bad(format!("{at}: direction must be Inbound or Outbound"));
+                }
+                if !["Tcp", "Udp", "Icmp", "*"].contains(&rule.protocol.as_str()) {
+                    return bad(format!("{at}: protocol must be Tcp, Udp, Icmp or *"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The subscription entry with this id (case-insensitive).
+    pub fn subscription_entry(&self, id: &str) -> Option<&Subscription> {
+        self.subscriptions
+            .iter()
+            .find(|s| s.id.eq_ignore_ascii_case(id))
+    }
+
+    /// Whether the resource group exists: some VM or NSG lives in it.
+    pub fn has_resource_group(&self, sub: &str, rg: &str) -> bool {
+        let same = |s: &str, r: &str| s.eq_ignore_ascii_case(sub) && r.eq_ignore_ascii_case(rg);
+        self.vms
+            .iter()
+            .any(|v| same(&v.subscription, &v.resource_group))
+            || self
+                .nsgs
+                .iter()
+                .any(|n| same(&n.subscription, &n.resource_group))
+    }
+
+    /// The VM in this subscription and resource group.
+    pub fn find_vm(&self, sub: &str, rg: &str, name: &str) -> Option<&Vm> {
+        self.vms.iter().find(|v| {
+            v.subscription.eq_ignore_ascii_case(sub)
+                && v.resource_group.eq_ignore_ascii_case(rg)
+                && v.is_named(name)
+        })
+    }
+
+    /// Mutable form of [`World::find_vm`].
+    pub fn find_vm_mut(&mut self, sub: &str, rg: &str, name: &str) -> Option<&mut Vm> {
+        self.vms.iter_mut().find(|v| {
+            v.subscription.eq_ignore_ascii_case(sub)
+                && v.resource_group.eq_ignore_ascii_case(rg)
+                && v.is_named(name)
+        })
+    }
+
+    /// The NSG of this name in this subscription.
+    pub fn find_nsg(&self, sub: &str, name: &str) -> Option<&Nsg> {
+        self.nsgs
+            .iter()
+            .find(|n| n.subscription.eq_ignore_ascii_case(sub) && n.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Shared, live access to the simulator's world (tests read and change it while it serves).
+#[derive(Clone, Debug)]
+pub struct WorldHandle(Arc<Mutex<World>>);
+
+impl WorldHandle {
+    /// Wraps a world.
+    pub fn new(world: World) -> WorldHandle {
+        WorldHandle(Arc::new(Mutex::new(world)))
+    }
+
+    /// Locks the world. A panic elsewhere while holding the lock leaves the data usable.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, World> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A copy of the world as it is now.
+    pub fn snapshot(&self) -> World {
+        self.lock().clone()
+    }
+
+    /// Changes the world.
+    pub fn update<R>(&self, change: impl FnOnce(&mut World) -> R) -> R {
+        change(&mut self.lock())
+    }
+
+    /// A live view of the first VM with this name (any subscription or resource group).
+    pub fn vm(&self, name: &str) -> VmView {
+        VmView {
+            world: self.clone(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// A live view of one VM by name. Reading a VM that does not exist panics: it is a test helper.
+#[derive(Clone, Debug)]
+pub struct VmView {
+    world: WorldHandle,
+    name: String,
+}
+
+impl VmView {
+    /// Whether a VM of this name exists.
+    pub fn exists(&self) -> bool {
+        self.world.lock().vms.iter().any(|v| v.is_named(&self.name))
+    }
+
+    /// A copy of the VM as it is now.
+    pub fn get(&self) -> Vm {
+        self.read(Vm::clone)
+    }
+
+    /// The power state.
+    pub fn power_state(&self) -> PowerState {
+        self.read(|vm| vm.power_state)
+    }
+
+    /// The provisioning state, e.g. "succeeded".
+    pub fn provisioning_state(&self) -> String {
+        self.read(|vm| vm.provisioning_state.clone())
+    }
+
+    /// The configured agent state.
+    pub fn agent(&self) -> AgentState {
+        self.read(|vm| vm.agent)
+    }
+
+    /// The public IP address, if the VM has one with an address.
+    pub fn public_ip_address(&self) -> Option<String> {
+        self.read(|vm| vm.public_ip.as_ref().and_then(|ip| ip.address.clone()))
+    }
+
+    /// The Resource Health availability state.
+    pub fn health_state(&self) -> String {
+        self.read(|vm| vm.health.state.clone())
+    }
+
+    /// Sets the power state.
+    pub fn set_power_state(&self, state: PowerState) {
+        self.update(|vm| vm.power_state = state);
+    }
+
+    /// Changes the VM.
+    pub fn update(&self, change: impl FnOnce(&mut Vm)) {
+        let mut world = self.world.lock();
+        let vm = world
+            .vms
+            .iter_mut()
+            .find(|v| v.is_named(&self.name))
+            .unwrap_or_else(|| panic!("no VM named '{}' in the simulated world", self.name));
+        change(vm);
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&Vm) -> R) -> R {
+        let world = self.world.lock();
+        let vm = world
+            .vms
+            .iter()
+            .find(|v| v.is_named(&self.name))
+            .unwrap_or_else(|| panic!("no VM named '{}' in the simulated world", self.name));
+        f(vm)
+    }
+}

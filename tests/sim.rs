@@ -1,0 +1,795 @@
+//! The simulator, driven by the real Azure SDK clients: every body it serves must parse into the
+//! SDK models rdp-doctor uses, and its misbehaviour (throttling, faults) must be observable.
+
+use azure_core::auth::TokenCredential;
+use azure_core::error::ErrorKind;
+use azure_core::headers::HeaderName;
+use azure_core::{Method, Request, StatusCode, Url};
+use azure_identity::ClientSecretCredential;
+use futures::StreamExt;
+use rdp_doctor::sim::{
+    demo_world, BucketOptions, Fault, FaultKind, PowerState, SimOptions, Simulator, World,
+    DEFAULT_SUBSCRIPTION,
+};
+use serde_json::Value;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+const SUB: &str = DEFAULT_SUBSCRIPTION;
+
+/// Every test gets a deadline, so a hung request fails the test instead of the CI job.
+async fn within<T>(test: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), test)
+        .await
+        .expect("test took longer than 20 s")
+}
+
+async fn start(world: World) -> Simulator {
+    start_with(world, SimOptions::default()).await
+}
+
+async fn start_with(world: World, options: SimOptions) -> Simulator {
+    Simulator::start("127.0.0.1:0", world, options)
+        .await
+        .expect("simulator starts")
+}
+
+fn credential(sim: &Simulator, secret: &str) -> Arc<ClientSecretCredential> {
+    Arc::new(ClientSecretCredential::new(
+        azure_core::new_http_client(),
+        Url::parse(&sim.url()).expect("url"),
+        "tenant-of-tests".to_owned(),
+        "app-of-tests".to_owned(),
+        secret.to_owned(),
+    ))
+}
+
+fn endpoint(sim: &Simulator) -> Url {
+    Url::parse(&sim.url()).expect("url")
+}
+
+fn compute(sim: &Simulator) -> azure_mgmt_compute::package_2024_07_01::Client {
+    azure_mgmt_compute::package_2024_07_01::Client::builder(credential(sim, "sim-secret"))
+        .endpoint(endpoint(sim))
+        .build()
+        .expect("compute client")
+}
+
+fn network(sim: &Simulator) -> azure_mgmt_network::package_2024_03::Client {
+    azure_mgmt_network::package_2024_03::Client::builder(credential(sim, "sim-secret"))
+        .endpoint(endpoint(sim))
+        .build()
+        .expect("network client")
+}
+
+fn health(sim: &Simulator) -> azure_mgmt_resourcehealth::package_2024_02::Client {
+    azure_mgmt_resourcehealth::package_2024_02::Client::builder(credential(sim, "sim-secret"))
+        .endpoint(endpoint(sim))
+        .build()
+        .expect("resource health client")
+}
+
+fn status_of(error: &azure_core::Error) -> Option<StatusCode> {
+    match error.kind() {
+        ErrorKind::HttpResponse { status, .. } => Some(*status),
+        _ => None,
+    }
+}
+
+/// A plain HTTP answer.
+struct Raw {
+    status: StatusCode,
+    headers: azure_core::headers::Headers,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn header(&self, name: &'static str) -> Option<String> {
+        self.headers
+            .get_optional_string(&HeaderName::from_static(name))
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends a request without the SDK's retry policy. `url` may be a path on the simulator.
+async fn raw(sim: &Simulator, method: Method, url: &str, token: Option<&str>) -> Raw {
+    raw_with_body(sim, method, url, token, None).await
+}
+
+async fn raw_with_body(
+    sim: &Simulator,
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    form: Option<&str>,
+) -> Raw {
+    let url = if url.starts_with("http") {
+        url.to_owned()
+    } else {
+        format!("{}{url}", sim.url())
+    };
+    let mut request = Request::new(Url::parse(&url).expect("url"), method);
+    if let Some(token) = token {
+        request.insert_header("authorization", format!("Bearer {token}"));
+    }
+    if let Some(form) = form {
+        request.insert_header("content-type", "application/x-www-form-urlencoded");
+        request.set_body(form.to_owned());
+    } else {
+        request.insert_header("content-length", "0");
+    }
+    let response = azure_core::new_http_client()
+        .execute_request(&request)
+        .await
+        .expect("request sent");
+    let (status, headers, body) = response.deconstruct();
+    let body = body.collect().await.expect("body").to_vec();
+    Raw {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn token(sim: &Simulator) -> String {
+    let scope = format!("{}/.default", sim.url());
+    credential(sim, "sim-secret")
+        .get_token(&[&scope])
+        .await
+        .expect("token")
+        .token
+        .secret()
+        .to_owned()
+}
+
+fn vm_path(rg: &str, vm: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}?api-version=2024-07-01")
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn demo_world_loads_and_lists_every_vm_through_sdk_paging() {
+    within(async {
+        let world = demo_world();
+        assert_eq!(world.page_size, 2);
+        let sim = start(world).await;
+        let client = compute(&sim);
+        let mut names = Vec::new();
+        for sub in [
+            SUB,
+            "22222222-2222-2222-2222-222222222222",
+            "33333333-3333-3333-3333-333333333333",
+        ] {
+            let mut pages = client.virtual_machines_client().list_all(sub).into_stream();
+            while let Some(page) = pages.next().await {
+                let page = page.expect("page parses into VirtualMachineListResult");
+                assert!(page.value.len() <= 2);
+                names.extend(page.value.into_iter().filter_map(|vm| vm.resource.name));
+            }
+        }
+        let mut expected = vec![
+            "web-01",
+            "web-02",
+            "jump-01",
+            "app-01",
+            "app-02",
+            "sql-01",
+            "batch-01",
+            "db-01",
+            "legacy-01",
+            "linux-01",
+            "api-01",
+            "api-01",
+            "reports-01",
+        ];
+        names.sort();
+        expected.sort();
+        assert_eq!(names, expected);
+        // 11 VMs in the first subscription need 6 pages, the others one each.
+        assert_eq!(sim.stats().by_route["GET virtualMachines (list)"], 8);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn resource_group_listing_pages_and_unknown_scopes_are_404() {
+    within(async {
+        let world = World::new()
+            .vm("a")
+            .vm("b")
+            .vm("c")
+            .vm("other")
+            .in_group("rg-other");
+        let sim = start(world).await;
+        let client = compute(&sim);
+        let mut pages = client.virtual_machines_client().list("rg-web", SUB).into_stream();
+        let mut names = Vec::new();
+        while let Some(page) = pages.next().await {
+            names.extend(page.expect("page").value.into_iter().filter_map(|vm| vm.resource.name));
+        }
+        assert_eq!(names, ["a", "b", "c"]);
+
+        let token = token(&sim).await;
+        let unknown_sub = raw(
+            &sim,
+            Method::Get,
+            "/subscriptions/nope/providers/Microsoft.Compute/virtualMachines?api-version=2024-07-01",
+            Some(&token),
+        )
+        .await;
+        assert_eq!(unknown_sub.status, StatusCode::NotFound);
+        assert_eq!(unknown_sub.json()["error"]["code"], "SubscriptionNotFound");
+        let missing = raw(&sim, Method::Get, &vm_path("rg-web", "zzz"), Some(&token)).await;
+        assert_eq!(missing.status, StatusCode::NotFound);
+        assert_eq!(missing.json()["error"]["code"], "ResourceNotFound");
+        let unknown_route = raw(&sim, Method::Get, "/nothing/here", Some(&token)).await;
+        assert_eq!(unknown_route.status, StatusCode::NotFound);
+        assert!(unknown_route.json()["error"]["code"].is_string());
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn vm_with_instance_view_parses_and_reflects_the_live_world() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .vm("sql-01")
+            .agent_not_ready("VM Agent is unresponsive.")
+            .vm("app-01")
+            .deallocated()
+            .linux();
+        let sim = start(world).await;
+        let vms = compute(&sim).virtual_machines_client();
+
+        let vm = vms
+            .get("rg-web", "WEB-01", SUB)
+            .expand("instanceView")
+            .await
+            .expect("vm");
+        let props = vm.properties.expect("properties");
+        let os = props
+            .storage_profile
+            .and_then(|s| s.os_disk)
+            .map(|d| d.os_type);
+        assert_eq!(format!("{os:?}"), "Some(Some(Windows))");
+        let view = props.instance_view.expect("instance view");
+        let codes: Vec<String> = view
+            .statuses
+            .iter()
+            .filter_map(|s| s.code.clone())
+            .collect();
+        assert_eq!(codes, ["ProvisioningState/succeeded", "PowerState/running"]);
+        let agent = view.vm_agent.expect("agent");
+        assert_eq!(agent.statuses[0].display_status.as_deref(), Some("Ready"));
+        assert!(view.os_name.is_some());
+
+        let sick = vms
+            .instance_view("rg-web", "sql-01", SUB)
+            .await
+            .expect("instance view");
+        let agent = sick.vm_agent.expect("agent");
+        assert_eq!(agent.vm_agent_version.as_deref(), Some("Unknown"));
+        assert_eq!(
+            agent.statuses[0].display_status.as_deref(),
+            Some("Not Ready")
+        );
+        assert_eq!(
+            agent.statuses[0].message.as_deref(),
+            Some("VM Agent is unresponsive.")
+        );
+        assert!(sick.os_name.is_none());
+
+        let off = vms
+            .instance_view("rg-web", "app-01", SUB)
+            .await
+            .expect("instance view");
+        assert!(off.vm_agent.is_none());
+        assert_eq!(
+            off.statuses[1].code.as_deref(),
+            Some("PowerState/deallocated")
+        );
+
+        sim.world()
+            .vm("web-01")
+            .set_power_state(PowerState::Stopped);
+        let view = vms
+            .instance_view("rg-web", "web-01", SUB)
+            .await
+            .expect("instance view");
+        assert_eq!(view.statuses[1].code.as_deref(), Some("PowerState/stopped"));
+        assert_eq!(sim.world().vm("web-01").power_state(), PowerState::Stopped);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn nic_public_ip_subnet_and_nsg_parse_into_network_models() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .nsg_denies_rdp()
+            .vm("app-02")
+            .deallocated()
+            .dynamic_public_ip_without_address();
+        let sim = start(world).await;
+        let net = network(&sim);
+
+        let nic = net
+            .network_interfaces_client()
+            .get("rg-web", "web-01-nic", SUB)
+            .await
+            .expect("nic");
+        let props = nic.properties.expect("nic properties");
+        let nsg_id = props
+            .network_security_group
+            .and_then(|n| n.resource.id)
+            .expect("nic nsg");
+        assert!(nsg_id.ends_with("/networkSecurityGroups/web-01-nsg"));
+        let ipconfig = props.ip_configurations[0]
+            .properties
+            .clone()
+            .expect("ipconfig");
+        assert_eq!(ipconfig.private_ip_address.as_deref(), Some("10.0.1.4"));
+        let pip_id = ipconfig
+            .public_ip_address
+            .and_then(|p| p.resource.id)
+            .expect("public ip id");
+        assert!(pip_id.ends_with("/publicIPAddresses/web-01-ip"));
+        let subnet_id = ipconfig
+            .subnet
+            .and_then(|s| s.sub_resource.id)
+            .expect("subnet id");
+        assert!(subnet_id.ends_with("/virtualNetworks/rg-web-vnet/subnets/web-01-snet"));
+
+        let pip = net
+            .public_ip_addresses_client()
+            .get("rg-web", "web-01-ip", SUB)
+            .await
+            .expect("pip");
+        assert_eq!(
+            pip.properties.and_then(|p| p.ip_address).as_deref(),
+            Some("20.1.2.3")
+        );
+        let dynamic = net
+            .public_ip_addresses_client()
+            .get("rg-web", "app-02-ip", SUB)
+            .await
+            .expect("pip");
+        let props = dynamic.properties.expect("pip properties");
+        assert!(props.ip_address.is_none());
+        assert_eq!(
+            format!("{:?}", props.public_ip_allocation_method),
+            "Some(Dynamic)"
+        );
+
+        let subnet = net
+            .subnets_client()
+            .get("rg-web", "rg-web-vnet", "web-01-snet", SUB)
+            .await
+            .expect("subnet");
+        let subnet_nsg = subnet
+            .properties
+            .and_then(|p| p.network_security_group)
+            .and_then(|n| n.resource.id);
+        assert!(subnet_nsg.is_some_and(|id| id.ends_with("/web-01-snet-nsg")));
+
+        let nsg = net
+            .network_security_groups_client()
+            .get("rg-web", "web-01-snet-nsg", SUB)
+            .await
+            .expect("nsg");
+        let props = nsg.properties.expect("nsg properties");
+        assert_eq!(props.security_rules.len(), 1);
+        assert_eq!(props.default_security_rules.len(), 6);
+        let deny = props.security_rules[0].properties.clone().expect("rule");
+        assert_eq!(deny.priority, 100);
+        assert_eq!(deny.destination_port_range.as_deref(), Some("3389"));
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn effective_nsgs_are_a_long_running_operation_with_the_example_shape() {
+    within(async {
+        let world = World::new()
+            .vm("web-02")
+            .nsg_denies_rdp()
+            .vm("stopped")
+            .stopped()
+            .vm("open")
+            .no_nsg();
+        let options = SimOptions {
+            lro_polls: 2,
+            ..SimOptions::default()
+        };
+        let sim = start_with(world, options).await;
+        let nics = network(&sim).network_interfaces_client();
+        let token = token(&sim).await;
+
+        let accepted = nics
+            .list_effective_network_security_groups("rg-web", "web-02-nic", SUB)
+            .send()
+            .await
+            .expect("accepted")
+            .into_raw_response();
+        assert_eq!(accepted.status(), StatusCode::Accepted);
+        let location = accepted
+            .headers()
+            .get_optional_string(&HeaderName::from_static("location"))
+            .expect("Location header");
+        assert!(location.starts_with(&format!("{}/subscriptions/{SUB}/providers/Microsoft.Network/locations/westeurope/operationResults/", sim.url())));
+        assert_eq!(
+            accepted.headers().get_optional_string(&HeaderName::from_static("retry-after")).as_deref(),
+            Some("0")
+        );
+
+        let mut polls = Vec::new();
+        let done = loop {
+            let poll = raw(&sim, Method::Get, &location, Some(&token)).await;
+            polls.push(u16::from(poll.status));
+            if poll.status == StatusCode::Ok {
+                break poll;
+            }
+            assert!(polls.len() < 5, "operation never finished: {polls:?}");
+        };
+        assert_eq!(polls, [202, 202, 200]);
+        let result: azure_mgmt_network::package_2024_03::models::EffectiveNetworkSecurityGroupListResult =
+            serde_json::from_slice(&done.body).expect("parses into the SDK model");
+        assert_eq!(result.value.len(), 2);
+        let subnet_group = &result.value[0];
+        assert!(subnet_group.association.as_ref().and_then(|a| a.subnet.as_ref()).is_some());
+        let deny = &subnet_group.effective_security_rules[0];
+        assert_eq!(deny.name.as_deref(), Some("securityRules/deny-rdp-internet"));
+        assert_eq!(deny.destination_port_range.as_deref(), Some("3389-3389"));
+        assert_eq!(deny.priority, Some(100));
+        assert!(!deny.expanded_source_address_prefix.is_empty());
+        let nic_group = &result.value[1];
+        assert!(nic_group.association.as_ref().and_then(|a| a.network_interface.as_ref()).is_some());
+        assert_eq!(nic_group.effective_security_rules.len(), 7);
+
+        let stopped = nics
+            .list_effective_network_security_groups("rg-web", "stopped-nic", SUB)
+            .send()
+            .await
+            .expect_err("a stopped VM has no effective rules");
+        assert_eq!(status_of(&stopped), Some(StatusCode::BadRequest));
+
+        let open = nics
+            .list_effective_network_security_groups("rg-web", "open-nic", SUB)
+            .send()
+            .await
+            .expect("accepted")
+            .into_raw_response();
+        let location = open
+            .headers()
+            .get_optional_string(&HeaderName::from_static("location"))
+            .expect("Location header");
+        let mut last = raw(&sim, Method::Get, &location, Some(&token)).await;
+        while last.status == StatusCode::Accepted {
+            last = raw(&sim, Method::Get, &location, Some(&token)).await;
+        }
+        assert_eq!(last.json(), serde_json::json!({"value": []}));
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn resource_health_available_unavailable_and_unregistered() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .vm("db-01")
+            .health("Unavailable", "We're sorry, we couldn't automatically recover your virtual machine")
+            .vm("reports-01")
+            .in_subscription("33333333-3333-3333-3333-333333333333")
+            .resource_health_unregistered();
+        let sim = start(world).await;
+        let statuses = health(&sim).availability_statuses_client();
+        let uri = |sub: &str, vm: &str| {
+            format!("subscriptions/{sub}/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/{vm}")
+        };
+
+        let ok = statuses.get_by_resource(uri(SUB, "web-01")).expand("recommendedactions").await.expect("status");
+        let props = ok.properties.expect("properties");
+        assert_eq!(format!("{:?}", props.availability_state), "Some(Available)");
+
+        let down = statuses.get_by_resource(uri(SUB, "db-01")).expand("recommendedactions").await.expect("status");
+        let props = down.properties.expect("properties");
+        assert_eq!(format!("{:?}", props.availability_state), "Some(Unavailable)");
+        assert_eq!(
+            props.summary.as_deref(),
+            Some("We're sorry, we couldn't automatically recover your virtual machine")
+        );
+
+        let unregistered = statuses
+            .get_by_resource(uri("33333333-3333-3333-3333-333333333333", "reports-01"))
+            .await
+            .expect_err("unregistered");
+        assert_eq!(status_of(&unregistered), Some(StatusCode::Conflict));
+        let token = token(&sim).await;
+        let flat = raw(
+            &sim,
+            Method::Get,
+            &format!("//{}/providers/Microsoft.ResourceHealth/availabilityStatuses/current?api-version=2024-02-01", uri("33333333-3333-3333-3333-333333333333", "reports-01")),
+            Some(&token),
+        )
+        .await;
+        assert_eq!(flat.json()["code"], "MissingSubscriptionRegistration");
+        assert!(flat.json()["details"].is_null());
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn boot_diagnostics_hand_out_signed_blob_urls() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .vm("legacy-01")
+            .boot_diagnostics_off();
+        let sim = start(world).await;
+        let vms = compute(&sim).virtual_machines_client();
+        let data = vms
+            .retrieve_boot_diagnostics_data("rg-web", "web-01", SUB)
+            .sas_uri_expiration_time_in_minutes(60)
+            .await
+            .expect("boot diagnostics data");
+        let screenshot = data.console_screenshot_blob_uri.expect("screenshot uri");
+        let serial = data.serial_console_log_blob_uri.expect("serial uri");
+        assert!(screenshot.contains("web-01.screenshot.bmp?") && screenshot.contains("sig="));
+
+        let bmp = raw(&sim, Method::Get, &screenshot, None).await;
+        assert_eq!(bmp.status, StatusCode::Ok);
+        assert_eq!(&bmp.body[..2], b"BM");
+        assert_eq!(bmp.header("content-type").as_deref(), Some("image/bmp"));
+        let log = raw(&sim, Method::Get, &serial, None).await;
+        assert_eq!(log.status, StatusCode::Ok);
+        assert!(log.text().contains("WEB-01"));
+
+        let forged = format!("{}0", screenshot);
+        assert_eq!(
+            raw(&sim, Method::Get, &forged, None).await.status,
+            StatusCode::Forbidden
+        );
+        let elsewhere = screenshot.replace("web-01.screenshot", "legacy-01.screenshot");
+        assert_eq!(
+            raw(&sim, Method::Get, &elsewhere, None).await.status,
+            StatusCode::Forbidden
+        );
+
+        let off = vms
+            .retrieve_boot_diagnostics_data("rg-web", "legacy-01", SUB)
+            .await
+            .expect_err("boot diagnostics are off");
+        assert_eq!(status_of(&off), Some(StatusCode::Conflict));
+        let stats = sim.stats();
+        assert_eq!(stats.blob_requests, 4);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_secret_is_invalid_client_and_arm_wants_an_issued_token() {
+    within(async {
+        let sim = start(World::new().vm("web-01").client_secret("right-one")).await;
+        let refused = raw_with_body(
+            &sim,
+            Method::Post,
+            "/some-tenant/oauth2/v2.0/token",
+            None,
+            Some("grant_type=client_credentials&client_id=app&client_secret=wrong-one&scope=x%2F.default"),
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::Unauthorized);
+        assert_eq!(refused.json()["error"], "invalid_client");
+        assert_eq!(refused.json()["error_codes"][0], 7000215);
+        assert!(!refused.text().contains("wrong-one"));
+
+        let sdk = azure_mgmt_compute::package_2024_07_01::Client::builder(credential(&sim, "wrong-one"))
+            .endpoint(endpoint(&sim))
+            .build()
+            .expect("client");
+        let error = sdk.virtual_machines_client().get("rg-web", "web-01", SUB).await.expect_err("bad secret");
+        assert_eq!(format!("{:?}", error.kind()), "Credential");
+
+        let accepted = raw_with_body(
+            &sim,
+            Method::Post,
+            "/some-tenant/oauth2/v2.0/token",
+            None,
+            Some("grant_type=client_credentials&client_id=app&client_secret=right-one"),
+        )
+        .await;
+        assert_eq!(accepted.status, StatusCode::Ok);
+        let token = accepted.json()["access_token"].as_str().expect("token").to_owned();
+
+        let missing = raw(&sim, Method::Get, &vm_path("rg-web", "web-01"), None).await;
+        assert_eq!(missing.status, StatusCode::Unauthorized);
+        assert_eq!(missing.json()["error"]["code"], "AuthenticationFailed");
+        let forged = raw(&sim, Method::Get, &vm_path("rg-web", "web-01"), Some("made-up")).await;
+        assert_eq!(forged.status, StatusCode::Unauthorized);
+        assert_eq!(forged.json()["error"]["code"], "InvalidAuthenticationToken");
+        let fine = raw(&sim, Method::Get, &vm_path("rg-web", "web-01"), Some(&token)).await;
+        assert_eq!(fine.status, StatusCode::Ok);
+        assert!(fine.header("x-ms-request-id").is_some());
+        assert_eq!(fine.header("content-type").as_deref(), Some("application/json; charset=utf-8"));
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn token_bucket_throttles_with_retry_after() {
+    within(async {
+        let options = SimOptions {
+            bucket: Some(BucketOptions {
+                capacity: 2,
+                refill_per_sec: 0.5,
+            }),
+            ..SimOptions::default()
+        };
+        let sim = start_with(World::new().vm("web-01"), options).await;
+        let token = token(&sim).await;
+        let path = vm_path("rg-web", "web-01");
+        let first = raw(&sim, Method::Get, &path, Some(&token)).await;
+        assert_eq!(first.status, StatusCode::Ok);
+        assert_eq!(
+            first
+                .header("x-ms-ratelimit-remaining-subscription-reads")
+                .as_deref(),
+            Some("1")
+        );
+        let second = raw(&sim, Method::Get, &path, Some(&token)).await;
+        assert_eq!(
+            second
+                .header("x-ms-ratelimit-remaining-subscription-reads")
+                .as_deref(),
+            Some("0")
+        );
+        let third = raw(&sim, Method::Get, &path, Some(&token)).await;
+        assert_eq!(third.status, StatusCode::TooManyRequests);
+        assert_eq!(third.json()["error"]["code"], "TooManyRequests");
+        assert_eq!(third.header("retry-after").as_deref(), Some("2"));
+        let stats = sim.stats();
+        assert_eq!(
+            (stats.requests, stats.throttled, stats.token_requests),
+            (3, 1, 1)
+        );
+        assert_eq!(stats.log.last().map(|e| e.status), Some(429));
+
+        sim.set_options(SimOptions::default());
+        assert_eq!(
+            raw(&sim, Method::Get, &path, Some(&token)).await.status,
+            StatusCode::Ok
+        );
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn faults_fire_the_given_number_of_times() {
+    within(async {
+        let options = SimOptions {
+            faults: vec![
+                Fault::new("virtualMachines/web-01", FaultKind::Status(503))
+                    .method("GET")
+                    .times(2),
+                Fault::new("virtualMachines/app-01", FaultKind::Malformed),
+                Fault::new(
+                    "virtualMachines/db-01",
+                    FaultKind::StatusBody(502, "<html>Bad Gateway</html>".to_owned()),
+                ),
+            ],
+            ..SimOptions::default()
+        };
+        let sim = start_with(World::new().vm("web-01").vm("app-01").vm("db-01"), options).await;
+        let token = token(&sim).await;
+        let web = vm_path("rg-web", "web-01");
+        let statuses = [
+            raw(&sim, Method::Get, &web, Some(&token)).await.status,
+            raw(&sim, Method::Get, &web, Some(&token)).await.status,
+            raw(&sim, Method::Get, &web, Some(&token)).await.status,
+        ];
+        assert_eq!(
+            statuses,
+            [
+                StatusCode::ServiceUnavailable,
+                StatusCode::ServiceUnavailable,
+                StatusCode::Ok
+            ]
+        );
+
+        let malformed = raw(
+            &sim,
+            Method::Get,
+            &vm_path("rg-web", "app-01"),
+            Some(&token),
+        )
+        .await;
+        assert_eq!(malformed.status, StatusCode::Ok);
+        assert!(serde_json::from_slice::<Value>(&malformed.body).is_err());
+        let html = raw(&sim, Method::Get, &vm_path("rg-web", "db-01"), Some(&token)).await;
+        assert_eq!(html.status, StatusCode::BadGateway);
+        assert_eq!(html.text(), "<html>Bad Gateway</html>");
+
+        let stats: Value = raw(&sim, Method::Get, "/_sim/stats", None).await.json();
+        assert_eq!(stats["requests"], 5);
+        assert_eq!(stats["by_route"]["GET virtualMachines"], 5);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn latency_shows_in_peak_in_flight_and_hung_requests_end_at_shutdown() {
+    within(async {
+        let options = SimOptions {
+            latency: Duration::from_millis(50),
+            faults: vec![Fault::new("hang-here", FaultKind::Hang)],
+            ..SimOptions::default()
+        };
+        let sim = start_with(World::new().vm("web-01"), options).await;
+        let token = token(&sim).await;
+        let path = vm_path("rg-web", "web-01");
+        let requests = (0..4).map(|_| raw(&sim, Method::Get, &path, Some(&token)));
+        for answer in futures::future::join_all(requests).await {
+            assert_eq!(answer.status, StatusCode::Ok);
+        }
+        assert!(
+            sim.stats().peak_in_flight >= 2,
+            "{:?}",
+            sim.stats().peak_in_flight
+        );
+
+        let url = format!("{}/hang-here", sim.url());
+        let hung = tokio::spawn(async move {
+            let request = Request::new(Url::parse(&url).expect("url"), Method::Get);
+            azure_core::new_http_client()
+                .execute_request(&request)
+                .await
+                .map(|r| r.status())
+        });
+        while sim.stats().requests < 5 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!hung.is_finished());
+        sim.shutdown().await;
+        let _ = hung
+            .await
+            .expect("the hung request ends once the simulator stops");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn world_files_reject_unknown_fields_and_dangling_names() {
+    let unknown = World::from_toml_str("colour = \"blue\"\n");
+    assert!(unknown.is_err());
+    let dangling = World::from_toml_str(
+        "[[subscription]]\nid = \"s\"\n[[vm]]\nname = \"a\"\nresource_group = \"rg\"\nnic_nsg = \"missing\"\n",
+    );
+    let message = dangling.expect_err("dangling NSG").to_string();
+    assert!(message.contains("missing"), "{message}");
+    let round_trip = World::from_toml_str(&demo_world().to_toml_string().expect("toml"))
+        .expect("demo world round-trips");
+    assert_eq!(round_trip, demo_world());
+}
