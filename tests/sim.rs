@@ -793,3 +793,71 @@ async fn world_files_reject_unknown_fields_and_dangling_names() {
         .expect("demo world round-trips");
     assert_eq!(round_trip, demo_world());
 }
+
+#[tokio::test]
+async fn demo_world_breaks_each_vm_the_way_its_comment_says() {
+    within(async {
+        let sim = start(demo_world()).await;
+        let token = token(&sim).await;
+        let net = network(&sim);
+        let effective = |rg: &'static str, nic: &'static str| {
+            let nics = net.network_interfaces_client();
+            let sim = &sim;
+            let token = &token;
+            async move {
+                let accepted = nics
+                    .list_effective_network_security_groups(rg, nic, SUB)
+                    .send()
+                    .await
+                    .expect("accepted")
+                    .into_raw_response();
+                let location = accepted
+                    .headers()
+                    .get_optional_string(&HeaderName::from_static("location"))
+                    .expect("Location");
+                loop {
+                    let poll = raw(sim, Method::Get, &location, Some(token)).await;
+                    if poll.status == StatusCode::Ok {
+                        break poll.json();
+                    }
+                }
+            }
+        };
+        let web02 = effective("rg-web", "web-02-nic").await;
+        assert_eq!(web02["value"][0]["effectiveSecurityRules"][0]["name"], "securityRules/deny-rdp-internet");
+        assert_eq!(web02["value"][0]["effectiveSecurityRules"][1]["sourceAddressPrefixes"], serde_json::json!(["AzureLoadBalancer", "10.0.0.0/16"]));
+        let jump = effective("rg-jump", "jump-01-nic").await;
+        assert_eq!(jump["value"].as_array().map(Vec::len), Some(1));
+        assert_eq!(jump["value"][0]["effectiveSecurityRules"][0]["sourceAddressPrefix"], "203.0.113.0/24");
+        let web01 = effective("rg-web", "web-01-nic").await;
+        assert_eq!(web01["value"][0]["effectiveSecurityRules"][1]["destinationPortRanges"], serde_json::json!(["443-443", "8443-8443"]));
+
+        let app02 = raw(&sim, Method::Get, &format!("/subscriptions/{SUB}/resourceGroups/rg-app/providers/Microsoft.Network/publicIPAddresses/app-02-ip"), Some(&token)).await.json();
+        assert!(app02["properties"].get("ipAddress").is_none());
+        let batch = raw(&sim, Method::Get, &format!("/subscriptions/{SUB}/resourceGroups/rg-batch/providers/Microsoft.Network/networkInterfaces/batch-01-nic"), Some(&token)).await.json();
+        assert!(batch["properties"]["ipConfigurations"][0]["properties"].get("publicIPAddress").is_none());
+        let legacy = raw(&sim, Method::Post, &format!("/subscriptions/{SUB}/resourceGroups/rg-legacy/providers/Microsoft.Compute/virtualMachines/legacy-01/retrieveBootDiagnosticsData"), Some(&token)).await;
+        assert_eq!(legacy.status, StatusCode::Conflict);
+        let db = raw(&sim, Method::Get, &format!("/subscriptions/{SUB}/resourceGroups/rg-data/providers/Microsoft.Compute/virtualMachines/db-01/providers/Microsoft.ResourceHealth/availabilityStatuses/current?$expand=recommendedactions"), Some(&token)).await.json();
+        assert_eq!(db["properties"]["availabilityState"], "Unavailable");
+        assert_eq!(db["properties"]["recommendedActions"][1]["actionUrl"], "<#SupportCase>");
+        assert!(db["properties"]["occuredTime"].is_string());
+        let reports = raw(&sim, Method::Get, "/subscriptions/33333333-3333-3333-3333-333333333333/resourceGroups/rg-reports/providers/Microsoft.Compute/virtualMachines/reports-01/providers/Microsoft.ResourceHealth/availabilityStatuses/current", Some(&token)).await;
+        assert_eq!(reports.status, StatusCode::Conflict);
+
+        let unknown_op = raw(&sim, Method::Get, &format!("/subscriptions/{SUB}/providers/Microsoft.Compute/locations/westeurope/operations/nope"), Some(&token)).await;
+        assert_eq!(unknown_op.status, StatusCode::NotFound);
+        assert_eq!(unknown_op.json()["error"]["code"], "OperationNotFound");
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn standalone_names_the_world_file_it_cannot_read() {
+    let error =
+        rdp_doctor::sim::run_standalone("127.0.0.1:0", std::path::Path::new("/no/such/world.toml"))
+            .await
+            .expect_err("missing file");
+    assert!(format!("{error:#}").contains("/no/such/world.toml"));
+}
