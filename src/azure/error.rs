@@ -93,8 +93,8 @@ impl ArmError {
                     .or_else(|| error_code.clone())
                     .unwrap_or_else(|| format!("HTTP{status}"));
                 let message = message.unwrap_or_else(|| format!("no error message ({what})"));
-                let expired = chain_text(error).contains("retry policy expired");
-                from_parts(status, code, message, if expired { 1 } else { 0 }, None)
+                let (retries, retry_after) = gave_up(error);
+                from_parts(status, code, message, retries, retry_after)
             }
             ErrorKind::Credential => sign_in_error(error),
             ErrorKind::DataConversion => ArmError::Malformed {
@@ -187,6 +187,24 @@ fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// How many retries the retry policy made and what Azure last asked us to wait.
+fn gave_up(error: &(dyn std::error::Error + 'static)) -> (u32, Option<Duration>) {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(g) = e.downcast_ref::<super::retry::GaveUp>() {
+            return (g.retries, g.retry_after);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<azure_core::Error>()
+            .and_then(|a| a.downcast_ref::<super::retry::GaveUp>())
+        {
+            return (inner.retries, inner.retry_after);
+        }
+        current = e.source();
+    }
+    (0, None)
+}
+
 fn chain_has_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = current {
@@ -214,7 +232,9 @@ fn network_cause(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn sign_in_error(error: &azure_core::Error) -> ArmError {
-    let text = chain_text(error);
+    // oauth2 keeps Entra's error body out of its Display; search the Debug form for the codes
+    // (only the codes are extracted; this text is never shown).
+    let text = format!("{} {error:?}", chain_text(error));
     let code = [
         "invalid_client",
         "unauthorized_client",

@@ -13,6 +13,7 @@ mod id;
 mod lro;
 mod read;
 mod resolve;
+mod retry;
 
 pub use error::{parse_error_body, redact, ArmError};
 pub use id::{ResourceId, ResourceIdError};
@@ -155,14 +156,17 @@ impl Arm {
             inner: http.clone(),
             count: requests.clone(),
         });
-        let retry = azure_core::ExponentialRetryOptions::default()
-            .initial_delay(Duration::from_millis(200))
-            .max_delay(Duration::from_secs(30))
-            .max_retries(settings.max_retries)
-            .max_total_elapsed(settings.max_retry_elapsed);
-        let options = azure_core::ClientOptions::default()
-            .retry(azure_core::RetryOptions::exponential(retry))
+        let mut options = azure_core::ClientOptions::default()
+            .retry(azure_core::RetryOptions::none())
             .transport(azure_core::TransportOptions::new(transport));
+        options
+            .per_retry_policies_mut()
+            .push(Arc::new(retry::ArmRetry {
+                max_retries: settings.max_retries,
+                max_elapsed: settings.max_retry_elapsed,
+                initial_delay: Duration::from_millis(200),
+                max_delay: Duration::from_secs(30),
+            }));
         let scope = settings.scope();
         let scopes = vec![scope.clone()];
         let endpoint = settings.endpoint.clone();

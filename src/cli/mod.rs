@@ -5,6 +5,7 @@
 //! runbook request and renders the runbook's events and report; it holds no runbook logic.
 
 mod render;
+mod simulate;
 
 use crate::azure::{Arm, ArmSettings, ResolveError, VmQuery};
 use crate::config::{self, FileConfig};
@@ -135,7 +136,7 @@ async fn run(cli: Cli) -> u8 {
         Command::Simulate { listen, world } => {
             let result = match world {
                 Some(path) => crate::sim::run_standalone(&listen, &path).await,
-                None => crate::sim::run_demo(&listen).await,
+                None => simulate::serve_demo(&listen).await,
             };
             match result {
                 Ok(()) => exit::OK,
@@ -203,20 +204,21 @@ async fn check(args: CheckArgs) -> u8 {
     // With --simulate the simulator lives as long as this check.
     let mut _simulator = None;
     let (arm, subscriptions) = if args.simulate {
-        let sim = match crate::sim::start_demo().await {
-            Ok(sim) => sim,
+        let started = simulate::Demo::start().await;
+        let (sim, endpoint) = match started.and_then(|sim| sim.endpoint().map(|e| (sim, e))) {
+            Ok(pair) => pair,
             Err(e) => {
                 eprintln!("error: cannot start the simulator: {e:#}");
                 return exit::AZURE;
             }
         };
-        let mut settings = ArmSettings::new(sim.endpoint());
+        let mut settings = ArmSettings::new(endpoint.clone());
         file.azure.apply(&mut settings);
         let arm = match Arm::connect_with_secret(
             settings,
-            sim.endpoint(),
-            crate::sim::DEMO_TENANT,
-            crate::sim::DEMO_CLIENT,
+            endpoint,
+            simulate::DEMO_TENANT,
+            simulate::DEMO_CLIENT,
             sim.client_secret(),
         ) {
             Ok(arm) => arm,

@@ -1,0 +1,679 @@
+//! The runbook end to end: the real SDK clients and credential flow over HTTP against the
+//! simulator. At least one test per status of every check, VM resolution, and the Azure failures
+//! a person must understand.
+
+mod support;
+
+use rdp_doctor::azure::{ArmError, ResolveError};
+use rdp_doctor::runbook::{CheckError, CheckOptions, Verdict};
+use rdp_doctor::sim::{BucketOptions, Fault, FaultKind, SimOptions, World};
+use support::{finding, status_of, within, Harness};
+
+fn assert_status(report: &rdp_doctor::runbook::Report, step: &str, status: &str, text: &str) {
+    let (s, summary) = status_of(report, step);
+    assert_eq!(s, status, "{step}: {summary}");
+    assert!(
+        summary.contains(text),
+        "{step} summary {summary:?} should contain {text:?}"
+    );
+}
+
+fn next_action(report: &rdp_doctor::runbook::Report) -> Option<&'static str> {
+    report.next_action.map(|a| a.as_str())
+}
+
+// ---- a healthy VM ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn healthy_vm_passes_every_check() {
+    within(async {
+        let h = Harness::start(World::new().vm("web-01")).await;
+        let report = h.check("web-01").await.expect("report");
+        assert_eq!(report.verdict, Verdict::Ok, "{:#?}", report.findings);
+        for f in &report.findings {
+            assert_eq!(f.status.as_str(), "pass", "{f:?}");
+        }
+        assert_eq!(report.findings.len(), 6);
+        assert_eq!(next_action(&report), None);
+        let nsg = &finding(&report, "nsg").evidence;
+        assert_eq!(nsg["allowed"], true);
+        assert_eq!(nsg["rule"], "allow-rdp");
+        assert_eq!(nsg["priority"], 1000);
+        assert_eq!(nsg["source"], "Internet");
+        let png = report.screenshot_png.as_ref().expect("screenshot");
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(!report.serial_tail.is_empty() && report.serial_tail.len() <= 40);
+        assert!(report.stats.arm_requests >= 6, "{:?}", report.stats);
+        assert_eq!(report.stats.arm_requests, h.sim.stats().requests);
+        assert!(
+            h.arm_writes().is_empty(),
+            "a check never writes: {:?}",
+            h.arm_writes()
+        );
+    })
+    .await
+}
+
+// ---- vm-status ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn stopped_and_deallocated_vms_fail_with_start_as_next_step() {
+    within(async {
+        let h = Harness::start(
+            World::new()
+                .vm("app-01")
+                .stopped()
+                .vm("app-02")
+                .deallocated(),
+        )
+        .await;
+        for (vm, state) in [("app-01", "stopped"), ("app-02", "deallocated")] {
+            let report = h.check(vm).await.expect("report");
+            assert_eq!(report.verdict, Verdict::Problems);
+            assert_status(&report, "vm-status", "fail", state);
+            assert_status(&report, "vm-agent", "skip", "not running");
+            assert_status(&report, "nsg", "skip", "only for running VMs");
+            assert_eq!(next_action(&report), Some("start"));
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn transitional_and_failed_provisioning_states() {
+    within(async {
+        let h = Harness::start(
+            World::new()
+                .vm("busy-01")
+                .power_state(rdp_doctor::sim::PowerState::Starting)
+                .vm("broken-01")
+                .provisioning_state("failed/InternalOperationError"),
+        )
+        .await;
+        let busy = h.check("busy-01").await.expect("report");
+        assert_status(&busy, "vm-status", "warn", "starting");
+        let broken = h.check("broken-01").await.expect("report");
+        assert_status(&broken, "vm-status", "fail", "InternalOperationError");
+        assert_eq!(next_action(&broken), Some("redeploy"));
+    })
+    .await
+}
+
+// ---- vm-agent ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn agent_not_ready_and_missing_fail_and_block_the_vmaccess_fixes() {
+    within(async {
+        let h = Harness::start(
+            World::new()
+                .vm("sql-01")
+                .agent_not_ready("VM Agent is unresponsive.")
+                .vm("sql-02")
+                .agent_missing(),
+        )
+        .await;
+        let report = h.check("sql-01").await.expect("report");
+        assert_status(&report, "vm-agent", "fail", "VM Agent is unresponsive.");
+        let agent = finding(&report, "vm-agent");
+        assert!(agent.details.iter().any(|d| d.contains("Serial Console")));
+        // The ladder skips reset-rdp-config / reset-password without a Ready agent.
+        assert_eq!(next_action(&report), Some("restart"));
+        let missing = h.check("sql-02").await.expect("report");
+        assert_status(&missing, "vm-agent", "fail", "has not reported");
+    })
+    .await
+}
+
+// ---- public-ip ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn public_ip_missing_or_dynamic_without_address_warns() {
+    within(async {
+        let h = Harness::start(
+            World::new()
+                .vm("batch-01")
+                .no_public_ip()
+                .vm("app-02")
+                .dynamic_public_ip_without_address(),
+        )
+        .await;
+        let none = h.check("batch-01").await.expect("report");
+        assert_status(&none, "public-ip", "warn", "No public IP");
+        assert!(finding(&none, "public-ip")
+            .details
+            .iter()
+            .any(|d| d.contains("Bastion")));
+        assert_eq!(
+            none.verdict,
+            Verdict::Ok,
+            "a warning alone is not a failure"
+        );
+        let dynamic = h.check("app-02").await.expect("report");
+        assert_status(&dynamic, "public-ip", "warn", "dynamic");
+        let ok = Harness::start(World::new().vm("web-01")).await;
+        let report = ok.check("web-01").await.expect("report");
+        assert_status(&report, "public-ip", "pass", "static");
+    })
+    .await
+}
+
+// ---- nsg ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn subnet_nsg_deny_fails_naming_the_rule() {
+    within(async {
+        let h = Harness::start(World::new().vm("web-02").nsg_denies_rdp()).await;
+        let report = h.check("web-02").await.expect("report");
+        assert_eq!(report.verdict, Verdict::Problems);
+        let nsg = finding(&report, "nsg");
+        assert_eq!(nsg.status.as_str(), "fail", "{nsg:?}");
+        assert_eq!(nsg.evidence["allowed"], false);
+        assert_eq!(nsg.evidence["priority"], 100);
+        let rule = nsg.evidence["rule"].as_str().unwrap();
+        let group = nsg.evidence["nsg"].as_str().unwrap();
+        assert!(nsg.summary.contains(rule) && nsg.summary.contains(group));
+        assert_eq!(next_action(&report), Some("open-rdp-port"));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn nic_nsg_deny_fails() {
+    within(async {
+        let h = Harness::start(World::new().vm("web-03").nic_nsg_denies_rdp()).await;
+        let report = h.check("web-03").await.expect("report");
+        assert_status(&report, "nsg", "fail", "denied");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn office_only_rule_warns_for_the_internet_and_decides_for_an_address() {
+    within(async {
+        let h = Harness::start(World::new().vm("jump-01").office_only_rdp("203.0.113.0/24")).await;
+        let anyone = h.check("jump-01").await.expect("report");
+        assert_status(&anyone, "nsg", "warn", "203.0.113.0/24");
+        let inside = h
+            .check_with(
+                "jump-01",
+                CheckOptions {
+                    from: Some("203.0.113.7".parse().unwrap()),
+                },
+            )
+            .await
+            .expect("report");
+        assert_status(&inside, "nsg", "pass", "from 203.0.113.7 is allowed");
+        assert_eq!(finding(&inside, "nsg").evidence["source"], "203.0.113.7");
+        let outside = h
+            .check_with(
+                "jump-01",
+                CheckOptions {
+                    from: Some("198.51.100.1".parse().unwrap()),
+                },
+            )
+            .await
+            .expect("report");
+        assert_status(&outside, "nsg", "fail", "from 198.51.100.1 is denied");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn no_nsg_means_nothing_filters_3389() {
+    within(async {
+        let h = Harness::start(World::new().vm("open-01").no_nsg()).await;
+        let report = h.check("open-01").await.expect("report");
+        assert_status(&report, "nsg", "pass", "No network security group");
+        assert_eq!(
+            finding(&report, "nsg").evidence["rule"],
+            serde_json::Value::Null
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn effective_nsg_polls_until_done() {
+    within(async {
+        let options = SimOptions {
+            lro_polls: 3,
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(World::new().vm("web-01"), options).await;
+        let report = h.check("web-01").await.expect("report");
+        assert_status(&report, "nsg", "pass", "allow-rdp");
+        let polls = h
+            .sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| e.method == "GET" && e.path.contains("operationResults"))
+            .count();
+        assert_eq!(polls, 4, "three 202s, then the 200 with the result");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn effective_nsg_failure_is_an_error_finding_and_the_rest_goes_on() {
+    within(async {
+        let options = SimOptions {
+            faults: vec![Fault::new(
+                "effectiveNetworkSecurityGroups",
+                FaultKind::Status(400),
+            )],
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(World::new().vm("web-01"), options).await;
+        let report = h.check("web-01").await.expect("report");
+        assert_status(&report, "nsg", "error", "HTTP 400");
+        assert_eq!(report.verdict, Verdict::Unknown);
+        assert_status(&report, "resource-health", "pass", "Available");
+    })
+    .await
+}
+
+// ---- resource-health ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn resource_health_states() {
+    within(async {
+        let h = Harness::start(
+            World::new()
+                .vm("db-01")
+                .health(
+                    "Unavailable",
+                    "We're sorry, we couldn't automatically recover your virtual machine",
+                )
+                .vm("db-02")
+                .health("Degraded", "Your virtual machine is degraded")
+                .vm("db-03")
+                .health("Unknown", "We cannot tell"),
+        )
+        .await;
+        let down = h.check("db-01").await.expect("report");
+        assert_status(
+            &down,
+            "resource-health",
+            "fail",
+            "couldn't automatically recover",
+        );
+        let evidence = &finding(&down, "resource-health").evidence;
+        assert_eq!(evidence["state"], "Unavailable");
+        let text = serde_json::to_string(evidence).unwrap();
+        assert!(!text.contains("<#"), "portal placeholders removed: {text}");
+        assert_status(
+            &h.check("db-02").await.unwrap(),
+            "resource-health",
+            "fail",
+            "Degraded",
+        );
+        assert_status(
+            &h.check("db-03").await.unwrap(),
+            "resource-health",
+            "warn",
+            "Unknown",
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn unregistered_resource_health_warns_and_the_other_checks_go_on() {
+    within(async {
+        let h = Harness::start(World::new().resource_health_unregistered().vm("reports-01")).await;
+        let report = h.check("reports-01").await.expect("report");
+        assert_status(&report, "resource-health", "warn", "not registered");
+        assert!(finding(&report, "resource-health")
+            .details
+            .iter()
+            .any(|d| d.contains("az provider register --namespace Microsoft.ResourceHealth")));
+        assert_status(&report, "nsg", "pass", "allow-rdp");
+        assert_eq!(report.verdict, Verdict::Ok);
+    })
+    .await
+}
+
+// ---- boot-diagnostics --------------------------------------------------------------------
+
+#[tokio::test]
+async fn boot_diagnostics_off_warns_with_how_to_enable() {
+    within(async {
+        let h = Harness::start(World::new().vm("legacy-01").boot_diagnostics_off()).await;
+        let report = h.check("legacy-01").await.expect("report");
+        assert_status(&report, "boot-diagnostics", "warn", "off");
+        assert!(finding(&report, "boot-diagnostics")
+            .details
+            .iter()
+            .any(|d| d.contains("az vm boot-diagnostics enable")));
+        assert!(report.screenshot_png.is_none());
+        assert!(!h
+            .sim
+            .stats()
+            .log
+            .iter()
+            .any(|e| e.path.contains("retrieveBootDiagnosticsData")));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_failed_blob_download_warns_without_the_sas_url() {
+    within(async {
+        let options = SimOptions {
+            faults: vec![Fault::new(".screenshot.bmp", FaultKind::Status(403))],
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(World::new().vm("web-01"), options).await;
+        let report = h.check("web-01").await.expect("report");
+        assert_status(
+            &report,
+            "boot-diagnostics",
+            "warn",
+            "screenshot download failed (HTTP 403)",
+        );
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(!json.contains("sig="), "no SAS signature in the report");
+        assert!(
+            !report.serial_tail.is_empty(),
+            "the serial log still arrived"
+        );
+    })
+    .await
+}
+
+// ---- Linux and classic -------------------------------------------------------------------
+
+#[tokio::test]
+async fn linux_vm_skips_the_rdp_checks() {
+    within(async {
+        let h = Harness::start(World::new().vm("linux-01").linux()).await;
+        let report = h.check("linux-01").await.expect("report");
+        assert_status(&report, "nsg", "skip", "Linux");
+        assert_status(&report, "public-ip", "skip", "Linux");
+        assert!(finding(&report, "public-ip")
+            .details
+            .iter()
+            .any(|d| d.contains("SSH")));
+        assert!(!h
+            .sim
+            .stats()
+            .log
+            .iter()
+            .any(|e| e.path.contains("effectiveNetworkSecurityGroups")));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn classic_vm_ids_are_explained() {
+    let err = rdp_doctor::azure::VmQuery::parse(
+        "/subscriptions/1/resourceGroups/old/providers/Microsoft.ClassicCompute/virtualMachines/legacy",
+    )
+    .unwrap_err();
+    assert!(matches!(err, ResolveError::Classic { .. }));
+    assert!(err.to_string().contains("retired classic VMs in 2023"));
+}
+
+// ---- finding the VM ----------------------------------------------------------------------
+
+fn two_subscriptions() -> World {
+    World::new()
+        .page_size(1)
+        .vm("web-01")
+        .vm("web-02")
+        .vm("api-01")
+        .in_group("rg-api-east")
+        .subscription("22222222-2222-2222-2222-222222222222")
+        .vm("api-01")
+        .in_group("rg-api-west")
+        .vm("far-01")
+}
+
+#[tokio::test]
+async fn resolution_by_name_group_and_id_across_paged_subscriptions() {
+    within(async {
+        let h = Harness::start(two_subscriptions()).await;
+        let far = h
+            .check("far-01")
+            .await
+            .expect("found in the second subscription");
+        assert_eq!(
+            far.vm.subscription_id,
+            "22222222-2222-2222-2222-222222222222"
+        );
+        let west = h.check("rg-api-west/api-01").await.expect("report");
+        assert_eq!(west.vm.resource_group, "rg-api-west");
+        let by_id = h.check(&west.vm.id).await.expect("report by id");
+        assert_eq!(by_id.vm, west.vm);
+        let pages = h
+            .sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| e.path.contains("skiptoken"))
+            .count();
+        assert!(
+            pages >= 3,
+            "page_size 1 forces nextLink paging ({pages} next pages)"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn not_found_suggests_the_closest_names() {
+    within(async {
+        let h = Harness::start(two_subscriptions()).await;
+        match h.check("web-1").await {
+            Err(CheckError::Resolve(ResolveError::NotFound { suggestions, .. })) => {
+                let names: Vec<&str> = suggestions.iter().map(|v| v.name.as_str()).collect();
+                assert_eq!(names[..2], ["web-01", "web-02"]);
+            }
+            other => panic!("expected not found, got {other:?}"),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_same_name_in_two_groups_is_ambiguous() {
+    within(async {
+        let h = Harness::start(two_subscriptions()).await;
+        let err = h.check("api-01").await.expect_err("ambiguous");
+        let text = err.to_string();
+        assert!(
+            text.contains("rg-api-east/api-01") && text.contains("rg-api-west/api-01"),
+            "{text}"
+        );
+        assert!(
+            text.contains("22222222-2222-2222-2222-222222222222"),
+            "{text}"
+        );
+    })
+    .await
+}
+
+// ---- Azure failures ----------------------------------------------------------------------
+
+fn arm_error(result: Result<rdp_doctor::runbook::Report, CheckError>) -> ArmError {
+    match result {
+        Err(CheckError::Resolve(ResolveError::Arm(e))) | Err(CheckError::Arm(e)) => e,
+        other => panic!("expected an Azure error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_client_secret_is_a_sign_in_error_without_the_secret() {
+    within(async {
+        let h = Harness::with_secret(
+            World::new().vm("web-01"),
+            SimOptions::default(),
+            "not-the-secret-XYZ",
+        )
+        .await;
+        let error = arm_error(h.check("web-01").await);
+        let text = error.to_string();
+        assert!(matches!(error, ArmError::SignIn { .. }), "{error:?}");
+        assert!(
+            text.contains("invalid_client") && text.contains("AADSTS7000215"),
+            "{text}"
+        );
+        assert!(!text.contains("not-the-secret-XYZ"));
+        assert_eq!(h.sim.stats().requests, 0, "no ARM request without a token");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn authorization_failed_names_the_missing_action() {
+    within(async {
+        let body = r#"{"error":{"code":"AuthorizationFailed","message":"The client 'x' with object id 'y' does not have authorization to perform action 'Microsoft.Compute/virtualMachines/read' over scope '/subscriptions/11111111-1111-1111-1111-111111111111' or the scope is invalid."}}"#;
+        let options = SimOptions {
+            faults: vec![Fault::new("virtualMachines", FaultKind::StatusBody(403, body.into()))],
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(World::new().vm("web-01"), options).await;
+        let error = arm_error(h.check("web-01").await);
+        assert!(matches!(error, ArmError::Forbidden { .. }), "{error:?}");
+        let text = error.to_string();
+        assert!(text.contains("AuthorizationFailed"), "{text}");
+        assert!(text.contains("Microsoft.Compute/virtualMachines/read"), "{text}");
+        assert_eq!(text.lines().count(), 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_missing_vm_by_id_is_not_found() {
+    within(async {
+        let h = Harness::start(World::new().vm("web-01")).await;
+        let id = "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/ghost-01";
+        match h.check(id).await {
+            Err(CheckError::Resolve(ResolveError::NotFound { .. })) => {}
+            other => panic!("expected not found, got {other:?}"),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn throttling_is_retried_honouring_retry_after() {
+    within(async {
+        let options = SimOptions {
+            faults: vec![Fault::new("virtualMachines", FaultKind::Status(429)).times(2)],
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(World::new().vm("web-01"), options).await;
+        let report = h.check("web-01").await.expect("retries get through");
+        assert_eq!(report.verdict, Verdict::Ok);
+        let throttled = h.sim.stats().log.iter().filter(|e| e.status == 429).count();
+        assert_eq!(throttled, 2);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn throttling_beyond_the_retry_budget_is_a_clear_error() {
+    within(async {
+        let options = SimOptions {
+            faults: vec![Fault::new("virtualMachines", FaultKind::Status(429))],
+            retry_after_secs: 1,
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(World::new().vm("web-01"), options).await;
+        let error = arm_error(h.check("web-01").await);
+        match &error {
+            ArmError::Throttled {
+                retries,
+                retry_after,
+                ..
+            } => {
+                assert_eq!(*retries, 2, "the harness allows two retries");
+                assert_eq!(*retry_after, Some(std::time::Duration::from_secs(1)));
+            }
+            other => panic!("expected throttling, got {other:?}"),
+        }
+        assert!(error.to_string().contains("HTTP 429"), "{error}");
+        assert_eq!(h.sim.stats().requests, 3, "1 try + 2 retries");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_the_budget_gives_up_at_once() {
+    within(async {
+        // A bucket that never refills answers Retry-After: 3600; waiting would blow the budget.
+        let options = SimOptions {
+            bucket: Some(BucketOptions {
+                capacity: 0,
+                refill_per_sec: 0.0,
+            }),
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(World::new().vm("web-01"), options).await;
+        let started = std::time::Instant::now();
+        let error = arm_error(h.check("web-01").await);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(
+            matches!(error, ArmError::Throttled { retries: 0, .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("wait 3600s"), "{error}");
+        assert_eq!(h.sim.stats().requests, 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_reported_with_azure_code() {
+    within(async {
+        let options = SimOptions {
+            faults: vec![Fault::new("virtualMachines", FaultKind::Status(503))],
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(World::new().vm("web-01"), options).await;
+        let error = arm_error(h.check("web-01").await);
+        assert!(
+            matches!(error, ArmError::Http { status: 503, .. }),
+            "{error:?}"
+        );
+        assert_eq!(h.sim.stats().requests, 3, "retried twice");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_hanging_azure_times_out() {
+    within(async {
+        let options = SimOptions {
+            faults: vec![Fault::new(
+                "providers/Microsoft.Compute/virtualMachines?",
+                FaultKind::Hang,
+            )],
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(World::new().vm("web-01"), options).await;
+        let error = arm_error(h.check("web-01").await);
+        assert!(matches!(error, ArmError::Timeout { .. }), "{error:?}");
+        assert!(error.to_string().contains("no answer from Azure"));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_malformed_response_is_reported_not_panicked() {
+    within(async {
+        let options = SimOptions {
+            faults: vec![Fault::new(
+                "providers/Microsoft.Compute/virtualMachines?",
+                FaultKind::Malformed,
+            )],
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(World::new().vm("web-01"), options).await;
+        let error = arm_error(h.check("web-01").await);
+        assert!(matches!(error, ArmError::Malformed { .. }), "{error:?}");
+    })
+    .await
+}
