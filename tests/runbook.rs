@@ -345,7 +345,9 @@ async fn boot_diagnostics_off_warns_with_how_to_enable() {
         assert!(finding(&report, "boot-diagnostics")
             .details
             .iter()
-            .any(|d| d.contains("az vm boot-diagnostics enable")));
+            .any(|d| d.contains(
+                "az vm boot-diagnostics enable --name legacy-01 --resource-group rg-web"
+            )));
         assert!(report.screenshot_png.is_none());
         assert!(!h
             .sim

@@ -154,7 +154,7 @@ pub fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
     };
     let pick = |v: &serde_json::Value, key: &str| -> Option<String> {
         v.get(key)
-            .or_else(|| v.get(&capitalised(key)))
+            .or_else(|| v.get(capitalised(key)))
             .and_then(|s| s.as_str())
             .map(str::to_string)
     };
@@ -286,7 +286,8 @@ mod tests {
 
     #[test]
     fn error_bodies_in_every_shape() {
-        let cases: [(&[u8], (Option<&str>, Option<&str>)); 5] = [
+        type Case<'a> = (&'a [u8], (Option<&'a str>, Option<&'a str>));
+        let cases: [Case; 5] = [
             (
                 br#"{"error":{"code":"ResourceNotFound","message":"gone"}}"#,
                 (Some("ResourceNotFound"), Some("gone")),

@@ -105,6 +105,9 @@ fn title(catalog: &Catalog, step: CheckId) -> String {
         .unwrap_or_else(|| step.as_str().to_string())
 }
 
+/// Serial-log lines shown when the guest looks healthy (`--json` has all that was kept).
+const QUIET_SERIAL_LINES: usize = 5;
+
 pub fn report(
     report: &Report,
     catalog: &Catalog,
@@ -134,23 +137,28 @@ pub fn report(
             style.bold(&title(catalog, finding.step)),
             finding.summary
         ));
-        let is_serial = finding.step == CheckId::BootDiagnostics;
         for detail in &finding.details {
-            if is_serial && report.serial_tail.contains(detail) {
-                continue;
-            }
             out.push_str(&format!("        {}\n", style.dim(detail)));
         }
     }
     if !report.serial_tail.is_empty() {
+        // The serial log matters when the guest itself is suspect; otherwise it is background.
+        let guest_suspect = report.findings.iter().any(|f| {
+            matches!(
+                f.step,
+                CheckId::VmStatus | CheckId::VmAgent | CheckId::ResourceHealth
+            ) && matches!(f.status, Status::Fail | Status::Warn | Status::Error)
+        });
+        let shown = if !guest_suspect {
+            QUIET_SERIAL_LINES.min(report.serial_tail.len())
+        } else {
+            report.serial_tail.len()
+        };
         out.push_str(&format!(
             "\n{}\n",
-            style.bold(&format!(
-                "Serial log (last {} lines):",
-                report.serial_tail.len()
-            ))
+            style.bold(&format!("Serial log (last {shown} lines):"))
         ));
-        for line in &report.serial_tail {
+        for line in &report.serial_tail[report.serial_tail.len() - shown..] {
             out.push_str(&format!("  | {line}\n"));
         }
     }

@@ -10,6 +10,8 @@ struct Evidence {
     screenshot: bool,
     screenshot_bytes: Option<usize>,
     serial_log_lines: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    serial_log_tail: Vec<String>,
 }
 
 pub fn disabled(how_to_enable: &str) -> Finding {
@@ -24,6 +26,7 @@ pub fn disabled(how_to_enable: &str) -> Finding {
         screenshot: false,
         screenshot_bytes: None,
         serial_log_lines: 0,
+        serial_log_tail: Vec::new(),
     })
 }
 
@@ -33,6 +36,7 @@ pub fn check(boot: &BootFacts) -> Finding {
         screenshot: boot.screenshot_png.is_some(),
         screenshot_bytes: boot.screenshot_png.as_ref().map(Vec::len),
         serial_log_lines: boot.serial_tail.len(),
+        serial_log_tail: boot.serial_tail.clone(),
     };
     let mut problems = Vec::new();
     if let Some(e) = &boot.screenshot_error {
@@ -74,6 +78,7 @@ mod tests {
         let finding = check(&full);
         assert_eq!(finding.status, Status::Pass);
         assert_eq!(finding.evidence["screenshot_bytes"], 3);
+        assert_eq!(finding.evidence["serial_log_tail"][1], "b");
         let partial = BootFacts {
             screenshot_error: Some("download failed (HTTP 403)".into()),
             ..full

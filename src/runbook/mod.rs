@@ -182,12 +182,20 @@ pub async fn check(
         let enabled = summary.boot_diagnostics_enabled
             || matches!(vm_read.clone().await, Ok(ref f) if f.boot_diagnostics_enabled);
         let finding = if !enabled {
-            boot_diagnostics::disabled(&texts.enable_boot_diagnostics)
+            // The runbook's generic command, made copy-pasteable for this VM.
+            boot_diagnostics::disabled(
+                &texts
+                    .enable_boot_diagnostics
+                    .replace("--name VM", &format!("--name {}", vm.name))
+                    .replace(
+                        "--resource-group RG",
+                        &format!("--resource-group {}", vm.resource_group),
+                    ),
+            )
         } else {
             match arm.boot_diagnostics(&vm).await {
                 Ok(boot) => {
-                    let mut finding = boot_diagnostics::check(&boot);
-                    finding.details.extend(boot.serial_tail.iter().cloned());
+                    let finding = boot_diagnostics::check(&boot);
                     return (finding, boot.screenshot_png, boot.serial_tail);
                 }
                 Err(e) => Finding::error(CheckId::BootDiagnostics, e.to_string()),

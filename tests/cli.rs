@@ -1,0 +1,402 @@
+//! The `rdp-doctor` binary as a person or a script runs it: against a simulator on loopback,
+//! configured only through the environment variables of DESIGN.md.
+
+mod support;
+
+use rdp_doctor::sim::{SimOptions, Simulator, World};
+use std::path::PathBuf;
+use std::process::Output;
+use support::within;
+
+struct Cli {
+    sim: Simulator,
+    secret: String,
+    subscriptions: String,
+    dir: PathBuf,
+}
+
+impl Cli {
+    async fn start(world: World) -> Cli {
+        Cli::with_options(world, SimOptions::default()).await
+    }
+
+    async fn with_options(world: World, options: SimOptions) -> Cli {
+        let secret = world.client_secret.clone();
+        let subscriptions = world
+            .subscriptions
+            .iter()
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let sim = Simulator::start("127.0.0.1:0", world, options)
+            .await
+            .expect("simulator");
+        let dir = std::env::temp_dir().join(format!(
+            "rdp-doctor-cli-{}-{}",
+            std::process::id(),
+            sim.url().rsplit(':').next().unwrap_or("0")
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(
+            dir.join("rdp-doctor.toml"),
+            "[azure]\nrequest_timeout_secs = 2\nmax_retries = 1\nmax_retry_secs = 5\npoll_interval_ms = 10\n",
+        )
+        .expect("config");
+        Cli {
+            sim,
+            secret,
+            subscriptions,
+            dir,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("NO_COLOR", "1")
+            .env("AZURE_RESOURCE_MANAGER_URL", self.sim.url())
+            .env("AZURE_AUTHORITY_HOST", self.sim.url())
+            .env("AZURE_TENANT_ID", support::TENANT)
+            .env("AZURE_CLIENT_ID", support::CLIENT)
+            .env("AZURE_CLIENT_SECRET", &self.secret)
+            .env("AZURE_SUBSCRIPTION_ID", &self.subscriptions)
+            .env("RDP_DOCTOR_CONFIG", self.dir.join("rdp-doctor.toml"))
+            .current_dir(&self.dir)
+            .kill_on_drop(true);
+        cmd
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().await.expect("binary runs")
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exit code")
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(o)))
+}
+
+fn keys(v: &serde_json::Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    k.sort();
+    k
+}
+
+#[tokio::test]
+async fn json_output_has_the_documented_shape() {
+    within(async {
+        let cli = Cli::start(World::new().vm("web-01")).await;
+        let out = cli.run(&["check", "web-01", "--json"]).await;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let v = json(&out);
+        assert_eq!(
+            keys(&v),
+            ["findings", "next_action", "stats", "verdict", "vm"]
+        );
+        assert_eq!(
+            keys(&v["vm"]),
+            ["id", "name", "resource_group", "subscription_id"]
+        );
+        assert_eq!(keys(&v["stats"]), ["arm_requests", "elapsed_ms"]);
+        assert_eq!(v["verdict"], "ok");
+        assert_eq!(v["next_action"], serde_json::Value::Null);
+        assert_eq!(v["vm"]["name"], "web-01");
+        let steps: Vec<&str> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["step"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "vm-status",
+                "vm-agent",
+                "public-ip",
+                "nsg",
+                "resource-health",
+                "boot-diagnostics"
+            ]
+        );
+        for f in v["findings"].as_array().unwrap() {
+            assert_eq!(keys(f), ["evidence", "status", "step", "summary"]);
+        }
+        let nsg = &v["findings"][3]["evidence"];
+        for key in ["allowed", "rule", "priority", "nsg", "source"] {
+            assert!(nsg.get(key).is_some(), "nsg evidence lacks {key}: {nsg}");
+        }
+        assert_eq!(
+            v["stats"]["arm_requests"].as_u64().unwrap(),
+            cli.sim.stats().requests
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn problems_exit_1_with_the_next_action() {
+    within(async {
+        let cli = Cli::start(World::new().vm("web-02").nsg_denies_rdp()).await;
+        let out = cli.run(&["check", "web-02", "--json"]).await;
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        let v = json(&out);
+        assert_eq!(v["verdict"], "problems");
+        assert_eq!(v["next_action"], "open-rdp-port");
+        assert_eq!(v["findings"][3]["status"], "fail");
+        assert_eq!(v["findings"][3]["evidence"]["allowed"], false);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn from_tests_a_given_address() {
+    within(async {
+        let cli = Cli::start(World::new().vm("jump-01").office_only_rdp("203.0.113.0/24")).await;
+        let inside = cli
+            .run(&["check", "jump-01", "--json", "--from", "203.0.113.9"])
+            .await;
+        assert_eq!(code(&inside), 0, "{}", stderr(&inside));
+        assert_eq!(
+            json(&inside)["findings"][3]["evidence"]["source"],
+            "203.0.113.9"
+        );
+        let bad = cli.run(&["check", "jump-01", "--from", "my-laptop"]).await;
+        assert_eq!(code(&bad), 2);
+        assert!(
+            stderr(&bad).contains("not an IPv4 address"),
+            "{}",
+            stderr(&bad)
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn usage_not_found_and_ambiguous_exit_2() {
+    within(async {
+        let cli = Cli::start(
+            World::new()
+                .vm("web-01")
+                .vm("api-01")
+                .in_group("rg-east")
+                .subscription("22222222-2222-2222-2222-222222222222")
+                .vm("api-01")
+                .in_group("rg-west"),
+        )
+        .await;
+        let missing = cli.run(&["check", "web-1"]).await;
+        assert_eq!(code(&missing), 2);
+        assert!(
+            stderr(&missing).contains("Did you mean: web-01 (rg-web)"),
+            "{}",
+            stderr(&missing)
+        );
+        let ambiguous = cli.run(&["check", "api-01"]).await;
+        assert_eq!(code(&ambiguous), 2);
+        let err = stderr(&ambiguous);
+        assert!(
+            err.contains("rg-east/api-01") && err.contains("rg-west/api-01"),
+            "{err}"
+        );
+        let invalid = cli.run(&["check", "web_01;rm -rf"]).await;
+        assert_eq!(code(&invalid), 2);
+        assert!(stderr(&invalid).contains("not a valid Azure VM name"));
+        assert_eq!(code(&cli.run(&["check"]).await), 2, "missing argument");
+        let requests_before = cli.sim.stats().requests;
+        assert_eq!(code(&cli.run(&["check", "-bad-"]).await), 2);
+        assert_eq!(
+            cli.sim.stats().requests,
+            requests_before,
+            "validated before any call"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn azure_failures_exit_3_with_one_line_and_no_secret() {
+    within(async {
+        let mut cli = Cli::start(World::new().vm("web-01")).await;
+        cli.secret = "wrong-secret-value-123".into();
+        let out = cli.run(&["check", "web-01"]).await;
+        assert_eq!(code(&out), 3);
+        let err = stderr(&out);
+        assert!(err.contains("invalid_client"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!err.contains("wrong-secret-value-123"));
+        assert!(!err.contains("panicked"));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn server_errors_exit_3() {
+    within(async {
+        let options = SimOptions {
+            faults: vec![rdp_doctor::sim::Fault::new(
+                "virtualMachines",
+                rdp_doctor::sim::FaultKind::Status(500),
+            )],
+            ..SimOptions::default()
+        };
+        let cli = Cli::with_options(World::new().vm("web-01"), options).await;
+        let out = cli.run(&["check", "web-01", "--json"]).await;
+        assert_eq!(code(&out), 3);
+        assert!(
+            stderr(&out).contains("HTTP 500 (InternalServerError)"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(stdout(&out).is_empty());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn screenshot_out_writes_a_png() {
+    within(async {
+        let cli = Cli::start(World::new().vm("web-01")).await;
+        let file = cli.path("console.png");
+        let out = cli
+            .run(&[
+                "check",
+                "web-01",
+                "--screenshot-out",
+                file.to_str().unwrap(),
+            ])
+            .await;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let png = std::fs::read(&file).expect("screenshot written");
+        let img =
+            image::load_from_memory_with_format(&png, image::ImageFormat::Png).expect("a real PNG");
+        assert_eq!((img.width(), img.height()), (320, 240));
+        assert!(stdout(&out).contains("Console screenshot written to"));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn explain_matches_the_runbook_errors() {
+    within(async {
+        let cli = Cli::start(World::new()).await;
+        let cases = [
+            ("The remote session was disconnected because there are no Remote Desktop License Servers available to provide a license.", "License"),
+            ("An authentication error has occurred. The Local Security Authority cannot be contacted", "Local Security Authority"),
+            ("Your credentials did not work", "credentials"),
+            ("This computer can't connect to the remote computer.", "can't connect"),
+        ];
+        for (text, expect) in cases {
+            let out = cli.run(&["explain", text]).await;
+            assert_eq!(code(&out), 0, "{text}");
+            let s = stdout(&out);
+            assert!(s.contains(expect) && s.contains("Cause:") && s.contains("Fix:"), "{s}");
+        }
+        let none = cli.run(&["explain", "the printer is on fire"]).await;
+        assert_eq!(code(&none), 1);
+        assert!(stdout(&none).contains("No known Remote Desktop client error"));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn simulate_needs_no_azure_account() {
+    within(async {
+        let cli = Cli::start(World::new()).await;
+        let mut cmd = cli.command(&["check", "web-02", "--simulate", "--json"]);
+        // No Azure variables at all: the simulator brings its own.
+        for var in [
+            "AZURE_RESOURCE_MANAGER_URL",
+            "AZURE_AUTHORITY_HOST",
+            "AZURE_TENANT_ID",
+            "AZURE_CLIENT_ID",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_SUBSCRIPTION_ID",
+        ] {
+            cmd.env_remove(var);
+        }
+        let out = cmd.output().await.expect("runs");
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        let v = json(&out);
+        assert_eq!(v["findings"][3]["evidence"]["rule"], "deny-rdp-internet");
+        assert_eq!(v["findings"][3]["evidence"]["nsg"], "nsg-snet-app");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_bad_config_file_is_a_usage_error_naming_the_line() {
+    within(async {
+        let cli = Cli::start(World::new().vm("web-01")).await;
+        std::fs::write(
+            cli.path("rdp-doctor.toml"),
+            "[azure]\nmax_retries = \"many\"\n",
+        )
+        .unwrap();
+        let out = cli.run(&["check", "web-01"]).await;
+        assert_eq!(code(&out), 2);
+        assert!(
+            stderr(&out).contains("rdp-doctor.toml:2"),
+            "{}",
+            stderr(&out)
+        );
+    })
+    .await
+}
+
+fn snapshot_text(out: &Output) -> String {
+    // Elapsed time varies; everything else in the report is deterministic.
+    let re = regex::Regex::new(r"(\d+) ARM requests, [\d.]+ s").unwrap();
+    re.replace(&stdout(out), "$1 ARM requests, <elapsed> s")
+        .into_owned()
+}
+
+#[tokio::test]
+async fn report_for_a_healthy_vm() {
+    within(async {
+        let cli = Cli::start(World::new().vm("web-01")).await;
+        let out = cli.run(&["check", "web-01"]).await;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        insta::assert_snapshot!("report_healthy", snapshot_text(&out));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn report_for_a_subnet_nsg_deny() {
+    within(async {
+        let cli = Cli::start(World::new().vm("web-02").nsg_denies_rdp()).await;
+        let out = cli.run(&["check", "web-02"]).await;
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        insta::assert_snapshot!("report_nsg_deny", snapshot_text(&out));
+    })
+    .await
+}
