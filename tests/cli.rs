@@ -400,3 +400,100 @@ async fn report_for_a_subnet_nsg_deny() {
     })
     .await
 }
+
+#[tokio::test]
+async fn no_secret_token_or_sas_url_in_trace_logs() {
+    within(async {
+        let cli = Cli::start(World::new().vm("web-01")).await;
+        let out = cli
+            .command(&["check", "web-01", "--json"])
+            .env("RUST_LOG", "trace")
+            .output()
+            .await
+            .expect("runs");
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let logs = stderr(&out);
+        assert!(!logs.contains(&cli.secret), "client secret in logs");
+        assert!(!logs.contains("Bearer "), "a bearer token in logs");
+        assert!(!logs.contains("sig="), "a SAS signature in logs");
+        let report = stdout(&out);
+        assert!(!report.contains("sig=") && !report.contains(&cli.secret));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_bad_runbook_override_names_file_line_and_field() {
+    within(async {
+        let cli = Cli::start(World::new().vm("web-01")).await;
+        let dir = cli.path("runbook");
+        std::fs::create_dir_all(&dir).unwrap();
+        let builtin = include_str!("../commands/rdp.toml");
+        let broken = builtin.replacen("permission = \"operate\"", "permission = \"root\"", 1);
+        std::fs::write(dir.join("rdp.toml"), broken).unwrap();
+        std::fs::write(
+            cli.path("rdp-doctor.toml"),
+            format!("runbook_dir = {:?}\n", dir.display().to_string()),
+        )
+        .unwrap();
+        let out = cli.run(&["check", "web-01"]).await;
+        assert_eq!(code(&out), 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains("rdp.toml:") && err.contains("permission"),
+            "{err}"
+        );
+        let explain = cli.run(&["explain", "Your credentials did not work"]).await;
+        assert_eq!(code(&explain), 2, "the broken override stops explain too");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn simulate_serves_a_world_file_to_other_processes() {
+    use tokio::io::AsyncBufReadExt;
+    within(async {
+        let cli = Cli::start(World::new()).await;
+        let world = cli.path("world.toml");
+        std::fs::write(
+            &world,
+            World::new().vm("solo-01").to_toml_string().expect("toml"),
+        )
+        .unwrap();
+        let mut server = cli
+            .command(&[
+                "simulate",
+                "--listen",
+                "127.0.0.1:0",
+                "--world",
+                world.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("simulator process");
+        let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+        let first = lines.next_line().await.unwrap().expect("a listening line");
+        let url = first
+            .rsplit(' ')
+            .next()
+            .expect("url at the end")
+            .to_string();
+        assert!(url.starts_with("http://127.0.0.1:"), "{first}");
+        let out = cli
+            .command(&["check", "solo-01", "--json"])
+            .env("AZURE_RESOURCE_MANAGER_URL", &url)
+            .env("AZURE_AUTHORITY_HOST", &url)
+            .env("AZURE_CLIENT_SECRET", "sim-secret")
+            .env(
+                "AZURE_SUBSCRIPTION_ID",
+                rdp_doctor::sim::DEFAULT_SUBSCRIPTION,
+            )
+            .output()
+            .await
+            .expect("check runs");
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(json(&out)["vm"]["name"], "solo-01");
+        server.kill().await.expect("stop the simulator");
+    })
+    .await
+}

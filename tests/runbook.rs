@@ -679,3 +679,24 @@ async fn a_malformed_response_is_reported_not_panicked() {
     })
     .await
 }
+
+#[tokio::test]
+async fn independent_reads_run_concurrently() {
+    within(async {
+        let options = SimOptions {
+            latency: std::time::Duration::from_millis(100),
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(World::new().vm("web-01"), options).await;
+        h.check("web-01").await.expect("report");
+        // With 100 ms per request, overlap is certain if the reads are issued together: the VM
+        // read, Resource Health, the NIC and boot diagnostics start at once.
+        let stats = h.sim.stats();
+        assert!(
+            stats.peak_in_flight >= 4,
+            "peak in flight {}",
+            stats.peak_in_flight
+        );
+    })
+    .await
+}
