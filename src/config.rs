@@ -14,6 +14,8 @@ pub struct FileConfig {
     pub subscriptions: Vec<String>,
     /// A directory holding `rdp.toml` / `rdp-errors.toml` that override the built-in runbook.
     pub runbook_dir: Option<PathBuf>,
+    /// Seconds between refreshes of the VM list behind the bot's autocomplete (default 60).
+    pub vm_list_refresh_secs: Option<u64>,
     /// How hard to try with Azure.
     #[serde(default)]
     pub azure: AzureConfig,

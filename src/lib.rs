@@ -7,5 +7,6 @@ pub mod azure;
 pub mod cli;
 pub mod config;
 pub mod diagnose;
+pub mod discord;
 pub mod runbook;
 pub mod sim;

@@ -8,6 +8,7 @@
 //! bearer tokens in request headers, and boot-diagnostics SAS URLs only in local variables of
 //! [`Arm::boot_diagnostics`]; errors are rebuilt from status, code and Azure's message.
 
+mod directory;
 mod error;
 mod id;
 mod lro;
@@ -15,6 +16,7 @@ mod read;
 mod resolve;
 mod retry;
 
+pub use directory::VmDirectory;
 pub use error::{parse_error_body, redact, ArmError};
 pub use id::{ResourceId, ResourceIdError};
 pub use read::HealthOutcome;

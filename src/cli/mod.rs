@@ -45,6 +45,14 @@ enum Command {
         /// The error text as the Remote Desktop client shows it.
         text: String,
     },
+    /// Run the Discord bot (DISCORD_TOKEN, DISCORD_API_URL, DISCORD_GUILD_ID) until SIGTERM/Ctrl-C.
+    Bot {
+        /// Serve the demo world of the built-in simulator instead of Azure (training, demos).
+        #[arg(long)]
+        simulate: bool,
+    },
+    /// Check the configuration and runbook files load (for container health checks).
+    Health,
     /// Serve the built-in Azure simulator (ARM, token endpoint and blobs on one port).
     Simulate {
         /// Address to listen on, e.g. 127.0.0.1:8080.
@@ -107,7 +115,7 @@ pub fn main() -> ExitCode {
 /// info: azure_core 0.21 prints request headers at trace level, bearer token included.
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let requested = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let requested = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,rdp_doctor=info".into());
     let filter = EnvFilter::try_new(format!(
         "{requested},azure_core=info,azure_identity=info,reqwest=info,hyper=info,hyper_util=info"
     ))
@@ -144,6 +152,14 @@ async fn run(cli: Cli) -> u8 {
             }
         }
         Command::Check(args) => check(args).await,
+        Command::Bot { simulate } => bot(simulate).await,
+        Command::Health => match load_catalog() {
+            Ok(_) => {
+                println!("ok");
+                exit::OK
+            }
+            Err(code) => code,
+        },
     }
 }
 
@@ -311,5 +327,93 @@ fn azure_error(error: &crate::azure::ArmError) -> u8 {
     match error {
         crate::azure::ArmError::Config(_) => exit::USAGE,
         _ => exit::AZURE,
+    }
+}
+
+/// An Azure connection as the environment (or `--simulate`) says, with the subscriptions to search.
+/// The simulator, if any, lives as long as the returned guard.
+async fn connect(
+    simulate: bool,
+    cli_subscriptions: &[String],
+    file: &FileConfig,
+) -> Result<(Arm, Vec<String>, Option<simulate::Demo>), u8> {
+    if simulate {
+        let started = simulate::Demo::start().await;
+        let (sim, endpoint) = match started.and_then(|sim| sim.endpoint().map(|e| (sim, e))) {
+            Ok(pair) => pair,
+            Err(e) => {
+                eprintln!("error: cannot start the simulator: {e:#}");
+                return Err(exit::AZURE);
+            }
+        };
+        let mut settings = ArmSettings::new(endpoint.clone());
+        file.azure.apply(&mut settings);
+        let arm = Arm::connect_with_secret(
+            settings,
+            endpoint,
+            simulate::DEMO_TENANT,
+            simulate::DEMO_CLIENT,
+            sim.client_secret(),
+        )
+        .map_err(usage_error)?;
+        let subs = if cli_subscriptions.is_empty() {
+            sim.subscription_ids()
+        } else {
+            config::subscriptions(cli_subscriptions, file)
+        };
+        Ok((arm, subs, Some(sim)))
+    } else {
+        let endpoint = config::arm_endpoint().map_err(usage_error)?;
+        let mut settings = ArmSettings::new(endpoint);
+        file.azure.apply(&mut settings);
+        let arm = Arm::connect(settings).map_err(usage_error)?;
+        Ok((arm, config::subscriptions(cli_subscriptions, file), None))
+    }
+}
+
+async fn bot(simulate: bool) -> u8 {
+    let token = match std::env::var("DISCORD_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => secrecy::SecretString::from(t.trim().to_string()),
+        _ => return usage_error("DISCORD_TOKEN is not set: the bot needs its token from the Discord Developer Portal"),
+    };
+    let guild_id = match std::env::var("DISCORD_GUILD_ID") {
+        Ok(g) if !g.trim().is_empty() => match g.trim().parse::<u64>() {
+            Ok(id) => Some(id),
+            Err(_) => return usage_error(format!("DISCORD_GUILD_ID={g:?} is not a guild id (a number)")),
+        },
+        _ => None,
+    };
+    let api_url = std::env::var("DISCORD_API_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    let file = match FileConfig::load() {
+        Ok(f) => f,
+        Err(e) => return usage_error(e),
+    };
+    let catalog = match &file.runbook_dir {
+        Some(dir) => match Catalog::load_dir(dir) {
+            Ok(c) => c,
+            Err(e) => return usage_error(e),
+        },
+        None => Catalog::builtin(),
+    };
+    let (arm, subscriptions, _simulator) = match connect(simulate, &[], &file).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let settings = crate::discord::BotSettings {
+        token,
+        api_url,
+        guild_id,
+        directory_refresh: std::time::Duration::from_secs(file.vm_list_refresh_secs.unwrap_or(60).max(5)),
+    };
+    let bot = crate::discord::Bot::new(arm, catalog, subscriptions);
+    match crate::discord::run(settings, bot).await {
+        Ok(()) => exit::OK,
+        Err(e @ crate::discord::BotError::TokenRejected) => usage_error(e),
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::AZURE
+        }
     }
 }

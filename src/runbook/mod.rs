@@ -182,16 +182,7 @@ pub async fn check(
         let enabled = summary.boot_diagnostics_enabled
             || matches!(vm_read.clone().await, Ok(ref f) if f.boot_diagnostics_enabled);
         let finding = if !enabled {
-            // The runbook's generic command, made copy-pasteable for this VM.
-            boot_diagnostics::disabled(
-                &texts
-                    .enable_boot_diagnostics
-                    .replace("--name VM", &format!("--name {}", vm.name))
-                    .replace(
-                        "--resource-group RG",
-                        &format!("--resource-group {}", vm.resource_group),
-                    ),
-            )
+            boot_diagnostics::disabled(&enable_boot_diagnostics_text(catalog, &vm))
         } else {
             match arm.boot_diagnostics(&vm).await {
                 Ok(boot) => {
@@ -303,3 +294,57 @@ fn holds(precondition: Precondition, vm: &VmFacts) -> bool {
 
 /// Re-exported for front ends that only need the step texts.
 pub use diagnose::Status as FindingStatus;
+
+/// The runbook's generic `az vm boot-diagnostics enable` command, made copy-pasteable for this VM.
+fn enable_boot_diagnostics_text(catalog: &Catalog, vm: &crate::azure::VmRef) -> String {
+    catalog
+        .texts
+        .enable_boot_diagnostics
+        .replace("--name VM", &format!("--name {}", vm.name))
+        .replace(
+            "--resource-group RG",
+            &format!("--resource-group {}", vm.resource_group),
+        )
+}
+
+/// `/rdp health`: Resource Health alone.
+pub async fn health(arm: &Arm, catalog: &Catalog, vm: &crate::azure::VmRef) -> Finding {
+    match arm.resource_health(vm).await {
+        Ok(HealthOutcome::Status(h)) => resource_health::check(&h),
+        Ok(HealthOutcome::Unregistered) => {
+            resource_health::unregistered(&catalog.texts.register_resource_health)
+        }
+        Err(e) => Finding::error(CheckId::ResourceHealth, e.to_string()),
+    }
+}
+
+/// What `/rdp console` shows: the boot-diagnostics finding, the screenshot and the serial tail.
+pub struct Console {
+    pub finding: Finding,
+    pub screenshot_png: Option<Vec<u8>>,
+    pub serial_tail: Vec<String>,
+}
+
+/// `/rdp console`: boot diagnostics alone (screenshot and serial-log tail).
+pub async fn console(arm: &Arm, catalog: &Catalog, summary: &VmSummary) -> Console {
+    let vm = &summary.vm;
+    if !summary.boot_diagnostics_enabled {
+        return Console {
+            finding: boot_diagnostics::disabled(&enable_boot_diagnostics_text(catalog, vm)),
+            screenshot_png: None,
+            serial_tail: Vec::new(),
+        };
+    }
+    match arm.boot_diagnostics(vm).await {
+        Ok(boot) => Console {
+            finding: boot_diagnostics::check(&boot),
+            screenshot_png: boot.screenshot_png,
+            serial_tail: boot.serial_tail,
+        },
+        Err(e) => Console {
+            finding: Finding::error(CheckId::BootDiagnostics, e.to_string()),
+            screenshot_png: None,
+            serial_tail: Vec::new(),
+        },
+    }
+}

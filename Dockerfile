@@ -1,0 +1,81 @@
+# rdp-doctor: the chat-ops bot image.
+#
+#   docker build -t rdp-doctor .
+#   docker run --init -d --name rdp-doctor -v rdp-doctor-data:/data \
+#     -e DISCORD_TOKEN -e DISCORD_GUILD_ID -e AZURE_TENANT_ID -e AZURE_CLIENT_ID \
+#     -e AZURE_CLIENT_SECRET -e AZURE_SUBSCRIPTION_ID rdp-doctor
+#
+# The same build command runs in .ci/run, which also lints this file with hadolint.
+
+# ---------------------------------------------------------------------------------------------
+# Builder: plain cargo. The dependencies are compiled in their own layer, against stub
+# sources, so that layer is rebuilt only when Cargo.toml or Cargo.lock change.
+# TLS is rustls only (no OpenSSL); ring needs the C compiler the slim image already has.
+# ---------------------------------------------------------------------------------------------
+FROM rust:1.95-slim-bookworm AS builder
+WORKDIR /build
+
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs \
+    && cargo build --release --locked --bin rdp-doctor \
+    && rm -rf src
+
+# commands/ is compiled in with include_str!. tests/ is not needed: Cargo.toml declares no
+# test, bench or example targets, and auto-discovery finds none without the directory.
+COPY commands ./commands
+COPY src ./src
+# COPY keeps the files' own mtimes, which may be older than the stub build: touch the crate
+# roots so cargo rebuilds the lib and the binary instead of reusing the stubs.
+RUN touch src/main.rs src/lib.rs \
+    && cargo build --release --locked --bin rdp-doctor
+
+# ---------------------------------------------------------------------------------------------
+# Runtime
+# ---------------------------------------------------------------------------------------------
+FROM debian:bookworm-slim AS runtime
+
+LABEL org.opencontainers.image.title="rdp-doctor" \
+      org.opencontainers.image.description="Chat-ops bot that runs Microsoft's Remote Desktop troubleshooting runbook against Azure VMs" \
+      org.opencontainers.image.licenses="MIT"
+
+# ca-certificates is not version-pinned: Debian drops superseded versions from the archive
+# (security updates), so a pin breaks the build, and the trust store should be the current one.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 rdp-doctor \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home \
+        --shell /usr/sbin/nologin rdp-doctor \
+    && install -d -o 10001 -g 10001 -m 0750 /data
+
+COPY --from=builder /build/target/release/rdp-doctor /usr/local/bin/rdp-doctor
+# The runbook (the binary has a built-in copy; these are for reference and for the config
+# file's `runbook_dir`). Owned by root, so read-only for the bot.
+COPY commands /app/commands
+
+# Configuration. Secrets have no defaults here: pass them at run time (-e / --env-file / orchestrator secrets).
+#   DISCORD_TOKEN            bot token (secret, required)
+#   DISCORD_GUILD_ID         guild (server) the slash commands are registered in
+#   DISCORD_API_URL          Discord API base URL, only to point the bot at a mock; unset = discord.com
+#   AZURE_TENANT_ID          } service principal; without AZURE_CLIENT_SECRET: workload identity,
+#   AZURE_CLIENT_ID          } then managed identity
+#   AZURE_CLIENT_SECRET      (secret)
+#   AZURE_SUBSCRIPTION_ID    subscription(s) searched for VMs, comma-separated
+#   AZURE_AUTHORITY_HOST, AZURE_RESOURCE_MANAGER_URL, RDP_DOCTOR_CONFIG: see README
+#   RDP_DOCTOR_DATABASE_URL  SQLite database; relative paths are under the WORKDIR /data
+#   RUST_LOG                 log level on stderr
+ENV RDP_DOCTOR_DATABASE_URL=sqlite://rdp-doctor.db \
+    RUST_LOG=info
+
+# Writable by the bot user only; mount a volume here to keep the database across containers.
+WORKDIR /data
+USER 10001:10001
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
+    CMD ["rdp-doctor", "health"]
+
+ENTRYPOINT ["rdp-doctor"]
+CMD ["bot"]

@@ -1,0 +1,142 @@
+//! A cache of the configured subscriptions' VM lists, refreshed in the background, so that
+//! autocomplete never waits on Azure.
+
+use super::{Arm, VmSummary};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct Snapshot {
+    vms: Vec<VmSummary>,
+    refreshed: Option<Instant>,
+}
+
+/// The VMs of the configured subscriptions as last listed.
+#[derive(Default)]
+pub struct VmDirectory {
+    snapshot: RwLock<Snapshot>,
+}
+
+impl VmDirectory {
+    pub fn new() -> VmDirectory {
+        VmDirectory::default()
+    }
+
+    /// List every subscription again; on failure keep the previous snapshot.
+    pub async fn refresh(&self, arm: &Arm, subscriptions: &[String]) -> Result<usize, super::ArmError> {
+        let lists = futures::future::join_all(subscriptions.iter().map(|s| arm.list_vms(s))).await;
+        let mut vms = Vec::new();
+        for list in lists {
+            vms.extend(list?);
+        }
+        vms.sort_by(|a, b| a.vm.name.to_lowercase().cmp(&b.vm.name.to_lowercase()));
+        let count = vms.len();
+        if let Ok(mut snapshot) = self.snapshot.write() {
+            *snapshot = Snapshot {
+                vms,
+                refreshed: Some(Instant::now()),
+            };
+        }
+        Ok(count)
+    }
+
+    /// Refresh now and then every `every`, forever (until the task is dropped with the runtime).
+    pub fn spawn_refresher(
+        self: Arc<Self>,
+        arm: Arm,
+        subscriptions: Vec<String>,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = self.refresh(&arm, &subscriptions).await {
+                    tracing::warn!(error = %e, "could not refresh the VM list for autocomplete");
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.snapshot.read().map(|s| s.vms.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn age(&self) -> Option<Duration> {
+        self.snapshot
+            .read()
+            .ok()
+            .and_then(|s| s.refreshed.map(|r| r.elapsed()))
+    }
+
+    /// Up to `limit` `(label, value)` pairs for what a person has typed so far: names starting
+    /// with it first, then names containing it; case-insensitive. Never touches Azure.
+    pub fn suggest(&self, partial: &str, limit: usize) -> Vec<(String, String)> {
+        let Ok(snapshot) = self.snapshot.read() else {
+            return Vec::new();
+        };
+        suggest(&snapshot.vms, partial, limit)
+    }
+}
+
+pub fn suggest(vms: &[VmSummary], partial: &str, limit: usize) -> Vec<(String, String)> {
+    let needle = partial.trim().to_lowercase();
+    let (mut prefix, mut inner): (Vec<&VmSummary>, Vec<&VmSummary>) = (Vec::new(), Vec::new());
+    for vm in vms {
+        let name = vm.vm.name.to_lowercase();
+        if name.starts_with(&needle) {
+            prefix.push(vm);
+        } else if name.contains(&needle)
+            || format!("{}/{}", vm.vm.resource_group, vm.vm.name)
+                .to_lowercase()
+                .contains(&needle)
+        {
+            inner.push(vm);
+        }
+    }
+    prefix.append(&mut inner);
+    prefix
+        .into_iter()
+        .take(limit)
+        .map(|vm| {
+            let label = format!("{} ({})", vm.vm.name, vm.vm.resource_group);
+            let value = format!("{}/{}", vm.vm.resource_group, vm.vm.name);
+            (label, value)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::VmRef;
+
+    fn vm(name: &str, rg: &str) -> VmSummary {
+        VmSummary {
+            vm: VmRef {
+                name: name.into(),
+                resource_group: rg.into(),
+                subscription_id: "s".into(),
+                id: format!("/subscriptions/s/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}"),
+            },
+            location: "westeurope".into(),
+            windows: Some(true),
+            nic_ids: vec![],
+            boot_diagnostics_enabled: true,
+        }
+    }
+
+    #[test]
+    fn prefix_then_substring_at_most_limit() {
+        let vms = vec![vm("api-web", "rg-a"), vm("web-01", "rg-web"), vm("web-02", "rg-web"), vm("db-01", "rg-data")];
+        let values: Vec<String> = suggest(&vms, "WEB", 25).into_iter().map(|(_, v)| v).collect();
+        assert_eq!(values, ["rg-web/web-01", "rg-web/web-02", "rg-a/api-web"]);
+        assert_eq!(suggest(&vms, "", 2).len(), 2);
+        assert_eq!(suggest(&vms, "rg-data", 25)[0].0, "db-01 (rg-data)");
+        let many: Vec<VmSummary> = (0..40).map(|i| vm(&format!("vm-{i:02}"), "rg")).collect();
+        assert_eq!(suggest(&many, "vm", 25).len(), 25);
+    }
+}

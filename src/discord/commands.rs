@@ -1,0 +1,428 @@
+//! The `/rdp` slash commands. Each stays thin: turn options into a runbook request, acknowledge
+//! within Discord's 3 seconds (before any Azure call), run, render.
+
+use super::render;
+use super::surface::{Surface, View};
+use super::{Bot, Context, Error};
+use crate::azure::{ResolveError, VmQuery, VmSummary};
+use crate::diagnose::{CheckId, Status};
+use crate::runbook::{self, CheckOptions, Event};
+use serenity::all::{
+    CommandInteraction, ComponentInteraction, ComponentInteractionDataKind,
+    CreateActionRow, CreateAllowedMentions, CreateAutocompleteResponse, CreateEmbed,
+    CreateInteractionResponse, CreateInteractionResponseFollowup,
+    CreateInteractionResponseMessage, CreateSelectMenu, CreateSelectMenuKind,
+    CreateSelectMenuOption, Http,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Prefix of the custom id of the "which VM did you mean?" select menu.
+pub const PICK_PREFIX: &str = "rdp:pick:";
+
+/// What to run once the VM is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Check,
+    Health,
+    Console,
+}
+
+impl Kind {
+    fn verb(self) -> &'static str {
+        match self {
+            Kind::Check => "Checking",
+            Kind::Health => "Reading Resource Health of",
+            Kind::Console => "Fetching the console of",
+        }
+    }
+}
+
+/// An ambiguous name waiting for the person to pick one of the candidates.
+#[derive(Clone)]
+pub struct PendingPick {
+    pub kind: Kind,
+    pub options: CheckOptions,
+    pub candidates: Vec<VmSummary>,
+    pub requester: u64,
+    pub created: Instant,
+}
+
+/// Runs Microsoft's Remote Desktop troubleshooting runbook against an Azure VM.
+#[poise::command(
+    slash_command,
+    subcommands("check", "health", "console", "explain", "help"),
+    subcommand_required
+)]
+pub async fn rdp(_ctx: Context<'_>) -> Result<(), Error> {
+    Ok(())
+}
+
+async fn autocomplete_vm(ctx: Context<'_>, partial: &str) -> CreateAutocompleteResponse {
+    let choices = ctx
+        .data()
+        .directory
+        .suggest(partial, 25)
+        .into_iter()
+        .map(|(label, value)| serenity::all::AutocompleteChoice::new(label, value))
+        .collect();
+    CreateAutocompleteResponse::new().set_choices(choices)
+}
+
+fn command_interaction<'a>(ctx: &Context<'a>) -> Option<&'a CommandInteraction> {
+    match ctx {
+        poise::Context::Application(app) => Some(app.interaction),
+        poise::Context::Prefix(_) => None,
+    }
+}
+
+/// Check why Remote Desktop to a VM fails: power, agent, public IP, NSG, health, boot diagnostics
+#[poise::command(slash_command)]
+pub async fn check(
+    ctx: Context<'_>,
+    #[description = "VM: name, resource-group/name or resource id"]
+    #[autocomplete = "autocomplete_vm"]
+    vm: String,
+    #[description = "Test TCP 3389 from this IPv4 address (yours) instead of the whole Internet"]
+    from: Option<String>,
+) -> Result<(), Error> {
+    let Some(interaction) = command_interaction(&ctx) else {
+        return Ok(());
+    };
+    let from = match from.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(text) => match text.parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                return reply_ephemeral(
+                    ctx.http(),
+                    interaction,
+                    render::notice(
+                        "That is not an IPv4 address",
+                        &format!("`from` must be an IPv4 address such as 203.0.113.7, not {text:?}."),
+                    ),
+                )
+                .await
+            }
+        },
+    };
+    start(ctx, interaction, Kind::Check, &vm, CheckOptions { from }).await
+}
+
+/// Azure Resource Health of a VM
+#[poise::command(slash_command)]
+pub async fn health(
+    ctx: Context<'_>,
+    #[description = "VM: name, resource-group/name or resource id"]
+    #[autocomplete = "autocomplete_vm"]
+    vm: String,
+) -> Result<(), Error> {
+    let Some(interaction) = command_interaction(&ctx) else {
+        return Ok(());
+    };
+    start(ctx, interaction, Kind::Health, &vm, CheckOptions::default()).await
+}
+
+/// Boot diagnostics of a VM: console screenshot and serial log tail
+#[poise::command(slash_command)]
+pub async fn console(
+    ctx: Context<'_>,
+    #[description = "VM: name, resource-group/name or resource id"]
+    #[autocomplete = "autocomplete_vm"]
+    vm: String,
+) -> Result<(), Error> {
+    let Some(interaction) = command_interaction(&ctx) else {
+        return Ok(());
+    };
+    start(ctx, interaction, Kind::Console, &vm, CheckOptions::default()).await
+}
+
+/// Explain a Remote Desktop client error message: cause and fix
+#[poise::command(slash_command)]
+pub async fn explain(
+    ctx: Context<'_>,
+    #[description = "The error text the Remote Desktop client shows"]
+    #[max_length = 1000]
+    error: String,
+) -> Result<(), Error> {
+    let Some(interaction) = command_interaction(&ctx) else {
+        return Ok(());
+    };
+    let matches = ctx.data().catalog.explain(&error);
+    let message = CreateInteractionResponseMessage::new()
+        .embed(render::explain(&matches, &error))
+        .allowed_mentions(CreateAllowedMentions::new());
+    interaction
+        .create_response(ctx.http(), CreateInteractionResponse::Message(message))
+        .await?;
+    Ok(())
+}
+
+/// What rdp-doctor can do
+#[poise::command(slash_command)]
+pub async fn help(ctx: Context<'_>) -> Result<(), Error> {
+    let Some(interaction) = command_interaction(&ctx) else {
+        return Ok(());
+    };
+    reply_ephemeral(ctx.http(), interaction, render::help()).await
+}
+
+async fn reply_ephemeral(
+    http: &Http,
+    interaction: &CommandInteraction,
+    embed: CreateEmbed,
+) -> Result<(), Error> {
+    let message = CreateInteractionResponseMessage::new()
+        .ephemeral(true)
+        .embed(embed)
+        .allowed_mentions(CreateAllowedMentions::new());
+    interaction
+        .create_response(http, CreateInteractionResponse::Message(message))
+        .await?;
+    Ok(())
+}
+
+/// Acknowledge, find the VM, run.
+async fn start(
+    ctx: Context<'_>,
+    interaction: &CommandInteraction,
+    kind: Kind,
+    vm: &str,
+    options: CheckOptions,
+) -> Result<(), Error> {
+    let bot = ctx.data();
+    // Bad input needs no Azure call: answer it at once, privately.
+    let query = match VmQuery::parse(vm) {
+        Ok(q) => q,
+        Err(e) => {
+            return reply_ephemeral(ctx.http(), interaction, render::notice("Cannot look that up", &e.to_string()))
+                .await
+        }
+    };
+    // The acknowledgement goes out before any Azure request, whatever Azure is doing.
+    interaction.defer(ctx.http()).await?;
+    let http = ctx.serenity_context().http.clone();
+    let surface = Surface::original(http.clone(), &interaction.token, interaction.channel_id, Instant::now());
+    surface.show(View::embed(render::looking_up(vm))).await;
+    match bot.arm.resolve(&query, &bot.subscriptions).await {
+        Ok(summary) => {
+            run(bot, &surface, kind, summary, &options).await;
+        }
+        Err(ResolveError::Arm(e)) => {
+            surface
+                .show(View::embed(render::notice("Azure error", &e.to_string())))
+                .await;
+        }
+        Err(ResolveError::Ambiguous { name, .. }) => {
+            // Ask privately which one; the public "thinking…" goes away.
+            let candidates = ambiguous_candidates(bot, &query).await;
+            surface.retract().await;
+            let nonce = bot.remember_pick(PendingPick {
+                kind,
+                options,
+                candidates: candidates.clone(),
+                requester: interaction.user.id.get(),
+                created: Instant::now(),
+            });
+            let menu = pick_menu(&nonce, &candidates);
+            surface
+                .whisper(
+                    render::notice(
+                        &format!("{} VMs are named {name}", candidates.len()),
+                        "Pick the one you mean (subscription / resource group):",
+                    ),
+                    vec![menu],
+                )
+                .await;
+        }
+        Err(other) => {
+            surface.retract().await;
+            surface
+                .whisper(render::notice("Cannot find that VM", &other.to_string()), Vec::new())
+                .await;
+        }
+    }
+    Ok(())
+}
+
+async fn ambiguous_candidates(bot: &Bot, query: &VmQuery) -> Vec<VmSummary> {
+    let name = match query {
+        VmQuery::Name(n) => n.clone(),
+        VmQuery::InGroup { name, .. } => name.clone(),
+        VmQuery::Id(id) => id.name.clone(),
+    };
+    let mut all = Vec::new();
+    for sub in &bot.subscriptions {
+        if let Ok(list) = bot.arm.list_vms(sub).await {
+            all.extend(list.into_iter().filter(|s| s.vm.name.eq_ignore_ascii_case(&name)));
+        }
+    }
+    all.sort_by(|a, b| {
+        (&a.vm.subscription_id, &a.vm.resource_group).cmp(&(&b.vm.subscription_id, &b.vm.resource_group))
+    });
+    all.truncate(25);
+    all
+}
+
+fn pick_menu(nonce: &str, candidates: &[VmSummary]) -> CreateActionRow {
+    let options = candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            CreateSelectMenuOption::new(
+                render::clip(&format!("{}/{}", c.vm.resource_group, c.vm.name), 100),
+                i.to_string(),
+            )
+            .description(render::clip(&format!("subscription {}", c.vm.subscription_id), 100))
+        })
+        .collect();
+    CreateActionRow::SelectMenu(
+        CreateSelectMenu::new(
+            format!("{PICK_PREFIX}{nonce}"),
+            CreateSelectMenuKind::String { options },
+        )
+        .placeholder("Which VM?"),
+    )
+}
+
+/// A choice in the "which VM?" menu.
+pub async fn picked(http: Arc<Http>, bot: &Bot, component: &ComponentInteraction) -> Result<(), Error> {
+    let nonce = component.data.custom_id.trim_start_matches(PICK_PREFIX);
+    let index = match &component.data.kind {
+        ComponentInteractionDataKind::StringSelect { values } => {
+            values.first().and_then(|v| v.parse::<usize>().ok())
+        }
+        _ => None,
+    };
+    let pending = bot.take_pick(nonce, component.user.id.get());
+    let chosen = pending
+        .as_ref()
+        .and_then(|p| index.and_then(|i| p.candidates.get(i).cloned().map(|c| (p.clone(), c))));
+    let Some((pending, summary)) = chosen else {
+        let update = CreateInteractionResponseMessage::new()
+            .embed(render::notice(
+                "This menu has expired",
+                "Run the command again to pick a VM.",
+            ))
+            .components(Vec::new());
+        component
+            .create_response(&*http, CreateInteractionResponse::UpdateMessage(update))
+            .await?;
+        return Ok(());
+    };
+    let update = CreateInteractionResponseMessage::new()
+        .embed(render::notice(
+            &format!(
+                "{} {}/{}",
+                pending.kind.verb(),
+                summary.vm.resource_group,
+                summary.vm.name
+            ),
+            "The report follows in the channel.",
+        ))
+        .components(Vec::new());
+    component
+        .create_response(&*http, CreateInteractionResponse::UpdateMessage(update))
+        .await?;
+    let created = Instant::now();
+    let follow_up = CreateInteractionResponseFollowup::new()
+        .embed(render::looking_up(&summary.vm.name))
+        .allowed_mentions(CreateAllowedMentions::new());
+    let message = component.create_followup(&*http, follow_up).await?;
+    let surface = Surface::follow_up(
+        http.clone(),
+        &component.token,
+        message.id,
+        component.channel_id,
+        created,
+    );
+    run(bot, &surface, pending.kind, summary, &pending.options).await;
+    Ok(())
+}
+
+/// Run a resolved request and render it on `surface`.
+async fn run(bot: &Bot, surface: &Surface, kind: Kind, summary: VmSummary, options: &CheckOptions) {
+    match kind {
+        Kind::Check => run_check(bot, surface, summary, options).await,
+        Kind::Health => {
+            surface
+                .show(View::embed(render::progress(&bot.catalog, &summary.vm, &BTreeMap::new())))
+                .await;
+            let finding = runbook::health(&bot.arm, &bot.catalog, &summary.vm).await;
+            surface
+                .show(View::embed(render::health(&bot.catalog, &summary.vm, &finding)))
+                .await;
+        }
+        Kind::Console => {
+            let console = runbook::console(&bot.arm, &bot.catalog, &summary).await;
+            let message = render::console(&bot.catalog, &summary.vm, &console);
+            surface
+                .show(View {
+                    content: None,
+                    embeds: message.embeds,
+                    attachment: message.screenshot,
+                })
+                .await;
+        }
+    }
+}
+
+async fn run_check(bot: &Bot, surface: &Surface, summary: VmSummary, options: &CheckOptions) {
+    let vm = summary.vm.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    // One edit per batch of finished steps, in order; a slow edit never holds up the checks.
+    let progress = async {
+        let mut done: BTreeMap<CheckId, Status> = BTreeMap::new();
+        surface
+            .show(View::embed(render::progress(&bot.catalog, &vm, &done)))
+            .await;
+        while let Some(event) = rx.recv().await {
+            let mut changed = apply(&mut done, event);
+            while let Ok(more) = rx.try_recv() {
+                changed |= apply(&mut done, more);
+            }
+            if changed {
+                surface
+                    .show(View::embed(render::progress(&bot.catalog, &vm, &done)))
+                    .await;
+            }
+        }
+    };
+    let checks = async {
+        let sink = tx;
+        runbook::check(&bot.arm, &bot.catalog, summary, options, &move |e| {
+            let _ = sink.send(e);
+        })
+        .await
+    };
+    let (result, ()) = tokio::join!(checks, progress);
+    match result {
+        Ok(report) => {
+            let message = render::report(&bot.catalog, &report);
+            surface
+                .show(View {
+                    content: None,
+                    embeds: message.embeds,
+                    attachment: message.screenshot,
+                })
+                .await;
+        }
+        Err(e) => {
+            surface
+                .show(View::embed(render::notice("Azure error", &e.to_string())))
+                .await;
+        }
+    }
+}
+
+fn apply(done: &mut BTreeMap<CheckId, Status>, event: Event) -> bool {
+    match event {
+        Event::StepFinished(f) => {
+            done.insert(f.step, f.status);
+            true
+        }
+        Event::Resolved(_) | Event::StepStarted(_) => false,
+    }
+}
+

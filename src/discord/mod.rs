@@ -1,0 +1,258 @@
+//! The Discord front end: a poise/serenity bot serving `/rdp` in the war room.
+//!
+//! **Architecture Invariant:** the only module that names serenity or poise types. Commands turn
+//! options into runbook requests and render the runbook's events and reports; no runbook logic
+//! lives here.
+//!
+//! **Architecture Invariant:** every interaction is acknowledged before the first Azure request,
+//! and nothing the bot sends can mention anyone (allowed mentions are empty everywhere).
+
+mod commands;
+pub mod render;
+mod surface;
+
+use crate::azure::{Arm, VmDirectory};
+use crate::runbook::catalog::Catalog;
+use commands::PendingPick;
+use secrecy::{ExposeSecret, SecretString};
+use serenity::all::{
+    ClientBuilder, CreateAllowedMentions, FullEvent, GatewayIntents, GuildId, HttpBuilder,
+    Interaction,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Context<'a> = poise::Context<'a, Bot, Error>;
+
+/// How the bot reaches Discord (DESIGN.md's environment variables).
+pub struct BotSettings {
+    /// `DISCORD_TOKEN`
+    pub token: SecretString,
+    /// `DISCORD_API_URL`: a fake Discord or a rate-limiting proxy; `None` = discord.com.
+    pub api_url: Option<String>,
+    /// `DISCORD_GUILD_ID`: register commands in this guild (instant) instead of globally.
+    pub guild_id: Option<u64>,
+    /// How often the autocomplete VM list is refreshed.
+    pub directory_refresh: Duration,
+}
+
+/// Shared state of the running bot (poise's user data).
+pub struct Bot {
+    pub arm: Arm,
+    pub catalog: Arc<Catalog>,
+    pub subscriptions: Vec<String>,
+    pub directory: Arc<VmDirectory>,
+    picks: Mutex<HashMap<String, PendingPick>>,
+}
+
+/// A pick menu is answered within minutes or not at all.
+const PICK_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+impl Bot {
+    pub fn new(arm: Arm, catalog: Catalog, subscriptions: Vec<String>) -> Bot {
+        Bot {
+            arm,
+            catalog: Arc::new(catalog),
+            subscriptions,
+            directory: Arc::new(VmDirectory::new()),
+            picks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn remember_pick(&self, pick: PendingPick) -> String {
+        let nonce = format!("{:016x}", rand_u64());
+        if let Ok(mut picks) = self.picks.lock() {
+            picks.retain(|_, p| p.created.elapsed() < PICK_LIFETIME);
+            picks.insert(nonce.clone(), pick);
+        }
+        nonce
+    }
+
+    /// The pending pick, if it is still fresh and `user` is the person who asked.
+    fn take_pick(&self, nonce: &str, user: u64) -> Option<PendingPick> {
+        let mut picks = self.picks.lock().ok()?;
+        let pick = picks.get(nonce)?;
+        if pick.requester != user || pick.created.elapsed() >= PICK_LIFETIME {
+            return None;
+        }
+        picks.remove(nonce)
+    }
+}
+
+/// A random id for references and menus (not a secret; std's hasher seeds are random).
+pub(crate) fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.finish()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    #[error("DISCORD_TOKEN was rejected by Discord (HTTP 401): check the bot token in the Developer Portal")]
+    TokenRejected,
+    #[error("cannot reach Discord at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("the Discord client stopped: {0}")]
+    Client(String),
+}
+
+fn is_unauthorized(error: &serenity::Error) -> bool {
+    matches!(
+        error,
+        serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(r)) if r.status_code.as_u16() == 401
+    )
+}
+
+/// Connect, register the commands, serve until SIGTERM or Ctrl-C.
+pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
+    let mut http = HttpBuilder::new(settings.token.expose_secret());
+    if let Some(url) = &settings.api_url {
+        // serenity 0.12.5's rate limiter ignores the proxy; the proxy (or fake) owns rate limits.
+        http = http.proxy(url.trim_end_matches('/')).ratelimiter_disabled(true);
+    }
+    let http = http.build();
+    let api = settings
+        .api_url
+        .clone()
+        .unwrap_or_else(|| "https://discord.com".into());
+    let me = match http.get_current_user().await {
+        Ok(me) => me,
+        Err(e) if is_unauthorized(&e) => return Err(BotError::TokenRejected),
+        Err(e) => {
+            return Err(BotError::Unreachable {
+                url: api,
+                detail: e.to_string(),
+            })
+        }
+    };
+    tracing::debug!(bot = %me.name, "token accepted");
+
+    let guild = settings.guild_id.map(GuildId::new);
+    let refresh = settings.directory_refresh;
+    let framework = poise::Framework::builder()
+        .options(poise::FrameworkOptions {
+            commands: vec![commands::rdp()],
+            on_error: |error| Box::pin(on_error(error)),
+            event_handler: |framework, event| {
+                Box::pin(on_event(framework.serenity_context, event, framework.user_data))
+            },
+            allowed_mentions: Some(CreateAllowedMentions::new()),
+            initialize_owners: false,
+            ..Default::default()
+        })
+        .setup(move |ctx, ready, framework| {
+            Box::pin(async move {
+                let commands = &framework.options().commands;
+                match guild {
+                    Some(guild) => poise::builtins::register_in_guild(ctx, commands, guild).await?,
+                    None => poise::builtins::register_globally(ctx, commands).await?,
+                }
+                bot.directory
+                    .clone()
+                    .spawn_refresher(bot.arm.clone(), bot.subscriptions.clone(), refresh);
+                tracing::info!(
+                    "rdp-doctor ready as {} ({} subscription(s); commands registered {})",
+                    ready.user.name,
+                    bot.subscriptions.len(),
+                    match guild {
+                        Some(g) => format!("in guild {g}"),
+                        None => "globally".to_string(),
+                    }
+                );
+                Ok(bot)
+            })
+        })
+        .build();
+
+    let mut client = ClientBuilder::new_with_http(http, GatewayIntents::GUILDS)
+        .framework(framework)
+        .await
+        .map_err(|e| BotError::Client(e.to_string()))?;
+
+    let shards = client.shard_manager.clone();
+    tokio::spawn(async move {
+        wait_for_shutdown().await;
+        tracing::info!("shutting down");
+        shards.shutdown_all().await;
+    });
+    client.start().await.map_err(|e| {
+        if is_unauthorized(&e) {
+            BotError::TokenRejected
+        } else {
+            BotError::Client(e.to_string())
+        }
+    })
+}
+
+async fn wait_for_shutdown() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn on_event(
+    ctx: &serenity::all::Context,
+    event: &FullEvent,
+    bot: &Bot,
+) -> Result<(), Error> {
+    if let FullEvent::InteractionCreate {
+        interaction: Interaction::Component(component),
+    } = event
+    {
+        if component.data.custom_id.starts_with(commands::PICK_PREFIX) {
+            if let Err(e) = commands::picked(ctx.http.clone(), bot, component).await {
+                let reference = format!("{:08x}", rand_u64() as u32);
+                tracing::error!(%reference, error = %e, "VM pick failed");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One place for failures: a person sees a short message with a reference; the log has the rest.
+async fn on_error(error: poise::FrameworkError<'_, Bot, Error>) {
+    match error {
+        poise::FrameworkError::Command { error, ctx, .. } => {
+            let reference = format!("{:08x}", rand_u64() as u32);
+            tracing::error!(%reference, command = %ctx.command().qualified_name, error = %error, "command failed");
+            let _ = ctx
+                .send(
+                    poise::CreateReply::default()
+                        .ephemeral(true)
+                        .content(format!(
+                            "Something went wrong inside rdp-doctor (reference {reference}). The details are in the bot's log."
+                        )),
+                )
+                .await;
+        }
+        other => {
+            if let Err(e) = poise::builtins::on_error(other).await {
+                tracing::error!(error = %e, "could not report an error");
+            }
+        }
+    }
+}
+

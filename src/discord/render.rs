@@ -1,0 +1,353 @@
+//! What the war room sees: embeds for progress, the final report, health, console and explain,
+//! kept inside Discord's limits (6000 characters of embeds per message, 1024 per field,
+//! 4096 per description, 256 per title, 25 fields).
+
+use crate::azure::VmRef;
+use crate::diagnose::{CheckId, Finding, Status};
+use crate::runbook::catalog::{Catalog, ClientError};
+use crate::runbook::{Report, Verdict};
+use serenity::all::{Colour, CreateEmbed, CreateEmbedFooter};
+use std::collections::BTreeMap;
+
+pub const MAX_EMBED_TOTAL: usize = 6000;
+pub const MAX_FIELD_VALUE: usize = 1024;
+pub const MAX_FIELD_NAME: usize = 256;
+pub const MAX_DESCRIPTION: usize = 4096;
+pub const MAX_TITLE: usize = 256;
+pub const MAX_FIELDS: usize = 25;
+
+const GREEN: Colour = Colour(0x2E_CC_71);
+const RED: Colour = Colour(0xE7_4C_3C);
+const ORANGE: Colour = Colour(0xE6_7E_22);
+const GREY: Colour = Colour(0x95_A5_A6);
+const BLUE: Colour = Colour(0x34_98_DB);
+
+/// Cut `text` to at most `max` characters, ending with an ellipsis when cut.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+pub fn mark(status: Option<Status>) -> &'static str {
+    match status {
+        None => "⏳",
+        Some(Status::Pass) => "✅",
+        Some(Status::Warn) => "⚠️",
+        Some(Status::Fail) => "❌",
+        Some(Status::Skip) => "⏭️",
+        Some(Status::Error) => "❗",
+    }
+}
+
+fn title_of(catalog: &Catalog, step: CheckId) -> String {
+    catalog
+        .step(step.as_str())
+        .map(|s| s.title.clone())
+        .unwrap_or_else(|| step.as_str().to_string())
+}
+
+fn vm_line(vm: &VmRef) -> String {
+    format!(
+        "Resource group **{}** · subscription `{}`",
+        vm.resource_group, vm.subscription_id
+    )
+}
+
+/// The checklist shown while the checks run.
+pub fn progress(catalog: &Catalog, vm: &VmRef, done: &BTreeMap<CheckId, Status>) -> CreateEmbed {
+    let mut lines = vec![vm_line(vm), String::new()];
+    for step in CheckId::ALL {
+        lines.push(format!(
+            "{} {}",
+            mark(done.get(&step).copied()),
+            title_of(catalog, step)
+        ));
+    }
+    CreateEmbed::new()
+        .title(clip(&format!("Checking {}…", vm.name), MAX_TITLE))
+        .description(clip(&lines.join("\n"), MAX_DESCRIPTION))
+        .colour(BLUE)
+}
+
+/// Shown before the VM is known (while its name is being looked up).
+pub fn looking_up(name: &str) -> CreateEmbed {
+    CreateEmbed::new()
+        .title(clip(&format!("Looking for {name}…"), MAX_TITLE))
+        .colour(BLUE)
+}
+
+fn finding_value(finding: &Finding) -> String {
+    let mut value = finding.summary.clone();
+    for detail in &finding.details {
+        value.push('\n');
+        value.push_str(detail);
+    }
+    clip(&value, MAX_FIELD_VALUE)
+}
+
+/// Everything one final report message holds.
+pub struct ReportMessage {
+    pub embeds: Vec<CreateEmbed>,
+    /// `(file name, PNG)` to attach; the first embed shows it.
+    pub screenshot: Option<(String, Vec<u8>)>,
+}
+
+/// The final report: verdict in title and colour, one field per finding with its evidence, the
+/// next step with its documentation link, the screenshot, and the serial-log tail.
+pub fn report(catalog: &Catalog, report: &Report) -> ReportMessage {
+    let vm = &report.vm;
+    let (title, colour) = match report.verdict {
+        Verdict::Ok => (
+            format!("{}: nothing found that blocks Remote Desktop", vm.name),
+            if report.findings.iter().any(|f| f.status == Status::Warn) {
+                ORANGE
+            } else {
+                GREEN
+            },
+        ),
+        Verdict::Problems => (format!("{}: problems found", vm.name), RED),
+        Verdict::Unknown => (format!("{}: some checks could not run", vm.name), GREY),
+    };
+    let mut fields: Vec<(String, String)> = report
+        .findings
+        .iter()
+        .take(MAX_FIELDS - 1)
+        .map(|f| {
+            (
+                clip(
+                    &format!("{} {}", mark(Some(f.status)), title_of(catalog, f.step)),
+                    MAX_FIELD_NAME,
+                ),
+                finding_value(f),
+            )
+        })
+        .collect();
+    let next = match report.next_action.and_then(|a| catalog.step(a.as_str())) {
+        Some(step) => Some(format!(
+            "**{}** (`{}`): {}\n[Runbook step]({})\n{}",
+            step.title, step.id, step.next_step, step.doc, catalog.texts.reconnect
+        )),
+        None => report
+            .findings
+            .iter()
+            .find(|f| f.status == Status::Fail)
+            .and_then(|f| catalog.step(f.step.as_str()))
+            .map(|step| format!("{}\n[Runbook step]({})", step.next_step, step.doc)),
+    };
+    if let Some(next) = next {
+        fields.push(("➡️ Next step".to_string(), clip(&next, MAX_FIELD_VALUE)));
+    }
+    let screenshot = report.screenshot_png.as_ref().map(|png| {
+        (
+            format!("console-{}.png", safe_file_name(&vm.name)),
+            png.clone(),
+        )
+    });
+    let footer = format!(
+        "{} ARM requests · {:.1} s",
+        report.stats.arm_requests,
+        report.stats.elapsed_ms as f64 / 1000.0
+    );
+    let description = vm_line(vm);
+
+    // The serial log gets what is left of the 6000-character budget.
+    let used = title.chars().count()
+        + description.chars().count()
+        + footer.chars().count()
+        + fields
+            .iter()
+            .map(|(n, v)| n.chars().count() + v.chars().count())
+            .sum::<usize>();
+    let serial_title = "Serial log";
+    let serial = serial_block(
+        &report.serial_tail,
+        MAX_EMBED_TOTAL
+            .saturating_sub(used + serial_title.len() + 64)
+            .min(MAX_DESCRIPTION),
+    );
+
+    let mut main = CreateEmbed::new()
+        .title(clip(&title, MAX_TITLE))
+        .description(description)
+        .colour(colour)
+        .footer(CreateEmbedFooter::new(footer));
+    for (name, value) in fields {
+        main = main.field(name, value, false);
+    }
+    if let Some((file, _)) = &screenshot {
+        main = main.image(format!("attachment://{file}"));
+    }
+    let mut embeds = vec![main];
+    if let Some(serial) = serial {
+        embeds.push(
+            CreateEmbed::new()
+                .title(format!("{serial_title} (last {} lines)", serial.1))
+                .description(serial.0)
+                .colour(GREY),
+        );
+    }
+    ReportMessage { embeds, screenshot }
+}
+
+/// The serial-log tail as a code block of at most `budget` characters, dropping the oldest
+/// lines first. `None` when there is nothing (or no room) to show.
+fn serial_block(lines: &[String], budget: usize) -> Option<(String, usize)> {
+    if lines.is_empty() {
+        return None;
+    }
+    let fence = "```text\n\n```".len();
+    let mut kept: Vec<String> = Vec::new();
+    let mut size = fence;
+    for line in lines.iter().rev() {
+        // Backticks would end the code block early.
+        let line = clip(&line.replace("```", "'''"), 200);
+        let cost = line.chars().count() + 1;
+        if size + cost > budget {
+            break;
+        }
+        size += cost;
+        kept.push(line);
+    }
+    if kept.is_empty() {
+        return None;
+    }
+    kept.reverse();
+    let count = kept.len();
+    Some((format!("```text\n{}\n```", kept.join("\n")), count))
+}
+
+fn safe_file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect()
+}
+
+/// `/rdp health`.
+pub fn health(catalog: &Catalog, vm: &VmRef, finding: &Finding) -> CreateEmbed {
+    let colour = match finding.status {
+        Status::Pass => GREEN,
+        Status::Fail => RED,
+        Status::Warn => ORANGE,
+        _ => GREY,
+    };
+    CreateEmbed::new()
+        .title(clip(
+            &format!("{} {}: {}", mark(Some(finding.status)), vm.name, title_of(catalog, finding.step)),
+            MAX_TITLE,
+        ))
+        .description(clip(
+            &format!("{}\n\n{}", vm_line(vm), finding_value(finding)),
+            MAX_DESCRIPTION,
+        ))
+        .colour(colour)
+}
+
+/// `/rdp console`: the screenshot and the serial tail.
+pub fn console(
+    catalog: &Catalog,
+    vm: &VmRef,
+    console: &crate::runbook::Console,
+) -> ReportMessage {
+    let screenshot = console.screenshot_png.as_ref().map(|png| {
+        (
+            format!("console-{}.png", safe_file_name(&vm.name)),
+            png.clone(),
+        )
+    });
+    let mut main = health(catalog, vm, &console.finding);
+    if let Some((file, _)) = &screenshot {
+        main = main.image(format!("attachment://{file}"));
+    }
+    let mut embeds = vec![main];
+    if let Some((block, count)) = serial_block(&console.serial_tail, MAX_DESCRIPTION) {
+        embeds.push(
+            CreateEmbed::new()
+                .title(format!("Serial log (last {count} lines)"))
+                .description(block)
+                .colour(GREY),
+        );
+    }
+    ReportMessage { embeds, screenshot }
+}
+
+/// `/rdp explain`.
+pub fn explain(matches: &[&ClientError], text: &str) -> CreateEmbed {
+    if matches.is_empty() {
+        return CreateEmbed::new()
+            .title("No known Remote Desktop client error matches")
+            .description(clip(
+                &format!(
+                    "> {}\n\nRun `/rdp check` on the VM to run the runbook's checks instead.",
+                    text.replace('\n', " ")
+                ),
+                MAX_DESCRIPTION,
+            ))
+            .colour(GREY);
+    }
+    let mut embed = CreateEmbed::new()
+        .title(clip(&matches[0].message, MAX_TITLE))
+        .colour(BLUE);
+    for error in matches.iter().take(MAX_FIELDS / 3) {
+        embed = embed
+            .field("Cause", clip(&error.cause, MAX_FIELD_VALUE), false)
+            .field(
+                "Fix",
+                clip(&format!("{}\n[Microsoft's article]({})", error.fix, error.doc), MAX_FIELD_VALUE),
+                false,
+            );
+    }
+    embed
+}
+
+/// `/rdp help`.
+pub fn help() -> CreateEmbed {
+    CreateEmbed::new()
+        .title("rdp-doctor: Remote Desktop troubleshooting for Azure VMs")
+        .description(
+            "Runs Microsoft's \"Troubleshoot Remote Desktop connections to an Azure VM\" runbook.\n\n\
+             `/rdp check vm [from]`: power state, guest agent, public IP, NSG rules for TCP 3389, Resource Health, boot diagnostics; the verdict and the next step. `from` tests 3389 from your own IPv4 address.\n\
+             `/rdp health vm`: Azure Resource Health only.\n\
+             `/rdp console vm`: boot diagnostics screenshot and serial log.\n\
+             `/rdp explain error`: what a Remote Desktop client error means and how to fix it.\n\n\
+             A VM is `name`, `resource-group/name` or a full resource id.",
+        )
+        .colour(BLUE)
+}
+
+/// A plain message for errors and notices.
+pub fn notice(title: &str, text: &str) -> CreateEmbed {
+    CreateEmbed::new()
+        .title(clip(title, MAX_TITLE))
+        .description(clip(text, MAX_DESCRIPTION))
+        .colour(GREY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_counts_characters_not_bytes() {
+        assert_eq!(clip("héllo", 5), "héllo");
+        assert_eq!(clip("héllo world", 5), "héll…");
+        assert_eq!(clip("", 3), "");
+    }
+
+    #[test]
+    fn serial_block_keeps_the_newest_lines_within_budget() {
+        let lines: Vec<String> = (0..100).map(|i| format!("line {i:03}")).collect();
+        let (block, count) = serial_block(&lines, 200).unwrap();
+        assert!(block.chars().count() <= 200, "{}", block.len());
+        assert!(block.contains("line 099"));
+        assert!(!block.contains("line 000"));
+        assert_eq!(block.lines().count(), count + 2);
+        assert!(serial_block(&[], 100).is_none());
+        assert!(serial_block(&lines, 5).is_none());
+        let sneaky = vec!["```".to_string()];
+        assert!(!serial_block(&sneaky, 100).unwrap().0.contains("``````"));
+    }
+}

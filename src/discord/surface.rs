@@ -1,0 +1,189 @@
+//! Where a command's answer lives and how it is updated: the interaction's original response, a
+//! follow-up message, or, once the 15-minute interaction token is spent, a plain channel message.
+
+use serenity::all::{
+    Builder, ChannelId, CreateAllowedMentions, CreateAttachment, CreateEmbed,
+    CreateInteractionResponseFollowup, CreateMessage, EditAttachments, EditInteractionResponse,
+    EditMessage, Http, MessageId,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// Interaction tokens last 15 minutes; stop using one a little before.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(14 * 60 + 30);
+
+/// One rendering of the message.
+#[derive(Clone, Default)]
+pub struct View {
+    pub content: Option<String>,
+    pub embeds: Vec<CreateEmbed>,
+    pub attachment: Option<(String, Vec<u8>)>,
+}
+
+impl View {
+    pub fn embed(embed: CreateEmbed) -> View {
+        View {
+            embeds: vec![embed],
+            ..View::default()
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    Original,
+    FollowUp(MessageId),
+}
+
+pub struct Surface {
+    http: Arc<Http>,
+    token: String,
+    target: Target,
+    channel: ChannelId,
+    created: Instant,
+    /// Set once we fell back to a channel message.
+    channel_message: Mutex<Option<MessageId>>,
+}
+
+fn no_mentions() -> CreateAllowedMentions {
+    CreateAllowedMentions::new()
+}
+
+impl Surface {
+    /// The original response of an interaction that was already acknowledged (deferred).
+    pub fn original(http: Arc<Http>, token: &str, channel: ChannelId, created: Instant) -> Surface {
+        Surface {
+            http,
+            token: token.to_string(),
+            target: Target::Original,
+            channel,
+            created,
+            channel_message: Mutex::new(None),
+        }
+    }
+
+    /// A follow-up message created with this interaction's token.
+    pub fn follow_up(
+        http: Arc<Http>,
+        token: &str,
+        message: MessageId,
+        channel: ChannelId,
+        created: Instant,
+    ) -> Surface {
+        Surface {
+            target: Target::FollowUp(message),
+            ..Surface::original(http, token, channel, created)
+        }
+    }
+
+    /// Replace the message with `view`. Failures are logged, never fatal: a report that cannot
+    /// be edited in is posted to the channel instead.
+    pub async fn show(&self, view: View) {
+        let mut fallback = self.channel_message.lock().await;
+        if fallback.is_none() && self.created.elapsed() < TOKEN_LIFETIME {
+            match self.edit_via_token(&view).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not edit the interaction message; posting to the channel");
+                }
+            }
+        }
+        match self.post_or_edit_channel(&view, *fallback).await {
+            Ok(id) => *fallback = Some(id),
+            Err(e) => tracing::error!(error = %e, "could not post to the channel either"),
+        }
+    }
+
+    async fn edit_via_token(&self, view: &View) -> serenity::Result<()> {
+        match self.target {
+            Target::Original => {
+                let mut edit = EditInteractionResponse::new()
+                    .embeds(view.embeds.clone())
+                    .content(view.content.clone().unwrap_or_default())
+                    .allowed_mentions(no_mentions())
+                    .components(Vec::new());
+                edit = match &view.attachment {
+                    Some((name, bytes)) => edit.attachments(
+                        EditAttachments::new().add(CreateAttachment::bytes(bytes.clone(), name.clone())),
+                    ),
+                    None => edit.clear_attachments(),
+                };
+                edit.execute(&*self.http, &self.token).await.map(|_| ())
+            }
+            Target::FollowUp(id) => {
+                let mut edit = CreateInteractionResponseFollowup::new()
+                    .embeds(view.embeds.clone())
+                    .content(view.content.clone().unwrap_or_default())
+                    .allowed_mentions(no_mentions());
+                if let Some((name, bytes)) = &view.attachment {
+                    edit = edit.add_file(CreateAttachment::bytes(bytes.clone(), name.clone()));
+                }
+                edit.execute(&*self.http, (Some(id), &self.token))
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+
+    async fn post_or_edit_channel(
+        &self,
+        view: &View,
+        existing: Option<MessageId>,
+    ) -> serenity::Result<MessageId> {
+        match existing {
+            Some(id) => {
+                let mut edit = EditMessage::new()
+                    .embeds(view.embeds.clone())
+                    .content(view.content.clone().unwrap_or_default())
+                    .allowed_mentions(no_mentions());
+                edit = match &view.attachment {
+                    Some((name, bytes)) => edit.attachments(
+                        EditAttachments::new().add(CreateAttachment::bytes(bytes.clone(), name.clone())),
+                    ),
+                    None => edit,
+                };
+                self.channel
+                    .edit_message(&*self.http, id, edit)
+                    .await
+                    .map(|m| m.id)
+            }
+            None => {
+                let mut message = CreateMessage::new()
+                    .embeds(view.embeds.clone())
+                    .allowed_mentions(no_mentions());
+                if let Some(content) = &view.content {
+                    message = message.content(content.clone());
+                }
+                if let Some((name, bytes)) = &view.attachment {
+                    message = message.add_file(CreateAttachment::bytes(bytes.clone(), name.clone()));
+                }
+                self.channel
+                    .send_message(&*self.http, message)
+                    .await
+                    .map(|m| m.id)
+            }
+        }
+    }
+
+    /// Remove the public original response (before an ephemeral follow-up takes over).
+    pub async fn retract(&self) {
+        if let Target::Original = self.target {
+            if let Err(e) = self.http.delete_original_interaction_response(&self.token).await {
+                tracing::warn!(error = %e, "could not delete the deferred response");
+            }
+        }
+    }
+
+    /// An ephemeral follow-up only the person who asked sees.
+    pub async fn whisper(&self, embed: CreateEmbed, components: Vec<serenity::all::CreateActionRow>) {
+        let follow_up = CreateInteractionResponseFollowup::new()
+            .ephemeral(true)
+            .embed(embed)
+            .components(components)
+            .allowed_mentions(no_mentions());
+        if let Err(e) = follow_up.execute(&*self.http, (None, &self.token)).await {
+            tracing::warn!(error = %e, "could not send an ephemeral follow-up");
+        }
+    }
+}
