@@ -23,13 +23,17 @@ impl VmDirectory {
     }
 
     /// List every subscription again; on failure keep the previous snapshot.
-    pub async fn refresh(&self, arm: &Arm, subscriptions: &[String]) -> Result<usize, super::ArmError> {
+    pub async fn refresh(
+        &self,
+        arm: &Arm,
+        subscriptions: &[String],
+    ) -> Result<usize, super::ArmError> {
         let lists = futures::future::join_all(subscriptions.iter().map(|s| arm.list_vms(s))).await;
         let mut vms = Vec::new();
         for list in lists {
             vms.extend(list?);
         }
-        vms.sort_by(|a, b| a.vm.name.to_lowercase().cmp(&b.vm.name.to_lowercase()));
+        vms.sort_by_key(|v| v.vm.name.to_lowercase());
         let count = vms.len();
         if let Ok(mut snapshot) = self.snapshot.write() {
             *snapshot = Snapshot {
@@ -131,8 +135,16 @@ mod tests {
 
     #[test]
     fn prefix_then_substring_at_most_limit() {
-        let vms = vec![vm("api-web", "rg-a"), vm("web-01", "rg-web"), vm("web-02", "rg-web"), vm("db-01", "rg-data")];
-        let values: Vec<String> = suggest(&vms, "WEB", 25).into_iter().map(|(_, v)| v).collect();
+        let vms = vec![
+            vm("api-web", "rg-a"),
+            vm("web-01", "rg-web"),
+            vm("web-02", "rg-web"),
+            vm("db-01", "rg-data"),
+        ];
+        let values: Vec<String> = suggest(&vms, "WEB", 25)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
         assert_eq!(values, ["rg-web/web-01", "rg-web/web-02", "rg-a/api-web"]);
         assert_eq!(suggest(&vms, "", 2).len(), 2);
         assert_eq!(suggest(&vms, "rg-data", 25)[0].0, "db-01 (rg-data)");

@@ -374,12 +374,18 @@ async fn connect(
 async fn bot(simulate: bool) -> u8 {
     let token = match std::env::var("DISCORD_TOKEN") {
         Ok(t) if !t.trim().is_empty() => secrecy::SecretString::from(t.trim().to_string()),
-        _ => return usage_error("DISCORD_TOKEN is not set: the bot needs its token from the Discord Developer Portal"),
+        _ => return usage_error(
+            "DISCORD_TOKEN is not set: the bot needs its token from the Discord Developer Portal",
+        ),
     };
     let guild_id = match std::env::var("DISCORD_GUILD_ID") {
         Ok(g) if !g.trim().is_empty() => match g.trim().parse::<u64>() {
             Ok(id) => Some(id),
-            Err(_) => return usage_error(format!("DISCORD_GUILD_ID={g:?} is not a guild id (a number)")),
+            Err(_) => {
+                return usage_error(format!(
+                    "DISCORD_GUILD_ID={g:?} is not a guild id (a number)"
+                ))
+            }
         },
         _ => None,
     };
@@ -405,7 +411,9 @@ async fn bot(simulate: bool) -> u8 {
         token,
         api_url,
         guild_id,
-        directory_refresh: std::time::Duration::from_secs(file.vm_list_refresh_secs.unwrap_or(60).max(5)),
+        directory_refresh: std::time::Duration::from_secs(
+            file.vm_list_refresh_secs.unwrap_or(60).max(5),
+        ),
     };
     let bot = crate::discord::Bot::new(arm, catalog, subscriptions);
     match crate::discord::run(settings, bot).await {

@@ -8,11 +8,10 @@ use crate::azure::{ResolveError, VmQuery, VmSummary};
 use crate::diagnose::{CheckId, Status};
 use crate::runbook::{self, CheckOptions, Event};
 use serenity::all::{
-    CommandInteraction, ComponentInteraction, ComponentInteractionDataKind,
-    CreateActionRow, CreateAllowedMentions, CreateAutocompleteResponse, CreateEmbed,
-    CreateInteractionResponse, CreateInteractionResponseFollowup,
-    CreateInteractionResponseMessage, CreateSelectMenu, CreateSelectMenuKind,
-    CreateSelectMenuOption, Http,
+    CommandInteraction, ComponentInteraction, ComponentInteractionDataKind, CreateActionRow,
+    CreateAllowedMentions, CreateAutocompleteResponse, CreateEmbed, CreateInteractionResponse,
+    CreateInteractionResponseFollowup, CreateInteractionResponseMessage, CreateSelectMenu,
+    CreateSelectMenuKind, CreateSelectMenuOption, Http,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -100,7 +99,9 @@ pub async fn check(
                     interaction,
                     render::notice(
                         "That is not an IPv4 address",
-                        &format!("`from` must be an IPv4 address such as 203.0.113.7, not {text:?}."),
+                        &format!(
+                            "`from` must be an IPv4 address such as 203.0.113.7, not {text:?}."
+                        ),
                     ),
                 )
                 .await
@@ -135,7 +136,14 @@ pub async fn console(
     let Some(interaction) = command_interaction(&ctx) else {
         return Ok(());
     };
-    start(ctx, interaction, Kind::Console, &vm, CheckOptions::default()).await
+    start(
+        ctx,
+        interaction,
+        Kind::Console,
+        &vm,
+        CheckOptions::default(),
+    )
+    .await
 }
 
 /// Explain a Remote Desktop client error message: cause and fix
@@ -196,14 +204,23 @@ async fn start(
     let query = match VmQuery::parse(vm) {
         Ok(q) => q,
         Err(e) => {
-            return reply_ephemeral(ctx.http(), interaction, render::notice("Cannot look that up", &e.to_string()))
-                .await
+            return reply_ephemeral(
+                ctx.http(),
+                interaction,
+                render::notice("Cannot look that up", &e.to_string()),
+            )
+            .await
         }
     };
     // The acknowledgement goes out before any Azure request, whatever Azure is doing.
     interaction.defer(ctx.http()).await?;
     let http = ctx.serenity_context().http.clone();
-    let surface = Surface::original(http.clone(), &interaction.token, interaction.channel_id, Instant::now());
+    let surface = Surface::original(
+        http.clone(),
+        &interaction.token,
+        interaction.channel_id,
+        Instant::now(),
+    );
     surface.show(View::embed(render::looking_up(vm))).await;
     match bot.arm.resolve(&query, &bot.subscriptions).await {
         Ok(summary) => {
@@ -239,7 +256,10 @@ async fn start(
         Err(other) => {
             surface.retract().await;
             surface
-                .whisper(render::notice("Cannot find that VM", &other.to_string()), Vec::new())
+                .whisper(
+                    render::notice("Cannot find that VM", &other.to_string()),
+                    Vec::new(),
+                )
                 .await;
         }
     }
@@ -255,11 +275,15 @@ async fn ambiguous_candidates(bot: &Bot, query: &VmQuery) -> Vec<VmSummary> {
     let mut all = Vec::new();
     for sub in &bot.subscriptions {
         if let Ok(list) = bot.arm.list_vms(sub).await {
-            all.extend(list.into_iter().filter(|s| s.vm.name.eq_ignore_ascii_case(&name)));
+            all.extend(
+                list.into_iter()
+                    .filter(|s| s.vm.name.eq_ignore_ascii_case(&name)),
+            );
         }
     }
     all.sort_by(|a, b| {
-        (&a.vm.subscription_id, &a.vm.resource_group).cmp(&(&b.vm.subscription_id, &b.vm.resource_group))
+        (&a.vm.subscription_id, &a.vm.resource_group)
+            .cmp(&(&b.vm.subscription_id, &b.vm.resource_group))
     });
     all.truncate(25);
     all
@@ -274,7 +298,10 @@ fn pick_menu(nonce: &str, candidates: &[VmSummary]) -> CreateActionRow {
                 render::clip(&format!("{}/{}", c.vm.resource_group, c.vm.name), 100),
                 i.to_string(),
             )
-            .description(render::clip(&format!("subscription {}", c.vm.subscription_id), 100))
+            .description(render::clip(
+                &format!("subscription {}", c.vm.subscription_id),
+                100,
+            ))
         })
         .collect();
     CreateActionRow::SelectMenu(
@@ -287,7 +314,11 @@ fn pick_menu(nonce: &str, candidates: &[VmSummary]) -> CreateActionRow {
 }
 
 /// A choice in the "which VM?" menu.
-pub async fn picked(http: Arc<Http>, bot: &Bot, component: &ComponentInteraction) -> Result<(), Error> {
+pub async fn picked(
+    http: Arc<Http>,
+    bot: &Bot,
+    component: &ComponentInteraction,
+) -> Result<(), Error> {
     let nonce = component.data.custom_id.trim_start_matches(PICK_PREFIX);
     let index = match &component.data.kind {
         ComponentInteractionDataKind::StringSelect { values } => {
@@ -347,11 +378,19 @@ async fn run(bot: &Bot, surface: &Surface, kind: Kind, summary: VmSummary, optio
         Kind::Check => run_check(bot, surface, summary, options).await,
         Kind::Health => {
             surface
-                .show(View::embed(render::progress(&bot.catalog, &summary.vm, &BTreeMap::new())))
+                .show(View::embed(render::progress(
+                    &bot.catalog,
+                    &summary.vm,
+                    &BTreeMap::new(),
+                )))
                 .await;
             let finding = runbook::health(&bot.arm, &bot.catalog, &summary.vm).await;
             surface
-                .show(View::embed(render::health(&bot.catalog, &summary.vm, &finding)))
+                .show(View::embed(render::health(
+                    &bot.catalog,
+                    &summary.vm,
+                    &finding,
+                )))
                 .await;
         }
         Kind::Console => {
@@ -425,4 +464,3 @@ fn apply(done: &mut BTreeMap<CheckId, Status>, event: Event) -> bool {
         Event::Resolved(_) | Event::StepStarted(_) => false,
     }
 }
-

@@ -116,7 +116,9 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
     let mut http = HttpBuilder::new(settings.token.expose_secret());
     if let Some(url) = &settings.api_url {
         // serenity 0.12.5's rate limiter ignores the proxy; the proxy (or fake) owns rate limits.
-        http = http.proxy(url.trim_end_matches('/')).ratelimiter_disabled(true);
+        http = http
+            .proxy(url.trim_end_matches('/'))
+            .ratelimiter_disabled(true);
     }
     let http = http.build();
     let api = settings
@@ -142,7 +144,11 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
             commands: vec![commands::rdp()],
             on_error: |error| Box::pin(on_error(error)),
             event_handler: |framework, event| {
-                Box::pin(on_event(framework.serenity_context, event, framework.user_data))
+                Box::pin(on_event(
+                    framework.serenity_context,
+                    event,
+                    framework.user_data,
+                ))
             },
             allowed_mentions: Some(CreateAllowedMentions::new()),
             initialize_owners: false,
@@ -155,9 +161,11 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
                     Some(guild) => poise::builtins::register_in_guild(ctx, commands, guild).await?,
                     None => poise::builtins::register_globally(ctx, commands).await?,
                 }
-                bot.directory
-                    .clone()
-                    .spawn_refresher(bot.arm.clone(), bot.subscriptions.clone(), refresh);
+                bot.directory.clone().spawn_refresher(
+                    bot.arm.clone(),
+                    bot.subscriptions.clone(),
+                    refresh,
+                );
                 tracing::info!(
                     "rdp-doctor ready as {} ({} subscription(s); commands registered {})",
                     ready.user.name,
@@ -195,13 +203,14 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
 async fn wait_for_shutdown() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -213,11 +222,7 @@ async fn wait_for_shutdown() {
     }
 }
 
-async fn on_event(
-    ctx: &serenity::all::Context,
-    event: &FullEvent,
-    bot: &Bot,
-) -> Result<(), Error> {
+async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Bot) -> Result<(), Error> {
     if let FullEvent::InteractionCreate {
         interaction: Interaction::Component(component),
     } = event
@@ -255,4 +260,3 @@ async fn on_error(error: poise::FrameworkError<'_, Bot, Error>) {
         }
     }
 }
-

@@ -153,25 +153,32 @@ pub fn report(catalog: &Catalog, report: &Report) -> ReportMessage {
         report.stats.elapsed_ms as f64 / 1000.0
     );
     let description = vm_line(vm);
+    let title = clip(&title, MAX_TITLE);
 
-    // The serial log gets what is left of the 6000-character budget.
-    let used = title.chars().count()
+    // 6000 characters for the whole message: fixed parts first, then the fields share what is
+    // left fairly, then the serial log gets the rest.
+    let serial_title = "Serial log (last 40 lines)";
+    let fixed = title.chars().count()
         + description.chars().count()
         + footer.chars().count()
-        + fields
+        + serial_title.len()
+        + fields.iter().map(|(n, _)| n.chars().count()).sum::<usize>();
+    let mut budget = MAX_EMBED_TOTAL.saturating_sub(fixed);
+    let values = share(
+        &fields
             .iter()
-            .map(|(n, v)| n.chars().count() + v.chars().count())
-            .sum::<usize>();
-    let serial_title = "Serial log";
-    let serial = serial_block(
-        &report.serial_tail,
-        MAX_EMBED_TOTAL
-            .saturating_sub(used + serial_title.len() + 64)
-            .min(MAX_DESCRIPTION),
+            .map(|(_, v)| v.chars().count())
+            .collect::<Vec<_>>(),
+        budget,
     );
+    for ((_, value), allowed) in fields.iter_mut().zip(&values) {
+        *value = clip(value, *allowed);
+        budget = budget.saturating_sub(value.chars().count());
+    }
+    let serial = serial_block(&report.serial_tail, budget.min(MAX_DESCRIPTION));
 
     let mut main = CreateEmbed::new()
-        .title(clip(&title, MAX_TITLE))
+        .title(title)
         .description(description)
         .colour(colour)
         .footer(CreateEmbedFooter::new(footer));
@@ -185,12 +192,27 @@ pub fn report(catalog: &Catalog, report: &Report) -> ReportMessage {
     if let Some(serial) = serial {
         embeds.push(
             CreateEmbed::new()
-                .title(format!("{serial_title} (last {} lines)", serial.1))
+                .title(format!("Serial log (last {} lines)", serial.1))
                 .description(serial.0)
                 .colour(GREY),
         );
     }
     ReportMessage { embeds, screenshot }
+}
+
+/// Split `budget` characters among values of the given lengths: nobody gets more than they need,
+/// the rest is shared equally.
+fn share(lengths: &[usize], budget: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    let mut out = vec![0; lengths.len()];
+    let mut left = budget;
+    for (k, &i) in order.iter().enumerate() {
+        let fair = left / (lengths.len() - k);
+        out[i] = lengths[i].min(fair);
+        left -= out[i];
+    }
+    out
 }
 
 /// The serial-log tail as a code block of at most `budget` characters, dropping the oldest
@@ -222,7 +244,13 @@ fn serial_block(lines: &[String], budget: usize) -> Option<(String, usize)> {
 
 fn safe_file_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -236,7 +264,12 @@ pub fn health(catalog: &Catalog, vm: &VmRef, finding: &Finding) -> CreateEmbed {
     };
     CreateEmbed::new()
         .title(clip(
-            &format!("{} {}: {}", mark(Some(finding.status)), vm.name, title_of(catalog, finding.step)),
+            &format!(
+                "{} {}: {}",
+                mark(Some(finding.status)),
+                vm.name,
+                title_of(catalog, finding.step)
+            ),
             MAX_TITLE,
         ))
         .description(clip(
@@ -247,11 +280,7 @@ pub fn health(catalog: &Catalog, vm: &VmRef, finding: &Finding) -> CreateEmbed {
 }
 
 /// `/rdp console`: the screenshot and the serial tail.
-pub fn console(
-    catalog: &Catalog,
-    vm: &VmRef,
-    console: &crate::runbook::Console,
-) -> ReportMessage {
+pub fn console(catalog: &Catalog, vm: &VmRef, console: &crate::runbook::Console) -> ReportMessage {
     let screenshot = console.screenshot_png.as_ref().map(|png| {
         (
             format!("console-{}.png", safe_file_name(&vm.name)),
@@ -296,7 +325,10 @@ pub fn explain(matches: &[&ClientError], text: &str) -> CreateEmbed {
             .field("Cause", clip(&error.cause, MAX_FIELD_VALUE), false)
             .field(
                 "Fix",
-                clip(&format!("{}\n[Microsoft's article]({})", error.fix, error.doc), MAX_FIELD_VALUE),
+                clip(
+                    &format!("{}\n[Microsoft's article]({})", error.fix, error.doc),
+                    MAX_FIELD_VALUE,
+                ),
                 false,
             );
     }
@@ -329,6 +361,75 @@ pub fn notice(title: &str, text: &str) -> CreateEmbed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn embed_chars(embed: &CreateEmbed) -> (usize, usize) {
+        // (characters that count towards the 6000 limit, longest field value)
+        let v = serde_json::to_value(embed).unwrap();
+        let text = |k: &str| v[k].as_str().map(|s| s.chars().count()).unwrap_or(0);
+        let mut total = text("title") + text("description");
+        total += v["footer"]["text"]
+            .as_str()
+            .map(|s| s.chars().count())
+            .unwrap_or(0);
+        let mut longest = 0;
+        for f in v["fields"].as_array().into_iter().flatten() {
+            let value = f["value"].as_str().unwrap().chars().count();
+            total += f["name"].as_str().unwrap().chars().count() + value;
+            longest = longest.max(value);
+        }
+        (total, longest)
+    }
+
+    #[test]
+    fn a_worst_case_report_stays_inside_discord_limits() {
+        use crate::azure::VmRef;
+        use crate::diagnose::{CheckId, Finding, OsType, Status};
+        use crate::runbook::{Report, Stats, Verdict};
+        let long = "x".repeat(3000);
+        let findings = CheckId::ALL
+            .into_iter()
+            .map(|step| {
+                Finding::new(step, Status::Fail, long.clone())
+                    .detail(long.clone())
+                    .detail(long.clone())
+            })
+            .collect();
+        let report = Report {
+            vm: VmRef {
+                name: "v".repeat(64),
+                resource_group: "r".repeat(90),
+                subscription_id: "s".into(),
+                id: "id".into(),
+            },
+            verdict: Verdict::Problems,
+            findings,
+            next_action: Some(crate::diagnose::ActionId::Redeploy),
+            stats: Stats::default(),
+            os: OsType::Windows,
+            screenshot_png: Some(vec![1, 2, 3]),
+            serial_tail: (0..40).map(|_| "y".repeat(500)).collect(),
+        };
+        let message = report_message(&report);
+        let mut total = 0;
+        for embed in &message.embeds {
+            let (chars, longest) = embed_chars(embed);
+            assert!(longest <= MAX_FIELD_VALUE);
+            total += chars;
+        }
+        assert!(total <= MAX_EMBED_TOTAL, "{total} characters");
+        assert!(message.screenshot.is_some());
+    }
+
+    fn report_message(report: &crate::runbook::Report) -> ReportMessage {
+        super::report(&Catalog::builtin(), report)
+    }
+
+    #[test]
+    fn sharing_gives_small_values_all_they_need() {
+        assert_eq!(share(&[10, 1000, 1000], 610), vec![10, 300, 300]);
+        assert_eq!(share(&[10, 20], 100), vec![10, 20]);
+        assert_eq!(share(&[], 100), Vec::<usize>::new());
+    }
 
     #[test]
     fn clip_counts_characters_not_bytes() {

@@ -105,7 +105,8 @@ impl Surface {
                     .components(Vec::new());
                 edit = match &view.attachment {
                     Some((name, bytes)) => edit.attachments(
-                        EditAttachments::new().add(CreateAttachment::bytes(bytes.clone(), name.clone())),
+                        EditAttachments::new()
+                            .add(CreateAttachment::bytes(bytes.clone(), name.clone())),
                     ),
                     None => edit.clear_attachments(),
                 };
@@ -139,7 +140,8 @@ impl Surface {
                     .allowed_mentions(no_mentions());
                 edit = match &view.attachment {
                     Some((name, bytes)) => edit.attachments(
-                        EditAttachments::new().add(CreateAttachment::bytes(bytes.clone(), name.clone())),
+                        EditAttachments::new()
+                            .add(CreateAttachment::bytes(bytes.clone(), name.clone())),
                     ),
                     None => edit,
                 };
@@ -156,7 +158,8 @@ impl Surface {
                     message = message.content(content.clone());
                 }
                 if let Some((name, bytes)) = &view.attachment {
-                    message = message.add_file(CreateAttachment::bytes(bytes.clone(), name.clone()));
+                    message =
+                        message.add_file(CreateAttachment::bytes(bytes.clone(), name.clone()));
                 }
                 self.channel
                     .send_message(&*self.http, message)
@@ -169,14 +172,22 @@ impl Surface {
     /// Remove the public original response (before an ephemeral follow-up takes over).
     pub async fn retract(&self) {
         if let Target::Original = self.target {
-            if let Err(e) = self.http.delete_original_interaction_response(&self.token).await {
+            if let Err(e) = self
+                .http
+                .delete_original_interaction_response(&self.token)
+                .await
+            {
                 tracing::warn!(error = %e, "could not delete the deferred response");
             }
         }
     }
 
     /// An ephemeral follow-up only the person who asked sees.
-    pub async fn whisper(&self, embed: CreateEmbed, components: Vec<serenity::all::CreateActionRow>) {
+    pub async fn whisper(
+        &self,
+        embed: CreateEmbed,
+        components: Vec<serenity::all::CreateActionRow>,
+    ) {
         let follow_up = CreateInteractionResponseFollowup::new()
             .ephemeral(true)
             .embed(embed)
