@@ -1,0 +1,441 @@
+//! The bot as the war room sees it: the real poise/serenity bot against a fake Discord (REST and
+//! gateway on loopback, every request body checked against Discord's OpenAPI spec) and the Azure
+//! simulator.
+
+mod support;
+
+use rdp_doctor::azure::Arm;
+use rdp_doctor::discord::{Bot, BotSettings};
+use rdp_doctor::runbook::catalog::Catalog;
+use rdp_doctor::sim::{SimOptions, Simulator, World};
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::discord::{FakeDiscord, Interaction, Recorded, User, CHANNEL_ID, GUILD_ID, TOKEN};
+use support::within;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Room {
+    discord: FakeDiscord,
+    sim: Simulator,
+    directory: std::sync::Arc<rdp_doctor::azure::VmDirectory>,
+    bot: tokio::task::JoinHandle<Result<(), rdp_doctor::discord::BotError>>,
+    alice: User,
+}
+
+impl Room {
+    async fn start(world: World) -> Room {
+        Room::with_options(world, SimOptions::default()).await
+    }
+
+    async fn with_options(world: World, options: SimOptions) -> Room {
+        let secret = world.client_secret.clone();
+        let subscriptions: Vec<String> = world.subscriptions.iter().map(|s| s.id.clone()).collect();
+        let sim = Simulator::start("127.0.0.1:0", world, options).await.expect("simulator");
+        let url = url::Url::parse(&sim.url()).unwrap();
+        let arm = Arm::connect_with_secret(
+            support::fast_settings(url.clone()),
+            url,
+            support::TENANT,
+            support::CLIENT,
+            secret.into(),
+        )
+        .expect("arm");
+        let discord = FakeDiscord::start().await;
+        let bot = Bot::new(arm, Catalog::builtin(), subscriptions);
+        let directory = bot.directory.clone();
+        let settings = BotSettings {
+            token: TOKEN.to_string().into(),
+            api_url: Some(discord.url()),
+            guild_id: Some(GUILD_ID),
+            directory_refresh: Duration::from_secs(3600),
+        };
+        let bot = tokio::spawn(rdp_doctor::discord::run(settings, bot));
+        discord.wait_ready(WAIT).await.expect("bot ready");
+        Room {
+            discord,
+            sim,
+            directory,
+            bot,
+            alice: User {
+                id: 4001,
+                name: "alice".into(),
+                roles: vec![],
+            },
+        }
+    }
+
+    async fn slash(&self, sub: &str, options: Value) -> Interaction {
+        self.discord.slash(&self.alice, "rdp", &[sub], options).await
+    }
+
+    async fn check(&self, vm: &str) -> Interaction {
+        self.slash("check", json!([{"name": "vm", "type": 3, "value": vm}])).await
+    }
+
+    /// Edits of the original response until one carries the final report (an embed whose title
+    /// is not "Checking…"/"Looking for…").
+    async fn final_edit(&self, i: &Interaction) -> Recorded {
+        loop {
+            let edit = self.discord.next_edit(i, WAIT).await.expect("an edit");
+            let title = embed(&edit, 0)["title"].as_str().unwrap_or("").to_string();
+            if !title.starts_with("Checking") && !title.starts_with("Looking for") {
+                return edit;
+            }
+        }
+    }
+
+    fn assert_clean(&self) {
+        let violations = self.discord.schema_violations();
+        assert!(violations.is_empty(), "requests Discord would reject: {violations:#?}");
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.bot.abort();
+    }
+}
+
+fn embed(r: &Recorded, n: usize) -> Value {
+    r.json.as_ref().map(|j| j["embeds"][n].clone()).unwrap_or(Value::Null)
+}
+
+fn fields(e: &Value) -> Vec<(String, String)> {
+    e["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap_or("").to_string(),
+                f["value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The final report as text, for snapshots: title, fields, footer without timing, image.
+fn report_text(r: &Recorded) -> String {
+    let mut out = String::new();
+    let json = r.json.clone().unwrap_or(Value::Null);
+    for e in json["embeds"].as_array().into_iter().flatten() {
+        out.push_str(&format!("# {}\n", e["title"].as_str().unwrap_or("")));
+        if let Some(d) = e["description"].as_str() {
+            out.push_str(&format!("{d}\n"));
+        }
+        for (name, value) in fields(e) {
+            out.push_str(&format!("## {name}\n{value}\n"));
+        }
+        if let Some(url) = e["image"]["url"].as_str() {
+            out.push_str(&format!("[image {url}]\n"));
+        }
+        if let Some(footer) = e["footer"]["text"].as_str() {
+            let re = regex::Regex::new(r" · [\d.]+ s").unwrap();
+            out.push_str(&format!("-- {}\n", re.replace(footer, " · <elapsed>")));
+        }
+        out.push('\n');
+    }
+    for (name, kind, bytes) in &r.files {
+        out.push_str(&format!("[attachment {name} {kind} {} bytes]\n", bytes.len().min(1)));
+    }
+    out
+}
+
+#[tokio::test]
+async fn commands_are_registered_in_the_guild() {
+    within(async {
+        let room = Room::start(World::new().vm("web-01")).await;
+        let commands = room.discord.registered_commands();
+        let rdp = commands.iter().find(|c| c["name"] == "rdp").expect("/rdp registered");
+        let subs: Vec<&str> = rdp["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(subs, ["check", "health", "console", "explain", "help"]);
+        room.assert_clean();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn check_defers_then_edits_progress_then_posts_the_report_with_screenshot() {
+    within(async {
+        let room = Room::start(World::new().vm("web-01")).await;
+        let i = room.check("web-01").await;
+        let ack = room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        assert_eq!(ack.json.as_ref().unwrap()["type"], 5, "deferred");
+        let report = room.final_edit(&i).await;
+        let main = embed(&report, 0);
+        assert!(main["title"].as_str().unwrap().contains("nothing found"), "{main}");
+        assert_eq!(main["color"], 0x2ECC71);
+        let names: Vec<String> = fields(&main).into_iter().map(|(n, _)| n).collect();
+        assert!(names.iter().all(|n| !n.starts_with('❌')), "{names:?}");
+        let nsg = fields(&main)
+            .into_iter()
+            .find(|(n, _)| n.contains("Network security group"))
+            .expect("nsg field");
+        assert!(nsg.1.contains("allow-rdp") && nsg.1.contains("priority 1000"), "{}", nsg.1);
+        let (file, kind, png) = report.files.first().expect("screenshot attached");
+        assert!(file.ends_with(".png") && kind.contains("png"), "{file} {kind}");
+        assert_eq!(&png[..4], b"\x89PNG");
+        assert_eq!(main["image"]["url"], format!("attachment://{file}"));
+        assert!(embed(&report, 1)["description"].as_str().unwrap().starts_with("```text"));
+        let json = report.json.as_ref().unwrap();
+        assert_eq!(json["allowed_mentions"]["parse"], json!([]), "no pings");
+        room.assert_clean();
+        insta::assert_snapshot!("discord_report_healthy", report_text(&report));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn subnet_nsg_deny_report() {
+    within(async {
+        let room = Room::start(World::new().vm("web-02").nsg_denies_rdp()).await;
+        let i = room.check("web-02").await;
+        room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        let report = room.final_edit(&i).await;
+        let main = embed(&report, 0);
+        assert_eq!(main["color"], 0xE74C3C);
+        assert!(main["title"].as_str().unwrap().contains("problems found"));
+        room.assert_clean();
+        insta::assert_snapshot!("discord_report_nsg_deny", report_text(&report));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_acknowledgement_beats_a_slow_azure() {
+    within(async {
+        let options = SimOptions {
+            latency: Duration::from_secs(2),
+            ..SimOptions::default()
+        };
+        let room = Room::with_options(World::new().vm("web-01"), options).await;
+        let i = room.check("web-01").await;
+        let ack = room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        // Every ARM request takes 2 s: an acknowledgement sent after any of them would be late.
+        let waited = ack.at.duration_since(i.sent_at);
+        assert!(waited < Duration::from_secs(1), "acknowledged after {waited:?}");
+        assert_eq!(ack.json.as_ref().unwrap()["type"], 5);
+        let report = room.final_edit(&i).await;
+        assert!(embed(&report, 0)["title"].as_str().unwrap().contains("web-01"));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_ambiguous_name_asks_privately_and_the_choice_runs_the_check() {
+    within(async {
+        let room = Room::start(
+            World::new()
+                .vm("api-01")
+                .in_group("rg-api-east")
+                .subscription("22222222-2222-2222-2222-222222222222")
+                .vm("api-01")
+                .in_group("rg-api-west"),
+        )
+        .await;
+        let i = room.check("api-01").await;
+        room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        let menu = room.discord.next_followup(&i, WAIT).await.expect("a private menu");
+        let json = menu.json.clone().unwrap();
+        assert_eq!(json["flags"].as_u64().unwrap() & 64, 64, "ephemeral");
+        let select = &json["components"][0]["components"][0];
+        let labels: Vec<&str> = select["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["label"].as_str().unwrap())
+            .collect();
+        assert_eq!(labels, ["rg-api-east/api-01", "rg-api-west/api-01"]);
+        let message_id = menu.message_id.expect("menu message id");
+        let pick = room
+            .discord
+            .component(&room.alice, message_id, select["custom_id"].as_str().unwrap(), &["1"])
+            .await;
+        let update = room.discord.callback(&pick, WAIT).await.expect("menu answered");
+        assert_eq!(update.json.as_ref().unwrap()["type"], 7);
+        let report_message = room.discord.next_followup(&pick, WAIT).await.expect("public report");
+        assert_eq!(report_message.json.as_ref().unwrap()["flags"].as_u64().unwrap_or(0) & 64, 0);
+        // The report is edited into that follow-up.
+        let mut last;
+        loop {
+            last = room.discord.next_request("report edit", |r| r.method == "PATCH" && r.path.contains(&pick.token), WAIT).await.expect("edit");
+            if embed(&last, 0)["title"].as_str().unwrap_or("").contains("nothing found") {
+                break;
+            }
+        }
+        assert!(report_text(&last).contains("rg-api-west"), "{}", report_text(&last));
+        room.assert_clean();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_unknown_name_gets_a_private_reply_with_the_closest_names() {
+    within(async {
+        let room = Room::start(World::new().vm("web-01").vm("web-02")).await;
+        let i = room.check("web-1").await;
+        room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        let reply = room.discord.next_followup(&i, WAIT).await.expect("a private reply");
+        let json = reply.json.clone().unwrap();
+        assert_eq!(json["flags"].as_u64().unwrap() & 64, 64);
+        let text = json["embeds"][0]["description"].as_str().unwrap();
+        assert!(text.contains("web-01") && text.contains("web-02"), "{text}");
+        room.assert_clean();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn invalid_input_is_answered_privately_without_azure() {
+    within(async {
+        let room = Room::start(World::new().vm("web-01")).await;
+        let before = room.sim.stats().requests;
+        let i = room.check("web 01!").await;
+        let reply = room.discord.callback(&i, WAIT).await.expect("answered");
+        let json = reply.json.clone().unwrap();
+        assert_eq!(json["type"], 4);
+        assert_eq!(json["data"]["flags"].as_u64().unwrap() & 64, 64);
+        assert!(json["data"]["embeds"][0]["description"].as_str().unwrap().contains("not a valid Azure VM name"));
+        assert_eq!(room.sim.stats().requests, before);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn azure_errors_are_explained_in_one_line() {
+    within(async {
+        let options = SimOptions {
+            faults: vec![rdp_doctor::sim::Fault::new(
+                "virtualMachines",
+                rdp_doctor::sim::FaultKind::StatusBody(
+                    403,
+                    r#"{"error":{"code":"AuthorizationFailed","message":"The client 'x' does not have authorization to perform action 'Microsoft.Compute/virtualMachines/read' over scope '/subscriptions/1'."}}"#.into(),
+                ),
+            )],
+            ..SimOptions::default()
+        };
+        let room = Room::with_options(World::new().vm("web-01"), options).await;
+        let i = room.check("web-01").await;
+        room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        let edit = room.final_edit(&i).await;
+        let e = embed(&edit, 0);
+        assert_eq!(e["title"], "Azure error");
+        let text = e["description"].as_str().unwrap();
+        assert!(text.contains("AuthorizationFailed") && text.contains("virtualMachines/read"), "{text}");
+        // One failing command never stops the bot.
+        let j = room.slash("help", json!([])).await;
+        room.discord.callback(&j, WAIT).await.expect("still answering");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn autocomplete_offers_at_most_25_names_prefix_first_without_waiting_on_azure() {
+    within(async {
+        let mut world = World::new().vm("db-web");
+        for n in 0..30 {
+            world = world.vm(&format!("web-{n:02}"));
+        }
+        let room = Room::start(world).await;
+        tokio::time::timeout(WAIT, async {
+            while room.directory.len() < 31 {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the VM list was loaded in the background");
+        let before = room.sim.stats().requests;
+        let i = room
+            .discord
+            .autocomplete(&room.alice, "rdp", &["check"], json!([{"name": "vm", "type": 3, "value": "web"}]), "vm")
+            .await;
+        let answer = room.discord.callback(&i, WAIT).await.expect("choices");
+        let json = answer.json.clone().unwrap();
+        assert_eq!(json["type"], 8);
+        let choices = json["data"]["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 25);
+        assert!(choices.iter().all(|c| c["name"].as_str().unwrap().starts_with("web-")));
+        assert_eq!(room.sim.stats().requests, before, "autocomplete never calls Azure");
+        room.assert_clean();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn health_console_explain_and_help() {
+    within(async {
+        let room = Room::start(World::new().vm("db-01").health("Unavailable", "We're sorry, we couldn't automatically recover your virtual machine")).await;
+        let h = room.slash("health", json!([{"name": "vm", "type": 3, "value": "db-01"}])).await;
+        room.discord.callback(&h, WAIT).await.expect("ack");
+        let health = room.final_edit(&h).await;
+        assert!(report_text(&health).contains("couldn't automatically recover"), "{}", report_text(&health));
+
+        let c = room.slash("console", json!([{"name": "vm", "type": 3, "value": "db-01"}])).await;
+        room.discord.callback(&c, WAIT).await.expect("ack");
+        let console = room.final_edit(&c).await;
+        assert!(console.files.iter().any(|(n, _, _)| n.ends_with(".png")));
+        assert!(report_text(&console).contains("Serial log"));
+
+        let e = room.slash("explain", json!([{"name": "error", "type": 3, "value": "Your credentials did not work"}])).await;
+        let explained = room.discord.callback(&e, WAIT).await.expect("answered");
+        assert_eq!(explained.json.as_ref().unwrap()["type"], 4);
+        assert!(explained.json.as_ref().unwrap()["data"]["embeds"][0]["title"].as_str().unwrap().contains("credentials"));
+
+        let help = room.slash("help", json!([])).await;
+        let reply = room.discord.callback(&help, WAIT).await.expect("answered");
+        assert_eq!(reply.json.as_ref().unwrap()["data"]["flags"].as_u64().unwrap() & 64, 64);
+        room.assert_clean();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_gateway_drop_mid_check_resumes_and_the_check_finishes() {
+    within(async {
+        let options = SimOptions {
+            latency: Duration::from_millis(300),
+            ..SimOptions::default()
+        };
+        let room = Room::with_options(World::new().vm("web-01"), options).await;
+        let i = room.check("web-01").await;
+        room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        room.discord.drop_gateway().await;
+        let report = room.final_edit(&i).await;
+        assert!(embed(&report, 0)["title"].as_str().unwrap().contains("nothing found"));
+        tokio::time::timeout(WAIT, async {
+            while room.discord.resumes() < 1 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the bot resumed its session");
+        let after = room.slash("help", json!([])).await;
+        room.discord.callback(&after, WAIT).await.expect("dispatches flow after the resume");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_expired_token_falls_back_to_a_channel_message() {
+    within(async {
+        let options = SimOptions {
+            latency: Duration::from_millis(200),
+            ..SimOptions::default()
+        };
+        let room = Room::with_options(World::new().vm("web-01"), options).await;
+        let i = room.check("web-01").await;
+        room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        room.discord.expire_token(&i);
+        let posted = room.discord.next_channel_message(WAIT).await.expect("posted to the channel");
+        assert!(posted.path.contains(&CHANNEL_ID.to_string()));
+        room.assert_clean();
+    })
+    .await
+}
