@@ -296,6 +296,12 @@ async fn invalid_bodies_and_unknown_routes_are_violations() {
             violations.iter().any(|v| v.contains(routes::CALLBACK)),
             "{violations:?}"
         );
+        assert!(
+            violations
+                .iter()
+                .any(|v| v.contains("99 is not one of [4,5] (at /type)")),
+            "the closest alternative is named: {violations:?}"
+        );
 
         let response = client
             .get(format!(
@@ -494,6 +500,67 @@ async fn components_carry_the_message_and_update_it() {
     .await
 }
 
+#[tokio::test]
+async fn modal_submit_answers_the_modal_that_was_opened() {
+    within(async {
+        let (fake, http) = registered().await;
+        let user = operator();
+        let i = fake
+            .slash(
+                &user,
+                "rdp",
+                &["check"],
+                json!([{"name": "vm", "type": 3, "value": "web-01"}]),
+            )
+            .await;
+        let modal = sy::CreateModal::new("reset-reason", "Why reset web-01?").components(vec![
+            sy::CreateActionRow::InputText(
+                sy::CreateInputText::new(sy::InputTextStyle::Paragraph, "Reason", "reason")
+                    .max_length(200),
+            ),
+        ]);
+        sy::CreateInteractionResponse::Modal(modal.clone())
+            .execute(&http, (i.id.into(), &i.token))
+            .await
+            .expect("open modal");
+        assert_eq!(
+            fake.callback(&i, WAIT).await.expect("callback").body()["type"],
+            9
+        );
+
+        let submit = fake
+            .modal_submit(&user, &i, &[("reason", "RDP listener wedged")])
+            .await;
+        let dispatched = fake.dispatched();
+        let parsed: sy::Interaction =
+            serde_json::from_value(dispatched[dispatched.len() - 1]["d"].clone())
+                .expect("modal submit interaction");
+        let sy::Interaction::Modal(parsed) = parsed else {
+            panic!("not a modal submit: {parsed:?}")
+        };
+        assert_eq!(parsed.data.custom_id, "reset-reason");
+        let text = poise::find_modal_text(&mut parsed.data.clone(), "reason");
+        assert_eq!(text.as_deref(), Some("RDP listener wedged"));
+
+        // A modal cannot answer a modal submit; a message can.
+        let modal_again = sy::CreateInteractionResponse::Modal(modal)
+            .execute(&http, (submit.id.into(), &submit.token))
+            .await;
+        assert!(modal_again.is_err());
+        assert_eq!(
+            fake.callback(&submit, WAIT).await.expect("refused").status,
+            400
+        );
+        sy::CreateInteractionResponse::Defer(sy::CreateInteractionResponseMessage::new())
+            .execute(&http, (submit.id.into(), &submit.token))
+            .await
+            .expect("defer the submit");
+        fake.callback(&submit, WAIT).await.expect("defer callback");
+        assert_clean(&fake);
+    })
+    .await
+}
+
 /// What the serenity-only bot saw.
 #[derive(Debug)]
 enum Seen {
@@ -554,6 +621,7 @@ async fn serenity_client_gets_ready_interactions_and_resumes() {
     within(async {
         let fake = FakeDiscord::start_with(Options {
             heartbeat_interval: Duration::from_millis(200),
+            ..Options::default()
         })
         .await;
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -40,8 +40,6 @@ pub const OWNER_ID: u64 = 1_180_000_000_000_000_005;
 pub const MEMBER_PERMISSIONS: u64 = 2_147_601_408;
 /// What the bot itself may do in the channel (`app_permissions`).
 pub const APP_PERMISSIONS: u64 = 2_147_601_408 | (1 << 13);
-/// Discord invalidates an interaction whose initial response comes later than this.
-pub const INITIAL_RESPONSE_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Spec templates of the routes the fake serves with a request body.
 pub mod routes {
@@ -157,12 +155,16 @@ impl std::fmt::Debug for Recorded {
 pub struct Options {
     /// Sent in Hello; serenity heartbeats at this period.
     pub heartbeat_interval: Duration,
+    /// An initial response (callback) arriving later than this after dispatch gets 404 Unknown
+    /// interaction, as Discord's 3-second rule.
+    pub initial_response_deadline: Duration,
 }
 
 impl Default for Options {
     fn default() -> Options {
         Options {
             heartbeat_interval: Duration::from_millis(41_250),
+            initial_response_deadline: Duration::from_secs(3),
         }
     }
 }
@@ -221,7 +223,7 @@ enum Outgoing {
 
 struct Pending {
     id: u64,
-    /// Interaction type: 2 command, 3 component, 4 autocomplete.
+    /// Interaction type: 2 command, 3 component, 4 autocomplete, 5 modal submit.
     kind: u8,
     channel_id: u64,
     dispatched: Instant,
@@ -232,6 +234,8 @@ struct Pending {
     source_message: Option<u64>,
     /// The invoking user, as in the payload.
     user: Value,
+    /// The modal this interaction was answered with (callback type 9).
+    modal: Option<Value>,
     expired: bool,
 }
 
@@ -457,6 +461,44 @@ impl FakeDiscord {
         self.register_and_dispatch(&mut world, id, token, 3, Some(message_id), payload)
     }
 
+    /// A MODAL_SUBMIT interaction for the modal `opened_by` was answered with (callback type 9),
+    /// with `fields` as `(text input custom_id, value)`. Panics if there was no modal or it has no
+    /// such input.
+    pub async fn modal_submit(
+        &self,
+        user: &User,
+        opened_by: &Interaction,
+        fields: &[(&str, &str)],
+    ) -> Interaction {
+        let mut world = self.inner.lock();
+        let (modal, source) = match world.interactions.get(&opened_by.token) {
+            Some(p) => (p.modal.clone(), p.source_message),
+            None => (None, None),
+        };
+        let modal = modal.unwrap_or_else(|| {
+            panic!("interaction {} was not answered with a modal", opened_by.id)
+        });
+        let rows: Vec<Value> = fields
+            .iter()
+            .map(|(custom_id, value)| {
+                assert!(
+                    find_component(&modal, custom_id).is_some(),
+                    "the modal has no input {custom_id}: {modal}"
+                );
+                json!({
+                    "type": 1,
+                    "components": [{ "type": 4, "custom_id": custom_id, "value": value }],
+                })
+            })
+            .collect();
+        let data = json!({ "custom_id": modal["custom_id"], "components": rows });
+        let message = source.and_then(|id| world.messages.get(&id).cloned());
+        let id = world.new_id();
+        let token = interaction_token(id);
+        let payload = interaction_payload(id, &token, 5, user, data, message);
+        self.register_and_dispatch(&mut world, id, token, 5, source, payload)
+    }
+
     fn register_and_dispatch(
         &self,
         world: &mut World,
@@ -478,6 +520,7 @@ impl FakeDiscord {
                 original: None,
                 source_message,
                 user: payload["member"]["user"].clone(),
+                modal: None,
                 expired: false,
             },
         );
@@ -1192,7 +1235,10 @@ fn handle_route(
             commands(world, method, app, Some(guild), body)
         }
         ("POST", ["interactions", id, token, "callback"]) => {
-            callback(world, id, token, body, uploads, arrived, violations)
+            let deadline = inner.options.initial_response_deadline;
+            callback(
+                world, id, token, body, uploads, arrived, deadline, violations,
+            )
         }
         (_, ["webhooks", app, token, rest @ ..]) => {
             webhook(world, method, app, token, rest, body, uploads, violations)
@@ -1261,6 +1307,7 @@ fn commands(
     Reply::ok(Value::Array(registered))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn callback(
     world: &mut World,
     id: &str,
@@ -1268,6 +1315,7 @@ fn callback(
     body: &Value,
     uploads: &[Upload],
     arrived: Instant,
+    deadline: Duration,
     violations: &mut Vec<String>,
 ) -> Reply {
     let unknown = || Reply::error(404, 10062, "Unknown interaction");
@@ -1276,7 +1324,7 @@ fn callback(
     };
     if pending.id.to_string() != id
         || pending.expired
-        || arrived.duration_since(pending.dispatched) > INITIAL_RESPONSE_DEADLINE
+        || arrived.duration_since(pending.dispatched) > deadline
     {
         return unknown();
     }
@@ -1296,8 +1344,10 @@ fn callback(
     let response_type = body.get("type").and_then(Value::as_u64).unwrap_or(0);
     let data = body.get("data").cloned().unwrap_or_else(|| json!({}));
     let allowed = match response_type {
-        4 | 5 | 9 => kind == 2 || kind == 3,
-        6 | 7 => kind == 3,
+        4 | 5 => matches!(kind, 2 | 3 | 5),
+        // A modal must be the first response, and never answers a modal submit.
+        9 => kind == 2 || kind == 3,
+        6 | 7 => kind == 3 || (kind == 5 && source.is_some()),
         8 => kind == 4,
         _ => false,
     };
@@ -1337,6 +1387,9 @@ fn callback(
         _ => None,
     };
     if let Some(pending) = world.interactions.get_mut(token) {
+        if response_type == 9 {
+            pending.modal = Some(data);
+        }
         pending.acknowledged = true;
         if original.is_some() {
             pending.original = original;
@@ -1748,7 +1801,27 @@ fn spec() -> &'static Value {
     })
 }
 
-type Validator = Option<Arc<jsonschema::JSONSchema>>;
+/// A route's request schema, and its `anyOf` branches compiled alone so that a failure can name
+/// the closest branch instead of "not valid under any of the schemas".
+struct RouteSchema {
+    whole: jsonschema::JSONSchema,
+    branches: Vec<(String, jsonschema::JSONSchema)>,
+}
+
+type Validator = Option<Arc<RouteSchema>>;
+
+fn compile(schema: &Value, key: &str) -> anyhow::Result<jsonschema::JSONSchema> {
+    // Refs are "#/components/schemas/...": compile a document that carries them.
+    let document = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": spec()["components"],
+        "allOf": [schema],
+    });
+    jsonschema::JSONSchema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .compile(&document)
+        .map_err(|e| anyhow!("compiling the schema of {key}: {e}"))
+}
 
 /// The request-body validator of `method template`, compiled once per test binary.
 fn validator(method: &Method, template: &str) -> anyhow::Result<Validator> {
@@ -1758,8 +1831,7 @@ fn validator(method: &Method, template: &str) -> anyhow::Result<Validator> {
     if let Some(v) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(v.clone());
     }
-    let spec = spec();
-    let operation = spec
+    let operation = spec()
         .pointer(&format!(
             "/paths/{}/{}",
             template.replace('~', "~0").replace('/', "~1"),
@@ -1774,17 +1846,22 @@ fn validator(method: &Method, template: &str) -> anyhow::Result<Validator> {
     let compiled = match schema {
         None => None,
         Some(schema) => {
-            // Refs are "#/components/schemas/...": compile a document that carries them.
-            let document = json!({
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "components": spec["components"],
-                "allOf": [schema],
-            });
-            let compiled = jsonschema::JSONSchema::options()
-                .with_draft(jsonschema::Draft::Draft202012)
-                .compile(&document)
-                .map_err(|e| anyhow!("compiling the schema of {key}: {e}"))?;
-            Some(Arc::new(compiled))
+            let whole = compile(schema, &key)?;
+            let mut branches = Vec::new();
+            let alternatives = schema
+                .get("anyOf")
+                .or_else(|| schema.get("oneOf"))
+                .and_then(Value::as_array);
+            for branch in alternatives.into_iter().flatten() {
+                let name = branch
+                    .get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.rsplit('/').next())
+                    .unwrap_or("(inline)")
+                    .to_string();
+                branches.push((name, compile(branch, &key)?));
+            }
+            Some(Arc::new(RouteSchema { whole, branches }))
         }
     };
     cache
@@ -1794,30 +1871,46 @@ fn validator(method: &Method, template: &str) -> anyhow::Result<Validator> {
     Ok(compiled)
 }
 
+fn error_lines(schema: &jsonschema::JSONSchema, body: &Value) -> Vec<String> {
+    match schema.validate(body) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors
+            .map(|e| {
+                let at = e.instance_path.to_string();
+                let at = if at.is_empty() { "/".to_string() } else { at };
+                format!("{e} (at {at})")
+            })
+            .collect(),
+    }
+}
+
 fn validate(method: &Method, template: &'static str, body: &Value) -> Vec<String> {
-    let validator = match validator(method, template) {
+    let schema = match validator(method, template) {
         Ok(Some(v)) => v,
         Ok(None) => return vec![format!("{method} {template} takes no request body")],
         Err(e) => return vec![format!("{e:#}")],
     };
     let mut body = body.clone();
     stringify_integer_ids(&mut body);
-    let result = match validator.validate(&body) {
-        Ok(()) => Vec::new(),
-        Err(errors) => errors
-            .map(|e| {
-                format!(
-                    "{method} {template}: {e} (at {})",
-                    if e.instance_path.to_string().is_empty() {
-                        "/".to_string()
-                    } else {
-                        e.instance_path.to_string()
-                    }
-                )
-            })
+    let errors = error_lines(&schema.whole, &body);
+    if errors.is_empty() {
+        return errors;
+    }
+    let closest = schema
+        .branches
+        .iter()
+        .map(|(name, branch)| (name, error_lines(branch, &body)))
+        .min_by_key(|(_, errors)| errors.len());
+    match closest {
+        Some((name, branch_errors)) if !branch_errors.is_empty() => branch_errors
+            .into_iter()
+            .map(|e| format!("{method} {template}: matches no alternative; closest {name}: {e}"))
             .collect(),
-    };
-    result
+        _ => errors
+            .into_iter()
+            .map(|e| format!("{method} {template}: {e}"))
+            .collect(),
+    }
 }
 
 /// Discord accepts integer snowflakes where the spec says string (serenity sends the ids of new
