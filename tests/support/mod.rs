@@ -2,6 +2,8 @@
 //! that speak the runbook's language.
 #![allow(dead_code)]
 
+pub mod discord;
+
 use rdp_doctor::azure::{Arm, ArmSettings, VmQuery};
 use rdp_doctor::runbook::{self, catalog::Catalog, CheckError, CheckOptions, Report};
 use rdp_doctor::sim::{SimOptions, Simulator, World};
