@@ -31,10 +31,15 @@ impl Room {
     async fn with_options(world: World, options: SimOptions) -> Room {
         let secret = world.client_secret.clone();
         let subscriptions: Vec<String> = world.subscriptions.iter().map(|s| s.id.clone()).collect();
-        let sim = Simulator::start("127.0.0.1:0", world, options).await.expect("simulator");
+        let sim = Simulator::start("127.0.0.1:0", world, options)
+            .await
+            .expect("simulator");
         let url = url::Url::parse(&sim.url()).unwrap();
+        let mut settings = support::fast_settings(url.clone());
+        // Tests slow Azure down to 2 s a request; that must not count as a hang.
+        settings.request_timeout = Duration::from_secs(10);
         let arm = Arm::connect_with_secret(
-            support::fast_settings(url.clone()),
+            settings,
             url,
             support::TENANT,
             support::CLIENT,
@@ -52,6 +57,15 @@ impl Room {
         };
         let bot = tokio::spawn(rdp_doctor::discord::run(settings, bot));
         discord.wait_ready(WAIT).await.expect("bot ready");
+        // The autocomplete list loads in the background at start; let it, so that tests that
+        // count ARM requests count only their own.
+        tokio::time::timeout(WAIT, async {
+            while directory.attempts() == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the VM list loaded");
         Room {
             discord,
             sim,
@@ -66,11 +80,14 @@ impl Room {
     }
 
     async fn slash(&self, sub: &str, options: Value) -> Interaction {
-        self.discord.slash(&self.alice, "rdp", &[sub], options).await
+        self.discord
+            .slash(&self.alice, "rdp", &[sub], options)
+            .await
     }
 
     async fn check(&self, vm: &str) -> Interaction {
-        self.slash("check", json!([{"name": "vm", "type": 3, "value": vm}])).await
+        self.slash("check", json!([{"name": "vm", "type": 3, "value": vm}]))
+            .await
     }
 
     /// Edits of the original response until one carries the final report (an embed whose title
@@ -87,7 +104,10 @@ impl Room {
 
     fn assert_clean(&self) {
         let violations = self.discord.schema_violations();
-        assert!(violations.is_empty(), "requests Discord would reject: {violations:#?}");
+        assert!(
+            violations.is_empty(),
+            "requests Discord would reject: {violations:#?}"
+        );
     }
 }
 
@@ -98,7 +118,10 @@ impl Drop for Room {
 }
 
 fn embed(r: &Recorded, n: usize) -> Value {
-    r.json.as_ref().map(|j| j["embeds"][n].clone()).unwrap_or(Value::Null)
+    r.json
+        .as_ref()
+        .map(|j| j["embeds"][n].clone())
+        .unwrap_or(Value::Null)
 }
 
 fn fields(e: &Value) -> Vec<(String, String)> {
@@ -137,7 +160,8 @@ fn report_text(r: &Recorded) -> String {
         out.push('\n');
     }
     for (name, kind, bytes) in &r.files {
-        out.push_str(&format!("[attachment {name} {kind} {} bytes]\n", bytes.len().min(1)));
+        assert!(!bytes.is_empty(), "attachment {name} is empty");
+        out.push_str(&format!("[attachment {name} {kind}]\n"));
     }
     out
 }
@@ -147,7 +171,10 @@ async fn commands_are_registered_in_the_guild() {
     within(async {
         let room = Room::start(World::new().vm("web-01")).await;
         let commands = room.discord.registered_commands();
-        let rdp = commands.iter().find(|c| c["name"] == "rdp").expect("/rdp registered");
+        let rdp = commands
+            .iter()
+            .find(|c| c["name"] == "rdp")
+            .expect("/rdp registered");
         let subs: Vec<&str> = rdp["options"]
             .as_array()
             .unwrap()
@@ -169,7 +196,10 @@ async fn check_defers_then_edits_progress_then_posts_the_report_with_screenshot(
         assert_eq!(ack.json.as_ref().unwrap()["type"], 5, "deferred");
         let report = room.final_edit(&i).await;
         let main = embed(&report, 0);
-        assert!(main["title"].as_str().unwrap().contains("nothing found"), "{main}");
+        assert!(
+            main["title"].as_str().unwrap().contains("nothing found"),
+            "{main}"
+        );
         assert_eq!(main["color"], 0x2ECC71);
         let names: Vec<String> = fields(&main).into_iter().map(|(n, _)| n).collect();
         assert!(names.iter().all(|n| !n.starts_with('❌')), "{names:?}");
@@ -177,12 +207,22 @@ async fn check_defers_then_edits_progress_then_posts_the_report_with_screenshot(
             .into_iter()
             .find(|(n, _)| n.contains("Network security group"))
             .expect("nsg field");
-        assert!(nsg.1.contains("allow-rdp") && nsg.1.contains("priority 1000"), "{}", nsg.1);
+        assert!(
+            nsg.1.contains("allow-rdp") && nsg.1.contains("priority 1000"),
+            "{}",
+            nsg.1
+        );
         let (file, kind, png) = report.files.first().expect("screenshot attached");
-        assert!(file.ends_with(".png") && kind.contains("png"), "{file} {kind}");
+        assert!(
+            file.ends_with(".png") && kind.contains("png"),
+            "{file} {kind}"
+        );
         assert_eq!(&png[..4], b"\x89PNG");
         assert_eq!(main["image"]["url"], format!("attachment://{file}"));
-        assert!(embed(&report, 1)["description"].as_str().unwrap().starts_with("```text"));
+        assert!(embed(&report, 1)["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("```text"));
         let json = report.json.as_ref().unwrap();
         assert_eq!(json["allowed_mentions"]["parse"], json!([]), "no pings");
         room.assert_clean();
@@ -219,10 +259,16 @@ async fn the_acknowledgement_beats_a_slow_azure() {
         let ack = room.discord.callback(&i, WAIT).await.expect("acknowledged");
         // Every ARM request takes 2 s: an acknowledgement sent after any of them would be late.
         let waited = ack.at.duration_since(i.sent_at);
-        assert!(waited < Duration::from_secs(1), "acknowledged after {waited:?}");
+        assert!(
+            waited < Duration::from_secs(1),
+            "acknowledged after {waited:?}"
+        );
         assert_eq!(ack.json.as_ref().unwrap()["type"], 5);
         let report = room.final_edit(&i).await;
-        assert!(embed(&report, 0)["title"].as_str().unwrap().contains("web-01"));
+        assert!(embed(&report, 0)["title"]
+            .as_str()
+            .unwrap()
+            .contains("web-01"));
     })
     .await
 }
@@ -241,7 +287,11 @@ async fn an_ambiguous_name_asks_privately_and_the_choice_runs_the_check() {
         .await;
         let i = room.check("api-01").await;
         room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        let menu = room.discord.next_followup(&i, WAIT).await.expect("a private menu");
+        let menu = room
+            .discord
+            .next_followup(&i, WAIT)
+            .await
+            .expect("a private menu");
         let json = menu.json.clone().unwrap();
         assert_eq!(json["flags"].as_u64().unwrap() & 64, 64, "ephemeral");
         let select = &json["components"][0]["components"][0];
@@ -252,24 +302,59 @@ async fn an_ambiguous_name_asks_privately_and_the_choice_runs_the_check() {
             .map(|o| o["label"].as_str().unwrap())
             .collect();
         assert_eq!(labels, ["rg-api-east/api-01", "rg-api-west/api-01"]);
-        let message_id = menu.message_id.expect("menu message id");
+        let message_id = room.discord.last_message_id().expect("menu message id");
         let pick = room
             .discord
-            .component(&room.alice, message_id, select["custom_id"].as_str().unwrap(), &["1"])
+            .component(
+                &room.alice,
+                message_id,
+                select["custom_id"].as_str().unwrap(),
+                &["1"],
+            )
             .await;
-        let update = room.discord.callback(&pick, WAIT).await.expect("menu answered");
+        let update = room
+            .discord
+            .callback(&pick, WAIT)
+            .await
+            .expect("menu answered");
         assert_eq!(update.json.as_ref().unwrap()["type"], 7);
-        let report_message = room.discord.next_followup(&pick, WAIT).await.expect("public report");
-        assert_eq!(report_message.json.as_ref().unwrap()["flags"].as_u64().unwrap_or(0) & 64, 0);
+        let report_message = room
+            .discord
+            .next_followup(&pick, WAIT)
+            .await
+            .expect("public report");
+        assert_eq!(
+            report_message.json.as_ref().unwrap()["flags"]
+                .as_u64()
+                .unwrap_or(0)
+                & 64,
+            0
+        );
         // The report is edited into that follow-up.
         let mut last;
         loop {
-            last = room.discord.next_request("report edit", |r| r.method == "PATCH" && r.path.contains(&pick.token), WAIT).await.expect("edit");
-            if embed(&last, 0)["title"].as_str().unwrap_or("").contains("nothing found") {
+            last = room
+                .discord
+                .next_request(
+                    "report edit",
+                    |r| r.method == "PATCH" && r.path.contains(&pick.token),
+                    WAIT,
+                )
+                .await
+                .expect("edit");
+            if embed(&last, 0)["title"]
+                .as_str()
+                .unwrap_or("")
+                .contains("nothing found")
+            {
                 break;
             }
         }
-        assert!(report_text(&last).contains("rg-api-west"), "{}", report_text(&last));
+        assert!(
+            report_text(&last).contains("rg-api-west"),
+            "{}",
+            report_text(&last)
+        );
         room.assert_clean();
     })
     .await
@@ -281,7 +366,11 @@ async fn an_unknown_name_gets_a_private_reply_with_the_closest_names() {
         let room = Room::start(World::new().vm("web-01").vm("web-02")).await;
         let i = room.check("web-1").await;
         room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        let reply = room.discord.next_followup(&i, WAIT).await.expect("a private reply");
+        let reply = room
+            .discord
+            .next_followup(&i, WAIT)
+            .await
+            .expect("a private reply");
         let json = reply.json.clone().unwrap();
         assert_eq!(json["flags"].as_u64().unwrap() & 64, 64);
         let text = json["embeds"][0]["description"].as_str().unwrap();
@@ -301,7 +390,10 @@ async fn invalid_input_is_answered_privately_without_azure() {
         let json = reply.json.clone().unwrap();
         assert_eq!(json["type"], 4);
         assert_eq!(json["data"]["flags"].as_u64().unwrap() & 64, 64);
-        assert!(json["data"]["embeds"][0]["description"].as_str().unwrap().contains("not a valid Azure VM name"));
+        assert!(json["data"]["embeds"][0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid Azure VM name"));
         assert_eq!(room.sim.stats().requests, before);
     })
     .await
@@ -354,15 +446,27 @@ async fn autocomplete_offers_at_most_25_names_prefix_first_without_waiting_on_az
         let before = room.sim.stats().requests;
         let i = room
             .discord
-            .autocomplete(&room.alice, "rdp", &["check"], json!([{"name": "vm", "type": 3, "value": "web"}]), "vm")
+            .autocomplete(
+                &room.alice,
+                "rdp",
+                &["check"],
+                json!([{"name": "vm", "type": 3, "value": "web"}]),
+                "vm",
+            )
             .await;
         let answer = room.discord.callback(&i, WAIT).await.expect("choices");
         let json = answer.json.clone().unwrap();
         assert_eq!(json["type"], 8);
         let choices = json["data"]["choices"].as_array().unwrap();
         assert_eq!(choices.len(), 25);
-        assert!(choices.iter().all(|c| c["name"].as_str().unwrap().starts_with("web-")));
-        assert_eq!(room.sim.stats().requests, before, "autocomplete never calls Azure");
+        assert!(choices
+            .iter()
+            .all(|c| c["name"].as_str().unwrap().starts_with("web-")));
+        assert_eq!(
+            room.sim.stats().requests,
+            before,
+            "autocomplete never calls Azure"
+        );
         room.assert_clean();
     })
     .await
@@ -371,26 +475,60 @@ async fn autocomplete_offers_at_most_25_names_prefix_first_without_waiting_on_az
 #[tokio::test]
 async fn health_console_explain_and_help() {
     within(async {
-        let room = Room::start(World::new().vm("db-01").health("Unavailable", "We're sorry, we couldn't automatically recover your virtual machine")).await;
-        let h = room.slash("health", json!([{"name": "vm", "type": 3, "value": "db-01"}])).await;
+        let room = Room::start(World::new().vm("db-01").health(
+            "Unavailable",
+            "We're sorry, we couldn't automatically recover your virtual machine",
+        ))
+        .await;
+        let h = room
+            .slash(
+                "health",
+                json!([{"name": "vm", "type": 3, "value": "db-01"}]),
+            )
+            .await;
         room.discord.callback(&h, WAIT).await.expect("ack");
         let health = room.final_edit(&h).await;
-        assert!(report_text(&health).contains("couldn't automatically recover"), "{}", report_text(&health));
+        assert!(
+            report_text(&health).contains("couldn't automatically recover"),
+            "{}",
+            report_text(&health)
+        );
 
-        let c = room.slash("console", json!([{"name": "vm", "type": 3, "value": "db-01"}])).await;
+        let c = room
+            .slash(
+                "console",
+                json!([{"name": "vm", "type": 3, "value": "db-01"}]),
+            )
+            .await;
         room.discord.callback(&c, WAIT).await.expect("ack");
         let console = room.final_edit(&c).await;
         assert!(console.files.iter().any(|(n, _, _)| n.ends_with(".png")));
         assert!(report_text(&console).contains("Serial log"));
 
-        let e = room.slash("explain", json!([{"name": "error", "type": 3, "value": "Your credentials did not work"}])).await;
+        let e = room
+            .slash(
+                "explain",
+                json!([{"name": "error", "type": 3, "value": "Your credentials did not work"}]),
+            )
+            .await;
         let explained = room.discord.callback(&e, WAIT).await.expect("answered");
         assert_eq!(explained.json.as_ref().unwrap()["type"], 4);
-        assert!(explained.json.as_ref().unwrap()["data"]["embeds"][0]["title"].as_str().unwrap().contains("credentials"));
+        assert!(
+            explained.json.as_ref().unwrap()["data"]["embeds"][0]["title"]
+                .as_str()
+                .unwrap()
+                .contains("credentials")
+        );
 
         let help = room.slash("help", json!([])).await;
         let reply = room.discord.callback(&help, WAIT).await.expect("answered");
-        assert_eq!(reply.json.as_ref().unwrap()["data"]["flags"].as_u64().unwrap() & 64, 64);
+        assert_eq!(
+            reply.json.as_ref().unwrap()["data"]["flags"]
+                .as_u64()
+                .unwrap()
+                & 64,
+            64
+        );
         room.assert_clean();
     })
     .await
@@ -408,7 +546,10 @@ async fn a_gateway_drop_mid_check_resumes_and_the_check_finishes() {
         room.discord.callback(&i, WAIT).await.expect("acknowledged");
         room.discord.drop_gateway().await;
         let report = room.final_edit(&i).await;
-        assert!(embed(&report, 0)["title"].as_str().unwrap().contains("nothing found"));
+        assert!(embed(&report, 0)["title"]
+            .as_str()
+            .unwrap()
+            .contains("nothing found"));
         tokio::time::timeout(WAIT, async {
             while room.discord.resumes() < 1 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -417,7 +558,10 @@ async fn a_gateway_drop_mid_check_resumes_and_the_check_finishes() {
         .await
         .expect("the bot resumed its session");
         let after = room.slash("help", json!([])).await;
-        room.discord.callback(&after, WAIT).await.expect("dispatches flow after the resume");
+        room.discord
+            .callback(&after, WAIT)
+            .await
+            .expect("dispatches flow after the resume");
     })
     .await
 }
@@ -433,7 +577,11 @@ async fn an_expired_token_falls_back_to_a_channel_message() {
         let i = room.check("web-01").await;
         room.discord.callback(&i, WAIT).await.expect("acknowledged");
         room.discord.expire_token(&i);
-        let posted = room.discord.next_channel_message(WAIT).await.expect("posted to the channel");
+        let posted = room
+            .discord
+            .next_channel_message(WAIT)
+            .await
+            .expect("posted to the channel");
         assert!(posted.path.contains(&CHANNEL_ID.to_string()));
         room.assert_clean();
     })

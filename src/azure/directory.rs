@@ -15,6 +15,7 @@ struct Snapshot {
 #[derive(Default)]
 pub struct VmDirectory {
     snapshot: RwLock<Snapshot>,
+    attempts: std::sync::atomic::AtomicU64,
 }
 
 impl VmDirectory {
@@ -29,6 +30,8 @@ impl VmDirectory {
         subscriptions: &[String],
     ) -> Result<usize, super::ArmError> {
         let lists = futures::future::join_all(subscriptions.iter().map(|s| arm.list_vms(s))).await;
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut vms = Vec::new();
         for list in lists {
             vms.extend(list?);
@@ -67,6 +70,11 @@ impl VmDirectory {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Refreshes tried so far, successful or not.
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn age(&self) -> Option<Duration> {

@@ -626,6 +626,11 @@ impl FakeDiscord {
         world.messages.get(&id).cloned()
     }
 
+    /// The id of the newest message the bot created that still exists.
+    pub fn last_message_id(&self) -> Option<u64> {
+        self.inner.lock().messages.keys().max().copied()
+    }
+
     /// A message the bot created (and that was not deleted), as it stands now.
     pub fn message(&self, id: u64) -> Option<Value> {
         self.inner.lock().messages.get(&id).cloned()
