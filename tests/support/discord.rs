@@ -7,6 +7,25 @@
 //! (`tests/fixtures/discord-openapi.json`).
 //!
 //! **Invariant:** this module knows Discord, not rdp-doctor: nothing here depends on the bot crate.
+//!
+//! What serenity 0.12.5 / poise 0.7.1 turned out to need, and how the fake answers:
+//! - `Client::start` calls `GET /gateway` (not `/gateway/bot`) and falls back to the real
+//!   `wss://gateway.discord.gg` if that fails, so `/gateway` answers whatever the token. The
+//!   websocket is on its own port ([`FakeDiscord::gateway_url`]); serenity appends `?v=10`.
+//! - Gateway: Hello (op 10) first; IDENTIFY (op 2, token sent as "Bot …", `compress: true` but
+//!   plain text frames are accepted) gets READY with `v, user, guilds, session_id,
+//!   resume_gateway_url, shard, application{id, flags}`; no GUILD_CREATE is needed. A wrong token
+//!   closes with 4004, which makes `Client::start` return an error. Heartbeats get op 11. After a
+//!   drop serenity reconnects to the same URL and sends RESUME (op 6) without waiting for Hello;
+//!   the fake replays the dispatches after `seq`, then RESUMED.
+//! - poise fetches `GET /oauth2/applications/@me` (owners) and `register_in_guild` PUTs the
+//!   guild's commands; the answer must be full `Command` objects (`id`, `application_id`,
+//!   `version`, …).
+//! - Interactions need `attachment_size_limit`, `entitlements`, `locale`, `version`, `token`,
+//!   `channel_id`; a message (for components) needs `interaction_metadata.user` if present.
+//! - serenity sends new attachment ids as integers; Discord accepts them, the spec says string,
+//!   so integer `id`/`*_id` values are validated as strings.
+//! - Callbacks: 204 with no body. Webhook edits and follow-ups: the message object.
 #![allow(dead_code)]
 
 use anyhow::{anyhow, bail, Context as _};
@@ -405,12 +424,11 @@ impl FakeDiscord {
         kind: u8,
     ) -> Interaction {
         let mut world = self.inner.lock();
-        let command_id = world
+        let registered = world
             .commands
             .iter()
             .find(|c| c.get("name").and_then(Value::as_str) == Some(command))
-            .and_then(|c| c.get("id").and_then(Value::as_str))
-            .map(str::to_string)
+            .cloned()
             .unwrap_or_else(|| {
                 let names: Vec<&str> = world
                     .commands
@@ -419,14 +437,16 @@ impl FakeDiscord {
                     .collect();
                 panic!("command /{command} is not registered (registered: {names:?})")
             });
-        let options = nest_options(path, options);
-        let data = json!({
-            "id": command_id,
+        let mut data = json!({
+            "id": registered["id"],
             "name": command,
             "type": 1,
-            "guild_id": GUILD_ID.to_string(),
-            "options": options,
+            "options": nest_options(path, options),
         });
+        // Only guild commands carry the guild id in the interaction data.
+        if !registered["guild_id"].is_null() {
+            data["guild_id"] = registered["guild_id"].clone();
+        }
         let id = world.new_id();
         let token = interaction_token(id);
         let payload = interaction_payload(id, &token, kind, user, data, None);
