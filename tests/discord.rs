@@ -140,6 +140,7 @@ fn fields(e: &Value) -> Vec<(String, String)> {
 
 /// The final report as text, for snapshots: title, fields, footer without timing, image.
 fn report_text(r: &Recorded) -> String {
+    let elapsed = regex::Regex::new(r" · [\d.]+ s").unwrap();
     let mut out = String::new();
     let json = r.json.clone().unwrap_or(Value::Null);
     for e in json["embeds"].as_array().into_iter().flatten() {
@@ -154,8 +155,7 @@ fn report_text(r: &Recorded) -> String {
             out.push_str(&format!("[image {url}]\n"));
         }
         if let Some(footer) = e["footer"]["text"].as_str() {
-            let re = regex::Regex::new(r" · [\d.]+ s").unwrap();
-            out.push_str(&format!("-- {}\n", re.replace(footer, " · <elapsed>")));
+            out.push_str(&format!("-- {}\n", elapsed.replace(footer, " · <elapsed>")));
         }
         out.push('\n');
     }
@@ -194,7 +194,33 @@ async fn check_defers_then_edits_progress_then_posts_the_report_with_screenshot(
         let i = room.check("web-01").await;
         let ack = room.discord.callback(&i, WAIT).await.expect("acknowledged");
         assert_eq!(ack.json.as_ref().unwrap()["type"], 5, "deferred");
-        let report = room.final_edit(&i).await;
+        // The checklist is edited in as steps finish, then replaced by the report.
+        let mut checklists = Vec::new();
+        let report = loop {
+            let edit = room.discord.next_edit(&i, WAIT).await.expect("an edit");
+            let title = embed(&edit, 0)["title"].as_str().unwrap_or("").to_string();
+            if title.starts_with("Checking") {
+                checklists.push(
+                    embed(&edit, 0)["description"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                );
+            } else if !title.starts_with("Looking for") {
+                break edit;
+            }
+        };
+        assert!(
+            checklists
+                .first()
+                .is_some_and(|c| c.matches('⏳').count() == 6),
+            "{checklists:#?}"
+        );
+        assert!(
+            checklists.iter().any(|c| c.contains('✅')),
+            "{checklists:#?}"
+        );
+        assert!(checklists.len() >= 2, "progress was shown: {checklists:#?}");
         let main = embed(&report, 0);
         assert!(
             main["title"].as_str().unwrap().contains("nothing found"),
@@ -234,7 +260,8 @@ async fn check_defers_then_edits_progress_then_posts_the_report_with_screenshot(
 #[tokio::test]
 async fn subnet_nsg_deny_report() {
     within(async {
-        let room = Room::start(World::new().vm("web-02").nsg_denies_rdp()).await;
+        // The demo world's web-02: a subnet NSG denies 3389 from the Internet.
+        let room = Room::start(rdp_doctor::sim::demo_world()).await;
         let i = room.check("web-02").await;
         room.discord.callback(&i, WAIT).await.expect("acknowledged");
         let report = room.final_edit(&i).await;
@@ -584,6 +611,77 @@ async fn an_expired_token_falls_back_to_a_channel_message() {
             .expect("posted to the channel");
         assert!(posted.path.contains(&CHANNEL_ID.to_string()));
         room.assert_clean();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_bot_binary_exits_2_on_a_missing_or_rejected_token() {
+    within(async {
+        let discord = FakeDiscord::start().await;
+        let run = |token: Option<&str>| {
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"));
+            cmd.args(["bot", "--simulate"])
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("DISCORD_API_URL", discord.url())
+                .env("DISCORD_GUILD_ID", GUILD_ID.to_string())
+                .kill_on_drop(true);
+            if let Some(token) = token {
+                cmd.env("DISCORD_TOKEN", token);
+            }
+            cmd.output()
+        };
+        let rejected = run(Some("not-the-token")).await.expect("runs");
+        assert_eq!(rejected.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&rejected.stderr);
+        assert!(err.contains("DISCORD_TOKEN was rejected"), "{err}");
+        assert!(!err.contains("not-the-token"), "the token is not echoed");
+        let missing = run(None).await.expect("runs");
+        assert_eq!(missing.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&missing.stderr).contains("DISCORD_TOKEN is not set"));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_bot_shuts_down_cleanly_on_sigterm() {
+    within(async {
+        let discord = FakeDiscord::start().await;
+        let mut bot = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"))
+            .args(["bot", "--simulate"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DISCORD_TOKEN", TOKEN)
+            .env("DISCORD_API_URL", discord.url())
+            .env("DISCORD_GUILD_ID", GUILD_ID.to_string())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("bot starts");
+        discord.wait_ready(WAIT).await.expect("ready");
+        let pid = bot.id().expect("pid").to_string();
+        let killed = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(killed.success());
+        let status = tokio::time::timeout(WAIT, bot.wait())
+            .await
+            .expect("the bot exits after SIGTERM")
+            .expect("exit status");
+        assert_eq!(status.code(), Some(0));
+        let mut log = String::new();
+        use tokio::io::AsyncReadExt;
+        bot.stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .await
+            .unwrap();
+        assert_eq!(log.matches("rdp-doctor ready as").count(), 1, "{log}");
+        assert!(log.contains("shutting down"), "{log}");
     })
     .await
 }
