@@ -15,12 +15,17 @@ mod lro;
 mod read;
 mod resolve;
 mod retry;
+mod write;
 
 pub use directory::VmDirectory;
 pub use error::{parse_error_body, redact, ArmError};
 pub use id::{ResourceId, ResourceIdError};
 pub use read::HealthOutcome;
 pub use resolve::{validate_vm_name, ResolveError, VmQuery, VmRef, VmSummary};
+pub use write::{
+    free_priority_below, ConfiguredRule, ExtensionInfo, NewRdpRule, OperationHandle, PowerAction,
+    VmAccess,
+};
 
 use azure_core::auth::TokenCredential;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -270,6 +270,7 @@ impl Arm {
         Ok(NicFacts {
             nic_id: nic_id.to_string(),
             private_ip: config.private_ip_address,
+            private_ip_allocation: ip_allocation(config.private_ip_allocation_method.as_ref()),
             public_ip,
         })
     }

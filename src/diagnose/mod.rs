@@ -228,6 +228,8 @@ pub fn split_status_code(code: &str) -> Option<(&str, &str)> {
 pub struct NicFacts {
     pub nic_id: String,
     pub private_ip: Option<String>,
+    /// `Static` or `Dynamic`.
+    pub private_ip_allocation: Option<String>,
     pub public_ip: Option<PublicIpFacts>,
 }
 

@@ -55,6 +55,7 @@ mod tests {
         NicFacts {
             nic_id: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/web-01-nic".into(),
             private_ip: Some("10.0.1.4".into()),
+            private_ip_allocation: Some("Dynamic".into()),
             public_ip,
         }
     }

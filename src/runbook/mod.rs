@@ -6,6 +6,7 @@
 //! structs, verdicts from `diagnose`, texts from the [`catalog::Catalog`].
 
 pub mod catalog;
+pub mod fix;
 mod report;
 
 pub use report::{Report, Stats, Verdict};

@@ -1,0 +1,362 @@
+//! The runbook's fixes as ARM writes: VMAccess (reset RDP configuration, reset password),
+//! start / restart / redeploy, and an inbound NSG rule for TCP 3389. Each write returns an
+//! [`OperationHandle`] that can be stored and followed later, even by another process.
+
+use super::{lro::Pending, Arm, ArmError, ResourceId, VmRef};
+use azure_mgmt_compute::package_2024_07_01::models as compute;
+use azure_mgmt_network::package_2024_03::models as network;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Where to follow a long-running operation. Plain URLs Azure handed us: no secrets inside, so
+/// it can be stored and resumed after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationHandle {
+    /// `Azure-AsyncOperation`, if Azure gave one.
+    pub status_url: Option<String>,
+    /// `Location`, if Azure gave one.
+    pub location: Option<String>,
+    /// The write finished in its first response (200 without anything to poll).
+    pub done: bool,
+}
+
+impl OperationHandle {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(text: &str) -> Option<OperationHandle> {
+        serde_json::from_str(text).ok()
+    }
+
+    fn pending(&self) -> Pending {
+        Pending {
+            async_operation: self
+                .status_url
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok()),
+            location: self
+                .location
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok()),
+            retry_after: None,
+        }
+    }
+}
+
+/// The VM power operations of the runbook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    Start,
+    Restart,
+    Redeploy,
+}
+
+/// What the VMAccess extension should do.
+pub enum VmAccess {
+    /// "Reset configuration only": enables RDP and its firewall rule, resets the port to 3389.
+    ResetConfig,
+    /// Reset (or create) a local administrator's password.
+    ResetPassword {
+        username: String,
+        password: SecretString,
+    },
+}
+
+/// An extension installed on a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionInfo {
+    pub name: String,
+    pub publisher: Option<String>,
+    pub kind: Option<String>,
+}
+
+impl ExtensionInfo {
+    pub fn is_vmaccess(&self) -> bool {
+        self.publisher
+            .as_deref()
+            .is_some_and(|p| p.eq_ignore_ascii_case("Microsoft.Compute"))
+            && self
+                .kind
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("VMAccessAgent"))
+    }
+}
+
+/// One configured rule of an NSG (for choosing a free priority).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfiguredRule {
+    pub name: String,
+    pub priority: i32,
+    pub inbound: bool,
+}
+
+/// A new inbound allow rule for TCP 3389.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRdpRule {
+    pub name: String,
+    pub priority: i32,
+    /// An address, a CIDR, a service tag, or `*`.
+    pub source: String,
+    pub description: String,
+}
+
+impl Arm {
+    /// Send a write and return where to follow it.
+    async fn start_write(
+        &self,
+        response: Result<azure_core::Response, azure_core::Error>,
+        what: &str,
+    ) -> Result<OperationHandle, ArmError> {
+        let response = response.map_err(|e| self.map_err(e, what))?;
+        let (status, headers, _) = response.deconstruct();
+        let pending = Pending::from_headers(&headers);
+        let done = pending.async_operation.is_none()
+            && pending.location.is_none()
+            && u16::from(status) != 202;
+        Ok(OperationHandle {
+            status_url: pending.async_operation.map(|u| u.to_string()),
+            location: pending.location.map(|u| u.to_string()),
+            done,
+        })
+    }
+
+    /// Follow an operation to its end (also one started by an earlier process).
+    pub async fn wait(&self, handle: &OperationHandle, what: &str) -> Result<(), ArmError> {
+        if handle.done {
+            return Ok(());
+        }
+        self.follow(202, bytes::Bytes::new(), handle.pending(), what)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn power(
+        &self,
+        vm: &VmRef,
+        action: PowerAction,
+    ) -> Result<OperationHandle, ArmError> {
+        let client = self.compute.virtual_machines_client();
+        let (rg, name, sub) = (&vm.resource_group, &vm.name, &vm.subscription_id);
+        let (what, response) = match action {
+            PowerAction::Start => (
+                format!("starting {name}"),
+                client
+                    .start(rg, name, sub)
+                    .send()
+                    .await
+                    .map(|r| r.into_raw_response()),
+            ),
+            PowerAction::Restart => (
+                format!("restarting {name}"),
+                client
+                    .restart(rg, name, sub)
+                    .send()
+                    .await
+                    .map(|r| r.into_raw_response()),
+            ),
+            PowerAction::Redeploy => (
+                format!("redeploying {name}"),
+                client
+                    .redeploy(rg, name, sub)
+                    .send()
+                    .await
+                    .map(|r| r.into_raw_response()),
+            ),
+        };
+        self.start_write(response, &what).await
+    }
+
+    pub async fn extensions(&self, vm: &VmRef) -> Result<Vec<ExtensionInfo>, ArmError> {
+        let what = format!("listing the extensions of {}", vm.name);
+        let list = self
+            .compute
+            .virtual_machine_extensions_client()
+            .list(&vm.resource_group, &vm.name, &vm.subscription_id)
+            .await
+            .map_err(|e| self.map_err(e, &what))?;
+        Ok(list
+            .value
+            .into_iter()
+            .map(|e| ExtensionInfo {
+                name: e.resource_with_optional_location.name.unwrap_or_default(),
+                publisher: e.properties.as_ref().and_then(|p| p.publisher.clone()),
+                kind: e.properties.as_ref().and_then(|p| p.type_.clone()),
+            })
+            .collect())
+    }
+
+    /// PUT the VMAccessAgent extension under `name` (the VM's existing VMAccess name, if any:
+    /// Azure allows one per VM). A new `forceUpdateTag` makes Azure run it again.
+    pub async fn vmaccess(
+        &self,
+        vm: &VmRef,
+        location: &str,
+        name: &str,
+        request: &VmAccess,
+    ) -> Result<OperationHandle, ArmError> {
+        let tag = format!(
+            "rdp-doctor-{}",
+            time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+        );
+        let (settings, protected, what) = match request {
+            VmAccess::ResetConfig => (
+                serde_json::json!({}),
+                None,
+                format!("resetting the RDP configuration of {}", vm.name),
+            ),
+            VmAccess::ResetPassword { username, password } => (
+                serde_json::json!({ "username": username }),
+                Some(serde_json::json!({ "password": password.expose_secret() })),
+                format!("resetting the password of {username} on {}", vm.name),
+            ),
+        };
+        let mut body = serde_json::json!({
+            "location": location,
+            "properties": {
+                "publisher": "Microsoft.Compute",
+                "type": "VMAccessAgent",
+                "typeHandlerVersion": "2.4",
+                "autoUpgradeMinorVersion": true,
+                "forceUpdateTag": tag,
+                "settings": settings,
+            }
+        });
+        if let Some(protected) = protected {
+            body["properties"]["protectedSettings"] = protected;
+        }
+        let extension: compute::VirtualMachineExtension = serde_json::from_value(body)
+            .map_err(|e| ArmError::Config(format!("cannot build the VMAccess request: {e}")))?;
+        let response = self
+            .compute
+            .virtual_machine_extensions_client()
+            .create_or_update(
+                &vm.resource_group,
+                &vm.name,
+                name,
+                extension,
+                &vm.subscription_id,
+            )
+            .send()
+            .await
+            .map(|r| r.into_raw_response());
+        self.start_write(response, &what).await
+    }
+
+    /// The rules configured in an NSG (custom rules only; the defaults sit at 65000+).
+    pub async fn nsg_rules(&self, nsg_id: &str) -> Result<Vec<ConfiguredRule>, ArmError> {
+        let id = ResourceId::parse(nsg_id).map_err(|e| ArmError::Malformed {
+            what: "NSG id".into(),
+            detail: e.to_string(),
+        })?;
+        let what = format!("reading network security group {}", id.name);
+        let nsg = self
+            .network
+            .network_security_groups_client()
+            .get(&id.resource_group, &id.name, &id.subscription_id)
+            .await
+            .map_err(|e| self.map_err(e, &what))?;
+        Ok(nsg
+            .properties
+            .map(|p| p.security_rules)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| {
+                let props = r.properties?;
+                Some(ConfiguredRule {
+                    name: r.name.unwrap_or_default(),
+                    priority: props.priority,
+                    inbound: matches!(props.direction, network::SecurityRuleDirection::Inbound),
+                })
+            })
+            .collect())
+    }
+
+    /// PUT an inbound allow rule for TCP 3389 into an NSG.
+    pub async fn put_rdp_rule(
+        &self,
+        nsg_id: &str,
+        rule: &NewRdpRule,
+    ) -> Result<OperationHandle, ArmError> {
+        let id = ResourceId::parse(nsg_id).map_err(|e| ArmError::Malformed {
+            what: "NSG id".into(),
+            detail: e.to_string(),
+        })?;
+        let what = format!("adding rule {} to {}", rule.name, id.name);
+        let body = serde_json::json!({
+            "properties": {
+                "description": rule.description,
+                "protocol": "Tcp",
+                "sourcePortRange": "*",
+                "destinationPortRange": "3389",
+                "sourceAddressPrefix": rule.source,
+                "destinationAddressPrefix": "*",
+                "access": "Allow",
+                "priority": rule.priority,
+                "direction": "Inbound",
+            }
+        });
+        let parameters: network::SecurityRule = serde_json::from_value(body)
+            .map_err(|e| ArmError::Config(format!("cannot build the rule request: {e}")))?;
+        let response = self
+            .network
+            .security_rules_client()
+            .create_or_update(
+                &id.resource_group,
+                &id.name,
+                &rule.name,
+                parameters,
+                &id.subscription_id,
+            )
+            .send()
+            .await
+            .map(|r| r.into_raw_response());
+        self.start_write(response, &what).await
+    }
+}
+
+/// The lowest free priority that still wins over `deciding` (lower number = evaluated first):
+/// counting down from just below it, skipping priorities in use. Azure's range is 100-4096.
+pub fn free_priority_below(deciding: i32, used: &[i32]) -> Option<i32> {
+    let start = deciding.saturating_sub(1).min(4096);
+    (100..=start).rev().find(|p| !used.contains(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_priorities_win_over_the_deciding_rule() {
+        assert_eq!(free_priority_below(100, &[]), None, "nothing wins over 100");
+        assert_eq!(free_priority_below(65500, &[4096, 4095]), Some(4094));
+        assert_eq!(free_priority_below(300, &[299, 298]), Some(297));
+        assert_eq!(free_priority_below(101, &[100]), None);
+    }
+
+    #[test]
+    fn handles_round_trip_through_json() {
+        let handle = OperationHandle {
+            status_url: Some("http://127.0.0.1:1/op?api-version=1".into()),
+            location: None,
+            done: false,
+        };
+        assert_eq!(OperationHandle::from_json(&handle.to_json()), Some(handle));
+        assert_eq!(OperationHandle::from_json("garbage"), None);
+    }
+
+    #[test]
+    fn vmaccess_is_recognised_by_publisher_and_type() {
+        let e = ExtensionInfo {
+            name: "enablevmAccess".into(),
+            publisher: Some("Microsoft.Compute".into()),
+            kind: Some("VMAccessAgent".into()),
+        };
+        assert!(e.is_vmaccess());
+        let other = ExtensionInfo {
+            kind: Some("CustomScriptExtension".into()),
+            ..e
+        };
+        assert!(!other.is_vmaccess());
+    }
+}

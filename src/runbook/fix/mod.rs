@@ -1,0 +1,205 @@
+//! The runbook's fixes: what each would do to *this* VM (computed from live facts just before
+//! it is offered), whether its preconditions hold, and running it to the end.
+//!
+//! One file per fix. A fix never runs from here without the caller having a confirmation; this
+//! module only plans and executes.
+
+mod open_rdp_port;
+mod power;
+mod reset_password;
+mod reset_rdp_config;
+
+pub use open_rdp_port::{parse_source, RdpSource};
+pub use reset_password::{check_password, PasswordProblem};
+
+use crate::azure::{Arm, ArmError, OperationHandle, VmRef};
+use crate::diagnose::{nsg, ActionId, NicFacts, VmFacts};
+use secrecy::SecretString;
+
+/// A fix with its parameters, as a person asked for it.
+pub enum FixRequest {
+    ResetRdpConfig,
+    ResetPassword {
+        username: String,
+        password: SecretString,
+    },
+    Start,
+    Restart,
+    Redeploy,
+    OpenRdpPort {
+        source: RdpSource,
+    },
+}
+
+impl FixRequest {
+    pub fn action(&self) -> ActionId {
+        match self {
+            FixRequest::ResetRdpConfig => ActionId::ResetRdpConfig,
+            FixRequest::ResetPassword { .. } => ActionId::ResetPassword,
+            FixRequest::Start => ActionId::Start,
+            FixRequest::Restart => ActionId::Restart,
+            FixRequest::Redeploy => ActionId::Redeploy,
+            FixRequest::OpenRdpPort { .. } => ActionId::OpenRdpPort,
+        }
+    }
+
+    /// Parameters safe to store and show (never the password).
+    pub fn public_params(&self) -> serde_json::Value {
+        match self {
+            FixRequest::ResetPassword { username, .. } => {
+                serde_json::json!({ "username": username })
+            }
+            FixRequest::OpenRdpPort { source } => serde_json::json!({ "source": source.prefix() }),
+            _ => serde_json::json!({}),
+        }
+    }
+}
+
+/// Live facts a plan is computed from.
+pub struct Facts {
+    pub vm: VmRef,
+    pub state: VmFacts,
+    pub nic: Option<NicFacts>,
+}
+
+/// What a fix will do to this VM, ready to be confirmed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub action: ActionId,
+    pub vm: VmRef,
+    /// One line of what happens, e.g. "Restart web-01".
+    pub headline: String,
+    /// Consequences computed from the VM's real configuration.
+    pub consequences: Vec<String>,
+    /// Loud warnings (e.g. RDP open to the whole Internet).
+    pub warnings: Vec<String>,
+    pub(crate) step: Step,
+}
+
+/// What `execute` will send.
+#[derive(Debug, Clone)]
+pub(crate) enum Step {
+    Power(crate::azure::PowerAction),
+    VmAccess {
+        location: String,
+        extension: String,
+    },
+    Rule {
+        nsg_id: String,
+        rule: crate::azure::NewRdpRule,
+    },
+}
+
+/// Why a fix is not offered, and what to do instead.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason}{}", instead.map(|a| format!(" Try `{}` instead.", a.as_str())).unwrap_or_default())]
+pub struct Refusal {
+    pub reason: String,
+    pub instead: Option<ActionId>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Arm(#[from] ArmError),
+}
+
+/// Read what the plan needs (one VM read, the NIC; the NSGs and extensions only when needed).
+pub async fn facts(arm: &Arm, vm: &VmRef) -> Result<Facts, ArmError> {
+    let state = arm.vm_facts(vm).await?;
+    let nic = match state.nic_ids.first() {
+        Some(id) => Some(arm.nic_facts(id).await?),
+        None => None,
+    };
+    Ok(Facts {
+        vm: vm.clone(),
+        state,
+        nic,
+    })
+}
+
+/// Plan a fix against live facts: preconditions first, then the consequences.
+pub async fn plan(arm: &Arm, facts: &Facts, request: &FixRequest) -> Result<Plan, PlanError> {
+    match request {
+        FixRequest::Start | FixRequest::Restart | FixRequest::Redeploy => {
+            Ok(power::plan(facts, request.action())?)
+        }
+        FixRequest::ResetRdpConfig => {
+            let extension = vmaccess_name(arm, facts).await?;
+            Ok(reset_rdp_config::plan(facts, extension)?)
+        }
+        FixRequest::ResetPassword { username, password } => {
+            reset_password::validate(username, password)?;
+            let extension = vmaccess_name(arm, facts).await?;
+            Ok(reset_password::plan(facts, extension, username)?)
+        }
+        FixRequest::OpenRdpPort { source } => open_rdp_port::plan(arm, facts, source).await,
+    }
+}
+
+/// The VM's existing VMAccess extension name (Azure allows one per VM), else the portal's.
+async fn vmaccess_name(arm: &Arm, facts: &Facts) -> Result<String, PlanError> {
+    // Preconditions before any further call: VMAccess needs a running VM and a Ready agent.
+    reset_rdp_config::preconditions(facts)?;
+    let existing = arm.extensions(&facts.vm).await?;
+    Ok(existing
+        .into_iter()
+        .find(|e| e.is_vmaccess())
+        .map(|e| e.name)
+        .unwrap_or_else(|| "enablevmaccess".to_string()))
+}
+
+/// Send the fix's write. The handle can be stored and followed with [`Arm::wait`].
+pub async fn execute(
+    arm: &Arm,
+    plan: &Plan,
+    request: &FixRequest,
+) -> Result<OperationHandle, ArmError> {
+    match (&plan.step, request) {
+        (Step::Power(action), _) => arm.power(&plan.vm, *action).await,
+        (
+            Step::VmAccess {
+                location,
+                extension,
+            },
+            FixRequest::ResetPassword { username, password },
+        ) => {
+            let access = crate::azure::VmAccess::ResetPassword {
+                username: username.clone(),
+                password: password.clone(),
+            };
+            arm.vmaccess(&plan.vm, location, extension, &access).await
+        }
+        (
+            Step::VmAccess {
+                location,
+                extension,
+            },
+            _,
+        ) => {
+            arm.vmaccess(
+                &plan.vm,
+                location,
+                extension,
+                &crate::azure::VmAccess::ResetConfig,
+            )
+            .await
+        }
+        (Step::Rule { nsg_id, rule }, _) => arm.put_rdp_rule(nsg_id, rule).await,
+    }
+}
+
+/// The runbook's own probe of port 3389 for a VM, used by `open-rdp-port`.
+pub(crate) fn rdp_probe(facts: &Facts, source: nsg::TrafficSource) -> nsg::Probe {
+    nsg::Probe {
+        source,
+        destination: facts
+            .nic
+            .as_ref()
+            .and_then(|n| n.private_ip.as_deref())
+            .and_then(|ip| ip.parse().ok()),
+        port: nsg::RDP_PORT,
+    }
+}

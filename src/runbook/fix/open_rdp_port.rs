@@ -1,0 +1,254 @@
+//! `open-rdp-port` (runbook step 2): add an inbound Allow rule for TCP 3389 to the NSG whose rule
+//! blocks it, from the source a person names, at a free priority that wins over the blocking rule.
+
+use super::{Facts, Plan, PlanError, Refusal, Step};
+use crate::azure::{free_priority_below, Arm, NewRdpRule};
+use crate::diagnose::{nsg, ActionId};
+use std::net::Ipv4Addr;
+
+/// Where RDP may come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RdpSource {
+    Address(Ipv4Addr),
+    Cidr(Ipv4Addr, u8),
+    /// A service tag such as `AzureCloud` or `GatewayManager`.
+    Tag(String),
+    /// The whole Internet, chosen explicitly.
+    Anywhere,
+}
+
+impl RdpSource {
+    /// The NSG rule's `sourceAddressPrefix`.
+    pub fn prefix(&self) -> String {
+        match self {
+            RdpSource::Address(ip) => ip.to_string(),
+            RdpSource::Cidr(ip, len) => format!("{ip}/{len}"),
+            RdpSource::Tag(tag) => tag.clone(),
+            RdpSource::Anywhere => "*".to_string(),
+        }
+    }
+
+    fn probe_source(&self) -> nsg::TrafficSource {
+        match self {
+            RdpSource::Address(ip) | RdpSource::Cidr(ip, _) => nsg::TrafficSource::Address(*ip),
+            RdpSource::Tag(_) | RdpSource::Anywhere => nsg::TrafficSource::Internet,
+        }
+    }
+}
+
+/// Parse what a person typed: `203.0.113.7`, `203.0.113.0/24`, a service tag, or `anywhere`.
+/// Opening to everyone needs the word `anywhere`; `*`, `0.0.0.0/0` and `Internet` are refused
+/// with that hint so nobody does it by accident.
+pub fn parse_source(text: &str) -> Result<RdpSource, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("anywhere") {
+        return Ok(RdpSource::Anywhere);
+    }
+    if text == "*"
+        || text == "0.0.0.0/0"
+        || text.eq_ignore_ascii_case("internet")
+        || text.eq_ignore_ascii_case("any")
+    {
+        return Err(format!(
+            "{text:?} opens RDP to the whole Internet; if you really mean that, say `anywhere`"
+        ));
+    }
+    if let Ok(ip) = text.parse::<Ipv4Addr>() {
+        return Ok(RdpSource::Address(ip));
+    }
+    if let Some((ip, len)) = text.split_once('/') {
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IPv4 CIDR"))?;
+        let len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| (8..=32).contains(l))
+            .ok_or_else(|| format!("{text:?}: the prefix length must be 8 to 32"))?;
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        if u32::from(ip) & !mask != 0 {
+            return Err(format!(
+                "{text:?} has host bits set; did you mean {}/{len}?",
+                Ipv4Addr::from(u32::from(ip) & mask)
+            ));
+        }
+        return Ok(RdpSource::Cidr(ip, len));
+    }
+    let tag_ok = !text.is_empty()
+        && text.len() <= 80
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+        && text.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+    if tag_ok {
+        return Ok(RdpSource::Tag(text.to_string()));
+    }
+    Err(format!(
+        "{text:?} is not an IPv4 address, a CIDR, a service tag or `anywhere`"
+    ))
+}
+
+fn rule_name(source: &RdpSource) -> String {
+    let tail: String = source
+        .prefix()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let tail = if tail == "-" {
+        "anywhere".to_string()
+    } else {
+        tail
+    };
+    format!("rdp-doctor-allow-rdp-{tail}")
+        .chars()
+        .take(80)
+        .collect()
+}
+
+pub(super) async fn plan(arm: &Arm, facts: &Facts, source: &RdpSource) -> Result<Plan, PlanError> {
+    let name = &facts.vm.name;
+    if !facts.state.is_running() {
+        return Err(Refusal {
+            reason: format!("{name} is not running, and Azure computes effective security rules only for running VMs."),
+            instead: Some(ActionId::Start),
+        }
+        .into());
+    }
+    let Some(nic) = &facts.nic else {
+        return Err(Refusal {
+            reason: format!("{name} has no network interface."),
+            instead: None,
+        }
+        .into());
+    };
+    let nsgs = arm.effective_nsgs(&nic.nic_id).await?;
+    let verdict = nsg::evaluate(&nsgs, &super::rdp_probe(facts, source.probe_source()));
+    let deciding = match (&verdict.allowed, verdict.deciding) {
+        (true, Some(rule)) => {
+            return Err(Refusal {
+                reason: format!(
+                    "TCP 3389 from {} is already allowed by rule {} (priority {}) in NSG {}.",
+                    source.prefix(),
+                    rule.rule,
+                    rule.priority,
+                    rule.nsg
+                ),
+                instead: None,
+            }
+            .into())
+        }
+        (true, None) => {
+            return Err(Refusal {
+                reason: "No network security group applies to this VM: nothing blocks 3389 at the NSG level.".into(),
+                instead: Some(ActionId::ResetRdpConfig),
+            }
+            .into())
+        }
+        (false, Some(rule)) => rule,
+        (false, None) => {
+            return Err(Refusal {
+                reason: "The NSG verdict names no blocking rule.".into(),
+                instead: None,
+            }
+            .into())
+        }
+    };
+    let used: Vec<i32> = arm
+        .nsg_rules(&deciding.nsg_id)
+        .await?
+        .into_iter()
+        .filter(|r| r.inbound)
+        .map(|r| r.priority)
+        .collect();
+    let Some(priority) = free_priority_below(deciding.priority, &used) else {
+        return Err(Refusal {
+            reason: format!(
+                "Rule {} in NSG {} has priority {}: no new rule can win over it (100 is the lowest). Edit or remove that rule instead.",
+                deciding.rule, deciding.nsg, deciding.priority
+            ),
+            instead: None,
+        }
+        .into());
+    };
+    let rule = NewRdpRule {
+        name: rule_name(source),
+        priority,
+        source: source.prefix(),
+        description: format!("Added by rdp-doctor for {name}"),
+    };
+    let beats = if deciding.implicit {
+        "no rule allowed it".to_string()
+    } else {
+        format!(
+            "wins over {} (priority {})",
+            deciding.rule, deciding.priority
+        )
+    };
+    let mut warnings = Vec::new();
+    if *source == RdpSource::Anywhere {
+        warnings.push("This opens Remote Desktop to the whole Internet. Password-guessing bots find open 3389 ports within minutes; prefer your own address, a VPN or Azure Bastion, and remove the rule when done.".to_string());
+    }
+    Ok(Plan {
+        action: ActionId::OpenRdpPort,
+        vm: facts.vm.clone(),
+        headline: format!("Allow TCP 3389 from {} to {name}", match source {
+            RdpSource::Anywhere => "anywhere".to_string(),
+            other => other.prefix(),
+        }),
+        consequences: vec![
+            format!(
+                "Adds inbound Allow rule {} (TCP 3389 from {}) at priority {priority} to NSG {}; it {beats}",
+                rule.name, rule.source, deciding.nsg
+            ),
+            format!("NSG {} may serve other VMs: the rule applies to them too", deciding.nsg),
+        ],
+        warnings,
+        step: Step::Rule {
+            nsg_id: deciding.nsg_id.clone(),
+            rule,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse_and_everyone_needs_the_word_anywhere() {
+        assert_eq!(
+            parse_source("203.0.113.7"),
+            Ok(RdpSource::Address("203.0.113.7".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_source("203.0.113.0/24").map(|s| s.prefix()),
+            Ok("203.0.113.0/24".into())
+        );
+        assert_eq!(
+            parse_source("AzureCloud"),
+            Ok(RdpSource::Tag("AzureCloud".into()))
+        );
+        assert_eq!(parse_source(" Anywhere "), Ok(RdpSource::Anywhere));
+        for everyone in ["*", "0.0.0.0/0", "Internet", "any"] {
+            assert!(
+                parse_source(everyone).unwrap_err().contains("anywhere"),
+                "{everyone}"
+            );
+        }
+        assert!(parse_source("203.0.113.7/24")
+            .unwrap_err()
+            .contains("203.0.113.0/24"));
+        assert!(parse_source("10.0.0.0/40").is_err());
+        assert!(parse_source("rm -rf /").is_err());
+    }
+
+    #[test]
+    fn rule_names_fit_azure() {
+        assert_eq!(
+            rule_name(&RdpSource::Anywhere),
+            "rdp-doctor-allow-rdp-anywhere"
+        );
+        assert_eq!(
+            rule_name(&RdpSource::Cidr("203.0.113.0".parse().unwrap(), 24)),
+            "rdp-doctor-allow-rdp-203-0-113-0-24"
+        );
+    }
+}
