@@ -72,6 +72,8 @@ pub enum ConfirmationState {
     },
 }
 
+// Returned once per click, never stored in bulk: boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfirmOutcome {
     /// This caller took the confirmation: exactly one caller ever gets this for an id.
