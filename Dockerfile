@@ -22,9 +22,10 @@ RUN mkdir src \
     && cargo build --release --locked --bin rdp-doctor \
     && rm -rf src
 
-# commands/ is compiled in with include_str!. tests/ is not needed: Cargo.toml declares no
+# commands/ and migrations/ are compiled in with include_str!. tests/ is not needed: Cargo.toml declares no
 # test, bench or example targets, and auto-discovery finds none without the directory.
 COPY commands ./commands
+COPY migrations ./migrations
 COPY src ./src
 # COPY keeps the files' own mtimes, which may be older than the stub build: touch the crate
 # roots so cargo rebuilds the lib and the binary instead of reusing the stubs.

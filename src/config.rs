@@ -19,6 +19,9 @@ pub struct FileConfig {
     /// How hard to try with Azure.
     #[serde(default)]
     pub azure: AzureConfig,
+    /// Who may do what where, the channels the bot answers in, and confirmations. Absent: every
+    /// request is denied (fail closed). See `crate::policy::PolicyConfig`.
+    pub policy: Option<crate::policy::PolicyConfig>,
 }
 
 /// Timeouts and retry budget for ARM.

@@ -1,0 +1,481 @@
+//! Operations: an action running against a VM, from start to outcome, and the per-VM lock.
+//!
+//! The lock is the partial unique index `operations_one_running_per_vm` on `vm_key` where
+//! `state = 'running'`: inserting a second running operation for a VM fails inside the database,
+//! whichever connection or process tries. Finishing an operation releases the lock. Running
+//! operations survive a restart so that the bot can resume polling Azure instead of starting the
+//! action again.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::secrets::check_text;
+use super::{now_ms, require, vm_key, Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOperation {
+    /// The action id, e.g. `redeploy`.
+    pub action: String,
+    pub vm_id: String,
+    pub vm_name: String,
+    pub requester: String,
+    pub requester_name: String,
+    /// The confirmation that authorised it; one confirmation starts at most one operation.
+    pub confirmation_id: Option<String>,
+    pub started_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    pub id: i64,
+    pub action: String,
+    pub vm_id: String,
+    pub vm_name: String,
+    pub requester: String,
+    pub requester_name: String,
+    pub confirmation_id: Option<String>,
+    pub started_ms: i64,
+    /// Azure's `Azure-AsyncOperation` or `Location` URL, to resume polling after a restart.
+    pub azure_url: Option<String>,
+    /// Where progress is shown (chat channel and message ids), to resume editing it.
+    pub channel: Option<String>,
+    pub message: Option<String>,
+    /// `running`, `succeeded` or `failed`.
+    pub state: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub finished_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationOutcome {
+    Succeeded,
+    Failed { code: String, message: String },
+}
+
+/// Another operation holds the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locked {
+    pub holder_name: String,
+    pub action: String,
+    pub since_ms: i64,
+}
+
+const COLUMNS: &str = "id, action, vm_id, vm_name, requester, requester_name, confirmation_id, \
+     started_ms, azure_url, channel, message, state, error_code, error_message, finished_ms";
+
+/// How often `start_operation` retries when the holder finished between our insert and our read.
+const LOCK_RACE_RETRIES: usize = 3;
+
+impl Store {
+    /// Record a running operation and take the VM's lock, or say who holds it.
+    pub async fn start_operation(
+        &self,
+        o: &NewOperation,
+    ) -> Result<Result<Operation, Locked>, StoreError> {
+        require("the action", &o.action)?;
+        require("the VM id", &o.vm_id)?;
+        require("the requester", &o.requester)?;
+        for _ in 0..LOCK_RACE_RETRIES {
+            let inserted = sqlx::query(&format!(
+                "INSERT INTO operations (action, vm_id, vm_key, vm_name, requester,
+                     requester_name, confirmation_id, started_ms, state)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running')
+                 RETURNING {COLUMNS}"
+            ))
+            .bind(&o.action)
+            .bind(&o.vm_id)
+            .bind(vm_key(&o.vm_id))
+            .bind(&o.vm_name)
+            .bind(&o.requester)
+            .bind(&o.requester_name)
+            .bind(&o.confirmation_id)
+            .bind(o.started_ms)
+            .fetch_one(&self.pool)
+            .await;
+            let err = match inserted {
+                Ok(row) => return Ok(Ok(operation_from_row(&row)?)),
+                Err(err) => err,
+            };
+            let unique_violation = err
+                .as_database_error()
+                .is_some_and(|e| e.is_unique_violation());
+            if !unique_violation {
+                return Err(StoreError::Database {
+                    doing: "starting an operation",
+                    source: err,
+                });
+            }
+            // Which index refused us? Read rather than parse the driver's message.
+            if let Some(holder) = self.current_operation(&o.vm_id).await? {
+                return Ok(Err(Locked {
+                    holder_name: holder.requester_name,
+                    action: holder.action,
+                    since_ms: holder.started_ms,
+                }));
+            }
+            if let Some(id) = &o.confirmation_id {
+                let used = sqlx::query("SELECT id FROM operations WHERE confirmation_id = ?")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::db("checking a confirmation's operation"))?;
+                if used.is_some() {
+                    return Err(StoreError::ConfirmationAlreadyUsed { id: id.clone() });
+                }
+            }
+            // The holder finished in between: the VM is free now, try again.
+        }
+        Err(StoreError::Corrupt(format!(
+            "the lock on {} kept changing hands; giving up after {LOCK_RACE_RETRIES} tries",
+            o.vm_name
+        )))
+    }
+
+    /// The running operation on a VM (its id, compared ignoring ASCII case), if any.
+    pub async fn current_operation(&self, vm_id: &str) -> Result<Option<Operation>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM operations WHERE vm_key = ? AND state = 'running'"
+        ))
+        .bind(vm_key(vm_id))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::db("reading the running operation"))?;
+        row.as_ref().map(operation_from_row).transpose()
+    }
+
+    /// Remember Azure's operation URL. It must carry no secret (a SAS signature is refused).
+    pub async fn set_operation_url(&self, id: i64, url: &str) -> Result<(), StoreError> {
+        check_text("the Azure operation URL", url)?;
+        let changed = sqlx::query("UPDATE operations SET azure_url = ? WHERE id = ?")
+            .bind(url)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::db("saving the Azure operation URL"))?
+            .rows_affected();
+        if changed == 0 {
+            return Err(StoreError::NoSuchOperation { id });
+        }
+        Ok(())
+    }
+
+    /// Remember where progress is shown, so a restarted bot edits the same message.
+    pub async fn set_operation_message(
+        &self,
+        id: i64,
+        channel: Option<&str>,
+        message: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let changed = sqlx::query("UPDATE operations SET channel = ?, message = ? WHERE id = ?")
+            .bind(channel)
+            .bind(message)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::db("saving the progress message"))?
+            .rows_affected();
+        if changed == 0 {
+            return Err(StoreError::NoSuchOperation { id });
+        }
+        Ok(())
+    }
+
+    /// Record the outcome (stamped with the current time) and release the VM's lock.
+    /// Finishing an operation twice is an error: [`StoreError::OperationNotRunning`].
+    pub async fn finish_operation(
+        &self,
+        id: i64,
+        outcome: &OperationOutcome,
+    ) -> Result<(), StoreError> {
+        let (state, code, message) = match outcome {
+            OperationOutcome::Succeeded => ("succeeded", None, None),
+            OperationOutcome::Failed { code, message } => {
+                check_text("the error message", message)?;
+                ("failed", Some(code.as_str()), Some(message.as_str()))
+            }
+        };
+        let changed = sqlx::query(
+            "UPDATE operations
+             SET state = ?, error_code = ?, error_message = ?, finished_ms = ?
+             WHERE id = ? AND state = 'running'",
+        )
+        .bind(state)
+        .bind(code)
+        .bind(message)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::db("finishing an operation"))?
+        .rows_affected();
+        if changed == 1 {
+            return Ok(());
+        }
+        let exists = sqlx::query("SELECT id FROM operations WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("finishing an operation"))?;
+        Err(match exists {
+            Some(_) => StoreError::OperationNotRunning { id },
+            None => StoreError::NoSuchOperation { id },
+        })
+    }
+
+    /// Every running operation, oldest first: what to resume after a restart.
+    pub async fn running_operations(&self) -> Result<Vec<Operation>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM operations WHERE state = 'running' ORDER BY started_ms, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("listing running operations"))?;
+        rows.iter().map(operation_from_row).collect()
+    }
+}
+
+fn operation_from_row(row: &SqliteRow) -> Result<Operation, StoreError> {
+    let read = |row: &SqliteRow| -> Result<Operation, sqlx::Error> {
+        Ok(Operation {
+            id: row.try_get("id")?,
+            action: row.try_get("action")?,
+            vm_id: row.try_get("vm_id")?,
+            vm_name: row.try_get("vm_name")?,
+            requester: row.try_get("requester")?,
+            requester_name: row.try_get("requester_name")?,
+            confirmation_id: row.try_get("confirmation_id")?,
+            started_ms: row.try_get("started_ms")?,
+            azure_url: row.try_get("azure_url")?,
+            channel: row.try_get("channel")?,
+            message: row.try_get("message")?,
+            state: row.try_get("state")?,
+            error_code: row.try_get("error_code")?,
+            error_message: row.try_get("error_message")?,
+            finished_ms: row.try_get("finished_ms")?,
+        })
+    };
+    read(row).map_err(StoreError::db("reading an operation"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{memory, TempDir};
+
+    const WEB: &str =
+        "/subscriptions/S1/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/web-01";
+    const DB: &str =
+        "/subscriptions/S1/resourceGroups/rg-db/providers/Microsoft.Compute/virtualMachines/db-01";
+
+    fn op(action: &str, vm_id: &str, who: &str, started_ms: i64) -> NewOperation {
+        NewOperation {
+            action: action.into(),
+            vm_id: vm_id.into(),
+            vm_name: vm_id.rsplit('/').next().unwrap_or_default().into(),
+            requester: format!("id-{who}"),
+            requester_name: who.into(),
+            confirmation_id: None,
+            started_ms,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_running_operation_per_vm_until_it_finishes() {
+        let store = memory().await;
+        let first = store
+            .start_operation(&op("restart", WEB, "alice", 10))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.state, "running");
+        assert_eq!(first.finished_ms, None);
+
+        // Same VM spelled in another case: still the same VM.
+        let locked = store
+            .start_operation(&op("redeploy", &WEB.to_uppercase(), "bob", 20))
+            .await
+            .unwrap();
+        assert_eq!(
+            locked,
+            Err(Locked {
+                holder_name: "alice".into(),
+                action: "restart".into(),
+                since_ms: 10
+            })
+        );
+        // Another VM is free.
+        let other = store
+            .start_operation(&op("start", DB, "bob", 30))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store.current_operation(&WEB.to_lowercase()).await.unwrap(),
+            Some(first.clone())
+        );
+        assert_eq!(
+            store
+                .running_operations()
+                .await
+                .unwrap()
+                .iter()
+                .map(|o| o.id)
+                .collect::<Vec<_>>(),
+            [first.id, other.id]
+        );
+
+        store
+            .finish_operation(first.id, &OperationOutcome::Succeeded)
+            .await
+            .unwrap();
+        assert_eq!(store.current_operation(WEB).await.unwrap(), None);
+        let second = store
+            .start_operation(&op("redeploy", WEB, "bob", 40))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .finish_operation(
+                second.id,
+                &OperationOutcome::Failed {
+                    code: "AllocationFailed".into(),
+                    message: "no capacity".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .running_operations()
+                .await
+                .unwrap()
+                .iter()
+                .map(|o| o.id)
+                .collect::<Vec<_>>(),
+            [other.id]
+        );
+        let failed: (String, Option<String>, Option<String>, Option<i64>) = {
+            let row = sqlx::query(
+                "SELECT state, error_code, error_message, finished_ms FROM operations WHERE id = ?",
+            )
+            .bind(second.id)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+            (
+                row.get("state"),
+                row.get("error_code"),
+                row.get("error_message"),
+                row.get("finished_ms"),
+            )
+        };
+        assert_eq!(failed.0, "failed");
+        assert_eq!(failed.1.as_deref(), Some("AllocationFailed"));
+        assert_eq!(failed.2.as_deref(), Some("no capacity"));
+        assert!(failed.3.is_some());
+
+        let err = store
+            .finish_operation(second.id, &OperationOutcome::Succeeded)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::OperationNotRunning { .. }),
+            "{err}"
+        );
+        let err = store
+            .finish_operation(999, &OperationOutcome::Succeeded)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::NoSuchOperation { id: 999 }),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn url_and_progress_message_are_kept_for_resuming() {
+        let store = memory().await;
+        let o = store
+            .start_operation(&op("redeploy", WEB, "alice", 10))
+            .await
+            .unwrap()
+            .unwrap();
+        let url = "https://management.azure.com/subscriptions/S1/providers/Microsoft.Compute/locations/westeurope/operations/abc?api-version=2024-07-01";
+        store.set_operation_url(o.id, url).await.unwrap();
+        store
+            .set_operation_message(o.id, Some("chan"), Some("msg"))
+            .await
+            .unwrap();
+        let resumed = store.running_operations().await.unwrap();
+        assert_eq!(resumed.len(), 1);
+        assert_eq!(resumed[0].azure_url.as_deref(), Some(url));
+        assert_eq!(resumed[0].channel.as_deref(), Some("chan"));
+        assert_eq!(resumed[0].message.as_deref(), Some("msg"));
+
+        let err = store
+            .set_operation_url(o.id, "https://x.blob.core.windows.net/b?sv=1&sig=abc")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Secret { .. }), "{err}");
+        assert!(matches!(
+            store.set_operation_url(42, url).await,
+            Err(StoreError::NoSuchOperation { id: 42 })
+        ));
+        assert!(matches!(
+            store.set_operation_message(42, None, None).await,
+            Err(StoreError::NoSuchOperation { id: 42 })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_confirmation_starts_at_most_one_operation() {
+        let store = memory().await;
+        let mut first = op("restart", WEB, "alice", 10);
+        first.confirmation_id = Some("c1".into());
+        let o = store.start_operation(&first).await.unwrap().unwrap();
+        store
+            .finish_operation(o.id, &OperationOutcome::Succeeded)
+            .await
+            .unwrap();
+        let err = store.start_operation(&first).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::ConfirmationAlreadyUsed { .. }),
+            "{err}"
+        );
+    }
+
+    /// Ten actions race for one VM through a pool of several connections to a file database.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_starts_on_one_vm_let_exactly_one_through() {
+        let dir = TempDir::new();
+        let store = Store::open(&dir.url()).await.unwrap();
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(10));
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let (store, start) = (store.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    store
+                        .start_operation(&op("restart", WEB, &format!("u{i}"), i))
+                        .await
+                })
+            })
+            .collect();
+        let mut started = Vec::new();
+        let mut locked = Vec::new();
+        for task in tasks {
+            match task.await.unwrap().unwrap() {
+                Ok(o) => started.push(o),
+                Err(l) => locked.push(l),
+            }
+        }
+        assert_eq!(started.len(), 1, "{started:?}");
+        assert_eq!(locked.len(), 9);
+        for l in &locked {
+            assert_eq!(l.holder_name, started[0].requester_name);
+        }
+        assert_eq!(store.running_operations().await.unwrap(), started);
+        store.close().await;
+    }
+}
