@@ -4,11 +4,14 @@
 //! **Architecture Invariant:** the only module that names clap types. It turns arguments into a
 //! runbook request and renders the runbook's events and report; it holds no runbook logic.
 
+mod fix;
 mod render;
 mod simulate;
 
 use crate::azure::{Arm, ArmSettings, ResolveError, VmQuery};
 use crate::config::{self, FileConfig};
+use crate::runbook::fix::FixRequest;
+use crate::runbook::operate::Operator;
 use crate::runbook::{self, catalog::Catalog, CheckError, CheckOptions, Verdict};
 use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write};
@@ -45,6 +48,53 @@ enum Command {
         /// The error text as the Remote Desktop client shows it.
         text: String,
     },
+    /// Start a stopped or deallocated VM (asks for confirmation).
+    Start(FixArgs),
+    /// Restart a running VM (asks for confirmation).
+    Restart(FixArgs),
+    /// Redeploy a VM to a new host (asks for confirmation; two-person by default).
+    Redeploy(FixArgs),
+    /// Reset the Remote Desktop configuration with VMAccess (asks for confirmation).
+    ResetConfig(FixArgs),
+    /// Reset a local administrator's password with VMAccess (prompts without echo).
+    ResetPassword {
+        #[command(flatten)]
+        fix: FixArgs,
+        /// The local account (created as administrator if missing).
+        #[arg(long)]
+        user: String,
+        /// Read the new password from one line of stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Allow inbound TCP 3389 in the NSG that blocks it (asks for confirmation).
+    OpenRdp {
+        #[command(flatten)]
+        fix: FixArgs,
+        /// Who may connect: an IPv4 address, a CIDR, a service tag, or `anywhere`.
+        #[arg(long)]
+        source: String,
+    },
+    /// Confirm a pending fix by its confirmation id (runs it).
+    Confirm {
+        id: String,
+        #[arg(long)]
+        simulate: bool,
+    },
+    /// Cancel a pending fix.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        simulate: bool,
+    },
+    /// Show recent audit entries.
+    Audit {
+        /// Only this VM (name or resource id).
+        #[arg(long)]
+        vm: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Run the Discord bot (DISCORD_TOKEN, DISCORD_API_URL, DISCORD_GUILD_ID) until SIGTERM/Ctrl-C.
     Bot {
         /// Serve the demo world of the built-in simulator instead of Azure (training, demos).
@@ -62,6 +112,21 @@ enum Command {
         #[arg(long)]
         world: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct FixArgs {
+    /// The VM: NAME, RESOURCE-GROUP/NAME, or a full resource id.
+    vm: String,
+    /// Confirm without the interactive prompt (not for two-person fixes).
+    #[arg(long)]
+    yes: bool,
+    /// Subscription(s) to search; overrides AZURE_SUBSCRIPTION_ID.
+    #[arg(long, value_name = "ID")]
+    subscription: Vec<String>,
+    /// Against the built-in simulator's demo world.
+    #[arg(long)]
+    simulate: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,6 +218,45 @@ async fn run(cli: Cli) -> u8 {
         }
         Command::Check(args) => check(args).await,
         Command::Bot { simulate } => bot(simulate).await,
+        Command::Start(a) => run_fix(a, |_| Ok(FixRequest::Start)).await,
+        Command::Restart(a) => run_fix(a, |_| Ok(FixRequest::Restart)).await,
+        Command::Redeploy(a) => run_fix(a, |_| Ok(FixRequest::Redeploy)).await,
+        Command::ResetConfig(a) => run_fix(a, |_| Ok(FixRequest::ResetRdpConfig)).await,
+        Command::ResetPassword {
+            fix,
+            user,
+            password_stdin,
+        } => {
+            run_fix(fix, move |_| {
+                let password = fix::read_password(password_stdin)?;
+                crate::runbook::fix::check_password(&user, &password)
+                    .map_err(|p| format!("nothing was sent: {p}"))?;
+                Ok(FixRequest::ResetPassword {
+                    username: user.clone(),
+                    password,
+                })
+            })
+            .await
+        }
+        Command::OpenRdp { fix, source } => {
+            run_fix(fix, move |_| {
+                crate::runbook::fix::parse_source(&source)
+                    .map(|source| FixRequest::OpenRdpPort { source })
+            })
+            .await
+        }
+        Command::Confirm { id, simulate } => match operator(simulate, &[]).await {
+            Ok((op, _sim)) => fix::confirm(&op, &id).await,
+            Err(code) => code,
+        },
+        Command::Cancel { id, simulate } => match operator(simulate, &[]).await {
+            Ok((op, _sim)) => fix::cancel(&op, &id).await,
+            Err(code) => code,
+        },
+        Command::Audit { vm, limit } => match operator(false, &[]).await {
+            Ok((op, _sim)) => fix::audit(&op, vm.as_deref(), limit).await,
+            Err(code) => code,
+        },
         Command::Health => match load_catalog() {
             Ok(_) => {
                 println!("ok");
@@ -218,48 +322,11 @@ async fn check(args: CheckArgs) -> u8 {
     };
 
     // With --simulate the simulator lives as long as this check.
-    let mut _simulator = None;
-    let (arm, subscriptions) = if args.simulate {
-        let started = simulate::Demo::start().await;
-        let (sim, endpoint) = match started.and_then(|sim| sim.endpoint().map(|e| (sim, e))) {
-            Ok(pair) => pair,
-            Err(e) => {
-                eprintln!("error: cannot start the simulator: {e:#}");
-                return exit::AZURE;
-            }
+    let (arm, subscriptions, _simulator) =
+        match connect(args.simulate, &args.subscription, &file).await {
+            Ok(c) => c,
+            Err(code) => return code,
         };
-        let mut settings = ArmSettings::new(endpoint.clone());
-        file.azure.apply(&mut settings);
-        let arm = match Arm::connect_with_secret(
-            settings,
-            endpoint,
-            simulate::DEMO_TENANT,
-            simulate::DEMO_CLIENT,
-            sim.client_secret(),
-        ) {
-            Ok(arm) => arm,
-            Err(e) => return usage_error(e),
-        };
-        let subs = if args.subscription.is_empty() {
-            sim.subscription_ids()
-        } else {
-            config::subscriptions(&args.subscription, &file)
-        };
-        _simulator = Some(sim);
-        (arm, subs)
-    } else {
-        let endpoint = match config::arm_endpoint() {
-            Ok(e) => e,
-            Err(e) => return usage_error(e),
-        };
-        let mut settings = ArmSettings::new(endpoint);
-        file.azure.apply(&mut settings);
-        let arm = match Arm::connect(settings) {
-            Ok(arm) => arm,
-            Err(e) => return usage_error(e),
-        };
-        (arm, config::subscriptions(&args.subscription, &file))
-    };
 
     let progress = render::Progress::new(!args.json && std::io::stderr().is_terminal());
     let options = CheckOptions { from };
@@ -424,4 +491,63 @@ async fn bot(simulate: bool) -> u8 {
             exit::AZURE
         }
     }
+}
+
+/// The database: `RDP_DOCTOR_DATABASE_URL`, default `sqlite://rdp-doctor.db` (in memory with
+/// `--simulate` unless set).
+fn database_url(simulate: bool) -> String {
+    match std::env::var("RDP_DOCTOR_DATABASE_URL") {
+        Ok(u) if !u.trim().is_empty() => u.trim().to_string(),
+        _ if simulate => "sqlite::memory:".to_string(),
+        _ => "sqlite://rdp-doctor.db".to_string(),
+    }
+}
+
+/// Everything a fix needs: Azure, the runbook, the store and the policy.
+async fn operator(
+    simulate: bool,
+    subscriptions: &[String],
+) -> Result<(Operator, Option<simulate::Demo>), u8> {
+    let file = FileConfig::load().map_err(usage_error)?;
+    let catalog = match &file.runbook_dir {
+        Some(dir) => Catalog::load_dir(dir).map_err(usage_error)?,
+        None => Catalog::builtin(),
+    };
+    let policy_config = match (&file.policy, simulate) {
+        (Some(p), _) => Some(p.clone()),
+        // The demo world is a training ground: the person at the terminal may do everything.
+        (None, true) => Some(crate::policy::PolicyConfig::demo(&fix::cli_actor().name)),
+        (None, false) => None,
+    };
+    let policy = crate::policy::Policy::new(policy_config.as_ref()).map_err(usage_error)?;
+    let (arm, subs, sim) = connect(simulate, subscriptions, &file).await?;
+    let store = crate::store::Store::open(&database_url(simulate))
+        .await
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            exit::USAGE
+        })?;
+    Ok((
+        Operator::new(arm, std::sync::Arc::new(catalog), store, std::sync::Arc::new(policy), subs),
+        sim,
+    ))
+}
+
+async fn run_fix(
+    args: FixArgs,
+    build: impl FnOnce(&str) -> Result<FixRequest, String>,
+) -> u8 {
+    // Bad input is refused before any Azure call or prompt.
+    if let Err(e) = VmQuery::parse(&args.vm) {
+        return usage_error(e);
+    }
+    let request = match build(&args.vm) {
+        Ok(r) => r,
+        Err(e) => return usage_error(e),
+    };
+    let (operator, _sim) = match operator(args.simulate, &args.subscription).await {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    fix::request_and_maybe_confirm(&operator, &args.vm, request, args.yes).await
 }

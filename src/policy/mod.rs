@@ -40,6 +40,21 @@ pub struct PolicyConfig {
     pub grants: Vec<GrantConfig>,
 }
 
+impl PolicyConfig {
+    /// The simulator's training policy: `cli_user` may do everything, everywhere.
+    pub fn demo(cli_user: &str) -> PolicyConfig {
+        PolicyConfig {
+            grants: vec![GrantConfig {
+                cli_user: Some(cli_user.to_string()),
+                level: Some(Permission::Admin),
+                scope: Some("*".to_string()),
+                ..GrantConfig::default()
+            }],
+            ..PolicyConfig::default()
+        }
+    }
+}
+
 /// One `[[policy.grant]]`: a principal (exactly one of `discord_role`, `discord_role_id`,
 /// `cli_user`), a level and a scope.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

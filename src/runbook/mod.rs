@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod fix;
+pub mod operate;
 mod report;
 
 pub use report::{Report, Stats, Verdict};

@@ -1,0 +1,666 @@
+//! Fixes behind confirmations: request → authorise → plan from live facts → stored confirmation;
+//! confirm → authorise the confirmer (and the two-person rule) → exactly-once → per-VM lock →
+//! preconditions re-read → ARM write → follow → re-check → what changed. Everything is audited.
+//!
+//! **Architecture Invariant:** nothing here changes a VM without a stored, unexpired, single-use
+//! confirmation from an authorised actor; the store's atomic `confirm` and per-VM lock decide.
+//! Passwords never reach the store: they wait in memory (`SecretString`) next to the
+//! confirmation id and are dropped once used or when the confirmation lapses.
+
+use super::catalog::Catalog;
+use super::fix::{self, FixRequest, Plan, PlanError};
+use super::{CheckOptions, Report};
+use crate::azure::{Arm, ArmError, OperationHandle, VmRef, VmSummary};
+use crate::diagnose::{ActionId, Status};
+use crate::policy::{Actor, Denial, Policy};
+use crate::store::{
+    CancelOutcome, ConfirmOutcome, NewAudit, NewConfirmation, NewOperation, OperationOutcome,
+    Store, StoreError,
+};
+use secrecy::SecretString;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Milliseconds since the Unix epoch (the store's clock).
+pub fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperateError {
+    #[error("Permission denied: {0}")]
+    Denied(#[from] Denial),
+    #[error("{0}")]
+    Refused(#[from] fix::Refusal),
+    #[error("{vm} is busy: {holder} is running {action} since {since}. One change per VM at a time.")]
+    Locked {
+        vm: String,
+        holder: String,
+        action: String,
+        since: String,
+    },
+    #[error("This confirmation was already used: confirmed by {by}.")]
+    AlreadyConfirmed { by: String },
+    #[error("This confirmation was cancelled by {by}.")]
+    Cancelled { by: String },
+    #[error("This confirmation has expired. Ask again to get a fresh one.")]
+    Expired,
+    #[error("This fix needs a second person: someone other than {requester} must confirm it.")]
+    SamePerson { requester: String },
+    #[error("No such confirmation.")]
+    NotFound,
+    #[error("The password was only kept in memory and is gone (the bot restarted or the prompt lapsed). Ask again.")]
+    PasswordGone,
+    #[error("{0}")]
+    Arm(#[from] ArmError),
+    #[error("storage failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<PlanError> for OperateError {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::Refused(r) => OperateError::Refused(r),
+            PlanError::Arm(a) => OperateError::Arm(a),
+        }
+    }
+}
+
+/// A confirmation waiting for a click (or a `rdp-doctor confirm ID`).
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    pub confirmation_id: String,
+    pub plan: Plan,
+    pub expires_ms: i64,
+    pub two_person: bool,
+    pub requester: String,
+}
+
+/// How a confirmed fix ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub action: ActionId,
+    pub vm: VmRef,
+    pub confirmed_by: String,
+    pub result: Result<(), ArmError>,
+    /// The check after the fix (only when it succeeded and the re-check ran).
+    pub after: Option<Report>,
+    /// Lines such as "nsg: fail → pass".
+    pub changes: Vec<String>,
+}
+
+/// Progress of a running fix, for front ends to render.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Sent { action: ActionId, vm: String },
+    Waiting,
+    Rechecking,
+}
+
+/// The operator: one per process.
+#[derive(Clone)]
+pub struct Operator {
+    pub arm: Arm,
+    pub catalog: Arc<Catalog>,
+    pub store: Store,
+    pub policy: Arc<Policy>,
+    pub subscriptions: Vec<String>,
+    /// Passwords by confirmation id, in memory only.
+    passwords: Arc<Mutex<HashMap<String, (String, SecretString)>>>,
+}
+
+impl Operator {
+    pub fn new(
+        arm: Arm,
+        catalog: Arc<Catalog>,
+        store: Store,
+        policy: Arc<Policy>,
+        subscriptions: Vec<String>,
+    ) -> Operator {
+        Operator {
+            arm,
+            catalog,
+            store,
+            policy,
+            subscriptions,
+            passwords: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub async fn audit(
+        &self,
+        actor: &Actor,
+        channel: Option<&str>,
+        command: &str,
+        vm: Option<&VmRef>,
+        result: &str,
+    ) {
+        let entry = NewAudit {
+            actor: actor.id.clone(),
+            actor_name: actor.name.clone(),
+            channel: channel.map(str::to_string),
+            command: command.to_string(),
+            vm: vm.map(|v| v.id.clone()),
+            vm_name: vm.map(|v| v.name.clone()),
+            result: result.to_string(),
+            at_ms: now_ms(),
+        };
+        if let Err(e) = self.store.audit(&entry).await {
+            tracing::error!(error = %e, "could not write the audit log");
+        }
+    }
+
+    fn permission(&self, action: ActionId) -> crate::runbook::catalog::Permission {
+        self.catalog
+            .step(action.as_str())
+            .and_then(|s| s.permission)
+            .unwrap_or(crate::runbook::catalog::Permission::Admin)
+    }
+
+    /// Ask for a fix: authorise, check the VM is free, plan from live facts, store the prompt.
+    pub async fn request(
+        &self,
+        actor: &Actor,
+        channel: Option<&str>,
+        vm: &VmRef,
+        request: FixRequest,
+    ) -> Result<Prompt, OperateError> {
+        let action = request.action();
+        let result = self.request_inner(actor, channel, vm, request).await;
+        let text = match &result {
+            Ok(p) => format!("requested (confirmation {})", short(&p.confirmation_id)),
+            Err(OperateError::Denied(d)) => format!("denied: {d}"),
+            Err(e) => format!("refused: {e}"),
+        };
+        self.audit(actor, channel, action.as_str(), Some(vm), &text).await;
+        result
+    }
+
+    async fn request_inner(
+        &self,
+        actor: &Actor,
+        channel: Option<&str>,
+        vm: &VmRef,
+        request: FixRequest,
+    ) -> Result<Prompt, OperateError> {
+        let action = request.action();
+        self.policy.authorize(actor, self.permission(action), vm)?;
+        self.ensure_free(vm).await?;
+        let facts = fix::facts(&self.arm, vm).await?;
+        let plan = fix::plan(&self.arm, &facts, &request).await?;
+        let created = now_ms();
+        let ttl = self.policy.confirm_ttl().as_millis() as i64;
+        let mut summary = plan.consequences.clone();
+        summary.extend(plan.warnings.iter().cloned());
+        let confirmation = self
+            .store
+            .create_confirmation(&NewConfirmation {
+                action: action.as_str().to_string(),
+                vm_id: vm.id.clone(),
+                vm_name: vm.name.clone(),
+                requester: actor.id.clone(),
+                requester_name: actor.name.clone(),
+                channel: channel.map(str::to_string),
+                params_json: request.public_params().to_string(),
+                summary: summary.join("\n"),
+                created_ms: created,
+                ttl_ms: ttl,
+            })
+            .await?;
+        if let FixRequest::ResetPassword { username, password } = request {
+            if let Ok(mut passwords) = self.passwords.lock() {
+                passwords.insert(confirmation.id.clone(), (username, password));
+            }
+        }
+        Ok(Prompt {
+            confirmation_id: confirmation.id,
+            plan,
+            expires_ms: confirmation.expires_ms,
+            two_person: self.policy.two_person(action.as_str()),
+            requester: actor.name.clone(),
+        })
+    }
+
+    async fn ensure_free(&self, vm: &VmRef) -> Result<(), OperateError> {
+        if let Some(op) = self.store.current_operation(&vm.id).await? {
+            return Err(OperateError::Locked {
+                vm: vm.name.clone(),
+                holder: op.requester_name,
+                action: op.action,
+                since: format_time(op.started_ms),
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn cancel(
+        &self,
+        actor: &Actor,
+        confirmation_id: &str,
+    ) -> Result<(), OperateError> {
+        let outcome = self
+            .store
+            .cancel(confirmation_id, &actor.id, &actor.name, now_ms())
+            .await?;
+        let result = match outcome {
+            CancelOutcome::Cancelled => Ok(()),
+            CancelOutcome::AlreadyConfirmed { by_name } => {
+                Err(OperateError::AlreadyConfirmed { by: by_name })
+            }
+            CancelOutcome::AlreadyCancelled { by_name } => {
+                Err(OperateError::Cancelled { by: by_name })
+            }
+            CancelOutcome::Expired => Err(OperateError::Expired),
+            CancelOutcome::NotFound => Err(OperateError::NotFound),
+        };
+        if result.is_ok() {
+            if let Ok(mut passwords) = self.passwords.lock() {
+                passwords.remove(confirmation_id);
+            }
+        }
+        self.audit(
+            actor,
+            None,
+            "cancel",
+            None,
+            &match &result {
+                Ok(()) => format!("cancelled {}", short(confirmation_id)),
+                Err(e) => format!("refused: {e}"),
+            },
+        )
+        .await;
+        result
+    }
+
+    /// Confirm and run a fix. Exactly one confirmer ever gets past the store's atomic check;
+    /// every later click gets who confirmed, expired or cancelled.
+    pub async fn confirm(
+        &self,
+        actor: &Actor,
+        confirmation_id: &str,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, OperateError> {
+        let Some(pending) = self.store.get_confirmation(confirmation_id).await? else {
+            return Err(OperateError::NotFound);
+        };
+        let action = ActionId::parse(&pending.action).ok_or(OperateError::NotFound)?;
+        let vm = VmRef {
+            name: pending.vm_name.clone(),
+            resource_group: crate::azure::ResourceId::parse(&pending.vm_id)
+                .map(|id| id.resource_group)
+                .unwrap_or_default(),
+            subscription_id: crate::azure::ResourceId::parse(&pending.vm_id)
+                .map(|id| id.subscription_id)
+                .unwrap_or_default(),
+            id: pending.vm_id.clone(),
+        };
+        if let Err(denial) = self.policy.authorize(actor, self.permission(action), &vm) {
+            self.audit(actor, pending.channel.as_deref(), "confirm", Some(&vm), &format!("denied: {denial}"))
+                .await;
+            return Err(denial.into());
+        }
+        let two_person = self.policy.two_person(action.as_str());
+        let outcome = self
+            .store
+            .confirm(confirmation_id, &actor.id, &actor.name, two_person, now_ms())
+            .await?;
+        let confirmation = match outcome {
+            ConfirmOutcome::Confirmed(c) => c,
+            other => {
+                let error = match other {
+                    ConfirmOutcome::AlreadyConfirmed { by_name, .. } => {
+                        OperateError::AlreadyConfirmed { by: by_name }
+                    }
+                    ConfirmOutcome::Cancelled { by_name } => OperateError::Cancelled { by: by_name },
+                    ConfirmOutcome::Expired => OperateError::Expired,
+                    ConfirmOutcome::SamePerson => OperateError::SamePerson {
+                        requester: pending.requester_name.clone(),
+                    },
+                    _ => OperateError::NotFound,
+                };
+                self.audit(actor, pending.channel.as_deref(), "confirm", Some(&vm), &format!("refused: {error}"))
+                    .await;
+                return Err(error);
+            }
+        };
+        self.audit(actor, confirmation.channel.as_deref(), "confirm", Some(&vm), &format!("confirmed {} {}", action.as_str(), short(confirmation_id)))
+            .await;
+        let request = match self.rebuild_request(action, &confirmation.params_json, confirmation_id) {
+            Ok(r) => r,
+            Err(e) => {
+                self.audit(actor, confirmation.channel.as_deref(), action.as_str(), Some(&vm), &format!("failed: {e}"))
+                    .await;
+                return Err(e);
+            }
+        };
+        let result = self
+            .run(actor, &confirmation.requester_name, confirmation.channel.as_deref(), &vm, action, request, Some(confirmation_id), progress)
+            .await;
+        result.map(|mut o| {
+            o.confirmed_by = actor.name.clone();
+            o
+        })
+    }
+
+    fn rebuild_request(
+        &self,
+        action: ActionId,
+        params_json: &str,
+        confirmation_id: &str,
+    ) -> Result<FixRequest, OperateError> {
+        let params: serde_json::Value = serde_json::from_str(params_json).unwrap_or_default();
+        Ok(match action {
+            ActionId::Start => FixRequest::Start,
+            ActionId::Restart => FixRequest::Restart,
+            ActionId::Redeploy => FixRequest::Redeploy,
+            ActionId::ResetRdpConfig => FixRequest::ResetRdpConfig,
+            ActionId::OpenRdpPort => {
+                let source = params["source"].as_str().unwrap_or("");
+                let source = if source == "*" {
+                    fix::RdpSource::Anywhere
+                } else {
+                    fix::parse_source(source).map_err(|e| {
+                        OperateError::Refused(fix::Refusal {
+                            reason: e,
+                            instead: None,
+                        })
+                    })?
+                };
+                FixRequest::OpenRdpPort { source }
+            }
+            ActionId::ResetPassword => {
+                let taken = self
+                    .passwords
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.remove(confirmation_id));
+                let (username, password) = taken.ok_or(OperateError::PasswordGone)?;
+                FixRequest::ResetPassword { username, password }
+            }
+        })
+    }
+
+    /// Lock the VM, re-read its facts, send the write, follow it, re-check, release.
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        actor: &Actor,
+        requester: &str,
+        channel: Option<&str>,
+        vm: &VmRef,
+        action: ActionId,
+        request: FixRequest,
+        confirmation_id: Option<&str>,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, OperateError> {
+        let locked = self
+            .store
+            .start_operation(&NewOperation {
+                action: action.as_str().to_string(),
+                vm_id: vm.id.clone(),
+                vm_name: vm.name.clone(),
+                requester: actor.id.clone(),
+                requester_name: requester.to_string(),
+                confirmation_id: confirmation_id.map(str::to_string),
+                started_ms: now_ms(),
+            })
+            .await?;
+        let operation = match locked {
+            Ok(op) => op,
+            Err(l) => {
+                let error = OperateError::Locked {
+                    vm: vm.name.clone(),
+                    holder: l.holder_name,
+                    action: l.action,
+                    since: format_time(l.since_ms),
+                };
+                self.audit(actor, channel, action.as_str(), Some(vm), &format!("refused: {error}"))
+                    .await;
+                return Err(error);
+            }
+        };
+        let before = self.snapshot(vm).await;
+        // Preconditions from facts read just before the write, not when the prompt was shown.
+        let sent = async {
+            let facts = fix::facts(&self.arm, vm).await?;
+            let plan = fix::plan(&self.arm, &facts, &request).await?;
+            let handle = fix::execute(&self.arm, &plan, &request).await?;
+            Ok::<OperationHandle, OperateError>(handle)
+        }
+        .await;
+        let handle = match sent {
+            Ok(h) => h,
+            Err(e) => {
+                let (code, message) = error_parts(&e);
+                let _ = self
+                    .store
+                    .finish_operation(operation.id, &OperationOutcome::Failed { code, message })
+                    .await;
+                self.audit(actor, channel, action.as_str(), Some(vm), &format!("failed: {e}"))
+                    .await;
+                return Err(e);
+            }
+        };
+        drop(request);
+        progress(Progress::Sent {
+            action,
+            vm: vm.name.clone(),
+        });
+        let _ = self
+            .store
+            .set_operation_url(operation.id, &handle.to_json())
+            .await;
+        progress(Progress::Waiting);
+        let result = self
+            .arm
+            .wait(&handle, &format!("{} of {}", action.as_str(), vm.name))
+            .await;
+        self.finish(operation.id, actor, channel, vm, action, result, before, progress)
+            .await
+    }
+
+    /// Record the end of an operation, re-check on success and say what changed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish(
+        &self,
+        operation_id: i64,
+        actor: &Actor,
+        channel: Option<&str>,
+        vm: &VmRef,
+        action: ActionId,
+        result: Result<(), ArmError>,
+        before: Option<Report>,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, OperateError> {
+        let outcome = match &result {
+            Ok(()) => OperationOutcome::Succeeded,
+            Err(e) => OperationOutcome::Failed {
+                code: e.code().unwrap_or("Failed").to_string(),
+                message: e.to_string(),
+            },
+        };
+        let _ = self.store.finish_operation(operation_id, &outcome).await;
+        self.audit(
+            actor,
+            channel,
+            action.as_str(),
+            Some(vm),
+            &match &result {
+                Ok(()) => "succeeded".to_string(),
+                Err(e) => format!("failed: {e}"),
+            },
+        )
+        .await;
+        let mut after = None;
+        let mut changes = Vec::new();
+        if result.is_ok() {
+            progress(Progress::Rechecking);
+            after = self.snapshot(vm).await;
+            changes = diff(before.as_ref(), after.as_ref());
+        }
+        Ok(Outcome {
+            action,
+            vm: vm.clone(),
+            confirmed_by: actor.name.clone(),
+            result,
+            after,
+            changes,
+        })
+    }
+
+    /// Run the checks and keep the report as the VM's latest snapshot.
+    pub async fn snapshot(&self, vm: &VmRef) -> Option<Report> {
+        let summary = self
+            .arm
+            .resolve(
+                &crate::azure::VmQuery::Id(crate::azure::ResourceId::parse(&vm.id).ok()?),
+                &self.subscriptions,
+            )
+            .await
+            .ok()?;
+        let report = self.check(summary).await.ok()?;
+        if let Ok(json) = serde_json::to_string(&report) {
+            let _ = self.store.save_snapshot(&vm.id, now_ms(), &json).await;
+        }
+        Some(report)
+    }
+
+    async fn check(&self, summary: VmSummary) -> Result<Report, super::CheckError> {
+        super::check(&self.arm, &self.catalog, summary, &CheckOptions::default(), &|_| {}).await
+    }
+
+    /// After a restart: follow every operation that was running, from its stored URL.
+    pub async fn resume(
+        &self,
+        on_done: &(dyn Fn(&crate::store::Operation, &Outcome) + Send + Sync),
+    ) -> Result<usize, OperateError> {
+        let running = self.store.running_operations().await?;
+        let count = running.len();
+        for op in running {
+            let Some(action) = ActionId::parse(&op.action) else {
+                continue;
+            };
+            let id = crate::azure::ResourceId::parse(&op.vm_id).ok();
+            let vm = VmRef {
+                name: op.vm_name.clone(),
+                resource_group: id.as_ref().map(|i| i.resource_group.clone()).unwrap_or_default(),
+                subscription_id: id.map(|i| i.subscription_id).unwrap_or_default(),
+                id: op.vm_id.clone(),
+            };
+            let actor = Actor {
+                id: op.requester.clone(),
+                name: op.requester_name.clone(),
+                role_ids: Vec::new(),
+                role_names: Vec::new(),
+                source: crate::policy::ActorSource::Cli,
+            };
+            let handle = op.azure_url.as_deref().and_then(OperationHandle::from_json);
+            let result = match handle {
+                Some(h) => self.arm.wait(&h, &format!("{} of {}", action.as_str(), vm.name)).await,
+                None => Err(ArmError::OperationFailed {
+                    status: "unknown".into(),
+                    code: "Interrupted".into(),
+                    message: "rdp-doctor stopped before Azure accepted the request; check the VM and ask again".into(),
+                }),
+            };
+            let before = self
+                .store
+                .latest_snapshot(&vm.id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|(_, json)| serde_json::from_str::<serde_json::Value>(&json).ok())
+                .map(snapshot_statuses);
+            let outcome = self
+                .finish(op.id, &actor, op.channel.as_deref(), &vm, action, result, None, &|_| {})
+                .await?;
+            let mut outcome = outcome;
+            if let (Some(before), Some(after)) = (before, outcome.after.as_ref()) {
+                outcome.changes = diff_statuses(&before, &statuses(after));
+            }
+            on_done(&op, &outcome);
+        }
+        Ok(count)
+    }
+}
+
+fn error_parts(e: &OperateError) -> (String, String) {
+    match e {
+        OperateError::Arm(a) => (a.code().unwrap_or("Failed").to_string(), a.to_string()),
+        other => ("Refused".to_string(), other.to_string()),
+    }
+}
+
+fn statuses(report: &Report) -> Vec<(String, Status, String)> {
+    report
+        .findings
+        .iter()
+        .map(|f| (f.step.as_str().to_string(), f.status, f.summary.clone()))
+        .collect()
+}
+
+fn snapshot_statuses(json: serde_json::Value) -> Vec<(String, Status, String)> {
+    json["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            let status = match f["status"].as_str()? {
+                "pass" => Status::Pass,
+                "warn" => Status::Warn,
+                "fail" => Status::Fail,
+                "skip" => Status::Skip,
+                _ => Status::Error,
+            };
+            Some((
+                f["step"].as_str()?.to_string(),
+                status,
+                f["summary"].as_str().unwrap_or("").to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// What changed between two checks, one line per step whose status changed.
+pub fn diff(before: Option<&Report>, after: Option<&Report>) -> Vec<String> {
+    match (before, after) {
+        (Some(b), Some(a)) => diff_statuses(&statuses(b), &statuses(a)),
+        _ => Vec::new(),
+    }
+}
+
+fn diff_statuses(
+    before: &[(String, Status, String)],
+    after: &[(String, Status, String)],
+) -> Vec<String> {
+    after
+        .iter()
+        .filter_map(|(step, status, summary)| {
+            let old = before.iter().find(|(s, _, _)| s == step)?;
+            (old.1 != *status).then(|| {
+                format!(
+                    "{step}: {} → {} ({summary})",
+                    old.1.as_str(),
+                    status.as_str()
+                )
+            })
+        })
+        .collect()
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+/// A UTC time for people, e.g. `2026-11-25 13:40 UTC`.
+pub fn format_time(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
