@@ -792,6 +792,25 @@ async fn world_files_reject_unknown_fields_and_dangling_names() {
     let round_trip = World::from_toml_str(&demo_world().to_toml_string().expect("toml"))
         .expect("demo world round-trips");
     assert_eq!(round_trip, demo_world());
+    let fixed_up = World::new()
+        .vm("web-01")
+        .rdp_disabled()
+        .with_vmaccess_extension("enablevmAccess");
+    let text = fixed_up.to_toml_string().expect("toml");
+    assert!(text.contains("[[vm.extension]]"), "{text}");
+    assert_eq!(World::from_toml_str(&text).expect("round-trips"), fixed_up);
+    let two_vmaccess = World::new()
+        .vm("web-01")
+        .with_vmaccess_extension("enablevmAccess")
+        .with_vmaccess_extension("second");
+    let message = two_vmaccess
+        .validate()
+        .expect_err("one handler per VM")
+        .to_string();
+    assert!(
+        message.contains("Microsoft.Compute.VMAccessAgent"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -1380,6 +1399,21 @@ async fn extension_puts_follow_azure_rules_on_state_handlers_and_agent() {
         let reuse = raw_json(&sim, Method::Put, &extension_path("rg-web", "has-ext", "ENABLEVMACCESS"), &token, &body).await;
         assert_eq!(reuse.status, StatusCode::Ok, "reusing the existing name is an update");
         assert_eq!(reuse.json()["name"], "enablevmAccess");
+        let url = reuse.header("azure-asyncoperation").expect("Azure-AsyncOperation");
+        assert_eq!(poll_status(&sim, &url, &token).await.1["status"], "Succeeded");
+
+        // The same PUT again does not run the handler again; a new forceUpdateTag does.
+        let has_ext = sim.world().vm("has-ext");
+        has_ext.update(|vm| vm.rdp_enabled = false);
+        let same = raw_json(&sim, Method::Put, &extension_path("rg-web", "has-ext", "enablevmAccess"), &token, &body).await;
+        let url = same.header("azure-asyncoperation").expect("Azure-AsyncOperation");
+        assert_eq!(poll_status(&sim, &url, &token).await.1["status"], "Succeeded");
+        assert!(!has_ext.rdp_enabled());
+        let rerun = serde_json::to_value(vmaccess("t2", serde_json::json!({}), None)).expect("json");
+        let rerun = raw_json(&sim, Method::Put, &extension_path("rg-web", "has-ext", "enablevmAccess"), &token, &rerun).await;
+        let url = rerun.header("azure-asyncoperation").expect("Azure-AsyncOperation");
+        assert_eq!(poll_status(&sim, &url, &token).await.1["status"], "Succeeded");
+        assert!(has_ext.rdp_enabled());
 
         let sick = raw_json(&sim, Method::Put, &extension_path("rg-web", "sick-01", "enablevmaccess"), &token, &body).await;
         assert_eq!(sick.status, StatusCode::Created, "accepted; the agent's silence shows at the end");
