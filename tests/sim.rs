@@ -8,8 +8,8 @@ use azure_core::{Method, Request, StatusCode, Url};
 use azure_identity::ClientSecretCredential;
 use futures::StreamExt;
 use rdp_doctor::sim::{
-    demo_world, BucketOptions, Fault, FaultKind, PowerState, SimOptions, Simulator, World,
-    DEFAULT_SUBSCRIPTION,
+    demo_world, BucketOptions, FailOperation, Fault, FaultKind, PowerState, SimOptions, Simulator,
+    World, DEFAULT_SUBSCRIPTION,
 };
 use serde_json::Value;
 use std::future::Future;
@@ -792,6 +792,25 @@ async fn world_files_reject_unknown_fields_and_dangling_names() {
     let round_trip = World::from_toml_str(&demo_world().to_toml_string().expect("toml"))
         .expect("demo world round-trips");
     assert_eq!(round_trip, demo_world());
+    let fixed_up = World::new()
+        .vm("web-01")
+        .rdp_disabled()
+        .with_vmaccess_extension("enablevmAccess");
+    let text = fixed_up.to_toml_string().expect("toml");
+    assert!(text.contains("[[vm.extension]]"), "{text}");
+    assert_eq!(World::from_toml_str(&text).expect("round-trips"), fixed_up);
+    let two_vmaccess = World::new()
+        .vm("web-01")
+        .with_vmaccess_extension("enablevmAccess")
+        .with_vmaccess_extension("second");
+    let message = two_vmaccess
+        .validate()
+        .expect_err("one handler per VM")
+        .to_string();
+    assert!(
+        message.contains("Microsoft.Compute.VMAccessAgent"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -860,4 +879,762 @@ async fn standalone_names_the_world_file_it_cannot_read() {
             .await
             .expect_err("missing file");
     assert!(format!("{error:#}").contains("/no/such/world.toml"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes: power actions, extensions, NSG rules
+
+/// Sends a JSON body without the SDK. `url` may be a path on the simulator.
+async fn raw_json(sim: &Simulator, method: Method, url: &str, token: &str, body: &Value) -> Raw {
+    let url = if url.starts_with("http") {
+        url.to_owned()
+    } else {
+        format!("{}{url}", sim.url())
+    };
+    let mut request = Request::new(Url::parse(&url).expect("url"), method);
+    request.insert_header("authorization", format!("Bearer {token}"));
+    request.insert_header("content-type", "application/json");
+    request.set_body(body.to_string());
+    let response = azure_core::new_http_client()
+        .execute_request(&request)
+        .await
+        .expect("request sent");
+    let (status, headers, body) = response.deconstruct();
+    let body = body.collect().await.expect("body").to_vec();
+    Raw {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Reads an SDK `send()` answer whole.
+async fn answer(response: azure_core::Response) -> Raw {
+    let (status, headers, body) = response.deconstruct();
+    let body = body.collect().await.expect("body").to_vec();
+    Raw {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Polls an `Azure-AsyncOperation` URL until the status is terminal. Returns the statuses seen
+/// and the final body.
+async fn poll_status(sim: &Simulator, url: &str, token: &str) -> (Vec<String>, Value) {
+    let mut seen = Vec::new();
+    loop {
+        let poll = raw(sim, Method::Get, url, Some(token)).await;
+        assert_eq!(poll.status, StatusCode::Ok, "{}", poll.text());
+        let body = poll.json();
+        let status = body["status"].as_str().expect("status").to_owned();
+        seen.push(status.clone());
+        if status != "InProgress" {
+            return (seen, body);
+        }
+        assert!(seen.len() < 10, "operation never finished: {seen:?}");
+    }
+}
+
+fn vm_action_path(rg: &str, vm: &str, action: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}/{action}?api-version=2024-07-01")
+}
+
+fn extension_path(rg: &str, vm: &str, name: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}/extensions/{name}?api-version=2024-07-01")
+}
+
+/// ARM writes in the request log (not token requests, not the read-only POSTs).
+fn arm_writes(sim: &Simulator) -> Vec<String> {
+    sim.stats()
+        .log
+        .iter()
+        .filter(|e| e.method != "GET" && !e.path.contains("/oauth2/"))
+        .filter(|e| !e.path.contains("/effectiveNetworkSecurityGroups"))
+        .map(|e| format!("{} {}", e.method, e.path))
+        .collect()
+}
+
+fn vmaccess(
+    tag: &str,
+    settings: Value,
+    protected: Option<Value>,
+) -> azure_mgmt_compute::package_2024_07_01::models::VirtualMachineExtension {
+    use azure_mgmt_compute::package_2024_07_01::models::{
+        ResourceWithOptionalLocation, VirtualMachineExtension, VirtualMachineExtensionProperties,
+    };
+    VirtualMachineExtension {
+        resource_with_optional_location: ResourceWithOptionalLocation {
+            location: Some("westeurope".to_owned()),
+            ..ResourceWithOptionalLocation::default()
+        },
+        properties: Some(VirtualMachineExtensionProperties {
+            publisher: Some("Microsoft.Compute".to_owned()),
+            type_: Some("VMAccessAgent".to_owned()),
+            type_handler_version: Some("2.4".to_owned()),
+            auto_upgrade_minor_version: Some(true),
+            force_update_tag: Some(tag.to_owned()),
+            settings: Some(settings),
+            protected_settings: protected,
+            ..VirtualMachineExtensionProperties::default()
+        }),
+    }
+}
+
+#[tokio::test]
+async fn restart_passes_through_starting_and_ends_running_with_one_write() {
+    within(async {
+        let options = SimOptions {
+            lro_polls: 2,
+            ..SimOptions::default()
+        };
+        let sim = start_with(World::new().vm("web-01"), options).await;
+        let vms = compute(&sim).virtual_machines_client();
+        let token = token(&sim).await;
+
+        let accepted = answer(
+            vms.restart("rg-web", "web-01", SUB)
+                .send()
+                .await
+                .expect("accepted")
+                .into_raw_response(),
+        )
+        .await;
+        assert_eq!(accepted.status, StatusCode::Accepted);
+        assert!(accepted.body.is_empty());
+        let status_url = accepted
+            .header("azure-asyncoperation")
+            .expect("Azure-AsyncOperation");
+        assert!(status_url.starts_with(&format!(
+            "{}/subscriptions/{SUB}/providers/Microsoft.Compute/locations/westeurope/operations/",
+            sim.url()
+        )));
+        assert!(status_url.ends_with("?api-version=2024-07-01"));
+        let location = accepted.header("location").expect("Location");
+        assert!(location.contains("?monitor=true&api-version=2024-07-01"));
+        assert_eq!(accepted.header("retry-after").as_deref(), Some("0"));
+
+        let web = sim.world().vm("web-01");
+        assert_eq!(web.power_state(), PowerState::Starting);
+        let view = vms
+            .instance_view("rg-web", "web-01", SUB)
+            .await
+            .expect("instance view");
+        assert_eq!(
+            view.statuses[1].code.as_deref(),
+            Some("PowerState/starting")
+        );
+        let agent = view.vm_agent.expect("agent");
+        assert_eq!(
+            agent.statuses[0].display_status.as_deref(),
+            Some("Not Ready")
+        );
+        assert_eq!(
+            agent.statuses[0].message.as_deref(),
+            Some("VM status blob not found.")
+        );
+
+        let (seen, done) = poll_status(&sim, &status_url, &token).await;
+        assert_eq!(seen, ["InProgress", "InProgress", "Succeeded"]);
+        assert!(done["startTime"].is_string() && done["endTime"].is_string());
+        assert_eq!(
+            done["name"],
+            status_url
+                .rsplit('/')
+                .next()
+                .and_then(|s| s.split('?').next())
+                .expect("id")
+        );
+        assert_eq!(web.power_state(), PowerState::Running);
+        assert_eq!(web.provisioning_state(), "succeeded");
+        let view = vms
+            .instance_view("rg-web", "web-01", SUB)
+            .await
+            .expect("instance view");
+        assert_eq!(view.statuses[1].code.as_deref(), Some("PowerState/running"));
+        let agent = view.vm_agent.expect("agent");
+        assert_eq!(agent.statuses[0].display_status.as_deref(), Some("Ready"));
+
+        let monitor = raw(&sim, Method::Get, &location, Some(&token)).await;
+        assert_eq!(monitor.status, StatusCode::Ok);
+
+        assert_eq!(
+            arm_writes(&sim),
+            [format!(
+                "POST {}",
+                vm_action_path("rg-web", "web-01", "restart")
+            )]
+        );
+        assert_eq!(sim.stats().by_route["POST virtualMachines/restart"], 1);
+        assert_eq!(sim.stats().by_route["GET Microsoft.Compute/operations"], 4);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn location_url_answers_202_until_done_and_start_of_a_running_vm_is_a_no_op() {
+    within(async {
+        let options = SimOptions {
+            lro_polls: 1,
+            ..SimOptions::default()
+        };
+        let world = World::new().vm("web-01").vm("app-01");
+        let sim = start_with(world, options).await;
+        let vms = compute(&sim).virtual_machines_client();
+        let token = token(&sim).await;
+
+        let noop = vms
+            .start("rg-web", "web-01", SUB)
+            .send()
+            .await
+            .expect("no-op")
+            .into_raw_response();
+        assert_eq!(noop.status(), StatusCode::Ok);
+
+        let accepted = vms
+            .power_off("rg-web", "app-01", SUB)
+            .send()
+            .await
+            .expect("accepted")
+            .into_raw_response();
+        let location = accepted
+            .headers()
+            .get_optional_string(&HeaderName::from_static("location"))
+            .expect("Location");
+        assert_eq!(sim.world().vm("app-01").power_state(), PowerState::Stopping);
+        let running = raw(&sim, Method::Get, &location, Some(&token)).await;
+        assert_eq!(running.status, StatusCode::Accepted);
+        assert!(running
+            .header("location")
+            .is_some_and(|l| l.contains("monitor=true")));
+        let done = raw(&sim, Method::Get, &location, Some(&token)).await;
+        assert_eq!(done.status, StatusCode::Ok);
+        assert_eq!(sim.world().vm("app-01").power_state(), PowerState::Stopped);
+
+        let accepted = vms
+            .deallocate("rg-web", "app-01", SUB)
+            .send()
+            .await
+            .expect("accepted")
+            .into_raw_response();
+        let status_url = accepted
+            .headers()
+            .get_optional_string(&HeaderName::from_static("azure-asyncoperation"))
+            .expect("Azure-AsyncOperation");
+        assert_eq!(
+            sim.world().vm("app-01").power_state(),
+            PowerState::Deallocating
+        );
+        let (seen, _) = poll_status(&sim, &status_url, &token).await;
+        assert_eq!(seen, ["InProgress", "Succeeded"]);
+        assert_eq!(
+            sim.world().vm("app-01").power_state(),
+            PowerState::Deallocated
+        );
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn start_gives_a_dynamic_ip_an_address_and_redeploy_changes_only_dynamic_ones() {
+    within(async {
+        let world = World::new()
+            .vm("app-02")
+            .deallocated()
+            .dynamic_public_ip_without_address()
+            .vm("web-01");
+        let options = SimOptions {
+            lro_polls: 1,
+            ..SimOptions::default()
+        };
+        let sim = start_with(world, options).await;
+        let vms = compute(&sim).virtual_machines_client();
+        let token = token(&sim).await;
+        let app = sim.world().vm("app-02");
+        let web = sim.world().vm("web-01");
+        let status_url = |response: azure_core::Response| {
+            response
+                .headers()
+                .get_optional_string(&HeaderName::from_static("azure-asyncoperation"))
+                .expect("Azure-AsyncOperation")
+        };
+
+        assert_eq!(app.public_ip_address(), None);
+        let started = vms
+            .start("rg-web", "app-02", SUB)
+            .send()
+            .await
+            .expect("accepted");
+        let url = status_url(started.into_raw_response());
+        assert_eq!(app.power_state(), PowerState::Starting);
+        let (_, done) = poll_status(&sim, &url, &token).await;
+        assert_eq!(done["status"], "Succeeded");
+        assert_eq!(app.power_state(), PowerState::Running);
+        let first = app
+            .public_ip_address()
+            .expect("a started VM's dynamic IP has an address");
+
+        let static_before = web.public_ip_address().expect("static address");
+        let app_url = status_url(
+            vms.redeploy("rg-web", "app-02", SUB)
+                .send()
+                .await
+                .expect("accepted")
+                .into_raw_response(),
+        );
+        let web_url = status_url(
+            vms.redeploy("rg-web", "web-01", SUB)
+                .send()
+                .await
+                .expect("accepted")
+                .into_raw_response(),
+        );
+        assert_eq!(app.power_state(), PowerState::Stopping);
+        assert_eq!(app.provisioning_state(), "updating");
+        let first_poll = raw(&sim, Method::Get, &app_url, Some(&token)).await.json();
+        assert_eq!(first_poll["status"], "InProgress");
+        assert_eq!(app.power_state(), PowerState::Starting);
+        let (_, done) = poll_status(&sim, &app_url, &token).await;
+        assert_eq!(done["status"], "Succeeded");
+        let (_, done) = poll_status(&sim, &web_url, &token).await;
+        assert_eq!(done["status"], "Succeeded");
+
+        assert_eq!(app.power_state(), PowerState::Running);
+        let second = app.public_ip_address().expect("address after redeploy");
+        assert_ne!(second, first, "a dynamic IP changes on redeploy");
+        assert_eq!(
+            web.public_ip_address(),
+            Some(static_before),
+            "a static IP stays"
+        );
+        assert_eq!(web.power_state(), PowerState::Running);
+        let pip = network(&sim)
+            .public_ip_addresses_client()
+            .get("rg-web", "app-02-ip", SUB)
+            .await
+            .expect("pip");
+        assert_eq!(pip.properties.and_then(|p| p.ip_address), Some(second));
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn restart_of_a_deallocated_vm_and_a_second_write_are_409() {
+    within(async {
+        let world = World::new().vm("app-01").deallocated().vm("web-01");
+        let sim = start(world).await;
+        let vms = compute(&sim).virtual_machines_client();
+        let token = token(&sim).await;
+
+        let refused = vms.restart("rg-web", "app-01", SUB).send().await.expect_err("deallocated");
+        assert_eq!(status_of(&refused), Some(StatusCode::Conflict));
+        let body = raw(&sim, Method::Post, &vm_action_path("rg-web", "app-01", "restart"), Some(&token)).await;
+        assert_eq!(body.status, StatusCode::Conflict);
+        assert_eq!(body.json()["error"]["code"], "OperationNotAllowed");
+        assert_eq!(
+            body.json()["error"]["message"],
+            "Operation 'restart' is not allowed on VM 'app-01' since the VM is deallocated."
+        );
+        assert_eq!(sim.world().vm("app-01").power_state(), PowerState::Deallocated);
+
+        let first = raw(&sim, Method::Post, &vm_action_path("rg-web", "web-01", "restart"), Some(&token)).await;
+        assert_eq!(first.status, StatusCode::Accepted);
+        let second = raw(&sim, Method::Post, &vm_action_path("rg-web", "web-01", "redeploy"), Some(&token)).await;
+        assert_eq!(second.status, StatusCode::Conflict);
+        assert_eq!(second.json()["error"]["code"], "Conflict");
+        let message = second.json()["error"]["message"].as_str().expect("message").to_owned();
+        assert!(message.starts_with("Operation 'redeploy' is not allowed since the Virtual Machine 'web-01' is already in progress of another operation"), "{message}");
+        let extension = raw_json(&sim, Method::Put, &extension_path("rg-web", "web-01", "enablevmaccess"), &token, &serde_json::to_value(vmaccess("t", serde_json::json!({}), None)).expect("json")).await;
+        assert_eq!(extension.status, StatusCode::Conflict);
+
+        let url = first.header("azure-asyncoperation").expect("Azure-AsyncOperation");
+        let (_, done) = poll_status(&sim, &url, &token).await;
+        assert_eq!(done["status"], "Succeeded");
+        let again = raw(&sim, Method::Post, &vm_action_path("rg-web", "web-01", "redeploy"), Some(&token)).await;
+        assert_eq!(again.status, StatusCode::Accepted, "the VM is free once the restart is done");
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn vmaccess_put_resets_rdp_then_a_password_and_never_echoes_protected_settings() {
+    within(async {
+        const PASSWORD: &str = "Corr3ct-Horse-Battery!";
+        let world = World::new().vm("web-01").rdp_disabled();
+        let options = SimOptions {
+            lro_polls: 1,
+            ..SimOptions::default()
+        };
+        let sim = start_with(world, options).await;
+        let client = compute(&sim);
+        let extensions = client.virtual_machine_extensions_client();
+        let token = token(&sim).await;
+        let web = sim.world().vm("web-01");
+        assert!(!web.rdp_enabled());
+        let mut answers = Vec::new();
+
+        let created = answer(
+            extensions
+                .create_or_update("rg-web", "web-01", "enablevmaccess", vmaccess("run-1", serde_json::json!({}), None), SUB)
+                .send()
+                .await
+                .expect("accepted")
+                .into_raw_response(),
+        )
+        .await;
+        assert_eq!(created.status, StatusCode::Created);
+        let model: azure_mgmt_compute::package_2024_07_01::models::VirtualMachineExtension =
+            serde_json::from_slice(&created.body).expect("parses into the SDK model");
+        let props = model.properties.expect("properties");
+        assert_eq!(props.provisioning_state.as_deref(), Some("Creating"));
+        assert_eq!(props.type_.as_deref(), Some("VMAccessAgent"));
+        let url = created.header("azure-asyncoperation").expect("Azure-AsyncOperation");
+        let during = extensions.get("rg-web", "web-01", "enablevmaccess", SUB).await.expect("extension");
+        assert_eq!(during.properties.and_then(|p| p.provisioning_state).as_deref(), Some("Creating"));
+        let (seen, _) = poll_status(&sim, &url, &token).await;
+        assert_eq!(seen, ["InProgress", "Succeeded"]);
+        assert!(web.rdp_enabled());
+        assert_eq!(web.rdp_port(), 3389);
+        assert_eq!(web.password_resets(), 0);
+        answers.push(created);
+
+        let updated = answer(
+            extensions
+                .create_or_update(
+                    "rg-web",
+                    "web-01",
+                    "enablevmaccess",
+                    vmaccess("run-2", serde_json::json!({"username": "rescue-admin"}), Some(serde_json::json!({"password": PASSWORD}))),
+                    SUB,
+                )
+                .send()
+                .await
+                .expect("accepted")
+                .into_raw_response(),
+        )
+        .await;
+        assert_eq!(updated.status, StatusCode::Ok);
+        assert_eq!(updated.json()["properties"]["provisioningState"], "Updating");
+        let url = updated.header("azure-asyncoperation").expect("Azure-AsyncOperation");
+        let (_, done) = poll_status(&sim, &url, &token).await;
+        assert_eq!(done["status"], "Succeeded");
+        assert_eq!(web.password_resets(), 1);
+        assert!(web.local_admins().contains(&"rescue-admin".to_owned()));
+        assert_eq!(web.extension_names(), ["enablevmaccess"]);
+        answers.push(updated);
+
+        let got = extensions
+            .get("rg-web", "web-01", "enablevmaccess", SUB)
+            .expand("instanceView")
+            .await
+            .expect("extension");
+        let props = got.properties.expect("properties");
+        assert_eq!(props.provisioning_state.as_deref(), Some("Succeeded"));
+        assert!(props.protected_settings.is_none());
+        assert_eq!(props.settings, Some(serde_json::json!({"username": "rescue-admin"})));
+        let status = &props.instance_view.expect("instance view").statuses[0];
+        assert_eq!(status.code.as_deref(), Some("ProvisioningState/succeeded"));
+        assert_eq!(status.display_status.as_deref(), Some("Provisioning succeeded"));
+
+        let list = extensions.list("rg-web", "web-01", SUB).await.expect("list");
+        assert_eq!(list.value.len(), 1);
+        let view = client.virtual_machines_client().instance_view("rg-web", "web-01", SUB).await.expect("instance view");
+        let listed: Vec<Option<String>> = view.extensions.iter().map(|e| e.name.clone()).collect();
+        assert_eq!(listed, [Some("enablevmaccess".to_owned())]);
+        assert_eq!(view.extensions[0].type_.as_deref(), Some("Microsoft.Compute.VMAccessAgent"));
+
+        answers.push(raw(&sim, Method::Get, &format!("{}&$expand=instanceView", extension_path("rg-web", "web-01", "enablevmaccess")), Some(&token)).await);
+        answers.push(raw(&sim, Method::Get, &format!("/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/web-01/extensions?api-version=2024-07-01"), Some(&token)).await);
+        answers.push(raw(&sim, Method::Get, "/_sim/stats", None).await);
+        for answer in &answers {
+            assert!(!answer.text().contains(PASSWORD));
+            assert!(!answer.text().contains("protectedSettings"), "{}", answer.text());
+        }
+        let stats = serde_json::to_string(&sim.stats()).expect("stats");
+        assert!(!stats.contains(PASSWORD));
+        assert!(!format!("{:?}", sim.world().snapshot()).contains(PASSWORD));
+        assert_eq!(sim.stats().by_route["PUT virtualMachines/extensions"], 2);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn extension_puts_follow_azure_rules_on_state_handlers_and_agent() {
+    within(async {
+        let world = World::new()
+            .vm("off-01")
+            .stopped()
+            .vm("has-ext")
+            .with_vmaccess_extension("enablevmAccess")
+            .vm("sick-01")
+            .agent_not_ready("VM Agent is unresponsive.");
+        let sim = start(world).await;
+        let extensions = compute(&sim).virtual_machine_extensions_client();
+        let token = token(&sim).await;
+        let body = serde_json::to_value(vmaccess("t1", serde_json::json!({}), None)).expect("json");
+
+        let stopped = extensions
+            .create_or_update("rg-web", "off-01", "enablevmaccess", vmaccess("t1", serde_json::json!({}), None), SUB)
+            .send()
+            .await
+            .expect_err("stopped VM");
+        assert_eq!(status_of(&stopped), Some(StatusCode::Conflict));
+        let stopped = raw_json(&sim, Method::Put, &extension_path("rg-web", "off-01", "enablevmaccess"), &token, &body).await;
+        assert_eq!(stopped.json()["error"]["code"], "OperationNotAllowed");
+        assert_eq!(stopped.json()["error"]["internalErrorCode"], "CannotModifyExtensionsWhenVMNotRunning");
+        assert_eq!(stopped.json()["error"]["message"], "Cannot modify extensions in the VM when the VM is not running.");
+
+        let second = raw_json(&sim, Method::Put, &extension_path("rg-web", "has-ext", "VMAccessAgent"), &token, &body).await;
+        assert_eq!(second.status, StatusCode::BadRequest);
+        assert_eq!(second.json()["error"]["code"], "BadRequest");
+        assert_eq!(second.json()["error"]["internalErrorCode"], "MultipleExtensionsPerHandlerNotAllowed");
+        assert!(second.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("VMExtension 'enablevmAccess' with handler 'Microsoft.Compute.VMAccessAgent' already added")));
+        let reuse = raw_json(&sim, Method::Put, &extension_path("rg-web", "has-ext", "ENABLEVMACCESS"), &token, &body).await;
+        assert_eq!(reuse.status, StatusCode::Ok, "reusing the existing name is an update");
+        assert_eq!(reuse.json()["name"], "enablevmAccess");
+        let url = reuse.header("azure-asyncoperation").expect("Azure-AsyncOperation");
+        assert_eq!(poll_status(&sim, &url, &token).await.1["status"], "Succeeded");
+
+        // The same PUT again does not run the handler again; a new forceUpdateTag does.
+        let has_ext = sim.world().vm("has-ext");
+        has_ext.update(|vm| vm.rdp_enabled = false);
+        let same = raw_json(&sim, Method::Put, &extension_path("rg-web", "has-ext", "enablevmAccess"), &token, &body).await;
+        let url = same.header("azure-asyncoperation").expect("Azure-AsyncOperation");
+        assert_eq!(poll_status(&sim, &url, &token).await.1["status"], "Succeeded");
+        assert!(!has_ext.rdp_enabled());
+        let rerun = serde_json::to_value(vmaccess("t2", serde_json::json!({}), None)).expect("json");
+        let rerun = raw_json(&sim, Method::Put, &extension_path("rg-web", "has-ext", "enablevmAccess"), &token, &rerun).await;
+        let url = rerun.header("azure-asyncoperation").expect("Azure-AsyncOperation");
+        assert_eq!(poll_status(&sim, &url, &token).await.1["status"], "Succeeded");
+        assert!(has_ext.rdp_enabled());
+
+        let sick = raw_json(&sim, Method::Put, &extension_path("rg-web", "sick-01", "enablevmaccess"), &token, &body).await;
+        assert_eq!(sick.status, StatusCode::Created, "accepted; the agent's silence shows at the end");
+        let url = sick.header("azure-asyncoperation").expect("Azure-AsyncOperation");
+        let (seen, done) = poll_status(&sim, &url, &token).await;
+        assert_eq!(seen, ["InProgress", "Failed"]);
+        assert_eq!(done["error"]["code"], "VMAgentStatusCommunicationError");
+        assert!(done["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("VM 'sick-01' has not reported status for VM agent or extensions.")));
+        let ext = &sim.world().vm("sick-01").extensions()[0];
+        assert_eq!(ext.provisioning_state, "Failed");
+
+        let missing = extensions.get("rg-web", "sick-01", "nope", SUB).await.expect_err("no such extension");
+        assert_eq!(status_of(&missing), Some(StatusCode::NotFound));
+        let garbage = raw_with_body(&sim, Method::Put, &extension_path("rg-web", "has-ext", "enablevmAccess"), Some(&token), Some("{not json")).await;
+        assert_eq!(garbage.status, StatusCode::BadRequest);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn nsg_rule_put_lands_in_the_effective_rules_and_priorities_must_be_unique() {
+    use azure_mgmt_network::package_2024_03::models::{
+        security_rule_properties_format::Protocol, SecurityRule, SecurityRuleAccess,
+        SecurityRuleDirection, SecurityRulePropertiesFormat,
+    };
+    within(async {
+        let sim = start(World::new().vm("web-02").nsg_denies_rdp()).await;
+        let net = network(&sim);
+        let rules = net.security_rules_client();
+        let token = token(&sim).await;
+        let rule = |priority: i32| {
+            let mut props = SecurityRulePropertiesFormat::new(
+                Protocol::Tcp,
+                SecurityRuleAccess::Allow,
+                priority,
+                SecurityRuleDirection::Inbound,
+            );
+            props.source_address_prefix = Some("203.0.113.0/24".to_owned());
+            props.source_port_range = Some("*".to_owned());
+            props.destination_address_prefix = Some("*".to_owned());
+            props.destination_port_range = Some("3389".to_owned());
+            props.description = Some("RDP from the office".to_owned());
+            SecurityRule {
+                properties: Some(props),
+                ..SecurityRule::default()
+            }
+        };
+
+        let created = answer(
+            rules
+                .create_or_update("rg-web", "web-02-snet-nsg", "allow-rdp-office", rule(110), SUB)
+                .send()
+                .await
+                .expect("accepted")
+                .into_raw_response(),
+        )
+        .await;
+        assert_eq!(created.status, StatusCode::Created);
+        let model: SecurityRule = serde_json::from_slice(&created.body).expect("parses into the SDK model");
+        assert_eq!(
+            format!("{:?}", model.properties.and_then(|p| p.provisioning_state)),
+            "Some(Updating)"
+        );
+        let url = created.header("azure-asyncoperation").expect("Azure-AsyncOperation");
+        assert!(url.starts_with(&format!("{}/subscriptions/{SUB}/providers/Microsoft.Network/locations/westeurope/operations/", sim.url())));
+        assert!(url.ends_with("?api-version=2024-03-01"));
+        let (seen, _) = poll_status(&sim, &url, &token).await;
+        assert_eq!(seen, ["InProgress", "Succeeded"]);
+
+        let got = rules.get("rg-web", "web-02-snet-nsg", "allow-rdp-office", SUB).await.expect("rule");
+        assert_eq!(got.properties.map(|p| p.priority), Some(110));
+
+        let accepted = net
+            .network_interfaces_client()
+            .list_effective_network_security_groups("rg-web", "web-02-nic", SUB)
+            .send()
+            .await
+            .expect("accepted")
+            .into_raw_response();
+        let location = accepted
+            .headers()
+            .get_optional_string(&HeaderName::from_static("location"))
+            .expect("Location");
+        let mut result = raw(&sim, Method::Get, &location, Some(&token)).await;
+        while result.status == StatusCode::Accepted {
+            result = raw(&sim, Method::Get, &location, Some(&token)).await;
+        }
+        let names: Vec<String> = result.json()["value"][0]["effectiveSecurityRules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(str::to_owned))
+            .collect();
+        assert!(names.contains(&"securityRules/allow-rdp-office".to_owned()), "{names:?}");
+
+        let conflict = rules
+            .create_or_update("rg-web", "web-02-snet-nsg", "another", rule(100), SUB)
+            .send()
+            .await
+            .expect_err("priority taken");
+        assert_eq!(status_of(&conflict), Some(StatusCode::BadRequest));
+        let body = raw_json(
+            &sim,
+            Method::Put,
+            &format!("/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Network/networkSecurityGroups/web-02-snet-nsg/securityRules/another?api-version=2024-03-01"),
+            &token,
+            &serde_json::to_value(rule(100)).expect("json"),
+        )
+        .await;
+        assert_eq!(body.json()["error"]["code"], "SecurityRuleConflict");
+        assert_eq!(
+            body.json()["error"]["message"],
+            "Security rule another conflicts with rule deny-rdp-internet. Rules cannot have the same Priority and Direction. To learn more, see aka.ms/nsgrules."
+        );
+        let stats = sim.stats();
+        assert_eq!(stats.by_route["PUT networkSecurityGroups/securityRules"], 3);
+        assert_eq!(stats.by_route["GET networkSecurityGroups/securityRules"], 1);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fail_operations_end_a_redeploy_failed_and_leave_the_world_alone() {
+    within(async {
+        let world = World::new().vm("app-02").dynamic_public_ip_without_address();
+        let mut world = world;
+        if let Some(ip) = world.vms[0].public_ip.as_mut() {
+            ip.address = Some("20.9.9.9".to_owned());
+        }
+        let options = SimOptions {
+            fail_operations: vec![FailOperation::new(
+                "/redeploy",
+                "AllocationFailed",
+                "Allocation failed. We do not have sufficient capacity for the requested VM size in this region.",
+            )],
+            ..SimOptions::default()
+        };
+        let sim = start_with(world, options).await;
+        let token = token(&sim).await;
+        let before = sim.world().snapshot();
+
+        let accepted = compute(&sim)
+            .virtual_machines_client()
+            .redeploy("rg-web", "app-02", SUB)
+            .send()
+            .await
+            .expect("accepted")
+            .into_raw_response();
+        assert_eq!(accepted.status(), StatusCode::Accepted);
+        let header = |name: &'static str| {
+            accepted
+                .headers()
+                .get_optional_string(&HeaderName::from_static(name))
+                .expect("header")
+        };
+        let (url, location) = (header("azure-asyncoperation"), header("location"));
+        assert_eq!(sim.world().snapshot(), before);
+        let (seen, done) = poll_status(&sim, &url, &token).await;
+        assert_eq!(seen, ["InProgress", "Failed"]);
+        assert_eq!(done["error"]["code"], "AllocationFailed");
+        let monitor = raw(&sim, Method::Get, &location, Some(&token)).await;
+        assert_eq!(monitor.status, StatusCode::BadRequest);
+        assert_eq!(monitor.json()["error"]["code"], "AllocationFailed");
+        assert_eq!(sim.world().snapshot(), before);
+        assert_eq!(sim.world().vm("app-02").public_ip_address().as_deref(), Some("20.9.9.9"));
+
+        let restart = raw(&sim, Method::Post, &vm_action_path("rg-web", "app-02", "restart"), Some(&token)).await;
+        let (_, done) = poll_status(&sim, &restart.header("azure-asyncoperation").expect("url"), &token).await;
+        assert_eq!(done["status"], "Succeeded", "other writes are not affected");
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_client_polling_the_same_operation_url_gets_the_final_status() {
+    within(async {
+        let options = SimOptions {
+            lro_polls: 3,
+            ..SimOptions::default()
+        };
+        let sim = start_with(World::new().vm("web-01"), options).await;
+        let url = {
+            let first_client = compute(&sim);
+            let first_token = token(&sim).await;
+            let accepted = first_client
+                .virtual_machines_client()
+                .restart("rg-web", "web-01", SUB)
+                .send()
+                .await
+                .expect("accepted")
+                .into_raw_response();
+            let url = accepted
+                .headers()
+                .get_optional_string(&HeaderName::from_static("azure-asyncoperation"))
+                .expect("Azure-AsyncOperation");
+            let once = raw(&sim, Method::Get, &url, Some(&first_token))
+                .await
+                .json();
+            assert_eq!(once["status"], "InProgress");
+            url
+        };
+        let second_token = token(&sim).await;
+        let (seen, done) = poll_status(&sim, &url, &second_token).await;
+        assert_eq!(
+            seen,
+            ["InProgress", "InProgress", "Succeeded"],
+            "polls count per operation"
+        );
+        assert_eq!(done["status"], "Succeeded");
+        let again = raw(&sim, Method::Get, &url, Some(&second_token))
+            .await
+            .json();
+        assert_eq!(again["status"], "Succeeded");
+        assert_eq!(again["endTime"], done["endTime"]);
+        assert_eq!(sim.world().vm("web-01").power_state(), PowerState::Running);
+        sim.shutdown().await;
+    })
+    .await;
 }

@@ -9,7 +9,7 @@ use super::lro::{Outcome, Poll, Registry};
 use super::world::{
     AgentState, Allocation, Nsg, Os, PowerState, RecommendedAction, Rule, Vm, World,
 };
-use super::{now_rfc3339, rfc3339, stable_uuid, Reply};
+use super::{now_rfc3339, rfc3339, stable_uuid, FailOperation, Reply};
 use serde_json::{json, Map, Value};
 use time::{Duration, OffsetDateTime};
 
@@ -94,7 +94,80 @@ pub(crate) enum Route {
         sub: String,
         id: String,
     },
+    VmAction {
+        sub: String,
+        rg: String,
+        vm: String,
+        action: VmAction,
+    },
+    ListExtensions {
+        sub: String,
+        rg: String,
+        vm: String,
+    },
+    GetExtension {
+        sub: String,
+        rg: String,
+        vm: String,
+        name: String,
+    },
+    PutExtension {
+        sub: String,
+        rg: String,
+        vm: String,
+        name: String,
+    },
+    GetSecurityRule {
+        sub: String,
+        rg: String,
+        nsg: String,
+        name: String,
+    },
+    PutSecurityRule {
+        sub: String,
+        rg: String,
+        nsg: String,
+        name: String,
+    },
+    NetworkOperation {
+        sub: String,
+        id: String,
+    },
     Unknown,
+}
+
+/// The power actions of `POST virtualMachines/{vm}/{action}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VmAction {
+    Start,
+    Restart,
+    Redeploy,
+    Deallocate,
+    PowerOff,
+}
+
+impl VmAction {
+    fn parse(segment: &str) -> Option<VmAction> {
+        match segment.to_ascii_lowercase().as_str() {
+            "start" => Some(VmAction::Start),
+            "restart" => Some(VmAction::Restart),
+            "redeploy" => Some(VmAction::Redeploy),
+            "deallocate" => Some(VmAction::Deallocate),
+            "poweroff" => Some(VmAction::PowerOff),
+            _ => None,
+        }
+    }
+
+    /// The path segment as ARM spells it, e.g. "powerOff".
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            VmAction::Start => "start",
+            VmAction::Restart => "restart",
+            VmAction::Redeploy => "redeploy",
+            VmAction::Deallocate => "deallocate",
+            VmAction::PowerOff => "powerOff",
+        }
+    }
 }
 
 impl Route {
@@ -107,13 +180,58 @@ impl Route {
         let s = |i: usize| segs[i].to_owned();
         let get = method.eq_ignore_ascii_case("GET");
         let post = method.eq_ignore_ascii_case("POST");
+        let put = method.eq_ignore_ascii_case("PUT");
         const SUB: &str = "subscriptions";
         const RGS: &str = "resourcegroups";
         const P: &str = "providers";
         const C: &str = "microsoft.compute";
         const N: &str = "microsoft.network";
         const VMS: &str = "virtualmachines";
+        const NSGS: &str = "networksecuritygroups";
+        if let [SUB, _, RGS, _, P, C, VMS, _, action] = l.as_slice() {
+            if let (true, Some(action)) = (post, VmAction::parse(action)) {
+                return Route::VmAction {
+                    sub: s(1),
+                    rg: s(3),
+                    vm: s(7),
+                    action,
+                };
+            }
+        }
         match l.as_slice() {
+            [SUB, _, RGS, _, P, C, VMS, _, "extensions"] if get => Route::ListExtensions {
+                sub: s(1),
+                rg: s(3),
+                vm: s(7),
+            },
+            [SUB, _, RGS, _, P, C, VMS, _, "extensions", _] if get => Route::GetExtension {
+                sub: s(1),
+                rg: s(3),
+                vm: s(7),
+                name: s(9),
+            },
+            [SUB, _, RGS, _, P, C, VMS, _, "extensions", _] if put => Route::PutExtension {
+                sub: s(1),
+                rg: s(3),
+                vm: s(7),
+                name: s(9),
+            },
+            [SUB, _, RGS, _, P, N, NSGS, _, "securityrules", _] if get => Route::GetSecurityRule {
+                sub: s(1),
+                rg: s(3),
+                nsg: s(7),
+                name: s(9),
+            },
+            [SUB, _, RGS, _, P, N, NSGS, _, "securityrules", _] if put => Route::PutSecurityRule {
+                sub: s(1),
+                rg: s(3),
+                nsg: s(7),
+                name: s(9),
+            },
+            [SUB, _, P, N, "locations", _, "operations", _] if get => Route::NetworkOperation {
+                sub: s(1),
+                id: s(7),
+            },
             [SUB, _, P, C, VMS] if get => Route::ListVms {
                 sub: s(1),
                 rg: None,
@@ -207,6 +325,15 @@ impl Route {
             Route::GetNsg { .. } => "GET networkSecurityGroups",
             Route::NetworkOperationResult { .. } => "GET Microsoft.Network/operationResults",
             Route::ComputeOperation { .. } => "GET Microsoft.Compute/operations",
+            Route::VmAction { action, .. } => {
+                return format!("POST virtualMachines/{}", action.as_str())
+            }
+            Route::ListExtensions { .. } => "GET virtualMachines/extensions (list)",
+            Route::GetExtension { .. } => "GET virtualMachines/extensions",
+            Route::PutExtension { .. } => "PUT virtualMachines/extensions",
+            Route::GetSecurityRule { .. } => "GET networkSecurityGroups/securityRules",
+            Route::PutSecurityRule { .. } => "PUT networkSecurityGroups/securityRules",
+            Route::NetworkOperation { .. } => "GET Microsoft.Network/operations",
             Route::Unknown => return format!("{} unknown", method.to_ascii_uppercase()),
         };
         name.to_owned()
@@ -235,50 +362,75 @@ pub(crate) struct Ctx<'a> {
     pub query: &'a Query,
     pub method: &'a str,
     pub path: &'a str,
+    /// The request body (empty for GET).
+    pub body: &'a [u8],
+    /// Writes that are accepted but end Failed (`SimOptions::fail_operations`).
+    pub fail_operations: &'a [FailOperation],
 }
 
 /// Answers an authenticated, unthrottled ARM request.
 pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
-    let result =
-        match route {
-            Route::ListVms { sub, rg } => list_vms(ctx, sub, rg.as_deref()),
-            Route::GetVm { sub, rg, vm } => lookup_vm(ctx.world, sub, rg, vm).map(|vm| {
-                let expand = ctx
-                    .query
-                    .get("$expand")
-                    .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
-                Reply::json(200, &vm_json(vm, expand))
-            }),
-            Route::VmInstanceView { sub, rg, vm } => lookup_vm(ctx.world, sub, rg, vm)
-                .map(|vm| Reply::json(200, &instance_view_json(vm))),
-            Route::BootDiagnostics { sub, rg, vm } => boot_diagnostics(ctx, sub, rg, vm),
-            Route::ResourceHealth { sub, rg, vm } => resource_health(ctx, sub, rg, vm),
-            Route::GetNic { sub, rg, nic } => lookup_nic(ctx.world, sub, rg, nic)
-                .map(|vm| Reply::json(200, &nic_json(ctx.world, vm))),
-            Route::EffectiveNsgs { sub, rg, nic } => effective_nsgs(ctx, sub, rg, nic),
-            Route::GetPublicIp { sub, rg, name } => get_public_ip(ctx.world, sub, rg, name),
-            Route::GetSubnet {
-                sub,
-                rg,
-                vnet,
-                subnet,
-            } => get_subnet(ctx.world, sub, rg, vnet, subnet),
-            Route::GetNsg { sub, rg, name } => get_nsg(ctx.world, sub, rg, name),
-            Route::NetworkOperationResult { sub, id } => network_operation(ctx, sub, id),
-            Route::ComputeOperation { sub, id } => compute_operation(ctx, sub, id),
-            Route::Unknown => Err(Reply::arm_error(
-                404,
-                "NotFound",
-                &format!(
+    let result = match route {
+        Route::ListVms { sub, rg } => list_vms(ctx, sub, rg.as_deref()),
+        Route::GetVm { sub, rg, vm } => lookup_vm(ctx.world, sub, rg, vm).map(|vm| {
+            let expand = ctx
+                .query
+                .get("$expand")
+                .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
+            Reply::json(200, &vm_json(vm, expand))
+        }),
+        Route::VmInstanceView { sub, rg, vm } => {
+            lookup_vm(ctx.world, sub, rg, vm).map(|vm| Reply::json(200, &instance_view_json(vm)))
+        }
+        Route::BootDiagnostics { sub, rg, vm } => boot_diagnostics(ctx, sub, rg, vm),
+        Route::ResourceHealth { sub, rg, vm } => resource_health(ctx, sub, rg, vm),
+        Route::GetNic { sub, rg, nic } => {
+            lookup_nic(ctx.world, sub, rg, nic).map(|vm| Reply::json(200, &nic_json(ctx.world, vm)))
+        }
+        Route::EffectiveNsgs { sub, rg, nic } => effective_nsgs(ctx, sub, rg, nic),
+        Route::GetPublicIp { sub, rg, name } => get_public_ip(ctx.world, sub, rg, name),
+        Route::GetSubnet {
+            sub,
+            rg,
+            vnet,
+            subnet,
+        } => get_subnet(ctx.world, sub, rg, vnet, subnet),
+        Route::GetNsg { sub, rg, name } => get_nsg(ctx.world, sub, rg, name),
+        Route::NetworkOperationResult { sub, id } => network_operation(ctx, sub, id),
+        Route::ComputeOperation { sub, id } => compute_operation(ctx, sub, id),
+        Route::VmAction {
+            sub,
+            rg,
+            vm,
+            action,
+        } => super::write::vm_action(ctx, sub, rg, vm, *action),
+        Route::ListExtensions { sub, rg, vm } => super::write::list_extensions(ctx, sub, rg, vm),
+        Route::GetExtension { sub, rg, vm, name } => {
+            super::write::get_extension(ctx, sub, rg, vm, name)
+        }
+        Route::PutExtension { sub, rg, vm, name } => {
+            super::write::put_extension(ctx, sub, rg, vm, name)
+        }
+        Route::GetSecurityRule { sub, rg, nsg, name } => {
+            super::write::get_security_rule(ctx, sub, rg, nsg, name)
+        }
+        Route::PutSecurityRule { sub, rg, nsg, name } => {
+            super::write::put_security_rule(ctx, sub, rg, nsg, name)
+        }
+        Route::NetworkOperation { sub, id } => super::write::network_operation_status(ctx, sub, id),
+        Route::Unknown => Err(Reply::arm_error(
+            404,
+            "NotFound",
+            &format!(
                 "The simulator does not serve {} {}. See src/sim/arm.rs for the routes it knows.",
                 ctx.method, ctx.path
             ),
-            )),
-        };
+        )),
+    };
     result.unwrap_or_else(|reply| reply)
 }
 
-type Answer = Result<Reply, Reply>;
+pub(crate) type Answer = Result<Reply, Reply>;
 
 // ---------------------------------------------------------------------------------------------
 // Ids and lookups
@@ -323,7 +475,7 @@ fn subnet_id(vm: &Vm) -> String {
     )
 }
 
-fn nsg_id(nsg: &Nsg) -> String {
+pub(crate) fn nsg_id(nsg: &Nsg) -> String {
     format!(
         "{}/providers/Microsoft.Network/networkSecurityGroups/{}",
         rg_prefix(&nsg.subscription, &nsg.resource_group),
@@ -331,7 +483,7 @@ fn nsg_id(nsg: &Nsg) -> String {
     )
 }
 
-fn not_found(kind: &str, name: &str, rg: &str) -> Reply {
+pub(crate) fn not_found(kind: &str, name: &str, rg: &str) -> Reply {
     Reply::arm_error(
         404,
         "ResourceNotFound",
@@ -342,7 +494,7 @@ fn not_found(kind: &str, name: &str, rg: &str) -> Reply {
 }
 
 /// Subscription and resource group exist, or the error ARM gives.
-fn check_scope(world: &World, sub: &str, rg: Option<&str>) -> Result<(), Reply> {
+pub(crate) fn check_scope(world: &World, sub: &str, rg: Option<&str>) -> Result<(), Reply> {
     if world.subscription_entry(sub).is_none() {
         return Err(Reply::arm_error(
             404,
@@ -360,7 +512,12 @@ fn check_scope(world: &World, sub: &str, rg: Option<&str>) -> Result<(), Reply> 
     }
 }
 
-fn lookup_vm<'w>(world: &'w World, sub: &str, rg: &str, name: &str) -> Result<&'w Vm, Reply> {
+pub(crate) fn lookup_vm<'w>(
+    world: &'w World,
+    sub: &str,
+    rg: &str,
+    name: &str,
+) -> Result<&'w Vm, Reply> {
     check_scope(world, sub, Some(rg))?;
     world
         .find_vm(sub, rg, name)
@@ -510,7 +667,7 @@ pub(crate) fn vm_json(vm: &Vm, with_instance_view: bool) -> Value {
 }
 
 /// The agent as the instance view shows it: the configured state only while the VM runs.
-fn effective_agent(vm: &Vm) -> (AgentState, String) {
+pub(crate) fn effective_agent(vm: &Vm) -> (AgentState, String) {
     let configured = vm
         .agent_message
         .clone()
@@ -597,7 +754,7 @@ pub(crate) fn instance_view_json(vm: &Vm) -> Value {
                         "message": "GuestAgent is running and accepting new configurations.",
                         "time": now,
                     }],
-                    "extensionHandlers": [],
+                    "extensionHandlers": super::write::extension_handlers_json(vm),
                 }),
             );
         }
@@ -630,6 +787,18 @@ pub(crate) fn instance_view_json(vm: &Vm) -> Value {
             }],
         }]),
     );
+    let allocated = !matches!(
+        vm.power_state,
+        PowerState::Deallocated | PowerState::Deallocating
+    );
+    if allocated && !vm.extensions.is_empty() {
+        let extensions: Vec<Value> = vm
+            .extensions
+            .iter()
+            .map(super::write::extension_instance_view_json)
+            .collect();
+        view.insert("extensions".into(), json!(extensions));
+    }
     view.insert("hyperVGeneration".into(), json!("V2"));
     view.insert("statuses".into(), json!(statuses));
     Value::Object(view)
@@ -1006,7 +1175,7 @@ pub(crate) fn default_rules() -> Vec<Rule> {
     ]
 }
 
-fn rule_json(nsg: &Nsg, collection: &str, rule: &Rule) -> Value {
+pub(crate) fn rule_json(nsg: &Nsg, collection: &str, rule: &Rule) -> Value {
     let mut props = json!({
         "provisioningState": "Succeeded",
         "protocol": rule.protocol,
@@ -1288,7 +1457,7 @@ fn effective_nsgs(ctx: &mut Ctx<'_>, sub: &str, rg: &str, nic: &str) -> Answer {
         .header("Retry-After", ctx.retry_after.to_string()))
 }
 
-fn operation_not_found(id: &str) -> Reply {
+pub(crate) fn operation_not_found(id: &str) -> Reply {
     Reply::arm_error(
         404,
         "OperationNotFound",
@@ -1329,8 +1498,27 @@ fn current_url(ctx: &Ctx<'_>) -> String {
     }
 }
 
+/// `GET .../Microsoft.Compute/locations/{loc}/operations/{id}`: the `Azure-AsyncOperation` status,
+/// or with `monitor=true` the `Location` form (202 while running, then 200).
 fn compute_operation(ctx: &mut Ctx<'_>, sub: &str, id: &str) -> Answer {
     check_scope(ctx.world, sub, None)?;
+    let monitor = ctx
+        .query
+        .get("monitor")
+        .is_some_and(|m| m.eq_ignore_ascii_case("true"));
+    if monitor {
+        return match ctx.lro.poll(sub, id, ctx.world) {
+            None => Err(operation_not_found(id)),
+            Some(Poll::InProgress { .. }) => Ok(Reply::empty(202)
+                .header("Location", format!("{}{}", ctx.base, current_url(ctx)))
+                .header("Retry-After", ctx.retry_after.to_string())),
+            Some(Poll::Done { outcome, .. }) => match outcome {
+                Outcome::Body(body) => Ok(Reply::json(200, &body)),
+                Outcome::Succeeded => Ok(Reply::empty(200)),
+                Outcome::Failed { code, message } => Err(Reply::arm_error(400, &code, &message)),
+            },
+        };
+    }
     match ctx.lro.poll(sub, id, ctx.world) {
         None => Err(operation_not_found(id)),
         Some(Poll::InProgress { started }) => Ok(Reply::json(
@@ -1364,7 +1552,6 @@ fn compute_operation(ctx: &mut Ctx<'_>, sub: &str, id: &str) -> Answer {
 
 /// Where an operation's status can be polled, for write operations that use
 /// `Azure-AsyncOperation` (restart, start, redeploy, extensions).
-#[allow(dead_code)] // The write operations that use it are the next step; the route is served now.
 pub(crate) fn compute_operation_url(base: &str, sub: &str, location: &str, id: &str) -> String {
     format!(
         "{base}/subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}/operations/{id}?api-version=2024-07-01"

@@ -1,8 +1,13 @@
 //! Long-running operations: the registry behind `Location` and `Azure-AsyncOperation` URLs.
 //!
-//! An operation answers "in progress" a set number of polls, then its outcome. An optional
-//! completion hook changes the world when the operation finishes (e.g. a restart brings the VM
-//! back to running). The registry knows nothing about URLs or JSON shapes: `arm.rs` renders them.
+//! An operation answers "in progress" a set number of polls, then its outcome. The world moves
+//! with the polls: each "in progress" poll applies the next of the operation's steps (e.g. a
+//! redeploy going from stopping to starting), and the poll that finishes it applies any steps
+//! left and then the completion hook (e.g. the VM is running again). Operations live here, not
+//! in the client, so a client that restarts can poll the same URL and get the right answer.
+//! An operation may hold a resource (a VM): while it runs, [`Registry::running_on`] names it, so
+//! ARM can refuse a second write. The registry knows nothing about URLs or JSON shapes:
+//! `arm.rs` renders them.
 
 use super::world::World;
 use serde_json::Value;
@@ -11,7 +16,6 @@ use std::sync::{Mutex, PoisonError};
 use time::OffsetDateTime;
 
 /// What an operation ends with.
-#[allow(dead_code)] // `Succeeded`/`Failed` are for the write operations that come next.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Outcome {
     /// Succeeded with a result body (served by the final `Location` poll, and as
@@ -23,15 +27,39 @@ pub(crate) enum Outcome {
     Failed { code: String, message: String },
 }
 
+/// Changes the world while or when an operation finishes.
+pub(crate) type Hook = Box<dyn FnOnce(&mut World) + Send>;
+
 /// Changes the world when an operation finishes.
-pub(crate) type OnComplete = Box<dyn FnOnce(&mut World) + Send>;
+pub(crate) type OnComplete = Hook;
+
+/// An operation to register.
+pub(crate) struct NewOperation {
+    /// Subscription the operation URL lives under.
+    pub subscription: String,
+    /// How many polls answer "in progress".
+    pub polls: u32,
+    pub outcome: Outcome,
+    /// What the operation is, e.g. "restart" (named in conflict messages).
+    pub name: String,
+    /// The resource it holds while running (compared case-insensitively), e.g. a VM id.
+    pub resource: Option<String>,
+    /// World changes, one per "in progress" poll; any left run when the operation finishes.
+    pub steps: Vec<Hook>,
+    /// The last world change, when the operation finishes.
+    pub on_complete: Option<OnComplete>,
+}
 
 struct Operation {
     subscription: String,
+    name: String,
+    resource: Option<String>,
     polls_left: u32,
+    polls: u32,
     started: OffsetDateTime,
     ended: Option<OffsetDateTime>,
     outcome: Outcome,
+    steps: std::collections::VecDeque<Hook>,
     on_complete: Option<OnComplete>,
 }
 
@@ -63,32 +91,76 @@ impl Registry {
         outcome: Outcome,
         on_complete: Option<OnComplete>,
     ) -> String {
+        self.begin(NewOperation {
+            subscription: subscription.to_owned(),
+            polls,
+            outcome,
+            name: String::new(),
+            resource: None,
+            steps: Vec::new(),
+            on_complete,
+        })
+    }
+
+    /// Registers an operation; returns its id.
+    pub(crate) fn begin(&self, new: NewOperation) -> String {
         let id = super::random_uuid();
         let op = Operation {
-            subscription: subscription.to_owned(),
-            polls_left: polls,
+            subscription: new.subscription,
+            name: new.name,
+            resource: new.resource,
+            polls_left: new.polls,
+            polls: 0,
             started: OffsetDateTime::now_utc(),
             ended: None,
-            outcome,
-            on_complete,
+            outcome: new.outcome,
+            steps: new.steps.into(),
+            on_complete: new.on_complete,
         };
         self.lock().insert(id.clone(), op);
         id
     }
 
-    /// Polls operation `id` of `subscription`; `None` if there is no such operation. The poll
-    /// that finishes the operation runs its completion hook on `world`.
+    /// The name of an unfinished operation holding `resource`, if any.
+    pub(crate) fn running_on(&self, resource: &str) -> Option<String> {
+        self.lock()
+            .values()
+            .find(|op| {
+                op.ended.is_none()
+                    && op
+                        .resource
+                        .as_deref()
+                        .is_some_and(|r| r.eq_ignore_ascii_case(resource))
+            })
+            .map(|op| op.name.clone())
+    }
+
+    /// How many times operation `id` was polled (`None` if there is no such operation).
+    #[cfg(test)]
+    pub(crate) fn polls(&self, id: &str) -> Option<u32> {
+        self.lock().get(id).map(|op| op.polls)
+    }
+
+    /// Polls operation `id` of `subscription`; `None` if there is no such operation. Polls
+    /// apply the operation's steps; the poll that finishes it runs its completion hook.
     pub(crate) fn poll(&self, subscription: &str, id: &str, world: &mut World) -> Option<Poll> {
         let mut ops = self.lock();
         let op = ops.get_mut(id)?;
         if !op.subscription.eq_ignore_ascii_case(subscription) {
             return None;
         }
+        op.polls = op.polls.saturating_add(1);
         if op.polls_left > 0 {
             op.polls_left -= 1;
+            if let Some(step) = op.steps.pop_front() {
+                step(world);
+            }
             return Some(Poll::InProgress {
                 started: op.started,
             });
+        }
+        while let Some(step) = op.steps.pop_front() {
+            step(world);
         }
         if let Some(hook) = op.on_complete.take() {
             hook(world);
@@ -145,5 +217,40 @@ mod tests {
             Some(Poll::Done { .. })
         ));
         assert_eq!(world.vms[0].power_state, PowerState::Stopped);
+    }
+
+    #[test]
+    fn steps_follow_the_polls_and_the_resource_is_held_until_done() {
+        let registry = Registry::default();
+        let mut world = World::new().vm("web-01");
+        let id = registry.begin(NewOperation {
+            subscription: "sub".to_owned(),
+            polls: 1,
+            outcome: Outcome::Succeeded,
+            name: "redeploy".to_owned(),
+            resource: Some("/VM/web-01".to_owned()),
+            steps: vec![
+                Box::new(|w: &mut World| w.vms[0].power_state = PowerState::Starting),
+                Box::new(|w: &mut World| w.vms[0].rdp_port = 1),
+            ],
+            on_complete: Some(Box::new(|w: &mut World| {
+                w.vms[0].power_state = PowerState::Running;
+            })),
+        });
+        assert_eq!(
+            registry.running_on("/vm/WEB-01").as_deref(),
+            Some("redeploy")
+        );
+        assert!(registry.poll("sub", &id, &mut world).is_some());
+        assert_eq!(world.vms[0].power_state, PowerState::Starting);
+        assert_eq!(world.vms[0].rdp_port, 3389);
+        assert!(matches!(
+            registry.poll("sub", &id, &mut world),
+            Some(Poll::Done { .. })
+        ));
+        assert_eq!(world.vms[0].rdp_port, 1);
+        assert_eq!(world.vms[0].power_state, PowerState::Running);
+        assert_eq!(registry.running_on("/vm/web-01"), None);
+        assert_eq!(registry.polls(&id), Some(2));
     }
 }

@@ -8,7 +8,8 @@
 //! **Architecture Invariant:** the simulator knows nothing of rdp-doctor's runbook or diagnosis;
 //! it only models Azure. Nothing outside tests and the `simulate` command depends on it.
 //!
-//! Layout: `world` (the data, TOML and test builder), `arm` (routes and ARM JSON), `lro`
+//! Layout: `world` (the data, TOML and test builder), `arm` (routes and ARM JSON for reads),
+//! `write` (power actions, extensions and NSG rules, and how they change the world), `lro`
 //! (long-running operations), `throttle` (token bucket, faults), `blob` (screenshot, serial log).
 
 mod arm;
@@ -16,11 +17,13 @@ mod blob;
 mod lro;
 mod throttle;
 mod world;
+mod write;
 
 pub use throttle::{BucketOptions, Fault, FaultKind};
 pub use world::{
-    AgentState, Allocation, Health, Nsg, Os, PowerState, PublicIp, RecommendedAction, Rule, Screen,
-    Sku, Subscription, Vm, VmView, World, WorldError, WorldHandle, DEFAULT_SUBSCRIPTION,
+    AgentState, Allocation, Extension, Health, Nsg, Os, PowerState, PublicIp, RecommendedAction,
+    Rule, Screen, Sku, Subscription, Vm, VmView, World, WorldError, WorldHandle,
+    DEFAULT_SUBSCRIPTION, VMACCESS_PUBLISHER, VMACCESS_TYPE,
 };
 
 use anyhow::Context as _;
@@ -55,6 +58,31 @@ pub struct SimOptions {
     pub lro_polls: u32,
     /// `Retry-After` (seconds) on 202 and in-progress answers; 0 keeps tests fast.
     pub retry_after_secs: u64,
+    /// Write operations that are accepted but end `Failed`, leaving the world unchanged. The
+    /// first whose path substring matches an accepted write wins.
+    pub fail_operations: Vec<FailOperation>,
+}
+
+/// A write operation that is accepted (202 or 200/201) and then ends `Failed` with this error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailOperation {
+    /// Substring of the write's path to match, e.g. "/redeploy" or "/extensions/".
+    pub path_contains: String,
+    /// ARM error code of the failed operation, e.g. "AllocationFailed".
+    pub code: String,
+    /// ARM error message.
+    pub message: String,
+}
+
+impl FailOperation {
+    /// Writes whose path contains `path_contains` end Failed with `code` and `message`.
+    pub fn new(path_contains: &str, code: &str, message: &str) -> FailOperation {
+        FailOperation {
+            path_contains: path_contains.to_owned(),
+            code: code.to_owned(),
+            message: message.to_owned(),
+        }
+    }
 }
 
 impl Default for SimOptions {
@@ -65,6 +93,7 @@ impl Default for SimOptions {
             faults: Vec::new(),
             lro_polls: 1,
             retry_after_secs: 0,
+            fail_operations: Vec::new(),
         }
     }
 }
@@ -332,6 +361,7 @@ impl Kind {
 // Replies
 
 /// An HTTP answer before it becomes an axum response.
+#[derive(Debug)]
 pub(crate) struct Reply {
     status: u16,
     content_type: Option<&'static str>,
@@ -404,6 +434,7 @@ impl Reply {
 fn lowercase_static(name: &'static str) -> &'static str {
     match name {
         "Location" => "location",
+        "Azure-AsyncOperation" => "azure-asyncoperation",
         "Retry-After" => "retry-after",
         "WWW-Authenticate" => "www-authenticate",
         other => other,
@@ -445,9 +476,15 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: axum::extract::Req
         None => match &kind {
             Kind::Token => token(&shared, &body),
             Kind::Blob => serve_blob(&shared, &method, &path, query.as_deref()),
-            Kind::Arm(route) => {
-                arm_request(&shared, route, &method, &path, query.as_deref(), &headers)
-            }
+            Kind::Arm(route) => arm_request(
+                &shared,
+                route,
+                &method,
+                &path,
+                query.as_deref(),
+                &headers,
+                &body,
+            ),
         },
     };
     let request_id = random_uuid();
@@ -512,6 +549,7 @@ fn arm_request(
     path: &str,
     query: Option<&str>,
     headers: &HeaderMap,
+    body: &[u8],
 ) -> Reply {
     let auth = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -544,9 +582,10 @@ fn arm_request(
             }
         }
     }
-    let (remaining, lro_polls, retry_after) = {
+    let (remaining, lro_polls, retry_after, fail_operations) = {
         let mut live = lock(&shared.live);
         let (lro_polls, retry_after) = (live.options.lro_polls, live.options.retry_after_secs);
+        let fail_operations = live.options.fail_operations.clone();
         let remaining = match live.bucket.as_mut().map(|b| b.take(Instant::now())) {
             None => None,
             Some(Ok(remaining)) => Some(remaining),
@@ -565,7 +604,7 @@ fn arm_request(
                 .header("x-ms-ratelimit-remaining-subscription-reads", "0".to_owned());
             }
         };
-        (remaining, lro_polls, retry_after)
+        (remaining, lro_polls, retry_after, fail_operations)
     };
     let query = Query::parse(query);
     let reply = {
@@ -580,6 +619,8 @@ fn arm_request(
             query: &query,
             method,
             path,
+            body,
+            fail_operations: &fail_operations,
         };
         arm::handle(route, &mut ctx)
     };
@@ -587,7 +628,8 @@ fn arm_request(
         let remaining = remaining.map_or_else(|| "11999".to_owned(), |r| r.to_string());
         reply.header("x-ms-ratelimit-remaining-subscription-reads", remaining)
     } else {
-        reply
+        let remaining = remaining.map_or_else(|| "1199".to_owned(), |r| r.to_string());
+        reply.header("x-ms-ratelimit-remaining-subscription-writes", remaining)
     }
 }
 

@@ -109,7 +109,91 @@ pub struct Vm {
     /// What the boot-diagnostics screenshot shows; default: derived from power and health state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub screen: Option<Screen>,
+    /// Whether Remote Desktop is enabled in the guest (`fDenyTSConnections` = 0 and the firewall
+    /// rule on). A VMAccess "reset configuration" turns it back on.
+    #[serde(default = "yes")]
+    pub rdp_enabled: bool,
+    /// The port the guest's Remote Desktop service listens on; a VMAccess reset sets 3389.
+    #[serde(default = "default_rdp_port")]
+    pub rdp_port: u16,
+    /// Local administrator accounts in the guest. A VMAccess password reset for a new user adds it.
+    #[serde(default = "default_local_admins")]
+    pub local_admins: Vec<String>,
+    /// How many times a password was set through VMAccess. The password itself is never kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub password_resets: u32,
+    /// VM extensions (`virtualMachines/{vm}/extensions`).
+    #[serde(default, rename = "extension", skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<Extension>,
 }
+
+/// A VM extension as ARM keeps it. `protectedSettings` are never stored.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Extension {
+    /// Extension name, e.g. "enablevmAccess". Matched case-insensitively.
+    pub name: String,
+    /// Publisher, e.g. "Microsoft.Compute".
+    pub publisher: String,
+    /// Extension type, e.g. "VMAccessAgent".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// typeHandlerVersion, e.g. "2.4".
+    pub type_handler_version: String,
+    /// autoUpgradeMinorVersion.
+    #[serde(default = "yes")]
+    pub auto_upgrade_minor_version: bool,
+    /// forceUpdateTag of the last PUT, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_update_tag: Option<String>,
+    /// Public settings as JSON text (TOML cannot hold every JSON value); default "{}".
+    #[serde(default = "empty_json_object")]
+    pub settings: String,
+    /// provisioningState: "Succeeded", "Failed", or "Creating"/"Updating" while an operation runs.
+    #[serde(default = "default_extension_state")]
+    pub provisioning_state: String,
+    /// Message of the extension's status in the instance view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+}
+
+impl Extension {
+    /// A VMAccessAgent extension that last ran successfully with empty settings.
+    pub fn vmaccess(name: &str) -> Extension {
+        Extension {
+            name: name.to_owned(),
+            publisher: VMACCESS_PUBLISHER.to_owned(),
+            kind: VMACCESS_TYPE.to_owned(),
+            type_handler_version: "2.4".to_owned(),
+            auto_upgrade_minor_version: true,
+            force_update_tag: None,
+            settings: empty_json_object(),
+            provisioning_state: default_extension_state(),
+            status_message: None,
+        }
+    }
+
+    /// The handler, "publisher.type", e.g. "Microsoft.Compute.VMAccessAgent".
+    pub fn handler(&self) -> String {
+        format!("{}.{}", self.publisher, self.kind)
+    }
+
+    /// Whether this is Windows' VMAccessAgent.
+    pub fn is_vmaccess(&self) -> bool {
+        self.publisher.eq_ignore_ascii_case(VMACCESS_PUBLISHER)
+            && self.kind.eq_ignore_ascii_case(VMACCESS_TYPE)
+    }
+
+    /// Whether `name` names this extension.
+    pub fn is_named(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
+}
+
+/// Publisher of the Windows VMAccess extension.
+pub const VMACCESS_PUBLISHER: &str = "Microsoft.Compute";
+/// Type of the Windows VMAccess extension.
+pub const VMACCESS_TYPE: &str = "VMAccessAgent";
 
 /// Guest operating system family (`storageProfile.osDisk.osType`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -417,6 +501,21 @@ fn default_health_state() -> String {
 fn default_direction() -> String {
     "Inbound".to_owned()
 }
+fn default_rdp_port() -> u16 {
+    3389
+}
+fn default_local_admins() -> Vec<String> {
+    vec!["azureadmin".to_owned()]
+}
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+fn empty_json_object() -> String {
+    "{}".to_owned()
+}
+fn default_extension_state() -> String {
+    "Succeeded".to_owned()
+}
 fn any() -> String {
     "*".to_owned()
 }
@@ -478,6 +577,11 @@ impl Vm {
             boot_diagnostics: true,
             serial_log: None,
             screen: None,
+            rdp_enabled: true,
+            rdp_port: default_rdp_port(),
+            local_admins: default_local_admins(),
+            password_resets: 0,
+            extensions: Vec::new(),
         }
     }
 }
@@ -722,6 +826,21 @@ impl World {
         self
     }
 
+    /// Remote Desktop is disabled in the last VM's guest (what a VMAccess reset repairs).
+    pub fn rdp_disabled(mut self) -> World {
+        self.last_vm().rdp_enabled = false;
+        self
+    }
+
+    /// The last VM already has a VMAccessAgent extension called `name` (e.g. "enablevmAccess"),
+    /// as left behind by an earlier reset from the portal.
+    pub fn with_vmaccess_extension(mut self, name: &str) -> World {
+        let vm = self.last_vm();
+        vm.extensions.retain(|e| !e.is_named(name));
+        vm.extensions.push(Extension::vmaccess(name));
+        self
+    }
+
     /// Sets the client secret the token endpoint accepts.
     pub fn client_secret(mut self, secret: &str) -> World {
         self.client_secret = secret.to_owned();
@@ -864,6 +983,24 @@ impl World {
                     return bad(format!(
                         "{at} uses NSG '{nsg}', but subscription '{}' has {count} NSGs of that name",
                         vm.subscription
+                    ));
+                }
+            }
+            for (j, ext) in vm.extensions.iter().enumerate() {
+                let settings: Result<serde_json::Value, _> = serde_json::from_str(&ext.settings);
+                if !settings.is_ok_and(|v| v.is_object()) {
+                    return bad(format!(
+                        "{at}: extension '{}' has settings that are not a JSON object",
+                        ext.name
+                    ));
+                }
+                if vm.extensions[..j].iter().any(|o| {
+                    o.is_named(&ext.name) || o.handler().eq_ignore_ascii_case(&ext.handler())
+                }) {
+                    return bad(format!(
+                        "{at}: extension '{}' repeats a name or a handler ({})",
+                        ext.name,
+                        ext.handler()
                     ));
                 }
             }
@@ -1028,6 +1165,36 @@ impl VmView {
     /// The Resource Health availability state.
     pub fn health_state(&self) -> String {
         self.read(|vm| vm.health.state.clone())
+    }
+
+    /// Whether Remote Desktop is enabled in the guest.
+    pub fn rdp_enabled(&self) -> bool {
+        self.read(|vm| vm.rdp_enabled)
+    }
+
+    /// The guest's Remote Desktop port.
+    pub fn rdp_port(&self) -> u16 {
+        self.read(|vm| vm.rdp_port)
+    }
+
+    /// How many passwords VMAccess has set on this VM.
+    pub fn password_resets(&self) -> u32 {
+        self.read(|vm| vm.password_resets)
+    }
+
+    /// The guest's local administrators.
+    pub fn local_admins(&self) -> Vec<String> {
+        self.read(|vm| vm.local_admins.clone())
+    }
+
+    /// The VM's extensions.
+    pub fn extensions(&self) -> Vec<Extension> {
+        self.read(|vm| vm.extensions.clone())
+    }
+
+    /// The names of the VM's extensions.
+    pub fn extension_names(&self) -> Vec<String> {
+        self.read(|vm| vm.extensions.iter().map(|e| e.name.clone()).collect())
     }
 
     /// Sets the power state.
