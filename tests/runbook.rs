@@ -168,7 +168,7 @@ async fn subnet_nsg_deny_fails_naming_the_rule() {
         let nsg = finding(&report, "nsg");
         assert_eq!(nsg.status.as_str(), "fail", "{nsg:?}");
         assert_eq!(nsg.evidence["allowed"], false);
-        assert_eq!(nsg.evidence["priority"], 100);
+        assert_eq!(nsg.evidence["priority"], 200);
         let rule = nsg.evidence["rule"].as_str().unwrap();
         let group = nsg.evidence["nsg"].as_str().unwrap();
         assert!(nsg.summary.contains(rule) && nsg.summary.contains(group));

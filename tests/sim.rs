@@ -396,7 +396,7 @@ async fn nic_public_ip_subnet_and_nsg_parse_into_network_models() {
         assert_eq!(props.security_rules.len(), 1);
         assert_eq!(props.default_security_rules.len(), 6);
         let deny = props.security_rules[0].properties.clone().expect("rule");
-        assert_eq!(deny.priority, 100);
+        assert_eq!(deny.priority, 200);
         assert_eq!(deny.destination_port_range.as_deref(), Some("3389"));
         sim.shutdown().await;
     })
@@ -456,7 +456,7 @@ async fn effective_nsgs_are_a_long_running_operation_with_the_example_shape() {
         let deny = &subnet_group.effective_security_rules[0];
         assert_eq!(deny.name.as_deref(), Some("securityRules/deny-rdp-internet"));
         assert_eq!(deny.destination_port_range.as_deref(), Some("3389-3389"));
-        assert_eq!(deny.priority, Some(100));
+        assert_eq!(deny.priority, Some(200));
         assert!(!deny.expanded_source_address_prefix.is_empty());
         let nic_group = &result.value[1];
         assert!(nic_group.association.as_ref().and_then(|a| a.network_interface.as_ref()).is_some());
@@ -1513,7 +1513,7 @@ async fn nsg_rule_put_lands_in_the_effective_rules_and_priorities_must_be_unique
         assert!(names.contains(&"securityRules/allow-rdp-office".to_owned()), "{names:?}");
 
         let conflict = rules
-            .create_or_update("rg-web", "web-02-snet-nsg", "another", rule(100), SUB)
+            .create_or_update("rg-web", "web-02-snet-nsg", "another", rule(200), SUB)
             .send()
             .await
             .expect_err("priority taken");
@@ -1523,7 +1523,7 @@ async fn nsg_rule_put_lands_in_the_effective_rules_and_priorities_must_be_unique
             Method::Put,
             &format!("/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Network/networkSecurityGroups/web-02-snet-nsg/securityRules/another?api-version=2024-03-01"),
             &token,
-            &serde_json::to_value(rule(100)).expect("json"),
+            &serde_json::to_value(rule(200)).expect("json"),
         )
         .await;
         assert_eq!(body.json()["error"]["code"], "SecurityRuleConflict");

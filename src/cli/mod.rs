@@ -528,15 +528,18 @@ async fn operator(
             exit::USAGE
         })?;
     Ok((
-        Operator::new(arm, std::sync::Arc::new(catalog), store, std::sync::Arc::new(policy), subs),
+        Operator::new(
+            arm,
+            std::sync::Arc::new(catalog),
+            store,
+            std::sync::Arc::new(policy),
+            subs,
+        ),
         sim,
     ))
 }
 
-async fn run_fix(
-    args: FixArgs,
-    build: impl FnOnce(&str) -> Result<FixRequest, String>,
-) -> u8 {
+async fn run_fix(args: FixArgs, build: impl FnOnce(&str) -> Result<FixRequest, String>) -> u8 {
     // Bad input is refused before any Azure call or prompt.
     if let Err(e) = VmQuery::parse(&args.vm) {
         return usage_error(e);

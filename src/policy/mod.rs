@@ -50,6 +50,8 @@ impl PolicyConfig {
                 scope: Some("*".to_string()),
                 ..GrantConfig::default()
             }],
+            // One person at one terminal: nobody else could confirm.
+            two_person: Some(Vec::new()),
             ..PolicyConfig::default()
         }
     }

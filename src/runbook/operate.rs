@@ -32,7 +32,7 @@ pub enum OperateError {
     Denied(#[from] Denial),
     #[error("{0}")]
     Refused(#[from] fix::Refusal),
-    #[error("{vm} is busy: {holder} is running {action} since {since}. One change per VM at a time.")]
+    #[error("{vm} is busy: {action} by {holder} has been running since {since}. One change per VM at a time.")]
     Locked {
         vm: String,
         holder: String,
@@ -172,7 +172,8 @@ impl Operator {
             Err(OperateError::Denied(d)) => format!("denied: {d}"),
             Err(e) => format!("refused: {e}"),
         };
-        self.audit(actor, channel, action.as_str(), Some(vm), &text).await;
+        self.audit(actor, channel, action.as_str(), Some(vm), &text)
+            .await;
         result
     }
 
@@ -233,11 +234,7 @@ impl Operator {
         Ok(())
     }
 
-    pub async fn cancel(
-        &self,
-        actor: &Actor,
-        confirmation_id: &str,
-    ) -> Result<(), OperateError> {
+    pub async fn cancel(&self, actor: &Actor, confirmation_id: &str) -> Result<(), OperateError> {
         let outcome = self
             .store
             .cancel(confirmation_id, &actor.id, &actor.name, now_ms())
@@ -295,14 +292,26 @@ impl Operator {
             id: pending.vm_id.clone(),
         };
         if let Err(denial) = self.policy.authorize(actor, self.permission(action), &vm) {
-            self.audit(actor, pending.channel.as_deref(), "confirm", Some(&vm), &format!("denied: {denial}"))
-                .await;
+            self.audit(
+                actor,
+                pending.channel.as_deref(),
+                "confirm",
+                Some(&vm),
+                &format!("denied: {denial}"),
+            )
+            .await;
             return Err(denial.into());
         }
         let two_person = self.policy.two_person(action.as_str());
         let outcome = self
             .store
-            .confirm(confirmation_id, &actor.id, &actor.name, two_person, now_ms())
+            .confirm(
+                confirmation_id,
+                &actor.id,
+                &actor.name,
+                two_person,
+                now_ms(),
+            )
             .await?;
         let confirmation = match outcome {
             ConfirmOutcome::Confirmed(c) => c,
@@ -311,30 +320,60 @@ impl Operator {
                     ConfirmOutcome::AlreadyConfirmed { by_name, .. } => {
                         OperateError::AlreadyConfirmed { by: by_name }
                     }
-                    ConfirmOutcome::Cancelled { by_name } => OperateError::Cancelled { by: by_name },
+                    ConfirmOutcome::Cancelled { by_name } => {
+                        OperateError::Cancelled { by: by_name }
+                    }
                     ConfirmOutcome::Expired => OperateError::Expired,
                     ConfirmOutcome::SamePerson => OperateError::SamePerson {
                         requester: pending.requester_name.clone(),
                     },
                     _ => OperateError::NotFound,
                 };
-                self.audit(actor, pending.channel.as_deref(), "confirm", Some(&vm), &format!("refused: {error}"))
-                    .await;
+                self.audit(
+                    actor,
+                    pending.channel.as_deref(),
+                    "confirm",
+                    Some(&vm),
+                    &format!("refused: {error}"),
+                )
+                .await;
                 return Err(error);
             }
         };
-        self.audit(actor, confirmation.channel.as_deref(), "confirm", Some(&vm), &format!("confirmed {} {}", action.as_str(), short(confirmation_id)))
-            .await;
-        let request = match self.rebuild_request(action, &confirmation.params_json, confirmation_id) {
+        self.audit(
+            actor,
+            confirmation.channel.as_deref(),
+            "confirm",
+            Some(&vm),
+            &format!("confirmed {} {}", action.as_str(), short(confirmation_id)),
+        )
+        .await;
+        let request = match self.rebuild_request(action, &confirmation.params_json, confirmation_id)
+        {
             Ok(r) => r,
             Err(e) => {
-                self.audit(actor, confirmation.channel.as_deref(), action.as_str(), Some(&vm), &format!("failed: {e}"))
-                    .await;
+                self.audit(
+                    actor,
+                    confirmation.channel.as_deref(),
+                    action.as_str(),
+                    Some(&vm),
+                    &format!("failed: {e}"),
+                )
+                .await;
                 return Err(e);
             }
         };
         let result = self
-            .run(actor, &confirmation.requester_name, confirmation.channel.as_deref(), &vm, action, request, Some(confirmation_id), progress)
+            .run(
+                actor,
+                &confirmation.requester_name,
+                confirmation.channel.as_deref(),
+                &vm,
+                action,
+                request,
+                Some(confirmation_id),
+                progress,
+            )
             .await;
         result.map(|mut o| {
             o.confirmed_by = actor.name.clone();
@@ -400,7 +439,11 @@ impl Operator {
                 vm_id: vm.id.clone(),
                 vm_name: vm.name.clone(),
                 requester: actor.id.clone(),
-                requester_name: requester.to_string(),
+                requester_name: if requester == actor.name {
+                    requester.to_string()
+                } else {
+                    format!("{requester}, confirmed by {}", actor.name)
+                },
                 confirmation_id: confirmation_id.map(str::to_string),
                 started_ms: now_ms(),
             })
@@ -414,8 +457,14 @@ impl Operator {
                     action: l.action,
                     since: format_time(l.since_ms),
                 };
-                self.audit(actor, channel, action.as_str(), Some(vm), &format!("refused: {error}"))
-                    .await;
+                self.audit(
+                    actor,
+                    channel,
+                    action.as_str(),
+                    Some(vm),
+                    &format!("refused: {error}"),
+                )
+                .await;
                 return Err(error);
             }
         };
@@ -436,8 +485,14 @@ impl Operator {
                     .store
                     .finish_operation(operation.id, &OperationOutcome::Failed { code, message })
                     .await;
-                self.audit(actor, channel, action.as_str(), Some(vm), &format!("failed: {e}"))
-                    .await;
+                self.audit(
+                    actor,
+                    channel,
+                    action.as_str(),
+                    Some(vm),
+                    &format!("failed: {e}"),
+                )
+                .await;
                 return Err(e);
             }
         };
@@ -455,8 +510,17 @@ impl Operator {
             .arm
             .wait(&handle, &format!("{} of {}", action.as_str(), vm.name))
             .await;
-        self.finish(operation.id, actor, channel, vm, action, result, before, progress)
-            .await
+        self.finish(
+            operation.id,
+            actor,
+            channel,
+            vm,
+            action,
+            result,
+            before,
+            progress,
+        )
+        .await
     }
 
     /// Record the end of an operation, re-check on success and say what changed.
@@ -526,7 +590,14 @@ impl Operator {
     }
 
     async fn check(&self, summary: VmSummary) -> Result<Report, super::CheckError> {
-        super::check(&self.arm, &self.catalog, summary, &CheckOptions::default(), &|_| {}).await
+        super::check(
+            &self.arm,
+            &self.catalog,
+            summary,
+            &CheckOptions::default(),
+            &|_| {},
+        )
+        .await
     }
 
     /// After a restart: follow every operation that was running, from its stored URL.
@@ -543,7 +614,10 @@ impl Operator {
             let id = crate::azure::ResourceId::parse(&op.vm_id).ok();
             let vm = VmRef {
                 name: op.vm_name.clone(),
-                resource_group: id.as_ref().map(|i| i.resource_group.clone()).unwrap_or_default(),
+                resource_group: id
+                    .as_ref()
+                    .map(|i| i.resource_group.clone())
+                    .unwrap_or_default(),
                 subscription_id: id.map(|i| i.subscription_id).unwrap_or_default(),
                 id: op.vm_id.clone(),
             };
@@ -572,7 +646,16 @@ impl Operator {
                 .and_then(|(_, json)| serde_json::from_str::<serde_json::Value>(&json).ok())
                 .map(snapshot_statuses);
             let outcome = self
-                .finish(op.id, &actor, op.channel.as_deref(), &vm, action, result, None, &|_| {})
+                .finish(
+                    op.id,
+                    &actor,
+                    op.channel.as_deref(),
+                    &vm,
+                    action,
+                    result,
+                    None,
+                    &|_| {},
+                )
                 .await?;
             let mut outcome = outcome;
             if let (Some(before), Some(after)) = (before, outcome.after.as_ref()) {

@@ -725,7 +725,7 @@ impl World {
     }
 
     /// Puts the last VM in its own subnet `{vm}-snet` whose NSG `{vm}-snet-nsg` denies TCP 3389
-    /// from Internet at priority 100 (rule "deny-rdp-internet"). The NIC NSG still allows RDP.
+    /// from Internet at priority 200 (rule "deny-rdp-internet"). The NIC NSG still allows RDP.
     pub fn nsg_denies_rdp(mut self) -> World {
         let (name, sub, rg, location) = self.last_vm_place();
         let nsg_name = format!("{name}-snet-nsg");
@@ -738,7 +738,7 @@ impl World {
             location,
             rules: vec![Rule::inbound_tcp(
                 "deny-rdp-internet",
-                100,
+                200,
                 "Deny",
                 "Internet",
                 "3389",

@@ -1,0 +1,728 @@
+//! The runbook's fixes behind confirmations, through the real operator, store (SQLite file),
+//! policy and SDK against the simulator: happy paths ending in the re-check, denials, the
+//! two-person rule, expiry, double confirms, preconditions, the per-VM lock, resuming after a
+//! crash, and the password kept out of everything.
+
+mod support;
+
+use rdp_doctor::azure::{Arm, VmRef};
+use rdp_doctor::policy::{Actor, ActorSource, Policy, PolicyConfig};
+use rdp_doctor::runbook::catalog::Catalog;
+use rdp_doctor::runbook::fix::{parse_source, FixRequest};
+use rdp_doctor::runbook::operate::{OperateError, Operator};
+use rdp_doctor::sim::{SimOptions, Simulator, World};
+use rdp_doctor::store::Store;
+use std::sync::Arc;
+use support::within;
+
+const POLICY: &str = r#"
+two_person = ["redeploy", "open-rdp-port"]
+[[grant]]
+cli_user = "alice"
+level = "admin"
+scope = "*"
+[[grant]]
+cli_user = "bob"
+level = "admin"
+scope = "*"
+[[grant]]
+cli_user = "olly"
+level = "operate"
+scope = "subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-web"
+[[grant]]
+cli_user = "rita"
+level = "read"
+scope = "*"
+"#;
+
+struct Bench {
+    sim: Simulator,
+    operator: Operator,
+    db: std::path::PathBuf,
+    world_subs: Vec<String>,
+}
+
+fn person(name: &str) -> Actor {
+    Actor {
+        id: name.into(),
+        name: name.into(),
+        role_ids: vec![],
+        role_names: vec![],
+        source: ActorSource::Cli,
+    }
+}
+
+async fn operator_for(
+    sim: &Simulator,
+    db: &std::path::Path,
+    policy: &str,
+    subs: Vec<String>,
+) -> Operator {
+    let url = url::Url::parse(&sim.url()).unwrap();
+    let arm = Arm::connect_with_secret(
+        support::fast_settings(url.clone()),
+        url,
+        support::TENANT,
+        support::CLIENT,
+        "sim-secret".to_string().into(),
+    )
+    .unwrap();
+    let config: PolicyConfig = toml::from_str(policy).expect("policy toml");
+    let store = Store::open(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("store");
+    Operator::new(
+        arm,
+        Arc::new(Catalog::builtin()),
+        store,
+        Arc::new(Policy::new(Some(&config)).expect("policy")),
+        subs,
+    )
+}
+
+impl Bench {
+    async fn start(world: World) -> Bench {
+        Bench::with(world, SimOptions::default(), POLICY).await
+    }
+
+    async fn with(world: World, options: SimOptions, policy: &str) -> Bench {
+        let subs: Vec<String> = world.subscriptions.iter().map(|s| s.id.clone()).collect();
+        let sim = Simulator::start("127.0.0.1:0", world, options)
+            .await
+            .unwrap();
+        let db = std::env::temp_dir().join(format!(
+            "rdp-doctor-fix-{}-{}.db",
+            std::process::id(),
+            sim.url().rsplit(':').next().unwrap()
+        ));
+        let operator = operator_for(&sim, &db, policy, subs.clone()).await;
+        Bench {
+            sim,
+            operator,
+            db,
+            world_subs: subs,
+        }
+    }
+
+    async fn vm(&self, name: &str) -> VmRef {
+        let query = rdp_doctor::azure::VmQuery::parse(name).unwrap();
+        self.operator
+            .arm
+            .resolve(&query, &self.world_subs)
+            .await
+            .unwrap()
+            .vm
+    }
+
+    /// Writes the simulator saw (method + path), reads and polls excluded.
+    fn writes(&self) -> Vec<String> {
+        self.sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| {
+                e.method == "PUT"
+                    || (e.method == "POST"
+                        && !e.path.contains("effectiveNetworkSecurityGroups")
+                        && !e.path.contains("retrieveBootDiagnosticsData")
+                        && !e.path.contains("oauth2"))
+            })
+            .map(|e| format!("{} {}", e.method, e.path.split('?').next().unwrap_or("")))
+            .collect()
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.db.display()));
+        }
+    }
+}
+
+fn quiet(_: rdp_doctor::runbook::operate::Progress) {}
+
+#[tokio::test]
+async fn start_restart_and_reset_config_run_once_and_recheck() {
+    within(async {
+        let b = Bench::start(
+            World::new()
+                .vm("app-02")
+                .deallocated()
+                .dynamic_public_ip_without_address()
+                .vm("web-01")
+                .rdp_disabled(),
+        )
+        .await;
+        let alice = person("alice");
+        let app = b.vm("app-02").await;
+        let prompt = b
+            .operator
+            .request(&alice, None, &app, FixRequest::Start)
+            .await
+            .expect("start offered");
+        assert!(
+            prompt
+                .plan
+                .consequences
+                .iter()
+                .any(|c| c.contains("billing")),
+            "{:?}",
+            prompt.plan
+        );
+        let outcome = b
+            .operator
+            .confirm(&alice, &prompt.confirmation_id, &quiet)
+            .await
+            .expect("confirmed");
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+        assert_eq!(b.sim.world().vm("app-02").power_state().as_str(), "running");
+        assert!(
+            b.sim.world().vm("app-02").public_ip_address().is_some(),
+            "a dynamic IP gets an address on start"
+        );
+        assert!(
+            outcome
+                .changes
+                .iter()
+                .any(|c| c.starts_with("vm-status: fail → pass")),
+            "{:?}",
+            outcome.changes
+        );
+        assert_eq!(outcome.after.as_ref().unwrap().verdict.as_str(), "ok");
+
+        let web = b.vm("web-01").await;
+        let prompt = b
+            .operator
+            .request(&alice, None, &web, FixRequest::Restart)
+            .await
+            .unwrap();
+        assert!(prompt
+            .plan
+            .consequences
+            .iter()
+            .any(|c| c.contains("disconnected")));
+        let outcome = b
+            .operator
+            .confirm(&alice, &prompt.confirmation_id, &quiet)
+            .await
+            .unwrap();
+        assert!(outcome.result.is_ok());
+
+        let prompt = b
+            .operator
+            .request(&alice, None, &web, FixRequest::ResetRdpConfig)
+            .await
+            .unwrap();
+        let outcome = b
+            .operator
+            .confirm(&alice, &prompt.confirmation_id, &quiet)
+            .await
+            .unwrap();
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+        assert!(b.sim.world().vm("web-01").rdp_enabled());
+        assert_eq!(
+            b.writes().iter().filter(|w| w.contains("/restart")).count(),
+            1,
+            "{:?}",
+            b.writes()
+        );
+        let audit = b
+            .operator
+            .store
+            .recent_audit(Some("web-01"), 50)
+            .await
+            .unwrap();
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.command == "restart" && e.result == "succeeded"),
+            "{audit:#?}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn redeploy_needs_a_second_person_and_changes_a_dynamic_ip() {
+    within(async {
+        let b = Bench::start(
+            World::new()
+                .vm("web-01")
+                .dynamic_public_ip_without_address(),
+        )
+        .await;
+        // Start it so the dynamic IP has an address to lose.
+        let alice = person("alice");
+        let bob = person("bob");
+        let web = b.vm("web-01").await;
+        let before = b.sim.world().vm("web-01").public_ip_address();
+        let prompt = b
+            .operator
+            .request(&alice, None, &web, FixRequest::Redeploy)
+            .await
+            .unwrap();
+        assert!(prompt.two_person);
+        let text = prompt.plan.consequences.join("\n");
+        assert!(text.contains("temporary disk"), "{text}");
+        match b
+            .operator
+            .confirm(&alice, &prompt.confirmation_id, &quiet)
+            .await
+        {
+            Err(OperateError::SamePerson { .. }) => {}
+            other => panic!("the requester cannot confirm: {other:?}"),
+        }
+        let outcome = b
+            .operator
+            .confirm(&bob, &prompt.confirmation_id, &quiet)
+            .await
+            .unwrap();
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+        assert_eq!(outcome.confirmed_by, "bob");
+        let after = b.sim.world().vm("web-01").public_ip_address();
+        assert!(
+            after.is_some() && after != before,
+            "{before:?} -> {after:?}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn open_rdp_port_adds_a_rule_that_wins_and_the_recheck_passes() {
+    within(async {
+        let b = Bench::start(World::new().vm("web-02").nsg_denies_rdp()).await;
+        let web = b.vm("web-02").await;
+        let source = parse_source("198.51.100.7").unwrap();
+        let prompt = b
+            .operator
+            .request(
+                &person("alice"),
+                None,
+                &web,
+                FixRequest::OpenRdpPort { source },
+            )
+            .await
+            .unwrap();
+        let text = prompt.plan.consequences.join("\n");
+        assert!(
+            text.contains("priority 199") && text.contains("deny-rdp-internet (priority 200)"),
+            "{text}"
+        );
+        let outcome = b
+            .operator
+            .confirm(&person("bob"), &prompt.confirmation_id, &quiet)
+            .await
+            .unwrap();
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+        assert!(
+            b.writes().iter().any(|w| w.starts_with("PUT")
+                && w.contains("securityRules/rdp-doctor-allow-rdp-198-51-100-7")),
+            "{:?}",
+            b.writes()
+        );
+        // From the Internet it is still denied (the rule is for one address); from that address it passes.
+        let anywhere = parse_source("anywhere").unwrap();
+        let wide = b
+            .operator
+            .request(
+                &person("alice"),
+                None,
+                &web,
+                FixRequest::OpenRdpPort { source: anywhere },
+            )
+            .await
+            .unwrap();
+        assert!(wide
+            .plan
+            .warnings
+            .iter()
+            .any(|w| w.contains("whole Internet")));
+        assert!(
+            parse_source("0.0.0.0/0").is_err(),
+            "everyone needs the word anywhere"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn reset_password_keeps_the_password_out_of_everything() {
+    within(async {
+        let b = Bench::start(World::new().vm("web-01")).await;
+        let web = b.vm("web-01").await;
+        let secret = "Tr0ub4dor&3-Correct-Horse";
+        let weak = b
+            .operator
+            .request(
+                &person("alice"),
+                None,
+                &web,
+                FixRequest::ResetPassword {
+                    username: "opsadmin".into(),
+                    password: "short".to_string().into(),
+                },
+            )
+            .await;
+        assert!(matches!(weak, Err(OperateError::Refused(_))), "{weak:?}");
+        assert!(b.writes().is_empty(), "nothing sent for a weak password");
+        let prompt = b
+            .operator
+            .request(
+                &person("alice"),
+                None,
+                &web,
+                FixRequest::ResetPassword {
+                    username: "opsadmin".into(),
+                    password: secret.to_string().into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(prompt.plan.headline.contains("opsadmin"));
+        let outcome = b
+            .operator
+            .confirm(&person("alice"), &prompt.confirmation_id, &quiet)
+            .await
+            .unwrap();
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+        assert_eq!(b.sim.world().vm("web-01").password_resets(), 1);
+        assert!(b
+            .sim
+            .world()
+            .vm("web-01")
+            .local_admins()
+            .iter()
+            .any(|u| u == "opsadmin"));
+        // Not in the database (any table, any column), not in the simulator's log or stats.
+        let db = std::fs::read(&b.db).unwrap_or_default();
+        let wal = std::fs::read(format!("{}-wal", b.db.display())).unwrap_or_default();
+        for bytes in [&db, &wal] {
+            assert!(
+                !String::from_utf8_lossy(bytes).contains(secret),
+                "the password reached the database"
+            );
+        }
+        let stats = serde_json::to_string(&b.sim.stats()).unwrap();
+        assert!(!stats.contains(secret));
+        let audit = serde_json::to_string(&format!(
+            "{:?}",
+            b.operator.store.recent_audit(None, 100).await.unwrap()
+        ))
+        .unwrap();
+        assert!(!audit.contains(secret));
+        assert!(!format!("{outcome:?}").contains(secret));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn each_permission_level_is_enforced_and_a_denial_names_what_is_missing() {
+    within(async {
+        let b = Bench::start(World::new().vm("web-01").vm("db-01").in_group("rg-data")).await;
+        let web = b.vm("web-01").await;
+        let db = b.vm("db-01").await;
+        // read: no fixes at all
+        match b
+            .operator
+            .request(&person("rita"), None, &web, FixRequest::Restart)
+            .await
+        {
+            Err(OperateError::Denied(d)) => {
+                let text = d.to_string();
+                assert!(
+                    text.contains("`operate`") && text.contains("(you have `read`)"),
+                    "{text}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // operate in rg-web: restart yes, redeploy (admin) no, and nothing outside rg-web
+        assert!(b
+            .operator
+            .request(&person("olly"), None, &web, FixRequest::Restart)
+            .await
+            .is_ok());
+        match b
+            .operator
+            .request(&person("olly"), None, &web, FixRequest::Redeploy)
+            .await
+        {
+            Err(OperateError::Denied(d)) => assert!(d.to_string().contains("`admin`"), "{d}"),
+            other => panic!("{other:?}"),
+        }
+        match b
+            .operator
+            .request(&person("olly"), None, &db, FixRequest::Restart)
+            .await
+        {
+            Err(OperateError::Denied(d)) => assert!(
+                d.to_string().contains("rg-data") && d.to_string().contains("(you have none)"),
+                "{d}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // unknown person: fail closed
+        assert!(matches!(
+            b.operator
+                .request(&person("mallory"), None, &web, FixRequest::Restart)
+                .await,
+            Err(OperateError::Denied(_))
+        ));
+        // an operator cannot confirm an admin's redeploy
+        let prompt = b
+            .operator
+            .request(&person("alice"), None, &web, FixRequest::Redeploy)
+            .await
+            .unwrap();
+        assert!(matches!(
+            b.operator
+                .confirm(&person("olly"), &prompt.confirmation_id, &quiet)
+                .await,
+            Err(OperateError::Denied(_))
+        ));
+        let audit = b.operator.store.recent_audit(None, 100).await.unwrap();
+        assert!(
+            audit
+                .iter()
+                .filter(|e| e.result.starts_with("denied"))
+                .count()
+                >= 4,
+            "{audit:#?}"
+        );
+        assert!(b.writes().is_empty(), "{:?}", b.writes());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn expired_cancelled_and_double_confirms() {
+    within(async {
+        let b = Bench::start(World::new().vm("web-01")).await;
+        let web = b.vm("web-01").await;
+        let alice = person("alice");
+        // Two confirms of one prompt at once: exactly one runs, exactly one ARM write.
+        let prompt = b
+            .operator
+            .request(&alice, None, &web, FixRequest::Restart)
+            .await
+            .unwrap();
+        let bob = person("bob");
+        let (one, two) = tokio::join!(
+            b.operator.confirm(&alice, &prompt.confirmation_id, &quiet),
+            b.operator.confirm(&bob, &prompt.confirmation_id, &quiet)
+        );
+        let oks = [&one, &two].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(oks, 1, "{one:?} / {two:?}");
+        let loser = if one.is_ok() { two } else { one };
+        assert!(
+            matches!(loser, Err(OperateError::AlreadyConfirmed { .. })),
+            "{loser:?}"
+        );
+        assert_eq!(
+            b.writes().iter().filter(|w| w.contains("/restart")).count(),
+            1,
+            "{:?}",
+            b.writes()
+        );
+        // A later click says who confirmed.
+        match b
+            .operator
+            .confirm(&alice, &prompt.confirmation_id, &quiet)
+            .await
+        {
+            Err(e @ OperateError::AlreadyConfirmed { .. }) => {
+                assert!(e.to_string().contains("confirmed by"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Cancelled.
+        let prompt = b
+            .operator
+            .request(&alice, None, &web, FixRequest::Restart)
+            .await
+            .unwrap();
+        b.operator
+            .cancel(&person("bob"), &prompt.confirmation_id)
+            .await
+            .unwrap();
+        match b
+            .operator
+            .confirm(&alice, &prompt.confirmation_id, &quiet)
+            .await
+        {
+            Err(OperateError::Cancelled { by }) => assert_eq!(by, "bob"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            b.operator.confirm(&alice, "nope", &quiet).await,
+            Err(OperateError::NotFound)
+        ));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_expired_confirmation_runs_nothing() {
+    within(async {
+        let policy = format!("confirm_ttl_secs = 1\n{POLICY}");
+        let b = Bench::with(World::new().vm("web-01"), SimOptions::default(), &policy).await;
+        let web = b.vm("web-01").await;
+        let prompt = b
+            .operator
+            .request(&person("alice"), None, &web, FixRequest::Restart)
+            .await
+            .unwrap();
+        // The only wait in this file: the policy's shortest lifetime.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        assert!(matches!(
+            b.operator
+                .confirm(&person("alice"), &prompt.confirmation_id, &quiet)
+                .await,
+            Err(OperateError::Expired)
+        ));
+        assert!(b.writes().is_empty());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn refused_preconditions_say_what_to_do_instead() {
+    within(async {
+        let b = Bench::start(
+            World::new()
+                .vm("app-02")
+                .deallocated()
+                .vm("sql-01")
+                .agent_not_ready("VM status blob not found."),
+        )
+        .await;
+        let app = b.vm("app-02").await;
+        match b
+            .operator
+            .request(&person("alice"), None, &app, FixRequest::Restart)
+            .await
+        {
+            Err(OperateError::Refused(r)) => {
+                assert_eq!(r.instead.map(|a| a.as_str()), Some("start"));
+                assert!(r.to_string().contains("Try `start` instead"), "{r}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let sql = b.vm("sql-01").await;
+        match b
+            .operator
+            .request(&person("alice"), None, &sql, FixRequest::ResetRdpConfig)
+            .await
+        {
+            Err(OperateError::Refused(r)) => assert!(r.reason.contains("not Ready"), "{r}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(b.writes().is_empty());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn one_change_per_vm_at_a_time_and_a_crash_mid_redeploy_resumes() {
+    within(async {
+        let options = SimOptions {
+            lro_polls: 4,
+            retry_after_secs: 1,
+            ..SimOptions::default()
+        };
+        let b = Bench::with(World::new().vm("web-01"), options, POLICY).await;
+        let web = b.vm("web-01").await;
+        let prompt = b
+            .operator
+            .request(&person("alice"), None, &web, FixRequest::Redeploy)
+            .await
+            .unwrap();
+        let operator = b.operator.clone();
+        let id = prompt.confirmation_id.clone();
+        let running =
+            tokio::spawn(async move { operator.confirm(&person("bob"), &id, &quiet).await });
+        // Wait until Azure accepted the redeploy, then "kill" the process mid-operation.
+        tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while !b.writes().iter().any(|w| w.contains("/redeploy")) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("redeploy sent");
+        // While it runs, the VM is held.
+        match b
+            .operator
+            .request(&person("alice"), None, &web, FixRequest::Restart)
+            .await
+        {
+            Err(e @ OperateError::Locked { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("bob") && text.contains("redeploy") && text.contains("UTC"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected the VM lock, got {other:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await; // let the handle be stored
+        running.abort();
+        // A new process with the same database resumes from the stored operation URL.
+        let restarted = operator_for(&b.sim, &b.db, POLICY, b.world_subs.clone()).await;
+        let finished = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = finished.clone();
+        let count = restarted
+            .resume(&move |op, outcome| {
+                sink.lock()
+                    .unwrap()
+                    .push((op.action.clone(), outcome.result.is_ok()));
+            })
+            .await
+            .expect("resume");
+        assert_eq!(count, 1);
+        assert_eq!(
+            finished.lock().unwrap().clone(),
+            vec![("redeploy".to_string(), true)]
+        );
+        assert_eq!(
+            b.writes()
+                .iter()
+                .filter(|w| w.contains("/redeploy"))
+                .count(),
+            1,
+            "never sent twice"
+        );
+        assert!(
+            restarted
+                .store
+                .current_operation(&web.id)
+                .await
+                .unwrap()
+                .is_none(),
+            "lock released"
+        );
+        let audit = restarted
+            .store
+            .recent_audit(Some("web-01"), 50)
+            .await
+            .unwrap();
+        let lines: Vec<String> = audit
+            .iter()
+            .map(|e| format!("{} {}", e.command, e.result))
+            .collect();
+        assert!(
+            lines.iter().any(|l| l.starts_with("redeploy requested")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("confirm confirmed")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.iter().any(|l| l == "redeploy succeeded"),
+            "{lines:#?}"
+        );
+    })
+    .await
+}
