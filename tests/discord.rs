@@ -15,6 +15,19 @@ use support::within;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Role 5001 operates, role 5002 administers; both only in the fake's channel.
+const POLICY: &str = r#"
+channels = ["1180000000000000003"]
+[[grant]]
+discord_role_id = 5001
+level = "operate"
+scope = "*"
+[[grant]]
+discord_role_id = 5002
+level = "admin"
+scope = "*"
+"#;
+
 struct Room {
     discord: FakeDiscord,
     sim: Simulator,
@@ -47,7 +60,18 @@ impl Room {
         )
         .expect("arm");
         let discord = FakeDiscord::start().await;
-        let bot = Bot::new(arm, Catalog::builtin(), subscriptions);
+        let policy: rdp_doctor::policy::PolicyConfig = toml::from_str(POLICY).expect("policy");
+        let store = rdp_doctor::store::Store::open("sqlite::memory:")
+            .await
+            .expect("store");
+        let operator = rdp_doctor::runbook::operate::Operator::new(
+            arm,
+            std::sync::Arc::new(Catalog::builtin()),
+            store,
+            std::sync::Arc::new(rdp_doctor::policy::Policy::new(Some(&policy)).expect("policy")),
+            subscriptions,
+        );
+        let bot = Bot::new(operator);
         let directory = bot.directory.clone();
         let settings = BotSettings {
             token: TOKEN.to_string().into(),
@@ -74,7 +98,7 @@ impl Room {
             alice: User {
                 id: 4001,
                 name: "alice".into(),
-                roles: vec![],
+                roles: vec![5001],
             },
         }
     }
@@ -181,7 +205,23 @@ async fn commands_are_registered_in_the_guild() {
             .iter()
             .map(|o| o["name"].as_str().unwrap())
             .collect();
-        assert_eq!(subs, ["check", "health", "console", "explain", "help"]);
+        assert_eq!(
+            subs,
+            [
+                "check",
+                "health",
+                "console",
+                "explain",
+                "help",
+                "start",
+                "restart",
+                "redeploy",
+                "reset-config",
+                "reset-password",
+                "open-rdp",
+                "audit"
+            ]
+        );
         room.assert_clean();
     })
     .await
@@ -682,6 +722,307 @@ async fn the_bot_shuts_down_cleanly_on_sigterm() {
             .unwrap();
         assert_eq!(log.matches("rdp-doctor ready as").count(), 1, "{log}");
         assert!(log.contains("shutting down"), "{log}");
+    })
+    .await
+}
+
+fn button_ids(message: &Value) -> Vec<String> {
+    let mut ids = Vec::new();
+    for row in message["components"].as_array().into_iter().flatten() {
+        for c in row["components"].as_array().into_iter().flatten() {
+            if let Some(id) = c["custom_id"].as_str() {
+                ids.push(id.to_string());
+            }
+        }
+    }
+    ids
+}
+
+/// The prompt a fix button or command produced: its message id and Confirm / Cancel ids.
+async fn prompt_of(room: &Room, i: &Interaction) -> (u64, String, String, Value) {
+    room.discord.callback(i, WAIT).await.expect("acknowledged");
+    loop {
+        let edit = room.discord.next_edit(i, WAIT).await.expect("the prompt");
+        let ids = button_ids(edit.body());
+        if let (Some(confirm), Some(cancel)) = (
+            ids.iter().find(|id| id.starts_with("rdp:confirm:")),
+            ids.iter().find(|id| id.starts_with("rdp:cancel:")),
+        ) {
+            let message = room.discord.last_message_id().expect("prompt message");
+            return (
+                message,
+                confirm.clone(),
+                cancel.clone(),
+                edit.body().clone(),
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_fix_button_asks_then_runs_once_and_shows_what_changed() {
+    within(async {
+        let room = Room::start(World::new().vm("sql-01").stopped()).await;
+        let i = room.check("sql-01").await;
+        room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        let report = room.final_edit(&i).await;
+        let fix = button_ids(report.body())
+            .into_iter()
+            .find(|id| id.starts_with("rdp:fix:start:"))
+            .expect("a start button under the report");
+        let report_message = room.discord.last_message_id().unwrap();
+
+        // Someone without a role is refused, privately, with what is missing.
+        let stranger = User {
+            id: 4999,
+            name: "mallory".into(),
+            roles: vec![],
+        };
+        let denied = room
+            .discord
+            .component(&stranger, report_message, &fix, &[])
+            .await;
+        room.discord
+            .callback(&denied, WAIT)
+            .await
+            .expect("acknowledged");
+        let whisper = room
+            .discord
+            .next_followup(&denied, WAIT)
+            .await
+            .expect("a private denial");
+        assert_eq!(whisper.flags() & 64, 64);
+        let text = whisper.body()["embeds"][0]["description"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            text.contains("`operate`") && text.contains("you have none"),
+            "{text}"
+        );
+
+        // An operator gets the prompt with the consequences from the VM's real configuration.
+        let click = room
+            .discord
+            .component(&room.alice, report_message, &fix, &[])
+            .await;
+        let (prompt_message, confirm, _cancel, prompt) = prompt_of(&room, &click).await;
+        let shown = prompt["embeds"][0]["description"].as_str().unwrap_or("");
+        assert!(shown.contains("billing"), "{shown}");
+
+        // Two confirms of one prompt: exactly one start reaches Azure.
+        let bob = User {
+            id: 4002,
+            name: "bob".into(),
+            roles: vec![5001],
+        };
+        let first = room
+            .discord
+            .component(&room.alice, prompt_message, &confirm, &[])
+            .await;
+        let second = room
+            .discord
+            .component(&bob, prompt_message, &confirm, &[])
+            .await;
+        room.discord.callback(&first, WAIT).await.expect("ack 1");
+        room.discord.callback(&second, WAIT).await.expect("ack 2");
+        let done = loop {
+            let edit = room
+                .discord
+                .next_request(
+                    "outcome",
+                    |r| {
+                        r.method == "PATCH"
+                            && (r.path.contains(&first.token) || r.path.contains(&second.token))
+                    },
+                    WAIT,
+                )
+                .await
+                .expect("progress or outcome");
+            let title = edit.body()["embeds"][0]["title"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            if title.contains("succeeded") || title.contains("failed") {
+                break edit;
+            }
+        };
+        let text = done.body()["embeds"][0]["description"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(done.body()["embeds"][0]["title"]
+            .as_str()
+            .unwrap()
+            .contains("start of sql-01 succeeded"));
+        assert!(text.contains("vm-status: fail → pass"), "{text}");
+        let loser = room
+            .discord
+            .next_request(
+                "the second click's answer",
+                |r| {
+                    r.method == "POST"
+                        && (r.path.ends_with(&first.token) || r.path.ends_with(&second.token))
+                        && r.flags() & 64 == 64
+                },
+                WAIT,
+            )
+            .await
+            .expect("the other click is told");
+        let said = loser.body()["embeds"][0]["description"]
+            .as_str()
+            .unwrap_or("");
+        assert!(said.contains("already used: confirmed by"), "{said}");
+        let starts = room
+            .sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| e.method == "POST" && e.path.contains("/start?"))
+            .count();
+        assert_eq!(starts, 1);
+        room.assert_clean();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn redeploy_from_a_command_needs_a_second_admin() {
+    within(async {
+        let room = Room::start(World::new().vm("web-01")).await;
+        let admin = User {
+            id: 4010,
+            name: "ada".into(),
+            roles: vec![5002],
+        };
+        let other = User {
+            id: 4011,
+            name: "grace".into(),
+            roles: vec![5002],
+        };
+        let i = room
+            .discord
+            .slash(
+                &admin,
+                "rdp",
+                &["redeploy"],
+                json!([{"name": "vm", "type": 3, "value": "web-01"}]),
+            )
+            .await;
+        let (message, confirm, _, prompt) = prompt_of(&room, &i).await;
+        let shown = prompt["embeds"][0]["description"].as_str().unwrap_or("");
+        assert!(
+            shown.contains("temporary disk") && shown.contains("second person"),
+            "{shown}"
+        );
+        let mine = room.discord.component(&admin, message, &confirm, &[]).await;
+        room.discord.callback(&mine, WAIT).await.expect("ack");
+        let refusal = room
+            .discord
+            .next_followup(&mine, WAIT)
+            .await
+            .expect("told privately");
+        assert!(refusal.body()["embeds"][0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("someone other than ada"));
+        let theirs = room.discord.component(&other, message, &confirm, &[]).await;
+        room.discord.callback(&theirs, WAIT).await.expect("ack");
+        let done = loop {
+            let edit = room
+                .discord
+                .next_edit(&theirs, WAIT)
+                .await
+                .expect("progress");
+            if edit.body()["embeds"][0]["title"]
+                .as_str()
+                .unwrap_or("")
+                .contains("succeeded")
+            {
+                break edit;
+            }
+        };
+        assert!(done.body()["embeds"][0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("Confirmed by grace"));
+        room.assert_clean();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn reset_password_opens_a_form_and_the_password_never_reaches_discord() {
+    within(async {
+        let room = Room::start(World::new().vm("web-01")).await;
+        let admin = User {
+            id: 4010,
+            name: "ada".into(),
+            roles: vec![5002],
+        };
+        let secret = "Sup3r-Secret-Passw0rd!";
+        let i = room
+            .discord
+            .slash(
+                &admin,
+                "rdp",
+                &["reset-password"],
+                json!([{"name": "vm", "type": 3, "value": "web-01"}]),
+            )
+            .await;
+        let modal = room.discord.callback(&i, WAIT).await.expect("the form");
+        assert_eq!(modal.body()["type"], 9, "a modal is the first response");
+        let submit = room
+            .discord
+            .modal_submit(
+                &admin,
+                &i,
+                &[
+                    ("user", "opsadmin"),
+                    ("password", secret),
+                    ("repeat", secret),
+                ],
+            )
+            .await;
+        let (message, confirm, _, prompt) = prompt_of(&room, &submit).await;
+        assert!(prompt["embeds"][0]["title"]
+            .as_str()
+            .unwrap()
+            .contains("opsadmin"));
+        let click = room.discord.component(&admin, message, &confirm, &[]).await;
+        room.discord.callback(&click, WAIT).await.expect("ack");
+        loop {
+            let edit = room
+                .discord
+                .next_edit(&click, WAIT)
+                .await
+                .expect("progress");
+            if edit.body()["embeds"][0]["title"]
+                .as_str()
+                .unwrap_or("")
+                .contains("succeeded")
+            {
+                break;
+            }
+        }
+        assert_eq!(room.sim.world().vm("web-01").password_resets(), 1);
+        for request in room.discord.requests() {
+            let body = request
+                .json
+                .as_ref()
+                .map(|j| j.to_string())
+                .unwrap_or_default();
+            assert!(
+                !body.contains(secret),
+                "the password went to Discord: {} {}",
+                request.method,
+                request.path
+            );
+        }
+        assert!(!serde_json::to_string(&room.sim.stats())
+            .unwrap()
+            .contains(secret));
+        room.assert_clean();
     })
     .await
 }

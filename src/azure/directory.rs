@@ -84,6 +84,12 @@ impl VmDirectory {
             .and_then(|s| s.refreshed.map(|r| r.elapsed()))
     }
 
+    /// The first listed VM matching `pred` (no Azure call).
+    pub fn find(&self, pred: impl Fn(&VmSummary) -> bool) -> Option<VmSummary> {
+        let snapshot = self.snapshot.read().ok()?;
+        snapshot.vms.iter().find(|v| pred(v)).cloned()
+    }
+
     /// Up to `limit` `(label, value)` pairs for what a person has typed so far: names starting
     /// with it first, then names containing it; case-insensitive. Never touches Azure.
     pub fn suggest(&self, partial: &str, limit: usize) -> Vec<(String, String)> {

@@ -463,15 +463,8 @@ async fn bot(simulate: bool) -> u8 {
         Ok(f) => f,
         Err(e) => return usage_error(e),
     };
-    let catalog = match &file.runbook_dir {
-        Some(dir) => match Catalog::load_dir(dir) {
-            Ok(c) => c,
-            Err(e) => return usage_error(e),
-        },
-        None => Catalog::builtin(),
-    };
-    let (arm, subscriptions, _simulator) = match connect(simulate, &[], &file).await {
-        Ok(c) => c,
+    let (operator, _simulator) = match operator_with(simulate, &[], &file, false).await {
+        Ok(o) => o,
         Err(code) => return code,
     };
     let settings = crate::discord::BotSettings {
@@ -482,7 +475,7 @@ async fn bot(simulate: bool) -> u8 {
             file.vm_list_refresh_secs.unwrap_or(60).max(5),
         ),
     };
-    let bot = crate::discord::Bot::new(arm, catalog, subscriptions);
+    let bot = crate::discord::Bot::new(operator);
     match crate::discord::run(settings, bot).await {
         Ok(()) => exit::OK,
         Err(e @ crate::discord::BotError::TokenRejected) => usage_error(e),
@@ -509,18 +502,27 @@ async fn operator(
     subscriptions: &[String],
 ) -> Result<(Operator, Option<simulate::Demo>), u8> {
     let file = FileConfig::load().map_err(usage_error)?;
+    operator_with(simulate, subscriptions, &file, true).await
+}
+
+async fn operator_with(
+    simulate: bool,
+    subscriptions: &[String],
+    file: &FileConfig,
+    terminal: bool,
+) -> Result<(Operator, Option<simulate::Demo>), u8> {
     let catalog = match &file.runbook_dir {
         Some(dir) => Catalog::load_dir(dir).map_err(usage_error)?,
         None => Catalog::builtin(),
     };
-    let policy_config = match (&file.policy, simulate) {
+    let policy_config = match (&file.policy, simulate && terminal) {
         (Some(p), _) => Some(p.clone()),
         // The demo world is a training ground: the person at the terminal may do everything.
         (None, true) => Some(crate::policy::PolicyConfig::demo(&fix::cli_actor().name)),
         (None, false) => None,
     };
     let policy = crate::policy::Policy::new(policy_config.as_ref()).map_err(usage_error)?;
-    let (arm, subs, sim) = connect(simulate, subscriptions, &file).await?;
+    let (arm, subs, sim) = connect(simulate, subscriptions, file).await?;
     let store = crate::store::Store::open(&database_url(simulate))
         .await
         .map_err(|e| {

@@ -51,14 +51,27 @@ pub struct PendingPick {
 /// Runs Microsoft's Remote Desktop troubleshooting runbook against an Azure VM.
 #[poise::command(
     slash_command,
-    subcommands("check", "health", "console", "explain", "help"),
+    subcommands(
+        "check",
+        "health",
+        "console",
+        "explain",
+        "help",
+        "super::fixes::start",
+        "super::fixes::restart",
+        "super::fixes::redeploy",
+        "super::fixes::reset_config",
+        "super::fixes::reset_password",
+        "super::fixes::open_rdp",
+        "super::fixes::audit"
+    ),
     subcommand_required
 )]
 pub async fn rdp(_ctx: Context<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-async fn autocomplete_vm(ctx: Context<'_>, partial: &str) -> CreateAutocompleteResponse {
+pub(super) async fn autocomplete_vm(ctx: Context<'_>, partial: &str) -> CreateAutocompleteResponse {
     let choices = ctx
         .data()
         .directory
@@ -69,7 +82,7 @@ async fn autocomplete_vm(ctx: Context<'_>, partial: &str) -> CreateAutocompleteR
     CreateAutocompleteResponse::new().set_choices(choices)
 }
 
-fn command_interaction<'a>(ctx: &Context<'a>) -> Option<&'a CommandInteraction> {
+pub(super) fn command_interaction<'a>(ctx: &Context<'a>) -> Option<&'a CommandInteraction> {
     match ctx {
         poise::Context::Application(app) => Some(app.interaction),
         poise::Context::Prefix(_) => None,
@@ -176,7 +189,7 @@ pub async fn help(ctx: Context<'_>) -> Result<(), Error> {
     reply_ephemeral(ctx.http(), interaction, render::help()).await
 }
 
-async fn reply_ephemeral(
+pub(super) async fn reply_ephemeral(
     http: &Http,
     interaction: &CommandInteraction,
     embed: CreateEmbed,
@@ -401,6 +414,7 @@ async fn run(bot: &Bot, surface: &Surface, kind: Kind, summary: VmSummary, optio
                     content: None,
                     embeds: message.embeds,
                     attachment: message.screenshot,
+                    components: Vec::new(),
                 })
                 .await;
         }
@@ -409,6 +423,7 @@ async fn run(bot: &Bot, surface: &Surface, kind: Kind, summary: VmSummary, optio
 
 async fn run_check(bot: &Bot, surface: &Surface, summary: VmSummary, options: &CheckOptions) {
     let vm = summary.vm.clone();
+    let listed = summary.clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     // One edit per batch of finished steps, in order; a slow edit never holds up the checks.
     let progress = async {
@@ -444,6 +459,7 @@ async fn run_check(bot: &Bot, surface: &Surface, summary: VmSummary, options: &C
                     content: None,
                     embeds: message.embeds,
                     attachment: message.screenshot,
+                    components: super::fixes::report_buttons(bot, &listed, report.next_action),
                 })
                 .await;
         }

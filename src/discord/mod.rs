@@ -8,11 +8,13 @@
 //! and nothing the bot sends can mention anyone (allowed mentions are empty everywhere).
 
 mod commands;
+mod fixes;
 pub mod render;
 mod surface;
 
 use crate::azure::{Arm, VmDirectory};
 use crate::runbook::catalog::Catalog;
+use crate::runbook::operate::Operator;
 use commands::PendingPick;
 use secrecy::{ExposeSecret, SecretString};
 use serenity::all::{
@@ -44,6 +46,8 @@ pub struct Bot {
     pub catalog: Arc<Catalog>,
     pub subscriptions: Vec<String>,
     pub directory: Arc<VmDirectory>,
+    /// Fixes: confirmations, policy, store.
+    pub operator: Operator,
     picks: Mutex<HashMap<String, PendingPick>>,
 }
 
@@ -51,12 +55,13 @@ pub struct Bot {
 const PICK_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 impl Bot {
-    pub fn new(arm: Arm, catalog: Catalog, subscriptions: Vec<String>) -> Bot {
+    pub fn new(operator: Operator) -> Bot {
         Bot {
-            arm,
-            catalog: Arc::new(catalog),
-            subscriptions,
+            arm: operator.arm.clone(),
+            catalog: operator.catalog.clone(),
+            subscriptions: operator.subscriptions.clone(),
             directory: Arc::new(VmDirectory::new()),
+            operator,
             picks: Mutex::new(HashMap::new()),
         }
     }
@@ -142,6 +147,7 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
     let framework = poise::Framework::builder()
         .options(poise::FrameworkOptions {
             commands: vec![commands::rdp()],
+            command_check: Some(|ctx| Box::pin(fixes::channel_check(ctx))),
             on_error: |error| Box::pin(on_error(error)),
             event_handler: |framework, event| {
                 Box::pin(on_event(
@@ -166,6 +172,8 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
                     bot.subscriptions.clone(),
                     refresh,
                 );
+                // Operations a previous run left mid-flight: follow them and post the outcome.
+                fixes::resume(ctx.http.clone(), bot.operator.clone());
                 tracing::info!(
                     "rdp-doctor ready as {} ({} subscription(s); commands registered {})",
                     ready.user.name,
@@ -223,16 +231,29 @@ async fn wait_for_shutdown() {
 }
 
 async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Bot) -> Result<(), Error> {
-    if let FullEvent::InteractionCreate {
-        interaction: Interaction::Component(component),
-    } = event
-    {
-        if component.data.custom_id.starts_with(commands::PICK_PREFIX) {
-            if let Err(e) = commands::picked(ctx.http.clone(), bot, component).await {
-                let reference = format!("{:08x}", rand_u64() as u32);
-                tracing::error!(%reference, error = %e, "VM pick failed");
+    let result = match event {
+        FullEvent::InteractionCreate {
+            interaction: Interaction::Component(component),
+        } => {
+            let id = component.data.custom_id.as_str();
+            if id.starts_with(commands::PICK_PREFIX) {
+                commands::picked(ctx.http.clone(), bot, component).await
+            } else if id.starts_with(fixes::PREFIX) {
+                fixes::component(ctx.http.clone(), bot, component).await
+            } else {
+                Ok(())
             }
         }
+        FullEvent::InteractionCreate {
+            interaction: Interaction::Modal(modal),
+        } if modal.data.custom_id.starts_with(fixes::PREFIX) => {
+            fixes::modal(ctx.http.clone(), bot, modal).await
+        }
+        _ => Ok(()),
+    };
+    if let Err(e) = result {
+        let reference = format!("{:08x}", rand_u64() as u32);
+        tracing::error!(%reference, error = %e, "interaction failed");
     }
     Ok(())
 }

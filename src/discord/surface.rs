@@ -19,6 +19,8 @@ pub struct View {
     pub content: Option<String>,
     pub embeds: Vec<CreateEmbed>,
     pub attachment: Option<(String, Vec<u8>)>,
+    /// Buttons; an empty list removes any.
+    pub components: Vec<serenity::all::CreateActionRow>,
 }
 
 impl View {
@@ -102,7 +104,7 @@ impl Surface {
                     .embeds(view.embeds.clone())
                     .content(view.content.clone().unwrap_or_default())
                     .allowed_mentions(no_mentions())
-                    .components(Vec::new());
+                    .components(view.components.clone());
                 edit = match &view.attachment {
                     Some((name, bytes)) => edit.attachments(
                         EditAttachments::new()
@@ -116,6 +118,7 @@ impl Surface {
                 let mut edit = CreateInteractionResponseFollowup::new()
                     .embeds(view.embeds.clone())
                     .content(view.content.clone().unwrap_or_default())
+                    .components(view.components.clone())
                     .allowed_mentions(no_mentions());
                 if let Some((name, bytes)) = &view.attachment {
                     edit = edit.add_file(CreateAttachment::bytes(bytes.clone(), name.clone()));
@@ -137,6 +140,7 @@ impl Surface {
                 let mut edit = EditMessage::new()
                     .embeds(view.embeds.clone())
                     .content(view.content.clone().unwrap_or_default())
+                    .components(view.components.clone())
                     .allowed_mentions(no_mentions());
                 edit = match &view.attachment {
                     Some((name, bytes)) => edit.attachments(
@@ -153,6 +157,7 @@ impl Surface {
             None => {
                 let mut message = CreateMessage::new()
                     .embeds(view.embeds.clone())
+                    .components(view.components.clone())
                     .allowed_mentions(no_mentions());
                 if let Some(content) = &view.content {
                     message = message.content(content.clone());

@@ -287,6 +287,12 @@ impl Policy {
     }
 
     /// Whether the bot answers in this Discord channel.
+    /// Whether the policy names any channel (without a policy, read-only commands answer
+    /// anywhere; fixes are denied regardless).
+    pub fn has_channels(&self) -> bool {
+        !self.channels.is_empty()
+    }
+
     pub fn channel_allowed(&self, channel_id: &str) -> bool {
         self.channels.iter().any(|c| c == channel_id.trim())
     }

@@ -468,6 +468,10 @@ impl Operator {
                 return Err(error);
             }
         };
+        let _ = self
+            .store
+            .set_operation_message(operation.id, channel, None)
+            .await;
         let before = self.snapshot(vm).await;
         // Preconditions from facts read just before the write, not when the prompt was shown.
         let sent = async {

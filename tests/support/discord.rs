@@ -1366,6 +1366,15 @@ fn callback(
     if let Some(source) = source {
         metadata["interacted_message_id"] = json!(source.to_string());
     }
+    if kind == 5 {
+        // serenity requires the metadata of the interaction that opened the modal.
+        metadata["triggering_interaction_metadata"] = json!({
+            "id": id,
+            "type": 2,
+            "user": pending.user,
+            "authorizing_integration_owners": { "0": GUILD_ID.to_string() },
+        });
+    }
     let response_type = body.get("type").and_then(Value::as_u64).unwrap_or(0);
     let data = body.get("data").cloned().unwrap_or_else(|| json!({}));
     let allowed = match response_type {
