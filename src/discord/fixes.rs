@@ -235,6 +235,37 @@ async fn vm_by_key(bot: &Bot, key: &str) -> Option<VmSummary> {
     bot.directory.find(|v| vm_key(&v.vm.id) == key)
 }
 
+/// Request a fix and show its prompt (Confirm / Cancel) on `surface`, or tell the person
+/// privately why not.
+async fn ask(
+    bot: &Bot,
+    surface: &Surface,
+    actor: &Actor,
+    channel: &str,
+    summary: &VmSummary,
+    request: FixRequest,
+) {
+    match bot
+        .operator
+        .request(actor, Some(channel), &summary.vm, request)
+        .await
+    {
+        Ok(prompt) => {
+            surface
+                .show(View {
+                    embeds: vec![prompt_embed(&prompt)],
+                    components: prompt_buttons(&prompt),
+                    ..View::default()
+                })
+                .await
+        }
+        Err(e) => {
+            surface.retract().await;
+            surface.whisper(error_embed(&e), Vec::new()).await;
+        }
+    }
+}
+
 /// Ask for a fix from a slash command: privately refused, or a public prompt with buttons.
 async fn request_from_command(
     ctx: Context<'_>,
@@ -269,25 +300,7 @@ async fn request_from_command(
         interaction.member.as_deref(),
     );
     let channel = interaction.channel_id.get().to_string();
-    match bot
-        .operator
-        .request(&actor, Some(&channel), &summary.vm, request)
-        .await
-    {
-        Ok(prompt) => {
-            surface
-                .show(View {
-                    embeds: vec![prompt_embed(&prompt)],
-                    components: prompt_buttons(&prompt),
-                    ..View::default()
-                })
-                .await;
-        }
-        Err(e) => {
-            surface.retract().await;
-            surface.whisper(error_embed(&e), Vec::new()).await;
-        }
-    }
+    ask(bot, &surface, &actor, &channel, &summary, request).await;
     Ok(())
 }
 
@@ -505,25 +518,7 @@ pub async fn modal(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction) -> Resu
         username: user.trim().to_string(),
         password,
     };
-    match bot
-        .operator
-        .request(&actor, Some(&channel), &summary.vm, request)
-        .await
-    {
-        Ok(prompt) => {
-            surface
-                .show(View {
-                    embeds: vec![prompt_embed(&prompt)],
-                    components: prompt_buttons(&prompt),
-                    ..View::default()
-                })
-                .await
-        }
-        Err(e) => {
-            surface.retract().await;
-            surface.whisper(error_embed(&e), Vec::new()).await;
-        }
-    }
+    ask(bot, &surface, &actor, &channel, &summary, request).await;
     Ok(())
 }
 
@@ -598,25 +593,7 @@ pub async fn component(
             component.channel_id,
             Instant::now(),
         );
-        match bot
-            .operator
-            .request(&actor, Some(&channel), &summary.vm, request)
-            .await
-        {
-            Ok(prompt) => {
-                surface
-                    .show(View {
-                        embeds: vec![prompt_embed(&prompt)],
-                        components: prompt_buttons(&prompt),
-                        ..View::default()
-                    })
-                    .await
-            }
-            Err(e) => {
-                surface.retract().await;
-                surface.whisper(error_embed(&e), Vec::new()).await;
-            }
-        }
+        ask(bot, &surface, &actor, &channel, &summary, request).await;
         return Ok(());
     }
     if let Some(confirmation) = id.strip_prefix(CANCEL) {
