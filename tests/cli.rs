@@ -497,3 +497,271 @@ async fn simulate_serves_a_world_file_to_other_processes() {
     })
     .await
 }
+
+/// A CLI run as a named person, with a policy and a database file.
+fn fix_command(cli: &Cli, user: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = cli.command(args);
+    cmd.env("USER", user).env(
+        "RDP_DOCTOR_DATABASE_URL",
+        format!("sqlite://{}", cli.path("rdp-doctor.db").display()),
+    );
+    cmd
+}
+
+const CLI_POLICY: &str = r#"
+[azure]
+request_timeout_secs = 5
+max_retries = 1
+poll_interval_ms = 10
+[policy]
+two_person = ["redeploy", "open-rdp-port"]
+[[policy.grant]]
+cli_user = "alice"
+level = "admin"
+scope = "*"
+[[policy.grant]]
+cli_user = "bob"
+level = "admin"
+scope = "*"
+[[policy.grant]]
+cli_user = "rita"
+level = "read"
+scope = "*"
+"#;
+
+async fn fix_cli(world: World) -> Cli {
+    let cli = Cli::start(world).await;
+    std::fs::write(cli.path("rdp-doctor.toml"), CLI_POLICY).unwrap();
+    cli
+}
+
+fn confirmation_id(out: &Output) -> String {
+    let text = stdout(out);
+    let re = regex::Regex::new(r"Confirmation ([0-9a-f]{16,})").unwrap();
+    re.captures(&text)
+        .unwrap_or_else(|| panic!("no confirmation id in {text}"))[1]
+        .to_string()
+}
+
+#[tokio::test]
+async fn cli_fixes_run_once_recheck_and_audit() {
+    within(async {
+        let cli = fix_cli(
+            World::new()
+                .vm("web-01")
+                .vm("app-02")
+                .deallocated()
+                .vm("web-03")
+                .rdp_disabled(),
+        )
+        .await;
+        for (args, done) in [
+            (
+                vec!["restart", "web-01", "--yes"],
+                "restart of web-01 succeeded",
+            ),
+            (
+                vec!["start", "app-02", "--yes"],
+                "start of app-02 succeeded",
+            ),
+            (
+                vec!["reset-config", "web-03", "--yes"],
+                "reset-rdp-config of web-03 succeeded",
+            ),
+        ] {
+            let out = fix_command(&cli, "alice", &args).output().await.unwrap();
+            assert_eq!(code(&out), 0, "{args:?}: {}{}", stdout(&out), stderr(&out));
+            let text = stdout(&out);
+            assert!(
+                text.contains(done) && text.contains("Checked again"),
+                "{text}"
+            );
+        }
+        assert!(cli.sim.world().vm("web-03").rdp_enabled());
+        assert_eq!(
+            cli.sim.world().vm("app-02").power_state().as_str(),
+            "running"
+        );
+        let audit = fix_command(&cli, "rita", &["audit", "--vm", "web-01"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&audit), 0, "{}", stderr(&audit));
+        let log = stdout(&audit);
+        assert!(
+            log.contains("restart") && log.contains("succeeded") && log.contains("alice"),
+            "{log}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn cli_denials_preconditions_and_two_person() {
+    within(async {
+        let cli = fix_cli(World::new().vm("web-01").vm("app-02").deallocated()).await;
+        let denied = fix_command(&cli, "rita", &["restart", "web-01", "--yes"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&denied), 2);
+        assert!(
+            stderr(&denied).contains("you need the `operate` permission"),
+            "{}",
+            stderr(&denied)
+        );
+        let nobody = fix_command(&cli, "mallory", &["restart", "web-01", "--yes"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&nobody), 2, "fail closed");
+        let refused = fix_command(&cli, "alice", &["restart", "app-02", "--yes"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&refused), 2);
+        assert!(
+            stderr(&refused).contains("Try `start` instead"),
+            "{}",
+            stderr(&refused)
+        );
+
+        // Redeploy: alice asks, alice cannot confirm, bob can, and only once.
+        let asked = fix_command(&cli, "alice", &["redeploy", "web-01", "--yes"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&asked), 0, "{}", stderr(&asked));
+        assert!(stdout(&asked).contains("needs a second person"));
+        let id = confirmation_id(&asked);
+        let same = fix_command(&cli, "alice", &["confirm", &id])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&same), 2);
+        assert!(
+            stderr(&same).contains("someone other than alice"),
+            "{}",
+            stderr(&same)
+        );
+        let ok = fix_command(&cli, "bob", &["confirm", &id])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+        assert!(stdout(&ok).contains("redeploy of web-01 succeeded (confirmed by bob)"));
+        let again = fix_command(&cli, "bob", &["confirm", &id])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&again), 2);
+        assert!(
+            stderr(&again).contains("already used: confirmed by bob"),
+            "{}",
+            stderr(&again)
+        );
+        let redeploys = cli
+            .sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| e.method == "POST" && e.path.contains("/redeploy"))
+            .count();
+        assert_eq!(redeploys, 1);
+
+        // Without --yes and without a terminal nothing runs; the id is printed for later.
+        let later = fix_command(&cli, "alice", &["restart", "web-01"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            stdout(&later).contains("Not confirmed"),
+            "{}",
+            stdout(&later)
+        );
+        let cancel = fix_command(&cli, "bob", &["cancel", &confirmation_id(&later)])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&cancel), 0);
+        let cancelled = fix_command(&cli, "alice", &["confirm", &confirmation_id(&later)])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            stderr(&cancelled).contains("cancelled by bob"),
+            "{}",
+            stderr(&cancelled)
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn cli_password_reset_leaves_no_trace_of_the_password() {
+    use tokio::io::AsyncWriteExt;
+    within(async {
+        let cli = fix_cli(World::new().vm("web-01")).await;
+        let secret = "Unguessable-Pa55word-42";
+        let mut child = fix_command(
+            &cli,
+            "alice",
+            &[
+                "reset-password",
+                "web-01",
+                "--user",
+                "opsadmin",
+                "--password-stdin",
+                "--yes",
+            ],
+        )
+        .env("RUST_LOG", "trace")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{secret}\n").as_bytes())
+            .await
+            .unwrap();
+        let out = child.wait_with_output().await.unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert!(stdout(&out).contains("reset-password of web-01 succeeded"));
+        assert_eq!(cli.sim.world().vm("web-01").password_resets(), 1);
+        assert!(
+            !stdout(&out).contains(secret) && !stderr(&out).contains(secret),
+            "the password was printed or logged"
+        );
+        assert!(stderr(&out).lines().count() > 3, "trace logging was on");
+        for file in ["rdp-doctor.db", "rdp-doctor.db-wal"] {
+            let bytes = std::fs::read(cli.path(file)).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret),
+                "the password is in {file}"
+            );
+        }
+        let weak = fix_command(
+            &cli,
+            "alice",
+            &[
+                "reset-password",
+                "web-01",
+                "--user",
+                "opsadmin",
+                "--password-stdin",
+                "--yes",
+            ],
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+        assert_eq!(code(&weak), 2, "{}", stderr(&weak));
+        assert!(stderr(&weak).contains("nothing was sent"));
+    })
+    .await
+}

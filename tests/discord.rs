@@ -1026,3 +1026,150 @@ async fn reset_password_opens_a_form_and_the_password_never_reaches_discord() {
     })
     .await
 }
+
+#[tokio::test]
+async fn killing_the_bot_mid_redeploy_then_starting_it_again_posts_the_outcome() {
+    within(async {
+        let world = World::new().vm("web-01");
+        let secret = world.client_secret.clone();
+        let sim = Simulator::start(
+            "127.0.0.1:0",
+            world,
+            SimOptions {
+                lro_polls: 3,
+                retry_after_secs: 1,
+                ..SimOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let discord = FakeDiscord::start().await;
+        let dir = std::env::temp_dir().join(format!("rdp-doctor-kill-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("rdp-doctor.toml"),
+            format!(
+                "[azure]\nrequest_timeout_secs = 5\nmax_retries = 1\n{}",
+                POLICY
+                    .replace("\n[[grant]]", "\n[[policy.grant]]")
+                    .replacen("channels", "[policy]\nchannels", 1)
+            ),
+        )
+        .unwrap();
+        let spawn = || {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"))
+                .arg("bot")
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("DISCORD_TOKEN", TOKEN)
+                .env("DISCORD_API_URL", discord.url())
+                .env("DISCORD_GUILD_ID", GUILD_ID.to_string())
+                .env("AZURE_RESOURCE_MANAGER_URL", sim.url())
+                .env("AZURE_AUTHORITY_HOST", sim.url())
+                .env("AZURE_TENANT_ID", support::TENANT)
+                .env("AZURE_CLIENT_ID", support::CLIENT)
+                .env("AZURE_CLIENT_SECRET", &secret)
+                .env(
+                    "AZURE_SUBSCRIPTION_ID",
+                    rdp_doctor::sim::DEFAULT_SUBSCRIPTION,
+                )
+                .env("RDP_DOCTOR_CONFIG", dir.join("rdp-doctor.toml"))
+                .env(
+                    "RDP_DOCTOR_DATABASE_URL",
+                    format!("sqlite://{}", dir.join("bot.db").display()),
+                )
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("bot starts")
+        };
+        let mut first = spawn();
+        discord.wait_ready(WAIT).await.expect("ready");
+        let ada = User {
+            id: 4010,
+            name: "ada".into(),
+            roles: vec![5002],
+        };
+        let grace = User {
+            id: 4011,
+            name: "grace".into(),
+            roles: vec![5002],
+        };
+        let i = discord
+            .slash(
+                &ada,
+                "rdp",
+                &["redeploy"],
+                json!([{"name": "vm", "type": 3, "value": "web-01"}]),
+            )
+            .await;
+        discord.callback(&i, WAIT).await.expect("ack");
+        let confirm = loop {
+            let edit = discord.next_edit(&i, WAIT).await.expect("prompt");
+            if let Some(id) = button_ids(edit.body())
+                .into_iter()
+                .find(|b| b.starts_with("rdp:confirm:"))
+            {
+                break id;
+            }
+        };
+        let prompt = discord.last_message_id().unwrap();
+        let click = discord.component(&grace, prompt, &confirm, &[]).await;
+        discord.callback(&click, WAIT).await.expect("ack");
+        tokio::time::timeout(WAIT, async {
+            while !sim
+                .stats()
+                .log
+                .iter()
+                .any(|e| e.method == "POST" && e.path.contains("/redeploy"))
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the redeploy reached Azure");
+        tokio::time::sleep(Duration::from_millis(300)).await; // the operation URL is stored
+        first.kill().await.expect("killed");
+        let _ = first.wait().await;
+
+        let mut second = spawn();
+        let posted = discord
+            .next_channel_message(Duration::from_secs(40))
+            .await
+            .expect("the outcome is posted");
+        let body = posted.body().to_string();
+        assert!(body.contains("Resumed after a restart"), "{body}");
+        assert!(body.contains("redeploy of web-01 succeeded"), "{body}");
+        let redeploys = sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| e.method == "POST" && e.path.contains("/redeploy"))
+            .count();
+        assert_eq!(redeploys, 1, "never sent twice");
+        second.kill().await.ok();
+        let _ = second.wait().await;
+        // The audit log is intact across the crash.
+        let audit = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"))
+            .args(["audit", "--vm", "web-01"])
+            .env_clear()
+            .env("RDP_DOCTOR_CONFIG", dir.join("rdp-doctor.toml"))
+            .env(
+                "RDP_DOCTOR_DATABASE_URL",
+                format!("sqlite://{}", dir.join("bot.db").display()),
+            )
+            .output()
+            .await
+            .unwrap();
+        let log = String::from_utf8_lossy(&audit.stdout).to_string();
+        assert!(
+            log.contains("redeploy") && log.contains("requested"),
+            "{log}"
+        );
+        assert!(log.contains("confirmed redeploy"), "{log}");
+        assert!(log.contains("succeeded"), "{log}");
+        let _ = std::fs::remove_dir_all(&dir);
+        drop(discord);
+    })
+    .await
+}
