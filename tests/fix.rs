@@ -726,3 +726,29 @@ async fn one_change_per_vm_at_a_time_and_a_crash_mid_redeploy_resumes() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_failed_operation_reports_azures_code_and_releases_the_vm() {
+    within(async {
+        let options = SimOptions {
+            fail_operations: vec![rdp_doctor::sim::FailOperation::new(
+                "/restart",
+                "AllocationFailed",
+                "Allocation failed. We do not have sufficient capacity for the requested VM size in this region.",
+            )],
+            ..SimOptions::default()
+        };
+        let b = Bench::with(World::new().vm("web-01"), options, POLICY).await;
+        let web = b.vm("web-01").await;
+        let prompt = b.operator.request(&person("alice"), None, &web, FixRequest::Restart).await.unwrap();
+        let outcome = b.operator.confirm(&person("alice"), &prompt.confirmation_id, &quiet).await.unwrap();
+        let error = outcome.result.expect_err("the operation failed");
+        let text = error.to_string();
+        assert!(text.contains("AllocationFailed") && text.contains("sufficient capacity"), "{text}");
+        assert!(outcome.after.is_none(), "no re-check after a failure");
+        assert!(b.operator.store.current_operation(&web.id).await.unwrap().is_none(), "lock released");
+        let audit = b.operator.store.recent_audit(Some("web-01"), 10).await.unwrap();
+        assert!(audit.iter().any(|e| e.command == "restart" && e.result.contains("AllocationFailed")), "{audit:#?}");
+    })
+    .await
+}
