@@ -1128,7 +1128,24 @@ async fn killing_the_bot_mid_redeploy_then_starting_it_again_posts_the_outcome()
         })
         .await
         .expect("the redeploy reached Azure");
-        tokio::time::sleep(Duration::from_millis(300)).await; // the operation URL is stored
+        // Kill only once the operation URL is stored, as a crash after Azure accepted would be.
+        let store =
+            rdp_doctor::store::Store::open(&format!("sqlite://{}", dir.join("bot.db").display()))
+                .await
+                .expect("the bot's database");
+        tokio::time::timeout(WAIT, async {
+            while !store
+                .running_operations()
+                .await
+                .map(|ops| ops.iter().any(|o| o.azure_url.is_some()))
+                .unwrap_or(false)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the operation URL was stored");
+        store.close().await;
         first.kill().await.expect("killed");
         let _ = first.wait().await;
 

@@ -666,7 +666,21 @@ async fn one_change_per_vm_at_a_time_and_a_crash_mid_redeploy_resumes() {
             }
             other => panic!("expected the VM lock, got {other:?}"),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await; // let the handle be stored
+        // Abort only once the operation URL is stored, as a crash after Azure accepted would be.
+        tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while !b
+                .operator
+                .store
+                .running_operations()
+                .await
+                .map(|ops| ops.iter().any(|o| o.azure_url.is_some()))
+                .unwrap_or(false)
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the operation URL was stored");
         running.abort();
         // A new process with the same database resumes from the stored operation URL.
         let restarted = operator_for(&b.sim, &b.db, POLICY, b.world_subs.clone()).await;
