@@ -290,7 +290,7 @@ async fn redeploy_needs_a_second_person_and_changes_a_dynamic_ip() {
 }
 
 #[tokio::test]
-async fn open_rdp_port_adds_a_rule_that_wins_and_the_recheck_passes() {
+async fn open_rdp_port_adds_a_rule_that_wins_over_the_deny() {
     within(async {
         let b = Bench::start(World::new().vm("web-02").nsg_denies_rdp()).await;
         let web = b.vm("web-02").await;

@@ -14,6 +14,20 @@ pub struct VmRef {
 }
 
 impl VmRef {
+    /// A VM known only by its stored resource id (and display name).
+    pub fn from_stored(id: &str, name: &str) -> VmRef {
+        let parsed = ResourceId::parse(id).ok();
+        VmRef {
+            name: name.to_string(),
+            resource_group: parsed
+                .as_ref()
+                .map(|p| p.resource_group.clone())
+                .unwrap_or_default(),
+            subscription_id: parsed.map(|p| p.subscription_id).unwrap_or_default(),
+            id: id.to_string(),
+        }
+    }
+
     pub fn from_id(id: &ResourceId) -> VmRef {
         VmRef {
             name: id.name.clone(),
@@ -32,6 +46,20 @@ pub struct VmSummary {
     pub windows: Option<bool>,
     pub nic_ids: Vec<String>,
     pub boot_diagnostics_enabled: bool,
+}
+
+impl VmSummary {
+    /// A VM not taken from a list: the check reads its NIC, OS and boot-diagnostics setting
+    /// from the VM itself, so no subscription needs listing again.
+    pub fn unlisted(vm: VmRef) -> VmSummary {
+        VmSummary {
+            vm,
+            location: String::new(),
+            windows: None,
+            nic_ids: Vec::new(),
+            boot_diagnostics_enabled: false,
+        }
+    }
 }
 
 /// What a person typed, validated before any call to Azure.

@@ -244,9 +244,14 @@ async fn start(
                 .show(View::embed(render::notice("Azure error", &e.to_string())))
                 .await;
         }
-        Err(ResolveError::Ambiguous { name, .. }) => {
-            // Ask privately which one; the public "thinking…" goes away.
-            let candidates = ambiguous_candidates(bot, &query).await;
+        Err(ResolveError::Ambiguous { name, candidates }) => {
+            // Ask privately which one; the public "thinking…" goes away. The menu holds at most
+            // 25 options; the candidates are already sorted by subscription and group.
+            let candidates: Vec<VmSummary> = candidates
+                .into_iter()
+                .take(25)
+                .map(VmSummary::unlisted)
+                .collect();
             surface.retract().await;
             let nonce = bot.remember_pick(PendingPick {
                 kind,
@@ -277,29 +282,6 @@ async fn start(
         }
     }
     Ok(())
-}
-
-async fn ambiguous_candidates(bot: &Bot, query: &VmQuery) -> Vec<VmSummary> {
-    let name = match query {
-        VmQuery::Name(n) => n.clone(),
-        VmQuery::InGroup { name, .. } => name.clone(),
-        VmQuery::Id(id) => id.name.clone(),
-    };
-    let mut all = Vec::new();
-    for sub in &bot.subscriptions {
-        if let Ok(list) = bot.arm.list_vms(sub).await {
-            all.extend(
-                list.into_iter()
-                    .filter(|s| s.vm.name.eq_ignore_ascii_case(&name)),
-            );
-        }
-    }
-    all.sort_by(|a, b| {
-        (&a.vm.subscription_id, &a.vm.resource_group)
-            .cmp(&(&b.vm.subscription_id, &b.vm.resource_group))
-    });
-    all.truncate(25);
-    all
 }
 
 fn pick_menu(nonce: &str, candidates: &[VmSummary]) -> CreateActionRow {

@@ -14,8 +14,8 @@ pub use report::{Report, Stats, Verdict};
 
 use crate::azure::{Arm, ArmError, HealthOutcome, ResolveError, VmQuery, VmSummary};
 use crate::diagnose::{
-    self, boot_diagnostics, nsg, public_ip, resource_health, vm_agent, vm_status, ActionId,
-    CheckId, Finding, NicFacts, OsType, Status, VmFacts,
+    boot_diagnostics, nsg, public_ip, resource_health, vm_agent, vm_status, ActionId, CheckId,
+    Finding, NicFacts, OsType, Status, VmFacts,
 };
 use catalog::{Catalog, Precondition};
 use futures::FutureExt;
@@ -294,9 +294,6 @@ fn holds(precondition: Precondition, vm: &VmFacts) -> bool {
     }
 }
 
-/// Re-exported for front ends that only need the step texts.
-pub use diagnose::Status as FindingStatus;
-
 /// The runbook's generic `az vm boot-diagnostics enable` command, made copy-pasteable for this VM.
 fn enable_boot_diagnostics_text(catalog: &Catalog, vm: &crate::azure::VmRef) -> String {
     catalog
@@ -330,7 +327,13 @@ pub struct Console {
 /// `/rdp console`: boot diagnostics alone (screenshot and serial-log tail).
 pub async fn console(arm: &Arm, catalog: &Catalog, summary: &VmSummary) -> Console {
     let vm = &summary.vm;
-    if !summary.boot_diagnostics_enabled {
+    // A VM not taken from a list has no flag yet: ask the VM itself.
+    let enabled = summary.boot_diagnostics_enabled
+        || arm
+            .vm_facts(vm)
+            .await
+            .is_ok_and(|f| f.boot_diagnostics_enabled);
+    if !enabled {
         return Console {
             finding: boot_diagnostics::disabled(&enable_boot_diagnostics_text(catalog, vm)),
             screenshot_png: None,

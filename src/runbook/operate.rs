@@ -281,16 +281,7 @@ impl Operator {
             return Err(OperateError::NotFound);
         };
         let action = ActionId::parse(&pending.action).ok_or(OperateError::NotFound)?;
-        let vm = VmRef {
-            name: pending.vm_name.clone(),
-            resource_group: crate::azure::ResourceId::parse(&pending.vm_id)
-                .map(|id| id.resource_group)
-                .unwrap_or_default(),
-            subscription_id: crate::azure::ResourceId::parse(&pending.vm_id)
-                .map(|id| id.subscription_id)
-                .unwrap_or_default(),
-            id: pending.vm_id.clone(),
-        };
+        let vm = VmRef::from_stored(&pending.vm_id, &pending.vm_name);
         if let Err(denial) = self.policy.authorize(actor, self.permission(action), &vm) {
             self.audit(
                 actor,
@@ -578,15 +569,7 @@ impl Operator {
 
     /// Run the checks and keep the report as the VM's latest snapshot.
     pub async fn snapshot(&self, vm: &VmRef) -> Option<Report> {
-        let summary = self
-            .arm
-            .resolve(
-                &crate::azure::VmQuery::Id(crate::azure::ResourceId::parse(&vm.id).ok()?),
-                &self.subscriptions,
-            )
-            .await
-            .ok()?;
-        let report = self.check(summary).await.ok()?;
+        let report = self.check(VmSummary::unlisted(vm.clone())).await.ok()?;
         if let Ok(json) = serde_json::to_string(&report) {
             let _ = self.store.save_snapshot(&vm.id, now_ms(), &json).await;
         }
@@ -615,16 +598,7 @@ impl Operator {
             let Some(action) = ActionId::parse(&op.action) else {
                 continue;
             };
-            let id = crate::azure::ResourceId::parse(&op.vm_id).ok();
-            let vm = VmRef {
-                name: op.vm_name.clone(),
-                resource_group: id
-                    .as_ref()
-                    .map(|i| i.resource_group.clone())
-                    .unwrap_or_default(),
-                subscription_id: id.map(|i| i.subscription_id).unwrap_or_default(),
-                id: op.vm_id.clone(),
-            };
+            let vm = VmRef::from_stored(&op.vm_id, &op.vm_name);
             let actor = Actor {
                 id: op.requester.clone(),
                 name: op.requester_name.clone(),
