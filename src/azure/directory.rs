@@ -1,7 +1,11 @@
 //! A cache of the configured subscriptions' VM lists, refreshed in the background, so that
-//! autocomplete never waits on Azure.
+//! autocomplete never waits on Azure and a check needs no list call to find its VM.
+//!
+//! A name is resolved from the cache while it is younger than its time-to-live; a name the cache
+//! does not know (or a cache too old) is looked up in a fresh list. Concurrent misses share one
+//! refresh.
 
-use super::{Arm, VmSummary};
+use super::{resolve::pick, Arm, ResolveError, VmQuery, VmSummary};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -12,15 +16,106 @@ struct Snapshot {
 }
 
 /// The VMs of the configured subscriptions as last listed.
-#[derive(Default)]
 pub struct VmDirectory {
     snapshot: RwLock<Snapshot>,
     attempts: std::sync::atomic::AtomicU64,
+    ttl: Duration,
+    /// Held while a refresh lists the subscriptions, so concurrent misses list them once.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl Default for VmDirectory {
+    fn default() -> VmDirectory {
+        VmDirectory::with_ttl(VmDirectory::DEFAULT_TTL)
+    }
 }
 
 impl VmDirectory {
+    /// How long a listed VM is trusted for name resolution.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+
     pub fn new() -> VmDirectory {
         VmDirectory::default()
+    }
+
+    pub fn with_ttl(ttl: Duration) -> VmDirectory {
+        VmDirectory {
+            snapshot: RwLock::default(),
+            attempts: std::sync::atomic::AtomicU64::new(0),
+            ttl,
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Find the VM a query names: from the cache while it is fresh, else (or when the cache
+    /// does not know the name) from a fresh list of `subscriptions`. A full id in a subscription
+    /// the directory does not list is resolved by listing that subscription.
+    pub async fn resolve(
+        &self,
+        arm: &Arm,
+        query: &VmQuery,
+        subscriptions: &[String],
+    ) -> Result<VmSummary, ResolveError> {
+        if let VmQuery::Id(id) = query {
+            if !subscriptions
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(&id.subscription_id))
+            {
+                return arm.resolve(query, subscriptions).await;
+            }
+        }
+        if subscriptions.is_empty() {
+            return arm.resolve(query, subscriptions).await;
+        }
+        let asked = Instant::now();
+        if self.is_fresh() {
+            if let Some(found) = self.pick_cached(query, subscriptions) {
+                if !matches!(found, Err(ResolveError::NotFound { .. })) {
+                    return found;
+                }
+            }
+        }
+        self.refresh_since(arm, subscriptions, asked).await?;
+        self.pick_cached(query, subscriptions)
+            .unwrap_or_else(arm_unavailable)
+    }
+
+    fn is_fresh(&self) -> bool {
+        self.age().is_some_and(|age| age <= self.ttl)
+    }
+
+    fn pick_cached(
+        &self,
+        query: &VmQuery,
+        subscriptions: &[String],
+    ) -> Option<Result<VmSummary, ResolveError>> {
+        let snapshot = self.snapshot.read().ok()?;
+        snapshot.refreshed?;
+        Some(pick(
+            query,
+            &snapshot.vms,
+            &super::resolve::scope_text(subscriptions),
+        ))
+    }
+
+    /// Refresh unless another caller's refresh finished after `asked`.
+    async fn refresh_since(
+        &self,
+        arm: &Arm,
+        subscriptions: &[String],
+        asked: Instant,
+    ) -> Result<(), super::ArmError> {
+        let _guard = self.refreshing.lock().await;
+        let done_meanwhile = self
+            .snapshot
+            .read()
+            .ok()
+            .and_then(|s| s.refreshed)
+            .is_some_and(|at| at >= asked);
+        if !done_meanwhile {
+            self.list(arm, subscriptions).await?;
+        }
+        Ok(())
     }
 
     /// List every subscription again; on failure keep the previous snapshot.
@@ -29,6 +124,11 @@ impl VmDirectory {
         arm: &Arm,
         subscriptions: &[String],
     ) -> Result<usize, super::ArmError> {
+        let _guard = self.refreshing.lock().await;
+        self.list(arm, subscriptions).await
+    }
+
+    async fn list(&self, arm: &Arm, subscriptions: &[String]) -> Result<usize, super::ArmError> {
         let lists = futures::future::join_all(subscriptions.iter().map(|s| arm.list_vms(s))).await;
         self.attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -98,6 +198,12 @@ impl VmDirectory {
         };
         suggest(&snapshot.vms, partial, limit)
     }
+}
+
+fn arm_unavailable() -> Result<VmSummary, ResolveError> {
+    Err(ResolveError::Arm(super::ArmError::Config(
+        "the VM list could not be read".into(),
+    )))
 }
 
 pub fn suggest(vms: &[VmSummary], partial: &str, limit: usize) -> Vec<(String, String)> {

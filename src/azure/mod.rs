@@ -10,8 +10,10 @@
 
 mod directory;
 mod error;
+mod fleet;
 mod id;
 mod lro;
+mod pace;
 mod read;
 mod resolve;
 mod retry;
@@ -19,9 +21,11 @@ mod write;
 
 pub use directory::VmDirectory;
 pub use error::{parse_error_body, redact, ArmError};
+pub use fleet::{Fleet, ScopeError, SweepScope};
 pub use id::{ResourceId, ResourceIdError};
+pub use pace::PacingStats;
 pub use read::HealthOutcome;
-pub use resolve::{validate_vm_name, ResolveError, VmQuery, VmRef, VmSummary};
+pub use resolve::{validate_group, validate_vm_name, ResolveError, VmQuery, VmRef, VmSummary};
 pub use write::{
     free_priority_below, ConfiguredRule, ExtensionInfo, NewRdpRule, OperationHandle, PowerAction,
     VmAccess,
@@ -49,6 +53,9 @@ pub struct ArmSettings {
     pub operation_timeout: Duration,
     /// Poll interval when Azure sends no `Retry-After`.
     pub poll_interval: Duration,
+    /// How fast ARM refills a subscription's request bucket, per second: requests are paced
+    /// to this rate once Azure's `x-ms-ratelimit-remaining-*` headers say the bucket is empty.
+    pub refill_per_sec: f64,
 }
 
 impl ArmSettings {
@@ -60,6 +67,8 @@ impl ArmSettings {
             max_retry_elapsed: Duration::from_secs(60),
             operation_timeout: Duration::from_secs(600),
             poll_interval: Duration::from_secs(2),
+            // ARM's documented subscription read bucket: 250, refilled 25 a second.
+            refill_per_sec: 25.0,
         }
     }
 
@@ -105,6 +114,7 @@ pub struct Arm {
     /// For boot-diagnostics blobs: plain SAS GETs, no ARM token.
     blobs: reqwest::Client,
     requests: Arc<AtomicU64>,
+    pacer: Arc<pace::Pacer>,
     settings: ArmSettings,
 }
 
@@ -174,6 +184,11 @@ impl Arm {
                 initial_delay: Duration::from_millis(200),
                 max_delay: Duration::from_secs(30),
             }));
+        // Inside the retry policy, so every attempt is paced and every answer teaches it.
+        let pacer = Arc::new(pace::Pacer::new(settings.refill_per_sec));
+        options
+            .per_retry_policies_mut()
+            .push(Arc::new(pace::Pacing(pacer.clone())));
         let scope = settings.scope();
         let scopes = vec![scope.clone()];
         let endpoint = settings.endpoint.clone();
@@ -211,8 +226,14 @@ impl Arm {
             scopes,
             blobs: http,
             requests,
+            pacer,
             settings,
         }
+    }
+
+    /// What pacing to ARM's request budget has cost so far, and the 429s seen.
+    pub fn pacing(&self) -> PacingStats {
+        self.pacer.stats()
     }
 
     /// HTTP requests sent to ARM so far (retries and polls included; token and blob requests not).

@@ -36,7 +36,7 @@ pub(crate) fn nic_ids(profile: Option<&compute::NetworkProfile>) -> Vec<String> 
     nics.into_iter().map(|(_, id)| id).collect()
 }
 
-fn vm_facts(vm: compute::VirtualMachine) -> VmFacts {
+pub(crate) fn vm_facts(vm: compute::VirtualMachine) -> VmFacts {
     let properties = vm.properties.unwrap_or_default();
     let os = match properties
         .storage_profile
@@ -215,6 +215,69 @@ fn malformed(what: &str, e: impl std::fmt::Display) -> ArmError {
     }
 }
 
+pub(crate) fn public_ip_facts(
+    pip_id: &str,
+    fallback_name: &str,
+    pip: network::PublicIpAddress,
+) -> PublicIpFacts {
+    let properties = pip.properties.map(|p| *p).unwrap_or_default();
+    PublicIpFacts {
+        id: pip_id.to_string(),
+        name: pip
+            .resource
+            .name
+            .unwrap_or_else(|| fallback_name.to_string()),
+        address: properties.ip_address,
+        allocation: ip_allocation(properties.public_ip_allocation_method.as_ref()),
+        sku: pip.sku.and_then(|s| s.name).map(|n| {
+            serde_json::to_value(&n)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("{n:?}"))
+        }),
+    }
+}
+
+/// The public IP as the NIC read expanded it, if Azure expanded it (a bare `{"id"}` otherwise).
+fn expanded_public_ip(pip_id: &str, pip: &network::PublicIpAddress) -> Option<PublicIpFacts> {
+    let expanded = pip
+        .properties
+        .as_ref()
+        .is_some_and(|p| p.public_ip_allocation_method.is_some() || p.ip_address.is_some());
+    if !expanded {
+        return None;
+    }
+    let name = ResourceId::parse(pip_id)
+        .map(|id| id.name)
+        .unwrap_or_default();
+    Some(public_ip_facts(pip_id, &name, pip.clone()))
+}
+
+pub(crate) fn health_facts(
+    status: azure_mgmt_resourcehealth::package_2024_02::models::AvailabilityStatus,
+) -> HealthFacts {
+    let properties = status.properties.unwrap_or_default();
+    HealthFacts {
+        state: properties
+            .availability_state
+            .as_ref()
+            .map(erased::AsJson::as_json_str)
+            .unwrap_or_else(|| "Unknown".into()),
+        summary: properties.summary,
+        detailed_status: properties.detailed_status,
+        reason_type: properties.reason_type,
+        occurred: properties.occured_time.and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        }),
+        recommended_actions: properties
+            .recommended_actions
+            .into_iter()
+            .filter_map(|a| a.action)
+            .collect(),
+    }
+}
+
 /// Convert a Windows BMP (as boot diagnostics store the console) into a PNG for chat and files.
 pub fn bmp_to_png(bmp: &[u8]) -> Result<Vec<u8>, String> {
     let image = image::load_from_memory_with_format(bmp, image::ImageFormat::Bmp)
@@ -240,7 +303,8 @@ impl Arm {
         Ok(vm_facts(model))
     }
 
-    /// The NIC (private IP, public IP reference), then the public IP itself.
+    /// The NIC (private IP) with its public IP expanded in the same read; a second read of the
+    /// public IP only when Azure did not expand it.
     pub async fn nic_facts(&self, nic_id: &str) -> Result<NicFacts, ArmError> {
         let id = ResourceId::parse(nic_id).map_err(|e| malformed("NIC id", e))?;
         let what = format!("reading network interface {}", id.name);
@@ -248,8 +312,20 @@ impl Arm {
             .network
             .network_interfaces_client()
             .get(&id.resource_group, &id.name, &id.subscription_id)
+            .expand("ipConfigurations/publicIPAddress")
             .await
             .map_err(|e| self.map_err(e, &what))?;
+        self.nic_facts_from(nic_id, nic, &Default::default()).await
+    }
+
+    /// Facts from a NIC already read (alone or in a list). The public IP comes from the NIC's
+    /// expansion, else from `public_ips` (a resource group's list), else from its own read.
+    pub(crate) async fn nic_facts_from(
+        &self,
+        nic_id: &str,
+        nic: network::NetworkInterface,
+        public_ips: &std::collections::HashMap<String, PublicIpFacts>,
+    ) -> Result<NicFacts, ArmError> {
         let properties = nic.properties.unwrap_or_default();
         let config = properties
             .ip_configurations
@@ -263,9 +339,18 @@ impl Arm {
             .or_else(|| properties.ip_configurations.first())
             .and_then(|c| c.properties.clone())
             .unwrap_or_default();
-        let public_ip = match config.public_ip_address.and_then(|p| p.resource.id) {
+        let public_ip = match config.public_ip_address {
             None => None,
-            Some(pip_id) => Some(self.public_ip(&pip_id).await?),
+            Some(pip) => match pip.resource.id.clone() {
+                None => None,
+                Some(pip_id) => Some(match expanded_public_ip(&pip_id, &pip) {
+                    Some(facts) => facts,
+                    None => match public_ips.get(&pip_id.to_ascii_lowercase()) {
+                        Some(facts) => facts.clone(),
+                        None => self.public_ip(&pip_id).await?,
+                    },
+                }),
+            },
         };
         Ok(NicFacts {
             nic_id: nic_id.to_string(),
@@ -284,19 +369,7 @@ impl Arm {
             .get(&id.resource_group, &id.name, &id.subscription_id)
             .await
             .map_err(|e| self.map_err(e, &what))?;
-        let properties = pip.properties.map(|p| *p).unwrap_or_default();
-        Ok(PublicIpFacts {
-            id: pip_id.to_string(),
-            name: pip.resource.name.unwrap_or(id.name),
-            address: properties.ip_address,
-            allocation: ip_allocation(properties.public_ip_allocation_method.as_ref()),
-            sku: pip.sku.and_then(|s| s.name).map(|n| {
-                serde_json::to_value(&n)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_else(|| format!("{n:?}"))
-            }),
-        })
+        Ok(public_ip_facts(pip_id, &id.name, pip))
     }
 
     /// `POST effectiveNetworkSecurityGroups`, followed to its final 200 on the Location URL.
@@ -344,26 +417,7 @@ impl Arm {
                 return Err(error);
             }
         };
-        let properties = status.properties.unwrap_or_default();
-        Ok(HealthOutcome::Status(HealthFacts {
-            state: properties
-                .availability_state
-                .as_ref()
-                .map(erased::AsJson::as_json_str)
-                .unwrap_or_else(|| "Unknown".into()),
-            summary: properties.summary,
-            detailed_status: properties.detailed_status,
-            reason_type: properties.reason_type,
-            occurred: properties.occured_time.and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            }),
-            recommended_actions: properties
-                .recommended_actions
-                .into_iter()
-                .filter_map(|a| a.action)
-                .collect(),
-        }))
+        Ok(HealthOutcome::Status(health_facts(status)))
     }
 
     /// `POST retrieveBootDiagnosticsData`, then download both blobs with their SAS URLs.

@@ -135,7 +135,8 @@ pub fn validate_vm_name(name: &str) -> Result<(), ResolveError> {
     }
 }
 
-fn validate_group(group: &str) -> Result<(), ResolveError> {
+/// Azure's naming rules for a resource group.
+pub fn validate_group(group: &str) -> Result<(), ResolveError> {
     let ok = !group.is_empty()
         && group.chars().count() <= 90
         && !group.ends_with('.')
@@ -316,12 +317,16 @@ impl Arm {
         for list in lists {
             all.extend(list?);
         }
-        let scope = if subscriptions.len() == 1 {
-            format!("subscription {}", subscriptions[0])
-        } else {
-            format!("subscriptions {}", subscriptions.join(", "))
-        };
-        pick(query, &all, &scope)
+        pick(query, &all, &scope_text(&subscriptions))
+    }
+}
+
+/// "subscription X" or "subscriptions X, Y", for not-found messages.
+pub(crate) fn scope_text(subscriptions: &[String]) -> String {
+    if subscriptions.len() == 1 {
+        format!("subscription {}", subscriptions[0])
+    } else {
+        format!("subscriptions {}", subscriptions.join(", "))
     }
 }
 

@@ -7,6 +7,7 @@
 mod fix;
 mod render;
 mod simulate;
+mod sweep;
 
 use crate::azure::{Arm, ArmSettings, ResolveError, VmQuery};
 use crate::config::{self, FileConfig};
@@ -43,6 +44,9 @@ enum Command {
     /// Check why Remote Desktop to a VM fails: power, agent, public IP, NSG, Resource Health,
     /// boot diagnostics.
     Check(CheckArgs),
+    /// Check every Windows VM of a resource group (or of a whole subscription) and print one
+    /// summary, worst first. Ctrl-C stops it and prints what was checked.
+    Sweep(sweep::SweepArgs),
     /// Explain a Remote Desktop client error message: its cause and the runbook's fix.
     Explain {
         /// The error text as the Remote Desktop client shows it.
@@ -217,6 +221,7 @@ async fn run(cli: Cli) -> u8 {
             }
         }
         Command::Check(args) => check(args).await,
+        Command::Sweep(args) => sweep::run(args).await,
         Command::Bot { simulate } => bot(simulate).await,
         Command::Start(a) => run_fix(a, |_| Ok(FixRequest::Start)).await,
         Command::Restart(a) => run_fix(a, |_| Ok(FixRequest::Restart)).await,

@@ -33,15 +33,15 @@ impl Style {
         }
     }
 
-    fn bold(&self, text: &str) -> String {
+    pub fn bold(&self, text: &str) -> String {
         self.paint("1", text)
     }
 
-    fn dim(&self, text: &str) -> String {
+    pub fn dim(&self, text: &str) -> String {
         self.paint("2", text)
     }
 
-    fn status(&self, status: Status) -> String {
+    pub fn status(&self, status: Status) -> String {
         let (code, label) = match status {
             Status::Pass => ("32", "PASS"),
             Status::Warn => ("33", "WARN"),

@@ -57,6 +57,7 @@ pub struct PendingPick {
         "console",
         "explain",
         "help",
+        "super::sweep::sweep",
         "super::fixes::start",
         "super::fixes::restart",
         "super::fixes::redeploy",
@@ -235,7 +236,11 @@ async fn start(
         Instant::now(),
     );
     surface.show(View::embed(render::looking_up(vm))).await;
-    match bot.arm.resolve(&query, &bot.subscriptions).await {
+    match bot
+        .directory
+        .resolve(&bot.arm, &query, &bot.subscriptions)
+        .await
+    {
         Ok(summary) => {
             run(bot, &surface, kind, summary, &options).await;
         }
@@ -403,7 +408,12 @@ async fn run(bot: &Bot, surface: &Surface, kind: Kind, summary: VmSummary, optio
     }
 }
 
-async fn run_check(bot: &Bot, surface: &Surface, summary: VmSummary, options: &CheckOptions) {
+pub(super) async fn run_check(
+    bot: &Bot,
+    surface: &Surface,
+    summary: VmSummary,
+    options: &CheckOptions,
+) {
     let vm = summary.vm.clone();
     let listed = summary.clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();

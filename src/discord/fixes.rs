@@ -220,8 +220,8 @@ fn error_embed(e: &OperateError) -> CreateEmbed {
 /// Find the VM a command names (or say why not, privately).
 async fn find_vm(bot: &Bot, text: &str) -> Result<VmSummary, String> {
     let query = VmQuery::parse(text).map_err(|e| e.to_string())?;
-    bot.arm
-        .resolve(&query, &bot.subscriptions)
+    bot.directory
+        .resolve(&bot.arm, &query, &bot.subscriptions)
         .await
         .map_err(|e| e.to_string())
 }

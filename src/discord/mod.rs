@@ -11,6 +11,7 @@ mod commands;
 mod fixes;
 pub mod render;
 mod surface;
+mod sweep;
 
 use crate::azure::{Arm, VmDirectory};
 use crate::runbook::catalog::Catalog;
@@ -49,6 +50,8 @@ pub struct Bot {
     /// Fixes: confirmations, policy, store.
     pub operator: Operator,
     picks: Mutex<HashMap<String, PendingPick>>,
+    /// Sweeps running or recently finished, by the nonce in their components.
+    sweeps: Mutex<HashMap<String, sweep::SweepState>>,
 }
 
 /// A pick menu is answered within minutes or not at all.
@@ -63,6 +66,7 @@ impl Bot {
             directory: Arc::new(VmDirectory::new()),
             operator,
             picks: Mutex::new(HashMap::new()),
+            sweeps: Mutex::new(HashMap::new()),
         }
     }
 
@@ -238,6 +242,8 @@ async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Bot) ->
             let id = component.data.custom_id.as_str();
             if id.starts_with(commands::PICK_PREFIX) {
                 commands::picked(ctx.http.clone(), bot, component).await
+            } else if id.starts_with(sweep::PREFIX) {
+                sweep::component(ctx.http.clone(), bot, component).await
             } else if id.starts_with(fixes::PREFIX) {
                 fixes::component(ctx.http.clone(), bot, component).await
             } else {

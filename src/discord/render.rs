@@ -16,11 +16,11 @@ pub const MAX_DESCRIPTION: usize = 4096;
 pub const MAX_TITLE: usize = 256;
 pub const MAX_FIELDS: usize = 25;
 
-const GREEN: Colour = Colour(0x2E_CC_71);
-const RED: Colour = Colour(0xE7_4C_3C);
-const ORANGE: Colour = Colour(0xE6_7E_22);
-const GREY: Colour = Colour(0x95_A5_A6);
-const BLUE: Colour = Colour(0x34_98_DB);
+pub(super) const GREEN: Colour = Colour(0x2E_CC_71);
+pub(super) const RED: Colour = Colour(0xE7_4C_3C);
+pub(super) const ORANGE: Colour = Colour(0xE6_7E_22);
+pub(super) const GREY: Colour = Colour(0x95_A5_A6);
+pub(super) const BLUE: Colour = Colour(0x34_98_DB);
 
 /// Cut `text` to at most `max` characters, ending with an ellipsis when cut.
 pub fn clip(text: &str, max: usize) -> String {

@@ -9,10 +9,11 @@ pub mod catalog;
 pub mod fix;
 pub mod operate;
 mod report;
+pub mod sweep;
 
 pub use report::{Report, Stats, Verdict};
 
-use crate::azure::{Arm, ArmError, HealthOutcome, ResolveError, VmQuery, VmSummary};
+use crate::azure::{Arm, ArmError, Fleet, HealthOutcome, ResolveError, VmQuery, VmSummary};
 use crate::diagnose::{
     boot_diagnostics, nsg, public_ip, resource_health, vm_agent, vm_status, ActionId, CheckId,
     Finding, NicFacts, OsType, Status, VmFacts,
@@ -76,6 +77,30 @@ pub async fn check(
     options: &CheckOptions,
     events: &(dyn Fn(Event) + Send + Sync),
 ) -> Result<Report, CheckError> {
+    run_checks(arm, catalog, summary, options, events, None).await
+}
+
+/// The checks of one VM of a sweep: the VM, its NIC and Resource Health come from the scope's
+/// lists where they hold them; the effective security rules are read per VM; boot diagnostics
+/// are left for a check of the VM on its own.
+pub async fn check_in_fleet(
+    arm: &Arm,
+    catalog: &Catalog,
+    fleet: &Fleet,
+    summary: VmSummary,
+    options: &CheckOptions,
+) -> Result<Report, CheckError> {
+    run_checks(arm, catalog, summary, options, &|_| {}, Some(fleet)).await
+}
+
+async fn run_checks(
+    arm: &Arm,
+    catalog: &Catalog,
+    summary: VmSummary,
+    options: &CheckOptions,
+    events: &(dyn Fn(Event) + Send + Sync),
+    fleet: Option<&Fleet>,
+) -> Result<Report, CheckError> {
     let started = Instant::now();
     let requests_before = arm.request_count();
     let vm = summary.vm.clone();
@@ -85,10 +110,18 @@ pub async fn check(
     }
     let texts = &catalog.texts;
 
+    let listed_facts = fleet.and_then(|f| f.vm_facts(&vm.id));
+    let facts_known = listed_facts.is_some();
     let vm_read = {
         let arm = arm.clone();
         let vm = vm.clone();
-        async move { arm.vm_facts(&vm).await }.shared()
+        async move {
+            match listed_facts {
+                Some(facts) => Ok(facts),
+                None => arm.vm_facts(&vm).await,
+            }
+        }
+        .shared()
     };
     // The NIC id is in the VM list; without it (a full id was given) wait for the VM read.
     let nic_id = {
@@ -107,11 +140,36 @@ pub async fn check(
         let nic_id = nic_id.clone();
         async move {
             match nic_id.await? {
-                Some(id) => arm.nic_facts(&id).await.map(Some),
+                Some(id) => match fleet.and_then(|f| f.nic_facts(&id)) {
+                    Some(listed) => Ok(Some(listed)),
+                    None => arm.nic_facts(&id).await.map(Some),
+                },
                 None => Ok(None),
             }
         }
         .shared()
+    };
+
+    // Effective rules need only the NIC id: for a listed Windows VM, ask at once, alongside the
+    // VM read, and judge the answer once the VM is known to be running. Otherwise ask only when
+    // the VM read says it is worth it.
+    let speculative = !facts_known && summary.windows != Some(false) && !summary.nic_ids.is_empty();
+    let effective = {
+        let arm = arm.clone();
+        let vm_read = vm_read.clone();
+        let nic_id = nic_id.clone();
+        async move {
+            if !speculative {
+                match vm_read.await {
+                    Ok(f) if f.is_running() && f.os != OsType::Linux => {}
+                    _ => return Ok(None),
+                }
+            }
+            match nic_id.await? {
+                Some(id) => arm.effective_nsgs(&id).await.map(Some),
+                None => Ok(None),
+            }
+        }
     };
 
     let vm_steps = async {
@@ -130,7 +188,11 @@ pub async fn check(
     };
 
     let health_step = async {
-        let finding = match arm.resource_health(&vm).await {
+        let health = match fleet.and_then(|f| f.health(&vm.id)) {
+            Some(listed) => Ok(listed),
+            None => arm.resource_health(&vm).await,
+        };
+        let finding = match health {
             Ok(HealthOutcome::Status(h)) => resource_health::check(&h),
             Ok(HealthOutcome::Unregistered) => {
                 resource_health::unregistered(&texts.register_resource_health)
@@ -172,7 +234,8 @@ pub async fn check(
             finding
         };
         let nsg_step = async {
-            let finding = nsg_finding(arm, &vm_read.clone().await, nic_read.clone(), options).await;
+            let (vm, nic, effective) = futures::join!(vm_read.clone(), nic_read.clone(), effective);
+            let finding = nsg_finding(&vm, nic, effective, options);
             events(Event::StepFinished(finding.clone()));
             finding
         };
@@ -183,7 +246,12 @@ pub async fn check(
     let boot_step = async {
         let enabled = summary.boot_diagnostics_enabled
             || matches!(vm_read.clone().await, Ok(ref f) if f.boot_diagnostics_enabled);
-        let finding = if !enabled {
+        let finding = if fleet.is_some() {
+            Finding::skip(
+                CheckId::BootDiagnostics,
+                "Not read in a sweep: check the VM on its own for its console",
+            )
+        } else if !enabled {
             boot_diagnostics::disabled(&enable_boot_diagnostics_text(catalog, &vm))
         } else {
             match arm.boot_diagnostics(&vm).await {
@@ -229,10 +297,10 @@ pub async fn check(
     })
 }
 
-async fn nsg_finding(
-    arm: &Arm,
+fn nsg_finding(
     vm: &Result<VmFacts, ArmError>,
-    nic: impl std::future::Future<Output = Result<Option<NicFacts>, ArmError>>,
+    nic: Result<Option<NicFacts>, ArmError>,
+    effective: Result<Option<Vec<nsg::EffectiveNsg>>, ArmError>,
     options: &CheckOptions,
 ) -> Finding {
     let facts = match vm {
@@ -245,13 +313,13 @@ async fn nsg_finding(
             "VM is not running: Azure computes effective security rules only for running VMs",
         );
     }
-    let nic = match nic.await {
+    let nic = match nic {
         Ok(Some(nic)) => nic,
         Ok(None) => return Finding::skip(CheckId::Nsg, "The VM has no network interface"),
         Err(e) => return Finding::error(CheckId::Nsg, e.to_string()),
     };
-    match arm.effective_nsgs(&nic.nic_id).await {
-        Ok(nsgs) => {
+    match effective {
+        Ok(Some(nsgs)) => {
             let probe = nsg::Probe {
                 source: match options.from {
                     Some(ip) => nsg::TrafficSource::Address(ip),
@@ -262,6 +330,7 @@ async fn nsg_finding(
             };
             nsg::check(&nsgs, &probe)
         }
+        Ok(None) => Finding::skip(CheckId::Nsg, "The VM has no network interface"),
         Err(e) => Finding::error(CheckId::Nsg, e.to_string()),
     }
 }

@@ -1,0 +1,382 @@
+//! Reads for a sweep: a resource group's (or a subscription's) VMs, NICs, public IPs and
+//! Resource Health in a handful of list calls, so that checking 500 VMs costs about two ARM
+//! requests per VM (the effective security rules) instead of eight.
+//!
+//! Whatever a list does not hold (a NIC in another resource group, a VM Resource Health does not
+//! list, a VM listed without its instance view) is read one by one, as a single check would.
+
+use super::read::{health_facts, public_ip_facts, vm_facts};
+use super::resolve::summarise;
+use super::{Arm, ArmError, HealthOutcome, ResourceId, VmSummary};
+use crate::diagnose::{NicFacts, PublicIpFacts, VmFacts};
+use futures::StreamExt;
+use std::collections::HashMap;
+
+/// Which VMs a sweep checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepScope {
+    pub subscription_id: String,
+    /// `None`: the whole subscription.
+    pub resource_group: Option<String>,
+}
+
+impl std::fmt::Display for SweepScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.resource_group {
+            Some(rg) => write!(f, "resource group {rg}"),
+            None => write!(f, "subscription {}", self.subscription_id),
+        }
+    }
+}
+
+/// A scope's VMs and what the lists said about them.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    /// Every VM in scope, as listed, sorted by name.
+    pub vms: Vec<VmSummary>,
+    /// By lower-case VM id: facts from the list's instance view.
+    facts: HashMap<String, VmFacts>,
+    /// By lower-case NIC id.
+    nics: HashMap<String, NicFacts>,
+    /// By lower-case VM id; `None` when Resource Health could not be listed.
+    health: Option<HealthList>,
+    /// ARM requests the lists took.
+    pub list_requests: u64,
+}
+
+impl Fleet {
+    /// The VM's facts from the list, if the list carried its instance view.
+    pub fn vm_facts(&self, vm_id: &str) -> Option<VmFacts> {
+        self.facts.get(&vm_id.to_ascii_lowercase()).cloned()
+    }
+
+    pub fn nic_facts(&self, nic_id: &str) -> Option<NicFacts> {
+        self.nics.get(&nic_id.to_ascii_lowercase()).cloned()
+    }
+
+    pub fn health(&self, vm_id: &str) -> Option<HealthOutcome> {
+        match self.health.as_ref()? {
+            HealthList::Unregistered => Some(HealthOutcome::Unregistered),
+            HealthList::Statuses(map) => map.get(&vm_id.to_ascii_lowercase()).cloned(),
+        }
+    }
+}
+
+/// Resource Health for a whole scope.
+#[derive(Debug)]
+enum HealthList {
+    /// The subscription never registered Microsoft.ResourceHealth: the same for every VM.
+    Unregistered,
+    /// By lower-case resource id.
+    Statuses(HashMap<String, HealthOutcome>),
+}
+
+/// `…/providers/Microsoft.ResourceHealth/availabilityStatuses/current` → the resource's id.
+fn health_subject(status_id: &str) -> Option<String> {
+    let lower = status_id.to_ascii_lowercase();
+    let at = lower.find("/providers/microsoft.resourcehealth/")?;
+    Some(lower[..at].to_string())
+}
+
+/// Why a sweep's scope could not be settled.
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    #[error("no resource group {resource_group} in {searched}")]
+    NotFound {
+        resource_group: String,
+        searched: String,
+    },
+    #[error("resource group {resource_group} exists in {} subscriptions ({}); say which one", .subscriptions.len(), .subscriptions.join(", "))]
+    Ambiguous {
+        resource_group: String,
+        subscriptions: Vec<String>,
+    },
+    #[error("no subscription to sweep: give one, or set AZURE_SUBSCRIPTION_ID")]
+    NoSubscription,
+    #[error("{} subscriptions are configured ({}); say which one to sweep", .0.len(), .0.join(", "))]
+    WhichSubscription(Vec<String>),
+    #[error(transparent)]
+    Arm(#[from] ArmError),
+}
+
+impl Arm {
+    /// The sweep scope for a resource group (in whichever of `subscriptions` holds it) or, with
+    /// no group, for the one subscription given.
+    pub async fn sweep_scope(
+        &self,
+        resource_group: Option<&str>,
+        subscriptions: &[String],
+    ) -> Result<SweepScope, ScopeError> {
+        let Some(rg) = resource_group else {
+            return match subscriptions {
+                [one] => Ok(SweepScope {
+                    subscription_id: one.clone(),
+                    resource_group: None,
+                }),
+                [] => Err(ScopeError::NoSubscription),
+                many => Err(ScopeError::WhichSubscription(many.to_vec())),
+            };
+        };
+        if let [one] = subscriptions {
+            // One place to look: the sweep's own list will say if the group is missing.
+            return Ok(SweepScope {
+                subscription_id: one.clone(),
+                resource_group: Some(rg.to_string()),
+            });
+        }
+        if subscriptions.is_empty() {
+            return Err(ScopeError::NoSubscription);
+        }
+        let probes = futures::future::join_all(subscriptions.iter().map(|sub| async move {
+            let first = self
+                .compute
+                .virtual_machines_client()
+                .list(rg, sub)
+                .into_stream()
+                .next()
+                .await;
+            match first {
+                None | Some(Ok(_)) => Ok(Some(sub.clone())),
+                Some(Err(e)) => {
+                    let error = self.map_err(e, &format!("looking for resource group {rg}"));
+                    match error.code() {
+                        Some("ResourceGroupNotFound" | "SubscriptionNotFound") => Ok(None),
+                        _ => Err(error),
+                    }
+                }
+            }
+        }))
+        .await;
+        let mut found = Vec::new();
+        for probe in probes {
+            if let Some(sub) = probe? {
+                found.push(sub);
+            }
+        }
+        match found.as_slice() {
+            [one] => Ok(SweepScope {
+                subscription_id: one.clone(),
+                resource_group: Some(rg.to_string()),
+            }),
+            [] => Err(ScopeError::NotFound {
+                resource_group: rg.to_string(),
+                searched: super::resolve::scope_text(subscriptions),
+            }),
+            _ => Err(ScopeError::Ambiguous {
+                resource_group: rg.to_string(),
+                subscriptions: found,
+            }),
+        }
+    }
+
+    /// List the scope's VMs (with instance views), NICs, public IPs and Resource Health, all
+    /// at once. Fails only if the VMs cannot be listed; the other lists are a shortcut.
+    pub async fn read_fleet(&self, scope: &SweepScope) -> Result<Fleet, ArmError> {
+        let before = self.request_count();
+        let (vms, nics, public_ips, health) = futures::join!(
+            self.list_scope_vms(scope),
+            self.list_scope_nics(scope),
+            self.list_scope_public_ips(scope),
+            self.list_scope_health(scope),
+        );
+        let listed = vms?;
+        let mut fleet = Fleet::default();
+        for vm in listed {
+            let Some(summary) = summarise(vm.clone()) else {
+                continue;
+            };
+            let has_view = vm
+                .properties
+                .as_ref()
+                .is_some_and(|p| p.instance_view.is_some());
+            if has_view {
+                fleet
+                    .facts
+                    .insert(summary.vm.id.to_ascii_lowercase(), vm_facts(vm));
+            }
+            fleet.vms.push(summary);
+        }
+        fleet.vms.sort_by_key(|v| v.vm.name.to_lowercase());
+        let public_ips = public_ips.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "public IP list unavailable; reading them one by one");
+            HashMap::new()
+        });
+        match nics {
+            Ok(nics) => {
+                for (id, nic) in nics {
+                    match self.nic_facts_from(&id, nic, &public_ips).await {
+                        Ok(facts) => {
+                            fleet.nics.insert(id.to_ascii_lowercase(), facts);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "NIC from the list unusable"),
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "NIC list unavailable; reading them one by one"),
+        }
+        fleet.health = match health {
+            Ok(map) => Some(map),
+            Err(e) => {
+                tracing::debug!(error = %e, "Resource Health list unavailable; reading one by one");
+                None
+            }
+        };
+        fleet.list_requests = self.request_count().saturating_sub(before);
+        Ok(fleet)
+    }
+
+    async fn list_scope_vms(
+        &self,
+        scope: &SweepScope,
+    ) -> Result<Vec<azure_mgmt_compute::package_2024_07_01::models::VirtualMachine>, ArmError> {
+        let what = format!("listing the VMs of {scope}");
+        let client = self.compute.virtual_machines_client();
+        let mut pages = match &scope.resource_group {
+            Some(rg) => client
+                .list(rg, &scope.subscription_id)
+                .expand("instanceView")
+                .into_stream()
+                .boxed(),
+            None => client
+                .list_all(&scope.subscription_id)
+                .expand("instanceView")
+                .into_stream()
+                .boxed(),
+        };
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.map_err(e, &what))?;
+            out.extend(page.value);
+        }
+        Ok(out)
+    }
+
+    async fn list_scope_nics(
+        &self,
+        scope: &SweepScope,
+    ) -> Result<
+        Vec<(
+            String,
+            azure_mgmt_network::package_2024_03::models::NetworkInterface,
+        )>,
+        ArmError,
+    > {
+        let what = format!("listing the network interfaces of {scope}");
+        let client = self.network.network_interfaces_client();
+        let mut pages = match &scope.resource_group {
+            Some(rg) => client
+                .list(rg, &scope.subscription_id)
+                .into_stream()
+                .boxed(),
+            None => client
+                .list_all(&scope.subscription_id)
+                .into_stream()
+                .boxed(),
+        };
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.map_err(e, &what))?;
+            for nic in page.value {
+                if let Some(id) = nic.resource.id.clone() {
+                    out.push((id, nic));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_scope_public_ips(
+        &self,
+        scope: &SweepScope,
+    ) -> Result<HashMap<String, PublicIpFacts>, ArmError> {
+        let what = format!("listing the public IPs of {scope}");
+        let client = self.network.public_ip_addresses_client();
+        let mut pages = match &scope.resource_group {
+            Some(rg) => client
+                .list(rg, &scope.subscription_id)
+                .into_stream()
+                .boxed(),
+            None => client
+                .list_all(&scope.subscription_id)
+                .into_stream()
+                .boxed(),
+        };
+        let mut out = HashMap::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.map_err(e, &what))?;
+            for pip in page.value {
+                let Some(id) = pip.resource.id.clone() else {
+                    continue;
+                };
+                let name = ResourceId::parse(&id).map(|r| r.name).unwrap_or_default();
+                out.insert(id.to_ascii_lowercase(), public_ip_facts(&id, &name, pip));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_scope_health(&self, scope: &SweepScope) -> Result<HealthList, ArmError> {
+        let what = format!("listing Resource Health of {scope}");
+        let client = self.health.availability_statuses_client();
+        let mut pages = match &scope.resource_group {
+            Some(rg) => client
+                .list_by_resource_group(&scope.subscription_id, rg)
+                .expand("recommendedactions")
+                .into_stream()
+                .boxed(),
+            None => client
+                .list_by_subscription_id(&scope.subscription_id)
+                .expand("recommendedactions")
+                .into_stream()
+                .boxed(),
+        };
+        let mut out = HashMap::new();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    let error = self.map_err(e, &what);
+                    if error.code() == Some("MissingSubscriptionRegistration") {
+                        return Ok(HealthList::Unregistered);
+                    }
+                    return Err(error);
+                }
+            };
+            for status in page.value {
+                let Some(subject) = status.id.as_deref().and_then(health_subject) else {
+                    continue;
+                };
+                out.insert(subject, HealthOutcome::Status(health_facts(status)));
+            }
+        }
+        Ok(HealthList::Statuses(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_status_ids_name_their_resource() {
+        assert_eq!(
+            health_subject("/subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/VM-1/providers/Microsoft.ResourceHealth/availabilityStatuses/current").as_deref(),
+            Some("/subscriptions/s/resourcegroups/rg/providers/microsoft.compute/virtualmachines/vm-1")
+        );
+        assert_eq!(health_subject("/subscriptions/s/whatever"), None);
+    }
+
+    #[test]
+    fn scope_reads_as_a_person_would_say_it() {
+        let rg = SweepScope {
+            subscription_id: "s".into(),
+            resource_group: Some("rg-web".into()),
+        };
+        assert_eq!(rg.to_string(), "resource group rg-web");
+        let sub = SweepScope {
+            subscription_id: "s".into(),
+            resource_group: None,
+        };
+        assert_eq!(sub.to_string(), "subscription s");
+    }
+}

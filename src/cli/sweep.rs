@@ -1,0 +1,217 @@
+//! `rdp-doctor sweep`: every Windows VM of a resource group or subscription, one summary.
+
+use super::{connect, exit, load_catalog, render::Style, usage_error};
+use crate::azure::{validate_group, ScopeError};
+use crate::config::FileConfig;
+use crate::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
+use crate::runbook::{CheckOptions, Verdict};
+use std::io::{IsTerminal, Write};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code of a sweep stopped with Ctrl-C (the shell's 128 + SIGINT).
+pub const CANCELLED: u8 = 130;
+
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// The resource group to sweep; without it, the whole subscription.
+    #[arg(long, short = 'g', value_name = "RG")]
+    resource_group: Option<String>,
+    /// The subscription; default: the one of AZURE_SUBSCRIPTION_ID (or the config).
+    #[arg(long, value_name = "ID")]
+    subscription: Option<String>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Test TCP 3389 from this IPv4 address instead of "anyone on the Internet".
+    #[arg(long, value_name = "IP")]
+    from: Option<String>,
+    /// VMs checked at the same time (ARM's request budget is paced either way).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
+    /// Against the built-in simulator's demo world.
+    #[arg(long)]
+    simulate: bool,
+}
+
+pub async fn run(args: SweepArgs) -> u8 {
+    let from = match args.from.as_deref().map(str::parse::<std::net::Ipv4Addr>) {
+        None => None,
+        Some(Ok(ip)) => Some(ip),
+        Some(Err(_)) => {
+            return usage_error(format!(
+                "--from {:?} is not an IPv4 address (e.g. --from 203.0.113.7)",
+                args.from.unwrap_or_default()
+            ))
+        }
+    };
+    if let Some(rg) = &args.resource_group {
+        if let Err(e) = validate_group(rg) {
+            return usage_error(e);
+        }
+    }
+    let file = match FileConfig::load() {
+        Ok(f) => f,
+        Err(e) => return usage_error(e),
+    };
+    let catalog = match load_catalog() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let wanted: Vec<String> = args.subscription.iter().cloned().collect();
+    let (arm, subscriptions, _simulator) = match connect(args.simulate, &wanted, &file).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let scope = match arm
+        .sweep_scope(args.resource_group.as_deref(), &subscriptions)
+        .await
+    {
+        Ok(scope) => scope,
+        Err(ScopeError::Arm(e)) => return super::azure_error(&e),
+        Err(e) => return usage_error(format!("{e} (--subscription ID)")),
+    };
+    let options = SweepOptions {
+        concurrency: usize::from(args.concurrency),
+        check: CheckOptions { from },
+    };
+
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.cancel();
+            }
+        })
+    };
+    let live = !args.json && std::io::stderr().is_terminal();
+    let progress = |event: SweepEvent| {
+        if !live {
+            return;
+        }
+        match event {
+            SweepEvent::Listed { total, skipped } => {
+                eprintln!("checking {total} Windows VMs in {scope} ({skipped} others skipped)")
+            }
+            SweepEvent::Checked { done, total, .. } => {
+                eprint!("\r  {done}/{total} checked");
+                if done == total {
+                    eprintln!();
+                }
+            }
+        }
+    };
+    let result = sweep::sweep(&arm, &catalog, &scope, &options, &cancel, &progress).await;
+    on_ctrl_c.abort();
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => return super::azure_error(&e),
+    };
+    if live && report.cancelled {
+        eprintln!();
+    }
+
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        match serde_json::to_string(&report) {
+            Ok(json) => {
+                let _ = writeln!(stdout, "{json}");
+            }
+            Err(e) => {
+                eprintln!("error: cannot serialise the sweep: {e}");
+                return exit::AZURE;
+            }
+        }
+    } else {
+        let _ = write!(stdout, "{}", table(&report, &Style::stdout()));
+    }
+    if report.cancelled {
+        CANCELLED
+    } else if report.count(Verdict::Problems) > 0 {
+        exit::PROBLEMS
+    } else if report.count(Verdict::Unknown) > 0 {
+        exit::AZURE
+    } else {
+        exit::OK
+    }
+}
+
+/// The summary for a terminal: counts, then one line per VM, worst first.
+pub fn table(report: &SweepReport, style: &Style) -> String {
+    let mut out = String::new();
+    let seconds = report.stats.elapsed_ms as f64 / 1000.0;
+    let checked = report.vms.len();
+    let head = if report.cancelled {
+        format!(
+            "Sweep of {}: cancelled after {checked} of {} Windows VMs ({seconds:.1} s)",
+            report.scope, report.total
+        )
+    } else {
+        format!(
+            "Sweep of {}: {checked} Windows VMs checked in {seconds:.1} s",
+            report.scope
+        )
+    };
+    out.push_str(&style.bold(&head));
+    out.push('\n');
+    out.push_str(&format!(
+        "  {} with problems · {} could not be checked fully · {} ok",
+        report.count(Verdict::Problems),
+        report.count(Verdict::Unknown),
+        report.count(Verdict::Ok),
+    ));
+    if !report.skipped.is_empty() {
+        out.push_str(&format!(
+            " · {} non-Windows VMs skipped",
+            report.skipped.len()
+        ));
+    }
+    out.push_str("\n\n");
+    if report.vms.is_empty() {
+        out.push_str("No Windows VM checked.\n");
+        return out;
+    }
+    let width = report
+        .vms
+        .iter()
+        .map(|r| r.vm.name.chars().count())
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    out.push_str(&style.dim(&format!(
+        "{:<width$}  {:<8}  DECIDING FINDING",
+        "VM", "VERDICT"
+    )));
+    out.push('\n');
+    for row in &report.vms {
+        let finding = match &row.deciding {
+            Some(f) => format!(
+                "{} {}: {}",
+                style.status(f.status),
+                f.step.as_str(),
+                f.summary
+            ),
+            None => "all checks pass".to_string(),
+        };
+        out.push_str(&format!(
+            "{:<width$}  {:<8}  {finding}\n",
+            row.vm.name,
+            row.verdict.as_str()
+        ));
+    }
+    if let Some(worst) = report.vms.iter().find(|r| r.verdict != Verdict::Ok) {
+        out.push_str(&format!(
+            "\nDetails and the fix: rdp-doctor check {}/{}\n",
+            worst.vm.resource_group, worst.vm.name
+        ));
+    }
+    out.push_str(&style.dim(&format!(
+        "ARM: {} requests ({} for the lists), {} throttled, {} paced for {:.1} s\n",
+        report.stats.arm_requests,
+        report.stats.list_requests,
+        report.stats.throttled,
+        report.stats.paced,
+        report.stats.paced_ms as f64 / 1000.0
+    )));
+    out
+}

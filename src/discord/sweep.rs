@@ -1,0 +1,514 @@
+//! `/rdp sweep`: every Windows VM of a resource group (or a subscription) in one message that
+//! shows progress with a Cancel button, then the summary, worst first, with a menu that runs the
+//! full check of any VM.
+//!
+//! Components: `rdp:sweep:stop:<nonce>` (Cancel, only for the person who started it) and
+//! `rdp:sweep:vm:<nonce>` (the details menu; its values index the sweep's rows, kept in memory
+//! for an hour).
+
+use super::commands::{command_interaction, reply_ephemeral, run_check};
+use super::render::{self, clip, mark, GREEN, GREY, ORANGE, RED};
+use super::surface::{Surface, View};
+use super::{rand_u64, Bot, Context, Error};
+use crate::azure::{validate_group, ScopeError, VmRef, VmSummary};
+use crate::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
+use crate::runbook::{CheckOptions, Verdict};
+use serenity::all::{
+    ButtonStyle, ComponentInteraction, ComponentInteractionDataKind, CreateActionRow,
+    CreateAllowedMentions, CreateButton, CreateEmbed, CreateEmbedFooter, CreateInteractionResponse,
+    CreateInteractionResponseMessage, CreateSelectMenu, CreateSelectMenuKind,
+    CreateSelectMenuOption, Http,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+pub const PREFIX: &str = "rdp:sweep:";
+const STOP: &str = "rdp:sweep:stop:";
+const DETAILS: &str = "rdp:sweep:vm:";
+
+/// Progress is edited in at most this often (Discord rate-limits message edits).
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// The details menu works this long after the sweep.
+const ROWS_LIFETIME: Duration = Duration::from_secs(60 * 60);
+/// Characters of the summary table in the embed before "…and N more" (of 4096, leaving room
+/// for the counts and the closing lines).
+const TABLE_BUDGET: usize = 3300;
+
+/// A sweep running or recently finished.
+pub struct SweepState {
+    requester: u64,
+    cancel: CancellationToken,
+    /// The rows' VMs, worst first, once finished (the details menu indexes them).
+    vms: Vec<VmRef>,
+    finished: Option<Instant>,
+}
+
+impl Bot {
+    fn remember_sweep(&self, requester: u64, cancel: CancellationToken) -> String {
+        let nonce = format!("{:016x}", rand_u64());
+        if let Ok(mut sweeps) = self.sweeps.lock() {
+            sweeps.retain(|_, s| s.finished.is_none_or(|at| at.elapsed() < ROWS_LIFETIME));
+            sweeps.insert(
+                nonce.clone(),
+                SweepState {
+                    requester,
+                    cancel,
+                    vms: Vec::new(),
+                    finished: None,
+                },
+            );
+        }
+        nonce
+    }
+
+    fn finish_sweep(&self, nonce: &str, vms: Vec<VmRef>) {
+        if let Ok(mut sweeps) = self.sweeps.lock() {
+            if let Some(state) = sweeps.get_mut(nonce) {
+                state.vms = vms;
+                state.finished = Some(Instant::now());
+            }
+        }
+    }
+}
+
+/// Check every Windows VM of a resource group, or of a subscription, and summarise
+#[poise::command(slash_command)]
+pub async fn sweep(
+    ctx: Context<'_>,
+    #[description = "Resource group to sweep (leave empty for the whole subscription)"]
+    #[rename = "resource-group"]
+    #[max_length = 90]
+    resource_group: Option<String>,
+    #[description = "Subscription id (needed when several are configured)"]
+    #[max_length = 64]
+    subscription: Option<String>,
+    #[description = "Test TCP 3389 from this IPv4 address (yours) instead of the whole Internet"]
+    from: Option<String>,
+) -> Result<(), Error> {
+    let Some(interaction) = command_interaction(&ctx) else {
+        return Ok(());
+    };
+    let bot = ctx.data();
+    let resource_group = resource_group
+        .map(|g| g.trim().to_string())
+        .filter(|g| !g.is_empty());
+    if let Some(rg) = &resource_group {
+        if let Err(e) = validate_group(rg) {
+            return reply_ephemeral(
+                ctx.http(),
+                interaction,
+                render::notice("Cannot sweep that", &e.to_string()),
+            )
+            .await;
+        }
+    }
+    let from = match from.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(text) => match text.parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                return reply_ephemeral(
+                    ctx.http(),
+                    interaction,
+                    render::notice(
+                        "That is not an IPv4 address",
+                        &format!(
+                            "`from` must be an IPv4 address such as 203.0.113.7, not {text:?}."
+                        ),
+                    ),
+                )
+                .await
+            }
+        },
+    };
+    let subscriptions = match subscription
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) => vec![s],
+        None => bot.subscriptions.clone(),
+    };
+    interaction.defer(ctx.http()).await?;
+    let http = ctx.serenity_context().http.clone();
+    let surface = Surface::original(
+        http.clone(),
+        &interaction.token,
+        interaction.channel_id,
+        Instant::now(),
+    );
+    let what = resource_group
+        .as_deref()
+        .map(|rg| format!("resource group {rg}"))
+        .unwrap_or_else(|| "the subscription".to_string());
+    surface
+        .show(View::embed(
+            CreateEmbed::new()
+                .title(clip(&format!("Sweep of {what}"), render::MAX_TITLE))
+                .description("Listing the VMs…")
+                .colour(render::BLUE),
+        ))
+        .await;
+    let scope = match bot
+        .arm
+        .sweep_scope(resource_group.as_deref(), &subscriptions)
+        .await
+    {
+        Ok(scope) => scope,
+        Err(ScopeError::Arm(e)) => {
+            surface
+                .show(View::embed(render::notice("Azure error", &e.to_string())))
+                .await;
+            return Ok(());
+        }
+        Err(e) => {
+            surface
+                .show(View::embed(render::notice(
+                    "Cannot sweep that",
+                    &e.to_string(),
+                )))
+                .await;
+            return Ok(());
+        }
+    };
+
+    let cancel = CancellationToken::new();
+    let nonce = bot.remember_sweep(interaction.user.id.get(), cancel.clone());
+    let stop_row = CreateActionRow::Buttons(vec![CreateButton::new(format!("{STOP}{nonce}"))
+        .label("Cancel sweep")
+        .style(ButtonStyle::Secondary)]);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SweepEvent>();
+    let title = format!("Sweep of {scope}");
+    let progress = async {
+        let mut total = None;
+        let (mut done, mut problems) = (0usize, 0usize);
+        let mut last_shown: Option<Instant> = None;
+        while let Some(event) = rx.recv().await {
+            match event {
+                SweepEvent::Listed { total: t, .. } => total = Some(t),
+                SweepEvent::Checked { done: d, row, .. } => {
+                    done = d;
+                    if row.verdict == Verdict::Problems {
+                        problems += 1;
+                    }
+                }
+            }
+            if last_shown.is_some_and(|at| at.elapsed() < PROGRESS_EVERY) {
+                continue;
+            }
+            last_shown = Some(Instant::now());
+            let text = match total {
+                Some(t) => format!(
+                    "Checked **{done} of {t}** Windows VMs · {problems} with problems so far"
+                ),
+                None => "Listing the VMs…".to_string(),
+            };
+            surface
+                .show(View {
+                    embeds: vec![CreateEmbed::new()
+                        .title(clip(&title, render::MAX_TITLE))
+                        .description(text)
+                        .colour(render::BLUE)],
+                    components: vec![stop_row.clone()],
+                    ..View::default()
+                })
+                .await;
+        }
+    };
+    let run = async {
+        let sink = tx;
+        let options = SweepOptions {
+            check: CheckOptions { from },
+            ..SweepOptions::default()
+        };
+        sweep::sweep(
+            &bot.arm,
+            &bot.catalog,
+            &scope,
+            &options,
+            &cancel,
+            &move |event| {
+                let _ = sink.send(event);
+            },
+        )
+        .await
+    };
+    let (result, ()) = tokio::join!(run, progress);
+    match result {
+        Ok(report) => {
+            bot.finish_sweep(&nonce, report.vms.iter().map(|r| r.vm.clone()).collect());
+            let (embed, table) = summary(&report);
+            surface
+                .show(View {
+                    embeds: vec![embed],
+                    attachment: table,
+                    components: details_menu(&nonce, &report),
+                    ..View::default()
+                })
+                .await;
+        }
+        Err(e) => {
+            bot.finish_sweep(&nonce, Vec::new());
+            surface
+                .show(View::embed(render::notice("Azure error", &e.to_string())))
+                .await;
+        }
+    }
+    Ok(())
+}
+
+/// The summary embed, and the whole table as a text file when the embed cannot hold it.
+pub fn summary(report: &SweepReport) -> (CreateEmbed, Option<(String, Vec<u8>)>) {
+    let problems = report.count(Verdict::Problems);
+    let unknown = report.count(Verdict::Unknown);
+    let ok = report.count(Verdict::Ok);
+    let checked = report.vms.len();
+    let title = if report.cancelled {
+        format!(
+            "Sweep of {}: cancelled after {checked} of {} VMs",
+            report.scope, report.total
+        )
+    } else if problems > 0 {
+        format!(
+            "Sweep of {}: {problems} of {checked} VMs with problems",
+            report.scope
+        )
+    } else {
+        format!(
+            "Sweep of {}: nothing blocks Remote Desktop on {checked} VMs",
+            report.scope
+        )
+    };
+    let colour = if problems > 0 {
+        RED
+    } else if unknown > 0 {
+        GREY
+    } else if report.vms.iter().any(|r| {
+        r.deciding
+            .as_ref()
+            .is_some_and(|f| f.status == crate::diagnose::Status::Warn)
+    }) {
+        ORANGE
+    } else {
+        GREEN
+    };
+    let mut description = format!(
+        "❌ {problems} with problems · ❗ {unknown} could not be checked fully · ✅ {ok} ok"
+    );
+    if !report.skipped.is_empty() {
+        description.push_str(&format!(" · {} non-Windows skipped", report.skipped.len()));
+    }
+    description.push_str("\n\n");
+    let lines: Vec<String> = report.vms.iter().map(table_line).collect();
+    let mut shown = 0;
+    let mut table = String::new();
+    for line in &lines {
+        if table.len() + line.len() + 1 > TABLE_BUDGET {
+            break;
+        }
+        table.push_str(line);
+        table.push('\n');
+        shown += 1;
+    }
+    if !table.is_empty() {
+        description.push_str(&table);
+    }
+    let mut attachment = None;
+    if shown < lines.len() {
+        let rest = lines.len() - shown;
+        let rest_problems = report.vms[shown..]
+            .iter()
+            .filter(|r| r.verdict != Verdict::Ok)
+            .count();
+        description.push_str(&format!(
+            "…and {rest} more ({rest_problems} not ok): the whole table is attached.\n"
+        ));
+        let mut file = String::new();
+        for row in &report.vms {
+            let deciding = row
+                .deciding
+                .as_ref()
+                .map(|f| format!("{} {}: {}", f.status.as_str(), f.step.as_str(), f.summary))
+                .unwrap_or_else(|| "all checks pass".into());
+            file.push_str(&format!(
+                "{}\t{}\t{}\t{}\n",
+                row.vm.resource_group,
+                row.vm.name,
+                row.verdict.as_str(),
+                deciding
+            ));
+        }
+        attachment = Some(("sweep.tsv".to_string(), file.into_bytes()));
+    }
+    if report.vms.iter().any(|r| r.verdict != Verdict::Ok) {
+        description.push_str("\nPick a VM below for its full report and the fix.");
+    }
+    let stats = &report.stats;
+    let footer = format!(
+        "{} ARM requests · {:.1} s · {} throttled · {} paced",
+        stats.arm_requests,
+        stats.elapsed_ms as f64 / 1000.0,
+        stats.throttled,
+        stats.paced
+    );
+    let embed = CreateEmbed::new()
+        .title(clip(&title, render::MAX_TITLE))
+        .description(clip(&description, render::MAX_DESCRIPTION))
+        .colour(colour)
+        .footer(CreateEmbedFooter::new(footer));
+    (embed, attachment)
+}
+
+fn table_line(row: &sweep::SweepRow) -> String {
+    let finding = match &row.deciding {
+        Some(f) => format!("{} {}", mark(Some(f.status)), clip(&f.summary, 120)),
+        None => "✅ all checks pass".to_string(),
+    };
+    format!("**{}** · {finding}", clip(&row.vm.name, 64))
+}
+
+/// "Details of…": the 25 worst VMs (Discord's limit for one menu).
+fn details_menu(nonce: &str, report: &SweepReport) -> Vec<CreateActionRow> {
+    if report.vms.is_empty() {
+        return Vec::new();
+    }
+    let options = report
+        .vms
+        .iter()
+        .take(25)
+        .enumerate()
+        .map(|(i, row)| {
+            let status = row.deciding.as_ref().map(|f| f.status);
+            CreateSelectMenuOption::new(
+                clip(&format!("{} {}", mark(status), row.vm.name), 100),
+                i.to_string(),
+            )
+            .description(clip(
+                &row.deciding
+                    .as_ref()
+                    .map(|f| f.summary.clone())
+                    .unwrap_or_else(|| "all checks pass".into()),
+                100,
+            ))
+        })
+        .collect();
+    vec![CreateActionRow::SelectMenu(
+        CreateSelectMenu::new(
+            format!("{DETAILS}{nonce}"),
+            CreateSelectMenuKind::String { options },
+        )
+        .placeholder("Full report of a VM…"),
+    )]
+}
+
+/// The Cancel button and the details menu.
+pub async fn component(
+    http: Arc<Http>,
+    bot: &Bot,
+    component: &ComponentInteraction,
+) -> Result<(), Error> {
+    let id = component.data.custom_id.as_str();
+    if let Some(nonce) = id.strip_prefix(STOP) {
+        return stop(&http, bot, component, nonce).await;
+    }
+    if let Some(nonce) = id.strip_prefix(DETAILS) {
+        return details(http, bot, component, nonce).await;
+    }
+    Ok(())
+}
+
+async fn whisper(
+    http: &Http,
+    component: &ComponentInteraction,
+    title: &str,
+    text: &str,
+) -> Result<(), Error> {
+    let message = CreateInteractionResponseMessage::new()
+        .ephemeral(true)
+        .embed(render::notice(title, text))
+        .allowed_mentions(CreateAllowedMentions::new());
+    component
+        .create_response(http, CreateInteractionResponse::Message(message))
+        .await?;
+    Ok(())
+}
+
+async fn stop(
+    http: &Http,
+    bot: &Bot,
+    component: &ComponentInteraction,
+    nonce: &str,
+) -> Result<(), Error> {
+    let state = bot.sweeps.lock().ok().and_then(|s| {
+        s.get(nonce)
+            .map(|s| (s.requester, s.cancel.clone(), s.finished))
+    });
+    match state {
+        Some((requester, cancel, None)) if requester == component.user.id.get() => {
+            cancel.cancel();
+            // The sweep's own loop shows the cancelled summary in this message.
+            component
+                .create_response(http, CreateInteractionResponse::Acknowledge)
+                .await?;
+            Ok(())
+        }
+        Some((requester, _, None)) => {
+            whisper(
+                http,
+                component,
+                "Not your sweep",
+                &format!("Only <@{requester}>, who started this sweep, can cancel it."),
+            )
+            .await
+        }
+        _ => whisper(http, component, "Already over", "This sweep has finished.").await,
+    }
+}
+
+async fn details(
+    http: Arc<Http>,
+    bot: &Bot,
+    component: &ComponentInteraction,
+    nonce: &str,
+) -> Result<(), Error> {
+    let index = match &component.data.kind {
+        ComponentInteractionDataKind::StringSelect { values } => {
+            values.first().and_then(|v| v.parse::<usize>().ok())
+        }
+        _ => None,
+    };
+    let vm = bot.sweeps.lock().ok().and_then(|s| {
+        let state = s.get(nonce)?;
+        state.vms.get(index?).cloned()
+    });
+    let Some(vm) = vm else {
+        return whisper(
+            &http,
+            component,
+            "This menu has expired",
+            "Run `/rdp check` with the VM's name instead.",
+        )
+        .await;
+    };
+    // A new public message under the summary: "thinking…", then the report.
+    component
+        .create_response(
+            &*http,
+            CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new()),
+        )
+        .await?;
+    let surface = Surface::original(
+        http.clone(),
+        &component.token,
+        component.channel_id,
+        Instant::now(),
+    );
+    run_check(
+        bot,
+        &surface,
+        VmSummary::unlisted(vm),
+        &CheckOptions::default(),
+    )
+    .await;
+    Ok(())
+}

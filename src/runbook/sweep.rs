@@ -1,0 +1,289 @@
+//! A fleet sweep: every Windows VM of a resource group (or a subscription) checked at once, for
+//! the day a network change breaks Remote Desktop for a whole group.
+//!
+//! The scope's lists come first ([`crate::azure::Arm::read_fleet`]), then the VMs are checked
+//! concurrently; ARM's request budget is respected by the pacing inside `azure`, not here. The
+//! result is one row per VM, worst first, with the finding that decides it.
+
+use super::{catalog::Catalog, check_in_fleet, CheckError, CheckOptions, Verdict};
+use crate::azure::{Arm, ArmError, SweepScope, VmRef};
+use crate::diagnose::{ActionId, CheckId, Finding, OsType, Status};
+use futures::StreamExt;
+use serde::Serialize;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How a sweep runs.
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    /// VMs checked at the same time. ARM's budget is paced separately; this bounds memory and
+    /// open connections.
+    pub concurrency: usize,
+    pub check: CheckOptions,
+}
+
+impl Default for SweepOptions {
+    fn default() -> SweepOptions {
+        SweepOptions {
+            concurrency: 32,
+            check: CheckOptions::default(),
+        }
+    }
+}
+
+/// Progress, for a live display.
+#[derive(Debug, Clone)]
+pub enum SweepEvent {
+    /// The scope is listed: `total` Windows VMs will be checked.
+    Listed { total: usize, skipped: usize },
+    /// One more VM checked.
+    Checked {
+        done: usize,
+        total: usize,
+        row: Box<SweepRow>,
+    },
+}
+
+/// One VM's line of the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepRow {
+    pub vm: VmRef,
+    pub verdict: Verdict,
+    /// The finding that decides the verdict: the worst one, first in runbook order. `None`
+    /// when every check passed.
+    pub deciding: Option<Finding>,
+    pub next_action: Option<ActionId>,
+    pub findings: Vec<Finding>,
+}
+
+impl SweepRow {
+    /// Sort key: problems first, then checks that could not run, then warnings, then healthy.
+    pub fn rank(&self) -> u8 {
+        match (self.verdict, self.deciding.as_ref().map(|f| f.status)) {
+            (Verdict::Problems, _) => 0,
+            (Verdict::Unknown, _) => 1,
+            (Verdict::Ok, Some(Status::Warn)) => 2,
+            (Verdict::Ok, _) => 3,
+        }
+    }
+
+    fn from_report(report: super::Report) -> SweepRow {
+        SweepRow {
+            deciding: deciding(&report.findings),
+            vm: report.vm,
+            verdict: report.verdict,
+            next_action: report.next_action,
+            findings: report.findings,
+        }
+    }
+
+    /// A VM the sweep could not check at all (its own read failed).
+    fn failed(vm: VmRef, error: &CheckError) -> SweepRow {
+        let finding = Finding::error(CheckId::VmStatus, error.to_string());
+        SweepRow {
+            vm,
+            verdict: Verdict::Unknown,
+            deciding: Some(finding.clone()),
+            next_action: None,
+            findings: vec![finding],
+        }
+    }
+}
+
+/// The worst finding, first in runbook order; `None` if all passed or were skipped.
+pub fn deciding(findings: &[Finding]) -> Option<Finding> {
+    let severity = |s: Status| match s {
+        Status::Fail => 3,
+        Status::Error => 2,
+        Status::Warn => 1,
+        Status::Pass | Status::Skip => 0,
+    };
+    let worst = findings.iter().map(|f| severity(f.status)).max()?;
+    if worst == 0 {
+        return None;
+    }
+    let mut candidates: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| severity(f.status) == worst)
+        .collect();
+    candidates.sort_by_key(|f| f.step);
+    candidates.first().map(|f| (*f).clone())
+}
+
+/// What a sweep cost.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SweepStats {
+    pub arm_requests: u64,
+    /// Of which the scope's lists.
+    pub list_requests: u64,
+    pub elapsed_ms: u64,
+    /// 429s Azure answered (each retried after its `Retry-After`).
+    pub throttled: u64,
+    /// Requests that waited for ARM's budget to refill, and how long in all.
+    pub paced: u64,
+    pub paced_ms: u64,
+}
+
+/// The sweep's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepReport {
+    pub scope: String,
+    /// Worst first, then by name.
+    pub vms: Vec<SweepRow>,
+    /// Windows VMs in scope (checked or, if cancelled, not).
+    pub total: usize,
+    /// Non-Windows VMs left out.
+    pub skipped: Vec<VmRef>,
+    pub cancelled: bool,
+    pub stats: SweepStats,
+}
+
+impl SweepReport {
+    pub fn count(&self, verdict: Verdict) -> usize {
+        self.vms.iter().filter(|r| r.verdict == verdict).count()
+    }
+}
+
+/// Check every Windows VM of `scope`. Cancelling `cancel` stops new checks, lets none of the
+/// running ones finish, and returns the rows so far with `cancelled` set.
+pub async fn sweep(
+    arm: &Arm,
+    catalog: &Catalog,
+    scope: &SweepScope,
+    options: &SweepOptions,
+    cancel: &CancellationToken,
+    events: &(dyn Fn(SweepEvent) + Send + Sync),
+) -> Result<SweepReport, ArmError> {
+    let started = Instant::now();
+    let requests_before = arm.request_count();
+    let pacing_before = arm.pacing();
+    let fleet = tokio::select! {
+        fleet = arm.read_fleet(scope) => fleet?,
+        () = cancel.cancelled() => {
+            return Ok(SweepReport {
+                scope: scope.to_string(),
+                vms: Vec::new(),
+                total: 0,
+                skipped: Vec::new(),
+                cancelled: true,
+                stats: SweepStats::default(),
+            });
+        }
+    };
+    let (windows, skipped): (Vec<_>, Vec<_>) = fleet
+        .vms
+        .iter()
+        .cloned()
+        .partition(|vm| is_windows(&fleet, vm));
+    let total = windows.len();
+    events(SweepEvent::Listed {
+        total,
+        skipped: skipped.len(),
+    });
+
+    let mut rows = Vec::with_capacity(total);
+    let mut checks = futures::stream::iter(windows)
+        .map(|summary| {
+            let fleet = &fleet;
+            async move {
+                let vm = summary.vm.clone();
+                match check_in_fleet(arm, catalog, fleet, summary, &options.check).await {
+                    Ok(report) => SweepRow::from_report(report),
+                    Err(e) => SweepRow::failed(vm, &e),
+                }
+            }
+        })
+        .buffer_unordered(options.concurrency.max(1));
+    let mut cancelled = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => {
+                cancelled = true;
+                break;
+            }
+            next = checks.next() => match next {
+                Some(row) => {
+                    rows.push(row.clone());
+                    events(SweepEvent::Checked {
+                        done: rows.len(),
+                        total,
+                        row: Box::new(row),
+                    });
+                }
+                None => break,
+            },
+        }
+    }
+    drop(checks);
+    rows.sort_by(|a, b| {
+        (a.rank(), a.vm.name.to_lowercase()).cmp(&(b.rank(), b.vm.name.to_lowercase()))
+    });
+    let pacing = arm.pacing();
+    Ok(SweepReport {
+        scope: scope.to_string(),
+        vms: rows,
+        total,
+        skipped: skipped.into_iter().map(|s| s.vm).collect(),
+        cancelled,
+        stats: SweepStats {
+            arm_requests: arm.request_count().saturating_sub(requests_before),
+            list_requests: fleet.list_requests,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            throttled: pacing.throttled.saturating_sub(pacing_before.throttled),
+            paced: pacing.paced.saturating_sub(pacing_before.paced),
+            paced_ms: pacing
+                .waited
+                .saturating_sub(pacing_before.waited)
+                .as_millis() as u64,
+        },
+    })
+}
+
+/// Windows by the list's OS disk; a VM whose OS the list does not say is checked (the check
+/// itself skips the RDP steps for Linux).
+fn is_windows(fleet: &crate::azure::Fleet, vm: &crate::azure::VmSummary) -> bool {
+    match vm.windows {
+        Some(w) => w,
+        None => fleet
+            .vm_facts(&vm.vm.id)
+            .is_none_or(|f| f.os != OsType::Linux),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(step: CheckId, status: Status) -> Finding {
+        Finding::new(
+            step,
+            status,
+            format!("{} {}", step.as_str(), status.as_str()),
+        )
+    }
+
+    #[test]
+    fn the_worst_finding_decides_first_in_runbook_order() {
+        let findings = vec![
+            finding(CheckId::VmStatus, Status::Pass),
+            finding(CheckId::ResourceHealth, Status::Fail),
+            finding(CheckId::PublicIp, Status::Warn),
+            finding(CheckId::Nsg, Status::Fail),
+        ];
+        assert_eq!(deciding(&findings).map(|f| f.step), Some(CheckId::Nsg));
+        let healthy = vec![
+            finding(CheckId::VmStatus, Status::Pass),
+            finding(CheckId::BootDiagnostics, Status::Skip),
+        ];
+        assert_eq!(deciding(&healthy), None);
+        let warned = vec![
+            finding(CheckId::VmStatus, Status::Pass),
+            finding(CheckId::BootDiagnostics, Status::Warn),
+        ];
+        assert_eq!(
+            deciding(&warned).map(|f| f.step),
+            Some(CheckId::BootDiagnostics)
+        );
+    }
+}
