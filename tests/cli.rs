@@ -765,3 +765,117 @@ async fn cli_password_reset_leaves_no_trace_of_the_password() {
     })
     .await
 }
+
+// ---- sweep -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sweep_prints_one_table_worst_first_and_json_for_scripts() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .vm("web-02")
+            .nsg_denies_rdp()
+            .vm("web-03")
+            .stopped()
+            .vm("db-01")
+            .in_group("rg-data");
+        let cli = Cli::start(world).await;
+        let out = cli.run(&["sweep", "--resource-group", "rg-web"]).await;
+        assert_eq!(code(&out), 1, "problems found: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(
+            text.starts_with("Sweep of resource group rg-web: 3 Windows VMs checked"),
+            "{text}"
+        );
+        let order: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.starts_with("web-"))
+            .collect();
+        assert_eq!(order, ["web-02", "web-03", "web-01"], "{text}");
+        assert!(text.contains("deny-rdp-internet"), "{text}");
+        assert!(text.contains("rdp-doctor check rg-web/web-02"), "{text}");
+        assert!(!text.contains("db-01"), "only the group: {text}");
+
+        let out = cli
+            .run(&["sweep", "--resource-group", "rg-web", "--json"])
+            .await;
+        assert_eq!(code(&out), 1);
+        let v = json(&out);
+        assert_eq!(v["scope"], "resource group rg-web");
+        assert_eq!(v["total"], 3);
+        assert_eq!(v["cancelled"], false);
+        assert_eq!(v["vms"][0]["vm"]["name"], "web-02");
+        assert_eq!(v["vms"][0]["verdict"], "problems");
+        assert_eq!(v["vms"][0]["deciding"]["step"], "nsg");
+        assert_eq!(v["vms"][1]["next_action"], "start");
+        assert_eq!(v["vms"][2]["deciding"], serde_json::Value::Null);
+        assert!(v["stats"]["arm_requests"].as_u64().unwrap_or(0) > 0);
+
+        // Healthy group: exit 0. Bad input: exit 2, before any Azure call.
+        let out = cli.run(&["sweep", "--resource-group", "rg-data"]).await;
+        assert_eq!(code(&out), 0, "{}", stdout(&out));
+        let before = cli.sim.stats().requests;
+        let out = cli.run(&["sweep", "--resource-group", "rg web!"]).await;
+        assert_eq!(code(&out), 2);
+        assert!(
+            stderr(&out).contains("not a valid resource group name"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(cli.sim.stats().requests, before);
+        let out = cli.run(&["sweep", "--resource-group", "rg-nowhere"]).await;
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        assert!(stderr(&out).contains("rg-nowhere"), "{}", stderr(&out));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sweep_stops_on_ctrl_c_and_prints_what_it_checked() {
+    within(async {
+        let mut world = World::new().page_size(100);
+        for i in 0..40 {
+            world = world.vm(&format!("vm-{i:02}"));
+        }
+        let options = SimOptions {
+            latency: std::time::Duration::from_millis(100),
+            ..SimOptions::default()
+        };
+        let cli = Cli::with_options(world, options).await;
+        let child = cli
+            .command(&["sweep", "-g", "rg-web", "--concurrency", "2", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let pid = child.id().expect("pid");
+        // Wait until some VMs have been checked (effective NSG requests reach the simulator).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while cli
+            .sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| e.path.contains("effectiveNetworkSecurityGroups"))
+            .count()
+            < 4
+        {
+            assert!(std::time::Instant::now() < deadline, "no progress");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let out = child.wait_with_output().await.expect("exits");
+        assert_eq!(code(&out), 130, "{}", stderr(&out));
+        let v = json(&out);
+        assert_eq!(v["cancelled"], true);
+        assert_eq!(v["total"], 40);
+        let checked = v["vms"].as_array().map_or(0, Vec::len);
+        assert!((1..40).contains(&checked), "{checked} checked");
+    })
+    .await
+}

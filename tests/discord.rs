@@ -1226,3 +1226,186 @@ async fn restart_reset_config_and_open_rdp_from_commands() {
     })
     .await
 }
+
+// ---- /rdp sweep --------------------------------------------------------------------------
+
+fn message_id(room: &Room, i: &Interaction) -> u64 {
+    let original = room
+        .discord
+        .original(i)
+        .expect("the original response exists");
+    original["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| original["id"].as_u64())
+        .expect("message id")
+}
+
+/// Edits of a sweep's message until the summary (its title says how it ended).
+async fn sweep_summary(room: &Room, i: &Interaction) -> (Recorded, usize) {
+    let mut progress = 0;
+    loop {
+        let edit = room.discord.next_edit(i, WAIT).await.expect("an edit");
+        let title = embed(&edit, 0)["title"].as_str().unwrap_or("").to_string();
+        let description = embed(&edit, 0)["description"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if title.contains(':') {
+            return (edit, progress);
+        }
+        if description.starts_with("Checked") {
+            assert!(
+                button_ids(edit.body())
+                    .iter()
+                    .any(|id| id.starts_with("rdp:sweep:stop:")),
+                "progress carries the Cancel button"
+            );
+            progress += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn sweep_posts_progress_then_one_summary_worst_first_with_a_details_menu() {
+    within(async {
+        let mut world = World::new().page_size(50);
+        for n in 0..118 {
+            world = world.vm(&format!("vm-{n:03}"));
+        }
+        let world = world
+            .vm("web-02")
+            .nsg_denies_rdp()
+            .vm("web-03")
+            .deallocated()
+            .vm("db-01")
+            .in_group("rg-data");
+        let room = Room::start(world).await;
+        let i = room
+            .slash(
+                "sweep",
+                json!([{"name": "resource-group", "type": 3, "value": "rg-web"}]),
+            )
+            .await;
+        let ack = room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        assert_eq!(ack.body()["type"], 5, "deferred");
+        let (summary, progress) = sweep_summary(&room, &i).await;
+        assert!(progress >= 1, "progress was shown");
+        let main = embed(&summary, 0);
+        assert_eq!(
+            main["title"],
+            "Sweep of resource group rg-web: 2 of 120 VMs with problems"
+        );
+        assert_eq!(main["color"], 0xE74C3C);
+        let text = main["description"].as_str().unwrap();
+        assert!(text.starts_with("❌ 2 with problems"), "{text}");
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("**")).collect();
+        assert!(rows[0].starts_with("**web-02** · ❌"), "{rows:?}");
+        assert!(rows[0].contains("deny-rdp-internet"), "{rows:?}");
+        assert!(rows[1].starts_with("**web-03** · ❌"), "{rows:?}");
+        assert!(rows.len() < 120, "the embed holds part of the table");
+        assert!(text.contains("the whole table is attached"), "{text}");
+        assert!(text.len() <= 4096);
+        let (name, _, table) = summary.files.first().expect("the table attached");
+        assert_eq!(name, "sweep.tsv");
+        let table = String::from_utf8(table.clone()).unwrap();
+        assert_eq!(table.lines().count(), 120);
+        assert!(table
+            .lines()
+            .next()
+            .unwrap()
+            .starts_with("rg-web\tweb-02\tproblems\tfail nsg:"));
+        assert!(!table.contains("db-01"));
+        let select = &summary.body()["components"][0]["components"][0];
+        let options = select["options"].as_array().expect("a details menu");
+        assert_eq!(options.len(), 25);
+        assert!(options[0]["label"].as_str().unwrap().ends_with("web-02"));
+        room.assert_clean();
+
+        // Picking a VM posts its full report under the summary.
+        let pick = room
+            .discord
+            .component(
+                &room.alice,
+                message_id(&room, &i),
+                select["custom_id"].as_str().unwrap(),
+                &["0"],
+            )
+            .await;
+        let ack = room
+            .discord
+            .callback(&pick, WAIT)
+            .await
+            .expect("acknowledged");
+        assert_eq!(ack.body()["type"], 5);
+        let report = room.final_edit(&pick).await;
+        let title = embed(&report, 0)["title"].as_str().unwrap().to_string();
+        assert_eq!(title, "web-02: problems found");
+        room.assert_clean();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn only_the_person_who_started_a_sweep_can_cancel_it() {
+    within(async {
+        let mut world = World::new().page_size(100);
+        for n in 0..40 {
+            world = world.vm(&format!("vm-{n:02}"));
+        }
+        let options = SimOptions {
+            latency: Duration::from_millis(200),
+            ..SimOptions::default()
+        };
+        let room = Room::with_options(world, options).await;
+        let i = room
+            .slash(
+                "sweep",
+                json!([{"name": "resource-group", "type": 3, "value": "rg-web"}]),
+            )
+            .await;
+        room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        let stop = loop {
+            let edit = room.discord.next_edit(&i, WAIT).await.expect("progress");
+            if let Some(id) = button_ids(edit.body())
+                .into_iter()
+                .find(|id| id.starts_with("rdp:sweep:stop:"))
+            {
+                break id;
+            }
+        };
+        let message = message_id(&room, &i);
+        let bob = User {
+            id: 4002,
+            name: "bob".into(),
+            roles: vec![5001],
+        };
+        let refused = room.discord.component(&bob, message, &stop, &[]).await;
+        let answer = room
+            .discord
+            .callback(&refused, WAIT)
+            .await
+            .expect("answered");
+        assert_eq!(answer.flags() & 64, 64, "privately");
+        assert!(answer.body().to_string().contains("Not your sweep"));
+        let stopped = room
+            .discord
+            .component(&room.alice, message, &stop, &[])
+            .await;
+        let ack = room
+            .discord
+            .callback(&stopped, WAIT)
+            .await
+            .expect("answered");
+        assert_eq!(ack.body()["type"], 6, "acknowledged in place");
+        let (summary, _) = sweep_summary(&room, &i).await;
+        let title = embed(&summary, 0)["title"].as_str().unwrap().to_string();
+        assert!(
+            title.starts_with("Sweep of resource group rg-web: cancelled after")
+                && title.ends_with("of 40 VMs"),
+            "{title}"
+        );
+        room.assert_clean();
+    })
+    .await
+}

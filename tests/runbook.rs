@@ -4,10 +4,13 @@
 
 mod support;
 
-use rdp_doctor::azure::{ArmError, ResolveError};
+use rdp_doctor::azure::{ArmError, ResolveError, SweepScope, VmDirectory, VmQuery};
+use rdp_doctor::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
 use rdp_doctor::runbook::{CheckError, CheckOptions, Verdict};
 use rdp_doctor::sim::{BucketOptions, Fault, FaultKind, SimOptions, World};
+use std::time::Duration;
 use support::{finding, status_of, within, Harness};
+use tokio_util::sync::CancellationToken;
 
 fn assert_status(report: &rdp_doctor::runbook::Report, step: &str, status: &str, text: &str) {
     let (s, summary) = status_of(report, step);
@@ -697,6 +700,263 @@ async fn independent_reads_run_concurrently() {
             "peak in flight {}",
             stats.peak_in_flight
         );
+    })
+    .await
+}
+
+// ---- the VM directory: names from a cache with a time-to-live ------------------------------
+
+fn list_requests(h: &Harness) -> usize {
+    h.sim
+        .stats()
+        .log
+        .iter()
+        .filter(|e| e.method == "GET" && e.path.contains("/virtualMachines?"))
+        .count()
+}
+
+#[tokio::test]
+async fn names_resolve_from_the_directory_and_a_miss_lists_afresh() {
+    within(async {
+        let h = Harness::start(two_subscriptions()).await;
+        let directory = VmDirectory::with_ttl(Duration::from_secs(600));
+        let resolve = |name: &str| {
+            let query = VmQuery::parse(name).expect("valid");
+            let directory = &directory;
+            let h = &h;
+            async move { directory.resolve(&h.arm, &query, &h.subscriptions).await }
+        };
+        // An empty directory lists every subscription once.
+        let far = resolve("far-01").await.expect("found");
+        assert_eq!(
+            far.vm.subscription_id,
+            "22222222-2222-2222-2222-222222222222"
+        );
+        let first = list_requests(&h);
+        assert!(first >= 2, "both subscriptions listed ({first} list pages)");
+        // A known name costs no list call at all.
+        let web = resolve("web-01").await.expect("found");
+        assert_eq!(web.vm.resource_group, "rg-web");
+        assert_eq!(list_requests(&h), first, "resolved from the cache");
+        // The cache still answers ambiguity without Azure.
+        let err = resolve("api-01").await.expect_err("ambiguous");
+        assert!(matches!(err, ResolveError::Ambiguous { .. }), "{err}");
+        assert_eq!(list_requests(&h), first);
+        // A VM created since: the cache misses, a fresh list finds it.
+        h.sim.world().update(|w| {
+            let fresh = World::new().vm("new-01").vms.remove(0);
+            w.vms.push(fresh);
+        });
+        let new = resolve("new-01").await.expect("found by a fresh list");
+        assert_eq!(new.vm.name, "new-01");
+        assert!(list_requests(&h) > first, "the miss listed again");
+        // A name nowhere is still not found, with suggestions from the fresh list.
+        let after = list_requests(&h);
+        match resolve("new-1").await {
+            Err(ResolveError::NotFound { suggestions, .. }) => {
+                assert_eq!(suggestions[0].name, "new-01")
+            }
+            other => panic!("expected not found, got {other:?}"),
+        }
+        assert!(list_requests(&h) > after, "a miss always checks Azure");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_stale_directory_lists_again_and_concurrent_misses_share_one_list() {
+    within(async {
+        let h = Harness::start(World::new().page_size(100).vm("web-01").vm("web-02")).await;
+        // Ten checks at once against an empty directory: one list, not ten.
+        let directory = VmDirectory::with_ttl(Duration::from_millis(200));
+        let query = VmQuery::parse("web-02").expect("valid");
+        let all = futures::future::join_all(
+            (0..10).map(|_| directory.resolve(&h.arm, &query, &h.subscriptions)),
+        )
+        .await;
+        assert!(all.iter().all(|r| r.is_ok()), "{all:?}");
+        assert_eq!(list_requests(&h), 1, "one shared refresh");
+        directory
+            .resolve(&h.arm, &query, &h.subscriptions)
+            .await
+            .expect("found");
+        assert_eq!(list_requests(&h), 1, "fresh: from the cache");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        directory
+            .resolve(&h.arm, &query, &h.subscriptions)
+            .await
+            .expect("found");
+        assert_eq!(
+            list_requests(&h),
+            2,
+            "older than its time-to-live: listed again"
+        );
+    })
+    .await
+}
+
+// ---- sweeps ------------------------------------------------------------------------------
+
+fn scope(group: &str) -> SweepScope {
+    SweepScope {
+        subscription_id: rdp_doctor::sim::DEFAULT_SUBSCRIPTION.to_string(),
+        resource_group: Some(group.to_string()),
+    }
+}
+
+async fn run_sweep(h: &Harness, scope: &SweepScope, options: &SweepOptions) -> SweepReport {
+    sweep::sweep(
+        &h.arm,
+        &h.catalog,
+        scope,
+        options,
+        &CancellationToken::new(),
+        &|_| {},
+    )
+    .await
+    .expect("sweep")
+}
+
+#[tokio::test]
+async fn a_sweep_ranks_the_group_worst_first_with_the_deciding_finding() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .vm("web-02")
+            .nsg_denies_rdp()
+            .vm("web-03")
+            .deallocated()
+            .vm("web-04")
+            .no_public_ip()
+            .vm("lin-01")
+            .linux()
+            .vm("db-01")
+            .in_group("rg-data")
+            .nsg_denies_rdp();
+        let h = Harness::start(world).await;
+        let report = run_sweep(&h, &scope("rg-web"), &SweepOptions::default()).await;
+        assert!(!report.cancelled);
+        assert_eq!(report.total, 4, "the Windows VMs of rg-web");
+        let names: Vec<&str> = report.vms.iter().map(|r| r.vm.name.as_str()).collect();
+        assert_eq!(names, ["web-02", "web-03", "web-04", "web-01"]);
+        let deciding: Vec<(String, String)> = report
+            .vms
+            .iter()
+            .map(|r| match &r.deciding {
+                Some(f) => (f.step.as_str().to_string(), f.status.as_str().to_string()),
+                None => ("-".into(), "-".into()),
+            })
+            .collect();
+        assert_eq!(
+            deciding,
+            [
+                ("nsg".to_string(), "fail".to_string()),
+                ("vm-status".into(), "fail".into()),
+                ("public-ip".into(), "warn".into()),
+                ("-".into(), "-".into()),
+            ]
+        );
+        assert!(report.vms[0]
+            .deciding
+            .as_ref()
+            .is_some_and(|f| f.summary.contains("deny-rdp-internet")));
+        assert_eq!(report.vms[1].next_action.map(|a| a.as_str()), Some("start"));
+        assert_eq!(report.count(Verdict::Problems), 2);
+        assert_eq!(report.count(Verdict::Ok), 2);
+        let skipped: Vec<&str> = report.skipped.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(skipped, ["lin-01"]);
+        assert!(h.arm_writes().is_empty(), "{:?}", h.arm_writes());
+        assert_eq!(report.stats.arm_requests, h.sim.stats().requests);
+        assert!(report.stats.list_requests >= 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_sweep_under_the_token_bucket_paces_itself_instead_of_being_throttled() {
+    within(async {
+        let mut world = World::new().page_size(100);
+        for i in 0..24 {
+            world = world.vm(&format!("vm-{i:02}"));
+        }
+        let options = SimOptions {
+            bucket: Some(BucketOptions {
+                capacity: 15,
+                refill_per_sec: 25.0,
+            }),
+            retry_after_secs: 1,
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(world, options).await;
+        let report = run_sweep(&h, &scope("rg-web"), &SweepOptions::default()).await;
+        assert_eq!(report.vms.len(), 24);
+        assert_eq!(
+            report.count(Verdict::Ok),
+            24,
+            "no check failed: {:#?}",
+            report.vms
+        );
+        let stats = h.sim.stats();
+        assert_eq!(
+            stats.throttled, 0,
+            "paced from the headers, never throttled"
+        );
+        assert!(report.stats.paced > 0, "{:?}", report.stats);
+        assert_eq!(report.stats.throttled, 0);
+        // The bucket allows 15 at once and 25 a second after: the floor for these requests.
+        let floor = (stats.requests as f64 - 15.0) / 25.0;
+        let took = report.stats.elapsed_ms as f64 / 1000.0;
+        assert!(took >= floor * 0.9, "took {took:.2} s, floor {floor:.2} s");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_cancelled_sweep_stops_and_returns_the_rows_so_far() {
+    within(async {
+        let mut world = World::new().page_size(100);
+        for i in 0..20 {
+            world = world.vm(&format!("vm-{i:02}"));
+        }
+        let options = SimOptions {
+            latency: Duration::from_millis(30),
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(world, options).await;
+        let cancel = CancellationToken::new();
+        let on_event = {
+            let cancel = cancel.clone();
+            move |event: SweepEvent| {
+                if let SweepEvent::Checked { done: 3, .. } = event {
+                    cancel.cancel();
+                }
+            }
+        };
+        let sweep_options = SweepOptions {
+            concurrency: 2,
+            ..SweepOptions::default()
+        };
+        let report = sweep::sweep(
+            &h.arm,
+            &h.catalog,
+            &scope("rg-web"),
+            &sweep_options,
+            &cancel,
+            &on_event,
+        )
+        .await
+        .expect("sweep");
+        assert!(report.cancelled);
+        assert_eq!(report.total, 20);
+        assert!(
+            (3..20).contains(&report.vms.len()),
+            "{} rows",
+            report.vms.len()
+        );
+        // Nothing more reaches Azure once cancelled.
+        let after = h.sim.stats().requests;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(h.sim.stats().requests, after);
     })
     .await
 }

@@ -24,6 +24,10 @@ const REMAINING: [&str; 4] = [
     "x-ms-ratelimit-remaining-subscription-global-writes",
 ];
 
+/// Tokens left in the bucket when the pacer stops sending: a request timed to arrive exactly as
+/// its token refills would race the bucket's own clock.
+const RESERVE: f64 = 1.0;
+
 /// One subscription's budget as we estimate it.
 #[derive(Debug)]
 struct Budget {
@@ -112,12 +116,13 @@ impl Pacer {
         }
         budget.refill(now, self.rate);
         budget.tokens -= 1.0;
-        if budget.tokens >= 0.0 {
+        let short = RESERVE - budget.tokens;
+        if short <= 0.0 {
             budget.in_flight += 1;
             return Duration::ZERO;
         }
         budget.waiting += 1;
-        Duration::from_secs_f64(-budget.tokens / self.rate)
+        Duration::from_secs_f64(short / self.rate)
     }
 
     /// A request that waited for its token is going out now.
@@ -258,9 +263,10 @@ mod tests {
         let pacer = Pacer::new(25.0);
         let t0 = Instant::now();
         assert_eq!(pacer.ticket("s", t0), Duration::ZERO);
-        pacer.learn("s", 2, t0);
+        pacer.learn("s", 3, t0);
         pacer.done("s", false);
-        // Two tokens left: two go at once, the third waits one refill (40 ms at 25/s).
+        // Three tokens left, one kept in reserve: two go at once, the third waits one refill
+        // (40 ms at 25/s).
         assert_eq!(pacer.ticket("s", t0), Duration::ZERO);
         assert_eq!(pacer.ticket("s", t0), Duration::ZERO);
         let third = pacer.ticket("s", t0);
@@ -284,8 +290,9 @@ mod tests {
         pacer.ticket("s", t0);
         pacer.learn("s", 0, t0);
         pacer.done("s", false);
+        // Empty: wait for this request's token and the reserve (2 tokens at 10/s).
         let wait = pacer.ticket("s", t0);
-        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "{wait:?}");
+        assert!((wait.as_secs_f64() - 0.2).abs() < 1e-9, "{wait:?}");
     }
 
     #[test]
@@ -295,9 +302,10 @@ mod tests {
         pacer.ticket("s", t0);
         pacer.learn("s", 3, t0);
         pacer.done("s", false);
-        // An hour later the bucket holds at most what Azure ever reported, plus one.
+        // An hour later the bucket holds at most what Azure ever reported, plus one; one stays
+        // in reserve.
         let later = t0 + Duration::from_secs(3600);
-        for _ in 0..4 {
+        for _ in 0..3 {
             assert_eq!(pacer.ticket("s", later), Duration::ZERO);
         }
         assert!(pacer.ticket("s", later) > Duration::ZERO);

@@ -105,6 +105,8 @@ pub async fn run(args: SweepArgs) -> u8 {
     on_ctrl_c.abort();
     let report = match result {
         Ok(report) => report,
+        // Not found is a usage error (exit 2), as for a VM.
+        Err(e) if e.code() == Some("ResourceGroupNotFound") => return usage_error(e),
         Err(e) => return super::azure_error(&e),
     };
     if live && report.cancelled {
