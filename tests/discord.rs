@@ -213,6 +213,7 @@ async fn commands_are_registered_in_the_guild() {
                 "console",
                 "explain",
                 "help",
+                "sweep",
                 "start",
                 "restart",
                 "redeploy",

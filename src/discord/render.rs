@@ -344,6 +344,7 @@ pub fn help() -> CreateEmbed {
              `/rdp check vm [from]`: power state, guest agent, public IP, NSG rules for TCP 3389, Resource Health, boot diagnostics; the verdict and the next step. `from` tests 3389 from your own IPv4 address.\n\
              `/rdp health vm`: Azure Resource Health only.\n\
              `/rdp console vm`: boot diagnostics screenshot and serial log.\n\
+             `/rdp sweep [resource-group] [subscription]`: every Windows VM of a resource group (or the subscription) at once; one summary, worst first, with a menu for any VM's full report.\n\
              `/rdp explain error`: what a Remote Desktop client error means and how to fix it.\n\n\
              A VM is `name`, `resource-group/name` or a full resource id.",
         )
