@@ -38,6 +38,9 @@ pub struct AzureConfig {
     pub operation_timeout_secs: Option<u64>,
     /// Milliseconds between polls when Azure sends no Retry-After (default 2000).
     pub poll_interval_ms: Option<u64>,
+    /// Requests per second ARM refills a subscription's bucket with (default 25, ARM's
+    /// documented read refill); sweeps pace themselves to it.
+    pub refill_per_sec: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +148,9 @@ impl AzureConfig {
         }
         if let Some(ms) = self.poll_interval_ms {
             settings.poll_interval = Duration::from_millis(ms);
+        }
+        if let Some(rate) = self.refill_per_sec.filter(|r| r.is_finite() && *r > 0.0) {
+            settings.refill_per_sec = rate;
         }
     }
 }
