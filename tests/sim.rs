@@ -1,6 +1,8 @@
 //! The simulator, driven by the real Azure SDK clients: every body it serves must parse into the
 //! SDK models rdp-doctor uses, and its misbehaviour (throttling, faults) must be observable.
 
+mod support;
+
 use azure_core::auth::TokenCredential;
 use azure_core::error::ErrorKind;
 use azure_core::headers::HeaderName;
@@ -1634,6 +1636,553 @@ async fn a_new_client_polling_the_same_operation_url_gets_the_final_status() {
         assert_eq!(again["status"], "Succeeded");
         assert_eq!(again["endTime"], done["endTime"]);
         assert_eq!(sim.world().vm("web-01").power_state(), PowerState::Running);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleets: lists for sweeps, per-subscription throttling, request timing
+
+/// Answered requests whose path contains `needle`.
+fn logged(sim: &Simulator, needle: &str) -> Vec<rdp_doctor::sim::RequestLogEntry> {
+    sim.stats()
+        .log
+        .into_iter()
+        .filter(|e| e.path.contains(needle))
+        .collect()
+}
+
+fn power_code(
+    vm: &azure_mgmt_compute::package_2024_07_01::models::VirtualMachine,
+) -> Option<String> {
+    let view = vm.properties.as_ref()?.instance_view.as_ref()?;
+    view.statuses
+        .iter()
+        .filter_map(|s| s.code.clone())
+        .find(|c| c.starts_with("PowerState/"))
+}
+
+#[tokio::test]
+async fn a_500_vm_fleet_lists_with_instance_view_in_5_quick_pages() {
+    within(async {
+        let world = World::new()
+            .page_size(100)
+            .fleet("rg-fleet", "vm", 500)
+            .select("vm-250")
+            .stopped();
+        let sim = start(world).await;
+        let vms = compute(&sim).virtual_machines_client();
+        let mut pages = vms
+            .list("rg-fleet", SUB)
+            .expand("instanceView")
+            .into_stream();
+        let mut listed = Vec::new();
+        let mut sizes = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.expect("page parses into VirtualMachineListResult");
+            sizes.push(page.value.len());
+            listed.extend(page.value);
+        }
+        assert_eq!(sizes, [100; 5]);
+        let names: Vec<&str> = listed
+            .iter()
+            .filter_map(|vm| vm.resource.name.as_deref())
+            .collect();
+        assert_eq!((names[0], names[499]), ("vm-000", "vm-499"));
+        let codes: Vec<Option<String>> = listed.iter().map(power_code).collect();
+        assert!(
+            codes.iter().all(Option::is_some),
+            "every VM carries its instance view"
+        );
+        assert_eq!(codes[250].as_deref(), Some("PowerState/stopped"));
+        assert_eq!(codes[499].as_deref(), Some("PowerState/running"));
+        let agent = listed[499]
+            .properties
+            .as_ref()
+            .and_then(|p| p.instance_view.as_ref())
+            .and_then(|v| v.vm_agent.as_ref())
+            .expect("agent");
+        assert_eq!(agent.statuses[0].display_status.as_deref(), Some("Ready"));
+
+        let requests = logged(&sim, "/virtualMachines?");
+        assert_eq!(requests.len(), 5);
+        for next in &requests[1..] {
+            assert!(next.path.contains("$expand=instanceView"), "{}", next.path);
+        }
+        for request in &requests {
+            let served_ms = (request.finished_us - request.started_us) / 1000;
+            assert!(served_ms < 2000, "a page of 100 took {served_ms} ms");
+        }
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn subscription_wide_vm_list_expands_the_instance_view_on_every_page() {
+    within(async {
+        let world = World::new()
+            .vm("a")
+            .vm("b")
+            .in_group("rg-other")
+            .vm("c")
+            .deallocated()
+            .vm("elsewhere")
+            .in_subscription("22222222-2222-2222-2222-222222222222");
+        let sim = start(world).await;
+        let vms = compute(&sim).virtual_machines_client();
+        let mut pages = vms.list_all(SUB).expand("instanceView").into_stream();
+        let mut listed = Vec::new();
+        while let Some(page) = pages.next().await {
+            listed.extend(page.expect("page").value);
+        }
+        let seen: Vec<(String, Option<String>)> = listed
+            .iter()
+            .map(|vm| (vm.resource.name.clone().unwrap_or_default(), power_code(vm)))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a".to_owned(), Some("PowerState/running".to_owned())),
+                ("b".to_owned(), Some("PowerState/running".to_owned())),
+                ("c".to_owned(), Some("PowerState/deallocated".to_owned())),
+            ]
+        );
+        let mut plain = vms.list_all(SUB).into_stream();
+        let first = plain.next().await.expect("a page").expect("parses");
+        assert!(first.value[0]
+            .properties
+            .as_ref()
+            .is_some_and(|p| p.instance_view.is_none()));
+        assert!(first.next_link.is_some_and(|link| !link.contains("expand")));
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn nics_and_public_ips_list_by_group_and_subscription_through_sdk_paging() {
+    within(async {
+        let world = World::new()
+            .vm("a")
+            .vm("b")
+            .nsg_denies_rdp()
+            .vm("c")
+            .no_public_ip()
+            .vm("d")
+            .in_group("rg-other");
+        let sim = start(world).await;
+        let net = network(&sim);
+
+        let mut pages = net
+            .network_interfaces_client()
+            .list("rg-web", SUB)
+            .into_stream();
+        let mut nics = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.expect("page parses into NetworkInterfaceListResult");
+            assert!(page.value.len() <= 2);
+            nics.extend(page.value);
+        }
+        let names: Vec<&str> = nics
+            .iter()
+            .filter_map(|n| n.resource.name.as_deref())
+            .collect();
+        assert_eq!(names, ["a-nic", "b-nic", "c-nic"]);
+        let b = nics[1].properties.clone().expect("nic properties");
+        let nsg = b
+            .network_security_group
+            .and_then(|n| n.resource.id)
+            .expect("nic nsg");
+        assert!(nsg.ends_with("/networkSecurityGroups/b-nsg"), "{nsg}");
+        let ipconfig = b.ip_configurations[0].properties.clone().expect("ipconfig");
+        assert_eq!(ipconfig.private_ip_address.as_deref(), Some("10.0.1.5"));
+        let subnet = ipconfig
+            .subnet
+            .and_then(|s| s.sub_resource.id)
+            .expect("subnet");
+        assert!(subnet.ends_with("/subnets/b-snet"), "{subnet}");
+        let pip = ipconfig.public_ip_address.expect("public ip reference");
+        assert!(pip
+            .resource
+            .id
+            .is_some_and(|id| id.ends_with("/publicIPAddresses/b-ip")));
+        assert!(
+            pip.properties.is_none(),
+            "a list does not expand the public IP"
+        );
+
+        let mut all = net.network_interfaces_client().list_all(SUB).into_stream();
+        let mut count = 0;
+        while let Some(page) = all.next().await {
+            count += page.expect("page").value.len();
+        }
+        assert_eq!(count, 4);
+
+        let mut pages = net
+            .public_ip_addresses_client()
+            .list("rg-web", SUB)
+            .into_stream();
+        let mut ips = Vec::new();
+        while let Some(page) = pages.next().await {
+            ips.extend(
+                page.expect("page parses into PublicIpAddressListResult")
+                    .value,
+            );
+        }
+        let found: Vec<(Option<String>, Option<String>)> = ips
+            .iter()
+            .map(|ip| {
+                (
+                    ip.resource.name.clone(),
+                    ip.properties.as_ref().and_then(|p| p.ip_address.clone()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Some("a-ip".to_owned()), Some("20.1.2.3".to_owned())),
+                (Some("b-ip".to_owned()), Some("20.1.2.4".to_owned())),
+            ]
+        );
+        let mut all = net.public_ip_addresses_client().list_all(SUB).into_stream();
+        let mut names = Vec::new();
+        while let Some(page) = all.next().await {
+            names.extend(
+                page.expect("page")
+                    .value
+                    .into_iter()
+                    .filter_map(|ip| ip.resource.name),
+            );
+        }
+        assert_eq!(names, ["a-ip", "b-ip", "d-ip"]);
+
+        let stats = sim.stats();
+        // Two to a page: 3 NICs in rg-web and 4 in all take two pages each; 2 public IPs in
+        // rg-web take one, 3 in all take two.
+        assert_eq!(stats.by_route["GET networkInterfaces (list)"], 4);
+        assert_eq!(stats.by_route["GET publicIPAddresses (list)"], 3);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn nic_get_expands_the_public_ip_only_when_asked() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .vm("app-02")
+            .deallocated()
+            .dynamic_public_ip_without_address();
+        let sim = start(world).await;
+        let nics = network(&sim).network_interfaces_client();
+        let public_ip = |nic: azure_mgmt_network::package_2024_03::models::NetworkInterface| {
+            nic.properties
+                .and_then(|p| p.ip_configurations.into_iter().next())
+                .and_then(|c| c.properties)
+                .and_then(|p| p.public_ip_address)
+                .expect("public ip")
+        };
+
+        let expanded = public_ip(
+            nics.get("rg-web", "web-01-nic", SUB)
+                .expand("ipConfigurations/publicIPAddress")
+                .await
+                .expect("nic"),
+        );
+        assert_eq!(expanded.resource.name.as_deref(), Some("web-01-ip"));
+        assert!(expanded
+            .resource
+            .id
+            .as_deref()
+            .is_some_and(|id| id.ends_with("/publicIPAddresses/web-01-ip")));
+        assert_eq!(expanded.resource.location.as_deref(), Some("westeurope"));
+        assert_eq!(
+            format!("{:?}", expanded.sku.and_then(|s| s.name)),
+            "Some(Standard)"
+        );
+        let props = expanded.properties.expect("public ip properties");
+        assert_eq!(props.ip_address.as_deref(), Some("20.1.2.3"));
+        assert_eq!(
+            format!("{:?}", props.public_ip_allocation_method),
+            "Some(Static)"
+        );
+
+        let dynamic = public_ip(
+            nics.get("rg-web", "app-02-nic", SUB)
+                .expand("ipConfigurations/publicIPAddress")
+                .await
+                .expect("nic"),
+        );
+        let props = dynamic.properties.expect("public ip properties");
+        assert!(props.ip_address.is_none());
+        assert_eq!(
+            format!("{:?}", props.public_ip_allocation_method),
+            "Some(Dynamic)"
+        );
+
+        let plain = public_ip(nics.get("rg-web", "web-01-nic", SUB).await.expect("nic"));
+        assert!(plain.resource.id.is_some());
+        assert!(plain.resource.name.is_none() && plain.properties.is_none());
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn resource_health_lists_by_group_and_subscription_with_actions_on_every_page() {
+    within(async {
+        let other_sub = "33333333-3333-3333-3333-333333333333";
+        let mut world = World::new()
+            .vm("web-01")
+            .vm("web-02")
+            .vm("db-01")
+            .health("Unavailable", "We're sorry, we couldn't automatically recover your virtual machine")
+            .vm("app-01")
+            .in_group("rg-app")
+            .vm("reports-01")
+            .in_subscription(other_sub)
+            .resource_health_unregistered();
+        world.vms[2].health.recommended_actions =
+            vec![rdp_doctor::sim::RecommendedAction::Text("To start this virtual machine, open the resource blade and click Start".to_owned())];
+        let sim = start(world).await;
+        let statuses = health(&sim).availability_statuses_client();
+
+        let mut pages = statuses
+            .list_by_resource_group(SUB, "rg-web")
+            .expand("recommendedactions")
+            .into_stream();
+        let mut listed = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.expect("page parses into AvailabilityStatusListResult");
+            assert!(page.value.len() <= 2);
+            listed.extend(page.value);
+        }
+        let ids: Vec<String> = listed.iter().filter_map(|s| s.id.clone()).collect();
+        assert_eq!(
+            ids,
+            ["web-01", "web-02", "db-01"].map(|vm| format!("/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/{vm}/providers/Microsoft.ResourceHealth/availabilityStatuses/current"))
+        );
+        let down = listed[2].properties.clone().expect("properties");
+        assert_eq!(format!("{:?}", down.availability_state), "Some(Unavailable)");
+        assert_eq!(down.recommended_actions.len(), 1, "the second page keeps $expand");
+        assert_eq!(down.recommended_actions[0].action_url.as_deref(), Some("<#ResourceBlade>"));
+        assert_eq!(listed[0].name.as_deref(), Some("current"));
+        let up = listed[0].properties.clone().expect("properties");
+        assert_eq!(format!("{:?}", up.availability_state), "Some(Available)");
+
+        let single = statuses
+            .get_by_resource(format!("subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/db-01"))
+            .expand("recommendedactions")
+            .await
+            .expect("status");
+        let mut single = serde_json::to_value(single).expect("json");
+        let mut from_list = serde_json::to_value(&listed[2]).expect("json");
+        for status in [&mut single, &mut from_list] {
+            status["properties"]["reportedTime"] = Value::Null;
+            status["properties"]["occuredTime"] = Value::Null;
+        }
+        assert_eq!(from_list, single, "a list entry is what the single read serves");
+
+        let mut pages = statuses.list_by_subscription_id(SUB).into_stream();
+        let mut count = 0;
+        while let Some(page) = pages.next().await {
+            let page = page.expect("page");
+            assert!(page.value.iter().all(|s| s.properties.as_ref().is_some_and(|p| p.recommended_actions.is_empty())));
+            count += page.value.len();
+        }
+        assert_eq!(count, 4);
+
+        let mut unregistered = statuses.list_by_subscription_id(other_sub).into_stream();
+        let error = unregistered.next().await.expect("an answer").expect_err("unregistered");
+        assert_eq!(status_of(&error), Some(StatusCode::Conflict));
+        let token = token(&sim).await;
+        let flat = raw(
+            &sim,
+            Method::Get,
+            &format!("/subscriptions/{other_sub}/resourceGroups/rg-web/providers/Microsoft.ResourceHealth/availabilityStatuses?api-version=2024-02-01"),
+            Some(&token),
+        )
+        .await;
+        assert_eq!(flat.status, StatusCode::Conflict);
+        assert_eq!(flat.json()["code"], "MissingSubscriptionRegistration");
+        // Two pages for rg-web, two for the subscription, one each for the refused reads.
+        assert_eq!(sim.stats().by_route["GET availabilityStatuses (list)"], 6);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fleet_vms_check_ok_until_one_is_broken() {
+    support::within(async {
+        let world = World::new()
+            .page_size(100)
+            .fleet("rg-fleet", "vm", 120)
+            .select("vm-007")
+            .stopped()
+            .select("vm-042")
+            .nic_nsg_denies_rdp();
+        let h = support::Harness::start(world).await;
+        let healthy = h.check("vm-119").await.expect("report");
+        assert_eq!(
+            healthy.verdict,
+            rdp_doctor::runbook::Verdict::Ok,
+            "{:#?}",
+            healthy.findings
+        );
+        let stopped = h.check("vm-007").await.expect("report");
+        assert_eq!(support::status_of(&stopped, "vm-status").0, "fail");
+        let denied = h.check("vm-042").await.expect("report");
+        let (status, summary) = support::status_of(&denied, "nsg");
+        assert_eq!(status, "fail", "{summary}");
+        assert!(summary.contains("deny-rdp-internet"), "{summary}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn token_buckets_are_per_subscription_and_operation_urls_count_for_theirs() {
+    within(async {
+        let second = "22222222-2222-2222-2222-222222222222";
+        let options = SimOptions {
+            bucket: Some(BucketOptions {
+                capacity: 2,
+                refill_per_sec: 0.5,
+            }),
+            ..SimOptions::default()
+        };
+        let world = World::new().vm("web-01").vm("web-02").in_subscription(second);
+        let sim = start_with(world, options).await;
+        let token = token(&sim).await;
+        let first = vm_path("rg-web", "web-01");
+        for remaining in ["1", "0"] {
+            let ok = raw(&sim, Method::Get, &first, Some(&token)).await;
+            assert_eq!(ok.status, StatusCode::Ok);
+            assert_eq!(ok.header("x-ms-ratelimit-remaining-subscription-reads").as_deref(), Some(remaining));
+        }
+        let operation = format!("/subscriptions/{SUB}/providers/Microsoft.Network/locations/westeurope/operationResults/nope?api-version=2024-03-01");
+        let throttled = raw(&sim, Method::Get, &operation, Some(&token)).await;
+        assert_eq!(throttled.status, StatusCode::TooManyRequests);
+        assert_eq!(throttled.header("retry-after").as_deref(), Some("2"));
+        assert!(throttled.json()["error"]["message"].as_str().is_some_and(|m| m.contains(SUB)));
+
+        let other = format!("/subscriptions/{second}/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/web-02?api-version=2024-07-01");
+        let fresh = raw(&sim, Method::Get, &other, Some(&token)).await;
+        assert_eq!(fresh.status, StatusCode::Ok);
+        assert_eq!(fresh.header("x-ms-ratelimit-remaining-subscription-reads").as_deref(), Some("1"));
+        let operation = format!("/subscriptions/{second}/providers/Microsoft.Network/locations/westeurope/operationResults/nope?api-version=2024-03-01");
+        let counted = raw(&sim, Method::Get, &operation, Some(&token)).await;
+        assert_eq!(counted.status, StatusCode::NotFound);
+        assert_eq!(counted.header("x-ms-ratelimit-remaining-subscription-reads").as_deref(), Some("0"));
+
+        let nowhere: Vec<StatusCode> = futures::future::join_all(
+            (0..3).map(|_| raw(&sim, Method::Get, "/nothing/here", Some(&token))),
+        )
+        .await
+        .into_iter()
+        .map(|r| r.status)
+        .collect();
+        assert_eq!(nowhere.iter().filter(|s| **s == StatusCode::NotFound).count(), 2);
+        assert_eq!(nowhere.iter().filter(|s| **s == StatusCode::TooManyRequests).count(), 1);
+        assert_eq!(sim.stats().throttled, 2);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn effective_nsgs_without_polls_cost_exactly_two_requests() {
+    within(async {
+        let options = SimOptions {
+            lro_polls: 0,
+            ..SimOptions::default()
+        };
+        let sim = start_with(World::new().vm("web-01"), options.clone()).await;
+        let nics = network(&sim).network_interfaces_client();
+        let token = token(&sim).await;
+        let accepted = answer(
+            nics.list_effective_network_security_groups("rg-web", "web-01-nic", SUB)
+                .send()
+                .await
+                .expect("accepted")
+                .into_raw_response(),
+        )
+        .await;
+        assert_eq!(accepted.status, StatusCode::Accepted);
+        assert_eq!(accepted.header("retry-after"), None);
+        assert_eq!(accepted.header("azure-asyncoperation"), None);
+        let location = accepted.header("location").expect("Location");
+        let done = raw(&sim, Method::Get, &location, Some(&token)).await;
+        assert_eq!(done.status, StatusCode::Ok);
+        let result: azure_mgmt_network::package_2024_03::models::EffectiveNetworkSecurityGroupListResult =
+            serde_json::from_slice(&done.body).expect("parses into the SDK model");
+        assert_eq!(result.value.len(), 1);
+        assert_eq!(logged(&sim, "/effectiveNetworkSecurityGroups").len(), 1);
+        assert_eq!(logged(&sim, "/operationResults/").len(), 1);
+
+        sim.set_options(SimOptions {
+            retry_after_secs: 7,
+            ..options
+        });
+        let asks_to_wait = answer(
+            nics.list_effective_network_security_groups("rg-web", "web-01-nic", SUB)
+                .send()
+                .await
+                .expect("accepted")
+                .into_raw_response(),
+        )
+        .await;
+        assert_eq!(asks_to_wait.header("retry-after").as_deref(), Some("7"));
+        let location = asks_to_wait.header("location").expect("Location");
+        assert_eq!(raw(&sim, Method::Get, &location, Some(&token)).await.status, StatusCode::Ok);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_request_log_says_when_each_request_started_and_finished() {
+    within(async {
+        let options = SimOptions {
+            latency: Duration::from_millis(50),
+            ..SimOptions::default()
+        };
+        let sim = start_with(World::new().vm("web-01"), options).await;
+        let token = token(&sim).await;
+        let path = vm_path("rg-web", "web-01");
+        futures::future::join_all((0..3).map(|_| raw(&sim, Method::Get, &path, Some(&token))))
+            .await;
+        raw(&sim, Method::Get, &path, Some(&token)).await;
+        let log = logged(&sim, "/virtualMachines/web-01");
+        assert_eq!(log.len(), 4);
+        for entry in &log {
+            assert!(entry.finished_us >= entry.started_us + 50_000, "{entry:?}");
+        }
+        let together = &log[..3];
+        let last_start = together
+            .iter()
+            .map(|e| e.started_us)
+            .max()
+            .unwrap_or_default();
+        let first_end = together
+            .iter()
+            .map(|e| e.finished_us)
+            .min()
+            .unwrap_or_default();
+        assert!(
+            last_start < first_end,
+            "the three were in flight together: {together:?}"
+        );
+        let after = together
+            .iter()
+            .map(|e| e.finished_us)
+            .max()
+            .unwrap_or_default();
+        assert!(log[3].started_us >= after, "the fourth came after: {log:?}");
         sim.shutdown().await;
     })
     .await;

@@ -7,10 +7,12 @@
 use super::blob::{BlobKind, Signer};
 use super::lro::{Outcome, Poll, Registry};
 use super::world::{
-    AgentState, Allocation, Nsg, Os, PowerState, RecommendedAction, Rule, Vm, World,
+    AgentState, Allocation, Nsg, Os, PowerState, PublicIp, RecommendedAction, Rule, Sku, Vm, World,
 };
 use super::{now_rfc3339, rfc3339, stable_uuid, FailOperation, Reply};
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::ops::Range;
 use time::{Duration, OffsetDateTime};
 
 /// Query parameters, looked up case-insensitively like ARM does.
@@ -60,6 +62,14 @@ pub(crate) enum Route {
         rg: String,
         vm: String,
     },
+    ListHealth {
+        sub: String,
+        rg: Option<String>,
+    },
+    ListNics {
+        sub: String,
+        rg: Option<String>,
+    },
     GetNic {
         sub: String,
         rg: String,
@@ -69,6 +79,10 @@ pub(crate) enum Route {
         sub: String,
         rg: String,
         nic: String,
+    },
+    ListPublicIps {
+        sub: String,
+        rg: Option<String>,
     },
     GetPublicIp {
         sub: String,
@@ -188,6 +202,10 @@ impl Route {
         const N: &str = "microsoft.network";
         const VMS: &str = "virtualmachines";
         const NSGS: &str = "networksecuritygroups";
+        const NICS: &str = "networkinterfaces";
+        const PIPS: &str = "publicipaddresses";
+        const RH: &str = "microsoft.resourcehealth";
+        const STATUSES: &str = "availabilitystatuses";
         if let [SUB, _, RGS, _, P, C, VMS, _, action] = l.as_slice() {
             if let (true, Some(action)) = (post, VmAction::parse(action)) {
                 return Route::VmAction {
@@ -257,30 +275,50 @@ impl Route {
                     vm: s(7),
                 }
             }
-            [SUB, _, RGS, _, P, C, VMS, _, P, "microsoft.resourcehealth", "availabilitystatuses", "current"]
-                if get =>
-            {
+            [SUB, _, RGS, _, P, C, VMS, _, P, RH, STATUSES, "current"] if get => {
                 Route::ResourceHealth {
                     sub: s(1),
                     rg: s(3),
                     vm: s(7),
                 }
             }
-            [SUB, _, RGS, _, P, N, "networkinterfaces", _] if get => Route::GetNic {
+            [SUB, _, P, RH, STATUSES] if get => Route::ListHealth {
+                sub: s(1),
+                rg: None,
+            },
+            [SUB, _, RGS, _, P, RH, STATUSES] if get => Route::ListHealth {
+                sub: s(1),
+                rg: Some(s(3)),
+            },
+            [SUB, _, P, N, NICS] if get => Route::ListNics {
+                sub: s(1),
+                rg: None,
+            },
+            [SUB, _, RGS, _, P, N, NICS] if get => Route::ListNics {
+                sub: s(1),
+                rg: Some(s(3)),
+            },
+            [SUB, _, P, N, PIPS] if get => Route::ListPublicIps {
+                sub: s(1),
+                rg: None,
+            },
+            [SUB, _, RGS, _, P, N, PIPS] if get => Route::ListPublicIps {
+                sub: s(1),
+                rg: Some(s(3)),
+            },
+            [SUB, _, RGS, _, P, N, NICS, _] if get => Route::GetNic {
                 sub: s(1),
                 rg: s(3),
                 nic: s(7),
             },
-            [SUB, _, RGS, _, P, N, "networkinterfaces", _, "effectivenetworksecuritygroups"]
-                if post =>
-            {
+            [SUB, _, RGS, _, P, N, NICS, _, "effectivenetworksecuritygroups"] if post => {
                 Route::EffectiveNsgs {
                     sub: s(1),
                     rg: s(3),
                     nic: s(7),
                 }
             }
-            [SUB, _, RGS, _, P, N, "publicipaddresses", _] if get => Route::GetPublicIp {
+            [SUB, _, RGS, _, P, N, PIPS, _] if get => Route::GetPublicIp {
                 sub: s(1),
                 rg: s(3),
                 name: s(7),
@@ -318,6 +356,9 @@ impl Route {
             Route::VmInstanceView { .. } => "GET virtualMachines/instanceView",
             Route::BootDiagnostics { .. } => "POST virtualMachines/retrieveBootDiagnosticsData",
             Route::ResourceHealth { .. } => "GET availabilityStatuses/current",
+            Route::ListHealth { .. } => "GET availabilityStatuses (list)",
+            Route::ListNics { .. } => "GET networkInterfaces (list)",
+            Route::ListPublicIps { .. } => "GET publicIPAddresses (list)",
             Route::GetNic { .. } => "GET networkInterfaces",
             Route::EffectiveNsgs { .. } => "POST networkInterfaces/effectiveNetworkSecurityGroups",
             Route::GetPublicIp { .. } => "GET publicIPAddresses",
@@ -372,22 +413,22 @@ pub(crate) struct Ctx<'a> {
 pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
     let result = match route {
         Route::ListVms { sub, rg } => list_vms(ctx, sub, rg.as_deref()),
-        Route::GetVm { sub, rg, vm } => lookup_vm(ctx.world, sub, rg, vm).map(|vm| {
-            let expand = ctx
-                .query
-                .get("$expand")
-                .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
-            Reply::json(200, &vm_json(vm, expand))
-        }),
+        Route::GetVm { sub, rg, vm } => lookup_vm(ctx.world, sub, rg, vm)
+            .map(|vm| Reply::json(200, &vm_json(vm, expands(ctx.query, "instanceView")))),
         Route::VmInstanceView { sub, rg, vm } => {
             lookup_vm(ctx.world, sub, rg, vm).map(|vm| Reply::json(200, &instance_view_json(vm)))
         }
         Route::BootDiagnostics { sub, rg, vm } => boot_diagnostics(ctx, sub, rg, vm),
         Route::ResourceHealth { sub, rg, vm } => resource_health(ctx, sub, rg, vm),
-        Route::GetNic { sub, rg, nic } => {
-            lookup_nic(ctx.world, sub, rg, nic).map(|vm| Reply::json(200, &nic_json(ctx.world, vm)))
-        }
+        Route::ListHealth { sub, rg } => list_health(ctx, sub, rg.as_deref()),
+        Route::ListNics { sub, rg } => list_nics(ctx, sub, rg.as_deref()),
+        Route::GetNic { sub, rg, nic } => lookup_nic(ctx.world, sub, rg, nic).map(|vm| {
+            let nsg = nic_nsg(ctx.world, vm);
+            let expand = expands(ctx.query, PUBLIC_IP_EXPAND);
+            Reply::json(200, &nic_json(vm, nsg, expand))
+        }),
         Route::EffectiveNsgs { sub, rg, nic } => effective_nsgs(ctx, sub, rg, nic),
+        Route::ListPublicIps { sub, rg } => list_public_ips(ctx, sub, rg.as_deref()),
         Route::GetPublicIp { sub, rg, name } => get_public_ip(ctx.world, sub, rg, name),
         Route::GetSubnet {
             sub,
@@ -538,49 +579,95 @@ fn lookup_nic<'w>(world: &'w World, sub: &str, rg: &str, nic: &str) -> Result<&'
 }
 
 // ---------------------------------------------------------------------------------------------
-// Compute
+// Lists
 
-fn list_vms(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Answer {
-    check_scope(ctx.world, sub, rg)?;
-    let vms: Vec<&Vm> = ctx
-        .world
+/// The VMs of a subscription, or of one of its resource groups, in the order they were added.
+fn vms_in_scope<'w>(world: &'w World, sub: &str, rg: Option<&str>) -> Vec<&'w Vm> {
+    world
         .vms
         .iter()
         .filter(|v| {
             v.subscription.eq_ignore_ascii_case(sub)
                 && rg.is_none_or(|rg| v.resource_group.eq_ignore_ascii_case(rg))
         })
-        .collect();
-    let skip = match ctx.query.get("$skiptoken") {
-        None => 0,
-        Some(token) => token.parse::<usize>().map_err(|_| {
-            Reply::arm_error(
-                400,
-                "InvalidSkipToken",
-                &format!("The skip token '{token}' is not valid."),
-            )
-        })?,
-    };
-    let page_size = ctx.world.page_size.max(1);
-    let page: Vec<Value> = vms
-        .iter()
-        .skip(skip)
-        .take(page_size)
-        .map(|vm| vm_json(vm, false))
-        .collect();
-    let mut body = json!({ "value": page });
-    if skip + page_size < vms.len() {
-        let scope = match rg {
-            Some(rg) => rg_prefix(sub, rg),
-            None => format!("/subscriptions/{sub}"),
+        .collect()
+}
+
+/// Whether `$expand` (a comma-separated list) names `what`, case-insensitively.
+fn expands(query: &Query, what: &str) -> bool {
+    query.get("$expand").is_some_and(|expand| {
+        expand
+            .split(',')
+            .any(|part| part.trim().eq_ignore_ascii_case(what))
+    })
+}
+
+/// One page of a list: which of its items this answer holds, and the link to the next page.
+struct Page {
+    items: Range<usize>,
+    next_link: Option<String>,
+}
+
+impl Page {
+    /// The page of `total` items that `$skiptoken` asks for, `World::page_size` at a time. The
+    /// `nextLink` repeats the request's path, api-version (`api_version` if it had none) and
+    /// `$expand`: clients follow it as it is, without adding their own parameters again.
+    fn of(ctx: &Ctx<'_>, total: usize, api_version: &str) -> Result<Page, Reply> {
+        let skip = match ctx.query.get("$skiptoken") {
+            None => 0,
+            Some(token) => token.parse::<usize>().map_err(|_| {
+                Reply::arm_error(
+                    400,
+                    "InvalidSkipToken",
+                    &format!("The skip token '{token}' is not valid."),
+                )
+            })?,
         };
-        body["nextLink"] = json!(format!(
-            "{}{scope}/providers/Microsoft.Compute/virtualMachines?api-version=2024-07-01&$skiptoken={}",
-            ctx.base,
-            skip + page_size
-        ));
+        let start = skip.min(total);
+        let end = skip.saturating_add(ctx.world.page_size.max(1)).min(total);
+        let next_link = (end < total).then(|| {
+            let version = ctx.query.get("api-version").unwrap_or(api_version);
+            let mut link = format!("{}{}?api-version={}", ctx.base, ctx.path, encode(version));
+            if let Some(expand) = ctx.query.get("$expand") {
+                link.push_str(&format!("&$expand={}", encode(expand)));
+            }
+            link.push_str(&format!("&$skiptoken={end}"));
+            link
+        });
+        Ok(Page {
+            items: start..end,
+            next_link,
+        })
     }
-    Ok(Reply::json(200, &body))
+
+    /// `{"value": [...], "nextLink"?}`.
+    fn reply(self, value: Vec<Value>) -> Reply {
+        let mut body = json!({ "value": value });
+        if let Some(link) = self.next_link {
+            body["nextLink"] = json!(link);
+        }
+        Reply::json(200, &body)
+    }
+}
+
+/// A query value as it goes into a URL.
+fn encode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compute
+
+fn list_vms(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Answer {
+    check_scope(ctx.world, sub, rg)?;
+    let vms = vms_in_scope(ctx.world, sub, rg);
+    let page = Page::of(ctx, vms.len(), "2024-07-01")?;
+    let expand = expands(ctx.query, "instanceView");
+    let value = vms[page.items.clone()]
+        .iter()
+        .map(|vm| vm_json(vm, expand))
+        .collect();
+    Ok(page.reply(value))
 }
 
 /// `provisioningState` of the model: the first segment, capitalised ("failed/X" -> "Failed").
@@ -856,26 +943,58 @@ fn boot_diagnostics(ctx: &Ctx<'_>, sub: &str, rg: &str, name: &str) -> Answer {
 // ---------------------------------------------------------------------------------------------
 // Resource Health
 
-fn resource_health(ctx: &Ctx<'_>, sub: &str, rg: &str, name: &str) -> Answer {
-    check_scope(ctx.world, sub, None)?;
-    let registered = ctx
-        .world
+/// Resource Health answers 409 with its own flat error body when the subscription has not
+/// registered `Microsoft.ResourceHealth`.
+fn check_health_registered(world: &World, sub: &str) -> Result<(), Reply> {
+    let registered = world
         .subscription_entry(sub)
         .is_some_and(|s| s.resource_health_registered);
-    if !registered {
-        // Resource Health's own error shape is flat, unlike the rest of ARM.
-        return Err(Reply::json(
-            409,
-            &json!({
-                "code": "MissingSubscriptionRegistration",
-                "message": format!("The subscription '{sub}' is not registered to use namespace 'Microsoft.ResourceHealth'. See https://aka.ms/rps-not-found for how to register subscriptions."),
-                "details": null,
-            }),
-        ));
+    if registered {
+        return Ok(());
     }
+    // Resource Health's own error shape is flat, unlike the rest of ARM.
+    Err(Reply::json(
+        409,
+        &json!({
+            "code": "MissingSubscriptionRegistration",
+            "message": format!("The subscription '{sub}' is not registered to use namespace 'Microsoft.ResourceHealth'. See https://aka.ms/rps-not-found for how to register subscriptions."),
+            "details": null,
+        }),
+    ))
+}
+
+/// `GET {vmId}/providers/Microsoft.ResourceHealth/availabilityStatuses/current`.
+fn resource_health(ctx: &Ctx<'_>, sub: &str, rg: &str, name: &str) -> Answer {
+    check_scope(ctx.world, sub, None)?;
+    check_health_registered(ctx.world, sub)?;
     let vm = lookup_vm(ctx.world, sub, rg, name)?;
-    let health = &vm.health;
+    let expand = expands(ctx.query, "recommendedactions");
+    Ok(Reply::json(
+        200,
+        &availability_status_json(vm, expand, OffsetDateTime::now_utc()),
+    ))
+}
+
+/// `GET /subscriptions/{sub}[/resourceGroups/{rg}]/providers/Microsoft.ResourceHealth/availabilityStatuses`:
+/// the current status of every VM in scope (the only resources the world has), paged.
+fn list_health(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Answer {
+    check_scope(ctx.world, sub, None)?;
+    check_health_registered(ctx.world, sub)?;
+    check_scope(ctx.world, sub, rg)?;
+    let vms = vms_in_scope(ctx.world, sub, rg);
+    let page = Page::of(ctx, vms.len(), "2024-02-01")?;
+    let expand = expands(ctx.query, "recommendedactions");
     let now = OffsetDateTime::now_utc();
+    let value = vms[page.items.clone()]
+        .iter()
+        .map(|vm| availability_status_json(vm, expand, now))
+        .collect();
+    Ok(page.reply(value))
+}
+
+/// A VM's current availability status; `recommendedActions` only with `expand_actions`.
+fn availability_status_json(vm: &Vm, expand_actions: bool, now: OffsetDateTime) -> Value {
+    let health = &vm.health;
     let summary = health.summary.clone().unwrap_or_else(|| {
         match health.state.to_ascii_lowercase().as_str() {
             "available" => "There aren't any known Azure platform problems affecting this virtual machine.",
@@ -901,11 +1020,7 @@ fn resource_health(ctx: &Ctx<'_>, sub: &str, rg: &str, name: &str) -> Answer {
             properties[key] = json!(value);
         }
     }
-    let expand = ctx
-        .query
-        .get("$expand")
-        .is_some_and(|e| e.to_ascii_lowercase().contains("recommendedactions"));
-    if expand && !health.recommended_actions.is_empty() {
+    if expand_actions && !health.recommended_actions.is_empty() {
         let actions: Vec<Value> = health
             .recommended_actions
             .iter()
@@ -924,16 +1039,13 @@ fn resource_health(ctx: &Ctx<'_>, sub: &str, rg: &str, name: &str) -> Answer {
             .collect();
         properties["recommendedActions"] = json!(actions);
     }
-    Ok(Reply::json(
-        200,
-        &json!({
-            "id": format!("{}/providers/Microsoft.ResourceHealth/availabilityStatuses/current", vm_id(vm)),
-            "name": "current",
-            "type": "Microsoft.ResourceHealth/AvailabilityStatuses",
-            "location": vm.location,
-            "properties": properties,
-        }),
-    ))
+    json!({
+        "id": format!("{}/providers/Microsoft.ResourceHealth/availabilityStatuses/current", vm_id(vm)),
+        "name": "current",
+        "type": "Microsoft.ResourceHealth/AvailabilityStatuses",
+        "location": vm.location,
+        "properties": properties,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -946,7 +1058,48 @@ fn mac_address(vm: &Vm) -> String {
     format!("00-0D-3A-{}-{}-{}", &hex[0..2], &hex[2..4], &hex[4..6])
 }
 
-pub(crate) fn nic_json(world: &World, vm: &Vm) -> Value {
+/// The `$expand` of a NIC GET that puts the whole public IP in its IP configuration.
+const PUBLIC_IP_EXPAND: &str = "ipConfigurations/publicIPAddress";
+
+/// The NSG on a VM's NIC.
+fn nic_nsg<'w>(world: &'w World, vm: &Vm) -> Option<&'w Nsg> {
+    vm.nic_nsg
+        .as_deref()
+        .and_then(|n| world.find_nsg(&vm.subscription, n))
+}
+
+/// NSGs by subscription and name (lowercase), so a list page finds each NIC's NSG without
+/// scanning them all.
+struct NsgIndex<'w>(HashMap<(String, String), &'w Nsg>);
+
+impl<'w> NsgIndex<'w> {
+    fn new(world: &'w World) -> NsgIndex<'w> {
+        let mut index = HashMap::new();
+        for nsg in &world.nsgs {
+            let key = (
+                nsg.subscription.to_ascii_lowercase(),
+                nsg.name.to_ascii_lowercase(),
+            );
+            // The first of a name wins, as in `World::find_nsg`.
+            index.entry(key).or_insert(nsg);
+        }
+        NsgIndex(index)
+    }
+
+    /// The NSG on a VM's NIC.
+    fn nic_nsg(&self, vm: &Vm) -> Option<&'w Nsg> {
+        let name = vm.nic_nsg.as_deref()?;
+        let key = (
+            vm.subscription.to_ascii_lowercase(),
+            name.to_ascii_lowercase(),
+        );
+        self.0.get(&key).copied()
+    }
+}
+
+/// A VM's NIC with its NSG `nsg`. The public IP is an `{"id"}` reference, or the whole
+/// resource (as `GET publicIPAddresses/{name}` serves it) with `expand_public_ip`.
+pub(crate) fn nic_json(vm: &Vm, nsg: Option<&Nsg>, expand_public_ip: bool) -> Value {
     let mut ip_props = json!({
         "provisioningState": "Succeeded",
         "privateIPAddress": vm.private_ip,
@@ -956,7 +1109,11 @@ pub(crate) fn nic_json(world: &World, vm: &Vm) -> Value {
         "privateIPAddressVersion": "IPv4",
     });
     if let Some(ip) = &vm.public_ip {
-        ip_props["publicIPAddress"] = json!({"id": public_ip_id(vm, &ip.name)});
+        ip_props["publicIPAddress"] = if expand_public_ip {
+            public_ip_json(vm, ip)
+        } else {
+            json!({"id": public_ip_id(vm, &ip.name)})
+        };
     }
     let mut properties = json!({
         "provisioningState": "Succeeded",
@@ -973,11 +1130,7 @@ pub(crate) fn nic_json(world: &World, vm: &Vm) -> Value {
         "virtualMachine": {"id": vm_id(vm)},
         "nicType": "Standard",
     });
-    if let Some(nsg) = vm
-        .nic_nsg
-        .as_deref()
-        .and_then(|n| world.find_nsg(&vm.subscription, n))
-    {
+    if let Some(nsg) = nsg {
         properties["networkSecurityGroup"] = json!({"id": nsg_id(nsg)});
     }
     json!({
@@ -989,21 +1142,22 @@ pub(crate) fn nic_json(world: &World, vm: &Vm) -> Value {
     })
 }
 
-fn get_public_ip(world: &World, sub: &str, rg: &str, name: &str) -> Answer {
-    check_scope(world, sub, Some(rg))?;
-    let (vm, ip) = world
-        .vms
+/// `GET /subscriptions/{sub}[/resourceGroups/{rg}]/providers/Microsoft.Network/networkInterfaces`:
+/// one NIC per VM in scope, paged.
+fn list_nics(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Answer {
+    check_scope(ctx.world, sub, rg)?;
+    let vms = vms_in_scope(ctx.world, sub, rg);
+    let page = Page::of(ctx, vms.len(), "2024-03-01")?;
+    let nsgs = NsgIndex::new(ctx.world);
+    let value = vms[page.items.clone()]
         .iter()
-        .filter(|v| {
-            v.subscription.eq_ignore_ascii_case(sub) && v.resource_group.eq_ignore_ascii_case(rg)
-        })
-        .find_map(|v| {
-            v.public_ip
-                .as_ref()
-                .filter(|ip| ip.name.eq_ignore_ascii_case(name))
-                .map(|ip| (v, ip))
-        })
-        .ok_or_else(|| not_found("Microsoft.Network/publicIPAddresses", name, rg))?;
+        .map(|vm| nic_json(vm, nsgs.nic_nsg(vm), false))
+        .collect();
+    Ok(page.reply(value))
+}
+
+/// A public IP address resource as `GET publicIPAddresses/{name}` serves it.
+fn public_ip_json(vm: &Vm, ip: &PublicIp) -> Value {
     let mut properties = json!({
         "provisioningState": "Succeeded",
         "resourceGuid": stable_uuid(&public_ip_id(vm, &ip.name)),
@@ -1017,20 +1171,47 @@ fn get_public_ip(world: &World, sub: &str, rg: &str, name: &str) -> Answer {
         properties["ipAddress"] = json!(address);
     }
     let sku = match ip.sku {
-        super::world::Sku::Standard => "Standard",
-        super::world::Sku::Basic => "Basic",
+        Sku::Standard => "Standard",
+        Sku::Basic => "Basic",
     };
-    Ok(Reply::json(
-        200,
-        &json!({
-            "name": ip.name,
-            "id": public_ip_id(vm, &ip.name),
-            "location": vm.location,
-            "sku": {"name": sku, "tier": "Regional"},
-            "properties": properties,
-            "type": "Microsoft.Network/publicIPAddresses",
-        }),
-    ))
+    json!({
+        "name": ip.name,
+        "id": public_ip_id(vm, &ip.name),
+        "location": vm.location,
+        "sku": {"name": sku, "tier": "Regional"},
+        "properties": properties,
+        "type": "Microsoft.Network/publicIPAddresses",
+    })
+}
+
+fn get_public_ip(world: &World, sub: &str, rg: &str, name: &str) -> Answer {
+    check_scope(world, sub, Some(rg))?;
+    let (vm, ip) = vms_in_scope(world, sub, Some(rg))
+        .into_iter()
+        .find_map(|v| {
+            v.public_ip
+                .as_ref()
+                .filter(|ip| ip.name.eq_ignore_ascii_case(name))
+                .map(|ip| (v, ip))
+        })
+        .ok_or_else(|| not_found("Microsoft.Network/publicIPAddresses", name, rg))?;
+    Ok(Reply::json(200, &public_ip_json(vm, ip)))
+}
+
+/// `GET /subscriptions/{sub}[/resourceGroups/{rg}]/providers/Microsoft.Network/publicIPAddresses`:
+/// the public IP of every VM in scope that has one, paged.
+fn list_public_ips(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Answer {
+    check_scope(ctx.world, sub, rg)?;
+    let ips: Vec<(&Vm, &PublicIp)> = vms_in_scope(ctx.world, sub, rg)
+        .into_iter()
+        .filter_map(|vm| vm.public_ip.as_ref().map(|ip| (vm, ip)))
+        .collect();
+    let page = Page::of(ctx, ips.len(), "2024-03-01")?;
+    let value = ips[page.items.clone()]
+        .iter()
+        .map(|(vm, ip)| public_ip_json(vm, ip))
+        .collect();
+    Ok(page.reply(value))
 }
 
 /// "10.0.1.4" -> ("10.0.1.0/24", "10.0.0.0/16").
@@ -1039,6 +1220,29 @@ fn prefixes_of(ip: &str) -> (String, String) {
     match octets.as_slice() {
         [a, b, c, _] => (format!("{a}.{b}.{c}.0/24"), format!("{a}.{b}.0.0/16")),
         _ => ("10.0.1.0/24".to_owned(), "10.0.0.0/16".to_owned()),
+    }
+}
+
+/// The smallest prefix, at most /24, holding the private addresses of every VM on a subnet (a
+/// fleet spans several /24s).
+fn subnet_prefix(on_subnet: &[&Vm]) -> String {
+    let addresses: Option<Vec<u32>> = on_subnet
+        .iter()
+        .map(|v| {
+            v.private_ip
+                .parse::<std::net::Ipv4Addr>()
+                .ok()
+                .map(u32::from)
+        })
+        .collect();
+    match addresses.as_deref() {
+        Some([base, rest @ ..]) => {
+            let differing = rest.iter().fold(0, |bits, a| bits | (a ^ base));
+            let length = differing.leading_zeros().min(24);
+            let mask = u32::MAX.checked_shl(32 - length).unwrap_or(0);
+            format!("{}/{length}", std::net::Ipv4Addr::from(base & mask))
+        }
+        _ => prefixes_of(on_subnet.first().map_or("", |v| v.private_ip.as_str())).0,
     }
 }
 
@@ -1071,7 +1275,7 @@ fn get_subnet(world: &World, sub: &str, rg: &str, vnet: &str, subnet: &str) -> A
         ));
     };
     let mut properties = json!({
-        "addressPrefix": prefixes_of(&first.private_ip).0,
+        "addressPrefix": subnet_prefix(&on_subnet),
         "provisioningState": "Succeeded",
         "ipConfigurations": on_subnet.iter().map(|v| json!({"id": ipconfig_id(v)})).collect::<Vec<_>>(),
         "privateEndpointNetworkPolicies": "Disabled",
@@ -1449,12 +1653,17 @@ fn effective_nsgs(ctx: &mut Ctx<'_>, sub: &str, rg: &str, nic: &str) -> Answer {
     let id = ctx
         .lro
         .start(sub, ctx.lro_polls, Outcome::Body(result), None);
-    Ok(Reply::empty(202)
-        .header(
-            "Location",
-            network_operation_url(ctx.base, sub, &location, &id),
-        )
-        .header("Retry-After", ctx.retry_after.to_string()))
+    let accepted = Reply::empty(202).header(
+        "Location",
+        network_operation_url(ctx.base, sub, &location, &id),
+    );
+    // An operation that is done at its first poll and asks for no wait sends no Retry-After,
+    // so it costs a client exactly two requests (this POST and one GET of the Location).
+    if ctx.lro_polls == 0 && ctx.retry_after == 0 {
+        Ok(accepted)
+    } else {
+        Ok(accepted.header("Retry-After", ctx.retry_after.to_string()))
+    }
 }
 
 pub(crate) fn operation_not_found(id: &str) -> Reply {
@@ -1575,6 +1784,63 @@ mod tests {
             ),
             Route::Unknown
         );
+    }
+
+    #[test]
+    fn list_routes_take_a_resource_group_or_the_whole_subscription() {
+        let route = |path: &str| Route::parse("GET", path);
+        assert_eq!(
+            route(
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces"
+            ),
+            Route::ListNics {
+                sub: "s".into(),
+                rg: Some("rg".into())
+            }
+        );
+        assert_eq!(
+            route("/subscriptions/s/providers/microsoft.network/publicIPAddresses"),
+            Route::ListPublicIps {
+                sub: "s".into(),
+                rg: None
+            }
+        );
+        assert_eq!(
+            route("/subscriptions/s/resourceGroups/rg/providers/Microsoft.ResourceHealth/availabilityStatuses"),
+            Route::ListHealth { sub: "s".into(), rg: Some("rg".into()) }
+        );
+        assert_eq!(
+            route("/subscriptions/s/providers/Microsoft.ResourceHealth/availabilityStatuses"),
+            Route::ListHealth {
+                sub: "s".into(),
+                rg: None
+            }
+        );
+        assert_eq!(
+            Route::parse(
+                "POST",
+                "/subscriptions/s/providers/Microsoft.Network/networkInterfaces"
+            ),
+            Route::Unknown
+        );
+    }
+
+    #[test]
+    fn a_subnet_prefix_covers_every_address_on_it() {
+        let world = World::new().fleet("rg", "vm", 300);
+        let on_subnet: Vec<&Vm> = world.vms.iter().collect();
+        assert_eq!(subnet_prefix(&on_subnet), "10.1.0.0/23");
+        assert_eq!(subnet_prefix(&on_subnet[..1]), "10.1.0.0/24");
+        let single = World::new().vm("web-01");
+        assert_eq!(subnet_prefix(&[&single.vms[0]]), "10.0.1.0/24");
+    }
+
+    #[test]
+    fn expand_matches_one_item_of_a_comma_separated_list() {
+        let query = Query::parse(Some("api-version=1&%24expand=foo,%20InstanceView"));
+        assert!(expands(&query, "instanceView"));
+        assert!(!expands(&query, "instance"));
+        assert!(!expands(&Query::parse(None), "instanceView"));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use axum::Router;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -50,11 +50,15 @@ use tokio::task::JoinHandle;
 pub struct SimOptions {
     /// Added to every request (ARM, token and blob; not `/_sim`).
     pub latency: Duration,
-    /// ARM-like token bucket on ARM requests: 429 + `Retry-After` when empty.
+    /// ARM-like token bucket on ARM requests: 429 + `Retry-After` when empty. Like ARM's, there
+    /// is one bucket per subscription (the id in the request path, operation-status URLs
+    /// included); requests naming no subscription share one more.
     pub bucket: Option<BucketOptions>,
     /// Injected faults; the first matching one wins.
     pub faults: Vec<Fault>,
-    /// How many polls of a long-running operation answer "in progress" before it is done.
+    /// How many polls of a long-running operation answer "in progress" before it is done. With
+    /// 0 the first poll gets the result, and effective NSGs send no `Retry-After` unless
+    /// `retry_after_secs` asks for a wait.
     pub lro_polls: u32,
     /// `Retry-After` (seconds) on 202 and in-progress answers; 0 keeps tests fast.
     pub retry_after_secs: u64,
@@ -126,6 +130,12 @@ pub struct RequestLogEntry {
     pub path: String,
     /// HTTP status answered.
     pub status: u16,
+    /// When the request arrived, in microseconds since the simulator started (before any
+    /// configured latency).
+    pub started_us: u64,
+    /// When it was answered, in microseconds since the simulator started. Two requests were in
+    /// flight together when their `started_us..finished_us` ranges overlap.
+    pub finished_us: u64,
 }
 
 const LOG_CAPACITY: usize = 10_000;
@@ -152,6 +162,8 @@ impl Simulator {
             world: WorldHandle::new(world),
             live: Mutex::new(Live::new(options)),
             stats: Mutex::new(SimStats::default()),
+            log: Mutex::new(VecDeque::new()),
+            epoch: Instant::now(),
             in_flight: AtomicU64::new(0),
             tokens: Mutex::new(HashSet::new()),
             lro: lro::Registry::default(),
@@ -193,7 +205,7 @@ impl Simulator {
         self.shared.world.clone()
     }
 
-    /// Replaces latency, bucket (refilled) and faults (their `times` restart).
+    /// Replaces latency, buckets (all refilled) and faults (their `times` restart).
     pub fn set_options(&self, options: SimOptions) {
         *lock(&self.shared.live) = Live::new(options);
     }
@@ -252,7 +264,12 @@ struct Shared {
     url: String,
     world: WorldHandle,
     live: Mutex<Live>,
+    /// Counters; its `log` stays empty: the log lives in `log`, where dropping the oldest entry
+    /// costs nothing.
     stats: Mutex<SimStats>,
+    log: Mutex<VecDeque<RequestLogEntry>>,
+    /// When the simulator started: the zero of `RequestLogEntry::started_us`.
+    epoch: Instant,
     in_flight: AtomicU64,
     tokens: Mutex<HashSet<String>>,
     lro: lro::Registry,
@@ -260,23 +277,33 @@ struct Shared {
     stopped: watch::Receiver<bool>,
 }
 
-/// Options with their running state (bucket level, faults left).
+/// Options with their running state (bucket levels, faults left).
 struct Live {
     options: SimOptions,
-    bucket: Option<throttle::TokenBucket>,
+    /// One token bucket per subscription id (lowercase; "" for requests without one), made
+    /// full on the subscription's first request.
+    buckets: HashMap<String, throttle::TokenBucket>,
     faults: throttle::Faults,
 }
 
 impl Live {
     fn new(options: SimOptions) -> Live {
         Live {
-            bucket: options
-                .bucket
-                .clone()
-                .map(|b| throttle::TokenBucket::new(b, Instant::now())),
+            buckets: HashMap::new(),
             faults: throttle::Faults::new(&options.faults),
             options,
         }
+    }
+
+    /// Takes a token from `subscription`'s bucket: `None` without throttling, else
+    /// `Ok(remaining)` or `Err(retry_after_seconds)`.
+    fn take_token(&mut self, subscription: &str, now: Instant) -> Option<Result<u32, u64>> {
+        let options = self.options.bucket.as_ref()?;
+        let bucket = self
+            .buckets
+            .entry(subscription.to_ascii_lowercase())
+            .or_insert_with(|| throttle::TokenBucket::new(options.clone(), now));
+        Some(bucket.take(now))
     }
 }
 
@@ -286,7 +313,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     fn stats(&self) -> SimStats {
-        lock(&self.stats).clone()
+        let mut stats = lock(&self.stats).clone();
+        stats.log = lock(&self.log).iter().cloned().collect();
+        stats
+    }
+
+    /// Microseconds since the simulator started.
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     fn enter(&self) -> InFlight<'_> {
@@ -306,15 +340,18 @@ impl Shared {
         *stats.by_route.entry(kind.key(method)).or_default() += 1;
     }
 
-    fn record_answer(&self, method: &str, path: String, status: u16) {
-        let mut stats = lock(&self.stats);
-        if stats.log.len() >= LOG_CAPACITY {
-            stats.log.remove(0);
+    fn record_answer(&self, method: &str, path: String, status: u16, started_us: u64) {
+        let finished_us = self.now_us();
+        let mut log = lock(&self.log);
+        if log.len() >= LOG_CAPACITY {
+            log.pop_front();
         }
-        stats.log.push(RequestLogEntry {
+        log.push_back(RequestLogEntry {
             method: method.to_owned(),
             path,
             status,
+            started_us,
+            finished_us,
         });
     }
 }
@@ -456,6 +493,7 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: axum::extract::Req
         let stats = serde_json::to_value(shared.stats()).unwrap_or_default();
         return Reply::json(200, &stats).into_response();
     }
+    let started_us = shared.now_us();
     let kind = Kind::of(&method, &path);
     let _in_flight = shared.enter();
     shared.record_arrival(&kind, &method);
@@ -491,7 +529,7 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: axum::extract::Req
     let reply = reply
         .header("x-ms-request-id", request_id.clone())
         .header("x-ms-correlation-request-id", request_id);
-    shared.record_answer(&method, path_and_query, reply.status);
+    shared.record_answer(&method, path_and_query, reply.status, started_us);
     reply.into_response()
 }
 
@@ -586,7 +624,7 @@ fn arm_request(
         let mut live = lock(&shared.live);
         let (lro_polls, retry_after) = (live.options.lro_polls, live.options.retry_after_secs);
         let fail_operations = live.options.fail_operations.clone();
-        let remaining = match live.bucket.as_mut().map(|b| b.take(Instant::now())) {
+        let remaining = match live.take_token(subscription_of(path), Instant::now()) {
             None => None,
             Some(Ok(remaining)) => Some(remaining),
             Some(Err(wait)) => {
@@ -601,7 +639,7 @@ fn arm_request(
                     ),
                 )
                 .header("Retry-After", wait.to_string())
-                .header("x-ms-ratelimit-remaining-subscription-reads", "0".to_owned());
+                .header(ratelimit_header(route, method), "0".to_owned());
             }
         };
         (remaining, lro_polls, retry_after, fail_operations)
@@ -624,12 +662,22 @@ fn arm_request(
         };
         arm::handle(route, &mut ctx)
     };
-    if route.is_read(method) {
-        let remaining = remaining.map_or_else(|| "11999".to_owned(), |r| r.to_string());
-        reply.header("x-ms-ratelimit-remaining-subscription-reads", remaining)
+    // Without a bucket, report what an idle subscription has left under the old hourly limits.
+    let idle = if route.is_read(method) {
+        "11999"
     } else {
-        let remaining = remaining.map_or_else(|| "1199".to_owned(), |r| r.to_string());
-        reply.header("x-ms-ratelimit-remaining-subscription-writes", remaining)
+        "1199"
+    };
+    let remaining = remaining.map_or_else(|| idle.to_owned(), |r| r.to_string());
+    reply.header(ratelimit_header(route, method), remaining)
+}
+
+/// The header that reports the subscription's bucket: reads or writes.
+fn ratelimit_header(route: &Route, method: &str) -> &'static str {
+    if route.is_read(method) {
+        "x-ms-ratelimit-remaining-subscription-reads"
+    } else {
+        "x-ms-ratelimit-remaining-subscription-writes"
     }
 }
 

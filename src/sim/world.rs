@@ -4,6 +4,7 @@
 //! knows nothing about HTTP or ARM JSON: `arm.rs` renders it.
 
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -18,7 +19,9 @@ pub struct World {
     /// The only client secret the token endpoint accepts. Tenant and client ids can be anything.
     #[serde(default = "default_client_secret")]
     pub client_secret: String,
-    /// How many VMs one page of a VM list holds; further pages are reached through `nextLink`.
+    /// How many items one page of a list holds (VMs, NICs, public IPs, availability statuses);
+    /// further pages are reached through `nextLink`. The default, 2, makes paging show in small
+    /// worlds; fleets want ARM's usual size (e.g. 100).
     #[serde(default = "default_page_size")]
     pub page_size: usize,
     /// The subscriptions that exist. Any other subscription id answers 404 `SubscriptionNotFound`.
@@ -30,6 +33,21 @@ pub struct World {
     /// Network security groups, referenced by name from `subnet_nsg` / `nic_nsg` of a VM.
     #[serde(default, rename = "nsg")]
     pub nsgs: Vec<Nsg>,
+    /// The VM the builder's modifiers change (builder state, not part of the estate).
+    #[serde(skip)]
+    selected: Selection,
+}
+
+/// Which VM the builder's modifiers change: the last one added, or one picked with
+/// [`World::select`]. It is builder state, not part of the estate, so it is never serialised and
+/// two worlds that differ only in it are equal.
+#[derive(Clone, Copy, Debug, Default)]
+struct Selection(Option<usize>);
+
+impl PartialEq for Selection {
+    fn eq(&self, _: &Selection) -> bool {
+        true
+    }
 }
 
 /// One Azure subscription.
@@ -586,8 +604,43 @@ impl Vm {
     }
 }
 
-/// The builder: `World::new().vm("a").stopped().vm("b")`. Modifiers apply to the last VM added
-/// and panic if there is none (a mistake in the test, not in input).
+/// Addresses `{a}.{b}.{k / 250}.{4 + k % 250}` for k = 0, 1, ... that are not taken yet.
+struct FreshAddresses {
+    prefix: &'static str,
+    next: usize,
+    taken: HashSet<String>,
+}
+
+impl FreshAddresses {
+    fn new(prefix: &'static str, taken: impl Iterator<Item = String>) -> FreshAddresses {
+        FreshAddresses {
+            prefix,
+            next: 0,
+            taken: taken.collect(),
+        }
+    }
+
+    const CAPACITY: usize = 64_000;
+
+    /// The next free address; it is taken from then on. When all 64,000 are taken, addresses
+    /// repeat.
+    fn next(&mut self) -> String {
+        let mut candidate = String::new();
+        for _ in 0..Self::CAPACITY {
+            let k = self.next % Self::CAPACITY;
+            self.next += 1;
+            candidate = format!("{}.{}.{}", self.prefix, k / 250, 4 + k % 250);
+            if self.taken.insert(candidate.clone()) {
+                break;
+            }
+        }
+        candidate
+    }
+}
+
+/// The builder: `World::new().vm("a").stopped().vm("b")`. Modifiers apply to the current VM:
+/// the last one added, or the one picked with [`World::select`] (to break a few VMs of a
+/// [`World::fleet`]). They panic if there is none (a mistake in the test, not in input).
 impl World {
     /// An empty world with subscription `11111111-1111-1111-1111-111111111111`.
     pub fn new() -> World {
@@ -600,6 +653,7 @@ impl World {
             }],
             vms: Vec::new(),
             nsgs: Vec::new(),
+            selected: Selection::default(),
         }
     }
 
@@ -632,10 +686,75 @@ impl World {
             rules: vec![Rule::inbound_tcp("allow-rdp", 1000, "Allow", "*", "3389")],
         });
         self.vms.push(vm);
+        self.selected = Selection::default();
         self
     }
 
-    /// Moves the last VM (and the NSGs made for it) to resource group `rg`.
+    /// Adds `n` healthy running Windows VMs `{prefix}-000`, `{prefix}-001`... (three digits, more
+    /// when `n` needs them) to resource group `rg` of the last subscription, for fleet sweeps.
+    /// Each has its own NIC `{vm}-nic` (no NIC NSG) and static Standard public IP `{vm}-ip`, agent
+    /// Ready, boot diagnostics on, Resource Health Available. They share subnet
+    /// `{prefix}-subnet` of `{rg}-vnet`, whose NSG `{rg}-{prefix}-nsg` allows TCP 3389 from any
+    /// source at priority 1000 (rule "allow-rdp"). Private addresses come from 10.1.0.0/16 and
+    /// public ones from 20.6.0.0/16, skipping any the world already uses, so both stay unique.
+    /// The last fleet VM becomes current; pick others with [`World::select`].
+    pub fn fleet(mut self, rg: &str, prefix: &str, n: usize) -> World {
+        let sub = self
+            .subscriptions
+            .last()
+            .map(|s| s.id.clone())
+            .unwrap_or_else(|| DEFAULT_SUBSCRIPTION.to_owned());
+        self.ensure_subscription(&sub);
+        let nsg_name = format!("{rg}-{prefix}-nsg");
+        if self.find_nsg(&sub, &nsg_name).is_none() {
+            self.nsgs.push(Nsg {
+                name: nsg_name.clone(),
+                subscription: sub.clone(),
+                resource_group: rg.to_owned(),
+                location: default_location(),
+                rules: vec![Rule::inbound_tcp("allow-rdp", 1000, "Allow", "*", "3389")],
+            });
+        }
+        let mut private =
+            FreshAddresses::new("10.1", self.vms.iter().map(|v| v.private_ip.clone()));
+        let mut public = FreshAddresses::new(
+            "20.6",
+            self.vms
+                .iter()
+                .filter_map(|v| v.public_ip.as_ref()?.address.clone()),
+        );
+        let width = n.saturating_sub(1).to_string().len().max(3);
+        for i in 0..n {
+            let name = format!("{prefix}-{i:0width$}");
+            let mut vm = Vm::healthy(&name, &sub, self.vms.len());
+            vm.resource_group = rg.to_owned();
+            vm.private_ip = private.next();
+            if let Some(ip) = vm.public_ip.as_mut() {
+                ip.address = Some(public.next());
+            }
+            vm.subnet = format!("{prefix}-subnet");
+            vm.subnet_nsg = Some(nsg_name.clone());
+            vm.nic_nsg = None;
+            self.vms.push(vm);
+        }
+        self.selected = Selection::default();
+        self
+    }
+
+    /// Makes the VM called `name` (the first of that name, in the order added) the current VM,
+    /// e.g. `.fleet("rg-fleet", "vm", 500).select("vm-042").stopped()`. Adding VMs makes the
+    /// last one added current again. Panics if there is no such VM (a mistake in the test).
+    pub fn select(mut self, name: &str) -> World {
+        let index = self
+            .vms
+            .iter()
+            .position(|v| v.is_named(name))
+            .unwrap_or_else(|| panic!("select(\"{name}\"): no VM of that name in the world"));
+        self.selected = Selection(Some(index));
+        self
+    }
+
+    /// Moves the current VM (and the NSGs made for it) to resource group `rg`.
     pub fn in_group(mut self, rg: &str) -> World {
         let (sub, own) = self.own_nsgs();
         for nsg in self.nsgs.iter_mut() {
@@ -643,11 +762,11 @@ impl World {
                 nsg.resource_group = rg.to_owned();
             }
         }
-        self.last_vm().resource_group = rg.to_owned();
+        self.current_vm().resource_group = rg.to_owned();
         self
     }
 
-    /// Moves the last VM (and the NSGs made for it) to subscription `id`, adding it if new.
+    /// Moves the current VM (and the NSGs made for it) to subscription `id`, adding it if new.
     pub fn in_subscription(mut self, id: &str) -> World {
         self.ensure_subscription(id);
         let (sub, own) = self.own_nsgs();
@@ -656,61 +775,61 @@ impl World {
                 nsg.subscription = id.to_owned();
             }
         }
-        self.last_vm().subscription = id.to_owned();
+        self.current_vm().subscription = id.to_owned();
         self
     }
 
-    /// Makes the last VM a Linux VM.
+    /// Makes the current VM a Linux VM.
     pub fn linux(mut self) -> World {
-        self.last_vm().os = Os::Linux;
+        self.current_vm().os = Os::Linux;
         self
     }
 
-    /// Powers the last VM off (still allocated).
+    /// Powers the current VM off (still allocated).
     pub fn stopped(self) -> World {
         self.power_state(PowerState::Stopped)
     }
 
-    /// Deallocates the last VM.
+    /// Deallocates the current VM.
     pub fn deallocated(self) -> World {
         self.power_state(PowerState::Deallocated)
     }
 
-    /// Sets the last VM's power state.
+    /// Sets the current VM's power state.
     pub fn power_state(mut self, state: PowerState) -> World {
-        self.last_vm().power_state = state;
+        self.current_vm().power_state = state;
         self
     }
 
-    /// Sets the last VM's provisioning state, e.g. "failed/InternalOperationError".
+    /// Sets the current VM's provisioning state, e.g. "failed/InternalOperationError".
     pub fn provisioning_state(mut self, state: &str) -> World {
-        self.last_vm().provisioning_state = state.to_owned();
+        self.current_vm().provisioning_state = state.to_owned();
         self
     }
 
-    /// The last VM's guest agent reports Not Ready with `message`.
+    /// The current VM's guest agent reports Not Ready with `message`.
     pub fn agent_not_ready(mut self, message: &str) -> World {
-        let vm = self.last_vm();
+        let vm = self.current_vm();
         vm.agent = AgentState::NotReady;
         vm.agent_message = Some(message.to_owned());
         self
     }
 
-    /// The last VM reports no guest agent at all.
+    /// The current VM reports no guest agent at all.
     pub fn agent_missing(mut self) -> World {
-        self.last_vm().agent = AgentState::Missing;
+        self.current_vm().agent = AgentState::Missing;
         self
     }
 
-    /// The last VM's NIC has no public IP.
+    /// The current VM's NIC has no public IP.
     pub fn no_public_ip(mut self) -> World {
-        self.last_vm().public_ip = None;
+        self.current_vm().public_ip = None;
         self
     }
 
-    /// The last VM's public IP is dynamic and currently has no address.
+    /// The current VM's public IP is dynamic and currently has no address.
     pub fn dynamic_public_ip_without_address(mut self) -> World {
-        let vm = self.last_vm();
+        let vm = self.current_vm();
         let name = format!("{}-ip", vm.name);
         let ip = vm.public_ip.get_or_insert(PublicIp {
             name,
@@ -724,10 +843,10 @@ impl World {
         self
     }
 
-    /// Puts the last VM in its own subnet `{vm}-snet` whose NSG `{vm}-snet-nsg` denies TCP 3389
+    /// Puts the current VM in its own subnet `{vm}-snet` whose NSG `{vm}-snet-nsg` denies TCP 3389
     /// from Internet at priority 200 (rule "deny-rdp-internet"). The NIC NSG still allows RDP.
     pub fn nsg_denies_rdp(mut self) -> World {
-        let (name, sub, rg, location) = self.last_vm_place();
+        let (name, sub, rg, location) = self.current_vm_place();
         let nsg_name = format!("{name}-snet-nsg");
         self.nsgs
             .retain(|n| !(n.subscription == sub && n.name == nsg_name));
@@ -744,13 +863,13 @@ impl World {
                 "3389",
             )],
         });
-        let vm = self.last_vm();
+        let vm = self.current_vm();
         vm.subnet = format!("{name}-snet");
         vm.subnet_nsg = Some(nsg_name);
         self
     }
 
-    /// The last VM's NIC NSG also denies TCP 3389 from Internet at priority 100
+    /// The current VM's NIC NSG also denies TCP 3389 from Internet at priority 100
     /// (rule "deny-rdp-internet"), ahead of its allow at 1000.
     pub fn nic_nsg_denies_rdp(mut self) -> World {
         let nsg = self.nic_nsg_mut();
@@ -765,7 +884,7 @@ impl World {
         self
     }
 
-    /// The last VM's NIC NSG allows TCP 3389 only from `cidr` (rule "allow-rdp-office", priority
+    /// The current VM's NIC NSG allows TCP 3389 only from `cidr` (rule "allow-rdp-office", priority
     /// 1000); the default rules then deny everyone else.
     pub fn office_only_rdp(mut self, cidr: &str) -> World {
         let nsg = self.nic_nsg_mut();
@@ -779,20 +898,24 @@ impl World {
         self
     }
 
-    /// Removes every NSG from the last VM's NIC and subnet.
+    /// Removes every NSG from the current VM's NIC and subnet. A VM on a subnet it shares with
+    /// others (a fleet's) moves to its own subnet `{vm}-snet` instead, so its neighbours keep
+    /// their NSG.
     pub fn no_nsg(mut self) -> World {
         let (sub, own) = self.own_nsgs();
         self.nsgs
             .retain(|n| !(n.subscription == sub && own.contains(&n.name)));
-        let vm = self.last_vm();
+        let vm = self.current_vm();
         vm.nic_nsg = None;
-        vm.subnet_nsg = None;
+        if vm.subnet_nsg.take().is_some_and(|nsg| !own.contains(&nsg)) {
+            vm.subnet = format!("{}-snet", vm.name);
+        }
         self
     }
 
-    /// Sets the last VM's Resource Health state and summary.
+    /// Sets the current VM's Resource Health state and summary.
     pub fn health(mut self, state: &str, summary: &str) -> World {
-        let health = &mut self.last_vm().health;
+        let health = &mut self.current_vm().health;
         health.state = state.to_owned();
         health.summary = Some(summary.to_owned());
         if !state.eq_ignore_ascii_case("Available") {
@@ -803,16 +926,16 @@ impl World {
         self
     }
 
-    /// Turns boot diagnostics off on the last VM.
+    /// Turns boot diagnostics off on the current VM.
     pub fn boot_diagnostics_off(mut self) -> World {
-        self.last_vm().boot_diagnostics = false;
+        self.current_vm().boot_diagnostics = false;
         self
     }
 
-    /// Unregisters Microsoft.ResourceHealth on the last VM's subscription (or the last
+    /// Unregisters Microsoft.ResourceHealth on the current VM's subscription (or the last
     /// subscription when there is no VM yet).
     pub fn resource_health_unregistered(mut self) -> World {
-        let sub = match self.vms.last() {
+        let sub = match self.current_vm_ref() {
             Some(vm) => vm.subscription.clone(),
             None => self
                 .subscriptions
@@ -826,16 +949,16 @@ impl World {
         self
     }
 
-    /// Remote Desktop is disabled in the last VM's guest (what a VMAccess reset repairs).
+    /// Remote Desktop is disabled in the current VM's guest (what a VMAccess reset repairs).
     pub fn rdp_disabled(mut self) -> World {
-        self.last_vm().rdp_enabled = false;
+        self.current_vm().rdp_enabled = false;
         self
     }
 
-    /// The last VM already has a VMAccessAgent extension called `name` (e.g. "enablevmAccess"),
+    /// The current VM already has a VMAccessAgent extension called `name` (e.g. "enablevmAccess"),
     /// as left behind by an earlier reset from the portal.
     pub fn with_vmaccess_extension(mut self, name: &str) -> World {
-        let vm = self.last_vm();
+        let vm = self.current_vm();
         vm.extensions.retain(|e| !e.is_named(name));
         vm.extensions.push(Extension::vmaccess(name));
         self
@@ -847,7 +970,7 @@ impl World {
         self
     }
 
-    /// Sets the VM list page size.
+    /// Sets how many items one page of a list holds (e.g. 100 for a fleet).
     pub fn page_size(mut self, size: usize) -> World {
         self.page_size = size;
         self
@@ -862,14 +985,26 @@ impl World {
         }
     }
 
-    fn last_vm(&mut self) -> &mut Vm {
-        self.vms
-            .last_mut()
-            .expect("call .vm(name) before a VM modifier")
+    fn current_index(&self) -> Option<usize> {
+        self.selected
+            .0
+            .filter(|&i| i < self.vms.len())
+            .or_else(|| self.vms.len().checked_sub(1))
     }
 
-    fn last_vm_place(&mut self) -> (String, String, String, String) {
-        let vm = self.last_vm();
+    fn current_vm_ref(&self) -> Option<&Vm> {
+        self.current_index().map(|i| &self.vms[i])
+    }
+
+    fn current_vm(&mut self) -> &mut Vm {
+        let index = self
+            .current_index()
+            .expect("call .vm(name) before a VM modifier");
+        &mut self.vms[index]
+    }
+
+    fn current_vm_place(&mut self) -> (String, String, String, String) {
+        let vm = self.current_vm();
         (
             vm.name.clone(),
             vm.subscription.clone(),
@@ -878,16 +1013,16 @@ impl World {
         )
     }
 
-    /// Subscription and names of the NSGs the builder made for the last VM.
+    /// Subscription and names of the NSGs the builder made for the current VM.
     fn own_nsgs(&mut self) -> (String, Vec<String>) {
-        let (name, sub, _, _) = self.last_vm_place();
+        let (name, sub, _, _) = self.current_vm_place();
         (sub, vec![format!("{name}-nsg"), format!("{name}-snet-nsg")])
     }
 
     fn nic_nsg_mut(&mut self) -> &mut Nsg {
-        let (name, sub, rg, location) = self.last_vm_place();
+        let (name, sub, rg, location) = self.current_vm_place();
         let nsg_name = self
-            .last_vm()
+            .current_vm()
             .nic_nsg
             .get_or_insert_with(|| format!("{name}-nsg"))
             .clone();
@@ -953,7 +1088,17 @@ impl World {
         if self.page_size == 0 {
             return bad("page_size must be at least 1".to_owned());
         }
-        for (i, vm) in self.vms.iter().enumerate() {
+        // Indexes keep validation linear: fleets have hundreds of VMs.
+        let lower = |s: &str| s.to_ascii_lowercase();
+        let mut nsg_counts: HashMap<(String, String), usize> = HashMap::new();
+        for nsg in &self.nsgs {
+            *nsg_counts
+                .entry((nsg.subscription.clone(), lower(&nsg.name)))
+                .or_default() += 1;
+        }
+        let mut names = HashSet::new();
+        let mut subnets: HashMap<(String, String, String, String), &Vm> = HashMap::new();
+        for vm in &self.vms {
             let at = format!("VM '{}'", vm.name);
             if self.subscription_entry(&vm.subscription).is_none() {
                 return bad(format!(
@@ -961,24 +1106,18 @@ impl World {
                     vm.subscription
                 ));
             }
-            if self.vms[..i].iter().any(|o| {
-                o.is_named(&vm.name)
-                    && o.subscription == vm.subscription
-                    && o.resource_group.eq_ignore_ascii_case(&vm.resource_group)
-            }) {
+            let group = (vm.subscription.clone(), lower(&vm.resource_group));
+            if !names.insert((group.clone(), lower(&vm.name))) {
                 return bad(format!(
                     "{at} appears twice in resource group '{}'",
                     vm.resource_group
                 ));
             }
             for nsg in [&vm.nic_nsg, &vm.subnet_nsg].into_iter().flatten() {
-                let count = self
-                    .nsgs
-                    .iter()
-                    .filter(|n| {
-                        n.subscription == vm.subscription && n.name.eq_ignore_ascii_case(nsg)
-                    })
-                    .count();
+                let count = nsg_counts
+                    .get(&(vm.subscription.clone(), lower(nsg)))
+                    .copied()
+                    .unwrap_or(0);
                 if count != 1 {
                     return bad(format!(
                         "{at} uses NSG '{nsg}', but subscription '{}' has {count} NSGs of that name",
@@ -986,37 +1125,14 @@ impl World {
                     ));
                 }
             }
-            for (j, ext) in vm.extensions.iter().enumerate() {
-                let settings: Result<serde_json::Value, _> = serde_json::from_str(&ext.settings);
-                if !settings.is_ok_and(|v| v.is_object()) {
-                    return bad(format!(
-                        "{at}: extension '{}' has settings that are not a JSON object",
-                        ext.name
-                    ));
-                }
-                if vm.extensions[..j].iter().any(|o| {
-                    o.is_named(&ext.name) || o.handler().eq_ignore_ascii_case(&ext.handler())
-                }) {
-                    return bad(format!(
-                        "{at}: extension '{}' repeats a name or a handler ({})",
-                        ext.name,
-                        ext.handler()
-                    ));
-                }
-            }
-            for other in &self.vms[..i] {
-                let same_subnet = other.subscription == vm.subscription
-                    && other
-                        .resource_group
-                        .eq_ignore_ascii_case(&vm.resource_group)
-                    && other.vnet_name().eq_ignore_ascii_case(&vm.vnet_name())
-                    && other.subnet.eq_ignore_ascii_case(&vm.subnet);
-                if same_subnet && other.subnet_nsg != vm.subnet_nsg {
-                    return bad(format!(
-                        "VMs '{}' and '{}' share subnet '{}' but name different subnet NSGs",
-                        other.name, vm.name, vm.subnet
-                    ));
-                }
+            validate_extensions(vm, &at)?;
+            let subnet = (group.0, group.1, lower(&vm.vnet_name()), lower(&vm.subnet));
+            let first = *subnets.entry(subnet).or_insert(vm);
+            if first.subnet_nsg != vm.subnet_nsg {
+                return bad(format!(
+                    "VMs '{}' and '{}' share subnet '{}' but name different subnet NSGs",
+                    first.name, vm.name, vm.subnet
+                ));
             }
         }
         for nsg in &self.nsgs {
@@ -1088,6 +1204,31 @@ impl World {
             .iter()
             .find(|n| n.subscription.eq_ignore_ascii_case(sub) && n.name.eq_ignore_ascii_case(name))
     }
+}
+
+/// Extension settings are JSON objects and no name or handler repeats.
+fn validate_extensions(vm: &Vm, at: &str) -> Result<(), WorldError> {
+    let bad = |msg: String| Err(WorldError::Invalid(msg));
+    for (j, ext) in vm.extensions.iter().enumerate() {
+        let settings: Result<serde_json::Value, _> = serde_json::from_str(&ext.settings);
+        if !settings.is_ok_and(|v| v.is_object()) {
+            return bad(format!(
+                "{at}: extension '{}' has settings that are not a JSON object",
+                ext.name
+            ));
+        }
+        if vm.extensions[..j]
+            .iter()
+            .any(|o| o.is_named(&ext.name) || o.handler().eq_ignore_ascii_case(&ext.handler()))
+        {
+            return bad(format!(
+                "{at}: extension '{}' repeats a name or a handler ({})",
+                ext.name,
+                ext.handler()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Shared, live access to the simulator's world (tests read and change it while it serves).
@@ -1221,5 +1362,138 @@ impl VmView {
             .find(|v| v.is_named(&self.name))
             .unwrap_or_else(|| panic!("no VM named '{}' in the simulated world", self.name));
         f(vm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> usize {
+        values.collect::<HashSet<_>>().len()
+    }
+
+    #[test]
+    fn fleet_vms_are_healthy_numbered_and_never_share_an_address() {
+        let world = World::new().vm("web-01").fleet("rg-fleet", "vm", 600);
+        world.validate().expect("a fleet is a consistent world");
+        let fleet: Vec<&Vm> = world.vms[1..].iter().collect();
+        assert_eq!(fleet.len(), 600);
+        assert_eq!(
+            (fleet[0].name.as_str(), fleet[599].name.as_str()),
+            ("vm-000", "vm-599")
+        );
+        assert_eq!(distinct(fleet.iter().map(|v| v.private_ip.as_str())), 600);
+        let public = fleet
+            .iter()
+            .filter_map(|v| v.public_ip.as_ref()?.address.as_deref());
+        assert_eq!(distinct(public), 600);
+        for vm in &fleet {
+            assert_eq!(vm.resource_group, "rg-fleet");
+            assert_eq!(vm.power_state, PowerState::Running);
+            assert_eq!(vm.agent, AgentState::Ready);
+            assert_eq!(vm.subnet, "vm-subnet");
+            assert_eq!(vm.subnet_nsg.as_deref(), Some("rg-fleet-vm-nsg"));
+            assert_eq!(vm.nic_nsg, None);
+            assert!(vm.boot_diagnostics);
+            assert_eq!(vm.health.state, "Available");
+            let ip = vm.public_ip.as_ref().expect("public ip");
+            assert_eq!((ip.allocation, ip.sku), (Allocation::Static, Sku::Standard));
+        }
+        let nsg = world
+            .find_nsg(DEFAULT_SUBSCRIPTION, "rg-fleet-vm-nsg")
+            .expect("subnet nsg");
+        assert_eq!(nsg.resource_group, "rg-fleet");
+        assert_eq!(nsg.rules[0].destination_port.as_deref(), Some("3389"));
+        assert_eq!(nsg.rules[0].access, "Allow");
+    }
+
+    #[test]
+    fn fleet_names_grow_digits_and_addresses_skip_those_taken() {
+        let mut world = World::new().vm("web-01");
+        if let Some(ip) = world.vms[0].public_ip.as_mut() {
+            ip.address = Some("20.6.0.4".to_owned());
+        }
+        world.vms[0].private_ip = "10.1.0.4".to_owned();
+        let world = world.fleet("rg-big", "node", 1001);
+        assert_eq!(world.vms[1].name, "node-0000");
+        assert_eq!(world.vms[1001].name, "node-1000");
+        assert_eq!(world.vms[1].private_ip, "10.1.0.5");
+        assert_eq!(
+            world.vms[1]
+                .public_ip
+                .as_ref()
+                .and_then(|ip| ip.address.as_deref()),
+            Some("20.6.0.5")
+        );
+        assert_eq!(world.vms[1001].private_ip, "10.1.4.5");
+    }
+
+    #[test]
+    fn select_points_modifiers_at_one_fleet_vm_until_the_next_vm_is_added() {
+        let world = World::new()
+            .fleet("rg-fleet", "vm", 5)
+            .select("VM-002")
+            .stopped()
+            .select("vm-003")
+            .nic_nsg_denies_rdp()
+            .select("vm-004")
+            .no_nsg()
+            .vm("web-01")
+            .deallocated();
+        world.validate().expect("consistent");
+        let state = |name: &str| {
+            world
+                .vms
+                .iter()
+                .find(|v| v.name == name)
+                .map(|v| v.power_state)
+        };
+        assert_eq!(state("vm-002"), Some(PowerState::Stopped));
+        assert_eq!(state("vm-001"), Some(PowerState::Running));
+        assert_eq!(state("vm-004"), Some(PowerState::Running));
+        assert_eq!(state("web-01"), Some(PowerState::Deallocated));
+        let denied = &world.vms[3];
+        assert_eq!(denied.nic_nsg.as_deref(), Some("vm-003-nsg"));
+        let rules = &world
+            .find_nsg(DEFAULT_SUBSCRIPTION, "vm-003-nsg")
+            .expect("nsg")
+            .rules;
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].access, "Deny");
+        let open = &world.vms[4];
+        assert_eq!(
+            (open.subnet.as_str(), open.subnet_nsg.as_deref()),
+            ("vm-004-snet", None)
+        );
+        assert_eq!(world.vms[0].subnet_nsg.as_deref(), Some("rg-fleet-vm-nsg"));
+    }
+
+    #[test]
+    fn the_selection_is_builder_state_not_part_of_the_world() {
+        let world = World::new().vm("a").vm("b");
+        let picked = world.clone().select("a");
+        assert_eq!(picked, world);
+        let text = picked.to_toml_string().expect("toml");
+        assert!(!text.contains("selected"), "{text}");
+        assert_eq!(World::from_toml_str(&text).expect("parses"), world);
+    }
+
+    #[test]
+    fn validation_names_vms_that_disagree_on_their_subnet_nsg_or_repeat() {
+        let mut world = World::new().fleet("rg-fleet", "vm", 3);
+        world.vms[2].subnet_nsg = None;
+        let error = world
+            .validate()
+            .expect_err("subnet NSGs differ")
+            .to_string();
+        assert!(
+            error.contains("'vm-000' and 'vm-002' share subnet 'vm-subnet'"),
+            "{error}"
+        );
+        let mut world = World::new().fleet("rg-fleet", "vm", 3);
+        world.vms[2].name = "VM-001".to_owned();
+        let error = world.validate().expect_err("duplicate").to_string();
+        assert!(error.contains("'VM-001' appears twice"), "{error}");
     }
 }

@@ -127,7 +127,7 @@ fn allocate_dynamic_ip(vm: &Vm, always: bool) -> Hook {
 
 /// The first address of 20.5.0.0/16 that no public IP of the world has.
 fn unused_public_address(world: &World) -> String {
-    let used: Vec<&str> = world
+    let used: std::collections::HashSet<&str> = world
         .vms
         .iter()
         .filter_map(|v| v.public_ip.as_ref()?.address.as_deref())
