@@ -960,3 +960,85 @@ async fn a_cancelled_sweep_stops_and_returns_the_rows_so_far() {
     })
     .await
 }
+
+// ---- the critical path -------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_healthy_check_of_a_listed_vm_costs_six_requests_two_deep() {
+    within(async {
+        let options = SimOptions {
+            latency: Duration::from_millis(100),
+            lro_polls: 0,
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(World::new().vm("web-01"), options).await;
+        let directory = VmDirectory::new();
+        let query = VmQuery::parse("web-01").expect("valid");
+        // Sign in and fill the directory first, as a running bot has.
+        directory
+            .resolve(&h.arm, &query, &h.subscriptions)
+            .await
+            .expect("found");
+        let before = h.sim.stats().log.len();
+        let summary = directory
+            .resolve(&h.arm, &query, &h.subscriptions)
+            .await
+            .expect("found");
+        let report = rdp_doctor::runbook::check(
+            &h.arm,
+            &h.catalog,
+            summary,
+            &CheckOptions::default(),
+            &|_| {},
+        )
+        .await
+        .expect("report");
+        assert_eq!(report.verdict, Verdict::Ok, "{:#?}", report.findings);
+        assert_eq!(
+            report.stats.arm_requests,
+            6,
+            "{:#?}",
+            &h.sim.stats().log[before..]
+        );
+        let log = h.sim.stats().log;
+        let routes: Vec<String> = log[before..]
+            .iter()
+            .map(|e| format!("{} {}", e.method, e.path.split('?').next().unwrap_or("")))
+            .collect();
+        let reads_of = |needle: &str| routes.iter().filter(|r| r.contains(needle)).count();
+        let vm_reads = routes
+            .iter()
+            .filter(|r| r.ends_with("/virtualMachines/web-01") && r.starts_with("GET"))
+            .count();
+        assert_eq!(vm_reads, 1, "one VM read: {routes:#?}");
+        assert_eq!(
+            reads_of("GET ") - reads_of("_blob") - reads_of("operationResults"),
+            3,
+            "one read each of the VM, its health and its NIC: {routes:#?}"
+        );
+        assert_eq!(
+            reads_of("publicIPAddresses"),
+            0,
+            "the NIC read expands the public IP"
+        );
+        // Two requests deep: every request but the effective-NSG result starts before the
+        // first answer (100 ms each), so the check is one round trip plus that one.
+        let first_answer = log[before..]
+            .iter()
+            .map(|e| e.finished_us)
+            .min()
+            .unwrap_or(0);
+        let late: Vec<&String> = log[before..]
+            .iter()
+            .zip(&routes)
+            .filter(|(e, _)| e.started_us >= first_answer)
+            .map(|(_, r)| r)
+            .collect();
+        assert!(
+            late.iter()
+                .all(|r| r.contains("operationResults") || r.contains("blob")),
+            "waited for an answer before asking: {late:#?}"
+        );
+    })
+    .await
+}

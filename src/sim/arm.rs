@@ -1657,13 +1657,9 @@ fn effective_nsgs(ctx: &mut Ctx<'_>, sub: &str, rg: &str, nic: &str) -> Answer {
         "Location",
         network_operation_url(ctx.base, sub, &location, &id),
     );
-    // An operation that is done at its first poll and asks for no wait sends no Retry-After,
-    // so it costs a client exactly two requests (this POST and one GET of the Location).
-    if ctx.lro_polls == 0 && ctx.retry_after == 0 {
-        Ok(accepted)
-    } else {
-        Ok(accepted.header("Retry-After", ctx.retry_after.to_string()))
-    }
+    // `Retry-After: 0` with `lro_polls = 0`: a client polls the Location at once and gets the
+    // result, two requests in all.
+    Ok(accepted.header("Retry-After", ctx.retry_after.to_string()))
 }
 
 pub(crate) fn operation_not_found(id: &str) -> Reply {
