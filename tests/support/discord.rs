@@ -26,6 +26,10 @@
 //! - serenity sends new attachment ids as integers; Discord accepts them, the spec says string,
 //!   so integer `id`/`*_id` values are validated as strings.
 //! - Callbacks: 204 with no body. Webhook edits and follow-ups: the message object.
+//!
+//! Timing, for the benchmark and for tests about Discord's deadlines: an [`Interaction`]'s
+//! `sent_at` is when its frame was queued, [`FakeDiscord::frame_written_at`] when it went out on
+//! the websocket, and a [`Recorded`] request's `at` when its request arrived.
 #![allow(dead_code)]
 
 use anyhow::{anyhow, bail, Context as _};
@@ -225,6 +229,8 @@ struct Gateway {
     log: Vec<(u64, String)>,
     /// Every dispatch ever sent, across sessions, as sent.
     history: Vec<Value>,
+    /// When each dispatch of the current session (by `seq`) was first written to a websocket.
+    written: HashMap<u64, Instant>,
     /// The identified connection dispatches go to.
     conn: Option<(u64, mpsc::UnboundedSender<Outgoing>)>,
     next_conn: u64,
@@ -235,6 +241,8 @@ struct Gateway {
 
 enum Outgoing {
     Text(String),
+    /// An op-0 frame and its `seq`, so the writer can note when it went out.
+    Dispatch(u64, String),
     Close(u16, &'static str),
     /// Drop the TCP connection without a close frame.
     Abort,
@@ -246,6 +254,8 @@ struct Pending {
     kind: u8,
     channel_id: u64,
     dispatched: Instant,
+    /// `seq` of the INTERACTION_CREATE frame.
+    seq: u64,
     acknowledged: bool,
     /// Message `@original` refers to, once there is one.
     original: Option<u64>,
@@ -415,6 +425,48 @@ impl FakeDiscord {
         self.command_interaction(user, command, path, options, 4)
     }
 
+    /// `n` identical [`Self::slash`] interactions queued on the gateway back to back, under one
+    /// lock, without waiting for any answer (a load test's burst).
+    pub fn slash_burst(
+        &self,
+        user: &User,
+        command: &str,
+        path: &[&str],
+        options: Value,
+        n: usize,
+    ) -> Vec<Interaction> {
+        let mut world = self.inner.lock();
+        (0..n)
+            .map(|_| command_interaction(&mut world, user, command, path, options.clone(), 2))
+            .collect()
+    }
+
+    /// Compile the request schema of every route the fake validates, now, instead of on each
+    /// route's first request (compiling one takes tens of milliseconds).
+    pub fn precompile_schemas() -> anyhow::Result<()> {
+        for (method, route) in [
+            (Method::POST, routes::CALLBACK),
+            (Method::POST, routes::FOLLOWUP),
+            (Method::PATCH, routes::ORIGINAL),
+            (Method::PATCH, routes::WEBHOOK_MESSAGE),
+            (Method::POST, routes::CHANNEL_MESSAGES),
+            (Method::PATCH, routes::CHANNEL_MESSAGE),
+            (Method::PUT, routes::GUILD_COMMANDS),
+            (Method::PUT, routes::GLOBAL_COMMANDS),
+        ] {
+            validator(&method, route)?;
+        }
+        Ok(())
+    }
+
+    /// When the INTERACTION_CREATE frame of `i` was written to the bot's websocket (its
+    /// [`Interaction::sent_at`] is when it was queued), if it was in this gateway session.
+    pub fn frame_written_at(&self, i: &Interaction) -> Option<Instant> {
+        let world = self.inner.lock();
+        let seq = world.interactions.get(&i.token)?.seq;
+        world.gateway.written.get(&seq).copied()
+    }
+
     fn command_interaction(
         &self,
         user: &User,
@@ -423,34 +475,7 @@ impl FakeDiscord {
         options: Value,
         kind: u8,
     ) -> Interaction {
-        let mut world = self.inner.lock();
-        let registered = world
-            .commands
-            .iter()
-            .find(|c| c.get("name").and_then(Value::as_str) == Some(command))
-            .cloned()
-            .unwrap_or_else(|| {
-                let names: Vec<&str> = world
-                    .commands
-                    .iter()
-                    .filter_map(|c| c.get("name").and_then(Value::as_str))
-                    .collect();
-                panic!("command /{command} is not registered (registered: {names:?})")
-            });
-        let mut data = json!({
-            "id": registered["id"],
-            "name": command,
-            "type": 1,
-            "options": nest_options(path, options),
-        });
-        // Only guild commands carry the guild id in the interaction data.
-        if !registered["guild_id"].is_null() {
-            data["guild_id"] = registered["guild_id"].clone();
-        }
-        let id = world.new_id();
-        let token = interaction_token(id);
-        let payload = interaction_payload(id, &token, kind, user, data, None);
-        self.register_and_dispatch(&mut world, id, token, kind, None, payload)
+        command_interaction(&mut self.inner.lock(), user, command, path, options, kind)
     }
 
     /// A MESSAGE_COMPONENT interaction (button, or select menu when `values` is not empty) on a
@@ -478,7 +503,7 @@ impl FakeDiscord {
         let id = world.new_id();
         let token = interaction_token(id);
         let payload = interaction_payload(id, &token, 3, user, data, Some(message));
-        self.register_and_dispatch(&mut world, id, token, 3, Some(message_id), payload)
+        register_and_dispatch(&mut world, id, token, 3, Some(message_id), payload)
     }
 
     /// A MODAL_SUBMIT interaction for the modal `opened_by` was answered with (callback type 9),
@@ -516,36 +541,7 @@ impl FakeDiscord {
         let id = world.new_id();
         let token = interaction_token(id);
         let payload = interaction_payload(id, &token, 5, user, data, message);
-        self.register_and_dispatch(&mut world, id, token, 5, source, payload)
-    }
-
-    fn register_and_dispatch(
-        &self,
-        world: &mut World,
-        id: u64,
-        token: String,
-        kind: u8,
-        source_message: Option<u64>,
-        payload: Value,
-    ) -> Interaction {
-        let sent_at = Instant::now();
-        world.interactions.insert(
-            token.clone(),
-            Pending {
-                id,
-                kind,
-                channel_id: CHANNEL_ID,
-                dispatched: sent_at,
-                acknowledged: false,
-                original: None,
-                source_message,
-                user: payload["member"]["user"].clone(),
-                modal: None,
-                expired: false,
-            },
-        );
-        dispatch(world, "INTERACTION_CREATE", payload);
-        Interaction { id, token, sent_at }
+        register_and_dispatch(&mut world, id, token, 5, source, payload)
     }
 
     /// Dispatch any gateway event (op 0) to the bot.
@@ -784,6 +780,75 @@ fn produces_message(r: &Recorded) -> bool {
         )
 }
 
+/// INTERACTION_CREATE for a chat-input command, dispatched on the gateway.
+fn command_interaction(
+    world: &mut World,
+    user: &User,
+    command: &str,
+    path: &[&str],
+    options: Value,
+    kind: u8,
+) -> Interaction {
+    let registered = world
+        .commands
+        .iter()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(command))
+        .cloned()
+        .unwrap_or_else(|| {
+            let names: Vec<&str> = world
+                .commands
+                .iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str))
+                .collect();
+            panic!("command /{command} is not registered (registered: {names:?})")
+        });
+    let mut data = json!({
+        "id": registered["id"],
+        "name": command,
+        "type": 1,
+        "options": nest_options(path, options),
+    });
+    // Only guild commands carry the guild id in the interaction data.
+    if !registered["guild_id"].is_null() {
+        data["guild_id"] = registered["guild_id"].clone();
+    }
+    let id = world.new_id();
+    let token = interaction_token(id);
+    let payload = interaction_payload(id, &token, kind, user, data, None);
+    register_and_dispatch(world, id, token, kind, None, payload)
+}
+
+fn register_and_dispatch(
+    world: &mut World,
+    id: u64,
+    token: String,
+    kind: u8,
+    source_message: Option<u64>,
+    payload: Value,
+) -> Interaction {
+    let sent_at = Instant::now();
+    // `dispatch` below gives the frame the next sequence number.
+    let seq = world.gateway.seq + 1;
+    world.interactions.insert(
+        token.clone(),
+        Pending {
+            id,
+            kind,
+            channel_id: CHANNEL_ID,
+            dispatched: sent_at,
+            seq,
+            acknowledged: false,
+            original: None,
+            source_message,
+            user: payload["member"]["user"].clone(),
+            modal: None,
+            expired: false,
+        },
+    );
+    dispatch(world, "INTERACTION_CREATE", payload);
+    Interaction { id, token, sent_at }
+}
+
 /// Wrap leaf options in the subcommand (group) options named by `path`.
 fn nest_options(path: &[&str], options: Value) -> Value {
     let mut inner = options;
@@ -918,7 +983,7 @@ fn dispatch(world: &mut World, event: &str, data: Value) {
     let frame = frame.to_string();
     gw.log.push((gw.seq, frame.clone()));
     if let Some((_, tx)) = &gw.conn {
-        let _ = tx.send(Outgoing::Text(frame));
+        let _ = tx.send(Outgoing::Dispatch(gw.seq, frame));
     }
 }
 
@@ -957,6 +1022,13 @@ async fn gateway_connection(inner: Arc<Inner>, stream: TcpStream) {
                     if sink.send(WsMessage::Text(text)).await.is_err() {
                         break;
                     }
+                }
+                Some(Outgoing::Dispatch(seq, text)) => {
+                    if sink.send(WsMessage::Text(text)).await.is_err() {
+                        break;
+                    }
+                    let written = Instant::now();
+                    inner.lock().gateway.written.entry(seq).or_insert(written);
                 }
                 Some(Outgoing::Close(code, reason)) => {
                     let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
@@ -1005,6 +1077,7 @@ fn handle_gateway_op(
             gw.session_id = Some(session_id.clone());
             gw.seq = 0;
             gw.log.clear();
+            gw.written.clear();
             gw.conn = Some((conn_id, tx.clone()));
             let ready = ready_payload(inner, &session_id);
             dispatch(&mut world, "READY", ready);
@@ -1025,8 +1098,8 @@ fn handle_gateway_op(
             let gw = &mut world.gateway;
             gw.resumes += 1;
             gw.conn = Some((conn_id, tx.clone()));
-            for (_, frame) in gw.log.iter().filter(|(s, _)| *s > seen) {
-                let _ = tx.send(Outgoing::Text(frame.clone()));
+            for (seq, frame) in gw.log.iter().filter(|(s, _)| *s > seen) {
+                let _ = tx.send(Outgoing::Dispatch(*seq, frame.clone()));
             }
             dispatch(&mut world, "RESUMED", json!({}));
             inner.changed.notify_waiters();
@@ -1112,6 +1185,20 @@ async fn rest_handler(
         None => !needs_auth,
     };
 
+    // Off the runtime's threads and outside the lock: the first request of a route compiles its
+    // schema (tens of milliseconds), and a stalled runtime would hold up every other request,
+    // whose `at` would then measure this fake rather than the bot.
+    if authorised && !route.is_empty() {
+        if let Some(body) = &json {
+            let (method, body) = (method.clone(), body.clone());
+            let checked =
+                tokio::task::spawn_blocking(move || validate(&method, route, &body)).await;
+            violations.extend(
+                checked.unwrap_or_else(|e| vec![format!("schema validation panicked: {e}")]),
+            );
+        }
+    }
+
     let (reply, delay) = {
         let mut world = inner.lock();
         let reply = if !authorised {
@@ -1120,9 +1207,6 @@ async fn rest_handler(
             violations.push(format!("unknown route: {method} {path}"));
             Reply::error(404, 0, "404: Not Found")
         } else {
-            if let Some(body) = &json {
-                violations.extend(validate(&method, route, body));
-            }
             handle_route(
                 &inner,
                 &mut world,
@@ -1857,14 +1941,25 @@ fn compile(schema: &Value, key: &str) -> anyhow::Result<jsonschema::JSONSchema> 
         .map_err(|e| anyhow!("compiling the schema of {key}: {e}"))
 }
 
-/// The request-body validator of `method template`, compiled once per test binary.
+/// The request-body validator of `method template`, compiled once per test binary. Requests
+/// that need it while it compiles wait for that compilation rather than each starting their own.
 fn validator(method: &Method, template: &str) -> anyhow::Result<Validator> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Validator>>> = OnceLock::new();
+    type Cell = Arc<OnceLock<Result<Validator, String>>>;
+    static CACHE: OnceLock<Mutex<HashMap<String, Cell>>> = OnceLock::new();
     let key = format!("{method} {template}");
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(v) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return Ok(v.clone());
-    }
+    let cell: Cell = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key.clone())
+        .or_default()
+        .clone();
+    cell.get_or_init(|| compile_route(method, template, &key).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn compile_route(method: &Method, template: &str, key: &str) -> anyhow::Result<Validator> {
     let operation = spec()
         .pointer(&format!(
             "/paths/{}/{}",
@@ -1880,7 +1975,7 @@ fn validator(method: &Method, template: &str) -> anyhow::Result<Validator> {
     let compiled = match schema {
         None => None,
         Some(schema) => {
-            let whole = compile(schema, &key)?;
+            let whole = compile(schema, key)?;
             let mut branches = Vec::new();
             let alternatives = schema
                 .get("anyOf")
@@ -1893,15 +1988,11 @@ fn validator(method: &Method, template: &str) -> anyhow::Result<Validator> {
                     .and_then(|r| r.rsplit('/').next())
                     .unwrap_or("(inline)")
                     .to_string();
-                branches.push((name, compile(branch, &key)?));
+                branches.push((name, compile(branch, key)?));
             }
             Some(Arc::new(RouteSchema { whole, branches }))
         }
     };
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, compiled.clone());
     Ok(compiled)
 }
 
