@@ -16,6 +16,11 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "rdp/check.rs"]
+mod check;
+#[path = "rdp/sweep.rs"]
+mod sweep;
+
 use anyhow::Context as _;
 use rdp_doctor::sim::{SimOptions, Simulator, World};
 use serde_json::{json, Value};
@@ -28,12 +33,19 @@ use tokio::sync::watch;
 
 /// Every section, in the order it runs, with what it measures.
 const SECTIONS: &[(&str, &str)] = &[
+    ("check", "one check of a healthy VM at the critical path"),
+    (
+        "sweep",
+        "500 VMs under ARM's token bucket, and the sweep's memory",
+    ),
     ("ack", "Discord acknowledgement under load"),
     ("footprint", "binary size, start-up time, idle memory"),
 ];
 
 async fn run_section(name: &str) -> Vec<Row> {
     match name {
+        "check" => check::section().await,
+        "sweep" => sweep::section().await,
         "ack" => section_ack().await,
         "footprint" => section_footprint().await,
         other => vec![Row::failed(other, anyhow::anyhow!("no such section"))],
