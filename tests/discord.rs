@@ -1342,6 +1342,38 @@ async fn sweep_posts_progress_then_one_summary_worst_first_with_a_details_menu()
         let report = room.final_edit(&pick).await;
         let title = embed(&report, 0)["title"].as_str().unwrap().to_string();
         assert_eq!(title, "web-02: problems found");
+
+        // Any other swept VM, by name, through a form.
+        let ask = button_ids(summary.body())
+            .into_iter()
+            .find(|id| id.starts_with("rdp:sweep:ask:"))
+            .expect("an \"Another VM…\" button");
+        let opened = room
+            .discord
+            .component(&room.alice, message_id(&room, &i), &ask, &[])
+            .await;
+        let form = room.discord.callback(&opened, WAIT).await.expect("a form");
+        assert_eq!(form.body()["type"], 9, "a modal");
+        let unknown = room
+            .discord
+            .modal_submit(&room.alice, &opened, &[("vm", "db-01")])
+            .await;
+        let answer = room
+            .discord
+            .callback(&unknown, WAIT)
+            .await
+            .expect("answered");
+        assert_eq!(answer.flags() & 64, 64, "privately");
+        assert!(answer.body().to_string().contains("Not in this sweep"));
+        let named = room
+            .discord
+            .modal_submit(&room.alice, &opened, &[("vm", "VM-100")])
+            .await;
+        let ack = room.discord.callback(&named, WAIT).await.expect("answered");
+        assert_eq!(ack.body()["type"], 5);
+        let report = room.final_edit(&named).await;
+        let title = embed(&report, 0)["title"].as_str().unwrap().to_string();
+        assert_eq!(title, "vm-100: nothing found that blocks Remote Desktop");
         room.assert_clean();
     })
     .await

@@ -252,6 +252,11 @@ async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Bot) ->
         }
         FullEvent::InteractionCreate {
             interaction: Interaction::Modal(modal),
+        } if modal.data.custom_id.starts_with(sweep::PREFIX) => {
+            sweep::modal(ctx.http.clone(), bot, modal).await
+        }
+        FullEvent::InteractionCreate {
+            interaction: Interaction::Modal(modal),
         } if modal.data.custom_id.starts_with(fixes::PREFIX) => {
             fixes::modal(ctx.http.clone(), bot, modal).await
         }

@@ -2,9 +2,10 @@
 //! shows progress with a Cancel button, then the summary, worst first, with a menu that runs the
 //! full check of any VM.
 //!
-//! Components: `rdp:sweep:stop:<nonce>` (Cancel, only for the person who started it) and
-//! `rdp:sweep:vm:<nonce>` (the details menu; its values index the sweep's rows, kept in memory
-//! for an hour).
+//! Components: `rdp:sweep:stop:<nonce>` (Cancel, only for the person who started it),
+//! `rdp:sweep:vm:<nonce>` (the details menu of the 25 worst VMs; its values index the sweep's
+//! rows, kept in memory for an hour) and `rdp:sweep:ask:<nonce>` (a button opening a form,
+//! `rdp:sweep:name:<nonce>`, for any other VM of the sweep by name).
 
 use super::commands::{command_interaction, reply_ephemeral, run_check};
 use super::render::{self, clip, mark, GREEN, GREY, ORANGE, RED};
@@ -14,10 +15,11 @@ use crate::azure::{validate_group, ScopeError, VmRef, VmSummary};
 use crate::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
 use crate::runbook::{CheckOptions, Verdict};
 use serenity::all::{
-    ButtonStyle, ComponentInteraction, ComponentInteractionDataKind, CreateActionRow,
-    CreateAllowedMentions, CreateButton, CreateEmbed, CreateEmbedFooter, CreateInteractionResponse,
-    CreateInteractionResponseMessage, CreateSelectMenu, CreateSelectMenuKind,
-    CreateSelectMenuOption, Http,
+    ActionRowComponent, ButtonStyle, ComponentInteraction, ComponentInteractionDataKind,
+    CreateActionRow, CreateAllowedMentions, CreateButton, CreateEmbed, CreateEmbedFooter,
+    CreateInputText, CreateInteractionResponse, CreateInteractionResponseMessage, CreateModal,
+    CreateSelectMenu, CreateSelectMenuKind, CreateSelectMenuOption, Http, InputTextStyle,
+    ModalInteraction,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 pub const PREFIX: &str = "rdp:sweep:";
 const STOP: &str = "rdp:sweep:stop:";
 const DETAILS: &str = "rdp:sweep:vm:";
+const ASK: &str = "rdp:sweep:ask:";
+const NAME: &str = "rdp:sweep:name:";
 
 /// Progress is edited in at most this often (Discord rate-limits message edits).
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -367,11 +371,17 @@ fn table_line(row: &sweep::SweepRow) -> String {
     format!("**{}** · {finding}", clip(&row.vm.name, 64))
 }
 
-/// "Details of…": the 25 worst VMs (Discord's limit for one menu).
+/// "Details of…": the 25 worst VMs (Discord's limit for one menu), and a button that asks for
+/// any other by name.
 fn details_menu(nonce: &str, report: &SweepReport) -> Vec<CreateActionRow> {
     if report.vms.is_empty() {
         return Vec::new();
     }
+    let ask = (report.vms.len() > 25).then(|| {
+        CreateActionRow::Buttons(vec![CreateButton::new(format!("{ASK}{nonce}"))
+            .label("Another VM…")
+            .style(ButtonStyle::Secondary)])
+    });
     let options = report
         .vms
         .iter()
@@ -392,13 +402,14 @@ fn details_menu(nonce: &str, report: &SweepReport) -> Vec<CreateActionRow> {
             ))
         })
         .collect();
-    vec![CreateActionRow::SelectMenu(
+    let menu = CreateActionRow::SelectMenu(
         CreateSelectMenu::new(
             format!("{DETAILS}{nonce}"),
             CreateSelectMenuKind::String { options },
         )
         .placeholder("Full report of a VM…"),
-    )]
+    );
+    std::iter::once(menu).chain(ask).collect()
 }
 
 /// The Cancel button and the details menu.
@@ -412,8 +423,112 @@ pub async fn component(
         return stop(&http, bot, component, nonce).await;
     }
     if let Some(nonce) = id.strip_prefix(DETAILS) {
-        return details(http, bot, component, nonce).await;
+        let index = match &component.data.kind {
+            ComponentInteractionDataKind::StringSelect { values } => {
+                values.first().and_then(|v| v.parse::<usize>().ok())
+            }
+            _ => None,
+        };
+        let vm = bot.sweeps.lock().ok().and_then(|s| {
+            let state = s.get(nonce)?;
+            state.vms.get(index?).cloned()
+        });
+        return details(http, bot, component, vm).await;
     }
+    if let Some(nonce) = id.strip_prefix(ASK) {
+        let modal = CreateModal::new(format!("{NAME}{nonce}"), "Full report of a swept VM")
+            .components(vec![CreateActionRow::InputText(
+                CreateInputText::new(InputTextStyle::Short, "VM name", "vm")
+                    .min_length(1)
+                    .max_length(64),
+            )]);
+        component
+            .create_response(&*http, CreateInteractionResponse::Modal(modal))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The "Another VM…" form: the VM by name among the sweep's rows.
+pub async fn modal(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction) -> Result<(), Error> {
+    let Some(nonce) = modal.data.custom_id.strip_prefix(NAME) else {
+        return Ok(());
+    };
+    let name = modal
+        .data
+        .components
+        .iter()
+        .flat_map(|row| row.components.iter())
+        .find_map(|c| match c {
+            ActionRowComponent::InputText(t) if t.custom_id == "vm" => t.value.clone(),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let name = name.trim();
+    let found = bot.sweeps.lock().ok().and_then(|s| {
+        let state = s.get(nonce)?;
+        Some(
+            state
+                .vms
+                .iter()
+                .filter(|v| v.name.eq_ignore_ascii_case(name))
+                .cloned()
+                .collect::<Vec<VmRef>>(),
+        )
+    });
+    let answer = |title: &str, text: &str| {
+        CreateInteractionResponse::Message(
+            CreateInteractionResponseMessage::new()
+                .ephemeral(true)
+                .embed(render::notice(title, text))
+                .allowed_mentions(CreateAllowedMentions::new()),
+        )
+    };
+    let vm = match found.as_deref() {
+        None => {
+            let expired = answer(
+                "This sweep has expired",
+                "Run `/rdp check` with the VM's name instead.",
+            );
+            modal.create_response(&*http, expired).await?;
+            return Ok(());
+        }
+        Some([one]) => one.clone(),
+        Some([]) => {
+            let missing = answer(
+                "Not in this sweep",
+                &format!("No VM named {name:?} was checked by this sweep."),
+            );
+            modal.create_response(&*http, missing).await?;
+            return Ok(());
+        }
+        Some(many) => {
+            let groups: Vec<String> = many
+                .iter()
+                .map(|v| format!("`{}/{}`", v.resource_group, v.name))
+                .collect();
+            let several = answer(
+                "Several VMs have that name",
+                &format!("Use `/rdp check` with one of {}.", groups.join(", ")),
+            );
+            modal.create_response(&*http, several).await?;
+            return Ok(());
+        }
+    };
+    modal
+        .create_response(
+            &*http,
+            CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new()),
+        )
+        .await?;
+    let surface = Surface::original(http.clone(), &modal.token, modal.channel_id, Instant::now());
+    run_check(
+        bot,
+        &surface,
+        VmSummary::unlisted(vm),
+        &CheckOptions::default(),
+    )
+    .await;
     Ok(())
 }
 
@@ -469,18 +584,8 @@ async fn details(
     http: Arc<Http>,
     bot: &Bot,
     component: &ComponentInteraction,
-    nonce: &str,
+    vm: Option<VmRef>,
 ) -> Result<(), Error> {
-    let index = match &component.data.kind {
-        ComponentInteractionDataKind::StringSelect { values } => {
-            values.first().and_then(|v| v.parse::<usize>().ok())
-        }
-        _ => None,
-    };
-    let vm = bot.sweeps.lock().ok().and_then(|s| {
-        let state = s.get(nonce)?;
-        state.vms.get(index?).cloned()
-    });
     let Some(vm) = vm else {
         return whisper(
             &http,
