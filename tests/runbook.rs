@@ -768,7 +768,7 @@ async fn a_stale_directory_lists_again_and_concurrent_misses_share_one_list() {
     within(async {
         let h = Harness::start(World::new().page_size(100).vm("web-01").vm("web-02")).await;
         // Ten checks at once against an empty directory: one list, not ten.
-        let directory = VmDirectory::with_ttl(Duration::from_millis(200));
+        let directory = VmDirectory::with_ttl(Duration::from_secs(600));
         let query = VmQuery::parse("web-02").expect("valid");
         let all = futures::future::join_all(
             (0..10).map(|_| directory.resolve(&h.arm, &query, &h.subscriptions)),
@@ -781,14 +781,17 @@ async fn a_stale_directory_lists_again_and_concurrent_misses_share_one_list() {
             .await
             .expect("found");
         assert_eq!(list_requests(&h), 1, "fresh: from the cache");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        directory
-            .resolve(&h.arm, &query, &h.subscriptions)
-            .await
-            .expect("found");
+        // A directory whose list is older than its time-to-live lists on every lookup.
+        let stale = VmDirectory::with_ttl(Duration::ZERO);
+        for _ in 0..2 {
+            stale
+                .resolve(&h.arm, &query, &h.subscriptions)
+                .await
+                .expect("found");
+        }
         assert_eq!(
             list_requests(&h),
-            2,
+            3,
             "older than its time-to-live: listed again"
         );
     })
@@ -903,10 +906,6 @@ async fn a_sweep_under_the_token_bucket_paces_itself_instead_of_being_throttled(
         );
         assert!(report.stats.paced > 0, "{:?}", report.stats);
         assert_eq!(report.stats.throttled, 0);
-        // The bucket allows 15 at once and 25 a second after: the floor for these requests.
-        let floor = (stats.requests as f64 - 15.0) / 25.0;
-        let took = report.stats.elapsed_ms as f64 / 1000.0;
-        assert!(took >= floor * 0.9, "took {took:.2} s, floor {floor:.2} s");
     })
     .await
 }
@@ -948,11 +947,7 @@ async fn a_cancelled_sweep_stops_and_returns_the_rows_so_far() {
         .expect("sweep");
         assert!(report.cancelled);
         assert_eq!(report.total, 20);
-        assert!(
-            (3..20).contains(&report.vms.len()),
-            "{} rows",
-            report.vms.len()
-        );
+        assert_eq!(report.vms.len(), 3, "no row after the cancel");
         // Nothing more reaches Azure once cancelled.
         let after = h.sim.stats().requests;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1039,6 +1034,48 @@ async fn a_healthy_check_of_a_listed_vm_costs_six_requests_two_deep() {
                 .all(|r| r.contains("operationResults") || r.contains("blob")),
             "waited for an answer before asking: {late:#?}"
         );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn when_azure_cannot_list_concurrent_misses_share_one_failure_and_known_vms_still_resolve() {
+    within(async {
+        let h = Harness::start(World::new().page_size(100).vm("web-01")).await;
+        // A time-to-live of zero: every lookup wants a fresh list.
+        let directory = VmDirectory::with_ttl(Duration::ZERO);
+        let web = VmQuery::parse("web-01").expect("valid");
+        directory
+            .resolve(&h.arm, &web, &h.subscriptions)
+            .await
+            .expect("found");
+        h.sim.set_options(SimOptions {
+            faults: vec![Fault::new("virtualMachines?", FaultKind::Status(500))],
+            ..SimOptions::default()
+        });
+        let before = list_requests(&h);
+        let nowhere = VmQuery::parse("gone-01").expect("valid");
+        let all = futures::future::join_all(
+            (0..10).map(|_| directory.resolve(&h.arm, &nowhere, &h.subscriptions)),
+        )
+        .await;
+        for result in &all {
+            match result {
+                Err(ResolveError::Arm(e)) => {
+                    assert!(e.to_string().contains("InternalServerError"), "{e}")
+                }
+                other => panic!("expected Azure's error, got {other:?}"),
+            }
+        }
+        // One list attempt (with its retries), not ten.
+        let tries = list_requests(&h) - before;
+        assert!((1..=3).contains(&tries), "{tries} list requests");
+        // A VM the older list knows is still found while Azure cannot list.
+        let found = directory
+            .resolve(&h.arm, &web, &h.subscriptions)
+            .await
+            .expect("from the older list");
+        assert_eq!(found.vm.name, "web-01");
     })
     .await
 }

@@ -20,8 +20,15 @@ pub struct VmDirectory {
     snapshot: RwLock<Snapshot>,
     attempts: std::sync::atomic::AtomicU64,
     ttl: Duration,
-    /// Held while a refresh lists the subscriptions, so concurrent misses list them once.
-    refreshing: tokio::sync::Mutex<()>,
+    /// Held while a refresh lists the subscriptions, so concurrent misses list them once; it
+    /// guards when the last list ended and how, which waiters share.
+    refreshing: tokio::sync::Mutex<Option<Attempt>>,
+}
+
+/// The last time the subscriptions were listed.
+struct Attempt {
+    finished: Instant,
+    error: Option<super::ArmError>,
 }
 
 impl Default for VmDirectory {
@@ -43,7 +50,7 @@ impl VmDirectory {
             snapshot: RwLock::default(),
             attempts: std::sync::atomic::AtomicU64::new(0),
             ttl,
-            refreshing: tokio::sync::Mutex::new(()),
+            refreshing: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -75,7 +82,17 @@ impl VmDirectory {
                 }
             }
         }
-        self.refresh_since(arm, subscriptions, asked).await?;
+        if let Err(e) = self.refresh_since(arm, subscriptions, asked).await {
+            // Azure cannot list right now: a VM the older list knows is still worth checking
+            // (the check itself will say if it is gone).
+            return match self.pick_cached(query, subscriptions) {
+                Some(Ok(found)) => {
+                    tracing::warn!(error = %e, vm = %found.vm.name, "VM list unavailable; using the one from {} s ago", self.age().map_or(0, |a| a.as_secs()));
+                    Ok(found)
+                }
+                _ => Err(ResolveError::Arm(e)),
+            };
+        }
         self.pick_cached(query, subscriptions)
             .unwrap_or_else(arm_unavailable)
     }
@@ -98,24 +115,29 @@ impl VmDirectory {
         ))
     }
 
-    /// Refresh unless another caller's refresh finished after `asked`.
+    /// List again unless a list ended after `asked` (one that was under way when the caller
+    /// asked); its outcome, success or Azure's error, is shared, so a hundred concurrent misses
+    /// list once.
     async fn refresh_since(
         &self,
         arm: &Arm,
         subscriptions: &[String],
         asked: Instant,
     ) -> Result<(), super::ArmError> {
-        let _guard = self.refreshing.lock().await;
-        let done_meanwhile = self
-            .snapshot
-            .read()
-            .ok()
-            .and_then(|s| s.refreshed)
-            .is_some_and(|at| at >= asked);
-        if !done_meanwhile {
-            self.list(arm, subscriptions).await?;
+        let mut last = self.refreshing.lock().await;
+        if let Some(attempt) = last.as_ref().filter(|a| a.finished >= asked) {
+            return match &attempt.error {
+                None => Ok(()),
+                Some(e) => Err(e.clone()),
+            };
         }
-        Ok(())
+        let started = Instant::now();
+        let result = self.list(arm, subscriptions, started).await.map(|_| ());
+        *last = Some(Attempt {
+            finished: Instant::now(),
+            error: result.clone().err(),
+        });
+        result
     }
 
     /// List every subscription again; on failure keep the previous snapshot.
@@ -124,11 +146,22 @@ impl VmDirectory {
         arm: &Arm,
         subscriptions: &[String],
     ) -> Result<usize, super::ArmError> {
-        let _guard = self.refreshing.lock().await;
-        self.list(arm, subscriptions).await
+        let mut last = self.refreshing.lock().await;
+        let started = Instant::now();
+        let result = self.list(arm, subscriptions, started).await;
+        *last = Some(Attempt {
+            finished: Instant::now(),
+            error: result.clone().err(),
+        });
+        result
     }
 
-    async fn list(&self, arm: &Arm, subscriptions: &[String]) -> Result<usize, super::ArmError> {
+    async fn list(
+        &self,
+        arm: &Arm,
+        subscriptions: &[String],
+        started: Instant,
+    ) -> Result<usize, super::ArmError> {
         let lists = futures::future::join_all(subscriptions.iter().map(|s| arm.list_vms(s))).await;
         self.attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -139,9 +172,10 @@ impl VmDirectory {
         vms.sort_by_key(|v| v.vm.name.to_lowercase());
         let count = vms.len();
         if let Ok(mut snapshot) = self.snapshot.write() {
+            // Its age counts from when the list started: what it holds is at least that old.
             *snapshot = Snapshot {
                 vms,
-                refreshed: Some(Instant::now()),
+                refreshed: Some(started),
             };
         }
         Ok(count)

@@ -5,12 +5,22 @@
 //! Whatever a list does not hold (a NIC in another resource group, a VM Resource Health does not
 //! list, a VM listed without its instance view) is read one by one, as a single check would.
 
-use super::read::{health_facts, public_ip_facts, vm_facts};
+use super::read::{health_facts, listed_nic_facts, public_ip_facts, vm_facts};
 use super::resolve::summarise;
 use super::{Arm, ArmError, HealthOutcome, ResourceId, VmSummary};
 use crate::diagnose::{NicFacts, PublicIpFacts, VmFacts};
 use futures::StreamExt;
 use std::collections::HashMap;
+
+/// A subscription id as ARM spells it: a GUID (checked before it goes into a URL path).
+pub fn is_subscription_id(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
 
 /// Which VMs a sweep checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,12 +213,11 @@ impl Arm {
         });
         match nics {
             Ok(nics) => {
+                // A NIC whose public IP is in neither the NIC nor the list (kept in another
+                // group) is left out: its VM's check reads it, concurrently with the others.
                 for (id, nic) in nics {
-                    match self.nic_facts_from(&id, nic, &public_ips).await {
-                        Ok(facts) => {
-                            fleet.nics.insert(id.to_ascii_lowercase(), facts);
-                        }
-                        Err(e) => tracing::debug!(error = %e, "NIC from the list unusable"),
+                    if let Ok(facts) = listed_nic_facts(&id, nic, &public_ips) {
+                        fleet.nics.insert(id.to_ascii_lowercase(), facts);
                     }
                 }
             }
@@ -364,6 +373,14 @@ mod tests {
             Some("/subscriptions/s/resourcegroups/rg/providers/microsoft.compute/virtualmachines/vm-1")
         );
         assert_eq!(health_subject("/subscriptions/s/whatever"), None);
+    }
+
+    #[test]
+    fn subscription_ids_are_guids() {
+        assert!(is_subscription_id("11111111-2222-3333-4444-55555555555a"));
+        assert!(!is_subscription_id("11111111-2222-3333-4444-5555555555"));
+        assert!(!is_subscription_id("../../providers/x"));
+        assert!(!is_subscription_id("11111111-2222-3333-4444-55555555555g"));
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod write;
 
 pub use directory::VmDirectory;
 pub use error::{parse_error_body, redact, ArmError};
-pub use fleet::{Fleet, ScopeError, SweepScope};
+pub use fleet::{is_subscription_id, Fleet, ScopeError, SweepScope};
 pub use id::{ResourceId, ResourceIdError};
 pub use pace::PacingStats;
 pub use read::HealthOutcome;

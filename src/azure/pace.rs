@@ -1,51 +1,110 @@
 //! Pacing ARM requests from the `x-ms-ratelimit-remaining-*` headers, so that a sweep of a
-//! whole resource group spends ARM's token bucket at its refill rate instead of running into 429s.
+//! whole resource group spends ARM's token buckets at their refill rate instead of running into
+//! 429s.
 //!
-//! ARM throttles per subscription with a token bucket (ARM-REFERENCE.md §4: reads burst 250,
-//! refill 25 a second). Every response says how many requests remain. The pacer keeps one
-//! estimate per subscription: the last `remaining` Azure reported, minus the requests sent since,
-//! plus the refill. A request that would overdraw the estimate takes a ticket and sleeps until its
-//! token has refilled, first come first served. Until Azure has answered once, requests go
-//! straight out. A 429 still happens if someone else drains the same bucket; then the retry
-//! policy (which sits outside this one) honours `Retry-After` and this pacer learns `remaining`.
+//! ARM throttles per subscription with token buckets, one for reads, one for writes, one for
+//! deletes (ARM-REFERENCE.md §4: reads burst 250 and refill 25 a second; writes and deletes 200
+//! and 10). Every response says how many requests its bucket has left. The pacer keeps one
+//! estimate per subscription and bucket: what Azure last reported, less the requests sent after
+//! the one that answered, plus the refill. A request that would overdraw the estimate takes a
+//! ticket and sleeps until its token has refilled, first come first served; one token stays in
+//! reserve. Until a bucket has been reported once, requests go straight out.
+//!
+//! Which bucket a request spends is what its answer says: a route's class is learned from the
+//! header its response carries (ARM counts some POSTs as reads, some as writes); until a route has
+//! answered, the HTTP method decides. A 429 still happens if someone else drains the same
+//! bucket; then the retry policy (outside this one) honours `Retry-After` and this pacer learns.
 
 use azure_core::headers::{HeaderName, Headers};
 use azure_core::{Context, Policy, PolicyResult, Request};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// The headers that report a subscription's remaining budget; the smallest present wins.
-const REMAINING: [&str; 4] = [
-    "x-ms-ratelimit-remaining-subscription-reads",
-    "x-ms-ratelimit-remaining-subscription-writes",
-    "x-ms-ratelimit-remaining-subscription-global-reads",
-    "x-ms-ratelimit-remaining-subscription-global-writes",
-];
-
-/// Tokens left in the bucket when the pacer stops sending: a request timed to arrive exactly as
+/// Tokens left in a bucket when the pacer stops sending: a request timed to arrive exactly as
 /// its token refills would race the bucket's own clock.
 const RESERVE: f64 = 1.0;
 
-/// One subscription's budget as we estimate it.
+/// ARM's documented refill of the write and delete buckets, per second.
+const WRITE_REFILL: f64 = 10.0;
+
+/// Routes whose bucket has been learned, at most (a bound, not a working set).
+const MAX_ROUTES: usize = 512;
+
+/// Requests in flight on a bucket Azure has not reported yet: a few probe it, the rest wait for
+/// their answer rather than risk a burst into an empty bucket.
+const PROBES: usize = 2;
+/// How often a request held back by the probes looks again.
+const PROBE_WAIT: Duration = Duration::from_millis(5);
+
+/// ARM's per-subscription buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Class {
+    Reads,
+    Writes,
+    Deletes,
+}
+
+impl Class {
+    fn of_method(method: &azure_core::Method) -> Class {
+        match method {
+            azure_core::Method::Get | azure_core::Method::Head => Class::Reads,
+            azure_core::Method::Delete => Class::Deletes,
+            _ => Class::Writes,
+        }
+    }
+
+    /// The headers reporting this bucket; the smallest present wins.
+    fn headers(self) -> &'static [&'static str] {
+        match self {
+            Class::Reads => &[
+                "x-ms-ratelimit-remaining-subscription-reads",
+                "x-ms-ratelimit-remaining-subscription-global-reads",
+            ],
+            Class::Writes => &[
+                "x-ms-ratelimit-remaining-subscription-writes",
+                "x-ms-ratelimit-remaining-subscription-global-writes",
+            ],
+            Class::Deletes => &[
+                "x-ms-ratelimit-remaining-subscription-deletes",
+                "x-ms-ratelimit-remaining-subscription-global-deletes",
+            ],
+        }
+    }
+
+    const ALL: [Class; 3] = [Class::Reads, Class::Writes, Class::Deletes];
+}
+
+/// One subscription's bucket as we estimate it.
 #[derive(Debug)]
 struct Budget {
-    /// Tokens left now, net of requests sent and tickets handed out (may be negative: debt
-    /// that sleeping requests are waiting out).
+    /// Tokens left now, net of requests sent and tickets handed out (negative: debt that
+    /// sleeping requests are waiting out).
     tokens: f64,
     /// The most Azure ever reported plus one: refill stops there.
     capacity: f64,
     at: Instant,
-    /// Azure has reported `remaining` at least once.
+    /// Azure has reported this bucket at least once.
     known: bool,
-    /// Sent and not yet answered.
-    in_flight: u32,
-    /// Holding a ticket, asleep until their token refills.
+    /// Sequence numbers of requests sent and not yet over.
+    in_flight: BTreeSet<u64>,
+    /// Requests holding a ticket, asleep until their token refills.
     waiting: u32,
 }
 
 impl Budget {
+    fn new(now: Instant) -> Budget {
+        Budget {
+            tokens: 0.0,
+            capacity: 0.0,
+            at: now,
+            known: false,
+            in_flight: BTreeSet::new(),
+            waiting: 0,
+        }
+    }
+
     fn refill(&mut self, now: Instant, rate: f64) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.at = now;
@@ -64,21 +123,40 @@ pub struct PacingStats {
     pub throttled: u64,
 }
 
+/// Whether a request may go now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Go {
+    Now,
+    /// Its token refills after this long; it is counted as waiting.
+    After(Duration),
+    /// The bucket is being probed: ask again shortly (not counted).
+    Later,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    budgets: HashMap<(String, Class), Budget>,
+    /// Route (method and resource type or action) → the bucket its answers reported, or
+    /// `None` when they report none (not paced).
+    routes: HashMap<String, Option<Class>>,
+    next_seq: u64,
+}
+
 #[derive(Debug)]
 pub(crate) struct Pacer {
-    /// Tokens refilled per second, per subscription (ARM's documented read refill).
-    rate: f64,
-    budgets: Mutex<HashMap<String, Budget>>,
+    /// Tokens refilled per second in the read bucket (ARM's documented read refill).
+    read_rate: f64,
+    state: Mutex<State>,
     paced: AtomicU64,
     waited_us: AtomicU64,
     throttled: AtomicU64,
 }
 
 impl Pacer {
-    pub(crate) fn new(refill_per_sec: f64) -> Pacer {
+    pub(crate) fn new(read_refill_per_sec: f64) -> Pacer {
         Pacer {
-            rate: refill_per_sec.max(0.1),
-            budgets: Mutex::new(HashMap::new()),
+            read_rate: read_refill_per_sec.max(0.1),
+            state: Mutex::new(State::default()),
             paced: AtomicU64::new(0),
             waited_us: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
@@ -93,72 +171,113 @@ impl Pacer {
         }
     }
 
-    fn budgets(&self) -> std::sync::MutexGuard<'_, HashMap<String, Budget>> {
-        self.budgets.lock().unwrap_or_else(PoisonError::into_inner)
+    fn rate(&self, class: Class) -> f64 {
+        match class {
+            Class::Reads => self.read_rate,
+            Class::Writes | Class::Deletes => WRITE_REFILL.min(self.read_rate),
+        }
     }
 
-    /// Count this request against its subscription; how long it must wait before it may go
-    /// out (zero for most). The request is counted until [`Pacer::done`].
-    fn ticket(&self, subscription: &str, now: Instant) -> Duration {
-        let mut budgets = self.budgets();
-        let budget = budgets.entry(subscription.to_string()).or_insert(Budget {
-            tokens: 0.0,
-            capacity: 0.0,
-            at: now,
-            known: false,
-            in_flight: 0,
-            waiting: 0,
-        });
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The bucket a request spends: as its route's answers said, else by its method; `None`
+    /// for a route whose answers report no bucket.
+    fn class_of(&self, route: &str, method: &azure_core::Method) -> Option<Class> {
+        self.state()
+            .routes
+            .get(route)
+            .copied()
+            .unwrap_or_else(|| Some(Class::of_method(method)))
+    }
+
+    /// Count a request against its bucket: its sequence number, and whether it may go now.
+    /// It stays counted until [`Pacer::done`].
+    fn ticket(&self, key: &(String, Class), now: Instant) -> (u64, Go) {
+        let rate = self.rate(key.1);
+        let mut state = self.state();
+        let seq = state.next_seq;
+        let budget = state
+            .budgets
+            .entry(key.clone())
+            .or_insert_with(|| Budget::new(now));
         if !budget.known {
-            // Nothing known yet: go, and learn from the answer.
-            budget.in_flight += 1;
-            return Duration::ZERO;
+            // Nothing known yet: a few go and learn from their answers.
+            if budget.in_flight.len() >= PROBES {
+                return (seq, Go::Later);
+            }
+            budget.in_flight.insert(seq);
+            state.next_seq += 1;
+            return (seq, Go::Now);
         }
-        budget.refill(now, self.rate);
+        state.next_seq += 1;
+        let budget = state.budgets.get_mut(key).expect("just inserted");
+        budget.refill(now, rate);
         budget.tokens -= 1.0;
         let short = RESERVE - budget.tokens;
         if short <= 0.0 {
-            budget.in_flight += 1;
-            return Duration::ZERO;
+            budget.in_flight.insert(seq);
+            return (seq, Go::Now);
         }
         budget.waiting += 1;
-        Duration::from_secs_f64(short / self.rate)
+        let wait = Duration::from_secs_f64(short / rate).max(Duration::from_nanos(1));
+        (seq, Go::After(wait))
     }
 
     /// A request that waited for its token is going out now.
-    fn sent_after_wait(&self, subscription: &str) {
-        if let Some(budget) = self.budgets().get_mut(subscription) {
+    fn sent_after_wait(&self, key: &(String, Class), seq: u64) {
+        if let Some(budget) = self.state().budgets.get_mut(key) {
             budget.waiting = budget.waiting.saturating_sub(1);
-            budget.in_flight += 1;
+            budget.in_flight.insert(seq);
         }
     }
 
-    /// Azure said `remaining` for this subscription in the answer to one of our requests
-    /// (which is still counted in flight).
-    fn learn(&self, subscription: &str, remaining: u64, now: Instant) {
-        let mut budgets = self.budgets();
-        let Some(budget) = budgets.get_mut(subscription) else {
+    /// The answer to request `seq` (on `route`) carried these headers: learn the route's bucket
+    /// and how much that bucket has left.
+    fn learn(&self, subscription: &str, route: &str, seq: u64, headers: &Headers, now: Instant) {
+        if Class::ALL.iter().all(|c| remaining(headers, *c).is_none()) {
+            // An answer that reports no bucket: its route is not paced.
+            let mut state = self.state();
+            if state.routes.len() < MAX_ROUTES {
+                state.routes.entry(route.to_string()).or_insert(None);
+            }
             return;
-        };
-        let remaining = remaining as f64;
-        budget.refill(now, self.rate);
-        budget.known = true;
-        budget.capacity = budget.capacity.max(remaining + 1.0);
-        // What Azure has left, less what we have sent or promised since it counted.
-        let others = budget.in_flight.saturating_sub(1) + budget.waiting;
-        budget.tokens = remaining - f64::from(others);
+        }
+        for class in Class::ALL {
+            let Some(left) = remaining(headers, class) else {
+                continue;
+            };
+            let rate = self.rate(class);
+            let mut state = self.state();
+            if state.routes.len() < MAX_ROUTES || state.routes.contains_key(route) {
+                state.routes.insert(route.to_string(), Some(class));
+            }
+            let budget = state
+                .budgets
+                .entry((subscription.to_string(), class))
+                .or_insert_with(|| Budget::new(now));
+            budget.refill(now, rate);
+            budget.known = true;
+            budget.capacity = budget.capacity.max(left as f64 + 1.0);
+            // What Azure had left when it answered, less what we sent after this request
+            // (it may not have counted those yet) and the tickets handed out since. Answers
+            // that arrive out of order are each safe on their own.
+            let after = budget.in_flight.range(seq + 1..).count() as f64;
+            budget.tokens = left as f64 - after - f64::from(budget.waiting);
+        }
     }
 
-    /// The request is over (answered, failed or dropped); `waited` says whether it was still
-    /// asleep on its ticket.
-    fn done(&self, subscription: &str, asleep: bool) {
-        if let Some(budget) = self.budgets().get_mut(subscription) {
+    /// The request is over (answered, failed or dropped); `asleep` says whether it was still
+    /// waiting for its token.
+    fn done(&self, key: &(String, Class), seq: u64, asleep: bool) {
+        if let Some(budget) = self.state().budgets.get_mut(key) {
             if asleep {
                 budget.waiting = budget.waiting.saturating_sub(1);
                 // Its token was never spent: give it back.
                 budget.tokens += 1.0;
             } else {
-                budget.in_flight = budget.in_flight.saturating_sub(1);
+                budget.in_flight.remove(&seq);
             }
         }
     }
@@ -168,13 +287,14 @@ impl Pacer {
 /// (a cancelled sweep).
 struct Ticket<'a> {
     pacer: &'a Pacer,
-    subscription: &'a str,
+    key: (String, Class),
+    seq: u64,
     asleep: bool,
 }
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        self.pacer.done(self.subscription, self.asleep);
+        self.pacer.done(&self.key, self.seq, self.asleep);
     }
 }
 
@@ -189,8 +309,28 @@ fn subscription_of(url: &url::Url) -> Option<String> {
     None
 }
 
-fn remaining(headers: &Headers) -> Option<u64> {
-    REMAINING
+/// A route without names or ids: the method and the last path segment that is neither a name
+/// nor an id, e.g. "POST effectivenetworksecuritygroups" or "GET virtualmachines".
+fn route_of(method: &azure_core::Method, url: &url::Url) -> String {
+    let segments: Vec<&str> = url
+        .path_segments()
+        .map(|s| s.filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    // ARM paths alternate type/name after the provider: an even count ends in a name.
+    let kind = match segments.len() % 2 {
+        0 => segments.len().checked_sub(2).and_then(|i| segments.get(i)),
+        _ => segments.last(),
+    };
+    format!(
+        "{} {}",
+        method.as_ref(),
+        kind.map(|k| k.to_ascii_lowercase()).unwrap_or_default()
+    )
+}
+
+fn remaining(headers: &Headers, class: Class) -> Option<u64> {
+    class
+        .headers()
         .iter()
         .filter_map(|name| headers.get_optional_str(&HeaderName::from_static(name)))
         .filter_map(|v| v.trim().parse::<u64>().ok())
@@ -213,30 +353,62 @@ impl Policy for Pacing {
             return next[0].send(ctx, request, &next[1..]).await;
         };
         let pacer = &self.0;
-        let wait = pacer.ticket(&subscription, Instant::now());
-        let mut ticket = Ticket {
-            pacer,
-            subscription: &subscription,
-            asleep: !wait.is_zero(),
+        let route = route_of(request.method(), request.url());
+        let mut held = Duration::ZERO;
+        let ticket = loop {
+            let Some(class) = pacer.class_of(&route, request.method()) else {
+                return next[0].send(ctx, request, &next[1..]).await;
+            };
+            let key = (subscription.clone(), class);
+            let (seq, go) = pacer.ticket(&key, Instant::now());
+            match go {
+                Go::Now => {
+                    break Ticket {
+                        pacer,
+                        key,
+                        seq,
+                        asleep: false,
+                    }
+                }
+                Go::After(wait) => {
+                    let mut ticket = Ticket {
+                        pacer,
+                        key,
+                        seq,
+                        asleep: true,
+                    };
+                    held += wait;
+                    tracing::trace!(?wait, "ARM request paced");
+                    tokio::time::sleep(wait).await;
+                    pacer.sent_after_wait(&ticket.key, seq);
+                    ticket.asleep = false;
+                    break ticket;
+                }
+                Go::Later => {
+                    held += PROBE_WAIT;
+                    tokio::time::sleep(PROBE_WAIT).await;
+                }
+            }
         };
-        if ticket.asleep {
+        if !held.is_zero() {
             pacer.paced.fetch_add(1, Ordering::Relaxed);
             pacer
                 .waited_us
-                .fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
-            tracing::trace!(?wait, "ARM request paced");
-            tokio::time::sleep(wait).await;
-            pacer.sent_after_wait(&subscription);
-            ticket.asleep = false;
+                .fetch_add(held.as_micros() as u64, Ordering::Relaxed);
         }
+        let seq = ticket.seq;
         let result = next[0].send(ctx, request, &next[1..]).await;
         if let Ok(response) = &result {
             if response.status() == azure_core::StatusCode::TooManyRequests {
                 pacer.throttled.fetch_add(1, Ordering::Relaxed);
             }
-            if let Some(left) = remaining(response.headers()) {
-                pacer.learn(&subscription, left, Instant::now());
-            }
+            pacer.learn(
+                &subscription,
+                &route,
+                seq,
+                response.headers(),
+                Instant::now(),
+            );
         }
         drop(ticket);
         result
@@ -247,13 +419,54 @@ impl Policy for Pacing {
 mod tests {
     use super::*;
 
+    fn key() -> (String, Class) {
+        ("s".to_string(), Class::Reads)
+    }
+
+    fn reads(left: u64) -> Headers {
+        let mut headers = Headers::new();
+        headers.insert(
+            "x-ms-ratelimit-remaining-subscription-reads",
+            left.to_string(),
+        );
+        headers
+    }
+
+    /// One request answered with `left` reads remaining, as a finished exchange.
+    fn exchange(pacer: &Pacer, left: u64, now: Instant) {
+        let (seq, go) = pacer.ticket(&key(), now);
+        assert_eq!(go, Go::Now);
+        pacer.learn("s", "GET x", seq, &reads(left), now);
+        pacer.done(&key(), seq, false);
+    }
+
+    fn waits(go: Go) -> f64 {
+        match go {
+            Go::Now => 0.0,
+            Go::After(d) => d.as_secs_f64(),
+            Go::Later => panic!("the bucket is known: no probing"),
+        }
+    }
+
     #[test]
-    fn subscription_comes_from_the_path() {
+    fn subscription_and_route_come_from_the_path() {
         let url = url::Url::parse(
-            "http://127.0.0.1:1/subscriptions/ABC/resourceGroups/rg/providers/x?api-version=1",
+            "http://127.0.0.1:1/subscriptions/ABC/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/nic-1/effectiveNetworkSecurityGroups?api-version=1",
         )
         .unwrap();
         assert_eq!(subscription_of(&url).as_deref(), Some("abc"));
+        assert_eq!(
+            route_of(&azure_core::Method::Post, &url),
+            "POST effectivenetworksecuritygroups"
+        );
+        let vm = url::Url::parse(
+            "http://h/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/web-01",
+        )
+        .unwrap();
+        assert_eq!(
+            route_of(&azure_core::Method::Get, &vm),
+            "GET virtualmachines"
+        );
         let token = url::Url::parse("http://127.0.0.1:1/tenant/oauth2/v2.0/token").unwrap();
         assert_eq!(subscription_of(&token), None);
     }
@@ -262,74 +475,131 @@ mod tests {
     fn unknown_budget_sends_at_once_then_learns() {
         let pacer = Pacer::new(25.0);
         let t0 = Instant::now();
-        assert_eq!(pacer.ticket("s", t0), Duration::ZERO);
-        pacer.learn("s", 3, t0);
-        pacer.done("s", false);
+        exchange(&pacer, 3, t0);
         // Three tokens left, one kept in reserve: two go at once, the third waits one refill
-        // (40 ms at 25/s).
-        assert_eq!(pacer.ticket("s", t0), Duration::ZERO);
-        assert_eq!(pacer.ticket("s", t0), Duration::ZERO);
-        let third = pacer.ticket("s", t0);
-        assert!(
-            (third.as_secs_f64() - 0.04).abs() < 1e-9,
-            "third waits {third:?}"
-        );
-        // A fourth queues behind the third: tickets are first come, first served.
-        let fourth = pacer.ticket("s", t0);
-        assert!((fourth.as_secs_f64() - 0.08).abs() < 1e-9, "{fourth:?}");
+        // (40 ms at 25/s), and a fourth queues behind it.
+        assert_eq!(pacer.ticket(&key(), t0).1, Go::Now);
+        assert_eq!(pacer.ticket(&key(), t0).1, Go::Now);
+        assert!((waits(pacer.ticket(&key(), t0).1) - 0.04).abs() < 1e-9);
+        assert!((waits(pacer.ticket(&key(), t0).1) - 0.08).abs() < 1e-9);
     }
 
     #[test]
     fn azure_reporting_less_than_estimated_wins() {
         let pacer = Pacer::new(10.0);
         let t0 = Instant::now();
-        pacer.ticket("s", t0);
-        pacer.learn("s", 100, t0);
-        pacer.done("s", false);
+        exchange(&pacer, 100, t0);
         // Someone else spent the bucket: Azure now says 0 left.
-        pacer.ticket("s", t0);
-        pacer.learn("s", 0, t0);
-        pacer.done("s", false);
+        exchange(&pacer, 0, t0);
         // Empty: wait for this request's token and the reserve (2 tokens at 10/s).
-        let wait = pacer.ticket("s", t0);
-        assert!((wait.as_secs_f64() - 0.2).abs() < 1e-9, "{wait:?}");
+        assert!((waits(pacer.ticket(&key(), t0).1) - 0.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn requests_sent_after_an_answer_are_not_counted_twice() {
+        let pacer = Pacer::new(25.0);
+        let t0 = Instant::now();
+        exchange(&pacer, 100, t0);
+        let (first, _) = pacer.ticket(&key(), t0);
+        let (second, _) = pacer.ticket(&key(), t0);
+        let (third, _) = pacer.ticket(&key(), t0);
+        // The second's answer arrives first: only the third may be unseen by Azure.
+        pacer.learn("s", "GET x", second, &reads(50), t0);
+        assert_eq!(pacer.state().budgets[&key()].tokens, 49.0);
+        // A late answer to the first: the second and third may be unseen, an older figure is
+        // still safe.
+        pacer.learn("s", "GET x", first, &reads(52), t0);
+        assert_eq!(pacer.state().budgets[&key()].tokens, 50.0);
+        for seq in [first, second, third] {
+            pacer.done(&key(), seq, false);
+        }
+        assert!(pacer.state().budgets[&key()].in_flight.is_empty());
+    }
+
+    #[test]
+    fn an_unreported_bucket_is_probed_by_a_few_and_a_silent_route_is_not_paced() {
+        let pacer = Pacer::new(25.0);
+        let t0 = Instant::now();
+        let (a, first) = pacer.ticket(&key(), t0);
+        let (_, second) = pacer.ticket(&key(), t0);
+        let (_, third) = pacer.ticket(&key(), t0);
+        assert_eq!((first, second, third), (Go::Now, Go::Now, Go::Later));
+        // An answer without any rate-limit header: that route goes unpaced from now on.
+        pacer.learn("s", "GET other", a, &Headers::new(), t0);
+        assert_eq!(pacer.class_of("GET other", &azure_core::Method::Get), None);
+        assert_eq!(
+            pacer.class_of("GET x", &azure_core::Method::Get),
+            Some(Class::Reads)
+        );
     }
 
     #[test]
     fn refill_stops_at_capacity() {
         let pacer = Pacer::new(25.0);
         let t0 = Instant::now();
-        pacer.ticket("s", t0);
-        pacer.learn("s", 3, t0);
-        pacer.done("s", false);
+        exchange(&pacer, 3, t0);
         // An hour later the bucket holds at most what Azure ever reported, plus one; one stays
         // in reserve.
         let later = t0 + Duration::from_secs(3600);
         for _ in 0..3 {
-            assert_eq!(pacer.ticket("s", later), Duration::ZERO);
+            assert_eq!(pacer.ticket(&key(), later).1, Go::Now);
         }
-        assert!(pacer.ticket("s", later) > Duration::ZERO);
+        assert!(matches!(pacer.ticket(&key(), later).1, Go::After(_)));
     }
 
     #[test]
-    fn a_dropped_waiter_gives_its_token_back() {
+    fn a_dropped_waiter_gives_its_token_back_and_leaves_no_count() {
         let pacer = Pacer::new(10.0);
         let t0 = Instant::now();
-        pacer.ticket("s", t0);
-        pacer.learn("s", 0, t0);
-        pacer.done("s", false);
-        let first = pacer.ticket("s", t0);
-        pacer.done("s", true);
+        exchange(&pacer, 0, t0);
+        let (seq, first) = pacer.ticket(&key(), t0);
+        drop(Ticket {
+            pacer: &pacer,
+            key: key(),
+            seq,
+            asleep: true,
+        });
         // The next request waits as long as the dropped one would have, not twice as long.
-        assert_eq!(pacer.ticket("s", t0), first);
+        let (seq2, again) = pacer.ticket(&key(), t0);
+        assert_eq!(again, first);
+        pacer.sent_after_wait(&key(), seq2);
+        drop(Ticket {
+            pacer: &pacer,
+            key: key(),
+            seq: seq2,
+            asleep: false,
+        });
+        let state = pacer.state();
+        let budget = &state.budgets[&key()];
+        assert_eq!((budget.in_flight.len(), budget.waiting), (0, 0));
     }
 
     #[test]
-    fn headers_give_the_smallest_remaining() {
-        let mut headers = Headers::new();
-        headers.insert("x-ms-ratelimit-remaining-subscription-reads", "120");
-        headers.insert("x-ms-ratelimit-remaining-subscription-global-reads", "90");
-        assert_eq!(remaining(&headers), Some(90));
-        assert_eq!(remaining(&Headers::new()), None);
+    fn a_route_spends_the_bucket_its_answers_report() {
+        let pacer = Pacer::new(25.0);
+        let post = azure_core::Method::Post;
+        let route = "POST effectivenetworksecuritygroups";
+        assert_eq!(
+            pacer.class_of(route, &post),
+            Some(Class::Writes),
+            "by method at first"
+        );
+        let t0 = Instant::now();
+        let (seq, _) = pacer.ticket(&("s".into(), Class::Writes), t0);
+        pacer.learn("s", route, seq, &reads(7), t0);
+        assert_eq!(
+            pacer.class_of(route, &post),
+            Some(Class::Reads),
+            "as Azure counted it"
+        );
+        assert_eq!(
+            pacer.state().budgets[&("s".to_string(), Class::Reads)].tokens,
+            7.0
+        );
+        let mut writes = Headers::new();
+        writes.insert("x-ms-ratelimit-remaining-subscription-writes", "150");
+        writes.insert("x-ms-ratelimit-remaining-subscription-global-writes", "90");
+        assert_eq!(remaining(&writes, Class::Writes), Some(90));
+        assert_eq!(remaining(&writes, Class::Reads), None);
     }
 }

@@ -215,6 +215,49 @@ fn malformed(what: &str, e: impl std::fmt::Display) -> ArmError {
     }
 }
 
+/// A NIC's facts from what is at hand: the NIC (its public IP expanded or not) and a list of
+/// public IPs. `Err` carries the facts without the public IP and the id still to read.
+pub(crate) fn listed_nic_facts(
+    nic_id: &str,
+    nic: network::NetworkInterface,
+    public_ips: &std::collections::HashMap<String, PublicIpFacts>,
+) -> Result<NicFacts, (NicFacts, String)> {
+    let properties = nic.properties.unwrap_or_default();
+    let config = properties
+        .ip_configurations
+        .iter()
+        .find(|c| {
+            c.properties
+                .as_ref()
+                .and_then(|p| p.primary)
+                .unwrap_or(false)
+        })
+        .or_else(|| properties.ip_configurations.first())
+        .and_then(|c| c.properties.clone())
+        .unwrap_or_default();
+    let mut facts = NicFacts {
+        nic_id: nic_id.to_string(),
+        private_ip: config.private_ip_address,
+        private_ip_allocation: ip_allocation(config.private_ip_allocation_method.as_ref()),
+        public_ip: None,
+    };
+    let Some((pip_id, pip)) = config
+        .public_ip_address
+        .and_then(|pip| pip.resource.id.clone().map(|id| (id, pip)))
+    else {
+        return Ok(facts);
+    };
+    match expanded_public_ip(&pip_id, &pip)
+        .or_else(|| public_ips.get(&pip_id.to_ascii_lowercase()).cloned())
+    {
+        Some(found) => {
+            facts.public_ip = Some(found);
+            Ok(facts)
+        }
+        None => Err((facts, pip_id)),
+    }
+}
+
 pub(crate) fn public_ip_facts(
     pip_id: &str,
     fallback_name: &str,
@@ -318,46 +361,21 @@ impl Arm {
         self.nic_facts_from(nic_id, nic, &Default::default()).await
     }
 
-    /// Facts from a NIC already read (alone or in a list). The public IP comes from the NIC's
-    /// expansion, else from `public_ips` (a resource group's list), else from its own read.
+    /// Facts from a NIC already read. The public IP comes from the NIC's expansion, else from
+    /// `public_ips` (a resource group's list), else from its own read.
     pub(crate) async fn nic_facts_from(
         &self,
         nic_id: &str,
         nic: network::NetworkInterface,
         public_ips: &std::collections::HashMap<String, PublicIpFacts>,
     ) -> Result<NicFacts, ArmError> {
-        let properties = nic.properties.unwrap_or_default();
-        let config = properties
-            .ip_configurations
-            .iter()
-            .find(|c| {
-                c.properties
-                    .as_ref()
-                    .and_then(|p| p.primary)
-                    .unwrap_or(false)
-            })
-            .or_else(|| properties.ip_configurations.first())
-            .and_then(|c| c.properties.clone())
-            .unwrap_or_default();
-        let public_ip = match config.public_ip_address {
-            None => None,
-            Some(pip) => match pip.resource.id.clone() {
-                None => None,
-                Some(pip_id) => Some(match expanded_public_ip(&pip_id, &pip) {
-                    Some(facts) => facts,
-                    None => match public_ips.get(&pip_id.to_ascii_lowercase()) {
-                        Some(facts) => facts.clone(),
-                        None => self.public_ip(&pip_id).await?,
-                    },
-                }),
-            },
-        };
-        Ok(NicFacts {
-            nic_id: nic_id.to_string(),
-            private_ip: config.private_ip_address,
-            private_ip_allocation: ip_allocation(config.private_ip_allocation_method.as_ref()),
-            public_ip,
-        })
+        match listed_nic_facts(nic_id, nic, public_ips) {
+            Ok(facts) => Ok(facts),
+            Err((mut facts, pip_id)) => {
+                facts.public_ip = Some(self.public_ip(&pip_id).await?);
+                Ok(facts)
+            }
+        }
     }
 
     async fn public_ip(&self, pip_id: &str) -> Result<PublicIpFacts, ArmError> {

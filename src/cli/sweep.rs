@@ -1,7 +1,7 @@
 //! `rdp-doctor sweep`: every Windows VM of a resource group or subscription, one summary.
 
 use super::{connect, exit, load_catalog, render::Style, usage_error};
-use crate::azure::{validate_group, ScopeError};
+use crate::azure::{is_subscription_id, validate_group, ScopeError};
 use crate::config::FileConfig;
 use crate::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
 use crate::runbook::{CheckOptions, Verdict};
@@ -47,6 +47,13 @@ pub async fn run(args: SweepArgs) -> u8 {
     if let Some(rg) = &args.resource_group {
         if let Err(e) = validate_group(rg) {
             return usage_error(e);
+        }
+    }
+    if let Some(sub) = &args.subscription {
+        if !is_subscription_id(sub) {
+            return usage_error(format!(
+                "--subscription {sub:?} is not a subscription id (a GUID such as 11111111-2222-3333-4444-555555555555)"
+            ));
         }
     }
     let file = match FileConfig::load() {

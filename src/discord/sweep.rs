@@ -11,7 +11,7 @@ use super::commands::{command_interaction, reply_ephemeral, run_check};
 use super::render::{self, clip, mark, GREEN, GREY, ORANGE, RED};
 use super::surface::{Surface, View};
 use super::{rand_u64, Bot, Context, Error};
-use crate::azure::{validate_group, ScopeError, VmRef, VmSummary};
+use crate::azure::{is_subscription_id, validate_group, ScopeError, VmRef, VmSummary};
 use crate::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
 use crate::runbook::{CheckOptions, Verdict};
 use serenity::all::{
@@ -42,6 +42,8 @@ const TABLE_BUDGET: usize = 3300;
 /// A sweep running or recently finished.
 pub struct SweepState {
     requester: u64,
+    /// The sweep's `from`: a VM's full report tests 3389 from the same address.
+    options: CheckOptions,
     cancel: CancellationToken,
     /// The rows' VMs, worst first, once finished (the details menu indexes them).
     vms: Vec<VmRef>,
@@ -49,7 +51,12 @@ pub struct SweepState {
 }
 
 impl Bot {
-    fn remember_sweep(&self, requester: u64, cancel: CancellationToken) -> String {
+    fn remember_sweep(
+        &self,
+        requester: u64,
+        options: CheckOptions,
+        cancel: CancellationToken,
+    ) -> String {
         let nonce = format!("{:016x}", rand_u64());
         if let Ok(mut sweeps) = self.sweeps.lock() {
             sweeps.retain(|_, s| s.finished.is_none_or(|at| at.elapsed() < ROWS_LIFETIME));
@@ -57,6 +64,7 @@ impl Bot {
                 nonce.clone(),
                 SweepState {
                     requester,
+                    options,
                     cancel,
                     vms: Vec::new(),
                     finished: None,
@@ -130,6 +138,17 @@ pub async fn sweep(
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
     {
+        Some(s) if !is_subscription_id(&s) => {
+            return reply_ephemeral(
+                ctx.http(),
+                interaction,
+                render::notice(
+                    "That is not a subscription id",
+                    "`subscription` is a subscription's id, a GUID such as 11111111-2222-3333-4444-555555555555.",
+                ),
+            )
+            .await
+        }
         Some(s) => vec![s],
         None => bot.subscriptions.clone(),
     };
@@ -177,7 +196,11 @@ pub async fn sweep(
     };
 
     let cancel = CancellationToken::new();
-    let nonce = bot.remember_sweep(interaction.user.id.get(), cancel.clone());
+    let nonce = bot.remember_sweep(
+        interaction.user.id.get(),
+        CheckOptions { from },
+        cancel.clone(),
+    );
     let stop_row = CreateActionRow::Buttons(vec![CreateButton::new(format!("{STOP}{nonce}"))
         .label("Cancel sweep")
         .style(ButtonStyle::Secondary)]);
@@ -431,7 +454,7 @@ pub async fn component(
         };
         let vm = bot.sweeps.lock().ok().and_then(|s| {
             let state = s.get(nonce)?;
-            state.vms.get(index?).cloned()
+            Some((state.vms.get(index?).cloned()?, state.options.clone()))
         });
         return details(http, bot, component, vm).await;
     }
@@ -467,14 +490,13 @@ pub async fn modal(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction) -> Resu
     let name = name.trim();
     let found = bot.sweeps.lock().ok().and_then(|s| {
         let state = s.get(nonce)?;
-        Some(
-            state
-                .vms
-                .iter()
-                .filter(|v| v.name.eq_ignore_ascii_case(name))
-                .cloned()
-                .collect::<Vec<VmRef>>(),
-        )
+        let vms: Vec<VmRef> = state
+            .vms
+            .iter()
+            .filter(|v| v.name.eq_ignore_ascii_case(name))
+            .cloned()
+            .collect();
+        Some((vms, state.options.clone()))
     });
     let answer = |title: &str, text: &str| {
         CreateInteractionResponse::Message(
@@ -483,6 +505,10 @@ pub async fn modal(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction) -> Resu
                 .embed(render::notice(title, text))
                 .allowed_mentions(CreateAllowedMentions::new()),
         )
+    };
+    let (found, options) = match found {
+        Some((vms, options)) => (Some(vms), options),
+        None => (None, CheckOptions::default()),
     };
     let vm = match found.as_deref() {
         None => {
@@ -522,13 +548,7 @@ pub async fn modal(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction) -> Resu
         )
         .await?;
     let surface = Surface::original(http.clone(), &modal.token, modal.channel_id, Instant::now());
-    run_check(
-        bot,
-        &surface,
-        VmSummary::unlisted(vm),
-        &CheckOptions::default(),
-    )
-    .await;
+    run_check(bot, &surface, VmSummary::unlisted(vm), &options).await;
     Ok(())
 }
 
@@ -584,9 +604,9 @@ async fn details(
     http: Arc<Http>,
     bot: &Bot,
     component: &ComponentInteraction,
-    vm: Option<VmRef>,
+    vm: Option<(VmRef, CheckOptions)>,
 ) -> Result<(), Error> {
-    let Some(vm) = vm else {
+    let Some((vm, options)) = vm else {
         return whisper(
             &http,
             component,
@@ -608,12 +628,6 @@ async fn details(
         component.channel_id,
         Instant::now(),
     );
-    run_check(
-        bot,
-        &surface,
-        VmSummary::unlisted(vm),
-        &CheckOptions::default(),
-    )
-    .await;
+    run_check(bot, &surface, VmSummary::unlisted(vm), &options).await;
     Ok(())
 }
