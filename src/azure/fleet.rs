@@ -216,7 +216,7 @@ impl Arm {
                 // A NIC whose public IP is in neither the NIC nor the list (kept in another
                 // group) is left out: its VM's check reads it, concurrently with the others.
                 for (id, nic) in nics {
-                    if let Ok(facts) = listed_nic_facts(&id, nic, &public_ips) {
+                    if let (facts, None) = listed_nic_facts(&id, nic, &public_ips) {
                         fleet.nics.insert(id.to_ascii_lowercase(), facts);
                     }
                 }

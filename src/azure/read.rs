@@ -216,12 +216,12 @@ fn malformed(what: &str, e: impl std::fmt::Display) -> ArmError {
 }
 
 /// A NIC's facts from what is at hand: the NIC (its public IP expanded or not) and a list of
-/// public IPs. `Err` carries the facts without the public IP and the id still to read.
+/// public IPs; and the id of its public IP if neither held it (still to read).
 pub(crate) fn listed_nic_facts(
     nic_id: &str,
     nic: network::NetworkInterface,
     public_ips: &std::collections::HashMap<String, PublicIpFacts>,
-) -> Result<NicFacts, (NicFacts, String)> {
+) -> (NicFacts, Option<String>) {
     let properties = nic.properties.unwrap_or_default();
     let config = properties
         .ip_configurations
@@ -245,16 +245,16 @@ pub(crate) fn listed_nic_facts(
         .public_ip_address
         .and_then(|pip| pip.resource.id.clone().map(|id| (id, pip)))
     else {
-        return Ok(facts);
+        return (facts, None);
     };
     match expanded_public_ip(&pip_id, &pip)
         .or_else(|| public_ips.get(&pip_id.to_ascii_lowercase()).cloned())
     {
         Some(found) => {
             facts.public_ip = Some(found);
-            Ok(facts)
+            (facts, None)
         }
-        None => Err((facts, pip_id)),
+        None => (facts, Some(pip_id)),
     }
 }
 
@@ -369,13 +369,11 @@ impl Arm {
         nic: network::NetworkInterface,
         public_ips: &std::collections::HashMap<String, PublicIpFacts>,
     ) -> Result<NicFacts, ArmError> {
-        match listed_nic_facts(nic_id, nic, public_ips) {
-            Ok(facts) => Ok(facts),
-            Err((mut facts, pip_id)) => {
-                facts.public_ip = Some(self.public_ip(&pip_id).await?);
-                Ok(facts)
-            }
+        let (mut facts, missing) = listed_nic_facts(nic_id, nic, public_ips);
+        if let Some(pip_id) = missing {
+            facts.public_ip = Some(self.public_ip(&pip_id).await?);
         }
+        Ok(facts)
     }
 
     async fn public_ip(&self, pip_id: &str) -> Result<PublicIpFacts, ArmError> {
