@@ -824,6 +824,16 @@ async fn sweep_prints_one_table_worst_first_and_json_for_scripts() {
             stderr(&out)
         );
         assert_eq!(cli.sim.stats().requests, before);
+        let out = cli
+            .run(&["sweep", "-g", "rg-web", "--subscription", "../../providers"])
+            .await;
+        assert_eq!(code(&out), 2);
+        assert!(
+            stderr(&out).contains("not a subscription id"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(cli.sim.stats().requests, before);
         let out = cli.run(&["sweep", "--resource-group", "rg-nowhere"]).await;
         assert_eq!(code(&out), 2, "{}", stderr(&out));
         assert!(stderr(&out).contains("rg-nowhere"), "{}", stderr(&out));

@@ -1391,6 +1391,16 @@ async fn only_the_person_who_started_a_sweep_can_cancel_it() {
             ..SimOptions::default()
         };
         let room = Room::with_options(world, options).await;
+        // A subscription that is not a GUID never reaches an Azure URL.
+        let bad = room
+            .slash(
+                "sweep",
+                json!([{"name": "subscription", "type": 3, "value": "../../x"}]),
+            )
+            .await;
+        let refused = room.discord.callback(&bad, WAIT).await.expect("answered");
+        assert_eq!(refused.flags() & 64, 64, "privately");
+        assert!(refused.body().to_string().contains("not a subscription id"));
         let i = room
             .slash(
                 "sweep",

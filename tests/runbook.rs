@@ -1079,3 +1079,33 @@ async fn when_azure_cannot_list_concurrent_misses_share_one_failure_and_known_vm
     })
     .await
 }
+
+#[tokio::test]
+async fn a_sweep_whose_public_ip_list_fails_reads_each_nic_with_its_ip_instead() {
+    within(async {
+        let mut world = World::new().page_size(100);
+        for i in 0..5 {
+            world = world.vm(&format!("vm-{i:02}"));
+        }
+        let options = SimOptions {
+            faults: vec![Fault::new("publicIPAddresses?", FaultKind::Status(403))],
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(world, options).await;
+        let report = run_sweep(&h, &scope("rg-web"), &SweepOptions::default()).await;
+        assert_eq!(report.count(Verdict::Ok), 5, "{:#?}", report.vms);
+        let log = h.sim.stats().log;
+        let single = |needle: &str| {
+            log.iter()
+                .filter(|e| e.method == "GET" && e.path.contains(needle) && !e.path.contains("s?"))
+                .count()
+        };
+        assert_eq!(single("/networkInterfaces/"), 5, "each VM read its NIC");
+        assert_eq!(
+            single("/publicIPAddresses/"),
+            0,
+            "with the public IP expanded in it"
+        );
+    })
+    .await
+}
