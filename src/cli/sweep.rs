@@ -210,8 +210,8 @@ pub fn table(report: &SweepReport, style: &Style) -> String {
     }
     if let Some(worst) = report.vms.iter().find(|r| r.verdict != Verdict::Ok) {
         out.push_str(&format!(
-            "\nDetails and the fix: rdp-doctor check {}/{}\n",
-            worst.vm.resource_group, worst.vm.name
+            "\nDetails and the fix: rdp-doctor check {}/{} --subscription {}\n",
+            worst.vm.resource_group, worst.vm.name, worst.vm.subscription_id
         ));
     }
     out.push_str(&style.dim(&format!(

@@ -47,6 +47,7 @@ pub struct SweepState {
     cancel: CancellationToken,
     /// The rows' VMs, worst first, once finished (the details menu indexes them).
     vms: Vec<VmRef>,
+    started: Instant,
     finished: Option<Instant>,
 }
 
@@ -59,7 +60,12 @@ impl Bot {
     ) -> String {
         let nonce = format!("{:016x}", rand_u64());
         if let Ok(mut sweeps) = self.sweeps.lock() {
-            sweeps.retain(|_, s| s.finished.is_none_or(|at| at.elapsed() < ROWS_LIFETIME));
+            // Finished ones are kept an hour for their menus; one that never finished (its
+            // task died) goes after a day.
+            sweeps.retain(|_, s| match s.finished {
+                Some(at) => at.elapsed() < ROWS_LIFETIME,
+                None => s.started.elapsed() < 24 * ROWS_LIFETIME,
+            });
             sweeps.insert(
                 nonce.clone(),
                 SweepState {
@@ -67,6 +73,7 @@ impl Bot {
                     options,
                     cancel,
                     vms: Vec::new(),
+                    started: Instant::now(),
                     finished: None,
                 },
             );
@@ -300,6 +307,13 @@ pub fn summary(report: &SweepReport) -> (CreateEmbed, Option<(String, Vec<u8>)>)
             "Sweep of {}: {problems} of {checked} VMs with problems",
             report.scope
         )
+    } else if checked == 0 {
+        format!("Sweep of {}: no Windows VM to check", report.scope)
+    } else if unknown > 0 {
+        format!(
+            "Sweep of {}: {unknown} of {checked} VMs could not be checked fully",
+            report.scope
+        )
     } else {
         format!(
             "Sweep of {}: nothing blocks Remote Desktop on {checked} VMs",
@@ -308,7 +322,7 @@ pub fn summary(report: &SweepReport) -> (CreateEmbed, Option<(String, Vec<u8>)>)
     };
     let colour = if problems > 0 {
         RED
-    } else if unknown > 0 {
+    } else if unknown > 0 || checked == 0 {
         GREY
     } else if report.vms.iter().any(|r| {
         r.deciding
@@ -411,7 +425,11 @@ fn details_menu(nonce: &str, report: &SweepReport) -> Vec<CreateActionRow> {
         .take(25)
         .enumerate()
         .map(|(i, row)| {
-            let status = row.deciding.as_ref().map(|f| f.status);
+            let status = Some(
+                row.deciding
+                    .as_ref()
+                    .map_or(crate::diagnose::Status::Pass, |f| f.status),
+            );
             CreateSelectMenuOption::new(
                 clip(&format!("{} {}", mark(status), row.vm.name), 100),
                 i.to_string(),
