@@ -252,10 +252,19 @@ impl Arm {
                 .into_stream()
                 .boxed(),
         };
+        self.all_pages(&mut pages, &what, |page| page.value).await
+    }
+
+    /// Every item of every page, or the first page's error as an `ArmError`.
+    async fn all_pages<P, T>(
+        &self,
+        pages: &mut (impl futures::Stream<Item = azure_core::Result<P>> + Unpin),
+        what: &str,
+        items: impl Fn(P) -> Vec<T>,
+    ) -> Result<Vec<T>, ArmError> {
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.map_err(e, &what))?;
-            out.extend(page.value);
+            out.extend(items(page.map_err(|e| self.map_err(e, what))?));
         }
         Ok(out)
     }
@@ -282,16 +291,11 @@ impl Arm {
                 .into_stream()
                 .boxed(),
         };
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.map_err(e, &what))?;
-            for nic in page.value {
-                if let Some(id) = nic.resource.id.clone() {
-                    out.push((id, nic));
-                }
-            }
-        }
-        Ok(out)
+        let nics = self.all_pages(&mut pages, &what, |page| page.value).await?;
+        Ok(nics
+            .into_iter()
+            .filter_map(|nic| nic.resource.id.clone().map(|id| (id, nic)))
+            .collect())
     }
 
     async fn list_scope_public_ips(
@@ -310,18 +314,15 @@ impl Arm {
                 .into_stream()
                 .boxed(),
         };
-        let mut out = HashMap::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.map_err(e, &what))?;
-            for pip in page.value {
-                let Some(id) = pip.resource.id.clone() else {
-                    continue;
-                };
+        let pips = self.all_pages(&mut pages, &what, |page| page.value).await?;
+        Ok(pips
+            .into_iter()
+            .filter_map(|pip| {
+                let id = pip.resource.id.clone()?;
                 let name = ResourceId::parse(&id).map(|r| r.name).unwrap_or_default();
-                out.insert(id.to_ascii_lowercase(), public_ip_facts(&id, &name, pip));
-            }
-        }
-        Ok(out)
+                Some((id.to_ascii_lowercase(), public_ip_facts(&id, &name, pip)))
+            })
+            .collect())
     }
 
     async fn list_scope_health(&self, scope: &SweepScope) -> Result<HealthList, ArmError> {

@@ -196,6 +196,17 @@ fn init_tracing() {
         .try_init();
 }
 
+/// `--from IP`: an IPv4 address, or a usage error saying what was wrong.
+fn parse_from(from: Option<&str>) -> Result<Option<std::net::Ipv4Addr>, u8> {
+    match from.map(|text| (text, text.trim().parse())) {
+        None => Ok(None),
+        Some((_, Ok(ip))) => Ok(Some(ip)),
+        Some((text, Err(_))) => Err(usage_error(format!(
+            "--from {text:?} is not an IPv4 address (e.g. --from 203.0.113.7)"
+        ))),
+    }
+}
+
 fn usage_error(message: impl std::fmt::Display) -> u8 {
     eprintln!("error: {message}");
     exit::USAGE
@@ -300,15 +311,9 @@ fn explain(catalog: &Catalog, text: &str) -> u8 {
 }
 
 async fn check(args: CheckArgs) -> u8 {
-    let from = match args.from.as_deref().map(str::parse::<std::net::Ipv4Addr>) {
-        None => None,
-        Some(Ok(ip)) => Some(ip),
-        Some(Err(_)) => {
-            return usage_error(format!(
-                "--from {:?} is not an IPv4 address (e.g. --from 203.0.113.7)",
-                args.from.unwrap_or_default()
-            ))
-        }
+    let from = match parse_from(args.from.as_deref()) {
+        Ok(from) => from,
+        Err(code) => return code,
     };
     let query = match VmQuery::parse(&args.vm) {
         Ok(q) => q,

@@ -34,15 +34,9 @@ pub struct SweepArgs {
 }
 
 pub async fn run(args: SweepArgs) -> u8 {
-    let from = match args.from.as_deref().map(str::parse::<std::net::Ipv4Addr>) {
-        None => None,
-        Some(Ok(ip)) => Some(ip),
-        Some(Err(_)) => {
-            return usage_error(format!(
-                "--from {:?} is not an IPv4 address (e.g. --from 203.0.113.7)",
-                args.from.unwrap_or_default()
-            ))
-        }
+    let from = match super::parse_from(args.from.as_deref()) {
+        Ok(from) => from,
+        Err(code) => return code,
     };
     if let Some(rg) = &args.resource_group {
         if let Err(e) = validate_group(rg) {

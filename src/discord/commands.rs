@@ -103,26 +103,26 @@ pub async fn check(
     let Some(interaction) = command_interaction(&ctx) else {
         return Ok(());
     };
-    let from = match from.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => None,
-        Some(text) => match text.parse() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                return reply_ephemeral(
-                    ctx.http(),
-                    interaction,
-                    render::notice(
-                        "That is not an IPv4 address",
-                        &format!(
-                            "`from` must be an IPv4 address such as 203.0.113.7, not {text:?}."
-                        ),
-                    ),
-                )
-                .await
-            }
-        },
+    let from = match parse_from(from.as_deref()) {
+        Ok(from) => from,
+        Err(notice) => return reply_ephemeral(ctx.http(), interaction, *notice).await,
     };
     start(ctx, interaction, Kind::Check, &vm, CheckOptions { from }).await
+}
+
+/// The `from` option: empty, or an IPv4 address; otherwise what to tell the person.
+pub(super) fn parse_from(
+    from: Option<&str>,
+) -> Result<Option<std::net::Ipv4Addr>, Box<CreateEmbed>> {
+    match from.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| {
+            Box::new(render::notice(
+                "That is not an IPv4 address",
+                &format!("`from` must be an IPv4 address such as 203.0.113.7, not {text:?}."),
+            ))
+        }),
+    }
 }
 
 /// Azure Resource Health of a VM

@@ -451,7 +451,8 @@ fn password_modal(summary: &VmSummary) -> CreateModal {
     ])
 }
 
-fn modal_value(modal: &ModalInteraction, id: &str) -> Option<String> {
+/// The value of a form's text input.
+pub(super) fn modal_value(modal: &ModalInteraction, id: &str) -> Option<String> {
     modal
         .data
         .components

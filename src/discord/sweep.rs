@@ -7,7 +7,7 @@
 //! rows, kept in memory for an hour) and `rdp:sweep:ask:<nonce>` (a button opening a form,
 //! `rdp:sweep:name:<nonce>`, for any other VM of the sweep by name).
 
-use super::commands::{command_interaction, reply_ephemeral, run_check};
+use super::commands::{command_interaction, parse_from, reply_ephemeral, run_check};
 use super::render::{self, clip, mark, GREEN, GREY, ORANGE, RED};
 use super::surface::{Surface, View};
 use super::{rand_u64, Bot, Context, Error};
@@ -15,11 +15,10 @@ use crate::azure::{is_subscription_id, validate_group, ScopeError, VmRef, VmSumm
 use crate::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
 use crate::runbook::{CheckOptions, Verdict};
 use serenity::all::{
-    ActionRowComponent, ButtonStyle, ComponentInteraction, ComponentInteractionDataKind,
-    CreateActionRow, CreateAllowedMentions, CreateButton, CreateEmbed, CreateEmbedFooter,
-    CreateInputText, CreateInteractionResponse, CreateInteractionResponseMessage, CreateModal,
-    CreateSelectMenu, CreateSelectMenuKind, CreateSelectMenuOption, Http, InputTextStyle,
-    ModalInteraction,
+    ButtonStyle, ComponentInteraction, ComponentInteractionDataKind, CreateActionRow,
+    CreateAllowedMentions, CreateButton, CreateEmbed, CreateEmbedFooter, CreateInputText,
+    CreateInteractionResponse, CreateInteractionResponseMessage, CreateModal, CreateSelectMenu,
+    CreateSelectMenuKind, CreateSelectMenuOption, Http, InputTextStyle, ModalInteraction,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,24 +121,9 @@ pub async fn sweep(
             .await;
         }
     }
-    let from = match from.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => None,
-        Some(text) => match text.parse() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                return reply_ephemeral(
-                    ctx.http(),
-                    interaction,
-                    render::notice(
-                        "That is not an IPv4 address",
-                        &format!(
-                            "`from` must be an IPv4 address such as 203.0.113.7, not {text:?}."
-                        ),
-                    ),
-                )
-                .await
-            }
-        },
+    let from = match parse_from(from.as_deref()) {
+        Ok(from) => from,
+        Err(notice) => return reply_ephemeral(ctx.http(), interaction, *notice).await,
     };
     let subscriptions = match subscription
         .map(|s| s.trim().to_string())
@@ -495,16 +479,7 @@ pub async fn modal(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction) -> Resu
     let Some(nonce) = modal.data.custom_id.strip_prefix(NAME) else {
         return Ok(());
     };
-    let name = modal
-        .data
-        .components
-        .iter()
-        .flat_map(|row| row.components.iter())
-        .find_map(|c| match c {
-            ActionRowComponent::InputText(t) if t.custom_id == "vm" => t.value.clone(),
-            _ => None,
-        })
-        .unwrap_or_default();
+    let name = super::fixes::modal_value(modal, "vm").unwrap_or_default();
     let name = name.trim();
     let found = bot.sweeps.lock().ok().and_then(|s| {
         let state = s.get(nonce)?;
