@@ -90,7 +90,7 @@ struct Budget {
     /// Sequence numbers of requests sent and not yet over.
     in_flight: BTreeSet<u64>,
     /// Requests holding a ticket, asleep until their token refills.
-    waiting: u32,
+    waiting: BTreeSet<u64>,
 }
 
 impl Budget {
@@ -101,7 +101,7 @@ impl Budget {
             at: now,
             known: false,
             in_flight: BTreeSet::new(),
-            waiting: 0,
+            waiting: BTreeSet::new(),
         }
     }
 
@@ -220,17 +220,28 @@ impl Pacer {
             budget.in_flight.insert(seq);
             return (seq, Go::Now);
         }
-        budget.waiting += 1;
-        let wait = Duration::from_secs_f64(short / rate).max(Duration::from_nanos(1));
-        (seq, Go::After(wait))
+        budget.waiting.insert(seq);
+        (seq, Go::After(wait_for(short, rate)))
     }
 
-    /// A request that waited for its token is going out now.
-    fn sent_after_wait(&self, key: &(String, Class), seq: u64) {
-        if let Some(budget) = self.state().budgets.get_mut(key) {
-            budget.waiting = budget.waiting.saturating_sub(1);
-            budget.in_flight.insert(seq);
+    /// A request woke up from its wait: it goes now (`None`), or, if answers that came in
+    /// meanwhile lowered the estimate, it sleeps again for this long. Requests ahead of it in
+    /// line go first.
+    fn wake(&self, key: &(String, Class), seq: u64, now: Instant) -> Option<Duration> {
+        let rate = self.rate(key.1);
+        let mut state = self.state();
+        let budget = state.budgets.get_mut(key)?;
+        budget.refill(now, rate);
+        // Each waiter holds one token of debt: what is really there is tokens + waiters.
+        let available = budget.tokens + budget.waiting.len() as f64;
+        let place = budget.waiting.range(..=seq).count() as f64;
+        let short = RESERVE + place - available;
+        if short > 0.0 {
+            return Some(wait_for(short, rate));
         }
+        budget.waiting.remove(&seq);
+        budget.in_flight.insert(seq);
+        None
     }
 
     /// The answer to request `seq` (on `route`) carried these headers: learn the route's bucket
@@ -264,7 +275,7 @@ impl Pacer {
             // (it may not have counted those yet) and the tickets handed out since. Answers
             // that arrive out of order are each safe on their own.
             let after = budget.in_flight.range(seq + 1..).count() as f64;
-            budget.tokens = left as f64 - after - f64::from(budget.waiting);
+            budget.tokens = left as f64 - after - budget.waiting.len() as f64;
         }
     }
 
@@ -273,7 +284,7 @@ impl Pacer {
     fn done(&self, key: &(String, Class), seq: u64, asleep: bool) {
         if let Some(budget) = self.state().budgets.get_mut(key) {
             if asleep {
-                budget.waiting = budget.waiting.saturating_sub(1);
+                budget.waiting.remove(&seq);
                 // Its token was never spent: give it back.
                 budget.tokens += 1.0;
             } else {
@@ -281,6 +292,11 @@ impl Pacer {
             }
         }
     }
+}
+
+/// How long `tokens` take to refill at `rate` (never zero: a zero wait would mean "go").
+fn wait_for(tokens: f64, rate: f64) -> Duration {
+    Duration::from_secs_f64(tokens / rate).max(Duration::from_nanos(1))
 }
 
 /// Keeps a request counted while it waits or is in flight, even if its future is dropped
@@ -377,10 +393,16 @@ impl Policy for Pacing {
                         seq,
                         asleep: true,
                     };
-                    held += wait;
-                    tracing::trace!(?wait, "ARM request paced");
-                    tokio::time::sleep(wait).await;
-                    pacer.sent_after_wait(&ticket.key, seq);
+                    let mut wait = wait;
+                    loop {
+                        held += wait;
+                        tracing::trace!(?wait, "ARM request paced");
+                        tokio::time::sleep(wait).await;
+                        match pacer.wake(&ticket.key, seq, Instant::now()) {
+                            None => break,
+                            Some(more) => wait = more,
+                        }
+                    }
                     ticket.asleep = false;
                     break ticket;
                 }
@@ -534,6 +556,23 @@ mod tests {
     }
 
     #[test]
+    fn a_sleeper_whose_token_a_newer_answer_took_sleeps_on() {
+        let pacer = Pacer::new(10.0);
+        let t0 = Instant::now();
+        exchange(&pacer, 1, t0);
+        // One token left, one kept in reserve: this request waits 0.1 s.
+        let (seq, go) = pacer.ticket(&key(), t0);
+        assert!((waits(go) - 0.1).abs() < 1e-9);
+        // Meanwhile someone else emptied the bucket: Azure says 0 left.
+        let (other, _) = pacer.ticket(&("s".into(), Class::Writes), t0);
+        pacer.learn("s", "GET y", other, &reads(0), t0);
+        let later = t0 + Duration::from_millis(100);
+        let more = pacer.wake(&key(), seq, later).expect("not yet");
+        assert!((more.as_secs_f64() - 0.1).abs() < 1e-6, "{more:?}");
+        assert_eq!(pacer.wake(&key(), seq, later + more), None);
+    }
+
+    #[test]
     fn refill_stops_at_capacity() {
         let pacer = Pacer::new(25.0);
         let t0 = Instant::now();
@@ -562,7 +601,14 @@ mod tests {
         // The next request waits as long as the dropped one would have, not twice as long.
         let (seq2, again) = pacer.ticket(&key(), t0);
         assert_eq!(again, first);
-        pacer.sent_after_wait(&key(), seq2);
+        let Go::After(wait) = again else {
+            panic!("waits")
+        };
+        assert_eq!(
+            pacer.wake(&key(), seq2, t0 + wait),
+            None,
+            "goes when its token is there"
+        );
         drop(Ticket {
             pacer: &pacer,
             key: key(),
@@ -571,7 +617,7 @@ mod tests {
         });
         let state = pacer.state();
         let budget = &state.budgets[&key()];
-        assert_eq!((budget.in_flight.len(), budget.waiting), (0, 0));
+        assert_eq!((budget.in_flight.len(), budget.waiting.len()), (0, 0));
     }
 
     #[test]
