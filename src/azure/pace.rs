@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 /// its token refills would race the bucket's own clock.
 const RESERVE: f64 = 1.0;
 
+/// The least a bucket is assumed to hold once seen (more than the reserve plus one request).
+const MIN_CAPACITY: f64 = 10.0;
+
 /// ARM's documented refill of the write and delete buckets, per second.
 const WRITE_REFILL: f64 = 10.0;
 
@@ -105,10 +108,13 @@ impl Budget {
         }
     }
 
+    /// Add what refilled since the last look. The bucket holds at most `capacity`: that caps
+    /// what is really there, the tokens plus the waiters' debts.
     fn refill(&mut self, now: Instant, rate: f64) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.at = now;
-        self.tokens = (self.tokens + elapsed * rate).min(self.capacity);
+        let ceiling = self.capacity - self.waiting.len() as f64;
+        self.tokens = (self.tokens + elapsed * rate).min(ceiling);
     }
 }
 
@@ -270,7 +276,9 @@ impl Pacer {
                 .or_insert_with(|| Budget::new(now));
             budget.refill(now, rate);
             budget.known = true;
-            budget.capacity = budget.capacity.max(left as f64 + 1.0);
+            // At least a few tokens, whatever the first answer said, so that a bucket first seen
+            // empty can still let its waiters through one by one.
+            budget.capacity = budget.capacity.max(left as f64 + 1.0).max(MIN_CAPACITY);
             // What Azure had left when it answered, less what we sent after this request
             // (it may not have counted those yet) and the tickets handed out since. Answers
             // that arrive out of order are each safe on their own.
@@ -576,14 +584,38 @@ mod tests {
     fn refill_stops_at_capacity() {
         let pacer = Pacer::new(25.0);
         let t0 = Instant::now();
-        exchange(&pacer, 3, t0);
+        exchange(&pacer, 19, t0);
         // An hour later the bucket holds at most what Azure ever reported, plus one; one stays
         // in reserve.
         let later = t0 + Duration::from_secs(3600);
-        for _ in 0..3 {
+        for _ in 0..19 {
             assert_eq!(pacer.ticket(&key(), later).1, Go::Now);
         }
         assert!(matches!(pacer.ticket(&key(), later).1, Go::After(_)));
+    }
+
+    #[test]
+    fn a_bucket_first_seen_empty_still_lets_its_waiters_through() {
+        let pacer = Pacer::new(10.0);
+        let t0 = Instant::now();
+        exchange(&pacer, 0, t0);
+        let tickets: Vec<(u64, Go)> = (0..20).map(|_| pacer.ticket(&key(), t0)).collect();
+        // Each in turn: the last one's wait is when the bucket has refilled for all of them.
+        let mut now = t0;
+        for (seq, go) in tickets {
+            let Go::After(mut wait) = go else {
+                panic!("the bucket is empty")
+            };
+            loop {
+                now = now.max(t0 + wait);
+                match pacer.wake(&key(), seq, now) {
+                    None => break,
+                    Some(more) => wait = now - t0 + more,
+                }
+            }
+            pacer.done(&key(), seq, false);
+        }
+        assert!(now - t0 < Duration::from_secs(3), "took {:?}", now - t0);
     }
 
     #[test]
