@@ -7,8 +7,8 @@
 //! and 10). Every response says how many requests its bucket has left. The pacer keeps one
 //! estimate per subscription and bucket: what Azure last reported, less the requests sent after
 //! the one that answered, plus the refill. A request that would overdraw the estimate takes a
-//! ticket and sleeps until its token has refilled, first come first served; one token stays in
-//! reserve. Until a bucket has been reported once, requests go straight out.
+//! ticket and sleeps until its token has refilled, first come first served; two tokens stay in
+//! reserve. Until a bucket has been reported once, two requests at a time probe it.
 //!
 //! Which bucket a request spends is what its answer says: a route's class is learned from the
 //! header its response carries (ARM counts some POSTs as reads, some as writes); until a route has
@@ -23,8 +23,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Tokens left in a bucket when the pacer stops sending: a request timed to arrive exactly as
-/// its token refills would race the bucket's own clock.
-const RESERVE: f64 = 1.0;
+/// its token refills would race the bucket's own clock, and requests sent together may reach
+/// Azure in another order than they left.
+const RESERVE: f64 = 2.0;
 
 /// The least a bucket is assumed to hold once seen (more than the reserve plus one request).
 const MIN_CAPACITY: f64 = 10.0;
@@ -505,8 +506,8 @@ mod tests {
     fn unknown_budget_sends_at_once_then_learns() {
         let pacer = Pacer::new(25.0);
         let t0 = Instant::now();
-        exchange(&pacer, 3, t0);
-        // Three tokens left, one kept in reserve: two go at once, the third waits one refill
+        exchange(&pacer, 2 + RESERVE as u64, t0);
+        // Two tokens more than the reserve: two go at once, the third waits one refill
         // (40 ms at 25/s), and a fourth queues behind it.
         assert_eq!(pacer.ticket(&key(), t0).1, Go::Now);
         assert_eq!(pacer.ticket(&key(), t0).1, Go::Now);
@@ -521,8 +522,9 @@ mod tests {
         exchange(&pacer, 100, t0);
         // Someone else spent the bucket: Azure now says 0 left.
         exchange(&pacer, 0, t0);
-        // Empty: wait for this request's token and the reserve (2 tokens at 10/s).
-        assert!((waits(pacer.ticket(&key(), t0).1) - 0.2).abs() < 1e-9);
+        // Empty: wait for this request's token and the reserve, at 10/s.
+        let expected = (1.0 + RESERVE) / 10.0;
+        assert!((waits(pacer.ticket(&key(), t0).1) - expected).abs() < 1e-9);
     }
 
     #[test]
@@ -568,13 +570,13 @@ mod tests {
         let pacer = Pacer::new(10.0);
         let t0 = Instant::now();
         exchange(&pacer, 1, t0);
-        // One token left, one kept in reserve: this request waits 0.1 s.
+        // One token left, for this request: it waits for the reserve to refill.
         let (seq, go) = pacer.ticket(&key(), t0);
-        assert!((waits(go) - 0.1).abs() < 1e-9);
+        assert!((waits(go) - RESERVE / 10.0).abs() < 1e-9);
         // Meanwhile someone else emptied the bucket: Azure says 0 left.
         let (other, _) = pacer.ticket(&("s".into(), Class::Writes), t0);
         pacer.learn("s", "GET y", other, &reads(0), t0);
-        let later = t0 + Duration::from_millis(100);
+        let later = t0 + Duration::from_secs_f64(RESERVE / 10.0);
         let more = pacer.wake(&key(), seq, later).expect("not yet");
         assert!((more.as_secs_f64() - 0.1).abs() < 1e-6, "{more:?}");
         assert_eq!(pacer.wake(&key(), seq, later + more), None);
@@ -585,10 +587,10 @@ mod tests {
         let pacer = Pacer::new(25.0);
         let t0 = Instant::now();
         exchange(&pacer, 19, t0);
-        // An hour later the bucket holds at most what Azure ever reported, plus one; one stays
-        // in reserve.
+        // An hour later the bucket holds at most what Azure ever reported, plus one; the
+        // reserve stays.
         let later = t0 + Duration::from_secs(3600);
-        for _ in 0..19 {
+        for _ in 0..(20 - RESERVE as usize) {
             assert_eq!(pacer.ticket(&key(), later).1, Go::Now);
         }
         assert!(matches!(pacer.ticket(&key(), later).1, Go::After(_)));
