@@ -207,6 +207,20 @@ fn parse_from(from: Option<&str>) -> Result<Option<std::net::Ipv4Addr>, u8> {
     }
 }
 
+/// One JSON object on a line of `out` (`--json`); exit code 3 if it cannot be serialised.
+fn print_json(out: &mut impl Write, value: &impl serde::Serialize, what: &str) -> Result<(), u8> {
+    match serde_json::to_string(value) {
+        Ok(json) => {
+            let _ = writeln!(out, "{json}");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: cannot serialise {what}: {e}");
+            Err(exit::AZURE)
+        }
+    }
+}
+
 fn usage_error(message: impl std::fmt::Display) -> u8 {
     eprintln!("error: {message}");
     exit::USAGE
@@ -375,14 +389,8 @@ async fn check(args: CheckArgs) -> u8 {
 
     let mut stdout = std::io::stdout().lock();
     if args.json {
-        match serde_json::to_string(&report) {
-            Ok(json) => {
-                let _ = writeln!(stdout, "{json}");
-            }
-            Err(e) => {
-                eprintln!("error: cannot serialise the report: {e}");
-                return exit::AZURE;
-            }
+        if let Err(code) = print_json(&mut stdout, &report, "the report") {
+            return code;
         }
     } else {
         let style = render::Style::stdout();

@@ -69,7 +69,11 @@ pub async fn run(args: SweepArgs) -> u8 {
     {
         Ok(scope) => scope,
         Err(ScopeError::Arm(e)) => return super::azure_error(&e),
-        Err(e) => return usage_error(format!("{e} (--subscription ID)")),
+        // Which subscription: say how to name one.
+        Err(e @ (ScopeError::Ambiguous { .. } | ScopeError::WhichSubscription(_))) => {
+            return usage_error(format!("{e} with --subscription ID"))
+        }
+        Err(e) => return usage_error(e),
     };
     let options = SweepOptions {
         concurrency: usize::from(args.concurrency),
@@ -116,14 +120,8 @@ pub async fn run(args: SweepArgs) -> u8 {
 
     let mut stdout = std::io::stdout().lock();
     if args.json {
-        match serde_json::to_string(&report) {
-            Ok(json) => {
-                let _ = writeln!(stdout, "{json}");
-            }
-            Err(e) => {
-                eprintln!("error: cannot serialise the sweep: {e}");
-                return exit::AZURE;
-            }
+        if let Err(code) = super::print_json(&mut stdout, &report, "the sweep") {
+            return code;
         }
     } else {
         let _ = write!(stdout, "{}", table(&report, &Style::stdout()));

@@ -506,13 +506,8 @@ pub async fn modal(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction) -> Resu
             .await?;
         return Ok(());
     };
-    modal
-        .create_response(
-            &*http,
-            CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new()),
-        )
-        .await?;
-    let surface = Surface::original(http.clone(), &modal.token, modal.channel_id, Instant::now());
+    let surface =
+        Surface::new_message(http.clone(), modal.id, &modal.token, modal.channel_id).await?;
     let actor = actor(None, &modal.user, modal.member.as_ref());
     let channel = modal.channel_id.get().to_string();
     let request = FixRequest::ResetPassword {
@@ -582,18 +577,13 @@ pub async fn component(
             _ => FixRequest::ResetRdpConfig,
         };
         // A new public message for the prompt; the report stays as it was.
-        component
-            .create_response(
-                &*http,
-                CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new()),
-            )
-            .await?;
-        let surface = Surface::original(
+        let surface = Surface::new_message(
             http.clone(),
+            component.id,
             &component.token,
             component.channel_id,
-            Instant::now(),
-        );
+        )
+        .await?;
         ask(bot, &surface, &actor, &channel, &summary, request).await;
         return Ok(());
     }

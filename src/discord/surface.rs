@@ -3,8 +3,9 @@
 
 use serenity::all::{
     Builder, ChannelId, CreateAllowedMentions, CreateAttachment, CreateEmbed,
-    CreateInteractionResponseFollowup, CreateMessage, EditAttachments, EditInteractionResponse,
-    EditMessage, Http, MessageId,
+    CreateInteractionResponse, CreateInteractionResponseFollowup, CreateInteractionResponseMessage,
+    CreateMessage, EditAttachments, EditInteractionResponse, EditMessage, Http, InteractionId,
+    MessageId,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +64,20 @@ impl Surface {
             created,
             channel_message: Mutex::new(None),
         }
+    }
+
+    /// Acknowledge an interaction with a new public message ("thinking…") and return it as the
+    /// surface its answer is edited into.
+    pub async fn new_message(
+        http: Arc<Http>,
+        interaction: InteractionId,
+        token: &str,
+        channel: ChannelId,
+    ) -> serenity::Result<Surface> {
+        CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new())
+            .execute(&*http, (interaction, token))
+            .await?;
+        Ok(Surface::original(http, token, channel, Instant::now()))
     }
 
     /// A follow-up message created with this interaction's token.

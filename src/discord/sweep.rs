@@ -534,13 +534,8 @@ pub async fn modal(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction) -> Resu
             return Ok(());
         }
     };
-    modal
-        .create_response(
-            &*http,
-            CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new()),
-        )
-        .await?;
-    let surface = Surface::original(http.clone(), &modal.token, modal.channel_id, Instant::now());
+    let surface =
+        Surface::new_message(http.clone(), modal.id, &modal.token, modal.channel_id).await?;
     run_check(bot, &surface, VmSummary::unlisted(vm), &options).await;
     Ok(())
 }
@@ -609,18 +604,13 @@ async fn details(
         .await;
     };
     // A new public message under the summary: "thinking…", then the report.
-    component
-        .create_response(
-            &*http,
-            CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new()),
-        )
-        .await?;
-    let surface = Surface::original(
+    let surface = Surface::new_message(
         http.clone(),
+        component.id,
         &component.token,
         component.channel_id,
-        Instant::now(),
-    );
+    )
+    .await?;
     run_check(bot, &surface, VmSummary::unlisted(vm), &options).await;
     Ok(())
 }
