@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod diagnose;
 pub mod discord;
+pub mod domain;
 pub mod policy;
 pub mod runbook;
 pub mod sim;

@@ -498,42 +498,109 @@ async fn simulate_serves_a_world_file_to_other_processes() {
     .await
 }
 
-/// A CLI run as a named person, with a policy and a database file.
-fn fix_command(cli: &Cli, user: &str, args: &[&str]) -> tokio::process::Command {
+/// A CLI run with the policy and database file of `cli`. `USER` is set to someone else on
+/// purpose: the terminal's person is the operating-system account, never a variable.
+fn fix_command(cli: &Cli, args: &[&str]) -> tokio::process::Command {
     let mut cmd = cli.command(args);
-    cmd.env("USER", user).env(
+    cmd.env("USER", "mallory").env("LOGNAME", "mallory").env(
         "RDP_DOCTOR_DATABASE_URL",
         format!("sqlite://{}", cli.path("rdp-doctor.db").display()),
     );
     cmd
 }
 
-const CLI_POLICY: &str = r#"
+/// Who the terminal is: the account running the tests.
+fn me() -> String {
+    rdp_doctor::cli::os_user()
+}
+
+/// The guild and channel of the Discord side of these tests.
+const GUILD: &str = "1180000000000000001";
+const CHANNEL: &str = "1180000000000000003";
+
+/// The terminal's account (`level`), Discord role 5002 (admin), role 5003 (read), and one
+/// person, "carol", who is both Discord user 4001 and the terminal's account.
+fn cli_policy(level: &str) -> String {
+    format!(
+        r#"
 [azure]
 request_timeout_secs = 5
 max_retries = 1
 poll_interval_ms = 10
 [policy]
 two_person = ["redeploy", "open-rdp-port"]
+channels = ["{CHANNEL}"]
+guilds = ["{GUILD}"]
 [[policy.grant]]
-cli_user = "alice"
+cli_user = "{me}"
+level = "{level}"
+scope = "*"
+[[policy.grant]]
+discord_role_id = 5002
 level = "admin"
 scope = "*"
 [[policy.grant]]
-cli_user = "bob"
-level = "admin"
-scope = "*"
-[[policy.grant]]
-cli_user = "rita"
+discord_role_id = 5003
 level = "read"
 scope = "*"
-"#;
+[[policy.person]]
+name = "carol"
+identities = ["discord:4001", "cli:{me}"]
+"#,
+        me = me()
+    )
+}
 
 async fn fix_cli(world: World) -> Cli {
     let cli = Cli::start(world).await;
-    std::fs::write(cli.path("rdp-doctor.toml"), CLI_POLICY).unwrap();
+    std::fs::write(cli.path("rdp-doctor.toml"), cli_policy("admin")).unwrap();
     cli
 }
+
+/// The Discord front end's side of the same installation: the door over the same simulator,
+/// policy and database file, as the bot builds it.
+async fn discord_side(cli: &Cli) -> rdp_doctor::runbook::door::Door {
+    let url = url::Url::parse(&cli.sim.url()).unwrap();
+    let arm = rdp_doctor::azure::Arm::connect_with_secret(
+        support::fast_settings(url.clone()),
+        url,
+        support::TENANT,
+        support::CLIENT,
+        cli.secret.clone().into(),
+    )
+    .unwrap();
+    let file = rdp_doctor::config::FileConfig::parse(&cli_policy("admin"), "test.toml").unwrap();
+    let policy = rdp_doctor::policy::Policy::new(file.policy.as_ref()).unwrap();
+    let store = rdp_doctor::store::Store::open(&format!(
+        "sqlite://{}",
+        cli.path("rdp-doctor.db").display()
+    ))
+    .await
+    .unwrap();
+    rdp_doctor::runbook::door::Door::new(
+        arm,
+        std::sync::Arc::new(rdp_doctor::runbook::catalog::Catalog::builtin()),
+        std::sync::Arc::new(policy),
+        cli.subscriptions.split(',').map(str::to_string).collect(),
+    )
+    .with_store(store)
+}
+
+fn in_discord(user: u64, name: &str, roles: &[u64]) -> rdp_doctor::runbook::door::Caller {
+    rdp_doctor::runbook::door::Caller {
+        actor: rdp_doctor::policy::Actor::discord(
+            user,
+            name,
+            roles.iter().map(u64::to_string).collect(),
+        ),
+        place: rdp_doctor::policy::Place::Discord {
+            guild: Some(GUILD.to_string()),
+            channel: CHANNEL.to_string(),
+        },
+    }
+}
+
+fn quiet(_: rdp_doctor::runbook::operate::Progress) {}
 
 fn confirmation_id(out: &Output) -> String {
     let text = stdout(out);
@@ -569,11 +636,16 @@ async fn cli_fixes_run_once_recheck_and_audit() {
                 "reset-rdp-config of web-03 succeeded",
             ),
         ] {
-            let out = fix_command(&cli, "alice", &args).output().await.unwrap();
+            let out = fix_command(&cli, &args).output().await.unwrap();
             assert_eq!(code(&out), 0, "{args:?}: {}{}", stdout(&out), stderr(&out));
             let text = stdout(&out);
             assert!(
                 text.contains(done) && text.contains("Checked again"),
+                "{text}"
+            );
+            // The prompt names the VM fully.
+            assert!(
+                text.contains("in resource group rg-web, subscription "),
                 "{text}"
             );
         }
@@ -582,25 +654,28 @@ async fn cli_fixes_run_once_recheck_and_audit() {
             cli.sim.world().vm("app-02").power_state().as_str(),
             "running"
         );
-        let audit = fix_command(&cli, "rita", &["audit", "--vm", "web-01"])
+        let audit = fix_command(&cli, &["audit", "--vm", "web-01"])
             .output()
             .await
             .unwrap();
         assert_eq!(code(&audit), 0, "{}", stderr(&audit));
         let log = stdout(&audit);
         assert!(
-            log.contains("restart") && log.contains("succeeded") && log.contains("alice"),
+            log.contains("restart") && log.contains("succeeded") && log.contains(&me()),
             "{log}"
         );
+        assert!(!log.contains("mallory"), "USER is not the person: {log}");
     })
     .await
 }
 
 #[tokio::test]
-async fn cli_denials_preconditions_and_two_person() {
+async fn cli_denials_follow_the_policy_of_the_operating_system_account() {
     within(async {
         let cli = fix_cli(World::new().vm("web-01").vm("app-02").deallocated()).await;
-        let denied = fix_command(&cli, "rita", &["restart", "web-01", "--yes"])
+        // Read only: checks work, fixes are denied.
+        std::fs::write(cli.path("rdp-doctor.toml"), cli_policy("read")).unwrap();
+        let denied = fix_command(&cli, &["restart", "web-01", "--yes"])
             .output()
             .await
             .unwrap();
@@ -610,12 +685,36 @@ async fn cli_denials_preconditions_and_two_person() {
             "{}",
             stderr(&denied)
         );
-        let nobody = fix_command(&cli, "mallory", &["restart", "web-01", "--yes"])
+        // No grant at all for this account (USER names one that has a grant: it does not
+        // count): nothing, not even a read, and no Azure request.
+        std::fs::write(
+            cli.path("rdp-doctor.toml"),
+            cli_policy("admin").replace(
+                &format!("cli_user = \"{}\"", me()),
+                "cli_user = \"mallory\"",
+            ),
+        )
+        .unwrap();
+        let before = cli.sim.stats().requests;
+        let nobody = fix_command(&cli, &["restart", "web-01", "--yes"])
             .output()
             .await
             .unwrap();
-        assert_eq!(code(&nobody), 2, "fail closed");
-        let refused = fix_command(&cli, "alice", &["restart", "app-02", "--yes"])
+        assert_eq!(code(&nobody), 2, "fail closed: {}", stderr(&nobody));
+        let check = fix_command(&cli, &["check", "web-01"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&check), 2, "{}", stderr(&check));
+        assert!(
+            stderr(&check).contains("you need the `read` permission"),
+            "{}",
+            stderr(&check)
+        );
+        assert_eq!(cli.sim.stats().requests, before, "denied before Azure");
+
+        std::fs::write(cli.path("rdp-doctor.toml"), cli_policy("admin")).unwrap();
+        let refused = fix_command(&cli, &["restart", "app-02", "--yes"])
             .output()
             .await
             .unwrap();
@@ -625,38 +724,54 @@ async fn cli_denials_preconditions_and_two_person() {
             "{}",
             stderr(&refused)
         );
+    })
+    .await
+}
 
-        // Redeploy: alice asks, alice cannot confirm, bob can, and only once.
-        let asked = fix_command(&cli, "alice", &["redeploy", "web-01", "--yes"])
+#[tokio::test]
+async fn nobody_is_their_own_second_person_across_front_ends_or_by_changing_user() {
+    within(async {
+        let cli = fix_cli(World::new().vm("web-01")).await;
+        let discord = discord_side(&cli).await;
+
+        // The terminal asks; the same account cannot confirm, whatever USER says.
+        let asked = fix_command(&cli, &["redeploy", "web-01", "--yes"])
             .output()
             .await
             .unwrap();
         assert_eq!(code(&asked), 0, "{}", stderr(&asked));
         assert!(stdout(&asked).contains("needs a second person"));
         let id = confirmation_id(&asked);
-        let same = fix_command(&cli, "alice", &["confirm", &id])
+        let same = fix_command(&cli, &["confirm", &id])
+            .env("USER", "bob")
+            .env("LOGNAME", "bob")
             .output()
             .await
             .unwrap();
         assert_eq!(code(&same), 2);
         assert!(
-            stderr(&same).contains("someone other than alice"),
+            stderr(&same).contains("needs a second person: someone other than"),
             "{}",
             stderr(&same)
         );
-        let ok = fix_command(&cli, "bob", &["confirm", &id])
-            .output()
+        // Carol in Discord is the terminal's account too ([[policy.person]]): refused.
+        let carol = in_discord(4001, "carol", &[5002]);
+        let err = discord
+            .confirm(&carol, &id, &quiet)
             .await
-            .unwrap();
-        assert_eq!(code(&ok), 0, "{}", stderr(&ok));
-        assert!(stdout(&ok).contains("redeploy of web-01 succeeded (confirmed by bob)"));
-        let again = fix_command(&cli, "bob", &["confirm", &id])
-            .output()
+            .expect_err("the requester's other identity");
+        assert!(err.to_string().contains("needs a second person"), "{err}");
+        // Someone else with the level may; exactly once.
+        let dave = in_discord(4002, "dave", &[5002]);
+        let outcome = discord
+            .confirm(&dave, &id, &quiet)
             .await
-            .unwrap();
+            .expect("dave confirms");
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+        let again = fix_command(&cli, &["confirm", &id]).output().await.unwrap();
         assert_eq!(code(&again), 2);
         assert!(
-            stderr(&again).contains("already used: confirmed by bob"),
+            stderr(&again).contains("already used: confirmed by dave"),
             "{}",
             stderr(&again)
         );
@@ -669,8 +784,52 @@ async fn cli_denials_preconditions_and_two_person() {
             .count();
         assert_eq!(redeploys, 1);
 
+        // Discord asks and the terminal confirms: the same person again, refused.
+        let summary = discord
+            .resolve(
+                &carol,
+                "web-01",
+                rdp_doctor::runbook::catalog::Permission::Read,
+            )
+            .await
+            .unwrap();
+        let prompt = discord
+            .request_fix(
+                &carol,
+                &summary,
+                rdp_doctor::runbook::fix::FixRequest::Redeploy,
+            )
+            .await
+            .unwrap();
+        let from_terminal = fix_command(&cli, &["confirm", &prompt.confirmation_id])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&from_terminal), 2);
+        assert!(
+            stderr(&from_terminal).contains("someone other than carol"),
+            "{}",
+            stderr(&from_terminal)
+        );
+
+        // Cancel: the requester may; someone who only reads may not.
+        let rita = in_discord(4003, "rita", &[5003]);
+        let err = discord
+            .cancel(&rita, &prompt.confirmation_id)
+            .await
+            .expect_err("read cannot cancel");
+        assert!(
+            err.to_string().contains("you need the `admin` permission"),
+            "{err}"
+        );
+        let cancelled = fix_command(&cli, &["cancel", &prompt.confirmation_id])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&cancelled), 0, "{}", stderr(&cancelled));
+
         // Without --yes and without a terminal nothing runs; the id is printed for later.
-        let later = fix_command(&cli, "alice", &["restart", "web-01"])
+        let later = fix_command(&cli, &["restart", "web-01"])
             .output()
             .await
             .unwrap();
@@ -679,17 +838,16 @@ async fn cli_denials_preconditions_and_two_person() {
             "{}",
             stdout(&later)
         );
-        let cancel = fix_command(&cli, "bob", &["cancel", &confirmation_id(&later)])
-            .output()
+        discord
+            .cancel(&dave, &confirmation_id(&later))
             .await
-            .unwrap();
-        assert_eq!(code(&cancel), 0);
-        let cancelled = fix_command(&cli, "alice", &["confirm", &confirmation_id(&later)])
+            .expect("an admin cancels");
+        let cancelled = fix_command(&cli, &["confirm", &confirmation_id(&later)])
             .output()
             .await
             .unwrap();
         assert!(
-            stderr(&cancelled).contains("cancelled by bob"),
+            stderr(&cancelled).contains("cancelled by dave"),
             "{}",
             stderr(&cancelled)
         );
@@ -705,7 +863,6 @@ async fn cli_password_reset_leaves_no_trace_of_the_password() {
         let secret = "Unguessable-Pa55word-42";
         let mut child = fix_command(
             &cli,
-            "alice",
             &[
                 "reset-password",
                 "web-01",
@@ -746,7 +903,6 @@ async fn cli_password_reset_leaves_no_trace_of_the_password() {
         }
         let weak = fix_command(
             &cli,
-            "alice",
             &[
                 "reset-password",
                 "web-01",

@@ -64,15 +64,18 @@ impl Room {
         let store = rdp_doctor::store::Store::open("sqlite::memory:")
             .await
             .expect("store");
-        let operator = rdp_doctor::runbook::operate::Operator::new(
+        let policy = rdp_doctor::policy::Policy::new(Some(&policy))
+            .expect("policy")
+            .with_guild(Some(GUILD_ID));
+        let door = rdp_doctor::runbook::door::Door::new(
             arm,
             std::sync::Arc::new(Catalog::builtin()),
-            store,
-            std::sync::Arc::new(rdp_doctor::policy::Policy::new(Some(&policy)).expect("policy")),
+            std::sync::Arc::new(policy),
             subscriptions,
-        );
-        let bot = Bot::new(operator);
-        let directory = bot.directory.clone();
+        )
+        .with_store(store);
+        let bot = Bot::new(door);
+        let directory = bot.door.directory().clone();
         let settings = BotSettings {
             token: TOKEN.to_string().into(),
             api_url: Some(discord.url()),
@@ -783,22 +786,19 @@ async fn a_fix_button_asks_then_runs_once_and_shows_what_changed() {
             .discord
             .component(&stranger, report_message, &fix, &[])
             .await;
-        room.discord
-            .callback(&denied, WAIT)
-            .await
-            .expect("acknowledged");
+        // Refused as the first (private) answer: nobody reads a VM without a grant.
         let whisper = room
             .discord
-            .next_followup(&denied, WAIT)
+            .callback(&denied, WAIT)
             .await
             .expect("a private denial");
         assert_eq!(whisper.flags() & 64, 64);
-        let text = whisper.body()["embeds"][0]["description"]
+        let text = whisper.body()["data"]["embeds"][0]["description"]
             .as_str()
             .unwrap_or("")
             .to_string();
         assert!(
-            text.contains("`operate`") && text.contains("you have none"),
+            text.contains("`read`") && text.contains("you have none"),
             "{text}"
         );
 
@@ -1050,10 +1050,11 @@ async fn killing_the_bot_mid_redeploy_then_starting_it_again_posts_the_outcome()
         std::fs::write(
             dir.join("rdp-doctor.toml"),
             format!(
-                "[azure]\nrequest_timeout_secs = 5\nmax_retries = 1\n{}",
+                "[azure]\nrequest_timeout_secs = 5\nmax_retries = 1\n{}\n[[policy.grant]]\ncli_user = \"{}\"\nlevel = \"read\"\nscope = \"*\"\n",
                 POLICY
                     .replace("\n[[grant]]", "\n[[policy.grant]]")
-                    .replacen("channels", "[policy]\nchannels", 1)
+                    .replacen("channels", "[policy]\nchannels", 1),
+                rdp_doctor::cli::os_user()
             ),
         )
         .unwrap();

@@ -6,7 +6,7 @@
 mod support;
 
 use rdp_doctor::azure::{Arm, VmRef};
-use rdp_doctor::policy::{Actor, ActorSource, Policy, PolicyConfig};
+use rdp_doctor::policy::{Actor, Policy, PolicyConfig};
 use rdp_doctor::runbook::catalog::Catalog;
 use rdp_doctor::runbook::fix::{parse_source, FixRequest};
 use rdp_doctor::runbook::operate::{OperateError, Operator};
@@ -43,13 +43,7 @@ struct Bench {
 }
 
 fn person(name: &str) -> Actor {
-    Actor {
-        id: name.into(),
-        name: name.into(),
-        role_ids: vec![],
-        role_names: vec![],
-        source: ActorSource::Cli,
-    }
+    Actor::terminal(name)
 }
 
 async fn operator_for(
@@ -172,7 +166,7 @@ async fn start_restart_and_reset_config_run_once_and_recheck() {
         );
         let outcome = b
             .operator
-            .confirm(&alice, &prompt.confirmation_id, &quiet)
+            .confirm(&alice, None, &prompt.confirmation_id, &quiet)
             .await
             .expect("confirmed");
         assert!(outcome.result.is_ok(), "{:?}", outcome.result);
@@ -204,7 +198,7 @@ async fn start_restart_and_reset_config_run_once_and_recheck() {
             .any(|c| c.contains("disconnected")));
         let outcome = b
             .operator
-            .confirm(&alice, &prompt.confirmation_id, &quiet)
+            .confirm(&alice, None, &prompt.confirmation_id, &quiet)
             .await
             .unwrap();
         assert!(outcome.result.is_ok());
@@ -216,7 +210,7 @@ async fn start_restart_and_reset_config_run_once_and_recheck() {
             .unwrap();
         let outcome = b
             .operator
-            .confirm(&alice, &prompt.confirmation_id, &quiet)
+            .confirm(&alice, None, &prompt.confirmation_id, &quiet)
             .await
             .unwrap();
         assert!(outcome.result.is_ok(), "{:?}", outcome.result);
@@ -267,7 +261,7 @@ async fn redeploy_needs_a_second_person_and_changes_a_dynamic_ip() {
         assert!(text.contains("temporary disk"), "{text}");
         match b
             .operator
-            .confirm(&alice, &prompt.confirmation_id, &quiet)
+            .confirm(&alice, None, &prompt.confirmation_id, &quiet)
             .await
         {
             Err(OperateError::SamePerson { .. }) => {}
@@ -275,7 +269,7 @@ async fn redeploy_needs_a_second_person_and_changes_a_dynamic_ip() {
         }
         let outcome = b
             .operator
-            .confirm(&bob, &prompt.confirmation_id, &quiet)
+            .confirm(&bob, None, &prompt.confirmation_id, &quiet)
             .await
             .unwrap();
         assert!(outcome.result.is_ok(), "{:?}", outcome.result);
@@ -312,7 +306,7 @@ async fn open_rdp_port_adds_a_rule_that_wins_over_the_deny() {
         );
         let outcome = b
             .operator
-            .confirm(&person("bob"), &prompt.confirmation_id, &quiet)
+            .confirm(&person("bob"), None, &prompt.confirmation_id, &quiet)
             .await
             .unwrap();
         assert!(outcome.result.is_ok(), "{:?}", outcome.result);
@@ -383,7 +377,7 @@ async fn reset_password_keeps_the_password_out_of_everything() {
         assert!(prompt.plan.headline.contains("opsadmin"));
         let outcome = b
             .operator
-            .confirm(&person("alice"), &prompt.confirmation_id, &quiet)
+            .confirm(&person("alice"), None, &prompt.confirmation_id, &quiet)
             .await
             .unwrap();
         assert!(outcome.result.is_ok(), "{:?}", outcome.result);
@@ -478,7 +472,7 @@ async fn each_permission_level_is_enforced_and_a_denial_names_what_is_missing() 
             .unwrap();
         assert!(matches!(
             b.operator
-                .confirm(&person("olly"), &prompt.confirmation_id, &quiet)
+                .confirm(&person("olly"), None, &prompt.confirmation_id, &quiet)
                 .await,
             Err(OperateError::Denied(_))
         ));
@@ -510,8 +504,10 @@ async fn expired_cancelled_and_double_confirms() {
             .unwrap();
         let bob = person("bob");
         let (one, two) = tokio::join!(
-            b.operator.confirm(&alice, &prompt.confirmation_id, &quiet),
-            b.operator.confirm(&bob, &prompt.confirmation_id, &quiet)
+            b.operator
+                .confirm(&alice, None, &prompt.confirmation_id, &quiet),
+            b.operator
+                .confirm(&bob, None, &prompt.confirmation_id, &quiet)
         );
         let oks = [&one, &two].iter().filter(|r| r.is_ok()).count();
         assert_eq!(oks, 1, "{one:?} / {two:?}");
@@ -529,7 +525,7 @@ async fn expired_cancelled_and_double_confirms() {
         // A later click says who confirmed.
         match b
             .operator
-            .confirm(&alice, &prompt.confirmation_id, &quiet)
+            .confirm(&alice, None, &prompt.confirmation_id, &quiet)
             .await
         {
             Err(e @ OperateError::AlreadyConfirmed { .. }) => {
@@ -544,19 +540,19 @@ async fn expired_cancelled_and_double_confirms() {
             .await
             .unwrap();
         b.operator
-            .cancel(&person("bob"), &prompt.confirmation_id)
+            .cancel(&person("bob"), None, &prompt.confirmation_id)
             .await
             .unwrap();
         match b
             .operator
-            .confirm(&alice, &prompt.confirmation_id, &quiet)
+            .confirm(&alice, None, &prompt.confirmation_id, &quiet)
             .await
         {
             Err(OperateError::Cancelled { by }) => assert_eq!(by, "bob"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            b.operator.confirm(&alice, "nope", &quiet).await,
+            b.operator.confirm(&alice, None, "nope", &quiet).await,
             Err(OperateError::NotFound)
         ));
     })
@@ -578,7 +574,7 @@ async fn an_expired_confirmation_runs_nothing() {
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         assert!(matches!(
             b.operator
-                .confirm(&person("alice"), &prompt.confirmation_id, &quiet)
+                .confirm(&person("alice"), None, &prompt.confirmation_id, &quiet)
                 .await,
             Err(OperateError::Expired)
         ));
@@ -642,7 +638,7 @@ async fn one_change_per_vm_at_a_time_and_a_crash_mid_redeploy_resumes() {
         let operator = b.operator.clone();
         let id = prompt.confirmation_id.clone();
         let running =
-            tokio::spawn(async move { operator.confirm(&person("bob"), &id, &quiet).await });
+            tokio::spawn(async move { operator.confirm(&person("bob"), None, &id, &quiet).await });
         // Wait until Azure accepted the redeploy, then "kill" the process mid-operation.
         tokio::time::timeout(std::time::Duration::from_secs(20), async {
             while !b.writes().iter().any(|w| w.contains("/redeploy")) {
@@ -755,7 +751,7 @@ async fn a_failed_operation_reports_azures_code_and_releases_the_vm() {
         let b = Bench::with(World::new().vm("web-01"), options, POLICY).await;
         let web = b.vm("web-01").await;
         let prompt = b.operator.request(&person("alice"), None, &web, FixRequest::Restart).await.unwrap();
-        let outcome = b.operator.confirm(&person("alice"), &prompt.confirmation_id, &quiet).await.unwrap();
+        let outcome = b.operator.confirm(&person("alice"), None, &prompt.confirmation_id, &quiet).await.unwrap();
         let error = outcome.result.expect_err("the operation failed");
         let text = error.to_string();
         assert!(text.contains("AllocationFailed") && text.contains("sufficient capacity"), "{text}");

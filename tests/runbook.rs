@@ -416,7 +416,10 @@ async fn classic_vm_ids_are_explained() {
         "/subscriptions/1/resourceGroups/old/providers/Microsoft.ClassicCompute/virtualMachines/legacy",
     )
     .unwrap_err();
-    assert!(matches!(err, ResolveError::Classic { .. }));
+    assert!(matches!(
+        err,
+        rdp_doctor::domain::QueryError::Classic { .. }
+    ));
     assert!(err.to_string().contains("retired classic VMs in 2023"));
 }
 

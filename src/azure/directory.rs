@@ -232,6 +232,24 @@ impl VmDirectory {
         };
         suggest(&snapshot.vms, partial, limit)
     }
+
+    /// The VMs `pred` admits, as last listed (no Azure call).
+    pub fn listed_where(&self, pred: impl Fn(&VmSummary) -> bool) -> Vec<VmSummary> {
+        match self.snapshot.read() {
+            Ok(snapshot) => snapshot.vms.iter().filter(|v| pred(v)).cloned().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// [`Self::suggest`] among the VMs `pred` admits (those a person may read).
+    pub fn suggest_where(
+        &self,
+        partial: &str,
+        limit: usize,
+        pred: impl Fn(&VmSummary) -> bool,
+    ) -> Vec<(String, String)> {
+        suggest(&self.listed_where(pred), partial, limit)
+    }
 }
 
 fn arm_unavailable() -> Result<VmSummary, ResolveError> {

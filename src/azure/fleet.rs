@@ -12,15 +12,7 @@ use crate::diagnose::{NicFacts, PublicIpFacts, VmFacts};
 use futures::StreamExt;
 use std::collections::HashMap;
 
-/// A subscription id as ARM spells it: a GUID (checked before it goes into a URL path).
-pub fn is_subscription_id(text: &str) -> bool {
-    let groups: Vec<&str> = text.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
-}
+pub use crate::domain::is_subscription_id;
 
 /// Which VMs a sweep checks.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,6 @@
 mod directory;
 mod error;
 mod fleet;
-mod id;
 mod lro;
 mod pace;
 mod read;
@@ -19,13 +18,14 @@ mod resolve;
 mod retry;
 mod write;
 
+pub use crate::domain::{validate_group, validate_vm_name, ResourceId, ResourceIdError};
 pub use directory::VmDirectory;
 pub use error::{parse_error_body, redact, ArmError};
 pub use fleet::{is_subscription_id, Fleet, ScopeError, SweepScope};
-pub use id::{ResourceId, ResourceIdError};
 pub use pace::PacingStats;
 pub use read::HealthOutcome;
-pub use resolve::{validate_group, validate_vm_name, ResolveError, VmQuery, VmRef, VmSummary};
+pub(crate) use resolve::{pick, scope_text};
+pub use resolve::{QueryError, ResolveError, VmQuery, VmRef, VmSummary};
 pub use write::{
     free_priority_below, ConfiguredRule, ExtensionInfo, NewRdpRule, OperationHandle, PowerAction,
     VmAccess,

@@ -1,78 +1,12 @@
-//! Finding the VM a person means: `name`, `resource-group/name`, or a full resource id.
+//! Finding the VM a person means (`name`, `resource-group/name`, or a full resource id) in the
+//! subscriptions' VM lists.
 
-use super::{Arm, ArmError, ResourceId};
+use super::{Arm, ArmError};
+use crate::domain::ResourceId;
+pub use crate::domain::{QueryError, VmQuery, VmRef, VmSummary};
 use futures::StreamExt;
-use serde::Serialize;
 
-/// A VM we have found: enough to address every ARM call about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct VmRef {
-    pub name: String,
-    pub resource_group: String,
-    pub subscription_id: String,
-    pub id: String,
-}
-
-impl VmRef {
-    /// A VM known only by its stored resource id (and display name).
-    pub fn from_stored(id: &str, name: &str) -> VmRef {
-        let parsed = ResourceId::parse(id).ok();
-        VmRef {
-            name: name.to_string(),
-            resource_group: parsed
-                .as_ref()
-                .map(|p| p.resource_group.clone())
-                .unwrap_or_default(),
-            subscription_id: parsed.map(|p| p.subscription_id).unwrap_or_default(),
-            id: id.to_string(),
-        }
-    }
-
-    pub fn from_id(id: &ResourceId) -> VmRef {
-        VmRef {
-            name: id.name.clone(),
-            resource_group: id.resource_group.clone(),
-            subscription_id: id.subscription_id.clone(),
-            id: id.to_string(),
-        }
-    }
-}
-
-/// A VM as a subscription's VM list shows it (no instance view).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmSummary {
-    pub vm: VmRef,
-    pub location: String,
-    pub windows: Option<bool>,
-    pub nic_ids: Vec<String>,
-    pub boot_diagnostics_enabled: bool,
-}
-
-impl VmSummary {
-    /// A VM not taken from a list: the check reads its NIC, OS and boot-diagnostics setting
-    /// from the VM itself, so no subscription needs listing again.
-    pub fn unlisted(vm: VmRef) -> VmSummary {
-        VmSummary {
-            vm,
-            location: String::new(),
-            windows: None,
-            nic_ids: Vec::new(),
-            boot_diagnostics_enabled: false,
-        }
-    }
-}
-
-/// What a person typed, validated before any call to Azure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VmQuery {
-    Name(String),
-    InGroup {
-        resource_group: String,
-        name: String,
-    },
-    Id(ResourceId),
-}
-
+/// Why a query found no single VM.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ResolveError {
     #[error("{0}")]
@@ -118,78 +52,11 @@ fn candidates_text(candidates: &[VmRef]) -> String {
         .join("\n")
 }
 
-/// Azure's naming rules for a VM resource: 1-64 characters of letters, digits, `_`, `.`, `-`;
-/// starts with a letter or digit; ends with a letter, digit or `_`.
-pub fn validate_vm_name(name: &str) -> Result<(), ResolveError> {
-    static RULE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    let re = RULE.get_or_init(|| {
-        regex::Regex::new(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9_])?$")
-            .expect("static regex")
-    });
-    if re.is_match(name) {
-        Ok(())
-    } else {
-        Err(ResolveError::InvalidName(format!(
-            "{name:?} is not a valid Azure VM name: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit and ending with a letter, digit or '_'"
-        )))
-    }
-}
-
-/// Azure's naming rules for a resource group.
-pub fn validate_group(group: &str) -> Result<(), ResolveError> {
-    let ok = !group.is_empty()
-        && group.chars().count() <= 90
-        && !group.ends_with('.')
-        && group
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '(' | ')'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ResolveError::InvalidName(format!(
-            "{group:?} is not a valid resource group name: use up to 90 letters, digits, '_', '-', '.', '(' or ')', not ending with '.'"
-        )))
-    }
-}
-
-impl VmQuery {
-    pub fn parse(input: &str) -> Result<VmQuery, ResolveError> {
-        let input = input.trim();
-        if input.starts_with('/') {
-            if input
-                .to_ascii_lowercase()
-                .contains("/microsoft.classiccompute/")
-            {
-                return Err(ResolveError::Classic {
-                    input: input.to_string(),
-                });
-            }
-            let id =
-                ResourceId::parse(input).map_err(|e| ResolveError::InvalidName(e.to_string()))?;
-            if !id.namespace.eq_ignore_ascii_case("Microsoft.Compute")
-                || !id.resource_type.eq_ignore_ascii_case("virtualMachines")
-            {
-                return Err(ResolveError::InvalidName(format!(
-                    "{input} is a {}/{} id, not a virtual machine (Microsoft.Compute/virtualMachines)",
-                    id.namespace, id.resource_type
-                )));
-            }
-            validate_vm_name(&id.name)?;
-            return Ok(VmQuery::Id(id));
-        }
-        match input.split_once('/') {
-            Some((group, name)) => {
-                validate_group(group)?;
-                validate_vm_name(name)?;
-                Ok(VmQuery::InGroup {
-                    resource_group: group.to_string(),
-                    name: name.to_string(),
-                })
-            }
-            None => {
-                validate_vm_name(input)?;
-                Ok(VmQuery::Name(input.to_string()))
-            }
+impl From<QueryError> for ResolveError {
+    fn from(e: QueryError) -> ResolveError {
+        match e {
+            QueryError::InvalidName(text) => ResolveError::InvalidName(text),
+            QueryError::Classic { input } => ResolveError::Classic { input },
         }
     }
 }
@@ -409,11 +276,11 @@ mod tests {
         }
         assert!(matches!(
             VmQuery::parse("/subscriptions/1/resourceGroups/rg/providers/Microsoft.ClassicCompute/virtualMachines/old"),
-            Err(ResolveError::Classic { .. })
+            Err(QueryError::Classic { .. })
         ));
         assert!(matches!(
             VmQuery::parse("/subscriptions/1/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/nic"),
-            Err(ResolveError::InvalidName(_))
+            Err(QueryError::InvalidName(_))
         ));
     }
 

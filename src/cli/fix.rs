@@ -1,32 +1,57 @@
 //! The fixes from a terminal: `rdp-doctor restart web-01`, `rdp-doctor confirm ID`, …
-//! The person is `$USER` (the policy's `cli_user`); the prompt is the confirmation.
+//! The person is the operating-system account running rdp-doctor (`cli:<user>`), never a
+//! variable such as `$USER` that anyone can set; the prompt is the confirmation.
 
-use super::{exit, usage_error};
-use crate::azure::VmQuery;
-use crate::policy::{Actor, ActorSource};
+use super::{exit, fail};
+use crate::policy::{Actor, Place};
+use crate::runbook::door::{Caller, Door, DoorError};
 use crate::runbook::fix::{FixRequest, Plan};
-use crate::runbook::operate::{format_time, OperateError, Operator, Outcome, Progress, Prompt};
+use crate::runbook::operate::{format_time, Outcome, Progress, Prompt};
 use std::io::{IsTerminal, Write};
 
+/// The operating-system account this process runs as, from its real uid (the password
+/// database's name for it, or `uid<N>` when it has none).
+pub fn os_user() -> String {
+    #[cfg(unix)]
+    {
+        // SAFETY: getuid cannot fail. getpwuid_r writes only into `entry` and `buf`, whose
+        // sizes we pass; the name it points to lives in `buf`, which outlives the read below.
+        let uid = unsafe { libc::getuid() };
+        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let rc =
+            unsafe { libc::getpwuid_r(uid, &mut entry, buf.as_mut_ptr(), buf.len(), &mut found) };
+        if rc == 0 && !found.is_null() && !entry.pw_name.is_null() {
+            let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+            let name = name.to_string_lossy().trim().to_string();
+            if !name.is_empty() {
+                return name;
+            }
+        }
+        format!("uid{uid}")
+    }
+    #[cfg(not(unix))]
+    {
+        std::env::var("USERNAME").unwrap_or_else(|_| "unknown".to_string())
+    }
+}
+
 /// The person at the terminal, as the policy knows them.
-pub fn cli_actor() -> Actor {
-    let name = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| "unknown".to_string());
-    Actor {
-        id: name.clone(),
-        name: name.clone(),
-        role_ids: Vec::new(),
-        role_names: Vec::new(),
-        source: ActorSource::Cli,
+pub fn caller() -> Caller {
+    Caller {
+        actor: Actor::terminal(&os_user()),
+        place: Place::Terminal,
     }
 }
 
 pub fn print_plan(prompt: &Prompt) {
     let plan: &Plan = &prompt.plan;
     println!("{}", plan.headline);
+    println!(
+        "  VM {} in resource group {}, subscription {}",
+        plan.vm.name, plan.vm.resource_group, plan.vm.subscription_id
+    );
     for line in &plan.consequences {
         println!("  - {line}");
     }
@@ -43,13 +68,6 @@ pub fn print_plan(prompt: &Prompt) {
             ""
         }
     );
-}
-
-fn operate_exit(e: &OperateError) -> u8 {
-    match e {
-        OperateError::Arm(_) | OperateError::Store(_) => exit::AZURE,
-        _ => exit::USAGE,
-    }
 }
 
 pub fn print_outcome(outcome: &Outcome) -> u8 {
@@ -93,31 +111,26 @@ fn progress(p: Progress) {
 
 /// Request a fix; confirm it here when allowed (interactively or with `--yes`).
 pub async fn request_and_maybe_confirm(
-    operator: &Operator,
+    door: &Door,
     vm_text: &str,
     request: FixRequest,
     yes: bool,
 ) -> u8 {
-    let query = match VmQuery::parse(vm_text) {
-        Ok(q) => q,
-        Err(e) => return usage_error(e),
-    };
-    let summary = match operator.arm.resolve(&query, &operator.subscriptions).await {
+    let caller = caller();
+    // Finding the VM needs what seeing it needs; the fix is authorised on it below.
+    let needed = door.catalog().commands.check;
+    let summary = match door.resolve(&caller, vm_text, needed).await {
         Ok(s) => s,
-        Err(crate::azure::ResolveError::Arm(e)) => {
-            eprintln!("error: {e}");
-            return exit::AZURE;
-        }
-        Err(e) => return usage_error(e),
+        Err(e) => return fail(&e),
     };
-    let actor = cli_actor();
-    let prompt = match operator.request(&actor, None, &summary.vm, request).await {
+    let prompt = match door.request_fix(&caller, &summary, request).await {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return operate_exit(&e);
-        }
+        Err(e) => return fail(&e),
     };
+    show_and_maybe_confirm(door, &caller, prompt, yes).await
+}
+
+async fn show_and_maybe_confirm(door: &Door, caller: &Caller, prompt: Prompt, yes: bool) -> u8 {
     print_plan(&prompt);
     if prompt.two_person {
         println!(
@@ -126,7 +139,7 @@ pub async fn request_and_maybe_confirm(
         );
         return exit::OK;
     }
-    let confirmed = yes || ask(&summary.vm.name);
+    let confirmed = yes || ask(&prompt.plan.vm.name);
     if !confirmed {
         println!(
             "Not confirmed. To run it later: rdp-doctor confirm {}",
@@ -134,7 +147,7 @@ pub async fn request_and_maybe_confirm(
         );
         return exit::OK;
     }
-    confirm(operator, &prompt.confirmation_id).await
+    confirm_as(door, caller, &prompt.confirmation_id).await
 }
 
 /// Ask on the terminal: the person types the VM's name.
@@ -151,39 +164,49 @@ fn ask(vm: &str) -> bool {
     line.trim().eq_ignore_ascii_case(vm)
 }
 
-pub async fn confirm(operator: &Operator, id: &str) -> u8 {
-    let actor = cli_actor();
-    match operator.confirm(&actor, id.trim(), &progress).await {
+pub async fn confirm(door: &Door, id: &str) -> u8 {
+    confirm_as(door, &caller(), id).await
+}
+
+async fn confirm_as(door: &Door, caller: &Caller, id: &str) -> u8 {
+    match door.confirm(caller, id.trim(), &progress).await {
         Ok(outcome) => print_outcome(&outcome),
-        Err(e) => {
-            eprintln!("error: {e}");
-            operate_exit(&e)
+        Err(DoorError::Operate(crate::runbook::operate::OperateError::PlanChanged {
+            was,
+            now,
+            fresh,
+        })) => {
+            eprintln!(
+                "error: what this fix would do has changed since the prompt was shown, so nothing was sent.\n  was: {was}\n  now: {now}"
+            );
+            println!("A fresh prompt:");
+            print_plan(&fresh);
+            println!("To run it: rdp-doctor confirm {}", fresh.confirmation_id);
+            exit::USAGE
         }
+        Err(e) => fail(&e),
     }
 }
 
-pub async fn cancel(operator: &Operator, id: &str) -> u8 {
-    match operator.cancel(&cli_actor(), id.trim()).await {
+pub async fn cancel(door: &Door, id: &str) -> u8 {
+    match door.cancel(&caller(), id.trim()).await {
         Ok(()) => {
             println!("Cancelled.");
             exit::OK
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            operate_exit(&e)
-        }
+        Err(e) => fail(&e),
     }
 }
 
-pub async fn audit(operator: &Operator, vm: Option<&str>, limit: u32) -> u8 {
-    match operator.store.recent_audit(vm, limit).await {
+pub async fn audit(door: &Door, vm: Option<&str>, limit: u32) -> u8 {
+    match door.audit(&caller(), vm, limit).await {
         Ok(entries) => {
             if entries.is_empty() {
                 println!("No audit entries.");
             }
             for e in entries {
                 println!(
-                    "{}  {:<12} {:<18} {:<16} {}",
+                    "{}  {:<16} {:<18} {:<16} {}",
                     format_time(e.at_ms),
                     e.actor_name,
                     e.command,
@@ -193,10 +216,7 @@ pub async fn audit(operator: &Operator, vm: Option<&str>, limit: u32) -> u8 {
             }
             exit::OK
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::AZURE
-        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -5,19 +5,23 @@
 //! runbook request and renders the runbook's events and report; it holds no runbook logic.
 
 mod fix;
+
+pub use fix::os_user;
 mod render;
 mod simulate;
 mod sweep;
 
-use crate::azure::{Arm, ArmSettings, ResolveError, VmQuery};
 use crate::config::{self, FileConfig};
+use crate::domain::VmQuery;
+use crate::policy::{Policy, PolicyConfig};
+use crate::runbook::door::{Door, DoorError, SignIn};
 use crate::runbook::fix::FixRequest;
-use crate::runbook::operate::Operator;
-use crate::runbook::{self, catalog::Catalog, CheckError, CheckOptions, Verdict};
+use crate::runbook::{catalog::Catalog, CheckOptions, Verdict};
 use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Exit codes (DESIGN.md): 0 no problem found, 1 problems found, 2 usage/config/not-found/
 /// ambiguous, 3 Azure or network failure.
@@ -226,6 +230,23 @@ fn usage_error(message: impl std::fmt::Display) -> u8 {
     exit::USAGE
 }
 
+/// Print what the door said and pick the exit code: what the person can fix is a usage error
+/// (2), Azure or storage failing is 3.
+fn fail(error: &DoorError) -> u8 {
+    match error {
+        DoorError::Scope {
+            message,
+            name_subscription: true,
+        } => eprintln!("error: {message} with --subscription ID"),
+        other => eprintln!("error: {other}"),
+    }
+    if error.is_user_error() {
+        exit::USAGE
+    } else {
+        exit::AZURE
+    }
+}
+
 async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Explain { text } => {
@@ -275,16 +296,16 @@ async fn run(cli: Cli) -> u8 {
             })
             .await
         }
-        Command::Confirm { id, simulate } => match operator(simulate, &[]).await {
-            Ok((op, _sim)) => fix::confirm(&op, &id).await,
+        Command::Confirm { id, simulate } => match terminal_door(simulate, &[], true).await {
+            Ok((door, _sim)) => fix::confirm(&door, &id).await,
             Err(code) => code,
         },
-        Command::Cancel { id, simulate } => match operator(simulate, &[]).await {
-            Ok((op, _sim)) => fix::cancel(&op, &id).await,
+        Command::Cancel { id, simulate } => match terminal_door(simulate, &[], true).await {
+            Ok((door, _sim)) => fix::cancel(&door, &id).await,
             Err(code) => code,
         },
-        Command::Audit { vm, limit } => match operator(false, &[]).await {
-            Ok((op, _sim)) => fix::audit(&op, vm.as_deref(), limit).await,
+        Command::Audit { vm, limit } => match terminal_door(false, &[], true).await {
+            Ok((door, _sim)) => fix::audit(&door, vm.as_deref(), limit).await,
             Err(code) => code,
         },
         Command::Health => match load_catalog() {
@@ -329,46 +350,27 @@ async fn check(args: CheckArgs) -> u8 {
         Ok(from) => from,
         Err(code) => return code,
     };
-    let query = match VmQuery::parse(&args.vm) {
-        Ok(q) => q,
-        Err(e) => return usage_error(e),
-    };
-    let file = match FileConfig::load() {
-        Ok(f) => f,
-        Err(e) => return usage_error(e),
-    };
-    let catalog = match &file.runbook_dir {
-        Some(dir) => match Catalog::load_dir(dir) {
-            Ok(c) => c,
-            Err(e) => return usage_error(e),
-        },
-        None => Catalog::builtin(),
-    };
-
+    if let Err(e) = VmQuery::parse(&args.vm) {
+        return usage_error(e);
+    }
     // With --simulate the simulator lives as long as this check.
-    let (arm, subscriptions, _simulator) =
-        match connect(args.simulate, &args.subscription, &file).await {
-            Ok(c) => c,
-            Err(code) => return code,
-        };
-
+    let (door, _simulator) = match terminal_door(args.simulate, &args.subscription, false).await {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
     let progress = render::Progress::new(!args.json && std::io::stderr().is_terminal());
     let options = CheckOptions { from };
-    let result = runbook::check_query(&arm, &catalog, &query, &subscriptions, &options, &|event| {
-        progress.event(&event)
-    })
-    .await;
+    let result = door
+        .check(&fix::caller(), &args.vm, &options, &|event| {
+            progress.event(&event)
+        })
+        .await;
     progress.finish();
     let report = match result {
         Ok(report) => report,
-        Err(CheckError::Resolve(e)) => {
-            return match e {
-                ResolveError::Arm(arm_error) => azure_error(&arm_error),
-                other => usage_error(other),
-            }
-        }
-        Err(CheckError::Arm(e)) => return azure_error(&e),
+        Err(e) => return fail(&e),
     };
+    let catalog = door.catalog();
 
     if let Some(path) = &args.screenshot_out {
         match &report.screenshot_png {
@@ -397,7 +399,7 @@ async fn check(args: CheckArgs) -> u8 {
         let _ = write!(
             stdout,
             "{}",
-            render::report(&report, &catalog, &style, args.screenshot_out.as_deref())
+            render::report(&report, catalog, &style, args.screenshot_out.as_deref())
         );
     }
     match report.verdict {
@@ -407,21 +409,13 @@ async fn check(args: CheckArgs) -> u8 {
     }
 }
 
-fn azure_error(error: &crate::azure::ArmError) -> u8 {
-    eprintln!("error: {error}");
-    match error {
-        crate::azure::ArmError::Config(_) => exit::USAGE,
-        _ => exit::AZURE,
-    }
-}
-
-/// An Azure connection as the environment (or `--simulate`) says, with the subscriptions to search.
+/// How to sign in as the environment (or `--simulate`) says, with the subscriptions to search.
 /// The simulator, if any, lives as long as the returned guard.
-async fn connect(
+async fn sign_in(
     simulate: bool,
     cli_subscriptions: &[String],
     file: &FileConfig,
-) -> Result<(Arm, Vec<String>, Option<simulate::Demo>), u8> {
+) -> Result<(SignIn, Vec<String>, Option<simulate::Demo>), u8> {
     if simulate {
         let started = simulate::Demo::start().await;
         let (sim, endpoint) = match started.and_then(|sim| sim.endpoint().map(|e| (sim, e))) {
@@ -431,28 +425,25 @@ async fn connect(
                 return Err(exit::AZURE);
             }
         };
-        let mut settings = ArmSettings::new(endpoint.clone());
-        file.azure.apply(&mut settings);
-        let arm = Arm::connect_with_secret(
-            settings,
+        let sign_in = SignIn::Secret {
             endpoint,
-            simulate::DEMO_TENANT,
-            simulate::DEMO_CLIENT,
-            sim.client_secret(),
-        )
-        .map_err(usage_error)?;
+            tenant: simulate::DEMO_TENANT.to_string(),
+            client: simulate::DEMO_CLIENT.to_string(),
+            secret: sim.client_secret(),
+        };
         let subs = if cli_subscriptions.is_empty() {
             sim.subscription_ids()
         } else {
             config::subscriptions(cli_subscriptions, file)
         };
-        Ok((arm, subs, Some(sim)))
+        Ok((sign_in, subs, Some(sim)))
     } else {
         let endpoint = config::arm_endpoint().map_err(usage_error)?;
-        let mut settings = ArmSettings::new(endpoint);
-        file.azure.apply(&mut settings);
-        let arm = Arm::connect(settings).map_err(usage_error)?;
-        Ok((arm, config::subscriptions(cli_subscriptions, file), None))
+        Ok((
+            SignIn::Environment { endpoint },
+            config::subscriptions(cli_subscriptions, file),
+            None,
+        ))
     }
 }
 
@@ -481,7 +472,7 @@ async fn bot(simulate: bool) -> u8 {
         Ok(f) => f,
         Err(e) => return usage_error(e),
     };
-    let (operator, _simulator) = match operator_with(simulate, &[], &file, false).await {
+    let (door, _simulator) = match door_with(simulate, &[], &file, Front::Discord(guild_id)).await {
         Ok(o) => o,
         Err(code) => return code,
     };
@@ -493,7 +484,7 @@ async fn bot(simulate: bool) -> u8 {
             file.vm_list_refresh_secs.unwrap_or(60).max(5),
         ),
     };
-    let bot = crate::discord::Bot::new(operator);
+    let bot = crate::discord::Bot::new(door);
     match crate::discord::run(settings, bot).await {
         Ok(()) => exit::OK,
         Err(e @ crate::discord::BotError::TokenRejected) => usage_error(e),
@@ -514,49 +505,69 @@ fn database_url(simulate: bool) -> String {
     }
 }
 
-/// Everything a fix needs: Azure, the runbook, the store and the policy.
-async fn operator(
-    simulate: bool,
-    subscriptions: &[String],
-) -> Result<(Operator, Option<simulate::Demo>), u8> {
-    let file = FileConfig::load().map_err(usage_error)?;
-    operator_with(simulate, subscriptions, &file, true).await
+/// Which front end a door is for: the policy's defaults differ.
+#[derive(Clone, Copy)]
+enum Front {
+    Terminal {
+        store: bool,
+    },
+    /// With `DISCORD_GUILD_ID`, the guild the commands are registered in.
+    Discord(Option<u64>),
 }
 
-async fn operator_with(
+/// The door for a terminal command (with the store for fixes and the audit log).
+async fn terminal_door(
+    simulate: bool,
+    subscriptions: &[String],
+    store: bool,
+) -> Result<(Door, Option<simulate::Demo>), u8> {
+    let file = FileConfig::load().map_err(usage_error)?;
+    door_with(simulate, subscriptions, &file, Front::Terminal { store }).await
+}
+
+/// Azure (or the simulator), the runbook, the policy and, where needed, the store.
+async fn door_with(
     simulate: bool,
     subscriptions: &[String],
     file: &FileConfig,
-    terminal: bool,
-) -> Result<(Operator, Option<simulate::Demo>), u8> {
+    front: Front,
+) -> Result<(Door, Option<simulate::Demo>), u8> {
     let catalog = match &file.runbook_dir {
         Some(dir) => Catalog::load_dir(dir).map_err(usage_error)?,
         None => Catalog::builtin(),
     };
-    let policy_config = match (&file.policy, simulate && terminal) {
-        (Some(p), _) => Some(p.clone()),
+    let policy_config = match (&file.policy, simulate, front) {
+        (Some(p), _, _) => Some(p.clone()),
         // The demo world is a training ground: the person at the terminal may do everything.
-        (None, true) => Some(crate::policy::PolicyConfig::demo(&fix::cli_actor().name)),
-        (None, false) => None,
+        (None, true, Front::Terminal { .. }) => Some(PolicyConfig::demo(&fix::os_user())),
+        (None, _, _) => None,
     };
-    let policy = crate::policy::Policy::new(policy_config.as_ref()).map_err(usage_error)?;
-    let (arm, subs, sim) = connect(simulate, subscriptions, file).await?;
-    let store = crate::store::Store::open(&database_url(simulate))
-        .await
-        .map_err(|e| {
-            eprintln!("error: {e}");
-            exit::USAGE
-        })?;
-    Ok((
-        Operator::new(
-            arm,
-            std::sync::Arc::new(catalog),
-            store,
-            std::sync::Arc::new(policy),
-            subs,
-        ),
-        sim,
-    ))
+    let mut policy = Policy::new(policy_config.as_ref()).map_err(usage_error)?;
+    if let Front::Discord(guild) = front {
+        policy = policy.with_guild(guild);
+    }
+    let (sign_in, subs, sim) = sign_in(simulate, subscriptions, file).await?;
+    let door = Door::connect(
+        sign_in,
+        &file.azure,
+        Arc::new(catalog),
+        Arc::new(policy),
+        subs,
+    )
+    .map_err(usage_error)?;
+    let door = match front {
+        Front::Terminal { store: false } => door,
+        _ => {
+            let store = crate::store::Store::open(&database_url(simulate))
+                .await
+                .map_err(|e| {
+                    eprintln!("error: {e}");
+                    exit::USAGE
+                })?;
+            door.with_store(store)
+        }
+    };
+    Ok((door, sim))
 }
 
 async fn run_fix(args: FixArgs, build: impl FnOnce(&str) -> Result<FixRequest, String>) -> u8 {
@@ -568,9 +579,9 @@ async fn run_fix(args: FixArgs, build: impl FnOnce(&str) -> Result<FixRequest, S
         Ok(r) => r,
         Err(e) => return usage_error(e),
     };
-    let (operator, _sim) = match operator(args.simulate, &args.subscription).await {
+    let (door, _sim) = match terminal_door(args.simulate, &args.subscription, true).await {
         Ok(o) => o,
         Err(code) => return code,
     };
-    fix::request_and_maybe_confirm(&operator, &args.vm, request, args.yes).await
+    fix::request_and_maybe_confirm(&door, &args.vm, request, args.yes).await
 }

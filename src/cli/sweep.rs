@@ -1,9 +1,8 @@
 //! `rdp-doctor sweep`: every Windows VM of a resource group or subscription, one summary.
 
-use super::{connect, exit, load_catalog, render::Style, usage_error};
-use crate::azure::{is_subscription_id, validate_group, ScopeError};
-use crate::config::FileConfig;
-use crate::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
+use super::{exit, fail, fix::caller, render::Style, terminal_door, usage_error};
+use crate::domain::{is_subscription_id, validate_group};
+use crate::runbook::sweep::{SweepEvent, SweepOptions, SweepReport};
 use crate::runbook::{CheckOptions, Verdict};
 use std::io::{IsTerminal, Write};
 use tokio_util::sync::CancellationToken;
@@ -50,30 +49,22 @@ pub async fn run(args: SweepArgs) -> u8 {
             ));
         }
     }
-    let file = match FileConfig::load() {
-        Ok(f) => f,
-        Err(e) => return usage_error(e),
-    };
-    let catalog = match load_catalog() {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
     let wanted: Vec<String> = args.subscription.iter().cloned().collect();
-    let (arm, subscriptions, _simulator) = match connect(args.simulate, &wanted, &file).await {
-        Ok(c) => c,
+    let (door, _simulator) = match terminal_door(args.simulate, &wanted, false).await {
+        Ok(d) => d,
         Err(code) => return code,
     };
-    let scope = match arm
-        .sweep_scope(args.resource_group.as_deref(), &subscriptions)
+    let caller = caller();
+    let scope = match door
+        .sweep_scope(
+            &caller,
+            args.resource_group.as_deref(),
+            args.subscription.as_deref(),
+        )
         .await
     {
         Ok(scope) => scope,
-        Err(ScopeError::Arm(e)) => return super::azure_error(&e),
-        // Which subscription: say how to name one.
-        Err(e @ (ScopeError::Ambiguous { .. } | ScopeError::WhichSubscription(_))) => {
-            return usage_error(format!("{e} with --subscription ID"))
-        }
-        Err(e) => return usage_error(e),
+        Err(e) => return fail(&e),
     };
     let options = SweepOptions {
         concurrency: usize::from(args.concurrency),
@@ -106,13 +97,13 @@ pub async fn run(args: SweepArgs) -> u8 {
             }
         }
     };
-    let result = sweep::sweep(&arm, &catalog, &scope, &options, &cancel, &progress).await;
+    let result = door
+        .sweep(&caller, &scope, &options, &cancel, &progress)
+        .await;
     on_ctrl_c.abort();
     let report = match result {
         Ok(report) => report,
-        // Not found is a usage error (exit 2), as for a VM.
-        Err(e) if e.code() == Some("ResourceGroupNotFound") => return usage_error(e),
-        Err(e) => return super::azure_error(&e),
+        Err(e) => return fail(&e),
     };
     if live && report.cancelled {
         eprintln!();

@@ -3,10 +3,12 @@
 
 use super::render;
 use super::surface::{Surface, View};
-use super::{Bot, Context, Error};
-use crate::azure::{ResolveError, VmQuery, VmSummary};
-use crate::diagnose::{CheckId, Status};
-use crate::runbook::{self, CheckOptions, Event};
+use super::{caller, Bot, Context, Error};
+use crate::diagnose::{ActionId, CheckId, Status};
+use crate::domain::{VmQuery, VmSummary};
+use crate::runbook::door::{Caller, DoorError};
+use crate::runbook::fix::RdpSource;
+use crate::runbook::{CheckOptions, Event};
 use serenity::all::{
     CommandInteraction, ComponentInteraction, ComponentInteractionDataKind, CreateActionRow,
     CreateAllowedMentions, CreateAutocompleteResponse, CreateEmbed, CreateInteractionResponse,
@@ -21,19 +23,26 @@ use std::time::Instant;
 pub const PICK_PREFIX: &str = "rdp:pick:";
 
 /// What to run once the VM is known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     Check,
     Health,
     Console,
+    /// A fix that needs nothing but the VM.
+    Fix(ActionId),
+    /// `open-rdp` from a source.
+    OpenRdp(RdpSource),
+    /// `reset-password`: the form opens once the VM is known.
+    ResetPassword,
 }
 
 impl Kind {
-    fn verb(self) -> &'static str {
+    fn verb(&self) -> &'static str {
         match self {
             Kind::Check => "Checking",
             Kind::Health => "Reading Resource Health of",
             Kind::Console => "Fetching the console of",
+            Kind::Fix(_) | Kind::OpenRdp(_) | Kind::ResetPassword => "Preparing the fix for",
         }
     }
 }
@@ -44,7 +53,8 @@ pub struct PendingPick {
     pub kind: Kind,
     pub options: CheckOptions,
     pub candidates: Vec<VmSummary>,
-    pub requester: u64,
+    /// The identity of the person who asked (`discord:<id>`): nobody else may pick.
+    pub requester: String,
     pub created: Instant,
 }
 
@@ -72,11 +82,25 @@ pub async fn rdp(_ctx: Context<'_>) -> Result<(), Error> {
     Ok(())
 }
 
+/// The person and place of a slash command.
+pub(super) fn command_caller(interaction: &CommandInteraction) -> Caller {
+    caller(
+        &interaction.user,
+        interaction.member.as_deref(),
+        interaction.guild_id,
+        interaction.channel_id,
+    )
+}
+
+/// Only VMs the person may read, and nothing outside the served guilds and channels.
 pub(super) async fn autocomplete_vm(ctx: Context<'_>, partial: &str) -> CreateAutocompleteResponse {
+    let Some(interaction) = command_interaction(&ctx) else {
+        return CreateAutocompleteResponse::new();
+    };
     let choices = ctx
         .data()
-        .directory
-        .suggest(partial, 25)
+        .door
+        .suggest(&command_caller(interaction), partial, 25)
         .into_iter()
         .map(|(label, value)| serenity::all::AutocompleteChoice::new(label, value))
         .collect();
@@ -171,7 +195,7 @@ pub async fn explain(
     let Some(interaction) = command_interaction(&ctx) else {
         return Ok(());
     };
-    let matches = ctx.data().catalog.explain(&error);
+    let matches = ctx.data().door.catalog().explain(&error);
     let message = CreateInteractionResponseMessage::new()
         .embed(render::explain(&matches, &error))
         .allowed_mentions(CreateAllowedMentions::new());
@@ -205,7 +229,7 @@ pub(super) async fn reply_ephemeral(
     Ok(())
 }
 
-/// Acknowledge, find the VM, run.
+/// Acknowledge, find the VM (among those the person may read), run.
 async fn start(
     ctx: Context<'_>,
     interaction: &CommandInteraction,
@@ -213,19 +237,15 @@ async fn start(
     vm: &str,
     options: CheckOptions,
 ) -> Result<(), Error> {
-    let bot = ctx.data();
     // Bad input needs no Azure call: answer it at once, privately.
-    let query = match VmQuery::parse(vm) {
-        Ok(q) => q,
-        Err(e) => {
-            return reply_ephemeral(
-                ctx.http(),
-                interaction,
-                render::notice("Cannot look that up", &e.to_string()),
-            )
-            .await
-        }
-    };
+    if let Err(e) = VmQuery::parse(vm) {
+        return reply_ephemeral(
+            ctx.http(),
+            interaction,
+            render::notice("Cannot look that up", &e.to_string()),
+        )
+        .await;
+    }
     // The acknowledgement goes out before any Azure request, whatever Azure is doing.
     interaction.defer(ctx.http()).await?;
     let http = ctx.serenity_context().http.clone();
@@ -236,20 +256,27 @@ async fn start(
         Instant::now(),
     );
     surface.show(View::embed(render::looking_up(vm))).await;
-    match bot
-        .directory
-        .resolve(&bot.arm, &query, &bot.subscriptions)
-        .await
-    {
-        Ok(summary) => {
-            run(bot, &surface, kind, summary, &options).await;
-        }
-        Err(ResolveError::Arm(e)) => {
-            surface
-                .show(View::embed(render::notice("Azure error", &e.to_string())))
-                .await;
-        }
-        Err(ResolveError::Ambiguous { name, candidates }) => {
+    let caller = command_caller(interaction);
+    if let Some(summary) = find(ctx.data(), &surface, &caller, &kind, vm, &options).await {
+        run(ctx.data(), &surface, &caller, kind, summary, &options).await;
+    }
+    Ok(())
+}
+
+/// Resolve `vm` for `caller`; on ambiguity show the private "which VM?" menu, on anything else
+/// the reason. `None`: the person has been answered.
+pub(super) async fn find(
+    bot: &Bot,
+    surface: &Surface,
+    caller: &Caller,
+    kind: &Kind,
+    vm: &str,
+    options: &CheckOptions,
+) -> Option<VmSummary> {
+    let needed = bot.door.catalog().commands.check;
+    match bot.door.resolve(caller, vm, needed).await {
+        Ok(summary) => Some(summary),
+        Err(DoorError::Ambiguous { name, candidates }) => {
             // Ask privately which one; the public "thinking…" goes away. The menu holds at most
             // 25 options; the candidates are already sorted by subscription and group.
             let candidates: Vec<VmSummary> = candidates
@@ -259,10 +286,10 @@ async fn start(
                 .collect();
             surface.retract().await;
             let nonce = bot.remember_pick(PendingPick {
-                kind,
-                options,
+                kind: kind.clone(),
+                options: options.clone(),
                 candidates: candidates.clone(),
-                requester: interaction.user.id.get(),
+                requester: caller.actor.id.clone(),
                 created: Instant::now(),
             });
             let menu = pick_menu(&nonce, &candidates);
@@ -275,21 +302,39 @@ async fn start(
                     vec![menu],
                 )
                 .await;
+            None
         }
-        Err(other) => {
+        Err(e) if e.is_user_error() => {
             surface.retract().await;
             surface
                 .whisper(
-                    render::notice("Cannot find that VM", &other.to_string()),
+                    render::notice(user_error_title(&e), &e.to_string()),
                     Vec::new(),
                 )
                 .await;
+            None
+        }
+        Err(e) => {
+            surface
+                .show(View::embed(render::notice("Azure error", &e.to_string())))
+                .await;
+            None
         }
     }
-    Ok(())
 }
 
-fn pick_menu(nonce: &str, candidates: &[VmSummary]) -> CreateActionRow {
+/// The title of a private refusal.
+pub(super) fn user_error_title(e: &DoorError) -> &'static str {
+    match e {
+        DoorError::Fenced(_) => "Not here",
+        DoorError::Denied(_) => "Not allowed",
+        DoorError::NotFound { .. } => "Cannot find that VM",
+        DoorError::Unserved { .. } => "Not a subscription rdp-doctor serves",
+        _ => "Cannot do that",
+    }
+}
+
+pub(super) fn pick_menu(nonce: &str, candidates: &[VmSummary]) -> CreateActionRow {
     let options = candidates
         .iter()
         .enumerate()
@@ -313,10 +358,12 @@ fn pick_menu(nonce: &str, candidates: &[VmSummary]) -> CreateActionRow {
     )
 }
 
-/// A choice in the "which VM?" menu.
+/// A choice in the "which VM?" menu: only its requester's, and authorised again by whatever
+/// runs next.
 pub async fn picked(
     http: Arc<Http>,
     bot: &Bot,
+    caller: &Caller,
     component: &ComponentInteraction,
 ) -> Result<(), Error> {
     let nonce = component.data.custom_id.trim_start_matches(PICK_PREFIX);
@@ -326,7 +373,7 @@ pub async fn picked(
         }
         _ => None,
     };
-    let pending = bot.take_pick(nonce, component.user.id.get());
+    let pending = bot.take_pick(nonce, &caller.actor.id);
     let chosen = pending
         .as_ref()
         .and_then(|p| index.and_then(|i| p.candidates.get(i).cloned().map(|c| (p.clone(), c))));
@@ -342,6 +389,10 @@ pub async fn picked(
             .await?;
         return Ok(());
     };
+    if pending.kind == Kind::ResetPassword {
+        // The form is the answer to the pick itself (a modal must be a first response).
+        return super::fixes::open_password_form(&http, bot, caller, component, &summary).await;
+    }
     let update = CreateInteractionResponseMessage::new()
         .embed(render::notice(
             &format!(
@@ -350,7 +401,7 @@ pub async fn picked(
                 summary.vm.resource_group,
                 summary.vm.name
             ),
-            "The report follows in the channel.",
+            "The answer follows in the channel.",
         ))
         .components(Vec::new());
     component
@@ -368,52 +419,113 @@ pub async fn picked(
         component.channel_id,
         created,
     );
-    run(bot, &surface, pending.kind, summary, &pending.options).await;
+    run(
+        bot,
+        &surface,
+        caller,
+        pending.kind,
+        summary,
+        &pending.options,
+    )
+    .await;
     Ok(())
 }
 
 /// Run a resolved request and render it on `surface`.
-async fn run(bot: &Bot, surface: &Surface, kind: Kind, summary: VmSummary, options: &CheckOptions) {
+async fn run(
+    bot: &Bot,
+    surface: &Surface,
+    caller: &Caller,
+    kind: Kind,
+    summary: VmSummary,
+    options: &CheckOptions,
+) {
+    let catalog = bot.door.catalog();
     match kind {
-        Kind::Check => run_check(bot, surface, summary, options).await,
+        Kind::Check => run_check(bot, surface, caller, summary, options).await,
         Kind::Health => {
             surface
                 .show(View::embed(render::progress(
-                    &bot.catalog,
+                    catalog,
                     &summary.vm,
                     &BTreeMap::new(),
                 )))
                 .await;
-            let finding = runbook::health(&bot.arm, &bot.catalog, &summary.vm).await;
-            surface
-                .show(View::embed(render::health(
-                    &bot.catalog,
-                    &summary.vm,
-                    &finding,
-                )))
-                .await;
+            match bot.door.health(caller, &summary.vm).await {
+                Ok(finding) => {
+                    surface
+                        .show(View::embed(render::health(catalog, &summary.vm, &finding)))
+                        .await
+                }
+                Err(e) => show_error(surface, &e).await,
+            }
         }
-        Kind::Console => {
-            let console = runbook::console(&bot.arm, &bot.catalog, &summary).await;
-            let message = render::console(&bot.catalog, &summary.vm, &console);
-            surface
-                .show(View {
-                    content: None,
-                    embeds: message.embeds,
-                    attachment: message.screenshot,
-                    components: Vec::new(),
-                })
-                .await;
+        Kind::Console => match bot.door.console(caller, &summary).await {
+            Ok(console) => {
+                let message = render::console(catalog, &summary.vm, &console);
+                surface
+                    .show(View {
+                        content: None,
+                        embeds: message.embeds,
+                        attachment: message.screenshot,
+                        components: Vec::new(),
+                    })
+                    .await;
+            }
+            Err(e) => show_error(surface, &e).await,
+        },
+        Kind::Fix(action) => {
+            let request = match action {
+                ActionId::Start => crate::runbook::fix::FixRequest::Start,
+                ActionId::Restart => crate::runbook::fix::FixRequest::Restart,
+                ActionId::Redeploy => crate::runbook::fix::FixRequest::Redeploy,
+                ActionId::ResetRdpConfig => crate::runbook::fix::FixRequest::ResetRdpConfig,
+                // These carry parameters and have kinds of their own.
+                ActionId::OpenRdpPort | ActionId::ResetPassword => {
+                    show_error(
+                        surface,
+                        &DoorError::Config(format!("{} needs its parameters", action.as_str())),
+                    )
+                    .await;
+                    return;
+                }
+            };
+            super::fixes::ask(bot, surface, caller, &summary, request).await
         }
+        Kind::OpenRdp(source) => {
+            let request = crate::runbook::fix::FixRequest::OpenRdpPort { source };
+            super::fixes::ask(bot, surface, caller, &summary, request).await
+        }
+        // Answered with the form in `picked`.
+        Kind::ResetPassword => surface.retract().await,
+    }
+}
+
+/// A refusal privately, anything else in the message.
+pub(super) async fn show_error(surface: &Surface, e: &DoorError) {
+    if e.is_user_error() {
+        surface.retract().await;
+        surface
+            .whisper(
+                render::notice(user_error_title(e), &e.to_string()),
+                Vec::new(),
+            )
+            .await;
+    } else {
+        surface
+            .show(View::embed(render::notice("Azure error", &e.to_string())))
+            .await;
     }
 }
 
 pub(super) async fn run_check(
     bot: &Bot,
     surface: &Surface,
+    caller: &Caller,
     summary: VmSummary,
     options: &CheckOptions,
 ) {
+    let catalog = bot.door.catalog();
     let vm = summary.vm.clone();
     let listed = summary.clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
@@ -421,7 +533,7 @@ pub(super) async fn run_check(
     let progress = async {
         let mut done: BTreeMap<CheckId, Status> = BTreeMap::new();
         surface
-            .show(View::embed(render::progress(&bot.catalog, &vm, &done)))
+            .show(View::embed(render::progress(catalog, &vm, &done)))
             .await;
         while let Some(event) = rx.recv().await {
             let mut changed = apply(&mut done, event);
@@ -430,22 +542,23 @@ pub(super) async fn run_check(
             }
             if changed {
                 surface
-                    .show(View::embed(render::progress(&bot.catalog, &vm, &done)))
+                    .show(View::embed(render::progress(catalog, &vm, &done)))
                     .await;
             }
         }
     };
     let checks = async {
         let sink = tx;
-        runbook::check(&bot.arm, &bot.catalog, summary, options, &move |e| {
-            let _ = sink.send(e);
-        })
-        .await
+        bot.door
+            .check_vm(caller, summary, options, &move |e| {
+                let _ = sink.send(e);
+            })
+            .await
     };
     let (result, ()) = tokio::join!(checks, progress);
     match result {
         Ok(report) => {
-            let message = render::report(&bot.catalog, &report);
+            let message = render::report(catalog, &report);
             surface
                 .show(View {
                     content: None,
@@ -455,11 +568,7 @@ pub(super) async fn run_check(
                 })
                 .await;
         }
-        Err(e) => {
-            surface
-                .show(View::embed(render::notice("Azure error", &e.to_string())))
-                .await;
-        }
+        Err(e) => show_error(surface, &e).await,
     }
 }
 

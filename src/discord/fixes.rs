@@ -7,20 +7,24 @@
 //! directory), `rdp:confirm:<id>` / `rdp:cancel:<id>` (the confirmation lives in the database),
 //! `rdp:pw:<vm key>` (the password modal).
 
-use super::commands::{autocomplete_vm, command_interaction, reply_ephemeral};
+use super::commands::{
+    autocomplete_vm, command_caller, command_interaction, find, reply_ephemeral, user_error_title,
+    Kind,
+};
 use super::render::{self, clip};
 use super::surface::{Surface, View};
 use super::{Bot, Context, Error};
-use crate::azure::{VmQuery, VmSummary};
 use crate::diagnose::ActionId;
-use crate::policy::{Actor, ActorSource};
+use crate::domain::VmSummary;
+use crate::runbook::door::{Caller, Door, DoorError};
 use crate::runbook::fix::{self, FixRequest};
 use crate::runbook::operate::{format_time, OperateError, Outcome, Progress, Prompt};
+use crate::runbook::CheckOptions;
 use serenity::all::{
     ButtonStyle, ChannelId, ComponentInteraction, CreateActionRow, CreateAllowedMentions,
     CreateButton, CreateEmbed, CreateInputText, CreateInteractionResponse,
     CreateInteractionResponseFollowup, CreateInteractionResponseMessage, CreateMessage,
-    CreateModal, Http, InputTextStyle, Member, ModalInteraction, User,
+    CreateModal, Http, InputTextStyle, ModalInteraction,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,63 +46,23 @@ pub fn vm_key(id: &str) -> String {
     format!("{hash:016x}")
 }
 
-/// The person behind an interaction, as the policy sees them. Role names need the guild's
-/// roles from the cache; without them only role-id grants match.
-pub fn actor(
-    ctx_cache: Option<&serenity::all::Cache>,
-    user: &User,
-    member: Option<&Member>,
-) -> Actor {
-    let role_ids: Vec<String> = member
-        .map(|m| m.roles.iter().map(|r| r.get().to_string()).collect())
-        .unwrap_or_default();
-    let role_names = match (ctx_cache, member) {
-        (Some(cache), Some(m)) => cache
-            .guild(m.guild_id)
-            .map(|g| {
-                m.roles
-                    .iter()
-                    .filter_map(|r| g.roles.get(r).map(|role| role.name.clone()))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
-    Actor {
-        id: user.id.get().to_string(),
-        name: user
-            .global_name
-            .clone()
-            .unwrap_or_else(|| user.name.clone()),
-        role_ids,
-        role_names,
-        source: ActorSource::Discord,
-    }
-}
-
-/// Commands answer only in the policy's channels (when a policy exists).
+/// Slash commands pass the fence (guild, channel, a policy at all) before anything else.
 pub async fn channel_check(ctx: Context<'_>) -> Result<bool, Error> {
-    let bot = ctx.data();
-    if bot.operator.policy.has_channels()
-        && !bot
-            .operator
-            .policy
-            .channel_allowed(&ctx.channel_id().get().to_string())
-    {
-        if let Some(interaction) = command_interaction(&ctx) {
+    let Some(interaction) = command_interaction(&ctx) else {
+        return Ok(false);
+    };
+    match ctx.data().door.admit(&command_caller(interaction)) {
+        Ok(()) => Ok(true),
+        Err(e) => {
             reply_ephemeral(
                 ctx.http(),
                 interaction,
-                render::notice(
-                    "Not in this channel",
-                    "rdp-doctor only answers in the channels its policy names.",
-                ),
+                render::notice("Not here", &e.to_string()),
             )
             .await?;
+            Ok(false)
         }
-        return Ok(false);
     }
-    Ok(true)
 }
 
 fn button(action: ActionId, vm: &VmSummary, label: &str) -> CreateButton {
@@ -117,7 +81,8 @@ pub fn report_buttons(bot: &Bot, vm: &VmSummary, next: Option<ActionId>) -> Vec<
         return Vec::new();
     };
     let title = bot
-        .catalog
+        .door
+        .catalog()
         .step(action.as_str())
         .map(|s| s.title.clone())
         .unwrap_or_else(|| action.as_str().to_string());
@@ -125,7 +90,11 @@ pub fn report_buttons(bot: &Bot, vm: &VmSummary, next: Option<ActionId>) -> Vec<
 }
 
 fn prompt_embed(prompt: &Prompt) -> CreateEmbed {
-    let mut text = String::new();
+    let vm = &prompt.plan.vm;
+    let mut text = format!(
+        "VM **{}** · resource group `{}` · subscription `{}`\n\n",
+        vm.name, vm.resource_group, vm.subscription_id
+    );
     for line in &prompt.plan.consequences {
         text.push_str(&format!("• {line}\n"));
     }
@@ -206,59 +175,29 @@ fn outcome_embed(outcome: &Outcome) -> CreateEmbed {
         .colour(colour)
 }
 
-fn error_embed(e: &OperateError) -> CreateEmbed {
+fn error_embed(e: &DoorError) -> CreateEmbed {
     let title = match e {
-        OperateError::Denied(_) => "Not allowed",
-        OperateError::Refused(_) => "Not offered",
-        OperateError::Locked { .. } => "The VM is busy",
-        OperateError::Arm(_) => "Azure error",
+        DoorError::Operate(OperateError::Denied(_)) => "Not allowed",
+        DoorError::Operate(OperateError::Refused(_)) => "Not offered",
+        DoorError::Operate(OperateError::Locked { .. }) => "The VM is busy",
+        DoorError::Operate(OperateError::Arm(_)) | DoorError::Azure(_) => "Azure error",
+        other if other.is_user_error() => user_error_title(other),
         _ => "Cannot do that",
     };
     render::notice(title, &e.to_string())
 }
 
-/// Find the VM a command names (or say why not, privately).
-async fn find_vm(bot: &Bot, text: &str) -> Result<VmSummary, String> {
-    let query = VmQuery::parse(text).map_err(|e| e.to_string())?;
-    bot.directory
-        .resolve(&bot.arm, &query, &bot.subscriptions)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-async fn vm_by_key(bot: &Bot, key: &str) -> Option<VmSummary> {
-    if let Some(vm) = bot.directory.find(|v| vm_key(&v.vm.id) == key) {
-        return Some(vm);
-    }
-    // After a restart the directory may not be loaded yet.
-    let _ = bot.directory.refresh(&bot.arm, &bot.subscriptions).await;
-    bot.directory.find(|v| vm_key(&v.vm.id) == key)
-}
-
 /// Request a fix and show its prompt (Confirm / Cancel) on `surface`, or tell the person
 /// privately why not.
-async fn ask(
+pub(super) async fn ask(
     bot: &Bot,
     surface: &Surface,
-    actor: &Actor,
-    channel: &str,
+    caller: &Caller,
     summary: &VmSummary,
     request: FixRequest,
 ) {
-    match bot
-        .operator
-        .request(actor, Some(channel), &summary.vm, request)
-        .await
-    {
-        Ok(prompt) => {
-            surface
-                .show(View {
-                    embeds: vec![prompt_embed(&prompt)],
-                    components: prompt_buttons(&prompt),
-                    ..View::default()
-                })
-                .await
-        }
+    match bot.door.request_fix(caller, summary, request).await {
+        Ok(prompt) => surface.show(prompt_view(&prompt)).await,
         Err(e) => {
             surface.retract().await;
             surface.whisper(error_embed(&e), Vec::new()).await;
@@ -266,12 +205,22 @@ async fn ask(
     }
 }
 
-/// Ask for a fix from a slash command: privately refused, or a public prompt with buttons.
-async fn request_from_command(
-    ctx: Context<'_>,
-    vm: &str,
-    request: FixRequest,
-) -> Result<(), Error> {
+/// The VM a component's key names, if the person may read it.
+async fn vm_by_key(bot: &Bot, caller: &Caller, key: &str) -> Result<Option<VmSummary>, DoorError> {
+    bot.door.vm_by(caller, |v| vm_key(&v.vm.id) == key).await
+}
+
+fn prompt_view(prompt: &Prompt) -> View {
+    View {
+        embeds: vec![prompt_embed(prompt)],
+        components: prompt_buttons(prompt),
+        ..View::default()
+    }
+}
+
+/// Ask for a fix from a slash command: privately refused, a "which VM?" menu, or a public
+/// prompt with buttons.
+async fn request_from_command(ctx: Context<'_>, vm: &str, kind: Kind) -> Result<(), Error> {
     let Some(interaction) = command_interaction(&ctx) else {
         return Ok(());
     };
@@ -284,23 +233,19 @@ async fn request_from_command(
         interaction.channel_id,
         Instant::now(),
     );
-    let summary = match find_vm(bot, vm).await {
-        Ok(s) => s,
-        Err(e) => {
-            surface.retract().await;
-            surface
-                .whisper(render::notice("Cannot find that VM", &e), Vec::new())
-                .await;
-            return Ok(());
-        }
+    let caller = command_caller(interaction);
+    let options = CheckOptions::default();
+    let Some(summary) = find(bot, &surface, &caller, &kind, vm, &options).await else {
+        return Ok(());
     };
-    let actor = actor(
-        Some(&ctx.serenity_context().cache),
-        &interaction.user,
-        interaction.member.as_deref(),
-    );
-    let channel = interaction.channel_id.get().to_string();
-    ask(bot, &surface, &actor, &channel, &summary, request).await;
+    let request = match kind {
+        Kind::OpenRdp(source) => FixRequest::OpenRdpPort { source },
+        Kind::Fix(ActionId::Start) => FixRequest::Start,
+        Kind::Fix(ActionId::Restart) => FixRequest::Restart,
+        Kind::Fix(ActionId::Redeploy) => FixRequest::Redeploy,
+        _ => FixRequest::ResetRdpConfig,
+    };
+    ask(bot, &surface, &caller, &summary, request).await;
     Ok(())
 }
 
@@ -312,7 +257,7 @@ pub async fn start(
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    request_from_command(ctx, &vm, FixRequest::Start).await
+    request_from_command(ctx, &vm, Kind::Fix(ActionId::Start)).await
 }
 
 /// Restart a VM (asks for confirmation)
@@ -323,7 +268,7 @@ pub async fn restart(
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    request_from_command(ctx, &vm, FixRequest::Restart).await
+    request_from_command(ctx, &vm, Kind::Fix(ActionId::Restart)).await
 }
 
 /// Redeploy a VM to a new host (asks for confirmation by a second person)
@@ -334,7 +279,7 @@ pub async fn redeploy(
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    request_from_command(ctx, &vm, FixRequest::Redeploy).await
+    request_from_command(ctx, &vm, Kind::Fix(ActionId::Redeploy)).await
 }
 
 /// Reset the Remote Desktop configuration with VMAccess (asks for confirmation)
@@ -345,7 +290,7 @@ pub async fn reset_config(
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    request_from_command(ctx, &vm, FixRequest::ResetRdpConfig).await
+    request_from_command(ctx, &vm, Kind::Fix(ActionId::ResetRdpConfig)).await
 }
 
 /// Allow inbound TCP 3389 from a source in the NSG that blocks it (asks for confirmation)
@@ -362,7 +307,7 @@ pub async fn open_rdp(
         return Ok(());
     };
     match fix::parse_source(&source) {
-        Ok(source) => request_from_command(ctx, &vm, FixRequest::OpenRdpPort { source }).await,
+        Ok(source) => request_from_command(ctx, &vm, Kind::OpenRdp(source)).await,
         Err(e) => {
             reply_ephemeral(ctx.http(), interaction, render::notice("Which source?", &e)).await
         }
@@ -380,45 +325,86 @@ pub async fn reset_password(
     let Some(interaction) = command_interaction(&ctx) else {
         return Ok(());
     };
-    // A modal must be the first response: find the VM from the directory, without Azure.
-    let query = match VmQuery::parse(&vm) {
-        Ok(q) => q,
-        Err(e) => {
+    // A modal must be the first response: find the VM in the VM list, without Azure.
+    let bot = ctx.data();
+    let caller = command_caller(interaction);
+    let needed = bot.door.catalog().commands.check;
+    let summary = match bot.door.resolve_listed(&caller, &vm, needed) {
+        Ok(summary) => summary,
+        Err(DoorError::Ambiguous { name, candidates }) => {
+            // Which one? The form opens once the person has picked.
+            let candidates: Vec<VmSummary> = candidates
+                .into_iter()
+                .take(25)
+                .map(VmSummary::unlisted)
+                .collect();
+            let nonce = bot.remember_pick(super::commands::PendingPick {
+                kind: Kind::ResetPassword,
+                options: CheckOptions::default(),
+                candidates: candidates.clone(),
+                requester: caller.actor.id.clone(),
+                created: Instant::now(),
+            });
+            let message = CreateInteractionResponseMessage::new()
+                .ephemeral(true)
+                .embed(render::notice(
+                    &format!("{} VMs are named {name}", candidates.len()),
+                    "Pick the one whose password to reset (subscription / resource group):",
+                ))
+                .components(vec![super::commands::pick_menu(&nonce, &candidates)])
+                .allowed_mentions(CreateAllowedMentions::new());
+            interaction
+                .create_response(ctx.http(), CreateInteractionResponse::Message(message))
+                .await?;
+            return Ok(());
+        }
+        Err(DoorError::NotFound { .. }) => {
             return reply_ephemeral(
                 ctx.http(),
                 interaction,
-                render::notice("Cannot look that up", &e.to_string()),
+                render::notice("Cannot find that VM", &format!("No VM named {vm} that you may read in the VM list (refreshed every minute). Check the name with `/rdp check`.")),
             )
-            .await
+            .await;
+        }
+        Err(e) => {
+            return reply_ephemeral(ctx.http(), interaction, error_embed(&e)).await;
         }
     };
-    let bot = ctx.data();
-    let (name, group) = match &query {
-        VmQuery::Name(n) => (n.clone(), None),
-        VmQuery::InGroup {
-            resource_group,
-            name,
-        } => (name.clone(), Some(resource_group.clone())),
-        VmQuery::Id(id) => (id.name.clone(), Some(id.resource_group.clone())),
-    };
-    let found = bot.directory.find(|v| {
-        v.vm.name.eq_ignore_ascii_case(&name)
-            && group
-                .as_deref()
-                .is_none_or(|g| v.vm.resource_group.eq_ignore_ascii_case(g))
-    });
-    let Some(summary) = found else {
-        return reply_ephemeral(
-            ctx.http(),
-            interaction,
-            render::notice("Cannot find that VM", &format!("No VM named {vm} in the VM list (refreshed every minute). Check the name with `/rdp check`.")),
-        )
-        .await;
-    };
+    if let Err(e) = bot
+        .door
+        .may_fix(&caller, ActionId::ResetPassword, &summary.vm)
+    {
+        return reply_ephemeral(ctx.http(), interaction, error_embed(&e)).await;
+    }
     let modal = password_modal(&summary);
     interaction
         .create_response(ctx.http(), CreateInteractionResponse::Modal(modal))
         .await?;
+    Ok(())
+}
+
+/// The password form as the answer to a component (the fix button, a "which VM?" pick), once
+/// the person may reset passwords on that VM.
+pub(super) async fn open_password_form(
+    http: &Http,
+    bot: &Bot,
+    caller: &Caller,
+    component: &ComponentInteraction,
+    summary: &VmSummary,
+) -> Result<(), Error> {
+    let response = match bot
+        .door
+        .may_fix(caller, ActionId::ResetPassword, &summary.vm)
+    {
+        Ok(()) => CreateInteractionResponse::Modal(password_modal(summary)),
+        Err(e) => CreateInteractionResponse::Message(
+            CreateInteractionResponseMessage::new()
+                .ephemeral(true)
+                .embed(error_embed(&e))
+                .allowed_mentions(CreateAllowedMentions::new()),
+        ),
+    };
+    component.create_response(http, response).await?;
     Ok(())
 }
 
@@ -465,11 +451,13 @@ pub(super) fn modal_value(modal: &ModalInteraction, id: &str) -> Option<String> 
 }
 
 /// The password form was sent: check it, then show the confirmation prompt (no password in it).
-pub async fn modal(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction) -> Result<(), Error> {
+pub async fn modal(
+    http: Arc<Http>,
+    bot: &Bot,
+    caller: &Caller,
+    modal: &ModalInteraction,
+) -> Result<(), Error> {
     tracing::debug!(custom_id = %modal.data.custom_id, "modal submitted");
-    let Some(key) = modal.data.custom_id.strip_prefix(PASSWORD) else {
-        return Ok(());
-    };
     let ephemeral = |embed: CreateEmbed| {
         CreateInteractionResponse::Message(
             CreateInteractionResponseMessage::new()
@@ -477,6 +465,18 @@ pub async fn modal(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction) -> Resu
                 .embed(embed)
                 .allowed_mentions(CreateAllowedMentions::new()),
         )
+    };
+    let Some(key) = modal.data.custom_id.strip_prefix(PASSWORD) else {
+        modal
+            .create_response(
+                &*http,
+                ephemeral(render::notice(
+                    "Cannot do that",
+                    "This form is not one rdp-doctor knows.",
+                )),
+            )
+            .await?;
+        return Ok(());
     };
     let user = modal_value(modal, "user").unwrap_or_default();
     let password: secrecy::SecretString = modal_value(modal, "password").unwrap_or_default().into();
@@ -494,171 +494,229 @@ pub async fn modal(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction) -> Resu
         return Ok(());
     }
     drop(repeat);
-    let Some(summary) = vm_by_key(bot, key).await else {
-        modal
-            .create_response(
-                &*http,
-                ephemeral(render::notice(
-                    "VM gone",
-                    "That VM is no longer in the VM list.",
-                )),
-            )
-            .await?;
-        return Ok(());
+    let summary = match vm_by_key(bot, caller, key).await {
+        Ok(Some(summary)) => summary,
+        Ok(None) => {
+            modal
+                .create_response(
+                    &*http,
+                    ephemeral(render::notice(
+                        "VM gone",
+                        "That VM is no longer in the VM list you may read.",
+                    )),
+                )
+                .await?;
+            return Ok(());
+        }
+        Err(e) => {
+            modal
+                .create_response(&*http, ephemeral(error_embed(&e)))
+                .await?;
+            return Ok(());
+        }
     };
     let surface =
         Surface::new_message(http.clone(), modal.id, &modal.token, modal.channel_id).await?;
-    let actor = actor(None, &modal.user, modal.member.as_ref());
-    let channel = modal.channel_id.get().to_string();
     let request = FixRequest::ResetPassword {
         username: user.trim().to_string(),
         password,
     };
-    ask(bot, &surface, &actor, &channel, &summary, request).await;
+    ask(bot, &surface, caller, &summary, request).await;
     Ok(())
+}
+
+/// What a component id names. Anything else is refused, never guessed at.
+enum Component<'a> {
+    Fix { action: ActionId, key: &'a str },
+    Confirm(&'a str),
+    Cancel(&'a str),
+}
+
+fn parse_component(id: &str) -> Option<Component<'_>> {
+    if let Some(rest) = id.strip_prefix(FIX) {
+        let (action, key) = rest.split_once(':')?;
+        let action = ActionId::parse(action)?;
+        return (!key.is_empty()).then_some(Component::Fix { action, key });
+    }
+    if let Some(id) = id.strip_prefix(CONFIRM) {
+        return (!id.is_empty()).then_some(Component::Confirm(id));
+    }
+    if let Some(id) = id.strip_prefix(CANCEL) {
+        return (!id.is_empty()).then_some(Component::Cancel(id));
+    }
+    None
 }
 
 /// A button: a fix under a report, or Confirm / Cancel on a prompt.
 pub async fn component(
     http: Arc<Http>,
     bot: &Bot,
+    caller: &Caller,
     component: &ComponentInteraction,
 ) -> Result<(), Error> {
-    let id = component.data.custom_id.clone();
-    let actor = actor(None, &component.user, component.member.as_ref());
-    let channel = component.channel_id.get().to_string();
     let whisper = |embed: CreateEmbed| {
         CreateInteractionResponseFollowup::new()
             .ephemeral(true)
             .embed(embed)
             .allowed_mentions(CreateAllowedMentions::new())
     };
-    if let Some(rest) = id.strip_prefix(FIX) {
-        let (action, key) = rest.split_once(':').unwrap_or((rest, ""));
-        let action = ActionId::parse(action);
-        let summary = vm_by_key(bot, key).await;
-        let (Some(action), Some(summary)) = (action, summary) else {
-            component
-                .create_response(&*http, CreateInteractionResponse::Acknowledge)
-                .await?;
-            component
-                .create_followup(
-                    &*http,
-                    whisper(render::notice(
-                        "Cannot do that",
-                        "This button no longer matches a VM. Run `/rdp check` again.",
-                    )),
-                )
-                .await?;
-            return Ok(());
-        };
-        if action == ActionId::ResetPassword {
-            component
-                .create_response(
-                    &*http,
-                    CreateInteractionResponse::Modal(password_modal(&summary)),
-                )
-                .await?;
-            return Ok(());
-        }
-        if action == ActionId::OpenRdpPort {
-            component
-                .create_response(&*http, CreateInteractionResponse::Acknowledge)
-                .await?;
-            component
-                .create_followup(&*http, whisper(render::notice("Who should connect?", &format!("Use `/rdp open-rdp vm:{} source:YOUR.IP.ADDRESS` (or a CIDR, a service tag, or `anywhere`).", summary.vm.name))))
-                .await?;
-            return Ok(());
-        }
-        let request = match action {
-            ActionId::Start => FixRequest::Start,
-            ActionId::Restart => FixRequest::Restart,
-            ActionId::Redeploy => FixRequest::Redeploy,
-            _ => FixRequest::ResetRdpConfig,
-        };
-        // A new public message for the prompt; the report stays as it was.
-        let surface = Surface::new_message(
-            http.clone(),
-            component.id,
-            &component.token,
-            component.channel_id,
+    let refuse = |embed: CreateEmbed| {
+        CreateInteractionResponse::Message(
+            CreateInteractionResponseMessage::new()
+                .ephemeral(true)
+                .embed(embed)
+                .allowed_mentions(CreateAllowedMentions::new()),
         )
-        .await?;
-        ask(bot, &surface, &actor, &channel, &summary, request).await;
-        return Ok(());
-    }
-    if let Some(confirmation) = id.strip_prefix(CANCEL) {
+    };
+    let Some(parsed) = parse_component(&component.data.custom_id) else {
         component
-            .create_response(&*http, CreateInteractionResponse::Acknowledge)
+            .create_response(
+                &*http,
+                refuse(render::notice(
+                    "Cannot do that",
+                    "This button is not one rdp-doctor knows.",
+                )),
+            )
             .await?;
-        match bot.operator.cancel(&actor, confirmation).await {
-            Ok(()) => {
-                let surface = Surface::original(
-                    http.clone(),
-                    &component.token,
-                    component.channel_id,
-                    Instant::now(),
-                );
-                surface
-                    .show(View::embed(render::notice(
-                        "Cancelled",
-                        &format!("Cancelled by {}.", actor.name),
-                    )))
-                    .await;
-            }
-            Err(e) => {
-                component
-                    .create_followup(&*http, whisper(error_embed(&e)))
-                    .await?;
+        return Ok(());
+    };
+    match parsed {
+        Component::Fix { action, key } => {
+            let summary = match vm_by_key(bot, caller, key).await {
+                Ok(Some(summary)) => summary,
+                Ok(None) => {
+                    component
+                        .create_response(
+                            &*http,
+                            refuse(render::notice(
+                                "Cannot do that",
+                                "This button no longer matches a VM you may read. Run `/rdp check` again.",
+                            )),
+                        )
+                        .await?;
+                    return Ok(());
+                }
+                Err(e) => {
+                    component
+                        .create_response(&*http, refuse(error_embed(&e)))
+                        .await?;
+                    return Ok(());
+                }
+            };
+            let request = match action {
+                ActionId::ResetPassword => {
+                    return open_password_form(&http, bot, caller, component, &summary).await;
+                }
+                ActionId::OpenRdpPort => {
+                    let text = format!("Use `/rdp open-rdp vm:{}/{} source:YOUR.IP.ADDRESS` (or a CIDR, a service tag, or `anywhere`).", summary.vm.resource_group, summary.vm.name);
+                    component
+                        .create_response(
+                            &*http,
+                            refuse(render::notice("Who should connect?", &text)),
+                        )
+                        .await?;
+                    return Ok(());
+                }
+                ActionId::Start => FixRequest::Start,
+                ActionId::Restart => FixRequest::Restart,
+                ActionId::Redeploy => FixRequest::Redeploy,
+                ActionId::ResetRdpConfig => FixRequest::ResetRdpConfig,
+            };
+            // A new public message for the prompt; the report stays as it was.
+            let surface = Surface::new_message(
+                http.clone(),
+                component.id,
+                &component.token,
+                component.channel_id,
+            )
+            .await?;
+            ask(bot, &surface, caller, &summary, request).await;
+        }
+        Component::Cancel(confirmation) => {
+            component
+                .create_response(&*http, CreateInteractionResponse::Acknowledge)
+                .await?;
+            match bot.door.cancel(caller, confirmation).await {
+                Ok(()) => {
+                    let surface = Surface::original(
+                        http.clone(),
+                        &component.token,
+                        component.channel_id,
+                        Instant::now(),
+                    );
+                    surface
+                        .show(View::embed(render::notice(
+                            "Cancelled",
+                            &format!("Cancelled by {}.", caller.actor.name),
+                        )))
+                        .await;
+                }
+                Err(e) => {
+                    component
+                        .create_followup(&*http, whisper(error_embed(&e)))
+                        .await?;
+                }
             }
         }
-        return Ok(());
-    }
-    if let Some(confirmation) = id.strip_prefix(CONFIRM) {
-        // Acknowledge at once; the prompt message becomes the progress and the outcome.
-        component
-            .create_response(&*http, CreateInteractionResponse::Acknowledge)
-            .await?;
-        let surface = Arc::new(Surface::original(
-            http.clone(),
-            &component.token,
-            component.channel_id,
-            Instant::now(),
-        ));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
-        let shown = surface.clone();
-        let who = actor.name.clone();
-        let progress_task = tokio::spawn(async move {
-            while let Some(p) = rx.recv().await {
-                let text = match p {
-                    Progress::Sent { action, vm } => format!(
-                        "{} of {vm} confirmed by {who}; sent to Azure.",
-                        action.as_str()
-                    ),
-                    Progress::Waiting => "Waiting for Azure to finish…".to_string(),
-                    Progress::Rechecking => "Done. Running the checks again…".to_string(),
-                };
-                shown
-                    .show(View::embed(render::notice("In progress", &text)))
-                    .await;
-            }
-        });
-        let result = bot
-            .operator
-            .confirm(&actor, confirmation, &move |p| {
-                let _ = tx.send(p);
-            })
-            .await;
-        let _ = progress_task.await;
-        match result {
-            Ok(outcome) => surface.show(View::embed(outcome_embed(&outcome))).await,
-            Err(e) => {
-                component
-                    .create_followup(&*http, whisper(error_embed(&e)))
-                    .await?;
+        Component::Confirm(confirmation) => {
+            // Acknowledge at once; the prompt message becomes the progress and the outcome.
+            component
+                .create_response(&*http, CreateInteractionResponse::Acknowledge)
+                .await?;
+            let surface = Arc::new(Surface::original(
+                http.clone(),
+                &component.token,
+                component.channel_id,
+                Instant::now(),
+            ));
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+            let shown = surface.clone();
+            let who = caller.actor.name.clone();
+            let progress_task = tokio::spawn(async move {
+                while let Some(p) = rx.recv().await {
+                    let text = match p {
+                        Progress::Sent { action, vm } => format!(
+                            "{} of {vm} confirmed by {who}; sent to Azure.",
+                            action.as_str()
+                        ),
+                        Progress::Waiting => "Waiting for Azure to finish…".to_string(),
+                        Progress::Rechecking => "Done. Running the checks again…".to_string(),
+                    };
+                    shown
+                        .show(View::embed(render::notice("In progress", &text)))
+                        .await;
+                }
+            });
+            let result = bot
+                .door
+                .confirm(caller, confirmation, &move |p| {
+                    let _ = tx.send(p);
+                })
+                .await;
+            let _ = progress_task.await;
+            match result {
+                Ok(outcome) => surface.show(View::embed(outcome_embed(&outcome))).await,
+                Err(DoorError::Operate(OperateError::PlanChanged { was, now, fresh })) => {
+                    // The old prompt says why; the fresh one follows in the channel.
+                    surface
+                        .show(View::embed(render::notice(
+                            "Nothing was sent: the fix changed",
+                            &format!("What this fix would do has changed since the prompt was shown.\n**Was:** {was}\n**Now:** {now}\nA fresh prompt follows."),
+                        )))
+                        .await;
+                    let follow = CreateInteractionResponseFollowup::new()
+                        .embed(prompt_embed(&fresh))
+                        .components(prompt_buttons(&fresh))
+                        .allowed_mentions(CreateAllowedMentions::new());
+                    component.create_followup(&*http, follow).await?;
+                }
+                Err(e) => {
+                    component
+                        .create_followup(&*http, whisper(error_embed(&e)))
+                        .await?;
+                }
             }
         }
-        return Ok(());
     }
     Ok(())
 }
@@ -677,12 +735,15 @@ pub async fn audit(
     let vm_name = vm
         .as_deref()
         .map(|v| v.rsplit('/').next().unwrap_or(v).to_string());
-    let entries = ctx
+    let entries = match ctx
         .data()
-        .operator
-        .store
-        .recent_audit(vm_name.as_deref(), 20)
-        .await?;
+        .door
+        .audit(&command_caller(interaction), vm_name.as_deref(), 20)
+        .await
+    {
+        Ok(entries) => entries,
+        Err(e) => return reply_ephemeral(ctx.http(), interaction, error_embed(&e)).await,
+    };
     let mut text = String::new();
     for e in &entries {
         text.push_str(&format!(
@@ -695,7 +756,7 @@ pub async fn audit(
         ));
     }
     if entries.is_empty() {
-        text.push_str("No audit entries.");
+        text.push_str("No audit entries about VMs you may read.");
     }
     reply_ephemeral(
         ctx.http(),
@@ -706,10 +767,10 @@ pub async fn audit(
 }
 
 /// After a restart: follow every operation that was running and post its outcome.
-pub fn resume(http: Arc<Http>, operator: crate::runbook::operate::Operator) {
+pub fn resume(http: Arc<Http>, door: Door) {
     tokio::spawn(async move {
         let handle = tokio::runtime::Handle::current();
-        let result = operator
+        let result = door
             .resume(&move |op, outcome| {
                 let Some(channel) = op.channel.as_deref().and_then(|c| c.parse::<u64>().ok())
                 else {

@@ -13,17 +13,17 @@ pub mod render;
 mod surface;
 mod sweep;
 
-use crate::azure::{Arm, VmDirectory};
-use crate::runbook::catalog::Catalog;
-use crate::runbook::operate::Operator;
+use crate::policy::{Actor, Place};
+use crate::runbook::door::{Caller, Door};
 use commands::PendingPick;
 use secrecy::{ExposeSecret, SecretString};
 use serenity::all::{
-    ClientBuilder, CreateAllowedMentions, FullEvent, GatewayIntents, GuildId, HttpBuilder,
-    Interaction,
+    ChannelId, ClientBuilder, CreateAllowedMentions, CreateInteractionResponse,
+    CreateInteractionResponseMessage, FullEvent, GatewayIntents, GuildId, HttpBuilder, Interaction,
+    Member, User,
 };
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -43,12 +43,8 @@ pub struct BotSettings {
 
 /// Shared state of the running bot (poise's user data).
 pub struct Bot {
-    pub arm: Arm,
-    pub catalog: Arc<Catalog>,
-    pub subscriptions: Vec<String>,
-    pub directory: Arc<VmDirectory>,
-    /// Fixes: confirmations, policy, store.
-    pub operator: Operator,
+    /// Everything the bot does to Azure goes through here, with the person and the place.
+    pub door: Door,
     picks: Mutex<HashMap<String, PendingPick>>,
     /// Sweeps running or recently finished, by the nonce in their components.
     sweeps: Mutex<HashMap<String, sweep::SweepState>>,
@@ -58,13 +54,9 @@ pub struct Bot {
 const PICK_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 impl Bot {
-    pub fn new(operator: Operator) -> Bot {
+    pub fn new(door: Door) -> Bot {
         Bot {
-            arm: operator.arm.clone(),
-            catalog: operator.catalog.clone(),
-            subscriptions: operator.subscriptions.clone(),
-            directory: Arc::new(VmDirectory::new()),
-            operator,
+            door,
             picks: Mutex::new(HashMap::new()),
             sweeps: Mutex::new(HashMap::new()),
         }
@@ -80,13 +72,34 @@ impl Bot {
     }
 
     /// The pending pick, if it is still fresh and `user` is the person who asked.
-    fn take_pick(&self, nonce: &str, user: u64) -> Option<PendingPick> {
+    fn take_pick(&self, nonce: &str, user: &str) -> Option<PendingPick> {
         let mut picks = self.picks.lock().ok()?;
         let pick = picks.get(nonce)?;
         if pick.requester != user || pick.created.elapsed() >= PICK_LIFETIME {
             return None;
         }
         picks.remove(nonce)
+    }
+}
+
+/// The person behind an interaction and where it came from, as the door sees them. Their roles
+/// are those of the guild the interaction came from (none in a direct message).
+pub(crate) fn caller(
+    user: &User,
+    member: Option<&Member>,
+    guild: Option<GuildId>,
+    channel: ChannelId,
+) -> Caller {
+    let role_ids = member
+        .map(|m| m.roles.iter().map(|r| r.get().to_string()).collect())
+        .unwrap_or_default();
+    let name = user.global_name.as_deref().unwrap_or(&user.name);
+    Caller {
+        actor: Actor::discord(user.id.get(), name, role_ids),
+        place: Place::Discord {
+            guild: guild.map(|g| g.get().to_string()),
+            channel: channel.get().to_string(),
+        },
     }
 }
 
@@ -171,17 +184,16 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
                     Some(guild) => poise::builtins::register_in_guild(ctx, commands, guild).await?,
                     None => poise::builtins::register_globally(ctx, commands).await?,
                 }
-                bot.directory.clone().spawn_refresher(
-                    bot.arm.clone(),
-                    bot.subscriptions.clone(),
-                    refresh,
-                );
+                bot.door.spawn_directory_refresher(refresh);
                 // Operations a previous run left mid-flight: follow them and post the outcome.
-                fixes::resume(ctx.http.clone(), bot.operator.clone());
+                fixes::resume(ctx.http.clone(), bot.door.clone());
+                if !bot.door.policy().configured() {
+                    tracing::warn!("no [policy] in the config: the bot answers every interaction with a refusal");
+                }
                 tracing::info!(
                     "rdp-doctor ready as {} ({} subscription(s); commands registered {})",
                     ready.user.name,
-                    bot.subscriptions.len(),
+                    bot.door.subscriptions().len(),
                     match guild {
                         Some(g) => format!("in guild {g}"),
                         None => "globally".to_string(),
@@ -234,31 +246,64 @@ async fn wait_for_shutdown() {
     }
 }
 
+/// Buttons, menus and forms pass the same fence as slash commands before anything else: a
+/// component from another guild, a direct message or an unlisted channel is refused privately.
 async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Bot) -> Result<(), Error> {
+    let http = ctx.http.clone();
     let result = match event {
         FullEvent::InteractionCreate {
             interaction: Interaction::Component(component),
         } => {
+            let caller = caller(
+                &component.user,
+                component.member.as_ref(),
+                component.guild_id,
+                component.channel_id,
+            );
             let id = component.data.custom_id.as_str();
-            if id.starts_with(commands::PICK_PREFIX) {
-                commands::picked(ctx.http.clone(), bot, component).await
+            if let Err(e) = bot.door.admit(&caller) {
+                component
+                    .create_response(&*http, refusal(&e.to_string()))
+                    .await
+                    .map_err(Error::from)
+            } else if id.starts_with(commands::PICK_PREFIX) {
+                commands::picked(http, bot, &caller, component).await
             } else if id.starts_with(sweep::PREFIX) {
-                sweep::component(ctx.http.clone(), bot, component).await
+                sweep::component(http, bot, &caller, component).await
             } else if id.starts_with(fixes::PREFIX) {
-                fixes::component(ctx.http.clone(), bot, component).await
+                fixes::component(http, bot, &caller, component).await
             } else {
-                Ok(())
+                component
+                    .create_response(&*http, refusal("This button is not one rdp-doctor knows."))
+                    .await
+                    .map_err(Error::from)
             }
         }
         FullEvent::InteractionCreate {
             interaction: Interaction::Modal(modal),
-        } if modal.data.custom_id.starts_with(sweep::PREFIX) => {
-            sweep::modal(ctx.http.clone(), bot, modal).await
-        }
-        FullEvent::InteractionCreate {
-            interaction: Interaction::Modal(modal),
-        } if modal.data.custom_id.starts_with(fixes::PREFIX) => {
-            fixes::modal(ctx.http.clone(), bot, modal).await
+        } => {
+            let caller = caller(
+                &modal.user,
+                modal.member.as_ref(),
+                modal.guild_id,
+                modal.channel_id,
+            );
+            let id = modal.data.custom_id.as_str();
+            if let Err(e) = bot.door.admit(&caller) {
+                modal
+                    .create_response(&*http, refusal(&e.to_string()))
+                    .await
+                    .map_err(Error::from)
+            } else if id.starts_with(sweep::PREFIX) {
+                sweep::modal(http, bot, &caller, modal).await
+            } else if id.starts_with(fixes::PREFIX) {
+                fixes::modal(http, bot, &caller, modal).await
+            } else {
+                modal
+                    .create_response(&*http, refusal("This form is not one rdp-doctor knows."))
+                    .await
+                    .map_err(Error::from)
+            }
         }
         _ => Ok(()),
     };
@@ -267,6 +312,16 @@ async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Bot) ->
         tracing::error!(%reference, error = %e, "interaction failed");
     }
     Ok(())
+}
+
+/// A private "no" with the reason, as an interaction's first response.
+fn refusal(text: &str) -> CreateInteractionResponse {
+    CreateInteractionResponse::Message(
+        CreateInteractionResponseMessage::new()
+            .ephemeral(true)
+            .embed(render::notice("Not here", text))
+            .allowed_mentions(CreateAllowedMentions::new()),
+    )
 }
 
 /// One place for failures: a person sees a short message with a reference; the log has the rest.

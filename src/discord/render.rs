@@ -2,8 +2,8 @@
 //! kept inside Discord's limits (6000 characters of embeds per message, 1024 per field,
 //! 4096 per description, 256 per title, 25 fields).
 
-use crate::azure::VmRef;
 use crate::diagnose::{CheckId, Finding, Status};
+use crate::domain::VmRef;
 use crate::runbook::catalog::{Catalog, ClientError};
 use crate::runbook::{Report, Verdict};
 use serenity::all::{Colour, CreateEmbed, CreateEmbedFooter};
@@ -383,8 +383,8 @@ mod tests {
 
     #[test]
     fn a_worst_case_report_stays_inside_discord_limits() {
-        use crate::azure::VmRef;
         use crate::diagnose::{CheckId, Finding, OsType, Status};
+        use crate::domain::VmRef;
         use crate::runbook::{Report, Stats, Verdict};
         let long = "x".repeat(3000);
         let findings = CheckId::ALL

@@ -7,11 +7,14 @@
 //! rows, kept in memory for an hour) and `rdp:sweep:ask:<nonce>` (a button opening a form,
 //! `rdp:sweep:name:<nonce>`, for any other VM of the sweep by name).
 
-use super::commands::{command_interaction, parse_from, reply_ephemeral, run_check};
+use super::commands::{
+    command_caller, command_interaction, parse_from, reply_ephemeral, run_check,
+};
 use super::render::{self, clip, mark, GREEN, GREY, ORANGE, RED};
 use super::surface::{Surface, View};
 use super::{rand_u64, Bot, Context, Error};
-use crate::azure::{is_subscription_id, validate_group, ScopeError, VmRef, VmSummary};
+use crate::domain::{is_subscription_id, validate_group, VmRef, VmSummary};
+use crate::runbook::door::Caller;
 use crate::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
 use crate::runbook::{CheckOptions, Verdict};
 use serenity::all::{
@@ -40,7 +43,8 @@ const TABLE_BUDGET: usize = 3300;
 
 /// A sweep running or recently finished.
 pub struct SweepState {
-    requester: u64,
+    /// The identity of who started it: only they may cancel it.
+    requester: String,
     /// The sweep's `from`: a VM's full report tests 3389 from the same address.
     options: CheckOptions,
     cancel: CancellationToken,
@@ -53,7 +57,7 @@ pub struct SweepState {
 impl Bot {
     fn remember_sweep(
         &self,
-        requester: u64,
+        requester: String,
         options: CheckOptions,
         cancel: CancellationToken,
     ) -> String {
@@ -125,7 +129,7 @@ pub async fn sweep(
         Ok(from) => from,
         Err(notice) => return reply_ephemeral(ctx.http(), interaction, *notice).await,
     };
-    let subscriptions = match subscription
+    let subscription = match subscription
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
     {
@@ -140,8 +144,7 @@ pub async fn sweep(
             )
             .await
         }
-        Some(s) => vec![s],
-        None => bot.subscriptions.clone(),
+        other => other,
     };
     interaction.defer(ctx.http()).await?;
     let http = ctx.serenity_context().http.clone();
@@ -163,19 +166,14 @@ pub async fn sweep(
                 .colour(render::BLUE),
         ))
         .await;
+    let caller = command_caller(interaction);
     let scope = match bot
-        .arm
-        .sweep_scope(resource_group.as_deref(), &subscriptions)
+        .door
+        .sweep_scope(&caller, resource_group.as_deref(), subscription.as_deref())
         .await
     {
         Ok(scope) => scope,
-        Err(ScopeError::Arm(e)) => {
-            surface
-                .show(View::embed(render::notice("Azure error", &e.to_string())))
-                .await;
-            return Ok(());
-        }
-        Err(e) => {
+        Err(e) if e.is_user_error() => {
             surface
                 .show(View::embed(render::notice(
                     "Cannot sweep that",
@@ -184,11 +182,17 @@ pub async fn sweep(
                 .await;
             return Ok(());
         }
+        Err(e) => {
+            surface
+                .show(View::embed(render::notice("Azure error", &e.to_string())))
+                .await;
+            return Ok(());
+        }
     };
 
     let cancel = CancellationToken::new();
     let nonce = bot.remember_sweep(
-        interaction.user.id.get(),
+        caller.actor.id.clone(),
         CheckOptions { from },
         cancel.clone(),
     );
@@ -239,17 +243,11 @@ pub async fn sweep(
             check: CheckOptions { from },
             ..SweepOptions::default()
         };
-        sweep::sweep(
-            &bot.arm,
-            &bot.catalog,
-            &scope,
-            &options,
-            &cancel,
-            &move |event| {
+        bot.door
+            .sweep(&caller, &scope, &options, &cancel, &move |event| {
                 let _ = sink.send(event);
-            },
-        )
-        .await
+            })
+            .await
     };
     let (result, ()) = tokio::join!(run, progress);
     match result {
@@ -441,11 +439,12 @@ fn details_menu(nonce: &str, report: &SweepReport) -> Vec<CreateActionRow> {
 pub async fn component(
     http: Arc<Http>,
     bot: &Bot,
+    caller: &Caller,
     component: &ComponentInteraction,
 ) -> Result<(), Error> {
     let id = component.data.custom_id.as_str();
     if let Some(nonce) = id.strip_prefix(STOP) {
-        return stop(&http, bot, component, nonce).await;
+        return stop(&http, bot, caller, component, nonce).await;
     }
     if let Some(nonce) = id.strip_prefix(DETAILS) {
         let index = match &component.data.kind {
@@ -458,7 +457,7 @@ pub async fn component(
             let state = s.get(nonce)?;
             Some((state.vms.get(index?).cloned()?, state.options.clone()))
         });
-        return details(http, bot, component, vm).await;
+        return details(http, bot, caller, component, vm).await;
     }
     if let Some(nonce) = id.strip_prefix(ASK) {
         let modal = CreateModal::new(format!("{NAME}{nonce}"), "Full report of a swept VM")
@@ -470,12 +469,24 @@ pub async fn component(
         component
             .create_response(&*http, CreateInteractionResponse::Modal(modal))
             .await?;
+        return Ok(());
     }
-    Ok(())
+    whisper(
+        &http,
+        component,
+        "Cannot do that",
+        "This button is not one rdp-doctor knows.",
+    )
+    .await
 }
 
 /// The "Another VM…" form: the VM by name among the sweep's rows.
-pub async fn modal(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction) -> Result<(), Error> {
+pub async fn modal(
+    http: Arc<Http>,
+    bot: &Bot,
+    caller: &Caller,
+    modal: &ModalInteraction,
+) -> Result<(), Error> {
     let Some(nonce) = modal.data.custom_id.strip_prefix(NAME) else {
         return Ok(());
     };
@@ -536,7 +547,7 @@ pub async fn modal(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction) -> Resu
     };
     let surface =
         Surface::new_message(http.clone(), modal.id, &modal.token, modal.channel_id).await?;
-    run_check(bot, &surface, VmSummary::unlisted(vm), &options).await;
+    run_check(bot, &surface, caller, VmSummary::unlisted(vm), &options).await;
     Ok(())
 }
 
@@ -559,15 +570,16 @@ async fn whisper(
 async fn stop(
     http: &Http,
     bot: &Bot,
+    caller: &Caller,
     component: &ComponentInteraction,
     nonce: &str,
 ) -> Result<(), Error> {
     let state = bot.sweeps.lock().ok().and_then(|s| {
         s.get(nonce)
-            .map(|s| (s.requester, s.cancel.clone(), s.finished))
+            .map(|s| (s.requester.clone(), s.cancel.clone(), s.finished))
     });
     match state {
-        Some((requester, cancel, None)) if requester == component.user.id.get() => {
+        Some((requester, cancel, None)) if requester == caller.actor.id => {
             cancel.cancel();
             // The sweep's own loop shows the cancelled summary in this message.
             component
@@ -580,7 +592,10 @@ async fn stop(
                 http,
                 component,
                 "Not your sweep",
-                &format!("Only <@{requester}>, who started this sweep, can cancel it."),
+                &format!(
+                    "Only <@{}>, who started this sweep, can cancel it.",
+                    requester.trim_start_matches("discord:")
+                ),
             )
             .await
         }
@@ -591,6 +606,7 @@ async fn stop(
 async fn details(
     http: Arc<Http>,
     bot: &Bot,
+    caller: &Caller,
     component: &ComponentInteraction,
     vm: Option<(VmRef, CheckOptions)>,
 ) -> Result<(), Error> {
@@ -611,6 +627,6 @@ async fn details(
         component.channel_id,
     )
     .await?;
-    run_check(bot, &surface, VmSummary::unlisted(vm), &options).await;
+    run_check(bot, &surface, caller, VmSummary::unlisted(vm), &options).await;
     Ok(())
 }

@@ -1,19 +1,26 @@
-//! Authorisation: who may do what on which VMs, in which channels, and which actions need a
-//! second person to confirm. Built from the `[policy]` table of the TOML config.
+//! Authorisation: who may do what on which VMs, from where, and which actions need a second
+//! person to confirm. Built from the `[policy]` table of the TOML config.
 //!
-//! Fails closed: no policy, no matching grant, an unknown role or a channel not listed all mean
-//! "no". Grants only add permissions; there is no deny rule to get wrong.
+//! Fails closed: no matching grant, an unknown role, a channel or guild not listed all mean "no".
+//! Grants only add permissions; there is no deny rule to get wrong.
+//!
+//! People are namespaced identities: `discord:<user id>` and `cli:<operating-system user>`.
+//! `[[policy.person]]` ties one person's identities together, so nobody is their own second
+//! person across front ends.
+//!
+//! Without a `[policy]` table the terminal may read (whoever runs it already holds the Azure
+//! credential) and may not fix; Discord is served nowhere.
 //!
 //! **Architecture Invariant:** pure functions over plain data. The policy does no I/O and knows
-//! neither Discord nor the CLI nor ARM: front ends describe the person as an [`Actor`] and the
-//! VM as a [`VmRef`].
+//! neither Discord nor the CLI nor ARM: front ends describe the person as an [`Actor`] and where
+//! they are as a [`Place`].
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::azure::VmRef;
+use crate::domain::{ResourceId, VmRef};
 use crate::runbook::catalog::{Permission, ACTION_IDS};
 
 /// Actions that need a second person when the config does not say otherwise: the two whose
@@ -30,18 +37,27 @@ pub struct PolicyConfig {
     /// Discord channel ids where the bot answers. Empty or absent: nowhere (fail closed).
     #[serde(default)]
     pub channels: Vec<DiscordId>,
+    /// Discord guild (server) ids the bot serves, besides `DISCORD_GUILD_ID`. Interactions from
+    /// any other guild, and direct messages, are refused.
+    #[serde(default)]
+    pub guilds: Vec<DiscordId>,
     /// Actions whose confirmer must be someone other than the requester. Absent:
     /// `["redeploy", "open-rdp-port"]`; `[]` turns the rule off.
     pub two_person: Option<Vec<String>>,
     /// Seconds a confirmation stays valid (default 300).
     pub confirm_ttl_secs: Option<u64>,
+    /// The level `sweep` needs (default: what `commands/rdp.toml` says, `operate`).
+    pub sweep_level: Option<Permission>,
     /// Who gets which permission where: one `[[policy.grant]]` table each.
     #[serde(default, rename = "grant")]
     pub grants: Vec<GrantConfig>,
+    /// One person's identities across front ends: one `[[policy.person]]` table each.
+    #[serde(default, rename = "person")]
+    pub persons: Vec<PersonConfig>,
 }
 
 impl PolicyConfig {
-    /// The simulator's training policy: `cli_user` may do everything, everywhere.
+    /// The simulator's training policy: the person at the terminal may do everything.
     pub fn demo(cli_user: &str) -> PolicyConfig {
         PolicyConfig {
             grants: vec![GrantConfig {
@@ -57,23 +73,35 @@ impl PolicyConfig {
     }
 }
 
-/// One `[[policy.grant]]`: a principal (exactly one of `discord_role`, `discord_role_id`,
+/// One `[[policy.grant]]`: a principal (exactly one of `discord_role_id`, `discord_user_id`,
 /// `cli_user`), a level and a scope.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantConfig {
-    /// A Discord role name, compared exactly. Anyone who may manage roles can create a role with
-    /// any name; prefer `discord_role_id`.
+    /// No longer accepted: a role *name* can be created by anyone who manages roles, in any
+    /// guild. Kept in the shape only so the error can say what to write instead.
     pub discord_role: Option<String>,
     /// A Discord role id (a number, or a string of digits).
     pub discord_role_id: Option<DiscordId>,
-    /// A user of the terminal front end: `$USER`, or the name given with `--as`.
+    /// One Discord user, by id.
+    pub discord_user_id: Option<DiscordId>,
+    /// A user of the terminal front end: the operating-system account that runs rdp-doctor.
     pub cli_user: Option<String>,
     /// `read`, `operate` or `admin`; each includes the ones before it.
     pub level: Option<Permission>,
     /// Which VMs: `"*"`, `"subscription/<id>"` or `"subscription/<id>/resourceGroup/<name>"`
     /// (ids and names compared ignoring case).
     pub scope: Option<String>,
+}
+
+/// One `[[policy.person]]`: the identities of one person, e.g.
+/// `identities = ["discord:123456789012345678", "cli:alice"]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonConfig {
+    /// How the audit log and the two-person rule name them.
+    pub name: String,
+    pub identities: Vec<String>,
 }
 
 /// A Discord snowflake, written in TOML as a number or a string of digits.
@@ -113,18 +141,41 @@ impl<'de> Deserialize<'de> for DiscordId {
 /// The person asking, as the front end knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
-    /// Discord: the user id. Terminal: the user name (`$USER` or `--as`).
+    /// Namespaced: `discord:<user id>` or `cli:<operating-system user>`.
     pub id: String,
     /// For messages and the audit log.
     pub name: String,
-    /// Discord: the ids of the member's roles in the guild. Empty for the terminal.
-    ///
-    /// Kept apart from `role_names` so that a role *named* like another role's id cannot pass
-    /// for it.
+    /// Discord: the ids of the member's roles in the guild the interaction came from. Empty for
+    /// the terminal.
     pub role_ids: Vec<String>,
-    /// Discord: the names of the member's roles. Empty for the terminal.
-    pub role_names: Vec<String>,
     pub source: ActorSource,
+}
+
+impl Actor {
+    /// A Discord user with their roles in the guild the interaction came from.
+    pub fn discord(user_id: u64, name: &str, role_ids: Vec<String>) -> Actor {
+        Actor {
+            id: format!("discord:{user_id}"),
+            name: name.to_string(),
+            role_ids,
+            source: ActorSource::Discord,
+        }
+    }
+
+    /// The operating-system account at the terminal.
+    pub fn terminal(os_user: &str) -> Actor {
+        Actor {
+            id: format!("cli:{os_user}"),
+            name: os_user.to_string(),
+            role_ids: Vec::new(),
+            source: ActorSource::Cli,
+        }
+    }
+
+    /// The Discord user id, for a Discord actor.
+    pub fn discord_user(&self) -> Option<&str> {
+        self.id.strip_prefix("discord:")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,13 +184,65 @@ pub enum ActorSource {
     Cli,
 }
 
+/// Where a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A terminal on a machine that holds the Azure credential.
+    Terminal,
+    /// A Discord interaction: its guild (`None` in a direct message) and channel.
+    Discord {
+        guild: Option<String>,
+        channel: String,
+    },
+}
+
+/// What a policy is about: the subscription and resource group of a VM or of another resource
+/// (the NSG a rule goes into).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub subscription_id: String,
+    pub resource_group: String,
+}
+
+impl Target {
+    pub fn of_vm(vm: &VmRef) -> Target {
+        Target {
+            subscription_id: vm.subscription_id.clone(),
+            resource_group: vm.resource_group.clone(),
+        }
+    }
+
+    pub fn of_resource(id: &ResourceId) -> Target {
+        Target {
+            subscription_id: id.subscription_id.clone(),
+            resource_group: id.resource_group.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "subscription/{}/resourceGroup/{}",
+            self.subscription_id, self.resource_group
+        )
+    }
+}
+
 /// A checked policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// A `[policy]` table was given.
+    configured: bool,
     grants: Vec<Grant>,
     channels: Vec<String>,
+    guilds: Vec<String>,
     two_person: Vec<String>,
     confirm_ttl: Duration,
+    sweep_level: Option<Permission>,
+    /// `(identity, person name)`.
+    persons: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,8 +254,8 @@ struct Grant {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Principal {
-    DiscordRoleName(String),
     DiscordRoleId(String),
+    DiscordUserId(String),
     CliUser(String),
 }
 
@@ -175,9 +278,22 @@ enum Scope {
 )]
 pub struct Denial {
     pub needed: Permission,
-    /// The VM's narrowest scope, e.g. `subscription/1111.../resourceGroup/rg-web`.
+    /// The narrowest scope, e.g. `subscription/1111.../resourceGroup/rg-web`.
     pub scope: String,
     pub have: Option<Permission>,
+}
+
+/// Why rdp-doctor does not serve a place at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fenced {
+    #[error("rdp-doctor has no [policy] table in its config, so it serves nobody in Discord. An administrator adds one with the channels and grants.")]
+    NoPolicy,
+    #[error("rdp-doctor does not answer direct messages: use it in your team's channel.")]
+    DirectMessage,
+    #[error("rdp-doctor does not serve this server.")]
+    Guild,
+    #[error("rdp-doctor only answers in the channels its policy names.")]
+    Channel,
 }
 
 /// A config the policy refuses to run with. Grants are numbered from 1, in file order.
@@ -189,6 +305,8 @@ pub enum PolicyError {
         field: &'static str,
         message: String,
     },
+    #[error("[[policy.person]] number {number}: {message}")]
+    Person { number: usize, message: String },
     #[error("[policy] `{field}`: {message}")]
     Field {
         field: &'static str,
@@ -197,18 +315,22 @@ pub enum PolicyError {
 }
 
 impl Policy {
-    /// Check `config`. `None` gives a policy that denies everything.
+    /// Check `config`. `None`: no `[policy]` table (the terminal may read; Discord is served
+    /// nowhere).
     pub fn new(config: Option<&PolicyConfig>) -> Result<Policy, PolicyError> {
         let default = PolicyConfig::default();
+        let configured = config.is_some();
         let config = config.unwrap_or(&default);
 
-        let mut channels = Vec::new();
-        for id in &config.channels {
-            channels.push(check_discord_id(id).map_err(|message| PolicyError::Field {
-                field: "channels",
-                message,
-            })?);
-        }
+        let ids = |field: &'static str, list: &[DiscordId]| {
+            list.iter()
+                .map(|id| {
+                    check_discord_id(id).map_err(|message| PolicyError::Field { field, message })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let channels = ids("channels", &config.channels)?;
+        let guilds = ids("guilds", &config.guilds)?;
 
         let two_person = match &config.two_person {
             None => DEFAULT_TWO_PERSON.iter().map(|s| s.to_string()).collect(),
@@ -253,44 +375,160 @@ impl Policy {
             })
             .collect::<Result<_, _>>()?;
 
+        let mut persons: Vec<(String, String)> = Vec::new();
+        for (i, person) in config.persons.iter().enumerate() {
+            let error = |message: String| PolicyError::Person {
+                number: i + 1,
+                message,
+            };
+            let name = person.name.trim();
+            if name.is_empty() {
+                return Err(error("`name` must not be empty".to_string()));
+            }
+            for identity in &person.identities {
+                let identity = check_identity(identity).map_err(error)?;
+                if let Some((_, other)) = persons.iter().find(|(id, _)| *id == identity) {
+                    return Err(error(format!(
+                        "{identity} is already an identity of {other}; one identity belongs to one person"
+                    )));
+                }
+                persons.push((identity, name.to_string()));
+            }
+        }
+
         Ok(Policy {
+            configured,
             grants,
             channels,
+            guilds,
             two_person,
             confirm_ttl,
+            sweep_level: config.sweep_level,
+            persons,
         })
     }
 
-    /// The highest level any of the actor's grants gives on this VM; `None` if no grant applies.
-    pub fn level(&self, actor: &Actor, vm: &VmRef) -> Option<Permission> {
+    /// Also serve this guild (`DISCORD_GUILD_ID`, where the commands are registered).
+    pub fn with_guild(mut self, guild: Option<u64>) -> Policy {
+        if let Some(g) = guild {
+            let g = g.to_string();
+            if !self.guilds.contains(&g) {
+                self.guilds.push(g);
+            }
+        }
+        self
+    }
+
+    /// Whether a `[policy]` table was given.
+    pub fn configured(&self) -> bool {
+        self.configured
+    }
+
+    /// Whether rdp-doctor serves this place at all, before any permission.
+    pub fn fence(&self, place: &Place) -> Result<(), Fenced> {
+        match place {
+            Place::Terminal => Ok(()),
+            Place::Discord { guild, channel } => {
+                if !self.configured {
+                    return Err(Fenced::NoPolicy);
+                }
+                let Some(guild) = guild else {
+                    return Err(Fenced::DirectMessage);
+                };
+                if !self.guilds.iter().any(|g| g == guild.trim()) {
+                    return Err(Fenced::Guild);
+                }
+                if !self.channel_allowed(channel) {
+                    return Err(Fenced::Channel);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The highest level any of the actor's grants gives on `target`; `None` if no grant
+    /// applies. Without a `[policy]`, the terminal may read everything.
+    pub fn level_on(&self, actor: &Actor, target: &Target) -> Option<Permission> {
+        if !self.configured {
+            return (actor.source == ActorSource::Cli).then_some(Permission::Read);
+        }
         self.grants
             .iter()
-            .filter(|g| g.principal.matches(actor) && g.scope.covers(vm))
+            .filter(|g| g.principal.matches(actor) && g.scope.covers(target))
             .map(|g| g.level)
             .max()
     }
 
-    /// `Ok` if the actor has at least `needed` on the VM.
-    pub fn authorize(&self, actor: &Actor, needed: Permission, vm: &VmRef) -> Result<(), Denial> {
-        let have = self.level(actor, vm);
+    /// The highest level any of the actor's grants gives on this VM.
+    pub fn level(&self, actor: &Actor, vm: &VmRef) -> Option<Permission> {
+        self.level_on(actor, &Target::of_vm(vm))
+    }
+
+    /// Whether the actor holds at least `needed` on some scope (so that looking something up on
+    /// their behalf can be worth an Azure request at all).
+    pub fn holds_anywhere(&self, actor: &Actor, needed: Permission) -> bool {
+        if !self.configured {
+            return actor.source == ActorSource::Cli && needed == Permission::Read;
+        }
+        self.grants
+            .iter()
+            .any(|g| g.principal.matches(actor) && g.level >= needed)
+    }
+
+    /// `Ok` if the actor has at least `needed` on `target`.
+    pub fn authorize_on(
+        &self,
+        actor: &Actor,
+        needed: Permission,
+        target: &Target,
+    ) -> Result<(), Denial> {
+        let have = self.level_on(actor, target);
         if have.is_some_and(|have| have >= needed) {
             return Ok(());
         }
         Err(Denial {
             needed,
-            scope: format!(
-                "subscription/{}/resourceGroup/{}",
-                vm.subscription_id, vm.resource_group
-            ),
+            scope: target.to_string(),
             have,
         })
     }
 
-    /// Whether the bot answers in this Discord channel.
-    /// Whether the policy names any channel (without a policy, read-only commands answer
-    /// anywhere; fixes are denied regardless).
-    pub fn has_channels(&self) -> bool {
-        !self.channels.is_empty()
+    /// `Ok` if the actor has at least `needed` on the VM.
+    pub fn authorize(&self, actor: &Actor, needed: Permission, vm: &VmRef) -> Result<(), Denial> {
+        self.authorize_on(actor, needed, &Target::of_vm(vm))
+    }
+
+    /// `Ok` if the actor has at least `needed` on every VM of a subscription (a sweep of it).
+    pub fn authorize_subscription(
+        &self,
+        actor: &Actor,
+        needed: Permission,
+        subscription_id: &str,
+    ) -> Result<(), Denial> {
+        let have = if !self.configured {
+            (actor.source == ActorSource::Cli).then_some(Permission::Read)
+        } else {
+            self.grants
+                .iter()
+                .filter(|g| {
+                    g.principal.matches(actor)
+                        && match &g.scope {
+                            Scope::All => true,
+                            Scope::Subscription(s) => s.eq_ignore_ascii_case(subscription_id),
+                            Scope::ResourceGroup { .. } => false,
+                        }
+                })
+                .map(|g| g.level)
+                .max()
+        };
+        if have.is_some_and(|have| have >= needed) {
+            return Ok(());
+        }
+        Err(Denial {
+            needed,
+            scope: format!("subscription/{subscription_id}"),
+            have,
+        })
     }
 
     pub fn channel_allowed(&self, channel_id: &str) -> bool {
@@ -306,18 +544,34 @@ impl Policy {
     pub fn confirm_ttl(&self) -> Duration {
         self.confirm_ttl
     }
+
+    /// The level `sweep` needs, when the policy overrides the runbook's.
+    pub fn sweep_level(&self) -> Option<Permission> {
+        self.sweep_level
+    }
+
+    /// Who the actor is as a person: `person:<name>` for an identity `[[policy.person]]` names,
+    /// else the identity itself. The two-person rule compares these.
+    pub fn person_key(&self, actor_id: &str) -> String {
+        match self.persons.iter().find(|(id, _)| id == actor_id) {
+            Some((_, person)) => format!("person:{person}"),
+            None => actor_id.to_string(),
+        }
+    }
 }
 
 impl Principal {
     fn matches(&self, actor: &Actor) -> bool {
         match (self, actor.source) {
-            (Principal::DiscordRoleName(name), ActorSource::Discord) => {
-                actor.role_names.iter().any(|r| r == name)
-            }
             (Principal::DiscordRoleId(id), ActorSource::Discord) => {
                 actor.role_ids.iter().any(|r| r == id)
             }
-            (Principal::CliUser(user), ActorSource::Cli) => actor.id == *user,
+            (Principal::DiscordUserId(id), ActorSource::Discord) => {
+                actor.discord_user() == Some(id.as_str())
+            }
+            (Principal::CliUser(user), ActorSource::Cli) => {
+                actor.id.strip_prefix("cli:") == Some(user.as_str())
+            }
             _ => false,
         }
     }
@@ -359,58 +613,57 @@ impl Scope {
         }
     }
 
-    fn covers(&self, vm: &VmRef) -> bool {
+    fn covers(&self, target: &Target) -> bool {
         match self {
             Scope::All => true,
-            Scope::Subscription(sub) => sub.eq_ignore_ascii_case(&vm.subscription_id),
+            Scope::Subscription(sub) => sub.eq_ignore_ascii_case(&target.subscription_id),
             Scope::ResourceGroup {
                 subscription,
                 resource_group,
             } => {
-                subscription.eq_ignore_ascii_case(&vm.subscription_id)
-                    && resource_group.eq_ignore_ascii_case(&vm.resource_group)
+                subscription.eq_ignore_ascii_case(&target.subscription_id)
+                    && resource_group.eq_ignore_ascii_case(&target.resource_group)
             }
         }
     }
 }
 
+const ONE_PRINCIPAL: &str =
+    "a grant needs exactly one of `discord_role_id`, `discord_user_id` or `cli_user`";
+
 fn check_grant(grant: &GrantConfig) -> Result<Grant, (&'static str, String)> {
-    let named =
-        |field: &'static str, value: &Option<String>| -> Result<_, (&'static str, String)> {
-            match value {
-                Some(v) if v.trim().is_empty() => Err((field, "must not be empty".to_string())),
-                Some(v) => Ok(Some(v.trim().to_string())),
-                None => Ok(None),
-            }
-        };
-    let mut principals = Vec::new();
-    if let Some(name) = named("discord_role", &grant.discord_role)? {
-        principals.push(("discord_role", Principal::DiscordRoleName(name)));
+    if grant.discord_role.is_some() {
+        return Err((
+            "discord_role",
+            "role names are no longer accepted (anyone who may manage roles can name a role \
+             anything, in any server): use `discord_role_id` (Server Settings → Roles → right-click \
+             the role → Copy Role ID)"
+                .to_string(),
+        ));
     }
+    let mut principals = Vec::new();
     if let Some(id) = &grant.discord_role_id {
         let id = check_discord_id(id).map_err(|m| ("discord_role_id", m))?;
         principals.push(("discord_role_id", Principal::DiscordRoleId(id)));
     }
-    if let Some(user) = named("cli_user", &grant.cli_user)? {
-        principals.push(("cli_user", Principal::CliUser(user)));
+    if let Some(id) = &grant.discord_user_id {
+        let id = check_discord_id(id).map_err(|m| ("discord_user_id", m))?;
+        principals.push(("discord_user_id", Principal::DiscordUserId(id)));
+    }
+    match grant.cli_user.as_deref().map(str::trim) {
+        Some("") => return Err(("cli_user", "must not be empty".to_string())),
+        Some(user) => principals.push(("cli_user", Principal::CliUser(user.to_string()))),
+        None => {}
     }
     let principal = match principals.len() {
         1 => principals.remove(0).1,
-        0 => {
-            return Err((
-                "discord_role",
-                "a grant needs exactly one of `discord_role`, `discord_role_id` or `cli_user`; \
-                 found none"
-                    .to_string(),
-            ))
-        }
+        0 => return Err(("discord_role_id", format!("{ONE_PRINCIPAL}; found none"))),
         _ => {
             let fields: Vec<String> = principals.iter().map(|(f, _)| format!("`{f}`")).collect();
             return Err((
                 principals[1].0,
                 format!(
-                    "a grant needs exactly one of `discord_role`, `discord_role_id` or \
-                     `cli_user`; found {}: split it into one grant each",
+                    "{ONE_PRINCIPAL}; found {}: split it into one grant each",
                     fields.join(" and ")
                 ),
             ));
@@ -444,6 +697,22 @@ fn check_discord_id(id: &DiscordId) -> Result<String, String> {
         Ok(id.to_string())
     } else {
         Err(format!("{id:?} is not a Discord id (digits only)"))
+    }
+}
+
+/// `discord:<digits>` or `cli:<user>`.
+fn check_identity(identity: &str) -> Result<String, String> {
+    let identity = identity.trim();
+    match identity.split_once(':') {
+        Some(("discord", id)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(identity.to_string())
+        }
+        Some(("cli", user)) if !user.is_empty() && !user.chars().any(char::is_whitespace) => {
+            Ok(identity.to_string())
+        }
+        _ => Err(format!(
+            "{identity:?} is not an identity: write \"discord:<user id>\" or \"cli:<user>\""
+        )),
     }
 }
 
@@ -487,24 +756,16 @@ mod tests {
         vm(SUB, "rg-web", "web-01")
     }
 
-    fn discord(id: &str, role_ids: &[&str], role_names: &[&str]) -> Actor {
-        Actor {
-            id: id.to_string(),
-            name: format!("{id}-name"),
-            role_ids: role_ids.iter().map(|s| s.to_string()).collect(),
-            role_names: role_names.iter().map(|s| s.to_string()).collect(),
-            source: ActorSource::Discord,
-        }
+    fn discord(id: u64, role_ids: &[&str]) -> Actor {
+        Actor::discord(
+            id,
+            &format!("user{id}"),
+            role_ids.iter().map(|s| s.to_string()).collect(),
+        )
     }
 
     fn cli(user: &str) -> Actor {
-        Actor {
-            id: user.to_string(),
-            name: user.to_string(),
-            role_ids: Vec::new(),
-            role_names: Vec::new(),
-            source: ActorSource::Cli,
-        }
+        Actor::terminal(user)
     }
 
     /// Parse `toml` as a whole config file (so the `[policy]` hook in `FileConfig` is exercised),
@@ -535,15 +796,16 @@ mod tests {
     const ONCALL_OPERATE_ALL: &str = r#"
 [policy]
 channels = ["123"]
+guilds = ["77"]
 [[policy.grant]]
-discord_role = "oncall"
+discord_role_id = 500
 level = "operate"
 scope = "*"
 "#;
 
     #[test]
     fn each_level_includes_the_ones_below() {
-        let oncall = discord("u1", &[], &["oncall"]);
+        let oncall = discord(1, &["500"]);
         let need = "you need the `admin` permission on \
                     subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-web";
         check(ONCALL_OPERATE_ALL, &oncall, &web(), Permission::Read, "ok");
@@ -590,7 +852,7 @@ scope = "*"
             r#"
 [policy]
 [[policy.grant]]
-discord_role = "everyone"
+discord_role_id = 100
 level = "read"
 scope = "*"
 [[policy.grant]]
@@ -598,13 +860,13 @@ discord_role_id = 111
 level = "admin"
 scope = "subscription/{SUB}/resourceGroup/rg-web"
 [[policy.grant]]
-discord_role = "oncall"
+discord_role_id = 500
 level = "operate"
 scope = "subscription/{SUB}"
 "#
         );
         let p = policy(&toml).unwrap();
-        let both = discord("u1", &["111"], &["everyone", "oncall"]);
+        let both = discord(1, &["111", "100", "500"]);
         assert_eq!(p.level(&both, &web()), Some(Permission::Admin));
         assert_eq!(
             p.level(&both, &vm(SUB, "rg-db", "db-01")),
@@ -614,7 +876,7 @@ scope = "subscription/{SUB}"
             p.level(&both, &vm(OTHER_SUB, "rg-web", "web-02")),
             Some(Permission::Read)
         );
-        assert_eq!(p.level(&discord("u2", &[], &[]), &web()), None);
+        assert_eq!(p.level(&discord(2, &[]), &web()), None);
     }
 
     #[test]
@@ -686,11 +948,15 @@ scope = "subscription/{SUB}"
         let toml = r#"
 [policy]
 [[policy.grant]]
-discord_role = "oncall"
+discord_role_id = 500
 level = "operate"
 scope = "*"
 [[policy.grant]]
 discord_role_id = "111"
+level = "admin"
+scope = "*"
+[[policy.grant]]
+discord_user_id = 4001
 level = "admin"
 scope = "*"
 [[policy.grant]]
@@ -703,48 +969,144 @@ scope = "*"
                     (you have none)";
         let admin = Permission::Admin;
         let read = Permission::Read;
-        // By name and by id.
         check(
             toml,
-            &discord("u1", &["999"], &["oncall"]),
+            &discord(1, &["999", "500"]),
             &web(),
             Permission::Operate,
             "ok",
         );
-        check(toml, &discord("u1", &["111"], &[]), &web(), admin, "ok");
-        // Role names compare exactly; an unknown role gives nothing.
-        check(toml, &discord("u1", &[], &["OnCall"]), &web(), read, none);
-        check(
-            toml,
-            &discord("u1", &["222"], &["visitors"]),
-            &web(),
-            read,
-            none,
-        );
-        // A role *named* like the admin role's id is not that role.
-        check(toml, &discord("u1", &[], &["111"]), &web(), read, none);
-        // CLI users match the terminal only, and Discord roles never match the terminal.
+        check(toml, &discord(1, &["111"]), &web(), admin, "ok");
+        check(toml, &discord(1, &["222"]), &web(), read, none);
+        // A user grant is that user, on every path.
+        check(toml, &discord(4001, &[]), &web(), admin, "ok");
+        check(toml, &discord(4002, &[]), &web(), read, none);
+        // CLI users match the terminal only, and Discord grants never match the terminal.
         check(toml, &cli("alice"), &web(), admin, "ok");
         check(toml, &cli("bob"), &web(), read, none);
-        check(toml, &discord("alice", &[], &[]), &web(), read, none);
+        check(toml, &cli("4001"), &web(), read, none);
         let mut cli_with_roles = cli("carol");
-        cli_with_roles.role_names = vec!["oncall".into()];
         cli_with_roles.role_ids = vec!["111".into()];
         check(toml, &cli_with_roles, &web(), read, none);
+        // The namespace is part of the identity: a Discord user cannot pass for a CLI user.
+        let mut spoof = discord(1, &[]);
+        spoof.id = "cli:alice".into();
+        check(toml, &spoof, &web(), read, none);
     }
 
     #[test]
-    fn no_policy_denies_everything() {
-        let none = "you need the `read` permission on \
-                    subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-web \
-                    (you have none)";
-        check("", &cli("alice"), &web(), Permission::Read, none);
-        check("[policy]\n", &cli("alice"), &web(), Permission::Read, none);
+    fn role_names_are_refused_with_what_to_write_instead() {
+        let err = policy(
+            "[policy]\n[[policy.grant]]\ndiscord_role = \"oncall\"\nlevel = \"read\"\nscope = \"*\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with(
+                "[[policy.grant]] number 1: `discord_role`: role names are no longer accepted"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("discord_role_id"), "{err}");
+    }
+
+    #[test]
+    fn fences_guilds_channels_and_direct_messages() {
+        let p = policy(ONCALL_OPERATE_ALL).unwrap();
+        let at = |guild: Option<&str>, channel: &str| Place::Discord {
+            guild: guild.map(str::to_string),
+            channel: channel.to_string(),
+        };
+        assert_eq!(p.fence(&at(Some("77"), "123")), Ok(()));
+        assert_eq!(p.fence(&at(Some("78"), "123")), Err(Fenced::Guild));
+        assert_eq!(p.fence(&at(Some("77"), "124")), Err(Fenced::Channel));
+        assert_eq!(p.fence(&at(None, "123")), Err(Fenced::DirectMessage));
+        assert_eq!(p.fence(&Place::Terminal), Ok(()));
+        // DISCORD_GUILD_ID adds its guild.
+        let p = p.with_guild(Some(78));
+        assert_eq!(p.fence(&at(Some("78"), "123")), Ok(()));
+        // Empty channels mean nowhere; no guild means none.
+        let p = policy("[policy]\nguilds = [\"77\"]\n").unwrap();
+        assert_eq!(p.fence(&at(Some("77"), "123")), Err(Fenced::Channel));
+        let p = policy("[policy]\nchannels = [\"123\"]\n").unwrap();
+        assert_eq!(p.fence(&at(Some("77"), "123")), Err(Fenced::Guild));
+        // No policy: Discord is served nowhere.
+        let p = Policy::new(None).unwrap().with_guild(Some(77));
+        assert_eq!(p.fence(&at(Some("77"), "123")), Err(Fenced::NoPolicy));
+    }
+
+    #[test]
+    fn persons_tie_identities_together() {
+        let p = policy(
+            "[policy]\n[[policy.person]]\nname = \"alice\"\nidentities = [\"discord:4001\", \"cli:alice\"]\n",
+        )
+        .unwrap();
+        assert_eq!(p.person_key("discord:4001"), "person:alice");
+        assert_eq!(p.person_key("cli:alice"), "person:alice");
+        assert_eq!(p.person_key("cli:bob"), "cli:bob");
+        assert_eq!(
+            policy("[policy]\n[[policy.person]]\nname = \"a\"\nidentities = [\"alice\"]\n")
+                .unwrap_err(),
+            "[[policy.person]] number 1: \"alice\" is not an identity: write \
+             \"discord:<user id>\" or \"cli:<user>\""
+        );
+        assert_eq!(
+            policy(
+                "[policy]\n[[policy.person]]\nname = \"a\"\nidentities = [\"cli:x\"]\n\
+                 [[policy.person]]\nname = \"b\"\nidentities = [\"cli:x\"]\n"
+            )
+            .unwrap_err(),
+            "[[policy.person]] number 2: cli:x is already an identity of a; one identity \
+             belongs to one person"
+        );
+    }
+
+    #[test]
+    fn sweeping_a_subscription_needs_a_grant_on_all_of_it() {
+        let toml = format!(
+            "[policy]\n[[policy.grant]]\ncli_user = \"alice\"\nlevel = \"operate\"\n\
+             scope = \"subscription/{SUB}/resourceGroup/rg-web\"\n[[policy.grant]]\n\
+             cli_user = \"bob\"\nlevel = \"operate\"\nscope = \"subscription/{SUB}\"\n"
+        );
+        let p = policy(&toml).unwrap();
+        let op = Permission::Operate;
+        assert!(p.authorize_subscription(&cli("alice"), op, SUB).is_err());
+        assert!(p.authorize_subscription(&cli("bob"), op, SUB).is_ok());
+        assert!(p
+            .authorize_subscription(&cli("bob"), op, OTHER_SUB)
+            .is_err());
+        assert!(p.holds_anywhere(&cli("alice"), op));
+        assert!(!p.holds_anywhere(&cli("alice"), Permission::Admin));
+        assert!(!p.holds_anywhere(&cli("carol"), Permission::Read));
+    }
+
+    #[test]
+    fn without_a_policy_the_terminal_reads_and_nothing_else() {
+        check("", &cli("alice"), &web(), Permission::Read, "ok");
+        check(
+            "",
+            &cli("alice"),
+            &web(),
+            Permission::Operate,
+            "you need the `operate` permission on \
+             subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-web \
+             (you have `read`)",
+        );
         let p = Policy::new(None).unwrap();
-        assert!(!p.channel_allowed("123"));
-        assert_eq!(p.level(&discord("u", &["1"], &["oncall"]), &web()), None);
+        assert!(!p.configured());
+        assert_eq!(p.level(&discord(1, &["1"]), &web()), None);
+        assert!(!p.holds_anywhere(&discord(1, &["1"]), Permission::Read));
         assert!(p.two_person("redeploy"));
         assert_eq!(p.confirm_ttl(), Duration::from_secs(300));
+        // An empty [policy] table is a policy: it grants nothing, not even reads.
+        check(
+            "[policy]\n",
+            &cli("alice"),
+            &web(),
+            Permission::Read,
+            "you need the `read` permission on \
+             subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-web \
+             (you have none)",
+        );
     }
 
     #[test]
@@ -755,12 +1117,12 @@ scope = "*"
             format!("[policy]\n[[policy.grant]]\ncli_user = \"x\"\nlevel = \"read\"\nscope = \"*\"\n[[policy.grant]]\n{body}\n")
         };
         check(
-            &grant("discord_role = \"a\"\ncli_user = \"b\"\nlevel = \"read\"\nscope = \"*\""),
+            &grant("discord_role_id = 1\ncli_user = \"b\"\nlevel = \"read\"\nscope = \"*\""),
             &a,
             &web(),
             r,
             "config: [[policy.grant]] number 2: `cli_user`: a grant needs exactly one of \
-             `discord_role`, `discord_role_id` or `cli_user`; found `discord_role` and \
+             `discord_role_id`, `discord_user_id` or `cli_user`; found `discord_role_id` and \
              `cli_user`: split it into one grant each",
         );
         check(
@@ -768,8 +1130,8 @@ scope = "*"
             &a,
             &web(),
             r,
-            "config: [[policy.grant]] number 2: `discord_role`: a grant needs exactly one of \
-             `discord_role`, `discord_role_id` or `cli_user`; found none",
+            "config: [[policy.grant]] number 2: `discord_role_id`: a grant needs exactly one of \
+             `discord_role_id`, `discord_user_id` or `cli_user`; found none",
         );
         check(
             &grant("cli_user = \"b\"\nlevel = \"read\"\nscope = \"subscription/\""),

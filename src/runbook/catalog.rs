@@ -50,6 +50,35 @@ pub struct Catalog {
     pub ladder: Vec<String>,
     pub texts: Texts,
     pub errors: Vec<ClientError>,
+    /// The level each command that reads needs (fixes name theirs in their step).
+    pub commands: CommandLevels,
+}
+
+/// `[commands]` of `rdp.toml`: the level each command that does not change a VM needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandLevels {
+    /// `check`, and the VM list behind autocomplete and the "which VM?" menu.
+    pub check: Permission,
+    pub health: Permission,
+    /// The console screenshot and serial log.
+    pub console: Permission,
+    /// A whole resource group or subscription at once.
+    pub sweep: Permission,
+    /// The audit log (entries of VMs the person may read).
+    pub audit: Permission,
+}
+
+impl Default for CommandLevels {
+    fn default() -> CommandLevels {
+        CommandLevels {
+            check: Permission::Read,
+            health: Permission::Read,
+            console: Permission::Read,
+            sweep: Permission::Operate,
+            audit: Permission::Read,
+        }
+    }
 }
 
 /// One step of the runbook: a read-only check or an action that changes the VM.
@@ -243,6 +272,7 @@ impl Catalog {
             ladder: rdp.ladder,
             texts: rdp.texts,
             errors,
+            commands: rdp.commands,
         })
     }
 
@@ -321,6 +351,8 @@ fn normalize(text: &str) -> Cow<'_, str> {
 #[serde(deny_unknown_fields)]
 struct RdpFile {
     ladder: Vec<String>,
+    #[serde(default)]
+    commands: CommandLevels,
     texts: Texts,
     #[serde(rename = "step")]
     steps: Vec<Step>,

@@ -6,6 +6,7 @@
 //! structs, verdicts from `diagnose`, texts from the [`catalog::Catalog`].
 
 pub mod catalog;
+pub mod door;
 pub mod fix;
 pub mod operate;
 mod report;

@@ -12,7 +12,8 @@ use super::fix::{self, FixRequest, Plan, PlanError};
 use super::{CheckOptions, Report};
 use crate::azure::{Arm, ArmError, OperationHandle, VmRef, VmSummary};
 use crate::diagnose::{ActionId, Status};
-use crate::policy::{Actor, Denial, Policy};
+use crate::domain::ResourceId;
+use crate::policy::{Actor, Denial, Policy, Target};
 use crate::store::{
     CancelOutcome, ConfirmOutcome, NewAudit, NewConfirmation, NewOperation, OperationOutcome,
     Store, StoreError,
@@ -47,6 +48,12 @@ pub enum OperateError {
     Expired,
     #[error("This fix needs a second person: someone other than {requester} must confirm it.")]
     SamePerson { requester: String },
+    #[error("What this fix would do has changed since the prompt was shown, so nothing was sent. A fresh prompt follows: confirm it if it is still what you want.\nWas: {was}\nNow: {now}")]
+    PlanChanged {
+        was: String,
+        now: String,
+        fresh: Box<Prompt>,
+    },
     #[error("No such confirmation.")]
     NotFound,
     #[error("The password was only kept in memory and is gone (the bot restarted or the prompt lapsed). Ask again.")]
@@ -66,7 +73,8 @@ impl From<PlanError> for OperateError {
     }
 }
 
-/// A confirmation waiting for a click (or a `rdp-doctor confirm ID`).
+/// A confirmation waiting for a click (or a `rdp-doctor confirm ID`). The plan names the VM
+/// fully (name, resource group, subscription).
 #[derive(Debug, Clone)]
 pub struct Prompt {
     pub confirmation_id: String,
@@ -150,7 +158,8 @@ impl Operator {
         }
     }
 
-    fn permission(&self, action: ActionId) -> crate::runbook::catalog::Permission {
+    /// The level `action` needs (`commands/rdp.toml`; admin if it does not say).
+    pub fn permission(&self, action: ActionId) -> crate::runbook::catalog::Permission {
         self.catalog
             .step(action.as_str())
             .and_then(|s| s.permission)
@@ -189,20 +198,59 @@ impl Operator {
         self.ensure_free(vm).await?;
         let facts = fix::facts(&self.arm, vm).await?;
         let plan = fix::plan(&self.arm, &facts, &request).await?;
+        self.authorize_plan(actor, &plan)?;
+        let requester = self.policy.person_key(&actor.id);
+        self.prompt(&requester, &actor.name, channel, request, plan)
+            .await
+    }
+
+    /// A plan that changes a resource other than the VM (the NSG a rule goes into, often a
+    /// shared subnet NSG in another resource group) needs the action's level on that resource's
+    /// scope too.
+    fn authorize_plan(&self, actor: &Actor, plan: &Plan) -> Result<(), OperateError> {
+        if let Some(id) = plan.other_resource() {
+            let id = ResourceId::parse(id).map_err(|e| {
+                OperateError::Refused(fix::Refusal {
+                    reason: format!("Azure named a resource rdp-doctor cannot place: {e}"),
+                    instead: None,
+                })
+            })?;
+            self.policy.authorize_on(
+                actor,
+                self.permission(plan.action),
+                &Target::of_resource(&id),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Store a prompt for `plan`; a password waits in memory under its id.
+    async fn prompt(
+        &self,
+        requester: &str,
+        requester_name: &str,
+        channel: Option<&str>,
+        request: FixRequest,
+        plan: Plan,
+    ) -> Result<Prompt, OperateError> {
+        let action = request.action();
+        let vm = &plan.vm;
         let created = now_ms();
         let ttl = self.policy.confirm_ttl().as_millis() as i64;
         let mut summary = plan.consequences.clone();
         summary.extend(plan.warnings.iter().cloned());
+        let mut params = request.public_params();
+        params["plan"] = serde_json::Value::String(plan.fingerprint());
         let confirmation = self
             .store
             .create_confirmation(&NewConfirmation {
                 action: action.as_str().to_string(),
                 vm_id: vm.id.clone(),
                 vm_name: vm.name.clone(),
-                requester: actor.id.clone(),
-                requester_name: actor.name.clone(),
+                requester: requester.to_string(),
+                requester_name: requester_name.to_string(),
                 channel: channel.map(str::to_string),
-                params_json: request.public_params().to_string(),
+                params_json: params.to_string(),
                 summary: summary.join("\n"),
                 created_ms: created,
                 ttl_ms: ttl,
@@ -218,7 +266,7 @@ impl Operator {
             plan,
             expires_ms: confirmation.expires_ms,
             two_person: self.policy.two_person(action.as_str()),
-            requester: actor.name.clone(),
+            requester: requester_name.to_string(),
         })
     }
 
@@ -234,7 +282,35 @@ impl Operator {
         Ok(())
     }
 
-    pub async fn cancel(&self, actor: &Actor, confirmation_id: &str) -> Result<(), OperateError> {
+    /// Withdraw a prompt: its requester may, and so may anyone with the level the fix needs on
+    /// the VM.
+    pub async fn cancel(
+        &self,
+        actor: &Actor,
+        channel: Option<&str>,
+        confirmation_id: &str,
+    ) -> Result<(), OperateError> {
+        let Some(pending) = self.store.get_confirmation(confirmation_id).await? else {
+            return Err(OperateError::NotFound);
+        };
+        let vm = VmRef::from_stored(&pending.vm_id, &pending.vm_name);
+        let is_requester = pending.requester == self.policy.person_key(&actor.id);
+        if !is_requester {
+            let needed = ActionId::parse(&pending.action)
+                .map(|a| self.permission(a))
+                .unwrap_or(crate::runbook::catalog::Permission::Admin);
+            if let Err(denial) = self.policy.authorize(actor, needed, &vm) {
+                self.audit(
+                    actor,
+                    channel,
+                    "cancel",
+                    Some(&vm),
+                    &format!("denied: {denial}"),
+                )
+                .await;
+                return Err(denial.into());
+            }
+        }
         let outcome = self
             .store
             .cancel(confirmation_id, &actor.id, &actor.name, now_ms())
@@ -257,9 +333,9 @@ impl Operator {
         }
         self.audit(
             actor,
-            None,
+            channel,
             "cancel",
-            None,
+            Some(&vm),
             &match &result {
                 Ok(()) => format!("cancelled {}", short(confirmation_id)),
                 Err(e) => format!("refused: {e}"),
@@ -274,6 +350,7 @@ impl Operator {
     pub async fn confirm(
         &self,
         actor: &Actor,
+        channel: Option<&str>,
         confirmation_id: &str,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, OperateError> {
@@ -285,7 +362,7 @@ impl Operator {
         if let Err(denial) = self.policy.authorize(actor, self.permission(action), &vm) {
             self.audit(
                 actor,
-                pending.channel.as_deref(),
+                channel.or(pending.channel.as_deref()),
                 "confirm",
                 Some(&vm),
                 &format!("denied: {denial}"),
@@ -298,7 +375,7 @@ impl Operator {
             .store
             .confirm(
                 confirmation_id,
-                &actor.id,
+                &self.policy.person_key(&actor.id),
                 &actor.name,
                 two_person,
                 now_ms(),
@@ -354,15 +431,22 @@ impl Operator {
                 return Err(e);
             }
         };
+        let shown = serde_json::from_str::<serde_json::Value>(&confirmation.params_json)
+            .ok()
+            .and_then(|p| p["plan"].as_str().map(str::to_string));
         let result = self
             .run(
                 actor,
-                &confirmation.requester_name,
+                &Requester {
+                    key: confirmation.requester.clone(),
+                    name: confirmation.requester_name.clone(),
+                },
                 confirmation.channel.as_deref(),
                 &vm,
                 action,
                 request,
                 Some(confirmation_id),
+                shown.as_deref(),
                 progress,
             )
             .await;
@@ -415,12 +499,13 @@ impl Operator {
     async fn run(
         &self,
         actor: &Actor,
-        requester: &str,
+        requester: &Requester,
         channel: Option<&str>,
         vm: &VmRef,
         action: ActionId,
         request: FixRequest,
         confirmation_id: Option<&str>,
+        shown: Option<&str>,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, OperateError> {
         let locked = self
@@ -430,10 +515,10 @@ impl Operator {
                 vm_id: vm.id.clone(),
                 vm_name: vm.name.clone(),
                 requester: actor.id.clone(),
-                requester_name: if requester == actor.name {
-                    requester.to_string()
+                requester_name: if requester.name == actor.name {
+                    requester.name.clone()
                 } else {
-                    format!("{requester}, confirmed by {}", actor.name)
+                    format!("{}, confirmed by {}", requester.name, actor.name)
                 },
                 confirmation_id: confirmation_id.map(str::to_string),
                 started_ms: now_ms(),
@@ -465,13 +550,39 @@ impl Operator {
             .await;
         let before = self.snapshot(vm).await;
         // Preconditions from facts read just before the write, not when the prompt was shown.
+        // The confirmer is authorised on what the plan changes *now*, and the plan must be the
+        // one the prompt showed: another NSG, priority or consequence runs nothing.
         let sent = async {
             let facts = fix::facts(&self.arm, vm).await?;
             let plan = fix::plan(&self.arm, &facts, &request).await?;
+            self.authorize_plan(actor, &plan)?;
+            if let Some(shown) = shown {
+                if plan.fingerprint() != shown {
+                    return Err(PlanDrift::Changed(shown.to_string(), Box::new(plan)));
+                }
+            }
             let handle = fix::execute(&self.arm, &plan, &request).await?;
-            Ok::<OperationHandle, OperateError>(handle)
+            Ok::<OperationHandle, PlanDrift>(handle)
         }
         .await;
+        let sent = match sent {
+            Ok(handle) => Ok(handle),
+            Err(PlanDrift::Failed(e)) => Err(e),
+            Err(PlanDrift::Changed(was, plan)) => {
+                let now = plan.fingerprint();
+                match self
+                    .prompt(&requester.key, &requester.name, channel, request, *plan)
+                    .await
+                {
+                    Ok(fresh) => Err(OperateError::PlanChanged {
+                        was: plan_summary(&was),
+                        now: plan_summary(&now),
+                        fresh: Box::new(fresh),
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
+        };
         let handle = match sent {
             Ok(h) => h,
             Err(e) => {
@@ -491,7 +602,6 @@ impl Operator {
                 return Err(e);
             }
         };
-        drop(request);
         progress(Progress::Sent {
             action,
             vm: vm.name.clone(),
@@ -603,7 +713,6 @@ impl Operator {
                 id: op.requester.clone(),
                 name: op.requester_name.clone(),
                 role_ids: Vec::new(),
-                role_names: Vec::new(),
                 source: crate::policy::ActorSource::Cli,
             };
             let handle = op.azure_url.as_deref().and_then(OperationHandle::from_json);
@@ -643,6 +752,45 @@ impl Operator {
         }
         Ok(count)
     }
+}
+
+/// The requester of a confirmation: the person key the two-person rule compares, and a name.
+struct Requester {
+    key: String,
+    name: String,
+}
+
+/// Why `run` sent nothing: a failure, or a plan that is not the one the prompt showed.
+enum PlanDrift {
+    Failed(OperateError),
+    Changed(String, Box<Plan>),
+}
+
+impl From<OperateError> for PlanDrift {
+    fn from(e: OperateError) -> PlanDrift {
+        PlanDrift::Failed(e)
+    }
+}
+
+impl From<ArmError> for PlanDrift {
+    fn from(e: ArmError) -> PlanDrift {
+        PlanDrift::Failed(e.into())
+    }
+}
+
+impl From<PlanError> for PlanDrift {
+    fn from(e: PlanError) -> PlanDrift {
+        PlanDrift::Failed(e.into())
+    }
+}
+
+/// A fingerprint as a person reads it (its lines, without the internal step).
+fn plan_summary(fingerprint: &str) -> String {
+    fingerprint
+        .lines()
+        .filter(|l| !l.starts_with("step:"))
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 fn error_parts(e: &OperateError) -> (String, String) {

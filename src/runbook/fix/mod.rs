@@ -76,6 +76,27 @@ pub struct Plan {
     pub(crate) step: Step,
 }
 
+impl Plan {
+    /// What the prompt showed, in a form to compare with the plan made again at confirm time:
+    /// the headline, every consequence and warning, and what would be sent (the NSG, the rule's
+    /// name, priority and source; the power action; the extension).
+    pub fn fingerprint(&self) -> String {
+        let mut lines = vec![self.headline.clone()];
+        lines.extend(self.consequences.iter().cloned());
+        lines.extend(self.warnings.iter().map(|w| format!("warning: {w}")));
+        lines.push(format!("step: {:?}", self.step));
+        lines.join("\n")
+    }
+
+    /// The id of a resource other than the VM that the fix changes (the NSG a rule goes into).
+    pub fn other_resource(&self) -> Option<&str> {
+        match &self.step {
+            Step::Rule { nsg_id, .. } => Some(nsg_id),
+            Step::Power(_) | Step::VmAccess { .. } => None,
+        }
+    }
+}
+
 /// What `execute` will send.
 #[derive(Debug, Clone)]
 pub(crate) enum Step {

@@ -1,0 +1,758 @@
+//! The one door. Every front end (the terminal, Discord, and any HTTP endpoint) asks for
+//! everything here, naming the person and the place with every call: checks, health, console,
+//! sweeps, the audit log, autocomplete, the "which VM?" menu and every fix. The door fences the
+//! place, authorises the person and only then lets a request reach Azure.
+//!
+//! **Architecture Invariant:** front ends never hold an [`Arm`]; they cannot reach Azure except
+//! through a `Door` method, and every `Door` method that reaches Azure authorises its caller
+//! first. Fail closed: no policy, no grant, an unserved guild, channel or subscription means no.
+//!
+//! **Architecture Invariant:** a person never learns of a VM they may not read: resolution,
+//! suggestions, ambiguity menus and the audit log are filtered by the policy before they are
+//! shown.
+
+use super::catalog::{Catalog, Permission};
+use super::fix::FixRequest;
+use super::operate::{OperateError, Operator, Outcome, Progress, Prompt};
+use super::sweep::{SweepEvent, SweepOptions, SweepReport};
+use super::{CheckError, CheckOptions, Console, Event, Report, Stats};
+use crate::azure::{Arm, ArmError, ResolveError, ScopeError, SweepScope, VmDirectory};
+use crate::diagnose::{ActionId, Finding};
+use crate::domain::{is_subscription_id, QueryError, VmQuery, VmRef, VmSummary};
+use crate::policy::{Actor, Denial, Fenced, Place, Policy, Target};
+use crate::store::{AuditEntry, Store, StoreError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Who is asking, and from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub actor: Actor,
+    pub place: Place,
+}
+
+impl Caller {
+    /// The Discord channel the request came from, for prompts and the audit log.
+    pub fn channel(&self) -> Option<&str> {
+        match &self.place {
+            Place::Discord { channel, .. } => Some(channel),
+            Place::Terminal => None,
+        }
+    }
+}
+
+/// Why the door said no, or what went wrong behind it. `is_user_error` separates what the person
+/// can fix (shown as written) from failures of Azure or of rdp-doctor itself.
+#[derive(Debug, thiserror::Error)]
+pub enum DoorError {
+    #[error("{0}")]
+    Fenced(#[from] Fenced),
+    #[error("Permission denied: {0}")]
+    Denied(#[from] Denial),
+    #[error("{0}")]
+    Query(#[from] QueryError),
+    #[error("subscription {subscription} is not one rdp-doctor serves ({})", served_text(.served))]
+    Unserved {
+        subscription: String,
+        served: Vec<String>,
+    },
+    #[error("no VM named {name} that you may read in {scope}{}", suggestions_text(.suggestions))]
+    NotFound {
+        name: String,
+        scope: String,
+        suggestions: Vec<VmRef>,
+    },
+    #[error("{} VMs are named {name}; say which one with RESOURCE-GROUP/NAME or the full id:\n{}", .candidates.len(), candidates_text(.candidates))]
+    Ambiguous {
+        name: String,
+        candidates: Vec<VmRef>,
+    },
+    /// The sweep's scope is not clear; `name_subscription`: naming the subscription settles it.
+    #[error("{message}")]
+    Scope {
+        message: String,
+        name_subscription: bool,
+    },
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Azure(ArmError),
+    #[error(transparent)]
+    Operate(#[from] OperateError),
+    #[error("storage failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl DoorError {
+    /// Something the person can act on (a denial, a typo, a VM they must name better), as
+    /// opposed to Azure or rdp-doctor failing.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            DoorError::Azure(ArmError::Config(_)) => true,
+            // A resource group that is not there is the person's typo, as a VM name would be.
+            DoorError::Azure(e) if e.code() == Some("ResourceGroupNotFound") => true,
+            DoorError::Azure(_) | DoorError::Store(_) => false,
+            DoorError::Operate(e) => !matches!(e, OperateError::Arm(_) | OperateError::Store(_)),
+            _ => true,
+        }
+    }
+}
+
+impl From<ArmError> for DoorError {
+    fn from(e: ArmError) -> DoorError {
+        DoorError::Azure(e)
+    }
+}
+
+impl From<CheckError> for DoorError {
+    fn from(e: CheckError) -> DoorError {
+        match e {
+            CheckError::Resolve(r) => r.into(),
+            CheckError::Arm(a) => DoorError::Azure(a),
+        }
+    }
+}
+
+impl From<ResolveError> for DoorError {
+    fn from(e: ResolveError) -> DoorError {
+        match e {
+            ResolveError::InvalidName(text) => DoorError::Query(QueryError::InvalidName(text)),
+            ResolveError::Classic { input } => DoorError::Query(QueryError::Classic { input }),
+            ResolveError::NotFound {
+                name,
+                scope,
+                suggestions,
+            } => DoorError::NotFound {
+                name,
+                scope,
+                suggestions,
+            },
+            ResolveError::Ambiguous { name, candidates } => {
+                DoorError::Ambiguous { name, candidates }
+            }
+            ResolveError::Arm(a) => DoorError::Azure(a),
+        }
+    }
+}
+
+fn served_text(served: &[String]) -> String {
+    if served.is_empty() {
+        "it is configured with none: set AZURE_SUBSCRIPTION_ID".to_string()
+    } else {
+        format!("it serves {}", served.join(", "))
+    }
+}
+
+fn suggestions_text(suggestions: &[VmRef]) -> String {
+    if suggestions.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = suggestions
+        .iter()
+        .map(|v| format!("{} ({})", v.name, v.resource_group))
+        .collect();
+    format!(". Did you mean: {}?", names.join(", "))
+}
+
+fn candidates_text(candidates: &[VmRef]) -> String {
+    candidates
+        .iter()
+        .map(|v| {
+            format!(
+                "  {}/{}  (subscription {})",
+                v.resource_group, v.name, v.subscription_id
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// How the door signs in to Azure Resource Manager.
+pub enum SignIn {
+    /// The environment's credential (client secret, workload identity, managed identity, the
+    /// Azure CLI) against this ARM endpoint.
+    Environment { endpoint: url::Url },
+    /// A client secret against an endpoint that also issues the tokens (the simulator).
+    Secret {
+        endpoint: url::Url,
+        tenant: String,
+        client: String,
+        secret: secrecy::SecretString,
+    },
+}
+
+/// The runbook-level service every front end talks to.
+#[derive(Clone)]
+pub struct Door {
+    arm: Arm,
+    catalog: Arc<Catalog>,
+    policy: Arc<Policy>,
+    subscriptions: Vec<String>,
+    directory: Arc<VmDirectory>,
+    /// Fixes, confirmations and the audit log; `None` where no store was opened (a terminal
+    /// check needs none).
+    operator: Option<Operator>,
+}
+
+impl Door {
+    pub fn new(
+        arm: Arm,
+        catalog: Arc<Catalog>,
+        policy: Arc<Policy>,
+        subscriptions: Vec<String>,
+    ) -> Door {
+        Door {
+            arm,
+            catalog,
+            policy,
+            subscriptions,
+            directory: Arc::new(VmDirectory::new()),
+            operator: None,
+        }
+    }
+
+    /// Sign in to Azure as `sign_in` says, with the `[azure]` settings of the config file.
+    pub fn connect(
+        sign_in: SignIn,
+        azure: &crate::config::AzureConfig,
+        catalog: Arc<Catalog>,
+        policy: Arc<Policy>,
+        subscriptions: Vec<String>,
+    ) -> Result<Door, ArmError> {
+        let arm = match sign_in {
+            SignIn::Environment { endpoint } => {
+                let mut settings = crate::azure::ArmSettings::new(endpoint);
+                azure.apply(&mut settings);
+                Arm::connect(settings)?
+            }
+            SignIn::Secret {
+                endpoint,
+                tenant,
+                client,
+                secret,
+            } => {
+                let mut settings = crate::azure::ArmSettings::new(endpoint.clone());
+                azure.apply(&mut settings);
+                Arm::connect_with_secret(settings, endpoint, &tenant, &client, secret)?
+            }
+        };
+        Ok(Door::new(arm, catalog, policy, subscriptions))
+    }
+
+    /// With a store: fixes, confirmations and the audit log become available.
+    pub fn with_store(mut self, store: Store) -> Door {
+        self.operator = Some(Operator::new(
+            self.arm.clone(),
+            self.catalog.clone(),
+            store,
+            self.policy.clone(),
+            self.subscriptions.clone(),
+        ));
+        self
+    }
+
+    /// Resolve names from a directory with this time-to-live (tests).
+    pub fn with_directory(mut self, directory: Arc<VmDirectory>) -> Door {
+        self.directory = directory;
+        self
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn subscriptions(&self) -> &[String] {
+        &self.subscriptions
+    }
+
+    /// The VM directory behind autocomplete (its age and size, for logs and tests).
+    pub fn directory(&self) -> &Arc<VmDirectory> {
+        &self.directory
+    }
+
+    /// ARM requests made so far by this process (for the reports' statistics).
+    pub fn arm_requests(&self) -> u64 {
+        self.arm.request_count()
+    }
+
+    /// Keep the VM directory fresh in the background. It lists what the service principal can
+    /// see; what a *person* sees of it is filtered by [`Self::suggest`].
+    pub fn spawn_directory_refresher(&self, every: Duration) {
+        self.directory
+            .clone()
+            .spawn_refresher(self.arm.clone(), self.subscriptions.clone(), every);
+    }
+
+    fn operator(&self) -> Result<&Operator, DoorError> {
+        self.operator.as_ref().ok_or_else(|| {
+            DoorError::Config(
+                "fixes and the audit log need the database (RDP_DOCTOR_DATABASE_URL)".into(),
+            )
+        })
+    }
+
+    /// The place is served at all.
+    pub fn admit(&self, caller: &Caller) -> Result<(), DoorError> {
+        self.policy.fence(&caller.place)?;
+        Ok(())
+    }
+
+    /// The VM is in a subscription rdp-doctor serves.
+    fn served(&self, subscription: &str) -> Result<(), DoorError> {
+        if self
+            .subscriptions
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(subscription))
+        {
+            Ok(())
+        } else {
+            Err(DoorError::Unserved {
+                subscription: subscription.to_string(),
+                served: self.subscriptions.clone(),
+            })
+        }
+    }
+
+    fn may_read(&self, actor: &Actor, vm: &VmRef) -> bool {
+        self.policy
+            .level(actor, vm)
+            .is_some_and(|l| l >= self.catalog.commands.check)
+    }
+
+    /// Admit the caller and authorise `needed` on `vm`, which must be in a served subscription.
+    fn authorise_vm(
+        &self,
+        caller: &Caller,
+        needed: Permission,
+        vm: &VmRef,
+    ) -> Result<(), DoorError> {
+        self.admit(caller)?;
+        self.served(&vm.subscription_id)?;
+        self.policy.authorize(&caller.actor, needed, vm)?;
+        Ok(())
+    }
+
+    /// Find the VM a person typed, among the VMs they may read, and authorise `needed` on it.
+    /// Nothing reaches Azure unless the person holds `needed` somewhere; a full id in an
+    /// unserved subscription, or in a resource group they may not touch, is refused before any
+    /// request.
+    pub async fn resolve(
+        &self,
+        caller: &Caller,
+        text: &str,
+        needed: Permission,
+    ) -> Result<VmSummary, DoorError> {
+        self.admit(caller)?;
+        let query = VmQuery::parse(text)?;
+        let actor = &caller.actor;
+        if let VmQuery::Id(id) = &query {
+            let vm = VmRef::from_id(id);
+            self.authorise_vm(caller, needed, &vm)?;
+        } else if !self.policy.holds_anywhere(actor, needed) {
+            return Err(DoorError::Denied(Denial {
+                needed,
+                scope: "any VM rdp-doctor serves".to_string(),
+                have: None,
+            }));
+        }
+        let resolved = self
+            .directory
+            .resolve(&self.arm, &query, &self.subscriptions)
+            .await;
+        let summary = match resolved {
+            Ok(summary) if self.may_read(actor, &summary.vm) => summary,
+            Ok(summary) => {
+                return Err(DoorError::NotFound {
+                    name: summary.vm.name,
+                    scope: crate::azure::scope_text(&self.subscriptions),
+                    suggestions: Vec::new(),
+                })
+            }
+            Err(ResolveError::Ambiguous { name, candidates }) => {
+                let mut readable: Vec<VmRef> = candidates
+                    .into_iter()
+                    .filter(|c| self.may_read(actor, c))
+                    .collect();
+                match readable.len() {
+                    0 => {
+                        return Err(DoorError::NotFound {
+                            name,
+                            scope: crate::azure::scope_text(&self.subscriptions),
+                            suggestions: Vec::new(),
+                        })
+                    }
+                    1 => {
+                        let vm = readable.remove(0);
+                        self.directory
+                            .find(|s| s.vm.id.eq_ignore_ascii_case(&vm.id))
+                            .unwrap_or_else(|| VmSummary::unlisted(vm))
+                    }
+                    _ => {
+                        return Err(DoorError::Ambiguous {
+                            name,
+                            candidates: readable,
+                        })
+                    }
+                }
+            }
+            Err(ResolveError::NotFound {
+                name,
+                scope,
+                suggestions,
+            }) => {
+                return Err(DoorError::NotFound {
+                    name,
+                    scope,
+                    suggestions: suggestions
+                        .into_iter()
+                        .filter(|s| self.may_read(actor, s))
+                        .collect(),
+                })
+            }
+            Err(other) => return Err(other.into()),
+        };
+        self.authorise_vm(caller, needed, &summary.vm)?;
+        Ok(summary)
+    }
+
+    /// Find the VM a person typed in the VM list as last read, without asking Azure (for a
+    /// form, which must be the first answer to an interaction): among the VMs they may read,
+    /// authorised for `needed`.
+    pub fn resolve_listed(
+        &self,
+        caller: &Caller,
+        text: &str,
+        needed: Permission,
+    ) -> Result<VmSummary, DoorError> {
+        self.admit(caller)?;
+        let query = VmQuery::parse(text)?;
+        let readable = self.directory.listed_where(|s| {
+            self.may_read(&caller.actor, &s.vm)
+                && self
+                    .subscriptions
+                    .iter()
+                    .any(|sub| sub.eq_ignore_ascii_case(&s.vm.subscription_id))
+        });
+        let summary =
+            crate::azure::pick(&query, &readable, "the VM list (refreshed every minute)")?;
+        self.authorise_vm(caller, needed, &summary.vm)?;
+        Ok(summary)
+    }
+
+    /// Autocomplete: up to `limit` VMs the person may read whose name matches what they typed.
+    /// Never touches Azure; an unserved place gets nothing.
+    pub fn suggest(&self, caller: &Caller, partial: &str, limit: usize) -> Vec<(String, String)> {
+        if self.admit(caller).is_err() {
+            return Vec::new();
+        }
+        self.directory.suggest_where(partial, limit, |s| {
+            self.may_read(&caller.actor, &s.vm)
+                && self
+                    .subscriptions
+                    .iter()
+                    .any(|sub| sub.eq_ignore_ascii_case(&s.vm.subscription_id))
+        })
+    }
+
+    /// The VM a component (a button, a menu) carries, found again in the directory, if the
+    /// person may read it.
+    pub async fn vm_by(
+        &self,
+        caller: &Caller,
+        pred: impl Fn(&VmSummary) -> bool,
+    ) -> Result<Option<VmSummary>, DoorError> {
+        self.admit(caller)?;
+        let mut found = self.directory.find(&pred);
+        if found.is_none() {
+            // After a restart the directory may not be loaded yet.
+            if self
+                .policy
+                .holds_anywhere(&caller.actor, self.catalog.commands.check)
+            {
+                let _ = self.directory.refresh(&self.arm, &self.subscriptions).await;
+                found = self.directory.find(&pred);
+            }
+        }
+        match found {
+            Some(s) if !self.may_read(&caller.actor, &s.vm) => {
+                // The button stands under a report the channel has seen: say what is missing.
+                Err(self
+                    .policy
+                    .authorize(&caller.actor, self.catalog.commands.check, &s.vm)
+                    .err()
+                    .map(DoorError::Denied)
+                    .unwrap_or_else(|| DoorError::Config("not readable".into())))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// `check`: resolve, authorise, run the runbook's checks.
+    pub async fn check(
+        &self,
+        caller: &Caller,
+        text: &str,
+        options: &CheckOptions,
+        events: &(dyn Fn(Event) + Send + Sync),
+    ) -> Result<Report, DoorError> {
+        let started = Instant::now();
+        let before = self.arm.request_count();
+        let summary = self
+            .resolve(caller, text, self.catalog.commands.check)
+            .await?;
+        events(Event::Resolved(summary.vm.clone()));
+        let mut report = self.check_vm(caller, summary, options, events).await?;
+        report.stats = Stats {
+            arm_requests: self.arm.request_count().saturating_sub(before),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        };
+        Ok(report)
+    }
+
+    /// The checks of a VM already found (a menu choice, a sweep's row): authorised again.
+    pub async fn check_vm(
+        &self,
+        caller: &Caller,
+        summary: VmSummary,
+        options: &CheckOptions,
+        events: &(dyn Fn(Event) + Send + Sync),
+    ) -> Result<Report, DoorError> {
+        self.authorise_vm(caller, self.catalog.commands.check, &summary.vm)?;
+        Ok(super::check(&self.arm, &self.catalog, summary, options, events).await?)
+    }
+
+    /// `health`: Resource Health of a VM already found.
+    pub async fn health(&self, caller: &Caller, vm: &VmRef) -> Result<Finding, DoorError> {
+        self.authorise_vm(caller, self.catalog.commands.health, vm)?;
+        Ok(super::health(&self.arm, &self.catalog, vm).await)
+    }
+
+    /// `console`: the screenshot and serial log of a VM already found.
+    pub async fn console(
+        &self,
+        caller: &Caller,
+        summary: &VmSummary,
+    ) -> Result<Console, DoorError> {
+        self.authorise_vm(caller, self.catalog.commands.console, &summary.vm)?;
+        Ok(super::console(&self.arm, &self.catalog, summary).await)
+    }
+
+    /// The level `sweep` needs (the policy may override the runbook's). Without a `[policy]`
+    /// the terminal may run everything that changes no VM, a sweep included.
+    pub fn sweep_level(&self, caller: &Caller) -> Permission {
+        if !self.policy.configured() && caller.place == Place::Terminal {
+            return Permission::Read;
+        }
+        self.policy
+            .sweep_level()
+            .unwrap_or(self.catalog.commands.sweep)
+    }
+
+    /// Which VMs a sweep would check: a resource group (looked for only in served
+    /// subscriptions where the person holds the sweep level on it) or a whole subscription.
+    pub async fn sweep_scope(
+        &self,
+        caller: &Caller,
+        resource_group: Option<&str>,
+        subscription: Option<&str>,
+    ) -> Result<SweepScope, DoorError> {
+        self.admit(caller)?;
+        let needed = self.sweep_level(caller);
+        if let Some(rg) = resource_group {
+            crate::domain::validate_group(rg)?;
+        }
+        let candidates: Vec<String> = match subscription {
+            Some(sub) => {
+                if !is_subscription_id(sub) {
+                    return Err(DoorError::Scope {
+                        message: format!(
+                            "{sub:?} is not a subscription id (a GUID such as 11111111-2222-3333-4444-555555555555)"
+                        ),
+                        name_subscription: false,
+                    });
+                }
+                self.served(sub)?;
+                vec![sub.to_string()]
+            }
+            None => self.subscriptions.clone(),
+        };
+        let actor = &caller.actor;
+        let allowed: Vec<String> = candidates
+            .iter()
+            .filter(|sub| match resource_group {
+                Some(rg) => self
+                    .policy
+                    .authorize_on(
+                        actor,
+                        needed,
+                        &Target {
+                            subscription_id: sub.to_string(),
+                            resource_group: rg.to_string(),
+                        },
+                    )
+                    .is_ok(),
+                None => self
+                    .policy
+                    .authorize_subscription(actor, needed, sub)
+                    .is_ok(),
+            })
+            .cloned()
+            .collect();
+        if allowed.is_empty() {
+            let denial = match (resource_group, candidates.as_slice()) {
+                (Some(rg), [one]) => self
+                    .policy
+                    .authorize_on(
+                        actor,
+                        needed,
+                        &Target {
+                            subscription_id: one.clone(),
+                            resource_group: rg.to_string(),
+                        },
+                    )
+                    .err(),
+                (None, [one]) => self.policy.authorize_subscription(actor, needed, one).err(),
+                _ => None,
+            };
+            return Err(DoorError::Denied(denial.unwrap_or(Denial {
+                needed,
+                scope: match resource_group {
+                    Some(rg) => format!("resource group {rg}"),
+                    None => "a whole subscription".to_string(),
+                },
+                have: None,
+            })));
+        }
+        match self.arm.sweep_scope(resource_group, &allowed).await {
+            Ok(scope) => Ok(scope),
+            Err(ScopeError::Arm(e)) => Err(DoorError::Azure(e)),
+            Err(e) => Err(DoorError::Scope {
+                message: e.to_string(),
+                name_subscription: matches!(
+                    e,
+                    ScopeError::Ambiguous { .. } | ScopeError::WhichSubscription(_)
+                ),
+            }),
+        }
+    }
+
+    /// Check every Windows VM of a scope; authorised again on the scope itself.
+    pub async fn sweep(
+        &self,
+        caller: &Caller,
+        scope: &SweepScope,
+        options: &SweepOptions,
+        cancel: &CancellationToken,
+        events: &(dyn Fn(SweepEvent) + Send + Sync),
+    ) -> Result<SweepReport, DoorError> {
+        self.admit(caller)?;
+        self.served(&scope.subscription_id)?;
+        let needed = self.sweep_level(caller);
+        match &scope.resource_group {
+            Some(rg) => self.policy.authorize_on(
+                &caller.actor,
+                needed,
+                &Target {
+                    subscription_id: scope.subscription_id.clone(),
+                    resource_group: rg.clone(),
+                },
+            )?,
+            None => {
+                self.policy
+                    .authorize_subscription(&caller.actor, needed, &scope.subscription_id)?
+            }
+        }
+        Ok(super::sweep::sweep(&self.arm, &self.catalog, scope, options, cancel, events).await?)
+    }
+
+    /// The audit log, newest first: only entries about VMs the person may read.
+    pub async fn audit(
+        &self,
+        caller: &Caller,
+        vm_name: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, DoorError> {
+        self.admit(caller)?;
+        let needed = self.catalog.commands.audit;
+        if !self.policy.holds_anywhere(&caller.actor, needed) {
+            return Err(DoorError::Denied(Denial {
+                needed,
+                scope: "any VM rdp-doctor serves".to_string(),
+                have: None,
+            }));
+        }
+        let operator = self.operator()?;
+        // Read more than asked: entries of other people's VMs are filtered out below.
+        let entries = operator
+            .store
+            .recent_audit(vm_name, limit.saturating_mul(10).max(200))
+            .await?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| match &e.vm {
+                Some(id) => self
+                    .policy
+                    .level(&caller.actor, &VmRef::from_stored(id, ""))
+                    .is_some_and(|l| l >= needed),
+                None => e.actor == caller.actor.id,
+            })
+            .take(limit as usize)
+            .collect())
+    }
+
+    /// Whether the person may ask for `action` on `vm` (before opening a form for it).
+    pub fn may_fix(&self, caller: &Caller, action: ActionId, vm: &VmRef) -> Result<(), DoorError> {
+        let operator = self.operator()?;
+        self.authorise_vm(caller, operator.permission(action), vm)
+    }
+
+    /// Ask for a fix: a prompt to confirm, stored.
+    pub async fn request_fix(
+        &self,
+        caller: &Caller,
+        summary: &VmSummary,
+        request: FixRequest,
+    ) -> Result<Prompt, DoorError> {
+        let operator = self.operator()?;
+        self.authorise_vm(caller, operator.permission(request.action()), &summary.vm)?;
+        Ok(operator
+            .request(&caller.actor, caller.channel(), &summary.vm, request)
+            .await?)
+    }
+
+    /// Confirm a stored prompt: the fix runs (authorised again for the confirmer).
+    pub async fn confirm(
+        &self,
+        caller: &Caller,
+        confirmation_id: &str,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, DoorError> {
+        self.admit(caller)?;
+        let operator = self.operator()?;
+        Ok(operator
+            .confirm(&caller.actor, caller.channel(), confirmation_id, progress)
+            .await?)
+    }
+
+    /// Cancel a stored prompt: its requester, or anyone who could confirm it.
+    pub async fn cancel(&self, caller: &Caller, confirmation_id: &str) -> Result<(), DoorError> {
+        self.admit(caller)?;
+        let operator = self.operator()?;
+        Ok(operator
+            .cancel(&caller.actor, caller.channel(), confirmation_id)
+            .await?)
+    }
+
+    /// Follow the operations a previous run left mid-flight (at start-up; not a person's call).
+    pub async fn resume(
+        &self,
+        on_done: &(dyn Fn(&crate::store::Operation, &Outcome) + Send + Sync),
+    ) -> Result<usize, DoorError> {
+        Ok(self.operator()?.resume(on_done).await?)
+    }
+}
