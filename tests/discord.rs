@@ -10,7 +10,9 @@ use rdp_doctor::runbook::catalog::Catalog;
 use rdp_doctor::sim::{SimOptions, Simulator, World};
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::discord::{FakeDiscord, Interaction, Recorded, User, CHANNEL_ID, GUILD_ID, TOKEN};
+use support::discord::{
+    FakeDiscord, Interaction, Origin, Recorded, User, CHANNEL_ID, GUILD_ID, TOKEN,
+};
 use support::within;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -42,6 +44,14 @@ impl Room {
     }
 
     async fn with_options(world: World, options: SimOptions) -> Room {
+        Room::build(world, options, POLICY).await
+    }
+
+    async fn with_policy(world: World, policy: &str) -> Room {
+        Room::build(world, SimOptions::default(), policy).await
+    }
+
+    async fn build(world: World, options: SimOptions, policy: &str) -> Room {
         let secret = world.client_secret.clone();
         let subscriptions: Vec<String> = world.subscriptions.iter().map(|s| s.id.clone()).collect();
         let sim = Simulator::start("127.0.0.1:0", world, options)
@@ -60,7 +70,7 @@ impl Room {
         )
         .expect("arm");
         let discord = FakeDiscord::start().await;
-        let policy: rdp_doctor::policy::PolicyConfig = toml::from_str(POLICY).expect("policy");
+        let policy: rdp_doctor::policy::PolicyConfig = toml::from_str(policy).expect("policy");
         let store = rdp_doctor::store::Store::open("sqlite::memory:")
             .await
             .expect("store");
@@ -1449,6 +1459,502 @@ async fn only_the_person_who_started_a_sweep_can_cancel_it() {
                 && title.ends_with("of 40 VMs"),
             "{title}"
         );
+        room.assert_clean();
+    })
+    .await
+}
+
+// ---- the door: fences, levels and scope -----------------------------------------------------
+
+/// A private refusal as the interaction's first answer: its text.
+async fn refused(room: &Room, i: &Interaction) -> String {
+    let reply = room.discord.callback(i, WAIT).await.expect("answered");
+    let json = reply.body();
+    assert_eq!(json["type"], 4, "{json}");
+    assert_eq!(
+        json["data"]["flags"].as_u64().unwrap_or(0) & 64,
+        64,
+        "private: {json}"
+    );
+    json["data"]["embeds"][0]["description"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A private answer after the deferral: its text.
+async fn whispered(room: &Room, i: &Interaction) -> String {
+    room.discord.callback(i, WAIT).await.expect("acknowledged");
+    let reply = room
+        .discord
+        .next_followup(i, WAIT)
+        .await
+        .expect("a private answer");
+    assert_eq!(reply.flags() & 64, 64, "private: {:?}", reply.body());
+    reply.body()["embeds"][0]["description"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// How many autocomplete choices an answer offers.
+fn no_choices(answer: &Recorded) -> usize {
+    assert_eq!(answer.body()["type"], 8, "{}", answer.body());
+    answer.body()["data"]["choices"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+fn vm_option(vm: &str) -> Value {
+    json!([{"name": "vm", "type": 3, "value": vm}])
+}
+
+const OTHER_GUILD: u64 = 1_180_000_000_000_000_077;
+const DM_CHANNEL: u64 = 1_180_000_000_000_000_078;
+const OTHER_CHANNEL: u64 = 1_180_000_000_000_000_079;
+
+#[tokio::test]
+async fn other_guilds_direct_messages_and_unlisted_channels_are_refused_on_every_path() {
+    within(async {
+        let room = Room::start(World::new().vm("sql-01").stopped()).await;
+        // A report with a fix button, from the home channel.
+        let i = room.check("sql-01").await;
+        room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        let report = room.final_edit(&i).await;
+        let fix = button_ids(report.body())
+            .into_iter()
+            .find(|id| id.starts_with("rdp:fix:start:"))
+            .expect("a start button");
+        let report_message = room.discord.last_message_id().unwrap();
+        let before = room.sim.stats().requests;
+        for (origin, says) in [
+            (
+                Origin::Guild {
+                    guild: OTHER_GUILD,
+                    channel: CHANNEL_ID,
+                },
+                "does not serve this server",
+            ),
+            (
+                Origin::DirectMessage {
+                    channel: DM_CHANNEL,
+                },
+                "does not answer direct messages",
+            ),
+            (
+                Origin::Guild {
+                    guild: GUILD_ID,
+                    channel: OTHER_CHANNEL,
+                },
+                "only answers in the channels",
+            ),
+        ] {
+            room.discord.set_origin(origin);
+            let slash = room.check("sql-01").await;
+            let text = refused(&room, &slash).await;
+            assert!(text.contains(says), "slash from {origin:?}: {text}");
+            let click = room
+                .discord
+                .component(&room.alice, report_message, &fix, &[])
+                .await;
+            let text = refused(&room, &click).await;
+            assert!(text.contains(says), "button from {origin:?}: {text}");
+            let ac = room
+                .discord
+                .autocomplete(&room.alice, "rdp", &["check"], vm_option("sql"), "vm")
+                .await;
+            let choices = room.discord.callback(&ac, WAIT).await.expect("answered");
+            assert_eq!(no_choices(&choices), 0, "{origin:?}: {}", choices.body());
+        }
+        // A form opened at home but submitted from a direct message is refused too.
+        room.discord.set_origin(Origin::HOME);
+        let admin = User::new(4010, "ada", &[5002]);
+        let form = room
+            .discord
+            .slash(&admin, "rdp", &["reset-password"], vm_option("sql-01"))
+            .await;
+        let modal = room.discord.callback(&form, WAIT).await.expect("the form");
+        assert_eq!(modal.body()["type"], 9);
+        room.discord.set_origin(Origin::DirectMessage {
+            channel: DM_CHANNEL,
+        });
+        let secret = "Sup3r-Secret-Passw0rd!";
+        let submit = room
+            .discord
+            .modal_submit(
+                &admin,
+                &form,
+                &[
+                    ("user", "opsadmin"),
+                    ("password", secret),
+                    ("repeat", secret),
+                ],
+            )
+            .await;
+        let text = refused(&room, &submit).await;
+        assert!(text.contains("does not answer direct messages"), "{text}");
+        assert_eq!(room.sim.stats().requests, before, "nothing reached Azure");
+        room.assert_clean();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn without_a_grant_nobody_reads_a_vm_lists_vms_sweeps_or_reads_the_audit_log() {
+    within(async {
+        let room = Room::start(World::new().vm("web-01").vm("web-02")).await;
+        let stranger = User::new(4999, "mallory", &[]);
+        let before = room.sim.stats().requests;
+        for sub in ["check", "health", "console"] {
+            let i = room
+                .discord
+                .slash(&stranger, "rdp", &[sub], vm_option("web-01"))
+                .await;
+            let text = whispered(&room, &i).await;
+            assert!(
+                text.contains("you need the `read` permission"),
+                "{sub}: {text}"
+            );
+        }
+        let ac = room
+            .discord
+            .autocomplete(&stranger, "rdp", &["check"], vm_option("web"), "vm")
+            .await;
+        let choices = room.discord.callback(&ac, WAIT).await.expect("answered");
+        assert_eq!(no_choices(&choices), 0, "{}", choices.body());
+        let audit = room
+            .discord
+            .slash(&stranger, "rdp", &["audit"], json!([]))
+            .await;
+        let text = refused(&room, &audit).await;
+        assert!(text.contains("you need the `read` permission"), "{text}");
+        let sweep = room
+            .discord
+            .slash(
+                &stranger,
+                "rdp",
+                &["sweep"],
+                json!([{"name": "resource-group", "type": 3, "value": "rg-web"}]),
+            )
+            .await;
+        let text = whispered(&room, &sweep).await;
+        assert!(text.contains("you need the `operate` permission"), "{text}");
+        assert_eq!(room.sim.stats().requests, before, "nothing reached Azure");
+        room.assert_clean();
+    })
+    .await
+}
+
+/// Role 5004 reads one resource group; role 5001 operates everywhere.
+const SCOPED_POLICY: &str = r#"
+channels = ["1180000000000000003"]
+[[grant]]
+discord_role_id = 5001
+level = "operate"
+scope = "*"
+[[grant]]
+discord_role_id = 5004
+level = "read"
+scope = "subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-api-east"
+"#;
+
+#[tokio::test]
+async fn people_see_find_and_pick_only_the_vms_they_may_read() {
+    within(async {
+        let room = Room::with_policy(
+            World::new()
+                .vm("web-01")
+                .vm("api-01")
+                .in_group("rg-api-east")
+                .subscription("22222222-2222-2222-2222-222222222222")
+                .vm("api-01")
+                .in_group("rg-api-west"),
+            SCOPED_POLICY,
+        )
+        .await;
+        tokio::time::timeout(WAIT, async {
+            while room.directory.len() < 3 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the VM list loaded");
+        let scoped = User::new(4020, "sam", &[5004]);
+        let names = |answer: &Recorded| -> Vec<String> {
+            answer.body()["data"]["choices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c["name"].as_str().unwrap_or("").to_string())
+                .collect()
+        };
+        let ac = room
+            .discord
+            .autocomplete(&scoped, "rdp", &["check"], vm_option("a"), "vm")
+            .await;
+        let answer = room.discord.callback(&ac, WAIT).await.expect("choices");
+        assert_eq!(names(&answer), ["api-01 (rg-api-east)"]);
+        let ac = room
+            .discord
+            .autocomplete(&room.alice, "rdp", &["check"], vm_option("a"), "vm")
+            .await;
+        let answer = room.discord.callback(&ac, WAIT).await.expect("choices");
+        assert_eq!(names(&answer).len(), 2, "{:?}", names(&answer));
+
+        // The name two VMs share is the one the scoped reader may read: no menu.
+        let i = room
+            .discord
+            .slash(&scoped, "rdp", &["check"], vm_option("api-01"))
+            .await;
+        room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        let report = room.final_edit(&i).await;
+        assert!(
+            report_text(&report).contains("rg-api-east"),
+            "{}",
+            report_text(&report)
+        );
+        // A VM outside the grant does not exist for them, not even as a suggestion.
+        let i = room
+            .discord
+            .slash(&scoped, "rdp", &["check"], vm_option("web-01"))
+            .await;
+        let text = whispered(&room, &i).await;
+        assert!(
+            text.contains("no VM named web-01 that you may read") && !text.contains("Did you mean"),
+            "{text}"
+        );
+        // Its full id is refused before any request.
+        let before = room.sim.stats().requests;
+        let i = room
+            .discord
+            .slash(
+                &scoped,
+                "rdp",
+                &["check"],
+                vm_option("/subscriptions/22222222-2222-2222-2222-222222222222/resourceGroups/rg-api-west/providers/Microsoft.Compute/virtualMachines/api-01"),
+            )
+            .await;
+        let text = whispered(&room, &i).await;
+        assert!(text.contains("you need the `read` permission on subscription/22222222-2222-2222-2222-222222222222/resourceGroup/rg-api-west"), "{text}");
+        assert_eq!(room.sim.stats().requests, before);
+        room.assert_clean();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn subscriptions_rdp_doctor_does_not_serve_are_refused_before_any_request() {
+    within(async {
+        let room = Room::start(World::new().vm("web-01")).await;
+        let before = room.sim.stats().requests;
+        let i = room
+            .slash(
+                "check",
+                vm_option("/subscriptions/33333333-3333-3333-3333-333333333333/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/web-01"),
+            )
+            .await;
+        let text = whispered(&room, &i).await;
+        assert!(
+            text.contains("subscription 33333333-3333-3333-3333-333333333333 is not one rdp-doctor serves"),
+            "{text}"
+        );
+        let i = room
+            .slash(
+                "sweep",
+                json!([{"name": "subscription", "type": 3, "value": "33333333-3333-3333-3333-333333333333"}]),
+            )
+            .await;
+        let text = whispered(&room, &i).await;
+        assert!(text.contains("is not one rdp-doctor serves"), "{text}");
+        assert_eq!(room.sim.stats().requests, before);
+        room.assert_clean();
+    })
+    .await
+}
+
+/// Role 5005 administers rg-web only; role 5002 administers everything.
+const NSG_POLICY: &str = r#"
+channels = ["1180000000000000003"]
+[[grant]]
+discord_role_id = 5002
+level = "admin"
+scope = "*"
+[[grant]]
+discord_role_id = 5005
+level = "admin"
+scope = "subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-web"
+"#;
+
+#[tokio::test]
+async fn open_rdp_is_authorised_on_the_nsg_it_changes_and_a_changed_plan_runs_nothing() {
+    within(async {
+        // web-02's subnet NSG, which denies 3389, lives in a shared network resource group.
+        let mut world = World::new().vm("web-02").nsg_denies_rdp();
+        for nsg in &mut world.nsgs {
+            if nsg.name == "web-02-snet-nsg" {
+                nsg.resource_group = "rg-network".into();
+            }
+        }
+        let room = Room::with_policy(world, NSG_POLICY).await;
+        let rule_puts = || {
+            room.sim
+                .stats()
+                .log
+                .iter()
+                .filter(|e| e.method == "PUT" && e.path.contains("/securityRules/"))
+                .count()
+        };
+        let open = json!([
+            {"name": "vm", "type": 3, "value": "web-02"},
+            {"name": "source", "type": 3, "value": "203.0.113.7"}
+        ]);
+        // Admin of the VM's group, not of the NSG's: refused, naming the NSG's scope.
+        let owner = User::new(4030, "olga", &[5005]);
+        let i = room
+            .discord
+            .slash(&owner, "rdp", &["open-rdp"], open.clone())
+            .await;
+        let text = whispered(&room, &i).await;
+        assert!(
+            text.contains("you need the `admin` permission on subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-network"),
+            "{text}"
+        );
+
+        // An admin of both gets a prompt that names the VM fully.
+        let ada = User::new(4010, "ada", &[5002]);
+        let i = room.discord.slash(&ada, "rdp", &["open-rdp"], open).await;
+        let (message, confirm, _, prompt) = prompt_of(&room, &i).await;
+        let shown = prompt["embeds"][0]["description"].as_str().unwrap_or("");
+        assert!(
+            shown.contains("VM **web-02** · resource group `rg-web` · subscription `11111111-1111-1111-1111-111111111111`"),
+            "{shown}"
+        );
+        assert!(shown.contains("at priority 199"), "{shown}");
+
+        // Before anyone confirms, the deny rule moves up: the rule would need another priority.
+        room.sim.world().update(|w| {
+            for nsg in &mut w.nsgs {
+                for rule in &mut nsg.rules {
+                    if rule.name == "deny-rdp-internet" {
+                        rule.priority = 150;
+                    }
+                }
+            }
+        });
+        let bob = User::new(4011, "bob", &[5002]);
+        let click = room.discord.component(&bob, message, &confirm, &[]).await;
+        room.discord.callback(&click, WAIT).await.expect("ack");
+        let fresh = room
+            .discord
+            .next_followup(&click, WAIT)
+            .await
+            .expect("a fresh prompt");
+        let fresh_text = fresh.body()["embeds"][0]["description"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(fresh_text.contains("at priority 149"), "{fresh_text}");
+        assert_eq!(rule_puts(), 0, "nothing was sent");
+        let said = loop {
+            let edit = room.discord.next_edit(&click, WAIT).await.expect("an edit");
+            let title = embed(&edit, 0)["title"].as_str().unwrap_or("").to_string();
+            if title.contains("Nothing was sent") {
+                break embed(&edit, 0)["description"].as_str().unwrap_or("").to_string();
+            }
+        };
+        assert!(
+            said.contains("priority 199") && said.contains("priority 149"),
+            "{said}"
+        );
+
+        // The fresh prompt runs once it is confirmed (by someone other than its requester).
+        let fresh_confirm = button_ids(fresh.body())
+            .into_iter()
+            .find(|id| id.starts_with("rdp:confirm:"))
+            .expect("Confirm on the fresh prompt");
+        let fresh_message = room.discord.last_message_id().unwrap();
+        let click = room
+            .discord
+            .component(&bob, fresh_message, &fresh_confirm, &[])
+            .await;
+        room.discord.callback(&click, WAIT).await.expect("ack");
+        loop {
+            let edit = room.discord.next_edit(&click, WAIT).await.expect("progress");
+            let title = embed(&edit, 0)["title"].as_str().unwrap_or("").to_string();
+            if title.contains("succeeded") || title.contains("failed") {
+                assert!(title.contains("succeeded"), "{title}");
+                break;
+            }
+        }
+        assert_eq!(rule_puts(), 1);
+        room.assert_clean();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn reset_password_of_a_shared_name_asks_which_vm_before_the_form() {
+    within(async {
+        let room = Room::start(
+            World::new()
+                .vm("api-01")
+                .in_group("rg-api-east")
+                .subscription("22222222-2222-2222-2222-222222222222")
+                .vm("api-01")
+                .in_group("rg-api-west"),
+        )
+        .await;
+        tokio::time::timeout(WAIT, async {
+            while room.directory.len() < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the VM list loaded");
+        let admin = User::new(4010, "ada", &[5002]);
+        let i = room
+            .discord
+            .slash(&admin, "rdp", &["reset-password"], vm_option("api-01"))
+            .await;
+        let menu = room.discord.callback(&i, WAIT).await.expect("a menu");
+        assert_eq!(menu.body()["type"], 4, "not a form yet: {}", menu.body());
+        assert_eq!(menu.flags() & 64, 64);
+        let select = menu.body()["data"]["components"][0]["components"][0].clone();
+        let labels: Vec<&str> = select["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["label"].as_str().unwrap())
+            .collect();
+        assert_eq!(labels, ["rg-api-east/api-01", "rg-api-west/api-01"]);
+        let menu_message = room.discord.last_message_id().expect("the menu message");
+        let pick = room
+            .discord
+            .component(
+                &admin,
+                menu_message,
+                select["custom_id"].as_str().unwrap(),
+                &["1"],
+            )
+            .await;
+        let form = room.discord.callback(&pick, WAIT).await.expect("the form");
+        assert_eq!(form.body()["type"], 9, "{}", form.body());
+        let secret = "Sup3r-Secret-Passw0rd!";
+        let submit = room
+            .discord
+            .modal_submit(
+                &admin,
+                &pick,
+                &[
+                    ("user", "opsadmin"),
+                    ("password", secret),
+                    ("repeat", secret),
+                ],
+            )
+            .await;
+        let (_, _, _, prompt) = prompt_of(&room, &submit).await;
+        let shown = prompt["embeds"][0]["description"].as_str().unwrap_or("");
+        assert!(shown.contains("resource group `rg-api-west`"), "{shown}");
         room.assert_clean();
     })
     .await

@@ -2,7 +2,7 @@
 //! subscriptions' VM lists.
 
 use super::{Arm, ArmError};
-use crate::domain::ResourceId;
+use crate::domain::{candidates_text, suggestions_text, ResourceId};
 pub use crate::domain::{QueryError, VmQuery, VmRef, VmSummary};
 use futures::StreamExt;
 
@@ -26,30 +26,6 @@ pub enum ResolveError {
     },
     #[error(transparent)]
     Arm(#[from] ArmError),
-}
-
-fn suggestions_text(suggestions: &[VmRef]) -> String {
-    if suggestions.is_empty() {
-        return String::new();
-    }
-    let names: Vec<String> = suggestions
-        .iter()
-        .map(|v| format!("{} ({})", v.name, v.resource_group))
-        .collect();
-    format!(". Did you mean: {}?", names.join(", "))
-}
-
-fn candidates_text(candidates: &[VmRef]) -> String {
-    candidates
-        .iter()
-        .map(|v| {
-            format!(
-                "  {}/{}  (subscription {})",
-                v.resource_group, v.name, v.subscription_id
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 impl From<QueryError> for ResolveError {

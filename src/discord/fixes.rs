@@ -53,6 +53,17 @@ pub async fn channel_check(ctx: Context<'_>) -> Result<bool, Error> {
     };
     match ctx.data().door.admit(&command_caller(interaction)) {
         Ok(()) => Ok(true),
+        // Autocomplete takes only choices: none.
+        Err(_)
+            if matches!(ctx, poise::Context::Application(app)
+                if app.interaction_type == poise::CommandInteractionType::Autocomplete) =>
+        {
+            let none = CreateInteractionResponse::Autocomplete(
+                serenity::all::CreateAutocompleteResponse::new(),
+            );
+            interaction.create_response(ctx.http(), none).await?;
+            Ok(false)
+        }
         Err(e) => {
             reply_ephemeral(
                 ctx.http(),

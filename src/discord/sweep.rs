@@ -174,11 +174,12 @@ pub async fn sweep(
     {
         Ok(scope) => scope,
         Err(e) if e.is_user_error() => {
+            surface.retract().await;
             surface
-                .show(View::embed(render::notice(
-                    "Cannot sweep that",
-                    &e.to_string(),
-                )))
+                .whisper(
+                    render::notice("Cannot sweep that", &e.to_string()),
+                    Vec::new(),
+                )
                 .await;
             return Ok(());
         }

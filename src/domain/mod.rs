@@ -98,6 +98,32 @@ pub enum VmQuery {
     Id(ResourceId),
 }
 
+/// ". Did you mean: a (rg), b (rg)?" for a not-found message, or nothing.
+pub fn suggestions_text(suggestions: &[VmRef]) -> String {
+    if suggestions.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = suggestions
+        .iter()
+        .map(|v| format!("{} ({})", v.name, v.resource_group))
+        .collect();
+    format!(". Did you mean: {}?", names.join(", "))
+}
+
+/// One line per candidate of an ambiguous name: group/name and subscription.
+pub fn candidates_text(candidates: &[VmRef]) -> String {
+    candidates
+        .iter()
+        .map(|v| {
+            format!(
+                "  {}/{}  (subscription {})",
+                v.resource_group, v.name, v.subscription_id
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Azure's naming rules for a VM resource: 1-64 characters of letters, digits, `_`, `.`, `-`;
 /// starts with a letter or digit; ends with a letter, digit or `_`.
 pub fn validate_vm_name(name: &str) -> Result<(), QueryError> {

@@ -18,7 +18,9 @@ use super::sweep::{SweepEvent, SweepOptions, SweepReport};
 use super::{CheckError, CheckOptions, Console, Event, Report, Stats};
 use crate::azure::{Arm, ArmError, ResolveError, ScopeError, SweepScope, VmDirectory};
 use crate::diagnose::{ActionId, Finding};
-use crate::domain::{is_subscription_id, QueryError, VmQuery, VmRef, VmSummary};
+use crate::domain::{
+    candidates_text, is_subscription_id, suggestions_text, QueryError, VmQuery, VmRef, VmSummary,
+};
 use crate::policy::{Actor, Denial, Fenced, Place, Policy, Target};
 use crate::store::{AuditEntry, Store, StoreError};
 use std::sync::Arc;
@@ -142,30 +144,6 @@ fn served_text(served: &[String]) -> String {
     } else {
         format!("it serves {}", served.join(", "))
     }
-}
-
-fn suggestions_text(suggestions: &[VmRef]) -> String {
-    if suggestions.is_empty() {
-        return String::new();
-    }
-    let names: Vec<String> = suggestions
-        .iter()
-        .map(|v| format!("{} ({})", v.name, v.resource_group))
-        .collect();
-    format!(". Did you mean: {}?", names.join(", "))
-}
-
-fn candidates_text(candidates: &[VmRef]) -> String {
-    candidates
-        .iter()
-        .map(|v| {
-            format!(
-                "  {}/{}  (subscription {})",
-                v.resource_group, v.name, v.subscription_id
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// How the door signs in to Azure Resource Manager.

@@ -219,6 +219,29 @@ struct World {
     attachments: HashMap<u64, (String, Vec<u8>)>,
     callback_delay: Duration,
     conn_tasks: Vec<JoinHandle<()>>,
+    /// Where the next interactions come from.
+    origin: Origin,
+}
+
+/// Where an interaction comes from: a guild channel, or a direct message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Guild { guild: u64, channel: u64 },
+    DirectMessage { channel: u64 },
+}
+
+impl Origin {
+    /// The fake's own guild and channel.
+    pub const HOME: Origin = Origin::Guild {
+        guild: GUILD_ID,
+        channel: CHANNEL_ID,
+    };
+
+    fn channel(self) -> u64 {
+        match self {
+            Origin::Guild { channel, .. } | Origin::DirectMessage { channel } => channel,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -295,6 +318,7 @@ impl FakeDiscord {
         let inner = Arc::new(Inner {
             state: Mutex::new(World {
                 next_id: 1_190_000_000_000_000_000,
+                origin: Origin::HOME,
                 requests: Vec::new(),
                 violations: Vec::new(),
                 commands: Vec::new(),
@@ -502,7 +526,7 @@ impl FakeDiscord {
         }
         let id = world.new_id();
         let token = interaction_token(id);
-        let payload = interaction_payload(id, &token, 3, user, data, Some(message));
+        let payload = interaction_payload(id, &token, 3, user, data, Some(message), world.origin);
         register_and_dispatch(&mut world, id, token, 3, Some(message_id), payload)
     }
 
@@ -540,8 +564,14 @@ impl FakeDiscord {
         let message = source.and_then(|id| world.messages.get(&id).cloned());
         let id = world.new_id();
         let token = interaction_token(id);
-        let payload = interaction_payload(id, &token, 5, user, data, message);
+        let payload = interaction_payload(id, &token, 5, user, data, message, world.origin);
         register_and_dispatch(&mut world, id, token, 5, source, payload)
+    }
+
+    /// Interactions from now on come from `origin` (another guild, another channel, a direct
+    /// message); [`Origin::HOME`] restores the fake's own channel.
+    pub fn set_origin(&self, origin: Origin) {
+        self.inner.lock().origin = origin;
     }
 
     /// Dispatch any gateway event (op 0) to the bot.
@@ -814,7 +844,7 @@ fn command_interaction(
     }
     let id = world.new_id();
     let token = interaction_token(id);
-    let payload = interaction_payload(id, &token, kind, user, data, None);
+    let payload = interaction_payload(id, &token, kind, user, data, None, world.origin);
     register_and_dispatch(world, id, token, kind, None, payload)
 }
 
@@ -834,13 +864,17 @@ fn register_and_dispatch(
         Pending {
             id,
             kind,
-            channel_id: CHANNEL_ID,
+            channel_id: world.origin.channel(),
             dispatched: sent_at,
             seq,
             acknowledged: false,
             original: None,
             source_message,
-            user: payload["member"]["user"].clone(),
+            user: if payload["member"].is_null() {
+                payload["user"].clone()
+            } else {
+                payload["member"]["user"].clone()
+            },
             modal: None,
             expired: false,
         },
@@ -912,47 +946,65 @@ fn interaction_payload(
     user: &User,
     data: Value,
     message: Option<Value>,
+    origin: Origin,
 ) -> Value {
     let roles: Vec<String> = user.roles.iter().map(u64::to_string).collect();
+    let channel = origin.channel().to_string();
     let mut payload = json!({
         "id": id.to_string(),
         "application_id": APP_ID.to_string(),
         "type": kind,
         "data": data,
-        "guild_id": GUILD_ID.to_string(),
-        "guild": { "id": GUILD_ID.to_string(), "locale": "en-US", "features": [] },
-        "channel_id": CHANNEL_ID.to_string(),
-        "channel": {
-            "id": CHANNEL_ID.to_string(),
-            "type": 0,
-            "name": "ops",
-            "guild_id": GUILD_ID.to_string(),
-            "permissions": MEMBER_PERMISSIONS.to_string(),
-        },
-        "member": {
-            "user": member_user(user),
-            "nick": null,
-            "avatar": null,
-            "roles": roles,
-            "joined_at": "2024-01-01T00:00:00.000000+00:00",
-            "premium_since": null,
-            "deaf": false,
-            "mute": false,
-            "flags": 0,
-            "pending": false,
-            "permissions": MEMBER_PERMISSIONS.to_string(),
-            "communication_disabled_until": null,
-        },
+        "channel_id": channel,
         "token": token,
         "version": 1,
         "app_permissions": APP_PERMISSIONS.to_string(),
         "locale": "en-US",
-        "guild_locale": "en-US",
         "entitlements": [],
-        "authorizing_integration_owners": { "0": GUILD_ID.to_string() },
-        "context": 0,
         "attachment_size_limit": 26_214_400,
     });
+    match origin {
+        Origin::Guild { guild, .. } => {
+            let guild = guild.to_string();
+            payload["guild_id"] = json!(guild);
+            payload["guild"] = json!({ "id": guild, "locale": "en-US", "features": [] });
+            payload["channel"] = json!({
+                "id": channel,
+                "type": 0,
+                "name": "ops",
+                "guild_id": guild,
+                "permissions": MEMBER_PERMISSIONS.to_string(),
+            });
+            payload["member"] = json!({
+                "user": member_user(user),
+                "nick": null,
+                "avatar": null,
+                "roles": roles,
+                "joined_at": "2024-01-01T00:00:00.000000+00:00",
+                "premium_since": null,
+                "deaf": false,
+                "mute": false,
+                "flags": 0,
+                "pending": false,
+                "permissions": MEMBER_PERMISSIONS.to_string(),
+                "communication_disabled_until": null,
+            });
+            payload["guild_locale"] = json!("en-US");
+            payload["authorizing_integration_owners"] = json!({ "0": guild });
+            payload["context"] = json!(0);
+        }
+        Origin::DirectMessage { .. } => {
+            // A DM: the user instead of a member, a DM channel, no guild.
+            payload["user"] = member_user(user);
+            payload["channel"] = json!({
+                "id": channel,
+                "type": 1,
+                "recipients": [member_user(user)],
+            });
+            payload["authorizing_integration_owners"] = json!({ "1": user.id.to_string() });
+            payload["context"] = json!(1);
+        }
+    }
     if let Some(message) = message {
         payload["message"] = message;
     }
