@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::discord::{routes, FakeDiscord, Interaction, User, GUILD_ID, TOKEN};
+use support::discord::{routes, FakeDiscord, Interaction, User, CHANNEL_ID, GUILD_ID, TOKEN};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 
@@ -222,7 +222,7 @@ async fn ack() -> anyhow::Result<Vec<Row>> {
     settle(&sim).await;
     let peak = sample_peak(bot.pid);
 
-    let alice = User::new(4001, "alice", &[]);
+    let alice = User::new(4001, "alice", &[BENCH_ROLE]);
     let burst = discord.slash_burst(
         &alice,
         "rdp",
@@ -587,6 +587,17 @@ struct BotProcess {
     dir: PathBuf,
 }
 
+/// The role the benchmark's people hold: it operates every VM in the fake's channel.
+pub const BENCH_ROLE: u64 = 5001;
+
+/// The bot's policy: its channel, and [`BENCH_ROLE`] operating everything (sweeps need
+/// `operate`).
+fn bench_policy() -> String {
+    format!(
+        "[policy]\nchannels = [\"{CHANNEL_ID}\"]\n[[policy.grant]]\ndiscord_role_id = {BENCH_ROLE}\nlevel = \"operate\"\nscope = \"*\"\n"
+    )
+}
+
 /// What `src/discord/mod.rs` logs once commands are registered and the bot serves interactions.
 const READY_LINE: &str = "rdp-doctor ready as";
 const START_WAIT: Duration = Duration::from_secs(30);
@@ -599,6 +610,9 @@ impl BotProcess {
         let dir =
             std::env::temp_dir().join(format!("rdp-doctor-bench-{}-{run}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let config = dir.join("rdp-doctor.toml");
+        std::fs::write(&config, bench_policy())
+            .with_context(|| format!("writing {}", config.display()))?;
         let spawned = Instant::now();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"))
             .arg("bot")
@@ -618,6 +632,7 @@ impl BotProcess {
                 rdp_doctor::sim::DEFAULT_SUBSCRIPTION,
             )
             .env("RDP_DOCTOR_DATABASE_URL", "sqlite::memory:")
+            .env("RDP_DOCTOR_CONFIG", &config)
             .envs(std::env::var_os("RUST_LOG").map(|v| ("RUST_LOG", v)))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

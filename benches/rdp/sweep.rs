@@ -8,7 +8,7 @@
 //! security rules: the POST and its result), the first 250 at once, then 25 a second.
 
 use super::support::discord::User;
-use super::{mib, sample_peak, settle, start_discord, BotProcess, Row};
+use super::{mib, sample_peak, settle, start_discord, BotProcess, Row, BENCH_ROLE};
 use rdp_doctor::sim::{BucketOptions, SimOptions, Simulator, World};
 use std::time::{Duration, Instant};
 
@@ -184,7 +184,7 @@ async fn bot() -> anyhow::Result<Vec<Row>> {
     let before = sim.stats();
     let idle = super::rss_kib(bot.pid).map(|(rss, _)| rss).unwrap_or(0);
     let peak = sample_peak(bot.pid);
-    let alice = User::new(4001, "alice", &[]);
+    let alice = User::new(4001, "alice", &[BENCH_ROLE]);
     let started = Instant::now();
     let i = discord
         .slash(
