@@ -44,14 +44,15 @@ impl Room {
     }
 
     async fn with_options(world: World, options: SimOptions) -> Room {
-        Room::build(world, options, POLICY).await
+        Room::build(world, options, Some(POLICY)).await
     }
 
-    async fn with_policy(world: World, policy: &str) -> Room {
+    /// `None`: the config has no `[policy]` at all.
+    async fn with_policy(world: World, policy: Option<&str>) -> Room {
         Room::build(world, SimOptions::default(), policy).await
     }
 
-    async fn build(world: World, options: SimOptions, policy: &str) -> Room {
+    async fn build(world: World, options: SimOptions, policy: Option<&str>) -> Room {
         let secret = world.client_secret.clone();
         let subscriptions: Vec<String> = world.subscriptions.iter().map(|s| s.id.clone()).collect();
         let sim = Simulator::start("127.0.0.1:0", world, options)
@@ -70,11 +71,12 @@ impl Room {
         )
         .expect("arm");
         let discord = FakeDiscord::start().await;
-        let policy: rdp_doctor::policy::PolicyConfig = toml::from_str(policy).expect("policy");
+        let policy: Option<rdp_doctor::policy::PolicyConfig> =
+            policy.map(|p| toml::from_str(p).expect("policy"));
         let store = rdp_doctor::store::Store::open("sqlite::memory:")
             .await
             .expect("store");
-        let policy = rdp_doctor::policy::Policy::new(Some(&policy))
+        let policy = rdp_doctor::policy::Policy::new(policy.as_ref())
             .expect("policy")
             .with_guild(Some(GUILD_ID));
         let door = rdp_doctor::runbook::door::Door::new(
@@ -1669,7 +1671,7 @@ async fn people_see_find_and_pick_only_the_vms_they_may_read() {
                 .subscription("22222222-2222-2222-2222-222222222222")
                 .vm("api-01")
                 .in_group("rg-api-west"),
-            SCOPED_POLICY,
+            Some(SCOPED_POLICY),
         )
         .await;
         tokio::time::timeout(WAIT, async {
@@ -1795,7 +1797,7 @@ async fn open_rdp_is_authorised_on_the_nsg_it_changes_and_a_changed_plan_runs_no
                 nsg.resource_group = "rg-network".into();
             }
         }
-        let room = Room::with_policy(world, NSG_POLICY).await;
+        let room = Room::with_policy(world, Some(NSG_POLICY)).await;
         let rule_puts = || {
             room.sim
                 .stats()
@@ -1955,6 +1957,26 @@ async fn reset_password_of_a_shared_name_asks_which_vm_before_the_form() {
         let (_, _, _, prompt) = prompt_of(&room, &submit).await;
         let shown = prompt["embeds"][0]["description"].as_str().unwrap_or("");
         assert!(shown.contains("resource group `rg-api-west`"), "{shown}");
+        room.assert_clean();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn without_a_policy_the_bot_serves_nobody() {
+    within(async {
+        let room = Room::with_policy(World::new().vm("web-01"), None).await;
+        let before = room.sim.stats().requests;
+        let i = room.check("web-01").await;
+        let text = refused(&room, &i).await;
+        assert!(text.contains("has no [policy]"), "{text}");
+        let ac = room
+            .discord
+            .autocomplete(&room.alice, "rdp", &["check"], vm_option("web"), "vm")
+            .await;
+        let choices = room.discord.callback(&ac, WAIT).await.expect("answered");
+        assert_eq!(no_choices(&choices), 0);
+        assert_eq!(room.sim.stats().requests, before, "nothing reached Azure");
         room.assert_clean();
     })
     .await
