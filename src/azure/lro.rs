@@ -143,6 +143,7 @@ impl Arm {
         url: &url::Url,
         what: &str,
     ) -> Result<(u16, azure_core::headers::Headers, bytes::Bytes), ArmError> {
+        self.check_arm_url(url, what)?;
         let mut request = azure_core::Request::new(url.clone(), azure_core::Method::Get);
         request.insert_header(azure_core::headers::AUTHORIZATION, self.bearer().await?);
         let response = self
@@ -153,5 +154,40 @@ impl Arm {
         let (status, headers, body) = response.deconstruct();
         let body = body.collect().await.map_err(|e| self.map_err(e, what))?;
         Ok((u16::from(status), headers, body))
+    }
+}
+
+impl Arm {
+    /// A URL Azure handed us (or one read back from the database) is followed with the ARM
+    /// token only on the ARM endpoint's own host and port, and only over https unless the
+    /// endpoint itself is plain http on loopback (the simulator).
+    pub(crate) fn check_arm_url(&self, url: &url::Url, what: &str) -> Result<(), ArmError> {
+        let endpoint = &self.settings.endpoint;
+        let host = |u: &url::Url| u.host_str().map(str::to_ascii_lowercase);
+        let same_place = host(url) == host(endpoint)
+            && url.port_or_known_default() == endpoint.port_or_known_default()
+            && url.scheme() == endpoint.scheme();
+        let secure = url.scheme() == "https" || (url.scheme() == "http" && is_loopback(endpoint));
+        if same_place && secure {
+            return Ok(());
+        }
+        Err(ArmError::UntrustedUrl {
+            what: what.to_string(),
+            host: format!(
+                "{}://{}",
+                url.scheme(),
+                url.host_str().unwrap_or("(no host)")
+            ),
+        })
+    }
+}
+
+/// Is this URL's host the local machine (where plain http is fine)?
+pub(crate) fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }

@@ -27,8 +27,8 @@ pub use pace::PacingStats;
 pub use read::HealthOutcome;
 pub use resolve::{validate_group, validate_vm_name, ResolveError, VmQuery, VmRef, VmSummary};
 pub use write::{
-    free_priority_below, ConfiguredRule, ExtensionInfo, NewRdpRule, OperationHandle, PowerAction,
-    VmAccess,
+    free_priority_below, new_update_tag, ConfiguredRule, ExtensionInfo, ExtensionState, NewRdpRule,
+    OperationHandle, PowerAction, RuleState, VmAccess,
 };
 
 use azure_core::auth::TokenCredential;

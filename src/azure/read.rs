@@ -472,6 +472,17 @@ impl Arm {
         let Some(sas_url) = sas_url else {
             return Err(format!("Azure returned no {what} URL"));
         };
+        // Only the storage host Azure named, over https (plain http only when ARM itself is
+        // the simulator on loopback), and never with the ARM token (`blobs` has none).
+        let secure = url::Url::parse(sas_url).is_ok_and(|u| {
+            u.scheme() == "https"
+                || (u.scheme() == "http" && super::lro::is_loopback(&self.settings.endpoint))
+        });
+        if !secure {
+            return Err(format!(
+                "{what} not downloaded: Azure named a blob URL that is not https"
+            ));
+        }
         let response = self
             .blobs
             .get(sas_url)

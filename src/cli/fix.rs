@@ -25,6 +25,9 @@ pub fn cli_actor() -> Actor {
 }
 
 pub fn print_plan(prompt: &Prompt) {
+    for note in &prompt.notes {
+        println!("{note}");
+    }
     let plan: &Plan = &prompt.plan;
     println!("{}", plan.headline);
     for line in &plan.consequences {
@@ -48,11 +51,15 @@ pub fn print_plan(prompt: &Prompt) {
 fn operate_exit(e: &OperateError) -> u8 {
     match e {
         OperateError::Arm(_) | OperateError::Store(_) => exit::AZURE,
+        OperateError::Locked { .. } => exit::AZURE,
         _ => exit::USAGE,
     }
 }
 
 pub fn print_outcome(outcome: &Outcome) -> u8 {
+    for note in &outcome.notes {
+        eprintln!("note: {note}");
+    }
     match &outcome.result {
         Ok(()) => {
             println!(
@@ -72,6 +79,14 @@ pub fn print_outcome(outcome: &Outcome) -> u8 {
             }
             exit::OK
         }
+        Err(e) if outcome.still_running => {
+            eprintln!(
+                "{} of {} is still running: {e}. The VM stays locked; `rdp-doctor resume` follows it to the end.",
+                outcome.action.as_str(),
+                outcome.vm.name
+            );
+            exit::AZURE
+        }
         Err(e) => {
             eprintln!(
                 "error: {} of {} failed: {e}",
@@ -88,6 +103,11 @@ fn progress(p: Progress) {
         Progress::Sent { action, vm } => eprintln!("{} of {vm} sent to Azure…", action.as_str()),
         Progress::Waiting => eprintln!("waiting for Azure to finish…"),
         Progress::Rechecking => eprintln!("done; running the checks again…"),
+        Progress::Unanswered { action, vm } => eprintln!(
+            "Azure may have accepted the {} of {vm}; checking…",
+            action.as_str()
+        ),
+        Progress::Learned(text) => eprintln!("{text}"),
     }
 }
 
@@ -98,17 +118,9 @@ pub async fn request_and_maybe_confirm(
     request: FixRequest,
     yes: bool,
 ) -> u8 {
-    let query = match VmQuery::parse(vm_text) {
-        Ok(q) => q,
-        Err(e) => return usage_error(e),
-    };
-    let summary = match operator.arm.resolve(&query, &operator.subscriptions).await {
+    let summary = match resolve(operator, vm_text).await {
         Ok(s) => s,
-        Err(crate::azure::ResolveError::Arm(e)) => {
-            eprintln!("error: {e}");
-            return exit::AZURE;
-        }
-        Err(e) => return usage_error(e),
+        Err(code) => return code,
     };
     let actor = cli_actor();
     let prompt = match operator.request(&actor, None, &summary.vm, request).await {
@@ -135,6 +147,19 @@ pub async fn request_and_maybe_confirm(
         return exit::OK;
     }
     confirm(operator, &prompt.confirmation_id).await
+}
+
+/// The VM a person named, or the exit code after saying why not.
+pub async fn resolve(operator: &Operator, vm_text: &str) -> Result<crate::azure::VmSummary, u8> {
+    let query = VmQuery::parse(vm_text).map_err(usage_error)?;
+    match operator.arm.resolve(&query, &operator.subscriptions).await {
+        Ok(s) => Ok(s),
+        Err(crate::azure::ResolveError::Arm(e)) => {
+            eprintln!("error: {e}");
+            Err(exit::AZURE)
+        }
+        Err(e) => Err(usage_error(e)),
+    }
 }
 
 /// Ask on the terminal: the person types the VM's name.

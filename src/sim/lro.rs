@@ -6,7 +6,10 @@
 //! left and then the completion hook (e.g. the VM is running again). Operations live here, not
 //! in the client, so a client that restarts can poll the same URL and get the right answer.
 //! An operation may hold a resource (a VM): while it runs, [`Registry::running_on`] names it, so
-//! ARM can refuse a second write. The registry knows nothing about URLs or JSON shapes:
+//! ARM can refuse a second write. An operation whose answer was lost (an injected
+//! `AppliedThen*` fault) cannot be polled by its client, yet Azure carries it out all the same:
+//! it is *unwatched*, and reads of the resource it holds move it on instead of polls.
+//! The registry knows nothing about URLs or JSON shapes:
 //! `arm.rs` renders them.
 
 use super::world::World;
@@ -61,6 +64,8 @@ struct Operation {
     outcome: Outcome,
     steps: std::collections::VecDeque<Hook>,
     on_complete: Option<OnComplete>,
+    /// Its client never learnt where to poll: reads of `resource` advance it.
+    unwatched: bool,
 }
 
 /// The answer to one poll.
@@ -116,6 +121,7 @@ impl Registry {
             outcome: new.outcome,
             steps: new.steps.into(),
             on_complete: new.on_complete,
+            unwatched: false,
         };
         self.lock().insert(id.clone(), op);
         id
@@ -133,6 +139,33 @@ impl Registry {
                         .is_some_and(|r| r.eq_ignore_ascii_case(resource))
             })
             .map(|op| op.name.clone())
+    }
+
+    /// The client of operation `id` lost its answer: from now on reads of its resource move it.
+    pub(crate) fn unwatch(&self, id: &str) {
+        if let Some(op) = self.lock().get_mut(id) {
+            op.unwatched = true;
+        }
+    }
+
+    /// A read of `path` (a resource id, perhaps with more segments): every unwatched,
+    /// unfinished operation on that resource takes one step, as Azure would have gone on.
+    pub(crate) fn advance_unwatched(&self, path: &str, world: &mut World) {
+        let path = path.to_ascii_lowercase();
+        let due: Vec<(String, String)> = self
+            .lock()
+            .iter()
+            .filter(|(_, op)| op.unwatched && op.ended.is_none())
+            .filter(|(_, op)| {
+                op.resource
+                    .as_deref()
+                    .is_some_and(|r| path.starts_with(&r.to_ascii_lowercase()))
+            })
+            .map(|(id, op)| (id.clone(), op.subscription.clone()))
+            .collect();
+        for (id, subscription) in due {
+            self.poll(&subscription, &id, world);
+        }
     }
 
     /// How many times operation `id` was polled (`None` if there is no such operation).

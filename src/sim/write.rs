@@ -839,6 +839,8 @@ pub(crate) fn put_security_rule(
     let mut response = rule_json(nsg, "securityRules", &rule);
     response["properties"]["provisioningState"] = json!("Updating");
     let result = rule_json(nsg, "securityRules", &rule);
+    // The operation holds the rule, so reads of it move an unwatched operation on.
+    let rule_id = format!("{}/securityRules/{}", nsg_id(nsg), rule.name);
     let (nsg_sub, nsg_name, location) = (
         nsg.subscription.clone(),
         nsg.name.clone(),
@@ -861,7 +863,7 @@ pub(crate) fn put_security_rule(
             }
         }
     }));
-    let op = ctx.accept(sub, "security rule update", None, plan);
+    let op = ctx.accept(sub, "security rule update", Some(rule_id), plan);
     Ok(Reply::json(if created { 201 } else { 200 }, &response)
         .header(
             "Azure-AsyncOperation",
