@@ -889,3 +889,253 @@ async fn sweep_stops_on_ctrl_c_and_prints_what_it_checked() {
     })
     .await
 }
+
+// ---- interrupted fixes, operations, resume, unlock (issue 9) -----------------------------
+
+/// Start a fix as a real process and kill it (SIGKILL, or `signal` through `kill`) once its
+/// stderr says the write was sent to Azure. Returns what it printed on stderr until then.
+async fn interrupt_after_sent(
+    cli: &Cli,
+    user: &str,
+    args: &[&str],
+    signal: Option<&str>,
+) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = fix_command(cli, user, args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = String::new();
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("stderr")
+            .unwrap_or_else(|| panic!("{args:?} ended before it sent anything: {seen}"));
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("sent to Azure") {
+            break;
+        }
+    }
+    match signal {
+        None => child.kill().await.expect("kill -9"),
+        Some(signal) => {
+            let pid = child.id().expect("pid").to_string();
+            let sent = tokio::process::Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .await
+                .expect("kill");
+            assert!(sent.success());
+            child.wait().await.expect("exits");
+        }
+    }
+    seen
+}
+
+fn posts(cli: &Cli, suffix: &str) -> usize {
+    cli.sim
+        .stats()
+        .log
+        .iter()
+        .filter(|e| e.method == "POST" && e.path.split('?').next().unwrap_or("").ends_with(suffix))
+        .count()
+}
+
+#[tokio::test]
+async fn an_interrupted_fix_is_listed_followed_by_the_next_fix_and_an_admin_can_unlock() {
+    within(async {
+        // A slow restart: 150 polls of "in progress" (the world moves as Azure is polled).
+        let options = SimOptions {
+            lro_polls: 150,
+            ..SimOptions::default()
+        };
+        let cli = Cli::with_options(World::new().vm("web-01"), options).await;
+        std::fs::write(cli.path("rdp-doctor.toml"), CLI_POLICY).unwrap();
+
+        interrupt_after_sent(&cli, "alice", &["restart", "web-01", "--yes"], None).await;
+        let listed = fix_command(&cli, "rita", &["operations"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&listed), 0, "{}", stderr(&listed));
+        let text = stdout(&listed);
+        assert!(
+            text.contains("restart")
+                && text.contains("web-01")
+                && text.contains("alice")
+                && text.contains("stored (resumable)"),
+            "{text}"
+        );
+
+        // The next fix on the VM follows the killed one to its end first, then asks.
+        let next = fix_command(&cli, "bob", &["restart", "web-01"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&next), 0, "{}{}", stdout(&next), stderr(&next));
+        let text = stdout(&next);
+        assert!(
+            text.contains("Followed the earlier restart of web-01 by alice first: it succeeded."),
+            "{text}"
+        );
+        assert!(text.contains("Not confirmed"), "{text}");
+        assert_eq!(
+            posts(&cli, "/restart"),
+            1,
+            "the killed restart was not sent again"
+        );
+        let none = fix_command(&cli, "rita", &["operations"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            stdout(&none).contains("No operation is running."),
+            "{}",
+            stdout(&none)
+        );
+
+        // SIGTERM: `rdp-doctor resume` follows it to the end.
+        interrupt_after_sent(
+            &cli,
+            "alice",
+            &["restart", "web-01", "--yes"],
+            Some("-TERM"),
+        )
+        .await;
+        let resumed = fix_command(&cli, "alice", &["resume"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(
+            code(&resumed),
+            0,
+            "{}{}",
+            stdout(&resumed),
+            stderr(&resumed)
+        );
+        assert!(
+            stdout(&resumed).contains("restart of web-01 succeeded"),
+            "{}",
+            stdout(&resumed)
+        );
+        assert_eq!(posts(&cli, "/restart"), 2);
+
+        // Ctrl-C, then an admin frees the VM (say Azure lost the operation): unlock needs a
+        // reason and an admin, and is audited.
+        interrupt_after_sent(&cli, "alice", &["restart", "web-01", "--yes"], Some("-INT")).await;
+        let no_reason = fix_command(&cli, "alice", &["unlock", "web-01"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&no_reason), 2);
+        assert!(
+            stderr(&no_reason).contains("--reason"),
+            "{}",
+            stderr(&no_reason)
+        );
+        let reader = fix_command(&cli, "rita", &["unlock", "web-01", "--reason", "stuck"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&reader), 2);
+        assert!(stderr(&reader).contains("`admin`"), "{}", stderr(&reader));
+        let reason = "Azure shows no operation; VM running since 10:02";
+        let unlocked = fix_command(&cli, "bob", &["unlock", "web-01", "--reason", reason])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&unlocked), 0, "{}", stderr(&unlocked));
+        assert!(
+            stdout(&unlocked).contains("Unlocked web-01"),
+            "{}",
+            stdout(&unlocked)
+        );
+        let audit = fix_command(&cli, "rita", &["audit", "--vm", "web-01"])
+            .output()
+            .await
+            .unwrap();
+        let log = stdout(&audit);
+        assert!(
+            log.lines()
+                .any(|l| l.contains("bob") && l.contains("unlock") && l.contains(reason)),
+            "{log}"
+        );
+        let none = fix_command(&cli, "rita", &["operations"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            stdout(&none).contains("No operation is running."),
+            "{}",
+            stdout(&none)
+        );
+    })
+    .await
+}
+
+// ---- secrets under any RUST_LOG (issue 9) --------------------------------------------------
+
+/// Every log directive a person might try, the SDK's request/response policies included.
+const LOUDEST: &str = "trace,azure_core=trace,azure_core::policies=trace,azure_identity=trace,reqwest=trace,serenity=trace";
+
+#[tokio::test]
+async fn no_rust_log_value_prints_a_secret_during_a_password_reset() {
+    use tokio::io::AsyncWriteExt;
+    within(async {
+        let cli = fix_cli(World::new().vm("web-01")).await;
+        let password = "Unguessable-Pa55word-42";
+        let mut child = fix_command(
+            &cli,
+            "alice",
+            &[
+                "reset-password",
+                "web-01",
+                "--user",
+                "opsadmin",
+                "--password-stdin",
+                "--yes",
+            ],
+        )
+        .env("RUST_LOG", LOUDEST)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{password}\n").as_bytes())
+            .await
+            .unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().await.unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(cli.sim.world().vm("web-01").password_resets(), 1);
+        let mut captured = out.stdout.clone();
+        captured.extend_from_slice(&out.stderr);
+        let captured = String::from_utf8_lossy(&captured);
+        assert!(
+            captured.contains("rdp-doctor starting"),
+            "rdp-doctor's own debug logging was on: {captured}"
+        );
+        let tokens = cli.sim.issued_tokens();
+        assert!(!tokens.is_empty());
+        for (what, secret) in [
+            ("the password", password),
+            ("the client secret", cli.secret.as_str()),
+        ]
+        .into_iter()
+        .chain(tokens.iter().map(|t| ("a bearer token", t.as_str())))
+        .chain([
+            ("a SAS signature", "sig="),
+            ("an Authorization header", "Bearer "),
+        ]) {
+            assert!(!captured.contains(secret), "{what} is in the output");
+        }
+    })
+    .await
+}

@@ -183,6 +183,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing();
+    tracing::debug!(version = env!("CARGO_PKG_VERSION"), "rdp-doctor starting");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -200,6 +200,11 @@ impl Simulator {
         self.shared.stats()
     }
 
+    /// The access tokens its token endpoint issued, so tests can search logs for them.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.shared.tokens).iter().cloned().collect()
+    }
+
     /// The live world, to read or change while the simulator serves.
     pub fn world(&self) -> WorldHandle {
         self.shared.world.clone()
