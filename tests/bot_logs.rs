@@ -154,6 +154,11 @@ async fn confirm_button(discord: &FakeDiscord, i: &Interaction) -> (u64, String)
     }
 }
 
+async fn reset_password_on_web_01(discord: &FakeDiscord, admin: &User) -> Interaction {
+    let vm = json!([{"name": "vm", "type": 3, "value": "web-01"}]);
+    discord.slash(admin, "rdp", &["reset-password"], vm).await
+}
+
 #[tokio::test]
 async fn the_bot_prints_no_secret_under_any_rust_log() {
     within(async {
@@ -172,14 +177,7 @@ async fn the_bot_prints_no_secret_under_any_rust_log() {
         // ask until the bot knows web-01.
         let mut tries = 0;
         let i = loop {
-            let i = discord
-                .slash(
-                    &admin,
-                    "rdp",
-                    &["reset-password"],
-                    json!([{"name": "vm", "type": 3, "value": "web-01"}]),
-                )
-                .await;
+            let i = reset_password_on_web_01(&discord, &admin).await;
             let answer = discord.callback(&i, WAIT).await.expect("an answer");
             if answer.body()["type"] == 9 {
                 break i;
@@ -232,14 +230,7 @@ async fn the_bot_prints_no_secret_under_any_rust_log() {
             )
             .await;
         // Frames arrive in order: once a later interaction is answered, the bad one was read.
-        let after = discord
-            .slash(
-                &admin,
-                "rdp",
-                &["reset-password"],
-                json!([{"name": "vm", "type": 3, "value": "web-01"}]),
-            )
-            .await;
+        let after = reset_password_on_web_01(&discord, &admin).await;
         discord
             .callback(&after, WAIT)
             .await
