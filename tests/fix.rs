@@ -1285,3 +1285,68 @@ async fn store_failures_stop_unaudited_fixes_and_are_surfaced_after_a_write() {
     })
     .await
 }
+
+/// An operation that never got Azure's answer stored: while it may still be someone's write on
+/// its way it holds the VM; past the grace period the next request reads the VM, finishes it
+/// as interrupted (saying what the VM shows) and proceeds.
+#[tokio::test]
+async fn an_operation_without_azures_answer_is_finished_as_interrupted_after_a_grace_period() {
+    within(async {
+        let b = Bench::start(World::new().vm("web-01")).await;
+        let web = b.vm("web-01").await;
+        let left_behind = |started_ms| rdp_doctor::store::NewOperation {
+            action: "restart".into(),
+            vm_id: web.id.clone(),
+            vm_name: web.name.clone(),
+            requester: "alice".into(),
+            requester_name: "alice".into(),
+            confirmation_id: None,
+            started_ms,
+        };
+        let now = rdp_doctor::runbook::operate::now_ms();
+        b.operator
+            .store
+            .start_operation(&left_behind(now))
+            .await
+            .unwrap()
+            .unwrap();
+        let held = b
+            .operator
+            .request(&person("bob"), None, &web, FixRequest::Restart)
+            .await;
+        assert!(matches!(held, Err(OperateError::Locked { .. })), "{held:?}");
+        b.operator
+            .unlock(&person("alice"), &web, "test: a fresh one")
+            .await
+            .unwrap();
+        assert!(b
+            .operator
+            .store
+            .current_operation(&web.id)
+            .await
+            .unwrap()
+            .is_none());
+
+        let two_hours_ago = now - 2 * 3600 * 1000;
+        b.operator
+            .store
+            .start_operation(&left_behind(two_hours_ago))
+            .await
+            .unwrap()
+            .unwrap();
+        let prompt = b.ask("bob", &web, FixRequest::Restart).await;
+        assert!(
+            prompt.notes.iter().any(|n| n
+                .contains("Followed the earlier restart of web-01 by alice")
+                && n.contains("Interrupted")
+                && n.contains("PowerState/running")),
+            "{:?}",
+            prompt.notes
+        );
+        assert!(
+            b.writes().is_empty(),
+            "nothing was sent for the interrupted one"
+        );
+    })
+    .await
+}
