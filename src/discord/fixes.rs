@@ -126,6 +126,9 @@ pub fn report_buttons(bot: &Bot, vm: &VmSummary, next: Option<ActionId>) -> Vec<
 
 fn prompt_embed(prompt: &Prompt) -> CreateEmbed {
     let mut text = String::new();
+    for note in &prompt.notes {
+        text.push_str(&format!("{note}\n\n"));
+    }
     for line in &prompt.plan.consequences {
         text.push_str(&format!("• {line}\n"));
     }
