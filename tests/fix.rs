@@ -786,6 +786,21 @@ impl Bench {
             .unwrap_or_else(|e| panic!("{who}'s request was refused: {e}"))
     }
 
+    /// Confirm as `who`; the outcome and the progress lines said on the way.
+    async fn confirm_saying(
+        &self,
+        who: &str,
+        id: &str,
+    ) -> (rdp_doctor::runbook::operate::Outcome, Said) {
+        let said = Said::default();
+        let outcome = self
+            .operator
+            .confirm(&person(who), id, &said.sink())
+            .await
+            .unwrap_or_else(|e| panic!("{who} could not confirm: {e}"));
+        (outcome, said)
+    }
+
     /// How many writes whose path ends with `suffix` Azure answered.
     fn sent(&self, suffix: &str) -> usize {
         self.writes().iter().filter(|w| w.ends_with(suffix)).count()
@@ -866,12 +881,7 @@ async fn a_restart_whose_answer_is_lost_is_never_sent_twice_and_the_vm_tells_wha
             let b = Bench::with(World::new().vm("web-01"), options, POLICY).await;
             let web = b.vm("web-01").await;
             let prompt = b.ask("alice", &web, FixRequest::Restart).await;
-            let said = Said::default();
-            let outcome = b
-                .operator
-                .confirm(&person("alice"), &prompt.confirmation_id, &said.sink())
-                .await
-                .unwrap();
+            let (outcome, said) = b.confirm_saying("alice", &prompt.confirmation_id).await;
             // Counted on arrival: a request whose answer never came is not in the answered log.
             let arrived = b
                 .sim
@@ -933,12 +943,7 @@ async fn only_answers_that_prove_azure_did_not_act_are_retried() {
         let b = Bench::with(World::new().vm("app-02").deallocated(), options, POLICY).await;
         let app = b.vm("app-02").await;
         let prompt = b.ask("alice", &app, FixRequest::Start).await;
-        let said = Said::default();
-        let outcome = b
-            .operator
-            .confirm(&person("alice"), &prompt.confirmation_id, &said.sink())
-            .await
-            .unwrap();
+        let (outcome, said) = b.confirm_saying("alice", &prompt.confirmation_id).await;
         assert_eq!(b.writes(), vec![format!("POST {}/start", app.id)]);
         assert!(
             said.lines()
@@ -1347,6 +1352,48 @@ async fn an_operation_without_azures_answer_is_finished_as_interrupted_after_a_g
             b.writes().is_empty(),
             "nothing was sent for the interrupted one"
         );
+    })
+    .await
+}
+
+/// The VMAccess PUT and the rule PUT, each carried out by Azure with the answer lost: neither is
+/// sent again; the extension's `forceUpdateTag` and the rule read back say Azure did it.
+#[tokio::test]
+async fn a_lost_answer_to_an_extension_or_rule_put_is_read_back_not_resent() {
+    within(async {
+        let options = SimOptions {
+            faults: vec![
+                Fault::new("/extensions/", FaultKind::AppliedThenStatus(502)).method("PUT"),
+                Fault::new("/securityRules/", FaultKind::AppliedThenStatus(500)).method("PUT"),
+            ],
+            ..SimOptions::default()
+        };
+        let world = World::new().vm("web-03").rdp_disabled().vm("web-02").nsg_denies_rdp();
+        let b = Bench::with(world, options, POLICY).await;
+
+        let web3 = b.vm("web-03").await;
+        let prompt = b.ask("alice", &web3, FixRequest::ResetRdpConfig).await;
+        let (outcome, said) = b.confirm_saying("alice", &prompt.confirmation_id).await;
+        assert!(outcome.result.is_ok(), "{:?} {:?}", outcome.result, said.lines());
+        assert!(
+            said.lines().iter().any(|l| l.starts_with("it did: extension") && l.contains("provisioning succeeded")),
+            "{:?}",
+            said.lines()
+        );
+        assert!(b.sim.world().vm("web-03").rdp_enabled());
+
+        let web2 = b.vm("web-02").await;
+        let source = parse_source("198.51.100.7").unwrap();
+        let prompt = b.ask("alice", &web2, FixRequest::OpenRdpPort { source }).await;
+        let (outcome, said) = b.confirm_saying("bob", &prompt.confirmation_id).await;
+        assert!(outcome.result.is_ok(), "{:?} {:?}", outcome.result, said.lines());
+        assert!(
+            said.lines().iter().any(|l| l.starts_with("it did: rule rdp-doctor-allow-rdp-198-51-100-7")),
+            "{:?}",
+            said.lines()
+        );
+        let puts: Vec<String> = b.writes().into_iter().filter(|w| w.starts_with("PUT")).collect();
+        assert_eq!(puts.len(), 2, "each PUT reached Azure once: {puts:?}");
     })
     .await
 }
