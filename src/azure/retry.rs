@@ -5,10 +5,10 @@
 //! extension with a fresh `forceUpdateTag`, PUT of a rule) is re-sent only after an answer that
 //! proves Azure did not act: 429, a 503 with `Retry-After`, or a failure before the request left
 //! (no connection). After a lost answer (timeout, dropped connection) or any other 5xx nobody
-//! can say whether Azure acted: Microsoft's "Transient fault handling" guidance
-//! (learn.microsoft.com/azure/architecture/best-practices/transient-faults) warns that a service
-//! may fail after processing a request and before answering, so retrying an operation that is
-//! not idempotent can apply it twice. Such an error is marked [`Unanswered`] and the caller reads
+//! can say whether Azure acted: Microsoft's Retry pattern (learn.microsoft.com/azure/
+//! architecture/patterns/retry, "Issues and considerations", idempotency) and its transient-fault
+//! guidance (…/best-practices/transient-faults) warn that a service may process a request and
+//! fail before answering, so retrying an operation that is not idempotent can apply it twice. Such an error is marked [`Unanswered`] and the caller reads
 //! the resource to learn what happened instead of sending the write a second time.
 //!
 //! azure_core 0.21's own retry policy sleeps whatever `Retry-After` says, even an hour, past its
