@@ -474,11 +474,7 @@ impl Arm {
         };
         // Only the storage host Azure named, over https (plain http only when ARM itself is
         // the simulator on loopback), and never with the ARM token (`blobs` has none).
-        let secure = url::Url::parse(sas_url).is_ok_and(|u| {
-            u.scheme() == "https"
-                || (u.scheme() == "http" && super::lro::is_loopback(&self.settings.endpoint))
-        });
-        if !secure {
+        if !super::lro::blob_url_allowed(sas_url, &self.settings.endpoint) {
             return Err(format!(
                 "{what} not downloaded: Azure named a blob URL that is not https"
             ));

@@ -203,3 +203,56 @@ impl Policy for ArmRetry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_reads_are_replayed_after_an_ambiguous_answer() {
+        let base = "https://management.azure.com/subscriptions/s/resourceGroups/rg/providers";
+        let cases = [
+            ("GET", "/Microsoft.Compute/virtualMachines/web-01", true),
+            (
+                "POST",
+                "/Microsoft.Network/networkInterfaces/nic/effectiveNetworkSecurityGroups",
+                true,
+            ),
+            (
+                "POST",
+                "/Microsoft.Compute/virtualMachines/web-01/retrieveBootDiagnosticsData",
+                true,
+            ),
+            (
+                "POST",
+                "/Microsoft.Compute/virtualMachines/web-01/restart",
+                false,
+            ),
+            (
+                "POST",
+                "/Microsoft.Compute/virtualMachines/web-01/start",
+                false,
+            ),
+            (
+                "PUT",
+                "/Microsoft.Compute/virtualMachines/web-01/extensions/enablevmaccess",
+                false,
+            ),
+            (
+                "PUT",
+                "/Microsoft.Network/networkSecurityGroups/n/securityRules/r",
+                false,
+            ),
+        ];
+        for (method, path, replay) in cases {
+            let method = match method {
+                "GET" => azure_core::Method::Get,
+                "POST" => azure_core::Method::Post,
+                _ => azure_core::Method::Put,
+            };
+            let url = url::Url::parse(&format!("{base}{path}?api-version=1")).expect("url");
+            let request = Request::new(url, method);
+            assert_eq!(replayable(&request), replay, "{path}");
+        }
+    }
+}
