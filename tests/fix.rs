@@ -1247,7 +1247,8 @@ async fn the_password_of_an_abandoned_prompt_is_dropped_at_its_expiry() {
 }
 
 /// A database that refuses the audit entry stops the fix before Azure; one that refuses the
-/// outcome after the write is surfaced to the person, not dropped.
+/// outcome after the write is surfaced to the person, not dropped; one that fails a couple of
+/// times is retried.
 #[tokio::test]
 async fn store_failures_stop_unaudited_fixes_and_are_surfaced_after_a_write() {
     within(async {
@@ -1287,6 +1288,19 @@ async fn store_failures_stop_unaudited_fixes_and_are_surfaced_after_a_write() {
             outcome.notes
         );
         assert_eq!(b.writes().len(), 1);
+        sql("DROP TRIGGER no_finish").await;
+        b.operator.unlock(&person("alice"), &web, "test: the outcome could not be saved").await.unwrap();
+
+        // A database that fails twice and then works: the write is retried, nothing is lost.
+        sql("CREATE TABLE flaky (left INTEGER)").await;
+        sql("INSERT INTO flaky VALUES (2)").await;
+        sql("CREATE TRIGGER flaky_finish BEFORE UPDATE OF state ON operations WHEN (SELECT left FROM flaky) > 0 BEGIN UPDATE flaky SET left = left - 1; SELECT RAISE(FAIL, 'database is locked'); END").await;
+        let prompt = b.ask("alice", &web, FixRequest::Restart).await;
+        let (outcome, _) = b.confirm_saying("alice", &prompt.confirmation_id).await;
+        assert!(outcome.result.is_ok() && outcome.notes.is_empty(), "{:?}", outcome.notes);
+        assert!(b.operator.store.current_operation(&web.id).await.unwrap().is_none(), "recorded on the third try");
+        let left: i64 = sqlx::query_scalar("SELECT left FROM flaky").fetch_one(&raw).await.unwrap();
+        assert_eq!(left, 0, "it failed twice first");
     })
     .await
 }
