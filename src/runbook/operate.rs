@@ -309,9 +309,9 @@ impl Operator {
                     op.action, vm.name, op.requester_name
                 ));
                 notes.extend(outcome.notes);
-                if outcome.still_running {
+                if let (true, Err(e)) = (outcome.still_running, &outcome.result) {
                     hint = format!(
-                        " Azure has not finished it (or no longer knows it): `rdp-doctor resume` follows it; if the VM is settled, an admin can free it with `rdp-doctor unlock {} --reason …`.",
+                        " Following it ended with: {e}. `rdp-doctor resume` follows it again; if Azure no longer knows it and the VM is settled, an admin can free it with `rdp-doctor unlock {} --reason …`.",
                         vm.name
                     );
                 }
