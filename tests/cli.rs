@@ -855,6 +855,11 @@ async fn nobody_is_their_own_second_person_across_front_ends_or_by_changing_user
     .await
 }
 
+/// Every log directive a person might try, the SDK's request/response policies included.
+const LOUDEST: &str = "trace,azure_core=trace,azure_core::policies=trace,azure_identity=trace,reqwest=trace,serenity=trace";
+
+/// A password reset under the loudest `RUST_LOG` there is: the password, the client secret,
+/// the bearer tokens the simulator issued and SAS signatures appear nowhere in the output.
 #[tokio::test]
 async fn cli_password_reset_leaves_no_trace_of_the_password() {
     use tokio::io::AsyncWriteExt;
@@ -872,7 +877,7 @@ async fn cli_password_reset_leaves_no_trace_of_the_password() {
                 "--yes",
             ],
         )
-        .env("RUST_LOG", "trace")
+        .env("RUST_LOG", LOUDEST)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -889,11 +894,23 @@ async fn cli_password_reset_leaves_no_trace_of_the_password() {
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         assert!(stdout(&out).contains("reset-password of web-01 succeeded"));
         assert_eq!(cli.sim.world().vm("web-01").password_resets(), 1);
+        let captured = format!("{}{}", stdout(&out), stderr(&out));
         assert!(
-            !stdout(&out).contains(secret) && !stderr(&out).contains(secret),
-            "the password was printed or logged"
+            captured.contains("rdp-doctor starting"),
+            "rdp-doctor's own debug logging was on: {captured}"
         );
-        assert!(stderr(&out).lines().count() > 3, "trace logging was on");
+        let tokens = cli.sim.issued_tokens();
+        assert!(!tokens.is_empty());
+        for (what, found) in [("the password", secret), ("the client secret", &cli.secret)]
+            .into_iter()
+            .chain(tokens.iter().map(|t| ("a bearer token", t.as_str())))
+            .chain([
+                ("a SAS signature", "sig="),
+                ("an Authorization header", "Bearer "),
+            ])
+        {
+            assert!(!captured.contains(found), "{what} was printed or logged");
+        }
         for file in ["rdp-doctor.db", "rdp-doctor.db-wal"] {
             let bytes = std::fs::read(cli.path(file)).unwrap_or_default();
             assert!(
@@ -1042,6 +1059,176 @@ async fn sweep_stops_on_ctrl_c_and_prints_what_it_checked() {
         assert_eq!(v["total"], 40);
         let checked = v["vms"].as_array().map_or(0, Vec::len);
         assert!((1..40).contains(&checked), "{checked} checked");
+    })
+    .await
+}
+
+// ---- interrupted fixes, operations, resume, unlock (issue 9) -----------------------------
+
+/// Start a fix as a real process and kill it (SIGKILL, or `signal` through `kill`) once its
+/// stderr says the write was sent to Azure. Returns what it printed on stderr until then.
+async fn interrupt_after_sent(cli: &Cli, args: &[&str], signal: Option<&str>) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = fix_command(cli, args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = String::new();
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("stderr")
+            .unwrap_or_else(|| panic!("{args:?} ended before it sent anything: {seen}"));
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("sent to Azure") {
+            break;
+        }
+    }
+    match signal {
+        None => child.kill().await.expect("kill -9"),
+        Some(signal) => {
+            let pid = child.id().expect("pid").to_string();
+            let sent = tokio::process::Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .await
+                .expect("kill");
+            assert!(sent.success());
+            child.wait().await.expect("exits");
+        }
+    }
+    seen
+}
+
+fn posts(cli: &Cli, suffix: &str) -> usize {
+    cli.sim
+        .stats()
+        .log
+        .iter()
+        .filter(|e| e.method == "POST" && e.path.split('?').next().unwrap_or("").ends_with(suffix))
+        .count()
+}
+
+#[tokio::test]
+async fn an_interrupted_fix_is_listed_followed_by_the_next_fix_and_an_admin_can_unlock() {
+    within(async {
+        // A slow restart: 150 polls of "in progress" (the world moves as Azure is polled).
+        let options = SimOptions {
+            lro_polls: 150,
+            ..SimOptions::default()
+        };
+        let cli = Cli::with_options(World::new().vm("web-01"), options).await;
+        std::fs::write(cli.path("rdp-doctor.toml"), cli_policy("admin")).unwrap();
+
+        interrupt_after_sent(&cli, &["restart", "web-01", "--yes"], None).await;
+        let listed = fix_command(&cli, &["operations"]).output().await.unwrap();
+        assert_eq!(code(&listed), 0, "{}", stderr(&listed));
+        let text = stdout(&listed);
+        assert!(
+            text.contains("restart")
+                && text.contains("web-01")
+                && text.contains(&me())
+                && text.contains("stored (resumable)"),
+            "{text}"
+        );
+
+        // The next fix on the VM follows the killed one to its end first, then asks.
+        let next = fix_command(&cli, &["restart", "web-01"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&next), 0, "{}{}", stdout(&next), stderr(&next));
+        let text = stdout(&next);
+        assert!(
+            text.contains(&format!(
+                "Followed the earlier restart of web-01 by {} first: it succeeded.",
+                me()
+            )),
+            "{text}"
+        );
+        assert!(text.contains("Not confirmed"), "{text}");
+        assert_eq!(
+            posts(&cli, "/restart"),
+            1,
+            "the killed restart was not sent again"
+        );
+        let none = fix_command(&cli, &["operations"]).output().await.unwrap();
+        assert!(
+            stdout(&none).contains("No operation is running."),
+            "{}",
+            stdout(&none)
+        );
+
+        // SIGTERM: `rdp-doctor resume` follows it to the end.
+        interrupt_after_sent(&cli, &["restart", "web-01", "--yes"], Some("-TERM")).await;
+        let resumed = fix_command(&cli, &["resume"]).output().await.unwrap();
+        assert_eq!(
+            code(&resumed),
+            0,
+            "{}{}",
+            stdout(&resumed),
+            stderr(&resumed)
+        );
+        assert!(
+            stdout(&resumed).contains("restart of web-01 succeeded"),
+            "{}",
+            stdout(&resumed)
+        );
+        assert_eq!(posts(&cli, "/restart"), 2);
+
+        // Ctrl-C, then an admin frees the VM (say Azure lost the operation): unlock needs a
+        // reason and an admin, and is audited.
+        interrupt_after_sent(&cli, &["restart", "web-01", "--yes"], Some("-INT")).await;
+        let no_reason = fix_command(&cli, &["unlock", "web-01"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&no_reason), 2);
+        assert!(
+            stderr(&no_reason).contains("--reason"),
+            "{}",
+            stderr(&no_reason)
+        );
+        // Someone who only reads may not unlock.
+        std::fs::write(cli.path("rdp-doctor.toml"), cli_policy("read")).unwrap();
+        let reader = fix_command(&cli, &["unlock", "web-01", "--reason", "stuck"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&reader), 2);
+        assert!(stderr(&reader).contains("`admin`"), "{}", stderr(&reader));
+        std::fs::write(cli.path("rdp-doctor.toml"), cli_policy("admin")).unwrap();
+        let reason = "Azure shows no operation; VM running since 10:02";
+        let unlocked = fix_command(&cli, &["unlock", "web-01", "--reason", reason])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&unlocked), 0, "{}", stderr(&unlocked));
+        assert!(
+            stdout(&unlocked).contains("Unlocked web-01"),
+            "{}",
+            stdout(&unlocked)
+        );
+        let audit = fix_command(&cli, &["audit", "--vm", "web-01"])
+            .output()
+            .await
+            .unwrap();
+        let log = stdout(&audit);
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&me()) && l.contains("unlock") && l.contains(reason)),
+            "{log}"
+        );
+        let none = fix_command(&cli, &["operations"]).output().await.unwrap();
+        assert!(
+            stdout(&none).contains("No operation is running."),
+            "{}",
+            stdout(&none)
+        );
     })
     .await
 }

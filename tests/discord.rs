@@ -4,6 +4,10 @@
 
 mod support;
 
+/// The bot as a process under the loudest `RUST_LOG` (its own file: it starts the binary).
+#[path = "discord/bot_logs.rs"]
+mod bot_logs;
+
 use rdp_doctor::azure::Arm;
 use rdp_doctor::discord::{Bot, BotSettings};
 use rdp_doctor::runbook::catalog::Catalog;

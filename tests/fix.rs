@@ -762,3 +762,648 @@ async fn a_failed_operation_reports_azures_code_and_releases_the_vm() {
     })
     .await
 }
+
+// ---- exactly once against Azure, no VM locked forever, secrets (issue 9) -------------------
+
+use rdp_doctor::runbook::operate::Progress;
+use rdp_doctor::sim::{Fault, FaultKind};
+
+impl Bench {
+    /// A prompt `who` asked for, which must be offered.
+    async fn ask(
+        &self,
+        who: &str,
+        vm: &VmRef,
+        request: FixRequest,
+    ) -> rdp_doctor::runbook::operate::Prompt {
+        self.operator
+            .request(&person(who), None, vm, request)
+            .await
+            .unwrap_or_else(|e| panic!("{who}'s request was refused: {e}"))
+    }
+
+    /// Confirm as `who`; the outcome and the progress lines said on the way.
+    async fn confirm_saying(
+        &self,
+        who: &str,
+        id: &str,
+    ) -> (rdp_doctor::runbook::operate::Outcome, Said) {
+        let said = Said::default();
+        let outcome = self
+            .operator
+            .confirm(&person(who), None, id, &said.sink())
+            .await
+            .unwrap_or_else(|e| panic!("{who} could not confirm: {e}"));
+        (outcome, said)
+    }
+
+    /// How many writes whose path ends with `suffix` Azure answered.
+    fn sent(&self, suffix: &str) -> usize {
+        self.writes().iter().filter(|w| w.ends_with(suffix)).count()
+    }
+}
+
+/// Progress lines a fix emitted, in order.
+#[derive(Default, Clone)]
+struct Said(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Said {
+    fn sink(&self) -> impl Fn(Progress) + Send + Sync {
+        let lines = self.0.clone();
+        move |p| {
+            let line = match p {
+                Progress::Sent { action, vm } => format!("sent {} {vm}", action.as_str()),
+                Progress::Waiting => "waiting".into(),
+                Progress::Rechecking => "rechecking".into(),
+                Progress::Unanswered { action, vm } => {
+                    format!(
+                        "Azure may have accepted the {} of {vm}; checking…",
+                        action.as_str()
+                    )
+                }
+                Progress::Learned(text) => text,
+            };
+            lines.lock().unwrap().push(line);
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A bench whose ARM settings differ from the suite's fast ones.
+async fn bench_with_settings(
+    world: World,
+    options: SimOptions,
+    change: impl Fn(&mut rdp_doctor::azure::ArmSettings),
+) -> Bench {
+    let mut b = Bench::with(world, options, POLICY).await;
+    let url = url::Url::parse(&b.sim.url()).unwrap();
+    let mut settings = support::fast_settings(url.clone());
+    change(&mut settings);
+    let arm = Arm::connect_with_secret(
+        settings,
+        url,
+        support::TENANT,
+        support::CLIENT,
+        "sim-secret".to_string().into(),
+    )
+    .unwrap();
+    let config: PolicyConfig = toml::from_str(POLICY).unwrap();
+    b.operator = Operator::new(
+        arm,
+        Arc::new(Catalog::builtin()),
+        b.operator.store.clone(),
+        Arc::new(Policy::new(Some(&config)).unwrap()),
+        b.world_subs.clone(),
+    );
+    b
+}
+
+/// Azure carries the restart out and then answers 500, or never answers (the request times
+/// out): the POST is not sent again, the VM is read instead, and what it shows is said.
+#[tokio::test]
+async fn a_restart_whose_answer_is_lost_is_never_sent_twice_and_the_vm_tells_what_happened() {
+    within(async {
+        for (fault, lost) in [
+            (FaultKind::AppliedThenStatus(500), "HTTP 500"),
+            (FaultKind::AppliedThenHang, "no answer from Azure"),
+        ] {
+            let options = SimOptions {
+                faults: vec![Fault::new("/restart", fault).method("POST")],
+                ..SimOptions::default()
+            };
+            let b = Bench::with(World::new().vm("web-01"), options, POLICY).await;
+            let web = b.vm("web-01").await;
+            let prompt = b.ask("alice", &web, FixRequest::Restart).await;
+            let (outcome, said) = b.confirm_saying("alice", &prompt.confirmation_id).await;
+            // Counted on arrival: a request whose answer never came is not in the answered log.
+            let arrived = b
+                .sim
+                .stats()
+                .by_route
+                .get("POST virtualMachines/restart")
+                .copied();
+            assert_eq!(
+                arrived,
+                Some(1),
+                "{lost}: the restart reached Azure exactly once"
+            );
+            let lines = said.lines();
+            assert!(
+                lines.contains(
+                    &"Azure may have accepted the restart of web-01; checking…".to_string()
+                ),
+                "{lines:?}"
+            );
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with("it did: the VM is running")),
+                "{lost}: {lines:?}"
+            );
+            assert!(outcome.result.is_ok(), "{lost}: {:?}", outcome.result);
+            assert!(
+                outcome
+                    .notes
+                    .iter()
+                    .any(|n| n.contains(lost) && n.contains("did not send it again")),
+                "{:?}",
+                outcome.notes
+            );
+            assert!(outcome.after.is_some(), "re-checked after Azure finished");
+            assert_eq!(b.sim.world().vm("web-01").power_state().as_str(), "running");
+            assert!(b
+                .operator
+                .store
+                .current_operation(&web.id)
+                .await
+                .unwrap()
+                .is_none());
+        }
+    })
+    .await
+}
+
+/// A 500 that Azure did not act on: the start is not re-sent; the VM still deallocated says
+/// "it did not", the operation ends failed and the VM is free for the next attempt. Answers
+/// that prove Azure did not act (429, 503 with Retry-After) are retried.
+#[tokio::test]
+async fn only_answers_that_prove_azure_did_not_act_are_retried() {
+    within(async {
+        let options = SimOptions {
+            faults: vec![Fault::new("/start", FaultKind::Status(500)).method("POST")],
+            ..SimOptions::default()
+        };
+        let b = Bench::with(World::new().vm("app-02").deallocated(), options, POLICY).await;
+        let app = b.vm("app-02").await;
+        let prompt = b.ask("alice", &app, FixRequest::Start).await;
+        let (outcome, said) = b.confirm_saying("alice", &prompt.confirmation_id).await;
+        assert_eq!(b.writes(), vec![format!("POST {}/start", app.id)]);
+        assert!(
+            said.lines()
+                .iter()
+                .any(|l| l.starts_with("it did not: the VM is still deallocated")),
+            "{:?}",
+            said.lines()
+        );
+        let error = outcome.result.unwrap_err().to_string();
+        assert!(
+            error.contains("NotAccepted") && error.contains("ask again"),
+            "{error}"
+        );
+        assert!(!outcome.still_running);
+        assert!(b
+            .operator
+            .store
+            .current_operation(&app.id)
+            .await
+            .unwrap()
+            .is_none());
+
+        for (path, refused) in [
+            ("/start", FaultKind::Status(429)),
+            ("/restart", FaultKind::Status(503)),
+        ] {
+            b.sim.set_options(SimOptions {
+                faults: vec![Fault::new(path, refused.clone()).method("POST").times(1)],
+                ..SimOptions::default()
+            });
+            let request = if path == "/start" {
+                FixRequest::Start
+            } else {
+                FixRequest::Restart
+            };
+            let sent_before = b.writes().len();
+            let prompt = b
+                .operator
+                .request(&person("alice"), None, &app, request)
+                .await
+                .unwrap();
+            let outcome = b
+                .operator
+                .confirm(&person("alice"), None, &prompt.confirmation_id, &quiet)
+                .await
+                .unwrap_or_else(|e| panic!("{refused:?}: {e}"));
+            assert!(outcome.result.is_ok(), "{refused:?}: {:?}", outcome.result);
+            assert_eq!(
+                b.writes()[sent_before..],
+                [
+                    format!("POST {}{path}", app.id),
+                    format!("POST {}{path}", app.id)
+                ],
+                "{refused:?}: refused once, accepted on the retry"
+            );
+        }
+    })
+    .await
+}
+
+/// A restart that Azure has not finished by the operation's deadline is reported as still
+/// running, not as failed: its operation stays running with Azure's URL, so the VM stays
+/// locked, and the next request says so and how to follow it.
+#[tokio::test]
+async fn an_operation_past_its_deadline_keeps_the_vm_locked_and_is_reported_running() {
+    within(async {
+        let options = SimOptions {
+            lro_polls: 1_000_000,
+            ..SimOptions::default()
+        };
+        let b = bench_with_settings(World::new().vm("web-01"), options, |s| {
+            s.operation_timeout = std::time::Duration::from_millis(500);
+        })
+        .await;
+        let web = b.vm("web-01").await;
+        let prompt = b.ask("alice", &web, FixRequest::Restart).await;
+        let outcome = b
+            .operator
+            .confirm(&person("alice"), None, &prompt.confirmation_id, &quiet)
+            .await
+            .unwrap();
+        assert!(outcome.still_running, "{:?}", outcome.result);
+        let error = outcome.result.unwrap_err().to_string();
+        assert!(error.contains("still running"), "{error}");
+        let held = b.operator.store.current_operation(&web.id).await.unwrap();
+        let held = held.expect("the VM stays locked");
+        assert_eq!(held.state, "running");
+        assert!(
+            held.azure_url.is_some(),
+            "Azure's URL is kept to follow it later"
+        );
+        let audit = b
+            .operator
+            .store
+            .recent_audit(Some("web-01"), 10)
+            .await
+            .unwrap();
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.command == "restart" && e.result.starts_with("still running")),
+            "{audit:#?}"
+        );
+        // The next request follows it first (this process no longer does): still running.
+        match b
+            .operator
+            .request(&person("bob"), None, &web, FixRequest::Restart)
+            .await
+        {
+            Err(e @ OperateError::Locked { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("rdp-doctor resume") && text.contains("rdp-doctor unlock web-01"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected the VM to stay locked, got {other:?}"),
+        }
+        assert_eq!(b.sent("/restart"), 1);
+    })
+    .await
+}
+
+/// A task that ran a fix is gone (a crash, a cancelled request): the next request on the VM
+/// follows the stored operation to its end first, records its outcome once, then proceeds.
+#[tokio::test]
+async fn the_next_request_follows_an_abandoned_operation_first() {
+    within(async {
+        let options = SimOptions {
+            lro_polls: 30,
+            ..SimOptions::default()
+        };
+        let b = Bench::with(World::new().vm("web-01"), options, POLICY).await;
+        let web = b.vm("web-01").await;
+        let prompt = b.ask("alice", &web, FixRequest::Restart).await;
+        let said = Said::default();
+        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel::<()>();
+        let sent_tx = std::sync::Mutex::new(Some(sent_tx));
+        let sink = said.sink();
+        let operator = b.operator.clone();
+        let id = prompt.confirmation_id.clone();
+        let running = tokio::spawn(async move {
+            operator
+                .confirm(&person("alice"), None, &id, &move |p| {
+                    if matches!(p, Progress::Sent { .. }) {
+                        if let Some(tx) = sent_tx.lock().unwrap().take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    sink(p)
+                })
+                .await
+        });
+        sent_rx.await.expect("sent to Azure");
+        running.abort();
+        let _ = running.await;
+        let stored = b.operator.store.current_operation(&web.id).await.unwrap();
+        assert!(
+            stored.is_some_and(|o| o.azure_url.is_some()),
+            "abandoned with its URL"
+        );
+
+        let next = b
+            .operator
+            .request(&person("bob"), None, &web, FixRequest::Restart)
+            .await
+            .expect("the VM is free once the earlier restart ended");
+        assert!(
+            next.notes
+                .iter()
+                .any(|n| n.contains("Followed the earlier restart of web-01")
+                    && n.contains("it succeeded")),
+            "{:?}",
+            next.notes
+        );
+        let audit = b
+            .operator
+            .store
+            .recent_audit(Some("web-01"), 20)
+            .await
+            .unwrap();
+        assert_eq!(
+            audit
+                .iter()
+                .filter(|e| e.command == "restart" && e.result == "succeeded")
+                .count(),
+            1,
+            "the outcome is recorded once: {audit:#?}"
+        );
+        assert_eq!(b.sent("/restart"), 1);
+    })
+    .await
+}
+
+/// An operation URL read back from the database that points anywhere but the ARM endpoint is
+/// never followed (nothing is sent there, no token leaves); the VM stays locked for an admin's
+/// unlock, which needs a reason and is audited.
+#[tokio::test]
+async fn a_stored_operation_url_on_another_host_is_refused_and_unlock_frees_the_vm() {
+    within(async {
+        let b = Bench::start(World::new().vm("web-01")).await;
+        let web = b.vm("web-01").await;
+        let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = elsewhere.local_addr().unwrap().port();
+        let op = b
+            .operator
+            .store
+            .start_operation(&rdp_doctor::store::NewOperation {
+                action: "restart".into(),
+                vm_id: web.id.clone(),
+                vm_name: web.name.clone(),
+                requester: "alice".into(),
+                requester_name: "alice".into(),
+                confirmation_id: None,
+                started_ms: rdp_doctor::runbook::operate::now_ms(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let handle = format!(
+            r#"{{"status_url":"http://127.0.0.1:{port}/subscriptions/x/operations/1?api-version=1","location":null,"done":false}}"#
+        );
+        b.operator.store.set_operation_url(op.id, &handle).await.unwrap();
+        let outcomes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = outcomes.clone();
+        b.operator
+            .resume(&move |_, outcome| {
+                sink.lock().unwrap().push((outcome.still_running, format!("{:?}", outcome.result)));
+            })
+            .await
+            .unwrap();
+        let seen = outcomes.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].0, "not finished: {seen:?}");
+        assert!(seen[0].1.contains("UntrustedUrl") && seen[0].1.contains("127.0.0.1"), "{seen:?}");
+        let knocked = tokio::time::timeout(std::time::Duration::from_millis(200), elsewhere.accept()).await;
+        assert!(knocked.is_err(), "a connection reached the other host");
+        assert!(b.operator.store.current_operation(&web.id).await.unwrap().is_some());
+
+        // Unlock: admin only, with a reason, audited.
+        let no_reason = b.operator.unlock(&person("alice"), &web, "  ").await;
+        assert!(matches!(no_reason, Err(OperateError::ReasonNeeded)), "{no_reason:?}");
+        let denied = b.operator.unlock(&person("olly"), &web, "stuck").await;
+        assert!(matches!(denied, Err(OperateError::Denied(_))), "{denied:?}");
+        b.operator
+            .unlock(&person("alice"), &web, "Azure lost the operation; VM checked running")
+            .await
+            .unwrap();
+        assert!(b.operator.store.current_operation(&web.id).await.unwrap().is_none());
+        let audit = b.operator.store.recent_audit(Some("web-01"), 10).await.unwrap();
+        assert!(
+            audit.iter().any(|e| e.command == "unlock"
+                && e.actor_name == "alice"
+                && e.result.contains("Azure lost the operation; VM checked running")),
+            "{audit:#?}"
+        );
+        let again = b.operator.unlock(&person("alice"), &web, "twice").await;
+        assert!(matches!(again, Err(OperateError::NotLocked { .. })), "{again:?}");
+    })
+    .await
+}
+
+/// The password of a prompt nobody confirms is dropped when the prompt expires, not kept
+/// until someone clicks.
+#[tokio::test]
+async fn the_password_of_an_abandoned_prompt_is_dropped_at_its_expiry() {
+    within(async {
+        let policy = format!("confirm_ttl_secs = 1\n{POLICY}");
+        let b = Bench::with(World::new().vm("web-01"), SimOptions::default(), &policy).await;
+        let web = b.vm("web-01").await;
+        let prompt = b
+            .operator
+            .request(
+                &person("alice"),
+                None,
+                &web,
+                FixRequest::ResetPassword {
+                    username: "opsadmin".into(),
+                    password: "Unguessable-Pa55word-42".to_string().into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(b.operator.passwords_waiting(), 1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while b.operator.passwords_waiting() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the password outlived its prompt"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let late = b
+            .operator
+            .confirm(&person("alice"), None, &prompt.confirmation_id, &quiet)
+            .await;
+        assert!(matches!(late, Err(OperateError::Expired)), "{late:?}");
+        assert!(b.writes().is_empty());
+    })
+    .await
+}
+
+/// A database that refuses the audit entry stops the fix before Azure; one that refuses the
+/// outcome after the write is surfaced to the person, not dropped; one that fails a couple of
+/// times is retried.
+#[tokio::test]
+async fn store_failures_stop_unaudited_fixes_and_are_surfaced_after_a_write() {
+    within(async {
+        let b = Bench::start(World::new().vm("web-01")).await;
+        let web = b.vm("web-01").await;
+        // A second connection to the same database, to make it fail like a full disk would.
+        let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", b.db.display()))
+            .await
+            .unwrap();
+        let sql = |text: &'static str| {
+            let raw = raw.clone();
+            async move {
+                sqlx::query(text).execute(&raw).await.unwrap();
+            }
+        };
+        let prompt = b.ask("alice", &web, FixRequest::Restart).await;
+        sql("CREATE TRIGGER audit_full BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END").await;
+        let refused = b.operator.confirm(&person("alice"), None, &prompt.confirmation_id, &quiet).await;
+        match refused {
+            Err(OperateError::Store(e)) => assert!(e.to_string().contains("disk is full"), "{e}"),
+            other => panic!("expected a store error, got {other:?}"),
+        }
+        assert!(b.writes().is_empty(), "nothing sent without an audit entry");
+        sql("DROP TRIGGER audit_full").await;
+
+        let prompt = b.ask("alice", &web, FixRequest::Restart).await;
+        sql("CREATE TRIGGER no_finish BEFORE UPDATE OF state ON operations BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END").await;
+        let outcome = b
+            .operator
+            .confirm(&person("alice"), None, &prompt.confirmation_id, &quiet)
+            .await
+            .unwrap();
+        assert!(outcome.result.is_ok());
+        assert!(
+            outcome.notes.iter().any(|n| n.contains("could not save the outcome") && n.contains("disk I/O error")),
+            "{:?}",
+            outcome.notes
+        );
+        assert_eq!(b.writes().len(), 1);
+        sql("DROP TRIGGER no_finish").await;
+        b.operator.unlock(&person("alice"), &web, "test: the outcome could not be saved").await.unwrap();
+
+        // A database that fails twice and then works: the write is retried, nothing is lost.
+        sql("CREATE TABLE flaky (left INTEGER)").await;
+        sql("INSERT INTO flaky VALUES (2)").await;
+        sql("CREATE TRIGGER flaky_finish BEFORE UPDATE OF state ON operations WHEN (SELECT left FROM flaky) > 0 BEGIN UPDATE flaky SET left = left - 1; SELECT RAISE(FAIL, 'database is locked'); END").await;
+        let prompt = b.ask("alice", &web, FixRequest::Restart).await;
+        let (outcome, _) = b.confirm_saying("alice", &prompt.confirmation_id).await;
+        assert!(outcome.result.is_ok() && outcome.notes.is_empty(), "{:?}", outcome.notes);
+        assert!(b.operator.store.current_operation(&web.id).await.unwrap().is_none(), "recorded on the third try");
+        let left: i64 = sqlx::query_scalar("SELECT left FROM flaky").fetch_one(&raw).await.unwrap();
+        assert_eq!(left, 0, "it failed twice first");
+    })
+    .await
+}
+
+/// An operation that never got Azure's answer stored: while it may still be someone's write on
+/// its way it holds the VM; past the grace period the next request reads the VM, finishes it
+/// as interrupted (saying what the VM shows) and proceeds.
+#[tokio::test]
+async fn an_operation_without_azures_answer_is_finished_as_interrupted_after_a_grace_period() {
+    within(async {
+        let b = Bench::start(World::new().vm("web-01")).await;
+        let web = b.vm("web-01").await;
+        let left_behind = |started_ms| rdp_doctor::store::NewOperation {
+            action: "restart".into(),
+            vm_id: web.id.clone(),
+            vm_name: web.name.clone(),
+            requester: "alice".into(),
+            requester_name: "alice".into(),
+            confirmation_id: None,
+            started_ms,
+        };
+        let now = rdp_doctor::runbook::operate::now_ms();
+        b.operator
+            .store
+            .start_operation(&left_behind(now))
+            .await
+            .unwrap()
+            .unwrap();
+        let held = b
+            .operator
+            .request(&person("bob"), None, &web, FixRequest::Restart)
+            .await;
+        assert!(matches!(held, Err(OperateError::Locked { .. })), "{held:?}");
+        b.operator
+            .unlock(&person("alice"), &web, "test: a fresh one")
+            .await
+            .unwrap();
+        assert!(b
+            .operator
+            .store
+            .current_operation(&web.id)
+            .await
+            .unwrap()
+            .is_none());
+
+        let two_hours_ago = now - 2 * 3600 * 1000;
+        b.operator
+            .store
+            .start_operation(&left_behind(two_hours_ago))
+            .await
+            .unwrap()
+            .unwrap();
+        let prompt = b.ask("bob", &web, FixRequest::Restart).await;
+        assert!(
+            prompt.notes.iter().any(|n| n
+                .contains("Followed the earlier restart of web-01 by alice")
+                && n.contains("Interrupted")
+                && n.contains("PowerState/running")),
+            "{:?}",
+            prompt.notes
+        );
+        assert!(
+            b.writes().is_empty(),
+            "nothing was sent for the interrupted one"
+        );
+    })
+    .await
+}
+
+/// The VMAccess PUT and the rule PUT, each carried out by Azure with the answer lost: neither is
+/// sent again; the extension's `forceUpdateTag` and the rule read back say Azure did it.
+#[tokio::test]
+async fn a_lost_answer_to_an_extension_or_rule_put_is_read_back_not_resent() {
+    within(async {
+        let options = SimOptions {
+            faults: vec![
+                Fault::new("/extensions/", FaultKind::AppliedThenStatus(502)).method("PUT"),
+                Fault::new("/securityRules/", FaultKind::AppliedThenStatus(500)).method("PUT"),
+            ],
+            ..SimOptions::default()
+        };
+        let world = World::new().vm("web-03").rdp_disabled().vm("web-02").nsg_denies_rdp();
+        let b = Bench::with(world, options, POLICY).await;
+
+        let web3 = b.vm("web-03").await;
+        let prompt = b.ask("alice", &web3, FixRequest::ResetRdpConfig).await;
+        let (outcome, said) = b.confirm_saying("alice", &prompt.confirmation_id).await;
+        assert!(outcome.result.is_ok(), "{:?} {:?}", outcome.result, said.lines());
+        assert!(
+            said.lines().iter().any(|l| l.starts_with("it did: extension") && l.contains("provisioning succeeded")),
+            "{:?}",
+            said.lines()
+        );
+        assert!(b.sim.world().vm("web-03").rdp_enabled());
+
+        let web2 = b.vm("web-02").await;
+        let source = parse_source("198.51.100.7").unwrap();
+        let prompt = b.ask("alice", &web2, FixRequest::OpenRdpPort { source }).await;
+        let (outcome, said) = b.confirm_saying("bob", &prompt.confirmation_id).await;
+        assert!(outcome.result.is_ok(), "{:?} {:?}", outcome.result, said.lines());
+        assert!(
+            said.lines().iter().any(|l| l.starts_with("it did: rule rdp-doctor-allow-rdp-198-51-100-7")),
+            "{:?}",
+            said.lines()
+        );
+        let puts: Vec<String> = b.writes().into_iter().filter(|w| w.starts_with("PUT")).collect();
+        assert_eq!(puts.len(), 2, "each PUT reached Azure once: {puts:?}");
+    })
+    .await
+}

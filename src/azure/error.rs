@@ -49,6 +49,13 @@ pub enum ArmError {
     },
     #[error("{0}")]
     Config(String),
+    /// A write whose answer was lost (timeout, dropped connection) or was a 5xx: Azure may
+    /// have accepted it. It was not sent again; read the resource to learn what happened.
+    /// An operation or blob URL outside the places rdp-doctor trusts with a request.
+    #[error("refused to follow a URL for {what}: it points at {host}, not at the ARM endpoint over https; nothing was sent there")]
+    UntrustedUrl { what: String, host: String },
+    #[error("Azure may have accepted the request ({what}), but its answer was lost: {cause}")]
+    Unanswered { what: String, cause: Box<ArmError> },
 }
 
 impl ArmError {
@@ -63,6 +70,7 @@ impl ArmError {
             | ArmError::Throttled { code, .. }
             | ArmError::Http { code, .. }
             | ArmError::OperationFailed { code, .. } => Some(code),
+            ArmError::Unanswered { cause, .. } => cause.code(),
             _ => None,
         }
     }
@@ -76,8 +84,19 @@ impl ArmError {
         from_parts(status, code, message, retries, None)
     }
 
+    /// Did Azure perhaps act on a write that failed like this (see [`ArmError::Unanswered`])?
+    pub fn is_unanswered(&self) -> bool {
+        matches!(self, ArmError::Unanswered { .. })
+    }
+
     /// Map an error from the azure_core pipeline (which already retried what it could).
     pub fn from_azure(error: &azure_core::Error, what: &str, timeout: Duration) -> ArmError {
+        if let Some(unanswered) = error.downcast_ref::<super::retry::Unanswered>() {
+            return ArmError::Unanswered {
+                what: what.to_string(),
+                cause: Box::new(ArmError::from_azure(&unanswered.last, what, timeout)),
+            };
+        }
         use azure_core::error::ErrorKind;
         match error.kind() {
             ErrorKind::HttpResponse { status, error_code } => {

@@ -143,6 +143,7 @@ impl Arm {
         url: &url::Url,
         what: &str,
     ) -> Result<(u16, azure_core::headers::Headers, bytes::Bytes), ArmError> {
+        self.check_arm_url(url, what)?;
         let mut request = azure_core::Request::new(url.clone(), azure_core::Method::Get);
         request.insert_header(azure_core::headers::AUTHORIZATION, self.bearer().await?);
         let response = self
@@ -153,5 +154,114 @@ impl Arm {
         let (status, headers, body) = response.deconstruct();
         let body = body.collect().await.map_err(|e| self.map_err(e, what))?;
         Ok((u16::from(status), headers, body))
+    }
+}
+
+impl Arm {
+    /// A URL Azure handed us (or one read back from the database) is followed with the ARM
+    /// token only on the ARM endpoint's own host and port, and only over https unless the
+    /// endpoint itself is plain http on loopback (the simulator).
+    pub(crate) fn check_arm_url(&self, url: &url::Url, what: &str) -> Result<(), ArmError> {
+        if on_arm_endpoint(url, &self.settings.endpoint) {
+            return Ok(());
+        }
+        Err(ArmError::UntrustedUrl {
+            what: what.to_string(),
+            host: format!(
+                "{}://{}",
+                url.scheme(),
+                url.host_str().unwrap_or("(no host)")
+            ),
+        })
+    }
+}
+
+/// May `url` be sent the ARM token? Only on the endpoint's own scheme, host and port, and over
+/// https unless the endpoint is plain http on loopback.
+fn on_arm_endpoint(url: &url::Url, endpoint: &url::Url) -> bool {
+    let host = |u: &url::Url| u.host_str().map(str::to_ascii_lowercase);
+    let same_place = host(url) == host(endpoint)
+        && url.port_or_known_default() == endpoint.port_or_known_default()
+        && url.scheme() == endpoint.scheme();
+    same_place && (url.scheme() == "https" || (url.scheme() == "http" && is_loopback(endpoint)))
+}
+
+/// May a blob be downloaded from `url` (a SAS URL Azure named)? Over https, or plain http when
+/// ARM itself is plain http on loopback (the simulator).
+pub(crate) fn blob_url_allowed(url: &str, endpoint: &url::Url) -> bool {
+    url::Url::parse(url)
+        .is_ok_and(|u| u.scheme() == "https" || (u.scheme() == "http" && is_loopback(endpoint)))
+}
+
+/// Is this URL's host the local machine (where plain http is fine)?
+pub(crate) fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> url::Url {
+        url::Url::parse(text).expect("a URL")
+    }
+
+    #[test]
+    fn the_arm_token_goes_only_to_the_arm_endpoint() {
+        let azure = url("https://management.azure.com");
+        let sim = url("http://127.0.0.1:8080");
+        let cases = [
+            (
+                &azure,
+                "https://management.azure.com/subscriptions/s/operations/1",
+                true,
+            ),
+            (&azure, "https://MANAGEMENT.azure.com:443/x", true),
+            (
+                &azure,
+                "https://evil.example/subscriptions/s/operations/1",
+                false,
+            ),
+            (&azure, "http://management.azure.com/x", false),
+            (&azure, "https://management.azure.com:8443/x", false),
+            (&sim, "http://127.0.0.1:8080/x", true),
+            (&sim, "http://127.0.0.1:9999/x", false),
+            (&sim, "http://localhost:8080/x", false),
+            (
+                &url("http://arm.internal:8080"),
+                "http://arm.internal:8080/x",
+                false,
+            ),
+        ];
+        for (endpoint, candidate, allowed) in cases {
+            assert_eq!(
+                on_arm_endpoint(&url(candidate), endpoint),
+                allowed,
+                "{endpoint} {candidate}"
+            );
+        }
+    }
+
+    #[test]
+    fn blobs_only_over_https_outside_the_simulator() {
+        let azure = url("https://management.azure.com");
+        assert!(blob_url_allowed(
+            "https://x.blob.core.windows.net/b/s.bmp?sig=1",
+            &azure
+        ));
+        assert!(!blob_url_allowed(
+            "http://x.blob.core.windows.net/b/s.bmp?sig=1",
+            &azure
+        ));
+        assert!(!blob_url_allowed("not a url", &azure));
+        assert!(blob_url_allowed(
+            "http://127.0.0.1:1/_blob/x",
+            &url("http://127.0.0.1:1")
+        ));
     }
 }

@@ -27,8 +27,8 @@ pub use read::HealthOutcome;
 pub(crate) use resolve::{pick, scope_text};
 pub use resolve::{QueryError, ResolveError, VmQuery, VmRef, VmSummary};
 pub use write::{
-    free_priority_below, ConfiguredRule, ExtensionInfo, NewRdpRule, OperationHandle, PowerAction,
-    VmAccess,
+    free_priority_below, new_update_tag, ConfiguredRule, ExtensionInfo, ExtensionState, NewRdpRule,
+    OperationHandle, PowerAction, RuleState, VmAccess,
 };
 
 use azure_core::auth::TokenCredential;

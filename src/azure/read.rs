@@ -472,6 +472,13 @@ impl Arm {
         let Some(sas_url) = sas_url else {
             return Err(format!("Azure returned no {what} URL"));
         };
+        // Only the storage host Azure named, over https (plain http only when ARM itself is
+        // the simulator on loopback), and never with the ARM token (`blobs` has none).
+        if !super::lro::blob_url_allowed(sas_url, &self.settings.endpoint) {
+            return Err(format!(
+                "{what} not downloaded: Azure named a blob URL that is not https"
+            ));
+        }
         let response = self
             .blobs
             .get(sas_url)

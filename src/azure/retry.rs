@@ -1,5 +1,15 @@
-//! Retries for every ARM request: 408, 429 and 5xx and connection failures, honouring
-//! `Retry-After`, bounded in count *and* in total time.
+//! Retries for ARM requests, honouring `Retry-After`, bounded in count *and* in total time.
+//!
+//! Reads (GET, HEAD and the read-only POST actions) are retried after 408, 429, 5xx and
+//! connection failures. A write that is not idempotent (POST start/restart/redeploy, PUT of an
+//! extension with a fresh `forceUpdateTag`, PUT of a rule) is re-sent only after an answer that
+//! proves Azure did not act: 429, a 503 with `Retry-After`, or a failure before the request left
+//! (no connection). After a lost answer (timeout, dropped connection) or any other 5xx nobody
+//! can say whether Azure acted: Microsoft's Retry pattern (learn.microsoft.com/azure/
+//! architecture/patterns/retry, "Issues and considerations", idempotency) and its transient-fault
+//! guidance (…/best-practices/transient-faults) warn that a service may process a request and
+//! fail before answering, so retrying an operation that is not idempotent can apply it twice. Such an error is marked [`Unanswered`] and the caller reads
+//! the resource to learn what happened instead of sending the write a second time.
 //!
 //! azure_core 0.21's own retry policy sleeps whatever `Retry-After` says, even an hour, past its
 //! own time budget. This one gives up as soon as the next wait would overrun the budget, and
@@ -39,6 +49,56 @@ impl std::error::Error for GaveUp {
     }
 }
 
+/// Attached to the error of a write whose answer was lost or was a 5xx: Azure may have acted.
+#[derive(Debug)]
+pub(crate) struct Unanswered {
+    pub last: Error,
+}
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no clear answer to a write")
+    }
+}
+
+impl std::error::Error for Unanswered {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.last)
+    }
+}
+
+/// The POST actions that only read (ARM computes and returns data, nothing changes).
+const READ_ONLY_ACTIONS: [&str; 2] = [
+    "/effectivenetworksecuritygroups",
+    "/retrievebootdiagnosticsdata",
+];
+
+/// May this request be sent again after an answer that does not prove Azure ignored it?
+fn replayable(request: &Request) -> bool {
+    match request.method() {
+        azure_core::Method::Get | azure_core::Method::Head => true,
+        azure_core::Method::Post => {
+            let path = request.url().path().to_ascii_lowercase();
+            READ_ONLY_ACTIONS
+                .iter()
+                .any(|action| path.trim_end_matches('/').ends_with(action))
+        }
+        _ => false,
+    }
+}
+
+/// Did this transport error happen before the request left (no connection was made)?
+fn not_sent(error: &Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(r) = e.downcast_ref::<reqwest::Error>() {
+            return r.is_connect();
+        }
+        current = e.source();
+    }
+    false
+}
+
 const RETRY_STATUSES: [StatusCode; 6] = [
     StatusCode::RequestTimeout,
     StatusCode::TooManyRequests,
@@ -67,6 +127,10 @@ fn retry_after(headers: &Headers) -> Option<Duration> {
     })
 }
 
+fn unanswered(last: Error) -> Error {
+    Error::new(last.kind().clone(), Unanswered { last })
+}
+
 impl ArmRetry {
     fn backoff(&self, retries: u32) -> Duration {
         let factor = 2u32.saturating_pow(retries.min(16));
@@ -85,6 +149,7 @@ impl Policy for ArmRetry {
         next: &[Arc<dyn Policy>],
     ) -> PolicyResult {
         let started = Instant::now();
+        let replayable = replayable(request);
         let mut retries = 0;
         loop {
             let mut attempt = request.clone();
@@ -100,9 +165,23 @@ impl Policy for ArmRetry {
                     if !RETRY_STATUSES.contains(&status) {
                         return Err(error);
                     }
+                    if !replayable {
+                        let refused = status == StatusCode::TooManyRequests
+                            || (status == StatusCode::ServiceUnavailable && asked.is_some());
+                        if !refused {
+                            tracing::debug!(%status, "ARM write: ambiguous answer, not re-sent");
+                            return Err(unanswered(error));
+                        }
+                    }
                     (error, asked)
                 }
-                Err(error) if *error.kind() == ErrorKind::Io => (error, None),
+                Err(error) if *error.kind() == ErrorKind::Io => {
+                    if !replayable && !not_sent(&error) {
+                        tracing::debug!("ARM write: the answer was lost, not re-sent");
+                        return Err(unanswered(error));
+                    }
+                    (error, None)
+                }
                 Err(error) => return Err(error),
             };
             let delay = wait_at_least.unwrap_or_default().max(self.backoff(retries));
@@ -121,6 +200,59 @@ impl Policy for ArmRetry {
             tracing::debug!(retries, ?delay, "ARM request: retrying");
             retries += 1;
             tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_reads_are_replayed_after_an_ambiguous_answer() {
+        let base = "https://management.azure.com/subscriptions/s/resourceGroups/rg/providers";
+        let cases = [
+            ("GET", "/Microsoft.Compute/virtualMachines/web-01", true),
+            (
+                "POST",
+                "/Microsoft.Network/networkInterfaces/nic/effectiveNetworkSecurityGroups",
+                true,
+            ),
+            (
+                "POST",
+                "/Microsoft.Compute/virtualMachines/web-01/retrieveBootDiagnosticsData",
+                true,
+            ),
+            (
+                "POST",
+                "/Microsoft.Compute/virtualMachines/web-01/restart",
+                false,
+            ),
+            (
+                "POST",
+                "/Microsoft.Compute/virtualMachines/web-01/start",
+                false,
+            ),
+            (
+                "PUT",
+                "/Microsoft.Compute/virtualMachines/web-01/extensions/enablevmaccess",
+                false,
+            ),
+            (
+                "PUT",
+                "/Microsoft.Network/networkSecurityGroups/n/securityRules/r",
+                false,
+            ),
+        ];
+        for (method, path, replay) in cases {
+            let method = match method {
+                "GET" => azure_core::Method::Get,
+                "POST" => azure_core::Method::Post,
+                _ => azure_core::Method::Put,
+            };
+            let url = url::Url::parse(&format!("{base}{path}?api-version=1")).expect("url");
+            let request = Request::new(url, method);
+            assert_eq!(replayable(&request), replay, "{path}");
         }
     }
 }

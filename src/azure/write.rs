@@ -1,8 +1,13 @@
 //! The runbook's fixes as ARM writes: VMAccess (reset RDP configuration, reset password),
 //! start / restart / redeploy, and an inbound NSG rule for TCP 3389. Each write returns an
 //! [`OperationHandle`] that can be stored and followed later, even by another process.
+//!
+//! Each write takes a [`Confirmed`]: only the operator makes one, once a stored confirmation
+//! was taken and the VM's lock is held, so a write that skips confirmation does not compile.
+//! Each also has a read that tells, after an answer was lost, what Azure did with it.
 
 use super::{lro::Pending, Arm, ArmError, ResourceId, VmRef};
+use crate::runbook::operate::Confirmed;
 use azure_mgmt_compute::package_2024_07_01::models as compute;
 use azure_mgmt_network::package_2024_03::models as network;
 use secrecy::{ExposeSecret, SecretString};
@@ -133,6 +138,7 @@ impl Arm {
 
     pub async fn power(
         &self,
+        _confirmed: &Confirmed,
         vm: &VmRef,
         action: PowerAction,
     ) -> Result<OperationHandle, ArmError> {
@@ -187,18 +193,17 @@ impl Arm {
     }
 
     /// PUT the VMAccessAgent extension under `name` (the VM's existing VMAccess name, if any:
-    /// Azure allows one per VM). A new `forceUpdateTag` makes Azure run it again.
+    /// Azure allows one per VM). A new `forceUpdateTag` (`tag`, see [`new_update_tag`]) makes
+    /// Azure run it again, and tells afterwards whether this PUT is the one Azure kept.
     pub async fn vmaccess(
         &self,
+        _confirmed: &Confirmed,
         vm: &VmRef,
         location: &str,
         name: &str,
+        tag: &str,
         request: &VmAccess,
     ) -> Result<OperationHandle, ArmError> {
-        let tag = format!(
-            "rdp-doctor-{}",
-            time::OffsetDateTime::now_utc().unix_timestamp_nanos()
-        );
         let (settings, protected, what) = match request {
             VmAccess::ResetConfig => (
                 serde_json::json!({}),
@@ -245,10 +250,7 @@ impl Arm {
 
     /// The rules configured in an NSG (custom rules only; the defaults sit at 65000+).
     pub async fn nsg_rules(&self, nsg_id: &str) -> Result<Vec<ConfiguredRule>, ArmError> {
-        let id = ResourceId::parse(nsg_id).map_err(|e| ArmError::Malformed {
-            what: "NSG id".into(),
-            detail: e.to_string(),
-        })?;
+        let id = parse_nsg_id(nsg_id)?;
         let what = format!("reading network security group {}", id.name);
         let nsg = self
             .network
@@ -275,13 +277,11 @@ impl Arm {
     /// PUT an inbound allow rule for TCP 3389 into an NSG.
     pub async fn put_rdp_rule(
         &self,
+        _confirmed: &Confirmed,
         nsg_id: &str,
         rule: &NewRdpRule,
     ) -> Result<OperationHandle, ArmError> {
-        let id = ResourceId::parse(nsg_id).map_err(|e| ArmError::Malformed {
-            what: "NSG id".into(),
-            detail: e.to_string(),
-        })?;
+        let id = parse_nsg_id(nsg_id)?;
         let what = format!("adding rule {} to {}", rule.name, id.name);
         let body = serde_json::json!({
             "properties": {
@@ -313,6 +313,103 @@ impl Arm {
             .map(|r| r.into_raw_response());
         self.start_write(response, &what).await
     }
+}
+
+/// A VM extension as Azure has it now: which PUT it keeps (`forceUpdateTag`) and how that went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionState {
+    pub force_update_tag: Option<String>,
+    /// `Succeeded`, `Failed`, `Creating`, `Updating`…
+    pub provisioning_state: Option<String>,
+}
+
+/// A security rule as Azure has it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleState {
+    pub priority: i32,
+    pub source: Option<String>,
+    pub allows_inbound_3389: bool,
+    /// `Succeeded`, `Updating`, `Failed`…
+    pub provisioning_state: Option<String>,
+}
+
+/// A fresh `forceUpdateTag`: a new value makes Azure run the extension again.
+pub fn new_update_tag() -> String {
+    format!(
+        "rdp-doctor-{}",
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+    )
+}
+
+impl Arm {
+    /// The extension `name` of a VM, or `None` if Azure has none by that name.
+    pub async fn extension_state(
+        &self,
+        vm: &VmRef,
+        name: &str,
+    ) -> Result<Option<ExtensionState>, ArmError> {
+        let what = format!("reading extension {name} of {}", vm.name);
+        let got = self
+            .compute
+            .virtual_machine_extensions_client()
+            .get(&vm.resource_group, &vm.name, name, &vm.subscription_id)
+            .await;
+        match got {
+            Ok(e) => Ok(Some(ExtensionState {
+                force_update_tag: e
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.force_update_tag.clone()),
+                provisioning_state: e.properties.and_then(|p| p.provisioning_state),
+            })),
+            Err(e) => match self.map_err(e, &what) {
+                ArmError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// The security rule `name` of an NSG, or `None` if the NSG has no such rule.
+    pub async fn rule_state(
+        &self,
+        nsg_id: &str,
+        name: &str,
+    ) -> Result<Option<RuleState>, ArmError> {
+        let id = parse_nsg_id(nsg_id)?;
+        let what = format!("reading rule {name} of {}", id.name);
+        let got = self
+            .network
+            .security_rules_client()
+            .get(&id.resource_group, &id.name, name, &id.subscription_id)
+            .await;
+        match got {
+            Ok(rule) => {
+                let Some(p) = rule.properties else {
+                    return Ok(None);
+                };
+                let allows_inbound_3389 = matches!(p.access, network::SecurityRuleAccess::Allow)
+                    && matches!(p.direction, network::SecurityRuleDirection::Inbound)
+                    && p.destination_port_range.as_deref() == Some("3389");
+                Ok(Some(RuleState {
+                    priority: p.priority,
+                    source: p.source_address_prefix.clone(),
+                    allows_inbound_3389,
+                    provisioning_state: p.provisioning_state.map(|s| format!("{s:?}")),
+                }))
+            }
+            Err(e) => match self.map_err(e, &what) {
+                ArmError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+fn parse_nsg_id(nsg_id: &str) -> Result<ResourceId, ArmError> {
+    ResourceId::parse(nsg_id).map_err(|e| ArmError::Malformed {
+        what: "NSG id".into(),
+        detail: e.to_string(),
+    })
 }
 
 /// The lowest free priority that still wins over `deciding` (lower number = evaluated first):

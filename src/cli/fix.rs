@@ -46,6 +46,9 @@ pub fn caller() -> Caller {
 }
 
 pub fn print_plan(prompt: &Prompt) {
+    for note in &prompt.notes {
+        println!("{note}");
+    }
     let plan: &Plan = &prompt.plan;
     println!("{}", plan.headline);
     println!(
@@ -71,6 +74,9 @@ pub fn print_plan(prompt: &Prompt) {
 }
 
 pub fn print_outcome(outcome: &Outcome) -> u8 {
+    for note in &outcome.notes {
+        eprintln!("note: {note}");
+    }
     match &outcome.result {
         Ok(()) => {
             println!(
@@ -90,6 +96,14 @@ pub fn print_outcome(outcome: &Outcome) -> u8 {
             }
             exit::OK
         }
+        Err(e) if outcome.still_running => {
+            eprintln!(
+                "{} of {} is still running: {e}. The VM stays locked; `rdp-doctor resume` follows it to the end.",
+                outcome.action.as_str(),
+                outcome.vm.name
+            );
+            exit::AZURE
+        }
         Err(e) => {
             eprintln!(
                 "error: {} of {} failed: {e}",
@@ -106,6 +120,11 @@ fn progress(p: Progress) {
         Progress::Sent { action, vm } => eprintln!("{} of {vm} sent to Azure…", action.as_str()),
         Progress::Waiting => eprintln!("waiting for Azure to finish…"),
         Progress::Rechecking => eprintln!("done; running the checks again…"),
+        Progress::Unanswered { action, vm } => eprintln!(
+            "Azure may have accepted the {} of {vm}; checking…",
+            action.as_str()
+        ),
+        Progress::Learned(text) => eprintln!("{text}"),
     }
 }
 

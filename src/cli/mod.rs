@@ -7,6 +7,7 @@
 mod fix;
 
 pub use fix::os_user;
+mod operations;
 mod render;
 mod simulate;
 mod sweep;
@@ -95,6 +96,21 @@ enum Command {
         #[arg(long)]
         simulate: bool,
     },
+    /// List the operations that are running: each holds its VM until it ends.
+    Operations,
+    /// Follow every running operation to its end (e.g. one an interrupted fix left behind).
+    Resume,
+    /// Free a VM whose operation Azure no longer knows (admin on the VM; audited with the reason).
+    Unlock {
+        /// The VM: NAME, RESOURCE-GROUP/NAME, or a full resource id.
+        vm: String,
+        /// Why it is safe to free it, for the audit log (required).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Subscription(s) to search; overrides AZURE_SUBSCRIPTION_ID.
+        #[arg(long, value_name = "ID")]
+        subscription: Vec<String>,
+    },
     /// Show recent audit entries.
     Audit {
         /// Only this VM (name or resource id).
@@ -171,6 +187,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing();
+    tracing::debug!(version = env!("CARGO_PKG_VERSION"), "rdp-doctor starting");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -184,20 +201,49 @@ pub fn main() -> ExitCode {
     ExitCode::from(runtime.block_on(run(cli)))
 }
 
-/// Logs go to stderr, `RUST_LOG` decides (default warn). The Azure SDK crates are capped at
-/// info: azure_core 0.21 prints request headers at trace level, bearer token included.
+/// Logs go to stderr, `RUST_LOG` decides (default warn) for rdp-doctor's own targets. Every
+/// other target is capped below whatever `RUST_LOG` says, and no directive can lift the cap:
+/// third-party crates see raw bytes (azure_core prints request bodies, VMAccess passwords
+/// included, and the bearer token at debug/trace; serenity 0.12 logs a gateway payload it cannot
+/// parse, e.g. a modal submit carrying a password, at WARN in `gateway/ws.rs`). The bot runs
+/// from this binary, so the cap holds there too.
 fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let requested = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,rdp_doctor=info".into());
-    let filter = EnvFilter::try_new(format!(
-        "{requested},azure_core=info,azure_identity=info,reqwest=info,hyper=info,hyper_util=info"
-    ))
-    .unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter = EnvFilter::try_new(requested).unwrap_or_else(|_| EnvFilter::new("warn"));
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .try_init();
+        .with_filter(tracing_subscriber::filter::filter_fn(within_cap))
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// Chat gateway crates: their WARN lines may quote a payload they could not parse.
+const GATEWAY_TARGETS: [&str; 4] = ["serenity", "poise", "tungstenite", "tokio_tungstenite"];
+
+/// The hard cap: rdp-doctor's own targets as `RUST_LOG` says; chat gateway crates at ERROR;
+/// every other target (azure_core, azure_identity, reqwest, hyper, h2, rustls, sqlx, and `log`
+/// records bridged from crates that use the `log` facade) at WARN.
+fn within_cap(meta: &tracing::Metadata<'_>) -> bool {
+    let target = meta.target();
+    let under = |root: &str| {
+        target == root
+            || target
+                .strip_prefix(root)
+                .is_some_and(|rest| rest.starts_with("::"))
+    };
+    if under("rdp_doctor") {
+        return true;
+    }
+    let cap = if GATEWAY_TARGETS.iter().any(|root| under(root)) {
+        tracing::Level::ERROR
+    } else {
+        tracing::Level::WARN
+    };
+    *meta.level() <= cap
 }
 
 /// `--from IP`: an IPv4 address, or a usage error saying what was wrong.
@@ -304,6 +350,29 @@ async fn run(cli: Cli) -> u8 {
             Ok((door, _sim)) => fix::cancel(&door, &id).await,
             Err(code) => code,
         },
+        Command::Operations => match terminal_door(false, &[], true).await {
+            Ok((door, _sim)) => operations::list(&door).await,
+            Err(code) => code,
+        },
+        Command::Resume => match terminal_door(false, &[], true).await {
+            Ok((door, _sim)) => operations::resume(&door).await,
+            Err(code) => code,
+        },
+        Command::Unlock {
+            vm,
+            reason,
+            subscription,
+        } => {
+            let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
+                return usage_error(
+                    "say why with --reason TEXT: it is written to the audit log with the unlock",
+                );
+            };
+            match terminal_door(false, &subscription, true).await {
+                Ok((door, _sim)) => operations::unlock(&door, &vm, &reason).await,
+                Err(code) => code,
+            }
+        }
         Command::Audit { vm, limit } => match terminal_door(false, &[], true).await {
             Ok((door, _sim)) => fix::audit(&door, vm.as_deref(), limit).await,
             Err(code) => code,

@@ -106,6 +106,9 @@ fn prompt_embed(prompt: &Prompt) -> CreateEmbed {
         "VM **{}** · resource group `{}` · subscription `{}`\n\n",
         vm.name, vm.resource_group, vm.subscription_id
     );
+    for note in &prompt.notes {
+        text.push_str(&format!("{note}\n\n"));
+    }
     for line in &prompt.plan.consequences {
         text.push_str(&format!("• {line}\n"));
     }
@@ -152,6 +155,14 @@ fn outcome_embed(outcome: &Outcome) -> CreateEmbed {
             ),
             serenity::all::Colour(0x2E_CC_71),
         ),
+        Err(_) if outcome.still_running => (
+            format!(
+                "⏳ {} of {} is still running",
+                outcome.action.as_str(),
+                outcome.vm.name
+            ),
+            serenity::all::Colour(0xF1_C4_0F),
+        ),
         Err(_) => (
             format!(
                 "❌ {} of {} failed",
@@ -164,6 +175,9 @@ fn outcome_embed(outcome: &Outcome) -> CreateEmbed {
     let mut text = format!("Confirmed by {}.\n", outcome.confirmed_by);
     if let Err(e) = &outcome.result {
         text.push_str(&format!("\n{e}\n"));
+    }
+    for note in &outcome.notes {
+        text.push_str(&format!("\n{note}\n"));
     }
     if let Some(after) = &outcome.after {
         text.push_str(&format!(
@@ -692,6 +706,11 @@ pub async fn component(
                         ),
                         Progress::Waiting => "Waiting for Azure to finish…".to_string(),
                         Progress::Rechecking => "Done. Running the checks again…".to_string(),
+                        Progress::Unanswered { action, vm } => format!(
+                            "Azure may have accepted the {} of {vm}; checking…",
+                            action.as_str()
+                        ),
+                        Progress::Learned(text) => text,
                     };
                     shown
                         .show(View::embed(render::notice("In progress", &text)))

@@ -103,17 +103,21 @@ pub(crate) fn caller(
     }
 }
 
-/// A random id for references and menus (not a secret; std's hasher seeds are random).
+/// A random id for references and menu nonces, from the operating system's CSPRNG. Should the
+/// random source fail, the clock's nanoseconds still keep them apart: a pick menu also checks
+/// the person who opened it, and confirmation ids (the secret ones) have no such fallback.
 pub(crate) fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    hasher.finish()
+    let mut bytes = [0u8; 8];
+    match getrandom::getrandom(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(e) => {
+            tracing::error!(error = %e, "the operating system's random source failed");
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or_default()
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -95,7 +95,11 @@ impl DoorError {
             // A resource group that is not there is the person's typo, as a VM name would be.
             DoorError::Azure(e) if e.code() == Some("ResourceGroupNotFound") => true,
             DoorError::Azure(_) | DoorError::Store(_) => false,
-            DoorError::Operate(e) => !matches!(e, OperateError::Arm(_) | OperateError::Store(_)),
+            // A VM busy with another change is not the person's mistake (exit 3, like Azure).
+            DoorError::Operate(e) => !matches!(
+                e,
+                OperateError::Arm(_) | OperateError::Store(_) | OperateError::Locked { .. }
+            ),
             _ => true,
         }
     }
@@ -724,6 +728,66 @@ impl Door {
         Ok(operator
             .cancel(&caller.actor, caller.channel(), confirmation_id)
             .await?)
+    }
+
+    /// Running operations on VMs the person may read, oldest first.
+    pub async fn operations(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<crate::store::Operation>, DoorError> {
+        self.admit(caller)?;
+        let needed = self.catalog.commands.check;
+        if !self.policy.holds_anywhere(&caller.actor, needed) {
+            return Err(DoorError::Denied(Denial {
+                needed,
+                scope: "any VM rdp-doctor serves".to_string(),
+                have: None,
+            }));
+        }
+        Ok(self
+            .operator()?
+            .running()
+            .await?
+            .into_iter()
+            .filter(|op| self.may_read(&caller.actor, &VmRef::from_stored(&op.vm_id, "")))
+            .collect())
+    }
+
+    /// A person asks to follow the running operations to their end (only following: nothing is
+    /// sent to Azure but reads). They must be able to read the VMs; the fixes' levels were
+    /// checked when they were confirmed.
+    pub async fn resume_for(
+        &self,
+        caller: &Caller,
+        on_done: &(dyn Fn(&crate::store::Operation, &Outcome) + Send + Sync),
+    ) -> Result<usize, DoorError> {
+        let visible = self.operations(caller).await?;
+        let running = self.operator()?.running().await?;
+        if let Some(hidden) = running
+            .iter()
+            .find(|op| !visible.iter().any(|v| v.id == op.id))
+        {
+            let vm = VmRef::from_stored(&hidden.vm_id, &hidden.vm_name);
+            self.policy
+                .authorize(&caller.actor, self.catalog.commands.check, &vm)?;
+        }
+        self.resume(on_done).await
+    }
+
+    /// Free a VM whose operation Azure no longer knows: `admin` on the VM and a reason, audited.
+    pub async fn unlock(
+        &self,
+        caller: &Caller,
+        text: &str,
+        reason: &str,
+    ) -> Result<(VmRef, crate::store::Operation), DoorError> {
+        let operator = self.operator()?;
+        let summary = self
+            .resolve(caller, text, self.catalog.commands.check)
+            .await?;
+        self.authorise_vm(caller, Permission::Admin, &summary.vm)?;
+        let op = operator.unlock(&caller.actor, &summary.vm, reason).await?;
+        Ok((summary.vm, op))
     }
 
     /// Follow the operations a previous run left mid-flight (at start-up; not a person's call).

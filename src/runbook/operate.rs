@@ -8,7 +8,7 @@
 //! confirmation id and are dropped once used or when the confirmation lapses.
 
 use super::catalog::Catalog;
-use super::fix::{self, FixRequest, Plan, PlanError};
+use super::fix::{self, FixRequest, Learned, Plan, PlanError};
 use super::{CheckOptions, Report};
 use crate::azure::{Arm, ArmError, OperationHandle, VmRef, VmSummary};
 use crate::diagnose::{ActionId, Status};
@@ -19,7 +19,7 @@ use crate::store::{
     Store, StoreError,
 };
 use secrecy::SecretString;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// Milliseconds since the Unix epoch (the store's clock).
@@ -33,13 +33,19 @@ pub enum OperateError {
     Denied(#[from] Denial),
     #[error("{0}")]
     Refused(#[from] fix::Refusal),
-    #[error("{vm} is busy: {action} by {holder} has been running since {since}. One change per VM at a time.")]
+    #[error("{vm} is busy: {action} by {holder} has been running since {since}. One change per VM at a time.{hint}")]
     Locked {
         vm: String,
         holder: String,
         action: String,
         since: String,
+        /// What to do about it, when the operation cannot be followed to its end.
+        hint: String,
     },
+    #[error("Say why: `--reason TEXT` is written to the audit log with the unlock.")]
+    ReasonNeeded,
+    #[error("{vm} is not locked: no operation is running on it.")]
+    NotLocked { vm: String },
     #[error("This confirmation was already used: confirmed by {by}.")]
     AlreadyConfirmed { by: String },
     #[error("This confirmation was cancelled by {by}.")]
@@ -73,6 +79,17 @@ impl From<PlanError> for OperateError {
     }
 }
 
+/// Proof that a fix was confirmed and its VM locked. The `azure` write functions take one and
+/// only [`Operator`] makes one (the field is private, there is no constructor), so a write that
+/// skips the confirmation does not compile:
+///
+/// ```compile_fail
+/// let confirmed = rdp_doctor::runbook::operate::Confirmed { _private: () };
+/// ```
+pub struct Confirmed {
+    _private: (),
+}
+
 /// A confirmation waiting for a click (or a `rdp-doctor confirm ID`). The plan names the VM
 /// fully (name, resource group, subscription).
 #[derive(Debug, Clone)]
@@ -82,6 +99,8 @@ pub struct Prompt {
     pub expires_ms: i64,
     pub two_person: bool,
     pub requester: String,
+    /// What happened before the prompt, e.g. an interrupted operation followed to its end.
+    pub notes: Vec<String>,
 }
 
 /// How a confirmed fix ended.
@@ -90,7 +109,13 @@ pub struct Outcome {
     pub action: ActionId,
     pub vm: VmRef,
     pub confirmed_by: String,
+    /// `Err` with `still_running` when Azure had not finished by the deadline (or could not be
+    /// read): the operation stays running and the VM locked.
     pub result: Result<(), ArmError>,
+    pub still_running: bool,
+    /// Things the person should know: Azure's lost answer and what the VM showed, a database
+    /// write that failed after the change, an operation another process recorded.
+    pub notes: Vec<String>,
     /// The check after the fix (only when it succeeded and the re-check ran).
     pub after: Option<Report>,
     /// Lines such as "nsg: fail → pass".
@@ -100,9 +125,19 @@ pub struct Outcome {
 /// Progress of a running fix, for front ends to render.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    Sent { action: ActionId, vm: String },
+    Sent {
+        action: ActionId,
+        vm: String,
+    },
     Waiting,
     Rechecking,
+    /// Azure's answer to the write was lost; the VM is being read to learn what happened.
+    Unanswered {
+        action: ActionId,
+        vm: String,
+    },
+    /// What the VM showed, e.g. "it did: the VM is restarting (PowerState/starting)".
+    Learned(String),
 }
 
 /// The operator: one per process.
@@ -113,8 +148,10 @@ pub struct Operator {
     pub store: Store,
     pub policy: Arc<Policy>,
     pub subscriptions: Vec<String>,
-    /// Passwords by confirmation id, in memory only.
+    /// Passwords by confirmation id, in memory only, until used, cancelled or expired.
     passwords: Arc<Mutex<HashMap<String, (String, SecretString)>>>,
+    /// Operations a task of this process is running or following now.
+    live: Arc<Mutex<HashSet<i64>>>,
 }
 
 impl Operator {
@@ -132,9 +169,11 @@ impl Operator {
             policy,
             subscriptions,
             passwords: Arc::new(Mutex::new(HashMap::new())),
+            live: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
+    /// Append to the audit log; a failure is logged (for entries nothing depends on).
     pub async fn audit(
         &self,
         actor: &Actor,
@@ -143,6 +182,24 @@ impl Operator {
         vm: Option<&VmRef>,
         result: &str,
     ) {
+        if let Err(e) = self
+            .audit_required(actor, channel, command, vm, result)
+            .await
+        {
+            tracing::error!(error = %e, "could not write the audit log");
+        }
+    }
+
+    /// Append to the audit log, retrying a failing database a few times; the error is the
+    /// caller's to surface (a fix that cannot be audited does not run).
+    pub async fn audit_required(
+        &self,
+        actor: &Actor,
+        channel: Option<&str>,
+        command: &str,
+        vm: Option<&VmRef>,
+        result: &str,
+    ) -> Result<(), StoreError> {
         let entry = NewAudit {
             actor: actor.id.clone(),
             actor_name: actor.name.clone(),
@@ -153,9 +210,9 @@ impl Operator {
             result: result.to_string(),
             at_ms: now_ms(),
         };
-        if let Err(e) = self.store.audit(&entry).await {
-            tracing::error!(error = %e, "could not write the audit log");
-        }
+        stored("writing the audit log", || self.store.audit(&entry))
+            .await
+            .map(|_| ())
     }
 
     /// The level `action` needs (`commands/rdp.toml`; admin if it does not say).
@@ -195,12 +252,12 @@ impl Operator {
     ) -> Result<Prompt, OperateError> {
         let action = request.action();
         self.policy.authorize(actor, self.permission(action), vm)?;
-        self.ensure_free(vm).await?;
+        let notes = self.ensure_free(vm).await?;
         let facts = fix::facts(&self.arm, vm).await?;
         let plan = fix::plan(&self.arm, &facts, &request).await?;
         self.authorize_plan(actor, &plan)?;
         let requester = self.policy.person_key(&actor.id);
-        self.prompt(&requester, &actor.name, channel, request, plan)
+        self.prompt(&requester, &actor.name, channel, request, plan, notes)
             .await
     }
 
@@ -224,7 +281,8 @@ impl Operator {
         Ok(())
     }
 
-    /// Store a prompt for `plan`; a password waits in memory under its id.
+    /// Store a prompt for `plan`; a password waits in memory under its id. `notes`: what was
+    /// done on the way, for the person to read.
     async fn prompt(
         &self,
         requester: &str,
@@ -232,6 +290,7 @@ impl Operator {
         channel: Option<&str>,
         request: FixRequest,
         plan: Plan,
+        notes: Vec<String>,
     ) -> Result<Prompt, OperateError> {
         let action = request.action();
         let vm = &plan.vm;
@@ -257,9 +316,12 @@ impl Operator {
             })
             .await?;
         if let FixRequest::ResetPassword { username, password } = request {
-            if let Ok(mut passwords) = self.passwords.lock() {
-                passwords.insert(confirmation.id.clone(), (username, password));
-            }
+            self.keep_password(
+                &confirmation.id,
+                username,
+                password,
+                confirmation.expires_ms,
+            );
         }
         Ok(Prompt {
             confirmation_id: confirmation.id,
@@ -267,19 +329,54 @@ impl Operator {
             expires_ms: confirmation.expires_ms,
             two_person: self.policy.two_person(action.as_str()),
             requester: requester_name.to_string(),
+            notes,
         })
     }
 
-    async fn ensure_free(&self, vm: &VmRef) -> Result<(), OperateError> {
-        if let Some(op) = self.store.current_operation(&vm.id).await? {
-            return Err(OperateError::Locked {
+    /// The VM is free, or is made free by following to its end an operation that no task of
+    /// this process is following (a stopped CLI's, another process's). Returns what was done
+    /// on the way, for the person to read.
+    async fn ensure_free(&self, vm: &VmRef) -> Result<Vec<String>, OperateError> {
+        let mut notes = Vec::new();
+        let current = || {
+            stored("reading the running operation", || {
+                self.store.current_operation(&vm.id)
+            })
+        };
+        let Some(op) = current().await? else {
+            return Ok(notes);
+        };
+        let mut hint = String::new();
+        if !self.is_live(op.id) {
+            if let Some(outcome) = self.follow_stored(&op).await? {
+                let how = match (&outcome.result, outcome.still_running) {
+                    (Ok(()), _) => "it succeeded".to_string(),
+                    (Err(e), false) => format!("it failed: {e}"),
+                    (Err(e), true) => format!("it is still running: {e}"),
+                };
+                notes.push(format!(
+                    "Followed the earlier {} of {} by {} first: {how}.",
+                    op.action, vm.name, op.requester_name
+                ));
+                notes.extend(outcome.notes);
+                if let (true, Err(e)) = (outcome.still_running, &outcome.result) {
+                    hint = format!(
+                        " Following it ended with: {e}. `rdp-doctor resume` follows it again; if Azure no longer knows it and the VM is settled, an admin can free it with `rdp-doctor unlock {} --reason …`.",
+                        vm.name
+                    );
+                }
+            }
+        }
+        match current().await? {
+            None => Ok(notes),
+            Some(op) => Err(OperateError::Locked {
                 vm: vm.name.clone(),
                 holder: op.requester_name,
                 action: op.action,
                 since: format_time(op.started_ms),
-            });
+                hint,
+            }),
         }
-        Ok(())
     }
 
     /// Withdraw a prompt: its requester may, and so may anyone with the level the fix needs on
@@ -408,14 +505,15 @@ impl Operator {
                 return Err(error);
             }
         };
-        self.audit(
+        // No audit entry, no fix.
+        self.audit_required(
             actor,
             confirmation.channel.as_deref(),
             "confirm",
             Some(&vm),
             &format!("confirmed {} {}", action.as_str(), short(confirmation_id)),
         )
-        .await;
+        .await?;
         let request = match self.rebuild_request(action, &confirmation.params_json, confirmation_id)
         {
             Ok(r) => r,
@@ -508,22 +606,22 @@ impl Operator {
         shown: Option<&str>,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, OperateError> {
-        let locked = self
-            .store
-            .start_operation(&NewOperation {
-                action: action.as_str().to_string(),
-                vm_id: vm.id.clone(),
-                vm_name: vm.name.clone(),
-                requester: actor.id.clone(),
-                requester_name: if requester.name == actor.name {
-                    requester.name.clone()
-                } else {
-                    format!("{}, confirmed by {}", requester.name, actor.name)
-                },
-                confirmation_id: confirmation_id.map(str::to_string),
-                started_ms: now_ms(),
-            })
-            .await?;
+        // An operation an interrupted process left behind is followed to its end first.
+        let mut notes = self.ensure_free(vm).await?;
+        let new = NewOperation {
+            action: action.as_str().to_string(),
+            vm_id: vm.id.clone(),
+            vm_name: vm.name.clone(),
+            requester: actor.id.clone(),
+            requester_name: if requester.name == actor.name {
+                requester.name.clone()
+            } else {
+                format!("{}, confirmed by {}", requester.name, actor.name)
+            },
+            confirmation_id: confirmation_id.map(str::to_string),
+            started_ms: now_ms(),
+        };
+        let locked = stored("taking the VM's lock", || self.store.start_operation(&new)).await?;
         let operation = match locked {
             Ok(op) => op,
             Err(l) => {
@@ -532,6 +630,7 @@ impl Operator {
                     holder: l.holder_name,
                     action: l.action,
                     since: format_time(l.since_ms),
+                    hint: String::new(),
                 };
                 self.audit(
                     actor,
@@ -544,91 +643,296 @@ impl Operator {
                 return Err(error);
             }
         };
-        let _ = self
-            .store
-            .set_operation_message(operation.id, channel, None)
-            .await;
+        // Ours until it ends or this task is dropped (then a later command follows it).
+        let _live = self.hold(operation.id);
+        let job = Job {
+            operation_id: operation.id,
+            actor,
+            channel,
+            vm,
+            action,
+        };
+        if let Err(e) = stored("saving where progress is shown", || {
+            self.store
+                .set_operation_message(operation.id, channel, None)
+        })
+        .await
+        {
+            notes.push(store_note("where progress is shown", &e));
+        }
         let before = self.snapshot(vm).await;
         // Preconditions from facts read just before the write, not when the prompt was shown.
-        // The confirmer is authorised on what the plan changes *now*, and the plan must be the
-        // one the prompt showed: another NSG, priority or consequence runs nothing.
-        let sent = async {
+        let planned = async {
             let facts = fix::facts(&self.arm, vm).await?;
-            let plan = fix::plan(&self.arm, &facts, &request).await?;
-            self.authorize_plan(actor, &plan)?;
-            if let Some(shown) = shown {
-                if plan.fingerprint() != shown {
-                    return Err(PlanDrift::Changed(shown.to_string(), Box::new(plan)));
-                }
-            }
-            let handle = fix::execute(&self.arm, &plan, &request).await?;
-            Ok::<OperationHandle, PlanDrift>(handle)
+            Ok::<Plan, OperateError>(fix::plan(&self.arm, &facts, &request).await?)
         }
         .await;
-        let sent = match sent {
-            Ok(handle) => Ok(handle),
-            Err(PlanDrift::Failed(e)) => Err(e),
-            Err(PlanDrift::Changed(was, plan)) => {
-                let now = plan.fingerprint();
-                match self
-                    .prompt(&requester.key, &requester.name, channel, request, *plan)
-                    .await
-                {
-                    Ok(fresh) => Err(OperateError::PlanChanged {
-                        was: plan_summary(&was),
-                        now: plan_summary(&now),
-                        fresh: Box::new(fresh),
-                    }),
-                    Err(e) => Err(e),
-                }
-            }
+        let plan = match planned {
+            Ok(plan) => plan,
+            Err(e) => return Err(self.not_sent(&job, e, &mut notes).await),
         };
-        let handle = match sent {
-            Ok(h) => h,
-            Err(e) => {
-                let (code, message) = error_parts(&e);
-                let _ = self
-                    .store
-                    .finish_operation(operation.id, &OperationOutcome::Failed { code, message })
-                    .await;
-                self.audit(
-                    actor,
+        // The confirmer is authorised on what the plan changes *now*, and the plan must be the
+        // one the prompt showed: another NSG, priority or consequence runs nothing, and a fresh
+        // prompt is stored for it.
+        if let Err(e) = self.authorize_plan(actor, &plan) {
+            return Err(self.not_sent(&job, e, &mut notes).await);
+        }
+        if let Some(shown) = shown.filter(|shown| *shown != plan.fingerprint()) {
+            let now = plan.fingerprint();
+            let changed = match self
+                .prompt(
+                    &requester.key,
+                    &requester.name,
                     channel,
-                    action.as_str(),
-                    Some(vm),
-                    &format!("failed: {e}"),
+                    request,
+                    plan,
+                    notes.clone(),
                 )
-                .await;
-                return Err(e);
+                .await
+            {
+                Ok(fresh) => OperateError::PlanChanged {
+                    was: plan_summary(shown),
+                    now: plan_summary(&now),
+                    fresh: Box::new(fresh),
+                },
+                Err(e) => e,
+            };
+            return Err(self.not_sent(&job, changed, &mut notes).await);
+        }
+        let confirmed = Confirmed { _private: () };
+        let tag = crate::azure::new_update_tag();
+        let sent = fix::execute(&self.arm, &confirmed, &plan, &request, &tag).await;
+        drop(request);
+        let handle = match sent {
+            Ok(handle) => handle,
+            Err(e) if e.is_unanswered() => {
+                return Ok(self
+                    .after_unanswered(&job, &plan, &tag, e, before, notes, progress)
+                    .await);
             }
+            Err(e) => return Err(self.not_sent(&job, e.into(), &mut notes).await),
         };
+        // The URL is stored before anyone is told "sent": an interrupted process leaves an
+        // operation the next command can follow.
+        let url = handle.to_json();
+        if let Err(e) = stored("saving Azure's operation URL", || {
+            self.store.set_operation_url(operation.id, &url)
+        })
+        .await
+        {
+            notes.push(format!(
+                "{}; if rdp-doctor stops before the operation ends, {} stays locked until an admin runs `rdp-doctor unlock`",
+                store_note("Azure's operation URL", &e),
+                vm.name
+            ));
+        }
         progress(Progress::Sent {
             action,
             vm: vm.name.clone(),
         });
-        let _ = self
-            .store
-            .set_operation_url(operation.id, &handle.to_json())
-            .await;
         progress(Progress::Waiting);
         let result = self
             .arm
             .wait(&handle, &format!("{} of {}", action.as_str(), vm.name))
             .await;
-        self.finish(
-            operation.id,
-            actor,
-            channel,
-            vm,
-            action,
-            result,
-            before,
-            progress,
-        )
-        .await
+        Ok(self.conclude(&job, result, before, notes, progress).await)
     }
 
-    /// Record the end of an operation, re-check on success and say what changed.
+    /// The write was refused before Azure acted (a precondition, or an answer that proves it):
+    /// record the failure, release the VM.
+    async fn not_sent(
+        &self,
+        job: &Job<'_>,
+        error: OperateError,
+        notes: &mut Vec<String>,
+    ) -> OperateError {
+        let (code, message) = error_parts(&error);
+        let outcome = OperationOutcome::Failed { code, message };
+        if let Err(e) = stored("recording the refused fix", || {
+            self.store.finish_operation(job.operation_id, &outcome)
+        })
+        .await
+        {
+            notes.push(store_note("the outcome", &e));
+            tracing::error!(error = %e, "could not record a refused fix; the VM stays locked");
+        }
+        self.audit(
+            job.actor,
+            job.channel,
+            job.action.as_str(),
+            Some(job.vm),
+            &format!("failed: {error}"),
+        )
+        .await;
+        error
+    }
+
+    /// Azure's answer to the write was lost: read the VM to learn what happened, follow what
+    /// it shows until it settles (or the operation's deadline), and say so.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_unanswered(
+        &self,
+        job: &Job<'_>,
+        plan: &Plan,
+        tag: &str,
+        error: ArmError,
+        before: Option<Report>,
+        mut notes: Vec<String>,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Outcome {
+        progress(Progress::Unanswered {
+            action: job.action,
+            vm: job.vm.name.clone(),
+        });
+        let learned = self.learn(plan, tag).await;
+        progress(Progress::Learned(learned.text()));
+        notes.push(format!(
+            "Azure's answer was lost ({error}); rdp-doctor did not send it again. Read the VM: {}",
+            learned.text()
+        ));
+        let result = match &learned {
+            Learned::Done(_) => Ok(()),
+            Learned::InProgress(state) => Err(ArmError::Timeout {
+                what: format!(
+                    "{} of {}: Azure is still at it ({state}) (operation still running)",
+                    job.action.as_str(),
+                    job.vm.name
+                ),
+                after: self.arm.settings().operation_timeout,
+            }),
+            Learned::Failed(e) => Err(ArmError::OperationFailed {
+                status: "failed".into(),
+                code: "Failed".into(),
+                message: e.clone(),
+            }),
+            Learned::NotDone(e) => Err(ArmError::OperationFailed {
+                status: "not accepted".into(),
+                code: "NotAccepted".into(),
+                message: format!("Azure did not act on it ({e}); nothing changed, ask again"),
+            }),
+            Learned::Settled(e) | Learned::CannotTell(e) => Err(ArmError::OperationFailed {
+                status: "unknown".into(),
+                code: "Unknown".into(),
+                message: format!(
+                    "cannot tell whether Azure acted ({e}); run `rdp-doctor check {}` before asking again",
+                    job.vm.name
+                ),
+            }),
+        };
+        self.conclude(job, result, before, notes, progress).await
+    }
+
+    /// Read the VM until what it shows is no longer "in progress" or the deadline passes.
+    async fn learn(&self, plan: &Plan, tag: &str) -> Learned {
+        let settings = self.arm.settings();
+        let deadline = tokio::time::Instant::now() + settings.operation_timeout;
+        let mut seen_at_work = false;
+        loop {
+            let learned = match fix::what_azure_did(&self.arm, plan, tag).await {
+                Ok(l) => l,
+                Err(e) => Learned::CannotTell(format!("reading the VM failed: {e}")),
+            };
+            match learned {
+                Learned::InProgress(state) => {
+                    seen_at_work = true;
+                    if tokio::time::Instant::now() + settings.poll_interval > deadline {
+                        return Learned::InProgress(state);
+                    }
+                    tokio::time::sleep(settings.poll_interval).await;
+                }
+                Learned::Settled(state) if seen_at_work => {
+                    return Learned::Done(state.replace(
+                        "which looks the same before and after",
+                        "after it was seen at work",
+                    ))
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Record how an operation ended (or that it is still running), re-check on success and
+    /// say what changed. Only Azure's own verdict ends an operation: when the deadline passes
+    /// or the operation cannot be read, it stays running and the VM stays locked.
+    async fn conclude(
+        &self,
+        job: &Job<'_>,
+        result: Result<(), ArmError>,
+        before: Option<Report>,
+        mut notes: Vec<String>,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Outcome {
+        let ended = match &result {
+            Ok(()) => Some(OperationOutcome::Succeeded),
+            Err(e @ ArmError::OperationFailed { .. }) => Some(OperationOutcome::Failed {
+                code: e.code().unwrap_or("Failed").to_string(),
+                message: e.to_string(),
+            }),
+            Err(_) => None,
+        };
+        let still_running = ended.is_none();
+        let mut recorded_here = true;
+        if let Some(outcome) = &ended {
+            match stored("recording the outcome", || {
+                self.store.finish_operation(job.operation_id, outcome)
+            })
+            .await
+            {
+                Ok(()) => {}
+                // Another process following the same operation recorded it first.
+                Err(StoreError::OperationNotRunning { .. }) => recorded_here = false,
+                Err(e) => notes.push(format!(
+                    "{}; {} stays locked until `rdp-doctor resume` or an admin's `rdp-doctor unlock`",
+                    store_note("the outcome", &e),
+                    job.vm.name
+                )),
+            }
+        }
+        if recorded_here {
+            let text = match &result {
+                Ok(()) => "succeeded".to_string(),
+                Err(e) if still_running => format!(
+                    "still running: {e}; the VM stays locked, `rdp-doctor resume` follows it"
+                ),
+                Err(e) => format!("failed: {e}"),
+            };
+            if let Err(e) = self
+                .audit_required(
+                    job.actor,
+                    job.channel,
+                    job.action.as_str(),
+                    Some(job.vm),
+                    &text,
+                )
+                .await
+            {
+                notes.push(store_note("the audit entry", &e));
+            }
+        } else {
+            notes.push("another rdp-doctor recorded this outcome first".to_string());
+        }
+        let mut after = None;
+        let mut changes = Vec::new();
+        if result.is_ok() {
+            progress(Progress::Rechecking);
+            after = self.snapshot(job.vm).await;
+            changes = diff(before.as_ref(), after.as_ref());
+        }
+        Outcome {
+            action: job.action,
+            vm: job.vm.clone(),
+            confirmed_by: job.actor.name.clone(),
+            result,
+            still_running,
+            after,
+            changes,
+            notes,
+        }
+    }
+
+    /// Record the end of an operation Azure has answered for, re-check on success and say
+    /// what changed. Ending it is conditional on it still running, so an outcome is recorded
+    /// once however many processes follow the operation.
     #[allow(clippy::too_many_arguments)]
     pub async fn finish(
         &self,
@@ -641,47 +945,29 @@ impl Operator {
         before: Option<Report>,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, OperateError> {
-        let outcome = match &result {
-            Ok(()) => OperationOutcome::Succeeded,
-            Err(e) => OperationOutcome::Failed {
-                code: e.code().unwrap_or("Failed").to_string(),
-                message: e.to_string(),
-            },
-        };
-        let _ = self.store.finish_operation(operation_id, &outcome).await;
-        self.audit(
+        let job = Job {
+            operation_id,
             actor,
             channel,
-            action.as_str(),
-            Some(vm),
-            &match &result {
-                Ok(()) => "succeeded".to_string(),
-                Err(e) => format!("failed: {e}"),
-            },
-        )
-        .await;
-        let mut after = None;
-        let mut changes = Vec::new();
-        if result.is_ok() {
-            progress(Progress::Rechecking);
-            after = self.snapshot(vm).await;
-            changes = diff(before.as_ref(), after.as_ref());
-        }
-        Ok(Outcome {
+            vm,
             action,
-            vm: vm.clone(),
-            confirmed_by: actor.name.clone(),
-            result,
-            after,
-            changes,
-        })
+        };
+        Ok(self
+            .conclude(&job, result, before, Vec::new(), progress)
+            .await)
     }
 
     /// Run the checks and keep the report as the VM's latest snapshot.
     pub async fn snapshot(&self, vm: &VmRef) -> Option<Report> {
         let report = self.check(VmSummary::unlisted(vm.clone())).await.ok()?;
         if let Ok(json) = serde_json::to_string(&report) {
-            let _ = self.store.save_snapshot(&vm.id, now_ms(), &json).await;
+            if let Err(e) = stored("saving the check snapshot", || {
+                self.store.save_snapshot(&vm.id, now_ms(), &json)
+            })
+            .await
+            {
+                tracing::warn!(error = %e, vm = %vm.name, "could not save the check snapshot");
+            }
         }
         Some(report)
     }
@@ -697,91 +983,266 @@ impl Operator {
         .await
     }
 
-    /// After a restart: follow every operation that was running, from its stored URL.
+    /// Follow every running operation no task of this process is following (after a restart,
+    /// or `rdp-doctor resume`) to its end, at the same time. Returns how many were followed.
     pub async fn resume(
         &self,
         on_done: &(dyn Fn(&crate::store::Operation, &Outcome) + Send + Sync),
     ) -> Result<usize, OperateError> {
-        let running = self.store.running_operations().await?;
-        let count = running.len();
-        for op in running {
-            let Some(action) = ActionId::parse(&op.action) else {
-                continue;
-            };
-            let vm = VmRef::from_stored(&op.vm_id, &op.vm_name);
-            let actor = Actor {
-                id: op.requester.clone(),
-                name: op.requester_name.clone(),
-                role_ids: Vec::new(),
-                source: crate::policy::ActorSource::Cli,
-            };
-            let handle = op.azure_url.as_deref().and_then(OperationHandle::from_json);
-            let result = match handle {
-                Some(h) => self.arm.wait(&h, &format!("{} of {}", action.as_str(), vm.name)).await,
-                None => Err(ArmError::OperationFailed {
-                    status: "unknown".into(),
-                    code: "Interrupted".into(),
-                    message: "rdp-doctor stopped before Azure accepted the request; check the VM and ask again".into(),
-                }),
-            };
-            let before = self
-                .store
-                .latest_snapshot(&vm.id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|(_, json)| serde_json::from_str::<serde_json::Value>(&json).ok())
-                .map(snapshot_statuses);
-            let outcome = self
-                .finish(
-                    op.id,
-                    &actor,
-                    op.channel.as_deref(),
-                    &vm,
-                    action,
-                    result,
-                    None,
-                    &|_| {},
-                )
-                .await?;
-            let mut outcome = outcome;
-            if let (Some(before), Some(after)) = (before, outcome.after.as_ref()) {
-                outcome.changes = diff_statuses(&before, &statuses(after));
+        let running = stored("listing running operations", || {
+            self.store.running_operations()
+        })
+        .await?;
+        let followed = futures::future::join_all(
+            running
+                .iter()
+                .filter(|op| !self.is_live(op.id))
+                .map(|op| async move { (op, self.follow_stored(op).await) }),
+        )
+        .await;
+        let mut count = 0;
+        for (op, result) in followed {
+            if let Some(outcome) = result? {
+                count += 1;
+                on_done(op, &outcome);
             }
-            on_done(&op, &outcome);
         }
         Ok(count)
     }
+
+    /// Follow an operation another process started (or one this process let go of): from its
+    /// stored URL to its end. Without a URL it is left alone for a grace period (someone may be
+    /// sending it right now), then finished as interrupted after reading the VM. `None` when
+    /// it was left alone.
+    async fn follow_stored(
+        &self,
+        op: &crate::store::Operation,
+    ) -> Result<Option<Outcome>, OperateError> {
+        let Some(action) = ActionId::parse(&op.action) else {
+            return Ok(None);
+        };
+        let vm = VmRef::from_stored(&op.vm_id, &op.vm_name);
+        let actor = Actor {
+            id: op.requester.clone(),
+            name: op.requester_name.clone(),
+            role_ids: Vec::new(),
+            source: crate::policy::ActorSource::Cli,
+        };
+        let _live = self.hold(op.id);
+        let what = format!("{} of {}", action.as_str(), vm.name);
+        let result = match op.azure_url.as_deref().and_then(OperationHandle::from_json) {
+            Some(handle) => self.arm.wait(&handle, &what).await,
+            None if now_ms() - op.started_ms < self.unsent_grace_ms() => return Ok(None),
+            None => {
+                let state = match self.arm.vm_facts(&vm).await {
+                    Ok(f) => format!(
+                        "PowerState/{}, ProvisioningState/{}",
+                        f.power_state.as_deref().unwrap_or("unknown"),
+                        f.provisioning_state.as_deref().unwrap_or("unknown")
+                    ),
+                    Err(e) => format!("unknown (reading the VM failed: {e})"),
+                };
+                Err(ArmError::OperationFailed {
+                    status: "interrupted".into(),
+                    code: "Interrupted".into(),
+                    message: format!(
+                        "rdp-doctor stopped before Azure's answer was recorded; the VM now shows {state}; check it before asking again"
+                    ),
+                })
+            }
+        };
+        let before = self
+            .store
+            .latest_snapshot(&vm.id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|(_, json)| serde_json::from_str::<serde_json::Value>(&json).ok())
+            .map(snapshot_statuses);
+        let job = Job {
+            operation_id: op.id,
+            actor: &actor,
+            channel: op.channel.as_deref(),
+            vm: &vm,
+            action,
+        };
+        let mut outcome = self.conclude(&job, result, None, Vec::new(), &|_| {}).await;
+        if let (Some(before), Some(after)) = (before, outcome.after.as_ref()) {
+            outcome.changes = diff_statuses(&before, &statuses(after));
+        }
+        Ok(Some(outcome))
+    }
+
+    /// How long an operation without Azure's URL may be someone's write on its way: the
+    /// longest a write and the reads before it can take.
+    fn unsent_grace_ms(&self) -> i64 {
+        let s = self.arm.settings();
+        let grace = s.operation_timeout + s.max_retry_elapsed * 4 + s.request_timeout * 4;
+        i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Operations this process follows now: they are not abandoned.
+    fn hold(&self, id: i64) -> Held {
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(id);
+        }
+        Held {
+            live: self.live.clone(),
+            id,
+        }
+    }
+
+    fn is_live(&self, id: i64) -> bool {
+        self.live.lock().map(|l| l.contains(&id)).unwrap_or(false)
+    }
+
+    /// Running operations, oldest first (`rdp-doctor operations`).
+    pub async fn running(&self) -> Result<Vec<crate::store::Operation>, OperateError> {
+        Ok(stored("listing running operations", || {
+            self.store.running_operations()
+        })
+        .await?)
+    }
+
+    /// Free a VM whose operation Azure no longer knows (the operation URL answers 404, or it
+    /// was never stored). Needs `admin` on the VM and a reason; the audit entry is written
+    /// first, so an unlock that cannot be audited does not happen.
+    pub async fn unlock(
+        &self,
+        actor: &Actor,
+        vm: &VmRef,
+        reason: &str,
+    ) -> Result<crate::store::Operation, OperateError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(OperateError::ReasonNeeded);
+        }
+        if let Err(denial) =
+            self.policy
+                .authorize(actor, crate::runbook::catalog::Permission::Admin, vm)
+        {
+            self.audit(
+                actor,
+                None,
+                "unlock",
+                Some(vm),
+                &format!("denied: {denial}"),
+            )
+            .await;
+            return Err(denial.into());
+        }
+        let Some(op) = stored("reading the running operation", || {
+            self.store.current_operation(&vm.id)
+        })
+        .await?
+        else {
+            return Err(OperateError::NotLocked {
+                vm: vm.name.clone(),
+            });
+        };
+        let entry = format!(
+            "unlocked: ended the {} by {} running since {} without Azure's answer. Reason: {reason}",
+            op.action,
+            op.requester_name,
+            format_time(op.started_ms)
+        );
+        self.audit_required(actor, None, "unlock", Some(vm), &entry)
+            .await?;
+        let outcome = OperationOutcome::Failed {
+            code: "Unlocked".into(),
+            message: format!("freed by {} with `rdp-doctor unlock`: {reason}", actor.name),
+        };
+        stored("freeing the VM", || {
+            self.store.finish_operation(op.id, &outcome)
+        })
+        .await?;
+        Ok(op)
+    }
+
+    /// Keep a password in memory until the prompt is used, cancelled or expires, whichever is
+    /// first: a timer drops it at the confirmation's expiry.
+    fn keep_password(&self, id: &str, username: String, password: SecretString, expires_ms: i64) {
+        if let Ok(mut passwords) = self.passwords.lock() {
+            passwords.insert(id.to_string(), (username, password));
+        }
+        let passwords = Arc::downgrade(&self.passwords);
+        let id = id.to_string();
+        let wait = std::time::Duration::from_millis(
+            u64::try_from(expires_ms.saturating_sub(now_ms())).unwrap_or(0),
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(passwords) = passwords.upgrade() {
+                if let Ok(mut passwords) = passwords.lock() {
+                    passwords.remove(&id);
+                }
+            }
+        });
+    }
+
+    /// How many passwords wait in memory for their prompt (for tests and metrics).
+    pub fn passwords_waiting(&self) -> usize {
+        self.passwords.lock().map(|p| p.len()).unwrap_or(0)
+    }
+}
+
+/// An operation this process follows; dropping it (the operation ended, or its task was
+/// cancelled) lets a later command follow it instead.
+struct Held {
+    live: Arc<Mutex<HashSet<i64>>>,
+    id: i64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Ok(mut live) = self.live.lock() {
+            live.remove(&self.id);
+        }
+    }
+}
+
+/// One operation being run or followed, and for whom.
+struct Job<'a> {
+    operation_id: i64,
+    actor: &'a Actor,
+    channel: Option<&'a str>,
+    vm: &'a VmRef,
+    action: ActionId,
+}
+
+/// How often a store write is tried before the failure is surfaced.
+const STORE_ATTEMPTS: u32 = 4;
+
+/// A store call, retried a few times with a short backoff when the database itself failed
+/// (busy, I/O); refusals (a secret, a finished operation) come back at once.
+async fn stored<T, F, Fut>(doing: &'static str, mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = std::time::Duration::from_millis(50);
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(e @ StoreError::Database { .. }) if tries < STORE_ATTEMPTS => {
+                tracing::warn!(error = %e, tries, "{doing}: the database failed; trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn store_note(what: &str, e: &StoreError) -> String {
+    format!("could not save {what} in the database after {STORE_ATTEMPTS} tries ({e})")
 }
 
 /// The requester of a confirmation: the person key the two-person rule compares, and a name.
 struct Requester {
     key: String,
     name: String,
-}
-
-/// Why `run` sent nothing: a failure, or a plan that is not the one the prompt showed.
-enum PlanDrift {
-    Failed(OperateError),
-    Changed(String, Box<Plan>),
-}
-
-impl From<OperateError> for PlanDrift {
-    fn from(e: OperateError) -> PlanDrift {
-        PlanDrift::Failed(e)
-    }
-}
-
-impl From<ArmError> for PlanDrift {
-    fn from(e: ArmError) -> PlanDrift {
-        PlanDrift::Failed(e.into())
-    }
-}
-
-impl From<PlanError> for PlanDrift {
-    fn from(e: PlanError) -> PlanDrift {
-        PlanDrift::Failed(e.into())
-    }
 }
 
 /// A fingerprint as a person reads it (its lines, without the internal step).

@@ -411,6 +411,9 @@ pub(crate) struct Ctx<'a> {
 
 /// Answers an authenticated, unthrottled ARM request.
 pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
+    if ctx.method.eq_ignore_ascii_case("GET") {
+        ctx.lro.advance_unwatched(ctx.path, ctx.world);
+    }
     let result = match route {
         Route::ListVms { sub, rg } => list_vms(ctx, sub, rg.as_deref()),
         Route::GetVm { sub, rg, vm } => lookup_vm(ctx.world, sub, rg, vm)

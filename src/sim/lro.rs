@@ -6,7 +6,10 @@
 //! left and then the completion hook (e.g. the VM is running again). Operations live here, not
 //! in the client, so a client that restarts can poll the same URL and get the right answer.
 //! An operation may hold a resource (a VM): while it runs, [`Registry::running_on`] names it, so
-//! ARM can refuse a second write. The registry knows nothing about URLs or JSON shapes:
+//! ARM can refuse a second write. An operation whose answer was lost (an injected
+//! `AppliedThen*` fault) cannot be polled by its client, yet Azure carries it out all the same:
+//! it is *unwatched*, and reads of the resource it holds move it on instead of polls.
+//! The registry knows nothing about URLs or JSON shapes:
 //! `arm.rs` renders them.
 
 use super::world::World;
@@ -48,6 +51,9 @@ pub(crate) struct NewOperation {
     pub steps: Vec<Hook>,
     /// The last world change, when the operation finishes.
     pub on_complete: Option<OnComplete>,
+    /// How a GET of `resource` shows it while the operation runs (e.g. a rule being written,
+    /// `provisioningState: Updating`), if the world does not show it yet.
+    pub pending_view: Option<Value>,
 }
 
 struct Operation {
@@ -61,6 +67,9 @@ struct Operation {
     outcome: Outcome,
     steps: std::collections::VecDeque<Hook>,
     on_complete: Option<OnComplete>,
+    /// Its client never learnt where to poll: reads of `resource` advance it.
+    unwatched: bool,
+    pending_view: Option<Value>,
 }
 
 /// The answer to one poll.
@@ -99,6 +108,7 @@ impl Registry {
             resource: None,
             steps: Vec::new(),
             on_complete,
+            pending_view: None,
         })
     }
 
@@ -116,6 +126,8 @@ impl Registry {
             outcome: new.outcome,
             steps: new.steps.into(),
             on_complete: new.on_complete,
+            unwatched: false,
+            pending_view: new.pending_view,
         };
         self.lock().insert(id.clone(), op);
         id
@@ -133,6 +145,47 @@ impl Registry {
                         .is_some_and(|r| r.eq_ignore_ascii_case(resource))
             })
             .map(|op| op.name.clone())
+    }
+
+    /// How `resource` looks while an unfinished operation writes it, if that operation says.
+    pub(crate) fn pending_view(&self, resource: &str) -> Option<Value> {
+        self.lock()
+            .values()
+            .filter(|op| op.ended.is_none())
+            .filter(|op| {
+                op.resource
+                    .as_deref()
+                    .is_some_and(|r| r.eq_ignore_ascii_case(resource))
+            })
+            .find_map(|op| op.pending_view.clone())
+    }
+
+    /// The client of operation `id` lost its answer: from now on reads of its resource move it.
+    pub(crate) fn unwatch(&self, id: &str) {
+        if let Some(op) = self.lock().get_mut(id) {
+            op.unwatched = true;
+        }
+    }
+
+    /// A read of `path` (a resource id, perhaps with more segments): every unwatched,
+    /// unfinished operation on that resource takes one step, as Azure would have gone on.
+    pub(crate) fn advance_unwatched(&self, path: &str, world: &mut World) {
+        let path = path.to_ascii_lowercase();
+        let due: Vec<(String, String)> = self
+            .lock()
+            .iter()
+            .filter(|(_, op)| op.unwatched && op.ended.is_none())
+            .filter(|(_, op)| {
+                op.resource.as_deref().is_some_and(|r| {
+                    let r = r.to_ascii_lowercase();
+                    path == r || path.starts_with(&format!("{r}/"))
+                })
+            })
+            .map(|(id, op)| (id.clone(), op.subscription.clone()))
+            .collect();
+        for (id, subscription) in due {
+            self.poll(&subscription, &id, world);
+        }
     }
 
     /// How many times operation `id` was polled (`None` if there is no such operation).
@@ -236,6 +289,7 @@ mod tests {
             on_complete: Some(Box::new(|w: &mut World| {
                 w.vms[0].power_state = PowerState::Running;
             })),
+            pending_view: None,
         });
         assert_eq!(
             registry.running_on("/vm/WEB-01").as_deref(),
@@ -252,5 +306,39 @@ mod tests {
         assert_eq!(world.vms[0].power_state, PowerState::Running);
         assert_eq!(registry.running_on("/vm/web-01"), None);
         assert_eq!(registry.polls(&id), Some(2));
+    }
+
+    #[test]
+    fn an_unwatched_operation_moves_with_reads_of_its_resource() {
+        let registry = Registry::default();
+        let mut world = World::new().vm("web-01").stopped();
+        let id = registry.begin(NewOperation {
+            subscription: "sub".to_owned(),
+            polls: 1,
+            outcome: Outcome::Succeeded,
+            name: "start".to_owned(),
+            resource: Some("/VM/web-01".to_owned()),
+            steps: Vec::new(),
+            on_complete: Some(Box::new(|w: &mut World| {
+                w.vms[0].power_state = PowerState::Running;
+            })),
+            pending_view: Some(serde_json::json!({"provisioningState": "Updating"})),
+        });
+        registry.advance_unwatched("/vm/web-01/instanceView", &mut world);
+        assert_eq!(registry.polls(&id), Some(0), "watched: only polls move it");
+        registry.unwatch(&id);
+        assert!(registry.pending_view("/vm/WEB-01").is_some());
+        registry.advance_unwatched("/vm/other", &mut world);
+        registry.advance_unwatched("/vm/web-010", &mut world);
+        registry.advance_unwatched("/vm/web-01/instanceView", &mut world);
+        assert_eq!(world.vms[0].power_state, PowerState::Stopped);
+        registry.advance_unwatched("/VM/web-01", &mut world);
+        assert_eq!(world.vms[0].power_state, PowerState::Running);
+        assert_eq!(registry.running_on("/vm/web-01"), None);
+        assert_eq!(
+            registry.pending_view("/vm/web-01"),
+            None,
+            "done: the world shows it"
+        );
     }
 }

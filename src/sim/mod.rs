@@ -200,6 +200,11 @@ impl Simulator {
         self.shared.stats()
     }
 
+    /// The access tokens its token endpoint issued, so tests can search logs for them.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.shared.tokens).iter().cloned().collect()
+    }
+
     /// The live world, to read or change while the simulator serves.
     pub fn world(&self) -> WorldHandle {
         self.shared.world.clone()
@@ -509,9 +514,13 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: axum::extract::Req
     let body = axum::body::to_bytes(request.into_body(), 1 << 20)
         .await
         .unwrap_or_default();
-    let reply = match fault {
-        Some(fault) => fault_reply(&shared, fault, &path).await,
-        None => match &kind {
+    let applied_first = matches!(
+        fault,
+        Some(FaultKind::AppliedThenStatus(_) | FaultKind::AppliedThenHang)
+    );
+    let reply = match &fault {
+        Some(fault) if !applied_first => fault_reply(&shared, fault.clone(), &path).await,
+        _ => match &kind {
             Kind::Token => token(&shared, &body),
             Kind::Blob => serve_blob(&shared, &method, &path, query.as_deref()),
             Kind::Arm(route) => arm_request(
@@ -525,6 +534,17 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: axum::extract::Req
             ),
         },
     };
+    // The request was carried out; now its answer is lost or replaced, and the operation it
+    // started goes on without a client polling it.
+    let reply = match fault {
+        Some(fault) if applied_first => {
+            if let Some(id) = operation_id(&reply) {
+                shared.lro.unwatch(&id);
+            }
+            fault_reply(&shared, fault, &path).await
+        }
+        _ => reply,
+    };
     let request_id = random_uuid();
     let reply = reply
         .header("x-ms-request-id", request_id.clone())
@@ -535,37 +555,51 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: axum::extract::Req
 
 async fn fault_reply(shared: &Shared, fault: FaultKind, path: &str) -> Reply {
     match fault {
-        FaultKind::Status(status) => {
-            let (code, message) = match status {
-                429 => ("TooManyRequests", "The request is being throttled."),
-                500 => ("InternalServerError", "Encountered internal server error. Diagnostic information: timestamp '', subscription id '', tracking id '', request correlation id ''."),
-                502 => ("BadGateway", "The gateway did not receive a response from the service in time."),
-                503 => ("ServiceUnavailable", "The service is temporarily unavailable. Please try again later."),
-                504 => ("GatewayTimeout", "The gateway did not receive a response from 'Microsoft.Compute' within the specified time period."),
-                409 => ("Conflict", "The operation conflicts with another operation in progress."),
-                403 => ("AuthorizationFailed", "The client does not have authorization to perform this action."),
-                404 => ("NotFound", "The requested resource was not found."),
-                _ => ("SimulatedFault", "A fault injected by the simulator."),
-            };
-            let reply = Reply::arm_error(status, code, message);
-            if status == 429 || status == 503 {
-                let retry = lock(&shared.live).options.retry_after_secs;
-                reply.header("Retry-After", retry.to_string())
-            } else {
-                reply
-            }
-        }
+        FaultKind::Status(status) => status_reply(shared, status),
         FaultKind::StatusBody(status, body) => Reply::raw(status, JSON, body.into_bytes()),
         FaultKind::Malformed => Reply::raw(
             200,
             JSON,
             format!("{{\"value\":[{{\"id\":\"{path}\",\"name\":\"trunc").into_bytes(),
         ),
-        FaultKind::Hang => {
+        FaultKind::AppliedThenStatus(status) => status_reply(shared, status),
+        FaultKind::Hang | FaultKind::AppliedThenHang => {
             let mut stopped = shared.stopped.clone();
             let _ = stopped.wait_for(|stop| *stop).await;
             Reply::arm_error(503, "ServiceUnavailable", "The simulator is shutting down.")
         }
+    }
+}
+
+/// The id of the operation an accepted write started, from the URL its answer names.
+fn operation_id(reply: &Reply) -> Option<String> {
+    let (_, url) = reply
+        .headers
+        .iter()
+        .find(|(name, _)| *name == "Azure-AsyncOperation" || *name == "Location")?;
+    let path = url.split('?').next()?;
+    path.rsplit('/').next().map(str::to_owned)
+}
+
+/// An injected error status with ARM's body for it (and `Retry-After` on 429 and 503).
+fn status_reply(shared: &Shared, status: u16) -> Reply {
+    let (code, message) = match status {
+            429 => ("TooManyRequests", "The request is being throttled."),
+            500 => ("InternalServerError", "Encountered internal server error. Diagnostic information: timestamp '', subscription id '', tracking id '', request correlation id ''."),
+            502 => ("BadGateway", "The gateway did not receive a response from the service in time."),
+            503 => ("ServiceUnavailable", "The service is temporarily unavailable. Please try again later."),
+            504 => ("GatewayTimeout", "The gateway did not receive a response from 'Microsoft.Compute' within the specified time period."),
+            409 => ("Conflict", "The operation conflicts with another operation in progress."),
+            403 => ("AuthorizationFailed", "The client does not have authorization to perform this action."),
+            404 => ("NotFound", "The requested resource was not found."),
+            _ => ("SimulatedFault", "A fault injected by the simulator."),
+        };
+    let reply = Reply::arm_error(status, code, message);
+    if status == 429 || status == 503 {
+        let retry = lock(&shared.live).options.retry_after_secs;
+        reply.header("Retry-After", retry.to_string())
+    } else {
+        reply
     }
 }
 

@@ -61,6 +61,14 @@ pub enum FaultKind {
     Malformed,
     /// Never answers (until the simulator shuts down).
     Hang,
+    /// Carries the request out (a write changes the world and starts its operation), then
+    /// answers this status instead of the real answer: a 5xx after Azure acted, the case
+    /// Microsoft's Retry pattern (learn.microsoft.com/azure/architecture/patterns/retry,
+    /// idempotency) names as the reason not to retry operations that are not idempotent.
+    AppliedThenStatus(u16),
+    /// Carries the request out, then never answers: the response is lost and the client's
+    /// timeout fires, with the write already accepted.
+    AppliedThenHang,
 }
 
 /// Token bucket state.

@@ -26,6 +26,8 @@ struct Plan {
     steps: Vec<Hook>,
     on_complete: Option<Hook>,
     outcome: Outcome,
+    /// How a GET shows the resource while the operation runs (see `lro::NewOperation`).
+    pending_view: Option<Value>,
 }
 
 impl Plan {
@@ -35,6 +37,7 @@ impl Plan {
             steps: Vec::new(),
             on_complete: None,
             outcome,
+            pending_view: None,
         }
     }
 }
@@ -70,6 +73,7 @@ impl Ctx<'_> {
             resource,
             steps: plan.steps,
             on_complete: plan.on_complete,
+            pending_view: plan.pending_view,
         })
     }
 }
@@ -639,6 +643,12 @@ pub(crate) fn get_security_rule(
     name: &str,
 ) -> Answer {
     let nsg = lookup_nsg(ctx.world, sub, rg, nsg)?;
+    if let Some(writing) = ctx
+        .lro
+        .pending_view(&format!("{}/securityRules/{name}", nsg_id(nsg)))
+    {
+        return Ok(Reply::json(200, &writing));
+    }
     let rule = nsg
         .rules
         .iter()
@@ -839,12 +849,16 @@ pub(crate) fn put_security_rule(
     let mut response = rule_json(nsg, "securityRules", &rule);
     response["properties"]["provisioningState"] = json!("Updating");
     let result = rule_json(nsg, "securityRules", &rule);
+    // The operation holds the rule, so reads of it move an unwatched operation on.
+    let rule_id = format!("{}/securityRules/{}", nsg_id(nsg), rule.name);
     let (nsg_sub, nsg_name, location) = (
         nsg.subscription.clone(),
         nsg.name.clone(),
         nsg.location.clone(),
     );
     let mut plan = Plan::new(Outcome::Body(result));
+    // Azure shows the rule, `Updating`, as soon as the PUT is accepted.
+    plan.pending_view = Some(response.clone());
     plan.on_complete = Some(Box::new(move |world: &mut World| {
         if let Some(nsg) = world
             .nsgs
@@ -861,7 +875,7 @@ pub(crate) fn put_security_rule(
             }
         }
     }));
-    let op = ctx.accept(sub, "security rule update", None, plan);
+    let op = ctx.accept(sub, "security rule update", Some(rule_id), plan);
     Ok(Reply::json(if created { 201 } else { 200 }, &response)
         .header(
             "Azure-AsyncOperation",

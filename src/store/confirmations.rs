@@ -114,7 +114,7 @@ impl Store {
         require("the requester", &c.requester)?;
         check_json("the confirmation parameters", &c.params_json)?;
         let confirmation = Confirmation {
-            id: new_id(),
+            id: new_id()?,
             action: c.action.clone(),
             vm_id: c.vm_id.clone(),
             vm_name: c.vm_name.clone(),

@@ -21,9 +21,7 @@ mod secrets;
 mod snapshots;
 
 use std::borrow::Cow;
-use std::hash::{BuildHasher, Hasher};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -109,6 +107,8 @@ pub enum StoreError {
     NoSuchOperation { id: i64 },
     #[error("operation {id} is not running (it already finished)")]
     OperationNotRunning { id: i64 },
+    #[error("the operating system's random source failed ({0}); no confirmation id can be made")]
+    NoRandomness(String),
     /// A row the schema should have prevented, e.g. an unknown state.
     #[error("unexpected data in the database: {0}")]
     Corrupt(String),
@@ -187,26 +187,12 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// A new unguessable id: 128 bits, as 32 lowercase hex digits.
-///
-/// Built from std alone: each `RandomState` carries SipHash keys seeded from the operating
-/// system's random source, so its output cannot be predicted without those keys; the clock and a
-/// counter make two ids from the same keys differ.
-pub(crate) fn new_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let half = |part: u8| {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u8(part);
-        hasher.write_u64(count);
-        hasher.write_u128(nanos);
-        hasher.finish()
-    };
-    format!("{:016x}{:016x}", half(0), half(1))
+/// A new unguessable id: 128 bits from the operating system's CSPRNG, as 32 lowercase hex
+/// digits. Without a random source there is no id (and so no confirmation), never a weak one.
+pub(crate) fn new_id() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).map_err(|e| StoreError::NoRandomness(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Now, in unix milliseconds.
@@ -247,7 +233,10 @@ pub(crate) mod testing {
 
     impl TempDir {
         pub fn new() -> TempDir {
-            let dir = std::env::temp_dir().join(format!("rdp-doctor-store-{}", super::new_id()));
+            let dir = std::env::temp_dir().join(format!(
+                "rdp-doctor-store-{}",
+                super::new_id().expect("random source")
+            ));
             std::fs::create_dir_all(&dir).expect("create temp dir");
             TempDir(dir)
         }
@@ -339,7 +328,7 @@ mod tests {
 
     #[test]
     fn ids_are_128_bit_hex_and_distinct() {
-        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_id()).collect();
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_id().unwrap()).collect();
         assert_eq!(ids.len(), 1000);
         for id in &ids {
             assert_eq!(id.len(), 32);

@@ -4,16 +4,19 @@
 //! One file per fix. A fix never runs from here without the caller having a confirmation; this
 //! module only plans and executes.
 
+mod aftermath;
 mod open_rdp_port;
 mod power;
 mod reset_password;
 mod reset_rdp_config;
 
+pub use aftermath::{what_azure_did, Learned};
 pub use open_rdp_port::{parse_source, RdpSource};
 pub use reset_password::{check_password, PasswordProblem};
 
 use crate::azure::{Arm, ArmError, OperationHandle, VmRef};
 use crate::diagnose::{nsg, ActionId, NicFacts, VmFacts};
+use crate::runbook::operate::Confirmed;
 use secrecy::SecretString;
 
 /// A fix with its parameters, as a person asked for it.
@@ -172,14 +175,18 @@ async fn vmaccess_name(arm: &Arm, facts: &Facts) -> Result<String, PlanError> {
         .unwrap_or_else(|| "enablevmaccess".to_string()))
 }
 
-/// Send the fix's write. The handle can be stored and followed with [`Arm::wait`].
+/// Send the fix's write. The handle can be stored and followed with [`Arm::wait`]. `tag` is
+/// the VMAccess `forceUpdateTag` (see [`crate::azure::new_update_tag`]), which
+/// [`what_azure_did`] looks for if the answer is lost.
 pub async fn execute(
     arm: &Arm,
+    confirmed: &Confirmed,
     plan: &Plan,
     request: &FixRequest,
+    tag: &str,
 ) -> Result<OperationHandle, ArmError> {
     match (&plan.step, request) {
-        (Step::Power(action), _) => arm.power(&plan.vm, *action).await,
+        (Step::Power(action), _) => arm.power(confirmed, &plan.vm, *action).await,
         (
             Step::VmAccess {
                 location,
@@ -191,7 +198,8 @@ pub async fn execute(
                 username: username.clone(),
                 password: password.clone(),
             };
-            arm.vmaccess(&plan.vm, location, extension, &access).await
+            arm.vmaccess(confirmed, &plan.vm, location, extension, tag, &access)
+                .await
         }
         (
             Step::VmAccess {
@@ -200,15 +208,11 @@ pub async fn execute(
             },
             _,
         ) => {
-            arm.vmaccess(
-                &plan.vm,
-                location,
-                extension,
-                &crate::azure::VmAccess::ResetConfig,
-            )
-            .await
+            let access = crate::azure::VmAccess::ResetConfig;
+            arm.vmaccess(confirmed, &plan.vm, location, extension, tag, &access)
+                .await
         }
-        (Step::Rule { nsg_id, rule }, _) => arm.put_rdp_rule(nsg_id, rule).await,
+        (Step::Rule { nsg_id, rule }, _) => arm.put_rdp_rule(confirmed, nsg_id, rule).await,
     }
 }
 
