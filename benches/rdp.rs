@@ -18,6 +18,8 @@ mod support;
 
 #[path = "rdp/check.rs"]
 mod check;
+#[path = "rdp/fair.rs"]
+mod fair;
 #[path = "rdp/sweep.rs"]
 mod sweep;
 
@@ -38,6 +40,10 @@ const SECTIONS: &[(&str, &str)] = &[
         "sweep",
         "500 VMs under ARM's token bucket, and the sweep's memory",
     ),
+    (
+        "fair",
+        "a person's check during a 1,000-VM sweep, against the same check idle",
+    ),
     ("ack", "Discord acknowledgement under load"),
     ("footprint", "binary size, start-up time, idle memory"),
 ];
@@ -46,6 +52,7 @@ async fn run_section(name: &str) -> Vec<Row> {
     match name {
         "check" => check::section().await,
         "sweep" => sweep::section().await,
+        "fair" => fair::section().await,
         "ack" => section_ack().await,
         "footprint" => section_footprint().await,
         other => vec![Row::failed(other, anyhow::anyhow!("no such section"))],
