@@ -546,6 +546,24 @@ fn sample_peak(pid: u32) -> tokio::task::JoinHandle<Option<(u64, u64)>> {
 // ---------------------------------------------------------------------------------------------
 // The bot process and its world
 
+/// The simulator and, in this process, an ARM connection to it with the default settings (as the
+/// bot has): for sections that run the library rather than the binary.
+async fn simulator_and_arm(
+    world: World,
+    options: SimOptions,
+) -> anyhow::Result<(Simulator, rdp_doctor::azure::Arm, String)> {
+    let (sim, secret) = start_simulator(world, options).await?;
+    let url = url::Url::parse(&sim.url())?;
+    let arm = rdp_doctor::azure::Arm::connect_with_secret(
+        rdp_doctor::azure::ArmSettings::new(url.clone()),
+        url,
+        support::TENANT,
+        support::CLIENT,
+        secret.clone().into(),
+    )?;
+    Ok((sim, arm, secret))
+}
+
 async fn start_simulator(world: World, options: SimOptions) -> anyhow::Result<(Simulator, String)> {
     let secret = world.client_secret.clone();
     let sim = Simulator::start("127.0.0.1:0", world, options)

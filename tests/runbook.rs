@@ -1154,15 +1154,7 @@ async fn a_persons_check_during_a_sweep_that_drained_the_bucket_does_not_wait_be
         h.check("web-01").await.expect("first check");
         let sweeps = h.arm.for_sweep();
         // Once the sweep's requests queue for ARM's budget, a person asks for a check.
-        let (drained_tx, drained) = tokio::sync::oneshot::channel::<()>();
-        let drained_tx = std::sync::Mutex::new(Some(drained_tx));
-        let on_event = |event: SweepEvent| {
-            if matches!(event, SweepEvent::Checked { .. }) && sweeps.pacing().waiting > 0 {
-                if let Some(tx) = drained_tx.lock().ok().and_then(|mut tx| tx.take()) {
-                    let _ = tx.send(());
-                }
-            }
-        };
+        let (on_event, drained) = support::when_a_sweep_queues(&h.arm);
         let cancel = CancellationToken::new();
         let fleet = scope("rg-fleet");
         let sweep_options = SweepOptions::default();

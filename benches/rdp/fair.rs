@@ -9,10 +9,10 @@
 //! cancelled after the last one (it would take about 80 s to finish).
 
 use super::{ms, Row};
-use rdp_doctor::azure::{Arm, ArmSettings, SweepScope, VmDirectory, VmQuery};
-use rdp_doctor::runbook::sweep::{self, SweepEvent, SweepOptions};
+use rdp_doctor::azure::{Arm, SweepScope, VmDirectory, VmQuery};
+use rdp_doctor::runbook::sweep::{self, SweepOptions};
 use rdp_doctor::runbook::{self, catalog::Catalog, CheckOptions, Verdict};
-use rdp_doctor::sim::{BucketOptions, SimOptions, Simulator, World};
+use rdp_doctor::sim::{BucketOptions, SimOptions, World};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -68,7 +68,6 @@ async fn run() -> anyhow::Result<Vec<Row>> {
         .page_size(100)
         .vm("web-01")
         .fleet("rg-fleet", "vm", VMS);
-    let secret = world.client_secret.clone();
     let options = SimOptions {
         latency: L,
         lro_polls: 0,
@@ -78,15 +77,7 @@ async fn run() -> anyhow::Result<Vec<Row>> {
         }),
         ..SimOptions::default()
     };
-    let sim = Simulator::start("127.0.0.1:0", world, options).await?;
-    let url = url::Url::parse(&sim.url())?;
-    let arm = Arm::connect_with_secret(
-        ArmSettings::new(url.clone()),
-        url,
-        super::support::TENANT,
-        super::support::CLIENT,
-        secret.into(),
-    )?;
+    let (sim, arm, _) = super::simulator_and_arm(world, options).await?;
     let catalog = Catalog::builtin();
     let subscriptions = vec![rdp_doctor::sim::DEFAULT_SUBSCRIPTION.to_string()];
     let directory = VmDirectory::new();
@@ -98,15 +89,7 @@ async fn run() -> anyhow::Result<Vec<Row>> {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let sweeps = arm.for_sweep();
-    let (drained_tx, drained) = tokio::sync::oneshot::channel::<()>();
-    let drained_tx = std::sync::Mutex::new(Some(drained_tx));
-    let on_event = |event: SweepEvent| {
-        if matches!(event, SweepEvent::Checked { .. }) && sweeps.pacing().waiting > 0 {
-            if let Some(tx) = drained_tx.lock().ok().and_then(|mut tx| tx.take()) {
-                let _ = tx.send(());
-            }
-        }
-    };
+    let (on_event, drained) = super::support::when_a_sweep_queues(&arm);
     let cancel = CancellationToken::new();
     let scope = SweepScope {
         subscription_id: rdp_doctor::sim::DEFAULT_SUBSCRIPTION.to_string(),
