@@ -180,11 +180,11 @@ impl SweepSlots {
     }
 
     /// Take `scope` for a sweep `actor` starts, or say which running sweep holds it.
-    pub fn try_start(&self, scope: &SweepScope, actor: &str) -> Result<SweepGuard, SweepBusy> {
+    pub fn try_start(&self, scope: &SweepScope, actor: &str) -> Result<SweepGuard, Box<SweepBusy>> {
         let now = self.clock.now();
         let mut running = lock(&self.running);
         if let Some(slot) = running.iter().find(|slot| overlaps(&slot.scope, scope)) {
-            return Err(SweepBusy {
+            return Err(Box::new(SweepBusy {
                 asked: scope.clone(),
                 running: RunningSweep {
                     scope: slot.scope.clone(),
@@ -192,7 +192,7 @@ impl SweepSlots {
                     running_for: now.saturating_duration_since(slot.started),
                 },
                 started_at: clock_time(slot.started_utc),
-            });
+            }));
         }
         let id = self
             .next_id
