@@ -18,6 +18,8 @@ mod support;
 
 #[path = "rdp/check.rs"]
 mod check;
+#[path = "rdp/fair.rs"]
+mod fair;
 #[path = "rdp/sweep.rs"]
 mod sweep;
 
@@ -38,6 +40,10 @@ const SECTIONS: &[(&str, &str)] = &[
         "sweep",
         "500 VMs under ARM's token bucket, and the sweep's memory",
     ),
+    (
+        "fair",
+        "a person's check during a 1,000-VM sweep, against the same check idle",
+    ),
     ("ack", "Discord acknowledgement under load"),
     ("footprint", "binary size, start-up time, idle memory"),
 ];
@@ -46,6 +52,7 @@ async fn run_section(name: &str) -> Vec<Row> {
     match name {
         "check" => check::section().await,
         "sweep" => sweep::section().await,
+        "fair" => fair::section().await,
         "ack" => section_ack().await,
         "footprint" => section_footprint().await,
         other => vec![Row::failed(other, anyhow::anyhow!("no such section"))],
@@ -539,6 +546,24 @@ fn sample_peak(pid: u32) -> tokio::task::JoinHandle<Option<(u64, u64)>> {
 // ---------------------------------------------------------------------------------------------
 // The bot process and its world
 
+/// The simulator and, in this process, an ARM connection to it with the default settings (as the
+/// bot has): for sections that run the library rather than the binary.
+async fn simulator_and_arm(
+    world: World,
+    options: SimOptions,
+) -> anyhow::Result<(Simulator, rdp_doctor::azure::Arm, String)> {
+    let (sim, secret) = start_simulator(world, options).await?;
+    let url = url::Url::parse(&sim.url())?;
+    let arm = rdp_doctor::azure::Arm::connect_with_secret(
+        rdp_doctor::azure::ArmSettings::new(url.clone()),
+        url,
+        support::TENANT,
+        support::CLIENT,
+        secret.clone().into(),
+    )?;
+    Ok((sim, arm, secret))
+}
+
 async fn start_simulator(world: World, options: SimOptions) -> anyhow::Result<(Simulator, String)> {
     let secret = world.client_secret.clone();
     let sim = Simulator::start("127.0.0.1:0", world, options)
@@ -591,10 +616,10 @@ struct BotProcess {
 pub const BENCH_ROLE: u64 = 5001;
 
 /// The bot's policy: its channel, and [`BENCH_ROLE`] operating everything (sweeps need
-/// `operate`).
+/// `operate`). The per-person command limit is off: one person sends the 100-command burst.
 fn bench_policy() -> String {
     format!(
-        "[policy]\nchannels = [\"{CHANNEL_ID}\"]\n[[policy.grant]]\ndiscord_role_id = {BENCH_ROLE}\nlevel = \"operate\"\nscope = \"*\"\n"
+        "[limits]\ncommands_per_minute = 0\n[policy]\nchannels = [\"{CHANNEL_ID}\"]\n[[policy.grant]]\ndiscord_role_id = {BENCH_ROLE}\nlevel = \"operate\"\nscope = \"*\"\n"
     )
 }
 

@@ -22,6 +22,30 @@ pub struct FileConfig {
     /// Who may do what where, the channels the bot answers in, and confirmations. Absent: every
     /// request is denied (fail closed). See `crate::policy::PolicyConfig`.
     pub policy: Option<crate::policy::PolicyConfig>,
+    /// How often one person may run commands.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Per-person limits (see `crate::runbook::limits`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Commands one person may run per minute, sustained (default 20).
+    pub commands_per_minute: Option<u32>,
+    /// Commands one person may run back to back before the per-minute rate applies (default 10).
+    pub command_burst: Option<u32>,
+}
+
+impl LimitsConfig {
+    /// The per-person command limiter these settings describe.
+    pub fn person_limiter(&self) -> crate::runbook::limits::PersonLimiter {
+        let defaults = crate::runbook::limits::PersonRate::default();
+        crate::runbook::limits::PersonLimiter::new(crate::runbook::limits::PersonRate {
+            per_minute: self.commands_per_minute.unwrap_or(defaults.per_minute),
+            burst: self.command_burst.unwrap_or(defaults.burst),
+        })
+    }
 }
 
 /// Timeouts and retry budget for ARM.
@@ -41,6 +65,14 @@ pub struct AzureConfig {
     /// Requests per second ARM refills a subscription's bucket with (default 25, ARM's
     /// documented read refill); sweeps pace themselves to it.
     pub refill_per_sec: Option<f64>,
+    /// Fraction of a subscription's ARM request bucket a sweep may spend, above 0 and at most 1
+    /// (default 0.8); the rest is kept for people's checks, which also go first.
+    pub sweep_share: Option<f64>,
+    /// The most Windows VMs one sweep checks (default 1000); a larger scope is refused.
+    pub sweep_max_vms: Option<usize>,
+    /// Seconds a VM name that no subscription has is remembered as unknown, so that asking
+    /// again lists nothing (default 30).
+    pub unknown_vm_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +184,23 @@ impl AzureConfig {
         if let Some(rate) = self.refill_per_sec.filter(|r| r.is_finite() && *r > 0.0) {
             settings.refill_per_sec = rate;
         }
+        if let Some(share) = self
+            .sweep_share
+            .filter(|s| s.is_finite() && *s > 0.0 && *s <= 1.0)
+        {
+            settings.sweep_share = share;
+        }
+        if let Some(max) = self.sweep_max_vms {
+            settings.sweep_max_vms = max;
+        }
+    }
+
+    /// How long the VM directory remembers a name as unknown
+    /// (`VmDirectory::with_unknown_ttl`).
+    pub fn unknown_vm_ttl(&self) -> Duration {
+        self.unknown_vm_ttl_secs
+            .map(Duration::from_secs)
+            .unwrap_or(crate::azure::VmDirectory::DEFAULT_UNKNOWN_TTL)
     }
 }
 
@@ -168,5 +217,31 @@ mod tests {
         assert!(err.contains("retries"), "{err}");
         let ok = FileConfig::parse("[azure]\nmax_retries = 1\n", "x.toml").unwrap();
         assert_eq!(ok.azure.max_retries, Some(1));
+    }
+
+    #[test]
+    fn the_fair_budget_settings_apply_and_nonsense_keeps_the_defaults() {
+        let file = FileConfig::parse(
+            "[azure]\nsweep_share = 0.5\nsweep_max_vms = 200\nunknown_vm_ttl_secs = 5\n[limits]\ncommands_per_minute = 6\ncommand_burst = 2\n",
+            "x.toml",
+        )
+        .unwrap();
+        let mut settings =
+            crate::azure::ArmSettings::new(url::Url::parse("http://127.0.0.1:1").unwrap());
+        file.azure.apply(&mut settings);
+        assert_eq!((settings.sweep_share, settings.sweep_max_vms), (0.5, 200));
+        assert_eq!(file.azure.unknown_vm_ttl(), Duration::from_secs(5));
+        assert_eq!(file.limits.person_limiter().rate().per_minute, 6);
+        assert_eq!(file.limits.person_limiter().rate().burst, 2);
+        let silly = FileConfig::parse("[azure]\nsweep_share = 1.5\n", "x.toml").unwrap();
+        let mut settings =
+            crate::azure::ArmSettings::new(url::Url::parse("http://127.0.0.1:1").unwrap());
+        silly.azure.apply(&mut settings);
+        assert_eq!(
+            settings.sweep_share,
+            crate::azure::ArmSettings::DEFAULT_SWEEP_SHARE
+        );
+        assert_eq!(silly.azure.unknown_vm_ttl(), Duration::from_secs(30));
+        assert!(FileConfig::parse("[limits]\nper_minute = 3\n", "x.toml").is_err());
     }
 }

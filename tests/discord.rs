@@ -57,6 +57,16 @@ impl Room {
     }
 
     async fn build(world: World, options: SimOptions, policy: Option<&str>) -> Room {
+        Room::build_tuned(world, options, policy, |door| door).await
+    }
+
+    /// `tune` adjusts the door before the bot starts (its limits).
+    async fn build_tuned(
+        world: World,
+        options: SimOptions,
+        policy: Option<&str>,
+        tune: impl FnOnce(rdp_doctor::runbook::door::Door) -> rdp_doctor::runbook::door::Door,
+    ) -> Room {
         let secret = world.client_secret.clone();
         let subscriptions: Vec<String> = world.subscriptions.iter().map(|s| s.id.clone()).collect();
         let sim = Simulator::start("127.0.0.1:0", world, options)
@@ -90,7 +100,7 @@ impl Room {
             subscriptions,
         )
         .with_store(store);
-        let bot = Bot::new(door);
+        let bot = Bot::new(tune(door));
         let directory = bot.door.directory().clone();
         let settings = BotSettings {
             token: TOKEN.to_string().into(),
@@ -1982,6 +1992,71 @@ async fn without_a_policy_the_bot_serves_nobody() {
         assert_eq!(no_choices(&choices), 0);
         assert_eq!(room.sim.stats().requests, before, "nothing reached Azure");
         room.assert_clean();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn each_person_has_a_command_rate_and_one_sweep_per_scope_runs_at_a_time() {
+    within(async {
+        let options = SimOptions {
+            latency: Duration::from_millis(150),
+            ..SimOptions::default()
+        };
+        let room = Room::build_tuned(
+            World::new().vm("web-01").vm("web-02").vm("web-03"),
+            options,
+            Some(POLICY),
+            |door| {
+                door.with_limiter(rdp_doctor::runbook::limits::PersonLimiter::new(
+                    rdp_doctor::runbook::limits::PersonRate {
+                        per_minute: 3,
+                        burst: 3,
+                    },
+                ))
+            },
+        )
+        .await;
+        let sweep = json!([{"name": "resource-group", "type": 3, "value": "rg-web"}]);
+        // Alice starts a sweep; while it runs, Bob's sweep of the same scope is refused.
+        let first = room.slash("sweep", sweep.clone()).await;
+        room.discord
+            .callback(&first, WAIT)
+            .await
+            .expect("acknowledged");
+        room.discord
+            .next_edit(&first, WAIT)
+            .await
+            .expect("the sweep shows progress");
+        let bob = User::new(4002, "bob", &[5001]);
+        let second = room.discord.slash(&bob, "rdp", &["sweep"], sweep).await;
+        let text = whispered(&room, &second).await;
+        assert!(
+            text.contains("a sweep of resource group rg-web is already running: alice started it"),
+            "{text}"
+        );
+        // Alice's sweep was her first command; two more pass, the fourth within the minute is
+        // refused without any Azure request.
+        for _ in 0..2 {
+            let i = room.check("web-01").await;
+            room.discord.callback(&i, WAIT).await.expect("acknowledged");
+            room.final_edit(&i).await;
+        }
+        let before = room.sim.stats().requests;
+        let i = room.check("web-01").await;
+        let text = whispered(&room, &i).await;
+        assert!(
+            text.contains("you have run 3 commands in the last minute; try again in"),
+            "{text}"
+        );
+        assert_eq!(room.sim.stats().requests, before);
+        // Bob is not limited by Alice's commands.
+        let i = room
+            .discord
+            .slash(&bob, "rdp", &["check"], vm_option("web-02"))
+            .await;
+        room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        room.final_edit(&i).await;
     })
     .await
 }

@@ -4,7 +4,7 @@
 
 mod support;
 
-use rdp_doctor::azure::{ArmError, ResolveError, SweepScope, VmDirectory, VmQuery};
+use rdp_doctor::azure::{Arm, ArmError, ResolveError, SweepScope, VmDirectory, VmQuery};
 use rdp_doctor::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
 use rdp_doctor::runbook::{CheckError, CheckOptions, Verdict};
 use rdp_doctor::sim::{BucketOptions, Fault, FaultKind, SimOptions, World};
@@ -1109,6 +1109,235 @@ async fn a_sweep_whose_public_ip_list_fails_reads_each_nic_with_its_ip_instead()
             0,
             "with the public IP expanded in it"
         );
+    })
+    .await
+}
+
+// ---- a fair budget: people before sweeps ---------------------------------------------------
+
+/// An ARM connection to the harness's simulator with settings of the test's own.
+fn arm_with(h: &Harness, change: impl FnOnce(&mut rdp_doctor::azure::ArmSettings)) -> Arm {
+    let url = url::Url::parse(&h.sim.url()).expect("simulator url");
+    let mut settings = support::fast_settings(url.clone());
+    change(&mut settings);
+    let secret = h.sim.world().update(|w| w.client_secret.clone());
+    Arm::connect_with_secret(
+        settings,
+        url,
+        support::TENANT,
+        support::CLIENT,
+        secret.into(),
+    )
+    .expect("arm clients")
+}
+
+#[tokio::test]
+async fn a_persons_check_during_a_sweep_that_drained_the_bucket_does_not_wait_behind_it() {
+    within(async {
+        let world = World::new()
+            .page_size(100)
+            .vm("web-01")
+            .fleet("rg-fleet", "vm", 80);
+        // A slow refill: the sweep (two requests per VM) drains the bucket whatever the speed
+        // of the machine, and is cancelled once the person has their answer.
+        let options = SimOptions {
+            lro_polls: 0,
+            bucket: Some(BucketOptions {
+                capacity: 60,
+                refill_per_sec: 5.0,
+            }),
+            retry_after_secs: 1,
+            ..SimOptions::default()
+        };
+        let h = Harness::with_options(world, options).await;
+        // Signed in, as a running bot is.
+        h.check("web-01").await.expect("first check");
+        let sweeps = h.arm.for_sweep();
+        // Once the sweep's requests queue for ARM's budget, a person asks for a check.
+        let (on_event, drained) = support::when_a_sweep_queues(&h.arm);
+        let cancel = CancellationToken::new();
+        let fleet = scope("rg-fleet");
+        let sweep_options = SweepOptions::default();
+        let sweep = sweep::sweep(
+            &h.arm,
+            &h.catalog,
+            &fleet,
+            &sweep_options,
+            &cancel,
+            &on_event,
+        );
+        let person = async {
+            drained.await.expect("the sweep drained the bucket");
+            let before = h.arm.pacing();
+            let report = h.check("web-01").await;
+            // Still queued when the person's answer is in: they went ahead of the sweep.
+            let sweep_waiting = sweeps.pacing().waiting;
+            cancel.cancel();
+            (report, before, h.arm.pacing(), sweep_waiting)
+        };
+        let (swept, (report, before, after, sweep_waiting)) = tokio::join!(sweep, person);
+        let report = report.expect("the person's check");
+        assert_eq!(report.verdict, Verdict::Ok, "{:#?}", report.findings);
+        assert_eq!(
+            after.paced, before.paced,
+            "none of the person's requests waited for a token: {after:?}"
+        );
+        assert!(
+            sweep_waiting > 0,
+            "the sweep's requests were still queued when the person's check was done"
+        );
+        let swept = swept.expect("sweep");
+        assert!(swept.cancelled && swept.vms.len() < 80, "{:?}", swept.stats);
+        assert_eq!(swept.count(Verdict::Unknown), 0, "{:#?}", swept.vms);
+        assert_eq!(h.sim.stats().throttled, 0, "and nobody was throttled");
+    })
+    .await
+}
+
+/// A sweep with default options through `arm`, to its end.
+async fn sweep_with(arm: &Arm, h: &Harness, scope: &SweepScope) -> Result<SweepReport, ArmError> {
+    sweep::sweep(
+        arm,
+        &h.catalog,
+        scope,
+        &SweepOptions::default(),
+        &CancellationToken::new(),
+        &|_| {},
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_sweep_of_a_scope_over_the_cap_is_refused_before_any_per_vm_request() {
+    within(async {
+        let mut world = World::new().page_size(100);
+        for i in 0..5 {
+            world = world.vm(&format!("vm-{i:02}"));
+        }
+        let h = Harness::start(world.vm("lin-01").linux()).await;
+        let arm = arm_with(&h, |s| s.sweep_max_vms = 4);
+        let error = sweep_with(&arm, &h, &scope("rg-web"))
+            .await
+            .expect_err("5 Windows VMs, at most 4");
+        assert!(matches!(error, ArmError::Config(_)), "{error:?}");
+        let text = error.to_string();
+        assert!(
+            text.starts_with("resource group rg-web has 5 Windows VMs; a sweep checks at most 4"),
+            "{text}"
+        );
+        assert!(text.contains("sweep_max_vms"), "{text}");
+        let per_vm: Vec<String> = h
+            .sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| {
+                e.method != "GET"
+                    || !e.path.contains("?api-version")
+                    || e.path.contains("/virtualMachines/")
+            })
+            .filter(|e| !e.path.contains("/oauth2/"))
+            .map(|e| format!("{} {}", e.method, e.path))
+            .collect();
+        assert!(per_vm.is_empty(), "only the scope's lists: {per_vm:#?}");
+        // The Linux VM does not count: at 5 the same scope is swept.
+        let arm = arm_with(&h, |s| s.sweep_max_vms = 5);
+        let report = sweep_with(&arm, &h, &scope("rg-web"))
+            .await
+            .expect("at the cap");
+        assert_eq!(report.vms.len(), 5);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_unknown_name_is_remembered_for_a_while_and_asking_again_lists_nothing() {
+    within(async {
+        let h = Harness::start(World::new().page_size(100).vm("web-01")).await;
+        let directory = VmDirectory::with_ttl(Duration::from_secs(600));
+        let lookup = |name: &str| VmQuery::parse(name).expect("valid");
+        directory
+            .resolve(&h.arm, &lookup("web-01"), &h.subscriptions)
+            .await
+            .expect("found");
+        let before = list_requests(&h);
+        for name in ["web-99", "WEB-99", "web-99"] {
+            match directory
+                .resolve(&h.arm, &lookup(name), &h.subscriptions)
+                .await
+            {
+                Err(ResolveError::NotFound { suggestions, .. }) => {
+                    assert_eq!(suggestions[0].name, "web-01")
+                }
+                other => panic!("expected not found, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            list_requests(&h),
+            before + 1,
+            "the first miss listed; asking again within 30 s did not"
+        );
+        // Without the memory, every miss lists.
+        let forgetful =
+            VmDirectory::with_ttl(Duration::from_secs(600)).with_unknown_ttl(Duration::ZERO);
+        let before = list_requests(&h);
+        for _ in 0..2 {
+            let missing = forgetful
+                .resolve(&h.arm, &lookup("web-99"), &h.subscriptions)
+                .await;
+            assert!(matches!(missing, Err(ResolveError::NotFound { .. })));
+        }
+        assert_eq!(list_requests(&h), before + 2);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_serial_log_tail_is_read_with_a_range_not_the_whole_blob() {
+    within(async {
+        // A log that has grown over a VM's life: 4,000 lines, about 220 KB.
+        let log: String = (0..4000)
+            .map(|i| format!("[{i:05}] boot message {}\r\n", "x".repeat(36)))
+            .collect();
+        let mut world = World::new().vm("web-01").vm("web-02");
+        world.vms[0].serial_log = Some(log.clone());
+        let h = Harness::start(world).await;
+        let report = h.check("web-01").await.expect("report");
+        let lines: Vec<&str> = log.lines().collect();
+        let expected: Vec<String> = lines[lines.len() - rdp_doctor::diagnose::SERIAL_TAIL_LINES..]
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
+        assert_eq!(report.serial_tail, expected);
+        let serial: Vec<_> = h
+            .sim
+            .stats()
+            .log
+            .into_iter()
+            .filter(|e| e.path.contains("web-01.serialconsole.log"))
+            .collect();
+        assert!(
+            serial.iter().all(|e| e.range.is_some() && e.status == 206),
+            "{serial:#?}"
+        );
+        let sent: u64 = serial.iter().map(|e| e.body_bytes).sum();
+        assert!(
+            sent < log.len() as u64,
+            "{sent} bytes sent of {}",
+            log.len()
+        );
+        // A short log comes whole, in one range request.
+        let report = h.check("web-02").await.expect("report");
+        assert!(!report.serial_tail.is_empty());
+        let short: Vec<_> = h
+            .sim
+            .stats()
+            .log
+            .into_iter()
+            .filter(|e| e.path.contains("web-02.serialconsole.log"))
+            .collect();
+        assert_eq!(short.len(), 1, "{short:#?}");
+        assert_eq!(short[0].range.as_deref(), Some("bytes=0-65535"));
     })
     .await
 }

@@ -2183,3 +2183,85 @@ async fn the_request_log_says_when_each_request_started_and_finished() {
     })
     .await;
 }
+
+/// A GET of a blob URL with these headers.
+async fn get_with(url: &str, headers: &[(&'static str, &str)]) -> Raw {
+    let mut request = Request::new(Url::parse(url).expect("url"), Method::Get);
+    for (name, value) in headers {
+        request.insert_header(*name, value.to_string());
+    }
+    let response = azure_core::new_http_client()
+        .execute_request(&request)
+        .await
+        .expect("request sent");
+    let (status, headers, body) = response.deconstruct();
+    Raw {
+        status,
+        headers,
+        body: body.collect().await.expect("body").to_vec(),
+    }
+}
+
+/// Get Blob's ranges as Azure Storage documents them: `bytes=start-` and `bytes=start-end` in
+/// `Range` or `x-ms-range` (which wins), 206 with `Content-Range`, 416 beyond the blob's end.
+#[tokio::test]
+async fn blobs_answer_byte_ranges_as_azure_storage_does() {
+    within(async {
+        let sim = start(World::new().vm("web-01")).await;
+        let data = compute(&sim)
+            .virtual_machines_client()
+            .retrieve_boot_diagnostics_data("rg-web", "web-01", SUB)
+            .await
+            .expect("boot diagnostics data");
+        let serial = data.serial_console_log_blob_uri.expect("serial uri");
+        let whole = get_with(&serial, &[]).await;
+        assert_eq!(whole.status, StatusCode::Ok);
+        assert_eq!(whole.header("accept-ranges").as_deref(), Some("bytes"));
+        let total = whole.body.len();
+
+        let head = get_with(&serial, &[("range", "bytes=0-99")]).await;
+        assert_eq!(head.status, StatusCode::PartialContent);
+        assert_eq!(head.body, whole.body[..100]);
+        assert_eq!(
+            head.header("content-range"),
+            Some(format!("bytes 0-99/{total}"))
+        );
+        let tail = get_with(
+            &serial,
+            &[
+                ("range", "bytes=0-9"),
+                ("x-ms-range", &format!("bytes={}-", total - 10)),
+            ],
+        )
+        .await;
+        assert_eq!(tail.status, StatusCode::PartialContent, "x-ms-range wins");
+        assert_eq!(tail.body, whole.body[total - 10..]);
+        let beyond = get_with(&serial, &[("x-ms-range", &format!("bytes={total}-"))]).await;
+        assert_eq!(beyond.status, StatusCode::RequestedRangeNotSatisfiable);
+        assert_eq!(
+            beyond.header("x-ms-error-code").as_deref(),
+            Some("InvalidRange")
+        );
+        assert_eq!(
+            beyond.header("content-range"),
+            Some(format!("bytes */{total}"))
+        );
+        let log = sim.stats().log;
+        let ranged: Vec<Option<&str>> = log
+            .iter()
+            .filter(|e| e.path.contains("serialconsole"))
+            .map(|e| e.range.as_deref())
+            .collect();
+        assert_eq!(
+            ranged,
+            [
+                None,
+                Some("bytes=0-99"),
+                Some(format!("bytes={}-", total - 10).as_str()),
+                Some(format!("bytes={total}-").as_str())
+            ]
+        );
+        sim.shutdown().await;
+    })
+    .await;
+}

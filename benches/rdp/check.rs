@@ -8,7 +8,7 @@
 //! and the boot-diagnostics blobs (their URLs come with that POST's answer): 2 requests deep.
 
 use super::{ms, Row};
-use rdp_doctor::azure::{Arm, ArmSettings, VmDirectory, VmQuery};
+use rdp_doctor::azure::{VmDirectory, VmQuery};
 use rdp_doctor::runbook::{self, catalog::Catalog, CheckOptions, Verdict};
 use rdp_doctor::sim::{SimOptions, Simulator, World};
 use std::time::{Duration, Instant};
@@ -26,22 +26,12 @@ pub(super) async fn section() -> Vec<Row> {
 }
 
 async fn run() -> anyhow::Result<Vec<Row>> {
-    let world = World::new().vm("web-01");
-    let secret = world.client_secret.clone();
     let options = SimOptions {
         latency: L,
         lro_polls: 0,
         ..SimOptions::default()
     };
-    let sim = Simulator::start("127.0.0.1:0", world, options).await?;
-    let url = url::Url::parse(&sim.url())?;
-    let arm = Arm::connect_with_secret(
-        ArmSettings::new(url.clone()),
-        url,
-        super::support::TENANT,
-        super::support::CLIENT,
-        secret.clone().into(),
-    )?;
+    let (sim, arm, secret) = super::simulator_and_arm(World::new().vm("web-01"), options).await?;
     let catalog = Catalog::builtin();
     let subscriptions = vec![rdp_doctor::sim::DEFAULT_SUBSCRIPTION.to_string()];
     let directory = VmDirectory::new();

@@ -3,10 +3,12 @@
 //!
 //! A name is resolved from the cache while it is younger than its time-to-live; a name the cache
 //! does not know (or a cache too old) is looked up in a fresh list. Concurrent misses share one
-//! refresh.
+//! refresh. A name that a fresh list did not have either is remembered as unknown for a short
+//! while (30 s by default), so that asking again, or a typo repeated by a script, lists nothing.
 
 use super::{resolve::pick, Arm, ResolveError, VmQuery, VmSummary};
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
@@ -23,7 +25,14 @@ pub struct VmDirectory {
     /// Held while a refresh lists the subscriptions, so concurrent misses list them once; it
     /// guards when the last list ended and how, which waiters share.
     refreshing: tokio::sync::Mutex<Option<Attempt>>,
+    /// Queries a fresh list did not find, and when: answered "not found" from the cache while
+    /// younger than `unknown_ttl`.
+    unknown: Mutex<HashMap<String, Instant>>,
+    unknown_ttl: Duration,
 }
+
+/// Unknown names remembered at most (a typo storm must not grow memory).
+const MAX_UNKNOWN: usize = 1024;
 
 /// The last time the subscriptions were listed.
 struct Attempt {
@@ -40,6 +49,9 @@ impl Default for VmDirectory {
 impl VmDirectory {
     /// How long a listed VM is trusted for name resolution.
     pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+    /// How long a name no list had is answered "not found" without listing again: short, so a
+    /// VM created meanwhile is found soon, long enough that repeating a typo costs nothing.
+    pub const DEFAULT_UNKNOWN_TTL: Duration = Duration::from_secs(30);
 
     pub fn new() -> VmDirectory {
         VmDirectory::default()
@@ -51,7 +63,15 @@ impl VmDirectory {
             attempts: std::sync::atomic::AtomicU64::new(0),
             ttl,
             refreshing: tokio::sync::Mutex::new(None),
+            unknown: Mutex::new(HashMap::new()),
+            unknown_ttl: VmDirectory::DEFAULT_UNKNOWN_TTL,
         }
+    }
+
+    /// How long a name no list had is remembered as unknown (zero: never).
+    pub fn with_unknown_ttl(mut self, ttl: Duration) -> VmDirectory {
+        self.unknown_ttl = ttl;
+        self
     }
 
     /// Find the VM a query names: from the cache while it is fresh, else (or when the cache
@@ -75,9 +95,10 @@ impl VmDirectory {
             return arm.resolve(query, subscriptions).await;
         }
         let asked = Instant::now();
+        let key = unknown_key(query, subscriptions);
         if self.is_fresh() {
             if let Some(found) = self.pick_cached(query, subscriptions) {
-                if !matches!(found, Err(ResolveError::NotFound { .. })) {
+                if !matches!(found, Err(ResolveError::NotFound { .. })) || self.is_unknown(&key) {
                     return found;
                 }
             }
@@ -93,8 +114,41 @@ impl VmDirectory {
                 _ => Err(ResolveError::Arm(e)),
             };
         }
-        self.pick_cached(query, subscriptions)
-            .unwrap_or_else(arm_unavailable)
+        let found = self
+            .pick_cached(query, subscriptions)
+            .unwrap_or_else(arm_unavailable);
+        if matches!(found, Err(ResolveError::NotFound { .. })) {
+            self.remember_unknown(key);
+        }
+        found
+    }
+
+    /// A fresh list lately did not have this query's VM.
+    fn is_unknown(&self, key: &str) -> bool {
+        let unknown = self.unknown.lock().unwrap_or_else(PoisonError::into_inner);
+        unknown
+            .get(key)
+            .is_some_and(|at| at.elapsed() < self.unknown_ttl)
+    }
+
+    fn remember_unknown(&self, key: String) {
+        if self.unknown_ttl.is_zero() {
+            return;
+        }
+        let mut unknown = self.unknown.lock().unwrap_or_else(PoisonError::into_inner);
+        if unknown.len() >= MAX_UNKNOWN {
+            unknown.retain(|_, at| at.elapsed() < self.unknown_ttl);
+            if unknown.len() >= MAX_UNKNOWN {
+                if let Some(oldest) = unknown
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(k, _)| k.clone())
+                {
+                    unknown.remove(&oldest);
+                }
+            }
+        }
+        unknown.insert(key, Instant::now());
     }
 
     fn is_fresh(&self) -> bool {
@@ -250,6 +304,12 @@ impl VmDirectory {
     ) -> Vec<(String, String)> {
         suggest(&self.listed_where(pred), partial, limit)
     }
+}
+
+/// What identifies a lookup for the unknown-name cache: the query as typed, ignoring case
+/// (ARM's names do), and the subscriptions searched.
+fn unknown_key(query: &VmQuery, subscriptions: &[String]) -> String {
+    format!("{query:?} in {}", subscriptions.join(",")).to_lowercase()
 }
 
 fn arm_unavailable() -> Result<VmSummary, ResolveError> {

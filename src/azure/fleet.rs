@@ -8,7 +8,7 @@
 use super::read::{health_facts, listed_nic_facts, public_ip_facts, vm_facts};
 use super::resolve::summarise;
 use super::{Arm, ArmError, HealthOutcome, ResourceId, VmSummary};
-use crate::diagnose::{NicFacts, PublicIpFacts, VmFacts};
+use crate::diagnose::{NicFacts, OsType, PublicIpFacts, VmFacts};
 use futures::StreamExt;
 use std::collections::HashMap;
 
@@ -47,6 +47,42 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// The scope's VMs as listed, with the facts of those listed with their instance view.
+    fn from_list(
+        listed: Vec<azure_mgmt_compute::package_2024_07_01::models::VirtualMachine>,
+    ) -> Fleet {
+        let mut fleet = Fleet::default();
+        for vm in listed {
+            let Some(summary) = summarise(vm.clone()) else {
+                continue;
+            };
+            let has_view = vm
+                .properties
+                .as_ref()
+                .is_some_and(|p| p.instance_view.is_some());
+            if has_view {
+                fleet
+                    .facts
+                    .insert(summary.vm.id.to_ascii_lowercase(), vm_facts(vm));
+            }
+            fleet.vms.push(summary);
+        }
+        fleet.vms.sort_by_key(|v| v.vm.name.to_lowercase());
+        fleet
+    }
+
+    /// Windows by the list's OS disk; a VM whose OS the list does not say is counted as
+    /// Windows unless its instance view says Linux (the check itself skips the RDP steps for
+    /// Linux).
+    pub fn is_windows(&self, vm: &VmSummary) -> bool {
+        match vm.windows {
+            Some(w) => w,
+            None => self
+                .vm_facts(&vm.vm.id)
+                .is_none_or(|f| f.os != OsType::Linux),
+        }
+    }
+
     /// The VM's facts from the list, if the list carried its instance view.
     pub fn vm_facts(&self, vm_id: &str) -> Option<VmFacts> {
         self.facts.get(&vm_id.to_ascii_lowercase()).cloned()
@@ -78,6 +114,33 @@ fn health_subject(status_id: &str) -> Option<String> {
     let lower = status_id.to_ascii_lowercase();
     let at = lower.find("/providers/microsoft.resourcehealth/")?;
     Some(lower[..at].to_string())
+}
+
+/// A scope with more Windows VMs than a sweep may check: refused with its size and how to
+/// narrow it (an `ArmError::Config`, so the terminal exits 2 as for a usage error).
+fn too_large(scope: &SweepScope, vms: usize, max: usize) -> ArmError {
+    let narrow = match scope.resource_group {
+        Some(_) => "check its VMs one at a time, or ask an administrator to raise `sweep_max_vms` in the `[azure]` section of the config",
+        None => "sweep one resource group at a time instead",
+    };
+    ArmError::Config(format!(
+        "{scope} has {} Windows VMs; a sweep checks at most {} (ARM's request budget is shared with everyone's checks). Nothing was checked: {narrow}.",
+        thousands(vms),
+        thousands(max)
+    ))
+}
+
+/// 1234567 → "1,234,567".
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Why a sweep's scope could not be settled.
@@ -173,32 +236,29 @@ impl Arm {
 
     /// List the scope's VMs (with instance views), NICs, public IPs and Resource Health, all
     /// at once. Fails only if the VMs cannot be listed; the other lists are a shortcut.
+    ///
+    /// A scope with more Windows VMs than `ArmSettings::sweep_max_vms` is refused as soon as
+    /// its VM list is in (the other lists are dropped), before any per-VM request.
     pub async fn read_fleet(&self, scope: &SweepScope) -> Result<Fleet, ArmError> {
         let before = self.request_count();
-        let (vms, nics, public_ips, health) = futures::join!(
-            self.list_scope_vms(scope),
-            self.list_scope_nics(scope),
-            self.list_scope_public_ips(scope),
-            self.list_scope_health(scope),
-        );
-        let listed = vms?;
-        let mut fleet = Fleet::default();
-        for vm in listed {
-            let Some(summary) = summarise(vm.clone()) else {
-                continue;
-            };
-            let has_view = vm
-                .properties
-                .as_ref()
-                .is_some_and(|p| p.instance_view.is_some());
-            if has_view {
-                fleet
-                    .facts
-                    .insert(summary.vm.id.to_ascii_lowercase(), vm_facts(vm));
+        let max = self.settings.sweep_max_vms;
+        let vms = async {
+            let fleet = Fleet::from_list(self.list_scope_vms(scope).await?);
+            let windows = fleet.vms.iter().filter(|vm| fleet.is_windows(vm)).count();
+            if windows > max {
+                return Err(too_large(scope, windows, max));
             }
-            fleet.vms.push(summary);
-        }
-        fleet.vms.sort_by_key(|v| v.vm.name.to_lowercase());
+            Ok(fleet)
+        };
+        let others = async {
+            Ok(futures::join!(
+                self.list_scope_nics(scope),
+                self.list_scope_public_ips(scope),
+                self.list_scope_health(scope),
+            ))
+        };
+        let (mut fleet, (nics, public_ips, health)) =
+            futures::future::try_join(vms, others).await?;
         let public_ips = public_ips.unwrap_or_else(|e| {
             tracing::debug!(error = %e, "public IP list unavailable; reading them one by one");
             HashMap::new()
@@ -366,6 +426,30 @@ mod tests {
             Some("/subscriptions/s/resourcegroups/rg/providers/microsoft.compute/virtualmachines/vm-1")
         );
         assert_eq!(health_subject("/subscriptions/s/whatever"), None);
+    }
+
+    #[test]
+    fn a_scope_too_large_says_how_big_and_how_to_narrow_it() {
+        let sub = SweepScope {
+            subscription_id: "s".into(),
+            resource_group: None,
+        };
+        let text = too_large(&sub, 12_345, 1000).to_string();
+        assert!(
+            text.starts_with("subscription s has 12,345 Windows VMs; a sweep checks at most 1,000"),
+            "{text}"
+        );
+        assert!(text.contains("one resource group at a time"), "{text}");
+        let rg = SweepScope {
+            subscription_id: "s".into(),
+            resource_group: Some("rg-big".into()),
+        };
+        assert!(too_large(&rg, 1001, 1000)
+            .to_string()
+            .contains("sweep_max_vms"));
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub use crate::domain::{validate_group, validate_vm_name, ResourceId, ResourceId
 pub use directory::VmDirectory;
 pub use error::{parse_error_body, redact, ArmError};
 pub use fleet::{is_subscription_id, Fleet, ScopeError, SweepScope};
-pub use pace::PacingStats;
+pub use pace::{PacingStats, Priority};
 pub use read::HealthOutcome;
 pub(crate) use resolve::{pick, scope_text};
 pub use resolve::{QueryError, ResolveError, VmQuery, VmRef, VmSummary};
@@ -56,9 +56,20 @@ pub struct ArmSettings {
     /// How fast ARM refills a subscription's request bucket, per second: requests are paced
     /// to this rate once Azure's `x-ms-ratelimit-remaining-*` headers say the bucket is empty.
     pub refill_per_sec: f64,
+    /// The fraction of a subscription's ARM bucket a sweep may spend (0 < share <= 1); the rest
+    /// is kept for people's checks, which also go ahead of a sweep's queued requests.
+    pub sweep_share: f64,
+    /// The most Windows VMs one sweep checks; a larger scope is refused before any per-VM
+    /// request, naming its size and how to narrow it.
+    pub sweep_max_vms: usize,
 }
 
 impl ArmSettings {
+    /// A sweep may spend 80% of the bucket; 20% (50 of ARM's 250 reads) stays for people.
+    pub const DEFAULT_SWEEP_SHARE: f64 = 0.8;
+    /// At ARM's 25 reads a second and two requests per VM, 1,000 VMs take about 80 s.
+    pub const DEFAULT_SWEEP_MAX_VMS: usize = 1000;
+
     pub fn new(endpoint: url::Url) -> ArmSettings {
         ArmSettings {
             endpoint,
@@ -69,6 +80,8 @@ impl ArmSettings {
             poll_interval: Duration::from_secs(2),
             // ARM's documented subscription read bucket: 250, refilled 25 a second.
             refill_per_sec: 25.0,
+            sweep_share: ArmSettings::DEFAULT_SWEEP_SHARE,
+            sweep_max_vms: ArmSettings::DEFAULT_SWEEP_MAX_VMS,
         }
     }
 
@@ -115,7 +128,16 @@ pub struct Arm {
     blobs: reqwest::Client,
     requests: Arc<AtomicU64>,
     pacer: Arc<pace::Pacer>,
+    priority: Priority,
     settings: ArmSettings,
+}
+
+/// The SDK clients of one [`Arm`], built over one transport and pacing policy.
+struct Clients {
+    compute: azure_mgmt_compute::package_2024_07_01::Client,
+    network: azure_mgmt_network::package_2024_03::Client,
+    health: azure_mgmt_resourcehealth::package_2024_02::Client,
+    pipeline: azure_core::Pipeline,
 }
 
 impl std::fmt::Debug for Arm {
@@ -169,6 +191,36 @@ impl Arm {
         http: reqwest::Client,
     ) -> Arm {
         let requests = Arc::new(AtomicU64::new(0));
+        let pacer = Arc::new(pace::Pacer::new(
+            settings.refill_per_sec,
+            settings.sweep_share,
+        ));
+        let priority = Priority::Interactive;
+        let clients = Arm::clients(&settings, &credential, &http, &requests, &pacer, priority);
+        let scopes = vec![settings.scope()];
+        Arm {
+            compute: clients.compute,
+            network: clients.network,
+            health: clients.health,
+            pipeline: clients.pipeline,
+            credential,
+            scopes,
+            blobs: http,
+            requests,
+            pacer,
+            priority,
+            settings,
+        }
+    }
+
+    fn clients(
+        settings: &ArmSettings,
+        credential: &Arc<dyn TokenCredential>,
+        http: &reqwest::Client,
+        requests: &Arc<AtomicU64>,
+        pacer: &Arc<pace::Pacer>,
+        priority: Priority,
+    ) -> Clients {
         let transport: Arc<dyn azure_core::HttpClient> = Arc::new(CountingClient {
             inner: http.clone(),
             count: requests.clone(),
@@ -185,12 +237,13 @@ impl Arm {
                 max_delay: Duration::from_secs(30),
             }));
         // Inside the retry policy, so every attempt is paced and every answer teaches it.
-        let pacer = Arc::new(pace::Pacer::new(settings.refill_per_sec));
         options
             .per_retry_policies_mut()
-            .push(Arc::new(pace::Pacing(pacer.clone())));
-        let scope = settings.scope();
-        let scopes = vec![scope.clone()];
+            .push(Arc::new(pace::Pacing {
+                pacer: pacer.clone(),
+                priority,
+            }));
+        let scopes = vec![settings.scope()];
         let endpoint = settings.endpoint.clone();
         let compute = azure_mgmt_compute::package_2024_07_01::Client::new(
             endpoint.clone(),
@@ -207,7 +260,7 @@ impl Arm {
         let health = azure_mgmt_resourcehealth::package_2024_02::Client::new(
             endpoint,
             credential.clone(),
-            scopes.clone(),
+            scopes,
             options.clone(),
         );
         let pipeline = azure_core::Pipeline::new(
@@ -217,26 +270,58 @@ impl Arm {
             Vec::new(),
             Vec::new(),
         );
-        Arm {
+        Clients {
             compute,
             network,
             health,
             pipeline,
-            credential,
-            scopes,
-            blobs: http,
-            requests,
-            pacer,
-            settings,
         }
     }
 
-    /// What pacing to ARM's request budget has cost so far, and the 429s seen.
-    pub fn pacing(&self) -> PacingStats {
-        self.pacer.stats()
+    /// The same connection for a sweep: its requests are background ones that share this
+    /// `Arm`'s pacer, spend at most `sweep_share` of a subscription's ARM bucket and queue
+    /// behind people's requests. It counts its own requests ([`Arm::request_count`]), so a
+    /// sweep's figures leave out the checks people ran meanwhile, and theirs leave out it.
+    pub fn for_sweep(&self) -> Arm {
+        let requests = Arc::new(AtomicU64::new(0));
+        let priority = Priority::Background;
+        let clients = Arm::clients(
+            &self.settings,
+            &self.credential,
+            &self.blobs,
+            &requests,
+            &self.pacer,
+            priority,
+        );
+        Arm {
+            compute: clients.compute,
+            network: clients.network,
+            health: clients.health,
+            pipeline: clients.pipeline,
+            credential: self.credential.clone(),
+            scopes: self.scopes.clone(),
+            blobs: self.blobs.clone(),
+            requests,
+            pacer: self.pacer.clone(),
+            priority,
+            settings: self.settings.clone(),
+        }
     }
 
-    /// HTTP requests sent to ARM so far (retries and polls included; token and blob requests not).
+    /// Whose requests this `Arm` sends: a person's, or a sweep's ([`Arm::for_sweep`]).
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// What pacing to ARM's request budget has cost requests of this `Arm`'s priority so far
+    /// (every `Arm` of that priority on this connection), the 429s they saw, and how many are
+    /// waiting now.
+    pub fn pacing(&self) -> PacingStats {
+        self.pacer.stats(self.priority)
+    }
+
+    /// HTTP requests this `Arm` sent to ARM so far (retries and polls included; token and blob
+    /// requests not). Clones share the count; an [`Arm::for_sweep`] keeps its own.
     pub fn request_count(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }

@@ -10,6 +10,13 @@
 //! ticket and sleeps until its token has refilled, first come first served; two tokens stay in
 //! reserve. Until a bucket has been reported once, two requests at a time probe it.
 //!
+//! People go first. Requests carry a [`Priority`]: a sweep's are `Background`
+//! ([`super::Arm::for_sweep`]), a person's `Interactive`. Both draw on the same estimate, but a
+//! background request may not draw it below `(1 - sweep_share) × capacity` (the rest is kept for
+//! people), and it always queues behind interactive requests that are waiting; an interactive
+//! request queues only behind other interactive ones. So a check typed during a sweep that has
+//! drained the bucket finds the people's share there, instead of waiting out the sweep's queue.
+//!
 //! Which bucket a request spends is what its answer says: a route's class is learned from the
 //! header its response carries (ARM counts some POSTs as reads, some as writes); until a route has
 //! answered, the HTTP method decides. A 429 still happens if someone else drains the same
@@ -41,6 +48,16 @@ const MAX_ROUTES: usize = 512;
 const PROBES: usize = 2;
 /// How often a request held back by the probes looks again.
 const PROBE_WAIT: Duration = Duration::from_millis(5);
+
+/// Who is waiting for a request: a person (a check, a fix) or a sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Priority {
+    /// A person is waiting: goes first, may use the whole bucket (less the reserve).
+    #[default]
+    Interactive,
+    /// A sweep: its share of the bucket only, behind every waiting interactive request.
+    Background,
+}
 
 /// ARM's per-subscription buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,8 +110,10 @@ struct Budget {
     known: bool,
     /// Sequence numbers of requests sent and not yet over.
     in_flight: BTreeSet<u64>,
-    /// Requests holding a ticket, asleep until their token refills.
+    /// Interactive requests holding a ticket, asleep until their token refills.
     waiting: BTreeSet<u64>,
+    /// Background requests holding a ticket: they queue behind every interactive one.
+    waiting_background: BTreeSet<u64>,
 }
 
 impl Budget {
@@ -106,7 +125,13 @@ impl Budget {
             known: false,
             in_flight: BTreeSet::new(),
             waiting: BTreeSet::new(),
+            waiting_background: BTreeSet::new(),
         }
+    }
+
+    /// Requests asleep on a ticket, of both priorities: each holds one token of debt.
+    fn waiters(&self) -> f64 {
+        (self.waiting.len() + self.waiting_background.len()) as f64
     }
 
     /// Add what refilled since the last look. The bucket holds at most `capacity`: that caps
@@ -114,12 +139,31 @@ impl Budget {
     fn refill(&mut self, now: Instant, rate: f64) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.at = now;
-        let ceiling = self.capacity - self.waiting.len() as f64;
+        let ceiling = self.capacity - self.waiters();
         self.tokens = (self.tokens + elapsed * rate).min(ceiling);
+    }
+
+    /// Requests that go before `seq` (itself included) if it is asleep with `priority`: the
+    /// interactive ones ahead of it and, for a background one, every interactive waiter too.
+    fn place(&self, seq: u64, priority: Priority) -> f64 {
+        match priority {
+            Priority::Interactive => self.waiting.range(..=seq).count() as f64,
+            Priority::Background => {
+                (self.waiting.len() + self.waiting_background.range(..=seq).count()) as f64
+            }
+        }
+    }
+
+    fn queue(&mut self, priority: Priority) -> &mut BTreeSet<u64> {
+        match priority {
+            Priority::Interactive => &mut self.waiting,
+            Priority::Background => &mut self.waiting_background,
+        }
     }
 }
 
-/// What pacing has cost so far (for sweep summaries and benchmarks).
+/// What pacing has cost the requests of one priority so far (for sweep summaries, tests and
+/// benchmarks).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PacingStats {
     /// Requests that had to wait for a token.
@@ -128,6 +172,16 @@ pub struct PacingStats {
     pub waited: Duration,
     /// 429 answers seen (each is retried by the retry policy).
     pub throttled: u64,
+    /// Requests asleep on a ticket right now.
+    pub waiting: u64,
+}
+
+/// Counters of one priority.
+#[derive(Debug, Default)]
+struct Counters {
+    paced: AtomicU64,
+    waited_us: AtomicU64,
+    throttled: AtomicU64,
 }
 
 /// Whether a request may go now.
@@ -153,28 +207,61 @@ struct State {
 pub(crate) struct Pacer {
     /// Tokens refilled per second in the read bucket (ARM's documented read refill).
     read_rate: f64,
+    /// The fraction of a bucket background requests may spend (the rest is kept for people).
+    background_share: f64,
     state: Mutex<State>,
-    paced: AtomicU64,
-    waited_us: AtomicU64,
-    throttled: AtomicU64,
+    interactive: Counters,
+    background: Counters,
 }
 
 impl Pacer {
-    pub(crate) fn new(read_refill_per_sec: f64) -> Pacer {
+    pub(crate) fn new(read_refill_per_sec: f64, background_share: f64) -> Pacer {
+        let share = if background_share.is_finite() {
+            background_share.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
         Pacer {
             read_rate: read_refill_per_sec.max(0.1),
+            background_share: share,
             state: Mutex::new(State::default()),
-            paced: AtomicU64::new(0),
-            waited_us: AtomicU64::new(0),
-            throttled: AtomicU64::new(0),
+            interactive: Counters::default(),
+            background: Counters::default(),
         }
     }
 
-    pub(crate) fn stats(&self) -> PacingStats {
+    fn counters(&self, priority: Priority) -> &Counters {
+        match priority {
+            Priority::Interactive => &self.interactive,
+            Priority::Background => &self.background,
+        }
+    }
+
+    pub(crate) fn stats(&self, priority: Priority) -> PacingStats {
+        let counters = self.counters(priority);
+        let waiting = self
+            .state()
+            .budgets
+            .values()
+            .map(|b| match priority {
+                Priority::Interactive => b.waiting.len(),
+                Priority::Background => b.waiting_background.len(),
+            })
+            .sum::<usize>();
         PacingStats {
-            paced: self.paced.load(Ordering::Relaxed),
-            waited: Duration::from_micros(self.waited_us.load(Ordering::Relaxed)),
-            throttled: self.throttled.load(Ordering::Relaxed),
+            paced: counters.paced.load(Ordering::Relaxed),
+            waited: Duration::from_micros(counters.waited_us.load(Ordering::Relaxed)),
+            throttled: counters.throttled.load(Ordering::Relaxed),
+            waiting: waiting as u64,
+        }
+    }
+
+    /// Tokens a request of `priority` must leave in the bucket: the reserve for a person; for
+    /// a sweep, the people's share of the bucket as well.
+    fn keep(&self, priority: Priority, capacity: f64) -> f64 {
+        match priority {
+            Priority::Interactive => RESERVE,
+            Priority::Background => RESERVE.max((1.0 - self.background_share) * capacity),
         }
     }
 
@@ -201,7 +288,7 @@ impl Pacer {
 
     /// Count a request against its bucket: its sequence number, and whether it may go now.
     /// It stays counted until [`Pacer::done`].
-    fn ticket(&self, key: &(String, Class), now: Instant) -> (u64, Go) {
+    fn ticket(&self, key: &(String, Class), priority: Priority, now: Instant) -> (u64, Go) {
         let rate = self.rate(key.1);
         let mut state = self.state();
         let seq = state.next_seq;
@@ -221,32 +308,46 @@ impl Pacer {
         state.next_seq += 1;
         let budget = state.budgets.get_mut(key).expect("just inserted");
         budget.refill(now, rate);
+        let keep = self.keep(priority, budget.capacity);
+        // What is really there (the waiters' debts given back), less what must stay, less the
+        // requests that go first, less this one.
+        let available = budget.tokens + budget.waiters();
+        let ahead = match priority {
+            Priority::Interactive => budget.waiting.len(),
+            Priority::Background => budget.waiting.len() + budget.waiting_background.len(),
+        } as f64;
         budget.tokens -= 1.0;
-        let short = RESERVE - budget.tokens;
+        let short = keep + ahead + 1.0 - available;
         if short <= 0.0 {
             budget.in_flight.insert(seq);
             return (seq, Go::Now);
         }
-        budget.waiting.insert(seq);
+        budget.queue(priority).insert(seq);
         (seq, Go::After(wait_for(short, rate)))
     }
 
     /// A request woke up from its wait: it goes now (`None`), or, if answers that came in
     /// meanwhile lowered the estimate, it sleeps again for this long. Requests ahead of it in
     /// line go first.
-    fn wake(&self, key: &(String, Class), seq: u64, now: Instant) -> Option<Duration> {
+    fn wake(
+        &self,
+        key: &(String, Class),
+        seq: u64,
+        priority: Priority,
+        now: Instant,
+    ) -> Option<Duration> {
         let rate = self.rate(key.1);
         let mut state = self.state();
         let budget = state.budgets.get_mut(key)?;
         budget.refill(now, rate);
         // Each waiter holds one token of debt: what is really there is tokens + waiters.
-        let available = budget.tokens + budget.waiting.len() as f64;
-        let place = budget.waiting.range(..=seq).count() as f64;
-        let short = RESERVE + place - available;
+        let available = budget.tokens + budget.waiters();
+        let place = budget.place(seq, priority);
+        let short = self.keep(priority, budget.capacity) + place - available;
         if short > 0.0 {
             return Some(wait_for(short, rate));
         }
-        budget.waiting.remove(&seq);
+        budget.queue(priority).remove(&seq);
         budget.in_flight.insert(seq);
         None
     }
@@ -284,16 +385,16 @@ impl Pacer {
             // (it may not have counted those yet) and the tickets handed out since. Answers
             // that arrive out of order are each safe on their own.
             let after = budget.in_flight.range(seq + 1..).count() as f64;
-            budget.tokens = left as f64 - after - budget.waiting.len() as f64;
+            budget.tokens = left as f64 - after - budget.waiters();
         }
     }
 
     /// The request is over (answered, failed or dropped); `asleep` says whether it was still
     /// waiting for its token.
-    fn done(&self, key: &(String, Class), seq: u64, asleep: bool) {
+    fn done(&self, key: &(String, Class), seq: u64, priority: Priority, asleep: bool) {
         if let Some(budget) = self.state().budgets.get_mut(key) {
             if asleep {
-                budget.waiting.remove(&seq);
+                budget.queue(priority).remove(&seq);
                 // Its token was never spent: give it back.
                 budget.tokens += 1.0;
             } else {
@@ -314,12 +415,14 @@ struct Ticket<'a> {
     pacer: &'a Pacer,
     key: (String, Class),
     seq: u64,
+    priority: Priority,
     asleep: bool,
 }
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        self.pacer.done(&self.key, self.seq, self.asleep);
+        self.pacer
+            .done(&self.key, self.seq, self.priority, self.asleep);
     }
 }
 
@@ -362,9 +465,13 @@ fn remaining(headers: &Headers, class: Class) -> Option<u64> {
         .min()
 }
 
-/// The pipeline policy: one per [`super::Arm`], shared by its clients.
+/// The pipeline policy: one per [`super::Arm`] and priority, shared by its clients; every
+/// `Arm` cloned from one connection shares one [`Pacer`].
 #[derive(Debug, Clone)]
-pub(crate) struct Pacing(pub Arc<Pacer>);
+pub(crate) struct Pacing {
+    pub pacer: Arc<Pacer>,
+    pub priority: Priority,
+}
 
 #[async_trait::async_trait]
 impl Policy for Pacing {
@@ -377,7 +484,9 @@ impl Policy for Pacing {
         let Some(subscription) = subscription_of(request.url()) else {
             return next[0].send(ctx, request, &next[1..]).await;
         };
-        let pacer = &self.0;
+        let pacer = &*self.pacer;
+        let priority = self.priority;
+        let counters = pacer.counters(priority);
         let route = route_of(request.method(), request.url());
         let mut held = Duration::ZERO;
         let ticket = loop {
@@ -385,13 +494,14 @@ impl Policy for Pacing {
                 return next[0].send(ctx, request, &next[1..]).await;
             };
             let key = (subscription.clone(), class);
-            let (seq, go) = pacer.ticket(&key, Instant::now());
+            let (seq, go) = pacer.ticket(&key, priority, Instant::now());
             match go {
                 Go::Now => {
                     break Ticket {
                         pacer,
                         key,
                         seq,
+                        priority,
                         asleep: false,
                     }
                 }
@@ -400,6 +510,7 @@ impl Policy for Pacing {
                         pacer,
                         key,
                         seq,
+                        priority,
                         asleep: true,
                     };
                     let mut wait = wait;
@@ -407,7 +518,7 @@ impl Policy for Pacing {
                         held += wait;
                         tracing::trace!(?wait, "ARM request paced");
                         tokio::time::sleep(wait).await;
-                        match pacer.wake(&ticket.key, seq, Instant::now()) {
+                        match pacer.wake(&ticket.key, seq, priority, Instant::now()) {
                             None => break,
                             Some(more) => wait = more,
                         }
@@ -422,8 +533,8 @@ impl Policy for Pacing {
             }
         };
         if !held.is_zero() {
-            pacer.paced.fetch_add(1, Ordering::Relaxed);
-            pacer
+            counters.paced.fetch_add(1, Ordering::Relaxed);
+            counters
                 .waited_us
                 .fetch_add(held.as_micros() as u64, Ordering::Relaxed);
         }
@@ -431,7 +542,7 @@ impl Policy for Pacing {
         let result = next[0].send(ctx, request, &next[1..]).await;
         if let Ok(response) = &result {
             if response.status() == azure_core::StatusCode::TooManyRequests {
-                pacer.throttled.fetch_add(1, Ordering::Relaxed);
+                counters.throttled.fetch_add(1, Ordering::Relaxed);
             }
             pacer.learn(
                 &subscription,
@@ -450,6 +561,9 @@ impl Policy for Pacing {
 mod tests {
     use super::*;
 
+    const I: Priority = Priority::Interactive;
+    const B: Priority = Priority::Background;
+
     fn key() -> (String, Class) {
         ("s".to_string(), Class::Reads)
     }
@@ -465,10 +579,10 @@ mod tests {
 
     /// One request answered with `left` reads remaining, as a finished exchange.
     fn exchange(pacer: &Pacer, left: u64, now: Instant) {
-        let (seq, go) = pacer.ticket(&key(), now);
+        let (seq, go) = pacer.ticket(&key(), I, now);
         assert_eq!(go, Go::Now);
         pacer.learn("s", "GET x", seq, &reads(left), now);
-        pacer.done(&key(), seq, false);
+        pacer.done(&key(), seq, I, false);
     }
 
     fn waits(go: Go) -> f64 {
@@ -504,37 +618,37 @@ mod tests {
 
     #[test]
     fn unknown_budget_sends_at_once_then_learns() {
-        let pacer = Pacer::new(25.0);
+        let pacer = Pacer::new(25.0, 0.8);
         let t0 = Instant::now();
         exchange(&pacer, 2 + RESERVE as u64, t0);
         // Two tokens more than the reserve: two go at once, the third waits one refill
         // (40 ms at 25/s), and a fourth queues behind it.
-        assert_eq!(pacer.ticket(&key(), t0).1, Go::Now);
-        assert_eq!(pacer.ticket(&key(), t0).1, Go::Now);
-        assert!((waits(pacer.ticket(&key(), t0).1) - 0.04).abs() < 1e-9);
-        assert!((waits(pacer.ticket(&key(), t0).1) - 0.08).abs() < 1e-9);
+        assert_eq!(pacer.ticket(&key(), I, t0).1, Go::Now);
+        assert_eq!(pacer.ticket(&key(), I, t0).1, Go::Now);
+        assert!((waits(pacer.ticket(&key(), I, t0).1) - 0.04).abs() < 1e-9);
+        assert!((waits(pacer.ticket(&key(), I, t0).1) - 0.08).abs() < 1e-9);
     }
 
     #[test]
     fn azure_reporting_less_than_estimated_wins() {
-        let pacer = Pacer::new(10.0);
+        let pacer = Pacer::new(10.0, 0.8);
         let t0 = Instant::now();
         exchange(&pacer, 100, t0);
         // Someone else spent the bucket: Azure now says 0 left.
         exchange(&pacer, 0, t0);
         // Empty: wait for this request's token and the reserve, at 10/s.
         let expected = (1.0 + RESERVE) / 10.0;
-        assert!((waits(pacer.ticket(&key(), t0).1) - expected).abs() < 1e-9);
+        assert!((waits(pacer.ticket(&key(), I, t0).1) - expected).abs() < 1e-9);
     }
 
     #[test]
     fn requests_sent_after_an_answer_are_not_counted_twice() {
-        let pacer = Pacer::new(25.0);
+        let pacer = Pacer::new(25.0, 0.8);
         let t0 = Instant::now();
         exchange(&pacer, 100, t0);
-        let (first, _) = pacer.ticket(&key(), t0);
-        let (second, _) = pacer.ticket(&key(), t0);
-        let (third, _) = pacer.ticket(&key(), t0);
+        let (first, _) = pacer.ticket(&key(), I, t0);
+        let (second, _) = pacer.ticket(&key(), I, t0);
+        let (third, _) = pacer.ticket(&key(), I, t0);
         // The second's answer arrives first: only the third may be unseen by Azure.
         pacer.learn("s", "GET x", second, &reads(50), t0);
         assert_eq!(pacer.state().budgets[&key()].tokens, 49.0);
@@ -543,18 +657,18 @@ mod tests {
         pacer.learn("s", "GET x", first, &reads(52), t0);
         assert_eq!(pacer.state().budgets[&key()].tokens, 50.0);
         for seq in [first, second, third] {
-            pacer.done(&key(), seq, false);
+            pacer.done(&key(), seq, I, false);
         }
         assert!(pacer.state().budgets[&key()].in_flight.is_empty());
     }
 
     #[test]
     fn an_unreported_bucket_is_probed_by_a_few_and_a_silent_route_is_not_paced() {
-        let pacer = Pacer::new(25.0);
+        let pacer = Pacer::new(25.0, 0.8);
         let t0 = Instant::now();
-        let (a, first) = pacer.ticket(&key(), t0);
-        let (_, second) = pacer.ticket(&key(), t0);
-        let (_, third) = pacer.ticket(&key(), t0);
+        let (a, first) = pacer.ticket(&key(), I, t0);
+        let (_, second) = pacer.ticket(&key(), I, t0);
+        let (_, third) = pacer.ticket(&key(), I, t0);
         assert_eq!((first, second, third), (Go::Now, Go::Now, Go::Later));
         // An answer without any rate-limit header: that route goes unpaced from now on.
         pacer.learn("s", "GET other", a, &Headers::new(), t0);
@@ -567,41 +681,41 @@ mod tests {
 
     #[test]
     fn a_sleeper_whose_token_a_newer_answer_took_sleeps_on() {
-        let pacer = Pacer::new(10.0);
+        let pacer = Pacer::new(10.0, 0.8);
         let t0 = Instant::now();
         exchange(&pacer, 1, t0);
         // One token left, for this request: it waits for the reserve to refill.
-        let (seq, go) = pacer.ticket(&key(), t0);
+        let (seq, go) = pacer.ticket(&key(), I, t0);
         assert!((waits(go) - RESERVE / 10.0).abs() < 1e-9);
         // Meanwhile someone else emptied the bucket: Azure says 0 left.
-        let (other, _) = pacer.ticket(&("s".into(), Class::Writes), t0);
+        let (other, _) = pacer.ticket(&("s".into(), Class::Writes), I, t0);
         pacer.learn("s", "GET y", other, &reads(0), t0);
         let later = t0 + Duration::from_secs_f64(RESERVE / 10.0);
-        let more = pacer.wake(&key(), seq, later).expect("not yet");
+        let more = pacer.wake(&key(), seq, I, later).expect("not yet");
         assert!((more.as_secs_f64() - 0.1).abs() < 1e-6, "{more:?}");
-        assert_eq!(pacer.wake(&key(), seq, later + more), None);
+        assert_eq!(pacer.wake(&key(), seq, I, later + more), None);
     }
 
     #[test]
     fn refill_stops_at_capacity() {
-        let pacer = Pacer::new(25.0);
+        let pacer = Pacer::new(25.0, 0.8);
         let t0 = Instant::now();
         exchange(&pacer, 19, t0);
         // An hour later the bucket holds at most what Azure ever reported, plus one; the
         // reserve stays.
         let later = t0 + Duration::from_secs(3600);
         for _ in 0..(20 - RESERVE as usize) {
-            assert_eq!(pacer.ticket(&key(), later).1, Go::Now);
+            assert_eq!(pacer.ticket(&key(), I, later).1, Go::Now);
         }
-        assert!(matches!(pacer.ticket(&key(), later).1, Go::After(_)));
+        assert!(matches!(pacer.ticket(&key(), I, later).1, Go::After(_)));
     }
 
     #[test]
     fn a_bucket_first_seen_empty_still_lets_its_waiters_through() {
-        let pacer = Pacer::new(10.0);
+        let pacer = Pacer::new(10.0, 0.8);
         let t0 = Instant::now();
         exchange(&pacer, 0, t0);
-        let tickets: Vec<(u64, Go)> = (0..20).map(|_| pacer.ticket(&key(), t0)).collect();
+        let tickets: Vec<(u64, Go)> = (0..20).map(|_| pacer.ticket(&key(), I, t0)).collect();
         // Each in turn: the last one's wait is when the bucket has refilled for all of them.
         let mut now = t0;
         for (seq, go) in tickets {
@@ -610,36 +724,37 @@ mod tests {
             };
             loop {
                 now = now.max(t0 + wait);
-                match pacer.wake(&key(), seq, now) {
+                match pacer.wake(&key(), seq, I, now) {
                     None => break,
                     Some(more) => wait = now - t0 + more,
                 }
             }
-            pacer.done(&key(), seq, false);
+            pacer.done(&key(), seq, I, false);
         }
         assert!(now - t0 < Duration::from_secs(3), "took {:?}", now - t0);
     }
 
     #[test]
     fn a_dropped_waiter_gives_its_token_back_and_leaves_no_count() {
-        let pacer = Pacer::new(10.0);
+        let pacer = Pacer::new(10.0, 0.8);
         let t0 = Instant::now();
         exchange(&pacer, 0, t0);
-        let (seq, first) = pacer.ticket(&key(), t0);
+        let (seq, first) = pacer.ticket(&key(), I, t0);
         drop(Ticket {
             pacer: &pacer,
             key: key(),
             seq,
+            priority: I,
             asleep: true,
         });
         // The next request waits as long as the dropped one would have, not twice as long.
-        let (seq2, again) = pacer.ticket(&key(), t0);
+        let (seq2, again) = pacer.ticket(&key(), I, t0);
         assert_eq!(again, first);
         let Go::After(wait) = again else {
             panic!("waits")
         };
         assert_eq!(
-            pacer.wake(&key(), seq2, t0 + wait),
+            pacer.wake(&key(), seq2, I, t0 + wait),
             None,
             "goes when its token is there"
         );
@@ -647,6 +762,7 @@ mod tests {
             pacer: &pacer,
             key: key(),
             seq: seq2,
+            priority: I,
             asleep: false,
         });
         let state = pacer.state();
@@ -656,7 +772,7 @@ mod tests {
 
     #[test]
     fn a_route_spends_the_bucket_its_answers_report() {
-        let pacer = Pacer::new(25.0);
+        let pacer = Pacer::new(25.0, 0.8);
         let post = azure_core::Method::Post;
         let route = "POST effectivenetworksecuritygroups";
         assert_eq!(
@@ -665,7 +781,7 @@ mod tests {
             "by method at first"
         );
         let t0 = Instant::now();
-        let (seq, _) = pacer.ticket(&("s".into(), Class::Writes), t0);
+        let (seq, _) = pacer.ticket(&("s".into(), Class::Writes), I, t0);
         pacer.learn("s", route, seq, &reads(7), t0);
         assert_eq!(
             pacer.class_of(route, &post),
@@ -681,5 +797,48 @@ mod tests {
         writes.insert("x-ms-ratelimit-remaining-subscription-global-writes", "90");
         assert_eq!(remaining(&writes, Class::Writes), Some(90));
         assert_eq!(remaining(&writes, Class::Reads), None);
+    }
+
+    #[test]
+    fn a_sweep_leaves_people_their_share_and_queues_behind_them() {
+        let pacer = Pacer::new(10.0, 0.8);
+        let t0 = Instant::now();
+        // Azure says 99 left: a bucket of 100, of which a sweep may spend down to 20.
+        exchange(&pacer, 99, t0);
+        for _ in 0..79 {
+            assert_eq!(pacer.ticket(&key(), B, t0).1, Go::Now);
+        }
+        let (sweep, go) = pacer.ticket(&key(), B, t0);
+        assert!(matches!(go, Go::After(_)), "the people's share is left");
+        assert_eq!(pacer.stats(B).waiting, 1);
+        // A person's requests find the share there, down to the reserve, sweep queued or not.
+        for _ in 0..(20 - RESERVE as usize) {
+            assert_eq!(pacer.ticket(&key(), I, t0).1, Go::Now);
+        }
+        // The next one waits for its own token only: one refill at 10/s.
+        let (person, go) = pacer.ticket(&key(), I, t0);
+        assert!((waits(go) - 0.1).abs() < 1e-9, "{go:?}");
+        // When that token is there, the person goes and the sweep, queued earlier, does not.
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(pacer.wake(&key(), sweep, B, later).map(|_| ()), Some(()));
+        assert_eq!(pacer.wake(&key(), person, I, later), None);
+        // The sweep goes once the bucket is back above the people's share.
+        let more = pacer
+            .wake(&key(), sweep, B, later)
+            .expect("below the share");
+        assert!(more >= Duration::from_secs(1), "{more:?}");
+        assert_eq!(pacer.wake(&key(), sweep, B, later + more), None);
+        assert_eq!(pacer.stats(B).waiting, 0);
+    }
+
+    #[test]
+    fn a_sweep_with_the_whole_share_spends_down_to_the_reserve() {
+        let pacer = Pacer::new(10.0, 1.0);
+        let t0 = Instant::now();
+        exchange(&pacer, 10, t0);
+        for _ in 0..(10 - RESERVE as usize) {
+            assert_eq!(pacer.ticket(&key(), B, t0).1, Go::Now);
+        }
+        assert!(matches!(pacer.ticket(&key(), B, t0).1, Go::After(_)));
     }
 }

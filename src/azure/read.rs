@@ -449,7 +449,7 @@ impl Arm {
             .map_err(|e| self.map_err(e, &what))?;
         let (screenshot, serial) = tokio::join!(
             self.download(data.console_screenshot_blob_uri.as_deref(), "screenshot"),
-            self.download(data.serial_console_log_blob_uri.as_deref(), "serial log"),
+            self.download_tail(data.serial_console_log_blob_uri.as_deref(), "serial log"),
         );
         let mut facts = BootFacts::default();
         match screenshot.and_then(|bmp| bmp_to_png(&bmp)) {
@@ -466,6 +466,76 @@ impl Arm {
             Err(e) => facts.serial_error = Some(e),
         }
         Ok(facts)
+    }
+
+    /// The end of a log blob: at most its last [`SERIAL_TAIL_BYTES`], starting at a whole line.
+    ///
+    /// Get Blob takes `bytes=start-end` ranges but no suffix range (`bytes=-N`), so the first
+    /// request asks for the first [`SERIAL_TAIL_BYTES`]: that is the whole of most serial logs,
+    /// in one round trip, and its `Content-Range` says how long the blob is. A longer log's tail
+    /// is a second range request; its first line is cut in the middle and dropped.
+    async fn download_tail(&self, sas_url: Option<&str>, what: &str) -> Result<Vec<u8>, String> {
+        let Some(sas_url) = sas_url else {
+            return Err(format!("Azure returned no {what} URL"));
+        };
+        let head = self
+            .download_range(sas_url, 0, SERIAL_TAIL_BYTES - 1, what)
+            .await?;
+        let total = match head {
+            Ranged::All(bytes) => return Ok(bytes),
+            Ranged::Part { bytes, total } if total <= SERIAL_TAIL_BYTES => return Ok(bytes),
+            Ranged::Part { total, .. } => total,
+        };
+        let start = total - SERIAL_TAIL_BYTES;
+        match self.download_range(sas_url, start, total - 1, what).await? {
+            Ranged::All(bytes) => Ok(bytes),
+            Ranged::Part { bytes, .. } => Ok(from_first_whole_line(bytes)),
+        }
+    }
+
+    /// `GET` with `Range: bytes=start-end`: the part Azure sent, with the blob's length, or all
+    /// of it (a 200: the range was ignored; a 416: the blob is empty).
+    async fn download_range(
+        &self,
+        sas_url: &str,
+        start: u64,
+        end: u64,
+        what: &str,
+    ) -> Result<Ranged, String> {
+        let response = self
+            .blobs
+            .get(sas_url)
+            .header(reqwest::header::RANGE, format!("bytes={start}-{end}"))
+            .send()
+            .await
+            .map_err(|e| format!("{what} download failed ({})", e.without_url()))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+            // The offset is beyond the blob's end: from 0, that is an empty blob.
+            return Ok(Ranged::All(Vec::new()));
+        }
+        if !status.is_success() {
+            return Err(format!("{what} download failed (HTTP {})", status.as_u16()));
+        }
+        let total = (status == reqwest::StatusCode::PARTIAL_CONTENT)
+            .then(|| {
+                response
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(content_range_total)
+            })
+            .flatten();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("{what} download failed ({})", e.without_url()))?
+            .to_vec();
+        Ok(match total {
+            Some(total) => Ranged::Part { bytes, total },
+            // A 200, or a 206 that does not say the blob's length: take what came.
+            None => Ranged::All(bytes),
+        })
     }
 
     async fn download(&self, sas_url: Option<&str>, what: &str) -> Result<Vec<u8>, String> {
@@ -497,6 +567,35 @@ impl Arm {
     }
 }
 
+/// How much of a serial log a check reads: its last 64 KiB. The report shows the last 40 lines
+/// (`diagnose::SERIAL_TAIL_LINES`); serial console lines (SAC, a kernel's boot messages) are
+/// rarely longer than 200 bytes, so 64 KiB holds those 40 lines even at 1,600 bytes each, while a
+/// log that has grown to megabytes over a VM's life is not downloaded whole for them.
+pub(crate) const SERIAL_TAIL_BYTES: u64 = 64 * 1024;
+
+/// A blob, or a part of it.
+enum Ranged {
+    All(Vec<u8>),
+    Part { bytes: Vec<u8>, total: u64 },
+}
+
+/// `bytes 0-65535/1234567` → 1234567.
+fn content_range_total(value: &str) -> Option<u64> {
+    value.trim().rsplit_once('/')?.1.trim().parse().ok()
+}
+
+/// The bytes after the first line break: a range that starts mid-file starts mid-line (and
+/// perhaps mid-character).
+fn from_first_whole_line(mut bytes: Vec<u8>) -> Vec<u8> {
+    match bytes.iter().position(|b| *b == b'\n') {
+        Some(at) => {
+            bytes.drain(..=at);
+            bytes
+        }
+        None => Vec::new(),
+    }
+}
+
 /// Azure's string enums serialise to their wire value; use that for display.
 mod erased {
     pub trait AsJson {
@@ -515,6 +614,18 @@ mod erased {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tail_starts_at_a_whole_line_and_content_range_gives_the_length() {
+        assert_eq!(
+            from_first_whole_line(b"ne 7\r\nline 8\r\n".to_vec()),
+            b"line 8\r\n"
+        );
+        assert!(from_first_whole_line(b"no line break".to_vec()).is_empty());
+        assert_eq!(content_range_total("bytes 0-65535/200000"), Some(200_000));
+        assert_eq!(content_range_total("bytes */0"), Some(0));
+        assert_eq!(content_range_total("garbage"), None);
+    }
 
     fn example(path: &str) -> String {
         let full = format!(

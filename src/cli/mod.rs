@@ -623,7 +623,8 @@ async fn door_with(
         Arc::new(policy),
         subs,
     )
-    .map_err(usage_error)?;
+    .map_err(usage_error)?
+    .with_limiter(file.limits.person_limiter());
     let door = match front {
         Front::Terminal { store: false } => door,
         _ => {

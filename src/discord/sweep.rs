@@ -264,6 +264,17 @@ pub async fn sweep(
                 })
                 .await;
         }
+        Err(e) if e.is_user_error() => {
+            // Another sweep of the scope, a cap, a limit: the person's to act on, privately.
+            bot.finish_sweep(&nonce, Vec::new());
+            surface.retract().await;
+            surface
+                .whisper(
+                    render::notice("Cannot sweep that", &e.to_string()),
+                    Vec::new(),
+                )
+                .await;
+        }
         Err(e) => {
             bot.finish_sweep(&nonce, Vec::new());
             surface

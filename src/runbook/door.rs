@@ -13,6 +13,7 @@
 
 use super::catalog::{Catalog, Permission};
 use super::fix::FixRequest;
+use super::limits::{PersonLimiter, PersonRate, RateLimited, SweepBusy, SweepSlots};
 use super::operate::{OperateError, Operator, Outcome, Progress, Prompt};
 use super::sweep::{SweepEvent, SweepOptions, SweepReport};
 use super::{CheckError, CheckOptions, Console, Event, Report, Stats};
@@ -80,6 +81,10 @@ pub enum DoorError {
     Config(String),
     #[error("{0}")]
     Azure(ArmError),
+    #[error("Slow down: {0}")]
+    RateLimited(#[from] RateLimited),
+    #[error("{0}")]
+    SweepBusy(Box<SweepBusy>),
     #[error(transparent)]
     Operate(#[from] OperateError),
     #[error("storage failed: {0}")]
@@ -175,6 +180,10 @@ pub struct Door {
     /// Fixes, confirmations and the audit log; `None` where no store was opened (a terminal
     /// check needs none).
     operator: Option<Operator>,
+    /// One sweep per scope at a time.
+    sweeps: SweepSlots,
+    /// Each person's command rate.
+    limiter: Arc<PersonLimiter>,
 }
 
 impl Door {
@@ -191,7 +200,15 @@ impl Door {
             subscriptions,
             directory: Arc::new(VmDirectory::new()),
             operator: None,
+            sweeps: SweepSlots::new(),
+            limiter: Arc::new(PersonLimiter::new(PersonRate::default())),
         }
+    }
+
+    /// Each person's command rate (`[limits]`).
+    pub fn with_limiter(mut self, limiter: PersonLimiter) -> Door {
+        self.limiter = Arc::new(limiter);
+        self
     }
 
     /// Sign in to Azure as `sign_in` says, with the `[azure]` settings of the config file.
@@ -219,7 +236,11 @@ impl Door {
                 Arm::connect_with_secret(settings, endpoint, &tenant, &client, secret)?
             }
         };
-        Ok(Door::new(arm, catalog, policy, subscriptions))
+        Ok(
+            Door::new(arm, catalog, policy, subscriptions).with_directory(Arc::new(
+                VmDirectory::new().with_unknown_ttl(azure.unknown_vm_ttl()),
+            )),
+        )
     }
 
     /// With a store: fixes, confirmations and the audit log become available.
@@ -284,6 +305,15 @@ impl Door {
         Ok(())
     }
 
+    /// The place is served and the person has not run too many commands too fast. Every command
+    /// a person starts counts once, where it enters the door (a name looked up, a button's VM,
+    /// a sweep's scope, a confirmation, the audit log); what follows within the command does not.
+    fn admit_command(&self, caller: &Caller) -> Result<(), DoorError> {
+        self.admit(caller)?;
+        self.limiter.check(&caller.actor.id)?;
+        Ok(())
+    }
+
     /// The VM is in a subscription rdp-doctor serves.
     fn served(&self, subscription: &str) -> Result<(), DoorError> {
         if self
@@ -329,7 +359,7 @@ impl Door {
         text: &str,
         needed: Permission,
     ) -> Result<VmSummary, DoorError> {
-        self.admit(caller)?;
+        self.admit_command(caller)?;
         let query = VmQuery::parse(text)?;
         let actor = &caller.actor;
         if let VmQuery::Id(id) = &query {
@@ -411,7 +441,7 @@ impl Door {
         text: &str,
         needed: Permission,
     ) -> Result<VmSummary, DoorError> {
-        self.admit(caller)?;
+        self.admit_command(caller)?;
         let query = VmQuery::parse(text)?;
         let readable = self.directory.listed_where(|s| {
             self.may_read(&caller.actor, &s.vm)
@@ -448,7 +478,7 @@ impl Door {
         caller: &Caller,
         pred: impl Fn(&VmSummary) -> bool,
     ) -> Result<Option<VmSummary>, DoorError> {
-        self.admit(caller)?;
+        self.admit_command(caller)?;
         let mut found = self.directory.find(&pred);
         if found.is_none() {
             // After a restart the directory may not be loaded yet.
@@ -543,7 +573,7 @@ impl Door {
         resource_group: Option<&str>,
         subscription: Option<&str>,
     ) -> Result<SweepScope, DoorError> {
-        self.admit(caller)?;
+        self.admit_command(caller)?;
         let needed = self.sweep_level(caller);
         if let Some(rg) = resource_group {
             crate::domain::validate_group(rg)?;
@@ -649,6 +679,11 @@ impl Door {
                     .authorize_subscription(&caller.actor, needed, &scope.subscription_id)?
             }
         }
+        // One sweep per scope: the slot is held until this sweep returns.
+        let _slot = self
+            .sweeps
+            .try_start(scope, &caller.actor.name)
+            .map_err(DoorError::SweepBusy)?;
         Ok(super::sweep::sweep(&self.arm, &self.catalog, scope, options, cancel, events).await?)
     }
 
@@ -659,7 +694,7 @@ impl Door {
         vm_name: Option<&str>,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, DoorError> {
-        self.admit(caller)?;
+        self.admit_command(caller)?;
         let needed = self.catalog.commands.audit;
         if !self.policy.holds_anywhere(&caller.actor, needed) {
             return Err(DoorError::Denied(Denial {
@@ -714,7 +749,7 @@ impl Door {
         confirmation_id: &str,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, DoorError> {
-        self.admit(caller)?;
+        self.admit_command(caller)?;
         let operator = self.operator()?;
         Ok(operator
             .confirm(&caller.actor, caller.channel(), confirmation_id, progress)

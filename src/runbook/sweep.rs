@@ -1,13 +1,15 @@
 //! A fleet sweep: every Windows VM of a resource group (or a subscription) checked at once, for
 //! the day a network change breaks Remote Desktop for a whole group.
 //!
-//! The scope's lists come first ([`crate::azure::Arm::read_fleet`]), then the VMs are checked
-//! concurrently; ARM's request budget is respected by the pacing inside `azure`, not here. The
-//! result is one row per VM, worst first, with the finding that decides it.
+//! The scope's lists come first ([`crate::azure::Arm::read_fleet`], which refuses a scope larger
+//! than `ArmSettings::sweep_max_vms` before any per-VM request), then the VMs are checked
+//! concurrently. Every request goes through [`Arm::for_sweep`]: ARM's request budget is paced
+//! inside `azure`, where a sweep's requests spend at most their share of the bucket and queue
+//! behind people's. The result is one row per VM, worst first, with the finding that decides it.
 
 use super::{catalog::Catalog, check_in_fleet, CheckError, CheckOptions, Verdict};
 use crate::azure::{Arm, ArmError, SweepScope, VmRef};
-use crate::diagnose::{ActionId, CheckId, Finding, OsType, Status};
+use crate::diagnose::{ActionId, CheckId, Finding, Status};
 use futures::StreamExt;
 use serde::Serialize;
 use std::time::Instant;
@@ -154,6 +156,8 @@ pub async fn sweep(
     cancel: &CancellationToken,
     events: &(dyn Fn(SweepEvent) + Send + Sync),
 ) -> Result<SweepReport, ArmError> {
+    // People's checks go first; the sweep takes its share of ARM's budget.
+    let arm = &arm.for_sweep();
     let started = Instant::now();
     let requests_before = arm.request_count();
     let pacing_before = arm.pacing();
@@ -174,7 +178,7 @@ pub async fn sweep(
         .vms
         .iter()
         .cloned()
-        .partition(|vm| is_windows(&fleet, vm));
+        .partition(|vm| fleet.is_windows(vm));
     let total = windows.len();
     events(SweepEvent::Listed {
         total,
@@ -238,17 +242,6 @@ pub async fn sweep(
                 .as_millis() as u64,
         },
     })
-}
-
-/// Windows by the list's OS disk; a VM whose OS the list does not say is checked (the check
-/// itself skips the RDP steps for Linux).
-fn is_windows(fleet: &crate::azure::Fleet, vm: &crate::azure::VmSummary) -> bool {
-    match vm.windows {
-        Some(w) => w,
-        None => fleet
-            .vm_facts(&vm.vm.id)
-            .is_none_or(|f| f.os != OsType::Linux),
-    }
 }
 
 #[cfg(test)]

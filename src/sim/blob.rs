@@ -46,6 +46,62 @@ impl Signer {
     }
 }
 
+/// The part of a blob a `Get Blob` request asks for.
+///
+/// Azure Storage's "Get Blob" (learn.microsoft.com/rest/api/storageservices/get-blob) takes the
+/// standard `Range` header and its own `x-ms-range`, which wins when both are sent. "Specifying
+/// the range header for Blob service operations"
+/// (learn.microsoft.com/rest/api/storageservices/specifying-the-range-header-for-blob-service-operations)
+/// documents exactly two forms, `bytes=startByte-` (version 2011-08-18 and newer) and
+/// `bytes=startByte-endByte`: a valid offset within the blob answers 206 Partial Content with
+/// the bytes from the offset to the end byte or the blob's end (`Content-Length` says how
+/// many); an offset beyond the blob's length answers 416 Requested Range Not Satisfiable. No
+/// other form is documented (no suffix `bytes=-N`, no lists of ranges): the simulator ignores
+/// them and sends the whole blob, as HTTP lets a server do, so a client that relies on them
+/// gets no saving here either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ByteRange {
+    /// No range asked (or one in a form Azure does not document): the whole blob, 200.
+    Whole,
+    /// Bytes `start..=end` of a blob of `total` bytes: 206.
+    Part { start: u64, end: u64, total: u64 },
+    /// The offset is not within the blob (an empty blob has none): 416.
+    Unsatisfiable { total: u64 },
+}
+
+/// The range `x-ms-range` (else `Range`) asks for, in a blob of `total` bytes.
+pub(crate) fn byte_range(x_ms_range: Option<&str>, range: Option<&str>, total: u64) -> ByteRange {
+    let Some(spec) = x_ms_range.or(range) else {
+        return ByteRange::Whole;
+    };
+    let Some((start, end)) = spec
+        .trim()
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+    else {
+        return ByteRange::Whole;
+    };
+    let Ok(start) = start.trim().parse::<u64>() else {
+        return ByteRange::Whole;
+    };
+    let end = match end.trim() {
+        "" => None,
+        end => match end.parse::<u64>() {
+            Ok(end) if end >= start => Some(end),
+            _ => return ByteRange::Whole,
+        },
+    };
+    if start >= total {
+        return ByteRange::Unsatisfiable { total };
+    }
+    let last = total - 1;
+    ByteRange::Part {
+        start,
+        end: end.map_or(last, |e| e.min(last)),
+        total,
+    }
+}
+
 /// Which blob of a VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BlobKind {
@@ -371,6 +427,49 @@ mod tests {
         let decoded = image::load_from_memory_with_format(&on, ImageFormat::Bmp).expect("decodes");
         assert_eq!((decoded.width(), decoded.height()), (320, 240));
         assert_ne!(on, off);
+    }
+
+    #[test]
+    fn ranges_in_the_two_documented_forms() {
+        use ByteRange::*;
+        let part = |start, end| Part {
+            start,
+            end,
+            total: 1024,
+        };
+        // The documentation's examples on a 1,024-byte blob: bytes=255- is offset 255 through
+        // the last byte, bytes=0-511 the first 512 bytes.
+        assert_eq!(byte_range(None, Some("bytes=255-"), 1024), part(255, 1023));
+        assert_eq!(byte_range(None, Some("bytes=0-511"), 1024), part(0, 511));
+        // x-ms-range wins over Range.
+        assert_eq!(
+            byte_range(Some("bytes=0-9"), Some("bytes=255-"), 1024),
+            part(0, 9)
+        );
+        // An end beyond the blob stops at its end; an offset beyond it is unsatisfiable.
+        assert_eq!(
+            byte_range(None, Some("bytes=1000-5000"), 1024),
+            part(1000, 1023)
+        );
+        assert_eq!(
+            byte_range(None, Some("bytes=1024-"), 1024),
+            Unsatisfiable { total: 1024 }
+        );
+        assert_eq!(
+            byte_range(None, Some("bytes=0-65535"), 0),
+            Unsatisfiable { total: 0 }
+        );
+        // Undocumented forms are ignored: the whole blob.
+        for spec in [
+            "bytes=-500",
+            "bytes=0-1,5-9",
+            "bytes=9-5",
+            "items=0-5",
+            "bytes",
+        ] {
+            assert_eq!(byte_range(None, Some(spec), 1024), Whole, "{spec}");
+        }
+        assert_eq!(byte_range(None, None, 1024), Whole);
     }
 
     #[test]

@@ -136,6 +136,10 @@ pub struct RequestLogEntry {
     /// When it was answered, in microseconds since the simulator started. Two requests were in
     /// flight together when their `started_us..finished_us` ranges overlap.
     pub finished_us: u64,
+    /// The byte range asked for (`x-ms-range`, else `Range`), if any.
+    pub range: Option<String>,
+    /// Bytes of the answer's body.
+    pub body_bytes: u64,
 }
 
 const LOG_CAPACITY: usize = 10_000;
@@ -345,7 +349,15 @@ impl Shared {
         *stats.by_route.entry(kind.key(method)).or_default() += 1;
     }
 
-    fn record_answer(&self, method: &str, path: String, status: u16, started_us: u64) {
+    fn record_answer(
+        &self,
+        method: &str,
+        path: String,
+        status: u16,
+        started_us: u64,
+        range: Option<String>,
+        body_bytes: u64,
+    ) {
         let finished_us = self.now_us();
         let mut log = lock(&self.log);
         if log.len() >= LOG_CAPACITY {
@@ -357,6 +369,8 @@ impl Shared {
             status,
             started_us,
             finished_us,
+            range,
+            body_bytes,
         });
     }
 }
@@ -522,7 +536,7 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: axum::extract::Req
         Some(fault) if !applied_first => fault_reply(&shared, fault.clone(), &path).await,
         _ => match &kind {
             Kind::Token => token(&shared, &body),
-            Kind::Blob => serve_blob(&shared, &method, &path, query.as_deref()),
+            Kind::Blob => serve_blob(&shared, &method, &path, query.as_deref(), &headers),
             Kind::Arm(route) => arm_request(
                 &shared,
                 route,
@@ -549,7 +563,20 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: axum::extract::Req
     let reply = reply
         .header("x-ms-request-id", request_id.clone())
         .header("x-ms-correlation-request-id", request_id);
-    shared.record_answer(&method, path_and_query, reply.status, started_us);
+    let range = ["x-ms-range", "range"]
+        .iter()
+        .find_map(|name| headers.get(*name))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body_bytes = reply.body.len() as u64;
+    shared.record_answer(
+        &method,
+        path_and_query,
+        reply.status,
+        started_us,
+        range,
+        body_bytes,
+    );
     reply.into_response()
 }
 
@@ -805,8 +832,15 @@ fn storage_error(status: u16, code: &str, message: &str, detail: Option<&str>) -
         .header("x-ms-error-code", code.to_owned())
 }
 
-/// `GET /_blob/{sub}/{rg}/{vm}.screenshot.bmp|.serialconsole.log?...&se=..&sig=..`.
-fn serve_blob(shared: &Shared, method: &str, path: &str, query: Option<&str>) -> Reply {
+/// `GET /_blob/{sub}/{rg}/{vm}.screenshot.bmp|.serialconsole.log?...&se=..&sig=..`, whole or a
+/// byte range of it (see [`blob::byte_range`]).
+fn serve_blob(
+    shared: &Shared,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Reply {
     if !method.eq_ignore_ascii_case("GET") {
         return storage_error(
             405,
@@ -859,18 +893,41 @@ fn serve_blob(shared: &Shared, method: &str, path: &str, query: Option<&str>) ->
     let Some(vm) = world.find_vm(sub, rg, name) else {
         return not_found();
     };
-    let reply = match kind {
+    let (content_type, bytes) = match kind {
         blob::BlobKind::Screenshot => match blob::screenshot_bmp(vm) {
-            Ok(bytes) => Reply::raw(200, "image/bmp", bytes),
-            Err(error) => storage_error(500, "InternalError", &error.to_string(), None),
+            Ok(bytes) => ("image/bmp", bytes),
+            Err(error) => return storage_error(500, "InternalError", &error.to_string(), None),
         },
-        blob::BlobKind::SerialLog => Reply::raw(
-            200,
+        blob::BlobKind::SerialLog => (
             "text/plain; charset=utf-8",
             blob::serial_log(vm).into_bytes(),
         ),
     };
-    reply.header("x-ms-blob-type", "BlockBlob".to_owned())
+    drop(world);
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let total = bytes.len() as u64;
+    let reply = match blob::byte_range(header("x-ms-range"), header("range"), total) {
+        blob::ByteRange::Whole => Reply::raw(200, content_type, bytes),
+        blob::ByteRange::Part { start, end, total } => {
+            // Both ends are within the blob (byte_range checked them against its length).
+            let part = bytes
+                .get(start as usize..=end as usize)
+                .unwrap_or_default()
+                .to_vec();
+            Reply::raw(206, content_type, part)
+                .header("content-range", format!("bytes {start}-{end}/{total}"))
+        }
+        blob::ByteRange::Unsatisfiable { total } => storage_error(
+            416,
+            "InvalidRange",
+            "The range specified is invalid for the current size of the resource.",
+            None,
+        )
+        .header("content-range", format!("bytes */{total}")),
+    };
+    reply
+        .header("accept-ranges", "bytes".to_owned())
+        .header("x-ms-blob-type", "BlockBlob".to_owned())
 }
 
 // ---------------------------------------------------------------------------------------------

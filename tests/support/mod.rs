@@ -118,3 +118,28 @@ pub fn status_of(report: &Report, step: &str) -> (String, String) {
     let f = finding(report, step);
     (f.status.as_str().to_string(), f.summary.clone())
 }
+
+/// A sweep's event handler that speaks up once the sweep's requests queue for ARM's budget (one
+/// of them waits for a token as a row comes in), and where it speaks.
+pub fn when_a_sweep_queues(
+    arm: &rdp_doctor::azure::Arm,
+) -> (
+    impl Fn(rdp_doctor::runbook::sweep::SweepEvent) + Send + Sync,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let sweeps = arm.for_sweep();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let on_event = move |event: rdp_doctor::runbook::sweep::SweepEvent| {
+        let row = matches!(
+            event,
+            rdp_doctor::runbook::sweep::SweepEvent::Checked { .. }
+        );
+        if row && sweeps.pacing().waiting > 0 {
+            if let Some(tx) = tx.lock().ok().and_then(|mut tx| tx.take()) {
+                let _ = tx.send(());
+            }
+        }
+    };
+    (on_event, rx)
+}
