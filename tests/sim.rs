@@ -588,6 +588,65 @@ async fn boot_diagnostics_hand_out_signed_blob_urls() {
     .await;
 }
 
+/// The compute spec (virtualMachine.json, `BootDiagnostics` and `BootDiagnosticsInstanceView`):
+/// without `storageUri` boot diagnostics use managed storage and the instance view has no blob
+/// URIs; with one, the VM model names the account and the instance view its blobs.
+/// `retrieveBootDiagnosticsData` signs URLs in both. A firewalled account refuses the download
+/// with 403 `AuthorizationFailure` ("Common REST API error codes", Azure Storage).
+#[tokio::test]
+async fn boot_diagnostics_live_in_managed_or_custom_storage_and_a_firewall_refuses() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .vm("web-02")
+            .boot_diagnostics_in("diagstore01")
+            .vm("web-03")
+            .boot_diagnostics_in("diagstore03")
+            .storage_firewall();
+        let sim = start(world).await;
+        let vms = compute(&sim).virtual_machines_client();
+        let boot_of = |vm: &azure_mgmt_compute::package_2024_07_01::models::VirtualMachine| {
+            let props = vm.properties.as_ref().expect("properties");
+            let boot = props
+                .diagnostics_profile
+                .as_ref()
+                .and_then(|d| d.boot_diagnostics.clone())
+                .expect("bootDiagnostics");
+            let view = props
+                .instance_view
+                .as_ref()
+                .and_then(|v| v.boot_diagnostics.clone());
+            (boot.enabled, boot.storage_uri, view.and_then(|v| v.console_screenshot_blob_uri))
+        };
+        let managed = vms.get("rg-web", "web-01", SUB).expand("instanceView").await.expect("vm");
+        assert_eq!(boot_of(&managed), (Some(true), None, None));
+        let custom = vms.get("rg-web", "web-02", SUB).expand("instanceView").await.expect("vm");
+        let (enabled, uri, screenshot) = boot_of(&custom);
+        assert_eq!(enabled, Some(true));
+        assert_eq!(uri.as_deref(), Some("https://diagstore01.blob.core.windows.net/"));
+        let screenshot = screenshot.expect("custom storage names its blobs");
+        assert!(screenshot.starts_with("https://diagstore01.blob.core.windows.net/bootdiagnostics-web02-"), "{screenshot}");
+        assert!(screenshot.ends_with(".screenshot.bmp") && !screenshot.contains("sig="), "{screenshot}");
+
+        for name in ["web-01", "web-02"] {
+            let data = vms.retrieve_boot_diagnostics_data("rg-web", name, SUB).await.expect("data");
+            for url in [data.console_screenshot_blob_uri, data.serial_console_log_blob_uri] {
+                let got = raw(&sim, Method::Get, &url.expect("url"), None).await;
+                assert_eq!(got.status, StatusCode::Ok, "{name}");
+            }
+        }
+        let data = vms.retrieve_boot_diagnostics_data("rg-web", "web-03", SUB).await.expect("ARM still signs the URLs");
+        for url in [data.console_screenshot_blob_uri, data.serial_console_log_blob_uri] {
+            let refused = raw(&sim, Method::Get, &url.expect("url"), None).await;
+            assert_eq!(refused.status, StatusCode::Forbidden);
+            assert_eq!(refused.header("x-ms-error-code").as_deref(), Some("AuthorizationFailure"));
+            assert!(refused.text().contains("<Code>AuthorizationFailure</Code><Message>This request is not authorized to perform this operation."), "{}", refused.text());
+        }
+        sim.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn wrong_secret_is_invalid_client_and_arm_wants_an_issued_token() {
     within(async {
