@@ -617,7 +617,7 @@ pub(crate) fn put_extension(
             && Some(&e.type_handler_version) == version.as_ref()
             && e.force_update_tag == force_update_tag
             && settings_of(e) == settings
-            && !protected.is_some_and(|p| p.as_object().is_none_or(|m| !m.is_empty()))
+            && protected.is_none_or(|p| p.as_object().is_some_and(|m| m.is_empty()))
     });
     let created = existing.is_none();
     let stored_name = existing.map_or_else(|| name.to_owned(), |e| e.name.clone());
