@@ -1535,6 +1535,23 @@ mod tests {
     }
 
     #[test]
+    fn boot_diagnostics_storage_round_trips_and_account_names_are_checked() {
+        let world = World::new()
+            .vm("a")
+            .boot_diagnostics_in("diagstore01")
+            .storage_firewall();
+        let text = world.to_toml_string().expect("toml");
+        assert!(text.contains("account = \"diagstore01\""), "{text}");
+        assert_eq!(World::from_toml_str(&text).expect("parses"), world);
+        let bad = World::new().vm("a").boot_diagnostics_in("Diag_Store");
+        let error = bad.validate().expect_err("invalid name").to_string();
+        assert!(
+            error.contains("'Diag_Store' is not 3-24 lowercase"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn validation_names_vms_that_disagree_on_their_subnet_nsg_or_repeat() {
         let mut world = World::new().fleet("rg-fleet", "vm", 3);
         world.vms[2].subnet_nsg = None;
