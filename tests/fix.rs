@@ -108,6 +108,20 @@ impl Bench {
             .vm
     }
 
+    /// `who` asks for `fix` on `vm` and confirms it at once.
+    async fn request_and_confirm(
+        &self,
+        who: &Actor,
+        vm: &VmRef,
+        fix: FixRequest,
+    ) -> rdp_doctor::runbook::operate::Outcome {
+        let prompt = self.operator.request(who, None, vm, fix).await.unwrap();
+        self.operator
+            .confirm(who, None, &prompt.confirmation_id, &quiet)
+            .await
+            .unwrap()
+    }
+
     /// Writes the simulator saw (method + path), reads and polls excluded.
     fn writes(&self) -> Vec<String> {
         self.sim
@@ -203,16 +217,9 @@ async fn start_restart_and_reset_config_run_once_and_recheck() {
             .unwrap();
         assert!(outcome.result.is_ok());
 
-        let prompt = b
-            .operator
-            .request(&alice, None, &web, FixRequest::ResetRdpConfig)
-            .await
-            .unwrap();
         let outcome = b
-            .operator
-            .confirm(&alice, None, &prompt.confirmation_id, &quiet)
-            .await
-            .unwrap();
+            .request_and_confirm(&alice, &web, FixRequest::ResetRdpConfig)
+            .await;
         assert!(outcome.result.is_ok(), "{:?}", outcome.result);
         assert!(b.sim.world().vm("web-01").rdp_enabled());
         assert_eq!(
@@ -407,6 +414,71 @@ async fn reset_password_keeps_the_password_out_of_everything() {
         .unwrap();
         assert!(!audit.contains(secret));
         assert!(!format!("{outcome:?}").contains(secret));
+    })
+    .await
+}
+
+/// The PUTs the operator sends are the ones the Windows VMAccess handler reads: `UserName` in
+/// public settings, `Password` only in protectedSettings, empty tables for "reset configuration
+/// only", typeHandlerVersion "2.0" with minor upgrades (Azure PowerShell,
+/// src/Compute/Compute/Extension/VMAccess/SetAzureVMAccessExtension.cs; az CLI,
+/// src/azure-cli/azure/cli/command_modules/vm/custom.py `_reset_windows_admin`). The simulator
+/// fails any other spelling, and a password in public settings, as the handler would.
+#[tokio::test]
+async fn vmaccess_is_sent_as_the_windows_handler_reads_it() {
+    within(async {
+        let b = Bench::start(World::new().vm("web-01").rdp_disabled()).await;
+        let web = b.vm("web-01").await;
+        let alice = person("alice");
+        let outcome = b
+            .request_and_confirm(&alice, &web, FixRequest::ResetRdpConfig)
+            .await;
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+        let vm = b.sim.world().vm("web-01");
+        assert!(vm.rdp_enabled(), "the handler reset the RDP configuration");
+        let ext = vm.extensions().remove(0);
+        assert_eq!(
+            (
+                ext.publisher.as_str(),
+                ext.kind.as_str(),
+                ext.type_handler_version.as_str(),
+                ext.auto_upgrade_minor_version,
+                ext.provisioning_state.as_str(),
+            ),
+            (
+                "Microsoft.Compute",
+                "VMAccessAgent",
+                "2.0",
+                true,
+                "Succeeded"
+            )
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&ext.settings).unwrap(),
+            serde_json::json!({})
+        );
+
+        let secret = "Tr0ub4dor&3-Correct-Horse";
+        let outcome = b
+            .request_and_confirm(
+                &alice,
+                &web,
+                FixRequest::ResetPassword {
+                    username: "opsadmin".into(),
+                    password: secret.to_string().into(),
+                },
+            )
+            .await;
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+        assert_eq!(vm.password_resets(), 1, "the handler set the password");
+        let ext = vm.extensions().remove(0);
+        assert_eq!(ext.provisioning_state, "Succeeded");
+        // Public settings are stored and returned on every read: the user name only.
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&ext.settings).unwrap(),
+            serde_json::json!({"UserName": "opsadmin"})
+        );
+        assert!(!ext.settings.contains(secret));
     })
     .await
 }

@@ -387,6 +387,64 @@ async fn a_failed_blob_download_warns_without_the_sas_url() {
     .await
 }
 
+/// Boot diagnostics in managed storage (no `storageUri`: "managed storage will be used", the
+/// compute spec's `BootDiagnostics`) and in a customer's storage account (`storageUri` set)
+/// both give a screenshot and a serial log through `retrieveBootDiagnosticsData`.
+#[tokio::test]
+async fn managed_and_custom_boot_diagnostics_storage_both_work() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .vm("web-02")
+            .boot_diagnostics_in("diagstore01");
+        let h = Harness::start(world).await;
+        for name in ["web-01", "web-02"] {
+            let report = h.check(name).await.expect("report");
+            assert_status(&report, "boot-diagnostics", "pass", "screenshot captured");
+            assert!(report.screenshot_png.is_some(), "{name}");
+            assert!(!report.serial_tail.is_empty(), "{name}");
+        }
+        let blobs: Vec<String> = h
+            .sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| e.path.starts_with("/_blob/"))
+            .map(|e| e.path.split('/').nth(2).unwrap_or_default().to_owned())
+            .collect();
+        assert!(blobs.iter().any(|a| a == "diagstore01"), "{blobs:?}");
+        assert!(blobs.iter().any(|a| a.starts_with("md-")), "{blobs:?}");
+    })
+    .await
+}
+
+/// A custom storage account with a firewall refuses the SAS downloads with 403
+/// `AuthorizationFailure` (Azure Storage, "Common REST API error codes"): the finding says the
+/// firewall is in the way and what to do, instead of a bare HTTP status.
+#[tokio::test]
+async fn a_storage_firewall_is_named_as_what_blocks_boot_diagnostics() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .boot_diagnostics_in("diagstore01")
+            .storage_firewall();
+        let h = Harness::start(world).await;
+        let report = h.check("web-01").await.expect("report");
+        assert_status(
+            &report,
+            "boot-diagnostics",
+            "warn",
+            "the storage account's firewall blocks the download of the screenshot and serial log (403 AuthorizationFailure); allow rdp-doctor's address or use managed boot diagnostics",
+        );
+        assert!(!status_of(&report, "boot-diagnostics").1.contains("HTTP 403"));
+        assert_eq!(finding(&report, "boot-diagnostics").evidence["storage_firewall"], true);
+        assert!(report.screenshot_png.is_none() && report.serial_tail.is_empty());
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(!json.contains("sig="), "no SAS signature in the report");
+    })
+    .await
+}
+
 // ---- Linux and classic -------------------------------------------------------------------
 
 #[tokio::test]

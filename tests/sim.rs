@@ -588,6 +588,65 @@ async fn boot_diagnostics_hand_out_signed_blob_urls() {
     .await;
 }
 
+/// The compute spec (virtualMachine.json, `BootDiagnostics` and `BootDiagnosticsInstanceView`):
+/// without `storageUri` boot diagnostics use managed storage and the instance view has no blob
+/// URIs; with one, the VM model names the account and the instance view its blobs.
+/// `retrieveBootDiagnosticsData` signs URLs in both. A firewalled account refuses the download
+/// with 403 `AuthorizationFailure` ("Common REST API error codes", Azure Storage).
+#[tokio::test]
+async fn boot_diagnostics_live_in_managed_or_custom_storage_and_a_firewall_refuses() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .vm("web-02")
+            .boot_diagnostics_in("diagstore01")
+            .vm("web-03")
+            .boot_diagnostics_in("diagstore03")
+            .storage_firewall();
+        let sim = start(world).await;
+        let vms = compute(&sim).virtual_machines_client();
+        let boot_of = |vm: &azure_mgmt_compute::package_2024_07_01::models::VirtualMachine| {
+            let props = vm.properties.as_ref().expect("properties");
+            let boot = props
+                .diagnostics_profile
+                .as_ref()
+                .and_then(|d| d.boot_diagnostics.clone())
+                .expect("bootDiagnostics");
+            let view = props
+                .instance_view
+                .as_ref()
+                .and_then(|v| v.boot_diagnostics.clone());
+            (boot.enabled, boot.storage_uri, view.and_then(|v| v.console_screenshot_blob_uri))
+        };
+        let managed = vms.get("rg-web", "web-01", SUB).expand("instanceView").await.expect("vm");
+        assert_eq!(boot_of(&managed), (Some(true), None, None));
+        let custom = vms.get("rg-web", "web-02", SUB).expand("instanceView").await.expect("vm");
+        let (enabled, uri, screenshot) = boot_of(&custom);
+        assert_eq!(enabled, Some(true));
+        assert_eq!(uri.as_deref(), Some("https://diagstore01.blob.core.windows.net/"));
+        let screenshot = screenshot.expect("custom storage names its blobs");
+        assert!(screenshot.starts_with("https://diagstore01.blob.core.windows.net/bootdiagnostics-web02-"), "{screenshot}");
+        assert!(screenshot.ends_with(".screenshot.bmp") && !screenshot.contains("sig="), "{screenshot}");
+
+        for name in ["web-01", "web-02"] {
+            let data = vms.retrieve_boot_diagnostics_data("rg-web", name, SUB).await.expect("data");
+            for url in [data.console_screenshot_blob_uri, data.serial_console_log_blob_uri] {
+                let got = raw(&sim, Method::Get, &url.expect("url"), None).await;
+                assert_eq!(got.status, StatusCode::Ok, "{name}");
+            }
+        }
+        let data = vms.retrieve_boot_diagnostics_data("rg-web", "web-03", SUB).await.expect("ARM still signs the URLs");
+        for url in [data.console_screenshot_blob_uri, data.serial_console_log_blob_uri] {
+            let refused = raw(&sim, Method::Get, &url.expect("url"), None).await;
+            assert_eq!(refused.status, StatusCode::Forbidden);
+            assert_eq!(refused.header("x-ms-error-code").as_deref(), Some("AuthorizationFailure"));
+            assert!(refused.text().contains("<Code>AuthorizationFailure</Code><Message>This request is not authorized to perform this operation."), "{}", refused.text());
+        }
+        sim.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn wrong_secret_is_invalid_client_and_arm_wants_an_issued_token() {
     within(async {
@@ -973,7 +1032,7 @@ fn vmaccess(
         properties: Some(VirtualMachineExtensionProperties {
             publisher: Some("Microsoft.Compute".to_owned()),
             type_: Some("VMAccessAgent".to_owned()),
-            type_handler_version: Some("2.4".to_owned()),
+            type_handler_version: Some("2.0".to_owned()),
             auto_upgrade_minor_version: Some(true),
             force_update_tag: Some(tag.to_owned()),
             settings: Some(settings),
@@ -1310,7 +1369,7 @@ async fn vmaccess_put_resets_rdp_then_a_password_and_never_echoes_protected_sett
                     "rg-web",
                     "web-01",
                     "enablevmaccess",
-                    vmaccess("run-2", serde_json::json!({"username": "rescue-admin"}), Some(serde_json::json!({"password": PASSWORD}))),
+                    vmaccess("run-2", serde_json::json!({"UserName": "rescue-admin"}), Some(serde_json::json!({"Password": PASSWORD}))),
                     SUB,
                 )
                 .send()
@@ -1337,7 +1396,7 @@ async fn vmaccess_put_resets_rdp_then_a_password_and_never_echoes_protected_sett
         let props = got.properties.expect("properties");
         assert_eq!(props.provisioning_state.as_deref(), Some("Succeeded"));
         assert!(props.protected_settings.is_none());
-        assert_eq!(props.settings, Some(serde_json::json!({"username": "rescue-admin"})));
+        assert_eq!(props.settings, Some(serde_json::json!({"UserName": "rescue-admin"})));
         let status = &props.instance_view.expect("instance view").statuses[0];
         assert_eq!(status.code.as_deref(), Some("ProvisioningState/succeeded"));
         assert_eq!(status.display_status.as_deref(), Some("Provisioning succeeded"));
@@ -1360,6 +1419,152 @@ async fn vmaccess_put_resets_rdp_then_a_password_and_never_echoes_protected_sett
         assert!(!stats.contains(PASSWORD));
         assert!(!format!("{:?}", sim.world().snapshot()).contains(PASSWORD));
         assert_eq!(sim.stats().by_route["PUT virtualMachines/extensions"], 2);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+/// The Windows VMAccess handler reads `settings.UserName` and `protectedSettings.Password`
+/// (Azure PowerShell, src/Compute/Compute/Extension/VMAccess/SetAzureVMAccessExtension.cs; az
+/// CLI, src/azure-cli/azure/cli/command_modules/vm/custom.py `_reset_windows_admin`). ARM takes
+/// any other spelling, and the extension then ends `Failed` with Azure's
+/// `VMExtensionProvisioningError` and a `ProvisioningState/failed/…` status; nothing is reset.
+#[tokio::test]
+async fn vmaccess_in_any_other_spelling_fails_in_the_guest_and_resets_nothing() {
+    within(async {
+        const PASSWORD: &str = "Corr3ct-Horse-Battery!";
+        let options = SimOptions {
+            lro_polls: 1,
+            ..SimOptions::default()
+        };
+        let sim = start_with(World::new().vm("web-01"), options).await;
+        let extensions = compute(&sim).virtual_machine_extensions_client();
+        let token = token(&sim).await;
+        let web = sim.world().vm("web-01");
+        let mut no_version = vmaccess(
+            "v",
+            serde_json::json!({"UserName": "ops"}),
+            Some(serde_json::json!({"Password": PASSWORD})),
+        );
+        if let Some(p) = no_version.properties.as_mut() {
+            p.type_handler_version = None;
+        }
+        let cases = [
+            (
+                "lowercase keys",
+                vmaccess(
+                    "a",
+                    serde_json::json!({"username": "ops"}),
+                    Some(serde_json::json!({"password": PASSWORD})),
+                ),
+                "Unrecognized setting(s) settings.username, protectedSettings.password",
+            ),
+            (
+                "password in public settings",
+                vmaccess(
+                    "b",
+                    serde_json::json!({"UserName": "ops", "Password": PASSWORD}),
+                    None,
+                ),
+                "password was sent in public settings",
+            ),
+            (
+                "lowercase password",
+                vmaccess(
+                    "c",
+                    serde_json::json!({"UserName": "ops"}),
+                    Some(serde_json::json!({"password": PASSWORD})),
+                ),
+                "protectedSettings.password",
+            ),
+            (
+                "no typeHandlerVersion",
+                no_version,
+                "typeHandlerVersion is missing",
+            ),
+        ];
+        for (case, body, why) in cases {
+            let accepted = answer(
+                extensions
+                    .create_or_update("rg-web", "web-01", "enablevmaccess", body, SUB)
+                    .send()
+                    .await
+                    .expect("ARM accepts the PUT")
+                    .into_raw_response(),
+            )
+            .await;
+            let url = accepted
+                .header("azure-asyncoperation")
+                .expect("Azure-AsyncOperation");
+            let (_, done) = poll_status(&sim, &url, &token).await;
+            assert_eq!(done["status"], "Failed", "{case}");
+            assert_eq!(
+                done["error"]["code"], "VMExtensionProvisioningError",
+                "{case}"
+            );
+            let message = done["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.starts_with(
+                    "VM has reported a failure when processing extension 'enablevmaccess'"
+                ),
+                "{case}: {message}"
+            );
+            assert!(message.contains(why), "{case}: {message}");
+            assert!(
+                !message.contains(PASSWORD),
+                "{case}: the password is never echoed"
+            );
+            let got = extensions
+                .get("rg-web", "web-01", "enablevmaccess", SUB)
+                .expand("instanceView")
+                .await
+                .expect("extension");
+            let props = got.properties.expect("properties");
+            assert_eq!(
+                props.provisioning_state.as_deref(),
+                Some("Failed"),
+                "{case}"
+            );
+            let status = &props.instance_view.expect("instance view").statuses[0];
+            assert!(
+                status
+                    .code
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("ProvisioningState/failed/")),
+                "{case}: {:?}",
+                status.code
+            );
+            assert!(
+                status.message.as_deref().is_some_and(|m| m.contains(why)),
+                "{case}: {:?}",
+                status.message
+            );
+        }
+        assert_eq!(web.password_resets(), 0, "nothing was reset");
+        assert!(!web.local_admins().contains(&"ops".to_owned()));
+
+        let right = vmaccess(
+            "d",
+            serde_json::json!({"UserName": "ops"}),
+            Some(serde_json::json!({"Password": PASSWORD})),
+        );
+        let accepted = answer(
+            extensions
+                .create_or_update("rg-web", "web-01", "enablevmaccess", right, SUB)
+                .send()
+                .await
+                .expect("accepted")
+                .into_raw_response(),
+        )
+        .await;
+        let (_, done) = poll_status(
+            &sim,
+            &accepted.header("azure-asyncoperation").expect("url"),
+            &token,
+        )
+        .await;
+        assert_eq!(done["status"], "Succeeded");
+        assert_eq!(web.password_resets(), 1);
         sim.shutdown().await;
     })
     .await;

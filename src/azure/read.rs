@@ -452,9 +452,10 @@ impl Arm {
             self.download_tail(data.serial_console_log_blob_uri.as_deref(), "serial log"),
         );
         let mut facts = BootFacts::default();
-        match screenshot.and_then(|bmp| bmp_to_png(&bmp)) {
+        match screenshot.and_then(|bmp| bmp_to_png(&bmp).map_err(BlobFailure::Other)) {
             Ok(png) => facts.screenshot_png = Some(png),
-            Err(e) => facts.screenshot_error = Some(e),
+            Err(BlobFailure::Firewall) => facts.storage_firewall = true,
+            Err(BlobFailure::Other(e)) => facts.screenshot_error = Some(e),
         }
         match serial {
             Ok(log) => {
@@ -463,7 +464,8 @@ impl Arm {
                     crate::diagnose::SERIAL_TAIL_LINES,
                 )
             }
-            Err(e) => facts.serial_error = Some(e),
+            Err(BlobFailure::Firewall) => facts.storage_firewall = true,
+            Err(BlobFailure::Other(e)) => facts.serial_error = Some(e),
         }
         Ok(facts)
     }
@@ -474,10 +476,19 @@ impl Arm {
     /// request asks for the first [`SERIAL_TAIL_BYTES`]: that is the whole of most serial logs,
     /// in one round trip, and its `Content-Range` says how long the blob is. A longer log's tail
     /// is a second range request; its first line is cut in the middle and dropped.
-    async fn download_tail(&self, sas_url: Option<&str>, what: &str) -> Result<Vec<u8>, String> {
+    async fn download_tail(
+        &self,
+        sas_url: Option<&str>,
+        what: &str,
+    ) -> Result<Vec<u8>, BlobFailure> {
         let Some(sas_url) = sas_url else {
-            return Err(format!("Azure returned no {what} URL"));
+            return Err(BlobFailure::Other(format!("Azure returned no {what} URL")));
         };
+        if !super::lro::blob_url_allowed(sas_url, &self.settings.endpoint) {
+            return Err(BlobFailure::Other(format!(
+                "{what} not downloaded: Azure named a blob URL that is not https"
+            )));
+        }
         let head = self
             .download_range(sas_url, 0, SERIAL_TAIL_BYTES - 1, what)
             .await?;
@@ -501,21 +512,21 @@ impl Arm {
         start: u64,
         end: u64,
         what: &str,
-    ) -> Result<Ranged, String> {
+    ) -> Result<Ranged, BlobFailure> {
         let response = self
             .blobs
             .get(sas_url)
             .header(reqwest::header::RANGE, format!("bytes={start}-{end}"))
             .send()
             .await
-            .map_err(|e| format!("{what} download failed ({})", e.without_url()))?;
+            .map_err(|e| BlobFailure::unanswered(what, e))?;
         let status = response.status();
         if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
             // The offset is beyond the blob's end: from 0, that is an empty blob.
             return Ok(Ranged::All(Vec::new()));
         }
         if !status.is_success() {
-            return Err(format!("{what} download failed (HTTP {})", status.as_u16()));
+            return Err(BlobFailure::refused(what, &response));
         }
         let total = (status == reqwest::StatusCode::PARTIAL_CONTENT)
             .then(|| {
@@ -529,7 +540,7 @@ impl Arm {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| format!("{what} download failed ({})", e.without_url()))?
+            .map_err(|e| BlobFailure::unanswered(what, e))?
             .to_vec();
         Ok(match total {
             Some(total) => Ranged::Part { bytes, total },
@@ -538,32 +549,58 @@ impl Arm {
         })
     }
 
-    async fn download(&self, sas_url: Option<&str>, what: &str) -> Result<Vec<u8>, String> {
+    async fn download(&self, sas_url: Option<&str>, what: &str) -> Result<Vec<u8>, BlobFailure> {
         let Some(sas_url) = sas_url else {
-            return Err(format!("Azure returned no {what} URL"));
+            return Err(BlobFailure::Other(format!("Azure returned no {what} URL")));
         };
         // Only the storage host Azure named, over https (plain http only when ARM itself is
         // the simulator on loopback), and never with the ARM token (`blobs` has none).
         if !super::lro::blob_url_allowed(sas_url, &self.settings.endpoint) {
-            return Err(format!(
+            return Err(BlobFailure::Other(format!(
                 "{what} not downloaded: Azure named a blob URL that is not https"
-            ));
+            )));
         }
         let response = self
             .blobs
             .get(sas_url)
             .send()
             .await
-            .map_err(|e| format!("{what} download failed ({})", e.without_url()))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(format!("{what} download failed (HTTP {})", status.as_u16()));
+            .map_err(|e| BlobFailure::unanswered(what, e))?;
+        if !response.status().is_success() {
+            return Err(BlobFailure::refused(what, &response));
         }
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| format!("{what} download failed ({})", e.without_url()))?;
+            .map_err(|e| BlobFailure::unanswered(what, e))?;
         Ok(bytes.to_vec())
+    }
+}
+
+/// Why a boot-diagnostics blob did not arrive. Texts hold the status or the transport error
+/// without its URL, never the SAS.
+enum BlobFailure {
+    /// 403 `AuthorizationFailure`: Azure Storage's answer to a request from outside the
+    /// account's allowed networks (its firewall), whatever the SAS says.
+    Firewall,
+    Other(String),
+}
+
+impl BlobFailure {
+    fn refused(what: &str, response: &reqwest::Response) -> BlobFailure {
+        let status = response.status();
+        let code = response
+            .headers()
+            .get("x-ms-error-code")
+            .and_then(|v| v.to_str().ok());
+        if status == reqwest::StatusCode::FORBIDDEN && code == Some("AuthorizationFailure") {
+            return BlobFailure::Firewall;
+        }
+        BlobFailure::Other(format!("{what} download failed (HTTP {})", status.as_u16()))
+    }
+
+    fn unanswered(what: &str, error: reqwest::Error) -> BlobFailure {
+        BlobFailure::Other(format!("{what} download failed ({})", error.without_url()))
     }
 }
 

@@ -204,32 +204,13 @@ impl Arm {
         tag: &str,
         request: &VmAccess,
     ) -> Result<OperationHandle, ArmError> {
-        let (settings, protected, what) = match request {
-            VmAccess::ResetConfig => (
-                serde_json::json!({}),
-                None,
-                format!("resetting the RDP configuration of {}", vm.name),
-            ),
-            VmAccess::ResetPassword { username, password } => (
-                serde_json::json!({ "username": username }),
-                Some(serde_json::json!({ "password": password.expose_secret() })),
-                format!("resetting the password of {username} on {}", vm.name),
-            ),
-        };
-        let mut body = serde_json::json!({
-            "location": location,
-            "properties": {
-                "publisher": "Microsoft.Compute",
-                "type": "VMAccessAgent",
-                "typeHandlerVersion": "2.4",
-                "autoUpgradeMinorVersion": true,
-                "forceUpdateTag": tag,
-                "settings": settings,
+        let body = vmaccess_body(location, tag, request);
+        let what = match request {
+            VmAccess::ResetConfig => format!("resetting the RDP configuration of {}", vm.name),
+            VmAccess::ResetPassword { username, .. } => {
+                format!("resetting the password of {username} on {}", vm.name)
             }
-        });
-        if let Some(protected) = protected {
-            body["properties"]["protectedSettings"] = protected;
-        }
+        };
         let extension: compute::VirtualMachineExtension = serde_json::from_value(body)
             .map_err(|e| ArmError::Config(format!("cannot build the VMAccess request: {e}")))?;
         let response = self
@@ -313,6 +294,37 @@ impl Arm {
             .map(|r| r.into_raw_response());
         self.start_write(response, &what).await
     }
+}
+
+/// The VMAccessAgent PUT body for `request`.
+fn vmaccess_body(location: &str, tag: &str, request: &VmAccess) -> serde_json::Value {
+    // The body Azure PowerShell's Set-AzVMAccessExtension sends (Azure/azure-powershell,
+    // src/Compute/Compute/Extension/VMAccess/SetAzureVMAccessExtension.cs: public
+    // `UserName`, private `Password`, both tables sent even when empty, version "2.0",
+    // autoUpgradeMinorVersion on) and az CLI's `vm user update` on Windows
+    // (Azure/azure-cli, src/azure-cli/azure/cli/command_modules/vm/custom.py,
+    // `_reset_windows_admin`: `settings={'UserName': …}`, `protected_settings={'Password': …}`).
+    // The Windows handler reads these PascalCase keys; the password only ever goes in
+    // `protectedSettings`, which Azure encrypts and never returns.
+    let (settings, protected) = match request {
+        VmAccess::ResetConfig => (serde_json::json!({}), serde_json::json!({})),
+        VmAccess::ResetPassword { username, password } => (
+            serde_json::json!({ "UserName": username }),
+            serde_json::json!({ "Password": password.expose_secret() }),
+        ),
+    };
+    serde_json::json!({
+        "location": location,
+        "properties": {
+            "publisher": "Microsoft.Compute",
+            "type": "VMAccessAgent",
+            "typeHandlerVersion": "2.0",
+            "autoUpgradeMinorVersion": true,
+            "forceUpdateTag": tag,
+            "settings": settings,
+            "protectedSettings": protected,
+        }
+    })
 }
 
 /// A VM extension as Azure has it now: which PUT it keeps (`forceUpdateTag`) and how that went.
@@ -440,6 +452,35 @@ mod tests {
         };
         assert_eq!(OperationHandle::from_json(&handle.to_json()), Some(handle));
         assert_eq!(OperationHandle::from_json("garbage"), None);
+    }
+
+    #[test]
+    fn vmaccess_bodies_are_spelled_as_the_windows_handler_reads_them() {
+        let reset = vmaccess_body("westeurope", "t1", &VmAccess::ResetConfig);
+        let props = &reset["properties"];
+        assert_eq!(props["publisher"], "Microsoft.Compute");
+        assert_eq!(props["type"], "VMAccessAgent");
+        assert_eq!(props["typeHandlerVersion"], "2.0");
+        assert_eq!(props["autoUpgradeMinorVersion"], true);
+        assert_eq!(props["forceUpdateTag"], "t1");
+        assert_eq!(props["settings"], serde_json::json!({}));
+        assert_eq!(props["protectedSettings"], serde_json::json!({}));
+
+        let request = VmAccess::ResetPassword {
+            username: "opsadmin".into(),
+            password: "Tr0ub4dor&3-Correct".to_string().into(),
+        };
+        let body = vmaccess_body("westeurope", "t2", &request);
+        let props = &body["properties"];
+        assert_eq!(
+            props["settings"],
+            serde_json::json!({"UserName": "opsadmin"})
+        );
+        assert_eq!(
+            props["protectedSettings"],
+            serde_json::json!({"Password": "Tr0ub4dor&3-Correct"})
+        );
+        assert!(!props["settings"].to_string().contains("Tr0ub4dor"));
     }
 
     #[test]

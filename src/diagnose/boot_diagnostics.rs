@@ -12,6 +12,8 @@ struct Evidence {
     serial_log_lines: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     serial_log_tail: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    storage_firewall: bool,
 }
 
 pub fn disabled(how_to_enable: &str) -> Finding {
@@ -27,8 +29,15 @@ pub fn disabled(how_to_enable: &str) -> Finding {
         screenshot_bytes: None,
         serial_log_lines: 0,
         serial_log_tail: Vec::new(),
+        storage_firewall: false,
     })
 }
+
+/// What a firewalled custom storage account means for the on-call engineer. Azure Storage
+/// answers a request from outside the account's allowed networks with 403
+/// `AuthorizationFailure`, SAS or not; managed boot diagnostics live in Microsoft's storage,
+/// which has no firewall of the customer's.
+pub const FIREWALL_BLOCKS: &str = "the storage account's firewall blocks the download of the screenshot and serial log (403 AuthorizationFailure); allow rdp-doctor's address or use managed boot diagnostics";
 
 pub fn check(boot: &BootFacts) -> Finding {
     let evidence = Evidence {
@@ -37,7 +46,17 @@ pub fn check(boot: &BootFacts) -> Finding {
         screenshot_bytes: boot.screenshot_png.as_ref().map(Vec::len),
         serial_log_lines: boot.serial_tail.len(),
         serial_log_tail: boot.serial_tail.clone(),
+        storage_firewall: boot.storage_firewall,
     };
+    if boot.storage_firewall {
+        // Both blobs sit in the same account: one refusal answers for the two.
+        return Finding::new(
+            CheckId::BootDiagnostics,
+            Status::Warn,
+            format!("Boot diagnostics unreadable: {FIREWALL_BLOCKS}"),
+        )
+        .evidence(evidence);
+    }
     let mut problems = Vec::new();
     if let Some(e) = &boot.screenshot_error {
         problems.push(format!("screenshot: {e}"));
@@ -84,6 +103,16 @@ mod tests {
             ..full
         };
         assert_eq!(check(&partial).status, Status::Warn);
+        let firewalled = check(&BootFacts {
+            storage_firewall: true,
+            ..Default::default()
+        });
+        assert_eq!(firewalled.status, Status::Warn);
+        assert_eq!(
+            firewalled.summary,
+            format!("Boot diagnostics unreadable: {FIREWALL_BLOCKS}")
+        );
+        assert_eq!(firewalled.evidence["storage_firewall"], true);
         assert_eq!(disabled("enable it").status, Status::Warn);
     }
 }

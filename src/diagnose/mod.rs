@@ -262,6 +262,8 @@ pub struct BootFacts {
     pub screenshot_error: Option<String>,
     pub serial_tail: Vec<String>,
     pub serial_error: Option<String>,
+    /// The storage account's firewall refused a download (403 `AuthorizationFailure`).
+    pub storage_firewall: bool,
 }
 
 /// How many serial-log lines a report keeps.

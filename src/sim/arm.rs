@@ -4,7 +4,7 @@
 //! Authentication, throttling, faults and statistics happen before this module is called; it
 //! only answers for the world.
 
-use super::blob::{BlobKind, Signer};
+use super::blob::{BlobKind, Signer, Storage};
 use super::lro::{Outcome, Poll, Registry};
 use super::world::{
     AgentState, Allocation, Nsg, Os, PowerState, PublicIp, RecommendedAction, Rule, Sku, Vm, World,
@@ -739,7 +739,7 @@ pub(crate) fn vm_json(vm: &Vm, with_instance_view: bool) -> Value {
         "networkProfile": {
             "networkInterfaces": [{"id": nic_id(vm), "properties": {"primary": true}}],
         },
-        "diagnosticsProfile": {"bootDiagnostics": {"enabled": vm.boot_diagnostics}},
+        "diagnosticsProfile": {"bootDiagnostics": boot_diagnostics_json(vm)},
         "provisioningState": model_provisioning_state(&vm.provisioning_state),
         "timeCreated": "2024-03-11T09:21:44.5046412+00:00",
     });
@@ -754,6 +754,36 @@ pub(crate) fn vm_json(vm: &Vm, with_instance_view: bool) -> Value {
         "tags": {},
         "properties": properties,
     })
+}
+
+/// `diagnosticsProfile.bootDiagnostics`: `storageUri` only for a customer's storage account.
+fn boot_diagnostics_json(vm: &Vm) -> Value {
+    let mut boot = json!({"enabled": vm.boot_diagnostics});
+    if let Some(uri) = Storage::of(vm).storage_uri() {
+        boot["storageUri"] = json!(uri);
+    }
+    boot
+}
+
+/// The instance view's `bootDiagnostics`: the blobs' plain (unsigned) URIs in a customer's
+/// account, named as Azure names them; nothing for managed storage.
+fn boot_diagnostics_instance_view(vm: &Vm) -> Option<Value> {
+    let uri = Storage::of(vm)
+        .storage_uri()
+        .filter(|_| vm.boot_diagnostics)?;
+    let vm_id = stable_uuid(&vm_id(vm));
+    let short: String = vm
+        .name
+        .to_ascii_lowercase()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(9)
+        .collect();
+    let container = format!("{uri}bootdiagnostics-{short}-{vm_id}");
+    Some(json!({
+        "consoleScreenshotBlobUri": format!("{container}/{}.{vm_id}{}", vm.name, BlobKind::Screenshot.suffix()),
+        "serialConsoleLogBlobUri": format!("{container}/{}.{vm_id}{}", vm.name, BlobKind::SerialLog.suffix()),
+    }))
 }
 
 /// The agent as the instance view shows it: the configured state only while the VM runs.
@@ -889,6 +919,9 @@ pub(crate) fn instance_view_json(vm: &Vm) -> Value {
             .collect();
         view.insert("extensions".into(), json!(extensions));
     }
+    if let Some(boot) = boot_diagnostics_instance_view(vm) {
+        view.insert("bootDiagnostics".into(), boot);
+    }
     view.insert("hyperVGeneration".into(), json!("V2"));
     view.insert("statuses".into(), json!(statuses));
     Value::Object(view)
@@ -922,7 +955,8 @@ fn boot_diagnostics(ctx: &Ctx<'_>, sub: &str, rg: &str, name: &str) -> Answer {
     let expiry = rfc3339(OffsetDateTime::now_utc() + Duration::minutes(minutes));
     let url = |kind: BlobKind| {
         let path = format!(
-            "/_blob/{}/{}/{}{}",
+            "/_blob/{}/{}/{}/{}{}",
+            Storage::of(vm).account(),
             vm.subscription,
             vm.resource_group,
             vm.name,

@@ -125,6 +125,53 @@ impl BlobKind {
     }
 }
 
+/// Where a VM's boot diagnostics live. The compute spec's `BootDiagnostics.storageUri`
+/// (specification/compute/.../virtualMachine.json): "If storageUri is not specified while
+/// enabling boot diagnostics, managed storage will be used", and the instance view's blob URIs
+/// are "not set if boot diagnostics is currently enabled with managed storage";
+/// `retrieveBootDiagnosticsData` hands out SAS URLs in both cases.
+pub(crate) enum Storage<'v> {
+    /// A Microsoft-managed account, named here after the VM (the customer never sees it).
+    Managed(String),
+    /// The customer's account, with or without a firewall.
+    Custom(&'v super::world::BootStorage),
+}
+
+impl Storage<'_> {
+    pub(crate) fn of(vm: &Vm) -> Storage<'_> {
+        match &vm.boot_diagnostics_storage {
+            Some(custom) => Storage::Custom(custom),
+            None => {
+                let id = super::stable_uuid(&super::arm::vm_id(vm)).replace('-', "");
+                Storage::Managed(format!("md-{}", id.get(..12).unwrap_or(&id)))
+            }
+        }
+    }
+
+    /// The account name, as the blob URLs' first path segment carries it.
+    pub(crate) fn account(&self) -> &str {
+        match self {
+            Storage::Managed(name) => name,
+            Storage::Custom(custom) => &custom.account,
+        }
+    }
+
+    /// `storageUri` of the VM model (custom storage only).
+    pub(crate) fn storage_uri(&self) -> Option<String> {
+        match self {
+            Storage::Managed(_) => None,
+            Storage::Custom(custom) => {
+                Some(format!("https://{}.blob.core.windows.net/", custom.account))
+            }
+        }
+    }
+
+    /// Whether the account's firewall refuses the simulator's clients.
+    pub(crate) fn firewalled(&self) -> bool {
+        matches!(self, Storage::Custom(custom) if custom.firewall)
+    }
+}
+
 /// What the screen of `vm` shows now.
 pub(crate) fn screen_of(vm: &Vm) -> Screen {
     if let Some(screen) = vm.screen {

@@ -832,7 +832,8 @@ fn storage_error(status: u16, code: &str, message: &str, detail: Option<&str>) -
         .header("x-ms-error-code", code.to_owned())
 }
 
-/// `GET /_blob/{sub}/{rg}/{vm}.screenshot.bmp|.serialconsole.log?...&se=..&sig=..`, whole or a
+/// `GET /_blob/{account}/{sub}/{rg}/{vm}.screenshot.bmp|.serialconsole.log?...&se=..&sig=..`
+/// (`account`: the VM's custom storage account, or the managed one), whole or a
 /// byte range of it (see [`blob::byte_range`]).
 fn serve_blob(
     shared: &Shared,
@@ -848,6 +849,27 @@ fn serve_blob(
             "The resource doesn't support specified Http Verb.",
             None,
         );
+    }
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // A storage account's firewall refuses a request from outside its allowed networks before
+    // any SAS is looked at: 403 `AuthorizationFailure`, "This request is not authorized to
+    // perform this operation." (Azure Storage, "Common REST API error codes",
+    // learn.microsoft.com/rest/api/storageservices/common-rest-api-error-codes).
+    if let Some(account) = segs.get(1) {
+        let world = shared.world.lock();
+        let firewalled = world.vms.iter().any(|vm| {
+            let storage = blob::Storage::of(vm);
+            storage.firewalled() && storage.account() == *account
+        });
+        drop(world);
+        if firewalled {
+            return storage_error(
+                403,
+                "AuthorizationFailure",
+                "This request is not authorized to perform this operation.",
+                None,
+            );
+        }
     }
     let query = Query::parse(query);
     let auth_failed = |detail: &str| {
@@ -882,15 +904,18 @@ fn serve_blob(
             None,
         )
     };
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let [_, sub, rg, file] = segs.as_slice() else {
+    let [_, account, sub, rg, file] = segs.as_slice() else {
         return not_found();
     };
     let Some((name, kind)) = blob::BlobKind::parse(file) else {
         return not_found();
     };
     let world = shared.world.lock();
-    let Some(vm) = world.find_vm(sub, rg, name) else {
+    // The blobs are where the VM keeps them now (a VM moved to other storage has none here).
+    let Some(vm) = world
+        .find_vm(sub, rg, name)
+        .filter(|vm| blob::Storage::of(vm).account() == *account)
+    else {
         return not_found();
     };
     let (content_type, bytes) = match kind {

@@ -121,6 +121,10 @@ pub struct Vm {
     /// `diagnosticsProfile.bootDiagnostics.enabled`.
     #[serde(default = "yes")]
     pub boot_diagnostics: bool,
+    /// A custom storage account for boot diagnostics (`bootDiagnostics.storageUri`); without
+    /// one, boot diagnostics use managed storage, as Azure does when `storageUri` is not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_diagnostics_storage: Option<BootStorage>,
     /// Serial console log served by boot diagnostics; default: a generated boot log for the OS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial_log: Option<String>,
@@ -143,6 +147,21 @@ pub struct Vm {
     /// VM extensions (`virtualMachines/{vm}/extensions`).
     #[serde(default, rename = "extension", skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<Extension>,
+}
+
+/// A customer's storage account holding a VM's boot diagnostics. Managed storage (no account
+/// here) belongs to Microsoft and has no firewall of the customer's.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BootStorage {
+    /// Storage account name (3-24 lowercase letters and digits); `storageUri` is
+    /// `https://{account}.blob.core.windows.net/`.
+    pub account: String,
+    /// The account's firewall does not let the simulator's clients in: blob downloads answer
+    /// 403 `AuthorizationFailure`, as Azure Storage does for a request from outside the
+    /// account's allowed networks, SAS or not.
+    #[serde(default)]
+    pub firewall: bool,
 }
 
 /// A VM extension as ARM keeps it. `protectedSettings` are never stored.
@@ -593,6 +612,7 @@ impl Vm {
             nic_nsg: Some(format!("{name}-nsg")),
             health: Health::default(),
             boot_diagnostics: true,
+            boot_diagnostics_storage: None,
             serial_log: None,
             screen: None,
             rdp_enabled: true,
@@ -926,6 +946,30 @@ impl World {
         self
     }
 
+    /// Keeps the current VM's boot diagnostics in the customer's storage account `account`
+    /// instead of managed storage.
+    pub fn boot_diagnostics_in(mut self, account: &str) -> World {
+        self.current_vm().boot_diagnostics_storage = Some(BootStorage {
+            account: account.to_owned(),
+            firewall: false,
+        });
+        self
+    }
+
+    /// Puts a firewall on the current VM's boot-diagnostics storage account (a custom one,
+    /// `diagstore01` unless [`World::boot_diagnostics_in`] named another).
+    pub fn storage_firewall(mut self) -> World {
+        let storage = self
+            .current_vm()
+            .boot_diagnostics_storage
+            .get_or_insert_with(|| BootStorage {
+                account: "diagstore01".to_owned(),
+                firewall: false,
+            });
+        storage.firewall = true;
+        self
+    }
+
     /// Turns boot diagnostics off on the current VM.
     pub fn boot_diagnostics_off(mut self) -> World {
         self.current_vm().boot_diagnostics = false;
@@ -1126,6 +1170,17 @@ impl World {
                 }
             }
             validate_extensions(vm, &at)?;
+            if let Some(storage) = &vm.boot_diagnostics_storage {
+                let a = &storage.account;
+                let valid = (3..=24).contains(&a.len())
+                    && a.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+                if !valid {
+                    return bad(format!(
+                        "{at}: boot diagnostics storage account '{a}' is not 3-24 lowercase letters and digits"
+                    ));
+                }
+            }
             let subnet = (group.0, group.1, lower(&vm.vnet_name()), lower(&vm.subnet));
             let first = *subnets.entry(subnet).or_insert(vm);
             if first.subnet_nsg != vm.subnet_nsg {
@@ -1477,6 +1532,23 @@ mod tests {
         let text = picked.to_toml_string().expect("toml");
         assert!(!text.contains("selected"), "{text}");
         assert_eq!(World::from_toml_str(&text).expect("parses"), world);
+    }
+
+    #[test]
+    fn boot_diagnostics_storage_round_trips_and_account_names_are_checked() {
+        let world = World::new()
+            .vm("a")
+            .boot_diagnostics_in("diagstore01")
+            .storage_firewall();
+        let text = world.to_toml_string().expect("toml");
+        assert!(text.contains("account = \"diagstore01\""), "{text}");
+        assert_eq!(World::from_toml_str(&text).expect("parses"), world);
+        let bad = World::new().vm("a").boot_diagnostics_in("Diag_Store");
+        let error = bad.validate().expect_err("invalid name").to_string();
+        assert!(
+            error.contains("'Diag_Store' is not 3-24 lowercase"),
+            "{error}"
+        );
     }
 
     #[test]

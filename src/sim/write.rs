@@ -13,7 +13,10 @@ use super::arm::{
 };
 use super::lro::{Hook, NewOperation, Outcome, Poll};
 use super::now_rfc3339;
-use super::world::{AgentState, Allocation, Extension, Nsg, PowerState, Rule, Vm, World};
+use super::world::{
+    AgentState, Allocation, Extension, Nsg, PowerState, Rule, Vm, World, VMACCESS_PUBLISHER,
+    VMACCESS_TYPE,
+};
 use super::Reply;
 use serde_json::{json, Value};
 
@@ -268,8 +271,9 @@ pub(crate) fn extension_instance_view_json(ext: &Extension) -> Value {
             "Provisioning succeeded",
             "Enable succeeded.",
         ),
+        // The handler's status code follows, as in Azure's `ProvisioningState/failed/1`.
         "failed" => (
-            "ProvisioningState/failed",
+            "ProvisioningState/failed/1",
             "Error",
             "Provisioning failed",
             "Enable failed.",
@@ -409,13 +413,69 @@ fn missing(parameter: &str) -> Reply {
     )
 }
 
-/// A string property, possibly spelled in PascalCase (older VMAccess docs use `UserName`).
-fn text_field<'v>(object: &'v Value, name: &str) -> Option<&'v str> {
-    object.as_object().and_then(|map| {
-        map.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| v.as_str())
-    })
+/// What the Windows VMAccess handler reads: `settings.UserName` and `protectedSettings.Password`,
+/// spelled so (Azure PowerShell's Set-AzVMAccessExtension, Azure/azure-powershell
+/// src/Compute/Compute/Extension/VMAccess/SetAzureVMAccessExtension.cs, and az CLI's Windows
+/// `vm user update`, Azure/azure-cli src/azure-cli/azure/cli/command_modules/vm/custom.py
+/// `_reset_windows_admin`), with a `typeHandlerVersion` of major version 2. ARM accepts any
+/// JSON there; the handler in the guest is what fails, and the extension ends `Failed`. The
+/// returned message is the simulator's wording (the handler's own is not published); it never
+/// repeats a value.
+fn windows_vmaccess_run(
+    version: Option<&str>,
+    settings: &Value,
+    protected: Option<&Value>,
+) -> Result<VmAccessRun, String> {
+    let empty = serde_json::Map::new();
+    let public = settings.as_object().unwrap_or(&empty);
+    let private = match protected {
+        None => &empty,
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err("protectedSettings is not a JSON object.".to_owned()),
+    };
+    if public.keys().any(|k| k.eq_ignore_ascii_case("password")) {
+        return Err("A password was sent in public settings, which are stored in clear and returned on every read. Send it as protectedSettings.Password.".to_owned());
+    }
+    match version {
+        Some(v) if v.split('.').next() == Some("2") => {}
+        Some(v) => {
+            return Err(format!(
+                "typeHandlerVersion '{v}' is not a version of VMAccessAgent for Windows (2.x)."
+            ))
+        }
+        None => return Err("typeHandlerVersion is missing.".to_owned()),
+    }
+    let unknown: Vec<String> = public
+        .keys()
+        .filter(|k| k.as_str() != "UserName")
+        .map(|k| format!("settings.{k}"))
+        .chain(
+            private
+                .keys()
+                .filter(|k| k.as_str() != "Password")
+                .map(|k| format!("protectedSettings.{k}")),
+        )
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "Unrecognized setting(s) {}: the handler reads settings.UserName and protectedSettings.Password.",
+            unknown.join(", ")
+        ));
+    }
+    let password_given = private
+        .get("Password")
+        .is_some_and(|p| p.as_str().is_some_and(|p| !p.is_empty()));
+    match public.get("UserName").map(Value::as_str) {
+        None if password_given => {
+            Err("protectedSettings.Password was sent without settings.UserName.".to_owned())
+        }
+        None => Ok(VmAccessRun::ResetRdp),
+        Some(Some(username)) if !username.is_empty() => Ok(VmAccessRun::ResetUser {
+            username: username.to_owned(),
+            password_given,
+        }),
+        Some(_) => Err("settings.UserName is empty or not a string.".to_owned()),
+    }
 }
 
 /// What a VMAccessAgent run does in the guest, decided from the PUT. Holds no password.
@@ -483,7 +543,16 @@ pub(crate) fn put_extension(
     };
     let publisher = required("publisher")?;
     let kind = required("type")?;
-    let version = required("typeHandlerVersion")?;
+    // A VMAccessAgent without a version is accepted and then fails in the guest (below).
+    let version = props
+        .get("typeHandlerVersion")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let windows_vmaccess = publisher.eq_ignore_ascii_case(VMACCESS_PUBLISHER)
+        && kind.eq_ignore_ascii_case(VMACCESS_TYPE);
+    if version.is_none() && !windows_vmaccess {
+        return Err(missing("properties.typeHandlerVersion"));
+    }
     let settings = match props.get("settings") {
         None | Some(Value::Null) => json!({}),
         Some(settings @ Value::Object(_)) => settings.clone(),
@@ -545,10 +614,10 @@ pub(crate) fn put_extension(
     // ARM runs the handler again only when something changed (hence forceUpdateTag).
     let unchanged = existing.is_some_and(|e| {
         e.provisioning_state.eq_ignore_ascii_case("Succeeded")
-            && e.type_handler_version == version
+            && Some(&e.type_handler_version) == version.as_ref()
             && e.force_update_tag == force_update_tag
             && settings_of(e) == settings
-            && protected.is_none()
+            && protected.is_none_or(|p| p.as_object().is_some_and(|m| m.is_empty()))
     });
     let created = existing.is_none();
     let stored_name = existing.map_or_else(|| name.to_owned(), |e| e.name.clone());
@@ -556,20 +625,21 @@ pub(crate) fn put_extension(
         name: stored_name.clone(),
         publisher,
         kind,
-        type_handler_version: version,
+        type_handler_version: version.clone().unwrap_or_default(),
         auto_upgrade_minor_version: auto_upgrade,
         force_update_tag,
         settings: settings_text,
         provisioning_state: if created { "Creating" } else { "Updating" }.to_owned(),
         status_message: None,
     };
-    let run = match text_field(&settings, "username") {
-        _ if !pending.is_vmaccess() || unchanged => None,
-        Some(username) => Some(VmAccessRun::ResetUser {
-            username: username.to_owned(),
-            password_given: protected.and_then(|p| text_field(p, "password")).is_some(),
-        }),
-        None => Some(VmAccessRun::ResetRdp),
+    let run = if windows_vmaccess && !unchanged {
+        Some(windows_vmaccess_run(
+            version.as_deref(),
+            &settings,
+            protected,
+        ))
+    } else {
+        None
     };
     let agent_ready = effective_agent(vm).0 == AgentState::Ready;
 
@@ -590,11 +660,22 @@ pub(crate) fn put_extension(
             ext.status_message = Some(message);
         }
     };
-    if agent_ready {
+    if let (true, Some(Err(failure))) = (agent_ready, &run) {
+        // Azure's VM extension provisioning error, with the handler's message inside.
+        plan.outcome = Outcome::Failed {
+            code: "VMExtensionProvisioningError".to_owned(),
+            message: format!(
+                "VM has reported a failure when processing extension '{}' (publisher '{}' and type '{}'). Error message: '{failure}'. More information on troubleshooting is available at https://aka.ms/vmextensionwindowstroubleshoot.",
+                pending.name, pending.publisher, pending.kind
+            ),
+        };
+        let failure = failure.clone();
+        plan.on_complete = Some(on_vm(vm, move |vm| finish(vm, "Failed", failure)));
+    } else if agent_ready {
         plan.on_complete = Some(on_vm(vm, move |vm| {
             let message = match &run {
-                Some(run) => run.apply(vm),
-                None => "Enable succeeded.".to_owned(),
+                Some(Ok(run)) => run.apply(vm),
+                _ => "Enable succeeded.".to_owned(),
             };
             finish(vm, "Succeeded", message);
         }));
