@@ -7,7 +7,8 @@
 use super::blob::{BlobKind, Signer};
 use super::lro::{Outcome, Poll, Registry};
 use super::world::{
-    AgentState, Allocation, Nsg, Os, PowerState, PublicIp, RecommendedAction, Rule, Sku, Vm, World,
+    AgentState, Allocation, Health, Nsg, Os, PowerState, PublicIp, RecommendedAction, Rule, Sku,
+    Vm, World,
 };
 use super::{now_rfc3339, rfc3339, stable_uuid, FailOperation, Reply};
 use serde_json::{json, Map, Value};
@@ -407,6 +408,8 @@ pub(crate) struct Ctx<'a> {
     pub body: &'a [u8],
     /// Writes that are accepted but end Failed (`SimOptions::fail_operations`).
     pub fail_operations: &'a [FailOperation],
+    /// How long a VM a power action brought back takes to settle (`SimOptions::settle`).
+    pub settle: std::time::Duration,
 }
 
 /// Answers an authenticated, unthrottled ARM request.
@@ -763,6 +766,10 @@ pub(crate) fn effective_agent(vm: &Vm) -> (AgentState, String) {
         .clone()
         .unwrap_or_else(|| "VM status blob not found.".to_owned());
     match vm.power_state {
+        // Back from a start, restart or redeploy: the agent has not reported yet.
+        PowerState::Running if vm.agent == AgentState::Ready && vm.settling() => {
+            (AgentState::NotReady, "VM status blob not found.".to_owned())
+        }
         PowerState::Running => (vm.agent, configured),
         PowerState::Starting => (AgentState::NotReady, "VM status blob not found.".to_owned()),
         PowerState::Deallocated | PowerState::Deallocating => (AgentState::Missing, String::new()),
@@ -995,9 +1002,29 @@ fn list_health(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Answer {
     Ok(page.reply(value))
 }
 
+/// What Resource Health shows while a VM settles after a restart, start or redeploy someone
+/// asked for (the `VirtualMachineRestarted` annotation: customer initiated).
+fn restart_health() -> Health {
+    Health {
+        state: "Unavailable".to_owned(),
+        summary: Some("Your virtual machine is unavailable: it is rebooting as requested by an authorized user or process.".to_owned()),
+        reason_type: Some("Customer Initiated".to_owned()),
+        reason_chronicity: Some("Transient".to_owned()),
+        detailed_status: None,
+        occurred: None,
+        recommended_actions: Vec::new(),
+    }
+}
+
 /// A VM's current availability status; `recommendedActions` only with `expand_actions`.
 fn availability_status_json(vm: &Vm, expand_actions: bool, now: OffsetDateTime) -> Value {
-    let health = &vm.health;
+    let restarting = restart_health();
+    // Resource Health lags behind a restart: it still shows the reboot while the VM settles.
+    let health = if vm.settling() && vm.health.state.eq_ignore_ascii_case("available") {
+        &restarting
+    } else {
+        &vm.health
+    };
     let summary = health.summary.clone().unwrap_or_else(|| {
         match health.state.to_ascii_lowercase().as_str() {
             "available" => "There aren't any known Azure platform problems affecting this virtual machine.",

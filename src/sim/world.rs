@@ -143,6 +143,10 @@ pub struct Vm {
     /// VM extensions (`virtualMachines/{vm}/extensions`).
     #[serde(default, rename = "extension", skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<Extension>,
+    /// Until when the VM settles after a start, restart or redeploy (`SimOptions::settle`):
+    /// its agent reports Not Ready and Resource Health lags until then.
+    #[serde(skip)]
+    pub settles_at: Option<std::time::Instant>,
 }
 
 /// A VM extension as ARM keeps it. `protectedSettings` are never stored.
@@ -550,6 +554,12 @@ pub enum WorldError {
 }
 
 impl Vm {
+    /// Whether the VM is still settling after a power action brought it back.
+    pub fn settling(&self) -> bool {
+        self.settles_at
+            .is_some_and(|at| std::time::Instant::now() < at)
+    }
+
     /// The virtual network name, `{resource_group}-vnet` unless given.
     pub fn vnet_name(&self) -> String {
         self.vnet
@@ -600,6 +610,7 @@ impl Vm {
             local_admins: default_local_admins(),
             password_resets: 0,
             extensions: Vec::new(),
+            settles_at: None,
         }
     }
 }
