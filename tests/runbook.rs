@@ -7,7 +7,7 @@ mod support;
 use rdp_doctor::azure::{Arm, ArmError, ResolveError, SweepScope, VmDirectory, VmQuery};
 use rdp_doctor::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
 use rdp_doctor::runbook::{CheckError, CheckOptions, Verdict};
-use rdp_doctor::sim::{BucketOptions, Fault, FaultKind, SimOptions, World};
+use rdp_doctor::sim::{BucketOptions, Fault, FaultKind, ListedInstanceView, SimOptions, World};
 use std::time::Duration;
 use support::{finding, status_of, within, Harness};
 use tokio_util::sync::CancellationToken;
@@ -1109,6 +1109,60 @@ async fn a_sweep_whose_public_ip_list_fails_reads_each_nic_with_its_ip_instead()
             0,
             "with the public IP expanded in it"
         );
+    })
+    .await
+}
+
+/// ARM may refuse a VM list's `$expand=instanceView` (400: the compute spec allows it only with a
+/// `$filter`) or answer it with status-only instance views (no `vmAgent`): either way the sweep
+/// reads those VMs one by one and finds each agent as it is, instead of "agent missing" for all.
+#[tokio::test]
+async fn a_sweep_reads_each_vm_when_the_list_has_no_agent_to_show() {
+    within(async {
+        for answer in [ListedInstanceView::Refused, ListedInstanceView::StatusOnly] {
+            let world = World::new()
+                .page_size(100)
+                .vm_list_instance_view(answer)
+                .vm("web-01")
+                .vm("web-02")
+                .agent_not_ready("VM Agent is unresponsive.")
+                .vm("web-03")
+                .deallocated();
+            let h = Harness::start(world).await;
+            let report = run_sweep(&h, &scope("rg-web"), &SweepOptions::default()).await;
+            let mut agents: Vec<(String, String)> = report
+                .vms
+                .iter()
+                .map(|r| {
+                    let agent = r
+                        .findings
+                        .iter()
+                        .find(|f| f.step.as_str() == "vm-agent")
+                        .expect("a vm-agent finding");
+                    (r.vm.name.clone(), agent.status.as_str().to_string())
+                })
+                .collect();
+            agents.sort();
+            assert_eq!(
+                agents,
+                [
+                    ("web-01".to_string(), "pass".to_string()),
+                    ("web-02".into(), "fail".into()),
+                    ("web-03".into(), "skip".into()),
+                ],
+                "{answer:?}"
+            );
+            let log = h.sim.stats().log;
+            let single_reads = log
+                .iter()
+                .filter(|e| e.method == "GET" && e.path.contains("/virtualMachines/web-0"))
+                .filter(|e| !e.path.contains("/providers/Microsoft.ResourceHealth"))
+                .count();
+            assert!(
+                single_reads >= 2,
+                "{answer:?}: the running VMs were read one by one"
+            );
+        }
     })
     .await
 }

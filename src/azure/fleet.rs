@@ -8,7 +8,7 @@
 use super::read::{health_facts, listed_nic_facts, public_ip_facts, vm_facts};
 use super::resolve::summarise;
 use super::{Arm, ArmError, HealthOutcome, ResourceId, VmSummary};
-use crate::diagnose::{NicFacts, OsType, PublicIpFacts, VmFacts};
+use crate::diagnose::{AgentFacts, NicFacts, OsType, PublicIpFacts, VmFacts};
 use futures::StreamExt;
 use std::collections::HashMap;
 
@@ -61,9 +61,16 @@ impl Fleet {
                 .as_ref()
                 .is_some_and(|p| p.instance_view.is_some());
             if has_view {
-                fleet
-                    .facts
-                    .insert(summary.vm.id.to_ascii_lowercase(), vm_facts(vm));
+                let facts = vm_facts(vm);
+                // A running VM listed without its guest agent may have a status-only view
+                // (lists of large scopes come back so): its own read says whether the agent
+                // really is missing.
+                let agent_unsaid = facts.is_running() && facts.agent == AgentFacts::Missing;
+                if !agent_unsaid {
+                    fleet
+                        .facts
+                        .insert(summary.vm.id.to_ascii_lowercase(), facts);
+                }
             }
             fleet.vms.push(summary);
         }
@@ -286,23 +293,48 @@ impl Arm {
         Ok(fleet)
     }
 
+    /// The scope's VMs with their instance views; when ARM refuses the expansion (400: the
+    /// compute spec allows `$expand=instanceView` on a list only with a `$filter`), without
+    /// them, and the sweep reads each VM on its own.
     async fn list_scope_vms(
         &self,
         scope: &SweepScope,
     ) -> Result<Vec<azure_mgmt_compute::package_2024_07_01::models::VirtualMachine>, ArmError> {
+        match self.list_scope_vms_expanded(scope, true).await {
+            Err(ArmError::Http { status: 400, .. }) => {
+                tracing::debug!(%scope, "VM list with instance views refused; listing without");
+                self.list_scope_vms_expanded(scope, false).await
+            }
+            other => other,
+        }
+    }
+
+    async fn list_scope_vms_expanded(
+        &self,
+        scope: &SweepScope,
+        instance_view: bool,
+    ) -> Result<Vec<azure_mgmt_compute::package_2024_07_01::models::VirtualMachine>, ArmError> {
         let what = format!("listing the VMs of {scope}");
         let client = self.compute.virtual_machines_client();
         let mut pages = match &scope.resource_group {
-            Some(rg) => client
-                .list(rg, &scope.subscription_id)
-                .expand("instanceView")
-                .into_stream()
-                .boxed(),
-            None => client
-                .list_all(&scope.subscription_id)
-                .expand("instanceView")
-                .into_stream()
-                .boxed(),
+            Some(rg) => {
+                let list = client.list(rg, &scope.subscription_id);
+                let list = if instance_view {
+                    list.expand("instanceView")
+                } else {
+                    list
+                };
+                list.into_stream().boxed()
+            }
+            None => {
+                let list = client.list_all(&scope.subscription_id);
+                let list = if instance_view {
+                    list.expand("instanceView")
+                } else {
+                    list
+                };
+                list.into_stream().boxed()
+            }
         };
         self.all_pages(&mut pages, &what, |page| page.value).await
     }

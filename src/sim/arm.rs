@@ -7,8 +7,8 @@
 use super::blob::{BlobKind, Signer};
 use super::lro::{Outcome, Poll, Registry};
 use super::world::{
-    AgentState, Allocation, Health, Nsg, Os, PowerState, PublicIp, RecommendedAction, Rule, Sku,
-    Vm, World,
+    AgentState, Allocation, Health, ListedInstanceView, Nsg, Os, PowerState, PublicIp,
+    RecommendedAction, Rule, Sku, Vm, World,
 };
 use super::{now_rfc3339, rfc3339, stable_uuid, FailOperation, Reply};
 use serde_json::{json, Map, Value};
@@ -669,9 +669,27 @@ fn list_vms(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Answer {
     let vms = vms_in_scope(ctx.world, sub, rg);
     let page = Page::of(ctx, vms.len(), "2024-07-01")?;
     let expand = expands(ctx.query, "instanceView");
+    let answer = ctx.world.vm_list_instance_view;
+    if expand && answer == ListedInstanceView::Refused && ctx.query.get("$filter").is_none() {
+        return Err(Reply::arm_error(
+            400,
+            "InvalidParameter",
+            "The value 'instanceView' of parameter '$expand' can only be specified together with a valid $filter (virtualMachineScaleSet/id eq ...).",
+        ));
+    }
     let value = vms[page.items.clone()]
         .iter()
-        .map(|vm| vm_json(vm, expand))
+        .map(|vm| {
+            let mut json = vm_json(vm, expand);
+            if answer == ListedInstanceView::StatusOnly {
+                if let Some(view) = json["properties"]["instanceView"].as_object_mut() {
+                    for guest in ["vmAgent", "computerName", "osName", "osVersion"] {
+                        view.remove(guest);
+                    }
+                }
+            }
+            json
+        })
         .collect();
     Ok(page.reply(value))
 }

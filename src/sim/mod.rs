@@ -21,8 +21,8 @@ mod write;
 
 pub use throttle::{BucketOptions, Fault, FaultKind};
 pub use world::{
-    AgentState, Allocation, Extension, Health, Nsg, Os, PowerState, PublicIp, RecommendedAction,
-    Rule, Screen, Sku, Subscription, Vm, VmView, World, WorldError, WorldHandle,
+    AgentState, Allocation, Extension, Health, ListedInstanceView, Nsg, Os, PowerState, PublicIp,
+    RecommendedAction, Rule, Screen, Sku, Subscription, Vm, VmView, World, WorldError, WorldHandle,
     DEFAULT_SUBSCRIPTION, VMACCESS_PUBLISHER, VMACCESS_TYPE,
 };
 

@@ -24,6 +24,11 @@ pub struct World {
     /// worlds; fleets want ARM's usual size (e.g. 100).
     #[serde(default = "default_page_size")]
     pub page_size: usize,
+    /// What a VM list asked for `$expand=instanceView` answers: "full" instance views,
+    /// "status-only" ones (power and provisioning, no `vmAgent`), or "refused" (400: the
+    /// compute spec allows the expansion only with a `$filter`).
+    #[serde(default)]
+    pub vm_list_instance_view: ListedInstanceView,
     /// The subscriptions that exist. Any other subscription id answers 404 `SubscriptionNotFound`.
     #[serde(default, rename = "subscription")]
     pub subscriptions: Vec<Subscription>,
@@ -36,6 +41,21 @@ pub struct World {
     /// The VM the builder's modifiers change (builder state, not part of the estate).
     #[serde(skip)]
     selected: Selection,
+}
+
+/// How a VM list answers `$expand=instanceView` (`VirtualMachines_List`/`_ListAll` in the
+/// compute spec: "'instanceView' enables fetching run time status of all Virtual Machines, this
+/// can only be specified if a valid $filter option is specified").
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListedInstanceView {
+    /// Every VM with its whole instance view.
+    #[default]
+    Full,
+    /// Run-time statuses only: no guest agent (`vmAgent`), computer or OS name.
+    StatusOnly,
+    /// 400 `InvalidParameter` without a `$filter`.
+    Refused,
 }
 
 /// Which VM the builder's modifiers change: the last one added, or one picked with
@@ -658,6 +678,7 @@ impl World {
         World {
             client_secret: default_client_secret(),
             page_size: default_page_size(),
+            vm_list_instance_view: ListedInstanceView::default(),
             subscriptions: vec![Subscription {
                 id: DEFAULT_SUBSCRIPTION.to_owned(),
                 resource_health_registered: true,
@@ -666,6 +687,12 @@ impl World {
             nsgs: Vec::new(),
             selected: Selection::default(),
         }
+    }
+
+    /// How VM lists answer `$expand=instanceView`.
+    pub fn vm_list_instance_view(mut self, answer: ListedInstanceView) -> World {
+        self.vm_list_instance_view = answer;
+        self
     }
 
     /// Adds a subscription (if new). VMs added afterwards go into it.
