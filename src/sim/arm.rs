@@ -1010,13 +1010,29 @@ fn list_health(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Answer {
     check_health_registered(ctx.world, sub)?;
     check_scope(ctx.world, sub, rg)?;
     let vms = vms_in_scope(ctx.world, sub, rg);
-    let page = Page::of(ctx, vms.len(), "2024-02-01")?;
     let expand = expands(ctx.query, "recommendedactions");
     let now = OffsetDateTime::now_utc();
-    let value = vms[page.items.clone()]
+    let mut statuses: Vec<Value> = vms
         .iter()
         .map(|vm| availability_status_json(vm, expand, now))
         .collect();
+    // The other resources of each group with a VM (disks here) are listed too.
+    let mut groups: Vec<&str> = vms.iter().map(|vm| vm.resource_group.as_str()).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    for group in groups {
+        for i in 0..ctx.world.other_resources_per_group {
+            let id = format!("/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.Compute/disks/{group}-disk-{i}");
+            statuses.push(json!({
+                "id": format!("{id}/providers/Microsoft.ResourceHealth/availabilityStatuses/current"),
+                "name": "current",
+                "type": "Microsoft.ResourceHealth/AvailabilityStatuses",
+                "properties": {"availabilityState": "Available", "reportedTime": rfc3339(now)},
+            }));
+        }
+    }
+    let page = Page::of(ctx, statuses.len(), "2024-02-01")?;
+    let value = statuses[page.items.clone()].to_vec();
     Ok(page.reply(value))
 }
 

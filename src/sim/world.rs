@@ -29,6 +29,10 @@ pub struct World {
     /// compute spec allows the expansion only with a `$filter`).
     #[serde(default)]
     pub vm_list_instance_view: ListedInstanceView,
+    /// Resources besides its VMs (disks, NICs, public IPs...) that each resource group with a
+    /// VM holds: Resource Health lists them too, so a large subscription's list is long.
+    #[serde(default)]
+    pub other_resources_per_group: usize,
     /// The subscriptions that exist. Any other subscription id answers 404 `SubscriptionNotFound`.
     #[serde(default, rename = "subscription")]
     pub subscriptions: Vec<Subscription>,
@@ -679,6 +683,7 @@ impl World {
             client_secret: default_client_secret(),
             page_size: default_page_size(),
             vm_list_instance_view: ListedInstanceView::default(),
+            other_resources_per_group: 0,
             subscriptions: vec![Subscription {
                 id: DEFAULT_SUBSCRIPTION.to_owned(),
                 resource_health_registered: true,
@@ -692,6 +697,12 @@ impl World {
     /// How VM lists answer `$expand=instanceView`.
     pub fn vm_list_instance_view(mut self, answer: ListedInstanceView) -> World {
         self.vm_list_instance_view = answer;
+        self
+    }
+
+    /// Each resource group with a VM also holds `count` other resources Resource Health lists.
+    pub fn other_resources_per_group(mut self, count: usize) -> World {
+        self.other_resources_per_group = count;
         self
     }
 
