@@ -70,6 +70,9 @@ pub struct AzureConfig {
     pub sweep_share: Option<f64>,
     /// The most Windows VMs one sweep checks (default 1000); a larger scope is refused.
     pub sweep_max_vms: Option<usize>,
+    /// Seconds the re-check after a start, restart or redeploy waits for the VM to run with a
+    /// Ready guest agent before it judges (default 300).
+    pub settle_timeout_secs: Option<u64>,
     /// Seconds a VM name that no subscription has is remembered as unknown, so that asking
     /// again lists nothing (default 30).
     pub unknown_vm_ttl_secs: Option<u64>,
@@ -192,6 +195,9 @@ impl AzureConfig {
         }
         if let Some(max) = self.sweep_max_vms {
             settings.sweep_max_vms = max;
+        }
+        if let Some(s) = self.settle_timeout_secs {
+            settings.settle_timeout = Duration::from_secs(s);
         }
     }
 

@@ -28,7 +28,7 @@ impl Cli {
             .map(|s| s.id.clone())
             .collect::<Vec<_>>()
             .join(",");
-        let sim = Simulator::start("127.0.0.1:0", world, options)
+        let sim = Simulator::start("127.0.0.1:0", world, support::quick(options))
             .await
             .expect("simulator");
         let dir = std::env::temp_dir().join(format!(

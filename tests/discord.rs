@@ -69,7 +69,7 @@ impl Room {
     ) -> Room {
         let secret = world.client_secret.clone();
         let subscriptions: Vec<String> = world.subscriptions.iter().map(|s| s.id.clone()).collect();
-        let sim = Simulator::start("127.0.0.1:0", world, options)
+        let sim = Simulator::start("127.0.0.1:0", world, support::quick(options))
             .await
             .expect("simulator");
         let url = url::Url::parse(&sim.url()).unwrap();
@@ -1062,11 +1062,11 @@ async fn killing_the_bot_mid_redeploy_then_starting_it_again_posts_the_outcome()
         let sim = Simulator::start(
             "127.0.0.1:0",
             world,
-            SimOptions {
+            support::quick(SimOptions {
                 lro_polls: 3,
                 retry_after_secs: 1,
                 ..SimOptions::default()
-            },
+            }),
         )
         .await
         .unwrap();

@@ -81,7 +81,7 @@ impl Bench {
 
     async fn with(world: World, options: SimOptions, policy: &str) -> Bench {
         let subs: Vec<String> = world.subscriptions.iter().map(|s| s.id.clone()).collect();
-        let sim = Simulator::start("127.0.0.1:0", world, options)
+        let sim = Simulator::start("127.0.0.1:0", world, support::quick(options))
             .await
             .unwrap();
         let db = std::env::temp_dir().join(format!(
@@ -894,6 +894,11 @@ impl Said {
                     )
                 }
                 Progress::Learned(text) => text,
+                Progress::Settling {
+                    vm,
+                    waiting_for,
+                    waited,
+                } => Progress::settling_text(&vm, &waiting_for, waited),
             };
             lines.lock().unwrap().push(line);
         }
@@ -1476,6 +1481,90 @@ async fn a_lost_answer_to_an_extension_or_rule_put_is_read_back_not_resent() {
         );
         let puts: Vec<String> = b.writes().into_iter().filter(|w| w.starts_with("PUT")).collect();
         assert_eq!(puts.len(), 2, "each PUT reached Azure once: {puts:?}");
+    })
+    .await
+}
+
+// ---- VMs take time to settle (issue 10) ---------------------------------------------------
+
+/// Restart a healthy web-01 whose agent Azure shows Not Ready for `settle_ms` after the
+/// restart, the re-check waiting at most `timeout_ms` for it; the outcome (the restart
+/// succeeded) and what was said on the way.
+async fn restart_settling(
+    settle_ms: u64,
+    timeout_ms: u64,
+) -> (rdp_doctor::runbook::operate::Outcome, Said) {
+    let options = SimOptions {
+        settle: Some(std::time::Duration::from_millis(settle_ms)),
+        ..SimOptions::default()
+    };
+    let b = bench_with_settings(World::new().vm("web-01"), options, |s| {
+        s.settle_timeout = std::time::Duration::from_millis(timeout_ms);
+        s.settle_poll = std::time::Duration::from_millis(50);
+    })
+    .await;
+    let web = b.vm("web-01").await;
+    let prompt = b.ask("alice", &web, FixRequest::Restart).await;
+    let (outcome, said) = b.confirm_saying("alice", &prompt.confirmation_id).await;
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    (outcome, said)
+}
+
+/// After a restart Azure shows the guest agent Not Ready for a while: the re-check waits for it
+/// (saying so) and judges the VM once the agent is Ready.
+#[tokio::test]
+async fn the_recheck_after_a_restart_waits_for_the_agent_to_be_ready() {
+    within(async {
+        let (outcome, said) = restart_settling(800, 20_000).await;
+        assert_eq!(outcome.still_settling, None);
+        let lines = said.lines();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("waiting for web-01 to settle: agent Not Ready (")),
+            "{lines:?}"
+        );
+        let rechecking = lines.iter().position(|l| l == "rechecking").unwrap();
+        let last_wait = lines
+            .iter()
+            .rposition(|l| l.starts_with("waiting for"))
+            .unwrap();
+        assert!(last_wait < rechecking, "judged while it settled: {lines:?}");
+        let after = outcome.after.expect("re-checked");
+        assert_eq!(support::status_of(&after, "vm-agent").0, "pass");
+        assert_eq!(support::status_of(&after, "resource-health").0, "pass");
+        assert_eq!(after.verdict.as_str(), "ok");
+        assert_eq!(after.next_action, None);
+    })
+    .await
+}
+
+/// A VM that has not settled by the deadline is reported as still settling, and the restart
+/// that just ran is not recommended again (Azure still shows the agent Not Ready and Resource
+/// Health the reboot).
+#[tokio::test]
+async fn past_the_settle_deadline_it_says_still_settling_and_never_suggests_the_same_fix() {
+    within(async {
+        let (outcome, _) = restart_settling(600_000, 400).await;
+        let settling = outcome.still_settling.expect("still settling");
+        assert!(
+            settling.starts_with("web-01 is still settling after 0 s: agent Not Ready."),
+            "{settling}"
+        );
+        let after = outcome.after.expect("re-checked");
+        assert_eq!(support::status_of(&after, "vm-agent").0, "fail");
+        assert_ne!(
+            after.next_action,
+            Some(rdp_doctor::diagnose::ActionId::Restart)
+        );
+        assert!(
+            outcome
+                .notes
+                .iter()
+                .any(|n| n.starts_with("Not suggesting another restart now")),
+            "{:?}",
+            outcome.notes
+        );
     })
     .await
 }

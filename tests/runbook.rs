@@ -7,7 +7,7 @@ mod support;
 use rdp_doctor::azure::{Arm, ArmError, ResolveError, SweepScope, VmDirectory, VmQuery};
 use rdp_doctor::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
 use rdp_doctor::runbook::{CheckError, CheckOptions, Verdict};
-use rdp_doctor::sim::{BucketOptions, Fault, FaultKind, SimOptions, World};
+use rdp_doctor::sim::{BucketOptions, Fault, FaultKind, ListedInstanceView, SimOptions, World};
 use std::time::Duration;
 use support::{finding, status_of, within, Harness};
 use tokio_util::sync::CancellationToken;
@@ -1167,6 +1167,133 @@ async fn a_sweep_whose_public_ip_list_fails_reads_each_nic_with_its_ip_instead()
             0,
             "with the public IP expanded in it"
         );
+    })
+    .await
+}
+
+/// `(VM name, status of step)` for every row of a sweep, by name.
+fn statuses_by_vm(report: &SweepReport, step: &str) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = report
+        .vms
+        .iter()
+        .map(|r| {
+            let finding = r
+                .findings
+                .iter()
+                .find(|f| f.step.as_str() == step)
+                .unwrap_or_else(|| panic!("no {step} finding for {}", r.vm.name));
+            (r.vm.name.clone(), finding.status.as_str().to_string())
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// ARM may refuse a VM list's `$expand=instanceView` (400: the compute spec allows it only with a
+/// `$filter`) or answer it with status-only instance views (no `vmAgent`): either way the sweep
+/// reads those VMs one by one and finds each agent as it is, instead of "agent missing" for all.
+#[tokio::test]
+async fn a_sweep_reads_each_vm_when_the_list_has_no_agent_to_show() {
+    within(async {
+        for answer in [ListedInstanceView::Refused, ListedInstanceView::StatusOnly] {
+            let world = World::new()
+                .page_size(100)
+                .vm_list_instance_view(answer)
+                .vm("web-01")
+                .vm("web-02")
+                .agent_not_ready("VM Agent is unresponsive.")
+                .vm("web-03")
+                .deallocated();
+            let h = Harness::start(world).await;
+            let report = run_sweep(&h, &scope("rg-web"), &SweepOptions::default()).await;
+            assert_eq!(
+                statuses_by_vm(&report, "vm-agent"),
+                [
+                    ("web-01".to_string(), "pass".to_string()),
+                    ("web-02".into(), "fail".into()),
+                    ("web-03".into(), "skip".into()),
+                ],
+                "{answer:?}"
+            );
+            let log = h.sim.stats().log;
+            let single_reads = log
+                .iter()
+                .filter(|e| e.method == "GET" && e.path.contains("/virtualMachines/web-0"))
+                .filter(|e| !e.path.contains("/providers/Microsoft.ResourceHealth"))
+                .count();
+            assert!(
+                single_reads >= 2,
+                "{answer:?}: the running VMs were read one by one"
+            );
+        }
+    })
+    .await
+}
+
+/// A subscription's Resource Health list holds every resource it has (disks, NICs...), thousands
+/// in a large one: a subscription sweep reads Resource Health per resource group of its VMs,
+/// while the VMs are checked, and never lists the whole subscription.
+#[tokio::test]
+async fn a_subscription_sweep_reads_resource_health_per_resource_group() {
+    within(async {
+        let world = World::new()
+            .page_size(100)
+            .other_resources_per_group(1500)
+            .vm("web-01")
+            .vm("web-02")
+            .vm("db-01")
+            .in_group("rg-data")
+            .health(
+                "Unavailable",
+                "We're sorry, your virtual machine isn't available.",
+            );
+        let h = Harness::start(world).await;
+        let whole = SweepScope {
+            subscription_id: rdp_doctor::sim::DEFAULT_SUBSCRIPTION.to_string(),
+            resource_group: None,
+        };
+        let report = run_sweep(&h, &whole, &SweepOptions::default()).await;
+        assert_eq!(
+            statuses_by_vm(&report, "resource-health"),
+            [
+                ("db-01".to_string(), "fail".to_string()),
+                ("web-01".into(), "pass".into()),
+                ("web-02".into(), "pass".into()),
+            ]
+        );
+        let lists: Vec<String> = h
+            .sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| {
+                e.path
+                    .contains("/providers/Microsoft.ResourceHealth/availabilityStatuses?")
+            })
+            .map(|e| e.path.split('?').next().unwrap_or_default().to_string())
+            .collect();
+        let sub = format!("/subscriptions/{}", rdp_doctor::sim::DEFAULT_SUBSCRIPTION);
+        assert!(
+            lists
+                .iter()
+                .all(|p| p.starts_with(&format!("{sub}/resourceGroups/"))),
+            "never the whole subscription: {lists:?}"
+        );
+        for group in ["rg-web", "rg-data"] {
+            let first_pages = lists
+                .iter()
+                .filter(|p| p.contains(&format!("/resourceGroups/{group}/")))
+                .count();
+            assert_eq!(first_pages, 16, "{group}: each page of its list read once");
+        }
+        let singles = h
+            .sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| e.path.contains("/availabilityStatuses/current"))
+            .count();
+        assert_eq!(singles, 0, "every VM's health came from its group's list");
     })
     .await
 }

@@ -32,7 +32,7 @@ async fn start(world: World) -> Simulator {
 }
 
 async fn start_with(world: World, options: SimOptions) -> Simulator {
-    Simulator::start("127.0.0.1:0", world, options)
+    Simulator::start("127.0.0.1:0", world, support::quick(options))
         .await
         .expect("simulator starts")
 }
@@ -2466,6 +2466,45 @@ async fn blobs_answer_byte_ranges_as_azure_storage_does() {
                 Some(format!("bytes={total}-").as_str())
             ]
         );
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+/// After a restart Azure shows the guest agent Not Ready for a minute or more, and Resource
+/// Health still shows the reboot; both settle after `SimOptions::settle` (60 s unless told).
+#[tokio::test]
+async fn a_restarted_vm_settles_its_agent_and_resource_health_late() {
+    within(async {
+        assert_eq!(SimOptions::default().settle(), Duration::from_secs(60));
+        let options = SimOptions {
+            settle: Some(Duration::from_millis(500)),
+            lro_polls: 0,
+            ..SimOptions::default()
+        };
+        let sim = start_with(World::new().vm("web-01"), options).await;
+        let vms = compute(&sim).virtual_machines_client();
+        let token = token(&sim).await;
+        let accepted = raw(&sim, Method::Post, &vm_action_path("rg-web", "web-01", "restart"), Some(&token)).await;
+        let status_url = accepted.header("azure-asyncoperation").expect("Azure-AsyncOperation");
+        let (seen, _) = poll_status(&sim, &status_url, &token).await;
+        assert_eq!(seen.last().map(String::as_str), Some("Succeeded"));
+        let health_path = format!("/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/web-01/providers/Microsoft.ResourceHealth/availabilityStatuses/current");
+        let agent_display = || async {
+            let view = vms.instance_view("rg-web", "web-01", SUB).await.expect("instance view");
+            assert_eq!(view.statuses[1].code.as_deref(), Some("PowerState/running"));
+            view.vm_agent.expect("agent").statuses[0].display_status.clone().unwrap_or_default()
+        };
+        assert_eq!(agent_display().await, "Not Ready");
+        let health = raw(&sim, Method::Get, &health_path, Some(&token)).await.json();
+        assert_eq!(health["properties"]["availabilityState"], "Unavailable");
+        assert_eq!(health["properties"]["reasonType"], "Customer Initiated");
+        // Nothing to await but Azure's own pace: read as a client would until the agent reports.
+        while agent_display().await != "Ready" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let health = raw(&sim, Method::Get, &health_path, Some(&token)).await.json();
+        assert_eq!(health["properties"]["availabilityState"], "Available");
         sim.shutdown().await;
     })
     .await;

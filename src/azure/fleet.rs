@@ -7,10 +7,11 @@
 
 use super::read::{health_facts, listed_nic_facts, public_ip_facts, vm_facts};
 use super::resolve::summarise;
-use super::{Arm, ArmError, HealthOutcome, ResourceId, VmSummary};
-use crate::diagnose::{NicFacts, OsType, PublicIpFacts, VmFacts};
-use futures::StreamExt;
+use super::{Arm, ArmError, HealthOutcome, ResourceId, VmRef, VmSummary};
+use crate::diagnose::{AgentFacts, NicFacts, OsType, PublicIpFacts, VmFacts};
+use futures::{FutureExt, StreamExt};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub use crate::domain::is_subscription_id;
 
@@ -31,8 +32,13 @@ impl std::fmt::Display for SweepScope {
     }
 }
 
+/// One resource group's Resource Health list, read once when the first of its VMs asks;
+/// `None` inside when it could not be listed (its VMs read their own).
+type GroupHealth =
+    futures::future::Shared<futures::future::BoxFuture<'static, Option<Arc<HealthList>>>>;
+
 /// A scope's VMs and what the lists said about them.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Fleet {
     /// Every VM in scope, as listed, sorted by name.
     pub vms: Vec<VmSummary>,
@@ -40,8 +46,10 @@ pub struct Fleet {
     facts: HashMap<String, VmFacts>,
     /// By lower-case NIC id.
     nics: HashMap<String, NicFacts>,
-    /// By lower-case VM id; `None` when Resource Health could not be listed.
-    health: Option<HealthList>,
+    /// By lower-case resource group. Resource Health is listed per resource group (never the
+    /// whole subscription, whose list holds every resource it has, disks and all) while the
+    /// VMs are checked, so a long list holds up only its own group's health step.
+    health: HashMap<String, GroupHealth>,
     /// ARM requests the lists took.
     pub list_requests: u64,
 }
@@ -61,9 +69,16 @@ impl Fleet {
                 .as_ref()
                 .is_some_and(|p| p.instance_view.is_some());
             if has_view {
-                fleet
-                    .facts
-                    .insert(summary.vm.id.to_ascii_lowercase(), vm_facts(vm));
+                let facts = vm_facts(vm);
+                // A running VM listed without its guest agent may have a status-only view
+                // (lists of large scopes come back so): its own read says whether the agent
+                // really is missing.
+                let agent_unsaid = facts.is_running() && facts.agent == AgentFacts::Missing;
+                if !agent_unsaid {
+                    fleet
+                        .facts
+                        .insert(summary.vm.id.to_ascii_lowercase(), facts);
+                }
             }
             fleet.vms.push(summary);
         }
@@ -92,11 +107,26 @@ impl Fleet {
         self.nics.get(&nic_id.to_ascii_lowercase()).cloned()
     }
 
-    pub fn health(&self, vm_id: &str) -> Option<HealthOutcome> {
-        match self.health.as_ref()? {
+    /// The VM's Resource Health from its group's list (read now if no VM of the group asked
+    /// yet); `None` when the list could not be read or does not hold the VM.
+    pub async fn health(&self, vm: &VmRef) -> Option<HealthOutcome> {
+        let group = self.health.get(&vm.resource_group.to_ascii_lowercase())?;
+        match &*group.clone().await? {
             HealthList::Unregistered => Some(HealthOutcome::Unregistered),
-            HealthList::Statuses(map) => map.get(&vm_id.to_ascii_lowercase()).cloned(),
+            HealthList::Statuses(map) => map.get(&vm.id.to_ascii_lowercase()).cloned(),
         }
+    }
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("vms", &self.vms)
+            .field("facts", &self.facts)
+            .field("nics", &self.nics)
+            .field("health_groups", &self.health.len())
+            .field("list_requests", &self.list_requests)
+            .finish()
     }
 }
 
@@ -254,11 +284,30 @@ impl Arm {
             Ok(futures::join!(
                 self.list_scope_nics(scope),
                 self.list_scope_public_ips(scope),
-                self.list_scope_health(scope),
             ))
         };
-        let (mut fleet, (nics, public_ips, health)) =
-            futures::future::try_join(vms, others).await?;
+        let (mut fleet, (nics, public_ips)) = futures::future::try_join(vms, others).await?;
+        for vm in &fleet.vms {
+            let group = vm.vm.resource_group.to_ascii_lowercase();
+            if fleet.health.contains_key(&group) {
+                continue;
+            }
+            let (arm, subscription, name) = (
+                self.clone(),
+                scope.subscription_id.clone(),
+                vm.vm.resource_group.clone(),
+            );
+            let listed = async move {
+                match arm.list_group_health(&subscription, &name).await {
+                    Ok(list) => Some(Arc::new(list)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, group = %name, "Resource Health list unavailable; reading one by one");
+                        None
+                    }
+                }
+            };
+            fleet.health.insert(group, listed.boxed().shared());
+        }
         let public_ips = public_ips.unwrap_or_else(|e| {
             tracing::debug!(error = %e, "public IP list unavailable; reading them one by one");
             HashMap::new()
@@ -275,34 +324,52 @@ impl Arm {
             }
             Err(e) => tracing::debug!(error = %e, "NIC list unavailable; reading them one by one"),
         }
-        fleet.health = match health {
-            Ok(map) => Some(map),
-            Err(e) => {
-                tracing::debug!(error = %e, "Resource Health list unavailable; reading one by one");
-                None
-            }
-        };
         fleet.list_requests = self.request_count().saturating_sub(before);
         Ok(fleet)
     }
 
+    /// The scope's VMs with their instance views; when ARM refuses the expansion (400: the
+    /// compute spec allows `$expand=instanceView` on a list only with a `$filter`), without
+    /// them, and the sweep reads each VM on its own.
     async fn list_scope_vms(
         &self,
         scope: &SweepScope,
     ) -> Result<Vec<azure_mgmt_compute::package_2024_07_01::models::VirtualMachine>, ArmError> {
+        match self.list_scope_vms_expanded(scope, true).await {
+            Err(ArmError::Http { status: 400, .. }) => {
+                tracing::debug!(%scope, "VM list with instance views refused; listing without");
+                self.list_scope_vms_expanded(scope, false).await
+            }
+            other => other,
+        }
+    }
+
+    async fn list_scope_vms_expanded(
+        &self,
+        scope: &SweepScope,
+        instance_view: bool,
+    ) -> Result<Vec<azure_mgmt_compute::package_2024_07_01::models::VirtualMachine>, ArmError> {
         let what = format!("listing the VMs of {scope}");
         let client = self.compute.virtual_machines_client();
         let mut pages = match &scope.resource_group {
-            Some(rg) => client
-                .list(rg, &scope.subscription_id)
-                .expand("instanceView")
-                .into_stream()
-                .boxed(),
-            None => client
-                .list_all(&scope.subscription_id)
-                .expand("instanceView")
-                .into_stream()
-                .boxed(),
+            Some(rg) => {
+                let list = client.list(rg, &scope.subscription_id);
+                let list = if instance_view {
+                    list.expand("instanceView")
+                } else {
+                    list
+                };
+                list.into_stream().boxed()
+            }
+            None => {
+                let list = client.list_all(&scope.subscription_id);
+                let list = if instance_view {
+                    list.expand("instanceView")
+                } else {
+                    list
+                };
+                list.into_stream().boxed()
+            }
         };
         self.all_pages(&mut pages, &what, |page| page.value).await
     }
@@ -377,21 +444,17 @@ impl Arm {
             .collect())
     }
 
-    async fn list_scope_health(&self, scope: &SweepScope) -> Result<HealthList, ArmError> {
-        let what = format!("listing Resource Health of {scope}");
+    async fn list_group_health(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+    ) -> Result<HealthList, ArmError> {
+        let what = format!("listing Resource Health of resource group {resource_group}");
         let client = self.health.availability_statuses_client();
-        let mut pages = match &scope.resource_group {
-            Some(rg) => client
-                .list_by_resource_group(&scope.subscription_id, rg)
-                .expand("recommendedactions")
-                .into_stream()
-                .boxed(),
-            None => client
-                .list_by_subscription_id(&scope.subscription_id)
-                .expand("recommendedactions")
-                .into_stream()
-                .boxed(),
-        };
+        let mut pages = client
+            .list_by_resource_group(subscription, resource_group)
+            .expand("recommendedactions")
+            .into_stream();
         let mut out = HashMap::new();
         while let Some(page) = pages.next().await {
             let page = match page {

@@ -62,6 +62,12 @@ pub struct ArmSettings {
     /// The most Windows VMs one sweep checks; a larger scope is refused before any per-VM
     /// request, naming its size and how to narrow it.
     pub sweep_max_vms: usize,
+    /// After a start, restart or redeploy, how long the re-check waits for the VM to run with
+    /// a Ready guest agent before it judges (Azure shows the agent Not Ready for a minute or
+    /// more after a boot); past it the outcome says the VM is still settling.
+    pub settle_timeout: Duration,
+    /// How often the VM is read while it settles (one GET with its instance view each time).
+    pub settle_poll: Duration,
 }
 
 impl ArmSettings {
@@ -82,6 +88,8 @@ impl ArmSettings {
             refill_per_sec: 25.0,
             sweep_share: ArmSettings::DEFAULT_SWEEP_SHARE,
             sweep_max_vms: ArmSettings::DEFAULT_SWEEP_MAX_VMS,
+            settle_timeout: Duration::from_secs(300),
+            settle_poll: Duration::from_secs(10),
         }
     }
 

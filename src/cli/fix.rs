@@ -85,6 +85,9 @@ pub fn print_outcome(outcome: &Outcome) -> u8 {
                 outcome.vm.name,
                 outcome.confirmed_by
             );
+            if let Some(settling) = &outcome.still_settling {
+                println!("{settling}");
+            }
             if let Some(after) = &outcome.after {
                 println!("Checked again: verdict {}.", after.verdict.as_str());
             }
@@ -125,6 +128,11 @@ fn progress(p: Progress) {
             action.as_str()
         ),
         Progress::Learned(text) => eprintln!("{text}"),
+        Progress::Settling {
+            vm,
+            waiting_for,
+            waited,
+        } => eprintln!("{}", Progress::settling_text(&vm, &waiting_for, waited)),
     }
 }
 

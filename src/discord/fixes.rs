@@ -179,6 +179,9 @@ fn outcome_embed(outcome: &Outcome) -> CreateEmbed {
     for note in &outcome.notes {
         text.push_str(&format!("\n{note}\n"));
     }
+    if let Some(settling) = &outcome.still_settling {
+        text.push_str(&format!("\n⏳ {settling}\n"));
+    }
     if let Some(after) = &outcome.after {
         text.push_str(&format!(
             "\nChecked again: verdict **{}**.\n",
@@ -711,6 +714,11 @@ pub async fn component(
                             action.as_str()
                         ),
                         Progress::Learned(text) => text,
+                        Progress::Settling {
+                            vm,
+                            waiting_for,
+                            waited,
+                        } => Progress::settling_text(&vm, &waiting_for, waited),
                     };
                     shown
                         .show(View::embed(render::notice("In progress", &text)))

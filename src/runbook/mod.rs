@@ -190,7 +190,11 @@ async fn run_checks(
     };
 
     let health_step = async {
-        let health = match fleet.and_then(|f| f.health(&vm.id)) {
+        let listed = match fleet {
+            Some(f) => f.health(&vm).await,
+            None => None,
+        };
+        let health = match listed {
             Some(listed) => Ok(listed),
             None => arm.resource_health(&vm).await,
         };

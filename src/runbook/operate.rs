@@ -120,6 +120,10 @@ pub struct Outcome {
     pub after: Option<Report>,
     /// Lines such as "nsg: fail → pass".
     pub changes: Vec<String>,
+    /// Set when a start, restart or redeploy succeeded but the VM had not settled (running,
+    /// guest agent Ready) by the deadline: what it still showed, for the person to read before
+    /// the re-check's verdict.
+    pub still_settling: Option<String>,
 }
 
 /// Progress of a running fix, for front ends to render.
@@ -138,6 +142,24 @@ pub enum Progress {
     },
     /// What the VM showed, e.g. "it did: the VM is restarting (PowerState/starting)".
     Learned(String),
+    /// After a start, restart or redeploy: the re-check waits for the VM to settle.
+    Settling {
+        vm: String,
+        /// What it waits for, e.g. "agent Not Ready".
+        waiting_for: String,
+        waited: std::time::Duration,
+    },
+}
+
+impl Progress {
+    /// The line a front end shows for [`Progress::Settling`], e.g. "waiting for web-01 to
+    /// settle: agent Not Ready (45 s)…".
+    pub fn settling_text(vm: &str, waiting_for: &str, waited: std::time::Duration) -> String {
+        format!(
+            "waiting for {vm} to settle: {waiting_for} ({})…",
+            duration_text(waited)
+        )
+    }
 }
 
 /// The operator: one per process.
@@ -913,9 +935,25 @@ impl Operator {
         }
         let mut after = None;
         let mut changes = Vec::new();
+        let mut still_settling = None;
         if result.is_ok() {
+            if reboots(job.action) {
+                still_settling = self.settle(job.vm, progress).await;
+            }
             progress(Progress::Rechecking);
             after = self.snapshot(job.vm).await;
+            if let Some(report) = after.as_mut() {
+                // What just ran has not had the time to show its effect: running it again
+                // would only start the wait over.
+                if report.next_action == Some(job.action) {
+                    report.next_action = None;
+                    notes.push(format!(
+                        "Not suggesting another {} now: give {} a few minutes and check it again.",
+                        job.action.as_str(),
+                        job.vm.name
+                    ));
+                }
+            }
             changes = diff(before.as_ref(), after.as_ref());
         }
         Outcome {
@@ -927,6 +965,40 @@ impl Operator {
             after,
             changes,
             notes,
+            still_settling,
+        }
+    }
+
+    /// After a start, restart or redeploy: read the VM until it runs with a Ready guest agent
+    /// (Azure shows the agent Not Ready, or not at all, for a minute or more after a boot) or
+    /// the deadline passes. `Some` says what it still showed at the deadline.
+    async fn settle(
+        &self,
+        vm: &VmRef,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Option<String> {
+        let settings = self.arm.settings();
+        let started = tokio::time::Instant::now();
+        let deadline = started + settings.settle_timeout;
+        loop {
+            let waiting_for = match self.arm.vm_facts(vm).await {
+                Ok(facts) => unsettled(&facts)?,
+                Err(e) => format!("reading the VM failed ({e})"),
+            };
+            let now = tokio::time::Instant::now();
+            if now + settings.settle_poll > deadline {
+                return Some(format!(
+                    "{} is still settling after {}: {waiting_for}. Azure can take several minutes to show a rebooted VM's guest agent Ready; check it again in a few minutes before another fix.",
+                    vm.name,
+                    duration_text(now - started)
+                ));
+            }
+            progress(Progress::Settling {
+                vm: vm.name.clone(),
+                waiting_for,
+                waited: now - started,
+            });
+            tokio::time::sleep(settings.settle_poll).await;
         }
     }
 
@@ -1316,6 +1388,39 @@ fn diff_statuses(
             })
         })
         .collect()
+}
+
+/// Fixes that boot the VM: after them the guest agent needs time to report again.
+fn reboots(action: ActionId) -> bool {
+    matches!(
+        action,
+        ActionId::Start | ActionId::Restart | ActionId::Redeploy
+    )
+}
+
+/// What a VM that a fix booted still shows that is not settled; `None` once it runs with a
+/// Ready guest agent.
+fn unsettled(facts: &crate::diagnose::VmFacts) -> Option<String> {
+    use crate::diagnose::AgentFacts;
+    if !facts.is_running() {
+        let power = facts.power_state.as_deref().unwrap_or("unknown");
+        return Some(format!("the VM is {power}"));
+    }
+    match &facts.agent {
+        AgentFacts::Ready { .. } => None,
+        AgentFacts::NotReady { .. } => Some("agent Not Ready".to_string()),
+        AgentFacts::Missing => Some("agent has not reported yet".to_string()),
+    }
+}
+
+/// A wait as people say it: "45 s", "5 min".
+fn duration_text(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 120 {
+        format!("{secs} s")
+    } else {
+        format!("{} min", secs / 60)
+    }
 }
 
 fn short(id: &str) -> &str {

@@ -7,7 +7,8 @@
 use super::blob::{BlobKind, Signer, Storage};
 use super::lro::{Outcome, Poll, Registry};
 use super::world::{
-    AgentState, Allocation, Nsg, Os, PowerState, PublicIp, RecommendedAction, Rule, Sku, Vm, World,
+    AgentState, Allocation, Health, ListedInstanceView, Nsg, Os, PowerState, PublicIp,
+    RecommendedAction, Rule, Sku, Vm, World,
 };
 use super::{now_rfc3339, rfc3339, stable_uuid, FailOperation, Reply};
 use serde_json::{json, Map, Value};
@@ -407,6 +408,8 @@ pub(crate) struct Ctx<'a> {
     pub body: &'a [u8],
     /// Writes that are accepted but end Failed (`SimOptions::fail_operations`).
     pub fail_operations: &'a [FailOperation],
+    /// How long a VM a power action brought back takes to settle (`SimOptions::settle`).
+    pub settle: std::time::Duration,
 }
 
 /// Answers an authenticated, unthrottled ARM request.
@@ -666,9 +669,27 @@ fn list_vms(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Answer {
     let vms = vms_in_scope(ctx.world, sub, rg);
     let page = Page::of(ctx, vms.len(), "2024-07-01")?;
     let expand = expands(ctx.query, "instanceView");
+    let answer = ctx.world.vm_list_instance_view;
+    if expand && answer == ListedInstanceView::Refused && ctx.query.get("$filter").is_none() {
+        return Err(Reply::arm_error(
+            400,
+            "InvalidParameter",
+            "The value 'instanceView' of parameter '$expand' can only be specified together with a valid $filter (virtualMachineScaleSet/id eq ...).",
+        ));
+    }
     let value = vms[page.items.clone()]
         .iter()
-        .map(|vm| vm_json(vm, expand))
+        .map(|vm| {
+            let mut json = vm_json(vm, expand);
+            if answer == ListedInstanceView::StatusOnly {
+                if let Some(view) = json["properties"]["instanceView"].as_object_mut() {
+                    for guest in ["vmAgent", "computerName", "osName", "osVersion"] {
+                        view.remove(guest);
+                    }
+                }
+            }
+            json
+        })
         .collect();
     Ok(page.reply(value))
 }
@@ -793,6 +814,10 @@ pub(crate) fn effective_agent(vm: &Vm) -> (AgentState, String) {
         .clone()
         .unwrap_or_else(|| "VM status blob not found.".to_owned());
     match vm.power_state {
+        // Back from a start, restart or redeploy: the agent has not reported yet.
+        PowerState::Running if vm.agent == AgentState::Ready && vm.settling() => {
+            (AgentState::NotReady, "VM status blob not found.".to_owned())
+        }
         PowerState::Running => (vm.agent, configured),
         PowerState::Starting => (AgentState::NotReady, "VM status blob not found.".to_owned()),
         PowerState::Deallocated | PowerState::Deallocating => (AgentState::Missing, String::new()),
@@ -1019,19 +1044,55 @@ fn list_health(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Answer {
     check_health_registered(ctx.world, sub)?;
     check_scope(ctx.world, sub, rg)?;
     let vms = vms_in_scope(ctx.world, sub, rg);
-    let page = Page::of(ctx, vms.len(), "2024-02-01")?;
     let expand = expands(ctx.query, "recommendedactions");
     let now = OffsetDateTime::now_utc();
-    let value = vms[page.items.clone()]
+    let mut statuses: Vec<Value> = vms
         .iter()
         .map(|vm| availability_status_json(vm, expand, now))
         .collect();
+    // The other resources of each group with a VM (disks here) are listed too.
+    let mut groups: Vec<&str> = vms.iter().map(|vm| vm.resource_group.as_str()).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    for group in groups {
+        for i in 0..ctx.world.other_resources_per_group {
+            let id = format!("/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.Compute/disks/{group}-disk-{i}");
+            statuses.push(json!({
+                "id": format!("{id}/providers/Microsoft.ResourceHealth/availabilityStatuses/current"),
+                "name": "current",
+                "type": "Microsoft.ResourceHealth/AvailabilityStatuses",
+                "properties": {"availabilityState": "Available", "reportedTime": rfc3339(now)},
+            }));
+        }
+    }
+    let page = Page::of(ctx, statuses.len(), "2024-02-01")?;
+    let value = statuses[page.items.clone()].to_vec();
     Ok(page.reply(value))
+}
+
+/// What Resource Health shows while a VM settles after a restart, start or redeploy someone
+/// asked for (the `VirtualMachineRestarted` annotation: customer initiated).
+fn restart_health() -> Health {
+    Health {
+        state: "Unavailable".to_owned(),
+        summary: Some("Your virtual machine is unavailable: it is rebooting as requested by an authorized user or process.".to_owned()),
+        reason_type: Some("Customer Initiated".to_owned()),
+        reason_chronicity: Some("Transient".to_owned()),
+        detailed_status: None,
+        occurred: None,
+        recommended_actions: Vec::new(),
+    }
 }
 
 /// A VM's current availability status; `recommendedActions` only with `expand_actions`.
 fn availability_status_json(vm: &Vm, expand_actions: bool, now: OffsetDateTime) -> Value {
-    let health = &vm.health;
+    let restarting = restart_health();
+    // Resource Health lags behind a restart: it still shows the reboot while the VM settles.
+    let health = if vm.settling() && vm.health.state.eq_ignore_ascii_case("available") {
+        &restarting
+    } else {
+        &vm.health
+    };
     let summary = health.summary.clone().unwrap_or_else(|| {
         match health.state.to_ascii_lowercase().as_str() {
             "available" => "There aren't any known Azure platform problems affecting this virtual machine.",

@@ -21,8 +21,8 @@ mod write;
 
 pub use throttle::{BucketOptions, Fault, FaultKind};
 pub use world::{
-    AgentState, Allocation, Extension, Health, Nsg, Os, PowerState, PublicIp, RecommendedAction,
-    Rule, Screen, Sku, Subscription, Vm, VmView, World, WorldError, WorldHandle,
+    AgentState, Allocation, Extension, Health, ListedInstanceView, Nsg, Os, PowerState, PublicIp,
+    RecommendedAction, Rule, Screen, Sku, Subscription, Vm, VmView, World, WorldError, WorldHandle,
     DEFAULT_SUBSCRIPTION, VMACCESS_PUBLISHER, VMACCESS_TYPE,
 };
 
@@ -65,6 +65,22 @@ pub struct SimOptions {
     /// Write operations that are accepted but end `Failed`, leaving the world unchanged. The
     /// first whose path substring matches an accepted write wins.
     pub fail_operations: Vec<FailOperation>,
+    /// How long a VM takes to settle once a start, restart or redeploy has brought it back to
+    /// running: until then its guest agent reports Not Ready ("VM status blob not found.") and
+    /// Resource Health still shows it Unavailable after the restart, as Azure does for a minute
+    /// or more. `None`: [`SimOptions::AZURE_SETTLE`].
+    pub settle: Option<Duration>,
+}
+
+impl SimOptions {
+    /// How long a VM takes to settle after a power action unless told otherwise: a minute, the
+    /// short end of what Azure shows.
+    pub const AZURE_SETTLE: Duration = Duration::from_secs(60);
+
+    /// The settling time in force.
+    pub fn settle(&self) -> Duration {
+        self.settle.unwrap_or(SimOptions::AZURE_SETTLE)
+    }
 }
 
 /// A write operation that is accepted (202 or 200/201) and then ends `Failed` with this error.
@@ -98,6 +114,7 @@ impl Default for SimOptions {
             lro_polls: 1,
             retry_after_secs: 0,
             fail_operations: Vec::new(),
+            settle: None,
         }
     }
 }
@@ -681,9 +698,10 @@ fn arm_request(
             }
         }
     }
-    let (remaining, lro_polls, retry_after, fail_operations) = {
+    let (remaining, lro_polls, retry_after, fail_operations, settle) = {
         let mut live = lock(&shared.live);
         let (lro_polls, retry_after) = (live.options.lro_polls, live.options.retry_after_secs);
+        let settle = live.options.settle();
         let fail_operations = live.options.fail_operations.clone();
         let remaining = match live.take_token(subscription_of(path), Instant::now()) {
             None => None,
@@ -703,7 +721,7 @@ fn arm_request(
                 .header(ratelimit_header(route, method), "0".to_owned());
             }
         };
-        (remaining, lro_polls, retry_after, fail_operations)
+        (remaining, lro_polls, retry_after, fail_operations, settle)
     };
     let query = Query::parse(query);
     let reply = {
@@ -720,6 +738,7 @@ fn arm_request(
             path,
             body,
             fail_operations: &fail_operations,
+            settle,
         };
         arm::handle(route, &mut ctx)
     };

@@ -24,6 +24,15 @@ pub struct World {
     /// worlds; fleets want ARM's usual size (e.g. 100).
     #[serde(default = "default_page_size")]
     pub page_size: usize,
+    /// What a VM list asked for `$expand=instanceView` answers: "full" instance views,
+    /// "status-only" ones (power and provisioning, no `vmAgent`), or "refused" (400: the
+    /// compute spec allows the expansion only with a `$filter`).
+    #[serde(default)]
+    pub vm_list_instance_view: ListedInstanceView,
+    /// Resources besides its VMs (disks, NICs, public IPs...) that each resource group with a
+    /// VM holds: Resource Health lists them too, so a large subscription's list is long.
+    #[serde(default)]
+    pub other_resources_per_group: usize,
     /// The subscriptions that exist. Any other subscription id answers 404 `SubscriptionNotFound`.
     #[serde(default, rename = "subscription")]
     pub subscriptions: Vec<Subscription>,
@@ -36,6 +45,21 @@ pub struct World {
     /// The VM the builder's modifiers change (builder state, not part of the estate).
     #[serde(skip)]
     selected: Selection,
+}
+
+/// How a VM list answers `$expand=instanceView` (`VirtualMachines_List`/`_ListAll` in the
+/// compute spec: "'instanceView' enables fetching run time status of all Virtual Machines, this
+/// can only be specified if a valid $filter option is specified").
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListedInstanceView {
+    /// Every VM with its whole instance view.
+    #[default]
+    Full,
+    /// Run-time statuses only: no guest agent (`vmAgent`), computer or OS name.
+    StatusOnly,
+    /// 400 `InvalidParameter` without a `$filter`.
+    Refused,
 }
 
 /// Which VM the builder's modifiers change: the last one added, or one picked with
@@ -147,6 +171,10 @@ pub struct Vm {
     /// VM extensions (`virtualMachines/{vm}/extensions`).
     #[serde(default, rename = "extension", skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<Extension>,
+    /// Until when the VM settles after a start, restart or redeploy (`SimOptions::settle`):
+    /// its agent reports Not Ready and Resource Health lags until then.
+    #[serde(skip)]
+    pub settles_at: Option<std::time::Instant>,
 }
 
 /// A customer's storage account holding a VM's boot diagnostics. Managed storage (no account
@@ -569,6 +597,12 @@ pub enum WorldError {
 }
 
 impl Vm {
+    /// Whether the VM is still settling after a power action brought it back.
+    pub fn settling(&self) -> bool {
+        self.settles_at
+            .is_some_and(|at| std::time::Instant::now() < at)
+    }
+
     /// The virtual network name, `{resource_group}-vnet` unless given.
     pub fn vnet_name(&self) -> String {
         self.vnet
@@ -620,6 +654,7 @@ impl Vm {
             local_admins: default_local_admins(),
             password_resets: 0,
             extensions: Vec::new(),
+            settles_at: None,
         }
     }
 }
@@ -667,6 +702,8 @@ impl World {
         World {
             client_secret: default_client_secret(),
             page_size: default_page_size(),
+            vm_list_instance_view: ListedInstanceView::default(),
+            other_resources_per_group: 0,
             subscriptions: vec![Subscription {
                 id: DEFAULT_SUBSCRIPTION.to_owned(),
                 resource_health_registered: true,
@@ -675,6 +712,18 @@ impl World {
             nsgs: Vec::new(),
             selected: Selection::default(),
         }
+    }
+
+    /// How VM lists answer `$expand=instanceView`.
+    pub fn vm_list_instance_view(mut self, answer: ListedInstanceView) -> World {
+        self.vm_list_instance_view = answer;
+        self
+    }
+
+    /// Each resource group with a VM also holds `count` other resources Resource Health lists.
+    pub fn other_resources_per_group(mut self, count: usize) -> World {
+        self.other_resources_per_group = count;
+        self
     }
 
     /// Adds a subscription (if new). VMs added afterwards go into it.

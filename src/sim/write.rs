@@ -111,6 +111,16 @@ fn settle(vm: &Vm, state: PowerState) -> Hook {
     })
 }
 
+/// The VM is back, running and provisioned, and settles for `settle`: its agent has not
+/// reported yet and Resource Health still shows the reboot.
+fn back_running(vm: &Vm, settle: std::time::Duration) -> Hook {
+    on_vm(vm, move |vm| {
+        vm.power_state = PowerState::Running;
+        vm.provisioning_state = "succeeded".to_owned();
+        vm.settles_at = Some(std::time::Instant::now() + settle);
+    })
+}
+
 /// A dynamic public IP gets a fresh address (`always`), or one only if it has none.
 fn allocate_dynamic_ip(vm: &Vm, always: bool) -> Hook {
     let (sub, rg, name) = (
@@ -193,14 +203,14 @@ pub(crate) fn vm_action(
                 transition(vm, PowerState::Starting),
                 allocate_dynamic_ip(vm, false),
             ];
-            plan.on_complete = Some(settle(vm, PowerState::Running));
+            plan.on_complete = Some(back_running(vm, ctx.settle));
         }
         VmAction::Restart | VmAction::Redeploy if deallocated => {
             return Err(not_allowed(action.as_str(), vm, state));
         }
         VmAction::Restart => {
             plan.now = vec![transition(vm, PowerState::Starting)];
-            plan.on_complete = Some(settle(vm, PowerState::Running));
+            plan.on_complete = Some(back_running(vm, ctx.settle));
         }
         VmAction::Redeploy => {
             // Shut down, moved to a new host (a dynamic IP changes), powered back on.
@@ -209,7 +219,7 @@ pub(crate) fn vm_action(
                 transition(vm, PowerState::Starting),
                 allocate_dynamic_ip(vm, true),
             ];
-            plan.on_complete = Some(settle(vm, PowerState::Running));
+            plan.on_complete = Some(back_running(vm, ctx.settle));
         }
         VmAction::Deallocate if deallocated => return Ok(Reply::empty(200)),
         VmAction::Deallocate => {

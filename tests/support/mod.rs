@@ -27,6 +27,8 @@ pub fn fast_settings(url: url::Url) -> ArmSettings {
     settings.max_retry_elapsed = Duration::from_secs(10);
     settings.operation_timeout = Duration::from_secs(20);
     settings.poll_interval = Duration::from_millis(10);
+    settings.settle_timeout = Duration::from_secs(20);
+    settings.settle_poll = Duration::from_millis(20);
     settings
 }
 
@@ -43,7 +45,7 @@ impl Harness {
     /// Sign in with `secret`, which may differ from the world's.
     pub async fn with_secret(world: World, options: SimOptions, secret: &str) -> Harness {
         let subscriptions = world.subscriptions.iter().map(|s| s.id.clone()).collect();
-        let sim = Simulator::start("127.0.0.1:0", world, options)
+        let sim = Simulator::start("127.0.0.1:0", world, quick(options))
             .await
             .expect("simulator starts");
         let url = url::Url::parse(&sim.url()).expect("simulator url");
@@ -95,6 +97,14 @@ impl Harness {
             .map(|e| format!("{} {}", e.method, e.path))
             .collect()
     }
+}
+
+/// The simulator's options as the suite runs them: VMs settle at once after a power action
+/// unless the test asks for a settling time (`SimOptions::settle`), so only the tests about
+/// settling wait for it.
+pub fn quick(mut options: SimOptions) -> SimOptions {
+    options.settle.get_or_insert(Duration::ZERO);
+    options
 }
 
 /// Every test gets a deadline, so a hang fails instead of stalling CI.
