@@ -430,7 +430,8 @@ fn refusal(what: &str, status: u16, json: &serde_json::Value, proof: &SecretStri
         .unwrap_or("")
         .trim();
     let proof = proof.expose_secret();
-    let description = if proof.len() >= 4 {
+    // Short proofs (IMDS's `Metadata: true`) are no secret, and cutting them would garble text.
+    let description = if proof.len() >= 8 {
         description.replace(proof, "<redacted>")
     } else {
         description.to_owned()
