@@ -208,6 +208,30 @@ async fn concurrent_callers_share_one_token_request() {
     }
     assert_eq!(sim.stats().token_requests, 1, "{:?}", sim.stats().grants);
     assert_eq!(grants(&sim, "client_secret"), 1);
+
+    // Callers that waited for a refused request share its answer rather than each asking again.
+    let refused = arm_from(
+        &sim,
+        &[
+            ("AZURE_AUTHORITY_HOST", sim.url()),
+            ("AZURE_TENANT_ID", support::TENANT.to_owned()),
+            ("AZURE_CLIENT_ID", support::CLIENT.to_owned()),
+            ("AZURE_CLIENT_SECRET", "not-the-secret".to_owned()),
+        ],
+    )
+    .expect("arm");
+    let reads = (0..16).map(|_| refused.list_vms(DEFAULT_SUBSCRIPTION));
+    for result in futures::future::join_all(reads).await {
+        let text = result.expect_err("refused").to_string();
+        assert!(text.contains("AADSTS7000215"), "{text}");
+        assert!(!text.contains("not-the-secret"), "{text}");
+    }
+    assert_eq!(
+        grants(&sim, "refused:client_secret"),
+        1,
+        "{:?}",
+        sim.stats().grants
+    );
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@ use azure_core::error::{Error, ErrorKind};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -79,8 +80,12 @@ impl Cached {
 pub(crate) struct Refreshing<F> {
     source: F,
     cache: Mutex<HashMap<Vec<String>, Cached>>,
-    /// Held while a token is fetched, so concurrent callers start one fetch, not one each.
-    fetching: tokio::sync::Mutex<()>,
+    /// Held while a token is fetched; holds why the last fetch failed, if it did. Callers that
+    /// waited for a failed fetch share its error instead of queueing one fetch each behind an
+    /// endpoint that is down.
+    fetching: tokio::sync::Mutex<Option<String>>,
+    /// Fetches finished so far.
+    fetched: AtomicU64,
 }
 
 impl std::fmt::Debug for Cached {
@@ -96,7 +101,8 @@ impl<F: Fetch> Refreshing<F> {
         Refreshing {
             source,
             cache: Mutex::new(HashMap::new()),
-            fetching: tokio::sync::Mutex::new(()),
+            fetching: tokio::sync::Mutex::new(None),
+            fetched: AtomicU64::new(0),
         }
     }
 
@@ -118,12 +124,15 @@ impl<F: Fetch> TokenCredential for Refreshing<F> {
         if let Some(c) = cached.as_ref().filter(|c| now < c.refresh_at) {
             return Ok(c.token.clone());
         }
-        let _fetching = match self.fetching.try_lock() {
-            Ok(guard) => guard,
+        let (mut fetching, waited_for) = match self.fetching.try_lock() {
+            Ok(guard) => (guard, None),
             // Someone is fetching: a token still valid will do meanwhile.
             Err(_) => match cached.filter(|c| now < c.usable_until) {
                 Some(c) => return Ok(c.token.clone()),
-                None => self.fetching.lock().await,
+                None => {
+                    let before = self.fetched.load(Ordering::SeqCst);
+                    (self.fetching.lock().await, Some(before))
+                }
             },
         };
         // A fetch that finished while we waited for the lock is as good as ours.
@@ -132,8 +141,16 @@ impl<F: Fetch> TokenCredential for Refreshing<F> {
         if let Some(c) = cached.as_ref().filter(|c| now < c.refresh_at) {
             return Ok(c.token.clone());
         }
-        match self.source.fetch(scopes).await {
+        if let (Some(before), Some(failure)) = (waited_for, fetching.as_ref()) {
+            if self.fetched.load(Ordering::SeqCst) != before {
+                return Err(credential_error(failure.clone()));
+            }
+        }
+        let result = self.source.fetch(scopes).await;
+        self.fetched.fetch_add(1, Ordering::SeqCst);
+        match result {
             Ok(token) => {
+                *fetching = None;
                 let entry = Cached::new(token.clone(), OffsetDateTime::now_utc());
                 self.cache
                     .lock()
@@ -141,13 +158,16 @@ impl<F: Fetch> TokenCredential for Refreshing<F> {
                     .insert(key, entry);
                 Ok(token)
             }
-            Err(error) => match cached.filter(|c| OffsetDateTime::now_utc() < c.usable_until) {
-                Some(c) => {
-                    tracing::warn!(error = %error, "could not refresh the Azure token early; using the current one until it expires");
-                    Ok(c.token.clone())
+            Err(error) => {
+                *fetching = Some(error.to_string());
+                match cached.filter(|c| OffsetDateTime::now_utc() < c.usable_until) {
+                    Some(c) => {
+                        tracing::warn!(error = %error, "could not refresh the Azure token early; using the current one until it expires");
+                        Ok(c.token.clone())
+                    }
+                    None => Err(error),
                 }
-                None => Err(error),
-            },
+            }
         }
     }
 
