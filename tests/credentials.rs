@@ -388,4 +388,36 @@ async fn arm_refuses_an_expired_token_and_entra_a_stale_assertion() {
         .as_str()
         .unwrap()
         .starts_with("The access token expiry UTC time '"));
+
+    // A token for another resource is refused too, whatever its lifetime.
+    sim.set_options(SimOptions::default());
+    let other = json(
+        http.post(&token_url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", support::CLIENT),
+                ("scope", "https://vault.azure.net/.default"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &current),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let answer = http
+        .get(format!(
+            "{}/subscriptions/{DEFAULT_SUBSCRIPTION}/providers/Microsoft.Compute/virtualMachines?api-version=2024-07-01",
+            sim.url()
+        ))
+        .bearer_auth(other["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    let body = json(answer).await;
+    assert_eq!(body["error"]["code"], "InvalidAuthenticationTokenAudience");
 }

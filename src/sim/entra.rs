@@ -20,7 +20,10 @@
 //!   Service and Azure Functions"; Azure.Identity's `AppServiceV2019ManagedIdentitySource`).
 //! - ARM refuses an expired token 401 `ExpiredAuthenticationToken`, "The access token expiry UTC
 //!   time '…' is earlier than current UTC time '…'." (as quoted in
-//!   microsoft/vscode-azureappservice#2457 and microsoft/foundry-dev-tools#461).
+//!   microsoft/vscode-azureappservice#2457 and microsoft/foundry-dev-tools#461), and a token for
+//!   another resource 401 `InvalidAuthenticationTokenAudience`, naming the four audiences it
+//!   allows (Azure-Samples/active-directory-dotnetcore-daemon-v2#145,
+//!   JetBrains/azure-tools-for-intellij#16); the simulator also allows its own URL.
 
 use super::{lock, now_rfc3339, random_u64, random_uuid, rfc3339, Reply, Shared};
 use axum::http::HeaderMap;
@@ -60,11 +63,21 @@ pub(super) struct Entra {
     identity_header: String,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Expiry {
     at: Instant,
     utc: OffsetDateTime,
+    /// The resource the token was issued for (the scope without `/.default`).
+    audience: String,
 }
+
+/// The audiences ARM accepts, in the order its error message lists them.
+const ARM_AUDIENCES: [&str; 4] = [
+    "https://management.core.windows.net/",
+    "https://management.core.windows.net",
+    "https://management.azure.com/",
+    "https://management.azure.com",
+];
 
 #[derive(Default)]
 struct Federated {
@@ -81,6 +94,7 @@ pub(super) enum Bearer {
     Valid,
     Unknown,
     Expired { expiry: OffsetDateTime },
+    WrongAudience { audience: String },
 }
 
 impl Entra {
@@ -118,15 +132,24 @@ impl Entra {
         token
     }
 
-    pub(super) fn check(&self, token: &str) -> Bearer {
+    /// Whether ARM at `arm_url` accepts `token`.
+    pub(super) fn check(&self, token: &str, arm_url: &str) -> Bearer {
         match lock(&self.tokens).get(token) {
             None => Bearer::Unknown,
             Some(expiry) if expiry.at <= Instant::now() => Bearer::Expired { expiry: expiry.utc },
+            Some(expiry)
+                if !ARM_AUDIENCES.contains(&expiry.audience.as_str())
+                    && expiry.audience.trim_end_matches('/') != arm_url =>
+            {
+                Bearer::WrongAudience {
+                    audience: expiry.audience.clone(),
+                }
+            }
             Some(_) => Bearer::Valid,
         }
     }
 
-    fn issue(&self, lifetime: Duration) -> (String, OffsetDateTime) {
+    fn issue(&self, lifetime: Duration, audience: &str) -> (String, OffsetDateTime) {
         let token = format!(
             "sim.{:016x}{:016x}{:016x}",
             random_u64(),
@@ -137,6 +160,7 @@ impl Entra {
         let expiry = Expiry {
             at: Instant::now() + lifetime,
             utc,
+            audience: audience.to_owned(),
         };
         lock(&self.tokens).insert(token.clone(), expiry);
         (token, utc)
@@ -154,6 +178,22 @@ pub(super) fn expired_token(shared: &Shared, expiry: OffsetDateTime) -> Reply {
         "WWW-Authenticate",
         format!(
             "Bearer authorization_uri=\"{}/common/oauth2/authorize\", error=\"invalid_token\", error_description=\"The access token has expired.\"",
+            shared.url
+        ),
+    )
+}
+
+/// The 401 ARM answers for a token issued for another resource.
+pub(super) fn wrong_audience(shared: &Shared, audience: &str) -> Reply {
+    let allowed: Vec<String> = ARM_AUDIENCES.iter().map(|a| format!("'{a}'")).collect();
+    let message = format!(
+        "The access token has been obtained for wrong audience or resource '{audience}'. It should exactly match with one of the allowed audiences {}.",
+        allowed.join(",")
+    );
+    Reply::arm_error(401, "InvalidAuthenticationTokenAudience", &message).header(
+        "WWW-Authenticate",
+        format!(
+            "Bearer authorization_uri=\"{}/common/oauth2/authorize\", error=\"invalid_token\", error_description=\"The access token has been obtained for wrong audience or resource.\"",
             shared.url
         ),
     )
@@ -215,6 +255,18 @@ pub(super) fn token(shared: &Shared, body: &[u8], lifetime: Duration) -> Reply {
             "invalid_request",
             900144,
             "The request body must contain the following parameter: 'client_id'.",
+        );
+    };
+    // A v2.0 scope is `{resource}/.default` for the client-credentials grant.
+    let Some(audience) = field("scope")
+        .and_then(|scope| scope.split_whitespace().next())
+        .map(|scope| scope.strip_suffix("/.default").unwrap_or(scope).to_owned())
+    else {
+        return refuse(
+            400,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'scope'.",
         );
     };
     let grant = if let Some(assertion) = field("client_assertion") {
@@ -280,7 +332,7 @@ pub(super) fn token(shared: &Shared, body: &[u8], lifetime: Duration) -> Reply {
         );
     };
     shared.count_grant(&grant);
-    let (access_token, _) = shared.entra.issue(lifetime);
+    let (access_token, _) = shared.entra.issue(lifetime, &audience);
     let secs = lifetime.as_secs();
     Reply::json(
         200,
@@ -388,7 +440,7 @@ pub(super) fn managed_identity(
         },
     };
     shared.count_grant(&format!("{name}:{client_id}"));
-    let (access_token, expires_on) = shared.entra.issue(lifetime);
+    let (access_token, expires_on) = shared.entra.issue(lifetime, resource);
     let secs = lifetime.as_secs().to_string();
     Reply::json(
         200,

@@ -721,7 +721,9 @@ fn arm_request(
             let token = value
                 .strip_prefix("Bearer ")
                 .or_else(|| value.strip_prefix("bearer "));
-            let bearer = token.map_or(entra::Bearer::Unknown, |t| shared.entra.check(t.trim()));
+            let bearer = token.map_or(entra::Bearer::Unknown, |t| {
+                shared.entra.check(t.trim(), &shared.url)
+            });
             match bearer {
                 entra::Bearer::Valid => {}
                 entra::Bearer::Unknown => {
@@ -733,6 +735,9 @@ fn arm_request(
                     .header("WWW-Authenticate", challenge)
                 }
                 entra::Bearer::Expired { expiry } => return entra::expired_token(shared, expiry),
+                entra::Bearer::WrongAudience { audience } => {
+                    return entra::wrong_audience(shared, &audience)
+                }
             }
         }
     }
