@@ -4,6 +4,10 @@
 
 mod support;
 
+/// Signing in for weeks: our token credentials against the simulator's Entra ID.
+#[path = "runbook/credentials.rs"]
+mod credentials;
+
 use rdp_doctor::azure::{Arm, ArmError, ResolveError, SweepScope, VmDirectory, VmQuery};
 use rdp_doctor::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
 use rdp_doctor::runbook::{CheckError, CheckOptions, Verdict};

@@ -676,7 +676,8 @@ async fn wrong_secret_is_invalid_client_and_arm_wants_an_issued_token() {
             Method::Post,
             "/some-tenant/oauth2/v2.0/token",
             None,
-            Some("grant_type=client_credentials&client_id=app&client_secret=right-one"),
+            // Entra ID requires the scope; ARM accepts tokens for its well-known resource.
+            Some("grant_type=client_credentials&client_id=app&client_secret=right-one&scope=https%3A%2F%2Fmanagement.azure.com%2F.default"),
         )
         .await;
         assert_eq!(accepted.status, StatusCode::Ok);

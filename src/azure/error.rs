@@ -266,13 +266,29 @@ fn sign_in_error(error: &azure_core::Error) -> ArmError {
     let aadsts = regex::Regex::new(r"AADSTS\d+")
         .ok()
         .and_then(|re| re.find(&text).map(|m| m.as_str().to_string()));
+    // Our own credentials (`credential.rs`) write safe one-line texts that name the variable
+    // to check; the client-secret hint below would mislead for them.
+    let ours = [
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "managed identity",
+        "no usable Azure credential",
+    ]
+    .iter()
+    .any(|marker| text.contains(marker));
     let message = match (code.as_deref(), aadsts) {
+        (Some("invalid_client"), Some(sts)) if text.contains("AZURE_FEDERATED_TOKEN_FILE") => format!(
+            "Entra ID rejected the federated token of AZURE_FEDERATED_TOKEN_FILE ({sts}). Check that the file is the one the cluster keeps rotating and that the app registration's federated credential matches its issuer, subject and audience"
+        ),
+        _ if ours => first_line(&super::redact(&error.to_string())),
         (Some("invalid_client"), Some(sts)) => format!(
             "Entra ID rejected the client credentials ({sts}). Check AZURE_CLIENT_SECRET is the secret's value (not its ID) and has not expired, and that AZURE_CLIENT_ID and AZURE_TENANT_ID match the app registration"
         ),
         (Some("invalid_client"), None) => "Entra ID rejected the client credentials. Check AZURE_CLIENT_SECRET, AZURE_CLIENT_ID and AZURE_TENANT_ID".to_string(),
         (_, Some(sts)) => format!("Entra ID refused to issue a token ({sts})"),
-        _ if text.contains("error sending request") || text.contains("failed to execute") => {
+        _ if text.contains("error sending request")
+            || text.contains("failed to execute")
+            || text.contains("could not reach the token endpoint") =>
+        {
             "could not reach the Entra ID token endpoint (AZURE_AUTHORITY_HOST)".to_string()
         }
         _ => "no usable Azure credential: set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, or use a managed identity, workload identity or `az login`".to_string(),

@@ -8,6 +8,7 @@
 //! bearer tokens in request headers, and boot-diagnostics SAS URLs only in local variables of
 //! [`Arm::boot_diagnostics`]; errors are rebuilt from status, code and Azure's message.
 
+mod credential;
 mod directory;
 mod error;
 mod fleet;
@@ -157,16 +158,30 @@ impl std::fmt::Debug for Arm {
 }
 
 impl Arm {
-    /// Build clients from the environment's credential: the client-secret variables
-    /// (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, `AZURE_AUTHORITY_HOST`)
-    /// first, then workload identity, managed identity and the Azure CLI.
+    /// Build clients from the process environment's credential (see [`Arm::connect_from`]).
     pub fn connect(settings: ArmSettings) -> Result<Arm, ArmError> {
-        let http = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
-            .connect_timeout(Duration::from_secs(10).min(settings.request_timeout))
-            .build()
-            .map_err(|e| ArmError::Config(format!("cannot build the HTTP client: {e}")))?;
-        let credential = credential_from_env(Arc::new(http.clone()))?;
+        Arm::connect_from(settings, &|name| std::env::var(name).ok())
+    }
+
+    /// Build clients from the credential `env` describes, the first that applies: a client
+    /// secret (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`), workload identity
+    /// (`AZURE_FEDERATED_TOKEN_FILE`, re-read at every token request), App Service's managed
+    /// identity (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`), a VM's managed identity (IMDS, or
+    /// `AZURE_POD_IDENTITY_AUTHORITY_HOST`), then the Azure CLI. `AZURE_CLIENT_ID` without a
+    /// secret or token file names a user-assigned managed identity; `AZURE_AUTHORITY_HOST` the
+    /// Entra ID host. Tokens are refreshed before they expire.
+    pub fn connect_from(
+        settings: ArmSettings,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Arm, ArmError> {
+        let http = Arm::http(&settings, Duration::from_secs(10))?;
+        let imds = Arm::http(&settings, credential::IMDS_CONNECT_TIMEOUT)?;
+        let credential = credential::from_env(env, http.clone(), imds).map_err(|e| {
+            ArmError::Config(format!(
+                "the Azure credential is incomplete: {}",
+                redact(&e)
+            ))
+        })?;
         Ok(Arm::with_credential(settings, credential, http))
     }
 
@@ -178,19 +193,25 @@ impl Arm {
         client_id: &str,
         client_secret: secrecy::SecretString,
     ) -> Result<Arm, ArmError> {
-        use secrecy::ExposeSecret;
-        let http = reqwest::Client::builder()
+        let http = Arm::http(&settings, Duration::from_secs(10))?;
+        let app = credential::EntraApp::new(
+            http.clone(),
+            &authority_host,
+            tenant_id,
+            client_id,
+            credential::ClientAuth::Secret(client_secret),
+        )
+        .map_err(ArmError::Config)?;
+        let credential: Arc<dyn TokenCredential> = Arc::new(credential::Refreshing::new(app));
+        Ok(Arm::with_credential(settings, credential, http))
+    }
+
+    fn http(settings: &ArmSettings, connect: Duration) -> Result<reqwest::Client, ArmError> {
+        reqwest::Client::builder()
             .timeout(settings.request_timeout)
+            .connect_timeout(connect.min(settings.request_timeout))
             .build()
-            .map_err(|e| ArmError::Config(format!("cannot build the HTTP client: {e}")))?;
-        let credential = azure_identity::ClientSecretCredential::new(
-            Arc::new(http.clone()),
-            authority_host,
-            tenant_id.to_string(),
-            client_id.to_string(),
-            client_secret.expose_secret().to_string(),
-        );
-        Ok(Arm::with_credential(settings, Arc::new(credential), http))
+            .map_err(|e| ArmError::Config(format!("cannot build the HTTP client: {e}")))
     }
 
     fn with_credential(
@@ -351,31 +372,6 @@ impl Arm {
             .map_err(|e| self.map_err(e, "signing in"))?;
         Ok(format!("Bearer {}", token.token.secret()))
     }
-}
-
-fn credential_from_env(
-    http: Arc<dyn azure_core::HttpClient>,
-) -> Result<Arc<dyn TokenCredential>, ArmError> {
-    let options = azure_identity::TokenCredentialOptions::from(http);
-    let has_secret = std::env::var_os("AZURE_CLIENT_SECRET").is_some_and(|s| !s.is_empty());
-    if has_secret {
-        let credential = azure_identity::ClientSecretCredential::create(options).map_err(|e| {
-            ArmError::Config(format!(
-                "AZURE_CLIENT_SECRET is set but the client-secret credential is incomplete: {}",
-                redact(&e.to_string())
-            ))
-        })?;
-        return Ok(Arc::new(credential));
-    }
-    let credential = azure_identity::DefaultAzureCredentialBuilder::default()
-        .with_options(options)
-        .build()
-        .map_err(|_| {
-            ArmError::Config(
-                "no Azure credential found: set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, or run where a managed identity, workload identity or `az login` is available".into(),
-            )
-        })?;
-    Ok(Arc::new(credential))
 }
 
 #[cfg(test)]

@@ -14,11 +14,13 @@
 
 mod arm;
 mod blob;
+mod entra;
 mod lro;
 mod throttle;
 mod world;
 mod write;
 
+pub use entra::ManagedIdentities;
 pub use throttle::{BucketOptions, Fault, FaultKind};
 pub use world::{
     AgentState, Allocation, Extension, Health, ListedInstanceView, Nsg, Os, PowerState, PublicIp,
@@ -35,7 +37,7 @@ use axum::Router;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -70,6 +72,11 @@ pub struct SimOptions {
     /// Resource Health still shows it Unavailable after the restart, as Azure does for a minute
     /// or more. `None`: [`SimOptions::AZURE_SETTLE`].
     pub settle: Option<Duration>,
+    /// How long the access tokens it issues live (Entra ID's are 60 to 90 minutes; tests use
+    /// seconds). ARM refuses an expired one with 401 `ExpiredAuthenticationToken`.
+    pub token_lifetime: Duration,
+    /// The managed identities its IMDS and App Service endpoints issue tokens for.
+    pub managed_identities: ManagedIdentities,
 }
 
 impl SimOptions {
@@ -115,6 +122,8 @@ impl Default for SimOptions {
             retry_after_secs: 0,
             fail_operations: Vec::new(),
             settle: None,
+            token_lifetime: Duration::from_secs(3599),
+            managed_identities: ManagedIdentities::default(),
         }
     }
 }
@@ -124,8 +133,12 @@ impl Default for SimOptions {
 pub struct SimStats {
     /// ARM requests (not token, blob or `/_sim`), including throttled and faulted ones.
     pub requests: u64,
-    /// Token endpoint requests.
+    /// Token requests (Entra ID's token endpoint and the managed-identity endpoints).
     pub token_requests: u64,
+    /// Tokens issued and refused, by how the client proved who it is: "client_secret",
+    /// "federated:N" (the Nth federated token), "imds:CLIENT", "app_service:CLIENT",
+    /// "refused:client_secret", "refused:federated".
+    pub grants: BTreeMap<String, u64>,
     /// Blob downloads.
     pub blob_requests: u64,
     /// ARM requests answered 429 by the token bucket.
@@ -186,7 +199,7 @@ impl Simulator {
             log: Mutex::new(VecDeque::new()),
             epoch: Instant::now(),
             in_flight: AtomicU64::new(0),
-            tokens: Mutex::new(HashSet::new()),
+            entra: entra::Entra::new(),
             lro: lro::Registry::default(),
             signer: blob::Signer::new(),
             stopped: stopped.clone(),
@@ -223,7 +236,20 @@ impl Simulator {
 
     /// The access tokens its token endpoint issued, so tests can search logs for them.
     pub fn issued_tokens(&self) -> Vec<String> {
-        lock(&self.shared.tokens).iter().cloned().collect()
+        self.shared.entra.issued()
+    }
+
+    /// Projects a new federated service-account token, as the kubelet does about hourly on AKS,
+    /// and returns it for the test to write where `AZURE_FEDERATED_TOKEN_FILE` points. From now
+    /// on Entra ID accepts only it: the previous one is refused as expired (AADSTS700024).
+    pub fn rotate_federated_token(&self) -> String {
+        self.shared.entra.rotate_federated()
+    }
+
+    /// The `IDENTITY_HEADER` secret App Service gives an app; its `IDENTITY_ENDPOINT` is
+    /// `{url}/msi/token`.
+    pub fn identity_header(&self) -> String {
+        self.shared.entra.identity_header()
     }
 
     /// The live world, to read or change while the simulator serves.
@@ -297,7 +323,7 @@ struct Shared {
     /// When the simulator started: the zero of `RequestLogEntry::started_us`.
     epoch: Instant,
     in_flight: AtomicU64,
-    tokens: Mutex<HashSet<String>>,
+    entra: entra::Entra,
     lro: lro::Registry,
     signer: blob::Signer,
     stopped: watch::Receiver<bool>,
@@ -356,10 +382,17 @@ impl Shared {
         InFlight(&self.in_flight)
     }
 
+    fn count_grant(&self, grant: &str) {
+        *lock(&self.stats)
+            .grants
+            .entry(grant.to_owned())
+            .or_default() += 1;
+    }
+
     fn record_arrival(&self, kind: &Kind, method: &str) {
         let mut stats = lock(&self.stats);
         match kind {
-            Kind::Token => stats.token_requests += 1,
+            Kind::Token | Kind::Identity(_) => stats.token_requests += 1,
             Kind::Blob => stats.blob_requests += 1,
             Kind::Arm(_) => stats.requests += 1,
         }
@@ -403,6 +436,7 @@ impl Drop for InFlight<'_> {
 /// What a request is for.
 enum Kind {
     Token,
+    Identity(entra::Endpoint),
     Blob,
     Arm(Route),
 }
@@ -414,6 +448,8 @@ impl Kind {
             if o.eq_ignore_ascii_case("oauth2") && v.eq_ignore_ascii_case("v2.0") && t.eq_ignore_ascii_case("token"));
         if is_token && method.eq_ignore_ascii_case("POST") {
             Kind::Token
+        } else if let Some(endpoint) = entra::Endpoint::of(method, path) {
+            Kind::Identity(endpoint)
         } else if segs.first() == Some(&"_blob") {
             Kind::Blob
         } else {
@@ -424,6 +460,8 @@ impl Kind {
     fn key(&self, method: &str) -> String {
         match self {
             Kind::Token => "POST token".to_owned(),
+            Kind::Identity(entra::Endpoint::Imds) => "GET imds token".to_owned(),
+            Kind::Identity(entra::Endpoint::AppService) => "GET app service token".to_owned(),
             Kind::Blob => format!("{} blob", method.to_ascii_uppercase()),
             Kind::Arm(route) => route.key(method),
         }
@@ -533,10 +571,15 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: axum::extract::Req
     let kind = Kind::of(&method, &path);
     let _in_flight = shared.enter();
     shared.record_arrival(&kind, &method);
-    let (latency, fault) = {
+    let (latency, fault, token_lifetime, identities) = {
         let mut live = lock(&shared.live);
         let fault = live.faults.take(&method, &path_and_query);
-        (live.options.latency, fault)
+        (
+            live.options.latency,
+            fault,
+            live.options.token_lifetime,
+            live.options.managed_identities.clone(),
+        )
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -552,7 +595,15 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: axum::extract::Req
     let reply = match &fault {
         Some(fault) if !applied_first => fault_reply(&shared, fault.clone(), &path).await,
         _ => match &kind {
-            Kind::Token => token(&shared, &body),
+            Kind::Token => entra::token(&shared, &body, token_lifetime),
+            Kind::Identity(endpoint) => entra::managed_identity(
+                &shared,
+                *endpoint,
+                query.as_deref(),
+                &headers,
+                token_lifetime,
+                &identities,
+            ),
             Kind::Blob => serve_blob(&shared, &method, &path, query.as_deref(), &headers),
             Kind::Arm(route) => arm_request(
                 &shared,
@@ -687,14 +738,23 @@ fn arm_request(
             let token = value
                 .strip_prefix("Bearer ")
                 .or_else(|| value.strip_prefix("bearer "));
-            let known = token.is_some_and(|t| lock(&shared.tokens).contains(t.trim()));
-            if !known {
-                return Reply::arm_error(
-                    401,
-                    "InvalidAuthenticationToken",
-                    "The access token is invalid.",
-                )
-                .header("WWW-Authenticate", challenge);
+            let bearer = token.map_or(entra::Bearer::Unknown, |t| {
+                shared.entra.check(t.trim(), &shared.url)
+            });
+            match bearer {
+                entra::Bearer::Valid => {}
+                entra::Bearer::Unknown => {
+                    return Reply::arm_error(
+                        401,
+                        "InvalidAuthenticationToken",
+                        "The access token is invalid.",
+                    )
+                    .header("WWW-Authenticate", challenge)
+                }
+                entra::Bearer::Expired { expiry } => return entra::expired_token(shared, expiry),
+                entra::Bearer::WrongAudience { audience } => {
+                    return entra::wrong_audience(shared, &audience)
+                }
             }
         }
     }
@@ -759,82 +819,6 @@ fn ratelimit_header(route: &Route, method: &str) -> &'static str {
     } else {
         "x-ms-ratelimit-remaining-subscription-writes"
     }
-}
-
-/// `POST /{tenant}/oauth2/v2.0/token` with the client-credentials grant.
-fn token(shared: &Shared, body: &[u8]) -> Reply {
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let aad_error = |status: u16, error: &str, code: u32, text: String| {
-        let trace = random_uuid();
-        let correlation = random_uuid();
-        let now = now_rfc3339();
-        Reply::json(
-            status,
-            &json!({
-                "error": error,
-                "error_description": format!("AADSTS{code}: {text}\r\nTrace ID: {trace}\r\nCorrelation ID: {correlation}\r\nTimestamp: {now}"),
-                "error_codes": [code],
-                "timestamp": now,
-                "trace_id": trace,
-                "correlation_id": correlation,
-                "error_uri": format!("{}/error?code={code}", shared.url),
-            }),
-        )
-    };
-    if field("grant_type") != Some("client_credentials") {
-        return aad_error(
-            400,
-            "unsupported_grant_type",
-            70003,
-            "The app requested an unsupported grant type. The simulator supports only 'client_credentials'.".to_owned(),
-        );
-    }
-    let Some(client_id) = field("client_id") else {
-        return aad_error(
-            400,
-            "invalid_request",
-            900144,
-            "The request body must contain the following parameter: 'client_id'.".to_owned(),
-        );
-    };
-    let Some(secret) = field("client_secret") else {
-        return aad_error(
-            401,
-            "invalid_client",
-            7000218,
-            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.".to_owned(),
-        );
-    };
-    let expected = shared.world.lock().client_secret.clone();
-    if secret != expected {
-        return aad_error(
-            401,
-            "invalid_client",
-            7000215,
-            format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."),
-        );
-    }
-    let access_token = format!(
-        "sim.{:016x}{:016x}{:016x}",
-        random_u64(),
-        random_u64(),
-        random_u64()
-    );
-    lock(&shared.tokens).insert(access_token.clone());
-    Reply::json(
-        200,
-        &json!({
-            "token_type": "Bearer",
-            "expires_in": 3599,
-            "ext_expires_in": 3599,
-            "access_token": access_token,
-        }),
-    )
 }
 
 /// Azure Storage's XML error.

@@ -3,7 +3,7 @@
 //! serenity cannot parse that carries the password, leave no secret in anything it prints.
 
 use super::support;
-use rdp_doctor::sim::{Simulator, World};
+use rdp_doctor::sim::{SimOptions, Simulator, World};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +39,16 @@ struct BotProcess {
 
 impl BotProcess {
     fn spawn(discord: &FakeDiscord, sim: &Simulator, secret: &str) -> BotProcess {
+        BotProcess::spawn_with(discord, sim, &[("AZURE_CLIENT_SECRET", secret)])
+    }
+
+    /// The bot signed in with `credential`'s variables besides the tenant, client id and
+    /// authority host.
+    fn spawn_with(
+        discord: &FakeDiscord,
+        sim: &Simulator,
+        credential: &[(&str, &str)],
+    ) -> BotProcess {
         let dir = std::env::temp_dir().join(format!(
             "rdp-doctor-bot-logs-{}-{}",
             std::process::id(),
@@ -46,7 +56,8 @@ impl BotProcess {
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         std::fs::write(dir.join("rdp-doctor.toml"), CONFIG).expect("config");
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"))
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"));
+        command
             .arg("bot")
             .current_dir(&dir)
             .env_clear()
@@ -59,7 +70,7 @@ impl BotProcess {
             .env("AZURE_AUTHORITY_HOST", sim.url())
             .env("AZURE_TENANT_ID", support::TENANT)
             .env("AZURE_CLIENT_ID", support::CLIENT)
-            .env("AZURE_CLIENT_SECRET", secret)
+            .envs(credential.iter().copied())
             .env(
                 "AZURE_SUBSCRIPTION_ID",
                 rdp_doctor::sim::DEFAULT_SUBSCRIPTION,
@@ -69,9 +80,8 @@ impl BotProcess {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("rdp-doctor bot starts");
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("rdp-doctor bot starts");
         let output = Arc::new(Mutex::new(Vec::new()));
         // Read both pipes to the end, always: a full pipe would stall the bot's logging.
         let readers = [
@@ -253,6 +263,88 @@ async fn the_bot_prints_no_secret_under_any_rust_log() {
             printed.contains("rdp-doctor starting"),
             "rdp-doctor's own debug logging was on: {printed}"
         );
+    })
+    .await
+}
+
+/// The bot signed in with workload identity keeps working across several token lifetimes and a
+/// rotation of its federated token file (AKS rotates it about hourly; here tokens live 2 s):
+/// every check gets its report, the refreshes after the rotation present the new file's
+/// token, and neither federated token nor any access token is printed.
+#[tokio::test]
+async fn the_bot_on_workload_identity_outlives_its_tokens_and_a_token_file_rotation() {
+    within(async {
+        let lifetime = Duration::from_secs(2);
+        let options = SimOptions {
+            token_lifetime: lifetime,
+            ..SimOptions::default()
+        };
+        let sim = Simulator::start("127.0.0.1:0", World::new().vm("web-01"), options)
+            .await
+            .expect("simulator");
+        let file = std::env::temp_dir().join(format!(
+            "rdp-doctor-federated-{}-{}",
+            std::process::id(),
+            sim.url().rsplit(':').next().unwrap_or("0")
+        ));
+        let mut federated = vec![sim.rotate_federated_token()];
+        std::fs::write(&file, &federated[0]).expect("token file");
+        let discord = FakeDiscord::start().await;
+        let path = file.display().to_string();
+        let bot = BotProcess::spawn_with(
+            &discord,
+            &sim,
+            &[("AZURE_FEDERATED_TOKEN_FILE", path.as_str())],
+        );
+        discord.wait_ready(WAIT).await.expect("the bot connects");
+        let admin = User::new(4010, "ada", &[5002]);
+        let vm = json!([{"name": "vm", "type": 3, "value": "web-01"}]);
+        for round in 0..4 {
+            let next_round = tokio::time::Instant::now() + lifetime;
+            if round == 2 {
+                federated.push(sim.rotate_federated_token());
+                std::fs::write(&file, &federated[1]).expect("rotated token file");
+            }
+            let i = discord.slash(&admin, "rdp", &["check"], vm.clone()).await;
+            discord.callback(&i, WAIT).await.expect("acknowledged");
+            let title = loop {
+                let edit = discord.next_edit(&i, WAIT).await.expect("an edit");
+                let title = edit.body()["embeds"][0]["title"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                if !title.starts_with("Checking") && !title.starts_with("Looking for") {
+                    break title;
+                }
+            };
+            assert!(title.contains("nothing found"), "check {round}: {title}");
+            // A token lifetime passes between checks: each one needs a fresh token.
+            tokio::time::sleep_until(next_round).await;
+        }
+        let stats = sim.stats();
+        assert!(
+            stats.grants.get("federated:2").copied().unwrap_or(0) >= 1,
+            "the rotated file was read: {:?}",
+            stats.grants
+        );
+        assert!(
+            !stats.grants.contains_key("refused:federated"),
+            "{:?}",
+            stats.grants
+        );
+        assert!(
+            stats.log.iter().all(|e| e.status != 401),
+            "no token expired at ARM"
+        );
+
+        let printed = bot.stop().await;
+        let _ = std::fs::remove_file(&file);
+        for token in federated.iter().chain(sim.issued_tokens().iter()) {
+            assert!(
+                !printed.contains(token.as_str()),
+                "a token was printed or logged"
+            );
+        }
     })
     .await
 }
