@@ -167,11 +167,11 @@ pub fn searched_text(subscriptions: &[String], limited: &[Limited]) -> String {
     }
     let mut parts: Vec<String> = Vec::new();
     for sub in subscriptions {
-        match limited.iter().find(|l| l.subscription_id.eq_ignore_ascii_case(sub)) {
+        match limited
+            .iter()
+            .find(|l| l.subscription_id.eq_ignore_ascii_case(sub))
+        {
             None => parts.push(format!("subscription {sub}")),
-            Some(l) if l.groups.is_empty() => parts.push(format!(
-                "subscription {sub} (none of its resource groups is readable by rdp-doctor's Azure identity)"
-            )),
             Some(l) => parts.push(format!(
                 "resource group{} {} of subscription {sub}",
                 if l.groups.len() == 1 { "" } else { "s" },
@@ -237,18 +237,19 @@ impl Arm {
     /// list (a role on a few resource groups only), the lists of the resource groups ARM lists
     /// for the principal. A group whose VM list is refused too is skipped.
     pub async fn list_visible_vms(&self, subscription_id: &str) -> Result<Visible, ArmError> {
-        let refused = match self.list_vms(subscription_id).await {
+        let refusal = match self.list_vms(subscription_id).await {
             Ok(vms) => return Ok(Visible { vms, limited: None }),
-            // Azure's message names the action and scope; a message cut short names what the
-            // list asks for.
-            Err(e) if is_authorization_failed(&e) => refused_action(&e).unwrap_or_else(|| {
-                (
-                    "Microsoft.Compute/virtualMachines/read".to_string(),
-                    format!("/subscriptions/{subscription_id}/providers/Microsoft.Compute"),
-                )
-            }),
+            Err(e) if is_authorization_failed(&e) => e,
             Err(e) => return Err(e),
         };
+        // Azure's message names the action and scope; a message cut short names what the list
+        // asks for.
+        let refused = refused_action(&refusal).unwrap_or_else(|| {
+            (
+                "Microsoft.Compute/virtualMachines/read".to_string(),
+                format!("/subscriptions/{subscription_id}/providers/Microsoft.Compute"),
+            )
+        });
         let groups = self.list_resource_groups(subscription_id).await?;
         let lists = futures::future::join_all(
             groups
@@ -267,6 +268,10 @@ impl Arm {
                 Err(e) if is_authorization_failed(&e) => {}
                 Err(e) => return Err(e),
             }
+        }
+        // No group to look in: Azure's refusal is the whole story.
+        if searched.is_empty() {
+            return Err(refusal);
         }
         Ok(Visible {
             vms,
@@ -287,43 +292,16 @@ impl Arm {
         subscription_id: &str,
     ) -> Result<Vec<String>, ArmError> {
         let what = format!("listing the resource groups of subscription {subscription_id}");
-        let mut url = self
-            .settings
-            .endpoint
-            .join(&format!(
-                "subscriptions/{subscription_id}/resourcegroups?api-version=2021-04-01"
-            ))
-            .map_err(|e| ArmError::Config(format!("{what}: {e}")))?;
-        let mut names = Vec::new();
-        // A subscription has at most a few thousand groups; bound the pages all the same.
-        for _ in 0..1000 {
-            let (status, _, body) = self.get_raw(&url, &what).await?;
-            if !(200..300).contains(&status) {
-                return Err(ArmError::from_status(status, &body, 0));
-            }
-            let page: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|e| ArmError::Malformed {
-                    what: what.clone(),
-                    detail: e.to_string(),
-                })?;
-            names.extend(
-                page["value"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|g| g["name"].as_str().map(str::to_string)),
-            );
-            match page["nextLink"].as_str().filter(|l| !l.is_empty()) {
-                Some(next) => {
-                    url = url::Url::parse(next).map_err(|e| ArmError::Malformed {
-                        what: what.clone(),
-                        detail: e.to_string(),
-                    })?
-                }
-                None => break,
-            }
-        }
-        Ok(names)
+        let groups = self
+            .get_values(
+                &format!("subscriptions/{subscription_id}/resourcegroups?api-version=2021-04-01"),
+                &what,
+            )
+            .await?;
+        Ok(groups
+            .iter()
+            .filter_map(|g| g["name"].as_str().map(str::to_string))
+            .collect())
     }
 
     /// One VM read directly (`GET virtualMachines/{name}`), without listing anything; `None`
