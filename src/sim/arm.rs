@@ -153,6 +153,12 @@ pub(crate) enum Route {
     ListResourceGroups {
         sub: String,
     },
+    /// `GET /subscriptions/{sub}/resourcegroups/{rg}/providers/Microsoft.Authorization/permissions`
+    /// (`Permissions_ListForResourceGroup`, authorization spec 2022-04-01, `GetPermissions.json`).
+    ListPermissions {
+        sub: String,
+        rg: String,
+    },
     Unknown,
 }
 
@@ -224,6 +230,12 @@ impl Route {
         }
         match l.as_slice() {
             [SUB, _, RGS] if get => Route::ListResourceGroups { sub: s(1) },
+            [SUB, _, RGS, _, P, "microsoft.authorization", "permissions"] if get => {
+                Route::ListPermissions {
+                    sub: s(1),
+                    rg: s(3),
+                }
+            }
             [SUB, _, RGS, _, P, C, VMS, _, "extensions"] if get => Route::ListExtensions {
                 sub: s(1),
                 rg: s(3),
@@ -383,6 +395,7 @@ impl Route {
             Route::PutSecurityRule { .. } => "PUT networkSecurityGroups/securityRules",
             Route::NetworkOperation { .. } => "GET Microsoft.Network/operations",
             Route::ListResourceGroups { .. } => "GET resourcegroups (list)",
+            Route::ListPermissions { .. } => "GET Microsoft.Authorization/permissions",
             Route::Unknown => return format!("{} unknown", method.to_ascii_uppercase()),
         };
         name.to_owned()
@@ -475,6 +488,7 @@ pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
         }
         Route::NetworkOperation { sub, id } => super::write::network_operation_status(ctx, sub, id),
         Route::ListResourceGroups { sub } => list_resource_groups(ctx, sub),
+        Route::ListPermissions { sub, rg } => list_permissions(ctx, sub, rg),
         Route::Unknown => Err(Reply::arm_error(
             404,
             "NotFound",
@@ -715,6 +729,28 @@ fn list_resource_groups(ctx: &Ctx<'_>, sub: &str) -> Answer {
         })
         .collect();
     Ok(page.reply(value))
+}
+
+/// The caller's permissions in a resource group: one entry per role assignment at the group or
+/// above it, as `Permissions_ListForResourceGroup` answers (authorization spec 2022-04-01,
+/// `GetPermissions.json`: `{"value": [{"actions", "notActions", "dataActions",
+/// "notDataActions"}]}`).
+fn list_permissions(ctx: &Ctx<'_>, sub: &str, rg: &str) -> Answer {
+    check_scope(ctx.world, sub, Some(rg))?;
+    let caller = super::rbac::Caller::of(ctx.world, ctx.client_id);
+    let value: Vec<Value> = caller
+        .actions_at(&rg_prefix(sub, rg))
+        .into_iter()
+        .map(|actions| {
+            json!({
+                "actions": actions,
+                "notActions": [],
+                "dataActions": [],
+                "notDataActions": [],
+            })
+        })
+        .collect();
+    Ok(Reply::json(200, &json!({ "value": value })))
 }
 
 fn list_vms(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Answer {

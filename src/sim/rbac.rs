@@ -29,6 +29,9 @@
 //!   (`4d97b98b-1d4f-4787-a291-c67834d212e7`: `Microsoft.Network/*`, Resource Health and
 //!   resource groups read).
 //!
+//! - `Permissions_ListForResourceGroup` tells callers their own permissions in a group (one
+//!   entry per role assignment at or above it); the simulator answers it for anyone.
+//!
 //! Operation-status URLs (`.../locations/{region}/operations/{id}`) are not checked: whoever
 //! started an operation may follow it (a VM restart with a group-scoped role is followed to its
 //! end by the az CLI).
@@ -193,6 +196,24 @@ impl<'w> Caller<'w> {
         }
     }
 
+    /// The actions of each role assignment that applies at `scope` (the world's one client:
+    /// everything).
+    pub(crate) fn actions_at(&self, scope: &str) -> Vec<Vec<String>> {
+        match self {
+            Caller::Anyone => vec![vec!["*".to_owned()]],
+            Caller::Unknown(_) => Vec::new(),
+            Caller::Principal(p) => p
+                .roles
+                .iter()
+                .filter(|a| scope_within(scope, &a.scope))
+                .map(|a| match built_in(&a.role) {
+                    Some(actions) => actions.iter().map(|x| (*x).to_owned()).collect(),
+                    None => a.actions.clone(),
+                })
+                .collect(),
+        }
+    }
+
     /// ARM's 403 for `action` on `scope`.
     pub(crate) fn refusal(&self, action: &str, scope: &str) -> Reply {
         let (client, object) = match self {
@@ -297,7 +318,9 @@ pub(crate) fn requirement(route: &Route, path: &str) -> Option<(String, String)>
             "Microsoft.Network/networkSecurityGroups/securityRules/write".to_owned(),
             upto(10),
         ),
+        // A caller may always list its own permissions.
         Route::ListResourceGroups { .. }
+        | Route::ListPermissions { .. }
         | Route::NetworkOperationResult { .. }
         | Route::ComputeOperation { .. }
         | Route::NetworkOperation { .. }
