@@ -87,6 +87,12 @@ pub const NEEDED: &[Needed] = &[
         "Virtual Machine Contributor",
     ),
     need(
+        "Microsoft.Network/locations/operationResults/read",
+        Use::Checks,
+        "follow the effective-rules operation",
+        "Reader",
+    ),
+    need(
         "Microsoft.Compute/virtualMachines/start/action",
         Use::Fixes,
         "start",
@@ -127,6 +133,18 @@ pub const NEEDED: &[Needed] = &[
         Use::Fixes,
         "open-rdp-port",
         "Network Contributor",
+    ),
+    need(
+        "Microsoft.Compute/locations/operations/read",
+        Use::Fixes,
+        "follow a VM fix to its end",
+        "Reader",
+    ),
+    need(
+        "Microsoft.Network/locations/operations/read",
+        Use::Fixes,
+        "follow open-rdp-port to its end",
+        "Reader",
     ),
 ];
 
@@ -200,4 +218,43 @@ pub async fn probe(arm: &Arm, subscriptions: &[String]) -> Vec<SubscriptionPermi
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's custom roles grant exactly what the runbook needs.
+    #[test]
+    fn the_readmes_custom_roles_match_what_the_runbook_needs() {
+        let readme = include_str!("../../README.md");
+        let role = |name: &str| -> Vec<String> {
+            let block = readme
+                .split("```json")
+                .skip(1)
+                .filter_map(|b| b.split("```").next())
+                .find(|b| b.contains(&format!("\"Name\": \"{name}\"")))
+                .unwrap_or_else(|| panic!("no {name} role in the README"));
+            let json: serde_json::Value = serde_json::from_str(block).expect("valid JSON");
+            let mut actions: Vec<String> = json["Actions"]
+                .as_array()
+                .expect("Actions")
+                .iter()
+                .map(|a| a.as_str().expect("string").to_string())
+                .collect();
+            actions.sort();
+            actions
+        };
+        let needed = |uses: &[Use]| -> Vec<String> {
+            let mut actions: Vec<String> = NEEDED
+                .iter()
+                .filter(|n| uses.contains(&n.used_for))
+                .map(|n| n.action.to_string())
+                .collect();
+            actions.sort();
+            actions
+        };
+        assert_eq!(role("rdp-doctor checks"), needed(&[Use::Checks]));
+        assert_eq!(role("rdp-doctor fixes"), needed(&[Use::Checks, Use::Fixes]));
+    }
 }

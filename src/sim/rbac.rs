@@ -407,6 +407,32 @@ mod tests {
     }
 
     #[test]
+    fn a_world_file_gives_principals_their_roles() {
+        let text = r#"
+[[principal]]
+client_id = "00000000-0000-0000-0000-00000000000b"
+client_secret = "group-scoped-secret"
+role = [
+  { role = "Virtual Machine Contributor", scope = "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-web" },
+  { actions = ["*/read"], scope = "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-api" },
+]
+"#;
+        let world = World::from_toml_str(text).expect("the README's example parses");
+        let p = &world.principals[0];
+        assert!(allows(
+            p,
+            "Microsoft.Network/networkInterfaces/read",
+            "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-api"
+        ));
+        let unknown = text.replace("Virtual Machine Contributor", "Owner");
+        let error = World::from_toml_str(&unknown).expect_err("unknown role");
+        assert!(
+            error.to_string().contains("unknown role 'Owner'"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn assignments_are_validated() {
         let ok = |role: &str, scope: &str| {
             validate(&RoleAssignment {
