@@ -358,7 +358,7 @@ impl Arm {
             (0, Some(e)) => Err(ResolveError::Arm(e)),
             (0, None) => Err(ResolveError::NotFound {
                 name: format!("{group}/{name}"),
-                scope: scope_text(&subscriptions),
+                scope: scope_text(subscriptions),
                 suggestions: Vec::new(),
             }),
             _ => Err(ResolveError::Ambiguous {

@@ -742,7 +742,7 @@ fn arm_request(
             let bearer = token.map_or(entra::Bearer::Unknown, |t| {
                 shared.entra.check(t.trim(), &shared.url)
             });
-            let client_id = match bearer {
+            match bearer {
                 entra::Bearer::Valid(client_id) => client_id,
                 entra::Bearer::Unknown => {
                     return Reply::arm_error(
@@ -756,8 +756,7 @@ fn arm_request(
                 entra::Bearer::WrongAudience { audience } => {
                     return entra::wrong_audience(shared, &audience)
                 }
-            };
-            client_id
+            }
         }
     };
     let (remaining, lro_polls, retry_after, fail_operations, settle) = {
