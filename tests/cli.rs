@@ -1232,3 +1232,79 @@ async fn an_interrupted_fix_is_listed_followed_by_the_next_fix_and_an_admin_can_
     })
     .await
 }
+
+// ---- permissions -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn permissions_names_what_the_identity_lacks_per_group_with_the_role_that_grants_it() {
+    within(async {
+        let sub = rdp_doctor::sim::DEFAULT_SUBSCRIPTION;
+        let group = |rg: &str| format!("/subscriptions/{sub}/resourceGroups/{rg}");
+        let cli = fix_cli(
+            World::new()
+                .client_secret("scoped-secret")
+                .vm("web-01")
+                .vm("api-01")
+                .in_group("rg-api")
+                .vm("db-01")
+                .in_group("rg-data")
+                .principal(support::CLIENT, "scoped-secret")
+                .role_at("Virtual Machine Contributor", &group("rg-web"))
+                .role_at("Network Contributor", &group("rg-web"))
+                .role_at("Reader", &group("rg-api")),
+        )
+        .await;
+        let out = cli.run(&["permissions"]).await;
+        let text = stdout(&out);
+        assert_eq!(code(&out), 1, "something is missing: {text}{}", stderr(&out));
+        for line in [
+            &format!("Subscription {sub}"),
+            &format!("list its VMs: no (Microsoft.Compute/virtualMachines/read refused over /subscriptions/{sub}/providers/Microsoft.Compute)"),
+            "rg-web: every action the runbook needs",
+            "rg-api: missing",
+            "check  Microsoft.Network/networkInterfaces/effectiveNetworkSecurityGroups/action (evaluate the effective rules for TCP 3389): granted by Virtual Machine Contributor",
+            "fix    Microsoft.Network/networkSecurityGroups/securityRules/write (open-rdp-port): granted by Network Contributor",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+        // A group it has no role on is not listed: ARM does not show it.
+        assert!(!text.contains("rg-data"), "{text}");
+        // Reader grants every read: nothing the checks read is missing in rg-api.
+        assert!(!text.contains("check  Microsoft.Compute/virtualMachines/read"), "{text}");
+        // Only reads reached Azure.
+        let writes: Vec<_> = cli
+            .sim
+            .stats()
+            .log
+            .into_iter()
+            .filter(|e| e.method != "GET" && !e.path.contains("/oauth2/"))
+            .collect();
+        assert!(writes.is_empty(), "{writes:?}");
+        // Admin only.
+        std::fs::write(cli.path("rdp-doctor.toml"), cli_policy("operate")).unwrap();
+        let denied = cli.run(&["permissions"]).await;
+        assert_eq!(code(&denied), 2, "{}", stderr(&denied));
+        assert!(stderr(&denied).contains("admin"), "{}", stderr(&denied));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn permissions_of_the_simulators_one_client_are_complete() {
+    within(async {
+        let cli = fix_cli(World::new().vm("web-01")).await;
+        let out = cli.run(&["permissions"]).await;
+        assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+        assert!(
+            stdout(&out).contains("list its VMs: yes"),
+            "{}",
+            stdout(&out)
+        );
+        assert!(
+            stdout(&out).contains("rg-web: every action the runbook needs"),
+            "{}",
+            stdout(&out)
+        );
+    })
+    .await
+}

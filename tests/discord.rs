@@ -2060,3 +2060,40 @@ async fn each_person_has_a_command_rate_and_one_sweep_per_scope_runs_at_a_time()
     })
     .await
 }
+
+#[tokio::test]
+async fn a_bot_with_a_role_on_one_resource_group_checks_its_vms() {
+    within(async {
+        let sub = rdp_doctor::sim::DEFAULT_SUBSCRIPTION;
+        // The bot's identity holds Virtual Machine Contributor on rg-web alone: Azure refuses
+        // it the subscription's VM list.
+        let world = World::new()
+            .client_secret("group-scoped")
+            .vm("web-01")
+            .vm("api-01")
+            .in_group("rg-api")
+            .principal(support::CLIENT, "group-scoped")
+            .role_at(
+                "Virtual Machine Contributor",
+                &format!("/subscriptions/{sub}/resourceGroups/rg-web"),
+            );
+        let room = Room::start(world).await;
+        // The autocomplete list came from the groups it can see.
+        assert_eq!(room.directory.len(), 1);
+        for vm in ["rg-web/web-01", "web-01"] {
+            let i = room.check(vm).await;
+            room.discord.callback(&i, WAIT).await.expect("acknowledged");
+            let report = room.final_edit(&i).await;
+            let main = embed(&report, 0);
+            assert!(
+                main["title"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("nothing found"),
+                "{vm}: {main}"
+            );
+        }
+        room.assert_clean();
+    })
+    .await
+}

@@ -604,7 +604,10 @@ async fn authorization_failed_names_the_missing_action() {
             ..SimOptions::default()
         };
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
-        let error = arm_error(h.check("web-01").await);
+        // A VM named by group is read directly; that read is refused. (A bare name whose list
+        // is refused falls back to the groups the principal can see: see the least-privilege
+        // tests below.)
+        let error = arm_error(h.check("rg-web/web-01").await);
         assert!(matches!(error, ArmError::Forbidden { .. }), "{error:?}");
         let text = error.to_string();
         assert!(text.contains("AuthorizationFailed"), "{text}");
@@ -1527,6 +1530,179 @@ async fn the_serial_log_tail_is_read_with_a_range_not_the_whole_blob() {
             .collect();
         assert_eq!(short.len(), 1, "{short:#?}");
         assert_eq!(short[0].range.as_deref(), Some("bytes=0-65535"));
+    })
+    .await
+}
+
+// ---- least-privilege principals ------------------------------------------------------------
+
+const SUB: &str = rdp_doctor::sim::DEFAULT_SUBSCRIPTION;
+const PRINCIPAL_SECRET: &str = "group-scoped-secret";
+
+/// web-01 in rg-web, api-01 in rg-api; the bot's principal (support::CLIENT) holds Virtual
+/// Machine Contributor on rg-web only, as teams that give it a few resource groups do.
+fn group_scoped_world() -> World {
+    World::new()
+        .vm("web-01")
+        .vm("api-01")
+        .in_group("rg-api")
+        .principal(support::CLIENT, PRINCIPAL_SECRET)
+        .role_at(
+            "Virtual Machine Contributor",
+            &format!("/subscriptions/{SUB}/resourceGroups/rg-web"),
+        )
+}
+
+async fn group_scoped() -> Harness {
+    Harness::with_secret(
+        group_scoped_world(),
+        SimOptions::default(),
+        PRINCIPAL_SECRET,
+    )
+    .await
+}
+
+fn vm_lists(h: &Harness) -> u64 {
+    h.sim
+        .stats()
+        .by_route
+        .get("GET virtualMachines (list)")
+        .copied()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn azure_refuses_what_the_principals_roles_do_not_grant_with_its_message() {
+    within(async {
+        let h = group_scoped().await;
+        // The subscription's VM list: 403 AuthorizationFailed, scope up to the provider
+        // namespace (Azure's wording, as quoted in pivotal-cf/terraforming-azure#71 and
+        // Azure/CloudShell#572).
+        let error = h.arm.list_vms(SUB).await.expect_err("refused");
+        let expected = format!(
+            "The client '{c}' with object id '{c}' does not have authorization to perform action 'Microsoft.Compute/virtualMachines/read' over scope '/subscriptions/{SUB}/providers/Microsoft.Compute' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+            c = support::CLIENT
+        );
+        assert_eq!(
+            error,
+            ArmError::Forbidden {
+                code: "AuthorizationFailed".into(),
+                message: expected
+            }
+        );
+        // A VM in a group it has no role on: refused over the VM's id.
+        let error = h
+            .arm
+            .read_vm_summary(SUB, "rg-api", "api-01")
+            .await
+            .expect_err("refused");
+        assert!(
+            error.to_string().contains(&format!(
+                "over scope '/subscriptions/{SUB}/resourceGroups/rg-api/providers/Microsoft.Compute/virtualMachines/api-01'"
+            )),
+            "{error}"
+        );
+        // ARM lists only the resource groups the principal may read (ResourceGroups_List).
+        assert_eq!(h.arm.list_resource_groups(SUB).await.expect("groups"), ["rg-web"]);
+        // Another app's secret signs nobody in.
+        let stranger =
+            Harness::with_secret(group_scoped_world(), SimOptions::default(), "sim-secret").await;
+        let error = arm_error(stranger.check("rg-web/web-01").await);
+        assert!(matches!(error, ArmError::SignIn { .. }), "{error:?}");
+        // A world without principals keeps the one client that may do everything.
+        let open = Harness::start(World::new().vm("web-01").vm("api-01").in_group("rg-api")).await;
+        assert_eq!(
+            open.arm.list_resource_groups(SUB).await.expect("groups"),
+            ["rg-api", "rg-web"]
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_group_scoped_principal_checks_a_vm_named_by_group_or_id_with_one_read() {
+    within(async {
+        let h = group_scoped().await;
+        let report = h.check("rg-web/web-01").await.expect("report");
+        assert_eq!(report.verdict, Verdict::Ok, "{:#?}", report.findings);
+        let by_id = h.check(&report.vm.id).await.expect("report by id");
+        assert_eq!(by_id.vm, report.vm);
+        assert_eq!(vm_lists(&h), 0, "{:?}", h.sim.stats().by_route);
+        // The door's path: the directory reads the VM, it lists nothing.
+        let directory = VmDirectory::new();
+        let query = VmQuery::parse("rg-web/web-01").expect("valid");
+        let found = directory
+            .resolve(&h.arm, &query, &h.subscriptions)
+            .await
+            .expect("found");
+        assert_eq!(found.vm.id, report.vm.id);
+        assert!(found.windows == Some(true) && !found.nic_ids.is_empty());
+        assert_eq!(vm_lists(&h), 0, "{:?}", h.sim.stats().by_route);
+        // A group and name that is not there is not found, without a list.
+        match h.check("rg-web/ghost-01").await {
+            Err(CheckError::Resolve(ResolveError::NotFound { name, .. })) => {
+                assert_eq!(name, "rg-web/ghost-01")
+            }
+            other => panic!("expected not found, got {other:?}"),
+        }
+        assert_eq!(vm_lists(&h), 0);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_bare_name_falls_back_to_the_groups_the_principal_can_see() {
+    within(async {
+        let h = group_scoped().await;
+        // The subscription list is refused; the groups ARM lists for it are listed instead.
+        let report = h.check("web-01").await.expect("found in rg-web");
+        assert_eq!(report.vm.resource_group, "rg-web");
+        let routes = h.sim.stats().by_route;
+        assert_eq!(
+            routes.get("GET resourcegroups (list)"),
+            Some(&1),
+            "{routes:?}"
+        );
+        // A VM outside those groups: not found, saying what Azure refused and how to name it.
+        let text = match h.check("api-01").await {
+            Err(CheckError::Resolve(e @ ResolveError::NotFound { .. })) => e.to_string(),
+            other => panic!("expected not found, got {other:?}"),
+        };
+        for part in [
+            "no VM named api-01 in resource group rg-web of subscription",
+            "'Microsoft.Compute/virtualMachines/read'",
+            &format!("'/subscriptions/{SUB}/providers/Microsoft.Compute'"),
+            "AuthorizationFailed",
+            "RESOURCE-GROUP/NAME",
+        ] {
+            assert!(text.contains(part), "{part:?} missing from {text}");
+        }
+        // The door's directory does the same, and suggests among what it can see.
+        let directory = VmDirectory::new();
+        let web = directory
+            .resolve(
+                &h.arm,
+                &VmQuery::parse("web-01").expect("valid"),
+                &h.subscriptions,
+            )
+            .await
+            .expect("found");
+        assert_eq!(web.vm.resource_group, "rg-web");
+        let err = directory
+            .resolve(
+                &h.arm,
+                &VmQuery::parse("web-1").expect("valid"),
+                &h.subscriptions,
+            )
+            .await
+            .expect_err("not found");
+        match &err {
+            ResolveError::NotFound { suggestions, .. } => {
+                assert_eq!(suggestions[0].name, "web-01")
+            }
+            other => panic!("expected not found, got {other:?}"),
+        }
+        assert!(err.to_string().contains("RESOURCE-GROUP/NAME"), "{err}");
     })
     .await
 }

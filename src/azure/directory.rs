@@ -2,11 +2,15 @@
 //! autocomplete never waits on Azure and a check needs no list call to find its VM.
 //!
 //! A name is resolved from the cache while it is younger than its time-to-live; a name the cache
-//! does not know (or a cache too old) is looked up in a fresh list. Concurrent misses share one
+//! does not know (or a cache too old) is looked up in a fresh list. A resource group and name,
+//! or a full id, the cache does not hold is read directly (one GET), never listed. A
+//! subscription whose list Azure refuses the principal is listed by the resource groups ARM
+//! lists for it. Concurrent misses share one
 //! refresh. A name that a fresh list did not have either is remembered as unknown for a short
 //! while (30 s by default), so that asking again, or a typo repeated by a script, lists nothing.
 
-use super::{resolve::pick, Arm, ResolveError, VmQuery, VmSummary};
+use super::resolve::{pick, searched_text, Limited};
+use super::{Arm, ResolveError, VmQuery, VmSummary};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -14,6 +18,8 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 struct Snapshot {
     vms: Vec<VmSummary>,
+    /// Subscriptions whose list Azure refused, listed by resource group instead.
+    limited: Vec<Limited>,
     refreshed: Option<Instant>,
 }
 
@@ -83,15 +89,18 @@ impl VmDirectory {
         query: &VmQuery,
         subscriptions: &[String],
     ) -> Result<VmSummary, ResolveError> {
-        if let VmQuery::Id(id) = query {
-            if !subscriptions
-                .iter()
-                .any(|s| s.eq_ignore_ascii_case(&id.subscription_id))
-            {
-                return arm.resolve(query, subscriptions).await;
-            }
-        }
         if subscriptions.is_empty() {
+            return arm.resolve(query, subscriptions).await;
+        }
+        // A resource group and name, or an id, is read directly (one GET) unless a fresh list
+        // holds it: never a subscription's list, which a principal with a role on a few
+        // resource groups may not read.
+        if !matches!(query, VmQuery::Name(_)) {
+            if self.is_fresh() {
+                if let Some(Ok(found)) = self.pick_cached(query, subscriptions) {
+                    return Ok(found);
+                }
+            }
             return arm.resolve(query, subscriptions).await;
         }
         let asked = Instant::now();
@@ -165,7 +174,7 @@ impl VmDirectory {
         Some(pick(
             query,
             &snapshot.vms,
-            &super::resolve::scope_text(subscriptions),
+            &searched_text(subscriptions, &snapshot.limited),
         ))
     }
 
@@ -216,12 +225,16 @@ impl VmDirectory {
         subscriptions: &[String],
         started: Instant,
     ) -> Result<usize, super::ArmError> {
-        let lists = futures::future::join_all(subscriptions.iter().map(|s| arm.list_vms(s))).await;
+        let lists =
+            futures::future::join_all(subscriptions.iter().map(|s| arm.list_visible_vms(s))).await;
         self.attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut vms = Vec::new();
+        let mut limited = Vec::new();
         for list in lists {
-            vms.extend(list?);
+            let list = list?;
+            vms.extend(list.vms);
+            limited.extend(list.limited);
         }
         vms.sort_by_key(|v| v.vm.name.to_lowercase());
         let count = vms.len();
@@ -229,6 +242,7 @@ impl VmDirectory {
             // Its age counts from when the list started: what it holds is at least that old.
             *snapshot = Snapshot {
                 vms,
+                limited,
                 refreshed: Some(started),
             };
         }

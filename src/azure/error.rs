@@ -298,7 +298,9 @@ fn sign_in_error(error: &azure_core::Error) -> ArmError {
 
 fn first_line(text: &str) -> String {
     let line = text.lines().next().unwrap_or("").trim();
-    const MAX: usize = 300;
+    // Long enough for an `AuthorizationFailed` on a VM in a long-named resource group: its
+    // scope, the part a person acts on, comes late in the message.
+    const MAX: usize = 500;
     if line.chars().count() > MAX {
         let cut: String = line.chars().take(MAX).collect();
         format!("{cut}…")

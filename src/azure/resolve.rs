@@ -119,49 +119,296 @@ pub fn pick(query: &VmQuery, vms: &[VmSummary], scope: &str) -> Result<VmSummary
     }
 }
 
+/// A subscription whose VM list Azure refused this principal (403 `AuthorizationFailed`), and
+/// the resource groups whose VMs were listed instead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limited {
+    pub subscription_id: String,
+    /// The action and scope Azure named in its refusal.
+    pub action: String,
+    pub scope: String,
+    /// The resource groups ARM listed for the principal, whose VMs it could list.
+    pub groups: Vec<String>,
+}
+
+/// What a principal can see of one subscription's VMs.
+#[derive(Debug, Clone, Default)]
+pub struct Visible {
+    pub vms: Vec<VmSummary>,
+    pub limited: Option<Limited>,
+}
+
+/// `(action, scope)` from an `AuthorizationFailed` message ("... does not have authorization
+/// to perform action 'A' over scope 'S' or the scope is invalid ...").
+pub fn refused_action(error: &ArmError) -> Option<(String, String)> {
+    let ArmError::Forbidden { message, .. } = error else {
+        return None;
+    };
+    if !is_authorization_failed(error) {
+        return None;
+    }
+    let quoted = |after: &str| -> Option<String> {
+        let rest = &message[message.find(after)? + after.len()..];
+        Some(rest[..rest.find('\'')?].to_string())
+    };
+    Some((quoted("action '")?, quoted("scope '")?))
+}
+
+/// A 403 `AuthorizationFailed`: the principal lacks a role for what it asked.
+pub fn is_authorization_failed(error: &ArmError) -> bool {
+    matches!(error, ArmError::Forbidden { code, .. } if code == "AuthorizationFailed")
+}
+
+/// Where a name was looked for, for a not-found message: the subscriptions, and for each one
+/// whose list Azure refused, which action on which scope and the groups searched instead.
+pub fn searched_text(subscriptions: &[String], limited: &[Limited]) -> String {
+    if limited.is_empty() {
+        return scope_text(subscriptions);
+    }
+    let mut parts: Vec<String> = Vec::new();
+    for sub in subscriptions {
+        match limited
+            .iter()
+            .find(|l| l.subscription_id.eq_ignore_ascii_case(sub))
+        {
+            None => parts.push(format!("subscription {sub}")),
+            Some(l) => parts.push(format!(
+                "resource group{} {} of subscription {sub}",
+                if l.groups.len() == 1 { "" } else { "s" },
+                l.groups.join(", ")
+            )),
+        }
+    }
+    let refusals: Vec<String> = limited
+        .iter()
+        .map(|l| format!("'{}' over scope '{}'", l.action, l.scope))
+        .collect();
+    format!(
+        "{}; Azure refused rdp-doctor's identity {} (AuthorizationFailed), so the rest was not searched: give the VM as RESOURCE-GROUP/NAME or its full id (read directly, no list needed), or grant the identity Reader on the subscription",
+        parts.join(", "),
+        refusals.join(" and ")
+    )
+}
+
 impl Arm {
     /// Every VM of a subscription, following `nextLink` pages.
     pub async fn list_vms(&self, subscription_id: &str) -> Result<Vec<VmSummary>, ArmError> {
         let what = format!("listing the VMs of subscription {subscription_id}");
-        let mut pages = self
+        let pages = self
             .compute
             .virtual_machines_client()
             .list_all(subscription_id)
             .into_stream();
+        self.collect_vms(pages, &what).await
+    }
+
+    /// Every VM of a resource group, following `nextLink` pages.
+    pub async fn list_group_vms(
+        &self,
+        subscription_id: &str,
+        resource_group: &str,
+    ) -> Result<Vec<VmSummary>, ArmError> {
+        let what = format!("listing the VMs of resource group {resource_group}");
+        let pages = self
+            .compute
+            .virtual_machines_client()
+            .list(resource_group, subscription_id)
+            .into_stream();
+        self.collect_vms(pages, &what).await
+    }
+
+    async fn collect_vms<S>(&self, mut pages: S, what: &str) -> Result<Vec<VmSummary>, ArmError>
+    where
+        S: futures::Stream<
+                Item = azure_core::Result<
+                    azure_mgmt_compute::package_2024_07_01::models::VirtualMachineListResult,
+                >,
+            > + Unpin,
+    {
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.map_err(e, &what))?;
-            for vm in page.value {
-                if let Some(summary) = summarise(vm) {
-                    out.push(summary);
-                }
-            }
+            let page = page.map_err(|e| self.map_err(e, what))?;
+            out.extend(page.value.into_iter().filter_map(summarise));
         }
         Ok(out)
     }
 
-    /// Resolve a query against the given subscriptions (listed concurrently).
+    /// The VMs of a subscription the principal can see: its list, or, when Azure refuses that
+    /// list (a role on a few resource groups only), the lists of the resource groups ARM lists
+    /// for the principal. A group whose VM list is refused too is skipped.
+    pub async fn list_visible_vms(&self, subscription_id: &str) -> Result<Visible, ArmError> {
+        let refusal = match self.list_vms(subscription_id).await {
+            Ok(vms) => return Ok(Visible { vms, limited: None }),
+            Err(e) if is_authorization_failed(&e) => e,
+            Err(e) => return Err(e),
+        };
+        // Azure's message names the action and scope; a message cut short names what the list
+        // asks for.
+        let refused = refused_action(&refusal).unwrap_or_else(|| {
+            (
+                "Microsoft.Compute/virtualMachines/read".to_string(),
+                format!("/subscriptions/{subscription_id}/providers/Microsoft.Compute"),
+            )
+        });
+        let groups = self.list_resource_groups(subscription_id).await?;
+        let lists = futures::future::join_all(
+            groups
+                .iter()
+                .map(|g| self.list_group_vms(subscription_id, g)),
+        )
+        .await;
+        let mut vms = Vec::new();
+        let mut searched = Vec::new();
+        for (group, list) in groups.into_iter().zip(lists) {
+            match list {
+                Ok(list) => {
+                    vms.extend(list);
+                    searched.push(group);
+                }
+                Err(e) if is_authorization_failed(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // No group to look in: Azure's refusal is the whole story.
+        if searched.is_empty() {
+            return Err(refusal);
+        }
+        Ok(Visible {
+            vms,
+            limited: Some(Limited {
+                subscription_id: subscription_id.to_string(),
+                action: refused.0,
+                scope: refused.1,
+                groups: searched,
+            }),
+        })
+    }
+
+    /// The names of the subscription's resource groups ARM lists for this principal (those it
+    /// has a role on, or all of them with a role on the subscription): `ResourceGroups_List`,
+    /// `GET /subscriptions/{id}/resourcegroups?api-version=2021-04-01`.
+    pub async fn list_resource_groups(
+        &self,
+        subscription_id: &str,
+    ) -> Result<Vec<String>, ArmError> {
+        let what = format!("listing the resource groups of subscription {subscription_id}");
+        let groups = self
+            .get_values(
+                &format!("subscriptions/{subscription_id}/resourcegroups?api-version=2021-04-01"),
+                &what,
+            )
+            .await?;
+        Ok(groups
+            .iter()
+            .filter_map(|g| g["name"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// One VM read directly (`GET virtualMachines/{name}`), without listing anything; `None`
+    /// when Azure says it (or its resource group) does not exist.
+    pub async fn read_vm_summary(
+        &self,
+        subscription_id: &str,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<Option<VmSummary>, ArmError> {
+        let what = format!("reading VM {resource_group}/{name}");
+        match self
+            .compute
+            .virtual_machines_client()
+            .get(resource_group, name, subscription_id)
+            .await
+        {
+            Ok(vm) => Ok(summarise(vm)),
+            Err(e) => match self.map_err(e, &what) {
+                ArmError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// A VM named by resource group (in each subscription) or by id: read directly, never
+    /// from a subscription's list, so a principal with a role on that group alone finds it.
+    async fn read_named(
+        &self,
+        subscriptions: &[String],
+        group: &str,
+        name: &str,
+    ) -> Result<VmSummary, ResolveError> {
+        if subscriptions.is_empty() {
+            return Err(no_subscription());
+        }
+        let reads = futures::future::join_all(
+            subscriptions
+                .iter()
+                .map(|s| self.read_vm_summary(s, group, name)),
+        )
+        .await;
+        let mut found = Vec::new();
+        let mut error = None;
+        for read in reads {
+            match read {
+                Ok(Some(vm)) => found.push(vm),
+                Ok(None) => {}
+                Err(e) => error = error.or(Some(e)),
+            }
+        }
+        match (found.len(), error) {
+            (1, _) => Ok(found.remove(0)),
+            (0, Some(e)) => Err(ResolveError::Arm(e)),
+            (0, None) => Err(ResolveError::NotFound {
+                name: format!("{group}/{name}"),
+                scope: scope_text(subscriptions),
+                suggestions: Vec::new(),
+            }),
+            _ => Err(ResolveError::Ambiguous {
+                name: name.to_string(),
+                candidates: found.into_iter().map(|s| s.vm).collect(),
+            }),
+        }
+    }
+
+    /// Resolve a query against the given subscriptions: a resource group and name, or an id,
+    /// by reading the VM; a bare name from the subscriptions' lists (listed concurrently), or
+    /// what the principal may list of them.
     pub async fn resolve(
         &self,
         query: &VmQuery,
         subscriptions: &[String],
     ) -> Result<VmSummary, ResolveError> {
-        let subscriptions: Vec<String> = match query {
-            VmQuery::Id(id) => vec![id.subscription_id.clone()],
-            _ => subscriptions.to_vec(),
-        };
+        match query {
+            VmQuery::Id(id) => {
+                let subscription = [id.subscription_id.clone()];
+                return self
+                    .read_named(&subscription, &id.resource_group, &id.name)
+                    .await;
+            }
+            VmQuery::InGroup {
+                resource_group,
+                name,
+            } => return self.read_named(subscriptions, resource_group, name).await,
+            VmQuery::Name(_) => {}
+        }
         if subscriptions.is_empty() {
-            return Err(ResolveError::Arm(ArmError::Config(
-                "no subscription to search: set AZURE_SUBSCRIPTION_ID (comma-separated for several), pass --subscription, or give the VM's full resource id".into(),
-            )));
+            return Err(no_subscription());
         }
-        let lists = futures::future::join_all(subscriptions.iter().map(|s| self.list_vms(s))).await;
+        let lists =
+            futures::future::join_all(subscriptions.iter().map(|s| self.list_visible_vms(s))).await;
         let mut all = Vec::new();
+        let mut limited = Vec::new();
         for list in lists {
-            all.extend(list?);
+            let list = list?;
+            all.extend(list.vms);
+            limited.extend(list.limited);
         }
-        pick(query, &all, &scope_text(&subscriptions))
+        pick(query, &all, &searched_text(subscriptions, &limited))
     }
+}
+
+fn no_subscription() -> ResolveError {
+    ResolveError::Arm(ArmError::Config(
+        "no subscription to search: set AZURE_SUBSCRIPTION_ID (comma-separated for several), pass --subscription, or give the VM's full resource id".into(),
+    ))
 }
 
 /// "subscription X" or "subscriptions X, Y", for not-found messages.

@@ -8,6 +8,7 @@ mod fix;
 
 pub use fix::os_user;
 mod operations;
+mod permissions;
 mod render;
 mod simulate;
 mod sweep;
@@ -110,6 +111,16 @@ enum Command {
         /// Subscription(s) to search; overrides AZURE_SUBSCRIPTION_ID.
         #[arg(long, value_name = "ID")]
         subscription: Vec<String>,
+    },
+    /// Which Azure actions the runbook needs rdp-doctor's identity holds, per subscription
+    /// and resource group, with the built-in role that grants what is missing (admin; reads
+    /// only). Exit 1 if something is missing.
+    Permissions {
+        /// Subscription(s) to ask about; overrides AZURE_SUBSCRIPTION_ID.
+        #[arg(long, value_name = "ID")]
+        subscription: Vec<String>,
+        #[arg(long)]
+        simulate: bool,
     },
     /// Show recent audit entries.
     Audit {
@@ -373,6 +384,13 @@ async fn run(cli: Cli) -> u8 {
                 Err(code) => code,
             }
         }
+        Command::Permissions {
+            subscription,
+            simulate,
+        } => match terminal_door(simulate, &subscription, false).await {
+            Ok((door, _sim)) => permissions::run(&door).await,
+            Err(code) => code,
+        },
         Command::Audit { vm, limit } => match terminal_door(false, &[], true).await {
             Ok((door, _sim)) => fix::audit(&door, vm.as_deref(), limit).await,
             Err(code) => code,

@@ -688,6 +688,31 @@ impl Door {
     }
 
     /// The audit log, newest first: only entries about VMs the person may read.
+    /// `permissions`: which of the actions the runbook needs rdp-doctor's Azure identity holds,
+    /// per served subscription and resource group it can see (admin anywhere: it shows what
+    /// rdp-doctor may do everywhere). Only harmless reads reach Azure.
+    pub async fn permissions(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<super::permissions::SubscriptionPermissions>, DoorError> {
+        self.admit_command(caller)?;
+        let needed = Permission::Admin;
+        if !self.policy.holds_anywhere(&caller.actor, needed) {
+            return Err(DoorError::Denied(Denial {
+                needed,
+                scope: "any VM rdp-doctor serves".to_string(),
+                have: None,
+            }));
+        }
+        if self.subscriptions.is_empty() {
+            return Err(DoorError::Config(
+                "no subscription configured: set AZURE_SUBSCRIPTION_ID or pass --subscription"
+                    .into(),
+            ));
+        }
+        Ok(super::permissions::probe(&self.arm, &self.subscriptions).await)
+    }
+
     pub async fn audit(
         &self,
         caller: &Caller,

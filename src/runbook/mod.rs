@@ -10,6 +10,7 @@ pub mod door;
 pub mod fix;
 pub mod limits;
 pub mod operate;
+pub mod permissions;
 mod report;
 pub mod sweep;
 

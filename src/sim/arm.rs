@@ -148,6 +148,17 @@ pub(crate) enum Route {
         sub: String,
         id: String,
     },
+    /// `GET /subscriptions/{sub}/resourcegroups` (`ResourceGroups_List`, resources spec
+    /// 2021-04-01).
+    ListResourceGroups {
+        sub: String,
+    },
+    /// `GET /subscriptions/{sub}/resourcegroups/{rg}/providers/Microsoft.Authorization/permissions`
+    /// (`Permissions_ListForResourceGroup`, authorization spec 2022-04-01, `GetPermissions.json`).
+    ListPermissions {
+        sub: String,
+        rg: String,
+    },
     Unknown,
 }
 
@@ -218,6 +229,13 @@ impl Route {
             }
         }
         match l.as_slice() {
+            [SUB, _, RGS] if get => Route::ListResourceGroups { sub: s(1) },
+            [SUB, _, RGS, _, P, "microsoft.authorization", "permissions"] if get => {
+                Route::ListPermissions {
+                    sub: s(1),
+                    rg: s(3),
+                }
+            }
             [SUB, _, RGS, _, P, C, VMS, _, "extensions"] if get => Route::ListExtensions {
                 sub: s(1),
                 rg: s(3),
@@ -376,6 +394,8 @@ impl Route {
             Route::GetSecurityRule { .. } => "GET networkSecurityGroups/securityRules",
             Route::PutSecurityRule { .. } => "PUT networkSecurityGroups/securityRules",
             Route::NetworkOperation { .. } => "GET Microsoft.Network/operations",
+            Route::ListResourceGroups { .. } => "GET resourcegroups (list)",
+            Route::ListPermissions { .. } => "GET Microsoft.Authorization/permissions",
             Route::Unknown => return format!("{} unknown", method.to_ascii_uppercase()),
         };
         name.to_owned()
@@ -410,6 +430,8 @@ pub(crate) struct Ctx<'a> {
     pub fail_operations: &'a [FailOperation],
     /// How long a VM a power action brought back takes to settle (`SimOptions::settle`).
     pub settle: std::time::Duration,
+    /// The client id the request's token was issued to, if Entra knows one.
+    pub client_id: Option<&'a str>,
 }
 
 /// Answers an authenticated, unthrottled ARM request.
@@ -465,6 +487,8 @@ pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
             super::write::put_security_rule(ctx, sub, rg, nsg, name)
         }
         Route::NetworkOperation { sub, id } => super::write::network_operation_status(ctx, sub, id),
+        Route::ListResourceGroups { sub } => list_resource_groups(ctx, sub),
+        Route::ListPermissions { sub, rg } => list_permissions(ctx, sub, rg),
         Route::Unknown => Err(Reply::arm_error(
             404,
             "NotFound",
@@ -663,6 +687,71 @@ fn encode(value: &str) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Compute
+
+/// The subscription's resource groups the caller may read, as `ResourceGroups_List` answers
+/// (`ResourceGroups_List.json` in the resources spec, 2021-04-01): ARM filters the list by the
+/// caller's role assignments instead of refusing it.
+fn list_resource_groups(ctx: &Ctx<'_>, sub: &str) -> Answer {
+    check_scope(ctx.world, sub, None)?;
+    let caller = super::rbac::Caller::of(ctx.world, ctx.client_id);
+    let mut groups: Vec<(String, String)> = Vec::new();
+    let located = ctx
+        .world
+        .vms
+        .iter()
+        .map(|v| (&v.subscription, &v.resource_group, &v.location))
+        .chain(
+            ctx.world
+                .nsgs
+                .iter()
+                .map(|n| (&n.subscription, &n.resource_group, &n.location)),
+        );
+    for (vm_sub, rg, location) in located {
+        if vm_sub.eq_ignore_ascii_case(sub)
+            && !groups.iter().any(|(g, _)| g.eq_ignore_ascii_case(rg))
+        {
+            groups.push((rg.clone(), location.clone()));
+        }
+    }
+    groups.retain(|(rg, _)| caller.allows(super::rbac::READ_GROUPS, &rg_prefix(sub, rg)));
+    groups.sort_by_key(|(rg, _)| rg.to_ascii_lowercase());
+    let page = Page::of(ctx, groups.len(), "2021-04-01")?;
+    let value = groups[page.items.clone()]
+        .iter()
+        .map(|(rg, location)| {
+            json!({
+                "id": rg_prefix(sub, rg),
+                "name": rg,
+                "type": "Microsoft.Resources/resourceGroups",
+                "location": location,
+                "properties": { "provisioningState": "Succeeded" },
+            })
+        })
+        .collect();
+    Ok(page.reply(value))
+}
+
+/// The caller's permissions in a resource group: one entry per role assignment at the group or
+/// above it, as `Permissions_ListForResourceGroup` answers (authorization spec 2022-04-01,
+/// `GetPermissions.json`: `{"value": [{"actions", "notActions", "dataActions",
+/// "notDataActions"}]}`).
+fn list_permissions(ctx: &Ctx<'_>, sub: &str, rg: &str) -> Answer {
+    check_scope(ctx.world, sub, Some(rg))?;
+    let caller = super::rbac::Caller::of(ctx.world, ctx.client_id);
+    let value: Vec<Value> = caller
+        .actions_at(&rg_prefix(sub, rg))
+        .into_iter()
+        .map(|actions| {
+            json!({
+                "actions": actions,
+                "notActions": [],
+                "dataActions": [],
+                "notDataActions": [],
+            })
+        })
+        .collect();
+    Ok(Reply::json(200, &json!({ "value": value })))
+}
 
 fn list_vms(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Answer {
     check_scope(ctx.world, sub, rg)?;

@@ -69,6 +69,9 @@ struct Expiry {
     utc: OffsetDateTime,
     /// The resource the token was issued for (the scope without `/.default`).
     audience: String,
+    /// The client (application) id it was issued to, as a real token's `appid` claim says;
+    /// ARM authorises the request as that principal.
+    client_id: String,
 }
 
 /// The audiences ARM accepts, in the order its error message lists them.
@@ -91,10 +94,15 @@ struct Federated {
 
 /// Whether ARM accepts a bearer token.
 pub(super) enum Bearer {
-    Valid,
+    /// Issued to this client id.
+    Valid(String),
     Unknown,
-    Expired { expiry: OffsetDateTime },
-    WrongAudience { audience: String },
+    Expired {
+        expiry: OffsetDateTime,
+    },
+    WrongAudience {
+        audience: String,
+    },
 }
 
 impl Entra {
@@ -145,11 +153,16 @@ impl Entra {
                     audience: expiry.audience.clone(),
                 }
             }
-            Some(_) => Bearer::Valid,
+            Some(expiry) => Bearer::Valid(expiry.client_id.clone()),
         }
     }
 
-    fn issue(&self, lifetime: Duration, audience: &str) -> (String, OffsetDateTime) {
+    fn issue(
+        &self,
+        lifetime: Duration,
+        audience: &str,
+        client_id: &str,
+    ) -> (String, OffsetDateTime) {
         let token = format!(
             "sim.{:016x}{:016x}{:016x}",
             random_u64(),
@@ -161,6 +174,7 @@ impl Entra {
             at: Instant::now() + lifetime,
             utc,
             audience: audience.to_owned(),
+            client_id: client_id.to_owned(),
         };
         lock(&self.tokens).insert(token.clone(), expiry);
         (token, utc)
@@ -312,7 +326,28 @@ pub(super) fn token(shared: &Shared, body: &[u8], lifetime: Duration) -> Reply {
             }
         }
     } else if let Some(secret) = field("client_secret") {
-        let expected = shared.world.lock().client_secret.clone();
+        // With `[[principal]]`s, each signs in with its own secret; without, the world's one.
+        let expected = {
+            let world = shared.world.lock();
+            if world.principals.is_empty() {
+                Some(world.client_secret.clone())
+            } else {
+                world
+                    .principals
+                    .iter()
+                    .find(|p| p.client_id.eq_ignore_ascii_case(client_id))
+                    .map(|p| p.client_secret.clone())
+            }
+        };
+        let Some(expected) = expected else {
+            shared.count_grant("refused:client_secret");
+            return refuse(
+                400,
+                "unauthorized_client",
+                700016,
+                &format!("Application with identifier '{client_id}' was not found in the directory. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant."),
+            );
+        };
         if secret != expected {
             shared.count_grant("refused:client_secret");
             return refuse(
@@ -332,7 +367,7 @@ pub(super) fn token(shared: &Shared, body: &[u8], lifetime: Duration) -> Reply {
         );
     };
     shared.count_grant(&grant);
-    let (access_token, _) = shared.entra.issue(lifetime, &audience);
+    let (access_token, _) = shared.entra.issue(lifetime, &audience, client_id);
     let secs = lifetime.as_secs();
     Reply::json(
         200,
@@ -440,7 +475,7 @@ pub(super) fn managed_identity(
         },
     };
     shared.count_grant(&format!("{name}:{client_id}"));
-    let (access_token, expires_on) = shared.entra.issue(lifetime, resource);
+    let (access_token, expires_on) = shared.entra.issue(lifetime, resource, &client_id);
     let secs = lifetime.as_secs().to_string();
     Reply::json(
         200,

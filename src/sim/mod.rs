@@ -16,6 +16,7 @@ mod arm;
 mod blob;
 mod entra;
 mod lro;
+mod rbac;
 mod throttle;
 mod world;
 mod write;
@@ -23,9 +24,9 @@ mod write;
 pub use entra::ManagedIdentities;
 pub use throttle::{BucketOptions, Fault, FaultKind};
 pub use world::{
-    AgentState, Allocation, Extension, Health, ListedInstanceView, Nsg, Os, PowerState, PublicIp,
-    RecommendedAction, Rule, Screen, Sku, Subscription, Vm, VmView, World, WorldError, WorldHandle,
-    DEFAULT_SUBSCRIPTION, VMACCESS_PUBLISHER, VMACCESS_TYPE,
+    AgentState, Allocation, Extension, Health, ListedInstanceView, Nsg, Os, PowerState, Principal,
+    PublicIp, RecommendedAction, RoleAssignment, Rule, Screen, Sku, Subscription, Vm, VmView,
+    World, WorldError, WorldHandle, DEFAULT_SUBSCRIPTION, VMACCESS_PUBLISHER, VMACCESS_TYPE,
 };
 
 use anyhow::Context as _;
@@ -725,7 +726,7 @@ fn arm_request(
         "Bearer authorization_uri=\"{}/common/oauth2/authorize\", error=\"invalid_token\", error_description=\"The authentication failed because of missing 'Authorization' header.\"",
         shared.url
     );
-    match auth {
+    let client_id = match auth {
         None => {
             return Reply::arm_error(
                 401,
@@ -742,7 +743,7 @@ fn arm_request(
                 shared.entra.check(t.trim(), &shared.url)
             });
             match bearer {
-                entra::Bearer::Valid => {}
+                entra::Bearer::Valid(client_id) => client_id,
                 entra::Bearer::Unknown => {
                     return Reply::arm_error(
                         401,
@@ -757,7 +758,7 @@ fn arm_request(
                 }
             }
         }
-    }
+    };
     let (remaining, lro_polls, retry_after, fail_operations, settle) = {
         let mut live = lock(&shared.live);
         let (lro_polls, retry_after) = (live.options.lro_polls, live.options.retry_after_secs);
@@ -786,6 +787,18 @@ fn arm_request(
     let query = Query::parse(query);
     let reply = {
         let mut world = shared.world.lock();
+        // Azure RBAC, before the resource is looked up (hence "or the scope is invalid").
+        if let Some((action, scope)) = rbac::requirement(route, path) {
+            let caller = rbac::Caller::of(&world, Some(&client_id));
+            if !caller.allows(&action, &scope) {
+                let refusal = caller.refusal(&action, &scope);
+                drop(world);
+                return refusal.header(
+                    ratelimit_header(route, method),
+                    remaining_text(remaining, route, method),
+                );
+            }
+        }
         let mut ctx = arm::Ctx {
             world: &mut world,
             base: &shared.url,
@@ -799,17 +812,25 @@ fn arm_request(
             body,
             fail_operations: &fail_operations,
             settle,
+            client_id: Some(&client_id),
         };
         arm::handle(route, &mut ctx)
     };
-    // Without a bucket, report what an idle subscription has left under the old hourly limits.
+    reply.header(
+        ratelimit_header(route, method),
+        remaining_text(remaining, route, method),
+    )
+}
+
+/// What the subscription's bucket has left; without a bucket, what an idle subscription has
+/// left under the old hourly limits.
+fn remaining_text(remaining: Option<u32>, route: &Route, method: &str) -> String {
     let idle = if route.is_read(method) {
         "11999"
     } else {
         "1199"
     };
-    let remaining = remaining.map_or_else(|| idle.to_owned(), |r| r.to_string());
-    reply.header(ratelimit_header(route, method), remaining)
+    remaining.map_or_else(|| idle.to_owned(), |r| r.to_string())
 }
 
 /// The header that reports the subscription's bucket: reads or writes.

@@ -42,9 +42,58 @@ pub struct World {
     /// Network security groups, referenced by name from `subnet_nsg` / `nic_nsg` of a VM.
     #[serde(default, rename = "nsg")]
     pub nsgs: Vec<Nsg>,
+    /// Service principals and their role assignments (`[[principal]]`). Without any, the one
+    /// client `client_secret` signs in may do everything, as an Owner of every subscription;
+    /// with some, only a listed principal signs in, and ARM answers 403 `AuthorizationFailed`
+    /// for an action none of its roles grants on the scope (see `sim/rbac.rs`).
+    #[serde(default, rename = "principal")]
+    pub principals: Vec<Principal>,
     /// The VM the builder's modifiers change (builder state, not part of the estate).
     #[serde(skip)]
     selected: Selection,
+}
+
+/// A service principal (an app registration's client) and what it may do.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Principal {
+    /// The application (client) id it signs in with; also its object id in Azure's messages
+    /// unless `object_id` is given.
+    pub client_id: String,
+    /// Its client secret. A federated or managed-identity sign-in naming `client_id` gets the
+    /// same role assignments.
+    pub client_secret: String,
+    /// The service principal's object id, as `AuthorizationFailed` names it.
+    #[serde(default)]
+    pub object_id: Option<String>,
+    /// Role assignments.
+    #[serde(default, rename = "role")]
+    pub roles: Vec<RoleAssignment>,
+}
+
+impl Principal {
+    /// The object id Azure's messages name.
+    pub fn object_id(&self) -> &str {
+        self.object_id.as_deref().unwrap_or(&self.client_id)
+    }
+}
+
+/// A role assignment: a built-in role's name (see `sim/rbac.rs` for the ones modelled) or a
+/// custom role's actions, at a subscription (`/subscriptions/{id}`) or resource group
+/// (`/subscriptions/{id}/resourceGroups/{name}`) scope.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoleAssignment {
+    /// "Reader", "Virtual Machine Contributor", "Network Contributor" or "Contributor"; empty
+    /// for a custom role given by `actions`.
+    #[serde(default)]
+    pub role: String,
+    /// A custom role's actions (wildcards as Azure writes them: `*`, `*/read`,
+    /// `Microsoft.Compute/virtualMachines/*`).
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Where the role is assigned.
+    pub scope: String,
 }
 
 /// How a VM list answers `$expand=instanceView` (`VirtualMachines_List`/`_ListAll` in the
@@ -710,8 +759,49 @@ impl World {
             }],
             vms: Vec::new(),
             nsgs: Vec::new(),
+            principals: Vec::new(),
             selected: Selection::default(),
         }
+    }
+
+    /// Adds a service principal signing in with `client_id` and `secret`, with no role yet.
+    /// From the first principal on, the world's own `client_secret` no longer signs anyone in.
+    pub fn principal(mut self, client_id: &str, secret: &str) -> World {
+        self.principals.push(Principal {
+            client_id: client_id.to_owned(),
+            client_secret: secret.to_owned(),
+            object_id: None,
+            roles: Vec::new(),
+        });
+        self
+    }
+
+    /// Assigns a built-in role (by name) to the last principal at `scope`.
+    pub fn role_at(mut self, role: &str, scope: &str) -> World {
+        let principal = self
+            .principals
+            .last_mut()
+            .expect("role_at needs a principal first");
+        principal.roles.push(RoleAssignment {
+            role: role.to_owned(),
+            actions: Vec::new(),
+            scope: scope.to_owned(),
+        });
+        self
+    }
+
+    /// Assigns a custom role with these actions to the last principal at `scope`.
+    pub fn custom_role_at(mut self, actions: &[&str], scope: &str) -> World {
+        let principal = self
+            .principals
+            .last_mut()
+            .expect("custom_role_at needs a principal first");
+        principal.roles.push(RoleAssignment {
+            role: String::new(),
+            actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+            scope: scope.to_owned(),
+        });
+        self
     }
 
     /// How VM lists answer `$expand=instanceView`.
@@ -1180,6 +1270,13 @@ impl World {
         let bad = |msg: String| Err(WorldError::Invalid(msg));
         if self.page_size == 0 {
             return bad("page_size must be at least 1".to_owned());
+        }
+        for principal in &self.principals {
+            for assignment in &principal.roles {
+                if let Err(e) = super::rbac::validate(assignment) {
+                    return bad(format!("principal '{}': {e}", principal.client_id));
+                }
+            }
         }
         // Indexes keep validation linear: fleets have hundreds of VMs.
         let lower = |s: &str| s.to_ascii_lowercase();

@@ -1,0 +1,260 @@
+//! The Azure actions the runbook needs, and which of them rdp-doctor's principal holds in each
+//! resource group it can see, asked with harmless reads (`rdp-doctor permissions`).
+
+use crate::azure::{Arm, ArmError};
+use futures::StreamExt;
+
+/// What an action is for: the checks every command runs, or the fixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    Checks,
+    Fixes,
+}
+
+/// One action the runbook needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needed {
+    pub action: &'static str,
+    pub used_for: Use,
+    /// Why, in the runbook's words.
+    pub why: &'static str,
+    /// The least built-in role that grants it (Microsoft Learn, "Azure built-in roles").
+    pub role: &'static str,
+}
+
+const fn need(
+    action: &'static str,
+    used_for: Use,
+    why: &'static str,
+    role: &'static str,
+) -> Needed {
+    Needed {
+        action,
+        used_for,
+        why,
+        role,
+    }
+}
+
+/// Every action rdp-doctor asks ARM for. The README's custom roles list the same.
+pub const NEEDED: &[Needed] = &[
+    need(
+        "Microsoft.Compute/virtualMachines/read",
+        Use::Checks,
+        "read the VM and its power state",
+        "Reader",
+    ),
+    need(
+        "Microsoft.Network/networkInterfaces/read",
+        Use::Checks,
+        "read the NIC",
+        "Reader",
+    ),
+    need(
+        "Microsoft.Network/publicIPAddresses/read",
+        Use::Checks,
+        "read the public IP",
+        "Reader",
+    ),
+    need(
+        "Microsoft.Network/networkSecurityGroups/read",
+        Use::Checks,
+        "read the NSGs",
+        "Reader",
+    ),
+    need(
+        "Microsoft.ResourceHealth/availabilityStatuses/read",
+        Use::Checks,
+        "read Resource Health",
+        "Reader",
+    ),
+    need(
+        "Microsoft.Resources/subscriptions/resourceGroups/read",
+        Use::Checks,
+        "find a bare VM name without the subscription's VM list",
+        "Reader",
+    ),
+    need(
+        "Microsoft.Network/networkInterfaces/effectiveNetworkSecurityGroups/action",
+        Use::Checks,
+        "evaluate the effective rules for TCP 3389",
+        "Virtual Machine Contributor",
+    ),
+    need(
+        "Microsoft.Compute/virtualMachines/retrieveBootDiagnosticsData/action",
+        Use::Checks,
+        "read the screenshot and serial log",
+        "Virtual Machine Contributor",
+    ),
+    need(
+        "Microsoft.Network/locations/operationResults/read",
+        Use::Checks,
+        "follow the effective-rules operation",
+        "Reader",
+    ),
+    need(
+        "Microsoft.Compute/virtualMachines/start/action",
+        Use::Fixes,
+        "start",
+        "Virtual Machine Contributor",
+    ),
+    need(
+        "Microsoft.Compute/virtualMachines/restart/action",
+        Use::Fixes,
+        "restart",
+        "Virtual Machine Contributor",
+    ),
+    need(
+        "Microsoft.Compute/virtualMachines/redeploy/action",
+        Use::Fixes,
+        "redeploy",
+        "Virtual Machine Contributor",
+    ),
+    need(
+        "Microsoft.Compute/virtualMachines/extensions/read",
+        Use::Fixes,
+        "find the VMAccess extension",
+        "Reader",
+    ),
+    need(
+        "Microsoft.Compute/virtualMachines/extensions/write",
+        Use::Fixes,
+        "reset-config and reset-password (VMAccess)",
+        "Virtual Machine Contributor",
+    ),
+    need(
+        "Microsoft.Network/networkSecurityGroups/securityRules/read",
+        Use::Fixes,
+        "read the rule open-rdp-port writes",
+        "Reader",
+    ),
+    need(
+        "Microsoft.Network/networkSecurityGroups/securityRules/write",
+        Use::Fixes,
+        "open-rdp-port",
+        "Network Contributor",
+    ),
+    need(
+        "Microsoft.Compute/locations/operations/read",
+        Use::Fixes,
+        "follow a VM fix to its end",
+        "Reader",
+    ),
+    need(
+        "Microsoft.Network/locations/operations/read",
+        Use::Fixes,
+        "follow open-rdp-port to its end",
+        "Reader",
+    ),
+];
+
+/// What the principal may do in one resource group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupPermissions {
+    pub resource_group: String,
+    /// The needed actions it lacks there, or why they could not be read.
+    pub missing: Result<Vec<Needed>, ArmError>,
+}
+
+/// What the principal may do in one subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionPermissions {
+    pub subscription_id: String,
+    /// `None` if it may list the subscription's VMs; else the action and scope Azure refused
+    /// (bare names are then looked for in the groups below).
+    pub list_refused: Option<(String, String)>,
+    /// The resource groups ARM lists for the principal.
+    pub groups: Result<Vec<GroupPermissions>, ArmError>,
+}
+
+impl SubscriptionPermissions {
+    /// Nothing missing anywhere, and nothing that could not be read.
+    pub fn complete(&self) -> bool {
+        self.list_refused.is_none()
+            && self.groups.as_ref().is_ok_and(|g| {
+                g.iter()
+                    .all(|g| g.missing.as_ref().is_ok_and(Vec::is_empty))
+            })
+    }
+}
+
+/// Ask ARM, for each subscription, whether the principal may list its VMs (one page) and its
+/// permissions in each resource group it can see (a few at a time). Nothing is written.
+pub async fn probe(arm: &Arm, subscriptions: &[String]) -> Vec<SubscriptionPermissions> {
+    let mut out = Vec::new();
+    for sub in subscriptions {
+        let (list, groups) = tokio::join!(arm.may_list_vms(sub), arm.list_resource_groups(sub));
+        let list_refused = match list {
+            Ok(refused) => refused,
+            Err(e) => Some((
+                "Microsoft.Compute/virtualMachines/read".to_string(),
+                e.to_string(),
+            )),
+        };
+        let groups = match groups {
+            Ok(groups) => Ok(futures::stream::iter(groups)
+                .map(|rg| async move {
+                    let missing = arm.permissions_in_group(sub, &rg).await.map(|grants| {
+                        NEEDED
+                            .iter()
+                            .filter(|n| !grants.allows(n.action))
+                            .copied()
+                            .collect()
+                    });
+                    GroupPermissions {
+                        resource_group: rg,
+                        missing,
+                    }
+                })
+                .buffered(4)
+                .collect()
+                .await),
+            Err(e) => Err(e),
+        };
+        out.push(SubscriptionPermissions {
+            subscription_id: sub.clone(),
+            list_refused,
+            groups,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's custom roles grant exactly what the runbook needs.
+    #[test]
+    fn the_readmes_custom_roles_match_what_the_runbook_needs() {
+        let readme = include_str!("../../README.md");
+        let role = |name: &str| -> Vec<String> {
+            let block = readme
+                .split("```json")
+                .skip(1)
+                .filter_map(|b| b.split("```").next())
+                .find(|b| b.contains(&format!("\"Name\": \"{name}\"")))
+                .unwrap_or_else(|| panic!("no {name} role in the README"));
+            let json: serde_json::Value = serde_json::from_str(block).expect("valid JSON");
+            let mut actions: Vec<String> = json["Actions"]
+                .as_array()
+                .expect("Actions")
+                .iter()
+                .map(|a| a.as_str().expect("string").to_string())
+                .collect();
+            actions.sort();
+            actions
+        };
+        let needed = |uses: &[Use]| -> Vec<String> {
+            let mut actions: Vec<String> = NEEDED
+                .iter()
+                .filter(|n| uses.contains(&n.used_for))
+                .map(|n| n.action.to_string())
+                .collect();
+            actions.sort();
+            actions
+        };
+        assert_eq!(role("rdp-doctor checks"), needed(&[Use::Checks]));
+        assert_eq!(role("rdp-doctor fixes"), needed(&[Use::Checks, Use::Fixes]));
+    }
+}
