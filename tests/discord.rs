@@ -249,7 +249,8 @@ async fn commands_are_registered_in_the_guild() {
                 "reset-config",
                 "reset-password",
                 "open-rdp",
-                "audit"
+                "audit",
+                "permissions"
             ]
         );
         room.assert_clean();
@@ -2093,6 +2094,43 @@ async fn a_bot_with_a_role_on_one_resource_group_checks_its_vms() {
                 "{vm}: {main}"
             );
         }
+        room.assert_clean();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn permissions_are_for_admins_and_answered_privately() {
+    within(async {
+        let room = Room::start(World::new().vm("web-01")).await;
+        // An operator is refused.
+        let i = room.slash("permissions", json!([])).await;
+        let ack = room.discord.callback(&i, WAIT).await.expect("deferred");
+        assert_eq!(ack.flags() & 64, 64, "private: {:?}", ack.body());
+        let edit = room.discord.next_edit(&i, WAIT).await.expect("the answer");
+        let text = embed(&edit, 0)["description"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(text.contains("you need the `admin` permission"), "{text}");
+        // An admin gets the report: the simulator's one client holds everything.
+        let admin = User::new(4010, "ada", &[5002]);
+        let i = room
+            .discord
+            .slash(&admin, "rdp", &["permissions"], json!([]))
+            .await;
+        room.discord.callback(&i, WAIT).await.expect("deferred");
+        let edit = room.discord.next_edit(&i, WAIT).await.expect("the report");
+        let title = embed(&edit, 0)["title"].as_str().unwrap_or("").to_string();
+        let text = embed(&edit, 0)["description"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(title.contains("holds every action"), "{title}");
+        assert!(
+            text.contains("Subscription 11111111-1111-1111-1111-111111111111"),
+            "{text}"
+        );
         room.assert_clean();
     })
     .await

@@ -74,7 +74,8 @@ pub struct PendingPick {
         "super::fixes::reset_config",
         "super::fixes::reset_password",
         "super::fixes::open_rdp",
-        "super::fixes::audit"
+        "super::fixes::audit",
+        "super::fixes::permissions"
     ),
     subcommand_required
 )]

@@ -804,6 +804,50 @@ pub async fn audit(
     .await
 }
 
+/// Which Azure actions rdp-doctor's identity holds, and the role that grants what is missing (admins)
+#[poise::command(slash_command)]
+pub async fn permissions(ctx: Context<'_>) -> Result<(), Error> {
+    let Some(interaction) = command_interaction(&ctx) else {
+        return Ok(());
+    };
+    // Probing takes a few ARM reads: acknowledge first, privately.
+    interaction.defer_ephemeral(ctx.http()).await?;
+    let embed = match ctx
+        .data()
+        .door
+        .permissions(&command_caller(interaction))
+        .await
+    {
+        Ok(subscriptions) => {
+            let complete = subscriptions
+                .iter()
+                .all(crate::runbook::permissions::SubscriptionPermissions::complete);
+            let text = crate::runbook::permissions::report_text(&subscriptions);
+            render::notice(
+                if complete {
+                    "rdp-doctor's identity holds every action the runbook needs"
+                } else {
+                    "rdp-doctor's identity is missing actions the runbook needs"
+                },
+                &format!(
+                    "```text\n{}\n```",
+                    clip(&text, render::MAX_DESCRIPTION - 20)
+                ),
+            )
+        }
+        Err(e) => error_embed(&e),
+    };
+    interaction
+        .edit_response(
+            ctx.http(),
+            serenity::all::EditInteractionResponse::new()
+                .embed(embed)
+                .allowed_mentions(CreateAllowedMentions::new()),
+        )
+        .await?;
+    Ok(())
+}
+
 /// After a restart: follow every operation that was running and post its outcome.
 pub fn resume(http: Arc<Http>, door: Door) {
     tokio::spawn(async move {
