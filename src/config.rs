@@ -120,14 +120,16 @@ impl FileConfig {
     }
 
     pub fn parse(text: &str, path: &str) -> Result<FileConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_string(),
             line: e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
                 .unwrap_or(1),
             message: e.message().to_string(),
-        })
+        })?;
+        file.azure.check(path)?;
+        Ok(file)
     }
 }
 
@@ -168,6 +170,35 @@ pub fn subscriptions(cli: &[String], file: &FileConfig) -> Vec<String> {
 }
 
 impl AzureConfig {
+    /// Values the TOML types admit but that make no sense are refused, not ignored: a sweep's
+    /// share above the whole bucket, a refill of nothing.
+    fn check(&self, path: &str) -> Result<(), ConfigError> {
+        let bad = |field: &str, value: f64, want: &str| {
+            Err(ConfigError::Invalid(format!(
+                "{path}: [azure] {field} = {value} is out of range: {want}"
+            )))
+        };
+        if let Some(share) = self.sweep_share {
+            if !(share.is_finite() && share > 0.0 && share <= 1.0) {
+                return bad(
+                    "sweep_share",
+                    share,
+                    "a fraction above 0 and at most 1, e.g. 0.8 (the default)",
+                );
+            }
+        }
+        if let Some(rate) = self.refill_per_sec {
+            if !(rate.is_finite() && rate > 0.0) {
+                return bad(
+                    "refill_per_sec",
+                    rate,
+                    "requests a second above 0, e.g. 25 (ARM's refill of reads)",
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn apply(&self, settings: &mut crate::azure::ArmSettings) {
         if let Some(s) = self.request_timeout_secs {
             settings.request_timeout = Duration::from_secs(s.max(1));
@@ -239,15 +270,15 @@ mod tests {
         assert_eq!(file.azure.unknown_vm_ttl(), Duration::from_secs(5));
         assert_eq!(file.limits.person_limiter().rate().per_minute, 6);
         assert_eq!(file.limits.person_limiter().rate().burst, 2);
-        let silly = FileConfig::parse("[azure]\nsweep_share = 1.5\n", "x.toml").unwrap();
-        let mut settings =
-            crate::azure::ArmSettings::new(url::Url::parse("http://127.0.0.1:1").unwrap());
-        silly.azure.apply(&mut settings);
+        let silly = FileConfig::parse("[azure]\nsweep_share = 1.5\n", "x.toml")
+            .expect_err("a share above the whole bucket is refused");
         assert_eq!(
-            settings.sweep_share,
-            crate::azure::ArmSettings::DEFAULT_SWEEP_SHARE
+            silly.to_string(),
+            "x.toml: [azure] sweep_share = 1.5 is out of range: a fraction above 0 and at most 1, e.g. 0.8 (the default)"
         );
-        assert_eq!(silly.azure.unknown_vm_ttl(), Duration::from_secs(30));
+        assert!(FileConfig::parse("[azure]\nrefill_per_sec = 0.0\n", "x.toml").is_err());
+        let plain = FileConfig::parse("[azure]\n", "x.toml").unwrap();
+        assert_eq!(plain.azure.unknown_vm_ttl(), Duration::from_secs(30));
         assert!(FileConfig::parse("[limits]\nper_minute = 3\n", "x.toml").is_err());
     }
 }
