@@ -1,4 +1,4 @@
-//! Process configuration: environment variables (the external contract in DESIGN.md) and the
+//! Process configuration: environment variables (the external contract in ARCHITECTURE.md) and the
 //! optional TOML file named by `RDP_DOCTOR_CONFIG` (default `rdp-doctor.toml` if present).
 
 use serde::Deserialize;

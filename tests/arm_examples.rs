@@ -1,5 +1,5 @@
 //! Every Microsoft example response we keep (tests/fixtures/arm-examples, verbatim copies of
-//! ../shared/arm-examples) deserialises into the SDK model the code and the simulator use.
+//! the examples in Microsoft's REST API specs) deserialises into the SDK model the code and the simulator use.
 
 use azure_mgmt_compute::package_2024_07_01::models as compute;
 use azure_mgmt_network::package_2024_03::models as network;

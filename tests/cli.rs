@@ -1,5 +1,5 @@
 //! The `rdp-doctor` binary as a person or a script runs it: against a simulator on loopback,
-//! configured only through the environment variables of DESIGN.md.
+//! configured only through the environment variables of ARCHITECTURE.md's external contract.
 
 mod support;
 

@@ -3,7 +3,7 @@
 //! 429s.
 //!
 //! ARM throttles per subscription with token buckets, one for reads, one for writes, one for
-//! deletes (ARM-REFERENCE.md §4: reads burst 250 and refill 25 a second; writes and deletes 200
+//! deletes (Microsoft's "Understand how Azure Resource Manager throttles requests": reads burst 250 and refill 25 a second; writes and deletes 200
 //! and 10). Every response says how many requests its bucket has left. The pacer keeps one
 //! estimate per subscription and bucket: what Azure last reported, less the requests sent after
 //! the one that answered, plus the refill. A request that would overdraw the estimate takes a

@@ -1,5 +1,5 @@
 //! The terminal front end: argument parsing (clap), progress on stderr, the report on stdout,
-//! exit codes as DESIGN.md fixes them.
+//! exit codes as ARCHITECTURE.md's external contract fixes them.
 //!
 //! **Architecture Invariant:** the only module that names clap types. It turns arguments into a
 //! runbook request and renders the runbook's events and report; it holds no runbook logic.
@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// Exit codes (DESIGN.md): 0 no problem found, 1 problems found, 2 usage/config/not-found/
+/// Exit codes (ARCHITECTURE.md, "The external contract"): 0 no problem found, 1 problems found, 2 usage/config/not-found/
 /// ambiguous, 3 Azure or network failure.
 pub mod exit {
     pub const OK: u8 = 0;
@@ -168,7 +168,7 @@ struct FixArgs {
 struct CheckArgs {
     /// The VM: NAME, RESOURCE-GROUP/NAME, or a full resource id.
     vm: String,
-    /// Print one JSON object (the format in DESIGN.md) instead of the report.
+    /// Print one JSON object (the format in ARCHITECTURE.md's external contract) instead of the report.
     #[arg(long)]
     json: bool,
     /// Test TCP 3389 from this IPv4 address (your public IP) instead of "anyone on the Internet".

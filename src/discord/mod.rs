@@ -29,7 +29,7 @@ use std::time::Duration;
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Context<'a> = poise::Context<'a, Bot, Error>;
 
-/// How the bot reaches Discord (DESIGN.md's environment variables).
+/// How the bot reaches Discord (the environment variables of ARCHITECTURE.md's external contract).
 pub struct BotSettings {
     /// `DISCORD_TOKEN`
     pub token: SecretString,

@@ -1,4 +1,4 @@
-//! The result of one check: the JSON contract of `rdp-doctor check --json` (see DESIGN.md) plus
+//! The result of one check: the JSON contract of `rdp-doctor check --json` (see ARCHITECTURE.md, "The external contract") plus
 //! what a front end shows beside it (the screenshot, the serial-log tail).
 
 use crate::azure::VmRef;

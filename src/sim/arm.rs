@@ -1,5 +1,5 @@
 //! ARM routes and JSON: turns a request path into a [`Route`] and the world into the shapes of
-//! Microsoft's published examples (`shared/arm-examples`).
+//! Microsoft's published examples (`tests/fixtures/arm-examples`).
 //!
 //! Authentication, throttling, faults and statistics happen before this module is called; it
 //! only answers for the world.
