@@ -887,18 +887,7 @@ impl Said {
                 Progress::Sent { action, vm } => format!("sent {} {vm}", action.as_str()),
                 Progress::Waiting => "waiting".into(),
                 Progress::Rechecking => "rechecking".into(),
-                Progress::Unanswered { action, vm } => {
-                    format!(
-                        "Azure may have accepted the {} of {vm}; checking…",
-                        action.as_str()
-                    )
-                }
-                Progress::Learned(text) => text,
-                Progress::Settling {
-                    vm,
-                    waiting_for,
-                    waited,
-                } => Progress::settling_text(&vm, &waiting_for, waited),
+                other => other.text(None),
             };
             lines.lock().unwrap().push(line);
         }

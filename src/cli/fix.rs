@@ -119,21 +119,7 @@ pub fn print_outcome(outcome: &Outcome) -> u8 {
 }
 
 fn progress(p: Progress) {
-    match p {
-        Progress::Sent { action, vm } => eprintln!("{} of {vm} sent to Azure…", action.as_str()),
-        Progress::Waiting => eprintln!("waiting for Azure to finish…"),
-        Progress::Rechecking => eprintln!("done; running the checks again…"),
-        Progress::Unanswered { action, vm } => eprintln!(
-            "Azure may have accepted the {} of {vm}; checking…",
-            action.as_str()
-        ),
-        Progress::Learned(text) => eprintln!("{text}"),
-        Progress::Settling {
-            vm,
-            waiting_for,
-            waited,
-        } => eprintln!("{}", Progress::settling_text(&vm, &waiting_for, waited)),
-    }
+    eprintln!("{}", p.text(None));
 }
 
 /// Request a fix; confirm it here when allowed (interactively or with `--yes`).

@@ -702,24 +702,7 @@ pub async fn component(
             let who = caller.actor.name.clone();
             let progress_task = tokio::spawn(async move {
                 while let Some(p) = rx.recv().await {
-                    let text = match p {
-                        Progress::Sent { action, vm } => format!(
-                            "{} of {vm} confirmed by {who}; sent to Azure.",
-                            action.as_str()
-                        ),
-                        Progress::Waiting => "Waiting for Azure to finish…".to_string(),
-                        Progress::Rechecking => "Done. Running the checks again…".to_string(),
-                        Progress::Unanswered { action, vm } => format!(
-                            "Azure may have accepted the {} of {vm}; checking…",
-                            action.as_str()
-                        ),
-                        Progress::Learned(text) => text,
-                        Progress::Settling {
-                            vm,
-                            waiting_for,
-                            waited,
-                        } => Progress::settling_text(&vm, &waiting_for, waited),
-                    };
+                    let text = p.text(Some(&who));
                     shown
                         .show(View::embed(render::notice("In progress", &text)))
                         .await;

@@ -315,18 +315,48 @@ impl Door {
     }
 
     /// The VM is in a subscription rdp-doctor serves.
-    fn served(&self, subscription: &str) -> Result<(), DoorError> {
-        if self
-            .subscriptions
+    fn is_served(&self, subscription: &str) -> bool {
+        self.subscriptions
             .iter()
             .any(|s| s.eq_ignore_ascii_case(subscription))
-        {
+    }
+
+    fn served(&self, subscription: &str) -> Result<(), DoorError> {
+        if self.is_served(subscription) {
             Ok(())
         } else {
             Err(DoorError::Unserved {
                 subscription: subscription.to_string(),
                 served: self.subscriptions.clone(),
             })
+        }
+    }
+
+    /// A VM the person may be shown: served, and readable by them.
+    fn visible(&self, actor: &Actor, vm: &VmRef) -> bool {
+        self.is_served(&vm.subscription_id) && self.may_read(actor, vm)
+    }
+
+    /// `needed` on a sweep's scope: a resource group, or a whole subscription.
+    fn authorize_scope(
+        &self,
+        actor: &Actor,
+        needed: Permission,
+        subscription_id: &str,
+        resource_group: Option<&str>,
+    ) -> Result<(), Denial> {
+        match resource_group {
+            Some(rg) => self.policy.authorize_on(
+                actor,
+                needed,
+                &Target {
+                    subscription_id: subscription_id.to_string(),
+                    resource_group: rg.to_string(),
+                },
+            ),
+            None => self
+                .policy
+                .authorize_subscription(actor, needed, subscription_id),
         }
     }
 
@@ -443,13 +473,9 @@ impl Door {
     ) -> Result<VmSummary, DoorError> {
         self.admit_command(caller)?;
         let query = VmQuery::parse(text)?;
-        let readable = self.directory.listed_where(|s| {
-            self.may_read(&caller.actor, &s.vm)
-                && self
-                    .subscriptions
-                    .iter()
-                    .any(|sub| sub.eq_ignore_ascii_case(&s.vm.subscription_id))
-        });
+        let readable = self
+            .directory
+            .listed_where(|s| self.visible(&caller.actor, &s.vm));
         let summary =
             crate::azure::pick(&query, &readable, "the VM list (refreshed every minute)")?;
         self.authorise_vm(caller, needed, &summary.vm)?;
@@ -462,13 +488,8 @@ impl Door {
         if self.admit(caller).is_err() {
             return Vec::new();
         }
-        self.directory.suggest_where(partial, limit, |s| {
-            self.may_read(&caller.actor, &s.vm)
-                && self
-                    .subscriptions
-                    .iter()
-                    .any(|sub| sub.eq_ignore_ascii_case(&s.vm.subscription_id))
-        })
+        self.directory
+            .suggest_where(partial, limit, |s| self.visible(&caller.actor, &s.vm))
     }
 
     /// The VM a component (a button, a menu) carries, found again in the directory, if the
@@ -596,39 +617,17 @@ impl Door {
         let actor = &caller.actor;
         let allowed: Vec<String> = candidates
             .iter()
-            .filter(|sub| match resource_group {
-                Some(rg) => self
-                    .policy
-                    .authorize_on(
-                        actor,
-                        needed,
-                        &Target {
-                            subscription_id: sub.to_string(),
-                            resource_group: rg.to_string(),
-                        },
-                    )
-                    .is_ok(),
-                None => self
-                    .policy
-                    .authorize_subscription(actor, needed, sub)
-                    .is_ok(),
+            .filter(|sub| {
+                self.authorize_scope(actor, needed, sub, resource_group)
+                    .is_ok()
             })
             .cloned()
             .collect();
         if allowed.is_empty() {
-            let denial = match (resource_group, candidates.as_slice()) {
-                (Some(rg), [one]) => self
-                    .policy
-                    .authorize_on(
-                        actor,
-                        needed,
-                        &Target {
-                            subscription_id: one.clone(),
-                            resource_group: rg.to_string(),
-                        },
-                    )
+            let denial = match candidates.as_slice() {
+                [one] => self
+                    .authorize_scope(actor, needed, one, resource_group)
                     .err(),
-                (None, [one]) => self.policy.authorize_subscription(actor, needed, one).err(),
                 _ => None,
             };
             return Err(DoorError::Denied(denial.unwrap_or(Denial {
@@ -665,20 +664,12 @@ impl Door {
         self.admit(caller)?;
         self.served(&scope.subscription_id)?;
         let needed = self.sweep_level(caller);
-        match &scope.resource_group {
-            Some(rg) => self.policy.authorize_on(
-                &caller.actor,
-                needed,
-                &Target {
-                    subscription_id: scope.subscription_id.clone(),
-                    resource_group: rg.clone(),
-                },
-            )?,
-            None => {
-                self.policy
-                    .authorize_subscription(&caller.actor, needed, &scope.subscription_id)?
-            }
-        }
+        self.authorize_scope(
+            &caller.actor,
+            needed,
+            &scope.subscription_id,
+            scope.resource_group.as_deref(),
+        )?;
         // One sweep per scope: the slot is held until this sweep returns.
         let _slot = self
             .sweeps

@@ -152,13 +152,34 @@ pub enum Progress {
 }
 
 impl Progress {
-    /// The line a front end shows for [`Progress::Settling`], e.g. "waiting for web-01 to
-    /// settle: agent Not Ready (45 s)…".
-    pub fn settling_text(vm: &str, waiting_for: &str, waited: std::time::Duration) -> String {
-        format!(
-            "waiting for {vm} to settle: {waiting_for} ({})…",
-            duration_text(waited)
-        )
+    /// The line every front end shows, e.g. "waiting for web-01 to settle: agent Not Ready
+    /// (45 s)…". `confirmed_by` names the confirmer in the "sent" line, where a room of people
+    /// needs to know who.
+    pub fn text(&self, confirmed_by: Option<&str>) -> String {
+        match self {
+            Progress::Sent { action, vm } => match confirmed_by {
+                Some(who) => format!(
+                    "{} of {vm} confirmed by {who}; sent to Azure.",
+                    action.as_str()
+                ),
+                None => format!("{} of {vm} sent to Azure…", action.as_str()),
+            },
+            Progress::Waiting => "Waiting for Azure to finish…".to_string(),
+            Progress::Rechecking => "Done. Running the checks again…".to_string(),
+            Progress::Unanswered { action, vm } => format!(
+                "Azure may have accepted the {} of {vm}; checking…",
+                action.as_str()
+            ),
+            Progress::Learned(text) => text.clone(),
+            Progress::Settling {
+                vm,
+                waiting_for,
+                waited,
+            } => format!(
+                "waiting for {vm} to settle: {waiting_for} ({})…",
+                duration_text(*waited)
+            ),
+        }
     }
 }
 
