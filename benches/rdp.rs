@@ -38,7 +38,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("check", "one check of a healthy VM at the critical path"),
     (
         "sweep",
-        "500 VMs under ARM's token bucket, and the sweep's memory",
+        "1,000 VMs under ARM's read and write buckets, and the sweep's memory",
     ),
     (
         "fair",
@@ -218,9 +218,13 @@ async fn section_ack() -> Vec<Row> {
 
 async fn ack() -> anyhow::Result<Vec<Row>> {
     let world = World::new().vm("web-01");
+    // The 100 checks all read web-01: Compute's own bucket for reading one VM (36, refilled 12
+    // a minute) would spread their reports over minutes, and the pacer would wait it out. This
+    // section measures the acknowledgements, so that bucket is off here (BENCHMARKS.md says so).
     let options = SimOptions {
         latency: ARM_LATENCY,
-        ..SimOptions::default()
+        compute_get: None,
+        ..SimOptions::fast()
     };
     let (sim, secret) = start_simulator(world, options).await?;
     let discord = start_discord().await?;
@@ -433,7 +437,7 @@ fn binary_size() -> Row {
 
 async fn start_up() -> anyhow::Result<Vec<Row>> {
     let world = World::new().vm("web-01");
-    let (sim, secret) = start_simulator(world, SimOptions::default()).await?;
+    let (sim, secret) = start_simulator(world, SimOptions::fast()).await?;
     let mut to_ready = Vec::new();
     let mut to_registered = Vec::new();
     let mut idle = None;

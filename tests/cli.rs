@@ -17,7 +17,7 @@ struct Cli {
 
 impl Cli {
     async fn start(world: World) -> Cli {
-        Cli::with_options(world, SimOptions::default()).await
+        Cli::with_options(world, SimOptions::fast()).await
     }
 
     async fn with_options(world: World, options: SimOptions) -> Cli {
@@ -266,7 +266,7 @@ async fn server_errors_exit_3() {
                 "virtualMachines",
                 rdp_doctor::sim::FaultKind::Status(500),
             )],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let cli = Cli::with_options(World::new().vm("web-01"), options).await;
         let out = cli.run(&["check", "web-01", "--json"]).await;
@@ -1023,7 +1023,7 @@ async fn sweep_stops_on_ctrl_c_and_prints_what_it_checked() {
         }
         let options = SimOptions {
             latency: std::time::Duration::from_millis(100),
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let cli = Cli::with_options(world, options).await;
         let child = cli
@@ -1119,7 +1119,7 @@ async fn an_interrupted_fix_is_listed_followed_by_the_next_fix_and_an_admin_can_
         // A slow restart: 150 polls of "in progress" (the world moves as Azure is polled).
         let options = SimOptions {
             lro_polls: 150,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let cli = Cli::with_options(World::new().vm("web-01"), options).await;
         std::fs::write(cli.path("rdp-doctor.toml"), cli_policy("admin")).unwrap();

@@ -44,7 +44,7 @@ struct Room {
 
 impl Room {
     async fn start(world: World) -> Room {
-        Room::with_options(world, SimOptions::default()).await
+        Room::with_options(world, SimOptions::fast()).await
     }
 
     async fn with_options(world: World, options: SimOptions) -> Room {
@@ -53,7 +53,7 @@ impl Room {
 
     /// `None`: the config has no `[policy]` at all.
     async fn with_policy(world: World, policy: Option<&str>) -> Room {
-        Room::build(world, SimOptions::default(), policy).await
+        Room::build(world, SimOptions::fast(), policy).await
     }
 
     async fn build(world: World, options: SimOptions, policy: Option<&str>) -> Room {
@@ -350,7 +350,7 @@ async fn the_acknowledgement_beats_a_slow_azure() {
     within(async {
         let options = SimOptions {
             latency: Duration::from_secs(2),
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let room = Room::with_options(World::new().vm("web-01"), options).await;
         let i = room.check("web-01").await;
@@ -508,7 +508,7 @@ async fn azure_errors_are_explained_in_one_line() {
                     r#"{"error":{"code":"AuthorizationFailed","message":"The client 'x' does not have authorization to perform action 'Microsoft.Compute/virtualMachines/read' over scope '/subscriptions/1'."}}"#.into(),
                 ),
             )],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let room = Room::with_options(World::new().vm("web-01"), options).await;
         let i = room.check("web-01").await;
@@ -637,7 +637,7 @@ async fn a_gateway_drop_mid_check_resumes_and_the_check_finishes() {
     within(async {
         let options = SimOptions {
             latency: Duration::from_millis(300),
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let room = Room::with_options(World::new().vm("web-01"), options).await;
         let i = room.check("web-01").await;
@@ -669,7 +669,7 @@ async fn an_expired_token_falls_back_to_a_channel_message() {
     within(async {
         let options = SimOptions {
             latency: Duration::from_millis(200),
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let room = Room::with_options(World::new().vm("web-01"), options).await;
         let i = room.check("web-01").await;
@@ -1066,7 +1066,7 @@ async fn killing_the_bot_mid_redeploy_then_starting_it_again_posts_the_outcome()
             support::quick(SimOptions {
                 lro_polls: 3,
                 retry_after_secs: 1,
-                ..SimOptions::default()
+                ..SimOptions::fast()
             }),
         )
         .await
@@ -1416,7 +1416,7 @@ async fn only_the_person_who_started_a_sweep_can_cancel_it() {
         }
         let options = SimOptions {
             latency: Duration::from_millis(200),
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let room = Room::with_options(world, options).await;
         // A subscription that is not a GUID never reaches an Azure URL.
@@ -2002,7 +2002,7 @@ async fn each_person_has_a_command_rate_and_one_sweep_per_scope_runs_at_a_time()
     within(async {
         let options = SimOptions {
             latency: Duration::from_millis(150),
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let room = Room::build_tuned(
             World::new().vm("web-01").vm("web-02").vm("web-03"),

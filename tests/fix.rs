@@ -76,7 +76,7 @@ async fn operator_for(
 
 impl Bench {
     async fn start(world: World) -> Bench {
-        Bench::with(world, SimOptions::default(), POLICY).await
+        Bench::with(world, SimOptions::fast(), POLICY).await
     }
 
     async fn with(world: World, options: SimOptions, policy: &str) -> Bench {
@@ -635,7 +635,7 @@ async fn expired_cancelled_and_double_confirms() {
 async fn an_expired_confirmation_runs_nothing() {
     within(async {
         let policy = format!("confirm_ttl_secs = 1\n{POLICY}");
-        let b = Bench::with(World::new().vm("web-01"), SimOptions::default(), &policy).await;
+        let b = Bench::with(World::new().vm("web-01"), SimOptions::fast(), &policy).await;
         let web = b.vm("web-01").await;
         let prompt = b
             .operator
@@ -698,7 +698,7 @@ async fn one_change_per_vm_at_a_time_and_a_crash_mid_redeploy_resumes() {
         let options = SimOptions {
             lro_polls: 4,
             retry_after_secs: 1,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let b = Bench::with(World::new().vm("web-01"), options, POLICY).await;
         let web = b.vm("web-01").await;
@@ -818,7 +818,7 @@ async fn a_failed_operation_reports_azures_code_and_releases_the_vm() {
                 "AllocationFailed",
                 "Allocation failed. We do not have sufficient capacity for the requested VM size in this region.",
             )],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let b = Bench::with(World::new().vm("web-01"), options, POLICY).await;
         let web = b.vm("web-01").await;
@@ -938,7 +938,7 @@ async fn a_restart_whose_answer_is_lost_is_never_sent_twice_and_the_vm_tells_wha
         ] {
             let options = SimOptions {
                 faults: vec![Fault::new("/restart", fault).method("POST")],
-                ..SimOptions::default()
+                ..SimOptions::fast()
             };
             let b = Bench::with(World::new().vm("web-01"), options, POLICY).await;
             let web = b.vm("web-01").await;
@@ -1000,7 +1000,7 @@ async fn only_answers_that_prove_azure_did_not_act_are_retried() {
     within(async {
         let options = SimOptions {
             faults: vec![Fault::new("/start", FaultKind::Status(500)).method("POST")],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let b = Bench::with(World::new().vm("app-02").deallocated(), options, POLICY).await;
         let app = b.vm("app-02").await;
@@ -1032,10 +1032,10 @@ async fn only_answers_that_prove_azure_did_not_act_are_retried() {
             ("/start", FaultKind::Status(429)),
             ("/restart", FaultKind::Status(503)),
         ] {
-            b.sim.set_options(SimOptions {
+            b.sim.set_options(support::quick(SimOptions {
                 faults: vec![Fault::new(path, refused.clone()).method("POST").times(1)],
-                ..SimOptions::default()
-            });
+                ..SimOptions::fast()
+            }));
             let request = if path == "/start" {
                 FixRequest::Start
             } else {
@@ -1074,7 +1074,7 @@ async fn an_operation_past_its_deadline_keeps_the_vm_locked_and_is_reported_runn
     within(async {
         let options = SimOptions {
             lro_polls: 1_000_000,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let b = bench_with_settings(World::new().vm("web-01"), options, |s| {
             s.operation_timeout = std::time::Duration::from_millis(500);
@@ -1136,7 +1136,7 @@ async fn the_next_request_follows_an_abandoned_operation_first() {
     within(async {
         let options = SimOptions {
             lro_polls: 30,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let b = Bench::with(World::new().vm("web-01"), options, POLICY).await;
         let web = b.vm("web-01").await;
@@ -1274,7 +1274,7 @@ async fn a_stored_operation_url_on_another_host_is_refused_and_unlock_frees_the_
 async fn the_password_of_an_abandoned_prompt_is_dropped_at_its_expiry() {
     within(async {
         let policy = format!("confirm_ttl_secs = 1\n{POLICY}");
-        let b = Bench::with(World::new().vm("web-01"), SimOptions::default(), &policy).await;
+        let b = Bench::with(World::new().vm("web-01"), SimOptions::fast(), &policy).await;
         let web = b.vm("web-01").await;
         let prompt = b
             .operator
@@ -1442,7 +1442,7 @@ async fn a_lost_answer_to_an_extension_or_rule_put_is_read_back_not_resent() {
                 Fault::new("/extensions/", FaultKind::AppliedThenStatus(502)).method("PUT"),
                 Fault::new("/securityRules/", FaultKind::AppliedThenStatus(500)).method("PUT"),
             ],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let world = World::new().vm("web-03").rdp_disabled().vm("web-02").nsg_denies_rdp();
         let b = Bench::with(world, options, POLICY).await;
@@ -1485,7 +1485,7 @@ async fn restart_settling(
 ) -> (rdp_doctor::runbook::operate::Outcome, Said) {
     let options = SimOptions {
         settle: Some(std::time::Duration::from_millis(settle_ms)),
-        ..SimOptions::default()
+        ..SimOptions::fast()
     };
     let b = bench_with_settings(World::new().vm("web-01"), options, |s| {
         s.settle_timeout = std::time::Duration::from_millis(timeout_ms);

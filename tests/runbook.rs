@@ -244,7 +244,7 @@ async fn effective_nsg_polls_until_done() {
     within(async {
         let options = SimOptions {
             lro_polls: 3,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let report = h.check("web-01").await.expect("report");
@@ -261,6 +261,54 @@ async fn effective_nsg_polls_until_done() {
     .await
 }
 
+/// Azure computes effective security rules for seconds and sends no `Retry-After` (Azure CLI's
+/// recording of `list-effective-nsg`): the check waits it out at its own poll interval, with
+/// no busy loop, and the finding is the same.
+#[tokio::test]
+async fn a_check_waits_out_azures_seconds_for_effective_rules_at_its_own_poll_interval() {
+    within(async {
+        let world = World::new().vm("web-01");
+        let secret = world.client_secret.clone();
+        let options = SimOptions {
+            effective_nsg_time: Duration::from_millis(1200),
+            lro_polls: 0,
+            ..SimOptions::default()
+        };
+        let mut h = Harness::with_options(world, options).await;
+        let url = url::Url::parse(&h.sim.url()).expect("url");
+        let mut settings = support::fast_settings(url.clone());
+        settings.poll_interval = Duration::from_millis(300);
+        h.arm = Arm::connect_with_secret(
+            settings,
+            url,
+            support::TENANT,
+            support::CLIENT,
+            secret.into(),
+        )
+        .expect("arm");
+        let started = std::time::Instant::now();
+        let report = h.check("web-01").await.expect("report");
+        assert_status(&report, "nsg", "pass", "allow-rdp");
+        assert!(
+            started.elapsed() >= Duration::from_millis(1200),
+            "{:?}",
+            started.elapsed()
+        );
+        let polls = h
+            .sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| e.method == "GET" && e.path.contains("operationResults"))
+            .count();
+        assert!(
+            (4..=6).contains(&polls),
+            "{polls} polls: one every 300 ms until 1.2 s"
+        );
+    })
+    .await
+}
+
 #[tokio::test]
 async fn effective_nsg_failure_is_an_error_finding_and_the_rest_goes_on() {
     within(async {
@@ -269,7 +317,7 @@ async fn effective_nsg_failure_is_an_error_finding_and_the_rest_goes_on() {
                 "effectiveNetworkSecurityGroups",
                 FaultKind::Status(400),
             )],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let report = h.check("web-01").await.expect("report");
@@ -371,7 +419,7 @@ async fn a_failed_blob_download_warns_without_the_sas_url() {
     within(async {
         let options = SimOptions {
             faults: vec![Fault::new(".screenshot.bmp", FaultKind::Status(403))],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let report = h.check("web-01").await.expect("report");
@@ -578,7 +626,7 @@ async fn a_wrong_client_secret_is_a_sign_in_error_without_the_secret() {
     within(async {
         let h = Harness::with_secret(
             World::new().vm("web-01"),
-            SimOptions::default(),
+            SimOptions::fast(),
             "not-the-secret-XYZ",
         )
         .await;
@@ -601,7 +649,7 @@ async fn authorization_failed_names_the_missing_action() {
         let body = r#"{"error":{"code":"AuthorizationFailed","message":"The client 'x' with object id 'y' does not have authorization to perform action 'Microsoft.Compute/virtualMachines/read' over scope '/subscriptions/11111111-1111-1111-1111-111111111111' or the scope is invalid."}}"#;
         let options = SimOptions {
             faults: vec![Fault::new("virtualMachines", FaultKind::StatusBody(403, body.into()))],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         // A VM named by group is read directly; that read is refused. (A bare name whose list
@@ -635,7 +683,7 @@ async fn throttling_is_retried_honouring_retry_after() {
     within(async {
         let options = SimOptions {
             faults: vec![Fault::new("virtualMachines", FaultKind::Status(429)).times(2)],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let report = h.check("web-01").await.expect("retries get through");
@@ -652,7 +700,7 @@ async fn throttling_beyond_the_retry_budget_is_a_clear_error() {
         let options = SimOptions {
             faults: vec![Fault::new("virtualMachines", FaultKind::Status(429))],
             retry_after_secs: 1,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let error = arm_error(h.check("web-01").await);
@@ -682,7 +730,7 @@ async fn a_retry_after_longer_than_the_budget_gives_up_at_once() {
                 capacity: 0,
                 refill_per_sec: 0.0,
             }),
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let started = std::time::Instant::now();
@@ -703,7 +751,7 @@ async fn server_errors_are_retried_then_reported_with_azure_code() {
     within(async {
         let options = SimOptions {
             faults: vec![Fault::new("virtualMachines", FaultKind::Status(503))],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let error = arm_error(h.check("web-01").await);
@@ -724,7 +772,7 @@ async fn a_hanging_azure_times_out() {
                 "providers/Microsoft.Compute/virtualMachines?",
                 FaultKind::Hang,
             )],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let error = arm_error(h.check("web-01").await);
@@ -742,7 +790,7 @@ async fn a_malformed_response_is_reported_not_panicked() {
                 "providers/Microsoft.Compute/virtualMachines?",
                 FaultKind::Malformed,
             )],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let error = arm_error(h.check("web-01").await);
@@ -756,7 +804,7 @@ async fn independent_reads_run_concurrently() {
     within(async {
         let options = SimOptions {
             latency: std::time::Duration::from_millis(100),
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         h.check("web-01").await.expect("report");
@@ -950,17 +998,34 @@ async fn a_sweep_under_the_token_bucket_paces_itself_instead_of_being_throttled(
         for i in 0..24 {
             world = world.vm(&format!("vm-{i:02}"));
         }
+        // Both of ARM's buckets small: the effective-NSG POSTs spend the write bucket (every
+        // request that is not a GET does), their results and the lists the read bucket.
         let options = SimOptions {
             bucket: Some(BucketOptions {
                 capacity: 15,
                 refill_per_sec: 25.0,
             }),
+            write_bucket: Some(BucketOptions {
+                capacity: 8,
+                refill_per_sec: 10.0,
+            }),
             retry_after_secs: 1,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(world, options).await;
         let report = run_sweep(&h, &scope("rg-web"), &SweepOptions::default()).await;
         assert_eq!(report.vms.len(), 24);
+        let writes = h
+            .sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| e.method == "POST" && e.path.contains("effectiveNetworkSecurityGroups"))
+            .count();
+        assert_eq!(
+            writes, 24,
+            "one POST per VM, each spending the write bucket"
+        );
         assert_eq!(
             report.count(Verdict::Ok),
             24,
@@ -978,6 +1043,45 @@ async fn a_sweep_under_the_token_bucket_paces_itself_instead_of_being_throttled(
     .await
 }
 
+/// Compute's own bucket for reading one VM (`x-ms-ratelimit-remaining-resource`,
+/// `LowCostGetResource`) is honoured: reading the same VM past it waits for its refill instead
+/// of being answered 429. The simulator's bucket has Azure's shape (refilled a third of its size
+/// a minute, "Compute throttling limits"), larger than a VM's 36 so that a token refills in 3 s
+/// and the test waits seconds, not minutes.
+#[tokio::test]
+async fn reads_of_one_vm_wait_for_computes_bucket_instead_of_429s() {
+    within(async {
+        let options = SimOptions {
+            compute_get: Some(rdp_doctor::sim::ComputeGetBuckets {
+                resource: BucketOptions {
+                    capacity: 60,
+                    refill_per_sec: 20.0 / 60.0,
+                },
+                ..rdp_doctor::sim::ComputeGetBuckets::AZURE
+            }),
+            ..SimOptions::fast()
+        };
+        let h = Harness::with_options(World::new().vm("web-01"), options).await;
+        let vm = rdp_doctor::domain::VmRef::from_stored(
+            &format!(
+                "/subscriptions/{}/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/web-01",
+                rdp_doctor::sim::DEFAULT_SUBSCRIPTION
+            ),
+            "web-01",
+        );
+        let started = std::time::Instant::now();
+        for _ in 0..61 {
+            h.arm.vm_facts(&vm).await.expect("read");
+        }
+        let stats = h.sim.stats();
+        assert_eq!(stats.throttled, 0, "held by the pacer, never refused: {:?}", stats.by_route);
+        assert_eq!(stats.by_route["GET virtualMachines"], 61);
+        assert!(h.arm.pacing().paced >= 1, "{:?}", h.arm.pacing());
+        assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_cancelled_sweep_stops_and_returns_the_rows_so_far() {
     within(async {
@@ -987,7 +1091,7 @@ async fn a_cancelled_sweep_stops_and_returns_the_rows_so_far() {
         }
         let options = SimOptions {
             latency: Duration::from_millis(30),
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(world, options).await;
         let cancel = CancellationToken::new();
@@ -1032,7 +1136,7 @@ async fn a_healthy_check_of_a_listed_vm_costs_six_requests_two_deep() {
         let options = SimOptions {
             latency: Duration::from_millis(100),
             lro_polls: 0,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let directory = VmDirectory::new();
@@ -1119,7 +1223,7 @@ async fn when_azure_cannot_list_concurrent_misses_share_one_failure_and_known_vm
             .expect("found");
         h.sim.set_options(SimOptions {
             faults: vec![Fault::new("virtualMachines?", FaultKind::Status(500))],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         });
         let before = list_requests(&h);
         let nowhere = VmQuery::parse("gone-01").expect("valid");
@@ -1157,7 +1261,7 @@ async fn a_sweep_whose_public_ip_list_fails_reads_each_nic_with_its_ip_instead()
         }
         let options = SimOptions {
             faults: vec![Fault::new("publicIPAddresses?", FaultKind::Status(403))],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(world, options).await;
         let report = run_sweep(&h, &scope("rg-web"), &SweepOptions::default()).await;
@@ -1339,7 +1443,7 @@ async fn a_persons_check_during_a_sweep_that_drained_the_bucket_does_not_wait_be
                 refill_per_sec: 5.0,
             }),
             retry_after_secs: 1,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let h = Harness::with_options(world, options).await;
         // Signed in, as a running bot is.
@@ -1554,12 +1658,7 @@ fn group_scoped_world() -> World {
 }
 
 async fn group_scoped() -> Harness {
-    Harness::with_secret(
-        group_scoped_world(),
-        SimOptions::default(),
-        PRINCIPAL_SECRET,
-    )
-    .await
+    Harness::with_secret(group_scoped_world(), SimOptions::fast(), PRINCIPAL_SECRET).await
 }
 
 fn vm_lists(h: &Harness) -> u64 {
@@ -1606,7 +1705,7 @@ async fn azure_refuses_what_the_principals_roles_do_not_grant_with_its_message()
         assert_eq!(h.arm.list_resource_groups(SUB).await.expect("groups"), ["rg-web"]);
         // Another app's secret signs nobody in.
         let stranger =
-            Harness::with_secret(group_scoped_world(), SimOptions::default(), "sim-secret").await;
+            Harness::with_secret(group_scoped_world(), SimOptions::fast(), "sim-secret").await;
         let error = arm_error(stranger.check("rg-web/web-01").await);
         assert!(matches!(error, ArmError::SignIn { .. }), "{error:?}");
         // A world without principals keeps the one client that may do everything.

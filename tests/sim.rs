@@ -28,7 +28,7 @@ async fn within<T>(test: impl Future<Output = T>) -> T {
 }
 
 async fn start(world: World) -> Simulator {
-    start_with(world, SimOptions::default()).await
+    start_with(world, SimOptions::fast()).await
 }
 
 async fn start_with(world: World, options: SimOptions) -> Simulator {
@@ -417,7 +417,7 @@ async fn effective_nsgs_are_a_long_running_operation_with_the_example_shape() {
             .no_nsg();
         let options = SimOptions {
             lro_polls: 2,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let sim = start_with(world, options).await;
         let nics = network(&sim).network_interfaces_client();
@@ -706,7 +706,7 @@ async fn token_bucket_throttles_with_retry_after() {
                 capacity: 2,
                 refill_per_sec: 0.5,
             }),
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let sim = start_with(World::new().vm("web-01"), options).await;
         let token = token(&sim).await;
@@ -737,7 +737,7 @@ async fn token_bucket_throttles_with_retry_after() {
         );
         assert_eq!(stats.log.last().map(|e| e.status), Some(429));
 
-        sim.set_options(SimOptions::default());
+        sim.set_options(SimOptions::fast());
         assert_eq!(
             raw(&sim, Method::Get, &path, Some(&token)).await.status,
             StatusCode::Ok
@@ -761,7 +761,7 @@ async fn faults_fire_the_given_number_of_times() {
                     FaultKind::StatusBody(502, "<html>Bad Gateway</html>".to_owned()),
                 ),
             ],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let sim = start_with(World::new().vm("web-01").vm("app-01").vm("db-01"), options).await;
         let token = token(&sim).await;
@@ -807,7 +807,7 @@ async fn latency_shows_in_peak_in_flight_and_hung_requests_end_at_shutdown() {
         let options = SimOptions {
             latency: Duration::from_millis(50),
             faults: vec![Fault::new("hang-here", FaultKind::Hang)],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let sim = start_with(World::new().vm("web-01"), options).await;
         let token = token(&sim).await;
@@ -1048,7 +1048,7 @@ async fn restart_passes_through_starting_and_ends_running_with_one_write() {
     within(async {
         let options = SimOptions {
             lro_polls: 2,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let sim = start_with(World::new().vm("web-01"), options).await;
         let vms = compute(&sim).virtual_machines_client();
@@ -1139,7 +1139,7 @@ async fn location_url_answers_202_until_done_and_start_of_a_running_vm_is_a_no_o
     within(async {
         let options = SimOptions {
             lro_polls: 1,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let world = World::new().vm("web-01").vm("app-01");
         let sim = start_with(world, options).await;
@@ -1209,7 +1209,7 @@ async fn start_gives_a_dynamic_ip_an_address_and_redeploy_changes_only_dynamic_o
             .vm("web-01");
         let options = SimOptions {
             lro_polls: 1,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let sim = start_with(world, options).await;
         let vms = compute(&sim).virtual_machines_client();
@@ -1329,7 +1329,7 @@ async fn vmaccess_put_resets_rdp_then_a_password_and_never_echoes_protected_sett
         let world = World::new().vm("web-01").rdp_disabled();
         let options = SimOptions {
             lro_polls: 1,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let sim = start_with(world, options).await;
         let client = compute(&sim);
@@ -1436,7 +1436,7 @@ async fn vmaccess_in_any_other_spelling_fails_in_the_guest_and_resets_nothing() 
         const PASSWORD: &str = "Corr3ct-Horse-Battery!";
         let options = SimOptions {
             lro_polls: 1,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let sim = start_with(World::new().vm("web-01"), options).await;
         let extensions = compute(&sim).virtual_machine_extensions_client();
@@ -1761,7 +1761,7 @@ async fn fail_operations_end_a_redeploy_failed_and_leave_the_world_alone() {
                 "AllocationFailed",
                 "Allocation failed. We do not have sufficient capacity for the requested VM size in this region.",
             )],
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let sim = start_with(world, options).await;
         let token = token(&sim).await;
@@ -1805,7 +1805,7 @@ async fn a_new_client_polling_the_same_operation_url_gets_the_final_status() {
     within(async {
         let options = SimOptions {
             lro_polls: 3,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let sim = start_with(World::new().vm("web-01"), options).await;
         let url = {
@@ -2255,7 +2255,7 @@ async fn token_buckets_are_per_subscription_and_operation_urls_count_for_theirs(
                 capacity: 2,
                 refill_per_sec: 0.5,
             }),
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let world = World::new().vm("web-01").vm("web-02").in_subscription(second);
         let sim = start_with(world, options).await;
@@ -2301,7 +2301,7 @@ async fn effective_nsgs_without_polls_cost_exactly_two_requests() {
     within(async {
         let options = SimOptions {
             lro_polls: 0,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let sim = start_with(World::new().vm("web-01"), options.clone()).await;
         let nics = network(&sim).network_interfaces_client();
@@ -2351,7 +2351,7 @@ async fn the_request_log_says_when_each_request_started_and_finished() {
     within(async {
         let options = SimOptions {
             latency: Duration::from_millis(50),
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let sim = start_with(World::new().vm("web-01"), options).await;
         let token = token(&sim).await;
@@ -2477,11 +2477,11 @@ async fn blobs_answer_byte_ranges_as_azure_storage_does() {
 #[tokio::test]
 async fn a_restarted_vm_settles_its_agent_and_resource_health_late() {
     within(async {
-        assert_eq!(SimOptions::default().settle(), Duration::from_secs(60));
+        assert_eq!(SimOptions::fast().settle(), Duration::from_secs(60));
         let options = SimOptions {
             settle: Some(Duration::from_millis(500)),
             lro_polls: 0,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let sim = start_with(World::new().vm("web-01"), options).await;
         let vms = compute(&sim).virtual_machines_client();
@@ -2506,6 +2506,155 @@ async fn a_restarted_vm_settles_its_agent_and_resource_health_late() {
         }
         let health = raw(&sim, Method::Get, &health_path, Some(&token)).await.json();
         assert_eq!(health["properties"]["availabilityState"], "Available");
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+/// ARM counts every request that is not a GET against the subscription's write bucket, the
+/// POSTs that change nothing included. Azure CLI's recording of `az network nic
+/// list-effective-nsg` (`network/tests/latest/recordings/test_network_nic_convenience_commands.yaml`)
+/// shows the effective-NSG POST answered with `x-ms-ratelimit-remaining-subscription-writes`,
+/// the Azure SDK for .NET's `TestVMManagedBootDiagnostics.json` the same for
+/// `retrieveBootDiagnosticsData`; Microsoft's "Understand how Azure Resource Manager throttles
+/// requests" gives the buckets (reads 250 refilled 25 a second, writes 200 refilled 10).
+#[tokio::test]
+async fn posts_that_change_nothing_spend_the_write_bucket_not_the_read_bucket() {
+    within(async {
+        assert_eq!(SimOptions::default().bucket, Some(BucketOptions::AZURE_READS));
+        assert_eq!(SimOptions::default().write_bucket, Some(BucketOptions::AZURE_WRITES));
+        assert_eq!(
+            (BucketOptions::AZURE_WRITES.capacity, BucketOptions::AZURE_WRITES.refill_per_sec),
+            (200, 10.0)
+        );
+        let small = BucketOptions { capacity: 2, refill_per_sec: 0.1 };
+        let options = SimOptions {
+            bucket: Some(BucketOptions { capacity: 5, refill_per_sec: 0.1 }),
+            write_bucket: Some(small),
+            lro_polls: 0,
+            ..SimOptions::fast()
+        };
+        let sim = start_with(World::new().vm("web-01"), options).await;
+        let token = token(&sim).await;
+        let nsgs = format!("/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Network/networkInterfaces/web-01-nic/effectiveNetworkSecurityGroups?api-version=2024-03-01");
+        let boot = format!("{}/retrieveBootDiagnosticsData?api-version=2024-07-01", vm_path("rg-web", "web-01").split('?').next().unwrap());
+
+        let first = raw(&sim, Method::Post, &nsgs, Some(&token)).await;
+        assert_eq!(first.status, StatusCode::Accepted);
+        assert_eq!(first.header("x-ms-ratelimit-remaining-subscription-writes").as_deref(), Some("1"));
+        assert_eq!(first.header("x-ms-ratelimit-remaining-subscription-reads"), None);
+        let second = raw(&sim, Method::Post, &boot, Some(&token)).await;
+        assert_eq!(second.status, StatusCode::Ok, "{}", second.text());
+        assert_eq!(second.header("x-ms-ratelimit-remaining-subscription-writes").as_deref(), Some("0"));
+        let third = raw(&sim, Method::Post, &nsgs, Some(&token)).await;
+        assert_eq!(third.status, StatusCode::TooManyRequests);
+        assert_eq!(third.header("x-ms-ratelimit-remaining-subscription-writes").as_deref(), Some("0"));
+        assert_eq!(third.header("retry-after").as_deref(), Some("10"));
+
+        // The read bucket is untouched: the result of the first POST is still there to read.
+        let location = first.header("location").expect("Location");
+        let result = raw(&sim, Method::Get, &location, Some(&token)).await;
+        assert_eq!(result.status, StatusCode::Ok);
+        assert_eq!(result.header("x-ms-ratelimit-remaining-subscription-reads").as_deref(), Some("4"));
+        assert_eq!(sim.stats().throttled, 1);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+/// Computing effective security rules takes the Network resource provider seconds: the POST
+/// answers 202 with a `Location` and no `Retry-After`, polls before the result is ready answer
+/// 202 again, and the result comes once the time has passed, as Azure CLI's recording of `az
+/// network nic list-effective-nsg` shows (202, then 200 with the rules at the poll 10 s later).
+#[tokio::test]
+async fn effective_security_rules_take_seconds_by_default() {
+    within(async {
+        assert_eq!(SimOptions::default().effective_nsg_time, SimOptions::AZURE_EFFECTIVE_NSG);
+        assert!(SimOptions::AZURE_EFFECTIVE_NSG >= Duration::from_secs(2));
+        let options = SimOptions { lro_polls: 0, ..SimOptions::default() };
+        let sim = start_with(World::new().vm("web-01"), options).await;
+        let token = token(&sim).await;
+        let nsgs = format!("/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Network/networkInterfaces/web-01-nic/effectiveNetworkSecurityGroups?api-version=2024-03-01");
+        let started = std::time::Instant::now();
+        let accepted = raw(&sim, Method::Post, &nsgs, Some(&token)).await;
+        assert_eq!(accepted.status, StatusCode::Accepted);
+        assert_eq!(accepted.header("retry-after"), None, "Azure sends none");
+        let location = accepted.header("location").expect("Location");
+        let early = raw(&sim, Method::Get, &location, Some(&token)).await;
+        assert_eq!(early.status, StatusCode::Accepted, "not ready yet");
+        assert_eq!(early.header("retry-after"), None);
+        assert!(early.header("location").is_some_and(|l| l.contains("/operationResults/")));
+        tokio::time::sleep(SimOptions::AZURE_EFFECTIVE_NSG.saturating_sub(started.elapsed())).await;
+        let done = raw(&sim, Method::Get, &location, Some(&token)).await;
+        assert_eq!(done.status, StatusCode::Ok);
+        assert_eq!(done.json()["value"].as_array().map(Vec::len), Some(1));
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+/// Compute throttles reads of a VM on its own, behind ARM: its "Low Cost Get" policy gives each
+/// VM a bucket of 36 refilled 12 a minute and the subscription one of 24,000 (Microsoft's
+/// "Compute throttling limits"); answers report both in `x-ms-ratelimit-remaining-resource`
+/// with the names Azure CLI's 2026 recordings show, and an empty bucket answers 429
+/// `OperationNotAllowed` naming the policy ("Troubleshooting API throttling errors").
+#[tokio::test]
+async fn reading_one_vm_too_often_is_throttled_by_compute_and_other_vms_are_not() {
+    within(async {
+        let sim = start_with(World::new().vm("web-01").vm("web-02"), SimOptions::fast()).await;
+        let token = token(&sim).await;
+        let web01 = vm_path("rg-web", "web-01");
+        for left in (0..36).rev() {
+            let ok = raw(&sim, Method::Get, &web01, Some(&token)).await;
+            assert_eq!(ok.status, StatusCode::Ok);
+            let header = ok
+                .header("x-ms-ratelimit-remaining-resource")
+                .expect("Compute's counts");
+            let (subscription, resource) = header.split_once(',').expect("two policies");
+            // The subscription's bucket refills 8,000 a minute: full again between requests.
+            let spent = subscription
+                .strip_prefix("Microsoft.Compute/LowCostGetSubscriptionMaximum;")
+                .and_then(|n| n.parse::<u32>().ok())
+                .expect("the subscription's count");
+            assert!((23_900..24_000).contains(&spent), "{header}");
+            assert_eq!(
+                resource,
+                format!("Microsoft.Compute/LowCostGetResource;{left}")
+            );
+        }
+        let refused = raw(&sim, Method::Get, &web01, Some(&token)).await;
+        assert_eq!(refused.status, StatusCode::TooManyRequests);
+        let error = refused.json();
+        assert_eq!(error["error"]["code"], "OperationNotAllowed");
+        assert_eq!(error["error"]["details"][0]["target"], "LowCostGetResource");
+        assert_eq!(
+            refused.header("retry-after").as_deref(),
+            Some("5"),
+            "12 a minute"
+        );
+        assert_eq!(
+            refused
+                .header("x-ms-ratelimit-remaining-resource")
+                .as_deref(),
+            Some("Microsoft.Compute/LowCostGetResource;0")
+        );
+        assert!(
+            refused
+                .header("x-ms-ratelimit-remaining-subscription-reads")
+                .is_some(),
+            "ARM counted it"
+        );
+        let other = raw(
+            &sim,
+            Method::Get,
+            &vm_path("rg-web", "web-02"),
+            Some(&token),
+        )
+        .await;
+        assert_eq!(other.status, StatusCode::Ok);
+        assert!(other
+            .header("x-ms-ratelimit-remaining-resource")
+            .is_some_and(|h| h.ends_with("LowCostGetResource;35")));
         sim.shutdown().await;
     })
     .await;

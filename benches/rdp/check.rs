@@ -29,7 +29,7 @@ async fn run() -> anyhow::Result<Vec<Row>> {
     let options = SimOptions {
         latency: L,
         lro_polls: 0,
-        ..SimOptions::default()
+        ..SimOptions::fast()
     };
     let (sim, arm, secret) = super::simulator_and_arm(World::new().vm("web-01"), options).await?;
     let catalog = Catalog::builtin();

@@ -75,7 +75,7 @@ async fn run() -> anyhow::Result<Vec<Row>> {
             capacity: 250,
             refill_per_sec: 25.0,
         }),
-        ..SimOptions::default()
+        ..SimOptions::fast()
     };
     let (sim, arm, _) = super::simulator_and_arm(world, options).await?;
     let catalog = Catalog::builtin();

@@ -1,20 +1,24 @@
-//! Section `sweep`: 500 VMs of one resource group under ARM's token bucket (burst 250, refill
-//! 25 a second, 429 + `Retry-After` beyond it), swept twice by the release binary: from a
-//! terminal (`rdp-doctor sweep -g rg-fleet --json`), then by the bot (`/rdp sweep` through the
-//! fake Discord), whose memory is sampled while it runs.
+//! Section `sweep`: 1,000 VMs of one resource group under ARM's two buckets (reads: burst 250,
+//! refill 25 a second; writes, which every request that is not a GET spends: burst 200, refill
+//! 10; 429 + `Retry-After` beyond them), swept twice by the release binary: from a terminal
+//! (`rdp-doctor sweep -g rg-fleet --json`), then by the bot (`/rdp sweep` through the fake
+//! Discord), whose memory is sampled while it runs.
 //!
-//! The floor is what the bucket allows for the requests a sweep needs, not for those it made:
-//! the scope's four lists (20 pages of 100) and two requests per running VM (its effective
-//! security rules: the POST and its result), the first 250 at once, then 25 a second.
+//! The floor is what the buckets allow for the requests a sweep needs, not for those it made:
+//! the scope's four lists (40 pages of 100) and, per running VM, its effective security rules:
+//! the POST (a write) and its result (a read). Each bucket gives its burst at once, then its
+//! refill; the sweep cannot end before the slower of the two has let its requests through.
 
 use super::support::discord::User;
 use super::{mib, sample_peak, settle, start_discord, BotProcess, Row, BENCH_ROLE};
 use rdp_doctor::sim::{BucketOptions, SimOptions, Simulator, World};
 use std::time::{Duration, Instant};
 
-const VMS: usize = 500;
+const VMS: usize = 1000;
 const BURST: f64 = 250.0;
 const REFILL: f64 = 25.0;
+const WRITE_BURST: f64 = 200.0;
+const WRITE_REFILL: f64 = 10.0;
 const L: Duration = Duration::from_millis(50);
 /// Pages of 100 for each of the four lists (VMs, NICs, public IPs, Resource Health).
 const LIST_PAGES: usize = 4 * VMS.div_ceil(100);
@@ -22,6 +26,9 @@ const LIST_PAGES: usize = 4 * VMS.div_ceil(100);
 const RUNNING: usize = VMS - 1;
 /// What a sweep needs: the lists, then two requests per running VM.
 const REQUIRED: usize = LIST_PAGES + 2 * RUNNING;
+/// Of those, the reads (the lists and the results) and the writes (the POSTs).
+const READS: usize = LIST_PAGES + RUNNING;
+const WRITES: usize = RUNNING;
 
 pub(super) async fn section() -> Vec<Row> {
     match run().await {
@@ -50,12 +57,26 @@ fn options() -> SimOptions {
             capacity: BURST as u32,
             refill_per_sec: REFILL,
         }),
-        ..SimOptions::default()
+        write_bucket: Some(BucketOptions {
+            capacity: WRITE_BURST as u32,
+            refill_per_sec: WRITE_REFILL,
+        }),
+        ..SimOptions::fast()
     }
 }
 
+/// What the read bucket alone allows.
+fn read_floor() -> Duration {
+    Duration::from_secs_f64(((READS as f64 - BURST) / REFILL).max(0.0))
+}
+
+/// What the write bucket alone allows.
+fn write_floor() -> Duration {
+    Duration::from_secs_f64(((WRITES as f64 - WRITE_BURST) / WRITE_REFILL).max(0.0))
+}
+
 fn floor() -> Duration {
-    Duration::from_secs_f64(((REQUIRED as f64 - BURST) / REFILL).max(0.0))
+    read_floor().max(write_floor())
 }
 
 async fn run() -> anyhow::Result<Vec<Row>> {
@@ -128,11 +149,16 @@ async fn terminal() -> anyhow::Result<Vec<Row>> {
             answered as usize <= REQUIRED,
         ),
         Row::info(
-            "sweep: floor the bucket allows",
-            format!("{:.1} s (({REQUIRED} - 250) / 25)", floor.as_secs_f64()),
+            "sweep: floor the buckets allow",
+            format!(
+                "{:.1} s (writes: ({WRITES} - 200) / 10 = {:.1} s; reads: ({READS} - 250) / 25 = {:.1} s)",
+                floor.as_secs_f64(),
+                write_floor().as_secs_f64(),
+                read_floor().as_secs_f64()
+            ),
         ),
         Row::new(
-            "sweep: 500 VMs from a terminal, time",
+            "sweep: 1,000 VMs from a terminal, time",
             format!(
                 "{:.1} s ({ratio:.3}× floor; process {:.1} s)",
                 elapsed.as_secs_f64(),
@@ -144,7 +170,7 @@ async fn terminal() -> anyhow::Result<Vec<Row>> {
         Row::new(
             "sweep: VMs checked, none failed",
             format!("{checked} checked, {unknown} failed, {problems} with problems"),
-            "500, 0 failed",
+            "1000, 0 failed",
             checked == VMS && unknown == 0,
         ),
         Row::new(
@@ -215,26 +241,26 @@ async fn bot() -> anyhow::Result<Vec<Row>> {
     let ratio = took.as_secs_f64() / floor().as_secs_f64();
     let mut rows = vec![
         Row::new(
-            "sweep: 500 VMs from Discord, time to summary",
+            "sweep: 1,000 VMs from Discord, time to summary",
             format!(
                 "{:.1} s ({ratio:.3}× floor; {throttled} answered 429)",
                 took.as_secs_f64()
             ),
             "<= 1.15× floor",
-            ratio <= 1.15 && title.contains("2 of 500 VMs with problems"),
+            ratio <= 1.15 && title.contains("2 of 1000 VMs with problems"),
         ),
         Row::new(
-            "footprint: bot memory during a 500-VM sweep",
+            "footprint: bot memory during a 1,000-VM sweep",
             format!("{} peak (VmHWM; {} before)", mib(peak), mib(idle)),
             "<= 120 MiB",
             peak > 0 && peak <= 120 * 1024,
         ),
     ];
-    if !title.contains("2 of 500 VMs with problems") {
+    if !title.contains("2 of 1000 VMs with problems") {
         rows.push(Row::new(
             "sweep: the bot's summary",
             title,
-            "2 of 500 with problems",
+            "2 of 1000 with problems",
             false,
         ));
     }

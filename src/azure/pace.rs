@@ -18,9 +18,25 @@
 //! drained the bucket finds the people's share there, instead of waiting out the sweep's queue.
 //!
 //! Which bucket a request spends is what its answer says: a route's class is learned from the
-//! header its response carries (ARM counts some POSTs as reads, some as writes); until a route has
-//! answered, the HTTP method decides. A 429 still happens if someone else drains the same
-//! bucket; then the retry policy (outside this one) honours `Retry-After` and this pacer learns.
+//! header its response carries; until a route has answered, the HTTP method decides (ARM counts
+//! every request that is not a GET as a write, the POSTs that change nothing included: the
+//! effective security rules and the boot diagnostics URIs). A service that overrides ARM's
+//! limits for a resource type answers `x-ms-ratelimit-remaining-subscription-resource-requests`
+//! instead of the reads or writes ("Understand how Azure Resource Manager throttles requests");
+//! such a route gets a bucket of its own, whose refill Microsoft does not document: it is
+//! assumed slow (one a second) and every answer corrects the estimate.
+//!
+//! Resource providers throttle too, behind ARM. Compute reports its policies in
+//! `x-ms-ratelimit-remaining-resource` (`Microsoft.Compute/LowCostGetResource;33,...`: a VM's
+//! own bucket for reading it, the subscription's, ...; Microsoft's "Compute throttling limits"
+//! and "Troubleshooting API throttling errors", which asks clients to throttle themselves when a
+//! count runs low). The pacer keeps an estimate per policy (per resource for the `...Resource`
+//! policies), refilled as Compute's table documents (a third of the bucket a minute; the old
+//! `...30Min` policies a tenth of it), and holds a route's request while one of the policies its
+//! answers reported is down to its last token.
+//!
+//! A 429 still happens if someone else drains the same bucket; then the retry policy (outside
+//! this one) honours `Retry-After` and this pacer learns.
 
 use azure_core::headers::{HeaderName, Headers};
 use azure_core::{Context, Policy, PolicyResult, Request};
@@ -40,8 +56,18 @@ const MIN_CAPACITY: f64 = 10.0;
 /// ARM's documented refill of the write and delete buckets, per second.
 const WRITE_REFILL: f64 = 10.0;
 
+/// The assumed refill of a resource type's own bucket (`-subscription-resource-requests`),
+/// per second: undocumented, so slow; the answers correct the estimate.
+const RESOURCE_REQUESTS_REFILL: f64 = 1.0;
+
+/// Tokens left in a resource provider's bucket when the pacer holds its route's requests.
+const RP_RESERVE: f64 = 1.0;
+
 /// Routes whose bucket has been learned, at most (a bound, not a working set).
 const MAX_ROUTES: usize = 512;
+
+/// Resource providers' buckets remembered at most (one per VM read lately, at worst).
+const MAX_PROVIDER_BUDGETS: usize = 4096;
 
 /// Requests in flight on a bucket Azure has not reported yet: a few probe it, the rest wait for
 /// their answer rather than risk a burst into an empty bucket.
@@ -65,6 +91,8 @@ enum Class {
     Reads,
     Writes,
     Deletes,
+    /// A resource type's own bucket, reported instead of the reads or writes.
+    ResourceRequests,
 }
 
 impl Class {
@@ -91,10 +119,26 @@ impl Class {
                 "x-ms-ratelimit-remaining-subscription-deletes",
                 "x-ms-ratelimit-remaining-subscription-global-deletes",
             ],
+            Class::ResourceRequests => &["x-ms-ratelimit-remaining-subscription-resource-requests"],
         }
     }
 
-    const ALL: [Class; 3] = [Class::Reads, Class::Writes, Class::Deletes];
+    /// Whose bucket it is: the subscription's, or for a resource type's own bucket, the
+    /// subscription's for that route.
+    fn scope(self, subscription: &str, route: &str) -> String {
+        match self {
+            Class::ResourceRequests => format!("{subscription} {route}"),
+            _ => subscription.to_owned(),
+        }
+    }
+
+    /// Last: when an answer carries a resource type's own count, that is the route's bucket.
+    const ALL: [Class; 4] = [
+        Class::Reads,
+        Class::Writes,
+        Class::Deletes,
+        Class::ResourceRequests,
+    ];
 }
 
 /// One subscription's bucket as we estimate it.
@@ -200,6 +244,10 @@ struct State {
     /// Route (method and resource type or action) → the bucket its answers reported, or
     /// `None` when they report none (not paced).
     routes: HashMap<String, Option<Class>>,
+    /// A resource provider's policies, by scope (subscription or resource) and name.
+    providers: HashMap<(String, String), ProviderBudget>,
+    /// Route → the provider policies its answers reported.
+    provider_routes: HashMap<String, Vec<String>>,
     next_seq: u64,
 }
 
@@ -269,6 +317,7 @@ impl Pacer {
         match class {
             Class::Reads => self.read_rate,
             Class::Writes | Class::Deletes => WRITE_REFILL.min(self.read_rate),
+            Class::ResourceRequests => RESOURCE_REQUESTS_REFILL,
         }
     }
 
@@ -374,7 +423,7 @@ impl Pacer {
             }
             let budget = state
                 .budgets
-                .entry((subscription.to_string(), class))
+                .entry((class.scope(subscription, route), class))
                 .or_insert_with(|| Budget::new(now));
             budget.refill(now, rate);
             budget.known = true;
@@ -400,6 +449,167 @@ impl Pacer {
             } else {
                 budget.in_flight.remove(&seq);
             }
+        }
+    }
+}
+
+/// A resource provider's bucket (one policy of `x-ms-ratelimit-remaining-resource`) as we
+/// estimate it.
+#[derive(Debug)]
+struct ProviderBudget {
+    tokens: f64,
+    /// The most it ever reported plus one.
+    capacity: f64,
+    /// Refill per second.
+    rate: f64,
+    at: Instant,
+}
+
+impl ProviderBudget {
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+    }
+}
+
+/// The refill per second of a Compute policy that held at most `capacity`: Compute's table
+/// ("Compute throttling limits") gives every policy a bucket three times its refill a minute
+/// (36 and 12, 24,000 and 8,000, 900 and 300, ...), so a third of it a minute; the policies of
+/// the older scheme are named for their window (`...3Min`, `...30Min`).
+fn provider_rate(policy: &str, capacity: f64) -> f64 {
+    let window = if policy.ends_with("30Min") {
+        1800.0
+    } else {
+        180.0
+    };
+    (capacity / window).max(0.01)
+}
+
+/// `x-ms-ratelimit-remaining-resource`: `Provider/Policy;count` pairs separated by commas.
+fn provider_remaining(headers: &Headers) -> Vec<(String, u64)> {
+    headers
+        .get_optional_str(&HeaderName::from_static(
+            "x-ms-ratelimit-remaining-resource",
+        ))
+        .map(|value| {
+            value
+                .split(',')
+                .filter_map(|pair| {
+                    let (policy, count) = pair.trim().rsplit_once(';')?;
+                    let count = count.trim().parse::<u64>().ok()?;
+                    let policy = policy.trim();
+                    (!policy.is_empty()).then(|| (policy.to_owned(), count))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whose bucket a provider's policy is: a `...Resource` policy is the resource's own (the
+/// request's path up to the resource's name), any other the subscription's.
+fn provider_scope(subscription: &str, policy: &str, url: &url::Url) -> String {
+    if !policy.ends_with("Resource") {
+        return subscription.to_owned();
+    }
+    let resource: Vec<String> = url
+        .path_segments()
+        .map(|s| {
+            s.filter(|s| !s.is_empty())
+                .take(8)
+                .map(str::to_ascii_lowercase)
+                .collect()
+        })
+        .unwrap_or_default();
+    resource.join("/")
+}
+
+impl Pacer {
+    /// Before a request on `route` goes: `None` if every provider policy its answers reported
+    /// has a token to spare (each is spent), else how long until the emptiest refills.
+    fn provider_hold(
+        &self,
+        subscription: &str,
+        route: &str,
+        url: &url::Url,
+        now: Instant,
+    ) -> Option<Duration> {
+        let mut state = self.state();
+        let policies = state.provider_routes.get(route)?.clone();
+        let keys: Vec<(String, String)> = policies
+            .iter()
+            .map(|p| (provider_scope(subscription, p, url), p.clone()))
+            .collect();
+        let mut wait = Duration::ZERO;
+        for key in &keys {
+            if let Some(budget) = state.providers.get_mut(key) {
+                budget.refill(now);
+                let short = RP_RESERVE + 1.0 - budget.tokens;
+                if short > 0.0 {
+                    wait = wait.max(wait_for(short, budget.rate));
+                }
+            }
+        }
+        if !wait.is_zero() {
+            return Some(wait);
+        }
+        for key in &keys {
+            if let Some(budget) = state.providers.get_mut(key) {
+                budget.tokens -= 1.0;
+            }
+        }
+        None
+    }
+
+    /// Learns the provider policies an answer on `route` reported, and what each has left.
+    fn learn_provider(
+        &self,
+        subscription: &str,
+        route: &str,
+        url: &url::Url,
+        headers: &Headers,
+        now: Instant,
+    ) {
+        let reported = provider_remaining(headers);
+        if reported.is_empty() {
+            return;
+        }
+        let mut state = self.state();
+        let State {
+            providers,
+            provider_routes,
+            ..
+        } = &mut *state;
+        if provider_routes.len() < MAX_ROUTES || provider_routes.contains_key(route) {
+            let known = provider_routes.entry(route.to_owned()).or_default();
+            for (policy, _) in &reported {
+                if !known.contains(policy) {
+                    known.push(policy.clone());
+                }
+            }
+        }
+        for (policy, left) in reported {
+            let key = (provider_scope(subscription, &policy, url), policy.clone());
+            if !providers.contains_key(&key) && providers.len() >= MAX_PROVIDER_BUDGETS {
+                // Forget the buckets that have refilled: they hold nothing worth knowing.
+                providers.retain(|_, b| {
+                    b.refill(now);
+                    b.tokens < b.capacity
+                });
+                if providers.len() >= MAX_PROVIDER_BUDGETS {
+                    continue;
+                }
+            }
+            let budget = providers.entry(key).or_insert_with(|| ProviderBudget {
+                tokens: 0.0,
+                capacity: 0.0,
+                rate: 0.01,
+                at: now,
+            });
+            budget.refill(now);
+            budget.capacity = budget.capacity.max(left as f64 + 1.0);
+            budget.rate = provider_rate(&policy, budget.capacity);
+            budget.tokens = left as f64;
         }
     }
 }
@@ -488,12 +698,18 @@ impl Policy for Pacing {
         let priority = self.priority;
         let counters = pacer.counters(priority);
         let route = route_of(request.method(), request.url());
+        let url = request.url().clone();
         let mut held = Duration::ZERO;
+        while let Some(wait) = pacer.provider_hold(&subscription, &route, &url, Instant::now()) {
+            held += wait;
+            tracing::trace!(?wait, "ARM request held for its resource provider's bucket");
+            tokio::time::sleep(wait).await;
+        }
         let ticket = loop {
             let Some(class) = pacer.class_of(&route, request.method()) else {
                 return next[0].send(ctx, request, &next[1..]).await;
             };
-            let key = (subscription.clone(), class);
+            let key = (class.scope(&subscription, &route), class);
             let (seq, go) = pacer.ticket(&key, priority, Instant::now());
             match go {
                 Go::Now => {
@@ -548,6 +764,13 @@ impl Policy for Pacing {
                 &subscription,
                 &route,
                 seq,
+                response.headers(),
+                Instant::now(),
+            );
+            pacer.learn_provider(
+                &subscription,
+                &route,
+                &url,
                 response.headers(),
                 Instant::now(),
             );
@@ -778,25 +1001,130 @@ mod tests {
         assert_eq!(
             pacer.class_of(route, &post),
             Some(Class::Writes),
-            "by method at first"
+            "a POST spends the write bucket before any answer, as ARM counts it"
         );
         let t0 = Instant::now();
         let (seq, _) = pacer.ticket(&("s".into(), Class::Writes), I, t0);
-        pacer.learn("s", route, seq, &reads(7), t0);
-        assert_eq!(
-            pacer.class_of(route, &post),
-            Some(Class::Reads),
-            "as Azure counted it"
-        );
-        assert_eq!(
-            pacer.state().budgets[&("s".to_string(), Class::Reads)].tokens,
-            7.0
-        );
         let mut writes = Headers::new();
         writes.insert("x-ms-ratelimit-remaining-subscription-writes", "150");
-        writes.insert("x-ms-ratelimit-remaining-subscription-global-writes", "90");
-        assert_eq!(remaining(&writes, Class::Writes), Some(90));
+        writes.insert(
+            "x-ms-ratelimit-remaining-subscription-global-writes",
+            "2999",
+        );
+        pacer.learn("s", route, seq, &writes, t0);
+        assert_eq!(pacer.class_of(route, &post), Some(Class::Writes));
+        assert_eq!(
+            pacer.state().budgets[&("s".to_string(), Class::Writes)].tokens,
+            150.0,
+            "the smaller of the principal's and the global count"
+        );
         assert_eq!(remaining(&writes, Class::Reads), None);
+
+        // A route whose answers report it as reads is paced as reads.
+        let get = "GET x";
+        let (seq, _) = pacer.ticket(&("s".into(), Class::Reads), I, t0);
+        pacer.learn("s", get, seq, &reads(7), t0);
+        assert_eq!(
+            pacer.class_of(get, &azure_core::Method::Get),
+            Some(Class::Reads)
+        );
+    }
+
+    #[test]
+    fn a_resource_types_own_count_replaces_the_subscriptions_bucket_for_its_route() {
+        let pacer = Pacer::new(25.0, 0.8);
+        let route = "GET vaults";
+        let t0 = Instant::now();
+        let (seq, _) = pacer.ticket(&("s".into(), Class::Reads), I, t0);
+        let mut headers = Headers::new();
+        headers.insert(
+            "x-ms-ratelimit-remaining-subscription-resource-requests",
+            "3",
+        );
+        pacer.learn("s", route, seq, &headers, t0);
+        pacer.done(&("s".into(), Class::Reads), seq, I, false);
+        assert_eq!(
+            pacer.class_of(route, &azure_core::Method::Get),
+            Some(Class::ResourceRequests)
+        );
+        let key = (
+            Class::ResourceRequests.scope("s", route),
+            Class::ResourceRequests,
+        );
+        assert_eq!(
+            key.0, "s GET vaults",
+            "one bucket per subscription and route"
+        );
+        // 3 left, 2 kept in reserve: one goes, the next waits for the (slow, assumed) refill.
+        assert_eq!(pacer.ticket(&key, I, t0).1, Go::Now);
+        let wait = waits(pacer.ticket(&key, I, t0).1);
+        assert!(
+            (wait - 1.0 / RESOURCE_REQUESTS_REFILL).abs() < 1e-6,
+            "{wait}"
+        );
+    }
+
+    #[test]
+    fn compute_policies_are_read_from_their_header() {
+        let mut headers = Headers::new();
+        headers.insert(
+            "x-ms-ratelimit-remaining-resource",
+            "Microsoft.Compute/LowCostGetSubscriptionMaximum;23997, Microsoft.Compute/LowCostGetResource;33,garbage,;4",
+        );
+        assert_eq!(
+            provider_remaining(&headers),
+            vec![
+                (
+                    "Microsoft.Compute/LowCostGetSubscriptionMaximum".to_string(),
+                    23997
+                ),
+                ("Microsoft.Compute/LowCostGetResource".to_string(), 33)
+            ]
+        );
+        assert!((provider_rate("Microsoft.Compute/LowCostGetResource", 36.0) - 0.2).abs() < 1e-9);
+        assert!((provider_rate("Microsoft.Compute/HighCostGet30Min", 1800.0) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_vm_whose_compute_bucket_is_spent_holds_its_reads_and_no_other_vms() {
+        let pacer = Pacer::new(25.0, 0.8);
+        let vm = |name: &str| {
+            url::Url::parse(&format!(
+                "http://h/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{name}?$expand=instanceView"
+            ))
+            .unwrap()
+        };
+        let route = "GET virtualmachines";
+        let t0 = Instant::now();
+        assert_eq!(
+            pacer.provider_hold("s", route, &vm("web-01"), t0),
+            None,
+            "nothing known yet"
+        );
+        let mut headers = Headers::new();
+        headers.insert(
+            "x-ms-ratelimit-remaining-resource",
+            "Microsoft.Compute/LowCostGetSubscriptionMaximum;23000,Microsoft.Compute/LowCostGetResource;1",
+        );
+        pacer.learn_provider("s", route, &vm("web-01"), &headers, t0);
+        // web-01 has one token left, the one kept in reserve: wait for the next to refill.
+        let wait = pacer
+            .provider_hold("s", route, &vm("WEB-01"), t0)
+            .expect("web-01's bucket is down to its reserve");
+        // Capacity 2 (the most seen plus one), refilled a third a minute: 2/180 a second.
+        assert!((wait.as_secs_f64() - 90.0).abs() < 1e-6, "{wait:?}");
+        // Another VM has a bucket of its own; the subscription's is shared and spent.
+        assert_eq!(pacer.provider_hold("s", route, &vm("web-02"), t0), None);
+        let sub = (
+            "s".to_string(),
+            "Microsoft.Compute/LowCostGetSubscriptionMaximum".to_string(),
+        );
+        assert_eq!(pacer.state().providers[&sub].tokens, 22999.0);
+        // Once it has refilled, web-01 goes again.
+        assert_eq!(
+            pacer.provider_hold("s", route, &vm("web-01"), t0 + Duration::from_secs(91)),
+            None
+        );
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub(crate) struct NewOperation {
     /// How a GET of `resource` shows it while the operation runs (e.g. a rule being written,
     /// `provisioningState: Updating`), if the world does not show it yet.
     pub pending_view: Option<Value>,
+    /// It answers "in progress" until then as well, however many polls it has had (work that
+    /// takes time whoever asks, e.g. computing effective security rules).
+    pub ready_at: Option<std::time::Instant>,
 }
 
 struct Operation {
@@ -70,6 +73,7 @@ struct Operation {
     /// Its client never learnt where to poll: reads of `resource` advance it.
     unwatched: bool,
     pending_view: Option<Value>,
+    ready_at: Option<std::time::Instant>,
 }
 
 /// The answer to one poll.
@@ -93,6 +97,7 @@ pub(crate) struct Registry {
 
 impl Registry {
     /// Registers an operation that answers "in progress" `polls` times; returns its id.
+    #[cfg(test)]
     pub(crate) fn start(
         &self,
         subscription: &str,
@@ -109,6 +114,7 @@ impl Registry {
             steps: Vec::new(),
             on_complete,
             pending_view: None,
+            ready_at: None,
         })
     }
 
@@ -128,6 +134,7 @@ impl Registry {
             on_complete: new.on_complete,
             unwatched: false,
             pending_view: new.pending_view,
+            ready_at: new.ready_at,
         };
         self.lock().insert(id.clone(), op);
         id
@@ -203,6 +210,12 @@ impl Registry {
             return None;
         }
         op.polls = op.polls.saturating_add(1);
+        if op.ended.is_none() && op.ready_at.is_some_and(|at| std::time::Instant::now() < at) {
+            op.polls_left = op.polls_left.saturating_sub(1);
+            return Some(Poll::InProgress {
+                started: op.started,
+            });
+        }
         if op.polls_left > 0 {
             op.polls_left -= 1;
             if let Some(step) = op.steps.pop_front() {
@@ -290,6 +303,7 @@ mod tests {
                 w.vms[0].power_state = PowerState::Running;
             })),
             pending_view: None,
+            ready_at: None,
         });
         assert_eq!(
             registry.running_on("/vm/WEB-01").as_deref(),
@@ -323,6 +337,7 @@ mod tests {
                 w.vms[0].power_state = PowerState::Running;
             })),
             pending_view: Some(serde_json::json!({"provisioningState": "Updating"})),
+            ready_at: None,
         });
         registry.advance_unwatched("/vm/web-01/instanceView", &mut world);
         assert_eq!(registry.polls(&id), Some(0), "watched: only polls move it");

@@ -22,7 +22,7 @@ mod world;
 mod write;
 
 pub use entra::ManagedIdentities;
-pub use throttle::{BucketOptions, Fault, FaultKind};
+pub use throttle::{BucketOptions, ComputeGetBuckets, Fault, FaultKind};
 pub use world::{
     AgentState, Allocation, Extension, Health, ListedInstanceView, Nsg, Os, PowerState, Principal,
     PublicIp, RecommendedAction, RoleAssignment, Rule, Screen, Sku, Subscription, Vm, VmView,
@@ -53,17 +53,38 @@ use tokio::task::JoinHandle;
 pub struct SimOptions {
     /// Added to every request (ARM, token and blob; not `/_sim`).
     pub latency: Duration,
-    /// ARM-like token bucket on ARM requests: 429 + `Retry-After` when empty. Like ARM's, there
-    /// is one bucket per subscription (the id in the request path, operation-status URLs
-    /// included); requests naming no subscription share one more.
+    /// ARM's read bucket: every GET takes a token; 429 + `Retry-After` when empty. Like ARM's,
+    /// there is one per subscription (the id in the request path, operation-status URLs
+    /// included); requests naming no subscription share one more. `None`: never throttles, and
+    /// the headers report what an idle subscription had under the old hourly limits.
+    /// Default: [`BucketOptions::AZURE_READS`].
     pub bucket: Option<BucketOptions>,
+    /// ARM's write bucket, and (with the same size) its delete bucket: every request that is
+    /// not a GET takes a token from one of them, the POST actions that change nothing
+    /// (effective security rules, boot diagnostics URIs) included, as ARM counts them
+    /// ("Troubleshooting API throttling errors": `-reads` on GET requests, `-writes` on
+    /// non-GET). Default: [`BucketOptions::AZURE_WRITES`].
+    pub write_bucket: Option<BucketOptions>,
+    /// Compute's own buckets for reading a VM (its "Low Cost Get" policy), checked after ARM's:
+    /// 429 `OperationNotAllowed` with Compute's details when empty. Default:
+    /// [`ComputeGetBuckets::AZURE`]; `None` never throttles and sends no
+    /// `x-ms-ratelimit-remaining-resource`.
+    pub compute_get: Option<ComputeGetBuckets>,
+    /// How long the Network resource provider takes to compute a NIC's effective security
+    /// rules: the POST answers 202 with a `Location`, and polls before this time has passed
+    /// answer 202 again. Azure CLI's recording of `az network nic list-effective-nsg` shows the
+    /// result ready at the first poll, 10 s after the POST, and no `Retry-After` on the 202, so
+    /// by default none is sent and a client polls at its own interval. Default:
+    /// [`SimOptions::AZURE_EFFECTIVE_NSG`]; [`SimOptions::fast`] makes it instant.
+    pub effective_nsg_time: Duration,
     /// Injected faults; the first matching one wins.
     pub faults: Vec<Fault>,
     /// How many polls of a long-running operation answer "in progress" before it is done. With
-    /// 0 the first poll gets the result, and effective NSGs send no `Retry-After` unless
-    /// `retry_after_secs` asks for a wait.
+    /// 0 the first poll gets the result (for effective NSGs, once `effective_nsg_time` has
+    /// passed as well).
     pub lro_polls: u32,
-    /// `Retry-After` (seconds) on 202 and in-progress answers; 0 keeps tests fast.
+    /// `Retry-After` (seconds) on 202 and in-progress answers; 0 keeps tests fast. Effective
+    /// NSGs send it only when it is not 0 (Azure sends none).
     pub retry_after_secs: u64,
     /// Write operations that are accepted but end `Failed`, leaving the world unchanged. The
     /// first whose path substring matches an accepted write wins.
@@ -84,6 +105,20 @@ impl SimOptions {
     /// How long a VM takes to settle after a power action unless told otherwise: a minute, the
     /// short end of what Azure shows.
     pub const AZURE_SETTLE: Duration = Duration::from_secs(60);
+
+    /// How long effective security rules take unless told otherwise: a few seconds (Azure CLI's
+    /// recording had them ready within 10 s).
+    pub const AZURE_EFFECTIVE_NSG: Duration = Duration::from_secs(3);
+
+    /// Azure's behaviour, less the waits that only cost a test time: effective security rules
+    /// are ready at once. Every bucket and limit stays Azure's. For tests that are not about
+    /// how long Azure takes.
+    pub fn fast() -> SimOptions {
+        SimOptions {
+            effective_nsg_time: Duration::ZERO,
+            ..SimOptions::default()
+        }
+    }
 
     /// The settling time in force.
     pub fn settle(&self) -> Duration {
@@ -117,7 +152,10 @@ impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
             latency: Duration::ZERO,
-            bucket: None,
+            bucket: Some(BucketOptions::AZURE_READS),
+            write_bucket: Some(BucketOptions::AZURE_WRITES),
+            compute_get: Some(ComputeGetBuckets::AZURE),
+            effective_nsg_time: SimOptions::AZURE_EFFECTIVE_NSG,
             faults: Vec::new(),
             lro_polls: 1,
             retry_after_secs: 0,
@@ -333,9 +371,11 @@ struct Shared {
 /// Options with their running state (bucket levels, faults left).
 struct Live {
     options: SimOptions,
-    /// One token bucket per subscription id (lowercase; "" for requests without one), made
-    /// full on the subscription's first request.
-    buckets: HashMap<String, throttle::TokenBucket>,
+    /// One token bucket per subscription id (lowercase; "" for requests without one) and
+    /// kind of request, made full on its first request.
+    buckets: HashMap<(String, Spend), throttle::TokenBucket>,
+    /// Compute's buckets: "sub" for a subscription's, "sub/rg/vm" (lowercase) for a VM's.
+    compute: HashMap<String, throttle::TokenBucket>,
     faults: throttle::Faults,
 }
 
@@ -343,20 +383,154 @@ impl Live {
     fn new(options: SimOptions) -> Live {
         Live {
             buckets: HashMap::new(),
+            compute: HashMap::new(),
             faults: throttle::Faults::new(&options.faults),
             options,
         }
     }
 
-    /// Takes a token from `subscription`'s bucket: `None` without throttling, else
+    /// Takes a token from `subscription`'s bucket for `spend`: `None` without throttling, else
     /// `Ok(remaining)` or `Err(retry_after_seconds)`.
-    fn take_token(&mut self, subscription: &str, now: Instant) -> Option<Result<u32, u64>> {
-        let options = self.options.bucket.as_ref()?;
+    fn take_token(
+        &mut self,
+        subscription: &str,
+        spend: Spend,
+        now: Instant,
+    ) -> Option<Result<u32, u64>> {
+        let options = match spend {
+            Spend::Reads => self.options.bucket.as_ref()?,
+            Spend::Writes | Spend::Deletes => self.options.write_bucket.as_ref()?,
+        };
         let bucket = self
             .buckets
-            .entry(subscription.to_ascii_lowercase())
+            .entry((subscription.to_ascii_lowercase(), spend))
             .or_insert_with(|| throttle::TokenBucket::new(options.clone(), now));
         Some(bucket.take(now))
+    }
+}
+
+impl Live {
+    /// Takes a token from the subscription's and the VM's Compute "Low Cost Get" buckets:
+    /// `None` without them, else `Ok((subscription_left, vm_left))`, or `Err((policy,
+    /// capacity, retry_after_seconds))` naming the empty one (neither is spent then).
+    fn take_compute_get(
+        &mut self,
+        sub: &str,
+        rg: &str,
+        vm: &str,
+        now: Instant,
+    ) -> Option<Result<(u32, u32), ComputeRefusal>> {
+        let options = self.options.compute_get.clone()?;
+        let sub_key = sub.to_ascii_lowercase();
+        let vm_key = format!(
+            "{sub_key}/{}/{}",
+            rg.to_ascii_lowercase(),
+            vm.to_ascii_lowercase()
+        );
+        let vm_bucket = self
+            .compute
+            .entry(vm_key)
+            .or_insert_with(|| throttle::TokenBucket::new(options.resource.clone(), now));
+        let vm_left = match vm_bucket.take(now) {
+            Ok(left) => left,
+            Err(wait) => return Some(Err(("LowCostGetResource", options.resource.capacity, wait))),
+        };
+        let sub_bucket = self
+            .compute
+            .entry(sub_key.clone())
+            .or_insert_with(|| throttle::TokenBucket::new(options.subscription.clone(), now));
+        match sub_bucket.take(now) {
+            Ok(sub_left) => Some(Ok((sub_left, vm_left))),
+            Err(wait) => {
+                // The VM's token was taken for nothing: give it back.
+                if let Some(b) = self.compute.get_mut(&format!(
+                    "{sub_key}/{}/{}",
+                    rg.to_ascii_lowercase(),
+                    vm.to_ascii_lowercase()
+                )) {
+                    b.give_back();
+                }
+                Some(Err((
+                    "LowCostGetSubscriptionMaximum",
+                    options.subscription.capacity,
+                    wait,
+                )))
+            }
+        }
+    }
+}
+
+/// Which Compute policy refused a request: its name, its bucket's size, and the seconds until a
+/// token refills.
+type ComputeRefusal = (&'static str, u32, u64);
+
+/// Compute's 429 when one of its buckets is empty: `OperationNotAllowed` with the policy in
+/// the details, `Retry-After`, and the empty policy at 0 in `x-ms-ratelimit-remaining-resource`
+/// (the shape of Microsoft's "Troubleshooting API throttling errors" for virtual machines).
+fn compute_throttled(policy: &str, allowed: u32, wait: u64) -> Reply {
+    let now = OffsetDateTime::now_utc();
+    let end = now + time::Duration::seconds(i64::try_from(wait).unwrap_or(i64::MAX / 2));
+    let detail = serde_json::json!({
+        "operationGroup": policy,
+        "startTime": now.format(&Rfc3339).unwrap_or_default(),
+        "endTime": end.format(&Rfc3339).unwrap_or_default(),
+        "allowedRequestCount": allowed,
+        "measuredRequestCount": allowed + 1,
+    });
+    let body = serde_json::json!({"error": {
+        "code": "OperationNotAllowed",
+        "message": "The server rejected the request because too many requests have been received for this subscription.",
+        "details": [{"code": "TooManyRequests", "target": policy, "message": detail.to_string()}],
+        "innererror": {"internalErrorCode": "TooManyRequestsReceived"},
+    }});
+    Reply::json(429, &body)
+        .header("Retry-After", wait.to_string())
+        .header(
+            "x-ms-ratelimit-remaining-resource",
+            format!("Microsoft.Compute/{policy};0"),
+        )
+}
+
+/// ARM's per-subscription buckets, and which one a request spends: by its HTTP method alone
+/// (Microsoft's "Troubleshooting API throttling errors" for virtual machines: inspect
+/// `x-ms-ratelimit-remaining-subscription-reads` for GET requests and `-writes` for non-GET
+/// requests; "Understand how Azure Resource Manager throttles requests": reads, writes and
+/// deletes each have a bucket per subscription).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Spend {
+    Reads,
+    Writes,
+    Deletes,
+}
+
+impl Spend {
+    fn of(method: &str) -> Spend {
+        if method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD") {
+            Spend::Reads
+        } else if method.eq_ignore_ascii_case("DELETE") {
+            Spend::Deletes
+        } else {
+            Spend::Writes
+        }
+    }
+
+    /// The header that reports the bucket.
+    fn header(self) -> &'static str {
+        match self {
+            Spend::Reads => "x-ms-ratelimit-remaining-subscription-reads",
+            Spend::Writes => "x-ms-ratelimit-remaining-subscription-writes",
+            Spend::Deletes => "x-ms-ratelimit-remaining-subscription-deletes",
+        }
+    }
+
+    /// What the header says without a bucket: an idle subscription under the old hourly
+    /// limits (12,000 reads, 1,200 writes, 15,000 deletes an hour).
+    fn idle(self) -> &'static str {
+        match self {
+            Spend::Reads => "11999",
+            Spend::Writes => "1199",
+            Spend::Deletes => "14999",
+        }
     }
 }
 
@@ -759,12 +933,14 @@ fn arm_request(
             }
         }
     };
-    let (remaining, lro_polls, retry_after, fail_operations, settle) = {
+    let spend = Spend::of(method);
+    let (remaining, lro_polls, retry_after, fail_operations, settle, effective_nsg_time) = {
         let mut live = lock(&shared.live);
         let (lro_polls, retry_after) = (live.options.lro_polls, live.options.retry_after_secs);
+        let effective_nsg_time = live.options.effective_nsg_time;
         let settle = live.options.settle();
         let fail_operations = live.options.fail_operations.clone();
-        let remaining = match live.take_token(subscription_of(path), Instant::now()) {
+        let remaining = match live.take_token(subscription_of(path), spend, Instant::now()) {
             None => None,
             Some(Ok(remaining)) => Some(remaining),
             Some(Err(wait)) => {
@@ -779,10 +955,17 @@ fn arm_request(
                     ),
                 )
                 .header("Retry-After", wait.to_string())
-                .header(ratelimit_header(route, method), "0".to_owned());
+                .header(spend.header(), "0".to_owned());
             }
         };
-        (remaining, lro_polls, retry_after, fail_operations, settle)
+        (
+            remaining,
+            lro_polls,
+            retry_after,
+            fail_operations,
+            settle,
+            effective_nsg_time,
+        )
     };
     let query = Query::parse(query);
     let reply = {
@@ -793,12 +976,25 @@ fn arm_request(
             if !caller.allows(&action, &scope) {
                 let refusal = caller.refusal(&action, &scope);
                 drop(world);
-                return refusal.header(
-                    ratelimit_header(route, method),
-                    remaining_text(remaining, route, method),
-                );
+                return refusal.header(spend.header(), remaining_text(remaining, spend));
             }
         }
+        // Compute's own policy, once ARM has let the request through.
+        let compute_left = match route.compute_get() {
+            None => None,
+            Some((sub, rg, vm)) => {
+                match lock(&shared.live).take_compute_get(sub, rg, vm, Instant::now()) {
+                    None => None,
+                    Some(Ok(left)) => Some(left),
+                    Some(Err((policy, allowed, wait))) => {
+                        drop(world);
+                        lock(&shared.stats).throttled += 1;
+                        return compute_throttled(policy, allowed, wait)
+                            .header(spend.header(), remaining_text(remaining, spend));
+                    }
+                }
+            }
+        };
         let mut ctx = arm::Ctx {
             world: &mut world,
             base: &shared.url,
@@ -812,34 +1008,25 @@ fn arm_request(
             body,
             fail_operations: &fail_operations,
             settle,
+            effective_nsg_time,
             client_id: Some(&client_id),
         };
-        arm::handle(route, &mut ctx)
+        let reply = arm::handle(route, &mut ctx);
+        match compute_left {
+            Some((sub_left, vm_left)) => reply.header(
+                "x-ms-ratelimit-remaining-resource",
+                format!("Microsoft.Compute/LowCostGetSubscriptionMaximum;{sub_left},Microsoft.Compute/LowCostGetResource;{vm_left}"),
+            ),
+            None => reply,
+        }
     };
-    reply.header(
-        ratelimit_header(route, method),
-        remaining_text(remaining, route, method),
-    )
+    reply.header(spend.header(), remaining_text(remaining, spend))
 }
 
 /// What the subscription's bucket has left; without a bucket, what an idle subscription has
 /// left under the old hourly limits.
-fn remaining_text(remaining: Option<u32>, route: &Route, method: &str) -> String {
-    let idle = if route.is_read(method) {
-        "11999"
-    } else {
-        "1199"
-    };
-    remaining.map_or_else(|| idle.to_owned(), |r| r.to_string())
-}
-
-/// The header that reports the subscription's bucket: reads or writes.
-fn ratelimit_header(route: &Route, method: &str) -> &'static str {
-    if route.is_read(method) {
-        "x-ms-ratelimit-remaining-subscription-reads"
-    } else {
-        "x-ms-ratelimit-remaining-subscription-writes"
-    }
+fn remaining_text(remaining: Option<u32>, spend: Spend) -> String {
+    remaining.map_or_else(|| spend.idle().to_owned(), |r| r.to_string())
 }
 
 /// Azure Storage's XML error.

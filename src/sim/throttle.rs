@@ -13,6 +13,50 @@ pub struct BucketOptions {
     pub refill_per_sec: f64,
 }
 
+impl BucketOptions {
+    /// ARM's read bucket per subscription: 250 tokens, refilled 25 a second (Microsoft's
+    /// "Understand how Azure Resource Manager throttles requests", the regional token-bucket
+    /// limits in force since 2024).
+    pub const AZURE_READS: BucketOptions = BucketOptions {
+        capacity: 250,
+        refill_per_sec: 25.0,
+    };
+    /// ARM's write bucket (and delete bucket) per subscription: 200 tokens, refilled 10 a
+    /// second (the same page).
+    pub const AZURE_WRITES: BucketOptions = BucketOptions {
+        capacity: 200,
+        refill_per_sec: 10.0,
+    };
+}
+
+/// Compute's "Low Cost Get VM" throttling policy: GET of a VM (instance view included) and
+/// `retrieveBootDiagnosticsData` each take a token from the VM's bucket and from the
+/// subscription's (per region). Microsoft's "Compute throttling limits": per resource a bucket
+/// of 36 refilled 12 a minute, per subscription 24,000 refilled 8,000 a minute. Answers report
+/// both in `x-ms-ratelimit-remaining-resource`, as Azure CLI's recordings of 2026 show:
+/// `Microsoft.Compute/LowCostGetSubscriptionMaximum;23997,Microsoft.Compute/LowCostGetResource;33`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ComputeGetBuckets {
+    /// The subscription's bucket (policy `LowCostGetSubscriptionMaximum`).
+    pub subscription: BucketOptions,
+    /// Each VM's bucket (policy `LowCostGetResource`).
+    pub resource: BucketOptions,
+}
+
+impl ComputeGetBuckets {
+    /// Azure's limits.
+    pub const AZURE: ComputeGetBuckets = ComputeGetBuckets {
+        subscription: BucketOptions {
+            capacity: 24_000,
+            refill_per_sec: 8_000.0 / 60.0,
+        },
+        resource: BucketOptions {
+            capacity: 36,
+            refill_per_sec: 12.0 / 60.0,
+        },
+    };
+}
+
 /// A fault injected in place of the real answer. The first matching fault wins.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fault {
@@ -86,6 +130,11 @@ impl TokenBucket {
             options,
             last: now,
         }
+    }
+
+    /// Returns a token taken for a request that was refused elsewhere.
+    pub(crate) fn give_back(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(f64::from(self.options.capacity));
     }
 
     /// Takes one token: `Ok(remaining)` or `Err(retry_after_seconds)`.

@@ -77,6 +77,7 @@ impl Ctx<'_> {
             steps: plan.steps,
             on_complete: plan.on_complete,
             pending_view: plan.pending_view,
+            ready_at: None,
         })
     }
 }

@@ -277,7 +277,7 @@ async fn the_bot_on_workload_identity_outlives_its_tokens_and_a_token_file_rotat
         let lifetime = Duration::from_secs(2);
         let options = SimOptions {
             token_lifetime: lifetime,
-            ..SimOptions::default()
+            ..SimOptions::fast()
         };
         let sim = Simulator::start("127.0.0.1:0", World::new().vm("web-01"), options)
             .await

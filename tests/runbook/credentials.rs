@@ -24,7 +24,7 @@ async fn sim_with(options: SimOptions) -> Simulator {
 fn short_lived() -> SimOptions {
     SimOptions {
         token_lifetime: LIFETIME,
-        ..SimOptions::default()
+        ..SimOptions::fast()
     }
 }
 
@@ -190,7 +190,7 @@ async fn a_refused_federated_token_is_explained_without_the_token() {
 
 #[tokio::test]
 async fn concurrent_callers_share_one_token_request() {
-    let sim = sim_with(SimOptions::default()).await;
+    let sim = sim_with(SimOptions::fast()).await;
     let secret = World::new().client_secret;
     let arm = arm_from(
         &sim,
@@ -339,7 +339,7 @@ async fn json(response: reqwest::Response) -> serde_json::Value {
 async fn arm_refuses_an_expired_token_and_entra_a_stale_assertion() {
     let sim = sim_with(SimOptions {
         token_lifetime: Duration::ZERO,
-        ..SimOptions::default()
+        ..SimOptions::fast()
     })
     .await;
     let http = reqwest::Client::new();
@@ -390,7 +390,7 @@ async fn arm_refuses_an_expired_token_and_entra_a_stale_assertion() {
         .starts_with("The access token expiry UTC time '"));
 
     // A token for another resource is refused too, whatever its lifetime.
-    sim.set_options(SimOptions::default());
+    sim.set_options(SimOptions::fast());
     let other = json(
         http.post(&token_url)
             .form(&[

@@ -34,7 +34,7 @@ pub fn fast_settings(url: url::Url) -> ArmSettings {
 
 impl Harness {
     pub async fn start(world: World) -> Harness {
-        Harness::with_options(world, SimOptions::default()).await
+        Harness::with_options(world, SimOptions::fast()).await
     }
 
     pub async fn with_options(world: World, options: SimOptions) -> Harness {
