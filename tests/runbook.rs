@@ -1306,6 +1306,11 @@ fn statuses_by_vm(report: &SweepReport, step: &str) -> Vec<(String, String)> {
 #[tokio::test]
 async fn a_sweep_reads_each_vm_when_the_list_has_no_agent_to_show() {
     within(async {
+        assert_eq!(
+            ListedInstanceView::default(),
+            ListedInstanceView::Refused,
+            "as the spec says"
+        );
         for answer in [ListedInstanceView::Refused, ListedInstanceView::StatusOnly] {
             let world = World::new()
                 .page_size(100)
@@ -1335,6 +1340,13 @@ async fn a_sweep_reads_each_vm_when_the_list_has_no_agent_to_show() {
             assert!(
                 single_reads >= 2,
                 "{answer:?}: the running VMs were read one by one"
+            );
+            assert!(
+                log.iter()
+                    .filter(|e| e.path.contains("/virtualMachines?")
+                        || e.path.ends_with("/virtualMachines"))
+                    .all(|e| !e.path.contains("expand")),
+                "{answer:?}: the list never asks for what the spec allows only with a $filter"
             );
         }
     })

@@ -1872,7 +1872,9 @@ fn power_code(
 #[tokio::test]
 async fn a_500_vm_fleet_lists_with_instance_view_in_5_quick_pages() {
     within(async {
+        // A world that answers the expansion the spec refuses without a $filter.
         let world = World::new()
+            .vm_list_instance_view(rdp_doctor::sim::ListedInstanceView::Full)
             .page_size(100)
             .fleet("rg-fleet", "vm", 500)
             .select("vm-250")
@@ -1925,6 +1927,7 @@ async fn a_500_vm_fleet_lists_with_instance_view_in_5_quick_pages() {
 async fn subscription_wide_vm_list_expands_the_instance_view_on_every_page() {
     within(async {
         let world = World::new()
+            .vm_list_instance_view(rdp_doctor::sim::ListedInstanceView::Full)
             .vm("a")
             .vm("b")
             .in_group("rg-other")
@@ -2655,6 +2658,26 @@ async fn reading_one_vm_too_often_is_throttled_by_compute_and_other_vms_are_not(
         assert!(other
             .header("x-ms-ratelimit-remaining-resource")
             .is_some_and(|h| h.ends_with("LowCostGetResource;35")));
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+/// The compute spec allows `$expand=instanceView` on a VM list only with a `$filter` ("this can
+/// only be specified if a valid $filter option is specified", `VirtualMachines_List`): the
+/// simulator refuses it by default, and a list without it carries no instance views.
+#[tokio::test]
+async fn a_vm_list_refuses_the_instance_view_without_a_filter_by_default() {
+    within(async {
+        let sim = start_with(World::new().vm("web-01"), SimOptions::fast()).await;
+        let token = token(&sim).await;
+        let list = format!("/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines?api-version=2024-07-01");
+        let refused = raw(&sim, Method::Get, &format!("{list}&$expand=instanceView"), Some(&token)).await;
+        assert_eq!(refused.status, StatusCode::BadRequest);
+        assert_eq!(refused.json()["error"]["code"], "InvalidParameter");
+        let plain = raw(&sim, Method::Get, &list, Some(&token)).await;
+        assert_eq!(plain.status, StatusCode::Ok);
+        assert!(plain.json()["value"][0]["properties"].get("instanceView").is_none());
         sim.shutdown().await;
     })
     .await;

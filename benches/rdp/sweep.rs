@@ -5,9 +5,11 @@
 //! Discord), whose memory is sampled while it runs.
 //!
 //! The floor is what the buckets allow for the requests a sweep needs, not for those it made:
-//! the scope's four lists (40 pages of 100) and, per running VM, its effective security rules:
-//! the POST (a write) and its result (a read). Each bucket gives its burst at once, then its
-//! refill; the sweep cannot end before the slower of the two has let its requests through.
+//! the scope's four lists (40 pages of 100), each VM's instance view (a read: the compute spec
+//! allows a list's `$expand=instanceView` only with a scale set's `$filter`, so the list has
+//! none) and, per running VM, its effective security rules: the POST (a write) and its result
+//! (a read). Each bucket gives its burst at once, then its refill; the sweep cannot end before
+//! the slower of the two has let its requests through.
 
 use super::support::discord::User;
 use super::{mib, sample_peak, settle, start_discord, BotProcess, Row, BENCH_ROLE};
@@ -24,10 +26,11 @@ const L: Duration = Duration::from_millis(50);
 const LIST_PAGES: usize = 4 * VMS.div_ceil(100);
 /// One VM of the fleet is deallocated: Azure has no effective rules for it.
 const RUNNING: usize = VMS - 1;
-/// What a sweep needs: the lists, then two requests per running VM.
-const REQUIRED: usize = LIST_PAGES + 2 * RUNNING;
-/// Of those, the reads (the lists and the results) and the writes (the POSTs).
-const READS: usize = LIST_PAGES + RUNNING;
+/// What a sweep needs: the lists, each VM's instance view, two more requests per running VM.
+const REQUIRED: usize = LIST_PAGES + VMS + 2 * RUNNING;
+/// Of those, the reads (the lists, the instance views and the results) and the writes (the
+/// POSTs).
+const READS: usize = LIST_PAGES + VMS + RUNNING;
 const WRITES: usize = RUNNING;
 
 pub(super) async fn section() -> Vec<Row> {

@@ -328,48 +328,26 @@ impl Arm {
         Ok(fleet)
     }
 
-    /// The scope's VMs with their instance views; when ARM refuses the expansion (400: the
-    /// compute spec allows `$expand=instanceView` on a list only with a `$filter`), without
-    /// them, and the sweep reads each VM on its own.
+    /// The scope's VMs, without their instance views: the compute spec allows
+    /// `$expand=instanceView` on a VM list only with a `$filter` (a scale set's id: "this can
+    /// only be specified if a valid $filter option is specified", `VirtualMachines_List` and
+    /// `_ListAll`), so asking for it would only cost a 400; the sweep reads each VM's instance
+    /// view on its own, as a single check does.
     async fn list_scope_vms(
         &self,
         scope: &SweepScope,
     ) -> Result<Vec<azure_mgmt_compute::package_2024_07_01::models::VirtualMachine>, ArmError> {
-        match self.list_scope_vms_expanded(scope, true).await {
-            Err(ArmError::Http { status: 400, .. }) => {
-                tracing::debug!(%scope, "VM list with instance views refused; listing without");
-                self.list_scope_vms_expanded(scope, false).await
-            }
-            other => other,
-        }
-    }
-
-    async fn list_scope_vms_expanded(
-        &self,
-        scope: &SweepScope,
-        instance_view: bool,
-    ) -> Result<Vec<azure_mgmt_compute::package_2024_07_01::models::VirtualMachine>, ArmError> {
         let what = format!("listing the VMs of {scope}");
         let client = self.compute.virtual_machines_client();
         let mut pages = match &scope.resource_group {
-            Some(rg) => {
-                let list = client.list(rg, &scope.subscription_id);
-                let list = if instance_view {
-                    list.expand("instanceView")
-                } else {
-                    list
-                };
-                list.into_stream().boxed()
-            }
-            None => {
-                let list = client.list_all(&scope.subscription_id);
-                let list = if instance_view {
-                    list.expand("instanceView")
-                } else {
-                    list
-                };
-                list.into_stream().boxed()
-            }
+            Some(rg) => client
+                .list(rg, &scope.subscription_id)
+                .into_stream()
+                .boxed(),
+            None => client
+                .list_all(&scope.subscription_id)
+                .into_stream()
+                .boxed(),
         };
         self.all_pages(&mut pages, &what, |page| page.value).await
     }
