@@ -1817,3 +1817,41 @@ async fn a_bare_name_falls_back_to_the_groups_the_principal_can_see() {
     })
     .await
 }
+
+/// A sweep is paced by ARM's write bucket, which the effective-rules POST spends: it sends one
+/// only for a VM its own read showed running, never for one that turns out deallocated (Azure
+/// would answer 400 and keep the token).
+#[tokio::test]
+async fn a_sweep_spends_a_write_only_on_running_vms() {
+    within(async {
+        let world = World::new()
+            .page_size(100)
+            .fleet("rg-fleet", "vm", 20)
+            .select("vm-007")
+            .deallocated()
+            .select("vm-012")
+            .stopped();
+        let options = SimOptions {
+            lro_polls: 0,
+            ..SimOptions::fast()
+        };
+        let h = Harness::with_options(world, options).await;
+        let report = run_sweep(&h, &scope("rg-fleet"), &SweepOptions::default()).await;
+        assert_eq!(report.vms.len(), 20);
+        let by_route = h.sim.stats().by_route;
+        assert_eq!(
+            by_route["POST networkInterfaces/effectiveNetworkSecurityGroups"],
+            18
+        );
+        assert_eq!(by_route["GET Microsoft.Network/operationResults"], 18);
+        assert_eq!(
+            by_route["GET virtualMachines"], 20,
+            "each VM's instance view, once"
+        );
+        assert_eq!(
+            h.sim.stats().log.iter().filter(|e| e.status == 400).count(),
+            0
+        );
+    })
+    .await
+}

@@ -153,10 +153,15 @@ async fn run_checks(
         .shared()
     };
 
-    // Effective rules need only the NIC id: for a listed Windows VM, ask at once, alongside the
-    // VM read, and judge the answer once the VM is known to be running. Otherwise ask only when
-    // the VM read says it is worth it.
-    let speculative = !facts_known && summary.windows != Some(false) && !summary.nic_ids.is_empty();
+    // Effective rules need only the NIC id: for a person's check of a listed Windows VM, ask at
+    // once, alongside the VM read, and judge the answer once the VM is known to be running.
+    // Otherwise ask only when the VM read says it is worth it: in a sweep, which ARM's write
+    // bucket paces (the POST is a write) rather than latency, a POST for a VM that turns out not
+    // to run would spend a write for a 400.
+    let speculative = fleet.is_none()
+        && !facts_known
+        && summary.windows != Some(false)
+        && !summary.nic_ids.is_empty();
     let effective = {
         let arm = arm.clone();
         let vm_read = vm_read.clone();
