@@ -94,7 +94,7 @@ pub fn report_buttons(bot: &Bot, vm: &VmSummary, next: Option<ActionId>) -> Vec<
     let title = bot
         .door
         .catalog()
-        .step(action.as_str())
+        .step(action)
         .map(|s| s.title.clone())
         .unwrap_or_else(|| action.as_str().to_string());
     vec![CreateActionRow::Buttons(vec![button(action, vm, &title)])]

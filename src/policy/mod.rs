@@ -20,12 +20,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::diagnose::ActionId;
 use crate::domain::{ResourceId, VmRef};
-use crate::runbook::catalog::{Permission, ACTION_IDS};
+use crate::runbook::catalog::Permission;
 
 /// Actions that need a second person when the config does not say otherwise: the two whose
 /// consequences reach beyond one login (a new host and lost temporary disk; a hole in the NSG).
-pub const DEFAULT_TWO_PERSON: [&str; 2] = ["redeploy", "open-rdp-port"];
+pub const DEFAULT_TWO_PERSON: [ActionId; 2] = [ActionId::Redeploy, ActionId::OpenRdpPort];
 
 /// How long a confirmation button stays valid when the config does not say.
 pub const DEFAULT_CONFIRM_TTL_SECS: u64 = 300;
@@ -43,7 +44,7 @@ pub struct PolicyConfig {
     pub guilds: Vec<DiscordId>,
     /// Actions whose confirmer must be someone other than the requester. Absent:
     /// `["redeploy", "open-rdp-port"]`; `[]` turns the rule off.
-    pub two_person: Option<Vec<String>>,
+    pub two_person: Option<Vec<ActionId>>,
     /// Seconds a confirmation stays valid (default 300).
     pub confirm_ttl_secs: Option<u64>,
     /// The level `sweep` needs (default: what `commands/rdp.toml` says, `operate`).
@@ -238,7 +239,7 @@ pub struct Policy {
     grants: Vec<Grant>,
     channels: Vec<String>,
     guilds: Vec<String>,
-    two_person: Vec<String>,
+    two_person: Vec<ActionId>,
     confirm_ttl: Duration,
     sweep_level: Option<Permission>,
     /// `(identity, person name)`.
@@ -333,21 +334,8 @@ impl Policy {
         let guilds = ids("guilds", &config.guilds)?;
 
         let two_person = match &config.two_person {
-            None => DEFAULT_TWO_PERSON.iter().map(|s| s.to_string()).collect(),
-            Some(actions) => {
-                for action in actions {
-                    if !ACTION_IDS.contains(&action.as_str()) {
-                        return Err(PolicyError::Field {
-                            field: "two_person",
-                            message: format!(
-                                "unknown action {action:?}; the actions are {}",
-                                ACTION_IDS.join(", ")
-                            ),
-                        });
-                    }
-                }
-                actions.clone()
-            }
+            None => DEFAULT_TWO_PERSON.to_vec(),
+            Some(actions) => actions.clone(),
         };
 
         let confirm_ttl = match config.confirm_ttl_secs {
@@ -536,8 +524,8 @@ impl Policy {
     }
 
     /// Whether the confirmer of `action` must be someone other than its requester.
-    pub fn two_person(&self, action: &str) -> bool {
-        self.two_person.iter().any(|a| a == action)
+    pub fn two_person(&self, action: ActionId) -> bool {
+        self.two_person.contains(&action)
     }
 
     /// How long a confirmation stays valid.
@@ -1095,7 +1083,7 @@ scope = "*"
         assert!(!p.configured());
         assert_eq!(p.level(&discord(1, &["1"]), &web()), None);
         assert!(!p.holds_anywhere(&discord(1, &["1"]), Permission::Read));
-        assert!(p.two_person("redeploy"));
+        assert!(p.two_person(ActionId::Redeploy));
         assert_eq!(p.confirm_ttl(), Duration::from_secs(300));
         // An empty [policy] table is a policy: it grants nothing, not even reads.
         check(
@@ -1204,7 +1192,7 @@ scope = "*"
 
         assert_eq!(
             policy("[policy]\ntwo_person = [\"redeploy\", \"reboot\"]\n").unwrap_err(),
-            "[policy] `two_person`: unknown action \"reboot\"; the actions are \
+            "test.toml:2: unknown action `reboot`; actions are \
              reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy"
         );
         assert_eq!(
@@ -1234,7 +1222,7 @@ scope = "*"
     #[test]
     fn two_person_and_ttl_defaults() {
         let p = policy("[policy]\n").unwrap();
-        for action in ACTION_IDS {
+        for action in ActionId::ALL {
             assert_eq!(
                 p.two_person(action),
                 DEFAULT_TWO_PERSON.contains(&action),
@@ -1244,11 +1232,11 @@ scope = "*"
         assert_eq!(p.confirm_ttl(), Duration::from_secs(300));
 
         let p = policy("[policy]\ntwo_person = []\nconfirm_ttl_secs = 60\n").unwrap();
-        assert!(!p.two_person("redeploy"));
+        assert!(!p.two_person(ActionId::Redeploy));
         assert_eq!(p.confirm_ttl(), Duration::from_secs(60));
 
         let p = policy("[policy]\ntwo_person = [\"restart\"]\n").unwrap();
-        assert!(p.two_person("restart"));
-        assert!(!p.two_person("redeploy"));
+        assert!(p.two_person(ActionId::Restart));
+        assert!(!p.two_person(ActionId::Redeploy));
     }
 }
