@@ -790,6 +790,78 @@ async fn prompt_of(room: &Room, i: &Interaction) -> (u64, String, String, Value)
     }
 }
 
+/// A click whose custom id rdp-doctor did not write (garbled, forged, a form's id on a button)
+/// is refused privately and reaches no ARM write, even from an admin under a real fix button.
+#[tokio::test]
+async fn a_garbled_custom_id_is_refused_and_writes_nothing() {
+    within(async {
+        let room = Room::start(World::new().vm("sql-01").stopped()).await;
+        let i = room.check("sql-01").await;
+        room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        let report = room.final_edit(&i).await;
+        let fix = button_ids(report.body())
+            .into_iter()
+            .find(|id| id.starts_with("rdp:fix:start:"))
+            .expect("a start button under the report");
+        let key = fix.trim_start_matches("rdp:fix:start:").to_string();
+        let report_message = room.discord.last_message_id().unwrap();
+        let admin = User::new(4010, "ada", &[5002]);
+        let before = room.sim.stats();
+        let garbled = [
+            format!("rdp:fix:start:{}", key.to_uppercase()),
+            format!("rdp:fix:start:{key}x"),
+            format!("rdp:fix:start:{key}:"),
+            format!("rdp:fix:Start:{key}"),
+            format!("rdp:fix:reboot:{key}"),
+            format!("rdp:fix:{key}"),
+            format!("rdp:pw:{key}"),
+            "rdp:confirm:not-a-confirmation".to_string(),
+            "rdp:confirm:".to_string(),
+            "rdp:sweep:stop:zz".to_string(),
+            "rdp:".to_string(),
+            "reset-rdp:sql-01".to_string(),
+        ];
+        for id in &garbled {
+            let click = room
+                .discord
+                .component(&admin, report_message, id, &[])
+                .await;
+            let text = refused(&room, &click).await;
+            assert!(
+                text.contains("not one rdp-doctor knows") && text.contains("nothing was done"),
+                "{id:?}: {text}"
+            );
+        }
+        let after = room.sim.stats();
+        let writes: Vec<_> = after
+            .log
+            .iter()
+            .skip(before.log.len())
+            // ARM's writes: anything but a GET under /subscriptions, except the two read POSTs.
+            .filter(|r| {
+                r.path.starts_with("/subscriptions/")
+                    && r.method != "GET"
+                    && !r.path.contains("effectiveNetworkSecurityGroups")
+                    && !r.path.contains("retrieveBootDiagnosticsData")
+            })
+            .collect();
+        assert!(
+            writes.is_empty(),
+            "ARM writes after garbled clicks: {writes:?}"
+        );
+        assert_eq!(after.requests, before.requests, "nothing reached Azure");
+        // The real button still works: the refusals were about the ids, not the person.
+        let click = room
+            .discord
+            .component(&admin, report_message, &fix, &[])
+            .await;
+        let (_, confirm, _, _) = prompt_of(&room, &click).await;
+        assert!(confirm.starts_with("rdp:confirm:"), "{confirm}");
+        room.assert_clean();
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_fix_button_asks_then_runs_once_and_shows_what_changed() {
     within(async {
