@@ -328,19 +328,28 @@ pub(super) async fn find(
         Err(e) if e.is_user_error() => {
             surface.retract().await;
             surface
-                .whisper(
-                    render::notice(user_error_title(&e), &e.to_string()),
-                    Vec::new(),
-                )
+                .whisper(door_notice(user_error_title(&e), &e), Vec::new())
                 .await;
             None
         }
         Err(e) => {
             surface
-                .show(View::embed(render::notice("Azure error", &e.to_string())))
+                .show(View::embed(door_notice("Azure error", &e)))
                 .await;
             None
         }
+    }
+}
+
+/// The one way the bot words a failure that came through the door: the person's mistake and
+/// Azure's answer in words under `title`; rdp-doctor's own failure (its database) as "internal
+/// error, reference X", the details logged under the same X.
+pub(super) fn door_notice(title: &str, e: &DoorError) -> CreateEmbed {
+    if e.is_internal() {
+        let reference = super::internal_error(e, "door");
+        render::notice("Internal error", &super::internal_error_text(&reference))
+    } else {
+        render::notice(title, &e.to_string())
     }
 }
 
@@ -506,14 +515,11 @@ pub(super) async fn show_error(surface: &Surface, e: &DoorError) {
     if e.is_user_error() {
         surface.retract().await;
         surface
-            .whisper(
-                render::notice(user_error_title(e), &e.to_string()),
-                Vec::new(),
-            )
+            .whisper(door_notice(user_error_title(e), e), Vec::new())
             .await;
     } else {
         surface
-            .show(View::embed(render::notice("Azure error", &e.to_string())))
+            .show(View::embed(door_notice("Azure error", e)))
             .await;
     }
 }

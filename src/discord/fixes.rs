@@ -8,8 +8,8 @@
 //! lives in the database), `rdp:pw:<vm key>` (the password modal).
 
 use super::commands::{
-    autocomplete_vm, command_caller, command_interaction, find, reply_ephemeral, user_error_title,
-    FixKind, Kind,
+    autocomplete_vm, command_caller, command_interaction, door_notice, find, reply_ephemeral,
+    user_error_title, FixKind, Kind,
 };
 use super::ids::{ComponentId, ConfirmationKey, Key};
 use super::render::{self, clip};
@@ -221,7 +221,7 @@ fn error_embed(e: &DoorError) -> CreateEmbed {
         other if other.is_user_error() => user_error_title(other),
         _ => "Cannot do that",
     };
-    render::notice(title, &e.to_string())
+    door_notice(title, e)
 }
 
 /// Request a fix and show its prompt (Confirm / Cancel) on `surface`, or tell the person

@@ -8,7 +8,7 @@
 //! `rdp:sweep:name:<nonce>`, for any other VM of the sweep by name).
 
 use super::commands::{
-    command_caller, command_interaction, parse_from, reply_ephemeral, run_check,
+    command_caller, command_interaction, door_notice, parse_from, reply_ephemeral, run_check,
 };
 use super::ids::{ComponentId, Key};
 use super::render::{self, clip, mark, GREEN, GREY, ORANGE, RED};
@@ -171,16 +171,13 @@ pub async fn sweep(
         Err(e) if e.is_user_error() => {
             surface.retract().await;
             surface
-                .whisper(
-                    render::notice("Cannot sweep that", &e.to_string()),
-                    Vec::new(),
-                )
+                .whisper(door_notice("Cannot sweep that", &e), Vec::new())
                 .await;
             return Ok(());
         }
         Err(e) => {
             surface
-                .show(View::embed(render::notice("Azure error", &e.to_string())))
+                .show(View::embed(door_notice("Azure error", &e)))
                 .await;
             return Ok(());
         }
@@ -266,16 +263,13 @@ pub async fn sweep(
             bot.finish_sweep(nonce, Vec::new());
             surface.retract().await;
             surface
-                .whisper(
-                    render::notice("Cannot sweep that", &e.to_string()),
-                    Vec::new(),
-                )
+                .whisper(door_notice("Cannot sweep that", &e), Vec::new())
                 .await;
         }
         Err(e) => {
             bot.finish_sweep(nonce, Vec::new());
             surface
-                .show(View::embed(render::notice("Azure error", &e.to_string())))
+                .show(View::embed(door_notice("Azure error", &e)))
                 .await;
         }
     }
