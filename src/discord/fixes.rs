@@ -346,7 +346,12 @@ pub async fn open_rdp(
     match fix::parse_source(&source) {
         Ok(source) => request_from_command(ctx, &vm, FixKind::OpenRdp(source)).await,
         Err(e) => {
-            reply_ephemeral(ctx.http(), interaction, render::notice("Which source?", &e)).await
+            reply_ephemeral(
+                ctx.http(),
+                interaction,
+                render::notice("Which source?", &e.to_string()),
+            )
+            .await
         }
     }
 }

@@ -326,7 +326,10 @@ impl Policy {
         let ids = |field: &'static str, list: &[DiscordId]| {
             list.iter()
                 .map(|id| {
-                    check_discord_id(id).map_err(|message| PolicyError::Field { field, message })
+                    check_discord_id(id).map_err(|e| PolicyError::Field {
+                        field,
+                        message: e.to_string(),
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
@@ -374,7 +377,7 @@ impl Policy {
                 return Err(error("`name` must not be empty".to_string()));
             }
             for identity in &person.identities {
-                let identity = check_identity(identity).map_err(error)?;
+                let identity = check_identity(identity).map_err(|e| error(e.to_string()))?;
                 if let Some((_, other)) = persons.iter().find(|(id, _)| *id == identity) {
                     return Err(error(format!(
                         "{identity} is already an identity of {other}; one identity belongs to one person"
@@ -565,18 +568,27 @@ impl Principal {
     }
 }
 
+/// A value of the `[policy]` table that is not what it should be; the error around it names
+/// the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Invalid {
+    #[error(
+        "expected \"*\", \"subscription/<id>\" or \"subscription/<id>/resourceGroup/<name>\", found {0:?}"
+    )]
+    Scope(String),
+    #[error("{0:?} is not a Discord id (digits only)")]
+    DiscordId(String),
+    #[error("{0:?} is not an identity: write \"discord:<user id>\" or \"cli:<user>\"")]
+    Identity(String),
+}
+
 impl Scope {
-    fn parse(text: &str) -> Result<Scope, String> {
+    fn parse(text: &str) -> Result<Scope, Invalid> {
         let text = text.trim();
         if text == "*" {
             return Ok(Scope::All);
         }
-        let expected = || {
-            format!(
-                "expected \"*\", \"subscription/<id>\" or \
-                 \"subscription/<id>/resourceGroup/<name>\", found {text:?}"
-            )
-        };
+        let expected = || Invalid::Scope(text.to_string());
         let parts: Vec<&str> = text.trim_start_matches('/').split('/').collect();
         let is = |part: &str, singular: &str| {
             part.eq_ignore_ascii_case(singular)
@@ -631,11 +643,11 @@ fn check_grant(grant: &GrantConfig) -> Result<Grant, (&'static str, String)> {
     }
     let mut principals = Vec::new();
     if let Some(id) = &grant.discord_role_id {
-        let id = check_discord_id(id).map_err(|m| ("discord_role_id", m))?;
+        let id = check_discord_id(id).map_err(|m| ("discord_role_id", m.to_string()))?;
         principals.push(("discord_role_id", Principal::DiscordRoleId(id)));
     }
     if let Some(id) = &grant.discord_user_id {
-        let id = check_discord_id(id).map_err(|m| ("discord_user_id", m))?;
+        let id = check_discord_id(id).map_err(|m| ("discord_user_id", m.to_string()))?;
         principals.push(("discord_user_id", Principal::DiscordUserId(id)));
     }
     match grant.cli_user.as_deref().map(str::trim) {
@@ -670,7 +682,7 @@ fn check_grant(grant: &GrantConfig) -> Result<Grant, (&'static str, String)> {
                     .to_string(),
             ))
         }
-        Some(text) => Scope::parse(text).map_err(|m| ("scope", m))?,
+        Some(text) => Scope::parse(text).map_err(|m| ("scope", m.to_string()))?,
     };
     Ok(Grant {
         principal,
@@ -679,17 +691,17 @@ fn check_grant(grant: &GrantConfig) -> Result<Grant, (&'static str, String)> {
     })
 }
 
-fn check_discord_id(id: &DiscordId) -> Result<String, String> {
+fn check_discord_id(id: &DiscordId) -> Result<String, Invalid> {
     let id = id.as_str().trim();
     if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
         Ok(id.to_string())
     } else {
-        Err(format!("{id:?} is not a Discord id (digits only)"))
+        Err(Invalid::DiscordId(id.to_string()))
     }
 }
 
 /// `discord:<digits>` or `cli:<user>`.
-fn check_identity(identity: &str) -> Result<String, String> {
+fn check_identity(identity: &str) -> Result<String, Invalid> {
     let identity = identity.trim();
     match identity.split_once(':') {
         Some(("discord", id)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => {
@@ -698,9 +710,7 @@ fn check_identity(identity: &str) -> Result<String, String> {
         Some(("cli", user)) if !user.is_empty() && !user.chars().any(char::is_whitespace) => {
             Ok(identity.to_string())
         }
-        _ => Err(format!(
-            "{identity:?} is not an identity: write \"discord:<user id>\" or \"cli:<user>\""
-        )),
+        _ => Err(Invalid::Identity(identity.to_string())),
     }
 }
 
@@ -776,9 +786,33 @@ mod tests {
         );
     }
 
-    fn policy(toml: &str) -> Result<Policy, String> {
-        let file = FileConfig::parse(toml, "test.toml").map_err(|e| e.to_string())?;
-        Policy::new(file.policy.as_ref()).map_err(|e| e.to_string())
+    /// The text of a config's or a policy's error, as the person reads it.
+    #[derive(Debug, PartialEq)]
+    struct Said(String);
+
+    impl std::ops::Deref for Said {
+        type Target = str;
+        fn deref(&self) -> &str {
+            &self.0
+        }
+    }
+
+    impl PartialEq<&str> for Said {
+        fn eq(&self, other: &&str) -> bool {
+            self.0 == *other
+        }
+    }
+
+    impl fmt::Display for Said {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    /// The policy of a config text, or what its error says.
+    fn policy(toml: &str) -> Result<Policy, Said> {
+        let file = FileConfig::parse(toml, "test.toml").map_err(|e| Said(e.to_string()))?;
+        Policy::new(file.policy.as_ref()).map_err(|e| Said(e.to_string()))
     }
 
     const ONCALL_OPERATE_ALL: &str = r#"

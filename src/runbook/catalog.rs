@@ -698,21 +698,27 @@ fn regex_message(err: &regex::Error) -> String {
         )
 }
 
+/// What is wrong with a confirmation text's placeholders.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum PlaceholderError {
+    #[error("unmatched `{0}`")]
+    Unmatched(char),
+    #[error("unknown placeholder `{{{0}}}`; use {known}", known = CONFIRM_PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", "))]
+    Unknown(String),
+}
+
 /// Every `{name}` must be a known placeholder, and braces must pair up.
-fn check_placeholders(text: &str) -> Result<(), String> {
+fn check_placeholders(text: &str) -> Result<(), PlaceholderError> {
     let mut rest = text;
     while let Some(open) = rest.find(['{', '}']) {
         if rest[open..].starts_with('}') {
-            return Err("unmatched `}`".to_string());
+            return Err(PlaceholderError::Unmatched('}'));
         }
         let after = &rest[open + 1..];
-        let close = after.find('}').ok_or("unmatched `{`")?;
+        let close = after.find('}').ok_or(PlaceholderError::Unmatched('{'))?;
         let name = &after[..close];
         if !CONFIRM_PLACEHOLDERS.contains(&name) {
-            return Err(format!(
-                "unknown placeholder `{{{name}}}`; use {}",
-                CONFIRM_PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
-            ));
+            return Err(PlaceholderError::Unknown(name.to_string()));
         }
         rest = &after[close + 1..];
     }
@@ -1037,7 +1043,7 @@ steps = ["nsg"]
     /// Replaces `from` (which must occur) by `to` in the rdp file if `from` starts with `rdp:`,
     /// else in the errors file, loads both, and compares the error's Display with `expect`;
     /// returns the mismatch so that one run shows every failing case.
-    fn check_invalid(from: &str, to: &str, expect: &str) -> Result<(), String> {
+    fn check_invalid(from: &str, to: &str, expect: &str) -> Option<String> {
         let (mut rdp, mut errors) = (RDP.to_string(), ERRORS.to_string());
         let (target, from) = match from.strip_prefix("rdp:") {
             Some(from) => (&mut rdp, from),
@@ -1051,9 +1057,9 @@ steps = ["nsg"]
             &errors,
             "commands/rdp-errors.toml",
         ) {
-            Ok(_) => Err(format!("{from:?} -> {to:?} loaded")),
-            Err(e) if e.to_string() == expect => Ok(()),
-            Err(e) => Err(format!(
+            Ok(_) => Some(format!("{from:?} -> {to:?} loaded")),
+            Err(e) if e.to_string() == expect => None,
+            Err(e) => Some(format!(
                 "{from:?} -> {to:?}\n  got:    {e}\n  expect: {expect}"
             )),
         }
@@ -1183,7 +1189,7 @@ steps = ["nsg"]
         ];
         let failures: Vec<String> = cases
             .iter()
-            .filter_map(|(from, to, expect)| check_invalid(from, to, expect).err())
+            .filter_map(|(from, to, expect)| check_invalid(from, to, expect))
             .collect();
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }

@@ -616,7 +616,7 @@ impl Operator {
                 } else {
                     fix::parse_source(source).map_err(|e| {
                         OperateError::Refused(fix::Refusal {
-                            reason: e,
+                            reason: e.to_string(),
                             instead: None,
                         })
                     })?
