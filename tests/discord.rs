@@ -40,6 +40,8 @@ struct Room {
     directory: std::sync::Arc<rdp_doctor::azure::VmDirectory>,
     bot: tokio::task::JoinHandle<Result<(), rdp_doctor::discord::BotError>>,
     alice: User,
+    /// The bot's database (a handle on the same pool), to make it fail.
+    store: rdp_doctor::store::Store,
 }
 
 impl Room {
@@ -99,7 +101,7 @@ impl Room {
             std::sync::Arc::new(policy),
             subscriptions,
         )
-        .with_store(store);
+        .with_store(store.clone());
         let bot = Bot::new(tune(door));
         let directory = bot.door.directory().clone();
         let settings = BotSettings {
@@ -129,6 +131,7 @@ impl Room {
                 name: "alice".into(),
                 roles: vec![5001],
             },
+            store,
         }
     }
 
@@ -788,6 +791,71 @@ async fn prompt_of(room: &Room, i: &Interaction) -> (u64, String, String, Value)
             );
         }
     }
+}
+
+/// Log lines written while the guard lives (this test's runtime runs on one thread, the bot's
+/// tasks included).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// rdp-doctor failing inside (here its database) is "internal error, reference X" to the
+/// person, and the log line carries the same X; the person's own mistake stays in words.
+#[tokio::test]
+async fn an_internal_error_shows_a_reference_the_log_carries() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    within(async {
+        let room = Room::start(World::new().vm("web-01")).await;
+        room.store.close().await;
+        let audit = room.slash("audit", json!([])).await;
+        let text = refused(&room, &audit).await;
+        let reference = text
+            .strip_prefix("Internal error, reference ")
+            .and_then(|rest| rest.split('.').next())
+            .unwrap_or_else(|| panic!("no reference in {text:?}"));
+        assert_eq!(reference.len(), 8, "{text}");
+        assert!(
+            !text.contains("storage") && !text.contains("pool"),
+            "details stay in the log: {text}"
+        );
+        let logged = log.text();
+        let line = logged
+            .lines()
+            .find(|l| l.contains(&format!("reference={reference}")))
+            .unwrap_or_else(|| panic!("no log line with reference {reference}:\n{logged}"));
+        assert!(
+            line.contains("ERROR") && line.contains("storage failed"),
+            "{line}"
+        );
+        // The person's mistake is still said in words, with no reference.
+        let typo = room.check("web_01;rm").await;
+        let text = refused(&room, &typo).await;
+        assert!(text.contains("not a valid Azure VM name"), "{text}");
+        room.assert_clean();
+    })
+    .await
 }
 
 /// A click whose custom id rdp-doctor did not write (garbled, forged, a form's id on a button)

@@ -413,27 +413,56 @@ fn refusal_titled(title: &str, text: &str) -> CreateInteractionResponse {
     )
 }
 
-/// One place for failures: a person sees a short message with a reference; the log has the rest.
+/// One place for failures of slash commands: what the person got wrong privately in words;
+/// anything else privately as "internal error, reference X", the log line under the same X.
 async fn on_error(error: poise::FrameworkError<'_, Bot, Error>) {
-    match error {
-        poise::FrameworkError::Command { error, ctx, .. } => {
+    use poise::FrameworkError as E;
+    let (ctx, title, text) = match error {
+        E::Command { error, ctx, .. } => {
             let reference = internal_error(&error, &ctx.command().qualified_name);
-            let _ = ctx
-                .send(
-                    poise::CreateReply::default()
-                        .ephemeral(true)
-                        .embed(render::notice(
-                            "Internal error",
-                            &internal_error_text(&reference),
-                        ))
-                        .allowed_mentions(CreateAllowedMentions::new()),
-                )
-                .await;
+            (ctx, "Internal error", internal_error_text(&reference))
         }
+        E::CommandPanic { payload, ctx, .. } => {
+            let payload = payload.unwrap_or_else(|| "a panic without a message".into());
+            let reference = internal_error(&payload, &ctx.command().qualified_name);
+            (ctx, "Internal error", internal_error_text(&reference))
+        }
+        E::CommandCheckFailed {
+            error: Some(error),
+            ctx,
+            ..
+        } => {
+            let reference = internal_error(&error, &ctx.command().qualified_name);
+            (ctx, "Internal error", internal_error_text(&reference))
+        }
+        E::CommandStructureMismatch {
+            description, ctx, ..
+        } => {
+            let reference = internal_error(&description, &ctx.command().qualified_name);
+            (
+                poise::Context::Application(ctx),
+                "Internal error",
+                internal_error_text(&reference),
+            )
+        }
+        // The person's input; not echoed (it is theirs, and the option names say enough).
+        E::ArgumentParse { error, ctx, .. } => (
+            ctx,
+            "Cannot read that option",
+            format!("{error}. `/rdp help` lists the commands and their options."),
+        ),
         other => {
             if let Err(e) = poise::builtins::on_error(other).await {
                 tracing::error!(error = %e, "could not report an error");
             }
+            return;
         }
+    };
+    let reply = poise::CreateReply::default()
+        .ephemeral(true)
+        .embed(render::notice(title, &text))
+        .allowed_mentions(CreateAllowedMentions::new());
+    if let Err(e) = ctx.send(reply).await {
+        tracing::warn!(error = %e, "could not answer a failed command");
     }
 }
