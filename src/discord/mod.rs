@@ -306,7 +306,7 @@ async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Bot) ->
                 },
             };
             if let Err(e) = result {
-                let reference = internal_error(&e, &component.data.custom_id);
+                let reference = internal_error(&e, "a button or menu");
                 surface::tell_internal_error(&http, Answerable::Component(component), &reference)
                     .await;
             }
@@ -350,7 +350,7 @@ async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Bot) ->
                 },
             };
             if let Err(e) = result {
-                let reference = internal_error(&e, &modal.data.custom_id);
+                let reference = internal_error(&e, "a form");
                 surface::tell_internal_error(&http, Answerable::Modal(modal), &reference).await;
             }
         }
