@@ -74,7 +74,7 @@ pub async fn channel_check(ctx: Context<'_>) -> Result<bool, Error> {
 fn button(action: ActionId, vm: &VmSummary, label: &str) -> CreateButton {
     let style = match action {
         ActionId::Redeploy | ActionId::OpenRdpPort | ActionId::ResetPassword => ButtonStyle::Danger,
-        _ => ButtonStyle::Primary,
+        ActionId::Start | ActionId::Restart | ActionId::ResetRdpConfig => ButtonStyle::Primary,
     };
     let id = ComponentId::Fix {
         action,

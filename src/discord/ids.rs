@@ -10,12 +10,12 @@
 //! | id | what | answered by |
 //! |---|---|---|
 //! | `rdp:pick:<nonce>` | "which VM?" menu of an ambiguous name | `commands::picked` |
-//! | `rdp:fix:<action>:<vm key>` | the fix button under a report | `fixes::component` |
-//! | `rdp:confirm:<confirmation>` / `rdp:cancel:<confirmation>` | a prompt's buttons | `fixes::component` |
+//! | `rdp:fix:<action>:<vm key>` | the fix button under a report | `fixes::fix_button` |
+//! | `rdp:confirm:<confirmation>` / `rdp:cancel:<confirmation>` | a prompt's buttons | `fixes::confirm` / `fixes::cancel` |
 //! | `rdp:pw:<vm key>` | the password form | `fixes::modal` |
-//! | `rdp:sweep:stop:<nonce>` | a sweep's Cancel button | `sweep::component` |
-//! | `rdp:sweep:vm:<nonce>` | a sweep's details menu | `sweep::component` |
-//! | `rdp:sweep:ask:<nonce>` | a sweep's "Another VM…" button | `sweep::component` |
+//! | `rdp:sweep:stop:<nonce>` | a sweep's Cancel button | `sweep::stop` |
+//! | `rdp:sweep:vm:<nonce>` | a sweep's details menu | `sweep::details` |
+//! | `rdp:sweep:ask:<nonce>` | a sweep's "Another VM…" button | `sweep::ask` |
 //! | `rdp:sweep:name:<nonce>` | the form that button opens | `sweep::modal` |
 //!
 //! Ids are restart-safe where they must be: a VM key is a hash of the VM's id (found again in the
