@@ -300,18 +300,18 @@ pub enum Fenced {
 /// A config the policy refuses to run with. Grants are numbered from 1, in file order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    #[error("[[policy.grant]] number {number}: `{field}`: {message}")]
+    #[error("[[policy.grant]] number {number}: `{field}`: {problem}")]
     Grant {
         number: usize,
         field: &'static str,
-        message: String,
+        problem: Invalid,
     },
-    #[error("[[policy.person]] number {number}: {message}")]
-    Person { number: usize, message: String },
-    #[error("[policy] `{field}`: {message}")]
+    #[error("[[policy.person]] number {number}: {problem}")]
+    Person { number: usize, problem: Invalid },
+    #[error("[policy] `{field}`: {problem}")]
     Field {
         field: &'static str,
-        message: String,
+        problem: Invalid,
     },
 }
 
@@ -326,10 +326,7 @@ impl Policy {
         let ids = |field: &'static str, list: &[DiscordId]| {
             list.iter()
                 .map(|id| {
-                    check_discord_id(id).map_err(|e| PolicyError::Field {
-                        field,
-                        message: e.to_string(),
-                    })
+                    check_discord_id(id).map_err(|problem| PolicyError::Field { field, problem })
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
@@ -346,8 +343,7 @@ impl Policy {
             Some(0) => {
                 return Err(PolicyError::Field {
                     field: "confirm_ttl_secs",
-                    message: "0 would expire every confirmation at once; the default is 300"
-                        .to_string(),
+                    problem: Invalid::ZeroTtl,
                 })
             }
             Some(secs) => Duration::from_secs(secs),
@@ -358,30 +354,31 @@ impl Policy {
             .iter()
             .enumerate()
             .map(|(i, grant)| {
-                check_grant(grant).map_err(|(field, message)| PolicyError::Grant {
+                check_grant(grant).map_err(|(field, problem)| PolicyError::Grant {
                     number: i + 1,
                     field,
-                    message,
+                    problem,
                 })
             })
             .collect::<Result<_, _>>()?;
 
         let mut persons: Vec<(String, String)> = Vec::new();
         for (i, person) in config.persons.iter().enumerate() {
-            let error = |message: String| PolicyError::Person {
+            let error = |problem: Invalid| PolicyError::Person {
                 number: i + 1,
-                message,
+                problem,
             };
             let name = person.name.trim();
             if name.is_empty() {
-                return Err(error("`name` must not be empty".to_string()));
+                return Err(error(Invalid::EmptyName));
             }
             for identity in &person.identities {
-                let identity = check_identity(identity).map_err(|e| error(e.to_string()))?;
+                let identity = check_identity(identity).map_err(error)?;
                 if let Some((_, other)) = persons.iter().find(|(id, _)| *id == identity) {
-                    return Err(error(format!(
-                        "{identity} is already an identity of {other}; one identity belongs to one person"
-                    )));
+                    return Err(error(Invalid::TakenIdentity {
+                        identity,
+                        person: other.clone(),
+                    }));
                 }
                 persons.push((identity, name.to_string()));
             }
@@ -569,9 +566,27 @@ impl Principal {
 }
 
 /// A value of the `[policy]` table that is not what it should be; the error around it names
-/// the field.
+/// the table and the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-enum Invalid {
+pub enum Invalid {
+    #[error("role names are no longer accepted (anyone who may manage roles can name a role anything, in any server): use `discord_role_id` (Server Settings → Roles → right-click the role → Copy Role ID)")]
+    RoleName,
+    #[error("must not be empty")]
+    Empty,
+    #[error("{ONE_PRINCIPAL}; found none")]
+    NoPrincipal,
+    #[error("{ONE_PRINCIPAL}; found {0}: split it into one grant each")]
+    Principals(String),
+    #[error("missing: say `read`, `operate` or `admin`")]
+    NoLevel,
+    #[error("missing: say \"*\" for every VM, or \"subscription/<id>\" or \"subscription/<id>/resourceGroup/<name>\"")]
+    NoScope,
+    #[error("0 would expire every confirmation at once; the default is 300")]
+    ZeroTtl,
+    #[error("`name` must not be empty")]
+    EmptyName,
+    #[error("{identity} is already an identity of {person}; one identity belongs to one person")]
+    TakenIdentity { identity: String, person: String },
     #[error(
         "expected \"*\", \"subscription/<id>\" or \"subscription/<id>/resourceGroup/<name>\", found {0:?}"
     )]
@@ -631,58 +646,36 @@ impl Scope {
 const ONE_PRINCIPAL: &str =
     "a grant needs exactly one of `discord_role_id`, `discord_user_id` or `cli_user`";
 
-fn check_grant(grant: &GrantConfig) -> Result<Grant, (&'static str, String)> {
+fn check_grant(grant: &GrantConfig) -> Result<Grant, (&'static str, Invalid)> {
     if grant.discord_role.is_some() {
-        return Err((
-            "discord_role",
-            "role names are no longer accepted (anyone who may manage roles can name a role \
-             anything, in any server): use `discord_role_id` (Server Settings → Roles → right-click \
-             the role → Copy Role ID)"
-                .to_string(),
-        ));
+        return Err(("discord_role", Invalid::RoleName));
     }
     let mut principals = Vec::new();
     if let Some(id) = &grant.discord_role_id {
-        let id = check_discord_id(id).map_err(|m| ("discord_role_id", m.to_string()))?;
+        let id = check_discord_id(id).map_err(|e| ("discord_role_id", e))?;
         principals.push(("discord_role_id", Principal::DiscordRoleId(id)));
     }
     if let Some(id) = &grant.discord_user_id {
-        let id = check_discord_id(id).map_err(|m| ("discord_user_id", m.to_string()))?;
+        let id = check_discord_id(id).map_err(|e| ("discord_user_id", e))?;
         principals.push(("discord_user_id", Principal::DiscordUserId(id)));
     }
     match grant.cli_user.as_deref().map(str::trim) {
-        Some("") => return Err(("cli_user", "must not be empty".to_string())),
+        Some("") => return Err(("cli_user", Invalid::Empty)),
         Some(user) => principals.push(("cli_user", Principal::CliUser(user.to_string()))),
         None => {}
     }
     let principal = match principals.len() {
         1 => principals.remove(0).1,
-        0 => return Err(("discord_role_id", format!("{ONE_PRINCIPAL}; found none"))),
+        0 => return Err(("discord_role_id", Invalid::NoPrincipal)),
         _ => {
             let fields: Vec<String> = principals.iter().map(|(f, _)| format!("`{f}`")).collect();
-            return Err((
-                principals[1].0,
-                format!(
-                    "{ONE_PRINCIPAL}; found {}: split it into one grant each",
-                    fields.join(" and ")
-                ),
-            ));
+            return Err((principals[1].0, Invalid::Principals(fields.join(" and "))));
         }
     };
-    let level = grant.level.ok_or((
-        "level",
-        "missing: say `read`, `operate` or `admin`".to_string(),
-    ))?;
+    let level = grant.level.ok_or(("level", Invalid::NoLevel))?;
     let scope = match &grant.scope {
-        None => {
-            return Err((
-                "scope",
-                "missing: say \"*\" for every VM, or \"subscription/<id>\" or \
-                 \"subscription/<id>/resourceGroup/<name>\""
-                    .to_string(),
-            ))
-        }
-        Some(text) => Scope::parse(text).map_err(|m| ("scope", m.to_string()))?,
+        None => return Err(("scope", Invalid::NoScope)),
+        Some(text) => Scope::parse(text).map_err(|e| ("scope", e))?,
     };
     Ok(Grant {
         principal,
