@@ -271,6 +271,16 @@ mod tests {
         }
     }
 
+    /// The store's confirmation ids fit a Confirm button exactly.
+    #[test]
+    fn the_stores_confirmation_ids_fit_a_button() {
+        for _ in 0..100 {
+            let id = crate::store::new_id().expect("random source");
+            let key: ConfirmationKey = id.parse().expect("32 lowercase hex digits");
+            assert_eq!(key.to_string(), id);
+        }
+    }
+
     #[test]
     fn known_ids_and_refusals() {
         let vm = Key(0x0123_4567_89ab_cdef);
