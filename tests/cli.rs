@@ -230,6 +230,23 @@ async fn usage_not_found_and_ambiguous_exit_2() {
         let invalid = cli.run(&["check", "web_01;rm -rf"]).await;
         assert_eq!(code(&invalid), 2);
         assert!(stderr(&invalid).contains("not a valid Azure VM name"));
+        // Each failure is printed once, by `main`, however deep it was found.
+        for (args, exit) in [
+            (&["check", "web-1"][..], 2),
+            (&["check", "web-01", "--from", "nowhere"][..], 2),
+            (&["open-rdp", "web-01", "--source", "no such source"][..], 2),
+            (&["sweep", "--subscription", "not-a-guid"][..], 2),
+            (&["unlock", "web-01"][..], 2),
+        ] {
+            let out = cli.run(args).await;
+            assert_eq!(code(&out), exit, "{args:?}: {}", stderr(&out));
+            assert_eq!(
+                stderr(&out).matches("error:").count(),
+                1,
+                "{args:?}: {}",
+                stderr(&out)
+            );
+        }
         assert_eq!(code(&cli.run(&["check"]).await), 2, "missing argument");
         let requests_before = cli.sim.stats().requests;
         assert_eq!(code(&cli.run(&["check", "-bad-"]).await), 2);

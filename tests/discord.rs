@@ -40,6 +40,8 @@ struct Room {
     directory: std::sync::Arc<rdp_doctor::azure::VmDirectory>,
     bot: tokio::task::JoinHandle<Result<(), rdp_doctor::discord::BotError>>,
     alice: User,
+    /// The bot's database (a handle on the same pool), to make it fail.
+    store: rdp_doctor::store::Store,
 }
 
 impl Room {
@@ -99,7 +101,7 @@ impl Room {
             std::sync::Arc::new(policy),
             subscriptions,
         )
-        .with_store(store);
+        .with_store(store.clone());
         let bot = Bot::new(tune(door));
         let directory = bot.door.directory().clone();
         let settings = BotSettings {
@@ -129,6 +131,7 @@ impl Room {
                 name: "alice".into(),
                 roles: vec![5001],
             },
+            store,
         }
     }
 
@@ -788,6 +791,143 @@ async fn prompt_of(room: &Room, i: &Interaction) -> (u64, String, String, Value)
             );
         }
     }
+}
+
+/// Log lines written while the guard lives (this test's runtime runs on one thread, the bot's
+/// tasks included).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// rdp-doctor failing inside (here its database) is "internal error, reference X" to the
+/// person, and the log line carries the same X; the person's own mistake stays in words.
+#[tokio::test]
+async fn an_internal_error_shows_a_reference_the_log_carries() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    within(async {
+        let room = Room::start(World::new().vm("web-01")).await;
+        room.store.close().await;
+        let audit = room.slash("audit", json!([])).await;
+        let text = refused(&room, &audit).await;
+        let reference = text
+            .strip_prefix("Internal error, reference ")
+            .and_then(|rest| rest.split('.').next())
+            .unwrap_or_else(|| panic!("no reference in {text:?}"));
+        assert_eq!(reference.len(), 8, "{text}");
+        assert!(
+            !text.contains("storage") && !text.contains("pool"),
+            "details stay in the log: {text}"
+        );
+        let logged = log.text();
+        let line = logged
+            .lines()
+            .find(|l| l.contains(&format!("reference={reference}")))
+            .unwrap_or_else(|| panic!("no log line with reference {reference}:\n{logged}"));
+        assert!(
+            line.contains("ERROR") && line.contains("storage failed"),
+            "{line}"
+        );
+        // The person's mistake is still said in words, with no reference.
+        let typo = room.check("web_01;rm").await;
+        let text = refused(&room, &typo).await;
+        assert!(text.contains("not a valid Azure VM name"), "{text}");
+        room.assert_clean();
+    })
+    .await
+}
+
+/// A click whose custom id rdp-doctor did not write (garbled, forged, a form's id on a button)
+/// is refused privately and reaches no ARM write, even from an admin under a real fix button.
+#[tokio::test]
+async fn a_garbled_custom_id_is_refused_and_writes_nothing() {
+    within(async {
+        let room = Room::start(World::new().vm("sql-01").stopped()).await;
+        let i = room.check("sql-01").await;
+        room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        let report = room.final_edit(&i).await;
+        let fix = button_ids(report.body())
+            .into_iter()
+            .find(|id| id.starts_with("rdp:fix:start:"))
+            .expect("a start button under the report");
+        let key = fix.trim_start_matches("rdp:fix:start:").to_string();
+        let report_message = room.discord.last_message_id().unwrap();
+        let admin = User::new(4010, "ada", &[5002]);
+        let before = room.sim.stats();
+        let garbled = [
+            format!("rdp:fix:start:{}", key.to_uppercase()),
+            format!("rdp:fix:start:{key}x"),
+            format!("rdp:fix:start:{key}:"),
+            format!("rdp:fix:Start:{key}"),
+            format!("rdp:fix:reboot:{key}"),
+            format!("rdp:fix:{key}"),
+            format!("rdp:pw:{key}"),
+            "rdp:confirm:not-a-confirmation".to_string(),
+            "rdp:confirm:".to_string(),
+            "rdp:sweep:stop:zz".to_string(),
+            "rdp:".to_string(),
+            "reset-rdp:sql-01".to_string(),
+        ];
+        for id in &garbled {
+            let click = room
+                .discord
+                .component(&admin, report_message, id, &[])
+                .await;
+            let text = refused(&room, &click).await;
+            assert!(
+                text.contains("not one rdp-doctor knows") && text.contains("nothing was done"),
+                "{id:?}: {text}"
+            );
+        }
+        let after = room.sim.stats();
+        let writes: Vec<_> = after
+            .log
+            .iter()
+            .skip(before.log.len())
+            // ARM's writes: anything but a GET under /subscriptions, except the two read POSTs.
+            .filter(|r| {
+                r.path.starts_with("/subscriptions/")
+                    && r.method != "GET"
+                    && !r.path.contains("effectiveNetworkSecurityGroups")
+                    && !r.path.contains("retrieveBootDiagnosticsData")
+            })
+            .collect();
+        assert!(
+            writes.is_empty(),
+            "ARM writes after garbled clicks: {writes:?}"
+        );
+        assert_eq!(after.requests, before.requests, "nothing reached Azure");
+        // The real button still works: the refusals were about the ids, not the person.
+        let click = room
+            .discord
+            .component(&admin, report_message, &fix, &[])
+            .await;
+        let (_, confirm, _, _) = prompt_of(&room, &click).await;
+        assert!(confirm.starts_with("rdp:confirm:"), "{confirm}");
+        room.assert_clean();
+    })
+    .await
 }
 
 #[tokio::test]

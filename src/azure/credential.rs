@@ -207,6 +207,25 @@ pub(crate) struct EntraApp {
     auth: ClientAuth,
 }
 
+/// Why the environment does not describe a credential rdp-doctor can use.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CredentialSetupError {
+    #[error("AZURE_TENANT_ID is empty or not a tenant id or domain")]
+    TenantId,
+    #[error("{var} is not a URL: {source}")]
+    NotUrl {
+        var: &'static str,
+        source: url::ParseError,
+    },
+    #[error("{var} is not a usable URL: {source}")]
+    Unusable {
+        var: &'static str,
+        source: url::ParseError,
+    },
+    #[error("{0} is set but AZURE_TENANT_ID or AZURE_CLIENT_ID is missing")]
+    Incomplete(&'static str),
+}
+
 impl EntraApp {
     pub(crate) fn new(
         http: reqwest::Client,
@@ -214,18 +233,21 @@ impl EntraApp {
         tenant_id: &str,
         client_id: &str,
         auth: ClientAuth,
-    ) -> Result<EntraApp, String> {
+    ) -> Result<EntraApp, CredentialSetupError> {
         let valid = |s: &str| {
             !s.is_empty()
                 && s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         };
         if !valid(tenant_id) {
-            return Err("AZURE_TENANT_ID is empty or not a tenant id or domain".into());
+            return Err(CredentialSetupError::TenantId);
         }
         let token_url = authority_host
             .join(&format!("/{tenant_id}/oauth2/v2.0/token"))
-            .map_err(|e| format!("AZURE_AUTHORITY_HOST is not a usable URL: {e}"))?;
+            .map_err(|source| CredentialSetupError::Unusable {
+                var: "AZURE_AUTHORITY_HOST",
+                source,
+            })?;
         Ok(EntraApp {
             http,
             token_url,
@@ -319,9 +341,12 @@ impl ManagedIdentity {
         http: reqwest::Client,
         host: &str,
         client_id: Option<String>,
-    ) -> Result<ManagedIdentity, String> {
+    ) -> Result<ManagedIdentity, CredentialSetupError> {
         let endpoint = url::Url::parse(&format!("{}{IMDS_PATH}", host.trim_end_matches('/')))
-            .map_err(|e| format!("AZURE_POD_IDENTITY_AUTHORITY_HOST is not a usable URL: {e}"))?;
+            .map_err(|source| CredentialSetupError::Unusable {
+                var: "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+                source,
+            })?;
         Ok(ManagedIdentity {
             http,
             endpoint,
@@ -338,9 +363,12 @@ impl ManagedIdentity {
         endpoint: &str,
         identity_header: SecretString,
         client_id: Option<String>,
-    ) -> Result<ManagedIdentity, String> {
-        let endpoint = url::Url::parse(endpoint)
-            .map_err(|e| format!("IDENTITY_ENDPOINT is not a usable URL: {e}"))?;
+    ) -> Result<ManagedIdentity, CredentialSetupError> {
+        let endpoint =
+            url::Url::parse(endpoint).map_err(|source| CredentialSetupError::Unusable {
+                var: "IDENTITY_ENDPOINT",
+                source,
+            })?;
         Ok(ManagedIdentity {
             http,
             endpoint,
@@ -537,18 +565,21 @@ pub(crate) fn from_env(
     env: Env<'_>,
     http: reqwest::Client,
     imds_http: reqwest::Client,
-) -> Result<Arc<dyn TokenCredential>, String> {
+) -> Result<Arc<dyn TokenCredential>, CredentialSetupError> {
     let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-    let authority = || -> Result<url::Url, String> {
+    let authority = || -> Result<url::Url, CredentialSetupError> {
         let host = var("AZURE_AUTHORITY_HOST")
             .unwrap_or_else(|| "https://login.microsoftonline.com".to_owned());
-        url::Url::parse(&host).map_err(|e| format!("AZURE_AUTHORITY_HOST is not a URL: {e}"))
+        url::Url::parse(&host).map_err(|source| CredentialSetupError::NotUrl {
+            var: "AZURE_AUTHORITY_HOST",
+            source,
+        })
     };
-    let app = |auth: ClientAuth, needs: &str| -> Result<Arc<dyn TokenCredential>, String> {
+    let app = |auth: ClientAuth,
+               needs: &'static str|
+     -> Result<Arc<dyn TokenCredential>, CredentialSetupError> {
         let (Some(tenant), Some(client)) = (var("AZURE_TENANT_ID"), var("AZURE_CLIENT_ID")) else {
-            return Err(format!(
-                "{needs} is set but AZURE_TENANT_ID or AZURE_CLIENT_ID is missing"
-            ));
+            return Err(CredentialSetupError::Incomplete(needs));
         };
         let app = EntraApp::new(http.clone(), &authority()?, &tenant, &client, auth)?;
         Ok(Arc::new(Refreshing::new(app)))

@@ -181,7 +181,7 @@ impl Arm {
         let credential = credential::from_env(env, http.clone(), imds).map_err(|e| {
             ArmError::Config(format!(
                 "the Azure credential is incomplete: {}",
-                redact(&e)
+                redact(&e.to_string())
             ))
         })?;
         Ok(Arm::with_credential(settings, credential, http))
@@ -203,7 +203,7 @@ impl Arm {
             client_id,
             credential::ClientAuth::Secret(client_secret),
         )
-        .map_err(ArmError::Config)?;
+        .map_err(|e| ArmError::Config(e.to_string()))?;
         let credential: Arc<dyn TokenCredential> = Arc::new(credential::Refreshing::new(app));
         Ok(Arm::with_credential(settings, credential, http))
     }

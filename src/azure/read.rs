@@ -321,14 +321,23 @@ pub(crate) fn health_facts(
     }
 }
 
+/// Why a console screenshot could not become a PNG.
+#[derive(Debug, thiserror::Error)]
+pub enum ScreenshotError {
+    #[error("the screenshot is not a readable BMP ({0})")]
+    NotBmp(image::ImageError),
+    #[error("could not convert the screenshot to PNG ({0})")]
+    Png(image::ImageError),
+}
+
 /// Convert a Windows BMP (as boot diagnostics store the console) into a PNG for chat and files.
-pub fn bmp_to_png(bmp: &[u8]) -> Result<Vec<u8>, String> {
+pub fn bmp_to_png(bmp: &[u8]) -> Result<Vec<u8>, ScreenshotError> {
     let image = image::load_from_memory_with_format(bmp, image::ImageFormat::Bmp)
-        .map_err(|e| format!("the screenshot is not a readable BMP ({e})"))?;
+        .map_err(ScreenshotError::NotBmp)?;
     let mut png = std::io::Cursor::new(Vec::new());
     image
         .write_to(&mut png, image::ImageFormat::Png)
-        .map_err(|e| format!("could not convert the screenshot to PNG ({e})"))?;
+        .map_err(ScreenshotError::Png)?;
     Ok(png.into_inner())
 }
 
@@ -452,7 +461,9 @@ impl Arm {
             self.download_tail(data.serial_console_log_blob_uri.as_deref(), "serial log"),
         );
         let mut facts = BootFacts::default();
-        match screenshot.and_then(|bmp| bmp_to_png(&bmp).map_err(BlobFailure::Other)) {
+        match screenshot
+            .and_then(|bmp| bmp_to_png(&bmp).map_err(|e| BlobFailure::Other(e.to_string())))
+        {
             Ok(png) => facts.screenshot_png = Some(png),
             Err(BlobFailure::Firewall) => facts.storage_firewall = true,
             Err(BlobFailure::Other(e)) => facts.screenshot_error = Some(e),

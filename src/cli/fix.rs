@@ -2,7 +2,7 @@
 //! The person is the operating-system account running rdp-doctor (`cli:<user>`), never a
 //! variable such as `$USER` that anyone can set; the prompt is the confirmation.
 
-use super::{exit, fail};
+use super::{CliError, Done};
 use crate::policy::{Actor, Place};
 use crate::runbook::door::{Caller, Door, DoorError};
 use crate::runbook::fix::{FixRequest, Plan};
@@ -73,7 +73,8 @@ pub fn print_plan(prompt: &Prompt) {
     );
 }
 
-pub fn print_outcome(outcome: &Outcome) -> u8 {
+/// Print what a fix did; a fix that failed or still runs is the error returned.
+pub fn print_outcome(outcome: &Outcome) -> Result<Done, CliError> {
     for note in &outcome.notes {
         eprintln!("note: {note}");
     }
@@ -97,24 +98,18 @@ pub fn print_outcome(outcome: &Outcome) -> u8 {
             for change in &outcome.changes {
                 println!("  {change}");
             }
-            exit::OK
+            Ok(Done::Clean)
         }
-        Err(e) if outcome.still_running => {
-            eprintln!(
-                "{} of {} is still running: {e}. The VM stays locked; `rdp-doctor resume` follows it to the end.",
-                outcome.action.as_str(),
-                outcome.vm.name
-            );
-            exit::AZURE
-        }
-        Err(e) => {
-            eprintln!(
-                "error: {} of {} failed: {e}",
-                outcome.action.as_str(),
-                outcome.vm.name
-            );
-            exit::AZURE
-        }
+        Err(e) if outcome.still_running => Err(CliError::failed(format!(
+            "{} of {} is still running: {e}. The VM stays locked; `rdp-doctor resume` follows it to the end.",
+            outcome.action.as_str(),
+            outcome.vm.name
+        ))),
+        Err(e) => Err(CliError::failed(format!(
+            "{} of {} failed: {e}",
+            outcome.action.as_str(),
+            outcome.vm.name
+        ))),
     }
 }
 
@@ -128,29 +123,28 @@ pub async fn request_and_maybe_confirm(
     vm_text: &str,
     request: FixRequest,
     yes: bool,
-) -> u8 {
+) -> Result<Done, CliError> {
     let caller = caller();
     // Finding the VM needs what seeing it needs; the fix is authorised on it below.
     let needed = door.catalog().commands.check;
-    let summary = match door.resolve(&caller, vm_text, needed).await {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
-    };
-    let prompt = match door.request_fix(&caller, &summary, request).await {
-        Ok(p) => p,
-        Err(e) => return fail(&e),
-    };
+    let summary = door.resolve(&caller, vm_text, needed).await?;
+    let prompt = door.request_fix(&caller, &summary, request).await?;
     show_and_maybe_confirm(door, &caller, prompt, yes).await
 }
 
-async fn show_and_maybe_confirm(door: &Door, caller: &Caller, prompt: Prompt, yes: bool) -> u8 {
+async fn show_and_maybe_confirm(
+    door: &Door,
+    caller: &Caller,
+    prompt: Prompt,
+    yes: bool,
+) -> Result<Done, CliError> {
     print_plan(&prompt);
     if prompt.two_person {
         println!(
             "This fix needs a second person: someone else runs `rdp-doctor confirm {}`.",
             prompt.confirmation_id
         );
-        return exit::OK;
+        return Ok(Done::Clean);
     }
     let confirmed = yes || ask(&prompt.plan.vm.name);
     if !confirmed {
@@ -158,7 +152,7 @@ async fn show_and_maybe_confirm(door: &Door, caller: &Caller, prompt: Prompt, ye
             "Not confirmed. To run it later: rdp-doctor confirm {}",
             prompt.confirmation_id
         );
-        return exit::OK;
+        return Ok(Done::Clean);
     }
     confirm_as(door, caller, &prompt.confirmation_id).await
 }
@@ -177,11 +171,11 @@ fn ask(vm: &str) -> bool {
     line.trim().eq_ignore_ascii_case(vm)
 }
 
-pub async fn confirm(door: &Door, id: &str) -> u8 {
+pub async fn confirm(door: &Door, id: &str) -> Result<Done, CliError> {
     confirm_as(door, &caller(), id).await
 }
 
-async fn confirm_as(door: &Door, caller: &Caller, id: &str) -> u8 {
+async fn confirm_as(door: &Door, caller: &Caller, id: &str) -> Result<Done, CliError> {
     match door.confirm(caller, id.trim(), &progress).await {
         Ok(outcome) => print_outcome(&outcome),
         Err(DoorError::Operate(crate::runbook::operate::OperateError::PlanChanged {
@@ -189,68 +183,70 @@ async fn confirm_as(door: &Door, caller: &Caller, id: &str) -> u8 {
             now,
             fresh,
         })) => {
-            eprintln!(
-                "error: what this fix would do has changed since the prompt was shown, so nothing was sent.\n  was: {was}\n  now: {now}"
-            );
             println!("A fresh prompt:");
             print_plan(&fresh);
             println!("To run it: rdp-doctor confirm {}", fresh.confirmation_id);
-            exit::USAGE
+            Err(CliError::usage(format!(
+                "what this fix would do has changed since the prompt was shown, so nothing was sent.\n  was: {was}\n  now: {now}"
+            )))
         }
-        Err(e) => fail(&e),
+        Err(e) => Err(e.into()),
     }
 }
 
-pub async fn cancel(door: &Door, id: &str) -> u8 {
-    match door.cancel(&caller(), id.trim()).await {
-        Ok(()) => {
-            println!("Cancelled.");
-            exit::OK
-        }
-        Err(e) => fail(&e),
-    }
+pub async fn cancel(door: &Door, id: &str) -> Result<Done, CliError> {
+    door.cancel(&caller(), id.trim()).await?;
+    println!("Cancelled.");
+    Ok(Done::Clean)
 }
 
-pub async fn audit(door: &Door, vm: Option<&str>, limit: u32) -> u8 {
-    match door.audit(&caller(), vm, limit).await {
-        Ok(entries) => {
-            if entries.is_empty() {
-                println!("No audit entries.");
-            }
-            for e in entries {
-                println!(
-                    "{}  {:<16} {:<18} {:<16} {}",
-                    format_time(e.at_ms),
-                    e.actor_name,
-                    e.command,
-                    e.vm_name.unwrap_or_else(|| "-".into()),
-                    e.result
-                );
-            }
-            exit::OK
-        }
-        Err(e) => fail(&e),
+pub async fn audit(door: &Door, vm: Option<&str>, limit: u32) -> Result<Done, CliError> {
+    let entries = door.audit(&caller(), vm, limit).await?;
+    if entries.is_empty() {
+        println!("No audit entries.");
     }
+    for e in entries {
+        println!(
+            "{}  {:<16} {:<18} {:<16} {}",
+            format_time(e.at_ms),
+            e.actor_name,
+            e.command,
+            e.vm_name.unwrap_or_else(|| "-".into()),
+            e.result
+        );
+    }
+    Ok(Done::Clean)
+}
+
+/// Why no new password was read; nothing was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("could not read the password from stdin")]
+    Stdin,
+    #[error("no terminal to ask for the password: use --password-stdin")]
+    NoTerminal,
+    #[error("could not read the password")]
+    Prompt,
+    #[error("the two passwords differ; nothing was sent")]
+    Differ,
 }
 
 /// The new password, typed twice without echo (or one line on stdin for scripts).
-pub fn read_password(from_stdin: bool) -> Result<secrecy::SecretString, String> {
+pub fn read_password(from_stdin: bool) -> Result<secrecy::SecretString, PasswordError> {
     if from_stdin {
         let mut line = String::new();
         std::io::stdin()
             .read_line(&mut line)
-            .map_err(|_| "could not read the password from stdin".to_string())?;
+            .map_err(|_| PasswordError::Stdin)?;
         return Ok(line.trim_end_matches(['\r', '\n']).to_string().into());
     }
     if !std::io::stdin().is_terminal() {
-        return Err("no terminal to ask for the password: use --password-stdin".into());
+        return Err(PasswordError::NoTerminal);
     }
-    let first = rpassword::prompt_password("New password: ")
-        .map_err(|_| "could not read the password".to_string())?;
-    let second = rpassword::prompt_password("Repeat it: ")
-        .map_err(|_| "could not read the password".to_string())?;
+    let first = rpassword::prompt_password("New password: ").map_err(|_| PasswordError::Prompt)?;
+    let second = rpassword::prompt_password("Repeat it: ").map_err(|_| PasswordError::Prompt)?;
     if first != second {
-        return Err("the two passwords differ; nothing was sent".into());
+        return Err(PasswordError::Differ);
     }
     Ok(first.into())
 }

@@ -4,8 +4,10 @@
 //! **Architecture Invariant:** the only module that names clap types. It turns arguments into a
 //! runbook request and renders the runbook's events and report; it holds no runbook logic.
 
+mod error;
 mod fix;
 
+pub use error::{CliError, Done};
 pub use fix::os_user;
 mod operations;
 mod permissions;
@@ -16,7 +18,7 @@ mod sweep;
 use crate::config::{self, FileConfig};
 use crate::domain::VmQuery;
 use crate::policy::{Policy, PolicyConfig};
-use crate::runbook::door::{Door, DoorError, SignIn};
+use crate::runbook::door::{Door, SignIn};
 use crate::runbook::fix::FixRequest;
 use crate::runbook::{catalog::Catalog, CheckOptions, Verdict};
 use clap::{Parser, Subcommand};
@@ -199,17 +201,13 @@ pub fn main() -> ExitCode {
     };
     init_tracing();
     tracing::debug!(version = env!("CARGO_PKG_VERSION"), "rdp-doctor starting");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::AZURE);
-        }
-    };
-    ExitCode::from(runtime.block_on(run(cli)))
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    // The one place the terminal prints an error.
+    ExitCode::from(error::finish(result))
 }
 
 /// Logs go to stderr, `RUST_LOG` decides (default warn) for rdp-doctor's own targets. Every
@@ -258,70 +256,39 @@ fn within_cap(meta: &tracing::Metadata<'_>) -> bool {
 }
 
 /// `--from IP`: an IPv4 address, or a usage error saying what was wrong.
-fn parse_from(from: Option<&str>) -> Result<Option<std::net::Ipv4Addr>, u8> {
+fn parse_from(from: Option<&str>) -> Result<Option<std::net::Ipv4Addr>, CliError> {
     match from.map(|text| (text, text.trim().parse())) {
         None => Ok(None),
         Some((_, Ok(ip))) => Ok(Some(ip)),
-        Some((text, Err(_))) => Err(usage_error(format!(
+        Some((text, Err(_))) => Err(CliError::usage(format!(
             "--from {text:?} is not an IPv4 address (e.g. --from 203.0.113.7)"
         ))),
     }
 }
 
 /// One JSON object on a line of `out` (`--json`); exit code 3 if it cannot be serialised.
-fn print_json(out: &mut impl Write, value: &impl serde::Serialize, what: &str) -> Result<(), u8> {
-    match serde_json::to_string(value) {
-        Ok(json) => {
-            let _ = writeln!(out, "{json}");
-            Ok(())
-        }
-        Err(e) => {
-            eprintln!("error: cannot serialise {what}: {e}");
-            Err(exit::AZURE)
-        }
-    }
+fn print_json(
+    out: &mut impl Write,
+    value: &impl serde::Serialize,
+    what: &str,
+) -> Result<(), CliError> {
+    let json = serde_json::to_string(value)
+        .map_err(|e| CliError::failed(format!("cannot serialise {what}: {e}")))?;
+    let _ = writeln!(out, "{json}");
+    Ok(())
 }
 
-fn usage_error(message: impl std::fmt::Display) -> u8 {
-    eprintln!("error: {message}");
-    exit::USAGE
-}
-
-/// Print what the door said and pick the exit code: what the person can fix is a usage error
-/// (2), Azure or storage failing is 3.
-fn fail(error: &DoorError) -> u8 {
-    match error {
-        DoorError::Scope {
-            message,
-            name_subscription: true,
-        } => eprintln!("error: {message} with --subscription ID"),
-        other => eprintln!("error: {other}"),
-    }
-    if error.is_user_error() {
-        exit::USAGE
-    } else {
-        exit::AZURE
-    }
-}
-
-async fn run(cli: Cli) -> u8 {
+async fn run(cli: Cli) -> Result<Done, CliError> {
     match cli.command {
-        Command::Explain { text } => {
-            let catalog = match load_catalog() {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            explain(&catalog, &text)
-        }
+        Command::Explain { text } => Ok(explain(&load_catalog()?, &text)),
         Command::Simulate { listen, world } => {
             let result = match world {
                 Some(path) => crate::sim::run_standalone(&listen, &path).await,
                 None => simulate::serve_demo(&listen).await,
             };
-            match result {
-                Ok(()) => exit::OK,
-                Err(e) => usage_error(format!("{e:#}")),
-            }
+            result
+                .map(|()| Done::Clean)
+                .map_err(|e| CliError::usage(format!("{e:#}")))
         }
         Command::Check(args) => check(args).await,
         Command::Sweep(args) => sweep::run(args).await,
@@ -336,9 +303,9 @@ async fn run(cli: Cli) -> u8 {
             password_stdin,
         } => {
             run_fix(fix, move |_| {
-                let password = fix::read_password(password_stdin)?;
+                let password = fix::read_password(password_stdin).map_err(CliError::usage)?;
                 crate::runbook::fix::check_password(&user, &password)
-                    .map_err(|p| format!("nothing was sent: {p}"))?;
+                    .map_err(|p| CliError::usage(format!("nothing was sent: {p}")))?;
                 Ok(FixRequest::ResetPassword {
                     username: user.clone(),
                     password,
@@ -350,70 +317,67 @@ async fn run(cli: Cli) -> u8 {
             run_fix(fix, move |_| {
                 crate::runbook::fix::parse_source(&source)
                     .map(|source| FixRequest::OpenRdpPort { source })
+                    .map_err(CliError::usage)
             })
             .await
         }
-        Command::Confirm { id, simulate } => match terminal_door(simulate, &[], true).await {
-            Ok((door, _sim)) => fix::confirm(&door, &id).await,
-            Err(code) => code,
-        },
-        Command::Cancel { id, simulate } => match terminal_door(simulate, &[], true).await {
-            Ok((door, _sim)) => fix::cancel(&door, &id).await,
-            Err(code) => code,
-        },
-        Command::Operations => match terminal_door(false, &[], true).await {
-            Ok((door, _sim)) => operations::list(&door).await,
-            Err(code) => code,
-        },
-        Command::Resume => match terminal_door(false, &[], true).await {
-            Ok((door, _sim)) => operations::resume(&door).await,
-            Err(code) => code,
-        },
+        Command::Confirm { id, simulate } => {
+            let (door, _sim) = terminal_door(simulate, &[], true).await?;
+            fix::confirm(&door, &id).await
+        }
+        Command::Cancel { id, simulate } => {
+            let (door, _sim) = terminal_door(simulate, &[], true).await?;
+            fix::cancel(&door, &id).await
+        }
+        Command::Operations => {
+            let (door, _sim) = terminal_door(false, &[], true).await?;
+            operations::list(&door).await
+        }
+        Command::Resume => {
+            let (door, _sim) = terminal_door(false, &[], true).await?;
+            operations::resume(&door).await
+        }
         Command::Unlock {
             vm,
             reason,
             subscription,
         } => {
             let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
-                return usage_error(
+                return Err(CliError::usage(
                     "say why with --reason TEXT: it is written to the audit log with the unlock",
-                );
+                ));
             };
-            match terminal_door(false, &subscription, true).await {
-                Ok((door, _sim)) => operations::unlock(&door, &vm, &reason).await,
-                Err(code) => code,
-            }
+            let (door, _sim) = terminal_door(false, &subscription, true).await?;
+            operations::unlock(&door, &vm, &reason).await
         }
         Command::Permissions {
             subscription,
             simulate,
-        } => match terminal_door(simulate, &subscription, false).await {
-            Ok((door, _sim)) => permissions::run(&door).await,
-            Err(code) => code,
-        },
-        Command::Audit { vm, limit } => match terminal_door(false, &[], true).await {
-            Ok((door, _sim)) => fix::audit(&door, vm.as_deref(), limit).await,
-            Err(code) => code,
-        },
-        Command::Health => match load_catalog() {
-            Ok(_) => {
-                println!("ok");
-                exit::OK
-            }
-            Err(code) => code,
-        },
+        } => {
+            let (door, _sim) = terminal_door(simulate, &subscription, false).await?;
+            permissions::run(&door).await
+        }
+        Command::Audit { vm, limit } => {
+            let (door, _sim) = terminal_door(false, &[], true).await?;
+            fix::audit(&door, vm.as_deref(), limit).await
+        }
+        Command::Health => {
+            load_catalog()?;
+            println!("ok");
+            Ok(Done::Clean)
+        }
     }
 }
 
-fn load_catalog() -> Result<Catalog, u8> {
-    let file = FileConfig::load().map_err(usage_error)?;
+fn load_catalog() -> Result<Catalog, CliError> {
+    let file = FileConfig::load().map_err(CliError::usage)?;
     match &file.runbook_dir {
-        Some(dir) => Catalog::load_dir(dir).map_err(usage_error),
+        Some(dir) => Catalog::load_dir(dir).map_err(CliError::usage),
         None => Ok(Catalog::builtin()),
     }
 }
 
-fn explain(catalog: &Catalog, text: &str) -> u8 {
+fn explain(catalog: &Catalog, text: &str) -> Done {
     let matches = catalog.explain(text);
     let style = render::Style::stdout();
     let mut out = String::new();
@@ -426,25 +390,17 @@ fn explain(catalog: &Catalog, text: &str) -> u8 {
     }
     print!("{out}");
     if matches.is_empty() {
-        exit::PROBLEMS
+        Done::Problems
     } else {
-        exit::OK
+        Done::Clean
     }
 }
 
-async fn check(args: CheckArgs) -> u8 {
-    let from = match parse_from(args.from.as_deref()) {
-        Ok(from) => from,
-        Err(code) => return code,
-    };
-    if let Err(e) = VmQuery::parse(&args.vm) {
-        return usage_error(e);
-    }
+async fn check(args: CheckArgs) -> Result<Done, CliError> {
+    let from = parse_from(args.from.as_deref())?;
+    VmQuery::parse(&args.vm).map_err(CliError::usage)?;
     // With --simulate the simulator lives as long as this check.
-    let (door, _simulator) = match terminal_door(args.simulate, &args.subscription, false).await {
-        Ok(d) => d,
-        Err(code) => return code,
-    };
+    let (door, _simulator) = terminal_door(args.simulate, &args.subscription, false).await?;
     let progress = render::Progress::new(!args.json && std::io::stderr().is_terminal());
     let options = CheckOptions { from };
     let result = door
@@ -453,10 +409,7 @@ async fn check(args: CheckArgs) -> u8 {
         })
         .await;
     progress.finish();
-    let report = match result {
-        Ok(report) => report,
-        Err(e) => return fail(&e),
-    };
+    let report = result?;
     let catalog = door.catalog();
 
     if let Some(path) = &args.screenshot_out {
@@ -478,9 +431,7 @@ async fn check(args: CheckArgs) -> u8 {
 
     let mut stdout = std::io::stdout().lock();
     if args.json {
-        if let Err(code) = print_json(&mut stdout, &report, "the report") {
-            return code;
-        }
+        print_json(&mut stdout, &report, "the report")?;
     } else {
         let style = render::Style::stdout();
         let _ = write!(
@@ -490,9 +441,9 @@ async fn check(args: CheckArgs) -> u8 {
         );
     }
     match report.verdict {
-        Verdict::Ok => exit::OK,
-        Verdict::Problems => exit::PROBLEMS,
-        Verdict::Unknown => exit::AZURE,
+        Verdict::Ok => Ok(Done::Clean),
+        Verdict::Problems => Ok(Done::Problems),
+        Verdict::Unknown => Err(CliError::Incomplete),
     }
 }
 
@@ -502,16 +453,12 @@ async fn sign_in(
     simulate: bool,
     cli_subscriptions: &[String],
     file: &FileConfig,
-) -> Result<(SignIn, Vec<String>, Option<simulate::Demo>), u8> {
+) -> Result<(SignIn, Vec<String>, Option<simulate::Demo>), CliError> {
     if simulate {
         let started = simulate::Demo::start().await;
-        let (sim, endpoint) = match started.and_then(|sim| sim.endpoint().map(|e| (sim, e))) {
-            Ok(pair) => pair,
-            Err(e) => {
-                eprintln!("error: cannot start the simulator: {e:#}");
-                return Err(exit::AZURE);
-            }
-        };
+        let (sim, endpoint) = started
+            .and_then(|sim| sim.endpoint().map(|e| (sim, e)))
+            .map_err(|e| CliError::failed(format!("cannot start the simulator: {e:#}")))?;
         let sign_in = SignIn::Secret {
             endpoint,
             tenant: simulate::DEMO_TENANT.to_string(),
@@ -525,7 +472,7 @@ async fn sign_in(
         };
         Ok((sign_in, subs, Some(sim)))
     } else {
-        let endpoint = config::arm_endpoint().map_err(usage_error)?;
+        let endpoint = config::arm_endpoint().map_err(CliError::usage)?;
         Ok((
             SignIn::Environment { endpoint },
             config::subscriptions(cli_subscriptions, file),
@@ -534,35 +481,26 @@ async fn sign_in(
     }
 }
 
-async fn bot(simulate: bool) -> u8 {
+async fn bot(simulate: bool) -> Result<Done, CliError> {
     let token = match std::env::var("DISCORD_TOKEN") {
         Ok(t) if !t.trim().is_empty() => secrecy::SecretString::from(t.trim().to_string()),
-        _ => return usage_error(
+        _ => return Err(CliError::usage(
             "DISCORD_TOKEN is not set: the bot needs its token from the Discord Developer Portal",
-        ),
+        )),
     };
     let guild_id = match std::env::var("DISCORD_GUILD_ID") {
-        Ok(g) if !g.trim().is_empty() => match g.trim().parse::<u64>() {
-            Ok(id) => Some(id),
-            Err(_) => {
-                return usage_error(format!(
-                    "DISCORD_GUILD_ID={g:?} is not a guild id (a number)"
-                ))
-            }
-        },
+        Ok(g) if !g.trim().is_empty() => Some(g.trim().parse::<u64>().map_err(|_| {
+            CliError::usage(format!(
+                "DISCORD_GUILD_ID={g:?} is not a guild id (a number)"
+            ))
+        })?),
         _ => None,
     };
     let api_url = std::env::var("DISCORD_API_URL")
         .ok()
         .filter(|u| !u.trim().is_empty());
-    let file = match FileConfig::load() {
-        Ok(f) => f,
-        Err(e) => return usage_error(e),
-    };
-    let (door, _simulator) = match door_with(simulate, &[], &file, Front::Discord(guild_id)).await {
-        Ok(o) => o,
-        Err(code) => return code,
-    };
+    let file = FileConfig::load().map_err(CliError::usage)?;
+    let (door, _simulator) = door_with(simulate, &[], &file, Front::Discord(guild_id)).await?;
     let settings = crate::discord::BotSettings {
         token,
         api_url,
@@ -573,12 +511,9 @@ async fn bot(simulate: bool) -> u8 {
     };
     let bot = crate::discord::Bot::new(door);
     match crate::discord::run(settings, bot).await {
-        Ok(()) => exit::OK,
-        Err(e @ crate::discord::BotError::TokenRejected) => usage_error(e),
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::AZURE
-        }
+        Ok(()) => Ok(Done::Clean),
+        Err(e @ crate::discord::BotError::TokenRejected) => Err(CliError::usage(e)),
+        Err(e) => Err(CliError::failed(e)),
     }
 }
 
@@ -607,8 +542,8 @@ async fn terminal_door(
     simulate: bool,
     subscriptions: &[String],
     store: bool,
-) -> Result<(Door, Option<simulate::Demo>), u8> {
-    let file = FileConfig::load().map_err(usage_error)?;
+) -> Result<(Door, Option<simulate::Demo>), CliError> {
+    let file = FileConfig::load().map_err(CliError::usage)?;
     door_with(simulate, subscriptions, &file, Front::Terminal { store }).await
 }
 
@@ -618,9 +553,9 @@ async fn door_with(
     subscriptions: &[String],
     file: &FileConfig,
     front: Front,
-) -> Result<(Door, Option<simulate::Demo>), u8> {
+) -> Result<(Door, Option<simulate::Demo>), CliError> {
     let catalog = match &file.runbook_dir {
-        Some(dir) => Catalog::load_dir(dir).map_err(usage_error)?,
+        Some(dir) => Catalog::load_dir(dir).map_err(CliError::usage)?,
         None => Catalog::builtin(),
     };
     let policy_config = match (&file.policy, simulate, front) {
@@ -629,7 +564,7 @@ async fn door_with(
         (None, true, Front::Terminal { .. }) => Some(PolicyConfig::demo(&fix::os_user())),
         (None, _, _) => None,
     };
-    let mut policy = Policy::new(policy_config.as_ref()).map_err(usage_error)?;
+    let mut policy = Policy::new(policy_config.as_ref()).map_err(CliError::usage)?;
     if let Front::Discord(guild) = front {
         policy = policy.with_guild(guild);
     }
@@ -641,35 +576,28 @@ async fn door_with(
         Arc::new(policy),
         subs,
     )
-    .map_err(usage_error)?
+    .map_err(CliError::usage)?
     .with_limiter(file.limits.person_limiter());
     let door = match front {
         Front::Terminal { store: false } => door,
         _ => {
             let store = crate::store::Store::open(&database_url(simulate))
                 .await
-                .map_err(|e| {
-                    eprintln!("error: {e}");
-                    exit::USAGE
-                })?;
+                // A database that cannot be opened is configuration (exit 2).
+                .map_err(CliError::usage)?;
             door.with_store(store)
         }
     };
     Ok((door, sim))
 }
 
-async fn run_fix(args: FixArgs, build: impl FnOnce(&str) -> Result<FixRequest, String>) -> u8 {
+async fn run_fix(
+    args: FixArgs,
+    build: impl FnOnce(&str) -> Result<FixRequest, CliError>,
+) -> Result<Done, CliError> {
     // Bad input is refused before any Azure call or prompt.
-    if let Err(e) = VmQuery::parse(&args.vm) {
-        return usage_error(e);
-    }
-    let request = match build(&args.vm) {
-        Ok(r) => r,
-        Err(e) => return usage_error(e),
-    };
-    let (door, _sim) = match terminal_door(args.simulate, &args.subscription, true).await {
-        Ok(o) => o,
-        Err(code) => return code,
-    };
+    VmQuery::parse(&args.vm).map_err(CliError::usage)?;
+    let request = build(&args.vm)?;
+    let (door, _sim) = terminal_door(args.simulate, &args.subscription, true).await?;
     fix::request_and_maybe_confirm(&door, &args.vm, request, args.yes).await
 }

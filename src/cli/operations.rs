@@ -3,18 +3,15 @@
 //! a VM whose operation Azure no longer knows. All through the door, as the terminal's person.
 
 use super::fix::{caller, print_outcome};
-use super::{exit, fail};
+use super::{CliError, Done};
 use crate::runbook::door::Door;
 use crate::runbook::operate::format_time;
 
-pub async fn list(door: &Door) -> u8 {
-    let running = match door.operations(&caller()).await {
-        Ok(r) => r,
-        Err(e) => return fail(&e),
-    };
+pub async fn list(door: &Door) -> Result<Done, CliError> {
+    let running = door.operations(&caller()).await?;
     if running.is_empty() {
         println!("No operation is running.");
-        return exit::OK;
+        return Ok(Done::Clean);
     }
     println!(
         "{:<6} {:<18} {:<16} {:<20} {:<24} Azure's URL",
@@ -36,44 +33,45 @@ pub async fn list(door: &Door) -> u8 {
         );
     }
     println!("`rdp-doctor resume` follows them to the end.");
-    exit::OK
+    Ok(Done::Clean)
 }
 
-pub async fn resume(door: &Door) -> u8 {
-    let worst = std::sync::atomic::AtomicU8::new(exit::OK);
-    let result = door
+/// Follow every running operation; the ones that failed or still run are the error, one a
+/// line, naming their operation.
+pub async fn resume(door: &Door) -> Result<Done, CliError> {
+    let failed = std::sync::Mutex::new(Vec::new());
+    let followed = door
         .resume_for(&caller(), &|op, outcome| {
             println!(
                 "Operation {} ({} of {}, by {}):",
                 op.id, op.action, op.vm_name, op.requester_name
             );
-            let code = print_outcome(outcome);
-            worst.fetch_max(code, std::sync::atomic::Ordering::Relaxed);
+            if let Err(e) = print_outcome(outcome) {
+                let e = CliError::failed(format!("operation {}: {e}", op.id));
+                failed.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+            }
         })
-        .await;
-    match result {
-        Ok(0) => {
-            println!("No operation to follow.");
-            exit::OK
-        }
-        Ok(_) => worst.into_inner(),
-        Err(e) => fail(&e),
+        .await?;
+    let failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+    if followed == 0 {
+        println!("No operation to follow.");
+    }
+    if failed.is_empty() {
+        Ok(Done::Clean)
+    } else {
+        Err(CliError::Several(failed))
     }
 }
 
-pub async fn unlock(door: &Door, vm_text: &str, reason: &str) -> u8 {
-    match door.unlock(&caller(), vm_text, reason).await {
-        Ok((vm, op)) => {
-            println!(
-                "Unlocked {}: the {} by {} (running since {}) is recorded as ended without Azure's answer. Check the VM before the next fix: rdp-doctor check {}",
-                vm.name,
-                op.action,
-                op.requester_name,
-                format_time(op.started_ms),
-                vm.name
-            );
-            exit::OK
-        }
-        Err(e) => fail(&e),
-    }
+pub async fn unlock(door: &Door, vm_text: &str, reason: &str) -> Result<Done, CliError> {
+    let (vm, op) = door.unlock(&caller(), vm_text, reason).await?;
+    println!(
+        "Unlocked {}: the {} by {} (running since {}) is recorded as ended without Azure's answer. Check the VM before the next fix: rdp-doctor check {}",
+        vm.name,
+        op.action,
+        op.requester_name,
+        format_time(op.started_ms),
+        vm.name
+    );
+    Ok(Done::Clean)
 }

@@ -2,20 +2,16 @@
 //! holds, per subscription and resource group, and the built-in role that grants what is
 //! missing.
 
-use super::{exit, fail, fix::caller};
+use super::{fix::caller, CliError, Done};
 use crate::runbook::door::Door;
 use crate::runbook::permissions::{report_text, SubscriptionPermissions};
 
-pub async fn run(door: &Door) -> u8 {
-    match door.permissions(&caller()).await {
-        Ok(subscriptions) => {
-            print!("{}", report_text(&subscriptions));
-            if subscriptions.iter().all(SubscriptionPermissions::complete) {
-                exit::OK
-            } else {
-                exit::PROBLEMS
-            }
-        }
-        Err(e) => fail(&e),
+pub async fn run(door: &Door) -> Result<Done, CliError> {
+    let subscriptions = door.permissions(&caller()).await?;
+    print!("{}", report_text(&subscriptions));
+    if subscriptions.iter().all(SubscriptionPermissions::complete) {
+        Ok(Done::Clean)
+    } else {
+        Ok(Done::Problems)
     }
 }

@@ -100,7 +100,7 @@ impl Progress {
 
 fn title(catalog: &Catalog, step: CheckId) -> String {
     catalog
-        .step(step.as_str())
+        .step(step)
         .map(|s| s.title.clone())
         .unwrap_or_else(|| step.as_str().to_string())
 }
@@ -174,7 +174,7 @@ pub fn report(
         }
     }
     out.push('\n');
-    match report.next_action.and_then(|a| catalog.step(a.as_str())) {
+    match report.next_action.and_then(|a| catalog.step(a)) {
         Some(step) => {
             out.push_str(&format!(
                 "{} {} ({})\n  {}\n  {}\n",
@@ -192,7 +192,7 @@ pub fn report(
                 .findings
                 .iter()
                 .find(|f| f.status == Status::Fail)
-                .and_then(|f| catalog.step(f.step.as_str()))
+                .and_then(|f| catalog.step(f.step))
             {
                 out.push_str(&format!(
                     "{} {}\n  {}\n",

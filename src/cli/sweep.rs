@@ -1,6 +1,6 @@
 //! `rdp-doctor sweep`: every Windows VM of a resource group or subscription, one summary.
 
-use super::{exit, fail, fix::caller, render::Style, terminal_door, usage_error};
+use super::{fix::caller, render::Style, terminal_door, CliError, Done};
 use crate::domain::{is_subscription_id, validate_group};
 use crate::runbook::sweep::{SweepEvent, SweepOptions, SweepReport};
 use crate::runbook::{CheckOptions, Verdict};
@@ -32,40 +32,28 @@ pub struct SweepArgs {
     simulate: bool,
 }
 
-pub async fn run(args: SweepArgs) -> u8 {
-    let from = match super::parse_from(args.from.as_deref()) {
-        Ok(from) => from,
-        Err(code) => return code,
-    };
+pub async fn run(args: SweepArgs) -> Result<Done, CliError> {
+    let from = super::parse_from(args.from.as_deref())?;
     if let Some(rg) = &args.resource_group {
-        if let Err(e) = validate_group(rg) {
-            return usage_error(e);
-        }
+        validate_group(rg).map_err(CliError::usage)?;
     }
     if let Some(sub) = &args.subscription {
         if !is_subscription_id(sub) {
-            return usage_error(format!(
+            return Err(CliError::usage(format!(
                 "--subscription {sub:?} is not a subscription id (a GUID such as 11111111-2222-3333-4444-555555555555)"
-            ));
+            )));
         }
     }
     let wanted: Vec<String> = args.subscription.iter().cloned().collect();
-    let (door, _simulator) = match terminal_door(args.simulate, &wanted, false).await {
-        Ok(d) => d,
-        Err(code) => return code,
-    };
+    let (door, _simulator) = terminal_door(args.simulate, &wanted, false).await?;
     let caller = caller();
-    let scope = match door
+    let scope = door
         .sweep_scope(
             &caller,
             args.resource_group.as_deref(),
             args.subscription.as_deref(),
         )
-        .await
-    {
-        Ok(scope) => scope,
-        Err(e) => return fail(&e),
-    };
+        .await?;
     let options = SweepOptions {
         concurrency: usize::from(args.concurrency),
         check: CheckOptions { from },
@@ -101,30 +89,25 @@ pub async fn run(args: SweepArgs) -> u8 {
         .sweep(&caller, &scope, &options, &cancel, &progress)
         .await;
     on_ctrl_c.abort();
-    let report = match result {
-        Ok(report) => report,
-        Err(e) => return fail(&e),
-    };
+    let report = result?;
     if live && report.cancelled {
         eprintln!();
     }
 
     let mut stdout = std::io::stdout().lock();
     if args.json {
-        if let Err(code) = super::print_json(&mut stdout, &report, "the sweep") {
-            return code;
-        }
+        super::print_json(&mut stdout, &report, "the sweep")?;
     } else {
         let _ = write!(stdout, "{}", table(&report, &Style::stdout()));
     }
     if report.cancelled {
-        CANCELLED
+        Ok(Done::Cancelled)
     } else if report.count(Verdict::Problems) > 0 {
-        exit::PROBLEMS
+        Ok(Done::Problems)
     } else if report.count(Verdict::Unknown) > 0 {
-        exit::AZURE
+        Err(CliError::Incomplete)
     } else {
-        exit::OK
+        Ok(Done::Clean)
     }
 }
 

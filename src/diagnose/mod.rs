@@ -11,7 +11,7 @@ pub mod resource_health;
 pub mod vm_agent;
 pub mod vm_status;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The runbook's checks, in runbook order (the order reports list them in).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -86,8 +86,132 @@ impl ActionId {
         }
     }
 
+    /// The id, if `id` is exactly one of [`ActionId::ALL`]'s (`"restart"`, not `"Restart"`).
     pub fn parse(id: &str) -> Option<ActionId> {
         ActionId::ALL.into_iter().find(|a| a.as_str() == id)
+    }
+}
+
+impl std::fmt::Display for ActionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An id that names no check or action of rdp-doctor's; displays what it expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownId {
+    #[error("unknown check `{0}`; checks are {checks}", checks = id_list(&CheckId::ALL.map(CheckId::as_str)))]
+    Check(String),
+    #[error("unknown action `{0}`; actions are {actions}", actions = id_list(&ActionId::ALL.map(ActionId::as_str)))]
+    Action(String),
+    #[error("unknown step `{0}`; checks are {checks}; actions are {actions}", checks = id_list(&CheckId::ALL.map(CheckId::as_str)), actions = id_list(&ActionId::ALL.map(ActionId::as_str)))]
+    Step(String),
+}
+
+fn id_list(ids: &[&str]) -> String {
+    ids.join(", ")
+}
+
+impl std::str::FromStr for CheckId {
+    type Err = UnknownId;
+    fn from_str(id: &str) -> Result<CheckId, UnknownId> {
+        CheckId::ALL
+            .into_iter()
+            .find(|c| c.as_str() == id)
+            .ok_or_else(|| UnknownId::Check(id.to_string()))
+    }
+}
+
+impl std::str::FromStr for ActionId {
+    type Err = UnknownId;
+    fn from_str(id: &str) -> Result<ActionId, UnknownId> {
+        ActionId::parse(id).ok_or_else(|| UnknownId::Action(id.to_string()))
+    }
+}
+
+/// Deserialise an id from its text through `FromStr`, so a file's typo reads like the code's.
+fn deserialize_id<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr<Err = UnknownId>,
+{
+    let text = std::borrow::Cow::<str>::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+impl<'de> Deserialize<'de> for CheckId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<CheckId, D::Error> {
+        deserialize_id(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for ActionId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ActionId, D::Error> {
+        deserialize_id(d)
+    }
+}
+
+/// A step of the runbook: a check or an action (the ids of `commands/rdp.toml`'s `[[step]]`s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepId {
+    Check(CheckId),
+    Action(ActionId),
+}
+
+impl StepId {
+    /// Every step: the checks, then the actions.
+    pub fn all() -> impl Iterator<Item = StepId> {
+        CheckId::ALL
+            .into_iter()
+            .map(StepId::Check)
+            .chain(ActionId::ALL.into_iter().map(StepId::Action))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepId::Check(c) => c.as_str(),
+            StepId::Action(a) => a.as_str(),
+        }
+    }
+}
+
+impl From<CheckId> for StepId {
+    fn from(c: CheckId) -> StepId {
+        StepId::Check(c)
+    }
+}
+
+impl From<ActionId> for StepId {
+    fn from(a: ActionId) -> StepId {
+        StepId::Action(a)
+    }
+}
+
+impl std::fmt::Display for StepId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for StepId {
+    type Err = UnknownId;
+    fn from_str(id: &str) -> Result<StepId, UnknownId> {
+        StepId::all()
+            .find(|s| s.as_str() == id)
+            .ok_or_else(|| UnknownId::Step(id.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for StepId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StepId, D::Error> {
+        deserialize_id(d)
+    }
+}
+
+impl Serialize for StepId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

@@ -1,13 +1,14 @@
 //! The `/rdp` slash commands. Each stays thin: turn options into a runbook request, acknowledge
 //! within Discord's 3 seconds (before any Azure call), run, render.
 
+use super::ids::{ComponentId, Key};
 use super::render;
 use super::surface::{Surface, View};
 use super::{caller, Bot, Context, Error};
-use crate::diagnose::{ActionId, CheckId, Status};
+use crate::diagnose::{CheckId, Status};
 use crate::domain::{VmQuery, VmSummary};
 use crate::runbook::door::{Caller, DoorError};
-use crate::runbook::fix::RdpSource;
+use crate::runbook::fix::{FixRequest, RdpSource};
 use crate::runbook::{CheckOptions, Event};
 use serenity::all::{
     CommandInteraction, ComponentInteraction, ComponentInteractionDataKind, CreateActionRow,
@@ -19,21 +20,40 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Prefix of the custom id of the "which VM did you mean?" select menu.
-pub const PICK_PREFIX: &str = "rdp:pick:";
-
 /// What to run once the VM is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     Check,
     Health,
     Console,
-    /// A fix that needs nothing but the VM.
-    Fix(ActionId),
-    /// `open-rdp` from a source.
-    OpenRdp(RdpSource),
+    /// A fix whose prompt needs nothing but the VM and what the command said.
+    Fix(FixKind),
     /// `reset-password`: the form opens once the VM is known.
     ResetPassword,
+}
+
+/// The fixes a command or a button asks for without a form. `reset-password` has none: its
+/// form is the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FixKind {
+    Start,
+    Restart,
+    Redeploy,
+    ResetRdpConfig,
+    /// `open-rdp` from a source.
+    OpenRdp(RdpSource),
+}
+
+impl FixKind {
+    pub fn request(self) -> FixRequest {
+        match self {
+            FixKind::Start => FixRequest::Start,
+            FixKind::Restart => FixRequest::Restart,
+            FixKind::Redeploy => FixRequest::Redeploy,
+            FixKind::ResetRdpConfig => FixRequest::ResetRdpConfig,
+            FixKind::OpenRdp(source) => FixRequest::OpenRdpPort { source },
+        }
+    }
 }
 
 impl Kind {
@@ -42,7 +62,7 @@ impl Kind {
             Kind::Check => "Checking",
             Kind::Health => "Reading Resource Health of",
             Kind::Console => "Fetching the console of",
-            Kind::Fix(_) | Kind::OpenRdp(_) | Kind::ResetPassword => "Preparing the fix for",
+            Kind::Fix(_) | Kind::ResetPassword => "Preparing the fix for",
         }
     }
 }
@@ -293,7 +313,7 @@ pub(super) async fn find(
                 requester: caller.actor.id.clone(),
                 created: Instant::now(),
             });
-            let menu = pick_menu(&nonce, &candidates);
+            let menu = pick_menu(nonce, &candidates);
             surface
                 .whisper(
                     render::notice(
@@ -308,19 +328,28 @@ pub(super) async fn find(
         Err(e) if e.is_user_error() => {
             surface.retract().await;
             surface
-                .whisper(
-                    render::notice(user_error_title(&e), &e.to_string()),
-                    Vec::new(),
-                )
+                .whisper(door_notice(user_error_title(&e), &e), Vec::new())
                 .await;
             None
         }
         Err(e) => {
             surface
-                .show(View::embed(render::notice("Azure error", &e.to_string())))
+                .show(View::embed(door_notice("Azure error", &e)))
                 .await;
             None
         }
+    }
+}
+
+/// The one way the bot words a failure that came through the door: the person's mistake and
+/// Azure's answer in words under `title`; rdp-doctor's own failure (its database) as "internal
+/// error, reference X", the details logged under the same X.
+pub(super) fn door_notice(title: &str, e: &DoorError) -> CreateEmbed {
+    if e.is_internal() {
+        let reference = super::internal_error(e, "door");
+        render::notice("Internal error", &super::internal_error_text(&reference))
+    } else {
+        render::notice(title, &e.to_string())
     }
 }
 
@@ -335,7 +364,7 @@ pub(super) fn user_error_title(e: &DoorError) -> &'static str {
     }
 }
 
-pub(super) fn pick_menu(nonce: &str, candidates: &[VmSummary]) -> CreateActionRow {
+pub(super) fn pick_menu(nonce: Key, candidates: &[VmSummary]) -> CreateActionRow {
     let options = candidates
         .iter()
         .enumerate()
@@ -352,7 +381,7 @@ pub(super) fn pick_menu(nonce: &str, candidates: &[VmSummary]) -> CreateActionRo
         .collect();
     CreateActionRow::SelectMenu(
         CreateSelectMenu::new(
-            format!("{PICK_PREFIX}{nonce}"),
+            ComponentId::Pick { nonce }.to_string(),
             CreateSelectMenuKind::String { options },
         )
         .placeholder("Which VM?"),
@@ -366,8 +395,8 @@ pub async fn picked(
     bot: &Bot,
     caller: &Caller,
     component: &ComponentInteraction,
+    nonce: Key,
 ) -> Result<(), Error> {
-    let nonce = component.data.custom_id.trim_start_matches(PICK_PREFIX);
     let index = match &component.data.kind {
         ComponentInteractionDataKind::StringSelect { values } => {
             values.first().and_then(|v| v.parse::<usize>().ok())
@@ -475,28 +504,7 @@ async fn run(
             }
             Err(e) => show_error(surface, &e).await,
         },
-        Kind::Fix(action) => {
-            let request = match action {
-                ActionId::Start => crate::runbook::fix::FixRequest::Start,
-                ActionId::Restart => crate::runbook::fix::FixRequest::Restart,
-                ActionId::Redeploy => crate::runbook::fix::FixRequest::Redeploy,
-                ActionId::ResetRdpConfig => crate::runbook::fix::FixRequest::ResetRdpConfig,
-                // These carry parameters and have kinds of their own.
-                ActionId::OpenRdpPort | ActionId::ResetPassword => {
-                    show_error(
-                        surface,
-                        &DoorError::Config(format!("{} needs its parameters", action.as_str())),
-                    )
-                    .await;
-                    return;
-                }
-            };
-            super::fixes::ask(bot, surface, caller, &summary, request).await
-        }
-        Kind::OpenRdp(source) => {
-            let request = crate::runbook::fix::FixRequest::OpenRdpPort { source };
-            super::fixes::ask(bot, surface, caller, &summary, request).await
-        }
+        Kind::Fix(fix) => super::fixes::ask(bot, surface, caller, &summary, fix.request()).await,
         // Answered with the form in `picked`.
         Kind::ResetPassword => surface.retract().await,
     }
@@ -507,14 +515,11 @@ pub(super) async fn show_error(surface: &Surface, e: &DoorError) {
     if e.is_user_error() {
         surface.retract().await;
         surface
-            .whisper(
-                render::notice(user_error_title(e), &e.to_string()),
-                Vec::new(),
-            )
+            .whisper(door_notice(user_error_title(e), e), Vec::new())
             .await;
     } else {
         surface
-            .show(View::embed(render::notice("Azure error", &e.to_string())))
+            .show(View::embed(door_notice("Azure error", e)))
             .await;
     }
 }

@@ -3,14 +3,15 @@
 //! resuming operations after a restart. Everything that decides lives in `runbook::operate`;
 //! this file turns clicks into its calls and its answers into messages.
 //!
-//! Component ids are restart-safe: `rdp:fix:<action>:<vm key>` (the VM is found again in the VM
-//! directory), `rdp:confirm:<id>` / `rdp:cancel:<id>` (the confirmation lives in the database),
-//! `rdp:pw:<vm key>` (the password modal).
+//! Component ids (`ids::ComponentId`) are restart-safe: `rdp:fix:<action>:<vm key>` (the VM is
+//! found again in the VM directory), `rdp:confirm:<id>` / `rdp:cancel:<id>` (the confirmation
+//! lives in the database), `rdp:pw:<vm key>` (the password modal).
 
 use super::commands::{
-    autocomplete_vm, command_caller, command_interaction, find, reply_ephemeral, user_error_title,
-    Kind,
+    autocomplete_vm, command_caller, command_interaction, door_notice, find, reply_ephemeral,
+    user_error_title, FixKind, Kind,
 };
+use super::ids::{ComponentId, ConfirmationKey, Key};
 use super::render::{self, clip};
 use super::surface::{Surface, View};
 use super::{Bot, Context, Error};
@@ -29,21 +30,15 @@ use serenity::all::{
 use std::sync::Arc;
 use std::time::Instant;
 
-pub const PREFIX: &str = "rdp:";
-const FIX: &str = "rdp:fix:";
-const CONFIRM: &str = "rdp:confirm:";
-const CANCEL: &str = "rdp:cancel:";
-const PASSWORD: &str = "rdp:pw:";
-
 /// A short, stable key for a VM id (fits in a component id; the same after a restart).
-pub fn vm_key(id: &str) -> String {
+pub fn vm_key(id: &str) -> Key {
     // FNV-1a: stable across processes, unlike std's randomly seeded hasher.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in id.to_ascii_lowercase().bytes() {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{hash:016x}")
+    Key(hash)
 }
 
 /// Slash commands pass the fence (guild, channel, a policy at all) before anything else.
@@ -79,9 +74,13 @@ pub async fn channel_check(ctx: Context<'_>) -> Result<bool, Error> {
 fn button(action: ActionId, vm: &VmSummary, label: &str) -> CreateButton {
     let style = match action {
         ActionId::Redeploy | ActionId::OpenRdpPort | ActionId::ResetPassword => ButtonStyle::Danger,
-        _ => ButtonStyle::Primary,
+        ActionId::Start | ActionId::Restart | ActionId::ResetRdpConfig => ButtonStyle::Primary,
     };
-    CreateButton::new(format!("{FIX}{}:{}", action.as_str(), vm_key(&vm.vm.id)))
+    let id = ComponentId::Fix {
+        action,
+        vm: vm_key(&vm.vm.id),
+    };
+    CreateButton::new(id.to_string())
         .label(clip(label, 80))
         .style(style)
 }
@@ -94,7 +93,7 @@ pub fn report_buttons(bot: &Bot, vm: &VmSummary, next: Option<ActionId>) -> Vec<
     let title = bot
         .door
         .catalog()
-        .step(action.as_str())
+        .step(action)
         .map(|s| s.title.clone())
         .unwrap_or_else(|| action.as_str().to_string());
     vec![CreateActionRow::Buttons(vec![button(action, vm, &title)])]
@@ -134,16 +133,26 @@ fn prompt_embed(prompt: &Prompt) -> CreateEmbed {
         .colour(serenity::all::Colour(0xE6_7E_22))
 }
 
-fn prompt_buttons(prompt: &Prompt) -> Vec<CreateActionRow> {
-    vec![CreateActionRow::Buttons(vec![
-        CreateButton::new(format!("{CONFIRM}{}", prompt.confirmation_id))
+fn prompt_buttons(prompt: &Prompt) -> Result<Vec<CreateActionRow>, UnknownConfirmation> {
+    // The store makes confirmation ids; one a button cannot carry is rdp-doctor's bug.
+    let id: ConfirmationKey = prompt
+        .confirmation_id
+        .parse()
+        .map_err(|_| UnknownConfirmation)?;
+    Ok(vec![CreateActionRow::Buttons(vec![
+        CreateButton::new(ComponentId::Confirm(id).to_string())
             .label("Confirm")
             .style(ButtonStyle::Danger),
-        CreateButton::new(format!("{CANCEL}{}", prompt.confirmation_id))
+        CreateButton::new(ComponentId::Cancel(id).to_string())
             .label("Cancel")
             .style(ButtonStyle::Secondary),
-    ])]
+    ])])
 }
+
+/// A confirmation id from the store that is not 32 lowercase hex digits.
+#[derive(Debug, thiserror::Error)]
+#[error("the store made a confirmation id a button cannot carry")]
+struct UnknownConfirmation;
 
 fn outcome_embed(outcome: &Outcome) -> CreateEmbed {
     let (title, colour) = match &outcome.result {
@@ -212,7 +221,7 @@ fn error_embed(e: &DoorError) -> CreateEmbed {
         other if other.is_user_error() => user_error_title(other),
         _ => "Cannot do that",
     };
-    render::notice(title, &e.to_string())
+    door_notice(title, e)
 }
 
 /// Request a fix and show its prompt (Confirm / Cancel) on `surface`, or tell the person
@@ -225,7 +234,13 @@ pub(super) async fn ask(
     request: FixRequest,
 ) {
     match bot.door.request_fix(caller, summary, request).await {
-        Ok(prompt) => surface.show(prompt_view(&prompt)).await,
+        Ok(prompt) => match prompt_view(&prompt) {
+            Ok(view) => surface.show(view).await,
+            Err(e) => {
+                let reference = super::internal_error(&e, "fix prompt");
+                surface.show(View::embed(internal_notice(&reference))).await;
+            }
+        },
         Err(e) => {
             surface.retract().await;
             surface.whisper(error_embed(&e), Vec::new()).await;
@@ -234,21 +249,21 @@ pub(super) async fn ask(
 }
 
 /// The VM a component's key names, if the person may read it.
-async fn vm_by_key(bot: &Bot, caller: &Caller, key: &str) -> Result<Option<VmSummary>, DoorError> {
+async fn vm_by_key(bot: &Bot, caller: &Caller, key: Key) -> Result<Option<VmSummary>, DoorError> {
     bot.door.vm_by(caller, |v| vm_key(&v.vm.id) == key).await
 }
 
-fn prompt_view(prompt: &Prompt) -> View {
-    View {
+fn prompt_view(prompt: &Prompt) -> Result<View, UnknownConfirmation> {
+    Ok(View {
         embeds: vec![prompt_embed(prompt)],
-        components: prompt_buttons(prompt),
+        components: prompt_buttons(prompt)?,
         ..View::default()
-    }
+    })
 }
 
 /// Ask for a fix from a slash command: privately refused, a "which VM?" menu, or a public
 /// prompt with buttons.
-async fn request_from_command(ctx: Context<'_>, vm: &str, kind: Kind) -> Result<(), Error> {
+async fn request_from_command(ctx: Context<'_>, vm: &str, fix: FixKind) -> Result<(), Error> {
     let Some(interaction) = command_interaction(&ctx) else {
         return Ok(());
     };
@@ -263,17 +278,11 @@ async fn request_from_command(ctx: Context<'_>, vm: &str, kind: Kind) -> Result<
     );
     let caller = command_caller(interaction);
     let options = CheckOptions::default();
+    let kind = Kind::Fix(fix.clone());
     let Some(summary) = find(bot, &surface, &caller, &kind, vm, &options).await else {
         return Ok(());
     };
-    let request = match kind {
-        Kind::OpenRdp(source) => FixRequest::OpenRdpPort { source },
-        Kind::Fix(ActionId::Start) => FixRequest::Start,
-        Kind::Fix(ActionId::Restart) => FixRequest::Restart,
-        Kind::Fix(ActionId::Redeploy) => FixRequest::Redeploy,
-        _ => FixRequest::ResetRdpConfig,
-    };
-    ask(bot, &surface, &caller, &summary, request).await;
+    ask(bot, &surface, &caller, &summary, fix.request()).await;
     Ok(())
 }
 
@@ -285,7 +294,7 @@ pub async fn start(
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    request_from_command(ctx, &vm, Kind::Fix(ActionId::Start)).await
+    request_from_command(ctx, &vm, FixKind::Start).await
 }
 
 /// Restart a VM (asks for confirmation)
@@ -296,7 +305,7 @@ pub async fn restart(
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    request_from_command(ctx, &vm, Kind::Fix(ActionId::Restart)).await
+    request_from_command(ctx, &vm, FixKind::Restart).await
 }
 
 /// Redeploy a VM to a new host (asks for confirmation by a second person)
@@ -307,7 +316,7 @@ pub async fn redeploy(
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    request_from_command(ctx, &vm, Kind::Fix(ActionId::Redeploy)).await
+    request_from_command(ctx, &vm, FixKind::Redeploy).await
 }
 
 /// Reset the Remote Desktop configuration with VMAccess (asks for confirmation)
@@ -318,7 +327,7 @@ pub async fn reset_config(
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    request_from_command(ctx, &vm, Kind::Fix(ActionId::ResetRdpConfig)).await
+    request_from_command(ctx, &vm, FixKind::ResetRdpConfig).await
 }
 
 /// Allow inbound TCP 3389 from a source in the NSG that blocks it (asks for confirmation)
@@ -335,9 +344,14 @@ pub async fn open_rdp(
         return Ok(());
     };
     match fix::parse_source(&source) {
-        Ok(source) => request_from_command(ctx, &vm, Kind::OpenRdp(source)).await,
+        Ok(source) => request_from_command(ctx, &vm, FixKind::OpenRdp(source)).await,
         Err(e) => {
-            reply_ephemeral(ctx.http(), interaction, render::notice("Which source?", &e)).await
+            reply_ephemeral(
+                ctx.http(),
+                interaction,
+                render::notice("Which source?", &e.to_string()),
+            )
+            .await
         }
     }
 }
@@ -379,7 +393,7 @@ pub async fn reset_password(
                     &format!("{} VMs are named {name}", candidates.len()),
                     "Pick the one whose password to reset (subscription / resource group):",
                 ))
-                .components(vec![super::commands::pick_menu(&nonce, &candidates)])
+                .components(vec![super::commands::pick_menu(nonce, &candidates)])
                 .allowed_mentions(CreateAllowedMentions::new());
             interaction
                 .create_response(ctx.http(), CreateInteractionResponse::Message(message))
@@ -438,7 +452,10 @@ pub(super) async fn open_password_form(
 
 fn password_modal(summary: &VmSummary) -> CreateModal {
     CreateModal::new(
-        format!("{PASSWORD}{}", vm_key(&summary.vm.id)),
+        ComponentId::Password {
+            vm: vm_key(&summary.vm.id),
+        }
+        .to_string(),
         clip(&format!("Reset a password on {}", summary.vm.name), 45),
     )
     .components(vec![
@@ -484,6 +501,7 @@ pub async fn modal(
     bot: &Bot,
     caller: &Caller,
     modal: &ModalInteraction,
+    key: Key,
 ) -> Result<(), Error> {
     tracing::debug!(custom_id = %modal.data.custom_id, "modal submitted");
     let ephemeral = |embed: CreateEmbed| {
@@ -493,18 +511,6 @@ pub async fn modal(
                 .embed(embed)
                 .allowed_mentions(CreateAllowedMentions::new()),
         )
-    };
-    let Some(key) = modal.data.custom_id.strip_prefix(PASSWORD) else {
-        modal
-            .create_response(
-                &*http,
-                ephemeral(render::notice(
-                    "Cannot do that",
-                    "This form is not one rdp-doctor knows.",
-                )),
-            )
-            .await?;
-        return Ok(());
     };
     let user = modal_value(modal, "user").unwrap_or_default();
     let password: secrecy::SecretString = modal_value(modal, "password").unwrap_or_default().into();
@@ -553,190 +559,180 @@ pub async fn modal(
     Ok(())
 }
 
-/// What a component id names. Anything else is refused, never guessed at.
-enum Component<'a> {
-    Fix { action: ActionId, key: &'a str },
-    Confirm(&'a str),
-    Cancel(&'a str),
+fn internal_notice(reference: &str) -> CreateEmbed {
+    render::notice("Internal error", &super::internal_error_text(reference))
 }
 
-fn parse_component(id: &str) -> Option<Component<'_>> {
-    if let Some(rest) = id.strip_prefix(FIX) {
-        let (action, key) = rest.split_once(':')?;
-        let action = ActionId::parse(action)?;
-        return (!key.is_empty()).then_some(Component::Fix { action, key });
-    }
-    if let Some(id) = id.strip_prefix(CONFIRM) {
-        return (!id.is_empty()).then_some(Component::Confirm(id));
-    }
-    if let Some(id) = id.strip_prefix(CANCEL) {
-        return (!id.is_empty()).then_some(Component::Cancel(id));
-    }
-    None
+fn private(embed: CreateEmbed) -> CreateInteractionResponse {
+    CreateInteractionResponse::Message(
+        CreateInteractionResponseMessage::new()
+            .ephemeral(true)
+            .embed(embed)
+            .allowed_mentions(CreateAllowedMentions::new()),
+    )
 }
 
-/// A button: a fix under a report, or Confirm / Cancel on a prompt.
-pub async fn component(
+fn whisper(embed: CreateEmbed) -> CreateInteractionResponseFollowup {
+    CreateInteractionResponseFollowup::new()
+        .ephemeral(true)
+        .embed(embed)
+        .allowed_mentions(CreateAllowedMentions::new())
+}
+
+/// The fix button under a report (`rdp:fix:<action>:<vm key>`): the prompt, the password form,
+/// or what to type for `open-rdp`.
+pub async fn fix_button(
     http: Arc<Http>,
     bot: &Bot,
     caller: &Caller,
     component: &ComponentInteraction,
+    action: ActionId,
+    key: Key,
 ) -> Result<(), Error> {
-    let whisper = |embed: CreateEmbed| {
-        CreateInteractionResponseFollowup::new()
-            .ephemeral(true)
-            .embed(embed)
-            .allowed_mentions(CreateAllowedMentions::new())
-    };
-    let refuse = |embed: CreateEmbed| {
-        CreateInteractionResponse::Message(
-            CreateInteractionResponseMessage::new()
-                .ephemeral(true)
-                .embed(embed)
-                .allowed_mentions(CreateAllowedMentions::new()),
-        )
-    };
-    let Some(parsed) = parse_component(&component.data.custom_id) else {
-        component
-            .create_response(
-                &*http,
-                refuse(render::notice(
-                    "Cannot do that",
-                    "This button is not one rdp-doctor knows.",
-                )),
-            )
-            .await?;
-        return Ok(());
-    };
-    match parsed {
-        Component::Fix { action, key } => {
-            let summary = match vm_by_key(bot, caller, key).await {
-                Ok(Some(summary)) => summary,
-                Ok(None) => {
-                    component
-                        .create_response(
-                            &*http,
-                            refuse(render::notice(
-                                "Cannot do that",
-                                "This button no longer matches a VM you may read. Run `/rdp check` again.",
-                            )),
-                        )
-                        .await?;
-                    return Ok(());
-                }
-                Err(e) => {
-                    component
-                        .create_response(&*http, refuse(error_embed(&e)))
-                        .await?;
-                    return Ok(());
-                }
-            };
-            let request = match action {
-                ActionId::ResetPassword => {
-                    return open_password_form(&http, bot, caller, component, &summary).await;
-                }
-                ActionId::OpenRdpPort => {
-                    let text = format!("Use `/rdp open-rdp vm:{}/{} source:YOUR.IP.ADDRESS` (or a CIDR, a service tag, or `anywhere`).", summary.vm.resource_group, summary.vm.name);
-                    component
-                        .create_response(
-                            &*http,
-                            refuse(render::notice("Who should connect?", &text)),
-                        )
-                        .await?;
-                    return Ok(());
-                }
-                ActionId::Start => FixRequest::Start,
-                ActionId::Restart => FixRequest::Restart,
-                ActionId::Redeploy => FixRequest::Redeploy,
-                ActionId::ResetRdpConfig => FixRequest::ResetRdpConfig,
-            };
-            // A new public message for the prompt; the report stays as it was.
-            let surface = Surface::new_message(
-                http.clone(),
-                component.id,
-                &component.token,
-                component.channel_id,
-            )
-            .await?;
-            ask(bot, &surface, caller, &summary, request).await;
-        }
-        Component::Cancel(confirmation) => {
+    let summary = match vm_by_key(bot, caller, key).await {
+        Ok(Some(summary)) => summary,
+        Ok(None) => {
             component
-                .create_response(&*http, CreateInteractionResponse::Acknowledge)
+                .create_response(
+                    &*http,
+                    private(render::notice(
+                        "Cannot do that",
+                        "This button no longer matches a VM you may read. Run `/rdp check` again.",
+                    )),
+                )
                 .await?;
-            match bot.door.cancel(caller, confirmation).await {
-                Ok(()) => {
-                    let surface = Surface::original(
-                        http.clone(),
-                        &component.token,
-                        component.channel_id,
-                        Instant::now(),
-                    );
-                    surface
-                        .show(View::embed(render::notice(
-                            "Cancelled",
-                            &format!("Cancelled by {}.", caller.actor.name),
-                        )))
-                        .await;
-                }
-                Err(e) => {
-                    component
-                        .create_followup(&*http, whisper(error_embed(&e)))
-                        .await?;
-                }
-            }
+            return Ok(());
         }
-        Component::Confirm(confirmation) => {
-            // Acknowledge at once; the prompt message becomes the progress and the outcome.
+        Err(e) => {
             component
-                .create_response(&*http, CreateInteractionResponse::Acknowledge)
+                .create_response(&*http, private(error_embed(&e)))
                 .await?;
-            let surface = Arc::new(Surface::original(
+            return Ok(());
+        }
+    };
+    let fix = match action {
+        ActionId::ResetPassword => {
+            return open_password_form(&http, bot, caller, component, &summary).await;
+        }
+        ActionId::OpenRdpPort => {
+            let text = format!("Use `/rdp open-rdp vm:{}/{} source:YOUR.IP.ADDRESS` (or a CIDR, a service tag, or `anywhere`).", summary.vm.resource_group, summary.vm.name);
+            component
+                .create_response(
+                    &*http,
+                    private(render::notice("Who should connect?", &text)),
+                )
+                .await?;
+            return Ok(());
+        }
+        ActionId::Start => FixKind::Start,
+        ActionId::Restart => FixKind::Restart,
+        ActionId::Redeploy => FixKind::Redeploy,
+        ActionId::ResetRdpConfig => FixKind::ResetRdpConfig,
+    };
+    // A new public message for the prompt; the report stays as it was.
+    let surface = Surface::new_message(
+        http.clone(),
+        component.id,
+        &component.token,
+        component.channel_id,
+    )
+    .await?;
+    ask(bot, &surface, caller, &summary, fix.request()).await;
+    Ok(())
+}
+
+/// A prompt's Cancel button (`rdp:cancel:<id>`).
+pub async fn cancel(
+    http: Arc<Http>,
+    bot: &Bot,
+    caller: &Caller,
+    component: &ComponentInteraction,
+    confirmation: ConfirmationKey,
+) -> Result<(), Error> {
+    component
+        .create_response(&*http, CreateInteractionResponse::Acknowledge)
+        .await?;
+    match bot.door.cancel(caller, &confirmation.to_string()).await {
+        Ok(()) => {
+            let surface = Surface::original(
                 http.clone(),
                 &component.token,
                 component.channel_id,
                 Instant::now(),
-            ));
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
-            let shown = surface.clone();
-            let who = caller.actor.name.clone();
-            let progress_task = tokio::spawn(async move {
-                while let Some(p) = rx.recv().await {
-                    let text = p.text(Some(&who));
-                    shown
-                        .show(View::embed(render::notice("In progress", &text)))
-                        .await;
-                }
-            });
-            let result = bot
-                .door
-                .confirm(caller, confirmation, &move |p| {
-                    let _ = tx.send(p);
-                })
+            );
+            surface
+                .show(View::embed(render::notice(
+                    "Cancelled",
+                    &format!("Cancelled by {}.", caller.actor.name),
+                )))
                 .await;
-            let _ = progress_task.await;
-            match result {
-                Ok(outcome) => surface.show(View::embed(outcome_embed(&outcome))).await,
-                Err(DoorError::Operate(OperateError::PlanChanged { was, now, fresh })) => {
-                    // The old prompt says why; the fresh one follows in the channel.
-                    surface
-                        .show(View::embed(render::notice(
-                            "Nothing was sent: the fix changed",
-                            &format!("What this fix would do has changed since the prompt was shown.\n**Was:** {was}\n**Now:** {now}\nA fresh prompt follows."),
-                        )))
-                        .await;
-                    let follow = CreateInteractionResponseFollowup::new()
-                        .embed(prompt_embed(&fresh))
-                        .components(prompt_buttons(&fresh))
-                        .allowed_mentions(CreateAllowedMentions::new());
-                    component.create_followup(&*http, follow).await?;
-                }
-                Err(e) => {
-                    component
-                        .create_followup(&*http, whisper(error_embed(&e)))
-                        .await?;
-                }
-            }
+        }
+        Err(e) => {
+            component
+                .create_followup(&*http, whisper(error_embed(&e)))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// A prompt's Confirm button (`rdp:confirm:<id>`): the operator runs the fix; the prompt
+/// message becomes its progress and its outcome.
+pub async fn confirm(
+    http: Arc<Http>,
+    bot: &Bot,
+    caller: &Caller,
+    component: &ComponentInteraction,
+    confirmation: ConfirmationKey,
+) -> Result<(), Error> {
+    // Acknowledge at once; the prompt message becomes the progress and the outcome.
+    component
+        .create_response(&*http, CreateInteractionResponse::Acknowledge)
+        .await?;
+    let surface = Arc::new(Surface::original(
+        http.clone(),
+        &component.token,
+        component.channel_id,
+        Instant::now(),
+    ));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+    let shown = surface.clone();
+    let who = caller.actor.name.clone();
+    let progress_task = tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            let text = p.text(Some(&who));
+            shown
+                .show(View::embed(render::notice("In progress", &text)))
+                .await;
+        }
+    });
+    let result = bot
+        .door
+        .confirm(caller, &confirmation.to_string(), &move |p| {
+            let _ = tx.send(p);
+        })
+        .await;
+    let _ = progress_task.await;
+    match result {
+        Ok(outcome) => surface.show(View::embed(outcome_embed(&outcome))).await,
+        Err(DoorError::Operate(OperateError::PlanChanged { was, now, fresh })) => {
+            // The old prompt says why; the fresh one follows in the channel.
+            surface
+                .show(View::embed(render::notice(
+                    "Nothing was sent: the fix changed",
+                    &format!("What this fix would do has changed since the prompt was shown.\n**Was:** {was}\n**Now:** {now}\nA fresh prompt follows."),
+                )))
+                .await;
+            let follow = CreateInteractionResponseFollowup::new()
+                .embed(prompt_embed(&fresh))
+                .components(prompt_buttons(&fresh)?)
+                .allowed_mentions(CreateAllowedMentions::new());
+            component.create_followup(&*http, follow).await?;
+        }
+        Err(e) => {
+            component
+                .create_followup(&*http, whisper(error_embed(&e)))
+                .await?;
         }
     }
     Ok(())

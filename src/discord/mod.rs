@@ -9,6 +9,7 @@
 
 mod commands;
 mod fixes;
+pub mod ids;
 pub mod render;
 mod surface;
 mod sweep;
@@ -16,6 +17,7 @@ mod sweep;
 use crate::policy::{Actor, Place};
 use crate::runbook::door::{Caller, Door};
 use commands::PendingPick;
+use ids::{ComponentId, Key, UnknownId};
 use secrecy::{ExposeSecret, SecretString};
 use serenity::all::{
     ChannelId, ClientBuilder, CreateAllowedMentions, CreateInteractionResponse,
@@ -25,6 +27,7 @@ use serenity::all::{
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
+use surface::Answerable;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Context<'a> = poise::Context<'a, Bot, Error>;
@@ -45,9 +48,9 @@ pub struct BotSettings {
 pub struct Bot {
     /// Everything the bot does to Azure goes through here, with the person and the place.
     pub door: Door,
-    picks: Mutex<HashMap<String, PendingPick>>,
+    picks: Mutex<HashMap<Key, PendingPick>>,
     /// Sweeps running or recently finished, by the nonce in their components.
-    sweeps: Mutex<HashMap<String, sweep::SweepState>>,
+    sweeps: Mutex<HashMap<Key, sweep::SweepState>>,
 }
 
 /// A pick menu is answered within minutes or not at all.
@@ -62,23 +65,23 @@ impl Bot {
         }
     }
 
-    fn remember_pick(&self, pick: PendingPick) -> String {
-        let nonce = format!("{:016x}", rand_u64());
+    fn remember_pick(&self, pick: PendingPick) -> Key {
+        let nonce = Key(rand_u64());
         if let Ok(mut picks) = self.picks.lock() {
             picks.retain(|_, p| p.created.elapsed() < PICK_LIFETIME);
-            picks.insert(nonce.clone(), pick);
+            picks.insert(nonce, pick);
         }
         nonce
     }
 
     /// The pending pick, if it is still fresh and `user` is the person who asked.
-    fn take_pick(&self, nonce: &str, user: &str) -> Option<PendingPick> {
+    fn take_pick(&self, nonce: Key, user: &str) -> Option<PendingPick> {
         let mut picks = self.picks.lock().ok()?;
-        let pick = picks.get(nonce)?;
+        let pick = picks.get(&nonce)?;
         if pick.requester != user || pick.created.elapsed() >= PICK_LIFETIME {
             return None;
         }
-        picks.remove(nonce)
+        picks.remove(&nonce)
     }
 }
 
@@ -252,9 +255,11 @@ async fn wait_for_shutdown() {
 
 /// Buttons, menus and forms pass the same fence as slash commands before anything else: a
 /// component from another guild, a direct message or an unlisted channel is refused privately.
+/// Then the custom id is parsed into a [`ComponentId`] and matched exhaustively; an id rdp-doctor
+/// did not write is refused privately and never mapped to an action.
 async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Bot) -> Result<(), Error> {
     let http = ctx.http.clone();
-    let result = match event {
+    match event {
         FullEvent::InteractionCreate {
             interaction: Interaction::Component(component),
         } => {
@@ -264,23 +269,46 @@ async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Bot) ->
                 component.guild_id,
                 component.channel_id,
             );
-            let id = component.data.custom_id.as_str();
-            if let Err(e) = bot.door.admit(&caller) {
-                component
+            let result = match (bot.door.admit(&caller), parse_id(&component.data.custom_id)) {
+                (Err(e), _) => component
                     .create_response(&*http, refusal(&e.to_string()))
                     .await
-                    .map_err(Error::from)
-            } else if id.starts_with(commands::PICK_PREFIX) {
-                commands::picked(http, bot, &caller, component).await
-            } else if id.starts_with(sweep::PREFIX) {
-                sweep::component(http, bot, &caller, component).await
-            } else if id.starts_with(fixes::PREFIX) {
-                fixes::component(http, bot, &caller, component).await
-            } else {
-                component
-                    .create_response(&*http, refusal("This button is not one rdp-doctor knows."))
+                    .map_err(Error::from),
+                (Ok(()), Err(e)) => component
+                    .create_response(&*http, unknown_id(&e))
                     .await
-                    .map_err(Error::from)
+                    .map_err(Error::from),
+                (Ok(()), Ok(id)) => match id {
+                    ComponentId::Pick { nonce } => {
+                        commands::picked(http.clone(), bot, &caller, component, nonce).await
+                    }
+                    ComponentId::Fix { action, vm } => {
+                        fixes::fix_button(http.clone(), bot, &caller, component, action, vm).await
+                    }
+                    ComponentId::Confirm(confirmation) => {
+                        fixes::confirm(http.clone(), bot, &caller, component, confirmation).await
+                    }
+                    ComponentId::Cancel(confirmation) => {
+                        fixes::cancel(http.clone(), bot, &caller, component, confirmation).await
+                    }
+                    ComponentId::SweepStop { nonce } => {
+                        sweep::stop(&http, bot, &caller, component, nonce).await
+                    }
+                    ComponentId::SweepDetails { nonce } => {
+                        sweep::details(http.clone(), bot, &caller, component, nonce).await
+                    }
+                    ComponentId::SweepAsk { nonce } => sweep::ask(&http, component, nonce).await,
+                    // A form's id on a button: not something rdp-doctor sent.
+                    ComponentId::Password { .. } | ComponentId::SweepName { .. } => component
+                        .create_response(&*http, unknown_id(&UnknownId))
+                        .await
+                        .map_err(Error::from),
+                },
+            };
+            if let Err(e) = result {
+                let reference = internal_error(&e, "a button or menu");
+                surface::tell_internal_error(&http, Answerable::Component(component), &reference)
+                    .await;
             }
         }
         FullEvent::InteractionCreate {
@@ -292,62 +320,149 @@ async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Bot) ->
                 modal.guild_id,
                 modal.channel_id,
             );
-            let id = modal.data.custom_id.as_str();
-            if let Err(e) = bot.door.admit(&caller) {
-                modal
+            let result = match (bot.door.admit(&caller), parse_id(&modal.data.custom_id)) {
+                (Err(e), _) => modal
                     .create_response(&*http, refusal(&e.to_string()))
                     .await
-                    .map_err(Error::from)
-            } else if id.starts_with(sweep::PREFIX) {
-                sweep::modal(http, bot, &caller, modal).await
-            } else if id.starts_with(fixes::PREFIX) {
-                fixes::modal(http, bot, &caller, modal).await
-            } else {
-                modal
-                    .create_response(&*http, refusal("This form is not one rdp-doctor knows."))
+                    .map_err(Error::from),
+                (Ok(()), Err(e)) => modal
+                    .create_response(&*http, unknown_id(&e))
                     .await
-                    .map_err(Error::from)
+                    .map_err(Error::from),
+                (Ok(()), Ok(id)) => match id {
+                    ComponentId::Password { vm } => {
+                        fixes::modal(http.clone(), bot, &caller, modal, vm).await
+                    }
+                    ComponentId::SweepName { nonce } => {
+                        sweep::modal(http.clone(), bot, &caller, modal, nonce).await
+                    }
+                    // A button's or menu's id on a form: not something rdp-doctor sent.
+                    ComponentId::Pick { .. }
+                    | ComponentId::Fix { .. }
+                    | ComponentId::Confirm(_)
+                    | ComponentId::Cancel(_)
+                    | ComponentId::SweepStop { .. }
+                    | ComponentId::SweepDetails { .. }
+                    | ComponentId::SweepAsk { .. } => modal
+                        .create_response(&*http, unknown_id(&UnknownId))
+                        .await
+                        .map_err(Error::from),
+                },
+            };
+            if let Err(e) = result {
+                let reference = internal_error(&e, "a form");
+                surface::tell_internal_error(&http, Answerable::Modal(modal), &reference).await;
             }
         }
-        _ => Ok(()),
-    };
-    if let Err(e) = result {
-        let reference = format!("{:08x}", rand_u64() as u32);
-        tracing::error!(%reference, error = %e, "interaction failed");
+        _ => {}
     }
     Ok(())
 }
 
+/// The custom id of a click or a form; what is not ours is logged (clipped, escaped) and refused.
+fn parse_id(custom_id: &str) -> Result<ComponentId, UnknownId> {
+    custom_id.parse().inspect_err(|_| {
+        let shown: String = custom_id.chars().take(100).collect();
+        tracing::warn!(custom_id = ?shown, "refused an interaction with an unknown custom id");
+    })
+}
+
+/// The private refusal of an id rdp-doctor did not write: nothing was done.
+fn unknown_id(e: &UnknownId) -> CreateInteractionResponse {
+    refusal_titled(
+        "Cannot do that",
+        &format!(
+            "{}; nothing was done. Run the command again for fresh buttons.",
+            capitalised(&e.to_string())
+        ),
+    )
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// A new reference for an internal error, logged with the error: the person sees only the
+/// reference, the operator finds the details by it.
+pub(crate) fn internal_error(error: &dyn std::fmt::Display, what: &str) -> String {
+    let reference = format!("{:08x}", rand_u64() as u32);
+    tracing::error!(%reference, what, error = %error, "internal error");
+    reference
+}
+
+/// What a person reads about an internal error.
+pub(crate) fn internal_error_text(reference: &str) -> String {
+    format!("Internal error, reference {reference}. The details are in the bot's log under that reference.")
+}
+
 /// A private "no" with the reason, as an interaction's first response.
 fn refusal(text: &str) -> CreateInteractionResponse {
+    refusal_titled("Not here", text)
+}
+
+fn refusal_titled(title: &str, text: &str) -> CreateInteractionResponse {
     CreateInteractionResponse::Message(
         CreateInteractionResponseMessage::new()
             .ephemeral(true)
-            .embed(render::notice("Not here", text))
+            .embed(render::notice(title, text))
             .allowed_mentions(CreateAllowedMentions::new()),
     )
 }
 
-/// One place for failures: a person sees a short message with a reference; the log has the rest.
+/// One place for failures of slash commands: what the person got wrong privately in words;
+/// anything else privately as "internal error, reference X", the log line under the same X.
 async fn on_error(error: poise::FrameworkError<'_, Bot, Error>) {
-    match error {
-        poise::FrameworkError::Command { error, ctx, .. } => {
-            let reference = format!("{:08x}", rand_u64() as u32);
-            tracing::error!(%reference, command = %ctx.command().qualified_name, error = %error, "command failed");
-            let _ = ctx
-                .send(
-                    poise::CreateReply::default()
-                        .ephemeral(true)
-                        .content(format!(
-                            "Something went wrong inside rdp-doctor (reference {reference}). The details are in the bot's log."
-                        )),
-                )
-                .await;
+    use poise::FrameworkError as E;
+    let (ctx, title, text) = match error {
+        E::Command { error, ctx, .. } => {
+            let reference = internal_error(&error, &ctx.command().qualified_name);
+            (ctx, "Internal error", internal_error_text(&reference))
         }
+        E::CommandPanic { payload, ctx, .. } => {
+            let payload = payload.unwrap_or_else(|| "a panic without a message".into());
+            let reference = internal_error(&payload, &ctx.command().qualified_name);
+            (ctx, "Internal error", internal_error_text(&reference))
+        }
+        E::CommandCheckFailed {
+            error: Some(error),
+            ctx,
+            ..
+        } => {
+            let reference = internal_error(&error, &ctx.command().qualified_name);
+            (ctx, "Internal error", internal_error_text(&reference))
+        }
+        E::CommandStructureMismatch {
+            description, ctx, ..
+        } => {
+            let reference = internal_error(&description, &ctx.command().qualified_name);
+            (
+                poise::Context::Application(ctx),
+                "Internal error",
+                internal_error_text(&reference),
+            )
+        }
+        // The person's input; not echoed (it is theirs, and the option names say enough).
+        E::ArgumentParse { error, ctx, .. } => (
+            ctx,
+            "Cannot read that option",
+            format!("{error}. `/rdp help` lists the commands and their options."),
+        ),
         other => {
             if let Err(e) = poise::builtins::on_error(other).await {
                 tracing::error!(error = %e, "could not report an error");
             }
+            return;
         }
+    };
+    let reply = poise::CreateReply::default()
+        .ephemeral(true)
+        .embed(render::notice(title, &text))
+        .allowed_mentions(CreateAllowedMentions::new());
+    if let Err(e) = ctx.send(reply).await {
+        tracing::warn!(error = %e, "could not answer a failed command");
     }
 }

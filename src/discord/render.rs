@@ -45,7 +45,7 @@ pub fn mark(status: Option<Status>) -> &'static str {
 
 fn title_of(catalog: &Catalog, step: CheckId) -> String {
     catalog
-        .step(step.as_str())
+        .step(step)
         .map(|s| s.title.clone())
         .unwrap_or_else(|| step.as_str().to_string())
 }
@@ -126,7 +126,7 @@ pub fn report(catalog: &Catalog, report: &Report) -> ReportMessage {
             )
         })
         .collect();
-    let next = match report.next_action.and_then(|a| catalog.step(a.as_str())) {
+    let next = match report.next_action.and_then(|a| catalog.step(a)) {
         Some(step) => Some(format!(
             "**{}** (`{}`): {}\n[Runbook step]({})\n{}",
             step.title, step.id, step.next_step, step.doc, catalog.texts.reconnect
@@ -135,7 +135,7 @@ pub fn report(catalog: &Catalog, report: &Report) -> ReportMessage {
             .findings
             .iter()
             .find(|f| f.status == Status::Fail)
-            .and_then(|f| catalog.step(f.step.as_str()))
+            .and_then(|f| catalog.step(f.step))
             .map(|step| format!("{}\n[Runbook step]({})", step.next_step, step.doc)),
     };
     if let Some(next) = next {

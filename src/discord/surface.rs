@@ -218,3 +218,36 @@ impl Surface {
         }
     }
 }
+
+/// An interaction that can still be answered: a click or a form.
+#[derive(Clone, Copy)]
+pub enum Answerable<'a> {
+    Component(&'a serenity::all::ComponentInteraction),
+    Modal(&'a serenity::all::ModalInteraction),
+}
+
+/// Tell the person, privately, that rdp-doctor failed inside, with the reference its log line
+/// carries: as the first response if the interaction has none yet, else as a follow-up.
+pub async fn tell_internal_error(http: &Http, to: Answerable<'_>, reference: &str) {
+    let embed = super::render::notice("Internal error", &super::internal_error_text(reference));
+    let first = CreateInteractionResponse::Message(
+        CreateInteractionResponseMessage::new()
+            .ephemeral(true)
+            .embed(embed.clone())
+            .allowed_mentions(no_mentions()),
+    );
+    let (id, token) = match to {
+        Answerable::Component(c) => (c.id, c.token.as_str()),
+        Answerable::Modal(m) => (m.id, m.token.as_str()),
+    };
+    if first.execute(http, (id, token)).await.is_ok() {
+        return;
+    }
+    let follow_up = CreateInteractionResponseFollowup::new()
+        .ephemeral(true)
+        .embed(embed)
+        .allowed_mentions(no_mentions());
+    if let Err(e) = follow_up.execute(http, (None, token)).await {
+        tracing::warn!(%reference, error = %e, "could not tell the person about an internal error");
+    }
+}

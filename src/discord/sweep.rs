@@ -8,8 +8,9 @@
 //! `rdp:sweep:name:<nonce>`, for any other VM of the sweep by name).
 
 use super::commands::{
-    command_caller, command_interaction, parse_from, reply_ephemeral, run_check,
+    command_caller, command_interaction, door_notice, parse_from, reply_ephemeral, run_check,
 };
+use super::ids::{ComponentId, Key};
 use super::render::{self, clip, mark, GREEN, GREY, ORANGE, RED};
 use super::surface::{Surface, View};
 use super::{rand_u64, Bot, Context, Error};
@@ -26,12 +27,6 @@ use serenity::all::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-pub const PREFIX: &str = "rdp:sweep:";
-const STOP: &str = "rdp:sweep:stop:";
-const DETAILS: &str = "rdp:sweep:vm:";
-const ASK: &str = "rdp:sweep:ask:";
-const NAME: &str = "rdp:sweep:name:";
 
 /// Progress is edited in at most this often (Discord rate-limits message edits).
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -60,8 +55,8 @@ impl Bot {
         requester: String,
         options: CheckOptions,
         cancel: CancellationToken,
-    ) -> String {
-        let nonce = format!("{:016x}", rand_u64());
+    ) -> Key {
+        let nonce = Key(rand_u64());
         if let Ok(mut sweeps) = self.sweeps.lock() {
             // Finished ones are kept an hour for their menus; one that never finished (its
             // task died) goes after a day.
@@ -70,7 +65,7 @@ impl Bot {
                 None => s.started.elapsed() < 24 * ROWS_LIFETIME,
             });
             sweeps.insert(
-                nonce.clone(),
+                nonce,
                 SweepState {
                     requester,
                     options,
@@ -84,9 +79,9 @@ impl Bot {
         nonce
     }
 
-    fn finish_sweep(&self, nonce: &str, vms: Vec<VmRef>) {
+    fn finish_sweep(&self, nonce: Key, vms: Vec<VmRef>) {
         if let Ok(mut sweeps) = self.sweeps.lock() {
-            if let Some(state) = sweeps.get_mut(nonce) {
+            if let Some(state) = sweeps.get_mut(&nonce) {
                 state.vms = vms;
                 state.finished = Some(Instant::now());
             }
@@ -176,16 +171,13 @@ pub async fn sweep(
         Err(e) if e.is_user_error() => {
             surface.retract().await;
             surface
-                .whisper(
-                    render::notice("Cannot sweep that", &e.to_string()),
-                    Vec::new(),
-                )
+                .whisper(door_notice("Cannot sweep that", &e), Vec::new())
                 .await;
             return Ok(());
         }
         Err(e) => {
             surface
-                .show(View::embed(render::notice("Azure error", &e.to_string())))
+                .show(View::embed(door_notice("Azure error", &e)))
                 .await;
             return Ok(());
         }
@@ -197,9 +189,11 @@ pub async fn sweep(
         CheckOptions { from },
         cancel.clone(),
     );
-    let stop_row = CreateActionRow::Buttons(vec![CreateButton::new(format!("{STOP}{nonce}"))
-        .label("Cancel sweep")
-        .style(ButtonStyle::Secondary)]);
+    let stop_row = CreateActionRow::Buttons(vec![CreateButton::new(
+        ComponentId::SweepStop { nonce }.to_string(),
+    )
+    .label("Cancel sweep")
+    .style(ButtonStyle::Secondary)]);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SweepEvent>();
     let title = format!("Sweep of {scope}");
     let progress = async {
@@ -253,32 +247,29 @@ pub async fn sweep(
     let (result, ()) = tokio::join!(run, progress);
     match result {
         Ok(report) => {
-            bot.finish_sweep(&nonce, report.vms.iter().map(|r| r.vm.clone()).collect());
+            bot.finish_sweep(nonce, report.vms.iter().map(|r| r.vm.clone()).collect());
             let (embed, table) = summary(&report);
             surface
                 .show(View {
                     embeds: vec![embed],
                     attachment: table,
-                    components: details_menu(&nonce, &report),
+                    components: details_menu(nonce, &report),
                     ..View::default()
                 })
                 .await;
         }
         Err(e) if e.is_user_error() => {
             // Another sweep of the scope, a cap, a limit: the person's to act on, privately.
-            bot.finish_sweep(&nonce, Vec::new());
+            bot.finish_sweep(nonce, Vec::new());
             surface.retract().await;
             surface
-                .whisper(
-                    render::notice("Cannot sweep that", &e.to_string()),
-                    Vec::new(),
-                )
+                .whisper(door_notice("Cannot sweep that", &e), Vec::new())
                 .await;
         }
         Err(e) => {
-            bot.finish_sweep(&nonce, Vec::new());
+            bot.finish_sweep(nonce, Vec::new());
             surface
-                .show(View::embed(render::notice("Azure error", &e.to_string())))
+                .show(View::embed(door_notice("Azure error", &e)))
                 .await;
         }
     }
@@ -404,14 +395,16 @@ fn table_line(row: &sweep::SweepRow) -> String {
 
 /// "Details of…": the 25 worst VMs (Discord's limit for one menu), and a button that asks for
 /// any other by name.
-fn details_menu(nonce: &str, report: &SweepReport) -> Vec<CreateActionRow> {
+fn details_menu(nonce: Key, report: &SweepReport) -> Vec<CreateActionRow> {
     if report.vms.is_empty() {
         return Vec::new();
     }
     let ask = (report.vms.len() > 25).then(|| {
-        CreateActionRow::Buttons(vec![CreateButton::new(format!("{ASK}{nonce}"))
-            .label("Another VM…")
-            .style(ButtonStyle::Secondary)])
+        CreateActionRow::Buttons(vec![CreateButton::new(
+            ComponentId::SweepAsk { nonce }.to_string(),
+        )
+        .label("Another VM…")
+        .style(ButtonStyle::Secondary)])
     });
     let options = report
         .vms
@@ -439,7 +432,7 @@ fn details_menu(nonce: &str, report: &SweepReport) -> Vec<CreateActionRow> {
         .collect();
     let menu = CreateActionRow::SelectMenu(
         CreateSelectMenu::new(
-            format!("{DETAILS}{nonce}"),
+            ComponentId::SweepDetails { nonce }.to_string(),
             CreateSelectMenuKind::String { options },
         )
         .placeholder("Full report of a VM…"),
@@ -447,49 +440,21 @@ fn details_menu(nonce: &str, report: &SweepReport) -> Vec<CreateActionRow> {
     std::iter::once(menu).chain(ask).collect()
 }
 
-/// The Cancel button and the details menu.
-pub async fn component(
-    http: Arc<Http>,
-    bot: &Bot,
-    caller: &Caller,
-    component: &ComponentInteraction,
-) -> Result<(), Error> {
-    let id = component.data.custom_id.as_str();
-    if let Some(nonce) = id.strip_prefix(STOP) {
-        return stop(&http, bot, caller, component, nonce).await;
-    }
-    if let Some(nonce) = id.strip_prefix(DETAILS) {
-        let index = match &component.data.kind {
-            ComponentInteractionDataKind::StringSelect { values } => {
-                values.first().and_then(|v| v.parse::<usize>().ok())
-            }
-            _ => None,
-        };
-        let vm = bot.sweeps.lock().ok().and_then(|s| {
-            let state = s.get(nonce)?;
-            Some((state.vms.get(index?).cloned()?, state.options.clone()))
-        });
-        return details(http, bot, caller, component, vm).await;
-    }
-    if let Some(nonce) = id.strip_prefix(ASK) {
-        let modal = CreateModal::new(format!("{NAME}{nonce}"), "Full report of a swept VM")
-            .components(vec![CreateActionRow::InputText(
-                CreateInputText::new(InputTextStyle::Short, "VM name", "vm")
-                    .min_length(1)
-                    .max_length(64),
-            )]);
-        component
-            .create_response(&*http, CreateInteractionResponse::Modal(modal))
-            .await?;
-        return Ok(());
-    }
-    whisper(
-        &http,
-        component,
-        "Cannot do that",
-        "This button is not one rdp-doctor knows.",
+/// The "Another VM…" button: the form that asks for the VM's name.
+pub async fn ask(http: &Http, component: &ComponentInteraction, nonce: Key) -> Result<(), Error> {
+    let modal = CreateModal::new(
+        ComponentId::SweepName { nonce }.to_string(),
+        "Full report of a swept VM",
     )
-    .await
+    .components(vec![CreateActionRow::InputText(
+        CreateInputText::new(InputTextStyle::Short, "VM name", "vm")
+            .min_length(1)
+            .max_length(64),
+    )]);
+    component
+        .create_response(http, CreateInteractionResponse::Modal(modal))
+        .await?;
+    Ok(())
 }
 
 /// The "Another VM…" form: the VM by name among the sweep's rows.
@@ -498,14 +463,12 @@ pub async fn modal(
     bot: &Bot,
     caller: &Caller,
     modal: &ModalInteraction,
+    nonce: Key,
 ) -> Result<(), Error> {
-    let Some(nonce) = modal.data.custom_id.strip_prefix(NAME) else {
-        return Ok(());
-    };
     let name = super::fixes::modal_value(modal, "vm").unwrap_or_default();
     let name = name.trim();
     let found = bot.sweeps.lock().ok().and_then(|s| {
-        let state = s.get(nonce)?;
+        let state = s.get(&nonce)?;
         let vms: Vec<VmRef> = state
             .vms
             .iter()
@@ -579,15 +542,16 @@ async fn whisper(
     Ok(())
 }
 
-async fn stop(
+/// A sweep's Cancel button: only for the person who started it.
+pub async fn stop(
     http: &Http,
     bot: &Bot,
     caller: &Caller,
     component: &ComponentInteraction,
-    nonce: &str,
+    nonce: Key,
 ) -> Result<(), Error> {
     let state = bot.sweeps.lock().ok().and_then(|s| {
-        s.get(nonce)
+        s.get(&nonce)
             .map(|s| (s.requester.clone(), s.cancel.clone(), s.finished))
     });
     match state {
@@ -615,13 +579,24 @@ async fn stop(
     }
 }
 
-async fn details(
+/// The details menu: the chosen row's full report in a new message.
+pub async fn details(
     http: Arc<Http>,
     bot: &Bot,
     caller: &Caller,
     component: &ComponentInteraction,
-    vm: Option<(VmRef, CheckOptions)>,
+    nonce: Key,
 ) -> Result<(), Error> {
+    let index = match &component.data.kind {
+        ComponentInteractionDataKind::StringSelect { values } => {
+            values.first().and_then(|v| v.parse::<usize>().ok())
+        }
+        _ => None,
+    };
+    let vm = bot.sweeps.lock().ok().and_then(|s| {
+        let state = s.get(&nonce)?;
+        Some((state.vms.get(index?).cloned()?, state.options.clone()))
+    });
     let Some((vm, options)) = vm else {
         return whisper(
             &http,

@@ -20,12 +20,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::diagnose::ActionId;
 use crate::domain::{ResourceId, VmRef};
-use crate::runbook::catalog::{Permission, ACTION_IDS};
+use crate::runbook::catalog::Permission;
 
 /// Actions that need a second person when the config does not say otherwise: the two whose
 /// consequences reach beyond one login (a new host and lost temporary disk; a hole in the NSG).
-pub const DEFAULT_TWO_PERSON: [&str; 2] = ["redeploy", "open-rdp-port"];
+pub const DEFAULT_TWO_PERSON: [ActionId; 2] = [ActionId::Redeploy, ActionId::OpenRdpPort];
 
 /// How long a confirmation button stays valid when the config does not say.
 pub const DEFAULT_CONFIRM_TTL_SECS: u64 = 300;
@@ -43,7 +44,7 @@ pub struct PolicyConfig {
     pub guilds: Vec<DiscordId>,
     /// Actions whose confirmer must be someone other than the requester. Absent:
     /// `["redeploy", "open-rdp-port"]`; `[]` turns the rule off.
-    pub two_person: Option<Vec<String>>,
+    pub two_person: Option<Vec<ActionId>>,
     /// Seconds a confirmation stays valid (default 300).
     pub confirm_ttl_secs: Option<u64>,
     /// The level `sweep` needs (default: what `commands/rdp.toml` says, `operate`).
@@ -238,7 +239,7 @@ pub struct Policy {
     grants: Vec<Grant>,
     channels: Vec<String>,
     guilds: Vec<String>,
-    two_person: Vec<String>,
+    two_person: Vec<ActionId>,
     confirm_ttl: Duration,
     sweep_level: Option<Permission>,
     /// `(identity, person name)`.
@@ -299,18 +300,18 @@ pub enum Fenced {
 /// A config the policy refuses to run with. Grants are numbered from 1, in file order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    #[error("[[policy.grant]] number {number}: `{field}`: {message}")]
+    #[error("[[policy.grant]] number {number}: `{field}`: {problem}")]
     Grant {
         number: usize,
         field: &'static str,
-        message: String,
+        problem: Invalid,
     },
-    #[error("[[policy.person]] number {number}: {message}")]
-    Person { number: usize, message: String },
-    #[error("[policy] `{field}`: {message}")]
+    #[error("[[policy.person]] number {number}: {problem}")]
+    Person { number: usize, problem: Invalid },
+    #[error("[policy] `{field}`: {problem}")]
     Field {
         field: &'static str,
-        message: String,
+        problem: Invalid,
     },
 }
 
@@ -325,7 +326,7 @@ impl Policy {
         let ids = |field: &'static str, list: &[DiscordId]| {
             list.iter()
                 .map(|id| {
-                    check_discord_id(id).map_err(|message| PolicyError::Field { field, message })
+                    check_discord_id(id).map_err(|problem| PolicyError::Field { field, problem })
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
@@ -333,21 +334,8 @@ impl Policy {
         let guilds = ids("guilds", &config.guilds)?;
 
         let two_person = match &config.two_person {
-            None => DEFAULT_TWO_PERSON.iter().map(|s| s.to_string()).collect(),
-            Some(actions) => {
-                for action in actions {
-                    if !ACTION_IDS.contains(&action.as_str()) {
-                        return Err(PolicyError::Field {
-                            field: "two_person",
-                            message: format!(
-                                "unknown action {action:?}; the actions are {}",
-                                ACTION_IDS.join(", ")
-                            ),
-                        });
-                    }
-                }
-                actions.clone()
-            }
+            None => DEFAULT_TWO_PERSON.to_vec(),
+            Some(actions) => actions.clone(),
         };
 
         let confirm_ttl = match config.confirm_ttl_secs {
@@ -355,8 +343,7 @@ impl Policy {
             Some(0) => {
                 return Err(PolicyError::Field {
                     field: "confirm_ttl_secs",
-                    message: "0 would expire every confirmation at once; the default is 300"
-                        .to_string(),
+                    problem: Invalid::ZeroTtl,
                 })
             }
             Some(secs) => Duration::from_secs(secs),
@@ -367,30 +354,31 @@ impl Policy {
             .iter()
             .enumerate()
             .map(|(i, grant)| {
-                check_grant(grant).map_err(|(field, message)| PolicyError::Grant {
+                check_grant(grant).map_err(|(field, problem)| PolicyError::Grant {
                     number: i + 1,
                     field,
-                    message,
+                    problem,
                 })
             })
             .collect::<Result<_, _>>()?;
 
         let mut persons: Vec<(String, String)> = Vec::new();
         for (i, person) in config.persons.iter().enumerate() {
-            let error = |message: String| PolicyError::Person {
+            let error = |problem: Invalid| PolicyError::Person {
                 number: i + 1,
-                message,
+                problem,
             };
             let name = person.name.trim();
             if name.is_empty() {
-                return Err(error("`name` must not be empty".to_string()));
+                return Err(error(Invalid::EmptyName));
             }
             for identity in &person.identities {
                 let identity = check_identity(identity).map_err(error)?;
                 if let Some((_, other)) = persons.iter().find(|(id, _)| *id == identity) {
-                    return Err(error(format!(
-                        "{identity} is already an identity of {other}; one identity belongs to one person"
-                    )));
+                    return Err(error(Invalid::TakenIdentity {
+                        identity,
+                        person: other.clone(),
+                    }));
                 }
                 persons.push((identity, name.to_string()));
             }
@@ -536,8 +524,8 @@ impl Policy {
     }
 
     /// Whether the confirmer of `action` must be someone other than its requester.
-    pub fn two_person(&self, action: &str) -> bool {
-        self.two_person.iter().any(|a| a == action)
+    pub fn two_person(&self, action: ActionId) -> bool {
+        self.two_person.contains(&action)
     }
 
     /// How long a confirmation stays valid.
@@ -577,18 +565,45 @@ impl Principal {
     }
 }
 
+/// A value of the `[policy]` table that is not what it should be; the error around it names
+/// the table and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("role names are no longer accepted (anyone who may manage roles can name a role anything, in any server): use `discord_role_id` (Server Settings → Roles → right-click the role → Copy Role ID)")]
+    RoleName,
+    #[error("must not be empty")]
+    Empty,
+    #[error("{ONE_PRINCIPAL}; found none")]
+    NoPrincipal,
+    #[error("{ONE_PRINCIPAL}; found {0}: split it into one grant each")]
+    Principals(String),
+    #[error("missing: say `read`, `operate` or `admin`")]
+    NoLevel,
+    #[error("missing: say \"*\" for every VM, or \"subscription/<id>\" or \"subscription/<id>/resourceGroup/<name>\"")]
+    NoScope,
+    #[error("0 would expire every confirmation at once; the default is 300")]
+    ZeroTtl,
+    #[error("`name` must not be empty")]
+    EmptyName,
+    #[error("{identity} is already an identity of {person}; one identity belongs to one person")]
+    TakenIdentity { identity: String, person: String },
+    #[error(
+        "expected \"*\", \"subscription/<id>\" or \"subscription/<id>/resourceGroup/<name>\", found {0:?}"
+    )]
+    Scope(String),
+    #[error("{0:?} is not a Discord id (digits only)")]
+    DiscordId(String),
+    #[error("{0:?} is not an identity: write \"discord:<user id>\" or \"cli:<user>\"")]
+    Identity(String),
+}
+
 impl Scope {
-    fn parse(text: &str) -> Result<Scope, String> {
+    fn parse(text: &str) -> Result<Scope, Invalid> {
         let text = text.trim();
         if text == "*" {
             return Ok(Scope::All);
         }
-        let expected = || {
-            format!(
-                "expected \"*\", \"subscription/<id>\" or \
-                 \"subscription/<id>/resourceGroup/<name>\", found {text:?}"
-            )
-        };
+        let expected = || Invalid::Scope(text.to_string());
         let parts: Vec<&str> = text.trim_start_matches('/').split('/').collect();
         let is = |part: &str, singular: &str| {
             part.eq_ignore_ascii_case(singular)
@@ -631,58 +646,36 @@ impl Scope {
 const ONE_PRINCIPAL: &str =
     "a grant needs exactly one of `discord_role_id`, `discord_user_id` or `cli_user`";
 
-fn check_grant(grant: &GrantConfig) -> Result<Grant, (&'static str, String)> {
+fn check_grant(grant: &GrantConfig) -> Result<Grant, (&'static str, Invalid)> {
     if grant.discord_role.is_some() {
-        return Err((
-            "discord_role",
-            "role names are no longer accepted (anyone who may manage roles can name a role \
-             anything, in any server): use `discord_role_id` (Server Settings → Roles → right-click \
-             the role → Copy Role ID)"
-                .to_string(),
-        ));
+        return Err(("discord_role", Invalid::RoleName));
     }
     let mut principals = Vec::new();
     if let Some(id) = &grant.discord_role_id {
-        let id = check_discord_id(id).map_err(|m| ("discord_role_id", m))?;
+        let id = check_discord_id(id).map_err(|e| ("discord_role_id", e))?;
         principals.push(("discord_role_id", Principal::DiscordRoleId(id)));
     }
     if let Some(id) = &grant.discord_user_id {
-        let id = check_discord_id(id).map_err(|m| ("discord_user_id", m))?;
+        let id = check_discord_id(id).map_err(|e| ("discord_user_id", e))?;
         principals.push(("discord_user_id", Principal::DiscordUserId(id)));
     }
     match grant.cli_user.as_deref().map(str::trim) {
-        Some("") => return Err(("cli_user", "must not be empty".to_string())),
+        Some("") => return Err(("cli_user", Invalid::Empty)),
         Some(user) => principals.push(("cli_user", Principal::CliUser(user.to_string()))),
         None => {}
     }
     let principal = match principals.len() {
         1 => principals.remove(0).1,
-        0 => return Err(("discord_role_id", format!("{ONE_PRINCIPAL}; found none"))),
+        0 => return Err(("discord_role_id", Invalid::NoPrincipal)),
         _ => {
             let fields: Vec<String> = principals.iter().map(|(f, _)| format!("`{f}`")).collect();
-            return Err((
-                principals[1].0,
-                format!(
-                    "{ONE_PRINCIPAL}; found {}: split it into one grant each",
-                    fields.join(" and ")
-                ),
-            ));
+            return Err((principals[1].0, Invalid::Principals(fields.join(" and "))));
         }
     };
-    let level = grant.level.ok_or((
-        "level",
-        "missing: say `read`, `operate` or `admin`".to_string(),
-    ))?;
+    let level = grant.level.ok_or(("level", Invalid::NoLevel))?;
     let scope = match &grant.scope {
-        None => {
-            return Err((
-                "scope",
-                "missing: say \"*\" for every VM, or \"subscription/<id>\" or \
-                 \"subscription/<id>/resourceGroup/<name>\""
-                    .to_string(),
-            ))
-        }
-        Some(text) => Scope::parse(text).map_err(|m| ("scope", m))?,
+        None => return Err(("scope", Invalid::NoScope)),
+        Some(text) => Scope::parse(text).map_err(|e| ("scope", e))?,
     };
     Ok(Grant {
         principal,
@@ -691,17 +684,17 @@ fn check_grant(grant: &GrantConfig) -> Result<Grant, (&'static str, String)> {
     })
 }
 
-fn check_discord_id(id: &DiscordId) -> Result<String, String> {
+fn check_discord_id(id: &DiscordId) -> Result<String, Invalid> {
     let id = id.as_str().trim();
     if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
         Ok(id.to_string())
     } else {
-        Err(format!("{id:?} is not a Discord id (digits only)"))
+        Err(Invalid::DiscordId(id.to_string()))
     }
 }
 
 /// `discord:<digits>` or `cli:<user>`.
-fn check_identity(identity: &str) -> Result<String, String> {
+fn check_identity(identity: &str) -> Result<String, Invalid> {
     let identity = identity.trim();
     match identity.split_once(':') {
         Some(("discord", id)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => {
@@ -710,9 +703,7 @@ fn check_identity(identity: &str) -> Result<String, String> {
         Some(("cli", user)) if !user.is_empty() && !user.chars().any(char::is_whitespace) => {
             Ok(identity.to_string())
         }
-        _ => Err(format!(
-            "{identity:?} is not an identity: write \"discord:<user id>\" or \"cli:<user>\""
-        )),
+        _ => Err(Invalid::Identity(identity.to_string())),
     }
 }
 
@@ -788,9 +779,33 @@ mod tests {
         );
     }
 
-    fn policy(toml: &str) -> Result<Policy, String> {
-        let file = FileConfig::parse(toml, "test.toml").map_err(|e| e.to_string())?;
-        Policy::new(file.policy.as_ref()).map_err(|e| e.to_string())
+    /// The text of a config's or a policy's error, as the person reads it.
+    #[derive(Debug, PartialEq)]
+    struct Said(String);
+
+    impl std::ops::Deref for Said {
+        type Target = str;
+        fn deref(&self) -> &str {
+            &self.0
+        }
+    }
+
+    impl PartialEq<&str> for Said {
+        fn eq(&self, other: &&str) -> bool {
+            self.0 == *other
+        }
+    }
+
+    impl fmt::Display for Said {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    /// The policy of a config text, or what its error says.
+    fn policy(toml: &str) -> Result<Policy, Said> {
+        let file = FileConfig::parse(toml, "test.toml").map_err(|e| Said(e.to_string()))?;
+        Policy::new(file.policy.as_ref()).map_err(|e| Said(e.to_string()))
     }
 
     const ONCALL_OPERATE_ALL: &str = r#"
@@ -1095,7 +1110,7 @@ scope = "*"
         assert!(!p.configured());
         assert_eq!(p.level(&discord(1, &["1"]), &web()), None);
         assert!(!p.holds_anywhere(&discord(1, &["1"]), Permission::Read));
-        assert!(p.two_person("redeploy"));
+        assert!(p.two_person(ActionId::Redeploy));
         assert_eq!(p.confirm_ttl(), Duration::from_secs(300));
         // An empty [policy] table is a policy: it grants nothing, not even reads.
         check(
@@ -1204,7 +1219,7 @@ scope = "*"
 
         assert_eq!(
             policy("[policy]\ntwo_person = [\"redeploy\", \"reboot\"]\n").unwrap_err(),
-            "[policy] `two_person`: unknown action \"reboot\"; the actions are \
+            "test.toml:2: unknown action `reboot`; actions are \
              reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy"
         );
         assert_eq!(
@@ -1234,7 +1249,7 @@ scope = "*"
     #[test]
     fn two_person_and_ttl_defaults() {
         let p = policy("[policy]\n").unwrap();
-        for action in ACTION_IDS {
+        for action in ActionId::ALL {
             assert_eq!(
                 p.two_person(action),
                 DEFAULT_TWO_PERSON.contains(&action),
@@ -1244,11 +1259,11 @@ scope = "*"
         assert_eq!(p.confirm_ttl(), Duration::from_secs(300));
 
         let p = policy("[policy]\ntwo_person = []\nconfirm_ttl_secs = 60\n").unwrap();
-        assert!(!p.two_person("redeploy"));
+        assert!(!p.two_person(ActionId::Redeploy));
         assert_eq!(p.confirm_ttl(), Duration::from_secs(60));
 
         let p = policy("[policy]\ntwo_person = [\"restart\"]\n").unwrap();
-        assert!(p.two_person("restart"));
-        assert!(!p.two_person("redeploy"));
+        assert!(p.two_person(ActionId::Restart));
+        assert!(!p.two_person(ActionId::Redeploy));
     }
 }

@@ -14,30 +14,12 @@ use regex::{Regex, RegexBuilder};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::diagnose::{ActionId, StepId};
+
 const BUILTIN_RDP: &str = include_str!("../../commands/rdp.toml");
 const BUILTIN_ERRORS: &str = include_str!("../../commands/rdp-errors.toml");
 const BUILTIN_RDP_PATH: &str = "commands/rdp.toml";
 const BUILTIN_ERRORS_PATH: &str = "commands/rdp-errors.toml";
-
-/// Ids of the checks rdp-doctor implements; `rdp.toml` must define each exactly once.
-pub const CHECK_IDS: [&str; 6] = [
-    "vm-status",
-    "vm-agent",
-    "public-ip",
-    "nsg",
-    "resource-health",
-    "boot-diagnostics",
-];
-
-/// Ids of the actions rdp-doctor implements; `rdp.toml` must define each exactly once.
-pub const ACTION_IDS: [&str; 6] = [
-    "reset-rdp-config",
-    "open-rdp-port",
-    "reset-password",
-    "start",
-    "restart",
-    "redeploy",
-];
 
 /// Placeholders a confirmation text may use; anything else in braces is a typo.
 pub const CONFIRM_PLACEHOLDERS: [&str; 3] = ["vm", "resource_group", "username"];
@@ -46,8 +28,8 @@ pub const CONFIRM_PLACEHOLDERS: [&str; 3] = ["vm", "resource_group", "username"]
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pub steps: Vec<Step>,
-    /// Action ids in the order fixes are recommended; the first whose `requires` hold wins.
-    pub ladder: Vec<String>,
+    /// Actions in the order fixes are recommended; the first whose `requires` hold wins.
+    pub ladder: Vec<ActionId>,
     pub texts: Texts,
     pub errors: Vec<ClientError>,
     /// The level each command that reads needs (fixes name theirs in their step).
@@ -85,8 +67,9 @@ impl Default for CommandLevels {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
-    /// Fixed id that the runbook code knows, e.g. `nsg` or `reset-rdp-config`.
-    pub id: String,
+    /// Fixed id that the runbook code knows, e.g. `nsg` or `reset-rdp-config`; `rdp.toml` must
+    /// define each of [`StepId::all`] exactly once.
+    pub id: StepId,
     /// Whether the step only reads (`check`) or changes the VM (`action`).
     pub kind: StepKind,
     /// Short line shown in the report, e.g. "Network security group allows TCP 3389".
@@ -164,8 +147,8 @@ pub struct ClientError {
     pub cause: String,
     pub fix: String,
     pub doc: String,
-    /// Related step and action ids.
-    pub steps: Vec<String>,
+    /// Related steps (checks and actions).
+    pub steps: Vec<StepId>,
     /// Compiled case-insensitive; matched against normalised text (see [`Catalog::explain`]).
     pattern: Regex,
 }
@@ -276,7 +259,8 @@ impl Catalog {
         })
     }
 
-    pub fn step(&self, id: &str) -> Option<&Step> {
+    pub fn step(&self, id: impl Into<StepId>) -> Option<&Step> {
+        let id = id.into();
         self.steps.iter().find(|s| s.id == id)
     }
 
@@ -350,7 +334,7 @@ fn normalize(text: &str) -> Cow<'_, str> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RdpFile {
-    ladder: Vec<String>,
+    ladder: Vec<ActionId>,
     #[serde(default)]
     commands: CommandLevels,
     texts: Texts,
@@ -375,7 +359,7 @@ struct RawClientError {
     fix: String,
     doc: String,
     #[serde(default)]
-    steps: Vec<String>,
+    steps: Vec<StepId>,
 }
 
 fn read_or_builtin(
@@ -514,12 +498,12 @@ impl Validator<'_> {
     }
 
     fn steps(&self, steps: &[Step]) -> Result<(), CatalogError> {
-        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut seen: HashMap<StepId, usize> = HashMap::new();
         for step in steps {
-            let nth = seen.get(step.id.as_str()).copied().unwrap_or(0);
-            let id_line = self.id_line(&step.id, nth);
+            let nth = seen.get(&step.id).copied().unwrap_or(0);
+            let id_line = self.id_line(step.id.as_str(), nth);
             let at = |field: &str| self.field_line(id_line, field);
-            let id = &step.id;
+            let id = step.id.as_str();
             if nth > 0 {
                 let first = self
                     .id_line(id, 0)
@@ -530,21 +514,10 @@ impl Validator<'_> {
                     format!("step `{id}` is defined twice{first}"),
                 ));
             }
-            seen.insert(id, 1);
-            let expected = if CHECK_IDS.contains(&id.as_str()) {
-                StepKind::Check
-            } else if ACTION_IDS.contains(&id.as_str()) {
-                StepKind::Action
-            } else {
-                return Err(self.invalid(
-                    id_line,
-                    "id",
-                    format!(
-                        "unknown step `{id}`; checks are {}; actions are {}",
-                        CHECK_IDS.join(", "),
-                        ACTION_IDS.join(", ")
-                    ),
-                ));
+            seen.insert(step.id, 1);
+            let expected = match step.id {
+                StepId::Check(_) => StepKind::Check,
+                StepId::Action(_) => StepKind::Action,
             };
             if step.kind != expected {
                 let (is, should) = match expected {
@@ -610,12 +583,12 @@ impl Validator<'_> {
                 }
             }
         }
-        let missing = CHECK_IDS
-            .iter()
-            .map(|id| ("check", id))
-            .chain(ACTION_IDS.iter().map(|id| ("action", id)))
-            .find(|(_, id)| !seen.contains_key(**id));
-        if let Some((kind, id)) = missing {
+        let missing = StepId::all().find(|id| !seen.contains_key(id));
+        if let Some(id) = missing {
+            let kind = match id {
+                StepId::Check(_) => "check",
+                StepId::Action(_) => "action",
+            };
             return Err(self.invalid(
                 None,
                 "step",
@@ -625,19 +598,9 @@ impl Validator<'_> {
         Ok(())
     }
 
-    fn ladder(&self, ladder: &[String]) -> Result<(), CatalogError> {
+    fn ladder(&self, ladder: &[ActionId]) -> Result<(), CatalogError> {
         let line = self.top_line("ladder");
         for (i, id) in ladder.iter().enumerate() {
-            if !ACTION_IDS.contains(&id.as_str()) {
-                return Err(self.invalid(
-                    line,
-                    "ladder",
-                    format!(
-                        "`{id}` is not an action; actions are {}",
-                        ACTION_IDS.join(", ")
-                    ),
-                ));
-            }
             if ladder[..i].contains(id) {
                 return Err(self.invalid(line, "ladder", format!("`{id}` is listed twice")));
             }
@@ -664,7 +627,6 @@ impl Validator<'_> {
     }
 
     fn errors(&self, raw: Vec<RawClientError>) -> Result<Vec<ClientError>, CatalogError> {
-        let known = |s: &str| CHECK_IDS.contains(&s) || ACTION_IDS.contains(&s);
         let mut errors: Vec<ClientError> = Vec::with_capacity(raw.len());
         for e in raw {
             let nth = errors.iter().filter(|prev| prev.id == e.id).count();
@@ -711,13 +673,6 @@ impl Validator<'_> {
                     format!("error `{id}`: doc must be an https:// URL, got `{}`", e.doc),
                 ));
             }
-            if let Some(step) = e.steps.iter().find(|s| !known(s)) {
-                return Err(self.invalid(
-                    at("steps"),
-                    "steps",
-                    format!("error `{id}`: unknown step `{step}`"),
-                ));
-            }
             errors.push(ClientError {
                 id: e.id,
                 message: e.message,
@@ -743,21 +698,27 @@ fn regex_message(err: &regex::Error) -> String {
         )
 }
 
+/// What is wrong with a confirmation text's placeholders.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum PlaceholderError {
+    #[error("unmatched `{0}`")]
+    Unmatched(char),
+    #[error("unknown placeholder `{{{0}}}`; use {known}", known = CONFIRM_PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", "))]
+    Unknown(String),
+}
+
 /// Every `{name}` must be a known placeholder, and braces must pair up.
-fn check_placeholders(text: &str) -> Result<(), String> {
+fn check_placeholders(text: &str) -> Result<(), PlaceholderError> {
     let mut rest = text;
     while let Some(open) = rest.find(['{', '}']) {
         if rest[open..].starts_with('}') {
-            return Err("unmatched `}`".to_string());
+            return Err(PlaceholderError::Unmatched('}'));
         }
         let after = &rest[open + 1..];
-        let close = after.find('}').ok_or("unmatched `{`")?;
+        let close = after.find('}').ok_or(PlaceholderError::Unmatched('{'))?;
         let name = &after[..close];
         if !CONFIRM_PLACEHOLDERS.contains(&name) {
-            return Err(format!(
-                "unknown placeholder `{{{name}}}`; use {}",
-                CONFIRM_PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
-            ));
+            return Err(PlaceholderError::Unknown(name.to_string()));
         }
         rest = &after[close + 1..];
     }
@@ -767,11 +728,18 @@ fn check_placeholders(text: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diagnose::CheckId;
 
     #[test]
     fn builtin_runbook_loads() {
         let catalog = Catalog::builtin();
         let ids: Vec<&str> = catalog.steps.iter().map(|s| s.id.as_str()).collect();
+        // Every step once, and nothing else.
+        let mut sorted: Vec<StepId> = catalog.steps.iter().map(|s| s.id).collect();
+        sorted.sort_by_key(|s| s.as_str());
+        let mut all: Vec<StepId> = StepId::all().collect();
+        all.sort_by_key(|s| s.as_str());
+        assert_eq!(sorted, all);
         assert_eq!(
             ids,
             [
@@ -792,12 +760,12 @@ mod tests {
         assert_eq!(
             catalog.ladder,
             [
-                "start",
-                "open-rdp-port",
-                "reset-rdp-config",
-                "reset-password",
-                "restart",
-                "redeploy"
+                ActionId::Start,
+                ActionId::OpenRdpPort,
+                ActionId::ResetRdpConfig,
+                ActionId::ResetPassword,
+                ActionId::Restart,
+                ActionId::Redeploy
             ]
         );
         let errors: Vec<&str> = catalog.errors.iter().map(|e| e.id.as_str()).collect();
@@ -818,31 +786,38 @@ mod tests {
             .filter_map(|s| s.runbook_step)
             .collect();
         assert!(numbers.windows(2).all(|w| w[0] <= w[1]), "{numbers:?}");
-        let permission = |id| catalog.step(id).and_then(|s| s.permission);
-        assert_eq!(permission("reset-rdp-config"), Some(Permission::Operate));
-        assert_eq!(permission("redeploy"), Some(Permission::Admin));
+        let permission = |id: ActionId| catalog.step(id).and_then(|s| s.permission);
         assert_eq!(
-            catalog.step("reset-password").map(|s| s.requires.clone()),
+            permission(ActionId::ResetRdpConfig),
+            Some(Permission::Operate)
+        );
+        assert_eq!(permission(ActionId::Redeploy), Some(Permission::Admin));
+        assert_eq!(
+            catalog
+                .step(ActionId::ResetPassword)
+                .map(|s| s.requires.clone()),
             Some(vec![
                 Precondition::Running,
                 Precondition::AgentReady,
                 Precondition::Windows
             ])
         );
-        assert!(catalog.step("nope").is_none());
     }
 
     #[test]
     fn confirm_text_fills_placeholders() {
         let catalog = Catalog::builtin();
         let restart = catalog
-            .step("restart")
+            .step(ActionId::Restart)
             .and_then(|s| s.confirm_text(&[("vm", "web-01")]));
         assert_eq!(
             restart.as_deref(),
             Some("Restart web-01? Everyone signed in is disconnected and unsaved work is lost.")
         );
-        assert_eq!(catalog.step("nsg").and_then(|s| s.confirm_text(&[])), None);
+        assert_eq!(
+            catalog.step(CheckId::Nsg).and_then(|s| s.confirm_text(&[])),
+            None
+        );
     }
 
     fn check_explain(text: &str, expect: &[&str]) {
@@ -1068,7 +1043,7 @@ steps = ["nsg"]
     /// Replaces `from` (which must occur) by `to` in the rdp file if `from` starts with `rdp:`,
     /// else in the errors file, loads both, and compares the error's Display with `expect`;
     /// returns the mismatch so that one run shows every failing case.
-    fn check_invalid(from: &str, to: &str, expect: &str) -> Result<(), String> {
+    fn check_invalid(from: &str, to: &str, expect: &str) -> Option<String> {
         let (mut rdp, mut errors) = (RDP.to_string(), ERRORS.to_string());
         let (target, from) = match from.strip_prefix("rdp:") {
             Some(from) => (&mut rdp, from),
@@ -1082,9 +1057,9 @@ steps = ["nsg"]
             &errors,
             "commands/rdp-errors.toml",
         ) {
-            Ok(_) => Err(format!("{from:?} -> {to:?} loaded")),
-            Err(e) if e.to_string() == expect => Ok(()),
-            Err(e) => Err(format!(
+            Ok(_) => Some(format!("{from:?} -> {to:?} loaded")),
+            Err(e) if e.to_string() == expect => None,
+            Err(e) => Some(format!(
                 "{from:?} -> {to:?}\n  got:    {e}\n  expect: {expect}"
             )),
         }
@@ -1154,7 +1129,7 @@ steps = ["nsg"]
             (
                 "errors:steps = [\"nsg\"]",
                 "steps = [\"nsgg\"]",
-                "commands/rdp-errors.toml:16: field `steps`: error `two`: unknown step `nsgg`",
+                "commands/rdp-errors.toml:16:9: field `steps`: unknown step `nsgg`; checks are vm-status, vm-agent, public-ip, nsg, resource-health, boot-diagnostics; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy",
             ),
             (
                 "errors:doc = \"https://example.com/\"",
@@ -1164,7 +1139,7 @@ steps = ["nsg"]
             (
                 "rdp:id = \"redeploy\"",
                 "id = \"reboot\"",
-                "commands/rdp.toml:101: field `id`: unknown step `reboot`; checks are vm-status, vm-agent, public-ip, nsg, resource-health, boot-diagnostics; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy",
+                "commands/rdp.toml:101:6: field `id`: unknown step `reboot`; checks are vm-status, vm-agent, public-ip, nsg, resource-health, boot-diagnostics; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy",
             ),
             (
                 "rdp:id = \"restart\"",
@@ -1204,7 +1179,7 @@ steps = ["nsg"]
             (
                 "rdp:ladder = [\"start\", \"redeploy\"]",
                 "ladder = [\"start\", \"nsg\"]",
-                "commands/rdp.toml:1: field `ladder`: `nsg` is not an action; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy",
+                "commands/rdp.toml:1:10: field `ladder`: unknown action `nsg`; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy",
             ),
             (
                 "rdp:doc = \"https://example.com/\"",
@@ -1214,7 +1189,7 @@ steps = ["nsg"]
         ];
         let failures: Vec<String> = cases
             .iter()
-            .filter_map(|(from, to, expect)| check_invalid(from, to, expect).err())
+            .filter_map(|(from, to, expect)| check_invalid(from, to, expect))
             .collect();
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }

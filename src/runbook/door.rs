@@ -92,6 +92,15 @@ pub enum DoorError {
 }
 
 impl DoorError {
+    /// rdp-doctor failed inside (its database), as opposed to the person's mistake or Azure's
+    /// answer: a front end shows a reference, not the details.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            DoorError::Store(_) | DoorError::Operate(OperateError::Store(_))
+        )
+    }
+
     /// Something the person can act on (a denial, a typo, a VM they must name better), as
     /// opposed to Azure or rdp-doctor failing.
     pub fn is_user_error(&self) -> bool {

@@ -354,11 +354,11 @@ pub fn next_action(catalog: &Catalog, vm: &VmFacts, findings: &[Finding]) -> Opt
     catalog
         .ladder
         .iter()
-        .filter_map(|id| ActionId::parse(id))
+        .copied()
         .filter(|action| wanted.contains(action))
-        .find(|action| {
+        .find(|&action| {
             catalog
-                .step(action.as_str())
+                .step(action)
                 .map(|step| step.requires.iter().all(|p| holds(*p, vm)))
                 .unwrap_or(false)
         })

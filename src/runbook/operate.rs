@@ -261,7 +261,7 @@ impl Operator {
     /// The level `action` needs (`commands/rdp.toml`; admin if it does not say).
     pub fn permission(&self, action: ActionId) -> crate::runbook::catalog::Permission {
         self.catalog
-            .step(action.as_str())
+            .step(action)
             .and_then(|s| s.permission)
             .unwrap_or(crate::runbook::catalog::Permission::Admin)
     }
@@ -370,7 +370,7 @@ impl Operator {
             confirmation_id: confirmation.id,
             plan,
             expires_ms: confirmation.expires_ms,
-            two_person: self.policy.two_person(action.as_str()),
+            two_person: self.policy.two_person(action),
             requester: requester_name.to_string(),
             notes,
         })
@@ -510,7 +510,7 @@ impl Operator {
             .await;
             return Err(denial.into());
         }
-        let two_person = self.policy.two_person(action.as_str());
+        let two_person = self.policy.two_person(action);
         let outcome = self
             .store
             .confirm(
@@ -616,7 +616,7 @@ impl Operator {
                 } else {
                     fix::parse_source(source).map_err(|e| {
                         OperateError::Refused(fix::Refusal {
-                            reason: e,
+                            reason: e.to_string(),
                             instead: None,
                         })
                     })?

@@ -84,20 +84,20 @@ pub(crate) const READ_GROUPS: &str = "Microsoft.Resources/subscriptions/resource
 
 /// A role assignment names a known built-in role or gives actions, at a subscription or
 /// resource-group scope.
-pub(super) fn validate(assignment: &RoleAssignment) -> Result<(), String> {
+pub(super) fn validate(assignment: &RoleAssignment) -> anyhow::Result<()> {
     if assignment.role.is_empty() == assignment.actions.is_empty() {
-        return Err(format!(
+        anyhow::bail!(
             "a role assignment at '{}' needs either a built-in role name or a custom role's actions",
             assignment.scope
-        ));
+        );
     }
     if !assignment.role.is_empty() && built_in(&assignment.role).is_none() {
         let known: Vec<&str> = BUILT_IN.iter().map(|(name, _)| *name).collect();
-        return Err(format!(
+        anyhow::bail!(
             "unknown role '{}' (the simulator models {})",
             assignment.role,
             known.join(", ")
-        ));
+        );
     }
     let segs: Vec<&str> = assignment
         .scope
@@ -112,10 +112,10 @@ pub(super) fn validate(assignment: &RoleAssignment) -> Result<(), String> {
         _ => false,
     };
     if !valid {
-        return Err(format!(
+        anyhow::bail!(
             "scope '{}' is neither /subscriptions/ID nor /subscriptions/ID/resourceGroups/NAME",
             assignment.scope
-        ));
+        );
     }
     Ok(())
 }

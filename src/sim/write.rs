@@ -436,25 +436,21 @@ fn windows_vmaccess_run(
     version: Option<&str>,
     settings: &Value,
     protected: Option<&Value>,
-) -> Result<VmAccessRun, String> {
+) -> Result<VmAccessRun, HandlerFailure> {
     let empty = serde_json::Map::new();
     let public = settings.as_object().unwrap_or(&empty);
     let private = match protected {
         None => &empty,
         Some(Value::Object(map)) => map,
-        Some(_) => return Err("protectedSettings is not a JSON object.".to_owned()),
+        Some(_) => return Err(HandlerFailure::ProtectedNotObject),
     };
     if public.keys().any(|k| k.eq_ignore_ascii_case("password")) {
-        return Err("A password was sent in public settings, which are stored in clear and returned on every read. Send it as protectedSettings.Password.".to_owned());
+        return Err(HandlerFailure::PasswordInPublic);
     }
     match version {
         Some(v) if v.split('.').next() == Some("2") => {}
-        Some(v) => {
-            return Err(format!(
-                "typeHandlerVersion '{v}' is not a version of VMAccessAgent for Windows (2.x)."
-            ))
-        }
-        None => return Err("typeHandlerVersion is missing.".to_owned()),
+        Some(v) => return Err(HandlerFailure::Version(v.to_owned())),
+        None => return Err(HandlerFailure::NoVersion),
     }
     let unknown: Vec<String> = public
         .keys()
@@ -468,25 +464,40 @@ fn windows_vmaccess_run(
         )
         .collect();
     if !unknown.is_empty() {
-        return Err(format!(
-            "Unrecognized setting(s) {}: the handler reads settings.UserName and protectedSettings.Password.",
-            unknown.join(", ")
-        ));
+        return Err(HandlerFailure::Unrecognized(unknown.join(", ")));
     }
     let password_given = private
         .get("Password")
         .is_some_and(|p| p.as_str().is_some_and(|p| !p.is_empty()));
     match public.get("UserName").map(Value::as_str) {
-        None if password_given => {
-            Err("protectedSettings.Password was sent without settings.UserName.".to_owned())
-        }
+        None if password_given => Err(HandlerFailure::PasswordWithoutUser),
         None => Ok(VmAccessRun::ResetRdp),
         Some(Some(username)) if !username.is_empty() => Ok(VmAccessRun::ResetUser {
             username: username.to_owned(),
             password_given,
         }),
-        Some(_) => Err("settings.UserName is empty or not a string.".to_owned()),
+        Some(_) => Err(HandlerFailure::EmptyUser),
     }
+}
+
+/// Why the Windows VMAccess handler in the guest fails a run (the simulator's wording; it
+/// never repeats a value of the settings).
+#[derive(Debug, Clone, thiserror::Error)]
+enum HandlerFailure {
+    #[error("protectedSettings is not a JSON object.")]
+    ProtectedNotObject,
+    #[error("A password was sent in public settings, which are stored in clear and returned on every read. Send it as protectedSettings.Password.")]
+    PasswordInPublic,
+    #[error("typeHandlerVersion '{0}' is not a version of VMAccessAgent for Windows (2.x).")]
+    Version(String),
+    #[error("typeHandlerVersion is missing.")]
+    NoVersion,
+    #[error("Unrecognized setting(s) {0}: the handler reads settings.UserName and protectedSettings.Password.")]
+    Unrecognized(String),
+    #[error("protectedSettings.Password was sent without settings.UserName.")]
+    PasswordWithoutUser,
+    #[error("settings.UserName is empty or not a string.")]
+    EmptyUser,
 }
 
 /// What a VMAccessAgent run does in the guest, decided from the PUT. Holds no password.
@@ -680,7 +691,7 @@ pub(crate) fn put_extension(
                 pending.name, pending.publisher, pending.kind
             ),
         };
-        let failure = failure.clone();
+        let failure = failure.to_string();
         plan.on_complete = Some(on_vm(vm, move |vm| finish(vm, "Failed", failure)));
     } else if agent_ready {
         plan.on_complete = Some(on_vm(vm, move |vm| {

@@ -11,7 +11,7 @@ mod reset_password;
 mod reset_rdp_config;
 
 pub use aftermath::{what_azure_did, Learned};
-pub use open_rdp_port::{parse_source, RdpSource};
+pub use open_rdp_port::{parse_source, RdpSource, SourceError};
 pub use reset_password::{check_password, PasswordProblem};
 
 use crate::azure::{Arm, ArmError, OperationHandle, VmRef};

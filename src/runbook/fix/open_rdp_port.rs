@@ -36,10 +36,29 @@ impl RdpSource {
     }
 }
 
+/// Why a typed source is not one `open-rdp` accepts; displays what to type instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0:?} opens RDP to the whole Internet; if you really mean that, say `anywhere`")]
+    Everyone(String),
+    #[error("{0:?} is not an IPv4 CIDR")]
+    NotCidr(String),
+    #[error("{0:?}: the prefix length must be 8 to 32")]
+    PrefixLength(String),
+    #[error("{text:?} has host bits set; did you mean {network}/{len}?")]
+    HostBits {
+        text: String,
+        network: Ipv4Addr,
+        len: u8,
+    },
+    #[error("{0:?} is not an IPv4 address, a CIDR, a service tag or `anywhere`")]
+    Unknown(String),
+}
+
 /// Parse what a person typed: `203.0.113.7`, `203.0.113.0/24`, a service tag, or `anywhere`.
 /// Opening to everyone needs the word `anywhere`; `*`, `0.0.0.0/0` and `Internet` are refused
 /// with that hint so nobody does it by accident.
-pub fn parse_source(text: &str) -> Result<RdpSource, String> {
+pub fn parse_source(text: &str) -> Result<RdpSource, SourceError> {
     let text = text.trim();
     if text.eq_ignore_ascii_case("anywhere") {
         return Ok(RdpSource::Anywhere);
@@ -49,9 +68,7 @@ pub fn parse_source(text: &str) -> Result<RdpSource, String> {
         || text.eq_ignore_ascii_case("internet")
         || text.eq_ignore_ascii_case("any")
     {
-        return Err(format!(
-            "{text:?} opens RDP to the whole Internet; if you really mean that, say `anywhere`"
-        ));
+        return Err(SourceError::Everyone(text.to_string()));
     }
     if let Ok(ip) = text.parse::<Ipv4Addr>() {
         return Ok(RdpSource::Address(ip));
@@ -59,18 +76,19 @@ pub fn parse_source(text: &str) -> Result<RdpSource, String> {
     if let Some((ip, len)) = text.split_once('/') {
         let ip: Ipv4Addr = ip
             .parse()
-            .map_err(|_| format!("{text:?} is not an IPv4 CIDR"))?;
+            .map_err(|_| SourceError::NotCidr(text.to_string()))?;
         let len: u8 = len
             .parse()
             .ok()
             .filter(|l| (8..=32).contains(l))
-            .ok_or_else(|| format!("{text:?}: the prefix length must be 8 to 32"))?;
+            .ok_or_else(|| SourceError::PrefixLength(text.to_string()))?;
         let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
         if u32::from(ip) & !mask != 0 {
-            return Err(format!(
-                "{text:?} has host bits set; did you mean {}/{len}?",
-                Ipv4Addr::from(u32::from(ip) & mask)
-            ));
+            return Err(SourceError::HostBits {
+                text: text.to_string(),
+                network: Ipv4Addr::from(u32::from(ip) & mask),
+                len,
+            });
         }
         return Ok(RdpSource::Cidr(ip, len));
     }
@@ -81,9 +99,7 @@ pub fn parse_source(text: &str) -> Result<RdpSource, String> {
     if tag_ok {
         return Ok(RdpSource::Tag(text.to_string()));
     }
-    Err(format!(
-        "{text:?} is not an IPv4 address, a CIDR, a service tag or `anywhere`"
-    ))
+    Err(SourceError::Unknown(text.to_string()))
 }
 
 fn rule_name(source: &RdpSource) -> String {
@@ -229,12 +245,16 @@ mod tests {
         assert_eq!(parse_source(" Anywhere "), Ok(RdpSource::Anywhere));
         for everyone in ["*", "0.0.0.0/0", "Internet", "any"] {
             assert!(
-                parse_source(everyone).unwrap_err().contains("anywhere"),
+                parse_source(everyone)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("anywhere"),
                 "{everyone}"
             );
         }
         assert!(parse_source("203.0.113.7/24")
             .unwrap_err()
+            .to_string()
             .contains("203.0.113.0/24"));
         assert!(parse_source("10.0.0.0/40").is_err());
         assert!(parse_source("rm -rf /").is_err());
