@@ -139,7 +139,7 @@ async fn run() -> anyhow::Result<Vec<Row>> {
         Row::info(
             "fair: the sweep meanwhile",
             format!(
-                "{queued} of its requests queued when the checks began; {sweep_requests} sent during them ({:.1}/s; the bucket refills 25/s); {} VMs checked before the cancel",
+                "{queued} of its requests queued when the checks began; {sweep_requests} sent during them ({:.1}/s; ARM refills 25 reads and 10 writes a second); {} VMs checked before the cancel",
                 sweep_requests as f64 / window.as_secs_f64().max(f64::EPSILON),
                 report.vms.len()
             ),
