@@ -1457,7 +1457,20 @@ async fn a_persons_check_during_a_sweep_that_drained_the_bucket_does_not_wait_be
             retry_after_secs: 1,
             ..SimOptions::fast()
         };
-        let h = Harness::with_options(world, options).await;
+        let secret = world.client_secret.clone();
+        let mut h = Harness::with_options(world, options).await;
+        // rdp-doctor told the bucket's refill, as `[azure] refill_per_sec` does.
+        let url = url::Url::parse(&h.sim.url()).expect("url");
+        let mut settings = support::fast_settings(url.clone());
+        settings.refill_per_sec = 5.0;
+        h.arm = Arm::connect_with_secret(
+            settings,
+            url,
+            support::TENANT,
+            support::CLIENT,
+            secret.into(),
+        )
+        .expect("arm");
         // Signed in, as a running bot is.
         h.check("web-01").await.expect("first check");
         let sweeps = h.arm.for_sweep();

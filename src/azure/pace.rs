@@ -702,7 +702,7 @@ impl Policy for Pacing {
         let mut held = Duration::ZERO;
         while let Some(wait) = pacer.provider_hold(&subscription, &route, &url, Instant::now()) {
             held += wait;
-            tracing::trace!(?wait, "ARM request held for its resource provider's bucket");
+            tracing::trace!(?wait, %route, "ARM request held for its resource provider bucket");
             tokio::time::sleep(wait).await;
         }
         let ticket = loop {
@@ -732,7 +732,7 @@ impl Policy for Pacing {
                     let mut wait = wait;
                     loop {
                         held += wait;
-                        tracing::trace!(?wait, "ARM request paced");
+                        tracing::trace!(?wait, %route, ?priority, "ARM request paced");
                         tokio::time::sleep(wait).await;
                         match pacer.wake(&ticket.key, seq, priority, Instant::now()) {
                             None => break,
