@@ -4,7 +4,7 @@
 mod effective;
 mod rules;
 
-pub(crate) use effective::effective_nsg_list;
+use effective::effective_nsg_list;
 pub(crate) use rules::{get_security_rule, network_operation_status, put_security_rule};
 
 use super::lro::{NewOperation, Outcome, Poll};

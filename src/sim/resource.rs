@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::ops::Range;
 
 // ---------------------------------------------------------------------------------------------
-// What a handler may use
+// The request
 
 /// What a route handler may use.
 pub(crate) struct Ctx<'a> {
@@ -38,6 +38,25 @@ pub(crate) struct Ctx<'a> {
 }
 
 pub(crate) type Answer = Result<Reply, Reply>;
+
+/// The request's path and query as received (re-encoded), e.g. for a `Location` pointing back at it.
+pub(crate) fn current_url(ctx: &Ctx<'_>) -> String {
+    let query: Vec<String> = ctx
+        .query
+        .0
+        .iter()
+        .map(|(k, v)| {
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair(k, v)
+                .finish()
+        })
+        .collect();
+    if query.is_empty() {
+        ctx.path.to_owned()
+    } else {
+        format!("{}?{}", ctx.path, query.join("&"))
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Ids and lookups
@@ -224,24 +243,6 @@ impl Page {
 /// A query value as it goes into a URL.
 fn encode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
-}
-
-pub(crate) fn current_url(ctx: &Ctx<'_>) -> String {
-    let query: Vec<String> = ctx
-        .query
-        .0
-        .iter()
-        .map(|(k, v)| {
-            url::form_urlencoded::Serializer::new(String::new())
-                .append_pair(k, v)
-                .finish()
-        })
-        .collect();
-    if query.is_empty() {
-        ctx.path.to_owned()
-    } else {
-        format!("{}?{}", ctx.path, query.join("&"))
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
