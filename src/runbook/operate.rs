@@ -2,6 +2,28 @@
 //! confirm → authorise the confirmer (and the two-person rule) → exactly-once → per-VM lock →
 //! preconditions re-read → ARM write → follow → re-check → what changed. Everything is audited.
 //!
+//! The write path, step by step (each step is commented where it happens):
+//!
+//! 1. **Request** ([`Operator::request`]): the requester is authorised for the fix's level on the
+//!    VM, the VM is free (an operation left by a stopped process is followed to its end first),
+//!    a plan is made from facts read now and the requester is authorised on any other resource
+//!    it changes; a confirmation is stored with the plan's fingerprint. Nothing is sent.
+//! 2. **Confirm** ([`Operator::confirm`]): the confirmer is authorised; the store takes the
+//!    confirmation in one conditional `UPDATE` (pending, unexpired, and another person under the
+//!    two-person rule), so exactly one click gets past it; an audit entry must be written.
+//! 3. **Lock** (`run`): a running operation is recorded for the VM; the store's partial unique
+//!    index allows one per VM, so a second fix on it is refused with who holds it.
+//! 4. **Write** (`run`): facts are read again, the plan re-made and the confirmer authorised on
+//!    it; a plan whose fingerprint differs from the one confirmed sends nothing. Otherwise the
+//!    write is sent once; a write whose answer was lost is never sent again.
+//! 5. **Follow** (`run`, `conclude`): Azure's operation URL is stored before anyone is told
+//!    "sent", then followed. A sent write's operation ends (and the lock is released) only on
+//!    Azure's verdict, or after a lost answer on what reading the VM shows; otherwise it stays
+//!    running for `resume` or the next command. A write refused before Azure acted releases
+//!    the lock at once.
+//! 6. **Re-check** (`conclude`): after a success the VM is checked again (after a power action,
+//!    once it has settled) and the report says what changed.
+//!
 //! **Architecture Invariant:** nothing here changes a VM without a stored, unexpired, single-use
 //! confirmation from an authorised actor; the store's atomic `confirm` and per-VM lock decide.
 //! Passwords never reach the store: they wait in memory (`SecretString`) next to the
@@ -294,11 +316,22 @@ impl Operator {
         request: FixRequest,
     ) -> Result<Prompt, OperateError> {
         let action = request.action();
+        // Request, 1: the person asking holds the fix's level on the VM's scope (the policy,
+        // not Azure, decides; a denial names the missing permission), before any Azure request.
         self.policy.authorize(actor, self.permission(action), vm)?;
+        // Request, 2: the VM is not held by another fix. An operation no task of this process
+        // follows (a stopped CLI's, another process's) is followed to its end first; one still
+        // running refuses the request with who holds the VM.
         let notes = self.ensure_free(vm).await?;
+        // Request, 3: the plan is made from facts read now (reads only), or refused with what
+        // to do instead.
         let facts = fix::facts(&self.arm, vm).await?;
         let plan = fix::plan(&self.arm, &facts, &request).await?;
+        // Request, 4: a plan that changes another resource (the NSG of `open-rdp`) needs the
+        // level on that resource's scope too.
         self.authorize_plan(actor, &plan)?;
+        // Request, 5: the confirmation is stored with the plan's fingerprint and the requester's
+        // person key (what the two-person rule compares). Nothing has been sent to Azure.
         let requester = self.policy.person_key(&actor.id);
         self.prompt(&requester, &actor.name, channel, request, plan, notes)
             .await
@@ -341,6 +374,8 @@ impl Operator {
         let ttl = self.policy.confirm_ttl().as_millis() as i64;
         let mut summary = plan.consequences.clone();
         summary.extend(plan.warnings.iter().cloned());
+        // What the confirmer will be held to: `run` re-plans and compares this fingerprint
+        // (headline, consequences, warnings, what would be sent) before sending anything.
         let mut params = request.public_params();
         params["plan"] = serde_json::Value::String(plan.fingerprint());
         let confirmation = self
@@ -358,6 +393,8 @@ impl Operator {
                 ttl_ms: ttl,
             })
             .await?;
+        // A password never reaches the store (`public_params` leaves it out): it waits in memory
+        // under the confirmation id until used, cancelled or expired.
         if let FixRequest::ResetPassword { username, password } = request {
             self.keep_password(
                 &confirmation.id,
@@ -499,6 +536,8 @@ impl Operator {
         };
         let action = ActionId::parse(&pending.action).ok_or(OperateError::NotFound)?;
         let vm = VmRef::from_stored(&pending.vm_id, &pending.vm_name);
+        // Confirm, 1: the confirmer holds the fix's level on the VM, before the confirmation is
+        // taken: a denied click leaves it pending for someone who may (and is audited).
         if let Err(denial) = self.policy.authorize(actor, self.permission(action), &vm) {
             self.audit(
                 actor,
@@ -510,6 +549,10 @@ impl Operator {
             .await;
             return Err(denial.into());
         }
+        // Confirm, 2: the store takes the confirmation in one conditional `UPDATE` (still pending,
+        // not expired, and under the two-person rule a different person than the requester, by
+        // `Policy::person_key`). Exactly one confirmer ever gets `Confirmed`; every other click
+        // learns who confirmed, who cancelled, that it expired, or that it needs another person.
         let two_person = self.policy.two_person(action);
         let outcome = self
             .store
@@ -548,7 +591,8 @@ impl Operator {
                 return Err(error);
             }
         };
-        // No audit entry, no fix.
+        // Confirm, 3: no audit entry, no fix (the store is retried a few times; a failure ends
+        // here, before the VM is locked or anything is sent).
         self.audit_required(
             actor,
             confirmation.channel.as_deref(),
@@ -557,6 +601,8 @@ impl Operator {
             &format!("confirmed {} {}", action.as_str(), short(confirmation_id)),
         )
         .await?;
+        // Confirm, 4: the request as it was asked for; a password is taken out of memory here
+        // (removed, so it serves one write at most).
         let request = match self.rebuild_request(action, &confirmation.params_json, confirmation_id)
         {
             Ok(r) => r,
@@ -572,6 +618,7 @@ impl Operator {
                 return Err(e);
             }
         };
+        // The fingerprint of the plan the prompt showed, which `run` holds the new plan to.
         let shown = serde_json::from_str::<serde_json::Value>(&confirmation.params_json)
             .ok()
             .and_then(|p| p["plan"].as_str().map(str::to_string));
@@ -649,7 +696,7 @@ impl Operator {
         shown: Option<&str>,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, OperateError> {
-        // An operation an interrupted process left behind is followed to its end first.
+        // Lock, 1: an operation an interrupted process left behind is followed to its end first.
         let mut notes = self.ensure_free(vm).await?;
         let new = NewOperation {
             action: action.as_str().to_string(),
@@ -664,6 +711,12 @@ impl Operator {
             confirmation_id: confirmation_id.map(str::to_string),
             started_ms: now_ms(),
         };
+        // Lock, 2: recording the running operation is the lock. The store's partial unique index
+        // allows one running operation per VM, whichever process or connection inserts it, so
+        // of two confirmed fixes on one VM the second is refused here, with who holds it. From
+        // here on every path either records how the operation ended (which releases the lock)
+        // or leaves it running for a later command to follow (a database that keeps failing
+        // leaves it locked too: said in the outcome's notes, or logged when nothing was sent).
         let locked = stored("taking the VM's lock", || self.store.start_operation(&new)).await?;
         let operation = match locked {
             Ok(op) => op,
@@ -686,7 +739,8 @@ impl Operator {
                 return Err(error);
             }
         };
-        // Ours until it ends or this task is dropped (then a later command follows it).
+        // Ours until it ends or this task is dropped (then a later command follows it): while
+        // held, `ensure_free` and `resume` in this process leave the operation to this task.
         let _live = self.hold(operation.id);
         let job = Job {
             operation_id: operation.id,
@@ -703,8 +757,10 @@ impl Operator {
         {
             notes.push(store_note("where progress is shown", &e));
         }
+        // The report before the write, for "what changed" after the re-check.
         let before = self.snapshot(vm).await;
-        // Preconditions from facts read just before the write, not when the prompt was shown.
+        // Write, 1: preconditions from facts read just before the write, not when the prompt was
+        // shown. A refusal sends nothing and releases the lock (`not_sent`).
         let planned = async {
             let facts = fix::facts(&self.arm, vm).await?;
             Ok::<Plan, OperateError>(fix::plan(&self.arm, &facts, &request).await?)
@@ -714,9 +770,9 @@ impl Operator {
             Ok(plan) => plan,
             Err(e) => return Err(self.not_sent(&job, e, &mut notes).await),
         };
-        // The confirmer is authorised on what the plan changes *now*, and the plan must be the
-        // one the prompt showed: another NSG, priority or consequence runs nothing, and a fresh
-        // prompt is stored for it.
+        // Write, 2: the confirmer is authorised on what the plan changes *now*, and the plan must
+        // be the one the prompt showed (same fingerprint): another NSG, priority or consequence
+        // runs nothing, releases the lock, and a fresh prompt is stored for it.
         if let Err(e) = self.authorize_plan(actor, &plan) {
             return Err(self.not_sent(&job, e, &mut notes).await);
         }
@@ -742,21 +798,30 @@ impl Operator {
             };
             return Err(self.not_sent(&job, changed, &mut notes).await);
         }
+        // Write, 3: the only `Confirmed` is made here, under the lock, after the checks above;
+        // `azure`'s writes cannot be called without one. The write is sent once: the retry
+        // policy re-sends a write only after an answer that proves Azure did not act (429, 503
+        // with `Retry-After`, no connection made), and nothing here sends it again. The tag
+        // (VMAccess's `forceUpdateTag`) is how `learn` recognises this write after a lost answer.
         let confirmed = Confirmed { _private: () };
         let tag = crate::azure::new_update_tag();
         let sent = fix::execute(&self.arm, &confirmed, &plan, &request, &tag).await;
+        // A password in the request is dropped as soon as it has been sent.
         drop(request);
         let handle = match sent {
             Ok(handle) => handle,
+            // Write, 4: the answer was lost (a timeout, a dropped connection, a 5xx): Azure may
+            // have acted, so the write is never re-sent; the VM is read to learn what happened.
             Err(e) if e.is_unanswered() => {
                 return Ok(self
                     .after_unanswered(&job, &plan, &tag, e, before, notes, progress)
                     .await);
             }
+            // An answer that says Azure did not act: record the failure, release the lock.
             Err(e) => return Err(self.not_sent(&job, e.into(), &mut notes).await),
         };
-        // The URL is stored before anyone is told "sent": an interrupted process leaves an
-        // operation the next command can follow.
+        // Follow, 1: the URL is stored before anyone is told "sent": an interrupted process
+        // leaves an operation the next command (or `resume`) can follow.
         let url = handle.to_json();
         if let Err(e) = stored("saving Azure's operation URL", || {
             self.store.set_operation_url(operation.id, &url)
@@ -774,10 +839,13 @@ impl Operator {
             vm: vm.name.clone(),
         });
         progress(Progress::Waiting);
+        // Follow, 2: poll Azure's operation until it ends or `operation_timeout` passes; polling
+        // only reads, so nothing is sent twice.
         let result = self
             .arm
             .wait(&handle, &format!("{} of {}", action.as_str(), vm.name))
             .await;
+        // Follow, 3 and re-check: `conclude` records the end and re-checks.
         Ok(self.conclude(&job, result, before, notes, progress).await)
     }
 
@@ -791,6 +859,8 @@ impl Operator {
     ) -> OperateError {
         let (code, message) = error_parts(&error);
         let outcome = OperationOutcome::Failed { code, message };
+        // Finishing the operation releases the VM's lock; if the database keeps failing, the VM
+        // stays locked and it is logged (an admin's `unlock` frees it).
         if let Err(e) = stored("recording the refused fix", || {
             self.store.finish_operation(job.operation_id, &outcome)
         })
@@ -905,6 +975,9 @@ impl Operator {
         mut notes: Vec<String>,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Outcome {
+        // Follow, 3: only Azure's verdict (success, or the operation failed) ends the operation.
+        // A timeout or an unreadable operation leaves it running: the VM stays locked and
+        // `resume` or the next command on the VM follows it.
         let ended = match &result {
             Ok(()) => Some(OperationOutcome::Succeeded),
             Err(e @ ArmError::OperationFailed { .. }) => Some(OperationOutcome::Failed {
@@ -915,6 +988,9 @@ impl Operator {
         };
         let still_running = ended.is_none();
         let mut recorded_here = true;
+        // Recording the end releases the lock. It is conditional on the operation still running,
+        // so when several processes follow one operation its outcome is recorded (and audited)
+        // once.
         if let Some(outcome) = &ended {
             match stored("recording the outcome", || {
                 self.store.finish_operation(job.operation_id, outcome)
@@ -957,6 +1033,9 @@ impl Operator {
         let mut after = None;
         let mut changes = Vec::new();
         let mut still_settling = None;
+        // Re-check: only after a success. A start, restart or redeploy first waits for the VM to
+        // settle (running, guest agent Ready) up to `settle_timeout`; the re-check is a full
+        // check (reads only), compared with the report from before the write.
         if result.is_ok() {
             if reboots(job.action) {
                 still_settling = self.settle(job.vm, progress).await;

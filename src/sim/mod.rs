@@ -8,18 +8,28 @@
 //! **Architecture Invariant:** the simulator knows nothing of rdp-doctor's runbook or diagnosis;
 //! it only models Azure. Nothing outside tests and the `simulate` command depends on it.
 //!
-//! Layout: `world` (the data, TOML and test builder), `arm` (routes and ARM JSON for reads),
-//! `write` (power actions, extensions and NSG rules, and how they change the world), `lro`
-//! (long-running operations), `throttle` (token bucket, faults), `blob` (screenshot, serial log).
+//! Layout: `world` (the data, TOML and test builder), `route` (ARM's routing table), `arm` (hands
+//! each route to its provider's module), one module per resource provider with its reads and
+//! writes in ARM's JSON (`compute`: VMs, boot diagnostics, power actions, extensions;
+//! `network`: NICs, public IPs, subnets, NSGs and their rules, effective rules; `health`:
+//! Resource Health; `authorization`: resource groups and permissions), `resource` (what they
+//! share: request context, ids, lookups, paging, accepting a write), `lro` (long-running
+//! operations), `throttle` (token bucket, faults), `blob` (screenshot, serial log), `entra`
+//! (tokens), `rbac` (Azure RBAC).
 
 mod arm;
+mod authorization;
 mod blob;
+mod compute;
 mod entra;
+mod health;
 mod lro;
+mod network;
 mod rbac;
+mod resource;
+mod route;
 mod throttle;
 mod world;
-mod write;
 
 pub use entra::ManagedIdentities;
 pub use throttle::{BucketOptions, ComputeGetBuckets, Fault, FaultKind};
@@ -30,11 +40,11 @@ pub use world::{
 };
 
 use anyhow::Context as _;
-use arm::{Query, Route};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use route::{Query, Route};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::hash_map::RandomState;
@@ -995,7 +1005,7 @@ fn arm_request(
                 }
             }
         };
-        let mut ctx = arm::Ctx {
+        let mut ctx = resource::Ctx {
             world: &mut world,
             base: &shared.url,
             lro: &shared.lro,

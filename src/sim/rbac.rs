@@ -36,7 +36,7 @@
 //! started an operation may follow it (a VM restart with a group-scoped role is followed to its
 //! end by the az CLI).
 
-use super::arm::{Route, VmAction};
+use super::route::{Route, VmAction};
 use super::world::{Principal, RoleAssignment, World};
 use super::Reply;
 

@@ -1,0 +1,502 @@
+
+use super::*;
+use crate::diagnose::CheckId;
+
+#[test]
+fn builtin_runbook_loads() {
+    let catalog = Catalog::builtin();
+    let ids: Vec<&str> = catalog.steps.iter().map(|s| s.id.as_str()).collect();
+    // Every step once, and nothing else.
+    let mut sorted: Vec<StepId> = catalog.steps.iter().map(|s| s.id).collect();
+    sorted.sort_by_key(|s| s.as_str());
+    let mut all: Vec<StepId> = StepId::all().collect();
+    all.sort_by_key(|s| s.as_str());
+    assert_eq!(sorted, all);
+    assert_eq!(
+        ids,
+        [
+            "vm-status",
+            "start",
+            "vm-agent",
+            "reset-rdp-config",
+            "public-ip",
+            "nsg",
+            "open-rdp-port",
+            "boot-diagnostics",
+            "resource-health",
+            "reset-password",
+            "restart",
+            "redeploy",
+        ]
+    );
+    assert_eq!(
+        catalog.ladder,
+        [
+            ActionId::Start,
+            ActionId::OpenRdpPort,
+            ActionId::ResetRdpConfig,
+            ActionId::ResetPassword,
+            ActionId::Restart,
+            ActionId::Redeploy
+        ]
+    );
+    let errors: Vec<&str> = catalog.errors.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        errors,
+        [
+            "no-license-server",
+            "cannot-find-computer",
+            "lsa-cannot-be-contacted",
+            "credentials-did-not-work",
+            "cannot-connect-to-remote-computer",
+        ]
+    );
+    // Runbook numbers only grow along the file: the file is in the runbook's order.
+    let numbers: Vec<u8> = catalog
+        .steps
+        .iter()
+        .filter_map(|s| s.runbook_step)
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] <= w[1]), "{numbers:?}");
+    let permission = |id: ActionId| catalog.step(id).and_then(|s| s.permission);
+    assert_eq!(
+        permission(ActionId::ResetRdpConfig),
+        Some(Permission::Operate)
+    );
+    assert_eq!(permission(ActionId::Redeploy), Some(Permission::Admin));
+    assert_eq!(
+        catalog
+            .step(ActionId::ResetPassword)
+            .map(|s| s.requires.clone()),
+        Some(vec![
+            Precondition::Running,
+            Precondition::AgentReady,
+            Precondition::Windows
+        ])
+    );
+}
+
+#[test]
+fn confirm_text_fills_placeholders() {
+    let catalog = Catalog::builtin();
+    let restart = catalog
+        .step(ActionId::Restart)
+        .and_then(|s| s.confirm_text(&[("vm", "web-01")]));
+    assert_eq!(
+        restart.as_deref(),
+        Some("Restart web-01? Everyone signed in is disconnected and unsaved work is lost.")
+    );
+    assert_eq!(
+        catalog.step(CheckId::Nsg).and_then(|s| s.confirm_text(&[])),
+        None
+    );
+}
+
+fn check_explain(text: &str, expect: &[&str]) {
+    let catalog = Catalog::builtin();
+    let got: Vec<&str> = catalog
+        .explain(text)
+        .iter()
+        .map(|e| e.id.as_str())
+        .collect();
+    assert_eq!(got, expect, "explain({text:?})");
+}
+
+#[test]
+fn explain_matches_pasted_messages() {
+    let cases: &[(&str, &[&str])] = &[
+            (
+                "The remote session was disconnected because there are no Remote Desktop License Servers available to provide a license.",
+                &["no-license-server"],
+            ),
+            (
+                "\"The remote session was disconnected because there are no Remote Desktop\nLicense Servers available to provide a license. Please contact the server administrator.\"",
+                &["no-license-server"],
+            ),
+            (
+                "no remote desktop license server available",
+                &["no-license-server"],
+            ),
+            (
+                "Remote Desktop can't find the computer \"web-01\".",
+                &["cannot-find-computer"],
+            ),
+            (
+                "Remote Desktop can’t find the computer “web-01”.",
+                &["cannot-find-computer"],
+            ),
+            (
+                "getting this when I click connect: Remote Desktop cannot find the computer 'web-01.contoso.com'. This might mean...",
+                &["cannot-find-computer"],
+            ),
+            (
+                "remote desktop cant find the computer",
+                &["cannot-find-computer"],
+            ),
+            (
+                "An authentication error has occurred.\r\nThe Local Security Authority cannot be contacted\r\n\r\nRemote computer: 10.0.0.4",
+                &["lsa-cannot-be-contacted"],
+            ),
+            (
+                "the local security authority can’t be contacted",
+                &["lsa-cannot-be-contacted"],
+            ),
+            (
+                "Windows Security error: Your credentials did not work.",
+                &["credentials-did-not-work"],
+            ),
+            (
+                "Windows Security\nYour credentials didn’t work\nThe credentials that were used to connect to 20.1.2.3 did not work.",
+                &["credentials-did-not-work"],
+            ),
+            (
+                "YOUR CREDENTIALS DID NOT WORK",
+                &["credentials-did-not-work"],
+            ),
+            (
+                "This computer can't connect to the remote computer.",
+                &["cannot-connect-to-remote-computer"],
+            ),
+            (
+                "Remote Desktop Connection: This computer can’t connect to the remote computer.\nTry connecting again.",
+                &["cannot-connect-to-remote-computer"],
+            ),
+            (
+                "this computer cannot  connect to the\nremote computer",
+                &["cannot-connect-to-remote-computer"],
+            ),
+            // Two messages in one paste: in the order they appear.
+            (
+                "first: Your credentials did not work. then: Remote Desktop can't find the computer \"x\"",
+                &["credentials-did-not-work", "cannot-find-computer"],
+            ),
+            ("", &[]),
+            ("The VM is slow and the disk is full.", &[]),
+            // CredSSP's "authentication error" is a different problem from the LSA one.
+            (
+                "An authentication error has occurred. The function requested is not supported.",
+                &[],
+            ),
+            ("Remote Desktop can find the computer", &[]),
+        ];
+    for (text, expect) in cases {
+        check_explain(text, expect);
+    }
+}
+
+// A small but complete pair of files; the invalid cases below each change one thing.
+const RDP: &str = r#"ladder = ["start", "redeploy"]
+
+[texts]
+no_public_ip = "a"
+agent_not_ready = "b"
+linux = "c"
+classic = "d"
+enable_boot_diagnostics = "e"
+register_resource_health = "f"
+reconnect = "g"
+
+[[step]]
+id = "vm-status"
+kind = "check"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+
+[[step]]
+id = "vm-agent"
+kind = "check"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+
+[[step]]
+id = "public-ip"
+kind = "check"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+
+[[step]]
+id = "nsg"
+kind = "check"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+
+[[step]]
+id = "resource-health"
+kind = "check"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+
+[[step]]
+id = "boot-diagnostics"
+kind = "check"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+
+[[step]]
+id = "reset-rdp-config"
+kind = "action"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+confirm = "Reset {vm}?"
+permission = "operate"
+requires = ["running", "agent-ready"]
+
+[[step]]
+id = "open-rdp-port"
+kind = "action"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+confirm = "c"
+permission = "admin"
+
+[[step]]
+id = "reset-password"
+kind = "action"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+confirm = "c"
+permission = "admin"
+
+[[step]]
+id = "start"
+kind = "action"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+confirm = "c"
+permission = "operate"
+
+[[step]]
+id = "restart"
+kind = "action"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+confirm = "c"
+permission = "operate"
+
+[[step]]
+id = "redeploy"
+kind = "action"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+confirm = "c"
+permission = "admin"
+"#;
+
+const ERRORS: &str = r#"[[error]]
+id = "one"
+pattern = 'one\s+error'
+message = "m"
+cause = "c"
+fix = "f"
+doc = "https://example.com/"
+
+[[error]]
+id = "two"
+pattern = "two"
+message = "m"
+cause = "c"
+fix = "f"
+doc = "https://example.com/"
+steps = ["nsg"]
+"#;
+
+/// Replaces `from` (which must occur) by `to` in the rdp file if `from` starts with `rdp:`,
+/// else in the errors file, loads both, and compares the error's Display with `expect`;
+/// returns the mismatch so that one run shows every failing case.
+fn check_invalid(from: &str, to: &str, expect: &str) -> Option<String> {
+    let (mut rdp, mut errors) = (RDP.to_string(), ERRORS.to_string());
+    let (target, from) = match from.strip_prefix("rdp:") {
+        Some(from) => (&mut rdp, from),
+        None => (&mut errors, from.strip_prefix("errors:").unwrap_or(from)),
+    };
+    assert!(target.contains(from), "fixture has no {from:?}");
+    *target = target.replacen(from, to, 1);
+    match Catalog::from_strs(
+        &rdp,
+        "commands/rdp.toml",
+        &errors,
+        "commands/rdp-errors.toml",
+    ) {
+        Ok(_) => Some(format!("{from:?} -> {to:?} loaded")),
+        Err(e) if e.to_string() == expect => None,
+        Err(e) => Some(format!(
+            "{from:?} -> {to:?}\n  got:    {e}\n  expect: {expect}"
+        )),
+    }
+}
+
+#[test]
+fn fixture_loads() {
+    let catalog = Catalog::from_strs(RDP, "rdp.toml", ERRORS, "rdp-errors.toml");
+    assert!(catalog.is_ok(), "{:?}", catalog.err());
+}
+
+#[test]
+fn invalid_files_name_file_line_and_field() {
+    let cases = [
+            // Parse errors: toml + serde.
+            (
+                "rdp:next_step = \"n\"\n\n[[step]]\nid = \"vm-agent\"",
+                "next_step = \"n\"\ncolour = \"red\"\n\n[[step]]\nid = \"vm-agent\"",
+                "commands/rdp.toml:18:1: field `colour`: unknown field `colour`, expected one of `id`, `kind`, `title`, `runbook_step`, `doc`, `next_step`, `confirm`, `permission`, `requires`",
+            ),
+            (
+                "rdp:permission = \"operate\"\nrequires",
+                "permission = \"root\"\nrequires",
+                "commands/rdp.toml:61:14: field `permission`: unknown variant `root`, expected one of `read`, `operate`, `admin`",
+            ),
+            (
+                "rdp:kind = \"check\"\ntitle = \"t\"\ndoc",
+                "kind = \"check\"\ntitle = \"t\"\nrunbook_step = \"two\"\ndoc",
+                "commands/rdp.toml:16:16: field `runbook_step`: invalid type: string \"two\", expected u8",
+            ),
+            (
+                "rdp:[\"running\", \"agent-ready\"]",
+                "[\n  \"running\",\n  \"agent-reedy\",\n]",
+                "commands/rdp.toml:64:3: field `requires`: unknown variant `agent-reedy`, expected one of `running`, `agent-ready`, `windows`, `deallocated-or-stopped`",
+            ),
+            (
+                "rdp:reconnect = \"g\"\n",
+                "",
+                "commands/rdp.toml:3:1: field `reconnect`: missing field `reconnect`",
+            ),
+            (
+                "rdp:id = \"nsg\"\nkind = \"check\"",
+                "id = \"nsg\"\nkind \"check\"",
+                "commands/rdp.toml:35:6: expected `.`, `=`",
+            ),
+            (
+                "errors:fix = \"f\"",
+                "fix = 3",
+                "commands/rdp-errors.toml:6:7: field `fix`: invalid type: integer `3`, expected a string",
+            ),
+            // Validation errors.
+            (
+                "errors:pattern = \"two\"",
+                "pattern = \"two(\"",
+                "commands/rdp-errors.toml:11: field `pattern`: error `two`: unclosed group",
+            ),
+            (
+                "errors:pattern = \"two\"",
+                "pattern = \"(two)?\"",
+                "commands/rdp-errors.toml:11: field `pattern`: error `two`: pattern matches empty text, so it would match anything",
+            ),
+            (
+                "errors:id = \"two\"",
+                "id = \"one\"",
+                "commands/rdp-errors.toml:10: field `id`: error `one` is defined twice",
+            ),
+            (
+                "errors:steps = [\"nsg\"]",
+                "steps = [\"nsgg\"]",
+                "commands/rdp-errors.toml:16:9: field `steps`: unknown step `nsgg`; checks are vm-status, vm-agent, public-ip, nsg, resource-health, boot-diagnostics; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy",
+            ),
+            (
+                "errors:doc = \"https://example.com/\"",
+                "doc = \"http://example.com/\"",
+                "commands/rdp-errors.toml:7: field `doc`: error `one`: doc must be an https:// URL, got `http://example.com/`",
+            ),
+            (
+                "rdp:id = \"redeploy\"",
+                "id = \"reboot\"",
+                "commands/rdp.toml:101:6: field `id`: unknown step `reboot`; checks are vm-status, vm-agent, public-ip, nsg, resource-health, boot-diagnostics; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy",
+            ),
+            (
+                "rdp:id = \"restart\"",
+                "id = \"start\"",
+                "commands/rdp.toml:92: field `id`: step `start` is defined twice (first at line 83)",
+            ),
+            (
+                "rdp:confirm = \"c\"\npermission = \"admin\"\n",
+                "",
+                "commands/rdp.toml:65: field `confirm`: action `open-rdp-port` needs a confirmation text",
+            ),
+            (
+                "rdp:permission = \"operate\"\n\n[[step]]\nid = \"restart\"",
+                "\n[[step]]\nid = \"restart\"",
+                "commands/rdp.toml:83: field `permission`: action `start` needs a permission: \"read\", \"operate\" or \"admin\"",
+            ),
+            (
+                "rdp:Reset {vm}?",
+                "Reset {vmname}?",
+                "commands/rdp.toml:60: field `confirm`: action `reset-rdp-config`: unknown placeholder `{vmname}`; use {vm}, {resource_group}, {username}",
+            ),
+            (
+                "rdp:id = \"nsg\"\nkind = \"check\"",
+                "id = \"nsg\"\nkind = \"action\"",
+                "commands/rdp.toml:35: field `kind`: `nsg` is a check: write kind = \"check\"",
+            ),
+            (
+                "rdp:id = \"nsg\"\nkind = \"check\"",
+                "id = \"nsg\"\nkind = \"check\"\npermission = \"read\"",
+                "commands/rdp.toml:36: field `permission`: `nsg` is a check; only actions have `permission`",
+            ),
+            (
+                "rdp:[[step]]\nid = \"boot-diagnostics\"\nkind = \"check\"\ntitle = \"t\"\ndoc = \"https://example.com/\"\nnext_step = \"n\"\n",
+                "",
+                "commands/rdp.toml: field `step`: missing check `boot-diagnostics`: add a [[step]] with id = \"boot-diagnostics\"",
+            ),
+            (
+                "rdp:ladder = [\"start\", \"redeploy\"]",
+                "ladder = [\"start\", \"nsg\"]",
+                "commands/rdp.toml:1:10: field `ladder`: unknown action `nsg`; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy",
+            ),
+            (
+                "rdp:doc = \"https://example.com/\"",
+                "doc = \"learn.microsoft.com\"",
+                "commands/rdp.toml:16: field `doc`: `vm-status`: doc must be an https:// URL, got `learn.microsoft.com`",
+            ),
+        ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|(from, to, expect)| check_invalid(from, to, expect))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn load_dir_reads_files_and_falls_back_to_builtins() {
+    let dir = std::env::temp_dir().join(format!("rdp-doctor-catalog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+
+    // Nothing in the directory: the built-in runbook.
+    let catalog = Catalog::load_dir(&dir).map_err(|e| e.to_string());
+    assert_eq!(catalog.map(|c| c.steps.len()), Ok(12));
+
+    // A broken errors file is reported under its real path; rdp.toml still falls back.
+    let errors_path = dir.join("rdp-errors.toml");
+    std::fs::write(&errors_path, "[[error]]\nid = 1\n").expect("write errors file");
+    let err = Catalog::load_dir(&dir)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    assert_eq!(
+        err,
+        Err(format!(
+            "{}:2:6: field `id`: invalid type: integer `1`, expected a string",
+            errors_path.display()
+        ))
+    );
+    std::fs::remove_dir_all(&dir).expect("remove temp dir");
+
+    // A missing directory is an error, not a silent fallback.
+    let err = Catalog::load_dir(&dir)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    assert!(
+        err.as_ref()
+            .is_err_and(|e| e.starts_with(&format!("{}: cannot read: ", dir.display()))),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,146 @@
+use super::*;
+
+fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> usize {
+    values.collect::<HashSet<_>>().len()
+}
+
+#[test]
+fn fleet_vms_are_healthy_numbered_and_never_share_an_address() {
+    let world = World::new().vm("web-01").fleet("rg-fleet", "vm", 600);
+    world.validate().expect("a fleet is a consistent world");
+    let fleet: Vec<&Vm> = world.vms[1..].iter().collect();
+    assert_eq!(fleet.len(), 600);
+    assert_eq!(
+        (fleet[0].name.as_str(), fleet[599].name.as_str()),
+        ("vm-000", "vm-599")
+    );
+    assert_eq!(distinct(fleet.iter().map(|v| v.private_ip.as_str())), 600);
+    let public = fleet
+        .iter()
+        .filter_map(|v| v.public_ip.as_ref()?.address.as_deref());
+    assert_eq!(distinct(public), 600);
+    for vm in &fleet {
+        assert_eq!(vm.resource_group, "rg-fleet");
+        assert_eq!(vm.power_state, PowerState::Running);
+        assert_eq!(vm.agent, AgentState::Ready);
+        assert_eq!(vm.subnet, "vm-subnet");
+        assert_eq!(vm.subnet_nsg.as_deref(), Some("rg-fleet-vm-nsg"));
+        assert_eq!(vm.nic_nsg, None);
+        assert!(vm.boot_diagnostics);
+        assert_eq!(vm.health.state, "Available");
+        let ip = vm.public_ip.as_ref().expect("public ip");
+        assert_eq!((ip.allocation, ip.sku), (Allocation::Static, Sku::Standard));
+    }
+    let nsg = world
+        .find_nsg(DEFAULT_SUBSCRIPTION, "rg-fleet-vm-nsg")
+        .expect("subnet nsg");
+    assert_eq!(nsg.resource_group, "rg-fleet");
+    assert_eq!(nsg.rules[0].destination_port.as_deref(), Some("3389"));
+    assert_eq!(nsg.rules[0].access, "Allow");
+}
+
+#[test]
+fn fleet_names_grow_digits_and_addresses_skip_those_taken() {
+    let mut world = World::new().vm("web-01");
+    if let Some(ip) = world.vms[0].public_ip.as_mut() {
+        ip.address = Some("20.6.0.4".to_owned());
+    }
+    world.vms[0].private_ip = "10.1.0.4".to_owned();
+    let world = world.fleet("rg-big", "node", 1001);
+    assert_eq!(world.vms[1].name, "node-0000");
+    assert_eq!(world.vms[1001].name, "node-1000");
+    assert_eq!(world.vms[1].private_ip, "10.1.0.5");
+    assert_eq!(
+        world.vms[1]
+            .public_ip
+            .as_ref()
+            .and_then(|ip| ip.address.as_deref()),
+        Some("20.6.0.5")
+    );
+    assert_eq!(world.vms[1001].private_ip, "10.1.4.5");
+}
+
+#[test]
+fn select_points_modifiers_at_one_fleet_vm_until_the_next_vm_is_added() {
+    let world = World::new()
+        .fleet("rg-fleet", "vm", 5)
+        .select("VM-002")
+        .stopped()
+        .select("vm-003")
+        .nic_nsg_denies_rdp()
+        .select("vm-004")
+        .no_nsg()
+        .vm("web-01")
+        .deallocated();
+    world.validate().expect("consistent");
+    let state = |name: &str| {
+        world
+            .vms
+            .iter()
+            .find(|v| v.name == name)
+            .map(|v| v.power_state)
+    };
+    assert_eq!(state("vm-002"), Some(PowerState::Stopped));
+    assert_eq!(state("vm-001"), Some(PowerState::Running));
+    assert_eq!(state("vm-004"), Some(PowerState::Running));
+    assert_eq!(state("web-01"), Some(PowerState::Deallocated));
+    let denied = &world.vms[3];
+    assert_eq!(denied.nic_nsg.as_deref(), Some("vm-003-nsg"));
+    let rules = &world
+        .find_nsg(DEFAULT_SUBSCRIPTION, "vm-003-nsg")
+        .expect("nsg")
+        .rules;
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].access, "Deny");
+    let open = &world.vms[4];
+    assert_eq!(
+        (open.subnet.as_str(), open.subnet_nsg.as_deref()),
+        ("vm-004-snet", None)
+    );
+    assert_eq!(world.vms[0].subnet_nsg.as_deref(), Some("rg-fleet-vm-nsg"));
+}
+
+#[test]
+fn the_selection_is_builder_state_not_part_of_the_world() {
+    let world = World::new().vm("a").vm("b");
+    let picked = world.clone().select("a");
+    assert_eq!(picked, world);
+    let text = picked.to_toml_string().expect("toml");
+    assert!(!text.contains("selected"), "{text}");
+    assert_eq!(World::from_toml_str(&text).expect("parses"), world);
+}
+
+#[test]
+fn boot_diagnostics_storage_round_trips_and_account_names_are_checked() {
+    let world = World::new()
+        .vm("a")
+        .boot_diagnostics_in("diagstore01")
+        .storage_firewall();
+    let text = world.to_toml_string().expect("toml");
+    assert!(text.contains("account = \"diagstore01\""), "{text}");
+    assert_eq!(World::from_toml_str(&text).expect("parses"), world);
+    let bad = World::new().vm("a").boot_diagnostics_in("Diag_Store");
+    let error = bad.validate().expect_err("invalid name").to_string();
+    assert!(
+        error.contains("'Diag_Store' is not 3-24 lowercase"),
+        "{error}"
+    );
+}
+
+#[test]
+fn validation_names_vms_that_disagree_on_their_subnet_nsg_or_repeat() {
+    let mut world = World::new().fleet("rg-fleet", "vm", 3);
+    world.vms[2].subnet_nsg = None;
+    let error = world
+        .validate()
+        .expect_err("subnet NSGs differ")
+        .to_string();
+    assert!(
+        error.contains("'vm-000' and 'vm-002' share subnet 'vm-subnet'"),
+        "{error}"
+    );
+    let mut world = World::new().fleet("rg-fleet", "vm", 3);
+    world.vms[2].name = "VM-001".to_owned();
+    let error = world.validate().expect_err("duplicate").to_string();
+    assert!(error.contains("'VM-001' appears twice"), "{error}");
+}

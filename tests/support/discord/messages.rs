@@ -1,0 +1,307 @@
+//! Messages: webhook messages (`@original`, follow-ups, edits) and channel messages, with their
+//! attachments.
+
+use super::gateway::bot_user;
+use super::multipart::Upload;
+use super::rest::Reply;
+use super::{now_rfc3339, FakeDiscord, Interaction, World, APP_ID, CHANNEL_ID, GUILD_ID};
+use axum::http::Method;
+use serde_json::{json, Value};
+
+impl FakeDiscord {
+    /// The original response message as it stands now, after all edits.
+    pub fn original(&self, i: &Interaction) -> Option<Value> {
+        let world = self.inner.lock();
+        let id = world.interactions.get(&i.token)?.original?;
+        world.messages.get(&id).cloned()
+    }
+
+    /// The id of the newest message the bot created that still exists.
+    pub fn last_message_id(&self) -> Option<u64> {
+        self.inner.lock().messages.keys().max().copied()
+    }
+
+    /// A message the bot created (and that was not deleted), as it stands now.
+    pub fn message(&self, id: u64) -> Option<Value> {
+        self.inner.lock().messages.get(&id).cloned()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn webhook(
+    world: &mut World,
+    method: &Method,
+    app: &str,
+    token: &str,
+    rest: &[&str],
+    body: &Value,
+    uploads: &[Upload],
+    violations: &mut Vec<String>,
+) -> Reply {
+    if app != APP_ID.to_string() {
+        return Reply::error(404, 10015, "Unknown Webhook");
+    }
+    let Some(pending) = world.interactions.get(token) else {
+        return Reply::error(401, 50027, "Invalid Webhook Token");
+    };
+    if pending.expired {
+        return Reply::error(401, 50027, "Invalid Webhook Token");
+    }
+    if !pending.acknowledged {
+        return Reply::error(404, 10015, "Unknown Webhook");
+    }
+    let (original, channel_id) = (pending.original, pending.channel_id);
+    let message_id = match rest {
+        [] => None,
+        ["messages", "@original"] => match original {
+            Some(id) => Some(id),
+            None => return Reply::error(404, 10008, "Unknown Message"),
+        },
+        ["messages", id] => match id.parse::<u64>() {
+            Ok(id) => Some(id),
+            Err(_) => return Reply::error(404, 10008, "Unknown Message"),
+        },
+        _ => return Reply::error(404, 0, "404: Not Found"),
+    };
+    match (method.as_str(), message_id) {
+        ("POST", None) => {
+            let message = new_message(world, channel_id, body, uploads, 0, violations);
+            let id = store_message(world, message);
+            Reply::ok(world.messages[&id].clone())
+        }
+        ("GET", Some(id)) => match world.messages.get(&id) {
+            Some(m) => Reply::ok(m.clone()),
+            None => Reply::error(404, 10008, "Unknown Message"),
+        },
+        ("PATCH", Some(id)) => match edit_message(world, id, body, uploads, violations) {
+            Some(m) => Reply::ok(m),
+            None => Reply::error(404, 10008, "Unknown Message"),
+        },
+        ("DELETE", Some(id)) => match world.messages.remove(&id) {
+            Some(_) => Reply::no_content(),
+            None => Reply::error(404, 10008, "Unknown Message"),
+        },
+        _ => Reply::error(405, 0, "405: Method Not Allowed"),
+    }
+}
+
+pub(super) fn channel_messages(
+    world: &mut World,
+    method: &Method,
+    channel: &str,
+    rest: &[&str],
+    body: &Value,
+    uploads: &[Upload],
+    violations: &mut Vec<String>,
+) -> Reply {
+    if channel != CHANNEL_ID.to_string() {
+        return Reply::error(404, 10003, "Unknown Channel");
+    }
+    let message_id = match rest {
+        [] => None,
+        [id] => match id.parse::<u64>() {
+            Ok(id) => Some(id),
+            Err(_) => return Reply::error(404, 10008, "Unknown Message"),
+        },
+        _ => return Reply::error(404, 0, "404: Not Found"),
+    };
+    match (method.as_str(), message_id) {
+        ("POST", None) => {
+            let mut message = new_message(world, CHANNEL_ID, body, uploads, 0, violations);
+            message["webhook_id"] = Value::Null;
+            message["guild_id"] = Value::String(GUILD_ID.to_string());
+            let id = store_message(world, message);
+            Reply::ok(world.messages[&id].clone())
+        }
+        ("GET", Some(id)) => match world.messages.get(&id) {
+            Some(m) => Reply::ok(m.clone()),
+            None => Reply::error(404, 10008, "Unknown Message"),
+        },
+        ("PATCH", Some(id)) => match edit_message(world, id, body, uploads, violations) {
+            Some(m) => Reply::ok(m),
+            None => Reply::error(404, 10008, "Unknown Message"),
+        },
+        ("DELETE", Some(id)) => match world.messages.remove(&id) {
+            Some(_) => Reply::no_content(),
+            None => Reply::error(404, 10008, "Unknown Message"),
+        },
+        _ => Reply::error(405, 0, "405: Method Not Allowed"),
+    }
+}
+
+/// A message object as Discord returns it, with every field serenity's `Message` requires.
+pub(super) fn new_message(
+    world: &mut World,
+    channel_id: u64,
+    body: &Value,
+    uploads: &[Upload],
+    kind: u8,
+    violations: &mut Vec<String>,
+) -> Value {
+    let id = world.new_id();
+    let attachments = resolve_attachments(world, channel_id, &[], body, uploads, violations);
+    json!({
+        "id": id.to_string(),
+        "channel_id": channel_id.to_string(),
+        "author": bot_user(),
+        "content": body.get("content").and_then(Value::as_str).unwrap_or(""),
+        "timestamp": now_rfc3339(),
+        "edited_timestamp": null,
+        "tts": body.get("tts").and_then(Value::as_bool).unwrap_or(false),
+        "mention_everyone": false,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": attachments,
+        "embeds": body.get("embeds").cloned().filter(|e| !e.is_null()).unwrap_or_else(|| json!([])),
+        "components": body.get("components").cloned().filter(|c| !c.is_null()).unwrap_or_else(|| json!([])),
+        "pinned": false,
+        "type": kind,
+        "flags": body.get("flags").and_then(Value::as_u64).unwrap_or(0),
+        "webhook_id": APP_ID.to_string(),
+        "application_id": APP_ID.to_string(),
+    })
+}
+
+pub(super) fn store_message(world: &mut World, message: Value) -> u64 {
+    let id = message["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    world.messages.insert(id, message);
+    id
+}
+
+/// Apply a PATCH (or an UPDATE_MESSAGE callback) to a stored message; the result, if it exists.
+pub(super) fn edit_message(
+    world: &mut World,
+    id: u64,
+    body: &Value,
+    uploads: &[Upload],
+    violations: &mut Vec<String>,
+) -> Option<Value> {
+    let message = world.messages.get(&id)?.clone();
+    let channel_id = message["channel_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(CHANNEL_ID);
+    let existing = message["attachments"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let attachments = resolve_attachments(world, channel_id, &existing, body, uploads, violations);
+    let mut message = message;
+    let flags = message["flags"].as_u64().unwrap_or(0);
+    if flags & 128 != 0 {
+        // Completing a deferred response: the "thinking" state ends, ephemerality stays.
+        message["flags"] = json!(flags & !128);
+    } else {
+        message["edited_timestamp"] = json!(now_rfc3339());
+    }
+    for key in ["content", "embeds", "components"] {
+        if let Some(value) = body.get(key) {
+            message[key] = match (key, value) {
+                ("content", Value::Null) => json!(""),
+                (_, Value::Null) => json!([]),
+                _ => value.clone(),
+            };
+        }
+    }
+    message["attachments"] = Value::Array(attachments);
+    world.messages.insert(id, message.clone());
+    Some(message)
+}
+
+/// The attachment list after a create/edit: `attachments` in the body names the ones to keep (by
+/// id) and the new ones (by the `n` of their `files[n]` part); uploads it does not name are added.
+fn resolve_attachments(
+    world: &mut World,
+    channel_id: u64,
+    existing: &[Value],
+    body: &Value,
+    uploads: &[Upload],
+    violations: &mut Vec<String>,
+) -> Vec<Value> {
+    let mut used = vec![false; uploads.len()];
+    let mut result = Vec::new();
+    match body.get("attachments").and_then(Value::as_array) {
+        Some(listed) => {
+            for entry in listed {
+                let index = entry.get("id").and_then(|v| {
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                });
+                let old = existing.iter().find(|a| {
+                    a.get("id")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse().ok())
+                        == index
+                });
+                if let Some(old) = old {
+                    result.push(old.clone());
+                    continue;
+                }
+                let upload = uploads
+                    .iter()
+                    .position(|u| u.index.is_some() && u.index == index);
+                match upload {
+                    Some(n) => {
+                        used[n] = true;
+                        let description = entry.get("description").cloned();
+                        result.push(new_attachment(world, channel_id, &uploads[n], description));
+                    }
+                    None => violations.push(format!(
+                        "attachment {entry} is neither an existing attachment nor a files[n] part"
+                    )),
+                }
+            }
+        }
+        None => result.extend(existing.iter().cloned()),
+    }
+    for (n, upload) in uploads.iter().enumerate() {
+        if !used[n] {
+            result.push(new_attachment(world, channel_id, upload, None));
+        }
+    }
+    result
+}
+
+fn new_attachment(
+    world: &mut World,
+    channel_id: u64,
+    upload: &Upload,
+    description: Option<Value>,
+) -> Value {
+    let id = world.new_id();
+    let url = format!(
+        "/attachments/{channel_id}/{id}/{}",
+        upload.filename.replace('/', "_")
+    );
+    world
+        .attachments
+        .insert(id, (upload.content_type.clone(), upload.bytes.clone()));
+    let mut attachment = json!({
+        "id": id.to_string(),
+        "filename": upload.filename,
+        "size": upload.bytes.len(),
+        "url": url,
+        "proxy_url": url,
+        "content_type": upload.content_type,
+    });
+    if let Some(description) = description.filter(|d| !d.is_null()) {
+        attachment["description"] = description;
+    }
+    // PNG: width and height are the first fields of IHDR.
+    if upload.bytes.len() >= 24 && upload.bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        let be = |at: usize| {
+            u32::from_be_bytes([
+                upload.bytes[at],
+                upload.bytes[at + 1],
+                upload.bytes[at + 2],
+                upload.bytes[at + 3],
+            ])
+        };
+        attachment["width"] = json!(be(16));
+        attachment["height"] = json!(be(20));
+    }
+    attachment
+}
