@@ -327,6 +327,60 @@ async fn explain_matches_the_runbook_errors() {
     .await
 }
 
+/// Colour is anstream's decision: `CLICOLOR_FORCE=1` colours the report and the log lines even
+/// into a pipe, `NO_COLOR` takes it away (also over `CLICOLOR_FORCE`), a pipe alone has none,
+/// and the words are the same either way.
+#[tokio::test]
+async fn colour_follows_clicolor_force_and_no_color() {
+    within(async {
+        let cli = Cli::start(World::new().vm("web-02").nsg_denies_rdp()).await;
+        let run = |colour: &[(&str, &str)]| {
+            let mut cmd = cli.command(&["check", "web-02"]);
+            cmd.env_remove("NO_COLOR")
+                .env("RUST_LOG", "rdp_doctor=debug");
+            for (name, value) in colour {
+                cmd.env(name, value);
+            }
+            async move { cmd.output().await.expect("binary runs") }
+        };
+        let escape = regex::Regex::new("\x1b\\[[0-9;]*m").unwrap();
+        let words = |out: &Output| {
+            let text = escape.replace_all(&stdout(out), "").into_owned();
+            let elapsed = regex::Regex::new(r"ARM requests, [\d.]+ s").unwrap();
+            elapsed
+                .replace(&text, "ARM requests, <elapsed> s")
+                .into_owned()
+        };
+
+        let forced = run(&[("CLICOLOR_FORCE", "1")]).await;
+        assert_eq!(code(&forced), 1, "{}", stderr(&forced));
+        assert!(escape.is_match(&stdout(&forced)), "{}", stdout(&forced));
+        assert!(
+            escape.is_match(&stderr(&forced)),
+            "log lines: {}",
+            stderr(&forced)
+        );
+        let fail = regex::Regex::new("\x1b\\[[0-9;]*m(\x1b\\[[0-9;]*m)*FAIL\x1b\\[0m").unwrap();
+        assert!(fail.is_match(&stdout(&forced)), "{}", stdout(&forced));
+
+        let plain = run(&[("NO_COLOR", "1")]).await;
+        let both = run(&[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")]).await;
+        let piped = run(&[]).await;
+        for out in [&plain, &both, &piped] {
+            assert_eq!(code(out), 1, "{}", stderr(out));
+            assert!(!stdout(out).contains('\x1b'), "{}", stdout(out));
+            assert!(!stderr(out).contains('\x1b'), "{}", stderr(out));
+            assert!(
+                stderr(out).contains("rdp-doctor starting"),
+                "{}",
+                stderr(out)
+            );
+            assert_eq!(words(out), words(&forced));
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn simulate_needs_no_azure_account() {
     within(async {

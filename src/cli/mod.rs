@@ -224,9 +224,12 @@ fn init_tracing() {
     use tracing_subscriber::{EnvFilter, Layer};
     let requested = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,rdp_doctor=info".into());
     let filter = EnvFilter::try_new(requested).unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Colour as anstream decides for stderr (`NO_COLOR`, `CLICOLOR`, `CLICOLOR_FORCE`, a
+    // terminal), written through its stream so a Windows console without ANSI gets colour too.
+    let colour = anstream::AutoStream::choice(&std::io::stderr());
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_writer(move || anstream::AutoStream::new(std::io::stderr(), colour))
+        .with_ansi(colour != anstream::ColorChoice::Never)
         .with_filter(tracing_subscriber::filter::filter_fn(within_cap))
         .with_filter(filter);
     let _ = tracing_subscriber::registry().with(layer).try_init();
@@ -424,7 +427,7 @@ fn explain(catalog: &Catalog, text: &str) -> u8 {
     for error in &matches {
         out.push_str(&render::explain(error, &style));
     }
-    print!("{out}");
+    anstream::print!("{out}");
     if matches.is_empty() {
         exit::PROBLEMS
     } else {
@@ -476,15 +479,14 @@ async fn check(args: CheckArgs) -> u8 {
         }
     }
 
-    let mut stdout = std::io::stdout().lock();
     if args.json {
-        if let Err(code) = print_json(&mut stdout, &report, "the report") {
+        if let Err(code) = print_json(&mut std::io::stdout().lock(), &report, "the report") {
             return code;
         }
     } else {
         let style = render::Style::stdout();
         let _ = write!(
-            stdout,
+            anstream::stdout().lock(),
             "{}",
             render::report(&report, catalog, &style, args.screenshot_out.as_deref())
         );

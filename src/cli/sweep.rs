@@ -109,13 +109,16 @@ pub async fn run(args: SweepArgs) -> u8 {
         eprintln!();
     }
 
-    let mut stdout = std::io::stdout().lock();
     if args.json {
-        if let Err(code) = super::print_json(&mut stdout, &report, "the sweep") {
+        if let Err(code) = super::print_json(&mut std::io::stdout().lock(), &report, "the sweep") {
             return code;
         }
     } else {
-        let _ = write!(stdout, "{}", table(&report, &Style::stdout()));
+        let _ = write!(
+            anstream::stdout().lock(),
+            "{}",
+            table(&report, &Style::stdout())
+        );
     }
     if report.cancelled {
         CANCELLED
