@@ -381,6 +381,83 @@ async fn colour_follows_clicolor_force_and_no_color() {
     .await
 }
 
+/// `--help` lists every environment variable rdp-doctor reads, with the value it sees, except
+/// for secrets, whose values it never shows and which it refuses on the command line; an option
+/// given before the subcommand sets its variable.
+#[tokio::test]
+async fn help_names_every_environment_variable_and_no_secret() {
+    within(async {
+        let cli = Cli::start(World::new()).await;
+        let mut cmd = cli.command(&["--help"]);
+        cmd.env("DISCORD_TOKEN", "discord-token-value")
+            .env("IDENTITY_HEADER", "identity-header-value")
+            .env("RDP_DOCTOR_DATABASE_URL", "postgres://u:db-password@h/db")
+            .env("DISCORD_GUILD_ID", "234567890123456789");
+        let out = cmd.output().await.expect("binary runs");
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let help = stdout(&out);
+        for name in [
+            "AZURE_TENANT_ID",
+            "AZURE_CLIENT_ID",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "AZURE_AUTHORITY_HOST",
+            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+            "IDENTITY_ENDPOINT",
+            "IDENTITY_HEADER",
+            "AZURE_RESOURCE_MANAGER_URL",
+            "AZURE_SUBSCRIPTION_ID",
+            "RDP_DOCTOR_CONFIG",
+            "RDP_DOCTOR_DATABASE_URL",
+            "DISCORD_TOKEN",
+            "DISCORD_API_URL",
+            "DISCORD_GUILD_ID",
+            "RUST_LOG",
+        ] {
+            assert!(
+                help.contains(&format!("[env: {name}")),
+                "{name} missing:\n{help}"
+            );
+        }
+        // What is not secret is shown as it is set; secrets are not.
+        assert!(
+            help.contains(&format!("[env: AZURE_TENANT_ID={}]", support::TENANT)),
+            "{help}"
+        );
+        assert!(
+            help.contains("[env: DISCORD_GUILD_ID=234567890123456789]"),
+            "{help}"
+        );
+        for secret in [
+            cli.secret.as_str(),
+            "discord-token-value",
+            "identity-header-value",
+            "db-password",
+        ] {
+            assert!(!help.contains(secret), "{secret} shown:\n{help}");
+        }
+
+        let out = cli
+            .run(&["--discord-token", "typed-token-value", "health"])
+            .await;
+        assert_eq!(code(&out), 2);
+        assert!(
+            stderr(&out).contains("set DISCORD_TOKEN in the environment"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("typed-token-value") && stdout(&out).is_empty());
+
+        let missing = cli.path("missing.toml");
+        let out = cli
+            .run(&["--rdp-doctor-config", missing.to_str().unwrap(), "health"])
+            .await;
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        assert!(stderr(&out).contains("missing.toml"), "{}", stderr(&out));
+    })
+    .await
+}
+
 #[tokio::test]
 async fn simulate_needs_no_azure_account() {
     within(async {
