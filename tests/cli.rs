@@ -51,7 +51,12 @@ impl Cli {
     }
 
     fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"));
+        self.program(env!("CARGO_BIN_EXE_rdp-doctor"), args)
+    }
+
+    /// Another program in the environment `command` gives rdp-doctor.
+    fn program(&self, program: &str, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -1071,6 +1076,55 @@ async fn cli_password_reset_leaves_no_trace_of_the_password() {
 }
 
 // ---- sweep -------------------------------------------------------------------------------
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`), a sweep draws a progress bar
+/// with the time so far and an estimate of what is left on stderr; piped, or with `--json`,
+/// stderr carries no progress at all.
+#[tokio::test]
+async fn sweep_progress_bar_only_on_a_terminal() {
+    within(async {
+        let world = World::new().vm("web-01").vm("web-02").nsg_denies_rdp();
+        let cli = Cli::start(world).await;
+        let on_terminal = |args: &str| {
+            let line = format!("'{}' {args}", env!("CARGO_BIN_EXE_rdp-doctor"));
+            let mut script = cli.program("script", &["-q", "-e", "-c", &line, "/dev/null"]);
+            script
+                .env("TERM", "xterm")
+                .env("SHELL", "/bin/sh")
+                .stdin(std::process::Stdio::null());
+            async move { script.output().await.expect("script runs") }
+        };
+
+        let out = on_terminal("sweep --resource-group rg-web").await;
+        let text = stdout(&out);
+        assert_eq!(code(&out), 1, "{text}");
+        assert!(
+            text.contains("checking 2 Windows VMs in resource group rg-web"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2/2 checked,") && text.contains("left"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Sweep of resource group rg-web: 2 Windows VMs checked"),
+            "{text}"
+        );
+
+        let out = on_terminal("sweep --resource-group rg-web --json").await;
+        let text = stdout(&out);
+        assert!(
+            !text.contains("checked,") && text.contains("\"scope\""),
+            "{text}"
+        );
+
+        let piped = cli.run(&["sweep", "--resource-group", "rg-web"]).await;
+        assert_eq!(code(&piped), 1);
+        assert!(!stderr(&piped).contains("checked"), "{}", stderr(&piped));
+        assert!(stdout(&piped).starts_with("Sweep of resource group rg-web"));
+    })
+    .await
+}
 
 #[tokio::test]
 async fn sweep_prints_one_table_worst_first_and_json_for_scripts() {

@@ -80,19 +80,27 @@ pub async fn run(args: SweepArgs) -> u8 {
             }
         })
     };
+    // A progress bar with an ETA on a terminal; nothing on stderr for --json or a pipe.
     let live = !args.json && std::io::stderr().is_terminal();
+    let bar = live.then(progress_bar);
     let progress = |event: SweepEvent| {
-        if !live {
-            return;
-        }
+        let Some(bar) = &bar else { return };
         match event {
             SweepEvent::Listed { total, skipped } => {
-                eprintln!("checking {total} Windows VMs in {scope} ({skipped} others skipped)")
+                bar.println(format!(
+                    "checking {total} Windows VMs in {scope} ({skipped} others skipped)"
+                ));
+                bar.set_length(total as u64);
+                bar.reset();
+                if total == 0 {
+                    bar.finish_and_clear();
+                }
             }
             SweepEvent::Checked { done, total, .. } => {
-                eprint!("\r  {done}/{total} checked");
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
                 if done == total {
-                    eprintln!();
+                    bar.finish();
                 }
             }
         }
@@ -101,13 +109,16 @@ pub async fn run(args: SweepArgs) -> u8 {
         .sweep(&caller, &scope, &options, &cancel, &progress)
         .await;
     on_ctrl_c.abort();
+    if let Some(bar) = &bar {
+        // Cancelled, refused or failed: the bar stays as it stopped, above what follows.
+        if !bar.is_finished() {
+            bar.abandon();
+        }
+    }
     let report = match result {
         Ok(report) => report,
         Err(e) => return fail(&e),
     };
-    if live && report.cancelled {
-        eprintln!();
-    }
 
     if args.json {
         if let Err(code) = super::print_json(&mut std::io::stdout().lock(), &report, "the sweep") {
@@ -129,6 +140,17 @@ pub async fn run(args: SweepArgs) -> u8 {
     } else {
         exit::OK
     }
+}
+
+/// The sweep's progress on stderr: how many VMs are checked, the time so far and what is left.
+fn progress_bar() -> indicatif::ProgressBar {
+    let style = indicatif::ProgressStyle::with_template(
+        "  [{bar:30}] {pos}/{len} checked, {elapsed} so far, about {eta} left",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
+        .with_style(style)
 }
 
 /// The summary for a terminal: counts, then one line per VM, worst first.
