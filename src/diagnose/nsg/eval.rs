@@ -374,8 +374,13 @@ fn is_public(ip: Ipv4Addr) -> bool {
 }
 
 /// Public IPv4 space as the fewest CIDR blocks (the complement of [`NON_PUBLIC`]), in address
-/// order: the blocks `ipnet` splits each gap between non-public blocks into.
-fn public_nets() -> Vec<Ipv4Net> {
+/// order: the blocks `ipnet` splits each gap between non-public blocks into. Computed once.
+fn public_nets() -> &'static [Ipv4Net] {
+    static PUBLIC: std::sync::LazyLock<Vec<Ipv4Net>> = std::sync::LazyLock::new(complement);
+    &PUBLIC
+}
+
+fn complement() -> Vec<Ipv4Net> {
     let mut out = Vec::new();
     let mut next = Some(Ipv4Addr::UNSPECIFIED);
     for blocked in Ipv4Net::aggregate(&NON_PUBLIC.to_vec()) {
@@ -458,7 +463,9 @@ impl Side<'_> {
             match p {
                 Prefix::Any => v.push(Ipv4Net::default()),
                 Prefix::Net(c) => v.push(c),
-                Prefix::Tag(t) if !expanded && is_tag(&t, "Internet") => v.extend(public_nets()),
+                Prefix::Tag(t) if !expanded && is_tag(&t, "Internet") => {
+                    v.extend_from_slice(public_nets())
+                }
                 Prefix::Tag(t) if !expanded && is_tag(&t, "VirtualNetwork") => v.extend(RFC1918),
                 _ => {}
             }
