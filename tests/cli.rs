@@ -334,7 +334,8 @@ async fn explain_matches_the_runbook_errors() {
 
 /// Colour is anstream's decision: `CLICOLOR_FORCE=1` colours the report and the log lines even
 /// into a pipe, `NO_COLOR` takes it away (also over `CLICOLOR_FORCE`), a pipe alone has none,
-/// and the words are the same either way.
+/// and the words are the same either way; a terminal has colour unless `NO_COLOR`, `CLICOLOR=0`
+/// or `TERM=dumb` say otherwise.
 #[tokio::test]
 async fn colour_follows_clicolor_force_and_no_color() {
     within(async {
@@ -381,6 +382,42 @@ async fn colour_follows_clicolor_force_and_no_color() {
                 stderr(out)
             );
             assert_eq!(words(out), words(&forced));
+        }
+
+        // On a terminal (a pseudo-terminal from util-linux's `script`): colour unless NO_COLOR,
+        // CLICOLOR=0 or a terminal that has none (TERM=dumb).
+        let on_terminal = |colour: &[(&str, &str)]| {
+            let line = format!(
+                "'{}' explain 'Your credentials did not work'",
+                env!("CARGO_BIN_EXE_rdp-doctor")
+            );
+            let mut script = cli.program("script", &["-q", "-e", "-c", &line, "/dev/null"]);
+            script
+                .env_remove("NO_COLOR")
+                .env("TERM", "xterm")
+                .env("SHELL", "/bin/sh")
+                .stdin(std::process::Stdio::null());
+            for (name, value) in colour {
+                script.env(name, value);
+            }
+            async move { script.output().await.expect("script runs") }
+        };
+        let out = on_terminal(&[]).await;
+        assert_eq!(code(&out), 0, "{}", stdout(&out));
+        assert!(escape.is_match(&stdout(&out)), "{}", stdout(&out));
+        for colour in [[("NO_COLOR", "1")], [("CLICOLOR", "0")], [("TERM", "dumb")]] {
+            let out = on_terminal(&colour).await;
+            assert_eq!(code(&out), 0, "{colour:?}: {}", stdout(&out));
+            assert!(
+                stdout(&out).contains("Cause:"),
+                "{colour:?}: {}",
+                stdout(&out)
+            );
+            assert!(
+                !stdout(&out).contains('\x1b'),
+                "{colour:?}: {}",
+                stdout(&out)
+            );
         }
     })
     .await
