@@ -87,11 +87,11 @@ pub async fn run(args: SweepArgs) -> u8 {
         let Some(bar) = &bar else { return };
         match event {
             SweepEvent::Listed { total, skipped } => {
-                bar.println(format!(
-                    "checking {total} Windows VMs in {scope} ({skipped} others skipped)"
-                ));
+                eprintln!("checking {total} Windows VMs in {scope} ({skipped} others skipped)");
                 bar.set_length(total as u64);
                 bar.reset();
+                // Drawn from here on, below that line.
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                 if total == 0 {
                     bar.finish_and_clear();
                 }
@@ -142,15 +142,15 @@ pub async fn run(args: SweepArgs) -> u8 {
     }
 }
 
-/// The sweep's progress on stderr: how many VMs are checked, the time so far and what is left.
+/// The sweep's progress: how many VMs are checked, the time so far and what is left (hidden until
+/// the scope is listed, then drawn on stderr).
 fn progress_bar() -> indicatif::ProgressBar {
     let style = indicatif::ProgressStyle::with_template(
         "  [{bar:30}] {pos}/{len} checked, {elapsed} so far, about {eta} left",
     )
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
     .progress_chars("=> ");
-    indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
-        .with_style(style)
+    indicatif::ProgressBar::hidden().with_style(style)
 }
 
 /// The summary for a terminal: counts, then one line per VM, worst first.
