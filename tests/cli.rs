@@ -51,7 +51,12 @@ impl Cli {
     }
 
     fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"));
+        self.program(env!("CARGO_BIN_EXE_rdp-doctor"), args)
+    }
+
+    /// Another program in the environment `command` gives rdp-doctor.
+    fn program(&self, program: &str, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -340,6 +345,174 @@ async fn explain_matches_the_runbook_errors() {
         let none = cli.run(&["explain", "the printer is on fire"]).await;
         assert_eq!(code(&none), 1);
         assert!(stdout(&none).contains("No known Remote Desktop client error"));
+    })
+    .await
+}
+
+/// Colour is anstream's decision: `CLICOLOR_FORCE=1` colours the report and the log lines even
+/// into a pipe, `NO_COLOR` takes it away (also over `CLICOLOR_FORCE`), a pipe alone has none,
+/// and the words are the same either way; a terminal has colour unless `NO_COLOR`, `CLICOLOR=0`
+/// or `TERM=dumb` say otherwise.
+#[tokio::test]
+async fn colour_follows_clicolor_force_and_no_color() {
+    within(async {
+        let cli = Cli::start(World::new().vm("web-02").nsg_denies_rdp()).await;
+        let run = |colour: &[(&str, &str)]| {
+            let mut cmd = cli.command(&["check", "web-02"]);
+            cmd.env_remove("NO_COLOR")
+                .env("RUST_LOG", "rdp_doctor=debug");
+            for (name, value) in colour {
+                cmd.env(name, value);
+            }
+            async move { cmd.output().await.expect("binary runs") }
+        };
+        let escape = regex::Regex::new("\x1b\\[[0-9;]*m").unwrap();
+        let words = |out: &Output| {
+            let text = escape.replace_all(&stdout(out), "").into_owned();
+            let elapsed = regex::Regex::new(r"ARM requests, [\d.]+ s").unwrap();
+            elapsed
+                .replace(&text, "ARM requests, <elapsed> s")
+                .into_owned()
+        };
+
+        let forced = run(&[("CLICOLOR_FORCE", "1")]).await;
+        assert_eq!(code(&forced), 1, "{}", stderr(&forced));
+        assert!(escape.is_match(&stdout(&forced)), "{}", stdout(&forced));
+        assert!(
+            escape.is_match(&stderr(&forced)),
+            "log lines: {}",
+            stderr(&forced)
+        );
+        let fail = regex::Regex::new("\x1b\\[[0-9;]*m(\x1b\\[[0-9;]*m)*FAIL\x1b\\[0m").unwrap();
+        assert!(fail.is_match(&stdout(&forced)), "{}", stdout(&forced));
+
+        let plain = run(&[("NO_COLOR", "1")]).await;
+        let both = run(&[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")]).await;
+        let piped = run(&[]).await;
+        for out in [&plain, &both, &piped] {
+            assert_eq!(code(out), 1, "{}", stderr(out));
+            assert!(!stdout(out).contains('\x1b'), "{}", stdout(out));
+            assert!(!stderr(out).contains('\x1b'), "{}", stderr(out));
+            assert!(
+                stderr(out).contains("rdp-doctor starting"),
+                "{}",
+                stderr(out)
+            );
+            assert_eq!(words(out), words(&forced));
+        }
+
+        // On a terminal (a pseudo-terminal from util-linux's `script`): colour unless NO_COLOR,
+        // CLICOLOR=0 or a terminal that has none (TERM=dumb).
+        let on_terminal = |colour: &[(&str, &str)]| {
+            let line = format!(
+                "'{}' explain 'Your credentials did not work'",
+                env!("CARGO_BIN_EXE_rdp-doctor")
+            );
+            let mut script = cli.program("script", &["-q", "-e", "-c", &line, "/dev/null"]);
+            script
+                .env_remove("NO_COLOR")
+                .env("TERM", "xterm")
+                .env("SHELL", "/bin/sh")
+                .stdin(std::process::Stdio::null());
+            for (name, value) in colour {
+                script.env(name, value);
+            }
+            async move { script.output().await.expect("script runs") }
+        };
+        let out = on_terminal(&[]).await;
+        assert_eq!(code(&out), 0, "{}", stdout(&out));
+        assert!(escape.is_match(&stdout(&out)), "{}", stdout(&out));
+        for colour in [[("NO_COLOR", "1")], [("CLICOLOR", "0")], [("TERM", "dumb")]] {
+            let out = on_terminal(&colour).await;
+            assert_eq!(code(&out), 0, "{colour:?}: {}", stdout(&out));
+            assert!(
+                stdout(&out).contains("Cause:"),
+                "{colour:?}: {}",
+                stdout(&out)
+            );
+            assert!(
+                !stdout(&out).contains('\x1b'),
+                "{colour:?}: {}",
+                stdout(&out)
+            );
+        }
+    })
+    .await
+}
+
+/// `--help` lists every environment variable rdp-doctor reads, with the value it sees, except
+/// for secrets, whose values it never shows and which it refuses on the command line; an option
+/// given before the subcommand sets its variable.
+#[tokio::test]
+async fn help_names_every_environment_variable_and_no_secret() {
+    within(async {
+        let cli = Cli::start(World::new()).await;
+        let mut cmd = cli.command(&["--help"]);
+        cmd.env("DISCORD_TOKEN", "discord-token-value")
+            .env("IDENTITY_HEADER", "identity-header-value")
+            .env("RDP_DOCTOR_DATABASE_URL", "postgres://u:db-password@h/db")
+            .env("DISCORD_GUILD_ID", "234567890123456789");
+        let out = cmd.output().await.expect("binary runs");
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let help = stdout(&out);
+        for name in [
+            "AZURE_TENANT_ID",
+            "AZURE_CLIENT_ID",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "AZURE_AUTHORITY_HOST",
+            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+            "IDENTITY_ENDPOINT",
+            "IDENTITY_HEADER",
+            "AZURE_RESOURCE_MANAGER_URL",
+            "AZURE_SUBSCRIPTION_ID",
+            "RDP_DOCTOR_CONFIG",
+            "RDP_DOCTOR_DATABASE_URL",
+            "DISCORD_TOKEN",
+            "DISCORD_API_URL",
+            "DISCORD_GUILD_ID",
+            "RUST_LOG",
+        ] {
+            assert!(
+                help.contains(&format!("[env: {name}")),
+                "{name} missing:\n{help}"
+            );
+        }
+        // What is not secret is shown as it is set; secrets are not.
+        assert!(
+            help.contains(&format!("[env: AZURE_TENANT_ID={}]", support::TENANT)),
+            "{help}"
+        );
+        assert!(
+            help.contains("[env: DISCORD_GUILD_ID=234567890123456789]"),
+            "{help}"
+        );
+        for secret in [
+            cli.secret.as_str(),
+            "discord-token-value",
+            "identity-header-value",
+            "db-password",
+        ] {
+            assert!(!help.contains(secret), "{secret} shown:\n{help}");
+        }
+
+        let out = cli
+            .run(&["--discord-token", "typed-token-value", "health"])
+            .await;
+        assert_eq!(code(&out), 2);
+        assert!(
+            stderr(&out).contains("set DISCORD_TOKEN in the environment"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("typed-token-value") && stdout(&out).is_empty());
+
+        let missing = cli.path("missing.toml");
+        let out = cli
+            .run(&["--rdp-doctor-config", missing.to_str().unwrap(), "health"])
+            .await;
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        assert!(stderr(&out).contains("missing.toml"), "{}", stderr(&out));
     })
     .await
 }
@@ -957,6 +1130,55 @@ async fn cli_password_reset_leaves_no_trace_of_the_password() {
 }
 
 // ---- sweep -------------------------------------------------------------------------------
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`), a sweep draws a progress bar
+/// with the time so far and an estimate of what is left on stderr; piped, or with `--json`,
+/// stderr carries no progress at all.
+#[tokio::test]
+async fn sweep_progress_bar_only_on_a_terminal() {
+    within(async {
+        let world = World::new().vm("web-01").vm("web-02").nsg_denies_rdp();
+        let cli = Cli::start(world).await;
+        let on_terminal = |args: &str| {
+            let line = format!("'{}' {args}", env!("CARGO_BIN_EXE_rdp-doctor"));
+            let mut script = cli.program("script", &["-q", "-e", "-c", &line, "/dev/null"]);
+            script
+                .env("TERM", "xterm")
+                .env("SHELL", "/bin/sh")
+                .stdin(std::process::Stdio::null());
+            async move { script.output().await.expect("script runs") }
+        };
+
+        let out = on_terminal("sweep --resource-group rg-web").await;
+        let text = stdout(&out);
+        assert_eq!(code(&out), 1, "{text}");
+        assert!(
+            text.contains("checking 2 Windows VMs in resource group rg-web"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2/2 checked,") && text.contains("left"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Sweep of resource group rg-web: 2 Windows VMs checked"),
+            "{text}"
+        );
+
+        let out = on_terminal("sweep --resource-group rg-web --json").await;
+        let text = stdout(&out);
+        assert!(
+            !text.contains("checked,") && text.contains("\"scope\""),
+            "{text}"
+        );
+
+        let piped = cli.run(&["sweep", "--resource-group", "rg-web"]).await;
+        assert_eq!(code(&piped), 1);
+        assert!(!stderr(&piped).contains("checked"), "{}", stderr(&piped));
+        assert!(stdout(&piped).starts_with("Sweep of resource group rg-web"));
+    })
+    .await
+}
 
 #[tokio::test]
 async fn sweep_prints_one_table_worst_first_and_json_for_scripts() {

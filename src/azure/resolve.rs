@@ -37,20 +37,9 @@ impl From<QueryError> for ResolveError {
     }
 }
 
-/// Levenshtein distance, case-insensitive; names are short so the quadratic table is fine.
+/// Levenshtein distance (`strsim`), case-insensitive.
 fn distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.to_lowercase().chars().collect();
-    let b: Vec<char> = b.to_lowercase().chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut row = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            row.push((prev[j] + cost).min(prev[j + 1] + 1).min(row[j] + 1));
-        }
-        prev = row;
-    }
-    prev[b.len()]
+    strsim::levenshtein(&a.to_lowercase(), &b.to_lowercase())
 }
 
 /// Up to five names closest to `name`: close in spelling, or containing it.
@@ -505,6 +494,34 @@ mod tests {
             VmQuery::parse("/subscriptions/1/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/nic"),
             Err(QueryError::InvalidName(_))
         ));
+    }
+
+    #[test]
+    fn closest_names_are_close_in_spelling_or_contain_the_name() {
+        let vms = [
+            vm("web-01", "rg", "1"),
+            vm("WEB-10", "rg", "1"),
+            vm("web-frontend-01", "rg", "1"),
+            vm("db-01", "rg", "1"),
+            vm("jumpbox", "rg", "1"),
+        ];
+        let names = |name: &str| -> Vec<String> {
+            closest(name, vms.iter().map(|s| &s.vm))
+                .into_iter()
+                .map(|vm| vm.name)
+                .collect()
+        };
+        // One edit (case ignored) first, then two edits; ties by name; "db-01" is 3 edits off.
+        assert_eq!(names("Web-02"), ["web-01", "WEB-10"]);
+        // Containing the name counts as one edit, whatever the length difference.
+        assert_eq!(names("frontend"), ["web-frontend-01"]);
+        assert_eq!(names("jumpbx"), ["jumpbox"]);
+        assert!(names("sql-server-77").is_empty());
+        // Longer names allow more edits, a third of their length: 3 here, refused for "Web-02".
+        assert_eq!(distance("xeb-frontend-9", "web-frontend-01"), 3);
+        assert_eq!(names("xeb-frontend-9"), ["web-frontend-01"]);
+        let many: Vec<VmSummary> = (0..9).map(|i| vm(&format!("app-{i}"), "rg", "1")).collect();
+        assert_eq!(closest("app-x", many.iter().map(|s| &s.vm)).len(), 5);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::runbook::door::{Door, SignIn};
 use crate::runbook::fix::FixRequest;
 use crate::runbook::{catalog::Catalog, CheckOptions, Verdict};
 use clap::{Parser, Subcommand};
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,8 +44,123 @@ pub mod exit {
     about = "Runs Microsoft's \"Troubleshoot Remote Desktop connections to an Azure VM\" runbook against a VM"
 )]
 struct Cli {
+    #[command(flatten)]
+    environment: Environment,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The environment variables rdp-doctor reads (ARCHITECTURE.md's external contract; the
+/// README's table says more), declared here so that `--help` lists them with clap's `env`.
+/// The code reads the variables where it needs them; an option given before the subcommand
+/// sets its variable for this run (`export_options`). Secrets (`hide_env_values`) are never
+/// shown by `--help` and are refused on the command line, where other local users could read
+/// them.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Environment (an option sets its variable for this run)")]
+struct Environment {
+    /// Entra ID tenant of the service principal or workload identity.
+    #[arg(long, env = "AZURE_TENANT_ID", value_name = "ID")]
+    azure_tenant_id: Option<OsString>,
+    /// Application (client) id; with a managed identity, the user-assigned identity.
+    #[arg(long, env = "AZURE_CLIENT_ID", value_name = "ID")]
+    azure_client_id: Option<OsString>,
+    /// Service principal's client secret (environment only).
+    #[arg(
+        long,
+        env = "AZURE_CLIENT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    azure_client_secret: Option<OsString>,
+    /// Workload identity: the federated token file, read at every token request.
+    #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE", value_name = "FILE")]
+    azure_federated_token_file: Option<OsString>,
+    /// Entra ID token endpoint host [default: https://login.microsoftonline.com].
+    #[arg(long, env = "AZURE_AUTHORITY_HOST", value_name = "URL")]
+    azure_authority_host: Option<OsString>,
+    /// Where a VM's managed-identity endpoint (IMDS) answers [default: http://169.254.169.254].
+    #[arg(long, env = "AZURE_POD_IDENTITY_AUTHORITY_HOST", value_name = "URL")]
+    azure_pod_identity_authority_host: Option<OsString>,
+    /// App Service / Functions managed identity endpoint (the platform sets it).
+    #[arg(long, env = "IDENTITY_ENDPOINT", value_name = "URL")]
+    identity_endpoint: Option<OsString>,
+    /// App Service / Functions managed identity header (the platform sets it; environment only).
+    #[arg(
+        long,
+        env = "IDENTITY_HEADER",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    identity_header: Option<OsString>,
+    /// ARM endpoint [default: https://management.azure.com].
+    #[arg(long, env = "AZURE_RESOURCE_MANAGER_URL", value_name = "URL")]
+    azure_resource_manager_url: Option<OsString>,
+    /// Subscription(s) searched for VMs, comma-separated (a command's --subscription wins).
+    #[arg(long, env = "AZURE_SUBSCRIPTION_ID", value_name = "IDS")]
+    azure_subscription_id: Option<OsString>,
+    /// TOML config file [default: rdp-doctor.toml if present].
+    #[arg(long, env = "RDP_DOCTOR_CONFIG", value_name = "FILE")]
+    rdp_doctor_config: Option<OsString>,
+    /// Database of the audit log, confirmations and operations [default:
+    /// sqlite://rdp-doctor.db] (environment only: a URL may hold a password).
+    #[arg(
+        long,
+        env = "RDP_DOCTOR_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    rdp_doctor_database_url: Option<OsString>,
+    /// The Discord bot's token (environment only).
+    #[arg(
+        long,
+        env = "DISCORD_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    discord_token: Option<OsString>,
+    /// Discord REST base, a proxy or a fake [default: https://discord.com].
+    #[arg(long, env = "DISCORD_API_URL", value_name = "URL")]
+    discord_api_url: Option<OsString>,
+    /// Register the commands in this guild (instant) instead of globally.
+    #[arg(long, env = "DISCORD_GUILD_ID", value_name = "ID")]
+    discord_guild_id: Option<OsString>,
+    /// Log filter for rdp-doctor's own logs on stderr [default: warn,rdp_doctor=info]; other
+    /// crates stay at warnings whatever it says.
+    #[arg(long, env = "RUST_LOG", value_name = "FILTER")]
+    rust_log: Option<OsString>,
+}
+
+/// Never prints a value: some are secrets.
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Environment { .. }")
+    }
+}
+
+/// Sets the variable of every environment option given on the command line, so the code that
+/// reads the variable sees it; refuses a secret there, naming only the variable. Runs before
+/// any thread is started.
+fn export_options(matches: &clap::ArgMatches) -> Result<(), String> {
+    let command = <Cli as clap::CommandFactory>::command();
+    for arg in command.get_arguments() {
+        let Some(name) = arg.get_env() else { continue };
+        let id = arg.get_id().as_str();
+        if matches.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
+            continue;
+        }
+        let name = name.to_string_lossy();
+        if arg.is_hide_env_values_set() {
+            return Err(format!(
+                "--{} is a secret: set {name} in the environment instead of on the command line",
+                arg.get_long().unwrap_or(id)
+            ));
+        }
+        if let Some(value) = matches.get_one::<OsString>(id) {
+            std::env::set_var(name.as_ref(), value);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,8 +304,17 @@ struct CheckArgs {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    use clap::{CommandFactory, FromArgMatches};
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let cli = match parsed {
+        Ok((cli, matches)) => {
+            if let Err(e) = export_options(&matches) {
+                return ExitCode::from(error::finish(Err(CliError::usage(e))));
+            }
+            cli
+        }
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() {
@@ -222,9 +347,12 @@ fn init_tracing() {
     use tracing_subscriber::{EnvFilter, Layer};
     let requested = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,rdp_doctor=info".into());
     let filter = EnvFilter::try_new(requested).unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Colour as anstream decides for stderr (`NO_COLOR`, `CLICOLOR`, `CLICOLOR_FORCE`, a
+    // terminal), written through its stream so a Windows console without ANSI gets colour too.
+    let colour = anstream::AutoStream::choice(&std::io::stderr());
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_writer(move || anstream::AutoStream::new(std::io::stderr(), colour))
+        .with_ansi(colour != anstream::ColorChoice::Never)
         .with_filter(tracing_subscriber::filter::filter_fn(within_cap))
         .with_filter(filter);
     let _ = tracing_subscriber::registry().with(layer).try_init();
@@ -388,7 +516,7 @@ fn explain(catalog: &Catalog, text: &str) -> Done {
     for error in &matches {
         out.push_str(&render::explain(error, &style));
     }
-    print!("{out}");
+    anstream::print!("{out}");
     if matches.is_empty() {
         Done::Problems
     } else {
@@ -429,13 +557,12 @@ async fn check(args: CheckArgs) -> Result<Done, CliError> {
         }
     }
 
-    let mut stdout = std::io::stdout().lock();
     if args.json {
-        print_json(&mut stdout, &report, "the report")?;
+        print_json(&mut std::io::stdout().lock(), &report, "the report")?;
     } else {
         let style = render::Style::stdout();
         let _ = write!(
-            stdout,
+            anstream::stdout().lock(),
             "{}",
             render::report(&report, catalog, &style, args.screenshot_out.as_deref())
         );

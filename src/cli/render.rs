@@ -1,11 +1,22 @@
-//! Text for a terminal: the live progress lines and the final report. Colour only on a TTY and
-//! never with `NO_COLOR`.
+//! Text for a terminal: the live progress lines and the final report. Whether there is colour
+//! is anstream's decision for the stream: never with `NO_COLOR` or `CLICOLOR=0`, always with
+//! `CLICOLOR_FORCE=1` (`NO_COLOR` wins over it), otherwise on a terminal that supports it. What
+//! is printed goes through anstream's streams, which turn the escapes into console calls on a
+//! Windows console without ANSI support.
 
 use crate::diagnose::{CheckId, Status};
 use crate::runbook::catalog::{Catalog, ClientError};
 use crate::runbook::{Event, Report, Verdict};
-use std::io::IsTerminal;
+use anstream::{stream::RawStream, AutoStream, ColorChoice};
+use anstyle::{AnsiColor, Color};
 use std::sync::Mutex;
+
+const BOLD: anstyle::Style = anstyle::Style::new().bold();
+const DIM: anstyle::Style = anstyle::Style::new().dimmed();
+
+const fn fg(colour: AnsiColor) -> anstyle::Style {
+    anstyle::Style::new().fg_color(Some(Color::Ansi(colour)))
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Style {
@@ -14,42 +25,44 @@ pub struct Style {
 
 impl Style {
     pub fn stdout() -> Style {
-        Style {
-            colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-        }
+        Style::for_stream(&std::io::stdout())
     }
 
     pub fn stderr() -> Style {
+        Style::for_stream(&std::io::stderr())
+    }
+
+    fn for_stream(stream: &impl RawStream) -> Style {
         Style {
-            colour: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            colour: AutoStream::choice(stream) != ColorChoice::Never,
         }
     }
 
-    fn paint(&self, code: &str, text: &str) -> String {
+    fn paint(&self, look: anstyle::Style, text: &str) -> String {
         if self.colour {
-            format!("\x1b[{code}m{text}\x1b[0m")
+            format!("{look}{text}{look:#}")
         } else {
             text.to_string()
         }
     }
 
     pub fn bold(&self, text: &str) -> String {
-        self.paint("1", text)
+        self.paint(BOLD, text)
     }
 
     pub fn dim(&self, text: &str) -> String {
-        self.paint("2", text)
+        self.paint(DIM, text)
     }
 
     pub fn status(&self, status: Status) -> String {
-        let (code, label) = match status {
-            Status::Pass => ("32", "PASS"),
-            Status::Warn => ("33", "WARN"),
-            Status::Fail => ("31;1", "FAIL"),
-            Status::Skip => ("2", "SKIP"),
-            Status::Error => ("35", "ERR "),
+        let (look, label) = match status {
+            Status::Pass => (fg(AnsiColor::Green), "PASS"),
+            Status::Warn => (fg(AnsiColor::Yellow), "WARN"),
+            Status::Fail => (fg(AnsiColor::Red).bold(), "FAIL"),
+            Status::Skip => (DIM, "SKIP"),
+            Status::Error => (fg(AnsiColor::Magenta), "ERR "),
         };
-        self.paint(code, label)
+        self.paint(look, label)
     }
 }
 
@@ -75,7 +88,7 @@ impl Progress {
         }
         let _guard = self.lock.lock();
         match event {
-            Event::Resolved(vm) => eprintln!(
+            Event::Resolved(vm) => anstream::eprintln!(
                 "{}",
                 self.style.dim(&format!(
                     "checking {} in {} (subscription {})",
@@ -83,7 +96,7 @@ impl Progress {
                 ))
             ),
             Event::StepStarted(_) => {}
-            Event::StepFinished(finding) => eprintln!(
+            Event::StepFinished(finding) => anstream::eprintln!(
                 "  {} {}",
                 self.style.status(finding.status),
                 self.style.dim(finding.step.as_str())
@@ -93,7 +106,7 @@ impl Progress {
 
     pub fn finish(&self) {
         if self.enabled {
-            eprintln!();
+            anstream::eprintln!();
         }
     }
 }
@@ -125,9 +138,15 @@ pub fn report(
         ))
     ));
     let verdict = match report.verdict {
-        Verdict::Ok => style.paint("32;1", "OK: nothing found that blocks Remote Desktop"),
-        Verdict::Problems => style.paint("31;1", "PROBLEMS FOUND"),
-        Verdict::Unknown => style.paint("35;1", "UNKNOWN: some checks could not run"),
+        Verdict::Ok => style.paint(
+            fg(AnsiColor::Green).bold(),
+            "OK: nothing found that blocks Remote Desktop",
+        ),
+        Verdict::Problems => style.paint(fg(AnsiColor::Red).bold(), "PROBLEMS FOUND"),
+        Verdict::Unknown => style.paint(
+            fg(AnsiColor::Magenta).bold(),
+            "UNKNOWN: some checks could not run",
+        ),
     };
     out.push_str(&format!("Verdict: {verdict}\n\n"));
     for finding in &report.findings {

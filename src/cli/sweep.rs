@@ -68,19 +68,27 @@ pub async fn run(args: SweepArgs) -> Result<Done, CliError> {
             }
         })
     };
+    // A progress bar with an ETA on a terminal; nothing on stderr for --json or a pipe.
     let live = !args.json && std::io::stderr().is_terminal();
+    let bar = live.then(progress_bar);
     let progress = |event: SweepEvent| {
-        if !live {
-            return;
-        }
+        let Some(bar) = &bar else { return };
         match event {
             SweepEvent::Listed { total, skipped } => {
-                eprintln!("checking {total} Windows VMs in {scope} ({skipped} others skipped)")
+                eprintln!("checking {total} Windows VMs in {scope} ({skipped} others skipped)");
+                bar.set_length(total as u64);
+                bar.reset();
+                // Drawn from here on, below that line.
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                if total == 0 {
+                    bar.finish_and_clear();
+                }
             }
             SweepEvent::Checked { done, total, .. } => {
-                eprint!("\r  {done}/{total} checked");
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
                 if done == total {
-                    eprintln!();
+                    bar.finish();
                 }
             }
         }
@@ -89,16 +97,22 @@ pub async fn run(args: SweepArgs) -> Result<Done, CliError> {
         .sweep(&caller, &scope, &options, &cancel, &progress)
         .await;
     on_ctrl_c.abort();
-    let report = result?;
-    if live && report.cancelled {
-        eprintln!();
+    if let Some(bar) = &bar {
+        // Cancelled, refused or failed: the bar stays as it stopped, above what follows.
+        if !bar.is_finished() {
+            bar.abandon();
+        }
     }
+    let report = result?;
 
-    let mut stdout = std::io::stdout().lock();
     if args.json {
-        super::print_json(&mut stdout, &report, "the sweep")?;
+        super::print_json(&mut std::io::stdout().lock(), &report, "the sweep")?;
     } else {
-        let _ = write!(stdout, "{}", table(&report, &Style::stdout()));
+        let _ = write!(
+            anstream::stdout().lock(),
+            "{}",
+            table(&report, &Style::stdout())
+        );
     }
     if report.cancelled {
         Ok(Done::Cancelled)
@@ -109,6 +123,17 @@ pub async fn run(args: SweepArgs) -> Result<Done, CliError> {
     } else {
         Ok(Done::Clean)
     }
+}
+
+/// The sweep's progress: how many VMs are checked, the time so far and what is left (hidden until
+/// the scope is listed, then drawn on stderr).
+fn progress_bar() -> indicatif::ProgressBar {
+    let style = indicatif::ProgressStyle::with_template(
+        "  [{bar:30}] {pos}/{len} checked, {elapsed} so far, about {eta} left",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    indicatif::ProgressBar::hidden().with_style(style)
 }
 
 /// The summary for a terminal: counts, then one line per VM, worst first.

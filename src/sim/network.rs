@@ -214,9 +214,11 @@ fn subnet_prefix(on_subnet: &[&Vm]) -> String {
     match addresses.as_deref() {
         Some([base, rest @ ..]) => {
             let differing = rest.iter().fold(0, |bits, a| bits | (a ^ base));
-            let length = differing.leading_zeros().min(24);
-            let mask = u32::MAX.checked_shl(32 - length).unwrap_or(0);
-            format!("{}/{length}", std::net::Ipv4Addr::from(base & mask))
+            // At most 24, so the length is always valid.
+            let length = differing.leading_zeros().min(24) as u8;
+            ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::from(*base), length)
+                .trunc()
+                .to_string()
         }
         _ => prefixes_of(on_subnet.first().map_or("", |v| v.private_ip.as_str())).0,
     }

@@ -16,6 +16,7 @@
 //! * within an NSG the matching rule with the lowest priority number decides, and no match
 //!   means an implicit deny (the default `DenyAllInBound` normally makes this moot).
 
+use ipnet::{Ipv4Net, Ipv4Subnets};
 use serde::Serialize;
 use std::net::Ipv4Addr;
 
@@ -286,43 +287,22 @@ pub fn parse_port_range(s: &str) -> Option<(u16, u16)> {
 }
 
 /// Parse an IPv4 CIDR (`"203.0.113.0/24"`) or bare address (`"10.0.0.4"`, taken as /32).
-/// Returns the network (host bits masked off, since Azure treats `10.0.0.4/24` as
-/// `10.0.0.0/24`) and the prefix length. IPv6, tags and garbage give `None`.
-pub fn parse_cidr(s: &str) -> Option<(u32, u8)> {
+/// Returns the network with its host bits masked off, since Azure treats `10.0.0.4/24` as
+/// `10.0.0.0/24`. IPv6, tags and garbage give `None`; so do a prefix length with a sign or
+/// more than two digits (`/+8`, `/008`), which `ipnet`'s own parser would not all refuse.
+pub fn parse_cidr(s: &str) -> Option<Ipv4Net> {
     let s = s.trim();
     let (addr, len) = match s.split_once('/') {
         Some((a, l)) => {
             if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) || l.len() > 2 {
                 return None;
             }
-            let len: u8 = l.parse().ok()?;
-            (a, len)
+            (a, l.parse().ok()?)
         }
         None => (s, 32),
     };
-    if len > 32 {
-        return None;
-    }
     let ip: Ipv4Addr = addr.parse().ok()?;
-    let net = u32::from(ip) & mask(len);
-    Some((net, len))
-}
-
-fn mask(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len))
-    }
-}
-
-/// Inclusive range of addresses covered by a parsed CIDR.
-fn cidr_range((net, len): (u32, u8)) -> (u32, u32) {
-    (net, net | !mask(len))
-}
-
-fn cidr_contains(c: (u32, u8), ip: u32) -> bool {
-    ip & mask(c.1) == c.0
+    Ipv4Net::new(ip, len).ok().map(|net| net.trunc())
 }
 
 /// One item of a source/destination prefix list, classified.
@@ -330,7 +310,7 @@ fn cidr_contains(c: (u32, u8), ip: u32) -> bool {
 enum Prefix {
     /// `*` (or `Any`): everything.
     Any,
-    Net((u32, u8)),
+    Net(Ipv4Net),
     /// A service tag such as `Internet`, `VirtualNetwork`, `Storage.WestEurope`.
     Tag(String),
     /// IPv6 prefix: never matches the IPv4 traffic we test.
@@ -364,53 +344,56 @@ fn classify_prefix(s: &str) -> Prefix {
     }
 }
 
+const fn net(a: u8, b: u8, c: u8, d: u8, len: u8) -> Ipv4Net {
+    Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), len)
+}
+
 /// Address blocks that are not "the public Internet" for our purposes: 0/8, RFC 1918,
 /// CGNAT 100.64/10, loopback, link-local, and 224/3 (multicast + reserved + broadcast, which
 /// can never be the source of a TCP connection).
-const NON_PUBLIC: [(u32, u8); 8] = [
-    (0x0000_0000, 8),  // 0.0.0.0/8
-    (0x0A00_0000, 8),  // 10.0.0.0/8
-    (0x6440_0000, 10), // 100.64.0.0/10
-    (0x7F00_0000, 8),  // 127.0.0.0/8
-    (0xA9FE_0000, 16), // 169.254.0.0/16
-    (0xAC10_0000, 12), // 172.16.0.0/12
-    (0xC0A8_0000, 16), // 192.168.0.0/16
-    (0xE000_0000, 3),  // 224.0.0.0/3
+const NON_PUBLIC: [Ipv4Net; 8] = [
+    net(0, 0, 0, 0, 8),
+    net(10, 0, 0, 0, 8),
+    net(100, 64, 0, 0, 10),
+    net(127, 0, 0, 0, 8),
+    net(169, 254, 0, 0, 16),
+    net(172, 16, 0, 0, 12),
+    net(192, 168, 0, 0, 16),
+    net(224, 0, 0, 0, 3),
 ];
 
 /// What `VirtualNetwork` means when Azure did not expand it: RFC 1918 space.
-const RFC1918: [(u32, u8); 3] = [(0x0A00_0000, 8), (0xAC10_0000, 12), (0xC0A8_0000, 16)];
+const RFC1918: [Ipv4Net; 3] = [
+    net(10, 0, 0, 0, 8),
+    net(172, 16, 0, 0, 12),
+    net(192, 168, 0, 0, 16),
+];
 
-fn is_public(ip: u32) -> bool {
-    !NON_PUBLIC.iter().any(|&c| cidr_contains(c, ip))
+fn is_public(ip: Ipv4Addr) -> bool {
+    !NON_PUBLIC.iter().any(|n| n.contains(&ip))
 }
 
-/// Public IPv4 space as sorted, disjoint inclusive intervals (complement of [`NON_PUBLIC`]).
-fn public_intervals() -> Vec<(u32, u32)> {
-    let blocked = merge(NON_PUBLIC.iter().map(|&c| cidr_range(c)).collect());
+/// Public IPv4 space as the fewest CIDR blocks (the complement of [`NON_PUBLIC`]), in address
+/// order: the blocks `ipnet` splits each gap between non-public blocks into. Computed once.
+fn public_nets() -> &'static [Ipv4Net] {
+    static PUBLIC: std::sync::LazyLock<Vec<Ipv4Net>> = std::sync::LazyLock::new(complement);
+    &PUBLIC
+}
+
+fn complement() -> Vec<Ipv4Net> {
     let mut out = Vec::new();
-    let mut next: u64 = 0;
-    for (lo, hi) in blocked {
-        if u64::from(lo) > next {
-            out.push((next as u32, lo - 1));
+    let mut next = Some(Ipv4Addr::UNSPECIFIED);
+    for blocked in Ipv4Net::aggregate(&NON_PUBLIC.to_vec()) {
+        if let Some(start) = next.filter(|&start| start < blocked.network()) {
+            let end = Ipv4Addr::from(u32::from(blocked.network()) - 1);
+            out.extend(Ipv4Subnets::new(start, end, 0));
         }
-        next = u64::from(hi) + 1;
+        next = u32::from(blocked.broadcast())
+            .checked_add(1)
+            .map(Ipv4Addr::from);
     }
-    if next <= u64::from(u32::MAX) {
-        out.push((next as u32, u32::MAX));
-    }
-    out
-}
-
-/// Sort and merge overlapping or adjacent inclusive intervals.
-fn merge(mut v: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
-    v.sort_unstable();
-    let mut out: Vec<(u32, u32)> = Vec::with_capacity(v.len());
-    for (lo, hi) in v {
-        match out.last_mut() {
-            Some(last) if u64::from(lo) <= u64::from(last.1) + 1 => last.1 = last.1.max(hi),
-            _ => out.push((lo, hi)),
-        }
+    if let Some(start) = next {
+        out.extend(Ipv4Subnets::new(start, Ipv4Addr::BROADCAST, 0));
     }
     out
 }
@@ -445,23 +428,23 @@ impl Side<'_> {
             .map(|s| classify_prefix(s))
     }
 
-    fn expanded_nets(&self) -> impl Iterator<Item = (u32, u8)> + '_ {
+    fn expanded_nets(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
         self.expanded.iter().filter_map(|s| parse_cidr(s))
     }
 
     /// Does this side contain the address? Tags use the expansion when present, otherwise
     /// `Internet` = public IPv4, `VirtualNetwork` = RFC 1918, anything else = nothing.
-    fn contains(&self, ip: u32) -> bool {
+    fn contains(&self, ip: Ipv4Addr) -> bool {
         let expanded = self.has_expansion();
         self.items().any(|p| match p {
             Prefix::Any => true,
-            Prefix::Net(c) => cidr_contains(c, ip),
+            Prefix::Net(c) => c.contains(&ip),
             Prefix::Tag(t) if !expanded && is_tag(&t, "Internet") => is_public(ip),
             Prefix::Tag(t) if !expanded && is_tag(&t, "VirtualNetwork") => {
-                RFC1918.iter().any(|&c| cidr_contains(c, ip))
+                RFC1918.iter().any(|c| c.contains(&ip))
             }
             Prefix::Tag(_) | Prefix::Ipv6 | Prefix::Invalid => false,
-        }) || self.expanded_nets().any(|c| cidr_contains(c, ip))
+        }) || self.expanded_nets().any(|c| c.contains(&ip))
     }
 
     /// Permissive match used when the VM's IP is unknown: any IPv4-meaningful item counts.
@@ -471,25 +454,24 @@ impl Side<'_> {
             || self.expanded_nets().next().is_some()
     }
 
-    /// Inclusive intervals this side definitely covers (used for Internet coverage).
-    fn intervals(&self) -> Vec<(u32, u32)> {
+    /// The address space this side definitely covers, as the fewest CIDR blocks
+    /// (`Ipv4Net::aggregate`; used for Internet coverage).
+    fn nets(&self) -> Vec<Ipv4Net> {
         let expanded = self.has_expansion();
         let mut v = Vec::new();
         for p in self.items() {
             match p {
-                Prefix::Any => v.push((0, u32::MAX)),
-                Prefix::Net(c) => v.push(cidr_range(c)),
+                Prefix::Any => v.push(Ipv4Net::default()),
+                Prefix::Net(c) => v.push(c),
                 Prefix::Tag(t) if !expanded && is_tag(&t, "Internet") => {
-                    v.extend(public_intervals())
+                    v.extend_from_slice(public_nets())
                 }
-                Prefix::Tag(t) if !expanded && is_tag(&t, "VirtualNetwork") => {
-                    v.extend(RFC1918.iter().map(|&c| cidr_range(c)))
-                }
+                Prefix::Tag(t) if !expanded && is_tag(&t, "VirtualNetwork") => v.extend(RFC1918),
                 _ => {}
             }
         }
-        v.extend(self.expanded_nets().map(cidr_range));
-        merge(v)
+        v.extend(self.expanded_nets());
+        Ipv4Net::aggregate(&v)
     }
 
     /// Does this side admit *an arbitrary Internet host*? True for `*`, `Any`, the `Internet`
@@ -504,21 +486,23 @@ impl Side<'_> {
         }) {
             return true;
         }
-        let have = self.intervals();
-        // `have` is merged, so each contiguous public interval must sit inside one entry.
-        public_intervals()
+        // Both lists are the fewest blocks of their space, so a public block lies inside the
+        // side's space exactly when one of the side's blocks contains it (two CIDR blocks are
+        // either nested or disjoint).
+        let have = self.nets();
+        public_nets()
             .iter()
-            .all(|&(lo, hi)| have.iter().any(|&(a, b)| a <= lo && hi <= b))
+            .all(|p| have.iter().any(|h| h.contains(p)))
     }
 
     /// Does this side contain at least one public address? Used to keep purely private
     /// allows (e.g. from `VirtualNetwork`) out of the "open only from ..." hints for the
     /// Internet probe.
     fn touches_public(&self) -> bool {
-        let have = self.intervals();
-        public_intervals()
+        let have = self.nets();
+        public_nets()
             .iter()
-            .any(|&(lo, hi)| have.iter().any(|&(a, b)| a <= hi && lo <= b))
+            .any(|p| have.iter().any(|h| h.contains(p) || p.contains(h)))
     }
 
     fn notes(&self, rule: &EffectiveRule, what: &str, notes: &mut Vec<String>) {
@@ -607,7 +591,7 @@ fn matches_except_source(rule: &EffectiveRule, probe: &Probe) -> bool {
         && protocol_matches_tcp(&rule.protocol)
         && port_matches(rule, probe.port)
         && match probe.destination {
-            Some(ip) => destination_side(rule).contains(u32::from(ip)),
+            Some(ip) => destination_side(rule).contains(ip),
             None => destination_side(rule).could_contain_something(),
         }
 }
@@ -615,7 +599,7 @@ fn matches_except_source(rule: &EffectiveRule, probe: &Probe) -> bool {
 fn source_matches(rule: &EffectiveRule, source: TrafficSource) -> bool {
     match source {
         TrafficSource::Internet => source_side(rule).covers_internet(),
-        TrafficSource::Address(ip) => source_side(rule).contains(u32::from(ip)),
+        TrafficSource::Address(ip) => source_side(rule).contains(ip),
     }
 }
 
@@ -1515,10 +1499,11 @@ mod tests {
 
     #[test]
     fn parse_cidr_cases() {
-        assert_eq!(parse_cidr("10.0.0.4"), Some((0x0A00_0004, 32)));
-        assert_eq!(parse_cidr("203.0.113.0/24"), Some((0xCB00_7100, 24)));
-        assert_eq!(parse_cidr("10.0.0.4/24"), Some((0x0A00_0000, 24)));
-        assert_eq!(parse_cidr("0.0.0.0/0"), Some((0, 0)));
+        let n = |s: &str| s.parse::<Ipv4Net>().ok();
+        assert_eq!(parse_cidr("10.0.0.4"), n("10.0.0.4/32"));
+        assert_eq!(parse_cidr(" 203.0.113.0/24 "), n("203.0.113.0/24"));
+        assert_eq!(parse_cidr("10.0.0.4/24"), n("10.0.0.0/24"));
+        assert_eq!(parse_cidr("0.0.0.0/0"), n("0.0.0.0/0"));
         for bad in [
             "",
             "*",
@@ -1535,18 +1520,46 @@ mod tests {
     }
 
     #[test]
-    fn public_intervals_are_the_complement_of_non_public() {
-        let pubs = public_intervals();
-        assert_eq!(pubs.first(), Some(&(0x0100_0000, 0x09FF_FFFF)));
-        assert_eq!(pubs.last().map(|p| p.1), Some(0xDFFF_FFFF));
+    fn public_nets_are_the_complement_of_non_public() {
+        let pubs = public_nets();
+        let n = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        assert_eq!(pubs.first(), Some(&n("1.0.0.0/8")));
+        assert_eq!(pubs.last(), Some(&n("208.0.0.0/4")));
+        // Together with the non-public blocks they tile the address space exactly once.
+        let size = |n: &Ipv4Net| 1u64 << (32 - n.prefix_len());
+        let total: u64 = pubs.iter().chain(NON_PUBLIC.iter()).map(size).sum();
+        assert_eq!(total, 1u64 << 32);
+        assert_eq!(
+            Ipv4Net::aggregate(&pubs.iter().chain(NON_PUBLIC.iter()).copied().collect()),
+            vec![Ipv4Net::default()]
+        );
         for ip in [
-            0x0100_0000u32,
-            0x0B00_0000,
-            0x6440_0000 - 1,
-            0xAC20_0000,
-            0xDFFF_FFFF,
+            "1.0.0.0",
+            "9.255.255.255",
+            "11.0.0.0",
+            "100.63.255.255",
+            "100.128.0.0",
+            "172.32.0.0",
+            "223.255.255.255",
         ] {
-            assert!(is_public(ip) && pubs.iter().any(|&(a, b)| a <= ip && ip <= b));
+            let ip: Ipv4Addr = ip.parse().unwrap();
+            assert!(
+                is_public(ip) && pubs.iter().any(|p| p.contains(&ip)),
+                "{ip}"
+            );
+        }
+        for ip in [
+            "0.1.2.3",
+            "10.1.2.3",
+            "100.64.0.0",
+            "169.254.1.1",
+            "224.0.0.1",
+        ] {
+            let ip: Ipv4Addr = ip.parse().unwrap();
+            assert!(
+                !is_public(ip) && !pubs.iter().any(|p| p.contains(&ip)),
+                "{ip}"
+            );
         }
     }
 
@@ -2106,10 +2119,11 @@ mod tests {
 
         #[test]
         fn prop_parse_cidr_roundtrip(ip in any::<u32>(), len in 0u8..=32) {
-            let net = ip & mask(len);
+            let net = if len == 0 { 0 } else { ip & (u32::MAX << (32 - u32::from(len))) };
             let s = format!("{}/{}", Ipv4Addr::from(ip), len);
-            prop_assert_eq!(parse_cidr(&s), Some((net, len)));
-            prop_assert!(cidr_contains((net, len), ip));
+            let parsed = parse_cidr(&s).expect("a valid CIDR parses");
+            prop_assert_eq!((u32::from(parsed.network()), parsed.prefix_len()), (net, len));
+            prop_assert!(parsed.contains(&Ipv4Addr::from(ip)));
         }
 
         #[test]

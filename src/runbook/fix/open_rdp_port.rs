@@ -4,13 +4,14 @@
 use super::{Facts, Plan, PlanError, Refusal, Step};
 use crate::azure::{free_priority_below, Arm, NewRdpRule};
 use crate::diagnose::{nsg, ActionId};
+use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 
 /// Where RDP may come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RdpSource {
     Address(Ipv4Addr),
-    Cidr(Ipv4Addr, u8),
+    Cidr(Ipv4Net),
     /// A service tag such as `AzureCloud` or `GatewayManager`.
     Tag(String),
     /// The whole Internet, chosen explicitly.
@@ -22,7 +23,7 @@ impl RdpSource {
     pub fn prefix(&self) -> String {
         match self {
             RdpSource::Address(ip) => ip.to_string(),
-            RdpSource::Cidr(ip, len) => format!("{ip}/{len}"),
+            RdpSource::Cidr(net) => net.to_string(),
             RdpSource::Tag(tag) => tag.clone(),
             RdpSource::Anywhere => "*".to_string(),
         }
@@ -30,7 +31,8 @@ impl RdpSource {
 
     fn probe_source(&self) -> nsg::TrafficSource {
         match self {
-            RdpSource::Address(ip) | RdpSource::Cidr(ip, _) => nsg::TrafficSource::Address(*ip),
+            RdpSource::Address(ip) => nsg::TrafficSource::Address(*ip),
+            RdpSource::Cidr(net) => nsg::TrafficSource::Address(net.addr()),
             RdpSource::Tag(_) | RdpSource::Anywhere => nsg::TrafficSource::Internet,
         }
     }
@@ -82,15 +84,15 @@ pub fn parse_source(text: &str) -> Result<RdpSource, SourceError> {
             .ok()
             .filter(|l| (8..=32).contains(l))
             .ok_or_else(|| SourceError::PrefixLength(text.to_string()))?;
-        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-        if u32::from(ip) & !mask != 0 {
+        let net = Ipv4Net::new(ip, len).map_err(|_| SourceError::PrefixLength(text.to_string()))?;
+        if net != net.trunc() {
             return Err(SourceError::HostBits {
                 text: text.to_string(),
-                network: Ipv4Addr::from(u32::from(ip) & mask),
+                network: net.trunc().network(),
                 len,
             });
         }
-        return Ok(RdpSource::Cidr(ip, len));
+        return Ok(RdpSource::Cidr(net));
     }
     let tag_ok = !text.is_empty()
         && text.len() <= 80
@@ -267,7 +269,7 @@ mod tests {
             "rdp-doctor-allow-rdp-anywhere"
         );
         assert_eq!(
-            rule_name(&RdpSource::Cidr("203.0.113.0".parse().unwrap(), 24)),
+            rule_name(&RdpSource::Cidr("203.0.113.0/24".parse().unwrap())),
             "rdp-doctor-allow-rdp-203-0-113-0-24"
         );
     }
