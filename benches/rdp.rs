@@ -13,7 +13,7 @@
 //! To see where time goes: `RUST_LOG` is passed on to the bot, and with `RDP_BENCH_LOG=DIR` each
 //! bot's stderr is saved as `DIR/bot-N.log`.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 #[path = "rdp/check.rs"]

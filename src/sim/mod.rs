@@ -355,7 +355,7 @@ pub async fn run_standalone(listen: &str, world_file: &std::path::Path) -> anyho
 /// The demo world of `commands/demo-world.toml`, compiled in.
 pub fn demo_world() -> World {
     World::from_toml_str(include_str!("../../commands/demo-world.toml"))
-        .expect("commands/demo-world.toml is valid (checked by tests/sim.rs)")
+        .expect("commands/demo-world.toml is valid (checked by tests/it/sim.rs)")
 }
 
 // ---------------------------------------------------------------------------------------------

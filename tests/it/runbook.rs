@@ -2,10 +2,9 @@
 //! simulator. At least one test per status of every check, VM resolution, and the Azure failures
 //! a person must understand.
 
-mod support;
+use crate::support;
 
 /// Signing in for weeks: our token credentials against the simulator's Entra ID.
-#[path = "runbook/credentials.rs"]
 mod credentials;
 
 use rdp_doctor::azure::{Arm, ArmError, ResolveError, SweepScope, VmDirectory, VmQuery};

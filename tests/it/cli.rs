@@ -1,7 +1,7 @@
 //! The `rdp-doctor` binary as a person or a script runs it: against a simulator on loopback,
 //! configured only through the environment variables of ARCHITECTURE.md's external contract.
 
-mod support;
+use crate::support;
 
 use rdp_doctor::sim::{SimOptions, Simulator, World};
 use std::path::PathBuf;
@@ -618,7 +618,7 @@ async fn a_bad_runbook_override_names_file_line_and_field() {
         let cli = Cli::start(World::new().vm("web-01")).await;
         let dir = cli.path("runbook");
         std::fs::create_dir_all(&dir).unwrap();
-        let builtin = include_str!("../commands/rdp.toml");
+        let builtin = include_str!("../../commands/rdp.toml");
         let broken = builtin.replacen("permission = \"operate\"", "permission = \"root\"", 1);
         std::fs::write(dir.join("rdp.toml"), broken).unwrap();
         std::fs::write(

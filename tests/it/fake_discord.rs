@@ -1,7 +1,7 @@
 //! The fake Discord against serenity's own HTTP client and gateway, and a tiny poise bot: proves
 //! the fake speaks what serenity 0.12 / poise 0.7 need before the real bot is wired to it.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use serenity::all as sy;

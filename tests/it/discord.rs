@@ -2,10 +2,9 @@
 //! gateway on loopback, every request body checked against Discord's OpenAPI spec) and the Azure
 //! simulator.
 
-mod support;
+use crate::support;
 
 /// The bot as a process under the loudest `RUST_LOG` (its own file: it starts the binary).
-#[path = "discord/bot_logs.rs"]
 mod bot_logs;
 
 use rdp_doctor::azure::Arm;

@@ -3,7 +3,7 @@
 //! two-person rule, expiry, double confirms, preconditions, the per-VM lock, resuming after a
 //! crash, and the password kept out of everything.
 
-mod support;
+use crate::support;
 
 use rdp_doctor::azure::{Arm, VmRef};
 use rdp_doctor::policy::{Actor, Policy, PolicyConfig};

@@ -1,7 +1,7 @@
 //! The simulator, driven by the real Azure SDK clients: every body it serves must parse into the
 //! SDK models rdp-doctor uses, and its misbehaviour (throttling, faults) must be observable.
 
-mod support;
+use crate::support;
 
 use azure_core::auth::TokenCredential;
 use azure_core::error::ErrorKind;

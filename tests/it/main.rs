@@ -1,0 +1,13 @@
+//! The integration tests, in one binary: each test binary links the whole crate with the Azure
+//! SDK, so one link instead of seven. Run one part with a filter, e.g. `cargo test --test it
+//! sim::` or `cargo test --test it discord::`.
+
+mod support;
+
+mod arm_examples;
+mod cli;
+mod discord;
+mod fake_discord;
+mod fix;
+mod runbook;
+mod sim;
