@@ -31,6 +31,8 @@ use surface::Answerable;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Context<'a> = poise::Context<'a, Bot, Error>;
+/// A slash command's context: every `/rdp` subcommand takes this (they are slash-only).
+pub type AppContext<'a> = poise::ApplicationContext<'a, Bot, Error>;
 
 /// How the bot reaches Discord (the environment variables of ARCHITECTURE.md's external contract).
 pub struct BotSettings {
