@@ -406,6 +406,7 @@ pub async fn picked(
     component: &ComponentInteraction,
     nonce: Key,
 ) -> Result<(), Error> {
+    // Raw calls: a menu choice comes outside any command invocation; poise cannot answer it.
     let index = match &component.data.kind {
         ComponentInteractionDataKind::StringSelect { values } => {
             values.first().and_then(|v| v.parse::<usize>().ok())

@@ -410,6 +410,7 @@ pub(super) async fn open_password_form(
     component: &ComponentInteraction,
     summary: &VmSummary,
 ) -> Result<(), Error> {
+    // Raw calls: a click or menu choice comes outside any command invocation; poise cannot answer it.
     let response = match bot
         .door
         .may_fix(caller, ActionId::ResetPassword, &summary.vm)
@@ -479,6 +480,7 @@ pub async fn modal(
     modal: &ModalInteraction,
     key: Key,
 ) -> Result<(), Error> {
+    // Raw calls: a form submission comes outside any command invocation; poise cannot answer it.
     tracing::debug!(custom_id = %modal.data.custom_id, "modal submitted");
     let ephemeral = |embed: CreateEmbed| {
         CreateInteractionResponse::Message(
@@ -565,6 +567,7 @@ pub async fn fix_button(
     action: ActionId,
     key: Key,
 ) -> Result<(), Error> {
+    // Raw calls: a click comes outside any command invocation; poise cannot answer it.
     let summary = match vm_by_key(bot, caller, key).await {
         Ok(Some(summary)) => summary,
         Ok(None) => {
@@ -625,6 +628,7 @@ pub async fn cancel(
     component: &ComponentInteraction,
     confirmation: ConfirmationKey,
 ) -> Result<(), Error> {
+    // Raw calls: a click comes outside any command invocation; poise cannot answer it.
     component
         .create_response(&*http, CreateInteractionResponse::Acknowledge)
         .await?;
@@ -661,6 +665,7 @@ pub async fn confirm(
     component: &ComponentInteraction,
     confirmation: ConfirmationKey,
 ) -> Result<(), Error> {
+    // Raw calls: a click comes outside any command invocation; poise cannot answer it.
     // Acknowledge at once; the prompt message becomes the progress and the outcome.
     component
         .create_response(&*http, CreateInteractionResponse::Acknowledge)

@@ -260,6 +260,7 @@ async fn wait_for_shutdown() {
 /// Then the custom id is parsed into a [`ComponentId`] and matched exhaustively; an id rdp-doctor
 /// did not write is refused privately and never mapped to an action.
 async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Bot) -> Result<(), Error> {
+    // Raw calls: a component or form comes outside any command invocation; poise cannot answer it.
     let http = ctx.http.clone();
     match event {
         FullEvent::InteractionCreate {

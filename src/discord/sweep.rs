@@ -427,6 +427,7 @@ fn details_menu(nonce: Key, report: &SweepReport) -> Vec<CreateActionRow> {
 
 /// The "Another VM…" button: the form that asks for the VM's name.
 pub async fn ask(http: &Http, component: &ComponentInteraction, nonce: Key) -> Result<(), Error> {
+    // Raw calls: a click comes outside any command invocation; poise cannot answer it.
     let modal = CreateModal::new(
         ComponentId::SweepName { nonce }.to_string(),
         "Full report of a swept VM",
@@ -450,6 +451,7 @@ pub async fn modal(
     modal: &ModalInteraction,
     nonce: Key,
 ) -> Result<(), Error> {
+    // Raw calls: a form submission comes outside any command invocation; poise cannot answer it.
     let name = super::fixes::modal_value(modal, "vm").unwrap_or_default();
     let name = name.trim();
     let found = bot.sweeps.lock().ok().and_then(|s| {
@@ -535,6 +537,7 @@ pub async fn stop(
     component: &ComponentInteraction,
     nonce: Key,
 ) -> Result<(), Error> {
+    // Raw calls: a click comes outside any command invocation; poise cannot answer it.
     let state = bot.sweeps.lock().ok().and_then(|s| {
         s.get(&nonce)
             .map(|s| (s.requester.clone(), s.cancel.clone(), s.finished))
@@ -572,6 +575,7 @@ pub async fn details(
     component: &ComponentInteraction,
     nonce: Key,
 ) -> Result<(), Error> {
+    // Raw calls: a menu choice comes outside any command invocation; poise cannot answer it.
     let index = match &component.data.kind {
         ComponentInteractionDataKind::StringSelect { values } => {
             values.first().and_then(|v| v.parse::<usize>().ok())
