@@ -135,7 +135,13 @@ impl<'a> Surface<'a> {
             match self.edit_via_token(&view).await {
                 Ok(()) => return,
                 Err(e) if self.private => {
-                    tracing::error!(error = %e, "could not edit a private interaction message");
+                    // As a failed command: "internal error, reference X", privately.
+                    let reference = super::internal_error(&e, "private answer");
+                    let notice = super::render::notice(
+                        "Internal error",
+                        &super::internal_error_text(&reference),
+                    );
+                    self.whisper(notice, Vec::new()).await;
                     return;
                 }
                 Err(e) => {
