@@ -1,15 +1,29 @@
 //! The `/rdp` slash commands. Each stays thin: turn options into a runbook request, acknowledge
 //! within Discord's 3 seconds (before any Azure call), run, render.
+//!
+//! Every command takes poise's `ApplicationContext` and answers in one order:
+//!
+//! 1. parse and validate the options that need no I/O; a mistake is answered at once, privately,
+//!    as the first response (`refuse`);
+//! 2. `acknowledge` (poise's `ctx.defer()` or `ctx.defer_ephemeral()`) before the first Azure
+//!    request, well inside Discord's 3 seconds; it returns the `Surface` the answer lives on;
+//! 3. authorise through the door and work: every door call checks the person's permission
+//!    itself, and a refusal goes privately to the person (`Surface::whisper`, poise's `ctx.send`).
+//!
+//! A command that makes no Azure request (`help`, `explain`, `audit`, `reset-password`'s form)
+//! skips step 2 and answers with `ctx.send` as its first response. The fence (guild, channel, a
+//! policy at all) runs before any of this, in poise's `command_check`.
 
 use super::ids::{ComponentId, Key};
 use super::render;
 use super::surface::{Surface, View};
-use super::{caller, Bot, Context, Error};
+use super::{caller, AppContext, Bot, Context, Error};
 use crate::diagnose::{CheckId, Status};
 use crate::domain::{VmQuery, VmSummary};
 use crate::runbook::door::{Caller, DoorError};
 use crate::runbook::fix::{FixRequest, RdpSource};
 use crate::runbook::{CheckOptions, Event};
+use poise::CreateReply;
 use serenity::all::{
     CommandInteraction, ComponentInteraction, ComponentInteractionDataKind, CreateActionRow,
     CreateAllowedMentions, CreateAutocompleteResponse, CreateEmbed, CreateInteractionResponse,
@@ -138,21 +152,18 @@ pub(super) fn command_interaction<'a>(ctx: &Context<'a>) -> Option<&'a CommandIn
 /// Check why Remote Desktop to a VM fails: power, agent, public IP, NSG, health, boot diagnostics
 #[poise::command(slash_command)]
 pub async fn check(
-    ctx: Context<'_>,
+    ctx: AppContext<'_>,
     #[description = "VM: name, resource-group/name or resource id"]
     #[autocomplete = "autocomplete_vm"]
     vm: String,
     #[description = "Test TCP 3389 from this IPv4 address (yours) instead of the whole Internet"]
     from: Option<String>,
 ) -> Result<(), Error> {
-    let Some(interaction) = command_interaction(&ctx) else {
-        return Ok(());
-    };
     let from = match parse_from(from.as_deref()) {
         Ok(from) => from,
-        Err(notice) => return reply_ephemeral(ctx.http(), interaction, *notice).await,
+        Err(notice) => return refuse(ctx, *notice).await,
     };
-    start(ctx, interaction, Kind::Check, &vm, CheckOptions { from }).await
+    start(ctx, Kind::Check, &vm, CheckOptions { from }).await
 }
 
 /// The `from` option: empty, or an IPv4 address; otherwise what to tell the person.
@@ -173,111 +184,109 @@ pub(super) fn parse_from(
 /// Azure Resource Health of a VM
 #[poise::command(slash_command)]
 pub async fn health(
-    ctx: Context<'_>,
+    ctx: AppContext<'_>,
     #[description = "VM: name, resource-group/name or resource id"]
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    let Some(interaction) = command_interaction(&ctx) else {
-        return Ok(());
-    };
-    start(ctx, interaction, Kind::Health, &vm, CheckOptions::default()).await
+    start(ctx, Kind::Health, &vm, CheckOptions::default()).await
 }
 
 /// Boot diagnostics of a VM: console screenshot and serial log tail
 #[poise::command(slash_command)]
 pub async fn console(
-    ctx: Context<'_>,
+    ctx: AppContext<'_>,
     #[description = "VM: name, resource-group/name or resource id"]
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    let Some(interaction) = command_interaction(&ctx) else {
-        return Ok(());
-    };
-    start(
-        ctx,
-        interaction,
-        Kind::Console,
-        &vm,
-        CheckOptions::default(),
-    )
-    .await
+    start(ctx, Kind::Console, &vm, CheckOptions::default()).await
 }
 
 /// Explain a Remote Desktop client error message: cause and fix
 #[poise::command(slash_command)]
 pub async fn explain(
-    ctx: Context<'_>,
+    ctx: AppContext<'_>,
     #[description = "The error text the Remote Desktop client shows"]
     #[max_length = 1000]
     error: String,
 ) -> Result<(), Error> {
-    let Some(interaction) = command_interaction(&ctx) else {
-        return Ok(());
-    };
+    // No Azure request: the answer is the first response.
     let matches = ctx.data().door.catalog().explain(&error);
-    let message = CreateInteractionResponseMessage::new()
-        .embed(render::explain(&matches, &error))
-        .allowed_mentions(CreateAllowedMentions::new());
-    interaction
-        .create_response(ctx.http(), CreateInteractionResponse::Message(message))
-        .await?;
+    ctx.send(public(render::explain(&matches, &error))).await?;
     Ok(())
 }
 
 /// What rdp-doctor can do
 #[poise::command(slash_command)]
-pub async fn help(ctx: Context<'_>) -> Result<(), Error> {
-    let Some(interaction) = command_interaction(&ctx) else {
-        return Ok(());
-    };
-    reply_ephemeral(ctx.http(), interaction, render::help()).await
-}
-
-pub(super) async fn reply_ephemeral(
-    http: &Http,
-    interaction: &CommandInteraction,
-    embed: CreateEmbed,
-) -> Result<(), Error> {
-    let message = CreateInteractionResponseMessage::new()
-        .ephemeral(true)
-        .embed(embed)
-        .allowed_mentions(CreateAllowedMentions::new());
-    interaction
-        .create_response(http, CreateInteractionResponse::Message(message))
-        .await?;
+pub async fn help(ctx: AppContext<'_>) -> Result<(), Error> {
+    ctx.send(private(render::help())).await?;
     Ok(())
 }
 
-/// Acknowledge, find the VM (among those the person may read), run.
+/// A message everyone in the channel sees, mentioning nobody (poise's framework default is set
+/// too, but each reply says so itself).
+pub(super) fn public(embed: CreateEmbed) -> CreateReply {
+    CreateReply::default()
+        .embed(embed)
+        .allowed_mentions(CreateAllowedMentions::new())
+}
+
+/// A message only the person who asked sees.
+pub(super) fn private(embed: CreateEmbed) -> CreateReply {
+    public(embed).ephemeral(true)
+}
+
+/// Step 1 of every command (see the module's note): a mistake in the options, answered at once
+/// and privately as the first response. Nothing was acknowledged, nothing asked of Azure.
+pub(super) async fn refuse(ctx: AppContext<'_>, embed: CreateEmbed) -> Result<(), Error> {
+    ctx.send(private(embed)).await?;
+    Ok(())
+}
+
+/// Who sees a deferred command's answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Audience {
+    /// The channel ("rdp-doctor is thinking…", then the answer).
+    Channel,
+    /// The person who asked.
+    Requester,
+}
+
+/// Step 2 of every command that asks Azure (see the module's note): acknowledge with poise's
+/// deferral, before the first Azure request; the answer is then edited into the deferred
+/// response.
+pub(super) async fn acknowledge(
+    ctx: AppContext<'_>,
+    audience: Audience,
+) -> Result<Surface<'_>, Error> {
+    match audience {
+        Audience::Channel => ctx.defer().await?,
+        Audience::Requester => ctx.defer_ephemeral().await?,
+    }
+    Ok(Surface::command(ctx, audience == Audience::Requester))
+}
+
+/// A VM option that cannot name a VM: what to tell the person (step 1, no I/O).
+pub(super) fn parse_vm(vm: &str) -> Result<(), Box<CreateEmbed>> {
+    VmQuery::parse(vm)
+        .map(|_| ())
+        .map_err(|e| Box::new(render::notice("Cannot look that up", &e.to_string())))
+}
+
+/// Validate, acknowledge, find the VM (among those the person may read), run.
 async fn start(
-    ctx: Context<'_>,
-    interaction: &CommandInteraction,
+    ctx: AppContext<'_>,
     kind: Kind,
     vm: &str,
     options: CheckOptions,
 ) -> Result<(), Error> {
-    // Bad input needs no Azure call: answer it at once, privately.
-    if let Err(e) = VmQuery::parse(vm) {
-        return reply_ephemeral(
-            ctx.http(),
-            interaction,
-            render::notice("Cannot look that up", &e.to_string()),
-        )
-        .await;
+    if let Err(notice) = parse_vm(vm) {
+        return refuse(ctx, *notice).await;
     }
-    // The acknowledgement goes out before any Azure request, whatever Azure is doing.
-    interaction.defer(ctx.http()).await?;
-    let http = ctx.serenity_context().http.clone();
-    let surface = Surface::original(
-        http.clone(),
-        &interaction.token,
-        interaction.channel_id,
-        Instant::now(),
-    );
+    let surface = acknowledge(ctx, Audience::Channel).await?;
     surface.show(View::embed(render::looking_up(vm))).await;
-    let caller = command_caller(interaction);
+    let caller = command_caller(ctx.interaction);
     if let Some(summary) = find(ctx.data(), &surface, &caller, &kind, vm, &options).await {
         run(ctx.data(), &surface, &caller, kind, summary, &options).await;
     }
@@ -288,7 +297,7 @@ async fn start(
 /// the reason. `None`: the person has been answered.
 pub(super) async fn find(
     bot: &Bot,
-    surface: &Surface,
+    surface: &Surface<'_>,
     caller: &Caller,
     kind: &Kind,
     vm: &str,
@@ -397,6 +406,7 @@ pub async fn picked(
     component: &ComponentInteraction,
     nonce: Key,
 ) -> Result<(), Error> {
+    // Raw calls: a menu choice comes outside any command invocation; poise cannot answer it.
     let index = match &component.data.kind {
         ComponentInteractionDataKind::StringSelect { values } => {
             values.first().and_then(|v| v.parse::<usize>().ok())
@@ -464,7 +474,7 @@ pub async fn picked(
 /// Run a resolved request and render it on `surface`.
 async fn run(
     bot: &Bot,
-    surface: &Surface,
+    surface: &Surface<'_>,
     caller: &Caller,
     kind: Kind,
     summary: VmSummary,
@@ -511,7 +521,7 @@ async fn run(
 }
 
 /// A refusal privately, anything else in the message.
-pub(super) async fn show_error(surface: &Surface, e: &DoorError) {
+pub(super) async fn show_error(surface: &Surface<'_>, e: &DoorError) {
     if e.is_user_error() {
         surface.retract().await;
         surface
@@ -526,7 +536,7 @@ pub(super) async fn show_error(surface: &Surface, e: &DoorError) {
 
 pub(super) async fn run_check(
     bot: &Bot,
-    surface: &Surface,
+    surface: &Surface<'_>,
     caller: &Caller,
     summary: VmSummary,
     options: &CheckOptions,

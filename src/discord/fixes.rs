@@ -8,13 +8,13 @@
 //! lives in the database), `rdp:pw:<vm key>` (the password modal).
 
 use super::commands::{
-    autocomplete_vm, command_caller, command_interaction, door_notice, find, reply_ephemeral,
-    user_error_title, FixKind, Kind,
+    acknowledge, autocomplete_vm, command_caller, command_interaction, door_notice, find, parse_vm,
+    refuse, user_error_title, Audience, FixKind, Kind,
 };
 use super::ids::{ComponentId, ConfirmationKey, Key};
 use super::render::{self, clip};
 use super::surface::{Surface, View};
-use super::{Bot, Context, Error};
+use super::{AppContext, Bot, Context, Error};
 use crate::diagnose::ActionId;
 use crate::domain::VmSummary;
 use crate::runbook::door::{Caller, Door, DoorError};
@@ -48,7 +48,7 @@ pub async fn channel_check(ctx: Context<'_>) -> Result<bool, Error> {
     };
     match ctx.data().door.admit(&command_caller(interaction)) {
         Ok(()) => Ok(true),
-        // Autocomplete takes only choices: none.
+        // Autocomplete takes only choices: none. Poise has no reply for a refused autocomplete.
         Err(_)
             if matches!(ctx, poise::Context::Application(app)
                 if app.interaction_type == poise::CommandInteractionType::Autocomplete) =>
@@ -60,11 +60,10 @@ pub async fn channel_check(ctx: Context<'_>) -> Result<bool, Error> {
             Ok(false)
         }
         Err(e) => {
-            reply_ephemeral(
-                ctx.http(),
-                interaction,
-                render::notice("Not here", &e.to_string()),
-            )
+            ctx.send(super::commands::private(render::notice(
+                "Not here",
+                &e.to_string(),
+            )))
             .await?;
             Ok(false)
         }
@@ -228,7 +227,7 @@ fn error_embed(e: &DoorError) -> CreateEmbed {
 /// privately why not.
 pub(super) async fn ask(
     bot: &Bot,
-    surface: &Surface,
+    surface: &Surface<'_>,
     caller: &Caller,
     summary: &VmSummary,
     request: FixRequest,
@@ -262,21 +261,14 @@ fn prompt_view(prompt: &Prompt) -> Result<View, UnknownConfirmation> {
 }
 
 /// Ask for a fix from a slash command: privately refused, a "which VM?" menu, or a public
-/// prompt with buttons.
-async fn request_from_command(ctx: Context<'_>, vm: &str, fix: FixKind) -> Result<(), Error> {
-    let Some(interaction) = command_interaction(&ctx) else {
-        return Ok(());
-    };
+/// prompt with buttons. The order of `commands`' note: validate, acknowledge, then the door.
+async fn request_from_command(ctx: AppContext<'_>, vm: &str, fix: FixKind) -> Result<(), Error> {
+    if let Err(notice) = parse_vm(vm) {
+        return refuse(ctx, *notice).await;
+    }
     let bot = ctx.data();
-    interaction.defer(ctx.http()).await?;
-    let http = ctx.serenity_context().http.clone();
-    let surface = Surface::original(
-        http.clone(),
-        &interaction.token,
-        interaction.channel_id,
-        Instant::now(),
-    );
-    let caller = command_caller(interaction);
+    let surface = acknowledge(ctx, Audience::Channel).await?;
+    let caller = command_caller(ctx.interaction);
     let options = CheckOptions::default();
     let kind = Kind::Fix(fix.clone());
     let Some(summary) = find(bot, &surface, &caller, &kind, vm, &options).await else {
@@ -289,7 +281,7 @@ async fn request_from_command(ctx: Context<'_>, vm: &str, fix: FixKind) -> Resul
 /// Start a stopped or deallocated VM (asks for confirmation)
 #[poise::command(slash_command)]
 pub async fn start(
-    ctx: Context<'_>,
+    ctx: AppContext<'_>,
     #[description = "VM: name, resource-group/name or resource id"]
     #[autocomplete = "autocomplete_vm"]
     vm: String,
@@ -300,7 +292,7 @@ pub async fn start(
 /// Restart a VM (asks for confirmation)
 #[poise::command(slash_command)]
 pub async fn restart(
-    ctx: Context<'_>,
+    ctx: AppContext<'_>,
     #[description = "VM: name, resource-group/name or resource id"]
     #[autocomplete = "autocomplete_vm"]
     vm: String,
@@ -311,7 +303,7 @@ pub async fn restart(
 /// Redeploy a VM to a new host (asks for confirmation by a second person)
 #[poise::command(slash_command)]
 pub async fn redeploy(
-    ctx: Context<'_>,
+    ctx: AppContext<'_>,
     #[description = "VM: name, resource-group/name or resource id"]
     #[autocomplete = "autocomplete_vm"]
     vm: String,
@@ -322,7 +314,7 @@ pub async fn redeploy(
 /// Reset the Remote Desktop configuration with VMAccess (asks for confirmation)
 #[poise::command(slash_command, rename = "reset-config")]
 pub async fn reset_config(
-    ctx: Context<'_>,
+    ctx: AppContext<'_>,
     #[description = "VM: name, resource-group/name or resource id"]
     #[autocomplete = "autocomplete_vm"]
     vm: String,
@@ -333,43 +325,31 @@ pub async fn reset_config(
 /// Allow inbound TCP 3389 from a source in the NSG that blocks it (asks for confirmation)
 #[poise::command(slash_command, rename = "open-rdp")]
 pub async fn open_rdp(
-    ctx: Context<'_>,
+    ctx: AppContext<'_>,
     #[description = "VM: name, resource-group/name or resource id"]
     #[autocomplete = "autocomplete_vm"]
     vm: String,
     #[description = "Who may connect: IPv4 address, CIDR, service tag, or `anywhere`"]
     source: String,
 ) -> Result<(), Error> {
-    let Some(interaction) = command_interaction(&ctx) else {
-        return Ok(());
-    };
     match fix::parse_source(&source) {
         Ok(source) => request_from_command(ctx, &vm, FixKind::OpenRdp(source)).await,
-        Err(e) => {
-            reply_ephemeral(
-                ctx.http(),
-                interaction,
-                render::notice("Which source?", &e.to_string()),
-            )
-            .await
-        }
+        Err(e) => refuse(ctx, render::notice("Which source?", &e.to_string())).await,
     }
 }
 
 /// Reset a local administrator's password (opens a form; the password is never shown)
 #[poise::command(slash_command, rename = "reset-password")]
 pub async fn reset_password(
-    ctx: Context<'_>,
+    ctx: AppContext<'_>,
     #[description = "VM: name, resource-group/name or resource id"]
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    let Some(interaction) = command_interaction(&ctx) else {
-        return Ok(());
-    };
-    // A modal must be the first response: find the VM in the VM list, without Azure.
+    // A modal must be the first response: find the VM in the VM list, without Azure, and
+    // acknowledge with the form itself (no deferral: a deferred interaction cannot open one).
     let bot = ctx.data();
-    let caller = command_caller(interaction);
+    let caller = command_caller(ctx.interaction);
     let needed = bot.door.catalog().commands.check;
     let summary = match bot.door.resolve_listed(&caller, &vm, needed) {
         Ok(summary) => summary,
@@ -387,41 +367,37 @@ pub async fn reset_password(
                 requester: caller.actor.id.clone(),
                 created: Instant::now(),
             });
-            let message = CreateInteractionResponseMessage::new()
-                .ephemeral(true)
-                .embed(render::notice(
-                    &format!("{} VMs are named {name}", candidates.len()),
-                    "Pick the one whose password to reset (subscription / resource group):",
-                ))
-                .components(vec![super::commands::pick_menu(nonce, &candidates)])
-                .allowed_mentions(CreateAllowedMentions::new());
-            interaction
-                .create_response(ctx.http(), CreateInteractionResponse::Message(message))
-                .await?;
+            let message = super::commands::private(render::notice(
+                &format!("{} VMs are named {name}", candidates.len()),
+                "Pick the one whose password to reset (subscription / resource group):",
+            ))
+            .components(vec![super::commands::pick_menu(nonce, &candidates)]);
+            ctx.send(message).await?;
             return Ok(());
         }
         Err(DoorError::NotFound { .. }) => {
-            return reply_ephemeral(
-                ctx.http(),
-                interaction,
+            return refuse(
+                ctx,
                 render::notice("Cannot find that VM", &format!("No VM named {vm} that you may read in the VM list (refreshed every minute). Check the name with `/rdp check`.")),
             )
             .await;
         }
-        Err(e) => {
-            return reply_ephemeral(ctx.http(), interaction, error_embed(&e)).await;
-        }
+        Err(e) => return refuse(ctx, error_embed(&e)).await,
     };
     if let Err(e) = bot
         .door
         .may_fix(&caller, ActionId::ResetPassword, &summary.vm)
     {
-        return reply_ephemeral(ctx.http(), interaction, error_embed(&e)).await;
+        return refuse(ctx, error_embed(&e)).await;
     }
+    // Raw: poise's modals wait for the submission inside the command; this form is answered in
+    // `on_event` under a restart-safe id (`rdp:pw:<vm key>`).
     let modal = password_modal(&summary);
-    interaction
+    ctx.interaction
         .create_response(ctx.http(), CreateInteractionResponse::Modal(modal))
         .await?;
+    ctx.has_sent_initial_response
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     Ok(())
 }
 
@@ -434,6 +410,7 @@ pub(super) async fn open_password_form(
     component: &ComponentInteraction,
     summary: &VmSummary,
 ) -> Result<(), Error> {
+    // Raw calls: a click or menu choice comes outside any command invocation; poise cannot answer it.
     let response = match bot
         .door
         .may_fix(caller, ActionId::ResetPassword, &summary.vm)
@@ -503,6 +480,7 @@ pub async fn modal(
     modal: &ModalInteraction,
     key: Key,
 ) -> Result<(), Error> {
+    // Raw calls: a form submission comes outside any command invocation; poise cannot answer it.
     tracing::debug!(custom_id = %modal.data.custom_id, "modal submitted");
     let ephemeral = |embed: CreateEmbed| {
         CreateInteractionResponse::Message(
@@ -589,6 +567,7 @@ pub async fn fix_button(
     action: ActionId,
     key: Key,
 ) -> Result<(), Error> {
+    // Raw calls: a click comes outside any command invocation; poise cannot answer it.
     let summary = match vm_by_key(bot, caller, key).await {
         Ok(Some(summary)) => summary,
         Ok(None) => {
@@ -649,6 +628,7 @@ pub async fn cancel(
     component: &ComponentInteraction,
     confirmation: ConfirmationKey,
 ) -> Result<(), Error> {
+    // Raw calls: a click comes outside any command invocation; poise cannot answer it.
     component
         .create_response(&*http, CreateInteractionResponse::Acknowledge)
         .await?;
@@ -685,6 +665,7 @@ pub async fn confirm(
     component: &ComponentInteraction,
     confirmation: ConfirmationKey,
 ) -> Result<(), Error> {
+    // Raw calls: a click comes outside any command invocation; poise cannot answer it.
     // Acknowledge at once; the prompt message becomes the progress and the outcome.
     component
         .create_response(&*http, CreateInteractionResponse::Acknowledge)
@@ -741,25 +722,24 @@ pub async fn confirm(
 /// Recent audit entries (who did what to which VM, when, with what result)
 #[poise::command(slash_command)]
 pub async fn audit(
-    ctx: Context<'_>,
+    ctx: AppContext<'_>,
     #[description = "Only this VM (name or resource id)"]
     #[autocomplete = "autocomplete_vm"]
     vm: Option<String>,
 ) -> Result<(), Error> {
-    let Some(interaction) = command_interaction(&ctx) else {
-        return Ok(());
-    };
+    // The audit log is rdp-doctor's database, not Azure: no deferral, the answer is the first
+    // response.
     let vm_name = vm
         .as_deref()
         .map(|v| v.rsplit('/').next().unwrap_or(v).to_string());
     let entries = match ctx
         .data()
         .door
-        .audit(&command_caller(interaction), vm_name.as_deref(), 20)
+        .audit(&command_caller(ctx.interaction), vm_name.as_deref(), 20)
         .await
     {
         Ok(entries) => entries,
-        Err(e) => return reply_ephemeral(ctx.http(), interaction, error_embed(&e)).await,
+        Err(e) => return refuse(ctx, error_embed(&e)).await,
     };
     let mut text = String::new();
     for e in &entries {
@@ -775,26 +755,23 @@ pub async fn audit(
     if entries.is_empty() {
         text.push_str("No audit entries about VMs you may read.");
     }
-    reply_ephemeral(
-        ctx.http(),
-        interaction,
-        render::notice("Audit log (newest first)", &text),
-    )
-    .await
+    ctx.send(super::commands::private(render::notice(
+        "Audit log (newest first)",
+        &text,
+    )))
+    .await?;
+    Ok(())
 }
 
 /// Which Azure actions rdp-doctor's identity holds, and the role that grants what is missing (admins)
 #[poise::command(slash_command)]
-pub async fn permissions(ctx: Context<'_>) -> Result<(), Error> {
-    let Some(interaction) = command_interaction(&ctx) else {
-        return Ok(());
-    };
-    // Probing takes a few ARM reads: acknowledge first, privately.
-    interaction.defer_ephemeral(ctx.http()).await?;
+pub async fn permissions(ctx: AppContext<'_>) -> Result<(), Error> {
+    // No options; probing takes a few ARM reads: acknowledge first, privately.
+    let surface = acknowledge(ctx, Audience::Requester).await?;
     let embed = match ctx
         .data()
         .door
-        .permissions(&command_caller(interaction))
+        .permissions(&command_caller(ctx.interaction))
         .await
     {
         Ok(subscriptions) => {
@@ -816,14 +793,7 @@ pub async fn permissions(ctx: Context<'_>) -> Result<(), Error> {
         }
         Err(e) => error_embed(&e),
     };
-    interaction
-        .edit_response(
-            ctx.http(),
-            serenity::all::EditInteractionResponse::new()
-                .embed(embed)
-                .allowed_mentions(CreateAllowedMentions::new()),
-        )
-        .await?;
+    surface.show(View::embed(embed)).await;
     Ok(())
 }
 

@@ -31,6 +31,8 @@ use surface::Answerable;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Context<'a> = poise::Context<'a, Bot, Error>;
+/// A slash command's context: every `/rdp` subcommand takes this (they are slash-only).
+pub type AppContext<'a> = poise::ApplicationContext<'a, Bot, Error>;
 
 /// How the bot reaches Discord (the environment variables of ARCHITECTURE.md's external contract).
 pub struct BotSettings {
@@ -258,6 +260,7 @@ async fn wait_for_shutdown() {
 /// Then the custom id is parsed into a [`ComponentId`] and matched exhaustively; an id rdp-doctor
 /// did not write is refused privately and never mapped to an action.
 async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Bot) -> Result<(), Error> {
+    // Raw calls: a component or form comes outside any command invocation; poise cannot answer it.
     let http = ctx.http.clone();
     match event {
         FullEvent::InteractionCreate {

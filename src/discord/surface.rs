@@ -1,6 +1,14 @@
 //! Where a command's answer lives and how it is updated: the interaction's original response, a
 //! follow-up message, or, once the 15-minute interaction token is spent, a plain channel message.
+//!
+//! A slash command's surface (`Surface::command`) carries poise's `ApplicationContext`: its
+//! private follow-ups go out with `ctx.send`. Editing or deleting the deferred original stays on
+//! the interaction token, because poise 0.7 gives a `ReplyHandle` only for a message sent with
+//! `ctx.send`, and `ctx.send` after `ctx.defer()` posts a new follow-up instead of filling the
+//! deferred response. Buttons, menus and forms have no poise context at all.
 
+use super::AppContext;
+use poise::CreateReply;
 use serenity::all::{
     Builder, ChannelId, CreateAllowedMentions, CreateAttachment, CreateEmbed,
     CreateInteractionResponse, CreateInteractionResponseFollowup, CreateInteractionResponseMessage,
@@ -39,7 +47,11 @@ enum Target {
     FollowUp(MessageId),
 }
 
-pub struct Surface {
+pub struct Surface<'a> {
+    /// The slash command this answers, if it is one: its follow-ups go through poise.
+    command: Option<AppContext<'a>>,
+    /// Only the requester sees it: nothing of it may go to the channel.
+    private: bool,
     http: Arc<Http>,
     token: String,
     target: Target,
@@ -53,10 +65,12 @@ fn no_mentions() -> CreateAllowedMentions {
     CreateAllowedMentions::new()
 }
 
-impl Surface {
-    /// The original response of an interaction that was already acknowledged (deferred).
-    pub fn original(http: Arc<Http>, token: &str, channel: ChannelId, created: Instant) -> Surface {
+impl Surface<'static> {
+    /// The original response of a component or form interaction that was already acknowledged.
+    pub fn original(http: Arc<Http>, token: &str, channel: ChannelId, created: Instant) -> Self {
         Surface {
+            command: None,
+            private: false,
             http,
             token: token.to_string(),
             target: Target::Original,
@@ -73,7 +87,8 @@ impl Surface {
         interaction: InteractionId,
         token: &str,
         channel: ChannelId,
-    ) -> serenity::Result<Surface> {
+    ) -> serenity::Result<Self> {
+        // A component or form: outside any command invocation, so no poise context to defer with.
         CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new())
             .execute(&*http, (interaction, token))
             .await?;
@@ -87,10 +102,28 @@ impl Surface {
         message: MessageId,
         channel: ChannelId,
         created: Instant,
-    ) -> Surface {
+    ) -> Self {
         Surface {
             target: Target::FollowUp(message),
             ..Surface::original(http, token, channel, created)
+        }
+    }
+}
+
+impl<'a> Surface<'a> {
+    /// The original response of a slash command that `ctx.defer()` (or `ctx.defer_ephemeral()`)
+    /// acknowledged just now.
+    /// A `private` one (deferred ephemerally) never falls back to a channel message.
+    pub fn command(ctx: AppContext<'a>, private: bool) -> Surface<'a> {
+        Surface {
+            command: Some(ctx),
+            private,
+            http: ctx.serenity_context().http.clone(),
+            token: ctx.interaction.token.clone(),
+            target: Target::Original,
+            channel: ctx.interaction.channel_id,
+            created: Instant::now(),
+            channel_message: Mutex::new(None),
         }
     }
 
@@ -101,10 +134,26 @@ impl Surface {
         if fallback.is_none() && self.created.elapsed() < TOKEN_LIFETIME {
             match self.edit_via_token(&view).await {
                 Ok(()) => return,
+                Err(e) if self.private => {
+                    // As a failed command: "internal error, reference X", privately.
+                    let reference = super::internal_error(&e, "private answer");
+                    let notice = super::render::notice(
+                        "Internal error",
+                        &super::internal_error_text(&reference),
+                    );
+                    self.whisper(notice, Vec::new()).await;
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not edit the interaction message; posting to the channel");
                 }
             }
+        }
+        if self.private {
+            tracing::warn!(
+                "the token of a private answer has expired; it is not posted to the channel"
+            );
+            return;
         }
         match self.post_or_edit_channel(&view, *fallback).await {
             Ok(id) => *fallback = Some(id),
@@ -113,6 +162,7 @@ impl Surface {
     }
 
     async fn edit_via_token(&self, view: &View) -> serenity::Result<()> {
+        // Poise has no handle on a deferred response or a component's message: the token edits it.
         match self.target {
             Target::Original => {
                 let mut edit = EditInteractionResponse::new()
@@ -145,6 +195,7 @@ impl Surface {
         }
     }
 
+    /// The token is spent or refused: a plain channel message, which no interaction API covers.
     async fn post_or_edit_channel(
         &self,
         view: &View,
@@ -192,6 +243,7 @@ impl Surface {
     /// Remove the public original response (before an ephemeral follow-up takes over).
     pub async fn retract(&self) {
         if let Target::Original = self.target {
+            // No `ReplyHandle` exists for a deferred response (see the module's note): by token.
             if let Err(e) = self
                 .http
                 .delete_original_interaction_response(&self.token)
@@ -208,6 +260,18 @@ impl Surface {
         embed: CreateEmbed,
         components: Vec<serenity::all::CreateActionRow>,
     ) {
+        if let Some(ctx) = self.command {
+            let reply = CreateReply::default()
+                .ephemeral(true)
+                .embed(embed)
+                .components(components)
+                .allowed_mentions(no_mentions());
+            if let Err(e) = ctx.send(reply).await {
+                tracing::warn!(error = %e, "could not send an ephemeral follow-up");
+            }
+            return;
+        }
+        // A component or form: no poise context, so the follow-up goes out by token.
         let follow_up = CreateInteractionResponseFollowup::new()
             .ephemeral(true)
             .embed(embed)
@@ -229,6 +293,7 @@ pub enum Answerable<'a> {
 /// Tell the person, privately, that rdp-doctor failed inside, with the reference its log line
 /// carries: as the first response if the interaction has none yet, else as a follow-up.
 pub async fn tell_internal_error(http: &Http, to: Answerable<'_>, reference: &str) {
+    // Components and forms arrive outside a command invocation: poise cannot answer them.
     let embed = super::render::notice("Internal error", &super::internal_error_text(reference));
     let first = CreateInteractionResponse::Message(
         CreateInteractionResponseMessage::new()

@@ -8,12 +8,12 @@
 //! `rdp:sweep:name:<nonce>`, for any other VM of the sweep by name).
 
 use super::commands::{
-    command_caller, command_interaction, door_notice, parse_from, reply_ephemeral, run_check,
+    acknowledge, command_caller, door_notice, parse_from, refuse, run_check, Audience,
 };
 use super::ids::{ComponentId, Key};
 use super::render::{self, clip, mark, GREEN, GREY, ORANGE, RED};
 use super::surface::{Surface, View};
-use super::{rand_u64, Bot, Context, Error};
+use super::{rand_u64, AppContext, Bot, Error};
 use crate::domain::{is_subscription_id, validate_group, VmRef, VmSummary};
 use crate::runbook::door::Caller;
 use crate::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
@@ -92,7 +92,7 @@ impl Bot {
 /// Check every Windows VM of a resource group, or of a subscription, and summarise
 #[poise::command(slash_command)]
 pub async fn sweep(
-    ctx: Context<'_>,
+    ctx: AppContext<'_>,
     #[description = "Resource group to sweep (leave empty for the whole subscription)"]
     #[rename = "resource-group"]
     #[max_length = 90]
@@ -103,35 +103,27 @@ pub async fn sweep(
     #[description = "Test TCP 3389 from this IPv4 address (yours) instead of the whole Internet"]
     from: Option<String>,
 ) -> Result<(), Error> {
-    let Some(interaction) = command_interaction(&ctx) else {
-        return Ok(());
-    };
+    // The order of `commands`' note: validate, acknowledge, then the door.
     let bot = ctx.data();
     let resource_group = resource_group
         .map(|g| g.trim().to_string())
         .filter(|g| !g.is_empty());
     if let Some(rg) = &resource_group {
         if let Err(e) = validate_group(rg) {
-            return reply_ephemeral(
-                ctx.http(),
-                interaction,
-                render::notice("Cannot sweep that", &e.to_string()),
-            )
-            .await;
+            return refuse(ctx, render::notice("Cannot sweep that", &e.to_string())).await;
         }
     }
     let from = match parse_from(from.as_deref()) {
         Ok(from) => from,
-        Err(notice) => return reply_ephemeral(ctx.http(), interaction, *notice).await,
+        Err(notice) => return refuse(ctx, *notice).await,
     };
     let subscription = match subscription
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
     {
         Some(s) if !is_subscription_id(&s) => {
-            return reply_ephemeral(
-                ctx.http(),
-                interaction,
+            return refuse(
+                ctx,
                 render::notice(
                     "That is not a subscription id",
                     "`subscription` is a subscription's id, a GUID such as 11111111-2222-3333-4444-555555555555.",
@@ -141,14 +133,7 @@ pub async fn sweep(
         }
         other => other,
     };
-    interaction.defer(ctx.http()).await?;
-    let http = ctx.serenity_context().http.clone();
-    let surface = Surface::original(
-        http.clone(),
-        &interaction.token,
-        interaction.channel_id,
-        Instant::now(),
-    );
+    let surface = acknowledge(ctx, Audience::Channel).await?;
     let what = resource_group
         .as_deref()
         .map(|rg| format!("resource group {rg}"))
@@ -161,7 +146,7 @@ pub async fn sweep(
                 .colour(render::BLUE),
         ))
         .await;
-    let caller = command_caller(interaction);
+    let caller = command_caller(ctx.interaction);
     let scope = match bot
         .door
         .sweep_scope(&caller, resource_group.as_deref(), subscription.as_deref())
@@ -442,6 +427,7 @@ fn details_menu(nonce: Key, report: &SweepReport) -> Vec<CreateActionRow> {
 
 /// The "Another VM…" button: the form that asks for the VM's name.
 pub async fn ask(http: &Http, component: &ComponentInteraction, nonce: Key) -> Result<(), Error> {
+    // Raw calls: a click comes outside any command invocation; poise cannot answer it.
     let modal = CreateModal::new(
         ComponentId::SweepName { nonce }.to_string(),
         "Full report of a swept VM",
@@ -465,6 +451,7 @@ pub async fn modal(
     modal: &ModalInteraction,
     nonce: Key,
 ) -> Result<(), Error> {
+    // Raw calls: a form submission comes outside any command invocation; poise cannot answer it.
     let name = super::fixes::modal_value(modal, "vm").unwrap_or_default();
     let name = name.trim();
     let found = bot.sweeps.lock().ok().and_then(|s| {
@@ -550,6 +537,7 @@ pub async fn stop(
     component: &ComponentInteraction,
     nonce: Key,
 ) -> Result<(), Error> {
+    // Raw calls: a click comes outside any command invocation; poise cannot answer it.
     let state = bot.sweeps.lock().ok().and_then(|s| {
         s.get(&nonce)
             .map(|s| (s.requester.clone(), s.cancel.clone(), s.finished))
@@ -587,6 +575,7 @@ pub async fn details(
     component: &ComponentInteraction,
     nonce: Key,
 ) -> Result<(), Error> {
+    // Raw calls: a menu choice comes outside any command invocation; poise cannot answer it.
     let index = match &component.data.kind {
         ComponentInteractionDataKind::StringSelect { values } => {
             values.first().and_then(|v| v.parse::<usize>().ok())

@@ -499,6 +499,42 @@ async fn invalid_input_is_answered_privately_without_azure() {
     .await
 }
 
+/// Every command validates its options before it acknowledges: a VM option that cannot name a
+/// VM is the first response, private, for the fix commands as for `check`, and a bad option of
+/// `open-rdp` or `sweep` likewise; Azure hears nothing.
+#[tokio::test]
+async fn every_command_answers_bad_input_before_acknowledging() {
+    within(async {
+        let room = Room::start(World::new().vm("web-01")).await;
+        let before = room.sim.stats().requests;
+        let cases = [
+            ("health", json!([{"name": "vm", "type": 3, "value": "web 01!"}])),
+            ("restart", json!([{"name": "vm", "type": 3, "value": "web 01!"}])),
+            ("redeploy", json!([{"name": "vm", "type": 3, "value": "web 01!"}])),
+            (
+                "open-rdp",
+                json!([{"name": "vm", "type": 3, "value": "web 01!"}, {"name": "source", "type": 3, "value": "198.51.100.7"}]),
+            ),
+            (
+                "open-rdp",
+                json!([{"name": "vm", "type": 3, "value": "web-01"}, {"name": "source", "type": 3, "value": "no such source"}]),
+            ),
+            ("sweep", json!([{"name": "from", "type": 3, "value": "not an address"}])),
+        ];
+        for (command, options) in cases {
+            let i = room.slash(command, options).await;
+            let reply = room.discord.callback(&i, WAIT).await.expect("answered");
+            let json = reply.json.clone().unwrap();
+            assert_eq!(json["type"], 4, "{command}: answered, not deferred");
+            assert_eq!(json["data"]["flags"].as_u64().unwrap() & 64, 64, "{command}: private");
+            assert!(json["data"]["allowed_mentions"]["parse"].as_array().is_some_and(Vec::is_empty), "{command}: no mentions");
+        }
+        assert_eq!(room.sim.stats().requests, before);
+        assert!(room.discord.schema_violations().is_empty(), "{:?}", room.discord.schema_violations());
+    })
+    .await
+}
+
 #[tokio::test]
 async fn azure_errors_are_explained_in_one_line() {
     within(async {
