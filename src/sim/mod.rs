@@ -75,6 +75,13 @@ pub struct SimOptions {
     /// ("Troubleshooting API throttling errors": `-reads` on GET requests, `-writes` on
     /// non-GET). Default: [`BucketOptions::AZURE_WRITES`].
     pub write_bucket: Option<BucketOptions>,
+    /// A service that overrides ARM's limit for one resource type: requests whose path contains
+    /// this text (case-insensitive) spend a bucket of their own per subscription, reported in
+    /// `x-ms-ratelimit-remaining-subscription-resource-requests` instead of the reads or writes
+    /// ("Understand how Azure Resource Manager throttles requests": returned only where a
+    /// service has overridden the default limit). `None` by default: no recorded answer of the
+    /// services rdp-doctor calls carries it.
+    pub resource_type_limit: Option<(String, BucketOptions)>,
     /// Compute's own buckets for reading a VM (its "Low Cost Get" policy), checked after ARM's:
     /// 429 `OperationNotAllowed` with Compute's details when empty. Default:
     /// [`ComputeGetBuckets::AZURE`]; `None` never throttles and sends no
@@ -165,6 +172,7 @@ impl Default for SimOptions {
             bucket: Some(BucketOptions::AZURE_READS),
             write_bucket: Some(BucketOptions::AZURE_WRITES),
             compute_get: Some(ComputeGetBuckets::AZURE),
+            resource_type_limit: None,
             effective_nsg_time: SimOptions::AZURE_EFFECTIVE_NSG,
             faults: Vec::new(),
             lro_polls: 1,
@@ -410,6 +418,7 @@ impl Live {
         let options = match spend {
             Spend::Reads => self.options.bucket.as_ref()?,
             Spend::Writes | Spend::Deletes => self.options.write_bucket.as_ref()?,
+            Spend::ResourceType => &self.options.resource_type_limit.as_ref()?.1,
         };
         let bucket = self
             .buckets
@@ -511,6 +520,8 @@ enum Spend {
     Reads,
     Writes,
     Deletes,
+    /// A resource type's own bucket ([`SimOptions::resource_type_limit`]).
+    ResourceType,
 }
 
 impl Spend {
@@ -530,6 +541,7 @@ impl Spend {
             Spend::Reads => "x-ms-ratelimit-remaining-subscription-reads",
             Spend::Writes => "x-ms-ratelimit-remaining-subscription-writes",
             Spend::Deletes => "x-ms-ratelimit-remaining-subscription-deletes",
+            Spend::ResourceType => "x-ms-ratelimit-remaining-subscription-resource-requests",
         }
     }
 
@@ -540,6 +552,7 @@ impl Spend {
             Spend::Reads => "11999",
             Spend::Writes => "1199",
             Spend::Deletes => "14999",
+            Spend::ResourceType => "0",
         }
     }
 }
@@ -943,7 +956,22 @@ fn arm_request(
             }
         }
     };
-    let spend = Spend::of(method);
+    let spend = {
+        let live = lock(&shared.live);
+        let overridden = live
+            .options
+            .resource_type_limit
+            .as_ref()
+            .is_some_and(|(text, _)| {
+                path.to_ascii_lowercase()
+                    .contains(&text.to_ascii_lowercase())
+            });
+        if overridden {
+            Spend::ResourceType
+        } else {
+            Spend::of(method)
+        }
+    };
     let (remaining, lro_polls, retry_after, fail_operations, settle, effective_nsg_time) = {
         let mut live = lock(&shared.live);
         let (lro_polls, retry_after) = (live.options.lro_polls, live.options.retry_after_secs);

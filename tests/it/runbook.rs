@@ -1081,6 +1081,45 @@ async fn reads_of_one_vm_wait_for_computes_bucket_instead_of_429s() {
     .await
 }
 
+/// A service that overrides ARM's limit for a resource type answers
+/// `x-ms-ratelimit-remaining-subscription-resource-requests` instead of the reads or writes
+/// ("Understand how Azure Resource Manager throttles requests"): the pacer gives that route a
+/// bucket of its own and holds its requests at its (assumed, one a second) refill instead of
+/// collecting 429s, while the rest of the check goes by ARM's buckets.
+#[tokio::test]
+async fn a_resource_types_own_limit_is_honoured() {
+    within(async {
+        let options = SimOptions {
+            resource_type_limit: Some((
+                "/effectiveNetworkSecurityGroups".to_string(),
+                BucketOptions {
+                    capacity: 4,
+                    refill_per_sec: 1.0,
+                },
+            )),
+            lro_polls: 0,
+            ..SimOptions::fast()
+        };
+        let h = Harness::with_options(World::new().vm("web-01"), options).await;
+        for _ in 0..5 {
+            let report = h.check("web-01").await.expect("report");
+            assert_status(&report, "nsg", "pass", "allow-rdp");
+        }
+        let stats = h.sim.stats();
+        assert_eq!(
+            stats.throttled, 0,
+            "held, never refused: {:?}",
+            stats.by_route
+        );
+        assert_eq!(
+            stats.by_route["POST networkInterfaces/effectiveNetworkSecurityGroups"],
+            5
+        );
+        assert!(h.arm.pacing().paced >= 1, "{:?}", h.arm.pacing());
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_cancelled_sweep_stops_and_returns_the_rows_so_far() {
     within(async {
