@@ -68,7 +68,7 @@ pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
             404,
             "NotFound",
             &format!(
-                "The simulator does not serve {} {}. See src/sim/arm.rs for the routes it knows.",
+                "The simulator does not serve {} {}. See src/sim/route.rs for the routes it knows.",
                 ctx.method, ctx.path
             ),
         )),
