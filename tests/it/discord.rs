@@ -693,13 +693,10 @@ async fn a_gateway_drop_mid_check_resumes_and_the_check_finishes() {
             .as_str()
             .unwrap()
             .contains("nothing found"));
-        tokio::time::timeout(WAIT, async {
-            while room.discord.resumes() < 1 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("the bot resumed its session");
+        room.discord
+            .wait_resumed(1, WAIT)
+            .await
+            .expect("the bot resumed its session");
         let after = room.slash("help", json!([])).await;
         room.discord
             .callback(&after, WAIT)
