@@ -1395,6 +1395,8 @@ async fn restart_reset_config_and_open_rdp_from_commands() {
     .await
 }
 
+// ---- /rdp sweep --------------------------------------------------------------------------
+
 /// Runs of three or more lines alike but for a `vm-NNN` name, as the first, a count, the last:
 /// a sweep's table of healthy VMs, for a snapshot.
 fn elide_runs(text: &str) -> String {
@@ -1421,45 +1423,6 @@ fn elide_runs(text: &str) -> String {
         start = end;
     }
     out.join("\n")
-}
-
-// ---- /rdp sweep --------------------------------------------------------------------------
-
-fn message_id(room: &Room, i: &Interaction) -> u64 {
-    let original = room
-        .discord
-        .original(i)
-        .expect("the original response exists");
-    original["id"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .or_else(|| original["id"].as_u64())
-        .expect("message id")
-}
-
-/// Edits of a sweep's message until the summary (its title says how it ended).
-async fn sweep_summary(room: &Room, i: &Interaction) -> (Recorded, usize) {
-    let mut progress = 0;
-    loop {
-        let edit = room.discord.next_edit(i, WAIT).await.expect("an edit");
-        let title = embed(&edit, 0)["title"].as_str().unwrap_or("").to_string();
-        let description = embed(&edit, 0)["description"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        if title.contains(':') {
-            return (edit, progress);
-        }
-        if description.starts_with("Checked") {
-            assert!(
-                button_ids(edit.body())
-                    .iter()
-                    .any(|id| id.starts_with("rdp:sweep:stop:")),
-                "progress carries the Cancel button"
-            );
-            progress += 1;
-        }
-    }
 }
 
 #[tokio::test]
@@ -1594,59 +1557,52 @@ async fn only_the_person_who_started_a_sweep_can_cancel_it() {
         };
         let room = Room::with_options(world, options).await;
         // A subscription that is not a GUID never reaches an Azure URL.
-        let bad = room
-            .slash(
-                "sweep",
-                json!([{"name": "subscription", "type": 3, "value": "../../x"}]),
-            )
+        let refused = room
+            .run("/rdp sweep subscription:../../x")
+            .await
+            .next_message()
             .await;
-        let refused = room.discord.callback(&bad, WAIT).await.expect("answered");
-        assert_eq!(refused.flags() & 64, 64, "privately");
-        assert!(refused.body().to_string().contains("not a subscription id"));
-        let i = room
-            .slash(
-                "sweep",
-                json!([{"name": "resource-group", "type": 3, "value": "rg-web"}]),
-            )
+        assert_eq!(refused.raw.route, routes::CALLBACK, "the first answer");
+        insta::assert_snapshot!(refused.text, @r#"
+(only you can see this)
+# That is not a subscription id
+`subscription` is a subscription's id, a GUID such as 11111111-2222-3333-4444-555555555555.
+"#);
+        let sweep = room.run("/rdp sweep resource-group:rg-web").await;
+        let progress = sweep.edit_saying("[Cancel sweep]").await;
+        let bob = User::new(4002, "bob", &[5001]);
+        let refused = room
+            .as_user(&bob)
+            .click(&progress, "Cancel sweep")
+            .await
+            .next_message()
             .await;
-        room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        let stop = loop {
-            let edit = room.discord.next_edit(&i, WAIT).await.expect("progress");
-            if let Some(id) = button_ids(edit.body())
-                .into_iter()
-                .find(|id| id.starts_with("rdp:sweep:stop:"))
+        assert_eq!(refused.raw.route, routes::CALLBACK, "the first answer");
+        insta::assert_snapshot!(refused.text, @r#"
+(only you can see this)
+# Not your sweep
+Only <@4001>, who started this sweep, can cancel it.
+"#);
+        let stopped = room.click(&progress, "Cancel sweep").await;
+        assert_eq!(
+            stopped.answer().await.body()["type"],
+            6,
+            "acknowledged in place"
+        );
+        let summary = loop {
+            let edit = sweep.next_edit().await;
+            if edit
+                .text
+                .lines()
+                .next()
+                .is_some_and(|title| title.contains(':'))
             {
-                break id;
+                break edit;
             }
         };
-        let message = message_id(&room, &i);
-        let bob = User {
-            id: 4002,
-            name: "bob".into(),
-            roles: vec![5001],
-        };
-        let refused = room.discord.component(&bob, message, &stop, &[]).await;
-        let answer = room
-            .discord
-            .callback(&refused, WAIT)
-            .await
-            .expect("answered");
-        assert_eq!(answer.flags() & 64, 64, "privately");
-        assert!(answer.body().to_string().contains("Not your sweep"));
-        let stopped = room
-            .discord
-            .component(&room.alice, message, &stop, &[])
-            .await;
-        let ack = room
-            .discord
-            .callback(&stopped, WAIT)
-            .await
-            .expect("answered");
-        assert_eq!(ack.body()["type"], 6, "acknowledged in place");
-        let (summary, _) = sweep_summary(&room, &i).await;
-        let title = embed(&summary, 0)["title"].as_str().unwrap().to_string();
+        let title = summary.text.lines().next().unwrap();
         assert!(
-            title.starts_with("Sweep of resource group rg-web: cancelled after")
+            title.starts_with("# Sweep of resource group rg-web: cancelled after")
                 && title.ends_with("of 40 VMs"),
             "{title}"
         );
