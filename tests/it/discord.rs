@@ -1362,33 +1362,47 @@ async fn killing_the_bot_mid_redeploy_then_starting_it_again_posts_the_outcome()
 #[tokio::test]
 async fn restart_reset_config_and_open_rdp_from_commands() {
     within(async {
-        let room = Room::start(World::new().vm("web-01").rdp_disabled().vm("web-02").nsg_denies_rdp()).await;
-        let ada = User { id: 4010, name: "ada".into(), roles: vec![5002] };
-        let grace = User { id: 4011, name: "grace".into(), roles: vec![5002] };
-        let cases = [
-            ("restart", json!([{"name": "vm", "type": 3, "value": "web-01"}]), "restart of web-01 succeeded"),
-            ("reset-config", json!([{"name": "vm", "type": 3, "value": "web-01"}]), "reset-rdp-config of web-01 succeeded"),
-            (
-                "open-rdp",
-                json!([{"name": "vm", "type": 3, "value": "web-02"}, {"name": "source", "type": 3, "value": "198.51.100.7"}]),
-                "open-rdp-port of web-02 succeeded",
-            ),
-        ];
-        for (command, options, done) in cases {
-            let i = room.discord.slash(&ada, "rdp", &[command], options).await;
-            let (message, confirm, _, _) = prompt_of(&room, &i).await;
+        let room = Room::start(
+            World::new()
+                .vm("web-01")
+                .rdp_disabled()
+                .vm("web-02")
+                .nsg_denies_rdp(),
+        )
+        .await;
+        let ada = User::new(4010, "ada", &[5002]);
+        let grace = User::new(4011, "grace", &[5002]);
+        let mut outcomes = Vec::new();
+        for line in [
+            "/rdp restart web-01",
+            "/rdp reset-config web-01",
+            "/rdp open-rdp web-02 source:198.51.100.7",
+        ] {
+            let prompt = room
+                .as_user(&ada)
+                .run(line)
+                .await
+                .edit_saying("[Confirm]")
+                .await;
             // open-rdp is a two-person fix by default: grace confirms everything.
-            let click = room.discord.component(&grace, message, &confirm, &[]).await;
-            room.discord.callback(&click, WAIT).await.expect("ack");
+            let click = room.as_user(&grace).click(&prompt, "Confirm").await;
             let outcome = loop {
-                let edit = room.discord.next_edit(&click, WAIT).await.expect("progress");
-                let title = edit.body()["embeds"][0]["title"].as_str().unwrap_or("").to_string();
+                let edit = click.next_edit().await;
+                let title = edit.text.lines().next().unwrap_or("").to_string();
                 if title.contains("succeeded") || title.contains("failed") {
                     break title;
                 }
             };
-            assert!(outcome.contains(done), "{command}: {outcome}");
+            outcomes.push(format!("{line}\n  {outcome}"));
         }
+        insta::assert_snapshot!(outcomes.join("\n"), @r#"
+/rdp restart web-01
+  # ✅ restart of web-01 succeeded
+/rdp reset-config web-01
+  # ✅ reset-rdp-config of web-01 succeeded
+/rdp open-rdp web-02 source:198.51.100.7
+  # ✅ open-rdp-port of web-02 succeeded
+"#);
         assert!(room.sim.world().vm("web-01").rdp_enabled());
         room.assert_clean();
     })
