@@ -623,55 +623,39 @@ async fn health_console_explain_and_help() {
             "We're sorry, we couldn't automatically recover your virtual machine",
         ))
         .await;
-        let h = room
-            .slash(
-                "health",
-                json!([{"name": "vm", "type": 3, "value": "db-01"}]),
-            )
-            .await;
-        room.discord.callback(&h, WAIT).await.expect("ack");
-        let health = room.final_edit(&h).await;
-        assert!(
-            report_text(&health).contains("couldn't automatically recover"),
-            "{}",
-            report_text(&health)
-        );
+        let health = room.run("/rdp health db-01").await.final_edit().await;
+        insta::assert_snapshot!(health.text, @r#"
+# ❌ db-01: Resource Health is Available
+Resource group **rg-web** · subscription `11111111-1111-1111-1111-111111111111`
 
-        let c = room
-            .slash(
-                "console",
-                json!([{"name": "vm", "type": 3, "value": "db-01"}]),
-            )
-            .await;
-        room.discord.callback(&c, WAIT).await.expect("ack");
-        let console = room.final_edit(&c).await;
-        assert!(console.files.iter().any(|(n, _, _)| n.ends_with(".png")));
-        assert!(report_text(&console).contains("Serial log"));
+Resource Health: Unavailable: We're sorry, we couldn't automatically recover your virtual machine
+"#);
 
-        let e = room
-            .slash(
-                "explain",
-                json!([{"name": "error", "type": 3, "value": "Your credentials did not work"}]),
-            )
-            .await;
-        let explained = room.discord.callback(&e, WAIT).await.expect("answered");
-        assert_eq!(explained.json.as_ref().unwrap()["type"], 4);
-        assert!(
-            explained.json.as_ref().unwrap()["data"]["embeds"][0]["title"]
-                .as_str()
-                .unwrap()
-                .contains("credentials")
-        );
+        let console = room.run("/rdp console db-01").await.final_edit().await;
+        assert!(console
+            .raw
+            .files
+            .iter()
+            .any(|(n, _, _)| n.ends_with(".png")));
+        assert!(console.text.contains("Serial log"), "{}", console.text);
 
-        let help = room.slash("help", json!([])).await;
-        let reply = room.discord.callback(&help, WAIT).await.expect("answered");
-        assert_eq!(
-            reply.json.as_ref().unwrap()["data"]["flags"]
-                .as_u64()
-                .unwrap()
-                & 64,
-            64
-        );
+        let explained = room
+            .run(r#"/rdp explain error:"Your credentials did not work""#)
+            .await
+            .next_message()
+            .await;
+        assert_eq!(explained.raw.body()["type"], 4, "answered at once");
+        insta::assert_snapshot!(explained.text, @r#"
+# Windows Security error: Your credentials did not work.
+## Cause
+The VM cannot validate the account name and password: a wrong password, the wrong user name format, or a local account that was turned into a domain account when the VM was promoted to a domain controller.
+## Fix
+Use `VMNAME\user` (or `.\user`) for a local account and `DOMAIN\user` for a domain account. If the VM became a domain controller, sign in as `DOMAIN\user` with the old password. If you don't know the password, reset it (action `reset-password`; not on domain controllers).
+[Microsoft's article](https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/troubleshoot-specific-rdp-errors#wincred)
+"#);
+
+        let help = room.run("/rdp help").await.next_message().await;
+        assert!(help.private(), "{}", help.text);
         room.assert_clean();
     })
     .await
