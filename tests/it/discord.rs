@@ -405,20 +405,18 @@ async fn the_acknowledgement_beats_a_slow_azure() {
             ..SimOptions::fast()
         };
         let room = Room::with_options(World::new().vm("web-01"), options).await;
-        let i = room.check("web-01").await;
-        let ack = room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        let check = room.run("/rdp check web-01").await;
+        let thinking = check.next_message().await;
         // Every ARM request takes 2 s: an acknowledgement sent after any of them would be late.
-        let waited = ack.at.duration_since(i.sent_at);
+        let waited = thinking.raw.at.duration_since(check.i.sent_at);
         assert!(
             waited < Duration::from_secs(1),
             "acknowledged after {waited:?}"
         );
-        assert_eq!(ack.json.as_ref().unwrap()["type"], 5);
-        let report = room.final_edit(&i).await;
-        assert!(embed(&report, 0)["title"]
-            .as_str()
-            .unwrap()
-            .contains("web-01"));
+        assert_eq!(thinking.raw.route, routes::CALLBACK);
+        insta::assert_snapshot!(thinking.text, @"rdp-doctor is thinking…");
+        let report = check.final_edit().await;
+        assert!(report.text.starts_with("# web-01: "), "{}", report.text);
     })
     .await
 }
