@@ -62,19 +62,17 @@ impl Room {
 
     /// `/rdp check web-01` typed by Alice (see [`Person::run`]).
     pub(super) async fn run(&self, line: &str) -> Sent<'_> {
-        self.as_user(&self.alice.clone()).run(line).await
+        self.as_user(&self.alice).run(line).await
     }
 
     /// Alice clicks the button labelled `label` on `message`.
     pub(super) async fn click(&self, message: &Seen, label: &str) -> Sent<'_> {
-        self.as_user(&self.alice.clone())
-            .click(message, label)
-            .await
+        self.as_user(&self.alice).click(message, label).await
     }
 
     /// Alice chooses `label` in the select menu on `message`.
     pub(super) async fn pick(&self, message: &Seen, label: &str) -> Sent<'_> {
-        self.as_user(&self.alice.clone()).pick(message, label).await
+        self.as_user(&self.alice).pick(message, label).await
     }
 
     /// Alice fills in and submits the form `opened` was answered with: `(input id, value)`.
