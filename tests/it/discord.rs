@@ -7,6 +7,9 @@ use crate::support;
 /// The bot as a process under the loudest `RUST_LOG` (its own file: it starts the binary).
 mod bot_logs;
 
+/// `room.run("/rdp check web-01")`, `room.click(&prompt, "Confirm")`, and what people see.
+mod war_room;
+
 use rdp_doctor::azure::Arm;
 use rdp_doctor::discord::{Bot, BotSettings};
 use rdp_doctor::runbook::catalog::Catalog;
@@ -14,7 +17,7 @@ use rdp_doctor::sim::{SimOptions, Simulator, World};
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::discord::{
-    FakeDiscord, Interaction, Origin, Recorded, User, CHANNEL_ID, GUILD_ID, TOKEN,
+    routes, FakeDiscord, Interaction, Origin, Recorded, User, CHANNEL_ID, GUILD_ID, TOKEN,
 };
 use support::within;
 
@@ -264,68 +267,115 @@ async fn commands_are_registered_in_the_guild() {
 async fn check_defers_then_edits_progress_then_posts_the_report_with_screenshot() {
     within(async {
         let room = Room::start(World::new().vm("web-01")).await;
-        let i = room.check("web-01").await;
-        let ack = room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        assert_eq!(ack.json.as_ref().unwrap()["type"], 5, "deferred");
+        let check = room.run("/rdp check web-01").await;
+        let thinking = check.next_message().await;
+        assert_eq!(thinking.raw.route, routes::CALLBACK);
+        insta::assert_snapshot!(thinking.text, @"rdp-doctor is thinking…");
         // The checklist is edited in as steps finish, then replaced by the report.
         let mut checklists = Vec::new();
         let report = loop {
-            let edit = room.discord.next_edit(&i, WAIT).await.expect("an edit");
-            let title = embed(&edit, 0)["title"].as_str().unwrap_or("").to_string();
-            if title.starts_with("Checking") {
-                checklists.push(
-                    embed(&edit, 0)["description"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
-                );
-            } else if !title.starts_with("Looking for") {
+            let edit = check.next_edit().await;
+            if edit.text.starts_with("# Checking") {
+                checklists.push(edit.text);
+            } else if !edit.text.starts_with("# Looking for") {
                 break edit;
             }
         };
-        assert!(
-            checklists
-                .first()
-                .is_some_and(|c| c.matches('⏳').count() == 6),
-            "{checklists:#?}"
-        );
+        assert!(checklists.len() >= 2, "progress was shown: {checklists:#?}");
         assert!(
             checklists.iter().any(|c| c.contains('✅')),
             "{checklists:#?}"
         );
-        assert!(checklists.len() >= 2, "progress was shown: {checklists:#?}");
-        let main = embed(&report, 0);
-        assert!(
-            main["title"].as_str().unwrap().contains("nothing found"),
-            "{main}"
-        );
+        insta::assert_snapshot!(checklists[0], @r#"
+# Checking web-01…
+Resource group **rg-web** · subscription `11111111-1111-1111-1111-111111111111`
+
+⏳ VM is running and provisioned
+⏳ VM guest agent is Ready
+⏳ VM has a public IP (or a private path)
+⏳ Network security group allows TCP 3389
+⏳ Resource Health is Available
+⏳ Boot diagnostics: console screenshot and serial log
+"#);
+        insta::assert_snapshot!(report.text, @r#"
+# web-01: nothing found that blocks Remote Desktop
+Resource group **rg-web** · subscription `11111111-1111-1111-1111-111111111111`
+## ✅ VM is running and provisioned
+VM is running (provisioning succeeded)
+## ✅ VM guest agent is Ready
+Guest agent is Ready (version 2.7.41491.949)
+GuestAgent is running and accepting new configurations.
+## ✅ VM has a public IP (or a private path)
+Public IP 20.1.2.3 (static, Standard SKU, web-01-ip)
+## ✅ Network security group allows TCP 3389
+TCP 3389 from the Internet is allowed by rule allow-rdp (priority 1000) in NSG web-01-nsg
+## ✅ Resource Health is Available
+Resource Health: Available
+## ✅ Boot diagnostics: console screenshot and serial log
+Console screenshot captured; serial log has 40 recent lines
+[image attachment://console-web-01.png]
+-- 7 ARM requests · <elapsed>
+# Serial log (last 40 lines)
+```text
+Computer GUID: 3f4a8c21-5b7e-4d2a-9c61-0e8b7d5a4f10
+Processor Architecture: x64
+Build Number: 20348
+Product: Windows Server 2022 Datacenter
+Applied Service Pack: None
+Version Number: 10.0
+Build Type: Multiprocessor Free
+Product Type: Server
+Suite Type: TerminalServer DataCenter SingleUserTS
+SAC>
+i
+Net: 10, Ip=10.0.1.4  Subnet=255.255.255.0  Gateway=10.0.1.1
+Net: 10, Ip=fe80::20d:3aff:fe1b:c721  Prefix=64
+SAC>
+t
+   0   0 System
+ 312  12 smss.exe
+ 420  13 csrss.exe
+ 508  13 wininit.exe
+ 644   9 services.exe
+ 652   9 lsass.exe
+ 788   8 svchost.exe (DcomLaunch)
+ 1104  8 svchost.exe (TermService)
+ 1380  8 svchost.exe (Netman)
+ 2044  8 WaAppAgent.exe
+ 2140  8 WindowsAzureGuestAgent.exe
+SAC>
+EVENT: RdAgent service started; WindowsAzureGuestAgent is running.
+EVENT: Remote Desktop Services is listening on RDP-Tcp (port 3389).
+SAC>
+EVENT: A new channel has been created.  Use "ch -?" for channel help.
+Channel: Cmd0001
+SAC>
+ch
+Channel List
+(Use "ch -?" for information on using channels)
+# Status  Channel Name
+0 (AV)    SAC
+1 (AV)    Cmd0001
+SAC>
+```
+[attachment console-web-01.png]
+"#);
+        let main = embed(&report.raw, 0);
         assert_eq!(main["color"], 0x2ECC71);
-        let names: Vec<String> = fields(&main).into_iter().map(|(n, _)| n).collect();
-        assert!(names.iter().all(|n| !n.starts_with('❌')), "{names:?}");
-        let nsg = fields(&main)
-            .into_iter()
-            .find(|(n, _)| n.contains("Network security group"))
-            .expect("nsg field");
-        assert!(
-            nsg.1.contains("allow-rdp") && nsg.1.contains("priority 1000"),
-            "{}",
-            nsg.1
-        );
-        let (file, kind, png) = report.files.first().expect("screenshot attached");
+        let (file, kind, png) = report.raw.files.first().expect("screenshot attached");
         assert!(
             file.ends_with(".png") && kind.contains("png"),
             "{file} {kind}"
         );
         assert_eq!(&png[..4], b"\x89PNG");
         assert_eq!(main["image"]["url"], format!("attachment://{file}"));
-        assert!(embed(&report, 1)["description"]
+        assert!(embed(&report.raw, 1)["description"]
             .as_str()
             .unwrap()
             .starts_with("```text"));
-        let json = report.json.as_ref().unwrap();
+        let json = report.raw.body();
         assert_eq!(json["allowed_mentions"]["parse"], json!([]), "no pings");
         room.assert_clean();
-        insta::assert_snapshot!("discord_report_healthy", report_text(&report));
     })
     .await
 }
@@ -355,20 +405,18 @@ async fn the_acknowledgement_beats_a_slow_azure() {
             ..SimOptions::fast()
         };
         let room = Room::with_options(World::new().vm("web-01"), options).await;
-        let i = room.check("web-01").await;
-        let ack = room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        let check = room.run("/rdp check web-01").await;
+        let thinking = check.next_message().await;
         // Every ARM request takes 2 s: an acknowledgement sent after any of them would be late.
-        let waited = ack.at.duration_since(i.sent_at);
+        let waited = thinking.raw.at.duration_since(check.i.sent_at);
         assert!(
             waited < Duration::from_secs(1),
             "acknowledged after {waited:?}"
         );
-        assert_eq!(ack.json.as_ref().unwrap()["type"], 5);
-        let report = room.final_edit(&i).await;
-        assert!(embed(&report, 0)["title"]
-            .as_str()
-            .unwrap()
-            .contains("web-01"));
+        assert_eq!(thinking.raw.route, routes::CALLBACK);
+        insta::assert_snapshot!(thinking.text, @"rdp-doctor is thinking…");
+        let report = check.final_edit().await;
+        assert!(report.text.starts_with("# web-01: "), "{}", report.text);
     })
     .await
 }
@@ -385,76 +433,35 @@ async fn an_ambiguous_name_asks_privately_and_the_choice_runs_the_check() {
                 .in_group("rg-api-west"),
         )
         .await;
-        let i = room.check("api-01").await;
-        room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        let menu = room
-            .discord
-            .next_followup(&i, WAIT)
-            .await
-            .expect("a private menu");
-        let json = menu.json.clone().unwrap();
-        assert_eq!(json["flags"].as_u64().unwrap() & 64, 64, "ephemeral");
-        let select = &json["components"][0]["components"][0];
-        let labels: Vec<&str> = select["options"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["label"].as_str().unwrap())
-            .collect();
-        assert_eq!(labels, ["rg-api-east/api-01", "rg-api-west/api-01"]);
-        let message_id = room.discord.last_message_id().expect("menu message id");
-        let pick = room
-            .discord
-            .component(
-                &room.alice,
-                message_id,
-                select["custom_id"].as_str().unwrap(),
-                &["1"],
-            )
-            .await;
-        let update = room
-            .discord
-            .callback(&pick, WAIT)
-            .await
-            .expect("menu answered");
-        assert_eq!(update.json.as_ref().unwrap()["type"], 7);
-        let report_message = room
-            .discord
-            .next_followup(&pick, WAIT)
-            .await
-            .expect("public report");
+        let check = room.run("/rdp check api-01").await;
+        insta::assert_snapshot!(check.next_message().await.text, @"rdp-doctor is thinking…");
+        let menu = check.next_message().await;
+        assert!(menu.private());
+        insta::assert_snapshot!(menu.text, @r#"
+(only you can see this)
+# 2 VMs are named api-01
+Pick the one you mean (subscription / resource group):
+[Which VM? ▾]
+  · rg-api-east/api-01
+  · rg-api-west/api-01
+"#);
+        let pick = room.pick(&menu, "rg-api-west/api-01").await;
+        let update = pick.next_edit().await;
         assert_eq!(
-            report_message.json.as_ref().unwrap()["flags"]
-                .as_u64()
-                .unwrap_or(0)
-                & 64,
-            0
+            update.raw.route,
+            routes::CALLBACK,
+            "the menu is updated in place"
         );
+        insta::assert_snapshot!(update.text, @r#"
+# Checking rg-api-west/api-01
+The answer follows in the channel.
+"#);
+        let public = pick.next_message().await;
+        assert!(!public.private(), "the report is public: {}", public.text);
         // The report is edited into that follow-up.
-        let mut last;
-        loop {
-            last = room
-                .discord
-                .next_request(
-                    "report edit",
-                    |r| r.method == "PATCH" && r.path.contains(&pick.token),
-                    WAIT,
-                )
-                .await
-                .expect("edit");
-            if embed(&last, 0)["title"]
-                .as_str()
-                .unwrap_or("")
-                .contains("nothing found")
-            {
-                break;
-            }
-        }
-        assert!(
-            report_text(&last).contains("rg-api-west"),
-            "{}",
-            report_text(&last)
-        );
+        let report = pick.edit_saying("nothing found").await;
+        assert_eq!(report.message_id, public.message_id);
+        assert!(report.text.contains("rg-api-west"), "{}", report.text);
         room.assert_clean();
     })
     .await
@@ -464,17 +471,15 @@ async fn an_ambiguous_name_asks_privately_and_the_choice_runs_the_check() {
 async fn an_unknown_name_gets_a_private_reply_with_the_closest_names() {
     within(async {
         let room = Room::start(World::new().vm("web-01").vm("web-02")).await;
-        let i = room.check("web-1").await;
-        room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        let reply = room
-            .discord
-            .next_followup(&i, WAIT)
-            .await
-            .expect("a private reply");
-        let json = reply.json.clone().unwrap();
-        assert_eq!(json["flags"].as_u64().unwrap() & 64, 64);
-        let text = json["embeds"][0]["description"].as_str().unwrap();
-        assert!(text.contains("web-01") && text.contains("web-02"), "{text}");
+        let check = room.run("/rdp check web-1").await;
+        insta::assert_snapshot!(check.next_message().await.text, @"rdp-doctor is thinking…");
+        let reply = check.next_message().await;
+        assert!(reply.private());
+        insta::assert_snapshot!(reply.text, @r#"
+(only you can see this)
+# Cannot find that VM
+no VM named web-1 that you may read in subscription 11111111-1111-1111-1111-111111111111. Did you mean: web-01 (rg-web), web-02 (rg-web)?
+"#);
         room.assert_clean();
     })
     .await
@@ -485,15 +490,15 @@ async fn invalid_input_is_answered_privately_without_azure() {
     within(async {
         let room = Room::start(World::new().vm("web-01")).await;
         let before = room.sim.stats().requests;
-        let i = room.check("web 01!").await;
-        let reply = room.discord.callback(&i, WAIT).await.expect("answered");
-        let json = reply.json.clone().unwrap();
-        assert_eq!(json["type"], 4);
-        assert_eq!(json["data"]["flags"].as_u64().unwrap() & 64, 64);
-        assert!(json["data"]["embeds"][0]["description"]
-            .as_str()
-            .unwrap()
-            .contains("not a valid Azure VM name"));
+        let check = room.run(r#"/rdp check "web 01!""#).await;
+        let reply = check.next_message().await;
+        assert_eq!(reply.raw.body()["type"], 4, "answered, not deferred");
+        assert!(reply.private());
+        insta::assert_snapshot!(reply.text, @r#"
+(only you can see this)
+# Cannot look that up
+"web 01!" is not a valid Azure VM name: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit and ending with a letter, digit or '_'
+"#);
         assert_eq!(room.sim.stats().requests, before);
     })
     .await
@@ -616,55 +621,39 @@ async fn health_console_explain_and_help() {
             "We're sorry, we couldn't automatically recover your virtual machine",
         ))
         .await;
-        let h = room
-            .slash(
-                "health",
-                json!([{"name": "vm", "type": 3, "value": "db-01"}]),
-            )
-            .await;
-        room.discord.callback(&h, WAIT).await.expect("ack");
-        let health = room.final_edit(&h).await;
-        assert!(
-            report_text(&health).contains("couldn't automatically recover"),
-            "{}",
-            report_text(&health)
-        );
+        let health = room.run("/rdp health db-01").await.final_edit().await;
+        insta::assert_snapshot!(health.text, @r#"
+# ❌ db-01: Resource Health is Available
+Resource group **rg-web** · subscription `11111111-1111-1111-1111-111111111111`
 
-        let c = room
-            .slash(
-                "console",
-                json!([{"name": "vm", "type": 3, "value": "db-01"}]),
-            )
-            .await;
-        room.discord.callback(&c, WAIT).await.expect("ack");
-        let console = room.final_edit(&c).await;
-        assert!(console.files.iter().any(|(n, _, _)| n.ends_with(".png")));
-        assert!(report_text(&console).contains("Serial log"));
+Resource Health: Unavailable: We're sorry, we couldn't automatically recover your virtual machine
+"#);
 
-        let e = room
-            .slash(
-                "explain",
-                json!([{"name": "error", "type": 3, "value": "Your credentials did not work"}]),
-            )
-            .await;
-        let explained = room.discord.callback(&e, WAIT).await.expect("answered");
-        assert_eq!(explained.json.as_ref().unwrap()["type"], 4);
-        assert!(
-            explained.json.as_ref().unwrap()["data"]["embeds"][0]["title"]
-                .as_str()
-                .unwrap()
-                .contains("credentials")
-        );
+        let console = room.run("/rdp console db-01").await.final_edit().await;
+        assert!(console
+            .raw
+            .files
+            .iter()
+            .any(|(n, _, _)| n.ends_with(".png")));
+        assert!(console.text.contains("Serial log"), "{}", console.text);
 
-        let help = room.slash("help", json!([])).await;
-        let reply = room.discord.callback(&help, WAIT).await.expect("answered");
-        assert_eq!(
-            reply.json.as_ref().unwrap()["data"]["flags"]
-                .as_u64()
-                .unwrap()
-                & 64,
-            64
-        );
+        let explained = room
+            .run(r#"/rdp explain error:"Your credentials did not work""#)
+            .await
+            .next_message()
+            .await;
+        assert_eq!(explained.raw.body()["type"], 4, "answered at once");
+        insta::assert_snapshot!(explained.text, @r#"
+# Windows Security error: Your credentials did not work.
+## Cause
+The VM cannot validate the account name and password: a wrong password, the wrong user name format, or a local account that was turned into a domain account when the VM was promoted to a domain controller.
+## Fix
+Use `VMNAME\user` (or `.\user`) for a local account and `DOMAIN\user` for a domain account. If the VM became a domain controller, sign in as `DOMAIN\user` with the old password. If you don't know the password, reset it (action `reset-password`; not on domain controllers).
+[Microsoft's article](https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/troubleshoot-specific-rdp-errors#wincred)
+"#);
+
+        let help = room.run("/rdp help").await.next_message().await;
+        assert!(help.private(), "{}", help.text);
         room.assert_clean();
     })
     .await
@@ -686,13 +675,10 @@ async fn a_gateway_drop_mid_check_resumes_and_the_check_finishes() {
             .as_str()
             .unwrap()
             .contains("nothing found"));
-        tokio::time::timeout(WAIT, async {
-            while room.discord.resumes() < 1 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("the bot resumed its session");
+        room.discord
+            .wait_resumed(1, WAIT)
+            .await
+            .expect("the bot resumed its session");
         let after = room.slash("help", json!([])).await;
         room.discord
             .callback(&after, WAIT)
@@ -969,113 +955,84 @@ async fn a_garbled_custom_id_is_refused_and_writes_nothing() {
 async fn a_fix_button_asks_then_runs_once_and_shows_what_changed() {
     within(async {
         let room = Room::start(World::new().vm("sql-01").stopped()).await;
-        let i = room.check("sql-01").await;
-        room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        let report = room.final_edit(&i).await;
-        let fix = button_ids(report.body())
-            .into_iter()
-            .find(|id| id.starts_with("rdp:fix:start:"))
-            .expect("a start button under the report");
-        let report_message = room.discord.last_message_id().unwrap();
+        let report = room.run("/rdp check sql-01").await.final_edit().await;
+        let fix = "Start the VM";
+        assert!(report.text.contains(&format!("[{fix}]")), "{}", report.text);
 
-        // Someone without a role is refused, privately, with what is missing.
-        let stranger = User {
-            id: 4999,
-            name: "mallory".into(),
-            roles: vec![],
-        };
+        // Someone without a role is refused, privately, with what is missing: as the first
+        // answer, since nobody reads a VM without a grant.
+        let mallory = User::new(4999, "mallory", &[]);
         let denied = room
-            .discord
-            .component(&stranger, report_message, &fix, &[])
-            .await;
-        // Refused as the first (private) answer: nobody reads a VM without a grant.
-        let whisper = room
-            .discord
-            .callback(&denied, WAIT)
+            .as_user(&mallory)
+            .click(&report, fix)
             .await
-            .expect("a private denial");
-        assert_eq!(whisper.flags() & 64, 64);
-        let text = whisper.body()["data"]["embeds"][0]["description"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        assert!(
-            text.contains("`read`") && text.contains("you have none"),
-            "{text}"
-        );
+            .next_message()
+            .await;
+        assert_eq!(denied.raw.body()["type"], 4, "the first answer");
+        insta::assert_snapshot!(denied.text, @r#"
+(only you can see this)
+# Not allowed
+Permission denied: you need the `read` permission on subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-web (you have none)
+"#);
 
         // An operator gets the prompt with the consequences from the VM's real configuration.
-        let click = room
-            .discord
-            .component(&room.alice, report_message, &fix, &[])
+        let prompt = room
+            .click(&report, fix)
+            .await
+            .edit_saying("[Confirm]")
             .await;
-        let (prompt_message, confirm, _cancel, prompt) = prompt_of(&room, &click).await;
-        let shown = prompt["embeds"][0]["description"].as_str().unwrap_or("");
-        assert!(shown.contains("billing"), "{shown}");
+        insta::assert_snapshot!(prompt.text, @r#"
+# Confirm: Start sql-01?
+VM **sql-01** · resource group `rg-web` · subscription `11111111-1111-1111-1111-111111111111`
+
+• Compute billing starts again as soon as it runs
+• Windows needs a few minutes to boot before Remote Desktop answers
+• Public IP 20.1.2.3 is static and stays
+
+Requested by alice. Expires <time>.
+[Confirm] [Cancel]
+"#);
 
         // Two confirms of one prompt: exactly one start reaches Azure.
-        let bob = User {
-            id: 4002,
-            name: "bob".into(),
-            roles: vec![5001],
-        };
-        let first = room
-            .discord
-            .component(&room.alice, prompt_message, &confirm, &[])
-            .await;
-        let second = room
-            .discord
-            .component(&bob, prompt_message, &confirm, &[])
-            .await;
-        room.discord.callback(&first, WAIT).await.expect("ack 1");
-        room.discord.callback(&second, WAIT).await.expect("ack 2");
+        let bob = User::new(4002, "bob", &[5001]);
+        let first = room.click(&prompt, "Confirm").await;
+        let second = room.as_user(&bob).click(&prompt, "Confirm").await;
+        first.answer().await;
+        second.answer().await;
         let done = loop {
-            let edit = room
-                .discord
-                .next_request(
-                    "outcome",
-                    |r| {
-                        r.method == "PATCH"
-                            && (r.path.contains(&first.token) || r.path.contains(&second.token))
-                    },
-                    WAIT,
-                )
-                .await
-                .expect("progress or outcome");
-            let title = edit.body()["embeds"][0]["title"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            if title.contains("succeeded") || title.contains("failed") {
+            let edit = room.next_edit().await;
+            if edit.text.contains("succeeded") || edit.text.contains("failed") {
                 break edit;
             }
         };
-        let text = done.body()["embeds"][0]["description"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        assert!(done.body()["embeds"][0]["title"]
-            .as_str()
-            .unwrap()
-            .contains("start of sql-01 succeeded"));
-        assert!(text.contains("vm-status: fail → pass"), "{text}");
-        let loser = room
-            .discord
-            .next_request(
-                "the second click's answer",
-                |r| {
-                    r.method == "POST"
-                        && (r.path.ends_with(&first.token) || r.path.ends_with(&second.token))
-                        && r.flags() & 64 == 64
-                },
-                WAIT,
-            )
-            .await
-            .expect("the other click is told");
-        let said = loser.body()["embeds"][0]["description"]
-            .as_str()
-            .unwrap_or("");
-        assert!(said.contains("already used: confirmed by"), "{said}");
+        // Either click may win the race; the winner's name is the only difference.
+        let winner = if done.text.contains("Confirmed by bob") {
+            "bob"
+        } else {
+            "alice"
+        };
+        insta::assert_snapshot!(done.text.replace(winner, "<winner>"), @r#"
+# ✅ start of sql-01 succeeded
+Confirmed by <winner>.
+
+Checked again: verdict **ok**.
+• vm-status: fail → pass (VM is running (provisioning succeeded))
+• vm-agent: skip → pass (Guest agent is Ready (version 2.7.41491.949))
+• nsg: skip → pass (TCP 3389 from the Internet is allowed by rule allow-rdp (priority 1000) in NSG sql-01-nsg)
+
+After each step, try to connect again.
+"#);
+        let loser = loop {
+            let message = room.next_message().await;
+            if message.private() {
+                break message;
+            }
+        };
+        insta::assert_snapshot!(loser.text.replace(winner, "<winner>"), @r#"
+(only you can see this)
+# Cannot do that
+This confirmation was already used: confirmed by <winner>.
+"#);
         let starts = room
             .sim
             .stats()
@@ -1093,62 +1050,51 @@ async fn a_fix_button_asks_then_runs_once_and_shows_what_changed() {
 async fn redeploy_from_a_command_needs_a_second_admin() {
     within(async {
         let room = Room::start(World::new().vm("web-01")).await;
-        let admin = User {
-            id: 4010,
-            name: "ada".into(),
-            roles: vec![5002],
-        };
-        let other = User {
-            id: 4011,
-            name: "grace".into(),
-            roles: vec![5002],
-        };
-        let i = room
-            .discord
-            .slash(
-                &admin,
-                "rdp",
-                &["redeploy"],
-                json!([{"name": "vm", "type": 3, "value": "web-01"}]),
-            )
-            .await;
-        let (message, confirm, _, prompt) = prompt_of(&room, &i).await;
-        let shown = prompt["embeds"][0]["description"].as_str().unwrap_or("");
-        assert!(
-            shown.contains("temporary disk") && shown.contains("second person"),
-            "{shown}"
-        );
-        let mine = room.discord.component(&admin, message, &confirm, &[]).await;
-        room.discord.callback(&mine, WAIT).await.expect("ack");
-        let refusal = room
-            .discord
-            .next_followup(&mine, WAIT)
+        let ada = User::new(4010, "ada", &[5002]);
+        let grace = User::new(4011, "grace", &[5002]);
+        let prompt = room
+            .as_user(&ada)
+            .run("/rdp redeploy web-01")
             .await
-            .expect("told privately");
-        assert!(refusal.body()["embeds"][0]["description"]
-            .as_str()
-            .unwrap()
-            .contains("someone other than ada"));
-        let theirs = room.discord.component(&other, message, &confirm, &[]).await;
-        room.discord.callback(&theirs, WAIT).await.expect("ack");
-        let done = loop {
-            let edit = room
-                .discord
-                .next_edit(&theirs, WAIT)
-                .await
-                .expect("progress");
-            if edit.body()["embeds"][0]["title"]
-                .as_str()
-                .unwrap_or("")
-                .contains("succeeded")
-            {
-                break edit;
-            }
-        };
-        assert!(done.body()["embeds"][0]["description"]
-            .as_str()
-            .unwrap()
-            .contains("Confirmed by grace"));
+            .edit_saying("[Confirm]")
+            .await;
+        insta::assert_snapshot!(prompt.text, @r#"
+# Confirm: Redeploy web-01 to a new host?
+VM **web-01** · resource group `rg-web` · subscription `11111111-1111-1111-1111-111111111111`
+
+• The VM is shut down, moved to a new Azure host and started again
+• Data on the temporary disk (usually D:) is lost
+• Signed-in users are disconnected and unsaved work is lost
+• Public IP 20.1.2.3 is static and stays
+• Private IP 10.0.1.4 is dynamic and may change
+
+Requested by ada. Expires <time>. **Needs a second person**: someone other than the requester must confirm.
+[Confirm] [Cancel]
+"#);
+        let mine = room.as_user(&ada).click(&prompt, "Confirm").await;
+        mine.answer().await;
+        let refusal = mine.next_message().await;
+        assert!(refusal.private());
+        insta::assert_snapshot!(refusal.text, @r#"
+(only you can see this)
+# Cannot do that
+This fix needs a second person: someone other than ada must confirm it.
+"#);
+        let theirs = room.as_user(&grace).click(&prompt, "Confirm").await;
+        let done = theirs.edit_saying("succeeded").await;
+        assert_eq!(
+            done.message_id, prompt.message_id,
+            "the prompt becomes the outcome"
+        );
+        insta::assert_snapshot!(done.text, @r#"
+# ✅ redeploy of web-01 succeeded
+Confirmed by grace.
+
+Checked again: verdict **ok**.
+No check changed status.
+
+After each step, try to connect again.
+"#);
         room.assert_clean();
     })
     .await
@@ -1398,33 +1344,47 @@ async fn killing_the_bot_mid_redeploy_then_starting_it_again_posts_the_outcome()
 #[tokio::test]
 async fn restart_reset_config_and_open_rdp_from_commands() {
     within(async {
-        let room = Room::start(World::new().vm("web-01").rdp_disabled().vm("web-02").nsg_denies_rdp()).await;
-        let ada = User { id: 4010, name: "ada".into(), roles: vec![5002] };
-        let grace = User { id: 4011, name: "grace".into(), roles: vec![5002] };
-        let cases = [
-            ("restart", json!([{"name": "vm", "type": 3, "value": "web-01"}]), "restart of web-01 succeeded"),
-            ("reset-config", json!([{"name": "vm", "type": 3, "value": "web-01"}]), "reset-rdp-config of web-01 succeeded"),
-            (
-                "open-rdp",
-                json!([{"name": "vm", "type": 3, "value": "web-02"}, {"name": "source", "type": 3, "value": "198.51.100.7"}]),
-                "open-rdp-port of web-02 succeeded",
-            ),
-        ];
-        for (command, options, done) in cases {
-            let i = room.discord.slash(&ada, "rdp", &[command], options).await;
-            let (message, confirm, _, _) = prompt_of(&room, &i).await;
+        let room = Room::start(
+            World::new()
+                .vm("web-01")
+                .rdp_disabled()
+                .vm("web-02")
+                .nsg_denies_rdp(),
+        )
+        .await;
+        let ada = User::new(4010, "ada", &[5002]);
+        let grace = User::new(4011, "grace", &[5002]);
+        let mut outcomes = Vec::new();
+        for line in [
+            "/rdp restart web-01",
+            "/rdp reset-config web-01",
+            "/rdp open-rdp web-02 source:198.51.100.7",
+        ] {
+            let prompt = room
+                .as_user(&ada)
+                .run(line)
+                .await
+                .edit_saying("[Confirm]")
+                .await;
             // open-rdp is a two-person fix by default: grace confirms everything.
-            let click = room.discord.component(&grace, message, &confirm, &[]).await;
-            room.discord.callback(&click, WAIT).await.expect("ack");
+            let click = room.as_user(&grace).click(&prompt, "Confirm").await;
             let outcome = loop {
-                let edit = room.discord.next_edit(&click, WAIT).await.expect("progress");
-                let title = edit.body()["embeds"][0]["title"].as_str().unwrap_or("").to_string();
+                let edit = click.next_edit().await;
+                let title = edit.text.lines().next().unwrap_or("").to_string();
                 if title.contains("succeeded") || title.contains("failed") {
                     break title;
                 }
             };
-            assert!(outcome.contains(done), "{command}: {outcome}");
+            outcomes.push(format!("{line}\n  {outcome}"));
         }
+        insta::assert_snapshot!(outcomes.join("\n"), @r#"
+/rdp restart web-01
+  # ✅ restart of web-01 succeeded
+/rdp reset-config web-01
+  # ✅ reset-rdp-config of web-01 succeeded
+/rdp open-rdp web-02 source:198.51.100.7
+  # ✅ open-rdp-port of web-02 succeeded
+"#);
         assert!(room.sim.world().vm("web-01").rdp_enabled());
         room.assert_clean();
     })
@@ -1433,41 +1393,32 @@ async fn restart_reset_config_and_open_rdp_from_commands() {
 
 // ---- /rdp sweep --------------------------------------------------------------------------
 
-fn message_id(room: &Room, i: &Interaction) -> u64 {
-    let original = room
-        .discord
-        .original(i)
-        .expect("the original response exists");
-    original["id"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .or_else(|| original["id"].as_u64())
-        .expect("message id")
-}
-
-/// Edits of a sweep's message until the summary (its title says how it ended).
-async fn sweep_summary(room: &Room, i: &Interaction) -> (Recorded, usize) {
-    let mut progress = 0;
-    loop {
-        let edit = room.discord.next_edit(i, WAIT).await.expect("an edit");
-        let title = embed(&edit, 0)["title"].as_str().unwrap_or("").to_string();
-        let description = embed(&edit, 0)["description"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        if title.contains(':') {
-            return (edit, progress);
+/// Runs of three or more lines alike but for a `vm-NNN` name, as the first, a count, the last:
+/// a sweep's table of healthy VMs, for a snapshot.
+fn elide_runs(text: &str) -> String {
+    let numbered = regex::Regex::new(r"vm-\d{3}").unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < lines.len() {
+        let shape = numbered.replace_all(lines[start], "vm-NNN");
+        let mut end = start + 1;
+        while end < lines.len()
+            && numbered.is_match(lines[start])
+            && numbered.replace_all(lines[end], "vm-NNN") == shape
+        {
+            end += 1;
         }
-        if description.starts_with("Checked") {
-            assert!(
-                button_ids(edit.body())
-                    .iter()
-                    .any(|id| id.starts_with("rdp:sweep:stop:")),
-                "progress carries the Cancel button"
-            );
-            progress += 1;
+        if end - start >= 3 {
+            out.push(lines[start].to_string());
+            out.push(format!("⋮ ({} more like these)", end - start - 2));
+            out.push(lines[end - 1].to_string());
+        } else {
+            out.extend(lines[start..end].iter().map(|l| l.to_string()));
         }
+        start = end;
     }
+    out.join("\n")
 }
 
 #[tokio::test]
@@ -1485,32 +1436,57 @@ async fn sweep_posts_progress_then_one_summary_worst_first_with_a_details_menu()
             .vm("db-01")
             .in_group("rg-data");
         let room = Room::start(world).await;
-        let i = room
-            .slash(
-                "sweep",
-                json!([{"name": "resource-group", "type": 3, "value": "rg-web"}]),
-            )
-            .await;
-        let ack = room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        assert_eq!(ack.body()["type"], 5, "deferred");
-        let (summary, progress) = sweep_summary(&room, &i).await;
+        let sweep = room.run("/rdp sweep resource-group:rg-web").await;
+        insta::assert_snapshot!(sweep.next_message().await.text, @"rdp-doctor is thinking…");
+        // Progress edits, each with its Cancel button, then the summary.
+        let mut progress = 0;
+        let summary = loop {
+            let edit = sweep.next_edit().await;
+            if edit.text.starts_with("# Sweep of")
+                && edit.text.lines().next().unwrap().contains(':')
+            {
+                break edit;
+            }
+            if edit.text.contains("Checked") {
+                assert!(edit.text.contains("[Cancel sweep]"), "{}", edit.text);
+                progress += 1;
+            }
+        };
         assert!(progress >= 1, "progress was shown");
-        let main = embed(&summary, 0);
-        assert_eq!(
-            main["title"],
-            "Sweep of resource group rg-web: 2 of 120 VMs with problems"
-        );
+        let main = embed(&summary.raw, 0);
         assert_eq!(main["color"], 0xE74C3C);
         let text = main["description"].as_str().unwrap();
-        assert!(text.starts_with("❌ 2 with problems"), "{text}");
         let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("**")).collect();
-        assert!(rows[0].starts_with("**web-02** · ❌"), "{rows:?}");
-        assert!(rows[0].contains("deny-rdp-internet"), "{rows:?}");
-        assert!(rows[1].starts_with("**web-03** · ❌"), "{rows:?}");
         assert!(rows.len() < 120, "the embed holds part of the table");
-        assert!(text.contains("the whole table is attached"), "{text}");
         assert!(text.len() <= 4096);
-        let (name, _, table) = summary.files.first().expect("the table attached");
+        // The worst first; the 118 healthy rows in between are elided here, not in Discord.
+        let arm_requests = regex::Regex::new(r"\d+ ARM requests").unwrap();
+        let shown = arm_requests
+            .replace(&elide_runs(&summary.text), "<n> ARM requests")
+            .into_owned();
+        insta::assert_snapshot!(shown, @r#"
+# Sweep of resource group rg-web: 2 of 120 VMs with problems
+❌ 2 with problems · ❗ 0 could not be checked fully · ✅ 118 ok
+
+**web-02** · ❌ TCP 3389 from the Internet is denied by rule deny-rdp-internet (priority 200) in NSG web-02-snet-nsg
+**web-03** · ❌ VM is deallocated: nothing answers on 3389 until it is started
+**vm-000** · ✅ all checks pass
+⋮ (89 more like these)
+**vm-090** · ✅ all checks pass
+…and 27 more (0 not ok): the whole table is attached.
+
+Pick a VM below for its full report and the fix.
+-- <n> ARM requests · <elapsed> · 0 throttled · <n> paced
+[Full report of a VM… ▾]
+  · ❌ web-02
+  · ❌ web-03
+  · ✅ vm-000
+⋮ (21 more like these)
+  · ✅ vm-022
+[Another VM…]
+[attachment sweep.tsv]
+"#);
+        let (name, _, table) = summary.raw.files.first().expect("the table attached");
         assert_eq!(name, "sweep.tsv");
         let table = String::from_utf8(table.clone()).unwrap();
         assert_eq!(table.lines().count(), 120);
@@ -1520,63 +1496,45 @@ async fn sweep_posts_progress_then_one_summary_worst_first_with_a_details_menu()
             .unwrap()
             .starts_with("rg-web\tweb-02\tproblems\tfail nsg:"));
         assert!(!table.contains("db-01"));
-        let select = &summary.body()["components"][0]["components"][0];
-        let options = select["options"].as_array().expect("a details menu");
-        assert_eq!(options.len(), 25);
-        assert!(options[0]["label"].as_str().unwrap().ends_with("web-02"));
         room.assert_clean();
 
         // Picking a VM posts its full report under the summary.
-        let pick = room
-            .discord
-            .component(
-                &room.alice,
-                message_id(&room, &i),
-                select["custom_id"].as_str().unwrap(),
-                &["0"],
-            )
-            .await;
-        let ack = room
-            .discord
-            .callback(&pick, WAIT)
-            .await
-            .expect("acknowledged");
-        assert_eq!(ack.body()["type"], 5);
-        let report = room.final_edit(&pick).await;
-        let title = embed(&report, 0)["title"].as_str().unwrap().to_string();
-        assert_eq!(title, "web-02: problems found");
+        let pick = room.pick(&summary, "❌ web-02").await;
+        insta::assert_snapshot!(pick.next_message().await.text, @"rdp-doctor is thinking…");
+        let report = pick.final_edit().await;
+        assert!(
+            report.text.starts_with("# web-02: problems found\n"),
+            "{}",
+            report.text
+        );
 
         // Any other swept VM, by name, through a form.
-        let ask = button_ids(summary.body())
-            .into_iter()
-            .find(|id| id.starts_with("rdp:sweep:ask:"))
-            .expect("an \"Another VM…\" button");
-        let opened = room
-            .discord
-            .component(&room.alice, message_id(&room, &i), &ask, &[])
-            .await;
-        let form = room.discord.callback(&opened, WAIT).await.expect("a form");
-        assert_eq!(form.body()["type"], 9, "a modal");
+        let opened = room.click(&summary, "Another VM…").await;
+        insta::assert_snapshot!(opened.next_message().await.text, @r#"
+[form: Full report of a swept VM]
+VM name: ____
+"#);
         let unknown = room
-            .discord
-            .modal_submit(&room.alice, &opened, &[("vm", "db-01")])
-            .await;
-        let answer = room
-            .discord
-            .callback(&unknown, WAIT)
+            .submit(&opened, &[("vm", "db-01")])
             .await
-            .expect("answered");
-        assert_eq!(answer.flags() & 64, 64, "privately");
-        assert!(answer.body().to_string().contains("Not in this sweep"));
-        let named = room
-            .discord
-            .modal_submit(&room.alice, &opened, &[("vm", "VM-100")])
+            .next_message()
             .await;
-        let ack = room.discord.callback(&named, WAIT).await.expect("answered");
-        assert_eq!(ack.body()["type"], 5);
-        let report = room.final_edit(&named).await;
-        let title = embed(&report, 0)["title"].as_str().unwrap().to_string();
-        assert_eq!(title, "vm-100: nothing found that blocks Remote Desktop");
+        assert_eq!(unknown.raw.body()["type"], 4, "the first answer");
+        insta::assert_snapshot!(unknown.text, @r#"
+(only you can see this)
+# Not in this sweep
+No VM named "db-01" was checked by this sweep.
+"#);
+        let named = room.submit(&opened, &[("vm", "VM-100")]).await;
+        insta::assert_snapshot!(named.next_message().await.text, @"rdp-doctor is thinking…");
+        let report = named.final_edit().await;
+        assert!(
+            report
+                .text
+                .starts_with("# vm-100: nothing found that blocks Remote Desktop\n"),
+            "{}",
+            report.text
+        );
         room.assert_clean();
     })
     .await
@@ -1595,59 +1553,52 @@ async fn only_the_person_who_started_a_sweep_can_cancel_it() {
         };
         let room = Room::with_options(world, options).await;
         // A subscription that is not a GUID never reaches an Azure URL.
-        let bad = room
-            .slash(
-                "sweep",
-                json!([{"name": "subscription", "type": 3, "value": "../../x"}]),
-            )
+        let refused = room
+            .run("/rdp sweep subscription:../../x")
+            .await
+            .next_message()
             .await;
-        let refused = room.discord.callback(&bad, WAIT).await.expect("answered");
-        assert_eq!(refused.flags() & 64, 64, "privately");
-        assert!(refused.body().to_string().contains("not a subscription id"));
-        let i = room
-            .slash(
-                "sweep",
-                json!([{"name": "resource-group", "type": 3, "value": "rg-web"}]),
-            )
+        assert_eq!(refused.raw.route, routes::CALLBACK, "the first answer");
+        insta::assert_snapshot!(refused.text, @r#"
+(only you can see this)
+# That is not a subscription id
+`subscription` is a subscription's id, a GUID such as 11111111-2222-3333-4444-555555555555.
+"#);
+        let sweep = room.run("/rdp sweep resource-group:rg-web").await;
+        let progress = sweep.edit_saying("[Cancel sweep]").await;
+        let bob = User::new(4002, "bob", &[5001]);
+        let refused = room
+            .as_user(&bob)
+            .click(&progress, "Cancel sweep")
+            .await
+            .next_message()
             .await;
-        room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        let stop = loop {
-            let edit = room.discord.next_edit(&i, WAIT).await.expect("progress");
-            if let Some(id) = button_ids(edit.body())
-                .into_iter()
-                .find(|id| id.starts_with("rdp:sweep:stop:"))
+        assert_eq!(refused.raw.route, routes::CALLBACK, "the first answer");
+        insta::assert_snapshot!(refused.text, @r#"
+(only you can see this)
+# Not your sweep
+Only <@4001>, who started this sweep, can cancel it.
+"#);
+        let stopped = room.click(&progress, "Cancel sweep").await;
+        assert_eq!(
+            stopped.answer().await.body()["type"],
+            6,
+            "acknowledged in place"
+        );
+        let summary = loop {
+            let edit = sweep.next_edit().await;
+            if edit
+                .text
+                .lines()
+                .next()
+                .is_some_and(|title| title.contains(':'))
             {
-                break id;
+                break edit;
             }
         };
-        let message = message_id(&room, &i);
-        let bob = User {
-            id: 4002,
-            name: "bob".into(),
-            roles: vec![5001],
-        };
-        let refused = room.discord.component(&bob, message, &stop, &[]).await;
-        let answer = room
-            .discord
-            .callback(&refused, WAIT)
-            .await
-            .expect("answered");
-        assert_eq!(answer.flags() & 64, 64, "privately");
-        assert!(answer.body().to_string().contains("Not your sweep"));
-        let stopped = room
-            .discord
-            .component(&room.alice, message, &stop, &[])
-            .await;
-        let ack = room
-            .discord
-            .callback(&stopped, WAIT)
-            .await
-            .expect("answered");
-        assert_eq!(ack.body()["type"], 6, "acknowledged in place");
-        let (summary, _) = sweep_summary(&room, &i).await;
-        let title = embed(&summary, 0)["title"].as_str().unwrap().to_string();
+        let title = summary.text.lines().next().unwrap();
         assert!(
-            title.starts_with("Sweep of resource group rg-web: cancelled after")
+            title.starts_with("# Sweep of resource group rg-web: cancelled after")
                 && title.ends_with("of 40 VMs"),
             "{title}"
         );

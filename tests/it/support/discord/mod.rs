@@ -133,6 +133,10 @@ pub struct Recorded {
     pub files: Vec<(String, String, Vec<u8>)>,
     pub at: Instant,
     pub status: u16,
+    /// The message this request created or changed, when it did: the one an interaction
+    /// callback made `@original` (or, for a component, the message it updated), or the one a
+    /// webhook or channel request answered with.
+    pub message_id: Option<u64>,
 }
 
 impl Recorded {

@@ -265,6 +265,7 @@ pub(super) async fn rest_handler(
             )
         };
         world.violations.extend(violations);
+        let message_id = message_of(&world, route, &segments, &reply);
         world.requests.push((
             Recorded {
                 method: method.to_string(),
@@ -277,6 +278,7 @@ pub(super) async fn rest_handler(
                     .collect(),
                 at: arrived,
                 status: reply.status,
+                message_id,
             },
             false,
         ));
@@ -297,6 +299,31 @@ pub(super) async fn rest_handler(
         Some(body) => (status, axum::Json(body)).into_response(),
         None => status.into_response(),
     }
+}
+
+/// The message a successful request created or changed (see [`Recorded::message_id`]).
+fn message_of(world: &World, route: &str, segments: &[&str], reply: &Reply) -> Option<u64> {
+    if reply.status >= 300 {
+        return None;
+    }
+    if route == routes::CALLBACK {
+        let token = segments.get(2)?;
+        return world.interactions.get(*token)?.original;
+    }
+    if !matches!(
+        route,
+        routes::FOLLOWUP
+            | routes::ORIGINAL
+            | routes::WEBHOOK_MESSAGE
+            | routes::CHANNEL_MESSAGES
+            | routes::CHANNEL_MESSAGE
+    ) {
+        return None;
+    }
+    let id = reply.body.as_ref()?.get("id")?;
+    id.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| id.as_u64())
 }
 
 fn serve_attachment(inner: &Inner, method: &Method, path: &str) -> Option<Response> {
