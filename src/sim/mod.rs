@@ -448,7 +448,7 @@ impl Live {
         );
         let vm_bucket = self
             .compute
-            .entry(vm_key)
+            .entry(vm_key.clone())
             .or_insert_with(|| throttle::TokenBucket::new(options.resource.clone(), now));
         let vm_left = match vm_bucket.take(now) {
             Ok(left) => left,
@@ -456,17 +456,13 @@ impl Live {
         };
         let sub_bucket = self
             .compute
-            .entry(sub_key.clone())
+            .entry(sub_key)
             .or_insert_with(|| throttle::TokenBucket::new(options.subscription.clone(), now));
         match sub_bucket.take(now) {
             Ok(sub_left) => Some(Ok((sub_left, vm_left))),
             Err(wait) => {
                 // The VM's token was taken for nothing: give it back.
-                if let Some(b) = self.compute.get_mut(&format!(
-                    "{sub_key}/{}/{}",
-                    rg.to_ascii_lowercase(),
-                    vm.to_ascii_lowercase()
-                )) {
+                if let Some(b) = self.compute.get_mut(&vm_key) {
                     b.give_back();
                 }
                 Some(Err((
@@ -475,6 +471,26 @@ impl Live {
                     wait,
                 )))
             }
+        }
+    }
+}
+
+impl Live {
+    /// The bucket a request spends: a resource type's own when
+    /// [`SimOptions::resource_type_limit`] names its path, else ARM's by the method.
+    fn spend(&self, path: &str, method: &str) -> Spend {
+        let overridden = self
+            .options
+            .resource_type_limit
+            .as_ref()
+            .is_some_and(|(text, _)| {
+                path.to_ascii_lowercase()
+                    .contains(&text.to_ascii_lowercase())
+            });
+        if overridden {
+            Spend::ResourceType
+        } else {
+            Spend::of(method)
         }
     }
 }
@@ -956,24 +972,9 @@ fn arm_request(
             }
         }
     };
-    let spend = {
-        let live = lock(&shared.live);
-        let overridden = live
-            .options
-            .resource_type_limit
-            .as_ref()
-            .is_some_and(|(text, _)| {
-                path.to_ascii_lowercase()
-                    .contains(&text.to_ascii_lowercase())
-            });
-        if overridden {
-            Spend::ResourceType
-        } else {
-            Spend::of(method)
-        }
-    };
-    let (remaining, lro_polls, retry_after, fail_operations, settle, effective_nsg_time) = {
+    let (spend, remaining, lro_polls, retry_after, fail_operations, settle, effective_nsg_time) = {
         let mut live = lock(&shared.live);
+        let spend = live.spend(path, method);
         let (lro_polls, retry_after) = (live.options.lro_polls, live.options.retry_after_secs);
         let effective_nsg_time = live.options.effective_nsg_time;
         let settle = live.options.settle();
@@ -997,6 +998,7 @@ fn arm_request(
             }
         };
         (
+            spend,
             remaining,
             lro_polls,
             retry_after,

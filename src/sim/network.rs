@@ -473,10 +473,16 @@ pub(crate) fn effective_nsgs(ctx: &mut Ctx<'_>, sub: &str, rg: &str, nic: &str) 
     // Azure sends no `Retry-After` here (Azure CLI's recording of `list-effective-nsg`); a
     // test may ask for one. `Retry-After: 0` with `lro_polls = 0` and no computing time: a
     // client polls the Location at once and gets the result, two requests in all.
-    Ok(match ctx.retry_after {
-        0 if !ctx.effective_nsg_time.is_zero() => accepted,
-        secs => accepted.header("Retry-After", secs.to_string()),
-    })
+    Ok(with_retry_after(accepted, ctx))
+}
+
+/// An effective-NSG answer that is not the result yet: `Retry-After` only when a test asked for
+/// one, or when there is no computing time to wait for (0: poll at once).
+fn with_retry_after(reply: Reply, ctx: &Ctx<'_>) -> Reply {
+    match ctx.retry_after {
+        0 if !ctx.effective_nsg_time.is_zero() => reply,
+        secs => reply.header("Retry-After", secs.to_string()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,10 +501,7 @@ pub(crate) fn network_operation(ctx: &mut Ctx<'_>, sub: &str, id: &str) -> Answe
         Some(Poll::InProgress { .. }) => {
             let again =
                 Reply::empty(202).header("Location", format!("{}{}", ctx.base, current_url(ctx)));
-            Ok(match ctx.retry_after {
-                0 if !ctx.effective_nsg_time.is_zero() => again,
-                secs => again.header("Retry-After", secs.to_string()),
-            })
+            Ok(with_retry_after(again, ctx))
         }
         Some(Poll::Done { outcome, .. }) => match outcome {
             Outcome::Body(body) => Ok(Reply::json(200, &body)),

@@ -266,25 +266,13 @@ async fn effective_nsg_polls_until_done() {
 #[tokio::test]
 async fn a_check_waits_out_azures_seconds_for_effective_rules_at_its_own_poll_interval() {
     within(async {
-        let world = World::new().vm("web-01");
-        let secret = world.client_secret.clone();
         let options = SimOptions {
             effective_nsg_time: Duration::from_millis(1200),
             lro_polls: 0,
             ..SimOptions::default()
         };
-        let mut h = Harness::with_options(world, options).await;
-        let url = url::Url::parse(&h.sim.url()).expect("url");
-        let mut settings = support::fast_settings(url.clone());
-        settings.poll_interval = Duration::from_millis(300);
-        h.arm = Arm::connect_with_secret(
-            settings,
-            url,
-            support::TENANT,
-            support::CLIENT,
-            secret.into(),
-        )
-        .expect("arm");
+        let mut h = Harness::with_options(World::new().vm("web-01"), options).await;
+        h.arm = arm_with(&h, |s| s.poll_interval = Duration::from_millis(300));
         let started = std::time::Instant::now();
         let report = h.check("web-01").await.expect("report");
         assert_status(&report, "nsg", "pass", "allow-rdp");
@@ -1495,20 +1483,9 @@ async fn a_persons_check_during_a_sweep_that_drained_the_bucket_does_not_wait_be
             retry_after_secs: 1,
             ..SimOptions::fast()
         };
-        let secret = world.client_secret.clone();
         let mut h = Harness::with_options(world, options).await;
         // rdp-doctor told the bucket's refill, as `[azure] refill_per_sec` does.
-        let url = url::Url::parse(&h.sim.url()).expect("url");
-        let mut settings = support::fast_settings(url.clone());
-        settings.refill_per_sec = 5.0;
-        h.arm = Arm::connect_with_secret(
-            settings,
-            url,
-            support::TENANT,
-            support::CLIENT,
-            secret.into(),
-        )
-        .expect("arm");
+        h.arm = arm_with(&h, |s| s.refill_per_sec = 5.0);
         // Signed in, as a running bot is.
         h.check("web-01").await.expect("first check");
         let sweeps = h.arm.for_sweep();
