@@ -27,7 +27,7 @@ pub struct FileConfig {
     pub limits: LimitsConfig,
 }
 
-/// Per-person limits (see `crate::runbook::limits`).
+/// Per-person limits (`runbook::limits::PersonLimiter::from_config` builds the limiter).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -35,17 +35,6 @@ pub struct LimitsConfig {
     pub commands_per_minute: Option<u32>,
     /// Commands one person may run back to back before the per-minute rate applies (default 10).
     pub command_burst: Option<u32>,
-}
-
-impl LimitsConfig {
-    /// The per-person command limiter these settings describe.
-    pub fn person_limiter(&self) -> crate::runbook::limits::PersonLimiter {
-        let defaults = crate::runbook::limits::PersonRate::default();
-        crate::runbook::limits::PersonLimiter::new(crate::runbook::limits::PersonRate {
-            per_minute: self.commands_per_minute.unwrap_or(defaults.per_minute),
-            burst: self.command_burst.unwrap_or(defaults.burst),
-        })
-    }
 }
 
 /// Timeouts and retry budget for ARM.
@@ -268,8 +257,8 @@ mod tests {
         file.azure.apply(&mut settings);
         assert_eq!((settings.sweep_share, settings.sweep_max_vms), (0.5, 200));
         assert_eq!(file.azure.unknown_vm_ttl(), Duration::from_secs(5));
-        assert_eq!(file.limits.person_limiter().rate().per_minute, 6);
-        assert_eq!(file.limits.person_limiter().rate().burst, 2);
+        let limiter = crate::runbook::limits::PersonLimiter::from_config(&file.limits);
+        assert_eq!((limiter.rate().per_minute, limiter.rate().burst), (6, 2));
         let silly = FileConfig::parse("[azure]\nsweep_share = 1.5\n", "x.toml")
             .expect_err("a share above the whole bucket is refused");
         assert_eq!(

@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use crate::diagnose::ActionId;
 use crate::domain::{ResourceId, VmRef};
-use crate::runbook::catalog::Permission;
+use crate::domain::Permission;
 
 /// Actions that need a second person when the config does not say otherwise: the two whose
 /// consequences reach beyond one login (a new host and lost temporary disk; a hole in the NSG).

@@ -96,14 +96,9 @@ pub enum StepKind {
     Action,
 }
 
-/// Ordered: `Read < Operate < Admin`, so "has at least" is a comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Permission {
-    Read,
-    Operate,
-    Admin,
-}
+/// A person's level; the policy grants it and the catalog asks for it (it lives in `domain` so
+/// the policy needs nothing of the runbook).
+pub use crate::domain::Permission;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -27,6 +27,7 @@ mod lro;
 mod network;
 mod rbac;
 mod resource;
+mod roles;
 mod route;
 mod throttle;
 mod world;

@@ -66,11 +66,7 @@ pub(crate) fn rg_prefix(sub: &str, rg: &str) -> String {
 }
 
 pub(crate) fn vm_id(vm: &Vm) -> String {
-    format!(
-        "{}/providers/Microsoft.Compute/virtualMachines/{}",
-        rg_prefix(&vm.subscription, &vm.resource_group),
-        vm.name
-    )
+    vm.id()
 }
 
 pub(crate) fn nic_id(vm: &Vm) -> String {

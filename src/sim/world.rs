@@ -78,7 +78,7 @@ impl Principal {
     }
 }
 
-/// A role assignment: a built-in role's name (see `sim/rbac.rs` for the ones modelled) or a
+/// A role assignment: a built-in role's name (see `sim/roles.rs` for the ones modelled) or a
 /// custom role's actions, at a subscription (`/subscriptions/{id}`) or resource group
 /// (`/subscriptions/{id}/resourceGroups/{name}`) scope.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -649,6 +649,14 @@ pub enum WorldError {
 }
 
 impl Vm {
+    /// The VM's ARM id, `/subscriptions/…/resourceGroups/…/providers/Microsoft.Compute/virtualMachines/…`.
+    pub(crate) fn id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{}",
+            self.subscription, self.resource_group, self.name
+        )
+    }
+
     /// Whether the VM is still settling after a power action brought it back.
     pub fn settling(&self) -> bool {
         self.settles_at
@@ -1276,7 +1284,9 @@ impl World {
         }
         for principal in &self.principals {
             for assignment in &principal.roles {
-                if let Err(e) = super::rbac::validate(assignment) {
+                if let Err(e) =
+                    super::roles::validate(&assignment.role, &assignment.actions, &assignment.scope)
+                {
                     return bad(format!("principal '{}': {e}", principal.client_id));
                 }
             }
