@@ -15,6 +15,16 @@ pub enum HealthOutcome {
     Unregistered,
 }
 
+/// Whether the VM model turns boot diagnostics on (absent: off).
+pub(crate) fn boot_diagnostics_enabled(properties: &compute::VirtualMachineProperties) -> bool {
+    properties
+        .diagnostics_profile
+        .as_ref()
+        .and_then(|d| d.boot_diagnostics.as_ref())
+        .and_then(|b| b.enabled)
+        .unwrap_or(false)
+}
+
 pub(crate) fn nic_ids(profile: Option<&compute::NetworkProfile>) -> Vec<String> {
     let Some(profile) = profile else {
         return Vec::new();
@@ -114,12 +124,7 @@ pub(crate) fn vm_facts(vm: compute::VirtualMachine) -> VmFacts {
         provisioning_message,
         agent,
         nic_ids: nic_ids(properties.network_profile.as_ref()),
-        boot_diagnostics_enabled: properties
-            .diagnostics_profile
-            .as_ref()
-            .and_then(|d| d.boot_diagnostics.as_ref())
-            .and_then(|b| b.enabled)
-            .unwrap_or(false),
+        boot_diagnostics_enabled: boot_diagnostics_enabled(&properties),
     }
 }
 

@@ -430,12 +430,7 @@ pub(crate) fn summarise(
         location: vm.resource.location,
         windows,
         nic_ids: super::read::nic_ids(properties.network_profile.as_ref()),
-        boot_diagnostics_enabled: properties
-            .diagnostics_profile
-            .as_ref()
-            .and_then(|d| d.boot_diagnostics.as_ref())
-            .and_then(|b| b.enabled)
-            .unwrap_or(false),
+        boot_diagnostics_enabled: super::read::boot_diagnostics_enabled(&properties),
     })
 }
 

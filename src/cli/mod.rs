@@ -704,7 +704,9 @@ async fn door_with(
         subs,
     )
     .map_err(CliError::usage)?
-    .with_limiter(crate::runbook::limits::PersonLimiter::from_config(&file.limits));
+    .with_limiter(crate::runbook::limits::PersonLimiter::from_config(
+        &file.limits,
+    ));
     let door = match front {
         Front::Terminal { store: false } => door,
         _ => {

@@ -21,8 +21,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::diagnose::ActionId;
-use crate::domain::{ResourceId, VmRef};
 use crate::domain::Permission;
+use crate::domain::{ResourceId, VmRef};
 
 /// Actions that need a second person when the config does not say otherwise: the two whose
 /// consequences reach beyond one login (a new host and lost temporary disk; a hole in the NSG).

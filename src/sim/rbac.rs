@@ -352,9 +352,7 @@ role = [
 
     #[test]
     fn assignments_are_validated() {
-        let ok = |role: &str, scope: &str| {
-            crate::sim::roles::validate(role, &[], scope)
-        };
+        let ok = |role: &str, scope: &str| crate::sim::roles::validate(role, &[], scope);
         assert!(ok("Reader", "/subscriptions/s").is_ok());
         assert!(ok("reader", "/subscriptions/s/resourceGroups/rg").is_ok());
         assert!(ok("Owner-ish", "/subscriptions/s").is_err());

@@ -58,9 +58,7 @@ pub(super) fn validate(role: &str, actions: &[String], scope: &str) -> anyhow::R
             known.join(", ")
         );
     }
-    let segs: Vec<&str> = scope.split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segs: Vec<&str> = scope.split('/').filter(|s| !s.is_empty()).collect();
     let valid = match segs.as_slice() {
         [s, _] => s.eq_ignore_ascii_case("subscriptions"),
         [s, _, g, _] => {
