@@ -427,6 +427,21 @@ impl Arm {
         Ok(effective_nsgs(list))
     }
 
+    /// `Ok` when Azure refused a Resource Health request because the subscription has not
+    /// registered Microsoft.ResourceHealth (`MissingSubscriptionRegistration`); the error
+    /// otherwise.
+    pub(crate) fn health_unregistered(
+        &self,
+        error: azure_core::Error,
+        what: &str,
+    ) -> Result<(), ArmError> {
+        let error = self.map_err(error, what);
+        match error.code() {
+            Some("MissingSubscriptionRegistration") => Ok(()),
+            _ => Err(error),
+        }
+    }
+
     /// Resource Health's current availability status (with recommended actions).
     pub async fn resource_health(&self, vm: &VmRef) -> Result<HealthOutcome, ArmError> {
         let what = format!("reading Resource Health of {}", vm.name);
@@ -440,11 +455,8 @@ impl Arm {
         {
             Ok(status) => status,
             Err(e) => {
-                let error = self.map_err(e, &what);
-                if error.code() == Some("MissingSubscriptionRegistration") {
-                    return Ok(HealthOutcome::Unregistered);
-                }
-                return Err(error);
+                self.health_unregistered(e, &what)?;
+                return Ok(HealthOutcome::Unregistered);
             }
         };
         Ok(HealthOutcome::Status(health_facts(status)))

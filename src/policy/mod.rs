@@ -909,53 +909,43 @@ scope = "subscription/{SUB}"
                  (you have none)"
             )
         };
-        check(&grant("*"), &alice, &web(), op, "ok");
-        check(
-            &grant(&format!("subscription/{SUB}")),
-            &alice,
-            &web(),
-            op,
-            "ok",
-        );
-        // ARM's own spelling and case are accepted; ids and names compare ignoring case.
-        check(
-            &grant(&format!(
-                "/subscriptions/{}/resourceGroups/RG-WEB",
-                SUB.to_uppercase()
-            )),
-            &alice,
-            &web(),
-            op,
-            "ok",
-        );
-        check(
-            &grant(&format!("subscription/{SUB}/resourceGroup/rg-web")),
-            &alice,
-            &vm(SUB, "Rg-Web", "web-01"),
-            op,
-            "ok",
-        );
-        check(
-            &grant(&format!("subscription/{SUB}/resourceGroup/rg-web")),
-            &alice,
-            &vm(SUB, "rg-db", "db-01"),
-            op,
-            &denied(SUB, "rg-db"),
-        );
-        check(
-            &grant(&format!("subscription/{SUB}")),
-            &alice,
-            &vm(OTHER_SUB, "rg-web", "web-01"),
-            op,
-            &denied(OTHER_SUB, "rg-web"),
-        );
-        check(
-            &grant(&format!("subscription/{SUB}/resourceGroup/rg-web")),
-            &alice,
-            &vm(OTHER_SUB, "rg-web", "web-01"),
-            op,
-            &denied(OTHER_SUB, "rg-web"),
-        );
+        let group = |sub: &str, rg: &str| format!("subscription/{sub}/resourceGroup/{rg}");
+        let cases = [
+            ("*".to_owned(), web(), "ok".to_owned()),
+            (format!("subscription/{SUB}"), web(), "ok".to_owned()),
+            // ARM's own spelling and case are accepted; ids and names compare ignoring case.
+            (
+                format!(
+                    "/subscriptions/{}/resourceGroups/RG-WEB",
+                    SUB.to_uppercase()
+                ),
+                web(),
+                "ok".to_owned(),
+            ),
+            (
+                group(SUB, "rg-web"),
+                vm(SUB, "Rg-Web", "web-01"),
+                "ok".to_owned(),
+            ),
+            (
+                group(SUB, "rg-web"),
+                vm(SUB, "rg-db", "db-01"),
+                denied(SUB, "rg-db"),
+            ),
+            (
+                format!("subscription/{SUB}"),
+                vm(OTHER_SUB, "rg-web", "web-01"),
+                denied(OTHER_SUB, "rg-web"),
+            ),
+            (
+                group(SUB, "rg-web"),
+                vm(OTHER_SUB, "rg-web", "web-01"),
+                denied(OTHER_SUB, "rg-web"),
+            ),
+        ];
+        for (scope, target, expected) in cases {
+            check(&grant(&scope), &alice, &target, op, &expected);
+        }
     }
 
     #[test]

@@ -156,11 +156,7 @@ pub(crate) fn lookup_nic<'w>(
     world
         .vms
         .iter()
-        .find(|v| {
-            v.subscription.eq_ignore_ascii_case(sub)
-                && v.resource_group.eq_ignore_ascii_case(rg)
-                && v.nic_name().eq_ignore_ascii_case(nic)
-        })
+        .find(|v| v.is_in(sub, rg) && v.nic_name().eq_ignore_ascii_case(nic))
         .ok_or_else(|| not_found("Microsoft.Network/networkInterfaces", nic, rg))
 }
 

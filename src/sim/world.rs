@@ -649,6 +649,12 @@ pub enum WorldError {
 }
 
 impl Vm {
+    /// Whether the VM is in this subscription and resource group (ARM compares them ignoring
+    /// case).
+    pub(crate) fn is_in(&self, sub: &str, rg: &str) -> bool {
+        self.subscription.eq_ignore_ascii_case(sub) && self.resource_group.eq_ignore_ascii_case(rg)
+    }
+
     /// The VM's ARM id, `/subscriptions/…/resourceGroups/…/providers/Microsoft.Compute/virtualMachines/…`.
     pub(crate) fn id(&self) -> String {
         format!(
@@ -1396,20 +1402,16 @@ impl World {
 
     /// The VM in this subscription and resource group.
     pub fn find_vm(&self, sub: &str, rg: &str, name: &str) -> Option<&Vm> {
-        self.vms.iter().find(|v| {
-            v.subscription.eq_ignore_ascii_case(sub)
-                && v.resource_group.eq_ignore_ascii_case(rg)
-                && v.is_named(name)
-        })
+        self.vms
+            .iter()
+            .find(|v| v.is_in(sub, rg) && v.is_named(name))
     }
 
     /// Mutable form of [`World::find_vm`].
     pub fn find_vm_mut(&mut self, sub: &str, rg: &str, name: &str) -> Option<&mut Vm> {
-        self.vms.iter_mut().find(|v| {
-            v.subscription.eq_ignore_ascii_case(sub)
-                && v.resource_group.eq_ignore_ascii_case(rg)
-                && v.is_named(name)
-        })
+        self.vms
+            .iter_mut()
+            .find(|v| v.is_in(sub, rg) && v.is_named(name))
     }
 
     /// The NSG of this name in this subscription.
