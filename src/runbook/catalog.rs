@@ -15,6 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::spans::{line_col, Fields};
+
 use crate::diagnose::{ActionId, StepId};
 
 const BUILTIN_RDP: &str = include_str!("../../commands/rdp.toml");
@@ -176,7 +178,7 @@ pub enum CatalogError {
     },
     /// A value that parses but is wrong; `at` is its line and column, `None` for what is missing
     /// from the file altogether.
-    #[error("{path}{}: field `{field}`: {message}", position_suffix(.at))]
+    #[error("{path}{}: field `{field}`: {message}", crate::spans::suffix(.at))]
     Invalid {
         path: String,
         at: Option<(usize, usize)>,
@@ -187,10 +189,6 @@ pub enum CatalogError {
 
 fn field_prefix(field: Option<&str>) -> String {
     field.map_or_else(String::new, |f| format!("field `{f}`: "))
-}
-
-fn position_suffix(at: &Option<(usize, usize)>) -> String {
-    at.map_or_else(String::new, |(line, column)| format!(":{line}:{column}"))
 }
 
 impl Catalog {
@@ -389,14 +387,6 @@ fn parse<T: DeserializeOwned>(src: &str, path: &str) -> Result<T, CatalogError> 
     })
 }
 
-/// 1-based line and column (in characters) of a byte offset.
-fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let before = src.get(..offset).unwrap_or(src);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    (line, column)
-}
-
 /// The field an error is about: named in the message for unknown/missing fields, else the key
 /// of the line the span points at (walking back over continuation lines of a multi-line array).
 fn field_of(message: &str, src: &str, offset: usize) -> Option<String> {
@@ -454,9 +444,6 @@ struct Spans {
     error: Vec<Fields>,
 }
 
-/// One table's values by key.
-type Fields = HashMap<String, Spanned<toml::Value>>;
-
 struct Validator<'a> {
     src: &'a str,
     path: &'a str,
@@ -485,7 +472,7 @@ impl Validator<'_> {
     }
 
     fn position<T>(&self, value: &Spanned<T>) -> (usize, usize) {
-        line_col(self.src, value.span().start)
+        crate::spans::position(self.src, value)
     }
 
     /// Where `field` of a `[[step]]` or `[[error]]` item is; its `id` when the field is absent.
