@@ -14,3 +14,4 @@ pub mod runbook;
 pub mod sim;
 mod spans;
 pub mod store;
+pub mod telemetry;

@@ -18,6 +18,7 @@ mod permissions;
 mod read;
 mod resolve;
 mod retry;
+mod span;
 mod write;
 
 pub use crate::domain::{validate_group, validate_vm_name, ResourceId, ResourceIdError};
@@ -121,7 +122,9 @@ impl azure_core::HttpClient for CountingClient {
         request: &azure_core::Request,
     ) -> azure_core::Result<azure_core::Response> {
         self.count.fetch_add(1, Ordering::Relaxed);
-        azure_core::HttpClient::execute_request(&self.inner, request).await
+        let response = azure_core::HttpClient::execute_request(&self.inner, request).await?;
+        span::answered(&response);
+        Ok(response)
     }
 }
 
@@ -259,6 +262,8 @@ impl Arm {
         let mut options = azure_core::ClientOptions::default()
             .retry(azure_core::RetryOptions::none())
             .transport(azure_core::TransportOptions::new(transport));
+        // Outermost, so the retries and the pacing log inside the request's span.
+        options.per_call_policies_mut().push(Arc::new(span::Traced));
         options
             .per_retry_policies_mut()
             .push(Arc::new(retry::ArmRetry {

@@ -228,6 +228,10 @@ pub struct RequestLogEntry {
     pub range: Option<String>,
     /// Bytes of the answer's body.
     pub body_bytes: u64,
+    /// The `x-ms-request-id` answered (Azure sends one on every ARM answer, with
+    /// `x-ms-correlation-request-id`: Microsoft Learn, "Azure Resource Manager request
+    /// headers"; its REST spec's examples show both).
+    pub request_id: String,
 }
 
 const LOG_CAPACITY: usize = 10_000;
@@ -622,6 +626,7 @@ impl Shared {
         started_us: u64,
         range: Option<String>,
         body_bytes: u64,
+        request_id: String,
     ) {
         let finished_us = self.now_us();
         let mut log = lock(&self.log);
@@ -636,6 +641,7 @@ impl Shared {
             finished_us,
             range,
             body_bytes,
+            request_id,
         });
     }
 }
@@ -845,7 +851,7 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: axum::extract::Req
     let request_id = random_uuid();
     let reply = reply
         .header("x-ms-request-id", request_id.clone())
-        .header("x-ms-correlation-request-id", request_id);
+        .header("x-ms-correlation-request-id", request_id.clone());
     let range = ["x-ms-range", "range"]
         .iter()
         .find_map(|name| headers.get(*name))
@@ -859,6 +865,7 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: axum::extract::Req
         started_us,
         range,
         body_bytes,
+        request_id,
     );
     reply.into_response()
 }
