@@ -618,30 +618,16 @@ impl Shared {
         *stats.by_route.entry(kind.key(method)).or_default() += 1;
     }
 
-    fn record_answer(
-        &self,
-        method: &str,
-        path: String,
-        status: u16,
-        started_us: u64,
-        range: Option<String>,
-        body_bytes: u64,
-        request_id: String,
-    ) {
+    /// Logs an answered request, stamping `finished_us` now.
+    fn record_answer(&self, answered: RequestLogEntry) {
         let finished_us = self.now_us();
         let mut log = lock(&self.log);
         if log.len() >= LOG_CAPACITY {
             log.pop_front();
         }
         log.push_back(RequestLogEntry {
-            method: method.to_owned(),
-            path,
-            status,
-            started_us,
             finished_us,
-            range,
-            body_bytes,
-            request_id,
+            ..answered
         });
     }
 }
@@ -858,15 +844,16 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: axum::extract::Req
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body_bytes = reply.body.len() as u64;
-    shared.record_answer(
-        &method,
-        path_and_query,
-        reply.status,
+    shared.record_answer(RequestLogEntry {
+        method: method.to_string(),
+        path: path_and_query,
+        status: reply.status,
         started_us,
+        finished_us: started_us,
         range,
         body_bytes,
         request_id,
-    );
+    });
     reply.into_response()
 }
 
