@@ -262,8 +262,6 @@ impl Arm {
         let mut options = azure_core::ClientOptions::default()
             .retry(azure_core::RetryOptions::none())
             .transport(azure_core::TransportOptions::new(transport));
-        // Outermost, so the retries and the pacing log inside the request's span.
-        options.per_call_policies_mut().push(Arc::new(span::Traced));
         options
             .per_retry_policies_mut()
             .push(Arc::new(retry::ArmRetry {

@@ -6,37 +6,20 @@
 //! whatever span the front end opened for the person's command (`crate::telemetry`).
 
 use azure_core::headers::HeaderName;
-use azure_core::{Context, Policy, PolicyResult, Request};
-use std::sync::Arc;
+use azure_core::Request;
 use tracing::field::Empty;
-use tracing::Instrument;
 
-/// The pipeline's outermost policy (before the retry policy): the span of one request, all its
-/// attempts included.
-#[derive(Debug)]
-pub(crate) struct Traced;
-
-#[async_trait::async_trait]
-impl Policy for Traced {
-    async fn send(
-        &self,
-        ctx: &Context,
-        request: &mut Request,
-        next: &[Arc<dyn Policy>],
-    ) -> PolicyResult {
-        let span = tracing::info_span!(
-            "arm",
-            method = request.method().as_ref(),
-            route = %route_template(request.url()),
-            status = Empty,
-            request_id = Empty,
-            correlation_id = Empty,
-        );
-        next[0]
-            .send(ctx, request, &next[1..])
-            .instrument(span)
-            .await
-    }
+/// The span of one request, all its attempts included; the retry policy, the outermost of
+/// ours, runs the request inside it.
+pub(crate) fn request_span(request: &Request) -> tracing::Span {
+    tracing::info_span!(
+        "arm",
+        method = request.method().as_ref(),
+        route = %route_template(request.url()),
+        status = Empty,
+        request_id = Empty,
+        correlation_id = Empty,
+    )
 }
 
 /// Called by the transport with each answer, inside the request's span: records Azure's ids
