@@ -26,7 +26,9 @@ struct Snapshot {
 /// The VMs of the configured subscriptions as last listed.
 pub struct VmDirectory {
     snapshot: RwLock<Snapshot>,
-    attempts: std::sync::atomic::AtomicU64,
+    /// Lists tried so far, bumped once a list has ended (kept or not): a watch, so a test can
+    /// wait for the next one instead of polling.
+    attempts: tokio::sync::watch::Sender<u64>,
     ttl: Duration,
     /// Held while a refresh lists the subscriptions, so concurrent misses list them once; it
     /// guards when the last list ended and how, which waiters share.
@@ -66,7 +68,7 @@ impl VmDirectory {
     pub fn with_ttl(ttl: Duration) -> VmDirectory {
         VmDirectory {
             snapshot: RwLock::default(),
-            attempts: std::sync::atomic::AtomicU64::new(0),
+            attempts: tokio::sync::watch::Sender::new(0),
             ttl,
             refreshing: tokio::sync::Mutex::new(None),
             unknown: Mutex::new(HashMap::new()),
@@ -227,8 +229,16 @@ impl VmDirectory {
     ) -> Result<usize, super::ArmError> {
         let lists =
             futures::future::join_all(subscriptions.iter().map(|s| arm.list_visible_vms(s))).await;
-        self.attempts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = self.keep(lists, started);
+        self.attempts.send_modify(|n| *n += 1);
+        result
+    }
+
+    fn keep(
+        &self,
+        lists: Vec<Result<super::resolve::Visible, super::ArmError>>,
+        started: Instant,
+    ) -> Result<usize, super::ArmError> {
         let mut vms = Vec::new();
         let mut limited = Vec::new();
         for list in lists {
@@ -276,7 +286,12 @@ impl VmDirectory {
 
     /// Refreshes tried so far, successful or not.
     pub fn attempts(&self) -> u64 {
-        self.attempts.load(std::sync::atomic::Ordering::Relaxed)
+        *self.attempts.borrow()
+    }
+
+    /// Changes each time a list ends, kept or not (for tests, which wait on it).
+    pub fn watch_attempts(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.attempts.subscribe()
     }
 
     pub fn age(&self) -> Option<Duration> {

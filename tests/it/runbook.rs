@@ -272,7 +272,7 @@ async fn a_check_waits_out_azures_seconds_for_effective_rules_at_its_own_poll_in
             ..SimOptions::default()
         };
         let mut h = Harness::with_options(World::new().vm("web-01"), options).await;
-        h.arm = arm_with(&h, |s| s.poll_interval = Duration::from_millis(300));
+        h.arm = h.arm_with(|s| s.poll_interval = Duration::from_millis(300));
         let started = std::time::Instant::now();
         let report = h.check("web-01").await.expect("report");
         assert_status(&report, "nsg", "pass", "allow-rdp");
@@ -981,10 +981,7 @@ async fn a_sweep_ranks_the_group_worst_first_with_the_deciding_finding() {
 #[tokio::test]
 async fn a_sweep_under_the_token_bucket_paces_itself_instead_of_being_throttled() {
     within(async {
-        let mut world = World::new().page_size(100);
-        for i in 0..24 {
-            world = world.vm(&format!("vm-{i:02}"));
-        }
+        let world = support::numbered_vms(World::new().page_size(100), "vm", 24);
         // Both of ARM's buckets small: the effective-NSG POSTs spend the write bucket (every
         // request that is not a GET does), their results and the lists the read bucket.
         let options = SimOptions {
@@ -1111,10 +1108,7 @@ async fn a_resource_types_own_limit_is_honoured() {
 #[tokio::test]
 async fn a_cancelled_sweep_stops_and_returns_the_rows_so_far() {
     within(async {
-        let mut world = World::new().page_size(100);
-        for i in 0..20 {
-            world = world.vm(&format!("vm-{i:02}"));
-        }
+        let world = support::numbered_vms(World::new().page_size(100), "vm", 20);
         let options = SimOptions {
             latency: Duration::from_millis(30),
             ..SimOptions::fast()
@@ -1147,6 +1141,8 @@ async fn a_cancelled_sweep_stops_and_returns_the_rows_so_far() {
         assert_eq!(report.total, 20);
         assert_eq!(report.vms.len(), 3, "no row after the cancel");
         // Nothing more reaches Azure once cancelled.
+        // Time passing is what is tested: no event marks a request that never comes, so give
+        // one 200 ms to show up.
         let after = h.sim.stats().requests;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(h.sim.stats().requests, after);
@@ -1281,10 +1277,7 @@ async fn when_azure_cannot_list_concurrent_misses_share_one_failure_and_known_vm
 #[tokio::test]
 async fn a_sweep_whose_public_ip_list_fails_reads_each_nic_with_its_ip_instead() {
     within(async {
-        let mut world = World::new().page_size(100);
-        for i in 0..5 {
-            world = world.vm(&format!("vm-{i:02}"));
-        }
+        let world = support::numbered_vms(World::new().page_size(100), "vm", 5);
         let options = SimOptions {
             faults: vec![Fault::new("publicIPAddresses?", FaultKind::Status(403))],
             ..SimOptions::fast()
@@ -1310,18 +1303,13 @@ async fn a_sweep_whose_public_ip_list_fails_reads_each_nic_with_its_ip_instead()
 
 /// `(VM name, status of step)` for every row of a sweep, by name.
 fn statuses_by_vm(report: &SweepReport, step: &str) -> Vec<(String, String)> {
-    let mut rows: Vec<(String, String)> = report
-        .vms
-        .iter()
-        .map(|r| {
-            let finding = r
-                .findings
-                .iter()
-                .find(|f| f.step.as_str() == step)
-                .unwrap_or_else(|| panic!("no {step} finding for {}", r.vm.name));
-            (r.vm.name.clone(), finding.status.as_str().to_string())
-        })
-        .collect();
+    let mut rows = Vec::new();
+    for row in &report.vms {
+        let Some(found) = row.findings.iter().find(|f| f.step.as_str() == step) else {
+            panic!("no {step} finding for {}", row.vm.name);
+        };
+        rows.push((row.vm.name.clone(), found.status.as_str().to_string()));
+    }
     rows.sort();
     rows
 }
@@ -1449,22 +1437,6 @@ async fn a_subscription_sweep_reads_resource_health_per_resource_group() {
 
 // ---- a fair budget: people before sweeps ---------------------------------------------------
 
-/// An ARM connection to the harness's simulator with settings of the test's own.
-fn arm_with(h: &Harness, change: impl FnOnce(&mut rdp_doctor::azure::ArmSettings)) -> Arm {
-    let url = url::Url::parse(&h.sim.url()).expect("simulator url");
-    let mut settings = support::fast_settings(url.clone());
-    change(&mut settings);
-    let secret = h.sim.world().update(|w| w.client_secret.clone());
-    Arm::connect_with_secret(
-        settings,
-        url,
-        support::TENANT,
-        support::CLIENT,
-        secret.into(),
-    )
-    .expect("arm clients")
-}
-
 #[tokio::test]
 async fn a_persons_check_during_a_sweep_that_drained_the_bucket_does_not_wait_behind_it() {
     within(async {
@@ -1485,7 +1457,7 @@ async fn a_persons_check_during_a_sweep_that_drained_the_bucket_does_not_wait_be
         };
         let mut h = Harness::with_options(world, options).await;
         // rdp-doctor told the bucket's refill, as `[azure] refill_per_sec` does.
-        h.arm = arm_with(&h, |s| s.refill_per_sec = 5.0);
+        h.arm = h.arm_with(|s| s.refill_per_sec = 5.0);
         // Signed in, as a running bot is.
         h.check("web-01").await.expect("first check");
         let sweeps = h.arm.for_sweep();
@@ -1546,12 +1518,9 @@ async fn sweep_with(arm: &Arm, h: &Harness, scope: &SweepScope) -> Result<SweepR
 #[tokio::test]
 async fn a_sweep_of_a_scope_over_the_cap_is_refused_before_any_per_vm_request() {
     within(async {
-        let mut world = World::new().page_size(100);
-        for i in 0..5 {
-            world = world.vm(&format!("vm-{i:02}"));
-        }
+        let world = support::numbered_vms(World::new().page_size(100), "vm", 5);
         let h = Harness::start(world.vm("lin-01").linux()).await;
-        let arm = arm_with(&h, |s| s.sweep_max_vms = 4);
+        let arm = h.arm_with(|s| s.sweep_max_vms = 4);
         let error = sweep_with(&arm, &h, &scope("rg-web"))
             .await
             .expect_err("5 Windows VMs, at most 4");
@@ -1577,7 +1546,7 @@ async fn a_sweep_of_a_scope_over_the_cap_is_refused_before_any_per_vm_request() 
             .collect();
         assert!(per_vm.is_empty(), "only the scope's lists: {per_vm:#?}");
         // The Linux VM does not count: at 5 the same scope is swept.
-        let arm = arm_with(&h, |s| s.sweep_max_vms = 5);
+        let arm = h.arm_with(|s| s.sweep_max_vms = 5);
         let report = sweep_with(&arm, &h, &scope("rg-web"))
             .await
             .expect("at the cap");

@@ -2503,7 +2503,8 @@ async fn a_restarted_vm_settles_its_agent_and_resource_health_late() {
         let health = raw(&sim, Method::Get, &health_path, Some(&token)).await.json();
         assert_eq!(health["properties"]["availabilityState"], "Unavailable");
         assert_eq!(health["properties"]["reasonType"], "Customer Initiated");
-        // Nothing to await but Azure's own pace: read as a client would until the agent reports.
+        // Time passing is what is tested: nothing to await but Azure's own pace, so read as a
+        // client would until the agent reports.
         while agent_display().await != "Ready" {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -2587,6 +2588,7 @@ async fn effective_security_rules_take_seconds_by_default() {
         assert_eq!(early.status, StatusCode::Accepted, "not ready yet");
         assert_eq!(early.header("retry-after"), None);
         assert!(early.header("location").is_some_and(|l| l.contains("/operationResults/")));
+        // Time passing is what is tested: the answer is ready once Azure's time has passed.
         tokio::time::sleep(SimOptions::AZURE_EFFECTIVE_NSG.saturating_sub(started.elapsed())).await;
         let done = raw(&sim, Method::Get, &location, Some(&token)).await;
         assert_eq!(done.status, StatusCode::Ok);

@@ -6,7 +6,7 @@
 //! change notification (through [`FakeDiscord::next_request`]) with a deadline, never a sleep.
 
 use super::{Room, WAIT};
-use crate::support::discord::{routes, FakeDiscord, Interaction, Recorded, User};
+use crate::support::discord::{components, routes, FakeDiscord, Interaction, Recorded, User};
 use serde_json::{json, Value};
 
 /// Someone in the room, about to type or click.
@@ -77,11 +77,7 @@ impl Room {
 
     /// Alice fills in and submits the form `opened` was answered with: `(input id, value)`.
     pub(super) async fn submit(&self, opened: &Sent<'_>, fields: &[(&str, &str)]) -> Sent<'_> {
-        let i = self
-            .discord
-            .modal_submit(&self.alice, &opened.i, fields)
-            .await;
-        Sent { room: self, i }
+        self.as_user(&self.alice).submit(opened, fields).await
     }
 
     /// The next message the bot posted, in any way (an interaction's first answer, a follow-up,
@@ -119,6 +115,28 @@ impl<'a> Person<'a> {
             .find(|c| c["type"] == 2 && c["label"] == label)
             .unwrap_or_else(|| panic!("no button [{label}] on:\n{}", message.text));
         let custom_id = button["custom_id"].as_str().expect("a button with an id");
+        let id = message.message_id.expect("the message's id");
+        let i = self
+            .room
+            .discord
+            .component(&self.user, id, custom_id, &[])
+            .await;
+        Sent { room: self.room, i }
+    }
+
+    /// Fill in and submit the form `opened` was answered with: `(input id, value)`.
+    pub(super) async fn submit(&self, opened: &Sent<'_>, fields: &[(&str, &str)]) -> Sent<'a> {
+        let i = self
+            .room
+            .discord
+            .modal_submit(&self.user, &opened.i, fields)
+            .await;
+        Sent { room: self.room, i }
+    }
+
+    /// Click a component of `message` by its raw id: for ids no button carries (a garbled or
+    /// stale one), as a modified client could send.
+    pub(super) async fn click_id(&self, message: &Seen, custom_id: &str) -> Sent<'a> {
         let id = message.message_id.expect("the message's id");
         let i = self
             .room
@@ -166,27 +184,39 @@ impl Sent<'_> {
 
     /// The next message this interaction produced: its first answer or a follow-up.
     pub(super) async fn next_message(&self) -> Seen {
-        let token = self.i.token.clone();
-        seen(
-            &self.room.discord,
-            &format!("a message answering interaction {}", self.i.id),
-            Some(token),
-            is_new_message,
-        )
-        .await
+        self.next("a message answering", is_new_message).await
     }
 
     /// The next edit this interaction made (of its own message or, for a click, of the one
     /// clicked).
     pub(super) async fn next_edit(&self) -> Seen {
-        let token = self.i.token.clone();
-        seen(
-            &self.room.discord,
-            &format!("an edit by interaction {}", self.i.id),
-            Some(token),
-            is_edit,
-        )
-        .await
+        self.next("an edit by", is_edit).await
+    }
+
+    async fn next(&self, what: &str, kind: fn(&Recorded) -> bool) -> Seen {
+        let what = format!("{what} interaction {}", self.i.id);
+        seen(&self.room.discord, &what, Some(self.i.token.clone()), kind).await
+    }
+
+    /// The answer to a request refused at once: a message only the person sees, not a
+    /// deferral.
+    pub(super) async fn refused(&self) -> Seen {
+        let reply = self.next_message().await;
+        assert!(
+            reply.private() && !is_thinking(&reply),
+            "not a private answer:\n{}",
+            reply.text
+        );
+        reply
+    }
+
+    /// The answer to a request acknowledged first, then refused: a private follow-up.
+    pub(super) async fn whispered(&self) -> Seen {
+        let first = self.next_message().await;
+        assert!(is_thinking(&first), "not deferred:\n{}", first.text);
+        let reply = self.next_message().await;
+        assert!(reply.private(), "not private:\n{}", reply.text);
+        reply
     }
 
     /// Edits until the last word: not the "Looking for…" / "Checking…" progress.
@@ -235,6 +265,11 @@ async fn seen(
     }
 }
 
+/// A deferral: "rdp-doctor is thinking…".
+fn is_thinking(seen: &Seen) -> bool {
+    seen.raw.route == routes::CALLBACK && seen.raw.body()["type"] == 5
+}
+
 /// Callback types 4 (message), 5 (deferred: "thinking…") and 9 (a form); follow-ups and
 /// channel messages.
 fn is_new_message(r: &Recorded) -> bool {
@@ -253,16 +288,6 @@ fn is_edit(r: &Recorded) -> bool {
         routes::ORIGINAL | routes::WEBHOOK_MESSAGE | routes::CHANNEL_MESSAGE => r.method == "PATCH",
         _ => false,
     }
-}
-
-/// Every component of a message, rows flattened.
-fn components(message: &Value) -> Vec<Value> {
-    message["components"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
-        .collect()
 }
 
 /// What a person sees of one request, as text: `(only you can see this)` for an ephemeral

@@ -21,6 +21,18 @@ async fn sim_with(options: SimOptions) -> Simulator {
         .expect("simulator starts")
 }
 
+/// Short-lived tokens, and the managed identities the host has.
+async fn sim_with_identities(system_assigned: bool, user_assigned: &[&str]) -> Simulator {
+    sim_with(SimOptions {
+        managed_identities: ManagedIdentities {
+            system_assigned,
+            user_assigned: user_assigned.iter().map(|id| id.to_string()).collect(),
+        },
+        ..short_lived()
+    })
+    .await
+}
+
 fn short_lived() -> SimOptions {
     SimOptions {
         token_lifetime: LIFETIME,
@@ -71,6 +83,8 @@ async fn read_until(arm: &Arm, until: Instant) -> usize {
             .unwrap_or_else(|e| panic!("read {reads} failed: {e}"));
         assert_eq!(vms.len(), 1);
         reads += 1;
+        // Time passing is what is tested: reads spread over the token's lifetime, as people's
+        // are, so that it expires and is renewed between them.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     reads
@@ -237,14 +251,7 @@ async fn concurrent_callers_share_one_token_request() {
 #[tokio::test]
 async fn a_user_assigned_identity_asks_imds_for_its_client_id() {
     let uami = "11111111-2222-3333-4444-555555555555";
-    let sim = sim_with(SimOptions {
-        managed_identities: ManagedIdentities {
-            system_assigned: false,
-            user_assigned: vec![uami.to_owned(), "another-identity".to_owned()],
-        },
-        ..short_lived()
-    })
-    .await;
+    let sim = sim_with_identities(false, &[uami, "another-identity"]).await;
     let arm = arm_from(
         &sim,
         &[
@@ -290,14 +297,7 @@ async fn a_user_assigned_identity_asks_imds_for_its_client_id() {
 #[tokio::test]
 async fn app_service_managed_identity_sends_its_header_and_client_id() {
     let uami = "66666666-7777-8888-9999-000000000000";
-    let sim = sim_with(SimOptions {
-        managed_identities: ManagedIdentities {
-            system_assigned: true,
-            user_assigned: vec![uami.to_owned()],
-        },
-        ..short_lived()
-    })
-    .await;
+    let sim = sim_with_identities(true, &[uami]).await;
     let header = sim.identity_header();
     let arm = arm_from(
         &sim,

@@ -57,9 +57,9 @@ pub(super) fn webhook(
             Some(id) => Some(id),
             None => return Reply::error(404, 10008, "Unknown Message"),
         },
-        ["messages", id] => match id.parse::<u64>() {
+        ["messages", id] => match parse_id(id) {
             Ok(id) => Some(id),
-            Err(_) => return Reply::error(404, 10008, "Unknown Message"),
+            Err(reply) => return reply,
         },
         _ => return Reply::error(404, 0, "404: Not Found"),
     };
@@ -69,18 +69,7 @@ pub(super) fn webhook(
             let id = store_message(world, message);
             Reply::ok(world.messages[&id].clone())
         }
-        ("GET", Some(id)) => match world.messages.get(&id) {
-            Some(m) => Reply::ok(m.clone()),
-            None => Reply::error(404, 10008, "Unknown Message"),
-        },
-        ("PATCH", Some(id)) => match edit_message(world, id, body, uploads, violations) {
-            Some(m) => Reply::ok(m),
-            None => Reply::error(404, 10008, "Unknown Message"),
-        },
-        ("DELETE", Some(id)) => match world.messages.remove(&id) {
-            Some(_) => Reply::no_content(),
-            None => Reply::error(404, 10008, "Unknown Message"),
-        },
+        (method, Some(id)) => existing(world, method, id, body, uploads, violations),
         _ => Reply::error(405, 0, "405: Method Not Allowed"),
     }
 }
@@ -99,9 +88,9 @@ pub(super) fn channel_messages(
     }
     let message_id = match rest {
         [] => None,
-        [id] => match id.parse::<u64>() {
+        [id] => match parse_id(id) {
             Ok(id) => Some(id),
-            Err(_) => return Reply::error(404, 10008, "Unknown Message"),
+            Err(reply) => return reply,
         },
         _ => return Reply::error(404, 0, "404: Not Found"),
     };
@@ -113,18 +102,38 @@ pub(super) fn channel_messages(
             let id = store_message(world, message);
             Reply::ok(world.messages[&id].clone())
         }
-        ("GET", Some(id)) => match world.messages.get(&id) {
-            Some(m) => Reply::ok(m.clone()),
-            None => Reply::error(404, 10008, "Unknown Message"),
-        },
-        ("PATCH", Some(id)) => match edit_message(world, id, body, uploads, violations) {
-            Some(m) => Reply::ok(m),
-            None => Reply::error(404, 10008, "Unknown Message"),
-        },
-        ("DELETE", Some(id)) => match world.messages.remove(&id) {
-            Some(_) => Reply::no_content(),
-            None => Reply::error(404, 10008, "Unknown Message"),
-        },
+        (method, Some(id)) => existing(world, method, id, body, uploads, violations),
+        _ => Reply::error(405, 0, "405: Method Not Allowed"),
+    }
+}
+
+fn parse_id(id: &str) -> Result<u64, Reply> {
+    id.parse::<u64>()
+        .map_err(|_| Reply::error(404, 10008, "Unknown Message"))
+}
+
+/// GET, PATCH or DELETE of message `id`, whoever addresses it (webhook or channel).
+fn existing(
+    world: &mut World,
+    method: &str,
+    id: u64,
+    body: &Value,
+    uploads: &[Upload],
+    violations: &mut Vec<String>,
+) -> Reply {
+    let unknown = || Reply::error(404, 10008, "Unknown Message");
+    match method {
+        "GET" => world
+            .messages
+            .get(&id)
+            .map_or_else(unknown, |m| Reply::ok(m.clone())),
+        "PATCH" => {
+            edit_message(world, id, body, uploads, violations).map_or_else(unknown, Reply::ok)
+        }
+        "DELETE" => world
+            .messages
+            .remove(&id)
+            .map_or_else(unknown, |_| Reply::no_content()),
         _ => Reply::error(405, 0, "405: Method Not Allowed"),
     }
 }
