@@ -14,9 +14,7 @@ use rdp_doctor::discord::{Bot, BotSettings};
 use rdp_doctor::sim::{SimOptions, Simulator, World};
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::discord::{
-    routes, FakeDiscord, Interaction, Origin, Recorded, User, CHANNEL_ID, GUILD_ID, TOKEN,
-};
+use support::discord::{routes, FakeDiscord, Origin, Recorded, User, CHANNEL_ID, GUILD_ID, TOKEN};
 use support::within;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -747,27 +745,6 @@ async fn the_bot_shuts_down_cleanly_on_sigterm() {
     .await
 }
 
-/// The prompt a fix button or command produced: its message id and Confirm / Cancel ids.
-async fn prompt_of(room: &Room, i: &Interaction) -> (u64, String, String, Value) {
-    room.discord.callback(i, WAIT).await.expect("acknowledged");
-    loop {
-        let edit = room.discord.next_edit(i, WAIT).await.expect("the prompt");
-        let ids = support::discord::custom_ids(edit.body());
-        if let (Some(confirm), Some(cancel)) = (
-            ids.iter().find(|id| id.starts_with("rdp:confirm:")),
-            ids.iter().find(|id| id.starts_with("rdp:cancel:")),
-        ) {
-            let message = room.discord.last_message_id().expect("prompt message");
-            return (
-                message,
-                confirm.clone(),
-                cancel.clone(),
-                edit.body().clone(),
-            );
-        }
-    }
-}
-
 /// Log lines written while the guard lives (this test's runtime runs on one thread, the bot's
 /// tasks included).
 #[derive(Clone, Default)]
@@ -1060,52 +1037,36 @@ After each step, try to connect again.
 async fn reset_password_opens_a_form_and_the_password_never_reaches_discord() {
     within(async {
         let room = Room::start(World::new().vm("web-01")).await;
-        let admin = User {
-            id: 4010,
-            name: "ada".into(),
-            roles: vec![5002],
-        };
+        let ada = User::new(4010, "ada", &[5002]);
+        let admin = room.as_user(&ada);
         let secret = "Sup3r-Secret-Passw0rd!";
-        let i = room
-            .discord
-            .slash(
-                &admin,
-                "rdp",
-                &["reset-password"],
-                json!([{"name": "vm", "type": 3, "value": "web-01"}]),
-            )
+        let form = admin.run("/rdp reset-password web-01").await;
+        insta::assert_snapshot!(form.next_message().await.text, @r#"
+[form: Reset a password on web-01]
+Local user name: ____
+New password (12-123 characters): ____
+Repeat the new password: ____
+"#);
+        let fields = [
+            ("user", "opsadmin"),
+            ("password", secret),
+            ("repeat", secret),
+        ];
+        let prompt = admin
+            .submit(&form, &fields)
+            .await
+            .edit_saying("[Confirm]")
             .await;
-        let modal = room.discord.callback(&i, WAIT).await.expect("the form");
-        assert_eq!(modal.body()["type"], 9, "a modal is the first response");
-        let submit = room
-            .discord
-            .modal_submit(
-                &admin,
-                &i,
-                &[
-                    ("user", "opsadmin"),
-                    ("password", secret),
-                    ("repeat", secret),
-                ],
-            )
-            .await;
-        let (message, confirm, _, prompt) = prompt_of(&room, &submit).await;
-        assert!(prompt["embeds"][0]["title"]
-            .as_str()
-            .unwrap()
-            .contains("opsadmin"));
-        let click = room.discord.component(&admin, message, &confirm, &[]).await;
-        room.discord.callback(&click, WAIT).await.expect("ack");
+        let title = prompt.text.lines().next().unwrap_or("");
+        assert!(title.contains("opsadmin"), "{}", prompt.text);
+        let confirmed = admin.click(&prompt, "Confirm").await;
         loop {
-            let edit = room
-                .discord
-                .next_edit(&click, WAIT)
-                .await
-                .expect("progress");
-            if edit.body()["embeds"][0]["title"]
-                .as_str()
-                .unwrap_or("")
-                .contains("succeeded")
+            let edit = confirmed.next_edit().await;
+            if edit
+                .text
+                .lines()
+                .next()
+                .is_some_and(|t| t.contains("succeeded"))
             {
                 break;
             }
@@ -1821,10 +1782,6 @@ async fn open_rdp_is_authorised_on_the_nsg_it_changes_and_a_changed_plan_runs_no
                 .filter(|e| e.method == "PUT" && e.path.contains("/securityRules/"))
                 .count()
         };
-        let open = json!([
-            {"name": "vm", "type": 3, "value": "web-02"},
-            {"name": "source", "type": 3, "value": "203.0.113.7"}
-        ]);
         // Admin of the VM's group, not of the NSG's: refused, naming the NSG's scope.
         let owner = User::new(4030, "olga", &[5005]);
         let refused = room
@@ -1841,14 +1798,18 @@ Permission denied: you need the `admin` permission on subscription/11111111-1111
 
         // An admin of both gets a prompt that names the VM fully.
         let ada = User::new(4010, "ada", &[5002]);
-        let i = room.discord.slash(&ada, "rdp", &["open-rdp"], open).await;
-        let (message, confirm, _, prompt) = prompt_of(&room, &i).await;
-        let shown = prompt["embeds"][0]["description"].as_str().unwrap_or("");
+        let prompt = room
+            .as_user(&ada)
+            .run("/rdp open-rdp web-02 203.0.113.7")
+            .await
+            .edit_saying("[Confirm]")
+            .await;
         assert!(
-            shown.contains("VM **web-02** · resource group `rg-web` · subscription `11111111-1111-1111-1111-111111111111`"),
-            "{shown}"
+            prompt.text.contains("VM **web-02** · resource group `rg-web` · subscription `11111111-1111-1111-1111-111111111111`"),
+            "{}",
+            prompt.text
         );
-        assert!(shown.contains("at priority 199"), "{shown}");
+        assert!(prompt.text.contains("at priority 199"), "{}", prompt.text);
 
         // Before anyone confirms, the deny rule moves up: the rule would need another priority.
         room.sim.world().update(|w| {
@@ -1861,24 +1822,20 @@ Permission denied: you need the `admin` permission on subscription/11111111-1111
             }
         });
         let bob = User::new(4011, "bob", &[5002]);
-        let click = room.discord.component(&bob, message, &confirm, &[]).await;
-        room.discord.callback(&click, WAIT).await.expect("ack");
-        let fresh = room
-            .discord
-            .next_followup(&click, WAIT)
-            .await
-            .expect("a fresh prompt");
-        let fresh_text = fresh.body()["embeds"][0]["description"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        assert!(fresh_text.contains("at priority 149"), "{fresh_text}");
+        let bob = room.as_user(&bob);
+        let click = bob.click(&prompt, "Confirm").await;
+        let fresh = loop {
+            let message = click.next_message().await;
+            if message.text.contains("[Confirm]") {
+                break message;
+            }
+        };
+        assert!(fresh.text.contains("at priority 149"), "{}", fresh.text);
         assert_eq!(rule_puts(), 0, "nothing was sent");
         let said = loop {
-            let edit = room.discord.next_edit(&click, WAIT).await.expect("an edit");
-            let title = embed(&edit, 0)["title"].as_str().unwrap_or("").to_string();
-            if title.contains("Nothing was sent") {
-                break embed(&edit, 0)["description"].as_str().unwrap_or("").to_string();
+            let edit = click.next_edit().await;
+            if edit.text.lines().next().is_some_and(|t| t.contains("Nothing was sent")) {
+                break edit.text;
             }
         };
         assert!(
@@ -1887,21 +1844,12 @@ Permission denied: you need the `admin` permission on subscription/11111111-1111
         );
 
         // The fresh prompt runs once it is confirmed (by someone other than its requester).
-        let fresh_confirm = support::discord::custom_ids(fresh.body())
-            .into_iter()
-            .find(|id| id.starts_with("rdp:confirm:"))
-            .expect("Confirm on the fresh prompt");
-        let fresh_message = room.discord.last_message_id().unwrap();
-        let click = room
-            .discord
-            .component(&bob, fresh_message, &fresh_confirm, &[])
-            .await;
-        room.discord.callback(&click, WAIT).await.expect("ack");
+        let click = bob.click(&fresh, "Confirm").await;
         loop {
-            let edit = room.discord.next_edit(&click, WAIT).await.expect("progress");
-            let title = embed(&edit, 0)["title"].as_str().unwrap_or("").to_string();
+            let edit = click.next_edit().await;
+            let title = edit.text.lines().next().unwrap_or("");
             if title.contains("succeeded") || title.contains("failed") {
-                assert!(title.contains("succeeded"), "{title}");
+                assert!(title.contains("succeeded"), "{}", edit.text);
                 break;
             }
         }
@@ -1924,50 +1872,41 @@ async fn reset_password_of_a_shared_name_asks_which_vm_before_the_form() {
         )
         .await;
         room.vms_listed(2).await;
-        let admin = User::new(4010, "ada", &[5002]);
-        let i = room
-            .discord
-            .slash(&admin, "rdp", &["reset-password"], vm_option("api-01"))
+        let ada = User::new(4010, "ada", &[5002]);
+        let admin = room.as_user(&ada);
+        let menu = admin
+            .run("/rdp reset-password api-01")
+            .await
+            .next_message()
             .await;
-        let menu = room.discord.callback(&i, WAIT).await.expect("a menu");
-        assert_eq!(menu.body()["type"], 4, "not a form yet: {}", menu.body());
-        assert_eq!(menu.flags() & 64, 64);
-        let select = menu.body()["data"]["components"][0]["components"][0].clone();
-        let labels: Vec<&str> = select["options"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["label"].as_str().unwrap())
-            .collect();
-        assert_eq!(labels, ["rg-api-east/api-01", "rg-api-west/api-01"]);
-        let menu_message = room.discord.last_message_id().expect("the menu message");
-        let pick = room
-            .discord
-            .component(
-                &admin,
-                menu_message,
-                select["custom_id"].as_str().unwrap(),
-                &["1"],
-            )
-            .await;
-        let form = room.discord.callback(&pick, WAIT).await.expect("the form");
-        assert_eq!(form.body()["type"], 9, "{}", form.body());
+        // Not a form yet: which VM?
+        insta::assert_snapshot!(menu.text, @r#"
+(only you can see this)
+# 2 VMs are named api-01
+Pick the one whose password to reset (subscription / resource group):
+[Which VM? ▾]
+  · rg-api-east/api-01
+  · rg-api-west/api-01
+"#);
+        let pick = admin.pick(&menu, "rg-api-west/api-01").await;
+        let form = pick.next_message().await;
+        assert!(form.text.starts_with("[form:"), "{}", form.text);
         let secret = "Sup3r-Secret-Passw0rd!";
-        let submit = room
-            .discord
-            .modal_submit(
-                &admin,
-                &pick,
-                &[
-                    ("user", "opsadmin"),
-                    ("password", secret),
-                    ("repeat", secret),
-                ],
-            )
+        let fields = [
+            ("user", "opsadmin"),
+            ("password", secret),
+            ("repeat", secret),
+        ];
+        let prompt = admin
+            .submit(&pick, &fields)
+            .await
+            .edit_saying("[Confirm]")
             .await;
-        let (_, _, _, prompt) = prompt_of(&room, &submit).await;
-        let shown = prompt["embeds"][0]["description"].as_str().unwrap_or("");
-        assert!(shown.contains("resource group `rg-api-west`"), "{shown}");
+        assert!(
+            prompt.text.contains("resource group `rg-api-west`"),
+            "{}",
+            prompt.text
+        );
         room.assert_clean();
     })
     .await

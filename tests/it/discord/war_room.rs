@@ -115,13 +115,7 @@ impl<'a> Person<'a> {
             .find(|c| c["type"] == 2 && c["label"] == label)
             .unwrap_or_else(|| panic!("no button [{label}] on:\n{}", message.text));
         let custom_id = button["custom_id"].as_str().expect("a button with an id");
-        let id = message.message_id.expect("the message's id");
-        let i = self
-            .room
-            .discord
-            .component(&self.user, id, custom_id, &[])
-            .await;
-        Sent { room: self.room, i }
+        self.click_id(message, custom_id).await
     }
 
     /// Fill in and submit the form `opened` was answered with: `(input id, value)`.

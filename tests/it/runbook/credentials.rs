@@ -21,6 +21,14 @@ async fn sim_with(options: SimOptions) -> Simulator {
         .expect("simulator starts")
 }
 
+/// The error a VM list ends in, as text; `why` it must fail.
+async fn list_error(arm: &Arm, why: &str) -> String {
+    match arm.list_vms(DEFAULT_SUBSCRIPTION).await {
+        Ok(vms) => panic!("{why}, yet {} VMs were listed", vms.len()),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// Short-lived tokens, and the managed identities the host has.
 async fn sim_with_identities(system_assigned: bool, user_assigned: &[&str]) -> Simulator {
     sim_with(SimOptions {
@@ -191,11 +199,7 @@ async fn a_refused_federated_token_is_explained_without_the_token() {
     // A token file that cannot be read names the file, not its content.
     let missing = token_file("missing");
     let arm = arm_from(&sim, &workload_env(&sim, &missing)).expect("arm");
-    let text = arm
-        .list_vms(DEFAULT_SUBSCRIPTION)
-        .await
-        .expect_err("no file")
-        .to_string();
+    let text = list_error(&arm, "no file").await;
     assert!(
         text.contains("cannot read AZURE_FEDERATED_TOKEN_FILE"),
         "{text}"
@@ -286,11 +290,7 @@ async fn a_user_assigned_identity_asks_imds_for_its_client_id() {
     // Without AZURE_CLIENT_ID (all azure_identity 0.21 can ask for) a VM with two
     // user-assigned identities and no system-assigned one gives no token.
     let system = arm_from(&sim, &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", sim.url())]).expect("arm");
-    let text = system
-        .list_vms(DEFAULT_SUBSCRIPTION)
-        .await
-        .expect_err("no identity chosen")
-        .to_string();
+    let text = list_error(&system, "no identity chosen").await;
     assert!(text.contains("Multiple user assigned identities"), "{text}");
 }
 
@@ -321,11 +321,7 @@ async fn app_service_managed_identity_sends_its_header_and_client_id() {
         ],
     )
     .expect("arm");
-    let text = arm
-        .list_vms(DEFAULT_SUBSCRIPTION)
-        .await
-        .expect_err("refused")
-        .to_string();
+    let text = list_error(&arm, "refused").await;
     assert!(text.contains("401"), "{text}");
     assert!(!text.contains(wrong) && !text.contains(&header), "{text}");
 }
