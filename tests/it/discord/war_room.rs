@@ -39,6 +39,11 @@ impl Seen {
         self.raw.flags() & 64 == 64
     }
 
+    /// Whether it is a deferral ("rdp-doctor is thinking…") rather than an answer.
+    pub(super) fn deferred(&self) -> bool {
+        self.raw.route == routes::CALLBACK && self.raw.body()["type"] == 5
+    }
+
     /// The message body (`data` of a callback).
     fn message(&self) -> &Value {
         let body = self.raw.body();
@@ -128,6 +133,24 @@ impl<'a> Person<'a> {
         Sent { room: self.room, i }
     }
 
+    /// What autocomplete offers while `typed` is in the `vm` option of `/rdp <sub>`: the
+    /// choices' names (the answer must be a list of choices, empty or not).
+    pub(super) async fn suggestions(&self, sub: &str, typed: &str) -> Vec<String> {
+        let options = json!([{"name": "vm", "type": 3, "value": typed}]);
+        let discord = &self.room.discord;
+        let i = discord
+            .autocomplete(&self.user, "rdp", &[sub], options, "vm")
+            .await;
+        let answer = discord.callback(&i, WAIT).await.expect("an answer");
+        assert_eq!(answer.body()["type"], 8, "not choices: {}", answer.body());
+        answer.body()["data"]["choices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
     /// Click a component of `message` by its raw id: for ids no button carries (a garbled or
     /// stale one), as a modified client could send.
     pub(super) async fn click_id(&self, message: &Seen, custom_id: &str) -> Sent<'a> {
@@ -197,7 +220,7 @@ impl Sent<'_> {
     pub(super) async fn refused(&self) -> Seen {
         let reply = self.next_message().await;
         assert!(
-            reply.private() && !is_thinking(&reply),
+            reply.private() && !reply.deferred(),
             "not a private answer:\n{}",
             reply.text
         );
@@ -207,7 +230,7 @@ impl Sent<'_> {
     /// The answer to a request acknowledged first, then refused: a private follow-up.
     pub(super) async fn whispered(&self) -> Seen {
         let first = self.next_message().await;
-        assert!(is_thinking(&first), "not deferred:\n{}", first.text);
+        assert!(first.deferred(), "not deferred:\n{}", first.text);
         let reply = self.next_message().await;
         assert!(reply.private(), "not private:\n{}", reply.text);
         reply
@@ -257,11 +280,6 @@ async fn seen(
         message_id: raw.message_id,
         raw,
     }
-}
-
-/// A deferral: "rdp-doctor is thinking…".
-fn is_thinking(seen: &Seen) -> bool {
-    seen.raw.route == routes::CALLBACK && seen.raw.body()["type"] == 5
 }
 
 /// Callback types 4 (message), 5 (deferred: "thinking…") and 9 (a form); follow-ups and
