@@ -990,13 +990,8 @@ Local user name: ____
 New password (12-123 characters): ____
 Repeat the new password: ____
 "#);
-        let fields = [
-            ("user", "opsadmin"),
-            ("password", secret),
-            ("repeat", secret),
-        ];
         let prompt = admin
-            .submit(&form, &fields)
+            .set_password(&form, "opsadmin", secret)
             .await
             .edit_saying("[Confirm]")
             .await;
@@ -1504,12 +1499,11 @@ async fn other_guilds_direct_messages_and_unlisted_channels_are_refused_on_every
             channel: DM_CHANNEL,
         });
         let secret = "Sup3r-Secret-Passw0rd!";
-        let fields = [
-            ("user", "opsadmin"),
-            ("password", secret),
-            ("repeat", secret),
-        ];
-        let submitted = admin.submit(&form, &fields).await.refused().await;
+        let submitted = admin
+            .set_password(&form, "opsadmin", secret)
+            .await
+            .refused()
+            .await;
         insta::assert_snapshot!(submitted.text, @r#"
 (only you can see this)
 # Not here
@@ -1800,13 +1794,8 @@ Pick the one whose password to reset (subscription / resource group):
         let form = pick.next_message().await;
         assert!(form.text.starts_with("[form:"), "{}", form.text);
         let secret = "Sup3r-Secret-Passw0rd!";
-        let fields = [
-            ("user", "opsadmin"),
-            ("password", secret),
-            ("repeat", secret),
-        ];
         let prompt = admin
-            .submit(&pick, &fields)
+            .set_password(&pick, "opsadmin", secret)
             .await
             .edit_saying("[Confirm]")
             .await;

@@ -133,6 +133,18 @@ impl<'a> Person<'a> {
         Sent { room: self.room, i }
     }
 
+    /// Fill in the reset-password form `opened` was answered with: `user`, and `password`
+    /// twice.
+    pub(super) async fn set_password(
+        &self,
+        opened: &Sent<'_>,
+        user: &str,
+        password: &str,
+    ) -> Sent<'a> {
+        let fields = [("user", user), ("password", password), ("repeat", password)];
+        self.submit(opened, &fields).await
+    }
+
     /// What autocomplete offers while `typed` is in the `vm` option of `/rdp <sub>`: the
     /// choices' names (the answer must be a list of choices, empty or not).
     pub(super) async fn suggestions(&self, sub: &str, typed: &str) -> Vec<String> {
