@@ -27,78 +27,82 @@ impl FakeDiscord {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn webhook(
-    world: &mut World,
-    method: &Method,
+/// The messages a request addresses: one message of a channel, or the channel's new one.
+pub(super) struct Address {
+    channel: u64,
+    message: Option<u64>,
+    /// Through an interaction's webhook (`/webhooks/...`) rather than the channel's route.
+    webhook: bool,
+}
+
+/// `/webhooks/{app}/{token}/…`: the interaction's follow-ups and its `@original`.
+pub(super) fn webhook_address(
+    world: &World,
     app: &str,
     token: &str,
     rest: &[&str],
-    body: &Value,
-    uploads: &[Upload],
-    violations: &mut Vec<String>,
-) -> Reply {
+) -> Result<Address, Reply> {
     if app != APP_ID.to_string() {
-        return Reply::error(404, 10015, "Unknown Webhook");
+        return Err(Reply::error(404, 10015, "Unknown Webhook"));
     }
     let Some(pending) = world.interactions.get(token) else {
-        return Reply::error(401, 50027, "Invalid Webhook Token");
+        return Err(Reply::error(401, 50027, "Invalid Webhook Token"));
     };
     if pending.expired {
-        return Reply::error(401, 50027, "Invalid Webhook Token");
+        return Err(Reply::error(401, 50027, "Invalid Webhook Token"));
     }
     if !pending.acknowledged {
-        return Reply::error(404, 10015, "Unknown Webhook");
+        return Err(Reply::error(404, 10015, "Unknown Webhook"));
     }
-    let (original, channel_id) = (pending.original, pending.channel_id);
-    let message_id = match rest {
+    let message = match rest {
         [] => None,
-        ["messages", "@original"] => match original {
+        ["messages", "@original"] => match pending.original {
             Some(id) => Some(id),
-            None => return Reply::error(404, 10008, "Unknown Message"),
+            None => return Err(Reply::error(404, 10008, "Unknown Message")),
         },
-        ["messages", id] => match parse_id(id) {
-            Ok(id) => Some(id),
-            Err(reply) => return reply,
-        },
-        _ => return Reply::error(404, 0, "404: Not Found"),
+        ["messages", id] => Some(parse_id(id)?),
+        _ => return Err(Reply::error(404, 0, "404: Not Found")),
     };
-    match (method.as_str(), message_id) {
-        ("POST", None) => {
-            let message = new_message(world, channel_id, body, uploads, 0, violations);
-            let id = store_message(world, message);
-            Reply::ok(world.messages[&id].clone())
-        }
-        (method, Some(id)) => existing(world, method, id, body, uploads, violations),
-        _ => Reply::error(405, 0, "405: Method Not Allowed"),
-    }
+    Ok(Address {
+        channel: pending.channel_id,
+        message,
+        webhook: true,
+    })
 }
 
-pub(super) fn channel_messages(
+/// `/channels/{channel}/messages/…`: the bot's messages in the channel.
+pub(super) fn channel_address(channel: &str, rest: &[&str]) -> Result<Address, Reply> {
+    if channel != CHANNEL_ID.to_string() {
+        return Err(Reply::error(404, 10003, "Unknown Channel"));
+    }
+    let message = match rest {
+        [] => None,
+        [id] => Some(parse_id(id)?),
+        _ => return Err(Reply::error(404, 0, "404: Not Found")),
+    };
+    Ok(Address {
+        channel: CHANNEL_ID,
+        message,
+        webhook: false,
+    })
+}
+
+/// POST a new message, or GET, PATCH or DELETE the one addressed.
+pub(super) fn messages(
     world: &mut World,
     method: &Method,
-    channel: &str,
-    rest: &[&str],
+    to: Address,
     body: &Value,
     uploads: &[Upload],
     violations: &mut Vec<String>,
 ) -> Reply {
-    if channel != CHANNEL_ID.to_string() {
-        return Reply::error(404, 10003, "Unknown Channel");
-    }
-    let message_id = match rest {
-        [] => None,
-        [id] => match parse_id(id) {
-            Ok(id) => Some(id),
-            Err(reply) => return reply,
-        },
-        _ => return Reply::error(404, 0, "404: Not Found"),
-    };
-    match (method.as_str(), message_id) {
+    match (method.as_str(), to.message) {
         ("POST", None) => {
-            let mut message = new_message(world, CHANNEL_ID, body, uploads, 0, violations);
-            message["webhook_id"] = Value::Null;
-            message["guild_id"] = Value::String(GUILD_ID.to_string());
+            let mut message = new_message(world, to.channel, body, uploads, 0, violations);
+            if !to.webhook {
+                message["webhook_id"] = Value::Null;
+                message["guild_id"] = Value::String(GUILD_ID.to_string());
+            }
             let id = store_message(world, message);
             Reply::ok(world.messages[&id].clone())
         }
