@@ -272,13 +272,10 @@ async fn azure_failures_exit_3_with_one_line_and_no_secret() {
 #[tokio::test]
 async fn server_errors_exit_3() {
     within(async {
-        let options = SimOptions {
-            faults: vec![rdp_doctor::sim::Fault::new(
-                "virtualMachines",
-                rdp_doctor::sim::FaultKind::Status(500),
-            )],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![rdp_doctor::sim::Fault::new(
+            "virtualMachines",
+            rdp_doctor::sim::FaultKind::Status(500),
+        )]);
         let cli = Cli::with_options(World::new().vm("web-01"), options).await;
         let out = cli.run(&["check", "web-01", "--json"]).await;
         assert_eq!(code(&out), 3);

@@ -488,16 +488,13 @@ async fn every_command_answers_bad_input_before_acknowledging() {
 #[tokio::test]
 async fn azure_errors_are_explained_in_one_line() {
     within(async {
-        let options = SimOptions {
-            faults: vec![rdp_doctor::sim::Fault::new(
+        let options = support::failing(vec![rdp_doctor::sim::Fault::new(
                 "virtualMachines",
                 rdp_doctor::sim::FaultKind::StatusBody(
                     403,
                     r#"{"error":{"code":"AuthorizationFailed","message":"The client 'x' does not have authorization to perform action 'Microsoft.Compute/virtualMachines/read' over scope '/subscriptions/1'."}}"#.into(),
                 ),
-            )],
-            ..SimOptions::fast()
-        };
+            )]);
         let room = Room::with_options(World::new().vm("web-01"), options).await;
         let failed = room.run("/rdp check web-01").await.final_edit().await;
         insta::assert_snapshot!(failed.text, @r#"

@@ -893,10 +893,7 @@ async fn a_restart_whose_answer_is_lost_is_never_sent_twice_and_the_vm_tells_wha
             (FaultKind::AppliedThenStatus(500), "HTTP 500"),
             (FaultKind::AppliedThenHang, "no answer from Azure"),
         ] {
-            let options = SimOptions {
-                faults: vec![Fault::new("/restart", fault).method("POST")],
-                ..SimOptions::fast()
-            };
+            let options = support::failing(vec![Fault::new("/restart", fault).method("POST")]);
             let b = Bench::with(World::new().vm("web-01"), options, POLICY).await;
             let web = b.vm("web-01").await;
             let prompt = b.ask("alice", &web, FixRequest::Restart).await;
@@ -958,10 +955,9 @@ async fn a_restart_whose_answer_is_lost_is_never_sent_twice_and_the_vm_tells_wha
 #[tokio::test]
 async fn only_answers_that_prove_azure_did_not_act_are_retried() {
     within(async {
-        let options = SimOptions {
-            faults: vec![Fault::new("/start", FaultKind::Status(500)).method("POST")],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![
+            Fault::new("/start", FaultKind::Status(500)).method("POST")
+        ]);
         let b = Bench::with(World::new().vm("app-02").deallocated(), options, POLICY).await;
         let app = b.vm("app-02").await;
         let prompt = b.ask("alice", &app, FixRequest::Start).await;
@@ -992,10 +988,13 @@ async fn only_answers_that_prove_azure_did_not_act_are_retried() {
             ("/start", FaultKind::Status(429)),
             ("/restart", FaultKind::Status(503)),
         ] {
-            b.h.sim.set_options(support::quick(SimOptions {
-                faults: vec![Fault::new(path, refused.clone()).method("POST").times(1)],
-                ..SimOptions::fast()
-            }));
+            b.h.sim
+                .set_options(support::quick(support::failing(vec![Fault::new(
+                    path,
+                    refused.clone(),
+                )
+                .method("POST")
+                .times(1)])));
             let request = if path == "/start" {
                 FixRequest::Start
             } else {
@@ -1399,13 +1398,10 @@ async fn an_operation_without_azures_answer_is_finished_as_interrupted_after_a_g
 #[tokio::test]
 async fn a_lost_answer_to_an_extension_or_rule_put_is_read_back_not_resent() {
     within(async {
-        let options = SimOptions {
-            faults: vec![
+        let options = support::failing(vec![
                 Fault::new("/extensions/", FaultKind::AppliedThenStatus(502)).method("PUT"),
                 Fault::new("/securityRules/", FaultKind::AppliedThenStatus(500)).method("PUT"),
-            ],
-            ..SimOptions::fast()
-        };
+            ]);
         let world = World::new().vm("web-03").rdp_disabled().vm("web-02").nsg_denies_rdp();
         let b = Bench::with(world, options, POLICY).await;
 

@@ -299,13 +299,10 @@ async fn a_check_waits_out_azures_seconds_for_effective_rules_at_its_own_poll_in
 #[tokio::test]
 async fn effective_nsg_failure_is_an_error_finding_and_the_rest_goes_on() {
     within(async {
-        let options = SimOptions {
-            faults: vec![Fault::new(
-                "effectiveNetworkSecurityGroups",
-                FaultKind::Status(400),
-            )],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![Fault::new(
+            "effectiveNetworkSecurityGroups",
+            FaultKind::Status(400),
+        )]);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let report = h.check("web-01").await.expect("report");
         assert_status(&report, "nsg", "error", "HTTP 400");
@@ -404,10 +401,7 @@ async fn boot_diagnostics_off_warns_with_how_to_enable() {
 #[tokio::test]
 async fn a_failed_blob_download_warns_without_the_sas_url() {
     within(async {
-        let options = SimOptions {
-            faults: vec![Fault::new(".screenshot.bmp", FaultKind::Status(403))],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![Fault::new(".screenshot.bmp", FaultKind::Status(403))]);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let report = h.check("web-01").await.expect("report");
         assert_status(
@@ -634,10 +628,7 @@ async fn a_wrong_client_secret_is_a_sign_in_error_without_the_secret() {
 async fn authorization_failed_names_the_missing_action() {
     within(async {
         let body = r#"{"error":{"code":"AuthorizationFailed","message":"The client 'x' with object id 'y' does not have authorization to perform action 'Microsoft.Compute/virtualMachines/read' over scope '/subscriptions/11111111-1111-1111-1111-111111111111' or the scope is invalid."}}"#;
-        let options = SimOptions {
-            faults: vec![Fault::new("virtualMachines", FaultKind::StatusBody(403, body.into()))],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![Fault::new("virtualMachines", FaultKind::StatusBody(403, body.into()))]);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         // A VM named by group is read directly; that read is refused. (A bare name whose list
         // is refused falls back to the groups the principal can see: see the least-privilege
@@ -668,10 +659,9 @@ async fn a_missing_vm_by_id_is_not_found() {
 #[tokio::test]
 async fn throttling_is_retried_honouring_retry_after() {
     within(async {
-        let options = SimOptions {
-            faults: vec![Fault::new("virtualMachines", FaultKind::Status(429)).times(2)],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![
+            Fault::new("virtualMachines", FaultKind::Status(429)).times(2)
+        ]);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let report = h.check("web-01").await.expect("retries get through");
         assert_eq!(report.verdict, Verdict::Ok);
@@ -736,10 +726,7 @@ async fn a_retry_after_longer_than_the_budget_gives_up_at_once() {
 #[tokio::test]
 async fn server_errors_are_retried_then_reported_with_azure_code() {
     within(async {
-        let options = SimOptions {
-            faults: vec![Fault::new("virtualMachines", FaultKind::Status(503))],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![Fault::new("virtualMachines", FaultKind::Status(503))]);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let error = arm_error(h.check("web-01").await);
         assert!(
@@ -754,13 +741,10 @@ async fn server_errors_are_retried_then_reported_with_azure_code() {
 #[tokio::test]
 async fn a_hanging_azure_times_out() {
     within(async {
-        let options = SimOptions {
-            faults: vec![Fault::new(
-                "providers/Microsoft.Compute/virtualMachines?",
-                FaultKind::Hang,
-            )],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![Fault::new(
+            "providers/Microsoft.Compute/virtualMachines?",
+            FaultKind::Hang,
+        )]);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let error = arm_error(h.check("web-01").await);
         assert!(matches!(error, ArmError::Timeout { .. }), "{error:?}");
@@ -772,13 +756,10 @@ async fn a_hanging_azure_times_out() {
 #[tokio::test]
 async fn a_malformed_response_is_reported_not_panicked() {
     within(async {
-        let options = SimOptions {
-            faults: vec![Fault::new(
-                "providers/Microsoft.Compute/virtualMachines?",
-                FaultKind::Malformed,
-            )],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![Fault::new(
+            "providers/Microsoft.Compute/virtualMachines?",
+            FaultKind::Malformed,
+        )]);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let error = arm_error(h.check("web-01").await);
         assert!(matches!(error, ArmError::Malformed { .. }), "{error:?}");
@@ -1243,10 +1224,10 @@ async fn when_azure_cannot_list_concurrent_misses_share_one_failure_and_known_vm
             .resolve(&h.arm, &web, &h.subscriptions)
             .await
             .expect("found");
-        h.sim.set_options(SimOptions {
-            faults: vec![Fault::new("virtualMachines?", FaultKind::Status(500))],
-            ..SimOptions::fast()
-        });
+        h.sim.set_options(support::failing(vec![Fault::new(
+            "virtualMachines?",
+            FaultKind::Status(500),
+        )]));
         let before = list_requests(&h);
         let nowhere = VmQuery::parse("gone-01").expect("valid");
         let all = futures::future::join_all(
@@ -1278,10 +1259,10 @@ async fn when_azure_cannot_list_concurrent_misses_share_one_failure_and_known_vm
 async fn a_sweep_whose_public_ip_list_fails_reads_each_nic_with_its_ip_instead() {
     within(async {
         let world = support::numbered_vms(World::new().page_size(100), "vm", 5);
-        let options = SimOptions {
-            faults: vec![Fault::new("publicIPAddresses?", FaultKind::Status(403))],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![Fault::new(
+            "publicIPAddresses?",
+            FaultKind::Status(403),
+        )]);
         let h = Harness::with_options(world, options).await;
         let report = run_sweep(&h, &scope("rg-web"), &SweepOptions::default()).await;
         assert_eq!(report.count(Verdict::Ok), 5, "{:#?}", report.vms);

@@ -750,19 +750,16 @@ async fn token_bucket_throttles_with_retry_after() {
 #[tokio::test]
 async fn faults_fire_the_given_number_of_times() {
     within(async {
-        let options = SimOptions {
-            faults: vec![
-                Fault::new("virtualMachines/web-01", FaultKind::Status(503))
-                    .method("GET")
-                    .times(2),
-                Fault::new("virtualMachines/app-01", FaultKind::Malformed),
-                Fault::new(
-                    "virtualMachines/db-01",
-                    FaultKind::StatusBody(502, "<html>Bad Gateway</html>".to_owned()),
-                ),
-            ],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![
+            Fault::new("virtualMachines/web-01", FaultKind::Status(503))
+                .method("GET")
+                .times(2),
+            Fault::new("virtualMachines/app-01", FaultKind::Malformed),
+            Fault::new(
+                "virtualMachines/db-01",
+                FaultKind::StatusBody(502, "<html>Bad Gateway</html>".to_owned()),
+            ),
+        ]);
         let sim = start_with(World::new().vm("web-01").vm("app-01").vm("db-01"), options).await;
         let token = token(&sim).await;
         let web = vm_path("rg-web", "web-01");

@@ -118,6 +118,14 @@ pub fn numbered_vms(mut world: World, prefix: &str, n: usize) -> World {
     world
 }
 
+/// The suite's simulator ([`SimOptions::fast`]) with `faults` injected.
+pub fn failing(faults: Vec<rdp_doctor::sim::Fault>) -> SimOptions {
+    SimOptions {
+        faults,
+        ..SimOptions::fast()
+    }
+}
+
 /// Settings that keep the suite fast: short timeouts, few retries, quick polls.
 pub fn fast_settings(url: url::Url) -> ArmSettings {
     let mut settings = ArmSettings::new(url);
