@@ -563,7 +563,7 @@ async fn simulator_and_arm(
 ) -> anyhow::Result<(Simulator, rdp_doctor::azure::Arm, String)> {
     let h = support::Harness::build(world)
         .options(options)
-        .as_deployed()
+        .deployed()
         .try_start()
         .await
         .context("starting the simulator")?;

@@ -23,7 +23,7 @@ pub const CLIENT: &str = "00000000-0000-0000-0000-00000000000b";
 /// catalog, and, for the write path, a policy and a store ([`Harness::door`],
 /// [`Harness::operator`]). The runbook and operator tests use it as it is; the Discord room
 /// (`discord.rs`) adds the fake Discord and the bot; the benchmark (`benches/rdp.rs`, which
-/// includes this module) starts it as deployed ([`Build::as_deployed`]).
+/// includes this module) starts it as deployed ([`Build::deployed`]).
 pub struct Harness {
     /// The simulator, on a port of its own.
     pub sim: Simulator,
@@ -45,7 +45,7 @@ pub struct Build {
 
 impl Build {
     /// The simulator's options (faults, limits, latency); VMs still settle at once (see
-    /// [`quick`]) unless [`Build::as_deployed`].
+    /// [`quick`]) unless [`Build::deployed`].
     pub fn options(mut self, options: SimOptions) -> Build {
         self.options = options;
         self
@@ -65,7 +65,7 @@ impl Build {
 
     /// ARM's default settings and the simulator's options as given, as the bot runs them: for
     /// measurements.
-    pub fn as_deployed(mut self) -> Build {
+    pub fn deployed(mut self) -> Build {
         self.deployed = true;
         self
     }
