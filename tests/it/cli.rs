@@ -1224,10 +1224,7 @@ async fn sweep_prints_one_table_worst_first_and_json_for_scripts() {
 async fn sweep_stops_on_ctrl_c_and_prints_what_it_checked() {
     within(async {
         let world = support::numbered_vms(World::new().page_size(100), "vm", 40);
-        let options = SimOptions {
-            latency: std::time::Duration::from_millis(100),
-            ..SimOptions::fast()
-        };
+        let options = support::slowed(std::time::Duration::from_millis(100));
         let cli = Cli::with_options(world, options).await;
         let child = cli
             .command(&["sweep", "-g", "rg-web", "--concurrency", "2", "--json"])
@@ -1318,10 +1315,7 @@ fn posts(cli: &Cli, suffix: &str) -> usize {
 async fn an_interrupted_fix_is_listed_followed_by_the_next_fix_and_an_admin_can_unlock() {
     within(async {
         // A slow restart: 150 polls of "in progress" (the world moves as Azure is polled).
-        let options = SimOptions {
-            lro_polls: 150,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(150);
         let cli = Cli::with_options(World::new().vm("web-01"), options).await;
         std::fs::write(cli.path("rdp-doctor.toml"), cli_policy("admin")).unwrap();
 

@@ -352,10 +352,7 @@ After each step, try to connect again.
 #[tokio::test]
 async fn the_acknowledgement_beats_a_slow_azure() {
     within(async {
-        let options = SimOptions {
-            latency: Duration::from_secs(2),
-            ..SimOptions::fast()
-        };
+        let options = support::slowed(Duration::from_secs(2));
         let room = Room::with_options(World::new().vm("web-01"), options).await;
         let check = room.run("/rdp check web-01").await;
         let thinking = check.next_message().await;
@@ -577,10 +574,7 @@ Use `VMNAME\user` (or `.\user`) for a local account and `DOMAIN\user` for a doma
 #[tokio::test]
 async fn a_gateway_drop_mid_check_resumes_and_the_check_finishes() {
     within(async {
-        let options = SimOptions {
-            latency: Duration::from_millis(300),
-            ..SimOptions::fast()
-        };
+        let options = support::slowed(Duration::from_millis(300));
         let room = Room::with_options(World::new().vm("web-01"), options).await;
         let check = room.run("/rdp check web-01").await;
         check.next_message().await;
@@ -602,10 +596,7 @@ async fn a_gateway_drop_mid_check_resumes_and_the_check_finishes() {
 #[tokio::test]
 async fn an_expired_token_falls_back_to_a_channel_message() {
     within(async {
-        let options = SimOptions {
-            latency: Duration::from_millis(200),
-            ..SimOptions::fast()
-        };
+        let options = support::slowed(Duration::from_millis(200));
         let room = Room::with_options(World::new().vm("web-01"), options).await;
         let check = room.run("/rdp check web-01").await;
         check.next_message().await;
@@ -1360,10 +1351,7 @@ No VM named "db-01" was checked by this sweep.
 async fn only_the_person_who_started_a_sweep_can_cancel_it() {
     within(async {
         let world = support::numbered_vms(World::new().page_size(100), "vm", 40);
-        let options = SimOptions {
-            latency: Duration::from_millis(200),
-            ..SimOptions::fast()
-        };
+        let options = support::slowed(Duration::from_millis(200));
         let room = Room::with_options(world, options).await;
         // A subscription that is not a GUID never reaches an Azure URL.
         let refused = room
@@ -1828,10 +1816,7 @@ rdp-doctor has no [policy] table in its config, so it serves nobody in Discord. 
 #[tokio::test]
 async fn each_person_has_a_command_rate_and_one_sweep_per_scope_runs_at_a_time() {
     within(async {
-        let options = SimOptions {
-            latency: Duration::from_millis(150),
-            ..SimOptions::fast()
-        };
+        let options = support::slowed(Duration::from_millis(150));
         let room = Room::build_tuned(
             World::new().vm("web-01").vm("web-02").vm("web-03"),
             options,

@@ -1031,10 +1031,7 @@ async fn only_answers_that_prove_azure_did_not_act_are_retried() {
 #[tokio::test]
 async fn an_operation_past_its_deadline_keeps_the_vm_locked_and_is_reported_running() {
     within(async {
-        let options = SimOptions {
-            lro_polls: 1_000_000,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(1_000_000);
         let b = bench_with_settings(World::new().vm("web-01"), options, |s| {
             s.operation_timeout = std::time::Duration::from_millis(500);
         })
@@ -1093,10 +1090,7 @@ async fn an_operation_past_its_deadline_keeps_the_vm_locked_and_is_reported_runn
 #[tokio::test]
 async fn the_next_request_follows_an_abandoned_operation_first() {
     within(async {
-        let options = SimOptions {
-            lro_polls: 30,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(30);
         let b = Bench::with(World::new().vm("web-01"), options, POLICY).await;
         let web = b.vm("web-01").await;
         let prompt = b.ask("alice", &web, FixRequest::Restart).await;

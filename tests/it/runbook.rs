@@ -241,10 +241,7 @@ async fn no_nsg_means_nothing_filters_3389() {
 #[tokio::test]
 async fn effective_nsg_polls_until_done() {
     within(async {
-        let options = SimOptions {
-            lro_polls: 3,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(3);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let report = h.check("web-01").await.expect("report");
         assert_status(&report, "nsg", "pass", "allow-rdp");
@@ -770,10 +767,7 @@ async fn a_malformed_response_is_reported_not_panicked() {
 #[tokio::test]
 async fn independent_reads_run_concurrently() {
     within(async {
-        let options = SimOptions {
-            latency: std::time::Duration::from_millis(100),
-            ..SimOptions::fast()
-        };
+        let options = support::slowed(std::time::Duration::from_millis(100));
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         h.check("web-01").await.expect("report");
         // With 100 ms per request, overlap is certain if the reads are issued together: the VM
@@ -1090,10 +1084,7 @@ async fn a_resource_types_own_limit_is_honoured() {
 async fn a_cancelled_sweep_stops_and_returns_the_rows_so_far() {
     within(async {
         let world = support::numbered_vms(World::new().page_size(100), "vm", 20);
-        let options = SimOptions {
-            latency: Duration::from_millis(30),
-            ..SimOptions::fast()
-        };
+        let options = support::slowed(Duration::from_millis(30));
         let h = Harness::with_options(world, options).await;
         let cancel = CancellationToken::new();
         let on_event = {
@@ -1809,10 +1800,7 @@ async fn a_sweep_spends_a_write_only_on_running_vms() {
             .deallocated()
             .select("vm-012")
             .stopped();
-        let options = SimOptions {
-            lro_polls: 0,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(0);
         let h = Harness::with_options(world, options).await;
         let report = run_sweep(&h, &scope("rg-fleet"), &SweepOptions::default()).await;
         assert_eq!(report.vms.len(), 20);

@@ -126,6 +126,23 @@ pub fn failing(faults: Vec<rdp_doctor::sim::Fault>) -> SimOptions {
     }
 }
 
+/// The suite's simulator with `latency` added to every answer.
+pub fn slowed(latency: Duration) -> SimOptions {
+    SimOptions {
+        latency,
+        ..SimOptions::fast()
+    }
+}
+
+/// The suite's simulator whose long-running operations answer "in progress" to their first
+/// `lro_polls` polls.
+pub fn polled(lro_polls: u32) -> SimOptions {
+    SimOptions {
+        lro_polls,
+        ..SimOptions::fast()
+    }
+}
+
 /// Settings that keep the suite fast: short timeouts, few retries, quick polls.
 pub fn fast_settings(url: url::Url) -> ArmSettings {
     let mut settings = ArmSettings::new(url);
