@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::discord::{routes, FakeDiscord, Interaction, User, CHANNEL_ID, GUILD_ID, TOKEN};
+use support::discord::{routes, FakeDiscord, Interaction, User, CHANNEL_ID};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 
@@ -50,9 +50,14 @@ const SECTIONS: &[(&str, &str)] = &[
 
 async fn run_section(name: &str) -> Vec<Row> {
     match name {
-        "check" => check::section().await,
-        "sweep" => sweep::section().await,
-        "fair" => fair::section().await,
+        "check" | "sweep" | "fair" => {
+            let rows = match name {
+                "check" => check::run().await,
+                "sweep" => sweep::run().await,
+                _ => fair::run().await,
+            };
+            rows.unwrap_or_else(|e| vec![Row::failed(name, e)])
+        }
         "ack" => section_ack().await,
         "footprint" => section_footprint().await,
         other => vec![Row::failed(other, anyhow::anyhow!("no such section"))],
@@ -127,6 +132,12 @@ impl Row {
     }
 
     /// A section that could not run: a missed target, with the reason as its value.
+    /// A failed row `name` when the bot did not exit cleanly on SIGTERM; nothing when it did.
+    fn unless_stopped(name: &str, stopped: anyhow::Result<()>) -> Option<Row> {
+        let e = stopped.err()?;
+        Some(Row::new(name, format!("{e:#}"), "exit 0", false))
+    }
+
     fn failed(section: &str, error: anyhow::Error) -> Row {
         let reason = format!("{error:#}");
         eprintln!("{section}: could not run: {reason}");
@@ -333,14 +344,7 @@ async fn ack() -> anyhow::Result<Vec<Row>> {
             violations.is_empty(),
         ),
     ];
-    if let Err(e) = stopped {
-        rows.push(Row::new(
-            "bot exits on SIGTERM",
-            format!("{e:#}"),
-            "exit 0",
-            false,
-        ));
-    }
+    rows.extend(Row::unless_stopped("bot exits on SIGTERM", stopped));
     for v in &violations {
         eprintln!("schema violation: {v}");
     }
@@ -551,28 +555,24 @@ fn sample_peak(pid: u32) -> tokio::task::JoinHandle<Option<(u64, u64)>> {
 // The bot process and its world
 
 /// The simulator and, in this process, an ARM connection to it with the default settings (as the
-/// bot has): for sections that run the library rather than the binary.
+/// bot has): for sections that run the library rather than the binary. The suite's harness,
+/// started as deployed.
 async fn simulator_and_arm(
     world: World,
     options: SimOptions,
 ) -> anyhow::Result<(Simulator, rdp_doctor::azure::Arm, String)> {
-    let (sim, secret) = start_simulator(world, options).await?;
-    let url = url::Url::parse(&sim.url())?;
-    let arm = rdp_doctor::azure::Arm::connect_with_secret(
-        rdp_doctor::azure::ArmSettings::new(url.clone()),
-        url,
-        support::TENANT,
-        support::CLIENT,
-        secret.clone().into(),
-    )?;
-    Ok((sim, arm, secret))
+    let h = support::Harness::build(world)
+        .options(options)
+        .deployed()
+        .try_start()
+        .await
+        .context("starting the simulator")?;
+    let secret = h.secret();
+    Ok((h.sim, h.arm, secret))
 }
 
 async fn start_simulator(world: World, options: SimOptions) -> anyhow::Result<(Simulator, String)> {
-    let secret = world.client_secret.clone();
-    let sim = Simulator::start("127.0.0.1:0", world, options)
-        .await
-        .context("starting the simulator")?;
+    let (sim, _, secret) = simulator_and_arm(world, options).await?;
     Ok((sim, secret))
 }
 
@@ -643,30 +643,14 @@ impl BotProcess {
         std::fs::write(&config, bench_policy())
             .with_context(|| format!("writing {}", config.display()))?;
         let spawned = Instant::now();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"))
-            .arg("bot")
+        let mut child = discord
+            .bot_command(sim, &config, "sqlite::memory:")
             .current_dir(&dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("DISCORD_TOKEN", TOKEN)
-            .env("DISCORD_API_URL", discord.url())
-            .env("DISCORD_GUILD_ID", GUILD_ID.to_string())
-            .env("AZURE_RESOURCE_MANAGER_URL", sim.url())
-            .env("AZURE_AUTHORITY_HOST", sim.url())
-            .env("AZURE_TENANT_ID", support::TENANT)
-            .env("AZURE_CLIENT_ID", support::CLIENT)
             .env("AZURE_CLIENT_SECRET", secret)
-            .env(
-                "AZURE_SUBSCRIPTION_ID",
-                rdp_doctor::sim::DEFAULT_SUBSCRIPTION,
-            )
-            .env("RDP_DOCTOR_DATABASE_URL", "sqlite::memory:")
-            .env("RDP_DOCTOR_CONFIG", &config)
             .envs(std::env::var_os("RUST_LOG").map(|v| ("RUST_LOG", v)))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .context("starting rdp-doctor bot")?;
         let pid = child.id().context("the bot has no pid")?;

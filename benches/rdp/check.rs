@@ -18,14 +18,7 @@ const L: Duration = Duration::from_millis(100);
 const CRITICAL_PATH_REQUESTS: u32 = 2;
 const RUNS: usize = 7;
 
-pub(super) async fn section() -> Vec<Row> {
-    match run().await {
-        Ok(rows) => rows,
-        Err(e) => vec![Row::failed("check", e)],
-    }
-}
-
-async fn run() -> anyhow::Result<Vec<Row>> {
+pub(super) async fn run() -> anyhow::Result<Vec<Row>> {
     let options = SimOptions {
         latency: L,
         lro_polls: 0,

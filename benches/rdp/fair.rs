@@ -21,13 +21,6 @@ const L: Duration = Duration::from_millis(100);
 const RUNS: usize = 7;
 const TARGET: f64 = 1.3;
 
-pub(super) async fn section() -> Vec<Row> {
-    match run().await {
-        Ok(rows) => rows,
-        Err(e) => vec![Row::failed("fair", e)],
-    }
-}
-
 struct Checks {
     median: Duration,
     /// The person's requests that waited for a token.
@@ -63,7 +56,7 @@ async fn checks(
     })
 }
 
-async fn run() -> anyhow::Result<Vec<Row>> {
+pub(super) async fn run() -> anyhow::Result<Vec<Row>> {
     let world = World::new()
         .page_size(100)
         .vm("web-01")

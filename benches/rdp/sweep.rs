@@ -13,7 +13,7 @@
 
 use super::support::discord::User;
 use super::{mib, sample_peak, settle, start_discord, BotProcess, Row, BENCH_ROLE};
-use rdp_doctor::sim::{BucketOptions, SimOptions, Simulator, World};
+use rdp_doctor::sim::{BucketOptions, SimOptions, World};
 use std::time::{Duration, Instant};
 
 const VMS: usize = 1000;
@@ -32,13 +32,6 @@ const REQUIRED: usize = LIST_PAGES + VMS + 2 * RUNNING;
 /// POSTs).
 const READS: usize = LIST_PAGES + VMS + RUNNING;
 const WRITES: usize = RUNNING;
-
-pub(super) async fn section() -> Vec<Row> {
-    match run().await {
-        Ok(rows) => rows,
-        Err(e) => vec![Row::failed("sweep", e)],
-    }
-}
 
 fn fleet() -> World {
     World::new()
@@ -82,7 +75,7 @@ fn floor() -> Duration {
     read_floor().max(write_floor())
 }
 
-async fn run() -> anyhow::Result<Vec<Row>> {
+pub(super) async fn run() -> anyhow::Result<Vec<Row>> {
     let mut rows = terminal().await?;
     rows.extend(match bot().await {
         Ok(more) => more,
@@ -92,9 +85,7 @@ async fn run() -> anyhow::Result<Vec<Row>> {
 }
 
 async fn terminal() -> anyhow::Result<Vec<Row>> {
-    let world = fleet();
-    let secret = world.client_secret.clone();
-    let sim = Simulator::start("127.0.0.1:0", world, options()).await?;
+    let (sim, secret) = super::start_simulator(fleet(), options()).await?;
     let dir = std::env::temp_dir().join(format!("rdp-doctor-bench-sweep-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let started = Instant::now();
@@ -202,9 +193,7 @@ async fn terminal() -> anyhow::Result<Vec<Row>> {
 /// `/rdp sweep resource-group:rg-fleet` in the bot, timed from the slash command to the
 /// summary; the bot's peak memory while it runs.
 async fn bot() -> anyhow::Result<Vec<Row>> {
-    let world = fleet();
-    let secret = world.client_secret.clone();
-    let sim = Simulator::start("127.0.0.1:0", world, options()).await?;
+    let (sim, secret) = super::start_simulator(fleet(), options()).await?;
     let discord = start_discord().await?;
     let mut bot = BotProcess::spawn(&discord, &sim, &secret)?;
     bot.wait_ready(&discord).await?;
@@ -267,13 +256,6 @@ async fn bot() -> anyhow::Result<Vec<Row>> {
             false,
         ));
     }
-    if let Err(e) = stopped {
-        rows.push(Row::new(
-            "sweep: bot exits on SIGTERM",
-            format!("{e:#}"),
-            "exit 0",
-            false,
-        ));
-    }
+    rows.extend(Row::unless_stopped("sweep: bot exits on SIGTERM", stopped));
     Ok(rows)
 }

@@ -26,7 +26,9 @@ struct Snapshot {
 /// The VMs of the configured subscriptions as last listed.
 pub struct VmDirectory {
     snapshot: RwLock<Snapshot>,
-    attempts: std::sync::atomic::AtomicU64,
+    /// Lists tried so far, bumped once a list has ended (kept or not): a watch, so a test can
+    /// wait for the next one instead of polling.
+    attempts: tokio::sync::watch::Sender<u64>,
     ttl: Duration,
     /// Held while a refresh lists the subscriptions, so concurrent misses list them once; it
     /// guards when the last list ended and how, which waiters share.
@@ -66,7 +68,7 @@ impl VmDirectory {
     pub fn with_ttl(ttl: Duration) -> VmDirectory {
         VmDirectory {
             snapshot: RwLock::default(),
-            attempts: std::sync::atomic::AtomicU64::new(0),
+            attempts: tokio::sync::watch::Sender::new(0),
             ttl,
             refreshing: tokio::sync::Mutex::new(None),
             unknown: Mutex::new(HashMap::new()),
@@ -225,10 +227,22 @@ impl VmDirectory {
         subscriptions: &[String],
         started: Instant,
     ) -> Result<usize, super::ArmError> {
-        let lists = arm.list_all_visible_vms(subscriptions).await;
-        self.attempts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (mut vms, limited) = lists?;
+        let result = match arm.list_all_visible_vms(subscriptions).await {
+            Ok((vms, limited)) => Ok(self.keep(vms, limited, started)),
+            Err(e) => Err(e),
+        };
+        // Counted once the list is in place (or failed), so a waiter sees the new snapshot.
+        self.attempts.send_modify(|n| *n += 1);
+        result
+    }
+
+    /// Keeps a fresh list as the snapshot; returns how many VMs it holds.
+    fn keep(
+        &self,
+        mut vms: Vec<VmSummary>,
+        limited: Vec<super::resolve::Limited>,
+        started: Instant,
+    ) -> usize {
         vms.sort_by_key(|v| v.vm.name.to_lowercase());
         let count = vms.len();
         if let Ok(mut snapshot) = self.snapshot.write() {
@@ -239,7 +253,7 @@ impl VmDirectory {
                 refreshed: Some(started),
             };
         }
-        Ok(count)
+        count
     }
 
     /// Refresh now and then every `every`, forever (until the task is dropped with the runtime).
@@ -269,7 +283,12 @@ impl VmDirectory {
 
     /// Refreshes tried so far, successful or not.
     pub fn attempts(&self) -> u64 {
-        self.attempts.load(std::sync::atomic::Ordering::Relaxed)
+        *self.attempts.borrow()
+    }
+
+    /// Changes each time a list ends, kept or not (for tests, which wait on it).
+    pub fn watch_attempts(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.attempts.subscribe()
     }
 
     pub fn age(&self) -> Option<Duration> {

@@ -259,6 +259,7 @@ impl Simulator {
             live: Mutex::new(Live::new(options)),
             stats: Mutex::new(SimStats::default()),
             log: Mutex::new(VecDeque::new()),
+            answered: watch::Sender::new(0),
             epoch: Instant::now(),
             in_flight: AtomicU64::new(0),
             entra: entra::Entra::new(),
@@ -294,6 +295,12 @@ impl Simulator {
     /// Request counts so far (the same data as `GET /_sim/stats`).
     pub fn stats(&self) -> SimStats {
         self.shared.stats()
+    }
+
+    /// Changes each time a request is answered (and logged): tests wait on it for what the
+    /// simulator saw, instead of polling [`Simulator::stats`].
+    pub fn watch_answers(&self) -> watch::Receiver<u64> {
+        self.shared.answered.subscribe()
     }
 
     /// The access tokens its token endpoint issued, so tests can search logs for them.
@@ -382,6 +389,9 @@ struct Shared {
     /// costs nothing.
     stats: Mutex<SimStats>,
     log: Mutex<VecDeque<RequestLogEntry>>,
+    /// Requests answered so far, bumped as each lands in `log`: a watch, so a test can wait for
+    /// the next answer instead of polling `stats`.
+    answered: watch::Sender<u64>,
     /// When the simulator started: the zero of `RequestLogEntry::started_us`.
     epoch: Instant,
     in_flight: AtomicU64,
@@ -629,6 +639,8 @@ impl Shared {
             finished_us,
             ..answered
         });
+        drop(log);
+        self.answered.send_modify(|n| *n += 1);
     }
 }
 

@@ -3,13 +3,15 @@
 
 use crate::support;
 
-use rdp_doctor::sim::{SimOptions, Simulator, World};
+use rdp_doctor::sim::{SimOptions, World};
 use std::path::PathBuf;
 use std::process::Output;
 use support::within;
 
 struct Cli {
-    sim: Simulator,
+    /// The suite's harness: the simulator the binary talks to.
+    h: support::Harness,
+    /// The secret the binary is given (a test may give a wrong one).
     secret: String,
     subscriptions: String,
     dir: PathBuf,
@@ -21,30 +23,17 @@ impl Cli {
     }
 
     async fn with_options(world: World, options: SimOptions) -> Cli {
-        let secret = world.client_secret.clone();
-        let subscriptions = world
-            .subscriptions
-            .iter()
-            .map(|s| s.id.clone())
-            .collect::<Vec<_>>()
-            .join(",");
-        let sim = Simulator::start("127.0.0.1:0", world, support::quick(options))
-            .await
-            .expect("simulator");
-        let dir = std::env::temp_dir().join(format!(
-            "rdp-doctor-cli-{}-{}",
-            std::process::id(),
-            sim.url().rsplit(':').next().unwrap_or("0")
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let h = support::Harness::with_options(world, options).await;
+        let subscriptions = h.subscriptions.join(",");
+        let dir = support::scratch_dir("cli", &h.sim);
         std::fs::write(
             dir.join("rdp-doctor.toml"),
             "[azure]\nrequest_timeout_secs = 2\nmax_retries = 1\nmax_retry_secs = 5\npoll_interval_ms = 10\n",
         )
         .expect("config");
         Cli {
-            sim,
-            secret,
+            secret: h.secret(),
+            h,
             subscriptions,
             dir,
         }
@@ -61,8 +50,8 @@ impl Cli {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("NO_COLOR", "1")
-            .env("AZURE_RESOURCE_MANAGER_URL", self.sim.url())
-            .env("AZURE_AUTHORITY_HOST", self.sim.url())
+            .env("AZURE_RESOURCE_MANAGER_URL", self.h.sim.url())
+            .env("AZURE_AUTHORITY_HOST", self.h.sim.url())
             .env("AZURE_TENANT_ID", support::TENANT)
             .env("AZURE_CLIENT_ID", support::CLIENT)
             .env("AZURE_CLIENT_SECRET", &self.secret)
@@ -161,7 +150,7 @@ async fn json_output_has_the_documented_shape() {
         }
         assert_eq!(
             v["stats"]["arm_requests"].as_u64().unwrap(),
-            cli.sim.stats().requests
+            cli.h.sim.stats().requests
         );
     })
     .await
@@ -253,10 +242,10 @@ async fn usage_not_found_and_ambiguous_exit_2() {
             );
         }
         assert_eq!(code(&cli.run(&["check"]).await), 2, "missing argument");
-        let requests_before = cli.sim.stats().requests;
+        let requests_before = cli.h.sim.stats().requests;
         assert_eq!(code(&cli.run(&["check", "-bad-"]).await), 2);
         assert_eq!(
-            cli.sim.stats().requests,
+            cli.h.sim.stats().requests,
             requests_before,
             "validated before any call"
         );
@@ -283,13 +272,10 @@ async fn azure_failures_exit_3_with_one_line_and_no_secret() {
 #[tokio::test]
 async fn server_errors_exit_3() {
     within(async {
-        let options = SimOptions {
-            faults: vec![rdp_doctor::sim::Fault::new(
-                "virtualMachines",
-                rdp_doctor::sim::FaultKind::Status(500),
-            )],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![rdp_doctor::sim::Fault::new(
+            "virtualMachines",
+            rdp_doctor::sim::FaultKind::Status(500),
+        )]);
         let cli = Cli::with_options(World::new().vm("web-01"), options).await;
         let out = cli.run(&["check", "web-01", "--json"]).await;
         assert_eq!(code(&out), 3);
@@ -750,30 +736,10 @@ async fn fix_cli(world: World) -> Cli {
 /// The Discord front end's side of the same installation: the door over the same simulator,
 /// policy and database file, as the bot builds it.
 async fn discord_side(cli: &Cli) -> rdp_doctor::runbook::door::Door {
-    let url = url::Url::parse(&cli.sim.url()).unwrap();
-    let arm = rdp_doctor::azure::Arm::connect_with_secret(
-        support::fast_settings(url.clone()),
-        url,
-        support::TENANT,
-        support::CLIENT,
-        cli.secret.clone().into(),
-    )
-    .unwrap();
     let file = rdp_doctor::config::FileConfig::parse(&cli_policy("admin"), "test.toml").unwrap();
     let policy = rdp_doctor::policy::Policy::new(file.policy.as_ref()).unwrap();
-    let store = rdp_doctor::store::Store::open(&format!(
-        "sqlite://{}",
-        cli.path("rdp-doctor.db").display()
-    ))
-    .await
-    .unwrap();
-    rdp_doctor::runbook::door::Door::new(
-        arm,
-        std::sync::Arc::new(rdp_doctor::runbook::catalog::Catalog::builtin()),
-        std::sync::Arc::new(policy),
-        cli.subscriptions.split(',').map(str::to_string).collect(),
-    )
-    .with_store(store)
+    let store = support::store(Some(&cli.path("rdp-doctor.db"))).await;
+    cli.h.door(policy, store)
 }
 
 fn in_discord(user: u64, name: &str, roles: &[u64]) -> rdp_doctor::runbook::door::Caller {
@@ -839,9 +805,9 @@ async fn cli_fixes_run_once_recheck_and_audit() {
                 "{text}"
             );
         }
-        assert!(cli.sim.world().vm("web-03").rdp_enabled());
+        assert!(cli.h.sim.world().vm("web-03").rdp_enabled());
         assert_eq!(
-            cli.sim.world().vm("app-02").power_state().as_str(),
+            cli.h.sim.world().vm("app-02").power_state().as_str(),
             "running"
         );
         let audit = fix_command(&cli, &["audit", "--vm", "web-01"])
@@ -885,7 +851,7 @@ async fn cli_denials_follow_the_policy_of_the_operating_system_account() {
             ),
         )
         .unwrap();
-        let before = cli.sim.stats().requests;
+        let before = cli.h.sim.stats().requests;
         let nobody = fix_command(&cli, &["restart", "web-01", "--yes"])
             .output()
             .await
@@ -901,7 +867,7 @@ async fn cli_denials_follow_the_policy_of_the_operating_system_account() {
             "{}",
             stderr(&check)
         );
-        assert_eq!(cli.sim.stats().requests, before, "denied before Azure");
+        assert_eq!(cli.h.sim.stats().requests, before, "denied before Azure");
 
         std::fs::write(cli.path("rdp-doctor.toml"), cli_policy("admin")).unwrap();
         let refused = fix_command(&cli, &["restart", "app-02", "--yes"])
@@ -966,6 +932,7 @@ async fn nobody_is_their_own_second_person_across_front_ends_or_by_changing_user
             stderr(&again)
         );
         let redeploys = cli
+            .h
             .sim
             .stats()
             .log
@@ -1083,13 +1050,13 @@ async fn cli_password_reset_leaves_no_trace_of_the_password() {
         let out = child.wait_with_output().await.unwrap();
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         assert!(stdout(&out).contains("reset-password of web-01 succeeded"));
-        assert_eq!(cli.sim.world().vm("web-01").password_resets(), 1);
+        assert_eq!(cli.h.sim.world().vm("web-01").password_resets(), 1);
         let captured = format!("{}{}", stdout(&out), stderr(&out));
         assert!(
             captured.contains("rdp-doctor starting"),
             "rdp-doctor's own debug logging was on: {captured}"
         );
-        let tokens = cli.sim.issued_tokens();
+        let tokens = cli.h.sim.issued_tokens();
         assert!(!tokens.is_empty());
         for (what, found) in [("the password", secret), ("the client secret", &cli.secret)]
             .into_iter()
@@ -1227,7 +1194,7 @@ async fn sweep_prints_one_table_worst_first_and_json_for_scripts() {
         // Healthy group: exit 0. Bad input: exit 2, before any Azure call.
         let out = cli.run(&["sweep", "--resource-group", "rg-data"]).await;
         assert_eq!(code(&out), 0, "{}", stdout(&out));
-        let before = cli.sim.stats().requests;
+        let before = cli.h.sim.stats().requests;
         let out = cli.run(&["sweep", "--resource-group", "rg web!"]).await;
         assert_eq!(code(&out), 2);
         assert!(
@@ -1235,7 +1202,7 @@ async fn sweep_prints_one_table_worst_first_and_json_for_scripts() {
             "{}",
             stderr(&out)
         );
-        assert_eq!(cli.sim.stats().requests, before);
+        assert_eq!(cli.h.sim.stats().requests, before);
         let out = cli
             .run(&["sweep", "-g", "rg-web", "--subscription", "../../providers"])
             .await;
@@ -1245,7 +1212,7 @@ async fn sweep_prints_one_table_worst_first_and_json_for_scripts() {
             "{}",
             stderr(&out)
         );
-        assert_eq!(cli.sim.stats().requests, before);
+        assert_eq!(cli.h.sim.stats().requests, before);
         let out = cli.run(&["sweep", "--resource-group", "rg-nowhere"]).await;
         assert_eq!(code(&out), 2, "{}", stderr(&out));
         assert!(stderr(&out).contains("rg-nowhere"), "{}", stderr(&out));
@@ -1256,14 +1223,8 @@ async fn sweep_prints_one_table_worst_first_and_json_for_scripts() {
 #[tokio::test]
 async fn sweep_stops_on_ctrl_c_and_prints_what_it_checked() {
     within(async {
-        let mut world = World::new().page_size(100);
-        for i in 0..40 {
-            world = world.vm(&format!("vm-{i:02}"));
-        }
-        let options = SimOptions {
-            latency: std::time::Duration::from_millis(100),
-            ..SimOptions::fast()
-        };
+        let world = support::numbered_vms(World::new().page_size(100), "vm", 40);
+        let options = support::slowed(std::time::Duration::from_millis(100));
         let cli = Cli::with_options(world, options).await;
         let child = cli
             .command(&["sweep", "-g", "rg-web", "--concurrency", "2", "--json"])
@@ -1273,19 +1234,16 @@ async fn sweep_stops_on_ctrl_c_and_prints_what_it_checked() {
             .expect("spawn");
         let pid = child.id().expect("pid");
         // Wait until some VMs have been checked (effective NSG requests reach the simulator).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while cli
-            .sim
-            .stats()
-            .log
-            .iter()
-            .filter(|e| e.path.contains("effectiveNetworkSecurityGroups"))
-            .count()
-            < 4
-        {
-            assert!(std::time::Instant::now() < deadline, "no progress");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let sim = &cli.h.sim;
+        support::until("4 VMs' effective rules read", sim.watch_answers(), || {
+            sim.stats()
+                .log
+                .iter()
+                .filter(|e| e.path.contains("effectiveNetworkSecurityGroups"))
+                .count()
+                >= 4
+        })
+        .await;
         let status = std::process::Command::new("kill")
             .args(["-INT", &pid.to_string()])
             .status()
@@ -1344,7 +1302,8 @@ async fn interrupt_after_sent(cli: &Cli, args: &[&str], signal: Option<&str>) ->
 }
 
 fn posts(cli: &Cli, suffix: &str) -> usize {
-    cli.sim
+    cli.h
+        .sim
         .stats()
         .log
         .iter()
@@ -1356,10 +1315,7 @@ fn posts(cli: &Cli, suffix: &str) -> usize {
 async fn an_interrupted_fix_is_listed_followed_by_the_next_fix_and_an_admin_can_unlock() {
     within(async {
         // A slow restart: 150 polls of "in progress" (the world moves as Azure is polled).
-        let options = SimOptions {
-            lro_polls: 150,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(150);
         let cli = Cli::with_options(World::new().vm("web-01"), options).await;
         std::fs::write(cli.path("rdp-doctor.toml"), cli_policy("admin")).unwrap();
 
@@ -1512,6 +1468,7 @@ async fn permissions_names_what_the_identity_lacks_per_group_with_the_role_that_
         assert!(!text.contains("check  Microsoft.Compute/virtualMachines/read"), "{text}");
         // Only reads reached Azure.
         let writes: Vec<_> = cli
+            .h
             .sim
             .stats()
             .log

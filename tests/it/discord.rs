@@ -10,15 +10,11 @@ mod bot_logs;
 /// `room.run("/rdp check web-01")`, `room.click(&prompt, "Confirm")`, and what people see.
 mod war_room;
 
-use rdp_doctor::azure::Arm;
 use rdp_doctor::discord::{Bot, BotSettings};
-use rdp_doctor::runbook::catalog::Catalog;
 use rdp_doctor::sim::{SimOptions, Simulator, World};
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::discord::{
-    routes, FakeDiscord, Interaction, Origin, Recorded, User, CHANNEL_ID, GUILD_ID, TOKEN,
-};
+use support::discord::{routes, FakeDiscord, Origin, Recorded, User, CHANNEL_ID, GUILD_ID, TOKEN};
 use support::within;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -35,6 +31,14 @@ discord_role_id = 5002
 level = "admin"
 scope = "*"
 "#;
+
+/// The bot's config file: `azure` (the lines of its `[azure]` table), then [`POLICY`].
+fn config_file(azure: &str) -> String {
+    format!(
+        "[azure]\n{azure}\n[policy]{}",
+        POLICY.replace("\n[[grant]]", "\n[[policy.grant]]")
+    )
+}
 
 struct Room {
     discord: FakeDiscord,
@@ -71,39 +75,18 @@ impl Room {
         policy: Option<&str>,
         tune: impl FnOnce(rdp_doctor::runbook::door::Door) -> rdp_doctor::runbook::door::Door,
     ) -> Room {
-        let secret = world.client_secret.clone();
-        let subscriptions: Vec<String> = world.subscriptions.iter().map(|s| s.id.clone()).collect();
-        let sim = Simulator::start("127.0.0.1:0", world, support::quick(options))
-            .await
-            .expect("simulator");
-        let url = url::Url::parse(&sim.url()).unwrap();
-        let mut settings = support::fast_settings(url.clone());
         // Tests slow Azure down to 2 s a request; that must not count as a hang.
-        settings.request_timeout = Duration::from_secs(10);
-        let arm = Arm::connect_with_secret(
-            settings,
-            url,
-            support::TENANT,
-            support::CLIENT,
-            secret.into(),
-        )
-        .expect("arm");
+        let h = support::Harness::build(world)
+            .options(options)
+            .settings(|s| s.request_timeout = Duration::from_secs(10))
+            .start()
+            .await;
         let discord = FakeDiscord::start().await;
-        let policy: Option<rdp_doctor::policy::PolicyConfig> =
-            policy.map(|p| toml::from_str(p).expect("policy"));
-        let store = rdp_doctor::store::Store::open("sqlite::memory:")
-            .await
-            .expect("store");
-        let policy = rdp_doctor::policy::Policy::new(policy.as_ref())
-            .expect("policy")
-            .with_guild(Some(GUILD_ID));
-        let door = rdp_doctor::runbook::door::Door::new(
-            arm,
-            std::sync::Arc::new(Catalog::builtin()),
-            std::sync::Arc::new(policy),
-            subscriptions,
-        )
-        .with_store(store.clone());
+        let store = support::store(None).await;
+        let door = h.door(
+            support::policy(policy).with_guild(Some(GUILD_ID)),
+            store.clone(),
+        );
         let bot = Bot::new(tune(door));
         let directory = bot.door.directory().clone();
         let settings = BotSettings {
@@ -116,16 +99,13 @@ impl Room {
         discord.wait_ready(WAIT).await.expect("bot ready");
         // The autocomplete list loads in the background at start; let it, so that tests that
         // count ARM requests count only their own.
-        tokio::time::timeout(WAIT, async {
-            while directory.attempts() == 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+        support::until("the VM list", directory.watch_attempts(), || {
+            directory.attempts() > 0
         })
-        .await
-        .expect("the VM list loaded");
+        .await;
         Room {
             discord,
-            sim,
+            sim: h.sim,
             directory,
             bot,
             alice: User {
@@ -137,27 +117,14 @@ impl Room {
         }
     }
 
-    async fn slash(&self, sub: &str, options: Value) -> Interaction {
-        self.discord
-            .slash(&self.alice, "rdp", &[sub], options)
-            .await
-    }
-
-    async fn check(&self, vm: &str) -> Interaction {
-        self.slash("check", json!([{"name": "vm", "type": 3, "value": vm}]))
-            .await
-    }
-
-    /// Edits of the original response until one carries the final report (an embed whose title
-    /// is not "Checking…"/"Looking for…").
-    async fn final_edit(&self, i: &Interaction) -> Recorded {
-        loop {
-            let edit = self.discord.next_edit(i, WAIT).await.expect("an edit");
-            let title = embed(&edit, 0)["title"].as_str().unwrap_or("").to_string();
-            if !title.starts_with("Checking") && !title.starts_with("Looking for") {
-                return edit;
-            }
-        }
+    /// Until the bot's VM list (for autocomplete and names) holds `n` VMs: it loads in the
+    /// background.
+    async fn vms_listed(&self, n: usize) {
+        let what = format!("{n} VMs in the bot's list");
+        support::until(&what, self.directory.watch_attempts(), || {
+            self.directory.len() >= n
+        })
+        .await;
     }
 
     fn assert_clean(&self) {
@@ -180,48 +147,6 @@ fn embed(r: &Recorded, n: usize) -> Value {
         .as_ref()
         .map(|j| j["embeds"][n].clone())
         .unwrap_or(Value::Null)
-}
-
-fn fields(e: &Value) -> Vec<(String, String)> {
-    e["fields"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| {
-            (
-                f["name"].as_str().unwrap_or("").to_string(),
-                f["value"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
-}
-
-/// The final report as text, for snapshots: title, fields, footer without timing, image.
-fn report_text(r: &Recorded) -> String {
-    let elapsed = regex::Regex::new(r" · [\d.]+ s").unwrap();
-    let mut out = String::new();
-    let json = r.json.clone().unwrap_or(Value::Null);
-    for e in json["embeds"].as_array().into_iter().flatten() {
-        out.push_str(&format!("# {}\n", e["title"].as_str().unwrap_or("")));
-        if let Some(d) = e["description"].as_str() {
-            out.push_str(&format!("{d}\n"));
-        }
-        for (name, value) in fields(e) {
-            out.push_str(&format!("## {name}\n{value}\n"));
-        }
-        if let Some(url) = e["image"]["url"].as_str() {
-            out.push_str(&format!("[image {url}]\n"));
-        }
-        if let Some(footer) = e["footer"]["text"].as_str() {
-            out.push_str(&format!("-- {}\n", elapsed.replace(footer, " · <elapsed>")));
-        }
-        out.push('\n');
-    }
-    for (name, kind, bytes) in &r.files {
-        assert!(!bytes.is_empty(), "attachment {name} is empty");
-        out.push_str(&format!("[attachment {name} {kind}]\n"));
-    }
-    out
 }
 
 #[tokio::test]
@@ -385,14 +310,41 @@ async fn subnet_nsg_deny_report() {
     within(async {
         // The demo world's web-02: a subnet NSG denies 3389 from the Internet.
         let room = Room::start(rdp_doctor::sim::demo_world()).await;
-        let i = room.check("web-02").await;
-        room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        let report = room.final_edit(&i).await;
-        let main = embed(&report, 0);
-        assert_eq!(main["color"], 0xE74C3C);
-        assert!(main["title"].as_str().unwrap().contains("problems found"));
+        let report = room.run("/rdp check web-02").await.final_edit().await;
+        assert_eq!(embed(&report.raw, 0)["color"], 0xE74C3C, "red");
         room.assert_clean();
-        insta::assert_snapshot!("discord_report_nsg_deny", report_text(&report));
+        // The report; the serial log under it is the check test's.
+        let (shown, serial) = report
+            .text
+            .split_once("# Serial log")
+            .expect("the serial log under the report");
+        assert!(
+            serial.contains("SAC>") && serial.ends_with("[attachment console-web-02.png]\n"),
+            "{serial}"
+        );
+        insta::assert_snapshot!(shown, @r#"
+# web-02: problems found
+Resource group **rg-web** · subscription `11111111-1111-1111-1111-111111111111`
+## ✅ VM is running and provisioned
+VM is running (provisioning succeeded)
+## ✅ VM guest agent is Ready
+Guest agent is Ready (version 2.7.41491.949)
+GuestAgent is running and accepting new configurations.
+## ✅ VM has a public IP (or a private path)
+Public IP 20.1.2.4 (static, Standard SKU, web-02-ip)
+## ❌ Network security group allows TCP 3389
+TCP 3389 from the Internet is denied by rule deny-rdp-internet (priority 200) in NSG nsg-snet-app
+## ✅ Resource Health is Available
+Resource Health: Available
+## ✅ Boot diagnostics: console screenshot and serial log
+Console screenshot captured; serial log has 40 recent lines
+## ➡️ Next step
+**Allow inbound TCP 3389 in the NSG** (`open-rdp-port`): Adds an inbound Allow rule for TCP 3389 to the network security group that blocks it, with a priority that wins over the blocking rule.
+[Runbook step](https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/troubleshoot-rdp-nsg-problem)
+After each step, try to connect again.
+[image attachment://console-web-02.png]
+-- 7 ARM requests · <elapsed>
+"#);
     })
     .await
 }
@@ -400,10 +352,7 @@ async fn subnet_nsg_deny_report() {
 #[tokio::test]
 async fn the_acknowledgement_beats_a_slow_azure() {
     within(async {
-        let options = SimOptions {
-            latency: Duration::from_secs(2),
-            ..SimOptions::fast()
-        };
+        let options = support::slowed(Duration::from_secs(2));
         let room = Room::with_options(World::new().vm("web-01"), options).await;
         let check = room.run("/rdp check web-01").await;
         let thinking = check.next_message().await;
@@ -491,9 +440,7 @@ async fn invalid_input_is_answered_privately_without_azure() {
         let room = Room::start(World::new().vm("web-01")).await;
         let before = room.sim.stats().requests;
         let check = room.run(r#"/rdp check "web 01!""#).await;
-        let reply = check.next_message().await;
-        assert_eq!(reply.raw.body()["type"], 4, "answered, not deferred");
-        assert!(reply.private());
+        let reply = check.refused().await;
         insta::assert_snapshot!(reply.text, @r#"
 (only you can see this)
 # Cannot look that up
@@ -512,30 +459,25 @@ async fn every_command_answers_bad_input_before_acknowledging() {
     within(async {
         let room = Room::start(World::new().vm("web-01")).await;
         let before = room.sim.stats().requests;
-        let cases = [
-            ("health", json!([{"name": "vm", "type": 3, "value": "web 01!"}])),
-            ("restart", json!([{"name": "vm", "type": 3, "value": "web 01!"}])),
-            ("redeploy", json!([{"name": "vm", "type": 3, "value": "web 01!"}])),
-            (
-                "open-rdp",
-                json!([{"name": "vm", "type": 3, "value": "web 01!"}, {"name": "source", "type": 3, "value": "198.51.100.7"}]),
-            ),
-            (
-                "open-rdp",
-                json!([{"name": "vm", "type": 3, "value": "web-01"}, {"name": "source", "type": 3, "value": "no such source"}]),
-            ),
-            ("sweep", json!([{"name": "from", "type": 3, "value": "not an address"}])),
-        ];
-        for (command, options) in cases {
-            let i = room.slash(command, options).await;
-            let reply = room.discord.callback(&i, WAIT).await.expect("answered");
-            let json = reply.json.clone().unwrap();
-            assert_eq!(json["type"], 4, "{command}: answered, not deferred");
-            assert_eq!(json["data"]["flags"].as_u64().unwrap() & 64, 64, "{command}: private");
-            assert!(json["data"]["allowed_mentions"]["parse"].as_array().is_some_and(Vec::is_empty), "{command}: no mentions");
+        for line in [
+            r#"/rdp health "web 01!""#,
+            r#"/rdp restart "web 01!""#,
+            r#"/rdp redeploy "web 01!""#,
+            r#"/rdp open-rdp "web 01!" 198.51.100.7"#,
+            r#"/rdp open-rdp web-01 source:"no such source""#,
+            r#"/rdp sweep from:"not an address""#,
+        ] {
+            let reply = room.run(line).await.next_message().await;
+            assert!(reply.private(), "{line}: {}", reply.text);
+            assert!(!reply.deferred(), "{line}: answered, not deferred");
+            let mentions = &reply.raw.body()["data"]["allowed_mentions"]["parse"];
+            assert!(
+                mentions.as_array().is_some_and(Vec::is_empty),
+                "{line}: no mentions"
+            );
         }
         assert_eq!(room.sim.stats().requests, before);
-        assert!(room.discord.schema_violations().is_empty(), "{:?}", room.discord.schema_violations());
+        room.assert_clean();
     })
     .await
 }
@@ -543,27 +485,22 @@ async fn every_command_answers_bad_input_before_acknowledging() {
 #[tokio::test]
 async fn azure_errors_are_explained_in_one_line() {
     within(async {
-        let options = SimOptions {
-            faults: vec![rdp_doctor::sim::Fault::new(
+        let options = support::failing(vec![rdp_doctor::sim::Fault::new(
                 "virtualMachines",
                 rdp_doctor::sim::FaultKind::StatusBody(
                     403,
                     r#"{"error":{"code":"AuthorizationFailed","message":"The client 'x' does not have authorization to perform action 'Microsoft.Compute/virtualMachines/read' over scope '/subscriptions/1'."}}"#.into(),
                 ),
-            )],
-            ..SimOptions::fast()
-        };
+            )]);
         let room = Room::with_options(World::new().vm("web-01"), options).await;
-        let i = room.check("web-01").await;
-        room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        let edit = room.final_edit(&i).await;
-        let e = embed(&edit, 0);
-        assert_eq!(e["title"], "Azure error");
-        let text = e["description"].as_str().unwrap();
-        assert!(text.contains("AuthorizationFailed") && text.contains("virtualMachines/read"), "{text}");
+        let failed = room.run("/rdp check web-01").await.final_edit().await;
+        insta::assert_snapshot!(failed.text, @r#"
+# Azure error
+Azure denied access (HTTP 403, AuthorizationFailed): The client 'x' does not have authorization to perform action 'Microsoft.Compute/virtualMachines/read' over scope '/subscriptions/1'.
+"#);
         // One failing command never stops the bot.
-        let j = room.slash("help", json!([])).await;
-        room.discord.callback(&j, WAIT).await.expect("still answering");
+        let help = room.run("/rdp help").await.next_message().await;
+        assert!(!help.text.is_empty());
     })
     .await
 }
@@ -571,38 +508,13 @@ async fn azure_errors_are_explained_in_one_line() {
 #[tokio::test]
 async fn autocomplete_offers_at_most_25_names_prefix_first_without_waiting_on_azure() {
     within(async {
-        let mut world = World::new().vm("db-web");
-        for n in 0..30 {
-            world = world.vm(&format!("web-{n:02}"));
-        }
+        let world = support::numbered_vms(World::new().vm("db-web"), "web", 30);
         let room = Room::start(world).await;
-        tokio::time::timeout(WAIT, async {
-            while room.directory.len() < 31 {
-                tokio::task::yield_now().await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("the VM list was loaded in the background");
+        room.vms_listed(31).await;
         let before = room.sim.stats().requests;
-        let i = room
-            .discord
-            .autocomplete(
-                &room.alice,
-                "rdp",
-                &["check"],
-                json!([{"name": "vm", "type": 3, "value": "web"}]),
-                "vm",
-            )
-            .await;
-        let answer = room.discord.callback(&i, WAIT).await.expect("choices");
-        let json = answer.json.clone().unwrap();
-        assert_eq!(json["type"], 8);
-        let choices = json["data"]["choices"].as_array().unwrap();
+        let choices = room.as_user(&room.alice).suggestions("check", "web").await;
         assert_eq!(choices.len(), 25);
-        assert!(choices
-            .iter()
-            .all(|c| c["name"].as_str().unwrap().starts_with("web-")));
+        assert!(choices.iter().all(|c| c.starts_with("web-")), "{choices:?}");
         assert_eq!(
             room.sim.stats().requests,
             before,
@@ -642,7 +554,7 @@ Resource Health: Unavailable: We're sorry, we couldn't automatically recover you
             .await
             .next_message()
             .await;
-        assert_eq!(explained.raw.body()["type"], 4, "answered at once");
+        assert!(!explained.deferred(), "answered at once");
         insta::assert_snapshot!(explained.text, @r#"
 # Windows Security error: Your credentials did not work.
 ## Cause
@@ -662,28 +574,21 @@ Use `VMNAME\user` (or `.\user`) for a local account and `DOMAIN\user` for a doma
 #[tokio::test]
 async fn a_gateway_drop_mid_check_resumes_and_the_check_finishes() {
     within(async {
-        let options = SimOptions {
-            latency: Duration::from_millis(300),
-            ..SimOptions::fast()
-        };
+        let options = support::slowed(Duration::from_millis(300));
         let room = Room::with_options(World::new().vm("web-01"), options).await;
-        let i = room.check("web-01").await;
-        room.discord.callback(&i, WAIT).await.expect("acknowledged");
+        let check = room.run("/rdp check web-01").await;
+        check.next_message().await;
         room.discord.drop_gateway().await;
-        let report = room.final_edit(&i).await;
-        assert!(embed(&report, 0)["title"]
-            .as_str()
-            .unwrap()
-            .contains("nothing found"));
+        let report = check.final_edit().await;
+        let title = report.text.lines().next().unwrap_or("");
+        assert!(title.contains("nothing found"), "{}", report.text);
         room.discord
             .wait_resumed(1, WAIT)
             .await
             .expect("the bot resumed its session");
-        let after = room.slash("help", json!([])).await;
-        room.discord
-            .callback(&after, WAIT)
-            .await
-            .expect("dispatches flow after the resume");
+        // Dispatches flow after the resume.
+        let help = room.run("/rdp help").await.next_message().await;
+        assert!(help.private(), "{}", help.text);
     })
     .await
 }
@@ -691,20 +596,21 @@ async fn a_gateway_drop_mid_check_resumes_and_the_check_finishes() {
 #[tokio::test]
 async fn an_expired_token_falls_back_to_a_channel_message() {
     within(async {
-        let options = SimOptions {
-            latency: Duration::from_millis(200),
-            ..SimOptions::fast()
-        };
+        let options = support::slowed(Duration::from_millis(200));
         let room = Room::with_options(World::new().vm("web-01"), options).await;
-        let i = room.check("web-01").await;
-        room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        room.discord.expire_token(&i);
-        let posted = room
-            .discord
-            .next_channel_message(WAIT)
-            .await
-            .expect("posted to the channel");
-        assert!(posted.path.contains(&CHANNEL_ID.to_string()));
+        let check = room.run("/rdp check web-01").await;
+        check.next_message().await;
+        room.discord.expire_token(&check.i);
+        // Not on the interaction any more: the report is a message in the channel.
+        let posted = room.next_message().await;
+        assert_eq!(
+            posted.raw.route,
+            routes::CHANNEL_MESSAGES,
+            "{}",
+            posted.text
+        );
+        assert!(posted.raw.path.contains(&CHANNEL_ID.to_string()));
+        assert!(posted.text.contains("web-01"), "{}", posted.text);
         room.assert_clean();
     })
     .await
@@ -755,17 +661,7 @@ async fn the_bot_shuts_down_cleanly_on_sigterm() {
             .spawn()
             .expect("bot starts");
         discord.wait_ready(WAIT).await.expect("ready");
-        let pid = bot.id().expect("pid").to_string();
-        let killed = tokio::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .expect("kill runs");
-        assert!(killed.success());
-        let status = tokio::time::timeout(WAIT, bot.wait())
-            .await
-            .expect("the bot exits after SIGTERM")
-            .expect("exit status");
+        let status = support::sigterm(&mut bot).await;
         assert_eq!(status.code(), Some(0));
         let mut log = String::new();
         use tokio::io::AsyncReadExt;
@@ -779,39 +675,6 @@ async fn the_bot_shuts_down_cleanly_on_sigterm() {
         assert!(log.contains("shutting down"), "{log}");
     })
     .await
-}
-
-fn button_ids(message: &Value) -> Vec<String> {
-    let mut ids = Vec::new();
-    for row in message["components"].as_array().into_iter().flatten() {
-        for c in row["components"].as_array().into_iter().flatten() {
-            if let Some(id) = c["custom_id"].as_str() {
-                ids.push(id.to_string());
-            }
-        }
-    }
-    ids
-}
-
-/// The prompt a fix button or command produced: its message id and Confirm / Cancel ids.
-async fn prompt_of(room: &Room, i: &Interaction) -> (u64, String, String, Value) {
-    room.discord.callback(i, WAIT).await.expect("acknowledged");
-    loop {
-        let edit = room.discord.next_edit(i, WAIT).await.expect("the prompt");
-        let ids = button_ids(edit.body());
-        if let (Some(confirm), Some(cancel)) = (
-            ids.iter().find(|id| id.starts_with("rdp:confirm:")),
-            ids.iter().find(|id| id.starts_with("rdp:cancel:")),
-        ) {
-            let message = room.discord.last_message_id().expect("prompt message");
-            return (
-                message,
-                confirm.clone(),
-                cancel.clone(),
-                edit.body().clone(),
-            );
-        }
-    }
 }
 
 /// Log lines written while the guard lives (this test's runtime runs on one thread, the bot's
@@ -850,10 +713,12 @@ async fn an_internal_error_shows_a_reference_the_log_carries() {
     within(async {
         let room = Room::start(World::new().vm("web-01")).await;
         room.store.close().await;
-        let audit = room.slash("audit", json!([])).await;
-        let text = refused(&room, &audit).await;
+        let reply = room.run("/rdp audit").await.next_message().await;
+        assert!(reply.private(), "{}", reply.text);
+        let text = reply.text;
         let reference = text
-            .strip_prefix("Internal error, reference ")
+            .split("Internal error, reference ")
+            .nth(1)
             .and_then(|rest| rest.split('.').next())
             .unwrap_or_else(|| panic!("no reference in {text:?}"));
         assert_eq!(reference.len(), 8, "{text}");
@@ -871,9 +736,13 @@ async fn an_internal_error_shows_a_reference_the_log_carries() {
             "{line}"
         );
         // The person's mistake is still said in words, with no reference.
-        let typo = room.check("web_01;rm").await;
-        let text = refused(&room, &typo).await;
-        assert!(text.contains("not a valid Azure VM name"), "{text}");
+        let typo = room.run("/rdp check web_01;rm").await.next_message().await;
+        assert!(typo.private(), "{}", typo.text);
+        insta::assert_snapshot!(typo.text, @r#"
+(only you can see this)
+# Cannot look that up
+"web_01;rm" is not a valid Azure VM name: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit and ending with a letter, digit or '_'
+"#);
         room.assert_clean();
     })
     .await
@@ -885,16 +754,13 @@ async fn an_internal_error_shows_a_reference_the_log_carries() {
 async fn a_garbled_custom_id_is_refused_and_writes_nothing() {
     within(async {
         let room = Room::start(World::new().vm("sql-01").stopped()).await;
-        let i = room.check("sql-01").await;
-        room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        let report = room.final_edit(&i).await;
-        let fix = button_ids(report.body())
+        let report = room.run("/rdp check sql-01").await.final_edit().await;
+        let fix = support::discord::custom_ids(report.raw.body())
             .into_iter()
             .find(|id| id.starts_with("rdp:fix:start:"))
             .expect("a start button under the report");
         let key = fix.trim_start_matches("rdp:fix:start:").to_string();
-        let report_message = room.discord.last_message_id().unwrap();
-        let admin = User::new(4010, "ada", &[5002]);
+        let admin = room.as_user(&User::new(4010, "ada", &[5002]));
         let before = room.sim.stats();
         let garbled = [
             format!("rdp:fix:start:{}", key.to_uppercase()),
@@ -911,14 +777,13 @@ async fn a_garbled_custom_id_is_refused_and_writes_nothing() {
             "reset-rdp:sql-01".to_string(),
         ];
         for id in &garbled {
-            let click = room
-                .discord
-                .component(&admin, report_message, id, &[])
-                .await;
-            let text = refused(&room, &click).await;
+            let refused = admin.click_id(&report, id).await.next_message().await;
+            assert!(refused.private(), "{id:?}: {}", refused.text);
             assert!(
-                text.contains("not one rdp-doctor knows") && text.contains("nothing was done"),
-                "{id:?}: {text}"
+                refused.text.contains("not one rdp-doctor knows")
+                    && refused.text.contains("nothing was done"),
+                "{id:?}: {}",
+                refused.text
             );
         }
         let after = room.sim.stats();
@@ -940,12 +805,12 @@ async fn a_garbled_custom_id_is_refused_and_writes_nothing() {
         );
         assert_eq!(after.requests, before.requests, "nothing reached Azure");
         // The real button still works: the refusals were about the ids, not the person.
-        let click = room
-            .discord
-            .component(&admin, report_message, &fix, &[])
+        let prompt = admin
+            .click_id(&report, &fix)
+            .await
+            .edit_saying("[Confirm]")
             .await;
-        let (_, confirm, _, _) = prompt_of(&room, &click).await;
-        assert!(confirm.starts_with("rdp:confirm:"), "{confirm}");
+        assert!(prompt.text.contains("[Cancel]"), "{}", prompt.text);
         room.assert_clean();
     })
     .await
@@ -966,9 +831,8 @@ async fn a_fix_button_asks_then_runs_once_and_shows_what_changed() {
             .as_user(&mallory)
             .click(&report, fix)
             .await
-            .next_message()
+            .refused()
             .await;
-        assert_eq!(denied.raw.body()["type"], 4, "the first answer");
         insta::assert_snapshot!(denied.text, @r#"
 (only you can see this)
 # Not allowed
@@ -1104,52 +968,31 @@ After each step, try to connect again.
 async fn reset_password_opens_a_form_and_the_password_never_reaches_discord() {
     within(async {
         let room = Room::start(World::new().vm("web-01")).await;
-        let admin = User {
-            id: 4010,
-            name: "ada".into(),
-            roles: vec![5002],
-        };
+        let ada = User::new(4010, "ada", &[5002]);
+        let admin = room.as_user(&ada);
         let secret = "Sup3r-Secret-Passw0rd!";
-        let i = room
-            .discord
-            .slash(
-                &admin,
-                "rdp",
-                &["reset-password"],
-                json!([{"name": "vm", "type": 3, "value": "web-01"}]),
-            )
+        let form = admin.run("/rdp reset-password web-01").await;
+        insta::assert_snapshot!(form.next_message().await.text, @r#"
+[form: Reset a password on web-01]
+Local user name: ____
+New password (12-123 characters): ____
+Repeat the new password: ____
+"#);
+        let prompt = admin
+            .set_password(&form, "opsadmin", secret)
+            .await
+            .edit_saying("[Confirm]")
             .await;
-        let modal = room.discord.callback(&i, WAIT).await.expect("the form");
-        assert_eq!(modal.body()["type"], 9, "a modal is the first response");
-        let submit = room
-            .discord
-            .modal_submit(
-                &admin,
-                &i,
-                &[
-                    ("user", "opsadmin"),
-                    ("password", secret),
-                    ("repeat", secret),
-                ],
-            )
-            .await;
-        let (message, confirm, _, prompt) = prompt_of(&room, &submit).await;
-        assert!(prompt["embeds"][0]["title"]
-            .as_str()
-            .unwrap()
-            .contains("opsadmin"));
-        let click = room.discord.component(&admin, message, &confirm, &[]).await;
-        room.discord.callback(&click, WAIT).await.expect("ack");
+        let title = prompt.text.lines().next().unwrap_or("");
+        assert!(title.contains("opsadmin"), "{}", prompt.text);
+        let confirmed = admin.click(&prompt, "Confirm").await;
         loop {
-            let edit = room
-                .discord
-                .next_edit(&click, WAIT)
-                .await
-                .expect("progress");
-            if edit.body()["embeds"][0]["title"]
-                .as_str()
-                .unwrap_or("")
-                .contains("succeeded")
+            let edit = confirmed.next_edit().await;
+            if edit
+                .text
+                .lines()
+                .next()
+                .is_some_and(|t| t.contains("succeeded"))
             {
                 break;
             }
@@ -1198,38 +1041,18 @@ async fn killing_the_bot_mid_redeploy_then_starting_it_again_posts_the_outcome()
         std::fs::write(
             dir.join("rdp-doctor.toml"),
             format!(
-                "[azure]\nrequest_timeout_secs = 5\nmax_retries = 1\n{}\n[[policy.grant]]\ncli_user = \"{}\"\nlevel = \"read\"\nscope = \"*\"\n",
-                POLICY
-                    .replace("\n[[grant]]", "\n[[policy.grant]]")
-                    .replacen("channels", "[policy]\nchannels", 1),
+                "{}[[policy.grant]]\ncli_user = \"{}\"\nlevel = \"read\"\nscope = \"*\"\n",
+                config_file("request_timeout_secs = 5\nmax_retries = 1"),
                 rdp_doctor::cli::os_user()
             ),
         )
         .unwrap();
+        let database = format!("sqlite://{}", dir.join("bot.db").display());
         let spawn = || {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"))
-                .arg("bot")
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .env("DISCORD_TOKEN", TOKEN)
-                .env("DISCORD_API_URL", discord.url())
-                .env("DISCORD_GUILD_ID", GUILD_ID.to_string())
-                .env("AZURE_RESOURCE_MANAGER_URL", sim.url())
-                .env("AZURE_AUTHORITY_HOST", sim.url())
-                .env("AZURE_TENANT_ID", support::TENANT)
-                .env("AZURE_CLIENT_ID", support::CLIENT)
+            discord
+                .bot_command(&sim, &dir.join("rdp-doctor.toml"), &database)
                 .env("AZURE_CLIENT_SECRET", &secret)
-                .env(
-                    "AZURE_SUBSCRIPTION_ID",
-                    rdp_doctor::sim::DEFAULT_SUBSCRIPTION,
-                )
-                .env("RDP_DOCTOR_CONFIG", dir.join("rdp-doctor.toml"))
-                .env(
-                    "RDP_DOCTOR_DATABASE_URL",
-                    format!("sqlite://{}", dir.join("bot.db").display()),
-                )
                 .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
                 .spawn()
                 .expect("bot starts")
         };
@@ -1256,7 +1079,7 @@ async fn killing_the_bot_mid_redeploy_then_starting_it_again_posts_the_outcome()
         discord.callback(&i, WAIT).await.expect("ack");
         let confirm = loop {
             let edit = discord.next_edit(&i, WAIT).await.expect("prompt");
-            if let Some(id) = button_ids(edit.body())
+            if let Some(id) = support::discord::custom_ids(edit.body())
                 .into_iter()
                 .find(|b| b.starts_with("rdp:confirm:"))
             {
@@ -1266,35 +1089,23 @@ async fn killing_the_bot_mid_redeploy_then_starting_it_again_posts_the_outcome()
         let prompt = discord.last_message_id().unwrap();
         let click = discord.component(&grace, prompt, &confirm, &[]).await;
         discord.callback(&click, WAIT).await.expect("ack");
-        tokio::time::timeout(WAIT, async {
-            while !sim
-                .stats()
+        support::until("the redeploy to reach Azure", sim.watch_answers(), || {
+            sim.stats()
                 .log
                 .iter()
                 .any(|e| e.method == "POST" && e.path.contains("/redeploy"))
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
         })
-        .await
-        .expect("the redeploy reached Azure");
-        // Kill only once the operation URL is stored, as a crash after Azure accepted would be.
-        let store =
-            rdp_doctor::store::Store::open(&format!("sqlite://{}", dir.join("bot.db").display()))
-                .await
-                .expect("the bot's database");
-        tokio::time::timeout(WAIT, async {
-            while !store
+        .await;
+        // Kill only once the operation URL is stored, as a crash after Azure accepted would be:
+        // the bot stores it between Azure's answer and its first poll, so look at each answer.
+        let store = support::store(Some(&dir.join("bot.db"))).await;
+        support::until_async("the operation URL stored", sim.watch_answers(), || async {
+            store
                 .running_operations()
                 .await
-                .map(|ops| ops.iter().any(|o| o.azure_url.is_some()))
-                .unwrap_or(false)
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+                .is_ok_and(|ops| ops.iter().any(|o| o.azure_url.is_some()))
         })
-        .await
-        .expect("the operation URL was stored");
+        .await;
         store.close().await;
         first.kill().await.expect("killed");
         let _ = first.wait().await;
@@ -1424,10 +1235,7 @@ fn elide_runs(text: &str) -> String {
 #[tokio::test]
 async fn sweep_posts_progress_then_one_summary_worst_first_with_a_details_menu() {
     within(async {
-        let mut world = World::new().page_size(50);
-        for n in 0..118 {
-            world = world.vm(&format!("vm-{n:03}"));
-        }
+        let world = support::numbered_vms(World::new().page_size(50), "vm", 118);
         let world = world
             .vm("web-02")
             .nsg_denies_rdp()
@@ -1517,9 +1325,8 @@ VM name: ____
         let unknown = room
             .submit(&opened, &[("vm", "db-01")])
             .await
-            .next_message()
+            .refused()
             .await;
-        assert_eq!(unknown.raw.body()["type"], 4, "the first answer");
         insta::assert_snapshot!(unknown.text, @r#"
 (only you can see this)
 # Not in this sweep
@@ -1543,14 +1350,8 @@ No VM named "db-01" was checked by this sweep.
 #[tokio::test]
 async fn only_the_person_who_started_a_sweep_can_cancel_it() {
     within(async {
-        let mut world = World::new().page_size(100);
-        for n in 0..40 {
-            world = world.vm(&format!("vm-{n:02}"));
-        }
-        let options = SimOptions {
-            latency: Duration::from_millis(200),
-            ..SimOptions::fast()
-        };
+        let world = support::numbered_vms(World::new().page_size(100), "vm", 40);
+        let options = support::slowed(Duration::from_millis(200));
         let room = Room::with_options(world, options).await;
         // A subscription that is not a GUID never reaches an Azure URL.
         let refused = room
@@ -1609,47 +1410,13 @@ Only <@4001>, who started this sweep, can cancel it.
 
 // ---- the door: fences, levels and scope -----------------------------------------------------
 
-/// A private refusal as the interaction's first answer: its text.
-async fn refused(room: &Room, i: &Interaction) -> String {
-    let reply = room.discord.callback(i, WAIT).await.expect("answered");
-    let json = reply.body();
-    assert_eq!(json["type"], 4, "{json}");
-    assert_eq!(
-        json["data"]["flags"].as_u64().unwrap_or(0) & 64,
-        64,
-        "private: {json}"
-    );
-    json["data"]["embeds"][0]["description"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
-/// A private answer after the deferral: its text.
-async fn whispered(room: &Room, i: &Interaction) -> String {
-    room.discord.callback(i, WAIT).await.expect("acknowledged");
-    let reply = room
-        .discord
-        .next_followup(i, WAIT)
-        .await
-        .expect("a private answer");
-    assert_eq!(reply.flags() & 64, 64, "private: {:?}", reply.body());
-    reply.body()["embeds"][0]["description"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
-/// How many autocomplete choices an answer offers.
-fn no_choices(answer: &Recorded) -> usize {
-    assert_eq!(answer.body()["type"], 8, "{}", answer.body());
-    answer.body()["data"]["choices"]
-        .as_array()
-        .map_or(0, Vec::len)
-}
-
-fn vm_option(vm: &str) -> Value {
-    json!([{"name": "vm", "type": 3, "value": vm}])
+/// The label of the start button under a report.
+fn start_label(report: &war_room::Seen) -> String {
+    let start = regex::Regex::new(r"\[(Start[^\]]*)\]").unwrap();
+    start
+        .captures(&report.text)
+        .map(|c| c[1].to_string())
+        .unwrap_or_else(|| panic!("no start button:\n{}", report.text))
 }
 
 const OTHER_GUILD: u64 = 1_180_000_000_000_000_077;
@@ -1661,14 +1428,12 @@ async fn other_guilds_direct_messages_and_unlisted_channels_are_refused_on_every
     within(async {
         let room = Room::start(World::new().vm("sql-01").stopped()).await;
         // A report with a fix button, from the home channel.
-        let i = room.check("sql-01").await;
-        room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        let report = room.final_edit(&i).await;
-        let fix = button_ids(report.body())
-            .into_iter()
-            .find(|id| id.starts_with("rdp:fix:start:"))
-            .expect("a start button");
-        let report_message = room.discord.last_message_id().unwrap();
+        let report = room.run("/rdp check sql-01").await.final_edit().await;
+        assert!(
+            report.text.contains("[Start"),
+            "a start button:\n{}",
+            report.text
+        );
         let before = room.sim.stats().requests;
         for (origin, says) in [
             (
@@ -1693,49 +1458,42 @@ async fn other_guilds_direct_messages_and_unlisted_channels_are_refused_on_every
             ),
         ] {
             room.discord.set_origin(origin);
-            let slash = room.check("sql-01").await;
-            let text = refused(&room, &slash).await;
-            assert!(text.contains(says), "slash from {origin:?}: {text}");
-            let click = room
-                .discord
-                .component(&room.alice, report_message, &fix, &[])
-                .await;
-            let text = refused(&room, &click).await;
-            assert!(text.contains(says), "button from {origin:?}: {text}");
-            let ac = room
-                .discord
-                .autocomplete(&room.alice, "rdp", &["check"], vm_option("sql"), "vm")
-                .await;
-            let choices = room.discord.callback(&ac, WAIT).await.expect("answered");
-            assert_eq!(no_choices(&choices), 0, "{origin:?}: {}", choices.body());
+            let slash = room.run("/rdp check sql-01").await.refused().await;
+            assert!(
+                slash.text.contains(says),
+                "slash from {origin:?}: {}",
+                slash.text
+            );
+            let start = start_label(&report);
+            let click = room.click(&report, &start).await.refused().await;
+            assert!(
+                click.text.contains(says),
+                "button from {origin:?}: {}",
+                click.text
+            );
+            let choices = room.as_user(&room.alice).suggestions("check", "sql").await;
+            assert_eq!(choices, Vec::<String>::new(), "{origin:?}");
         }
         // A form opened at home but submitted from a direct message is refused too.
         room.discord.set_origin(Origin::HOME);
-        let admin = User::new(4010, "ada", &[5002]);
-        let form = room
-            .discord
-            .slash(&admin, "rdp", &["reset-password"], vm_option("sql-01"))
-            .await;
-        let modal = room.discord.callback(&form, WAIT).await.expect("the form");
-        assert_eq!(modal.body()["type"], 9);
+        let admin = room.as_user(&User::new(4010, "ada", &[5002]));
+        let form = admin.run("/rdp reset-password sql-01").await;
+        let opened = form.next_message().await;
+        assert!(opened.text.starts_with("[form:"), "{}", opened.text);
         room.discord.set_origin(Origin::DirectMessage {
             channel: DM_CHANNEL,
         });
         let secret = "Sup3r-Secret-Passw0rd!";
-        let submit = room
-            .discord
-            .modal_submit(
-                &admin,
-                &form,
-                &[
-                    ("user", "opsadmin"),
-                    ("password", secret),
-                    ("repeat", secret),
-                ],
-            )
+        let submitted = admin
+            .set_password(&form, "opsadmin", secret)
+            .await
+            .refused()
             .await;
-        let text = refused(&room, &submit).await;
-        assert!(text.contains("does not answer direct messages"), "{text}");
+        insta::assert_snapshot!(submitted.text, @r#"
+(only you can see this)
+# Not here
+rdp-doctor does not answer direct messages: use it in your team's channel.
+"#);
         assert_eq!(room.sim.stats().requests, before, "nothing reached Azure");
         room.assert_clean();
     })
@@ -1746,42 +1504,39 @@ async fn other_guilds_direct_messages_and_unlisted_channels_are_refused_on_every
 async fn without_a_grant_nobody_reads_a_vm_lists_vms_sweeps_or_reads_the_audit_log() {
     within(async {
         let room = Room::start(World::new().vm("web-01").vm("web-02")).await;
-        let stranger = User::new(4999, "mallory", &[]);
+        let mallory = User::new(4999, "mallory", &[]);
+        let stranger = room.as_user(&mallory);
         let before = room.sim.stats().requests;
         for sub in ["check", "health", "console"] {
-            let i = room
-                .discord
-                .slash(&stranger, "rdp", &[sub], vm_option("web-01"))
+            let reply = stranger
+                .run(&format!("/rdp {sub} web-01"))
+                .await
+                .whispered()
                 .await;
-            let text = whispered(&room, &i).await;
             assert!(
-                text.contains("you need the `read` permission"),
-                "{sub}: {text}"
+                reply.text.contains("you need the `read` permission"),
+                "{sub}: {}",
+                reply.text
             );
         }
-        let ac = room
-            .discord
-            .autocomplete(&stranger, "rdp", &["check"], vm_option("web"), "vm")
+        let choices = stranger.suggestions("check", "web").await;
+        assert_eq!(choices, Vec::<String>::new());
+        let audit = stranger.run("/rdp audit").await.refused().await;
+        insta::assert_snapshot!(audit.text, @r#"
+(only you can see this)
+# Not allowed
+Permission denied: you need the `read` permission on any VM rdp-doctor serves (you have none)
+"#);
+        let sweep = stranger
+            .run("/rdp sweep resource-group:rg-web")
+            .await
+            .whispered()
             .await;
-        let choices = room.discord.callback(&ac, WAIT).await.expect("answered");
-        assert_eq!(no_choices(&choices), 0, "{}", choices.body());
-        let audit = room
-            .discord
-            .slash(&stranger, "rdp", &["audit"], json!([]))
-            .await;
-        let text = refused(&room, &audit).await;
-        assert!(text.contains("you need the `read` permission"), "{text}");
-        let sweep = room
-            .discord
-            .slash(
-                &stranger,
-                "rdp",
-                &["sweep"],
-                json!([{"name": "resource-group", "type": 3, "value": "rg-web"}]),
-            )
-            .await;
-        let text = whispered(&room, &sweep).await;
-        assert!(text.contains("you need the `operate` permission"), "{text}");
+        insta::assert_snapshot!(sweep.text, @r#"
+(only you can see this)
+# Cannot sweep that
+Permission denied: you need the `operate` permission on subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-web (you have none)
+"#);
         assert_eq!(room.sim.stats().requests, before, "nothing reached Azure");
         room.assert_clean();
     })
@@ -1815,70 +1570,38 @@ async fn people_see_find_and_pick_only_the_vms_they_may_read() {
             Some(SCOPED_POLICY),
         )
         .await;
-        tokio::time::timeout(WAIT, async {
-            while room.directory.len() < 3 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("the VM list loaded");
+        room.vms_listed(3).await;
         let scoped = User::new(4020, "sam", &[5004]);
-        let names = |answer: &Recorded| -> Vec<String> {
-            answer.body()["data"]["choices"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| c["name"].as_str().unwrap_or("").to_string())
-                .collect()
-        };
-        let ac = room
-            .discord
-            .autocomplete(&scoped, "rdp", &["check"], vm_option("a"), "vm")
-            .await;
-        let answer = room.discord.callback(&ac, WAIT).await.expect("choices");
-        assert_eq!(names(&answer), ["api-01 (rg-api-east)"]);
-        let ac = room
-            .discord
-            .autocomplete(&room.alice, "rdp", &["check"], vm_option("a"), "vm")
-            .await;
-        let answer = room.discord.callback(&ac, WAIT).await.expect("choices");
-        assert_eq!(names(&answer).len(), 2, "{:?}", names(&answer));
+        let sam = room.as_user(&scoped);
+        assert_eq!(
+            sam.suggestions("check", "a").await,
+            ["api-01 (rg-api-east)"]
+        );
+        let everyone = room.as_user(&room.alice).suggestions("check", "a").await;
+        assert_eq!(everyone.len(), 2, "{everyone:?}");
 
         // The name two VMs share is the one the scoped reader may read: no menu.
-        let i = room
-            .discord
-            .slash(&scoped, "rdp", &["check"], vm_option("api-01"))
-            .await;
-        room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        let report = room.final_edit(&i).await;
-        assert!(
-            report_text(&report).contains("rg-api-east"),
-            "{}",
-            report_text(&report)
-        );
+        let report = sam.run("/rdp check api-01").await.final_edit().await;
+        assert!(report.text.contains("rg-api-east"), "{}", report.text);
         // A VM outside the grant does not exist for them, not even as a suggestion.
-        let i = room
-            .discord
-            .slash(&scoped, "rdp", &["check"], vm_option("web-01"))
-            .await;
-        let text = whispered(&room, &i).await;
-        assert!(
-            text.contains("no VM named web-01 that you may read") && !text.contains("Did you mean"),
-            "{text}"
-        );
+        let unknown = sam.run("/rdp check web-01").await.whispered().await;
+        insta::assert_snapshot!(unknown.text, @r#"
+(only you can see this)
+# Cannot find that VM
+no VM named web-01 that you may read in subscriptions 11111111-1111-1111-1111-111111111111, 22222222-2222-2222-2222-222222222222
+"#);
         // Its full id is refused before any request.
         let before = room.sim.stats().requests;
-        let i = room
-            .discord
-            .slash(
-                &scoped,
-                "rdp",
-                &["check"],
-                vm_option("/subscriptions/22222222-2222-2222-2222-222222222222/resourceGroups/rg-api-west/providers/Microsoft.Compute/virtualMachines/api-01"),
-            )
+        let refused = sam
+            .run("/rdp check /subscriptions/22222222-2222-2222-2222-222222222222/resourceGroups/rg-api-west/providers/Microsoft.Compute/virtualMachines/api-01")
+            .await
+            .whispered()
             .await;
-        let text = whispered(&room, &i).await;
-        assert!(text.contains("you need the `read` permission on subscription/22222222-2222-2222-2222-222222222222/resourceGroup/rg-api-west"), "{text}");
+        insta::assert_snapshot!(refused.text, @r#"
+(only you can see this)
+# Not allowed
+Permission denied: you need the `read` permission on subscription/22222222-2222-2222-2222-222222222222/resourceGroup/rg-api-west (you have none)
+"#);
         assert_eq!(room.sim.stats().requests, before);
         room.assert_clean();
     })
@@ -1890,25 +1613,24 @@ async fn subscriptions_rdp_doctor_does_not_serve_are_refused_before_any_request(
     within(async {
         let room = Room::start(World::new().vm("web-01")).await;
         let before = room.sim.stats().requests;
-        let i = room
-            .slash(
-                "check",
-                vm_option("/subscriptions/33333333-3333-3333-3333-333333333333/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/web-01"),
-            )
+        let check = room
+            .run("/rdp check /subscriptions/33333333-3333-3333-3333-333333333333/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/web-01")
             .await;
-        let text = whispered(&room, &i).await;
-        assert!(
-            text.contains("subscription 33333333-3333-3333-3333-333333333333 is not one rdp-doctor serves"),
-            "{text}"
-        );
-        let i = room
-            .slash(
-                "sweep",
-                json!([{"name": "subscription", "type": 3, "value": "33333333-3333-3333-3333-333333333333"}]),
-            )
+        let refused = check.whispered().await;
+        insta::assert_snapshot!(refused.text, @r#"
+(only you can see this)
+# Not a subscription rdp-doctor serves
+subscription 33333333-3333-3333-3333-333333333333 is not one rdp-doctor serves (it serves 11111111-1111-1111-1111-111111111111)
+"#);
+        let sweep = room
+            .run("/rdp sweep subscription:33333333-3333-3333-3333-333333333333")
             .await;
-        let text = whispered(&room, &i).await;
-        assert!(text.contains("is not one rdp-doctor serves"), "{text}");
+        let refused = sweep.whispered().await;
+        insta::assert_snapshot!(refused.text, @r#"
+(only you can see this)
+# Cannot sweep that
+subscription 33333333-3333-3333-3333-333333333333 is not one rdp-doctor serves (it serves 11111111-1111-1111-1111-111111111111)
+"#);
         assert_eq!(room.sim.stats().requests, before);
         room.assert_clean();
     })
@@ -1947,32 +1669,34 @@ async fn open_rdp_is_authorised_on_the_nsg_it_changes_and_a_changed_plan_runs_no
                 .filter(|e| e.method == "PUT" && e.path.contains("/securityRules/"))
                 .count()
         };
-        let open = json!([
-            {"name": "vm", "type": 3, "value": "web-02"},
-            {"name": "source", "type": 3, "value": "203.0.113.7"}
-        ]);
         // Admin of the VM's group, not of the NSG's: refused, naming the NSG's scope.
         let owner = User::new(4030, "olga", &[5005]);
-        let i = room
-            .discord
-            .slash(&owner, "rdp", &["open-rdp"], open.clone())
+        let refused = room
+            .as_user(&owner)
+            .run("/rdp open-rdp web-02 203.0.113.7")
+            .await
+            .whispered()
             .await;
-        let text = whispered(&room, &i).await;
-        assert!(
-            text.contains("you need the `admin` permission on subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-network"),
-            "{text}"
-        );
+        insta::assert_snapshot!(refused.text, @r#"
+(only you can see this)
+# Not allowed
+Permission denied: you need the `admin` permission on subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-network (you have none)
+"#);
 
         // An admin of both gets a prompt that names the VM fully.
         let ada = User::new(4010, "ada", &[5002]);
-        let i = room.discord.slash(&ada, "rdp", &["open-rdp"], open).await;
-        let (message, confirm, _, prompt) = prompt_of(&room, &i).await;
-        let shown = prompt["embeds"][0]["description"].as_str().unwrap_or("");
+        let prompt = room
+            .as_user(&ada)
+            .run("/rdp open-rdp web-02 203.0.113.7")
+            .await
+            .edit_saying("[Confirm]")
+            .await;
         assert!(
-            shown.contains("VM **web-02** · resource group `rg-web` · subscription `11111111-1111-1111-1111-111111111111`"),
-            "{shown}"
+            prompt.text.contains("VM **web-02** · resource group `rg-web` · subscription `11111111-1111-1111-1111-111111111111`"),
+            "{}",
+            prompt.text
         );
-        assert!(shown.contains("at priority 199"), "{shown}");
+        assert!(prompt.text.contains("at priority 199"), "{}", prompt.text);
 
         // Before anyone confirms, the deny rule moves up: the rule would need another priority.
         room.sim.world().update(|w| {
@@ -1985,24 +1709,20 @@ async fn open_rdp_is_authorised_on_the_nsg_it_changes_and_a_changed_plan_runs_no
             }
         });
         let bob = User::new(4011, "bob", &[5002]);
-        let click = room.discord.component(&bob, message, &confirm, &[]).await;
-        room.discord.callback(&click, WAIT).await.expect("ack");
-        let fresh = room
-            .discord
-            .next_followup(&click, WAIT)
-            .await
-            .expect("a fresh prompt");
-        let fresh_text = fresh.body()["embeds"][0]["description"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        assert!(fresh_text.contains("at priority 149"), "{fresh_text}");
+        let bob = room.as_user(&bob);
+        let click = bob.click(&prompt, "Confirm").await;
+        let fresh = loop {
+            let message = click.next_message().await;
+            if message.text.contains("[Confirm]") {
+                break message;
+            }
+        };
+        assert!(fresh.text.contains("at priority 149"), "{}", fresh.text);
         assert_eq!(rule_puts(), 0, "nothing was sent");
         let said = loop {
-            let edit = room.discord.next_edit(&click, WAIT).await.expect("an edit");
-            let title = embed(&edit, 0)["title"].as_str().unwrap_or("").to_string();
-            if title.contains("Nothing was sent") {
-                break embed(&edit, 0)["description"].as_str().unwrap_or("").to_string();
+            let edit = click.next_edit().await;
+            if edit.text.lines().next().is_some_and(|t| t.contains("Nothing was sent")) {
+                break edit.text;
             }
         };
         assert!(
@@ -2011,21 +1731,12 @@ async fn open_rdp_is_authorised_on_the_nsg_it_changes_and_a_changed_plan_runs_no
         );
 
         // The fresh prompt runs once it is confirmed (by someone other than its requester).
-        let fresh_confirm = button_ids(fresh.body())
-            .into_iter()
-            .find(|id| id.starts_with("rdp:confirm:"))
-            .expect("Confirm on the fresh prompt");
-        let fresh_message = room.discord.last_message_id().unwrap();
-        let click = room
-            .discord
-            .component(&bob, fresh_message, &fresh_confirm, &[])
-            .await;
-        room.discord.callback(&click, WAIT).await.expect("ack");
+        let click = bob.click(&fresh, "Confirm").await;
         loop {
-            let edit = room.discord.next_edit(&click, WAIT).await.expect("progress");
-            let title = embed(&edit, 0)["title"].as_str().unwrap_or("").to_string();
+            let edit = click.next_edit().await;
+            let title = edit.text.lines().next().unwrap_or("");
             if title.contains("succeeded") || title.contains("failed") {
-                assert!(title.contains("succeeded"), "{title}");
+                assert!(title.contains("succeeded"), "{}", edit.text);
                 break;
             }
         }
@@ -2047,57 +1758,37 @@ async fn reset_password_of_a_shared_name_asks_which_vm_before_the_form() {
                 .in_group("rg-api-west"),
         )
         .await;
-        tokio::time::timeout(WAIT, async {
-            while room.directory.len() < 2 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("the VM list loaded");
-        let admin = User::new(4010, "ada", &[5002]);
-        let i = room
-            .discord
-            .slash(&admin, "rdp", &["reset-password"], vm_option("api-01"))
+        room.vms_listed(2).await;
+        let ada = User::new(4010, "ada", &[5002]);
+        let admin = room.as_user(&ada);
+        let menu = admin
+            .run("/rdp reset-password api-01")
+            .await
+            .next_message()
             .await;
-        let menu = room.discord.callback(&i, WAIT).await.expect("a menu");
-        assert_eq!(menu.body()["type"], 4, "not a form yet: {}", menu.body());
-        assert_eq!(menu.flags() & 64, 64);
-        let select = menu.body()["data"]["components"][0]["components"][0].clone();
-        let labels: Vec<&str> = select["options"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["label"].as_str().unwrap())
-            .collect();
-        assert_eq!(labels, ["rg-api-east/api-01", "rg-api-west/api-01"]);
-        let menu_message = room.discord.last_message_id().expect("the menu message");
-        let pick = room
-            .discord
-            .component(
-                &admin,
-                menu_message,
-                select["custom_id"].as_str().unwrap(),
-                &["1"],
-            )
-            .await;
-        let form = room.discord.callback(&pick, WAIT).await.expect("the form");
-        assert_eq!(form.body()["type"], 9, "{}", form.body());
+        // Not a form yet: which VM?
+        insta::assert_snapshot!(menu.text, @r#"
+(only you can see this)
+# 2 VMs are named api-01
+Pick the one whose password to reset (subscription / resource group):
+[Which VM? ▾]
+  · rg-api-east/api-01
+  · rg-api-west/api-01
+"#);
+        let pick = admin.pick(&menu, "rg-api-west/api-01").await;
+        let form = pick.next_message().await;
+        assert!(form.text.starts_with("[form:"), "{}", form.text);
         let secret = "Sup3r-Secret-Passw0rd!";
-        let submit = room
-            .discord
-            .modal_submit(
-                &admin,
-                &pick,
-                &[
-                    ("user", "opsadmin"),
-                    ("password", secret),
-                    ("repeat", secret),
-                ],
-            )
+        let prompt = admin
+            .set_password(&pick, "opsadmin", secret)
+            .await
+            .edit_saying("[Confirm]")
             .await;
-        let (_, _, _, prompt) = prompt_of(&room, &submit).await;
-        let shown = prompt["embeds"][0]["description"].as_str().unwrap_or("");
-        assert!(shown.contains("resource group `rg-api-west`"), "{shown}");
+        assert!(
+            prompt.text.contains("resource group `rg-api-west`"),
+            "{}",
+            prompt.text
+        );
         room.assert_clean();
     })
     .await
@@ -2108,15 +1799,14 @@ async fn without_a_policy_the_bot_serves_nobody() {
     within(async {
         let room = Room::with_policy(World::new().vm("web-01"), None).await;
         let before = room.sim.stats().requests;
-        let i = room.check("web-01").await;
-        let text = refused(&room, &i).await;
-        assert!(text.contains("has no [policy]"), "{text}");
-        let ac = room
-            .discord
-            .autocomplete(&room.alice, "rdp", &["check"], vm_option("web"), "vm")
-            .await;
-        let choices = room.discord.callback(&ac, WAIT).await.expect("answered");
-        assert_eq!(no_choices(&choices), 0);
+        let refused = room.run("/rdp check web-01").await.refused().await;
+        insta::assert_snapshot!(refused.text, @r#"
+(only you can see this)
+# Not here
+rdp-doctor has no [policy] table in its config, so it serves nobody in Discord. An administrator adds one with the channels and grants.
+"#);
+        let choices = room.as_user(&room.alice).suggestions("check", "web").await;
+        assert_eq!(choices, Vec::<String>::new());
         assert_eq!(room.sim.stats().requests, before, "nothing reached Azure");
         room.assert_clean();
     })
@@ -2126,10 +1816,7 @@ async fn without_a_policy_the_bot_serves_nobody() {
 #[tokio::test]
 async fn each_person_has_a_command_rate_and_one_sweep_per_scope_runs_at_a_time() {
     within(async {
-        let options = SimOptions {
-            latency: Duration::from_millis(150),
-            ..SimOptions::fast()
-        };
+        let options = support::slowed(Duration::from_millis(150));
         let room = Room::build_tuned(
             World::new().vm("web-01").vm("web-02").vm("web-03"),
             options,
@@ -2144,46 +1831,43 @@ async fn each_person_has_a_command_rate_and_one_sweep_per_scope_runs_at_a_time()
             },
         )
         .await;
-        let sweep = json!([{"name": "resource-group", "type": 3, "value": "rg-web"}]);
         // Alice starts a sweep; while it runs, Bob's sweep of the same scope is refused.
-        let first = room.slash("sweep", sweep.clone()).await;
-        room.discord
-            .callback(&first, WAIT)
-            .await
-            .expect("acknowledged");
-        room.discord
-            .next_edit(&first, WAIT)
-            .await
-            .expect("the sweep shows progress");
+        let first = room.run("/rdp sweep resource-group:rg-web").await;
+        first.next_message().await;
+        first.next_edit().await;
         let bob = User::new(4002, "bob", &[5001]);
-        let second = room.discord.slash(&bob, "rdp", &["sweep"], sweep).await;
-        let text = whispered(&room, &second).await;
+        let bob = room.as_user(&bob);
+        let second = bob
+            .run("/rdp sweep resource-group:rg-web")
+            .await
+            .whispered()
+            .await;
+        // A clock time in it: an explicit assert rather than a snapshot.
         assert!(
-            text.contains("a sweep of resource group rg-web is already running: alice started it"),
-            "{text}"
+            second
+                .text
+                .contains("a sweep of resource group rg-web is already running: alice started it"),
+            "{}",
+            second.text
         );
         // Alice's sweep was her first command; two more pass, the fourth within the minute is
         // refused without any Azure request.
         for _ in 0..2 {
-            let i = room.check("web-01").await;
-            room.discord.callback(&i, WAIT).await.expect("acknowledged");
-            room.final_edit(&i).await;
+            room.run("/rdp check web-01").await.final_edit().await;
         }
         let before = room.sim.stats().requests;
-        let i = room.check("web-01").await;
-        let text = whispered(&room, &i).await;
+        let limited = room.run("/rdp check web-01").await.whispered().await;
         assert!(
-            text.contains("you have run 3 commands in the last minute; try again in"),
-            "{text}"
+            limited
+                .text
+                .contains("you have run 3 commands in the last minute; try again in"),
+            "{}",
+            limited.text
         );
         assert_eq!(room.sim.stats().requests, before);
         // Bob is not limited by Alice's commands.
-        let i = room
-            .discord
-            .slash(&bob, "rdp", &["check"], vm_option("web-02"))
-            .await;
-        room.discord.callback(&i, WAIT).await.expect("acknowledged");
-        room.final_edit(&i).await;
+        let report = bob.run("/rdp check web-02").await.final_edit().await;
+        assert!(report.text.starts_with("# web-02"), "{}", report.text);
     })
     .await
 }
@@ -2208,17 +1892,13 @@ async fn a_bot_with_a_role_on_one_resource_group_checks_its_vms() {
         // The autocomplete list came from the groups it can see.
         assert_eq!(room.directory.len(), 1);
         for vm in ["rg-web/web-01", "web-01"] {
-            let i = room.check(vm).await;
-            room.discord.callback(&i, WAIT).await.expect("acknowledged");
-            let report = room.final_edit(&i).await;
-            let main = embed(&report, 0);
-            assert!(
-                main["title"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("nothing found"),
-                "{vm}: {main}"
-            );
+            let report = room
+                .run(&format!("/rdp check {vm}"))
+                .await
+                .final_edit()
+                .await;
+            let title = report.text.lines().next().unwrap_or("");
+            assert!(title.contains("nothing found"), "{vm}:\n{}", report.text);
         }
         room.assert_clean();
     })
@@ -2230,32 +1910,29 @@ async fn permissions_are_for_admins_and_answered_privately() {
     within(async {
         let room = Room::start(World::new().vm("web-01")).await;
         // An operator is refused.
-        let i = room.slash("permissions", json!([])).await;
-        let ack = room.discord.callback(&i, WAIT).await.expect("deferred");
-        assert_eq!(ack.flags() & 64, 64, "private: {:?}", ack.body());
-        let edit = room.discord.next_edit(&i, WAIT).await.expect("the answer");
-        let text = embed(&edit, 0)["description"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        assert!(text.contains("you need the `admin` permission"), "{text}");
+        let asked = room.run("/rdp permissions").await;
+        let thinking = asked.next_message().await;
+        assert!(thinking.private(), "{}", thinking.text);
+        insta::assert_snapshot!(asked.next_edit().await.text, @r#"
+# Not allowed
+Permission denied: you need the `admin` permission on any VM rdp-doctor serves (you have none)
+"#);
         // An admin gets the report: the simulator's one client holds everything.
         let admin = User::new(4010, "ada", &[5002]);
-        let i = room
-            .discord
-            .slash(&admin, "rdp", &["permissions"], json!([]))
-            .await;
-        room.discord.callback(&i, WAIT).await.expect("deferred");
-        let edit = room.discord.next_edit(&i, WAIT).await.expect("the report");
-        let title = embed(&edit, 0)["title"].as_str().unwrap_or("").to_string();
-        let text = embed(&edit, 0)["description"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        assert!(title.contains("holds every action"), "{title}");
+        let asked = room.as_user(&admin).run("/rdp permissions").await;
+        assert!(asked.next_message().await.private());
+        let report = asked.next_edit().await;
         assert!(
-            text.contains("Subscription 11111111-1111-1111-1111-111111111111"),
-            "{text}"
+            report.text.contains("holds every action"),
+            "{}",
+            report.text
+        );
+        assert!(
+            report
+                .text
+                .contains("Subscription 11111111-1111-1111-1111-111111111111"),
+            "{}",
+            report.text
         );
         room.assert_clean();
     })

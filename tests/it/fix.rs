@@ -5,13 +5,11 @@
 
 use crate::support;
 
-use rdp_doctor::azure::{Arm, VmRef};
-use rdp_doctor::policy::{Actor, Policy, PolicyConfig};
-use rdp_doctor::runbook::catalog::Catalog;
+use rdp_doctor::azure::VmRef;
+use rdp_doctor::policy::Actor;
 use rdp_doctor::runbook::fix::{parse_source, FixRequest};
 use rdp_doctor::runbook::operate::{OperateError, Operator};
-use rdp_doctor::sim::{SimOptions, Simulator, World};
-use rdp_doctor::store::Store;
+use rdp_doctor::sim::{SimOptions, World};
 use std::sync::Arc;
 use support::within;
 
@@ -35,43 +33,15 @@ level = "read"
 scope = "*"
 "#;
 
+/// The suite's harness with the write path over a SQLite file, as the CLI runs it.
 struct Bench {
-    sim: Simulator,
+    h: support::Harness,
     operator: Operator,
     db: std::path::PathBuf,
-    world_subs: Vec<String>,
 }
 
 fn person(name: &str) -> Actor {
     Actor::terminal(name)
-}
-
-async fn operator_for(
-    sim: &Simulator,
-    db: &std::path::Path,
-    policy: &str,
-    subs: Vec<String>,
-) -> Operator {
-    let url = url::Url::parse(&sim.url()).unwrap();
-    let arm = Arm::connect_with_secret(
-        support::fast_settings(url.clone()),
-        url,
-        support::TENANT,
-        support::CLIENT,
-        "sim-secret".to_string().into(),
-    )
-    .unwrap();
-    let config: PolicyConfig = toml::from_str(policy).expect("policy toml");
-    let store = Store::open(&format!("sqlite://{}", db.display()))
-        .await
-        .expect("store");
-    Operator::new(
-        arm,
-        Arc::new(Catalog::builtin()),
-        store,
-        Arc::new(Policy::new(Some(&config)).expect("policy")),
-        subs,
-    )
 }
 
 impl Bench {
@@ -80,29 +50,32 @@ impl Bench {
     }
 
     async fn with(world: World, options: SimOptions, policy: &str) -> Bench {
-        let subs: Vec<String> = world.subscriptions.iter().map(|s| s.id.clone()).collect();
-        let sim = Simulator::start("127.0.0.1:0", world, support::quick(options))
-            .await
-            .unwrap();
-        let db = std::env::temp_dir().join(format!(
-            "rdp-doctor-fix-{}-{}.db",
-            std::process::id(),
-            sim.url().rsplit(':').next().unwrap()
-        ));
-        let operator = operator_for(&sim, &db, policy, subs.clone()).await;
-        Bench {
-            sim,
-            operator,
-            db,
-            world_subs: subs,
-        }
+        Bench::build(support::Harness::build(world).options(options), policy).await
+    }
+
+    async fn build(build: support::Build, policy: &str) -> Bench {
+        let h = build.start().await;
+        let db = support::scratch_dir("fix", &h.sim).join("rdp-doctor.db");
+        let store = support::store(Some(&db)).await;
+        let operator = h.operator(h.arm.clone(), support::policy(Some(policy)), store);
+        Bench { h, operator, db }
+    }
+
+    /// A new process over the same simulator, policy and database.
+    async fn restarted(&self) -> Operator {
+        let store = support::store(Some(&self.db)).await;
+        self.h.operator(
+            self.h.arm_with(|_| {}),
+            support::policy(Some(POLICY)),
+            store,
+        )
     }
 
     async fn vm(&self, name: &str) -> VmRef {
         let query = rdp_doctor::azure::VmQuery::parse(name).unwrap();
         self.operator
             .arm
-            .resolve(&query, &self.world_subs)
+            .resolve(&query, &self.h.subscriptions)
             .await
             .unwrap()
             .vm
@@ -124,7 +97,8 @@ impl Bench {
 
     /// Writes the simulator saw (method + path), reads and polls excluded.
     fn writes(&self) -> Vec<String> {
-        self.sim
+        self.h
+            .sim
             .stats()
             .log
             .iter()
@@ -142,8 +116,8 @@ impl Bench {
 
 impl Drop for Bench {
     fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.db.display()));
+        if let Some(dir) = self.db.parent() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -184,9 +158,12 @@ async fn start_restart_and_reset_config_run_once_and_recheck() {
             .await
             .expect("confirmed");
         assert!(outcome.result.is_ok(), "{:?}", outcome.result);
-        assert_eq!(b.sim.world().vm("app-02").power_state().as_str(), "running");
+        assert_eq!(
+            b.h.sim.world().vm("app-02").power_state().as_str(),
+            "running"
+        );
         assert!(
-            b.sim.world().vm("app-02").public_ip_address().is_some(),
+            b.h.sim.world().vm("app-02").public_ip_address().is_some(),
             "a dynamic IP gets an address on start"
         );
         assert!(
@@ -221,7 +198,7 @@ async fn start_restart_and_reset_config_run_once_and_recheck() {
             .request_and_confirm(&alice, &web, FixRequest::ResetRdpConfig)
             .await;
         assert!(outcome.result.is_ok(), "{:?}", outcome.result);
-        assert!(b.sim.world().vm("web-01").rdp_enabled());
+        assert!(b.h.sim.world().vm("web-01").rdp_enabled());
         assert_eq!(
             b.writes().iter().filter(|w| w.contains("/restart")).count(),
             1,
@@ -257,7 +234,7 @@ async fn redeploy_needs_a_second_person_and_changes_a_dynamic_ip() {
         let alice = person("alice");
         let bob = person("bob");
         let web = b.vm("web-01").await;
-        let before = b.sim.world().vm("web-01").public_ip_address();
+        let before = b.h.sim.world().vm("web-01").public_ip_address();
         let prompt = b
             .operator
             .request(&alice, None, &web, FixRequest::Redeploy)
@@ -281,7 +258,7 @@ async fn redeploy_needs_a_second_person_and_changes_a_dynamic_ip() {
             .unwrap();
         assert!(outcome.result.is_ok(), "{:?}", outcome.result);
         assert_eq!(outcome.confirmed_by, "bob");
-        let after = b.sim.world().vm("web-01").public_ip_address();
+        let after = b.h.sim.world().vm("web-01").public_ip_address();
         assert!(
             after.is_some() && after != before,
             "{before:?} -> {after:?}"
@@ -388,8 +365,9 @@ async fn reset_password_keeps_the_password_out_of_everything() {
             .await
             .unwrap();
         assert!(outcome.result.is_ok(), "{:?}", outcome.result);
-        assert_eq!(b.sim.world().vm("web-01").password_resets(), 1);
+        assert_eq!(b.h.sim.world().vm("web-01").password_resets(), 1);
         assert!(b
+            .h
             .sim
             .world()
             .vm("web-01")
@@ -405,7 +383,7 @@ async fn reset_password_keeps_the_password_out_of_everything() {
                 "the password reached the database"
             );
         }
-        let stats = serde_json::to_string(&b.sim.stats()).unwrap();
+        let stats = serde_json::to_string(&b.h.sim.stats()).unwrap();
         assert!(!stats.contains(secret));
         let audit = serde_json::to_string(&format!(
             "{:?}",
@@ -434,7 +412,7 @@ async fn vmaccess_is_sent_as_the_windows_handler_reads_it() {
             .request_and_confirm(&alice, &web, FixRequest::ResetRdpConfig)
             .await;
         assert!(outcome.result.is_ok(), "{:?}", outcome.result);
-        let vm = b.sim.world().vm("web-01");
+        let vm = b.h.sim.world().vm("web-01");
         assert!(vm.rdp_enabled(), "the handler reset the RDP configuration");
         let ext = vm.extensions().remove(0);
         assert_eq!(
@@ -642,7 +620,7 @@ async fn an_expired_confirmation_runs_nothing() {
             .request(&person("alice"), None, &web, FixRequest::Restart)
             .await
             .unwrap();
-        // The only wait in this file: the policy's shortest lifetime.
+        // Time passing is what is tested: a sleep past the policy's shortest lifetime (1 s).
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         assert!(matches!(
             b.operator
@@ -712,13 +690,10 @@ async fn one_change_per_vm_at_a_time_and_a_crash_mid_redeploy_resumes() {
         let running =
             tokio::spawn(async move { operator.confirm(&person("bob"), None, &id, &quiet).await });
         // Wait until Azure accepted the redeploy, then "kill" the process mid-operation.
-        tokio::time::timeout(std::time::Duration::from_secs(20), async {
-            while !b.writes().iter().any(|w| w.contains("/redeploy")) {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+        support::until("the redeploy sent", b.h.sim.watch_answers(), || {
+            b.writes().iter().any(|w| w.contains("/redeploy"))
         })
-        .await
-        .expect("redeploy sent");
+        .await;
         // While it runs, the VM is held.
         match b
             .operator
@@ -734,24 +709,23 @@ async fn one_change_per_vm_at_a_time_and_a_crash_mid_redeploy_resumes() {
             }
             other => panic!("expected the VM lock, got {other:?}"),
         }
-        // Abort only once the operation URL is stored, as a crash after Azure accepted would be.
-        tokio::time::timeout(std::time::Duration::from_secs(20), async {
-            while !b
-                .operator
-                .store
-                .running_operations()
-                .await
-                .map(|ops| ops.iter().any(|o| o.azure_url.is_some()))
-                .unwrap_or(false)
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("the operation URL was stored");
+        // Abort only once the operation URL is stored, as a crash after Azure accepted would be:
+        // it is stored between Azure's answer and the first poll, so look at each answer.
+        support::until_async(
+            "the operation URL stored",
+            b.h.sim.watch_answers(),
+            || async {
+                b.operator
+                    .store
+                    .running_operations()
+                    .await
+                    .is_ok_and(|ops| ops.iter().any(|o| o.azure_url.is_some()))
+            },
+        )
+        .await;
         running.abort();
         // A new process with the same database resumes from the stored operation URL.
-        let restarted = operator_for(&b.sim, &b.db, POLICY, b.world_subs.clone()).await;
+        let restarted = b.restarted().await;
         let finished = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = finished.clone();
         let count = restarted
@@ -902,29 +876,12 @@ impl Said {
 async fn bench_with_settings(
     world: World,
     options: SimOptions,
-    change: impl Fn(&mut rdp_doctor::azure::ArmSettings),
+    change: impl FnOnce(&mut rdp_doctor::azure::ArmSettings) + Send + 'static,
 ) -> Bench {
-    let mut b = Bench::with(world, options, POLICY).await;
-    let url = url::Url::parse(&b.sim.url()).unwrap();
-    let mut settings = support::fast_settings(url.clone());
-    change(&mut settings);
-    let arm = Arm::connect_with_secret(
-        settings,
-        url,
-        support::TENANT,
-        support::CLIENT,
-        "sim-secret".to_string().into(),
-    )
-    .unwrap();
-    let config: PolicyConfig = toml::from_str(POLICY).unwrap();
-    b.operator = Operator::new(
-        arm,
-        Arc::new(Catalog::builtin()),
-        b.operator.store.clone(),
-        Arc::new(Policy::new(Some(&config)).unwrap()),
-        b.world_subs.clone(),
-    );
-    b
+    let build = support::Harness::build(world)
+        .options(options)
+        .settings(change);
+    Bench::build(build, POLICY).await
 }
 
 /// Azure carries the restart out and then answers 500, or never answers (the request times
@@ -936,21 +893,18 @@ async fn a_restart_whose_answer_is_lost_is_never_sent_twice_and_the_vm_tells_wha
             (FaultKind::AppliedThenStatus(500), "HTTP 500"),
             (FaultKind::AppliedThenHang, "no answer from Azure"),
         ] {
-            let options = SimOptions {
-                faults: vec![Fault::new("/restart", fault).method("POST")],
-                ..SimOptions::fast()
-            };
+            let options = support::failing(vec![Fault::new("/restart", fault).method("POST")]);
             let b = Bench::with(World::new().vm("web-01"), options, POLICY).await;
             let web = b.vm("web-01").await;
             let prompt = b.ask("alice", &web, FixRequest::Restart).await;
             let (outcome, said) = b.confirm_saying("alice", &prompt.confirmation_id).await;
             // Counted on arrival: a request whose answer never came is not in the answered log.
-            let arrived = b
-                .sim
-                .stats()
-                .by_route
-                .get("POST virtualMachines/restart")
-                .copied();
+            let arrived =
+                b.h.sim
+                    .stats()
+                    .by_route
+                    .get("POST virtualMachines/restart")
+                    .copied();
             assert_eq!(
                 arrived,
                 Some(1),
@@ -979,7 +933,10 @@ async fn a_restart_whose_answer_is_lost_is_never_sent_twice_and_the_vm_tells_wha
                 outcome.notes
             );
             assert!(outcome.after.is_some(), "re-checked after Azure finished");
-            assert_eq!(b.sim.world().vm("web-01").power_state().as_str(), "running");
+            assert_eq!(
+                b.h.sim.world().vm("web-01").power_state().as_str(),
+                "running"
+            );
             assert!(b
                 .operator
                 .store
@@ -998,10 +955,9 @@ async fn a_restart_whose_answer_is_lost_is_never_sent_twice_and_the_vm_tells_wha
 #[tokio::test]
 async fn only_answers_that_prove_azure_did_not_act_are_retried() {
     within(async {
-        let options = SimOptions {
-            faults: vec![Fault::new("/start", FaultKind::Status(500)).method("POST")],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![
+            Fault::new("/start", FaultKind::Status(500)).method("POST")
+        ]);
         let b = Bench::with(World::new().vm("app-02").deallocated(), options, POLICY).await;
         let app = b.vm("app-02").await;
         let prompt = b.ask("alice", &app, FixRequest::Start).await;
@@ -1032,10 +988,13 @@ async fn only_answers_that_prove_azure_did_not_act_are_retried() {
             ("/start", FaultKind::Status(429)),
             ("/restart", FaultKind::Status(503)),
         ] {
-            b.sim.set_options(support::quick(SimOptions {
-                faults: vec![Fault::new(path, refused.clone()).method("POST").times(1)],
-                ..SimOptions::fast()
-            }));
+            b.h.sim
+                .set_options(support::quick(support::failing(vec![Fault::new(
+                    path,
+                    refused.clone(),
+                )
+                .method("POST")
+                .times(1)])));
             let request = if path == "/start" {
                 FixRequest::Start
             } else {
@@ -1072,10 +1031,7 @@ async fn only_answers_that_prove_azure_did_not_act_are_retried() {
 #[tokio::test]
 async fn an_operation_past_its_deadline_keeps_the_vm_locked_and_is_reported_running() {
     within(async {
-        let options = SimOptions {
-            lro_polls: 1_000_000,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(1_000_000);
         let b = bench_with_settings(World::new().vm("web-01"), options, |s| {
             s.operation_timeout = std::time::Duration::from_millis(500);
         })
@@ -1134,10 +1090,7 @@ async fn an_operation_past_its_deadline_keeps_the_vm_locked_and_is_reported_runn
 #[tokio::test]
 async fn the_next_request_follows_an_abandoned_operation_first() {
     within(async {
-        let options = SimOptions {
-            lro_polls: 30,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(30);
         let b = Bench::with(World::new().vm("web-01"), options, POLICY).await;
         let web = b.vm("web-01").await;
         let prompt = b.ask("alice", &web, FixRequest::Restart).await;
@@ -1290,6 +1243,8 @@ async fn the_password_of_an_abandoned_prompt_is_dropped_at_its_expiry() {
             .await
             .unwrap();
         assert_eq!(b.operator.passwords_waiting(), 1);
+        // Time passing is what is tested (the prompt's 1 s lifetime), and the operator's expiry
+        // timer has nothing to wait on: look every 50 ms, for at most 10 s.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while b.operator.passwords_waiting() > 0 {
             assert!(
@@ -1437,13 +1392,10 @@ async fn an_operation_without_azures_answer_is_finished_as_interrupted_after_a_g
 #[tokio::test]
 async fn a_lost_answer_to_an_extension_or_rule_put_is_read_back_not_resent() {
     within(async {
-        let options = SimOptions {
-            faults: vec![
+        let options = support::failing(vec![
                 Fault::new("/extensions/", FaultKind::AppliedThenStatus(502)).method("PUT"),
                 Fault::new("/securityRules/", FaultKind::AppliedThenStatus(500)).method("PUT"),
-            ],
-            ..SimOptions::fast()
-        };
+            ]);
         let world = World::new().vm("web-03").rdp_disabled().vm("web-02").nsg_denies_rdp();
         let b = Bench::with(world, options, POLICY).await;
 
@@ -1456,7 +1408,7 @@ async fn a_lost_answer_to_an_extension_or_rule_put_is_read_back_not_resent() {
             "{:?}",
             said.lines()
         );
-        assert!(b.sim.world().vm("web-03").rdp_enabled());
+        assert!(b.h.sim.world().vm("web-03").rdp_enabled());
 
         let web2 = b.vm("web-02").await;
         let source = parse_source("198.51.100.7").unwrap();
@@ -1487,7 +1439,7 @@ async fn restart_settling(
         settle: Some(std::time::Duration::from_millis(settle_ms)),
         ..SimOptions::fast()
     };
-    let b = bench_with_settings(World::new().vm("web-01"), options, |s| {
+    let b = bench_with_settings(World::new().vm("web-01"), options, move |s| {
         s.settle_timeout = std::time::Duration::from_millis(timeout_ms);
         s.settle_poll = std::time::Duration::from_millis(50);
     })

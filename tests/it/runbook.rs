@@ -243,10 +243,7 @@ async fn no_nsg_means_nothing_filters_3389() {
 #[tokio::test]
 async fn effective_nsg_polls_until_done() {
     within(async {
-        let options = SimOptions {
-            lro_polls: 3,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(3);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let report = h.check("web-01").await.expect("report");
         assert_status(&report, "nsg", "pass", "allow-rdp");
@@ -274,7 +271,7 @@ async fn a_check_waits_out_azures_seconds_for_effective_rules_at_its_own_poll_in
             ..SimOptions::default()
         };
         let mut h = Harness::with_options(World::new().vm("web-01"), options).await;
-        h.arm = arm_with(&h, |s| s.poll_interval = Duration::from_millis(300));
+        h.arm = h.arm_with(|s| s.poll_interval = Duration::from_millis(300));
         let started = std::time::Instant::now();
         let report = h.check("web-01").await.expect("report");
         assert_status(&report, "nsg", "pass", "allow-rdp");
@@ -301,13 +298,10 @@ async fn a_check_waits_out_azures_seconds_for_effective_rules_at_its_own_poll_in
 #[tokio::test]
 async fn effective_nsg_failure_is_an_error_finding_and_the_rest_goes_on() {
     within(async {
-        let options = SimOptions {
-            faults: vec![Fault::new(
-                "effectiveNetworkSecurityGroups",
-                FaultKind::Status(400),
-            )],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![Fault::new(
+            "effectiveNetworkSecurityGroups",
+            FaultKind::Status(400),
+        )]);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let report = h.check("web-01").await.expect("report");
         assert_status(&report, "nsg", "error", "HTTP 400");
@@ -406,10 +400,7 @@ async fn boot_diagnostics_off_warns_with_how_to_enable() {
 #[tokio::test]
 async fn a_failed_blob_download_warns_without_the_sas_url() {
     within(async {
-        let options = SimOptions {
-            faults: vec![Fault::new(".screenshot.bmp", FaultKind::Status(403))],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![Fault::new(".screenshot.bmp", FaultKind::Status(403))]);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let report = h.check("web-01").await.expect("report");
         assert_status(
@@ -636,10 +627,7 @@ async fn a_wrong_client_secret_is_a_sign_in_error_without_the_secret() {
 async fn authorization_failed_names_the_missing_action() {
     within(async {
         let body = r#"{"error":{"code":"AuthorizationFailed","message":"The client 'x' with object id 'y' does not have authorization to perform action 'Microsoft.Compute/virtualMachines/read' over scope '/subscriptions/11111111-1111-1111-1111-111111111111' or the scope is invalid."}}"#;
-        let options = SimOptions {
-            faults: vec![Fault::new("virtualMachines", FaultKind::StatusBody(403, body.into()))],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![Fault::new("virtualMachines", FaultKind::StatusBody(403, body.into()))]);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         // A VM named by group is read directly; that read is refused. (A bare name whose list
         // is refused falls back to the groups the principal can see: see the least-privilege
@@ -670,10 +658,9 @@ async fn a_missing_vm_by_id_is_not_found() {
 #[tokio::test]
 async fn throttling_is_retried_honouring_retry_after() {
     within(async {
-        let options = SimOptions {
-            faults: vec![Fault::new("virtualMachines", FaultKind::Status(429)).times(2)],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![
+            Fault::new("virtualMachines", FaultKind::Status(429)).times(2)
+        ]);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let report = h.check("web-01").await.expect("retries get through");
         assert_eq!(report.verdict, Verdict::Ok);
@@ -738,10 +725,7 @@ async fn a_retry_after_longer_than_the_budget_gives_up_at_once() {
 #[tokio::test]
 async fn server_errors_are_retried_then_reported_with_azure_code() {
     within(async {
-        let options = SimOptions {
-            faults: vec![Fault::new("virtualMachines", FaultKind::Status(503))],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![Fault::new("virtualMachines", FaultKind::Status(503))]);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let error = arm_error(h.check("web-01").await);
         assert!(
@@ -756,13 +740,10 @@ async fn server_errors_are_retried_then_reported_with_azure_code() {
 #[tokio::test]
 async fn a_hanging_azure_times_out() {
     within(async {
-        let options = SimOptions {
-            faults: vec![Fault::new(
-                "providers/Microsoft.Compute/virtualMachines?",
-                FaultKind::Hang,
-            )],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![Fault::new(
+            "providers/Microsoft.Compute/virtualMachines?",
+            FaultKind::Hang,
+        )]);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let error = arm_error(h.check("web-01").await);
         assert!(matches!(error, ArmError::Timeout { .. }), "{error:?}");
@@ -774,13 +755,10 @@ async fn a_hanging_azure_times_out() {
 #[tokio::test]
 async fn a_malformed_response_is_reported_not_panicked() {
     within(async {
-        let options = SimOptions {
-            faults: vec![Fault::new(
-                "providers/Microsoft.Compute/virtualMachines?",
-                FaultKind::Malformed,
-            )],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![Fault::new(
+            "providers/Microsoft.Compute/virtualMachines?",
+            FaultKind::Malformed,
+        )]);
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         let error = arm_error(h.check("web-01").await);
         assert!(matches!(error, ArmError::Malformed { .. }), "{error:?}");
@@ -791,10 +769,7 @@ async fn a_malformed_response_is_reported_not_panicked() {
 #[tokio::test]
 async fn independent_reads_run_concurrently() {
     within(async {
-        let options = SimOptions {
-            latency: std::time::Duration::from_millis(100),
-            ..SimOptions::fast()
-        };
+        let options = support::slowed(std::time::Duration::from_millis(100));
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
         h.check("web-01").await.expect("report");
         // With 100 ms per request, overlap is certain if the reads are issued together: the VM
@@ -983,10 +958,7 @@ async fn a_sweep_ranks_the_group_worst_first_with_the_deciding_finding() {
 #[tokio::test]
 async fn a_sweep_under_the_token_bucket_paces_itself_instead_of_being_throttled() {
     within(async {
-        let mut world = World::new().page_size(100);
-        for i in 0..24 {
-            world = world.vm(&format!("vm-{i:02}"));
-        }
+        let world = support::numbered_vms(World::new().page_size(100), "vm", 24);
         // Both of ARM's buckets small: the effective-NSG POSTs spend the write bucket (every
         // request that is not a GET does), their results and the lists the read bucket.
         let options = SimOptions {
@@ -1113,14 +1085,8 @@ async fn a_resource_types_own_limit_is_honoured() {
 #[tokio::test]
 async fn a_cancelled_sweep_stops_and_returns_the_rows_so_far() {
     within(async {
-        let mut world = World::new().page_size(100);
-        for i in 0..20 {
-            world = world.vm(&format!("vm-{i:02}"));
-        }
-        let options = SimOptions {
-            latency: Duration::from_millis(30),
-            ..SimOptions::fast()
-        };
+        let world = support::numbered_vms(World::new().page_size(100), "vm", 20);
+        let options = support::slowed(Duration::from_millis(30));
         let h = Harness::with_options(world, options).await;
         let cancel = CancellationToken::new();
         let on_event = {
@@ -1149,6 +1115,8 @@ async fn a_cancelled_sweep_stops_and_returns_the_rows_so_far() {
         assert_eq!(report.total, 20);
         assert_eq!(report.vms.len(), 3, "no row after the cancel");
         // Nothing more reaches Azure once cancelled.
+        // Time passing is what is tested: no event marks a request that never comes, so give
+        // one 200 ms to show up.
         let after = h.sim.stats().requests;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(h.sim.stats().requests, after);
@@ -1249,10 +1217,10 @@ async fn when_azure_cannot_list_concurrent_misses_share_one_failure_and_known_vm
             .resolve(&h.arm, &web, &h.subscriptions)
             .await
             .expect("found");
-        h.sim.set_options(SimOptions {
-            faults: vec![Fault::new("virtualMachines?", FaultKind::Status(500))],
-            ..SimOptions::fast()
-        });
+        h.sim.set_options(support::failing(vec![Fault::new(
+            "virtualMachines?",
+            FaultKind::Status(500),
+        )]));
         let before = list_requests(&h);
         let nowhere = VmQuery::parse("gone-01").expect("valid");
         let all = futures::future::join_all(
@@ -1283,14 +1251,11 @@ async fn when_azure_cannot_list_concurrent_misses_share_one_failure_and_known_vm
 #[tokio::test]
 async fn a_sweep_whose_public_ip_list_fails_reads_each_nic_with_its_ip_instead() {
     within(async {
-        let mut world = World::new().page_size(100);
-        for i in 0..5 {
-            world = world.vm(&format!("vm-{i:02}"));
-        }
-        let options = SimOptions {
-            faults: vec![Fault::new("publicIPAddresses?", FaultKind::Status(403))],
-            ..SimOptions::fast()
-        };
+        let world = support::numbered_vms(World::new().page_size(100), "vm", 5);
+        let options = support::failing(vec![Fault::new(
+            "publicIPAddresses?",
+            FaultKind::Status(403),
+        )]);
         let h = Harness::with_options(world, options).await;
         let report = run_sweep(&h, &scope("rg-web"), &SweepOptions::default()).await;
         assert_eq!(report.count(Verdict::Ok), 5, "{:#?}", report.vms);
@@ -1312,18 +1277,13 @@ async fn a_sweep_whose_public_ip_list_fails_reads_each_nic_with_its_ip_instead()
 
 /// `(VM name, status of step)` for every row of a sweep, by name.
 fn statuses_by_vm(report: &SweepReport, step: &str) -> Vec<(String, String)> {
-    let mut rows: Vec<(String, String)> = report
-        .vms
-        .iter()
-        .map(|r| {
-            let finding = r
-                .findings
-                .iter()
-                .find(|f| f.step.as_str() == step)
-                .unwrap_or_else(|| panic!("no {step} finding for {}", r.vm.name));
-            (r.vm.name.clone(), finding.status.as_str().to_string())
-        })
-        .collect();
+    let mut rows = Vec::new();
+    for row in &report.vms {
+        let Some(found) = row.findings.iter().find(|f| f.step.as_str() == step) else {
+            panic!("no {step} finding for {}", row.vm.name);
+        };
+        rows.push((row.vm.name.clone(), found.status.as_str().to_string()));
+    }
     rows.sort();
     rows
 }
@@ -1451,22 +1411,6 @@ async fn a_subscription_sweep_reads_resource_health_per_resource_group() {
 
 // ---- a fair budget: people before sweeps ---------------------------------------------------
 
-/// An ARM connection to the harness's simulator with settings of the test's own.
-fn arm_with(h: &Harness, change: impl FnOnce(&mut rdp_doctor::azure::ArmSettings)) -> Arm {
-    let url = url::Url::parse(&h.sim.url()).expect("simulator url");
-    let mut settings = support::fast_settings(url.clone());
-    change(&mut settings);
-    let secret = h.sim.world().update(|w| w.client_secret.clone());
-    Arm::connect_with_secret(
-        settings,
-        url,
-        support::TENANT,
-        support::CLIENT,
-        secret.into(),
-    )
-    .expect("arm clients")
-}
-
 #[tokio::test]
 async fn a_persons_check_during_a_sweep_that_drained_the_bucket_does_not_wait_behind_it() {
     within(async {
@@ -1487,7 +1431,7 @@ async fn a_persons_check_during_a_sweep_that_drained_the_bucket_does_not_wait_be
         };
         let mut h = Harness::with_options(world, options).await;
         // rdp-doctor told the bucket's refill, as `[azure] refill_per_sec` does.
-        h.arm = arm_with(&h, |s| s.refill_per_sec = 5.0);
+        h.arm = h.arm_with(|s| s.refill_per_sec = 5.0);
         // Signed in, as a running bot is.
         h.check("web-01").await.expect("first check");
         let sweeps = h.arm.for_sweep();
@@ -1548,12 +1492,9 @@ async fn sweep_with(arm: &Arm, h: &Harness, scope: &SweepScope) -> Result<SweepR
 #[tokio::test]
 async fn a_sweep_of_a_scope_over_the_cap_is_refused_before_any_per_vm_request() {
     within(async {
-        let mut world = World::new().page_size(100);
-        for i in 0..5 {
-            world = world.vm(&format!("vm-{i:02}"));
-        }
+        let world = support::numbered_vms(World::new().page_size(100), "vm", 5);
         let h = Harness::start(world.vm("lin-01").linux()).await;
-        let arm = arm_with(&h, |s| s.sweep_max_vms = 4);
+        let arm = h.arm_with(|s| s.sweep_max_vms = 4);
         let error = sweep_with(&arm, &h, &scope("rg-web"))
             .await
             .expect_err("5 Windows VMs, at most 4");
@@ -1579,7 +1520,7 @@ async fn a_sweep_of_a_scope_over_the_cap_is_refused_before_any_per_vm_request() 
             .collect();
         assert!(per_vm.is_empty(), "only the scope's lists: {per_vm:#?}");
         // The Linux VM does not count: at 5 the same scope is swept.
-        let arm = arm_with(&h, |s| s.sweep_max_vms = 5);
+        let arm = h.arm_with(|s| s.sweep_max_vms = 5);
         let report = sweep_with(&arm, &h, &scope("rg-web"))
             .await
             .expect("at the cap");
@@ -1861,10 +1802,7 @@ async fn a_sweep_spends_a_write_only_on_running_vms() {
             .deallocated()
             .select("vm-012")
             .stopped();
-        let options = SimOptions {
-            lro_polls: 0,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(0);
         let h = Harness::with_options(world, options).await;
         let report = run_sweep(&h, &scope("rg-fleet"), &SweepOptions::default()).await;
         assert_eq!(report.vms.len(), 20);

@@ -415,10 +415,7 @@ async fn effective_nsgs_are_a_long_running_operation_with_the_example_shape() {
             .stopped()
             .vm("open")
             .no_nsg();
-        let options = SimOptions {
-            lro_polls: 2,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(2);
         let sim = start_with(world, options).await;
         let nics = network(&sim).network_interfaces_client();
         let token = token(&sim).await;
@@ -750,19 +747,16 @@ async fn token_bucket_throttles_with_retry_after() {
 #[tokio::test]
 async fn faults_fire_the_given_number_of_times() {
     within(async {
-        let options = SimOptions {
-            faults: vec![
-                Fault::new("virtualMachines/web-01", FaultKind::Status(503))
-                    .method("GET")
-                    .times(2),
-                Fault::new("virtualMachines/app-01", FaultKind::Malformed),
-                Fault::new(
-                    "virtualMachines/db-01",
-                    FaultKind::StatusBody(502, "<html>Bad Gateway</html>".to_owned()),
-                ),
-            ],
-            ..SimOptions::fast()
-        };
+        let options = support::failing(vec![
+            Fault::new("virtualMachines/web-01", FaultKind::Status(503))
+                .method("GET")
+                .times(2),
+            Fault::new("virtualMachines/app-01", FaultKind::Malformed),
+            Fault::new(
+                "virtualMachines/db-01",
+                FaultKind::StatusBody(502, "<html>Bad Gateway</html>".to_owned()),
+            ),
+        ]);
         let sim = start_with(World::new().vm("web-01").vm("app-01").vm("db-01"), options).await;
         let token = token(&sim).await;
         let web = vm_path("rg-web", "web-01");
@@ -1046,10 +1040,7 @@ fn vmaccess(
 #[tokio::test]
 async fn restart_passes_through_starting_and_ends_running_with_one_write() {
     within(async {
-        let options = SimOptions {
-            lro_polls: 2,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(2);
         let sim = start_with(World::new().vm("web-01"), options).await;
         let vms = compute(&sim).virtual_machines_client();
         let token = token(&sim).await;
@@ -1137,10 +1128,7 @@ async fn restart_passes_through_starting_and_ends_running_with_one_write() {
 #[tokio::test]
 async fn location_url_answers_202_until_done_and_start_of_a_running_vm_is_a_no_op() {
     within(async {
-        let options = SimOptions {
-            lro_polls: 1,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(1);
         let world = World::new().vm("web-01").vm("app-01");
         let sim = start_with(world, options).await;
         let vms = compute(&sim).virtual_machines_client();
@@ -1207,10 +1195,7 @@ async fn start_gives_a_dynamic_ip_an_address_and_redeploy_changes_only_dynamic_o
             .deallocated()
             .dynamic_public_ip_without_address()
             .vm("web-01");
-        let options = SimOptions {
-            lro_polls: 1,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(1);
         let sim = start_with(world, options).await;
         let vms = compute(&sim).virtual_machines_client();
         let token = token(&sim).await;
@@ -1327,10 +1312,7 @@ async fn vmaccess_put_resets_rdp_then_a_password_and_never_echoes_protected_sett
     within(async {
         const PASSWORD: &str = "Corr3ct-Horse-Battery!";
         let world = World::new().vm("web-01").rdp_disabled();
-        let options = SimOptions {
-            lro_polls: 1,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(1);
         let sim = start_with(world, options).await;
         let client = compute(&sim);
         let extensions = client.virtual_machine_extensions_client();
@@ -1434,10 +1416,7 @@ async fn vmaccess_put_resets_rdp_then_a_password_and_never_echoes_protected_sett
 async fn vmaccess_in_any_other_spelling_fails_in_the_guest_and_resets_nothing() {
     within(async {
         const PASSWORD: &str = "Corr3ct-Horse-Battery!";
-        let options = SimOptions {
-            lro_polls: 1,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(1);
         let sim = start_with(World::new().vm("web-01"), options).await;
         let extensions = compute(&sim).virtual_machine_extensions_client();
         let token = token(&sim).await;
@@ -1803,10 +1782,7 @@ async fn fail_operations_end_a_redeploy_failed_and_leave_the_world_alone() {
 #[tokio::test]
 async fn a_new_client_polling_the_same_operation_url_gets_the_final_status() {
     within(async {
-        let options = SimOptions {
-            lro_polls: 3,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(3);
         let sim = start_with(World::new().vm("web-01"), options).await;
         let url = {
             let first_client = compute(&sim);
@@ -2302,10 +2278,7 @@ async fn token_buckets_are_per_subscription_and_operation_urls_count_for_theirs(
 #[tokio::test]
 async fn effective_nsgs_without_polls_cost_exactly_two_requests() {
     within(async {
-        let options = SimOptions {
-            lro_polls: 0,
-            ..SimOptions::fast()
-        };
+        let options = support::polled(0);
         let sim = start_with(World::new().vm("web-01"), options.clone()).await;
         let nics = network(&sim).network_interfaces_client();
         let token = token(&sim).await;
@@ -2352,10 +2325,7 @@ async fn effective_nsgs_without_polls_cost_exactly_two_requests() {
 #[tokio::test]
 async fn the_request_log_says_when_each_request_started_and_finished() {
     within(async {
-        let options = SimOptions {
-            latency: Duration::from_millis(50),
-            ..SimOptions::fast()
-        };
+        let options = support::slowed(Duration::from_millis(50));
         let sim = start_with(World::new().vm("web-01"), options).await;
         let token = token(&sim).await;
         let path = vm_path("rg-web", "web-01");
@@ -2503,7 +2473,8 @@ async fn a_restarted_vm_settles_its_agent_and_resource_health_late() {
         let health = raw(&sim, Method::Get, &health_path, Some(&token)).await.json();
         assert_eq!(health["properties"]["availabilityState"], "Unavailable");
         assert_eq!(health["properties"]["reasonType"], "Customer Initiated");
-        // Nothing to await but Azure's own pace: read as a client would until the agent reports.
+        // Time passing is what is tested: nothing to await but Azure's own pace, so read as a
+        // client would until the agent reports.
         while agent_display().await != "Ready" {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -2587,6 +2558,7 @@ async fn effective_security_rules_take_seconds_by_default() {
         assert_eq!(early.status, StatusCode::Accepted, "not ready yet");
         assert_eq!(early.header("retry-after"), None);
         assert!(early.header("location").is_some_and(|l| l.contains("/operationResults/")));
+        // Time passing is what is tested: the answer is ready once Azure's time has passed.
         tokio::time::sleep(SimOptions::AZURE_EFFECTIVE_NSG.saturating_sub(started.elapsed())).await;
         let done = raw(&sim, Method::Get, &location, Some(&token)).await;
         assert_eq!(done.status, StatusCode::Ok);

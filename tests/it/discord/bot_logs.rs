@@ -4,10 +4,10 @@
 
 use super::support;
 use rdp_doctor::sim::{SimOptions, Simulator, World};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::discord::{FakeDiscord, Interaction, User, GUILD_ID, TOKEN};
+use support::discord::{FakeDiscord, Interaction, User, TOKEN};
 use support::within;
 use tokio::io::AsyncReadExt;
 
@@ -15,19 +15,6 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// Every log directive a person might try, the SDK's and serenity's included.
 const LOUDEST: &str = "trace,azure_core=trace,azure_core::policies=trace,azure_identity=trace,reqwest=trace,serenity=trace";
-
-const CONFIG: &str = r#"
-[azure]
-request_timeout_secs = 10
-max_retries = 1
-poll_interval_ms = 10
-[policy]
-channels = ["1180000000000000003"]
-[[policy.grant]]
-discord_role_id = 5002
-level = "admin"
-scope = "*"
-"#;
 
 /// The bot as a child process; everything it writes to stdout and stderr is kept.
 struct BotProcess {
@@ -49,38 +36,20 @@ impl BotProcess {
         sim: &Simulator,
         credential: &[(&str, &str)],
     ) -> BotProcess {
-        let dir = std::env::temp_dir().join(format!(
-            "rdp-doctor-bot-logs-{}-{}",
-            std::process::id(),
-            sim.url().rsplit(':').next().unwrap_or("0")
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("rdp-doctor.toml"), CONFIG).expect("config");
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"));
+        let dir = support::scratch_dir("bot-logs", sim);
+        std::fs::write(
+            dir.join("rdp-doctor.toml"),
+            super::config_file("request_timeout_secs = 10\nmax_retries = 1\npoll_interval_ms = 10"),
+        )
+        .expect("config");
+        let mut command = discord.bot_command(sim, &dir.join("rdp-doctor.toml"), "sqlite::memory:");
         command
-            .arg("bot")
             .current_dir(&dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", LOUDEST)
-            .env("DISCORD_TOKEN", TOKEN)
-            .env("DISCORD_API_URL", discord.url())
-            .env("DISCORD_GUILD_ID", GUILD_ID.to_string())
-            .env("AZURE_RESOURCE_MANAGER_URL", sim.url())
-            .env("AZURE_AUTHORITY_HOST", sim.url())
-            .env("AZURE_TENANT_ID", support::TENANT)
-            .env("AZURE_CLIENT_ID", support::CLIENT)
             .envs(credential.iter().copied())
-            .env(
-                "AZURE_SUBSCRIPTION_ID",
-                rdp_doctor::sim::DEFAULT_SUBSCRIPTION,
-            )
-            .env("RDP_DOCTOR_CONFIG", dir.join("rdp-doctor.toml"))
-            .env("RDP_DOCTOR_DATABASE_URL", "sqlite::memory:")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(std::process::Stdio::piped());
         let mut child = command.spawn().expect("rdp-doctor bot starts");
         let output = Arc::new(Mutex::new(Vec::new()));
         // Read both pipes to the end, always: a full pipe would stall the bot's logging.
@@ -119,17 +88,7 @@ impl BotProcess {
 
     /// SIGTERM, wait for the exit and the last byte it wrote; everything it printed.
     async fn stop(mut self) -> String {
-        let pid = self.child.id().expect("pid").to_string();
-        let sent = tokio::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .expect("kill");
-        assert!(sent.success());
-        tokio::time::timeout(WAIT, self.child.wait())
-            .await
-            .expect("the bot stops on SIGTERM")
-            .expect("exit status");
+        support::sigterm(&mut self.child).await;
         for reader in self.readers.drain(..) {
             let _ = reader.await;
         }
@@ -139,22 +98,12 @@ impl BotProcess {
     }
 }
 
-fn button_ids(message: &Value) -> Vec<String> {
-    message["components"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|row| row["components"].as_array().into_iter().flatten())
-        .filter_map(|c| c["custom_id"].as_str().map(str::to_string))
-        .collect()
-}
-
 /// The Confirm button's id and the message it is on, once the prompt is shown.
 async fn confirm_button(discord: &FakeDiscord, i: &Interaction) -> (u64, String) {
     discord.callback(i, WAIT).await.expect("acknowledged");
     loop {
         let edit = discord.next_edit(i, WAIT).await.expect("the prompt");
-        if let Some(confirm) = button_ids(edit.body())
+        if let Some(confirm) = support::discord::custom_ids(edit.body())
             .into_iter()
             .find(|id| id.starts_with("rdp:confirm:"))
         {
@@ -182,19 +131,26 @@ async fn the_bot_prints_no_secret_under_any_rust_log() {
         let admin = User::new(4010, "ada", &[5002]);
         let password = "Sup3r-Secret-Passw0rd!";
 
-        // The form is answered from the bot's VM list, loaded in the background at start:
-        // ask until the bot knows web-01.
-        let mut tries = 0;
-        let i = loop {
-            let i = reset_password_on_web_01(&discord, &admin).await;
-            let answer = discord.callback(&i, WAIT).await.expect("an answer");
-            if answer.body()["type"] == 9 {
-                break i;
-            }
-            tries += 1;
-            assert!(tries < 50, "no form for web-01: {}", answer.body());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        // The form is answered from the bot's VM list, loaded in the background at start: ask
+        // once the simulator has answered that list (a question meanwhile waits for the list).
+        support::until("the bot's VM list", sim.watch_answers(), || {
+            sim.stats().log.iter().any(|e| {
+                e.method == "GET"
+                    && e.status == 200
+                    && e.path
+                        .contains("/providers/Microsoft.Compute/virtualMachines")
+                    && !e.path.contains("/virtualMachines/")
+            })
+        })
+        .await;
+        let i = reset_password_on_web_01(&discord, &admin).await;
+        let answer = discord.callback(&i, WAIT).await.expect("an answer");
+        assert_eq!(
+            answer.body()["type"],
+            9,
+            "a form for web-01: {}",
+            answer.body()
+        );
         let submit = discord
             .modal_submit(
                 &admin,

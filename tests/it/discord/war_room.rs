@@ -6,7 +6,7 @@
 //! change notification (through [`FakeDiscord::next_request`]) with a deadline, never a sleep.
 
 use super::{Room, WAIT};
-use crate::support::discord::{routes, FakeDiscord, Interaction, Recorded, User};
+use crate::support::discord::{components, routes, FakeDiscord, Interaction, Recorded, User};
 use serde_json::{json, Value};
 
 /// Someone in the room, about to type or click.
@@ -37,6 +37,11 @@ impl Seen {
     /// Whether only the person who asked sees it (flag 64, ephemeral).
     pub(super) fn private(&self) -> bool {
         self.raw.flags() & 64 == 64
+    }
+
+    /// Whether it is a deferral ("rdp-doctor is thinking…") rather than an answer.
+    pub(super) fn deferred(&self) -> bool {
+        self.raw.route == routes::CALLBACK && self.raw.body()["type"] == 5
     }
 
     /// The message body (`data` of a callback).
@@ -77,11 +82,7 @@ impl Room {
 
     /// Alice fills in and submits the form `opened` was answered with: `(input id, value)`.
     pub(super) async fn submit(&self, opened: &Sent<'_>, fields: &[(&str, &str)]) -> Sent<'_> {
-        let i = self
-            .discord
-            .modal_submit(&self.alice, &opened.i, fields)
-            .await;
-        Sent { room: self, i }
+        self.as_user(&self.alice).submit(opened, fields).await
     }
 
     /// The next message the bot posted, in any way (an interaction's first answer, a follow-up,
@@ -119,6 +120,52 @@ impl<'a> Person<'a> {
             .find(|c| c["type"] == 2 && c["label"] == label)
             .unwrap_or_else(|| panic!("no button [{label}] on:\n{}", message.text));
         let custom_id = button["custom_id"].as_str().expect("a button with an id");
+        self.click_id(message, custom_id).await
+    }
+
+    /// Fill in and submit the form `opened` was answered with: `(input id, value)`.
+    pub(super) async fn submit(&self, opened: &Sent<'_>, fields: &[(&str, &str)]) -> Sent<'a> {
+        let i = self
+            .room
+            .discord
+            .modal_submit(&self.user, &opened.i, fields)
+            .await;
+        Sent { room: self.room, i }
+    }
+
+    /// Fill in the reset-password form `opened` was answered with: `user`, and `password`
+    /// twice.
+    pub(super) async fn set_password(
+        &self,
+        opened: &Sent<'_>,
+        user: &str,
+        password: &str,
+    ) -> Sent<'a> {
+        let fields = [("user", user), ("password", password), ("repeat", password)];
+        self.submit(opened, &fields).await
+    }
+
+    /// What autocomplete offers while `typed` is in the `vm` option of `/rdp <sub>`: the
+    /// choices' names (the answer must be a list of choices, empty or not).
+    pub(super) async fn suggestions(&self, sub: &str, typed: &str) -> Vec<String> {
+        let options = json!([{"name": "vm", "type": 3, "value": typed}]);
+        let discord = &self.room.discord;
+        let i = discord
+            .autocomplete(&self.user, "rdp", &[sub], options, "vm")
+            .await;
+        let answer = discord.callback(&i, WAIT).await.expect("an answer");
+        assert_eq!(answer.body()["type"], 8, "not choices: {}", answer.body());
+        answer.body()["data"]["choices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// Click a component of `message` by its raw id: for ids no button carries (a garbled or
+    /// stale one), as a modified client could send.
+    pub(super) async fn click_id(&self, message: &Seen, custom_id: &str) -> Sent<'a> {
         let id = message.message_id.expect("the message's id");
         let i = self
             .room
@@ -166,27 +213,39 @@ impl Sent<'_> {
 
     /// The next message this interaction produced: its first answer or a follow-up.
     pub(super) async fn next_message(&self) -> Seen {
-        let token = self.i.token.clone();
-        seen(
-            &self.room.discord,
-            &format!("a message answering interaction {}", self.i.id),
-            Some(token),
-            is_new_message,
-        )
-        .await
+        self.next("a message answering", is_new_message).await
     }
 
     /// The next edit this interaction made (of its own message or, for a click, of the one
     /// clicked).
     pub(super) async fn next_edit(&self) -> Seen {
-        let token = self.i.token.clone();
-        seen(
-            &self.room.discord,
-            &format!("an edit by interaction {}", self.i.id),
-            Some(token),
-            is_edit,
-        )
-        .await
+        self.next("an edit by", is_edit).await
+    }
+
+    async fn next(&self, what: &str, kind: fn(&Recorded) -> bool) -> Seen {
+        let what = format!("{what} interaction {}", self.i.id);
+        seen(&self.room.discord, &what, Some(self.i.token.clone()), kind).await
+    }
+
+    /// The answer to a request refused at once: a message only the person sees, not a
+    /// deferral.
+    pub(super) async fn refused(&self) -> Seen {
+        let reply = self.next_message().await;
+        assert!(
+            reply.private() && !reply.deferred(),
+            "not a private answer:\n{}",
+            reply.text
+        );
+        reply
+    }
+
+    /// The answer to a request acknowledged first, then refused: a private follow-up.
+    pub(super) async fn whispered(&self) -> Seen {
+        let first = self.next_message().await;
+        assert!(first.deferred(), "not deferred:\n{}", first.text);
+        let reply = self.next_message().await;
+        assert!(reply.private(), "not private:\n{}", reply.text);
+        reply
     }
 
     /// Edits until the last word: not the "Looking for…" / "Checking…" progress.
@@ -253,16 +312,6 @@ fn is_edit(r: &Recorded) -> bool {
         routes::ORIGINAL | routes::WEBHOOK_MESSAGE | routes::CHANNEL_MESSAGE => r.method == "PATCH",
         _ => false,
     }
-}
-
-/// Every component of a message, rows flattened.
-fn components(message: &Value) -> Vec<Value> {
-    message["components"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
-        .collect()
 }
 
 /// What a person sees of one request, as text: `(only you can see this)` for an ephemeral

@@ -21,6 +21,26 @@ async fn sim_with(options: SimOptions) -> Simulator {
         .expect("simulator starts")
 }
 
+/// The error a VM list ends in, as text; `why` it must fail.
+async fn list_error(arm: &Arm, why: &str) -> String {
+    match arm.list_vms(DEFAULT_SUBSCRIPTION).await {
+        Ok(vms) => panic!("{why}, yet {} VMs were listed", vms.len()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Short-lived tokens, and the managed identities the host has.
+async fn sim_with_identities(system_assigned: bool, user_assigned: &[&str]) -> Simulator {
+    sim_with(SimOptions {
+        managed_identities: ManagedIdentities {
+            system_assigned,
+            user_assigned: user_assigned.iter().map(|id| id.to_string()).collect(),
+        },
+        ..short_lived()
+    })
+    .await
+}
+
 fn short_lived() -> SimOptions {
     SimOptions {
         token_lifetime: LIFETIME,
@@ -71,6 +91,8 @@ async fn read_until(arm: &Arm, until: Instant) -> usize {
             .unwrap_or_else(|e| panic!("read {reads} failed: {e}"));
         assert_eq!(vms.len(), 1);
         reads += 1;
+        // Time passing is what is tested: reads spread over the token's lifetime, as people's
+        // are, so that it expires and is renewed between them.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     reads
@@ -177,11 +199,7 @@ async fn a_refused_federated_token_is_explained_without_the_token() {
     // A token file that cannot be read names the file, not its content.
     let missing = token_file("missing");
     let arm = arm_from(&sim, &workload_env(&sim, &missing)).expect("arm");
-    let text = arm
-        .list_vms(DEFAULT_SUBSCRIPTION)
-        .await
-        .expect_err("no file")
-        .to_string();
+    let text = list_error(&arm, "no file").await;
     assert!(
         text.contains("cannot read AZURE_FEDERATED_TOKEN_FILE"),
         "{text}"
@@ -237,14 +255,7 @@ async fn concurrent_callers_share_one_token_request() {
 #[tokio::test]
 async fn a_user_assigned_identity_asks_imds_for_its_client_id() {
     let uami = "11111111-2222-3333-4444-555555555555";
-    let sim = sim_with(SimOptions {
-        managed_identities: ManagedIdentities {
-            system_assigned: false,
-            user_assigned: vec![uami.to_owned(), "another-identity".to_owned()],
-        },
-        ..short_lived()
-    })
-    .await;
+    let sim = sim_with_identities(false, &[uami, "another-identity"]).await;
     let arm = arm_from(
         &sim,
         &[
@@ -279,25 +290,14 @@ async fn a_user_assigned_identity_asks_imds_for_its_client_id() {
     // Without AZURE_CLIENT_ID (all azure_identity 0.21 can ask for) a VM with two
     // user-assigned identities and no system-assigned one gives no token.
     let system = arm_from(&sim, &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", sim.url())]).expect("arm");
-    let text = system
-        .list_vms(DEFAULT_SUBSCRIPTION)
-        .await
-        .expect_err("no identity chosen")
-        .to_string();
+    let text = list_error(&system, "no identity chosen").await;
     assert!(text.contains("Multiple user assigned identities"), "{text}");
 }
 
 #[tokio::test]
 async fn app_service_managed_identity_sends_its_header_and_client_id() {
     let uami = "66666666-7777-8888-9999-000000000000";
-    let sim = sim_with(SimOptions {
-        managed_identities: ManagedIdentities {
-            system_assigned: true,
-            user_assigned: vec![uami.to_owned()],
-        },
-        ..short_lived()
-    })
-    .await;
+    let sim = sim_with_identities(true, &[uami]).await;
     let header = sim.identity_header();
     let arm = arm_from(
         &sim,
@@ -321,11 +321,7 @@ async fn app_service_managed_identity_sends_its_header_and_client_id() {
         ],
     )
     .expect("arm");
-    let text = arm
-        .list_vms(DEFAULT_SUBSCRIPTION)
-        .await
-        .expect_err("refused")
-        .to_string();
+    let text = list_error(&arm, "refused").await;
     assert!(text.contains("401"), "{text}");
     assert!(!text.contains(wrong) && !text.contains(&header), "{text}");
 }

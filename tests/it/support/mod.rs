@@ -5,18 +5,142 @@
 pub mod discord;
 
 use rdp_doctor::azure::{Arm, ArmSettings, VmQuery};
+use rdp_doctor::policy::{Policy, PolicyConfig};
+use rdp_doctor::runbook::door::Door;
+use rdp_doctor::runbook::operate::Operator;
 use rdp_doctor::runbook::{self, catalog::Catalog, CheckError, CheckOptions, Report};
 use rdp_doctor::sim::{SimOptions, Simulator, World};
+use rdp_doctor::store::Store;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 pub const TENANT: &str = "00000000-0000-0000-0000-00000000000a";
 pub const CLIENT: &str = "00000000-0000-0000-0000-00000000000b";
 
+/// The one harness: a world on the simulator, the real ARM clients pointed at it and the
+/// catalog, and, for the write path, a policy and a store ([`Harness::door`],
+/// [`Harness::operator`]). The runbook and operator tests use it as it is; the Discord room
+/// (`discord.rs`) adds the fake Discord and the bot; the benchmark (`benches/rdp.rs`, which
+/// includes this module) starts it as deployed ([`Build::deployed`]).
 pub struct Harness {
+    /// The simulator, on a port of its own.
     pub sim: Simulator,
+    /// The real ARM clients, signed in to the simulator's Entra.
     pub arm: Arm,
-    pub catalog: Catalog,
+    pub catalog: Arc<Catalog>,
+    /// The world's subscriptions, the ones rdp-doctor is configured to serve.
     pub subscriptions: Vec<String>,
+}
+
+/// How to start a [`Harness`]: `Harness::build(world).options(…).settings(…).start()`.
+pub struct Build {
+    world: World,
+    options: SimOptions,
+    secret: Option<String>,
+    settings: Box<dyn FnOnce(&mut ArmSettings) + Send>,
+    deployed: bool,
+}
+
+impl Build {
+    /// The simulator's options (faults, limits, latency); VMs still settle at once (see
+    /// [`quick`]) unless [`Build::deployed`].
+    pub fn options(mut self, options: SimOptions) -> Build {
+        self.options = options;
+        self
+    }
+
+    /// Sign in with `secret`, which may differ from the world's.
+    pub fn secret(mut self, secret: &str) -> Build {
+        self.secret = Some(secret.to_string());
+        self
+    }
+
+    /// Adjust the suite's fast ARM settings ([`fast_settings`]).
+    pub fn settings(mut self, change: impl FnOnce(&mut ArmSettings) + Send + 'static) -> Build {
+        self.settings = Box::new(change);
+        self
+    }
+
+    /// ARM's default settings and the simulator's options as given, as the bot runs them: for
+    /// measurements.
+    pub fn deployed(mut self) -> Build {
+        self.deployed = true;
+        self
+    }
+
+    pub async fn start(self) -> Harness {
+        self.try_start().await.expect("the harness starts")
+    }
+
+    pub async fn try_start(self) -> anyhow::Result<Harness> {
+        let subscriptions = self
+            .world
+            .subscriptions
+            .iter()
+            .map(|s| s.id.clone())
+            .collect();
+        let secret = self
+            .secret
+            .unwrap_or_else(|| self.world.client_secret.clone());
+        let options = if self.deployed {
+            self.options
+        } else {
+            quick(self.options)
+        };
+        let sim = Simulator::start("127.0.0.1:0", self.world, options).await?;
+        let url = url::Url::parse(&sim.url())?;
+        let settings = if self.deployed {
+            ArmSettings::new(url.clone())
+        } else {
+            let mut settings = fast_settings(url.clone());
+            (self.settings)(&mut settings);
+            settings
+        };
+        let arm = Arm::connect_with_secret(settings, url, TENANT, CLIENT, secret.into())?;
+        Ok(Harness {
+            sim,
+            arm,
+            catalog: Arc::new(Catalog::builtin()),
+            subscriptions,
+        })
+    }
+}
+
+/// `world` and `n` more VMs as [`World::vm`] makes them, named `{prefix}-00`, `{prefix}-01`, …
+/// (as many digits as the last number needs, at least two).
+pub fn numbered_vms(mut world: World, prefix: &str, n: usize) -> World {
+    let width = n.saturating_sub(1).to_string().len().max(2);
+    for i in 0..n {
+        world = world.vm(&format!("{prefix}-{i:0width$}"));
+    }
+    world
+}
+
+/// The suite's simulator ([`SimOptions::fast`]) with `faults` injected.
+pub fn failing(faults: Vec<rdp_doctor::sim::Fault>) -> SimOptions {
+    SimOptions {
+        faults,
+        ..SimOptions::fast()
+    }
+}
+
+/// The suite's simulator with `latency` added to every answer.
+pub fn slowed(latency: Duration) -> SimOptions {
+    SimOptions {
+        latency,
+        ..SimOptions::fast()
+    }
+}
+
+/// The suite's simulator whose long-running operations answer "in progress" to their first
+/// `lro_polls` polls.
+pub fn polled(lro_polls: u32) -> SimOptions {
+    SimOptions {
+        lro_polls,
+        ..SimOptions::fast()
+    }
 }
 
 /// Settings that keep the suite fast: short timeouts, few retries, quick polls.
@@ -32,37 +156,84 @@ pub fn fast_settings(url: url::Url) -> ArmSettings {
     settings
 }
 
+/// A policy from the TOML of a `[policy]` table; `None`: no table at all.
+pub fn policy(toml: Option<&str>) -> Policy {
+    let config: Option<PolicyConfig> = toml.map(|p| toml::from_str(p).expect("policy toml"));
+    Policy::new(config.as_ref()).expect("policy")
+}
+
+/// The database: a file at `path`, or in memory.
+pub async fn store(path: Option<&std::path::Path>) -> Store {
+    let url = match path {
+        Some(path) => format!("sqlite://{}", path.display()),
+        None => "sqlite::memory:".to_string(),
+    };
+    Store::open(&url).await.expect("store")
+}
+
 impl Harness {
+    pub fn build(world: World) -> Build {
+        Build {
+            world,
+            options: SimOptions::fast(),
+            secret: None,
+            settings: Box::new(|_| {}),
+            deployed: false,
+        }
+    }
+
     pub async fn start(world: World) -> Harness {
-        Harness::with_options(world, SimOptions::fast()).await
+        Harness::build(world).start().await
     }
 
     pub async fn with_options(world: World, options: SimOptions) -> Harness {
-        let secret = world.client_secret.clone();
-        Harness::with_secret(world, options, &secret).await
+        Harness::build(world).options(options).start().await
     }
 
     /// Sign in with `secret`, which may differ from the world's.
     pub async fn with_secret(world: World, options: SimOptions, secret: &str) -> Harness {
-        let subscriptions = world.subscriptions.iter().map(|s| s.id.clone()).collect();
-        let sim = Simulator::start("127.0.0.1:0", world, quick(options))
+        Harness::build(world)
+            .options(options)
+            .secret(secret)
+            .start()
             .await
-            .expect("simulator starts");
-        let url = url::Url::parse(&sim.url()).expect("simulator url");
-        let arm = Arm::connect_with_secret(
-            fast_settings(url.clone()),
-            url,
-            TENANT,
-            CLIENT,
-            secret.to_string().into(),
+    }
+
+    /// The world's client secret as it is now (a test may rotate it).
+    pub fn secret(&self) -> String {
+        self.sim.world().update(|w| w.client_secret.clone())
+    }
+
+    /// Another ARM connection to the simulator, with settings of the test's own.
+    pub fn arm_with(&self, change: impl FnOnce(&mut ArmSettings)) -> Arm {
+        let url = url::Url::parse(&self.sim.url()).expect("simulator url");
+        let mut settings = fast_settings(url.clone());
+        change(&mut settings);
+        Arm::connect_with_secret(settings, url, TENANT, CLIENT, self.secret().into())
+            .expect("arm clients")
+    }
+
+    /// The door every front end goes through, over this world, `policy` and `store`.
+    pub fn door(&self, policy: Policy, store: Store) -> Door {
+        Door::new(
+            self.arm.clone(),
+            self.catalog.clone(),
+            Arc::new(policy),
+            self.subscriptions.clone(),
         )
-        .expect("arm clients");
-        Harness {
-            sim,
+        .with_store(store)
+    }
+
+    /// The write path alone, over `arm` (this harness's or one of [`Harness::arm_with`]),
+    /// `policy` and `store`.
+    pub fn operator(&self, arm: Arm, policy: Policy, store: Store) -> Operator {
+        Operator::new(
             arm,
-            catalog: Catalog::builtin(),
-            subscriptions,
-        }
+            self.catalog.clone(),
+            store,
+            Arc::new(policy),
+            self.subscriptions.clone(),
+        )
     }
 
     pub async fn check(&self, vm: &str) -> Result<Report, CheckError> {
@@ -105,6 +276,53 @@ impl Harness {
 pub fn quick(mut options: SimOptions) -> SimOptions {
     options.settle.get_or_insert(Duration::ZERO);
     options
+}
+
+/// Waits until `done` holds, checking it again each time `changes` changes (an event such as
+/// [`Simulator::watch_answers`] or the VM directory's `watch_attempts`), never on a timer; at
+/// most 60 s, the suite's deadline, then a panic saying what did not happen.
+pub async fn until<T>(what: &str, changes: watch::Receiver<T>, mut done: impl FnMut() -> bool) {
+    until_async(what, changes, || std::future::ready(done())).await
+}
+
+/// [`until`] for a condition that needs awaiting (a database read).
+pub async fn until_async<T, F: Future<Output = bool>>(
+    what: &str,
+    mut changes: watch::Receiver<T>,
+    mut done: impl FnMut() -> F,
+) {
+    let wait = async {
+        while !done().await {
+            changes.changed().await.expect("the watched side is alive");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), wait)
+        .await
+        .unwrap_or_else(|_| panic!("waited 60 s for {what}"));
+}
+
+/// A directory of its own for a test's files (config, database), created: named after `what`,
+/// this process and the port of `sim`, so tests running at once never share one.
+pub fn scratch_dir(what: &str, sim: &Simulator) -> std::path::PathBuf {
+    let port = sim.url().rsplit(':').next().unwrap_or("0").to_string();
+    let dir = std::env::temp_dir().join(format!("rdp-doctor-{what}-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
+/// SIGTERM to `child`, then its exit status (at most 20 s).
+pub async fn sigterm(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("a running child").to_string();
+    let sent = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(sent.success(), "kill -TERM {pid}");
+    tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the child exits after SIGTERM")
+        .expect("exit status")
 }
 
 /// Every test gets a deadline, so a hang fails instead of stalling CI.

@@ -23,7 +23,7 @@ impl FakeDiscord {
         path: &[&str],
         options: Value,
     ) -> Interaction {
-        self.command_interaction(user, command, path, options, 2)
+        command_interaction(&mut self.inner.lock(), user, command, path, options, 2)
     }
 
     /// Same as [`Self::slash`] but APPLICATION_COMMAND_AUTOCOMPLETE, with `focused: true` on the
@@ -46,7 +46,7 @@ impl FakeDiscord {
             }
         }
         assert!(found, "no option named {focused} in {options}");
-        self.command_interaction(user, command, path, options, 4)
+        command_interaction(&mut self.inner.lock(), user, command, path, options, 4)
     }
 
     /// `n` identical [`Self::slash`] interactions queued on the gateway back to back, under one
@@ -63,17 +63,6 @@ impl FakeDiscord {
         (0..n)
             .map(|_| command_interaction(&mut world, user, command, path, options.clone(), 2))
             .collect()
-    }
-
-    fn command_interaction(
-        &self,
-        user: &User,
-        command: &str,
-        path: &[&str],
-        options: Value,
-        kind: u8,
-    ) -> Interaction {
-        command_interaction(&mut self.inner.lock(), user, command, path, options, kind)
     }
 
     /// A MESSAGE_COMPONENT interaction (button, or select menu when `values` is not empty) on a

@@ -27,104 +27,117 @@ impl FakeDiscord {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn webhook(
-    world: &mut World,
-    method: &Method,
+/// The messages a request addresses: one message of a channel, or the channel's new one.
+pub(super) struct Address {
+    channel: u64,
+    message: Option<u64>,
+    /// Through an interaction's webhook (`/webhooks/...`) rather than the channel's route.
+    webhook: bool,
+}
+
+/// `/webhooks/{app}/{token}/…`: the interaction's follow-ups and its `@original`.
+pub(super) fn webhook_address(
+    world: &World,
     app: &str,
     token: &str,
     rest: &[&str],
+) -> Result<Address, Reply> {
+    if app != APP_ID.to_string() {
+        return Err(Reply::error(404, 10015, "Unknown Webhook"));
+    }
+    let Some(pending) = world.interactions.get(token) else {
+        return Err(Reply::error(401, 50027, "Invalid Webhook Token"));
+    };
+    if pending.expired {
+        return Err(Reply::error(401, 50027, "Invalid Webhook Token"));
+    }
+    if !pending.acknowledged {
+        return Err(Reply::error(404, 10015, "Unknown Webhook"));
+    }
+    let message = match rest {
+        [] => None,
+        ["messages", "@original"] => match pending.original {
+            Some(id) => Some(id),
+            None => return Err(Reply::error(404, 10008, "Unknown Message")),
+        },
+        ["messages", id] => Some(parse_id(id)?),
+        _ => return Err(Reply::error(404, 0, "404: Not Found")),
+    };
+    Ok(Address {
+        channel: pending.channel_id,
+        message,
+        webhook: true,
+    })
+}
+
+/// `/channels/{channel}/messages/…`: the bot's messages in the channel.
+pub(super) fn channel_address(channel: &str, rest: &[&str]) -> Result<Address, Reply> {
+    if channel != CHANNEL_ID.to_string() {
+        return Err(Reply::error(404, 10003, "Unknown Channel"));
+    }
+    let message = match rest {
+        [] => None,
+        [id] => Some(parse_id(id)?),
+        _ => return Err(Reply::error(404, 0, "404: Not Found")),
+    };
+    Ok(Address {
+        channel: CHANNEL_ID,
+        message,
+        webhook: false,
+    })
+}
+
+/// POST a new message, or GET, PATCH or DELETE the one addressed.
+pub(super) fn messages(
+    world: &mut World,
+    method: &Method,
+    to: Address,
     body: &Value,
     uploads: &[Upload],
     violations: &mut Vec<String>,
 ) -> Reply {
-    if app != APP_ID.to_string() {
-        return Reply::error(404, 10015, "Unknown Webhook");
-    }
-    let Some(pending) = world.interactions.get(token) else {
-        return Reply::error(401, 50027, "Invalid Webhook Token");
-    };
-    if pending.expired {
-        return Reply::error(401, 50027, "Invalid Webhook Token");
-    }
-    if !pending.acknowledged {
-        return Reply::error(404, 10015, "Unknown Webhook");
-    }
-    let (original, channel_id) = (pending.original, pending.channel_id);
-    let message_id = match rest {
-        [] => None,
-        ["messages", "@original"] => match original {
-            Some(id) => Some(id),
-            None => return Reply::error(404, 10008, "Unknown Message"),
-        },
-        ["messages", id] => match id.parse::<u64>() {
-            Ok(id) => Some(id),
-            Err(_) => return Reply::error(404, 10008, "Unknown Message"),
-        },
-        _ => return Reply::error(404, 0, "404: Not Found"),
-    };
-    match (method.as_str(), message_id) {
+    match (method.as_str(), to.message) {
         ("POST", None) => {
-            let message = new_message(world, channel_id, body, uploads, 0, violations);
+            let mut message = new_message(world, to.channel, body, uploads, 0, violations);
+            if !to.webhook {
+                message["webhook_id"] = Value::Null;
+                message["guild_id"] = Value::String(GUILD_ID.to_string());
+            }
             let id = store_message(world, message);
             Reply::ok(world.messages[&id].clone())
         }
-        ("GET", Some(id)) => match world.messages.get(&id) {
-            Some(m) => Reply::ok(m.clone()),
-            None => Reply::error(404, 10008, "Unknown Message"),
-        },
-        ("PATCH", Some(id)) => match edit_message(world, id, body, uploads, violations) {
-            Some(m) => Reply::ok(m),
-            None => Reply::error(404, 10008, "Unknown Message"),
-        },
-        ("DELETE", Some(id)) => match world.messages.remove(&id) {
-            Some(_) => Reply::no_content(),
-            None => Reply::error(404, 10008, "Unknown Message"),
-        },
+        (method, Some(id)) => existing(world, method, id, body, uploads, violations),
         _ => Reply::error(405, 0, "405: Method Not Allowed"),
     }
 }
 
-pub(super) fn channel_messages(
+fn parse_id(id: &str) -> Result<u64, Reply> {
+    id.parse::<u64>()
+        .map_err(|_| Reply::error(404, 10008, "Unknown Message"))
+}
+
+/// GET, PATCH or DELETE of message `id`, whoever addresses it (webhook or channel).
+fn existing(
     world: &mut World,
-    method: &Method,
-    channel: &str,
-    rest: &[&str],
+    method: &str,
+    id: u64,
     body: &Value,
     uploads: &[Upload],
     violations: &mut Vec<String>,
 ) -> Reply {
-    if channel != CHANNEL_ID.to_string() {
-        return Reply::error(404, 10003, "Unknown Channel");
-    }
-    let message_id = match rest {
-        [] => None,
-        [id] => match id.parse::<u64>() {
-            Ok(id) => Some(id),
-            Err(_) => return Reply::error(404, 10008, "Unknown Message"),
-        },
-        _ => return Reply::error(404, 0, "404: Not Found"),
-    };
-    match (method.as_str(), message_id) {
-        ("POST", None) => {
-            let mut message = new_message(world, CHANNEL_ID, body, uploads, 0, violations);
-            message["webhook_id"] = Value::Null;
-            message["guild_id"] = Value::String(GUILD_ID.to_string());
-            let id = store_message(world, message);
-            Reply::ok(world.messages[&id].clone())
+    let unknown = || Reply::error(404, 10008, "Unknown Message");
+    match method {
+        "GET" => world
+            .messages
+            .get(&id)
+            .map_or_else(unknown, |m| Reply::ok(m.clone())),
+        "PATCH" => {
+            edit_message(world, id, body, uploads, violations).map_or_else(unknown, Reply::ok)
         }
-        ("GET", Some(id)) => match world.messages.get(&id) {
-            Some(m) => Reply::ok(m.clone()),
-            None => Reply::error(404, 10008, "Unknown Message"),
-        },
-        ("PATCH", Some(id)) => match edit_message(world, id, body, uploads, violations) {
-            Some(m) => Reply::ok(m),
-            None => Reply::error(404, 10008, "Unknown Message"),
-        },
-        ("DELETE", Some(id)) => match world.messages.remove(&id) {
-            Some(_) => Reply::no_content(),
-            None => Reply::error(404, 10008, "Unknown Message"),
-        },
+        "DELETE" => world
+            .messages
+            .remove(&id)
+            .map_or_else(unknown, |_| Reply::no_content()),
         _ => Reply::error(405, 0, "405: Method Not Allowed"),
     }
 }

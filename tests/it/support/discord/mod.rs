@@ -318,6 +318,24 @@ impl World {
     }
 }
 
+/// Every component of a message, rows flattened.
+pub fn components(message: &Value) -> Vec<Value> {
+    message["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// The custom ids of a message's buttons and menus.
+pub fn custom_ids(message: &Value) -> Vec<String> {
+    components(message)
+        .iter()
+        .filter_map(|c| c["custom_id"].as_str().map(str::to_string))
+        .collect()
+}
+
 impl FakeDiscord {
     pub async fn start() -> FakeDiscord {
         FakeDiscord::start_with(Options::default()).await
@@ -378,6 +396,37 @@ impl FakeDiscord {
     /// `DISCORD_API_URL`: what `HttpBuilder::proxy` needs.
     pub fn url(&self) -> String {
         self.inner.rest_url.clone()
+    }
+
+    /// `rdp-doctor bot` as a process against this fake and `sim`: nothing of the test's own
+    /// environment, the config file `config`, the database `database` (a sqlx URL). The caller
+    /// adds the credential (`AZURE_CLIENT_SECRET` or another) and where output goes.
+    pub fn bot_command(
+        &self,
+        sim: &rdp_doctor::sim::Simulator,
+        config: &std::path::Path,
+        database: &str,
+    ) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"));
+        command
+            .arg("bot")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DISCORD_TOKEN", TOKEN)
+            .env("DISCORD_API_URL", self.url())
+            .env("DISCORD_GUILD_ID", GUILD_ID.to_string())
+            .env("AZURE_RESOURCE_MANAGER_URL", sim.url())
+            .env("AZURE_AUTHORITY_HOST", sim.url())
+            .env("AZURE_TENANT_ID", super::TENANT)
+            .env("AZURE_CLIENT_ID", super::CLIENT)
+            .env(
+                "AZURE_SUBSCRIPTION_ID",
+                rdp_doctor::sim::DEFAULT_SUBSCRIPTION,
+            )
+            .env("RDP_DOCTOR_CONFIG", config)
+            .env("RDP_DOCTOR_DATABASE_URL", database)
+            .kill_on_drop(true);
+        command
     }
 
     /// The websocket URL `GET /gateway` hands out (a different port from [`Self::url`]).

@@ -4,7 +4,7 @@
 use super::commands::commands;
 use super::gateway::bot_user;
 use super::interactions::callback;
-use super::messages::{channel_messages, webhook};
+use super::messages::{channel_address, messages, webhook_address};
 use super::multipart::{parse_body, Upload};
 use super::schema::validate;
 use super::{routes, FakeDiscord, Inner, Interaction, Recorded, World, APP_ID, OWNER_ID, TOKEN};
@@ -423,11 +423,15 @@ fn handle_route(
             )
         }
         (_, ["webhooks", app, token, rest @ ..]) => {
-            webhook(world, method, app, token, rest, body, uploads, violations)
+            match webhook_address(world, app, token, rest) {
+                Ok(to) => messages(world, method, to, body, uploads, violations),
+                Err(refused) => refused,
+            }
         }
-        (_, ["channels", channel, "messages", rest @ ..]) => {
-            channel_messages(world, method, channel, rest, body, uploads, violations)
-        }
+        (_, ["channels", channel, "messages", rest @ ..]) => match channel_address(channel, rest) {
+            Ok(to) => messages(world, method, to, body, uploads, violations),
+            Err(refused) => refused,
+        },
         ("POST", ["channels", _, "typing"]) => Reply::no_content(),
         _ => Reply::error(404, 0, "404: Not Found"),
     }
