@@ -7,12 +7,12 @@
 //! found again in the VM directory), `rdp:confirm:<id>` / `rdp:cancel:<id>` (the confirmation
 //! lives in the database), `rdp:pw:<vm key>` (the password modal).
 
-use super::commands::{
+use super::ids::{ComponentId, ConfirmationKey, Key};
+use super::render::{self, clip};
+use super::steps::{
     acknowledge, autocomplete_vm, command_caller, command_interaction, door_notice, find, parse_vm,
     refuse, user_error_title, Audience, FixKind, Kind,
 };
-use super::ids::{ComponentId, ConfirmationKey, Key};
-use super::render::{self, clip};
 use super::surface::{Surface, View};
 use super::{AppContext, Bot, Context, Error};
 use crate::diagnose::ActionId;
@@ -60,7 +60,7 @@ pub async fn channel_check(ctx: Context<'_>) -> Result<bool, Error> {
             Ok(false)
         }
         Err(e) => {
-            ctx.send(super::commands::private(render::notice(
+            ctx.send(super::steps::private(render::notice(
                 "Not here",
                 &e.to_string(),
             )))
@@ -360,18 +360,18 @@ pub async fn reset_password(
                 .take(25)
                 .map(VmSummary::unlisted)
                 .collect();
-            let nonce = bot.remember_pick(super::commands::PendingPick {
+            let nonce = bot.remember_pick(super::steps::PendingPick {
                 kind: Kind::ResetPassword,
                 options: CheckOptions::default(),
                 candidates: candidates.clone(),
                 requester: caller.actor.id.clone(),
                 created: Instant::now(),
             });
-            let message = super::commands::private(render::notice(
+            let message = super::steps::private(render::notice(
                 &format!("{} VMs are named {name}", candidates.len()),
                 "Pick the one whose password to reset (subscription / resource group):",
             ))
-            .components(vec![super::commands::pick_menu(nonce, &candidates)]);
+            .components(vec![super::steps::pick_menu(nonce, &candidates)]);
             ctx.send(message).await?;
             return Ok(());
         }
@@ -755,7 +755,7 @@ pub async fn audit(
     if entries.is_empty() {
         text.push_str("No audit entries about VMs you may read.");
     }
-    ctx.send(super::commands::private(render::notice(
+    ctx.send(super::steps::private(render::notice(
         "Audit log (newest first)",
         &text,
     )))

@@ -11,12 +11,12 @@ mod commands;
 mod fixes;
 pub mod ids;
 pub mod render;
+mod steps;
 mod surface;
 mod sweep;
 
 use crate::policy::{Actor, Place};
 use crate::runbook::door::{Caller, Door};
-use commands::PendingPick;
 use ids::{ComponentId, Key, UnknownId};
 use secrecy::{ExposeSecret, SecretString};
 use serenity::all::{
@@ -27,6 +27,7 @@ use serenity::all::{
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
+use steps::PendingPick;
 use surface::Answerable;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -172,7 +173,7 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
     let refresh = settings.directory_refresh;
     let framework = poise::Framework::builder()
         .options(poise::FrameworkOptions {
-            commands: vec![commands::rdp()],
+            commands: vec![rdp()],
             command_check: Some(|ctx| Box::pin(fixes::channel_check(ctx))),
             on_error: |error| Box::pin(on_error(error)),
             event_handler: |framework, event| {
@@ -231,6 +232,31 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
             BotError::Client(e.to_string())
         }
     })
+}
+
+/// Runs Microsoft's Remote Desktop troubleshooting runbook against an Azure VM.
+#[poise::command(
+    slash_command,
+    subcommands(
+        "commands::check",
+        "commands::health",
+        "commands::console",
+        "commands::explain",
+        "commands::help",
+        "sweep::sweep",
+        "fixes::start",
+        "fixes::restart",
+        "fixes::redeploy",
+        "fixes::reset_config",
+        "fixes::reset_password",
+        "fixes::open_rdp",
+        "fixes::audit",
+        "fixes::permissions"
+    ),
+    subcommand_required
+)]
+pub async fn rdp(_ctx: Context<'_>) -> Result<(), Error> {
+    Ok(())
 }
 
 async fn wait_for_shutdown() {

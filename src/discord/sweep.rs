@@ -7,11 +7,10 @@
 //! rows, kept in memory for an hour) and `rdp:sweep:ask:<nonce>` (a button opening a form,
 //! `rdp:sweep:name:<nonce>`, for any other VM of the sweep by name).
 
-use super::commands::{
-    acknowledge, command_caller, door_notice, parse_from, refuse, run_check, Audience,
-};
+use super::commands::run_check;
 use super::ids::{ComponentId, Key};
 use super::render::{self, clip, mark, GREEN, GREY, ORANGE, RED};
+use super::steps::{acknowledge, command_caller, door_notice, parse_from, refuse, Audience};
 use super::surface::{Surface, View};
 use super::{rand_u64, AppContext, Bot, Error};
 use crate::domain::{is_subscription_id, validate_group, VmRef, VmSummary};
