@@ -10,6 +10,7 @@ use super::steps::{
     public, refuse, user_error_title, Audience, Kind,
 };
 use super::surface::{Surface, View};
+use super::transport::{Ack, Cmd};
 use super::{AppContext, Bot, Error};
 use crate::diagnose::{CheckId, Status};
 use crate::domain::VmSummary;
@@ -34,11 +35,15 @@ pub async fn check(
     #[description = "Test TCP 3389 from this IPv4 address (yours) instead of the whole Internet"]
     from: Option<String>,
 ) -> Result<(), Error> {
-    let from = match parse_from(from.as_deref()) {
+    check_in(ctx.into(), &vm, from.as_deref()).await
+}
+
+pub(super) async fn check_in(cmd: Cmd<'_>, vm: &str, from: Option<&str>) -> Result<(), Error> {
+    let from = match parse_from(from) {
         Ok(from) => from,
-        Err(notice) => return refuse(ctx, *notice).await,
+        Err(notice) => return refuse(cmd, *notice).await,
     };
-    start(ctx, Kind::Check, &vm, CheckOptions { from }).await
+    start(cmd, Kind::Check, vm, CheckOptions { from }).await
 }
 
 /// Azure Resource Health of a VM
@@ -49,7 +54,7 @@ pub async fn health(
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    start(ctx, Kind::Health, &vm, CheckOptions::default()).await
+    start(ctx.into(), Kind::Health, &vm, CheckOptions::default()).await
 }
 
 /// Boot diagnostics of a VM: console screenshot and serial log tail
@@ -60,7 +65,7 @@ pub async fn console(
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    start(ctx, Kind::Console, &vm, CheckOptions::default()).await
+    start(ctx.into(), Kind::Console, &vm, CheckOptions::default()).await
 }
 
 /// Explain a Remote Desktop client error message: cause and fix
@@ -71,34 +76,40 @@ pub async fn explain(
     #[max_length = 1000]
     error: String,
 ) -> Result<(), Error> {
+    explain_in(ctx.into(), &error).await
+}
+
+pub(super) async fn explain_in(cmd: Cmd<'_>, error: &str) -> Result<(), Error> {
     // No Azure request: the answer is the first response.
-    let matches = ctx.data().door.catalog().explain(&error);
-    ctx.send(public(render::explain(&matches, &error))).await?;
-    Ok(())
+    let matches = cmd.bot.door.catalog().explain(error);
+    cmd.send(public(render::explain(&matches, error))).await
 }
 
 /// What rdp-doctor can do
 #[poise::command(slash_command)]
 pub async fn help(ctx: AppContext<'_>) -> Result<(), Error> {
-    ctx.send(private(render::help())).await?;
-    Ok(())
+    help_in(ctx.into()).await
+}
+
+pub(super) async fn help_in(cmd: Cmd<'_>) -> Result<(), Error> {
+    cmd.send(private(render::help())).await
 }
 
 /// Validate, acknowledge, find the VM (among those the person may read), run.
-async fn start(
-    ctx: AppContext<'_>,
+pub(super) async fn start(
+    cmd: Cmd<'_>,
     kind: Kind,
     vm: &str,
     options: CheckOptions,
 ) -> Result<(), Error> {
     if let Err(notice) = parse_vm(vm) {
-        return refuse(ctx, *notice).await;
+        return refuse(cmd, *notice).await;
     }
-    let surface = acknowledge(ctx, Audience::Channel).await?;
+    let surface = acknowledge(cmd, Audience::Channel).await?;
     surface.show(View::embed(render::looking_up(vm))).await;
-    let caller = command_caller(ctx.interaction);
-    if let Some(summary) = find(ctx.data(), &surface, &caller, &kind, vm, &options).await {
-        run(ctx.data(), &surface, &caller, kind, summary, &options).await;
+    let caller = command_caller(cmd.interaction);
+    if let Some(summary) = find(cmd.bot, &surface, &caller, &kind, vm, &options).await {
+        run(cmd.bot, &surface, &caller, kind, summary, &options).await;
     }
     Ok(())
 }
@@ -107,6 +118,7 @@ async fn start(
 /// runs next.
 pub async fn picked(
     http: Arc<Http>,
+    ack: &Ack,
     bot: &Bot,
     caller: &Caller,
     component: &ComponentInteraction,
@@ -130,14 +142,13 @@ pub async fn picked(
                 "Run the command again to pick a VM.",
             ))
             .components(Vec::new());
-        component
-            .create_response(&*http, CreateInteractionResponse::UpdateMessage(update))
+        ack.respond(CreateInteractionResponse::UpdateMessage(update))
             .await?;
         return Ok(());
     };
     if pending.kind == Kind::ResetPassword {
         // The form is the answer to the pick itself (a modal must be a first response).
-        return super::fixes::open_password_form(&http, bot, caller, component, &summary).await;
+        return super::fixes::open_password_form(ack, bot, caller, &summary).await;
     }
     let update = CreateInteractionResponseMessage::new()
         .embed(render::notice(
@@ -150,8 +161,7 @@ pub async fn picked(
             "The answer follows in the channel.",
         ))
         .components(Vec::new());
-    component
-        .create_response(&*http, CreateInteractionResponse::UpdateMessage(update))
+    ack.respond(CreateInteractionResponse::UpdateMessage(update))
         .await?;
     let created = Instant::now();
     let follow_up = CreateInteractionResponseFollowup::new()

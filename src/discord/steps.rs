@@ -3,20 +3,23 @@
 //!
 //! 1. parse and validate the options that need no I/O; a mistake is answered at once, privately,
 //!    as the first response (`refuse`);
-//! 2. `acknowledge` (poise's `ctx.defer()` or `ctx.defer_ephemeral()`) before the first Azure
-//!    request, well inside Discord's 3 seconds; it returns the `Surface` the answer lives on;
+//! 2. `acknowledge` (`Cmd::defer`: poise's `ctx.defer()` or `ctx.defer_ephemeral()` with the
+//!    gateway, the HTTP response with the interactions endpoint) before the first Azure request,
+//!    well inside Discord's 3 seconds; it returns the `Surface` the answer lives on;
 //! 3. authorise through the door and work: every door call checks the person's permission
-//!    itself, and a refusal goes privately to the person (`Surface::whisper`, poise's `ctx.send`);
+//!    itself, and a refusal goes privately to the person (`Surface::whisper`, `Cmd::send`);
 //!    an ambiguous name is asked about with the "which VM?" menu (`find`, `pick_menu`).
 //!
 //! A command that makes no Azure request (`help`, `explain`, `audit`, `reset-password`'s form)
-//! skips step 2 and answers with `ctx.send` as its first response. The fence (guild, channel, a
-//! policy at all) runs before any of this, in poise's `command_check`.
+//! skips step 2 and answers with `Cmd::send` as its first response. The fence (guild, channel, a
+//! policy at all) runs before any of this, in poise's `command_check` (with the interactions
+//! endpoint, in `serve::run_command`).
 
 use super::ids::{ComponentId, Key};
 use super::render;
 use super::surface::{Surface, View};
-use super::{caller, AppContext, Bot, Context, Error};
+use super::transport::Cmd;
+use super::{caller, Bot, Context, Error};
 use crate::domain::{VmQuery, VmSummary};
 use crate::runbook::door::{Caller, DoorError};
 use crate::runbook::fix::{FixRequest, RdpSource};
@@ -98,11 +101,19 @@ pub(super) fn command_caller(interaction: &CommandInteraction) -> Caller {
 
 /// Only VMs the person may read, and nothing outside the served guilds and channels.
 pub(super) async fn autocomplete_vm(ctx: Context<'_>, partial: &str) -> CreateAutocompleteResponse {
-    let Some(interaction) = command_interaction(&ctx) else {
-        return CreateAutocompleteResponse::new();
-    };
-    let choices = ctx
-        .data()
+    match command_interaction(&ctx) {
+        Some(interaction) => suggestions(ctx.data(), interaction, partial),
+        None => CreateAutocompleteResponse::new(),
+    }
+}
+
+/// At most 25 VMs the person may read whose names fit what they typed (either transport).
+pub(super) fn suggestions(
+    bot: &Bot,
+    interaction: &CommandInteraction,
+    partial: &str,
+) -> CreateAutocompleteResponse {
+    let choices = bot
         .door
         .suggest(&command_caller(interaction), partial, 25)
         .into_iter()
@@ -148,9 +159,8 @@ pub(super) fn private(embed: CreateEmbed) -> CreateReply {
 
 /// Step 1 of every command (see the module's note): a mistake in the options, answered at once
 /// and privately as the first response. Nothing was acknowledged, nothing asked of Azure.
-pub(super) async fn refuse(ctx: AppContext<'_>, embed: CreateEmbed) -> Result<(), Error> {
-    ctx.send(private(embed)).await?;
-    Ok(())
+pub(super) async fn refuse(cmd: Cmd<'_>, embed: CreateEmbed) -> Result<(), Error> {
+    cmd.send(private(embed)).await
 }
 
 /// Who sees a deferred command's answer.
@@ -165,15 +175,10 @@ pub(super) enum Audience {
 /// Step 2 of every command that asks Azure (see the module's note): acknowledge with poise's
 /// deferral, before the first Azure request; the answer is then edited into the deferred
 /// response.
-pub(super) async fn acknowledge(
-    ctx: AppContext<'_>,
-    audience: Audience,
-) -> Result<Surface<'_>, Error> {
-    match audience {
-        Audience::Channel => ctx.defer().await?,
-        Audience::Requester => ctx.defer_ephemeral().await?,
-    }
-    Ok(Surface::command(ctx, audience == Audience::Requester))
+pub(super) async fn acknowledge(cmd: Cmd<'_>, audience: Audience) -> Result<Surface<'_>, Error> {
+    let private = audience == Audience::Requester;
+    cmd.defer(private).await?;
+    Ok(Surface::command(cmd, private))
 }
 
 /// A VM option that cannot name a VM: what to tell the person (step 1, no I/O).
