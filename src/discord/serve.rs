@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use ed25519_dalek::{Signature, VerifyingKey};
+use futures::StreamExt;
 use serenity::all::{
     CommandInteraction, CreateAutocompleteResponse, CreateInteractionResponse, GuildId, Http,
     Interaction, ResolvedOption, ResolvedValue,
@@ -33,6 +34,7 @@ use serenity::all::{
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// Discord's interaction payloads are a few kilobytes; anything near this is not one.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -276,12 +278,12 @@ async fn interactions(
         }
     };
     if let Interaction::Ping(_) = interaction {
-        return answer(&CreateInteractionResponse::Pong);
+        return answer(&CreateInteractionResponse::Pong, None);
     }
     let (ack, first) = Ack::endpoint();
     tokio::spawn(handle(served, interaction, ack));
     match tokio::time::timeout(FIRST_RESPONSE_WITHIN, first).await {
-        Ok(Ok(response)) => answer(&response),
+        Ok(Ok(first)) => answer(&first.response, Some(first.written)),
         Ok(Err(_)) => {
             tracing::error!("an interaction was handled without a first response");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -296,16 +298,42 @@ async fn interactions(
     }
 }
 
-/// A first response as Discord documents it: `{"type": 1}` for PONG, no `"data": null` for the
-/// types without data.
-fn answer(response: &CreateInteractionResponse) -> Response {
+/// A first response as Discord documents it (`{"type": 1}` for PONG, no `"data": null` for the
+/// types without data). `written` is told once the body has gone out (or the connection with it).
+fn answer(response: &CreateInteractionResponse, written: Option<oneshot::Sender<()>>) -> Response {
     let mut body = serde_json::to_value(response).unwrap_or_default();
     if let Some(object) = body.as_object_mut() {
         if object.get("data").is_some_and(serde_json::Value::is_null) {
             object.remove("data");
         }
     }
-    axum::Json(body).into_response()
+    let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    let Some(written) = written else {
+        return ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
+    };
+    // The signal goes with the body: sent when the server asks for more after the JSON, or
+    // when it drops the body.
+    let guard = Written(Some(written));
+    let tail = futures::stream::once(async move {
+        drop(guard);
+    })
+    .filter_map(|()| async { None });
+    let stream = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]).chain(tail);
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+struct Written(Option<oneshot::Sender<()>>);
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// An interaction, through the same handlers as the gateway's.

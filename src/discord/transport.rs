@@ -29,8 +29,19 @@ enum Via {
         token: String,
     },
     /// The HTTP request Discord is waiting on (HTTP mode): the first response is its answer.
-    Endpoint(Mutex<Option<oneshot::Sender<CreateInteractionResponse>>>),
+    Endpoint(Mutex<Option<oneshot::Sender<FirstResponse>>>),
 }
+
+/// A first response for the HTTP handler, and how it tells that the response has gone out.
+pub struct FirstResponse {
+    pub response: CreateInteractionResponse,
+    /// Sent (or dropped) once the HTTP response has been written: follow-ups and edits wait
+    /// for it, as Discord knows of no original message before.
+    pub written: oneshot::Sender<()>,
+}
+
+/// How long a handler waits for its first response to be written before it goes on anyway.
+const WRITTEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Ack {
     pub fn callback(http: Arc<Http>, id: InteractionId, token: &str) -> Ack {
@@ -43,7 +54,7 @@ impl Ack {
 
     /// An `Ack` whose first response arrives on the receiver, for the HTTP handler to answer
     /// Discord's request with. Attachments cannot ride on it: no first response carries any.
-    pub fn endpoint() -> (Ack, oneshot::Receiver<CreateInteractionResponse>) {
+    pub fn endpoint() -> (Ack, oneshot::Receiver<FirstResponse>) {
         let (tx, rx) = oneshot::channel();
         (Ack(Arc::new(Via::Endpoint(Mutex::new(Some(tx))))), rx)
     }
@@ -55,14 +66,18 @@ impl Ack {
             Via::Callback { http, id, token } => response.execute(&**http, (*id, token)).await,
             Via::Endpoint(waiting) => {
                 let sender = waiting.lock().ok().and_then(|mut s| s.take());
-                match sender {
-                    None => Err(serenity::Error::Other(
+                let Some(tx) = sender else {
+                    return Err(serenity::Error::Other(
                         "the interaction has already been answered",
-                    )),
-                    Some(tx) => tx.send(response).map_err(|_| {
-                        serenity::Error::Other("Discord no longer waits for the first response")
-                    }),
-                }
+                    ));
+                };
+                let (written, sent) = oneshot::channel();
+                tx.send(FirstResponse { response, written }).map_err(|_| {
+                    serenity::Error::Other("Discord no longer waits for the first response")
+                })?;
+                // Either way (written, or the connection gone): what follows may go out now.
+                let _ = tokio::time::timeout(WRITTEN_WITHIN, sent).await;
+                Ok(())
             }
         }
     }

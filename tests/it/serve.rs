@@ -17,12 +17,16 @@ use support::within;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Role 5001 operates, only in the fake's channel.
+/// Role 5001 operates, role 5002 administers; both only in the fake's channel.
 const POLICY: &str = r#"
 channels = ["1180000000000000003"]
 [[grant]]
 discord_role_id = 5001
 level = "operate"
+scope = "*"
+[[grant]]
+discord_role_id = 5002
+level = "admin"
 scope = "*"
 "#;
 
@@ -439,6 +443,139 @@ async fn a_fix_button_confirmed_over_http_writes_exactly_once() {
         assert_eq!(starts, 1);
         let violations = served.discord.schema_violations();
         assert!(violations.is_empty(), "{violations:#?}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn reset_password_opens_its_form_as_the_http_response_and_the_password_stays_here() {
+    within(async {
+        let served = Served::start(World::new().vm("web-01"), SimOptions::fast())
+            .await
+            .ready()
+            .await;
+        let ada = User::new(4010, "ada", &[5002]);
+        let secret = "Sup3r-Secret-Passw0rd!";
+        let i = served
+            .discord
+            .slash(&ada, "rdp", &["reset-password"], vm("web-01"))
+            .await;
+        let form = served
+            .endpoint
+            .deliver(&served.discord, &served.front, &i)
+            .await;
+        assert_eq!(
+            form.json()["type"],
+            9,
+            "the form is the HTTP response: {}",
+            form.body
+        );
+
+        let submit = served
+            .discord
+            .modal_submit(
+                &ada,
+                &i,
+                &[
+                    ("user", "opsadmin"),
+                    ("password", secret),
+                    ("repeat", secret),
+                ],
+            )
+            .await;
+        let answer = served
+            .endpoint
+            .deliver(&served.discord, &served.front, &submit)
+            .await;
+        assert_eq!(answer.json()["type"], 5, "{}", answer.body);
+        let prompt = served
+            .discord
+            .next_edit(&submit, WAIT)
+            .await
+            .expect("the prompt");
+        assert!(title(&prompt).contains("opsadmin"), "{prompt:?}");
+        let prompt_id = prompt.message_id.expect("the prompt's message");
+        let confirm = served.button(prompt_id, "Confirm");
+        let click = served
+            .discord
+            .component(&ada, prompt_id, &confirm, &[])
+            .await;
+        served
+            .endpoint
+            .deliver(&served.discord, &served.front, &click)
+            .await;
+        loop {
+            let edit = served
+                .discord
+                .next_edit(&click, WAIT)
+                .await
+                .expect("progress");
+            if title(&edit).contains("succeeded") {
+                break;
+            }
+        }
+        assert_eq!(served.sim.world().vm("web-01").password_resets(), 1);
+        for request in served.discord.requests() {
+            let body = request.body().to_string();
+            assert!(
+                !body.contains(secret),
+                "{} {}",
+                request.method,
+                request.path
+            );
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn autocomplete_over_http_offers_the_vms_that_fit() {
+    within(async {
+        let world = World::new().vm("web-01").vm("web-02").vm("db-01");
+        let served = Served::start(world, SimOptions::fast()).await.ready().await;
+        // The VM list loads in the background at start; until then there is nothing to offer.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let choices = loop {
+            let i = served
+                .discord
+                .autocomplete(&served.alice, "rdp", &["check"], vm("web-0"), "vm")
+                .await;
+            let answer = served
+                .endpoint
+                .deliver(&served.discord, &served.front, &i)
+                .await;
+            let body = answer.json();
+            assert_eq!(body["type"], 8, "{body}");
+            let choices = body["data"]["choices"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !choices.is_empty() {
+                break choices;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no choices: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let names: Vec<&str> = choices.iter().filter_map(|c| c["value"].as_str()).collect();
+        assert_eq!(names.len(), 2, "{choices:?}");
+        assert!(names.iter().all(|n| n.contains("web-0")), "{choices:?}");
+
+        // Outside the served channels: no choices, as on the gateway.
+        served.discord.set_origin(support::discord::Origin::Guild {
+            guild: GUILD_ID,
+            channel: 42,
+        });
+        let i = served
+            .discord
+            .autocomplete(&served.alice, "rdp", &["check"], vm("web-0"), "vm")
+            .await;
+        let body = served
+            .endpoint
+            .deliver(&served.discord, &served.front, &i)
+            .await
+            .json();
+        assert_eq!(body["type"], 8, "{body}");
+        assert_eq!(body["data"]["choices"], json!([]), "{body}");
     })
     .await
 }
