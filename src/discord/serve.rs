@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use ed25519_dalek::{Signature, VerifyingKey};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serenity::all::{
     CommandInteraction, CreateAutocompleteResponse, CreateInteractionResponse, GuildId, Http,
     Interaction, ResolvedOption, ResolvedValue,
@@ -402,7 +402,19 @@ async fn run_command(cmd: Cmd<'_>) {
         return;
     }
     let (name, options) = subcommand(cmd.interaction);
-    let result = match route(cmd, &name, &options).await {
+    // A panic is answered as an error, as poise's `handle_panics` does on the gateway.
+    let routed = std::panic::AssertUnwindSafe(route(cmd, &name, &options))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|payload| {
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            Ok(Err(text.into()))
+        });
+    let result = match routed {
         Ok(result) => result,
         // The person's input; not echoed, as `on_error` does for poise's argument errors.
         Err(missing) => {

@@ -37,6 +37,8 @@ struct Served {
     endpoint: Endpoint,
     server: tokio::task::JoinHandle<Result<(), rdp_doctor::discord::BotError>>,
     alice: User,
+    /// The endpoint's database (a handle on the same pool), to make it fail.
+    store: rdp_doctor::store::Store,
 }
 
 impl Drop for Served {
@@ -83,7 +85,7 @@ impl Served {
             Arc::new(policy),
             subscriptions,
         )
-        .with_store(store);
+        .with_store(store.clone());
         let signer = Signer::generate();
         let public_key: PublicKey = signer.public_hex().parse().expect("a public key");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -110,6 +112,7 @@ impl Served {
             endpoint: Endpoint::new(url, signer),
             server,
             alice: User::new(4001, "alice", &[5001]),
+            store,
         }
     }
 
@@ -592,6 +595,14 @@ async fn healthz_answers_while_readyz_names_what_is_not_ready() {
             served.endpoint.get("/readyz").await,
             (200, "ready\n".into())
         );
+
+        // The database gone: alive, not ready, and the body says which part.
+        served.store.close().await;
+        assert_eq!(served.endpoint.get("/healthz").await.0, 200);
+        let (status, body) = served.endpoint.get("/readyz").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.starts_with("database: "), "{body}");
+        assert!(!body.contains("azure"), "{body}");
 
         // Azure refuses rdp-doctor's secret: alive, not ready, and the body says why.
         let refused = Served::signed_in_with(
