@@ -629,12 +629,12 @@ async fn healthz_answers_while_readyz_names_what_is_not_ready() {
 
 /// The binary: `rdp-doctor serve --simulate` with `RDP_DOCTOR_LISTEN=127.0.0.1:0`, as an operator
 /// runs it; the address it listens on is read from its log.
-fn serve_command(discord: &FakeDiscord) -> tokio::process::Command {
+fn serve_command(api_url: &str) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DISCORD_TOKEN", TOKEN)
-        .env("DISCORD_API_URL", discord.url())
+        .env("DISCORD_API_URL", api_url)
         .env("DISCORD_GUILD_ID", GUILD_ID.to_string())
         .env("RDP_DOCTOR_LISTEN", "127.0.0.1:0")
         .kill_on_drop(true);
@@ -642,15 +642,18 @@ fn serve_command(discord: &FakeDiscord) -> tokio::process::Command {
 }
 
 #[tokio::test]
-async fn the_serve_binary_answers_signed_pings_registers_and_stops_on_sigterm() {
+async fn the_serve_binary_answers_signed_pings_logs_no_secret_and_stops_on_sigterm() {
     use tokio::io::AsyncBufReadExt;
     within(async {
         let discord = FakeDiscord::start().await;
         let signer = Signer::generate();
         let public_key = signer.public_hex();
-        let mut serve = serve_command(&discord)
+        let front = Front::start(&discord).await;
+        // The loudest log: still no token, signature or request body in it.
+        let mut serve = serve_command(&front.url)
             .args(["serve", "--simulate"])
             .env("DISCORD_PUBLIC_KEY", &public_key)
+            .env("RUST_LOG", "trace")
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("serve starts");
@@ -687,6 +690,14 @@ async fn the_serve_binary_answers_signed_pings_registers_and_stops_on_sigterm() 
             .map(|c| c["name"].clone())
             .collect();
         assert_eq!(names, vec![json!("rdp")]);
+        // The demo has no [policy]: a command is refused, through the whole handler.
+        let alice = User::new(4001, "alice", &[5001]);
+        let i = discord.slash(&alice, "rdp", &["check"], vm("web-01")).await;
+        let body = payload_of(&discord, &i).to_string().into_bytes();
+        let headers = endpoint.signed_headers(&body);
+        let signature = headers[1].1.clone();
+        let refused = endpoint.post(&headers, body).await;
+        assert_eq!(refused.json()["data"]["embeds"][0]["title"], "Not here");
 
         let pid = serve.id().expect("pid").to_string();
         let killed = tokio::process::Command::new("kill")
@@ -705,7 +716,9 @@ async fn the_serve_binary_answers_signed_pings_registers_and_stops_on_sigterm() 
             .expect("exit status");
         assert_eq!(status.code(), Some(0), "{seen}");
         assert!(seen.contains("shutting down"), "{seen}");
-        assert!(!seen.contains(TOKEN), "{seen}");
+        for secret in [TOKEN, i.token.as_str(), signature.as_str(), "aW50ZXJhY3Rpb24"] {
+            assert!(!seen.contains(secret), "{secret} in the log:\n{seen}");
+        }
     })
     .await
 }
@@ -714,7 +727,7 @@ async fn the_serve_binary_answers_signed_pings_registers_and_stops_on_sigterm() 
 async fn register_registers_and_serve_refuses_a_bad_public_key() {
     within(async {
         let discord = FakeDiscord::start().await;
-        let out = serve_command(&discord)
+        let out = serve_command(&discord.url())
             .arg("register")
             .output()
             .await
@@ -727,7 +740,7 @@ async fn register_registers_and_serve_refuses_a_bad_public_key() {
         );
         assert_eq!(discord.registered_commands()[0]["name"], "rdp");
 
-        let out = serve_command(&discord)
+        let out = serve_command(&discord.url())
             .args(["serve", "--simulate"])
             .env("DISCORD_PUBLIC_KEY", "not-a-key")
             .output()
@@ -736,7 +749,7 @@ async fn register_registers_and_serve_refuses_a_bad_public_key() {
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("DISCORD_PUBLIC_KEY must be"), "{err}");
-        let out = serve_command(&discord)
+        let out = serve_command(&discord.url())
             .args(["serve", "--simulate"])
             .output()
             .await
