@@ -385,11 +385,15 @@ impl<'a> Options<'a> {
         self.text(name).map(str::to_string)
     }
 
-    fn required(&self, name: &str) -> Result<&'a str, String> {
-        self.text(name)
-            .ok_or_else(|| format!("The option `{name}` is missing"))
+    fn required(&self, name: &'static str) -> Result<&'a str, MissingOption> {
+        self.text(name).ok_or(MissingOption(name))
     }
 }
+
+/// A required option Discord did not send (it enforces them; a hand-made request may not).
+#[derive(Debug, thiserror::Error)]
+#[error("The option `{0}` is missing")]
+struct MissingOption(&'static str);
 
 /// A slash command that came over HTTP: the fence (poise's `command_check` with the gateway),
 /// its options as poise reads them, the same command bodies, and the same errors as `on_error`.
@@ -447,7 +451,11 @@ fn subcommand(interaction: &CommandInteraction) -> (String, Options<'_>) {
 
 /// The subcommands of `super::rdp`, each to the body its poise command calls. `Err`: an option
 /// is missing.
-async fn route(cmd: Cmd<'_>, name: &str, o: &Options<'_>) -> Result<Result<(), Error>, String> {
+async fn route(
+    cmd: Cmd<'_>,
+    name: &str,
+    o: &Options<'_>,
+) -> Result<Result<(), Error>, MissingOption> {
     use super::steps::{FixKind, Kind};
     use crate::runbook::CheckOptions;
     Ok(match name {

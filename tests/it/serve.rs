@@ -334,6 +334,23 @@ async fn help_and_bad_options_are_answered_in_the_http_response() {
         assert_eq!(body["data"]["embeds"][0]["title"], "Cannot look that up");
         assert_eq!(served.arm_requests(), before, "no Azure request");
 
+        // A required option missing (Discord enforces them; a hand-made request may not).
+        let bare = served
+            .discord
+            .slash(&served.alice, "rdp", &["check"], json!([]))
+            .await;
+        let body = served
+            .endpoint
+            .deliver(&served.discord, &served.front, &bare)
+            .await
+            .json();
+        assert_eq!(body["data"]["flags"], 64, "private: {body}");
+        assert_eq!(
+            body["data"]["embeds"][0]["description"],
+            "The option `vm` is missing. `/rdp help` lists the commands and their options."
+        );
+        assert_eq!(served.arm_requests(), before, "no Azure request");
+
         // Someone outside the served channels: refused privately, as on the gateway.
         served.discord.set_origin(support::discord::Origin::Guild {
             guild: GUILD_ID,
