@@ -31,7 +31,6 @@ use serenity::all::{
     CommandInteraction, CreateAutocompleteResponse, CreateInteractionResponse, GuildId, Http,
     Interaction, ResolvedOption, ResolvedValue,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -115,7 +114,6 @@ struct Served {
     key: PublicKey,
     /// Why the commands are not registered (yet), or `None` once they are.
     registration: Mutex<Option<String>>,
-    registered: AtomicBool,
 }
 
 /// Check the token, register the commands (retried in the background until Discord takes
@@ -142,7 +140,6 @@ pub async fn serve(
         http: http.clone(),
         key: settings.public_key,
         registration: Mutex::new(Some("not registered yet".into())),
-        registered: AtomicBool::new(false),
     });
     tokio::spawn(register_until_done(served.clone(), guild));
     let addr = listener
@@ -166,7 +163,6 @@ async fn register_until_done(served: Arc<Served>, guild: Option<GuildId>) {
     loop {
         match super::register(&served.http, guild).await {
             Ok(()) => {
-                served.registered.store(true, Ordering::SeqCst);
                 if let Ok(mut r) = served.registration.lock() {
                     *r = None;
                 }
@@ -182,7 +178,7 @@ async fn register_until_done(served: Arc<Served>, guild: Option<GuildId>) {
             Err(e) => {
                 tracing::error!(error = %e, "could not register the commands; trying again in {}s", wait.as_secs());
                 if let Ok(mut r) = served.registration.lock() {
-                    *r = Some(format!("Discord refused them: {e}"));
+                    *r = Some(format!("not registered: {e}"));
                 }
             }
         }
@@ -206,13 +202,11 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(served): State<Arc<Served>>) -> Response {
     let mut failing: Vec<(&str, String)> = Vec::new();
-    if !served.registered.load(Ordering::SeqCst) {
-        let why = served
-            .registration
-            .lock()
-            .ok()
-            .and_then(|r| r.clone())
-            .unwrap_or_default();
+    let registration = match served.registration.lock() {
+        Ok(r) => r.clone(),
+        Err(_) => Some("unknown".into()),
+    };
+    if let Some(why) = registration {
         failing.push(("commands", why));
     }
     match tokio::time::timeout(PROBE_WITHIN, served.bot.door.readiness()).await {
