@@ -368,6 +368,12 @@ impl Arm {
         ArmError::from_azure(&error, what, self.settings.request_timeout)
     }
 
+    /// Whether an ARM token can be had now (from the cache, or signing in): a readiness probe.
+    /// The token itself never leaves.
+    pub async fn sign_in_check(&self) -> Result<(), ArmError> {
+        self.bearer().await.map(|_| ())
+    }
+
     async fn bearer(&self) -> Result<String, ArmError> {
         let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
         let token = self

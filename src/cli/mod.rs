@@ -125,6 +125,16 @@ struct Environment {
     /// Register the commands in this guild (instant) instead of globally.
     #[arg(long, env = "DISCORD_GUILD_ID", value_name = "ID")]
     discord_guild_id: Option<OsString>,
+    /// The application's public key (Developer Portal, 64 hex digits): `serve` checks Discord's
+    /// request signatures with it.
+    #[arg(long, env = "DISCORD_PUBLIC_KEY", value_name = "HEX")]
+    discord_public_key: Option<OsString>,
+    /// The application's id [default: asked of Discord with the token].
+    #[arg(long, env = "DISCORD_APPLICATION_ID", value_name = "ID")]
+    discord_application_id: Option<OsString>,
+    /// Where `serve` listens [default: 0.0.0.0:8080].
+    #[arg(long, env = "RDP_DOCTOR_LISTEN", value_name = "ADDR")]
+    rdp_doctor_listen: Option<OsString>,
     /// Log filter for rdp-doctor's own logs on stderr [default: warn,rdp_doctor=info]; other
     /// crates stay at warnings whatever it says.
     #[arg(long, env = "RUST_LOG", value_name = "FILTER")]
@@ -254,6 +264,17 @@ enum Command {
         #[arg(long)]
         simulate: bool,
     },
+    /// Serve Discord's HTTP interactions endpoint (`POST /interactions`, `GET /healthz`, `GET
+    /// /readyz`) on RDP_DOCTOR_LISTEN until SIGTERM/Ctrl-C (DISCORD_TOKEN, DISCORD_PUBLIC_KEY,
+    /// DISCORD_APPLICATION_ID, DISCORD_API_URL, DISCORD_GUILD_ID).
+    Serve {
+        /// Serve the demo world of the built-in simulator instead of Azure (training, demos).
+        #[arg(long)]
+        simulate: bool,
+    },
+    /// Register the `/rdp` commands with Discord (bulk overwrite), in DISCORD_GUILD_ID or
+    /// globally, as `bot` and `serve` do at start-up.
+    Register,
     /// Check the configuration and runbook files load (for container health checks).
     Health,
     /// Serve the built-in Azure simulator (ARM, token endpoint and blobs on one port).
@@ -431,6 +452,8 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
         Command::Check(args) => check(args).await,
         Command::Sweep(args) => sweep::run(args).await,
         Command::Bot { simulate } => bot(simulate).await,
+        Command::Serve { simulate } => serve(simulate).await,
+        Command::Register => register().await,
         Command::Start(a) => run_fix(a, |_| Ok(FixRequest::Start)).await,
         Command::Restart(a) => run_fix(a, |_| Ok(FixRequest::Restart)).await,
         Command::Redeploy(a) => run_fix(a, |_| Ok(FixRequest::Redeploy)).await,
@@ -618,40 +641,114 @@ async fn sign_in(
     }
 }
 
-async fn bot(simulate: bool) -> Result<Done, CliError> {
+/// `DISCORD_TOKEN`, `DISCORD_GUILD_ID` and `DISCORD_API_URL`, as the bot, the endpoint and
+/// `register` read them.
+fn discord_env() -> Result<(secrecy::SecretString, Option<u64>, Option<String>), CliError> {
     let token = match std::env::var("DISCORD_TOKEN") {
         Ok(t) if !t.trim().is_empty() => secrecy::SecretString::from(t.trim().to_string()),
         _ => return Err(CliError::usage(
             "DISCORD_TOKEN is not set: the bot needs its token from the Discord Developer Portal",
         )),
     };
-    let guild_id = match std::env::var("DISCORD_GUILD_ID") {
-        Ok(g) if !g.trim().is_empty() => Some(g.trim().parse::<u64>().map_err(|_| {
-            CliError::usage(format!(
-                "DISCORD_GUILD_ID={g:?} is not a guild id (a number)"
-            ))
-        })?),
-        _ => None,
-    };
+    let guild_id = id_var("DISCORD_GUILD_ID", "a guild id")?;
     let api_url = std::env::var("DISCORD_API_URL")
         .ok()
         .filter(|u| !u.trim().is_empty());
+    Ok((token, guild_id, api_url))
+}
+
+/// A numeric Discord id from the environment, if set.
+fn id_var(name: &str, what: &str) -> Result<Option<u64>, CliError> {
+    match std::env::var(name) {
+        Ok(g) if !g.trim().is_empty() => g
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| CliError::usage(format!("{name}={g:?} is not {what} (a number)"))),
+        _ => Ok(None),
+    }
+}
+
+fn directory_refresh(file: &FileConfig) -> std::time::Duration {
+    std::time::Duration::from_secs(file.vm_list_refresh_secs.unwrap_or(60).max(5))
+}
+
+fn bot_error(e: crate::discord::BotError) -> CliError {
+    match e {
+        e @ crate::discord::BotError::TokenRejected => CliError::usage(e),
+        e => CliError::failed(e),
+    }
+}
+
+async fn bot(simulate: bool) -> Result<Done, CliError> {
+    let (token, guild_id, api_url) = discord_env()?;
     let file = FileConfig::load().map_err(CliError::usage)?;
     let (door, _simulator) = door_with(simulate, &[], &file, Front::Discord(guild_id)).await?;
     let settings = crate::discord::BotSettings {
         token,
         api_url,
         guild_id,
-        directory_refresh: std::time::Duration::from_secs(
-            file.vm_list_refresh_secs.unwrap_or(60).max(5),
-        ),
+        directory_refresh: directory_refresh(&file),
     };
     let bot = crate::discord::Bot::new(door);
-    match crate::discord::run(settings, bot).await {
-        Ok(()) => Ok(Done::Clean),
-        Err(e @ crate::discord::BotError::TokenRejected) => Err(CliError::usage(e)),
-        Err(e) => Err(CliError::failed(e)),
-    }
+    crate::discord::run(settings, bot)
+        .await
+        .map(|()| Done::Clean)
+        .map_err(bot_error)
+}
+
+async fn serve(simulate: bool) -> Result<Done, CliError> {
+    let (token, guild_id, api_url) = discord_env()?;
+    let public_key = match std::env::var("DISCORD_PUBLIC_KEY") {
+        Ok(k) if !k.trim().is_empty() => k
+            .parse::<crate::discord::serve::PublicKey>()
+            .map_err(CliError::usage)?,
+        _ => return Err(CliError::usage(
+            "DISCORD_PUBLIC_KEY is not set: the endpoint checks Discord's signatures with the application's public key from the Developer Portal",
+        )),
+    };
+    let application_id = id_var("DISCORD_APPLICATION_ID", "an application id")?;
+    let listen = std::env::var("RDP_DOCTOR_LISTEN")
+        .ok()
+        .filter(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| "0.0.0.0:8080".to_string());
+    let file = FileConfig::load().map_err(CliError::usage)?;
+    let (door, _simulator) = door_with(simulate, &[], &file, Front::Discord(guild_id)).await?;
+    let listener = tokio::net::TcpListener::bind(listen.trim())
+        .await
+        .map_err(|e| {
+            CliError::usage(format!("cannot listen on RDP_DOCTOR_LISTEN={listen}: {e}"))
+        })?;
+    let settings = crate::discord::serve::ServeSettings {
+        token,
+        api_url,
+        guild_id,
+        application_id,
+        public_key,
+        directory_refresh: directory_refresh(&file),
+    };
+    let bot = crate::discord::Bot::new(door);
+    crate::discord::serve::serve(listener, settings, bot)
+        .await
+        .map(|()| Done::Clean)
+        .map_err(bot_error)
+}
+
+async fn register() -> Result<Done, CliError> {
+    let (token, guild_id, api_url) = discord_env()?;
+    let application_id = id_var("DISCORD_APPLICATION_ID", "an application id")?;
+    crate::discord::register_commands(&token, api_url.as_deref(), application_id, guild_id)
+        .await
+        .map_err(bot_error)?;
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "/rdp registered {}",
+        match guild_id {
+            Some(g) => format!("in guild {g}"),
+            None => "globally (Discord may take up to an hour to show it everywhere)".to_string(),
+        }
+    );
+    Ok(Done::Clean)
 }
 
 /// The database: `RDP_DOCTOR_DATABASE_URL`, default `sqlite://rdp-doctor.db` (in memory with

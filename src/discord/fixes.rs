@@ -7,13 +7,14 @@
 //! found again in the VM directory), `rdp:confirm:<id>` / `rdp:cancel:<id>` (the confirmation
 //! lives in the database), `rdp:pw:<vm key>` (the password modal).
 
-use super::commands::{
+use super::ids::{ComponentId, ConfirmationKey, Key};
+use super::render::{self, clip};
+use super::steps::{
     acknowledge, autocomplete_vm, command_caller, command_interaction, door_notice, find, parse_vm,
     refuse, user_error_title, Audience, FixKind, Kind,
 };
-use super::ids::{ComponentId, ConfirmationKey, Key};
-use super::render::{self, clip};
 use super::surface::{Surface, View};
+use super::transport::{Ack, Cmd};
 use super::{AppContext, Bot, Context, Error};
 use crate::diagnose::ActionId;
 use crate::domain::VmSummary;
@@ -60,7 +61,7 @@ pub async fn channel_check(ctx: Context<'_>) -> Result<bool, Error> {
             Ok(false)
         }
         Err(e) => {
-            ctx.send(super::commands::private(render::notice(
+            ctx.send(super::steps::private(render::notice(
                 "Not here",
                 &e.to_string(),
             )))
@@ -262,13 +263,17 @@ fn prompt_view(prompt: &Prompt) -> Result<View, UnknownConfirmation> {
 
 /// Ask for a fix from a slash command: privately refused, a "which VM?" menu, or a public
 /// prompt with buttons. The order of `commands`' note: validate, acknowledge, then the door.
-async fn request_from_command(ctx: AppContext<'_>, vm: &str, fix: FixKind) -> Result<(), Error> {
+pub(super) async fn request_from_command(
+    cmd: Cmd<'_>,
+    vm: &str,
+    fix: FixKind,
+) -> Result<(), Error> {
     if let Err(notice) = parse_vm(vm) {
-        return refuse(ctx, *notice).await;
+        return refuse(cmd, *notice).await;
     }
-    let bot = ctx.data();
-    let surface = acknowledge(ctx, Audience::Channel).await?;
-    let caller = command_caller(ctx.interaction);
+    let bot = cmd.bot;
+    let surface = acknowledge(cmd, Audience::Channel).await?;
+    let caller = command_caller(cmd.interaction);
     let options = CheckOptions::default();
     let kind = Kind::Fix(fix.clone());
     let Some(summary) = find(bot, &surface, &caller, &kind, vm, &options).await else {
@@ -286,7 +291,7 @@ pub async fn start(
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    request_from_command(ctx, &vm, FixKind::Start).await
+    request_from_command(ctx.into(), &vm, FixKind::Start).await
 }
 
 /// Restart a VM (asks for confirmation)
@@ -297,7 +302,7 @@ pub async fn restart(
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    request_from_command(ctx, &vm, FixKind::Restart).await
+    request_from_command(ctx.into(), &vm, FixKind::Restart).await
 }
 
 /// Redeploy a VM to a new host (asks for confirmation by a second person)
@@ -308,7 +313,7 @@ pub async fn redeploy(
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    request_from_command(ctx, &vm, FixKind::Redeploy).await
+    request_from_command(ctx.into(), &vm, FixKind::Redeploy).await
 }
 
 /// Reset the Remote Desktop configuration with VMAccess (asks for confirmation)
@@ -319,7 +324,7 @@ pub async fn reset_config(
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
-    request_from_command(ctx, &vm, FixKind::ResetRdpConfig).await
+    request_from_command(ctx.into(), &vm, FixKind::ResetRdpConfig).await
 }
 
 /// Allow inbound TCP 3389 from a source in the NSG that blocks it (asks for confirmation)
@@ -332,9 +337,13 @@ pub async fn open_rdp(
     #[description = "Who may connect: IPv4 address, CIDR, service tag, or `anywhere`"]
     source: String,
 ) -> Result<(), Error> {
-    match fix::parse_source(&source) {
-        Ok(source) => request_from_command(ctx, &vm, FixKind::OpenRdp(source)).await,
-        Err(e) => refuse(ctx, render::notice("Which source?", &e.to_string())).await,
+    open_rdp_in(ctx.into(), &vm, &source).await
+}
+
+pub(super) async fn open_rdp_in(cmd: Cmd<'_>, vm: &str, source: &str) -> Result<(), Error> {
+    match fix::parse_source(source) {
+        Ok(source) => request_from_command(cmd, vm, FixKind::OpenRdp(source)).await,
+        Err(e) => refuse(cmd, render::notice("Which source?", &e.to_string())).await,
     }
 }
 
@@ -346,12 +355,16 @@ pub async fn reset_password(
     #[autocomplete = "autocomplete_vm"]
     vm: String,
 ) -> Result<(), Error> {
+    reset_password_in(ctx.into(), &vm).await
+}
+
+pub(super) async fn reset_password_in(cmd: Cmd<'_>, vm: &str) -> Result<(), Error> {
     // A modal must be the first response: find the VM in the VM list, without Azure, and
     // acknowledge with the form itself (no deferral: a deferred interaction cannot open one).
-    let bot = ctx.data();
-    let caller = command_caller(ctx.interaction);
+    let bot = cmd.bot;
+    let caller = command_caller(cmd.interaction);
     let needed = bot.door.catalog().commands.check;
-    let summary = match bot.door.resolve_listed(&caller, &vm, needed) {
+    let summary = match bot.door.resolve_listed(&caller, vm, needed) {
         Ok(summary) => summary,
         Err(DoorError::Ambiguous { name, candidates }) => {
             // Which one? The form opens once the person has picked.
@@ -360,54 +373,47 @@ pub async fn reset_password(
                 .take(25)
                 .map(VmSummary::unlisted)
                 .collect();
-            let nonce = bot.remember_pick(super::commands::PendingPick {
+            let nonce = bot.remember_pick(super::steps::PendingPick {
                 kind: Kind::ResetPassword,
                 options: CheckOptions::default(),
                 candidates: candidates.clone(),
                 requester: caller.actor.id.clone(),
                 created: Instant::now(),
             });
-            let message = super::commands::private(render::notice(
+            let message = super::steps::private(render::notice(
                 &format!("{} VMs are named {name}", candidates.len()),
                 "Pick the one whose password to reset (subscription / resource group):",
             ))
-            .components(vec![super::commands::pick_menu(nonce, &candidates)]);
-            ctx.send(message).await?;
-            return Ok(());
+            .components(vec![super::steps::pick_menu(nonce, &candidates)]);
+            return cmd.send(message).await;
         }
         Err(DoorError::NotFound { .. }) => {
             return refuse(
-                ctx,
+                cmd,
                 render::notice("Cannot find that VM", &format!("No VM named {vm} that you may read in the VM list (refreshed every minute). Check the name with `/rdp check`.")),
             )
             .await;
         }
-        Err(e) => return refuse(ctx, error_embed(&e)).await,
+        Err(e) => return refuse(cmd, error_embed(&e)).await,
     };
     if let Err(e) = bot
         .door
         .may_fix(&caller, ActionId::ResetPassword, &summary.vm)
     {
-        return refuse(ctx, error_embed(&e)).await;
+        return refuse(cmd, error_embed(&e)).await;
     }
     // Raw: poise's modals wait for the submission inside the command; this form is answered in
-    // `on_event` under a restart-safe id (`rdp:pw:<vm key>`).
+    // `on_form` under a restart-safe id (`rdp:pw:<vm key>`).
     let modal = password_modal(&summary);
-    ctx.interaction
-        .create_response(ctx.http(), CreateInteractionResponse::Modal(modal))
-        .await?;
-    ctx.has_sent_initial_response
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    Ok(())
+    cmd.respond(CreateInteractionResponse::Modal(modal)).await
 }
 
 /// The password form as the answer to a component (the fix button, a "which VM?" pick), once
 /// the person may reset passwords on that VM.
 pub(super) async fn open_password_form(
-    http: &Http,
+    ack: &Ack,
     bot: &Bot,
     caller: &Caller,
-    component: &ComponentInteraction,
     summary: &VmSummary,
 ) -> Result<(), Error> {
     // Raw calls: a click or menu choice comes outside any command invocation; poise cannot answer it.
@@ -423,7 +429,7 @@ pub(super) async fn open_password_form(
                 .allowed_mentions(CreateAllowedMentions::new()),
         ),
     };
-    component.create_response(http, response).await?;
+    ack.respond(response).await?;
     Ok(())
 }
 
@@ -475,6 +481,7 @@ pub(super) fn modal_value(modal: &ModalInteraction, id: &str) -> Option<String> 
 /// The password form was sent: check it, then show the confirmation prompt (no password in it).
 pub async fn modal(
     http: Arc<Http>,
+    ack: &Ack,
     bot: &Bot,
     caller: &Caller,
     modal: &ModalInteraction,
@@ -494,41 +501,30 @@ pub async fn modal(
     let password: secrecy::SecretString = modal_value(modal, "password").unwrap_or_default().into();
     let repeat = modal_value(modal, "repeat").unwrap_or_default();
     if secrecy::ExposeSecret::expose_secret(&password) != repeat.as_str() {
-        modal
-            .create_response(
-                &*http,
-                ephemeral(render::notice(
-                    "Passwords differ",
-                    "The two passwords are not the same; nothing was sent.",
-                )),
-            )
-            .await?;
+        ack.respond(ephemeral(render::notice(
+            "Passwords differ",
+            "The two passwords are not the same; nothing was sent.",
+        )))
+        .await?;
         return Ok(());
     }
     drop(repeat);
     let summary = match vm_by_key(bot, caller, key).await {
         Ok(Some(summary)) => summary,
         Ok(None) => {
-            modal
-                .create_response(
-                    &*http,
-                    ephemeral(render::notice(
-                        "VM gone",
-                        "That VM is no longer in the VM list you may read.",
-                    )),
-                )
-                .await?;
+            ack.respond(ephemeral(render::notice(
+                "VM gone",
+                "That VM is no longer in the VM list you may read.",
+            )))
+            .await?;
             return Ok(());
         }
         Err(e) => {
-            modal
-                .create_response(&*http, ephemeral(error_embed(&e)))
-                .await?;
+            ack.respond(ephemeral(error_embed(&e))).await?;
             return Ok(());
         }
     };
-    let surface =
-        Surface::new_message(http.clone(), modal.id, &modal.token, modal.channel_id).await?;
+    let surface = Surface::new_message(http.clone(), ack, &modal.token, modal.channel_id).await?;
     let request = FixRequest::ResetPassword {
         username: user.trim().to_string(),
         password,
@@ -561,6 +557,7 @@ fn whisper(embed: CreateEmbed) -> CreateInteractionResponseFollowup {
 /// or what to type for `open-rdp`.
 pub async fn fix_button(
     http: Arc<Http>,
+    ack: &Ack,
     bot: &Bot,
     caller: &Caller,
     component: &ComponentInteraction,
@@ -571,35 +568,25 @@ pub async fn fix_button(
     let summary = match vm_by_key(bot, caller, key).await {
         Ok(Some(summary)) => summary,
         Ok(None) => {
-            component
-                .create_response(
-                    &*http,
-                    private(render::notice(
-                        "Cannot do that",
-                        "This button no longer matches a VM you may read. Run `/rdp check` again.",
-                    )),
-                )
-                .await?;
+            ack.respond(private(render::notice(
+                "Cannot do that",
+                "This button no longer matches a VM you may read. Run `/rdp check` again.",
+            )))
+            .await?;
             return Ok(());
         }
         Err(e) => {
-            component
-                .create_response(&*http, private(error_embed(&e)))
-                .await?;
+            ack.respond(private(error_embed(&e))).await?;
             return Ok(());
         }
     };
     let fix = match action {
         ActionId::ResetPassword => {
-            return open_password_form(&http, bot, caller, component, &summary).await;
+            return open_password_form(ack, bot, caller, &summary).await;
         }
         ActionId::OpenRdpPort => {
             let text = format!("Use `/rdp open-rdp vm:{}/{} source:YOUR.IP.ADDRESS` (or a CIDR, a service tag, or `anywhere`).", summary.vm.resource_group, summary.vm.name);
-            component
-                .create_response(
-                    &*http,
-                    private(render::notice("Who should connect?", &text)),
-                )
+            ack.respond(private(render::notice("Who should connect?", &text)))
                 .await?;
             return Ok(());
         }
@@ -609,13 +596,8 @@ pub async fn fix_button(
         ActionId::ResetRdpConfig => FixKind::ResetRdpConfig,
     };
     // A new public message for the prompt; the report stays as it was.
-    let surface = Surface::new_message(
-        http.clone(),
-        component.id,
-        &component.token,
-        component.channel_id,
-    )
-    .await?;
+    let surface =
+        Surface::new_message(http.clone(), ack, &component.token, component.channel_id).await?;
     ask(bot, &surface, caller, &summary, fix.request()).await;
     Ok(())
 }
@@ -623,15 +605,14 @@ pub async fn fix_button(
 /// A prompt's Cancel button (`rdp:cancel:<id>`).
 pub async fn cancel(
     http: Arc<Http>,
+    ack: &Ack,
     bot: &Bot,
     caller: &Caller,
     component: &ComponentInteraction,
     confirmation: ConfirmationKey,
 ) -> Result<(), Error> {
     // Raw calls: a click comes outside any command invocation; poise cannot answer it.
-    component
-        .create_response(&*http, CreateInteractionResponse::Acknowledge)
-        .await?;
+    ack.respond(CreateInteractionResponse::Acknowledge).await?;
     match bot.door.cancel(caller, &confirmation.to_string()).await {
         Ok(()) => {
             let surface = Surface::original(
@@ -660,6 +641,7 @@ pub async fn cancel(
 /// message becomes its progress and its outcome.
 pub async fn confirm(
     http: Arc<Http>,
+    ack: &Ack,
     bot: &Bot,
     caller: &Caller,
     component: &ComponentInteraction,
@@ -667,9 +649,7 @@ pub async fn confirm(
 ) -> Result<(), Error> {
     // Raw calls: a click comes outside any command invocation; poise cannot answer it.
     // Acknowledge at once; the prompt message becomes the progress and the outcome.
-    component
-        .create_response(&*http, CreateInteractionResponse::Acknowledge)
-        .await?;
+    ack.respond(CreateInteractionResponse::Acknowledge).await?;
     let surface = Arc::new(Surface::original(
         http.clone(),
         &component.token,
@@ -727,19 +707,21 @@ pub async fn audit(
     #[autocomplete = "autocomplete_vm"]
     vm: Option<String>,
 ) -> Result<(), Error> {
+    audit_in(ctx.into(), vm.as_deref()).await
+}
+
+pub(super) async fn audit_in(cmd: Cmd<'_>, vm: Option<&str>) -> Result<(), Error> {
     // The audit log is rdp-doctor's database, not Azure: no deferral, the answer is the first
     // response.
-    let vm_name = vm
-        .as_deref()
-        .map(|v| v.rsplit('/').next().unwrap_or(v).to_string());
-    let entries = match ctx
-        .data()
+    let vm_name = vm.map(|v| v.rsplit('/').next().unwrap_or(v).to_string());
+    let entries = match cmd
+        .bot
         .door
-        .audit(&command_caller(ctx.interaction), vm_name.as_deref(), 20)
+        .audit(&command_caller(cmd.interaction), vm_name.as_deref(), 20)
         .await
     {
         Ok(entries) => entries,
-        Err(e) => return refuse(ctx, error_embed(&e)).await,
+        Err(e) => return refuse(cmd, error_embed(&e)).await,
     };
     let mut text = String::new();
     for e in &entries {
@@ -755,23 +737,26 @@ pub async fn audit(
     if entries.is_empty() {
         text.push_str("No audit entries about VMs you may read.");
     }
-    ctx.send(super::commands::private(render::notice(
+    cmd.send(super::steps::private(render::notice(
         "Audit log (newest first)",
         &text,
     )))
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Which Azure actions rdp-doctor's identity holds, and the role that grants what is missing (admins)
 #[poise::command(slash_command)]
 pub async fn permissions(ctx: AppContext<'_>) -> Result<(), Error> {
+    permissions_in(ctx.into()).await
+}
+
+pub(super) async fn permissions_in(cmd: Cmd<'_>) -> Result<(), Error> {
     // No options; probing takes a few ARM reads: acknowledge first, privately.
-    let surface = acknowledge(ctx, Audience::Requester).await?;
-    let embed = match ctx
-        .data()
+    let surface = acknowledge(cmd, Audience::Requester).await?;
+    let embed = match cmd
+        .bot
         .door
-        .permissions(&command_caller(ctx.interaction))
+        .permissions(&command_caller(cmd.interaction))
         .await
     {
         Ok(subscriptions) => {

@@ -3,9 +3,9 @@
 //! An id is written with `Display` and read back with `FromStr`, which accepts exactly the texts
 //! `Display` writes: a known prefix, a known action, and keys of the exact length in lowercase
 //! hex. Anything else (a garbled id, a stale one from another version, a forged one) is an
-//! [`UnknownId`], which the bot refuses privately; it is never mapped to an action. The router
-//! (`discord::on_event`) matches the parsed id exhaustively, so a new kind of component cannot be
-//! forgotten there.
+//! [`UnknownId`], which the bot refuses privately; it is never mapped to an action. The routers
+//! (`discord::on_component`, `discord::on_form`) match the parsed id exhaustively, so a new kind
+//! of component cannot be forgotten there.
 //!
 //! | id | what | answered by |
 //! |---|---|---|

@@ -1,4 +1,5 @@
-//! The Discord front end: a poise/serenity bot serving `/rdp` in the war room.
+//! The Discord front end: a poise/serenity bot serving `/rdp` in the war room, over the gateway
+//! (`run`) or Discord's HTTP interactions endpoint (`serve`), with the same code (`transport`).
 //!
 //! **Architecture Invariant:** the only module that names serenity or poise types. Commands turn
 //! options into runbook requests and render the runbook's events and reports; no runbook logic
@@ -11,23 +12,26 @@ mod commands;
 mod fixes;
 pub mod ids;
 pub mod render;
+pub mod serve;
+mod steps;
 mod surface;
 mod sweep;
+mod transport;
 
 use crate::policy::{Actor, Place};
 use crate::runbook::door::{Caller, Door};
-use commands::PendingPick;
 use ids::{ComponentId, Key, UnknownId};
 use secrecy::{ExposeSecret, SecretString};
 use serenity::all::{
-    ChannelId, ClientBuilder, CreateAllowedMentions, CreateInteractionResponse,
-    CreateInteractionResponseMessage, FullEvent, GatewayIntents, GuildId, HttpBuilder, Interaction,
-    Member, User,
+    ApplicationId, ChannelId, ClientBuilder, ComponentInteraction, CreateAllowedMentions,
+    CreateInteractionResponse, CreateInteractionResponseMessage, FullEvent, GatewayIntents,
+    GuildId, Http, HttpBuilder, Interaction, Member, ModalInteraction, User,
 };
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use surface::Answerable;
+use steps::PendingPick;
+use transport::Ack;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Context<'a> = poise::Context<'a, Bot, Error>;
@@ -142,37 +146,79 @@ fn is_unauthorized(error: &serenity::Error) -> bool {
     )
 }
 
-/// Connect, register the commands, serve until SIGTERM or Ctrl-C.
-pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
-    let mut http = HttpBuilder::new(settings.token.expose_secret());
-    if let Some(url) = &settings.api_url {
+/// A REST client for Discord with the bot token, its token checked with `GET /users/@me` first
+/// (a bad token is a configuration error, not a reconnect loop).
+async fn connect(token: &SecretString, api_url: Option<&str>) -> Result<Http, BotError> {
+    let mut http = HttpBuilder::new(token.expose_secret());
+    if let Some(url) = api_url {
         // serenity 0.12.5's rate limiter ignores the proxy; the proxy (or fake) owns rate limits.
         http = http
             .proxy(url.trim_end_matches('/'))
             .ratelimiter_disabled(true);
     }
     let http = http.build();
-    let api = settings
-        .api_url
-        .clone()
-        .unwrap_or_else(|| "https://discord.com".into());
     let me = match http.get_current_user().await {
         Ok(me) => me,
         Err(e) if is_unauthorized(&e) => return Err(BotError::TokenRejected),
         Err(e) => {
             return Err(BotError::Unreachable {
-                url: api,
+                url: api_url.unwrap_or("https://discord.com").to_string(),
                 detail: e.to_string(),
             })
         }
     };
     tracing::debug!(bot = %me.name, "token accepted");
+    Ok(http)
+}
+
+/// Tell `http` the application it speaks for (webhook routes and commands name it): `known`
+/// (`DISCORD_APPLICATION_ID`), or the token's application as Discord says.
+async fn application_id(http: &Http, known: Option<u64>) -> Result<(), BotError> {
+    let id = match known {
+        Some(id) => ApplicationId::new(id),
+        None => {
+            http.get_current_application_info()
+                .await
+                .map_err(|e| BotError::Client(format!("cannot read the application: {e}")))?
+                .id
+        }
+    };
+    http.set_application_id(id);
+    Ok(())
+}
+
+/// Register `/rdp` (bulk overwrite): in `guild` (at once), or globally.
+async fn register(http: &Http, guild: Option<GuildId>) -> serenity::Result<()> {
+    let commands = [rdp()];
+    match guild {
+        Some(guild) => poise::builtins::register_in_guild(http, &commands, guild).await,
+        None => poise::builtins::register_globally(http, &commands).await,
+    }
+}
+
+/// `rdp-doctor register`: register the commands as the bot and the endpoint do at start-up.
+pub async fn register_commands(
+    token: &SecretString,
+    api_url: Option<&str>,
+    application: Option<u64>,
+    guild: Option<u64>,
+) -> Result<(), BotError> {
+    let http = connect(token, api_url).await?;
+    application_id(&http, application).await?;
+    register(&http, guild.map(GuildId::new))
+        .await
+        .map_err(|e| BotError::Client(format!("Discord refused the commands: {e}")))
+}
+
+/// Connect, register the commands, serve until SIGTERM or Ctrl-C.
+pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
+    let http = connect(&settings.token, settings.api_url.as_deref()).await?;
 
     let guild = settings.guild_id.map(GuildId::new);
     let refresh = settings.directory_refresh;
     let framework = poise::Framework::builder()
         .options(poise::FrameworkOptions {
-            commands: vec![commands::rdp()],
+            commands: vec![rdp()],
             command_check: Some(|ctx| Box::pin(fixes::channel_check(ctx))),
             on_error: |error| Box::pin(on_error(error)),
             event_handler: |framework, event| {
@@ -186,13 +232,9 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
             initialize_owners: false,
             ..Default::default()
         })
-        .setup(move |ctx, ready, framework| {
+        .setup(move |ctx, ready, _framework| {
             Box::pin(async move {
-                let commands = &framework.options().commands;
-                match guild {
-                    Some(guild) => poise::builtins::register_in_guild(ctx, commands, guild).await?,
-                    None => poise::builtins::register_globally(ctx, commands).await?,
-                }
+                register(&ctx.http, guild).await?;
                 bot.door.spawn_directory_refresher(refresh);
                 // Operations a previous run left mid-flight: follow them and post the outcome.
                 fixes::resume(ctx.http.clone(), bot.door.clone());
@@ -233,6 +275,31 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
     })
 }
 
+/// Runs Microsoft's Remote Desktop troubleshooting runbook against an Azure VM.
+#[poise::command(
+    slash_command,
+    subcommands(
+        "commands::check",
+        "commands::health",
+        "commands::console",
+        "commands::explain",
+        "commands::help",
+        "sweep::sweep",
+        "fixes::start",
+        "fixes::restart",
+        "fixes::redeploy",
+        "fixes::reset_config",
+        "fixes::reset_password",
+        "fixes::open_rdp",
+        "fixes::audit",
+        "fixes::permissions"
+    ),
+    subcommand_required
+)]
+pub async fn rdp(_ctx: Context<'_>) -> Result<(), Error> {
+    Ok(())
+}
+
 async fn wait_for_shutdown() {
     #[cfg(unix)]
     {
@@ -255,10 +322,8 @@ async fn wait_for_shutdown() {
     }
 }
 
-/// Buttons, menus and forms pass the same fence as slash commands before anything else: a
-/// component from another guild, a direct message or an unlisted channel is refused privately.
-/// Then the custom id is parsed into a [`ComponentId`] and matched exhaustively; an id rdp-doctor
-/// did not write is refused privately and never mapped to an action.
+/// Gateway events: buttons, menus and forms, each answered through the callback route (slash
+/// commands and autocomplete are poise's).
 async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Bot) -> Result<(), Error> {
     // Raw calls: a component or form comes outside any command invocation; poise cannot answer it.
     let http = ctx.http.clone();
@@ -266,100 +331,107 @@ async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Bot) ->
         FullEvent::InteractionCreate {
             interaction: Interaction::Component(component),
         } => {
-            let caller = caller(
-                &component.user,
-                component.member.as_ref(),
-                component.guild_id,
-                component.channel_id,
-            );
-            let result = match (bot.door.admit(&caller), parse_id(&component.data.custom_id)) {
-                (Err(e), _) => component
-                    .create_response(&*http, refusal(&e.to_string()))
-                    .await
-                    .map_err(Error::from),
-                (Ok(()), Err(e)) => component
-                    .create_response(&*http, unknown_id(&e))
-                    .await
-                    .map_err(Error::from),
-                (Ok(()), Ok(id)) => match id {
-                    ComponentId::Pick { nonce } => {
-                        commands::picked(http.clone(), bot, &caller, component, nonce).await
-                    }
-                    ComponentId::Fix { action, vm } => {
-                        fixes::fix_button(http.clone(), bot, &caller, component, action, vm).await
-                    }
-                    ComponentId::Confirm(confirmation) => {
-                        fixes::confirm(http.clone(), bot, &caller, component, confirmation).await
-                    }
-                    ComponentId::Cancel(confirmation) => {
-                        fixes::cancel(http.clone(), bot, &caller, component, confirmation).await
-                    }
-                    ComponentId::SweepStop { nonce } => {
-                        sweep::stop(&http, bot, &caller, component, nonce).await
-                    }
-                    ComponentId::SweepDetails { nonce } => {
-                        sweep::details(http.clone(), bot, &caller, component, nonce).await
-                    }
-                    ComponentId::SweepAsk { nonce } => sweep::ask(&http, component, nonce).await,
-                    // A form's id on a button: not something rdp-doctor sent.
-                    ComponentId::Password { .. } | ComponentId::SweepName { .. } => component
-                        .create_response(&*http, unknown_id(&UnknownId))
-                        .await
-                        .map_err(Error::from),
-                },
-            };
-            if let Err(e) = result {
-                let reference = internal_error(&e, "a button or menu");
-                surface::tell_internal_error(&http, Answerable::Component(component), &reference)
-                    .await;
-            }
+            let ack = Ack::callback(http.clone(), component.id, &component.token);
+            on_component(http, bot, component, &ack).await;
         }
         FullEvent::InteractionCreate {
             interaction: Interaction::Modal(modal),
         } => {
-            let caller = caller(
-                &modal.user,
-                modal.member.as_ref(),
-                modal.guild_id,
-                modal.channel_id,
-            );
-            let result = match (bot.door.admit(&caller), parse_id(&modal.data.custom_id)) {
-                (Err(e), _) => modal
-                    .create_response(&*http, refusal(&e.to_string()))
-                    .await
-                    .map_err(Error::from),
-                (Ok(()), Err(e)) => modal
-                    .create_response(&*http, unknown_id(&e))
-                    .await
-                    .map_err(Error::from),
-                (Ok(()), Ok(id)) => match id {
-                    ComponentId::Password { vm } => {
-                        fixes::modal(http.clone(), bot, &caller, modal, vm).await
-                    }
-                    ComponentId::SweepName { nonce } => {
-                        sweep::modal(http.clone(), bot, &caller, modal, nonce).await
-                    }
-                    // A button's or menu's id on a form: not something rdp-doctor sent.
-                    ComponentId::Pick { .. }
-                    | ComponentId::Fix { .. }
-                    | ComponentId::Confirm(_)
-                    | ComponentId::Cancel(_)
-                    | ComponentId::SweepStop { .. }
-                    | ComponentId::SweepDetails { .. }
-                    | ComponentId::SweepAsk { .. } => modal
-                        .create_response(&*http, unknown_id(&UnknownId))
-                        .await
-                        .map_err(Error::from),
-                },
-            };
-            if let Err(e) = result {
-                let reference = internal_error(&e, "a form");
-                surface::tell_internal_error(&http, Answerable::Modal(modal), &reference).await;
-            }
+            let ack = Ack::callback(http.clone(), modal.id, &modal.token);
+            on_form(http, bot, modal, &ack).await;
         }
         _ => {}
     }
     Ok(())
+}
+
+/// A button or menu, from either transport. It passes the same fence as slash commands before
+/// anything else: a component from another guild, a direct message or an unlisted channel is
+/// refused privately. Then the custom id is parsed into a [`ComponentId`] and matched
+/// exhaustively; an id rdp-doctor did not write is refused privately and never mapped to an
+/// action.
+async fn on_component(http: Arc<Http>, bot: &Bot, component: &ComponentInteraction, ack: &Ack) {
+    let caller = caller(
+        &component.user,
+        component.member.as_ref(),
+        component.guild_id,
+        component.channel_id,
+    );
+    let result = match (bot.door.admit(&caller), parse_id(&component.data.custom_id)) {
+        (Err(e), _) => ack
+            .respond(refusal(&e.to_string()))
+            .await
+            .map_err(Error::from),
+        (Ok(()), Err(e)) => ack.respond(unknown_id(&e)).await.map_err(Error::from),
+        (Ok(()), Ok(id)) => match id {
+            ComponentId::Pick { nonce } => {
+                commands::picked(http.clone(), ack, bot, &caller, component, nonce).await
+            }
+            ComponentId::Fix { action, vm } => {
+                fixes::fix_button(http.clone(), ack, bot, &caller, component, action, vm).await
+            }
+            ComponentId::Confirm(confirmation) => {
+                fixes::confirm(http.clone(), ack, bot, &caller, component, confirmation).await
+            }
+            ComponentId::Cancel(confirmation) => {
+                fixes::cancel(http.clone(), ack, bot, &caller, component, confirmation).await
+            }
+            ComponentId::SweepStop { nonce } => sweep::stop(ack, bot, &caller, nonce).await,
+            ComponentId::SweepDetails { nonce } => {
+                sweep::details(http.clone(), ack, bot, &caller, component, nonce).await
+            }
+            ComponentId::SweepAsk { nonce } => sweep::ask(ack, nonce).await,
+            // A form's id on a button: not something rdp-doctor sent.
+            ComponentId::Password { .. } | ComponentId::SweepName { .. } => ack
+                .respond(unknown_id(&UnknownId))
+                .await
+                .map_err(Error::from),
+        },
+    };
+    if let Err(e) = result {
+        let reference = internal_error(&e, "a button or menu");
+        surface::tell_internal_error(&http, ack, &component.token, &reference).await;
+    }
+}
+
+/// A form, from either transport: the same fence and the same closed set of ids as a button.
+async fn on_form(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction, ack: &Ack) {
+    let caller = caller(
+        &modal.user,
+        modal.member.as_ref(),
+        modal.guild_id,
+        modal.channel_id,
+    );
+    let result = match (bot.door.admit(&caller), parse_id(&modal.data.custom_id)) {
+        (Err(e), _) => ack
+            .respond(refusal(&e.to_string()))
+            .await
+            .map_err(Error::from),
+        (Ok(()), Err(e)) => ack.respond(unknown_id(&e)).await.map_err(Error::from),
+        (Ok(()), Ok(id)) => match id {
+            ComponentId::Password { vm } => {
+                fixes::modal(http.clone(), ack, bot, &caller, modal, vm).await
+            }
+            ComponentId::SweepName { nonce } => {
+                sweep::modal(http.clone(), ack, bot, &caller, modal, nonce).await
+            }
+            // A button's or menu's id on a form: not something rdp-doctor sent.
+            ComponentId::Pick { .. }
+            | ComponentId::Fix { .. }
+            | ComponentId::Confirm(_)
+            | ComponentId::Cancel(_)
+            | ComponentId::SweepStop { .. }
+            | ComponentId::SweepDetails { .. }
+            | ComponentId::SweepAsk { .. } => ack
+                .respond(unknown_id(&UnknownId))
+                .await
+                .map_err(Error::from),
+        },
+    };
+    if let Err(e) = result {
+        let reference = internal_error(&e, "a form");
+        surface::tell_internal_error(&http, ack, &modal.token, &reference).await;
+    }
 }
 
 /// The custom id of a click or a form; what is not ours is logged (clipped, escaped) and refused.

@@ -1,19 +1,19 @@
 //! Where a command's answer lives and how it is updated: the interaction's original response, a
 //! follow-up message, or, once the 15-minute interaction token is spent, a plain channel message.
 //!
-//! A slash command's surface (`Surface::command`) carries poise's `ApplicationContext`: its
-//! private follow-ups go out with `ctx.send`. Editing or deleting the deferred original stays on
-//! the interaction token, because poise 0.7 gives a `ReplyHandle` only for a message sent with
-//! `ctx.send`, and `ctx.send` after `ctx.defer()` posts a new follow-up instead of filling the
-//! deferred response. Buttons, menus and forms have no poise context at all.
+//! A slash command's surface (`Surface::command`) carries its `Cmd`: its private follow-ups go
+//! out with `Cmd::send` (poise's `ctx.send` with the gateway). Editing or deleting the deferred
+//! original stays on the interaction token, because poise 0.7 gives a `ReplyHandle` only for a
+//! message sent with `ctx.send`, and `ctx.send` after `ctx.defer()` posts a new follow-up instead
+//! of filling the deferred response. Buttons, menus and forms have no poise context at all: their
+//! first response goes through their `Ack`.
 
-use super::AppContext;
+use super::transport::{Ack, Cmd};
 use poise::CreateReply;
 use serenity::all::{
     Builder, ChannelId, CreateAllowedMentions, CreateAttachment, CreateEmbed,
     CreateInteractionResponse, CreateInteractionResponseFollowup, CreateInteractionResponseMessage,
-    CreateMessage, EditAttachments, EditInteractionResponse, EditMessage, Http, InteractionId,
-    MessageId,
+    CreateMessage, EditAttachments, EditInteractionResponse, EditMessage, Http, MessageId,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,8 +48,8 @@ enum Target {
 }
 
 pub struct Surface<'a> {
-    /// The slash command this answers, if it is one: its follow-ups go through poise.
-    command: Option<AppContext<'a>>,
+    /// The slash command this answers, if it is one: its follow-ups go through its `Cmd`.
+    command: Option<Cmd<'a>>,
     /// Only the requester sees it: nothing of it may go to the channel.
     private: bool,
     http: Arc<Http>,
@@ -84,14 +84,15 @@ impl Surface<'static> {
     /// surface its answer is edited into.
     pub async fn new_message(
         http: Arc<Http>,
-        interaction: InteractionId,
+        ack: &Ack,
         token: &str,
         channel: ChannelId,
     ) -> serenity::Result<Self> {
         // A component or form: outside any command invocation, so no poise context to defer with.
-        CreateInteractionResponse::Defer(CreateInteractionResponseMessage::new())
-            .execute(&*http, (interaction, token))
-            .await?;
+        ack.respond(CreateInteractionResponse::Defer(
+            CreateInteractionResponseMessage::new(),
+        ))
+        .await?;
         Ok(Surface::original(http, token, channel, Instant::now()))
     }
 
@@ -114,14 +115,14 @@ impl<'a> Surface<'a> {
     /// The original response of a slash command that `ctx.defer()` (or `ctx.defer_ephemeral()`)
     /// acknowledged just now.
     /// A `private` one (deferred ephemerally) never falls back to a channel message.
-    pub fn command(ctx: AppContext<'a>, private: bool) -> Surface<'a> {
+    pub fn command(cmd: Cmd<'a>, private: bool) -> Surface<'a> {
         Surface {
-            command: Some(ctx),
+            command: Some(cmd),
             private,
-            http: ctx.serenity_context().http.clone(),
-            token: ctx.interaction.token.clone(),
+            http: cmd.http.clone(),
+            token: cmd.interaction.token.clone(),
             target: Target::Original,
-            channel: ctx.interaction.channel_id,
+            channel: cmd.interaction.channel_id,
             created: Instant::now(),
             channel_message: Mutex::new(None),
         }
@@ -260,13 +261,13 @@ impl<'a> Surface<'a> {
         embed: CreateEmbed,
         components: Vec<serenity::all::CreateActionRow>,
     ) {
-        if let Some(ctx) = self.command {
+        if let Some(cmd) = self.command {
             let reply = CreateReply::default()
                 .ephemeral(true)
                 .embed(embed)
                 .components(components)
                 .allowed_mentions(no_mentions());
-            if let Err(e) = ctx.send(reply).await {
+            if let Err(e) = cmd.send(reply).await {
                 tracing::warn!(error = %e, "could not send an ephemeral follow-up");
             }
             return;
@@ -283,16 +284,10 @@ impl<'a> Surface<'a> {
     }
 }
 
-/// An interaction that can still be answered: a click or a form.
-#[derive(Clone, Copy)]
-pub enum Answerable<'a> {
-    Component(&'a serenity::all::ComponentInteraction),
-    Modal(&'a serenity::all::ModalInteraction),
-}
-
 /// Tell the person, privately, that rdp-doctor failed inside, with the reference its log line
-/// carries: as the first response if the interaction has none yet, else as a follow-up.
-pub async fn tell_internal_error(http: &Http, to: Answerable<'_>, reference: &str) {
+/// carries: as the first response if the interaction (a click or a form, answered through `ack`
+/// and `token`) has none yet, else as a follow-up.
+pub async fn tell_internal_error(http: &Http, ack: &Ack, token: &str, reference: &str) {
     // Components and forms arrive outside a command invocation: poise cannot answer them.
     let embed = super::render::notice("Internal error", &super::internal_error_text(reference));
     let first = CreateInteractionResponse::Message(
@@ -301,11 +296,7 @@ pub async fn tell_internal_error(http: &Http, to: Answerable<'_>, reference: &st
             .embed(embed.clone())
             .allowed_mentions(no_mentions()),
     );
-    let (id, token) = match to {
-        Answerable::Component(c) => (c.id, c.token.as_str()),
-        Answerable::Modal(m) => (m.id, m.token.as_str()),
-    };
-    if first.execute(http, (id, token)).await.is_ok() {
+    if ack.respond(first).await.is_ok() {
         return;
     }
     let follow_up = CreateInteractionResponseFollowup::new()

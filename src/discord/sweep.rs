@@ -7,12 +7,12 @@
 //! rows, kept in memory for an hour) and `rdp:sweep:ask:<nonce>` (a button opening a form,
 //! `rdp:sweep:name:<nonce>`, for any other VM of the sweep by name).
 
-use super::commands::{
-    acknowledge, command_caller, door_notice, parse_from, refuse, run_check, Audience,
-};
+use super::commands::run_check;
 use super::ids::{ComponentId, Key};
 use super::render::{self, clip, mark, GREEN, GREY, ORANGE, RED};
+use super::steps::{acknowledge, command_caller, door_notice, parse_from, refuse, Audience};
 use super::surface::{Surface, View};
+use super::transport::{Ack, Cmd};
 use super::{rand_u64, AppContext, Bot, Error};
 use crate::domain::{is_subscription_id, validate_group, VmRef, VmSummary};
 use crate::runbook::door::Caller;
@@ -103,19 +103,28 @@ pub async fn sweep(
     #[description = "Test TCP 3389 from this IPv4 address (yours) instead of the whole Internet"]
     from: Option<String>,
 ) -> Result<(), Error> {
-    // The order of `commands`' note: validate, acknowledge, then the door.
-    let bot = ctx.data();
+    sweep_in(ctx.into(), resource_group, subscription, from.as_deref()).await
+}
+
+pub(super) async fn sweep_in(
+    cmd: Cmd<'_>,
+    resource_group: Option<String>,
+    subscription: Option<String>,
+    from: Option<&str>,
+) -> Result<(), Error> {
+    // The order of `steps`' note: validate, acknowledge, then the door.
+    let bot = cmd.bot;
     let resource_group = resource_group
         .map(|g| g.trim().to_string())
         .filter(|g| !g.is_empty());
     if let Some(rg) = &resource_group {
         if let Err(e) = validate_group(rg) {
-            return refuse(ctx, render::notice("Cannot sweep that", &e.to_string())).await;
+            return refuse(cmd, render::notice("Cannot sweep that", &e.to_string())).await;
         }
     }
-    let from = match parse_from(from.as_deref()) {
+    let from = match parse_from(from) {
         Ok(from) => from,
-        Err(notice) => return refuse(ctx, *notice).await,
+        Err(notice) => return refuse(cmd, *notice).await,
     };
     let subscription = match subscription
         .map(|s| s.trim().to_string())
@@ -123,7 +132,7 @@ pub async fn sweep(
     {
         Some(s) if !is_subscription_id(&s) => {
             return refuse(
-                ctx,
+                cmd,
                 render::notice(
                     "That is not a subscription id",
                     "`subscription` is a subscription's id, a GUID such as 11111111-2222-3333-4444-555555555555.",
@@ -133,7 +142,7 @@ pub async fn sweep(
         }
         other => other,
     };
-    let surface = acknowledge(ctx, Audience::Channel).await?;
+    let surface = acknowledge(cmd, Audience::Channel).await?;
     let what = resource_group
         .as_deref()
         .map(|rg| format!("resource group {rg}"))
@@ -146,7 +155,7 @@ pub async fn sweep(
                 .colour(render::BLUE),
         ))
         .await;
-    let caller = command_caller(ctx.interaction);
+    let caller = command_caller(cmd.interaction);
     let scope = match bot
         .door
         .sweep_scope(&caller, resource_group.as_deref(), subscription.as_deref())
@@ -426,7 +435,7 @@ fn details_menu(nonce: Key, report: &SweepReport) -> Vec<CreateActionRow> {
 }
 
 /// The "Another VM…" button: the form that asks for the VM's name.
-pub async fn ask(http: &Http, component: &ComponentInteraction, nonce: Key) -> Result<(), Error> {
+pub async fn ask(ack: &Ack, nonce: Key) -> Result<(), Error> {
     // Raw calls: a click comes outside any command invocation; poise cannot answer it.
     let modal = CreateModal::new(
         ComponentId::SweepName { nonce }.to_string(),
@@ -437,15 +446,14 @@ pub async fn ask(http: &Http, component: &ComponentInteraction, nonce: Key) -> R
             .min_length(1)
             .max_length(64),
     )]);
-    component
-        .create_response(http, CreateInteractionResponse::Modal(modal))
-        .await?;
+    ack.respond(CreateInteractionResponse::Modal(modal)).await?;
     Ok(())
 }
 
 /// The "Another VM…" form: the VM by name among the sweep's rows.
 pub async fn modal(
     http: Arc<Http>,
+    ack: &Ack,
     bot: &Bot,
     caller: &Caller,
     modal: &ModalInteraction,
@@ -482,7 +490,7 @@ pub async fn modal(
                 "This sweep has expired",
                 "Run `/rdp check` with the VM's name instead.",
             );
-            modal.create_response(&*http, expired).await?;
+            ack.respond(expired).await?;
             return Ok(());
         }
         Some([one]) => one.clone(),
@@ -491,7 +499,7 @@ pub async fn modal(
                 "Not in this sweep",
                 &format!("No VM named {name:?} was checked by this sweep."),
             );
-            modal.create_response(&*http, missing).await?;
+            ack.respond(missing).await?;
             return Ok(());
         }
         Some(many) => {
@@ -503,40 +511,27 @@ pub async fn modal(
                 "Several VMs have that name",
                 &format!("Use `/rdp check` with one of {}.", groups.join(", ")),
             );
-            modal.create_response(&*http, several).await?;
+            ack.respond(several).await?;
             return Ok(());
         }
     };
-    let surface =
-        Surface::new_message(http.clone(), modal.id, &modal.token, modal.channel_id).await?;
+    let surface = Surface::new_message(http.clone(), ack, &modal.token, modal.channel_id).await?;
     run_check(bot, &surface, caller, VmSummary::unlisted(vm), &options).await;
     Ok(())
 }
 
-async fn whisper(
-    http: &Http,
-    component: &ComponentInteraction,
-    title: &str,
-    text: &str,
-) -> Result<(), Error> {
+async fn whisper(ack: &Ack, title: &str, text: &str) -> Result<(), Error> {
     let message = CreateInteractionResponseMessage::new()
         .ephemeral(true)
         .embed(render::notice(title, text))
         .allowed_mentions(CreateAllowedMentions::new());
-    component
-        .create_response(http, CreateInteractionResponse::Message(message))
+    ack.respond(CreateInteractionResponse::Message(message))
         .await?;
     Ok(())
 }
 
 /// A sweep's Cancel button: only for the person who started it.
-pub async fn stop(
-    http: &Http,
-    bot: &Bot,
-    caller: &Caller,
-    component: &ComponentInteraction,
-    nonce: Key,
-) -> Result<(), Error> {
+pub async fn stop(ack: &Ack, bot: &Bot, caller: &Caller, nonce: Key) -> Result<(), Error> {
     // Raw calls: a click comes outside any command invocation; poise cannot answer it.
     let state = bot.sweeps.lock().ok().and_then(|s| {
         s.get(&nonce)
@@ -546,15 +541,12 @@ pub async fn stop(
         Some((requester, cancel, None)) if requester == caller.actor.id => {
             cancel.cancel();
             // The sweep's own loop shows the cancelled summary in this message.
-            component
-                .create_response(http, CreateInteractionResponse::Acknowledge)
-                .await?;
+            ack.respond(CreateInteractionResponse::Acknowledge).await?;
             Ok(())
         }
         Some((requester, _, None)) => {
             whisper(
-                http,
-                component,
+                ack,
                 "Not your sweep",
                 &format!(
                     "Only <@{}>, who started this sweep, can cancel it.",
@@ -563,13 +555,14 @@ pub async fn stop(
             )
             .await
         }
-        _ => whisper(http, component, "Already over", "This sweep has finished.").await,
+        _ => whisper(ack, "Already over", "This sweep has finished.").await,
     }
 }
 
 /// The details menu: the chosen row's full report in a new message.
 pub async fn details(
     http: Arc<Http>,
+    ack: &Ack,
     bot: &Bot,
     caller: &Caller,
     component: &ComponentInteraction,
@@ -588,21 +581,15 @@ pub async fn details(
     });
     let Some((vm, options)) = vm else {
         return whisper(
-            &http,
-            component,
+            ack,
             "This menu has expired",
             "Run `/rdp check` with the VM's name instead.",
         )
         .await;
     };
     // A new public message under the summary: "thinking…", then the report.
-    let surface = Surface::new_message(
-        http.clone(),
-        component.id,
-        &component.token,
-        component.channel_id,
-    )
-    .await?;
+    let surface =
+        Surface::new_message(http.clone(), ack, &component.token, component.channel_id).await?;
     run_check(bot, &surface, caller, VmSummary::unlisted(vm), &options).await;
     Ok(())
 }

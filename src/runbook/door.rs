@@ -287,6 +287,22 @@ impl Door {
         &self.directory
     }
 
+    /// What a readiness probe asks of the door: the database answers (where there is one) and
+    /// an ARM token can be had. Each failure comes with its part's name and a one-line reason
+    /// (no secret: a database URL is redacted, an Azure error is rebuilt from its code).
+    pub async fn readiness(&self) -> Vec<(&'static str, String)> {
+        let mut failing = Vec::new();
+        if let Some(operator) = &self.operator {
+            if let Err(e) = operator.store.ping().await {
+                failing.push(("database", e.to_string()));
+            }
+        }
+        if let Err(e) = self.arm.sign_in_check().await {
+            failing.push(("azure", e.to_string()));
+        }
+        failing
+    }
+
     /// ARM requests made so far by this process (for the reports' statistics).
     pub fn arm_requests(&self) -> u64 {
         self.arm.request_count()

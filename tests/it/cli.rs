@@ -457,6 +457,9 @@ async fn help_names_every_environment_variable_and_no_secret() {
             "DISCORD_TOKEN",
             "DISCORD_API_URL",
             "DISCORD_GUILD_ID",
+            "DISCORD_PUBLIC_KEY",
+            "DISCORD_APPLICATION_ID",
+            "RDP_DOCTOR_LISTEN",
             "RUST_LOG",
         ] {
             assert!(

@@ -10,4 +10,5 @@ mod discord;
 mod fake_discord;
 mod fix;
 mod runbook;
+mod serve;
 mod sim;

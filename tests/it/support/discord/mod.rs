@@ -45,6 +45,8 @@ mod messages;
 mod multipart;
 mod rest;
 mod schema;
+/// Discord's side of the HTTP interactions endpoint: signed POSTs, responses to the callback route.
+pub mod signed;
 
 use anyhow::bail;
 use axum::extract::DefaultBodyLimit;

@@ -1,0 +1,540 @@
+//! `rdp-doctor serve`: Discord's HTTP interactions endpoint, the second transport of the one
+//! front end (see `transport`).
+//!
+//! `POST /interactions` takes what Discord signs: the request is refused with 401 unless
+//! `X-Signature-Ed25519` (hex) is a valid Ed25519 signature of `X-Signature-Timestamp` followed
+//! by the raw body under `DISCORD_PUBLIC_KEY` (Discord, "Receiving and Responding", security and
+//! authorization: it probes the endpoint with bad signatures and drops one that accepts them).
+//! A PING is answered PONG; anything else is handed to the same handlers the gateway uses, and
+//! their first response (a deferral before any Azure request, a message, a form) becomes the
+//! HTTP response. Bodies over 1 MiB get 413, a body that is not JSON 415.
+//!
+//! `GET /healthz` answers 200 while the process serves; `GET /readyz` answers 200 when the
+//! commands are registered, the database answers and an ARM token can be had, else 503 naming
+//! each failing part on its own line.
+//!
+//! Nothing here logs a request body, a signature or an interaction token (a token is a
+//! credential for 15 minutes).
+
+use super::steps::{command_caller, private, suggestions};
+use super::transport::{Ack, Cmd};
+use super::{commands, fixes, render, sweep, Bot, BotError, Error};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use ed25519_dalek::{Signature, VerifyingKey};
+use futures::{FutureExt, StreamExt};
+use serenity::all::{
+    CommandInteraction, CreateAutocompleteResponse, CreateInteractionResponse, GuildId, Http,
+    Interaction, ResolvedOption, ResolvedValue,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Discord's interaction payloads are a few kilobytes; anything near this is not one.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Discord waits 3 seconds for the first response; the handlers answer well inside that.
+const FIRST_RESPONSE_WITHIN: Duration = Duration::from_millis(2_900);
+
+/// A readiness probe gives up on a part after this long.
+const PROBE_WITHIN: Duration = Duration::from_secs(5);
+
+/// The application's public key from the Developer Portal (`DISCORD_PUBLIC_KEY`, 64 hex digits).
+#[derive(Clone, Debug)]
+pub struct PublicKey(VerifyingKey);
+
+#[derive(Debug, thiserror::Error)]
+#[error("DISCORD_PUBLIC_KEY must be the application's public key, 64 hexadecimal digits, as the Developer Portal shows it")]
+pub struct BadPublicKey;
+
+impl std::str::FromStr for PublicKey {
+    type Err = BadPublicKey;
+
+    fn from_str(text: &str) -> Result<PublicKey, BadPublicKey> {
+        let bytes: [u8; 32] = hex(text.trim())
+            .and_then(|b| b.try_into().ok())
+            .ok_or(BadPublicKey)?;
+        VerifyingKey::from_bytes(&bytes)
+            .map(PublicKey)
+            .map_err(|_| BadPublicKey)
+    }
+}
+
+impl PublicKey {
+    /// Whether `signature` (hex) signs `timestamp` followed by `body`. Strict verification: a
+    /// malleable or small-order signature is refused too.
+    pub fn verifies(&self, signature: &str, timestamp: &str, body: &[u8]) -> bool {
+        let Some(signature) = hex(signature).and_then(|b| <[u8; 64]>::try_from(b).ok()) else {
+            return false;
+        };
+        let signature = Signature::from_bytes(&signature);
+        let mut message = Vec::with_capacity(timestamp.len() + body.len());
+        message.extend_from_slice(timestamp.as_bytes());
+        message.extend_from_slice(body);
+        self.0.verify_strict(&message, &signature).is_ok()
+    }
+}
+
+/// Lower- or upper-case hex digits, an even number of them.
+fn hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// How `serve` reaches Discord and where it listens (ARCHITECTURE.md's external contract).
+pub struct ServeSettings {
+    /// `DISCORD_TOKEN`: registers the commands and posts a channel message once an interaction
+    /// token is spent.
+    pub token: secrecy::SecretString,
+    /// `DISCORD_API_URL`
+    pub api_url: Option<String>,
+    /// `DISCORD_GUILD_ID`
+    pub guild_id: Option<u64>,
+    /// `DISCORD_APPLICATION_ID`; `None`: asked of Discord with the token.
+    pub application_id: Option<u64>,
+    /// `DISCORD_PUBLIC_KEY`
+    pub public_key: PublicKey,
+    /// How often the autocomplete VM list is refreshed.
+    pub directory_refresh: Duration,
+}
+
+struct Served {
+    bot: Bot,
+    http: Arc<Http>,
+    key: PublicKey,
+    /// Why the commands are not registered (yet), or `None` once they are.
+    registration: Mutex<Option<String>>,
+}
+
+/// Check the token, register the commands (retried in the background until Discord takes
+/// them), then serve `listener` until SIGTERM or Ctrl-C.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    settings: ServeSettings,
+    bot: Bot,
+) -> Result<(), BotError> {
+    let http = Arc::new(super::connect(&settings.token, settings.api_url.as_deref()).await?);
+    super::application_id(&http, settings.application_id).await?;
+    let guild = settings.guild_id.map(GuildId::new);
+    bot.door
+        .spawn_directory_refresher(settings.directory_refresh);
+    // Operations a previous run left mid-flight: follow them and post the outcome.
+    fixes::resume(http.clone(), bot.door.clone());
+    if !bot.door.policy().configured() {
+        tracing::warn!(
+            "no [policy] in the config: the endpoint answers every interaction with a refusal"
+        );
+    }
+    let served = Arc::new(Served {
+        bot,
+        http: http.clone(),
+        key: settings.public_key,
+        registration: Mutex::new(Some("not registered yet".into())),
+    });
+    tokio::spawn(register_until_done(served.clone(), guild));
+    let addr = listener
+        .local_addr()
+        .map_err(|e| BotError::Client(e.to_string()))?;
+    tracing::info!(
+        "rdp-doctor serving Discord interactions on http://{addr}/interactions ({} subscription(s))",
+        served.bot.door.subscriptions().len()
+    );
+    axum::serve(listener, router(served))
+        .with_graceful_shutdown(async {
+            super::wait_for_shutdown().await;
+            tracing::info!("shutting down");
+        })
+        .await
+        .map_err(|e| BotError::Client(e.to_string()))
+}
+
+async fn register_until_done(served: Arc<Served>, guild: Option<GuildId>) {
+    let mut wait = Duration::from_secs(2);
+    loop {
+        match super::register(&served.http, guild).await {
+            Ok(()) => {
+                if let Ok(mut r) = served.registration.lock() {
+                    *r = None;
+                }
+                tracing::info!(
+                    "commands registered {}",
+                    match guild {
+                        Some(g) => format!("in guild {g}"),
+                        None => "globally".to_string(),
+                    }
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not register the commands; trying again in {}s", wait.as_secs());
+                if let Ok(mut r) = served.registration.lock() {
+                    *r = Some(format!("not registered: {e}"));
+                }
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(60));
+    }
+}
+
+fn router(served: Arc<Served>) -> Router {
+    Router::new()
+        .route("/interactions", post(interactions))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(served)
+}
+
+async fn healthz() -> &'static str {
+    "alive\n"
+}
+
+async fn readyz(State(served): State<Arc<Served>>) -> Response {
+    let mut failing: Vec<(&str, String)> = Vec::new();
+    let registration = match served.registration.lock() {
+        Ok(r) => r.clone(),
+        Err(_) => Some("unknown".into()),
+    };
+    if let Some(why) = registration {
+        failing.push(("commands", why));
+    }
+    match tokio::time::timeout(PROBE_WITHIN, served.bot.door.readiness()).await {
+        Ok(parts) => failing.extend(parts),
+        Err(_) => failing.push((
+            "azure",
+            format!("no answer within {}s", PROBE_WITHIN.as_secs()),
+        )),
+    }
+    if failing.is_empty() {
+        return (StatusCode::OK, "ready\n").into_response();
+    }
+    let text: String = failing
+        .iter()
+        .map(|(part, why)| format!("{part}: {why}\n"))
+        .collect();
+    (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn interactions(
+    State(served): State<Arc<Served>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let signed = match (
+        header("x-signature-ed25519"),
+        header("x-signature-timestamp"),
+    ) {
+        (Some(signature), Some(timestamp)) => served.key.verifies(signature, timestamp, &body),
+        _ => false,
+    };
+    if !signed {
+        tracing::warn!("refused an interaction request without a valid signature");
+        return (StatusCode::UNAUTHORIZED, "invalid request signature\n").into_response();
+    }
+    if !is_json(&headers) {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "interactions are application/json\n",
+        )
+            .into_response();
+    }
+    let interaction: Interaction = match serde_json::from_slice(&body) {
+        Ok(interaction) => interaction,
+        Err(e) => {
+            // Where, never what: the body holds the interaction's token.
+            tracing::warn!(
+                category = ?e.classify(),
+                line = e.line(),
+                column = e.column(),
+                "refused an interaction that does not parse"
+            );
+            return (StatusCode::BAD_REQUEST, "not an interaction\n").into_response();
+        }
+    };
+    if let Interaction::Ping(_) = interaction {
+        return answer(&CreateInteractionResponse::Pong, None);
+    }
+    let (ack, first) = Ack::endpoint();
+    tokio::spawn(handle(served, interaction, ack));
+    match tokio::time::timeout(FIRST_RESPONSE_WITHIN, first).await {
+        Ok(Ok(first)) => answer(&first.response, Some(first.written)),
+        Ok(Err(_)) => {
+            tracing::error!("an interaction was handled without a first response");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Err(_) => {
+            tracing::error!(
+                "no first response within {} ms",
+                FIRST_RESPONSE_WITHIN.as_millis()
+            );
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// A first response as Discord documents it (`{"type": 1}` for PONG, no `"data": null` for the
+/// types without data). `written` is told once the body has gone out (or the connection with it).
+fn answer(response: &CreateInteractionResponse, written: Option<oneshot::Sender<()>>) -> Response {
+    let mut body = serde_json::to_value(response).unwrap_or_default();
+    if let Some(object) = body.as_object_mut() {
+        if object.get("data").is_some_and(serde_json::Value::is_null) {
+            object.remove("data");
+        }
+    }
+    let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    let Some(written) = written else {
+        return ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
+    };
+    // The signal goes with the body: sent when the server asks for more after the JSON, or
+    // when it drops the body.
+    let guard = Written(Some(written));
+    let tail = futures::stream::once(async move {
+        drop(guard);
+    })
+    .filter_map(|()| async { None });
+    let stream = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]).chain(tail);
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+struct Written(Option<oneshot::Sender<()>>);
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// An interaction, through the same handlers as the gateway's.
+async fn handle(served: Arc<Served>, interaction: Interaction, ack: Ack) {
+    let http = served.http.clone();
+    let bot = &served.bot;
+    match interaction {
+        Interaction::Command(command) => {
+            run_command(Cmd::endpoint(bot, &command, &http, &ack)).await;
+        }
+        Interaction::Autocomplete(command) => {
+            // As poise's command check: fenced off, no choices.
+            let choices = match bot.door.admit(&command_caller(&command)) {
+                Ok(()) => {
+                    let partial = command.data.autocomplete().map(|o| o.value).unwrap_or("");
+                    suggestions(bot, &command, partial)
+                }
+                Err(_) => CreateAutocompleteResponse::new(),
+            };
+            if let Err(e) = ack
+                .respond(CreateInteractionResponse::Autocomplete(choices))
+                .await
+            {
+                tracing::warn!(error = %e, "could not answer an autocomplete");
+            }
+        }
+        Interaction::Component(component) => super::on_component(http, bot, &component, &ack).await,
+        Interaction::Modal(modal) => super::on_form(http, bot, &modal, &ack).await,
+        // Ping is answered by the caller; nothing else is sent to an application.
+        _ => tracing::warn!("ignored an interaction of a kind rdp-doctor does not serve"),
+    }
+}
+
+/// The options of a subcommand, by name.
+struct Options<'a>(Vec<ResolvedOption<'a>>);
+
+impl<'a> Options<'a> {
+    fn text(&self, name: &str) -> Option<&'a str> {
+        self.0
+            .iter()
+            .find(|o| o.name == name)
+            .and_then(|o| match o.value {
+                ResolvedValue::String(s) => Some(s),
+                _ => None,
+            })
+    }
+
+    fn owned(&self, name: &str) -> Option<String> {
+        self.text(name).map(str::to_string)
+    }
+
+    fn required(&self, name: &'static str) -> Result<&'a str, MissingOption> {
+        self.text(name).ok_or(MissingOption(name))
+    }
+}
+
+/// A required option Discord did not send (it enforces them; a hand-made request may not).
+#[derive(Debug, thiserror::Error)]
+#[error("The option `{0}` is missing")]
+struct MissingOption(&'static str);
+
+/// A slash command that came over HTTP: the fence (poise's `command_check` with the gateway),
+/// its options as poise reads them, the same command bodies, and the same errors as `on_error`.
+async fn run_command(cmd: Cmd<'_>) {
+    if let Err(e) = cmd.bot.door.admit(&command_caller(cmd.interaction)) {
+        let refusal = private(render::notice("Not here", &e.to_string()));
+        if let Err(e) = cmd.send(refusal).await {
+            tracing::warn!(error = %e, "could not refuse a command");
+        }
+        return;
+    }
+    let (name, options) = subcommand(cmd.interaction);
+    // A panic is answered as an error, as poise's `handle_panics` does on the gateway.
+    let routed = std::panic::AssertUnwindSafe(route(cmd, &name, &options))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|payload| {
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            Ok(Err(text.into()))
+        });
+    let result = match routed {
+        Ok(result) => result,
+        // The person's input; not echoed, as `on_error` does for poise's argument errors.
+        Err(missing) => {
+            let text = format!("{missing}. `/rdp help` lists the commands and their options.");
+            cmd.send(private(render::notice("Cannot read that option", &text)))
+                .await
+        }
+    };
+    if let Err(e) = result {
+        let reference = super::internal_error(&e, &format!("rdp {name}"));
+        let notice = render::notice("Internal error", &super::internal_error_text(&reference));
+        if let Err(e) = cmd.send(private(notice)).await {
+            tracing::warn!(error = %e, "could not answer a failed command");
+        }
+    }
+}
+
+/// `/rdp <subcommand>` and its options.
+fn subcommand(interaction: &CommandInteraction) -> (String, Options<'_>) {
+    let mut options = interaction.data.options();
+    match options.pop() {
+        Some(ResolvedOption {
+            name,
+            value: ResolvedValue::SubCommand(inner),
+            ..
+        }) if interaction.data.name == "rdp" => (name.to_string(), Options(inner)),
+        _ => (interaction.data.name.clone(), Options(Vec::new())),
+    }
+}
+
+/// The subcommands of `super::rdp`, each to the body its poise command calls. `Err`: an option
+/// is missing.
+async fn route(
+    cmd: Cmd<'_>,
+    name: &str,
+    o: &Options<'_>,
+) -> Result<Result<(), Error>, MissingOption> {
+    use super::steps::{FixKind, Kind};
+    use crate::runbook::CheckOptions;
+    Ok(match name {
+        "check" => commands::check_in(cmd, o.required("vm")?, o.text("from")).await,
+        "health" => {
+            commands::start(
+                cmd,
+                Kind::Health,
+                o.required("vm")?,
+                CheckOptions::default(),
+            )
+            .await
+        }
+        "console" => {
+            commands::start(
+                cmd,
+                Kind::Console,
+                o.required("vm")?,
+                CheckOptions::default(),
+            )
+            .await
+        }
+        "explain" => commands::explain_in(cmd, o.required("error")?).await,
+        "help" => commands::help_in(cmd).await,
+        "sweep" => {
+            sweep::sweep_in(
+                cmd,
+                o.owned("resource-group"),
+                o.owned("subscription"),
+                o.text("from"),
+            )
+            .await
+        }
+        "start" => fixes::request_from_command(cmd, o.required("vm")?, FixKind::Start).await,
+        "restart" => fixes::request_from_command(cmd, o.required("vm")?, FixKind::Restart).await,
+        "redeploy" => fixes::request_from_command(cmd, o.required("vm")?, FixKind::Redeploy).await,
+        "reset-config" => {
+            fixes::request_from_command(cmd, o.required("vm")?, FixKind::ResetRdpConfig).await
+        }
+        "open-rdp" => fixes::open_rdp_in(cmd, o.required("vm")?, o.required("source")?).await,
+        "reset-password" => fixes::reset_password_in(cmd, o.required("vm")?).await,
+        "audit" => fixes::audit_in(cmd, o.text("vm")).await,
+        "permissions" => fixes::permissions_in(cmd).await,
+        other => Err(format!("no subcommand /rdp {other}").into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_takes_pairs_of_digits_only() {
+        assert_eq!(hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(hex("00FF"), Some(vec![0, 255]));
+        assert_eq!(hex("0"), None);
+        assert_eq!(hex("zz"), None);
+        assert_eq!(hex("é0"), None);
+        assert_eq!(hex(""), Some(vec![]));
+    }
+
+    #[test]
+    fn a_public_key_is_64_hex_digits() {
+        // RFC 8032, section 7.1, test 1.
+        let key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+        assert!(key.parse::<PublicKey>().is_ok());
+        assert!(key[..62].parse::<PublicKey>().is_err());
+        assert!(format!("{key}00").parse::<PublicKey>().is_err());
+        assert!("not a key".parse::<PublicKey>().is_err());
+    }
+
+    #[test]
+    fn rfc_8032_test_vector_verifies_and_nothing_else_does() {
+        // RFC 8032, section 7.1, test 2: a one-byte message (0x72); here split into a
+        // "timestamp" and an empty body, as the message Discord signs is their concatenation.
+        let key: PublicKey = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c"
+            .parse()
+            .unwrap();
+        let signature = "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da\
+                         085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00";
+        assert!(key.verifies(signature, "r", b""));
+        assert!(key.verifies(signature, "", b"r"));
+        assert!(!key.verifies(signature, "r", b"r"));
+        assert!(!key.verifies(signature, "s", b""));
+        assert!(!key.verifies(&signature[..126], "r", b""));
+        assert!(!key.verifies("zz", "r", b""));
+    }
+}

@@ -1,0 +1,189 @@
+//! One front end, two transports. With the gateway (`rdp-doctor bot`) interactions arrive on the
+//! websocket and their first response goes to Discord's callback route; with the HTTP
+//! interactions endpoint (`rdp-doctor serve`) they arrive as signed POSTs and the first response
+//! is the HTTP response itself. Everything after it (follow-ups, edits of the original) goes to
+//! the webhook routes either way, with the interaction's token.
+//!
+//! [`Ack`] sends an interaction's first response over either transport; [`Cmd`] is a slash
+//! command's context over either: poise's `ApplicationContext` (gateway) or the interaction with
+//! its `Ack` (HTTP). Commands, buttons, menus and forms take these, never the transport.
+
+use super::{AppContext, Bot, Error};
+use poise::CreateReply;
+use serenity::all::{
+    Builder, CommandInteraction, CreateInteractionResponse, CreateInteractionResponseFollowup,
+    CreateInteractionResponseMessage, Http, InteractionId,
+};
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// How an interaction's first response goes out. Cheap to clone.
+#[derive(Clone)]
+pub struct Ack(Arc<Via>);
+
+enum Via {
+    /// Discord's `POST /interactions/{id}/{token}/callback` (gateway mode).
+    Callback {
+        http: Arc<Http>,
+        id: InteractionId,
+        token: String,
+    },
+    /// The HTTP request Discord is waiting on (HTTP mode): the first response is its answer.
+    Endpoint(Mutex<Option<oneshot::Sender<FirstResponse>>>),
+}
+
+/// A first response for the HTTP handler, and how it tells that the response has gone out.
+pub struct FirstResponse {
+    pub response: CreateInteractionResponse,
+    /// Sent (or dropped) once the HTTP response has been written: follow-ups and edits wait
+    /// for it, as Discord knows of no original message before.
+    pub written: oneshot::Sender<()>,
+}
+
+/// How long a handler waits for its first response to be written before it goes on anyway.
+const WRITTEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl Ack {
+    pub fn callback(http: Arc<Http>, id: InteractionId, token: &str) -> Ack {
+        Ack(Arc::new(Via::Callback {
+            http,
+            id,
+            token: token.to_string(),
+        }))
+    }
+
+    /// An `Ack` whose first response arrives on the receiver, for the HTTP handler to answer
+    /// Discord's request with. Attachments cannot ride on it: no first response carries any.
+    pub fn endpoint() -> (Ack, oneshot::Receiver<FirstResponse>) {
+        let (tx, rx) = oneshot::channel();
+        (Ack(Arc::new(Via::Endpoint(Mutex::new(Some(tx))))), rx)
+    }
+
+    /// Send the first response. A second one fails, as Discord's callback route refuses one
+    /// ("already acknowledged").
+    pub async fn respond(&self, response: CreateInteractionResponse) -> serenity::Result<()> {
+        match &*self.0 {
+            Via::Callback { http, id, token } => response.execute(&**http, (*id, token)).await,
+            Via::Endpoint(waiting) => {
+                let sender = waiting.lock().ok().and_then(|mut s| s.take());
+                let Some(tx) = sender else {
+                    return Err(serenity::Error::Other(
+                        "the interaction has already been answered",
+                    ));
+                };
+                let (written, sent) = oneshot::channel();
+                tx.send(FirstResponse { response, written }).map_err(|_| {
+                    serenity::Error::Other("Discord no longer waits for the first response")
+                })?;
+                // Either way (written, or the connection gone): what follows may go out now.
+                let _ = tokio::time::timeout(WRITTEN_WITHIN, sent).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the HTTP request has its answer (always false for the callback route, where
+    /// poise or Discord keeps count).
+    fn answered(&self) -> bool {
+        match &*self.0 {
+            Via::Callback { .. } => false,
+            Via::Endpoint(waiting) => waiting.lock().map(|s| s.is_none()).unwrap_or(true),
+        }
+    }
+}
+
+/// A slash command's context over either transport.
+#[derive(Clone, Copy)]
+pub struct Cmd<'a> {
+    pub bot: &'a Bot,
+    pub interaction: &'a CommandInteraction,
+    pub http: &'a Arc<Http>,
+    via: CmdVia<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum CmdVia<'a> {
+    /// Poise keeps count of the first response (`ctx.defer`, `ctx.send`).
+    Poise(AppContext<'a>),
+    Endpoint(&'a Ack),
+}
+
+impl<'a> From<AppContext<'a>> for Cmd<'a> {
+    fn from(ctx: AppContext<'a>) -> Cmd<'a> {
+        Cmd {
+            bot: ctx.framework.user_data,
+            interaction: ctx.interaction,
+            http: &ctx.framework.serenity_context.http,
+            via: CmdVia::Poise(ctx),
+        }
+    }
+}
+
+impl<'a> Cmd<'a> {
+    /// A command that came to the HTTP interactions endpoint.
+    pub fn endpoint(
+        bot: &'a Bot,
+        interaction: &'a CommandInteraction,
+        http: &'a Arc<Http>,
+        ack: &'a Ack,
+    ) -> Cmd<'a> {
+        Cmd {
+            bot,
+            interaction,
+            http,
+            via: CmdVia::Endpoint(ack),
+        }
+    }
+
+    /// Acknowledge with "thinking…" (public, or `private`ly), before any Azure request.
+    pub async fn defer(&self, private: bool) -> Result<(), Error> {
+        match self.via {
+            CmdVia::Poise(ctx) if private => ctx.defer_ephemeral().await?,
+            CmdVia::Poise(ctx) => ctx.defer().await?,
+            CmdVia::Endpoint(ack) => {
+                let message = CreateInteractionResponseMessage::new().ephemeral(private);
+                ack.respond(CreateInteractionResponse::Defer(message))
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// A message: the first response if there is none yet, else a follow-up (as poise's
+    /// `ctx.send`).
+    pub async fn send(&self, reply: CreateReply) -> Result<(), Error> {
+        match self.via {
+            CmdVia::Poise(ctx) => {
+                ctx.send(reply).await?;
+            }
+            CmdVia::Endpoint(ack) if !ack.answered() => {
+                let message =
+                    reply.to_slash_initial_response(CreateInteractionResponseMessage::new());
+                ack.respond(CreateInteractionResponse::Message(message))
+                    .await?;
+            }
+            CmdVia::Endpoint(_) => {
+                reply
+                    .to_slash_followup_response(CreateInteractionResponseFollowup::new())
+                    .execute(&**self.http, (None, &self.interaction.token))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A first response poise has no reply for (a form).
+    pub async fn respond(&self, response: CreateInteractionResponse) -> Result<(), Error> {
+        match self.via {
+            CmdVia::Poise(ctx) => {
+                self.interaction
+                    .create_response(&**self.http, response)
+                    .await?;
+                ctx.has_sent_initial_response
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            CmdVia::Endpoint(ack) => ack.respond(response).await?,
+        }
+        Ok(())
+    }
+}

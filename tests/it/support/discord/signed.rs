@@ -1,0 +1,285 @@
+//! Discord's side of the HTTP interactions endpoint: an interaction the fake made (and put on
+//! its gateway, where no bot listens) is signed with a fresh Ed25519 key and POSTed to
+//! `rdp-doctor serve`; the HTTP response is then handed to the fake's callback route, as Discord
+//! turns it into the interaction's response (the message, the deferral, the form). Follow-ups and
+//! edits reach the fake's webhook routes from `serve` itself, through [`Front`]: Discord has
+//! applied an interaction's response before it sees the follow-ups sent after it, and the test
+//! client hands the response to the fake only after reading it, so the front holds a request
+//! naming an interaction's token until its response has been applied.
+
+use super::{FakeDiscord, Interaction};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use ed25519_dalek::{Signer as _, SigningKey};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Discord's REST as `serve` sees it (`DISCORD_API_URL`): the fake, except that a request naming
+/// an interaction whose HTTP response is still on its way waits for it (see the module's note).
+pub struct Front {
+    pub url: String,
+    state: Arc<FrontState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct FrontState {
+    fake: String,
+    client: reqwest::Client,
+    /// Tokens of interactions delivered but not yet answered at the fake.
+    pending: Mutex<HashSet<String>>,
+    applied: Notify,
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Front {
+    pub async fn start(discord: &FakeDiscord) -> Front {
+        let state = Arc::new(FrontState {
+            fake: discord.url(),
+            client: reqwest::Client::new(),
+            pending: Mutex::new(HashSet::new()),
+            applied: Notify::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the front");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .fallback(forward)
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Front { url, state, task }
+    }
+
+    fn hold(&self, token: &str) {
+        self.state.pending.lock().unwrap().insert(token.to_string());
+    }
+
+    fn release(&self, token: &str) {
+        self.state.pending.lock().unwrap().remove(token);
+        self.state.applied.notify_waiters();
+    }
+}
+
+async fn forward(
+    axum::extract::State(state): axum::extract::State<Arc<FrontState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    loop {
+        let applied = state.applied.notified();
+        tokio::pin!(applied);
+        applied.as_mut().enable();
+        let waiting = state
+            .pending
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|token| path.contains(token.as_str()));
+        if !waiting {
+            break;
+        }
+        applied.await;
+    }
+    let mut request = state
+        .client
+        .request(method, format!("{}{path}", state.fake))
+        .body(body);
+    for (name, value) in &headers {
+        if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
+            request = request.header(name, value);
+        }
+    }
+    match request.send().await {
+        Ok(response) => {
+            let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+            let headers = response.headers().clone();
+            let bytes = response.bytes().await.unwrap_or_default();
+            let mut out = (status, bytes).into_response();
+            for (name, value) in &headers {
+                if name != axum::http::header::CONTENT_LENGTH
+                    && name != axum::http::header::TRANSFER_ENCODING
+                {
+                    out.headers_mut().insert(name, value.clone());
+                }
+            }
+            out
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+/// What Discord signs with: a key pair made for the test.
+pub struct Signer {
+    key: SigningKey,
+}
+
+impl Signer {
+    pub fn generate() -> Signer {
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).expect("the operating system's random source");
+        Signer {
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// `DISCORD_PUBLIC_KEY` for this key.
+    pub fn public_hex(&self) -> String {
+        to_hex(self.key.verifying_key().as_bytes())
+    }
+
+    /// `X-Signature-Ed25519` of `timestamp` followed by `body`.
+    pub fn sign(&self, timestamp: &str, body: &[u8]) -> String {
+        let mut message = timestamp.as_bytes().to_vec();
+        message.extend_from_slice(body);
+        to_hex(&self.key.sign(&message).to_bytes())
+    }
+}
+
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The endpoint's answer to one POST.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    /// From sending the request to the answer's arrival.
+    pub took: Duration,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// `rdp-doctor serve` at `url` (`http://127.0.0.1:PORT`), as Discord calls it.
+pub struct Endpoint {
+    pub url: String,
+    pub signer: Signer,
+    client: reqwest::Client,
+}
+
+impl Endpoint {
+    pub fn new(url: String, signer: Signer) -> Endpoint {
+        Endpoint {
+            url,
+            signer,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// POST `body` to `/interactions` with exactly `headers`.
+    pub async fn post(&self, headers: &[(&str, String)], body: Vec<u8>) -> Answer {
+        let mut request = self
+            .client
+            .post(format!("{}/interactions", self.url))
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let sent = Instant::now();
+        let response = request.send().await.expect("the endpoint answers");
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        Answer {
+            status,
+            body,
+            took: sent.elapsed(),
+        }
+    }
+
+    /// The headers Discord sends with `body`, signed now.
+    pub fn signed_headers(&self, body: &[u8]) -> Vec<(&'static str, String)> {
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .to_string();
+        vec![
+            ("content-type", "application/json".to_string()),
+            ("x-signature-ed25519", self.signer.sign(&timestamp, body)),
+            ("x-signature-timestamp", timestamp),
+        ]
+    }
+
+    /// POST `body`, signed as Discord signs.
+    pub async fn post_signed(&self, body: Vec<u8>) -> Answer {
+        let headers = self.signed_headers(&body);
+        self.post(&headers, body).await
+    }
+
+    /// GET a path of the endpoint: status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("the endpoint answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    /// Deliver `i` as Discord would over HTTP: its payload, signed, to the endpoint; a 200's JSON
+    /// then goes to the fake's callback route as the interaction's response, before `front` lets
+    /// through anything else about `i`.
+    pub async fn deliver(&self, discord: &FakeDiscord, front: &Front, i: &Interaction) -> Answer {
+        let payload = payload_of(discord, i);
+        front.hold(&i.token);
+        let answer = self.post_signed(payload.to_string().into_bytes()).await;
+        if answer.status == 200 {
+            let callback = format!(
+                "{}/api/v10/interactions/{}/{}/callback",
+                discord.url(),
+                i.id,
+                i.token
+            );
+            let status = self
+                .client
+                .post(callback)
+                .header("content-type", "application/json")
+                .body(answer.body.clone())
+                .send()
+                .await
+                .expect("the fake's callback route answers")
+                .status();
+            assert!(
+                status.is_success(),
+                "the fake refused the response {}: {status}",
+                answer.body
+            );
+        }
+        front.release(&i.token);
+        answer
+    }
+}
+
+/// The INTERACTION_CREATE payload the fake made for `i`.
+pub fn payload_of(discord: &FakeDiscord, i: &Interaction) -> Value {
+    let id = i.id.to_string();
+    discord
+        .dispatched()
+        .into_iter()
+        .rev()
+        .find(|frame| frame["t"] == "INTERACTION_CREATE" && frame["d"]["id"] == id.as_str())
+        .map(|frame| frame["d"].clone())
+        .unwrap_or_else(|| panic!("the fake made no interaction {id}"))
+}
