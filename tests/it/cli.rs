@@ -12,6 +12,9 @@ struct Cli {
     sim: Simulator,
     secret: String,
     subscriptions: String,
+    /// `RDP_DOCTOR_DATABASE_URL` of the fix commands: a SQLite file in `dir` unless a test
+    /// chose PostgreSQL.
+    database: String,
     dir: PathBuf,
 }
 
@@ -46,6 +49,7 @@ impl Cli {
             sim,
             secret,
             subscriptions,
+            database: format!("sqlite://{}", dir.join("rdp-doctor.db").display()),
             dir,
         }
     }
@@ -692,10 +696,9 @@ async fn simulate_serves_a_world_file_to_other_processes() {
 /// purpose: the terminal's person is the operating-system account, never a variable.
 fn fix_command(cli: &Cli, args: &[&str]) -> tokio::process::Command {
     let mut cmd = cli.command(args);
-    cmd.env("USER", "mallory").env("LOGNAME", "mallory").env(
-        "RDP_DOCTOR_DATABASE_URL",
-        format!("sqlite://{}", cli.path("rdp-doctor.db").display()),
-    );
+    cmd.env("USER", "mallory")
+        .env("LOGNAME", "mallory")
+        .env("RDP_DOCTOR_DATABASE_URL", &cli.database);
     cmd
 }
 
@@ -761,12 +764,7 @@ async fn discord_side(cli: &Cli) -> rdp_doctor::runbook::door::Door {
     .unwrap();
     let file = rdp_doctor::config::FileConfig::parse(&cli_policy("admin"), "test.toml").unwrap();
     let policy = rdp_doctor::policy::Policy::new(file.policy.as_ref()).unwrap();
-    let store = rdp_doctor::store::Store::open(&format!(
-        "sqlite://{}",
-        cli.path("rdp-doctor.db").display()
-    ))
-    .await
-    .unwrap();
+    let store = rdp_doctor::store::Store::open(&cli.database).await.unwrap();
     rdp_doctor::runbook::door::Door::new(
         arm,
         std::sync::Arc::new(rdp_doctor::runbook::catalog::Catalog::builtin()),
@@ -922,6 +920,27 @@ async fn cli_denials_follow_the_policy_of_the_operating_system_account() {
 async fn nobody_is_their_own_second_person_across_front_ends_or_by_changing_user() {
     within(async {
         let cli = fix_cli(World::new().vm("web-01")).await;
+        two_front_ends_one_confirmation(cli).await;
+    })
+    .await
+}
+
+/// The same with the terminal's processes and the bot's door sharing one PostgreSQL database
+/// instead of a SQLite file, as replicas do.
+#[tokio::test]
+async fn the_two_person_rule_holds_across_front_ends_on_postgresql() {
+    within(async {
+        let mut cli = fix_cli(World::new().vm("web-01")).await;
+        cli.database = rdp_doctor::store::testing::postgres_database().await;
+        two_front_ends_one_confirmation(cli).await;
+    })
+    .await
+}
+
+/// The terminal asks for a two-person redeploy; neither the same account (whatever `USER` says)
+/// nor its Discord identity may confirm; someone else may, exactly once, and Azure is asked once.
+async fn two_front_ends_one_confirmation(cli: Cli) {
+    {
         let discord = discord_side(&cli).await;
 
         // The terminal asks; the same account cannot confirm, whatever USER says.
@@ -1041,8 +1060,7 @@ async fn nobody_is_their_own_second_person_across_front_ends_or_by_changing_user
             "{}",
             stderr(&cancelled)
         );
-    })
-    .await
+    }
 }
 
 /// Every log directive a person might try, the SDK's request/response policies included.
