@@ -1565,3 +1565,23 @@ async fn permissions_of_the_simulators_one_client_are_complete() {
     })
     .await
 }
+
+/// The Kubernetes ConfigMap's `rdp-doctor.toml` (deploy/kubernetes/configmap.yaml) is a config
+/// the real loader accepts, policy included: a fleet does not start from an example that fails.
+#[test]
+fn the_kubernetes_configmap_holds_a_valid_config() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/configmap.yaml");
+    let yaml = std::fs::read_to_string(&path).expect("configmap.yaml");
+    // The block scalar under `rdp-doctor.toml: |`: every following line indented by four spaces.
+    let toml: String = yaml
+        .lines()
+        .skip_while(|line| line.trim() != "rdp-doctor.toml: |")
+        .skip(1)
+        .take_while(|line| line.is_empty() || line.starts_with("    "))
+        .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
+        .collect();
+    assert!(toml.contains("[[policy.grant]]"), "{toml}");
+    let file = rdp_doctor::config::FileConfig::parse(&toml, "configmap.yaml").expect("parses");
+    rdp_doctor::policy::Policy::new(file.policy.as_ref()).expect("a valid policy");
+}
