@@ -2,6 +2,10 @@
 //! optional TOML file named by `RDP_DOCTOR_CONFIG` (default `rdp-doctor.toml` if present).
 
 use serde::Deserialize;
+use toml::Spanned;
+
+use crate::policy::PolicyError;
+use crate::spans::{field_or_first, line_col, position, Fields};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,7 +31,7 @@ pub struct FileConfig {
     pub limits: LimitsConfig,
 }
 
-/// Per-person limits (see `crate::runbook::limits`).
+/// Per-person limits (`runbook::limits::PersonLimiter::from_config` builds the limiter).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -35,17 +39,6 @@ pub struct LimitsConfig {
     pub commands_per_minute: Option<u32>,
     /// Commands one person may run back to back before the per-minute rate applies (default 10).
     pub command_burst: Option<u32>,
-}
-
-impl LimitsConfig {
-    /// The per-person command limiter these settings describe.
-    pub fn person_limiter(&self) -> crate::runbook::limits::PersonLimiter {
-        let defaults = crate::runbook::limits::PersonRate::default();
-        crate::runbook::limits::PersonLimiter::new(crate::runbook::limits::PersonRate {
-            per_minute: self.commands_per_minute.unwrap_or(defaults.per_minute),
-            burst: self.command_burst.unwrap_or(defaults.burst),
-        })
-    }
 }
 
 /// Timeouts and retry budget for ARM.
@@ -85,10 +78,18 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}:{line}: {message}")]
+    #[error("{path}:{line}:{column}: {message}")]
     Parse {
         path: String,
         line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A value that parses but is refused; `at` is its line and column in the file.
+    #[error("{path}{}: {message}", crate::spans::suffix(.at))]
+    Value {
+        path: String,
+        at: Option<(usize, usize)>,
         message: String,
     },
     #[error("{0}")]
@@ -119,17 +120,95 @@ impl FileConfig {
         FileConfig::parse(&text, &path.display().to_string())
     }
 
+    /// Parses and checks the file, the `[policy]` included, so that a value that parses but is
+    /// refused is reported with the file, line and column; `path` only names it in errors.
     pub fn parse(text: &str, path: &str) -> Result<FileConfig, ConfigError> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_string(),
-            line: e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-                .unwrap_or(1),
-            message: e.message().to_string(),
+        let file: FileConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = line_col(text, e.span().map_or(0, |s| s.start));
+            ConfigError::Parse {
+                path: path.to_string(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
         })?;
-        file.azure.check(path)?;
+        let spans: Spans = toml::from_str(text).unwrap_or_default();
+        let refused = |at: Option<(usize, usize)>, message: String| ConfigError::Value {
+            path: path.to_string(),
+            at,
+            message,
+        };
+        if let Err((field, message)) = file.azure.check() {
+            let at = spans.azure.get(field).map(|value| position(text, value));
+            return Err(refused(at, message));
+        }
+        if let Some(policy) = &file.policy {
+            if let Err(e) = crate::policy::Policy::new(Some(policy)) {
+                return Err(refused(spans.policy.at(text, &e), e.to_string()));
+            }
+        }
         Ok(file)
+    }
+}
+
+/// Where the values the checks look at are in the file (`toml::Spanned`).
+#[derive(Default, Deserialize)]
+struct Spans {
+    #[serde(default)]
+    azure: Fields,
+    #[serde(default)]
+    policy: PolicySpans,
+}
+
+/// `[policy]`: the fields `PolicyError::Field` names, and each grant's and person's values.
+#[derive(Default, Deserialize)]
+struct PolicySpans {
+    channels: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    guilds: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    confirm_ttl_secs: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    grant: Vec<Fields>,
+    #[serde(default)]
+    person: Vec<Fields>,
+}
+
+/// Item `number` (counted from 1, as the policy's errors count) of an array of tables.
+fn nth(items: &[Fields], number: usize) -> Option<&Fields> {
+    items.get(number.checked_sub(1)?)
+}
+
+impl PolicySpans {
+    /// Where the value a policy error is about is: the grant's or person's field (their first
+    /// value when the field is missing), or the `[policy]` field.
+    fn at(&self, text: &str, error: &PolicyError) -> Option<(usize, usize)> {
+        match error {
+            PolicyError::Grant { number, field, .. } => {
+                field_or_first(text, nth(&self.grant, *number)?, field)
+            }
+            PolicyError::Person { number, problem } => {
+                let field = match problem {
+                    crate::policy::Invalid::EmptyName => "name",
+                    _ => "identities",
+                };
+                field_or_first(text, nth(&self.person, *number)?, field)
+            }
+            PolicyError::Field { field, problem } => {
+                let list = match *field {
+                    "channels" => self.channels.as_ref(),
+                    "guilds" => self.guilds.as_ref(),
+                    _ => return self.confirm_ttl_secs.as_ref().map(|v| position(text, v)),
+                }?;
+                // The id that is not one, else the list.
+                let bad = match problem {
+                    crate::policy::Invalid::DiscordId(bad) => list
+                        .get_ref()
+                        .iter()
+                        .find(|v| v.get_ref().as_str().unwrap_or_default() == bad.as_str()),
+                    _ => None,
+                };
+                Some(bad.map_or_else(|| position(text, list), |v| position(text, v)))
+            }
+        }
     }
 }
 
@@ -172,11 +251,13 @@ pub fn subscriptions(cli: &[String], file: &FileConfig) -> Vec<String> {
 impl AzureConfig {
     /// Values the TOML types admit but that make no sense are refused, not ignored: a sweep's
     /// share above the whole bucket, a refill of nothing.
-    fn check(&self, path: &str) -> Result<(), ConfigError> {
-        let bad = |field: &str, value: f64, want: &str| {
-            Err(ConfigError::Invalid(format!(
-                "{path}: [azure] {field} = {value} is out of range: {want}"
-            )))
+    /// The field and what is wrong with it.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let bad = |field: &'static str, value: f64, want: &str| {
+            Err((
+                field,
+                format!("[azure] {field} = {value} is out of range: {want}"),
+            ))
         };
         if let Some(share) = self.sweep_share {
             if !(share.is_finite() && share > 0.0 && share <= 1.0) {
@@ -268,13 +349,13 @@ mod tests {
         file.azure.apply(&mut settings);
         assert_eq!((settings.sweep_share, settings.sweep_max_vms), (0.5, 200));
         assert_eq!(file.azure.unknown_vm_ttl(), Duration::from_secs(5));
-        assert_eq!(file.limits.person_limiter().rate().per_minute, 6);
-        assert_eq!(file.limits.person_limiter().rate().burst, 2);
+        let limiter = crate::runbook::limits::PersonLimiter::from_config(&file.limits);
+        assert_eq!((limiter.rate().per_minute, limiter.rate().burst), (6, 2));
         let silly = FileConfig::parse("[azure]\nsweep_share = 1.5\n", "x.toml")
             .expect_err("a share above the whole bucket is refused");
         assert_eq!(
             silly.to_string(),
-            "x.toml: [azure] sweep_share = 1.5 is out of range: a fraction above 0 and at most 1, e.g. 0.8 (the default)"
+            "x.toml:2:15: [azure] sweep_share = 1.5 is out of range: a fraction above 0 and at most 1, e.g. 0.8 (the default)"
         );
         assert!(FileConfig::parse("[azure]\nrefill_per_sec = 0.0\n", "x.toml").is_err());
         let plain = FileConfig::parse("[azure]\n", "x.toml").unwrap();

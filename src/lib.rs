@@ -12,4 +12,6 @@ pub mod domain;
 pub mod policy;
 pub mod runbook;
 pub mod sim;
+mod spans;
 pub mod store;
+pub mod telemetry;

@@ -225,17 +225,10 @@ impl VmDirectory {
         subscriptions: &[String],
         started: Instant,
     ) -> Result<usize, super::ArmError> {
-        let lists =
-            futures::future::join_all(subscriptions.iter().map(|s| arm.list_visible_vms(s))).await;
+        let lists = arm.list_all_visible_vms(subscriptions).await;
         self.attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut vms = Vec::new();
-        let mut limited = Vec::new();
-        for list in lists {
-            let list = list?;
-            vms.extend(list.vms);
-            limited.extend(list.limited);
-        }
+        let (mut vms, limited) = lists?;
         vms.sort_by_key(|v| v.vm.name.to_lowercase());
         let count = vms.len();
         if let Ok(mut snapshot) = self.snapshot.write() {

@@ -194,6 +194,23 @@ pub enum ScopeError {
     Arm(#[from] ArmError),
 }
 
+/// The pages of a list over a sweep's scope: one group's (`list`) or the whole subscription's
+/// (`list_all`), as every list client of the SDK names them.
+macro_rules! scope_pages {
+    ($client:expr, $scope:expr) => {
+        match &$scope.resource_group {
+            Some(rg) => $client
+                .list(rg, &$scope.subscription_id)
+                .into_stream()
+                .boxed(),
+            None => $client
+                .list_all(&$scope.subscription_id)
+                .into_stream()
+                .boxed(),
+        }
+    };
+}
+
 impl Arm {
     /// The sweep scope for a resource group (in whichever of `subscriptions` holds it) or, with
     /// no group, for the one subscription given.
@@ -339,16 +356,7 @@ impl Arm {
     ) -> Result<Vec<azure_mgmt_compute::package_2024_07_01::models::VirtualMachine>, ArmError> {
         let what = format!("listing the VMs of {scope}");
         let client = self.compute.virtual_machines_client();
-        let mut pages = match &scope.resource_group {
-            Some(rg) => client
-                .list(rg, &scope.subscription_id)
-                .into_stream()
-                .boxed(),
-            None => client
-                .list_all(&scope.subscription_id)
-                .into_stream()
-                .boxed(),
-        };
+        let mut pages = scope_pages!(client, scope);
         self.all_pages(&mut pages, &what, |page| page.value).await
     }
 
@@ -378,16 +386,7 @@ impl Arm {
     > {
         let what = format!("listing the network interfaces of {scope}");
         let client = self.network.network_interfaces_client();
-        let mut pages = match &scope.resource_group {
-            Some(rg) => client
-                .list(rg, &scope.subscription_id)
-                .into_stream()
-                .boxed(),
-            None => client
-                .list_all(&scope.subscription_id)
-                .into_stream()
-                .boxed(),
-        };
+        let mut pages = scope_pages!(client, scope);
         let nics = self.all_pages(&mut pages, &what, |page| page.value).await?;
         Ok(nics
             .into_iter()
@@ -401,16 +400,7 @@ impl Arm {
     ) -> Result<HashMap<String, PublicIpFacts>, ArmError> {
         let what = format!("listing the public IPs of {scope}");
         let client = self.network.public_ip_addresses_client();
-        let mut pages = match &scope.resource_group {
-            Some(rg) => client
-                .list(rg, &scope.subscription_id)
-                .into_stream()
-                .boxed(),
-            None => client
-                .list_all(&scope.subscription_id)
-                .into_stream()
-                .boxed(),
-        };
+        let mut pages = scope_pages!(client, scope);
         let pips = self.all_pages(&mut pages, &what, |page| page.value).await?;
         Ok(pips
             .into_iter()
@@ -438,11 +428,8 @@ impl Arm {
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {
-                    let error = self.map_err(e, &what);
-                    if error.code() == Some("MissingSubscriptionRegistration") {
-                        return Ok(HealthList::Unregistered);
-                    }
-                    return Err(error);
+                    self.health_unregistered(e, &what)?;
+                    return Ok(HealthList::Unregistered);
                 }
             };
             for status in page.value {

@@ -18,6 +18,7 @@ mod permissions;
 mod read;
 mod resolve;
 mod retry;
+mod span;
 mod write;
 
 pub use crate::domain::{validate_group, validate_vm_name, ResourceId, ResourceIdError};
@@ -121,7 +122,9 @@ impl azure_core::HttpClient for CountingClient {
         request: &azure_core::Request,
     ) -> azure_core::Result<azure_core::Response> {
         self.count.fetch_add(1, Ordering::Relaxed);
-        azure_core::HttpClient::execute_request(&self.inner, request).await
+        let response = azure_core::HttpClient::execute_request(&self.inner, request).await?;
+        span::answered(&response);
+        Ok(response)
     }
 }
 

@@ -15,6 +15,16 @@ pub enum HealthOutcome {
     Unregistered,
 }
 
+/// Whether the VM model turns boot diagnostics on (absent: off).
+pub(crate) fn boot_diagnostics_enabled(properties: &compute::VirtualMachineProperties) -> bool {
+    properties
+        .diagnostics_profile
+        .as_ref()
+        .and_then(|d| d.boot_diagnostics.as_ref())
+        .and_then(|b| b.enabled)
+        .unwrap_or(false)
+}
+
 pub(crate) fn nic_ids(profile: Option<&compute::NetworkProfile>) -> Vec<String> {
     let Some(profile) = profile else {
         return Vec::new();
@@ -114,12 +124,7 @@ pub(crate) fn vm_facts(vm: compute::VirtualMachine) -> VmFacts {
         provisioning_message,
         agent,
         nic_ids: nic_ids(properties.network_profile.as_ref()),
-        boot_diagnostics_enabled: properties
-            .diagnostics_profile
-            .as_ref()
-            .and_then(|d| d.boot_diagnostics.as_ref())
-            .and_then(|b| b.enabled)
-            .unwrap_or(false),
+        boot_diagnostics_enabled: boot_diagnostics_enabled(&properties),
     }
 }
 
@@ -422,6 +427,21 @@ impl Arm {
         Ok(effective_nsgs(list))
     }
 
+    /// `Ok` when Azure refused a Resource Health request because the subscription has not
+    /// registered Microsoft.ResourceHealth (`MissingSubscriptionRegistration`); the error
+    /// otherwise.
+    pub(crate) fn health_unregistered(
+        &self,
+        error: azure_core::Error,
+        what: &str,
+    ) -> Result<(), ArmError> {
+        let error = self.map_err(error, what);
+        match error.code() {
+            Some("MissingSubscriptionRegistration") => Ok(()),
+            _ => Err(error),
+        }
+    }
+
     /// Resource Health's current availability status (with recommended actions).
     pub async fn resource_health(&self, vm: &VmRef) -> Result<HealthOutcome, ArmError> {
         let what = format!("reading Resource Health of {}", vm.name);
@@ -435,11 +455,8 @@ impl Arm {
         {
             Ok(status) => status,
             Err(e) => {
-                let error = self.map_err(e, &what);
-                if error.code() == Some("MissingSubscriptionRegistration") {
-                    return Ok(HealthOutcome::Unregistered);
-                }
-                return Err(error);
+                self.health_unregistered(e, &what)?;
+                return Ok(HealthOutcome::Unregistered);
             }
         };
         Ok(HealthOutcome::Status(health_facts(status)))

@@ -222,6 +222,23 @@ impl Arm {
         Ok(out)
     }
 
+    /// [`Arm::list_visible_vms`] of every subscription at once, joined: the VMs, and the
+    /// subscriptions whose list was limited to some resource groups.
+    pub(crate) async fn list_all_visible_vms(
+        &self,
+        subscriptions: &[String],
+    ) -> Result<(Vec<VmSummary>, Vec<Limited>), ArmError> {
+        let lists =
+            futures::future::join_all(subscriptions.iter().map(|s| self.list_visible_vms(s))).await;
+        let (mut vms, mut limited) = (Vec::new(), Vec::new());
+        for list in lists {
+            let list = list?;
+            vms.extend(list.vms);
+            limited.extend(list.limited);
+        }
+        Ok((vms, limited))
+    }
+
     /// The VMs of a subscription the principal can see: its list, or, when Azure refuses that
     /// list (a role on a few resource groups only), the lists of the resource groups ARM lists
     /// for the principal. A group whose VM list is refused too is skipped.
@@ -381,15 +398,7 @@ impl Arm {
         if subscriptions.is_empty() {
             return Err(no_subscription());
         }
-        let lists =
-            futures::future::join_all(subscriptions.iter().map(|s| self.list_visible_vms(s))).await;
-        let mut all = Vec::new();
-        let mut limited = Vec::new();
-        for list in lists {
-            let list = list?;
-            all.extend(list.vms);
-            limited.extend(list.limited);
-        }
+        let (all, limited) = self.list_all_visible_vms(subscriptions).await?;
         pick(query, &all, &searched_text(subscriptions, &limited))
     }
 }
@@ -430,12 +439,7 @@ pub(crate) fn summarise(
         location: vm.resource.location,
         windows,
         nic_ids: super::read::nic_ids(properties.network_profile.as_ref()),
-        boot_diagnostics_enabled: properties
-            .diagnostics_profile
-            .as_ref()
-            .and_then(|d| d.boot_diagnostics.as_ref())
-            .and_then(|b| b.enabled)
-            .unwrap_or(false),
+        boot_diagnostics_enabled: super::read::boot_diagnostics_enabled(&properties),
     })
 }
 

@@ -20,6 +20,7 @@ use azure_core::headers::{HeaderName, Headers};
 use azure_core::{Context, Policy, PolicyResult, Request, StatusCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub(crate) struct ArmRetry {
@@ -148,59 +149,65 @@ impl Policy for ArmRetry {
         request: &mut Request,
         next: &[Arc<dyn Policy>],
     ) -> PolicyResult {
-        let started = Instant::now();
-        let replayable = replayable(request);
-        let mut retries = 0;
-        loop {
-            let mut attempt = request.clone();
-            let (error, wait_at_least) = match next[0].send(ctx, &mut attempt, &next[1..]).await {
-                Ok(response) if response.status().is_success() => return Ok(response),
-                Ok(response) => {
-                    let status = response.status();
-                    let asked = retry_after(response.headers());
-                    let http = HttpError::new(response).await;
-                    let kind =
-                        ErrorKind::http_response(status, http.error_code().map(str::to_string));
-                    let error = Error::new(kind, http);
-                    if !RETRY_STATUSES.contains(&status) {
-                        return Err(error);
+        // The request's span: every attempt, wait and answer below logs inside it.
+        let span = super::span::request_span(request);
+        async move {
+            let started = Instant::now();
+            let replayable = replayable(request);
+            let mut retries = 0;
+            loop {
+                let mut attempt = request.clone();
+                let (error, wait_at_least) = match next[0].send(ctx, &mut attempt, &next[1..]).await {
+                    Ok(response) if response.status().is_success() => return Ok(response),
+                    Ok(response) => {
+                        let status = response.status();
+                        let asked = retry_after(response.headers());
+                        let http = HttpError::new(response).await;
+                        let kind =
+                            ErrorKind::http_response(status, http.error_code().map(str::to_string));
+                        let error = Error::new(kind, http);
+                        if !RETRY_STATUSES.contains(&status) {
+                            return Err(error);
+                        }
+                        if !replayable {
+                            let refused = status == StatusCode::TooManyRequests
+                                || (status == StatusCode::ServiceUnavailable && asked.is_some());
+                            if !refused {
+                                tracing::debug!(%status, "ARM write: ambiguous answer, not re-sent");
+                                return Err(unanswered(error));
+                            }
+                        }
+                        (error, asked)
                     }
-                    if !replayable {
-                        let refused = status == StatusCode::TooManyRequests
-                            || (status == StatusCode::ServiceUnavailable && asked.is_some());
-                        if !refused {
-                            tracing::debug!(%status, "ARM write: ambiguous answer, not re-sent");
+                    Err(error) if *error.kind() == ErrorKind::Io => {
+                        if !replayable && !not_sent(&error) {
+                            tracing::debug!("ARM write: the answer was lost, not re-sent");
                             return Err(unanswered(error));
                         }
+                        (error, None)
                     }
-                    (error, asked)
+                    Err(error) => return Err(error),
+                };
+                let delay = wait_at_least.unwrap_or_default().max(self.backoff(retries));
+                if retries >= self.max_retries || started.elapsed() + delay > self.max_elapsed {
+                    let kind = error.kind().clone();
+                    tracing::debug!(retries, ?wait_at_least, "ARM request: giving up");
+                    return Err(Error::new(
+                        kind,
+                        GaveUp {
+                            retries,
+                            retry_after: wait_at_least,
+                            last: error,
+                        },
+                    ));
                 }
-                Err(error) if *error.kind() == ErrorKind::Io => {
-                    if !replayable && !not_sent(&error) {
-                        tracing::debug!("ARM write: the answer was lost, not re-sent");
-                        return Err(unanswered(error));
-                    }
-                    (error, None)
-                }
-                Err(error) => return Err(error),
-            };
-            let delay = wait_at_least.unwrap_or_default().max(self.backoff(retries));
-            if retries >= self.max_retries || started.elapsed() + delay > self.max_elapsed {
-                let kind = error.kind().clone();
-                tracing::debug!(retries, ?wait_at_least, "ARM request: giving up");
-                return Err(Error::new(
-                    kind,
-                    GaveUp {
-                        retries,
-                        retry_after: wait_at_least,
-                        last: error,
-                    },
-                ));
+                tracing::debug!(retries, ?delay, "ARM request: retrying");
+                retries += 1;
+                tokio::time::sleep(delay).await;
             }
-            tracing::debug!(retries, ?delay, "ARM request: retrying");
-            retries += 1;
-            tokio::time::sleep(delay).await;
         }
+        .instrument(span)
+        .await
     }
 }
 

@@ -306,15 +306,16 @@ struct CheckArgs {
 
 pub fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
+    use tracing::Instrument;
     let parsed = Cli::command()
         .try_get_matches()
         .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
-    let cli = match parsed {
+    let (cli, matches_command) = match parsed {
         Ok((cli, matches)) => {
             if let Err(e) = export_options(&matches) {
                 return ExitCode::from(error::finish(Err(CliError::usage(e))));
             }
-            cli
+            (cli, matches.subcommand_name().map(str::to_owned))
         }
         Err(e) => {
             let _ = e.print();
@@ -327,11 +328,20 @@ pub fn main() -> ExitCode {
     };
     init_tracing();
     tracing::debug!(version = env!("CARGO_PKG_VERSION"), "rdp-doctor starting");
+    // One span per command, so each log line of its ARM requests names the person; the bot and
+    // the simulator serve many people and open theirs per interaction.
+    let span = match matches_command.as_deref() {
+        None | Some("bot" | "simulate") => tracing::Span::none(),
+        Some(command) => crate::telemetry::command_span(
+            &crate::policy::Actor::terminal(&fix::os_user()).id,
+            command,
+        ),
+    };
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))
-        .and_then(|runtime| runtime.block_on(run(cli)));
+        .and_then(|runtime| runtime.block_on(run(cli).instrument(span)));
     // The one place the terminal prints an error.
     ExitCode::from(error::finish(result))
 }
@@ -705,7 +715,9 @@ async fn door_with(
         subs,
     )
     .map_err(CliError::usage)?
-    .with_limiter(file.limits.person_limiter());
+    .with_limiter(crate::runbook::limits::PersonLimiter::from_config(
+        &file.limits,
+    ));
     let door = match front {
         Front::Terminal { store: false } => door,
         _ => {

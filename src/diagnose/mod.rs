@@ -332,6 +332,23 @@ pub struct VmFacts {
 }
 
 impl VmFacts {
+    /// A Windows VM in westeurope, provisioned, with boot diagnostics on, no NICs and no agent
+    /// report; unit tests change what they are about.
+    #[cfg(test)]
+    pub(crate) fn sample(power: Option<&str>) -> VmFacts {
+        VmFacts {
+            os: OsType::Windows,
+            location: "westeurope".into(),
+            power_state: power.map(str::to_string),
+            power_display: None,
+            provisioning_state: Some("succeeded".into()),
+            provisioning_message: None,
+            agent: AgentFacts::Missing,
+            nic_ids: vec![],
+            boot_diagnostics_enabled: true,
+        }
+    }
+
     pub fn is_running(&self) -> bool {
         self.power_state.as_deref() == Some("running")
     }

@@ -60,15 +60,8 @@ mod tests {
 
     fn vm(agent: AgentFacts, power: &str) -> VmFacts {
         VmFacts {
-            os: OsType::Windows,
-            location: "westeurope".into(),
-            power_state: Some(power.into()),
-            power_display: None,
-            provisioning_state: Some("succeeded".into()),
-            provisioning_message: None,
             agent,
-            nic_ids: vec![],
-            boot_diagnostics_enabled: true,
+            ..VmFacts::sample(Some(power))
         }
     }
 

@@ -72,19 +72,11 @@ pub fn check(vm: &VmFacts) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::{AgentFacts, OsType};
 
     fn vm(power: Option<&str>, provisioning: &str) -> VmFacts {
         VmFacts {
-            os: OsType::Windows,
-            location: "westeurope".into(),
-            power_state: power.map(str::to_string),
-            power_display: None,
             provisioning_state: Some(provisioning.into()),
-            provisioning_message: None,
-            agent: AgentFacts::Missing,
-            nic_ids: vec![],
-            boot_diagnostics_enabled: true,
+            ..VmFacts::sample(power)
         }
     }
 

@@ -4,11 +4,22 @@
 //! **Architecture Invariant:** plain data and pure functions. No I/O, no SDK, chat or clap types,
 //! so front ends can name these without naming `azure`.
 
+pub mod cidr;
 mod id;
 
 pub use id::{ResourceId, ResourceIdError};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// A person's level on a scope, granted by the policy and asked for by each command and action
+/// of the catalog. Ordered: `Read < Operate < Admin`, so "has at least" is a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Read,
+    Operate,
+    Admin,
+}
 
 /// What a person typed that cannot name a Resource Manager VM.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

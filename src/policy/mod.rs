@@ -21,8 +21,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::diagnose::ActionId;
+use crate::domain::Permission;
 use crate::domain::{ResourceId, VmRef};
-use crate::runbook::catalog::Permission;
 
 /// Actions that need a second person when the config does not say otherwise: the two whose
 /// consequences reach beyond one login (a new host and lost temporary disk; a hole in the NSG).
@@ -909,53 +909,43 @@ scope = "subscription/{SUB}"
                  (you have none)"
             )
         };
-        check(&grant("*"), &alice, &web(), op, "ok");
-        check(
-            &grant(&format!("subscription/{SUB}")),
-            &alice,
-            &web(),
-            op,
-            "ok",
-        );
-        // ARM's own spelling and case are accepted; ids and names compare ignoring case.
-        check(
-            &grant(&format!(
-                "/subscriptions/{}/resourceGroups/RG-WEB",
-                SUB.to_uppercase()
-            )),
-            &alice,
-            &web(),
-            op,
-            "ok",
-        );
-        check(
-            &grant(&format!("subscription/{SUB}/resourceGroup/rg-web")),
-            &alice,
-            &vm(SUB, "Rg-Web", "web-01"),
-            op,
-            "ok",
-        );
-        check(
-            &grant(&format!("subscription/{SUB}/resourceGroup/rg-web")),
-            &alice,
-            &vm(SUB, "rg-db", "db-01"),
-            op,
-            &denied(SUB, "rg-db"),
-        );
-        check(
-            &grant(&format!("subscription/{SUB}")),
-            &alice,
-            &vm(OTHER_SUB, "rg-web", "web-01"),
-            op,
-            &denied(OTHER_SUB, "rg-web"),
-        );
-        check(
-            &grant(&format!("subscription/{SUB}/resourceGroup/rg-web")),
-            &alice,
-            &vm(OTHER_SUB, "rg-web", "web-01"),
-            op,
-            &denied(OTHER_SUB, "rg-web"),
-        );
+        let group = |sub: &str, rg: &str| format!("subscription/{sub}/resourceGroup/{rg}");
+        let cases = [
+            ("*".to_owned(), web(), "ok".to_owned()),
+            (format!("subscription/{SUB}"), web(), "ok".to_owned()),
+            // ARM's own spelling and case are accepted; ids and names compare ignoring case.
+            (
+                format!(
+                    "/subscriptions/{}/resourceGroups/RG-WEB",
+                    SUB.to_uppercase()
+                ),
+                web(),
+                "ok".to_owned(),
+            ),
+            (
+                group(SUB, "rg-web"),
+                vm(SUB, "Rg-Web", "web-01"),
+                "ok".to_owned(),
+            ),
+            (
+                group(SUB, "rg-web"),
+                vm(SUB, "rg-db", "db-01"),
+                denied(SUB, "rg-db"),
+            ),
+            (
+                format!("subscription/{SUB}"),
+                vm(OTHER_SUB, "rg-web", "web-01"),
+                denied(OTHER_SUB, "rg-web"),
+            ),
+            (
+                group(SUB, "rg-web"),
+                vm(OTHER_SUB, "rg-web", "web-01"),
+                denied(OTHER_SUB, "rg-web"),
+            ),
+        ];
+        for (scope, target, expected) in cases {
+            check(&grant(&scope), &alice, &target, op, &expected);
+        }
     }
 
     #[test]
@@ -1017,7 +1007,7 @@ scope = "*"
         .unwrap_err();
         assert!(
             err.starts_with(
-                "[[policy.grant]] number 1: `discord_role`: role names are no longer accepted"
+                "test.toml:3:16: [[policy.grant]] number 1: `discord_role`: role names are no longer accepted"
             ),
             "{err}"
         );
@@ -1061,7 +1051,7 @@ scope = "*"
         assert_eq!(
             policy("[policy]\n[[policy.person]]\nname = \"a\"\nidentities = [\"alice\"]\n")
                 .unwrap_err(),
-            "[[policy.person]] number 1: \"alice\" is not an identity: write \
+            "test.toml:4:14: [[policy.person]] number 1: \"alice\" is not an identity: write \
              \"discord:<user id>\" or \"cli:<user>\""
         );
         assert_eq!(
@@ -1070,7 +1060,7 @@ scope = "*"
                  [[policy.person]]\nname = \"b\"\nidentities = [\"cli:x\"]\n"
             )
             .unwrap_err(),
-            "[[policy.person]] number 2: cli:x is already an identity of a; one identity \
+            "test.toml:7:14: [[policy.person]] number 2: cli:x is already an identity of a; one identity \
              belongs to one person"
         );
     }
@@ -1136,7 +1126,7 @@ scope = "*"
             &a,
             &web(),
             r,
-            "config: [[policy.grant]] number 2: `cli_user`: a grant needs exactly one of \
+            "config: test.toml:8:12: [[policy.grant]] number 2: `cli_user`: a grant needs exactly one of \
              `discord_role_id`, `discord_user_id` or `cli_user`; found `discord_role_id` and \
              `cli_user`: split it into one grant each",
         );
@@ -1145,7 +1135,7 @@ scope = "*"
             &a,
             &web(),
             r,
-            "config: [[policy.grant]] number 2: `discord_role_id`: a grant needs exactly one of \
+            "config: test.toml:7:9: [[policy.grant]] number 2: `discord_role_id`: a grant needs exactly one of \
              `discord_role_id`, `discord_user_id` or `cli_user`; found none",
         );
         check(
@@ -1153,7 +1143,7 @@ scope = "*"
             &a,
             &web(),
             r,
-            "config: [[policy.grant]] number 2: `scope`: expected \"*\", \"subscription/<id>\" \
+            "config: test.toml:9:9: [[policy.grant]] number 2: `scope`: expected \"*\", \"subscription/<id>\" \
              or \"subscription/<id>/resourceGroup/<name>\", found \"subscription/\"",
         );
         check(
@@ -1161,7 +1151,7 @@ scope = "*"
             &a,
             &web(),
             r,
-            "config: [[policy.grant]] number 2: `scope`: expected \"*\", \"subscription/<id>\" \
+            "config: test.toml:9:9: [[policy.grant]] number 2: `scope`: expected \"*\", \"subscription/<id>\" \
              or \"subscription/<id>/resourceGroup/<name>\", found \"resourceGroup/rg-web\"",
         );
         check(
@@ -1169,7 +1159,7 @@ scope = "*"
             &a,
             &web(),
             r,
-            "config: [[policy.grant]] number 2: `scope`: missing: say \"*\" for every VM, or \
+            "config: test.toml:7:12: [[policy.grant]] number 2: `scope`: missing: say \"*\" for every VM, or \
              \"subscription/<id>\" or \"subscription/<id>/resourceGroup/<name>\"",
         );
         check(
@@ -1177,14 +1167,14 @@ scope = "*"
             &a,
             &web(),
             r,
-            "config: [[policy.grant]] number 2: `level`: missing: say `read`, `operate` or `admin`",
+            "config: test.toml:7:12: [[policy.grant]] number 2: `level`: missing: say `read`, `operate` or `admin`",
         );
         check(
             &grant("discord_role_id = \"oncall\"\nlevel = \"read\"\nscope = \"*\""),
             &a,
             &web(),
             r,
-            "config: [[policy.grant]] number 2: `discord_role_id`: \"oncall\" is not a Discord \
+            "config: test.toml:7:19: [[policy.grant]] number 2: `discord_role_id`: \"oncall\" is not a Discord \
              id (digits only)",
         );
         check(
@@ -1192,7 +1182,7 @@ scope = "*"
             &a,
             &web(),
             r,
-            "config: [[policy.grant]] number 2: `cli_user`: must not be empty",
+            "config: test.toml:7:12: [[policy.grant]] number 2: `cli_user`: must not be empty",
         );
         // Unknown fields and levels are caught by the TOML parser, with the line.
         let err = policy(&grant(
@@ -1219,17 +1209,17 @@ scope = "*"
 
         assert_eq!(
             policy("[policy]\ntwo_person = [\"redeploy\", \"reboot\"]\n").unwrap_err(),
-            "test.toml:2: unknown action `reboot`; actions are \
+            "test.toml:2:14: unknown action `reboot`; actions are \
              reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy"
         );
         assert_eq!(
             policy("[policy]\nconfirm_ttl_secs = 0\n").unwrap_err(),
-            "[policy] `confirm_ttl_secs`: 0 would expire every confirmation at once; the \
+            "test.toml:2:20: [policy] `confirm_ttl_secs`: 0 would expire every confirmation at once; the \
              default is 300"
         );
         assert_eq!(
             policy("[policy]\nchannels = [\"general\"]\n").unwrap_err(),
-            "[policy] `channels`: \"general\" is not a Discord id (digits only)"
+            "test.toml:2:13: [policy] `channels`: \"general\" is not a Discord id (digits only)"
         );
     }
 

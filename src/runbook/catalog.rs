@@ -13,6 +13,9 @@ use std::path::Path;
 use regex::{Regex, RegexBuilder};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::spans::{line_col, Fields};
 
 use crate::diagnose::{ActionId, StepId};
 
@@ -96,14 +99,9 @@ pub enum StepKind {
     Action,
 }
 
-/// Ordered: `Read < Operate < Admin`, so "has at least" is a comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Permission {
-    Read,
-    Operate,
-    Admin,
-}
+/// A person's level; the policy grants it and the catalog asks for it (it lives in `domain` so
+/// the policy needs nothing of the runbook).
+pub use crate::domain::Permission;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -161,7 +159,8 @@ impl ClientError {
 }
 
 /// A runbook file that could not be read or is wrong. Displays as one line naming the file, the
-/// line and the field: ``commands/rdp.toml:12:5: field `permission`: unknown variant ...``.
+/// line and column of the value and the field: ``commands/rdp.toml:12:5: field `permission`:
+/// unknown variant ...``.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("{path}: cannot read: {source}")]
@@ -177,10 +176,12 @@ pub enum CatalogError {
         field: Option<String>,
         message: String,
     },
-    #[error("{path}{}: field `{field}`: {message}", line_suffix(.line))]
+    /// A value that parses but is wrong; `at` is its line and column, `None` for what is missing
+    /// from the file altogether.
+    #[error("{path}{}: field `{field}`: {message}", crate::spans::suffix(.at))]
     Invalid {
         path: String,
-        line: Option<usize>,
+        at: Option<(usize, usize)>,
         field: String,
         message: String,
     },
@@ -188,10 +189,6 @@ pub enum CatalogError {
 
 fn field_prefix(field: Option<&str>) -> String {
     field.map_or_else(String::new, |f| format!("field `{f}`: "))
-}
-
-fn line_suffix(line: &Option<usize>) -> String {
-    line.map_or_else(String::new, |l| format!(":{l}"))
 }
 
 impl Catalog {
@@ -238,17 +235,11 @@ impl Catalog {
     ) -> Result<Catalog, CatalogError> {
         let rdp: RdpFile = parse(rdp_toml, rdp_path)?;
         let raw_errors: ErrorsFile = parse(errors_toml, errors_path)?;
-        let v = Validator {
-            src: rdp_toml,
-            path: rdp_path,
-        };
+        let v = Validator::new(rdp_toml, rdp_path);
         v.steps(&rdp.steps)?;
         v.ladder(&rdp.ladder)?;
         v.texts(&rdp.texts)?;
-        let v = Validator {
-            src: errors_toml,
-            path: errors_path,
-        };
+        let v = Validator::new(errors_toml, errors_path);
         let errors = v.errors(raw_errors.errors)?;
         Ok(Catalog {
             steps: rdp.steps,
@@ -396,14 +387,6 @@ fn parse<T: DeserializeOwned>(src: &str, path: &str) -> Result<T, CatalogError> 
     })
 }
 
-/// 1-based line and column (in characters) of a byte offset.
-fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let before = src.get(..offset).unwrap_or(src);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    (line, column)
-}
-
 /// The field an error is about: named in the message for unknown/missing fields, else the key
 /// of the line the span points at (walking back over continuation lines of a multi-line array).
 fn field_of(message: &str, src: &str, offset: usize) -> Option<String> {
@@ -446,75 +429,79 @@ fn key_of(line: &str) -> Option<&str> {
 
 // ---- validation ---------------------------------------------------------------------------------
 
+/// Where each value of a runbook file is, read beside the typed parse with `toml::Spanned`, so a
+/// value that parses but is wrong is reported at its line and column. Unknown keys are the typed
+/// parse's business; here they are only skipped.
+#[derive(Default, Deserialize)]
+struct Spans {
+    #[serde(default)]
+    ladder: Vec<Spanned<toml::Value>>,
+    #[serde(default)]
+    texts: Fields,
+    #[serde(default)]
+    step: Vec<Fields>,
+    #[serde(default)]
+    error: Vec<Fields>,
+}
+
 struct Validator<'a> {
     src: &'a str,
     path: &'a str,
+    spans: Spans,
+}
+
+impl<'a> Validator<'a> {
+    /// `src` has already parsed as the typed file, so it parses here too.
+    fn new(src: &'a str, path: &'a str) -> Validator<'a> {
+        Validator {
+            src,
+            path,
+            spans: toml::from_str(src).unwrap_or_default(),
+        }
+    }
 }
 
 impl Validator<'_> {
-    fn invalid(&self, line: Option<usize>, field: &str, message: String) -> CatalogError {
+    fn invalid(&self, at: Option<(usize, usize)>, field: &str, message: String) -> CatalogError {
         CatalogError::Invalid {
             path: self.path.to_string(),
-            line,
+            at,
             field: field.to_string(),
             message,
         }
     }
 
-    /// Line of the `nth` (0-based) `id = "<id>"` in the file.
-    fn id_line(&self, id: &str, nth: usize) -> Option<usize> {
-        let quoted = format!("\"{id}\"");
-        self.src
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| {
-                let t = l.trim();
-                key_of(t) == Some("id")
-                    && t.split_once('=').is_some_and(|(_, v)| v.trim() == quoted)
-            })
-            .nth(nth)
-            .map(|(i, _)| i + 1)
+    fn position<T>(&self, value: &Spanned<T>) -> (usize, usize) {
+        crate::spans::position(self.src, value)
     }
 
-    /// Line of `field = ...` inside the item whose id line is `id_line`, else the id line.
-    fn field_line(&self, id_line: Option<usize>, field: &str) -> Option<usize> {
-        let start = id_line?;
-        let found = self
-            .src
-            .lines()
-            .enumerate()
-            .skip(start - 1)
-            .take_while(|(i, l)| *i + 1 == start || !l.trim_start().starts_with('['))
-            .find(|(_, l)| key_of(l.trim()) == Some(field))
-            .map(|(i, _)| i + 1);
-        found.or(id_line)
-    }
-
-    fn top_line(&self, key: &str) -> Option<usize> {
-        self.src
-            .lines()
-            .position(|l| key_of(l.trim()) == Some(key))
-            .map(|i| i + 1)
+    /// Where `field` of a `[[step]]` or `[[error]]` item is; its `id` when the field is absent.
+    fn field_at(&self, item: Option<&Fields>, field: &str) -> Option<(usize, usize)> {
+        let item = item?;
+        item.get(field)
+            .or_else(|| item.get("id"))
+            .map(|value| self.position(value))
     }
 
     fn steps(&self, steps: &[Step]) -> Result<(), CatalogError> {
         let mut seen: HashMap<StepId, usize> = HashMap::new();
-        for step in steps {
-            let nth = seen.get(&step.id).copied().unwrap_or(0);
-            let id_line = self.id_line(step.id.as_str(), nth);
-            let at = |field: &str| self.field_line(id_line, field);
+        for (nth, step) in steps.iter().enumerate() {
+            let item = self.spans.step.get(nth);
+            let at = |field: &str| self.field_at(item, field);
             let id = step.id.as_str();
-            if nth > 0 {
+            if let Some(&first) = seen.get(&step.id) {
                 let first = self
-                    .id_line(id, 0)
-                    .map_or(String::new(), |l| format!(" (first at line {l})"));
+                    .field_at(self.spans.step.get(first), "id")
+                    .map_or(String::new(), |(line, _)| {
+                        format!(" (first at line {line})")
+                    });
                 return Err(self.invalid(
-                    id_line,
+                    at("id"),
                     "id",
                     format!("step `{id}` is defined twice{first}"),
                 ));
             }
-            seen.insert(step.id, 1);
+            seen.insert(step.id, nth);
             let expected = match step.id {
                 StepId::Check(_) => StepKind::Check,
                 StepId::Action(_) => StepKind::Action,
@@ -599,10 +586,10 @@ impl Validator<'_> {
     }
 
     fn ladder(&self, ladder: &[ActionId]) -> Result<(), CatalogError> {
-        let line = self.top_line("ladder");
         for (i, id) in ladder.iter().enumerate() {
             if ladder[..i].contains(id) {
-                return Err(self.invalid(line, "ladder", format!("`{id}` is listed twice")));
+                let at = self.spans.ladder.get(i).map(|value| self.position(value));
+                return Err(self.invalid(at, "ladder", format!("`{id}` is listed twice")));
             }
         }
         Ok(())
@@ -620,7 +607,12 @@ impl Validator<'_> {
         ];
         match fields.iter().find(|(_, text)| text.trim().is_empty()) {
             Some((field, _)) => {
-                Err(self.invalid(self.top_line(field), field, "text is empty".to_string()))
+                let at = self
+                    .spans
+                    .texts
+                    .get(*field)
+                    .map(|value| self.position(value));
+                Err(self.invalid(at, field, "text is empty".to_string()))
             }
             None => Ok(()),
         }
@@ -628,13 +620,12 @@ impl Validator<'_> {
 
     fn errors(&self, raw: Vec<RawClientError>) -> Result<Vec<ClientError>, CatalogError> {
         let mut errors: Vec<ClientError> = Vec::with_capacity(raw.len());
-        for e in raw {
-            let nth = errors.iter().filter(|prev| prev.id == e.id).count();
-            let id_line = self.id_line(&e.id, nth);
-            let at = |field: &str| self.field_line(id_line, field);
+        for (nth, e) in raw.into_iter().enumerate() {
+            let item = self.spans.error.get(nth);
+            let at = |field: &str| self.field_at(item, field);
             let id = &e.id;
-            if nth > 0 {
-                return Err(self.invalid(id_line, "id", format!("error `{id}` is defined twice")));
+            if errors.iter().any(|prev| prev.id == e.id) {
+                return Err(self.invalid(at("id"), "id", format!("error `{id}` is defined twice")));
             }
             let pattern = RegexBuilder::new(&e.pattern)
                 .case_insensitive(true)

@@ -284,6 +284,15 @@ pub struct RateLimited {
 }
 
 impl PersonLimiter {
+    /// The limiter the config file's `[limits]` describe (defaults where a value is absent).
+    pub fn from_config(limits: &crate::config::LimitsConfig) -> PersonLimiter {
+        let defaults = PersonRate::default();
+        PersonLimiter::new(PersonRate {
+            per_minute: limits.commands_per_minute.unwrap_or(defaults.per_minute),
+            burst: limits.command_burst.unwrap_or(defaults.burst),
+        })
+    }
+
     pub fn new(rate: PersonRate) -> PersonLimiter {
         PersonLimiter::with_clock(rate, Arc::new(SystemClock))
     }

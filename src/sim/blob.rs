@@ -142,7 +142,7 @@ impl Storage<'_> {
         match &vm.boot_diagnostics_storage {
             Some(custom) => Storage::Custom(custom),
             None => {
-                let id = super::stable_uuid(&super::resource::vm_id(vm)).replace('-', "");
+                let id = super::stable_uuid(&vm.id()).replace('-', "");
                 Storage::Managed(format!("md-{}", id.get(..12).unwrap_or(&id)))
             }
         }

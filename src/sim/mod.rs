@@ -27,6 +27,7 @@ mod lro;
 mod network;
 mod rbac;
 mod resource;
+mod roles;
 mod route;
 mod throttle;
 mod world;
@@ -227,6 +228,10 @@ pub struct RequestLogEntry {
     pub range: Option<String>,
     /// Bytes of the answer's body.
     pub body_bytes: u64,
+    /// The `x-ms-request-id` answered (Azure sends one on every ARM answer, with
+    /// `x-ms-correlation-request-id`: Microsoft Learn, "Azure Resource Manager request
+    /// headers"; its REST spec's examples show both).
+    pub request_id: String,
 }
 
 const LOG_CAPACITY: usize = 10_000;
@@ -613,28 +618,16 @@ impl Shared {
         *stats.by_route.entry(kind.key(method)).or_default() += 1;
     }
 
-    fn record_answer(
-        &self,
-        method: &str,
-        path: String,
-        status: u16,
-        started_us: u64,
-        range: Option<String>,
-        body_bytes: u64,
-    ) {
+    /// Logs an answered request, stamping `finished_us` now.
+    fn record_answer(&self, answered: RequestLogEntry) {
         let finished_us = self.now_us();
         let mut log = lock(&self.log);
         if log.len() >= LOG_CAPACITY {
             log.pop_front();
         }
         log.push_back(RequestLogEntry {
-            method: method.to_owned(),
-            path,
-            status,
-            started_us,
             finished_us,
-            range,
-            body_bytes,
+            ..answered
         });
     }
 }
@@ -844,21 +837,23 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: axum::extract::Req
     let request_id = random_uuid();
     let reply = reply
         .header("x-ms-request-id", request_id.clone())
-        .header("x-ms-correlation-request-id", request_id);
+        .header("x-ms-correlation-request-id", request_id.clone());
     let range = ["x-ms-range", "range"]
         .iter()
         .find_map(|name| headers.get(*name))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body_bytes = reply.body.len() as u64;
-    shared.record_answer(
-        &method,
-        path_and_query,
-        reply.status,
+    shared.record_answer(RequestLogEntry {
+        method: method.to_string(),
+        path: path_and_query,
+        status: reply.status,
         started_us,
+        finished_us: started_us,
         range,
         body_bytes,
-    );
+        request_id,
+    });
     reply.into_response()
 }
 

@@ -229,11 +229,7 @@ pub(crate) fn get_subnet(world: &World, sub: &str, rg: &str, vnet: &str, subnet:
     let in_vnet: Vec<&Vm> = world
         .vms
         .iter()
-        .filter(|v| {
-            v.subscription.eq_ignore_ascii_case(sub)
-                && v.resource_group.eq_ignore_ascii_case(rg)
-                && v.vnet_name().eq_ignore_ascii_case(vnet)
-        })
+        .filter(|v| v.is_in(sub, rg) && v.vnet_name().eq_ignore_ascii_case(vnet))
         .collect();
     if in_vnet.is_empty() {
         return Err(not_found("Microsoft.Network/virtualNetworks", vnet, rg));

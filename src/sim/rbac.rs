@@ -36,96 +36,13 @@
 //! started an operation may follow it (a VM restart with a group-scoped role is followed to its
 //! end by the az CLI).
 
+use super::roles::built_in;
 use super::route::{Route, VmAction};
-use super::world::{Principal, RoleAssignment, World};
+use super::world::{Principal, World};
 use super::Reply;
-
-/// The built-in roles the simulator knows, with the actions (of those its routes need) they
-/// grant.
-const BUILT_IN: &[(&str, &[&str])] = &[
-    ("Reader", &["*/read"]),
-    ("Contributor", &["*"]),
-    (
-        "Virtual Machine Contributor",
-        &[
-            "Microsoft.Authorization/*/read",
-            "Microsoft.Compute/availabilitySets/*",
-            "Microsoft.Compute/locations/*",
-            "Microsoft.Compute/virtualMachines/*",
-            "Microsoft.Compute/disks/read",
-            "Microsoft.Network/locations/*",
-            "Microsoft.Network/networkInterfaces/*",
-            "Microsoft.Network/networkSecurityGroups/join/action",
-            "Microsoft.Network/networkSecurityGroups/read",
-            "Microsoft.Network/publicIPAddresses/join/action",
-            "Microsoft.Network/publicIPAddresses/read",
-            "Microsoft.Network/virtualNetworks/read",
-            "Microsoft.Network/virtualNetworks/subnets/join/action",
-            "Microsoft.ResourceHealth/availabilityStatuses/read",
-            "Microsoft.Resources/deployments/*",
-            "Microsoft.Resources/subscriptions/resourceGroups/read",
-            "Microsoft.Storage/storageAccounts/read",
-        ],
-    ),
-    (
-        "Network Contributor",
-        &[
-            "Microsoft.Authorization/*/read",
-            "Microsoft.Network/*",
-            "Microsoft.ResourceHealth/availabilityStatuses/read",
-            "Microsoft.Resources/deployments/*",
-            "Microsoft.Resources/subscriptions/resourceGroups/read",
-        ],
-    ),
-];
 
 /// The action that lists resource groups (and reads one).
 pub(crate) const READ_GROUPS: &str = "Microsoft.Resources/subscriptions/resourceGroups/read";
-
-/// A role assignment names a known built-in role or gives actions, at a subscription or
-/// resource-group scope.
-pub(super) fn validate(assignment: &RoleAssignment) -> anyhow::Result<()> {
-    if assignment.role.is_empty() == assignment.actions.is_empty() {
-        anyhow::bail!(
-            "a role assignment at '{}' needs either a built-in role name or a custom role's actions",
-            assignment.scope
-        );
-    }
-    if !assignment.role.is_empty() && built_in(&assignment.role).is_none() {
-        let known: Vec<&str> = BUILT_IN.iter().map(|(name, _)| *name).collect();
-        anyhow::bail!(
-            "unknown role '{}' (the simulator models {})",
-            assignment.role,
-            known.join(", ")
-        );
-    }
-    let segs: Vec<&str> = assignment
-        .scope
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
-    let valid = match segs.as_slice() {
-        [s, _] => s.eq_ignore_ascii_case("subscriptions"),
-        [s, _, g, _] => {
-            s.eq_ignore_ascii_case("subscriptions") && g.eq_ignore_ascii_case("resourceGroups")
-        }
-        _ => false,
-    };
-    if !valid {
-        anyhow::bail!(
-            "scope '{}' is neither /subscriptions/ID nor /subscriptions/ID/resourceGroups/NAME",
-            assignment.scope
-        );
-    }
-    Ok(())
-}
-
-fn built_in(role: &str) -> Option<&'static [&'static str]> {
-    BUILT_IN
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(role))
-        .map(|(_, actions)| *actions)
-}
 
 /// Azure's action wildcard: `*` stands for any text; case-insensitive.
 fn action_matches(pattern: &str, action: &str) -> bool {
@@ -332,6 +249,7 @@ pub(crate) fn requirement(route: &Route, path: &str) -> Option<(String, String)>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::world::RoleAssignment;
 
     fn principal(role: &str, scope: &str) -> Principal {
         Principal {
@@ -434,13 +352,7 @@ role = [
 
     #[test]
     fn assignments_are_validated() {
-        let ok = |role: &str, scope: &str| {
-            validate(&RoleAssignment {
-                role: role.into(),
-                actions: vec![],
-                scope: scope.into(),
-            })
-        };
+        let ok = |role: &str, scope: &str| crate::sim::roles::validate(role, &[], scope);
         assert!(ok("Reader", "/subscriptions/s").is_ok());
         assert!(ok("reader", "/subscriptions/s/resourceGroups/rg").is_ok());
         assert!(ok("Owner-ish", "/subscriptions/s").is_err());

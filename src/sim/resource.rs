@@ -66,11 +66,7 @@ pub(crate) fn rg_prefix(sub: &str, rg: &str) -> String {
 }
 
 pub(crate) fn vm_id(vm: &Vm) -> String {
-    format!(
-        "{}/providers/Microsoft.Compute/virtualMachines/{}",
-        rg_prefix(&vm.subscription, &vm.resource_group),
-        vm.name
-    )
+    vm.id()
 }
 
 pub(crate) fn nic_id(vm: &Vm) -> String {
@@ -160,11 +156,7 @@ pub(crate) fn lookup_nic<'w>(
     world
         .vms
         .iter()
-        .find(|v| {
-            v.subscription.eq_ignore_ascii_case(sub)
-                && v.resource_group.eq_ignore_ascii_case(rg)
-                && v.nic_name().eq_ignore_ascii_case(nic)
-        })
+        .find(|v| v.is_in(sub, rg) && v.nic_name().eq_ignore_ascii_case(nic))
         .ok_or_else(|| not_found("Microsoft.Network/networkInterfaces", nic, rg))
 }
 

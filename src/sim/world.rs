@@ -78,7 +78,7 @@ impl Principal {
     }
 }
 
-/// A role assignment: a built-in role's name (see `sim/rbac.rs` for the ones modelled) or a
+/// A role assignment: a built-in role's name (see `sim/roles.rs` for the ones modelled) or a
 /// custom role's actions, at a subscription (`/subscriptions/{id}`) or resource group
 /// (`/subscriptions/{id}/resourceGroups/{name}`) scope.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -649,6 +649,20 @@ pub enum WorldError {
 }
 
 impl Vm {
+    /// Whether the VM is in this subscription and resource group (ARM compares them ignoring
+    /// case).
+    pub(crate) fn is_in(&self, sub: &str, rg: &str) -> bool {
+        self.subscription.eq_ignore_ascii_case(sub) && self.resource_group.eq_ignore_ascii_case(rg)
+    }
+
+    /// The VM's ARM id, `/subscriptions/…/resourceGroups/…/providers/Microsoft.Compute/virtualMachines/…`.
+    pub(crate) fn id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{}",
+            self.subscription, self.resource_group, self.name
+        )
+    }
+
     /// Whether the VM is still settling after a power action brought it back.
     pub fn settling(&self) -> bool {
         self.settles_at
@@ -1276,7 +1290,9 @@ impl World {
         }
         for principal in &self.principals {
             for assignment in &principal.roles {
-                if let Err(e) = super::rbac::validate(assignment) {
+                if let Err(e) =
+                    super::roles::validate(&assignment.role, &assignment.actions, &assignment.scope)
+                {
                     return bad(format!("principal '{}': {e}", principal.client_id));
                 }
             }
@@ -1386,20 +1402,16 @@ impl World {
 
     /// The VM in this subscription and resource group.
     pub fn find_vm(&self, sub: &str, rg: &str, name: &str) -> Option<&Vm> {
-        self.vms.iter().find(|v| {
-            v.subscription.eq_ignore_ascii_case(sub)
-                && v.resource_group.eq_ignore_ascii_case(rg)
-                && v.is_named(name)
-        })
+        self.vms
+            .iter()
+            .find(|v| v.is_in(sub, rg) && v.is_named(name))
     }
 
     /// Mutable form of [`World::find_vm`].
     pub fn find_vm_mut(&mut self, sub: &str, rg: &str, name: &str) -> Option<&mut Vm> {
-        self.vms.iter_mut().find(|v| {
-            v.subscription.eq_ignore_ascii_case(sub)
-                && v.resource_group.eq_ignore_ascii_case(rg)
-                && v.is_named(name)
-        })
+        self.vms
+            .iter_mut()
+            .find(|v| v.is_in(sub, rg) && v.is_named(name))
     }
 
     /// The NSG of this name in this subscription.

@@ -127,25 +127,26 @@ impl Store {
             expires_ms: c.created_ms.saturating_add(c.ttl_ms.max(0)),
             state: ConfirmationState::Pending,
         };
-        sqlx::query(
-            "INSERT INTO confirmations (id, action, vm_id, vm_name, requester, requester_name,
+        self.run(
+            sqlx::query(
+                "INSERT INTO confirmations (id, action, vm_id, vm_name, requester, requester_name,
                  channel, params_json, summary, created_ms, expires_ms, state)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending')",
+            )
+            .bind(&confirmation.id)
+            .bind(&confirmation.action)
+            .bind(&confirmation.vm_id)
+            .bind(&confirmation.vm_name)
+            .bind(&confirmation.requester)
+            .bind(&confirmation.requester_name)
+            .bind(&confirmation.channel)
+            .bind(&confirmation.params_json)
+            .bind(&confirmation.summary)
+            .bind(confirmation.created_ms)
+            .bind(confirmation.expires_ms),
+            "storing a confirmation",
         )
-        .bind(&confirmation.id)
-        .bind(&confirmation.action)
-        .bind(&confirmation.vm_id)
-        .bind(&confirmation.vm_name)
-        .bind(&confirmation.requester)
-        .bind(&confirmation.requester_name)
-        .bind(&confirmation.channel)
-        .bind(&confirmation.params_json)
-        .bind(&confirmation.summary)
-        .bind(confirmation.created_ms)
-        .bind(confirmation.expires_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::db("storing a confirmation"))?;
+        .await?;
         Ok(confirmation)
     }
 
@@ -220,20 +221,21 @@ impl Store {
         actor_name: &str,
         now_ms: i64,
     ) -> Result<CancelOutcome, StoreError> {
-        let changed = sqlx::query(
-            "UPDATE confirmations
+        let changed = self
+            .run(
+                sqlx::query(
+                    "UPDATE confirmations
              SET state = 'cancelled', decided_by = $1, decided_by_name = $2, decided_ms = $3
              WHERE id = $4 AND state = 'pending' AND expires_ms > $5",
-        )
-        .bind(actor)
-        .bind(actor_name)
-        .bind(now_ms)
-        .bind(id)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::db("cancelling a confirmation"))?
-        .rows_affected();
+                )
+                .bind(actor)
+                .bind(actor_name)
+                .bind(now_ms)
+                .bind(id)
+                .bind(now_ms),
+                "cancelling a confirmation",
+            )
+            .await?;
         if changed == 1 {
             return Ok(CancelOutcome::Cancelled);
         }

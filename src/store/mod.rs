@@ -169,7 +169,19 @@ impl StoreError {
     }
 }
 
+/// One SQL statement with its values bound.
+type Statement<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
 impl Store {
+    /// Runs one statement and tells how many rows it changed; `doing` names it in an error.
+    async fn run(&self, statement: Statement<'_>, doing: &'static str) -> Result<u64, StoreError> {
+        Ok(statement
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::db(doing))?
+            .rows_affected())
+    }
+
     /// Open and migrate the database at `url`.
     ///
     /// `sqlite://rdp-doctor.db` is a file next to the working directory (created if missing), in

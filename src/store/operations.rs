@@ -147,17 +147,9 @@ impl Store {
     /// Remember Azure's operation URL. It must carry no secret (a SAS signature is refused).
     pub async fn set_operation_url(&self, id: i64, url: &str) -> Result<(), StoreError> {
         check_text("the Azure operation URL", url)?;
-        let changed = sqlx::query("UPDATE operations SET azure_url = $1 WHERE id = $2")
-            .bind(url)
-            .bind(id)
-            .execute(&self.pool)
+        let statement = sqlx::query("UPDATE operations SET azure_url = $1 WHERE id = $2").bind(url);
+        self.update_operation(id, statement, "saving the Azure operation URL")
             .await
-            .map_err(StoreError::db("saving the Azure operation URL"))?
-            .rows_affected();
-        if changed == 0 {
-            return Err(StoreError::NoSuchOperation { id });
-        }
-        Ok(())
     }
 
     /// Remember where progress is shown, so a restarted bot edits the same message.
@@ -167,15 +159,22 @@ impl Store {
         channel: Option<&str>,
         message: Option<&str>,
     ) -> Result<(), StoreError> {
-        let changed = sqlx::query("UPDATE operations SET channel = $1, message = $2 WHERE id = $3")
-            .bind(channel)
-            .bind(message)
-            .bind(id)
-            .execute(&self.pool)
+        let statement =
+            sqlx::query("UPDATE operations SET channel = $1, message = $2 WHERE id = $3")
+                .bind(channel)
+                .bind(message);
+        self.update_operation(id, statement, "saving the progress message")
             .await
-            .map_err(StoreError::db("saving the progress message"))?
-            .rows_affected();
-        if changed == 0 {
+    }
+
+    /// Runs an `UPDATE … WHERE id = ?` of one operation, binding `id` last.
+    async fn update_operation(
+        &self,
+        id: i64,
+        statement: super::Statement<'_>,
+        doing: &'static str,
+    ) -> Result<(), StoreError> {
+        if self.run(statement.bind(id), doing).await? == 0 {
             return Err(StoreError::NoSuchOperation { id });
         }
         Ok(())
@@ -195,20 +194,21 @@ impl Store {
                 ("failed", Some(code.as_str()), Some(message.as_str()))
             }
         };
-        let changed = sqlx::query(
-            "UPDATE operations
+        let changed = self
+            .run(
+                sqlx::query(
+                    "UPDATE operations
              SET state = $1, error_code = $2, error_message = $3, finished_ms = $4
              WHERE id = $5 AND state = 'running'",
-        )
-        .bind(state)
-        .bind(code)
-        .bind(message)
-        .bind(now_ms())
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::db("finishing an operation"))?
-        .rows_affected();
+                )
+                .bind(state)
+                .bind(code)
+                .bind(message)
+                .bind(now_ms())
+                .bind(id),
+                "finishing an operation",
+            )
+            .await?;
         if changed == 1 {
             return Ok(());
         }

@@ -18,20 +18,21 @@ impl Store {
         require("the VM id", vm_id)?;
         check_json("the check report", report_json)?;
         // `ON CONFLICT ... DO UPDATE ... WHERE` reads the same in SQLite and PostgreSQL.
-        sqlx::query(
-            "INSERT INTO snapshots (vm_key, vm_id, taken_ms, report_json) VALUES ($1, $2, $3, $4)
+        self.run(
+            sqlx::query(
+                "INSERT INTO snapshots (vm_key, vm_id, taken_ms, report_json) VALUES ($1, $2, $3, $4)
              ON CONFLICT (vm_key) DO UPDATE
              SET vm_id = excluded.vm_id, taken_ms = excluded.taken_ms,
                  report_json = excluded.report_json
              WHERE excluded.taken_ms >= snapshots.taken_ms",
+            )
+            .bind(vm_key(vm_id))
+            .bind(vm_id)
+            .bind(taken_ms)
+            .bind(report_json),
+            "saving a check snapshot",
         )
-        .bind(vm_key(vm_id))
-        .bind(vm_id)
-        .bind(taken_ms)
-        .bind(report_json)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::db("saving a check snapshot"))?;
+        .await?;
         Ok(())
     }
 

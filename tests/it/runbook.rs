@@ -6,6 +6,8 @@ use crate::support;
 
 /// Signing in for weeks: our token credentials against the simulator's Entra ID.
 mod credentials;
+/// Tracing spans from the person's command to Azure's request id.
+mod spans;
 
 use rdp_doctor::azure::{Arm, ArmError, ResolveError, SweepScope, VmDirectory, VmQuery};
 use rdp_doctor::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};

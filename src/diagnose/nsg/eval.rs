@@ -16,7 +16,8 @@
 //! * within an NSG the matching rule with the lowest priority number decides, and no match
 //!   means an implicit deny (the default `DenyAllInBound` normally makes this moot).
 
-use ipnet::{Ipv4Net, Ipv4Subnets};
+use crate::domain::cidr::complement;
+use ipnet::Ipv4Net;
 use serde::Serialize;
 use std::net::Ipv4Addr;
 
@@ -376,26 +377,9 @@ fn is_public(ip: Ipv4Addr) -> bool {
 /// Public IPv4 space as the fewest CIDR blocks (the complement of [`NON_PUBLIC`]), in address
 /// order: the blocks `ipnet` splits each gap between non-public blocks into. Computed once.
 fn public_nets() -> &'static [Ipv4Net] {
-    static PUBLIC: std::sync::LazyLock<Vec<Ipv4Net>> = std::sync::LazyLock::new(complement);
+    static PUBLIC: std::sync::LazyLock<Vec<Ipv4Net>> =
+        std::sync::LazyLock::new(|| complement(&NON_PUBLIC));
     &PUBLIC
-}
-
-fn complement() -> Vec<Ipv4Net> {
-    let mut out = Vec::new();
-    let mut next = Some(Ipv4Addr::UNSPECIFIED);
-    for blocked in Ipv4Net::aggregate(&NON_PUBLIC.to_vec()) {
-        if let Some(start) = next.filter(|&start| start < blocked.network()) {
-            let end = Ipv4Addr::from(u32::from(blocked.network()) - 1);
-            out.extend(Ipv4Subnets::new(start, end, 0));
-        }
-        next = u32::from(blocked.broadcast())
-            .checked_add(1)
-            .map(Ipv4Addr::from);
-    }
-    if let Some(start) = next {
-        out.extend(Ipv4Subnets::new(start, Ipv4Addr::BROADCAST, 0));
-    }
-    out
 }
 
 fn is_tag(tag: &str, name: &str) -> bool {

@@ -385,17 +385,17 @@ fn invalid_files_name_file_line_and_field() {
             (
                 "errors:pattern = \"two\"",
                 "pattern = \"two(\"",
-                "commands/rdp-errors.toml:11: field `pattern`: error `two`: unclosed group",
+                "commands/rdp-errors.toml:11:11: field `pattern`: error `two`: unclosed group",
             ),
             (
                 "errors:pattern = \"two\"",
                 "pattern = \"(two)?\"",
-                "commands/rdp-errors.toml:11: field `pattern`: error `two`: pattern matches empty text, so it would match anything",
+                "commands/rdp-errors.toml:11:11: field `pattern`: error `two`: pattern matches empty text, so it would match anything",
             ),
             (
                 "errors:id = \"two\"",
                 "id = \"one\"",
-                "commands/rdp-errors.toml:10: field `id`: error `one` is defined twice",
+                "commands/rdp-errors.toml:10:6: field `id`: error `one` is defined twice",
             ),
             (
                 "errors:steps = [\"nsg\"]",
@@ -405,7 +405,7 @@ fn invalid_files_name_file_line_and_field() {
             (
                 "errors:doc = \"https://example.com/\"",
                 "doc = \"http://example.com/\"",
-                "commands/rdp-errors.toml:7: field `doc`: error `one`: doc must be an https:// URL, got `http://example.com/`",
+                "commands/rdp-errors.toml:7:7: field `doc`: error `one`: doc must be an https:// URL, got `http://example.com/`",
             ),
             (
                 "rdp:id = \"redeploy\"",
@@ -415,32 +415,32 @@ fn invalid_files_name_file_line_and_field() {
             (
                 "rdp:id = \"restart\"",
                 "id = \"start\"",
-                "commands/rdp.toml:92: field `id`: step `start` is defined twice (first at line 83)",
+                "commands/rdp.toml:92:6: field `id`: step `start` is defined twice (first at line 83)",
             ),
             (
                 "rdp:confirm = \"c\"\npermission = \"admin\"\n",
                 "",
-                "commands/rdp.toml:65: field `confirm`: action `open-rdp-port` needs a confirmation text",
+                "commands/rdp.toml:65:6: field `confirm`: action `open-rdp-port` needs a confirmation text",
             ),
             (
                 "rdp:permission = \"operate\"\n\n[[step]]\nid = \"restart\"",
                 "\n[[step]]\nid = \"restart\"",
-                "commands/rdp.toml:83: field `permission`: action `start` needs a permission: \"read\", \"operate\" or \"admin\"",
+                "commands/rdp.toml:83:6: field `permission`: action `start` needs a permission: \"read\", \"operate\" or \"admin\"",
             ),
             (
                 "rdp:Reset {vm}?",
                 "Reset {vmname}?",
-                "commands/rdp.toml:60: field `confirm`: action `reset-rdp-config`: unknown placeholder `{vmname}`; use {vm}, {resource_group}, {username}",
+                "commands/rdp.toml:60:11: field `confirm`: action `reset-rdp-config`: unknown placeholder `{vmname}`; use {vm}, {resource_group}, {username}",
             ),
             (
                 "rdp:id = \"nsg\"\nkind = \"check\"",
                 "id = \"nsg\"\nkind = \"action\"",
-                "commands/rdp.toml:35: field `kind`: `nsg` is a check: write kind = \"check\"",
+                "commands/rdp.toml:35:8: field `kind`: `nsg` is a check: write kind = \"check\"",
             ),
             (
                 "rdp:id = \"nsg\"\nkind = \"check\"",
                 "id = \"nsg\"\nkind = \"check\"\npermission = \"read\"",
-                "commands/rdp.toml:36: field `permission`: `nsg` is a check; only actions have `permission`",
+                "commands/rdp.toml:36:14: field `permission`: `nsg` is a check; only actions have `permission`",
             ),
             (
                 "rdp:[[step]]\nid = \"boot-diagnostics\"\nkind = \"check\"\ntitle = \"t\"\ndoc = \"https://example.com/\"\nnext_step = \"n\"\n",
@@ -452,10 +452,21 @@ fn invalid_files_name_file_line_and_field() {
                 "ladder = [\"start\", \"nsg\"]",
                 "commands/rdp.toml:1:10: field `ladder`: unknown action `nsg`; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy",
             ),
+            // A value that parses but is wrong: the line and column of that value.
+            (
+                "rdp:ladder = [\"start\", \"redeploy\"]",
+                "ladder = [\"start\", \"redeploy\", \"start\"]",
+                "commands/rdp.toml:1:32: field `ladder`: `start` is listed twice",
+            ),
+            (
+                "rdp:linux = \"c\"",
+                "linux = \" \"",
+                "commands/rdp.toml:6:9: field `linux`: text is empty",
+            ),
             (
                 "rdp:doc = \"https://example.com/\"",
                 "doc = \"learn.microsoft.com\"",
-                "commands/rdp.toml:16: field `doc`: `vm-status`: doc must be an https:// URL, got `learn.microsoft.com`",
+                "commands/rdp.toml:16:7: field `doc`: `vm-status`: doc must be an https:// URL, got `learn.microsoft.com`",
             ),
         ];
     let failures: Vec<String> = cases

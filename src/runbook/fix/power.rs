@@ -110,7 +110,7 @@ pub(super) fn plan(facts: &Facts, action: ActionId) -> Result<Plan, Refusal> {
 mod tests {
     use super::*;
     use crate::azure::VmRef;
-    use crate::diagnose::{AgentFacts, NicFacts, OsType, PublicIpFacts, VmFacts};
+    use crate::diagnose::{NicFacts, PublicIpFacts, VmFacts};
 
     fn facts(power: &str, allocation: &str, address: Option<&str>) -> Facts {
         Facts {
@@ -120,17 +120,7 @@ mod tests {
                 subscription_id: "s".into(),
                 id: "/id".into(),
             },
-            state: VmFacts {
-                os: OsType::Windows,
-                location: "westeurope".into(),
-                power_state: Some(power.into()),
-                power_display: None,
-                provisioning_state: Some("succeeded".into()),
-                provisioning_message: None,
-                agent: AgentFacts::Missing,
-                nic_ids: vec![],
-                boot_diagnostics_enabled: true,
-            },
+            state: VmFacts::sample(Some(power)),
             nic: Some(NicFacts {
                 nic_id: "/nic".into(),
                 private_ip: Some("10.0.1.4".into()),

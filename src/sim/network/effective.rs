@@ -6,48 +6,31 @@ use crate::sim::resource::{nic_id, nsg_id, subnet_id};
 use crate::sim::world::{Nsg, Rule, Vm, World};
 use serde_json::{json, Map, Value};
 
-/// Public IPv4 space: 0.0.0.0/0 without 0/8, 10/8, 172.16/12, 192.168/16 and 224/3.
-const INTERNET: &[&str] = &[
-    "32.0.0.0/3",
-    "4.0.0.0/6",
-    "2.0.0.0/7",
-    "1.0.0.0/8",
-    "8.0.0.0/7",
-    "11.0.0.0/8",
-    "12.0.0.0/6",
-    "16.0.0.0/4",
-    "64.0.0.0/2",
-    "128.0.0.0/3",
-    "160.0.0.0/5",
-    "168.0.0.0/6",
-    "172.0.0.0/12",
-    "172.32.0.0/11",
-    "172.64.0.0/10",
-    "172.128.0.0/9",
-    "173.0.0.0/8",
-    "174.0.0.0/7",
-    "176.0.0.0/4",
-    "192.0.0.0/9",
-    "192.128.0.0/11",
-    "192.160.0.0/13",
-    "192.169.0.0/16",
-    "192.170.0.0/15",
-    "192.172.0.0/14",
-    "192.176.0.0/12",
-    "192.192.0.0/10",
-    "193.0.0.0/8",
-    "194.0.0.0/7",
-    "196.0.0.0/6",
-    "200.0.0.0/5",
-    "208.0.0.0/4",
-];
+/// Public IPv4 space as Azure expands the `Internet` tag in effective security rules (the REST
+/// spec's example `NetworkInterfaceEffectiveNSGList.json` shows its first blocks, 32.0.0.0/3,
+/// 4.0.0.0/6, 2.0.0.0/7, 1.0.0.0/8): 0.0.0.0/0 without 0/8, 10/8, 172.16/12, 192.168/16 and
+/// 224/3. Listed here in address order; a rule matches the same set either way.
+fn internet() -> Vec<String> {
+    let net = |a, b, len| ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(a, b, 0, 0), len);
+    let outside = [
+        net(0, 0, 8),
+        net(10, 0, 8),
+        net(172, 16, 12),
+        net(192, 168, 16),
+        net(224, 0, 3),
+    ];
+    crate::domain::cidr::complement(&outside)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
 
 const AZURE_DNS_AND_PROBES: &str = "168.63.129.16/32";
 
 /// The CIDRs a service tag stands for, or `None` for a plain prefix.
 fn expand_tag(tag: &str, vm: &Vm) -> Option<Vec<String>> {
     match tag.to_ascii_lowercase().as_str() {
-        "internet" => Some(INTERNET.iter().map(|s| (*s).to_owned()).collect()),
+        "internet" => Some(internet()),
         "virtualnetwork" => Some(vec![
             prefixes_of(&vm.private_ip).1,
             AZURE_DNS_AND_PROBES.to_owned(),
