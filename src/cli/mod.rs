@@ -102,8 +102,9 @@ struct Environment {
     /// TOML config file [default: rdp-doctor.toml if present].
     #[arg(long, env = "RDP_DOCTOR_CONFIG", value_name = "FILE")]
     rdp_doctor_config: Option<OsString>,
-    /// Database of the audit log, confirmations and operations [default:
-    /// sqlite://rdp-doctor.db] (environment only: a URL may hold a password).
+    /// Database of the audit log, confirmations and operations: sqlite://FILE or
+    /// postgres://USER:PASSWORD@HOST/DB [default: sqlite://rdp-doctor.db] (environment only: a
+    /// URL may hold a password).
     #[arg(
         long,
         env = "RDP_DOCTOR_DATABASE_URL",

@@ -47,7 +47,7 @@ impl Store {
         check_text("the audit command", &e.command)?;
         let row = sqlx::query(
             "INSERT INTO audit (at_ms, actor, actor_name, channel, command, vm_id, vm_name, result)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              RETURNING id",
         )
         .bind(e.at_ms)
@@ -79,8 +79,8 @@ impl Store {
                 let key = vm.trim().to_ascii_lowercase();
                 sqlx::query(&format!(
                     "SELECT {COLUMNS} FROM audit
-                     WHERE lower(vm_id) = ? OR lower(vm_name) = ?
-                     ORDER BY at_ms DESC, id DESC LIMIT ?"
+                     WHERE lower(vm_id) = $1 OR lower(vm_name) = $2
+                     ORDER BY at_ms DESC, id DESC LIMIT $3"
                 ))
                 .bind(key.clone())
                 .bind(key)
@@ -90,7 +90,7 @@ impl Store {
             }
             None => {
                 sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM audit ORDER BY at_ms DESC, id DESC LIMIT ?"
+                    "SELECT {COLUMNS} FROM audit ORDER BY at_ms DESC, id DESC LIMIT $1"
                 ))
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
@@ -120,7 +120,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::memory;
+    use crate::store::testing::on_both_backends;
 
     fn line(command: &str, vm: Option<(&str, &str)>, at_ms: i64) -> NewAudit {
         NewAudit {
@@ -144,60 +144,60 @@ mod tests {
         "db-01",
     );
 
-    #[tokio::test]
-    async fn recent_audit_is_newest_first_and_filters_by_name_or_id_ignoring_case() {
-        let store = memory().await;
-        let a = store.audit(&line("check", Some(WEB), 10)).await.unwrap();
-        let b = store.audit(&line("check", Some(DB), 20)).await.unwrap();
-        let c = store.audit(&line("redeploy", Some(WEB), 30)).await.unwrap();
-        let d = store.audit(&line("explain", None, 40)).await.unwrap();
-        assert!(a < b && b < c && c < d);
+    on_both_backends! {
+        #[tokio::test]
+        async fn recent_audit_is_newest_first_and_filters_by_name_or_id_ignoring_case(store, pooled = false) {
+            let a = store.audit(&line("check", Some(WEB), 10)).await.unwrap();
+            let b = store.audit(&line("check", Some(DB), 20)).await.unwrap();
+            let c = store.audit(&line("redeploy", Some(WEB), 30)).await.unwrap();
+            let d = store.audit(&line("explain", None, 40)).await.unwrap();
+            assert!(a < b && b < c && c < d);
 
-        let ids = |entries: Vec<AuditEntry>| entries.iter().map(|e| e.id).collect::<Vec<_>>();
-        assert_eq!(
-            ids(store.recent_audit(None, 10).await.unwrap()),
-            [d, c, b, a]
-        );
-        assert_eq!(ids(store.recent_audit(None, 2).await.unwrap()), [d, c]);
-        assert_eq!(
-            ids(store.recent_audit(Some("WEB-01"), 10).await.unwrap()),
-            [c, a]
-        );
-        let by_id = WEB.0.to_lowercase();
-        assert_eq!(
-            ids(store.recent_audit(Some(&by_id), 10).await.unwrap()),
-            [c, a]
-        );
-        assert!(store
-            .recent_audit(Some("nope"), 10)
-            .await
-            .unwrap()
-            .is_empty());
+            let ids = |entries: Vec<AuditEntry>| entries.iter().map(|e| e.id).collect::<Vec<_>>();
+            assert_eq!(
+                ids(store.recent_audit(None, 10).await.unwrap()),
+                [d, c, b, a]
+            );
+            assert_eq!(ids(store.recent_audit(None, 2).await.unwrap()), [d, c]);
+            assert_eq!(
+                ids(store.recent_audit(Some("WEB-01"), 10).await.unwrap()),
+                [c, a]
+            );
+            let by_id = WEB.0.to_lowercase();
+            assert_eq!(
+                ids(store.recent_audit(Some(&by_id), 10).await.unwrap()),
+                [c, a]
+            );
+            assert!(store
+                .recent_audit(Some("nope"), 10)
+                .await
+                .unwrap()
+                .is_empty());
 
-        let newest = &store.recent_audit(Some("db-01"), 1).await.unwrap()[0];
-        assert_eq!(
-            newest,
-            &AuditEntry {
-                id: b,
-                actor: "u1".into(),
-                actor_name: "alice".into(),
-                channel: Some("c1".into()),
-                command: "check".into(),
-                vm: Some(DB.0.into()),
-                vm_name: Some("db-01".into()),
-                result: "ok".into(),
-                at_ms: 20,
-            }
-        );
-    }
+            let newest = &store.recent_audit(Some("db-01"), 1).await.unwrap()[0];
+            assert_eq!(
+                newest,
+                &AuditEntry {
+                    id: b,
+                    actor: "u1".into(),
+                    actor_name: "alice".into(),
+                    channel: Some("c1".into()),
+                    command: "check".into(),
+                    vm: Some(DB.0.into()),
+                    vm_name: Some("db-01".into()),
+                    result: "ok".into(),
+                    at_ms: 20,
+                }
+            );
+        }
 
-    #[tokio::test]
-    async fn an_audit_result_with_a_sas_url_is_refused() {
-        let store = memory().await;
-        let mut e = line("check", Some(WEB), 1);
-        e.result = "failed: https://x.blob.core.windows.net/b?sv=1&sig=abc".into();
-        let err = store.audit(&e).await.unwrap_err();
-        assert!(matches!(err, StoreError::Secret { .. }), "{err}");
-        assert!(store.recent_audit(None, 10).await.unwrap().is_empty());
+        #[tokio::test]
+        async fn an_audit_result_with_a_sas_url_is_refused(store, pooled = false) {
+            let mut e = line("check", Some(WEB), 1);
+            e.result = "failed: https://x.blob.core.windows.net/b?sv=1&sig=abc".into();
+            let err = store.audit(&e).await.unwrap_err();
+            assert!(matches!(err, StoreError::Secret { .. }), "{err}");
+            assert!(store.recent_audit(None, 10).await.unwrap().is_empty());
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! that may run the action; every other caller (a double click, a second person, a retry after a
 //! restart) reads the row to learn why not.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::secrets::check_json;
@@ -131,7 +131,7 @@ impl Store {
             sqlx::query(
                 "INSERT INTO confirmations (id, action, vm_id, vm_name, requester, requester_name,
                  channel, params_json, summary, created_ms, expires_ms, state)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending')",
             )
             .bind(&confirmation.id)
             .bind(&confirmation.action)
@@ -151,11 +151,13 @@ impl Store {
     }
 
     pub async fn get_confirmation(&self, id: &str) -> Result<Option<Confirmation>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM confirmations WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::db("reading a confirmation"))?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM confirmations WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::db("reading a confirmation"))?;
         row.as_ref().map(confirmation_from_row).transpose()
     }
 
@@ -173,8 +175,8 @@ impl Store {
     ) -> Result<ConfirmOutcome, StoreError> {
         let taken = sqlx::query(&format!(
             "UPDATE confirmations
-             SET state = 'confirmed', decided_by = ?, decided_by_name = ?, decided_ms = ?
-             WHERE id = ? AND state = 'pending' AND expires_ms > ? AND (? = 0 OR requester <> ?)
+             SET state = 'confirmed', decided_by = $1, decided_by_name = $2, decided_ms = $3
+             WHERE id = $4 AND state = 'pending' AND expires_ms > $5 AND ($6 = 0 OR requester <> $7)
              RETURNING {COLUMNS}"
         ))
         .bind(actor)
@@ -223,8 +225,8 @@ impl Store {
             .run(
                 sqlx::query(
                     "UPDATE confirmations
-             SET state = 'cancelled', decided_by = ?, decided_by_name = ?, decided_ms = ?
-             WHERE id = ? AND state = 'pending' AND expires_ms > ?",
+             SET state = 'cancelled', decided_by = $1, decided_by_name = $2, decided_ms = $3
+             WHERE id = $4 AND state = 'pending' AND expires_ms > $5",
                 )
                 .bind(actor)
                 .bind(actor_name)
@@ -257,8 +259,8 @@ impl Store {
     }
 }
 
-fn confirmation_from_row(row: &SqliteRow) -> Result<Confirmation, StoreError> {
-    let read = |row: &SqliteRow| -> Result<Confirmation, sqlx::Error> {
+fn confirmation_from_row(row: &AnyRow) -> Result<Confirmation, StoreError> {
+    let read = |row: &AnyRow| -> Result<Confirmation, sqlx::Error> {
         let state: String = row.try_get("state")?;
         let decided = || -> Result<(String, String, i64), sqlx::Error> {
             let by: Option<String> = row.try_get("decided_by")?;

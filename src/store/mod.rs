@@ -25,8 +25,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::AnyPool;
+use sqlx::Executor;
 
 pub use audit::{AuditEntry, NewAudit};
 pub use confirmations::{
@@ -34,12 +36,21 @@ pub use confirmations::{
 };
 pub use operations::{Locked, NewOperation, Operation, OperationOutcome};
 
-/// The migrations in `migrations/`, embedded in the binary.
+/// The migrations in `migrations/sqlite/` and `migrations/postgres/`, embedded in the binary: the
+/// same versions and descriptions in both, each in its database's dialect.
 ///
 /// sqlx's `migrate!()` lives behind its `macros` feature, which we leave off (no compile-time
-/// checked queries), so the files are listed here; a test checks this list against the folder.
-static MIGRATIONS: EmbeddedMigrations =
-    EmbeddedMigrations(&[(1, "init", include_str!("../../migrations/0001_init.sql"))]);
+/// checked queries), so the files are listed here; a test checks these lists against the folders.
+static SQLITE_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[(
+    1,
+    "init",
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)]);
+static POSTGRES_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[(
+    1,
+    "init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)]);
 
 /// Migrations compiled into the binary: `(version, description, sql)`.
 #[derive(Debug, Clone, Copy)]
@@ -71,13 +82,48 @@ impl MigrationSource<'static> for EmbeddedMigrations {
 /// (WAL) go on while one task writes.
 const FILE_POOL_SIZE: u32 = 8;
 
+/// Connections per PostgreSQL pool. Several replicas share one server, whose default
+/// `max_connections` is 100: ten each leaves room for a dozen replicas and an operator's psql.
+const POSTGRES_POOL_SIZE: u32 = 10;
+
+/// How long getting a connection may take before the caller is told the database is unreachable
+/// (sqlx's default is 30 s, too long for someone waiting in the war room).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The database. Cheap to clone: it holds a connection pool.
+///
+/// One code path serves both databases through sqlx's `Any` driver: the SQL is written once in
+/// the dialect both understand (`$1` placeholders, TEXT and BIGINT/INTEGER columns, `RETURNING`,
+/// partial unique indexes, `ON CONFLICT`); only the migrations differ.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://path` or `sqlite::memory:`: one machine, the embedded default.
+    Sqlite,
+    /// `postgres://…` or `postgresql://…`: shared by replicas.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a URL names, or `None` for a scheme rdp-doctor does not speak.
+    pub fn of(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +131,10 @@ pub enum StoreError {
     /// The URL has credentials removed (see [`redact_url`]).
     #[error("cannot open the database {url}: {source}")]
     Open { url: String, source: sqlx::Error },
-    #[error("{url} is not a database rdp-doctor can use yet: only sqlite:// URLs are supported")]
+    #[error(
+        "{url} is not a database rdp-doctor can use: the URL must start with sqlite:, \
+         postgres:// or postgresql://"
+    )]
     UnsupportedUrl { url: String },
     #[error("cannot bring the database schema up to date: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -121,7 +170,7 @@ impl StoreError {
 }
 
 /// One SQL statement with its values bound.
-type Statement<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+type Statement<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 impl Store {
     /// Runs one statement and tells how many rows it changed; `doing` names it in an error.
@@ -133,45 +182,101 @@ impl Store {
             .rows_affected())
     }
 
-    /// Open (creating the file if missing) and migrate the database at `url`.
+    /// Open and migrate the database at `url`.
     ///
-    /// `sqlite://rdp-doctor.db` is a file next to the working directory, in WAL mode;
-    /// `sqlite::memory:` is a private in-memory database on one connection (for tests).
+    /// `sqlite://rdp-doctor.db` is a file next to the working directory (created if missing), in
+    /// WAL mode; `sqlite::memory:` is a private in-memory database on one connection (for tests);
+    /// `postgres://user@host/db` is a PostgreSQL database that must exist (its tables are created
+    /// by the migrations, which take PostgreSQL's migration lock, so replicas starting together
+    /// migrate once).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let shown = redact_url(url);
-        if !url.starts_with("sqlite:") {
+        let Some(backend) = Backend::of(url) else {
             return Err(StoreError::UnsupportedUrl { url: shown });
-        }
+        };
+        sqlx::any::install_default_drivers();
         let open_err = |source| StoreError::Open {
             url: shown.clone(),
             source,
         };
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(open_err)?
-            .create_if_missing(true)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+        let (pool, migrations) = match backend {
+            Backend::Sqlite => (
+                Self::open_sqlite(url).await.map_err(open_err)?,
+                SQLITE_MIGRATIONS,
+            ),
+            Backend::Postgres => {
+                let options = AnyConnectOptions::from_str(url).map_err(open_err)?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(POSTGRES_POOL_SIZE)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(open_err)?;
+                (pool, POSTGRES_MIGRATIONS)
+            }
+        };
+        Migrator::new(migrations).await?.run(&pool).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// SQLite through the `Any` driver. Its URL carries only the file and the open mode, so the
+    /// rest (write-ahead log, busy timeout, foreign keys) is set on each new connection.
+    async fn open_sqlite(url: &str) -> Result<AnyPool, sqlx::Error> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let pool = if in_memory {
+        if in_memory {
             // Every connection to `:memory:` would be its own empty database, and the database
             // disappears with its last connection: keep exactly one, forever.
-            SqlitePoolOptions::new()
+            return AnyPoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
-                .connect_with(options)
-                .await
-                .map_err(open_err)?
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(AnyConnectOptions::from_str(url)?)
+                .await;
+        }
+        // Create the file if missing (`mode=rwc`) unless the URL chose a mode itself.
+        let url = if url.contains("mode=") {
+            url.to_string()
+        } else if url.contains('?') {
+            format!("{url}&mode=rwc")
         } else {
-            SqlitePoolOptions::new()
-                .max_connections(FILE_POOL_SIZE)
-                .connect_with(options.journal_mode(SqliteJournalMode::Wal))
-                .await
-                .map_err(open_err)?
+            format!("{url}?mode=rwc")
         };
-        Migrator::new(MIGRATIONS).await?.run(&pool).await?;
-        Ok(Store { pool })
+        let busy = format!("PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis());
+        AnyPoolOptions::new()
+            .max_connections(FILE_POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT.max(BUSY_TIMEOUT))
+            .after_connect(move |conn, _| {
+                let busy = busy.clone();
+                Box::pin(async move {
+                    conn.execute(busy.as_str()).await?;
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(AnyConnectOptions::from_str(&url)?)
+            .await
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers now (for readiness probes): one trivial round trip.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(StoreError::db("checking that the database answers"))
     }
 
     /// One trivial query: whether the database answers (a readiness probe).
@@ -237,21 +342,146 @@ fn require(what: &'static str, value: &str) -> Result<(), StoreError> {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod testing {
-    use super::Store;
+/// Test support shared by the unit tests and `tests/it`: fresh stores of either backend.
+#[doc(hidden)]
+pub mod testing {
+    #[cfg(test)]
+    use super::{Backend, Store};
+    #[cfg(test)]
     use std::path::PathBuf;
 
-    /// A fresh in-memory store.
+    /// The PostgreSQL server the store's tests use: a URL whose user may create databases (each
+    /// test gets a database of its own). `.ci/test` starts Debian's PostgreSQL on loopback and
+    /// sets it.
+    pub const POSTGRES_URL_VAR: &str = "RDP_DOCTOR_TEST_POSTGRES_URL";
+
+    #[cfg(test)]
+    /// A fresh in-memory SQLite store.
     pub async fn memory() -> Store {
         Store::open("sqlite::memory:")
             .await
             .expect("open memory db")
     }
 
-    /// A directory under the system temp dir, removed (with the database in it) on drop.
-    pub struct TempDir(pub PathBuf);
+    #[cfg(test)]
+    /// A store under test, with whatever keeps its database alive.
+    pub(crate) struct TestStore {
+        pub store: Store,
+        _dir: Option<TempDir>,
+    }
 
+    #[cfg(test)]
+    impl std::ops::Deref for TestStore {
+        type Target = Store;
+        fn deref(&self) -> &Store {
+            &self.store
+        }
+    }
+
+    #[cfg(test)]
+    /// A fresh, empty store of `backend`. `pooled`: SQLite in a file (several connections, like
+    /// production) instead of in memory (one connection); PostgreSQL is always pooled.
+    pub(crate) async fn fresh(backend: Backend, pooled: bool) -> TestStore {
+        match backend {
+            Backend::Sqlite if pooled => {
+                let dir = TempDir::new();
+                let store = Store::open(&dir.url()).await.expect("open file db");
+                TestStore {
+                    store,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Sqlite => TestStore {
+                store: memory().await,
+                _dir: None,
+            },
+            Backend::Postgres => TestStore {
+                store: Store::open(&postgres_database().await)
+                    .await
+                    .expect("open the test database on PostgreSQL"),
+                _dir: None,
+            },
+        }
+    }
+
+    /// Creates a database named `rdp_test_<random>` on the test server and returns its URL.
+    pub async fn postgres_database() -> String {
+        use sqlx::Connection;
+        let Ok(admin) = std::env::var(POSTGRES_URL_VAR) else {
+            panic!(
+                "the store's tests need PostgreSQL: set {POSTGRES_URL_VAR} to a URL whose user \
+                 may create databases (e.g. postgres://rdp:rdp@127.0.0.1:5432/postgres), or run \
+                 .ci/test, which starts Debian's PostgreSQL on loopback and sets it"
+            )
+        };
+        sqlx::any::install_default_drivers();
+        let name = format!("rdp_test_{}", super::new_id().expect("random source"));
+        let mut conn = sqlx::AnyConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot reach the test PostgreSQL at {} ({POSTGRES_URL_VAR}): {e}",
+                    super::redact_url(&admin)
+                )
+            });
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        conn.close().await.ok();
+        let mut url = url::Url::parse(&admin).expect("the test PostgreSQL URL parses");
+        url.set_path(&name);
+        url.to_string()
+    }
+
+    /// Defines each test twice, in modules `sqlite` and `postgres`, with `$store` a fresh
+    /// [`TestStore`] of that backend (`pooled` as in [`fresh`]).
+    #[cfg(test)]
+    macro_rules! on_both_backends {
+        ($(
+            $(#[$meta:meta])*
+            async fn $name:ident($store:ident, pooled = $pooled:expr) $body:block
+        )*) => {
+            mod sqlite {
+                #[allow(unused_imports)]
+                use super::*;
+                $(
+                    $(#[$meta])*
+                    async fn $name() {
+                        let $store = $crate::store::testing::fresh(
+                            $crate::store::Backend::Sqlite,
+                            $pooled,
+                        )
+                        .await;
+                        $body
+                    }
+                )*
+            }
+            mod postgres {
+                #[allow(unused_imports)]
+                use super::*;
+                $(
+                    $(#[$meta])*
+                    async fn $name() {
+                        let $store = $crate::store::testing::fresh(
+                            $crate::store::Backend::Postgres,
+                            $pooled,
+                        )
+                        .await;
+                        $body
+                    }
+                )*
+            }
+        };
+    }
+    #[cfg(test)]
+    pub(crate) use on_both_backends;
+
+    #[cfg(test)]
+    /// A directory under the system temp dir, removed (with the database in it) on drop.
+    pub(crate) struct TempDir(pub PathBuf);
+
+    #[cfg(test)]
     impl TempDir {
         pub fn new() -> TempDir {
             let dir = std::env::temp_dir().join(format!(
@@ -267,6 +497,7 @@ pub(crate) mod testing {
         }
     }
 
+    #[cfg(test)]
     impl Drop for TempDir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
@@ -276,35 +507,56 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
+    /// sqlx's checksum of migrations/sqlite/0001_init.sql as released.
+    const RELEASED_SQLITE_INIT_SHA384: &str = "7e2046075580d162af8368d60ef1c6ae43f80accaae70a1e151190f86b9f985c28fe1a8af125d49e3e608ceb80cf3cfb";
+
     use super::testing::TempDir;
     use super::*;
 
     #[test]
-    fn embedded_migrations_match_the_folder() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-        let mut files: Vec<String> = std::fs::read_dir(&dir)
-            .expect("migrations/ exists")
-            .map(|e| {
-                e.expect("dir entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        files.sort();
-        let embedded: Vec<String> = MIGRATIONS
-            .0
-            .iter()
-            .map(|(v, d, _)| format!("{v:04}_{d}.sql"))
-            .collect();
-        assert_eq!(
-            files, embedded,
-            "list every file of migrations/ in MIGRATIONS"
-        );
-        for (name, (_, _, sql)) in files.iter().zip(MIGRATIONS.0) {
-            let on_disk = std::fs::read_to_string(dir.join(name)).expect("read migration");
-            assert_eq!(&on_disk, sql, "{name}");
+    fn embedded_migrations_match_their_folders() {
+        for (folder, embedded) in [
+            ("sqlite", SQLITE_MIGRATIONS),
+            ("postgres", POSTGRES_MIGRATIONS),
+        ] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(folder);
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .expect("the migrations folder exists")
+                .map(|e| {
+                    e.expect("dir entry")
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect();
+            files.sort();
+            let listed: Vec<String> = embedded
+                .0
+                .iter()
+                .map(|(v, d, _)| format!("{v:04}_{d}.sql"))
+                .collect();
+            assert_eq!(files, listed, "list every file of migrations/{folder}/");
+            for (name, (_, _, sql)) in files.iter().zip(embedded.0) {
+                let on_disk = std::fs::read_to_string(dir.join(name)).expect("read migration");
+                assert_eq!(&on_disk, sql, "{folder}/{name}");
+            }
         }
+    }
+
+    /// sqlx refuses to start when an applied migration's text changed (it keeps a SHA-384
+    /// checksum), so the SQLite schema that databases in the field were created with must never
+    /// be edited: a new migration goes in a new file.
+    #[tokio::test]
+    async fn the_released_sqlite_migration_is_unchanged() {
+        let migrations = SQLITE_MIGRATIONS.resolve().await.expect("embedded");
+        let checksum: String = migrations[0]
+            .checksum
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(checksum, RELEASED_SQLITE_INIT_SHA384);
     }
 
     #[tokio::test]
@@ -329,13 +581,28 @@ mod tests {
 
     #[tokio::test]
     async fn unsupported_and_broken_urls_are_reported_without_credentials() {
-        let err = Store::open("postgres://bot:hunter2@db.example/rdp?password=hunter2")
+        let err = Store::open("mysql://bot:hunter2@db.example/rdp?password=hunter2")
             .await
             .unwrap_err()
             .to_string();
         assert!(!err.contains("hunter2"), "{err}");
         assert!(err.contains("db.example"), "{err}");
-        assert!(err.contains("only sqlite://"), "{err}");
+        assert!(
+            err.contains("must start with sqlite:, postgres://"),
+            "{err}"
+        );
+
+        // Nothing listens on port 1 of loopback: the connection is refused, and neither the
+        // password in the URL nor the one in its query reaches the error.
+        let err = Store::open("postgres://bot:hunter2@127.0.0.1:1/rdp?password=hunter2")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(
+            err.starts_with("cannot open the database postgres://bot:REDACTED@127.0.0.1:1/rdp"),
+            "{err}"
+        );
 
         let err = Store::open("sqlite:///nonexistent-dir-rdp-doctor/x/y.db")
             .await

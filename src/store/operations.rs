@@ -6,7 +6,7 @@
 //! operations survive a restart so that the bot can resume polling Azure instead of starting the
 //! action again.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::secrets::check_text;
@@ -80,7 +80,7 @@ impl Store {
             let inserted = sqlx::query(&format!(
                 "INSERT INTO operations (action, vm_id, vm_key, vm_name, requester,
                      requester_name, confirmation_id, started_ms, state)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running')
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running')
                  RETURNING {COLUMNS}"
             ))
             .bind(&o.action)
@@ -115,7 +115,7 @@ impl Store {
                 }));
             }
             if let Some(id) = &o.confirmation_id {
-                let used = sqlx::query("SELECT id FROM operations WHERE confirmation_id = ?")
+                let used = sqlx::query("SELECT id FROM operations WHERE confirmation_id = $1")
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await
@@ -135,7 +135,7 @@ impl Store {
     /// The running operation on a VM (its id, compared ignoring ASCII case), if any.
     pub async fn current_operation(&self, vm_id: &str) -> Result<Option<Operation>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM operations WHERE vm_key = ? AND state = 'running'"
+            "SELECT {COLUMNS} FROM operations WHERE vm_key = $1 AND state = 'running'"
         ))
         .bind(vm_key(vm_id))
         .fetch_optional(&self.pool)
@@ -147,7 +147,7 @@ impl Store {
     /// Remember Azure's operation URL. It must carry no secret (a SAS signature is refused).
     pub async fn set_operation_url(&self, id: i64, url: &str) -> Result<(), StoreError> {
         check_text("the Azure operation URL", url)?;
-        let statement = sqlx::query("UPDATE operations SET azure_url = ? WHERE id = ?").bind(url);
+        let statement = sqlx::query("UPDATE operations SET azure_url = $1 WHERE id = $2").bind(url);
         self.update_operation(id, statement, "saving the Azure operation URL")
             .await
     }
@@ -159,9 +159,10 @@ impl Store {
         channel: Option<&str>,
         message: Option<&str>,
     ) -> Result<(), StoreError> {
-        let statement = sqlx::query("UPDATE operations SET channel = ?, message = ? WHERE id = ?")
-            .bind(channel)
-            .bind(message);
+        let statement =
+            sqlx::query("UPDATE operations SET channel = $1, message = $2 WHERE id = $3")
+                .bind(channel)
+                .bind(message);
         self.update_operation(id, statement, "saving the progress message")
             .await
     }
@@ -197,8 +198,8 @@ impl Store {
             .run(
                 sqlx::query(
                     "UPDATE operations
-             SET state = ?, error_code = ?, error_message = ?, finished_ms = ?
-             WHERE id = ? AND state = 'running'",
+             SET state = $1, error_code = $2, error_message = $3, finished_ms = $4
+             WHERE id = $5 AND state = 'running'",
                 )
                 .bind(state)
                 .bind(code)
@@ -211,7 +212,7 @@ impl Store {
         if changed == 1 {
             return Ok(());
         }
-        let exists = sqlx::query("SELECT id FROM operations WHERE id = ?")
+        let exists = sqlx::query("SELECT id FROM operations WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -234,8 +235,8 @@ impl Store {
     }
 }
 
-fn operation_from_row(row: &SqliteRow) -> Result<Operation, StoreError> {
-    let read = |row: &SqliteRow| -> Result<Operation, sqlx::Error> {
+fn operation_from_row(row: &AnyRow) -> Result<Operation, StoreError> {
+    let read = |row: &AnyRow| -> Result<Operation, sqlx::Error> {
         Ok(Operation {
             id: row.try_get("id")?,
             action: row.try_get("action")?,
@@ -260,7 +261,7 @@ fn operation_from_row(row: &SqliteRow) -> Result<Operation, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::{memory, TempDir};
+    use crate::store::testing::on_both_backends;
 
     const WEB: &str =
         "/subscriptions/S1/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/web-01";
@@ -279,202 +280,199 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn one_running_operation_per_vm_until_it_finishes() {
-        let store = memory().await;
-        let first = store
-            .start_operation(&op("restart", WEB, "alice", 10))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(first.state, "running");
-        assert_eq!(first.finished_ms, None);
-
-        // Same VM spelled in another case: still the same VM.
-        let locked = store
-            .start_operation(&op("redeploy", &WEB.to_uppercase(), "bob", 20))
-            .await
-            .unwrap();
-        assert_eq!(
-            locked,
-            Err(Locked {
-                holder_name: "alice".into(),
-                action: "restart".into(),
-                since_ms: 10
-            })
-        );
-        // Another VM is free.
-        let other = store
-            .start_operation(&op("start", DB, "bob", 30))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            store.current_operation(&WEB.to_lowercase()).await.unwrap(),
-            Some(first.clone())
-        );
-        assert_eq!(
-            store
-                .running_operations()
+    on_both_backends! {
+        #[tokio::test]
+        async fn one_running_operation_per_vm_until_it_finishes(store, pooled = false) {
+            let first = store
+                .start_operation(&op("restart", WEB, "alice", 10))
                 .await
                 .unwrap()
-                .iter()
-                .map(|o| o.id)
-                .collect::<Vec<_>>(),
-            [first.id, other.id]
-        );
+                .unwrap();
+            assert_eq!(first.state, "running");
+            assert_eq!(first.finished_ms, None);
 
-        store
-            .finish_operation(first.id, &OperationOutcome::Succeeded)
-            .await
-            .unwrap();
-        assert_eq!(store.current_operation(WEB).await.unwrap(), None);
-        let second = store
-            .start_operation(&op("redeploy", WEB, "bob", 40))
-            .await
-            .unwrap()
-            .unwrap();
-        store
-            .finish_operation(
-                second.id,
-                &OperationOutcome::Failed {
-                    code: "AllocationFailed".into(),
-                    message: "no capacity".into(),
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            store
-                .running_operations()
+            // Same VM spelled in another case: still the same VM.
+            let locked = store
+                .start_operation(&op("redeploy", &WEB.to_uppercase(), "bob", 20))
                 .await
-                .unwrap()
-                .iter()
-                .map(|o| o.id)
-                .collect::<Vec<_>>(),
-            [other.id]
-        );
-        let failed: (String, Option<String>, Option<String>, Option<i64>) = {
-            let row = sqlx::query(
-                "SELECT state, error_code, error_message, finished_ms FROM operations WHERE id = ?",
-            )
-            .bind(second.id)
-            .fetch_one(&store.pool)
-            .await
-            .unwrap();
-            (
-                row.get("state"),
-                row.get("error_code"),
-                row.get("error_message"),
-                row.get("finished_ms"),
-            )
-        };
-        assert_eq!(failed.0, "failed");
-        assert_eq!(failed.1.as_deref(), Some("AllocationFailed"));
-        assert_eq!(failed.2.as_deref(), Some("no capacity"));
-        assert!(failed.3.is_some());
-
-        let err = store
-            .finish_operation(second.id, &OperationOutcome::Succeeded)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::OperationNotRunning { .. }),
-            "{err}"
-        );
-        let err = store
-            .finish_operation(999, &OperationOutcome::Succeeded)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::NoSuchOperation { id: 999 }),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn url_and_progress_message_are_kept_for_resuming() {
-        let store = memory().await;
-        let o = store
-            .start_operation(&op("redeploy", WEB, "alice", 10))
-            .await
-            .unwrap()
-            .unwrap();
-        let url = "https://management.azure.com/subscriptions/S1/providers/Microsoft.Compute/locations/westeurope/operations/abc?api-version=2024-07-01";
-        store.set_operation_url(o.id, url).await.unwrap();
-        store
-            .set_operation_message(o.id, Some("chan"), Some("msg"))
-            .await
-            .unwrap();
-        let resumed = store.running_operations().await.unwrap();
-        assert_eq!(resumed.len(), 1);
-        assert_eq!(resumed[0].azure_url.as_deref(), Some(url));
-        assert_eq!(resumed[0].channel.as_deref(), Some("chan"));
-        assert_eq!(resumed[0].message.as_deref(), Some("msg"));
-
-        let err = store
-            .set_operation_url(o.id, "https://x.blob.core.windows.net/b?sv=1&sig=abc")
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Secret { .. }), "{err}");
-        assert!(matches!(
-            store.set_operation_url(42, url).await,
-            Err(StoreError::NoSuchOperation { id: 42 })
-        ));
-        assert!(matches!(
-            store.set_operation_message(42, None, None).await,
-            Err(StoreError::NoSuchOperation { id: 42 })
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_confirmation_starts_at_most_one_operation() {
-        let store = memory().await;
-        let mut first = op("restart", WEB, "alice", 10);
-        first.confirmation_id = Some("c1".into());
-        let o = store.start_operation(&first).await.unwrap().unwrap();
-        store
-            .finish_operation(o.id, &OperationOutcome::Succeeded)
-            .await
-            .unwrap();
-        let err = store.start_operation(&first).await.unwrap_err();
-        assert!(
-            matches!(err, StoreError::ConfirmationAlreadyUsed { .. }),
-            "{err}"
-        );
-    }
-
-    /// Ten actions race for one VM through a pool of several connections to a file database.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_starts_on_one_vm_let_exactly_one_through() {
-        let dir = TempDir::new();
-        let store = Store::open(&dir.url()).await.unwrap();
-        let start = std::sync::Arc::new(tokio::sync::Barrier::new(10));
-        let tasks: Vec<_> = (0..10)
-            .map(|i| {
-                let (store, start) = (store.clone(), start.clone());
-                tokio::spawn(async move {
-                    start.wait().await;
-                    store
-                        .start_operation(&op("restart", WEB, &format!("u{i}"), i))
-                        .await
+                .unwrap();
+            assert_eq!(
+                locked,
+                Err(Locked {
+                    holder_name: "alice".into(),
+                    action: "restart".into(),
+                    since_ms: 10
                 })
-            })
-            .collect();
-        let mut started = Vec::new();
-        let mut locked = Vec::new();
-        for task in tasks {
-            match task.await.unwrap().unwrap() {
-                Ok(o) => started.push(o),
-                Err(l) => locked.push(l),
+            );
+            // Another VM is free.
+            let other = store
+                .start_operation(&op("start", DB, "bob", 30))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                store.current_operation(&WEB.to_lowercase()).await.unwrap(),
+                Some(first.clone())
+            );
+            assert_eq!(
+                store
+                    .running_operations()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|o| o.id)
+                    .collect::<Vec<_>>(),
+                [first.id, other.id]
+            );
+
+            store
+                .finish_operation(first.id, &OperationOutcome::Succeeded)
+                .await
+                .unwrap();
+            assert_eq!(store.current_operation(WEB).await.unwrap(), None);
+            let second = store
+                .start_operation(&op("redeploy", WEB, "bob", 40))
+                .await
+                .unwrap()
+                .unwrap();
+            store
+                .finish_operation(
+                    second.id,
+                    &OperationOutcome::Failed {
+                        code: "AllocationFailed".into(),
+                        message: "no capacity".into(),
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                store
+                    .running_operations()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|o| o.id)
+                    .collect::<Vec<_>>(),
+                [other.id]
+            );
+            let failed: (String, Option<String>, Option<String>, Option<i64>) = {
+                let row = sqlx::query(
+                    "SELECT state, error_code, error_message, finished_ms FROM operations WHERE id = $1",
+                )
+                .bind(second.id)
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+                (
+                    row.get("state"),
+                    row.get("error_code"),
+                    row.get("error_message"),
+                    row.get("finished_ms"),
+                )
+            };
+            assert_eq!(failed.0, "failed");
+            assert_eq!(failed.1.as_deref(), Some("AllocationFailed"));
+            assert_eq!(failed.2.as_deref(), Some("no capacity"));
+            assert!(failed.3.is_some());
+
+            let err = store
+                .finish_operation(second.id, &OperationOutcome::Succeeded)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, StoreError::OperationNotRunning { .. }),
+                "{err}"
+            );
+            let err = store
+                .finish_operation(999, &OperationOutcome::Succeeded)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, StoreError::NoSuchOperation { id: 999 }),
+                "{err}"
+            );
+        }
+
+        #[tokio::test]
+        async fn url_and_progress_message_are_kept_for_resuming(store, pooled = false) {
+            let o = store
+                .start_operation(&op("redeploy", WEB, "alice", 10))
+                .await
+                .unwrap()
+                .unwrap();
+            let url = "https://management.azure.com/subscriptions/S1/providers/Microsoft.Compute/locations/westeurope/operations/abc?api-version=2024-07-01";
+            store.set_operation_url(o.id, url).await.unwrap();
+            store
+                .set_operation_message(o.id, Some("chan"), Some("msg"))
+                .await
+                .unwrap();
+            let resumed = store.running_operations().await.unwrap();
+            assert_eq!(resumed.len(), 1);
+            assert_eq!(resumed[0].azure_url.as_deref(), Some(url));
+            assert_eq!(resumed[0].channel.as_deref(), Some("chan"));
+            assert_eq!(resumed[0].message.as_deref(), Some("msg"));
+
+            let err = store
+                .set_operation_url(o.id, "https://x.blob.core.windows.net/b?sv=1&sig=abc")
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Secret { .. }), "{err}");
+            assert!(matches!(
+                store.set_operation_url(42, url).await,
+                Err(StoreError::NoSuchOperation { id: 42 })
+            ));
+            assert!(matches!(
+                store.set_operation_message(42, None, None).await,
+                Err(StoreError::NoSuchOperation { id: 42 })
+            ));
+        }
+
+        #[tokio::test]
+        async fn a_confirmation_starts_at_most_one_operation(store, pooled = false) {
+            let mut first = op("restart", WEB, "alice", 10);
+            first.confirmation_id = Some("c1".into());
+            let o = store.start_operation(&first).await.unwrap().unwrap();
+            store
+                .finish_operation(o.id, &OperationOutcome::Succeeded)
+                .await
+                .unwrap();
+            let err = store.start_operation(&first).await.unwrap_err();
+            assert!(
+                matches!(err, StoreError::ConfirmationAlreadyUsed { .. }),
+                "{err}"
+            );
+        }
+
+        /// Ten actions race for one VM through a pool of several connections to a file database.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_starts_on_one_vm_let_exactly_one_through(store, pooled = true) {
+            let start = std::sync::Arc::new(tokio::sync::Barrier::new(10));
+            let tasks: Vec<_> = (0..10)
+                .map(|i| {
+                    let (store, start) = (store.clone(), start.clone());
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        store
+                            .start_operation(&op("restart", WEB, &format!("u{i}"), i))
+                            .await
+                    })
+                })
+                .collect();
+            let mut started = Vec::new();
+            let mut locked = Vec::new();
+            for task in tasks {
+                match task.await.unwrap().unwrap() {
+                    Ok(o) => started.push(o),
+                    Err(l) => locked.push(l),
+                }
             }
+            assert_eq!(started.len(), 1, "{started:?}");
+            assert_eq!(locked.len(), 9);
+            for l in &locked {
+                assert_eq!(l.holder_name, started[0].requester_name);
+            }
+            assert_eq!(store.running_operations().await.unwrap(), started);
+            store.close().await;
         }
-        assert_eq!(started.len(), 1, "{started:?}");
-        assert_eq!(locked.len(), 9);
-        for l in &locked {
-            assert_eq!(l.holder_name, started[0].requester_name);
-        }
-        assert_eq!(store.running_operations().await.unwrap(), started);
-        store.close().await;
     }
 }

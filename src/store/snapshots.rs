@@ -20,7 +20,7 @@ impl Store {
         // `ON CONFLICT ... DO UPDATE ... WHERE` reads the same in SQLite and PostgreSQL.
         self.run(
             sqlx::query(
-                "INSERT INTO snapshots (vm_key, vm_id, taken_ms, report_json) VALUES (?, ?, ?, ?)
+                "INSERT INTO snapshots (vm_key, vm_id, taken_ms, report_json) VALUES ($1, $2, $3, $4)
              ON CONFLICT (vm_key) DO UPDATE
              SET vm_id = excluded.vm_id, taken_ms = excluded.taken_ms,
                  report_json = excluded.report_json
@@ -38,7 +38,7 @@ impl Store {
 
     /// The VM's latest report and when it was taken (VM id compared ignoring ASCII case).
     pub async fn latest_snapshot(&self, vm_id: &str) -> Result<Option<(i64, String)>, StoreError> {
-        let row = sqlx::query("SELECT taken_ms, report_json FROM snapshots WHERE vm_key = ?")
+        let row = sqlx::query("SELECT taken_ms, report_json FROM snapshots WHERE vm_key = $1")
             .bind(vm_key(vm_id))
             .fetch_optional(&self.pool)
             .await
@@ -52,39 +52,39 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::memory;
+    use crate::store::testing::on_both_backends;
 
     const WEB: &str =
         "/subscriptions/S1/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/web-01";
 
-    #[tokio::test]
-    async fn the_newest_snapshot_wins_whatever_the_order_of_saving() {
-        let store = memory().await;
-        assert_eq!(store.latest_snapshot(WEB).await.unwrap(), None);
-        store
-            .save_snapshot(WEB, 10, r#"{"verdict":"problems"}"#)
-            .await
-            .unwrap();
-        store
-            .save_snapshot(WEB, 30, r#"{"verdict":"ok"}"#)
-            .await
-            .unwrap();
-        store
-            .save_snapshot(WEB, 20, r#"{"verdict":"unknown"}"#)
-            .await
-            .unwrap();
-        assert_eq!(
-            store.latest_snapshot(&WEB.to_uppercase()).await.unwrap(),
-            Some((30, r#"{"verdict":"ok"}"#.to_string()))
-        );
-    }
+    on_both_backends! {
+        #[tokio::test]
+        async fn the_newest_snapshot_wins_whatever_the_order_of_saving(store, pooled = false) {
+            assert_eq!(store.latest_snapshot(WEB).await.unwrap(), None);
+            store
+                .save_snapshot(WEB, 10, r#"{"verdict":"problems"}"#)
+                .await
+                .unwrap();
+            store
+                .save_snapshot(WEB, 30, r#"{"verdict":"ok"}"#)
+                .await
+                .unwrap();
+            store
+                .save_snapshot(WEB, 20, r#"{"verdict":"unknown"}"#)
+                .await
+                .unwrap();
+            assert_eq!(
+                store.latest_snapshot(&WEB.to_uppercase()).await.unwrap(),
+                Some((30, r#"{"verdict":"ok"}"#.to_string()))
+            );
+        }
 
-    #[tokio::test]
-    async fn a_report_with_a_sas_url_is_refused() {
-        let store = memory().await;
-        let report = r#"{"findings":[{"evidence":{"screenshot":"https://a.blob.core.windows.net/x?sv=1&sig=s"}}]}"#;
-        let err = store.save_snapshot(WEB, 10, report).await.unwrap_err();
-        assert!(matches!(err, StoreError::Secret { .. }), "{err}");
-        assert_eq!(store.latest_snapshot(WEB).await.unwrap(), None);
+        #[tokio::test]
+        async fn a_report_with_a_sas_url_is_refused(store, pooled = false) {
+            let report = r#"{"findings":[{"evidence":{"screenshot":"https://a.blob.core.windows.net/x?sv=1&sig=s"}}]}"#;
+            let err = store.save_snapshot(WEB, 10, report).await.unwrap_err();
+            assert!(matches!(err, StoreError::Secret { .. }), "{err}");
+            assert_eq!(store.latest_snapshot(WEB).await.unwrap(), None);
+        }
     }
 }

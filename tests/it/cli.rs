@@ -14,6 +14,9 @@ struct Cli {
     /// The secret the binary is given (a test may give a wrong one).
     secret: String,
     subscriptions: String,
+    /// `RDP_DOCTOR_DATABASE_URL` of the fix commands: a SQLite file in `dir` unless a test
+    /// chose PostgreSQL.
+    database: String,
     dir: PathBuf,
 }
 
@@ -35,6 +38,7 @@ impl Cli {
             secret: h.secret(),
             h,
             subscriptions,
+            database: format!("sqlite://{}", dir.join("rdp-doctor.db").display()),
             dir,
         }
     }
@@ -681,10 +685,9 @@ async fn simulate_serves_a_world_file_to_other_processes() {
 /// purpose: the terminal's person is the operating-system account, never a variable.
 fn fix_command(cli: &Cli, args: &[&str]) -> tokio::process::Command {
     let mut cmd = cli.command(args);
-    cmd.env("USER", "mallory").env("LOGNAME", "mallory").env(
-        "RDP_DOCTOR_DATABASE_URL",
-        format!("sqlite://{}", cli.path("rdp-doctor.db").display()),
-    );
+    cmd.env("USER", "mallory")
+        .env("LOGNAME", "mallory")
+        .env("RDP_DOCTOR_DATABASE_URL", &cli.database);
     cmd
 }
 
@@ -741,7 +744,7 @@ async fn fix_cli(world: World) -> Cli {
 async fn discord_side(cli: &Cli) -> rdp_doctor::runbook::door::Door {
     let file = rdp_doctor::config::FileConfig::parse(&cli_policy("admin"), "test.toml").unwrap();
     let policy = rdp_doctor::policy::Policy::new(file.policy.as_ref()).unwrap();
-    let store = support::store(Some(&cli.path("rdp-doctor.db"))).await;
+    let store = rdp_doctor::store::Store::open(&cli.database).await.unwrap();
     cli.h.door(policy, store)
 }
 
@@ -891,6 +894,27 @@ async fn cli_denials_follow_the_policy_of_the_operating_system_account() {
 async fn nobody_is_their_own_second_person_across_front_ends_or_by_changing_user() {
     within(async {
         let cli = fix_cli(World::new().vm("web-01")).await;
+        two_front_ends_one_confirmation(cli).await;
+    })
+    .await
+}
+
+/// The same with the terminal's processes and the bot's door sharing one PostgreSQL database
+/// instead of a SQLite file, as replicas do.
+#[tokio::test]
+async fn the_two_person_rule_holds_across_front_ends_on_postgresql() {
+    within(async {
+        let mut cli = fix_cli(World::new().vm("web-01")).await;
+        cli.database = rdp_doctor::store::testing::postgres_database().await;
+        two_front_ends_one_confirmation(cli).await;
+    })
+    .await
+}
+
+/// The terminal asks for a two-person redeploy; neither the same account (whatever `USER` says)
+/// nor its Discord identity may confirm; someone else may, exactly once, and Azure is asked once.
+async fn two_front_ends_one_confirmation(cli: Cli) {
+    {
         let discord = discord_side(&cli).await;
 
         // The terminal asks; the same account cannot confirm, whatever USER says.
@@ -1011,8 +1035,7 @@ async fn nobody_is_their_own_second_person_across_front_ends_or_by_changing_user
             "{}",
             stderr(&cancelled)
         );
-    })
-    .await
+    }
 }
 
 /// Every log directive a person might try, the SDK's request/response policies included.
@@ -1506,4 +1529,24 @@ async fn permissions_of_the_simulators_one_client_are_complete() {
         );
     })
     .await
+}
+
+/// The Kubernetes ConfigMap's `rdp-doctor.toml` (deploy/kubernetes/configmap.yaml) is a config
+/// the real loader accepts, policy included: a fleet does not start from an example that fails.
+#[test]
+fn the_kubernetes_configmap_holds_a_valid_config() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/configmap.yaml");
+    let yaml = std::fs::read_to_string(&path).expect("configmap.yaml");
+    // The block scalar under `rdp-doctor.toml: |`: every following line indented by four spaces.
+    let toml: String = yaml
+        .lines()
+        .skip_while(|line| line.trim() != "rdp-doctor.toml: |")
+        .skip(1)
+        .take_while(|line| line.is_empty() || line.starts_with("    "))
+        .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
+        .collect();
+    assert!(toml.contains("[[policy.grant]]"), "{toml}");
+    let file = rdp_doctor::config::FileConfig::parse(&toml, "configmap.yaml").expect("parses");
+    rdp_doctor::policy::Policy::new(file.policy.as_ref()).expect("a valid policy");
 }
