@@ -279,15 +279,6 @@ impl Store {
             .map_err(StoreError::db("checking that the database answers"))
     }
 
-    /// One trivial query: whether the database answers (a readiness probe).
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(StoreError::db("checking the database answers"))
-    }
-
     /// Close every connection (waits for queries in flight). Later calls fail.
     pub async fn close(&self) {
         self.pool.close().await;
