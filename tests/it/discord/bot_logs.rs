@@ -100,6 +100,23 @@ impl BotProcess {
     }
 }
 
+/// A simulator with web-01, the fake Discord and the bot at `rust_log`, connected; the client
+/// secret the bot signs in with.
+async fn bot_on_web_01(
+    options: SimOptions,
+    rust_log: &str,
+) -> (Simulator, FakeDiscord, BotProcess, String) {
+    let world = World::new().vm("web-01");
+    let secret = world.client_secret.clone();
+    let sim = Simulator::start("127.0.0.1:0", world, options)
+        .await
+        .expect("simulator");
+    let discord = FakeDiscord::start().await;
+    let bot = BotProcess::spawn(&discord, &sim, &secret, rust_log);
+    discord.wait_ready(WAIT).await.expect("the bot connects");
+    (sim, discord, bot, secret)
+}
+
 /// Nothing in `printed` is `secrets`, a token the simulator issued, the bot token, a SAS
 /// signature or an Authorization header.
 fn assert_no_secret(printed: &str, sim: &Simulator, secrets: &[(&str, &str)]) {
@@ -141,14 +158,7 @@ async fn reset_password_on_web_01(discord: &FakeDiscord, admin: &User) -> Intera
 #[tokio::test]
 async fn the_bot_prints_no_secret_under_any_rust_log() {
     within(async {
-        let world = World::new().vm("web-01");
-        let secret = world.client_secret.clone();
-        let sim = Simulator::start("127.0.0.1:0", world, Default::default())
-            .await
-            .expect("simulator");
-        let discord = FakeDiscord::start().await;
-        let bot = BotProcess::spawn(&discord, &sim, &secret, LOUDEST);
-        discord.wait_ready(WAIT).await.expect("the bot connects");
+        let (sim, discord, bot, secret) = bot_on_web_01(Default::default(), LOUDEST).await;
         let admin = User::new(4010, "ada", &[5002]);
         let password = "Sup3r-Secret-Passw0rd!";
 
@@ -325,14 +335,7 @@ async fn the_bot_on_workload_identity_outlives_its_tokens_and_a_token_file_rotat
 #[tokio::test]
 async fn every_arm_answer_of_a_check_is_logged_under_the_interaction_and_its_person() {
     within(async {
-        let world = World::new().vm("web-01");
-        let secret = world.client_secret.clone();
-        let sim = Simulator::start("127.0.0.1:0", world, SimOptions::fast())
-            .await
-            .expect("simulator");
-        let discord = FakeDiscord::start().await;
-        let bot = BotProcess::spawn(&discord, &sim, &secret, "debug");
-        discord.wait_ready(WAIT).await.expect("the bot connects");
+        let (sim, discord, bot, secret) = bot_on_web_01(SimOptions::fast(), "debug").await;
         let ada = User::new(4010, "ada", &[5002]);
         let vm = json!([{"name": "vm", "type": 3, "value": "web-01"}]);
         let i = discord.slash(&ada, "rdp", &["check"], vm).await;
@@ -344,35 +347,8 @@ async fn every_arm_answer_of_a_check_is_logged_under_the_interaction_and_its_per
                 break;
             }
         }
-        // The check's requests: those naming web-01 (the VM list at start-up names no VM).
-        let asked = sim
-            .stats()
-            .log
-            .iter()
-            .filter(|e| e.path.contains("/virtualMachines/web-01"))
-            .count();
         let printed = bot.stop().await;
-
-        let span = format!("interaction{{id={} ", i.id);
-        let ours: Vec<&str> = printed
-            .lines()
-            .filter(|l| l.contains("ARM answered") && l.contains(&span))
-            .collect();
-        assert!(asked > 0, "the check asked ARM about web-01");
-        assert!(
-            ours.len() >= asked,
-            "{asked} requests about web-01, {} answers logged under the interaction:\n{printed}",
-            ours.len()
-        );
-        for line in &ours {
-            let (interaction, arm) = line.split_once("}:arm{").expect("the ARM span inside");
-            assert!(
-                interaction.contains("person=\"discord:4010\"")
-                    && interaction.contains("command=\"check\""),
-                "{line}"
-            );
-            assert!(arm.contains("request_id="), "Azure's request id: {line}");
-        }
+        support::assert_arm_answers_under(&sim, "web-01", &printed, i.id, "discord:4010");
         assert_no_secret(
             &printed,
             &sim,
