@@ -30,6 +30,7 @@ use serenity::all::{
 };
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// A short, stable key for a VM id (fits in a component id; the same after a restart).
 pub fn vm_key(id: &str) -> Key {
@@ -659,14 +660,17 @@ pub async fn confirm(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
     let shown = surface.clone();
     let who = caller.actor.name.clone();
-    let progress_task = tokio::spawn(async move {
-        while let Some(p) = rx.recv().await {
-            let text = p.text(Some(&who));
-            shown
-                .show(View::embed(render::notice("In progress", &text)))
-                .await;
+    let progress_task = tokio::spawn(
+        async move {
+            while let Some(p) = rx.recv().await {
+                let text = p.text(Some(&who));
+                shown
+                    .show(View::embed(render::notice("In progress", &text)))
+                    .await;
+            }
         }
-    });
+        .in_current_span(),
+    );
     let result = bot
         .door
         .confirm(caller, &confirmation.to_string(), &move |p| {

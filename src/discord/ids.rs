@@ -152,6 +152,22 @@ impl FromStr for ComponentId {
 }
 
 impl ComponentId {
+    /// What the id is for, without its keys (a confirmation's key is a secret): `pick`,
+    /// `fix:start`, `confirm`, `password`, `sweep:stop`, …, for the interaction's log span.
+    pub fn name(&self) -> String {
+        match self {
+            ComponentId::Pick { .. } => "pick".to_string(),
+            ComponentId::Fix { action, .. } => format!("fix:{action}"),
+            ComponentId::Confirm(_) => "confirm".to_string(),
+            ComponentId::Cancel(_) => "cancel".to_string(),
+            ComponentId::Password { .. } => "password".to_string(),
+            ComponentId::SweepStop { .. } => "sweep:stop".to_string(),
+            ComponentId::SweepDetails { .. } => "sweep:details".to_string(),
+            ComponentId::SweepAsk { .. } => "sweep:ask".to_string(),
+            ComponentId::SweepName { .. } => "sweep:name".to_string(),
+        }
+    }
+
     /// Whether acting on this id can lead to a change of a VM (a fix prompt, a confirmation,
     /// the password form). Used by the tests' property that garbage never parses into one.
     pub fn may_write(&self) -> bool {

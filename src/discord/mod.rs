@@ -23,14 +23,16 @@ use crate::runbook::door::{Caller, Door};
 use ids::{ComponentId, Key, UnknownId};
 use secrecy::{ExposeSecret, SecretString};
 use serenity::all::{
-    ApplicationId, ChannelId, ClientBuilder, ComponentInteraction, CreateAllowedMentions,
-    CreateInteractionResponse, CreateInteractionResponseMessage, FullEvent, GatewayIntents,
-    GuildId, Http, HttpBuilder, Interaction, Member, ModalInteraction, User,
+    ApplicationId, ChannelId, ClientBuilder, CommandDataOptionValue, CommandInteraction,
+    ComponentInteraction, CreateAllowedMentions, CreateInteractionResponse,
+    CreateInteractionResponseMessage, FullEvent, GatewayIntents, GuildId, Http, HttpBuilder,
+    Interaction, Member, ModalInteraction, User,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use steps::PendingPick;
+use tracing::Instrument;
 use transport::Ack;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -256,7 +258,7 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
         .build();
 
     let mut client = ClientBuilder::new_with_http(http, GatewayIntents::GUILDS)
-        .framework(framework)
+        .framework(Traced(framework))
         .await
         .map_err(|e| BotError::Client(e.to_string()))?;
 
@@ -273,6 +275,57 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
             BotError::Client(e.to_string())
         }
     })
+}
+
+/// poise's framework with one span per interaction around all it does for it: serenity runs
+/// each event's dispatch as a task of its own, so the span covers the slash command, button,
+/// menu or form and every ARM request made for it (`crate::telemetry`).
+struct Traced(poise::Framework<Bot, Error>);
+
+#[async_trait::async_trait]
+impl serenity::all::Framework for Traced {
+    async fn init(&mut self, client: &serenity::all::Client) {
+        self.0.init(client).await;
+    }
+
+    async fn dispatch(&self, ctx: serenity::all::Context, event: FullEvent) {
+        let span = match &event {
+            FullEvent::InteractionCreate { interaction } => interaction_span(interaction),
+            _ => tracing::Span::none(),
+        };
+        self.0.dispatch(ctx, event).instrument(span).await;
+    }
+}
+
+/// The span of one interaction, over either transport: its id, the person (`discord:<user
+/// id>`) and what they asked for: the subcommand (`check`), or a button's, menu's or form's
+/// kind (`fix:start`, `confirm`). Never a custom id itself: a confirmation's is a secret.
+pub(crate) fn interaction_span(interaction: &Interaction) -> tracing::Span {
+    let (id, user, command) = match interaction {
+        Interaction::Command(c) => (c.id, &c.user, subcommand(c)),
+        Interaction::Autocomplete(c) => (c.id, &c.user, format!("{}:autocomplete", subcommand(c))),
+        Interaction::Component(c) => (c.id, &c.user, component_kind(&c.data.custom_id)),
+        Interaction::Modal(m) => (m.id, &m.user, component_kind(&m.data.custom_id)),
+        _ => return tracing::Span::none(),
+    };
+    crate::telemetry::interaction_span(id.get(), &format!("discord:{}", user.id.get()), &command)
+}
+
+/// `check` of `/rdp check`: the subcommand's name, as registered (Discord sends no other).
+fn subcommand(command: &CommandInteraction) -> String {
+    command
+        .data
+        .options
+        .first()
+        .filter(|o| matches!(o.value, CommandDataOptionValue::SubCommand(_)))
+        .map_or_else(|| command.data.name.clone(), |o| o.name.clone())
+}
+
+/// A custom id's kind; `unknown` for one rdp-doctor did not write (refused by its handler).
+fn component_kind(custom_id: &str) -> String {
+    custom_id
+        .parse::<ComponentId>()
+        .map_or_else(|_| "unknown".to_string(), |id| id.name())
 }
 
 /// Runs Microsoft's Remote Desktop troubleshooting runbook against an Azure VM.

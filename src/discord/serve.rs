@@ -34,6 +34,7 @@ use serenity::all::{
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// Discord's interaction payloads are a few kilobytes; anything near this is not one.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -274,9 +275,16 @@ async fn interactions(
     if let Interaction::Ping(_) = interaction {
         return answer(&CreateInteractionResponse::Pong, None);
     }
+    // The interaction's span (`crate::telemetry`) around its handler, a task of its own, and
+    // around the wait for its first response.
+    let span = super::interaction_span(&interaction);
     let (ack, first) = Ack::endpoint();
-    tokio::spawn(handle(served, interaction, ack));
-    match tokio::time::timeout(FIRST_RESPONSE_WITHIN, first).await {
+    tokio::spawn(handle(served, interaction, ack).instrument(span.clone()));
+    let first = tokio::time::timeout(FIRST_RESPONSE_WITHIN, first)
+        .instrument(span.clone())
+        .await;
+    let _entered = span.enter();
+    match first {
         Ok(Ok(first)) => answer(&first.response, Some(first.written)),
         Ok(Err(_)) => {
             tracing::error!("an interaction was handled without a first response");

@@ -677,39 +677,11 @@ async fn the_bot_shuts_down_cleanly_on_sigterm() {
     .await
 }
 
-/// Log lines written while the guard lives (this test's runtime runs on one thread, the bot's
-/// tasks included).
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 /// rdp-doctor failing inside (here its database) is "internal error, reference X" to the
 /// person, and the log line carries the same X; the person's own mistake stays in words.
 #[tokio::test]
 async fn an_internal_error_shows_a_reference_the_log_carries() {
-    let log = Captured::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = support::ThreadLog::capture("warn");
     within(async {
         let room = Room::start(World::new().vm("web-01")).await;
         room.store.close().await;

@@ -1,6 +1,7 @@
 //! The real bot (`rdp-doctor bot`, a process) against the fake Discord and the simulator under
 //! the loudest `RUST_LOG` there is: a password reset through the modal, and a gateway payload
-//! serenity cannot parse that carries the password, leave no secret in anything it prints.
+//! serenity cannot parse that carries the password, leave no secret in anything it prints. At
+//! `RUST_LOG=debug`, the log line of every ARM answer leads back to the person's command.
 
 use super::support;
 use rdp_doctor::sim::{SimOptions, Simulator, World};
@@ -25,15 +26,16 @@ struct BotProcess {
 }
 
 impl BotProcess {
-    fn spawn(discord: &FakeDiscord, sim: &Simulator, secret: &str) -> BotProcess {
-        BotProcess::spawn_with(discord, sim, &[("AZURE_CLIENT_SECRET", secret)])
+    fn spawn(discord: &FakeDiscord, sim: &Simulator, secret: &str, rust_log: &str) -> BotProcess {
+        BotProcess::spawn_with(discord, sim, rust_log, &[("AZURE_CLIENT_SECRET", secret)])
     }
 
-    /// The bot signed in with `credential`'s variables besides the tenant, client id and
-    /// authority host.
+    /// The bot at `rust_log`, signed in with `credential`'s variables besides the tenant, client
+    /// id and authority host.
     fn spawn_with(
         discord: &FakeDiscord,
         sim: &Simulator,
+        rust_log: &str,
         credential: &[(&str, &str)],
     ) -> BotProcess {
         let dir = support::scratch_dir("bot-logs", sim);
@@ -45,7 +47,7 @@ impl BotProcess {
         let mut command = discord.bot_command(sim, &dir.join("rdp-doctor.toml"), "sqlite::memory:");
         command
             .current_dir(&dir)
-            .env("RUST_LOG", LOUDEST)
+            .env("RUST_LOG", rust_log)
             .envs(credential.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -98,6 +100,42 @@ impl BotProcess {
     }
 }
 
+/// A simulator with web-01, the fake Discord and the bot at `rust_log`, connected; the client
+/// secret the bot signs in with.
+async fn bot_on_web_01(
+    options: SimOptions,
+    rust_log: &str,
+) -> (Simulator, FakeDiscord, BotProcess, String) {
+    let world = World::new().vm("web-01");
+    let secret = world.client_secret.clone();
+    let sim = Simulator::start("127.0.0.1:0", world, options)
+        .await
+        .expect("simulator");
+    let discord = FakeDiscord::start().await;
+    let bot = BotProcess::spawn(&discord, &sim, &secret, rust_log);
+    discord.wait_ready(WAIT).await.expect("the bot connects");
+    (sim, discord, bot, secret)
+}
+
+/// Nothing in `printed` is `secrets`, a token the simulator issued, the bot token, a SAS
+/// signature or an Authorization header.
+fn assert_no_secret(printed: &str, sim: &Simulator, secrets: &[(&str, &str)]) {
+    let tokens = sim.issued_tokens();
+    assert!(!tokens.is_empty());
+    for (what, found) in secrets
+        .iter()
+        .copied()
+        .chain(tokens.iter().map(|t| ("a bearer token", t.as_str())))
+        .chain([
+            ("the bot token", TOKEN),
+            ("a SAS signature", "sig="),
+            ("an Authorization header", "Bearer "),
+        ])
+    {
+        assert!(!printed.contains(found), "{what} was printed or logged");
+    }
+}
+
 /// The Confirm button's id and the message it is on, once the prompt is shown.
 async fn confirm_button(discord: &FakeDiscord, i: &Interaction) -> (u64, String) {
     discord.callback(i, WAIT).await.expect("acknowledged");
@@ -120,14 +158,7 @@ async fn reset_password_on_web_01(discord: &FakeDiscord, admin: &User) -> Intera
 #[tokio::test]
 async fn the_bot_prints_no_secret_under_any_rust_log() {
     within(async {
-        let world = World::new().vm("web-01");
-        let secret = world.client_secret.clone();
-        let sim = Simulator::start("127.0.0.1:0", world, Default::default())
-            .await
-            .expect("simulator");
-        let discord = FakeDiscord::start().await;
-        let bot = BotProcess::spawn(&discord, &sim, &secret);
-        discord.wait_ready(WAIT).await.expect("the bot connects");
+        let (sim, discord, bot, secret) = bot_on_web_01(Default::default(), LOUDEST).await;
         let admin = User::new(4010, "ada", &[5002]);
         let password = "Sup3r-Secret-Passw0rd!";
 
@@ -202,19 +233,11 @@ async fn the_bot_prints_no_secret_under_any_rust_log() {
             .expect("the bot still answers");
 
         let printed = bot.stop().await;
-        let tokens = sim.issued_tokens();
-        assert!(!tokens.is_empty());
-        for (what, found) in [("the password", password), ("the client secret", &secret)]
-            .into_iter()
-            .chain(tokens.iter().map(|t| ("a bearer token", t.as_str())))
-            .chain([
-                ("the bot token", TOKEN),
-                ("a SAS signature", "sig="),
-                ("an Authorization header", "Bearer "),
-            ])
-        {
-            assert!(!printed.contains(found), "{what} was printed or logged");
-        }
+        assert_no_secret(
+            &printed,
+            &sim,
+            &[("the password", password), ("the client secret", &secret)],
+        );
         assert!(
             printed.contains("rdp-doctor starting"),
             "rdp-doctor's own debug logging was on: {printed}"
@@ -250,6 +273,7 @@ async fn the_bot_on_workload_identity_outlives_its_tokens_and_a_token_file_rotat
         let bot = BotProcess::spawn_with(
             &discord,
             &sim,
+            LOUDEST,
             &[("AZURE_FEDERATED_TOKEN_FILE", path.as_str())],
         );
         discord.wait_ready(WAIT).await.expect("the bot connects");
@@ -301,6 +325,38 @@ async fn the_bot_on_workload_identity_outlives_its_tokens_and_a_token_file_rotat
                 "a token was printed or logged"
             );
         }
+    })
+    .await
+}
+
+/// One `/rdp check` at `RUST_LOG=debug`: each of its ARM requests logs its answer inside the
+/// span of the interaction (its id, the person, the command), with Azure's request id, and
+/// nothing secret is printed (the interaction's token included).
+#[tokio::test]
+async fn every_arm_answer_of_a_check_is_logged_under_the_interaction_and_its_person() {
+    within(async {
+        let (sim, discord, bot, secret) = bot_on_web_01(SimOptions::fast(), "debug").await;
+        let ada = User::new(4010, "ada", &[5002]);
+        let vm = json!([{"name": "vm", "type": 3, "value": "web-01"}]);
+        let i = discord.slash(&ada, "rdp", &["check"], vm).await;
+        discord.callback(&i, WAIT).await.expect("acknowledged");
+        loop {
+            let edit = discord.next_edit(&i, WAIT).await.expect("an edit");
+            let title = edit.body()["embeds"][0]["title"].as_str().unwrap_or("");
+            if !title.starts_with("Checking") && !title.starts_with("Looking for") {
+                break;
+            }
+        }
+        let printed = bot.stop().await;
+        support::assert_arm_answers_under(&sim, "web-01", &printed, i.id, "discord:4010");
+        assert_no_secret(
+            &printed,
+            &sim,
+            &[
+                ("the client secret", &secret),
+                ("the interaction's token", &i.token),
+            ],
+        );
     })
     .await
 }

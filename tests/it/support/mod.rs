@@ -332,6 +332,79 @@ pub async fn within<F: std::future::Future>(f: F) -> F::Output {
         .expect("test took longer than 60 s")
 }
 
+/// Every request of a `check` on `vm` (those naming it; the VM list at start-up names none)
+/// logged its answer in `log` inside the span of interaction `id`, which names `person` and the
+/// command, with Azure's request id on the request's own span.
+pub fn assert_arm_answers_under(sim: &Simulator, vm: &str, log: &str, id: u64, person: &str) {
+    let asked = sim
+        .stats()
+        .log
+        .iter()
+        .filter(|e| e.path.contains(&format!("/virtualMachines/{vm}")))
+        .count();
+    assert!(asked > 0, "the check asked ARM about {vm}");
+    let span = format!("interaction{{id={id} ");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ARM answered") && l.contains(&span))
+        .collect();
+    assert!(
+        lines.len() >= asked,
+        "{asked} requests about {vm}, {} answers logged under the interaction:\n{log}",
+        lines.len()
+    );
+    for line in &lines {
+        let (interaction, arm) = line.split_once("}:arm{").expect("the ARM span inside");
+        assert!(
+            interaction.contains(&format!("person=\"{person}\""))
+                && interaction.contains("command=\"check\""),
+            "{line}"
+        );
+        assert!(arm.contains("request_id="), "Azure's request id: {line}");
+    }
+}
+
+/// The log of this thread, as the binary writes it (`fmt`, no colour), at `filter`, while the
+/// guard lives. A `#[tokio::test]` runs every task it spawns on its own thread, so an in-process
+/// server's lines are caught and other tests' are not.
+#[derive(Clone, Default)]
+pub struct ThreadLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl ThreadLog {
+    pub fn capture(filter: &str) -> (ThreadLog, tracing::subscriber::DefaultGuard) {
+        let log = ThreadLog::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .finish();
+        (log.clone(), tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for ThreadLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ThreadLog {
+    type Writer = ThreadLog;
+
+    fn make_writer(&'a self) -> ThreadLog {
+        self.clone()
+    }
+}
+
 /// The finding of `step` in a report, or a panic naming what was there.
 pub fn finding<'a>(report: &'a Report, step: &str) -> &'a rdp_doctor::diagnose::Finding {
     report

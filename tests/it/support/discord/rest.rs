@@ -212,7 +212,7 @@ pub(super) async fn rest_handler(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let (json, uploads) = parse_body(&content_type, &body, &mut violations);
+    let (json, uploads) = parse_body(&content_type, &body, &mut violations).await;
 
     let segments: Vec<&str> = path
         .strip_prefix("/api/v10/")

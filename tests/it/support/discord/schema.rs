@@ -43,22 +43,22 @@ fn spec() -> &'static Value {
 /// A route's request schema, and its `anyOf` branches compiled alone so that a failure can name
 /// the closest branch instead of "not valid under any of the schemas".
 struct RouteSchema {
-    whole: jsonschema::JSONSchema,
-    branches: Vec<(String, jsonschema::JSONSchema)>,
+    whole: jsonschema::Validator,
+    branches: Vec<(String, jsonschema::Validator)>,
 }
 
 type Validator = Option<Arc<RouteSchema>>;
 
-fn compile(schema: &Value, key: &str) -> anyhow::Result<jsonschema::JSONSchema> {
+fn compile(schema: &Value, key: &str) -> anyhow::Result<jsonschema::Validator> {
     // Refs are "#/components/schemas/...": compile a document that carries them.
     let document = json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "components": spec()["components"],
         "allOf": [schema],
     });
-    jsonschema::JSONSchema::options()
+    jsonschema::options()
         .with_draft(jsonschema::Draft::Draft202012)
-        .compile(&document)
+        .build(&document)
         .map_err(|e| anyhow!("compiling the schema of {key}: {e}"))
 }
 
@@ -117,17 +117,15 @@ fn compile_route(method: &Method, template: &str, key: &str) -> anyhow::Result<V
     Ok(compiled)
 }
 
-fn error_lines(schema: &jsonschema::JSONSchema, body: &Value) -> Vec<String> {
-    match schema.validate(body) {
-        Ok(()) => Vec::new(),
-        Err(errors) => errors
-            .map(|e| {
-                let at = e.instance_path.to_string();
-                let at = if at.is_empty() { "/".to_string() } else { at };
-                format!("{e} (at {at})")
-            })
-            .collect(),
-    }
+fn error_lines(schema: &jsonschema::Validator, body: &Value) -> Vec<String> {
+    schema
+        .iter_errors(body)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            let at = if at.is_empty() { "/".to_string() } else { at };
+            format!("{e} (at {at})")
+        })
+        .collect()
 }
 
 pub(super) fn validate(method: &Method, template: &'static str, body: &Value) -> Vec<String> {
