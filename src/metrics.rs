@@ -189,10 +189,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     };
     // Shown at zero from the start (a family without samples is left out of the text).
     for transport in [Transport::Gateway, Transport::Endpoint] {
-        metrics.ack.get_or_create(&TransportLabels { transport });
+        drop(metrics.ack.get_or_create(&TransportLabels { transport }));
     }
     for priority in [Priority::Interactive, Priority::Background] {
-        metrics.paced.get_or_create(&PriorityLabels { priority });
+        drop(metrics.paced.get_or_create(&PriorityLabels { priority }));
     }
     metrics
 });
