@@ -338,7 +338,14 @@ async fn interactions(
     tokio::spawn(handle(served, interaction, ack));
     match tokio::time::timeout(FIRST_RESPONSE_WITHIN, first).await {
         Ok(Ok(first)) => {
-            crate::metrics::acknowledged(crate::metrics::Transport::Endpoint, received.elapsed());
+            // Autocomplete's choices are an answer, not an acknowledgement (and poise answers
+            // them unseen on the gateway).
+            if !matches!(first.response, CreateInteractionResponse::Autocomplete(_)) {
+                crate::metrics::acknowledged(
+                    crate::metrics::Transport::Endpoint,
+                    received.elapsed(),
+                );
+            }
             answer(&first.response, Some(first.written))
         }
         Ok(Err(_)) => {

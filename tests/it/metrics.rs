@@ -8,7 +8,7 @@ use rdp_doctor::sim::{Simulator, World};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::discord::{FakeDiscord, User};
+use support::discord::{FakeDiscord, Origin, User};
 use support::within;
 use tokio::io::AsyncBufReadExt;
 
@@ -296,13 +296,8 @@ async fn the_gateway_serves_health_and_metrics_on_rdp_doctor_metrics_listen() {
         // Nothing yet: the process's own registry starts at zero.
         let (_, _, text) = get(&format!("{base}/metrics")).await;
         let before = parse(&text);
-        assert_eq!(
-            before.value(
-                "rdp_doctor_commands_total",
-                &[("command", "check"), ("outcome", "ok")]
-            ),
-            0.0
-        );
+        let check_ok = [("command", "check"), ("outcome", "ok")];
+        assert_eq!(before.value("rdp_doctor_commands_total", &check_ok), 0.0);
 
         let alice = User::new(4_987_654_321, "alice", &[5001]);
         let vm = json!([{"name": "vm", "type": 3, "value": "web-01"}]);
@@ -325,10 +320,7 @@ async fn the_gateway_serves_health_and_metrics_on_rdp_doctor_metrics_listen() {
             let (status, content_type, text) = get(&format!("{base}/metrics")).await;
             assert_eq!(status, 200);
             let after = parse(&text);
-            let checks = after.value(
-                "rdp_doctor_commands_total",
-                &[("command", "check"), ("outcome", "ok")],
-            );
+            let checks = after.value("rdp_doctor_commands_total", &check_ok);
             if checks >= 1.0 {
                 assert_eq!(checks, 1.0, "{text}");
                 break (content_type, (after, text));
@@ -372,6 +364,31 @@ async fn the_gateway_serves_health_and_metrics_on_rdp_doctor_metrics_listen() {
             support::discord::TOKEN,
         ] {
             assert!(!text.contains(secret), "{secret} in the metrics:\n{text}");
+        }
+
+        // From a channel the policy does not list: refused before it runs, counted so.
+        discord.set_origin(Origin::Guild {
+            guild: support::discord::GUILD_ID,
+            channel: 1_180_000_000_000_000_999,
+        });
+        let vm = json!([{"name": "vm", "type": 3, "value": "web-01"}]);
+        let refused = discord.slash(&alice, "rdp", &["check"], vm).await;
+        let answer = discord.callback(&refused, WAIT).await.expect("refused");
+        assert_eq!(answer.body()["data"]["embeds"][0]["title"], "Not here");
+        let refused_check = [("command", "check"), ("outcome", "refused")];
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (_, _, text) = get(&format!("{base}/metrics")).await;
+            let scrape = parse(&text);
+            if scrape.value("rdp_doctor_commands_total", &refused_check) == 1.0 {
+                assert_eq!(scrape.value("rdp_doctor_commands_total", &check_ok), 1.0);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never counted:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
 
         assert_eq!(support::sigterm(&mut bot).await.code(), Some(0));
