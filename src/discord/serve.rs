@@ -587,6 +587,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_subcommand_has_its_metrics_label_and_nothing_else_does() {
+        let names: Vec<String> = super::super::rdp()
+            .subcommands
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect();
+        assert_eq!(names.len(), crate::metrics::Command::ALL.len(), "{names:?}");
+        for name in &names {
+            let command = crate::metrics::Command::of(name);
+            assert_eq!(command.map(|c| c.name()), Some(name.as_str()));
+        }
+    }
+
+    #[test]
     fn hex_takes_pairs_of_digits_only() {
         assert_eq!(hex("00ff10"), Some(vec![0, 255, 16]));
         assert_eq!(hex("00FF"), Some(vec![0, 255]));
