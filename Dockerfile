@@ -72,15 +72,23 @@ COPY commands /app/commands
 #   AZURE_AUTHORITY_HOST, AZURE_RESOURCE_MANAGER_URL, RDP_DOCTOR_CONFIG: see README
 #   RDP_DOCTOR_DATABASE_URL  SQLite database; relative paths are under the WORKDIR /data
 #   RUST_LOG                 log level on stderr
+#   RDP_DOCTOR_METRICS_LISTEN  where `bot` serves /healthz, /readyz and /metrics (the health
+#                            check below asks it); `serve` serves them on RDP_DOCTOR_LISTEN,
+#                            0.0.0.0:8080 by default, the same port
 ENV RDP_DOCTOR_DATABASE_URL=sqlite://rdp-doctor.db \
+    RDP_DOCTOR_METRICS_LISTEN=0.0.0.0:8080 \
     RUST_LOG=info
 
 # Writable by the bot user only; mount a volume here to keep the database across containers.
 WORKDIR /data
 USER 10001:10001
 
-HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["rdp-doctor", "health"]
+EXPOSE 8080
+
+# Ready: the database answers, Discord's gateway is connected (or the endpoint's commands are
+# registered) and an ARM token can be had. `rdp-doctor probe` GETs http://127.0.0.1:8080/readyz.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["rdp-doctor", "probe", "http://127.0.0.1:8080/readyz"]
 
 ENTRYPOINT ["rdp-doctor"]
 CMD ["bot"]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod diagnose;
 pub mod discord;
 pub mod domain;
+pub mod metrics;
 pub mod policy;
 pub mod runbook;
 pub mod sim;

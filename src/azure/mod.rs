@@ -122,9 +122,16 @@ impl azure_core::HttpClient for CountingClient {
         request: &azure_core::Request,
     ) -> azure_core::Result<azure_core::Response> {
         self.count.fetch_add(1, Ordering::Relaxed);
-        let response = azure_core::HttpClient::execute_request(&self.inner, request).await?;
-        span::answered(&response);
-        Ok(response)
+        match azure_core::HttpClient::execute_request(&self.inner, request).await {
+            Ok(response) => {
+                span::answered(request, &response);
+                Ok(response)
+            }
+            Err(e) => {
+                span::unanswered(request);
+                Err(e)
+            }
+        }
     }
 }
 

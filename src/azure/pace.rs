@@ -749,6 +749,13 @@ impl Policy for Pacing {
             }
         };
         if !held.is_zero() {
+            crate::metrics::paced(
+                match priority {
+                    Priority::Interactive => crate::metrics::Priority::Interactive,
+                    Priority::Background => crate::metrics::Priority::Background,
+                },
+                held,
+            );
             counters.paced.fetch_add(1, Ordering::Relaxed);
             counters
                 .waited_us

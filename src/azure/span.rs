@@ -23,8 +23,9 @@ pub(crate) fn request_span(request: &Request) -> tracing::Span {
 }
 
 /// Called by the transport with each answer, inside the request's span: records Azure's ids
-/// and status on it (the last attempt's win) and logs the answer at DEBUG.
-pub(crate) fn answered(response: &azure_core::Response) {
+/// and status on it (the last attempt's win), logs the answer at DEBUG and counts it in
+/// `crate::metrics` by method, route template and status.
+pub(crate) fn answered(request: &Request, response: &azure_core::Response) {
     let span = tracing::Span::current();
     let header = |name: &'static str| {
         response
@@ -41,6 +42,16 @@ pub(crate) fn answered(response: &azure_core::Response) {
         span.record("correlation_id", id.as_str());
     }
     tracing::debug!(status, "ARM answered");
+    crate::metrics::arm_answered(
+        request.method().as_ref(),
+        &route_template(request.url()),
+        status,
+    );
+}
+
+/// Called by the transport when an attempt got no answer: counted with the status `none`.
+pub(crate) fn unanswered(request: &Request) {
+    crate::metrics::arm_unanswered(request.method().as_ref(), &route_template(request.url()));
 }
 
 /// `/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{}/start`:

@@ -136,6 +136,9 @@ struct Environment {
     /// Where `serve` listens [default: 0.0.0.0:8080].
     #[arg(long, env = "RDP_DOCTOR_LISTEN", value_name = "ADDR")]
     rdp_doctor_listen: Option<OsString>,
+    /// Where `bot` serves /healthz, /readyz and /metrics [default: not served].
+    #[arg(long, env = "RDP_DOCTOR_METRICS_LISTEN", value_name = "ADDR")]
+    rdp_doctor_metrics_listen: Option<OsString>,
     /// Log filter for rdp-doctor's own logs on stderr [default: warn,rdp_doctor=info]; other
     /// crates stay at warnings whatever it says.
     #[arg(long, env = "RUST_LOG", value_name = "FILTER")]
@@ -259,14 +262,15 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Run the Discord bot (DISCORD_TOKEN, DISCORD_API_URL, DISCORD_GUILD_ID) until SIGTERM/Ctrl-C.
+    /// Run the Discord bot (DISCORD_TOKEN, DISCORD_API_URL, DISCORD_GUILD_ID) until SIGTERM/Ctrl-C;
+    /// `GET /healthz`, `/readyz` and `/metrics` on RDP_DOCTOR_METRICS_LISTEN if set.
     Bot {
         /// Serve the demo world of the built-in simulator instead of Azure (training, demos).
         #[arg(long)]
         simulate: bool,
     },
     /// Serve Discord's HTTP interactions endpoint (`POST /interactions`, `GET /healthz`, `GET
-    /// /readyz`) on RDP_DOCTOR_LISTEN until SIGTERM/Ctrl-C (DISCORD_TOKEN, DISCORD_PUBLIC_KEY,
+    /// /readyz`, `GET /metrics`) on RDP_DOCTOR_LISTEN until SIGTERM/Ctrl-C (DISCORD_TOKEN, DISCORD_PUBLIC_KEY,
     /// DISCORD_APPLICATION_ID, DISCORD_API_URL, DISCORD_GUILD_ID).
     Serve {
         /// Serve the demo world of the built-in simulator instead of Azure (training, demos).
@@ -276,8 +280,15 @@ enum Command {
     /// Register the `/rdp` commands with Discord (bulk overwrite), in DISCORD_GUILD_ID or
     /// globally, as `bot` and `serve` do at start-up.
     Register,
-    /// Check the configuration and runbook files load (for container health checks).
+    /// Check the configuration and runbook files load.
     Health,
+    /// GET a URL (the container's health check): exit 0 on a 2xx answer, else 1 with the
+    /// status and the body's first line on stderr.
+    Probe {
+        /// The URL to ask.
+        #[arg(default_value = "http://127.0.0.1:8080/readyz")]
+        url: String,
+    },
     /// Serve the built-in Azure simulator (ARM, token endpoint and blobs on one port).
     Simulate {
         /// Address to listen on, e.g. 127.0.0.1:8080.
@@ -528,6 +539,7 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
             println!("ok");
             Ok(Done::Clean)
         }
+        Command::Probe { url } => probe(&url).await,
     }
 }
 
@@ -685,11 +697,24 @@ async fn bot(simulate: bool) -> Result<Done, CliError> {
     let (token, guild_id, api_url) = discord_env()?;
     let file = FileConfig::load().map_err(CliError::usage)?;
     let (door, _simulator) = door_with(simulate, &[], &file, Front::Discord(guild_id)).await?;
+    let metrics_listener = match std::env::var("RDP_DOCTOR_METRICS_LISTEN") {
+        Ok(listen) if !listen.trim().is_empty() => Some(
+            tokio::net::TcpListener::bind(listen.trim())
+                .await
+                .map_err(|e| {
+                    CliError::usage(format!(
+                        "cannot listen on RDP_DOCTOR_METRICS_LISTEN={listen}: {e}"
+                    ))
+                })?,
+        ),
+        _ => None,
+    };
     let settings = crate::discord::BotSettings {
         token,
         api_url,
         guild_id,
         directory_refresh: directory_refresh(&file),
+        metrics_listener,
     };
     let bot = crate::discord::Bot::new(door);
     crate::discord::run(settings, bot)
@@ -733,6 +758,29 @@ async fn serve(simulate: bool) -> Result<Done, CliError> {
         .await
         .map(|()| Done::Clean)
         .map_err(bot_error)
+}
+
+/// `rdp-doctor probe URL`: 0 on a 2xx answer within 10 seconds; else 1 (`Done::Problems`) with
+/// the status and the body's first line, or why there was no answer, on stderr.
+async fn probe(url: &str) -> Result<Done, CliError> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot make an HTTP client: {e}")))?;
+    let (ok, line) = match client.get(url).send().await {
+        Ok(response) => {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            let first = body.lines().next().unwrap_or("").trim().to_string();
+            (status.is_success(), format!("{status}: {first}"))
+        }
+        Err(e) => (false, format!("no answer from {url}: {e}")),
+    };
+    if ok {
+        return Ok(Done::Clean);
+    }
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    Ok(Done::Problems)
 }
 
 async fn register() -> Result<Done, CliError> {

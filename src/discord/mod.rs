@@ -50,6 +50,8 @@ pub struct BotSettings {
     pub guild_id: Option<u64>,
     /// How often the autocomplete VM list is refreshed.
     pub directory_refresh: Duration,
+    /// `RDP_DOCTOR_METRICS_LISTEN`, bound: `/healthz`, `/readyz` and `/metrics` are served here.
+    pub metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 /// Shared state of the running bot (poise's user data).
@@ -218,11 +220,18 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
 
     let guild = settings.guild_id.map(GuildId::new);
     let refresh = settings.directory_refresh;
+    let health = serve::Health::new(bot.door.clone(), "the gateway is not connected yet");
+    if let Some(listener) = settings.metrics_listener {
+        tokio::spawn(serve::serve_health(listener, health.clone()));
+    }
     let framework = poise::Framework::builder()
         .options(poise::FrameworkOptions {
             commands: vec![rdp()],
             command_check: Some(|ctx| Box::pin(fixes::channel_check(ctx))),
             on_error: |error| Box::pin(on_error(error)),
+            post_command: |ctx| {
+                Box::pin(async move { count(ctx, crate::metrics::Outcome::Ok) })
+            },
             event_handler: |framework, event| {
                 Box::pin(on_event(
                     framework.serenity_context,
@@ -237,6 +246,7 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
         .setup(move |ctx, ready, _framework| {
             Box::pin(async move {
                 register(&ctx.http, guild).await?;
+                health.set_registration(None);
                 bot.door.spawn_directory_refresher(refresh);
                 // Operations a previous run left mid-flight: follow them and post the outcome.
                 fixes::resume(ctx.http.clone(), bot.door.clone());
@@ -541,10 +551,40 @@ fn refusal_titled(title: &str, text: &str) -> CreateInteractionResponse {
     )
 }
 
+/// A slash command (not an autocomplete) ended with `outcome`, in `crate::metrics`.
+fn count(ctx: Context<'_>, outcome: crate::metrics::Outcome) {
+    if let poise::Context::Application(app) = ctx {
+        if app.interaction_type == poise::CommandInteractionType::Autocomplete {
+            return;
+        }
+    }
+    if let Some(command) = crate::metrics::Command::of(&ctx.command().name) {
+        crate::metrics::command(command, outcome);
+    }
+}
+
 /// One place for failures of slash commands: what the person got wrong privately in words;
 /// anything else privately as "internal error, reference X", the log line under the same X.
 async fn on_error(error: poise::FrameworkError<'_, Bot, Error>) {
+    use crate::metrics::Outcome;
     use poise::FrameworkError as E;
+    match &error {
+        E::Command { ctx, .. }
+        | E::CommandPanic { ctx, .. }
+        | E::CommandCheckFailed {
+            error: Some(_),
+            ctx,
+            ..
+        } => count(*ctx, Outcome::Error),
+        E::CommandStructureMismatch { ctx, .. } => {
+            count(poise::Context::Application(*ctx), Outcome::Error)
+        }
+        E::ArgumentParse { ctx, .. }
+        | E::CommandCheckFailed {
+            error: None, ctx, ..
+        } => count(*ctx, Outcome::Refused),
+        _ => {}
+    }
     let (ctx, title, text) = match error {
         E::Command { error, ctx, .. } => {
             let reference = internal_error(&error, &ctx.command().qualified_name);

@@ -11,7 +11,9 @@
 //!
 //! `GET /healthz` answers 200 while the process serves; `GET /readyz` answers 200 when the
 //! commands are registered, the database answers and an ARM token can be had, else 503 naming
-//! each failing part on its own line.
+//! each failing part on its own line; `GET /metrics` is `crate::metrics` in OpenMetrics text.
+//! The gateway (`super::run`) serves the same three on `RDP_DOCTOR_METRICS_LISTEN`
+//! ([`health_router`]).
 //!
 //! Nothing here logs a request body, a signature or an interaction token (a token is a
 //! credential for 15 minutes).
@@ -19,6 +21,7 @@
 use super::steps::{command_caller, private, suggestions};
 use super::transport::{Ack, Cmd};
 use super::{commands, fixes, render, sweep, Bot, BotError, Error};
+use crate::runbook::door::Door;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -32,7 +35,7 @@ use serenity::all::{
     Interaction, ResolvedOption, ResolvedValue,
 };
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
@@ -44,6 +47,9 @@ const FIRST_RESPONSE_WITHIN: Duration = Duration::from_millis(2_900);
 
 /// A readiness probe gives up on a part after this long.
 const PROBE_WITHIN: Duration = Duration::from_secs(5);
+
+/// A scrape reads the database's gauges for at most this long (then leaves them out).
+const GAUGES_WITHIN: Duration = Duration::from_secs(2);
 
 /// The application's public key from the Developer Portal (`DISCORD_PUBLIC_KEY`, 64 hex digits).
 #[derive(Clone, Debug)]
@@ -113,8 +119,30 @@ struct Served {
     bot: Bot,
     http: Arc<Http>,
     key: PublicKey,
+    health: Arc<Health>,
+}
+
+/// What `/readyz` and `/metrics` read, in either mode.
+pub(crate) struct Health {
+    door: Door,
     /// Why the commands are not registered (yet), or `None` once they are.
     registration: Mutex<Option<String>>,
+}
+
+impl Health {
+    pub(crate) fn new(door: Door, not_yet: &str) -> Arc<Health> {
+        Arc::new(Health {
+            door,
+            registration: Mutex::new(Some(not_yet.to_string())),
+        })
+    }
+
+    /// `None`: the commands are registered; else why not.
+    pub(crate) fn set_registration(&self, why_not: Option<String>) {
+        if let Ok(mut r) = self.registration.lock() {
+            *r = why_not;
+        }
+    }
 }
 
 /// Check the token, register the commands (retried in the background until Discord takes
@@ -136,11 +164,12 @@ pub async fn serve(
             "no [policy] in the config: the endpoint answers every interaction with a refusal"
         );
     }
+    let health = Health::new(bot.door.clone(), "not registered yet");
     let served = Arc::new(Served {
         bot,
         http: http.clone(),
         key: settings.public_key,
-        registration: Mutex::new(Some("not registered yet".into())),
+        health,
     });
     tokio::spawn(register_until_done(served.clone(), guild));
     let addr = listener
@@ -164,9 +193,7 @@ async fn register_until_done(served: Arc<Served>, guild: Option<GuildId>) {
     loop {
         match super::register(&served.http, guild).await {
             Ok(()) => {
-                if let Ok(mut r) = served.registration.lock() {
-                    *r = None;
-                }
+                served.health.set_registration(None);
                 tracing::info!(
                     "commands registered {}",
                     match guild {
@@ -178,9 +205,9 @@ async fn register_until_done(served: Arc<Served>, guild: Option<GuildId>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, "could not register the commands; trying again in {}s", wait.as_secs());
-                if let Ok(mut r) = served.registration.lock() {
-                    *r = Some(format!("not registered: {e}"));
-                }
+                served
+                    .health
+                    .set_registration(Some(format!("not registered: {e}")));
             }
         }
         tokio::time::sleep(wait).await;
@@ -189,28 +216,60 @@ async fn register_until_done(served: Arc<Served>, guild: Option<GuildId>) {
 }
 
 fn router(served: Arc<Served>) -> Router {
+    let health = served.health.clone();
     Router::new()
         .route("/interactions", post(interactions))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(served)
+        .merge(health_router(health))
+}
+
+/// `/healthz`, `/readyz` and `/metrics`: on `serve`'s listener, and on the gateway's
+/// `RDP_DOCTOR_METRICS_LISTEN`.
+pub(crate) fn health_router(health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(health)
+}
+
+/// Serve [`health_router`] on `listener` until SIGTERM or Ctrl-C (gateway mode).
+pub(crate) async fn serve_health(listener: tokio::net::TcpListener, health: Arc<Health>) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("rdp-doctor serving /healthz, /readyz and /metrics on http://{addr}");
+    }
+    let served = axum::serve(listener, health_router(health))
+        .with_graceful_shutdown(super::wait_for_shutdown())
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the metrics listener stopped");
+    }
+}
+
+async fn metrics(State(health): State<Arc<Health>>) -> Response {
+    let gauges = health.door.gauges(GAUGES_WITHIN).await;
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(gauges),
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
     "alive\n"
 }
 
-async fn readyz(State(served): State<Arc<Served>>) -> Response {
+async fn readyz(State(health): State<Arc<Health>>) -> Response {
     let mut failing: Vec<(&str, String)> = Vec::new();
-    let registration = match served.registration.lock() {
+    let registration = match health.registration.lock() {
         Ok(r) => r.clone(),
         Err(_) => Some("unknown".into()),
     };
     if let Some(why) = registration {
         failing.push(("commands", why));
     }
-    match tokio::time::timeout(PROBE_WITHIN, served.bot.door.readiness()).await {
+    match tokio::time::timeout(PROBE_WITHIN, health.door.readiness()).await {
         Ok(parts) => failing.extend(parts),
         Err(_) => failing.push((
             "azure",
@@ -240,6 +299,7 @@ async fn interactions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let received = Instant::now();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let signed = match (
         header("x-signature-ed25519"),
@@ -285,7 +345,17 @@ async fn interactions(
         .await;
     let _entered = span.enter();
     match first {
-        Ok(Ok(first)) => answer(&first.response, Some(first.written)),
+        Ok(Ok(first)) => {
+            // Autocomplete's choices are an answer, not an acknowledgement (and poise answers
+            // them unseen on the gateway).
+            if !matches!(first.response, CreateInteractionResponse::Autocomplete(_)) {
+                crate::metrics::acknowledged(
+                    crate::metrics::Transport::Endpoint,
+                    received.elapsed(),
+                );
+            }
+            answer(&first.response, Some(first.written))
+        }
         Ok(Err(_)) => {
             tracing::error!("an interaction was handled without a first response");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -400,14 +470,21 @@ struct MissingOption(&'static str);
 /// A slash command that came over HTTP: the fence (poise's `command_check` with the gateway),
 /// its options as poise reads them, the same command bodies, and the same errors as `on_error`.
 async fn run_command(cmd: Cmd<'_>) {
+    use crate::metrics::Outcome;
+    let (name, options) = subcommand(cmd.interaction);
+    let count = |outcome| {
+        if let Some(command) = crate::metrics::Command::of(&name) {
+            crate::metrics::command(command, outcome);
+        }
+    };
     if let Err(e) = cmd.bot.door.admit(&command_caller(cmd.interaction)) {
+        count(Outcome::Refused);
         let refusal = private(render::notice("Not here", &e.to_string()));
         if let Err(e) = cmd.send(refusal).await {
             tracing::warn!(error = %e, "could not refuse a command");
         }
         return;
     }
-    let (name, options) = subcommand(cmd.interaction);
     // A panic is answered as an error, as poise's `handle_panics` does on the gateway.
     let routed = std::panic::AssertUnwindSafe(route(cmd, &name, &options))
         .catch_unwind()
@@ -421,9 +498,17 @@ async fn run_command(cmd: Cmd<'_>) {
             Ok(Err(text.into()))
         });
     let result = match routed {
-        Ok(result) => result,
+        Ok(result) => {
+            count(if result.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Error
+            });
+            result
+        }
         // The person's input; not echoed, as `on_error` does for poise's argument errors.
         Err(missing) => {
+            count(Outcome::Refused);
             let text = format!("{missing}. `/rdp help` lists the commands and their options.");
             cmd.send(private(render::notice("Cannot read that option", &text)))
                 .await
@@ -508,6 +593,20 @@ async fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_subcommand_has_its_metrics_label_and_nothing_else_does() {
+        let names: Vec<String> = super::super::rdp()
+            .subcommands
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect();
+        assert_eq!(names.len(), crate::metrics::Command::ALL.len(), "{names:?}");
+        for name in &names {
+            let command = crate::metrics::Command::of(name);
+            assert_eq!(command.map(|c| c.name()), Some(name.as_str()));
+        }
+    }
 
     #[test]
     fn hex_takes_pairs_of_digits_only() {

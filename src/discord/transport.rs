@@ -15,6 +15,7 @@ use serenity::all::{
     CreateInteractionResponseMessage, Http, InteractionId,
 };
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// How an interaction's first response goes out. Cheap to clone.
@@ -27,6 +28,8 @@ enum Via {
         http: Arc<Http>,
         id: InteractionId,
         token: String,
+        /// When the interaction arrived, for the acknowledgement latency.
+        received: Instant,
     },
     /// The HTTP request Discord is waiting on (HTTP mode): the first response is its answer.
     Endpoint(Mutex<Option<oneshot::Sender<FirstResponse>>>),
@@ -49,6 +52,7 @@ impl Ack {
             http,
             id,
             token: token.to_string(),
+            received: Instant::now(),
         }))
     }
 
@@ -63,7 +67,16 @@ impl Ack {
     /// ("already acknowledged").
     pub async fn respond(&self, response: CreateInteractionResponse) -> serenity::Result<()> {
         match &*self.0 {
-            Via::Callback { http, id, token } => response.execute(&**http, (*id, token)).await,
+            Via::Callback {
+                http,
+                id,
+                token,
+                received,
+            } => {
+                response.execute(&**http, (*id, token)).await?;
+                acknowledged(*received);
+                Ok(())
+            }
             Via::Endpoint(waiting) => {
                 let sender = waiting.lock().ok().and_then(|mut s| s.take());
                 let Some(tx) = sender else {
@@ -92,6 +105,12 @@ impl Ack {
     }
 }
 
+/// The first response to a gateway interaction went out (the endpoint's are timed by the HTTP
+/// handler, from the request's arrival).
+fn acknowledged(received: Instant) {
+    crate::metrics::acknowledged(crate::metrics::Transport::Gateway, received.elapsed());
+}
+
 /// A slash command's context over either transport.
 #[derive(Clone, Copy)]
 pub struct Cmd<'a> {
@@ -99,6 +118,8 @@ pub struct Cmd<'a> {
     pub interaction: &'a CommandInteraction,
     pub http: &'a Arc<Http>,
     via: CmdVia<'a>,
+    /// When the command reached its handler, for the gateway's acknowledgement latency.
+    received: Instant,
 }
 
 #[derive(Clone, Copy)]
@@ -115,6 +136,7 @@ impl<'a> From<AppContext<'a>> for Cmd<'a> {
             interaction: ctx.interaction,
             http: &ctx.framework.serenity_context.http,
             via: CmdVia::Poise(ctx),
+            received: Instant::now(),
         }
     }
 }
@@ -132,11 +154,13 @@ impl<'a> Cmd<'a> {
             interaction,
             http,
             via: CmdVia::Endpoint(ack),
+            received: Instant::now(),
         }
     }
 
     /// Acknowledge with "thinking…" (public, or `private`ly), before any Azure request.
     pub async fn defer(&self, private: bool) -> Result<(), Error> {
+        let first = self.first_on_gateway();
         match self.via {
             CmdVia::Poise(ctx) if private => ctx.defer_ephemeral().await?,
             CmdVia::Poise(ctx) => ctx.defer().await?,
@@ -146,12 +170,31 @@ impl<'a> Cmd<'a> {
                     .await?
             }
         }
+        self.sent(first);
         Ok(())
+    }
+
+    /// Whether no first response has gone out yet over the gateway (poise keeps count).
+    fn first_on_gateway(&self) -> bool {
+        match self.via {
+            CmdVia::Poise(ctx) => !ctx
+                .has_sent_initial_response
+                .load(std::sync::atomic::Ordering::SeqCst),
+            CmdVia::Endpoint(_) => false,
+        }
+    }
+
+    /// A response went out; if it was the gateway's first, time the acknowledgement.
+    fn sent(&self, first: bool) {
+        if first {
+            acknowledged(self.received);
+        }
     }
 
     /// A message: the first response if there is none yet, else a follow-up (as poise's
     /// `ctx.send`).
     pub async fn send(&self, reply: CreateReply) -> Result<(), Error> {
+        let first = self.first_on_gateway();
         match self.via {
             CmdVia::Poise(ctx) => {
                 ctx.send(reply).await?;
@@ -169,11 +212,13 @@ impl<'a> Cmd<'a> {
                     .await?;
             }
         }
+        self.sent(first);
         Ok(())
     }
 
     /// A first response poise has no reply for (a form).
     pub async fn respond(&self, response: CreateInteractionResponse) -> Result<(), Error> {
+        let first = self.first_on_gateway();
         match self.via {
             CmdVia::Poise(ctx) => {
                 self.interaction
@@ -184,6 +229,7 @@ impl<'a> Cmd<'a> {
             }
             CmdVia::Endpoint(ack) => ack.respond(response).await?,
         }
+        self.sent(first);
         Ok(())
     }
 }

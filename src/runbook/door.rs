@@ -303,6 +303,29 @@ impl Door {
         failing
     }
 
+    /// The database's gauges for `/metrics` (no person: counts only, no VM or name), each
+    /// `None` if the database is not configured or does not answer within `within`.
+    pub async fn gauges(&self, within: Duration) -> crate::metrics::Gauges {
+        let Some(operator) = &self.operator else {
+            return crate::metrics::Gauges::default();
+        };
+        let store = &operator.store;
+        let read = async {
+            let running = store.count_running_operations().await;
+            let pending = store
+                .count_pending_confirmations(crate::store::now_ms())
+                .await;
+            (running.ok(), pending.ok())
+        };
+        match tokio::time::timeout(within, read).await {
+            Ok((operations_running, confirmations_pending)) => crate::metrics::Gauges {
+                operations_running,
+                confirmations_pending,
+            },
+            Err(_) => crate::metrics::Gauges::default(),
+        }
+    }
+
     /// ARM requests made so far by this process (for the reports' statistics).
     pub fn arm_requests(&self) -> u64 {
         self.arm.request_count()

@@ -150,6 +150,19 @@ impl Store {
         Ok(confirmation)
     }
 
+    /// How many confirmations are pending and not expired at `now_ms`, for the metrics.
+    pub async fn count_pending_confirmations(&self, now_ms: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM confirmations WHERE state = 'pending' AND expires_ms > $1",
+        )
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::db("counting pending confirmations"))?;
+        row.try_get("n")
+            .map_err(StoreError::db("counting pending confirmations"))
+    }
+
     pub async fn get_confirmation(&self, id: &str) -> Result<Option<Confirmation>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM confirmations WHERE id = $1"

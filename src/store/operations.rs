@@ -235,6 +235,18 @@ impl Store {
     }
 }
 
+impl Store {
+    /// How many operations are running (every replica's), for the metrics.
+    pub async fn count_running_operations(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM operations WHERE state = 'running'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::db("counting running operations"))?;
+        row.try_get("n")
+            .map_err(StoreError::db("counting running operations"))
+    }
+}
+
 fn operation_from_row(row: &AnyRow) -> Result<Operation, StoreError> {
     let read = |row: &AnyRow| -> Result<Operation, sqlx::Error> {
         Ok(Operation {

@@ -9,6 +9,7 @@ mod cli;
 mod discord;
 mod fake_discord;
 mod fix;
+mod metrics;
 mod runbook;
 mod serve;
 mod sim;

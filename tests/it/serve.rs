@@ -644,6 +644,142 @@ async fn healthz_answers_while_readyz_names_what_is_not_ready() {
     .await
 }
 
+#[tokio::test]
+async fn metrics_count_a_check_over_http_with_bounded_labels_and_no_names() {
+    use crate::metrics::{get, parse};
+    within(async {
+        let world = World::new().vm("web-01");
+        let secret = world.client_secret.clone();
+        let served = Served::start(world, SimOptions::fast()).await.ready().await;
+        let scrape = || async {
+            let (status, content_type, text) = get(&format!("{}/metrics", served.endpoint.url)).await;
+            assert_eq!(status, 200, "{text}");
+            assert!(
+                content_type.starts_with("application/openmetrics-text"),
+                "{content_type}"
+            );
+            (parse(&text), text)
+        };
+        // The registry is the process's: other tests running meanwhile only add to it.
+        let (before, _) = scrape().await;
+        let check_ok = [("command", "check"), ("outcome", "ok")];
+        let acks = [("transport", "endpoint")];
+        let vm_get = [
+            ("method", "GET"),
+            (
+                "route",
+                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{}",
+            ),
+            ("status", "200"),
+        ];
+
+        let i = served
+            .discord
+            .slash(&served.alice, "rdp", &["check"], vm("web-01"))
+            .await;
+        let answer = served
+            .endpoint
+            .deliver(&served.discord, &served.front, &i)
+            .await;
+        assert_eq!(answer.json()["type"], 5, "{}", answer.body);
+        served.final_edit(&i).await;
+        // A fix offered and not yet confirmed: one pending confirmation in this database.
+        let restart = served
+            .discord
+            .slash(&served.alice, "rdp", &["restart"], vm("web-01"))
+            .await;
+        served
+            .endpoint
+            .deliver(&served.discord, &served.front, &restart)
+            .await;
+        loop {
+            let edit = served.discord.next_edit(&restart, WAIT).await.expect("the prompt");
+            if title(&edit).starts_with("Confirm") {
+                break;
+            }
+        }
+
+        // The commands are counted once their handlers return, just after their last message.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let (after, text) = loop {
+            let (after, text) = scrape().await;
+            let restarts = after.value(
+                "rdp_doctor_commands_total",
+                &[("command", "restart"), ("outcome", "ok")],
+            );
+            if after.value("rdp_doctor_commands_total", &check_ok)
+                > before.value("rdp_doctor_commands_total", &check_ok)
+                && restarts
+                    > before.value(
+                        "rdp_doctor_commands_total",
+                        &[("command", "restart"), ("outcome", "ok")],
+                    )
+            {
+                break (after, text);
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never counted:\n{text}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let moved = |name: &str, labels: &[(&str, &str)]| {
+            after.value(name, labels) > before.value(name, labels)
+        };
+        assert!(
+            moved("rdp_doctor_acknowledgement_seconds_count", &acks),
+            "{text}"
+        );
+        assert!(
+            moved("rdp_doctor_acknowledgement_seconds_sum", &acks),
+            "{text}"
+        );
+        let mut le_one_second = acks.to_vec();
+        le_one_second.push(("le", "1.0"));
+        assert!(
+            moved("rdp_doctor_acknowledgement_seconds_bucket", &le_one_second),
+            "a deferral within a second: {text}"
+        );
+        assert!(moved("rdp_doctor_arm_requests_total", &vm_get), "{text}");
+        // This test's own database: exact.
+        assert_eq!(after.value("rdp_doctor_confirmations_pending", &[]), 1.0, "{text}");
+        assert_eq!(after.value("rdp_doctor_operations_running", &[]), 0.0, "{text}");
+        for family in [
+            "rdp_doctor_arm_throttled",
+            "rdp_doctor_leases_taken_over",
+            "rdp_doctor_arm_pacing_wait_seconds",
+        ] {
+            assert!(after.types.contains_key(family), "{family} missing: {text}");
+        }
+
+        // Bounded labels: routes are templates, commands and outcomes from closed sets.
+        for sample in after.all("rdp_doctor_arm_requests_total") {
+            let route = &sample.labels["route"];
+            assert!(
+                route
+                    .split('/')
+                    .all(|s| s.is_empty() || s == "{}" || s.chars().next().unwrap().is_ascii_alphabetic()),
+                "{route}"
+            );
+            assert!(!route.contains('?'), "{route}");
+        }
+        for sample in after.all("rdp_doctor_commands_total") {
+            assert!(
+                ["ok", "refused", "error"].contains(&sample.labels["outcome"].as_str()),
+                "{sample:?}"
+            );
+        }
+        for secret in [
+            secret.as_str(),
+            "web-01",
+            "rg-web",
+            rdp_doctor::sim::DEFAULT_SUBSCRIPTION,
+            i.token.as_str(),
+            TOKEN,
+        ] {
+            assert!(!text.contains(secret), "{secret} in the metrics:\n{text}");
+        }
+    })
+    .await
+}
+
 /// The binary: `rdp-doctor serve --simulate` with `RDP_DOCTOR_LISTEN=127.0.0.1:0`, as an operator
 /// runs it; the address it listens on is read from its log.
 fn serve_command(api_url: &str) -> tokio::process::Command {
