@@ -1174,6 +1174,7 @@ async fn a_stored_operation_url_on_another_host_is_refused_and_unlock_frees_the_
                 requester_name: "alice".into(),
                 confirmation_id: None,
                 started_ms: rdp_doctor::runbook::operate::now_ms(),
+                owner: None,
             })
             .await
             .unwrap()
@@ -1338,6 +1339,7 @@ async fn an_operation_without_azures_answer_is_finished_as_interrupted_after_a_g
             requester_name: "alice".into(),
             confirmation_id: None,
             started_ms,
+            owner: None,
         };
         let now = rdp_doctor::runbook::operate::now_ms();
         b.operator
