@@ -14,7 +14,7 @@
 use super::catalog::{Catalog, Permission};
 use super::fix::FixRequest;
 use super::limits::{PersonLimiter, PersonRate, RateLimited, SweepBusy, SweepSlots};
-use super::operate::{OperateError, Operator, Outcome, Progress, Prompt};
+use super::operate::{OnDone, OperateError, Operator, Outcome, Progress, Prompt};
 use super::sweep::{SweepEvent, SweepOptions, SweepReport};
 use super::{CheckError, CheckOptions, Console, Event, Report, Stats};
 use crate::azure::{Arm, ArmError, ResolveError, ScopeError, SweepScope, VmDirectory};
@@ -884,7 +884,7 @@ impl Door {
     /// aborted.
     pub fn spawn_takeovers(
         &self,
-        on_done: Arc<dyn Fn(&crate::store::Operation, &Outcome) + Send + Sync>,
+        on_done: OnDone,
     ) -> Result<tokio::task::JoinHandle<()>, DoorError> {
         Ok(self.operator()?.spawn_takeovers(on_done))
     }

@@ -229,6 +229,9 @@ pub struct Operator {
     takeovers: Arc<AtomicU64>,
 }
 
+/// What a watch for lapsed leases does with each outcome it records (posts it, in chat).
+pub type OnDone = Arc<dyn Fn(&crate::store::Operation, &Outcome) + Send + Sync>;
+
 /// The lease every operation has unless `[replicas] lease_secs` says otherwise.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
@@ -1260,10 +1263,7 @@ impl Operator {
     /// of its own; `on_done` gets the outcomes this process records (to post them). Of
     /// several replicas passing at once exactly one takes each operation (`Store::take_over`).
     /// Returns how many operations this pass took.
-    pub async fn take_over_lapsed(
-        &self,
-        on_done: Arc<dyn Fn(&crate::store::Operation, &Outcome) + Send + Sync>,
-    ) -> Result<usize, OperateError> {
+    pub async fn take_over_lapsed(&self, on_done: OnDone) -> Result<usize, OperateError> {
         let running = stored("listing running operations", || {
             self.store.running_operations()
         })
@@ -1313,10 +1313,7 @@ impl Operator {
     /// Run [`Self::take_over_lapsed`] now and then every third of the lease (give or take a
     /// quarter, so that replicas started together do not pass in step), until the task is
     /// aborted.
-    pub fn spawn_takeovers(
-        &self,
-        on_done: Arc<dyn Fn(&crate::store::Operation, &Outcome) + Send + Sync>,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_takeovers(&self, on_done: OnDone) -> tokio::task::JoinHandle<()> {
         let operator = self.clone();
         tokio::spawn(async move {
             loop {

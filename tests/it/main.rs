@@ -9,6 +9,7 @@ mod cli;
 mod discord;
 mod fake_discord;
 mod fix;
+mod replicas;
 mod runbook;
 mod serve;
 mod sim;
