@@ -98,7 +98,8 @@ impl Store {
             .bind(&o.confirmation_id)
             .bind(o.started_ms)
             .bind(&o.owner)
-            .bind(now_ms())
+            // The owner's first heartbeat is the start.
+            .bind(o.started_ms)
             .fetch_one(&self.pool)
             .await;
             let err = match inserted {
