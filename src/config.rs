@@ -29,6 +29,44 @@ pub struct FileConfig {
     /// How often one person may run commands.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Several processes on one database: how long an operation's lease lasts.
+    #[serde(default)]
+    pub replicas: ReplicasConfig,
+}
+
+/// Replicas sharing one database (`serve` behind a load balancer, or a bot restarted).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicasConfig {
+    /// Seconds a replica that stopped renewing keeps its running operations before another
+    /// takes them over (default 30, from 1 to 3600); it renews every third of that.
+    pub lease_secs: Option<u64>,
+}
+
+impl ReplicasConfig {
+    /// The most a lease may be: an hour (a dead replica's operation waits that long).
+    const MAX_LEASE_SECS: u64 = 3600;
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        match self.lease_secs {
+            Some(secs) if !(1..=Self::MAX_LEASE_SECS).contains(&secs) => Err((
+                "lease_secs",
+                format!(
+                    "[replicas] lease_secs = {secs} is out of range: seconds from 1 to {}, e.g. 30 (the default)",
+                    Self::MAX_LEASE_SECS
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// How long an operation's lease lasts.
+    pub fn lease(&self) -> Duration {
+        self.lease_secs
+            .filter(|s| (1..=Self::MAX_LEASE_SECS).contains(s))
+            .map(Duration::from_secs)
+            .unwrap_or(crate::runbook::operate::DEFAULT_LEASE)
+    }
 }
 
 /// Per-person limits (`runbook::limits::PersonLimiter::from_config` builds the limiter).
@@ -142,6 +180,10 @@ impl FileConfig {
             let at = spans.azure.get(field).map(|value| position(text, value));
             return Err(refused(at, message));
         }
+        if let Err((field, message)) = file.replicas.check() {
+            let at = spans.replicas.get(field).map(|value| position(text, value));
+            return Err(refused(at, message));
+        }
         if let Some(policy) = &file.policy {
             if let Err(e) = crate::policy::Policy::new(Some(policy)) {
                 return Err(refused(spans.policy.at(text, &e), e.to_string()));
@@ -156,6 +198,8 @@ impl FileConfig {
 struct Spans {
     #[serde(default)]
     azure: Fields,
+    #[serde(default)]
+    replicas: Fields,
     #[serde(default)]
     policy: PolicySpans,
 }
@@ -361,5 +405,23 @@ mod tests {
         let plain = FileConfig::parse("[azure]\n", "x.toml").unwrap();
         assert_eq!(plain.azure.unknown_vm_ttl(), Duration::from_secs(30));
         assert!(FileConfig::parse("[limits]\nper_minute = 3\n", "x.toml").is_err());
+    }
+
+    #[test]
+    fn the_lease_is_thirty_seconds_unless_set_within_range() {
+        let plain = FileConfig::parse("", "x.toml").unwrap();
+        assert_eq!(plain.replicas.lease(), Duration::from_secs(30));
+        let short = FileConfig::parse("[replicas]\nlease_secs = 2\n", "x.toml").unwrap();
+        assert_eq!(short.replicas.lease(), Duration::from_secs(2));
+        for bad in ["0", "3601"] {
+            let err = FileConfig::parse(&format!("[replicas]\nlease_secs = {bad}\n"), "x.toml")
+                .expect_err("out of range")
+                .to_string();
+            assert_eq!(
+                err,
+                format!("x.toml:2:14: [replicas] lease_secs = {bad} is out of range: seconds from 1 to 3600, e.g. 30 (the default)")
+            );
+        }
+        assert!(FileConfig::parse("[replicas]\nlease = 2\n", "x.toml").is_err());
     }
 }

@@ -870,7 +870,15 @@ async fn door_with(
                 .await
                 // A database that cannot be opened is configuration (exit 2).
                 .map_err(CliError::usage)?;
+            // Every terminal command on a machine is one owner (a stopped one's operation is
+            // the next command's to follow at once); each bot or `serve` process is its own
+            // replica, whose operations others take over once its lease lapses.
+            let replica = match front {
+                Front::Terminal { .. } => format!("cli@{}", crate::runbook::operate::host_name()),
+                Front::Discord(_) => crate::runbook::operate::replica_id(),
+            };
             door.with_store(store)
+                .with_replica(&replica, file.replicas.lease())
         }
     };
     Ok((door, sim))

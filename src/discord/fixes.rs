@@ -786,33 +786,29 @@ pub(super) async fn permissions_in(cmd: Cmd<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-/// After a restart: follow every operation that was running and post its outcome.
-pub fn resume(http: Arc<Http>, door: Door) {
-    tokio::spawn(async move {
-        let handle = tokio::runtime::Handle::current();
-        let result = door
-            .resume(&move |op, outcome| {
-                let Some(channel) = op.channel.as_deref().and_then(|c| c.parse::<u64>().ok())
-                else {
-                    return;
-                };
-                let embed = outcome_embed(outcome);
-                let http = http.clone();
-                handle.spawn(async move {
-                    let message = CreateMessage::new()
-                        .content("Resumed after a restart of rdp-doctor:")
-                        .embed(embed)
-                        .allowed_mentions(CreateAllowedMentions::new());
-                    if let Err(e) = ChannelId::new(channel).send_message(&*http, message).await {
-                        tracing::warn!(error = %e, "could not post a resumed outcome");
-                    }
-                });
-            })
-            .await;
-        match result {
-            Ok(0) => {}
-            Ok(n) => tracing::info!("resumed {n} operation(s) interrupted by a restart"),
-            Err(e) => tracing::error!(error = %e, "could not resume operations"),
-        }
-    });
+/// For the process's whole life: take over every operation whose owner stopped renewing its
+/// lease (a replica that died, this bot before a restart), follow it to its end and post the
+/// outcome in its channel. Only the replica that records an outcome posts it, so it is posted
+/// once however many replicas watch.
+pub fn take_over_operations(http: Arc<Http>, door: Door) {
+    let handle = tokio::runtime::Handle::current();
+    let post = move |op: &crate::store::Operation, outcome: &crate::runbook::operate::Outcome| {
+        let Some(channel) = op.channel.as_deref().and_then(|c| c.parse::<u64>().ok()) else {
+            return;
+        };
+        let embed = outcome_embed(outcome);
+        let http = http.clone();
+        handle.spawn(async move {
+            let message = CreateMessage::new()
+                .content("Resumed after a restart of rdp-doctor:")
+                .embed(embed)
+                .allowed_mentions(CreateAllowedMentions::new());
+            if let Err(e) = ChannelId::new(channel).send_message(&*http, message).await {
+                tracing::warn!(error = %e, "could not post a resumed outcome");
+            }
+        });
+    };
+    if let Err(e) = door.spawn_takeovers(Arc::new(post)) {
+        tracing::error!(error = %e, "cannot take over operations");
+    }
 }

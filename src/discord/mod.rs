@@ -248,8 +248,9 @@ pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
                 register(&ctx.http, guild).await?;
                 health.set_registration(None);
                 bot.door.spawn_directory_refresher(refresh);
-                // Operations a previous run left mid-flight: follow them and post the outcome.
-                fixes::resume(ctx.http.clone(), bot.door.clone());
+                // Operations a stopped replica (or a previous run) left mid-flight: take them
+                // over once their lease lapses, follow them and post the outcome.
+                fixes::take_over_operations(ctx.http.clone(), bot.door.clone());
                 if !bot.door.policy().configured() {
                     tracing::warn!("no [policy] in the config: the bot answers every interaction with a refusal");
                 }

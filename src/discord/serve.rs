@@ -157,8 +157,9 @@ pub async fn serve(
     let guild = settings.guild_id.map(GuildId::new);
     bot.door
         .spawn_directory_refresher(settings.directory_refresh);
-    // Operations a previous run left mid-flight: follow them and post the outcome.
-    fixes::resume(http.clone(), bot.door.clone());
+    // Operations a stopped replica (or a previous run) left mid-flight: take them over once
+    // their lease lapses, follow them and post the outcome.
+    fixes::take_over_operations(http.clone(), bot.door.clone());
     if !bot.door.policy().configured() {
         tracing::warn!(
             "no [policy] in the config: the endpoint answers every interaction with a refusal"

@@ -14,7 +14,7 @@
 use super::catalog::{Catalog, Permission};
 use super::fix::FixRequest;
 use super::limits::{PersonLimiter, PersonRate, RateLimited, SweepBusy, SweepSlots};
-use super::operate::{OperateError, Operator, Outcome, Progress, Prompt};
+use super::operate::{OnDone, OperateError, Operator, Outcome, Progress, Prompt};
 use super::sweep::{SweepEvent, SweepOptions, SweepReport};
 use super::{CheckError, CheckOptions, Console, Event, Report, Stats};
 use crate::azure::{Arm, ArmError, ResolveError, ScopeError, SweepScope, VmDirectory};
@@ -262,6 +262,18 @@ impl Door {
             self.subscriptions.clone(),
         ));
         self
+    }
+
+    /// This process as one of the replicas sharing the store (after [`Door::with_store`]): the
+    /// owner written on its operations and how long a silent owner keeps them.
+    pub fn with_replica(mut self, id: &str, lease: std::time::Duration) -> Door {
+        self.operator = self.operator.map(|o| o.with_replica(id, lease));
+        self
+    }
+
+    /// Operations this process took over from another replica (for metrics); 0 without a store.
+    pub fn takeovers(&self) -> u64 {
+        self.operator.as_ref().map_or(0, Operator::takeovers)
     }
 
     /// Resolve names from a directory with this time-to-live (tests).
@@ -889,7 +901,19 @@ impl Door {
         Ok((summary.vm, op))
     }
 
-    /// Follow the operations a previous run left mid-flight (at start-up; not a person's call).
+    /// Watch for operations whose owner stopped renewing its lease (a replica that died, a bot
+    /// restarted) and follow each to its end; `on_done` gets the outcomes to post (not a
+    /// person's call: `serve` and `bot` run it for their whole life). Stops when the task is
+    /// aborted.
+    pub fn spawn_takeovers(
+        &self,
+        on_done: OnDone,
+    ) -> Result<tokio::task::JoinHandle<()>, DoorError> {
+        Ok(self.operator()?.spawn_takeovers(on_done))
+    }
+
+    /// Follow every running operation now, whatever its lease (`rdp-doctor resume`, once the
+    /// caller is authorised: see [`Door::resume_for`]).
     pub async fn resume(
         &self,
         on_done: &(dyn Fn(&crate::store::Operation, &Outcome) + Send + Sync),

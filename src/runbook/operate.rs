@@ -42,7 +42,9 @@ use crate::store::{
 };
 use secrecy::SecretString;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Milliseconds since the Unix epoch (the store's clock).
 pub fn now_ms() -> i64 {
@@ -217,7 +219,21 @@ pub struct Operator {
     passwords: Arc<Mutex<HashMap<String, (String, SecretString)>>>,
     /// Operations a task of this process is running or following now.
     live: Arc<Mutex<HashSet<i64>>>,
+    /// Who this process is among the replicas sharing the database: the owner it writes on the
+    /// operations it runs or follows (their lease).
+    replica: Arc<str>,
+    /// How long an owner that stopped renewing keeps its operations before another replica
+    /// takes them over.
+    lease: Duration,
+    /// Operations this process took over from another replica (or a stopped process).
+    takeovers: Arc<AtomicU64>,
 }
+
+/// What a watch for lapsed leases does with each outcome it records (posts it, in chat).
+pub type OnDone = Arc<dyn Fn(&crate::store::Operation, &Outcome) + Send + Sync>;
+
+/// The lease every operation has unless `[replicas] lease_secs` says otherwise.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 impl Operator {
     pub fn new(
@@ -235,7 +251,40 @@ impl Operator {
             subscriptions,
             passwords: Arc::new(Mutex::new(HashMap::new())),
             live: Arc::new(Mutex::new(HashSet::new())),
+            replica: replica_id().into(),
+            lease: DEFAULT_LEASE,
+            takeovers: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// This process as one replica: `id` is the owner written on its operations (random per
+    /// process by default), `lease` how long a silent owner keeps them.
+    pub fn with_replica(mut self, id: &str, lease: Duration) -> Operator {
+        self.replica = id.into();
+        self.lease = lease.max(Duration::from_millis(300));
+        self
+    }
+
+    /// The owner this process writes on its operations.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// How long a silent owner keeps its operations.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// How many operations this process took over from another owner (for metrics).
+    pub fn takeovers(&self) -> u64 {
+        self.takeovers.load(Ordering::Relaxed)
+    }
+
+    /// One more operation taken over from a replica that stopped renewing its lease: counted
+    /// here and in `rdp_doctor_leases_taken_over_total`.
+    fn count_takeover(&self) {
+        self.takeovers.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::lease_taken_over();
     }
 
     /// Append to the audit log; a failure is logged (for entries nothing depends on).
@@ -427,8 +476,17 @@ impl Operator {
             return Ok(notes);
         };
         let mut hint = String::new();
+        // Not followed by a task of this process: ours to follow if this process owns it (a
+        // task of ours was dropped; a stopped terminal command's, as every terminal command on
+        // a machine is one owner) or its owner's lease has lapsed. A live replica's is left to
+        // it: the VM is busy.
         if !self.is_live(op.id) {
-            if let Some(outcome) = self.follow_stored(&op).await? {
+            let cutoff = if op.owner.as_deref() == Some(&*self.replica) {
+                i64::MAX
+            } else {
+                self.lease_cutoff()
+            };
+            if let Some(outcome) = self.follow_stored(&op, cutoff).await? {
                 let how = match (&outcome.result, outcome.still_running) {
                     (Ok(()), _) => "it succeeded".to_string(),
                     (Err(e), false) => format!("it failed: {e}"),
@@ -710,6 +768,7 @@ impl Operator {
             },
             confirmation_id: confirmation_id.map(str::to_string),
             started_ms: now_ms(),
+            owner: Some(self.replica.to_string()),
         };
         // Lock, 2: recording the running operation is the lock. The store's partial unique index
         // allows one running operation per VM, whichever process or connection inserts it, so
@@ -742,6 +801,9 @@ impl Operator {
         // Ours until it ends or this task is dropped (then a later command follows it): while
         // held, `ensure_free` and `resume` in this process leave the operation to this task.
         let _live = self.hold(operation.id);
+        // The lease: renewed while this task runs, so that other replicas leave it alone; if
+        // this process dies, another takes the operation over once the lease lapses.
+        let mut lease = self.keep_lease(operation.id);
         let job = Job {
             operation_id: operation.id,
             actor,
@@ -841,10 +903,13 @@ impl Operator {
         progress(Progress::Waiting);
         // Follow, 2: poll Azure's operation until it ends or `operation_timeout` passes; polling
         // only reads, so nothing is sent twice.
-        let result = self
-            .arm
-            .wait(&handle, &format!("{} of {}", action.as_str(), vm.name))
-            .await;
+        // A replica that lost its lease (another took the operation over, believing this one
+        // dead) stops following: the new owner records and posts the outcome.
+        let what = format!("{} of {}", action.as_str(), vm.name);
+        let result = tokio::select! {
+            result = self.arm.wait(&handle, &what) => result,
+            () = lease.lost() => return Ok(lease_lost(&job, notes)),
+        };
         // Follow, 3 and re-check: `conclude` records the end and re-checks.
         Ok(self.conclude(&job, result, before, notes, progress).await)
     }
@@ -972,9 +1037,24 @@ impl Operator {
         job: &Job<'_>,
         result: Result<(), ArmError>,
         before: Option<Report>,
-        mut notes: Vec<String>,
+        notes: Vec<String>,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Outcome {
+        self.conclude_recorded(job, result, before, notes, progress)
+            .await
+            .0
+    }
+
+    /// [`Self::conclude`], and whether this call recorded the outcome (`false`: another process
+    /// following the same operation did, and says so).
+    async fn conclude_recorded(
+        &self,
+        job: &Job<'_>,
+        result: Result<(), ArmError>,
+        before: Option<Report>,
+        mut notes: Vec<String>,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> (Outcome, bool) {
         // Follow, 3: only Azure's verdict (success, or the operation failed) ends the operation.
         // A timeout or an unreadable operation leaves it running: the VM stays locked and
         // `resume` or the next command on the VM follows it.
@@ -1056,7 +1136,7 @@ impl Operator {
             }
             changes = diff(before.as_ref(), after.as_ref());
         }
-        Outcome {
+        let outcome = Outcome {
             action: job.action,
             vm: job.vm.clone(),
             confirmed_by: job.actor.name.clone(),
@@ -1066,7 +1146,8 @@ impl Operator {
             changes,
             notes,
             still_settling,
-        }
+        };
+        (outcome, recorded_here)
     }
 
     /// After a start, restart or redeploy: read the VM until it runs with a Ready guest agent
@@ -1155,8 +1236,10 @@ impl Operator {
         .await
     }
 
-    /// Follow every running operation no task of this process is following (after a restart,
-    /// or `rdp-doctor resume`) to its end, at the same time. Returns how many were followed.
+    /// Follow every running operation no task of this process is following (`rdp-doctor
+    /// resume`: a person says its owner is gone) to its end, at the same time, taking each over
+    /// whatever its lease (a live owner that loses it stops following without posting).
+    /// Returns how many were followed; `on_done` gets the outcomes this process recorded.
     pub async fn resume(
         &self,
         on_done: &(dyn Fn(&crate::store::Operation, &Outcome) + Send + Sync),
@@ -1169,7 +1252,7 @@ impl Operator {
             running
                 .iter()
                 .filter(|op| !self.is_live(op.id))
-                .map(|op| async move { (op, self.follow_stored(op).await) }),
+                .map(|op| async move { (op, self.follow_stored(op, i64::MAX).await) }),
         )
         .await;
         let mut count = 0;
@@ -1182,11 +1265,112 @@ impl Operator {
         Ok(count)
     }
 
-    /// Follow an operation another process started (or one this process let go of): from its
-    /// stored URL to its end. Without a URL it is left alone for a grace period (someone may be
-    /// sending it right now), then finished as interrupted after reading the VM. `None` when
-    /// it was left alone.
+    /// One pass of the replicas' watch: take over every running operation whose owner's lease
+    /// has lapsed (its heartbeat is older than the lease) and follow each to its end in a task
+    /// of its own; `on_done` gets the outcomes this process records (to post them). Of
+    /// several replicas passing at once exactly one takes each operation (`Store::take_over`).
+    /// Returns how many operations this pass took.
+    pub async fn take_over_lapsed(&self, on_done: OnDone) -> Result<usize, OperateError> {
+        let running = stored("listing running operations", || {
+            self.store.running_operations()
+        })
+        .await?;
+        let cutoff = self.lease_cutoff();
+        let mut taken = 0;
+        for op in running {
+            let lapsed = op.heartbeat_ms.is_none_or(|beat| beat < cutoff);
+            if self.is_live(op.id) || !lapsed || self.unsent_and_young(&op) {
+                continue;
+            }
+            // Held from here, so that the next pass does not follow it a second time.
+            let held = self.hold(op.id);
+            let Some(mine) = stored("taking over an operation", || {
+                self.store.take_over(op.id, &self.replica, cutoff)
+            })
+            .await?
+            else {
+                continue;
+            };
+            taken += 1;
+            self.count_takeover();
+            tracing::info!(
+                operation = op.id,
+                from = op.owner.as_deref().unwrap_or("nobody"),
+                "took over the {} of {}: its owner stopped renewing its lease",
+                op.action,
+                op.vm_name
+            );
+            let (operator, on_done) = (self.clone(), on_done.clone());
+            tokio::spawn(async move {
+                let _held = held;
+                match operator.follow_owned(&mine).await {
+                    Ok(Some(outcome)) => on_done(&mine, &outcome),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        operation = mine.id,
+                        "could not follow an operation taken over"
+                    ),
+                }
+            });
+        }
+        Ok(taken)
+    }
+
+    /// Run [`Self::take_over_lapsed`] now and then every third of the lease (give or take a
+    /// quarter, so that replicas started together do not pass in step), until the task is
+    /// aborted.
+    pub fn spawn_takeovers(&self, on_done: OnDone) -> tokio::task::JoinHandle<()> {
+        let operator = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = operator.take_over_lapsed(on_done.clone()).await {
+                    tracing::warn!(error = %e, "could not look for operations to take over");
+                }
+                tokio::time::sleep(jittered(operator.lease / 3)).await;
+            }
+        })
+    }
+
+    /// Heartbeats older than this (unix ms) belong to owners whose lease has lapsed.
+    fn lease_cutoff(&self) -> i64 {
+        now_ms() - i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Without Azure's URL and younger than the grace period: someone may be sending it now.
+    fn unsent_and_young(&self, op: &crate::store::Operation) -> bool {
+        op.azure_url.is_none() && now_ms() - op.started_ms < self.unsent_grace_ms()
+    }
+
+    /// Follow an operation another process started (or one this process let go of) once this
+    /// process has taken it over: those whose owner's heartbeat is older than `cutoff`
+    /// (`i64::MAX`: whatever it is). Without a URL it is left alone for a grace period (someone
+    /// may be sending it right now), then finished as interrupted after reading the VM. `None`
+    /// when it was left alone, another replica holds it, or another recorded its outcome.
     async fn follow_stored(
+        &self,
+        op: &crate::store::Operation,
+        cutoff: i64,
+    ) -> Result<Option<Outcome>, OperateError> {
+        if ActionId::parse(&op.action).is_none() || self.unsent_and_young(op) {
+            return Ok(None);
+        }
+        let _live = self.hold(op.id);
+        let Some(mine) = stored("taking over an operation", || {
+            self.store.take_over(op.id, &self.replica, cutoff)
+        })
+        .await?
+        else {
+            return Ok(None);
+        };
+        if op.owner.as_deref() != Some(&*self.replica) {
+            self.count_takeover();
+        }
+        self.follow_owned(&mine).await
+    }
+
+    /// Follow an operation this process has just taken over, renewing its lease, to its end.
+    async fn follow_owned(
         &self,
         op: &crate::store::Operation,
     ) -> Result<Option<Outcome>, OperateError> {
@@ -1201,9 +1385,14 @@ impl Operator {
             source: crate::policy::ActorSource::Cli,
         };
         let _live = self.hold(op.id);
+        let mut lease = self.keep_lease(op.id);
         let what = format!("{} of {}", action.as_str(), vm.name);
         let result = match op.azure_url.as_deref().and_then(OperationHandle::from_json) {
-            Some(handle) => self.arm.wait(&handle, &what).await,
+            // Another replica took it over meanwhile: it follows and posts, this one stops.
+            Some(handle) => tokio::select! {
+                result = self.arm.wait(&handle, &what) => result,
+                () = lease.lost() => return Ok(None),
+            },
             None if now_ms() - op.started_ms < self.unsent_grace_ms() => return Ok(None),
             None => {
                 let state = match self.arm.vm_facts(&vm).await {
@@ -1238,11 +1427,43 @@ impl Operator {
             vm: &vm,
             action,
         };
-        let mut outcome = self.conclude(&job, result, None, Vec::new(), &|_| {}).await;
+        let (mut outcome, recorded) = self
+            .conclude_recorded(&job, result, None, Vec::new(), &|_| {})
+            .await;
+        // Exactly once: only the process whose finish changed the row tells anyone.
+        if !recorded {
+            return Ok(None);
+        }
         if let (Some(before), Some(after)) = (before, outcome.after.as_ref()) {
             outcome.changes = diff_statuses(&before, &statuses(after));
         }
         Ok(Some(outcome))
+    }
+
+    /// Renew the lease on operation `id` every third of the lease until the returned guard is
+    /// dropped; the guard says when the lease is lost (another replica took the operation over,
+    /// or it ended). A database that fails meanwhile is logged and tried again next time.
+    fn keep_lease(&self, id: i64) -> Lease {
+        let (lost, watch) = tokio::sync::watch::channel(false);
+        let (store, owner, every) = (self.store.clone(), self.replica.clone(), self.lease / 3);
+        let renewer = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match store.renew_lease(id, &owner).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let _ = lost.send(true);
+                        return;
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        operation = id,
+                        "could not renew an operation's lease; trying again"
+                    ),
+                }
+            }
+        });
+        Lease { renewer, watch }
     }
 
     /// How long an operation without Azure's URL may be someone's write on its way: the
@@ -1371,6 +1592,85 @@ impl Drop for Held {
             live.remove(&self.id);
         }
     }
+}
+
+/// The lease on an operation this process runs or follows: renewed until dropped.
+struct Lease {
+    renewer: tokio::task::JoinHandle<()>,
+    watch: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Lease {
+    /// Resolves once the lease is lost (never, while it is renewed).
+    async fn lost(&mut self) {
+        if self.watch.wait_for(|lost| *lost).await.is_err() {
+            // The renewer ended without saying "lost" (it only ends that way when aborted).
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
+/// What the person who confirmed hears when another replica took the operation over while
+/// this one followed it: it is still running, and the new owner posts the outcome.
+fn lease_lost(job: &Job<'_>, mut notes: Vec<String>) -> Outcome {
+    notes.push(
+        "another rdp-doctor replica took this operation over (this one had stopped renewing its lease) and posts its outcome in this channel".to_string(),
+    );
+    Outcome {
+        action: job.action,
+        vm: job.vm.clone(),
+        confirmed_by: job.actor.name.clone(),
+        result: Err(ArmError::Timeout {
+            what: format!(
+                "{} of {}: followed by another rdp-doctor replica now (operation still running)",
+                job.action.as_str(),
+                job.vm.name
+            ),
+            after: Duration::ZERO,
+        }),
+        still_running: true,
+        after: None,
+        changes: Vec::new(),
+        notes,
+        still_settling: None,
+    }
+}
+
+/// A replica id for this process: the host's name and 32 random bits, so that two processes on
+/// one host (or two pods that share a name across restarts) are different owners.
+pub fn replica_id() -> String {
+    let mut bytes = [0u8; 4];
+    let suffix = match getrandom::getrandom(&mut bytes) {
+        Ok(()) => bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        // No randomness: the process id still tells processes on one host apart.
+        Err(_) => format!("pid{}", std::process::id()),
+    };
+    format!("{}-{suffix}", host_name())
+}
+
+/// The host's name (`/proc/sys/kernel/hostname`, `HOSTNAME`), or `rdp-doctor`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "rdp-doctor".to_string())
+}
+
+/// `every`, give or take a quarter, at random.
+fn jittered(every: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = getrandom::getrandom(&mut byte);
+    // 0.75 to 1.25 of `every`.
+    every.mul_f64(0.75 + f64::from(byte[0]) / 510.0)
 }
 
 /// One operation being run or followed, and for whom.

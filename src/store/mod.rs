@@ -41,16 +41,30 @@ pub use operations::{Locked, NewOperation, Operation, OperationOutcome};
 ///
 /// sqlx's `migrate!()` lives behind its `macros` feature, which we leave off (no compile-time
 /// checked queries), so the files are listed here; a test checks these lists against the folders.
-static SQLITE_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)]);
-static POSTGRES_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)]);
+static SQLITE_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "leases",
+        include_str!("../../migrations/sqlite/0002_leases.sql"),
+    ),
+]);
+static POSTGRES_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "leases",
+        include_str!("../../migrations/postgres/0002_leases.sql"),
+    ),
+]);
 
 /// Migrations compiled into the binary: `(version, description, sql)`.
 #[derive(Debug, Clone, Copy)]

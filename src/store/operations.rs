@@ -23,6 +23,8 @@ pub struct NewOperation {
     /// The confirmation that authorised it; one confirmation starts at most one operation.
     pub confirmation_id: Option<String>,
     pub started_ms: i64,
+    /// The replica that runs it (holds its lease from the start); see [`Store::take_over`].
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,9 @@ pub struct Operation {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub finished_ms: Option<i64>,
+    /// The replica following it now, and when it last said so (unix ms): its lease.
+    pub owner: Option<String>,
+    pub heartbeat_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +67,8 @@ pub struct Locked {
 }
 
 const COLUMNS: &str = "id, action, vm_id, vm_name, requester, requester_name, confirmation_id, \
-     started_ms, azure_url, channel, message, state, error_code, error_message, finished_ms";
+     started_ms, azure_url, channel, message, state, error_code, error_message, finished_ms, \
+     owner, heartbeat_ms";
 
 /// How often `start_operation` retries when the holder finished between our insert and our read.
 const LOCK_RACE_RETRIES: usize = 3;
@@ -79,8 +85,8 @@ impl Store {
         for _ in 0..LOCK_RACE_RETRIES {
             let inserted = sqlx::query(&format!(
                 "INSERT INTO operations (action, vm_id, vm_key, vm_name, requester,
-                     requester_name, confirmation_id, started_ms, state)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running')
+                     requester_name, confirmation_id, started_ms, state, owner, heartbeat_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', $9, $10)
                  RETURNING {COLUMNS}"
             ))
             .bind(&o.action)
@@ -90,6 +96,9 @@ impl Store {
             .bind(&o.requester)
             .bind(&o.requester_name)
             .bind(&o.confirmation_id)
+            .bind(o.started_ms)
+            .bind(&o.owner)
+            // The owner's first heartbeat is the start.
             .bind(o.started_ms)
             .fetch_one(&self.pool)
             .await;
@@ -223,6 +232,53 @@ impl Store {
         })
     }
 
+    /// The owner says it still follows the running operation `id`: its heartbeat is now.
+    /// `false` when the lease is lost: the operation ended, or another replica took it over
+    /// (then the caller stops following it, and posts nothing).
+    pub async fn renew_lease(&self, id: i64, owner: &str) -> Result<bool, StoreError> {
+        let changed = self
+            .run(
+                sqlx::query(
+                    "UPDATE operations SET heartbeat_ms = $1
+                     WHERE id = $2 AND owner = $3 AND state = 'running'",
+                )
+                .bind(now_ms())
+                .bind(id)
+                .bind(owner),
+                "renewing an operation's lease",
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// Take over the running operation `id` if its lease lapsed: its heartbeat is older than
+    /// `cutoff_ms` (or it has none). One conditional `UPDATE`, so of several replicas trying at
+    /// once exactly one gets the operation back (`Some`, now owned by `owner`, heartbeat now);
+    /// the others, and everyone when the owner renewed in time or the operation ended, get
+    /// `None`. `cutoff_ms = i64::MAX` takes it whatever its heartbeat (`rdp-doctor resume`).
+    pub async fn take_over(
+        &self,
+        id: i64,
+        owner: &str,
+        cutoff_ms: i64,
+    ) -> Result<Option<Operation>, StoreError> {
+        require("the owner", owner)?;
+        let row = sqlx::query(&format!(
+            "UPDATE operations SET owner = $1, heartbeat_ms = $2
+             WHERE id = $3 AND state = 'running'
+               AND (heartbeat_ms IS NULL OR heartbeat_ms < $4)
+             RETURNING {COLUMNS}"
+        ))
+        .bind(owner)
+        .bind(now_ms())
+        .bind(id)
+        .bind(cutoff_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::db("taking over an operation"))?;
+        row.as_ref().map(operation_from_row).transpose()
+    }
+
     /// Every running operation, oldest first: what to resume after a restart.
     pub async fn running_operations(&self) -> Result<Vec<Operation>, StoreError> {
         let rows = sqlx::query(&format!(
@@ -265,6 +321,8 @@ fn operation_from_row(row: &AnyRow) -> Result<Operation, StoreError> {
             error_code: row.try_get("error_code")?,
             error_message: row.try_get("error_message")?,
             finished_ms: row.try_get("finished_ms")?,
+            owner: row.try_get("owner")?,
+            heartbeat_ms: row.try_get("heartbeat_ms")?,
         })
     };
     read(row).map_err(StoreError::db("reading an operation"))
@@ -289,6 +347,7 @@ mod tests {
             requester_name: who.into(),
             confirmation_id: None,
             started_ms,
+            owner: Some(format!("replica-of-{who}")),
         }
     }
 
@@ -453,6 +512,119 @@ mod tests {
                 matches!(err, StoreError::ConfirmationAlreadyUsed { .. }),
                 "{err}"
             );
+        }
+
+        #[tokio::test]
+        async fn the_owner_renews_its_lease_until_another_takes_it_over(store, pooled = false) {
+            let o = store
+                .start_operation(&op("redeploy", WEB, "alice", 10))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(o.owner.as_deref(), Some("replica-of-alice"));
+            let first_beat = o.heartbeat_ms.expect("a heartbeat from the start");
+            assert!(store.renew_lease(o.id, "replica-of-alice").await.unwrap());
+            // Only the owner renews.
+            assert!(!store.renew_lease(o.id, "replica-b").await.unwrap());
+
+            // A lease that has not lapsed (heartbeat newer than the cutoff) is not taken.
+            assert_eq!(
+                store.take_over(o.id, "replica-b", first_beat).await.unwrap(),
+                None
+            );
+            // Lapsed: B takes it, and becomes the owner with a fresh heartbeat.
+            let taken = store
+                .take_over(o.id, "replica-b", i64::MAX)
+                .await
+                .unwrap()
+                .expect("B takes the lapsed operation over");
+            assert_eq!(taken.id, o.id);
+            assert_eq!(taken.owner.as_deref(), Some("replica-b"));
+            assert!(taken.heartbeat_ms.unwrap() >= first_beat);
+            // The old owner has lost its lease; the new one renews.
+            assert!(!store.renew_lease(o.id, "replica-of-alice").await.unwrap());
+            assert!(store.renew_lease(o.id, "replica-b").await.unwrap());
+            assert_eq!(
+                store.running_operations().await.unwrap()[0].owner.as_deref(),
+                Some("replica-b")
+            );
+
+            // A finished operation is nobody's: no renewal, no takeover.
+            store
+                .finish_operation(o.id, &OperationOutcome::Succeeded)
+                .await
+                .unwrap();
+            assert!(!store.renew_lease(o.id, "replica-b").await.unwrap());
+            assert_eq!(store.take_over(o.id, "replica-c", i64::MAX).await.unwrap(), None);
+            assert!(matches!(
+                store.take_over(o.id, " ", i64::MAX).await,
+                Err(StoreError::Empty { .. })
+            ));
+        }
+
+        /// An operation without an owner (started before leases existed) is anyone's to take.
+        #[tokio::test]
+        async fn an_operation_without_a_heartbeat_is_taken_over(store, pooled = false) {
+            let mut legacy = op("restart", WEB, "alice", 10);
+            legacy.owner = None;
+            let o = store.start_operation(&legacy).await.unwrap().unwrap();
+            assert_eq!(o.owner, None);
+            sqlx::query("UPDATE operations SET heartbeat_ms = NULL WHERE id = $1")
+                .bind(o.id)
+                .execute(&store.pool)
+                .await
+                .unwrap();
+            let taken = store.take_over(o.id, "replica-b", 0).await.unwrap();
+            assert_eq!(taken.and_then(|t| t.owner).as_deref(), Some("replica-b"));
+        }
+
+        /// Ten replicas try to take one lapsed operation over at once: exactly one wins.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_takeovers_of_one_operation_let_exactly_one_through(store, pooled = true) {
+            let o = store
+                .start_operation(&op("redeploy", WEB, "alice", 10))
+                .await
+                .unwrap()
+                .unwrap();
+            let cutoff = o.heartbeat_ms.unwrap() + 1;
+            let start = std::sync::Arc::new(tokio::sync::Barrier::new(10));
+            let tasks: Vec<_> = (0..10)
+                .map(|i| {
+                    let (store, start) = (store.clone(), start.clone());
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        store.take_over(o.id, &format!("replica-{i}"), cutoff).await
+                    })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            for task in tasks {
+                if let Some(taken) = task.await.unwrap().unwrap() {
+                    winners.push(taken.owner.unwrap());
+                }
+            }
+            assert_eq!(winners.len(), 1, "{winners:?}");
+            let running = store.running_operations().await.unwrap();
+            assert_eq!(running[0].owner.as_ref(), Some(&winners[0]));
+            // Only the winner's renewals count; everyone else lost.
+            for i in 0..10 {
+                let me = format!("replica-{i}");
+                assert_eq!(
+                    store.renew_lease(o.id, &me).await.unwrap(),
+                    me == winners[0],
+                    "{me}"
+                );
+            }
+            // And the outcome is recorded once.
+            store
+                .finish_operation(o.id, &OperationOutcome::Succeeded)
+                .await
+                .unwrap();
+            assert!(matches!(
+                store.finish_operation(o.id, &OperationOutcome::Succeeded).await,
+                Err(StoreError::OperationNotRunning { .. })
+            ));
+            store.close().await;
         }
 
         /// Ten actions race for one VM through a pool of several connections to a file database.

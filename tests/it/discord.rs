@@ -1014,7 +1014,9 @@ async fn killing_the_bot_mid_redeploy_then_starting_it_again_posts_the_outcome()
         std::fs::write(
             dir.join("rdp-doctor.toml"),
             format!(
-                "{}[[policy.grant]]\ncli_user = \"{}\"\nlevel = \"read\"\nscope = \"*\"\n",
+                // A short lease: the restarted bot takes the operation over once the killed one's
+                // lapses (the default, 30 s, would outlast the test).
+                "{}[[policy.grant]]\ncli_user = \"{}\"\nlevel = \"read\"\nscope = \"*\"\n[replicas]\nlease_secs = 2\n",
                 config_file("request_timeout_secs = 5\nmax_retries = 1"),
                 rdp_doctor::cli::os_user()
             ),

@@ -783,6 +783,94 @@ async fn one_change_per_vm_at_a_time_and_a_crash_mid_redeploy_resumes() {
     .await
 }
 
+/// A replica that loses its lease (another process took the operation over, believing it dead)
+/// stops following and tells its person so; the new owner records the outcome, once.
+#[tokio::test]
+async fn a_replica_that_lost_its_lease_stops_following_and_the_new_owner_reports_once() {
+    within(async {
+        let options = SimOptions {
+            lro_polls: 4,
+            retry_after_secs: 1,
+            ..SimOptions::fast()
+        };
+        let b = Bench::with(World::new().vm("web-01"), options, POLICY).await;
+        let web = b.vm("web-01").await;
+        // Replica A renews every 200 ms.
+        let a = b
+            .operator
+            .clone()
+            .with_replica("replica-a", std::time::Duration::from_millis(600));
+        let prompt = a
+            .request(&person("alice"), None, &web, FixRequest::Redeploy)
+            .await
+            .unwrap();
+        let (follower, id) = (a.clone(), prompt.confirmation_id.clone());
+        let running =
+            tokio::spawn(async move { follower.confirm(&person("bob"), None, &id, &quiet).await });
+        support::until_async(
+            "the operation URL stored",
+            b.h.sim.watch_answers(),
+            || async {
+                b.operator
+                    .store
+                    .running_operations()
+                    .await
+                    .is_ok_and(|ops| ops.iter().any(|o| o.azure_url.is_some()))
+            },
+        )
+        .await;
+        assert_eq!(
+            b.operator.store.running_operations().await.unwrap()[0]
+                .owner
+                .as_deref(),
+            Some("replica-a")
+        );
+        // Replica B (`rdp-doctor resume`) takes it over while A still follows it.
+        let replica_b = b.restarted().await;
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = told.clone();
+        let followed = replica_b
+            .resume(&move |_, outcome| sink.lock().unwrap().push(outcome.result.is_ok()))
+            .await
+            .expect("resume");
+        assert_eq!(followed, 1);
+        assert_eq!(told.lock().unwrap().clone(), vec![true]);
+        assert_eq!(replica_b.takeovers(), 1);
+
+        // A noticed at its next renewal and stopped, saying who follows it now.
+        let outcome = running.await.unwrap().expect("A's outcome");
+        assert!(outcome.still_running, "{:?}", outcome.result);
+        assert!(
+            outcome
+                .notes
+                .iter()
+                .any(|n| n.contains("another rdp-doctor replica took this operation over")),
+            "{:?}",
+            outcome.notes
+        );
+        assert_eq!(
+            b.writes()
+                .iter()
+                .filter(|w| w.contains("/redeploy"))
+                .count(),
+            1,
+            "never sent twice"
+        );
+        let audit = replica_b
+            .store
+            .recent_audit(Some("web-01"), 50)
+            .await
+            .unwrap();
+        let outcomes: Vec<&str> = audit
+            .iter()
+            .filter(|e| e.command == "redeploy" && !e.result.starts_with("requested"))
+            .map(|e| e.result.as_str())
+            .collect();
+        assert_eq!(outcomes, vec!["succeeded"], "{audit:#?}");
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_failed_operation_reports_azures_code_and_releases_the_vm() {
     within(async {
@@ -1174,6 +1262,7 @@ async fn a_stored_operation_url_on_another_host_is_refused_and_unlock_frees_the_
                 requester_name: "alice".into(),
                 confirmation_id: None,
                 started_ms: rdp_doctor::runbook::operate::now_ms(),
+                owner: None,
             })
             .await
             .unwrap()
@@ -1338,6 +1427,7 @@ async fn an_operation_without_azures_answer_is_finished_as_interrupted_after_a_g
             requester_name: "alice".into(),
             confirmation_id: None,
             started_ms,
+            owner: None,
         };
         let now = rdp_doctor::runbook::operate::now_ms();
         b.operator

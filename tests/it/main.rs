@@ -10,6 +10,7 @@ mod discord;
 mod fake_discord;
 mod fix;
 mod metrics;
+mod replicas;
 mod runbook;
 mod serve;
 mod sim;

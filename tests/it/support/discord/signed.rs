@@ -124,6 +124,7 @@ async fn forward(
 }
 
 /// What Discord signs with: a key pair made for the test.
+#[derive(Clone)]
 pub struct Signer {
     key: SigningKey,
 }
