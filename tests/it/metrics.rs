@@ -9,8 +9,8 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use support::discord::{FakeDiscord, Origin, User};
+use support::process::Logged;
 use support::within;
-use tokio::io::AsyncBufReadExt;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -241,42 +241,21 @@ async fn the_gateway_serves_health_and_metrics_on_rdp_doctor_metrics_listen() {
         let discord = FakeDiscord::start().await;
         let dir = support::scratch_dir("metrics-listen", &sim);
         std::fs::write(dir.join("rdp-doctor.toml"), CONFIG).expect("config");
-        let mut bot = discord
-            .bot_command(&sim, &dir.join("rdp-doctor.toml"), "sqlite::memory:")
+        let mut command =
+            discord.bot_command(&sim, &dir.join("rdp-doctor.toml"), "sqlite::memory:");
+        command
             .current_dir(&dir)
             .env("AZURE_CLIENT_SECRET", &secret)
             .env("RDP_DOCTOR_METRICS_LISTEN", "127.0.0.1:0")
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("rdp-doctor bot starts");
-        let mut log = tokio::io::BufReader::new(bot.stderr.take().unwrap()).lines();
-        let mut seen = String::new();
-        let base = loop {
-            let line = tokio::time::timeout(WAIT, log.next_line())
-                .await
-                .expect("the bot logs where it serves /metrics")
-                .expect("stderr")
-                .unwrap_or_else(|| panic!("the bot exited: {seen}"));
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.contains("/metrics on http://") {
-                let at = line.find("http://").unwrap();
-                break line[at..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || ":/.".contains(*c))
-                    .collect::<String>();
-            }
-        };
-        // Keep reading the log, so a full pipe never stalls the bot.
-        let rest = tokio::spawn(async move {
-            while let Ok(Some(line)) = log.next_line().await {
-                seen.push_str(&line);
-                seen.push('\n');
-            }
-            seen
-        });
+            .stdout(std::process::Stdio::null());
+        // The bot logs where it serves /metrics.
+        let (mut bot, base) = Logged::spawn("the bot", command, |line| {
+            line.contains("/metrics on http://")
+                .then(|| support::process::url_in(line))
+                .flatten()
+        })
+        .await;
         assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
         discord.wait_ready(WAIT).await.expect("the bot connects");
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -304,16 +283,10 @@ async fn the_gateway_serves_health_and_metrics_on_rdp_doctor_metrics_listen() {
         let i = discord.slash(&alice, "rdp", &["check"], vm).await;
         let ack = discord.callback(&i, WAIT).await.expect("acknowledged");
         assert_eq!(ack.body()["type"], 5, "{}", ack.body());
-        loop {
-            let edit = discord.next_edit(&i, WAIT).await.expect("the report");
-            let title = edit.body()["embeds"][0]["title"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            if title.starts_with("web-01") {
-                break;
-            }
-        }
+        discord
+            .edit_titled(&i, WAIT, |t| t.starts_with("web-01"))
+            .await
+            .expect("the report");
         // The command is counted once its handler returns, just after the last edit.
         let deadline = tokio::time::Instant::now() + WAIT;
         let (content_type, after) = loop {
@@ -391,8 +364,8 @@ async fn the_gateway_serves_health_and_metrics_on_rdp_doctor_metrics_listen() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
 
-        assert_eq!(support::sigterm(&mut bot).await.code(), Some(0));
-        let seen = rest.await.expect("the log");
+        assert_eq!(support::sigterm(&mut bot.child).await.code(), Some(0));
+        let seen = bot.log_to_end().await;
         assert!(seen.contains("shutting down"), "{seen}");
         let _ = std::fs::remove_dir_all(&dir);
     })

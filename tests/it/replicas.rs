@@ -5,15 +5,12 @@
 //! to the two replicas at the same instant write to Azure once.
 
 use crate::support;
-use rdp_doctor::sim::{SimOptions, Simulator, World};
+use rdp_doctor::sim::{SimOptions, World};
 use serde_json::{json, Value};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::discord::signed::{Endpoint, Front, Signer};
-use support::discord::{routes, FakeDiscord, Interaction, Recorded, User, GUILD_ID, TOKEN};
+use support::discord::{routes, FakeDiscord, Interaction, User};
+use support::fleet::{Fleet, Replica};
 use support::within;
-use tokio::io::AsyncBufReadExt;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -35,157 +32,36 @@ level = "admin"
 scope = "*"
 "#;
 
-/// One `rdp-doctor serve` process: its endpoint, and its log as it comes.
-struct Replica {
-    child: tokio::process::Child,
-    endpoint: Endpoint,
-    log: Arc<Mutex<String>>,
-}
-
-impl Replica {
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-/// The fleet: the simulator, the fake Discord (and its front, as `serve` reaches it), one
-/// PostgreSQL database and two replicas on it.
-struct Fleet {
-    sim: Simulator,
-    discord: FakeDiscord,
-    front: Front,
-    database: String,
-    dir: PathBuf,
-    a: Replica,
-    b: Replica,
+/// The fleet of these tests: two replicas, and two admins (a redeploy needs someone other than
+/// the requester to confirm).
+struct Room {
+    fleet: Fleet,
     admin: User,
-    /// A second admin: a redeploy needs someone other than the requester to confirm.
     confirmer: User,
 }
 
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl std::ops::Deref for Room {
+    type Target = Fleet;
+    fn deref(&self) -> &Fleet {
+        &self.fleet
     }
 }
 
-impl Fleet {
-    async fn start(world: World, options: SimOptions) -> Fleet {
-        let secret = world.client_secret.clone();
-        let sim = Simulator::start("127.0.0.1:0", world, support::quick(options))
-            .await
-            .expect("simulator");
-        let discord = FakeDiscord::start().await;
-        let front = Front::start(&discord).await;
-        let database = rdp_doctor::store::testing::postgres_database().await;
-        let dir = std::env::temp_dir().join(format!(
-            "rdp-doctor-replicas-{}-{}",
-            std::process::id(),
-            database.rsplit('/').next().unwrap_or_default()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("rdp-doctor.toml"), CONFIG).unwrap();
-        let signer = Signer::generate();
-        let spawn = |name: &str| {
-            let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"));
-            command
-                .arg("serve")
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .env("DISCORD_TOKEN", TOKEN)
-                .env("DISCORD_API_URL", &front.url)
-                .env("DISCORD_GUILD_ID", GUILD_ID.to_string())
-                .env("DISCORD_PUBLIC_KEY", signer.public_hex())
-                .env("RDP_DOCTOR_LISTEN", "127.0.0.1:0")
-                .env("AZURE_RESOURCE_MANAGER_URL", sim.url())
-                .env("AZURE_AUTHORITY_HOST", sim.url())
-                .env("AZURE_TENANT_ID", support::TENANT)
-                .env("AZURE_CLIENT_ID", support::CLIENT)
-                .env("AZURE_CLIENT_SECRET", &secret)
-                .env(
-                    "AZURE_SUBSCRIPTION_ID",
-                    rdp_doctor::sim::DEFAULT_SUBSCRIPTION,
-                )
-                .env("RDP_DOCTOR_CONFIG", dir.join("rdp-doctor.toml"))
-                .env("RDP_DOCTOR_DATABASE_URL", &database)
-                .env("RUST_LOG", "info")
-                .stderr(std::process::Stdio::piped())
-                .kill_on_drop(true);
-            let name = name.to_string();
-            let signer = signer.clone();
-            async move {
-                let mut child = command.spawn().expect("serve starts");
-                let mut lines =
-                    tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-                let mut seen = String::new();
-                let url = loop {
-                    let line = tokio::time::timeout(WAIT, lines.next_line())
-                        .await
-                        .unwrap_or_else(|_| panic!("{name} logs its address: {seen}"))
-                        .expect("stderr")
-                        .unwrap_or_else(|| panic!("{name} exited: {seen}"));
-                    seen.push_str(&line);
-                    seen.push('\n');
-                    if let Some(at) = line.find("http://127.0.0.1:") {
-                        let rest = &line[at..];
-                        break rest[..rest.find("/interactions").expect("the route")].to_string();
-                    }
-                };
-                // The rest of the log, kept for the assertions (and so the pipe never fills).
-                let log = Arc::new(Mutex::new(seen));
-                let sink = log.clone();
-                tokio::spawn(async move {
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        let mut log = sink.lock().unwrap();
-                        log.push_str(&line);
-                        log.push('\n');
-                    }
-                });
-                let endpoint = Endpoint::new(url, signer);
-                let deadline = tokio::time::Instant::now() + WAIT;
-                // Ready: the commands registered and the database answering. A probe, not a
-                // sleep: `/readyz` is how a load balancer learns it too.
-                while endpoint.get("/readyz").await.0 != 200 {
-                    assert!(tokio::time::Instant::now() < deadline, "{name} never ready");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Replica {
-                    child,
-                    endpoint,
-                    log,
-                }
-            }
-        };
-        let (a, b) = tokio::join!(spawn("replica A"), spawn("replica B"));
-        Fleet {
-            sim,
-            discord,
-            front,
-            database,
-            dir,
-            a,
-            b,
+impl Room {
+    async fn start(world: World, options: SimOptions, n: usize) -> Room {
+        Room {
+            fleet: Fleet::start(world, options, CONFIG, n).await,
             admin: User::new(4002, "ada", &[5002]),
             confirmer: User::new(4003, "grace", &[5002]),
         }
     }
 
-    async fn store(&self) -> rdp_doctor::store::Store {
-        rdp_doctor::store::Store::open(&self.database)
-            .await
-            .expect("the fleet's database")
+    fn a(&self) -> &Replica {
+        &self.fleet.replicas[0]
     }
 
-    /// POSTs to the simulator whose path ends with `suffix` (before the query).
-    fn posts(&self, suffix: &str) -> usize {
-        self.sim
-            .stats()
-            .log
-            .iter()
-            .filter(|e| {
-                e.method == "POST" && e.path.split('?').next().unwrap_or("").ends_with(suffix)
-            })
-            .count()
+    fn b(&self) -> &Replica {
+        &self.fleet.replicas[1]
     }
 
     /// `/rdp <action> vm:<vm>` delivered to `replica`; the prompt's message and its Confirm
@@ -224,13 +100,6 @@ impl Fleet {
     }
 }
 
-fn title(r: &Recorded) -> String {
-    r.body()["embeds"][0]["title"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
 /// Every channel message posted so far (the outcomes of operations taken over go there).
 fn channel_messages(discord: &FakeDiscord) -> Vec<Value> {
     discord
@@ -250,11 +119,11 @@ async fn a_replica_killed_mid_redeploy_is_taken_over_and_the_outcome_posted_once
             retry_after_secs: 1,
             ..SimOptions::fast()
         };
-        let mut fleet = Fleet::start(World::new().vm("web-01"), options).await;
-        let (prompt, confirm) = fleet.ask(&fleet.a, "redeploy", "web-01").await;
+        let mut fleet = Room::start(World::new().vm("web-01"), options, 2).await;
+        let (prompt, confirm) = fleet.ask(fleet.a(), "redeploy", "web-01").await;
         let click = fleet.click(prompt, &confirm).await;
         let answer = fleet
-            .a
+            .a()
             .endpoint
             .deliver(&fleet.discord, &fleet.front, &click)
             .await;
@@ -277,7 +146,7 @@ async fn a_replica_killed_mid_redeploy_is_taken_over_and_the_outcome_posted_once
         let op = store.running_operations().await.unwrap().remove(0);
         let owner_a = op.owner.clone().expect("A owns what it runs");
         assert_eq!(fleet.posts("/redeploy"), 1);
-        fleet.a.child.kill().await.expect("SIGKILL");
+        fleet.fleet.replicas[0].process.kill().await;
         let killed = Instant::now();
         let polls_before = fleet.sim.stats().log.len();
 
@@ -322,14 +191,14 @@ async fn a_replica_killed_mid_redeploy_is_taken_over_and_the_outcome_posted_once
         let body = posted.body().to_string();
         assert!(body.contains("redeploy of web-01 succeeded"), "{body}");
         assert!(
-            fleet.b.log().contains("took over the redeploy of web-01"),
+            fleet.b().log().contains("took over the redeploy of web-01"),
             "{}",
-            fleet.b.log()
+            fleet.b().log()
         );
         assert_eq!(fleet.posts("/redeploy"), 1, "never sent twice");
         // B's /metrics counts the takeover; B took over nothing else.
         let (_, _, metrics) =
-            crate::metrics::get(&format!("{}/metrics", fleet.b.endpoint.url)).await;
+            crate::metrics::get(&format!("{}/metrics", fleet.b().endpoint.url)).await;
         let scrape = crate::metrics::parse(&metrics);
         assert_eq!(
             scrape.value("rdp_doctor_leases_taken_over_total", &[]),
@@ -359,7 +228,7 @@ async fn a_replica_killed_mid_redeploy_is_taken_over_and_the_outcome_posted_once
             .discord
             .requests()
             .into_iter()
-            .any(|r| r.method == "PATCH" && title(&r).contains("succeeded"));
+            .any(|r| r.method == "PATCH" && r.title().contains("succeeded"));
         assert!(!ended_in_edit, "only B told the room");
         let violations = fleet.discord.schema_violations();
         assert!(violations.is_empty(), "{violations:#?}");
@@ -371,19 +240,19 @@ async fn a_replica_killed_mid_redeploy_is_taken_over_and_the_outcome_posted_once
 #[tokio::test]
 async fn two_confirms_sent_to_two_replicas_at_once_write_to_azure_once() {
     within(async {
-        let fleet = Fleet::start(World::new().vm("sql-01").stopped(), SimOptions::fast()).await;
-        let (prompt, confirm) = fleet.ask(&fleet.a, "start", "sql-01").await;
+        let fleet = Room::start(World::new().vm("sql-01").stopped(), SimOptions::fast(), 2).await;
+        let (prompt, confirm) = fleet.ask(fleet.a(), "start", "sql-01").await;
         let (on_a, on_b) = (
             fleet.click(prompt, &confirm).await,
             fleet.click(prompt, &confirm).await,
         );
         let (answer_a, answer_b) = tokio::join!(
             fleet
-                .a
+                .a()
                 .endpoint
                 .deliver(&fleet.discord, &fleet.front, &on_a),
             fleet
-                .b
+                .b()
                 .endpoint
                 .deliver(&fleet.discord, &fleet.front, &on_b),
         );
@@ -395,15 +264,9 @@ async fn two_confirms_sent_to_two_replicas_at_once_write_to_azure_once() {
             let discord = &fleet.discord;
             async move {
                 tokio::select! {
-                    edit = async {
-                        loop {
-                            let edit = discord.next_edit(&i, WAIT).await.expect("an edit");
-                            let title = title(&edit);
-                            if title.contains("succeeded") || title.contains("failed") {
-                                return title;
-                            }
-                        }
-                    } => edit,
+                    edit = discord.edit_titled(&i, WAIT, |t| {
+                        t.contains("succeeded") || t.contains("failed")
+                    }) => edit.expect("the outcome").title(),
                     refusal = discord.next_followup(&i, WAIT) => {
                         let refusal = refusal.expect("a follow-up");
                         assert_eq!(refusal.flags() & 64, 64, "private: {refusal:?}");
@@ -426,6 +289,148 @@ async fn two_confirms_sent_to_two_replicas_at_once_write_to_azure_once() {
             .count();
         assert_eq!(confirmed, 1, "{audit:#?}");
         store.close().await;
+    })
+    .await
+}
+
+/// A war room served by three replicas behind a load balancer that spreads the interactions:
+/// each step of "check, fix, confirm, check again, audit" lands on a different replica than the
+/// one before, and the room sees one conversation.
+#[tokio::test]
+async fn three_replicas_serve_one_war_room() {
+    within(async {
+        let room = Room::start(World::new().vm("sql-01").stopped(), SimOptions::fast(), 3).await;
+        let replica = |n: usize| &room.replicas[n % 3];
+        let vm = json!([{"name": "vm", "type": 3, "value": "sql-01"}]);
+        let not_checking = |t: &str| !t.starts_with("Checking") && !t.starts_with("Looking for");
+
+        // Autocomplete on replica 0: the VM list every replica reads from Azure.
+        let typed = json!([{"name": "vm", "type": 3, "value": "sql", "focused": true}]);
+        let i = room
+            .discord
+            .autocomplete(&room.admin, "rdp", &["check"], typed, "vm")
+            .await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let answer = replica(0)
+                .endpoint
+                .deliver(&room.discord, &room.front, &i)
+                .await;
+            let choices = answer.json()["data"]["choices"].clone();
+            if choices.as_array().is_some_and(|c| !c.is_empty()) {
+                assert_eq!(
+                    choices[0]["name"].as_str().map(|n| n.contains("sql-01")),
+                    Some(true)
+                );
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no choices: {choices}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // Check on replica 1: deferred in the HTTP response, the report edited in by webhook.
+        let check = room
+            .discord
+            .slash(&room.admin, "rdp", &["check"], vm.clone())
+            .await;
+        let answer = replica(1)
+            .endpoint
+            .deliver(&room.discord, &room.front, &check)
+            .await;
+        assert_eq!(answer.json()["type"], 5, "{}", answer.body);
+        let report = room
+            .discord
+            .edit_titled(&check, WAIT, not_checking)
+            .await
+            .expect("the report");
+        let report_id = report.message_id.expect("the report's message");
+
+        // The fix button on replica 2: the prompt.
+        let fix = room.discord.button(report_id, "Start the VM");
+        let click = room
+            .discord
+            .component(&room.admin, report_id, &fix, &[])
+            .await;
+        let answer = replica(2)
+            .endpoint
+            .deliver(&room.discord, &room.front, &click)
+            .await;
+        assert_eq!(answer.json()["type"], 5, "{}", answer.body);
+        let prompt = room
+            .discord
+            .edit_titled(&click, WAIT, |t| t.starts_with("Confirm"))
+            .await
+            .expect("the prompt");
+        let prompt_id = prompt.message_id.expect("the prompt's message");
+
+        // Confirm on replica 0, which did not post the prompt: it runs, once.
+        let confirm = room.discord.button(prompt_id, "Confirm");
+        let click = room
+            .discord
+            .component(&room.admin, prompt_id, &confirm, &[])
+            .await;
+        let answer = replica(3)
+            .endpoint
+            .deliver(&room.discord, &room.front, &click)
+            .await;
+        assert_eq!(answer.json()["type"], 6, "{}", answer.body);
+        let outcome = room
+            .discord
+            .edit_titled(&click, WAIT, |t| {
+                t.contains("succeeded") || t.contains("failed")
+            })
+            .await
+            .expect("the outcome")
+            .title();
+        assert!(outcome.contains("start of sql-01 succeeded"), "{outcome}");
+        assert_eq!(room.posts("/start"), 1, "exactly one ARM write");
+
+        // Check again on replica 1: the VM runs now.
+        let again = room.discord.slash(&room.admin, "rdp", &["check"], vm).await;
+        replica(1)
+            .endpoint
+            .deliver(&room.discord, &room.front, &again)
+            .await;
+        let report = room
+            .discord
+            .edit_titled(&again, WAIT, not_checking)
+            .await
+            .expect("the second report");
+        let text = report.body().to_string();
+        assert!(
+            !text.contains("Start the VM"),
+            "no start offered any more: {text}"
+        );
+
+        // The audit on replica 2 tells the whole story, whichever replica wrote each part.
+        let audit = room
+            .discord
+            .slash(&room.admin, "rdp", &["audit"], json!([]))
+            .await;
+        let answer = replica(2)
+            .endpoint
+            .deliver(&room.discord, &room.front, &audit)
+            .await;
+        let told = answer.json()["data"]["embeds"][0]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        for part in ["requested", "confirmed start", "succeeded"] {
+            assert!(told.contains(part), "{part} missing from the audit: {told}");
+        }
+        // Every replica served some of it, none logged a failure.
+        for (n, r) in room.replicas.iter().enumerate() {
+            let log = r.log();
+            assert!(
+                !log.contains(" ERROR "),
+                "replica {n} logged an error:\n{log}"
+            );
+        }
+        let violations = room.discord.schema_violations();
+        assert!(violations.is_empty(), "{violations:#?}");
     })
     .await
 }

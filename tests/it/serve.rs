@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::discord::signed::{payload_of, Endpoint, Front, Signer};
 use support::discord::{routes, FakeDiscord, Recorded, User, GUILD_ID, TOKEN};
+use support::process::{base_url_before, Logged};
 use support::within;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -138,38 +139,13 @@ impl Served {
 
     /// Edits of the original response of `i` until one is no longer "Looking for…"/"Checking…".
     async fn final_edit(&self, i: &support::discord::Interaction) -> Recorded {
-        loop {
-            let edit = self.discord.next_edit(i, WAIT).await.expect("an edit");
-            let title = title(&edit);
-            if !title.starts_with("Checking") && !title.starts_with("Looking for") {
-                return edit;
-            }
-        }
+        self.discord
+            .edit_titled(i, WAIT, |t| {
+                !t.starts_with("Checking") && !t.starts_with("Looking for")
+            })
+            .await
+            .expect("the final edit")
     }
-
-    /// The custom id of the button labelled `label` on message `id`.
-    fn button(&self, id: u64, label: &str) -> String {
-        let message = self.discord.message(id).expect("the message");
-        let buttons: Vec<Value> = message["components"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
-            .collect();
-        buttons
-            .iter()
-            .find(|b| b["label"] == label)
-            .and_then(|b| b["custom_id"].as_str())
-            .unwrap_or_else(|| panic!("no button {label} in {message}"))
-            .to_string()
-    }
-}
-
-fn title(r: &Recorded) -> String {
-    r.body()["embeds"][0]["title"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
 }
 
 fn vm(name: &str) -> Value {
@@ -294,7 +270,7 @@ async fn a_check_is_deferred_in_the_http_response_and_the_report_edited_in_by_we
             "{}",
             report.path
         );
-        assert!(title(&report).starts_with("web-01"), "{report:?}");
+        assert!(report.title().starts_with("web-01"), "{report:?}");
         let violations = served.discord.schema_violations();
         assert!(violations.is_empty(), "{violations:#?}");
     })
@@ -390,7 +366,7 @@ async fn a_fix_button_confirmed_over_http_writes_exactly_once() {
         let report_id = report.message_id.expect("the report's message");
 
         // The fix button: a new public message ("thinking…", type 5), then the prompt.
-        let fix = served.button(report_id, "Start the VM");
+        let fix = served.discord.button(report_id, "Start the VM");
         let click = served
             .discord
             .component(&served.alice, report_id, &fix, &[])
@@ -400,20 +376,15 @@ async fn a_fix_button_confirmed_over_http_writes_exactly_once() {
             .deliver(&served.discord, &served.front, &click)
             .await;
         assert_eq!(answer.json()["type"], 5, "{}", answer.body);
-        let prompt = loop {
-            let edit = served
-                .discord
-                .next_edit(&click, WAIT)
-                .await
-                .expect("the prompt");
-            if title(&edit).starts_with("Confirm") {
-                break edit;
-            }
-        };
+        let prompt = served
+            .discord
+            .edit_titled(&click, WAIT, |t| t.starts_with("Confirm"))
+            .await
+            .expect("the prompt");
         let prompt_id = prompt.message_id.expect("the prompt's message");
 
         // Confirm: acknowledged as a component update (type 6), the outcome edited in.
-        let confirm = served.button(prompt_id, "Confirm");
+        let confirm = served.discord.button(prompt_id, "Confirm");
         let click = served
             .discord
             .component(&served.alice, prompt_id, &confirm, &[])
@@ -423,17 +394,14 @@ async fn a_fix_button_confirmed_over_http_writes_exactly_once() {
             .deliver(&served.discord, &served.front, &click)
             .await;
         assert_eq!(answer.json()["type"], 6, "{}", answer.body);
-        let done = loop {
-            let edit = served
-                .discord
-                .next_edit(&click, WAIT)
-                .await
-                .expect("the outcome");
-            let title = title(&edit);
-            if title.contains("succeeded") || title.contains("failed") {
-                break title;
-            }
-        };
+        let done = served
+            .discord
+            .edit_titled(&click, WAIT, |t| {
+                t.contains("succeeded") || t.contains("failed")
+            })
+            .await
+            .expect("the outcome")
+            .title();
         assert!(done.contains("start of sql-01 succeeded"), "{done}");
 
         // A second click of the same Confirm: refused, nothing more sent to Azure.
@@ -513,9 +481,9 @@ async fn reset_password_opens_its_form_as_the_http_response_and_the_password_sta
             .next_edit(&submit, WAIT)
             .await
             .expect("the prompt");
-        assert!(title(&prompt).contains("opsadmin"), "{prompt:?}");
+        assert!(prompt.title().contains("opsadmin"), "{prompt:?}");
         let prompt_id = prompt.message_id.expect("the prompt's message");
-        let confirm = served.button(prompt_id, "Confirm");
+        let confirm = served.discord.button(prompt_id, "Confirm");
         let click = served
             .discord
             .component(&ada, prompt_id, &confirm, &[])
@@ -524,16 +492,11 @@ async fn reset_password_opens_its_form_as_the_http_response_and_the_password_sta
             .endpoint
             .deliver(&served.discord, &served.front, &click)
             .await;
-        loop {
-            let edit = served
-                .discord
-                .next_edit(&click, WAIT)
-                .await
-                .expect("progress");
-            if title(&edit).contains("succeeded") {
-                break;
-            }
-        }
+        served
+            .discord
+            .edit_titled(&click, WAIT, |t| t.contains("succeeded"))
+            .await
+            .expect("progress");
         assert_eq!(served.sim.world().vm("web-01").password_resets(), 1);
         for request in served.discord.requests() {
             let body = request.body().to_string();
@@ -692,12 +655,11 @@ async fn metrics_count_a_check_over_http_with_bounded_labels_and_no_names() {
             .endpoint
             .deliver(&served.discord, &served.front, &restart)
             .await;
-        loop {
-            let edit = served.discord.next_edit(&restart, WAIT).await.expect("the prompt");
-            if title(&edit).starts_with("Confirm") {
-                break;
-            }
-        }
+        served
+            .discord
+            .edit_titled(&restart, WAIT, |t| t.starts_with("Confirm"))
+            .await
+            .expect("the prompt");
 
         // The commands are counted once their handlers return, just after their last message.
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -796,35 +758,21 @@ fn serve_command(api_url: &str) -> tokio::process::Command {
 
 #[tokio::test]
 async fn the_serve_binary_answers_signed_pings_logs_no_secret_and_stops_on_sigterm() {
-    use tokio::io::AsyncBufReadExt;
     within(async {
         let discord = FakeDiscord::start().await;
         let signer = Signer::generate();
         let public_key = signer.public_hex();
         let front = Front::start(&discord).await;
         // The loudest log: still no token, signature or request body in it.
-        let mut serve = serve_command(&front.url)
+        let mut command = serve_command(&front.url);
+        command
             .args(["serve", "--simulate"])
             .env("DISCORD_PUBLIC_KEY", &public_key)
-            .env("RUST_LOG", "trace")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("serve starts");
-        let mut log = tokio::io::BufReader::new(serve.stderr.take().unwrap()).lines();
-        let mut seen = String::new();
-        let url = loop {
-            let line = tokio::time::timeout(WAIT, log.next_line())
-                .await
-                .expect("serve logs its address")
-                .expect("stderr")
-                .unwrap_or_else(|| panic!("serve exited: {seen}"));
-            seen.push_str(&line);
-            seen.push('\n');
-            if let Some(at) = line.find("http://127.0.0.1:") {
-                let rest = &line[at..];
-                break rest[..rest.find("/interactions").expect("the route")].to_string();
-            }
-        };
+            .env("RUST_LOG", "trace");
+        let (mut serve, url) = Logged::spawn("serve", command, |line| {
+            base_url_before(line, "/interactions")
+        })
+        .await;
         let endpoint = Endpoint::new(url, signer);
         let ping = br#"{"id":"1","application_id":"1180000000000000001","type":1,"token":"t","version":1}"#.to_vec();
         let pong = endpoint.post_signed(ping.clone()).await;
@@ -852,21 +800,8 @@ async fn the_serve_binary_answers_signed_pings_logs_no_secret_and_stops_on_sigte
         let refused = endpoint.post(&headers, body).await;
         assert_eq!(refused.json()["data"]["embeds"][0]["title"], "Not here");
 
-        let pid = serve.id().expect("pid").to_string();
-        let killed = tokio::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .expect("kill runs");
-        assert!(killed.success());
-        while let Ok(Some(line)) = log.next_line().await {
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-        let status = tokio::time::timeout(WAIT, serve.wait())
-            .await
-            .expect("serve exits after SIGTERM")
-            .expect("exit status");
+        let status = support::sigterm(&mut serve.child).await;
+        let seen = serve.log_to_end().await;
         assert_eq!(status.code(), Some(0), "{seen}");
         assert!(seen.contains("shutting down"), "{seen}");
         for secret in [TOKEN, i.token.as_str(), signature.as_str(), "aW50ZXJhY3Rpb24"] {

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod discord;
+pub mod fleet;
+pub mod process;
 
 use rdp_doctor::azure::{Arm, ArmSettings, VmQuery};
 use rdp_doctor::policy::{Policy, PolicyConfig};

@@ -25,6 +25,17 @@ impl FakeDiscord {
     pub fn message(&self, id: u64) -> Option<Value> {
         self.inner.lock().messages.get(&id).cloned()
     }
+
+    /// The custom id of the button labelled `label` on message `id` as it stands now.
+    pub fn button(&self, id: u64, label: &str) -> String {
+        let message = self.message(id).expect("the message");
+        super::components(&message)
+            .iter()
+            .find(|b| b["label"] == label)
+            .and_then(|b| b["custom_id"].as_str())
+            .unwrap_or_else(|| panic!("no button {label} in {message}"))
+            .to_string()
+    }
 }
 
 /// The messages a request addresses: one message of a channel, or the channel's new one.

@@ -155,6 +155,14 @@ impl Recorded {
             .and_then(Value::as_str)
     }
 
+    /// The title of the first embed this request carries, `""` when none.
+    pub fn title(&self) -> String {
+        self.body()["embeds"][0]["title"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
     /// `flags` of the message this request carries (in `data` for a callback), 0 when absent.
     pub fn flags(&self) -> u64 {
         let body = self.body();

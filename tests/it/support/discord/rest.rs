@@ -74,6 +74,24 @@ impl FakeDiscord {
         .await
     }
 
+    /// The edits of this interaction's original response, skipped until one whose title `wanted`
+    /// accepts ("Checking…" and prompts on the way are passed over).
+    pub async fn edit_titled(
+        &self,
+        i: &Interaction,
+        timeout: Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Recorded> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let edit = self.next_edit(i, left).await?;
+            if wanted(&edit.title()) {
+                return Ok(edit);
+            }
+        }
+    }
+
     /// The next follow-up (`POST /webhooks/{app}/{token}`) for this interaction.
     pub async fn next_followup(
         &self,

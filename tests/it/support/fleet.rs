@@ -1,0 +1,149 @@
+//! A fleet: real `rdp-doctor serve` replicas on one PostgreSQL database, with the Azure
+//! simulator and the fake Discord (signing the interactions it delivers to each replica, as
+//! Discord does to an HTTP endpoint). The replica tests and the benchmark's `replicas` section
+//! start it.
+
+use super::discord::signed::{Endpoint, Front, Signer};
+use super::discord::{FakeDiscord, GUILD_ID, TOKEN};
+use super::process::{base_url_before, Logged};
+use rdp_doctor::sim::{SimOptions, Simulator, World};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a replica may take to become ready.
+const READY_WAIT: Duration = Duration::from_secs(20);
+
+/// One `rdp-doctor serve` process: its signed endpoint and its log.
+pub struct Replica {
+    pub process: Logged,
+    pub endpoint: Endpoint,
+}
+
+impl Replica {
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+}
+
+pub struct Fleet {
+    pub sim: Simulator,
+    pub discord: FakeDiscord,
+    /// Discord's REST as the replicas reach it.
+    pub front: Front,
+    pub signer: Signer,
+    /// The fleet's PostgreSQL database (a fresh one).
+    pub database: String,
+    pub dir: PathBuf,
+    pub replicas: Vec<Replica>,
+    secret: String,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Fleet {
+    /// The world on the simulator, the fake Discord, a fresh database and `n` replicas with
+    /// `config` as their `rdp-doctor.toml`, each ready (`/readyz` 200) before this returns.
+    pub async fn start(world: World, options: SimOptions, config: &str, n: usize) -> Fleet {
+        let secret = world.client_secret.clone();
+        let sim = Simulator::start("127.0.0.1:0", world, super::quick(options))
+            .await
+            .expect("simulator");
+        let discord = FakeDiscord::start().await;
+        let front = Front::start(&discord).await;
+        let database = rdp_doctor::store::testing::postgres_database().await;
+        let dir = std::env::temp_dir().join(format!(
+            "rdp-doctor-fleet-{}-{}",
+            std::process::id(),
+            database.rsplit('/').next().unwrap_or_default()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("rdp-doctor.toml"), config).unwrap();
+        let mut fleet = Fleet {
+            sim,
+            discord,
+            front,
+            signer: Signer::generate(),
+            database,
+            dir,
+            replicas: Vec::new(),
+            secret,
+        };
+        let database = fleet.database.clone();
+        let names: Vec<String> = (0..n).map(|i| format!("replica {i}")).collect();
+        let replicas =
+            futures::future::join_all(names.iter().map(|name| fleet.replica(name, &database)))
+                .await;
+        fleet.replicas = replicas;
+        fleet
+    }
+
+    /// A replica more on `database` (the fleet's, or a way to it), ready before this returns.
+    pub async fn replica(&self, name: &str, database: &str) -> Replica {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DISCORD_TOKEN", TOKEN)
+            .env("DISCORD_API_URL", &self.front.url)
+            .env("DISCORD_GUILD_ID", GUILD_ID.to_string())
+            .env("DISCORD_PUBLIC_KEY", self.signer.public_hex())
+            .env("RDP_DOCTOR_LISTEN", "127.0.0.1:0")
+            .env("AZURE_RESOURCE_MANAGER_URL", self.sim.url())
+            .env("AZURE_AUTHORITY_HOST", self.sim.url())
+            .env("AZURE_TENANT_ID", super::TENANT)
+            .env("AZURE_CLIENT_ID", super::CLIENT)
+            .env("AZURE_CLIENT_SECRET", &self.secret)
+            .env(
+                "AZURE_SUBSCRIPTION_ID",
+                rdp_doctor::sim::DEFAULT_SUBSCRIPTION,
+            )
+            .env("RDP_DOCTOR_CONFIG", self.dir.join("rdp-doctor.toml"))
+            .env("RDP_DOCTOR_DATABASE_URL", database)
+            .env(
+                "RUST_LOG",
+                std::env::var("RDP_FLEET_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        let (process, url) =
+            Logged::spawn(name, command, |line| base_url_before(line, "/interactions")).await;
+        let endpoint = Endpoint::new(url, self.signer.clone());
+        // Ready: the commands registered and the database answering. A probe, not a sleep:
+        // `/readyz` is how a load balancer learns it too.
+        let deadline = tokio::time::Instant::now() + READY_WAIT;
+        loop {
+            let (status, body) = endpoint.get("/readyz").await;
+            if status == 200 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} never ready: {body}\n{}",
+                process.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Replica { process, endpoint }
+    }
+
+    pub async fn store(&self) -> rdp_doctor::store::Store {
+        rdp_doctor::store::Store::open(&self.database)
+            .await
+            .expect("the fleet's database")
+    }
+
+    /// POSTs to the simulator whose path ends with `suffix` (before the query).
+    pub fn posts(&self, suffix: &str) -> usize {
+        self.sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| {
+                e.method == "POST" && e.path.split('?').next().unwrap_or("").ends_with(suffix)
+            })
+            .count()
+    }
+}
