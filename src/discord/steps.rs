@@ -247,9 +247,21 @@ pub(super) async fn find(
 
 /// The one way the bot words a failure that came through the door: the person's mistake and
 /// Azure's answer in words under `title`; rdp-doctor's own failure (its database) as "internal
-/// error, reference X", the details logged under the same X.
+/// error, reference X", the details logged under the same X; its database not answering as
+/// that, with the assurance that nothing was done.
 pub(super) fn door_notice(title: &str, e: &DoorError) -> CreateEmbed {
-    if e.is_internal() {
+    if e.is_database_unreachable() {
+        let reference = super::internal_error(e, "door");
+        render::notice(
+            "rdp-doctor's database is unreachable",
+            &format!(
+                "rdp-doctor cannot reach its database right now, so it did nothing for this: \
+                 nothing was sent to Azure and nothing was recorded. Try again in a minute. If it \
+                 goes on, whoever runs rdp-doctor will find the details in its log under \
+                 reference {reference}."
+            ),
+        )
+    } else if e.is_internal() {
         let reference = super::internal_error(e, "door");
         render::notice("Internal error", &super::internal_error_text(&reference))
     } else {

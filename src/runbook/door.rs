@@ -101,6 +101,14 @@ impl DoorError {
         )
     }
 
+    /// rdp-doctor's database did not answer, so nothing was done: worth trying again soon.
+    pub fn is_database_unreachable(&self) -> bool {
+        match self {
+            DoorError::Store(e) | DoorError::Operate(OperateError::Store(e)) => e.is_unreachable(),
+            _ => false,
+        }
+    }
+
     /// Something the person can act on (a denial, a typo, a VM they must name better), as
     /// opposed to Azure or rdp-doctor failing.
     pub fn is_user_error(&self) -> bool {
@@ -302,17 +310,30 @@ impl Door {
     /// What a readiness probe asks of the door: the database answers (where there is one) and
     /// an ARM token can be had. Each failure comes with its part's name and a one-line reason
     /// (no secret: a database URL is redacted, an Azure error is rebuilt from its code).
-    pub async fn readiness(&self) -> Vec<(&'static str, String)> {
-        let mut failing = Vec::new();
-        if let Some(operator) = &self.operator {
-            if let Err(e) = operator.store.ping().await {
-                failing.push(("database", e.to_string()));
+    pub async fn readiness(&self, within: Duration) -> Vec<(&'static str, String)> {
+        // Each part under its own deadline, at once: a database that does not answer is named
+        // as the database, not mistaken for Azure's silence.
+        let late = || format!("no answer within {}s", within.as_secs());
+        let database = async {
+            let operator = self.operator.as_ref()?;
+            match tokio::time::timeout(within, operator.store.ping()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(late()),
             }
-        }
-        if let Err(e) = self.arm.sign_in_check().await {
-            failing.push(("azure", e.to_string()));
-        }
-        failing
+        };
+        let azure = async {
+            match tokio::time::timeout(within, self.arm.sign_in_check()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(late()),
+            }
+        };
+        let (database, azure) = tokio::join!(database, azure);
+        [("database", database), ("azure", azure)]
+            .into_iter()
+            .filter_map(|(part, why)| Some((part, why?)))
+            .collect()
     }
 
     /// The database's gauges for `/metrics` (no person: counts only, no VM or name), each

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::discord::{routes, FakeDiscord, Interaction, User};
 use support::fleet::{Fleet, Replica};
+use support::proxy::{host_port, Proxy};
 use support::within;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -431,6 +432,124 @@ async fn three_replicas_serve_one_war_room() {
         }
         let violations = room.discord.schema_violations();
         assert!(violations.is_empty(), "{violations:#?}");
+    })
+    .await
+}
+
+/// PostgreSQL stops under a replica (a proxy between them is cut: the replica sees its
+/// connections closed and new ones refused, as when the server stops). Readiness goes 503 naming
+/// the database; a command in the meantime is told plainly that nothing was done; when the
+/// database is back the replica is ready again, and the prompt asked before the outage still
+/// confirms, once, with the audit whole.
+#[tokio::test]
+async fn while_postgresql_is_down_readiness_fails_commands_are_told_and_nothing_is_lost() {
+    within(async {
+        let world = World::new().vm("sql-01").stopped().vm("web-01");
+        let room = Room::start(world, SimOptions::fast(), 0).await;
+        let proxy = Proxy::start(&host_port(&room.database)).await;
+        let replica = room
+            .replica("replica P", &proxy.url_through(&room.database))
+            .await;
+        let (prompt, confirm) = room.ask(&replica, "start", "sql-01").await;
+
+        proxy.cut();
+        let down = tokio::time::Instant::now();
+        let deadline = down + WAIT;
+        let why = loop {
+            let (status, body) = replica.endpoint.get("/readyz").await;
+            if status == 503 {
+                break body;
+            }
+            assert_eq!(status, 200, "{body}");
+            assert!(tokio::time::Instant::now() < deadline, "still ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(why.starts_with("database: "), "{why}");
+        assert!(!why.contains("azure"), "only the database is down: {why}");
+
+        // A command while it is down: acknowledged at once, then told that nothing was done.
+        let vm = json!([{"name": "vm", "type": 3, "value": "web-01"}]);
+        let restart = room
+            .discord
+            .slash(&room.admin, "rdp", &["restart"], vm)
+            .await;
+        let answer = replica
+            .endpoint
+            .deliver(&room.discord, &room.front, &restart)
+            .await;
+        assert_eq!(answer.json()["type"], 5, "{}", answer.body);
+        // Privately: the person learns it, the room is not cluttered.
+        let told = room
+            .discord
+            .next_followup(&restart, WAIT)
+            .await
+            .expect("an answer");
+        assert_eq!(told.flags() & 64, 64, "{told:?}");
+        assert_eq!(
+            told.title(),
+            "rdp-doctor's database is unreachable",
+            "{told:?}"
+        );
+        let text = told.body().to_string();
+        assert!(text.contains("nothing was sent to Azure"), "{text}");
+        assert!(text.contains("Try again"), "{text}");
+
+        proxy.restore();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (status, body) = replica.endpoint.get("/readyz").await;
+            if status == 200 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not ready again: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // The prompt from before the outage: confirmed now, it runs once.
+        let click = room.click(prompt, &confirm).await;
+        let answer = replica
+            .endpoint
+            .deliver(&room.discord, &room.front, &click)
+            .await;
+        assert_eq!(answer.json()["type"], 6, "{}", answer.body);
+        let outcome = room
+            .discord
+            .edit_titled(&click, WAIT, |t| {
+                t.contains("succeeded") || t.contains("failed")
+            })
+            .await
+            .expect("the outcome")
+            .title();
+        assert!(outcome.contains("start of sql-01 succeeded"), "{outcome}");
+        assert_eq!(room.posts("/start"), 1);
+        assert_eq!(
+            room.posts("/restart"),
+            0,
+            "nothing done while the database was down"
+        );
+
+        let store = room.store().await;
+        let audit = store.recent_audit(None, 100).await.unwrap();
+        let results: Vec<&str> = audit.iter().rev().map(|e| e.result.as_str()).collect();
+        assert_eq!(results.len(), 3, "{results:?}");
+        assert!(results[0].starts_with("requested"), "{results:?}");
+        assert!(results[1].starts_with("confirmed start"), "{results:?}");
+        assert!(results[2].starts_with("succeeded"), "{results:?}");
+        store.close().await;
+
+        // The database's credentials reached neither the room nor the probe.
+        let url = url::Url::parse(&room.database).unwrap();
+        let credentials = format!("{}:{}@", url.username(), url.password().unwrap_or_default());
+        for request in room.discord.requests() {
+            assert!(
+                !request.body().to_string().contains(&credentials),
+                "{request:?}"
+            );
+        }
+        assert!(!why.contains(&credentials), "{why}");
     })
     .await
 }

@@ -5,6 +5,7 @@
 pub mod discord;
 pub mod fleet;
 pub mod process;
+pub mod proxy;
 
 use rdp_doctor::azure::{Arm, ArmSettings, VmQuery};
 use rdp_doctor::policy::{Policy, PolicyConfig};
