@@ -20,6 +20,8 @@ mod support;
 mod check;
 #[path = "rdp/fair.rs"]
 mod fair;
+#[path = "rdp/replicas.rs"]
+mod replicas;
 #[path = "rdp/sweep.rs"]
 mod sweep;
 
@@ -45,6 +47,10 @@ const SECTIONS: &[(&str, &str)] = &[
         "a person's check during a 1,000-VM sweep, against the same check idle",
     ),
     ("ack", "Discord acknowledgement under load"),
+    (
+        "replicas",
+        "three serve replicas on PostgreSQL: 1,000 signed interactions at once, takeover after SIGKILL",
+    ),
     ("footprint", "binary size, start-up time, idle memory"),
 ];
 
@@ -59,6 +65,9 @@ async fn run_section(name: &str) -> Vec<Row> {
             rows.unwrap_or_else(|e| vec![Row::failed(name, e)])
         }
         "ack" => section_ack().await,
+        "replicas" => replicas::run()
+            .await
+            .unwrap_or_else(|e| vec![Row::failed(name, e)]),
         "footprint" => section_footprint().await,
         other => vec![Row::failed(other, anyhow::anyhow!("no such section"))],
     }

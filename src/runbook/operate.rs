@@ -232,8 +232,11 @@ pub struct Operator {
 /// What a watch for lapsed leases does with each outcome it records (posts it, in chat).
 pub type OnDone = Arc<dyn Fn(&crate::store::Operation, &Outcome) + Send + Sync>;
 
-/// The lease every operation has unless `[replicas] lease_secs` says otherwise.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// The lease every operation has unless `[replicas] lease_secs` says otherwise. A dead owner's
+/// last renewal came at most a third of the lease before it died, and the others look every
+/// third of the lease (give or take a quarter): its operations are taken over between 2/3 and
+/// 17/12 of the lease after it died, so within 30 s with this default.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(20);
 
 impl Operator {
     pub fn new(

@@ -65,32 +65,9 @@ impl Room {
         &self.fleet.replicas[1]
     }
 
-    /// `/rdp <action> vm:<vm>` delivered to `replica`; the prompt's message and its Confirm
-    /// button's custom id.
+    /// `/rdp <action> vm:<vm>` by the first admin, delivered to `replica`.
     async fn ask(&self, replica: &Replica, action: &str, vm: &str) -> (u64, String) {
-        let i = self
-            .discord
-            .slash(
-                &self.admin,
-                "rdp",
-                &[action],
-                json!([{"name": "vm", "type": 3, "value": vm}]),
-            )
-            .await;
-        let answer = replica
-            .endpoint
-            .deliver(&self.discord, &self.front, &i)
-            .await;
-        assert_eq!(answer.status, 200, "{}", answer.body);
-        loop {
-            let edit = self.discord.next_edit(&i, WAIT).await.expect("the prompt");
-            if let Some(confirm) = support::discord::custom_ids(edit.body())
-                .into_iter()
-                .find(|b| b.starts_with("rdp:confirm:"))
-            {
-                return (edit.message_id.expect("the prompt's message"), confirm);
-            }
-        }
+        self.fleet.prompt(replica, &self.admin, action, vm).await
     }
 
     /// A click of `custom_id` on `message`, by the second admin.

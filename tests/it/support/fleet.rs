@@ -4,7 +4,7 @@
 //! start it.
 
 use super::discord::signed::{Endpoint, Front, Signer};
-use super::discord::{FakeDiscord, GUILD_ID, TOKEN};
+use super::discord::{FakeDiscord, User, GUILD_ID, TOKEN};
 use super::process::{base_url_before, Logged};
 use rdp_doctor::sim::{SimOptions, Simulator, World};
 use std::path::PathBuf;
@@ -133,6 +133,44 @@ impl Fleet {
         rdp_doctor::store::Store::open(&self.database)
             .await
             .expect("the fleet's database")
+    }
+
+    /// `/rdp <action> vm:<vm>` by `user` delivered to `replica`: the prompt's message and its
+    /// Confirm button's custom id.
+    pub async fn prompt(
+        &self,
+        replica: &Replica,
+        user: &User,
+        action: &str,
+        vm: &str,
+    ) -> (u64, String) {
+        let i = self
+            .discord
+            .slash(
+                user,
+                "rdp",
+                &[action],
+                serde_json::json!([{"name": "vm", "type": 3, "value": vm}]),
+            )
+            .await;
+        let answer = replica
+            .endpoint
+            .deliver(&self.discord, &self.front, &i)
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        loop {
+            let edit = self
+                .discord
+                .next_edit(&i, READY_WAIT)
+                .await
+                .expect("the prompt");
+            if let Some(confirm) = super::discord::custom_ids(edit.body())
+                .into_iter()
+                .find(|b| b.starts_with("rdp:confirm:"))
+            {
+                return (edit.message_id.expect("the prompt's message"), confirm);
+            }
+        }
     }
 
     /// POSTs to the simulator whose path ends with `suffix` (before the query).

@@ -243,7 +243,18 @@ impl Endpoint {
     /// then goes to the fake's callback route as the interaction's response, before `front` lets
     /// through anything else about `i`.
     pub async fn deliver(&self, discord: &FakeDiscord, front: &Front, i: &Interaction) -> Answer {
-        let payload = payload_of(discord, i);
+        self.deliver_payload(discord, front, i, &payload_of(discord, i))
+            .await
+    }
+
+    /// [`Self::deliver`] with `i`'s payload already at hand (a load test reads them all at once).
+    pub async fn deliver_payload(
+        &self,
+        discord: &FakeDiscord,
+        front: &Front,
+        i: &Interaction,
+        payload: &Value,
+    ) -> Answer {
         front.hold(&i.token);
         let answer = self.post_signed(payload.to_string().into_bytes()).await;
         if answer.status == 200 {
@@ -271,6 +282,16 @@ impl Endpoint {
         front.release(&i.token);
         answer
     }
+}
+
+/// The INTERACTION_CREATE payloads the fake made, by interaction id.
+pub fn payloads(discord: &FakeDiscord) -> std::collections::HashMap<String, Value> {
+    discord
+        .dispatched()
+        .into_iter()
+        .filter(|frame| frame["t"] == "INTERACTION_CREATE")
+        .filter_map(|frame| Some((frame["d"]["id"].as_str()?.to_string(), frame["d"].clone())))
+        .collect()
 }
 
 /// The INTERACTION_CREATE payload the fake made for `i`.
