@@ -255,8 +255,27 @@ impl Endpoint {
         i: &Interaction,
         payload: &Value,
     ) -> Answer {
+        let answer = self.send_payload(front, i, payload).await;
+        self.apply(discord, front, i, &answer).await;
+        answer
+    }
+
+    /// The first half of [`Self::deliver_payload`]: the signed POST, while `front` holds what
+    /// the endpoint sends about `i` until [`Self::apply`].
+    pub async fn send_payload(&self, front: &Front, i: &Interaction, payload: &Value) -> Answer {
         front.hold(&i.token);
-        let answer = self.post_signed(payload.to_string().into_bytes()).await;
+        self.post_signed(payload.to_string().into_bytes()).await
+    }
+
+    /// The second half: a 200's JSON goes to the fake's callback route as the interaction's
+    /// response, then `front` lets through what waited for it.
+    pub async fn apply(
+        &self,
+        discord: &FakeDiscord,
+        front: &Front,
+        i: &Interaction,
+        answer: &Answer,
+    ) {
         if answer.status == 200 {
             let callback = format!(
                 "{}/api/v10/interactions/{}/{}/callback",
@@ -280,7 +299,6 @@ impl Endpoint {
             );
         }
         front.release(&i.token);
-        answer
     }
 }
 
