@@ -141,7 +141,7 @@ on_both_backends! {
             .await
             .unwrap()
             .expect("the lapsed claim does not count");
-        assert_eq!(store.claimed_sweeps().await.unwrap(), [taken.clone()]);
+        assert_eq!(store.claimed_sweeps().await.unwrap(), std::slice::from_ref(&taken));
         // The old owner's renewal says the claim is gone, and its release changes nothing.
         assert!(!store.renew_sweep(&dead.id, &dead.owner).await.unwrap());
         assert!(!store.release_sweep(&dead.id, &dead.owner).await.unwrap());
