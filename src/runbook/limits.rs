@@ -76,7 +76,9 @@ fn human(d: Duration) -> String {
 
 /// The sweeps running now, one per scope: a second sweep of a scope that overlaps a running
 /// one (the same resource group, or a subscription and a group in it) is refused, saying who
-/// started the running one and when. Share one `SweepSlots` among every front end of a process.
+/// started the running one and when. Share one `SweepSlots` among every front end of a process;
+/// across the processes that share a database the door claims the scope there too
+/// (`runbook::sweep_claim`), refusing in the same words.
 #[derive(Debug, Clone)]
 pub struct SweepSlots {
     running: Arc<Mutex<Vec<Slot>>>,

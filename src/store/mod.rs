@@ -1,5 +1,5 @@
 //! Storage (sqlx, SQLite by default): the audit log, confirmations, operations with the per-VM
-//! lock, and the latest check snapshot per VM.
+//! lock, the latest check snapshot per VM, and the sweeps running now (one per scope).
 //!
 //! The guarantees that matter are enforced by the database, not by Rust code holding a mutex:
 //! a confirmation is taken by exactly one caller (one conditional `UPDATE`, see
