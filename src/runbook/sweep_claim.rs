@@ -170,3 +170,6 @@ async fn renew(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
