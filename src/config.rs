@@ -29,7 +29,7 @@ pub struct FileConfig {
     /// How often one person may run commands.
     #[serde(default)]
     pub limits: LimitsConfig,
-    /// Several processes on one database: how long an operation's lease lasts.
+    /// Several processes on one database: how long an operation's or a sweep's lease lasts.
     #[serde(default)]
     pub replicas: ReplicasConfig,
 }
@@ -39,9 +39,10 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct ReplicasConfig {
     /// Seconds a replica that stopped renewing keeps its running operations before another
-    /// takes them over (default 20, from 1 to 3600); it renews every third of that, and the
-    /// others look for lapsed leases every third of it, so a dead replica's operations are taken
-    /// over within 17/12 of the lease: 28 s by default, within the 30 s the war room is promised.
+    /// takes them over, and its sweeps' scopes before another may sweep them (default 20, from
+    /// 1 to 3600); it renews every third of that, and the others look for lapsed leases every
+    /// third of it, so a dead replica's operations are taken over within 17/12 of the lease:
+    /// 28 s by default, within the 30 s the war room is promised.
     pub lease_secs: Option<u64>,
 }
 

@@ -16,6 +16,7 @@ use super::fix::FixRequest;
 use super::limits::{PersonLimiter, PersonRate, RateLimited, SweepBusy, SweepSlots};
 use super::operate::{OnDone, OperateError, Operator, Outcome, Progress, Prompt};
 use super::sweep::{SweepEvent, SweepOptions, SweepReport};
+use super::sweep_claim::ScopeClaim;
 use super::{CheckError, CheckOptions, Console, Event, Report, Stats};
 use crate::azure::{Arm, ArmError, ResolveError, ScopeError, SweepScope, VmDirectory};
 use crate::diagnose::{ActionId, Finding};
@@ -85,6 +86,9 @@ pub enum DoorError {
     RateLimited(#[from] RateLimited),
     #[error("{0}")]
     SweepBusy(Box<SweepBusy>),
+    /// The database that keeps one sweep per scope across the replicas failed: no sweep.
+    #[error("no sweep was started: rdp-doctor could not claim its scope in the database, so it cannot tell whether another replica sweeps it ({0})")]
+    SweepUnclaimed(StoreError),
     #[error(transparent)]
     Operate(#[from] OperateError),
     #[error("storage failed: {0}")]
@@ -97,7 +101,9 @@ impl DoorError {
     pub fn is_internal(&self) -> bool {
         matches!(
             self,
-            DoorError::Store(_) | DoorError::Operate(OperateError::Store(_))
+            DoorError::Store(_)
+                | DoorError::SweepUnclaimed(_)
+                | DoorError::Operate(OperateError::Store(_))
         )
     }
 
@@ -116,7 +122,7 @@ impl DoorError {
             DoorError::Azure(ArmError::Config(_)) => true,
             // A resource group that is not there is the person's typo, as a VM name would be.
             DoorError::Azure(e) if e.code() == Some("ResourceGroupNotFound") => true,
-            DoorError::Azure(_) | DoorError::Store(_) => false,
+            DoorError::Azure(_) | DoorError::Store(_) | DoorError::SweepUnclaimed(_) => false,
             // A VM busy with another change is not the person's mistake (exit 3, like Azure).
             DoorError::Operate(e) => !matches!(
                 e,
@@ -751,12 +757,36 @@ impl Door {
             &scope.subscription_id,
             scope.resource_group.as_deref(),
         )?;
-        // One sweep per scope: the slot is held until this sweep returns.
+        // One sweep per scope: the slot (this process) and the claim (every replica sharing
+        // the database) are held until this sweep returns, or its task is dropped.
         let _slot = self
             .sweeps
             .try_start(scope, &caller.actor.name)
             .map_err(DoorError::SweepBusy)?;
-        Ok(super::sweep::sweep(&self.arm, &self.catalog, scope, options, cancel, events).await?)
+        // Stops the sweep when the person cancels it, or when its claim is lost.
+        let stop = cancel.child_token();
+        let claim = match &self.operator {
+            Some(operator) => Some(
+                ScopeClaim::take(
+                    &operator.store,
+                    operator.replica(),
+                    operator.lease(),
+                    scope,
+                    &caller.actor.name,
+                    stop.clone(),
+                )
+                .await
+                .map_err(DoorError::SweepUnclaimed)?
+                .map_err(DoorError::SweepBusy)?,
+            ),
+            None => None,
+        };
+        let report =
+            super::sweep::sweep(&self.arm, &self.catalog, scope, options, &stop, events).await;
+        if let Some(claim) = claim {
+            claim.release().await;
+        }
+        Ok(report?)
     }
 
     /// The audit log, newest first: only entries about VMs the person may read.

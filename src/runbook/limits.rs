@@ -76,7 +76,9 @@ fn human(d: Duration) -> String {
 
 /// The sweeps running now, one per scope: a second sweep of a scope that overlaps a running
 /// one (the same resource group, or a subscription and a group in it) is refused, saying who
-/// started the running one and when. Share one `SweepSlots` among every front end of a process.
+/// started the running one and when. Share one `SweepSlots` among every front end of a process;
+/// across the processes that share a database the door claims the scope there too
+/// (`runbook::sweep_claim`), refusing in the same words.
 #[derive(Debug, Clone)]
 pub struct SweepSlots {
     running: Arc<Mutex<Vec<Slot>>>,
@@ -130,6 +132,31 @@ pub struct SweepBusy {
 }
 
 impl SweepBusy {
+    /// The refusal for a sweep running elsewhere (another replica sharing the database), in the
+    /// same words: `running` started by `started_by` at `started_ms`, both unix milliseconds as
+    /// is `now_ms`.
+    pub fn elsewhere(
+        asked: &SweepScope,
+        running: SweepScope,
+        started_by: String,
+        started_ms: i64,
+        now_ms: i64,
+    ) -> SweepBusy {
+        let ran_ms = u64::try_from(now_ms.saturating_sub(started_ms)).unwrap_or(0);
+        let started_utc =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(started_ms) * 1_000_000)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        SweepBusy {
+            asked: asked.clone(),
+            running: RunningSweep {
+                scope: running,
+                started_by,
+                running_for: Duration::from_millis(ran_ms),
+            },
+            started_at: clock_time(started_utc),
+        }
+    }
+
     fn message(&self) -> String {
         let running = &self.running;
         let same = overlaps(&running.scope, &self.asked)
@@ -428,6 +455,32 @@ mod tests {
         };
         assert!(slots.try_start(&elsewhere, "carol").is_ok());
         drop(all);
+    }
+
+    #[test]
+    fn a_sweep_elsewhere_is_refused_in_the_same_words() {
+        // 14:02:11 UTC on 30 November 2026, and 192 s later.
+        let started_ms = 1_796_047_331_000;
+        let busy = SweepBusy::elsewhere(
+            &whole(),
+            rg("rg-web"),
+            "alice".into(),
+            started_ms,
+            started_ms + 192_000,
+        );
+        assert_eq!(
+            busy.to_string(),
+            "a sweep of resource group rg-web is already running (it covers subscription \
+             11111111-1111-1111-1111-111111111111): alice started it 3 min 12 s ago, at \
+             14:02:11 UTC. Wait for its summary, or ask alice to cancel it; one sweep per scope \
+             at a time keeps ARM's budget for everyone's checks."
+        );
+        // A clock behind the other replica's says "0 s", never a negative time.
+        let skewed = SweepBusy::elsewhere(&whole(), whole(), "bob".into(), started_ms, 0);
+        assert_eq!(skewed.running.running_for, Duration::ZERO);
+        assert!(skewed
+            .to_string()
+            .contains("bob started it 0 s ago, at 14:02:11 UTC"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod operate;
 pub mod permissions;
 mod report;
 pub mod sweep;
+mod sweep_claim;
 
 pub use report::{Report, Stats, Verdict};
 

@@ -1,5 +1,5 @@
 //! Storage (sqlx, SQLite by default): the audit log, confirmations, operations with the per-VM
-//! lock, and the latest check snapshot per VM.
+//! lock, the latest check snapshot per VM, and the sweeps running now (one per scope).
 //!
 //! The guarantees that matter are enforced by the database, not by Rust code holding a mutex:
 //! a confirmation is taken by exactly one caller (one conditional `UPDATE`, see
@@ -19,6 +19,7 @@ mod confirmations;
 mod operations;
 mod secrets;
 mod snapshots;
+mod sweeps;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -35,6 +36,7 @@ pub use confirmations::{
     CancelOutcome, ConfirmOutcome, Confirmation, ConfirmationState, NewConfirmation,
 };
 pub use operations::{Locked, NewOperation, Operation, OperationOutcome};
+pub use sweeps::{NewSweep, StoredSweep};
 
 /// The migrations in `migrations/sqlite/` and `migrations/postgres/`, embedded in the binary: the
 /// same versions and descriptions in both, each in its database's dialect.
@@ -52,6 +54,11 @@ static SQLITE_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "leases",
         include_str!("../../migrations/sqlite/0002_leases.sql"),
     ),
+    (
+        3,
+        "sweeps",
+        include_str!("../../migrations/sqlite/0003_sweeps.sql"),
+    ),
 ]);
 static POSTGRES_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
     (
@@ -63,6 +70,11 @@ static POSTGRES_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         2,
         "leases",
         include_str!("../../migrations/postgres/0002_leases.sql"),
+    ),
+    (
+        3,
+        "sweeps",
+        include_str!("../../migrations/postgres/0003_sweeps.sql"),
     ),
 ]);
 

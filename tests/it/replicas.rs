@@ -2,7 +2,9 @@
 //! simulator and the fake Discord (signed interactions, as Discord sends them to an HTTP
 //! endpoint). The replica following a redeploy is SIGKILLed mid-operation and the other takes it
 //! over once its lease lapses, posting the outcome once; two Confirm clicks of one prompt sent
-//! to the two replicas at the same instant write to Azure once.
+//! to the two replicas at the same instant write to Azure once; two people starting overlapping
+//! sweeps on the two replicas at the same instant get one sweep, and a replica killed mid-sweep
+//! frees its scope within the lease.
 
 use crate::support;
 use rdp_doctor::sim::{SimOptions, World};
@@ -70,12 +72,84 @@ impl Room {
         self.fleet.prompt(replica, &self.admin, action, vm).await
     }
 
+    /// `/rdp sweep` by `user`, of `group` or (`None`) the whole subscription; deliver it with
+    /// [`Fleet::deliver`].
+    async fn sweep(&self, user: &User, group: Option<&str>) -> Interaction {
+        let options = match group {
+            Some(group) => json!([{"name": "resource-group", "type": 3, "value": group}]),
+            None => json!([]),
+        };
+        self.discord.slash(user, "rdp", &["sweep"], options).await
+    }
+
+    /// Delivers `i` to `replica`, which acknowledges it at once.
+    async fn deliver(&self, replica: &Replica, i: &Interaction) {
+        let answer = replica
+            .endpoint
+            .deliver(&self.discord, &self.front, i)
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+
+    /// How a sweep ended for the person: its summary's title, or the private refusal's text.
+    async fn sweep_outcome(&self, i: &Interaction) -> Swept {
+        tokio::select! {
+            summary = async {
+                loop {
+                    let edit = self.discord.next_edit(i, WAIT).await.expect("an edit");
+                    let title = edit.title();
+                    // Progress is titled "Sweep of <scope>"; the summary adds what it found.
+                    if title.starts_with("Sweep of ") && title.contains(": ") {
+                        return title;
+                    }
+                }
+            } => Swept::Ran(summary),
+            refusal = self.discord.next_followup(i, WAIT) => {
+                let refusal = refusal.expect("a follow-up");
+                assert_eq!(refusal.flags() & 64, 64, "private: {refusal:?}");
+                Swept::Refused(
+                    refusal.body()["embeds"][0]["description"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            }
+        }
+    }
+
+    /// The sweeps that reached Azure: each lists its scope's network interfaces once (nothing
+    /// else in rdp-doctor lists them).
+    fn fleet_listings(&self) -> usize {
+        self.sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| {
+                e.method == "GET"
+                    && e.path
+                        .split('?')
+                        .next()
+                        .unwrap_or("")
+                        .ends_with("/providers/Microsoft.Network/networkInterfaces")
+            })
+            .count()
+    }
+
     /// A click of `custom_id` on `message`, by the second admin.
     async fn click(&self, message: u64, custom_id: &str) -> Interaction {
         self.discord
             .component(&self.confirmer, message, custom_id, &[])
             .await
     }
+}
+
+/// How a `/rdp sweep` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Swept {
+    /// The summary's title.
+    Ran(String),
+    /// The private refusal's text.
+    Refused(String),
 }
 
 /// Every channel message posted so far (the outcomes of operations taken over go there).
@@ -527,6 +601,105 @@ async fn while_postgresql_is_down_readiness_fails_commands_are_told_and_nothing_
             );
         }
         assert!(!why.contains(&credentials), "{why}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn overlapping_sweeps_started_on_two_replicas_at_once_run_once() {
+    within(async {
+        // Every answer takes 150 ms: a sweep of eight VMs outlasts the other replica's claim.
+        let world = support::numbered_vms(World::new().page_size(100), "web", 8);
+        let fleet = Room::start(world, support::slowed(Duration::from_millis(150)), 2).await;
+        // Ada sweeps the whole subscription on A, Grace its rg-web on B, at the same instant.
+        let (whole, group) = (
+            fleet.sweep(&fleet.admin, None).await,
+            fleet.sweep(&fleet.confirmer, Some("rg-web")).await,
+        );
+        tokio::join!(
+            fleet.deliver(fleet.a(), &whole),
+            fleet.deliver(fleet.b(), &group),
+        );
+        let (on_a, on_b) = tokio::join!(fleet.sweep_outcome(&whole), fleet.sweep_outcome(&group));
+        let sub = rdp_doctor::sim::DEFAULT_SUBSCRIPTION;
+        // Who ran, what the other was told, and who that was (their replica, them, their scope).
+        let (expected, refusal, loser) = match (&on_a, &on_b) {
+            (Swept::Ran(_), Swept::Refused(text)) => (
+                format!("a sweep of subscription {sub} is already running (it covers resource group rg-web): ada started it "),
+                text,
+                (fleet.b(), &fleet.confirmer, Some("rg-web")),
+            ),
+            (Swept::Refused(text), Swept::Ran(_)) => (
+                format!("a sweep of resource group rg-web is already running (it covers subscription {sub}): grace started it "),
+                text,
+                (fleet.a(), &fleet.admin, None),
+            ),
+            _ => panic!("exactly one sweep runs: A {on_a:?}, B {on_b:?}"),
+        };
+        // The refusal says who sweeps and since when, whichever replica runs it.
+        assert!(refusal.starts_with(&expected), "{refusal}");
+        assert!(refusal.contains(" ago, at "), "{refusal}");
+        assert!(refusal.contains(" UTC."), "{refusal}");
+        assert_eq!(fleet.fleet_listings(), 1, "one sweep reached Azure");
+        let store = fleet.store().await;
+        assert_eq!(store.claimed_sweeps().await.unwrap(), [], "released as it ended");
+
+        // Once it has finished, the other person's sweep runs.
+        let (replica, user, scope) = loser;
+        let again = fleet.sweep(user, scope).await;
+        fleet.deliver(replica, &again).await;
+        let outcome = fleet.sweep_outcome(&again).await;
+        assert!(
+            matches!(&outcome, Swept::Ran(title) if title.contains("nothing blocks Remote Desktop on 8 VMs")),
+            "{outcome:?}"
+        );
+        assert_eq!(fleet.fleet_listings(), 2);
+        let violations = fleet.discord.schema_violations();
+        assert!(violations.is_empty(), "{violations:#?}");
+        store.close().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_sweep_frees_its_scope_within_the_lease() {
+    within(async {
+        // Every answer takes 300 ms: the sweep is still running when A dies.
+        let world = support::numbered_vms(World::new().page_size(100), "web", 8);
+        let mut fleet = Room::start(world, support::slowed(Duration::from_millis(300)), 2).await;
+        let first = fleet.sweep(&fleet.admin, None).await;
+        fleet.deliver(fleet.a(), &first).await;
+        let store = fleet.store().await;
+        support::until_async("A's claim", fleet.sim.watch_answers(), || async {
+            store.claimed_sweeps().await.is_ok_and(|c| !c.is_empty())
+        })
+        .await;
+        fleet.fleet.replicas[0].process.kill().await;
+        let killed = Instant::now();
+
+        // Right after, A's claim is alive: B refuses an overlapping sweep.
+        let early = fleet.sweep(&fleet.confirmer, Some("rg-web")).await;
+        fleet.deliver(fleet.b(), &early).await;
+        let outcome = fleet.sweep_outcome(&early).await;
+        assert!(
+            matches!(&outcome, Swept::Refused(text) if text.contains(": ada started it ")),
+            "{outcome:?}"
+        );
+        assert!(killed.elapsed() < LEASE, "refused within the lease");
+
+        // A's last heartbeat came before the kill: a lease after it, the claim has lapsed. The
+        // lease is what is waited for; no event marks a heartbeat that never comes.
+        tokio::time::sleep(LEASE.saturating_sub(killed.elapsed()) + Duration::from_millis(50))
+            .await;
+        let later = fleet.sweep(&fleet.confirmer, Some("rg-web")).await;
+        fleet.deliver(fleet.b(), &later).await;
+        let outcome = fleet.sweep_outcome(&later).await;
+        assert!(
+            matches!(&outcome, Swept::Ran(title) if title.contains("nothing blocks Remote Desktop on 8 VMs")),
+            "{outcome:?}"
+        );
+        assert_eq!(store.claimed_sweeps().await.unwrap(), [], "A's lapsed claim is gone too");
+        store.close().await;
     })
     .await
 }

@@ -8,6 +8,8 @@ use crate::support;
 mod credentials;
 /// Tracing spans from the person's command to Azure's request id.
 mod spans;
+/// One sweep per scope across replicas sharing a database, through the door.
+mod sweep_claims;
 
 use rdp_doctor::azure::{Arm, ArmError, ResolveError, SweepScope, VmDirectory, VmQuery};
 use rdp_doctor::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};

@@ -1,0 +1,175 @@
+//! A sweep's claim on its scope in the database: one sweep per scope across every replica that
+//! shares it (the in-memory `limits::SweepSlots` keep the same rule inside one process, and
+//! without a database).
+//!
+//! The claim is taken before the sweep's first Azure request, renewed every third of the lease
+//! while it runs, and released when it ends: [`ScopeClaim::release`] on every return, and the
+//! guard's `Drop` when the sweep's task is dropped. A release that fails, or a replica that dies
+//! mid-sweep, leaves a claim whose heartbeat stops: the next claim of an overlapping scope after
+//! the lease deletes it (`Store::claim_sweep`).
+
+use super::limits::SweepBusy;
+use crate::azure::SweepScope;
+use crate::store::{now_ms, NewSweep, Store, StoreError, StoredSweep};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A sweep's scope, claimed in the database; renewed until released or dropped.
+#[derive(Debug)]
+#[must_use = "the claim is released as soon as it is dropped"]
+pub(crate) struct ScopeClaim {
+    store: Store,
+    owner: Arc<str>,
+    /// The claim's id (a renewal that finds the claim gone claims the scope again, anew).
+    id: Arc<Mutex<String>>,
+    renewer: tokio::task::JoinHandle<()>,
+    released: bool,
+}
+
+/// Heartbeats older than this (unix ms) belong to owners whose lease has lapsed.
+fn cutoff(lease: Duration) -> i64 {
+    now_ms().saturating_sub(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn scope_of(sweep: &StoredSweep) -> SweepScope {
+    SweepScope {
+        subscription_id: sweep.subscription_id.clone(),
+        resource_group: sweep.resource_group.clone(),
+    }
+}
+
+impl ScopeClaim {
+    /// Claim `scope` for a sweep `started_by` starts on replica `owner`, or say (in the words
+    /// of [`SweepBusy`]) which sweep, here or on another replica, holds it. Should the claim
+    /// be lost while the sweep runs (this replica stalled past the lease and someone else
+    /// started a sweep of the scope), `lost` is cancelled, which stops the sweep.
+    pub(crate) async fn take(
+        store: &Store,
+        owner: &str,
+        lease: Duration,
+        scope: &SweepScope,
+        started_by: &str,
+        lost: CancellationToken,
+    ) -> Result<Result<ScopeClaim, Box<SweepBusy>>, StoreError> {
+        let new = NewSweep {
+            subscription_id: scope.subscription_id.clone(),
+            resource_group: scope.resource_group.clone(),
+            started_by: started_by.to_string(),
+            owner: owner.to_string(),
+        };
+        let claimed = match store.claim_sweep(&new, cutoff(lease)).await? {
+            Ok(claimed) => claimed,
+            Err(running) => {
+                return Ok(Err(Box::new(SweepBusy::elsewhere(
+                    scope,
+                    scope_of(&running),
+                    running.started_by,
+                    running.started_ms,
+                    now_ms(),
+                ))))
+            }
+        };
+        let id = Arc::new(Mutex::new(claimed.id));
+        let owner: Arc<str> = owner.into();
+        let renewer = tokio::spawn(renew(
+            store.clone(),
+            owner.clone(),
+            id.clone(),
+            lease,
+            new,
+            lost,
+        ));
+        Ok(Ok(ScopeClaim {
+            store: store.clone(),
+            owner,
+            id,
+            renewer,
+            released: false,
+        }))
+    }
+
+    fn id(&self) -> String {
+        self.id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The sweep ended: free the scope now. A failure is logged; the lease lapses instead.
+    pub(crate) async fn release(mut self) {
+        self.renewer.abort();
+        self.released = true;
+        let id = self.id();
+        release(&self.store, &id, &self.owner).await;
+    }
+}
+
+impl Drop for ScopeClaim {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        if self.released {
+            return;
+        }
+        // The sweep's task was dropped: release from a task of our own, if a runtime is left
+        // to run it; otherwise the lease lapses.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (store, id, owner) = (self.store.clone(), self.id(), self.owner.clone());
+            runtime.spawn(async move { release(&store, &id, &owner).await });
+        }
+    }
+}
+
+async fn release(store: &Store, id: &str, owner: &str) {
+    if let Err(e) = store.release_sweep(id, owner).await {
+        tracing::warn!(
+            error = %e,
+            "could not release a sweep's scope; other replicas may sweep it once its lease lapses"
+        );
+    }
+}
+
+/// Renew the claim every third of the lease. A claim found gone (this replica could not renew
+/// for longer than the lease, and another claim in the subscription deleted it) is taken again
+/// if the scope is still free; if another sweep holds it now, `lost` stops this one.
+async fn renew(
+    store: Store,
+    owner: Arc<str>,
+    id: Arc<Mutex<String>>,
+    lease: Duration,
+    new: NewSweep,
+    lost: CancellationToken,
+) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let current = id.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        match store.renew_sweep(&current, &owner).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not renew a sweep's claim; trying again");
+                continue;
+            }
+        }
+        match store.claim_sweep(&new, cutoff(lease)).await {
+            Ok(Ok(again)) => {
+                tracing::warn!("a sweep's claim had lapsed (renewals failed for longer than the lease); claimed its scope again");
+                *id.lock().unwrap_or_else(PoisonError::into_inner) = again.id;
+            }
+            Ok(Err(running)) => {
+                tracing::warn!(
+                    started_by = %running.started_by,
+                    "a sweep's claim lapsed (renewals failed for longer than the lease) and another sweep of its scope started meanwhile: stopping this one"
+                );
+                lost.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim a sweep's scope again; trying again");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
