@@ -38,11 +38,6 @@ impl Standby {
         Standby { lock, every }
     }
 
-    /// How often the lock is asked for (standby) or checked (holder).
-    pub fn every(&self) -> Duration {
-        self.every
-    }
-
     /// Returns once this process holds the lock and has waited out the hold-off. `status` is
     /// told why not, at each change (for `/readyz`); the log says it once per change too.
     pub async fn wait_turn(&mut self, status: impl Fn(String)) {
