@@ -261,13 +261,14 @@ pub async fn run(mut settings: BotSettings, bot: Bot) -> Result<(), BotError> {
             None => connect(&settings.token, settings.api_url.as_deref()).await?,
         };
         health.set_gateway(Some("connecting to Discord".into()));
-        let round = Round {
-            settings: &settings,
-            bot: bot.share(),
-            health: health.clone(),
-            started: started.clone(),
-        };
-        let mut client = round.client(http).await?;
+        let mut client = gateway_client(
+            &settings,
+            http,
+            bot.share(),
+            health.clone(),
+            started.clone(),
+        )
+        .await?;
         let shards = client.shard_manager.clone();
         let watch = tokio::spawn(watch_shards(shards.clone(), health.clone()));
         let lost = async {
@@ -314,27 +315,19 @@ enum Ended {
     Stop,
 }
 
-/// One gateway connection: the framework and the client it serves.
-struct Round<'a> {
-    settings: &'a BotSettings,
+/// The serenity client and poise framework of one gateway connection. `started` guards the
+/// background work a bot starts once per process, at its first READY.
+async fn gateway_client(
+    settings: &BotSettings,
+    http: Http,
     bot: Bot,
     health: Arc<serve::Health>,
-    /// The background work a bot starts once per process, at its first READY.
     started: Arc<std::sync::Once>,
-}
-
-impl Round<'_> {
-    async fn client(self, http: Http) -> Result<serenity::Client, BotError> {
-        let guild = self.settings.guild_id.map(GuildId::new);
-        let refresh = self.settings.directory_refresh;
-        let Round {
-            bot,
-            health,
-            started,
-            ..
-        } = self;
-        let watch = GatewayWatch(health.clone());
-        let framework = poise::Framework::builder()
+) -> Result<serenity::Client, BotError> {
+    let guild = settings.guild_id.map(GuildId::new);
+    let refresh = settings.directory_refresh;
+    let watch = GatewayWatch(health.clone());
+    let framework = poise::Framework::builder()
             .options(poise::FrameworkOptions {
                 commands: vec![rdp()],
                 command_check: Some(|ctx| Box::pin(fixes::channel_check(ctx))),
@@ -379,12 +372,11 @@ impl Round<'_> {
                 })
             })
             .build();
-        ClientBuilder::new_with_http(http, GatewayIntents::GUILDS)
-            .framework(Traced(framework))
-            .event_handler(watch)
-            .await
-            .map_err(|e| BotError::Client(e.to_string()))
-    }
+    ClientBuilder::new_with_http(http, GatewayIntents::GUILDS)
+        .framework(Traced(framework))
+        .event_handler(watch)
+        .await
+        .map_err(|e| BotError::Client(e.to_string()))
 }
 
 /// Follows the gateway's connection for `/readyz`: READY and RESUMED mean connected, any other
