@@ -164,7 +164,7 @@ async fn a_second_bot_on_postgresql_waits_and_takes_the_gateway_over_when_the_fi
         discord.wait_ready(WAIT).await.expect("bot A connects");
         a.readyz_until("ready", |status, _| status == 200).await;
 
-        let b = Bot::start("bot B", &discord, &sim, &secret, &config, &database).await;
+        let mut b = Bot::start("bot B", &discord, &sim, &secret, &config, &database).await;
         let (_, body) = b
             .readyz_until("standby", |status, body| {
                 status == 503 && body.contains("gateway: standby")
@@ -208,6 +208,14 @@ async fn a_second_bot_on_postgresql_waits_and_takes_the_gateway_over_when_the_fi
         );
         assert!(log.contains("took the gateway lock"), "{log}");
         assert!(!log.contains(&secret), "{log}");
+        // Stopped while it holds the gateway: it leaves cleanly and frees the lock.
+        assert_eq!(support::sigterm(&mut b.child).await.code(), Some(0));
+        let mut lock = rdp_doctor::store::GatewayLock::new(&database).expect("a URL");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !lock.try_take().await.expect("the database answers") {
+            assert!(tokio::time::Instant::now() < deadline, "the lock was never freed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let _ = std::fs::remove_dir_all(&dir);
     })
     .await
