@@ -1,7 +1,8 @@
 //! The gateway's hot standby and readiness that follows the gateway: real `rdp-doctor bot`
 //! processes against the fake Discord. Two bots on one PostgreSQL database: one connects to the
 //! gateway, the other waits (its `/readyz` says standby) and takes over when the first is
-//! SIGKILLed, answering a `/rdp check`. One bot whose gateway drops and cannot resume at once:
+//! SIGKILLed, answering a `/rdp check`. A bot whose lock session the database ends leaves the
+//! gateway and comes back once it holds the lock again. One bot whose gateway drops and cannot resume at once:
 //! `/readyz` answers 503 naming the gateway until the session is back.
 
 use crate::metrics::get;
