@@ -44,23 +44,45 @@ pub struct ReplicasConfig {
     /// third of it, so a dead replica's operations are taken over within 17/12 of the lease:
     /// 28 s by default, within the 30 s the war room is promised.
     pub lease_secs: Option<u64>,
+    /// Seconds between a standby `bot`'s tries for the gateway lock, and between the active
+    /// `bot`'s checks that it still holds it (PostgreSQL only; default 2, from 1 to 10). A
+    /// standby takes over within about two of these after the active bot dies.
+    pub standby_check_secs: Option<u64>,
 }
 
 impl ReplicasConfig {
     /// The most a lease may be: an hour (a dead replica's operation waits that long).
     const MAX_LEASE_SECS: u64 = 3600;
 
+    /// The most `standby_check_secs` may be: two of them and a connect stay well within 30 s.
+    const MAX_STANDBY_CHECK_SECS: u64 = 10;
+
     fn check(&self) -> Result<(), (&'static str, String)> {
-        match self.lease_secs {
-            Some(secs) if !(1..=Self::MAX_LEASE_SECS).contains(&secs) => Err((
+        match (self.lease_secs, self.standby_check_secs) {
+            (Some(secs), _) if !(1..=Self::MAX_LEASE_SECS).contains(&secs) => Err((
                 "lease_secs",
                 format!(
                     "[replicas] lease_secs = {secs} is out of range: seconds from 1 to {}, e.g. 20 (the default)",
                     Self::MAX_LEASE_SECS
                 ),
             )),
+            (_, Some(secs)) if !(1..=Self::MAX_STANDBY_CHECK_SECS).contains(&secs) => Err((
+                "standby_check_secs",
+                format!(
+                    "[replicas] standby_check_secs = {secs} is out of range: seconds from 1 to {}, e.g. 2 (the default)",
+                    Self::MAX_STANDBY_CHECK_SECS
+                ),
+            )),
             _ => Ok(()),
         }
+    }
+
+    /// How often a standby bot asks for the gateway lock and the active one checks it.
+    pub fn standby_check(&self) -> Duration {
+        self.standby_check_secs
+            .filter(|s| (1..=Self::MAX_STANDBY_CHECK_SECS).contains(s))
+            .map(Duration::from_secs)
+            .unwrap_or(crate::runbook::standby::DEFAULT_CHECK)
     }
 
     /// How long an operation's lease lasts.
@@ -426,5 +448,25 @@ mod tests {
             );
         }
         assert!(FileConfig::parse("[replicas]\nlease = 2\n", "x.toml").is_err());
+    }
+
+    #[test]
+    fn the_standby_checks_every_two_seconds_unless_set_within_range() {
+        let plain = FileConfig::parse("", "x.toml").unwrap();
+        assert_eq!(plain.replicas.standby_check(), Duration::from_secs(2));
+        let slow = FileConfig::parse("[replicas]\nstandby_check_secs = 10\n", "x.toml").unwrap();
+        assert_eq!(slow.replicas.standby_check(), Duration::from_secs(10));
+        for bad in ["0", "11"] {
+            let err = FileConfig::parse(
+                &format!("[replicas]\nstandby_check_secs = {bad}\n"),
+                "x.toml",
+            )
+            .expect_err("out of range")
+            .to_string();
+            assert_eq!(
+                err,
+                format!("x.toml:2:22: [replicas] standby_check_secs = {bad} is out of range: seconds from 1 to 10, e.g. 2 (the default)")
+            );
+        }
     }
 }

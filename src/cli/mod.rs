@@ -709,12 +709,22 @@ async fn bot(simulate: bool) -> Result<Done, CliError> {
         ),
         _ => None,
     };
+    // Bots sharing a PostgreSQL database take turns on the gateway; on SQLite there is one.
+    let url = database_url(simulate);
+    let standby = match crate::store::Backend::of(&url) {
+        Some(crate::store::Backend::Postgres) => Some(crate::runbook::standby::Standby::new(
+            crate::store::GatewayLock::new(&url).map_err(CliError::usage)?,
+            file.replicas.standby_check(),
+        )),
+        _ => None,
+    };
     let settings = crate::discord::BotSettings {
         token,
         api_url,
         guild_id,
         directory_refresh: directory_refresh(&file),
         metrics_listener,
+        standby,
     };
     let bot = crate::discord::Bot::new(door);
     crate::discord::run(settings, bot)

@@ -20,6 +20,7 @@ mod transport;
 
 use crate::policy::{Actor, Place};
 use crate::runbook::door::{Caller, Door};
+use crate::runbook::standby::Standby;
 use ids::{ComponentId, Key, UnknownId};
 use secrecy::{ExposeSecret, SecretString};
 use serenity::all::{
@@ -52,15 +53,18 @@ pub struct BotSettings {
     pub directory_refresh: Duration,
     /// `RDP_DOCTOR_METRICS_LISTEN`, bound: `/healthz`, `/readyz` and `/metrics` are served here.
     pub metrics_listener: Option<tokio::net::TcpListener>,
+    /// On PostgreSQL: the gateway lock this bot must hold before it connects (a hot standby
+    /// until then); `None` on SQLite (one machine, one bot).
+    pub standby: Option<Standby>,
 }
 
 /// Shared state of the running bot (poise's user data).
 pub struct Bot {
     /// Everything the bot does to Azure goes through here, with the person and the place.
     pub door: Door,
-    picks: Mutex<HashMap<Key, PendingPick>>,
+    picks: Arc<Mutex<HashMap<Key, PendingPick>>>,
     /// Sweeps running or recently finished, by the nonce in their components.
-    sweeps: Mutex<HashMap<Key, sweep::SweepState>>,
+    sweeps: Arc<Mutex<HashMap<Key, sweep::SweepState>>>,
 }
 
 /// A pick menu is answered within minutes or not at all.
@@ -70,8 +74,18 @@ impl Bot {
     pub fn new(door: Door) -> Bot {
         Bot {
             door,
-            picks: Mutex::new(HashMap::new()),
-            sweeps: Mutex::new(HashMap::new()),
+            picks: Arc::new(Mutex::new(HashMap::new())),
+            sweeps: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The same bot for the next gateway connection (after the gateway lock was lost and taken
+    /// again): pending menus and sweeps carry over.
+    fn share(&self) -> Bot {
+        Bot {
+            door: self.door.clone(),
+            picks: self.picks.clone(),
+            sweeps: self.sweeps.clone(),
         }
     }
 
@@ -214,78 +228,213 @@ pub async fn register_commands(
         .map_err(|e| BotError::Client(format!("Discord refused the commands: {e}")))
 }
 
-/// Connect, register the commands, serve until SIGTERM or Ctrl-C.
-pub async fn run(settings: BotSettings, bot: Bot) -> Result<(), BotError> {
-    let http = connect(&settings.token, settings.api_url.as_deref()).await?;
-
-    let guild = settings.guild_id.map(GuildId::new);
-    let refresh = settings.directory_refresh;
-    let health = serve::Health::new(bot.door.clone(), "the gateway is not connected yet");
-    if let Some(listener) = settings.metrics_listener {
+/// Connect, register the commands, serve until SIGTERM or Ctrl-C. With a gateway lock
+/// (`settings.standby`), wait for it first, and should it be lost while connected, disconnect
+/// and wait for it again (`runbook::standby`).
+pub async fn run(mut settings: BotSettings, bot: Bot) -> Result<(), BotError> {
+    // The token is checked before anything else, standby or not: a bad one is exit 2 at once.
+    let mut http = Some(connect(&settings.token, settings.api_url.as_deref()).await?);
+    let health = serve::Health::new(bot.door.clone(), "not registered yet");
+    health.set_gateway(Some("not connected yet".into()));
+    if let Some(listener) = settings.metrics_listener.take() {
         tokio::spawn(serve::serve_health(listener, health.clone()));
     }
-    let framework = poise::Framework::builder()
-        .options(poise::FrameworkOptions {
-            commands: vec![rdp()],
-            command_check: Some(|ctx| Box::pin(fixes::channel_check(ctx))),
-            on_error: |error| Box::pin(on_error(error)),
-            post_command: |ctx| {
-                Box::pin(async move { count(ctx, crate::metrics::Outcome::Ok) })
-            },
-            event_handler: |framework, event| {
-                Box::pin(on_event(
-                    framework.serenity_context,
-                    event,
-                    framework.user_data,
-                ))
-            },
-            allowed_mentions: Some(CreateAllowedMentions::new()),
-            initialize_owners: false,
-            ..Default::default()
-        })
-        .setup(move |ctx, ready, _framework| {
-            Box::pin(async move {
-                register(&ctx.http, guild).await?;
-                health.set_registration(None);
-                bot.door.spawn_directory_refresher(refresh);
-                // Operations a stopped replica (or a previous run) left mid-flight: take them
-                // over once their lease lapses, follow them and post the outcome.
-                fixes::take_over_operations(ctx.http.clone(), bot.door.clone());
-                if !bot.door.policy().configured() {
-                    tracing::warn!("no [policy] in the config: the bot answers every interaction with a refusal");
-                }
-                tracing::info!(
-                    "rdp-doctor ready as {} ({} subscription(s); commands registered {})",
-                    ready.user.name,
-                    bot.door.subscriptions().len(),
-                    match guild {
-                        Some(g) => format!("in guild {g}"),
-                        None => "globally".to_string(),
-                    }
-                );
-                Ok(bot)
-            })
-        })
-        .build();
-
-    let mut client = ClientBuilder::new_with_http(http, GatewayIntents::GUILDS)
-        .framework(Traced(framework))
-        .await
-        .map_err(|e| BotError::Client(e.to_string()))?;
-
-    let shards = client.shard_manager.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopping = stop.clone();
     tokio::spawn(async move {
         wait_for_shutdown().await;
         tracing::info!("shutting down");
-        shards.shutdown_all().await;
+        stopping.cancel();
     });
-    client.start().await.map_err(|e| {
-        if is_unauthorized(&e) {
-            BotError::TokenRejected
-        } else {
-            BotError::Client(e.to_string())
+    let started = Arc::new(std::sync::Once::new());
+    let mut standby = settings.standby.take();
+    loop {
+        if let Some(standby) = standby.as_mut() {
+            let waited = async { standby.wait_turn(|why| health.set_gateway(Some(why))).await };
+            tokio::select! {
+                () = waited => {}
+                () = stop.cancelled() => return Ok(()),
+            }
         }
-    })
+        let http = match http.take() {
+            Some(http) => http,
+            None => connect(&settings.token, settings.api_url.as_deref()).await?,
+        };
+        health.set_gateway(Some("connecting to Discord".into()));
+        let mut client = gateway_client(
+            &settings,
+            http,
+            bot.share(),
+            health.clone(),
+            started.clone(),
+        )
+        .await?;
+        let shards = client.shard_manager.clone();
+        let watch = tokio::spawn(watch_shards(shards.clone(), health.clone()));
+        let lost = async {
+            match standby.as_mut() {
+                Some(standby) => standby.until_lost().await,
+                None => std::future::pending().await,
+            }
+        };
+        let start = client.start();
+        tokio::pin!(start);
+        let ended = tokio::select! {
+            ended = &mut start => Ended::ByItself(ended),
+            why = lost => Ended::Lost(why),
+            () = stop.cancelled() => Ended::Stop,
+        };
+        if !matches!(ended, Ended::ByItself(_)) {
+            shards.shutdown_all().await;
+            let _ = start.await;
+        }
+        watch.abort();
+        match ended {
+            Ended::ByItself(Ok(())) | Ended::Stop => break,
+            Ended::ByItself(Err(e)) if is_unauthorized(&e) => return Err(BotError::TokenRejected),
+            Ended::ByItself(Err(e)) => return Err(BotError::Client(e.to_string())),
+            Ended::Lost(why) => {
+                tracing::error!(error = %why, "lost the gateway lock: disconnected from the gateway; waiting for the lock again");
+                health.set_gateway(Some(format!("disconnected: lost the gateway lock ({why})")));
+            }
+        }
+    }
+    if let Some(standby) = standby.as_mut() {
+        standby.release().await;
+    }
+    Ok(())
+}
+
+/// Why one gateway connection ended.
+enum Ended {
+    /// serenity's client returned (after a shutdown from elsewhere, or failing).
+    ByItself(serenity::Result<()>),
+    /// The gateway lock was lost: the gateway was shut down.
+    Lost(crate::store::LockError),
+    /// SIGTERM or Ctrl-C: the gateway was shut down.
+    Stop,
+}
+
+/// The serenity client and poise framework of one gateway connection. `started` guards the
+/// background work a bot starts once per process, at its first READY.
+async fn gateway_client(
+    settings: &BotSettings,
+    http: Http,
+    bot: Bot,
+    health: Arc<serve::Health>,
+    started: Arc<std::sync::Once>,
+) -> Result<serenity::Client, BotError> {
+    let guild = settings.guild_id.map(GuildId::new);
+    let refresh = settings.directory_refresh;
+    let watch = GatewayWatch(health.clone());
+    let framework = poise::Framework::builder()
+            .options(poise::FrameworkOptions {
+                commands: vec![rdp()],
+                command_check: Some(|ctx| Box::pin(fixes::channel_check(ctx))),
+                on_error: |error| Box::pin(on_error(error)),
+                post_command: |ctx| {
+                    Box::pin(async move { count(ctx, crate::metrics::Outcome::Ok) })
+                },
+                event_handler: |framework, event| {
+                    Box::pin(on_event(
+                        framework.serenity_context,
+                        event,
+                        framework.user_data,
+                    ))
+                },
+                allowed_mentions: Some(CreateAllowedMentions::new()),
+                initialize_owners: false,
+                ..Default::default()
+            })
+            .setup(move |ctx, ready, _framework| {
+                Box::pin(async move {
+                    register(&ctx.http, guild).await?;
+                    health.set_registration(None);
+                    started.call_once(|| {
+                        bot.door.spawn_directory_refresher(refresh);
+                        // Operations a stopped replica (or a previous run) left mid-flight: take
+                        // them over once their lease lapses, follow them and post the outcome.
+                        fixes::take_over_operations(ctx.http.clone(), bot.door.clone());
+                        if !bot.door.policy().configured() {
+                            tracing::warn!("no [policy] in the config: the bot answers every interaction with a refusal");
+                        }
+                    });
+                    tracing::info!(
+                        "rdp-doctor ready as {} ({} subscription(s); commands registered {})",
+                        ready.user.name,
+                        bot.door.subscriptions().len(),
+                        match guild {
+                            Some(g) => format!("in guild {g}"),
+                            None => "globally".to_string(),
+                        }
+                    );
+                    Ok(bot)
+                })
+            })
+            .build();
+    ClientBuilder::new_with_http(http, GatewayIntents::GUILDS)
+        .framework(Traced(framework))
+        .event_handler(watch)
+        .await
+        .map_err(|e| BotError::Client(e.to_string()))
+}
+
+/// Follows the gateway's connection for `/readyz`: READY and RESUMED mean connected, any other
+/// stage serenity reports (`FullEvent::ShardStageUpdate`) means not. An event handler beside
+/// poise's framework, because serenity 0.12 hands stage updates to event handlers only, never
+/// to a framework (`ShardRunner::run`).
+struct GatewayWatch(Arc<serve::Health>);
+
+#[async_trait::async_trait]
+impl serenity::all::EventHandler for GatewayWatch {
+    async fn ready(&self, _ctx: serenity::all::Context, _ready: serenity::all::Ready) {
+        self.0.set_gateway(None);
+    }
+
+    async fn resume(&self, _ctx: serenity::all::Context, _resumed: serenity::all::ResumedEvent) {
+        self.0.set_gateway(None);
+    }
+
+    async fn shard_stage_update(
+        &self,
+        _ctx: serenity::all::Context,
+        event: serenity::all::ShardStageUpdateEvent,
+    ) {
+        self.0.set_gateway(not_connected(Some(event.new)));
+    }
+}
+
+/// How often the shard's state is read besides the events: serenity reports no stage change
+/// for a connection dropped and resumed in its run loop, nor a shard it restarts, but it keeps
+/// the stage (on every change and heartbeat acknowledgement) in the shard manager.
+const SHARD_POLL: Duration = Duration::from_secs(1);
+
+async fn watch_shards(shards: Arc<serenity::all::ShardManager>, health: Arc<serve::Health>) {
+    let mut seen = None;
+    loop {
+        tokio::time::sleep(SHARD_POLL).await;
+        let stage = shards.runners.lock().await.values().next().map(|r| r.stage);
+        // Only a change: between two polls the events are the fresher word.
+        if stage != seen {
+            health.set_gateway(not_connected(stage));
+            seen = stage;
+        }
+    }
+}
+
+/// `/readyz`'s reason for a shard in `stage` (`None`: no shard running), or `None` connected.
+fn not_connected(stage: Option<serenity::all::ConnectionStage>) -> Option<String> {
+    use serenity::all::ConnectionStage as S;
+    let why = match stage {
+        Some(S::Connected) => return None,
+        None => "disconnected from Discord, restarting the connection",
+        Some(S::Resuming) => "disconnected from Discord, resuming the session",
+        Some(S::Identifying) => "connecting to Discord (identifying)",
+        Some(S::Connecting | S::Handshake) => "disconnected from Discord, reconnecting",
+        Some(S::Disconnected) => "disconnected from Discord",
+        Some(_) => "not connected to Discord",
+    };
+    Some(why.to_string())
 }
 
 /// poise's framework with one span per interaction around all it does for it: serenity runs

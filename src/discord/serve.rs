@@ -10,8 +10,8 @@
 //! HTTP response. Bodies over 1 MiB get 413, a body that is not JSON 415.
 //!
 //! `GET /healthz` answers 200 while the process serves; `GET /readyz` answers 200 when the
-//! commands are registered, the database answers and an ARM token can be had, else 503 naming
-//! each failing part on its own line; `GET /metrics` is `crate::metrics` in OpenMetrics text.
+//! commands are registered, the database answers and an ARM token can be had (and, for the
+//! gateway, when it is connected), else 503 naming each failing part on its own line; `GET /metrics` is `crate::metrics` in OpenMetrics text.
 //! The gateway (`super::run`) serves the same three on `RDP_DOCTOR_METRICS_LISTEN`
 //! ([`health_router`]).
 //!
@@ -128,6 +128,9 @@ pub(crate) struct Health {
     door: Door,
     /// Why the commands are not registered (yet), or `None` once they are.
     registration: Mutex<Option<String>>,
+    /// Why the gateway is not connected (standby, reconnecting), or `None` when it is (and
+    /// always with the endpoint, which has no gateway).
+    gateway: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -135,7 +138,15 @@ impl Health {
         Arc::new(Health {
             door,
             registration: Mutex::new(Some(not_yet.to_string())),
+            gateway: Mutex::new(None),
         })
+    }
+
+    /// `None`: the gateway is connected; else why not (`gateway: …` in `/readyz`).
+    pub(crate) fn set_gateway(&self, why_not: Option<String>) {
+        if let Ok(mut g) = self.gateway.lock() {
+            *g = why_not;
+        }
     }
 
     /// `None`: the commands are registered; else why not.
@@ -264,6 +275,13 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(health): State<Arc<Health>>) -> Response {
     let mut failing: Vec<(&str, String)> = Vec::new();
+    let gateway = match health.gateway.lock() {
+        Ok(g) => g.clone(),
+        Err(_) => Some("unknown".into()),
+    };
+    if let Some(why) = gateway {
+        failing.push(("gateway", why));
+    }
     let registration = match health.registration.lock() {
         Ok(r) => r.clone(),
         Err(_) => Some("unknown".into()),

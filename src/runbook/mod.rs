@@ -12,6 +12,7 @@ pub mod limits;
 pub mod operate;
 pub mod permissions;
 mod report;
+pub mod standby;
 pub mod sweep;
 mod sweep_claim;
 

@@ -16,6 +16,7 @@
 
 mod audit;
 mod confirmations;
+mod gateway_lock;
 mod operations;
 mod secrets;
 mod snapshots;
@@ -35,6 +36,7 @@ pub use audit::{AuditEntry, NewAudit};
 pub use confirmations::{
     CancelOutcome, ConfirmOutcome, Confirmation, ConfirmationState, NewConfirmation,
 };
+pub use gateway_lock::{GatewayLock, LockError, GATEWAY_LOCK_KEY};
 pub use operations::{Locked, NewOperation, Operation, OperationOutcome};
 pub use sweeps::{NewSweep, StoredSweep};
 

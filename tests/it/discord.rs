@@ -95,6 +95,7 @@ impl Room {
             guild_id: Some(GUILD_ID),
             directory_refresh: Duration::from_secs(3600),
             metrics_listener: None,
+            standby: None,
         };
         let bot = tokio::spawn(rdp_doctor::discord::run(settings, bot));
         discord.wait_ready(WAIT).await.expect("bot ready");

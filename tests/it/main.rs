@@ -14,3 +14,4 @@ mod replicas;
 mod runbook;
 mod serve;
 mod sim;
+mod standby;

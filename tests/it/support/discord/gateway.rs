@@ -2,7 +2,7 @@
 //! codes) and the dispatches sent on it.
 
 use super::{
-    FakeDiscord, Inner, Interaction, Outgoing, World, APP_ID, BOT_USER_ID, GUILD_ID, TOKEN,
+    FakeDiscord, Inner, Interaction, Outgoing, Stalled, World, APP_ID, BOT_USER_ID, GUILD_ID, TOKEN,
 };
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -46,6 +46,39 @@ impl FakeDiscord {
         if let Some((_, tx)) = self.inner.lock().gateway.conn.take() {
             let _ = tx.send(Outgoing::Close(code, "closed by the test"));
         }
+    }
+
+    /// From now on IDENTIFY and RESUME get no answer (a gateway that accepts connections but
+    /// does not start sessions), until [`Self::release_sessions`].
+    pub fn stall_sessions(&self) {
+        self.inner
+            .lock()
+            .gateway
+            .stalled
+            .get_or_insert_with(Vec::new);
+    }
+
+    /// Answer the IDENTIFY and RESUME that waited (on connections still open), and the next
+    /// ones at once.
+    pub fn release_sessions(&self) {
+        let mut world = self.inner.lock();
+        for held in world.gateway.stalled.take().unwrap_or_default() {
+            if !held.tx.is_closed() {
+                start_session(
+                    &self.inner,
+                    &mut world,
+                    held.conn_id,
+                    &held.tx,
+                    held.op,
+                    &held.d,
+                );
+            }
+        }
+    }
+
+    /// Websocket connections open now (a bot's, or two bots').
+    pub fn gateway_connections(&self) -> usize {
+        self.inner.lock().gateway.open
     }
 
     pub fn identifies(&self) -> usize {
@@ -109,6 +142,7 @@ pub(super) async fn gateway_connection(inner: Arc<Inner>, stream: TcpStream) {
     let conn_id = {
         let mut world = inner.lock();
         world.gateway.next_conn += 1;
+        world.gateway.open += 1;
         world.gateway.next_conn
     };
     let hello = json!({
@@ -153,9 +187,11 @@ pub(super) async fn gateway_connection(inner: Arc<Inner>, stream: TcpStream) {
         }
     }
     let mut world = inner.lock();
+    world.gateway.open -= 1;
     if matches!(&world.gateway.conn, Some((id, _)) if *id == conn_id) {
         world.gateway.conn = None;
     }
+    inner.changed.notify_waiters();
 }
 
 fn token_ok(d: &Value) -> bool {
@@ -179,8 +215,35 @@ fn handle_gateway_op(
         Some(1) => {
             let _ = tx.send(Outgoing::Text(json!({ "op": 11 }).to_string()));
         }
-        Some(2) => {
-            if !token_ok(&d) {
+        Some(op @ (2 | 6)) => {
+            if let Some(stalled) = world.gateway.stalled.as_mut() {
+                stalled.push(Stalled {
+                    conn_id,
+                    tx: tx.clone(),
+                    op,
+                    d,
+                });
+                return;
+            }
+            start_session(inner, &mut world, conn_id, tx, op, &d);
+        }
+        // Presence updates, member chunking and the like need no answer here.
+        _ => {}
+    }
+}
+
+/// IDENTIFY (op 2) → READY, or RESUME (op 6) → the replay and RESUMED, on connection `conn_id`.
+fn start_session(
+    inner: &Inner,
+    world: &mut World,
+    conn_id: u64,
+    tx: &mpsc::UnboundedSender<Outgoing>,
+    op: u64,
+    d: &Value,
+) {
+    match op {
+        2 => {
+            if !token_ok(d) {
                 let _ = tx.send(Outgoing::Close(4004, "Authentication failed."));
                 return;
             }
@@ -193,12 +256,12 @@ fn handle_gateway_op(
             gw.written.clear();
             gw.conn = Some((conn_id, tx.clone()));
             let ready = ready_payload(inner, &session_id);
-            dispatch(&mut world, "READY", ready);
+            dispatch(world, "READY", ready);
             world.gateway.ready_sent = true;
             inner.changed.notify_waiters();
         }
-        Some(6) => {
-            if !token_ok(&d) {
+        6 => {
+            if !token_ok(d) {
                 let _ = tx.send(Outgoing::Close(4004, "Authentication failed."));
                 return;
             }
@@ -214,10 +277,9 @@ fn handle_gateway_op(
             for (seq, frame) in gw.log.iter().filter(|(s, _)| *s > seen) {
                 let _ = tx.send(Outgoing::Dispatch(*seq, frame.clone()));
             }
-            dispatch(&mut world, "RESUMED", json!({}));
+            dispatch(world, "RESUMED", json!({}));
             inner.changed.notify_waiters();
         }
-        // Presence updates, member chunking and the like need no answer here.
         _ => {}
     }
 }

@@ -290,6 +290,18 @@ struct Gateway {
     identifies: usize,
     resumes: usize,
     ready_sent: bool,
+    /// Websocket connections open now.
+    open: usize,
+    /// While set, IDENTIFY and RESUME wait here unanswered (`stall_sessions`).
+    stalled: Option<Vec<Stalled>>,
+}
+
+/// An IDENTIFY (op 2) or RESUME (op 6) waiting for an answer, and the connection it came on.
+struct Stalled {
+    conn_id: u64,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    op: u64,
+    d: Value,
 }
 
 enum Outgoing {
@@ -455,6 +467,12 @@ impl FakeDiscord {
     /// IDENTIFY received and READY sent (no command registration needed).
     pub async fn wait_connected(&self, timeout: Duration) -> anyhow::Result<()> {
         self.wait_for("READY", timeout, |w| w.gateway.ready_sent)
+            .await
+    }
+
+    /// Wait until IDENTIFY has been answered `n` times in total.
+    pub async fn wait_identified(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_for("IDENTIFY", timeout, move |w| w.gateway.identifies >= n)
             .await
     }
 
