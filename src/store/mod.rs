@@ -193,14 +193,13 @@ pub enum StoreError {
 
 impl StoreError {
     /// The database did not answer (no connection within the acquire timeout, the connection
-    /// lost, the server gone), as opposed to the database refusing something: trying again
-    /// later may work, and nothing was written.
+    /// lost, the server gone), as opposed to the database refusing something or rdp-doctor
+    /// having closed its pool: trying again later may work, and nothing was written.
     pub fn is_unreachable(&self) -> bool {
         match self {
             StoreError::Open { source, .. } | StoreError::Database { source, .. } => matches!(
                 source,
                 sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
                     | sqlx::Error::Io(_)
                     | sqlx::Error::Tls(_)
                     | sqlx::Error::WorkerCrashed
