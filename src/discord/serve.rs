@@ -19,7 +19,7 @@
 //! credential for 15 minutes).
 
 use super::steps::{command_caller, private, suggestions};
-use super::transport::{Ack, Cmd};
+use super::transport::{Ack, AcksFirst, Cmd};
 use super::{commands, fixes, render, sweep, Bot, BotError, Error};
 use crate::runbook::door::Door;
 use axum::body::Bytes;
@@ -121,6 +121,8 @@ struct Served {
     http: Arc<Http>,
     key: PublicKey,
     health: Arc<Health>,
+    /// Requests not answered yet: handlers' work waits for them (`transport::AcksFirst`).
+    acks_first: Arc<AcksFirst>,
 }
 
 /// What `/readyz` and `/metrics` read, in either mode.
@@ -183,6 +185,7 @@ pub async fn serve(
         http: http.clone(),
         key: settings.public_key,
         health,
+        acks_first: Arc::default(),
     });
     tokio::spawn(register_until_done(served.clone(), guild));
     let addr = listener
@@ -314,6 +317,8 @@ async fn interactions(
     body: Bytes,
 ) -> Response {
     let received = Instant::now();
+    // Counted until this function returns with the answer.
+    let _unanswered = served.acks_first.received();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let signed = match (
         header("x-signature-ed25519"),
@@ -352,7 +357,7 @@ async fn interactions(
     // The interaction's span (`crate::telemetry`) around its handler, a task of its own, and
     // around the wait for its first response.
     let span = super::interaction_span(&interaction);
-    let (ack, first) = Ack::endpoint();
+    let (ack, first) = Ack::endpoint(served.acks_first.clone());
     tokio::spawn(handle(served, interaction, ack).instrument(span.clone()));
     let first = tokio::time::timeout(FIRST_RESPONSE_WITHIN, first)
         .instrument(span.clone())

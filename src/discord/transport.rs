@@ -32,7 +32,62 @@ enum Via {
         received: Instant,
     },
     /// The HTTP request Discord is waiting on (HTTP mode): the first response is its answer.
-    Endpoint(Mutex<Option<oneshot::Sender<FirstResponse>>>),
+    Endpoint {
+        waiting: Mutex<Option<oneshot::Sender<FirstResponse>>>,
+        first: Arc<AcksFirst>,
+    },
+}
+
+/// Acknowledgements before work, in HTTP mode: the requests this process has received and not
+/// yet answered. A handler that has sent its first response goes on with its work (the ARM
+/// requests of a check) only once none is left, or after [`ACKS_FIRST_WITHIN`]: in a storm of
+/// interactions every one gets its deferral before the checks of the first ones take the CPU,
+/// since Discord drops an interaction not answered within 3 s and a check started some
+/// milliseconds later loses nothing.
+#[derive(Default)]
+pub struct AcksFirst {
+    unanswered: std::sync::atomic::AtomicUsize,
+    none_left: tokio::sync::Notify,
+}
+
+/// The longest a handler's work waits for the other requests' answers.
+const ACKS_FIRST_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// One request received and not yet answered; answered when dropped.
+pub struct Unanswered(Arc<AcksFirst>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.0.unanswered.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none_left.notify_waiters();
+        }
+    }
+}
+
+impl AcksFirst {
+    /// A request arrived: it counts until the returned guard is dropped (with its answer).
+    pub fn received(self: &Arc<Self>) -> Unanswered {
+        self.unanswered
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Unanswered(self.clone())
+    }
+
+    /// Wait until no request is left unanswered, at most `within`.
+    async fn none_left(&self, within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.none_left.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.unanswered.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// A first response for the HTTP handler, and how it tells that the response has gone out.
@@ -58,9 +113,16 @@ impl Ack {
 
     /// An `Ack` whose first response arrives on the receiver, for the HTTP handler to answer
     /// Discord's request with. Attachments cannot ride on it: no first response carries any.
-    pub fn endpoint() -> (Ack, oneshot::Receiver<FirstResponse>) {
+    /// Its work after the first response waits for `first` ([`AcksFirst`]).
+    pub fn endpoint(first: Arc<AcksFirst>) -> (Ack, oneshot::Receiver<FirstResponse>) {
         let (tx, rx) = oneshot::channel();
-        (Ack(Arc::new(Via::Endpoint(Mutex::new(Some(tx))))), rx)
+        (
+            Ack(Arc::new(Via::Endpoint {
+                waiting: Mutex::new(Some(tx)),
+                first,
+            })),
+            rx,
+        )
     }
 
     /// Send the first response. A second one fails, as Discord's callback route refuses one
@@ -77,7 +139,7 @@ impl Ack {
                 acknowledged(*received);
                 Ok(())
             }
-            Via::Endpoint(waiting) => {
+            Via::Endpoint { waiting, first } => {
                 let sender = waiting.lock().ok().and_then(|mut s| s.take());
                 let Some(tx) = sender else {
                     return Err(serenity::Error::Other(
@@ -88,8 +150,10 @@ impl Ack {
                 tx.send(FirstResponse { response, written }).map_err(|_| {
                     serenity::Error::Other("Discord no longer waits for the first response")
                 })?;
-                // Either way (written, or the connection gone): what follows may go out now.
+                // Either way (written, or the connection gone): what follows may go out now,
+                // once the other requests have their answers.
                 let _ = tokio::time::timeout(WRITTEN_WITHIN, sent).await;
+                first.none_left(ACKS_FIRST_WITHIN).await;
                 Ok(())
             }
         }
@@ -100,7 +164,7 @@ impl Ack {
     fn answered(&self) -> bool {
         match &*self.0 {
             Via::Callback { .. } => false,
-            Via::Endpoint(waiting) => waiting.lock().map(|s| s.is_none()).unwrap_or(true),
+            Via::Endpoint { waiting, .. } => waiting.lock().map(|s| s.is_none()).unwrap_or(true),
         }
     }
 }
@@ -231,5 +295,46 @@ impl<'a> Cmd<'a> {
         }
         self.sent(first);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn work_waits_for_the_requests_still_unanswered_and_no_longer_than_its_bound() {
+        let first = Arc::new(AcksFirst::default());
+        // None unanswered: no wait.
+        let started = Instant::now();
+        first.none_left(ACKS_FIRST_WITHIN).await;
+        assert!(started.elapsed() < Duration::from_millis(50));
+
+        // Two unanswered: the work goes on once the last is answered, not before.
+        let (a, b) = (first.received(), first.received());
+        let (done_tx, mut done) = oneshot::channel();
+        tokio::spawn({
+            let first = first.clone();
+            async move {
+                first.none_left(ACKS_FIRST_WITHIN).await;
+                let _ = done_tx.send(());
+            }
+        });
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(done.try_recv().is_err(), "one is still unanswered");
+        drop(b);
+        tokio::time::timeout(Duration::from_millis(200), done)
+            .await
+            .expect("goes on once none is left")
+            .unwrap();
+
+        // One never answered: the work waits the bound, then goes on.
+        let _stuck = first.received();
+        let started = Instant::now();
+        first.none_left(ACKS_FIRST_WITHIN).await;
+        assert!(started.elapsed() >= ACKS_FIRST_WITHIN);
+        assert!(started.elapsed() < ACKS_FIRST_WITHIN * 2);
     }
 }

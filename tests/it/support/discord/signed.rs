@@ -62,7 +62,9 @@ impl Front {
         Front { url, state, task }
     }
 
-    fn hold(&self, token: &str) {
+    /// Hold what the endpoint sends about the interaction with `token` until [`Endpoint::apply`]
+    /// (a load test that sends its requests itself holds them first).
+    pub fn hold(&self, token: &str) {
         self.state.pending.lock().unwrap().insert(token.to_string());
     }
 
@@ -263,8 +265,27 @@ impl Endpoint {
     /// The first half of [`Self::deliver_payload`]: the signed POST, while `front` holds what
     /// the endpoint sends about `i` until [`Self::apply`].
     pub async fn send_payload(&self, front: &Front, i: &Interaction, payload: &Value) -> Answer {
+        let (headers, body) = self.signed(payload);
+        self.send_signed(front, i, &headers, body).await
+    }
+
+    /// `payload` as Discord sends it: the signed headers and the body.
+    pub fn signed(&self, payload: &Value) -> (Vec<(&'static str, String)>, Vec<u8>) {
+        let body = payload.to_string().into_bytes();
+        (self.signed_headers(&body), body)
+    }
+
+    /// [`Self::send_payload`] with the request signed beforehand (a load test signs them all
+    /// before its burst, as Discord signs on its own machines).
+    pub async fn send_signed(
+        &self,
+        front: &Front,
+        i: &Interaction,
+        headers: &[(&'static str, String)],
+        body: Vec<u8>,
+    ) -> Answer {
         front.hold(&i.token);
-        self.post_signed(payload.to_string().into_bytes()).await
+        self.post(headers, body).await
     }
 
     /// The second half: a 200's JSON goes to the fake's callback route as the interaction's
