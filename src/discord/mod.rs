@@ -570,13 +570,8 @@ async fn on_component(http: Arc<Http>, bot: &Bot, component: &ComponentInteracti
         component.guild_id,
         component.channel_id,
     );
-    let result = match (bot.door.admit(&caller), parse_id(&component.data.custom_id)) {
-        (Err(e), _) => ack
-            .respond(refusal(&e.to_string()))
-            .await
-            .map_err(Error::from),
-        (Ok(()), Err(e)) => ack.respond(unknown_id(&e)).await.map_err(Error::from),
-        (Ok(()), Ok(id)) => match id {
+    let result = match admitted_id(bot, ack, &caller, &component.data.custom_id).await {
+        Ok(Some(id)) => match id {
             ComponentId::Pick { nonce } => {
                 commands::picked(http.clone(), ack, bot, &caller, component, nonce).await
             }
@@ -595,16 +590,13 @@ async fn on_component(http: Arc<Http>, bot: &Bot, component: &ComponentInteracti
             }
             ComponentId::SweepAsk { nonce } => sweep::ask(ack, nonce).await,
             // A form's id on a button: not something rdp-doctor sent.
-            ComponentId::Password { .. } | ComponentId::SweepName { .. } => ack
-                .respond(unknown_id(&UnknownId))
-                .await
-                .map_err(Error::from),
+            ComponentId::Password { .. } | ComponentId::SweepName { .. } => {
+                refuse_unknown(ack).await
+            }
         },
+        other => other.map(|_| ()),
     };
-    if let Err(e) = result {
-        let reference = internal_error(&e, "a button or menu");
-        surface::tell_internal_error(&http, ack, &component.token, &reference).await;
-    }
+    answer_failure(&http, ack, &component.token, "a button or menu", result).await;
 }
 
 /// A form, from either transport: the same fence and the same closed set of ids as a button.
@@ -615,13 +607,8 @@ async fn on_form(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction, ack: &Ack
         modal.guild_id,
         modal.channel_id,
     );
-    let result = match (bot.door.admit(&caller), parse_id(&modal.data.custom_id)) {
-        (Err(e), _) => ack
-            .respond(refusal(&e.to_string()))
-            .await
-            .map_err(Error::from),
-        (Ok(()), Err(e)) => ack.respond(unknown_id(&e)).await.map_err(Error::from),
-        (Ok(()), Ok(id)) => match id {
+    let result = match admitted_id(bot, ack, &caller, &modal.data.custom_id).await {
+        Ok(Some(id)) => match id {
             ComponentId::Password { vm } => {
                 fixes::modal(http.clone(), ack, bot, &caller, modal, vm).await
             }
@@ -635,15 +622,45 @@ async fn on_form(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction, ack: &Ack
             | ComponentId::Cancel(_)
             | ComponentId::SweepStop { .. }
             | ComponentId::SweepDetails { .. }
-            | ComponentId::SweepAsk { .. } => ack
-                .respond(unknown_id(&UnknownId))
-                .await
-                .map_err(Error::from),
+            | ComponentId::SweepAsk { .. } => refuse_unknown(ack).await,
         },
+        other => other.map(|_| ()),
     };
+    answer_failure(&http, ack, &modal.token, "a form", result).await;
+}
+
+/// The fence and the custom id of a button, menu or form: `Some(id)` to act on; `None` once the
+/// person has been refused privately (a fenced place, or an id rdp-doctor did not write).
+async fn admitted_id(
+    bot: &Bot,
+    ack: &Ack,
+    caller: &Caller,
+    custom_id: &str,
+) -> Result<Option<ComponentId>, Error> {
+    match (bot.door.admit(caller), parse_id(custom_id)) {
+        (Err(e), _) => ack.respond(refusal(&e.to_string())).await?,
+        (Ok(()), Err(e)) => ack.respond(unknown_id(&e)).await?,
+        (Ok(()), Ok(id)) => return Ok(Some(id)),
+    }
+    Ok(None)
+}
+
+/// The private refusal of an id of the wrong kind (a form's on a button, or the reverse).
+async fn refuse_unknown(ack: &Ack) -> Result<(), Error> {
+    Ok(ack.respond(unknown_id(&UnknownId)).await?)
+}
+
+/// A handler's failure: logged under a reference, the reference told to the person.
+async fn answer_failure(
+    http: &Arc<Http>,
+    ack: &Ack,
+    token: &str,
+    what: &str,
+    result: Result<(), Error>,
+) {
     if let Err(e) = result {
-        let reference = internal_error(&e, "a form");
-        surface::tell_internal_error(&http, ack, &modal.token, &reference).await;
+        let reference = internal_error(&e, what);
+        surface::tell_internal_error(http, ack, token, &reference).await;
     }
 }
 

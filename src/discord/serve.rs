@@ -45,6 +45,10 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// Discord waits 3 seconds for the first response; the handlers answer well inside that.
 const FIRST_RESPONSE_WITHIN: Duration = Duration::from_millis(2_900);
 
+/// How far a request's signed timestamp may be from this machine's clock: Discord sends at once,
+/// so more is a replay of a captured request (or a clock badly off; run NTP).
+const TIMESTAMP_WINDOW: Duration = Duration::from_secs(5 * 60);
+
 /// A readiness probe gives up on a part after this long: the answer, naming what failed, comes
 /// before the kubelet gives up on the probe (`timeoutSeconds: 3` in deploy/kubernetes/).
 const PROBE_WITHIN: Duration = Duration::from_secs(2);
@@ -303,6 +307,19 @@ async fn readyz(State(health): State<Arc<Health>>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
 }
 
+/// Whether `timestamp` (unix seconds, as Discord sends it) is within [`TIMESTAMP_WINDOW`] of now,
+/// either way.
+fn is_recent(timestamp: &str) -> bool {
+    let Ok(at) = timestamp.trim().parse::<u64>() else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    now.abs_diff(at) <= TIMESTAMP_WINDOW.as_secs()
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -330,6 +347,16 @@ async fn interactions(
     if !signed {
         tracing::warn!("refused an interaction request without a valid signature");
         return (StatusCode::UNAUTHORIZED, "invalid request signature\n").into_response();
+    }
+    // The signature covers the timestamp: one far from now is a captured request replayed (or
+    // a clock far off), refused as a bad signature is.
+    if !header("x-signature-timestamp").is_some_and(is_recent) {
+        tracing::warn!("refused a signed interaction request with a timestamp outside the window");
+        return (
+            StatusCode::UNAUTHORIZED,
+            "request timestamp outside the window\n",
+        )
+            .into_response();
     }
     if !is_json(&headers) {
         return (

@@ -14,31 +14,13 @@ use rdp_doctor::discord::{Bot, BotSettings};
 use rdp_doctor::sim::{SimOptions, Simulator, World};
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::discord::{routes, FakeDiscord, Origin, Recorded, User, CHANNEL_ID, GUILD_ID, TOKEN};
+use support::discord::{
+    room_config, routes, FakeDiscord, Origin, Recorded, User, CHANNEL_ID, GUILD_ID, ROOM_POLICY,
+    TOKEN,
+};
 use support::within;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Role 5001 operates, role 5002 administers; both only in the fake's channel.
-const POLICY: &str = r#"
-channels = ["1180000000000000003"]
-[[grant]]
-discord_role_id = 5001
-level = "operate"
-scope = "*"
-[[grant]]
-discord_role_id = 5002
-level = "admin"
-scope = "*"
-"#;
-
-/// The bot's config file: `azure` (the lines of its `[azure]` table), then [`POLICY`].
-fn config_file(azure: &str) -> String {
-    format!(
-        "[azure]\n{azure}\n[policy]{}",
-        POLICY.replace("\n[[grant]]", "\n[[policy.grant]]")
-    )
-}
 
 struct Room {
     discord: FakeDiscord,
@@ -56,7 +38,7 @@ impl Room {
     }
 
     async fn with_options(world: World, options: SimOptions) -> Room {
-        Room::build(world, options, Some(POLICY)).await
+        Room::build(world, options, Some(ROOM_POLICY)).await
     }
 
     /// `None`: the config has no `[policy]` at all.
@@ -1018,7 +1000,7 @@ async fn killing_the_bot_mid_redeploy_then_starting_it_again_posts_the_outcome()
                 // A short lease: the restarted bot takes the operation over once the killed one's
                 // lapses (the default, 30 s, would outlast the test).
                 "{}[[policy.grant]]\ncli_user = \"{}\"\nlevel = \"read\"\nscope = \"*\"\n[replicas]\nlease_secs = 2\n",
-                config_file("request_timeout_secs = 5\nmax_retries = 1"),
+                room_config("request_timeout_secs = 5\nmax_retries = 1"),
                 rdp_doctor::cli::os_user()
             ),
         )
@@ -1519,18 +1501,12 @@ Permission denied: you need the `operate` permission on subscription/11111111-11
     .await
 }
 
-/// Role 5004 reads one resource group; role 5001 operates everywhere.
-const SCOPED_POLICY: &str = r#"
-channels = ["1180000000000000003"]
-[[grant]]
-discord_role_id = 5001
-level = "operate"
-scope = "*"
-[[grant]]
-discord_role_id = 5004
-level = "read"
-scope = "subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-api-east"
-"#;
+/// The room's policy, and role 5004 reads one resource group.
+fn scoped_policy() -> String {
+    format!(
+        "{ROOM_POLICY}[[grant]]\ndiscord_role_id = 5004\nlevel = \"read\"\nscope = \"subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-api-east\"\n"
+    )
+}
 
 #[tokio::test]
 async fn people_see_find_and_pick_only_the_vms_they_may_read() {
@@ -1543,7 +1519,7 @@ async fn people_see_find_and_pick_only_the_vms_they_may_read() {
                 .subscription("22222222-2222-2222-2222-222222222222")
                 .vm("api-01")
                 .in_group("rg-api-west"),
-            Some(SCOPED_POLICY),
+            Some(&scoped_policy()),
         )
         .await;
         room.vms_listed(3).await;
@@ -1613,18 +1589,12 @@ subscription 33333333-3333-3333-3333-333333333333 is not one rdp-doctor serves (
     .await
 }
 
-/// Role 5005 administers rg-web only; role 5002 administers everything.
-const NSG_POLICY: &str = r#"
-channels = ["1180000000000000003"]
-[[grant]]
-discord_role_id = 5002
-level = "admin"
-scope = "*"
-[[grant]]
-discord_role_id = 5005
-level = "admin"
-scope = "subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-web"
-"#;
+/// The room's policy (role 5002 administers everything), and role 5005 administers rg-web only.
+fn nsg_policy() -> String {
+    format!(
+        "{ROOM_POLICY}[[grant]]\ndiscord_role_id = 5005\nlevel = \"admin\"\nscope = \"subscription/11111111-1111-1111-1111-111111111111/resourceGroup/rg-web\"\n"
+    )
+}
 
 #[tokio::test]
 async fn open_rdp_is_authorised_on_the_nsg_it_changes_and_a_changed_plan_runs_nothing() {
@@ -1636,7 +1606,7 @@ async fn open_rdp_is_authorised_on_the_nsg_it_changes_and_a_changed_plan_runs_no
                 nsg.resource_group = "rg-network".into();
             }
         }
-        let room = Room::with_policy(world, Some(NSG_POLICY)).await;
+        let room = Room::with_policy(world, Some(&nsg_policy())).await;
         let rule_puts = || {
             room.sim
                 .stats()
@@ -1796,7 +1766,7 @@ async fn each_person_has_a_command_rate_and_one_sweep_per_scope_runs_at_a_time()
         let room = Room::build_tuned(
             World::new().vm("web-01").vm("web-02").vm("web-03"),
             options,
-            Some(POLICY),
+            Some(ROOM_POLICY),
             |door| {
                 door.with_limiter(rdp_doctor::runbook::limits::PersonLimiter::new(
                     rdp_doctor::runbook::limits::PersonRate {

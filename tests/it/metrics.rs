@@ -8,7 +8,7 @@ use rdp_doctor::sim::{Simulator, World};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::discord::{FakeDiscord, Origin, User};
+use support::discord::{room_config, FakeDiscord, Origin, User};
 use support::process::Logged;
 use support::within;
 
@@ -216,20 +216,6 @@ fn the_parser_refuses_what_prometheus_would() {
     }
 }
 
-/// The bot's config file: the `[azure]` lines for a fast test, then a policy where role 5001
-/// operates.
-const CONFIG: &str = r#"[azure]
-request_timeout_secs = 10
-max_retries = 1
-poll_interval_ms = 10
-[policy]
-channels = ["1180000000000000003"]
-[[policy.grant]]
-discord_role_id = 5001
-level = "operate"
-scope = "*"
-"#;
-
 #[tokio::test]
 async fn the_gateway_serves_health_and_metrics_on_rdp_doctor_metrics_listen() {
     within(async {
@@ -240,7 +226,11 @@ async fn the_gateway_serves_health_and_metrics_on_rdp_doctor_metrics_listen() {
             .expect("simulator");
         let discord = FakeDiscord::start().await;
         let dir = support::scratch_dir("metrics-listen", &sim);
-        std::fs::write(dir.join("rdp-doctor.toml"), CONFIG).expect("config");
+        std::fs::write(
+            dir.join("rdp-doctor.toml"),
+            room_config("request_timeout_secs = 10\nmax_retries = 1\npoll_interval_ms = 10"),
+        )
+        .expect("config");
         let mut command =
             discord.bot_command(&sim, &dir.join("rdp-doctor.toml"), "sqlite::memory:");
         command

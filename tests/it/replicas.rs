@@ -120,19 +120,11 @@ impl Room {
     /// The sweeps that reached Azure: each lists its scope's network interfaces once (nothing
     /// else in rdp-doctor lists them).
     fn fleet_listings(&self) -> usize {
-        self.sim
-            .stats()
-            .log
-            .iter()
-            .filter(|e| {
-                e.method == "GET"
-                    && e.path
-                        .split('?')
-                        .next()
-                        .unwrap_or("")
-                        .ends_with("/providers/Microsoft.Network/networkInterfaces")
-            })
-            .count()
+        support::requests_to(
+            &self.sim,
+            "GET",
+            "/providers/Microsoft.Network/networkInterfaces",
+        )
     }
 
     /// A click of `custom_id` on `message`, by the second admin.
@@ -384,53 +376,34 @@ async fn three_replicas_serve_one_war_room() {
         }
 
         // Check on replica 1: deferred in the HTTP response, the report edited in by webhook.
-        let check = room
-            .discord
-            .slash(&room.admin, "rdp", &["check"], vm.clone())
-            .await;
-        let answer = replica(1)
+        let (d, f) = (&room.discord, &room.front);
+        let check = replica(1)
             .endpoint
-            .deliver(&room.discord, &room.front, &check)
+            .slash(d, f, &room.admin, &["check"], vm.clone(), 5)
             .await;
-        assert_eq!(answer.json()["type"], 5, "{}", answer.body);
-        let report = room
-            .discord
+        let report = d
             .edit_titled(&check, WAIT, not_checking)
             .await
             .expect("the report");
         let report_id = report.message_id.expect("the report's message");
 
         // The fix button on replica 2: the prompt.
-        let fix = room.discord.button(report_id, "Start the VM");
-        let click = room
-            .discord
-            .component(&room.admin, report_id, &fix, &[])
-            .await;
-        let answer = replica(2)
+        let click = replica(2)
             .endpoint
-            .deliver(&room.discord, &room.front, &click)
+            .click(d, f, &room.admin, report_id, "Start the VM", 5)
             .await;
-        assert_eq!(answer.json()["type"], 5, "{}", answer.body);
-        let prompt = room
-            .discord
+        let prompt = d
             .edit_titled(&click, WAIT, |t| t.starts_with("Confirm"))
             .await
             .expect("the prompt");
         let prompt_id = prompt.message_id.expect("the prompt's message");
 
         // Confirm on replica 0, which did not post the prompt: it runs, once.
-        let confirm = room.discord.button(prompt_id, "Confirm");
-        let click = room
-            .discord
-            .component(&room.admin, prompt_id, &confirm, &[])
-            .await;
-        let answer = replica(3)
+        let click = replica(3)
             .endpoint
-            .deliver(&room.discord, &room.front, &click)
+            .click(d, f, &room.admin, prompt_id, "Confirm", 6)
             .await;
-        assert_eq!(answer.json()["type"], 6, "{}", answer.body);
-        let outcome = room
-            .discord
+        let outcome = d
             .edit_titled(&click, WAIT, |t| {
                 t.contains("succeeded") || t.contains("failed")
             })

@@ -12,24 +12,11 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use support::discord::signed::{payload_of, Endpoint, Front, Signer};
-use support::discord::{routes, FakeDiscord, Recorded, User, GUILD_ID, TOKEN};
+use support::discord::{routes, FakeDiscord, Recorded, User, GUILD_ID, ROOM_POLICY, TOKEN};
 use support::process::{base_url_before, Logged};
 use support::within;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Role 5001 operates, role 5002 administers; both only in the fake's channel.
-const POLICY: &str = r#"
-channels = ["1180000000000000003"]
-[[grant]]
-discord_role_id = 5001
-level = "operate"
-scope = "*"
-[[grant]]
-discord_role_id = 5002
-level = "admin"
-scope = "*"
-"#;
 
 struct Served {
     discord: FakeDiscord,
@@ -73,7 +60,7 @@ impl Served {
         .expect("arm");
         let discord = FakeDiscord::start().await;
         let front = Front::start(&discord).await;
-        let policy: rdp_doctor::policy::PolicyConfig = toml::from_str(POLICY).expect("policy");
+        let policy: rdp_doctor::policy::PolicyConfig = toml::from_str(ROOM_POLICY).expect("policy");
         let policy = rdp_doctor::policy::Policy::new(Some(&policy))
             .expect("policy")
             .with_guild(Some(GUILD_ID));
@@ -201,6 +188,24 @@ async fn only_requests_signed_with_the_application_key_are_served() {
         let mut later = headers.clone();
         later[2].1 = format!("{}0", later[2].1);
         assert_eq!(endpoint.post(&later, ping.clone()).await.status, 401);
+
+        // Validly signed, but long ago (a captured request replayed) or far ahead.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        for when in [now - 6 * 60, now + 6 * 60] {
+            let mut headers = endpoint.signed_headers(&ping);
+            headers[2].1 = when.to_string();
+            headers[1].1 = endpoint.signer.sign(&headers[2].1, &ping);
+            let answer = endpoint.post(&headers, ping.clone()).await;
+            assert_eq!(answer.status, 401, "{answer:?}");
+        }
+        // Within the window of clock skew: served.
+        let mut headers = endpoint.signed_headers(&ping);
+        headers[2].1 = (now - 60).to_string();
+        headers[1].1 = endpoint.signer.sign(&headers[2].1, &ping);
+        assert_eq!(endpoint.post(&headers, ping.clone()).await.status, 200);
 
         // Signed, but not JSON; and too large to be an interaction.
         let mut text = endpoint.signed_headers(&ping);
@@ -366,36 +371,24 @@ async fn a_fix_button_confirmed_over_http_writes_exactly_once() {
         let report_id = report.message_id.expect("the report's message");
 
         // The fix button: a new public message ("thinking…", type 5), then the prompt.
-        let fix = served.discord.button(report_id, "Start the VM");
+        let (d, f, alice) = (&served.discord, &served.front, &served.alice);
         let click = served
-            .discord
-            .component(&served.alice, report_id, &fix, &[])
-            .await;
-        let answer = served
             .endpoint
-            .deliver(&served.discord, &served.front, &click)
+            .click(d, f, alice, report_id, "Start the VM", 5)
             .await;
-        assert_eq!(answer.json()["type"], 5, "{}", answer.body);
-        let prompt = served
-            .discord
+        let prompt = d
             .edit_titled(&click, WAIT, |t| t.starts_with("Confirm"))
             .await
             .expect("the prompt");
         let prompt_id = prompt.message_id.expect("the prompt's message");
 
         // Confirm: acknowledged as a component update (type 6), the outcome edited in.
-        let confirm = served.discord.button(prompt_id, "Confirm");
+        let confirm = d.button(prompt_id, "Confirm");
         let click = served
-            .discord
-            .component(&served.alice, prompt_id, &confirm, &[])
-            .await;
-        let answer = served
             .endpoint
-            .deliver(&served.discord, &served.front, &click)
+            .click(d, f, alice, prompt_id, "Confirm", 6)
             .await;
-        assert_eq!(answer.json()["type"], 6, "{}", answer.body);
-        let done = served
-            .discord
+        let done = d
             .edit_titled(&click, WAIT, |t| {
                 t.contains("succeeded") || t.contains("failed")
             })
@@ -404,15 +397,10 @@ async fn a_fix_button_confirmed_over_http_writes_exactly_once() {
             .title();
         assert!(done.contains("start of sql-01 succeeded"), "{done}");
 
-        // A second click of the same Confirm: refused, nothing more sent to Azure.
-        let again = served
-            .discord
-            .component(&served.alice, prompt_id, &confirm, &[])
-            .await;
-        let answer = served
-            .endpoint
-            .deliver(&served.discord, &served.front, &again)
-            .await;
+        // A second click of the same Confirm (the button is gone from the message; a stale
+        // client still has it): refused, nothing more sent to Azure.
+        let again = d.component(alice, prompt_id, &confirm, &[]).await;
+        let answer = served.endpoint.deliver(d, f, &again).await;
         assert_eq!(answer.json()["type"], 6, "{}", answer.body);
         let refusal = served
             .discord

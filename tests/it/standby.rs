@@ -10,37 +10,28 @@ use crate::support;
 use rdp_doctor::sim::{Simulator, World};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::discord::{FakeDiscord, Options, User};
+use support::discord::{room_config, FakeDiscord, Options, User};
+use support::process::Logged;
 use support::within;
-use tokio::io::AsyncBufReadExt;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The issue's promise: the standby takes the gateway over within 30 seconds.
 const TAKEOVER: Duration = Duration::from_secs(30);
 
-/// Role 5001 operates in the fake's channel; the standby asks for the lock every second.
-const CONFIG: &str = r#"[azure]
-request_timeout_secs = 10
-max_retries = 1
-poll_interval_ms = 10
-[replicas]
-standby_check_secs = 1
-[policy]
-channels = ["1180000000000000003"]
-[[policy.grant]]
-discord_role_id = 5001
-level = "operate"
-scope = "*"
-"#;
+/// The bot's config: fast ARM settings, the standby asking for the lock every second, the war
+/// room's policy.
+fn config() -> String {
+    room_config(
+        "request_timeout_secs = 10\nmax_retries = 1\npoll_interval_ms = 10\n[replicas]\nstandby_check_secs = 1",
+    )
+}
 
 /// One `rdp-doctor bot` process: where it serves `/readyz`, and its log as it comes.
 struct Bot {
-    child: tokio::process::Child,
+    process: Logged,
     base: String,
-    log: Arc<Mutex<String>>,
 }
 
 impl Bot {
@@ -54,49 +45,24 @@ impl Bot {
         config: &Path,
         database: &str,
     ) -> Bot {
-        let mut child = discord
-            .bot_command(sim, config, database)
+        let mut command = discord.bot_command(sim, config, database);
+        command
             .env("AZURE_CLIENT_SECRET", secret)
             .env("RDP_DOCTOR_METRICS_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("rdp-doctor bot starts");
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let mut seen = String::new();
-        let base = loop {
-            let line = tokio::time::timeout(WAIT, lines.next_line())
-                .await
-                .unwrap_or_else(|_| panic!("{name} logs where it serves /readyz: {seen}"))
-                .expect("stderr")
-                .unwrap_or_else(|| panic!("{name} exited: {seen}"));
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.contains("/metrics on http://") {
-                let at = line.find("http://").expect("a URL");
-                break line[at..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || ":/.".contains(*c))
-                    .collect::<String>();
-            }
-        };
-        // The rest of the log, kept for the assertions (and so the pipe never fills).
-        let log = Arc::new(Mutex::new(seen));
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Bot { child, base, log }
+            .stdout(std::process::Stdio::null());
+        let (process, base) = Logged::spawn(name, command, |line| {
+            line.contains("/metrics on http://")
+                .then(|| support::process::url_in(line))
+                .flatten()
+        })
+        .await;
+        Bot { process, base }
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.process.log()
     }
 
     /// Until the log so far satisfies `done` (it comes through a pipe, after the fact).
@@ -136,7 +102,7 @@ impl Bot {
     }
 }
 
-/// The simulator with `web-01`, its client secret, and a scratch folder with [`CONFIG`].
+/// The simulator with `web-01`, its client secret, and a scratch folder with [`config`].
 async fn azure(name: &str) -> (Simulator, String, PathBuf) {
     let world = World::new().vm("web-01");
     let secret = world.client_secret.clone();
@@ -144,7 +110,7 @@ async fn azure(name: &str) -> (Simulator, String, PathBuf) {
         .await
         .expect("simulator");
     let dir = support::scratch_dir(name, &sim);
-    std::fs::write(dir.join("rdp-doctor.toml"), CONFIG).expect("config");
+    std::fs::write(dir.join("rdp-doctor.toml"), config()).expect("config");
     (sim, secret, dir)
 }
 
@@ -194,9 +160,9 @@ async fn a_second_bot_on_postgresql_waits_and_takes_the_gateway_over_when_the_fi
         assert_eq!(a.readyz().await.0, 200);
 
         // A dies without a word; its session ends and PostgreSQL frees the lock.
-        a.child.start_kill().expect("SIGKILL bot A");
+        a.process.child.start_kill().expect("SIGKILL bot A");
         let killed = Instant::now();
-        a.child.wait().await.expect("bot A is gone");
+        a.process.child.wait().await.expect("bot A is gone");
         discord
             .wait_identified(2, TAKEOVER)
             .await
@@ -223,7 +189,7 @@ async fn a_second_bot_on_postgresql_waits_and_takes_the_gateway_over_when_the_fi
         assert!(log.contains("took the gateway lock"), "{log}");
         assert!(!log.contains(&secret), "{log}");
         // Stopped while it holds the gateway: it leaves cleanly and frees the lock.
-        assert_eq!(support::sigterm(&mut b.child).await.code(), Some(0));
+        assert_eq!(support::sigterm(&mut b.process.child).await.code(), Some(0));
         let mut lock = rdp_doctor::store::GatewayLock::new(&database).expect("a URL");
         let deadline = tokio::time::Instant::now() + WAIT;
         while !lock.try_take().await.expect("the database answers") {

@@ -41,7 +41,9 @@ impl BotProcess {
         let dir = support::scratch_dir("bot-logs", sim);
         std::fs::write(
             dir.join("rdp-doctor.toml"),
-            super::config_file("request_timeout_secs = 10\nmax_retries = 1\npoll_interval_ms = 10"),
+            crate::support::discord::room_config(
+                "request_timeout_secs = 10\nmax_retries = 1\npoll_interval_ms = 10",
+            ),
         )
         .expect("config");
         let mut command = discord.bot_command(sim, &dir.join("rdp-doctor.toml"), "sqlite::memory:");

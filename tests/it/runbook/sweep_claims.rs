@@ -87,20 +87,11 @@ impl Replicas {
 
     /// NIC lists the simulator answered: one per sweep that reached Azure.
     fn fleet_listings(&self) -> usize {
-        self.h
-            .sim
-            .stats()
-            .log
-            .iter()
-            .filter(|e| {
-                e.method == "GET"
-                    && e.path
-                        .split('?')
-                        .next()
-                        .unwrap_or("")
-                        .ends_with("/providers/Microsoft.Network/networkInterfaces")
-            })
-            .count()
+        support::requests_to(
+            &self.h.sim,
+            "GET",
+            "/providers/Microsoft.Network/networkInterfaces",
+        )
     }
 
     /// Waits for a claim in the database (taken before the sweep's first request to Azure).

@@ -175,13 +175,6 @@ impl Fleet {
 
     /// POSTs to the simulator whose path ends with `suffix` (before the query).
     pub fn posts(&self, suffix: &str) -> usize {
-        self.sim
-            .stats()
-            .log
-            .iter()
-            .filter(|e| {
-                e.method == "POST" && e.path.split('?').next().unwrap_or("").ends_with(suffix)
-            })
-            .count()
+        super::requests_to(&self.sim, "POST", suffix)
     }
 }

@@ -313,6 +313,16 @@ pub fn scratch_dir(what: &str, sim: &Simulator) -> std::path::PathBuf {
     dir
 }
 
+/// How many requests the simulator answered with `method` on a path (before the query) ending
+/// with `suffix`.
+pub fn requests_to(sim: &Simulator, method: &str, suffix: &str) -> usize {
+    sim.stats()
+        .log
+        .iter()
+        .filter(|e| e.method == method && e.path.split('?').next().unwrap_or("").ends_with(suffix))
+        .count()
+}
+
 /// SIGTERM to `child`, then its exit status (at most 20 s).
 pub async fn sigterm(child: &mut tokio::process::Child) -> std::process::ExitStatus {
     let pid = child.id().expect("a running child").to_string();

@@ -340,6 +340,29 @@ impl World {
     }
 }
 
+/// The war room's policy: role 5001 operates, role 5002 administers; both only in the fake's
+/// channel (a `[policy]` table's body).
+pub const ROOM_POLICY: &str = r#"
+channels = ["1180000000000000003"]
+[[grant]]
+discord_role_id = 5001
+level = "operate"
+scope = "*"
+[[grant]]
+discord_role_id = 5002
+level = "admin"
+scope = "*"
+"#;
+
+/// A bot's config file: `azure` (the lines of its `[azure]` table, and any table after it), then
+/// [`ROOM_POLICY`].
+pub fn room_config(azure: &str) -> String {
+    format!(
+        "[azure]\n{azure}\n[policy]{}",
+        ROOM_POLICY.replace("\n[[grant]]", "\n[[policy.grant]]")
+    )
+}
+
 /// Every component of a message, rows flattened.
 pub fn components(message: &Value) -> Vec<Value> {
     message["components"]

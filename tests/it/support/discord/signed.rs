@@ -7,7 +7,7 @@
 //! client hands the response to the fake only after reading it, so the front holds a request
 //! naming an interaction's token until its response has been applied.
 
-use super::{FakeDiscord, Interaction};
+use super::{FakeDiscord, Interaction, User};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -247,6 +247,42 @@ impl Endpoint {
     pub async fn deliver(&self, discord: &FakeDiscord, front: &Front, i: &Interaction) -> Answer {
         self.deliver_payload(discord, front, i, &payload_of(discord, i))
             .await
+    }
+
+    /// `/<command> <path…>` by `user` with `options`, delivered, acknowledged as `ack` (4: the
+    /// answer itself, 5: a deferral).
+    pub async fn slash(
+        &self,
+        discord: &FakeDiscord,
+        front: &Front,
+        user: &User,
+        path: &[&str],
+        options: Value,
+        ack: u64,
+    ) -> Interaction {
+        let i = discord.slash(user, "rdp", path, options).await;
+        let answer = self.deliver(discord, front, &i).await;
+        assert_eq!(answer.json()["type"], ack, "{}", answer.body);
+        i
+    }
+
+    /// A click by `user` of the button labelled `label` on message `message`, delivered,
+    /// acknowledged as `ack` (5: a new message follows, 6: this one is updated).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn click(
+        &self,
+        discord: &FakeDiscord,
+        front: &Front,
+        user: &User,
+        message: u64,
+        label: &str,
+        ack: u64,
+    ) -> Interaction {
+        let button = discord.button(message, label);
+        let i = discord.component(user, message, &button, &[]).await;
+        let answer = self.deliver(discord, front, &i).await;
+        assert_eq!(answer.json()["type"], ack, "{}", answer.body);
+        i
     }
 
     /// [`Self::deliver`] with `i`'s payload already at hand (a load test reads them all at once).
