@@ -39,19 +39,25 @@ enum Via {
 }
 
 /// Acknowledgements before work, in HTTP mode: the requests this process has received and not
-/// yet answered. A handler that has sent its first response goes on with its work (the ARM
-/// requests of a check) only once none is left, or after [`ACKS_FIRST_WITHIN`]: in a storm of
-/// interactions every one gets its deferral before the checks of the first ones take the CPU,
-/// since Discord drops an interaction not answered within 3 s and a check started some
-/// milliseconds later loses nothing.
+/// yet answered, and when the last arrived. A handler that has sent its first response goes on
+/// with its work (the ARM requests of a check) only once none is left unanswered and none has
+/// arrived for [`QUIET`] (a burst's requests reach the handlers a few at a time, with gaps of
+/// well under that), or after [`ACKS_FIRST_WITHIN`]: in a storm of interactions every one gets
+/// its deferral before the checks of the first ones take the CPU, since Discord drops an
+/// interaction not answered within 3 s, and a check started some milliseconds later loses
+/// nothing.
 #[derive(Default)]
 pub struct AcksFirst {
     unanswered: std::sync::atomic::AtomicUsize,
+    last_received: Mutex<Option<tokio::time::Instant>>,
     none_left: tokio::sync::Notify,
 }
 
 /// The longest a handler's work waits for the other requests' answers.
 const ACKS_FIRST_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How long no request may have arrived before work goes on.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// One request received and not yet answered; answered when dropped.
 pub struct Unanswered(Arc<AcksFirst>);
@@ -70,20 +76,34 @@ impl AcksFirst {
     pub fn received(self: &Arc<Self>) -> Unanswered {
         self.unanswered
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if let Ok(mut last) = self.last_received.lock() {
+            *last = Some(tokio::time::Instant::now());
+        }
         Unanswered(self.clone())
     }
 
-    /// Wait until no request is left unanswered, at most `within`.
+    /// Wait until no request is left unanswered and none has arrived for [`QUIET`], at most
+    /// `within`.
     async fn none_left(&self, within: std::time::Duration) {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let notified = self.none_left.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.unanswered.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            let now = tokio::time::Instant::now();
+            let quiet_at = self
+                .last_received
+                .lock()
+                .ok()
+                .and_then(|last| *last)
+                .map_or(now, |last| last + QUIET);
+            let unanswered = self.unanswered.load(std::sync::atomic::Ordering::Acquire);
+            if (unanswered == 0 && now >= quiet_at) || now >= deadline {
                 return;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            if unanswered == 0 {
+                tokio::time::sleep_until(quiet_at.min(deadline)).await;
+            } else if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return;
             }
         }
@@ -329,6 +349,12 @@ mod tests {
             .await
             .expect("goes on once none is left")
             .unwrap();
+
+        // All answered, but one arrived just now: the work waits until none has for QUIET.
+        let arrived = Instant::now();
+        drop(first.received());
+        first.none_left(ACKS_FIRST_WITHIN).await;
+        assert!(arrived.elapsed() >= QUIET, "{:?}", arrived.elapsed());
 
         // One never answered: the work waits the bound, then goes on.
         let _stuck = first.received();

@@ -337,6 +337,62 @@ async fn two_confirms_sent_to_two_replicas_at_once_write_to_azure_once() {
     .await
 }
 
+/// The per-VM lock holds across replicas: a restart of web-01 confirmed on A and a redeploy of it
+/// confirmed on B at the same instant. One runs; the other person is told the VM is busy (with
+/// what, and by whom); one write reaches Azure.
+#[tokio::test]
+async fn two_changes_to_one_vm_confirmed_on_two_replicas_at_once_run_one() {
+    within(async {
+        // Azure takes three polls, a second apart, so the first change is still running when the
+        // second is confirmed.
+        let options = SimOptions {
+            lro_polls: 3,
+            retry_after_secs: 1,
+            ..SimOptions::fast()
+        };
+        let room = Room::start(World::new().vm("web-01"), options, 2).await;
+        let (restart_prompt, restart) = room.ask(room.a(), "restart", "web-01").await;
+        let (redeploy_prompt, redeploy) = room.ask(room.b(), "redeploy", "web-01").await;
+        let (on_a, on_b) = (
+            room.click(restart_prompt, &restart).await,
+            room.click(redeploy_prompt, &redeploy).await,
+        );
+        let (d, f) = (&room.discord, &room.front);
+        let (answer_a, answer_b) = tokio::join!(
+            room.a().endpoint.deliver(d, f, &on_a),
+            room.b().endpoint.deliver(d, f, &on_b),
+        );
+        assert_eq!(answer_a.json()["type"], 6, "{}", answer_a.body);
+        assert_eq!(answer_b.json()["type"], 6, "{}", answer_b.body);
+
+        // Each prompt ends edited with its outcome, or with the refusal.
+        let ended = |i: Interaction| async move {
+            let edit = d
+                .edit_titled(&i, WAIT, |t| {
+                    t.contains("succeeded") || t.contains("failed") || t == "The VM is busy"
+                })
+                .await
+                .expect("the prompt's end");
+            (edit.title(), edit.body().to_string())
+        };
+        let (a, b) = tokio::join!(ended(on_a), ended(on_b));
+        let (busy, ran) = match (a.0.as_str(), b.0.as_str()) {
+            ("The VM is busy", _) => (a, b),
+            (_, "The VM is busy") => (b, a),
+            _ => panic!("exactly one runs: {a:?} {b:?}"),
+        };
+        assert!(ran.0.contains("of web-01 succeeded"), "{ran:?}");
+        assert!(busy.1.contains("web-01 is busy: "), "{busy:?}");
+        assert!(busy.1.contains("One change per VM at a time."), "{busy:?}");
+        assert_eq!(
+            room.posts("/restart") + room.posts("/redeploy"),
+            1,
+            "one write reached Azure"
+        );
+    })
+    .await
+}
+
 /// A war room served by three replicas behind a load balancer that spreads the interactions:
 /// each step of "check, fix, confirm, check again, audit" lands on a different replica than the
 /// one before, and the room sees one conversation.
