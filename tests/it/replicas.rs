@@ -365,15 +365,19 @@ async fn two_changes_to_one_vm_confirmed_on_two_replicas_at_once_run_one() {
         assert_eq!(answer_a.json()["type"], 6, "{}", answer_a.body);
         assert_eq!(answer_b.json()["type"], 6, "{}", answer_b.body);
 
-        // Each prompt ends edited with its outcome, or with the refusal.
+        // One prompt ends edited with its outcome; the other person is refused privately.
         let ended = |i: Interaction| async move {
-            let edit = d
-                .edit_titled(&i, WAIT, |t| {
-                    t.contains("succeeded") || t.contains("failed") || t == "The VM is busy"
-                })
-                .await
-                .expect("the prompt's end");
-            (edit.title(), edit.body().to_string())
+            tokio::select! {
+                edit = d.edit_titled(&i, WAIT, |t| t.contains("succeeded") || t.contains("failed")) => {
+                    let edit = edit.expect("the outcome");
+                    (edit.title(), edit.body().to_string())
+                }
+                refusal = d.next_followup(&i, WAIT) => {
+                    let refusal = refusal.expect("a follow-up");
+                    assert_eq!(refusal.flags() & 64, 64, "private: {refusal:?}");
+                    (refusal.title(), refusal.body().to_string())
+                }
+            }
         };
         let (a, b) = tokio::join!(ended(on_a), ended(on_b));
         let (busy, ran) = match (a.0.as_str(), b.0.as_str()) {
