@@ -110,7 +110,9 @@ impl DoorError {
     /// rdp-doctor's database did not answer, so nothing was done: worth trying again soon.
     pub fn is_database_unreachable(&self) -> bool {
         match self {
-            DoorError::Store(e) | DoorError::Operate(OperateError::Store(e)) => e.is_unreachable(),
+            DoorError::Store(e)
+            | DoorError::SweepUnclaimed(e)
+            | DoorError::Operate(OperateError::Store(e)) => e.is_unreachable(),
             _ => false,
         }
     }

@@ -1337,7 +1337,7 @@ impl Operator {
 
     /// Heartbeats older than this (unix ms) belong to owners whose lease has lapsed.
     fn lease_cutoff(&self) -> i64 {
-        now_ms() - i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+        crate::store::lapsed_before(self.lease)
     }
 
     /// Without Azure's URL and younger than the grace period: someone may be sending it now.

@@ -10,7 +10,7 @@
 
 use super::limits::SweepBusy;
 use crate::azure::SweepScope;
-use crate::store::{now_ms, NewSweep, Store, StoreError, StoredSweep};
+use crate::store::{lapsed_before, now_ms, NewSweep, Store, StoreError, StoredSweep};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -25,11 +25,6 @@ pub(crate) struct ScopeClaim {
     id: Arc<Mutex<String>>,
     renewer: tokio::task::JoinHandle<()>,
     released: bool,
-}
-
-/// Heartbeats older than this (unix ms) belong to owners whose lease has lapsed.
-fn cutoff(lease: Duration) -> i64 {
-    now_ms().saturating_sub(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn scope_of(sweep: &StoredSweep) -> SweepScope {
@@ -58,7 +53,7 @@ impl ScopeClaim {
             started_by: started_by.to_string(),
             owner: owner.to_string(),
         };
-        let claimed = match store.claim_sweep(&new, cutoff(lease)).await? {
+        let claimed = match store.claim_sweep(&new, lapsed_before(lease)).await? {
             Ok(claimed) => claimed,
             Err(running) => {
                 return Ok(Err(Box::new(SweepBusy::elsewhere(
@@ -151,7 +146,7 @@ async fn renew(
                 continue;
             }
         }
-        match store.claim_sweep(&new, cutoff(lease)).await {
+        match store.claim_sweep(&new, lapsed_before(lease)).await {
             Ok(Ok(again)) => {
                 tracing::warn!("a sweep's claim had lapsed (renewals failed for longer than the lease); claimed its scope again");
                 *id.lock().unwrap_or_else(PoisonError::into_inner) = again.id;

@@ -356,6 +356,12 @@ pub(crate) fn new_id() -> Result<String, StoreError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Heartbeats older than this (unix ms) belong to owners whose `lease` has lapsed: the cutoff
+/// for taking over operations and for deleting sweep claims.
+pub(crate) fn lapsed_before(lease: std::time::Duration) -> i64 {
+    now_ms().saturating_sub(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Now, in unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -127,12 +127,38 @@ impl Room {
         )
     }
 
+    /// How a confirmed prompt ended for the person who clicked: its outcome edited in, or a
+    /// private refusal (`refused`); the title and the body either way.
+    async fn confirmation_end(&self, i: &Interaction) -> Ended {
+        let d = &self.discord;
+        tokio::select! {
+            edit = d.edit_titled(i, WAIT, |t| t.contains("succeeded") || t.contains("failed")) => {
+                let edit = edit.expect("the outcome");
+                Ended { refused: false, title: edit.title(), body: edit.body().to_string() }
+            }
+            refusal = d.next_followup(i, WAIT) => {
+                let refusal = refusal.expect("a follow-up");
+                assert_eq!(refusal.flags() & 64, 64, "private: {refusal:?}");
+                Ended { refused: true, title: refusal.title(), body: refusal.body().to_string() }
+            }
+        }
+    }
+
     /// A click of `custom_id` on `message`, by the second admin.
     async fn click(&self, message: u64, custom_id: &str) -> Interaction {
         self.discord
             .component(&self.confirmer, message, custom_id, &[])
             .await
     }
+}
+
+/// How a confirmed prompt ended for the person who clicked.
+#[derive(Debug)]
+struct Ended {
+    /// Refused privately, rather than the outcome edited in.
+    refused: bool,
+    title: String,
+    body: String,
 }
 
 /// How a `/rdp sweep` ended.
@@ -304,26 +330,13 @@ async fn two_confirms_sent_to_two_replicas_at_once_write_to_azure_once() {
         assert_eq!(answer_b.json()["type"], 6, "{}", answer_b.body);
 
         // One of them runs the start and edits its outcome in; the other is refused privately.
-        let outcome = |i: Interaction| {
-            let discord = &fleet.discord;
-            async move {
-                tokio::select! {
-                    edit = discord.edit_titled(&i, WAIT, |t| {
-                        t.contains("succeeded") || t.contains("failed")
-                    }) => edit.expect("the outcome").title(),
-                    refusal = discord.next_followup(&i, WAIT) => {
-                        let refusal = refusal.expect("a follow-up");
-                        assert_eq!(refusal.flags() & 64, 64, "private: {refusal:?}");
-                        "refused".to_string()
-                    }
-                }
-            }
-        };
-        let (a, b) = tokio::join!(outcome(on_a), outcome(on_b));
-        let mut seen = [a, b];
-        seen.sort();
-        assert_eq!(seen[0], "refused", "{seen:?}");
-        assert!(seen[1].contains("start of sql-01 succeeded"), "{seen:?}");
+        let (a, b) = tokio::join!(fleet.confirmation_end(&on_a), fleet.confirmation_end(&on_b));
+        let (refused, ran) = if a.refused { (a, b) } else { (b, a) };
+        assert!(refused.refused, "exactly one is refused: {refused:?}");
+        assert!(
+            !ran.refused && ran.title.contains("start of sql-01 succeeded"),
+            "{ran:?}"
+        );
         assert_eq!(fleet.posts("/start"), 1, "exactly one ARM write");
         let store = fleet.store().await;
         let audit = store.recent_audit(Some("sql-01"), 100).await.unwrap();
@@ -366,28 +379,18 @@ async fn two_changes_to_one_vm_confirmed_on_two_replicas_at_once_run_one() {
         assert_eq!(answer_b.json()["type"], 6, "{}", answer_b.body);
 
         // One prompt ends edited with its outcome; the other person is refused privately.
-        let ended = |i: Interaction| async move {
-            tokio::select! {
-                edit = d.edit_titled(&i, WAIT, |t| t.contains("succeeded") || t.contains("failed")) => {
-                    let edit = edit.expect("the outcome");
-                    (edit.title(), edit.body().to_string())
-                }
-                refusal = d.next_followup(&i, WAIT) => {
-                    let refusal = refusal.expect("a follow-up");
-                    assert_eq!(refusal.flags() & 64, 64, "private: {refusal:?}");
-                    (refusal.title(), refusal.body().to_string())
-                }
-            }
-        };
-        let (a, b) = tokio::join!(ended(on_a), ended(on_b));
-        let (busy, ran) = match (a.0.as_str(), b.0.as_str()) {
+        let (a, b) = tokio::join!(room.confirmation_end(&on_a), room.confirmation_end(&on_b));
+        let (busy, ran) = match (a.title.as_str(), b.title.as_str()) {
             ("The VM is busy", _) => (a, b),
             (_, "The VM is busy") => (b, a),
             _ => panic!("exactly one runs: {a:?} {b:?}"),
         };
-        assert!(ran.0.contains("of web-01 succeeded"), "{ran:?}");
-        assert!(busy.1.contains("web-01 is busy: "), "{busy:?}");
-        assert!(busy.1.contains("One change per VM at a time."), "{busy:?}");
+        assert!(ran.title.contains("of web-01 succeeded"), "{ran:?}");
+        assert!(busy.body.contains("web-01 is busy: "), "{busy:?}");
+        assert!(
+            busy.body.contains("One change per VM at a time."),
+            "{busy:?}"
+        );
         assert_eq!(
             room.posts("/restart") + room.posts("/redeploy"),
             1,
@@ -537,17 +540,17 @@ async fn while_postgresql_is_down_readiness_fails_commands_are_told_and_nothing_
         let (prompt, confirm) = room.ask(&replica, "start", "sql-01").await;
 
         proxy.cut();
-        let down = tokio::time::Instant::now();
-        let deadline = down + WAIT;
-        let why = loop {
-            let (status, body) = replica.endpoint.get("/readyz").await;
-            if status == 503 {
-                break body;
-            }
-            assert_eq!(status, 200, "{body}");
-            assert!(tokio::time::Instant::now() < deadline, "still ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let (_, why) = replica
+            .endpoint
+            .readyz_until(
+                WAIT,
+                || replica.log(),
+                |status, body| {
+                    assert!(status == 200 || status == 503, "{status}: {body}");
+                    status == 503
+                },
+            )
+            .await;
         assert!(why.starts_with("database: "), "{why}");
         assert!(!why.contains("azure"), "only the database is down: {why}");
 
@@ -579,18 +582,10 @@ async fn while_postgresql_is_down_readiness_fails_commands_are_told_and_nothing_
         assert!(text.contains("Try again"), "{text}");
 
         proxy.restore();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let (status, body) = replica.endpoint.get("/readyz").await;
-            if status == 200 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not ready again: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        replica
+            .endpoint
+            .readyz_until(WAIT, || replica.log(), |status, _| status == 200)
+            .await;
 
         // The prompt from before the outage: confirmed now, it runs once.
         let click = room.click(prompt, &confirm).await;

@@ -106,18 +106,10 @@ impl Served {
 
     /// Until `GET /readyz` answers 200 (the commands registered), within `WAIT`.
     async fn ready(self) -> Served {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let (status, body) = self.endpoint.get("/readyz").await;
-            if status == 200 {
-                return self;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not ready within {WAIT:?}: {status} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.endpoint
+            .readyz_until(WAIT, String::new, |status, _| status == 200)
+            .await;
+        self
     }
 
     fn arm_requests(&self) -> usize {
@@ -768,11 +760,9 @@ async fn the_serve_binary_answers_signed_pings_logs_no_secret_and_stops_on_sigte
         let forged = Endpoint::new(endpoint.url.clone(), Signer::generate());
         assert_eq!(forged.post_signed(ping).await.status, 401);
         assert_eq!(endpoint.get("/healthz").await.0, 200);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while endpoint.get("/readyz").await.0 != 200 {
-            assert!(tokio::time::Instant::now() < deadline, "never ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        endpoint
+            .readyz_until(WAIT, String::new, |status, _| status == 200)
+            .await;
         let names: Vec<Value> = discord
             .registered_commands()
             .iter()

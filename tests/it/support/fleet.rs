@@ -113,19 +113,13 @@ impl Fleet {
         let endpoint = Endpoint::new(url, self.signer.clone());
         // Ready: the commands registered and the database answering. A probe, not a sleep:
         // `/readyz` is how a load balancer learns it too.
-        let deadline = tokio::time::Instant::now() + READY_WAIT;
-        loop {
-            let (status, body) = endpoint.get("/readyz").await;
-            if status == 200 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} never ready: {body}\n{}",
-                process.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        endpoint
+            .readyz_until(
+                READY_WAIT,
+                || format!("{name}'s log:\n{}", process.log()),
+                |status, _| status == 200,
+            )
+            .await;
         Replica { process, endpoint }
     }
 

@@ -241,6 +241,29 @@ impl Endpoint {
         (status, response.text().await.unwrap_or_default())
     }
 
+    /// Polls `GET /readyz` (as a load balancer does) until `done` holds for its status and body,
+    /// which it returns; panics with the last answer and `context` after `within`.
+    pub async fn readyz_until(
+        &self,
+        within: Duration,
+        context: impl Fn() -> String,
+        done: impl Fn(u16, &str) -> bool,
+    ) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (status, body) = self.get("/readyz").await;
+            if done(status, &body) {
+                return (status, body);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/readyz not as expected within {within:?}; last {status}: {body}\n{}",
+                context()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Deliver `i` as Discord would over HTTP: its payload, signed, to the endpoint; a 200's JSON
     /// then goes to the fake's callback route as the interaction's response, before `front` lets
     /// through anything else about `i`.
