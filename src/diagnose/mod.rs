@@ -5,6 +5,7 @@
 //! and in what order. That keeps every verdict testable from a struct literal.
 
 pub mod boot_diagnostics;
+pub mod guest;
 pub mod nsg;
 pub mod public_ip;
 pub mod resource_health;

@@ -1,0 +1,189 @@
+//! What rdp-doctor's read-only guest script reports from inside Windows, as plain data.
+//!
+//! The script runs through Run Command (`RunPowerShellScript`) and prints one stdout line,
+//! [`READ_OUTPUT_PREFIX`] followed by compact JSON in the shape of [`GuestFacts`] (`"v": 1`).
+//! Every part is optional: a part the script could not read is `null`, and a finding about it
+//! says so instead of guessing. Scripts are recognised by their first line: the read script's is
+//! [`READ_SCRIPT_MARKER`], a fix script's is `# rdp-doctor:guest-fix:<fix>:v1`
+//! ([`fix_script_marker`]), and a fix prints [`FIX_OUTPUT_PREFIX`] followed by a [`FixOutput`].
+
+use serde::{Deserialize, Serialize};
+
+/// The read script's first line.
+pub const READ_SCRIPT_MARKER: &str = "# rdp-doctor:guest-read:v1";
+/// What the read script's result line starts with (a space follows, then the JSON).
+pub const READ_OUTPUT_PREFIX: &str = "RDP-DOCTOR-GUEST";
+/// What a fix script's result line starts with (a space follows, then the JSON).
+pub const FIX_OUTPUT_PREFIX: &str = "RDP-DOCTOR-FIX";
+/// The version of the JSON this build reads.
+pub const FACTS_VERSION: u32 = 1;
+
+/// The first line of the fix script for `fix` (e.g. `enable-rdp`).
+pub fn fix_script_marker(fix: &str) -> String {
+    format!("# rdp-doctor:guest-fix:{fix}:v1")
+}
+
+/// Everything the read script reports, in the JSON's own names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestFacts {
+    pub v: u32,
+    pub rdp: Option<RdpSetting>,
+    pub term_service: Option<ServiceState>,
+    pub listener: Option<Listener>,
+    pub firewall: Option<Firewall>,
+    pub nla: Option<Nla>,
+    pub certificate: Option<Certificate>,
+    pub licensing: Option<Licensing>,
+    pub system_drive: Option<Drive>,
+    pub pending_reboot: Option<PendingReboot>,
+    /// The guest's clock when the script ran (RFC 3339).
+    pub checked_at: Option<String>,
+}
+
+/// `fDenyTSConnections` (0 allows Remote Desktop) and the policy value that overrides it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RdpSetting {
+    #[serde(rename = "fDenyTSConnections")]
+    pub deny: Option<u32>,
+    /// `HKLM\SOFTWARE\Policies\Microsoft\Windows NT\Terminal Services\fDenyTSConnections`;
+    /// `None` when no policy sets it. A policy value wins over the local one.
+    #[serde(rename = "policyDeny")]
+    pub policy_deny: Option<u32>,
+}
+
+/// A service as `Get-Service` names its state (`Running`, `Stopped`, …; `Automatic`, `Manual`,
+/// `Disabled`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceState {
+    pub status: Option<String>,
+    pub start_type: Option<String>,
+}
+
+/// The RDP-Tcp listener: its configured port and whether a process listens on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listener {
+    pub port: Option<u16>,
+    pub listening: Option<bool>,
+    pub process: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Firewall {
+    pub profiles: Vec<FirewallProfile>,
+    /// Inbound rules whose local port covers the listener port or that belong to the
+    /// "Remote Desktop" group, enabled or not.
+    pub rules: Vec<FirewallRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FirewallProfile {
+    pub name: String,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FirewallRule {
+    pub name: String,
+    pub enabled: bool,
+    /// `Allow` or `Block`.
+    pub action: String,
+    pub protocol: Option<String>,
+    /// As the firewall shows it: `3389`, `3389-3390`, `Any`, `RPC`…
+    pub local_port: Option<String>,
+    /// `Any`, or a comma-separated list of `Domain`, `Private`, `Public`.
+    pub profiles: Option<String>,
+}
+
+/// Network Level Authentication (`UserAuthentication`: 1 required) and the security layer
+/// (`SecurityLayer`: 0 RDP, 1 negotiate, 2 TLS) of RDP-Tcp.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Nla {
+    pub user_authentication: Option<u32>,
+    pub security_layer: Option<u32>,
+}
+
+/// The certificate RDP-Tcp presents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Certificate {
+    pub thumbprint: Option<String>,
+    pub subject: Option<String>,
+    /// RFC 3339.
+    pub not_after: Option<String>,
+}
+
+/// Remote Desktop licensing: only matters with the RD Session Host role installed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Licensing {
+    pub rdsh_installed: bool,
+    /// 2 per device, 4 per user, `None` not configured.
+    pub mode: Option<u32>,
+    pub license_servers: Vec<String>,
+    /// `None` when the RD Session Host role is not installed.
+    pub grace_days_left: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Drive {
+    pub drive: String,
+    pub free_bytes: u64,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingReboot {
+    pub pending: bool,
+    /// E.g. `ComponentBasedServicing`, `WindowsUpdate`, `PendingFileRenameOperations`.
+    pub reasons: Vec<String>,
+}
+
+/// What a fix script reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixOutput {
+    pub fix: String,
+    /// What changed, in words.
+    pub changed: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_example_reads() {
+        let json = r#"{"v":1,
+ "rdp":{"fDenyTSConnections":0,"policyDeny":null},
+ "termService":{"status":"Running","startType":"Automatic"},
+ "listener":{"port":3389,"listening":true,"process":"svchost"},
+ "firewall":{"profiles":[{"name":"Domain","enabled":true},{"name":"Private","enabled":true},{"name":"Public","enabled":true}],
+             "rules":[{"name":"RemoteDesktop-UserMode-In-TCP","enabled":true,"action":"Allow","protocol":"TCP","localPort":"3389","profiles":"Any"}]},
+ "nla":{"userAuthentication":1,"securityLayer":2},
+ "certificate":{"thumbprint":"AB","subject":"CN=web-01","notAfter":"2027-05-01T10:00:00Z"},
+ "licensing":{"rdshInstalled":false,"mode":null,"licenseServers":[],"graceDaysLeft":null},
+ "systemDrive":{"drive":"C:","freeBytes":53687091200,"sizeBytes":136365211648},
+ "pendingReboot":{"pending":false,"reasons":[]},
+ "checkedAt":"2026-11-30T09:00:00Z"}"#;
+        let facts: GuestFacts = serde_json::from_str(json).unwrap();
+        assert_eq!(facts.rdp.as_ref().unwrap().deny, Some(0));
+        assert_eq!(facts.listener.as_ref().unwrap().port, Some(3389));
+        assert_eq!(
+            facts.firewall.as_ref().unwrap().rules[0]
+                .local_port
+                .as_deref(),
+            Some("3389")
+        );
+        assert_eq!(
+            facts.system_drive.as_ref().unwrap().free_bytes,
+            53_687_091_200
+        );
+        let back: GuestFacts =
+            serde_json::from_str(&serde_json::to_string(&facts).unwrap()).unwrap();
+        assert_eq!(back, facts);
+    }
+}
