@@ -24,10 +24,40 @@ pub enum CheckId {
     Nsg,
     ResourceHealth,
     BootDiagnostics,
+    /// The way back from the VM to a person's address (Network Watcher's next hop).
+    NetworkPath,
+    // Inside Windows, through Run Command (opt-in: `check --guest`, `/rdp guest`).
+    GuestRdp,
+    GuestService,
+    GuestListener,
+    GuestFirewall,
+    GuestNla,
+    GuestCertificate,
+    GuestLicensing,
+    GuestDisk,
 }
 
 impl CheckId {
-    pub const ALL: [CheckId; 6] = [
+    pub const ALL: [CheckId; 15] = [
+        CheckId::VmStatus,
+        CheckId::VmAgent,
+        CheckId::PublicIp,
+        CheckId::Nsg,
+        CheckId::ResourceHealth,
+        CheckId::BootDiagnostics,
+        CheckId::NetworkPath,
+        CheckId::GuestRdp,
+        CheckId::GuestService,
+        CheckId::GuestListener,
+        CheckId::GuestFirewall,
+        CheckId::GuestNla,
+        CheckId::GuestCertificate,
+        CheckId::GuestLicensing,
+        CheckId::GuestDisk,
+    ];
+
+    /// The checks every `check` runs, from Azure Resource Manager alone.
+    pub const ARM: [CheckId; 6] = [
         CheckId::VmStatus,
         CheckId::VmAgent,
         CheckId::PublicIp,
@@ -35,6 +65,23 @@ impl CheckId {
         CheckId::ResourceHealth,
         CheckId::BootDiagnostics,
     ];
+
+    /// The checks inside Windows, from one read-only Run Command script.
+    pub const GUEST: [CheckId; 8] = [
+        CheckId::GuestRdp,
+        CheckId::GuestService,
+        CheckId::GuestListener,
+        CheckId::GuestFirewall,
+        CheckId::GuestNla,
+        CheckId::GuestCertificate,
+        CheckId::GuestLicensing,
+        CheckId::GuestDisk,
+    ];
+
+    /// Whether this check looks inside Windows (through Run Command).
+    pub fn is_guest(self) -> bool {
+        CheckId::GUEST.contains(&self)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -44,6 +91,15 @@ impl CheckId {
             CheckId::Nsg => "nsg",
             CheckId::ResourceHealth => "resource-health",
             CheckId::BootDiagnostics => "boot-diagnostics",
+            CheckId::NetworkPath => "network-path",
+            CheckId::GuestRdp => "guest-rdp",
+            CheckId::GuestService => "guest-service",
+            CheckId::GuestListener => "guest-listener",
+            CheckId::GuestFirewall => "guest-firewall",
+            CheckId::GuestNla => "guest-nla",
+            CheckId::GuestCertificate => "guest-certificate",
+            CheckId::GuestLicensing => "guest-licensing",
+            CheckId::GuestDisk => "guest-disk",
         }
     }
 }
@@ -64,17 +120,51 @@ pub enum ActionId {
     Start,
     Restart,
     Redeploy,
+    /// Remove the route that sends the reply to an appliance (or nowhere).
+    RemoveRoute,
+    // Inside Windows, through Run Command.
+    EnableRdp,
+    StartTermservice,
+    ResetRdpPort,
+    EnableFirewallRdp,
+    RenewRdpCertificate,
+    RemoveRdshRole,
+    FreeDiskSpace,
 }
 
 impl ActionId {
-    pub const ALL: [ActionId; 6] = [
+    pub const ALL: [ActionId; 14] = [
         ActionId::ResetRdpConfig,
         ActionId::OpenRdpPort,
         ActionId::ResetPassword,
         ActionId::Start,
         ActionId::Restart,
         ActionId::Redeploy,
+        ActionId::RemoveRoute,
+        ActionId::EnableRdp,
+        ActionId::StartTermservice,
+        ActionId::ResetRdpPort,
+        ActionId::EnableFirewallRdp,
+        ActionId::RenewRdpCertificate,
+        ActionId::RemoveRdshRole,
+        ActionId::FreeDiskSpace,
     ];
+
+    /// The fixes that run a script inside Windows (through Run Command).
+    pub const GUEST: [ActionId; 7] = [
+        ActionId::EnableRdp,
+        ActionId::StartTermservice,
+        ActionId::ResetRdpPort,
+        ActionId::EnableFirewallRdp,
+        ActionId::RenewRdpCertificate,
+        ActionId::RemoveRdshRole,
+        ActionId::FreeDiskSpace,
+    ];
+
+    /// Whether this fix runs a script inside Windows.
+    pub fn is_guest(self) -> bool {
+        ActionId::GUEST.contains(&self)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -84,6 +174,14 @@ impl ActionId {
             ActionId::Start => "start",
             ActionId::Restart => "restart",
             ActionId::Redeploy => "redeploy",
+            ActionId::RemoveRoute => "remove-route",
+            ActionId::EnableRdp => "enable-rdp",
+            ActionId::StartTermservice => "start-termservice",
+            ActionId::ResetRdpPort => "reset-rdp-port",
+            ActionId::EnableFirewallRdp => "enable-firewall-rdp",
+            ActionId::RenewRdpCertificate => "renew-rdp-certificate",
+            ActionId::RemoveRdshRole => "remove-rdsh-role",
+            ActionId::FreeDiskSpace => "free-disk-space",
         }
     }
 

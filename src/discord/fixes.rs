@@ -76,6 +76,9 @@ fn button(action: ActionId, vm: &VmSummary, label: &str) -> CreateButton {
     let style = match action {
         ActionId::Redeploy | ActionId::OpenRdpPort | ActionId::ResetPassword => ButtonStyle::Danger,
         ActionId::Start | ActionId::Restart | ActionId::ResetRdpConfig => ButtonStyle::Primary,
+        ActionId::RemoveRoute => ButtonStyle::Danger,
+        a if a.is_guest() => ButtonStyle::Primary,
+        _ => ButtonStyle::Danger,
     };
     let id = ComponentId::Fix {
         action,
@@ -595,6 +598,12 @@ pub async fn fix_button(
         ActionId::Restart => FixKind::Restart,
         ActionId::Redeploy => FixKind::Redeploy,
         ActionId::ResetRdpConfig => FixKind::ResetRdpConfig,
+        other => {
+            let text = format!("`{other}` cannot be run from a button yet.");
+            ack.respond(private(render::notice("Not available", &text)))
+                .await?;
+            return Ok(());
+        }
     };
     // A new public message for the prompt; the report stays as it was.
     let surface =

@@ -1210,7 +1210,9 @@ scope = "*"
         assert_eq!(
             policy("[policy]\ntwo_person = [\"redeploy\", \"reboot\"]\n").unwrap_err(),
             "test.toml:2:14: unknown action `reboot`; actions are \
-             reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy"
+             reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy, \
+             remove-route, enable-rdp, start-termservice, reset-rdp-port, enable-firewall-rdp, \
+             renew-rdp-certificate, remove-rdsh-role, free-disk-space"
         );
         assert_eq!(
             policy("[policy]\nconfirm_ttl_secs = 0\n").unwrap_err(),

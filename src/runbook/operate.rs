@@ -717,6 +717,19 @@ impl Operator {
             ActionId::Restart => FixRequest::Restart,
             ActionId::Redeploy => FixRequest::Redeploy,
             ActionId::ResetRdpConfig => FixRequest::ResetRdpConfig,
+            other @ (ActionId::RemoveRoute
+            | ActionId::EnableRdp
+            | ActionId::StartTermservice
+            | ActionId::ResetRdpPort
+            | ActionId::EnableFirewallRdp
+            | ActionId::RenewRdpCertificate
+            | ActionId::RemoveRdshRole
+            | ActionId::FreeDiskSpace) => {
+                return Err(OperateError::Refused(fix::Refusal {
+                    reason: format!("`{other}` is not available in this version."),
+                    instead: None,
+                }))
+            }
             ActionId::OpenRdpPort => {
                 let source = params["source"].as_str().unwrap_or("");
                 let source = if source == "*" {

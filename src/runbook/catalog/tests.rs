@@ -26,6 +26,23 @@ fn builtin_runbook_loads() {
             "reset-password",
             "restart",
             "redeploy",
+            "network-path",
+            "remove-route",
+            "guest-rdp",
+            "guest-service",
+            "guest-listener",
+            "guest-firewall",
+            "guest-nla",
+            "guest-certificate",
+            "guest-licensing",
+            "guest-disk",
+            "enable-rdp",
+            "start-termservice",
+            "reset-rdp-port",
+            "enable-firewall-rdp",
+            "renew-rdp-certificate",
+            "remove-rdsh-role",
+            "free-disk-space",
         ]
     );
     assert_eq!(
@@ -291,6 +308,141 @@ doc = "https://example.com/"
 next_step = "n"
 confirm = "c"
 permission = "admin"
+
+[[step]]
+id = "network-path"
+kind = "check"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+
+[[step]]
+id = "guest-rdp"
+kind = "check"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+
+[[step]]
+id = "guest-service"
+kind = "check"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+
+[[step]]
+id = "guest-listener"
+kind = "check"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+
+[[step]]
+id = "guest-firewall"
+kind = "check"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+
+[[step]]
+id = "guest-nla"
+kind = "check"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+
+[[step]]
+id = "guest-certificate"
+kind = "check"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+
+[[step]]
+id = "guest-licensing"
+kind = "check"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+
+[[step]]
+id = "guest-disk"
+kind = "check"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+
+[[step]]
+id = "remove-route"
+kind = "action"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+confirm = "c"
+permission = "operate"
+
+[[step]]
+id = "enable-rdp"
+kind = "action"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+confirm = "c"
+permission = "operate"
+
+[[step]]
+id = "start-termservice"
+kind = "action"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+confirm = "c"
+permission = "operate"
+
+[[step]]
+id = "reset-rdp-port"
+kind = "action"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+confirm = "c"
+permission = "operate"
+
+[[step]]
+id = "enable-firewall-rdp"
+kind = "action"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+confirm = "c"
+permission = "operate"
+
+[[step]]
+id = "renew-rdp-certificate"
+kind = "action"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+confirm = "c"
+permission = "operate"
+
+[[step]]
+id = "remove-rdsh-role"
+kind = "action"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+confirm = "c"
+permission = "operate"
+
+[[step]]
+id = "free-disk-space"
+kind = "action"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+confirm = "c"
+permission = "operate"
 "#;
 
 const ERRORS: &str = r#"[[error]]
@@ -400,7 +552,7 @@ fn invalid_files_name_file_line_and_field() {
             (
                 "errors:steps = [\"nsg\"]",
                 "steps = [\"nsgg\"]",
-                "commands/rdp-errors.toml:16:9: field `steps`: unknown step `nsgg`; checks are vm-status, vm-agent, public-ip, nsg, resource-health, boot-diagnostics; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy",
+                "commands/rdp-errors.toml:16:9: field `steps`: unknown step `nsgg`; checks are vm-status, vm-agent, public-ip, nsg, resource-health, boot-diagnostics, network-path, guest-rdp, guest-service, guest-listener, guest-firewall, guest-nla, guest-certificate, guest-licensing, guest-disk; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy, remove-route, enable-rdp, start-termservice, reset-rdp-port, enable-firewall-rdp, renew-rdp-certificate, remove-rdsh-role, free-disk-space",
             ),
             (
                 "errors:doc = \"https://example.com/\"",
@@ -410,7 +562,7 @@ fn invalid_files_name_file_line_and_field() {
             (
                 "rdp:id = \"redeploy\"",
                 "id = \"reboot\"",
-                "commands/rdp.toml:101:6: field `id`: unknown step `reboot`; checks are vm-status, vm-agent, public-ip, nsg, resource-health, boot-diagnostics; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy",
+                "commands/rdp.toml:101:6: field `id`: unknown step `reboot`; checks are vm-status, vm-agent, public-ip, nsg, resource-health, boot-diagnostics, network-path, guest-rdp, guest-service, guest-listener, guest-firewall, guest-nla, guest-certificate, guest-licensing, guest-disk; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy, remove-route, enable-rdp, start-termservice, reset-rdp-port, enable-firewall-rdp, renew-rdp-certificate, remove-rdsh-role, free-disk-space",
             ),
             (
                 "rdp:id = \"restart\"",
@@ -450,7 +602,7 @@ fn invalid_files_name_file_line_and_field() {
             (
                 "rdp:ladder = [\"start\", \"redeploy\"]",
                 "ladder = [\"start\", \"nsg\"]",
-                "commands/rdp.toml:1:10: field `ladder`: unknown action `nsg`; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy",
+                "commands/rdp.toml:1:10: field `ladder`: unknown action `nsg`; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy, remove-route, enable-rdp, start-termservice, reset-rdp-port, enable-firewall-rdp, renew-rdp-certificate, remove-rdsh-role, free-disk-space",
             ),
             // A value that parses but is wrong: the line and column of that value.
             (
@@ -483,7 +635,7 @@ fn load_dir_reads_files_and_falls_back_to_builtins() {
 
     // Nothing in the directory: the built-in runbook.
     let catalog = Catalog::load_dir(&dir).map_err(|e| e.to_string());
-    assert_eq!(catalog.map(|c| c.steps.len()), Ok(12));
+    assert_eq!(catalog.map(|c| c.steps.len()), Ok(29));
 
     // A broken errors file is reported under its real path; rdp.toml still falls back.
     let errors_path = dir.join("rdp-errors.toml");
