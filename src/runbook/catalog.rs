@@ -17,7 +17,7 @@ use toml::Spanned;
 
 use crate::spans::{line_col, Fields};
 
-use crate::diagnose::{ActionId, StepId};
+use crate::diagnose::{ActionId, CheckId, StepId};
 
 const BUILTIN_RDP: &str = include_str!("../../commands/rdp.toml");
 const BUILTIN_ERRORS: &str = include_str!("../../commands/rdp-errors.toml");
@@ -159,6 +159,28 @@ impl ClientError {
     /// The compiled pattern (case-insensitive).
     pub fn pattern(&self) -> &Regex {
         &self.pattern
+    }
+
+    /// The checks among [`ClientError::steps`], in the file's order.
+    pub fn checks(&self) -> Vec<CheckId> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                StepId::Check(c) => Some(*c),
+                StepId::Action(_) => None,
+            })
+            .collect()
+    }
+
+    /// The fixes among [`ClientError::steps`], in the file's order.
+    pub fn fixes(&self) -> Vec<ActionId> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                StepId::Action(a) => Some(*a),
+                StepId::Check(_) => None,
+            })
+            .collect()
     }
 }
 
