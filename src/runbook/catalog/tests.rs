@@ -754,6 +754,7 @@ const FRAGMENTS: &[(&str, &str)] = &[
         "exceeded the maximum number of allowed connections",
     ),
     ("account-restriction", "because of an account restriction"),
+    ("connect-failed-0x3000046", "Error code: 0x3000046"),
 ];
 
 /// The message as it arrives from a chat client: under the dialog's title, wrapped every five
@@ -932,7 +933,10 @@ fn ranking_prefers_exact_codes_then_the_longest_match() {
     );
     // The dialog's own "no code" lines and an unknown code name nothing.
     check_explain("Error code: 0x0\nExtended error code: 0x0", &[]);
-    check_explain("error 0x3000046", &[]);
+    check_explain("error 0x3000047", &[]);
+    // A code the issue names, which Microsoft's articles give no cause of its own.
+    check_explain("error 0x3000046", &["connect-failed-0x3000046"]);
+    check_explain("code 3000046", &["connect-failed-0x3000046"]);
     // Codes in every spelling people paste.
     for text in [
         "0x204",
