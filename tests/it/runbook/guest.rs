@@ -436,3 +436,44 @@ async fn each_fix_script_changes_the_guest_as_the_contract_says() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_demo_guests_are_each_broken_in_their_one_way() {
+    within(async {
+        let h = Harness::start(rdp_doctor::sim::demo_world()).await;
+        let read = |name: &'static str| {
+            let arm = h.arm.clone();
+            async move {
+                let out = arm
+                    .run_command(&vm(name), &read_script())
+                    .await
+                    .expect("reads");
+                guest_json(&out.stdout)
+            }
+        };
+        assert_eq!(read("web-01").await["rdp"]["fDenyTSConnections"], 0);
+        assert_eq!(read("rdp-off-01").await["rdp"]["fDenyTSConnections"], 1);
+        let svc = read("svc-01").await;
+        assert_eq!(svc["termService"]["status"], "Stopped");
+        assert_eq!(svc["termService"]["startType"], "Disabled");
+        assert_eq!(svc["listener"]["listening"], false);
+        assert_eq!(read("port-01").await["listener"]["port"], 3390);
+        assert_eq!(
+            read("fw-01").await["firewall"]["rules"][0]["enabled"],
+            false
+        );
+        let cert = read("cert-01").await;
+        assert!(
+            cert["certificate"]["notAfter"].as_str().unwrap() < cert["checkedAt"].as_str().unwrap()
+        );
+        let lic = read("lic-01").await;
+        assert_eq!(lic["licensing"]["rdshInstalled"], true);
+        assert_eq!(lic["licensing"]["mode"], Value::Null);
+        assert_eq!(lic["licensing"]["graceDaysLeft"], 0);
+        assert_eq!(
+            read("disk-01").await["systemDrive"]["freeBytes"],
+            104_857_600
+        );
+    })
+    .await;
+}
