@@ -57,14 +57,28 @@ impl Arm {
         pending: Pending,
         what: &str,
     ) -> Result<bytes::Bytes, ArmError> {
+        let timeout = self.settings.operation_timeout;
+        self.follow_within(status, body, pending, what, timeout)
+            .await
+    }
+
+    /// [`Arm::follow`], giving up after `timeout` with [`ArmError::Timeout`].
+    pub(crate) async fn follow_within(
+        &self,
+        status: u16,
+        body: bytes::Bytes,
+        pending: Pending,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<bytes::Bytes, ArmError> {
         if status == 200 && pending.async_operation.is_none() && pending.location.is_none() {
             return Ok(body);
         }
-        let deadline = Instant::now() + self.settings.operation_timeout;
+        let deadline = Instant::now() + timeout;
         let mut wait = pending.retry_after;
         if let Some(url) = &pending.async_operation {
             loop {
-                self.pause(wait, deadline, what).await?;
+                self.pause(wait, deadline, timeout, what).await?;
                 let (_, headers, body) = self.get_raw(url, what).await?;
                 let op: OperationStatus =
                     serde_json::from_slice(&body).map_err(|e| ArmError::Malformed {
@@ -105,7 +119,7 @@ impl Arm {
         }
         if let Some(url) = &pending.location {
             loop {
-                self.pause(wait, deadline, what).await?;
+                self.pause(wait, deadline, timeout, what).await?;
                 let (status, headers, body) = self.get_raw(url, what).await?;
                 match status {
                     202 => wait = retry_after(&headers),
@@ -122,13 +136,14 @@ impl Arm {
         &self,
         wait: Option<Duration>,
         deadline: Instant,
+        timeout: Duration,
         what: &str,
     ) -> Result<(), ArmError> {
         let wait = wait.unwrap_or(self.settings.poll_interval);
         if Instant::now() + wait > deadline {
             return Err(ArmError::Timeout {
                 what: format!("{what} (operation still running)"),
-                after: self.settings.operation_timeout,
+                after: timeout,
             });
         }
         if !wait.is_zero() {

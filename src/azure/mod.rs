@@ -18,6 +18,7 @@ mod permissions;
 mod read;
 mod resolve;
 mod retry;
+mod run_command;
 mod span;
 mod write;
 
@@ -30,6 +31,7 @@ pub use permissions::Grants;
 pub use read::HealthOutcome;
 pub(crate) use resolve::{pick, scope_text};
 pub use resolve::{QueryError, ResolveError, VmQuery, VmRef, VmSummary};
+pub use run_command::RunCommandOutput;
 pub use write::{
     free_priority_below, new_update_tag, ConfiguredRule, ExtensionInfo, ExtensionState, NewRdpRule,
     OperationHandle, PowerAction, RuleState, VmAccess,
@@ -55,6 +57,9 @@ pub struct ArmSettings {
     pub max_retry_elapsed: Duration,
     /// The whole of one long-running operation.
     pub operation_timeout: Duration,
+    /// The most a Run Command is followed for before it is reported as timed out
+    /// (`ArmError::Timeout`); Azure lets a script run up to 90 minutes.
+    pub run_command_timeout: Duration,
     /// Poll interval when Azure sends no `Retry-After`.
     pub poll_interval: Duration,
     /// How fast ARM refills a subscription's request bucket, per second: requests are paced
@@ -87,6 +92,7 @@ impl ArmSettings {
             max_retries: 4,
             max_retry_elapsed: Duration::from_secs(60),
             operation_timeout: Duration::from_secs(600),
+            run_command_timeout: Duration::from_secs(300),
             poll_interval: Duration::from_secs(2),
             // ARM's documented subscription read bucket: 250, refilled 25 a second.
             refill_per_sec: 25.0,

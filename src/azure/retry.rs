@@ -68,7 +68,9 @@ impl std::error::Error for Unanswered {
     }
 }
 
-/// The POST actions that only read (ARM computes and returns data, nothing changes).
+/// The POST actions that only read (ARM computes and returns data, nothing changes). Not
+/// `runCommand`: even a read-only script runs in the guest, and Azure refuses a second one
+/// while the first runs, so it is sent once like any write.
 const READ_ONLY_ACTIONS: [&str; 2] = [
     "/effectivenetworksecuritygroups",
     "/retrievebootdiagnosticsdata",
@@ -233,6 +235,11 @@ mod tests {
             (
                 "POST",
                 "/Microsoft.Compute/virtualMachines/web-01/restart",
+                false,
+            ),
+            (
+                "POST",
+                "/Microsoft.Compute/virtualMachines/web-01/runCommand",
                 false,
             ),
             (

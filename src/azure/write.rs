@@ -34,7 +34,7 @@ impl OperationHandle {
         serde_json::from_str(text).ok()
     }
 
-    fn pending(&self) -> Pending {
+    pub(crate) fn pending(&self) -> Pending {
         Pending {
             async_operation: self
                 .status_url

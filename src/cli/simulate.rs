@@ -6,6 +6,18 @@ use crate::sim::{SimOptions, Simulator, World};
 pub const DEMO_TENANT: &str = "00000000-0000-0000-0000-000000000001";
 pub const DEMO_CLIENT: &str = "00000000-0000-0000-0000-000000000002";
 
+/// Azure's behaviour, with Run Command taking a few seconds instead of Azure's tens (a demo
+/// should not keep its audience waiting).
+fn demo_options() -> SimOptions {
+    SimOptions {
+        run_command_delay: DEMO_RUN_COMMAND,
+        ..SimOptions::default()
+    }
+}
+
+/// How long a Run Command takes in the demo.
+pub const DEMO_RUN_COMMAND: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A simulator serving the demo world on an ephemeral loopback port.
 pub struct Demo {
     pub sim: Simulator,
@@ -15,7 +27,7 @@ pub struct Demo {
 impl Demo {
     pub async fn start() -> anyhow::Result<Demo> {
         let world = crate::sim::demo_world();
-        let sim = Simulator::start("127.0.0.1:0", world.clone(), SimOptions::default()).await?;
+        let sim = Simulator::start("127.0.0.1:0", world.clone(), demo_options()).await?;
         Ok(Demo { sim, world })
     }
 
@@ -40,7 +52,7 @@ impl Demo {
 pub async fn serve_demo(listen: &str) -> anyhow::Result<()> {
     let options = SimOptions {
         retry_after_secs: 1,
-        ..SimOptions::default()
+        ..demo_options()
     };
     let sim = Simulator::start(listen, crate::sim::demo_world(), options).await?;
     println!("simulator listening on {} (demo world)", sim.url());

@@ -52,6 +52,7 @@ pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
             vm,
             action,
         } => compute::vm_action(ctx, sub, rg, vm, *action),
+        Route::RunCommand { sub, rg, vm } => compute::run_command(ctx, sub, rg, vm),
         Route::ListExtensions { sub, rg, vm } => compute::list_extensions(ctx, sub, rg, vm),
         Route::GetExtension { sub, rg, vm, name } => compute::get_extension(ctx, sub, rg, vm, name),
         Route::PutExtension { sub, rg, vm, name } => compute::put_extension(ctx, sub, rg, vm, name),

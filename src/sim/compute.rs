@@ -7,8 +7,10 @@
 //! errors follow Azure's (409 `OperationNotAllowed` on a deallocated VM...).
 
 mod extensions;
+mod run_command;
 
 pub(crate) use extensions::{get_extension, list_extensions, put_extension};
+pub(crate) use run_command::run_command;
 
 use super::blob::{BlobKind, Storage};
 use super::lro::{Hook, Outcome, Poll};

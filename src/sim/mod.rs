@@ -35,9 +35,10 @@ mod world;
 pub use entra::ManagedIdentities;
 pub use throttle::{BucketOptions, ComputeGetBuckets, Fault, FaultKind};
 pub use world::{
-    AgentState, Allocation, Extension, Health, ListedInstanceView, Nsg, Os, PowerState, Principal,
-    PublicIp, RecommendedAction, RoleAssignment, Rule, Screen, Sku, Subscription, Vm, VmView,
-    World, WorldError, WorldHandle, DEFAULT_SUBSCRIPTION, VMACCESS_PUBLISHER, VMACCESS_TYPE,
+    AgentState, Allocation, Extension, Guest, Health, ListedInstanceView, Nsg, Os, PowerState,
+    Principal, PublicIp, RecommendedAction, RoleAssignment, Rule, Screen, ServiceStatus, Sku,
+    StartType, Subscription, Vm, VmView, World, WorldError, WorldHandle, DEFAULT_SUBSCRIPTION,
+    VMACCESS_PUBLISHER, VMACCESS_TYPE,
 };
 
 use anyhow::Context as _;
@@ -112,6 +113,11 @@ pub struct SimOptions {
     /// Resource Health still shows it Unavailable after the restart, as Azure does for a minute
     /// or more. `None`: [`SimOptions::AZURE_SETTLE`].
     pub settle: Option<Duration>,
+    /// How long a Run Command takes from the POST until its operation has succeeded (polls
+    /// before then answer "in progress"). Azure's take tens of seconds ("Run scripts in your
+    /// Windows VM by using action Run Commands"); default [`SimOptions::AZURE_RUN_COMMAND`],
+    /// [`SimOptions::fast`] makes it instant and `--simulate` a few seconds.
+    pub run_command_delay: Duration,
     /// How long the access tokens it issues live (Entra ID's are 60 to 90 minutes; tests use
     /// seconds). ARM refuses an expired one with 401 `ExpiredAuthenticationToken`.
     pub token_lifetime: Duration,
@@ -124,6 +130,9 @@ impl SimOptions {
     /// short end of what Azure shows.
     pub const AZURE_SETTLE: Duration = Duration::from_secs(60);
 
+    /// How long a Run Command takes unless told otherwise.
+    pub const AZURE_RUN_COMMAND: Duration = Duration::from_secs(20);
+
     /// How long effective security rules take unless told otherwise: a few seconds (Azure CLI's
     /// recording had them ready within 10 s).
     pub const AZURE_EFFECTIVE_NSG: Duration = Duration::from_secs(3);
@@ -134,6 +143,7 @@ impl SimOptions {
     pub fn fast() -> SimOptions {
         SimOptions {
             effective_nsg_time: Duration::ZERO,
+            run_command_delay: Duration::ZERO,
             ..SimOptions::default()
         }
     }
@@ -180,6 +190,7 @@ impl Default for SimOptions {
             retry_after_secs: 0,
             fail_operations: Vec::new(),
             settle: None,
+            run_command_delay: SimOptions::AZURE_RUN_COMMAND,
             token_lifetime: Duration::from_secs(3599),
             managed_identities: ManagedIdentities::default(),
         }
@@ -979,8 +990,10 @@ fn arm_request(
             }
         }
     };
+    let run_command_delay;
     let (spend, remaining, lro_polls, retry_after, fail_operations, settle, effective_nsg_time) = {
         let mut live = lock(&shared.live);
+        run_command_delay = live.options.run_command_delay;
         let spend = live.spend(path, method);
         let (lro_polls, retry_after) = (live.options.lro_polls, live.options.retry_after_secs);
         let effective_nsg_time = live.options.effective_nsg_time;
@@ -1055,6 +1068,7 @@ fn arm_request(
             body,
             fail_operations: &fail_operations,
             settle,
+            run_command_delay,
             effective_nsg_time,
             client_id: Some(&client_id),
         };

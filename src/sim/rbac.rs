@@ -183,6 +183,13 @@ pub(crate) fn requirement(route: &Route, path: &str) -> Option<(String, String)>
             ),
             upto(8),
         ),
+        // "Run scripts in your Windows VM by using action Run Commands": invoking one needs
+        // `Microsoft.Compute/virtualMachines/runCommand/action` (Virtual Machine Contributor
+        // and above; Reader has only `*/read`).
+        Route::RunCommand { .. } => (
+            "Microsoft.Compute/virtualMachines/runCommand/action".to_owned(),
+            upto(8),
+        ),
         Route::ResourceHealth { .. } => (
             "Microsoft.ResourceHealth/availabilityStatuses/read".to_owned(),
             upto(segs.len()),

@@ -33,6 +33,8 @@ pub(crate) struct Ctx<'a> {
     pub fail_operations: &'a [FailOperation],
     /// How long a VM a power action brought back takes to settle (`SimOptions::settle`).
     pub settle: std::time::Duration,
+    /// How long a Run Command takes (`SimOptions::run_command_delay`).
+    pub run_command_delay: std::time::Duration,
     /// The client id the request's token was issued to, if Entra knows one.
     pub client_id: Option<&'a str>,
 }
@@ -248,6 +250,8 @@ pub(crate) struct Plan {
     pub(crate) outcome: Outcome,
     /// How a GET shows the resource while the operation runs (see `lro::NewOperation`).
     pub(crate) pending_view: Option<Value>,
+    /// It answers "in progress" for at least this long (see `lro::NewOperation::ready_at`).
+    pub(crate) takes: Option<std::time::Duration>,
 }
 
 impl Plan {
@@ -258,6 +262,7 @@ impl Plan {
             on_complete: None,
             outcome,
             pending_view: None,
+            takes: None,
         }
     }
 }
@@ -300,7 +305,7 @@ impl Ctx<'_> {
             steps: plan.steps,
             on_complete: plan.on_complete,
             pending_view: plan.pending_view,
-            ready_at: None,
+            ready_at: plan.takes.map(|t| std::time::Instant::now() + t),
         })
     }
 }

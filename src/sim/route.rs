@@ -101,6 +101,13 @@ pub(crate) enum Route {
         vm: String,
         action: VmAction,
     },
+    /// `POST .../virtualMachines/{vm}/runCommand` (`VirtualMachines_RunCommand`, compute spec
+    /// 2024-07-01).
+    RunCommand {
+        sub: String,
+        rg: String,
+        vm: String,
+    },
     ListExtensions {
         sub: String,
         rg: String,
@@ -222,6 +229,11 @@ impl Route {
                     rg: s(3),
                 }
             }
+            [SUB, _, RGS, _, P, C, VMS, _, "runcommand"] if post => Route::RunCommand {
+                sub: s(1),
+                rg: s(3),
+                vm: s(7),
+            },
             [SUB, _, RGS, _, P, C, VMS, _, "extensions"] if get => Route::ListExtensions {
                 sub: s(1),
                 rg: s(3),
@@ -386,6 +398,7 @@ impl Route {
             Route::VmAction { action, .. } => {
                 return format!("POST virtualMachines/{}", action.as_str())
             }
+            Route::RunCommand { .. } => "POST virtualMachines/runCommand",
             Route::ListExtensions { .. } => "GET virtualMachines/extensions (list)",
             Route::GetExtension { .. } => "GET virtualMachines/extensions",
             Route::PutExtension { .. } => "PUT virtualMachines/extensions",

@@ -8,6 +8,9 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+mod guest;
+pub use guest::{Guest, ServiceStatus, StartType};
+
 /// The subscription `World::new()` starts with.
 pub const DEFAULT_SUBSCRIPTION: &str = "11111111-1111-1111-1111-111111111111";
 
@@ -207,8 +210,8 @@ pub struct Vm {
     /// What the boot-diagnostics screenshot shows; default: derived from power and health state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub screen: Option<Screen>,
-    /// Whether Remote Desktop is enabled in the guest (`fDenyTSConnections` = 0 and the firewall
-    /// rule on). A VMAccess "reset configuration" turns it back on.
+    /// Whether Remote Desktop is enabled in the guest (`fDenyTSConnections` = 0). A VMAccess
+    /// "reset configuration" turns it back on, and its firewall rule (`guest.firewall_rdp_rule`).
     #[serde(default = "yes")]
     pub rdp_enabled: bool,
     /// The port the guest's Remote Desktop service listens on; a VMAccess reset sets 3389.
@@ -223,6 +226,10 @@ pub struct Vm {
     /// VM extensions (`virtualMachines/{vm}/extensions`).
     #[serde(default, rename = "extension", skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<Extension>,
+    /// Inside the guest (`[vm.guest]`): what Run Command's scripts read and fix. Healthy unless
+    /// told otherwise.
+    #[serde(default)]
+    pub guest: Guest,
     /// Until when the VM settles after a start, restart or redeploy (`SimOptions::settle`):
     /// its agent reports Not Ready and Resource Health lags until then.
     #[serde(skip)]
@@ -720,6 +727,7 @@ impl Vm {
             local_admins: default_local_admins(),
             password_resets: 0,
             extensions: Vec::new(),
+            guest: Guest::default(),
             settles_at: None,
         }
     }
@@ -1155,6 +1163,12 @@ impl World {
         self
     }
 
+    /// Changes the current VM's guest (`[vm.guest]`), e.g. `.guest(|g| g.firewall_rdp_rule = false)`.
+    pub fn guest(mut self, change: impl FnOnce(&mut Guest)) -> World {
+        change(&mut self.current_vm().guest);
+        self
+    }
+
     /// The current VM already has a VMAccessAgent extension called `name` (e.g. "enablevmAccess"),
     /// as left behind by an earlier reset from the portal.
     pub fn with_vmaccess_extension(mut self, name: &str) -> World {
@@ -1309,6 +1323,7 @@ impl World {
         let mut subnets: HashMap<(String, String, String, String), &Vm> = HashMap::new();
         for vm in &self.vms {
             let at = format!("VM '{}'", vm.name);
+            vm.guest.validate(&at).map_err(WorldError::Invalid)?;
             if self.subscription_entry(&vm.subscription).is_none() {
                 return bad(format!(
                     "{at} names subscription '{}', which has no [[subscription]] entry",

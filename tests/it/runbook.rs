@@ -6,6 +6,8 @@ use crate::support;
 
 /// Signing in for weeks: our token credentials against the simulator's Entra ID.
 mod credentials;
+/// Run Command and the simulator's guest through `Arm::run_command`.
+mod guest;
 /// Tracing spans from the person's command to Azure's request id.
 mod spans;
 /// One sweep per scope across replicas sharing a database, through the door.

@@ -243,6 +243,7 @@ impl VmAccessRun {
             VmAccessRun::ResetRdp => {
                 vm.rdp_enabled = true;
                 vm.rdp_port = 3389;
+                vm.guest.firewall_rdp_rule = true;
                 "Remote Desktop configuration was reset: Remote Desktop is enabled on port 3389 and its firewall rule is on.".to_owned()
             }
             VmAccessRun::ResetUser {

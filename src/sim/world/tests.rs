@@ -144,3 +144,62 @@ fn validation_names_vms_that_disagree_on_their_subnet_nsg_or_repeat() {
     let error = world.validate().expect_err("duplicate").to_string();
     assert!(error.contains("'VM-001' appears twice"), "{error}");
 }
+
+const ONE_VM: &str = r#"
+client_secret = "s"
+[[subscription]]
+id = "11111111-1111-1111-1111-111111111111"
+[[vm]]
+name = "web-01"
+resource_group = "rg-web"
+"#;
+
+#[test]
+fn a_guest_is_healthy_unless_the_world_says_otherwise() {
+    let world = World::from_toml_str(ONE_VM).expect("parses");
+    assert_eq!(world.vms[0].guest, Guest::default());
+    let text = format!(
+        "{ONE_VM}[vm.guest]\nterm_service_status = \"Stopped\"\nterm_service_start_type = \"Disabled\"\nlicensing_mode = 4\nfree_bytes = 104857600\nreclaimable_bytes = 4294967296\n"
+    );
+    let world = World::from_toml_str(&text).expect("parses");
+    let guest = &world.vms[0].guest;
+    assert_eq!(guest.term_service_status, ServiceStatus::Stopped);
+    assert_eq!(guest.term_service_start_type, StartType::Disabled);
+    assert_eq!(guest.licensing_mode, Some(4));
+    assert_eq!(guest.free_bytes, 104_857_600);
+    assert!(guest.firewall_rdp_rule, "what is not named stays healthy");
+    let round = World::from_toml_str(&world.to_toml_string().expect("renders")).expect("parses");
+    assert_eq!(round, world);
+}
+
+#[test]
+fn guest_errors_name_the_field() {
+    let error = |guest: &str| {
+        World::from_toml_str(&format!("{ONE_VM}[vm.guest]\n{guest}\n"))
+            .expect_err("refused")
+            .to_string()
+    };
+    let unknown = error("firewall_rule = false");
+    assert!(
+        unknown.contains("unknown field `firewall_rule`"),
+        "{unknown}"
+    );
+    assert!(
+        unknown.contains("firewall_rdp_rule"),
+        "lists the known fields: {unknown}"
+    );
+    let status = error("term_service_status = \"Sleeping\"");
+    assert!(
+        status.contains("Sleeping") && status.contains("Running"),
+        "{status}"
+    );
+    assert_eq!(
+        error("licensing_mode = 3"),
+        "world file is inconsistent: VM 'web-01': guest.licensing_mode must be 2 (per device) or 4 (per user); leave it out for not configured"
+    );
+    assert!(error("certificate_not_after = \"soon\"")
+        .contains("guest.certificate_not_after 'soon' is not an RFC 3339 time"));
+    assert!(error("free_bytes = 200000000000").contains("guest.free_bytes is more than size_bytes"));
+    assert!(error("security_layer = 3").contains("guest.security_layer"));
+    assert!(error("policy_deny = 2").contains("guest.policy_deny"));
+}
