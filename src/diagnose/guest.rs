@@ -154,6 +154,161 @@ pub struct FixOutput {
     pub changed: Vec<String>,
 }
 
+/// rdp-doctor's read script (`commands/guest/read.ps1`), compiled in. Its first line is
+/// [`READ_SCRIPT_MARKER`]; it only reads.
+pub const READ_SCRIPT: &str = include_str!("../../commands/guest/read.ps1");
+
+/// The read script as Run Command takes it: one element per line.
+pub fn read_script() -> Vec<String> {
+    script_lines(READ_SCRIPT)
+}
+
+/// A script's text as Run Command's `script` array: one element per line, CRLF tolerated.
+pub fn script_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|line| line.trim_end_matches('\r').to_owned())
+        .collect()
+}
+
+/// Why a script's output could not be read. Each names what was wrong, never the whole output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestOutputError {
+    /// No line starts with the prefix: the script did not run to its end, or it is not ours.
+    #[error("the script printed no {prefix} line")]
+    Missing { prefix: &'static str },
+    /// More than one result line: which one is true cannot be told.
+    #[error("the script printed {count} {prefix} lines instead of one")]
+    Several { prefix: &'static str, count: usize },
+    /// The JSON ends early (Run Command returns only the last 4,096 bytes of each output).
+    #[error("the {prefix} line is cut short: its JSON ends early")]
+    Truncated { prefix: &'static str },
+    /// Not JSON.
+    #[error("the {prefix} line is not valid JSON ({detail})")]
+    Garbled {
+        prefix: &'static str,
+        detail: String,
+    },
+    /// JSON, but of a version this build does not read.
+    #[error("the guest facts are version {found}; this rdp-doctor reads version {FACTS_VERSION}")]
+    UnknownVersion { found: String },
+    /// JSON of the right version whose fields have the wrong types or are missing.
+    #[error("the {prefix} line does not have the expected fields ({detail})")]
+    WrongShape {
+        prefix: &'static str,
+        detail: String,
+    },
+}
+
+/// The JSON after `prefix` on the one line of `stdout` that starts with it. Lines may end in
+/// CRLF and trailing whitespace; a byte order mark before the line (or the output) is ignored.
+fn marked_json<'a>(stdout: &'a str, prefix: &'static str) -> Result<&'a str, GuestOutputError> {
+    let found: Vec<&str> = stdout
+        .split('\n')
+        .map(|line| line.trim_start_matches('\u{feff}').trim_end())
+        .filter_map(|line| {
+            let rest = line.strip_prefix(prefix)?;
+            if rest.is_empty() {
+                Some(rest)
+            } else {
+                rest.strip_prefix([' ', '\t']).map(str::trim_start)
+            }
+        })
+        .collect();
+    match found.as_slice() {
+        [] => Err(GuestOutputError::Missing { prefix }),
+        [json] => Ok(json),
+        more => Err(GuestOutputError::Several {
+            prefix,
+            count: more.len(),
+        }),
+    }
+}
+
+/// Parses the JSON after `prefix`, telling a cut-short line from a garbled one.
+fn json_value(json: &str, prefix: &'static str) -> Result<serde_json::Value, GuestOutputError> {
+    serde_json::from_str(json).map_err(|e| {
+        if e.is_eof() {
+            GuestOutputError::Truncated { prefix }
+        } else {
+            GuestOutputError::Garbled {
+                prefix,
+                detail: format!("{} at column {}", e.classify_text(), e.column()),
+            }
+        }
+    })
+}
+
+/// What kind of JSON error, in words, without quoting the output.
+trait Classify {
+    fn classify_text(&self) -> &'static str;
+}
+
+impl Classify for serde_json::Error {
+    fn classify_text(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Eof => "unexpected end",
+            serde_json::error::Category::Data => "unexpected data",
+            serde_json::error::Category::Io => "read error",
+        }
+    }
+}
+
+/// A serde error about the shape, without the values it quotes.
+fn shape_detail(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    // serde's "invalid type: string \"…\", expected u32" quotes the value: keep what it expected.
+    match text.split_once(", expected ") {
+        Some((kind, expected)) => {
+            let kind = kind.split(':').next().unwrap_or(kind);
+            format!("{kind}, expected {expected}")
+        }
+        None => text,
+    }
+}
+
+/// Reads the read script's stdout: the one `RDP-DOCTOR-GUEST {json}` line among any other
+/// output, as [`GuestFacts`] of version [`FACTS_VERSION`].
+pub fn parse_read(stdout: &str) -> Result<GuestFacts, GuestOutputError> {
+    let prefix = READ_OUTPUT_PREFIX;
+    let value = json_value(marked_json(stdout, prefix)?, prefix)?;
+    match value.get("v") {
+        Some(v) if v.as_u64() == Some(u64::from(FACTS_VERSION)) => {}
+        Some(v) => {
+            let found = match v {
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::String(_) => "a string".to_owned(),
+                serde_json::Value::Null => "null".to_owned(),
+                _ => "not a number".to_owned(),
+            };
+            return Err(GuestOutputError::UnknownVersion { found });
+        }
+        None => {
+            return Err(GuestOutputError::WrongShape {
+                prefix,
+                detail: "no version `v`".to_owned(),
+            })
+        }
+    }
+    serde_json::from_value(value).map_err(|e| GuestOutputError::WrongShape {
+        prefix,
+        detail: shape_detail(&e),
+    })
+}
+
+/// Reads a fix script's stdout: the one `RDP-DOCTOR-FIX {json}` line among any other output.
+pub fn parse_fix(stdout: &str) -> Result<FixOutput, GuestOutputError> {
+    let prefix = FIX_OUTPUT_PREFIX;
+    let value = json_value(marked_json(stdout, prefix)?, prefix)?;
+    serde_json::from_value(value).map_err(|e| GuestOutputError::WrongShape {
+        prefix,
+        detail: shape_detail(&e),
+    })
+}
+
+#[cfg(test)]
+mod output_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod door;
 pub mod fix;
+pub mod guest;
 pub mod limits;
 pub mod operate;
 pub mod permissions;

@@ -282,3 +282,63 @@ async fn a_run_command_that_outlasts_the_timeout_is_reported_as_one() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn runbook_reads_the_guest_with_the_real_script_and_tells_failures_apart() {
+    use rdp_doctor::runbook::guest::{self, GuestError};
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .vm("off-01")
+            .power_state(PowerState::Stopped)
+            .vm("sick-01")
+            .agent_not_ready("VM Agent is unresponsive.");
+        let h = Harness::start(world).await;
+        let long = Duration::from_secs(10);
+        let facts = guest::read(&h.arm, &vm("web-01"), long)
+            .await
+            .expect("reads");
+        assert_eq!(facts.v, 1);
+        assert_eq!(facts.listener.and_then(|l| l.port), Some(3389));
+        assert!(matches!(
+            guest::read(&h.arm, &vm("off-01"), long).await,
+            Err(GuestError::VmNotRunning { .. })
+        ));
+        let sick = guest::read(&h.arm, &vm("sick-01"), long).await.unwrap_err();
+        assert!(matches!(sick, GuestError::AgentNotReady { .. }), "{sick:?}");
+        assert!(sick.to_string().contains("VM agent to be Ready"), "{sick}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn runbook_read_says_when_another_run_command_runs_or_time_runs_out() {
+    use rdp_doctor::runbook::guest::{self, GuestError};
+    within(async {
+        let h =
+            Harness::with_options(World::new().vm("web-01"), delayed(Duration::from_secs(2))).await;
+        let first = {
+            let arm = h.arm.clone();
+            tokio::spawn(
+                async move { guest::read(&arm, &vm("web-01"), Duration::from_secs(10)).await },
+            )
+        };
+        support::until(
+            "the first Run Command is accepted",
+            h.sim.watch_answers(),
+            || support::requests_to(&h.sim, "POST", "/runCommand") == 1,
+        )
+        .await;
+        assert!(matches!(
+            guest::read(&h.arm, &vm("web-01"), Duration::from_secs(10)).await,
+            Err(GuestError::Busy { .. })
+        ));
+        first.await.expect("joined").expect("the first reads");
+        let short = Duration::from_millis(300);
+        match guest::read(&h.arm, &vm("web-01"), short).await {
+            Err(GuestError::TimedOut { after }) => assert_eq!(after, short),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    })
+    .await;
+}
