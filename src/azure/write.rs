@@ -173,6 +173,25 @@ impl Arm {
         self.start_write(response, &what).await
     }
 
+    /// Sends a fix `script` (first line `# rdp-doctor:guest-fix:<fix>:v1`) to the VM with Run
+    /// Command, once: the retry policy never sends a Run Command again after an ambiguous
+    /// answer. Follow it with [`Arm::run_command_result`] to read what it printed.
+    pub async fn run_guest_fix(
+        &self,
+        _confirmed: &Confirmed,
+        vm: &VmRef,
+        script: &[String],
+    ) -> Result<OperationHandle, ArmError> {
+        let what = format!("running a fix in {} (Run Command)", vm.name);
+        let (status, _, pending) = self.send_run_command(vm, script, &what).await?;
+        let done = pending.async_operation.is_none() && pending.location.is_none() && status != 202;
+        Ok(OperationHandle {
+            status_url: pending.async_operation.map(|u| u.to_string()),
+            location: pending.location.map(|u| u.to_string()),
+            done,
+        })
+    }
+
     pub async fn extensions(&self, vm: &VmRef) -> Result<Vec<ExtensionInfo>, ArmError> {
         let what = format!("listing the extensions of {}", vm.name);
         let list = self

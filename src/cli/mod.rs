@@ -187,8 +187,9 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// Explain a Remote Desktop client error message: its cause and the runbook's fix.
     Explain {
-        /// The error text as the Remote Desktop client shows it.
-        text: String,
+        /// The error text as the Remote Desktop client shows it (several words are joined; none,
+        /// or `-`, reads it from standard input, so a multi-line paste can be piped in).
+        text: Vec<String>,
     },
     /// Start a stopped or deallocated VM (asks for confirmation).
     Start(FixArgs),
@@ -456,7 +457,10 @@ fn print_json(
 
 async fn run(cli: Cli) -> Result<Done, CliError> {
     match cli.command {
-        Command::Explain { text } => Ok(explain(&load_catalog()?, &text)),
+        Command::Explain { text } => {
+            let catalog = load_catalog()?;
+            Ok(explain(&catalog, &explain_text(text)?))
+        }
         Command::Simulate { listen, world } => {
             let result = match world {
                 Some(path) => crate::sim::run_standalone(&listen, &path).await,
@@ -556,16 +560,44 @@ fn load_catalog() -> Result<Catalog, CliError> {
     }
 }
 
+/// How many entries `explain` prints in full; the others are named.
+const EXPLAIN_SHOWN: usize = 3;
+
+/// The text to explain: the arguments joined, or standard input for none or `-`.
+fn explain_text(args: Vec<String>) -> Result<String, CliError> {
+    if !(args.is_empty() || args == ["-"]) {
+        return Ok(args.join(" "));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text).map_err(|e| {
+        CliError::usage(format!(
+            "cannot read the error text from standard input: {e}"
+        ))
+    })?;
+    if text.trim().is_empty() {
+        return Err(CliError::usage(
+            "give the error text: `rdp-doctor explain \"An internal error has occurred\"`, or pipe it in",
+        ));
+    }
+    Ok(text)
+}
+
 fn explain(catalog: &Catalog, text: &str) -> Done {
     let matches = catalog.explain(text);
     let style = render::Style::stdout();
     let mut out = String::new();
     if matches.is_empty() {
-        out.push_str("No known Remote Desktop client error matches that text.\n");
-        out.push_str("Run `rdp-doctor check VM` to run the runbook's checks instead.\n");
+        out.push_str(&render::explain_nothing(&catalog.closest(text, 3), &style));
     }
-    for error in &matches {
+    for error in matches.iter().take(EXPLAIN_SHOWN) {
         out.push_str(&render::explain(error, &style));
+    }
+    if matches.len() > EXPLAIN_SHOWN {
+        let others: Vec<&str> = matches[EXPLAIN_SHOWN..]
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect();
+        out.push_str(&format!("Also matches: {}\n", others.join(", ")));
     }
     anstream::print!("{out}");
     if matches.is_empty() {

@@ -298,13 +298,65 @@ fn next_step(out: &mut String, report: &Report, catalog: &Catalog, style: &Style
 }
 
 pub fn explain(error: &ClientError, style: &Style) -> String {
-    format!(
-        "{}\n  {} {}\n  {} {}\n  {}\n\n",
+    let mut out = format!(
+        "{}\n  {} {}\n  {} {}\n",
         style.bold(&error.message),
         style.bold("Cause:"),
         error.cause,
         style.bold("Fix:"),
         error.fix,
-        style.dim(&error.doc)
-    )
+    );
+    let checks = error.checks();
+    if !checks.is_empty() {
+        let names: Vec<&str> = checks.iter().map(|c| c.as_str()).collect();
+        out.push_str(&format!(
+            "  {} {} (run `{}`)\n",
+            style.bold("Checks:"),
+            names.join(", "),
+            check_command(&checks)
+        ));
+    }
+    let fixes = error.fixes();
+    if !fixes.is_empty() {
+        let names: Vec<&str> = fixes.iter().map(|a| a.as_str()).collect();
+        out.push_str(&format!(
+            "  {} {}\n",
+            style.bold("Fixes:"),
+            names.join(", ")
+        ));
+    }
+    out.push_str(&format!("  {}\n\n", style.dim(&error.doc)));
+    out
+}
+
+/// The `check` command that runs `checks`: `--guest` for checks inside the VM, `--from` for the
+/// network path from the person's address.
+fn check_command(checks: &[CheckId]) -> String {
+    let mut command = String::from("rdp-doctor check VM");
+    if checks.iter().any(|c| c.is_guest()) {
+        command.push_str(" --guest");
+    }
+    if checks.contains(&CheckId::NetworkPath) {
+        command.push_str(" --from YOUR_IP");
+    }
+    command
+}
+
+/// `explain` when nothing matched: how to paste better, and the closest entries.
+pub fn explain_nothing(closest: &[&ClientError], style: &Style) -> String {
+    let mut out = format!(
+        "{}\nPaste the message as the dialog shows it (a sentence of it is enough), or its error code such as 0x204.\nRun `rdp-doctor check VM` to run the runbook's checks instead.\n",
+        style.bold("No known Remote Desktop client error matches that text.")
+    );
+    if !closest.is_empty() {
+        out.push_str("\nThe closest known messages:\n");
+        for error in closest {
+            out.push_str(&format!(
+                "  - {} {}\n",
+                error.message,
+                style.dim(&format!("({})", error.id))
+            ));
+        }
+    }
+    out
 }

@@ -169,8 +169,15 @@ pub async fn explain(
 
 pub(super) async fn explain_in(cmd: Cmd<'_>, error: &str) -> Result<(), Error> {
     // No Azure request: the answer is the first response.
-    let matches = cmd.bot.door.catalog().explain(error);
-    cmd.send(public(render::explain(&matches, error))).await
+    let catalog = cmd.bot.door.catalog();
+    let matches = catalog.explain(error);
+    let closest = if matches.is_empty() {
+        catalog.closest(error, 3)
+    } else {
+        Vec::new()
+    };
+    cmd.send(public(render::explain(&matches, &closest, error)))
+        .await
 }
 
 /// What rdp-doctor can do

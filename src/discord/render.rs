@@ -350,34 +350,79 @@ pub fn console(catalog: &Catalog, vm: &VmRef, console: &crate::runbook::Console)
     ReportMessage { embeds, screenshot }
 }
 
-/// `/rdp explain`.
-pub fn explain(matches: &[&ClientError], text: &str) -> CreateEmbed {
-    if matches.is_empty() {
+/// `/rdp explain`: the best match in full (cause, fix, the checks and fixes it names), the others
+/// by name; nothing matched says how to paste better and lists the closest messages. Each
+/// field fits Discord's limits, and all of them together stay under the embed's total.
+pub fn explain(matches: &[&ClientError], closest: &[&ClientError], text: &str) -> CreateEmbed {
+    let Some(best) = matches.first() else {
+        let mut description = format!(
+            "> {}\n\nPaste the message as the dialog shows it (a sentence of it is enough), or its error code such as `0x204`. `/rdp check` runs the runbook's checks on a VM instead.",
+            clip(&text.split_whitespace().collect::<Vec<_>>().join(" "), 300)
+        );
+        if !closest.is_empty() {
+            description.push_str("\n\n**The closest known messages**");
+            for error in closest {
+                description.push_str(&format!("\n• {}", clip(&error.message, 200)));
+            }
+        }
         return CreateEmbed::new()
             .title("No known Remote Desktop client error matches")
-            .description(clip(
-                &format!(
-                    "> {}\n\nRun `/rdp check` on the VM to run the runbook's checks instead.",
-                    text.replace('\n', " ")
-                ),
-                MAX_DESCRIPTION,
-            ))
+            .description(clip(&description, MAX_DESCRIPTION))
             .colour(GREY);
-    }
+    };
     let mut embed = CreateEmbed::new()
-        .title(clip(&matches[0].message, MAX_TITLE))
-        .colour(BLUE);
-    for error in matches.iter().take(MAX_FIELDS / 3) {
-        embed = embed
-            .field("Cause", clip(&error.cause, MAX_FIELD_VALUE), false)
-            .field(
-                "Fix",
-                clip(
-                    &format!("{}\n[Microsoft's article]({})", error.fix, error.doc),
-                    MAX_FIELD_VALUE,
-                ),
-                false,
-            );
+        .title(clip(&best.message, MAX_TITLE))
+        .colour(BLUE)
+        .field("Cause", clip(&best.cause, MAX_FIELD_VALUE), false)
+        .field(
+            "Fix",
+            clip(
+                &format!("{}\n[Microsoft's article]({})", best.fix, best.doc),
+                MAX_FIELD_VALUE,
+            ),
+            false,
+        );
+    let mut steps = Vec::new();
+    let checks = best.checks();
+    if !checks.is_empty() {
+        let names: Vec<String> = checks.iter().map(|c| format!("`{c}`")).collect();
+        let guest = checks.iter().any(|c| c.is_guest());
+        let mut how = vec!["`/rdp check vm`"];
+        if checks.contains(&CheckId::NetworkPath) {
+            how = vec!["`/rdp check vm from:your-ip`"];
+        }
+        if guest {
+            how.push("`/rdp guest vm`");
+        }
+        steps.push(format!(
+            "Checks: {} (run {})",
+            names.join(", "),
+            how.join(" and ")
+        ));
+    }
+    let fixes = best.fixes();
+    if !fixes.is_empty() {
+        let names: Vec<String> = fixes.iter().map(|a| format!("`{a}`")).collect();
+        steps.push(format!("Fixes: {}", names.join(", ")));
+    }
+    if !steps.is_empty() {
+        embed = embed.field(
+            "Checks and fixes",
+            clip(&steps.join("\n"), MAX_FIELD_VALUE),
+            false,
+        );
+    }
+    if matches.len() > 1 {
+        let others: Vec<String> = matches[1..]
+            .iter()
+            .take(5)
+            .map(|e| format!("• {}", clip(&e.message, 150)))
+            .collect();
+        embed = embed.field(
+            "The text also matches",
+            clip(&others.join("\n"), MAX_FIELD_VALUE),
+            false,
+        );
     }
     embed
 }

@@ -17,7 +17,7 @@ use toml::Spanned;
 
 use crate::spans::{line_col, Fields};
 
-use crate::diagnose::{ActionId, StepId};
+use crate::diagnose::{ActionId, CheckId, StepId};
 
 const BUILTIN_RDP: &str = include_str!("../../commands/rdp.toml");
 const BUILTIN_ERRORS: &str = include_str!("../../commands/rdp-errors.toml");
@@ -154,16 +154,42 @@ pub struct ClientError {
     pub cause: String,
     pub fix: String,
     pub doc: String,
-    /// Related steps (checks and actions).
+    /// The client's error codes for this message, lower-case without leading zeros (`0x204`).
+    pub codes: Vec<String>,
+    /// The checks and fixes that address it, checks first.
     pub steps: Vec<StepId>,
     /// Compiled case-insensitive; matched against normalised text (see [`Catalog::explain`]).
     pattern: Regex,
+    /// The message's words (see [`words`]), for fragments and the closest entries.
+    words: String,
 }
 
 impl ClientError {
     /// The compiled pattern (case-insensitive).
     pub fn pattern(&self) -> &Regex {
         &self.pattern
+    }
+
+    /// The checks among [`ClientError::steps`], in the file's order.
+    pub fn checks(&self) -> Vec<CheckId> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                StepId::Check(c) => Some(*c),
+                StepId::Action(_) => None,
+            })
+            .collect()
+    }
+
+    /// The fixes among [`ClientError::steps`], in the file's order.
+    pub fn fixes(&self) -> Vec<ActionId> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                StepId::Action(a) => Some(*a),
+                StepId::Check(_) => None,
+            })
+            .collect()
     }
 }
 
@@ -264,20 +290,170 @@ impl Catalog {
         self.steps.iter().find(|s| s.id == id)
     }
 
-    /// The client errors whose pattern occurs in `text`, best first: the one that appears
-    /// earliest in the pasted text (the dialog's headline), then file order. Curly quotes and
-    /// apostrophes are straightened first, so patterns only need to handle `'` and `"`.
+    /// The client errors that `text` names, best first. `text` is what people paste: part of the
+    /// dialog or all of it, wrapped over lines, with its title, typographic quotes and the
+    /// trailing "Error code: 0x204". An entry matches when its pattern occurs in the text, when
+    /// the text holds its whole message or a fragment of it (four words or more), or when the text
+    /// names one of its codes (`0x204`, `error code: 0x00000204`, `code 204`). The best is the
+    /// longest match, an exact code counting above any text; ties go to the one that appears
+    /// first in the text, then to file order.
     pub fn explain(&self, text: &str) -> Vec<&ClientError> {
-        let text = normalize(text);
-        let mut hits: Vec<(usize, usize, &ClientError)> = self
+        let text = clip_input(text);
+        let normal = normalize(text);
+        let pasted = [words(&normal), fragment_words(&normal)];
+        let codes = codes_in(&normal);
+        let mut hits: Vec<(usize, usize, usize, &ClientError)> = self
             .errors
             .iter()
             .enumerate()
-            .filter_map(|(i, e)| e.pattern.find(&text).map(|m| (m.start(), i, e)))
+            .filter_map(|(i, e)| {
+                let by_pattern = e.pattern.find(&normal).map(|m| (m.len(), m.start()));
+                let by_words = pasted
+                    .iter()
+                    .filter_map(|p| word_match(p, &e.words))
+                    .max_by_key(|&(len, start)| (len, std::cmp::Reverse(start)));
+                let by_code = e.codes.iter().any(|c| codes.contains(c));
+                let (len, start) = match (by_pattern, by_words) {
+                    (Some(p), Some(w)) => {
+                        if w.0 > p.0 {
+                            w
+                        } else {
+                            p
+                        }
+                    }
+                    (Some(m), None) | (None, Some(m)) => m,
+                    (None, None) if by_code => (0, usize::MAX),
+                    (None, None) => return None,
+                };
+                let score = len + if by_code { CODE_SCORE } else { 0 };
+                Some((score, start, i, e))
+            })
             .collect();
-        hits.sort_by_key(|&(start, i, _)| (start, i));
-        hits.into_iter().map(|(_, _, e)| e).collect()
+        hits.sort_by_key(|&(score, start, i, _)| (std::cmp::Reverse(score), start, i));
+        hits.into_iter().map(|(_, _, _, e)| e).collect()
     }
+
+    /// The `n` entries whose message is most like `text` (Sorensen-Dice over the words'
+    /// bigrams), most alike first, for the answer that nothing matched.
+    pub fn closest(&self, text: &str, n: usize) -> Vec<&ClientError> {
+        let pasted = words(clip_input(text));
+        let mut scored: Vec<(f64, usize, &ClientError)> = self
+            .errors
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (strsim::sorensen_dice(&pasted, &e.words), i, e))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored.into_iter().take(n).map(|(_, _, e)| e).collect()
+    }
+}
+
+/// What an exact code adds to a match's length: more than any message is long.
+const CODE_SCORE: usize = 100_000;
+
+/// Fewest words a fragment needs to count: "the remote computer" alone names nothing.
+const MIN_FRAGMENT_WORDS: usize = 4;
+
+/// Longest text considered: a pasted log is cut, so that matching stays quick.
+const MAX_INPUT: usize = 16 * 1024;
+
+fn clip_input(text: &str) -> &str {
+    if text.len() <= MAX_INPUT {
+        return text;
+    }
+    let mut end = MAX_INPUT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// How `pasted` (see [`words`]) and a message's words overlap: the whole message inside the
+/// paste, or the paste (four words or more) inside the message. Returns the length and where
+/// in the paste it starts.
+fn word_match(pasted: &str, message: &str) -> Option<(usize, usize)> {
+    if message.is_empty() || pasted.is_empty() {
+        return None;
+    }
+    let padded = |s: &str| format!(" {s} ");
+    if let Some(at) = padded(pasted).find(&padded(message)) {
+        return Some((message.len(), at));
+    }
+    let fragment = pasted.split(' ').count() >= MIN_FRAGMENT_WORDS;
+    (fragment && padded(message).contains(&padded(pasted))).then_some((pasted.len(), 0))
+}
+
+/// The words of normalised pasted text without what surrounds a message in the dialog: its
+/// title at the start ("Remote Desktop Connection", "Windows Security") and the code lines
+/// ("Error code: 0x204", "Extended error code: 0x0").
+fn fragment_words(normal: &str) -> String {
+    static TITLE: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"(?i)^\W*(microsoft\s+)?(remote\s+desktop\s+connection|windows\s+security|windows\s+app|remote\s+desktop)\b")
+            .expect("valid title regex")
+    });
+    static CODE_LINE: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"(?i)\b(extended\s+)?error\s+code\s*:?\s*(0x)?[0-9a-f]+\b")
+            .expect("valid code line regex")
+    });
+    let without_title = TITLE.replace(normal, "");
+    words(&CODE_LINE.replace_all(&without_title, " "))
+}
+
+/// The words of `text`, lower-case, one space apart: quotes straightened, apostrophes dropped
+/// ("can't" and "cant" are one word), other punctuation and line breaks turned into spaces.
+fn words(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in normalize(text).chars() {
+        if c == '\'' {
+            continue;
+        }
+        if c.is_alphanumeric() {
+            out.extend(c.to_lowercase());
+        } else if !out.is_empty() && !out.ends_with(' ') {
+            out.push(' ');
+        }
+    }
+    let trimmed = out.trim_end().len();
+    out.truncate(trimmed);
+    out
+}
+
+/// The hexadecimal codes named in normalised text, as `0x…` lower-case without leading zeros:
+/// `0x204`, `0X00000204`, and bare hex after "code" or "error" (`code 3000046`, `error: 204`).
+fn codes_in(text: &str) -> Vec<String> {
+    static PREFIXED: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"(?i)\b0x([0-9a-f]{1,16})\b").expect("valid code regex")
+    });
+    static BARE: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"(?i)\b(?:code|error)\s*[:#]?\s*([0-9a-f]{1,16})\b").expect("valid code regex")
+    });
+    let mut codes: Vec<String> = Vec::new();
+    for re in [&*PREFIXED, &*BARE] {
+        for caps in re.captures_iter(text) {
+            let digits = caps[1].trim_start_matches('0');
+            // A bare word after "error" must look like a number, not "error has occurred".
+            if !caps[1].chars().any(|c| c.is_ascii_digit()) {
+                continue;
+            }
+            let code = format!("0x{}", if digits.is_empty() { "0" } else { digits }).to_lowercase();
+            if !codes.contains(&code) {
+                codes.push(code);
+            }
+        }
+    }
+    codes
+}
+
+/// A code as the file may write it (`0x204`, `0x0000204`, `0X112F`): the canonical form.
+fn canonical_code(code: &str) -> Option<String> {
+    let hex = code
+        .strip_prefix("0x")
+        .or_else(|| code.strip_prefix("0X"))?;
+    if hex.is_empty() || hex.len() > 16 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let digits = hex.trim_start_matches('0');
+    Some(format!("0x{}", if digits.is_empty() { "0" } else { digits }).to_lowercase())
 }
 
 impl Step {
@@ -296,37 +472,30 @@ impl Step {
     }
 }
 
-/// Straightens typographic quotes and spaces that chat clients and word processors introduce.
-fn normalize(text: &str) -> Cow<'_, str> {
-    let fancy = |c: char| {
-        matches!(
-            c,
-            '\u{2018}'
-                | '\u{2019}'
-                | '\u{201B}'
-                | '\u{2032}'
-                | '\u{00B4}'
-                | '`'
-                | '\u{201C}'
-                | '\u{201D}'
-                | '\u{201E}'
-                | '\u{00A0}'
-                | '\u{202F}'
-        )
-    };
-    if !text.contains(fancy) {
-        return Cow::Borrowed(text);
+/// Straightens typographic quotes, apostrophes and backticks, drops zero-width characters and
+/// turns every run of spaces and line breaks (non-breaking ones too) into one space, so that a
+/// message wrapped over lines or pasted from a chat client reads as the dialog wrote it.
+fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let c = match c {
+            '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' | '\u{2032}' | '\u{00B4}' | '`' => {
+                '\''
+            }
+            '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' | '\u{2033}' | '\u{00AB}'
+            | '\u{00BB}' => '"',
+            '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}' => continue,
+            c if c.is_whitespace() => ' ',
+            c => c,
+        };
+        if c == ' ' && (out.is_empty() || out.ends_with(' ')) {
+            continue;
+        }
+        out.push(c);
     }
-    Cow::Owned(
-        text.chars()
-            .map(|c| match c {
-                '\u{2018}' | '\u{2019}' | '\u{201B}' | '\u{2032}' | '\u{00B4}' | '`' => '\'',
-                '\u{201C}' | '\u{201D}' | '\u{201E}' => '"',
-                '\u{00A0}' | '\u{202F}' => ' ',
-                c => c,
-            })
-            .collect(),
-    )
+    let trimmed = out.trim_end().len();
+    out.truncate(trimmed);
+    out
 }
 
 // ---- file shapes --------------------------------------------------------------------------------
@@ -358,6 +527,8 @@ struct RawClientError {
     cause: String,
     fix: String,
     doc: String,
+    #[serde(default)]
+    code: Vec<String>,
     #[serde(default)]
     steps: Vec<StepId>,
 }
@@ -673,12 +844,32 @@ impl Validator<'_> {
                     format!("error `{id}`: doc must be an https:// URL, got `{}`", e.doc),
                 ));
             }
+            let mut codes = Vec::with_capacity(e.code.len());
+            for code in &e.code {
+                let Some(canonical) = canonical_code(code) else {
+                    return Err(self.invalid(
+                        at("code"),
+                        "code",
+                        format!("error `{id}`: code `{code}` is not hexadecimal like \"0x204\""),
+                    ));
+                };
+                if canonical == "0x0" {
+                    return Err(self.invalid(
+                        at("code"),
+                        "code",
+                        format!("error `{id}`: code `{code}` is zero, which the client shows when there is no code"),
+                    ));
+                }
+                codes.push(canonical);
+            }
             errors.push(ClientError {
+                words: words(&e.message),
                 id: e.id,
                 message: e.message,
                 cause: e.cause,
                 fix: e.fix,
                 doc: e.doc,
+                codes,
                 steps: e.steps,
                 pattern,
             });

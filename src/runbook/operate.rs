@@ -1855,3 +1855,6 @@ pub fn format_time(ms: i64) -> String {
         })
         .unwrap_or_else(|| ms.to_string())
 }
+
+#[cfg(test)]
+mod guest_fix_tests;

@@ -342,6 +342,84 @@ async fn explain_matches_the_runbook_errors() {
     .await
 }
 
+/// What people paste: the dialog's title, wrapped lines, curly apostrophes and the code lines,
+/// as arguments or piped in; the answer names the checks and fixes; nothing matching lists the
+/// closest messages.
+#[tokio::test]
+async fn explain_reads_pastes_and_names_the_checks_and_fixes() {
+    use tokio::io::AsyncWriteExt;
+    within(async {
+        let cli = Cli::start(World::new()).await;
+        let out = cli
+            .run(&["explain", "Remote Desktop Connection\n\nAn internal error has\noccurred.\n\nError code: 0x4\nExtended error code: 0x0"])
+            .await;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        insta::assert_snapshot!(stdout(&out), @r#"
+An internal error has occurred.
+  Cause: The VM accepts the TCP connection but its RDP stack cannot set up the session: the listener's certificate is expired, damaged or unreadable (its MachineKeys permissions), TLS is disabled on the VM, the RDP security layer does not match the client, or Remote Desktop Services is hung.
+  Fix: Look inside the VM (`rdp-doctor check VM --guest`): renew the RDP certificate if it is expired or missing (fix `renew-rdp-certificate`: the certificate is regenerated when TermService restarts), and restart Remote Desktop Services (fix `start-termservice`). Check that the listener port is the one you connect to and that TLS 1.0-1.2 are enabled for the server. Then connect again.
+  Checks: guest-certificate, guest-service, guest-listener, guest-nla (run `rdp-doctor check VM --guest`)
+  Fixes: renew-rdp-certificate, start-termservice
+  https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/troubleshoot-rdp-internal-error
+"#);
+
+        // Several words without quotes, and a code alone.
+        let words = cli.run(&["explain", "we", "couldn’t", "connect", "to", "the", "remote", "PC"]).await;
+        assert_eq!(code(&words), 0);
+        assert!(stdout(&words).starts_with("We couldn't connect to the remote PC."), "{}", stdout(&words));
+        assert!(stdout(&words).contains("(run `rdp-doctor check VM --guest --from YOUR_IP`)"), "{}", stdout(&words));
+        let by_code = cli.run(&["explain", "0x00000204"]).await;
+        assert_eq!(stdout(&by_code), stdout(&words));
+
+        // Piped in, with `-` or with no argument at all.
+        for args in [&["explain", "-"][..], &["explain"]] {
+            let mut child = cli
+                .command(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all("The remote session was disconnected because there are no Remote Desktop\r\nLicense Servers available to provide a license.\r\n".as_bytes())
+                .await
+                .unwrap();
+            drop(stdin);
+            let out = child.wait_with_output().await.unwrap();
+            assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+            let s = stdout(&out);
+            assert!(s.contains("Checks: guest-licensing (run `rdp-doctor check VM --guest`)"), "{s}");
+            assert!(s.contains("Fixes: remove-rdsh-role"), "{s}");
+        }
+
+        // Nothing piped in is a usage error, not a silent "no match".
+        let empty = cli
+            .command(&["explain"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&empty), 2, "{}", stdout(&empty));
+        assert!(stderr(&empty).contains("give the error text"), "{}", stderr(&empty));
+
+        // A misspelt message: exit 1, how to paste better, the closest entries.
+        let none = cli.run(&["explain", "an internal erorr occured"]).await;
+        assert_eq!(code(&none), 1);
+        insta::assert_snapshot!(stdout(&none), @r#"
+No known Remote Desktop client error matches that text.
+Paste the message as the dialog shows it (a sentence of it is enough), or its error code such as 0x204.
+Run `rdp-doctor check VM` to run the runbook's checks instead.
+
+The closest known messages:
+  - An internal error has occurred. (internal-error)
+  - Windows Security error: Your credentials did not work. (credentials-did-not-work)
+  - Remote Desktop can't find the computer "name". (cannot-find-computer)
+"#);
+    })
+    .await
+}
+
 /// Colour is anstream's decision: `CLICOLOR_FORCE=1` colours the report and the log lines even
 /// into a pipe, `NO_COLOR` takes it away (also over `CLICOLOR_FORCE`), a pipe alone has none,
 /// and the words are the same either way; a terminal has colour unless `NO_COLOR`, `CLICOLOR=0`

@@ -551,10 +551,68 @@ The VM cannot validate the account name and password: a wrong password, the wron
 ## Fix
 Use `VMNAME\user` (or `.\user`) for a local account and `DOMAIN\user` for a domain account. If the VM became a domain controller, sign in as `DOMAIN\user` with the old password. If you don't know the password, reset it (action `reset-password`; not on domain controllers).
 [Microsoft's article](https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/troubleshoot-specific-rdp-errors#wincred)
+## Checks and fixes
+Fixes: `reset-password`
 "#);
 
         let help = room.run("/rdp help").await.next_message().await;
         assert!(help.private(), "{}", help.text);
+        room.assert_clean();
+    })
+    .await
+}
+
+/// `/rdp explain` with what people paste: the dialog's title, curly apostrophes and the code
+/// line find the message and name the checks and fixes; a misspelt message gets the closest.
+#[tokio::test]
+async fn explain_answers_pastes_with_the_checks_and_fixes() {
+    within(async {
+        let room = Room::start(World::new().vm("web-01")).await;
+        let explained = room
+            .run(r#"/rdp explain error:"Remote Desktop Connection  We couldn’t connect to the remote PC. Make sure the PC is turned on. Error code: 0x204 Extended error code: 0x0""#)
+            .await
+            .next_message()
+            .await;
+        assert!(!explained.deferred(), "answered at once");
+        insta::assert_snapshot!(explained.text, @r#"
+# We couldn't connect to the remote PC. Make sure the PC is turned on and connected to the network, and that remote access is enabled. Error code: 0x204
+## Cause
+Code 0x204 (516) is a Windows Sockets connect failure: the client never got a TCP connection to the RDP port. The VM is stopped or has no public IP, the NSG or a route drops the traffic, the guest firewall blocks it, or nothing listens on the port (TermService stopped, listener moved).
+## Fix
+Run `rdp-doctor check VM --from YOUR_IP` for the power state, public IP, NSG and the network path, then `--guest` for the listener, firewall and service. Open the port (fix `open-rdp-port`), remove a route that sends the reply elsewhere (fix `remove-route`), enable the firewall rule (fix `enable-firewall-rdp`), start TermService (fix `start-termservice`) or move the listener back to 3389 (fix `reset-rdp-port`).
+[Microsoft's article](https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/troubleshoot-rdp-connection)
+## Checks and fixes
+Checks: `vm-status`, `public-ip`, `nsg`, `network-path`, `guest-listener`, `guest-firewall`, `guest-service` (run `/rdp check vm from:your-ip` and `/rdp guest vm`)
+Fixes: `open-rdp-port`, `remove-route`, `enable-firewall-rdp`, `start-termservice`, `reset-rdp-port`
+"#);
+
+        let by_code = room
+            .run(r#"/rdp explain error:"Because of a protocol error (code: 0x112f), the remote session will be disconnected.""#)
+            .await
+            .next_message()
+            .await;
+        assert!(
+            by_code.text.starts_with("# Because of a protocol error"),
+            "{}",
+            by_code.text
+        );
+
+        let none = room
+            .run(r#"/rdp explain error:"the certficate is not from a trusted authority""#)
+            .await
+            .next_message()
+            .await;
+        insta::assert_snapshot!(none.text, @r#"
+# No known Remote Desktop client error matches
+> the certficate is not from a trusted authority
+
+Paste the message as the dialog shows it (a sentence of it is enough), or its error code such as `0x204`. `/rdp check` runs the runbook's checks on a VM instead.
+
+**The closest known messages**
+• The remote computer could not be authenticated due to problems with its security certificate. The certificate is not from a trusted certifying authority.
+• Certificate errors: Name mismatch. Requested remote computer: <address>. Name in the certificate from the remote computer: <name>.
+• An authentication error has occurred. The Local Security Authority cannot be contacted.
+"#);
         room.assert_clean();
     })
     .await

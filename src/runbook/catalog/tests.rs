@@ -65,8 +65,9 @@ fn builtin_runbook_loads() {
     );
     assert_eq!(catalog.commands.guest, Permission::Operate);
     let errors: Vec<&str> = catalog.errors.iter().map(|e| e.id.as_str()).collect();
+    // The five of the seed first, then the rest of Microsoft's RDP error articles.
     assert_eq!(
-        errors,
+        errors[..5],
         [
             "no-license-server",
             "cannot-find-computer",
@@ -75,6 +76,7 @@ fn builtin_runbook_loads() {
             "cannot-connect-to-remote-computer",
         ]
     );
+    assert!(errors.len() >= 30, "{} errors", errors.len());
     // Runbook numbers only grow along the file: the file is in the runbook's order.
     let numbers: Vec<u8> = catalog
         .steps
@@ -189,17 +191,17 @@ fn explain_matches_pasted_messages() {
                 "this computer cannot  connect to the\nremote computer",
                 &["cannot-connect-to-remote-computer"],
             ),
-            // Two messages in one paste: in the order they appear.
+            // Two messages in one paste: the longer match first.
             (
                 "first: Your credentials did not work. then: Remote Desktop can't find the computer \"x\"",
-                &["credentials-did-not-work", "cannot-find-computer"],
+                &["cannot-find-computer", "credentials-did-not-work"],
             ),
             ("", &[]),
             ("The VM is slow and the disk is full.", &[]),
             // CredSSP's "authentication error" is a different problem from the LSA one.
             (
                 "An authentication error has occurred. The function requested is not supported.",
-                &[],
+                &["credssp-encryption-oracle"],
             ),
             ("Remote Desktop can find the computer", &[]),
         ];
@@ -669,4 +671,445 @@ fn load_dir_reads_files_and_falls_back_to_builtins() {
             .is_err_and(|e| e.starts_with(&format!("{}: cannot read: ", dir.display()))),
         "{err:?}"
     );
+}
+
+/// A distinctive part of each entry's message, as someone would paste it.
+const FRAGMENTS: &[(&str, &str)] = &[
+    (
+        "no-license-server",
+        "no Remote Desktop License Servers available",
+    ),
+    (
+        "cannot-find-computer",
+        "Remote Desktop can't find the computer",
+    ),
+    (
+        "lsa-cannot-be-contacted",
+        "Local Security Authority cannot be contacted",
+    ),
+    ("credentials-did-not-work", "Your credentials did not work"),
+    (
+        "cannot-connect-to-remote-computer",
+        "This computer can't connect to the remote computer",
+    ),
+    (
+        "credssp-encryption-oracle",
+        "due to CredSSP encryption oracle remediation",
+    ),
+    ("internal-error", "An internal error has occurred"),
+    ("nla-not-supported", "which your computer does not support"),
+    (
+        "nla-domain-controller",
+        "domain controller cannot be contacted to perform NLA",
+    ),
+    ("protocol-error", "Because of a protocol error"),
+    (
+        "not-authorized-remote-login",
+        "not authorized for remote login",
+    ),
+    (
+        "need-right-to-sign-in",
+        "the right to sign in through Remote Desktop Services",
+    ),
+    (
+        "local-policy-logon-interactively",
+        "does not permit you to logon interactively",
+    ),
+    ("logon-attempt-failed", "The logon attempt failed"),
+    (
+        "certificate-not-trusted",
+        "not from a trusted certifying authority",
+    ),
+    (
+        "identity-cannot-be-verified",
+        "identity of the remote computer cannot be verified",
+    ),
+    (
+        "certificate-name-mismatch",
+        "Name in the certificate from the remote computer",
+    ),
+    (
+        "certificate-expired",
+        "authentication certificate received from the remote computer is expired",
+    ),
+    ("not-the-computer-specified", "is not the one you specified"),
+    (
+        "no-client-access-licenses",
+        "no Remote Desktop client access licenses available",
+    ),
+    (
+        "licensing-mode-not-configured",
+        "Remote Desktop licensing mode is not configured",
+    ),
+    (
+        "licensing-protocol-error",
+        "an error in the licensing protocol",
+    ),
+    (
+        "cannot-connect-for-one-of-these-reasons",
+        "for one of these reasons",
+    ),
+    (
+        "could-not-connect-0x204",
+        "We couldn't connect to the remote PC",
+    ),
+    ("connection-timed-out", "The connection timed out"),
+    ("socket-closed", "socket closed"),
+    ("security-error", "Because of a security error"),
+    ("services-busy", "Remote Desktop Services is currently busy"),
+    (
+        "maximum-connections",
+        "exceeded the maximum number of allowed connections",
+    ),
+    ("account-restriction", "because of an account restriction"),
+    ("connect-failed-0x3000046", "Error code: 0x3000046"),
+];
+
+/// The message as it arrives from a chat client: under the dialog's title, wrapped every five
+/// words (Windows and Unix line ends), curly quotes and apostrophes, a stray double space, and
+/// the client's "Extended error code" line under it.
+fn as_pasted(message: &str) -> String {
+    let mut open = true;
+    let curly: String = message
+        .chars()
+        .map(|c| match c {
+            '\'' => '\u{2019}',
+            '"' => {
+                open = !open;
+                if open {
+                    '\u{201D}'
+                } else {
+                    '\u{201C}'
+                }
+            }
+            c => c,
+        })
+        .collect();
+    let wrapped: Vec<String> = curly
+        .split(' ')
+        .collect::<Vec<_>>()
+        .chunks(5)
+        .enumerate()
+        .map(|(i, line)| {
+            let line = line.join(" ");
+            if i % 2 == 0 {
+                line.replacen(' ', "  ", 1)
+            } else {
+                line
+            }
+        })
+        .collect();
+    format!(
+        "Remote Desktop Connection\r\n\r\n{}\n\nExtended error code: 0x0",
+        wrapped.join("\r\n")
+    )
+}
+
+fn first(catalog: &Catalog, text: &str) -> Option<String> {
+    catalog.explain(text).first().map(|e| e.id.clone())
+}
+
+#[test]
+fn every_error_is_found_by_its_message_a_fragment_the_paste_and_its_codes() {
+    let catalog = Catalog::builtin();
+    let mut failures = Vec::new();
+    let fragment_ids: Vec<&str> = FRAGMENTS.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<&str> = catalog.errors.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(fragment_ids, ids, "one fragment per entry, in file order");
+    for (error, (_, fragment)) in catalog.errors.iter().zip(FRAGMENTS) {
+        let id = Some(error.id.clone());
+        let mut texts = vec![
+            ("message", error.message.clone()),
+            ("fragment", fragment.to_string()),
+            ("fragment, upper case", fragment.to_uppercase()),
+            ("pasted", as_pasted(&error.message)),
+            ("pasted fragment", as_pasted(fragment)),
+        ];
+        for code in &error.codes {
+            texts.push(("code", code.clone()));
+            texts.push(("code, upper case", code.to_uppercase().replace("0X", "0x")));
+            texts.push((
+                "error code line",
+                format!("Error code: {code}\nExtended error code: 0x0"),
+            ));
+            texts.push((
+                "code with zeros",
+                format!("error 0x{:0>8}", code.trim_start_matches("0x")),
+            ));
+        }
+        for (how, text) in texts {
+            let got = first(&catalog, &text);
+            if got != id {
+                failures.push(format!("{} by {how}: {text:?} -> {got:?}", error.id));
+            }
+        }
+        assert!(
+            error.doc.starts_with("https://learn.microsoft.com/"),
+            "{}: {}",
+            error.id,
+            error.doc
+        );
+        assert!(
+            !error.steps.is_empty(),
+            "{} names no check or fix",
+            error.id
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn steps_of_the_guest_errors_name_the_guest_checks_and_fixes() {
+    let catalog = Catalog::builtin();
+    let steps = |id: &str| -> Vec<&str> {
+        catalog
+            .errors
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| e.steps.iter().map(|s| s.as_str()).collect())
+            .unwrap_or_default()
+    };
+    for (id, expect) in [
+        (
+            "no-license-server",
+            &["guest-licensing", "remove-rdsh-role"][..],
+        ),
+        (
+            "licensing-mode-not-configured",
+            &["guest-licensing", "remove-rdsh-role"],
+        ),
+        (
+            "internal-error",
+            &[
+                "guest-certificate",
+                "guest-service",
+                "renew-rdp-certificate",
+            ],
+        ),
+        (
+            "could-not-connect-0x204",
+            &[
+                "nsg",
+                "network-path",
+                "guest-listener",
+                "guest-firewall",
+                "guest-service",
+            ],
+        ),
+        (
+            "certificate-expired",
+            &["guest-certificate", "renew-rdp-certificate"],
+        ),
+    ] {
+        let got = steps(id);
+        for step in expect {
+            assert!(got.contains(step), "{id} lacks {step}: {got:?}");
+        }
+    }
+    // Checks come before fixes in every entry, so a report reads "look, then fix".
+    for error in &catalog.errors {
+        let first_action = error
+            .steps
+            .iter()
+            .position(|s| matches!(s, StepId::Action(_)));
+        let last_check = error
+            .steps
+            .iter()
+            .rposition(|s| matches!(s, StepId::Check(_)));
+        if let (Some(action), Some(check)) = (first_action, last_check) {
+            assert!(check < action, "{}: {:?}", error.id, error.steps);
+        }
+    }
+}
+
+#[test]
+fn ranking_prefers_exact_codes_then_the_longest_match() {
+    // The exact code outranks a longer text match of another entry.
+    check_explain(
+        "An internal error has occurred. Error code: 0x204",
+        &["could-not-connect-0x204", "internal-error"],
+    );
+    // Longest text first; position in the paste only breaks ties.
+    check_explain(
+        "The logon attempt failed. Remote Desktop Services is currently busy.",
+        &["services-busy", "logon-attempt-failed"],
+    );
+    // A fragment common to several messages: all of them, in file order.
+    check_explain(
+        "the remote session was disconnected because there are no Remote Desktop",
+        &["no-license-server", "no-client-access-licenses"],
+    );
+    // The dialog's own "no code" lines and an unknown code name nothing.
+    check_explain("Error code: 0x0\nExtended error code: 0x0", &[]);
+    check_explain("error 0x3000047", &[]);
+    // A code the issue names, which Microsoft's articles give no cause of its own.
+    check_explain("error 0x3000046", &["connect-failed-0x3000046"]);
+    check_explain("code 3000046", &["connect-failed-0x3000046"]);
+    // Codes in every spelling people paste.
+    for text in [
+        "0x204",
+        "0X204",
+        "0x00000204",
+        "Error code: 0x204",
+        "error code 204",
+        "code: 204",
+        "`0x204`",
+    ] {
+        check_explain(text, &["could-not-connect-0x204"]);
+    }
+    // A code-looking word that is not a code.
+    check_explain("error has occurred", &[]);
+    // Three words are not a fragment: too common to name one message.
+    check_explain("the remote computer", &[]);
+    // The title alone is not an error.
+    check_explain("Remote Desktop Connection", &[]);
+}
+
+#[test]
+fn codes_in_reads_every_spelling() {
+    assert_eq!(
+        codes_in("Error code: 0x204 Extended error code: 0x0"),
+        ["0x204", "0x0"]
+    );
+    assert_eq!(codes_in("0X00000112F"), ["0x112f"]);
+    assert_eq!(codes_in("code 3000046"), ["0x3000046"]);
+    assert_eq!(codes_in("error: 0x904, error 904"), ["0x904"]);
+    assert!(codes_in("an internal error has occurred").is_empty());
+    assert!(codes_in("0xZZ and 0x").is_empty());
+}
+
+#[test]
+fn normalize_straightens_and_collapses() {
+    assert_eq!(
+        normalize("  Remote Desktop can\u{2019}t\r\n find\u{00A0}\u{00A0}the `computer` \u{201C}x\u{201D}\u{200B} "),
+        "Remote Desktop can't find the 'computer' \"x\""
+    );
+    assert_eq!(
+        words("Can't  CONNECT,\nto: the PC!"),
+        "cant connect to the pc"
+    );
+    assert_eq!(words(""), "");
+}
+
+#[test]
+fn closest_lists_the_most_alike_messages() {
+    let catalog = Catalog::builtin();
+    let ids = |text: &str| -> Vec<String> {
+        catalog
+            .closest(text, 3)
+            .iter()
+            .map(|e| e.id.clone())
+            .collect()
+    };
+    // Misremembered wording: nothing matches, the intended entry is the closest.
+    let text = "an internal erorr occured";
+    assert!(catalog.explain(text).is_empty());
+    assert_eq!(
+        ids(text).first().map(String::as_str),
+        Some("internal-error")
+    );
+    let text = "the certficate is not from a trusted authority";
+    assert!(catalog.explain(text).is_empty());
+    assert_eq!(
+        ids(text).first().map(String::as_str),
+        Some("certificate-not-trusted")
+    );
+    assert_eq!(catalog.closest("", 3).len(), 3);
+    assert_eq!(catalog.closest("anything", 0).len(), 0);
+}
+
+#[test]
+fn codes_are_validated_with_their_position() {
+    let cases = [
+        (
+            "errors:steps = [\"nsg\"]",
+            "code = [\"204\"]\nsteps = [\"nsg\"]",
+            "commands/rdp-errors.toml:16:8: field `code`: error `two`: code `204` is not hexadecimal like \"0x204\"",
+        ),
+        (
+            "errors:steps = [\"nsg\"]",
+            "code = [\"0x2g4\"]\nsteps = [\"nsg\"]",
+            "commands/rdp-errors.toml:16:8: field `code`: error `two`: code `0x2g4` is not hexadecimal like \"0x204\"",
+        ),
+        (
+            "errors:steps = [\"nsg\"]",
+            "code = [\"0x000\"]\nsteps = [\"nsg\"]",
+            "commands/rdp-errors.toml:16:8: field `code`: error `two`: code `0x000` is zero, which the client shows when there is no code",
+        ),
+        (
+            "errors:steps = [\"nsg\"]",
+            "code = \"0x204\"\nsteps = [\"nsg\"]",
+            "commands/rdp-errors.toml:16:8: field `code`: invalid type: string \"0x204\", expected a sequence",
+        ),
+    ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|(from, to, expect)| check_invalid(from, to, expect))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // A valid code in any case and with leading zeros loads in canonical form.
+    let errors = ERRORS.replacen(
+        "steps = [\"nsg\"]",
+        "code = [\"0X0204\"]\nsteps = [\"nsg\"]",
+        1,
+    );
+    let catalog = Catalog::from_strs(RDP, "rdp.toml", &errors, "rdp-errors.toml").expect("loads");
+    assert_eq!(catalog.errors[1].codes, ["0x204"]);
+}
+
+/// One catalog for the property tests: compiling it for every case would be most of their time.
+fn builtin() -> &'static Catalog {
+    static CATALOG: std::sync::LazyLock<Catalog> = std::sync::LazyLock::new(Catalog::builtin);
+    &CATALOG
+}
+
+proptest::proptest! {
+    #[test]
+    fn explain_never_panics(text in proptest::prelude::any::<String>()) {
+        let catalog = builtin();
+        let matches = catalog.explain(&text);
+        // Each entry at most once.
+        let mut ids: Vec<&str> = matches.iter().map(|e| e.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        proptest::prop_assert_eq!(ids.len(), matches.len());
+        proptest::prop_assert!(catalog.closest(&text, 3).len() == 3);
+    }
+
+    #[test]
+    fn explain_never_panics_on_paste_like_text(
+        parts in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::string::string_regex("[a-zA-Z ]{0,12}").expect("regex"),
+                proptest::string::string_regex("0[xX][0-9a-fA-F]{0,20}").expect("regex"),
+                proptest::string::string_regex("(error|code|Error code:) ?[0-9a-f]{0,12}").expect("regex"),
+                proptest::prop_oneof![
+                    proptest::strategy::Just("\u{2019}".to_string()),
+                    proptest::strategy::Just("\r\n".to_string()),
+                    proptest::strategy::Just("\u{200B}".to_string()),
+                    proptest::strategy::Just("`".to_string()),
+                    proptest::strategy::Just("Remote Desktop Connection".to_string()),
+                    proptest::strategy::Just("An internal error has occurred.".to_string()),
+                ],
+            ],
+            0..40,
+        )
+    ) {
+        let catalog = builtin();
+        let text = parts.concat();
+        let _ = catalog.explain(&text);
+        let _ = catalog.closest(&text, 5);
+        let _ = codes_in(&normalize(&text));
+    }
+}
+
+#[test]
+fn explain_handles_a_huge_paste_quickly() {
+    let catalog = Catalog::builtin();
+    let mut text = "x ".repeat(200_000);
+    text.push_str("An internal error has occurred.");
+    // Past the cut: not read, but no time spent either.
+    assert!(catalog.explain(&text).is_empty());
+    let text = format!("An internal error has occurred. {}", "é".repeat(100_000));
+    assert_eq!(first(&catalog, &text).as_deref(), Some("internal-error"));
 }

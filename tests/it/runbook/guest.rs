@@ -342,3 +342,138 @@ async fn runbook_read_says_when_another_run_command_runs_or_time_runs_out() {
     })
     .await;
 }
+
+/// Runs the fix `fix` in `name` and returns the read that follows it.
+async fn fix_then_read(h: &Harness, name: &str, fix: &str) -> (Vec<String>, Value) {
+    use rdp_doctor::diagnose::guest::{fix_script_marker, parse_fix};
+    let script = vec![fix_script_marker(fix), "# fix".to_owned()];
+    let out = h
+        .arm
+        .run_command(&vm(name), &script)
+        .await
+        .expect("the fix runs");
+    let fixed = parse_fix(&out.stdout).expect("the fix line");
+    assert_eq!(fixed.fix, fix);
+    let read = h
+        .arm
+        .run_command(&vm(name), &read_script())
+        .await
+        .expect("reads");
+    (fixed.changed, guest_json(&read.stdout))
+}
+
+#[tokio::test]
+async fn each_fix_script_changes_the_guest_as_the_contract_says() {
+    use rdp_doctor::sim::{ServiceStatus, StartType};
+    within(async {
+        let world = World::new()
+            .vm("rdp-off")
+            .rdp_disabled()
+            .guest(|g| g.policy_deny = Some(1))
+            .vm("svc")
+            .guest(|g| {
+                g.term_service_status = ServiceStatus::Stopped;
+                g.term_service_start_type = StartType::Disabled;
+            })
+            .vm("port")
+            .vm("fw")
+            .guest(|g| g.firewall_rdp_rule = false)
+            .vm("cert")
+            .guest(|g| g.certificate_not_after = Some("2026-01-01T00:00:00Z".to_owned()))
+            .vm("lic")
+            .guest(|g| {
+                g.rdsh_installed = true;
+                g.grace_days_left = 0;
+            })
+            .vm("disk")
+            .guest(|g| {
+                g.free_bytes = 100_000_000;
+                g.reclaimable_bytes = 5_000_000_000;
+            });
+        let mut world = world;
+        world.vms[2].rdp_port = 3390;
+        let h = Harness::start(world).await;
+
+        let (changed, facts) = fix_then_read(&h, "rdp-off", "enable-rdp").await;
+        assert_eq!(changed.len(), 2, "{changed:?}");
+        assert_eq!(facts["rdp"]["fDenyTSConnections"], 0);
+        assert_eq!(facts["rdp"]["policyDeny"], Value::Null);
+
+        let (_, facts) = fix_then_read(&h, "svc", "start-termservice").await;
+        assert_eq!(facts["termService"]["status"], "Running");
+        assert_eq!(facts["termService"]["startType"], "Automatic");
+        assert_eq!(facts["listener"]["listening"], true);
+
+        let (changed, facts) = fix_then_read(&h, "port", "reset-rdp-port").await;
+        assert!(changed[0].contains("was 3390"), "{changed:?}");
+        assert_eq!(facts["listener"]["port"], 3389);
+
+        let (_, facts) = fix_then_read(&h, "fw", "enable-firewall-rdp").await;
+        assert_eq!(facts["firewall"]["rules"][0]["enabled"], true);
+
+        let (_, facts) = fix_then_read(&h, "cert", "renew-rdp-certificate").await;
+        let not_after = facts["certificate"]["notAfter"].as_str().unwrap();
+        assert!(
+            not_after > facts["checkedAt"].as_str().unwrap(),
+            "{not_after}"
+        );
+        assert!(not_after < "2027-12-01", "valid six months: {not_after}");
+
+        let (_, facts) = fix_then_read(&h, "lic", "remove-rdsh-role").await;
+        assert_eq!(facts["licensing"]["rdshInstalled"], false);
+        assert_eq!(facts["licensing"]["graceDaysLeft"], Value::Null);
+        assert_eq!(facts["pendingReboot"]["pending"], true);
+        assert_eq!(
+            facts["pendingReboot"]["reasons"][0],
+            "ComponentBasedServicing"
+        );
+
+        let (_, facts) = fix_then_read(&h, "disk", "free-disk-space").await;
+        assert_eq!(facts["systemDrive"]["freeBytes"], 5_100_000_000u64);
+        // Nothing more to reclaim the second time.
+        let (_, facts) = fix_then_read(&h, "disk", "free-disk-space").await;
+        assert_eq!(facts["systemDrive"]["freeBytes"], 5_100_000_000u64);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_demo_guests_are_each_broken_in_their_one_way() {
+    within(async {
+        let h = Harness::start(rdp_doctor::sim::demo_world()).await;
+        let read = |name: &'static str| {
+            let arm = h.arm.clone();
+            async move {
+                let out = arm
+                    .run_command(&vm(name), &read_script())
+                    .await
+                    .expect("reads");
+                guest_json(&out.stdout)
+            }
+        };
+        assert_eq!(read("web-01").await["rdp"]["fDenyTSConnections"], 0);
+        assert_eq!(read("rdp-off-01").await["rdp"]["fDenyTSConnections"], 1);
+        let svc = read("svc-01").await;
+        assert_eq!(svc["termService"]["status"], "Stopped");
+        assert_eq!(svc["termService"]["startType"], "Disabled");
+        assert_eq!(svc["listener"]["listening"], false);
+        assert_eq!(read("port-01").await["listener"]["port"], 3390);
+        assert_eq!(
+            read("fw-01").await["firewall"]["rules"][0]["enabled"],
+            false
+        );
+        let cert = read("cert-01").await;
+        assert!(
+            cert["certificate"]["notAfter"].as_str().unwrap() < cert["checkedAt"].as_str().unwrap()
+        );
+        let lic = read("lic-01").await;
+        assert_eq!(lic["licensing"]["rdshInstalled"], true);
+        assert_eq!(lic["licensing"]["mode"], Value::Null);
+        assert_eq!(lic["licensing"]["graceDaysLeft"], 0);
+        assert_eq!(
+            read("disk-01").await["systemDrive"]["freeBytes"],
+            104_857_600
+        );
+    })
+    .await;
+}
