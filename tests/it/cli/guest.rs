@@ -91,3 +91,37 @@ async fn guest_needs_operate_at_the_terminal() {
     })
     .await
 }
+
+#[tokio::test]
+async fn simulate_finds_each_demo_vms_guest_failure() {
+    within(async {
+        let cli = Cli::start(World::new()).await;
+        let runs = [
+            ("rdp-off-01", "guest-rdp", "enable-rdp"),
+            ("svc-01", "guest-service", "start-termservice"),
+            ("port-01", "guest-listener", "reset-rdp-port"),
+            ("fw-01", "guest-firewall", "enable-firewall-rdp"),
+            ("cert-01", "guest-certificate", "renew-rdp-certificate"),
+            ("lic-01", "guest-licensing", "remove-rdsh-role"),
+            ("disk-01", "guest-disk", "free-disk-space"),
+        ]
+        .map(|(vm, step, fix)| {
+            let mut cmd = cli.command(&["check", vm, "--simulate", "--guest", "--json"]);
+            async move { (vm, step, fix, cmd.output().await.expect("runs")) }
+        });
+        // Each run has its own simulator (Run Command takes its few seconds there): all at once.
+        for (vm, step, fix, out) in futures::future::join_all(runs).await {
+            assert_eq!(code(&out), 1, "{vm}: {}", stderr(&out));
+            let report = json(&out);
+            let finding = report["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["step"] == step)
+                .unwrap_or_else(|| panic!("{vm}: no {step} finding"));
+            assert_eq!(finding["status"], "fail", "{vm}: {finding}");
+            assert_eq!(report["next_action"], fix, "{vm}");
+        }
+    })
+    .await
+}
