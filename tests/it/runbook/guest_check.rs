@@ -44,7 +44,7 @@ async fn guest(door: &Door, vm: &str) -> Report {
         .expect("a report")
 }
 
-fn finding<'a>(report: &'a Report, step: CheckId) -> &'a rdp_doctor::diagnose::Finding {
+fn finding(report: &Report, step: CheckId) -> &rdp_doctor::diagnose::Finding {
     report
         .finding(step)
         .unwrap_or_else(|| panic!("no {step} finding in {:#?}", report.findings))
