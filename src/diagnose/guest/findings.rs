@@ -538,7 +538,7 @@ fn disk(drive: Option<&Drive>, reboot: Option<&PendingReboot>) -> Finding {
             let free = gib(d.free_bytes);
             let percent = d.free_bytes as f64 * 100.0 / d.size_bytes as f64;
             let line = format!(
-                "Drive {}: {free} free of {} ({percent:.1} %)",
+                "Drive {} {free} free of {} ({percent:.1} %)",
                 d.drive,
                 gib(d.size_bytes)
             );

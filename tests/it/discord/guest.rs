@@ -124,7 +124,7 @@ The RD Session Host role is not installed: the two administrative sessions need 
 Get-WindowsFeature RDS-RD-Server; (Get-WmiObject -Namespace root/cimv2/TerminalServices Win32_TerminalServiceSetting).GetGracePeriodDays()
 ## ✅ System drive has free space; no reboot pending
 The system drive C: has 50.0 GiB free (39.4 %)
-Drive C:: 50.0 GiB free of 127.0 GiB (39.4 %)
+Drive C: 50.0 GiB free of 127.0 GiB (39.4 %)
 ## ➡️ Next step
 **Enable the Windows Firewall rules for Remote Desktop** (`enable-firewall-rdp`): Runs a script through Run Command that enables the inbound "Remote Desktop" rule group. Undo: disable the group again.
 [Runbook step](https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/guest-os-firewall-blocking-inbound-traffic)
