@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod door;
 pub mod fix;
 pub mod guest;
+pub mod guest_check;
 pub mod limits;
 pub mod operate;
 pub mod permissions;
@@ -42,6 +43,11 @@ pub enum Event {
     Resolved(crate::azure::VmRef),
     StepStarted(CheckId),
     StepFinished(Finding),
+    /// The ARM checks of a check with the guest checks are done: the report so far, to show
+    /// while Run Command runs.
+    ArmChecked(Box<Report>),
+    /// Run Command was sent to look inside the VM (it takes up to a minute, often more).
+    GuestStarted,
 }
 
 /// Why a check produced no report at all.
@@ -83,7 +89,69 @@ pub async fn check(
     options: &CheckOptions,
     events: &(dyn Fn(Event) + Send + Sync),
 ) -> Result<Report, CheckError> {
-    run_checks(arm, catalog, summary, options, events, None).await
+    Ok(run_checks(arm, catalog, summary, options, events, None)
+        .await?
+        .report)
+}
+
+/// [`check`], then the guest checks through Run Command: the ARM report is handed to `events`
+/// first ([`Event::ArmChecked`]), then the guest findings join it. When the guest's listener is
+/// not on 3389 the `nsg` finding is evaluated again for the listener's port.
+pub async fn check_with_guest(
+    arm: &Arm,
+    catalog: &Catalog,
+    summary: VmSummary,
+    options: &CheckOptions,
+    guest: guest_check::GuestRun<'_>,
+    events: &(dyn Fn(Event) + Send + Sync),
+) -> Result<Report, CheckError> {
+    let started = Instant::now();
+    let requests_before = arm.request_count();
+    let checked = run_checks(arm, catalog, summary, options, events, None).await?;
+    events(Event::ArmChecked(Box::new(checked.report.clone())));
+    for id in CheckId::GUEST {
+        events(Event::StepStarted(id));
+    }
+    let mut report = checked.report;
+    let inspection = guest_check::inspect(arm, &report.vm, &checked.facts, guest, events).await;
+    for f in &inspection.findings {
+        events(Event::StepFinished(f.clone()));
+    }
+    if let (Some(port), Some(nsg)) = (inspection.listener_port(), &checked.nsg) {
+        if port != nsg::RDP_PORT {
+            let probe = nsg::Probe { port, ..nsg.probe };
+            let finding = nsg::check(&nsg.rules, &probe).detail(format!(
+                "Evaluated for TCP {port}, the port the guest's RDP listener is on, instead of {}.",
+                nsg::RDP_PORT
+            ));
+            events(Event::StepFinished(finding.clone()));
+            report.findings.retain(|f| f.step != CheckId::Nsg);
+            report.findings.push(finding);
+        }
+    }
+    report.findings.extend(inspection.findings);
+    report.findings.sort_by_key(|f| f.step);
+    report.verdict = Verdict::of(&report.findings);
+    report.next_action = next_action(catalog, &checked.facts, &report.findings);
+    report.stats = Stats {
+        arm_requests: arm.request_count().saturating_sub(requests_before),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    Ok(report)
+}
+
+/// The ARM checks' report with what the guest checks build on: the VM's facts and what the
+/// `nsg` finding was judged from (to judge another port).
+struct ArmChecked {
+    report: Report,
+    facts: VmFacts,
+    nsg: Option<NsgJudged>,
+}
+
+/// The effective rules and the question the `nsg` finding answered.
+struct NsgJudged {
+    rules: Vec<nsg::EffectiveNsg>,
+    probe: nsg::Probe,
 }
 
 /// The checks of one VM of a sweep: the VM, its NIC and Resource Health come from the scope's
@@ -96,7 +164,11 @@ pub async fn check_in_fleet(
     summary: VmSummary,
     options: &CheckOptions,
 ) -> Result<Report, CheckError> {
-    run_checks(arm, catalog, summary, options, &|_| {}, Some(fleet)).await
+    Ok(
+        run_checks(arm, catalog, summary, options, &|_| {}, Some(fleet))
+            .await?
+            .report,
+    )
 }
 
 async fn run_checks(
@@ -106,7 +178,7 @@ async fn run_checks(
     options: &CheckOptions,
     events: &(dyn Fn(Event) + Send + Sync),
     fleet: Option<&Fleet>,
-) -> Result<Report, CheckError> {
+) -> Result<ArmChecked, CheckError> {
     let started = Instant::now();
     let requests_before = arm.request_count();
     let vm = summary.vm.clone();
@@ -233,7 +305,7 @@ async fn run_checks(
             for f in &findings {
                 events(Event::StepFinished(f.clone()));
             }
-            return findings;
+            return (findings, None);
         }
         let public_ip_step = async {
             let finding = match nic_read.clone().await {
@@ -250,12 +322,12 @@ async fn run_checks(
         };
         let nsg_step = async {
             let (vm, nic, effective) = futures::join!(vm_read.clone(), nic_read.clone(), effective);
-            let finding = nsg_finding(&vm, nic, effective, options);
+            let (finding, judged) = nsg_finding(&vm, nic, effective, options);
             events(Event::StepFinished(finding.clone()));
-            finding
+            (finding, judged)
         };
-        let (a, b) = futures::join!(public_ip_step, nsg_step);
-        vec![a, b]
+        let (a, (b, judged)) = futures::join!(public_ip_step, nsg_step);
+        (vec![a, b], judged)
     };
 
     let boot_step = async {
@@ -285,7 +357,7 @@ async fn run_checks(
         out
     };
 
-    let (vm_findings, health, network, (boot, screenshot_png, serial_tail)) =
+    let (vm_findings, health, (network, nsg_judged), (boot, screenshot_png, serial_tail)) =
         futures::join!(vm_steps, health_step, network_steps, boot_step);
 
     // Without the VM read there is no report: every other finding would be guesswork.
@@ -297,7 +369,7 @@ async fn run_checks(
     findings.sort_by_key(|f| f.step);
 
     let next_action = next_action(catalog, &facts, &findings);
-    Ok(Report {
+    let report = Report {
         vm,
         os: facts.os,
         verdict: Verdict::of(&findings),
@@ -309,6 +381,11 @@ async fn run_checks(
         },
         screenshot_png,
         serial_tail,
+    };
+    Ok(ArmChecked {
+        report,
+        facts,
+        nsg: nsg_judged,
     })
 }
 
@@ -317,21 +394,29 @@ fn nsg_finding(
     nic: Result<Option<NicFacts>, ArmError>,
     effective: Result<Option<Vec<nsg::EffectiveNsg>>, ArmError>,
     options: &CheckOptions,
-) -> Finding {
+) -> (Finding, Option<NsgJudged>) {
     let facts = match vm {
         Ok(f) => f,
-        Err(_) => return Finding::error(CheckId::Nsg, "could not read the VM"),
+        Err(_) => return (Finding::error(CheckId::Nsg, "could not read the VM"), None),
     };
     if !facts.is_running() {
-        return Finding::skip(
-            CheckId::Nsg,
-            "VM is not running: Azure computes effective security rules only for running VMs",
+        return (
+            Finding::skip(
+                CheckId::Nsg,
+                "VM is not running: Azure computes effective security rules only for running VMs",
+            ),
+            None,
         );
     }
     let nic = match nic {
         Ok(Some(nic)) => nic,
-        Ok(None) => return Finding::skip(CheckId::Nsg, "The VM has no network interface"),
-        Err(e) => return Finding::error(CheckId::Nsg, e.to_string()),
+        Ok(None) => {
+            return (
+                Finding::skip(CheckId::Nsg, "The VM has no network interface"),
+                None,
+            )
+        }
+        Err(e) => return (Finding::error(CheckId::Nsg, e.to_string()), None),
     };
     match effective {
         Ok(Some(nsgs)) => {
@@ -343,10 +428,14 @@ fn nsg_finding(
                 destination: nic.private_ip.as_deref().and_then(|ip| ip.parse().ok()),
                 port: nsg::RDP_PORT,
             };
-            nsg::check(&nsgs, &probe)
+            let finding = nsg::check(&nsgs, &probe);
+            (finding, Some(NsgJudged { rules: nsgs, probe }))
         }
-        Ok(None) => Finding::skip(CheckId::Nsg, "The VM has no network interface"),
-        Err(e) => Finding::error(CheckId::Nsg, e.to_string()),
+        Ok(None) => (
+            Finding::skip(CheckId::Nsg, "The VM has no network interface"),
+            None,
+        ),
+        Err(e) => (Finding::error(CheckId::Nsg, e.to_string()), None),
     }
 }
 

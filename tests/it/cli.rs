@@ -3,6 +3,9 @@
 
 use crate::support;
 
+/// `check --guest`: the guest checks from the terminal.
+mod guest;
+
 use rdp_doctor::sim::{SimOptions, World};
 use std::path::PathBuf;
 use std::process::Output;

@@ -10,6 +10,9 @@ mod bot_logs;
 /// `room.run("/rdp check web-01")`, `room.click(&prompt, "Confirm")`, and what people see.
 mod war_room;
 
+/// `/rdp guest` and the "Look inside the VM" button.
+mod guest;
+
 use rdp_doctor::discord::{Bot, BotSettings};
 use rdp_doctor::sim::{SimOptions, Simulator, World};
 use serde_json::{json, Value};
@@ -154,6 +157,7 @@ async fn commands_are_registered_in_the_guild() {
                 "check",
                 "health",
                 "console",
+                "guest",
                 "explain",
                 "help",
                 "sweep",
@@ -267,6 +271,7 @@ Channel List
 1 (AV)    Cmd0001
 SAC>
 ```
+[Look inside the VM]
 [attachment console-web-01.png]
 "#);
         let main = embed(&report.raw, 0);

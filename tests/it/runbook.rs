@@ -8,6 +8,8 @@ use crate::support;
 mod credentials;
 /// Run Command and the simulator's guest through `Arm::run_command`.
 mod guest;
+/// The guest checks through the door: each failure, skips, one at a time, timeouts.
+mod guest_check;
 /// Tracing spans from the person's command to Azure's request id.
 mod spans;
 /// One sweep per scope across replicas sharing a database, through the door.
