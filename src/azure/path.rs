@@ -49,10 +49,7 @@ pub(crate) fn effective_routes(list: network::EffectiveRouteListResult) -> Vec<R
         .map(|r| RouteFacts {
             name: r.name,
             source: r.source.as_ref().map(text).unwrap_or_default(),
-            active: !matches!(
-                r.state,
-                Some(network::effective_route::State::Invalid)
-            ),
+            active: !matches!(r.state, Some(network::effective_route::State::Invalid)),
             prefixes: r.address_prefix,
             next_hop_type: r.next_hop_type.as_ref().map(text).unwrap_or_default(),
             next_hop_ips: r.next_hop_ip_address,

@@ -327,7 +327,6 @@ fn vmaccess_body(location: &str, tag: &str, request: &VmAccess) -> serde_json::V
     })
 }
 
-
 impl Arm {
     /// `DELETE routeTables/{table}/routes/{route}` (`Routes_Delete`, a long-running operation):
     /// sent once; an ambiguous failure is `ArmError::Unanswered` and never re-sent.

@@ -139,6 +139,9 @@ fn hop_text(next_hop_type: &str, ip: Option<&str>) -> String {
     match (next_hop_type, ip) {
         ("VirtualAppliance", Some(ip)) => format!("the virtual appliance {ip}"),
         ("None", _) => "None (dropped)".to_owned(),
+        ("Internet", _) => "the Internet".to_owned(),
+        ("VnetLocal", _) => "the virtual network".to_owned(),
+        ("VirtualNetworkGateway", _) => "the virtual network gateway".to_owned(),
         (other, Some(ip)) => format!("{other} {ip}"),
         (other, None) => other.to_owned(),
     }
@@ -228,7 +231,7 @@ fn from_routes(routes: &[RouteFacts], table: Option<&RouteTableFacts>) -> Findin
             .max_by_key(|r| r.source == "User");
         let summary = match default {
             Some(r) => format!(
-                "Replies to the Internet leave through {} ({} route 0.0.0.0/0)",
+                "Replies to the Internet go to {} ({} route 0.0.0.0/0)",
                 hop_text(&r.next_hop_type, r.next_hop_ips.first().map(String::as_str)),
                 if r.source == "User" { "user" } else { "system" }
             ),
@@ -282,15 +285,13 @@ fn from_routes(routes: &[RouteFacts], table: Option<&RouteTableFacts>) -> Findin
     if let Some(t) = table {
         finding = finding.detail(used_by(t));
     }
-    finding
-        .suggests(ActionId::RemoveRoute)
-        .evidence(Evidence {
-            from: None,
-            ip_flow_verify: None,
-            next_hop: None,
-            route: Some(&route),
-            skipped: None,
-        })
+    finding.suggests(ActionId::RemoveRoute).evidence(Evidence {
+        from: None,
+        ip_flow_verify: None,
+        next_hop: None,
+        route: Some(&route),
+        skipped: None,
+    })
 }
 
 fn used_by(table: &RouteTableFacts) -> String {
@@ -396,7 +397,7 @@ fn watched(
         return finding.evidence(evidence);
     }
     let back = format!(
-        "the reply to {from} leaves through {hop}{}",
+        "the reply to {from} goes to {hop}{}",
         match &table_name {
             Some(t) => format!(" (route table {t})"),
             None => " (system route)".to_owned(),
@@ -427,7 +428,11 @@ fn watched(
             Status::Fail,
             format!("{azure}; {back}"),
         ),
-        _ => Finding::new(CheckId::NetworkPath, Status::Pass, format!("{azure}; {back}")),
+        _ => Finding::new(
+            CheckId::NetworkPath,
+            Status::Pass,
+            format!("{azure}; {back}"),
+        ),
     };
     let mut finding = finding;
     if ours.is_some() {

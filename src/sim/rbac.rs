@@ -235,10 +235,7 @@ pub(crate) fn requirement(route: &Route, path: &str) -> Option<(String, String)>
             "Microsoft.Network/networkSecurityGroups/securityRules/write".to_owned(),
             upto(10),
         ),
-        Route::GetRouteTable { .. } => (
-            "Microsoft.Network/routeTables/read".to_owned(),
-            upto(8),
-        ),
+        Route::GetRouteTable { .. } => ("Microsoft.Network/routeTables/read".to_owned(), upto(8)),
         Route::ListRoutes { .. } | Route::GetRoute { .. } => (
             "Microsoft.Network/routeTables/routes/read".to_owned(),
             upto(segs.len()),

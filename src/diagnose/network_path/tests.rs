@@ -45,7 +45,12 @@ fn table(routes: &[(&str, &str, &str, Option<&str>)]) -> RouteTableFacts {
 fn routes_check(routes: Vec<RouteFacts>) -> Finding {
     check(&PathFacts::Routes {
         routes,
-        table: Some(table(&[("to-firewall", "0.0.0.0/0", "VirtualAppliance", Some("10.0.2.4"))])),
+        table: Some(table(&[(
+            "to-firewall",
+            "0.0.0.0/0",
+            "VirtualAppliance",
+            Some("10.0.2.4"),
+        )])),
     })
 }
 
@@ -61,7 +66,12 @@ fn routes_that_take_the_internets_replies_away_fail_and_suggest_remove_route() {
             "default to an appliance",
             vec![
                 system("0.0.0.0/0", "Internet", false),
-                user("to-firewall", "0.0.0.0/0", "VirtualAppliance", Some("10.0.2.4")),
+                user(
+                    "to-firewall",
+                    "0.0.0.0/0",
+                    "VirtualAppliance",
+                    Some("10.0.2.4"),
+                ),
             ],
             Status::Fail,
             Some("to-firewall"),
@@ -83,7 +93,12 @@ fn routes_that_take_the_internets_replies_away_fail_and_suggest_remove_route() {
         ),
         (
             "a private range to an appliance is not the Internet's way back",
-            vec![user("spoke", "10.0.0.0/8", "VirtualAppliance", Some("10.0.2.4"))],
+            vec![user(
+                "spoke",
+                "10.0.0.0/8",
+                "VirtualAppliance",
+                Some("10.0.2.4"),
+            )],
             Status::Pass,
             None,
         ),
@@ -142,8 +157,18 @@ fn watched(flow: FlowVerdict, ours: Option<OurVerdict>, hop: NextHopFacts) -> Fi
         ours,
         next_hop: hop,
         table: Some(table(&[
-            ("to-firewall", "0.0.0.0/0", "VirtualAppliance", Some("10.0.2.4")),
-            ("office", "203.0.113.0/24", "VirtualAppliance", Some("10.0.2.5")),
+            (
+                "to-firewall",
+                "0.0.0.0/0",
+                "VirtualAppliance",
+                Some("10.0.2.4"),
+            ),
+            (
+                "office",
+                "203.0.113.0/24",
+                "VirtualAppliance",
+                Some("10.0.2.5"),
+            ),
         ])),
     })
 }
@@ -176,7 +201,7 @@ fn azures_verdict_stands_beside_ours_and_a_disagreement_is_a_warning() {
     assert_eq!(agree.status, Status::Pass, "{}", agree.summary);
     assert_eq!(
         agree.summary,
-        "Network Watcher: TCP 3389 from 203.0.113.9 is allowed by securityRules/allow-rdp; the reply to 203.0.113.9 leaves through Internet (system route)"
+        "Network Watcher: TCP 3389 from 203.0.113.9 is allowed by securityRules/allow-rdp; the reply to 203.0.113.9 goes to the Internet (system route)"
     );
     assert_eq!(agree.evidence["ip_flow_verify"]["agree"], true);
 
@@ -209,7 +234,11 @@ fn azures_verdict_stands_beside_ours_and_a_disagreement_is_a_warning() {
         }),
         internet(),
     );
-    assert_eq!(denied.status, Status::Fail, "the nsg check's failure, seen by Azure");
+    assert_eq!(
+        denied.status,
+        Status::Fail,
+        "the nsg check's failure, seen by Azure"
+    );
 }
 
 #[test]

@@ -50,6 +50,7 @@ fn builtin_runbook_loads() {
         [
             ActionId::Start,
             ActionId::OpenRdpPort,
+            ActionId::RemoveRoute,
             ActionId::ResetRdpConfig,
             ActionId::ResetPassword,
             ActionId::Restart,

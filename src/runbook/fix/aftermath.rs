@@ -60,6 +60,15 @@ pub async fn what_azure_did(arm: &Arm, plan: &Plan, tag: &str) -> Result<Learned
                 ),
             })
         }
+        Step::Route { table_id, route } => {
+            let table = table_id.rsplit('/').next().unwrap_or(table_id);
+            Ok(if arm.route_exists(table_id, route).await? {
+                // Azure may still be deleting it; only its absence says the delete ran.
+                Learned::CannotTell(format!("route table {table} still has route {route}"))
+            } else {
+                Learned::Done(format!("route {route} is gone from route table {table}"))
+            })
+        }
         Step::Rule { nsg_id, rule } => {
             let nsg = nsg_id.rsplit('/').next().unwrap_or(nsg_id);
             let state = arm.rule_state(nsg_id, &rule.name).await?;

@@ -23,8 +23,7 @@ use super::effective::{effective_nsg_list, internet};
 use super::{network_operation_url, prefixes_of, with_retry_after};
 use crate::sim::lro::{NewOperation, Outcome};
 use crate::sim::resource::{
-    check_scope, json_body, lookup_nic, missing, not_found, rg_prefix, subnet_id, Answer, Ctx,
-    Plan,
+    check_scope, json_body, lookup_nic, missing, not_found, rg_prefix, subnet_id, Answer, Ctx, Plan,
 };
 use crate::sim::world::{RouteEntry, RouteTable, Vm, World, NETWORK_WATCHER_RG};
 use crate::sim::Reply;
@@ -130,7 +129,10 @@ pub(crate) fn get_route(world: &World, sub: &str, rg: &str, name: &str, route: &
             Reply::arm_error(
                 404,
                 "NotFound",
-                &format!("Resource {}/routes/{route} not found.", route_table_id(table)),
+                &format!(
+                    "Resource {}/routes/{route} not found.",
+                    route_table_id(table)
+                ),
             )
         })?;
     Ok(Reply::json(200, &route_json(table, found)))
@@ -410,13 +412,7 @@ fn target_vm<'w>(world: &'w World, body: &Value) -> Result<&'w Vm, Reply> {
         .vms
         .iter()
         .find(|v| v.id().eq_ignore_ascii_case(id))
-        .ok_or_else(|| {
-            Reply::arm_error(
-                404,
-                "NotFound",
-                &format!("Resource {id} not found."),
-            )
-        })
+        .ok_or_else(|| Reply::arm_error(404, "NotFound", &format!("Resource {id} not found.")))
 }
 
 fn in_ports(range: &str, port: u16) -> bool {
@@ -480,9 +476,14 @@ fn deciding_rule(group: &Value, flow: &Flow) -> Option<(String, String)> {
                 .is_some_and(|p| p == "All" || p.eq_ignore_ascii_case(&flow.protocol))
         })
         .filter(|r| {
-            side(r, "destinationPortRange", "destinationPortRange", "destinationPortRanges")
-                .iter()
-                .any(|p| in_ports(p, flow.local_port))
+            side(
+                r,
+                "destinationPortRange",
+                "destinationPortRange",
+                "destinationPortRanges",
+            )
+            .iter()
+            .any(|p| in_ports(p, flow.local_port))
         })
         .filter(|r| {
             strings(r, "sourcePortRange")
@@ -491,7 +492,12 @@ fn deciding_rule(group: &Value, flow: &Flow) -> Option<(String, String)> {
                 .any(|p| in_ports(p, flow.remote_port))
         })
         .filter(|r| {
-            let sources = side(r, "expandedSourceAddressPrefix", "sourceAddressPrefix", "sourceAddressPrefixes");
+            let sources = side(
+                r,
+                "expandedSourceAddressPrefix",
+                "sourceAddressPrefix",
+                "sourceAddressPrefixes",
+            );
             in_prefixes(sources.iter().map(String::as_str), flow.remote_ip)
         })
         .filter(|r| {
@@ -625,7 +631,11 @@ mod tests {
     fn hop(world: &World, to: &str) -> (String, Option<String>, bool) {
         let routes = effective_routes(world, &world.vms[0]);
         let best = best_route(&routes, to.parse().expect("ip")).expect("a route");
-        (best.next_hop_type.clone(), best.next_hop_ip.clone(), best.user)
+        (
+            best.next_hop_type.clone(),
+            best.next_hop_ip.clone(),
+            best.user,
+        )
     }
 
     #[test]
@@ -671,7 +681,10 @@ mod tests {
         let denied = World::new().vm("web-01").nsg_denies_rdp();
         assert_eq!(
             verify_inbound(&denied, &denied.vms[0], &flow("203.0.113.9")),
-            ("Deny".into(), Some("securityRules/deny-rdp-internet".into()))
+            (
+                "Deny".into(),
+                Some("securityRules/deny-rdp-internet".into())
+            )
         );
         let mut bare = World::new().vm("web-01");
         bare.vms[0].nic_nsg = None;
@@ -679,9 +692,12 @@ mod tests {
             verify_inbound(&bare, &bare.vms[0], &flow("203.0.113.9")),
             ("Allow".into(), None)
         );
-        let admin = World::new()
-            .vm("web-01")
-            .admin_rule("deny-rdp-from-internet", "Deny", "Internet", "3389");
+        let admin = World::new().vm("web-01").admin_rule(
+            "deny-rdp-from-internet",
+            "Deny",
+            "Internet",
+            "3389",
+        );
         assert_eq!(
             verify_inbound(&admin, &admin.vms[0], &flow("203.0.113.9")),
             ("Deny".into(), Some("deny-rdp-from-internet".into()))

@@ -101,7 +101,10 @@ pub(super) fn validate_route_table(table: &RouteTable) -> Result<(), String> {
             return Err(format!("{at} appears twice"));
         }
         if route.prefix.parse::<ipnet::Ipv4Net>().is_err() {
-            return Err(format!("{at}: prefix '{}' is not an IPv4 CIDR", route.prefix));
+            return Err(format!(
+                "{at}: prefix '{}' is not an IPv4 CIDR",
+                route.prefix
+            ));
         }
         if !NEXT_HOP_TYPES.contains(&route.next_hop_type.as_str()) {
             return Err(format!(
@@ -191,7 +194,13 @@ impl super::World {
 
     /// A Virtual Network Manager security admin rule on the current VM's virtual network for
     /// inbound TCP to `port` from `source`.
-    pub fn admin_rule(mut self, name: &str, access: &str, source: &str, port: &str) -> super::World {
+    pub fn admin_rule(
+        mut self,
+        name: &str,
+        access: &str,
+        source: &str,
+        port: &str,
+    ) -> super::World {
         let vm = self.current_vm();
         let rule = AdminRule {
             name: name.to_owned(),
