@@ -351,8 +351,13 @@ impl Arm {
         self.start_write(response, &what).await
     }
 
-    /// Whether a route is still in its table (what a delete whose answer was lost did).
-    pub async fn route_exists(&self, table_id: &str, route: &str) -> Result<bool, ArmError> {
+    /// A route's provisioning state (`Deleting` while a delete runs), or `None` when it is gone:
+    /// what a delete whose answer was lost did.
+    pub async fn route_state(
+        &self,
+        table_id: &str,
+        route: &str,
+    ) -> Result<Option<String>, ArmError> {
         let id = ResourceId::parse(table_id).map_err(|e| ArmError::Malformed {
             what: "route table id".into(),
             detail: e.to_string(),
@@ -364,9 +369,15 @@ impl Arm {
             .get(&id.resource_group, &id.name, route, &id.subscription_id)
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(found) => Ok(Some(
+                found
+                    .properties
+                    .and_then(|p| p.provisioning_state)
+                    .map(|s| format!("{s:?}"))
+                    .unwrap_or_else(|| "Succeeded".into()),
+            )),
             Err(e) => match self.map_err(e, &what) {
-                ArmError::NotFound { .. } => Ok(false),
+                ArmError::NotFound { .. } => Ok(None),
                 other => Err(other),
             },
         }

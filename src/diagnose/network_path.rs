@@ -245,15 +245,13 @@ fn from_routes(routes: &[RouteFacts], table: Option<&RouteTableFacts>) -> Findin
                 "Replies go to the virtual network gateway (forced tunnelling): clients on the Internet reach the VM only if on-premises sends the replies on.",
             );
         }
-        return finding
-            .detail("Run the check again with --from YOUR_PUBLIC_IP for Network Watcher's verdict on your own address.")
-            .evidence(Evidence {
-                from: None,
-                ip_flow_verify: None,
-                next_hop: None,
-                route: None,
-                skipped: None,
-            });
+        return finding.evidence(Evidence {
+            from: None,
+            ip_flow_verify: None,
+            next_hop: None,
+            route: None,
+            skipped: None,
+        });
     };
     let prefix = bad
         .prefixes

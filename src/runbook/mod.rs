@@ -190,7 +190,7 @@ async fn run_checks(
         let vm_read = vm_read.clone();
         let nic_id = nic_id.clone();
         let wanted = fleet.is_none() && options.from.is_none();
-        async move {
+        Box::pin(async move {
             if !wanted {
                 return Ok(None);
             }
@@ -204,7 +204,7 @@ async fn run_checks(
                 Some(id) => arm.effective_routes(&id).await.map(Some),
                 None => Ok(None),
             }
-        }
+        })
     };
 
     let vm_steps = async {
@@ -284,7 +284,16 @@ async fn run_checks(
             events(Event::StepFinished(finding.clone()));
             finding
         };
-        let path_read = path_facts(arm, &vm, vm_read.clone(), nic_read.clone(), routes, options);
+        // Boxed: the Network Watcher futures are large, and a check runs inside a fix's
+        // re-check on a test thread's small stack.
+        let path_read = Box::pin(path_facts(
+            arm,
+            &vm,
+            vm_read.clone(),
+            nic_read.clone(),
+            routes,
+            options,
+        ));
         let (a, b, path) = futures::join!(public_ip_step, nsg_step, path_read);
         let mut findings = vec![a];
         if fleet.is_none() {

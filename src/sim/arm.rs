@@ -71,7 +71,7 @@ pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
             rg,
             table,
             name,
-        } => network::get_route(ctx.world, sub, rg, table, name),
+        } => network::get_route(ctx, sub, rg, table, name),
         Route::DeleteRoute {
             sub,
             rg,

@@ -43,7 +43,7 @@ async fn healthy_vm_passes_every_check() {
         for f in &report.findings {
             assert_eq!(f.status.as_str(), "pass", "{f:?}");
         }
-        assert_eq!(report.findings.len(), 6);
+        assert_eq!(report.findings.len(), 7);
         assert_eq!(next_action(&report), None);
         let nsg = &finding(&report, "nsg").evidence;
         assert_eq!(nsg["allowed"], true);
@@ -1129,7 +1129,7 @@ async fn a_cancelled_sweep_stops_and_returns_the_rows_so_far() {
 // ---- the critical path -------------------------------------------------------------------
 
 #[tokio::test]
-async fn a_healthy_check_of_a_listed_vm_costs_six_requests_two_deep() {
+async fn a_healthy_check_of_a_listed_vm_costs_eight_requests_two_deep() {
     within(async {
         let options = SimOptions {
             latency: Duration::from_millis(100),
@@ -1159,9 +1159,11 @@ async fn a_healthy_check_of_a_listed_vm_costs_six_requests_two_deep() {
         .await
         .expect("report");
         assert_eq!(report.verdict, Verdict::Ok, "{:#?}", report.findings);
+        // The VM, Resource Health, the NIC, boot diagnostics, and two long-running POSTs
+        // (effective security rules, effective routes) with one poll each.
         assert_eq!(
             report.stats.arm_requests,
-            6,
+            8,
             "{:#?}",
             &h.sim.stats().log[before..]
         );
@@ -1186,8 +1188,8 @@ async fn a_healthy_check_of_a_listed_vm_costs_six_requests_two_deep() {
             0,
             "the NIC read expands the public IP"
         );
-        // Two requests deep: every request but the effective-NSG result starts before the
-        // first answer (100 ms each), so the check is one round trip plus that one.
+        // Two requests deep: every request but the effective-NSG and effective-route results
+        // starts before the first answer (100 ms each), so the check is one round trip plus that one.
         let first_answer = log[before..]
             .iter()
             .map(|e| e.finished_us)

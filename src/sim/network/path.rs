@@ -118,9 +118,16 @@ pub(crate) fn list_routes(world: &World, sub: &str, rg: &str, name: &str) -> Ans
     Ok(Reply::json(200, &json!({ "value": value })))
 }
 
-/// `GET routeTables/{name}/routes/{route}`.
-pub(crate) fn get_route(world: &World, sub: &str, rg: &str, name: &str, route: &str) -> Answer {
-    let table = lookup_table(world, sub, rg, name)?;
+/// `GET routeTables/{name}/routes/{route}`; a route being deleted shows `Deleting` until the
+/// operation ends (the network spec's `ProvisioningState`).
+pub(crate) fn get_route(ctx: &Ctx<'_>, sub: &str, rg: &str, name: &str, route: &str) -> Answer {
+    let table = lookup_table(ctx.world, sub, rg, name)?;
+    if let Some(deleting) = ctx
+        .lro
+        .pending_view(&format!("{}/routes/{route}", route_table_id(table)))
+    {
+        return Ok(Reply::json(200, &deleting));
+    }
     let found = table
         .routes
         .iter()
@@ -162,7 +169,10 @@ pub(crate) fn delete_route(
         found.name.clone(),
         table.location.clone(),
     );
+    let mut deleting = route_json(table, found);
+    deleting["properties"]["provisioningState"] = json!("Deleting");
     let mut plan = Plan::new(Outcome::Succeeded);
+    plan.pending_view = Some(deleting);
     plan.on_complete = Some(Box::new(move |world: &mut World| {
         if let Some(table) = world
             .route_tables
