@@ -66,13 +66,13 @@ pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
             network::get_route_table(ctx.world, sub, rg, table)
         }
         Route::ListRoutes { sub, rg, table } => network::list_routes(ctx.world, sub, rg, table),
-        Route::GetRoute {
+        Route::GetRouteEntry {
             sub,
             rg,
             table,
             name,
         } => network::get_route(ctx, sub, rg, table, name),
-        Route::DeleteRoute {
+        Route::DeleteRouteEntry {
             sub,
             rg,
             table,

@@ -236,11 +236,11 @@ pub(crate) fn requirement(route: &Route, path: &str) -> Option<(String, String)>
             upto(10),
         ),
         Route::GetRouteTable { .. } => ("Microsoft.Network/routeTables/read".to_owned(), upto(8)),
-        Route::ListRoutes { .. } | Route::GetRoute { .. } => (
+        Route::ListRoutes { .. } | Route::GetRouteEntry { .. } => (
             "Microsoft.Network/routeTables/routes/read".to_owned(),
             upto(segs.len()),
         ),
-        Route::DeleteRoute { .. } => (
+        Route::DeleteRouteEntry { .. } => (
             "Microsoft.Network/routeTables/routes/delete".to_owned(),
             upto(10),
         ),

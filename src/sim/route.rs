@@ -144,13 +144,13 @@ pub(crate) enum Route {
         rg: String,
         table: String,
     },
-    GetRoute {
+    GetRouteEntry {
         sub: String,
         rg: String,
         table: String,
         name: String,
     },
-    DeleteRoute {
+    DeleteRouteEntry {
         sub: String,
         rg: String,
         table: String,
@@ -303,18 +303,20 @@ impl Route {
                 rg: s(3),
                 table: s(7),
             },
-            [SUB, _, RGS, _, P, N, "routetables", _, "routes", _] if get => Route::GetRoute {
+            [SUB, _, RGS, _, P, N, "routetables", _, "routes", _] if get => Route::GetRouteEntry {
                 sub: s(1),
                 rg: s(3),
                 table: s(7),
                 name: s(9),
             },
-            [SUB, _, RGS, _, P, N, "routetables", _, "routes", _] if delete => Route::DeleteRoute {
-                sub: s(1),
-                rg: s(3),
-                table: s(7),
-                name: s(9),
-            },
+            [SUB, _, RGS, _, P, N, "routetables", _, "routes", _] if delete => {
+                Route::DeleteRouteEntry {
+                    sub: s(1),
+                    rg: s(3),
+                    table: s(7),
+                    name: s(9),
+                }
+            }
             [SUB, _, RGS, _, P, N, NICS, _, "effectiveroutetable"] if post => {
                 Route::EffectiveRouteTable {
                     sub: s(1),
@@ -478,8 +480,8 @@ impl Route {
             Route::NetworkOperation { .. } => "GET Microsoft.Network/operations",
             Route::GetRouteTable { .. } => "GET routeTables",
             Route::ListRoutes { .. } => "GET routeTables/routes (list)",
-            Route::GetRoute { .. } => "GET routeTables/routes",
-            Route::DeleteRoute { .. } => "DELETE routeTables/routes",
+            Route::GetRouteEntry { .. } => "GET routeTables/routes",
+            Route::DeleteRouteEntry { .. } => "DELETE routeTables/routes",
             Route::EffectiveRouteTable { .. } => "POST networkInterfaces/effectiveRouteTable",
             Route::ListNetworkWatchers { .. } => "GET networkWatchers (list)",
             Route::IpFlowVerify { .. } => "POST networkWatchers/ipFlowVerify",
