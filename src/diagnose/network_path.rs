@@ -389,8 +389,20 @@ fn watched(
         if let Some(t) = table {
             finding = finding.detail(used_by(t));
         }
-        if bad_route.is_some() {
-            finding = finding.suggests(ActionId::RemoveRoute);
+        // `remove-route` removes a route that takes the Internet's replies away; a narrower
+        // one (an office's range) is the network team's to change.
+        match &bad_route {
+            Some(r) if covers_the_internet(&r.prefix) => {
+                finding = finding.suggests(ActionId::RemoveRoute);
+            }
+            Some(r) if !r.route.is_empty() => {
+                finding = finding.detail(format!(
+                    "Change or remove route {} in route table {}, or make the appliance pass the replies on.",
+                    r.route,
+                    r.route_table.as_deref().unwrap_or("?")
+                ));
+            }
+            _ => {}
         }
         return finding.evidence(evidence);
     }

@@ -260,8 +260,15 @@ fn a_next_hop_to_an_appliance_names_the_route_by_longest_prefix() {
         finding.summary,
         "The reply to 203.0.113.9 goes to the virtual appliance 10.0.2.5: route office (203.0.113.0/24) in route table udr-01-rt"
     );
-    assert_eq!(finding.suggests, Some(ActionId::RemoveRoute));
     assert_eq!(finding.evidence["route"]["route"], "office");
+    assert_eq!(
+        finding.suggests, None,
+        "an office's range is not remove-route's"
+    );
+    assert!(finding
+        .details
+        .iter()
+        .any(|d| d.starts_with("Change or remove route office in route table udr-01-rt")));
 }
 
 #[test]
