@@ -243,6 +243,7 @@ async fn run_checks(
     };
 
     let windows_known = summary.windows;
+    let listed_location = summary.location.clone();
     let network_steps = async {
         let is_linux = match windows_known {
             Some(w) => !w,
@@ -289,6 +290,7 @@ async fn run_checks(
         let path_read = Box::pin(path_facts(
             arm,
             &vm,
+            &listed_location,
             vm_read.clone(),
             nic_read.clone(),
             routes,
@@ -392,18 +394,33 @@ fn our_verdict(nsg: &Finding) -> Option<network_path::OurVerdict> {
 async fn path_facts(
     arm: &Arm,
     vm: &crate::azure::VmRef,
+    listed_location: &str,
     vm_read: impl std::future::Future<Output = Result<VmFacts, ArmError>>,
     nic_read: impl std::future::Future<Output = Result<Option<NicFacts>, ArmError>>,
     routes: impl std::future::Future<Output = Result<Option<Vec<network_path::RouteFacts>>, ArmError>>,
     options: &CheckOptions,
 ) -> Result<PathFacts, Finding> {
     let step = CheckId::NetworkPath;
-    let (facts, nic, routes) = match options.from {
+    // With an address, the region's Network Watcher is looked up beside the VM read when the
+    // VM list gave the region (else once the VM read does).
+    let early_watcher = async {
+        match (options.from, listed_location.is_empty()) {
+            (Some(_), false) => Some(
+                arm.network_watcher(&vm.subscription_id, listed_location)
+                    .await,
+            ),
+            _ => None,
+        }
+    };
+    let (facts, nic, routes, early_watcher) = match options.from {
         // The routes were asked for at once: wait for all three together.
-        None => futures::join!(vm_read, nic_read, routes),
+        None => {
+            let (facts, nic, routes) = futures::join!(vm_read, nic_read, routes);
+            (facts, nic, routes, None)
+        }
         Some(_) => {
-            let (facts, nic) = futures::join!(vm_read, nic_read);
-            (facts, nic, Ok(None))
+            let (facts, nic, watcher) = futures::join!(vm_read, nic_read, early_watcher);
+            (facts, nic, Ok(None), watcher)
         }
     };
     let facts = facts.map_err(|_| Finding::error(step, "could not read the VM"))?;
@@ -439,10 +456,14 @@ async fn path_facts(
     let Some(local) = nic.private_ip.clone() else {
         return Err(Finding::skip(step, "The NIC has no private IP address"));
     };
-    let watcher = arm
-        .network_watcher(&vm.subscription_id, &facts.location)
-        .await
-        .map_err(error)?;
+    let watcher = match early_watcher {
+        Some(found) => found,
+        None => {
+            arm.network_watcher(&vm.subscription_id, &facts.location)
+                .await
+        }
+    }
+    .map_err(error)?;
     let Some(watcher) = watcher else {
         return Ok(PathFacts::NoWatcher {
             from,

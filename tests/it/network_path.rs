@@ -267,3 +267,39 @@ async fn check_udr_01_simulate_finds_the_route_in_text_and_json() {
     })
     .await
 }
+
+#[tokio::test]
+async fn with_from_the_watcher_is_looked_up_beside_the_vm_read() {
+    within(async {
+        // 50 ms per request: what starts before the VM read has answered did not wait for it.
+        let h = Harness::with_options(
+            World::new().vm("web-01"),
+            support::slowed(std::time::Duration::from_millis(50)),
+        )
+        .await;
+        let report = h
+            .check_with("web-01", from("203.0.113.9"))
+            .await
+            .expect("report");
+        assert_eq!(finding(&report, "network-path").status.as_str(), "pass");
+        let log = h.sim.stats().log;
+        let path = |e: &&rdp_doctor::sim::RequestLogEntry| {
+            e.path.split('?').next().unwrap_or("").to_owned()
+        };
+        let vm_read = log
+            .iter()
+            .find(|e| e.method == "GET" && path(e).ends_with("/virtualMachines/web-01"))
+            .expect("the VM read");
+        let watchers = log
+            .iter()
+            .find(|e| e.method == "GET" && path(e).ends_with("/networkWatchers"))
+            .expect("the watcher list");
+        assert!(
+            watchers.started_us < vm_read.finished_us,
+            "the watcher list waited for the VM read: {} >= {}",
+            watchers.started_us,
+            vm_read.finished_us
+        );
+    })
+    .await
+}
