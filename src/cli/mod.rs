@@ -218,6 +218,9 @@ enum Command {
         #[arg(long)]
         source: String,
     },
+    /// Remove the route that sends the VM's replies to the Internet to an appliance or to None
+    /// (asks for confirmation; admin).
+    RemoveRoute(FixArgs),
     /// Confirm a pending fix by its confirmation id (runs it).
     Confirm {
         id: String,
@@ -479,6 +482,7 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
         Command::Restart(a) => run_fix(a, |_| Ok(FixRequest::Restart)).await,
         Command::Redeploy(a) => run_fix(a, |_| Ok(FixRequest::Redeploy)).await,
         Command::ResetConfig(a) => run_fix(a, |_| Ok(FixRequest::ResetRdpConfig)).await,
+        Command::RemoveRoute(a) => run_fix(a, |_| Ok(FixRequest::RemoveRoute)).await,
         Command::ResetPassword {
             fix,
             user,

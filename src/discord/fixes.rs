@@ -598,6 +598,7 @@ pub async fn fix_button(
         ActionId::Restart => FixKind::Restart,
         ActionId::Redeploy => FixKind::Redeploy,
         ActionId::ResetRdpConfig => FixKind::ResetRdpConfig,
+        ActionId::RemoveRoute => FixKind::RemoveRoute,
         other => {
             let text = format!("`{other}` cannot be run from a button yet.");
             ack.respond(private(render::notice("Not available", &text)))

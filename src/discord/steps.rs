@@ -55,6 +55,8 @@ pub enum FixKind {
     ResetRdpConfig,
     /// `open-rdp` from a source.
     OpenRdp(RdpSource),
+    /// `remove-route` (from the button under a report).
+    RemoveRoute,
 }
 
 impl FixKind {
@@ -65,6 +67,7 @@ impl FixKind {
             FixKind::Redeploy => FixRequest::Redeploy,
             FixKind::ResetRdpConfig => FixRequest::ResetRdpConfig,
             FixKind::OpenRdp(source) => FixRequest::OpenRdpPort { source },
+            FixKind::RemoveRoute => FixRequest::RemoveRoute,
         }
     }
 }

@@ -21,6 +21,7 @@ mod sweep_claim;
 pub use report::{Report, Stats, Verdict};
 
 use crate::azure::{Arm, ArmError, Fleet, HealthOutcome, ResolveError, VmQuery, VmSummary};
+use crate::diagnose::network_path::{self, PathFacts};
 use crate::diagnose::{
     boot_diagnostics, nsg, public_ip, resource_health, vm_agent, vm_status, ActionId, CheckId,
     Finding, NicFacts, OsType, Status, VmFacts,
@@ -255,6 +256,30 @@ async fn run_checks(
         }
     };
 
+    // The way back without a person's address: the NIC's effective routes, asked when and as
+    // the effective security rules are (so the critical path does not grow). Not in a sweep.
+    let routes = {
+        let arm = arm.clone();
+        let vm_read = vm_read.clone();
+        let nic_id = nic_id.clone();
+        let wanted = fleet.is_none() && options.from.is_none();
+        Box::pin(async move {
+            if !wanted {
+                return Ok(None);
+            }
+            if !speculative {
+                match vm_read.await {
+                    Ok(f) if f.is_running() && f.os != OsType::Linux => {}
+                    _ => return Ok(None),
+                }
+            }
+            match nic_id.await? {
+                Some(id) => arm.effective_routes(&id).await.map(Some),
+                None => Ok(None),
+            }
+        })
+    };
+
     let vm_steps = async {
         let facts = vm_read.clone().await;
         let findings = match &facts {
@@ -291,17 +316,24 @@ async fn run_checks(
     };
 
     let windows_known = summary.windows;
+    let listed_location = summary.location.clone();
     let network_steps = async {
         let is_linux = match windows_known {
             Some(w) => !w,
             None => matches!(vm_read.clone().await, Ok(ref f) if f.os == OsType::Linux),
         };
         if is_linux {
-            let findings = vec![
+            let mut findings = vec![
                 Finding::skip(CheckId::PublicIp, "Linux VM: RDP checks do not apply")
                     .detail(texts.linux.clone()),
                 Finding::skip(CheckId::Nsg, "Linux VM: RDP checks do not apply"),
             ];
+            if fleet.is_none() {
+                findings.push(Finding::skip(
+                    CheckId::NetworkPath,
+                    "Linux VM: RDP checks do not apply",
+                ));
+            }
             for f in &findings {
                 events(Event::StepFinished(f.clone()));
             }
@@ -326,8 +358,44 @@ async fn run_checks(
             events(Event::StepFinished(finding.clone()));
             (finding, judged)
         };
-        let (a, (b, judged)) = futures::join!(public_ip_step, nsg_step);
-        (vec![a, b], judged)
+        // Boxed: the Network Watcher futures are large, and a check runs inside a fix's
+        // re-check on a test thread's small stack.
+        let path_read = Box::pin(path_facts(
+            arm,
+            &vm,
+            &listed_location,
+            vm_read.clone(),
+            nic_read.clone(),
+            routes,
+            options,
+        ));
+        let (a, (b, judged), path) = futures::join!(public_ip_step, nsg_step, path_read);
+        let mut findings = vec![a];
+        if fleet.is_none() {
+            let path = match path {
+                Ok(PathFacts::Watched {
+                    from,
+                    port,
+                    flow,
+                    next_hop,
+                    table,
+                    ..
+                }) => network_path::check(&PathFacts::Watched {
+                    from,
+                    port,
+                    flow,
+                    ours: our_verdict(&b),
+                    next_hop,
+                    table,
+                }),
+                Ok(facts) => network_path::check(&facts),
+                Err(finding) => finding,
+            };
+            events(Event::StepFinished(path.clone()));
+            findings.push(path);
+        }
+        findings.push(b);
+        (findings, judged)
     };
 
     let boot_step = async {
@@ -386,6 +454,118 @@ async fn run_checks(
         report,
         facts,
         nsg: nsg_judged,
+    })
+}
+
+/// The `nsg` check's verdict, to set beside Network Watcher's.
+fn our_verdict(nsg: &Finding) -> Option<network_path::OurVerdict> {
+    if !matches!(nsg.status, Status::Pass | Status::Warn | Status::Fail) {
+        return None;
+    }
+    Some(network_path::OurVerdict {
+        allowed: nsg.evidence["allowed"].as_bool()?,
+        rule: nsg.evidence["rule"].as_str().map(str::to_owned),
+    })
+}
+
+/// The facts of the `network-path` check, or the finding that says why it could not judge.
+async fn path_facts(
+    arm: &Arm,
+    vm: &crate::azure::VmRef,
+    listed_location: &str,
+    vm_read: impl std::future::Future<Output = Result<VmFacts, ArmError>>,
+    nic_read: impl std::future::Future<Output = Result<Option<NicFacts>, ArmError>>,
+    routes: impl std::future::Future<Output = Result<Option<Vec<network_path::RouteFacts>>, ArmError>>,
+    options: &CheckOptions,
+) -> Result<PathFacts, Finding> {
+    let step = CheckId::NetworkPath;
+    // With an address, the region's Network Watcher is looked up beside the VM read when the
+    // VM list gave the region (else once the VM read does).
+    let early_watcher = async {
+        match (options.from, listed_location.is_empty()) {
+            (Some(_), false) => Some(
+                arm.network_watcher(&vm.subscription_id, listed_location)
+                    .await,
+            ),
+            _ => None,
+        }
+    };
+    let (facts, nic, routes, early_watcher) = match options.from {
+        // The routes were asked for at once: wait for all three together.
+        None => {
+            let (facts, nic, routes) = futures::join!(vm_read, nic_read, routes);
+            (facts, nic, routes, None)
+        }
+        Some(_) => {
+            let (facts, nic, watcher) = futures::join!(vm_read, nic_read, early_watcher);
+            (facts, nic, Ok(None), watcher)
+        }
+    };
+    let facts = facts.map_err(|_| Finding::error(step, "could not read the VM"))?;
+    if !facts.is_running() {
+        return Err(Finding::skip(
+            step,
+            "VM is not running: Azure computes routes only for running VMs",
+        ));
+    }
+    let nic = match nic {
+        Ok(Some(nic)) => nic,
+        Ok(None) => return Err(Finding::skip(step, "The VM has no network interface")),
+        Err(e) => return Err(Finding::error(step, e.to_string())),
+    };
+    let error = |e: ArmError| Finding::error(step, e.to_string());
+    let Some(from) = options.from else {
+        let routes = routes
+            .map_err(error)?
+            .ok_or_else(|| Finding::skip(step, "The VM has no network interface"))?;
+        // Name the route table only when a route sends the replies away.
+        let table = match (
+            network_path::route_sending_internet_away(&routes),
+            &nic.subnet_id,
+        ) {
+            (Some(_), Some(subnet)) => match arm.subnet_route_table(subnet).await {
+                Ok(Some(table)) => arm.route_table(&table).await.ok(),
+                _ => None,
+            },
+            _ => None,
+        };
+        return Ok(PathFacts::Routes { routes, table });
+    };
+    let Some(local) = nic.private_ip.clone() else {
+        return Err(Finding::skip(step, "The NIC has no private IP address"));
+    };
+    let watcher = match early_watcher {
+        Some(found) => found,
+        None => {
+            arm.network_watcher(&vm.subscription_id, &facts.location)
+                .await
+        }
+    }
+    .map_err(error)?;
+    let Some(watcher) = watcher else {
+        return Ok(PathFacts::NoWatcher {
+            from,
+            region: facts.location.clone(),
+        });
+    };
+    let (flow, next_hop) = futures::join!(
+        arm.ip_flow_verify(&watcher, &vm.id, &local, nsg::RDP_PORT, from),
+        arm.next_hop(&watcher, &vm.id, &local, from),
+    );
+    let (flow, next_hop) = (flow.map_err(error)?, next_hop.map_err(error)?);
+    let table = match &next_hop.route_table_id {
+        Some(id) if network_path::sends_away(&next_hop.next_hop_type) => {
+            arm.route_table(id).await.ok()
+        }
+        _ => None,
+    };
+    Ok(PathFacts::Watched {
+        from,
+        port: nsg::RDP_PORT,
+        flow,
+        ours: None,
+        next_hop,
+        table,
     })
 }
 

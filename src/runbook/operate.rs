@@ -717,8 +717,8 @@ impl Operator {
             ActionId::Restart => FixRequest::Restart,
             ActionId::Redeploy => FixRequest::Redeploy,
             ActionId::ResetRdpConfig => FixRequest::ResetRdpConfig,
-            other @ (ActionId::RemoveRoute
-            | ActionId::EnableRdp
+            ActionId::RemoveRoute => FixRequest::RemoveRoute,
+            other @ (ActionId::EnableRdp
             | ActionId::StartTermservice
             | ActionId::ResetRdpPort
             | ActionId::EnableFirewallRdp

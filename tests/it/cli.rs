@@ -145,7 +145,8 @@ async fn json_output_has_the_documented_shape() {
                 "public-ip",
                 "nsg",
                 "resource-health",
-                "boot-diagnostics"
+                "boot-diagnostics",
+                "network-path"
             ]
         );
         for f in v["findings"].as_array().unwrap() {

@@ -50,6 +50,7 @@ fn builtin_runbook_loads() {
         [
             ActionId::Start,
             ActionId::OpenRdpPort,
+            ActionId::RemoveRoute,
             ActionId::EnableRdp,
             ActionId::StartTermservice,
             ActionId::ResetRdpPort,

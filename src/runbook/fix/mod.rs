@@ -7,6 +7,7 @@
 mod aftermath;
 mod open_rdp_port;
 mod power;
+mod remove_route;
 mod reset_password;
 mod reset_rdp_config;
 
@@ -32,6 +33,7 @@ pub enum FixRequest {
     OpenRdpPort {
         source: RdpSource,
     },
+    RemoveRoute,
 }
 
 impl FixRequest {
@@ -43,6 +45,7 @@ impl FixRequest {
             FixRequest::Restart => ActionId::Restart,
             FixRequest::Redeploy => ActionId::Redeploy,
             FixRequest::OpenRdpPort { .. } => ActionId::OpenRdpPort,
+            FixRequest::RemoveRoute => ActionId::RemoveRoute,
         }
     }
 
@@ -95,6 +98,7 @@ impl Plan {
     pub fn other_resource(&self) -> Option<&str> {
         match &self.step {
             Step::Rule { nsg_id, .. } => Some(nsg_id),
+            Step::Route { table_id, .. } => Some(table_id),
             Step::Power(_) | Step::VmAccess { .. } => None,
         }
     }
@@ -111,6 +115,11 @@ pub(crate) enum Step {
     Rule {
         nsg_id: String,
         rule: crate::azure::NewRdpRule,
+    },
+    /// Delete one route of a route table.
+    Route {
+        table_id: String,
+        route: String,
     },
 }
 
@@ -160,6 +169,7 @@ pub async fn plan(arm: &Arm, facts: &Facts, request: &FixRequest) -> Result<Plan
             Ok(reset_password::plan(facts, extension, username)?)
         }
         FixRequest::OpenRdpPort { source } => open_rdp_port::plan(arm, facts, source).await,
+        FixRequest::RemoveRoute => remove_route::plan(arm, facts).await,
     }
 }
 
@@ -213,6 +223,7 @@ pub async fn execute(
                 .await
         }
         (Step::Rule { nsg_id, rule }, _) => arm.put_rdp_rule(confirmed, nsg_id, rule).await,
+        (Step::Route { table_id, route }, _) => arm.delete_route(confirmed, table_id, route).await,
     }
 }
 
