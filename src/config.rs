@@ -129,6 +129,9 @@ pub struct AzureConfig {
     /// Seconds the re-check after a start, restart or redeploy waits for the VM to run with a
     /// Ready guest agent before it judges (default 300).
     pub settle_timeout_secs: Option<u64>,
+    /// Seconds the guest checks wait for Run Command before they are reported as timed out
+    /// (default 150; Azure's own Run Command takes tens of seconds).
+    pub run_command_timeout_secs: Option<u64>,
     /// Seconds a VM name that no subscription has is remembered as unknown, so that asking
     /// again lists nothing (default 30).
     pub unknown_vm_ttl_secs: Option<u64>,
@@ -317,6 +320,9 @@ pub fn subscriptions(cli: &[String], file: &FileConfig) -> Vec<String> {
     file.subscriptions.clone()
 }
 
+/// Azure's own limit on one Run Command script.
+const MAX_RUN_COMMAND_SECS: u64 = 90 * 60;
+
 impl AzureConfig {
     /// Values the TOML types admit but that make no sense are refused, not ignored: a sweep's
     /// share above the whole bucket, a refill of nothing.
@@ -346,7 +352,26 @@ impl AzureConfig {
                 );
             }
         }
+        if let Some(secs) = self.run_command_timeout_secs {
+            // Azure stops a Run Command script after 90 minutes ("Run scripts in your Windows
+            // VM by using action Run Command", Microsoft Learn).
+            if secs == 0 || secs > MAX_RUN_COMMAND_SECS {
+                return bad(
+                    "run_command_timeout_secs",
+                    secs as f64,
+                    "seconds above 0 and at most 5400 (Azure ends a Run Command after 90 minutes), e.g. 150 (the default)",
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// How long the guest checks wait for Run Command.
+    pub fn run_command_timeout(&self) -> Duration {
+        self.run_command_timeout_secs
+            .filter(|s| (1..=MAX_RUN_COMMAND_SECS).contains(s))
+            .map(Duration::from_secs)
+            .unwrap_or(crate::runbook::guest_check::DEFAULT_TIMEOUT)
     }
 
     pub fn apply(&self, settings: &mut crate::azure::ArmSettings) {
@@ -380,6 +405,7 @@ impl AzureConfig {
         if let Some(s) = self.settle_timeout_secs {
             settings.settle_timeout = Duration::from_secs(s);
         }
+        settings.run_command_timeout = self.run_command_timeout();
     }
 
     /// How long the VM directory remembers a name as unknown
@@ -430,6 +456,26 @@ mod tests {
         let plain = FileConfig::parse("[azure]\n", "x.toml").unwrap();
         assert_eq!(plain.azure.unknown_vm_ttl(), Duration::from_secs(30));
         assert!(FileConfig::parse("[limits]\nper_minute = 3\n", "x.toml").is_err());
+    }
+
+    #[test]
+    fn run_command_waits_150_seconds_unless_set_within_range() {
+        let plain = FileConfig::parse("", "x.toml").unwrap();
+        assert_eq!(plain.azure.run_command_timeout(), Duration::from_secs(150));
+        let short = FileConfig::parse("[azure]\nrun_command_timeout_secs = 5\n", "x.toml").unwrap();
+        assert_eq!(short.azure.run_command_timeout(), Duration::from_secs(5));
+        for bad in ["0", "5401"] {
+            let err = FileConfig::parse(
+                &format!("[azure]\nrun_command_timeout_secs = {bad}\n"),
+                "x.toml",
+            )
+            .expect_err("out of range")
+            .to_string();
+            assert_eq!(
+                err,
+                format!("x.toml:2:28: [azure] run_command_timeout_secs = {bad} is out of range: seconds above 0 and at most 5400 (Azure ends a Run Command after 90 minutes), e.g. 150 (the default)")
+            );
+        }
     }
 
     #[test]

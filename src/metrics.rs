@@ -30,6 +30,7 @@ pub enum Command {
     Check,
     Health,
     Console,
+    Guest,
     Explain,
     Help,
     Sweep,
@@ -44,10 +45,11 @@ pub enum Command {
 }
 
 impl Command {
-    pub const ALL: [Command; 14] = [
+    pub const ALL: [Command; 15] = [
         Command::Check,
         Command::Health,
         Command::Console,
+        Command::Guest,
         Command::Explain,
         Command::Help,
         Command::Sweep,
@@ -116,6 +118,7 @@ label_names!(Command {
     Check => "check",
     Health => "health",
     Console => "console",
+    Guest => "guest",
     Explain => "explain",
     Help => "help",
     Sweep => "sweep",

@@ -58,11 +58,12 @@ impl Arm {
         what: &str,
     ) -> Result<bytes::Bytes, ArmError> {
         let timeout = self.settings.operation_timeout;
-        self.follow_within(status, body, pending, what, timeout)
+        self.follow_within(status, body, pending, what, timeout, Duration::ZERO)
             .await
     }
 
-    /// [`Arm::follow`], giving up after `timeout` with [`ArmError::Timeout`].
+    /// [`Arm::follow`], giving up after `timeout` with [`ArmError::Timeout`], and never polling
+    /// sooner than `floor` after the last poll, whatever `Retry-After` says.
     pub(crate) async fn follow_within(
         &self,
         status: u16,
@@ -70,6 +71,7 @@ impl Arm {
         pending: Pending,
         what: &str,
         timeout: Duration,
+        floor: Duration,
     ) -> Result<bytes::Bytes, ArmError> {
         if status == 200 && pending.async_operation.is_none() && pending.location.is_none() {
             return Ok(body);
@@ -78,7 +80,7 @@ impl Arm {
         let mut wait = pending.retry_after;
         if let Some(url) = &pending.async_operation {
             loop {
-                self.pause(wait, deadline, timeout, what).await?;
+                self.pause(wait, floor, deadline, timeout, what).await?;
                 let (_, headers, body) = self.get_raw(url, what).await?;
                 let op: OperationStatus =
                     serde_json::from_slice(&body).map_err(|e| ArmError::Malformed {
@@ -119,7 +121,7 @@ impl Arm {
         }
         if let Some(url) = &pending.location {
             loop {
-                self.pause(wait, deadline, timeout, what).await?;
+                self.pause(wait, floor, deadline, timeout, what).await?;
                 let (status, headers, body) = self.get_raw(url, what).await?;
                 match status {
                     202 => wait = retry_after(&headers),
@@ -135,11 +137,12 @@ impl Arm {
     async fn pause(
         &self,
         wait: Option<Duration>,
+        floor: Duration,
         deadline: Instant,
         timeout: Duration,
         what: &str,
     ) -> Result<(), ArmError> {
-        let wait = wait.unwrap_or(self.settings.poll_interval);
+        let wait = wait.unwrap_or(self.settings.poll_interval).max(floor);
         if Instant::now() + wait > deadline {
             return Err(ArmError::Timeout {
                 what: format!("{what} (operation still running)"),

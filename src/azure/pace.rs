@@ -8,7 +8,7 @@
 //! estimate per subscription and bucket: what Azure last reported, less the requests sent after
 //! the one that answered, plus the refill. A request that would overdraw the estimate takes a
 //! ticket and sleeps until its token has refilled, first come first served; two tokens stay in
-//! reserve. Until a bucket has been reported once, two requests at a time probe it.
+//! reserve. Until a bucket has been reported once, three requests at a time probe it.
 //!
 //! People go first. Requests carry a [`Priority`]: a sweep's are `Background`
 //! ([`super::Arm::for_sweep`]), a person's `Interactive`. Both draw on the same estimate, but a
@@ -70,8 +70,9 @@ const MAX_ROUTES: usize = 512;
 const MAX_PROVIDER_BUDGETS: usize = 4096;
 
 /// Requests in flight on a bucket Azure has not reported yet: a few probe it, the rest wait for
-/// their answer rather than risk a burst into an empty bucket.
-const PROBES: usize = 2;
+/// their answer rather than risk a burst into an empty bucket. Three: a check's first writes
+/// (the effective security rules, the effective routes, boot diagnostics) go out together.
+const PROBES: usize = 3;
 /// How often a request held back by the probes looks again.
 const PROBE_WAIT: Duration = Duration::from_millis(5);
 

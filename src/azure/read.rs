@@ -245,6 +245,10 @@ pub(crate) fn listed_nic_facts(
         private_ip: config.private_ip_address,
         private_ip_allocation: ip_allocation(config.private_ip_allocation_method.as_ref()),
         public_ip: None,
+        subnet_id: config
+            .subnet
+            .as_ref()
+            .and_then(|s| s.sub_resource.id.clone()),
     };
     let Some((pip_id, pip)) = config
         .public_ip_address

@@ -71,9 +71,12 @@ impl std::error::Error for Unanswered {
 /// The POST actions that only read (ARM computes and returns data, nothing changes). Not
 /// `runCommand`: even a read-only script runs in the guest, and Azure refuses a second one
 /// while the first runs, so it is sent once like any write.
-const READ_ONLY_ACTIONS: [&str; 2] = [
+const READ_ONLY_ACTIONS: [&str; 5] = [
     "/effectivenetworksecuritygroups",
     "/retrievebootdiagnosticsdata",
+    "/effectiveroutetable",
+    "/ipflowverify",
+    "/nexthop",
 ];
 
 /// May this request be sent again after an answer that does not prove Azure ignored it?
@@ -234,6 +237,26 @@ mod tests {
             ),
             (
                 "POST",
+                "/Microsoft.Network/networkInterfaces/nic/effectiveRouteTable",
+                true,
+            ),
+            (
+                "POST",
+                "/Microsoft.Network/networkWatchers/NetworkWatcher_westeurope/ipFlowVerify",
+                true,
+            ),
+            (
+                "POST",
+                "/Microsoft.Network/networkWatchers/NetworkWatcher_westeurope/nextHop",
+                true,
+            ),
+            (
+                "DELETE",
+                "/Microsoft.Network/routeTables/rt/routes/to-firewall",
+                false,
+            ),
+            (
+                "POST",
                 "/Microsoft.Compute/virtualMachines/web-01/restart",
                 false,
             ),
@@ -262,6 +285,7 @@ mod tests {
             let method = match method {
                 "GET" => azure_core::Method::Get,
                 "POST" => azure_core::Method::Post,
+                "DELETE" => azure_core::Method::Delete,
                 _ => azure_core::Method::Put,
             };
             let url = url::Url::parse(&format!("{base}{path}?api-version=1")).expect("url");

@@ -64,6 +64,9 @@ impl Arm {
                 pending,
                 &what,
                 self.settings.run_command_timeout,
+                // A script takes Azure tens of seconds: never poll it faster than the poll
+                // interval, even when an answer says `Retry-After: 0`.
+                self.settings.poll_interval,
             )
             .await?;
         parse_result(&result, &what)
@@ -83,6 +86,9 @@ impl Arm {
                 handle.pending(),
                 what,
                 self.settings.run_command_timeout,
+                // A script takes Azure tens of seconds: never poll it faster than the poll
+                // interval, even when an answer says `Retry-After: 0`.
+                self.settings.poll_interval,
             )
             .await?;
         parse_result(&result, what)

@@ -347,6 +347,63 @@ fn vmaccess_body(location: &str, tag: &str, request: &VmAccess) -> serde_json::V
     })
 }
 
+impl Arm {
+    /// `DELETE routeTables/{table}/routes/{route}` (`Routes_Delete`, a long-running operation):
+    /// sent once; an ambiguous failure is `ArmError::Unanswered` and never re-sent.
+    pub async fn delete_route(
+        &self,
+        _confirmed: &Confirmed,
+        table_id: &str,
+        route: &str,
+    ) -> Result<OperationHandle, ArmError> {
+        let id = ResourceId::parse(table_id).map_err(|e| ArmError::Malformed {
+            what: "route table id".into(),
+            detail: e.to_string(),
+        })?;
+        let what = format!("removing route {route} from route table {}", id.name);
+        let response = self
+            .network
+            .routes_client()
+            .delete(&id.resource_group, &id.name, route, &id.subscription_id)
+            .send()
+            .await
+            .map(|r| r.into_raw_response());
+        self.start_write(response, &what).await
+    }
+
+    /// A route's provisioning state (`Deleting` while a delete runs), or `None` when it is gone:
+    /// what a delete whose answer was lost did.
+    pub async fn route_state(
+        &self,
+        table_id: &str,
+        route: &str,
+    ) -> Result<Option<String>, ArmError> {
+        let id = ResourceId::parse(table_id).map_err(|e| ArmError::Malformed {
+            what: "route table id".into(),
+            detail: e.to_string(),
+        })?;
+        let what = format!("reading route {route} of route table {}", id.name);
+        match self
+            .network
+            .routes_client()
+            .get(&id.resource_group, &id.name, route, &id.subscription_id)
+            .await
+        {
+            Ok(found) => Ok(Some(
+                found
+                    .properties
+                    .and_then(|p| p.provisioning_state)
+                    .map(|s| format!("{s:?}"))
+                    .unwrap_or_else(|| "Succeeded".into()),
+            )),
+            Err(e) => match self.map_err(e, &what) {
+                ArmError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+}
+
 /// A VM extension as Azure has it now: which PUT it keeps (`forceUpdateTag`) and how that went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtensionState {

@@ -94,7 +94,13 @@ pub fn request_by_id(
         )));
     }
     match action {
-        guest if guest.is_guest() => Ok(FixRequest::Guest(guest)),
+        guest @ (ActionId::EnableRdp
+        | ActionId::StartTermservice
+        | ActionId::ResetRdpPort
+        | ActionId::EnableFirewallRdp
+        | ActionId::RenewRdpCertificate
+        | ActionId::RemoveRdshRole
+        | ActionId::FreeDiskSpace) => Ok(FixRequest::Guest(guest)),
         ActionId::OpenRdpPort => {
             let Some(source) = source else {
                 return Err(CliError::usage(
@@ -109,12 +115,10 @@ pub fn request_by_id(
         ActionId::Restart => Ok(FixRequest::Restart),
         ActionId::Redeploy => Ok(FixRequest::Redeploy),
         ActionId::ResetRdpConfig => Ok(FixRequest::ResetRdpConfig),
+        ActionId::RemoveRoute => Ok(FixRequest::RemoveRoute),
         ActionId::ResetPassword => Err(CliError::usage(
             "reset-password has its own command: `rdp-doctor reset-password VM --user NAME`",
         )),
-        other => Err(CliError::usage(format!(
-            "`{other}` cannot be run with `rdp-doctor fix`"
-        ))),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::domain::VmQuery;
 use crate::policy::{Policy, PolicyConfig};
 use crate::runbook::door::{Door, SignIn};
 use crate::runbook::fix::FixRequest;
-use crate::runbook::{catalog::Catalog, CheckOptions, Verdict};
+use crate::runbook::{catalog::Catalog, CheckOptions, Event, Verdict};
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
@@ -238,6 +238,9 @@ enum Command {
         #[arg(long, default_value_t = 3389, value_parser = clap::value_parser!(u16).range(1..))]
         port: u16,
     },
+    /// Remove the route that sends the VM's replies to the Internet to an appliance or to None
+    /// (asks for confirmation; admin).
+    RemoveRoute(FixArgs),
     /// Confirm a pending fix by its confirmation id (runs it).
     Confirm {
         id: String,
@@ -355,6 +358,11 @@ struct CheckArgs {
     /// Run against the built-in Azure simulator and its demo world (no Azure account needed).
     #[arg(long)]
     simulate: bool,
+    /// Then look inside Windows with Run Command (a read-only script run as SYSTEM; needs the
+    /// `guest` level, operate by default): Remote Desktop enabled, TermService, the listener,
+    /// the firewall, NLA, the certificate, licensing, disk space and a pending reboot.
+    #[arg(long)]
+    guest: bool,
 }
 
 pub fn main() -> ExitCode {
@@ -494,6 +502,7 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
         Command::Restart(a) => run_fix(a, |_| Ok(FixRequest::Restart)).await,
         Command::Redeploy(a) => run_fix(a, |_| Ok(FixRequest::Redeploy)).await,
         Command::ResetConfig(a) => run_fix(a, |_| Ok(FixRequest::ResetRdpConfig)).await,
+        Command::RemoveRoute(a) => run_fix(a, |_| Ok(FixRequest::RemoveRoute)).await,
         Command::ResetPassword {
             fix,
             user,
@@ -640,14 +649,33 @@ async fn check(args: CheckArgs) -> Result<Done, CliError> {
     let (door, _simulator) = terminal_door(args.simulate, &args.subscription, false).await?;
     let progress = render::Progress::new(!args.json && std::io::stderr().is_terminal());
     let options = CheckOptions { from };
-    let result = door
-        .check(&fix::caller(), &args.vm, &options, &|event| {
+    let catalog = door.catalog();
+    let style = render::Style::stdout();
+    let result = if args.guest {
+        // The ARM findings as soon as they are in, then a line while Run Command runs.
+        door.guest(&fix::caller(), &args.vm, &options, &|event| match &event {
+            Event::ArmChecked(report) if !args.json => {
+                progress.finish();
+                let _ = write!(
+                    anstream::stdout().lock(),
+                    "{}",
+                    render::report(report, catalog, &style, args.screenshot_out.as_deref())
+                );
+            }
+            Event::GuestStarted if !args.json => {
+                anstream::eprintln!("{}", render::Style::stderr().dim(render::GUEST_RUNNING))
+            }
+            _ => progress.event(&event),
+        })
+        .await
+    } else {
+        door.check(&fix::caller(), &args.vm, &options, &|event| {
             progress.event(&event)
         })
-        .await;
+        .await
+    };
     progress.finish();
     let report = result?;
-    let catalog = door.catalog();
 
     if let Some(path) = &args.screenshot_out {
         match &report.screenshot_png {
@@ -668,8 +696,13 @@ async fn check(args: CheckArgs) -> Result<Done, CliError> {
 
     if args.json {
         print_json(&mut std::io::stdout().lock(), &report, "the report")?;
+    } else if args.guest {
+        let _ = write!(
+            anstream::stdout().lock(),
+            "{}",
+            render::guest_part(&report, catalog, &style)
+        );
     } else {
-        let style = render::Style::stdout();
         let _ = write!(
             anstream::stdout().lock(),
             "{}",

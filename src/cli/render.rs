@@ -4,7 +4,7 @@
 //! is printed goes through anstream's streams, which turn the escapes into console calls on a
 //! Windows console without ANSI support.
 
-use crate::diagnose::{ActionId, CheckId, Status};
+use crate::diagnose::{ActionId, CheckId, Finding, Status};
 use crate::runbook::catalog::{Catalog, ClientError};
 use crate::runbook::{Event, Report, Verdict};
 use anstream::{stream::RawStream, AutoStream, ColorChoice};
@@ -95,7 +95,7 @@ impl Progress {
                     vm.name, vm.resource_group, vm.subscription_id
                 ))
             ),
-            Event::StepStarted(_) => {}
+            Event::StepStarted(_) | Event::ArmChecked(_) | Event::GuestStarted => {}
             Event::StepFinished(finding) => anstream::eprintln!(
                 "  {} {}",
                 self.style.status(finding.status),
@@ -137,28 +137,12 @@ pub fn report(
             vm.resource_group, vm.subscription_id
         ))
     ));
-    let verdict = match report.verdict {
-        Verdict::Ok => style.paint(
-            fg(AnsiColor::Green).bold(),
-            "OK: nothing found that blocks Remote Desktop",
-        ),
-        Verdict::Problems => style.paint(fg(AnsiColor::Red).bold(), "PROBLEMS FOUND"),
-        Verdict::Unknown => style.paint(
-            fg(AnsiColor::Magenta).bold(),
-            "UNKNOWN: some checks could not run",
-        ),
-    };
-    out.push_str(&format!("Verdict: {verdict}\n\n"));
+    out.push_str(&format!(
+        "Verdict: {}\n\n",
+        verdict_text(report.verdict, style)
+    ));
     for finding in &report.findings {
-        out.push_str(&format!(
-            "  {}  {}\n        {}\n",
-            style.status(finding.status),
-            style.bold(&title(catalog, finding.step)),
-            finding.summary
-        ));
-        for detail in &finding.details {
-            out.push_str(&format!("        {}\n", style.dim(detail)));
-        }
+        push_finding(&mut out, finding, catalog, style);
     }
     if !report.serial_tail.is_empty() {
         // The serial log matters when the guest itself is suspect; otherwise it is background.
@@ -193,6 +177,95 @@ pub fn report(
         }
     }
     out.push('\n');
+    next_step(&mut out, report, catalog, style);
+    out.push_str(&style.dim(&format!(
+        "{} ARM requests, {:.2} s\n",
+        report.stats.arm_requests,
+        report.stats.elapsed_ms as f64 / 1000.0
+    )));
+    out
+}
+
+fn verdict_text(verdict: Verdict, style: &Style) -> String {
+    match verdict {
+        Verdict::Ok => style.paint(
+            fg(AnsiColor::Green).bold(),
+            "OK: nothing found that blocks Remote Desktop",
+        ),
+        Verdict::Problems => style.paint(fg(AnsiColor::Red).bold(), "PROBLEMS FOUND"),
+        Verdict::Unknown => style.paint(
+            fg(AnsiColor::Magenta).bold(),
+            "UNKNOWN: some checks could not run",
+        ),
+    }
+}
+
+fn push_finding(out: &mut String, finding: &Finding, catalog: &Catalog, style: &Style) {
+    out.push_str(&format!(
+        "  {}  {}\n        {}\n",
+        style.status(finding.status),
+        style.bold(&title(catalog, finding.step)),
+        finding.summary
+    ));
+    for detail in &finding.details {
+        out.push_str(&format!("        {}\n", style.dim(detail)));
+    }
+}
+
+/// The line printed on stderr while Run Command runs.
+pub const GUEST_RUNNING: &str =
+    "Looking inside Windows with Run Command (a read-only script; it takes up to a minute)...";
+
+/// What `check --guest` prints after the ARM report: the guest findings (one line when none of
+/// them could run, all for the same reason), the `nsg` finding again when it was evaluated for
+/// the guest's listener port, then the verdict and next step of the whole.
+pub fn guest_part(report: &Report, catalog: &Catalog, style: &Style) -> String {
+    let mut out = format!("\n{}\n", style.bold("Inside Windows (Run Command)"));
+    let guest: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.step.is_guest())
+        .collect();
+    match guest.as_slice() {
+        [first, rest @ ..]
+            if !rest.is_empty()
+                && rest
+                    .iter()
+                    .all(|f| f.status == first.status && f.summary == first.summary) =>
+        {
+            out.push_str(&format!(
+                "  {}  {}\n        {}\n",
+                style.status(first.status),
+                style.bold("Every guest check"),
+                first.summary
+            ));
+        }
+        _ => {
+            for finding in guest {
+                push_finding(&mut out, finding, catalog, style);
+            }
+        }
+    }
+    if let Some(nsg) = report
+        .finding(CheckId::Nsg)
+        .filter(|f| f.evidence.get("port").is_some())
+    {
+        push_finding(&mut out, nsg, catalog, style);
+    }
+    out.push_str(&format!(
+        "\nVerdict with the guest checks: {}\n\n",
+        verdict_text(report.verdict, style)
+    ));
+    next_step(&mut out, report, catalog, style);
+    out.push_str(&style.dim(&format!(
+        "{} ARM requests, {:.2} s in all\n",
+        report.stats.arm_requests,
+        report.stats.elapsed_ms as f64 / 1000.0
+    )));
+    out
+}
+
+fn next_step(out: &mut String, report: &Report, catalog: &Catalog, style: &Style) {
     match report.next_action.and_then(|a| catalog.step(a)) {
         Some(step) => {
             out.push_str(&format!(
@@ -237,12 +310,6 @@ pub fn report(
             }
         }
     }
-    out.push_str(&style.dim(&format!(
-        "{} ARM requests, {:.2} s\n",
-        report.stats.arm_requests,
-        report.stats.elapsed_ms as f64 / 1000.0
-    )));
-    out
 }
 
 /// The RDP listener's port as the guest check reported it (its evidence's `port`), if it did.

@@ -9,6 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod findings;
+pub use findings::{findings, listener_port, port_covers, RDP_PORT};
+
 /// The read script's first line.
 pub const READ_SCRIPT_MARKER: &str = "# rdp-doctor:guest-read:v1";
 /// What the read script's result line starts with (a space follows, then the JSON).

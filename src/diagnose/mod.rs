@@ -6,6 +6,7 @@
 
 pub mod boot_diagnostics;
 pub mod guest;
+pub mod network_path;
 pub mod nsg;
 pub mod public_ip;
 pub mod resource_health;
@@ -57,13 +58,14 @@ impl CheckId {
     ];
 
     /// The checks every `check` runs, from Azure Resource Manager alone.
-    pub const ARM: [CheckId; 6] = [
+    pub const ARM: [CheckId; 7] = [
         CheckId::VmStatus,
         CheckId::VmAgent,
         CheckId::PublicIp,
         CheckId::Nsg,
         CheckId::ResourceHealth,
         CheckId::BootDiagnostics,
+        CheckId::NetworkPath,
     ];
 
     /// The checks inside Windows, from one read-only Run Command script.
@@ -471,6 +473,10 @@ pub struct NicFacts {
     /// `Static` or `Dynamic`.
     pub private_ip_allocation: Option<String>,
     pub public_ip: Option<PublicIpFacts>,
+    /// The subnet of the primary IP configuration (where a route table hangs); not part of the
+    /// JSON contract.
+    #[serde(skip)]
+    pub subnet_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

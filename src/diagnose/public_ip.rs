@@ -57,6 +57,7 @@ mod tests {
             private_ip: Some("10.0.1.4".into()),
             private_ip_allocation: Some("Dynamic".into()),
             public_ip,
+            subnet_id: None,
         }
     }
 

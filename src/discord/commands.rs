@@ -3,7 +3,8 @@
 //! a runbook request, acknowledge within Discord's 3 seconds (before any Azure call), run, render,
 //! in the order of `steps`.
 
-use super::ids::Key;
+use super::fixes::vm_key;
+use super::ids::{ComponentId, Key};
 use super::render;
 use super::steps::{
     acknowledge, autocomplete_vm, command_caller, door_notice, find, parse_from, parse_vm, private,
@@ -66,6 +67,93 @@ pub async fn console(
     vm: String,
 ) -> Result<(), Error> {
     start(ctx.into(), Kind::Console, &vm, CheckOptions::default()).await
+}
+
+/// Look inside Windows with Run Command: Remote Desktop, TermService, listener, firewall, certificate…
+#[poise::command(slash_command)]
+pub async fn guest(
+    ctx: AppContext<'_>,
+    #[description = "VM: name, resource-group/name or resource id"]
+    #[autocomplete = "autocomplete_vm"]
+    vm: String,
+) -> Result<(), Error> {
+    guest_in(ctx.into(), &vm).await
+}
+
+/// `/rdp guest`: a person below the `guest` level is refused privately as the first response,
+/// before anything is asked of Azure (the door authorises the VM itself again).
+pub(super) async fn guest_in(cmd: Cmd<'_>, vm: &str) -> Result<(), Error> {
+    if let Err(notice) = parse_vm(vm) {
+        return refuse(cmd, *notice).await;
+    }
+    let caller = command_caller(cmd.interaction);
+    if let Err(e) = cmd.bot.door.may_look_inside_any(&caller) {
+        return refuse(cmd, door_notice(user_error_title(&e), &e)).await;
+    }
+    start(cmd, Kind::Guest, vm, CheckOptions::default()).await
+}
+
+/// The "Look inside the VM" button under a report (`rdp:guest:<vm key>`): refused privately,
+/// before any Azure request, to a person below the `guest` level; otherwise the VM's checks and
+/// guest checks in a new message.
+pub async fn guest_button(
+    http: Arc<Http>,
+    ack: &Ack,
+    bot: &Bot,
+    caller: &Caller,
+    component: &ComponentInteraction,
+    key: Key,
+) -> Result<(), Error> {
+    // Raw calls: a click comes outside any command invocation; poise cannot answer it.
+    if let Err(e) = bot.door.may_look_inside_any(caller) {
+        ack.respond(private_reply(door_notice(user_error_title(&e), &e)))
+            .await?;
+        return Ok(());
+    }
+    let summary = match bot.door.vm_by(caller, |v| vm_key(&v.vm.id) == key).await {
+        Ok(Some(summary)) => summary,
+        Ok(None) => {
+            ack.respond(private_reply(render::notice(
+                "Cannot do that",
+                "This button no longer matches a VM you may read. Run `/rdp guest` instead.",
+            )))
+            .await?;
+            return Ok(());
+        }
+        Err(e) => {
+            ack.respond(private_reply(door_notice(user_error_title(&e), &e)))
+                .await?;
+            return Ok(());
+        }
+    };
+    if let Err(e) = bot.door.may_look_inside(caller, &summary.vm) {
+        ack.respond(private_reply(door_notice(user_error_title(&e), &e)))
+            .await?;
+        return Ok(());
+    }
+    // A new public message for the guest checks; the report stays as it was.
+    let surface =
+        Surface::new_message(http.clone(), ack, &component.token, component.channel_id).await?;
+    run_check(
+        bot,
+        &surface,
+        caller,
+        summary,
+        &CheckOptions::default(),
+        true,
+    )
+    .await;
+    Ok(())
+}
+
+/// A private first response to a button.
+fn private_reply(embed: serenity::all::CreateEmbed) -> CreateInteractionResponse {
+    CreateInteractionResponse::Message(
+        CreateInteractionResponseMessage::new()
+            .embed(embed)
+            .ephemeral(true)
+            .allowed_mentions(CreateAllowedMentions::new()),
+    )
 }
 
 /// Explain a Remote Desktop client error message: cause and fix
@@ -205,7 +293,8 @@ async fn run(
 ) {
     let catalog = bot.door.catalog();
     match kind {
-        Kind::Check => run_check(bot, surface, caller, summary, options).await,
+        Kind::Check => run_check(bot, surface, caller, summary, options, false).await,
+        Kind::Guest => run_check(bot, surface, caller, summary, options, true).await,
         Kind::Health => {
             surface
                 .show(View::embed(render::progress(
@@ -257,12 +346,16 @@ pub(super) async fn show_error(surface: &Surface<'_>, e: &DoorError) {
     }
 }
 
+/// The checks of a VM on `surface`, and with `guest` the guest checks: the ARM report is shown
+/// as soon as it is in, with a line saying Run Command is running, and the guest findings are
+/// edited into the same message when it answers.
 pub(super) async fn run_check(
     bot: &Bot,
     surface: &Surface<'_>,
     caller: &Caller,
     summary: VmSummary,
     options: &CheckOptions,
+    guest: bool,
 ) {
     let catalog = bot.door.catalog();
     let vm = summary.vm.clone();
@@ -271,28 +364,50 @@ pub(super) async fn run_check(
     // One edit per batch of finished steps, in order; a slow edit never holds up the checks.
     let progress = async {
         let mut done: BTreeMap<CheckId, Status> = BTreeMap::new();
+        let mut arm_report = None;
         surface
             .show(View::embed(render::progress(catalog, &vm, &done)))
             .await;
         while let Some(event) = rx.recv().await {
-            let mut changed = apply(&mut done, event);
+            let mut changed = apply(&mut done, &mut arm_report, event);
             while let Ok(more) = rx.try_recv() {
-                changed |= apply(&mut done, more);
+                changed |= apply(&mut done, &mut arm_report, more);
             }
-            if changed {
-                surface
-                    .show(View::embed(render::progress(catalog, &vm, &done)))
-                    .await;
+            if !changed {
+                continue;
+            }
+            match &arm_report {
+                // Once the ARM report is shown, it stays until the guest findings replace it.
+                Some(report) => {
+                    let message =
+                        render::report_with_note(catalog, report, Some(render::GUEST_RUNNING));
+                    surface
+                        .show(View {
+                            content: None,
+                            embeds: message.embeds,
+                            attachment: message.screenshot,
+                            components: report_components(bot, &listed, report.next_action),
+                        })
+                        .await;
+                }
+                None => {
+                    surface
+                        .show(View::embed(render::progress(catalog, &vm, &done)))
+                        .await
+                }
             }
         }
     };
     let checks = async {
         let sink = tx;
-        bot.door
-            .check_vm(caller, summary, options, &move |e| {
-                let _ = sink.send(e);
-            })
-            .await
+        let events = move |e| {
+            let _ = sink.send(e);
+        };
+        if guest {
+            bot.door.guest_vm(caller, summary, options, &events).await
+        } else {
+            bot.door.check_vm(caller, summary, options, &events).await
+        }
     };
     let (result, ()) = tokio::join!(checks, progress);
     match result {
@@ -303,7 +418,7 @@ pub(super) async fn run_check(
                     content: None,
                     embeds: message.embeds,
                     attachment: message.screenshot,
-                    components: super::fixes::report_buttons(bot, &listed, report.next_action),
+                    components: report_components(bot, &listed, report.next_action),
                 })
                 .await;
         }
@@ -311,12 +426,44 @@ pub(super) async fn run_check(
     }
 }
 
-fn apply(done: &mut BTreeMap<CheckId, Status>, event: Event) -> bool {
+/// The buttons under a report: the fix it recommends, and "Look inside the VM".
+pub(super) fn report_components(
+    bot: &Bot,
+    vm: &VmSummary,
+    next: Option<crate::diagnose::ActionId>,
+) -> Vec<serenity::all::CreateActionRow> {
+    let mut rows = super::fixes::report_buttons(bot, vm, next);
+    rows.push(serenity::all::CreateActionRow::Buttons(vec![
+        serenity::all::CreateButton::new(
+            ComponentId::Guest {
+                vm: vm_key(&vm.vm.id),
+            }
+            .to_string(),
+        )
+        .label("Look inside the VM")
+        .style(serenity::all::ButtonStyle::Secondary),
+    ]));
+    rows
+}
+
+/// What an event changes: a finished step (until the ARM report is in), or the ARM report.
+fn apply(
+    done: &mut BTreeMap<CheckId, Status>,
+    arm_report: &mut Option<crate::runbook::Report>,
+    event: Event,
+) -> bool {
     match event {
-        Event::StepFinished(f) => {
+        Event::StepFinished(f) if arm_report.is_none() => {
             done.insert(f.step, f.status);
             true
         }
-        Event::Resolved(_) | Event::StepStarted(_) => false,
+        Event::ArmChecked(report) => {
+            *arm_report = Some(*report);
+            true
+        }
+        Event::StepFinished(_)
+        | Event::Resolved(_)
+        | Event::StepStarted(_)
+        | Event::GuestStarted => false,
     }
 }

@@ -626,6 +626,7 @@ pub async fn fix_button(
         ActionId::Restart => FixKind::Restart,
         ActionId::Redeploy => FixKind::Redeploy,
         ActionId::ResetRdpConfig => FixKind::ResetRdpConfig,
+        ActionId::RemoveRoute => FixKind::RemoveRoute,
         guest if guest.is_guest() => FixKind::Guest(guest),
         other => {
             let text = format!("`{other}` cannot be run from a button yet.");

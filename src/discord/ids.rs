@@ -13,6 +13,7 @@
 //! | `rdp:fix:<action>:<vm key>` | the fix button under a report | `fixes::fix_button` |
 //! | `rdp:confirm:<confirmation>` / `rdp:cancel:<confirmation>` | a prompt's buttons | `fixes::confirm` / `fixes::cancel` |
 //! | `rdp:pw:<vm key>` | the password form | `fixes::modal` |
+//! | `rdp:guest:<vm key>` | the "Look inside the VM" button under a report | `commands::guest_button` |
 //! | `rdp:sweep:stop:<nonce>` | a sweep's Cancel button | `sweep::stop` |
 //! | `rdp:sweep:vm:<nonce>` | a sweep's details menu | `sweep::details` |
 //! | `rdp:sweep:ask:<nonce>` | a sweep's "Another VM…" button | `sweep::ask` |
@@ -84,6 +85,8 @@ pub enum ComponentId {
     Cancel(ConfirmationKey),
     /// The password form of `reset-password` (a modal).
     Password { vm: Key },
+    /// The "Look inside the VM" button under a report: the guest checks of the VM.
+    Guest { vm: Key },
     /// A sweep's Cancel button.
     SweepStop { nonce: Key },
     /// A sweep's details menu (its values index the sweep's rows).
@@ -107,6 +110,7 @@ impl fmt::Display for ComponentId {
             ComponentId::Confirm(id) => write!(f, "rdp:confirm:{id}"),
             ComponentId::Cancel(id) => write!(f, "rdp:cancel:{id}"),
             ComponentId::Password { vm } => write!(f, "rdp:pw:{vm}"),
+            ComponentId::Guest { vm } => write!(f, "rdp:guest:{vm}"),
             ComponentId::SweepStop { nonce } => write!(f, "rdp:sweep:stop:{nonce}"),
             ComponentId::SweepDetails { nonce } => write!(f, "rdp:sweep:vm:{nonce}"),
             ComponentId::SweepAsk { nonce } => write!(f, "rdp:sweep:ask:{nonce}"),
@@ -134,6 +138,7 @@ impl FromStr for ComponentId {
             "confirm" => ComponentId::Confirm(rest.parse()?),
             "cancel" => ComponentId::Cancel(rest.parse()?),
             "pw" => ComponentId::Password { vm: rest.parse()? },
+            "guest" => ComponentId::Guest { vm: rest.parse()? },
             "sweep" => {
                 let (what, nonce) = rest.split_once(':').ok_or(UnknownId)?;
                 let nonce = nonce.parse()?;
@@ -161,6 +166,7 @@ impl ComponentId {
             ComponentId::Confirm(_) => "confirm".to_string(),
             ComponentId::Cancel(_) => "cancel".to_string(),
             ComponentId::Password { .. } => "password".to_string(),
+            ComponentId::Guest { .. } => "guest".to_string(),
             ComponentId::SweepStop { .. } => "sweep:stop".to_string(),
             ComponentId::SweepDetails { .. } => "sweep:details".to_string(),
             ComponentId::SweepAsk { .. } => "sweep:ask".to_string(),
@@ -175,7 +181,9 @@ impl ComponentId {
             ComponentId::Fix { .. } | ComponentId::Confirm(_) | ComponentId::Password { .. } => {
                 true
             }
+            // Run Command reads the guest; it changes nothing.
             ComponentId::Pick { .. }
+            | ComponentId::Guest { .. }
             | ComponentId::Cancel(_)
             | ComponentId::SweepStop { .. }
             | ComponentId::SweepDetails { .. }
@@ -200,6 +208,7 @@ mod tests {
             confirmation.clone().prop_map(ComponentId::Confirm),
             confirmation.prop_map(ComponentId::Cancel),
             key.clone().prop_map(|vm| ComponentId::Password { vm }),
+            key.clone().prop_map(|vm| ComponentId::Guest { vm }),
             key.clone()
                 .prop_map(|nonce| ComponentId::SweepStop { nonce }),
             key.clone()
@@ -244,7 +253,7 @@ mod tests {
         prop_oneof![
             mutated,
             "rdp:[a-z:]{0,12}[0-9a-fA-F:-]{0,40}",
-            "rdp:(fix|confirm|cancel|pw|pick|sweep):[a-z:-]{0,20}[0-9a-f]{0,34}",
+            "rdp:(fix|confirm|cancel|pw|pick|sweep|guest):[a-z:-]{0,20}[0-9a-f]{0,34}",
             any::<String>(),
         ]
     }
@@ -306,6 +315,9 @@ mod tests {
         };
         assert_eq!(fix.to_string(), "rdp:fix:restart:0123456789abcdef");
         assert_eq!("rdp:fix:restart:0123456789abcdef".parse(), Ok(fix));
+        let guest = ComponentId::Guest { vm };
+        assert_eq!(guest.to_string(), "rdp:guest:0123456789abcdef");
+        assert_eq!("rdp:guest:0123456789abcdef".parse(), Ok(guest));
         for garbled in [
             "",
             "rdp:",
@@ -321,6 +333,10 @@ mod tests {
             "rdp:confirm:0123456789abcdef",
             "rdp:sweep:halt:0123456789abcdef",
             "rdp:pw:0123456789abcdef ",
+            "rdp:guest:",
+            "rdp:guest:0123456789ABCDEF",
+            "rdp:guest:0123456789abcdef:",
+            "rdp:Guest:0123456789abcdef",
             "reset-rdp:web-01",
         ] {
             assert_eq!(

@@ -496,6 +496,7 @@ fn component_kind(custom_id: &str) -> String {
         "commands::check",
         "commands::health",
         "commands::console",
+        "commands::guest",
         "commands::explain",
         "commands::help",
         "sweep::sweep",
@@ -590,6 +591,9 @@ async fn on_component(http: Arc<Http>, bot: &Bot, component: &ComponentInteracti
                 sweep::details(http.clone(), ack, bot, &caller, component, nonce).await
             }
             ComponentId::SweepAsk { nonce } => sweep::ask(ack, nonce).await,
+            ComponentId::Guest { vm } => {
+                commands::guest_button(http.clone(), ack, bot, &caller, component, vm).await
+            }
             // A form's id on a button: not something rdp-doctor sent.
             ComponentId::Password { .. } | ComponentId::SweepName { .. } => {
                 refuse_unknown(ack).await
@@ -623,7 +627,8 @@ async fn on_form(http: Arc<Http>, bot: &Bot, modal: &ModalInteraction, ack: &Ack
             | ComponentId::Cancel(_)
             | ComponentId::SweepStop { .. }
             | ComponentId::SweepDetails { .. }
-            | ComponentId::SweepAsk { .. } => refuse_unknown(ack).await,
+            | ComponentId::SweepAsk { .. }
+            | ComponentId::Guest { .. } => refuse_unknown(ack).await,
         },
         other => other.map(|_| ()),
     };

@@ -81,8 +81,12 @@ pub fn looking_up(name: &str) -> CreateEmbed {
 }
 
 fn finding_value(finding: &Finding) -> String {
-    let mut value = finding.summary.clone();
-    for detail in &finding.details {
+    finding_text(&finding.summary, &finding.details)
+}
+
+fn finding_text(summary: &str, details: &[String]) -> String {
+    let mut value = summary.to_string();
+    for detail in details {
         value.push('\n');
         value.push_str(detail);
     }
@@ -99,6 +103,46 @@ pub struct ReportMessage {
 /// The final report: verdict in title and colour, one field per finding with its evidence, the
 /// next step with its documentation link, the screenshot, and the serial-log tail.
 pub fn report(catalog: &Catalog, report: &Report) -> ReportMessage {
+    report_with_note(catalog, report, None)
+}
+
+/// The line under the ARM report while Run Command looks inside the VM.
+pub const GUEST_RUNNING: &str = "🔎 **Looking inside Windows**: Run Command is running a read-only script in the VM; it takes up to a minute. The guest findings will appear in this message.";
+
+/// The findings as shown: the guest checks as one line when none of them could run, all for
+/// the same reason (skipped, busy, timed out).
+fn shown(report: &Report) -> Vec<(Status, Option<CheckId>, &str, &[String])> {
+    let guest: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.step.is_guest())
+        .collect();
+    let collapse = guest.len() > 1
+        && guest
+            .iter()
+            .all(|f| f.status == guest[0].status && f.summary == guest[0].summary);
+    let mut out = Vec::new();
+    let mut guest_shown = false;
+    for f in &report.findings {
+        if collapse && f.step.is_guest() {
+            if !guest_shown {
+                out.push((f.status, None, f.summary.as_str(), &[][..]));
+                guest_shown = true;
+            }
+        } else {
+            out.push((
+                f.status,
+                Some(f.step),
+                f.summary.as_str(),
+                f.details.as_slice(),
+            ));
+        }
+    }
+    out
+}
+
+/// [`report`] with a line under the VM (e.g. that Run Command is running).
+pub fn report_with_note(catalog: &Catalog, report: &Report, note: Option<&str>) -> ReportMessage {
     let vm = &report.vm;
     let (title, colour) = match report.verdict {
         Verdict::Ok => (
@@ -112,17 +156,17 @@ pub fn report(catalog: &Catalog, report: &Report) -> ReportMessage {
         Verdict::Problems => (format!("{}: problems found", vm.name), RED),
         Verdict::Unknown => (format!("{}: some checks could not run", vm.name), GREY),
     };
-    let mut fields: Vec<(String, String)> = report
-        .findings
-        .iter()
+    let mut fields: Vec<(String, String)> = shown(report)
+        .into_iter()
         .take(MAX_FIELDS - 1)
-        .map(|f| {
+        .map(|(status, step, summary, details)| {
+            let title = match step {
+                Some(step) => title_of(catalog, step),
+                None => "Inside Windows (every guest check)".to_string(),
+            };
             (
-                clip(
-                    &format!("{} {}", mark(Some(f.status)), title_of(catalog, f.step)),
-                    MAX_FIELD_NAME,
-                ),
-                finding_value(f),
+                clip(&format!("{} {title}", mark(Some(status))), MAX_FIELD_NAME),
+                finding_text(summary, details),
             )
         })
         .collect();
@@ -152,7 +196,10 @@ pub fn report(catalog: &Catalog, report: &Report) -> ReportMessage {
         report.stats.arm_requests,
         report.stats.elapsed_ms as f64 / 1000.0
     );
-    let description = vm_line(vm);
+    let description = match note {
+        Some(note) => format!("{}\n\n{note}", vm_line(vm)),
+        None => vm_line(vm),
+    };
     let title = clip(&title, MAX_TITLE);
 
     // 6000 characters for the whole message: fixed parts first, then the fields share what is

@@ -621,6 +621,7 @@ async fn route(
             )
             .await
         }
+        "guest" => commands::guest_in(cmd, o.required("vm")?).await,
         "explain" => commands::explain_in(cmd, o.required("error")?).await,
         "help" => commands::help_in(cmd).await,
         "sweep" => {

@@ -35,6 +35,8 @@ use std::time::Instant;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     Check,
+    /// The checks, then the guest checks through Run Command.
+    Guest,
     Health,
     Console,
     /// A fix whose prompt needs nothing but the VM and what the command said.
@@ -55,6 +57,8 @@ pub enum FixKind {
     OpenRdp(RdpSource, u16),
     /// One of the guest fixes (a script through Run Command).
     Guest(crate::diagnose::ActionId),
+    /// `remove-route` (from the button under a report).
+    RemoveRoute,
 }
 
 impl FixKind {
@@ -66,6 +70,7 @@ impl FixKind {
             FixKind::ResetRdpConfig => FixRequest::ResetRdpConfig,
             FixKind::OpenRdp(source, port) => FixRequest::OpenRdpPort { source, port },
             FixKind::Guest(fix) => FixRequest::Guest(fix),
+            FixKind::RemoveRoute => FixRequest::RemoveRoute,
         }
     }
 }
@@ -74,6 +79,7 @@ impl Kind {
     pub(super) fn verb(&self) -> &'static str {
         match self {
             Kind::Check => "Checking",
+            Kind::Guest => "Looking inside",
             Kind::Health => "Reading Resource Health of",
             Kind::Console => "Fetching the console of",
             Kind::Fix(_) | Kind::ResetPassword => "Preparing the fix for",
@@ -201,7 +207,11 @@ pub(super) async fn find(
     vm: &str,
     options: &CheckOptions,
 ) -> Option<VmSummary> {
-    let needed = bot.door.catalog().commands.check;
+    let levels = bot.door.catalog().commands;
+    let needed = match kind {
+        Kind::Guest => levels.guest,
+        _ => levels.check,
+    };
     match bot.door.resolve(caller, vm, needed).await {
         Ok(summary) => Some(summary),
         Err(DoorError::Ambiguous { name, candidates }) => {

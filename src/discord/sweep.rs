@@ -516,7 +516,15 @@ pub async fn modal(
         }
     };
     let surface = Surface::new_message(http.clone(), ack, &modal.token, modal.channel_id).await?;
-    run_check(bot, &surface, caller, VmSummary::unlisted(vm), &options).await;
+    run_check(
+        bot,
+        &surface,
+        caller,
+        VmSummary::unlisted(vm),
+        &options,
+        false,
+    )
+    .await;
     Ok(())
 }
 
@@ -590,6 +598,14 @@ pub async fn details(
     // A new public message under the summary: "thinking…", then the report.
     let surface =
         Surface::new_message(http.clone(), ack, &component.token, component.channel_id).await?;
-    run_check(bot, &surface, caller, VmSummary::unlisted(vm), &options).await;
+    run_check(
+        bot,
+        &surface,
+        caller,
+        VmSummary::unlisted(vm),
+        &options,
+        false,
+    )
+    .await;
     Ok(())
 }

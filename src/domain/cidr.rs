@@ -22,3 +22,23 @@ pub fn complement(blocked: &[Ipv4Net]) -> Vec<Ipv4Net> {
     }
     out
 }
+
+/// The blocks that are not the public Internet (RFC 1918, shared address space, "this
+/// network", loopback, link-local, multicast and reserved).
+const NOT_PUBLIC: [(u8, u8, u8); 8] = [
+    (0, 0, 8),
+    (10, 0, 8),
+    (100, 64, 10),
+    (127, 0, 8),
+    (169, 254, 16),
+    (172, 16, 12),
+    (192, 168, 16),
+    (224, 0, 3),
+];
+
+/// Does `net` hold at least one public Internet address (is it not inside a non-public block)?
+pub fn has_public_address(net: &Ipv4Net) -> bool {
+    !NOT_PUBLIC.iter().any(|&(a, b, len)| {
+        Ipv4Net::new(Ipv4Addr::new(a, b, 0, 0), len).is_ok_and(|block| block.contains(net))
+    })
+}

@@ -52,6 +52,14 @@ pub struct CommandLevels {
     pub sweep: Permission,
     /// The audit log (entries of VMs the person may read).
     pub audit: Permission,
+    /// The guest checks (`check --guest`, `/rdp guest`): Run Command runs the read script as
+    /// SYSTEM inside Windows, so `operate` unless the runbook says otherwise.
+    #[serde(default = "operate")]
+    pub guest: Permission,
+}
+
+fn operate() -> Permission {
+    Permission::Operate
 }
 
 impl Default for CommandLevels {
@@ -62,6 +70,7 @@ impl Default for CommandLevels {
             console: Permission::Read,
             sweep: Permission::Operate,
             audit: Permission::Read,
+            guest: Permission::Operate,
         }
     }
 }

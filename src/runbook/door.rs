@@ -13,6 +13,7 @@
 
 use super::catalog::{Catalog, Permission};
 use super::fix::FixRequest;
+use super::guest_check::{GuestRun, GuestSlots};
 use super::limits::{PersonLimiter, PersonRate, RateLimited, SweepBusy, SweepSlots};
 use super::operate::{OnDone, OperateError, Operator, Outcome, Progress, Prompt};
 use super::sweep::{SweepEvent, SweepOptions, SweepReport};
@@ -209,6 +210,10 @@ pub struct Door {
     sweeps: SweepSlots,
     /// Each person's command rate.
     limiter: Arc<PersonLimiter>,
+    /// One guest check per VM at a time.
+    guest_slots: GuestSlots,
+    /// How long a guest read may take (`[azure] run_command_timeout_secs`).
+    guest_timeout: Duration,
 }
 
 impl Door {
@@ -227,7 +232,15 @@ impl Door {
             operator: None,
             sweeps: SweepSlots::new(),
             limiter: Arc::new(PersonLimiter::new(PersonRate::default())),
+            guest_slots: GuestSlots::new(),
+            guest_timeout: super::guest_check::DEFAULT_TIMEOUT,
         }
+    }
+
+    /// How long a guest read may take before it is reported as timed out.
+    pub fn with_guest_timeout(mut self, timeout: Duration) -> Door {
+        self.guest_timeout = timeout;
+        self
     }
 
     /// Each person's command rate (`[limits]`).
@@ -261,11 +274,11 @@ impl Door {
                 Arm::connect_with_secret(settings, endpoint, &tenant, &client, secret)?
             }
         };
-        Ok(
-            Door::new(arm, catalog, policy, subscriptions).with_directory(Arc::new(
+        Ok(Door::new(arm, catalog, policy, subscriptions)
+            .with_directory(Arc::new(
                 VmDirectory::new().with_unknown_ttl(azure.unknown_vm_ttl()),
-            )),
-        )
+            ))
+            .with_guest_timeout(azure.run_command_timeout()))
     }
 
     /// With a store: fixes, confirmations and the audit log become available.
@@ -646,6 +659,72 @@ impl Door {
     ) -> Result<Report, DoorError> {
         self.authorise_vm(caller, self.catalog.commands.check, &summary.vm)?;
         Ok(super::check(&self.arm, &self.catalog, summary, options, events).await?)
+    }
+
+    /// `guest`: resolve, authorise the `guest` level (Run Command runs as SYSTEM), run the
+    /// runbook's checks, then look inside the VM (`runbook::check_with_guest`). A person below
+    /// the level is refused before any Azure request.
+    pub async fn guest(
+        &self,
+        caller: &Caller,
+        text: &str,
+        options: &CheckOptions,
+        events: &(dyn Fn(Event) + Send + Sync),
+    ) -> Result<Report, DoorError> {
+        let started = Instant::now();
+        let before = self.arm.request_count();
+        let summary = self
+            .resolve(caller, text, self.catalog.commands.guest)
+            .await?;
+        events(Event::Resolved(summary.vm.clone()));
+        let mut report = self.guest_vm(caller, summary, options, events).await?;
+        report.stats = Stats {
+            arm_requests: self.arm.request_count().saturating_sub(before),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        };
+        Ok(report)
+    }
+
+    /// The checks and the guest checks of a VM already found (the "Look inside the VM" button):
+    /// authorised again at the `guest` level.
+    pub async fn guest_vm(
+        &self,
+        caller: &Caller,
+        summary: VmSummary,
+        options: &CheckOptions,
+        events: &(dyn Fn(Event) + Send + Sync),
+    ) -> Result<Report, DoorError> {
+        self.authorise_vm(caller, self.catalog.commands.guest, &summary.vm)?;
+        let run = GuestRun {
+            slots: &self.guest_slots,
+            started_by: &caller.actor.name,
+            timeout: self.guest_timeout,
+        };
+        Ok(
+            super::check_with_guest(&self.arm, &self.catalog, summary, options, run, events)
+                .await?,
+        )
+    }
+
+    /// Whether the person may look inside `vm`: no Azure request.
+    pub fn may_look_inside(&self, caller: &Caller, vm: &VmRef) -> Result<(), DoorError> {
+        self.authorise_vm(caller, self.catalog.commands.guest, vm)
+    }
+
+    /// Whether the person holds the `guest` level on any VM at all, so that a front end can
+    /// refuse privately before it acknowledges or asks Azure anything.
+    pub fn may_look_inside_any(&self, caller: &Caller) -> Result<(), DoorError> {
+        self.admit(caller)?;
+        let needed = self.catalog.commands.guest;
+        if self.policy.holds_anywhere(&caller.actor, needed) {
+            Ok(())
+        } else {
+            Err(DoorError::Denied(Denial {
+                needed,
+                scope: "any VM rdp-doctor serves".to_string(),
+                have: None,
+            }))
+        }
     }
 
     /// `health`: Resource Health of a VM already found.

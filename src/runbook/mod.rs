@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod door;
 pub mod fix;
 pub mod guest;
+pub mod guest_check;
 pub mod limits;
 pub mod operate;
 pub mod permissions;
@@ -20,6 +21,7 @@ mod sweep_claim;
 pub use report::{Report, Stats, Verdict};
 
 use crate::azure::{Arm, ArmError, Fleet, HealthOutcome, ResolveError, VmQuery, VmSummary};
+use crate::diagnose::network_path::{self, PathFacts};
 use crate::diagnose::{
     boot_diagnostics, nsg, public_ip, resource_health, vm_agent, vm_status, ActionId, CheckId,
     Finding, NicFacts, OsType, Status, VmFacts,
@@ -42,6 +44,11 @@ pub enum Event {
     Resolved(crate::azure::VmRef),
     StepStarted(CheckId),
     StepFinished(Finding),
+    /// The ARM checks of a check with the guest checks are done: the report so far, to show
+    /// while Run Command runs.
+    ArmChecked(Box<Report>),
+    /// Run Command was sent to look inside the VM (it takes up to a minute, often more).
+    GuestStarted,
 }
 
 /// Why a check produced no report at all.
@@ -83,7 +90,69 @@ pub async fn check(
     options: &CheckOptions,
     events: &(dyn Fn(Event) + Send + Sync),
 ) -> Result<Report, CheckError> {
-    run_checks(arm, catalog, summary, options, events, None).await
+    Ok(run_checks(arm, catalog, summary, options, events, None)
+        .await?
+        .report)
+}
+
+/// [`check`], then the guest checks through Run Command: the ARM report is handed to `events`
+/// first ([`Event::ArmChecked`]), then the guest findings join it. When the guest's listener is
+/// not on 3389 the `nsg` finding is evaluated again for the listener's port.
+pub async fn check_with_guest(
+    arm: &Arm,
+    catalog: &Catalog,
+    summary: VmSummary,
+    options: &CheckOptions,
+    guest: guest_check::GuestRun<'_>,
+    events: &(dyn Fn(Event) + Send + Sync),
+) -> Result<Report, CheckError> {
+    let started = Instant::now();
+    let requests_before = arm.request_count();
+    let checked = run_checks(arm, catalog, summary, options, events, None).await?;
+    events(Event::ArmChecked(Box::new(checked.report.clone())));
+    for id in CheckId::GUEST {
+        events(Event::StepStarted(id));
+    }
+    let mut report = checked.report;
+    let inspection = guest_check::inspect(arm, &report.vm, &checked.facts, guest, events).await;
+    for f in &inspection.findings {
+        events(Event::StepFinished(f.clone()));
+    }
+    if let (Some(port), Some(nsg)) = (inspection.listener_port(), &checked.nsg) {
+        if port != nsg::RDP_PORT {
+            let probe = nsg::Probe { port, ..nsg.probe };
+            let finding = nsg::check(&nsg.rules, &probe).detail(format!(
+                "Evaluated for TCP {port}, the port the guest's RDP listener is on, instead of {}.",
+                nsg::RDP_PORT
+            ));
+            events(Event::StepFinished(finding.clone()));
+            report.findings.retain(|f| f.step != CheckId::Nsg);
+            report.findings.push(finding);
+        }
+    }
+    report.findings.extend(inspection.findings);
+    report.findings.sort_by_key(|f| f.step);
+    report.verdict = Verdict::of(&report.findings);
+    report.next_action = next_action(catalog, &checked.facts, &report.findings);
+    report.stats = Stats {
+        arm_requests: arm.request_count().saturating_sub(requests_before),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    Ok(report)
+}
+
+/// The ARM checks' report with what the guest checks build on: the VM's facts and what the
+/// `nsg` finding was judged from (to judge another port).
+struct ArmChecked {
+    report: Report,
+    facts: VmFacts,
+    nsg: Option<NsgJudged>,
+}
+
+/// The effective rules and the question the `nsg` finding answered.
+struct NsgJudged {
+    rules: Vec<nsg::EffectiveNsg>,
+    probe: nsg::Probe,
 }
 
 /// The checks of one VM of a sweep: the VM, its NIC and Resource Health come from the scope's
@@ -96,7 +165,11 @@ pub async fn check_in_fleet(
     summary: VmSummary,
     options: &CheckOptions,
 ) -> Result<Report, CheckError> {
-    run_checks(arm, catalog, summary, options, &|_| {}, Some(fleet)).await
+    Ok(
+        run_checks(arm, catalog, summary, options, &|_| {}, Some(fleet))
+            .await?
+            .report,
+    )
 }
 
 async fn run_checks(
@@ -106,7 +179,7 @@ async fn run_checks(
     options: &CheckOptions,
     events: &(dyn Fn(Event) + Send + Sync),
     fleet: Option<&Fleet>,
-) -> Result<Report, CheckError> {
+) -> Result<ArmChecked, CheckError> {
     let started = Instant::now();
     let requests_before = arm.request_count();
     let vm = summary.vm.clone();
@@ -183,6 +256,30 @@ async fn run_checks(
         }
     };
 
+    // The way back without a person's address: the NIC's effective routes, asked when and as
+    // the effective security rules are (so the critical path does not grow). Not in a sweep.
+    let routes = {
+        let arm = arm.clone();
+        let vm_read = vm_read.clone();
+        let nic_id = nic_id.clone();
+        let wanted = fleet.is_none() && options.from.is_none();
+        Box::pin(async move {
+            if !wanted {
+                return Ok(None);
+            }
+            if !speculative {
+                match vm_read.await {
+                    Ok(f) if f.is_running() && f.os != OsType::Linux => {}
+                    _ => return Ok(None),
+                }
+            }
+            match nic_id.await? {
+                Some(id) => arm.effective_routes(&id).await.map(Some),
+                None => Ok(None),
+            }
+        })
+    };
+
     let vm_steps = async {
         let facts = vm_read.clone().await;
         let findings = match &facts {
@@ -219,21 +316,28 @@ async fn run_checks(
     };
 
     let windows_known = summary.windows;
+    let listed_location = summary.location.clone();
     let network_steps = async {
         let is_linux = match windows_known {
             Some(w) => !w,
             None => matches!(vm_read.clone().await, Ok(ref f) if f.os == OsType::Linux),
         };
         if is_linux {
-            let findings = vec![
+            let mut findings = vec![
                 Finding::skip(CheckId::PublicIp, "Linux VM: RDP checks do not apply")
                     .detail(texts.linux.clone()),
                 Finding::skip(CheckId::Nsg, "Linux VM: RDP checks do not apply"),
             ];
+            if fleet.is_none() {
+                findings.push(Finding::skip(
+                    CheckId::NetworkPath,
+                    "Linux VM: RDP checks do not apply",
+                ));
+            }
             for f in &findings {
                 events(Event::StepFinished(f.clone()));
             }
-            return findings;
+            return (findings, None);
         }
         let public_ip_step = async {
             let finding = match nic_read.clone().await {
@@ -250,12 +354,48 @@ async fn run_checks(
         };
         let nsg_step = async {
             let (vm, nic, effective) = futures::join!(vm_read.clone(), nic_read.clone(), effective);
-            let finding = nsg_finding(&vm, nic, effective, options);
+            let (finding, judged) = nsg_finding(&vm, nic, effective, options);
             events(Event::StepFinished(finding.clone()));
-            finding
+            (finding, judged)
         };
-        let (a, b) = futures::join!(public_ip_step, nsg_step);
-        vec![a, b]
+        // Boxed: the Network Watcher futures are large, and a check runs inside a fix's
+        // re-check on a test thread's small stack.
+        let path_read = Box::pin(path_facts(
+            arm,
+            &vm,
+            &listed_location,
+            vm_read.clone(),
+            nic_read.clone(),
+            routes,
+            options,
+        ));
+        let (a, (b, judged), path) = futures::join!(public_ip_step, nsg_step, path_read);
+        let mut findings = vec![a];
+        if fleet.is_none() {
+            let path = match path {
+                Ok(PathFacts::Watched {
+                    from,
+                    port,
+                    flow,
+                    next_hop,
+                    table,
+                    ..
+                }) => network_path::check(&PathFacts::Watched {
+                    from,
+                    port,
+                    flow,
+                    ours: our_verdict(&b),
+                    next_hop,
+                    table,
+                }),
+                Ok(facts) => network_path::check(&facts),
+                Err(finding) => finding,
+            };
+            events(Event::StepFinished(path.clone()));
+            findings.push(path);
+        }
+        findings.push(b);
+        (findings, judged)
     };
 
     let boot_step = async {
@@ -285,7 +425,7 @@ async fn run_checks(
         out
     };
 
-    let (vm_findings, health, network, (boot, screenshot_png, serial_tail)) =
+    let (vm_findings, health, (network, nsg_judged), (boot, screenshot_png, serial_tail)) =
         futures::join!(vm_steps, health_step, network_steps, boot_step);
 
     // Without the VM read there is no report: every other finding would be guesswork.
@@ -297,7 +437,7 @@ async fn run_checks(
     findings.sort_by_key(|f| f.step);
 
     let next_action = next_action(catalog, &facts, &findings);
-    Ok(Report {
+    let report = Report {
         vm,
         os: facts.os,
         verdict: Verdict::of(&findings),
@@ -309,6 +449,123 @@ async fn run_checks(
         },
         screenshot_png,
         serial_tail,
+    };
+    Ok(ArmChecked {
+        report,
+        facts,
+        nsg: nsg_judged,
+    })
+}
+
+/// The `nsg` check's verdict, to set beside Network Watcher's.
+fn our_verdict(nsg: &Finding) -> Option<network_path::OurVerdict> {
+    if !matches!(nsg.status, Status::Pass | Status::Warn | Status::Fail) {
+        return None;
+    }
+    Some(network_path::OurVerdict {
+        allowed: nsg.evidence["allowed"].as_bool()?,
+        rule: nsg.evidence["rule"].as_str().map(str::to_owned),
+    })
+}
+
+/// The facts of the `network-path` check, or the finding that says why it could not judge.
+async fn path_facts(
+    arm: &Arm,
+    vm: &crate::azure::VmRef,
+    listed_location: &str,
+    vm_read: impl std::future::Future<Output = Result<VmFacts, ArmError>>,
+    nic_read: impl std::future::Future<Output = Result<Option<NicFacts>, ArmError>>,
+    routes: impl std::future::Future<Output = Result<Option<Vec<network_path::RouteFacts>>, ArmError>>,
+    options: &CheckOptions,
+) -> Result<PathFacts, Finding> {
+    let step = CheckId::NetworkPath;
+    // With an address, the region's Network Watcher is looked up beside the VM read when the
+    // VM list gave the region (else once the VM read does).
+    let early_watcher = async {
+        match (options.from, listed_location.is_empty()) {
+            (Some(_), false) => Some(
+                arm.network_watcher(&vm.subscription_id, listed_location)
+                    .await,
+            ),
+            _ => None,
+        }
+    };
+    let (facts, nic, routes, early_watcher) = match options.from {
+        // The routes were asked for at once: wait for all three together.
+        None => {
+            let (facts, nic, routes) = futures::join!(vm_read, nic_read, routes);
+            (facts, nic, routes, None)
+        }
+        Some(_) => {
+            let (facts, nic, watcher) = futures::join!(vm_read, nic_read, early_watcher);
+            (facts, nic, Ok(None), watcher)
+        }
+    };
+    let facts = facts.map_err(|_| Finding::error(step, "could not read the VM"))?;
+    if !facts.is_running() {
+        return Err(Finding::skip(
+            step,
+            "VM is not running: Azure computes routes only for running VMs",
+        ));
+    }
+    let nic = match nic {
+        Ok(Some(nic)) => nic,
+        Ok(None) => return Err(Finding::skip(step, "The VM has no network interface")),
+        Err(e) => return Err(Finding::error(step, e.to_string())),
+    };
+    let error = |e: ArmError| Finding::error(step, e.to_string());
+    let Some(from) = options.from else {
+        let routes = routes
+            .map_err(error)?
+            .ok_or_else(|| Finding::skip(step, "The VM has no network interface"))?;
+        // Name the route table only when a route sends the replies away.
+        let table = match (
+            network_path::route_sending_internet_away(&routes),
+            &nic.subnet_id,
+        ) {
+            (Some(_), Some(subnet)) => match arm.subnet_route_table(subnet).await {
+                Ok(Some(table)) => arm.route_table(&table).await.ok(),
+                _ => None,
+            },
+            _ => None,
+        };
+        return Ok(PathFacts::Routes { routes, table });
+    };
+    let Some(local) = nic.private_ip.clone() else {
+        return Err(Finding::skip(step, "The NIC has no private IP address"));
+    };
+    let watcher = match early_watcher {
+        Some(found) => found,
+        None => {
+            arm.network_watcher(&vm.subscription_id, &facts.location)
+                .await
+        }
+    }
+    .map_err(error)?;
+    let Some(watcher) = watcher else {
+        return Ok(PathFacts::NoWatcher {
+            from,
+            region: facts.location.clone(),
+        });
+    };
+    let (flow, next_hop) = futures::join!(
+        arm.ip_flow_verify(&watcher, &vm.id, &local, nsg::RDP_PORT, from),
+        arm.next_hop(&watcher, &vm.id, &local, from),
+    );
+    let (flow, next_hop) = (flow.map_err(error)?, next_hop.map_err(error)?);
+    let table = match &next_hop.route_table_id {
+        Some(id) if network_path::sends_away(&next_hop.next_hop_type) => {
+            arm.route_table(id).await.ok()
+        }
+        _ => None,
+    };
+    Ok(PathFacts::Watched {
+        from,
+        port: nsg::RDP_PORT,
+        flow,
+        ours: None,
+        next_hop,
+        table,
     })
 }
 
@@ -317,21 +574,29 @@ fn nsg_finding(
     nic: Result<Option<NicFacts>, ArmError>,
     effective: Result<Option<Vec<nsg::EffectiveNsg>>, ArmError>,
     options: &CheckOptions,
-) -> Finding {
+) -> (Finding, Option<NsgJudged>) {
     let facts = match vm {
         Ok(f) => f,
-        Err(_) => return Finding::error(CheckId::Nsg, "could not read the VM"),
+        Err(_) => return (Finding::error(CheckId::Nsg, "could not read the VM"), None),
     };
     if !facts.is_running() {
-        return Finding::skip(
-            CheckId::Nsg,
-            "VM is not running: Azure computes effective security rules only for running VMs",
+        return (
+            Finding::skip(
+                CheckId::Nsg,
+                "VM is not running: Azure computes effective security rules only for running VMs",
+            ),
+            None,
         );
     }
     let nic = match nic {
         Ok(Some(nic)) => nic,
-        Ok(None) => return Finding::skip(CheckId::Nsg, "The VM has no network interface"),
-        Err(e) => return Finding::error(CheckId::Nsg, e.to_string()),
+        Ok(None) => {
+            return (
+                Finding::skip(CheckId::Nsg, "The VM has no network interface"),
+                None,
+            )
+        }
+        Err(e) => return (Finding::error(CheckId::Nsg, e.to_string()), None),
     };
     match effective {
         Ok(Some(nsgs)) => {
@@ -343,10 +608,14 @@ fn nsg_finding(
                 destination: nic.private_ip.as_deref().and_then(|ip| ip.parse().ok()),
                 port: nsg::RDP_PORT,
             };
-            nsg::check(&nsgs, &probe)
+            let finding = nsg::check(&nsgs, &probe);
+            (finding, Some(NsgJudged { rules: nsgs, probe }))
         }
-        Ok(None) => Finding::skip(CheckId::Nsg, "The VM has no network interface"),
-        Err(e) => Finding::error(CheckId::Nsg, e.to_string()),
+        Ok(None) => (
+            Finding::skip(CheckId::Nsg, "The VM has no network interface"),
+            None,
+        ),
+        Err(e) => (Finding::error(CheckId::Nsg, e.to_string()), None),
     }
 }
 

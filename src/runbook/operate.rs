@@ -717,12 +717,7 @@ impl Operator {
             ActionId::Restart => FixRequest::Restart,
             ActionId::Redeploy => FixRequest::Redeploy,
             ActionId::ResetRdpConfig => FixRequest::ResetRdpConfig,
-            other @ ActionId::RemoveRoute => {
-                return Err(OperateError::Refused(fix::Refusal {
-                    reason: format!("`{other}` is not available in this version."),
-                    instead: None,
-                }))
-            }
+            ActionId::RemoveRoute => FixRequest::RemoveRoute,
             guest @ (ActionId::EnableRdp
             | ActionId::StartTermservice
             | ActionId::ResetRdpPort

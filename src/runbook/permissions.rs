@@ -93,6 +93,42 @@ pub const NEEDED: &[Needed] = &[
         "Reader",
     ),
     need(
+        "Microsoft.Network/networkInterfaces/effectiveRouteTable/action",
+        Use::Checks,
+        "read the routes the reply takes (network-path)",
+        "Virtual Machine Contributor",
+    ),
+    need(
+        "Microsoft.Network/virtualNetworks/subnets/read",
+        Use::Checks,
+        "find the subnet's route table",
+        "Reader",
+    ),
+    need(
+        "Microsoft.Network/routeTables/read",
+        Use::Checks,
+        "name the route that sends the reply away",
+        "Reader",
+    ),
+    need(
+        "Microsoft.Network/networkWatchers/read",
+        Use::Checks,
+        "find the region's Network Watcher (check --from)",
+        "Reader",
+    ),
+    need(
+        "Microsoft.Network/networkWatchers/ipFlowVerify/action",
+        Use::Checks,
+        "Azure's verdict on RDP from an address (check --from)",
+        "Network Contributor",
+    ),
+    need(
+        "Microsoft.Network/networkWatchers/nextHop/action",
+        Use::Checks,
+        "where the reply to an address goes (check --from)",
+        "Network Contributor",
+    ),
+    need(
         "Microsoft.Compute/virtualMachines/start/action",
         Use::Fixes,
         "start",
@@ -132,6 +168,18 @@ pub const NEEDED: &[Needed] = &[
         "Microsoft.Network/networkSecurityGroups/securityRules/write",
         Use::Fixes,
         "open-rdp-port",
+        "Network Contributor",
+    ),
+    need(
+        "Microsoft.Network/routeTables/routes/read",
+        Use::Fixes,
+        "read the route remove-route deletes",
+        "Reader",
+    ),
+    need(
+        "Microsoft.Network/routeTables/routes/delete",
+        Use::Fixes,
+        "remove-route",
         "Network Contributor",
     ),
     need(

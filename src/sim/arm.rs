@@ -63,6 +63,28 @@ pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
             network::put_security_rule(ctx, sub, rg, nsg, name)
         }
         Route::NetworkOperation { sub, id } => network::network_operation_status(ctx, sub, id),
+        Route::GetRouteTable { sub, rg, table } => {
+            network::get_route_table(ctx.world, sub, rg, table)
+        }
+        Route::ListRoutes { sub, rg, table } => network::list_routes(ctx.world, sub, rg, table),
+        Route::GetRouteEntry {
+            sub,
+            rg,
+            table,
+            name,
+        } => network::get_route(ctx, sub, rg, table, name),
+        Route::DeleteRouteEntry {
+            sub,
+            rg,
+            table,
+            name,
+        } => network::delete_route(ctx, sub, rg, table, name),
+        Route::EffectiveRouteTable { sub, rg, nic } => {
+            network::effective_route_table(ctx, sub, rg, nic)
+        }
+        Route::ListNetworkWatchers { sub } => network::list_network_watchers(ctx.world, sub),
+        Route::IpFlowVerify { sub, rg, watcher } => network::ip_flow_verify(ctx, sub, rg, watcher),
+        Route::NextHop { sub, rg, watcher } => network::next_hop(ctx, sub, rg, watcher),
         Route::ListResourceGroups { sub } => authorization::list_resource_groups(ctx, sub),
         Route::ListPermissions { sub, rg } => authorization::list_permissions(ctx, sub, rg),
         Route::Unknown => Err(Reply::arm_error(

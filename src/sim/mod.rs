@@ -100,7 +100,8 @@ pub struct SimOptions {
     pub faults: Vec<Fault>,
     /// How many polls of a long-running operation answer "in progress" before it is done. With
     /// 0 the first poll gets the result (for effective NSGs, once `effective_nsg_time` has
-    /// passed as well).
+    /// passed as well). Effective routes, IP flow verify and next hop ignore it: they are ready
+    /// once `effective_nsg_time` has passed.
     pub lro_polls: u32,
     /// `Retry-After` (seconds) on 202 and in-progress answers; 0 keeps tests fast. Effective
     /// NSGs send it only when it is not 0 (Azure sends none).

@@ -1,8 +1,15 @@
 //! Microsoft.Network: NICs, public IPs, subnets, NSGs, effective security rules (computed in
-//! `effective`), NSG security rules (`rules`) and Network's operations.
+//! `effective`), NSG security rules (`rules`), route tables, effective routes and Network
+//! Watcher (`path`) and Network's operations.
 
 mod effective;
+mod path;
 mod rules;
+
+pub(crate) use path::{
+    delete_route, effective_route_table, get_route, get_route_table, ip_flow_verify,
+    list_network_watchers, list_routes, next_hop,
+};
 
 use effective::effective_nsg_list;
 pub(crate) use rules::{get_security_rule, network_operation_status, put_security_rule};
@@ -261,6 +268,13 @@ pub(crate) fn get_subnet(world: &World, sub: &str, rg: &str, vnet: &str, subnet:
         .and_then(|n| world.find_nsg(sub, n))
     {
         properties["networkSecurityGroup"] = json!({"id": nsg_id(nsg)});
+    }
+    if let Some(table) = first
+        .route_table
+        .as_deref()
+        .and_then(|t| world.find_route_table(sub, t))
+    {
+        properties["routeTable"] = json!({"id": path::route_table_id(table)});
     }
     Ok(Reply::json(
         200,

@@ -242,6 +242,31 @@ pub(crate) fn requirement(route: &Route, path: &str) -> Option<(String, String)>
             "Microsoft.Network/networkSecurityGroups/securityRules/write".to_owned(),
             upto(10),
         ),
+        Route::GetRouteTable { .. } => ("Microsoft.Network/routeTables/read".to_owned(), upto(8)),
+        Route::ListRoutes { .. } | Route::GetRouteEntry { .. } => (
+            "Microsoft.Network/routeTables/routes/read".to_owned(),
+            upto(segs.len()),
+        ),
+        Route::DeleteRouteEntry { .. } => (
+            "Microsoft.Network/routeTables/routes/delete".to_owned(),
+            upto(10),
+        ),
+        Route::EffectiveRouteTable { .. } => (
+            "Microsoft.Network/networkInterfaces/effectiveRouteTable/action".to_owned(),
+            upto(8),
+        ),
+        Route::ListNetworkWatchers { .. } => (
+            "Microsoft.Network/networkWatchers/read".to_owned(),
+            list_scope(),
+        ),
+        Route::IpFlowVerify { .. } => (
+            "Microsoft.Network/networkWatchers/ipFlowVerify/action".to_owned(),
+            upto(8),
+        ),
+        Route::NextHop { .. } => (
+            "Microsoft.Network/networkWatchers/nextHop/action".to_owned(),
+            upto(8),
+        ),
         // A caller may always list its own permissions.
         Route::ListResourceGroups { .. }
         | Route::ListPermissions { .. }

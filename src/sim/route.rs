@@ -141,6 +141,47 @@ pub(crate) enum Route {
         sub: String,
         id: String,
     },
+    GetRouteTable {
+        sub: String,
+        rg: String,
+        table: String,
+    },
+    ListRoutes {
+        sub: String,
+        rg: String,
+        table: String,
+    },
+    GetRouteEntry {
+        sub: String,
+        rg: String,
+        table: String,
+        name: String,
+    },
+    DeleteRouteEntry {
+        sub: String,
+        rg: String,
+        table: String,
+        name: String,
+    },
+    EffectiveRouteTable {
+        sub: String,
+        rg: String,
+        nic: String,
+    },
+    /// `NetworkWatchers_ListAll`.
+    ListNetworkWatchers {
+        sub: String,
+    },
+    IpFlowVerify {
+        sub: String,
+        rg: String,
+        watcher: String,
+    },
+    NextHop {
+        sub: String,
+        rg: String,
+        watcher: String,
+    },
     /// `GET /subscriptions/{sub}/resourcegroups` (`ResourceGroups_List`, resources spec
     /// 2021-04-01).
     ListResourceGroups {
@@ -200,6 +241,7 @@ impl Route {
         let get = method.eq_ignore_ascii_case("GET");
         let post = method.eq_ignore_ascii_case("POST");
         let put = method.eq_ignore_ascii_case("PUT");
+        let delete = method.eq_ignore_ascii_case("DELETE");
         const SUB: &str = "subscriptions";
         const RGS: &str = "resourcegroups";
         const P: &str = "providers";
@@ -262,6 +304,50 @@ impl Route {
                 rg: s(3),
                 nsg: s(7),
                 name: s(9),
+            },
+            [SUB, _, RGS, _, P, N, "routetables", _] if get => Route::GetRouteTable {
+                sub: s(1),
+                rg: s(3),
+                table: s(7),
+            },
+            [SUB, _, RGS, _, P, N, "routetables", _, "routes"] if get => Route::ListRoutes {
+                sub: s(1),
+                rg: s(3),
+                table: s(7),
+            },
+            [SUB, _, RGS, _, P, N, "routetables", _, "routes", _] if get => Route::GetRouteEntry {
+                sub: s(1),
+                rg: s(3),
+                table: s(7),
+                name: s(9),
+            },
+            [SUB, _, RGS, _, P, N, "routetables", _, "routes", _] if delete => {
+                Route::DeleteRouteEntry {
+                    sub: s(1),
+                    rg: s(3),
+                    table: s(7),
+                    name: s(9),
+                }
+            }
+            [SUB, _, RGS, _, P, N, NICS, _, "effectiveroutetable"] if post => {
+                Route::EffectiveRouteTable {
+                    sub: s(1),
+                    rg: s(3),
+                    nic: s(7),
+                }
+            }
+            [SUB, _, P, N, "networkwatchers"] if get => Route::ListNetworkWatchers { sub: s(1) },
+            [SUB, _, RGS, _, P, N, "networkwatchers", _, "ipflowverify"] if post => {
+                Route::IpFlowVerify {
+                    sub: s(1),
+                    rg: s(3),
+                    watcher: s(7),
+                }
+            }
+            [SUB, _, RGS, _, P, N, "networkwatchers", _, "nexthop"] if post => Route::NextHop {
+                sub: s(1),
+                rg: s(3),
+                watcher: s(7),
             },
             [SUB, _, P, N, "locations", _, "operations", _] if get => Route::NetworkOperation {
                 sub: s(1),
@@ -405,6 +491,14 @@ impl Route {
             Route::GetSecurityRule { .. } => "GET networkSecurityGroups/securityRules",
             Route::PutSecurityRule { .. } => "PUT networkSecurityGroups/securityRules",
             Route::NetworkOperation { .. } => "GET Microsoft.Network/operations",
+            Route::GetRouteTable { .. } => "GET routeTables",
+            Route::ListRoutes { .. } => "GET routeTables/routes (list)",
+            Route::GetRouteEntry { .. } => "GET routeTables/routes",
+            Route::DeleteRouteEntry { .. } => "DELETE routeTables/routes",
+            Route::EffectiveRouteTable { .. } => "POST networkInterfaces/effectiveRouteTable",
+            Route::ListNetworkWatchers { .. } => "GET networkWatchers (list)",
+            Route::IpFlowVerify { .. } => "POST networkWatchers/ipFlowVerify",
+            Route::NextHop { .. } => "POST networkWatchers/nextHop",
             Route::ListResourceGroups { .. } => "GET resourcegroups (list)",
             Route::ListPermissions { .. } => "GET Microsoft.Authorization/permissions",
             Route::Unknown => return format!("{} unknown", method.to_ascii_uppercase()),

@@ -10,6 +10,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 mod guest;
 pub use guest::{Guest, ServiceStatus, StartType};
+mod paths;
+pub use paths::{AdminRule, RouteEntry, RouteTable};
+
+/// The resource group Azure puts a subscription's Network Watchers in.
+pub const NETWORK_WATCHER_RG: &str = "NetworkWatcherRG";
 
 /// The subscription `World::new()` starts with.
 pub const DEFAULT_SUBSCRIPTION: &str = "11111111-1111-1111-1111-111111111111";
@@ -51,6 +56,17 @@ pub struct World {
     /// for an action none of its roles grants on the scope (see `sim/rbac.rs`).
     #[serde(default, rename = "principal")]
     pub principals: Vec<Principal>,
+    /// Route tables, referenced by name from `route_table` of a VM (its subnet's).
+    #[serde(default, rename = "route_table", skip_serializing_if = "Vec::is_empty")]
+    pub route_tables: Vec<RouteTable>,
+    /// Azure Virtual Network Manager security admin rules on virtual networks.
+    #[serde(default, rename = "admin_rule", skip_serializing_if = "Vec::is_empty")]
+    pub admin_rules: Vec<AdminRule>,
+    /// Regions (e.g. "northeurope") with no Network Watcher. Every other region where a
+    /// subscription has a VM has `NetworkWatcher_<region>` in `NetworkWatcherRG`, as Azure
+    /// creates it with the first virtual network there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions_without_network_watcher: Vec<String>,
     /// The VM the builder's modifiers change (builder state, not part of the estate).
     #[serde(skip)]
     selected: Selection,
@@ -194,6 +210,10 @@ pub struct Vm {
     /// Name of the NSG on the NIC (an `[[nsg]]` in the same subscription).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nic_nsg: Option<String>,
+    /// Name of the route table on the subnet (a `[[route_table]]` in the same subscription).
+    /// VMs sharing a subnet must agree on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_table: Option<String>,
     /// Resource Health of the VM (default: Available).
     #[serde(default)]
     pub health: Health,
@@ -717,6 +737,7 @@ impl Vm {
             vnet: None,
             subnet_nsg: None,
             nic_nsg: Some(format!("{name}-nsg")),
+            route_table: None,
             health: Health::default(),
             boot_diagnostics: true,
             boot_diagnostics_storage: None,
@@ -785,6 +806,9 @@ impl World {
             vms: Vec::new(),
             nsgs: Vec::new(),
             principals: Vec::new(),
+            route_tables: Vec::new(),
+            admin_rules: Vec::new(),
+            regions_without_network_watcher: Vec::new(),
             selected: Selection::default(),
         }
     }
@@ -1294,6 +1318,20 @@ impl World {
         for nsg in self.nsgs.iter_mut().filter(|n| n.subscription.is_empty()) {
             nsg.subscription = first.clone();
         }
+        for table in self
+            .route_tables
+            .iter_mut()
+            .filter(|t| t.subscription.is_empty())
+        {
+            table.subscription = first.clone();
+        }
+        for rule in self
+            .admin_rules
+            .iter_mut()
+            .filter(|r| r.subscription.is_empty())
+        {
+            rule.subscription = first.clone();
+        }
     }
 
     /// Checks that names resolve and subnets agree on their NSG.
@@ -1369,6 +1407,40 @@ impl World {
                     first.name, vm.name, vm.subnet
                 ));
             }
+            if first.route_table != vm.route_table {
+                return bad(format!(
+                    "VMs '{}' and '{}' share subnet '{}' but name different route tables",
+                    first.name, vm.name, vm.subnet
+                ));
+            }
+            if let Some(table) = &vm.route_table {
+                let count = self
+                    .route_tables
+                    .iter()
+                    .filter(|t| {
+                        t.subscription.eq_ignore_ascii_case(&vm.subscription)
+                            && t.name.eq_ignore_ascii_case(table)
+                    })
+                    .count();
+                if count != 1 {
+                    return bad(format!(
+                        "{at} uses route table '{table}', but subscription '{}' has {count} route tables of that name",
+                        vm.subscription
+                    ));
+                }
+            }
+        }
+        for table in &self.route_tables {
+            if self.subscription_entry(&table.subscription).is_none() {
+                return bad(format!(
+                    "route table '{}' names subscription '{}', which has no [[subscription]] entry",
+                    table.name, table.subscription
+                ));
+            }
+            paths::validate_route_table(table).or_else(bad)?;
+        }
+        for rule in &self.admin_rules {
+            paths::validate_admin_rule(rule).or_else(bad)?;
         }
         for nsg in &self.nsgs {
             if self.subscription_entry(&nsg.subscription).is_none() {
@@ -1413,6 +1485,15 @@ impl World {
                 .nsgs
                 .iter()
                 .any(|n| same(&n.subscription, &n.resource_group))
+            || self
+                .route_tables
+                .iter()
+                .any(|t| same(&t.subscription, &t.resource_group))
+            || (rg.eq_ignore_ascii_case(NETWORK_WATCHER_RG)
+                && self.vms.iter().any(|v| {
+                    v.subscription.eq_ignore_ascii_case(sub)
+                        && self.has_network_watcher(sub, &v.location)
+                }))
     }
 
     /// The VM in this subscription and resource group.
@@ -1427,6 +1508,26 @@ impl World {
         self.vms
             .iter_mut()
             .find(|v| v.is_in(sub, rg) && v.is_named(name))
+    }
+
+    /// The route table of this name in this subscription.
+    pub fn find_route_table(&self, sub: &str, name: &str) -> Option<&RouteTable> {
+        self.route_tables
+            .iter()
+            .find(|t| t.subscription.eq_ignore_ascii_case(sub) && t.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether the subscription has a Network Watcher in `region`: it has a VM there (so a
+    /// virtual network, with which Azure creates the watcher) and the world does not leave the
+    /// region without one.
+    pub fn has_network_watcher(&self, sub: &str, region: &str) -> bool {
+        !self
+            .regions_without_network_watcher
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(region))
+            && self.vms.iter().any(|v| {
+                v.subscription.eq_ignore_ascii_case(sub) && v.location.eq_ignore_ascii_case(region)
+            })
     }
 
     /// The NSG of this name in this subscription.

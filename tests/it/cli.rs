@@ -3,6 +3,9 @@
 
 use crate::support;
 
+/// `check --guest`: the guest checks from the terminal.
+mod guest;
+
 use rdp_doctor::sim::{SimOptions, World};
 use std::path::PathBuf;
 use std::process::Output;
@@ -142,7 +145,8 @@ async fn json_output_has_the_documented_shape() {
                 "public-ip",
                 "nsg",
                 "resource-health",
-                "boot-diagnostics"
+                "boot-diagnostics",
+                "network-path"
             ]
         );
         for f in v["findings"].as_array().unwrap() {

@@ -10,6 +10,9 @@ mod bot_logs;
 /// `room.run("/rdp check web-01")`, `room.click(&prompt, "Confirm")`, and what people see.
 mod war_room;
 
+/// `/rdp guest` and the "Look inside the VM" button.
+mod guest;
+
 use rdp_doctor::discord::{Bot, BotSettings};
 use rdp_doctor::sim::{SimOptions, Simulator, World};
 use serde_json::{json, Value};
@@ -154,6 +157,7 @@ async fn commands_are_registered_in_the_guild() {
                 "check",
                 "health",
                 "console",
+                "guest",
                 "explain",
                 "help",
                 "sweep",
@@ -205,6 +209,7 @@ Resource group **rg-web** · subscription `11111111-1111-1111-1111-111111111111`
 ⏳ Network security group allows TCP 3389
 ⏳ Resource Health is Available
 ⏳ Boot diagnostics: console screenshot and serial log
+⏳ The reply finds its way back to you
 "#);
         insta::assert_snapshot!(report.text, @r#"
 # web-01: nothing found that blocks Remote Desktop
@@ -222,8 +227,10 @@ TCP 3389 from the Internet is allowed by rule allow-rdp (priority 1000) in NSG w
 Resource Health: Available
 ## ✅ Boot diagnostics: console screenshot and serial log
 Console screenshot captured; serial log has 40 recent lines
+## ✅ The reply finds its way back to you
+Replies to the Internet go to the Internet (system route 0.0.0.0/0)
 [image attachment://console-web-01.png]
--- 7 ARM requests · <elapsed>
+-- 9 ARM requests · <elapsed>
 # Serial log (last 40 lines)
 ```text
 Computer GUID: 3f4a8c21-5b7e-4d2a-9c61-0e8b7d5a4f10
@@ -267,6 +274,7 @@ Channel List
 1 (AV)    Cmd0001
 SAC>
 ```
+[Look inside the VM]
 [attachment console-web-01.png]
 "#);
         let main = embed(&report.raw, 0);
@@ -322,12 +330,14 @@ TCP 3389 from the Internet is denied by rule deny-rdp-internet (priority 200) in
 Resource Health: Available
 ## ✅ Boot diagnostics: console screenshot and serial log
 Console screenshot captured; serial log has 40 recent lines
+## ✅ The reply finds its way back to you
+Replies to the Internet go to the Internet (system route 0.0.0.0/0)
 ## ➡️ Next step
 **Allow inbound TCP 3389 in the NSG** (`open-rdp-port`): Adds an inbound Allow rule for TCP 3389 to the network security group that blocks it, with a priority that wins over the blocking rule.
 [Runbook step](https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/troubleshoot-rdp-nsg-problem)
 After each step, try to connect again.
 [image attachment://console-web-02.png]
--- 7 ARM requests · <elapsed>
+-- 9 ARM requests · <elapsed>
 "#);
     })
     .await
@@ -897,6 +907,7 @@ Checked again: verdict **ok**.
 • vm-status: fail → pass (VM is running (provisioning succeeded))
 • vm-agent: skip → pass (Guest agent is Ready (version 2.7.41491.949))
 • nsg: skip → pass (TCP 3389 from the Internet is allowed by rule allow-rdp (priority 1000) in NSG sql-01-nsg)
+• network-path: skip → pass (Replies to the Internet go to the Internet (system route 0.0.0.0/0))
 
 After each step, try to connect again.
 "#);
@@ -2007,6 +2018,63 @@ Permission denied: you need the `admin` permission on any VM rdp-doctor serves (
             "{}",
             report.text
         );
+        room.assert_clean();
+    })
+    .await
+}
+
+// ---- the way back (issue 13) --------------------------------------------------------------
+
+#[tokio::test]
+async fn check_from_an_address_shows_network_watcher_and_the_remove_route_button_runs_once() {
+    within(async {
+        let room = Room::start(rdp_doctor::sim::demo_world()).await;
+        let report = room
+            .run("/rdp check vm:udr-01 from:203.0.113.9")
+            .await
+            .final_edit()
+            .await;
+        let (shown, _) = report
+            .text
+            .split_once("# Serial log")
+            .expect("the serial log under the report");
+        assert!(
+            shown.contains("## ❌ The reply finds its way back to you\nThe reply to 203.0.113.9 goes to the virtual appliance 10.0.254.4: route to-firewall (0.0.0.0/0) in route table rt-snet-udr\nNetwork Watcher: TCP 3389 from 203.0.113.9 is allowed by securityRules/allow-rdp\nrdp-doctor's reading of the effective rules: allowed by allow-rdp\nRoute table rt-snet-udr is used by subnet snet-udr.\n"),
+            "{shown}"
+        );
+        let fix = "Remove the route that sends the reply away";
+        assert!(report.text.contains(&format!("[{fix}]")), "{}", report.text);
+        // The fix needs admin (the operator's refusal is the fix tests'); Ada is one.
+        let ada = User::new(4010, "ada", &[5002]);
+        let prompt = room
+            .as_user(&ada)
+            .click(&report, fix)
+            .await
+            .edit_saying("[Confirm]")
+            .await;
+        assert!(
+            prompt.text.contains("Remove route to-firewall (0.0.0.0/0 to virtual appliance 10.0.254.4) from route table rt-snet-udr")
+                && prompt.text.contains("To undo: az network route-table route create"),
+            "{}",
+            prompt.text
+        );
+        room.as_user(&ada).click(&prompt, "Confirm").await.answer().await;
+        let done = loop {
+            let edit = room.next_edit().await;
+            if edit.text.contains("succeeded") || edit.text.contains("failed") {
+                break edit;
+            }
+        };
+        assert!(done.text.contains("# ✅ remove-route of udr-01 succeeded"), "{}", done.text);
+        assert!(done.text.contains("• network-path: fail → pass"), "{}", done.text);
+        let deletes = room
+            .sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| e.method == "DELETE" && e.path.contains("/routes/to-firewall"))
+            .count();
+        assert_eq!(deletes, 1);
         room.assert_clean();
     })
     .await

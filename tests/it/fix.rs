@@ -106,8 +106,10 @@ impl Bench {
             .iter()
             .filter(|e| {
                 e.method == "PUT"
+                    || e.method == "DELETE"
                     || (e.method == "POST"
                         && !e.path.contains("effectiveNetworkSecurityGroups")
+                        && !e.path.contains("effectiveRouteTable")
                         && !e.path.contains("retrieveBootDiagnosticsData")
                         && !e.path.contains("oauth2"))
             })
@@ -1600,6 +1602,128 @@ async fn past_the_settle_deadline_it_says_still_settling_and_never_suggests_the_
                 .any(|n| n.starts_with("Not suggesting another restart now")),
             "{:?}",
             outcome.notes
+        );
+    })
+    .await
+}
+
+// ---- the way back: remove-route (issue 13) ------------------------------------------------
+
+#[tokio::test]
+async fn remove_route_deletes_the_route_once_names_every_subnet_and_the_recheck_passes() {
+    within(async {
+        let world = World::new()
+            .vm("udr-01")
+            .default_route_to_appliance("10.0.254.4");
+        let b = Bench::start(world).await;
+        let udr = b.vm("udr-01").await;
+        // Admin level: an operator may not.
+        let refused = b
+            .operator
+            .request(&person("olly"), None, &udr, FixRequest::RemoveRoute)
+            .await;
+        assert!(
+            matches!(refused, Err(OperateError::Denied(_))),
+            "{:?}",
+            refused.err()
+        );
+        let prompt = b.ask("alice", &udr, FixRequest::RemoveRoute).await;
+        assert_eq!(
+            prompt.plan.headline,
+            "Remove route to-firewall (0.0.0.0/0 to virtual appliance 10.0.254.4) from route table udr-01-rt"
+        );
+        let text = prompt.plan.consequences.join("\n");
+        assert!(
+            text.contains("Route table udr-01-rt is used by subnet udr-01-snet: every VM there loses the route, not only udr-01."),
+            "{text}"
+        );
+        assert!(
+            text.contains("To undo: az network route-table route create --subscription 11111111-1111-1111-1111-111111111111 --resource-group rg-web --route-table-name udr-01-rt --name to-firewall --address-prefix 0.0.0.0/0 --next-hop-type VirtualAppliance --next-hop-ip-address 10.0.254.4"),
+            "{text}"
+        );
+        assert!(b.writes().is_empty(), "nothing sent before Confirm: {:?}", b.writes());
+        let (outcome, _) = b.confirm_saying("alice", &prompt.confirmation_id).await;
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+        assert_eq!(
+            b.writes(),
+            vec!["DELETE /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-web/providers/Microsoft.Network/routeTables/udr-01-rt/routes/to-firewall"],
+        );
+        assert!(
+            outcome
+                .changes
+                .iter()
+                .any(|c| c.starts_with("network-path: fail → pass")),
+            "{:?}",
+            outcome.changes
+        );
+        assert_eq!(outcome.after.as_ref().expect("re-checked").verdict.as_str(), "ok");
+        let audit = b
+            .operator
+            .store
+            .recent_audit(Some("udr-01"), 50)
+            .await
+            .unwrap();
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.command == "remove-route" && e.result == "succeeded"),
+            "{audit:#?}"
+        );
+        // Nothing left to remove: refused before anything is sent.
+        let again = b
+            .operator
+            .request(&person("alice"), None, &udr, FixRequest::RemoveRoute)
+            .await;
+        match again {
+            Err(OperateError::Refused(r)) => {
+                assert!(r.reason.contains("there is nothing to remove"), "{}", r.reason)
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|p| p.plan.headline)),
+        }
+        assert_eq!(b.writes().len(), 1);
+    })
+    .await
+}
+
+/// Azure deletes the route and the answer is lost: the DELETE is not sent again; reading the
+/// route back says Azure did it.
+#[tokio::test]
+async fn a_lost_answer_to_a_route_delete_is_read_back_not_resent() {
+    within(async {
+        let options = support::failing(vec![Fault::new(
+            "/routes/",
+            FaultKind::AppliedThenStatus(500),
+        )
+        .method("DELETE")]);
+        let world = World::new()
+            .vm("udr-01")
+            .default_route_to_appliance("10.0.254.4");
+        let b = Bench::with(world, options, POLICY).await;
+        let udr = b.vm("udr-01").await;
+        let prompt = b.ask("alice", &udr, FixRequest::RemoveRoute).await;
+        let (outcome, said) = b.confirm_saying("alice", &prompt.confirmation_id).await;
+        assert!(
+            outcome.result.is_ok(),
+            "{:?} {:?}",
+            outcome.result,
+            said.lines()
+        );
+        assert!(
+            said.lines()
+                .iter()
+                .any(|l| l.starts_with("it did: route to-firewall is gone")),
+            "{:?}",
+            said.lines()
+        );
+        let deletes: Vec<String> = b
+            .writes()
+            .into_iter()
+            .filter(|w| w.starts_with("DELETE"))
+            .collect();
+        assert_eq!(
+            deletes.len(),
+            1,
+            "the DELETE reached Azure once: {deletes:?}"
         );
     })
     .await

@@ -10,6 +10,7 @@ mod discord;
 mod fake_discord;
 mod fix;
 mod metrics;
+mod network_path;
 mod replicas;
 mod runbook;
 mod serve;

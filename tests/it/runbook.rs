@@ -8,6 +8,8 @@ use crate::support;
 mod credentials;
 /// Run Command and the simulator's guest through `Arm::run_command`.
 mod guest;
+/// The guest checks through the door: each failure, skips, one at a time, timeouts.
+mod guest_check;
 /// Tracing spans from the person's command to Azure's request id.
 mod spans;
 /// One sweep per scope across replicas sharing a database, through the door.
@@ -45,7 +47,7 @@ async fn healthy_vm_passes_every_check() {
         for f in &report.findings {
             assert_eq!(f.status.as_str(), "pass", "{f:?}");
         }
-        assert_eq!(report.findings.len(), 6);
+        assert_eq!(report.findings.len(), 7);
         assert_eq!(next_action(&report), None);
         let nsg = &finding(&report, "nsg").evidence;
         assert_eq!(nsg["allowed"], true);
@@ -258,7 +260,8 @@ async fn effective_nsg_polls_until_done() {
             .iter()
             .filter(|e| e.method == "GET" && e.path.contains("operationResults"))
             .count();
-        assert_eq!(polls, 4, "three 202s, then the 200 with the result");
+        // The effective routes, ready at once, are polled once beside them.
+        assert_eq!(polls, 5, "three 202s, then the 200 with the result");
     })
     .await
 }
@@ -291,9 +294,10 @@ async fn a_check_waits_out_azures_seconds_for_effective_rules_at_its_own_poll_in
             .iter()
             .filter(|e| e.method == "GET" && e.path.contains("operationResults"))
             .count();
+        // The effective routes take as long and are polled as often, side by side.
         assert!(
-            (4..=6).contains(&polls),
-            "{polls} polls: one every 300 ms until 1.2 s"
+            (8..=12).contains(&polls),
+            "{polls} polls: one every 300 ms until 1.2 s, for each of the two"
         );
     })
     .await
@@ -1131,7 +1135,7 @@ async fn a_cancelled_sweep_stops_and_returns_the_rows_so_far() {
 // ---- the critical path -------------------------------------------------------------------
 
 #[tokio::test]
-async fn a_healthy_check_of_a_listed_vm_costs_six_requests_two_deep() {
+async fn a_healthy_check_of_a_listed_vm_costs_eight_requests_two_deep() {
     within(async {
         let options = SimOptions {
             latency: Duration::from_millis(100),
@@ -1161,9 +1165,11 @@ async fn a_healthy_check_of_a_listed_vm_costs_six_requests_two_deep() {
         .await
         .expect("report");
         assert_eq!(report.verdict, Verdict::Ok, "{:#?}", report.findings);
+        // The VM, Resource Health, the NIC, boot diagnostics, and two long-running POSTs
+        // (effective security rules, effective routes) with one poll each.
         assert_eq!(
             report.stats.arm_requests,
-            6,
+            8,
             "{:#?}",
             &h.sim.stats().log[before..]
         );
@@ -1188,8 +1194,8 @@ async fn a_healthy_check_of_a_listed_vm_costs_six_requests_two_deep() {
             0,
             "the NIC read expands the public IP"
         );
-        // Two requests deep: every request but the effective-NSG result starts before the
-        // first answer (100 ms each), so the check is one round trip plus that one.
+        // Two requests deep: every request but the effective-NSG and effective-route results
+        // starts before the first answer (100 ms each), so the check is one round trip plus that one.
         let first_answer = log[before..]
             .iter()
             .map(|e| e.finished_us)

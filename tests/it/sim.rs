@@ -201,12 +201,13 @@ async fn demo_world_loads_and_lists_every_vm_through_sdk_paging() {
             "cert-01",
             "lic-01",
             "disk-01",
+            "udr-01",
         ];
         names.sort();
         expected.sort();
         assert_eq!(names, expected);
-        // 18 VMs in the first subscription need 9 pages, the others one each.
-        assert_eq!(sim.stats().by_route["GET virtualMachines (list)"], 11);
+        // 19 VMs in the first subscription need 10 pages, the others one each.
+        assert_eq!(sim.stats().by_route["GET virtualMachines (list)"], 12);
         sim.shutdown().await;
     })
     .await;
@@ -2664,4 +2665,139 @@ async fn a_vm_list_refuses_the_instance_view_without_a_filter_by_default() {
         sim.shutdown().await;
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The network path: route tables, effective routes, Network Watcher
+
+/// Polls a Location until the 200 with the result.
+async fn result_at(sim: &Simulator, accepted: &Raw, token: &str) -> Value {
+    assert_eq!(accepted.status, StatusCode::Accepted, "{}", accepted.text());
+    let location = accepted.header("location").expect("Location");
+    loop {
+        let poll = raw(sim, Method::Get, &location, Some(token)).await;
+        if poll.status == StatusCode::Ok {
+            return poll.json();
+        }
+        assert_eq!(poll.status, StatusCode::Accepted, "{}", poll.text());
+    }
+}
+
+#[tokio::test]
+async fn route_tables_watchers_and_the_route_delete_answer_in_the_specs_shapes() {
+    use azure_mgmt_network::package_2024_03::models;
+    within(async {
+        let sim = start(demo_world()).await;
+        let token = token(&sim).await;
+        let rg = format!("/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Network");
+        // The route table and the subnet pointing at it parse into the SDK's models.
+        let table: models::RouteTable = serde_json::from_value(
+            raw(&sim, Method::Get, &format!("{rg}/routeTables/rt-snet-udr?api-version=2024-03-01"), Some(&token)).await.json(),
+        )
+        .expect("RouteTable");
+        let props = table.properties.expect("properties");
+        assert_eq!(props.routes[0].name.as_deref(), Some("to-firewall"));
+        assert!(props.subnets[0].sub_resource.id.as_deref().is_some_and(|s| s.ends_with("/subnets/snet-udr")));
+        let subnet = raw(&sim, Method::Get, &format!("{rg}/virtualNetworks/vnet-web/subnets/snet-udr?api-version=2024-03-01"), Some(&token)).await.json();
+        assert!(subnet["properties"]["routeTable"]["id"].as_str().is_some_and(|id| id.ends_with("/routeTables/rt-snet-udr")));
+
+        // Effective routes: the system default shadowed by the user route.
+        let accepted = raw(&sim, Method::Post, &format!("{rg}/networkInterfaces/udr-01-nic/effectiveRouteTable?api-version=2024-03-01"), Some(&token)).await;
+        let routes: models::EffectiveRouteListResult =
+            serde_json::from_value(result_at(&sim, &accepted, &token).await).expect("EffectiveRouteListResult");
+        let default: Vec<_> = routes.value.iter().filter(|r| r.address_prefix == ["0.0.0.0/0"]).collect();
+        assert_eq!(default.len(), 2);
+        assert!(default.iter().any(|r| r.name.as_deref() == Some("to-firewall") && r.next_hop_ip_address == ["10.0.254.4"]));
+        assert!(default.iter().any(|r| r.name.is_none() && r.state == Some(models::effective_route::State::Invalid)));
+
+        // Network Watcher: one per region with VMs, in NetworkWatcherRG.
+        let watchers: models::NetworkWatcherListResult = serde_json::from_value(
+            raw(&sim, Method::Get, &format!("/subscriptions/{SUB}/providers/Microsoft.Network/networkWatchers?api-version=2024-03-01"), Some(&token)).await.json(),
+        )
+        .expect("NetworkWatcherListResult");
+        let names: Vec<&str> = watchers.value.iter().filter_map(|w| w.resource.name.as_deref()).collect();
+        assert_eq!(names, ["NetworkWatcher_eastus", "NetworkWatcher_westeurope"]);
+        let watcher = format!("/subscriptions/{SUB}/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/NetworkWatcher_westeurope");
+        let vm = format!("/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/udr-01");
+        let flow = serde_json::json!({"targetResourceId": vm, "direction": "Inbound", "protocol": "TCP", "localPort": "3389", "remotePort": "49152", "localIPAddress": "10.0.3.4", "remoteIPAddress": "203.0.113.9"});
+        let accepted = raw_json(&sim, Method::Post, &format!("{watcher}/ipFlowVerify?api-version=2024-03-01"), &token, &flow).await;
+        let verdict: models::VerificationIpFlowResult =
+            serde_json::from_value(result_at(&sim, &accepted, &token).await).expect("VerificationIpFlowResult");
+        assert_eq!(verdict.access, Some(models::Access::Allow));
+        assert_eq!(verdict.rule_name.as_deref(), Some("securityRules/allow-rdp"));
+        let hop = serde_json::json!({"targetResourceId": vm, "sourceIPAddress": "10.0.3.4", "destinationIPAddress": "203.0.113.9"});
+        let accepted = raw_json(&sim, Method::Post, &format!("{watcher}/nextHop?api-version=2024-03-01"), &token, &hop).await;
+        let next: Value = result_at(&sim, &accepted, &token).await;
+        assert_eq!(next["nextHopType"], "VirtualAppliance");
+        assert_eq!(next["nextHopIpAddress"], "10.0.254.4");
+        assert!(next["routeTableId"].as_str().is_some_and(|id| id.ends_with("/routeTables/rt-snet-udr")));
+        let web = serde_json::json!({"targetResourceId": vm.replace("udr-01", "web-01"), "sourceIPAddress": "10.0.1.4", "destinationIPAddress": "203.0.113.9"});
+        let accepted = raw_json(&sim, Method::Post, &format!("{watcher}/nextHop?api-version=2024-03-01"), &token, &web).await;
+        let next: Value = result_at(&sim, &accepted, &token).await;
+        assert_eq!((next["nextHopType"].as_str(), next["routeTableId"].as_str()), (Some("Internet"), Some("System Route")));
+        let elsewhere = raw_json(&sim, Method::Post, &format!("{}/ipFlowVerify?api-version=2024-03-01", watcher.replace("westeurope", "northeurope")), &token, &flow).await;
+        assert_eq!(elsewhere.status, StatusCode::NotFound, "no watcher in a region without VMs");
+
+        // The route DELETE: 202 with both operation URLs, the route gone when it ends; a
+        // second DELETE finds nothing (204).
+        let route = format!("{rg}/routeTables/rt-snet-udr/routes/to-firewall?api-version=2024-03-01");
+        let deleted = raw(&sim, Method::Delete, &route, Some(&token)).await;
+        assert_eq!(deleted.status, StatusCode::Accepted, "{}", deleted.text());
+        let status_url = deleted.header("azure-asyncoperation").expect("Azure-AsyncOperation");
+        assert!(deleted.header("location").is_some());
+        loop {
+            let status = raw(&sim, Method::Get, &status_url, Some(&token)).await.json();
+            if status["status"] == "Succeeded" {
+                break;
+            }
+        }
+        assert_eq!(raw(&sim, Method::Get, &route, Some(&token)).await.status, StatusCode::NotFound);
+        assert_eq!(raw(&sim, Method::Delete, &route, Some(&token)).await.status, StatusCode::NoContent);
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn network_watcher_and_route_actions_need_their_rbac_actions() {
+    within(async {
+        let world = demo_world()
+            .principal("00000000-0000-0000-0000-0000000000c1", "reader")
+            .role_at("Reader", &format!("/subscriptions/{SUB}"));
+        let sim = start(world).await;
+        let token = sim_token(&sim, "00000000-0000-0000-0000-0000000000c1", "reader").await;
+        let rg = format!("/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Network");
+        let table = raw(&sim, Method::Get, &format!("{rg}/routeTables/rt-snet-udr?api-version=2024-03-01"), Some(&token)).await;
+        assert_eq!(table.status, StatusCode::Ok, "Reader reads route tables");
+        for (method, path, action) in [
+            (Method::Delete, format!("{rg}/routeTables/rt-snet-udr/routes/to-firewall"), "Microsoft.Network/routeTables/routes/delete"),
+            (Method::Post, format!("{rg}/networkInterfaces/udr-01-nic/effectiveRouteTable"), "Microsoft.Network/networkInterfaces/effectiveRouteTable/action"),
+            (Method::Post, format!("/subscriptions/{SUB}/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/NetworkWatcher_westeurope/ipFlowVerify"), "Microsoft.Network/networkWatchers/ipFlowVerify/action"),
+            (Method::Post, format!("/subscriptions/{SUB}/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/NetworkWatcher_westeurope/nextHop"), "Microsoft.Network/networkWatchers/nextHop/action"),
+        ] {
+            let refused = raw(&sim, method, &format!("{path}?api-version=2024-03-01"), Some(&token)).await;
+            assert_eq!(refused.status, StatusCode::Forbidden, "{path}");
+            assert!(refused.text().contains(action), "{}", refused.text());
+        }
+        sim.shutdown().await;
+    })
+    .await;
+}
+
+/// A token for one of the world's principals.
+async fn sim_token(sim: &Simulator, client_id: &str, secret: &str) -> String {
+    let scope = format!("{}/.default", sim.url());
+    ClientSecretCredential::new(
+        azure_core::new_http_client(),
+        Url::parse(&sim.url()).expect("url"),
+        "tenant-of-tests".to_owned(),
+        client_id.to_owned(),
+        secret.to_owned(),
+    )
+    .get_token(&[&scope])
+    .await
+    .expect("token")
+    .token
+    .secret()
+    .to_owned()
 }

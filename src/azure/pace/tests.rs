@@ -108,7 +108,11 @@ fn an_unreported_bucket_is_probed_by_a_few_and_a_silent_route_is_not_paced() {
     let (a, first) = pacer.ticket(&key(), I, t0);
     let (_, second) = pacer.ticket(&key(), I, t0);
     let (_, third) = pacer.ticket(&key(), I, t0);
-    assert_eq!((first, second, third), (Go::Now, Go::Now, Go::Later));
+    let (_, fourth) = pacer.ticket(&key(), I, t0);
+    assert_eq!(
+        (first, second, third, fourth),
+        (Go::Now, Go::Now, Go::Now, Go::Later)
+    );
     // An answer without any rate-limit header: that route goes unpaced from now on.
     pacer.learn("s", "GET other", a, &Headers::new(), t0);
     assert_eq!(pacer.class_of("GET other", &azure_core::Method::Get), None);

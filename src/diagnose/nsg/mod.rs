@@ -23,6 +23,13 @@ struct Evidence<'a> {
     source: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     only_from: Vec<String>,
+    /// The port judged, when it is not RDP's own (the guest's listener moved it).
+    #[serde(skip_serializing_if = "is_rdp_port")]
+    port: u16,
+}
+
+fn is_rdp_port(port: &u16) -> bool {
+    *port == RDP_PORT
 }
 
 fn describe_source(source: &TrafficSource) -> String {
@@ -32,8 +39,11 @@ fn describe_source(source: &TrafficSource) -> String {
     }
 }
 
+/// The finding for `probe`: TCP `probe.port` (3389 unless the guest's listener says otherwise)
+/// from its source to the VM.
 pub fn check(nsgs: &[EffectiveNsg], probe: &Probe) -> Finding {
     let verdict = evaluate(nsgs, probe);
+    let port = probe.port;
     let source = describe_source(&probe.source);
     let deciding = verdict.deciding.as_ref();
     let only_from: Vec<String> = verdict
@@ -56,6 +66,7 @@ pub fn check(nsgs: &[EffectiveNsg], probe: &Probe) -> Finding {
         nsg: deciding.map(|r| r.nsg.as_str()),
         source: source.clone(),
         only_from: only_from.clone(),
+        port,
     };
     let from = match probe.source {
         TrafficSource::Internet => "from the Internet".to_string(),
@@ -65,13 +76,15 @@ pub fn check(nsgs: &[EffectiveNsg], probe: &Probe) -> Finding {
         (true, None) => Finding::new(
             CheckId::Nsg,
             Status::Pass,
-            format!("No network security group applies to the NIC: TCP {RDP_PORT} is not filtered {from}"),
+            format!(
+                "No network security group applies to the NIC: TCP {port} is not filtered {from}"
+            ),
         ),
         (true, Some(rule)) => Finding::new(
             CheckId::Nsg,
             Status::Pass,
             format!(
-                "TCP {RDP_PORT} {from} is allowed by rule {} (priority {}) in NSG {}",
+                "TCP {port} {from} is allowed by rule {} (priority {}) in NSG {}",
                 rule.rule, rule.priority, rule.nsg
             ),
         ),
@@ -86,7 +99,7 @@ pub fn check(nsgs: &[EffectiveNsg], probe: &Probe) -> Finding {
                     CheckId::Nsg,
                     Status::Warn,
                     format!(
-                        "TCP {RDP_PORT} is open only from {}; from anywhere else it is denied by {by}",
+                        "TCP {port} is open only from {}; from anywhere else it is denied by {by}",
                         verdict
                             .narrower_allows
                             .iter()
@@ -98,12 +111,19 @@ pub fn check(nsgs: &[EffectiveNsg], probe: &Probe) -> Finding {
                 .detail(format!("Allowed only by: {}", only_from.join("; ")))
                 .detail("Run the check again with --from YOUR_PUBLIC_IP to test your own address.")
             } else {
-                Finding::new(
+                let denied = Finding::new(
                     CheckId::Nsg,
                     Status::Fail,
-                    format!("TCP {RDP_PORT} {from} is denied by {by}"),
-                )
-                .suggests(ActionId::OpenRdpPort)
+                    format!("TCP {port} {from} is denied by {by}"),
+                );
+                if port == RDP_PORT {
+                    denied.suggests(ActionId::OpenRdpPort)
+                } else {
+                    // The runbook's open-rdp-port fix opens 3389, which nothing listens on.
+                    denied.detail(format!(
+                        "Add an inbound allow rule for TCP {port}, or move the listener back to {RDP_PORT} (fix `reset-rdp-port`)."
+                    ))
+                }
             }
         }
     };

@@ -50,12 +50,21 @@ fn builtin_runbook_loads() {
         [
             ActionId::Start,
             ActionId::OpenRdpPort,
+            ActionId::RemoveRoute,
+            ActionId::EnableRdp,
+            ActionId::StartTermservice,
+            ActionId::ResetRdpPort,
+            ActionId::EnableFirewallRdp,
+            ActionId::RenewRdpCertificate,
+            ActionId::FreeDiskSpace,
+            ActionId::RemoveRdshRole,
             ActionId::ResetRdpConfig,
             ActionId::ResetPassword,
             ActionId::Restart,
             ActionId::Redeploy
         ]
     );
+    assert_eq!(catalog.commands.guest, Permission::Operate);
     let errors: Vec<&str> = catalog.errors.iter().map(|e| e.id.as_str()).collect();
     // The five of the seed first, then the rest of Microsoft's RDP error articles.
     assert_eq!(

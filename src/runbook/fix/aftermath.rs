@@ -1,6 +1,6 @@
 //! After a write whose answer was lost (timeout, dropped connection, 5xx): read what Azure has
 //! now (the VM's power and provisioning state, the extension and the `forceUpdateTag` of our
-//! PUT, the rule) to learn whether it acted, instead of sending the write a second time.
+//! PUT, the rule, the route a delete removes) to learn whether it acted, instead of sending the write a second time.
 
 use super::{Plan, Step};
 use crate::azure::{Arm, ArmError, PowerAction};
@@ -66,6 +66,16 @@ pub async fn what_azure_did(arm: &Arm, plan: &Plan, tag: &str) -> Result<Learned
             "Run Command leaves no trace Azure Resource Manager can show, so whether the `{fix}` script ran on {} is read from inside the guest next",
             plan.vm.name
         ))),
+        Step::Route { table_id, route } => {
+            let table = table_id.rsplit('/').next().unwrap_or(table_id);
+            Ok(match arm.route_state(table_id, route).await? {
+                None => Learned::Done(format!("route {route} is gone from route table {table}")),
+                Some(state) if state.eq_ignore_ascii_case("deleting") => Learned::InProgress(
+                    format!("route {route} of route table {table} is being deleted"),
+                ),
+                Some(_) => Learned::NotDone(format!("route table {table} still has route {route}")),
+            })
+        }
         Step::Rule { nsg_id, rule } => {
             let nsg = nsg_id.rsplit('/').next().unwrap_or(nsg_id);
             let state = arm.rule_state(nsg_id, &rule.name).await?;

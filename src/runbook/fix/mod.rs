@@ -8,6 +8,7 @@ mod aftermath;
 mod guest;
 mod open_rdp_port;
 mod power;
+mod remove_route;
 mod reset_password;
 mod reset_rdp_config;
 
@@ -41,6 +42,7 @@ pub enum FixRequest {
     },
     /// One of the guest fixes ([`ActionId::GUEST`]): a script through Run Command.
     Guest(ActionId),
+    RemoveRoute,
 }
 
 impl FixRequest {
@@ -53,6 +55,7 @@ impl FixRequest {
             FixRequest::Redeploy => ActionId::Redeploy,
             FixRequest::OpenRdpPort { .. } => ActionId::OpenRdpPort,
             FixRequest::Guest(fix) => *fix,
+            FixRequest::RemoveRoute => ActionId::RemoveRoute,
         }
     }
 
@@ -107,6 +110,7 @@ impl Plan {
     pub fn other_resource(&self) -> Option<&str> {
         match &self.step {
             Step::Rule { nsg_id, .. } => Some(nsg_id),
+            Step::Route { table_id, .. } => Some(table_id),
             Step::Power(_) | Step::VmAccess { .. } | Step::GuestScript { .. } => None,
         }
     }
@@ -132,6 +136,11 @@ pub(crate) enum Step {
     /// The fix's script (`guest::script_lines`) through Run Command.
     GuestScript {
         fix: ActionId,
+    },
+    /// Delete one route of a route table.
+    Route {
+        table_id: String,
+        route: String,
     },
 }
 
@@ -184,6 +193,7 @@ pub async fn plan(arm: &Arm, facts: &Facts, request: &FixRequest) -> Result<Plan
             open_rdp_port::plan(arm, facts, source, *port).await
         }
         FixRequest::Guest(fix) => Ok(guest::plan(facts, *fix)?),
+        FixRequest::RemoveRoute => remove_route::plan(arm, facts).await,
     }
 }
 
@@ -241,6 +251,7 @@ pub async fn execute(
             arm.run_guest_fix(confirmed, &plan.vm, &script_lines(*fix))
                 .await
         }
+        (Step::Route { table_id, route }, _) => arm.delete_route(confirmed, table_id, route).await,
     }
 }
 

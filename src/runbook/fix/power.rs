@@ -132,6 +132,7 @@ mod tests {
                     allocation: Some(allocation.into()),
                     sku: None,
                 }),
+                subnet_id: None,
             }),
         }
     }

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 /// spec's example `NetworkInterfaceEffectiveNSGList.json` shows its first blocks, 32.0.0.0/3,
 /// 4.0.0.0/6, 2.0.0.0/7, 1.0.0.0/8): 0.0.0.0/0 without 0/8, 10/8, 172.16/12, 192.168/16 and
 /// 224/3. Listed here in address order; a rule matches the same set either way.
-fn internet() -> Vec<String> {
+pub(super) fn internet() -> Vec<String> {
     let net = |a, b, len| ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(a, b, 0, 0), len);
     let outside = [
         net(0, 0, 8),

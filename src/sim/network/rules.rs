@@ -196,7 +196,12 @@ fn rule_from_body(name: &str, body: &Value) -> Result<Rule, Reply> {
     })
 }
 
-fn network_operation_status_url(base: &str, sub: &str, location: &str, id: &str) -> String {
+pub(super) fn network_operation_status_url(
+    base: &str,
+    sub: &str,
+    location: &str,
+    id: &str,
+) -> String {
     format!(
         "{base}/subscriptions/{sub}/providers/Microsoft.Network/locations/{location}/operations/{id}?api-version=2024-03-01"
     )

@@ -265,6 +265,9 @@ impl Harness {
             .filter(|e| e.method != "GET")
             .filter(|e| {
                 !e.path.contains("/effectiveNetworkSecurityGroups")
+                    && !e.path.contains("/effectiveRouteTable")
+                    && !e.path.contains("/ipFlowVerify")
+                    && !e.path.contains("/nextHop")
                     && !e.path.contains("/retrieveBootDiagnosticsData")
                     && !e.path.contains("/oauth2/")
             })
