@@ -63,9 +63,9 @@ async fn guest_json_holds_the_guest_findings() {
             .iter()
             .map(|f| f["step"].as_str().unwrap())
             .collect();
-        assert_eq!(steps.len(), 14, "{steps:?}");
-        assert_eq!(&steps[6..], CheckId::GUEST.map(CheckId::as_str));
-        for f in &report["findings"].as_array().unwrap()[6..] {
+        assert_eq!(steps.len(), 15, "{steps:?}");
+        assert_eq!(&steps[7..], CheckId::GUEST.map(CheckId::as_str));
+        for f in &report["findings"].as_array().unwrap()[7..] {
             assert_eq!(keys(f), ["evidence", "status", "step", "summary"]);
             assert_eq!(f["status"], "pass", "{f}");
         }

@@ -57,8 +57,10 @@ TCP 3389 from the Internet is allowed by rule allow-rdp (priority 1000) in NSG f
 Resource Health: Available
 ## ✅ Boot diagnostics: console screenshot and serial log
 Console screenshot captured; serial log has 40 recent lines
+## ✅ The reply finds its way back to you
+Replies to the Internet go to the Internet (system route 0.0.0.0/0)
 [image attachment://console-fw-01.png]
--- 7 ARM requests · <elapsed>
+-- 9 ARM requests · <elapsed>
 "#);
         assert!(
             serial.ends_with("[Look inside the VM]\n[attachment console-fw-01.png]\n"),
@@ -98,6 +100,8 @@ TCP 3389 from the Internet is allowed by rule allow-rdp (priority 1000) in NSG f
 Resource Health: Available
 ## ✅ Boot diagnostics: console screenshot and serial log
 Console screenshot captured; serial log has 40 recent lines
+## ✅ The reply finds its way back to you
+Replies to the Internet go to the Internet (system route 0.0.0.0/0)
 ## ✅ Remote Desktop is enabled in Windows
 Remote Desktop is enabled (fDenyTSConnections = 0)
 HKLM\SYSTEM\CurrentControlSet\Control\Terminal Server\fDenyTSConnections = 0

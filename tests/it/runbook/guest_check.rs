@@ -187,7 +187,7 @@ async fn a_healthy_guest_passes_every_guest_check_after_the_arm_report() {
         let events = events.into_inner().unwrap();
         assert_eq!(
             events[..2],
-            ["arm report of 6 findings", "run command"],
+            ["arm report of 7 findings", "run command"],
             "{events:?}"
         );
         assert_eq!(events[2..], vec!["guest finding"; 8], "{events:?}");
@@ -208,6 +208,7 @@ async fn a_healthy_guest_passes_every_guest_check_after_the_arm_report() {
                 "nsg",
                 "resource-health",
                 "boot-diagnostics",
+                "network-path",
                 "guest-rdp",
                 "guest-service",
                 "guest-listener",
@@ -218,7 +219,7 @@ async fn a_healthy_guest_passes_every_guest_check_after_the_arm_report() {
                 "guest-disk"
             ]
         );
-        assert_eq!(json["findings"][6]["evidence"]["fDenyTSConnections"], 0);
+        assert_eq!(json["findings"][7]["evidence"]["fDenyTSConnections"], 0);
     })
     .await
 }
