@@ -1089,8 +1089,12 @@ impl Operator {
         notes: &mut Vec<String>,
     ) -> Option<String> {
         match self.judge_guest(vm, action, false).await {
-            Ok((check, true, evidence)) => Some(format!("{check}: now passes ({evidence})")),
-            Ok((check, false, evidence)) => Some(format!("{check}: still fails ({evidence})")),
+            Ok((check, Status::Pass, evidence)) => {
+                Some(format!("{check}: now passes ({evidence})"))
+            }
+            Ok((check, status, evidence)) => {
+                Some(format!("{check}: {} ({evidence})", status.as_str()))
+            }
             Err(e) => {
                 notes.push(format!(
                     "could not read the guest again after `{action}`: {e}; `rdp-doctor check {} --guest` reads it",
@@ -1110,7 +1114,7 @@ impl Operator {
         vm: &VmRef,
         action: ActionId,
         wait_for_free: bool,
-    ) -> Result<(crate::diagnose::CheckId, bool, String), String> {
+    ) -> Result<(crate::diagnose::CheckId, Status, String), String> {
         let check = fix::guest_check(action);
         let settings = self.arm.settings();
         let deadline = tokio::time::Instant::now() + settings.operation_timeout;
@@ -1136,7 +1140,7 @@ impl Operator {
             }
         };
         match fix::judge_guest(action, &facts) {
-            Some((holds, evidence)) => Ok((check, holds, evidence)),
+            Some((status, evidence)) => Ok((check, status, evidence)),
             None => Err(format!("the guest's answer says nothing about {check}")),
         }
     }
@@ -1144,12 +1148,13 @@ impl Operator {
     /// After a guest fix's lost answer: whether the change is in the guest now.
     async fn learn_from_guest(&self, job: &mut Job<'_>) -> Learned {
         match self.judge_guest(job.vm, job.action, true).await {
-            Ok((check, true, evidence)) => {
+            Ok((check, Status::Pass, evidence)) => {
                 job.guest.rechecked = Some(format!("{check}: now passes ({evidence})"));
                 Learned::Done(format!("{check} passes ({evidence})"))
             }
-            Ok((check, false, evidence)) => Learned::NotDone(format!(
-                "{check} still fails ({evidence}): the change is not in place"
+            Ok((check, status, evidence)) => Learned::NotDone(format!(
+                "{check} is {} ({evidence}): the change is not in place",
+                status.as_str()
             )),
             Err(e) => Learned::CannotTell(format!("reading the guest failed: {e}")),
         }

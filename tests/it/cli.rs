@@ -931,7 +931,7 @@ async fn cli_guest_fixes_run_once_and_read_the_guest_again() {
             "To undo: `Set-ItemProperty",
             "enable-rdp of rdp-off-01 succeeded",
             "  fDenyTSConnections set to 0 (was 1)",
-            "  guest-rdp: now passes (fDenyTSConnections 0, no policy value)",
+            "  guest-rdp: now passes (Remote Desktop is enabled (fDenyTSConnections = 0))",
         ] {
             assert!(text.contains(line), "{line:?} in {text}");
         }

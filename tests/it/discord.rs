@@ -986,7 +986,7 @@ Confirmed by alice.
 
 Checked again: verdict **ok**.
 • fDenyTSConnections set to 0 (was 1)
-• guest-rdp: now passes (fDenyTSConnections 0, no policy value)
+• guest-rdp: now passes (Remote Desktop is enabled (fDenyTSConnections = 0))
 
 After each step, try to connect again.
 "#);

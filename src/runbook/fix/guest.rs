@@ -13,8 +13,8 @@
 //! `Confirmed`.
 
 use super::{Facts, Plan, Refusal, Step};
-use crate::diagnose::guest::{parse_fix, GuestFacts, FIX_OUTPUT_PREFIX};
-use crate::diagnose::{ActionId, CheckId, OsType};
+use crate::diagnose::guest::{findings, parse_fix, GuestFacts, FIX_OUTPUT_PREFIX};
+use crate::diagnose::{ActionId, CheckId, OsType, Status};
 
 /// The scripts, by fix. Each starts with its contract marker (a unit test checks).
 const SCRIPTS: [(ActionId, &str); 7] = [
@@ -237,146 +237,22 @@ pub fn read_output(fix: ActionId, stdout: &str, stderr: &str) -> ScriptReport {
     ScriptReport { changed, stderr }
 }
 
-/// The re-check of what `fix` changes, from the guest read after it: whether it now holds, and
-/// the evidence. `None` when the read did not report that part.
-pub fn judge(fix: ActionId, facts: &GuestFacts) -> Option<(bool, String)> {
-    match fix {
-        ActionId::EnableRdp => {
-            let rdp = facts.rdp.as_ref()?;
-            let effective = rdp.policy_deny.or(rdp.deny)?;
-            let policy = match rdp.policy_deny {
-                Some(v) => format!("policy value {v}"),
-                None => "no policy value".to_string(),
-            };
-            Some((
-                effective == 0,
-                format!(
-                    "fDenyTSConnections {}, {policy}",
-                    rdp.deny.map_or("unknown".into(), |v| v.to_string())
-                ),
-            ))
-        }
-        ActionId::StartTermservice => {
-            let service = facts.term_service.as_ref()?;
-            let status = service.status.as_deref().unwrap_or("unknown");
-            let start = service.start_type.as_deref().unwrap_or("unknown");
-            Some((
-                status == "Running" && start == "Automatic",
-                format!("TermService {status}, start type {start}"),
-            ))
-        }
-        ActionId::ResetRdpPort => {
-            let listener = facts.listener.as_ref()?;
-            let port = listener.port?;
-            let listening = listener.listening.unwrap_or(false);
-            Some((
-                port == 3389 && listening,
-                format!(
-                    "RDP-Tcp on port {port}, {}",
-                    if listening {
-                        "listening"
-                    } else {
-                        "nothing listening"
-                    }
-                ),
-            ))
-        }
-        ActionId::EnableFirewallRdp => {
-            let firewall = facts.firewall.as_ref()?;
-            let port = facts.listener.as_ref().and_then(|l| l.port).unwrap_or(3389);
-            let allowing: Vec<&str> = firewall
-                .rules
-                .iter()
-                .filter(|r| {
-                    r.enabled
-                        && r.action.eq_ignore_ascii_case("Allow")
-                        && r.protocol.as_deref().is_none_or(|p| {
-                            p.eq_ignore_ascii_case("TCP") || p.eq_ignore_ascii_case("Any")
-                        })
-                        && r.local_port.as_deref().is_some_and(|p| covers(p, port))
-                })
-                .map(|r| r.name.as_str())
-                .collect();
-            Some(match allowing.first() {
-                Some(_) => (
-                    true,
-                    format!("TCP {port} allowed by {}", allowing.join(", ")),
-                ),
-                None => (false, format!("no enabled inbound rule allows TCP {port}")),
-            })
-        }
-        ActionId::RenewRdpCertificate => {
-            let cert = facts.certificate.as_ref()?;
-            let not_after = cert.not_after.as_deref()?;
-            let parse = |t: &str| {
-                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-            };
-            let now = facts
-                .checked_at
-                .as_deref()
-                .and_then(parse)
-                .unwrap_or_else(time::OffsetDateTime::now_utc);
-            let valid = parse(not_after)? > now;
-            Some((
-                valid,
-                format!(
-                    "RDP certificate {} {} {not_after}",
-                    cert.subject.as_deref().unwrap_or(""),
-                    if valid { "valid until" } else { "expired" }
-                ),
-            ))
-        }
-        ActionId::RemoveRdshRole => {
-            let licensing = facts.licensing.as_ref()?;
-            let pending = facts.pending_reboot.as_ref().is_some_and(|p| p.pending);
-            Some((
-                !licensing.rdsh_installed,
-                format!(
-                    "RD Session Host {}{}",
-                    if licensing.rdsh_installed {
-                        "still installed"
-                    } else {
-                        "not installed"
-                    },
-                    if pending {
-                        "; a restart is pending"
-                    } else {
-                        ""
-                    }
-                ),
-            ))
-        }
-        ActionId::FreeDiskSpace => {
-            let drive = facts.system_drive.as_ref()?;
-            let gib = drive.free_bytes as f64 / f64::from(1u32 << 30);
-            Some((
-                drive.free_bytes >= FREE_ENOUGH,
-                format!("{} has {gib:.1} GB free", drive.drive),
-            ))
-        }
-        _ => None,
-    }
-}
-
-/// Free space on the system drive below which Windows struggles to create sessions (profiles,
-/// page file, event logs).
-const FREE_ENOUGH: u64 = 1 << 30;
-
-/// Whether the firewall's local port text (`3389`, `3389-3390`, `3389,3390`, `Any`) covers
-/// `port`.
-fn covers(text: &str, port: u16) -> bool {
-    text.split(',').map(str::trim).any(|part| {
-        if part.eq_ignore_ascii_case("any") {
-            return true;
-        }
-        match part.split_once('-') {
-            Some((lo, hi)) => match (lo.trim().parse::<u16>(), hi.trim().parse::<u16>()) {
-                (Ok(lo), Ok(hi)) => (lo..=hi).contains(&port),
-                _ => false,
-            },
-            None => part.parse::<u16>() == Ok(port),
-        }
-    })
+/// The re-check of what `fix` changes, from the guest read after it: the status of its guest
+/// check (`diagnose::guest::findings`, judged at the guest's own clock) and that finding's
+/// summary. `None` when the findings have none for it.
+pub fn judge(fix: ActionId, facts: &GuestFacts) -> Option<(Status, String)> {
+    let now = facts
+        .checked_at
+        .as_deref()
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .unwrap_or_else(time::OffsetDateTime::now_utc);
+    let check = check(fix);
+    findings(facts, now)
+        .into_iter()
+        .find(|f| f.step == check)
+        .map(|f| (f.status, f.summary))
 }
 
 /// The guest check whose failure `fix` repairs.
@@ -512,15 +388,5 @@ mod tests {
         assert!(notes.contains("printed no RDP-DOCTOR-FIX line"), "{notes}");
         assert!(notes.contains("access denied"), "{notes}");
         assert!(read_output(ActionId::EnableRdp, "RDP-DOCTOR-FIX {not json", "").failed());
-    }
-
-    #[test]
-    fn firewall_ports_cover_ranges_and_lists() {
-        assert!(covers("3389", 3389));
-        assert!(covers("3380-3390", 3389));
-        assert!(covers("80, 3389", 3389));
-        assert!(covers("Any", 3390));
-        assert!(!covers("3390", 3389));
-        assert!(!covers("RPC", 3389));
     }
 }

@@ -147,7 +147,8 @@ async fn the_outcome_says_what_the_script_changed_and_what_the_guest_shows_now()
             outcome.changes,
             vec![
                 "fDenyTSConnections set to 0 (was 1)".to_string(),
-                "guest-rdp: now passes (fDenyTSConnections 0, no policy value)".to_string(),
+                "guest-rdp: now passes (Remote Desktop is enabled (fDenyTSConnections = 0))"
+                    .to_string(),
             ]
         );
         let lines = said.lines();
