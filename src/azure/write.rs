@@ -96,11 +96,12 @@ pub struct ConfiguredRule {
     pub inbound: bool,
 }
 
-/// A new inbound allow rule for TCP 3389.
+/// A new inbound allow rule for TCP 3389 (or the RDP listener's custom port).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRdpRule {
     pub name: String,
     pub priority: i32,
+    pub port: u16,
     /// An address, a CIDR, a service tag, or `*`.
     pub source: String,
     pub description: String,
@@ -288,7 +289,7 @@ impl Arm {
                 "description": rule.description,
                 "protocol": "Tcp",
                 "sourcePortRange": "*",
-                "destinationPortRange": "3389",
+                "destinationPortRange": rule.port.to_string(),
                 "sourceAddressPrefix": rule.source,
                 "destinationAddressPrefix": "*",
                 "access": "Allow",
@@ -416,7 +417,9 @@ pub struct ExtensionState {
 pub struct RuleState {
     pub priority: i32,
     pub source: Option<String>,
-    pub allows_inbound_3389: bool,
+    /// An inbound Allow rule, for `port` (its `destinationPortRange`).
+    pub allows_inbound: bool,
+    pub port: Option<String>,
     /// `Succeeded`, `Updating`, `Failed`…
     pub provisioning_state: Option<String>,
 }
@@ -475,13 +478,13 @@ impl Arm {
                 let Some(p) = rule.properties else {
                     return Ok(None);
                 };
-                let allows_inbound_3389 = matches!(p.access, network::SecurityRuleAccess::Allow)
-                    && matches!(p.direction, network::SecurityRuleDirection::Inbound)
-                    && p.destination_port_range.as_deref() == Some("3389");
+                let allows_inbound = matches!(p.access, network::SecurityRuleAccess::Allow)
+                    && matches!(p.direction, network::SecurityRuleDirection::Inbound);
                 Ok(Some(RuleState {
                     priority: p.priority,
                     source: p.source_address_prefix.clone(),
-                    allows_inbound_3389,
+                    allows_inbound,
+                    port: p.destination_port_range.clone(),
                     provisioning_state: p.provisioning_state.map(|s| format!("{s:?}")),
                 }))
             }

@@ -73,6 +73,55 @@ pub fn print_plan(prompt: &Prompt) {
     );
 }
 
+/// `rdp-doctor fix VM ACTION`: the request an action id names. The guest fixes and
+/// `open-rdp-port` (which needs `--source`); the others have commands of their own.
+pub fn request_by_id(
+    action: &str,
+    source: Option<&str>,
+    port: u16,
+) -> Result<FixRequest, CliError> {
+    use crate::diagnose::ActionId;
+    let id = action.trim();
+    let Some(action) = ActionId::parse(id) else {
+        return Err(CliError::usage(format!(
+            "unknown fix `{id}`; fixes are {}",
+            ActionId::ALL.map(ActionId::as_str).join(", ")
+        )));
+    };
+    if source.is_some() && action != ActionId::OpenRdpPort {
+        return Err(CliError::usage(format!(
+            "--source is for open-rdp-port, not `{action}`"
+        )));
+    }
+    match action {
+        guest @ (ActionId::EnableRdp
+        | ActionId::StartTermservice
+        | ActionId::ResetRdpPort
+        | ActionId::EnableFirewallRdp
+        | ActionId::RenewRdpCertificate
+        | ActionId::RemoveRdshRole
+        | ActionId::FreeDiskSpace) => Ok(FixRequest::Guest(guest)),
+        ActionId::OpenRdpPort => {
+            let Some(source) = source else {
+                return Err(CliError::usage(
+                    "open-rdp-port needs --source: an IPv4 address, a CIDR, a service tag, or `anywhere`",
+                ));
+            };
+            crate::runbook::fix::parse_source(source)
+                .map(|source| FixRequest::OpenRdpPort { source, port })
+                .map_err(CliError::usage)
+        }
+        ActionId::Start => Ok(FixRequest::Start),
+        ActionId::Restart => Ok(FixRequest::Restart),
+        ActionId::Redeploy => Ok(FixRequest::Redeploy),
+        ActionId::ResetRdpConfig => Ok(FixRequest::ResetRdpConfig),
+        ActionId::RemoveRoute => Ok(FixRequest::RemoveRoute),
+        ActionId::ResetPassword => Err(CliError::usage(
+            "reset-password has its own command: `rdp-doctor reset-password VM --user NAME`",
+        )),
+    }
+}
+
 /// Print what a fix did; a fix that failed or still runs is the error returned.
 pub fn print_outcome(outcome: &Outcome) -> Result<Done, CliError> {
     for note in &outcome.notes {

@@ -210,13 +210,33 @@ enum Command {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Allow inbound TCP 3389 in the NSG that blocks it (asks for confirmation).
+    /// Allow inbound TCP 3389 (or `--port`) in the NSG that blocks it (asks for confirmation).
     OpenRdp {
         #[command(flatten)]
         fix: FixArgs,
         /// Who may connect: an IPv4 address, a CIDR, a service tag, or `anywhere`.
         #[arg(long)]
         source: String,
+        /// The port the VM's RDP listener is on, when a guest check found it moved.
+        #[arg(long, default_value_t = 3389, value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+    },
+    /// Run one of the runbook's fixes by its id, the guest fixes included (asks for
+    /// confirmation): enable-rdp, start-termservice, reset-rdp-port, enable-firewall-rdp,
+    /// renew-rdp-certificate, remove-rdsh-role, free-disk-space (scripts run as SYSTEM through
+    /// Run Command), or open-rdp-port with `--source` (and `--port`).
+    Fix {
+        #[command(flatten)]
+        fix: FixArgs,
+        /// The fix's id, as `check` recommends it.
+        action: String,
+        /// For open-rdp-port: who may connect (an IPv4 address, a CIDR, a service tag, or
+        /// `anywhere`).
+        #[arg(long)]
+        source: Option<String>,
+        /// For open-rdp-port: the port the VM's RDP listener is on.
+        #[arg(long, default_value_t = 3389, value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
     },
     /// Remove the route that sends the VM's replies to the Internet to an appliance or to None
     /// (asks for confirmation; admin).
@@ -499,11 +519,22 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
             })
             .await
         }
-        Command::OpenRdp { fix, source } => {
+        Command::OpenRdp { fix, source, port } => {
             run_fix(fix, move |_| {
                 crate::runbook::fix::parse_source(&source)
-                    .map(|source| FixRequest::OpenRdpPort { source })
+                    .map(|source| FixRequest::OpenRdpPort { source, port })
                     .map_err(CliError::usage)
+            })
+            .await
+        }
+        Command::Fix {
+            fix,
+            action,
+            source,
+            port,
+        } => {
+            run_fix(fix, move |_| {
+                fix::request_by_id(&action, source.as_deref(), port)
             })
             .await
         }

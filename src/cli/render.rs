@@ -4,7 +4,7 @@
 //! is printed goes through anstream's streams, which turn the escapes into console calls on a
 //! Windows console without ANSI support.
 
-use crate::diagnose::{CheckId, Finding, Status};
+use crate::diagnose::{ActionId, CheckId, Finding, Status};
 use crate::runbook::catalog::{Catalog, ClientError};
 use crate::runbook::{Event, Report, Verdict};
 use anstream::{stream::RawStream, AutoStream, ColorChoice};
@@ -276,6 +276,21 @@ fn next_step(out: &mut String, report: &Report, catalog: &Catalog, style: &Style
                 step.next_step,
                 style.dim(&step.doc)
             ));
+            let action = report.next_action;
+            if let Some(guest) = action.filter(|a| a.is_guest()) {
+                out.push_str(&format!(
+                    "  Run it: rdp-doctor fix {} {guest}\n",
+                    report.vm.name
+                ));
+            }
+            if action == Some(ActionId::ResetRdpPort) {
+                // The other way out: leave the listener where it is and open the NSG for it.
+                out.push_str(&format!(
+                    "  Or open the NSG for the port it listens on: rdp-doctor fix {} open-rdp-port --source YOUR.IP.ADDRESS --port {}\n",
+                    report.vm.name,
+                    listener_port(report).map_or("PORT".to_string(), |p| p.to_string())
+                ));
+            }
             out.push_str(&format!("  {}\n", catalog.texts.reconnect));
         }
         None => {
@@ -295,6 +310,16 @@ fn next_step(out: &mut String, report: &Report, catalog: &Catalog, style: &Style
             }
         }
     }
+}
+
+/// The RDP listener's port as the guest check reported it (its evidence's `port`), if it did.
+fn listener_port(report: &Report) -> Option<u64> {
+    report
+        .findings
+        .iter()
+        .find(|f| f.step == CheckId::GuestListener)
+        .and_then(|f| f.evidence.get("port"))
+        .and_then(serde_json::Value::as_u64)
 }
 
 pub fn explain(error: &ClientError, style: &Style) -> String {

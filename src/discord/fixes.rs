@@ -89,18 +89,29 @@ fn button(action: ActionId, vm: &VmSummary, label: &str) -> CreateButton {
         .style(style)
 }
 
-/// The fix button under a report: the runbook's next action, if any.
+/// The fix button under a report: the runbook's next action, if any. Beside moving the RDP
+/// listener back to 3389 (`reset-rdp-port`), opening the NSG for the port it is on is offered
+/// too.
 pub fn report_buttons(bot: &Bot, vm: &VmSummary, next: Option<ActionId>) -> Vec<CreateActionRow> {
     let Some(action) = next else {
         return Vec::new();
     };
-    let title = bot
-        .door
-        .catalog()
-        .step(action)
-        .map(|s| s.title.clone())
-        .unwrap_or_else(|| action.as_str().to_string());
-    vec![CreateActionRow::Buttons(vec![button(action, vm, &title)])]
+    let title = |action: ActionId| {
+        bot.door
+            .catalog()
+            .step(action)
+            .map(|s| s.title.clone())
+            .unwrap_or_else(|| action.as_str().to_string())
+    };
+    let mut buttons = vec![button(action, vm, &title(action))];
+    if action == ActionId::ResetRdpPort {
+        buttons.push(button(
+            ActionId::OpenRdpPort,
+            vm,
+            "Or open the NSG for the listener's port",
+        ));
+    }
+    vec![CreateActionRow::Buttons(buttons)]
 }
 
 fn prompt_embed(prompt: &Prompt) -> CreateEmbed {
@@ -331,7 +342,7 @@ pub async fn reset_config(
     request_from_command(ctx.into(), &vm, FixKind::ResetRdpConfig).await
 }
 
-/// Allow inbound TCP 3389 from a source in the NSG that blocks it (asks for confirmation)
+/// Allow inbound RDP (TCP 3389 or the listener's port) from a source in the blocking NSG (confirmed)
 #[poise::command(slash_command, rename = "open-rdp")]
 pub async fn open_rdp(
     ctx: AppContext<'_>,
@@ -340,13 +351,30 @@ pub async fn open_rdp(
     vm: String,
     #[description = "Who may connect: IPv4 address, CIDR, service tag, or `anywhere`"]
     source: String,
+    #[description = "The port the VM's RDP listener is on, if not 3389"]
+    #[min = 1]
+    #[max = 65535]
+    port: Option<i64>,
 ) -> Result<(), Error> {
-    open_rdp_in(ctx.into(), &vm, &source).await
+    open_rdp_in(ctx.into(), &vm, &source, port).await
 }
 
-pub(super) async fn open_rdp_in(cmd: Cmd<'_>, vm: &str, source: &str) -> Result<(), Error> {
+pub(super) async fn open_rdp_in(
+    cmd: Cmd<'_>,
+    vm: &str,
+    source: &str,
+    port: Option<i64>,
+) -> Result<(), Error> {
+    let port = match port.map(u16::try_from) {
+        None => crate::diagnose::nsg::RDP_PORT,
+        Some(Ok(port)) if port > 0 => port,
+        Some(_) => {
+            let text = "`port` must be a TCP port, 1 to 65535.";
+            return refuse(cmd, render::notice("Which port?", text)).await;
+        }
+    };
     match fix::parse_source(source) {
-        Ok(source) => request_from_command(cmd, vm, FixKind::OpenRdp(source)).await,
+        Ok(source) => request_from_command(cmd, vm, FixKind::OpenRdp(source, port)).await,
         Err(e) => refuse(cmd, render::notice("Which source?", &e.to_string())).await,
     }
 }
@@ -589,7 +617,7 @@ pub async fn fix_button(
             return open_password_form(ack, bot, caller, &summary).await;
         }
         ActionId::OpenRdpPort => {
-            let text = format!("Use `/rdp open-rdp vm:{}/{} source:YOUR.IP.ADDRESS` (or a CIDR, a service tag, or `anywhere`).", summary.vm.resource_group, summary.vm.name);
+            let text = format!("Use `/rdp open-rdp vm:{}/{} source:YOUR.IP.ADDRESS` (or a CIDR, a service tag, or `anywhere`). If the guest check found the RDP listener on another port, add `port:` with that port to open it instead of 3389.", summary.vm.resource_group, summary.vm.name);
             ack.respond(private(render::notice("Who should connect?", &text)))
                 .await?;
             return Ok(());
@@ -599,6 +627,7 @@ pub async fn fix_button(
         ActionId::Redeploy => FixKind::Redeploy,
         ActionId::ResetRdpConfig => FixKind::ResetRdpConfig,
         ActionId::RemoveRoute => FixKind::RemoveRoute,
+        guest if guest.is_guest() => FixKind::Guest(guest),
         other => {
             let text = format!("`{other}` cannot be run from a button yet.");
             ack.respond(private(render::notice("Not available", &text)))

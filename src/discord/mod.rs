@@ -10,6 +10,7 @@
 
 mod commands;
 mod fixes;
+pub use fixes::vm_key;
 pub mod ids;
 pub mod render;
 pub mod serve;

@@ -499,6 +499,16 @@ impl<'a> Options<'a> {
             })
     }
 
+    fn integer(&self, name: &str) -> Option<i64> {
+        self.0
+            .iter()
+            .find(|o| o.name == name)
+            .and_then(|o| match o.value {
+                ResolvedValue::Integer(n) => Some(n),
+                _ => None,
+            })
+    }
+
     fn owned(&self, name: &str) -> Option<String> {
         self.text(name).map(str::to_string)
     }
@@ -629,7 +639,10 @@ async fn route(
         "reset-config" => {
             fixes::request_from_command(cmd, o.required("vm")?, FixKind::ResetRdpConfig).await
         }
-        "open-rdp" => fixes::open_rdp_in(cmd, o.required("vm")?, o.required("source")?).await,
+        "open-rdp" => {
+            let port = o.integer("port");
+            fixes::open_rdp_in(cmd, o.required("vm")?, o.required("source")?, port).await
+        }
         "reset-password" => fixes::reset_password_in(cmd, o.required("vm")?).await,
         "audit" => fixes::audit_in(cmd, o.text("vm")).await,
         "permissions" => fixes::permissions_in(cmd).await,

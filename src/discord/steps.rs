@@ -53,8 +53,10 @@ pub enum FixKind {
     Restart,
     Redeploy,
     ResetRdpConfig,
-    /// `open-rdp` from a source.
-    OpenRdp(RdpSource),
+    /// `open-rdp` from a source, for the RDP listener's port.
+    OpenRdp(RdpSource, u16),
+    /// One of the guest fixes (a script through Run Command).
+    Guest(crate::diagnose::ActionId),
     /// `remove-route` (from the button under a report).
     RemoveRoute,
 }
@@ -66,7 +68,8 @@ impl FixKind {
             FixKind::Restart => FixRequest::Restart,
             FixKind::Redeploy => FixRequest::Redeploy,
             FixKind::ResetRdpConfig => FixRequest::ResetRdpConfig,
-            FixKind::OpenRdp(source) => FixRequest::OpenRdpPort { source },
+            FixKind::OpenRdp(source, port) => FixRequest::OpenRdpPort { source, port },
+            FixKind::Guest(fix) => FixRequest::Guest(fix),
             FixKind::RemoveRoute => FixRequest::RemoveRoute,
         }
     }

@@ -718,18 +718,13 @@ impl Operator {
             ActionId::Redeploy => FixRequest::Redeploy,
             ActionId::ResetRdpConfig => FixRequest::ResetRdpConfig,
             ActionId::RemoveRoute => FixRequest::RemoveRoute,
-            other @ (ActionId::EnableRdp
+            guest @ (ActionId::EnableRdp
             | ActionId::StartTermservice
             | ActionId::ResetRdpPort
             | ActionId::EnableFirewallRdp
             | ActionId::RenewRdpCertificate
             | ActionId::RemoveRdshRole
-            | ActionId::FreeDiskSpace) => {
-                return Err(OperateError::Refused(fix::Refusal {
-                    reason: format!("`{other}` is not available in this version."),
-                    instead: None,
-                }))
-            }
+            | ActionId::FreeDiskSpace) => FixRequest::Guest(guest),
             ActionId::OpenRdpPort => {
                 let source = params["source"].as_str().unwrap_or("");
                 let source = if source == "*" {
@@ -742,7 +737,12 @@ impl Operator {
                         })
                     })?
                 };
-                FixRequest::OpenRdpPort { source }
+                // Prompts stored before ports were asked about opened 3389.
+                let port = params["port"]
+                    .as_u64()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or(crate::diagnose::nsg::RDP_PORT);
+                FixRequest::OpenRdpPort { source, port }
             }
             ActionId::ResetPassword => {
                 let taken = self
@@ -820,12 +820,13 @@ impl Operator {
         // The lease: renewed while this task runs, so that other replicas leave it alone; if
         // this process dies, another takes the operation over once the lease lapses.
         let mut lease = self.keep_lease(operation.id);
-        let job = Job {
+        let mut job = Job {
             operation_id: operation.id,
             actor,
             channel,
             vm,
             action,
+            guest: GuestSeen::default(),
         };
         if let Err(e) = stored("saving where progress is shown", || {
             self.store
@@ -892,7 +893,7 @@ impl Operator {
             // have acted, so the write is never re-sent; the VM is read to learn what happened.
             Err(e) if e.is_unanswered() => {
                 return Ok(self
-                    .after_unanswered(&job, &plan, &tag, e, before, notes, progress)
+                    .after_unanswered(&mut job, &plan, &tag, e, before, notes, progress)
                     .await);
             }
             // An answer that says Azure did not act: record the failure, release the lock.
@@ -922,8 +923,10 @@ impl Operator {
         // A replica that lost its lease (another took the operation over, believing this one
         // dead) stops following: the new owner records and posts the outcome.
         let what = format!("{} of {}", action.as_str(), vm.name);
+        // A guest fix's operation succeeds whatever its script did: what the script printed
+        // tells whether the change took.
         let result = tokio::select! {
-            result = self.arm.wait(&handle, &what) => result,
+            result = self.follow_write(action, &handle, &what, &mut notes, &mut job.guest) => result,
             () = lease.lost() => return Ok(lease_lost(&job, notes)),
         };
         // Follow, 3 and re-check: `conclude` records the end and re-checks.
@@ -966,7 +969,7 @@ impl Operator {
     #[allow(clippy::too_many_arguments)]
     async fn after_unanswered(
         &self,
-        job: &Job<'_>,
+        job: &mut Job<'_>,
         plan: &Plan,
         tag: &str,
         error: ArmError,
@@ -984,6 +987,17 @@ impl Operator {
             "Azure's answer was lost ({error}); rdp-doctor did not send it again. Read the VM: {}",
             learned.text()
         ));
+        // Run Command leaves nothing ARM shows: the guest itself says whether the change is
+        // there (read once the Run Command has ended; one runs at a time on a VM).
+        let learned = if plan.is_guest() {
+            progress(Progress::Rechecking);
+            let learned = self.learn_from_guest(job).await;
+            progress(Progress::Learned(learned.text()));
+            notes.push(format!("Read the guest: {}", learned.text()));
+            learned
+        } else {
+            learned
+        };
         let result = match &learned {
             Learned::Done(_) => Ok(()),
             Learned::InProgress(state) => Err(ArmError::Timeout {
@@ -1014,6 +1028,136 @@ impl Operator {
             }),
         };
         self.conclude(job, result, before, notes, progress).await
+    }
+
+    /// Follow a sent write's operation to its end (polling only reads, so nothing is sent
+    /// twice). A guest fix's Run Command succeeds whatever the script did, so its output
+    /// decides: a script that printed no `RDP-DOCTOR-FIX` line did not finish (it failed);
+    /// stderr is reported either way; a result that cannot be read leaves the verdict to the
+    /// re-check.
+    async fn follow_write(
+        &self,
+        action: ActionId,
+        handle: &OperationHandle,
+        what: &str,
+        notes: &mut Vec<String>,
+        seen: &mut GuestSeen,
+    ) -> Result<(), ArmError> {
+        if !action.is_guest() {
+            return self.arm.wait(handle, what).await;
+        }
+        let output = match self.arm.run_command_result(handle).await {
+            Ok(output) => output,
+            Err(e @ ArmError::Malformed { .. }) => {
+                notes.push(format!(
+                    "could not read what the `{action}` script printed ({e}); the re-check reads the guest instead"
+                ));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let report = fix::read_script_output(action, &output.stdout, &output.stderr);
+        notes.extend(report.notes(action));
+        match report.changed {
+            Some(changed) if changed.is_empty() => {
+                seen.changed = vec![format!("`{action}` found nothing to change")];
+                Ok(())
+            }
+            Some(changed) => {
+                seen.changed = changed;
+                Ok(())
+            }
+            None => Err(ArmError::OperationFailed {
+                status: "failed".into(),
+                code: "ScriptFailed".into(),
+                message: format!(
+                    "the `{action}` script did not finish: {}",
+                    report
+                        .stderr
+                        .as_deref()
+                        .unwrap_or("it printed no result and nothing on stderr")
+                ),
+            }),
+        }
+    }
+
+    /// Read the guest and judge what `action` changes: "guest-rdp: now passes (…)".
+    async fn recheck_guest(
+        &self,
+        vm: &VmRef,
+        action: ActionId,
+        notes: &mut Vec<String>,
+    ) -> Option<String> {
+        match self.judge_guest(vm, action, false).await {
+            Ok((check, Status::Pass, evidence)) => {
+                Some(format!("{check}: now passes ({evidence})"))
+            }
+            Ok((check, status, evidence)) => {
+                Some(format!("{check}: {} ({evidence})", status.as_str()))
+            }
+            Err(e) => {
+                notes.push(format!(
+                    "could not read the guest again after `{action}`: {e}; `rdp-doctor check {} --guest` reads it",
+                    vm.name
+                ));
+                None
+            }
+        }
+    }
+
+    /// The guest's facts now, judged for `action`: its check, whether it holds, the evidence.
+    /// `wait_for_free`: a Run Command whose answer was lost may still run, and Azure refuses a
+    /// second one meanwhile (409 `Conflict`), so the read is tried again, reading the VM in
+    /// between, until the operation deadline.
+    async fn judge_guest(
+        &self,
+        vm: &VmRef,
+        action: ActionId,
+        wait_for_free: bool,
+    ) -> Result<(crate::diagnose::CheckId, Status, String), String> {
+        let check = fix::guest_check(action);
+        let settings = self.arm.settings();
+        let deadline = tokio::time::Instant::now() + settings.operation_timeout;
+        let facts = loop {
+            match crate::runbook::guest::read(&self.arm, vm, settings.run_command_timeout).await {
+                Err(crate::runbook::guest::GuestError::Busy { .. })
+                    if wait_for_free
+                        && tokio::time::Instant::now() + settings.poll_interval < deadline =>
+                {
+                    // Still running Azure's way: the VM must still be there and running for
+                    // the wait to be worth it.
+                    let facts = self.arm.vm_facts(vm).await.map_err(|e| e.to_string())?;
+                    if !facts.is_running() {
+                        return Err(format!(
+                            "{} is {} now",
+                            vm.name,
+                            facts.power_state.as_deref().unwrap_or("not running")
+                        ));
+                    }
+                    tokio::time::sleep(settings.poll_interval).await;
+                }
+                other => break other.map_err(|e| e.to_string())?,
+            }
+        };
+        match fix::judge_guest(action, &facts) {
+            Some((status, evidence)) => Ok((check, status, evidence)),
+            None => Err(format!("the guest's answer says nothing about {check}")),
+        }
+    }
+
+    /// After a guest fix's lost answer: whether the change is in the guest now.
+    async fn learn_from_guest(&self, job: &mut Job<'_>) -> Learned {
+        match self.judge_guest(job.vm, job.action, true).await {
+            Ok((check, Status::Pass, evidence)) => {
+                job.guest.rechecked = Some(format!("{check}: now passes ({evidence})"));
+                Learned::Done(format!("{check} passes ({evidence})"))
+            }
+            Ok((check, status, evidence)) => Learned::NotDone(format!(
+                "{check} is {} ({evidence}): the change is not in place",
+                status.as_str()
+            )),
+            Err(e) => Learned::CannotTell(format!("reading the guest failed: {e}")),
+        }
     }
 
     /// Read the VM until what it shows is no longer "in progress" or the deadline passes.
@@ -1152,6 +1296,17 @@ impl Operator {
             }
             changes = diff(before.as_ref(), after.as_ref());
         }
+        // A guest fix: what its script changed, and the guest read again (unless reading it
+        // already decided a lost answer).
+        if job.action.is_guest() && result.is_ok() {
+            let mut guest = job.guest.changed.clone();
+            match &job.guest.rechecked {
+                Some(line) => guest.push(line.clone()),
+                None => guest.extend(self.recheck_guest(job.vm, job.action, &mut notes).await),
+            }
+            guest.extend(changes);
+            changes = guest;
+        }
         let outcome = Outcome {
             action: job.action,
             vm: job.vm.clone(),
@@ -1220,6 +1375,7 @@ impl Operator {
             channel,
             vm,
             action,
+            guest: GuestSeen::default(),
         };
         Ok(self
             .conclude(&job, result, before, Vec::new(), progress)
@@ -1403,10 +1559,12 @@ impl Operator {
         let _live = self.hold(op.id);
         let mut lease = self.keep_lease(op.id);
         let what = format!("{} of {}", action.as_str(), vm.name);
+        let mut guest = GuestSeen::default();
+        let mut notes = Vec::new();
         let result = match op.azure_url.as_deref().and_then(OperationHandle::from_json) {
             // Another replica took it over meanwhile: it follows and posts, this one stops.
             Some(handle) => tokio::select! {
-                result = self.arm.wait(&handle, &what) => result,
+                result = self.follow_write(action, &handle, &what, &mut notes, &mut guest) => result,
                 () = lease.lost() => return Ok(None),
             },
             None if now_ms() - op.started_ms < self.unsent_grace_ms() => return Ok(None),
@@ -1442,9 +1600,10 @@ impl Operator {
             channel: op.channel.as_deref(),
             vm: &vm,
             action,
+            guest,
         };
         let (mut outcome, recorded) = self
-            .conclude_recorded(&job, result, None, Vec::new(), &|_| {})
+            .conclude_recorded(&job, result, None, notes, &|_| {})
             .await;
         // Exactly once: only the process whose finish changed the row tells anyone.
         if !recorded {
@@ -1696,6 +1855,17 @@ struct Job<'a> {
     channel: Option<&'a str>,
     vm: &'a VmRef,
     action: ActionId,
+    /// For a guest fix: what its script and the guest said.
+    guest: GuestSeen,
+}
+
+/// What a guest fix's script reported and what reading the guest showed.
+#[derive(Default)]
+struct GuestSeen {
+    /// The script's own words for what it changed.
+    changed: Vec<String>,
+    /// The re-check's line, once the guest was read (after a lost answer).
+    rechecked: Option<String>,
 }
 
 /// How often a store write is tried before the failure is surfaced.

@@ -913,6 +913,94 @@ async fn cli_fixes_run_once_recheck_and_audit() {
     .await
 }
 
+/// `rdp-doctor fix VM <guest-fix>`: the prompt, the script run once through Run Command, the
+/// guest read again; `port-01`'s other way out, `fix port-01 open-rdp-port --port 3390`, asks
+/// for a second person; a fix id `fix` does not run is refused before anything is asked.
+#[tokio::test]
+async fn cli_guest_fixes_run_once_and_read_the_guest_again() {
+    within(async {
+        let cli = fix_cli(World::new().vm("rdp-off-01").rdp_disabled().vm("port-01")).await;
+        let out = fix_command(&cli, &["fix", "rdp-off-01", "enable-rdp", "--yes"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+        let text = stdout(&out);
+        for line in [
+            "Enable Remote Desktop inside rdp-off-01",
+            "To undo: `Set-ItemProperty",
+            "enable-rdp of rdp-off-01 succeeded",
+            "  fDenyTSConnections set to 0 (was 1)",
+            "  guest-rdp: now passes (Remote Desktop is enabled (fDenyTSConnections = 0))",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+        assert!(stderr(&out).contains("enable-rdp of rdp-off-01 sent to Azure"));
+        assert!(cli.h.sim.world().vm("rdp-off-01").rdp_enabled());
+        let run_commands = cli
+            .h
+            .sim
+            .stats()
+            .by_route
+            .get("POST virtualMachines/runCommand")
+            .copied();
+        assert_eq!(
+            run_commands,
+            Some(2),
+            "the fix once, then the re-check's read"
+        );
+
+        let open = fix_command(
+            &cli,
+            &[
+                "fix",
+                "port-01",
+                "open-rdp-port",
+                "--source",
+                "198.51.100.7",
+                "--port",
+                "3390",
+                "--yes",
+            ],
+        )
+        .output()
+        .await
+        .unwrap();
+        assert_eq!(code(&open), 0, "{}", stderr(&open));
+        let text = stdout(&open);
+        assert!(
+            text.contains("Allow TCP 3390 from 198.51.100.7 to port-01")
+                && text.contains("needs a second person"),
+            "{text}"
+        );
+
+        for (args, says) in [
+            (
+                vec!["fix", "port-01", "reboot-it"],
+                "unknown fix `reboot-it`",
+            ),
+            (
+                vec!["fix", "port-01", "open-rdp-port"],
+                "open-rdp-port needs --source",
+            ),
+            (
+                vec!["fix", "port-01", "enable-rdp", "--source", "anywhere"],
+                "--source is for open-rdp-port",
+            ),
+            (vec!["fix", "port-01", "reset-password"], "its own command"),
+        ] {
+            let refused = fix_command(&cli, &args).output().await.unwrap();
+            assert_eq!(code(&refused), 2, "{args:?}");
+            assert!(
+                stderr(&refused).contains(says),
+                "{args:?}: {}",
+                stderr(&refused)
+            );
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn cli_denials_follow_the_policy_of_the_operating_system_account() {
     within(async {

@@ -935,6 +935,75 @@ This confirmation was already used: confirmed by <winner>.
     .await
 }
 
+/// A guest fix's button (`rdp:fix:enable-rdp:<vm key>`, as under a guest report) leads to the
+/// same prompt → Confirm → progress → outcome as every fix: the script runs once through Run
+/// Command and the guest is read again.
+#[tokio::test]
+async fn a_guest_fix_button_asks_then_runs_the_script_once_and_reads_the_guest_again() {
+    within(async {
+        let room = Room::start(World::new().vm("rdp-off-01").rdp_disabled()).await;
+        let report = room.run("/rdp check rdp-off-01").await.final_edit().await;
+        let id = "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/rdp-off-01";
+        let button = format!("rdp:fix:enable-rdp:{}", rdp_doctor::discord::vm_key(id));
+        let prompt = room
+            .as_user(&room.alice)
+            .click_id(&report, &button)
+            .await
+            .edit_saying("[Confirm]")
+            .await;
+        insta::assert_snapshot!(prompt.text, @r#"
+# Confirm: Enable Remote Desktop inside rdp-off-01?
+VM **rdp-off-01** · resource group `rg-web` · subscription `11111111-1111-1111-1111-111111111111`
+
+• Sets fDenyTSConnections to 0 in HKLM\SYSTEM\CurrentControlSet\Control\Terminal Server and removes the policy value HKLM\SOFTWARE\Policies\Microsoft\Windows NT\Terminal Services\fDenyTSConnections
+• A domain group policy that turns Remote Desktop off sets the policy value again at its next refresh: change the GPO too
+• Signed-in sessions and running services are left alone
+• Runs a PowerShell script as SYSTEM inside rdp-off-01 through Run Command; rdp-off-01 takes no other change until it ends
+• To undo: `Set-ItemProperty -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\Terminal Server' -Name fDenyTSConnections -Value 1`
+
+Requested by alice. Expires <time>.
+[Confirm] [Cancel]
+"#);
+        let confirmed = room.click(&prompt, "Confirm").await;
+        confirmed.answer().await;
+        let mut progress = Vec::new();
+        let done = loop {
+            let edit = room.next_edit().await;
+            if edit.text.contains("succeeded") || edit.text.contains("failed") {
+                break edit;
+            }
+            progress.push(edit.text);
+        };
+        assert!(
+            progress
+                .iter()
+                .any(|p| p.contains("enable-rdp of rdp-off-01 confirmed by alice; sent to Azure.")),
+            "{progress:?}"
+        );
+        insta::assert_snapshot!(done.text, @r#"
+# ✅ enable-rdp of rdp-off-01 succeeded
+Confirmed by alice.
+
+Checked again: verdict **ok**.
+• fDenyTSConnections set to 0 (was 1)
+• guest-rdp: now passes (Remote Desktop is enabled (fDenyTSConnections = 0))
+
+After each step, try to connect again.
+"#);
+        let run_commands = room
+            .sim
+            .stats()
+            .log
+            .iter()
+            .filter(|e| e.method == "POST" && e.path.contains("/runCommand?"))
+            .count();
+        assert_eq!(run_commands, 2, "the script once, then the re-check's read");
+        assert!(room.sim.world().vm("rdp-off-01").rdp_enabled());
+        room.assert_clean();
+    })
+    .await
+}
+
 #[tokio::test]
 async fn redeploy_from_a_command_needs_a_second_admin() {
     within(async {

@@ -5,6 +5,8 @@
 
 use crate::support;
 
+mod guest;
+
 use rdp_doctor::azure::VmRef;
 use rdp_doctor::policy::Actor;
 use rdp_doctor::runbook::fix::{parse_source, FixRequest};
@@ -281,7 +283,7 @@ async fn open_rdp_port_adds_a_rule_that_wins_over_the_deny() {
                 &person("alice"),
                 None,
                 &web,
-                FixRequest::OpenRdpPort { source },
+                FixRequest::OpenRdpPort { source, port: 3389 },
             )
             .await
             .unwrap();
@@ -310,7 +312,10 @@ async fn open_rdp_port_adds_a_rule_that_wins_over_the_deny() {
                 &person("alice"),
                 None,
                 &web,
-                FixRequest::OpenRdpPort { source: anywhere },
+                FixRequest::OpenRdpPort {
+                    source: anywhere,
+                    port: 3389,
+                },
             )
             .await
             .unwrap();
@@ -1504,7 +1509,7 @@ async fn a_lost_answer_to_an_extension_or_rule_put_is_read_back_not_resent() {
 
         let web2 = b.vm("web-02").await;
         let source = parse_source("198.51.100.7").unwrap();
-        let prompt = b.ask("alice", &web2, FixRequest::OpenRdpPort { source }).await;
+        let prompt = b.ask("alice", &web2, FixRequest::OpenRdpPort { source, port: 3389 }).await;
         let (outcome, said) = b.confirm_saying("bob", &prompt.confirmation_id).await;
         assert!(outcome.result.is_ok(), "{:?} {:?}", outcome.result, said.lines());
         assert!(

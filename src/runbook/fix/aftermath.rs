@@ -60,6 +60,12 @@ pub async fn what_azure_did(arm: &Arm, plan: &Plan, tag: &str) -> Result<Learned
                 ),
             })
         }
+        // Run Command leaves no trace ARM can read cheaply (its result lives with the operation
+        // whose answer was lost): the re-check reads the guest instead.
+        Step::GuestScript { fix } => Ok(Learned::CannotTell(format!(
+            "Run Command leaves no trace Azure Resource Manager can show, so whether the `{fix}` script ran on {} is read from inside the guest next",
+            plan.vm.name
+        ))),
         Step::Route { table_id, route } => {
             let table = table_id.rsplit('/').next().unwrap_or(table_id);
             Ok(match arm.route_state(table_id, route).await? {
@@ -77,7 +83,8 @@ pub async fn what_azure_did(arm: &Arm, plan: &Plan, tag: &str) -> Result<Learned
                 None => Learned::NotDone(format!("NSG {nsg} has no rule {}", rule.name)),
                 Some(r)
                     if r.priority == rule.priority
-                        && r.allows_inbound_3389
+                        && r.allows_inbound
+                        && r.port.as_deref() == Some(rule.port.to_string().as_str())
                         && r.source.as_deref() == Some(rule.source.as_str()) =>
                 {
                     provisioning(

@@ -5,6 +5,7 @@
 //! module only plans and executes.
 
 mod aftermath;
+mod guest;
 mod open_rdp_port;
 mod power;
 mod remove_route;
@@ -12,6 +13,10 @@ mod reset_password;
 mod reset_rdp_config;
 
 pub use aftermath::{what_azure_did, Learned};
+pub use guest::{
+    check as guest_check, judge as judge_guest, read_output as read_script_output, script_lines,
+    ScriptReport,
+};
 pub use open_rdp_port::{parse_source, RdpSource, SourceError};
 pub use reset_password::{check_password, PasswordProblem};
 
@@ -30,9 +35,13 @@ pub enum FixRequest {
     Start,
     Restart,
     Redeploy,
+    /// `port`: the listener's port (3389, or the custom port a guest check found).
     OpenRdpPort {
         source: RdpSource,
+        port: u16,
     },
+    /// One of the guest fixes ([`ActionId::GUEST`]): a script through Run Command.
+    Guest(ActionId),
     RemoveRoute,
 }
 
@@ -45,6 +54,7 @@ impl FixRequest {
             FixRequest::Restart => ActionId::Restart,
             FixRequest::Redeploy => ActionId::Redeploy,
             FixRequest::OpenRdpPort { .. } => ActionId::OpenRdpPort,
+            FixRequest::Guest(fix) => *fix,
             FixRequest::RemoveRoute => ActionId::RemoveRoute,
         }
     }
@@ -55,7 +65,9 @@ impl FixRequest {
             FixRequest::ResetPassword { username, .. } => {
                 serde_json::json!({ "username": username })
             }
-            FixRequest::OpenRdpPort { source } => serde_json::json!({ "source": source.prefix() }),
+            FixRequest::OpenRdpPort { source, port } => {
+                serde_json::json!({ "source": source.prefix(), "port": port })
+            }
             _ => serde_json::json!({}),
         }
     }
@@ -99,8 +111,13 @@ impl Plan {
         match &self.step {
             Step::Rule { nsg_id, .. } => Some(nsg_id),
             Step::Route { table_id, .. } => Some(table_id),
-            Step::Power(_) | Step::VmAccess { .. } => None,
+            Step::Power(_) | Step::VmAccess { .. } | Step::GuestScript { .. } => None,
         }
+    }
+
+    /// Whether the fix runs a script inside the guest (through Run Command).
+    pub fn is_guest(&self) -> bool {
+        matches!(self.step, Step::GuestScript { .. })
     }
 }
 
@@ -115,6 +132,10 @@ pub(crate) enum Step {
     Rule {
         nsg_id: String,
         rule: crate::azure::NewRdpRule,
+    },
+    /// The fix's script (`guest::script_lines`) through Run Command.
+    GuestScript {
+        fix: ActionId,
     },
     /// Delete one route of a route table.
     Route {
@@ -168,7 +189,10 @@ pub async fn plan(arm: &Arm, facts: &Facts, request: &FixRequest) -> Result<Plan
             let extension = vmaccess_name(arm, facts).await?;
             Ok(reset_password::plan(facts, extension, username)?)
         }
-        FixRequest::OpenRdpPort { source } => open_rdp_port::plan(arm, facts, source).await,
+        FixRequest::OpenRdpPort { source, port } => {
+            open_rdp_port::plan(arm, facts, source, *port).await
+        }
+        FixRequest::Guest(fix) => Ok(guest::plan(facts, *fix)?),
         FixRequest::RemoveRoute => remove_route::plan(arm, facts).await,
     }
 }
@@ -223,12 +247,17 @@ pub async fn execute(
                 .await
         }
         (Step::Rule { nsg_id, rule }, _) => arm.put_rdp_rule(confirmed, nsg_id, rule).await,
+        (Step::GuestScript { fix }, _) => {
+            arm.run_guest_fix(confirmed, &plan.vm, &script_lines(*fix))
+                .await
+        }
         (Step::Route { table_id, route }, _) => arm.delete_route(confirmed, table_id, route).await,
     }
 }
 
-/// The runbook's own probe of port 3389 for a VM, used by `open-rdp-port`.
-pub(crate) fn rdp_probe(facts: &Facts, source: nsg::TrafficSource) -> nsg::Probe {
+/// The runbook's own probe of the RDP port (`port`: 3389, or the listener's custom port) for a
+/// VM, used by `open-rdp-port`.
+pub(crate) fn rdp_probe(facts: &Facts, source: nsg::TrafficSource, port: u16) -> nsg::Probe {
     nsg::Probe {
         source,
         destination: facts
@@ -236,6 +265,6 @@ pub(crate) fn rdp_probe(facts: &Facts, source: nsg::TrafficSource) -> nsg::Probe
             .as_ref()
             .and_then(|n| n.private_ip.as_deref())
             .and_then(|ip| ip.parse().ok()),
-        port: nsg::RDP_PORT,
+        port,
     }
 }

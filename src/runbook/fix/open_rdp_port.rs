@@ -1,5 +1,7 @@
 //! `open-rdp-port` (runbook step 2): add an inbound Allow rule for TCP 3389 to the NSG whose rule
 //! blocks it, from the source a person names, at a free priority that wins over the blocking rule.
+//! With a port (the guest's RDP listener moved to a custom port, the alternative offered beside
+//! `reset-rdp-port`) the rule is for that port instead.
 
 use super::{Facts, Plan, PlanError, Refusal, Step};
 use crate::azure::{free_priority_below, Arm, NewRdpRule};
@@ -104,7 +106,7 @@ pub fn parse_source(text: &str) -> Result<RdpSource, SourceError> {
     Err(SourceError::Unknown(text.to_string()))
 }
 
-fn rule_name(source: &RdpSource) -> String {
+fn rule_name(source: &RdpSource, port: u16) -> String {
     let tail: String = source
         .prefix()
         .chars()
@@ -115,14 +117,31 @@ fn rule_name(source: &RdpSource) -> String {
     } else {
         tail
     };
-    format!("rdp-doctor-allow-rdp-{tail}")
+    let port = if port == nsg::RDP_PORT {
+        String::new()
+    } else {
+        format!("{port}-")
+    };
+    format!("rdp-doctor-allow-rdp-{port}{tail}")
         .chars()
         .take(80)
         .collect()
 }
 
-pub(super) async fn plan(arm: &Arm, facts: &Facts, source: &RdpSource) -> Result<Plan, PlanError> {
+pub(super) async fn plan(
+    arm: &Arm,
+    facts: &Facts,
+    source: &RdpSource,
+    port: u16,
+) -> Result<Plan, PlanError> {
     let name = &facts.vm.name;
+    if port == 0 {
+        return Err(Refusal {
+            reason: "Port 0 is not a port Remote Desktop can listen on.".into(),
+            instead: None,
+        }
+        .into());
+    }
     if !facts.state.is_running() {
         return Err(Refusal {
             reason: format!("{name} is not running, and Azure computes effective security rules only for running VMs."),
@@ -138,12 +157,12 @@ pub(super) async fn plan(arm: &Arm, facts: &Facts, source: &RdpSource) -> Result
         .into());
     };
     let nsgs = arm.effective_nsgs(&nic.nic_id).await?;
-    let verdict = nsg::evaluate(&nsgs, &super::rdp_probe(facts, source.probe_source()));
+    let verdict = nsg::evaluate(&nsgs, &super::rdp_probe(facts, source.probe_source(), port));
     let deciding = match (&verdict.allowed, verdict.deciding) {
         (true, Some(rule)) => {
             return Err(Refusal {
                 reason: format!(
-                    "TCP 3389 from {} is already allowed by rule {} (priority {}) in NSG {}.",
+                    "TCP {port} from {} is already allowed by rule {} (priority {}) in NSG {}.",
                     source.prefix(),
                     rule.rule,
                     rule.priority,
@@ -155,7 +174,7 @@ pub(super) async fn plan(arm: &Arm, facts: &Facts, source: &RdpSource) -> Result
         }
         (true, None) => {
             return Err(Refusal {
-                reason: "No network security group applies to this VM: nothing blocks 3389 at the NSG level.".into(),
+                reason: format!("No network security group applies to this VM: nothing blocks {port} at the NSG level."),
                 instead: Some(ActionId::ResetRdpConfig),
             }
             .into())
@@ -186,11 +205,17 @@ pub(super) async fn plan(arm: &Arm, facts: &Facts, source: &RdpSource) -> Result
         }
         .into());
     };
+    let description = if port == nsg::RDP_PORT {
+        format!("Added by rdp-doctor for {name}")
+    } else {
+        format!("Added by rdp-doctor for {name}: its RDP listener is on TCP {port}")
+    };
     let rule = NewRdpRule {
-        name: rule_name(source),
+        name: rule_name(source, port),
         priority,
+        port,
         source: source.prefix(),
-        description: format!("Added by rdp-doctor for {name}"),
+        description,
     };
     let beats = if deciding.implicit {
         "no rule allowed it".to_string()
@@ -202,22 +227,31 @@ pub(super) async fn plan(arm: &Arm, facts: &Facts, source: &RdpSource) -> Result
     };
     let mut warnings = Vec::new();
     if *source == RdpSource::Anywhere {
-        warnings.push("This opens Remote Desktop to the whole Internet. Password-guessing bots find open 3389 ports within minutes; prefer your own address, a VPN or Azure Bastion, and remove the rule when done.".to_string());
+        warnings.push(format!("This opens Remote Desktop to the whole Internet. Password-guessing bots find open RDP ports (TCP {port} included) within minutes; prefer your own address, a VPN or Azure Bastion, and remove the rule when done."));
     }
     Ok(Plan {
         action: ActionId::OpenRdpPort,
         vm: facts.vm.clone(),
-        headline: format!("Allow TCP 3389 from {} to {name}", match source {
-            RdpSource::Anywhere => "anywhere".to_string(),
-            other => other.prefix(),
-        }),
-        consequences: vec![
-            format!(
-                "Adds inbound Allow rule {} (TCP 3389 from {}) at priority {priority} to NSG {}; it {beats}",
-                rule.name, rule.source, deciding.nsg
-            ),
-            format!("NSG {} may serve other VMs: the rule applies to them too", deciding.nsg),
-        ],
+        headline: format!(
+            "Allow TCP {port} from {} to {name}",
+            match source {
+                RdpSource::Anywhere => "anywhere".to_string(),
+                other => other.prefix(),
+            }
+        ),
+        consequences: {
+            let mut c = vec![
+                format!(
+                    "Adds inbound Allow rule {} (TCP {port} from {}) at priority {priority} to NSG {}; it {beats}",
+                    rule.name, rule.source, deciding.nsg
+                ),
+                format!("NSG {} may serve other VMs: the rule applies to them too", deciding.nsg),
+            ];
+            if port != nsg::RDP_PORT {
+                c.push(format!("Clients must connect to {name} on port {port} (`mstsc /v:ADDRESS:{port}`); moving the listener back to 3389 (`reset-rdp-port`) is the other way"));
+            }
+            c
+        },
         warnings,
         step: Step::Rule {
             nsg_id: deciding.nsg_id.clone(),
@@ -265,12 +299,16 @@ mod tests {
     #[test]
     fn rule_names_fit_azure() {
         assert_eq!(
-            rule_name(&RdpSource::Anywhere),
+            rule_name(&RdpSource::Anywhere, 3389),
             "rdp-doctor-allow-rdp-anywhere"
         );
         assert_eq!(
-            rule_name(&RdpSource::Cidr("203.0.113.0/24".parse().unwrap())),
+            rule_name(&RdpSource::Cidr("203.0.113.0/24".parse().unwrap()), 3389),
             "rdp-doctor-allow-rdp-203-0-113-0-24"
+        );
+        assert_eq!(
+            rule_name(&RdpSource::Address("203.0.113.7".parse().unwrap()), 3390),
+            "rdp-doctor-allow-rdp-3390-203-0-113-7"
         );
     }
 }
