@@ -159,6 +159,12 @@ pub const NEEDED: &[Needed] = &[
         "Virtual Machine Contributor",
     ),
     need(
+        "Microsoft.Compute/virtualMachines/runCommand/action",
+        Use::Fixes,
+        "look inside the VM (check --guest) and the guest fixes (Run Command)",
+        "Virtual Machine Contributor",
+    ),
+    need(
         "Microsoft.Network/networkSecurityGroups/securityRules/read",
         Use::Fixes,
         "read the rule open-rdp-port writes",
