@@ -17,7 +17,7 @@ try {
     $ruled = (Get-ItemProperty -Path $policy -Name fDenyTSConnections -ErrorAction SilentlyContinue).fDenyTSConnections
     if ($null -ne $ruled) {
         Remove-ItemProperty -Path $policy -Name fDenyTSConnections
-        $changed += 'the Terminal Services policy value fDenyTSConnections removed'
+        $changed += 'the Terminal Services policy value fDenyTSConnections removed (a domain Group Policy that sets it puts it back at its next refresh: change that policy too)'
     }
     $now = (Get-ItemProperty -Path $local -Name fDenyTSConnections).fDenyTSConnections
     $left = (Get-ItemProperty -Path $policy -Name fDenyTSConnections -ErrorAction SilentlyContinue).fDenyTSConnections

@@ -27,8 +27,14 @@ try {
     $deadline = (Get-Date).AddSeconds(60)
     do {
         $fresh = Get-ChildItem -Path $store | Where-Object { $_.NotAfter -gt $now } | Sort-Object NotAfter -Descending | Select-Object -First 1
-        if ($fresh) { break }
-        if ((Get-Date) -gt $deadline) { throw 'Windows created no new certificate a minute after TermService restarted' }
+        # The certificate RDP-Tcp presents: a fresh one in the store is not enough if Group Policy
+        # or WMI pinned the listener to another.
+        $inUse = [string] (Get-CimInstance -Namespace 'root\cimv2\TerminalServices' -ClassName Win32_TSGeneralSetting -Filter "TerminalName='RDP-Tcp'").SSLCertificateSHA1Hash
+        if ($fresh -and (-not $inUse -or $inUse -eq $fresh.Thumbprint)) { break }
+        if ((Get-Date) -gt $deadline) {
+            if ($fresh) { throw "RDP-Tcp presents certificate $inUse, not the new $($fresh.Thumbprint): a certificate set by Group Policy or WMI must be renewed where it was set" }
+            throw 'Windows created no new certificate a minute after TermService restarted'
+        }
         Start-Sleep -Seconds 2
     } while ($true)
     if ($expired.Count -gt 0) {

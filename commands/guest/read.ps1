@@ -27,7 +27,8 @@ function ConvertTo-IntOrNull($Value) {
 }
 
 function Format-Utc([datetime] $At) {
-    return $At.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ')
+    # The invariant culture: a VM's own culture may change the separators or the calendar.
+    return $At.ToUniversalTime().ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", [Globalization.CultureInfo]::InvariantCulture)
 }
 
 # Does a firewall rule's LocalPort list (e.g. 3389, 3389-3390, Any, RPC) cover $Port?
@@ -85,7 +86,13 @@ $facts.firewall = Read-Part {
     $rules = @(Get-NetFirewallRule -Direction Inbound | ForEach-Object {
         $filter = $filters[$_.InstanceID]
         $remoteDesktop = $_.Group -eq '@FirewallAPI.dll,-28752'
-        $covers = ($null -ne $filter) -and (Test-PortCovered $filter.LocalPort $checkedPort)
+        # Besides the Remote Desktop group: enabled TCP (or any-protocol) rules naming the port or
+        # a range holding it. Not the rules open on every port: a stock server has hundreds, and
+        # Run Command keeps only the last 4,096 bytes of the output.
+        $covers = ($null -ne $filter) -and ([string] $_.Enabled -eq 'True') -and
+            (@('TCP', 'Any') -contains [string] $filter.Protocol) -and
+            -not (@($filter.LocalPort) -contains 'Any') -and
+            (Test-PortCovered $filter.LocalPort $checkedPort)
         if ($remoteDesktop -or $covers) {
             [ordered] @{
                 name      = [string] $_.Name
@@ -97,7 +104,7 @@ $facts.firewall = Read-Part {
             }
         }
     })
-    [ordered] @{ profiles = $profiles; rules = $rules }
+    [ordered] @{ profiles = $profiles; rules = @($rules | Select-Object -First 30) }
 }
 
 $facts.nla = Read-Part {
@@ -110,7 +117,15 @@ $facts.nla = Read-Part {
 $facts.certificate = Read-Part {
     $setting = Get-CimInstance -Namespace 'root\cimv2\TerminalServices' -ClassName Win32_TSGeneralSetting -Filter "TerminalName='RDP-Tcp'"
     $thumbprint = [string] $setting.SSLCertificateSHA1Hash
-    $certificate = Read-Part { Get-Item -Path ("Cert:\LocalMachine\Remote Desktop\" + $thumbprint) }
+    if (-not $thumbprint) { $thumbprint = $null }
+    $certificate = $null
+    if ($thumbprint) {
+        # Windows' self-signed one is in "Remote Desktop"; one set by Group Policy or WMI in "My".
+        $certificate = Read-Part { Get-Item -Path ("Cert:\LocalMachine\Remote Desktop\" + $thumbprint) }
+        if ($null -eq $certificate) {
+            $certificate = Read-Part { Get-Item -Path ("Cert:\LocalMachine\My\" + $thumbprint) }
+        }
+    }
     [ordered] @{
         thumbprint = $thumbprint
         subject    = if ($null -ne $certificate) { $certificate.Subject } else { $null }
