@@ -88,7 +88,8 @@ $facts.firewall = Read-Part {
         $remoteDesktop = $_.Group -eq '@FirewallAPI.dll,-28752'
         # Besides the Remote Desktop group: enabled TCP (or any-protocol) rules naming the port or
         # a range holding it. Not the rules open on every port: a stock server has hundreds, and
-        # Run Command keeps only the last 4,096 bytes of the output.
+        # Run Command keeps only the last 4,096 bytes of the output (hence at most 12, about
+        # 1.5 KB; the group has three).
         $covers = ($null -ne $filter) -and ([string] $_.Enabled -eq 'True') -and
             (@('TCP', 'Any') -contains [string] $filter.Protocol) -and
             -not (@($filter.LocalPort) -contains 'Any') -and
@@ -104,7 +105,7 @@ $facts.firewall = Read-Part {
             }
         }
     })
-    [ordered] @{ profiles = $profiles; rules = @($rules | Select-Object -First 30) }
+    [ordered] @{ profiles = $profiles; rules = @($rules | Select-Object -First 12) }
 }
 
 $facts.nla = Read-Part {
