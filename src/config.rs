@@ -371,7 +371,7 @@ impl AzureConfig {
         self.run_command_timeout_secs
             .filter(|s| (1..=MAX_RUN_COMMAND_SECS).contains(s))
             .map(Duration::from_secs)
-            .unwrap_or(crate::runbook::guest_check::DEFAULT_TIMEOUT)
+            .unwrap_or(crate::azure::ArmSettings::DEFAULT_RUN_COMMAND_TIMEOUT)
     }
 
     pub fn apply(&self, settings: &mut crate::azure::ArmSettings) {

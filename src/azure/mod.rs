@@ -60,7 +60,8 @@ pub struct ArmSettings {
     /// The whole of one long-running operation.
     pub operation_timeout: Duration,
     /// The most a Run Command is followed for before it is reported as timed out
-    /// (`ArmError::Timeout`); Azure lets a script run up to 90 minutes.
+    /// (`ArmError::Timeout`; `[azure] run_command_timeout_secs`, and the guest checks' bound too).
+    /// Azure lets a script run up to 90 minutes; a read takes tens of seconds.
     pub run_command_timeout: Duration,
     /// Poll interval when Azure sends no `Retry-After`.
     pub poll_interval: Duration,
@@ -86,6 +87,8 @@ impl ArmSettings {
     pub const DEFAULT_SWEEP_SHARE: f64 = 0.8;
     /// At ARM's 25 reads a second and two requests per VM, 1,000 VMs take about 80 s.
     pub const DEFAULT_SWEEP_MAX_VMS: usize = 1000;
+    /// Azure's Run Command takes tens of seconds, longer on a busy guest.
+    pub const DEFAULT_RUN_COMMAND_TIMEOUT: Duration = Duration::from_secs(150);
 
     pub fn new(endpoint: url::Url) -> ArmSettings {
         ArmSettings {
@@ -94,7 +97,7 @@ impl ArmSettings {
             max_retries: 4,
             max_retry_elapsed: Duration::from_secs(60),
             operation_timeout: Duration::from_secs(600),
-            run_command_timeout: Duration::from_secs(300),
+            run_command_timeout: ArmSettings::DEFAULT_RUN_COMMAND_TIMEOUT,
             poll_interval: Duration::from_secs(2),
             // ARM's documented subscription read bucket: 250, refilled 25 a second.
             refill_per_sec: 25.0,

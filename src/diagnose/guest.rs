@@ -306,6 +306,68 @@ pub fn parse_fix(stdout: &str) -> Result<FixOutput, GuestOutputError> {
     })
 }
 
+/// The contract's healthy example as a struct literal, for the tests of parsing and findings.
+#[cfg(test)]
+pub(crate) fn healthy_example() -> GuestFacts {
+    GuestFacts {
+        v: 1,
+        rdp: Some(RdpSetting {
+            deny: Some(0),
+            policy_deny: None,
+        }),
+        term_service: Some(ServiceState {
+            status: Some("Running".into()),
+            start_type: Some("Automatic".into()),
+        }),
+        listener: Some(Listener {
+            port: Some(3389),
+            listening: Some(true),
+            process: Some("svchost".into()),
+        }),
+        firewall: Some(Firewall {
+            profiles: ["Domain", "Private", "Public"]
+                .map(|name| FirewallProfile {
+                    name: name.into(),
+                    enabled: true,
+                })
+                .to_vec(),
+            rules: vec![FirewallRule {
+                name: "RemoteDesktop-UserMode-In-TCP".into(),
+                enabled: true,
+                action: "Allow".into(),
+                protocol: Some("TCP".into()),
+                local_port: Some("3389".into()),
+                profiles: Some("Any".into()),
+            }],
+        }),
+        nla: Some(Nla {
+            user_authentication: Some(1),
+            security_layer: Some(2),
+        }),
+        certificate: Some(Certificate {
+            thumbprint: Some("AB12".into()),
+            subject: Some("CN=web-01".into()),
+            not_after: Some("2027-05-01T10:00:00Z".into()),
+        }),
+        licensing: Some(Licensing {
+            rdsh_installed: false,
+            mode: None,
+            license_servers: vec![],
+            grace_days_left: None,
+        }),
+        system_drive: Some(Drive {
+            drive: "C:".into(),
+            free_bytes: 53_687_091_200,
+            size_bytes: 136_365_211_648,
+        }),
+        pending_reboot: Some(PendingReboot {
+            pending: false,
+            reasons: vec![],
+        }),
+        checked_at: Some("2026-11-30T09:00:00Z".into()),
+    }
+}
+
 #[cfg(test)]
 mod output_tests;
 

@@ -212,8 +212,6 @@ pub struct Door {
     limiter: Arc<PersonLimiter>,
     /// One guest check per VM at a time.
     guest_slots: GuestSlots,
-    /// How long a guest read may take (`[azure] run_command_timeout_secs`).
-    guest_timeout: Duration,
 }
 
 impl Door {
@@ -233,14 +231,7 @@ impl Door {
             sweeps: SweepSlots::new(),
             limiter: Arc::new(PersonLimiter::new(PersonRate::default())),
             guest_slots: GuestSlots::new(),
-            guest_timeout: super::guest_check::DEFAULT_TIMEOUT,
         }
-    }
-
-    /// How long a guest read may take before it is reported as timed out.
-    pub fn with_guest_timeout(mut self, timeout: Duration) -> Door {
-        self.guest_timeout = timeout;
-        self
     }
 
     /// Each person's command rate (`[limits]`).
@@ -274,11 +265,11 @@ impl Door {
                 Arm::connect_with_secret(settings, endpoint, &tenant, &client, secret)?
             }
         };
-        Ok(Door::new(arm, catalog, policy, subscriptions)
-            .with_directory(Arc::new(
+        Ok(
+            Door::new(arm, catalog, policy, subscriptions).with_directory(Arc::new(
                 VmDirectory::new().with_unknown_ttl(azure.unknown_vm_ttl()),
-            ))
-            .with_guest_timeout(azure.run_command_timeout()))
+            )),
+        )
     }
 
     /// With a store: fixes, confirmations and the audit log become available.
@@ -635,13 +626,28 @@ impl Door {
         options: &CheckOptions,
         events: &(dyn Fn(Event) + Send + Sync),
     ) -> Result<Report, DoorError> {
+        let level = self.catalog.commands.check;
+        self.resolve_and_run(caller, text, level, events, async |summary| {
+            self.check_vm(caller, summary, options, events).await
+        })
+        .await
+    }
+
+    /// Resolve `text` for a person at `level`, say which VM it is, run `run` on it, and count
+    /// the whole (the lookup included) in the report's `stats`.
+    async fn resolve_and_run(
+        &self,
+        caller: &Caller,
+        text: &str,
+        level: Permission,
+        events: &(dyn Fn(Event) + Send + Sync),
+        run: impl AsyncFnOnce(VmSummary) -> Result<Report, DoorError>,
+    ) -> Result<Report, DoorError> {
         let started = Instant::now();
         let before = self.arm.request_count();
-        let summary = self
-            .resolve(caller, text, self.catalog.commands.check)
-            .await?;
+        let summary = self.resolve(caller, text, level).await?;
         events(Event::Resolved(summary.vm.clone()));
-        let mut report = self.check_vm(caller, summary, options, events).await?;
+        let mut report = run(summary).await?;
         report.stats = Stats {
             arm_requests: self.arm.request_count().saturating_sub(before),
             elapsed_ms: started.elapsed().as_millis() as u64,
@@ -671,18 +677,11 @@ impl Door {
         options: &CheckOptions,
         events: &(dyn Fn(Event) + Send + Sync),
     ) -> Result<Report, DoorError> {
-        let started = Instant::now();
-        let before = self.arm.request_count();
-        let summary = self
-            .resolve(caller, text, self.catalog.commands.guest)
-            .await?;
-        events(Event::Resolved(summary.vm.clone()));
-        let mut report = self.guest_vm(caller, summary, options, events).await?;
-        report.stats = Stats {
-            arm_requests: self.arm.request_count().saturating_sub(before),
-            elapsed_ms: started.elapsed().as_millis() as u64,
-        };
-        Ok(report)
+        let level = self.catalog.commands.guest;
+        self.resolve_and_run(caller, text, level, events, async |summary| {
+            self.guest_vm(caller, summary, options, events).await
+        })
+        .await
     }
 
     /// The checks and the guest checks of a VM already found (the "Look inside the VM" button):
@@ -698,7 +697,7 @@ impl Door {
         let run = GuestRun {
             slots: &self.guest_slots,
             started_by: &caller.actor.name,
-            timeout: self.guest_timeout,
+            timeout: self.arm.settings().run_command_timeout,
         };
         Ok(
             super::check_with_guest(&self.arm, &self.catalog, summary, options, run, events)

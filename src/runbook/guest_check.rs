@@ -17,10 +17,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-/// How long a guest read may take by default (`[azure] run_command_timeout_secs`): Azure's own
-/// Run Command takes tens of seconds, longer on a busy guest.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(150);
-
 /// What the guest part of a check needs beyond the VM: the process's slots, who asks, and how
 /// long Run Command may take.
 #[derive(Debug, Clone, Copy)]

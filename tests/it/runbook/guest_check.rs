@@ -340,7 +340,12 @@ async fn a_run_command_that_takes_too_long_is_a_timeout_finding() {
             ..SimOptions::fast()
         };
         let h = Harness::with_options(World::new().vm("web-01"), options).await;
-        let door = door(&h).with_guest_timeout(Duration::from_secs(1));
+        let door = Door::new(
+            h.arm_with(|s| s.run_command_timeout = Duration::from_secs(1)),
+            h.catalog.clone(),
+            Arc::new(support::policy(Some(POLICY))),
+            h.subscriptions.clone(),
+        );
         let report = guest(&door, "web-01").await;
         for id in CheckId::GUEST {
             let f = finding(&report, id);

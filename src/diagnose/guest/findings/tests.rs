@@ -1,67 +1,12 @@
-use super::super::{FirewallProfile, FirewallRule};
+use super::super::FirewallRule;
 use super::*;
 use time::macros::datetime;
 
 const NOW: OffsetDateTime = datetime!(2026-11-30 09:00 UTC);
 
-/// The contract's healthy example as a struct literal; each test changes what it is about.
+/// The contract's healthy example; each test changes what it is about.
 fn healthy() -> GuestFacts {
-    GuestFacts {
-        v: 1,
-        rdp: Some(RdpSetting {
-            deny: Some(0),
-            policy_deny: None,
-        }),
-        term_service: Some(ServiceState {
-            status: Some("Running".into()),
-            start_type: Some("Automatic".into()),
-        }),
-        listener: Some(Listener {
-            port: Some(3389),
-            listening: Some(true),
-            process: Some("svchost".into()),
-        }),
-        firewall: Some(Firewall {
-            profiles: ["Domain", "Private", "Public"]
-                .map(|name| FirewallProfile {
-                    name: name.into(),
-                    enabled: true,
-                })
-                .to_vec(),
-            rules: vec![rule(
-                "RemoteDesktop-UserMode-In-TCP",
-                true,
-                "Allow",
-                "3389",
-                "Any",
-            )],
-        }),
-        nla: Some(Nla {
-            user_authentication: Some(1),
-            security_layer: Some(2),
-        }),
-        certificate: Some(Certificate {
-            thumbprint: Some("AB12".into()),
-            subject: Some("CN=web-01".into()),
-            not_after: Some("2027-05-01T10:00:00Z".into()),
-        }),
-        licensing: Some(Licensing {
-            rdsh_installed: false,
-            mode: None,
-            license_servers: vec![],
-            grace_days_left: None,
-        }),
-        system_drive: Some(Drive {
-            drive: "C:".into(),
-            free_bytes: 53_687_091_200,
-            size_bytes: 136_365_211_648,
-        }),
-        pending_reboot: Some(PendingReboot {
-            pending: false,
-            reasons: vec![],
-        }),
-        checked_at: Some("2026-11-30T09:00:00Z".into()),
-    }
+    super::super::healthy_example()
 }
 
 fn rule(name: &str, enabled: bool, action: &str, port: &str, profiles: &str) -> FirewallRule {
