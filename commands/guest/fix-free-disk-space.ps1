@@ -34,7 +34,8 @@ try {
     $ErrorActionPreference = 'Stop'
     if ($LASTEXITCODE -ne 0) { throw "Dism /StartComponentCleanup failed with exit code ${LASTEXITCODE}: $($dism | Select-Object -Last 3)" }
     $freed = [math]::Max(0, (Get-Free) - $before)
-    $changed += "$freed bytes freed on $env:SystemDrive (Windows\Temp, SoftwareDistribution\Download, component store cleanup)"
+    $gib = ($freed / 1GB).ToString('0.0', [Globalization.CultureInfo]::InvariantCulture)
+    $changed += "$gib GiB freed on $env:SystemDrive (Windows\Temp, SoftwareDistribution\Download, component store cleanup)"
     if ($inUse -gt 0) { $changed += "$inUse files in use were left in place" }
 } catch {
     [Console]::Error.WriteLine("free-disk-space did not take: $($_.Exception.Message)")

@@ -298,8 +298,8 @@ fn fix_changes(vm: &Vm, fix: &str) -> Vec<String> {
         }
         "free-disk-space" => {
             changed.push(format!(
-                "{} bytes freed on C: (Windows\\Temp, SoftwareDistribution\\Download, component store cleanup)",
-                g.reclaimable_bytes
+                "{:.1} GiB freed on C: (Windows\\Temp, SoftwareDistribution\\Download, component store cleanup)",
+                g.reclaimable_bytes as f64 / f64::from(1u32 << 30)
             ));
         }
         _ => {}
