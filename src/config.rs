@@ -32,6 +32,9 @@ pub struct FileConfig {
     /// Several processes on one database: how long an operation's or a sweep's lease lasts.
     #[serde(default)]
     pub replicas: ReplicasConfig,
+    /// Azure Monitor alerts into the war room: `[[alerts.route]]` scope → channel, storms.
+    #[serde(default)]
+    pub alerts: crate::runbook::alerts::AlertsConfig,
 }
 
 /// Replicas sharing one database (`serve` behind a load balancer, or a bot restarted).
@@ -216,6 +219,9 @@ impl FileConfig {
             if let Err(e) = crate::policy::Policy::new(Some(policy)) {
                 return Err(refused(spans.policy.at(text, &e), e.to_string()));
             }
+        }
+        if let Err(message) = file.alerts.settings() {
+            return Err(refused(None, message));
         }
         Ok(file)
     }

@@ -136,6 +136,15 @@ struct Environment {
     /// Where `serve` listens [default: 0.0.0.0:8080].
     #[arg(long, env = "RDP_DOCTOR_LISTEN", value_name = "ADDR")]
     rdp_doctor_listen: Option<OsString>,
+    /// The secret `serve`'s `POST /alerts/azure-monitor?token=` needs: Azure Monitor's alerts
+    /// are off without it (environment only).
+    #[arg(
+        long,
+        env = "RDP_DOCTOR_ALERT_TOKEN",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    rdp_doctor_alert_token: Option<OsString>,
     /// Where `bot` serves /healthz, /readyz and /metrics [default: not served].
     #[arg(long, env = "RDP_DOCTOR_METRICS_LISTEN", value_name = "ADDR")]
     rdp_doctor_metrics_listen: Option<OsString>,
@@ -858,6 +867,11 @@ async fn serve(simulate: bool) -> Result<Done, CliError> {
         application_id,
         public_key,
         directory_refresh: directory_refresh(&file),
+        alert_token: std::env::var("RDP_DOCTOR_ALERT_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map(secrecy::SecretString::from),
+        alerts: file.alerts.settings().map_err(CliError::usage)?,
     };
     let bot = crate::discord::Bot::new(door);
     crate::discord::serve::serve(listener, settings, bot)
