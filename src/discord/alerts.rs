@@ -442,12 +442,16 @@ async fn storm(served: &Arc<Served>, batch: Vec<Pending>) {
     let mut rules: Vec<String> = claimed.iter().map(|(p, _)| p.alert.rule.clone()).collect();
     rules.sort();
     rules.dedup();
-    let vms: Vec<VmRef> = claimed.iter().map(|(p, _)| p.vm.clone()).collect();
-    let mut rows: Vec<SweepRow> = futures::stream::iter(vms)
+    let mut vms: Vec<VmRef> = claimed.iter().map(|(p, _)| p.vm.clone()).collect();
+    // The first alone: a VM list it may read is the others' too.
+    let first = vms.remove(0);
+    let mut rows = vec![storm_row(served.clone(), caller.clone(), first).await];
+    let rest: Vec<SweepRow> = futures::stream::iter(vms)
         .map(|vm| storm_row(served.clone(), caller.clone(), vm))
         .buffer_unordered(STORM_CONCURRENCY)
         .collect()
         .await;
+    rows.extend(rest);
     rows.sort_by(|a, b| {
         (a.rank(), a.vm.name.to_lowercase()).cmp(&(b.rank(), b.vm.name.to_lowercase()))
     });
@@ -464,7 +468,10 @@ async fn storm(served: &Arc<Served>, batch: Vec<Pending>) {
             ..SweepStats::default()
         },
     };
-    let (embed, table) = sweep::summary(&report);
+    let (embed, table) = sweep::summary_with(
+        &report,
+        "\n`/rdp check VM` for a VM's full report and the fix.",
+    );
     let content = render::clip(
         &format!(
             "🌩️ **Alert storm**: {total} VMs alerted within {} s ({}), one summary instead of {total} messages.",
