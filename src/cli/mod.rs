@@ -330,6 +330,16 @@ enum Command {
         /// World file (TOML). Default: the demo world.
         #[arg(long)]
         world: Option<PathBuf>,
+        /// Once listening, post an Azure Monitor alert (common alert schema) for `--alert`'s VM
+        /// to this URL, e.g. `http://127.0.0.1:8080/alerts/azure-monitor?token=…` (the demo world).
+        #[arg(long, value_name = "URL", requires = "alert", conflicts_with = "world")]
+        alert_to: Option<String>,
+        /// The VM the alert is about (a VM of the demo world, e.g. web-02).
+        #[arg(long, value_name = "VM", requires = "alert_to")]
+        alert: Option<String>,
+        /// Post the alert resolved this many seconds after it fired.
+        #[arg(long, value_name = "SECS", requires = "alert_to")]
+        alert_resolve_after: Option<u64>,
     },
 }
 
@@ -493,10 +503,21 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
             let catalog = load_catalog()?;
             Ok(explain(&catalog, &explain_text(text)?))
         }
-        Command::Simulate { listen, world } => {
+        Command::Simulate {
+            listen,
+            world,
+            alert_to,
+            alert,
+            alert_resolve_after,
+        } => {
+            let alert = alert_to.zip(alert).map(|(url, vm)| simulate::AlertTo {
+                url,
+                vm,
+                resolve_after: alert_resolve_after.map(std::time::Duration::from_secs),
+            });
             let result = match world {
                 Some(path) => crate::sim::run_standalone(&listen, &path).await,
-                None => simulate::serve_demo(&listen).await,
+                None => simulate::serve_demo(&listen, alert).await,
             };
             result
                 .map(|()| Done::Clean)

@@ -463,3 +463,46 @@ async fn an_alert_storm_becomes_one_summary() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn simulate_posts_an_alert_for_a_demo_vm_fired_then_resolved() {
+    within(async {
+        let room = Alerted::start(rdp_doctor::sim::demo_world(), &alerts_policy(), ROUTE, 1).await;
+        let to = format!(
+            "{}/alerts/azure-monitor?token={ALERT_TOKEN}",
+            room.replicas[0].url
+        );
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"));
+        command.args([
+            "simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--alert-to",
+            &to,
+            "--alert",
+            "web-02",
+            "--alert-resolve-after",
+            "1",
+        ]);
+        let (mut simulate, line) =
+            support::process::Logged::spawn("simulate", command, |line| {
+                line.contains("posted the alert (fired)")
+                    .then(|| line.to_string())
+            })
+            .await;
+        assert!(line.ends_with(": 202 Accepted"), "{line}");
+        let posted = render(&room.next_post().await);
+        assert!(
+            posted.starts_with("🚨 **Azure Monitor alert vm-availability** (Sev1, fired <time>)\nVmAvailabilityMetric LessThan 1 (value 0)\n# web-02: problems found"),
+            "{posted}"
+        );
+        let resolved = render(&room.next_edit().await);
+        assert!(resolved.starts_with("✅ **Resolved: Azure Monitor alert vm-availability**"), "{resolved}");
+        simulate.kill().await;
+        let log = simulate.log_to_end().await;
+        assert!(log.contains("posted the alert (resolved)"), "{log}");
+        assert!(!log.contains(ALERT_TOKEN), "{log}");
+        assert_eq!(room.unseen(), Vec::<String>::new());
+    })
+    .await;
+}
