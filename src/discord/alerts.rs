@@ -43,7 +43,7 @@ const STORM_CONCURRENCY: usize = 8;
 pub struct Alerts {
     token: Option<SecretString>,
     settings: AlertSettings,
-    /// Per channel, the VM targets received within the current gathering window.
+    /// Per route, the VM targets received within the current gathering window.
     gathering: Mutex<HashMap<String, Vec<Pending>>>,
 }
 
@@ -147,7 +147,14 @@ pub(super) async fn receive(State(served): State<Arc<Served>>, uri: Uri, body: B
 /// Add a VM target to its channel's gathering; the first one of a window posts the lot when the
 /// window ends.
 fn gather(served: Arc<Served>, pending: Pending) {
-    let channel = pending.route.channel.clone();
+    // Per route: two routes to one channel are two summaries, each naming its scope.
+    let route = &pending.route;
+    let channel = format!(
+        "{}|{}|{}",
+        route.channel,
+        route.subscription_id,
+        route.resource_group.as_deref().unwrap_or("")
+    );
     let first = {
         let Ok(mut gathering) = served.alerts.gathering.lock() else {
             return;
@@ -286,8 +293,11 @@ async fn post_one(served: Arc<Served>, pending: Pending) {
                 }
             }
             Err(e) => {
-                // Left held: the next notification takes it over once the lease lapses.
+                // Let go unposted: the next notification (Azure retries a failed webhook) posts it.
                 tracing::error!(error = %e, rule = %alert.rule, "could not post an alert's report");
+                if let Err(e) = served.bot.door.abandon_alert(&row.key).await {
+                    super::internal_error(&e, "abandoning an alert");
+                }
                 return;
             }
         }
@@ -491,6 +501,11 @@ async fn storm(served: &Arc<Served>, batch: Vec<Pending>) {
     };
     if let Err(e) = post_or_edit(served, channel, None, &message).await {
         tracing::error!(error = %e, "could not post an alert storm's summary");
+        for (_, row) in claimed {
+            if let Err(e) = served.bot.door.abandon_alert(&row.key).await {
+                super::internal_error(&e, "abandoning an alert");
+            }
+        }
         return;
     }
     for (_, row) in claimed {

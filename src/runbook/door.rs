@@ -741,6 +741,15 @@ impl Door {
         Ok(operator.store.renew_alert(key, operator.replica()).await?)
     }
 
+    /// Let go of an alert that could not be posted: the next notification takes it at once.
+    pub async fn abandon_alert(&self, key: &str) -> Result<(), DoorError> {
+        let operator = self.operator()?;
+        Ok(operator
+            .store
+            .abandon_alert(key, operator.replica())
+            .await?)
+    }
+
     /// Let go of an alert after posting `handled`; `Some`: a newer notification to post.
     pub async fn release_alert(
         &self,

@@ -194,6 +194,22 @@ impl Store {
         Ok(changed == 1)
     }
 
+    /// Let go of the alert without having posted (Discord failed): the next notification takes
+    /// it at once instead of after the lease.
+    pub async fn abandon_alert(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        self.run(
+            sqlx::query(
+                "UPDATE alerts SET owner = NULL, heartbeat_ms = NULL
+                 WHERE alert_key = $1 AND owner = $2",
+            )
+            .bind(key)
+            .bind(owner),
+            "abandoning an alert",
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Let go of the alert after posting `handled`. `Ok(None)`: released. `Ok(Some(row))`: a
     /// newer notification came meanwhile; the row is still this owner's, to post that one.
     pub async fn release_alert(

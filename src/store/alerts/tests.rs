@@ -65,6 +65,19 @@ on_both_backends! {
     }
 
     #[tokio::test]
+    async fn an_abandoned_alert_is_taken_by_the_next_notification(store, pooled = true) {
+        let AlertClaim::Mine(row) = claim(&store, "fired", "a").await else { panic!("first") };
+        store.abandon_alert(&row.key, "a").await.unwrap();
+        // Nothing was posted: the same notification again is not a duplicate.
+        let now = crate::store::now_ms();
+        let again = store
+            .claim_alert("alert-1", VM, "42", "fired", "b", LONG_AGO, now - 60_000)
+            .await
+            .unwrap();
+        assert!(matches!(again, AlertClaim::Mine(AlertRow { message_id: None, .. })));
+    }
+
+    #[tokio::test]
     async fn a_holder_that_stopped_renewing_loses_the_row(store, pooled = true) {
         let AlertClaim::Mine(row) = claim(&store, "fired", "a").await else { panic!("first") };
         // Everything before now counts as lapsed.
