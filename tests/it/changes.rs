@@ -518,3 +518,44 @@ async fn reading_the_changes_costs_a_request_per_resource_group_beside_the_check
     })
     .await
 }
+
+#[tokio::test]
+async fn the_demo_worlds_deallocate_and_route_explain_app_02_and_udr_01() {
+    within(async {
+        let h = Harness::start(demo_world()).await;
+        let door = door(&h);
+        for (vm, check_id, who, summary) in [
+            (
+                "app-02",
+                CheckId::VmStatus,
+                "carol@contoso.com",
+                "deallocated VM app-02",
+            ),
+            (
+                "udr-01",
+                CheckId::NetworkPath,
+                "dan@contoso.com",
+                "created route to-firewall in rt-snet-udr",
+            ),
+        ] {
+            let report = check(&door, vm).await;
+            let changes = report.changes.as_ref().expect("changes");
+            let marked = changes
+                .explaining(check_id)
+                .unwrap_or_else(|| panic!("nothing explains {check_id} of {vm}: {changes:?}"));
+            assert_eq!(
+                (marked.who.as_str(), marked.summary.as_str()),
+                (who, summary)
+            );
+            assert_eq!(
+                listed(changes)
+                    .iter()
+                    .filter(|c| c.explains.is_some())
+                    .count(),
+                1,
+                "{vm}"
+            );
+        }
+    })
+    .await
+}
