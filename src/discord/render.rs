@@ -308,8 +308,12 @@ pub fn changes_text(changes: &Changes, vm: &str, newest: Option<usize>) -> Strin
         capitalise(&Changes::window_text(*window)),
         lines.join("\n")
     );
-    if left_out > 0 {
-        text.push_str(&format!("\n{left_out} more: `/rdp changes {vm}`"));
+    match (left_out, newest) {
+        (0, _) => {}
+        (n, Some(_)) => text.push_str(&format!("\n{n} more: `/rdp changes {vm}`")),
+        (n, None) => text.push_str(&format!(
+            "\n{n} older not shown here: `rdp-doctor changes {vm}` lists them all"
+        )),
     }
     clip(&text, MAX_FIELD_VALUE)
 }

@@ -322,37 +322,42 @@ async fn web_02s_report_names_alices_deny_rule_as_the_change_that_explains_it() 
     .await
 }
 
+/// web-02 behind its subnet NSG's deny rule, an `open-rdp-port` fix through the door, then
+/// `Door::changes`: the rule's write under `who`.
+async fn fix_and_list(h: &Harness) -> Vec<Change> {
+    let door = door(h).with_store(support::store(None).await);
+    let alice = at_terminal("alice");
+    let summary = door
+        .resolve(&alice, "web-02", door.catalog().commands.check)
+        .await
+        .expect("web-02");
+    let source = parse_source("198.51.100.7").expect("source");
+    let prompt = door
+        .request_fix(
+            &alice,
+            &summary,
+            FixRequest::OpenRdpPort { source, port: 3389 },
+        )
+        .await
+        .expect("prompt");
+    // open-rdp-port is a two-person fix by default: bob confirms.
+    let outcome = door
+        .confirm(&at_terminal("bob"), &prompt.confirmation_id, &|_| {})
+        .await
+        .expect("confirmed");
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    let changes = door
+        .changes(&alice, &summary.vm, DAY)
+        .await
+        .expect("changes");
+    listed(&changes).to_vec()
+}
+
 #[tokio::test]
 async fn a_fix_through_rdp_doctor_is_in_the_activity_log_under_its_principal() {
     within(async {
         let h = Harness::start(World::new().vm("web-02").nsg_denies_rdp()).await;
-        let door = door(&h).with_store(support::store(None).await);
-        let alice = at_terminal("alice");
-        let summary = door
-            .resolve(&alice, "web-02", door.catalog().commands.check)
-            .await
-            .expect("web-02");
-        let source = parse_source("198.51.100.7").expect("source");
-        let prompt = door
-            .request_fix(
-                &alice,
-                &summary,
-                FixRequest::OpenRdpPort { source, port: 3389 },
-            )
-            .await
-            .expect("prompt");
-        // open-rdp-port is a two-person fix by default: bob confirms.
-        let outcome = door
-            .confirm(&at_terminal("bob"), &prompt.confirmation_id, &|_| {})
-            .await
-            .expect("confirmed");
-        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
-
-        let changes = door
-            .changes(&alice, &summary.vm, DAY)
-            .await
-            .expect("changes");
-        let list = listed(&changes);
+        let list = fix_and_list(&h).await;
         let rule = list
             .iter()
             .find(|c| c.operation == RULE_WRITE)
@@ -363,6 +368,7 @@ async fn a_fix_through_rdp_doctor_is_in_the_activity_log_under_its_principal() {
             rule.summary,
             "created security rule rdp-doctor-allow-rdp-198-51-100-7 in web-02-snet-nsg"
         );
+        // Accepted when asked, Succeeded once the operation the fix followed ended.
         assert_eq!(rule.status, "Succeeded");
         // The checks' own POSTs (effective rules, routes, boot diagnostics) change nothing.
         assert!(
@@ -370,6 +376,22 @@ async fn a_fix_through_rdp_doctor_is_in_the_activity_log_under_its_principal() {
                 && !c.operation.contains("retrieveBootDiagnosticsData")),
             "{list:?}"
         );
+
+        // A principal the world names is shown by that name.
+        let mut world = World::new()
+            .vm("web-02")
+            .nsg_denies_rdp()
+            .principal(support::CLIENT, "sp-secret")
+            .role_at("Contributor", &format!("/subscriptions/{SUB}"));
+        world.principals[0].name = Some("rdp-doctor-prod".to_owned());
+        let h = Harness::build(world).secret("sp-secret").start().await;
+        let list = fix_and_list(&h).await;
+        let who: Vec<&str> = list
+            .iter()
+            .filter(|c| c.operation == RULE_WRITE)
+            .map(|c| c.who.as_str())
+            .collect();
+        assert_eq!(who, ["rdp-doctor-prod"]);
     })
     .await
 }
