@@ -508,7 +508,8 @@ fn component_kind(custom_id: &str) -> String {
         "fixes::reset_password",
         "fixes::open_rdp",
         "fixes::audit",
-        "fixes::permissions"
+        "fixes::permissions",
+        "commands::changes"
     ),
     subcommand_required
 )]

@@ -656,6 +656,15 @@ async fn route(
         "reset-password" => fixes::reset_password_in(cmd, o.required("vm")?).await,
         "audit" => fixes::audit_in(cmd, o.text("vm")).await,
         "permissions" => fixes::permissions_in(cmd).await,
+        "changes" => {
+            commands::start(
+                cmd,
+                Kind::Changes,
+                o.required("vm")?,
+                CheckOptions::default(),
+            )
+            .await
+        }
         other => Err(format!("no subcommand /rdp {other}").into()),
     })
 }

@@ -5,9 +5,11 @@
 //! so front ends can name these without naming `azure`.
 
 pub mod alert;
+mod change;
 pub mod cidr;
 mod id;
 
+pub use change::{changes_of, is_change, ActivityEvent, Change, Changes};
 pub use id::{ResourceId, ResourceIdError};
 
 use serde::{Deserialize, Serialize};

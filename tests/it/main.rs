@@ -6,6 +6,7 @@ mod support;
 
 mod alerts;
 mod arm_examples;
+mod changes;
 mod cli;
 mod discord;
 mod fake_discord;
