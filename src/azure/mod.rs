@@ -12,6 +12,7 @@ mod credential;
 mod directory;
 mod error;
 mod fleet;
+mod gates;
 mod lro;
 mod pace;
 mod path;

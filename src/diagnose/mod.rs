@@ -352,6 +352,11 @@ pub struct Finding {
     /// The fix this finding calls for; the runbook's ladder picks among them.
     #[serde(skip)]
     pub suggests: Option<ActionId>,
+    /// This finding's own next step, when the runbook's generic one for its check would be
+    /// wrong (an admin rule is the network team's; a Bastion-only VM is reached through
+    /// Bastion); not part of the JSON contract.
+    #[serde(skip)]
+    pub next_step: Option<String>,
 }
 
 impl Finding {
@@ -363,7 +368,13 @@ impl Finding {
             evidence: serde_json::Value::Object(Default::default()),
             details: Vec::new(),
             suggests: None,
+            next_step: None,
         }
+    }
+
+    pub fn next_step(mut self, text: impl Into<String>) -> Finding {
+        self.next_step = Some(text.into());
+        self
     }
 
     pub fn evidence(mut self, evidence: impl Serialize) -> Finding {

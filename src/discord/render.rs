@@ -175,12 +175,16 @@ pub fn report_with_note(catalog: &Catalog, report: &Report, note: Option<&str>) 
             "**{}** (`{}`): {}\n[Runbook step]({})\n{}",
             step.title, step.id, step.next_step, step.doc, catalog.texts.reconnect
         )),
-        None => report
-            .findings
-            .iter()
-            .find(|f| f.status == Status::Fail)
-            .and_then(|f| catalog.step(f.step))
-            .map(|step| format!("{}\n[Runbook step]({})", step.next_step, step.doc)),
+        None => match report.findings.iter().find(|f| f.status == Status::Fail) {
+            Some(failing) => catalog.step(failing.step).map(|step| {
+                format!(
+                    "{}\n[Runbook step]({})",
+                    failing.next_step.as_deref().unwrap_or(&step.next_step),
+                    step.doc
+                )
+            }),
+            None => report.findings.iter().find_map(|f| f.next_step.clone()),
+        },
     };
     if let Some(next) = next {
         fields.push(("➡️ Next step".to_string(), clip(&next, MAX_FIELD_VALUE)));

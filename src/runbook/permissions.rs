@@ -129,6 +129,12 @@ pub const NEEDED: &[Needed] = &[
         "Network Contributor",
     ),
     need(
+        "Microsoft.Network/virtualNetworks/listNetworkManagerEffectiveSecurityAdminRules/action",
+        Use::Checks,
+        "read Virtual Network Manager's security admin rules, weighed before the NSGs",
+        "Network Contributor",
+    ),
+    need(
         "Microsoft.Compute/virtualMachines/start/action",
         Use::Fixes,
         "start",

@@ -44,6 +44,9 @@ pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
             subnet,
         } => network::get_subnet(ctx.world, sub, rg, vnet, subnet),
         Route::GetNsg { sub, rg, name } => network::get_nsg(ctx.world, sub, rg, name),
+        Route::EffectiveAdminRules { sub, rg, vnet } => {
+            network::effective_admin_rules(ctx, sub, rg, vnet)
+        }
         Route::NetworkOperationResult { sub, id } => network::network_operation(ctx, sub, id),
         Route::ComputeOperation { sub, id } => compute::compute_operation(ctx, sub, id),
         Route::VmAction {

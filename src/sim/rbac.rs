@@ -226,6 +226,11 @@ pub(crate) fn requirement(route: &Route, path: &str) -> Option<(String, String)>
             "Microsoft.Network/networkSecurityGroups/read".to_owned(),
             upto(8),
         ),
+        Route::EffectiveAdminRules { .. } => (
+            "Microsoft.Network/virtualNetworks/listNetworkManagerEffectiveSecurityAdminRules/action"
+                .to_owned(),
+            upto(8),
+        ),
         Route::ListExtensions { .. } | Route::GetExtension { .. } => (
             "Microsoft.Compute/virtualMachines/extensions/read".to_owned(),
             upto(segs.len()),

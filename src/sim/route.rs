@@ -87,6 +87,13 @@ pub(crate) enum Route {
         rg: String,
         name: String,
     },
+    /// `POST virtualNetworks/{vnet}/listNetworkManagerEffectiveSecurityAdminRules` (network
+    /// spec 2024-03-01).
+    EffectiveAdminRules {
+        sub: String,
+        rg: String,
+        vnet: String,
+    },
     NetworkOperationResult {
         sub: String,
         id: String,
@@ -432,6 +439,15 @@ impl Route {
                 vnet: s(7),
                 subnet: s(9),
             },
+            [SUB, _, RGS, _, P, N, "virtualnetworks", _, "listnetworkmanagereffectivesecurityadminrules"]
+                if post =>
+            {
+                Route::EffectiveAdminRules {
+                    sub: s(1),
+                    rg: s(3),
+                    vnet: s(7),
+                }
+            }
             [SUB, _, RGS, _, P, N, "networksecuritygroups", _] if get => Route::GetNsg {
                 sub: s(1),
                 rg: s(3),
@@ -479,6 +495,9 @@ impl Route {
             Route::GetPublicIp { .. } => "GET publicIPAddresses",
             Route::GetSubnet { .. } => "GET virtualNetworks/subnets",
             Route::GetNsg { .. } => "GET networkSecurityGroups",
+            Route::EffectiveAdminRules { .. } => {
+                "POST virtualNetworks/listNetworkManagerEffectiveSecurityAdminRules"
+            }
             Route::NetworkOperationResult { .. } => "GET Microsoft.Network/operationResults",
             Route::ComputeOperation { .. } => "GET Microsoft.Compute/operations",
             Route::VmAction { action, .. } => {

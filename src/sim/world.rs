@@ -974,6 +974,12 @@ impl World {
         self
     }
 
+    /// Moves the current VM to virtual network `vnet` (in its resource group).
+    pub fn in_vnet(mut self, vnet: &str) -> World {
+        self.current_vm().vnet = Some(vnet.to_owned());
+        self
+    }
+
     /// Moves the current VM (and the NSGs made for it) to subscription `id`, adding it if new.
     pub fn in_subscription(mut self, id: &str) -> World {
         self.ensure_subscription(id);
@@ -1299,6 +1305,22 @@ impl World {
         world.fill_defaults();
         world.validate()?;
         Ok(world)
+    }
+
+    /// The admin rules on `vm`'s virtual network, in priority order (equal priorities as
+    /// written).
+    pub fn admin_rules_of(&self, vm: &Vm) -> Vec<&AdminRule> {
+        let mut rules: Vec<&AdminRule> = self
+            .admin_rules
+            .iter()
+            .filter(|r| {
+                r.subscription.eq_ignore_ascii_case(&vm.subscription)
+                    && r.resource_group.eq_ignore_ascii_case(&vm.resource_group)
+                    && r.vnet.eq_ignore_ascii_case(&vm.vnet_name())
+            })
+            .collect();
+        rules.sort_by_key(|r| r.priority);
+        rules
     }
 
     /// Renders the world back to TOML.

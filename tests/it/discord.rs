@@ -230,7 +230,7 @@ Console screenshot captured; serial log has 40 recent lines
 ## ✅ The reply finds its way back to you
 Replies to the Internet go to the Internet (system route 0.0.0.0/0)
 [image attachment://console-web-01.png]
--- 9 ARM requests · <elapsed>
+-- 10 ARM requests · <elapsed>
 # Serial log (last 40 lines)
 ```text
 Computer GUID: 3f4a8c21-5b7e-4d2a-9c61-0e8b7d5a4f10
@@ -337,7 +337,7 @@ Replies to the Internet go to the Internet (system route 0.0.0.0/0)
 [Runbook step](https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/troubleshoot-rdp-nsg-problem)
 After each step, try to connect again.
 [image attachment://console-web-02.png]
--- 9 ARM requests · <elapsed>
+-- 10 ARM requests · <elapsed>
 "#);
     })
     .await

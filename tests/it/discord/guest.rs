@@ -60,7 +60,7 @@ Console screenshot captured; serial log has 40 recent lines
 ## ✅ The reply finds its way back to you
 Replies to the Internet go to the Internet (system route 0.0.0.0/0)
 [image attachment://console-fw-01.png]
--- 9 ARM requests · <elapsed>
+-- 10 ARM requests · <elapsed>
 "#);
         assert!(
             serial.ends_with("[Look inside the VM]\n[attachment console-fw-01.png]\n"),

@@ -1,0 +1,175 @@
+//! The gates enterprises put in front of 3389 (issue 15): Azure Virtual Network Manager's
+//! security admin rules weighed before the NSGs, through the real SDK against the simulator's
+//! `listNetworkManagerEffectiveSecurityAdminRules`; the demo world's `avnm-01` as the binary.
+
+use crate::support;
+
+use rdp_doctor::runbook::sweep::{self, SweepOptions};
+use rdp_doctor::runbook::Verdict;
+use rdp_doctor::sim::World;
+use support::{finding, requests_to, within, Harness};
+use tokio_util::sync::CancellationToken;
+
+const ADMIN_RULES: &str = "/listNetworkManagerEffectiveSecurityAdminRules";
+
+#[tokio::test]
+async fn avnm_01_is_denied_by_an_admin_rule_that_beats_the_nsgs_allow_and_no_nsg_change_is_offered()
+{
+    within(async {
+        let h = Harness::start(rdp_doctor::sim::demo_world()).await;
+        let report = h.check("avnm-01").await.expect("report");
+        assert_eq!(report.verdict, Verdict::Problems);
+        let nsg = finding(&report, "nsg");
+        assert_eq!(nsg.status.as_str(), "fail");
+        assert_eq!(
+            nsg.summary,
+            "TCP 3389 from the Internet is denied by security admin rule deny-rdp-inbound (priority 10) in rule collection management-ports of configuration corp-security of Virtual Network Manager avnm-corp"
+        );
+        let admin = &nsg.evidence["admin_rule"];
+        assert_eq!(admin["network_manager"], "avnm-corp");
+        assert_eq!(admin["configuration"], "corp-security");
+        assert_eq!(admin["rule_collection"], "management-ports");
+        assert_eq!(admin["access"], "Deny");
+        assert_eq!(nsg.evidence["allowed"], false);
+        assert!(
+            nsg.details
+                .iter()
+                .any(|d| d == "The NSGs alone would allow it (rule allow-rdp in NSG nsg-rdp)."),
+            "{:?}",
+            nsg.details
+        );
+        // The fix is the network team's: no NSG change is suggested or recommended.
+        assert_eq!(nsg.suggests, None);
+        assert_eq!(report.next_action, None);
+        assert!(nsg
+            .next_step
+            .as_deref()
+            .is_some_and(|n| n.contains("network team") && n.contains("avnm-corp")));
+        assert_eq!(requests_to(&h.sim, "POST", ADMIN_RULES), 1);
+        // A VM on a virtual network no network manager covers: the list is empty, the NSGs decide.
+        let web = h.check("web-01").await.expect("report");
+        assert_eq!(finding(&web, "nsg").status.as_str(), "pass");
+        assert!(finding(&web, "nsg").evidence.get("admin_rule").is_none());
+        assert!(h.arm_writes().is_empty(), "{:?}", h.arm_writes());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn always_allow_beats_an_nsg_deny_and_allow_hands_the_decision_to_the_nsgs() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .nsg_denies_rdp()
+            .admin_rule("always-rdp", "AlwaysAllow", "*", "3389")
+            .vm("web-02")
+            .in_vnet("vnet-two")
+            .nsg_denies_rdp()
+            .admin_rule("allow-rdp", "Allow", "*", "3389");
+        let h = Harness::start(world).await;
+        let always = h.check("web-01").await.expect("report");
+        let nsg = finding(&always, "nsg");
+        assert_eq!(nsg.status.as_str(), "pass", "{}", nsg.summary);
+        assert!(nsg.summary.contains("always-rdp"), "{}", nsg.summary);
+        assert!(nsg
+            .summary
+            .ends_with("(AlwaysAllow), whatever the NSGs say"));
+        assert!(
+            nsg.details
+                .iter()
+                .any(|d| d.contains("would deny it (deny-rdp-internet)")),
+            "{:?}",
+            nsg.details
+        );
+        assert_eq!(always.next_action, None);
+
+        let allow = h.check("web-02").await.expect("report");
+        let nsg = finding(&allow, "nsg");
+        assert_eq!(nsg.status.as_str(), "fail", "{}", nsg.summary);
+        assert!(nsg.summary.contains("deny-rdp-internet"), "{}", nsg.summary);
+        assert!(nsg.evidence.get("admin_rule").is_none());
+        assert!(
+            nsg.details
+                .iter()
+                .any(|d| d.contains("allow-rdp") && d.contains("leaves the decision to the NSGs")),
+            "{:?}",
+            nsg.details
+        );
+        // An NSG decided it: the NSG fix is the right one.
+        assert_eq!(allow.next_action.map(|a| a.as_str()), Some("open-rdp-port"));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn admin_rules_go_by_priority_and_a_deny_beats_the_nsgs_allow() {
+    within(async {
+        let mut world = World::new()
+            .vm("web-01")
+            .admin_rule("deny-all-rdp", "Deny", "*", "3389")
+            .admin_rule("office-always", "AlwaysAllow", "203.0.113.0/24", "3389");
+        // The office's AlwaysAllow comes first (priority 50 before the deny's 100).
+        world.admin_rules[1].priority = 50;
+        let h = Harness::start(world).await;
+        let internet = h.check("web-01").await.expect("report");
+        let nsg = finding(&internet, "nsg");
+        assert_eq!(nsg.status.as_str(), "fail", "{}", nsg.summary);
+        assert_eq!(nsg.evidence["admin_rule"]["name"], "deny-all-rdp");
+        let office = h
+            .check_with(
+                "web-01",
+                rdp_doctor::runbook::CheckOptions {
+                    from: Some("203.0.113.9".parse().expect("address")),
+                },
+            )
+            .await
+            .expect("report");
+        let nsg = finding(&office, "nsg");
+        assert_eq!(nsg.status.as_str(), "pass", "{}", nsg.summary);
+        assert_eq!(nsg.evidence["admin_rule"]["name"], "office-always");
+        // Network Watcher agrees on both.
+        assert_eq!(
+            finding(&office, "network-path").evidence["ip_flow_verify"]["agree"],
+            true
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_sweep_reads_each_virtual_networks_admin_rules_once() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .admin_rule("deny-rdp", "Deny", "*", "3389")
+            .vm("web-02")
+            .vm("web-03");
+        let h = Harness::start(world).await;
+        let scope = rdp_doctor::azure::SweepScope {
+            subscription_id: rdp_doctor::sim::DEFAULT_SUBSCRIPTION.to_string(),
+            resource_group: Some("rg-web".to_string()),
+        };
+        let report = sweep::sweep(
+            &h.arm,
+            &h.catalog,
+            &scope,
+            &SweepOptions::default(),
+            &CancellationToken::new(),
+            &|_| {},
+        )
+        .await
+        .expect("sweep");
+        assert_eq!(report.count(Verdict::Problems), 3);
+        for row in &report.vms {
+            let deciding = row.deciding.as_ref().expect("a deciding finding");
+            assert!(
+                deciding.summary.contains("deny-rdp"),
+                "{}",
+                deciding.summary
+            );
+            assert_eq!(row.next_action, None);
+        }
+        assert_eq!(requests_to(&h.sim, "POST", ADMIN_RULES), 1);
+    })
+    .await
+}
