@@ -173,3 +173,66 @@ async fn a_sweep_reads_each_virtual_networks_admin_rules_once() {
     })
     .await
 }
+
+fn cli_check(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the binary runs")
+}
+
+/// The report's verdict, the gate's finding (the `nsg` and `public-ip` lines and their details)
+/// and its next step, as a person reads them.
+fn gate_part(text: &str) -> String {
+    let mut shown = Vec::new();
+    let mut keep = false;
+    for line in text.lines() {
+        if line.starts_with("Verdict:") {
+            shown.push(line.to_owned());
+            continue;
+        }
+        let finding_title = ["PASS", "WARN", "FAIL", "SKIP", "ERROR"]
+            .iter()
+            .any(|s| line.trim_start().starts_with(s) && line.starts_with("  "));
+        if finding_title {
+            keep = line.contains("Network security group") || line.contains("public IP");
+        }
+        if line.starts_with("Next step:") {
+            keep = true;
+        }
+        if line.contains("ARM requests,") || line.starts_with("Serial log") {
+            keep = false;
+        }
+        if keep {
+            shown.push(line.to_owned());
+        }
+    }
+    shown.join("\n")
+}
+
+#[tokio::test]
+async fn check_avnm_01_simulate_names_the_admin_rule_and_the_network_team() {
+    within(async {
+        let out = tokio::task::spawn_blocking(|| cli_check(&["check", "avnm-01", "--simulate"]))
+            .await
+            .expect("joined");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        insta::assert_snapshot!(gate_part(&text), @r"
+        Verdict: PROBLEMS FOUND
+          PASS  VM has a public IP (or a private path)
+                Public IP 20.1.2.90 (static, Standard SKU, avnm-01-ip)
+          FAIL  Network security group allows TCP 3389
+                TCP 3389 from the Internet is denied by security admin rule deny-rdp-inbound (priority 10) in rule collection management-ports of configuration corp-security of Virtual Network Manager avnm-corp
+                Security admin rules are evaluated before network security groups: no NSG rule can open this port; the fix belongs to the network team.
+                The NSGs alone would allow it (rule allow-rdp in NSG nsg-rdp).
+        Next step: Security admin rule deny-rdp-inbound of Virtual Network Manager avnm-corp (configuration corp-security, rule collection management-ports) denies TCP 3389 before any NSG is consulted: no NSG change can open it. Ask the network team that manages avnm-corp to change the rule or exempt this virtual network; rdp-doctor offers no fix for it.
+          https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/troubleshoot-rdp-nsg-problem
+        ");
+        assert!(!text.contains("open-rdp-port"), "{text}");
+    })
+    .await
+}
