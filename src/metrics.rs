@@ -42,10 +42,11 @@ pub enum Command {
     OpenRdp,
     Audit,
     Permissions,
+    RequestJit,
 }
 
 impl Command {
-    pub const ALL: [Command; 15] = [
+    pub const ALL: [Command; 16] = [
         Command::Check,
         Command::Health,
         Command::Console,
@@ -61,6 +62,7 @@ impl Command {
         Command::OpenRdp,
         Command::Audit,
         Command::Permissions,
+        Command::RequestJit,
     ];
 
     /// The subcommand by its name (`/rdp <name>`); `None` for anything else.
@@ -130,6 +132,7 @@ label_names!(Command {
     OpenRdp => "open-rdp",
     Audit => "audit",
     Permissions => "permissions",
+    RequestJit => "request-jit",
 });
 label_names!(Outcome { Ok => "ok", Refused => "refused", Error => "error" });
 label_names!(Transport { Gateway => "gateway", Endpoint => "endpoint" });

@@ -283,6 +283,12 @@ fn next_step(out: &mut String, report: &Report, catalog: &Catalog, style: &Style
                     report.vm.name
                 ));
             }
+            if action == Some(ActionId::RequestJit) {
+                out.push_str(&format!(
+                    "  Run it: rdp-doctor request-jit {} --from YOUR.IP.ADDRESS [--hours N]\n",
+                    report.vm.name
+                ));
+            }
             if action == Some(ActionId::ResetRdpPort) {
                 // The other way out: leave the listener where it is and open the NSG for it.
                 out.push_str(&format!(

@@ -124,6 +124,8 @@ pub enum ActionId {
     Redeploy,
     /// Remove the route that sends the reply to an appliance (or nowhere).
     RemoveRoute,
+    /// Ask Defender for Cloud's just-in-time access to open 3389 for one address.
+    RequestJit,
     // Inside Windows, through Run Command.
     EnableRdp,
     StartTermservice,
@@ -135,7 +137,7 @@ pub enum ActionId {
 }
 
 impl ActionId {
-    pub const ALL: [ActionId; 14] = [
+    pub const ALL: [ActionId; 15] = [
         ActionId::ResetRdpConfig,
         ActionId::OpenRdpPort,
         ActionId::ResetPassword,
@@ -143,6 +145,7 @@ impl ActionId {
         ActionId::Restart,
         ActionId::Redeploy,
         ActionId::RemoveRoute,
+        ActionId::RequestJit,
         ActionId::EnableRdp,
         ActionId::StartTermservice,
         ActionId::ResetRdpPort,
@@ -177,6 +180,7 @@ impl ActionId {
             ActionId::Restart => "restart",
             ActionId::Redeploy => "redeploy",
             ActionId::RemoveRoute => "remove-route",
+            ActionId::RequestJit => "request-jit",
             ActionId::EnableRdp => "enable-rdp",
             ActionId::StartTermservice => "start-termservice",
             ActionId::ResetRdpPort => "reset-rdp-port",

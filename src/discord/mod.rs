@@ -507,6 +507,7 @@ fn component_kind(custom_id: &str) -> String {
         "fixes::reset_password",
         "fixes::open_rdp",
         "fixes::audit",
+        "fixes::request_jit",
         "fixes::permissions"
     ),
     subcommand_required

@@ -389,6 +389,20 @@ async fn run_checks(
             let (vm, nic, effective, admin) =
                 futures::join!(vm_read.clone(), nic_read.clone(), effective, admin);
             let (finding, judged) = nsg_finding(&vm, nic, effective, admin, options);
+            // Just-in-time access: read the subscription's JIT policies only when Defender's
+            // rules are among the effective ones.
+            let finding = match &judged {
+                Some(j) if has_jit_rule(&j.rules) => match arm.jit_policy(&summary.vm).await {
+                    Ok(Some(policy)) => {
+                        nsg::jit::judge(finding, &policy, j.probe.port, &summary.vm.name)
+                    }
+                    Ok(None) => finding,
+                    Err(e) => finding.detail(format!(
+                        "Just-in-time access rules are present but the JIT policies could not be read: {e}"
+                    )),
+                },
+                _ => finding,
+            };
             events(Event::StepFinished(finding.clone()));
             (finding, judged)
         };
@@ -489,6 +503,13 @@ async fn run_checks(
         facts,
         nsg: nsg_judged,
     })
+}
+
+/// Whether Defender's just-in-time access wrote rules into these NSGs.
+fn has_jit_rule(nsgs: &[nsg::EffectiveNsg]) -> bool {
+    nsgs.iter()
+        .flat_map(|n| n.rules.iter())
+        .any(|r| nsg::jit::is_jit_rule(&r.name))
 }
 
 /// The `nsg` check's verdict, to set beside Network Watcher's.

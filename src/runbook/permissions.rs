@@ -135,6 +135,12 @@ pub const NEEDED: &[Needed] = &[
         "Network Contributor",
     ),
     need(
+        "Microsoft.Security/locations/jitNetworkAccessPolicies/read",
+        Use::Checks,
+        "read the just-in-time access policy of a VM whose NSG has Defender's JIT rules",
+        "Reader",
+    ),
+    need(
         "Microsoft.Compute/virtualMachines/start/action",
         Use::Fixes,
         "start",
@@ -193,6 +199,12 @@ pub const NEEDED: &[Needed] = &[
         Use::Fixes,
         "remove-route",
         "Network Contributor",
+    ),
+    need(
+        "Microsoft.Security/locations/jitNetworkAccessPolicies/initiate/action",
+        Use::Fixes,
+        "request-jit",
+        "Security Admin",
     ),
     need(
         "Microsoft.Compute/locations/operations/read",

@@ -200,6 +200,17 @@ pub(crate) enum Route {
         sub: String,
         rg: String,
     },
+    /// `JitNetworkAccessPolicies_List` (security spec 2020-01-01).
+    ListJitPolicies {
+        sub: String,
+    },
+    /// `JitNetworkAccessPolicies_Initiate` (security spec 2020-01-01).
+    InitiateJit {
+        sub: String,
+        rg: String,
+        location: String,
+        name: String,
+    },
     Unknown,
 }
 
@@ -272,6 +283,19 @@ impl Route {
         }
         match l.as_slice() {
             [SUB, _, RGS] if get => Route::ListResourceGroups { sub: s(1) },
+            [SUB, _, P, "microsoft.security", "jitnetworkaccesspolicies"] if get => {
+                Route::ListJitPolicies { sub: s(1) }
+            }
+            [SUB, _, RGS, _, P, "microsoft.security", "locations", _, "jitnetworkaccesspolicies", _, "initiate"]
+                if post =>
+            {
+                Route::InitiateJit {
+                    sub: s(1),
+                    rg: s(3),
+                    location: s(7),
+                    name: s(9),
+                }
+            }
             [SUB, _, RGS, _, P, "microsoft.authorization", "permissions"] if get => {
                 Route::ListPermissions {
                     sub: s(1),
@@ -520,6 +544,8 @@ impl Route {
             Route::NextHop { .. } => "POST networkWatchers/nextHop",
             Route::ListResourceGroups { .. } => "GET resourcegroups (list)",
             Route::ListPermissions { .. } => "GET Microsoft.Authorization/permissions",
+            Route::ListJitPolicies { .. } => "GET jitNetworkAccessPolicies (list)",
+            Route::InitiateJit { .. } => "POST jitNetworkAccessPolicies/initiate",
             Route::Unknown => return format!("{} unknown", method.to_ascii_uppercase()),
         };
         name.to_owned()

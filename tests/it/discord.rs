@@ -13,6 +13,9 @@ mod war_room;
 /// `/rdp guest` and the "Look inside the VM" button.
 mod guest;
 
+/// Just-in-time access in the room (issue 15).
+mod gates;
+
 use rdp_doctor::discord::{Bot, BotSettings};
 use rdp_doctor::sim::{SimOptions, Simulator, World};
 use serde_json::{json, Value};

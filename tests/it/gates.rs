@@ -236,3 +236,125 @@ async fn check_avnm_01_simulate_names_the_admin_rule_and_the_network_team() {
     })
     .await
 }
+
+const JIT_LIST: &str = "/providers/Microsoft.Security/jitNetworkAccessPolicies";
+
+#[tokio::test]
+async fn jit_01_is_closed_by_just_in_time_access_and_request_jit_is_the_fix_never_open_rdp_port() {
+    within(async {
+        let h = Harness::start(rdp_doctor::sim::demo_world()).await;
+        let report = h.check("jit-01").await.expect("report");
+        let nsg = finding(&report, "nsg");
+        assert_eq!(nsg.status.as_str(), "fail");
+        assert!(
+            nsg.summary.starts_with(
+                "TCP 3389 from the Internet is closed by just-in-time access (Defender for Cloud policy default, rule SecurityCenter-JITRule_"
+            ),
+            "{}",
+            nsg.summary
+        );
+        assert_eq!(nsg.suggests.map(|a| a.as_str()), Some("request-jit"));
+        assert_eq!(report.next_action.map(|a| a.as_str()), Some("request-jit"));
+        let jit = &nsg.evidence["jit"];
+        assert_eq!(jit["name"], "default");
+        assert_eq!(jit["ports"][0]["number"], 3389);
+        assert_eq!(jit["ports"][0]["max_hours"], 3);
+        assert_eq!(jit["requests"].as_array().map(Vec::len), Some(0));
+        assert_eq!(requests_to(&h.sim, "GET", JIT_LIST), 1);
+        // No Defender rule in a VM's NSGs: no JIT read.
+        let web = h.check("web-02").await.expect("report");
+        assert_eq!(web.next_action.map(|a| a.as_str()), Some("open-rdp-port"));
+        assert_eq!(requests_to(&h.sim, "GET", JIT_LIST), 1);
+        assert!(h.arm_writes().is_empty(), "{:?}", h.arm_writes());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn request_jit_is_refused_outside_the_policy_and_for_a_vm_it_does_not_protect() {
+    within(async {
+        let h = Harness::start(
+            World::new()
+                .vm("jit-01")
+                .jit_protected()
+                .vm("web-02")
+                .nsg_denies_rdp(),
+        )
+        .await;
+        let policy = support::policy(Some(
+            "[[grant]]\ncli_user = \"alice\"\nlevel = \"operate\"\nscope = \"*\"\n",
+        ));
+        let operator = h.operator(h.arm.clone(), policy, support::store(None).await);
+        let alice = rdp_doctor::policy::Actor::terminal("alice");
+        let ask = |vm: &'static str, hours: Option<u32>| {
+            let (operator, alice, h) = (&operator, &alice, &h);
+            async move {
+                let query = rdp_doctor::azure::VmQuery::parse(vm).expect("valid");
+                let vm = h
+                    .arm
+                    .resolve(&query, &h.subscriptions)
+                    .await
+                    .expect("found")
+                    .vm;
+                operator
+                    .request(
+                        alice,
+                        None,
+                        &vm,
+                        rdp_doctor::runbook::fix::FixRequest::RequestJit {
+                            source: "203.0.113.9".parse().expect("address"),
+                            hours,
+                        },
+                    )
+                    .await
+            }
+        };
+        let too_long = ask("jit-01", Some(4))
+            .await
+            .expect_err("over the policy's 3 hours");
+        assert!(
+            too_long
+                .to_string()
+                .contains("allows requests of 1 to 3 hours; 4 is outside that"),
+            "{too_long}"
+        );
+        let unprotected = ask("web-02", None).await.expect_err("no policy");
+        assert!(
+            unprotected
+                .to_string()
+                .contains("web-02 is not protected by just-in-time access"),
+            "{unprotected}"
+        );
+        assert!(h.arm_writes().is_empty(), "{:?}", h.arm_writes());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn check_jit_01_simulate_says_closed_by_jit_and_how_to_request_it() {
+    within(async {
+        let out = tokio::task::spawn_blocking(|| cli_check(&["check", "jit-01", "--simulate"]))
+            .await
+            .expect("joined");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let rule = regex::Regex::new(r"SecurityCenter-JITRule_-?\d+_[0-9A-F]+").expect("regex");
+        let shown = rule.replace_all(&gate_part(&text), "SecurityCenter-JITRule_<n>_<hash>").into_owned();
+        insta::assert_snapshot!(shown, @r"
+        Verdict: PROBLEMS FOUND
+          PASS  VM has a public IP (or a private path)
+                Public IP 20.1.2.91 (static, Standard SKU, jit-01-ip)
+          FAIL  Network security group allows TCP 3389
+                TCP 3389 from the Internet is closed by just-in-time access (Defender for Cloud policy default, rule SecurityCenter-JITRule_<n>_<hash>)
+                Just-in-time policy default allows requests for TCP 3389 from any address a request names, for at most 3 hours.
+                No request is active.
+                This is the security team's design: request access for your address instead of opening the NSG.
+        Next step: Request just-in-time access to TCP 3389 (request-jit)
+          Asks Defender for Cloud's just-in-time access to open TCP 3389 for your address, within the policy's maximum duration; Defender closes it again when the time is up.
+          https://learn.microsoft.com/en-us/azure/defender-for-cloud/just-in-time-access-usage
+          Run it: rdp-doctor request-jit jit-01 --from YOUR.IP.ADDRESS [--hours N]
+          After each step, try to connect again.
+        ");
+    })
+    .await
+}

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod eval;
+pub mod jit;
 
 pub use admin::{AdminAccess, AdminRule};
 
