@@ -732,7 +732,8 @@ async fn check(args: CheckArgs) -> Result<Done, CliError> {
     }
     match report.verdict {
         Verdict::Ok => Ok(Done::Clean),
-        Verdict::Problems => Ok(Done::Problems),
+        // A single check never says this (a sweep's row does); it cannot connect either.
+        Verdict::Problems | Verdict::ClosedByJit => Ok(Done::Problems),
         Verdict::Unknown => Err(CliError::Incomplete),
     }
 }

@@ -197,6 +197,10 @@ fn verdict_text(verdict: Verdict, style: &Style) -> String {
             fg(AnsiColor::Magenta).bold(),
             "UNKNOWN: some checks could not run",
         ),
+        Verdict::ClosedByJit => style.paint(
+            fg(AnsiColor::Cyan).bold(),
+            "CLOSED BY JIT, as designed: request access",
+        ),
     }
 }
 

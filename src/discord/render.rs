@@ -154,6 +154,10 @@ pub fn report_with_note(catalog: &Catalog, report: &Report, note: Option<&str>) 
             },
         ),
         Verdict::Problems => (format!("{}: problems found", vm.name), RED),
+        Verdict::ClosedByJit => (
+            format!("{}: closed by just-in-time access, as designed", vm.name),
+            ORANGE,
+        ),
         Verdict::Unknown => (format!("{}: some checks could not run", vm.name), GREY),
     };
     let mut fields: Vec<(String, String)> = shown(report)

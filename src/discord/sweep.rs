@@ -315,6 +315,10 @@ pub fn summary(report: &SweepReport) -> (CreateEmbed, Option<(String, Vec<u8>)>)
     let mut description = format!(
         "❌ {problems} with problems · ❗ {unknown} could not be checked fully · ✅ {ok} ok"
     );
+    let jit = report.count(Verdict::ClosedByJit);
+    if jit > 0 {
+        description.push_str(&format!(" · 🔒 {jit} closed by JIT, as designed"));
+    }
     if !report.skipped.is_empty() {
         description.push_str(&format!(" · {} non-Windows skipped", report.skipped.len()));
     }

@@ -358,3 +358,56 @@ async fn check_jit_01_simulate_says_closed_by_jit_and_how_to_request_it() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_sweep_reports_jit_closed_vms_as_their_own_verdict_not_as_problems() {
+    within(async {
+        let world = World::new()
+            .vm("jit-01")
+            .jit_protected()
+            .vm("jit-02")
+            .jit_protected()
+            .vm("web-01")
+            .vm("web-02")
+            .nsg_denies_rdp();
+        let h = Harness::start(world).await;
+        let scope = rdp_doctor::azure::SweepScope {
+            subscription_id: rdp_doctor::sim::DEFAULT_SUBSCRIPTION.to_string(),
+            resource_group: Some("rg-web".to_string()),
+        };
+        let report = sweep::sweep(
+            &h.arm,
+            &h.catalog,
+            &scope,
+            &SweepOptions::default(),
+            &CancellationToken::new(),
+            &|_| {},
+        )
+        .await
+        .expect("sweep");
+        let rows: Vec<(&str, &str)> = report
+            .vms
+            .iter()
+            .map(|r| (r.vm.name.as_str(), r.verdict.as_str()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("web-02", "problems"),
+                ("jit-01", "closed-by-jit"),
+                ("jit-02", "closed-by-jit"),
+                ("web-01", "ok"),
+            ]
+        );
+        assert_eq!(report.count(Verdict::Problems), 1);
+        assert_eq!(report.count(Verdict::ClosedByJit), 2);
+        let jit = &report.vms[1];
+        assert_eq!(jit.next_action.map(|a| a.as_str()), Some("request-jit"));
+        assert!(jit
+            .deciding
+            .as_ref()
+            .is_some_and(|f| f.summary.contains("closed by just-in-time access")));
+        assert!(h.arm_writes().is_empty(), "{:?}", h.arm_writes());
+    })
+    .await
+}
