@@ -507,8 +507,8 @@ fn component_kind(custom_id: &str) -> String {
         "fixes::reset_password",
         "fixes::open_rdp",
         "fixes::audit",
-        "fixes::request_jit",
-        "fixes::permissions"
+        "fixes::permissions",
+        "fixes::request_jit"
     ),
     subcommand_required
 )]

@@ -171,7 +171,8 @@ async fn commands_are_registered_in_the_guild() {
                 "reset-password",
                 "open-rdp",
                 "audit",
-                "permissions"
+                "permissions",
+                "request-jit"
             ]
         );
         room.assert_clean();
