@@ -43,10 +43,11 @@ pub enum Command {
     Audit,
     Permissions,
     RequestJit,
+    Changes,
 }
 
 impl Command {
-    pub const ALL: [Command; 16] = [
+    pub const ALL: [Command; 17] = [
         Command::Check,
         Command::Health,
         Command::Console,
@@ -63,6 +64,7 @@ impl Command {
         Command::Audit,
         Command::Permissions,
         Command::RequestJit,
+        Command::Changes,
     ];
 
     /// The subcommand by its name (`/rdp <name>`); `None` for anything else.
@@ -133,6 +135,7 @@ label_names!(Command {
     Audit => "audit",
     Permissions => "permissions",
     RequestJit => "request-jit",
+    Changes => "changes",
 });
 label_names!(Outcome { Ok => "ok", Refused => "refused", Error => "error" });
 label_names!(Transport { Gateway => "gateway", Endpoint => "endpoint" });

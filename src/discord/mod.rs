@@ -508,7 +508,8 @@ fn component_kind(custom_id: &str) -> String {
         "fixes::open_rdp",
         "fixes::audit",
         "fixes::permissions",
-        "fixes::request_jit"
+        "fixes::request_jit",
+        "commands::changes"
     ),
     subcommand_required
 )]

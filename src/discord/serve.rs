@@ -650,6 +650,15 @@ async fn route(
         }
         "audit" => fixes::audit_in(cmd, o.text("vm")).await,
         "permissions" => fixes::permissions_in(cmd).await,
+        "changes" => {
+            commands::start(
+                cmd,
+                Kind::Changes,
+                o.required("vm")?,
+                CheckOptions::default(),
+            )
+            .await
+        }
         other => Err(format!("no subcommand /rdp {other}").into()),
     })
 }

@@ -8,7 +8,7 @@
 
 use super::resource::{expands, lookup_nic, lookup_vm, Ctx};
 use super::route::Route;
-use super::{authorization, compute, health, network, security, Reply};
+use super::{activity, authorization, compute, health, network, security, Reply};
 
 /// Answers an authenticated, unthrottled ARM request.
 pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
@@ -99,6 +99,7 @@ pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
             location,
             name,
         } => security::initiate(ctx, sub, rg, location, name),
+        Route::ActivityLog { sub } => activity::list(ctx, sub),
         Route::Unknown => Err(Reply::arm_error(
             404,
             "NotFound",
