@@ -42,11 +42,12 @@ pub enum Command {
     OpenRdp,
     Audit,
     Permissions,
+    RequestJit,
     Changes,
 }
 
 impl Command {
-    pub const ALL: [Command; 16] = [
+    pub const ALL: [Command; 17] = [
         Command::Check,
         Command::Health,
         Command::Console,
@@ -62,6 +63,7 @@ impl Command {
         Command::OpenRdp,
         Command::Audit,
         Command::Permissions,
+        Command::RequestJit,
         Command::Changes,
     ];
 
@@ -132,6 +134,7 @@ label_names!(Command {
     OpenRdp => "open-rdp",
     Audit => "audit",
     Permissions => "permissions",
+    RequestJit => "request-jit",
     Changes => "changes",
 });
 label_names!(Outcome { Ok => "ok", Refused => "refused", Error => "error" });

@@ -8,6 +8,7 @@
 use super::read::{health_facts, listed_nic_facts, public_ip_facts, vm_facts};
 use super::resolve::summarise;
 use super::{Arm, ArmError, HealthOutcome, ResourceId, VmRef, VmSummary};
+use crate::diagnose::nsg::AdminRule;
 use crate::diagnose::{AgentFacts, NicFacts, OsType, PublicIpFacts, VmFacts};
 use futures::{FutureExt, StreamExt};
 use std::collections::HashMap;
@@ -52,7 +53,13 @@ pub struct Fleet {
     health: HashMap<String, GroupHealth>,
     /// ARM requests the lists took.
     pub list_requests: u64,
+    /// By lower-case virtual network id: its Virtual Network Manager admin rules, read once for
+    /// all the VMs of the sweep in it.
+    admin_rules: std::sync::Mutex<HashMap<String, AdminRead>>,
 }
+
+/// One virtual network's admin rules, read once when the first of its VMs asks.
+type AdminRead = Arc<tokio::sync::OnceCell<Result<Vec<AdminRule>, ArmError>>>;
 
 impl Fleet {
     /// The scope's VMs as listed, with the facts of those listed with their instance view.
@@ -105,6 +112,29 @@ impl Fleet {
 
     pub fn nic_facts(&self, nic_id: &str) -> Option<NicFacts> {
         self.nics.get(&nic_id.to_ascii_lowercase()).cloned()
+    }
+
+    /// The admin rules of the virtual network of `subnet_id`, read once per virtual network
+    /// of the scope.
+    pub async fn admin_rules(
+        &self,
+        arm: &Arm,
+        subnet_id: &str,
+    ) -> Result<Vec<AdminRule>, ArmError> {
+        let key = match super::gates::vnet_of_subnet(subnet_id) {
+            Some((sub, rg, vnet)) => format!("{sub}/{rg}/{vnet}").to_ascii_lowercase(),
+            None => return arm.effective_admin_rules(subnet_id).await,
+        };
+        let cell = self
+            .admin_rules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .clone();
+        cell.get_or_init(|| arm.effective_admin_rules(subnet_id))
+            .await
+            .clone()
     }
 
     /// The VM's Resource Health from its group's list (read now if no VM of the group asked

@@ -13,6 +13,7 @@ mod credential;
 mod directory;
 mod error;
 mod fleet;
+mod gates;
 mod lro;
 mod pace;
 mod path;
@@ -28,6 +29,7 @@ pub use crate::domain::{validate_group, validate_vm_name, ResourceId, ResourceId
 pub use directory::VmDirectory;
 pub use error::{parse_error_body, redact, ArmError};
 pub use fleet::{is_subscription_id, Fleet, ScopeError, SweepScope};
+pub use gates::JitInitiate;
 pub use pace::{PacingStats, Priority};
 pub use path::{NetworkWatcher, SubnetLinks};
 pub use permissions::Grants;

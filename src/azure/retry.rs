@@ -71,8 +71,9 @@ impl std::error::Error for Unanswered {
 /// The POST actions that only read (ARM computes and returns data, nothing changes). Not
 /// `runCommand`: even a read-only script runs in the guest, and Azure refuses a second one
 /// while the first runs, so it is sent once like any write.
-const READ_ONLY_ACTIONS: [&str; 5] = [
+const READ_ONLY_ACTIONS: [&str; 6] = [
     "/effectivenetworksecuritygroups",
+    "/listnetworkmanagereffectivesecurityadminrules",
     "/retrievebootdiagnosticsdata",
     "/effectiveroutetable",
     "/ipflowverify",

@@ -116,6 +116,9 @@ pub fn request_by_id(
         ActionId::Redeploy => Ok(FixRequest::Redeploy),
         ActionId::ResetRdpConfig => Ok(FixRequest::ResetRdpConfig),
         ActionId::RemoveRoute => Ok(FixRequest::RemoveRoute),
+        ActionId::RequestJit => Err(CliError::usage(
+            "request-jit has its own command: `rdp-doctor request-jit VM --from IP [--hours N]`",
+        )),
         ActionId::ResetPassword => Err(CliError::usage(
             "reset-password has its own command: `rdp-doctor reset-password VM --user NAME`",
         )),

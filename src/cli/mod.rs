@@ -251,6 +251,18 @@ enum Command {
     /// Remove the route that sends the VM's replies to the Internet to an appliance or to None
     /// (asks for confirmation; admin).
     RemoveRoute(FixArgs),
+    /// Ask Defender for Cloud's just-in-time access to open TCP 3389 of a JIT-protected VM for
+    /// your address (asks for confirmation).
+    RequestJit {
+        #[command(flatten)]
+        fix: FixArgs,
+        /// Your public IPv4 address: the port opens for it alone.
+        #[arg(long, value_name = "IP")]
+        from: std::net::Ipv4Addr,
+        /// For how many hours, within the policy's maximum (1 when not given).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=24))]
+        hours: Option<u32>,
+    },
     /// Confirm a pending fix by its confirmation id (runs it).
     Confirm {
         id: String,
@@ -538,6 +550,15 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
         Command::Redeploy(a) => run_fix(a, |_| Ok(FixRequest::Redeploy)).await,
         Command::ResetConfig(a) => run_fix(a, |_| Ok(FixRequest::ResetRdpConfig)).await,
         Command::RemoveRoute(a) => run_fix(a, |_| Ok(FixRequest::RemoveRoute)).await,
+        Command::RequestJit { fix, from, hours } => {
+            run_fix(fix, move |_| {
+                Ok(FixRequest::RequestJit {
+                    source: from,
+                    hours,
+                })
+            })
+            .await
+        }
         Command::ResetPassword {
             fix,
             user,
@@ -747,7 +768,8 @@ async fn check(args: CheckArgs) -> Result<Done, CliError> {
     }
     match report.verdict {
         Verdict::Ok => Ok(Done::Clean),
-        Verdict::Problems => Ok(Done::Problems),
+        // A single check never says this (a sweep's row does); it cannot connect either.
+        Verdict::Problems | Verdict::ClosedByJit => Ok(Done::Problems),
         Verdict::Unknown => Err(CliError::Incomplete),
     }
 }

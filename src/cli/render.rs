@@ -267,6 +267,10 @@ fn verdict_text(verdict: Verdict, style: &Style) -> String {
             fg(AnsiColor::Magenta).bold(),
             "UNKNOWN: some checks could not run",
         ),
+        Verdict::ClosedByJit => style.paint(
+            fg(AnsiColor::Cyan).bold(),
+            "CLOSED BY JIT, as designed: request access",
+        ),
     }
 }
 
@@ -353,6 +357,12 @@ fn next_step(out: &mut String, report: &Report, catalog: &Catalog, style: &Style
                     report.vm.name
                 ));
             }
+            if action == Some(ActionId::RequestJit) {
+                out.push_str(&format!(
+                    "  Run it: rdp-doctor request-jit {} --from YOUR.IP.ADDRESS [--hours N]\n",
+                    report.vm.name
+                ));
+            }
             if action == Some(ActionId::ResetRdpPort) {
                 // The other way out: leave the listener where it is and open the NSG for it.
                 out.push_str(&format!(
@@ -364,19 +374,22 @@ fn next_step(out: &mut String, report: &Report, catalog: &Catalog, style: &Style
             out.push_str(&format!("  {}\n", catalog.texts.reconnect));
         }
         None => {
-            // No fix applies: point at the first failing check's own advice.
-            if let Some(step) = report
-                .findings
-                .iter()
-                .find(|f| f.status == Status::Fail)
-                .and_then(|f| catalog.step(f.step))
+            // No fix applies: point at the first failing check's own advice (the finding's
+            // when it has its own), else at a passing finding's (how to reach the VM).
+            let failing = report.findings.iter().find(|f| f.status == Status::Fail);
+            if let Some((finding, step)) =
+                failing.and_then(|f| catalog.step(f.step).map(|step| (f, step)))
             {
                 out.push_str(&format!(
                     "{} {}\n  {}\n",
                     style.bold("Next step:"),
-                    step.next_step,
+                    finding.next_step.as_deref().unwrap_or(&step.next_step),
                     style.dim(&step.doc)
                 ));
+            } else if let Some(next) = report.findings.iter().find_map(|f| f.next_step.as_ref()) {
+                if failing.is_none() {
+                    out.push_str(&format!("{} {}\n", style.bold("Next step:"), next));
+                }
             }
         }
     }

@@ -160,6 +160,10 @@ pub fn table(report: &SweepReport, style: &Style) -> String {
         report.count(Verdict::Unknown),
         report.count(Verdict::Ok),
     ));
+    let jit = report.count(Verdict::ClosedByJit);
+    if jit > 0 {
+        out.push_str(&format!(" · {jit} closed by JIT, as designed"));
+    }
     if !report.skipped.is_empty() {
         out.push_str(&format!(
             " · {} non-Windows VMs skipped",

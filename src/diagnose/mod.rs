@@ -124,6 +124,8 @@ pub enum ActionId {
     Redeploy,
     /// Remove the route that sends the reply to an appliance (or nowhere).
     RemoveRoute,
+    /// Ask Defender for Cloud's just-in-time access to open 3389 for one address.
+    RequestJit,
     // Inside Windows, through Run Command.
     EnableRdp,
     StartTermservice,
@@ -135,7 +137,7 @@ pub enum ActionId {
 }
 
 impl ActionId {
-    pub const ALL: [ActionId; 14] = [
+    pub const ALL: [ActionId; 15] = [
         ActionId::ResetRdpConfig,
         ActionId::OpenRdpPort,
         ActionId::ResetPassword,
@@ -143,6 +145,7 @@ impl ActionId {
         ActionId::Restart,
         ActionId::Redeploy,
         ActionId::RemoveRoute,
+        ActionId::RequestJit,
         ActionId::EnableRdp,
         ActionId::StartTermservice,
         ActionId::ResetRdpPort,
@@ -177,6 +180,7 @@ impl ActionId {
             ActionId::Restart => "restart",
             ActionId::Redeploy => "redeploy",
             ActionId::RemoveRoute => "remove-route",
+            ActionId::RequestJit => "request-jit",
             ActionId::EnableRdp => "enable-rdp",
             ActionId::StartTermservice => "start-termservice",
             ActionId::ResetRdpPort => "reset-rdp-port",
@@ -352,6 +356,11 @@ pub struct Finding {
     /// The fix this finding calls for; the runbook's ladder picks among them.
     #[serde(skip)]
     pub suggests: Option<ActionId>,
+    /// This finding's own next step, when the runbook's generic one for its check would be
+    /// wrong (an admin rule is the network team's; a Bastion-only VM is reached through
+    /// Bastion); not part of the JSON contract.
+    #[serde(skip)]
+    pub next_step: Option<String>,
 }
 
 impl Finding {
@@ -363,7 +372,13 @@ impl Finding {
             evidence: serde_json::Value::Object(Default::default()),
             details: Vec::new(),
             suggests: None,
+            next_step: None,
         }
+    }
+
+    pub fn next_step(mut self, text: impl Into<String>) -> Finding {
+        self.next_step = Some(text.into());
+        self
     }
 
     pub fn evidence(mut self, evidence: impl Serialize) -> Finding {

@@ -77,6 +77,7 @@ fn button(action: ActionId, vm: &VmSummary, label: &str) -> CreateButton {
         ActionId::Redeploy | ActionId::OpenRdpPort | ActionId::ResetPassword => ButtonStyle::Danger,
         ActionId::Start | ActionId::Restart | ActionId::ResetRdpConfig => ButtonStyle::Primary,
         ActionId::RemoveRoute => ButtonStyle::Danger,
+        ActionId::RequestJit => ButtonStyle::Primary,
         a if a.is_guest() => ButtonStyle::Primary,
         _ => ButtonStyle::Danger,
     };
@@ -379,6 +380,48 @@ pub(super) async fn open_rdp_in(
     }
 }
 
+/// Ask just-in-time access to open TCP 3389 for your address (confirmed)
+#[poise::command(slash_command, rename = "request-jit")]
+pub async fn request_jit(
+    ctx: AppContext<'_>,
+    #[description = "VM: name, resource-group/name or resource id"]
+    #[autocomplete = "autocomplete_vm"]
+    vm: String,
+    #[description = "Your public IPv4 address, which the port opens for"] from: String,
+    #[description = "For how many hours (within the policy's maximum; 1 if not given)"]
+    #[min = 1]
+    #[max = 24]
+    hours: Option<i64>,
+) -> Result<(), Error> {
+    request_jit_in(ctx.into(), &vm, &from, hours).await
+}
+
+pub(super) async fn request_jit_in(
+    cmd: Cmd<'_>,
+    vm: &str,
+    from: &str,
+    hours: Option<i64>,
+) -> Result<(), Error> {
+    let hours = match hours.map(u32::try_from) {
+        None => None,
+        Some(Ok(h)) if (1..=24).contains(&h) => Some(h),
+        Some(_) => {
+            let text = "`hours` must be 1 to 24, within the policy's maximum.";
+            return refuse(cmd, render::notice("For how long?", text)).await;
+        }
+    };
+    match from.trim().parse::<std::net::Ipv4Addr>() {
+        Ok(source) => request_from_command(cmd, vm, FixKind::RequestJit(source, hours)).await,
+        Err(_) => {
+            let text = format!(
+                "`from` must be your public IPv4 address (e.g. 203.0.113.9), not `{}`.",
+                from.trim()
+            );
+            refuse(cmd, render::notice("From which address?", &text)).await
+        }
+    }
+}
+
 /// Reset a local administrator's password (opens a form; the password is never shown)
 #[poise::command(slash_command, rename = "reset-password")]
 pub async fn reset_password(
@@ -615,6 +658,12 @@ pub async fn fix_button(
     let fix = match action {
         ActionId::ResetPassword => {
             return open_password_form(ack, bot, caller, &summary).await;
+        }
+        ActionId::RequestJit => {
+            let text = format!("Use `/rdp request-jit vm:{}/{} from:YOUR.IP.ADDRESS` (and `hours:` within the policy's maximum): just-in-time access opens TCP 3389 for that address only.", summary.vm.resource_group, summary.vm.name);
+            ack.respond(private(render::notice("From which address?", &text)))
+                .await?;
+            return Ok(());
         }
         ActionId::OpenRdpPort => {
             let text = format!("Use `/rdp open-rdp vm:{}/{} source:YOUR.IP.ADDRESS` (or a CIDR, a service tag, or `anywhere`). If the guest check found the RDP listener on another port, add `port:` with that port to open it instead of 3389.", summary.vm.resource_group, summary.vm.name);

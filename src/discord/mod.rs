@@ -509,6 +509,7 @@ fn component_kind(custom_id: &str) -> String {
         "fixes::open_rdp",
         "fixes::audit",
         "fixes::permissions",
+        "fixes::request_jit",
         "commands::changes"
     ),
     subcommand_required

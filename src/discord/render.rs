@@ -154,6 +154,10 @@ pub fn report_with_note(catalog: &Catalog, report: &Report, note: Option<&str>) 
             },
         ),
         Verdict::Problems => (format!("{}: problems found", vm.name), RED),
+        Verdict::ClosedByJit => (
+            format!("{}: closed by just-in-time access, as designed", vm.name),
+            ORANGE,
+        ),
         Verdict::Unknown => (format!("{}: some checks could not run", vm.name), GREY),
     };
     let mut fields: Vec<(String, String)> = shown(report)
@@ -175,12 +179,16 @@ pub fn report_with_note(catalog: &Catalog, report: &Report, note: Option<&str>) 
             "**{}** (`{}`): {}\n[Runbook step]({})\n{}",
             step.title, step.id, step.next_step, step.doc, catalog.texts.reconnect
         )),
-        None => report
-            .findings
-            .iter()
-            .find(|f| f.status == Status::Fail)
-            .and_then(|f| catalog.step(f.step))
-            .map(|step| format!("{}\n[Runbook step]({})", step.next_step, step.doc)),
+        None => match report.findings.iter().find(|f| f.status == Status::Fail) {
+            Some(failing) => catalog.step(failing.step).map(|step| {
+                format!(
+                    "{}\n[Runbook step]({})",
+                    failing.next_step.as_deref().unwrap_or(&step.next_step),
+                    step.doc
+                )
+            }),
+            None => report.findings.iter().find_map(|f| f.next_step.clone()),
+        },
     };
     if let Some(changes) = &report.changes {
         fields.push((

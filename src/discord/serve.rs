@@ -654,6 +654,10 @@ async fn route(
             fixes::open_rdp_in(cmd, o.required("vm")?, o.required("source")?, port).await
         }
         "reset-password" => fixes::reset_password_in(cmd, o.required("vm")?).await,
+        "request-jit" => {
+            let hours = o.integer("hours");
+            fixes::request_jit_in(cmd, o.required("vm")?, o.required("from")?, hours).await
+        }
         "audit" => fixes::audit_in(cmd, o.text("vm")).await,
         "permissions" => fixes::permissions_in(cmd).await,
         "changes" => {

@@ -61,6 +61,8 @@ pub enum FixKind {
     Guest(crate::diagnose::ActionId),
     /// `remove-route` (from the button under a report).
     RemoveRoute,
+    /// `request-jit` for an address, for some hours (the default when `None`).
+    RequestJit(std::net::Ipv4Addr, Option<u32>),
 }
 
 impl FixKind {
@@ -73,6 +75,7 @@ impl FixKind {
             FixKind::OpenRdp(source, port) => FixRequest::OpenRdpPort { source, port },
             FixKind::Guest(fix) => FixRequest::Guest(fix),
             FixKind::RemoveRoute => FixRequest::RemoveRoute,
+            FixKind::RequestJit(source, hours) => FixRequest::RequestJit { source, hours },
         }
     }
 }

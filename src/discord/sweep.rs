@@ -321,6 +321,10 @@ pub fn summary_with(report: &SweepReport, hint: &str) -> (CreateEmbed, Option<(S
     let mut description = format!(
         "❌ {problems} with problems · ❗ {unknown} could not be checked fully · ✅ {ok} ok"
     );
+    let jit = report.count(Verdict::ClosedByJit);
+    if jit > 0 {
+        description.push_str(&format!(" · 🔒 {jit} closed by JIT, as designed"));
+    }
     if !report.skipped.is_empty() {
         description.push_str(&format!(" · {} non-Windows skipped", report.skipped.len()));
     }

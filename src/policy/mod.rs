@@ -1246,7 +1246,7 @@ scope = "*"
             policy("[policy]\ntwo_person = [\"redeploy\", \"reboot\"]\n").unwrap_err(),
             "test.toml:2:14: unknown action `reboot`; actions are \
              reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy, \
-             remove-route, enable-rdp, start-termservice, reset-rdp-port, enable-firewall-rdp, \
+             remove-route, request-jit, enable-rdp, start-termservice, reset-rdp-port, enable-firewall-rdp, \
              renew-rdp-certificate, remove-rdsh-role, free-disk-space"
         );
         assert_eq!(

@@ -144,7 +144,7 @@ pub async fn check_with_guest(
     if let (Some(port), Some(nsg)) = (inspection.listener_port(), &checked.nsg) {
         if port != nsg::RDP_PORT {
             let probe = nsg::Probe { port, ..nsg.probe };
-            let finding = nsg::check(&nsg.rules, &probe).detail(format!(
+            let finding = nsg::check_with_admin(&nsg.rules, &nsg.admin, &probe).detail(format!(
                 "Evaluated for TCP {port}, the port the guest's RDP listener is on, instead of {}.",
                 nsg::RDP_PORT
             ));
@@ -182,6 +182,7 @@ struct ArmChecked {
 /// The effective rules and the question the `nsg` finding answered.
 struct NsgJudged {
     rules: Vec<nsg::EffectiveNsg>,
+    admin: nsg::AdminRules,
     probe: nsg::Probe,
 }
 
@@ -320,6 +321,40 @@ async fn run_checks(
         }
     };
 
+    // Virtual Network Manager's admin rules of the NIC's virtual network: asked when and as the
+    // effective security rules are, once the NIC read names the subnet (a synchronous POST, so
+    // NIC → admin rules is no deeper than the effective rules' POST → result). A sweep reads
+    // them once per virtual network.
+    // Boxed, as the other network reads: a check runs inside a fix's re-check on a test
+    // thread's small stack.
+    let admin = {
+        let arm = arm.clone();
+        let vm_read = vm_read.clone();
+        let nic_read = nic_read.clone();
+        Box::pin(async move {
+            if !speculative {
+                match vm_read.await {
+                    Ok(f) if f.is_running() && f.os != OsType::Linux => {}
+                    _ => return nsg::AdminRules::NotRead,
+                }
+            }
+            let Ok(Some(nic)) = nic_read.await else {
+                return nsg::AdminRules::NotRead;
+            };
+            let Some(subnet) = nic.subnet_id else {
+                return nsg::AdminRules::NotRead;
+            };
+            let read = match fleet {
+                Some(f) => f.admin_rules(&arm, &subnet).await,
+                None => arm.effective_admin_rules(&subnet).await,
+            };
+            match read {
+                Ok(rules) => nsg::AdminRules::Read(rules),
+                Err(e) => nsg::AdminRules::Unreadable(e.to_string()),
+            }
+        })
+    };
+
     // The way back without a person's address: the NIC's effective routes, asked when and as
     // the effective security rules are (so the critical path does not grow). Not in a sweep.
     let routes = {
@@ -416,12 +451,27 @@ async fn run_checks(
             events(Event::StepFinished(finding.clone()));
             finding
         };
-        let nsg_step = async {
-            let (vm, nic, effective) = futures::join!(vm_read.clone(), nic_read.clone(), effective);
-            let (finding, judged) = nsg_finding(&vm, nic, effective, options);
+        let nsg_step = Box::pin(async {
+            let (vm, nic, effective, admin) =
+                futures::join!(vm_read.clone(), nic_read.clone(), effective, admin);
+            let (finding, judged) = nsg_finding(&vm, nic, effective, admin, options);
+            // Just-in-time access: read the subscription's JIT policies only when Defender's
+            // rules are among the effective ones.
+            let finding = match &judged {
+                Some(j) if has_jit_rule(&j.rules) => match arm.jit_policy(&summary.vm).await {
+                    Ok(Some(policy)) => {
+                        nsg::jit::judge(finding, &policy, j.probe.port, &summary.vm.name)
+                    }
+                    Ok(None) => finding,
+                    Err(e) => finding.detail(format!(
+                        "Just-in-time access rules are present but the JIT policies could not be read: {e}"
+                    )),
+                },
+                _ => finding,
+            };
             events(Event::StepFinished(finding.clone()));
             (finding, judged)
-        };
+        });
         // Boxed: the Network Watcher futures are large, and a check runs inside a fix's
         // re-check on a test thread's small stack.
         let path_read = Box::pin(path_facts(
@@ -560,6 +610,13 @@ async fn run_checks(
     })
 }
 
+/// Whether Defender's just-in-time access wrote rules into these NSGs.
+fn has_jit_rule(nsgs: &[nsg::EffectiveNsg]) -> bool {
+    nsgs.iter()
+        .flat_map(|n| n.rules.iter())
+        .any(|r| nsg::jit::is_jit_rule(&r.name))
+}
+
 /// The `nsg` check's verdict, to set beside Network Watcher's.
 fn our_verdict(nsg: &Finding) -> Option<network_path::OurVerdict> {
     if !matches!(nsg.status, Status::Pass | Status::Warn | Status::Fail) {
@@ -676,6 +733,7 @@ fn nsg_finding(
     vm: &Result<VmFacts, ArmError>,
     nic: Result<Option<NicFacts>, ArmError>,
     effective: Result<Option<Vec<nsg::EffectiveNsg>>, ArmError>,
+    admin: nsg::AdminRules,
     options: &CheckOptions,
 ) -> (Finding, Option<NsgJudged>) {
     let facts = match vm {
@@ -711,8 +769,15 @@ fn nsg_finding(
                 destination: nic.private_ip.as_deref().and_then(|ip| ip.parse().ok()),
                 port: nsg::RDP_PORT,
             };
-            let finding = nsg::check(&nsgs, &probe);
-            (finding, Some(NsgJudged { rules: nsgs, probe }))
+            let finding = nsg::check_with_admin(&nsgs, &admin, &probe);
+            (
+                finding,
+                Some(NsgJudged {
+                    rules: nsgs,
+                    admin,
+                    probe,
+                }),
+            )
         }
         Ok(None) => (
             Finding::skip(CheckId::Nsg, "The VM has no network interface"),

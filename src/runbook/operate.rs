@@ -718,6 +718,17 @@ impl Operator {
             ActionId::Redeploy => FixRequest::Redeploy,
             ActionId::ResetRdpConfig => FixRequest::ResetRdpConfig,
             ActionId::RemoveRoute => FixRequest::RemoveRoute,
+            ActionId::RequestJit => {
+                let source = params["source"].as_str().unwrap_or("");
+                let hours = params["hours"].as_u64().and_then(|h| u32::try_from(h).ok());
+                let source = source.parse().map_err(|_| {
+                    OperateError::Refused(fix::Refusal {
+                        reason: format!("the stored request names no IPv4 address ({source:?})"),
+                        instead: None,
+                    })
+                })?;
+                FixRequest::RequestJit { source, hours }
+            }
             guest @ (ActionId::EnableRdp
             | ActionId::StartTermservice
             | ActionId::ResetRdpPort
@@ -826,6 +837,10 @@ impl Operator {
             channel,
             vm,
             action,
+            recheck_from: match &request {
+                FixRequest::RequestJit { source, .. } => Some(*source),
+                _ => None,
+            },
             guest: GuestSeen::default(),
         };
         if let Err(e) = stored("saving where progress is shown", || {
@@ -1281,7 +1296,7 @@ impl Operator {
                 still_settling = self.settle(job.vm, progress).await;
             }
             progress(Progress::Rechecking);
-            after = self.snapshot(job.vm).await;
+            after = self.snapshot_from(job.vm, job.recheck_from).await;
             if let Some(report) = after.as_mut() {
                 // What just ran has not had the time to show its effect: running it again
                 // would only start the wait over.
@@ -1375,6 +1390,7 @@ impl Operator {
             channel,
             vm,
             action,
+            recheck_from: None,
             guest: GuestSeen::default(),
         };
         Ok(self
@@ -1384,7 +1400,15 @@ impl Operator {
 
     /// Run the checks and keep the report as the VM's latest snapshot.
     pub async fn snapshot(&self, vm: &VmRef) -> Option<Report> {
-        let report = self.check(VmSummary::unlisted(vm.clone())).await.ok()?;
+        self.snapshot_from(vm, None).await
+    }
+
+    /// [`Self::snapshot`], testing 3389 from `from` when given (a re-check after `request-jit`).
+    async fn snapshot_from(&self, vm: &VmRef, from: Option<std::net::Ipv4Addr>) -> Option<Report> {
+        let report = self
+            .check(VmSummary::unlisted(vm.clone()), from)
+            .await
+            .ok()?;
         if let Ok(json) = serde_json::to_string(&report) {
             if let Err(e) = stored("saving the check snapshot", || {
                 self.store.save_snapshot(&vm.id, now_ms(), &json)
@@ -1397,12 +1421,16 @@ impl Operator {
         Some(report)
     }
 
-    async fn check(&self, summary: VmSummary) -> Result<Report, super::CheckError> {
+    async fn check(
+        &self,
+        summary: VmSummary,
+        from: Option<std::net::Ipv4Addr>,
+    ) -> Result<Report, super::CheckError> {
         super::check(
             &self.arm,
             &self.catalog,
             summary,
-            &CheckOptions::default(),
+            &CheckOptions { from },
             &|_| {},
         )
         .await
@@ -1600,6 +1628,7 @@ impl Operator {
             channel: op.channel.as_deref(),
             vm: &vm,
             action,
+            recheck_from: None,
             guest,
         };
         let (mut outcome, recorded) = self
@@ -1855,6 +1884,8 @@ struct Job<'a> {
     channel: Option<&'a str>,
     vm: &'a VmRef,
     action: ActionId,
+    /// The address the re-check tests 3389 from (`request-jit` opens it for one address).
+    recheck_from: Option<std::net::Ipv4Addr>,
     /// For a guest fix: what its script and the guest said.
     guest: GuestSeen,
 }

@@ -129,6 +129,18 @@ pub const NEEDED: &[Needed] = &[
         "Network Contributor",
     ),
     need(
+        "Microsoft.Network/virtualNetworks/listNetworkManagerEffectiveSecurityAdminRules/action",
+        Use::Checks,
+        "read Virtual Network Manager's security admin rules, weighed before the NSGs",
+        "Network Contributor",
+    ),
+    need(
+        "Microsoft.Security/locations/jitNetworkAccessPolicies/read",
+        Use::Checks,
+        "read the just-in-time access policy of a VM whose NSG has Defender's JIT rules",
+        "Reader",
+    ),
+    need(
         "Microsoft.Insights/eventtypes/values/read",
         Use::Checks,
         "read the Activity Log: who changed the VM, its NSGs and routes (Recent changes)",
@@ -193,6 +205,12 @@ pub const NEEDED: &[Needed] = &[
         Use::Fixes,
         "remove-route",
         "Network Contributor",
+    ),
+    need(
+        "Microsoft.Security/locations/jitNetworkAccessPolicies/initiate/action",
+        Use::Fixes,
+        "request-jit",
+        "Security Admin",
     ),
     need(
         "Microsoft.Compute/locations/operations/read",

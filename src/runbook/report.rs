@@ -7,7 +7,7 @@ use crate::domain::Changes;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// Nothing found that blocks Remote Desktop (warnings may remain).
     Ok,
@@ -15,6 +15,9 @@ pub enum Verdict {
     Problems,
     /// Nothing failed, but some check could not be evaluated.
     Unknown,
+    /// A sweep's row: nothing failed but that just-in-time access keeps 3389 closed until
+    /// someone requests it, as the security team designed (never a single check's verdict).
+    ClosedByJit,
 }
 
 impl Verdict {
@@ -33,6 +36,7 @@ impl Verdict {
             Verdict::Ok => "ok",
             Verdict::Problems => "problems",
             Verdict::Unknown => "unknown",
+            Verdict::ClosedByJit => "closed-by-jit",
         }
     }
 }

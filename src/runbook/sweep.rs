@@ -65,16 +65,34 @@ impl SweepRow {
             (Verdict::Problems, _) => 0,
             (Verdict::Unknown, _) => 1,
             (Verdict::Ok, Some(Status::Warn)) => 2,
-            (Verdict::Ok, _) => 3,
+            (Verdict::ClosedByJit, _) => 3,
+            (Verdict::Ok, _) => 4,
         }
     }
 
     /// A VM's row from its full report (a sweep's, or an alert storm's checks).
     pub fn from_report(report: super::Report) -> SweepRow {
+        // Closed by just-in-time access, and nothing else wrong: as designed, not a problem.
+        let closed_by_jit = |f: &Finding| {
+            f.step == CheckId::Nsg
+                && f.status == Status::Fail
+                && f.suggests == Some(crate::diagnose::ActionId::RequestJit)
+        };
+        let verdict = if report.verdict == Verdict::Problems
+            && report.findings.iter().any(closed_by_jit)
+            && report
+                .findings
+                .iter()
+                .all(|f| closed_by_jit(f) || !matches!(f.status, Status::Fail | Status::Error))
+        {
+            Verdict::ClosedByJit
+        } else {
+            report.verdict
+        };
         SweepRow {
             deciding: deciding(&report.findings),
             vm: report.vm,
-            verdict: report.verdict,
+            verdict,
             next_action: report.next_action,
             findings: report.findings,
         }

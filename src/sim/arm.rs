@@ -8,13 +8,15 @@
 
 use super::resource::{expands, lookup_nic, lookup_vm, Ctx};
 use super::route::Route;
-use super::{activity, authorization, compute, health, network, Reply};
+use super::{activity, authorization, compute, health, network, security, Reply};
 
 /// Answers an authenticated, unthrottled ARM request.
 pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
     if ctx.method.eq_ignore_ascii_case("GET") {
         ctx.lro.advance_unwatched(ctx.path, ctx.world);
     }
+    // Defender removes a JIT request's allow rule when its end time passes.
+    ctx.world.expire_jit();
     let result = match route {
         Route::ListVms { sub, rg } => compute::list_vms(ctx, sub, rg.as_deref()),
         Route::GetVm { sub, rg, vm } => lookup_vm(ctx.world, sub, rg, vm).map(|vm| {
@@ -44,6 +46,9 @@ pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
             subnet,
         } => network::get_subnet(ctx.world, sub, rg, vnet, subnet),
         Route::GetNsg { sub, rg, name } => network::get_nsg(ctx.world, sub, rg, name),
+        Route::EffectiveAdminRules { sub, rg, vnet } => {
+            network::effective_admin_rules(ctx, sub, rg, vnet)
+        }
         Route::NetworkOperationResult { sub, id } => network::network_operation(ctx, sub, id),
         Route::ComputeOperation { sub, id } => compute::compute_operation(ctx, sub, id),
         Route::VmAction {
@@ -87,6 +92,13 @@ pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
         Route::NextHop { sub, rg, watcher } => network::next_hop(ctx, sub, rg, watcher),
         Route::ListResourceGroups { sub } => authorization::list_resource_groups(ctx, sub),
         Route::ListPermissions { sub, rg } => authorization::list_permissions(ctx, sub, rg),
+        Route::ListJitPolicies { sub } => security::list_jit_policies(ctx, sub),
+        Route::InitiateJit {
+            sub,
+            rg,
+            location,
+            name,
+        } => security::initiate(ctx, sub, rg, location, name),
         Route::ActivityLog { sub } => activity::list(ctx, sub),
         Route::Unknown => Err(Reply::arm_error(
             404,

@@ -30,6 +30,7 @@ mod rbac;
 mod resource;
 mod roles;
 mod route;
+mod security;
 mod throttle;
 mod world;
 

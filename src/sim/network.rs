@@ -3,6 +3,7 @@
 //! Watcher (`path`) and Network's operations.
 
 mod effective;
+mod gates;
 mod path;
 mod rules;
 
@@ -12,6 +13,7 @@ pub(crate) use path::{
 };
 
 use effective::effective_nsg_list;
+pub(crate) use gates::effective_admin_rules;
 pub(crate) use rules::{get_security_rule, network_operation_status, put_security_rule};
 
 use super::lro::{NewOperation, Outcome, Poll};

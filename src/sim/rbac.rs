@@ -226,6 +226,19 @@ pub(crate) fn requirement(route: &Route, path: &str) -> Option<(String, String)>
             "Microsoft.Network/networkSecurityGroups/read".to_owned(),
             upto(8),
         ),
+        Route::ListJitPolicies { .. } => (
+            "Microsoft.Security/locations/jitNetworkAccessPolicies/read".to_owned(),
+            list_scope(),
+        ),
+        Route::InitiateJit { .. } => (
+            "Microsoft.Security/locations/jitNetworkAccessPolicies/initiate/action".to_owned(),
+            upto(10),
+        ),
+        Route::EffectiveAdminRules { .. } => (
+            "Microsoft.Network/virtualNetworks/listNetworkManagerEffectiveSecurityAdminRules/action"
+                .to_owned(),
+            upto(8),
+        ),
         Route::ListExtensions { .. } | Route::GetExtension { .. } => (
             "Microsoft.Compute/virtualMachines/extensions/read".to_owned(),
             upto(segs.len()),

@@ -87,6 +87,13 @@ pub(crate) enum Route {
         rg: String,
         name: String,
     },
+    /// `POST virtualNetworks/{vnet}/listNetworkManagerEffectiveSecurityAdminRules` (network
+    /// spec 2024-03-01).
+    EffectiveAdminRules {
+        sub: String,
+        rg: String,
+        vnet: String,
+    },
     NetworkOperationResult {
         sub: String,
         id: String,
@@ -193,6 +200,17 @@ pub(crate) enum Route {
         sub: String,
         rg: String,
     },
+    /// `JitNetworkAccessPolicies_List` (security spec 2020-01-01).
+    ListJitPolicies {
+        sub: String,
+    },
+    /// `JitNetworkAccessPolicies_Initiate` (security spec 2020-01-01).
+    InitiateJit {
+        sub: String,
+        rg: String,
+        location: String,
+        name: String,
+    },
     /// `GET /subscriptions/{sub}/providers/Microsoft.Insights/eventtypes/management/values`
     /// (`ActivityLogs_List`, monitor spec 2015-04-01).
     ActivityLog {
@@ -270,6 +288,19 @@ impl Route {
         }
         match l.as_slice() {
             [SUB, _, RGS] if get => Route::ListResourceGroups { sub: s(1) },
+            [SUB, _, P, "microsoft.security", "jitnetworkaccesspolicies"] if get => {
+                Route::ListJitPolicies { sub: s(1) }
+            }
+            [SUB, _, RGS, _, P, "microsoft.security", "locations", _, "jitnetworkaccesspolicies", _, "initiate"]
+                if post =>
+            {
+                Route::InitiateJit {
+                    sub: s(1),
+                    rg: s(3),
+                    location: s(7),
+                    name: s(9),
+                }
+            }
             [SUB, _, RGS, _, P, "microsoft.authorization", "permissions"] if get => {
                 Route::ListPermissions {
                     sub: s(1),
@@ -440,6 +471,15 @@ impl Route {
                 vnet: s(7),
                 subnet: s(9),
             },
+            [SUB, _, RGS, _, P, N, "virtualnetworks", _, "listnetworkmanagereffectivesecurityadminrules"]
+                if post =>
+            {
+                Route::EffectiveAdminRules {
+                    sub: s(1),
+                    rg: s(3),
+                    vnet: s(7),
+                }
+            }
             [SUB, _, RGS, _, P, N, "networksecuritygroups", _] if get => Route::GetNsg {
                 sub: s(1),
                 rg: s(3),
@@ -487,6 +527,9 @@ impl Route {
             Route::GetPublicIp { .. } => "GET publicIPAddresses",
             Route::GetSubnet { .. } => "GET virtualNetworks/subnets",
             Route::GetNsg { .. } => "GET networkSecurityGroups",
+            Route::EffectiveAdminRules { .. } => {
+                "POST virtualNetworks/listNetworkManagerEffectiveSecurityAdminRules"
+            }
             Route::NetworkOperationResult { .. } => "GET Microsoft.Network/operationResults",
             Route::ComputeOperation { .. } => "GET Microsoft.Compute/operations",
             Route::VmAction { action, .. } => {
@@ -509,6 +552,8 @@ impl Route {
             Route::NextHop { .. } => "POST networkWatchers/nextHop",
             Route::ListResourceGroups { .. } => "GET resourcegroups (list)",
             Route::ListPermissions { .. } => "GET Microsoft.Authorization/permissions",
+            Route::ListJitPolicies { .. } => "GET jitNetworkAccessPolicies (list)",
+            Route::InitiateJit { .. } => "POST jitNetworkAccessPolicies/initiate",
             Route::ActivityLog { .. } => "GET Microsoft.Insights/eventtypes/management/values",
             Route::Unknown => return format!("{} unknown", method.to_ascii_uppercase()),
         };

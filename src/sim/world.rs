@@ -10,7 +10,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 mod guest;
 pub use guest::{Guest, ServiceStatus, StartType};
+mod jit;
 mod paths;
+pub use jit::{
+    duration_hours as jit_duration_hours, JitPolicy, JitPort, JitRequest, JIT_ALLOW_PRIORITY,
+    JIT_DENY_PRIORITY, JIT_RULE_PREFIX,
+};
 pub use paths::{AdminRule, RouteEntry, RouteTable};
 
 /// The resource group Azure puts a subscription's Network Watchers in.
@@ -62,6 +67,17 @@ pub struct World {
     /// Azure Virtual Network Manager security admin rules on virtual networks.
     #[serde(default, rename = "admin_rule", skip_serializing_if = "Vec::is_empty")]
     pub admin_rules: Vec<AdminRule>,
+    /// Defender for Cloud's just-in-time access policies; each writes a deny rule for its
+    /// ports into its VMs' NIC NSGs (`world/jit.rs`).
+    #[serde(default, rename = "jit_policy", skip_serializing_if = "Vec::is_empty")]
+    pub jit_policies: Vec<JitPolicy>,
+    /// The JIT requests whose allow rules are in the NSGs now (live state).
+    #[serde(skip)]
+    pub jit_requests: Vec<JitRequest>,
+    /// How far the world's clock is ahead of the machine's, in seconds (tests move it to see a
+    /// JIT request end; nothing else reads it).
+    #[serde(skip)]
+    pub clock_offset_secs: i64,
     /// Regions (e.g. "northeurope") with no Network Watcher. Every other region where a
     /// subscription has a VM has `NetworkWatcher_<region>` in `NetworkWatcherRG`, as Azure
     /// creates it with the first virtual network there.
@@ -855,6 +871,9 @@ impl World {
             principals: Vec::new(),
             route_tables: Vec::new(),
             admin_rules: Vec::new(),
+            jit_policies: Vec::new(),
+            jit_requests: Vec::new(),
+            clock_offset_secs: 0,
             regions_without_network_watcher: Vec::new(),
             activity: Vec::new(),
             activity_page_size: default_activity_page_size(),
@@ -1041,6 +1060,12 @@ impl World {
             }
         }
         self.current_vm().resource_group = rg.to_owned();
+        self
+    }
+
+    /// Moves the current VM to virtual network `vnet` (in its resource group).
+    pub fn in_vnet(mut self, vnet: &str) -> World {
+        self.current_vm().vnet = Some(vnet.to_owned());
         self
     }
 
@@ -1371,6 +1396,22 @@ impl World {
         Ok(world)
     }
 
+    /// The admin rules on `vm`'s virtual network, in priority order (equal priorities as
+    /// written).
+    pub fn admin_rules_of(&self, vm: &Vm) -> Vec<&AdminRule> {
+        let mut rules: Vec<&AdminRule> = self
+            .admin_rules
+            .iter()
+            .filter(|r| {
+                r.subscription.eq_ignore_ascii_case(&vm.subscription)
+                    && r.resource_group.eq_ignore_ascii_case(&vm.resource_group)
+                    && r.vnet.eq_ignore_ascii_case(&vm.vnet_name())
+            })
+            .collect();
+        rules.sort_by_key(|r| r.priority);
+        rules
+    }
+
     /// Renders the world back to TOML.
     pub fn to_toml_string(&self) -> anyhow::Result<String> {
         Ok(toml::to_string_pretty(self)?)
@@ -1402,6 +1443,106 @@ impl World {
         {
             rule.subscription = first.clone();
         }
+        for policy in self
+            .jit_policies
+            .iter_mut()
+            .filter(|p| p.subscription.is_empty())
+        {
+            policy.subscription = first.clone();
+        }
+        self.write_jit_rules();
+    }
+
+    /// Defender's deny rules for every JIT policy's ports in its VMs' NIC NSGs (idempotent).
+    fn write_jit_rules(&mut self) {
+        let mut wanted = Vec::new();
+        for policy in &self.jit_policies {
+            for vm in self.vms.iter().filter(|vm| jit::protects(policy, vm)) {
+                for port in &policy.ports {
+                    wanted.push((vm.clone(), port.number));
+                }
+            }
+        }
+        for (vm, port) in wanted {
+            let Some(nsg) = vm.nic_nsg.as_deref() else {
+                continue;
+            };
+            if let Some(nsg) = self.nsgs.iter_mut().find(|n| {
+                n.subscription.eq_ignore_ascii_case(&vm.subscription)
+                    && n.name.eq_ignore_ascii_case(nsg)
+            }) {
+                jit::ensure_deny(nsg, &vm, port);
+            }
+        }
+    }
+
+    /// Now on the world's clock, in Unix seconds.
+    pub fn now_unix(&self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        now + self.clock_offset_secs
+    }
+
+    /// Ends the JIT requests whose end time has passed: their allow rules leave the NSGs, as
+    /// Defender removes them.
+    pub fn expire_jit(&mut self) {
+        let now = self.now_unix();
+        let (ended, live): (Vec<JitRequest>, Vec<JitRequest>) =
+            self.jit_requests.drain(..).partition(|r| r.end <= now);
+        self.jit_requests = live;
+        for request in ended {
+            for nsg in self
+                .nsgs
+                .iter_mut()
+                .filter(|n| n.subscription.eq_ignore_ascii_case(&request.subscription))
+            {
+                nsg.rules.retain(|r| r.name != request.rule);
+            }
+        }
+    }
+
+    /// The JIT policy protecting `vm`, if one does.
+    pub fn jit_policy_of(&self, vm: &Vm) -> Option<&JitPolicy> {
+        self.jit_policies.iter().find(|p| jit::protects(p, vm))
+    }
+
+    /// The current VM is protected by just-in-time access: a policy (`default` of its group and
+    /// region) for 3389 from any address for at most 3 hours, its NIC NSG's standing
+    /// `allow-rdp` removed and Defender's deny written in.
+    pub fn jit_protected(mut self) -> World {
+        let vm = self.current_vm().clone();
+        match self.jit_policies.iter_mut().find(|p| {
+            p.subscription == vm.subscription
+                && p.resource_group.eq_ignore_ascii_case(&vm.resource_group)
+                && p.location == vm.location
+        }) {
+            Some(policy) => policy.vms.push(vm.name.clone()),
+            None => self.jit_policies.push(JitPolicy {
+                name: "default".to_owned(),
+                subscription: vm.subscription.clone(),
+                resource_group: vm.resource_group.clone(),
+                location: vm.location.clone(),
+                vms: vec![vm.name.clone()],
+                ports: vec![JitPort {
+                    number: 3389,
+                    allowed_source: "*".to_owned(),
+                    max_duration: "PT3H".to_owned(),
+                }],
+            }),
+        }
+        if let Some(nsg) = vm.nic_nsg.as_deref() {
+            for n in self
+                .nsgs
+                .iter_mut()
+                .filter(|n| n.subscription == vm.subscription && n.name == nsg)
+            {
+                n.rules.retain(|r| r.name != "allow-rdp");
+            }
+        }
+        self.write_jit_rules();
+        self
     }
 
     /// Checks that names resolve and subnets agree on their NSG.
@@ -1520,6 +1661,32 @@ impl World {
         }
         for rule in &self.admin_rules {
             paths::validate_admin_rule(rule).or_else(bad)?;
+        }
+        for policy in &self.jit_policies {
+            jit::validate(policy).or_else(bad)?;
+            for name in &policy.vms {
+                let vm = self.vms.iter().find(|v| {
+                    v.subscription.eq_ignore_ascii_case(&policy.subscription)
+                        && v.resource_group
+                            .eq_ignore_ascii_case(&policy.resource_group)
+                        && v.name.eq_ignore_ascii_case(name)
+                });
+                match vm {
+                    Some(vm) if vm.nic_nsg.is_some() => {}
+                    Some(_) => {
+                        return bad(format!(
+                            "JIT policy '{}': VM '{name}' has no NIC NSG for its rules",
+                            policy.name
+                        ))
+                    }
+                    None => {
+                        return bad(format!(
+                        "JIT policy '{}' names VM '{name}', which is not in resource group '{}'",
+                        policy.name, policy.resource_group
+                    ))
+                    }
+                }
+            }
         }
         for nsg in &self.nsgs {
             if self.subscription_entry(&nsg.subscription).is_none() {

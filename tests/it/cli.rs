@@ -1657,6 +1657,12 @@ async fn permissions_names_what_the_identity_lacks_per_group_with_the_role_that_
                 .principal(support::CLIENT, "scoped-secret")
                 .role_at("Virtual Machine Contributor", &group("rg-web"))
                 .role_at("Network Contributor", &group("rg-web"))
+                // Defender's just-in-time access (Security Admin's, which the simulator does
+                // not model as a built-in role).
+                .custom_role_at(
+                    &["Microsoft.Security/locations/jitNetworkAccessPolicies/*"],
+                    &group("rg-web"),
+                )
                 // Neither reads the Activity Log; Monitoring Reader's action does.
                 .custom_role_at(&["Microsoft.Insights/eventtypes/values/read"], &group("rg-web"))
                 .role_at("Reader", &group("rg-api")),

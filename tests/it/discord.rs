@@ -13,6 +13,9 @@ pub(crate) mod war_room;
 /// `/rdp guest` and the "Look inside the VM" button.
 mod guest;
 
+/// Just-in-time access in the room (issue 15).
+mod gates;
+
 /// "Recent changes" in reports and `/rdp changes`.
 mod changes;
 
@@ -172,6 +175,7 @@ async fn commands_are_registered_in_the_guild() {
                 "open-rdp",
                 "audit",
                 "permissions",
+                "request-jit",
                 "changes"
             ]
         );
@@ -236,7 +240,7 @@ Replies to the Internet go to the Internet (system route 0.0.0.0/0)
 ## 🕘 Recent changes
 None in the last 24 hours (Activity Log)
 [image attachment://console-web-01.png]
--- 10 ARM requests · <elapsed>
+-- 11 ARM requests · <elapsed>
 # Serial log (last 40 lines)
 ```text
 Computer GUID: 3f4a8c21-5b7e-4d2a-9c61-0e8b7d5a4f10
@@ -347,7 +351,7 @@ The last 24 hours, newest first:
 [Runbook step](https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/troubleshoot-rdp-nsg-problem)
 After each step, try to connect again.
 [image attachment://console-web-02.png]
--- 11 ARM requests · <elapsed>
+-- 12 ARM requests · <elapsed>
 "#);
     })
     .await

@@ -110,6 +110,9 @@ impl Bench {
                     || (e.method == "POST"
                         && !e.path.contains("effectiveNetworkSecurityGroups")
                         && !e.path.contains("effectiveRouteTable")
+                        && !e
+                            .path
+                            .contains("listNetworkManagerEffectiveSecurityAdminRules")
                         && !e.path.contains("retrieveBootDiagnosticsData")
                         && !e.path.contains("oauth2"))
             })

@@ -11,6 +11,7 @@ mod cli;
 mod discord;
 mod fake_discord;
 mod fix;
+mod gates;
 mod metrics;
 mod network_path;
 mod replicas;

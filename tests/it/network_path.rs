@@ -87,10 +87,11 @@ async fn with_from_azures_verdict_and_rule_stand_beside_ours() {
 }
 
 #[tokio::test]
-async fn a_security_admin_rule_makes_azure_disagree_with_the_effective_rules_and_it_is_reported() {
+async fn a_security_admin_rule_is_weighed_as_network_watcher_weighs_it() {
     within(async {
         // Virtual Network Manager's admin rule denies RDP from the Internet before any NSG;
-        // the NIC's effective security rules do not list it, Network Watcher counts it.
+        // the NIC's effective security rules do not list it, the virtual network's effective
+        // admin rules do, and Network Watcher counts it: both verdicts name it.
         let world = World::new().vm("web-01").admin_rule(
             "deny-rdp-from-internet",
             "Deny",
@@ -102,21 +103,28 @@ async fn a_security_admin_rule_makes_azure_disagree_with_the_effective_rules_and
             .check_with("web-01", from("203.0.113.9"))
             .await
             .expect("report");
-        assert_eq!(finding(&report, "nsg").status.as_str(), "pass");
+        let nsg = finding(&report, "nsg");
+        assert_eq!(nsg.status.as_str(), "fail", "{}", nsg.summary);
+        assert_eq!(nsg.evidence["admin_rule"]["name"], "deny-rdp-from-internet");
         let path = finding(&report, "network-path");
-        assert_eq!(path.status.as_str(), "warn", "{}", path.summary);
+        assert_eq!(path.status.as_str(), "fail", "{}", path.summary);
         assert_eq!(
-            path.summary,
-            "Network Watcher and rdp-doctor disagree on TCP 3389 from 203.0.113.9: Azure says denied by deny-rdp-from-internet, the effective rules say allowed by allow-rdp"
+            path.evidence["ip_flow_verify"]["azure"]["rule"],
+            "deny-rdp-from-internet"
         );
-        assert_eq!(path.evidence["ip_flow_verify"]["agree"], false);
-        // From inside the virtual network the admin rule does not apply: they agree again.
+        assert_eq!(path.evidence["ip_flow_verify"]["agree"], true);
+        // From inside the virtual network the admin rule does not apply: the NSG allows it.
         let inside = h
             .check_with("web-01", from("10.0.7.7"))
             .await
             .expect("report");
+        assert_eq!(finding(&inside, "nsg").status.as_str(), "pass");
         let path = finding(&inside, "network-path");
-        assert_eq!(path.evidence["ip_flow_verify"]["agree"], true, "{}", path.summary);
+        assert_eq!(
+            path.evidence["ip_flow_verify"]["agree"], true,
+            "{}",
+            path.summary
+        );
     })
     .await
 }

@@ -1135,7 +1135,7 @@ async fn a_cancelled_sweep_stops_and_returns_the_rows_so_far() {
 // ---- the critical path -------------------------------------------------------------------
 
 #[tokio::test]
-async fn a_healthy_check_of_a_listed_vm_costs_eight_requests_two_deep() {
+async fn a_healthy_check_of_a_listed_vm_costs_nine_requests_two_deep() {
     within(async {
         let options = SimOptions {
             latency: Duration::from_millis(100),
@@ -1165,11 +1165,13 @@ async fn a_healthy_check_of_a_listed_vm_costs_eight_requests_two_deep() {
         .await
         .expect("report");
         assert_eq!(report.verdict, Verdict::Ok, "{:#?}", report.findings);
-        // The VM, Resource Health, the NIC, boot diagnostics, and two long-running POSTs
-        // (effective security rules, effective routes) with one poll each.
+        // The VM, Resource Health, the NIC, boot diagnostics, two long-running POSTs
+        // (effective security rules, effective routes) with one poll each, and the virtual
+        // network's Virtual Network Manager admin rules (a synchronous POST once the NIC names
+        // the subnet).
         assert_eq!(
             report.stats.arm_requests,
-            8,
+            9,
             "{:#?}",
             &h.sim.stats().log[before..]
         );
@@ -1194,8 +1196,9 @@ async fn a_healthy_check_of_a_listed_vm_costs_eight_requests_two_deep() {
             0,
             "the NIC read expands the public IP"
         );
-        // Two requests deep: every request but the effective-NSG and effective-route results
-        // starts before the first answer (100 ms each), so the check is one round trip plus that one.
+        // Two requests deep: every request but the effective-NSG and effective-route results,
+        // and the admin rules the NIC's answer names the subnet for, starts before the first
+        // answer (100 ms each), so the check is one round trip plus that one.
         let first_answer = log[before..]
             .iter()
             .map(|e| e.finished_us)
@@ -1208,8 +1211,9 @@ async fn a_healthy_check_of_a_listed_vm_costs_eight_requests_two_deep() {
             .map(|(_, r)| r)
             .collect();
         assert!(
-            late.iter()
-                .all(|r| r.contains("operationResults") || r.contains("blob")),
+            late.iter().all(|r| r.contains("operationResults")
+                || r.contains("blob")
+                || r.contains("listNetworkManagerEffectiveSecurityAdminRules")),
             "waited for an answer before asking: {late:#?}"
         );
     })

@@ -1,7 +1,11 @@
 //! `nsg`: do the effective security rules let inbound TCP 3389 through (runbook step 2)?
 //! The evaluator (`eval`) is pure and property-tested; this file turns its verdict into a finding.
 
+pub mod admin;
 pub mod eval;
+pub mod jit;
+
+pub use admin::{AdminAccess, AdminRule};
 
 pub use eval::{
     evaluate, Access, Association, Direction, EffectiveNsg, EffectiveRule, NsgVerdict, Probe,
@@ -26,6 +30,33 @@ struct Evidence<'a> {
     /// The port judged, when it is not RDP's own (the guest's listener moved it).
     #[serde(skip_serializing_if = "is_rdp_port")]
     port: u16,
+    /// The Virtual Network Manager admin rule that decided, before any NSG.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_rule: Option<AdminEvidence<'a>>,
+}
+
+#[derive(Serialize)]
+struct AdminEvidence<'a> {
+    name: &'a str,
+    access: &'static str,
+    priority: i32,
+    network_manager: &'a str,
+    configuration: &'a str,
+    rule_collection: &'a str,
+    id: &'a str,
+}
+
+/// The virtual network's Virtual Network Manager admin rules, as far as they could be read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AdminRules {
+    /// Not asked (a sweep that already knows, or a NIC without a subnet).
+    #[default]
+    NotRead,
+    /// The effective inbound admin rules (often none).
+    Read(Vec<AdminRule>),
+    /// Azure would not say (e.g. a role without
+    /// `Microsoft.Network/virtualNetworks/listNetworkManagerEffectiveSecurityAdminRules/action`).
+    Unreadable(String),
 }
 
 fn is_rdp_port(port: &u16) -> bool {
@@ -40,9 +71,126 @@ fn describe_source(source: &TrafficSource) -> String {
 }
 
 /// The finding for `probe`: TCP `probe.port` (3389 unless the guest's listener says otherwise)
-/// from its source to the VM.
+/// from its source to the VM, from the NSGs alone.
 pub fn check(nsgs: &[EffectiveNsg], probe: &Probe) -> Finding {
-    let verdict = evaluate(nsgs, probe);
+    check_with_admin(nsgs, &AdminRules::NotRead, probe)
+}
+
+/// The finding for `probe` with the virtual network's admin rules weighed first: a matching
+/// `Deny` fails whatever the NSGs allow (and the fix is the network team's, not an NSG rule), a
+/// matching `AlwaysAllow` passes whatever they deny, and `Allow` leaves it to the NSGs.
+pub fn check_with_admin(nsgs: &[EffectiveNsg], admin: &AdminRules, probe: &Probe) -> Finding {
+    let from = match probe.source {
+        TrafficSource::Internet => "from the Internet".to_string(),
+        TrafficSource::Address(ip) => format!("from {ip}"),
+    };
+    let port = probe.port;
+    let rules = match admin {
+        AdminRules::Read(rules) => rules.as_slice(),
+        _ => &[],
+    };
+    let decided = admin::deciding(rules, probe);
+    let admin_evidence = decided.map(|r| AdminEvidence {
+        name: &r.name,
+        access: r.access.as_str(),
+        priority: r.priority,
+        network_manager: &r.network_manager,
+        configuration: &r.configuration,
+        rule_collection: &r.rule_collection,
+        id: &r.id,
+    });
+    let nsg_verdict = evaluate(nsgs, probe);
+    match decided {
+        Some(rule) if rule.access == AdminAccess::Deny => {
+            let evidence = Evidence {
+                allowed: false,
+                rule: Some(&rule.name),
+                priority: Some(rule.priority),
+                nsg: None,
+                source: describe_source(&probe.source),
+                only_from: Vec::new(),
+                port,
+                admin_rule: admin_evidence,
+            };
+            let mut finding = Finding::new(
+                CheckId::Nsg,
+                Status::Fail,
+                format!("TCP {port} {from} is denied by {}", rule.describe()),
+            )
+            .detail(
+                "Security admin rules are evaluated before network security groups: no NSG rule can open this port; the fix belongs to the network team.",
+            )
+            .next_step(format!(
+                "Security admin rule {} of Virtual Network Manager {} (configuration {}, rule collection {}) denies TCP {port} before any NSG is consulted: no NSG change can open it. Ask the network team that manages {} to change the rule or exempt this virtual network; rdp-doctor offers no fix for it.",
+                rule.name, rule.network_manager, rule.configuration, rule.rule_collection, rule.network_manager
+            ))
+            .evidence(evidence);
+            if nsg_verdict.allowed {
+                if let Some(by) = &nsg_verdict.deciding {
+                    finding = finding.detail(format!(
+                        "The NSGs alone would allow it (rule {} in NSG {}).",
+                        by.rule, by.nsg
+                    ));
+                }
+            }
+            return finding;
+        }
+        Some(rule) if rule.access == AdminAccess::AlwaysAllow => {
+            let evidence = Evidence {
+                allowed: true,
+                rule: Some(&rule.name),
+                priority: Some(rule.priority),
+                nsg: None,
+                source: describe_source(&probe.source),
+                only_from: Vec::new(),
+                port,
+                admin_rule: admin_evidence,
+            };
+            let mut finding = Finding::new(
+                CheckId::Nsg,
+                Status::Pass,
+                format!(
+                    "TCP {port} {from} is allowed by {} (AlwaysAllow), whatever the NSGs say",
+                    rule.describe()
+                ),
+            )
+            .evidence(evidence);
+            if !nsg_verdict.allowed {
+                if let Some(by) = &nsg_verdict.deciding {
+                    finding = finding.detail(format!(
+                        "NSG {} would deny it ({}), but an AlwaysAllow admin rule is evaluated first.",
+                        by.nsg, by.rule
+                    ));
+                }
+            }
+            return finding;
+        }
+        _ => {}
+    }
+    let mut finding = nsg_finding(nsg_verdict, probe);
+    if let Some(rule) = decided {
+        finding = finding.detail(format!(
+            "{} allows it and leaves the decision to the NSGs.",
+            capitalise(&rule.describe())
+        ));
+    }
+    if let AdminRules::Unreadable(why) = admin {
+        finding = finding.detail(format!(
+            "Virtual Network Manager's admin rules could not be read ({why}); an admin rule could still decide this."
+        ));
+    }
+    finding
+}
+
+fn capitalise(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn nsg_finding(verdict: NsgVerdict, probe: &Probe) -> Finding {
     let port = probe.port;
     let source = describe_source(&probe.source);
     let deciding = verdict.deciding.as_ref();
@@ -67,6 +215,7 @@ pub fn check(nsgs: &[EffectiveNsg], probe: &Probe) -> Finding {
         source: source.clone(),
         only_from: only_from.clone(),
         port,
+        admin_rule: None,
     };
     let from = match probe.source {
         TrafficSource::Internet => "from the Internet".to_string(),

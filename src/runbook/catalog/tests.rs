@@ -21,6 +21,7 @@ fn builtin_runbook_loads() {
             "public-ip",
             "nsg",
             "open-rdp-port",
+            "request-jit",
             "boot-diagnostics",
             "resource-health",
             "reset-password",
@@ -49,6 +50,7 @@ fn builtin_runbook_loads() {
         catalog.ladder,
         [
             ActionId::Start,
+            ActionId::RequestJit,
             ActionId::OpenRdpPort,
             ActionId::RemoveRoute,
             ActionId::EnableRdp,
@@ -393,6 +395,15 @@ confirm = "c"
 permission = "operate"
 
 [[step]]
+id = "request-jit"
+kind = "action"
+title = "t"
+doc = "https://example.com/"
+next_step = "n"
+confirm = "c"
+permission = "operate"
+
+[[step]]
 id = "enable-rdp"
 kind = "action"
 title = "t"
@@ -563,7 +574,7 @@ fn invalid_files_name_file_line_and_field() {
             (
                 "errors:steps = [\"nsg\"]",
                 "steps = [\"nsgg\"]",
-                "commands/rdp-errors.toml:16:9: field `steps`: unknown step `nsgg`; checks are vm-status, vm-agent, public-ip, nsg, resource-health, boot-diagnostics, network-path, guest-rdp, guest-service, guest-listener, guest-firewall, guest-nla, guest-certificate, guest-licensing, guest-disk; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy, remove-route, enable-rdp, start-termservice, reset-rdp-port, enable-firewall-rdp, renew-rdp-certificate, remove-rdsh-role, free-disk-space",
+                "commands/rdp-errors.toml:16:9: field `steps`: unknown step `nsgg`; checks are vm-status, vm-agent, public-ip, nsg, resource-health, boot-diagnostics, network-path, guest-rdp, guest-service, guest-listener, guest-firewall, guest-nla, guest-certificate, guest-licensing, guest-disk; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy, remove-route, request-jit, enable-rdp, start-termservice, reset-rdp-port, enable-firewall-rdp, renew-rdp-certificate, remove-rdsh-role, free-disk-space",
             ),
             (
                 "errors:doc = \"https://example.com/\"",
@@ -573,7 +584,7 @@ fn invalid_files_name_file_line_and_field() {
             (
                 "rdp:id = \"redeploy\"",
                 "id = \"reboot\"",
-                "commands/rdp.toml:101:6: field `id`: unknown step `reboot`; checks are vm-status, vm-agent, public-ip, nsg, resource-health, boot-diagnostics, network-path, guest-rdp, guest-service, guest-listener, guest-firewall, guest-nla, guest-certificate, guest-licensing, guest-disk; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy, remove-route, enable-rdp, start-termservice, reset-rdp-port, enable-firewall-rdp, renew-rdp-certificate, remove-rdsh-role, free-disk-space",
+                "commands/rdp.toml:101:6: field `id`: unknown step `reboot`; checks are vm-status, vm-agent, public-ip, nsg, resource-health, boot-diagnostics, network-path, guest-rdp, guest-service, guest-listener, guest-firewall, guest-nla, guest-certificate, guest-licensing, guest-disk; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy, remove-route, request-jit, enable-rdp, start-termservice, reset-rdp-port, enable-firewall-rdp, renew-rdp-certificate, remove-rdsh-role, free-disk-space",
             ),
             (
                 "rdp:id = \"restart\"",
@@ -613,7 +624,7 @@ fn invalid_files_name_file_line_and_field() {
             (
                 "rdp:ladder = [\"start\", \"redeploy\"]",
                 "ladder = [\"start\", \"nsg\"]",
-                "commands/rdp.toml:1:10: field `ladder`: unknown action `nsg`; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy, remove-route, enable-rdp, start-termservice, reset-rdp-port, enable-firewall-rdp, renew-rdp-certificate, remove-rdsh-role, free-disk-space",
+                "commands/rdp.toml:1:10: field `ladder`: unknown action `nsg`; actions are reset-rdp-config, open-rdp-port, reset-password, start, restart, redeploy, remove-route, request-jit, enable-rdp, start-termservice, reset-rdp-port, enable-firewall-rdp, renew-rdp-certificate, remove-rdsh-role, free-disk-space",
             ),
             // A value that parses but is wrong: the line and column of that value.
             (
@@ -646,7 +657,7 @@ fn load_dir_reads_files_and_falls_back_to_builtins() {
 
     // Nothing in the directory: the built-in runbook.
     let catalog = Catalog::load_dir(&dir).map_err(|e| e.to_string());
-    assert_eq!(catalog.map(|c| c.steps.len()), Ok(29));
+    assert_eq!(catalog.map(|c| c.steps.len()), Ok(30));
 
     // A broken errors file is reported under its real path; rdp.toml still falls back.
     let errors_path = dir.join("rdp-errors.toml");

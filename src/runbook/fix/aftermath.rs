@@ -76,6 +76,23 @@ pub async fn what_azure_did(arm: &Arm, plan: &Plan, tag: &str) -> Result<Learned
                 Some(_) => Learned::NotDone(format!("route table {table} still has route {route}")),
             })
         }
+        Step::Jit {
+            port, source, ..
+        } => Ok(match arm.jit_policy(&plan.vm).await? {
+            Some(policy)
+                if policy
+                    .requests
+                    .iter()
+                    .any(|r| r.port == *port && r.source == *source) =>
+            {
+                Learned::Done(format!(
+                    "the just-in-time policy lists a request for TCP {port} from {source}"
+                ))
+            }
+            _ => Learned::NotDone(format!(
+                "the just-in-time policy lists no request for TCP {port} from {source}"
+            )),
+        }),
         Step::Rule { nsg_id, rule } => {
             let nsg = nsg_id.rsplit('/').next().unwrap_or(nsg_id);
             let state = arm.rule_state(nsg_id, &rule.name).await?;

@@ -9,6 +9,7 @@ mod guest;
 mod open_rdp_port;
 mod power;
 mod remove_route;
+mod request_jit;
 mod reset_password;
 mod reset_rdp_config;
 
@@ -43,6 +44,11 @@ pub enum FixRequest {
     /// One of the guest fixes ([`ActionId::GUEST`]): a script through Run Command.
     Guest(ActionId),
     RemoveRoute,
+    /// Ask just-in-time access to open 3389 for `source` for `hours` (the default when `None`).
+    RequestJit {
+        source: std::net::Ipv4Addr,
+        hours: Option<u32>,
+    },
 }
 
 impl FixRequest {
@@ -56,6 +62,7 @@ impl FixRequest {
             FixRequest::OpenRdpPort { .. } => ActionId::OpenRdpPort,
             FixRequest::Guest(fix) => *fix,
             FixRequest::RemoveRoute => ActionId::RemoveRoute,
+            FixRequest::RequestJit { .. } => ActionId::RequestJit,
         }
     }
 
@@ -67,6 +74,9 @@ impl FixRequest {
             }
             FixRequest::OpenRdpPort { source, port } => {
                 serde_json::json!({ "source": source.prefix(), "port": port })
+            }
+            FixRequest::RequestJit { source, hours } => {
+                serde_json::json!({ "source": source.to_string(), "hours": hours })
             }
             _ => serde_json::json!({}),
         }
@@ -111,6 +121,7 @@ impl Plan {
         match &self.step {
             Step::Rule { nsg_id, .. } => Some(nsg_id),
             Step::Route { table_id, .. } => Some(table_id),
+            Step::Jit { policy_id, .. } => Some(policy_id),
             Step::Power(_) | Step::VmAccess { .. } | Step::GuestScript { .. } => None,
         }
     }
@@ -141,6 +152,13 @@ pub(crate) enum Step {
     Route {
         table_id: String,
         route: String,
+    },
+    /// Initiate a just-in-time request (the end time is taken when it is sent).
+    Jit {
+        policy_id: String,
+        port: u16,
+        source: String,
+        hours: u32,
     },
 }
 
@@ -194,6 +212,9 @@ pub async fn plan(arm: &Arm, facts: &Facts, request: &FixRequest) -> Result<Plan
         }
         FixRequest::Guest(fix) => Ok(guest::plan(facts, *fix)?),
         FixRequest::RemoveRoute => remove_route::plan(arm, facts).await,
+        FixRequest::RequestJit { source, hours } => {
+            request_jit::plan(arm, facts, *source, *hours).await
+        }
     }
 }
 
@@ -252,6 +273,30 @@ pub async fn execute(
                 .await
         }
         (Step::Route { table_id, route }, _) => arm.delete_route(confirmed, table_id, route).await,
+        (
+            Step::Jit {
+                policy_id,
+                port,
+                source,
+                hours,
+            },
+            _,
+        ) => {
+            let end = time::OffsetDateTime::now_utc() + time::Duration::hours(i64::from(*hours));
+            let request = crate::azure::JitInitiate {
+                vm: plan.vm.clone(),
+                policy_id: policy_id.clone(),
+                port: *port,
+                source: source.clone(),
+                end_utc: end
+                    .replace_nanosecond(0)
+                    .unwrap_or(end)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                justification: "Remote Desktop troubleshooting (rdp-doctor request-jit)".to_owned(),
+            };
+            arm.initiate_jit(confirmed, &request).await
+        }
     }
 }
 

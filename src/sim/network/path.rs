@@ -533,11 +533,9 @@ fn deciding_rule(group: &Value, flow: &Flow) -> Option<(String, String)> {
 /// Azure's verdict on an inbound flow: the admin rules of the VM's virtual network first, then
 /// the subnet's NSG and the NIC's, each of which must allow it.
 fn verify_inbound(world: &World, vm: &Vm, flow: &Flow) -> (String, Option<String>) {
-    for rule in world.admin_rules.iter().filter(|r| {
-        r.subscription.eq_ignore_ascii_case(&vm.subscription)
-            && r.resource_group.eq_ignore_ascii_case(&vm.resource_group)
-            && r.vnet.eq_ignore_ascii_case(&vm.vnet_name())
-    }) {
+    // In priority order, the first match deciding ("Security admin rules in Azure Virtual
+    // Network Manager"): Deny and AlwaysAllow here, Allow by handing over to the NSGs.
+    for rule in world.admin_rules_of(vm) {
         let sources = match rule.source.to_ascii_lowercase().as_str() {
             "internet" => internet(),
             _ => vec![rule.source.clone()],
@@ -548,6 +546,7 @@ fn verify_inbound(world: &World, vm: &Vm, flow: &Flow) -> (String, Option<String
         match (matches, rule.access.as_str()) {
             (true, "Deny") => return ("Deny".to_owned(), Some(rule.name.clone())),
             (true, "AlwaysAllow") => return ("Allow".to_owned(), Some(rule.name.clone())),
+            (true, _) => break,
             _ => {}
         }
     }

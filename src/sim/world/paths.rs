@@ -69,7 +69,10 @@ impl RouteEntry {
 
 /// A security admin rule of Azure Virtual Network Manager applied to a virtual network
 /// (`[[admin_rule]]`): inbound TCP to `destination_port` from `source`. Network Watcher's IP flow
-/// verify evaluates it before the NSGs; a NIC's effective security rules do not list it.
+/// verify evaluates it before the NSGs; a NIC's effective security rules do not list it; the
+/// virtual network's `listNetworkManagerEffectiveSecurityAdminRules` does, with the network
+/// manager, security admin configuration and rule collection in the rule's id (network spec
+/// 2024-03-01, `NetworkManagerEffectiveSecurityAdminRulesList.json`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminRule {
@@ -90,6 +93,50 @@ pub struct AdminRule {
     /// Destination port or range ("3389", "3000-4000", "*").
     #[serde(default = "super::any")]
     pub destination_port: String,
+    /// Priority, 1 to 4096: the lowest matching number decides (rules of equal priority in
+    /// the order written).
+    #[serde(default = "default_admin_priority")]
+    pub priority: i32,
+    /// The Virtual Network Manager (in the rule's resource group).
+    #[serde(default = "default_network_manager")]
+    pub network_manager: String,
+    /// Its security admin configuration.
+    #[serde(default = "default_admin_configuration")]
+    pub configuration: String,
+    /// The rule collection within the configuration.
+    #[serde(default = "default_rule_collection")]
+    pub rule_collection: String,
+}
+
+fn default_admin_priority() -> i32 {
+    100
+}
+
+fn default_network_manager() -> String {
+    "avnm-corp".to_owned()
+}
+
+fn default_admin_configuration() -> String {
+    "corp-security".to_owned()
+}
+
+fn default_rule_collection() -> String {
+    "management-ports".to_owned()
+}
+
+impl AdminRule {
+    /// The rule's resource id, as the effective admin rules list names it.
+    pub fn id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/networkManagers/{}/securityAdminConfigurations/{}/ruleCollections/{}/rules/{}",
+            self.subscription,
+            self.resource_group,
+            self.network_manager,
+            self.configuration,
+            self.rule_collection,
+            self.name
+        )
+    }
 }
 
 /// Checks a route table's routes (names, prefixes, next hops).
@@ -134,6 +181,12 @@ pub(super) fn validate_admin_rule(rule: &AdminRule) -> Result<(), String> {
     if !["Allow", "AlwaysAllow", "Deny"].contains(&rule.access.as_str()) {
         return Err(format!(
             "admin rule '{}': access must be Allow, AlwaysAllow or Deny",
+            rule.name
+        ));
+    }
+    if !(1..=4096).contains(&rule.priority) {
+        return Err(format!(
+            "admin rule '{}': priority must be 1..=4096",
             rule.name
         ));
     }
@@ -210,6 +263,10 @@ impl super::World {
             access: access.to_owned(),
             source: source.to_owned(),
             destination_port: port.to_owned(),
+            priority: default_admin_priority(),
+            network_manager: default_network_manager(),
+            configuration: default_admin_configuration(),
+            rule_collection: default_rule_collection(),
         };
         self.admin_rules.push(rule);
         self

@@ -62,7 +62,7 @@ Replies to the Internet go to the Internet (system route 0.0.0.0/0)
 ## 🕘 Recent changes
 None in the last 24 hours (Activity Log)
 [image attachment://console-fw-01.png]
--- 10 ARM requests · <elapsed>
+-- 11 ARM requests · <elapsed>
 "#);
         assert!(
             serial.ends_with("[Look inside the VM]\n[attachment console-fw-01.png]\n"),

@@ -268,6 +268,9 @@ impl Harness {
                     && !e.path.contains("/effectiveRouteTable")
                     && !e.path.contains("/ipFlowVerify")
                     && !e.path.contains("/nextHop")
+                    && !e
+                        .path
+                        .contains("/listNetworkManagerEffectiveSecurityAdminRules")
                     && !e.path.contains("/retrieveBootDiagnosticsData")
                     && !e.path.contains("/oauth2/")
             })
