@@ -32,6 +32,67 @@ pub struct FileConfig {
     /// Several processes on one database: how long an operation's or a sweep's lease lasts.
     #[serde(default)]
     pub replicas: ReplicasConfig,
+    /// `/rdp watch`: how often a watched VM is checked again and for how long.
+    #[serde(default)]
+    pub watch: WatchConfig,
+    /// The VMs' timeline (`history`): how long check reports are kept.
+    #[serde(default)]
+    pub history: HistoryConfig,
+}
+
+/// `[watch]`: watches re-check a VM in the background, at the sweeps' priority.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Seconds between two checks of a watched VM (default 120, from 1 to 3600); doubled, up to
+    /// eight times, while Azure throttles or fails.
+    pub interval_secs: Option<u64>,
+    /// Minutes a watch lasts when the person gives none (default 60, at most `max_minutes`).
+    pub default_minutes: Option<u64>,
+    /// The most minutes a watch may last (default 240, from 1 to 1440).
+    pub max_minutes: Option<u64>,
+}
+
+impl WatchConfig {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let max = self.max_minutes.unwrap_or(240);
+        match (self.interval_secs, self.default_minutes, self.max_minutes) {
+            (Some(secs), _, _) if !(1..=3600).contains(&secs) => Err((
+                "interval_secs",
+                format!("[watch] interval_secs = {secs} is out of range: seconds from 1 to 3600, e.g. 120 (the default)"),
+            )),
+            (_, _, Some(minutes)) if !(1..=1440).contains(&minutes) => Err((
+                "max_minutes",
+                format!("[watch] max_minutes = {minutes} is out of range: minutes from 1 to 1440, e.g. 240 (the default)"),
+            )),
+            (_, Some(minutes), _) if !(1..=max).contains(&minutes) => Err((
+                "default_minutes",
+                format!("[watch] default_minutes = {minutes} is out of range: minutes from 1 to max_minutes ({max})"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `[history]`: the timeline's memory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Days a check report is kept in a VM's history (default 30, from 1 to 3650); older ones
+    /// are deleted as new ones are written.
+    pub retention_days: Option<u64>,
+}
+
+impl HistoryConfig {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        match self.retention_days {
+            Some(days) if !(1..=3650).contains(&days) => Err((
+                "retention_days",
+                format!("[history] retention_days = {days} is out of range: days from 1 to 3650, e.g. 30 (the default)"),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Replicas sharing one database (`serve` behind a load balancer, or a bot restarted).
@@ -212,6 +273,14 @@ impl FileConfig {
             let at = spans.replicas.get(field).map(|value| position(text, value));
             return Err(refused(at, message));
         }
+        if let Err((field, message)) = file.watch.check() {
+            let at = spans.watch.get(field).map(|value| position(text, value));
+            return Err(refused(at, message));
+        }
+        if let Err((field, message)) = file.history.check() {
+            let at = spans.history.get(field).map(|value| position(text, value));
+            return Err(refused(at, message));
+        }
         if let Some(policy) = &file.policy {
             if let Err(e) = crate::policy::Policy::new(Some(policy)) {
                 return Err(refused(spans.policy.at(text, &e), e.to_string()));
@@ -228,6 +297,10 @@ struct Spans {
     azure: Fields,
     #[serde(default)]
     replicas: Fields,
+    #[serde(default)]
+    watch: Fields,
+    #[serde(default)]
+    history: Fields,
     #[serde(default)]
     policy: PolicySpans,
 }

@@ -42,10 +42,13 @@ pub enum Command {
     OpenRdp,
     Audit,
     Permissions,
+    Watch,
+    Unwatch,
+    History,
 }
 
 impl Command {
-    pub const ALL: [Command; 15] = [
+    pub const ALL: [Command; 18] = [
         Command::Check,
         Command::Health,
         Command::Console,
@@ -61,6 +64,9 @@ impl Command {
         Command::OpenRdp,
         Command::Audit,
         Command::Permissions,
+        Command::Watch,
+        Command::Unwatch,
+        Command::History,
     ];
 
     /// The subcommand by its name (`/rdp <name>`); `None` for anything else.
@@ -130,6 +136,9 @@ label_names!(Command {
     OpenRdp => "open-rdp",
     Audit => "audit",
     Permissions => "permissions",
+    Watch => "watch",
+    Unwatch => "unwatch",
+    History => "history",
 });
 label_names!(Outcome { Ok => "ok", Refused => "refused", Error => "error" });
 label_names!(Transport { Gateway => "gateway", Endpoint => "endpoint" });

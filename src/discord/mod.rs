@@ -18,6 +18,7 @@ mod steps;
 mod surface;
 mod sweep;
 mod transport;
+mod watch;
 
 use crate::policy::{Actor, Place};
 use crate::runbook::door::{Caller, Door};
@@ -356,6 +357,7 @@ async fn gateway_client(
                         // Operations a stopped replica (or a previous run) left mid-flight: take
                         // them over once their lease lapses, follow them and post the outcome.
                         fixes::take_over_operations(ctx.http.clone(), bot.door.clone());
+                        watch::run_watches(ctx.http.clone(), bot.door.clone());
                         if !bot.door.policy().configured() {
                             tracing::warn!("no [policy] in the config: the bot answers every interaction with a refusal");
                         }
@@ -507,7 +509,10 @@ fn component_kind(custom_id: &str) -> String {
         "fixes::reset_password",
         "fixes::open_rdp",
         "fixes::audit",
-        "fixes::permissions"
+        "fixes::permissions",
+        "watch::watch",
+        "watch::unwatch",
+        "watch::history"
     ),
     subcommand_required
 )]

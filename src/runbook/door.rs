@@ -30,6 +30,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+mod watch;
+pub use watch::{OnWatch, WatchNews, WatchStarted};
+
 /// Who is asking, and from where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -212,6 +215,10 @@ pub struct Door {
     limiter: Arc<PersonLimiter>,
     /// One guest check per VM at a time.
     guest_slots: GuestSlots,
+    /// How watches run and how long the timeline remembers (`door/watch.rs`).
+    watch: super::watch::WatchSettings,
+    /// Watch runs this process finished (tests wait on it).
+    watch_runs: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Door {
@@ -231,6 +238,8 @@ impl Door {
             sweeps: SweepSlots::new(),
             limiter: Arc::new(PersonLimiter::new(PersonRate::default())),
             guest_slots: GuestSlots::new(),
+            watch: super::watch::WatchSettings::default(),
+            watch_runs: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -274,13 +283,16 @@ impl Door {
 
     /// With a store: fixes, confirmations and the audit log become available.
     pub fn with_store(mut self, store: Store) -> Door {
-        self.operator = Some(Operator::new(
-            self.arm.clone(),
-            self.catalog.clone(),
-            store,
-            self.policy.clone(),
-            self.subscriptions.clone(),
-        ));
+        self.operator = Some(
+            Operator::new(
+                self.arm.clone(),
+                self.catalog.clone(),
+                store,
+                self.policy.clone(),
+                self.subscriptions.clone(),
+            )
+            .with_retention(self.watch.retention),
+        );
         self
     }
 
@@ -664,7 +676,9 @@ impl Door {
         events: &(dyn Fn(Event) + Send + Sync),
     ) -> Result<Report, DoorError> {
         self.authorise_vm(caller, self.catalog.commands.check, &summary.vm)?;
-        Ok(super::check(&self.arm, &self.catalog, summary, options, events).await?)
+        let report = super::check(&self.arm, &self.catalog, summary, options, events).await?;
+        self.remember(&report, "check").await;
+        Ok(report)
     }
 
     /// `guest`: resolve, authorise the `guest` level (Run Command runs as SYSTEM), run the
@@ -699,10 +713,11 @@ impl Door {
             started_by: &caller.actor.name,
             timeout: self.arm.settings().run_command_timeout,
         };
-        Ok(
+        let report =
             super::check_with_guest(&self.arm, &self.catalog, summary, options, run, events)
-                .await?,
-        )
+                .await?;
+        self.remember(&report, "check").await;
+        Ok(report)
     }
 
     /// Whether the person may look inside `vm`: no Azure request.
