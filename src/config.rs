@@ -552,6 +552,35 @@ mod tests {
     }
 
     #[test]
+    fn watches_and_history_are_configured_within_their_ranges() {
+        let plain = FileConfig::parse("", "x.toml").unwrap();
+        let settings =
+            crate::runbook::watch::WatchSettings::from_config(&plain.watch, &plain.history);
+        assert_eq!(settings, crate::runbook::watch::WatchSettings::default());
+        assert_eq!(settings.interval, Duration::from_secs(120));
+        assert_eq!(settings.retention, Duration::from_secs(30 * 86_400));
+        let tuned = FileConfig::parse(
+            "[watch]\ninterval_secs = 1\ndefault_minutes = 5\nmax_minutes = 10\n[history]\nretention_days = 7\n",
+            "x.toml",
+        )
+        .unwrap();
+        let settings =
+            crate::runbook::watch::WatchSettings::from_config(&tuned.watch, &tuned.history);
+        assert_eq!(settings.interval, Duration::from_secs(1));
+        assert_eq!(settings.default_length, Duration::from_secs(300));
+        assert_eq!(settings.max_length, Duration::from_secs(600));
+        assert_eq!(settings.retention, Duration::from_secs(7 * 86_400));
+        for (text, expected) in [
+            ("[watch]\ninterval_secs = 0\n", "x.toml:2:17: [watch] interval_secs = 0 is out of range: seconds from 1 to 3600, e.g. 120 (the default)"),
+            ("[watch]\nmax_minutes = 10\ndefault_minutes = 11\n", "x.toml:3:19: [watch] default_minutes = 11 is out of range: minutes from 1 to max_minutes (10)"),
+            ("[history]\nretention_days = 0\n", "x.toml:2:18: [history] retention_days = 0 is out of range: days from 1 to 3650, e.g. 30 (the default)"),
+        ] {
+            let err = FileConfig::parse(text, "x.toml").unwrap_err().to_string();
+            assert_eq!(err, expected);
+        }
+    }
+
+    #[test]
     fn the_lease_is_twenty_seconds_unless_set_within_range() {
         let plain = FileConfig::parse("", "x.toml").unwrap();
         assert_eq!(plain.replicas.lease(), Duration::from_secs(20));
