@@ -192,9 +192,12 @@ fn error_embed(e: &DoorError) -> CreateEmbed {
     door_notice(title, e)
 }
 
-/// "2 minutes", "90 seconds".
+/// "2 minutes", "90 seconds", "200 ms".
 fn every(interval: std::time::Duration) -> String {
     let secs = interval.as_secs();
+    if secs == 0 {
+        return format!("{} ms", interval.as_millis());
+    }
     match secs {
         60 => "minute".to_string(),
         s if s % 60 == 0 => format!("{} minutes", s / 60),

@@ -215,6 +215,10 @@ pub enum Happened {
         verdict: String,
         changes: Vec<String>,
         first: bool,
+        /// Unchanged checks in a row by the same source are one entry: how many, and when
+        /// the first of them was (a watch looks every two minutes for hours).
+        repeats: u32,
+        since_ms: i64,
     },
     /// A line of the audit log about the VM: a fix asked for, confirmed, its outcome.
     Fix {
@@ -238,11 +242,12 @@ pub struct Timeline {
 }
 
 /// Stored checks (any order, as `(taken_ms, source, report JSON)`) as timeline entries, each
-/// with its difference from the one before it.
+/// with its difference from the one before it; unchanged checks in a row by the same source
+/// become one entry.
 pub fn check_entries(mut checks: Vec<(i64, String, serde_json::Value)>) -> Vec<TimelineEntry> {
     checks.sort_by_key(|(at, _, _)| *at);
     let mut previous: Option<Seen> = None;
-    let mut entries = Vec::new();
+    let mut entries: Vec<TimelineEntry> = Vec::new();
     for (at_ms, source, json) in checks {
         let Some(seen) = Seen::of_json(&json) else {
             continue;
@@ -251,16 +256,37 @@ pub fn check_entries(mut checks: Vec<(i64, String, serde_json::Value)>) -> Vec<T
             .as_ref()
             .map(|before| differences(before, &seen))
             .unwrap_or_default();
+        let first = previous.is_none();
+        previous = Some(seen.clone());
+        if let Some(TimelineEntry {
+            at_ms: last_at,
+            what:
+                Happened::Check {
+                    source: last_source,
+                    changes: last_changes,
+                    first: false,
+                    repeats,
+                    ..
+                },
+        }) = entries.last_mut()
+        {
+            if changes.is_empty() && last_changes.is_empty() && *last_source == source {
+                *last_at = at_ms;
+                *repeats += 1;
+                continue;
+            }
+        }
         entries.push(TimelineEntry {
             at_ms,
             what: Happened::Check {
                 source,
-                verdict: seen.verdict.clone(),
+                verdict: seen.verdict,
                 changes,
-                first: previous.is_none(),
+                first,
+                repeats: 1,
+                since_ms: at_ms,
             },
         });
-        previous = Some(seen);
     }
     entries
 }
@@ -286,10 +312,17 @@ pub fn timeline_lines(timeline: &Timeline) -> Vec<String> {
                     verdict,
                     changes,
                     first,
+                    repeats,
+                    since_ms,
                 } => {
                     let diff = if changes.is_empty() {
                         if *first {
                             String::new()
+                        } else if *repeats > 1 {
+                            format!(
+                                " — no change ({repeats} checks since {})",
+                                super::operate::format_time(*since_ms)
+                            )
                         } else {
                             " — no change".to_string()
                         }
@@ -371,7 +404,7 @@ mod tests {
             .iter()
             .map(|e| match &e.what {
                 Happened::Check { changes, first, .. } => (e.at_ms, changes.clone(), *first),
-                _ => unreachable!(),
+                other => panic!("not a check: {other:?}"),
             })
             .collect();
         assert_eq!(
@@ -387,6 +420,38 @@ mod tests {
                 ),
                 (20, vec![], false),
                 (10, vec![], true),
+            ]
+        );
+    }
+
+    #[test]
+    fn unchanged_checks_in_a_row_by_one_source_are_one_entry() {
+        let bad = || report("problems", "fail", Some(("deny", 200)));
+        let entries = merge(check_entries(vec![
+            (10, "check".into(), bad()),
+            (20, "watch".into(), bad()),
+            (30, "watch".into(), bad()),
+            (40, "watch".into(), bad()),
+            (50, "check".into(), bad()),
+        ]));
+        let shape: Vec<(i64, &str, u32, i64)> = entries
+            .iter()
+            .map(|e| match &e.what {
+                Happened::Check {
+                    source,
+                    repeats,
+                    since_ms,
+                    ..
+                } => (e.at_ms, source.as_str(), *repeats, *since_ms),
+                other => panic!("not a check: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (50, "check", 1, 50),
+                (40, "watch", 3, 20),
+                (10, "check", 1, 10)
             ]
         );
     }

@@ -13,6 +13,9 @@ mod war_room;
 /// `/rdp guest` and the "Look inside the VM" button.
 mod guest;
 
+/// `/rdp watch`, `/rdp unwatch` and `/rdp history`.
+mod watch;
+
 use rdp_doctor::discord::{Bot, BotSettings};
 use rdp_doctor::sim::{SimOptions, Simulator, World};
 use serde_json::{json, Value};

@@ -16,3 +16,4 @@ mod runbook;
 mod serve;
 mod sim;
 mod standby;
+mod watch;
