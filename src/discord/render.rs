@@ -437,7 +437,9 @@ pub fn help() -> CreateEmbed {
              `/rdp health vm`: Azure Resource Health only.\n\
              `/rdp console vm`: boot diagnostics screenshot and serial log.\n\
              `/rdp sweep [resource-group] [subscription]`: every Windows VM of a resource group (or the subscription) at once; one summary, worst first, with a menu for any VM's full report.\n\
-             `/rdp explain error`: what a Remote Desktop client error means and how to fix it.\n\n\
+             `/rdp explain error`: what a Remote Desktop client error means and how to fix it.\n\
+             `/rdp watch vm [minutes]`: check a VM again every few minutes and post here when its verdict or a finding changes; `/rdp unwatch vm` stops it, `/rdp watch` alone lists this channel's watches.\n\
+             `/rdp history vm`: the VM's checks (with what changed between them), watches and fixes, newest first.\n\n\
              A VM is `name`, `resource-group/name` or a full resource id.",
         )
         .colour(BLUE)

@@ -171,7 +171,10 @@ async fn commands_are_registered_in_the_guild() {
                 "reset-password",
                 "open-rdp",
                 "audit",
-                "permissions"
+                "permissions",
+                "watch",
+                "unwatch",
+                "history"
             ]
         );
         room.assert_clean();
