@@ -127,6 +127,32 @@ impl Seen {
         Some(Seen { verdict, findings })
     }
 
+    /// Whether a check could not be judged (Azure failed or throttled a read).
+    pub fn has_errors(&self) -> bool {
+        self.findings.iter().any(|f| f.status == "error")
+    }
+
+    /// A check that could not be judged says nothing about it: keep what `before` saw of it
+    /// (and judge the verdict again), so that a throttled read is not a change to post.
+    pub fn carry_over_errors(&mut self, before: &Seen) {
+        for finding in &mut self.findings {
+            if finding.status != "error" {
+                continue;
+            }
+            if let Some(then) = before.findings.iter().find(|b| b.step == finding.step) {
+                *finding = then.clone();
+            }
+        }
+        self.verdict = if self.findings.iter().any(|f| f.status == "fail") {
+            "problems"
+        } else if self.has_errors() {
+            "unknown"
+        } else {
+            "ok"
+        }
+        .to_string();
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string())
     }
@@ -454,6 +480,23 @@ mod tests {
                 (10, "check", 1, 10)
             ]
         );
+    }
+
+    #[test]
+    fn a_check_azure_could_not_judge_keeps_what_was_seen_before() {
+        let before = Seen::of_json(&report("problems", "fail", Some(("deny", 200)))).unwrap();
+        let mut throttled = Seen::of_json(&report("unknown", "error", None)).unwrap();
+        assert!(throttled.has_errors());
+        throttled.carry_over_errors(&before);
+        assert_eq!(throttled, before);
+        assert!(differences(&before, &throttled).is_empty());
+        // Nothing to carry over from: it stays an error, and the verdict says so.
+        let mut first = Seen::of_json(&report("unknown", "error", None)).unwrap();
+        first.carry_over_errors(&Seen {
+            verdict: "ok".into(),
+            findings: Vec::new(),
+        });
+        assert_eq!(first.verdict, "unknown");
     }
 
     #[test]

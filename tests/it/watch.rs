@@ -406,3 +406,46 @@ async fn checks_older_than_the_retention_are_pruned_as_new_ones_are_kept() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_read_azure_refuses_is_no_news_and_puts_the_next_look_off() {
+    within(async {
+        let h = Harness::start(World::new().vm("web-02").nsg_denies_rdp()).await;
+        let dir = support::scratch_dir("watch-backoff", &h.sim);
+        let (door, store) = replica(&h, &dir.join("rdp-doctor.db"), "r", settings()).await;
+        let posts = Posts::new();
+        door.watch(&alice(), "web-02", Some(30)).await.unwrap();
+        let task = door.spawn_watches(posts.to("r")).unwrap();
+        runs(&[&door], 1).await;
+
+        // Azure refuses the effective rules: the `nsg` check is an error, not a change.
+        h.sim
+            .set_options(support::failing(vec![rdp_doctor::sim::Fault::new(
+                "effectiveNetworkSecurityGroups",
+                rdp_doctor::sim::FaultKind::Status(403),
+            )]));
+        let then = count(&door);
+        runs(&[&door], then + 1).await;
+        let watch = &store.watches(None).await.unwrap()[0];
+        let put_off = watch.next_ms - watch.heartbeat_ms;
+        assert!(
+            put_off >= 3 * 200,
+            "the next look is {put_off} ms after the last, not four intervals"
+        );
+        // Azure answers again, and the port is opened: the change is from what was judged
+        // before the refusal ("fail"), not from the error.
+        h.sim.set_options(rdp_doctor::sim::SimOptions::fast());
+        allow_rdp_in_the_portal(&h);
+        posts.until(1).await;
+        task.abort();
+        match &posts.all()[..] {
+            [(_, WatchNews::Changed { lines, .. })] => {
+                assert_eq!(lines[0], "verdict: problems → ok");
+                assert!(lines[1].starts_with("nsg: fail → pass"), "{lines:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await
+}

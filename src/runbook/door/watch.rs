@@ -5,8 +5,9 @@
 //! as they were then, at every re-check: a person who may no longer read the VM, or a channel
 //! no longer served, ends it. Re-checks run at the sweeps' priority (`Arm::for_sweep`): they
 //! share the subscription's ARM budget with everything else, spend at most the sweeps' share of
-//! it and queue behind people's requests; a re-check Azure fails or throttles puts the next one
-//! off by four intervals. Watches live in the store and are run by one replica at a time (see
+//! it and queue behind people's requests; a re-check Azure fails or throttles (the check, or any
+//! of its reads) puts the next one off by four intervals, and a read it could not judge is not
+//! a change. Watches live in the store and are run by one replica at a time (see
 //! `store::watches`), so they survive a restart and are posted once.
 
 use super::{Caller, Door, DoorError};
@@ -381,13 +382,23 @@ impl Door {
         match checked {
             Ok(report) => {
                 self.remember(&report, "watch").await;
-                let seen = Seen::of(&report);
+                let mut seen = Seen::of(&report);
                 let before = w
                     .last_json
                     .as_deref()
                     .and_then(|j| serde_json::from_str(j).ok())
                     .and_then(|j| Seen::of_json(&j));
-                let next = now.saturating_add(w.interval_ms);
+                // A read Azure failed or throttled is no news: what was seen of it stands, and
+                // the next look comes later.
+                let backoff = if seen.has_errors() {
+                    if let Some(before) = &before {
+                        seen.carry_over_errors(before);
+                    }
+                    BACKOFF_INTERVALS
+                } else {
+                    1
+                };
+                let next = now.saturating_add(w.interval_ms.saturating_mul(backoff));
                 let mine = store
                     .record_watch_run(&w.id, owner, next, Some(&seen.to_json()))
                     .await?;
