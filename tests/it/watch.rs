@@ -48,7 +48,12 @@ fn alice() -> Caller {
 
 /// One replica: a door on the database file at `db`, as a process of its own would open it.
 async fn replica(h: &Harness, db: &Path, id: &str, settings: WatchSettings) -> (Door, Store) {
-    let store = support::store(Some(db)).await;
+    replica_on(h, &format!("sqlite://{}", db.display()), id, settings).await
+}
+
+/// One replica on the database at `url` (SQLite or PostgreSQL).
+async fn replica_on(h: &Harness, url: &str, id: &str, settings: WatchSettings) -> (Door, Store) {
+    let store = Store::open(url).await.expect("open the database");
     let door = h
         .door(
             support::policy(Some(ROOM_POLICY)).with_guild(Some(GUILD_ID)),
@@ -134,79 +139,100 @@ async fn a_watch_survives_a_restart_and_one_of_two_replicas_runs_it_posting_once
     within(async {
         let h = Harness::start(World::new().vm("web-02").nsg_denies_rdp()).await;
         let dir = support::scratch_dir("watch-restart", &h.sim);
-        let db = dir.join("rdp-doctor.db");
-        let posts = Posts::new();
-
-        // The first process starts the watch and takes its first look.
-        let (first, first_store) = replica(&h, &db, "first", settings()).await;
-        let started = first.watch(&alice(), "web-02", Some(30)).await.unwrap();
-        assert_eq!(started.vm.name, "web-02");
-        assert!(!started.extended);
-        let task = first.spawn_watches(posts.to("first")).unwrap();
-        runs(&[&first], 1).await;
-        // It dies: its task stops, its heartbeat with it.
-        task.abort();
-        let _ = task.await;
-        first_store.close().await;
-
-        // Restarted as two replicas on the same database.
-        let (b, _b_store) = replica(&h, &db, "b", settings()).await;
-        let (c, _c_store) = replica(&h, &db, "c", settings()).await;
-        let tasks = [
-            b.spawn_watches(posts.to("b")).unwrap(),
-            c.spawn_watches(posts.to("c")).unwrap(),
-        ];
-        // Taken over once the first's lease lapsed; unchanged re-checks say nothing.
-        runs(&[&b, &c], 3).await;
-        assert!(posts.all().is_empty(), "{:?}", posts.all());
-
-        allow_rdp_in_the_portal(&h);
-        posts.until(1).await;
-        let before = count(&b) + count(&c);
-        runs(&[&b, &c], before + 3).await;
-        for task in tasks {
-            task.abort();
-        }
-
-        // Exactly one replica ran it, and it said so once.
-        assert!(
-            count(&b) == 0 || count(&c) == 0,
-            "b ran {} times and c {}",
-            count(&b),
-            count(&c)
-        );
-        let all = posts.all();
-        assert_eq!(all.len(), 1, "{all:?}");
-        let (by, news) = &all[0];
-        assert_eq!(by, if count(&b) > 0 { "b" } else { "c" });
-        let WatchNews::Changed {
-            channel,
-            vm,
-            verdict,
-            lines,
-            now,
-            started_by,
-            ..
-        } = news
-        else {
-            panic!("not a change: {news:?}");
-        };
-        assert_eq!(
-            (channel.as_str(), vm.name.as_str(), verdict.as_str(), started_by.as_str()),
-            (CHANNEL_ID.to_string().as_str(), "web-02", "ok", "alice")
-        );
-        assert_eq!(
-            lines,
-            &[
-                "verdict: problems → ok",
-                // The subnet's NSG lets it through; the NIC's allow-rdp decides last.
-                "nsg: fail → pass; rule allow-rdp (priority 1000) decides now, not deny-rdp-internet (priority 200)"
-            ]
-        );
-        assert!(now[0].starts_with("nsg: "), "{now:?}");
+        let db = format!("sqlite://{}", dir.join("rdp-doctor.db").display());
+        restart_and_two_replicas(&h, &db).await;
         let _ = std::fs::remove_dir_all(&dir);
     })
     .await
+}
+
+#[tokio::test]
+async fn on_postgresql_a_watch_survives_a_restart_and_one_of_two_replicas_runs_it() {
+    within(async {
+        let h = Harness::start(World::new().vm("web-02").nsg_denies_rdp()).await;
+        let db = rdp_doctor::store::testing::postgres_database().await;
+        restart_and_two_replicas(&h, &db).await;
+    })
+    .await
+}
+
+/// A watch started by one process, which dies; two replicas restarted on the database at
+/// `db`; someone opens the port in the portal.
+async fn restart_and_two_replicas(h: &Harness, db: &str) {
+    let posts = Posts::new();
+
+    // The first process starts the watch and takes its first look.
+    let (first, first_store) = replica_on(h, db, "first", settings()).await;
+    let started = first.watch(&alice(), "web-02", Some(30)).await.unwrap();
+    assert_eq!(started.vm.name, "web-02");
+    assert!(!started.extended);
+    let task = first.spawn_watches(posts.to("first")).unwrap();
+    runs(&[&first], 1).await;
+    // It dies: its task stops, its heartbeat with it.
+    task.abort();
+    let _ = task.await;
+    first_store.close().await;
+
+    // Restarted as two replicas on the same database.
+    let (b, _b_store) = replica_on(h, db, "b", settings()).await;
+    let (c, _c_store) = replica_on(h, db, "c", settings()).await;
+    let tasks = [
+        b.spawn_watches(posts.to("b")).unwrap(),
+        c.spawn_watches(posts.to("c")).unwrap(),
+    ];
+    // Taken over once the first's lease lapsed; unchanged re-checks say nothing.
+    runs(&[&b, &c], 3).await;
+    assert!(posts.all().is_empty(), "{:?}", posts.all());
+
+    allow_rdp_in_the_portal(h);
+    posts.until(1).await;
+    let before = count(&b) + count(&c);
+    runs(&[&b, &c], before + 3).await;
+    for task in tasks {
+        task.abort();
+    }
+
+    // Exactly one replica ran it, and it said so once.
+    assert!(
+        count(&b) == 0 || count(&c) == 0,
+        "b ran {} times and c {}",
+        count(&b),
+        count(&c)
+    );
+    let all = posts.all();
+    assert_eq!(all.len(), 1, "{all:?}");
+    let (by, news) = &all[0];
+    assert_eq!(by, if count(&b) > 0 { "b" } else { "c" });
+    let WatchNews::Changed {
+        channel,
+        vm,
+        verdict,
+        lines,
+        now,
+        started_by,
+        ..
+    } = news
+    else {
+        panic!("not a change: {news:?}");
+    };
+    assert_eq!(
+        (
+            channel.as_str(),
+            vm.name.as_str(),
+            verdict.as_str(),
+            started_by.as_str()
+        ),
+        (CHANNEL_ID.to_string().as_str(), "web-02", "ok", "alice")
+    );
+    assert_eq!(
+        lines,
+        &[
+            "verdict: problems → ok",
+            // The subnet's NSG lets it through; the NIC's allow-rdp decides last.
+            "nsg: fail → pass; rule allow-rdp (priority 1000) decides now, not deny-rdp-internet (priority 200)"
+        ]
+    );
+    assert!(now[0].starts_with("nsg: "), "{now:?}");
 }
 
 #[tokio::test]
