@@ -32,12 +32,50 @@ pub struct FileConfig {
     /// Several processes on one database: how long an operation's or a sweep's lease lasts.
     #[serde(default)]
     pub replicas: ReplicasConfig,
+    /// How far back reports look in the Activity Log for "Recent changes".
+    #[serde(default)]
+    pub changes: ChangesConfig,
     /// `/rdp watch`: how often a watched VM is checked again and for how long.
     #[serde(default)]
     pub watch: WatchConfig,
     /// The VMs' timeline (`history`): how long check reports are kept.
     #[serde(default)]
     pub history: HistoryConfig,
+}
+
+/// `[changes]`: the reports' "Recent changes" from the Activity Log.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesConfig {
+    /// Hours back a report (and `changes VM`) reads the Activity Log (default 24, from 1 to
+    /// 2160: Azure keeps 90 days).
+    pub window_hours: Option<u64>,
+}
+
+impl ChangesConfig {
+    /// Azure keeps Activity Log events 90 days.
+    const MAX_WINDOW_HOURS: u64 = 90 * 24;
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        match self.window_hours {
+            Some(h) if !(1..=Self::MAX_WINDOW_HOURS).contains(&h) => Err((
+                "window_hours",
+                format!(
+                    "[changes] window_hours = {h} is out of range: hours from 1 to {} (Azure keeps the Activity Log 90 days), e.g. 24 (the default)",
+                    Self::MAX_WINDOW_HOURS
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// How far back the reports look.
+    pub fn window(&self) -> Duration {
+        self.window_hours
+            .filter(|h| (1..=Self::MAX_WINDOW_HOURS).contains(h))
+            .map(|h| Duration::from_secs(h * 3600))
+            .unwrap_or(crate::runbook::changes::DEFAULT_WINDOW)
+    }
 }
 
 /// `[watch]`: watches re-check a VM in the background, at the sweeps' priority.
@@ -273,6 +311,10 @@ impl FileConfig {
             let at = spans.replicas.get(field).map(|value| position(text, value));
             return Err(refused(at, message));
         }
+        if let Err((field, message)) = file.changes.check() {
+            let at = spans.changes.get(field).map(|value| position(text, value));
+            return Err(refused(at, message));
+        }
         if let Err((field, message)) = file.watch.check() {
             let at = spans.watch.get(field).map(|value| position(text, value));
             return Err(refused(at, message));
@@ -297,6 +339,8 @@ struct Spans {
     azure: Fields,
     #[serde(default)]
     replicas: Fields,
+    #[serde(default)]
+    changes: Fields,
     #[serde(default)]
     watch: Fields,
     #[serde(default)]
@@ -549,6 +593,24 @@ mod tests {
                 format!("x.toml:2:28: [azure] run_command_timeout_secs = {bad} is out of range: seconds above 0 and at most 5400 (Azure ends a Run Command after 90 minutes), e.g. 150 (the default)")
             );
         }
+    }
+
+    #[test]
+    fn reports_look_24_hours_back_unless_set_within_range() {
+        let plain = FileConfig::parse("", "x.toml").unwrap();
+        assert_eq!(plain.changes.window(), Duration::from_secs(24 * 3600));
+        let week = FileConfig::parse("[changes]\nwindow_hours = 168\n", "x.toml").unwrap();
+        assert_eq!(week.changes.window(), Duration::from_secs(168 * 3600));
+        for bad in ["0", "2161"] {
+            let err = FileConfig::parse(&format!("[changes]\nwindow_hours = {bad}\n"), "x.toml")
+                .expect_err("out of range")
+                .to_string();
+            assert_eq!(
+                err,
+                format!("x.toml:2:16: [changes] window_hours = {bad} is out of range: hours from 1 to 2160 (Azure keeps the Activity Log 90 days), e.g. 24 (the default)")
+            );
+        }
+        assert!(FileConfig::parse("[changes]\nhours = 2\n", "x.toml").is_err());
     }
 
     #[test]

@@ -42,13 +42,14 @@ pub enum Command {
     OpenRdp,
     Audit,
     Permissions,
+    Changes,
     Watch,
     Unwatch,
     History,
 }
 
 impl Command {
-    pub const ALL: [Command; 18] = [
+    pub const ALL: [Command; 19] = [
         Command::Check,
         Command::Health,
         Command::Console,
@@ -64,6 +65,7 @@ impl Command {
         Command::OpenRdp,
         Command::Audit,
         Command::Permissions,
+        Command::Changes,
         Command::Watch,
         Command::Unwatch,
         Command::History,
@@ -136,6 +138,7 @@ label_names!(Command {
     OpenRdp => "open-rdp",
     Audit => "audit",
     Permissions => "permissions",
+    Changes => "changes",
     Watch => "watch",
     Unwatch => "unwatch",
     History => "history",

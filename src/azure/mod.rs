@@ -8,6 +8,7 @@
 //! bearer tokens in request headers, and boot-diagnostics SAS URLs only in local variables of
 //! [`Arm::boot_diagnostics`]; errors are rebuilt from status, code and Azure's message.
 
+mod activity;
 mod credential;
 mod directory;
 mod error;
@@ -28,10 +29,10 @@ pub use directory::VmDirectory;
 pub use error::{parse_error_body, redact, ArmError};
 pub use fleet::{is_subscription_id, Fleet, ScopeError, SweepScope};
 pub use pace::{PacingStats, Priority};
-pub use path::NetworkWatcher;
+pub use path::{NetworkWatcher, SubnetLinks};
 pub use permissions::Grants;
 pub use read::HealthOutcome;
-pub(crate) use resolve::{pick, scope_text};
+pub(crate) use resolve::{is_authorization_failed, pick, refused_action, scope_text};
 pub use resolve::{QueryError, ResolveError, VmQuery, VmRef, VmSummary};
 pub use run_command::RunCommandOutput;
 pub use write::{

@@ -22,6 +22,13 @@ pub struct NetworkWatcher {
     pub name: String,
 }
 
+/// What a subnet links to: its NSG and its route table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubnetLinks {
+    pub nsg_id: Option<String>,
+    pub route_table_id: Option<String>,
+}
+
 fn malformed(what: &str, e: impl std::fmt::Display) -> ArmError {
     ArmError::Malformed {
         what: what.to_string(),
@@ -234,6 +241,11 @@ impl Arm {
 
     /// The route table of a subnet (its id), if it has one.
     pub async fn subnet_route_table(&self, subnet_id: &str) -> Result<Option<String>, ArmError> {
+        Ok(self.subnet_links(subnet_id).await?.route_table_id)
+    }
+
+    /// The NSG and the route table a subnet names (one GET of the subnet).
+    pub async fn subnet_links(&self, subnet_id: &str) -> Result<SubnetLinks, ArmError> {
         let parts: Vec<&str> = subnet_id.trim_matches('/').split('/').collect();
         let (Some(vnet), Some(subnet)) = (parts.get(7), parts.get(9)) else {
             return Err(malformed("subnet id", subnet_id));
@@ -246,10 +258,13 @@ impl Arm {
             .get(&id.resource_group, *vnet, *subnet, &id.subscription_id)
             .await
             .map_err(|e| self.map_err(e, &what))?;
-        Ok(subnet
-            .properties
-            .and_then(|p| p.route_table)
-            .and_then(|t| t.resource.id))
+        let properties = subnet.properties.unwrap_or_default();
+        Ok(SubnetLinks {
+            nsg_id: properties
+                .network_security_group
+                .and_then(|n| n.resource.id),
+            route_table_id: properties.route_table.and_then(|t| t.resource.id),
+        })
     }
 
     /// A route table with its routes and the subnets that use it.

@@ -228,6 +228,10 @@ pub(crate) fn listed_nic_facts(
     public_ips: &std::collections::HashMap<String, PublicIpFacts>,
 ) -> (NicFacts, Option<String>) {
     let properties = nic.properties.unwrap_or_default();
+    let nsg_id = properties
+        .network_security_group
+        .as_ref()
+        .and_then(|n| n.resource.id.clone());
     let config = properties
         .ip_configurations
         .iter()
@@ -249,6 +253,7 @@ pub(crate) fn listed_nic_facts(
             .subnet
             .as_ref()
             .and_then(|s| s.sub_resource.id.clone()),
+        nsg_id,
     };
     let Some((pip_id, pip)) = config
         .public_ip_address

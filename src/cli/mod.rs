@@ -4,6 +4,7 @@
 //! **Architecture Invariant:** the only module that names clap types. It turns arguments into a
 //! runbook request and renders the runbook's events and report; it holds no runbook logic.
 
+mod changes;
 mod error;
 mod fix;
 mod history;
@@ -335,6 +336,10 @@ enum Command {
         #[arg(long)]
         world: Option<PathBuf>,
     },
+    /// Who changed what on a VM and on what its Remote Desktop depends on (NICs, NSGs, public
+    /// IP, subnet, route table), newest first, from the Activity Log (default: the last 24
+    /// hours).
+    Changes(changes::ChangesArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -606,6 +611,7 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
             Ok(Done::Clean)
         }
         Command::Probe { url } => probe(&url).await,
+        Command::Changes(args) => changes::run(args).await,
     }
 }
 
@@ -990,7 +996,8 @@ async fn door_with(
     .map_err(CliError::usage)?
     .with_limiter(crate::runbook::limits::PersonLimiter::from_config(
         &file.limits,
-    ));
+    ))
+    .with_changes_window(file.changes.window());
     let door = match front {
         Front::Terminal { store: false } => door,
         _ => {

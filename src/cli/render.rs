@@ -5,6 +5,7 @@
 //! Windows console without ANSI support.
 
 use crate::diagnose::{ActionId, CheckId, Finding, Status};
+use crate::domain::Changes;
 use crate::runbook::catalog::{Catalog, ClientError};
 use crate::runbook::{Event, Report, Verdict};
 use anstream::{stream::RawStream, AutoStream, ColorChoice};
@@ -144,6 +145,15 @@ pub fn report(
     for finding in &report.findings {
         push_finding(&mut out, finding, catalog, style);
     }
+    if let Some(changes) = &report.changes {
+        out.push('\n');
+        out.push_str(&changes_section(
+            changes,
+            &report.vm.name,
+            Some(crate::runbook::changes::SHOWN_IN_REPORT),
+            style,
+        ));
+    }
     if !report.serial_tail.is_empty() {
         // The serial log matters when the guest itself is suspect; otherwise it is background.
         let guest_suspect = report.findings.iter().any(|f| {
@@ -183,6 +193,66 @@ pub fn report(
         report.stats.arm_requests,
         report.stats.elapsed_ms as f64 / 1000.0
     )));
+    out
+}
+
+/// "Recent changes": the `newest` most recent (all of them with `None`) and every one that
+/// explains a failing check, marked; or why there are none to show.
+pub fn changes_section(
+    changes: &Changes,
+    vm: &str,
+    newest: Option<usize>,
+    style: &Style,
+) -> String {
+    let list = match changes {
+        Changes::Skipped { reason } => {
+            return format!(
+                "{} {}\n",
+                style.bold("Recent changes:"),
+                style.dim(&format!("skipped: {reason}"))
+            )
+        }
+        Changes::Listed { window, changes } => {
+            if changes.is_empty() {
+                return format!(
+                    "{} none in {} (Activity Log)\n",
+                    style.bold("Recent changes:"),
+                    Changes::window_text(*window)
+                );
+            }
+            (window, changes)
+        }
+    };
+    let (window, all) = list;
+    let shown = match newest {
+        Some(n) => changes.shown(n),
+        None => all.iter().collect(),
+    };
+    let mut out = format!(
+        "{}\n",
+        style.bold(&format!(
+            "Recent changes ({}, newest first, UTC):",
+            Changes::window_text(*window)
+        ))
+    );
+    let now = time::OffsetDateTime::now_utc();
+    for change in &shown {
+        let line = change.line_from(now);
+        match change.explains {
+            Some(check) => out.push_str(&format!(
+                "  {}  {}\n",
+                style.paint(fg(AnsiColor::Red).bold(), &line),
+                style.bold(&format!("<- explains {check}"))
+            )),
+            None => out.push_str(&format!("  {line}\n")),
+        }
+    }
+    if shown.len() < all.len() {
+        out.push_str(&style.dim(&format!(
+            "  {} more: rdp-doctor changes {vm}\n",
+            all.len() - shown.len()
+        )));
+    }
     out
 }
 

@@ -477,6 +477,10 @@ pub struct NicFacts {
     /// JSON contract.
     #[serde(skip)]
     pub subnet_id: Option<String>,
+    /// The NSG on the NIC itself, if any (whose changes a report lists); not part of the JSON
+    /// contract.
+    #[serde(skip)]
+    pub nsg_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

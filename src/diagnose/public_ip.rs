@@ -58,6 +58,7 @@ mod tests {
             private_ip_allocation: Some("Dynamic".into()),
             public_ip,
             subnet_id: None,
+            nsg_id: None,
         }
     }
 

@@ -69,6 +69,17 @@ pub async fn console(
     start(ctx.into(), Kind::Console, &vm, CheckOptions::default()).await
 }
 
+/// Who changed what on a VM, its NICs, NSGs, subnet and route table (the Activity Log)
+#[poise::command(slash_command)]
+pub async fn changes(
+    ctx: AppContext<'_>,
+    #[description = "VM: name, resource-group/name or resource id"]
+    #[autocomplete = "autocomplete_vm"]
+    vm: String,
+) -> Result<(), Error> {
+    start(ctx.into(), Kind::Changes, &vm, CheckOptions::default()).await
+}
+
 /// Look inside Windows with Run Command: Remote Desktop, TermService, listener, firewall, certificate…
 #[poise::command(slash_command)]
 pub async fn guest(
@@ -329,6 +340,17 @@ async fn run(
         Kind::Fix(fix) => super::fixes::ask(bot, surface, caller, &summary, fix.request()).await,
         // Answered with the form in `picked`.
         Kind::ResetPassword => surface.retract().await,
+        Kind::Changes => {
+            let window = bot.door.changes_window();
+            match bot.door.changes(caller, &summary.vm, window).await {
+                Ok(changes) => {
+                    surface
+                        .show(View::embed(render::changes(&summary.vm, &changes)))
+                        .await
+                }
+                Err(e) => show_error(surface, &e).await,
+            }
+        }
     }
 }
 

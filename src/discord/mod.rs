@@ -510,6 +510,7 @@ fn component_kind(custom_id: &str) -> String {
         "fixes::open_rdp",
         "fixes::audit",
         "fixes::permissions",
+        "commands::changes",
         "watch::watch",
         "watch::unwatch",
         "watch::history"

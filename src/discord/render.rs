@@ -3,7 +3,7 @@
 //! 4096 per description, 256 per title, 25 fields).
 
 use crate::diagnose::{CheckId, Finding, Status};
-use crate::domain::VmRef;
+use crate::domain::{Changes, VmRef};
 use crate::runbook::catalog::{Catalog, ClientError};
 use crate::runbook::{Report, Verdict};
 use serenity::all::{Colour, CreateEmbed, CreateEmbedFooter};
@@ -158,7 +158,7 @@ pub fn report_with_note(catalog: &Catalog, report: &Report, note: Option<&str>) 
     };
     let mut fields: Vec<(String, String)> = shown(report)
         .into_iter()
-        .take(MAX_FIELDS - 1)
+        .take(MAX_FIELDS - 2)
         .map(|(status, step, summary, details)| {
             let title = match step {
                 Some(step) => title_of(catalog, step),
@@ -182,6 +182,16 @@ pub fn report_with_note(catalog: &Catalog, report: &Report, note: Option<&str>) 
             .and_then(|f| catalog.step(f.step))
             .map(|step| format!("{}\n[Runbook step]({})", step.next_step, step.doc)),
     };
+    if let Some(changes) = &report.changes {
+        fields.push((
+            "🕘 Recent changes".to_string(),
+            changes_text(
+                changes,
+                &vm.name,
+                Some(crate::runbook::changes::SHOWN_IN_REPORT),
+            ),
+        ));
+    }
     if let Some(next) = next {
         fields.push(("➡️ Next step".to_string(), clip(&next, MAX_FIELD_VALUE)));
     }
@@ -245,6 +255,88 @@ pub fn report_with_note(catalog: &Catalog, report: &Report, note: Option<&str>) 
         );
     }
     ReportMessage { embeds, screenshot }
+}
+
+/// "Recent changes" as one field's value: the `newest` most recent (every one with `None`,
+/// within the field's 1024 characters) and every one that explains a failing check, in bold
+/// and marked; or why there are none.
+pub fn changes_text(changes: &Changes, vm: &str, newest: Option<usize>) -> String {
+    let (window, all) = match changes {
+        Changes::Skipped { reason } => return clip(&format!("Skipped: {reason}"), MAX_FIELD_VALUE),
+        Changes::Listed { window, changes } => (window, changes),
+    };
+    if all.is_empty() {
+        return format!("None in {} (Activity Log)", Changes::window_text(*window));
+    }
+    let shown = match newest {
+        Some(n) => changes.shown(n),
+        None => all.iter().collect(),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let mut lines = Vec::new();
+    let mut used = 0;
+    let mut left_out = all.len() - shown.len();
+    for (i, change) in shown.iter().enumerate() {
+        // Discord shows each reader the time in their own zone (with the date unless today).
+        // Backticks and asterisks in a name must not open code or bold.
+        let style = if change.at.date() == now.date() {
+            't'
+        } else {
+            'f'
+        };
+        let text = format!(
+            "<t:{}:{style}> {} {}",
+            change.at.unix_timestamp(),
+            change.who,
+            change.summary
+        )
+        .replace(['`', '*'], "'");
+        let line = match change.explains {
+            Some(check) => format!("**{text}** ← explains `{check}`"),
+            None => text,
+        };
+        // Keep room for the last line ("N more: …").
+        if used + line.chars().count() + 1 > MAX_FIELD_VALUE - 80 {
+            left_out += shown.len() - i;
+            break;
+        }
+        used += line.chars().count() + 1;
+        lines.push(line);
+    }
+    let mut text = format!(
+        "{}, newest first:\n{}",
+        capitalise(&Changes::window_text(*window)),
+        lines.join("\n")
+    );
+    match (left_out, newest) {
+        (0, _) => {}
+        (n, Some(_)) => text.push_str(&format!("\n{n} more: `/rdp changes {vm}`")),
+        (n, None) => text.push_str(&format!(
+            "\n{n} older not shown here: `rdp-doctor changes {vm}` lists them all"
+        )),
+    }
+    clip(&text, MAX_FIELD_VALUE)
+}
+
+fn capitalise(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// `/rdp changes`: every change of the window to the VM and what it depends on.
+pub fn changes(vm: &VmRef, changes: &Changes) -> CreateEmbed {
+    CreateEmbed::new()
+        .title(clip(&format!("{}: recent changes", vm.name), MAX_TITLE))
+        .description(vm_line(vm))
+        .colour(BLUE)
+        .field(
+            "🕘 Activity Log",
+            changes_text(changes, &vm.name, None),
+            false,
+        )
 }
 
 /// Split `budget` characters among values of the given lengths: nobody gets more than they need,
@@ -438,6 +530,7 @@ pub fn help() -> CreateEmbed {
              `/rdp console vm`: boot diagnostics screenshot and serial log.\n\
              `/rdp sweep [resource-group] [subscription]`: every Windows VM of a resource group (or the subscription) at once; one summary, worst first, with a menu for any VM's full report.\n\
              `/rdp explain error`: what a Remote Desktop client error means and how to fix it.\n\
+             `/rdp changes vm`: who changed what on the VM and what its Remote Desktop depends on (NICs, NSGs, subnet, route table), from the Activity Log.\n\
              `/rdp watch vm [minutes]`: check a VM again every few minutes and post here when its verdict or a finding changes; `/rdp unwatch vm` stops it, `/rdp watch` alone lists this channel's watches.\n\
              `/rdp history vm`: the VM's checks (with what changed between them), watches and fixes, newest first.\n\n\
              A VM is `name`, `resource-group/name` or a full resource id.",
@@ -503,6 +596,20 @@ mod tests {
             os: OsType::Windows,
             screenshot_png: Some(vec![1, 2, 3]),
             serial_tail: (0..40).map(|_| "y".repeat(500)).collect(),
+            changes: Some(crate::domain::Changes::Listed {
+                window: std::time::Duration::from_secs(86_400),
+                changes: (0..100)
+                    .map(|i| crate::domain::Change {
+                        at: time::OffsetDateTime::UNIX_EPOCH,
+                        who: "w".repeat(200),
+                        summary: "s".repeat(300),
+                        operation: "o".into(),
+                        resource_id: "r".into(),
+                        status: "Succeeded".into(),
+                        explains: (i % 10 == 0).then_some(CheckId::Nsg),
+                    })
+                    .collect(),
+            }),
         };
         let message = report_message(&report);
         let mut total = 0;

@@ -647,6 +647,15 @@ async fn route(
         "reset-password" => fixes::reset_password_in(cmd, o.required("vm")?).await,
         "audit" => fixes::audit_in(cmd, o.text("vm")).await,
         "permissions" => fixes::permissions_in(cmd).await,
+        "changes" => {
+            commands::start(
+                cmd,
+                Kind::Changes,
+                o.required("vm")?,
+                CheckOptions::default(),
+            )
+            .await
+        }
         "watch" => super::watch::watch_in(cmd, o.text("vm"), o.integer("minutes")).await,
         "unwatch" => super::watch::unwatch_in(cmd, o.required("vm")?).await,
         "history" => super::watch::history_in(cmd, o.required("vm")?).await,

@@ -43,6 +43,8 @@ pub enum Kind {
     Fix(FixKind),
     /// `reset-password`: the form opens once the VM is known.
     ResetPassword,
+    /// Who changed what on the VM (the Activity Log).
+    Changes,
 }
 
 /// The fixes a command or a button asks for without a form. `reset-password` has none: its
@@ -83,6 +85,7 @@ impl Kind {
             Kind::Health => "Reading Resource Health of",
             Kind::Console => "Fetching the console of",
             Kind::Fix(_) | Kind::ResetPassword => "Preparing the fix for",
+            Kind::Changes => "Reading the Activity Log of",
         }
     }
 }

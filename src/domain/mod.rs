@@ -4,9 +4,11 @@
 //! **Architecture Invariant:** plain data and pure functions. No I/O, no SDK, chat or clap types,
 //! so front ends can name these without naming `azure`.
 
+mod change;
 pub mod cidr;
 mod id;
 
+pub use change::{changes_of, is_change, ActivityEvent, Change, Changes};
 pub use id::{ResourceId, ResourceIdError};
 
 use serde::{Deserialize, Serialize};

@@ -215,6 +215,8 @@ pub struct Door {
     limiter: Arc<PersonLimiter>,
     /// One guest check per VM at a time.
     guest_slots: GuestSlots,
+    /// How far back a report's "Recent changes" look (`[changes] window_hours`).
+    changes_window: Duration,
     /// How watches run and how long the timeline remembers (`door/watch.rs`).
     watch: super::watch::WatchSettings,
     /// Watch runs this process finished (tests wait on it).
@@ -238,9 +240,21 @@ impl Door {
             sweeps: SweepSlots::new(),
             limiter: Arc::new(PersonLimiter::new(PersonRate::default())),
             guest_slots: GuestSlots::new(),
+            changes_window: super::changes::DEFAULT_WINDOW,
             watch: super::watch::WatchSettings::default(),
             watch_runs: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
+    }
+
+    /// How far back reports look for changes in the Activity Log.
+    pub fn with_changes_window(mut self, window: Duration) -> Door {
+        self.changes_window = window;
+        self
+    }
+
+    /// How far back reports look for changes (`[changes] window_hours`, 24 hours by default).
+    pub fn changes_window(&self) -> Duration {
+        self.changes_window
     }
 
     /// Each person's command rate (`[limits]`).
@@ -676,9 +690,31 @@ impl Door {
         events: &(dyn Fn(Event) + Send + Sync),
     ) -> Result<Report, DoorError> {
         self.authorise_vm(caller, self.catalog.commands.check, &summary.vm)?;
-        let report = super::check(&self.arm, &self.catalog, summary, options, events).await?;
+        let report = super::check_with_changes(
+            &self.arm,
+            &self.catalog,
+            summary,
+            options,
+            self.changes_window,
+            events,
+        )
+        .await?;
         self.remember(&report, "check").await;
         Ok(report)
+    }
+
+    /// `changes`: the writes of the last `window` to a VM already found and to what its Remote
+    /// Desktop depends on (NICs, their NSGs and public IPs, the subnet, its NSG and route
+    /// table), newest first, from the Activity Log; at the `check` level. A principal Azure
+    /// refuses the Activity Log gets them skipped with the reason, not an error.
+    pub async fn changes(
+        &self,
+        caller: &Caller,
+        vm: &VmRef,
+        window: Duration,
+    ) -> Result<crate::domain::Changes, DoorError> {
+        self.authorise_vm(caller, self.catalog.commands.check, vm)?;
+        Ok(super::changes::list(&self.arm, vm, window).await?)
     }
 
     /// `guest`: resolve, authorise the `guest` level (Run Command runs as SYSTEM), run the
@@ -713,9 +749,16 @@ impl Door {
             started_by: &caller.actor.name,
             timeout: self.arm.settings().run_command_timeout,
         };
-        let report =
-            super::check_with_guest(&self.arm, &self.catalog, summary, options, run, events)
-                .await?;
+        let report = super::check_with_guest(
+            &self.arm,
+            &self.catalog,
+            summary,
+            options,
+            run,
+            Some(self.changes_window),
+            events,
+        )
+        .await?;
         self.remember(&report, "check").await;
         Ok(report)
     }

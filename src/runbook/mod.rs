@@ -6,6 +6,7 @@
 //! structs, verdicts from `diagnose`, texts from the [`catalog::Catalog`].
 
 pub mod catalog;
+pub mod changes;
 pub mod door;
 pub mod fix;
 pub mod guest;
@@ -27,6 +28,7 @@ use crate::diagnose::{
     boot_diagnostics, nsg, public_ip, resource_health, vm_agent, vm_status, ActionId, CheckId,
     Finding, NicFacts, OsType, Status, VmFacts,
 };
+use crate::domain::Changes;
 use catalog::{Catalog, Precondition};
 use futures::FutureExt;
 use std::net::Ipv4Addr;
@@ -91,9 +93,28 @@ pub async fn check(
     options: &CheckOptions,
     events: &(dyn Fn(Event) + Send + Sync),
 ) -> Result<Report, CheckError> {
-    Ok(run_checks(arm, catalog, summary, options, events, None)
-        .await?
-        .report)
+    Ok(
+        run_checks(arm, catalog, summary, options, events, None, None)
+            .await?
+            .report,
+    )
+}
+
+/// [`check`], with the report's "Recent changes" from the Activity Log of the last `window`,
+/// read beside the checks.
+pub async fn check_with_changes(
+    arm: &Arm,
+    catalog: &Catalog,
+    summary: VmSummary,
+    options: &CheckOptions,
+    window: std::time::Duration,
+    events: &(dyn Fn(Event) + Send + Sync),
+) -> Result<Report, CheckError> {
+    Ok(
+        run_checks(arm, catalog, summary, options, events, None, Some(window))
+            .await?
+            .report,
+    )
 }
 
 /// [`check`], then the guest checks through Run Command: the ARM report is handed to `events`
@@ -105,11 +126,12 @@ pub async fn check_with_guest(
     summary: VmSummary,
     options: &CheckOptions,
     guest: guest_check::GuestRun<'_>,
+    changes_window: Option<std::time::Duration>,
     events: &(dyn Fn(Event) + Send + Sync),
 ) -> Result<Report, CheckError> {
     let started = Instant::now();
     let requests_before = arm.request_count();
-    let checked = run_checks(arm, catalog, summary, options, events, None).await?;
+    let checked = run_checks(arm, catalog, summary, options, events, None, changes_window).await?;
     events(Event::ArmChecked(Box::new(checked.report.clone())));
     for id in CheckId::GUEST {
         events(Event::StepStarted(id));
@@ -135,6 +157,13 @@ pub async fn check_with_guest(
     report.findings.sort_by_key(|f| f.step);
     report.verdict = Verdict::of(&report.findings);
     report.next_action = next_action(catalog, &checked.facts, &report.findings);
+    // A guest failure may be explained by a change too (the `nsg` finding judged again).
+    if let Some(Changes::Listed { changes, .. }) = &mut report.changes {
+        for c in changes.iter_mut() {
+            c.explains = None;
+        }
+        changes::mark(changes, &report.findings);
+    }
     report.stats = Stats {
         arm_requests: arm.request_count().saturating_sub(requests_before),
         elapsed_ms: started.elapsed().as_millis() as u64,
@@ -167,7 +196,7 @@ pub async fn check_in_fleet(
     options: &CheckOptions,
 ) -> Result<Report, CheckError> {
     Ok(
-        run_checks(arm, catalog, summary, options, &|_| {}, Some(fleet))
+        run_checks(arm, catalog, summary, options, &|_| {}, Some(fleet), None)
             .await?
             .report,
     )
@@ -180,6 +209,7 @@ async fn run_checks(
     options: &CheckOptions,
     events: &(dyn Fn(Event) + Send + Sync),
     fleet: Option<&Fleet>,
+    changes_window: Option<std::time::Duration>,
 ) -> Result<ArmChecked, CheckError> {
     let started = Instant::now();
     let requests_before = arm.request_count();
@@ -228,6 +258,39 @@ async fn run_checks(
             }
         }
         .shared()
+    };
+
+    // Recent changes: the VM's resource group's Activity Log at once; the groups of its NIC's
+    // NSG, public IP and subnet once the NIC is read (beside the effective rules' POST); any
+    // group the effective rules or a route table add, at the end. Usually one or two requests,
+    // none on the critical path.
+    let changes_bounds = changes_window.map(changes::bounds);
+    let vm_group = vec![(
+        vm.subscription_id.to_ascii_lowercase(),
+        vm.resource_group.to_ascii_lowercase(),
+    )];
+    let changes_first = async {
+        let bounds = changes_bounds?;
+        Some((
+            vm_group.clone(),
+            changes::read_groups(arm, &vm_group, bounds).await,
+        ))
+    };
+    let changes_second = async {
+        let bounds = changes_bounds?;
+        let mut related = changes::Related::new(&vm);
+        if let Ok(Some(nic)) = nic_read.clone().await {
+            related.add_nic(&nic);
+        }
+        let groups: Vec<(String, String)> = related
+            .groups()
+            .into_iter()
+            .filter(|g| !vm_group.contains(g))
+            .collect();
+        Some((
+            groups.clone(),
+            changes::read_groups(arm, &groups, bounds).await,
+        ))
     };
 
     // Effective rules need only the NIC id: for a person's check of a listed Windows VM, ask at
@@ -426,8 +489,21 @@ async fn run_checks(
         out
     };
 
-    let (vm_findings, health, (network, nsg_judged), (boot, screenshot_png, serial_tail)) =
-        futures::join!(vm_steps, health_step, network_steps, boot_step);
+    let (
+        vm_findings,
+        health,
+        (network, nsg_judged),
+        (boot, screenshot_png, serial_tail),
+        changes_first,
+        changes_second,
+    ) = futures::join!(
+        vm_steps,
+        health_step,
+        network_steps,
+        boot_step,
+        changes_first,
+        changes_second
+    );
 
     // Without the VM read there is no report: every other finding would be guesswork.
     let facts = vm_read.await?;
@@ -436,6 +512,31 @@ async fn run_checks(
     findings.push(health);
     findings.push(boot);
     findings.sort_by_key(|f| f.step);
+
+    let changes = match (changes_window, changes_bounds) {
+        (Some(window), Some(bounds)) => {
+            let mut related = changes::Related::new(&vm);
+            for id in &facts.nic_ids {
+                related.add(Some(id));
+            }
+            if let Ok(Some(nic)) = nic_read.clone().await {
+                related.add_nic(&nic);
+            }
+            for judged in nsg_judged.iter().flat_map(|j| j.rules.iter()) {
+                related.add(Some(&judged.nsg_id));
+            }
+            // The route table a failing `network-path` names.
+            related.add(
+                findings
+                    .iter()
+                    .find(|f| f.step == CheckId::NetworkPath)
+                    .and_then(|f| f.evidence["route"]["route_table_id"].as_str()),
+            );
+            let early = [changes_first, changes_second].into_iter().flatten();
+            Some(changes::finish(arm, &related, early, &findings, window, bounds).await)
+        }
+        _ => None,
+    };
 
     let next_action = next_action(catalog, &facts, &findings);
     let report = Report {
@@ -450,6 +551,7 @@ async fn run_checks(
         },
         screenshot_png,
         serial_tail,
+        changes,
     };
     Ok(ArmChecked {
         report,

@@ -129,6 +129,12 @@ pub const NEEDED: &[Needed] = &[
         "Network Contributor",
     ),
     need(
+        "Microsoft.Insights/eventtypes/values/read",
+        Use::Checks,
+        "read the Activity Log: who changed the VM, its NSGs and routes (Recent changes)",
+        "Reader",
+    ),
+    need(
         "Microsoft.Compute/virtualMachines/start/action",
         Use::Fixes,
         "start",

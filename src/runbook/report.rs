@@ -3,6 +3,7 @@
 
 use crate::azure::VmRef;
 use crate::diagnose::{ActionId, Finding, OsType, Status};
+use crate::domain::Changes;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,6 +51,10 @@ pub struct Report {
     pub findings: Vec<Finding>,
     pub next_action: Option<ActionId>,
     pub stats: Stats,
+    /// "Recent changes" from the Activity Log; `None` where they were not read (a sweep's rows,
+    /// a fix's re-check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Changes>,
     #[serde(skip)]
     pub os: OsType,
     #[serde(skip)]

@@ -8,7 +8,7 @@
 
 use super::resource::{expands, lookup_nic, lookup_vm, Ctx};
 use super::route::Route;
-use super::{authorization, compute, health, network, Reply};
+use super::{activity, authorization, compute, health, network, Reply};
 
 /// Answers an authenticated, unthrottled ARM request.
 pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
@@ -87,6 +87,7 @@ pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
         Route::NextHop { sub, rg, watcher } => network::next_hop(ctx, sub, rg, watcher),
         Route::ListResourceGroups { sub } => authorization::list_resource_groups(ctx, sub),
         Route::ListPermissions { sub, rg } => authorization::list_permissions(ctx, sub, rg),
+        Route::ActivityLog { sub } => activity::list(ctx, sub),
         Route::Unknown => Err(Reply::arm_error(
             404,
             "NotFound",

@@ -239,6 +239,13 @@ impl Registry {
         })
     }
 
+    /// When operation `id` ended and whether it failed; `None` while it runs (or is unknown).
+    pub(crate) fn ended(&self, id: &str) -> Option<(OffsetDateTime, bool)> {
+        let ops = self.lock();
+        let op = ops.get(id)?;
+        Some((op.ended?, matches!(op.outcome, Outcome::Failed { .. })))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Operation>> {
         self.ops.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -17,6 +17,7 @@
 //! operations), `throttle` (token bucket, faults), `blob` (screenshot, serial log), `entra`
 //! (tokens), `rbac` (Azure RBAC).
 
+mod activity;
 mod arm;
 mod authorization;
 mod blob;
@@ -35,10 +36,10 @@ mod world;
 pub use entra::ManagedIdentities;
 pub use throttle::{BucketOptions, ComputeGetBuckets, Fault, FaultKind};
 pub use world::{
-    AgentState, Allocation, Extension, Guest, Health, ListedInstanceView, Nsg, Os, PowerState,
-    Principal, PublicIp, RecommendedAction, RoleAssignment, Rule, Screen, ServiceStatus, Sku,
-    StartType, Subscription, Vm, VmView, World, WorldError, WorldHandle, DEFAULT_SUBSCRIPTION,
-    VMACCESS_PUBLISHER, VMACCESS_TYPE,
+    Activity, AgentState, Allocation, Extension, Guest, Health, ListedInstanceView, Nsg, Os,
+    PowerState, Principal, PublicIp, RecommendedAction, RoleAssignment, Rule, Screen,
+    ServiceStatus, Sku, StartType, Subscription, Vm, VmView, World, WorldError, WorldHandle,
+    DEFAULT_SUBSCRIPTION, VMACCESS_PUBLISHER, VMACCESS_TYPE,
 };
 
 use anyhow::Context as _;
@@ -265,8 +266,10 @@ impl Simulator {
             .with_context(|| format!("simulator could not listen on {addr}"))?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = watch::channel(false);
+        let activity = activity::Log::from_world(&world, OffsetDateTime::now_utc());
         let shared = Arc::new(Shared {
             url: url.clone(),
+            activity,
             world: WorldHandle::new(world),
             live: Mutex::new(Live::new(options)),
             stats: Mutex::new(SimStats::default()),
@@ -395,6 +398,8 @@ pub fn demo_world() -> World {
 
 struct Shared {
     url: String,
+    /// The Activity Log: the world's events and every write served.
+    activity: activity::Log,
     world: WorldHandle,
     live: Mutex<Live>,
     /// Counters; its `log` stays empty: the log lives in `log`, where dropping the oldest entry
@@ -1072,8 +1077,21 @@ fn arm_request(
             run_command_delay,
             effective_nsg_time,
             client_id: Some(&client_id),
+            activity: &shared.activity,
         };
         let reply = arm::handle(route, &mut ctx);
+        // Every write Azure Resource Manager let through is in the Activity Log, under the
+        // principal that made it (its name, else its client id, as Azure shows a service
+        // principal's).
+        if !matches!(route, Route::Unknown) && !Spend::of(method).eq(&Spend::Reads) {
+            let caller = match rbac::Caller::of(&world, Some(&client_id)) {
+                rbac::Caller::Principal(p) => p.name.clone().unwrap_or_else(|| p.client_id.clone()),
+                _ => client_id.clone(),
+            };
+            shared
+                .activity
+                .record_write(method, path, reply.status, &caller, operation_id(&reply));
+        }
         match compute_left {
             Some((sub_left, vm_left)) => reply.header(
                 "x-ms-ratelimit-remaining-resource",

@@ -267,8 +267,10 @@ pub(crate) fn requirement(route: &Route, path: &str) -> Option<(String, String)>
             "Microsoft.Network/networkWatchers/nextHop/action".to_owned(),
             upto(8),
         ),
-        // A caller may always list its own permissions.
+        // A caller may always list its own permissions; the Activity Log is authorised on the
+        // scope its filter names (`sim/activity.rs`).
         Route::ListResourceGroups { .. }
+        | Route::ActivityLog { .. }
         | Route::ListPermissions { .. }
         | Route::NetworkOperationResult { .. }
         | Route::ComputeOperation { .. }
@@ -293,6 +295,7 @@ mod tests {
                 actions: vec![],
                 scope: scope.into(),
             }],
+            name: None,
         }
     }
 

@@ -37,6 +37,8 @@ pub(crate) struct Ctx<'a> {
     pub run_command_delay: std::time::Duration,
     /// The client id the request's token was issued to, if Entra knows one.
     pub client_id: Option<&'a str>,
+    /// The Activity Log.
+    pub activity: &'a super::activity::Log,
 }
 
 pub(crate) type Answer = Result<Reply, Reply>;

@@ -193,6 +193,11 @@ pub(crate) enum Route {
         sub: String,
         rg: String,
     },
+    /// `GET /subscriptions/{sub}/providers/Microsoft.Insights/eventtypes/management/values`
+    /// (`ActivityLogs_List`, monitor spec 2015-04-01).
+    ActivityLog {
+        sub: String,
+    },
     Unknown,
 }
 
@@ -335,6 +340,9 @@ impl Route {
                     rg: s(3),
                     nic: s(7),
                 }
+            }
+            [SUB, _, P, "microsoft.insights", "eventtypes", "management", "values"] if get => {
+                Route::ActivityLog { sub: s(1) }
             }
             [SUB, _, P, N, "networkwatchers"] if get => Route::ListNetworkWatchers { sub: s(1) },
             [SUB, _, RGS, _, P, N, "networkwatchers", _, "ipflowverify"] if post => {
@@ -501,6 +509,7 @@ impl Route {
             Route::NextHop { .. } => "POST networkWatchers/nextHop",
             Route::ListResourceGroups { .. } => "GET resourcegroups (list)",
             Route::ListPermissions { .. } => "GET Microsoft.Authorization/permissions",
+            Route::ActivityLog { .. } => "GET Microsoft.Insights/eventtypes/management/values",
             Route::Unknown => return format!("{} unknown", method.to_ascii_uppercase()),
         };
         name.to_owned()

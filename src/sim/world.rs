@@ -67,6 +67,14 @@ pub struct World {
     /// creates it with the first virtual network there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regions_without_network_watcher: Vec<String>,
+    /// Activity Log events from before the simulator started (`[[activity]]`); the writes it
+    /// serves are added as they happen (see `sim/activity.rs`).
+    #[serde(default, rename = "activity", skip_serializing_if = "Vec::is_empty")]
+    pub activity: Vec<Activity>,
+    /// How many events one page of the Activity Log holds (default 200); the rest are reached
+    /// through `nextLink`.
+    #[serde(default = "default_activity_page_size")]
+    pub activity_page_size: usize,
     /// The VM the builder's modifiers change (builder state, not part of the estate).
     #[serde(skip)]
     selected: Selection,
@@ -88,6 +96,45 @@ pub struct Principal {
     /// Role assignments.
     #[serde(default, rename = "role")]
     pub roles: Vec<RoleAssignment>,
+    /// The name the Activity Log gives as `caller` of its writes (a UPN, or a display name);
+    /// without one, the client id, as Azure writes a service principal's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// One Activity Log event from before the simulator started (`[[activity]]` in a world file):
+/// someone's write, shown by `Microsoft.Insights/eventtypes/management/values`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Activity {
+    /// How long before the simulator started it happened, in minutes.
+    pub minutes_ago: u64,
+    /// Who: a UPN (`alice@contoso.com`) or a service principal's client id.
+    pub caller: String,
+    /// The operation, as Azure names it, e.g.
+    /// `Microsoft.Network/networkSecurityGroups/securityRules/write`.
+    pub operation: String,
+    /// The full id of the resource it changed.
+    pub resource: String,
+    /// `Succeeded` unless told otherwise (`Failed`, `Accepted`...).
+    #[serde(default = "default_activity_status")]
+    pub status: String,
+    /// The HTTP status's name, as Azure gives it in `subStatus`: `Created` (201), `OK` (200),
+    /// `Accepted` (202)...; `Created` unless told otherwise.
+    #[serde(default = "default_activity_sub_status")]
+    pub sub_status: String,
+}
+
+fn default_activity_page_size() -> usize {
+    super::activity::DEFAULT_PAGE_SIZE
+}
+
+fn default_activity_status() -> String {
+    "Succeeded".to_owned()
+}
+
+fn default_activity_sub_status() -> String {
+    "Created".to_owned()
 }
 
 impl Principal {
@@ -809,6 +856,8 @@ impl World {
             route_tables: Vec::new(),
             admin_rules: Vec::new(),
             regions_without_network_watcher: Vec::new(),
+            activity: Vec::new(),
+            activity_page_size: default_activity_page_size(),
             selected: Selection::default(),
         }
     }
@@ -821,6 +870,27 @@ impl World {
             client_secret: secret.to_owned(),
             object_id: None,
             roles: Vec::new(),
+            name: None,
+        });
+        self
+    }
+
+    /// Adds an Activity Log event `minutes_ago` before the simulator starts: `caller` ran
+    /// `operation` on `resource` (a full id), and it succeeded.
+    pub fn activity(
+        mut self,
+        minutes_ago: u64,
+        caller: &str,
+        operation: &str,
+        resource: &str,
+    ) -> World {
+        self.activity.push(Activity {
+            minutes_ago,
+            caller: caller.to_owned(),
+            operation: operation.to_owned(),
+            resource: resource.to_owned(),
+            status: default_activity_status(),
+            sub_status: default_activity_sub_status(),
         });
         self
     }
@@ -1339,6 +1409,15 @@ impl World {
         let bad = |msg: String| Err(WorldError::Invalid(msg));
         if self.page_size == 0 {
             return bad("page_size must be at least 1".to_owned());
+        }
+        for (i, event) in self.activity.iter().enumerate() {
+            if crate::domain::ResourceId::parse(&event.resource).is_err() {
+                return bad(format!(
+                    "activity #{}: resource '{}' is not a full resource id (/subscriptions/SUB/resourceGroups/RG/providers/...)",
+                    i + 1,
+                    event.resource
+                ));
+            }
         }
         for principal in &self.principals {
             for assignment in &principal.roles {

@@ -6,6 +6,9 @@ use crate::support;
 /// `check --guest`: the guest checks from the terminal.
 mod guest;
 
+/// "Recent changes" and `rdp-doctor changes VM`.
+mod changes;
+
 use rdp_doctor::sim::{SimOptions, World};
 use std::path::PathBuf;
 use std::process::Output;
@@ -121,8 +124,17 @@ async fn json_output_has_the_documented_shape() {
         let v = json(&out);
         assert_eq!(
             keys(&v),
-            ["findings", "next_action", "stats", "verdict", "vm"]
+            [
+                "changes",
+                "findings",
+                "next_action",
+                "stats",
+                "verdict",
+                "vm"
+            ]
         );
+        assert_eq!(keys(&v["changes"]), ["changes", "status", "window_minutes"]);
+        assert_eq!(v["changes"]["status"], "listed");
         assert_eq!(
             keys(&v["vm"]),
             ["id", "name", "resource_group", "subscription_id"]
@@ -1642,6 +1654,8 @@ async fn permissions_names_what_the_identity_lacks_per_group_with_the_role_that_
                 .principal(support::CLIENT, "scoped-secret")
                 .role_at("Virtual Machine Contributor", &group("rg-web"))
                 .role_at("Network Contributor", &group("rg-web"))
+                // Neither reads the Activity Log; Monitoring Reader's action does.
+                .custom_role_at(&["Microsoft.Insights/eventtypes/values/read"], &group("rg-web"))
                 .role_at("Reader", &group("rg-api")),
         )
         .await;

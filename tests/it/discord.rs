@@ -13,6 +13,9 @@ mod war_room;
 /// `/rdp guest` and the "Look inside the VM" button.
 mod guest;
 
+/// "Recent changes" in reports and `/rdp changes`.
+mod changes;
+
 /// `/rdp watch`, `/rdp unwatch` and `/rdp history`.
 mod watch;
 
@@ -172,6 +175,7 @@ async fn commands_are_registered_in_the_guild() {
                 "open-rdp",
                 "audit",
                 "permissions",
+                "changes",
                 "watch",
                 "unwatch",
                 "history"
@@ -235,8 +239,10 @@ Resource Health: Available
 Console screenshot captured; serial log has 40 recent lines
 ## ✅ The reply finds its way back to you
 Replies to the Internet go to the Internet (system route 0.0.0.0/0)
+## 🕘 Recent changes
+None in the last 24 hours (Activity Log)
 [image attachment://console-web-01.png]
--- 9 ARM requests · <elapsed>
+-- 10 ARM requests · <elapsed>
 # Serial log (last 40 lines)
 ```text
 Computer GUID: 3f4a8c21-5b7e-4d2a-9c61-0e8b7d5a4f10
@@ -338,12 +344,16 @@ Resource Health: Available
 Console screenshot captured; serial log has 40 recent lines
 ## ✅ The reply finds its way back to you
 Replies to the Internet go to the Internet (system route 0.0.0.0/0)
+## 🕘 Recent changes
+The last 24 hours, newest first:
+**<t:…> alice@contoso.com created security rule deny-rdp-internet in nsg-snet-app** ← explains `nsg`
+<t:…> bob@contoso.com created security rule allow-https in nsg-rdp
 ## ➡️ Next step
 **Allow inbound TCP 3389 in the NSG** (`open-rdp-port`): Adds an inbound Allow rule for TCP 3389 to the network security group that blocks it, with a priority that wins over the blocking rule.
 [Runbook step](https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/troubleshoot-rdp-nsg-problem)
 After each step, try to connect again.
 [image attachment://console-web-02.png]
--- 9 ARM requests · <elapsed>
+-- 11 ARM requests · <elapsed>
 "#);
     })
     .await

@@ -5,6 +5,7 @@
 mod support;
 
 mod arm_examples;
+mod changes;
 mod cli;
 mod discord;
 mod fake_discord;

@@ -133,6 +133,7 @@ mod tests {
                     sku: None,
                 }),
                 subnet_id: None,
+                nsg_id: None,
             }),
         }
     }

@@ -55,7 +55,14 @@ async fn guest_json_holds_the_guest_findings() {
         let report = json(&out);
         assert_eq!(
             keys(&report),
-            ["findings", "next_action", "stats", "verdict", "vm"]
+            [
+                "changes",
+                "findings",
+                "next_action",
+                "stats",
+                "verdict",
+                "vm"
+            ]
         );
         let steps: Vec<&str> = report["findings"]
             .as_array()

@@ -59,8 +59,10 @@ Resource Health: Available
 Console screenshot captured; serial log has 40 recent lines
 ## ✅ The reply finds its way back to you
 Replies to the Internet go to the Internet (system route 0.0.0.0/0)
+## 🕘 Recent changes
+None in the last 24 hours (Activity Log)
 [image attachment://console-fw-01.png]
--- 9 ARM requests · <elapsed>
+-- 10 ARM requests · <elapsed>
 "#);
         assert!(
             serial.ends_with("[Look inside the VM]\n[attachment console-fw-01.png]\n"),
@@ -129,6 +131,8 @@ Get-WindowsFeature RDS-RD-Server; (Get-WmiObject -Namespace root/cimv2/TerminalS
 ## ✅ System drive has free space; no reboot pending
 The system drive C: has 50.0 GiB free (39.4 %)
 Drive C: 50.0 GiB free of 127.0 GiB (39.4 %)
+## 🕘 Recent changes
+None in the last 24 hours (Activity Log)
 ## ➡️ Next step
 **Enable the Windows Firewall rules for Remote Desktop** (`enable-firewall-rdp`): Runs a script through Run Command that enables the inbound "Remote Desktop" rule group. Undo: disable the group again.
 [Runbook step](https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/guest-os-firewall-blocking-inbound-traffic)
