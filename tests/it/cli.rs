@@ -1736,7 +1736,8 @@ fn the_kubernetes_configmap_holds_a_valid_config() {
 }
 
 /// `rdp-doctor history VM`: a fix from the terminal with the checks before and after it and
-/// what changed between them, newest first; a VM nothing was recorded for says so.
+/// what changed between them, and the fix's write as the Activity Log has it (under the
+/// principal's application id), newest first; a VM nothing was recorded for says so.
 #[tokio::test]
 async fn cli_history_shows_a_fix_between_its_checks_newest_first() {
     within(async {
@@ -1759,6 +1760,7 @@ async fn cli_history_shows_a_fix_between_its_checks_newest_first() {
 History of app-02 (newest first)
 <time>  check (fix): ok — verdict: problems → ok; vm-status: fail → pass; vm-agent: skip → pass; nsg: skip → pass; rule allow-rdp (priority 1000) appeared; network-path: skip → pass
 <time>  start by <me>: succeeded
+<time>  change by <id>-0000-0000-0000-00000000000b: started VM app-02
 <time>  check (fix): problems
 <time>  confirm by <me>: confirmed start <id>
 <time>  start by <me>: requested (confirmation <id>)

@@ -367,6 +367,7 @@ async fn history_shows_checks_with_their_differences_and_the_fix_newest_first() 
 <time>  check (check): ok — no change
 <time>  check (fix): ok — verdict: problems → ok; nsg: fail → warn
 <time>  open-rdp-port by bob: succeeded
+<time>  change by <id>-0000-0000-0000-00000000000b: created security rule rdp-doctor-allow-rdp-198-51-100-7 in web-02-snet-nsg
 <time>  check (fix): problems — no change
 <time>  confirm by bob: confirmed open-rdp-port <id>
 <time>  open-rdp-port by ada: requested (confirmation <id>)

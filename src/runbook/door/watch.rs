@@ -11,7 +11,7 @@
 //! `store::watches`), so they survive a restart and are posted once.
 
 use super::{Caller, Door, DoorError};
-use crate::domain::{VmRef, VmSummary};
+use crate::domain::{Changes, VmRef, VmSummary};
 use crate::policy::{Actor, ActorSource, Place};
 use crate::runbook::operate::format_time;
 use crate::runbook::watch::{
@@ -208,7 +208,8 @@ impl Door {
     }
 
     /// `history VM`: the VM's checks (each with its difference from the one before), fixes and
-    /// their outcomes (the audit log), newest first, at most `limit` entries.
+    /// their outcomes (the audit log) and the changes of the Activity Log within the reports'
+    /// window, newest first, at most `limit` entries.
     pub async fn history(
         &self,
         caller: &Caller,
@@ -246,15 +247,41 @@ impl Door {
                     },
                 }),
         );
-        // Seams for issue 14's other parts, once they are in this tree: the Activity Log's
-        // changes (`Happened::Change`, from `Door::changes`) and the alerts the webhook
-        // received (`Happened::Alert`, from the alerts table).
+        // Who changed what, from the Activity Log, as far back as the reports look; a
+        // principal Azure refuses it gets the rest of the timeline and the reason.
+        let mut missing = Vec::new();
+        match self.changes(caller, &vm, self.changes_window).await {
+            Ok(Changes::Listed { changes, .. }) => entries.extend(changes.into_iter().map(|c| {
+                let mut summary = c.summary;
+                if c.status != "Succeeded" {
+                    summary.push_str(&format!(" ({})", c.status));
+                }
+                if let Some(check) = c.explains {
+                    summary.push_str(&format!(" — explains {}", check.as_str()));
+                }
+                TimelineEntry {
+                    at_ms: i64::try_from(c.at.unix_timestamp_nanos() / 1_000_000)
+                        .unwrap_or_default(),
+                    what: Happened::Change {
+                        who: c.who,
+                        summary,
+                    },
+                }
+            })),
+            Ok(Changes::Skipped { reason }) => {
+                missing.push(format!("changes from the Activity Log skipped: {reason}"))
+            }
+            Err(e) => missing.push(format!(
+                "changes from the Activity Log could not be read: {e}"
+            )),
+        }
+        // A seam for issue 14's alerts (`Happened::Alert`), once the alerts table is here.
         let mut entries = merge(entries);
         entries.truncate(limit as usize);
         Ok(Timeline {
             vm,
             entries,
-            missing: Vec::new(),
+            missing,
         })
     }
 

@@ -127,6 +127,7 @@ alice started this watch; nothing more will be posted about it.
 ```text
 <time>  unwatch by alice: stopped watching
 <time>  open-rdp-port by grace: succeeded
+<time>  change by <id>-0000-0000-0000-00000000000b: created security rule rdp-doctor-allow-rdp-198-51-100-7 in web-02-snet-nsg
 <time>  confirm by grace: confirmed open-rdp-port <id>
 <time>  open-rdp-port by ada: requested (confirmation <id>)
 <time>  watch by alice: watching until <time>
