@@ -214,6 +214,7 @@ pub(super) fn news_embed(news: &WatchNews) -> CreateEmbed {
             verdict,
             lines,
             now,
+            changed_in_azure,
             started_by,
             until_ms,
             ..
@@ -223,6 +224,11 @@ pub(super) fn news_embed(news: &WatchNews) -> CreateEmbed {
                 text.push(String::new());
                 text.push("Now:".to_string());
                 text.extend(now.iter().map(|n| format!("• {n}")));
+            }
+            if !changed_in_azure.is_empty() {
+                text.push(String::new());
+                text.push("Changed in Azure (Activity Log):".to_string());
+                text.extend(changed_in_azure.iter().map(|c| format!("• {c}")));
             }
             let colour = match verdict.as_str() {
                 "ok" => GREEN,

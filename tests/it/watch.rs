@@ -209,6 +209,7 @@ async fn restart_and_two_replicas(h: &Harness, db: &str) {
         verdict,
         lines,
         now,
+        changed_in_azure,
         started_by,
         ..
     } = news
@@ -233,6 +234,8 @@ async fn restart_and_two_replicas(h: &Harness, db: &str) {
         ]
     );
     assert!(now[0].starts_with("nsg: "), "{now:?}");
+    // A change made outside ARM's front door is not in the Activity Log.
+    assert!(changed_in_azure.is_empty(), "{changed_in_azure:?}");
 }
 
 #[tokio::test]

@@ -28,6 +28,13 @@ const BACKOFF_INTERVALS: i64 = 4;
 /// At most this many watched VMs are re-checked at once by one replica.
 const CONCURRENT_RUNS: usize = 4;
 
+/// Azure Monitor logs a write within minutes, not at once: a change this much older than the
+/// previous look may still be news.
+const ACTIVITY_LOG_DELAY_MS: i64 = 10 * 60 * 1000;
+
+/// At most this many changes from the Activity Log in a watch's post.
+const CHANGES_SHOWN: usize = 3;
+
 /// What a person is told when a watch starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchStarted {
@@ -51,6 +58,10 @@ pub enum WatchNews {
         lines: Vec<String>,
         /// The summaries of the findings that changed, as they are now.
         now: Vec<String>,
+        /// Who changed what in Azure around then, from the Activity Log ("14:01
+        /// alice@contoso.com created security rule deny-rdp in nsg-snet-app"): a change that
+        /// explains a changed check, or one logged since the previous look.
+        changed_in_azure: Vec<String>,
         started_by: String,
         until_ms: i64,
     },
@@ -434,21 +445,49 @@ impl Door {
                     .map(|b| differences(b, &seen))
                     .unwrap_or_default();
                 if mine && !lines.is_empty() {
-                    let now_summaries = before
+                    let changed = before
                         .as_ref()
-                        .map(|b| {
-                            seen.changed_since(b)
-                                .into_iter()
-                                .map(|f| format!("{}: {}", f.step, f.summary))
-                                .collect()
-                        })
+                        .map(|b| seen.changed_since(b))
                         .unwrap_or_default();
+                    let now_summaries = changed
+                        .iter()
+                        .map(|f| format!("{}: {}", f.step, f.summary))
+                        .collect();
+                    let steps: Vec<&str> = changed.iter().map(|f| f.step.as_str()).collect();
+                    // The Activity Log is read only when there is news: a watch's steady
+                    // state costs nothing more than its checks.
+                    let since = now
+                        .saturating_sub(w.interval_ms.saturating_mul(BACKOFF_INTERVALS))
+                        .saturating_sub(ACTIVITY_LOG_DELAY_MS);
+                    let changed_in_azure = match crate::runbook::changes::list(
+                        arm,
+                        &vm,
+                        self.changes_window,
+                    )
+                    .await
+                    {
+                        Ok(changes) => changes
+                            .list()
+                            .iter()
+                            .filter(|c| {
+                                c.explains.is_some_and(|s| steps.contains(&s.as_str()))
+                                    || unix_ms(c.at) >= since
+                            })
+                            .take(CHANGES_SHOWN)
+                            .map(|c| c.line())
+                            .collect(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, vm = %w.vm_name, "a watch could not read the Activity Log");
+                            Vec::new()
+                        }
+                    };
                     on_news(WatchNews::Changed {
                         channel: w.channel.clone(),
                         vm,
                         verdict: seen.verdict.clone(),
                         lines,
                         now: now_summaries,
+                        changed_in_azure,
                         started_by: w.actor_name.clone(),
                         until_ms: w.expires_ms,
                     });
@@ -474,6 +513,10 @@ impl Door {
         }
         Ok(())
     }
+}
+
+fn unix_ms(at: time::OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or_default()
 }
 
 fn millis(d: Duration) -> i64 {

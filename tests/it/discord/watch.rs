@@ -1,5 +1,6 @@
 //! `/rdp watch`, `/rdp unwatch` and `/rdp history` as the war room sees them: a watch that
-//! posts once when a fix repairs the VM, and not on the unchanged re-checks around it.
+//! posts once when a fix repairs the VM, with the fix's write from the Activity Log, and not on
+//! the unchanged re-checks around it.
 
 use super::war_room::render;
 use super::{Room, WAIT};
@@ -71,13 +72,18 @@ I check web-02 every <elapsed> until <time> and post here when its verdict or a 
             .next_channel_message(WAIT)
             .await
             .expect("the watch's post");
-        insta::assert_snapshot!(render(&post), @r"
+        // The Activity Log's time of day.
+        let clock = regex::Regex::new(r"\b\d{2}:\d{2}\b").unwrap();
+        insta::assert_snapshot!(clock.replace_all(&render(&post), "<hh:mm>"), @r"
 # web-02 changed: ok
 • verdict: problems → ok
 • nsg: fail → warn
 
 Now:
 • nsg: TCP 3389 is open only from 198.51.100.7/32; from anywhere else it is denied by rule deny-rdp-internet (priority 200) in NSG web-02-snet-nsg
+
+Changed in Azure (Activity Log):
+• <hh:mm> 00000000-0000-0000-0000-00000000000b created security rule rdp-doctor-allow-rdp-198-51-100-7 in web-02-snet-nsg
 -- Watching for alice until <time> · /rdp unwatch web-02 stops it
 ");
         // More re-checks, nothing new: still the one post.
