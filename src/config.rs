@@ -82,8 +82,8 @@ impl ChangesConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WatchConfig {
-    /// Seconds between two checks of a watched VM (default 120, from 1 to 3600); doubled, up to
-    /// eight times, while Azure throttles or fails.
+    /// Seconds between two checks of a watched VM (default 120, from 1 to 3600); four of them
+    /// after a check Azure failed or throttled.
     pub interval_secs: Option<u64>,
     /// Minutes a watch lasts when the person gives none (default 60, at most `max_minutes`).
     pub default_minutes: Option<u64>,
