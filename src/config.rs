@@ -35,6 +35,9 @@ pub struct FileConfig {
     /// How far back reports look in the Activity Log for "Recent changes".
     #[serde(default)]
     pub changes: ChangesConfig,
+    /// Azure Monitor alerts into the war room: `[[alerts.route]]` scope → channel, storms.
+    #[serde(default)]
+    pub alerts: crate::runbook::alerts::AlertsConfig,
     /// `/rdp watch`: how often a watched VM is checked again and for how long.
     #[serde(default)]
     pub watch: WatchConfig,
@@ -327,6 +330,9 @@ impl FileConfig {
             if let Err(e) = crate::policy::Policy::new(Some(policy)) {
                 return Err(refused(spans.policy.at(text, &e), e.to_string()));
             }
+        }
+        if let Err(message) = file.alerts.settings() {
+            return Err(refused(None, message));
         }
         Ok(file)
     }

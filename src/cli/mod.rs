@@ -138,6 +138,15 @@ struct Environment {
     /// Where `serve` listens [default: 0.0.0.0:8080].
     #[arg(long, env = "RDP_DOCTOR_LISTEN", value_name = "ADDR")]
     rdp_doctor_listen: Option<OsString>,
+    /// The secret `serve`'s `POST /alerts/azure-monitor?token=` needs: Azure Monitor's alerts
+    /// are off without it (environment only).
+    #[arg(
+        long,
+        env = "RDP_DOCTOR_ALERT_TOKEN",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    rdp_doctor_alert_token: Option<OsString>,
     /// Where `bot` serves /healthz, /readyz and /metrics [default: not served].
     #[arg(long, env = "RDP_DOCTOR_METRICS_LISTEN", value_name = "ADDR")]
     rdp_doctor_metrics_listen: Option<OsString>,
@@ -335,6 +344,16 @@ enum Command {
         /// World file (TOML). Default: the demo world.
         #[arg(long)]
         world: Option<PathBuf>,
+        /// Once listening, post an Azure Monitor alert (common alert schema) for `--alert`'s VM
+        /// to this URL, e.g. `http://127.0.0.1:8080/alerts/azure-monitor?token=…` (the demo world).
+        #[arg(long, value_name = "URL", requires = "alert", conflicts_with = "world")]
+        alert_to: Option<String>,
+        /// The VM the alert is about (a VM of the demo world, e.g. web-02).
+        #[arg(long, value_name = "VM", requires = "alert_to")]
+        alert: Option<String>,
+        /// Post the alert resolved this many seconds after it fired.
+        #[arg(long, value_name = "SECS", requires = "alert_to")]
+        alert_resolve_after: Option<u64>,
     },
     /// Who changed what on a VM and on what its Remote Desktop depends on (NICs, NSGs, public
     /// IP, subnet, route table), newest first, from the Activity Log (default: the last 24
@@ -502,10 +521,21 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
             let catalog = load_catalog()?;
             Ok(explain(&catalog, &explain_text(text)?))
         }
-        Command::Simulate { listen, world } => {
+        Command::Simulate {
+            listen,
+            world,
+            alert_to,
+            alert,
+            alert_resolve_after,
+        } => {
+            let alert = alert_to.zip(alert).map(|(url, vm)| simulate::AlertTo {
+                url,
+                vm,
+                resolve_after: alert_resolve_after.map(std::time::Duration::from_secs),
+            });
             let result = match world {
                 Some(path) => crate::sim::run_standalone(&listen, &path).await,
-                None => simulate::serve_demo(&listen).await,
+                None => simulate::serve_demo(&listen, alert).await,
             };
             result
                 .map(|()| Done::Clean)
@@ -886,6 +916,11 @@ async fn serve(simulate: bool) -> Result<Done, CliError> {
         application_id,
         public_key,
         directory_refresh: directory_refresh(&file),
+        alert_token: std::env::var("RDP_DOCTOR_ALERT_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map(secrecy::SecretString::from),
+        alerts: file.alerts.settings().map_err(CliError::usage)?,
     };
     let bot = crate::discord::Bot::new(door);
     crate::discord::serve::serve(listener, settings, bot)

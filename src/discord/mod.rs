@@ -8,6 +8,7 @@
 //! **Architecture Invariant:** every interaction is acknowledged before the first Azure request,
 //! and nothing the bot sends can mention anyone (allowed mentions are empty everywhere).
 
+pub mod alerts;
 mod commands;
 mod fixes;
 pub use fixes::vm_key;

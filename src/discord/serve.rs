@@ -15,8 +15,10 @@
 //! The gateway (`super::run`) serves the same three on `RDP_DOCTOR_METRICS_LISTEN`
 //! ([`health_router`]).
 //!
-//! Nothing here logs a request body, a signature or an interaction token (a token is a
-//! credential for 15 minutes).
+//! `POST /alerts/azure-monitor?token=…` takes Azure Monitor's alerts (`super::alerts`).
+//!
+//! Nothing here logs a request body, a signature, an interaction token (a token is a
+//! credential for 15 minutes) or a request's URL (the alerts' token is in it).
 
 use super::steps::{command_caller, private, suggestions};
 use super::transport::{Ack, AcksFirst, Cmd};
@@ -118,15 +120,21 @@ pub struct ServeSettings {
     pub public_key: PublicKey,
     /// How often the autocomplete VM list is refreshed.
     pub directory_refresh: Duration,
+    /// `RDP_DOCTOR_ALERT_TOKEN`: `POST /alerts/azure-monitor` needs it (`None`: alerts are off).
+    pub alert_token: Option<secrecy::SecretString>,
+    /// `[alerts]` of the config file: routes and storms.
+    pub alerts: crate::runbook::alerts::AlertSettings,
 }
 
-struct Served {
-    bot: Bot,
-    http: Arc<Http>,
+pub(super) struct Served {
+    pub(super) bot: Bot,
+    pub(super) http: Arc<Http>,
     key: PublicKey,
     health: Arc<Health>,
     /// Requests not answered yet: handlers' work waits for them (`transport::AcksFirst`).
     acks_first: Arc<AcksFirst>,
+    /// Azure Monitor's alerts (`super::alerts`).
+    pub(super) alerts: super::alerts::Alerts,
 }
 
 /// What `/readyz` and `/metrics` read, in either mode.
@@ -191,6 +199,7 @@ pub async fn serve(
         key: settings.public_key,
         health,
         acks_first: Arc::default(),
+        alerts: super::alerts::Alerts::new(settings.alert_token, settings.alerts),
     });
     tokio::spawn(register_until_done(served.clone(), guild));
     let addr = listener
@@ -240,6 +249,7 @@ fn router(served: Arc<Served>) -> Router {
     let health = served.health.clone();
     Router::new()
         .route("/interactions", post(interactions))
+        .route("/alerts/azure-monitor", post(super::alerts::receive))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(served)
         .merge(health_router(health))

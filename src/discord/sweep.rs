@@ -272,6 +272,12 @@ pub(super) async fn sweep_in(
 
 /// The summary embed, and the whole table as a text file when the embed cannot hold it.
 pub fn summary(report: &SweepReport) -> (CreateEmbed, Option<(String, Vec<u8>)>) {
+    summary_with(report, "\nPick a VM below for its full report and the fix.")
+}
+
+/// [`summary`] with `hint` after the table when a VM has problems (an alert storm's summary
+/// has no menu under it).
+pub fn summary_with(report: &SweepReport, hint: &str) -> (CreateEmbed, Option<(String, Vec<u8>)>) {
     let problems = report.count(Verdict::Problems);
     let unknown = report.count(Verdict::Unknown);
     let ok = report.count(Verdict::Ok);
@@ -361,7 +367,7 @@ pub fn summary(report: &SweepReport) -> (CreateEmbed, Option<(String, Vec<u8>)>)
         attachment = Some(("sweep.tsv".to_string(), file.into_bytes()));
     }
     if report.vms.iter().any(|r| r.verdict != Verdict::Ok) {
-        description.push_str("\nPick a VM below for its full report and the fix.");
+        description.push_str(hint);
     }
     let stats = &report.stats;
     let footer = format!(

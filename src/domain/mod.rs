@@ -4,6 +4,7 @@
 //! **Architecture Invariant:** plain data and pure functions. No I/O, no SDK, chat or clap types,
 //! so front ends can name these without naming `azure`.
 
+pub mod alert;
 mod change;
 pub mod cidr;
 mod id;

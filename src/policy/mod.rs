@@ -75,7 +75,7 @@ impl PolicyConfig {
 }
 
 /// One `[[policy.grant]]`: a principal (exactly one of `discord_role_id`, `discord_user_id`,
-/// `cli_user`), a level and a scope.
+/// `cli_user`, `alerts = true`), a level and a scope.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantConfig {
@@ -88,6 +88,10 @@ pub struct GrantConfig {
     pub discord_user_id: Option<DiscordId>,
     /// A user of the terminal front end: the operating-system account that runs rdp-doctor.
     pub cli_user: Option<String>,
+    /// `true`: Azure Monitor's alerts (`POST /alerts/azure-monitor`), the checks rdp-doctor runs
+    /// on its own when an alert names a VM. Without such a grant on a VM's scope, alerts about
+    /// it are not checked.
+    pub alerts: Option<bool>,
     /// `read`, `operate` or `admin`; each includes the ones before it.
     pub level: Option<Permission>,
     /// Which VMs: `"*"`, `"subscription/<id>"` or `"subscription/<id>/resourceGroup/<name>"`
@@ -173,6 +177,17 @@ impl Actor {
         }
     }
 
+    /// Azure Monitor's alerts: the checks the webhook starts (authorised by `alerts = true`
+    /// grants).
+    pub fn alerts() -> Actor {
+        Actor {
+            id: "alerts:azure-monitor".to_string(),
+            name: "Azure Monitor alert".to_string(),
+            role_ids: Vec::new(),
+            source: ActorSource::Alerts,
+        }
+    }
+
     /// The Discord user id, for a Discord actor.
     pub fn discord_user(&self) -> Option<&str> {
         self.id.strip_prefix("discord:")
@@ -183,6 +198,8 @@ impl Actor {
 pub enum ActorSource {
     Discord,
     Cli,
+    /// Azure Monitor's alerts webhook.
+    Alerts,
 }
 
 /// Where a request comes from.
@@ -195,6 +212,8 @@ pub enum Place {
         guild: Option<String>,
         channel: String,
     },
+    /// An Azure Monitor alert, posted in the channel `[[alerts.route]]` maps its VM's scope to.
+    Alerts { channel: String },
 }
 
 /// What a policy is about: the subscription and resource group of a VM or of another resource
@@ -258,6 +277,7 @@ enum Principal {
     DiscordRoleId(String),
     DiscordUserId(String),
     CliUser(String),
+    Alerts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -431,6 +451,16 @@ impl Policy {
                 }
                 Ok(())
             }
+            // Alerts post only where people are served: a configured policy's channels.
+            Place::Alerts { channel } => {
+                if !self.configured {
+                    return Err(Fenced::NoPolicy);
+                }
+                if !self.channel_allowed(channel) {
+                    return Err(Fenced::Channel);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -560,6 +590,7 @@ impl Principal {
             (Principal::CliUser(user), ActorSource::Cli) => {
                 actor.id.strip_prefix("cli:") == Some(user.as_str())
             }
+            (Principal::Alerts, ActorSource::Alerts) => true,
             _ => false,
         }
     }
@@ -644,7 +675,7 @@ impl Scope {
 }
 
 const ONE_PRINCIPAL: &str =
-    "a grant needs exactly one of `discord_role_id`, `discord_user_id` or `cli_user`";
+    "a grant needs exactly one of `discord_role_id`, `discord_user_id`, `cli_user` or `alerts = true`";
 
 fn check_grant(grant: &GrantConfig) -> Result<Grant, (&'static str, Invalid)> {
     if grant.discord_role.is_some() {
@@ -663,6 +694,10 @@ fn check_grant(grant: &GrantConfig) -> Result<Grant, (&'static str, Invalid)> {
         Some("") => return Err(("cli_user", Invalid::Empty)),
         Some(user) => principals.push(("cli_user", Principal::CliUser(user.to_string()))),
         None => {}
+    }
+    // `alerts = false` grants nothing: as good as absent.
+    if grant.alerts == Some(true) {
+        principals.push(("alerts", Principal::Alerts));
     }
     let principal = match principals.len() {
         1 => principals.remove(0).1,
@@ -1127,7 +1162,7 @@ scope = "*"
             &web(),
             r,
             "config: test.toml:8:12: [[policy.grant]] number 2: `cli_user`: a grant needs exactly one of \
-             `discord_role_id`, `discord_user_id` or `cli_user`; found `discord_role_id` and \
+             `discord_role_id`, `discord_user_id`, `cli_user` or `alerts = true`; found `discord_role_id` and \
              `cli_user`: split it into one grant each",
         );
         check(
@@ -1136,7 +1171,7 @@ scope = "*"
             &web(),
             r,
             "config: test.toml:7:9: [[policy.grant]] number 2: `discord_role_id`: a grant needs exactly one of \
-             `discord_role_id`, `discord_user_id` or `cli_user`; found none",
+             `discord_role_id`, `discord_user_id`, `cli_user` or `alerts = true`; found none",
         );
         check(
             &grant("cli_user = \"b\"\nlevel = \"read\"\nscope = \"subscription/\""),

@@ -44,7 +44,7 @@ impl Caller {
     /// The Discord channel the request came from, for prompts and the audit log.
     pub fn channel(&self) -> Option<&str> {
         match &self.place {
-            Place::Discord { channel, .. } => Some(channel),
+            Place::Discord { channel, .. } | Place::Alerts { channel } => Some(channel),
             Place::Terminal => None,
         }
     }
@@ -715,6 +715,109 @@ impl Door {
     ) -> Result<crate::domain::Changes, DoorError> {
         self.authorise_vm(caller, self.catalog.commands.check, vm)?;
         Ok(super::changes::list(&self.arm, vm, window).await?)
+    }
+
+    /// Whether an alert routed as `caller` (the alerts actor in a route's channel) may have
+    /// `vm` checked: the place fenced, the subscription served, the alerts' grant on the VM's
+    /// scope at the `check` level. No Azure request.
+    pub fn may_check_alerted(&self, caller: &Caller, vm: &VmRef) -> Result<(), DoorError> {
+        self.authorise_vm(caller, self.catalog.commands.check, vm)
+    }
+
+    /// The check an Azure Monitor alert asks for, authorised as [`Self::may_check_alerted`].
+    /// The VM is found in the VM list for its name as Azure spells it (alert targets come in
+    /// lower case), the list read afresh when it does not have it.
+    pub async fn check_alerted(
+        &self,
+        caller: &Caller,
+        vm: &VmRef,
+        options: &CheckOptions,
+        events: &(dyn Fn(Event) + Send + Sync),
+    ) -> Result<Report, DoorError> {
+        self.may_check_alerted(caller, vm)?;
+        let same = |s: &VmSummary| s.vm.id.eq_ignore_ascii_case(&vm.id);
+        let mut found = self.directory.find(same);
+        if found.is_none() {
+            let _ = self.directory.refresh(&self.arm, &self.subscriptions).await;
+            found = self.directory.find(same);
+        }
+        let summary = found.unwrap_or_else(|| VmSummary::unlisted(vm.clone()));
+        self.check_vm(caller, summary, options, events).await
+    }
+
+    /// Receive an alert's notification for `vm` (`wanted`, the front end's JSON of it) to post
+    /// in the caller's channel: see `store::alerts`. A notification this same one posted within
+    /// `duplicate_window` is a duplicate.
+    pub async fn claim_alert(
+        &self,
+        caller: &Caller,
+        alert_id: &str,
+        vm: &VmRef,
+        wanted: &str,
+        duplicate_window: Duration,
+    ) -> Result<crate::store::AlertClaim, DoorError> {
+        self.admit(caller)?;
+        let operator = self.operator()?;
+        let channel = caller
+            .channel()
+            .ok_or_else(|| DoorError::Config("an alert is posted in a channel".into()))?;
+        let window = i64::try_from(duplicate_window.as_millis()).unwrap_or(i64::MAX);
+        Ok(operator
+            .store
+            .claim_alert(
+                alert_id,
+                &vm.id,
+                channel,
+                wanted,
+                operator.replica(),
+                crate::store::lapsed_before(operator.lease()),
+                crate::store::now_ms().saturating_sub(window),
+            )
+            .await?)
+    }
+
+    /// The alert's message was posted: see [`crate::store::Store::alert_posted`].
+    pub async fn alert_posted(&self, key: &str, message_id: &str) -> Result<bool, DoorError> {
+        let operator = self.operator()?;
+        Ok(operator
+            .store
+            .alert_posted(key, operator.replica(), message_id)
+            .await?)
+    }
+
+    /// Keep holding an alert while its check runs.
+    pub async fn renew_alert(&self, key: &str) -> Result<bool, DoorError> {
+        let operator = self.operator()?;
+        Ok(operator.store.renew_alert(key, operator.replica()).await?)
+    }
+
+    /// Let go of an alert that could not be posted: the next notification takes it at once.
+    pub async fn abandon_alert(&self, key: &str) -> Result<(), DoorError> {
+        let operator = self.operator()?;
+        Ok(operator
+            .store
+            .abandon_alert(key, operator.replica())
+            .await?)
+    }
+
+    /// Let go of an alert after posting `handled`; `Some`: a newer notification to post.
+    pub async fn release_alert(
+        &self,
+        key: &str,
+        handled: &str,
+    ) -> Result<Option<crate::store::AlertRow>, DoorError> {
+        let operator = self.operator()?;
+        Ok(operator
+            .store
+            .release_alert(key, operator.replica(), handled)
+            .await?)
+    }
+
+    /// How long a replica's hold (an operation's, a sweep's, an alert's) lasts without renewal.
+    pub fn lease(&self) -> Duration {
+        self.operator
+            .as_ref()
+            .map_or(super::operate::DEFAULT_LEASE, Operator::lease)
     }
 
     /// `guest`: resolve, authorise the `guest` level (Run Command runs as SYSTEM), run the

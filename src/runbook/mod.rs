@@ -5,6 +5,7 @@
 //! **Architecture Invariant:** no chat, CLI or SDK types here. Facts come from `azure` as plain
 //! structs, verdicts from `diagnose`, texts from the [`catalog::Catalog`].
 
+pub mod alerts;
 pub mod catalog;
 pub mod changes;
 pub mod door;

@@ -69,7 +69,8 @@ impl SweepRow {
         }
     }
 
-    fn from_report(report: super::Report) -> SweepRow {
+    /// A VM's row from its full report (a sweep's, or an alert storm's checks).
+    pub fn from_report(report: super::Report) -> SweepRow {
         SweepRow {
             deciding: deciding(&report.findings),
             vm: report.vm,
@@ -81,7 +82,12 @@ impl SweepRow {
 
     /// A VM the sweep could not check at all (its own read failed).
     fn failed(vm: VmRef, error: &CheckError) -> SweepRow {
-        let finding = Finding::error(CheckId::VmStatus, error.to_string());
+        SweepRow::unchecked(vm, error.to_string())
+    }
+
+    /// A VM that could not be checked at all, and why.
+    pub fn unchecked(vm: VmRef, why: String) -> SweepRow {
+        let finding = Finding::error(CheckId::VmStatus, why);
         SweepRow {
             vm,
             verdict: Verdict::Unknown,

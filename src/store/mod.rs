@@ -15,6 +15,7 @@
 //! nothing of Discord, the CLI, ARM SDK types or policy, and it never stores a secret: it refuses
 //! parameters with a password-like key and URLs with a SAS signature (see `secrets`).
 
+mod alerts;
 mod audit;
 mod confirmations;
 mod gateway_lock;
@@ -35,6 +36,7 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::AnyPool;
 use sqlx::Executor;
 
+pub use alerts::{AlertClaim, AlertRow};
 pub use audit::{AuditEntry, NewAudit};
 pub use confirmations::{
     CancelOutcome, ConfirmOutcome, Confirmation, ConfirmationState, NewConfirmation,
@@ -67,6 +69,11 @@ static SQLITE_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         include_str!("../../migrations/sqlite/0003_sweeps.sql"),
     ),
     (
+        4,
+        "alerts",
+        include_str!("../../migrations/sqlite/0004_alerts.sql"),
+    ),
+    (
         5,
         "watches",
         include_str!("../../migrations/sqlite/0005_watches.sql"),
@@ -87,6 +94,11 @@ static POSTGRES_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         3,
         "sweeps",
         include_str!("../../migrations/postgres/0003_sweeps.sql"),
+    ),
+    (
+        4,
+        "alerts",
+        include_str!("../../migrations/postgres/0004_alerts.sql"),
     ),
     (
         5,
@@ -566,6 +578,9 @@ mod tests {
     /// sqlx's checksum of migrations/sqlite/0001_init.sql as released.
     const RELEASED_SQLITE_INIT_SHA384: &str = "7e2046075580d162af8368d60ef1c6ae43f80accaae70a1e151190f86b9f985c28fe1a8af125d49e3e608ceb80cf3cfb";
 
+    /// sqlx's checksum of migrations/sqlite/0004_alerts.sql as released.
+    const RELEASED_SQLITE_ALERTS_SHA384: &str = "573cbfdaeb98967e47a9c85cd5ee98b2d5d31b8557f07d1841a1d8f39d1ab643bd1518080018f014fa55f83d254ed171";
+
     use super::testing::TempDir;
     use super::*;
 
@@ -613,6 +628,12 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_eq!(checksum, RELEASED_SQLITE_INIT_SHA384);
+        let alerts = migrations
+            .iter()
+            .find(|m| m.version == 4)
+            .expect("0004_alerts");
+        let checksum: String = alerts.checksum.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(checksum, RELEASED_SQLITE_ALERTS_SHA384, "0004_alerts.sql");
     }
 
     /// sqlx's checksum of migrations/sqlite/0005_watches.sql as released.

@@ -535,6 +535,7 @@ async fn help_names_every_environment_variable_and_no_secret() {
         cmd.env("DISCORD_TOKEN", "discord-token-value")
             .env("IDENTITY_HEADER", "identity-header-value")
             .env("RDP_DOCTOR_DATABASE_URL", "postgres://u:db-password@h/db")
+            .env("RDP_DOCTOR_ALERT_TOKEN", "alert-token-value")
             .env("DISCORD_GUILD_ID", "234567890123456789");
         let out = cmd.output().await.expect("binary runs");
         assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -558,6 +559,7 @@ async fn help_names_every_environment_variable_and_no_secret() {
             "DISCORD_PUBLIC_KEY",
             "DISCORD_APPLICATION_ID",
             "RDP_DOCTOR_LISTEN",
+            "RDP_DOCTOR_ALERT_TOKEN",
             "RUST_LOG",
         ] {
             assert!(
@@ -579,6 +581,7 @@ async fn help_names_every_environment_variable_and_no_secret() {
             "discord-token-value",
             "identity-header-value",
             "db-password",
+            "alert-token-value",
         ] {
             assert!(!help.contains(secret), "{secret} shown:\n{help}");
         }

@@ -8,7 +8,7 @@ use crate::support;
 mod bot_logs;
 
 /// `room.run("/rdp check web-01")`, `room.click(&prompt, "Confirm")`, and what people see.
-mod war_room;
+pub(crate) mod war_room;
 
 /// `/rdp guest` and the "Look inside the VM" button.
 mod guest;

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod alerts;
 mod arm_examples;
 mod changes;
 mod cli;

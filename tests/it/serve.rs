@@ -87,6 +87,8 @@ impl Served {
             application_id: None,
             public_key,
             directory_refresh: Duration::from_secs(3600),
+            alert_token: None,
+            alerts: Default::default(),
         };
         let server = tokio::spawn(rdp_doctor::discord::serve::serve(
             listener,

@@ -319,7 +319,7 @@ fn is_edit(r: &Recorded) -> bool {
 /// each embed (`# title`, description, `## field` and value, `[image …]`, `-- footer`), buttons
 /// as `[Label]`, a select menu as its placeholder and `· option` lines, attachments by name.
 /// Snowflake ids, Discord timestamps and elapsed times are redacted.
-pub(super) fn render(r: &Recorded) -> String {
+pub(crate) fn render(r: &Recorded) -> String {
     let body = r.body();
     let (kind, message) = if r.route == routes::CALLBACK {
         (body["type"].as_u64(), &body["data"])
