@@ -286,7 +286,8 @@ impl Door {
                 "changes from the Activity Log could not be read: {e}"
             )),
         }
-        // A seam for issue 14's alerts (`Happened::Alert`), once the alerts table is here.
+        // A seam for the Azure Monitor alerts (`Happened::Alert`): `store::alerts` keeps each
+        // alert's newest notification for its message, not yet read back by VM for this.
         let mut entries = merge(entries);
         entries.truncate(limit as usize);
         Ok(Timeline {
