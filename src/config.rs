@@ -38,6 +38,12 @@ pub struct FileConfig {
     /// Azure Monitor alerts into the war room: `[[alerts.route]]` scope → channel, storms.
     #[serde(default)]
     pub alerts: crate::runbook::alerts::AlertsConfig,
+    /// `/rdp watch`: how often a watched VM is checked again and for how long.
+    #[serde(default)]
+    pub watch: WatchConfig,
+    /// The VMs' timeline (`history`): how long check reports are kept.
+    #[serde(default)]
+    pub history: HistoryConfig,
 }
 
 /// `[changes]`: the reports' "Recent changes" from the Activity Log.
@@ -72,6 +78,61 @@ impl ChangesConfig {
             .filter(|h| (1..=Self::MAX_WINDOW_HOURS).contains(h))
             .map(|h| Duration::from_secs(h * 3600))
             .unwrap_or(crate::runbook::changes::DEFAULT_WINDOW)
+    }
+}
+
+/// `[watch]`: watches re-check a VM in the background, at the sweeps' priority.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Seconds between two checks of a watched VM (default 120, from 1 to 3600); four of them
+    /// after a check Azure failed or throttled.
+    pub interval_secs: Option<u64>,
+    /// Minutes a watch lasts when the person gives none (default 60, at most `max_minutes`).
+    pub default_minutes: Option<u64>,
+    /// The most minutes a watch may last (default 240, from 1 to 1440).
+    pub max_minutes: Option<u64>,
+}
+
+impl WatchConfig {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let max = self.max_minutes.unwrap_or(240);
+        match (self.interval_secs, self.default_minutes, self.max_minutes) {
+            (Some(secs), _, _) if !(1..=3600).contains(&secs) => Err((
+                "interval_secs",
+                format!("[watch] interval_secs = {secs} is out of range: seconds from 1 to 3600, e.g. 120 (the default)"),
+            )),
+            (_, _, Some(minutes)) if !(1..=1440).contains(&minutes) => Err((
+                "max_minutes",
+                format!("[watch] max_minutes = {minutes} is out of range: minutes from 1 to 1440, e.g. 240 (the default)"),
+            )),
+            (_, Some(minutes), _) if !(1..=max).contains(&minutes) => Err((
+                "default_minutes",
+                format!("[watch] default_minutes = {minutes} is out of range: minutes from 1 to max_minutes ({max})"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `[history]`: the timeline's memory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Days a check report is kept in a VM's history (default 30, from 1 to 3650); older ones
+    /// are deleted as new ones are written.
+    pub retention_days: Option<u64>,
+}
+
+impl HistoryConfig {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        match self.retention_days {
+            Some(days) if !(1..=3650).contains(&days) => Err((
+                "retention_days",
+                format!("[history] retention_days = {days} is out of range: days from 1 to 3650, e.g. 30 (the default)"),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -257,6 +318,14 @@ impl FileConfig {
             let at = spans.changes.get(field).map(|value| position(text, value));
             return Err(refused(at, message));
         }
+        if let Err((field, message)) = file.watch.check() {
+            let at = spans.watch.get(field).map(|value| position(text, value));
+            return Err(refused(at, message));
+        }
+        if let Err((field, message)) = file.history.check() {
+            let at = spans.history.get(field).map(|value| position(text, value));
+            return Err(refused(at, message));
+        }
         if let Some(policy) = &file.policy {
             if let Err(e) = crate::policy::Policy::new(Some(policy)) {
                 return Err(refused(spans.policy.at(text, &e), e.to_string()));
@@ -278,6 +347,10 @@ struct Spans {
     replicas: Fields,
     #[serde(default)]
     changes: Fields,
+    #[serde(default)]
+    watch: Fields,
+    #[serde(default)]
+    history: Fields,
     #[serde(default)]
     policy: PolicySpans,
 }
@@ -544,6 +617,35 @@ mod tests {
             );
         }
         assert!(FileConfig::parse("[changes]\nhours = 2\n", "x.toml").is_err());
+    }
+
+    #[test]
+    fn watches_and_history_are_configured_within_their_ranges() {
+        let plain = FileConfig::parse("", "x.toml").unwrap();
+        let settings =
+            crate::runbook::watch::WatchSettings::from_config(&plain.watch, &plain.history);
+        assert_eq!(settings, crate::runbook::watch::WatchSettings::default());
+        assert_eq!(settings.interval, Duration::from_secs(120));
+        assert_eq!(settings.retention, Duration::from_secs(30 * 86_400));
+        let tuned = FileConfig::parse(
+            "[watch]\ninterval_secs = 1\ndefault_minutes = 5\nmax_minutes = 10\n[history]\nretention_days = 7\n",
+            "x.toml",
+        )
+        .unwrap();
+        let settings =
+            crate::runbook::watch::WatchSettings::from_config(&tuned.watch, &tuned.history);
+        assert_eq!(settings.interval, Duration::from_secs(1));
+        assert_eq!(settings.default_length, Duration::from_secs(300));
+        assert_eq!(settings.max_length, Duration::from_secs(600));
+        assert_eq!(settings.retention, Duration::from_secs(7 * 86_400));
+        for (text, expected) in [
+            ("[watch]\ninterval_secs = 0\n", "x.toml:2:17: [watch] interval_secs = 0 is out of range: seconds from 1 to 3600, e.g. 120 (the default)"),
+            ("[watch]\nmax_minutes = 10\ndefault_minutes = 11\n", "x.toml:3:19: [watch] default_minutes = 11 is out of range: minutes from 1 to max_minutes (10)"),
+            ("[history]\nretention_days = 0\n", "x.toml:2:18: [history] retention_days = 0 is out of range: days from 1 to 3650, e.g. 30 (the default)"),
+        ] {
+            let err = FileConfig::parse(text, "x.toml").unwrap_err().to_string();
+            assert_eq!(err, expected);
+        }
     }
 
     #[test]

@@ -44,10 +44,13 @@ pub enum Command {
     Permissions,
     RequestJit,
     Changes,
+    Watch,
+    Unwatch,
+    History,
 }
 
 impl Command {
-    pub const ALL: [Command; 17] = [
+    pub const ALL: [Command; 20] = [
         Command::Check,
         Command::Health,
         Command::Console,
@@ -65,6 +68,9 @@ impl Command {
         Command::Permissions,
         Command::RequestJit,
         Command::Changes,
+        Command::Watch,
+        Command::Unwatch,
+        Command::History,
     ];
 
     /// The subcommand by its name (`/rdp <name>`); `None` for anything else.
@@ -136,6 +142,9 @@ label_names!(Command {
     Permissions => "permissions",
     RequestJit => "request-jit",
     Changes => "changes",
+    Watch => "watch",
+    Unwatch => "unwatch",
+    History => "history",
 });
 label_names!(Outcome { Ok => "ok", Refused => "refused", Error => "error" });
 label_names!(Transport { Gateway => "gateway", Endpoint => "endpoint" });

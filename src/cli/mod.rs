@@ -7,6 +7,7 @@
 mod changes;
 mod error;
 mod fix;
+mod history;
 
 pub use error::{CliError, Done};
 pub use fix::os_user;
@@ -307,6 +308,18 @@ enum Command {
         vm: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+    },
+    /// A VM's timeline, newest first: its checks (each with what changed since the one
+    /// before), the watches and fixes asked for and their outcomes.
+    History {
+        /// The VM: NAME, RESOURCE-GROUP/NAME, or a full resource id.
+        vm: String,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Subscription(s) to search; overrides AZURE_SUBSCRIPTION_ID.
+        #[arg(long, value_name = "ID")]
+        subscription: Vec<String>,
     },
     /// Run the Discord bot (DISCORD_TOKEN, DISCORD_API_URL, DISCORD_GUILD_ID) until SIGTERM/Ctrl-C;
     /// `GET /healthz`, `/readyz` and `/metrics` on RDP_DOCTOR_METRICS_LISTEN if set.
@@ -633,6 +646,15 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
         Command::Audit { vm, limit } => {
             let (door, _sim) = terminal_door(false, &[], true).await?;
             fix::audit(&door, vm.as_deref(), limit).await
+        }
+        Command::History {
+            vm,
+            limit,
+            subscription,
+        } => {
+            VmQuery::parse(&vm).map_err(CliError::usage)?;
+            let (door, _sim) = terminal_door(false, &subscription, true).await?;
+            history::run(&door, &vm, limit).await
         }
         Command::Health => {
             load_catalog()?;
@@ -1047,8 +1069,12 @@ async fn door_with(
                 Front::Terminal { .. } => format!("cli@{}", crate::runbook::operate::host_name()),
                 Front::Discord(_) => crate::runbook::operate::replica_id(),
             };
-            door.with_store(store)
-                .with_replica(&replica, file.replicas.lease())
+            door.with_watch(crate::runbook::watch::WatchSettings::from_config(
+                &file.watch,
+                &file.history,
+            ))
+            .with_store(store)
+            .with_replica(&replica, file.replicas.lease())
         }
     };
     Ok((door, sim))

@@ -19,6 +19,7 @@ mod steps;
 mod surface;
 mod sweep;
 mod transport;
+mod watch;
 
 use crate::policy::{Actor, Place};
 use crate::runbook::door::{Caller, Door};
@@ -357,6 +358,7 @@ async fn gateway_client(
                         // Operations a stopped replica (or a previous run) left mid-flight: take
                         // them over once their lease lapses, follow them and post the outcome.
                         fixes::take_over_operations(ctx.http.clone(), bot.door.clone());
+                        watch::run_watches(ctx.http.clone(), bot.door.clone());
                         if !bot.door.policy().configured() {
                             tracing::warn!("no [policy] in the config: the bot answers every interaction with a refusal");
                         }
@@ -510,7 +512,10 @@ fn component_kind(custom_id: &str) -> String {
         "fixes::audit",
         "fixes::permissions",
         "fixes::request_jit",
-        "commands::changes"
+        "commands::changes",
+        "watch::watch",
+        "watch::unwatch",
+        "watch::history"
     ),
     subcommand_required
 )]

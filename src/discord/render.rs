@@ -538,7 +538,9 @@ pub fn help() -> CreateEmbed {
              `/rdp console vm`: boot diagnostics screenshot and serial log.\n\
              `/rdp sweep [resource-group] [subscription]`: every Windows VM of a resource group (or the subscription) at once; one summary, worst first, with a menu for any VM's full report.\n\
              `/rdp explain error`: what a Remote Desktop client error means and how to fix it.\n\
-             `/rdp changes vm`: who changed what on the VM and what its Remote Desktop depends on (NICs, NSGs, subnet, route table), from the Activity Log.\n\n\
+             `/rdp changes vm`: who changed what on the VM and what its Remote Desktop depends on (NICs, NSGs, subnet, route table), from the Activity Log.\n\
+             `/rdp watch vm [minutes]`: check a VM again every few minutes and post here when its verdict or a finding changes; `/rdp unwatch vm` stops it, `/rdp watch` alone lists this channel's watches.\n\
+             `/rdp history vm`: the VM's checks (with what changed between them), watches and fixes, newest first.\n\n\
              A VM is `name`, `resource-group/name` or a full resource id.",
         )
         .colour(BLUE)

@@ -186,6 +186,7 @@ pub async fn serve(
     // Operations a stopped replica (or a previous run) left mid-flight: take them over once
     // their lease lapses, follow them and post the outcome.
     fixes::take_over_operations(http.clone(), bot.door.clone());
+    super::watch::run_watches(http.clone(), bot.door.clone());
     if !bot.door.policy().configured() {
         tracing::warn!(
             "no [policy] in the config: the endpoint answers every interaction with a refusal"
@@ -669,6 +670,9 @@ async fn route(
             )
             .await
         }
+        "watch" => super::watch::watch_in(cmd, o.text("vm"), o.integer("minutes")).await,
+        "unwatch" => super::watch::unwatch_in(cmd, o.required("vm")?).await,
+        "history" => super::watch::history_in(cmd, o.required("vm")?).await,
         other => Err(format!("no subcommand /rdp {other}").into()),
     })
 }

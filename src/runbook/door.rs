@@ -30,6 +30,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+mod watch;
+pub use watch::{OnWatch, WatchNews, WatchStarted};
+
 /// Who is asking, and from where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -214,6 +217,10 @@ pub struct Door {
     guest_slots: GuestSlots,
     /// How far back a report's "Recent changes" look (`[changes] window_hours`).
     changes_window: Duration,
+    /// How watches run and how long the timeline remembers (`door/watch.rs`).
+    watch: super::watch::WatchSettings,
+    /// Watch runs this process finished (tests wait on it).
+    watch_runs: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Door {
@@ -234,6 +241,8 @@ impl Door {
             limiter: Arc::new(PersonLimiter::new(PersonRate::default())),
             guest_slots: GuestSlots::new(),
             changes_window: super::changes::DEFAULT_WINDOW,
+            watch: super::watch::WatchSettings::default(),
+            watch_runs: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -288,13 +297,16 @@ impl Door {
 
     /// With a store: fixes, confirmations and the audit log become available.
     pub fn with_store(mut self, store: Store) -> Door {
-        self.operator = Some(Operator::new(
-            self.arm.clone(),
-            self.catalog.clone(),
-            store,
-            self.policy.clone(),
-            self.subscriptions.clone(),
-        ));
+        self.operator = Some(
+            Operator::new(
+                self.arm.clone(),
+                self.catalog.clone(),
+                store,
+                self.policy.clone(),
+                self.subscriptions.clone(),
+            )
+            .with_retention(self.watch.retention),
+        );
         self
     }
 
@@ -678,7 +690,7 @@ impl Door {
         events: &(dyn Fn(Event) + Send + Sync),
     ) -> Result<Report, DoorError> {
         self.authorise_vm(caller, self.catalog.commands.check, &summary.vm)?;
-        Ok(super::check_with_changes(
+        let report = super::check_with_changes(
             &self.arm,
             &self.catalog,
             summary,
@@ -686,7 +698,9 @@ impl Door {
             self.changes_window,
             events,
         )
-        .await?)
+        .await?;
+        self.remember(&report, "check").await;
+        Ok(report)
     }
 
     /// `changes`: the writes of the last `window` to a VM already found and to what its Remote
@@ -838,7 +852,7 @@ impl Door {
             started_by: &caller.actor.name,
             timeout: self.arm.settings().run_command_timeout,
         };
-        Ok(super::check_with_guest(
+        let report = super::check_with_guest(
             &self.arm,
             &self.catalog,
             summary,
@@ -847,7 +861,9 @@ impl Door {
             Some(self.changes_window),
             events,
         )
-        .await?)
+        .await?;
+        self.remember(&report, "check").await;
+        Ok(report)
     }
 
     /// Whether the person may look inside `vm`: no Azure request.

@@ -19,6 +19,7 @@ mod report;
 pub mod standby;
 pub mod sweep;
 mod sweep_claim;
+pub mod watch;
 
 pub use report::{Report, Stats, Verdict};
 

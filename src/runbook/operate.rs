@@ -227,6 +227,8 @@ pub struct Operator {
     lease: Duration,
     /// Operations this process took over from another replica (or a stopped process).
     takeovers: Arc<AtomicU64>,
+    /// How long the checks before and after a fix stay in the VM's history.
+    retention: Duration,
 }
 
 /// What a watch for lapsed leases does with each outcome it records (posts it, in chat).
@@ -257,7 +259,14 @@ impl Operator {
             replica: replica_id().into(),
             lease: DEFAULT_LEASE,
             takeovers: Arc::new(AtomicU64::new(0)),
+            retention: super::watch::WatchSettings::default().retention,
         }
+    }
+
+    /// How long the checks before and after a fix stay in the VM's history (`[history]`).
+    pub fn with_retention(mut self, retention: Duration) -> Operator {
+        self.retention = retention;
+        self
     }
 
     /// This process as one replica: `id` is the owner written on its operations (random per
@@ -1398,7 +1407,7 @@ impl Operator {
             .await)
     }
 
-    /// Run the checks and keep the report as the VM's latest snapshot.
+    /// Run the checks and keep the report as the VM's latest snapshot, and in its history.
     pub async fn snapshot(&self, vm: &VmRef) -> Option<Report> {
         self.snapshot_from(vm, None).await
     }
@@ -1410,12 +1419,20 @@ impl Operator {
             .await
             .ok()?;
         if let Ok(json) = serde_json::to_string(&report) {
+            let taken = now_ms();
             if let Err(e) = stored("saving the check snapshot", || {
-                self.store.save_snapshot(&vm.id, now_ms(), &json)
+                self.store.save_snapshot(&vm.id, taken, &json)
             })
             .await
             {
                 tracing::warn!(error = %e, vm = %vm.name, "could not save the check snapshot");
+            }
+            if let Err(e) = self
+                .store
+                .record_check(&vm.id, taken, "fix", &json, self.retention)
+                .await
+            {
+                tracing::warn!(error = %e, vm = %vm.name, "could not keep the check in the history");
             }
         }
         Some(report)

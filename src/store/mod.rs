@@ -1,5 +1,6 @@
 //! Storage (sqlx, SQLite by default): the audit log, confirmations, operations with the per-VM
-//! lock, the latest check snapshot per VM, and the sweeps running now (one per scope).
+//! lock, the latest check snapshot per VM, the sweeps running now (one per scope), the watches
+//! and every VM's check history.
 //!
 //! The guarantees that matter are enforced by the database, not by Rust code holding a mutex:
 //! a confirmation is taken by exactly one caller (one conditional `UPDATE`, see
@@ -18,10 +19,12 @@ mod alerts;
 mod audit;
 mod confirmations;
 mod gateway_lock;
+mod history;
 mod operations;
 mod secrets;
 mod snapshots;
 mod sweeps;
+mod watches;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -39,8 +42,10 @@ pub use confirmations::{
     CancelOutcome, ConfirmOutcome, Confirmation, ConfirmationState, NewConfirmation,
 };
 pub use gateway_lock::{GatewayLock, LockError, GATEWAY_LOCK_KEY};
+pub use history::StoredCheck;
 pub use operations::{Locked, NewOperation, Operation, OperationOutcome};
 pub use sweeps::{NewSweep, StoredSweep};
+pub use watches::{NewWatch, StoredWatch};
 
 /// The migrations in `migrations/sqlite/` and `migrations/postgres/`, embedded in the binary: the
 /// same versions and descriptions in both, each in its database's dialect.
@@ -68,6 +73,11 @@ static SQLITE_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "alerts",
         include_str!("../../migrations/sqlite/0004_alerts.sql"),
     ),
+    (
+        5,
+        "watches",
+        include_str!("../../migrations/sqlite/0005_watches.sql"),
+    ),
 ]);
 static POSTGRES_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
     (
@@ -89,6 +99,11 @@ static POSTGRES_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         4,
         "alerts",
         include_str!("../../migrations/postgres/0004_alerts.sql"),
+    ),
+    (
+        5,
+        "watches",
+        include_str!("../../migrations/postgres/0005_watches.sql"),
     ),
 ]);
 
@@ -619,6 +634,24 @@ mod tests {
             .expect("0004_alerts");
         let checksum: String = alerts.checksum.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(checksum, RELEASED_SQLITE_ALERTS_SHA384, "0004_alerts.sql");
+    }
+
+    /// sqlx's checksum of migrations/sqlite/0005_watches.sql as released.
+    const RELEASED_SQLITE_WATCHES_SHA384: &str = "119c66ded35af21b5bac88f43283d00441f19c7288de816a7340bbc7bffe475972b5db6b03d8b8921c95d01a2975c374";
+
+    #[tokio::test]
+    async fn the_released_sqlite_watches_migration_is_unchanged() {
+        let migrations = SQLITE_MIGRATIONS.resolve().await.expect("embedded");
+        let watches = migrations
+            .iter()
+            .find(|m| m.version == 5)
+            .expect("migration 0005");
+        let checksum: String = watches
+            .checksum
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(checksum, RELEASED_SQLITE_WATCHES_SHA384);
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! Check snapshots: the latest check report per VM, so that after a fix rdp-doctor can show what
-//! changed. Only the newest report per VM is kept.
+//! changed. Only the newest report per VM is kept here; `history.rs` keeps them all, for the
+//! timeline.
 
 use sqlx::Row;
 

@@ -1743,3 +1743,46 @@ fn the_kubernetes_configmap_holds_a_valid_config() {
     let file = rdp_doctor::config::FileConfig::parse(&toml, "configmap.yaml").expect("parses");
     rdp_doctor::policy::Policy::new(file.policy.as_ref()).expect("a valid policy");
 }
+
+/// `rdp-doctor history VM`: a fix from the terminal with the checks before and after it and
+/// what changed between them, and the fix's write as the Activity Log has it (under the
+/// principal's application id), newest first; a VM nothing was recorded for says so.
+#[tokio::test]
+async fn cli_history_shows_a_fix_between_its_checks_newest_first() {
+    within(async {
+        let cli = fix_cli(World::new().vm("web-01").vm("app-02").deallocated()).await;
+        let out = fix_command(&cli, &["start", "app-02", "--yes"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+        let out = fix_command(&cli, &["history", "app-02"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let clock = regex::Regex::new(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC").unwrap();
+        let confirmation = regex::Regex::new(r"\b[0-9a-f]{8}\b").unwrap();
+        let text = stdout(&out).replace(&me(), "<me>");
+        let text = clock.replace_all(&text, "<time>");
+        insta::assert_snapshot!(confirmation.replace_all(&text, "<id>"), @r"
+History of app-02 (newest first)
+<time>  check (fix): ok — verdict: problems → ok; vm-status: fail → pass; vm-agent: skip → pass; nsg: skip → pass; rule allow-rdp (priority 1000) appeared; network-path: skip → pass
+<time>  start by <me>: succeeded
+<time>  change by <id>-0000-0000-0000-00000000000b: started VM app-02
+<time>  check (fix): problems
+<time>  confirm by <me>: confirmed start <id>
+<time>  start by <me>: requested (confirmation <id>)
+");
+        let out = fix_command(&cli, &["history", "web-01"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "History of web-01 (newest first)\nNothing recorded yet: no check, watch or fix of this VM.\n"
+        );
+    })
+    .await
+}

@@ -19,6 +19,9 @@ mod gates;
 /// "Recent changes" in reports and `/rdp changes`.
 mod changes;
 
+/// `/rdp watch`, `/rdp unwatch` and `/rdp history`.
+mod watch;
+
 use rdp_doctor::discord::{Bot, BotSettings};
 use rdp_doctor::sim::{SimOptions, Simulator, World};
 use serde_json::{json, Value};
@@ -176,7 +179,10 @@ async fn commands_are_registered_in_the_guild() {
                 "audit",
                 "permissions",
                 "request-jit",
-                "changes"
+                "changes",
+                "watch",
+                "unwatch",
+                "history"
             ]
         );
         room.assert_clean();

@@ -19,3 +19,4 @@ mod runbook;
 mod serve;
 mod sim;
 mod standby;
+mod watch;

@@ -828,3 +828,56 @@ async fn register_registers_and_serve_refuses_a_bad_public_key() {
     })
     .await
 }
+
+/// `/rdp watch` over HTTP: a watch is deferred in the HTTP response and confirmed by webhook;
+/// a length past the maximum and the channel's list are answered privately in the response.
+#[tokio::test]
+async fn a_watch_is_started_listed_and_refused_over_http() {
+    within(async {
+        let served = Served::start(World::new().vm("web-01"), SimOptions::fast())
+            .await
+            .ready()
+            .await;
+        let send = async |options: Value| {
+            let i = served
+                .discord
+                .slash(&served.alice, "rdp", &["watch"], options)
+                .await;
+            let answer = served
+                .endpoint
+                .deliver(&served.discord, &served.front, &i)
+                .await;
+            (i, answer.json())
+        };
+        let (i, first) = send(json!([
+            {"name": "vm", "type": 3, "value": "web-01"},
+            {"name": "minutes", "type": 4, "value": 5}
+        ]))
+        .await;
+        assert_eq!(first["type"], 5, "deferred: {first}");
+        let started = served.final_edit(&i).await;
+        assert_eq!(started.title(), "Watching web-01");
+
+        let (_, too_long) = send(json!([
+            {"name": "vm", "type": 3, "value": "web-01"},
+            {"name": "minutes", "type": 4, "value": 1000}
+        ]))
+        .await;
+        assert_eq!(too_long["type"], 4, "{too_long}");
+        assert_eq!(too_long["data"]["flags"], 64, "private: {too_long}");
+        assert_eq!(
+            too_long["data"]["embeds"][0]["description"],
+            "a watch lasts from 1 to 240 minutes; 1000 is not in that range"
+        );
+
+        let (_, list) = send(json!([])).await;
+        assert_eq!(list["type"], 4, "{list}");
+        assert_eq!(list["data"]["flags"], 64, "private: {list}");
+        let text = list["data"]["embeds"][0]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(text.starts_with("**web-01** for alice until "), "{text}");
+        assert_eq!(served.store.watches(None).await.unwrap().len(), 1);
+    })
+    .await
+}
