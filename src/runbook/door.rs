@@ -699,7 +699,7 @@ impl Door {
             events,
         )
         .await?;
-        self.remember(&report, "check").await;
+        self.remember(&report, check_source(caller)).await;
         Ok(report)
     }
 
@@ -862,7 +862,7 @@ impl Door {
             events,
         )
         .await?;
-        self.remember(&report, "check").await;
+        self.remember(&report, check_source(caller)).await;
         Ok(report)
     }
 
@@ -1211,5 +1211,13 @@ impl Door {
         on_done: &(dyn Fn(&crate::store::Operation, &Outcome) + Send + Sync),
     ) -> Result<usize, DoorError> {
         Ok(self.operator()?.resume(on_done).await?)
+    }
+}
+
+/// What ran a check, for the VM's timeline: an Azure Monitor alert, or a person.
+fn check_source(caller: &Caller) -> &'static str {
+    match caller.actor.source {
+        crate::policy::ActorSource::Alerts => "alert",
+        _ => "check",
     }
 }

@@ -61,6 +61,31 @@ pub fn alert_key(alert_id: &str, vm_id: &str) -> String {
 }
 
 impl Store {
+    /// The alerts about `vm_id` (compared ignoring ASCII case), newest first: each alert's
+    /// newest notification (the JSON it was received as) and when the alert was first received
+    /// (unix ms), for the VM's timeline.
+    pub async fn alerts_of(
+        &self,
+        vm_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        require("the VM id", vm_id)?;
+        let doing = "reading the alerts of a VM";
+        let rows = sqlx::query(
+            "SELECT wanted, created_ms FROM alerts WHERE lower(vm_id) = $1
+             ORDER BY created_ms DESC LIMIT $2",
+        )
+        .bind(vm_id.trim().to_ascii_lowercase())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db(doing))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("wanted")?, row.try_get("created_ms")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::db(doing))
+    }
+
     /// Receive `wanted` (a notification, as the caller's JSON) for the alert `alert_id` on
     /// `vm_id`, to be posted in `channel_id` by `owner`. A holder whose heartbeat is older than
     /// `cutoff_ms` has stopped; the same notification posted after `duplicate_before_ms` is a

@@ -56,6 +56,45 @@ struct Alerted {
     replicas: Vec<Replica>,
     client: reqwest::Client,
     _dir: std::path::PathBuf,
+    secret: String,
+    subscriptions: Vec<String>,
+    policy: String,
+    database: String,
+}
+
+/// Replica `n`'s door: the simulator's client, `policy`, the store at `database`.
+async fn door_on(
+    sim: &Simulator,
+    secret: &str,
+    subscriptions: &[String],
+    policy: &str,
+    database: &str,
+    n: usize,
+) -> rdp_doctor::runbook::door::Door {
+    let url = url::Url::parse(&sim.url()).unwrap();
+    let arm = Arm::connect_with_secret(
+        support::fast_settings(url.clone()),
+        url,
+        support::TENANT,
+        support::CLIENT,
+        secret.to_string().into(),
+    )
+    .expect("arm");
+    let policy: rdp_doctor::policy::PolicyConfig = toml::from_str(policy).expect("policy");
+    let policy = rdp_doctor::policy::Policy::new(Some(&policy))
+        .expect("policy")
+        .with_guild(Some(GUILD_ID));
+    let store = rdp_doctor::store::Store::open(database)
+        .await
+        .expect("store");
+    rdp_doctor::runbook::door::Door::new(
+        arm,
+        Arc::new(Catalog::builtin()),
+        Arc::new(policy),
+        subscriptions.to_vec(),
+    )
+    .with_store(store)
+    .with_replica(&format!("replica-{n}"), Duration::from_secs(20))
 }
 
 impl Alerted {
@@ -83,30 +122,7 @@ impl Alerted {
             toml::from_str(alerts).expect("[alerts]");
         let mut started = Vec::new();
         for n in 0..replicas {
-            let url = url::Url::parse(&sim.url()).unwrap();
-            let arm = Arm::connect_with_secret(
-                support::fast_settings(url.clone()),
-                url,
-                support::TENANT,
-                support::CLIENT,
-                secret.clone().into(),
-            )
-            .expect("arm");
-            let policy: rdp_doctor::policy::PolicyConfig = toml::from_str(policy).expect("policy");
-            let policy = rdp_doctor::policy::Policy::new(Some(&policy))
-                .expect("policy")
-                .with_guild(Some(GUILD_ID));
-            let store = rdp_doctor::store::Store::open(&database)
-                .await
-                .expect("store");
-            let door = rdp_doctor::runbook::door::Door::new(
-                arm,
-                Arc::new(Catalog::builtin()),
-                Arc::new(policy),
-                subscriptions.clone(),
-            )
-            .with_store(store)
-            .with_replica(&format!("replica-{n}"), Duration::from_secs(20));
+            let door = door_on(&sim, &secret, &subscriptions, policy, &database, n).await;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
@@ -135,7 +151,24 @@ impl Alerted {
             replicas: started,
             client: reqwest::Client::new(),
             _dir: dir,
+            secret,
+            subscriptions,
+            policy: policy.to_string(),
+            database,
         }
+    }
+
+    /// A door on the replicas' database, as another process of the same deployment opens it.
+    async fn door(&self) -> rdp_doctor::runbook::door::Door {
+        door_on(
+            &self.sim,
+            &self.secret,
+            &self.subscriptions,
+            &self.policy,
+            &self.database,
+            self.replicas.len(),
+        )
+        .await
     }
 
     /// POST `body` to replica `n` with `token`: the status and the body.
@@ -304,6 +337,30 @@ async fn an_alert_for_web_02_posts_its_report_and_a_refire_and_the_resolution_ed
         );
         assert_eq!(room.unseen(), Vec::<String>::new());
         assert_eq!(room.discord.schema_violations(), Vec::<String>::new());
+
+        // The VM's timeline has all of it, newest first: the alert's three checks, alice's change,
+        // and the alert fired and resolved at the times Azure gave them (the sample's, in 2019).
+        let alice = rdp_doctor::runbook::door::Caller {
+            actor: rdp_doctor::policy::Actor::discord(4001, "alice", vec!["5001".to_string()]),
+            place: rdp_doctor::policy::Place::Discord {
+                guild: Some(GUILD_ID.to_string()),
+                channel: support::discord::CHANNEL_ID.to_string(),
+            },
+        };
+        let timeline = room.door().await.history(&alice, "web-02", 50).await.unwrap();
+        assert_eq!(timeline.missing, Vec::<String>::new());
+        let clock = regex::Regex::new(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC").unwrap();
+        let lines: Vec<String> = rdp_doctor::runbook::watch::timeline_lines(&timeline)
+            .iter()
+            .map(|l| clock.replace_all(l, "<time>").into_owned())
+            .collect();
+        insta::assert_snapshot!(lines.join("\n"), @r#"
+<time>  check (alert): problems — no change (2 checks since <time>)
+<time>  check (alert): problems
+<time>  change by alice@contoso.com: created security rule deny-rdp-internet in web-02-snet-nsg
+<time>  alert: Azure Monitor alert WCUS-R2-Gen2 resolved
+<time>  alert: Azure Monitor alert WCUS-R2-Gen2 (Sev3) fired: Percentage CPU GreaterThan 25 (value 7.727)
+"#);
     })
     .await;
 }

@@ -286,8 +286,14 @@ impl Door {
                 "changes from the Activity Log could not be read: {e}"
             )),
         }
-        // A seam for the Azure Monitor alerts (`Happened::Alert`): `store::alerts` keeps each
-        // alert's newest notification for its message, not yet read back by VM for this.
+        // Azure Monitor alerts about the VM: each alert's newest notification says when it
+        // fired and, once resolved, when it was resolved (two entries).
+        for (wanted, received_ms) in store.alerts_of(&vm.id, limit).await? {
+            match serde_json::from_str::<crate::domain::alert::Alert>(&wanted) {
+                Ok(alert) => entries.extend(alert_entries(&alert, received_ms)),
+                Err(e) => missing.push(format!("an alert kept in the store is unreadable: {e}")),
+            }
+        }
         let mut entries = merge(entries);
         entries.truncate(limit as usize);
         Ok(Timeline {
@@ -522,4 +528,37 @@ fn unix_ms(at: time::OffsetDateTime) -> i64 {
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// An alert's entries on the timeline: fired (with what fired, when Azure said), and resolved.
+/// Azure's times are used; one it wrote unreadably falls back to when the alert was received.
+fn alert_entries(alert: &crate::domain::alert::Alert, received_ms: i64) -> Vec<TimelineEntry> {
+    let ms = |text: &str| {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+    };
+    let fired_ms = ms(&alert.fired).unwrap_or(received_ms);
+    let what = match &alert.context {
+        Some(context) => format!(": {context}"),
+        None => String::new(),
+    };
+    let mut entries = vec![TimelineEntry {
+        at_ms: fired_ms,
+        what: Happened::Alert {
+            summary: format!(
+                "Azure Monitor alert {} ({}) fired{what}",
+                alert.rule, alert.severity
+            ),
+        },
+    }];
+    if let Some(resolved) = &alert.resolved {
+        entries.push(TimelineEntry {
+            at_ms: ms(resolved).unwrap_or(fired_ms),
+            what: Happened::Alert {
+                summary: format!("Azure Monitor alert {} resolved", alert.rule),
+            },
+        });
+    }
+    entries
 }
