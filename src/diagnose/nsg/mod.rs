@@ -90,28 +90,10 @@ pub fn check_with_admin(nsgs: &[EffectiveNsg], admin: &AdminRules, probe: &Probe
         _ => &[],
     };
     let decided = admin::deciding(rules, probe);
-    let admin_evidence = decided.map(|r| AdminEvidence {
-        name: &r.name,
-        access: r.access.as_str(),
-        priority: r.priority,
-        network_manager: &r.network_manager,
-        configuration: &r.configuration,
-        rule_collection: &r.rule_collection,
-        id: &r.id,
-    });
     let nsg_verdict = evaluate(nsgs, probe);
     match decided {
         Some(rule) if rule.access == AdminAccess::Deny => {
-            let evidence = Evidence {
-                allowed: false,
-                rule: Some(&rule.name),
-                priority: Some(rule.priority),
-                nsg: None,
-                source: describe_source(&probe.source),
-                only_from: Vec::new(),
-                port,
-                admin_rule: admin_evidence,
-            };
+            let evidence = decided_by(rule, false, probe);
             let mut finding = Finding::new(
                 CheckId::Nsg,
                 Status::Fail,
@@ -136,16 +118,7 @@ pub fn check_with_admin(nsgs: &[EffectiveNsg], admin: &AdminRules, probe: &Probe
             return finding;
         }
         Some(rule) if rule.access == AdminAccess::AlwaysAllow => {
-            let evidence = Evidence {
-                allowed: true,
-                rule: Some(&rule.name),
-                priority: Some(rule.priority),
-                nsg: None,
-                source: describe_source(&probe.source),
-                only_from: Vec::new(),
-                port,
-                admin_rule: admin_evidence,
-            };
+            let evidence = decided_by(rule, true, probe);
             let mut finding = Finding::new(
                 CheckId::Nsg,
                 Status::Pass,
@@ -187,6 +160,29 @@ fn capitalise(s: &str) -> String {
     match chars.next() {
         Some(c) => c.to_uppercase().chain(chars).collect(),
         None => String::new(),
+    }
+}
+
+/// The evidence of a verdict a Virtual Network Manager admin rule decided (no NSG, no "only
+/// from").
+fn decided_by<'a>(rule: &'a AdminRule, allowed: bool, probe: &Probe) -> Evidence<'a> {
+    Evidence {
+        allowed,
+        rule: Some(&rule.name),
+        priority: Some(rule.priority),
+        nsg: None,
+        source: describe_source(&probe.source),
+        only_from: Vec::new(),
+        port: probe.port,
+        admin_rule: Some(AdminEvidence {
+            name: &rule.name,
+            access: rule.access.as_str(),
+            priority: rule.priority,
+            network_manager: &rule.network_manager,
+            configuration: &rule.configuration,
+            rule_collection: &rule.rule_collection,
+            id: &rule.id,
+        }),
     }
 }
 
