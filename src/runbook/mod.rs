@@ -823,7 +823,7 @@ fn nsg_finding(
                         .summary
                         .replacen(&format!("from {ip}"), &format!("from {subnet}"), 1);
                 finding = finding.detail(format!(
-                    "Judged from {subnet} (as from {ip}): Bastion's connections to the VM come from there, not from the Internet, since the VM has no public IP."
+                    "Judged as from {ip}, in {subnet}: Bastion's connections to the VM come from there, not from the Internet, since the VM has no public IP."
                 ));
             }
             (
