@@ -48,6 +48,40 @@ fn same(a: &(String, String, String), b: &(String, String, String)) -> bool {
 }
 
 impl Arm {
+    /// The Bastion hosts of a subscription (or one of its resource groups) in `vnet`.
+    async fn bastion_hosts(
+        &self,
+        vnet: &(String, String, String),
+        group: Option<&str>,
+    ) -> Result<Vec<BastionFacts>, ArmError> {
+        let client = self.network.bastion_hosts_client();
+        let (what, mut pages) = match group {
+            None => (
+                format!("listing the Bastion hosts of subscription {}", vnet.0),
+                client.list(&vnet.0).into_stream().boxed(),
+            ),
+            Some(rg) => (
+                format!("listing the Bastion hosts of resource group {rg}"),
+                client
+                    .list_by_resource_group(rg, &vnet.0)
+                    .into_stream()
+                    .boxed(),
+            ),
+        };
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.map_err(e, &what))?;
+            found.extend(
+                page.value
+                    .into_iter()
+                    .filter_map(host_facts)
+                    .filter(|(v, _)| same(v, vnet))
+                    .map(|(_, f)| f),
+            );
+        }
+        Ok(found)
+    }
+
     /// The Bastion host in the virtual network of `subnet_id` (one with native client support
     /// first), with its `AzureBastionSubnet` prefix; `None` when the virtual network has none.
     /// Peered virtual networks are not followed.
@@ -55,23 +89,13 @@ impl Arm {
         let Some(vnet) = vnet_of_subnet(subnet_id) else {
             return Ok(None);
         };
-        let what = format!("listing the Bastion hosts of subscription {}", vnet.0);
-        let mut pages = self
-            .network
-            .bastion_hosts_client()
-            .list(&vnet.0)
-            .into_stream();
-        let mut found: Vec<BastionFacts> = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.map_err(e, &what))?;
-            found.extend(
-                page.value
-                    .into_iter()
-                    .filter_map(host_facts)
-                    .filter(|(v, _)| same(v, &vnet))
-                    .map(|(_, f)| f),
-            );
-        }
+        // The subscription's list; a role granted on resource groups only is refused that
+        // (403), so then the virtual network's resource group's list, where hub teams usually
+        // keep the host beside its virtual network.
+        let mut found = match self.bastion_hosts(&vnet, None).await {
+            Err(ArmError::Forbidden { .. }) => self.bastion_hosts(&vnet, Some(&vnet.1)).await?,
+            other => other?,
+        };
         found.sort_by_key(|b| !b.native_client());
         let Some(mut bastion) = found.into_iter().next() else {
             return Ok(None);

@@ -244,3 +244,26 @@ async fn check_bastion_01_simulate_says_how_to_connect_through_bastion() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_role_on_the_resource_group_only_finds_the_bastion_in_its_list() {
+    within(async {
+        let world = private_vm("Standard", true)
+            .principal(support::CLIENT, "sp-secret")
+            .role_at(
+                "Reader",
+                &format!(
+                    "/subscriptions/{}/resourceGroups/rg-web",
+                    rdp_doctor::sim::DEFAULT_SUBSCRIPTION
+                ),
+            );
+        let h = Harness::build(world).secret("sp-secret").start().await;
+        let report = h.check("rg-web/web-01").await.expect("report");
+        let ip = finding(&report, "public-ip");
+        assert_eq!(ip.status.as_str(), "pass", "{} {:?}", ip.summary, ip.details);
+        assert!(ip.summary.ends_with("Azure Bastion bastion-hub (Standard)"));
+        // The subscription's list was refused, the resource group's answered.
+        assert_eq!(requests_to(&h.sim, "GET", BASTIONS), 2);
+    })
+    .await
+}
