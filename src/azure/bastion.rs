@@ -123,38 +123,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn microsofts_example_reads_as_a_host_in_its_virtual_network() {
-        // BastionHostGet.json (network spec 2024-03-01), with the sku and tunneling flag of
-        // bastionHost.json's schema.
-        let body = serde_json::json!({
-            "name": "bastionhosttenant",
-            "type": "Microsoft.Network/bastionHosts",
-            "id": "/subscriptions/subid/resourceGroups/rg1/providers/Microsoft.Network/bastionHosts/bastionhosttenant",
-            "etag": "w/\\00000000-0000-0000-0000-000000000000\\",
-            "location": "westus",
-            "properties": {
-                "provisioningState": "Succeeded",
-                "dnsName": "dnsname",
-                "ipConfigurations": [{
-                    "name": "bastionHostIpConfiguration",
-                    "id": "/subscriptions/subid/resourceGroups/rg1/providers/Microsoft.Network/bastionHosts/bastionhosttenant/bastionHostIpConfigurations/bastionHostIpConfiguration",
-                    "properties": {
-                        "provisioningState": "Succeeded",
-                        "subnet": {"id": "/subscriptions/subid/resourceGroups/rg1/providers/Microsoft.Network/virtualNetworks/vnet2/subnets/BastionHostSubnet"},
-                        "publicIPAddress": {"id": "/subscriptions/subid/resourceGroups/rg1/providers/Microsoft.Network/publicIPAddresses/pipName"},
-                        "privateIPAllocationMethod": "Dynamic"
-                    }
-                }],
-                "enableTunneling": true
-            },
-            "sku": {"name": "Standard"}
-        });
-        let host: network::BastionHost = serde_json::from_value(body).expect("the spec's shape");
-        let (vnet, facts) = host_facts(host).expect("facts");
-        assert_eq!(vnet, ("subid".into(), "rg1".into(), "vnet2".into()));
-        assert_eq!(facts.name, "bastionhosttenant");
-        assert_eq!(facts.resource_group, "rg1");
-        assert_eq!(facts.sku, "Standard");
-        assert!(facts.native_client());
+    fn microsofts_example_reads_as_hosts_in_their_virtual_networks() {
+        // BastionHostListBySubscription.json (network spec 2024-03-01), kept verbatim.
+        let example: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/arm-examples/network/BastionHostListBySubscription.json"
+        ))
+        .expect("JSON");
+        let list: network::BastionHostListResult =
+            serde_json::from_value(example["responses"]["200"]["body"].clone())
+                .expect("the spec's shape");
+        let hosts: Vec<_> = list.value.into_iter().filter_map(host_facts).collect();
+        // The Developer host has no subnet of its own (`virtualNetwork` instead): not read.
+        let names: Vec<(&str, &str, &str, bool)> = hosts
+            .iter()
+            .map(|(v, f)| {
+                (
+                    v.2.as_str(),
+                    f.name.as_str(),
+                    f.sku.as_str(),
+                    f.native_client(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("vnet", "bastionhosttenant", "Standard", false),
+                ("vnet3", "bastionhost3", "Premium", false),
+            ]
+        );
+        assert_eq!(hosts[0].0 .0, "subid");
+        assert_eq!(hosts[0].1.resource_group, "rg1");
     }
 }

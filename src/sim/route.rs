@@ -607,6 +607,20 @@ mod tests {
             }
         );
         assert_eq!(
+            route("/subscriptions/s/providers/Microsoft.Network/bastionHosts"),
+            Route::ListBastions {
+                sub: "s".into(),
+                rg: None
+            }
+        );
+        assert_eq!(
+            route("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/bastionHosts"),
+            Route::ListBastions {
+                sub: "s".into(),
+                rg: Some("rg".into())
+            }
+        );
+        assert_eq!(
             route("/subscriptions/s/providers/microsoft.network/publicIPAddresses"),
             Route::ListPublicIps {
                 sub: "s".into(),

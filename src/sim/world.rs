@@ -1690,6 +1690,32 @@ impl World {
         }
         for bastion in &self.bastions {
             paths::validate_bastion(bastion).or_else(bad)?;
+            // The subnet lies in its virtual network's address space (the /16 of its VMs'
+            // addresses), which the `VirtualNetwork` service tag stands for.
+            let prefix: Option<ipnet::Ipv4Net> = bastion
+                .subnet_prefix
+                .as_deref()
+                .and_then(|p| p.parse().ok());
+            for vm in self
+                .vms
+                .iter()
+                .filter(|v| bastion.is_in(&v.subscription, &v.resource_group, &v.vnet_name()))
+            {
+                let space = vm
+                    .private_ip
+                    .parse::<std::net::Ipv4Addr>()
+                    .ok()
+                    .and_then(|ip| ipnet::Ipv4Net::new(ip, 16).ok())
+                    .map(|n| n.trunc());
+                if let (Some(prefix), Some(space)) = (prefix, space) {
+                    if !space.contains(&prefix) {
+                        return bad(format!(
+                            "bastion '{}': subnet_prefix {prefix} is outside virtual network {}'s {space} (VM '{}')",
+                            bastion.name, bastion.vnet, vm.name
+                        ));
+                    }
+                }
+            }
         }
         for policy in &self.jit_policies {
             jit::validate(policy).or_else(bad)?;

@@ -266,7 +266,7 @@ async fn an_alert_for_web_02_posts_its_report_and_a_refire_and_the_resolution_ed
         [Runbook step](https://learn.microsoft.com/en-us/troubleshoot/azure/virtual-machines/windows/troubleshoot-rdp-nsg-problem)
         After each step, try to connect again.
         [image attachment://console-web-02.png]
-        -- 10 ARM requests · <elapsed>
+        -- 11 ARM requests · <elapsed>
         # Serial log (last 40 lines)
         …
         [Allow inbound TCP 3389 in the NSG]

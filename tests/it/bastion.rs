@@ -260,7 +260,13 @@ async fn a_role_on_the_resource_group_only_finds_the_bastion_in_its_list() {
         let h = Harness::build(world).secret("sp-secret").start().await;
         let report = h.check("rg-web/web-01").await.expect("report");
         let ip = finding(&report, "public-ip");
-        assert_eq!(ip.status.as_str(), "pass", "{} {:?}", ip.summary, ip.details);
+        assert_eq!(
+            ip.status.as_str(),
+            "pass",
+            "{} {:?}",
+            ip.summary,
+            ip.details
+        );
         assert!(ip.summary.ends_with("Azure Bastion bastion-hub (Standard)"));
         // The subscription's list was refused, the resource group's answered.
         assert_eq!(requests_to(&h.sim, "GET", BASTIONS), 2);
