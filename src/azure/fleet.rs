@@ -56,7 +56,14 @@ pub struct Fleet {
     /// By lower-case virtual network id: its Virtual Network Manager admin rules, read once for
     /// all the VMs of the sweep in it.
     admin_rules: std::sync::Mutex<HashMap<String, AdminRead>>,
+    /// By lower-case virtual network id: its Azure Bastion host, read once for all the VMs of
+    /// the sweep without a public IP in it.
+    bastions: std::sync::Mutex<HashMap<String, BastionRead>>,
 }
+
+/// One virtual network's Bastion host, read once when the first of its VMs asks.
+type BastionRead =
+    Arc<tokio::sync::OnceCell<Result<Option<crate::diagnose::public_ip::BastionFacts>, ArmError>>>;
 
 /// One virtual network's admin rules, read once when the first of its VMs asks.
 type AdminRead = Arc<tokio::sync::OnceCell<Result<Vec<AdminRule>, ArmError>>>;
@@ -133,6 +140,29 @@ impl Fleet {
             .or_default()
             .clone();
         cell.get_or_init(|| arm.effective_admin_rules(subnet_id))
+            .await
+            .clone()
+    }
+
+    /// The Azure Bastion host of the virtual network of `subnet_id`, read once per virtual
+    /// network of the scope.
+    pub async fn bastion(
+        &self,
+        arm: &Arm,
+        subnet_id: &str,
+    ) -> Result<Option<crate::diagnose::public_ip::BastionFacts>, ArmError> {
+        let key = match super::gates::vnet_of_subnet(subnet_id) {
+            Some((sub, rg, vnet)) => format!("{sub}/{rg}/{vnet}").to_ascii_lowercase(),
+            None => return arm.bastion_for(subnet_id).await,
+        };
+        let cell = self
+            .bastions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .clone();
+        cell.get_or_init(|| arm.bastion_for(subnet_id))
             .await
             .clone()
     }

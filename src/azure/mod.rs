@@ -9,6 +9,7 @@
 //! [`Arm::boot_diagnostics`]; errors are rebuilt from status, code and Azure's message.
 
 mod activity;
+mod bastion;
 mod credential;
 mod directory;
 mod error;

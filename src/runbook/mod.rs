@@ -356,6 +356,26 @@ async fn run_checks(
         })
     };
 
+    // Azure Bastion: only for a VM without a public IP (none read for one with it), once the
+    // NIC read says so, beside the effective rules' POST. `public-ip` and `nsg` both wait on it.
+    let bastion = {
+        let arm = arm.clone();
+        let nic_read = nic_read.clone();
+        Box::pin(async move {
+            let Ok(Some(nic)) = nic_read.await else {
+                return Ok(None);
+            };
+            match (&nic.public_ip, &nic.subnet_id) {
+                (None, Some(subnet)) => match fleet {
+                    Some(f) => f.bastion(&arm, subnet).await,
+                    None => arm.bastion_for(subnet).await,
+                },
+                _ => Ok(None),
+            }
+        })
+        .shared()
+    };
+
     // The way back without a person's address: the NIC's effective routes, asked when and as
     // the effective security rules are (so the critical path does not grow). Not in a sweep.
     let routes = {
@@ -441,6 +461,12 @@ async fn run_checks(
         }
         let public_ip_step = async {
             let finding = match nic_read.clone().await {
+                Ok(Some(nic)) if nic.public_ip.is_none() => match bastion.clone().await {
+                    Ok(Some(b)) => public_ip::through_bastion(&nic, &b, &vm.id),
+                    Ok(None) => public_ip::check(&nic, &texts.no_public_ip),
+                    Err(e) => public_ip::check(&nic, &texts.no_public_ip)
+                        .detail(format!("The Azure Bastion hosts could not be read: {e}")),
+                },
                 Ok(Some(nic)) => public_ip::check(&nic, &texts.no_public_ip),
                 Ok(None) => Finding::new(
                     CheckId::PublicIp,
@@ -453,9 +479,16 @@ async fn run_checks(
             finding
         };
         let nsg_step = Box::pin(async {
-            let (vm, nic, effective, admin) =
-                futures::join!(vm_read.clone(), nic_read.clone(), effective, admin);
-            let (finding, judged) = nsg_finding(&vm, nic, effective, admin, options);
+            let (vm, nic, effective, admin, bastion) = futures::join!(
+                vm_read.clone(),
+                nic_read.clone(),
+                effective,
+                admin,
+                bastion.clone()
+            );
+            let bastion = bastion.ok().flatten();
+            let (finding, judged) =
+                nsg_finding(&vm, nic, effective, admin, bastion.as_ref(), options);
             // Just-in-time access: read the subscription's JIT policies only when Defender's
             // rules are among the effective ones.
             let finding = match &judged {
@@ -735,6 +768,7 @@ fn nsg_finding(
     nic: Result<Option<NicFacts>, ArmError>,
     effective: Result<Option<Vec<nsg::EffectiveNsg>>, ArmError>,
     admin: nsg::AdminRules,
+    bastion: Option<&public_ip::BastionFacts>,
     options: &CheckOptions,
 ) -> (Finding, Option<NsgJudged>) {
     let facts = match vm {
@@ -762,15 +796,37 @@ fn nsg_finding(
     };
     match effective {
         Ok(Some(nsgs)) => {
+            // A VM reached through Azure Bastion is judged from its AzureBastionSubnet, where
+            // Bastion's connections come from, not from the Internet (unless asked for an
+            // address).
+            let through = match options.from {
+                None => bastion.and_then(|b| Some((b, b.source_address()?))),
+                Some(_) => None,
+            };
             let probe = nsg::Probe {
-                source: match options.from {
-                    Some(ip) => nsg::TrafficSource::Address(ip),
-                    None => nsg::TrafficSource::Internet,
+                source: match (options.from, through) {
+                    (Some(ip), _) => nsg::TrafficSource::Address(ip),
+                    (None, Some((_, ip))) => nsg::TrafficSource::Address(ip),
+                    (None, None) => nsg::TrafficSource::Internet,
                 },
                 destination: nic.private_ip.as_deref().and_then(|ip| ip.parse().ok()),
                 port: nsg::RDP_PORT,
             };
-            let finding = nsg::check_with_admin(&nsgs, &admin, &probe);
+            let mut finding = nsg::check_with_admin(&nsgs, &admin, &probe);
+            if let Some((b, ip)) = through {
+                let subnet = format!(
+                    "Azure Bastion {}'s AzureBastionSubnet ({})",
+                    b.name,
+                    b.subnet_prefix.as_deref().unwrap_or_default()
+                );
+                finding.summary =
+                    finding
+                        .summary
+                        .replacen(&format!("from {ip}"), &format!("from {subnet}"), 1);
+                finding = finding.detail(format!(
+                    "Judged as from {ip}, in {subnet}: Bastion's connections to the VM come from there, not from the Internet, since the VM has no public IP."
+                ));
+            }
             (
                 finding,
                 Some(NsgJudged {

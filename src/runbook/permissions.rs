@@ -141,6 +141,12 @@ pub const NEEDED: &[Needed] = &[
         "Reader",
     ),
     need(
+        "Microsoft.Network/bastionHosts/read",
+        Use::Checks,
+        "find the Azure Bastion host that reaches a VM without a public IP",
+        "Reader",
+    ),
+    need(
         "Microsoft.Insights/eventtypes/values/read",
         Use::Checks,
         "read the Activity Log: who changed the VM, its NSGs and routes (Recent changes)",

@@ -46,6 +46,7 @@ pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
             subnet,
         } => network::get_subnet(ctx.world, sub, rg, vnet, subnet),
         Route::GetNsg { sub, rg, name } => network::get_nsg(ctx.world, sub, rg, name),
+        Route::ListBastions { sub, rg } => network::list_bastions(ctx, sub, rg.as_deref()),
         Route::EffectiveAdminRules { sub, rg, vnet } => {
             network::effective_admin_rules(ctx, sub, rg, vnet)
         }

@@ -13,7 +13,7 @@ pub(crate) use path::{
 };
 
 use effective::effective_nsg_list;
-pub(crate) use gates::effective_admin_rules;
+pub(crate) use gates::{effective_admin_rules, list_bastions};
 pub(crate) use rules::{get_security_rule, network_operation_status, put_security_rule};
 
 use super::lro::{NewOperation, Outcome, Poll};
@@ -235,6 +235,11 @@ fn subnet_prefix(on_subnet: &[&Vm]) -> String {
 
 pub(crate) fn get_subnet(world: &World, sub: &str, rg: &str, vnet: &str, subnet: &str) -> Answer {
     check_scope(world, sub, Some(rg))?;
+    if subnet.eq_ignore_ascii_case("AzureBastionSubnet") {
+        if let Some(body) = gates::bastion_subnet(world, sub, rg, vnet) {
+            return Ok(Reply::json(200, &body));
+        }
+    }
     let in_vnet: Vec<&Vm> = world
         .vms
         .iter()

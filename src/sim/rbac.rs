@@ -214,6 +214,10 @@ pub(crate) fn requirement(route: &Route, path: &str) -> Option<(String, String)>
             "Microsoft.Network/publicIPAddresses/read".to_owned(),
             list_scope(),
         ),
+        Route::ListBastions { .. } => (
+            "Microsoft.Network/bastionHosts/read".to_owned(),
+            list_scope(),
+        ),
         Route::GetPublicIp { .. } => (
             "Microsoft.Network/publicIPAddresses/read".to_owned(),
             upto(8),

@@ -87,6 +87,11 @@ pub(crate) enum Route {
         rg: String,
         name: String,
     },
+    /// `GET bastionHosts` of a subscription or a resource group (network spec 2024-03-01).
+    ListBastions {
+        sub: String,
+        rg: Option<String>,
+    },
     /// `POST virtualNetworks/{vnet}/listNetworkManagerEffectiveSecurityAdminRules` (network
     /// spec 2024-03-01).
     EffectiveAdminRules {
@@ -480,6 +485,14 @@ impl Route {
                     vnet: s(7),
                 }
             }
+            [SUB, _, P, N, "bastionhosts"] if get => Route::ListBastions {
+                sub: s(1),
+                rg: None,
+            },
+            [SUB, _, RGS, _, P, N, "bastionhosts"] if get => Route::ListBastions {
+                sub: s(1),
+                rg: Some(s(3)),
+            },
             [SUB, _, RGS, _, P, N, "networksecuritygroups", _] if get => Route::GetNsg {
                 sub: s(1),
                 rg: s(3),
@@ -522,6 +535,7 @@ impl Route {
             Route::ListHealth { .. } => "GET availabilityStatuses (list)",
             Route::ListNics { .. } => "GET networkInterfaces (list)",
             Route::ListPublicIps { .. } => "GET publicIPAddresses (list)",
+            Route::ListBastions { .. } => "GET bastionHosts (list)",
             Route::GetNic { .. } => "GET networkInterfaces",
             Route::EffectiveNsgs { .. } => "POST networkInterfaces/effectiveNetworkSecurityGroups",
             Route::GetPublicIp { .. } => "GET publicIPAddresses",
@@ -588,6 +602,20 @@ mod tests {
                 "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces"
             ),
             Route::ListNics {
+                sub: "s".into(),
+                rg: Some("rg".into())
+            }
+        );
+        assert_eq!(
+            route("/subscriptions/s/providers/Microsoft.Network/bastionHosts"),
+            Route::ListBastions {
+                sub: "s".into(),
+                rg: None
+            }
+        );
+        assert_eq!(
+            route("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/bastionHosts"),
+            Route::ListBastions {
                 sub: "s".into(),
                 rg: Some("rg".into())
             }

@@ -16,7 +16,7 @@ pub use jit::{
     duration_hours as jit_duration_hours, JitPolicy, JitPort, JitRequest, JIT_ALLOW_PRIORITY,
     JIT_DENY_PRIORITY, JIT_RULE_PREFIX,
 };
-pub use paths::{AdminRule, RouteEntry, RouteTable};
+pub use paths::{AdminRule, Bastion, RouteEntry, RouteTable};
 
 /// The resource group Azure puts a subscription's Network Watchers in.
 pub const NETWORK_WATCHER_RG: &str = "NetworkWatcherRG";
@@ -67,6 +67,9 @@ pub struct World {
     /// Azure Virtual Network Manager security admin rules on virtual networks.
     #[serde(default, rename = "admin_rule", skip_serializing_if = "Vec::is_empty")]
     pub admin_rules: Vec<AdminRule>,
+    /// Azure Bastion hosts, each in the `AzureBastionSubnet` of a VM's virtual network.
+    #[serde(default, rename = "bastion", skip_serializing_if = "Vec::is_empty")]
+    pub bastions: Vec<Bastion>,
     /// Defender for Cloud's just-in-time access policies; each writes a deny rule for its
     /// ports into its VMs' NIC NSGs (`world/jit.rs`).
     #[serde(default, rename = "jit_policy", skip_serializing_if = "Vec::is_empty")]
@@ -871,6 +874,7 @@ impl World {
             principals: Vec::new(),
             route_tables: Vec::new(),
             admin_rules: Vec::new(),
+            bastions: Vec::new(),
             jit_policies: Vec::new(),
             jit_requests: Vec::new(),
             clock_offset_secs: 0,
@@ -1412,6 +1416,21 @@ impl World {
         rules
     }
 
+    /// The `AzureBastionSubnet` prefix of a Bastion host: its own, else `a.b.255.0/26` of the
+    /// `a.b.0.0/16` of a VM in its virtual network.
+    pub fn bastion_subnet_prefix(&self, bastion: &Bastion) -> String {
+        if let Some(prefix) = &bastion.subnet_prefix {
+            return prefix.clone();
+        }
+        let ip = self
+            .vms
+            .iter()
+            .find(|v| bastion.is_in(&v.subscription, &v.resource_group, &v.vnet_name()))
+            .map_or("10.0.1.4", |v| v.private_ip.as_str());
+        let octets: Vec<&str> = ip.split('.').collect();
+        format!("{}.{}.255.0/26", octets[0], octets.get(1).unwrap_or(&"0"))
+    }
+
     /// Renders the world back to TOML.
     pub fn to_toml_string(&self) -> anyhow::Result<String> {
         Ok(toml::to_string_pretty(self)?)
@@ -1442,6 +1461,13 @@ impl World {
             .filter(|r| r.subscription.is_empty())
         {
             rule.subscription = first.clone();
+        }
+        for bastion in self
+            .bastions
+            .iter_mut()
+            .filter(|b| b.subscription.is_empty())
+        {
+            bastion.subscription = first.clone();
         }
         for policy in self
             .jit_policies
@@ -1661,6 +1687,35 @@ impl World {
         }
         for rule in &self.admin_rules {
             paths::validate_admin_rule(rule).or_else(bad)?;
+        }
+        for bastion in &self.bastions {
+            paths::validate_bastion(bastion).or_else(bad)?;
+            // The subnet lies in its virtual network's address space (the /16 of its VMs'
+            // addresses), which the `VirtualNetwork` service tag stands for.
+            let prefix: Option<ipnet::Ipv4Net> = bastion
+                .subnet_prefix
+                .as_deref()
+                .and_then(|p| p.parse().ok());
+            for vm in self
+                .vms
+                .iter()
+                .filter(|v| bastion.is_in(&v.subscription, &v.resource_group, &v.vnet_name()))
+            {
+                let space = vm
+                    .private_ip
+                    .parse::<std::net::Ipv4Addr>()
+                    .ok()
+                    .and_then(|ip| ipnet::Ipv4Net::new(ip, 16).ok())
+                    .map(|n| n.trunc());
+                if let (Some(prefix), Some(space)) = (prefix, space) {
+                    if !space.contains(&prefix) {
+                        return bad(format!(
+                            "bastion '{}': subnet_prefix {prefix} is outside virtual network {}'s {space} (VM '{}')",
+                            bastion.name, bastion.vnet, vm.name
+                        ));
+                    }
+                }
+            }
         }
         for policy in &self.jit_policies {
             jit::validate(policy).or_else(bad)?;

@@ -112,6 +112,10 @@ const MODELS: &[(&str, Parser)] = &[
     ),
     ("network/SubnetGet.json", parse::<network::Subnet>),
     (
+        "network/BastionHostListBySubscription.json",
+        parse::<network::BastionHostListResult>,
+    ),
+    (
         "resourcehealth/AvailabilityStatus_GetByResource.json",
         parse::<health::AvailabilityStatus>,
     ),

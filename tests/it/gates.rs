@@ -174,7 +174,7 @@ async fn a_sweep_reads_each_virtual_networks_admin_rules_once() {
     .await
 }
 
-fn cli_check(args: &[&str]) -> std::process::Output {
+pub(crate) fn cli_check(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"))
         .args(args)
         .env_clear()
@@ -186,7 +186,7 @@ fn cli_check(args: &[&str]) -> std::process::Output {
 
 /// The report's verdict, the gate's finding (the `nsg` and `public-ip` lines and their details)
 /// and its next step, as a person reads them.
-fn gate_part(text: &str) -> String {
+pub(crate) fn gate_part(text: &str) -> String {
     let mut shown = Vec::new();
     let mut keep = false;
     for line in text.lines() {

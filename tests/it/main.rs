@@ -6,6 +6,7 @@ mod support;
 
 mod alerts;
 mod arm_examples;
+mod bastion;
 mod changes;
 mod cli;
 mod discord;

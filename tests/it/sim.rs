@@ -205,11 +205,12 @@ async fn demo_world_loads_and_lists_every_vm_through_sdk_paging() {
             // Gates in front of 3389.
             "avnm-01",
             "jit-01",
+            "bastion-01",
         ];
         names.sort();
         expected.sort();
         assert_eq!(names, expected);
-        // 21 VMs in the first subscription need 11 pages, the others one each.
+        // 22 VMs in the first subscription need 11 pages, the others one each.
         assert_eq!(sim.stats().by_route["GET virtualMachines (list)"], 13);
         sim.shutdown().await;
     })

@@ -4,8 +4,8 @@
 //! `networkManagerEffectiveConfiguration.json`; the answer in the shape of its example
 //! `NetworkManagerEffectiveSecurityAdminRulesList.json`: a synchronous 200, one page).
 
-use super::super::resource::{check_scope, not_found, rg_prefix, Answer, Ctx};
-use super::super::world::AdminRule;
+use super::super::resource::{check_scope, not_found, rg_prefix, Answer, Ctx, Page};
+use super::super::world::{AdminRule, Bastion, World};
 use super::super::Reply;
 use serde_json::{json, Value};
 
@@ -67,4 +67,88 @@ pub(crate) fn effective_admin_rules(ctx: &mut Ctx<'_>, sub: &str, rg: &str, vnet
         .map(admin_rule_json)
         .collect();
     Ok(Reply::json(200, &json!({ "value": value })))
+}
+
+/// A Bastion host in the shape of `BastionHostGet.json` (network spec 2024-03-01,
+/// `bastionHost.json`): one IP configuration on the virtual network's `AzureBastionSubnet`, with
+/// the host's own public IP, `sku.name` and `enableTunneling`.
+fn bastion_json(bastion: &Bastion) -> Value {
+    let id = bastion.id();
+    let group = rg_prefix(&bastion.subscription, &bastion.resource_group);
+    json!({
+        "name": bastion.name,
+        "type": "Microsoft.Network/bastionHosts",
+        "id": id,
+        "etag": "W/\"00000000-0000-0000-0000-000000000000\"",
+        "location": bastion.location,
+        "properties": {
+            "provisioningState": "Succeeded",
+            "dnsName": format!("bst-{}.bastion.azure.com", bastion.name.to_ascii_lowercase()),
+            "ipConfigurations": [{
+                "name": "bastionHostIpConfiguration",
+                "id": format!("{id}/bastionHostIpConfigurations/bastionHostIpConfiguration"),
+                "etag": "W/\"00000000-0000-0000-0000-000000000000\"",
+                "type": "Microsoft.Network/bastionHosts/bastionHostIpConfigurations",
+                "properties": {
+                    "provisioningState": "Succeeded",
+                    "subnet": {"id": bastion.subnet_id()},
+                    "publicIPAddress": {"id": format!(
+                        "{group}/providers/Microsoft.Network/publicIPAddresses/{}-pip",
+                        bastion.name
+                    )},
+                    "privateIPAllocationMethod": "Dynamic",
+                },
+            }],
+            "scaleUnits": 2,
+            "enableTunneling": bastion.enable_tunneling,
+            "enableIpConnect": false,
+            "enableShareableLink": false,
+            "enableFileCopy": false,
+            "disableCopyPaste": false,
+        },
+        "sku": {"name": bastion.sku},
+    })
+}
+
+/// `GET bastionHosts` of a subscription or resource group (`BastionHosts_List`,
+/// `BastionHosts_ListByResourceGroup`; examples `BastionHostListBySubscription.json`,
+/// `BastionHostListByResourceGroup.json`), paged as every list.
+pub(crate) fn list_bastions(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Answer {
+    check_scope(ctx.world, sub, rg)?;
+    let hosts: Vec<&Bastion> = ctx
+        .world
+        .bastions
+        .iter()
+        .filter(|b| {
+            b.subscription.eq_ignore_ascii_case(sub)
+                && rg.is_none_or(|rg| b.resource_group.eq_ignore_ascii_case(rg))
+        })
+        .collect();
+    let page = Page::of(ctx, hosts.len(), "2024-03-01")?;
+    let value = hosts[page.items.clone()]
+        .iter()
+        .map(|b| bastion_json(b))
+        .collect();
+    Ok(page.reply(value))
+}
+
+/// `GET …/subnets/AzureBastionSubnet` of a virtual network with a Bastion host: its prefix and
+/// the host's IP configuration, as `SubnetGet.json` shapes a subnet.
+pub(crate) fn bastion_subnet(world: &World, sub: &str, rg: &str, vnet: &str) -> Option<Value> {
+    let bastion = world.bastions.iter().find(|b| b.is_in(sub, rg, vnet))?;
+    Some(json!({
+        "id": bastion.subnet_id(),
+        "name": "AzureBastionSubnet",
+        "type": "Microsoft.Network/virtualNetworks/subnets",
+        "properties": {
+            "addressPrefix": world.bastion_subnet_prefix(bastion),
+            "provisioningState": "Succeeded",
+            "ipConfigurations": [{"id": format!(
+                "{}/bastionHostIpConfigurations/bastionHostIpConfiguration",
+                bastion.id()
+            )}],
+            "privateEndpointNetworkPolicies": "Disabled",
+            "privateLinkServiceNetworkPolicies": "Enabled",
+        },
+    }))
 }

@@ -272,3 +272,116 @@ impl super::World {
         self
     }
 }
+
+/// An Azure Bastion host (`[[bastion]]`) in the `AzureBastionSubnet` of a virtual network, in the
+/// shape of the network spec 2024-03-01's `bastionHost.json` (`BastionHostGet.json`): one IP
+/// configuration whose `subnet.id` is `…/virtualNetworks/{vnet}/subnets/AzureBastionSubnet`,
+/// `sku.name` and `properties.enableTunneling` (native client support, Standard or Premium
+/// only). The Developer SKU, which has no subnet of its own, is not modelled. The host is in
+/// the virtual network's resource group.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Bastion {
+    /// The Bastion host's name.
+    pub name: String,
+    /// Subscription id; defaults to the first `[[subscription]]`.
+    #[serde(default)]
+    pub subscription: String,
+    /// Resource group of the host and of its virtual network.
+    pub resource_group: String,
+    /// The virtual network (a VM's `vnet`, default `{resource_group}-vnet`).
+    pub vnet: String,
+    /// "Basic", "Standard" or "Premium".
+    #[serde(default = "default_bastion_sku")]
+    pub sku: String,
+    /// Native client support (`az network bastion rdp`); Azure accepts it only on Standard and
+    /// Premium.
+    #[serde(default)]
+    pub enable_tunneling: bool,
+    /// The `AzureBastionSubnet` prefix (at least /26, as Azure requires); defaults to
+    /// `a.b.255.0/26` of the virtual network's `a.b.0.0/16`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_prefix: Option<String>,
+    #[serde(default = "default_bastion_location")]
+    pub location: String,
+}
+
+fn default_bastion_sku() -> String {
+    "Standard".to_owned()
+}
+
+fn default_bastion_location() -> String {
+    "westeurope".to_owned()
+}
+
+impl Bastion {
+    /// The host's resource id.
+    pub fn id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/bastionHosts/{}",
+            self.subscription, self.resource_group, self.name
+        )
+    }
+
+    /// The id of its `AzureBastionSubnet`.
+    pub fn subnet_id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/virtualNetworks/{}/subnets/AzureBastionSubnet",
+            self.subscription, self.resource_group, self.vnet
+        )
+    }
+
+    /// Whether the host sits in this virtual network.
+    pub fn is_in(&self, sub: &str, rg: &str, vnet: &str) -> bool {
+        self.subscription.eq_ignore_ascii_case(sub)
+            && self.resource_group.eq_ignore_ascii_case(rg)
+            && self.vnet.eq_ignore_ascii_case(vnet)
+    }
+}
+
+/// Checks a Bastion host's SKU, its tunneling flag and subnet prefix as Azure would accept them.
+pub(super) fn validate_bastion(bastion: &Bastion) -> Result<(), String> {
+    let at = format!("bastion '{}'", bastion.name);
+    if !["Basic", "Standard", "Premium"].contains(&bastion.sku.as_str()) {
+        return Err(format!("{at}: sku must be Basic, Standard or Premium"));
+    }
+    // Native client support is a Standard feature (learn.microsoft.com/azure/bastion/native-client).
+    if bastion.enable_tunneling && bastion.sku == "Basic" {
+        return Err(format!(
+            "{at}: enable_tunneling needs the Standard or Premium SKU"
+        ));
+    }
+    if let Some(prefix) = &bastion.subnet_prefix {
+        match prefix.parse::<ipnet::Ipv4Net>() {
+            Ok(net) if net.prefix_len() <= 26 => {}
+            _ => {
+                return Err(format!(
+                    "{at}: subnet_prefix '{prefix}' must be an IPv4 CIDR of /26 or larger"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The builder's Bastion modifier; it applies to the current VM.
+impl super::World {
+    /// An Azure Bastion host `name` of `sku` in the current VM's virtual network (its
+    /// `AzureBastionSubnet` the default `a.b.255.0/26`), with native client support when
+    /// `tunneling`.
+    pub fn bastion(mut self, name: &str, sku: &str, tunneling: bool) -> super::World {
+        let vm = self.current_vm();
+        let bastion = Bastion {
+            name: name.to_owned(),
+            subscription: vm.subscription.clone(),
+            resource_group: vm.resource_group.clone(),
+            vnet: vm.vnet_name(),
+            sku: sku.to_owned(),
+            enable_tunneling: tunneling,
+            subnet_prefix: None,
+            location: vm.location.clone(),
+        };
+        self.bastions.push(bastion);
+        self
+    }
+}

@@ -203,3 +203,37 @@ fn guest_errors_name_the_field() {
     assert!(error("security_layer = 3").contains("guest.security_layer"));
     assert!(error("policy_deny = 2").contains("guest.policy_deny"));
 }
+
+#[test]
+fn a_bastion_is_checked_as_azure_would_accept_it() {
+    let world = World::new()
+        .vm("web-01")
+        .bastion("bastion-hub", "Standard", true);
+    world.validate().expect("consistent");
+    assert_eq!(
+        world.bastion_subnet_prefix(&world.bastions[0]),
+        "10.0.255.0/26"
+    );
+    let text = world.to_toml_string().expect("renders");
+    assert_eq!(World::from_toml_str(&text).expect("parses"), world);
+
+    let basic = World::new().vm("web-01").bastion("b", "Basic", true);
+    let error = basic
+        .validate()
+        .expect_err("tunneling on Basic")
+        .to_string();
+    assert!(
+        error.contains("needs the Standard or Premium SKU"),
+        "{error}"
+    );
+    let mut outside = World::new().vm("web-01").bastion("b", "Standard", false);
+    outside.bastions[0].subnet_prefix = Some("10.9.255.0/26".into());
+    let error = outside
+        .validate()
+        .expect_err("outside the vnet")
+        .to_string();
+    assert!(error.contains("outside virtual network"), "{error}");
+    outside.bastions[0].subnet_prefix = Some("10.0.255.0/27".into());
+    let error = outside.validate().expect_err("too small").to_string();
+    assert!(error.contains("/26 or larger"), "{error}");
+}

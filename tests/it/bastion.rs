@@ -1,0 +1,275 @@
+//! Azure Bastion (issue 15, part 2): a VM without a public IP that a Bastion host in its virtual
+//! network reaches, through the real SDK against the simulator's `bastionHosts` list and
+//! `AzureBastionSubnet`; the demo world's `bastion-01` as the binary.
+
+use crate::gates::{cli_check, gate_part};
+use crate::support;
+
+use rdp_doctor::runbook::sweep::{self, SweepOptions};
+use rdp_doctor::runbook::Verdict;
+use rdp_doctor::sim::{Rule, World};
+use support::{finding, requests_to, within, Harness};
+use tokio_util::sync::CancellationToken;
+
+const BASTIONS: &str = "/providers/Microsoft.Network/bastionHosts";
+const BASTION_SUBNET: &str = "/subnets/AzureBastionSubnet";
+
+/// A VM without a public IP whose NIC NSG denies 3389 from the Internet (priority 100) ahead of
+/// its allow from anywhere, in a virtual network with Bastion `bastion-hub` of `sku`.
+fn private_vm(sku: &str, tunneling: bool) -> World {
+    World::new()
+        .vm("web-01")
+        .no_public_ip()
+        .nic_nsg_denies_rdp()
+        .bastion("bastion-hub", sku, tunneling)
+}
+
+#[tokio::test]
+async fn a_bastion_in_the_virtual_network_passes_public_ip_and_the_nsg_is_judged_from_its_subnet() {
+    within(async {
+        let h = Harness::start(private_vm("Standard", true)).await;
+        let report = h.check("web-01").await.expect("report");
+        assert_eq!(report.verdict, Verdict::Ok);
+        let ip = finding(&report, "public-ip");
+        assert_eq!(ip.status.as_str(), "pass");
+        assert_eq!(
+            ip.summary,
+            "No public IP (private IP 10.0.1.4): reached through Azure Bastion bastion-hub (Standard)"
+        );
+        assert_eq!(ip.evidence["bastion"]["subnet_prefix"], "10.0.255.0/26");
+        // The Internet's deny does not matter: Bastion connects from its subnet.
+        let nsg = finding(&report, "nsg");
+        assert_eq!(nsg.status.as_str(), "pass", "{}", nsg.summary);
+        assert_eq!(
+            nsg.summary,
+            "TCP 3389 from Azure Bastion bastion-hub's AzureBastionSubnet (10.0.255.0/26) is allowed by rule allow-rdp (priority 1000) in NSG web-01-nsg"
+        );
+        assert!(
+            nsg.details.iter().any(|d| d.contains("not from the Internet")),
+            "{:?}",
+            nsg.details
+        );
+        assert_eq!(report.next_action, None);
+        let next = ip.next_step.as_deref().expect("how to connect");
+        assert!(
+            next.contains("az network bastion rdp --name bastion-hub --resource-group rg-web --target-resource-id /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/web-01"),
+            "{next}"
+        );
+        assert_eq!(requests_to(&h.sim, "GET", BASTIONS), 1);
+        assert_eq!(requests_to(&h.sim, "GET", BASTION_SUBNET), 1);
+        assert!(h.arm_writes().is_empty(), "{:?}", h.arm_writes());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_deny_from_the_bastion_subnet_fails_the_nsg_check() {
+    within(async {
+        let mut world = private_vm("Standard", true);
+        let nsg = world
+            .nsgs
+            .iter_mut()
+            .find(|n| n.name == "web-01-nsg")
+            .expect("the NIC's NSG");
+        nsg.rules.push(Rule::inbound_tcp(
+            "deny-bastion",
+            110,
+            "Deny",
+            "10.0.255.0/26",
+            "3389",
+        ));
+        let h = Harness::start(world).await;
+        let report = h.check("web-01").await.expect("report");
+        assert_eq!(report.verdict, Verdict::Problems);
+        assert_eq!(finding(&report, "public-ip").status.as_str(), "pass");
+        let nsg = finding(&report, "nsg");
+        assert_eq!(nsg.status.as_str(), "fail", "{}", nsg.summary);
+        assert!(
+            nsg.summary.starts_with(
+                "TCP 3389 from Azure Bastion bastion-hub's AzureBastionSubnet (10.0.255.0/26) is denied by rule deny-bastion (priority 110)"
+            ),
+            "{}",
+            nsg.summary
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_basic_bastion_or_one_without_tunneling_sends_you_to_the_portal() {
+    within(async {
+        for (sku, tunneling, why) in [
+            ("Basic", false, "the Basic SKU has no native client support"),
+            (
+                "Standard",
+                false,
+                "native client support (tunneling) is disabled",
+            ),
+        ] {
+            let h = Harness::start(private_vm(sku, tunneling)).await;
+            let report = h.check("web-01").await.expect("report");
+            let ip = finding(&report, "public-ip");
+            assert_eq!(ip.status.as_str(), "pass");
+            assert!(
+                ip.summary
+                    .ends_with(&format!("Azure Bastion bastion-hub ({sku})")),
+                "{}",
+                ip.summary
+            );
+            assert!(
+                ip.details.iter().any(|d| d.contains(why)),
+                "{sku}: {:?}",
+                ip.details
+            );
+            let next = ip.next_step.as_deref().expect("how to connect");
+            assert!(next.contains("from the portal"), "{next}");
+            assert!(!next.contains("az network bastion rdp"), "{next}");
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn without_a_bastion_a_vm_without_a_public_ip_keeps_todays_finding() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .no_public_ip()
+            .nic_nsg_denies_rdp()
+            // A Bastion in another virtual network does not reach it (peering is not followed).
+            .vm("hub-01")
+            .in_vnet("vnet-hub")
+            .bastion("bastion-hub", "Standard", true);
+        let h = Harness::start(world).await;
+        let report = h.check("web-01").await.expect("report");
+        let ip = finding(&report, "public-ip");
+        assert_eq!(ip.status.as_str(), "warn");
+        assert!(
+            ip.summary.starts_with("No public IP on the primary NIC"),
+            "{}",
+            ip.summary
+        );
+        let nsg = finding(&report, "nsg");
+        assert_eq!(nsg.status.as_str(), "fail");
+        assert!(
+            nsg.summary.starts_with("TCP 3389 from the Internet"),
+            "{}",
+            nsg.summary
+        );
+        assert_eq!(requests_to(&h.sim, "GET", BASTIONS), 1);
+        assert_eq!(requests_to(&h.sim, "GET", BASTION_SUBNET), 0);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_vm_with_a_public_ip_costs_no_bastion_read() {
+    within(async {
+        let plain = Harness::start(World::new().vm("web-01")).await;
+        let with_bastion = Harness::start(World::new().vm("web-01").bastion(
+            "bastion-hub",
+            "Standard",
+            true,
+        ))
+        .await;
+        let a = plain.check("web-01").await.expect("report");
+        let b = with_bastion.check("web-01").await.expect("report");
+        assert_eq!(
+            finding(&b, "public-ip").summary,
+            finding(&a, "public-ip").summary
+        );
+        assert_eq!(finding(&b, "nsg").summary, finding(&a, "nsg").summary);
+        assert_eq!(requests_to(&with_bastion.sim, "GET", BASTIONS), 0);
+        assert_eq!(requests_to(&with_bastion.sim, "GET", BASTION_SUBNET), 0);
+        assert_eq!(b.stats.arm_requests, a.stats.arm_requests);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_sweep_does_not_call_bastion_vms_problems_and_reads_the_bastion_once() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .no_public_ip()
+            .bastion("bastion-hub", "Standard", true)
+            .vm("web-02")
+            .no_public_ip()
+            .vm("web-03");
+        let h = Harness::start(world).await;
+        let scope = rdp_doctor::azure::SweepScope {
+            subscription_id: rdp_doctor::sim::DEFAULT_SUBSCRIPTION.to_string(),
+            resource_group: Some("rg-web".to_string()),
+        };
+        let report = sweep::sweep(
+            &h.arm,
+            &h.catalog,
+            &scope,
+            &SweepOptions::default(),
+            &CancellationToken::new(),
+            &|_| {},
+        )
+        .await
+        .expect("sweep");
+        let rows: Vec<(&str, &str)> = report
+            .vms
+            .iter()
+            .map(|r| (r.vm.name.as_str(), r.verdict.as_str()))
+            .collect();
+        assert_eq!(rows, [("web-01", "ok"), ("web-02", "ok"), ("web-03", "ok")]);
+        assert_eq!(report.count(Verdict::Problems), 0);
+        assert_eq!(requests_to(&h.sim, "GET", BASTIONS), 1);
+        assert_eq!(requests_to(&h.sim, "GET", BASTION_SUBNET), 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn check_bastion_01_simulate_says_how_to_connect_through_bastion() {
+    within(async {
+        let out = tokio::task::spawn_blocking(|| cli_check(&["check", "bastion-01", "--simulate"]))
+            .await
+            .expect("joined");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        insta::assert_snapshot!(gate_part(&text), @r"
+        Verdict: OK: nothing found that blocks Remote Desktop
+          PASS  VM has a public IP (or a private path)
+                No public IP (private IP 10.20.1.4): reached through Azure Bastion bastion-hub (Standard)
+          PASS  Network security group allows TCP 3389
+                TCP 3389 from Azure Bastion bastion-hub's AzureBastionSubnet (10.20.255.0/26) is allowed by rule allow-rdp-vnet (priority 1000) in NSG nsg-private
+                Judged as from 10.20.255.4, in Azure Bastion bastion-hub's AzureBastionSubnet (10.20.255.0/26): Bastion's connections to the VM come from there, not from the Internet, since the VM has no public IP.
+        Next step: Connect through Azure Bastion: az network bastion rdp --name bastion-hub --resource-group rg-web --target-resource-id /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/bastion-01 (or from the portal: the VM's Connect > Bastion)
+        ");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_role_on_the_resource_group_only_finds_the_bastion_in_its_list() {
+    within(async {
+        let world = private_vm("Standard", true)
+            .principal(support::CLIENT, "sp-secret")
+            .role_at(
+                "Reader",
+                &format!(
+                    "/subscriptions/{}/resourceGroups/rg-web",
+                    rdp_doctor::sim::DEFAULT_SUBSCRIPTION
+                ),
+            );
+        let h = Harness::build(world).secret("sp-secret").start().await;
+        let report = h.check("rg-web/web-01").await.expect("report");
+        let ip = finding(&report, "public-ip");
+        assert_eq!(
+            ip.status.as_str(),
+            "pass",
+            "{} {:?}",
+            ip.summary,
+            ip.details
+        );
+        assert!(ip.summary.ends_with("Azure Bastion bastion-hub (Standard)"));
+        // The subscription's list was refused, the resource group's answered.
+        assert_eq!(requests_to(&h.sim, "GET", BASTIONS), 2);
+    })
+    .await
+}
