@@ -2,14 +2,12 @@
 //! network reaches, through the real SDK against the simulator's `bastionHosts` list and
 //! `AzureBastionSubnet`; the demo world's `bastion-01` as the binary.
 
-use crate::gates::{cli_check, gate_part};
+use crate::gates::{cli_check, gate_part, sweep_rg_web};
 use crate::support;
 
-use rdp_doctor::runbook::sweep::{self, SweepOptions};
 use rdp_doctor::runbook::Verdict;
 use rdp_doctor::sim::{Rule, World};
 use support::{finding, requests_to, within, Harness};
-use tokio_util::sync::CancellationToken;
 
 const BASTIONS: &str = "/providers/Microsoft.Network/bastionHosts";
 const BASTION_SUBNET: &str = "/subnets/AzureBastionSubnet";
@@ -197,20 +195,7 @@ async fn a_sweep_does_not_call_bastion_vms_problems_and_reads_the_bastion_once()
             .no_public_ip()
             .vm("web-03");
         let h = Harness::start(world).await;
-        let scope = rdp_doctor::azure::SweepScope {
-            subscription_id: rdp_doctor::sim::DEFAULT_SUBSCRIPTION.to_string(),
-            resource_group: Some("rg-web".to_string()),
-        };
-        let report = sweep::sweep(
-            &h.arm,
-            &h.catalog,
-            &scope,
-            &SweepOptions::default(),
-            &CancellationToken::new(),
-            &|_| {},
-        )
-        .await
-        .expect("sweep");
+        let report = sweep_rg_web(&h).await;
         let rows: Vec<(&str, &str)> = report
             .vms
             .iter()

@@ -145,20 +145,7 @@ async fn a_sweep_reads_each_virtual_networks_admin_rules_once() {
             .vm("web-02")
             .vm("web-03");
         let h = Harness::start(world).await;
-        let scope = rdp_doctor::azure::SweepScope {
-            subscription_id: rdp_doctor::sim::DEFAULT_SUBSCRIPTION.to_string(),
-            resource_group: Some("rg-web".to_string()),
-        };
-        let report = sweep::sweep(
-            &h.arm,
-            &h.catalog,
-            &scope,
-            &SweepOptions::default(),
-            &CancellationToken::new(),
-            &|_| {},
-        )
-        .await
-        .expect("sweep");
+        let report = sweep_rg_web(&h).await;
         assert_eq!(report.count(Verdict::Problems), 3);
         for row in &report.vms {
             let deciding = row.deciding.as_ref().expect("a deciding finding");
@@ -172,6 +159,24 @@ async fn a_sweep_reads_each_virtual_networks_admin_rules_once() {
         assert_eq!(requests_to(&h.sim, "POST", ADMIN_RULES), 1);
     })
     .await
+}
+
+/// A sweep of the world's resource group `rg-web` with the default options.
+pub(crate) async fn sweep_rg_web(h: &Harness) -> sweep::SweepReport {
+    let scope = rdp_doctor::azure::SweepScope {
+        subscription_id: rdp_doctor::sim::DEFAULT_SUBSCRIPTION.to_string(),
+        resource_group: Some("rg-web".to_string()),
+    };
+    sweep::sweep(
+        &h.arm,
+        &h.catalog,
+        &scope,
+        &SweepOptions::default(),
+        &CancellationToken::new(),
+        &|_| {},
+    )
+    .await
+    .expect("sweep")
 }
 
 pub(crate) fn cli_check(args: &[&str]) -> std::process::Output {
@@ -371,20 +376,7 @@ async fn a_sweep_reports_jit_closed_vms_as_their_own_verdict_not_as_problems() {
             .vm("web-02")
             .nsg_denies_rdp();
         let h = Harness::start(world).await;
-        let scope = rdp_doctor::azure::SweepScope {
-            subscription_id: rdp_doctor::sim::DEFAULT_SUBSCRIPTION.to_string(),
-            resource_group: Some("rg-web".to_string()),
-        };
-        let report = sweep::sweep(
-            &h.arm,
-            &h.catalog,
-            &scope,
-            &SweepOptions::default(),
-            &CancellationToken::new(),
-            &|_| {},
-        )
-        .await
-        .expect("sweep");
+        let report = sweep_rg_web(&h).await;
         let rows: Vec<(&str, &str)> = report
             .vms
             .iter()
