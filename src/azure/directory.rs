@@ -298,6 +298,14 @@ impl VmDirectory {
             .and_then(|s| s.refreshed.map(|r| r.elapsed()))
     }
 
+    /// Waits, at most `limit`, until the first list has ended (kept or not); at once when one
+    /// has. For answers that must come from the list without asking Azure (a form is the first
+    /// response to an interaction) right after start, while the first list is still running.
+    pub async fn first_list_within(&self, limit: Duration) {
+        let mut attempts = self.attempts.subscribe();
+        let _ = tokio::time::timeout(limit, attempts.wait_for(|n| *n > 0)).await;
+    }
+
     /// The first listed VM matching `pred` (no Azure call).
     pub fn find(&self, pred: impl Fn(&VmSummary) -> bool) -> Option<VmSummary> {
         let snapshot = self.snapshot.read().ok()?;

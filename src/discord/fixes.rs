@@ -439,7 +439,7 @@ pub(super) async fn reset_password_in(cmd: Cmd<'_>, vm: &str) -> Result<(), Erro
     let bot = cmd.bot;
     let caller = command_caller(cmd.interaction);
     let needed = bot.door.catalog().commands.check;
-    let summary = match bot.door.resolve_listed(&caller, vm, needed) {
+    let summary = match bot.door.resolve_listed(&caller, vm, needed).await {
         Ok(summary) => summary,
         Err(DoorError::Ambiguous { name, candidates }) => {
             // Which one? The form opens once the person has picked.

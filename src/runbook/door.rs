@@ -224,6 +224,9 @@ pub struct Door {
 }
 
 impl Door {
+    /// How long an answer from the VM list waits for the first list after start.
+    pub const FIRST_LIST_WAIT: Duration = Duration::from_secs(2);
+
     pub fn new(
         arm: Arm,
         catalog: Arc<Catalog>,
@@ -583,8 +586,10 @@ impl Door {
 
     /// Find the VM a person typed in the VM list as last read, without asking Azure (for a
     /// form, which must be the first answer to an interaction): among the VMs they may read,
-    /// authorised for `needed`.
-    pub fn resolve_listed(
+    /// authorised for `needed`. Right after start, the first list is waited for (at most
+    /// [`Door::FIRST_LIST_WAIT`], inside Discord's three seconds for a first response) rather
+    /// than answering "not found" from a list not yet read.
+    pub async fn resolve_listed(
         &self,
         caller: &Caller,
         text: &str,
@@ -592,6 +597,9 @@ impl Door {
     ) -> Result<VmSummary, DoorError> {
         self.admit_command(caller)?;
         let query = VmQuery::parse(text)?;
+        self.directory
+            .first_list_within(Door::FIRST_LIST_WAIT)
+            .await;
         let readable = self
             .directory
             .listed_where(|s| self.visible(&caller.actor, &s.vm));

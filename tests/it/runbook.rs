@@ -19,6 +19,7 @@ use rdp_doctor::azure::{Arm, ArmError, ResolveError, SweepScope, VmDirectory, Vm
 use rdp_doctor::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
 use rdp_doctor::runbook::{CheckError, CheckOptions, Verdict};
 use rdp_doctor::sim::{BucketOptions, Fault, FaultKind, ListedInstanceView, SimOptions, World};
+use std::sync::Arc;
 use std::time::Duration;
 use support::{finding, status_of, within, Harness};
 use tokio_util::sync::CancellationToken;
@@ -882,6 +883,39 @@ async fn a_stale_directory_lists_again_and_concurrent_misses_share_one_list() {
             3,
             "older than its time-to-live: listed again"
         );
+    })
+    .await
+}
+
+/// A form must be the first answer to an interaction, so it is answered from the VM list
+/// without asking Azure; right after start the first list is waited for (bounded), not taken
+/// as empty (`Door::resolve_listed`).
+#[tokio::test]
+async fn an_answer_from_the_list_waits_for_the_first_list_and_no_longer() {
+    within(async {
+        let h = Harness::build(World::new().vm("web-01"))
+            .options(support::slowed(Duration::from_millis(300)))
+            .start()
+            .await;
+        let directory = Arc::new(VmDirectory::new());
+        // The first list is running (slowed) when the question comes.
+        let listing = tokio::spawn({
+            let (directory, arm, subscriptions) =
+                (directory.clone(), h.arm.clone(), h.subscriptions.clone());
+            async move { directory.refresh(&arm, &subscriptions).await }
+        });
+        directory.first_list_within(Duration::from_secs(10)).await;
+        assert!(
+            directory.find(|s| s.vm.name == "web-01").is_some(),
+            "answered once the first list was in"
+        );
+        assert_eq!(listing.await.expect("joined").expect("listed"), 1);
+        // A list that never comes is waited for no longer than the limit.
+        let never = VmDirectory::new();
+        let asked = tokio::time::Instant::now();
+        never.first_list_within(Duration::from_millis(50)).await;
+        assert!(asked.elapsed() >= Duration::from_millis(50));
+        assert!(never.is_empty());
     })
     .await
 }
