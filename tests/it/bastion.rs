@@ -134,7 +134,7 @@ async fn without_a_bastion_a_vm_without_a_public_ip_keeps_todays_finding() {
             .vm("web-01")
             .no_public_ip()
             .nic_nsg_denies_rdp()
-            // A Bastion in another virtual network does not reach it (peering is not followed).
+            // A Bastion in another virtual network, not peered with its own, does not reach it.
             .vm("hub-01")
             .in_vnet("vnet-hub")
             .bastion("bastion-hub", "Standard", true);
