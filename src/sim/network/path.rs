@@ -664,6 +664,16 @@ mod tests {
         assert_eq!(hop(&plain, "203.0.113.9").0, "Internet");
         assert_eq!(hop(&plain, "10.0.7.7").0, "VnetLocal");
         assert_eq!(hop(&plain, "10.9.0.1").0, "None");
+        // A Connected peer's space goes to VNetPeering; an Initiated one's stays dropped.
+        let peered = |state: &str| {
+            World::new()
+                .vm("web-01")
+                .in_vnet("vnet-spoke")
+                .hub_bastion("vnet-hub", "bastion-hub", "Standard", true, "10.1.255.0/26")
+                .peered_with("vnet-hub", state)
+        };
+        assert_eq!(hop(&peered("Connected"), "10.1.255.4").0, "VNetPeering");
+        assert_eq!(hop(&peered("Initiated"), "10.1.255.4").0, "None");
         let udr = World::new()
             .vm("udr-01")
             .default_route_to_appliance("10.0.2.4")
