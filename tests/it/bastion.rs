@@ -531,3 +531,117 @@ async fn check_bastion_02_simulate_reaches_the_hubs_bastion_across_the_peering()
     })
     .await
 }
+
+/// The simulator's `GET virtualNetworks/{vnet}` with Entra's token, as any ARM client sends it.
+async fn get_vnet(sim: &rdp_doctor::sim::Simulator, vnet: &str) -> serde_json::Value {
+    let credential = azure_identity::ClientSecretCredential::new(
+        azure_core::new_http_client(),
+        url::Url::parse(&sim.url()).expect("url"),
+        support::TENANT.to_owned(),
+        support::CLIENT.to_owned(),
+        "sim-secret".to_owned(),
+    );
+    let scope = format!("{}/.default", sim.url());
+    let token = azure_core::auth::TokenCredential::get_token(&credential, &[&scope])
+        .await
+        .expect("token");
+    let url = format!(
+        "{}/subscriptions/{}/resourceGroups/rg-web/providers/Microsoft.Network/virtualNetworks/{vnet}?api-version=2024-03-01",
+        sim.url(),
+        rdp_doctor::sim::DEFAULT_SUBSCRIPTION
+    );
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token.token.secret())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 200);
+    serde_json::from_slice(&response.bytes().await.expect("body")).expect("JSON")
+}
+
+fn keys(value: &serde_json::Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn the_simulators_virtual_networks_show_their_peerings_as_microsofts_examples_do() {
+    within(async {
+        let example = |name: &str| -> serde_json::Value {
+            let path = format!(
+                "{}/tests/fixtures/arm-examples/network/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let text = std::fs::read_to_string(path).expect("example");
+            serde_json::from_str::<serde_json::Value>(&text).expect("JSON")["responses"]["200"]
+                ["body"]
+                .clone()
+        };
+        let vnet_example = example("VirtualNetworkGet.json");
+        let peering_example = example("VirtualNetworkPeeringGet.json");
+
+        let h = Harness::start(spoke_vm("Connected")).await;
+        let spoke = get_vnet(&h.sim, "vnet-spoke").await;
+        assert_eq!(keys(&spoke), keys(&vnet_example));
+        assert_eq!(
+            keys(&spoke["properties"]),
+            keys(&vnet_example["properties"])
+        );
+        assert_eq!(
+            spoke["properties"]["addressSpace"]["addressPrefixes"][0],
+            "10.0.0.0/16"
+        );
+        let peering = &spoke["properties"]["virtualNetworkPeerings"][0];
+        assert_eq!(keys(peering), keys(&peering_example));
+        // Every property Microsoft's example has but the BGP communities of its region.
+        let mut expected = keys(&peering_example["properties"]);
+        expected.retain(|k| k != "remoteBgpCommunities");
+        assert_eq!(keys(&peering["properties"]), expected);
+        assert_eq!(peering["properties"]["peeringState"], "Connected");
+        assert!(peering["properties"]["remoteVirtualNetwork"]["id"]
+            .as_str()
+            .is_some_and(|id| id.ends_with(
+                "/resourceGroups/rg-web/providers/Microsoft.Network/virtualNetworks/vnet-hub"
+            )));
+        assert_eq!(
+            peering["properties"]["remoteAddressSpace"]["addressPrefixes"][0],
+            "10.1.0.0/16"
+        );
+        // The hub, which holds only the Bastion, peers back while Connected.
+        let hub = get_vnet(&h.sim, "vnet-hub").await;
+        assert_eq!(
+            hub["properties"]["addressSpace"]["addressPrefixes"][0],
+            "10.1.0.0/16"
+        );
+        assert_eq!(
+            hub["properties"]["subnets"][0]["name"],
+            "AzureBastionSubnet"
+        );
+        let back = &hub["properties"]["virtualNetworkPeerings"][0]["properties"];
+        assert_eq!(back["peeringState"], "Connected");
+        assert!(back["remoteVirtualNetwork"]["id"]
+            .as_str()
+            .is_some_and(|id| id.ends_with("/virtualNetworks/vnet-spoke")));
+
+        // Initiated: the hub has no peering back.
+        let h = Harness::start(spoke_vm("Initiated")).await;
+        let spoke = get_vnet(&h.sim, "vnet-spoke").await;
+        assert_eq!(
+            spoke["properties"]["virtualNetworkPeerings"][0]["properties"]["peeringState"],
+            "Initiated"
+        );
+        let hub = get_vnet(&h.sim, "vnet-hub").await;
+        assert_eq!(
+            hub["properties"]["virtualNetworkPeerings"],
+            serde_json::json!([])
+        );
+    })
+    .await
+}
