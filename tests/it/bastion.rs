@@ -1,6 +1,7 @@
 //! Azure Bastion (issue 15, part 2): a VM without a public IP that a Bastion host in its virtual
-//! network reaches, through the real SDK against the simulator's `bastionHosts` list and
-//! `AzureBastionSubnet`; the demo world's `bastion-01` as the binary.
+//! network, or in one peered with it, reaches, through the real SDK against the simulator's
+//! `bastionHosts` list, virtual networks with their peerings and `AzureBastionSubnet`; the demo
+//! world's `bastion-01` and `bastion-02` as the binary.
 
 use crate::gates::{cli_check, gate_part, sweep_rg_web};
 use crate::support;
