@@ -646,3 +646,44 @@ async fn the_simulators_virtual_networks_show_their_peerings_as_microsofts_examp
     })
     .await
 }
+
+#[tokio::test]
+async fn roles_on_resource_groups_only_list_the_hubs_group_for_its_bastion() {
+    within(async {
+        let group = |rg: &str| {
+            format!(
+                "/subscriptions/{}/resourceGroups/{rg}",
+                rdp_doctor::sim::DEFAULT_SUBSCRIPTION
+            )
+        };
+        let mut world = spoke_vm("Connected")
+            .principal(support::CLIENT, "sp-secret")
+            .role_at("Reader", &group("rg-web"))
+            .role_at("Reader", &group("rg-hub"));
+        world.bastions[0].resource_group = "rg-hub".to_owned();
+        world.peerings[0].remote_resource_group = "rg-hub".to_owned();
+        let h = Harness::build(world).secret("sp-secret").start().await;
+        let report = h.check("rg-web/web-01").await.expect("report");
+        let ip = finding(&report, "public-ip");
+        assert!(
+            ip.summary
+                .ends_with("bastion-hub (Standard) in the peered virtual network vnet-hub"),
+            "{} {:?}",
+            ip.summary,
+            ip.details
+        );
+        let next = ip.next_step.as_deref().expect("how to connect");
+        assert!(next.contains("--resource-group rg-hub "), "{next}");
+        // The subscription's list refused once, then the spoke's group's and the hub's group's.
+        assert_eq!(requests_to(&h.sim, "GET", BASTIONS), 3);
+        assert_eq!(
+            requests_to(
+                &h.sim,
+                "GET",
+                "/resourceGroups/rg-hub/providers/Microsoft.Network/bastionHosts"
+            ),
+            1
+        );
+    })
+    .await
+}
