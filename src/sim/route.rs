@@ -619,6 +619,16 @@ mod tests {
             }
         );
         assert_eq!(
+            route(
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v"
+            ),
+            Route::GetVnet {
+                sub: "s".into(),
+                rg: "rg".into(),
+                vnet: "v".into()
+            }
+        );
+        assert_eq!(
             route("/subscriptions/s/providers/Microsoft.Network/bastionHosts"),
             Route::ListBastions {
                 sub: "s".into(),
