@@ -56,8 +56,8 @@ pub struct Fleet {
     /// By lower-case virtual network id: its Virtual Network Manager admin rules, read once for
     /// all the VMs of the sweep in it.
     admin_rules: std::sync::Mutex<HashMap<String, AdminRead>>,
-    /// By lower-case virtual network id: its Azure Bastion host, read once for all the VMs of
-    /// the sweep without a public IP in it.
+    /// By lower-case virtual network id: the Azure Bastion host that reaches it (its own or a
+    /// peer's), read once for all the VMs of the sweep without a public IP in it.
     bastions: std::sync::Mutex<HashMap<String, BastionRead>>,
 }
 
@@ -144,8 +144,8 @@ impl Fleet {
             .clone()
     }
 
-    /// The Azure Bastion host of the virtual network of `subnet_id`, read once per virtual
-    /// network of the scope.
+    /// The Azure Bastion host that reaches the virtual network of `subnet_id` (in it or in a
+    /// peered one), read with the network's peerings once per virtual network of the scope.
     pub async fn bastion(
         &self,
         arm: &Arm,

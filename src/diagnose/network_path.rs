@@ -141,6 +141,7 @@ fn hop_text(next_hop_type: &str, ip: Option<&str>) -> String {
         ("None", _) => "None (dropped)".to_owned(),
         ("Internet", _) => "the Internet".to_owned(),
         ("VnetLocal", _) => "the virtual network".to_owned(),
+        ("VNetPeering", _) => "the peered virtual network".to_owned(),
         ("VirtualNetworkGateway", _) => "the virtual network gateway".to_owned(),
         (other, Some(ip)) => format!("{other} {ip}"),
         (other, None) => other.to_owned(),

@@ -1,13 +1,14 @@
 //! `public-ip`: RDP from outside the virtual network needs a public IP on the primary NIC,
 //! unless people come in over VPN, ExpressRoute or Azure Bastion (the portal's tip). A VM
-//! without one that an Azure Bastion host in its virtual network reaches passes: Bastion
-//! connects to the VM's private IP from its `AzureBastionSubnet`.
+//! without one that an Azure Bastion host in its virtual network, or in one directly peered with
+//! it, reaches passes: Bastion connects to the VM's private IP from its `AzureBastionSubnet`.
 
 use super::{CheckId, Finding, NicFacts, Status};
 use serde::Serialize;
 use std::net::Ipv4Addr;
 
-/// An Azure Bastion host in the VM's virtual network (`Microsoft.Network/bastionHosts`).
+/// An Azure Bastion host in the VM's virtual network or a peered one
+/// (`Microsoft.Network/bastionHosts`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BastionFacts {
     pub name: String,
@@ -18,6 +19,9 @@ pub struct BastionFacts {
     pub tunneling: bool,
     /// The `AzureBastionSubnet` prefix, where Bastion's connections to the VM come from.
     pub subnet_prefix: Option<String>,
+    /// The virtual network the host is in when it is not the VM's own but one peered with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peered_vnet: Option<String>,
 }
 
 impl BastionFacts {
@@ -42,10 +46,15 @@ pub fn through_bastion(nic: &NicFacts, bastion: &BastionFacts, vm_id: &str) -> F
         CheckId::PublicIp,
         Status::Pass,
         format!(
-            "No public IP (private IP {}): reached through Azure Bastion {} ({})",
+            "No public IP (private IP {}): reached through Azure Bastion {} ({}){}",
             nic.private_ip.as_deref().unwrap_or("unknown"),
             bastion.name,
-            bastion.sku
+            bastion.sku,
+            bastion
+                .peered_vnet
+                .as_deref()
+                .map(|v| format!(" in the peered virtual network {v}"))
+                .unwrap_or_default()
         ),
     );
     let next = if bastion.native_client() {
@@ -175,6 +184,7 @@ mod tests {
             sku: "Standard".into(),
             tunneling: true,
             subnet_prefix: Some("10.0.255.0/26".into()),
+            peered_vnet: None,
         };
         assert_eq!(bastion.source_address(), Some(Ipv4Addr::new(10, 0, 255, 4)));
         let f = through_bastion(&nic(None), &bastion, "/vm");
@@ -185,6 +195,20 @@ mod tests {
             "az network bastion rdp --name bastion-hub --resource-group rg --target-resource-id /vm"
         )
         }));
+        bastion.peered_vnet = Some("vnet-hub".into());
+        let peered = through_bastion(&nic(None), &bastion, "/vm");
+        assert!(
+            peered.summary.ends_with(
+                "Azure Bastion bastion-hub (Standard) in the peered virtual network vnet-hub"
+            ),
+            "{}",
+            peered.summary
+        );
+        assert!(peered
+            .next_step
+            .as_deref()
+            .is_some_and(|n| n.contains("--name bastion-hub --resource-group rg ")));
+        bastion.peered_vnet = None;
         bastion.sku = "Basic".into();
         bastion.tunneling = false;
         let basic = through_bastion(&nic(None), &bastion, "/vm");

@@ -147,6 +147,12 @@ pub const NEEDED: &[Needed] = &[
         "Reader",
     ),
     need(
+        "Microsoft.Network/virtualNetworks/read",
+        Use::Checks,
+        "read the peerings of a VM's virtual network for a Bastion host in a peered one",
+        "Reader",
+    ),
+    need(
         "Microsoft.Insights/eventtypes/values/read",
         Use::Checks,
         "read the Activity Log: who changed the VM, its NSGs and routes (Recent changes)",

@@ -39,6 +39,7 @@ pub(crate) fn handle(route: &Route, ctx: &mut Ctx<'_>) -> Reply {
         Route::EffectiveNsgs { sub, rg, nic } => network::effective_nsgs(ctx, sub, rg, nic),
         Route::ListPublicIps { sub, rg } => network::list_public_ips(ctx, sub, rg.as_deref()),
         Route::GetPublicIp { sub, rg, name } => network::get_public_ip(ctx.world, sub, rg, name),
+        Route::GetVnet { sub, rg, vnet } => network::get_vnet(ctx.world, sub, rg, vnet),
         Route::GetSubnet {
             sub,
             rg,

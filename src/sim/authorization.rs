@@ -23,6 +23,12 @@ pub(crate) fn list_resource_groups(ctx: &Ctx<'_>, sub: &str) -> Answer {
                 .nsgs
                 .iter()
                 .map(|n| (&n.subscription, &n.resource_group, &n.location)),
+        )
+        .chain(
+            ctx.world
+                .bastions
+                .iter()
+                .map(|b| (&b.subscription, &b.resource_group, &b.location)),
         );
     for (vm_sub, rg, location) in located {
         if vm_sub.eq_ignore_ascii_case(sub)

@@ -13,7 +13,7 @@ pub(crate) use path::{
 };
 
 use effective::effective_nsg_list;
-pub(crate) use gates::{effective_admin_rules, list_bastions};
+pub(crate) use gates::{effective_admin_rules, get_vnet, list_bastions};
 pub(crate) use rules::{get_security_rule, network_operation_status, put_security_rule};
 
 use super::lro::{NewOperation, Outcome, Poll};

@@ -222,6 +222,10 @@ pub(crate) fn requirement(route: &Route, path: &str) -> Option<(String, String)>
             "Microsoft.Network/publicIPAddresses/read".to_owned(),
             upto(8),
         ),
+        Route::GetVnet { .. } => (
+            "Microsoft.Network/virtualNetworks/read".to_owned(),
+            upto(8),
+        ),
         Route::GetSubnet { .. } => (
             "Microsoft.Network/virtualNetworks/subnets/read".to_owned(),
             upto(10),

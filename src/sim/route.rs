@@ -76,6 +76,12 @@ pub(crate) enum Route {
         rg: String,
         name: String,
     },
+    /// `GET virtualNetworks/{vnet}` (`VirtualNetworks_Get`, network spec 2024-03-01).
+    GetVnet {
+        sub: String,
+        rg: String,
+        vnet: String,
+    },
     GetSubnet {
         sub: String,
         rg: String,
@@ -470,6 +476,11 @@ impl Route {
                 rg: s(3),
                 name: s(7),
             },
+            [SUB, _, RGS, _, P, N, "virtualnetworks", _] if get => Route::GetVnet {
+                sub: s(1),
+                rg: s(3),
+                vnet: s(7),
+            },
             [SUB, _, RGS, _, P, N, "virtualnetworks", _, "subnets", _] if get => Route::GetSubnet {
                 sub: s(1),
                 rg: s(3),
@@ -539,6 +550,7 @@ impl Route {
             Route::GetNic { .. } => "GET networkInterfaces",
             Route::EffectiveNsgs { .. } => "POST networkInterfaces/effectiveNetworkSecurityGroups",
             Route::GetPublicIp { .. } => "GET publicIPAddresses",
+            Route::GetVnet { .. } => "GET virtualNetworks",
             Route::GetSubnet { .. } => "GET virtualNetworks/subnets",
             Route::GetNsg { .. } => "GET networkSecurityGroups",
             Route::EffectiveAdminRules { .. } => {
@@ -604,6 +616,16 @@ mod tests {
             Route::ListNics {
                 sub: "s".into(),
                 rg: Some("rg".into())
+            }
+        );
+        assert_eq!(
+            route(
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v"
+            ),
+            Route::GetVnet {
+                sub: "s".into(),
+                rg: "rg".into(),
+                vnet: "v".into()
             }
         );
         assert_eq!(

@@ -12,11 +12,13 @@ mod guest;
 pub use guest::{Guest, ServiceStatus, StartType};
 mod jit;
 mod paths;
+mod peering;
 pub use jit::{
     duration_hours as jit_duration_hours, JitPolicy, JitPort, JitRequest, JIT_ALLOW_PRIORITY,
     JIT_DENY_PRIORITY, JIT_RULE_PREFIX,
 };
 pub use paths::{AdminRule, Bastion, RouteEntry, RouteTable};
+pub use peering::Peering;
 
 /// The resource group Azure puts a subscription's Network Watchers in.
 pub const NETWORK_WATCHER_RG: &str = "NetworkWatcherRG";
@@ -67,9 +69,13 @@ pub struct World {
     /// Azure Virtual Network Manager security admin rules on virtual networks.
     #[serde(default, rename = "admin_rule", skip_serializing_if = "Vec::is_empty")]
     pub admin_rules: Vec<AdminRule>,
-    /// Azure Bastion hosts, each in the `AzureBastionSubnet` of a VM's virtual network.
+    /// Azure Bastion hosts, each in the `AzureBastionSubnet` of a VM's virtual network or of a
+    /// hub virtual network that holds only the host.
     #[serde(default, rename = "bastion", skip_serializing_if = "Vec::is_empty")]
     pub bastions: Vec<Bastion>,
+    /// Virtual network peerings (`world/peering.rs`).
+    #[serde(default, rename = "peering", skip_serializing_if = "Vec::is_empty")]
+    pub peerings: Vec<Peering>,
     /// Defender for Cloud's just-in-time access policies; each writes a deny rule for its
     /// ports into its VMs' NIC NSGs (`world/jit.rs`).
     #[serde(default, rename = "jit_policy", skip_serializing_if = "Vec::is_empty")]
@@ -875,6 +881,7 @@ impl World {
             route_tables: Vec::new(),
             admin_rules: Vec::new(),
             bastions: Vec::new(),
+            peerings: Vec::new(),
             jit_policies: Vec::new(),
             jit_requests: Vec::new(),
             clock_offset_secs: 0,
@@ -1469,6 +1476,9 @@ impl World {
         {
             bastion.subscription = first.clone();
         }
+        for peering in &mut self.peerings {
+            peering.fill_defaults(&first);
+        }
         for policy in self
             .jit_policies
             .iter_mut()
@@ -1717,6 +1727,7 @@ impl World {
                 }
             }
         }
+        self.validate_peerings().or_else(bad)?;
         for policy in &self.jit_policies {
             jit::validate(policy).or_else(bad)?;
             for name in &policy.vms {
@@ -1790,6 +1801,10 @@ impl World {
                 .route_tables
                 .iter()
                 .any(|t| same(&t.subscription, &t.resource_group))
+            || self
+                .bastions
+                .iter()
+                .any(|b| same(&b.subscription, &b.resource_group))
             || (rg.eq_ignore_ascii_case(NETWORK_WATCHER_RG)
                 && self.vms.iter().any(|v| {
                     v.subscription.eq_ignore_ascii_case(sub)

@@ -112,6 +112,14 @@ const MODELS: &[(&str, Parser)] = &[
     ),
     ("network/SubnetGet.json", parse::<network::Subnet>),
     (
+        "network/VirtualNetworkGet.json",
+        parse::<network::VirtualNetwork>,
+    ),
+    (
+        "network/VirtualNetworkPeeringGet.json",
+        parse::<network::VirtualNetworkPeering>,
+    ),
+    (
         "network/BastionHostListBySubscription.json",
         parse::<network::BastionHostListResult>,
     ),

@@ -206,12 +206,13 @@ async fn demo_world_loads_and_lists_every_vm_through_sdk_paging() {
             "avnm-01",
             "jit-01",
             "bastion-01",
+            "bastion-02",
         ];
         names.sort();
         expected.sort();
         assert_eq!(names, expected);
-        // 22 VMs in the first subscription need 11 pages, the others one each.
-        assert_eq!(sim.stats().by_route["GET virtualMachines (list)"], 13);
+        // 23 VMs in the first subscription need 12 pages, the others one each.
+        assert_eq!(sim.stats().by_route["GET virtualMachines (list)"], 14);
         sim.shutdown().await;
     })
     .await;

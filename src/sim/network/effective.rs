@@ -27,14 +27,24 @@ pub(super) fn internet() -> Vec<String> {
 
 const AZURE_DNS_AND_PROBES: &str = "168.63.129.16/32";
 
-/// The CIDRs a service tag stands for, or `None` for a plain prefix.
-fn expand_tag(tag: &str, vm: &Vm) -> Option<Vec<String>> {
+/// The CIDRs a service tag stands for, or `None` for a plain prefix. `VirtualNetwork` is the
+/// VM's virtual network's address space, those of the virtual networks peered with it in the
+/// state `Connected` (learn.microsoft.com/azure/virtual-network/service-tags-overview) and
+/// Azure's DNS and health probe address.
+fn expand_tag(tag: &str, vm: &Vm, world: &World) -> Option<Vec<String>> {
     match tag.to_ascii_lowercase().as_str() {
         "internet" => Some(internet()),
-        "virtualnetwork" => Some(vec![
-            prefixes_of(&vm.private_ip).1,
-            AZURE_DNS_AND_PROBES.to_owned(),
-        ]),
+        "virtualnetwork" => {
+            let mut cidrs = vec![prefixes_of(&vm.private_ip).1];
+            cidrs.extend(
+                world
+                    .connected_peer_spaces(vm)
+                    .iter()
+                    .map(ToString::to_string),
+            );
+            cidrs.push(AZURE_DNS_AND_PROBES.to_owned());
+            Some(cidrs)
+        }
         "azureloadbalancer" => Some(vec![AZURE_DNS_AND_PROBES.to_owned()]),
         _ => None,
     }
@@ -62,11 +72,16 @@ fn effective_ports(ports: &str) -> String {
     }
 }
 
-fn effective_rule(collection: &str, rule: &Rule, vm: &Vm, tags: &mut Map<String, Value>) -> Value {
+fn effective_rule(
+    collection: &str,
+    rule: &Rule,
+    (vm, world): (&Vm, &World),
+    tags: &mut Map<String, Value>,
+) -> Value {
     let mut expand = |prefixes: &[String]| -> Vec<String> {
         let mut expanded = Vec::new();
         for prefix in prefixes {
-            if let Some(cidrs) = expand_tag(prefix, vm) {
+            if let Some(cidrs) = expand_tag(prefix, vm, world) {
                 tags.insert(prefix.clone(), json!(cidrs));
                 expanded.extend(cidrs);
             }
@@ -112,18 +127,18 @@ fn effective_rule(collection: &str, rule: &Rule, vm: &Vm, tags: &mut Map<String,
     out
 }
 
-fn effective_group(nsg: &Nsg, association: Value, vm: &Vm) -> Value {
+fn effective_group(nsg: &Nsg, association: Value, vm: &Vm, world: &World) -> Value {
     let mut tags = Map::new();
     let mut custom: Vec<&Rule> = nsg.rules.iter().collect();
     custom.sort_by_key(|r| (r.direction != "Inbound", r.priority));
     let mut rules: Vec<Value> = custom
         .into_iter()
-        .map(|r| effective_rule("securityRules", r, vm, &mut tags))
+        .map(|r| effective_rule("securityRules", r, (vm, world), &mut tags))
         .collect();
     rules.extend(
         default_rules()
             .iter()
-            .map(|r| effective_rule("defaultSecurityRules", r, vm, &mut tags)),
+            .map(|r| effective_rule("defaultSecurityRules", r, (vm, world), &mut tags)),
     );
     json!({
         "networkSecurityGroup": {"id": nsg_id(nsg)},
@@ -146,6 +161,7 @@ pub(crate) fn effective_nsg_list(world: &World, vm: &Vm) -> Value {
             nsg,
             json!({"subnet": {"id": subnet_id(vm)}}),
             vm,
+            world,
         ));
     }
     if let Some(nsg) = vm
@@ -157,6 +173,7 @@ pub(crate) fn effective_nsg_list(world: &World, vm: &Vm) -> Value {
             nsg,
             json!({"networkInterface": {"id": nic_id(vm)}}),
             vm,
+            world,
         ));
     }
     json!({ "value": groups })

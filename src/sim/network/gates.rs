@@ -152,3 +152,120 @@ pub(crate) fn bastion_subnet(world: &World, sub: &str, rg: &str, vnet: &str) -> 
         },
     }))
 }
+
+/// `GET virtualNetworks/{vnet}` (`VirtualNetworks_Get`): the shape of `VirtualNetworkGet.json`
+/// (network spec 2024-03-01) with its subnets (the VMs' and the `AzureBastionSubnet`) and its
+/// `virtualNetworkPeerings[]`, each in the shape of `VirtualNetworkPeeringGet.json`
+/// (`remoteVirtualNetwork`, `remoteAddressSpace`, `peeringState`). A virtual network is one a
+/// VM or a Bastion host is in.
+pub(crate) fn get_vnet(world: &World, sub: &str, rg: &str, vnet: &str) -> Answer {
+    check_scope(world, sub, Some(rg))?;
+    let key = (sub.to_owned(), rg.to_owned(), vnet.to_owned());
+    let Some(space) = world.vnet_space(&key) else {
+        return Err(not_found("Microsoft.Network/virtualNetworks", vnet, rg));
+    };
+    let in_vnet: Vec<&super::Vm> = world
+        .vms
+        .iter()
+        .filter(|v| v.is_in(sub, rg) && v.vnet_name().eq_ignore_ascii_case(vnet))
+        .collect();
+    // One VM names the network's spelling of its place.
+    let (sub, rg, vnet) = match in_vnet.first() {
+        Some(vm) => (
+            vm.subscription.as_str(),
+            vm.resource_group.as_str(),
+            vm.vnet.as_deref().unwrap_or(vnet),
+        ),
+        None => (sub, rg, vnet),
+    };
+    let id = format!(
+        "{}/providers/Microsoft.Network/virtualNetworks/{vnet}",
+        rg_prefix(sub, rg)
+    );
+    let mut subnets: Vec<Value> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for vm in &in_vnet {
+        if names.iter().any(|n| n.eq_ignore_ascii_case(&vm.subnet)) {
+            continue;
+        }
+        names.push(vm.subnet.clone());
+        let on_subnet: Vec<&super::Vm> = in_vnet
+            .iter()
+            .copied()
+            .filter(|v| v.subnet.eq_ignore_ascii_case(&vm.subnet))
+            .collect();
+        subnets.push(json!({
+            "name": vm.subnet,
+            "id": format!("{id}/subnets/{}", vm.subnet),
+            "properties": {
+                "provisioningState": "Succeeded",
+                "addressPrefix": super::subnet_prefix(&on_subnet),
+                "ipConfigurations": on_subnet
+                    .iter()
+                    .map(|v| json!({"id": super::ipconfig_id(v)}))
+                    .collect::<Vec<_>>(),
+            },
+        }));
+    }
+    if let Some(body) = bastion_subnet(world, sub, rg, vnet) {
+        subnets.push(body);
+    }
+    let peerings: Vec<Value> = world
+        .peerings_of(&key)
+        .into_iter()
+        .map(|p| {
+            let remote = world
+                .vnet_space(&p.remote)
+                .map(|s| vec![s.to_string()])
+                .unwrap_or_default();
+            json!({
+                "id": format!("{id}/virtualNetworkPeerings/{}", p.name),
+                "name": p.name,
+                "properties": {
+                    "allowVirtualNetworkAccess": true,
+                    "allowForwardedTraffic": false,
+                    "allowGatewayTransit": false,
+                    "useRemoteGateways": false,
+                    "remoteVirtualNetwork": {
+                        "id": format!(
+                            "{}/providers/Microsoft.Network/virtualNetworks/{}",
+                            rg_prefix(&p.remote.0, &p.remote.1),
+                            p.remote.2
+                        ),
+                    },
+                    "remoteAddressSpace": {"addressPrefixes": remote},
+                    "remoteVirtualNetworkAddressSpace": {"addressPrefixes": remote},
+                    "peeringState": p.state,
+                    "peeringSyncLevel": "FullyInSync",
+                    "provisioningState": "Succeeded",
+                },
+            })
+        })
+        .collect();
+    let location = in_vnet
+        .first()
+        .map(|v| v.location.clone())
+        .or_else(|| {
+            world
+                .bastions
+                .iter()
+                .find(|b| b.is_in(sub, rg, vnet))
+                .map(|b| b.location.clone())
+        })
+        .unwrap_or_default();
+    Ok(Reply::json(
+        200,
+        &json!({
+            "name": vnet,
+            "id": id,
+            "type": "Microsoft.Network/virtualNetworks",
+            "location": location,
+            "properties": {
+                "provisioningState": "Succeeded",
+                "addressSpace": {"addressPrefixes": [space.to_string()]},
+                "subnets": subnets,
+                "virtualNetworkPeerings": peerings,
+            },
+        }),
+    ))
+}

@@ -12,7 +12,8 @@
 //! `NetworkWatcherIpFlowVerify.json`: `{"access", "ruleName"}`, and `NetworkWatcherNextHopGet.json`:
 //! `{"nextHopType", "nextHopIpAddress", "routeTableId"}`, `routeTableId` being "System Route"
 //! when no user route decides). Microsoft Learn "Virtual network traffic routing": the system
-//! routes (the virtual network's space to `VnetLocal`, 0.0.0.0/0 to `Internet`, 10.0.0.0/8,
+//! routes (the virtual network's space to `VnetLocal`, a `Connected` peer's to `VNetPeering`,
+//! 0.0.0.0/0 to `Internet`, 10.0.0.0/8,
 //! 172.16.0.0/12, 192.168.0.0/16 and 100.64.0.0/10 to `None`), the longest prefix wins, and a
 //! user route beats a system route of the same prefix (which turns `Invalid`). "IP flow verify
 //! overview": the verdict comes from the NSGs on the subnet and the NIC and from Virtual
@@ -246,8 +247,16 @@ fn effective_routes(world: &World, vm: &Vm) -> Vec<EffectiveRoute> {
         ("192.168.0.0/16", "None"),
         ("100.64.0.0/10", "None"),
     ];
+    // A peering in the state `Connected` adds a system route for each address range of the
+    // peer, next hop `VNetPeering` (Microsoft Learn "Virtual network traffic routing").
+    let peers: Vec<String> = world
+        .connected_peer_spaces(vm)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let mut routes: Vec<EffectiveRoute> = system
         .into_iter()
+        .chain(peers.iter().map(|p| (p.as_str(), "VNetPeering")))
         .filter_map(|(prefix, hop)| {
             let prefix = net(prefix)?;
             Some(EffectiveRoute {
@@ -655,6 +664,16 @@ mod tests {
         assert_eq!(hop(&plain, "203.0.113.9").0, "Internet");
         assert_eq!(hop(&plain, "10.0.7.7").0, "VnetLocal");
         assert_eq!(hop(&plain, "10.9.0.1").0, "None");
+        // A Connected peer's space goes to VNetPeering; an Initiated one's stays dropped.
+        let peered = |state: &str| {
+            World::new()
+                .vm("web-01")
+                .in_vnet("vnet-spoke")
+                .hub_bastion("vnet-hub", "bastion-hub", "Standard", true, "10.1.255.0/26")
+                .peered_with("vnet-hub", state)
+        };
+        assert_eq!(hop(&peered("Connected"), "10.1.255.4").0, "VNetPeering");
+        assert_eq!(hop(&peered("Initiated"), "10.1.255.4").0, "None");
         let udr = World::new()
             .vm("udr-01")
             .default_route_to_appliance("10.0.2.4")

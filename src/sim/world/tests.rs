@@ -237,3 +237,70 @@ fn a_bastion_is_checked_as_azure_would_accept_it() {
     let error = outside.validate().expect_err("too small").to_string();
     assert!(error.contains("/26 or larger"), "{error}");
 }
+
+#[test]
+fn a_peering_is_checked_as_azure_would_accept_it_and_shows_on_both_sides_when_connected() {
+    let spoke = || {
+        World::new().vm("web-01").in_vnet("vnet-spoke").hub_bastion(
+            "vnet-hub",
+            "bastion-hub",
+            "Standard",
+            true,
+            "10.1.255.0/26",
+        )
+    };
+    let world = spoke().peered_with("vnet-hub", "Connected");
+    world.validate().expect("consistent");
+    let text = world.to_toml_string().expect("renders");
+    assert_eq!(World::from_toml_str(&text).expect("parses"), world);
+    let key = |vnet: &str| {
+        (
+            crate::sim::DEFAULT_SUBSCRIPTION.to_owned(),
+            "rg-web".to_owned(),
+            vnet.to_owned(),
+        )
+    };
+    assert_eq!(
+        world.vnet_space(&key("vnet-hub")).map(|n| n.to_string()),
+        Some("10.1.0.0/16".to_owned())
+    );
+    // Connected: the hub shows the peering back; the spoke's VirtualNetwork covers the hub.
+    let back = world.peerings_of(&key("vnet-hub"));
+    assert_eq!(back.len(), 1);
+    assert_eq!(
+        (back[0].remote.2.as_str(), back[0].state.as_str()),
+        ("vnet-spoke", "Connected")
+    );
+    assert_eq!(
+        world.connected_peer_spaces(&world.vms[0]),
+        ["10.1.0.0/16".parse::<ipnet::Ipv4Net>().unwrap()]
+    );
+    // Initiated (the hub has not peered back) and Disconnected (it deleted its peering): the
+    // hub has no peering, and nothing is reachable through the spoke's.
+    for state in ["Initiated", "Disconnected"] {
+        let world = spoke().peered_with("vnet-hub", state);
+        world.validate().expect("consistent");
+        assert!(world.peerings_of(&key("vnet-hub")).is_empty());
+        assert_eq!(world.peerings_of(&key("vnet-spoke"))[0].state, state);
+        assert!(world.connected_peer_spaces(&world.vms[0]).is_empty());
+    }
+
+    let error = |world: World| world.validate().expect_err("refused").to_string();
+    let e = error(spoke().peered_with("vnet-hub", "Pending"));
+    assert!(e.contains("Initiated, Connected or Disconnected"), "{e}");
+    let e = error(spoke().peered_with("vnet-nowhere", "Connected"));
+    assert!(e.contains("both virtual networks must exist"), "{e}");
+    let e = error(spoke().peered_with("vnet-spoke", "Connected"));
+    assert!(e.contains("cannot peer with itself"), "{e}");
+    let mut overlap = spoke().peered_with("vnet-hub", "Connected");
+    overlap.bastions[0].subnet_prefix = Some("10.0.255.0/26".into());
+    let e = error(overlap);
+    assert!(e.contains("overlap"), "{e}");
+    let mut unsized_hub = spoke();
+    unsized_hub.bastions[0].subnet_prefix = None;
+    let e = error(unsized_hub);
+    assert!(
+        e.contains("subnet_prefix must say its address space"),
+        "{e}"
+    );
+}
