@@ -39,7 +39,39 @@ impl ScopeClaim {
     /// of [`SweepBusy`]) which sweep, here or on another replica, holds it. Should the claim
     /// be lost while the sweep runs (this replica stalled past the lease and someone else
     /// started a sweep of the scope), `lost` is cancelled, which stops the sweep.
+    ///
+    /// Cancellation-safe: the claim is taken in a task of its own, so a sweep dropped while its
+    /// claim is being committed does not leave the scope claimed until the lease lapses. The
+    /// claim then finishes, and is released as soon as nobody is left to receive it.
     pub(crate) async fn take(
+        store: &Store,
+        owner: &str,
+        lease: Duration,
+        scope: &SweepScope,
+        started_by: &str,
+        lost: CancellationToken,
+    ) -> Result<Result<ScopeClaim, Box<SweepBusy>>, StoreError> {
+        let (store, owner, scope, started_by) = (
+            store.clone(),
+            owner.to_string(),
+            scope.clone(),
+            started_by.to_string(),
+        );
+        let taking = tokio::spawn(async move {
+            ScopeClaim::take_here(&store, &owner, lease, &scope, &started_by, lost).await
+        });
+        match taking.await {
+            Ok(taken) => taken,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only when the runtime itself is shutting down.
+            Err(_) => Err(StoreError::Database {
+                doing: "claiming a sweep's scope as the runtime shuts down",
+                source: sqlx::Error::WorkerCrashed,
+            }),
+        }
+    }
+
+    async fn take_here(
         store: &Store,
         owner: &str,
         lease: Duration,
@@ -92,11 +124,13 @@ impl ScopeClaim {
     }
 
     /// The sweep ended: free the scope now. A failure is logged; the lease lapses instead.
+    /// The release runs in a task of its own, so it completes even if this sweep's task is
+    /// dropped meanwhile.
     pub(crate) async fn release(mut self) {
         self.renewer.abort();
         self.released = true;
-        let id = self.id();
-        release(&self.store, &id, &self.owner).await;
+        let (store, id, owner) = (self.store.clone(), self.id(), self.owner.clone());
+        let _ = tokio::spawn(async move { release(&store, &id, &owner).await }).await;
     }
 }
 
