@@ -90,6 +90,15 @@ pub enum PathFacts {
     },
     /// With `--from`, in a region without a Network Watcher.
     NoWatcher { from: Ipv4Addr, region: String },
+    /// Without an address, for a VM reached through Azure Bastion: the NIC's effective routes
+    /// toward the Bastion host's `AzureBastionSubnet` (`address`, its first host address), where
+    /// the connection comes from. The Internet's routes do not matter to it.
+    ToBastion {
+        routes: Vec<RouteFacts>,
+        bastion: String,
+        subnet: String,
+        address: Ipv4Addr,
+    },
 }
 
 /// Does this next hop drop the reply (an appliance, or nowhere)?
@@ -197,6 +206,12 @@ fn bare_rule(rule: &str) -> &str {
 pub fn check(facts: &PathFacts) -> Finding {
     match facts {
         PathFacts::Routes { routes, table } => from_routes(routes, table.as_ref()),
+        PathFacts::ToBastion {
+            routes,
+            bastion,
+            subnet,
+            address,
+        } => to_bastion(routes, bastion, subnet, *address),
         PathFacts::NoWatcher { from, region } => {
             let why = format!(
                 "Network Watcher is not enabled in region {region}: IP flow verify and next hop for {from} were not run"
@@ -291,6 +306,76 @@ fn from_routes(routes: &[RouteFacts], table: Option<&RouteTableFacts>) -> Findin
         route: Some(&route),
         skipped: None,
     })
+}
+
+/// The active route Azure picks for `to`: the longest prefix that holds it (equal prefixes are
+/// settled by Azure itself, which marks the losers `Invalid`).
+pub fn route_to(routes: &[RouteFacts], to: Ipv4Addr) -> Option<(&RouteFacts, Ipv4Net)> {
+    routes
+        .iter()
+        .filter(|r| r.active)
+        .flat_map(|r| {
+            r.prefixes
+                .iter()
+                .filter_map(|p| p.parse::<Ipv4Net>().ok())
+                .filter(|net| net.contains(&to))
+                .map(move |net| (r, net))
+        })
+        .max_by_key(|(r, net)| (net.prefix_len(), r.source == "User"))
+}
+
+/// The reply to Azure Bastion: it must go back inside the virtual network or across the
+/// peering. Microsoft's "Accessing virtual machines behind Azure Firewall with Azure Bastion"
+/// (Azure blog): a 0.0.0.0/0 user route to a firewall does not stop Bastion, whose subnet the
+/// more specific virtual network and peering routes reach; a route that sends the Bastion
+/// subnet's own prefix to a stateful appliance makes the path asymmetric, and the appliance
+/// drops the replies it never saw the requests of. No fix is offered: such a route is the
+/// network team's design.
+fn to_bastion(routes: &[RouteFacts], bastion: &str, subnet: &str, address: Ipv4Addr) -> Finding {
+    let whom = format!("Azure Bastion {bastion} ({subnet})");
+    let evidence = Evidence {
+        from: Some(address.to_string()),
+        ip_flow_verify: None,
+        next_hop: None,
+        route: None,
+        skipped: None,
+    };
+    let Some((route, net)) = route_to(routes, address) else {
+        return Finding::new(
+            CheckId::NetworkPath,
+            Status::Warn,
+            format!("No effective route reaches {whom}: replies to it have nowhere to go"),
+        )
+        .evidence(evidence);
+    };
+    let hop = hop_text(
+        &route.next_hop_type,
+        route.next_hop_ips.first().map(String::as_str),
+    );
+    let named = match (&route.name, route.source == "User") {
+        (Some(name), true) => format!("user route {name} ({net})"),
+        _ => format!("system route {net}"),
+    };
+    if matches!(route.next_hop_type.as_str(), "VnetLocal" | "VNetPeering") {
+        return Finding::new(
+            CheckId::NetworkPath,
+            Status::Pass,
+            format!("Replies to {whom} go to {hop} ({named})"),
+        )
+        .evidence(evidence);
+    }
+    Finding::new(
+        CheckId::NetworkPath,
+        Status::Fail,
+        format!("Replies to {whom} go to {hop}: {named} sends them there"),
+    )
+    .detail(format!(
+        "Bastion's connection to the VM comes from {subnet}; the reply goes to {hop} instead of straight back, and a stateful appliance drops replies to connections it never saw."
+    ))
+    .next_step(format!(
+        "Ask the network team to route {subnet} (Azure Bastion {bastion}) within the virtual network or across the peering, or to make {hop} pass the replies on. The route is part of their design: rdp-doctor does not offer to remove it."
+    ))
+    .evidence(evidence)
 }
 
 fn used_by(table: &RouteTableFacts) -> String {

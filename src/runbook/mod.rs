@@ -536,6 +536,22 @@ async fn run_checks(
                     next_hop,
                     table,
                 }),
+                // Reached through Azure Bastion: the reply goes to its subnet, not the Internet.
+                Ok(PathFacts::Routes { routes, table }) => {
+                    let bastion = bastion.clone().await.ok().flatten();
+                    match bastion
+                        .as_ref()
+                        .and_then(|b| Some((b, b.subnet_prefix.clone()?, b.source_address()?)))
+                    {
+                        Some((b, subnet, address)) => network_path::check(&PathFacts::ToBastion {
+                            routes,
+                            bastion: b.name.clone(),
+                            subnet,
+                            address,
+                        }),
+                        None => network_path::check(&PathFacts::Routes { routes, table }),
+                    }
+                }
                 Ok(facts) => network_path::check(&facts),
                 Err(finding) => finding,
             };

@@ -687,3 +687,64 @@ async fn roles_on_resource_groups_only_list_the_hubs_group_for_its_bastion() {
     })
     .await
 }
+
+/// Microsoft's "Accessing virtual machines behind Azure Firewall with Azure Bastion" (Azure
+/// blog): forced tunnelling (0.0.0.0/0 to a firewall) does not stop Bastion, whose subnet the
+/// virtual network's own route reaches. `network-path` judges the reply to the Bastion subnet,
+/// not to the Internet, and offers no route removal.
+#[tokio::test]
+async fn a_forced_tunnel_to_a_firewall_does_not_stop_bastion() {
+    within(async {
+        let world = private_vm("Standard", true).default_route_to_appliance("10.0.2.4");
+        let h = Harness::start(world).await;
+        let report = h.check("web-01").await.expect("report");
+        let path = finding(&report, "network-path");
+        assert_eq!(path.status.as_str(), "pass", "{}", path.summary);
+        assert!(
+            path.summary.starts_with(
+                "Replies to Azure Bastion bastion-hub (10.0.255.0/26) go to the virtual network (system route "
+            ),
+            "{}",
+            path.summary
+        );
+        assert_eq!(path.evidence["from"], "10.0.255.4");
+        assert_eq!(report.verdict, Verdict::Ok);
+        assert_eq!(report.next_action, None);
+    })
+    .await
+}
+
+/// A user route that sends the peered hub (and its Bastion subnet) to an appliance: the reply
+/// to Bastion goes there, and the check fails without offering to remove the route.
+#[tokio::test]
+async fn a_route_sending_the_bastion_subnet_to_an_appliance_fails_the_network_path() {
+    within(async {
+        let world = spoke_vm("Connected").route(
+            "hub-via-firewall",
+            "10.1.0.0/16",
+            "VirtualAppliance",
+            Some("10.0.2.4"),
+        );
+        let h = Harness::start(world).await;
+        let report = h.check("web-01").await.expect("report");
+        let path = finding(&report, "network-path");
+        assert_eq!(path.status.as_str(), "fail");
+        assert_eq!(
+            path.summary,
+            "Replies to Azure Bastion bastion-hub (10.1.255.0/26) go to the virtual appliance 10.0.2.4: user route hub-via-firewall (10.1.0.0/16) sends them there"
+        );
+        assert_eq!(path.suggests, None, "no route removal offered");
+        let next = path.next_step.as_deref().expect("the network team's");
+        assert!(next.contains("Ask the network team to route 10.1.255.0/26"), "{next}");
+        assert_eq!(report.verdict, Verdict::Problems);
+        // Without the route, the peering carries the reply.
+        let h = Harness::start(spoke_vm("Connected")).await;
+        let report = h.check("web-01").await.expect("report");
+        let path = finding(&report, "network-path");
+        assert_eq!(
+            path.summary,
+            "Replies to Azure Bastion bastion-hub (10.1.255.0/26) go to the peered virtual network (system route 10.1.0.0/16)"
+        );
+    })
+    .await
+}

@@ -297,3 +297,60 @@ fn the_internet_is_wide_public_space() {
         assert_eq!(covers_the_internet(prefix), covers, "{prefix}");
     }
 }
+
+fn bastion_check(routes: Vec<RouteFacts>) -> Finding {
+    check(&PathFacts::ToBastion {
+        routes,
+        bastion: "bastion-hub".into(),
+        subnet: "10.1.255.0/26".into(),
+        address: "10.1.255.4".parse().unwrap(),
+    })
+}
+
+#[test]
+fn the_reply_to_bastion_follows_the_longest_prefix_not_the_internets_route() {
+    // Forced tunnelling sends the Internet to a firewall; the peering still reaches Bastion.
+    let tunnelled = vec![
+        system("10.0.0.0/16", "VnetLocal", true),
+        system("10.1.0.0/16", "VNetPeering", true),
+        system("0.0.0.0/0", "Internet", false),
+        user(
+            "to-firewall",
+            "0.0.0.0/0",
+            "VirtualAppliance",
+            Some("10.0.2.4"),
+        ),
+    ];
+    let finding = bastion_check(tunnelled.clone());
+    assert_eq!(finding.status, Status::Pass);
+    assert_eq!(
+        finding.summary,
+        "Replies to Azure Bastion bastion-hub (10.1.255.0/26) go to the peered virtual network (system route 10.1.0.0/16)"
+    );
+    assert_eq!(finding.suggests, None);
+    // A user route of the hub's prefix to the firewall wins over the peering's system route.
+    let mut inspected = tunnelled;
+    inspected.push(user(
+        "hub-via-firewall",
+        "10.1.0.0/16",
+        "VirtualAppliance",
+        Some("10.0.2.4"),
+    ));
+    let finding = bastion_check(inspected);
+    assert_eq!(finding.status, Status::Fail);
+    assert_eq!(
+        finding.summary,
+        "Replies to Azure Bastion bastion-hub (10.1.255.0/26) go to the virtual appliance 10.0.2.4: user route hub-via-firewall (10.1.0.0/16) sends them there"
+    );
+    assert_eq!(
+        finding.suggests, None,
+        "the network team's route: no removal"
+    );
+    assert!(finding.next_step.is_some());
+    // An inactive route is not followed; with no route at all, a warning.
+    let finding = bastion_check(vec![system("10.1.0.0/16", "VNetPeering", false)]);
+    assert_eq!(finding.status, Status::Warn);
+    assert!(finding
+        .summary
+        .starts_with("No effective route reaches Azure Bastion bastion-hub"));
+}
