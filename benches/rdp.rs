@@ -11,7 +11,7 @@
 //! Vec<Row>`, list it in [`SECTIONS`] and in [`run_section`].
 //!
 //! To see where time goes: `RUST_LOG` is passed on to the bot, and with `RDP_BENCH_LOG=DIR` each
-//! bot's stderr is saved as `DIR/bot-N.log`.
+//! bot's stderr is saved as `DIR/bot-N.log` (a `replicas` fleet's as `DIR/<fleet>-replica-N.log`).
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;

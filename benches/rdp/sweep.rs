@@ -26,8 +26,14 @@ const L: Duration = Duration::from_millis(50);
 const LIST_PAGES: usize = 4 * VMS.div_ceil(100);
 /// One VM of the fleet is deallocated: Azure has no effective rules for it.
 const RUNNING: usize = VMS - 1;
-/// What a sweep needs: the lists, each VM's instance view, two more requests per running VM.
-const REQUIRED: usize = LIST_PAGES + VMS + 2 * RUNNING;
+/// The fleet's one virtual network: its Virtual Network Manager admin rules are read once.
+const VNET_READS: usize = 1;
+/// vm-321 has no public IP: the Bastion hosts' list and its virtual network's peerings (once
+/// per virtual network; neither finds a Bastion, so no `AzureBastionSubnet` read).
+const BASTION_READS: usize = 2;
+/// What a sweep needs: the lists, each VM's instance view, two more requests per running VM,
+/// and the gates' reads.
+const REQUIRED: usize = LIST_PAGES + VMS + 2 * RUNNING + VNET_READS + BASTION_READS;
 /// Of those, the reads (the lists, the instance views and the results) and the writes (the
 /// POSTs).
 const READS: usize = LIST_PAGES + VMS + RUNNING;

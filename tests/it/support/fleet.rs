@@ -40,6 +40,14 @@ pub struct Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
+        // As the benchmark's bots: with RDP_BENCH_LOG=DIR each replica's log is kept there.
+        if let Some(dir) = std::env::var_os("RDP_BENCH_LOG") {
+            for (n, replica) in self.replicas.iter().enumerate() {
+                let fleet = self.dir.file_name().unwrap_or_default().to_string_lossy();
+                let path = std::path::Path::new(&dir).join(format!("{fleet}-replica-{n}.log"));
+                let _ = std::fs::write(path, replica.log());
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
