@@ -351,6 +351,10 @@ fn next_step(out: &mut String, report: &Report, catalog: &Catalog, style: &Style
                 style.dim(&step.doc)
             ));
             let action = report.next_action;
+            // The finding's own advice for this fix (through Azure Bastion: the source to admit).
+            if let Some(advice) = report.next_action_advice() {
+                out.push_str(&format!("  {advice}\n"));
+            }
             if let Some(guest) = action.filter(|a| a.is_guest()) {
                 out.push_str(&format!(
                     "  Run it: rdp-doctor fix {} {guest}\n",

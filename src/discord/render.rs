@@ -176,8 +176,16 @@ pub fn report_with_note(catalog: &Catalog, report: &Report, note: Option<&str>) 
         .collect();
     let next = match report.next_action.and_then(|a| catalog.step(a)) {
         Some(step) => Some(format!(
-            "**{}** (`{}`): {}\n[Runbook step]({})\n{}",
-            step.title, step.id, step.next_step, step.doc, catalog.texts.reconnect
+            "**{}** (`{}`): {}{}\n[Runbook step]({})\n{}",
+            step.title,
+            step.id,
+            step.next_step,
+            report
+                .next_action_advice()
+                .map(|advice| format!("\n{advice}"))
+                .unwrap_or_default(),
+            step.doc,
+            catalog.texts.reconnect
         )),
         None => match report.findings.iter().find(|f| f.status == Status::Fail) {
             Some(failing) => catalog.step(failing.step).map(|step| {

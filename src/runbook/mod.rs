@@ -487,8 +487,15 @@ async fn run_checks(
                 bastion.clone()
             );
             let bastion = bastion.ok().flatten();
-            let (finding, judged) =
-                nsg_finding(&vm, nic, effective, admin, bastion.as_ref(), options);
+            let (finding, judged) = nsg_finding(
+                &vm,
+                nic,
+                effective,
+                admin,
+                bastion.as_ref(),
+                options,
+                &summary.vm.name,
+            );
             // Just-in-time access: read the subscription's JIT policies only when Defender's
             // rules are among the effective ones.
             let finding = match &judged {
@@ -786,6 +793,7 @@ fn nsg_finding(
     admin: nsg::AdminRules,
     bastion: Option<&public_ip::BastionFacts>,
     options: &CheckOptions,
+    vm_name: &str,
 ) -> (Finding, Option<NsgJudged>) {
     let facts = match vm {
         Ok(f) => f,
@@ -842,6 +850,14 @@ fn nsg_finding(
                 finding = finding.detail(format!(
                     "Judged as from {ip}, in {subnet}: Bastion's connections to the VM come from there, not from the Internet, since the VM has no public IP."
                 ));
+                // The runbook's open-rdp-port asks for the person's own address; through Bastion
+                // the rule must admit the Bastion subnet instead.
+                if finding.suggests == Some(ActionId::OpenRdpPort) && finding.next_step.is_none() {
+                    let prefix = b.subnet_prefix.as_deref().unwrap_or_default();
+                    finding = finding.next_step(format!(
+                        "Allow inbound TCP 3389 from {subnet}, where Bastion connects from (not from your own address): `rdp-doctor open-rdp {vm_name} --source {prefix}`, or `/rdp open-rdp` with `source:{prefix}` (action `open-rdp-port`)."
+                    ));
+                }
             }
             (
                 finding,

@@ -68,6 +68,17 @@ pub struct Report {
 }
 
 impl Report {
+    /// The finding's own advice for `open-rdp-port` when the report offers it and the finding
+    /// has some: through Azure Bastion the rule must admit the Bastion subnet, not the person's
+    /// address. (Other fixes' advice is already in their own next step, e.g. `request-jit`'s.)
+    pub fn next_action_advice(&self) -> Option<&str> {
+        let action = self.next_action.filter(|a| *a == ActionId::OpenRdpPort)?;
+        self.findings
+            .iter()
+            .find(|f| f.suggests == Some(action))
+            .and_then(|f| f.next_step.as_deref())
+    }
+
     pub fn finding(&self, step: crate::diagnose::CheckId) -> Option<&Finding> {
         self.findings.iter().find(|f| f.step == step)
     }

@@ -90,6 +90,14 @@ async fn a_deny_from_the_bastion_subnet_fails_the_nsg_check() {
             "{}",
             nsg.summary
         );
+        // The fix must admit the Bastion subnet, not the person's own address: the report's
+        // next step says which source to give open-rdp-port.
+        assert_eq!(report.next_action.map(|a| a.as_str()), Some("open-rdp-port"));
+        let advice = report.next_action_advice().expect("the source to admit");
+        assert!(
+            advice.contains("`rdp-doctor open-rdp web-01 --source 10.0.255.0/26`"),
+            "{advice}"
+        );
     })
     .await
 }
