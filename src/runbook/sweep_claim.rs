@@ -51,15 +51,17 @@ impl ScopeClaim {
         started_by: &str,
         lost: CancellationToken,
     ) -> Result<Result<ScopeClaim, Box<SweepBusy>>, StoreError> {
-        let (store, owner, scope, started_by) = (
-            store.clone(),
-            owner.to_string(),
-            scope.clone(),
-            started_by.to_string(),
-        );
-        let taking = tokio::spawn(async move {
-            ScopeClaim::take_here(&store, &owner, lease, &scope, &started_by, lost).await
-        });
+        let new = NewSweep {
+            subscription_id: scope.subscription_id.clone(),
+            resource_group: scope.resource_group.clone(),
+            started_by: started_by.to_string(),
+            owner: owner.to_string(),
+        };
+        let (store, scope) = (store.clone(), scope.clone());
+        let taking =
+            tokio::spawn(
+                async move { ScopeClaim::take_here(store, new, &scope, lease, lost).await },
+            );
         match taking.await {
             Ok(taken) => taken,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -72,19 +74,12 @@ impl ScopeClaim {
     }
 
     async fn take_here(
-        store: &Store,
-        owner: &str,
-        lease: Duration,
+        store: Store,
+        new: NewSweep,
         scope: &SweepScope,
-        started_by: &str,
+        lease: Duration,
         lost: CancellationToken,
     ) -> Result<Result<ScopeClaim, Box<SweepBusy>>, StoreError> {
-        let new = NewSweep {
-            subscription_id: scope.subscription_id.clone(),
-            resource_group: scope.resource_group.clone(),
-            started_by: started_by.to_string(),
-            owner: owner.to_string(),
-        };
         let claimed = match store.claim_sweep(&new, lapsed_before(lease)).await? {
             Ok(claimed) => claimed,
             Err(running) => {
@@ -98,7 +93,7 @@ impl ScopeClaim {
             }
         };
         let id = Arc::new(Mutex::new(claimed.id));
-        let owner: Arc<str> = owner.into();
+        let owner: Arc<str> = new.owner.as_str().into();
         let renewer = tokio::spawn(renew(
             store.clone(),
             owner.clone(),
@@ -108,7 +103,7 @@ impl ScopeClaim {
             lost,
         ));
         Ok(Ok(ScopeClaim {
-            store: store.clone(),
+            store,
             owner,
             id,
             renewer,

@@ -61,38 +61,51 @@ async fn a_bastion_in_the_virtual_network_passes_public_ip_and_the_nsg_is_judged
     .await
 }
 
+/// `world` with the NIC NSG of web-01 denying TCP 3389 from `source` (rule `name`, priority
+/// 110, ahead of its allow), checked: `public-ip` still passes through the Bastion and `nsg`
+/// fails, judged from the Bastion's subnet `subnet`.
+async fn denied_from_the_bastion(
+    mut world: World,
+    name: &str,
+    source: &str,
+    subnet: &str,
+) -> rdp_doctor::runbook::Report {
+    let nsg = world
+        .nsgs
+        .iter_mut()
+        .find(|n| n.name == "web-01-nsg")
+        .expect("the NIC's NSG");
+    nsg.rules
+        .push(Rule::inbound_tcp(name, 110, "Deny", source, "3389"));
+    let h = Harness::start(world).await;
+    let report = h.check("web-01").await.expect("report");
+    assert_eq!(report.verdict, Verdict::Problems);
+    assert_eq!(finding(&report, "public-ip").status.as_str(), "pass");
+    let nsg = finding(&report, "nsg");
+    assert_eq!(nsg.status.as_str(), "fail", "{}", nsg.summary);
+    let expected = format!(
+        "TCP 3389 from Azure Bastion bastion-hub's AzureBastionSubnet ({subnet}) is denied by rule {name} (priority 110)"
+    );
+    assert!(nsg.summary.starts_with(&expected), "{}", nsg.summary);
+    report
+}
+
 #[tokio::test]
 async fn a_deny_from_the_bastion_subnet_fails_the_nsg_check() {
     within(async {
-        let mut world = private_vm("Standard", true);
-        let nsg = world
-            .nsgs
-            .iter_mut()
-            .find(|n| n.name == "web-01-nsg")
-            .expect("the NIC's NSG");
-        nsg.rules.push(Rule::inbound_tcp(
+        let report = denied_from_the_bastion(
+            private_vm("Standard", true),
             "deny-bastion",
-            110,
-            "Deny",
             "10.0.255.0/26",
-            "3389",
-        ));
-        let h = Harness::start(world).await;
-        let report = h.check("web-01").await.expect("report");
-        assert_eq!(report.verdict, Verdict::Problems);
-        assert_eq!(finding(&report, "public-ip").status.as_str(), "pass");
-        let nsg = finding(&report, "nsg");
-        assert_eq!(nsg.status.as_str(), "fail", "{}", nsg.summary);
-        assert!(
-            nsg.summary.starts_with(
-                "TCP 3389 from Azure Bastion bastion-hub's AzureBastionSubnet (10.0.255.0/26) is denied by rule deny-bastion (priority 110)"
-            ),
-            "{}",
-            nsg.summary
-        );
+            "10.0.255.0/26",
+        )
+        .await;
         // The fix must admit the Bastion subnet, not the person's own address: the report's
         // next step says which source to give open-rdp-port.
-        assert_eq!(report.next_action.map(|a| a.as_str()), Some("open-rdp-port"));
+        assert_eq!(
+            report.next_action.map(|a| a.as_str()),
+            Some("open-rdp-port")
+        );
         let advice = report.next_action_advice().expect("the source to admit");
         assert!(
             advice.contains("`rdp-doctor open-rdp web-01 --source 10.0.255.0/26`"),
@@ -353,32 +366,16 @@ async fn a_peering_not_connected_does_not_reach_the_hubs_bastion() {
 #[tokio::test]
 async fn a_deny_from_the_peered_hubs_bastion_subnet_fails_the_nsg_check() {
     within(async {
-        let mut world = spoke_vm("Connected");
-        let nsg = world
-            .nsgs
-            .iter_mut()
-            .find(|n| n.name == "web-01-nsg")
-            .expect("the NIC's NSG");
-        nsg.rules.push(Rule::inbound_tcp(
+        let report = denied_from_the_bastion(
+            spoke_vm("Connected"),
             "deny-hub",
-            110,
-            "Deny",
             "10.1.0.0/16",
-            "3389",
-        ));
-        let h = Harness::start(world).await;
-        let report = h.check("web-01").await.expect("report");
-        assert_eq!(report.verdict, Verdict::Problems);
-        assert_eq!(finding(&report, "public-ip").status.as_str(), "pass");
-        let nsg = finding(&report, "nsg");
-        assert_eq!(nsg.status.as_str(), "fail", "{}", nsg.summary);
-        assert!(
-            nsg.summary.starts_with(
-                "TCP 3389 from Azure Bastion bastion-hub's AzureBastionSubnet (10.1.255.0/26) is denied by rule deny-hub (priority 110)"
-            ),
-            "{}",
-            nsg.summary
-        );
+            "10.1.255.0/26",
+        )
+        .await;
+        // The source to admit is the hub's Bastion subnet.
+        let advice = report.next_action_advice().expect("the source to admit");
+        assert!(advice.contains("--source 10.1.255.0/26"), "{advice}");
     })
     .await
 }
