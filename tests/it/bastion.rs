@@ -3,7 +3,7 @@
 //! `bastionHosts` list, virtual networks with their peerings and `AzureBastionSubnet`; the demo
 //! world's `bastion-01` and `bastion-02` as the binary.
 
-use crate::gates::{cli_check, gate_part, sweep_rg_web};
+use crate::gates::{gate_part, simulated_check, sweep_rg_web};
 use crate::support;
 
 use rdp_doctor::runbook::Verdict;
@@ -234,11 +234,7 @@ async fn a_sweep_does_not_call_bastion_vms_problems_and_reads_the_bastion_once()
 #[tokio::test]
 async fn check_bastion_01_simulate_says_how_to_connect_through_bastion() {
     within(async {
-        let out = tokio::task::spawn_blocking(|| cli_check(&["check", "bastion-01", "--simulate"]))
-            .await
-            .expect("joined");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let text = simulated_check("bastion-01", 0).await;
         insta::assert_snapshot!(gate_part(&text), @r"
         Verdict: OK: nothing found that blocks Remote Desktop
           PASS  VM has a public IP (or a private path)
@@ -520,11 +516,7 @@ async fn a_hub_in_another_subscription_is_listed_there_and_a_403_there_is_a_reas
 #[tokio::test]
 async fn check_bastion_02_simulate_reaches_the_hubs_bastion_across_the_peering() {
     within(async {
-        let out = tokio::task::spawn_blocking(|| cli_check(&["check", "bastion-02", "--simulate"]))
-            .await
-            .expect("joined");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let text = simulated_check("bastion-02", 0).await;
         insta::assert_snapshot!(gate_part(&text), @r"
         Verdict: OK: nothing found that blocks Remote Desktop
           PASS  VM has a public IP (or a private path)

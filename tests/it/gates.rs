@@ -189,6 +189,22 @@ pub(crate) fn cli_check(args: &[&str]) -> std::process::Output {
         .expect("the binary runs")
 }
 
+/// `rdp-doctor check VM --simulate` as a person runs it: its report, once it has exited with
+/// `exit` (0 nothing found, 1 problems).
+pub(crate) async fn simulated_check(vm: &'static str, exit: i32) -> String {
+    let out = tokio::task::spawn_blocking(move || cli_check(&["check", vm, "--simulate"]))
+        .await
+        .expect("joined");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(exit),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// The report's verdict, the gate's finding (the `nsg` and `public-ip` lines and their details)
 /// and its next step, as a person reads them.
 pub(crate) fn gate_part(text: &str) -> String {
@@ -221,11 +237,7 @@ pub(crate) fn gate_part(text: &str) -> String {
 #[tokio::test]
 async fn check_avnm_01_simulate_names_the_admin_rule_and_the_network_team() {
     within(async {
-        let out = tokio::task::spawn_blocking(|| cli_check(&["check", "avnm-01", "--simulate"]))
-            .await
-            .expect("joined");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(1), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let text = simulated_check("avnm-01", 1).await;
         insta::assert_snapshot!(gate_part(&text), @r"
         Verdict: PROBLEMS FOUND
           PASS  VM has a public IP (or a private path)
@@ -338,11 +350,7 @@ async fn request_jit_is_refused_outside_the_policy_and_for_a_vm_it_does_not_prot
 #[tokio::test]
 async fn check_jit_01_simulate_says_closed_by_jit_and_how_to_request_it() {
     within(async {
-        let out = tokio::task::spawn_blocking(|| cli_check(&["check", "jit-01", "--simulate"]))
-            .await
-            .expect("joined");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(1), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let text = simulated_check("jit-01", 1).await;
         let rule = regex::Regex::new(r"SecurityCenter-JITRule_-?\d+_[0-9A-F]+").expect("regex");
         let shown = rule.replace_all(&gate_part(&text), "SecurityCenter-JITRule_<n>_<hash>").into_owned();
         insta::assert_snapshot!(shown, @r"

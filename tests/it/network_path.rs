@@ -2,6 +2,7 @@
 //! Watcher's IP flow verify and next hop with `--from`, through the real SDK against the
 //! simulator's route tables and watchers, and `check udr-01 --simulate` as the binary.
 
+use crate::gates::{cli_check, simulated_check};
 use crate::support;
 
 use rdp_doctor::runbook::{CheckOptions, Verdict};
@@ -231,24 +232,10 @@ async fn an_identity_without_network_watcher_rights_gets_azures_refusal_in_the_f
     .await
 }
 
-fn cli_check(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_rdp-doctor"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the binary runs")
-}
-
 #[tokio::test]
 async fn check_udr_01_simulate_finds_the_route_in_text_and_json() {
     within(async {
-        let out = tokio::task::spawn_blocking(|| cli_check(&["check", "udr-01", "--simulate"]))
-            .await
-            .expect("joined");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(1), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let text = simulated_check("udr-01", 1).await;
         assert!(
             text.contains("  FAIL  The reply finds its way back to you\n        Replies to clients on the Internet go to the virtual appliance 10.0.254.4: route to-firewall in route table rt-snet-udr sends 0.0.0.0/0 there"),
             "{text}"
