@@ -10,6 +10,7 @@ pub mod diagnose;
 pub mod discord;
 pub mod domain;
 pub mod metrics;
+pub mod net;
 pub mod policy;
 pub mod runbook;
 pub mod sim;

@@ -874,15 +874,13 @@ async fn bot(simulate: bool) -> Result<Done, CliError> {
     let file = FileConfig::load().map_err(CliError::usage)?;
     let (door, _simulator) = door_with(simulate, &[], &file, Front::Discord(guild_id)).await?;
     let metrics_listener = match std::env::var("RDP_DOCTOR_METRICS_LISTEN") {
-        Ok(listen) if !listen.trim().is_empty() => Some(
-            tokio::net::TcpListener::bind(listen.trim())
-                .await
-                .map_err(|e| {
-                    CliError::usage(format!(
-                        "cannot listen on RDP_DOCTOR_METRICS_LISTEN={listen}: {e}"
-                    ))
-                })?,
-        ),
+        Ok(listen) if !listen.trim().is_empty() => {
+            Some(crate::net::listen(listen.trim()).await.map_err(|e| {
+                CliError::usage(format!(
+                    "cannot listen on RDP_DOCTOR_METRICS_LISTEN={listen}: {e}"
+                ))
+            })?)
+        }
         _ => None,
     };
     // Bots sharing a PostgreSQL database take turns on the gateway; on SQLite there is one.
@@ -926,11 +924,9 @@ async fn serve(simulate: bool) -> Result<Done, CliError> {
         .unwrap_or_else(|| "0.0.0.0:8080".to_string());
     let file = FileConfig::load().map_err(CliError::usage)?;
     let (door, _simulator) = door_with(simulate, &[], &file, Front::Discord(guild_id)).await?;
-    let listener = tokio::net::TcpListener::bind(listen.trim())
-        .await
-        .map_err(|e| {
-            CliError::usage(format!("cannot listen on RDP_DOCTOR_LISTEN={listen}: {e}"))
-        })?;
+    let listener = crate::net::listen(listen.trim()).await.map_err(|e| {
+        CliError::usage(format!("cannot listen on RDP_DOCTOR_LISTEN={listen}: {e}"))
+    })?;
     let settings = crate::discord::serve::ServeSettings {
         token,
         api_url,

@@ -262,7 +262,7 @@ impl Simulator {
     /// Binds `addr` (e.g. "127.0.0.1:0") and serves in a tokio task. Returns once listening.
     pub async fn start(addr: &str, world: World, options: SimOptions) -> anyhow::Result<Simulator> {
         world.validate()?;
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = crate::net::listen(addr)
             .await
             .with_context(|| format!("simulator could not listen on {addr}"))?;
         let url = format!("http://{}", listener.local_addr()?);

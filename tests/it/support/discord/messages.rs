@@ -16,6 +16,20 @@ impl FakeDiscord {
         world.messages.get(&id).cloned()
     }
 
+    /// The title of the first embed of interaction `i`'s original response, read in place (a
+    /// poll over a thousand interactions would otherwise copy a thousand messages, under the
+    /// lock the fake's handlers need).
+    pub fn original_title(&self, i: &Interaction) -> Option<String> {
+        let world = self.inner.lock();
+        let id = world.interactions.get(&i.token)?.original?;
+        world
+            .messages
+            .get(&id)?
+            .pointer("/embeds/0/title")
+            .and_then(Value::as_str)
+            .map(String::from)
+    }
+
     /// The id of the newest message the bot created that still exists.
     pub fn last_message_id(&self) -> Option<u64> {
         self.inner.lock().messages.keys().max().copied()

@@ -56,7 +56,6 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
@@ -387,10 +386,10 @@ impl FakeDiscord {
     }
 
     pub async fn start_with(options: Options) -> FakeDiscord {
-        let rest = TcpListener::bind("127.0.0.1:0")
+        let rest = rdp_doctor::net::listen("127.0.0.1:0")
             .await
             .expect("bind fake Discord REST listener");
-        let gateway = TcpListener::bind("127.0.0.1:0")
+        let gateway = rdp_doctor::net::listen("127.0.0.1:0")
             .await
             .expect("bind fake Discord gateway listener");
         let rest_url = format!("http://{}", rest.local_addr().expect("REST address"));

@@ -48,7 +48,7 @@ impl Front {
             pending: Mutex::new(HashSet::new()),
             applied: Notify::new(),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = rdp_doctor::net::listen("127.0.0.1:0")
             .await
             .expect("bind the front");
         let url = format!("http://{}", listener.local_addr().unwrap());
