@@ -11,23 +11,26 @@ use serde_json::{json, Value};
 impl FakeDiscord {
     /// The original response message as it stands now, after all edits.
     pub fn original(&self, i: &Interaction) -> Option<Value> {
+        self.with_original(i, Value::clone)
+    }
+
+    /// `read` of interaction `i`'s original response, under the lock, without copying it.
+    fn with_original<T>(&self, i: &Interaction, read: impl FnOnce(&Value) -> T) -> Option<T> {
         let world = self.inner.lock();
         let id = world.interactions.get(&i.token)?.original?;
-        world.messages.get(&id).cloned()
+        world.messages.get(&id).map(read)
     }
 
     /// The title of the first embed of interaction `i`'s original response, read in place (a
     /// poll over a thousand interactions would otherwise copy a thousand messages, under the
     /// lock the fake's handlers need).
     pub fn original_title(&self, i: &Interaction) -> Option<String> {
-        let world = self.inner.lock();
-        let id = world.interactions.get(&i.token)?.original?;
-        world
-            .messages
-            .get(&id)?
-            .pointer("/embeds/0/title")
-            .and_then(Value::as_str)
-            .map(String::from)
+        self.with_original(i, |m| {
+            m.pointer("/embeds/0/title")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .flatten()
     }
 
     /// The id of the newest message the bot created that still exists.
