@@ -29,13 +29,15 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use ed25519_dalek::{Signature, VerifyingKey};
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use serenity::all::{
     CommandInteraction, CreateAutocompleteResponse, CreateInteractionResponse, GuildId, Http,
     Interaction, InteractionType, ResolvedOption, ResolvedValue,
 };
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -209,6 +211,12 @@ pub async fn serve(
         "rdp-doctor serving Discord interactions on http://{addr}/interactions ({} subscription(s))",
         served.bot.door.subscriptions().len()
     );
+    // Each answer is one small write; Nagle's algorithm would only hold one back.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(listener, router(served))
         .with_graceful_shutdown(async {
             super::wait_for_shutdown().await;
@@ -395,11 +403,36 @@ async fn interactions(
     // The interaction's span (`crate::telemetry`) around its handler, a task of its own, and
     // around the wait for its first response.
     let span = super::interaction_span(&interaction);
-    let (ack, first) = Ack::endpoint(served.acks_first.clone());
-    tokio::spawn(handle(served, interaction, ack).instrument(span.clone()));
-    let first = tokio::time::timeout(FIRST_RESPONSE_WITHIN, first)
-        .instrument(span.clone())
-        .await;
+    let (ack, mut first) = Ack::endpoint(served.acks_first.clone());
+    // The handler runs in this task until it has given its first response: the deferral does
+    // not wait for another task to be scheduled (nor wake another worker) on its way out. What
+    // it does after goes on in a task of its own. A panic ends the handler, not the connection
+    // (its first response is then a 500, as below).
+    let mut handler = Box::pin(
+        std::panic::AssertUnwindSafe(handle(served, interaction, ack).instrument(span.clone()))
+            .catch_unwind()
+            .map(|ended| {
+                if ended.is_err() {
+                    tracing::error!("an interaction's handler panicked");
+                }
+            }),
+    );
+    let mut ended = false;
+    let first = tokio::time::timeout(
+        FIRST_RESPONSE_WITHIN,
+        std::future::poll_fn(|cx| {
+            if !ended && handler.as_mut().poll(cx).is_ready() {
+                ended = true;
+            }
+            // Polled after the handler: a first response it has just given is taken at once.
+            std::pin::Pin::new(&mut first).poll(cx)
+        }),
+    )
+    .instrument(span.clone())
+    .await;
+    if !ended {
+        tokio::spawn(handler);
+    }
     let _entered = span.enter();
     match first {
         Ok(Ok(first)) => {
@@ -462,19 +495,42 @@ fn answer(response: &CreateInteractionResponse, written: Option<oneshot::Sender<
     let Some(written) = written else {
         return ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
     };
-    // The signal goes with the body: sent when the server asks for more after the JSON, or
-    // when it drops the body.
-    let guard = Written(Some(written));
-    let tail = futures::stream::once(async move {
-        drop(guard);
-    })
-    .filter_map(|()| async { None });
-    let stream = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]).chain(tail);
+    // One frame of known length (a `Content-Length`, not chunks), and the signal goes with the
+    // body: sent when the server, having taken the JSON, drops it.
     (
         [(header::CONTENT_TYPE, "application/json")],
-        axum::body::Body::from_stream(stream),
+        axum::body::Body::new(Told {
+            bytes: Some(bytes),
+            _written: Written(Some(written)),
+        }),
     )
         .into_response()
+}
+
+/// A response body of one frame that tells [`Written`] when it is dropped.
+struct Told {
+    bytes: Option<Bytes>,
+    _written: Written,
+}
+
+impl http_body::Body for Told {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.bytes.take().map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.bytes.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
+    }
 }
 
 struct Written(Option<oneshot::Sender<()>>);
@@ -735,6 +791,29 @@ mod tests {
         assert!(key[..62].parse::<PublicKey>().is_err());
         assert!(format!("{key}00").parse::<PublicKey>().is_err());
         assert!("not a key".parse::<PublicKey>().is_err());
+    }
+
+    /// A deferral goes out as one body of known length (a `Content-Length`, no chunks), and
+    /// the handler is told it has gone once the server has taken the body, not before.
+    #[tokio::test]
+    async fn a_first_response_has_its_length_and_tells_when_it_is_taken() {
+        let (written, mut told) = oneshot::channel();
+        let response = answer(
+            &CreateInteractionResponse::Defer(Default::default()),
+            Some(written),
+        );
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/json"
+        );
+        let body = response.into_body();
+        let length = http_body::Body::size_hint(&body).exact();
+        assert!(told.try_recv().is_err(), "told before the body was taken");
+        let bytes = axum::body::to_bytes(body, MAX_BODY).await.unwrap();
+        assert_eq!(length, Some(bytes.len() as u64));
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["type"], 5, "{json}");
+        assert!(told.try_recv().is_ok(), "not told once the body was taken");
     }
 
     #[test]

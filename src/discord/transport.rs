@@ -46,11 +46,21 @@ enum Via {
 /// its deferral before the checks of the first ones take the CPU, since Discord drops an
 /// interaction not answered within 3 s, and a check started some milliseconds later loses
 /// nothing.
+///
+/// The waiting handlers do not watch the count themselves: one keeper task does, while any
+/// waits, and opens the gate for all of them at once. (Each handler watching it woke every
+/// handler at each answer and at each [`QUIET`] interval, thousands of wake-ups in a burst,
+/// taking CPU from the deferrals the gate is there to hurry.)
 #[derive(Default)]
 pub struct AcksFirst {
     unanswered: std::sync::atomic::AtomicUsize,
     last_received: Mutex<Option<tokio::time::Instant>>,
+    /// Told when the last unanswered request is answered (the keeper waits on it).
     none_left: tokio::sync::Notify,
+    /// Told, all at once, when work may go on (the handlers wait on it).
+    open: tokio::sync::Notify,
+    /// Whether a keeper task is running.
+    keeper: std::sync::atomic::AtomicBool,
 }
 
 /// The longest a handler's work waits for the other requests' answers.
@@ -65,7 +75,7 @@ pub struct Unanswered(Arc<AcksFirst>);
 impl Drop for Unanswered {
     fn drop(&mut self) {
         use std::sync::atomic::Ordering;
-        if self.0.unanswered.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.0.unanswered.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.none_left.notify_waiters();
         }
     }
@@ -75,38 +85,65 @@ impl AcksFirst {
     /// A request arrived: it counts until the returned guard is dropped (with its answer).
     pub fn received(self: &Arc<Self>) -> Unanswered {
         self.unanswered
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Ok(mut last) = self.last_received.lock() {
             *last = Some(tokio::time::Instant::now());
         }
         Unanswered(self.clone())
     }
 
+    /// `Ok` when no request is unanswered and none has arrived for [`QUIET`]; otherwise when
+    /// to look again: at an instant, or (`None`) once the unanswered are answered.
+    fn quiet(&self) -> Result<(), Option<tokio::time::Instant>> {
+        if self.unanswered.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+            return Err(None);
+        }
+        let quiet_at = self
+            .last_received
+            .lock()
+            .ok()
+            .and_then(|last| *last)
+            .map(|last| last + QUIET);
+        match quiet_at {
+            Some(at) if tokio::time::Instant::now() < at => Err(Some(at)),
+            _ => Ok(()),
+        }
+    }
+
     /// Wait until no request is left unanswered and none has arrived for [`QUIET`], at most
     /// `within`.
-    async fn none_left(&self, within: std::time::Duration) {
+    async fn none_left(self: &Arc<Self>, within: std::time::Duration) {
         let deadline = tokio::time::Instant::now() + within;
+        let open = self.open.notified();
+        tokio::pin!(open);
+        // Listening before looking: an opening after the look is not missed.
+        open.as_mut().enable();
+        if self.quiet().is_ok() {
+            return;
+        }
+        if !self.keeper.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tokio::spawn(self.clone().keep());
+        }
+        let _ = tokio::time::timeout_at(deadline, open).await;
+    }
+
+    /// The keeper: watches the count until it is quiet, then opens the gate and ends.
+    async fn keep(self: Arc<Self>) {
         loop {
-            let notified = self.none_left.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let now = tokio::time::Instant::now();
-            let quiet_at = self
-                .last_received
-                .lock()
-                .ok()
-                .and_then(|last| *last)
-                .map_or(now, |last| last + QUIET);
-            let unanswered = self.unanswered.load(std::sync::atomic::Ordering::Acquire);
-            if (unanswered == 0 && now >= quiet_at) || now >= deadline {
-                return;
-            }
-            if unanswered == 0 {
-                tokio::time::sleep_until(quiet_at.min(deadline)).await;
-            } else if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return;
+            let answered = self.none_left.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            match self.quiet() {
+                Ok(()) => break,
+                Err(Some(at)) => tokio::time::sleep_until(at).await,
+                Err(None) => answered.await,
             }
         }
+        // Stood down before the opening: a handler that starts waiting after the opening, and
+        // finds it no longer quiet, starts a keeper of its own.
+        self.keeper
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.open.notify_waiters();
     }
 }
 
@@ -322,6 +359,54 @@ impl<'a> Cmd<'a> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A burst: a request every 2 ms for 60 ms, each answered at once, while 200 handlers
+    /// wait. Each goes on once the burst has been quiet for QUIET, woken once (it was woken at
+    /// every answer and every QUIET interval, about seven times each here).
+    #[tokio::test]
+    async fn waiting_handlers_are_woken_once_when_a_burst_has_its_answers() {
+        use std::future::Future;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const HANDLERS: usize = 200;
+        let first = Arc::new(AcksFirst::default());
+        drop(first.received());
+        let polls = Arc::new(AtomicUsize::new(0));
+        let handlers: Vec<_> = (0..HANDLERS)
+            .map(|_| {
+                let (first, polls) = (first.clone(), polls.clone());
+                tokio::spawn(async move {
+                    let wait = first.none_left(ACKS_FIRST_WITHIN);
+                    tokio::pin!(wait);
+                    std::future::poll_fn(|cx| {
+                        polls.fetch_add(1, Ordering::SeqCst);
+                        wait.as_mut().poll(cx)
+                    })
+                    .await;
+                    Instant::now()
+                })
+            })
+            .collect();
+        let mut last = Instant::now();
+        for _ in 0..30 {
+            last = Instant::now();
+            drop(first.received());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for handler in handlers {
+            let went_on = handler.await.unwrap();
+            assert!(
+                went_on >= last + QUIET,
+                "went on {:?} after the last request",
+                went_on - last
+            );
+            assert!(went_on < last + ACKS_FIRST_WITHIN, "waited for its bound");
+        }
+        let polls = polls.load(Ordering::SeqCst);
+        assert!(
+            polls <= 2 * HANDLERS,
+            "{polls} polls of {HANDLERS} waiting handlers: each was woken more than once"
+        );
+    }
 
     #[tokio::test]
     async fn work_waits_for_the_requests_still_unanswered_and_no_longer_than_its_bound() {
