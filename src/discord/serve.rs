@@ -403,36 +403,14 @@ async fn interactions(
     // The interaction's span (`crate::telemetry`) around its handler, a task of its own, and
     // around the wait for its first response.
     let span = super::interaction_span(&interaction);
-    let (ack, mut first) = Ack::endpoint(served.acks_first.clone());
-    // The handler runs in this task until it has given its first response: the deferral does
-    // not wait for another task to be scheduled (nor wake another worker) on its way out. What
-    // it does after goes on in a task of its own. A panic ends the handler, not the connection
-    // (its first response is then a 500, as below).
-    let mut handler = Box::pin(
-        std::panic::AssertUnwindSafe(handle(served, interaction, ack).instrument(span.clone()))
-            .catch_unwind()
-            .map(|ended| {
-                if ended.is_err() {
-                    tracing::error!("an interaction's handler panicked");
-                }
-            }),
-    );
-    let mut ended = false;
-    let first = tokio::time::timeout(
+    let (ack, first) = Ack::endpoint(served.acks_first.clone());
+    let first = until_first_response(
+        handle(served, interaction, ack).instrument(span.clone()),
+        first,
         FIRST_RESPONSE_WITHIN,
-        std::future::poll_fn(|cx| {
-            if !ended && handler.as_mut().poll(cx).is_ready() {
-                ended = true;
-            }
-            // Polled after the handler: a first response it has just given is taken at once.
-            std::pin::Pin::new(&mut first).poll(cx)
-        }),
     )
     .instrument(span.clone())
     .await;
-    if !ended {
-        tokio::spawn(handler);
-    }
     let _entered = span.enter();
     match first {
         Ok(Ok(first)) => {
@@ -456,6 +434,52 @@ async fn interactions(
                 FIRST_RESPONSE_WITHIN.as_millis()
             );
             StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// Run `handler` in the calling task until `first` has its value (the handler's first
+/// response), the handler ends, or `within` passes: a deferral does not wait for another task
+/// to be scheduled (nor wake another worker) on its way out. What is left of the handler then
+/// goes on in a task of its own; so it does when the caller is dropped before (hyper drops a
+/// request's future when its connection closes), so a confirmation taken is never left half
+/// done. A panic ends the handler alone (`first` then has no value).
+async fn until_first_response<T>(
+    handler: impl Future<Output = ()> + Send + 'static,
+    mut first: oneshot::Receiver<T>,
+    within: Duration,
+) -> Result<Result<T, oneshot::error::RecvError>, tokio::time::error::Elapsed> {
+    let handler = std::panic::AssertUnwindSafe(handler)
+        .catch_unwind()
+        .map(|ended| {
+            if ended.is_err() {
+                tracing::error!("an interaction's handler panicked");
+            }
+        });
+    let mut running = GoesOn(Some(Box::pin(handler)));
+    tokio::time::timeout(
+        within,
+        std::future::poll_fn(|cx| {
+            if let Some(handler) = running.0.as_mut() {
+                if handler.as_mut().poll(cx).is_ready() {
+                    running.0 = None;
+                }
+            }
+            // Polled after the handler: a first response it has just given is taken at once.
+            std::pin::Pin::new(&mut first).poll(cx)
+        }),
+    )
+    .await
+}
+
+/// A handler not finished yet: dropped, it goes on in a task of its own.
+struct GoesOn<F: Future<Output = ()> + Send + 'static>(Option<std::pin::Pin<Box<F>>>);
+
+impl<F: Future<Output = ()> + Send + 'static> Drop for GoesOn<F> {
+    fn drop(&mut self) {
+        if let (Some(handler), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(handler);
         }
     }
 }
@@ -791,6 +815,73 @@ mod tests {
         assert!(key[..62].parse::<PublicKey>().is_err());
         assert!(format!("{key}00").parse::<PublicKey>().is_err());
         assert!("not a key".parse::<PublicKey>().is_err());
+    }
+
+    /// The handler gives its first response, then works on: the response comes back at once,
+    /// and the work goes on after, in a task of its own.
+    #[tokio::test]
+    async fn a_handler_answers_first_and_works_on_in_a_task_of_its_own() {
+        let (first_tx, first) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let handler = async move {
+            let _ = first_tx.send("deferred");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = done_tx.send(());
+        };
+        let answered = until_first_response(handler, first, Duration::from_secs(3)).await;
+        assert_eq!(answered.unwrap().unwrap(), "deferred");
+        tokio::time::timeout(Duration::from_secs(1), done)
+            .await
+            .expect("the work after the first response went on")
+            .unwrap();
+    }
+
+    /// The request's future is dropped (its connection closed) while the handler is on its way
+    /// to the first response: the handler goes on to its end all the same.
+    #[tokio::test]
+    async fn a_handler_goes_on_when_its_request_is_dropped_before_the_first_response() {
+        let (first_tx, first) = oneshot::channel::<()>();
+        let (done_tx, done) = oneshot::channel();
+        let handler = async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = first_tx.send(());
+            let _ = done_tx.send(());
+        };
+        let request = tokio::spawn(until_first_response(handler, first, Duration::from_secs(3)));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        request.abort();
+        assert!(request.await.unwrap_err().is_cancelled());
+        tokio::time::timeout(Duration::from_secs(1), done)
+            .await
+            .expect("the handler went on after its request was dropped")
+            .unwrap();
+    }
+
+    /// A handler that outlasts the wait goes on; one that panics ends alone, without a first
+    /// response.
+    #[tokio::test]
+    async fn a_slow_handler_goes_on_and_a_panicking_one_ends_alone() {
+        let (first_tx, first) = oneshot::channel::<()>();
+        let (done_tx, done) = oneshot::channel();
+        let handler = async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = first_tx.send(());
+            let _ = done_tx.send(());
+        };
+        let waited = until_first_response(handler, first, Duration::from_millis(20)).await;
+        assert!(waited.is_err(), "no first response within 20 ms");
+        tokio::time::timeout(Duration::from_secs(1), done)
+            .await
+            .expect("the slow handler went on")
+            .unwrap();
+
+        let (first_tx, first) = oneshot::channel::<()>();
+        let handler = async move {
+            let _keep = first_tx;
+            panic!("a bug in a handler");
+        };
+        let answered = until_first_response(handler, first, Duration::from_secs(3)).await;
+        assert!(matches!(answered, Ok(Err(_))), "{answered:?}");
     }
 
     /// A deferral goes out as one body of known length (a `Content-Length`, no chunks), and
