@@ -817,6 +817,33 @@ mod tests {
         assert!("not a key".parse::<PublicKey>().is_err());
     }
 
+    /// A handler that gives its first response after `before`, then ends; with the receivers
+    /// of its first response and of its end.
+    fn handler_after(
+        before: Duration,
+    ) -> (
+        impl Future<Output = ()> + Send + 'static,
+        oneshot::Receiver<()>,
+        oneshot::Receiver<()>,
+    ) {
+        let (first_tx, first) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let handler = async move {
+            tokio::time::sleep(before).await;
+            let _ = first_tx.send(());
+            let _ = done_tx.send(());
+        };
+        (handler, first, done)
+    }
+
+    /// Within a second, `done` is told: the handler went on to its end.
+    async fn goes_on_to_its_end(done: oneshot::Receiver<()>, after: &str) {
+        tokio::time::timeout(Duration::from_secs(1), done)
+            .await
+            .unwrap_or_else(|_| panic!("the handler did not go on {after}"))
+            .unwrap();
+    }
+
     /// The handler gives its first response, then works on: the response comes back at once,
     /// and the work goes on after, in a task of its own.
     #[tokio::test]
@@ -830,50 +857,29 @@ mod tests {
         };
         let answered = until_first_response(handler, first, Duration::from_secs(3)).await;
         assert_eq!(answered.unwrap().unwrap(), "deferred");
-        tokio::time::timeout(Duration::from_secs(1), done)
-            .await
-            .expect("the work after the first response went on")
-            .unwrap();
+        goes_on_to_its_end(done, "after its first response").await;
     }
 
     /// The request's future is dropped (its connection closed) while the handler is on its way
     /// to the first response: the handler goes on to its end all the same.
     #[tokio::test]
     async fn a_handler_goes_on_when_its_request_is_dropped_before_the_first_response() {
-        let (first_tx, first) = oneshot::channel::<()>();
-        let (done_tx, done) = oneshot::channel();
-        let handler = async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let _ = first_tx.send(());
-            let _ = done_tx.send(());
-        };
+        let (handler, first, done) = handler_after(Duration::from_millis(50));
         let request = tokio::spawn(until_first_response(handler, first, Duration::from_secs(3)));
         tokio::time::sleep(Duration::from_millis(10)).await;
         request.abort();
         assert!(request.await.unwrap_err().is_cancelled());
-        tokio::time::timeout(Duration::from_secs(1), done)
-            .await
-            .expect("the handler went on after its request was dropped")
-            .unwrap();
+        goes_on_to_its_end(done, "after its request was dropped").await;
     }
 
     /// A handler that outlasts the wait goes on; one that panics ends alone, without a first
     /// response.
     #[tokio::test]
     async fn a_slow_handler_goes_on_and_a_panicking_one_ends_alone() {
-        let (first_tx, first) = oneshot::channel::<()>();
-        let (done_tx, done) = oneshot::channel();
-        let handler = async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let _ = first_tx.send(());
-            let _ = done_tx.send(());
-        };
+        let (handler, first, done) = handler_after(Duration::from_millis(100));
         let waited = until_first_response(handler, first, Duration::from_millis(20)).await;
         assert!(waited.is_err(), "no first response within 20 ms");
-        tokio::time::timeout(Duration::from_secs(1), done)
-            .await
-            .expect("the slow handler went on")
-            .unwrap();
+        goes_on_to_its_end(done, "after the wait for its first response").await;
 
         let (first_tx, first) = oneshot::channel::<()>();
         let handler = async move {
