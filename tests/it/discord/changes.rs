@@ -18,13 +18,14 @@ async fn rdp_changes_lists_who_changed_what_newest_first() {
         <t:…> alice@contoso.com created security rule deny-rdp-internet in nsg-snet-app
         <t:…> bob@contoso.com created security rule allow-https in nsg-rdp
         ");
-        // Times are Discord timestamps: every reader sees their own zone.
+        // Times are Discord timestamps: every reader sees their own zone (`t`, the time, for a
+        // change of today in UTC; `f`, with the date, for one before midnight).
         let value = embed(&answer.raw, 0)["fields"][0]["value"]
             .as_str()
             .expect("a field")
             .to_owned();
         assert!(
-            regex::Regex::new(r"^The last 24 hours, newest first:\n<t:\d+:t> alice@contoso.com")
+            regex::Regex::new(r"^The last 24 hours, newest first:\n<t:\d+:[tf]> alice@contoso.com")
                 .unwrap()
                 .is_match(&value),
             "{value}"
