@@ -141,24 +141,37 @@ impl Log {
         events.push(event(false, end_status, sub_status));
     }
 
-    /// Every event, with the ends of the operations that have ended since.
-    fn snapshot(&self, operations: &super::lro::Registry) -> Vec<Event> {
-        let mut events = super::lock(&self.events).clone();
-        let ended: Vec<Event> = events
-            .iter()
-            .filter_map(|e| {
-                let (at, failed) = operations.ended(e.operation_id.as_deref()?)?;
-                Some(Event {
+    /// The events `filter` keeps, with the ends of the operations that have ended since.
+    /// Only those are copied: a fleet's checks each log their own POSTs (effective rules and
+    /// routes), and every page of every Activity Log read would otherwise copy them all.
+    fn matching(
+        &self,
+        operations: &super::lro::Registry,
+        filter: &Filter,
+        sub: &str,
+    ) -> Vec<Event> {
+        let events = super::lock(&self.events);
+        let mut kept = Vec::new();
+        for e in events.iter().filter(|e| filter.keeps_scope(e, sub)) {
+            if filter.keeps_time(e.at) {
+                kept.push(e.clone());
+            }
+            let ended = e
+                .operation_id
+                .as_deref()
+                .and_then(|id| operations.ended(id))
+                .filter(|(at, _)| filter.keeps_time(*at));
+            if let Some((at, failed)) = ended {
+                kept.push(Event {
                     at,
                     status: if failed { "Failed" } else { "Succeeded" }.to_owned(),
                     sub_status: String::new(),
                     operation_id: None,
                     ..e.clone()
-                })
-            })
-            .collect();
-        events.extend(ended);
-        events
+                });
+            }
+        }
+        kept
     }
 }
 
@@ -292,20 +305,19 @@ fn parse_filter(text: &str) -> Result<Filter, Reply> {
 }
 
 impl Filter {
-    fn keeps(&self, event: &Event, sub: &str) -> bool {
-        let id = crate::domain::ResourceId::parse(&event.resource_id).ok();
+    /// Everything but the time: the subscription, and the one narrowing clause.
+    fn keeps_scope(&self, event: &Event, sub: &str) -> bool {
         let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-        id.as_ref().is_some_and(|id| same(&id.subscription_id, sub))
-            && self.from.is_none_or(|from| event.at >= from)
-            && self.to.is_none_or(|to| event.at <= to)
-            && self
-                .resource_group
-                .as_deref()
-                .is_none_or(|rg| id.as_ref().is_some_and(|id| same(&id.resource_group, rg)))
-            && self
-                .resource_uri
-                .as_deref()
-                .is_none_or(|uri| same(uri.trim_end_matches('/'), &event.resource_id))
+        sub_and_group(&event.resource_id).is_some_and(|(s, rg)| {
+            same(s, sub)
+                && self
+                    .resource_group
+                    .as_deref()
+                    .is_none_or(|want| same(rg, want))
+        }) && self
+            .resource_uri
+            .as_deref()
+            .is_none_or(|uri| same(uri.trim_end_matches('/'), &event.resource_id))
             && self.resource_provider.as_deref().is_none_or(|p| {
                 event
                     .operation
@@ -319,6 +331,10 @@ impl Filter {
                 .is_none_or(|c| same(c, &event.correlation_id))
     }
 
+    fn keeps_time(&self, at: OffsetDateTime) -> bool {
+        self.from.is_none_or(|from| at >= from) && self.to.is_none_or(|to| at <= to)
+    }
+
     /// The scope Azure authorises the read on.
     fn scope(&self, sub: &str) -> String {
         match (&self.resource_uri, &self.resource_group) {
@@ -327,6 +343,24 @@ impl Filter {
             (None, None) => format!("/subscriptions/{sub}"),
         }
     }
+}
+
+/// The subscription and resource group of a resource id of Resource Manager's shape
+/// (`/subscriptions/S/resourceGroups/R/providers/N/T/name…`), as `ResourceId::parse` reads it,
+/// without copying: the filter runs over every event of every page.
+fn sub_and_group(id: &str) -> Option<(&str, &str)> {
+    let mut head = [""; 8];
+    let mut count = 0;
+    for (slot, part) in head.iter_mut().zip(id.trim().trim_matches('/').split('/')) {
+        *slot = part;
+        count += 1;
+    }
+    let shaped = count == 8
+        && head[0].eq_ignore_ascii_case("subscriptions")
+        && head[2].eq_ignore_ascii_case("resourceGroups")
+        && head[4].eq_ignore_ascii_case("providers")
+        && head.iter().all(|p| !p.is_empty());
+    shaped.then(|| (head[1], head[3]))
 }
 
 /// `ActivityLogs_List`.
@@ -342,12 +376,7 @@ pub(crate) fn list(ctx: &mut Ctx<'_>, sub: &str) -> Answer {
     if !caller.allows(READ_ACTIVITY, &scope) {
         return Err(caller.refusal(READ_ACTIVITY, &scope));
     }
-    let mut events: Vec<Event> = ctx
-        .activity
-        .snapshot(ctx.lro)
-        .into_iter()
-        .filter(|e| filter.keeps(e, sub))
-        .collect();
+    let mut events = ctx.activity.matching(ctx.lro, &filter, sub);
     // Newest first; a write's `Started` event before its end when they share a time.
     events.sort_by(|a, b| b.at.cmp(&a.at).then(a.begin.cmp(&b.begin).reverse()));
     let skip = match ctx.query.get("$skipToken") {
@@ -512,6 +541,29 @@ fn sub_status_text(sub_status: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_filters_resource_group_is_read_as_resource_id_parses_it() {
+        let ids = [
+            "/subscriptions/s1/resourceGroups/rg-web/providers/Microsoft.Network/networkInterfaces/nic",
+            "/subscriptions/s1/resourcegroups/RG-Web/providers/Microsoft.Network/networkSecurityGroups/nsg/securityRules/r/",
+            "subscriptions/s1/resourceGroups/rg/providers/N/T",
+            "/subscriptions/s1/resourceGroups/rg",
+            "/subscriptions/s1/resourceGroups//providers/N/T/name",
+            "/subscriptions/s1/locations/westeurope/providers/N/T/name",
+            "",
+        ];
+        for id in ids {
+            let parsed = crate::domain::ResourceId::parse(id).ok();
+            assert_eq!(
+                sub_and_group(id),
+                parsed
+                    .as_ref()
+                    .map(|p| (p.subscription_id.as_str(), p.resource_group.as_str())),
+                "{id}"
+            );
+        }
+    }
 
     #[test]
     fn writes_are_named_as_azure_names_their_operations() {
