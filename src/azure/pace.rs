@@ -261,6 +261,8 @@ pub(crate) struct Pacer {
     state: Mutex<State>,
     interactive: Counters,
     background: Counters,
+    /// The connection's shared Activity Log reads, which every change it sends ends.
+    pub(crate) activity: super::activity::Flights,
 }
 
 impl Pacer {
@@ -276,6 +278,7 @@ impl Pacer {
             state: Mutex::new(State::default()),
             interactive: Counters::default(),
             background: Counters::default(),
+            activity: super::activity::Flights::default(),
         }
     }
 
@@ -687,6 +690,27 @@ pub(crate) struct Pacing {
 #[async_trait::async_trait]
 impl Policy for Pacing {
     async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        // A request that may change something ends the sharing of the Activity Log reads begun
+        // before it, when it is sent and when it is answered.
+        let changes = !super::retry::replayable(request);
+        if changes {
+            self.pacer.activity.changed();
+        }
+        let result = self.pace(ctx, request, next).await;
+        if changes {
+            self.pacer.activity.changed();
+        }
+        result
+    }
+}
+
+impl Pacing {
+    async fn pace(
         &self,
         ctx: &Context,
         request: &mut Request,

@@ -81,7 +81,7 @@ const READ_ONLY_ACTIONS: [&str; 6] = [
 ];
 
 /// May this request be sent again after an answer that does not prove Azure ignored it?
-fn replayable(request: &Request) -> bool {
+pub(super) fn replayable(request: &Request) -> bool {
     match request.method() {
         azure_core::Method::Get | azure_core::Method::Head => true,
         azure_core::Method::Post => {

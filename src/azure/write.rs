@@ -132,9 +132,12 @@ impl Arm {
         if handle.done {
             return Ok(());
         }
-        self.follow(202, bytes::Bytes::new(), handle.pending(), what)
-            .await
-            .map(|_| ())
+        let followed = self
+            .follow(202, bytes::Bytes::new(), handle.pending(), what)
+            .await;
+        // The change is whole now: Activity Log reads begun before serve no one after.
+        self.pacer.activity.changed();
+        followed.map(|_| ())
     }
 
     pub async fn power(

@@ -542,6 +542,34 @@ async fn reading_the_changes_costs_a_request_per_resource_group_beside_the_check
 }
 
 #[tokio::test]
+async fn checks_at_once_share_their_groups_read_and_a_fix_ends_the_sharing() {
+    within(async {
+        // Azure logs every POST, the checks' own reading ones too: each check of a busy group
+        // would page through all the others'. Five checks of web-02 at once (one resource
+        // group) read its log once between them.
+        let h = Harness::start(World::new().vm("web-02").nsg_denies_rdp()).await;
+        let door = door(&h);
+        let before = requests_to(&h.sim, "GET", "/values");
+        let reports = futures::future::join_all((0..5).map(|_| check(&door, "web-02"))).await;
+        assert_eq!(requests_to(&h.sim, "GET", "/values") - before, 1);
+        for report in &reports {
+            assert!(
+                matches!(report.changes, Some(Changes::Listed { .. })),
+                "{:?}",
+                report.changes
+            );
+        }
+        // A fix through the same connection at once after: the read that follows is a new one
+        // and lists the fix (`fix_and_list` asks well within the sharing's 2 s).
+        let before = requests_to(&h.sim, "GET", "/values");
+        let list = fix_and_list(&h).await;
+        assert!(requests_to(&h.sim, "GET", "/values") > before);
+        assert!(list.iter().any(|c| c.operation == RULE_WRITE), "{list:?}");
+    })
+    .await
+}
+
+#[tokio::test]
 async fn the_demo_worlds_deallocate_and_route_explain_app_02_and_udr_01() {
     within(async {
         let h = Harness::start(demo_world()).await;
