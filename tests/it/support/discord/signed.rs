@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use ed25519_dalek::{Signer as _, SigningKey};
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -29,9 +29,10 @@ pub struct Front {
 struct FrontState {
     fake: String,
     client: reqwest::Client,
-    /// Tokens of interactions delivered but not yet answered at the fake.
-    pending: Mutex<HashSet<String>>,
-    applied: Notify,
+    /// Interactions delivered but not yet answered at the fake, by token: each with what wakes
+    /// the requests waiting for it (one interaction's release wakes only its own; a load test
+    /// holds a thousand at once).
+    pending: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl Drop for Front {
@@ -45,8 +46,7 @@ impl Front {
         let state = Arc::new(FrontState {
             fake: discord.url(),
             client: reqwest::Client::new(),
-            pending: Mutex::new(HashSet::new()),
-            applied: Notify::new(),
+            pending: Mutex::new(HashMap::new()),
         });
         let listener = rdp_doctor::net::listen("127.0.0.1:0")
             .await
@@ -65,12 +65,18 @@ impl Front {
     /// Hold what the endpoint sends about the interaction with `token` until [`Endpoint::apply`]
     /// (a load test that sends its requests itself holds them first).
     pub fn hold(&self, token: &str) {
-        self.state.pending.lock().unwrap().insert(token.to_string());
+        self.state
+            .pending
+            .lock()
+            .unwrap()
+            .entry(token.to_string())
+            .or_default();
     }
 
     fn release(&self, token: &str) {
-        self.state.pending.lock().unwrap().remove(token);
-        self.state.applied.notify_waiters();
+        if let Some(applied) = self.state.pending.lock().unwrap().remove(token) {
+            applied.notify_waiters();
+        }
     }
 }
 
@@ -82,20 +88,22 @@ async fn forward(
     body: Bytes,
 ) -> Response {
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    loop {
-        let applied = state.applied.notified();
-        tokio::pin!(applied);
-        applied.as_mut().enable();
-        let waiting = state
-            .pending
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|token| path.contains(token.as_str()));
-        if !waiting {
-            break;
+    // The webhook routes name the token as one segment of the path
+    // (`/webhooks/{application}/{token}/…`, `/interactions/{id}/{token}/callback`).
+    let held = || {
+        let pending = state.pending.lock().unwrap();
+        uri.path()
+            .split('/')
+            .find_map(|segment| pending.get(segment).cloned())
+    };
+    while let Some(applied) = held() {
+        let released = applied.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        // Released between the look and the `enable`: the token is gone, look again.
+        if held().is_some_and(|now| Arc::ptr_eq(&now, &applied)) {
+            released.await;
         }
-        applied.await;
     }
     let mut request = state
         .client
