@@ -86,7 +86,7 @@ impl Arm {
             resource_group.to_ascii_lowercase(),
             (to - from).whole_seconds(),
         );
-        let read = self.activity_flights().join(key, Instant::now());
+        let read = self.pacer.activity.join(key, Instant::now());
         // The first to get here reads; the others wait for its outcome (and should its task
         // be dropped mid-read, the next waiter reads instead).
         let outcome = read
@@ -134,10 +134,6 @@ impl Arm {
             .filter_map(event)
             .filter(|e| crate::domain::is_change(&e.operation))
             .collect())
-    }
-
-    fn activity_flights(&self) -> &Flights {
-        &self.pacer.activity
     }
 }
 

@@ -21,24 +21,38 @@ pub enum ResourceIdError {
 
 impl ResourceId {
     pub fn parse(id: &str) -> Result<ResourceId, ResourceIdError> {
-        let bad = || ResourceIdError::Malformed(id.to_string());
-        let parts: Vec<&str> = id.trim().trim_matches('/').split('/').collect();
-        // subscriptions/S/resourceGroups/R/providers/N/T/name[/...]
-        if parts.len() < 8
-            || !parts[0].eq_ignore_ascii_case("subscriptions")
-            || !parts[2].eq_ignore_ascii_case("resourceGroups")
-            || !parts[4].eq_ignore_ascii_case("providers")
-            || parts.iter().take(8).any(|p| p.is_empty())
-        {
-            return Err(bad());
-        }
+        let [_, sub, _, rg, _, namespace, resource_type, name] =
+            Self::head(id).ok_or_else(|| ResourceIdError::Malformed(id.to_string()))?;
         Ok(ResourceId {
-            subscription_id: parts[1].to_string(),
-            resource_group: parts[3].to_string(),
-            namespace: parts[5].to_string(),
-            resource_type: parts[6].to_string(),
-            name: parts[7].to_string(),
+            subscription_id: sub.to_string(),
+            resource_group: rg.to_string(),
+            namespace: namespace.to_string(),
+            resource_type: resource_type.to_string(),
+            name: name.to_string(),
         })
+    }
+
+    /// The subscription and resource group of `id` as [`ResourceId::parse`] reads them,
+    /// borrowed (for filters that run over many ids).
+    pub fn subscription_and_group(id: &str) -> Option<(&str, &str)> {
+        Self::head(id).map(|head| (head[1], head[3]))
+    }
+
+    /// `subscriptions/S/resourceGroups/R/providers/N/T/name[/...]`: the first eight segments,
+    /// none empty, or `None`.
+    fn head(id: &str) -> Option<[&str; 8]> {
+        let mut head = [""; 8];
+        let mut count = 0;
+        for (slot, part) in head.iter_mut().zip(id.trim().trim_matches('/').split('/')) {
+            *slot = part;
+            count += 1;
+        }
+        let shaped = count == 8
+            && head[0].eq_ignore_ascii_case("subscriptions")
+            && head[2].eq_ignore_ascii_case("resourceGroups")
+            && head[4].eq_ignore_ascii_case("providers")
+            && head.iter().all(|p| !p.is_empty());
+        shaped.then_some(head)
     }
 
     /// The last segment of any id, e.g. the NSG name of an NSG id.
@@ -64,6 +78,30 @@ impl fmt::Display for ResourceId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subscription_and_group_reads_ids_as_parse_does() {
+        let read = [
+            ("/subscriptions/s1/resourceGroups/rg-web/providers/Microsoft.Network/networkInterfaces/nic", Some(("s1", "rg-web"))),
+            ("/subscriptions/s1/resourcegroups/RG-Web/providers/Microsoft.Network/networkSecurityGroups/nsg/securityRules/r/", Some(("s1", "RG-Web"))),
+            ("subscriptions/s1/resourceGroups/rg/providers/N/T", None),
+            ("/subscriptions/s1/resourceGroups/rg", None),
+            ("/subscriptions/s1/resourceGroups//providers/N/T/name", None),
+            ("/subscriptions/s1/locations/westeurope/providers/N/T/name", None),
+            ("", None),
+        ];
+        for (id, expected) in read {
+            assert_eq!(ResourceId::subscription_and_group(id), expected, "{id}");
+            let parsed = ResourceId::parse(id).ok();
+            assert_eq!(
+                parsed
+                    .as_ref()
+                    .map(|p| (p.subscription_id.as_str(), p.resource_group.as_str())),
+                expected,
+                "{id}"
+            );
+        }
+    }
 
     #[test]
     fn parses_vm_and_nic_ids() {

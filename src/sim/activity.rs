@@ -308,13 +308,15 @@ impl Filter {
     /// Everything but the time: the subscription, and the one narrowing clause.
     fn keeps_scope(&self, event: &Event, sub: &str) -> bool {
         let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-        sub_and_group(&event.resource_id).is_some_and(|(s, rg)| {
-            same(s, sub)
-                && self
-                    .resource_group
-                    .as_deref()
-                    .is_none_or(|want| same(rg, want))
-        }) && self
+        crate::domain::ResourceId::subscription_and_group(&event.resource_id).is_some_and(
+            |(s, rg)| {
+                same(s, sub)
+                    && self
+                        .resource_group
+                        .as_deref()
+                        .is_none_or(|want| same(rg, want))
+            },
+        ) && self
             .resource_uri
             .as_deref()
             .is_none_or(|uri| same(uri.trim_end_matches('/'), &event.resource_id))
@@ -343,24 +345,6 @@ impl Filter {
             (None, None) => format!("/subscriptions/{sub}"),
         }
     }
-}
-
-/// The subscription and resource group of a resource id of Resource Manager's shape
-/// (`/subscriptions/S/resourceGroups/R/providers/N/T/name…`), as `ResourceId::parse` reads it,
-/// without copying: the filter runs over every event of every page.
-fn sub_and_group(id: &str) -> Option<(&str, &str)> {
-    let mut head = [""; 8];
-    let mut count = 0;
-    for (slot, part) in head.iter_mut().zip(id.trim().trim_matches('/').split('/')) {
-        *slot = part;
-        count += 1;
-    }
-    let shaped = count == 8
-        && head[0].eq_ignore_ascii_case("subscriptions")
-        && head[2].eq_ignore_ascii_case("resourceGroups")
-        && head[4].eq_ignore_ascii_case("providers")
-        && head.iter().all(|p| !p.is_empty());
-    shaped.then(|| (head[1], head[3]))
 }
 
 /// `ActivityLogs_List`.
@@ -541,29 +525,6 @@ fn sub_status_text(sub_status: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_filters_resource_group_is_read_as_resource_id_parses_it() {
-        let ids = [
-            "/subscriptions/s1/resourceGroups/rg-web/providers/Microsoft.Network/networkInterfaces/nic",
-            "/subscriptions/s1/resourcegroups/RG-Web/providers/Microsoft.Network/networkSecurityGroups/nsg/securityRules/r/",
-            "subscriptions/s1/resourceGroups/rg/providers/N/T",
-            "/subscriptions/s1/resourceGroups/rg",
-            "/subscriptions/s1/resourceGroups//providers/N/T/name",
-            "/subscriptions/s1/locations/westeurope/providers/N/T/name",
-            "",
-        ];
-        for id in ids {
-            let parsed = crate::domain::ResourceId::parse(id).ok();
-            assert_eq!(
-                sub_and_group(id),
-                parsed
-                    .as_ref()
-                    .map(|p| (p.subscription_id.as_str(), p.resource_group.as_str())),
-                "{id}"
-            );
-        }
-    }
 
     #[test]
     fn writes_are_named_as_azure_names_their_operations() {

@@ -57,9 +57,9 @@ fn web_02() -> World {
         )
 }
 
-/// Clock times (HH:MM, UTC) vary from run to run.
-/// Times of day as `<hh:mm>`, with the day ("Nov 30 ") that a change from before today's UTC
-/// midnight carries: the simulated changes are hours old, so a run just after midnight has it.
+/// Clock times (HH:MM, UTC) vary from run to run: each becomes `<hh:mm>`, with the day ("Nov 30
+/// ") that a change from before today's UTC midnight carries (the simulated changes are hours
+/// old, so a run just after midnight has it).
 fn timeless(text: &str) -> String {
     regex::Regex::new(r"\b(?:[A-Z][a-z]{2} \d{2} )?\d{2}:\d{2}\b")
         .unwrap()
