@@ -5,7 +5,8 @@
 #     -e DISCORD_TOKEN -e DISCORD_GUILD_ID -e AZURE_TENANT_ID -e AZURE_CLIENT_ID \
 #     -e AZURE_CLIENT_SECRET -e AZURE_SUBSCRIPTION_ID rdp-doctor
 #
-# The same build command runs in .ci/run, which also lints this file with hadolint.
+# .ci/run lints this file with hadolint and builds the same sources (debug profile, for the tests);
+# `cargo bench --bench rdp` builds the release binary.
 
 # ---------------------------------------------------------------------------------------------
 # Builder: plain cargo. The dependencies are compiled in their own layer, against stub
