@@ -135,15 +135,20 @@ async fn burst() -> anyhow::Result<Vec<Row>> {
                         took: Duration::ZERO,
                     },
                 };
-                (n, i, answer)
+                // The connection stays open (as Discord's do) until the burst is over: closed
+                // here, each close would cost the replicas a shutdown during the burst.
+                (n, i, answer, connection)
             })
         })
         .collect();
     let sent = Instant::now();
     start.wait().await;
     let mut answers = Vec::with_capacity(BURST);
+    let mut open = Vec::with_capacity(BURST);
     for task in tasks {
-        answers.push(task.await?);
+        let (n, i, answer, connection) = task.await?;
+        answers.push((n, i, answer));
+        open.push(connection);
     }
     let all_answered = sent.elapsed();
     // Then hand the answers to the fake, as Discord applies them (on its machines, not these:
@@ -170,6 +175,7 @@ async fn burst() -> anyhow::Result<Vec<Row>> {
         .collect();
     let (done, finished_at, finals) = wait_for_reports(&fleet.discord, &burst).await;
     let (within, counted) = acknowledged_within(&fleet).await;
+    drop(open);
     generator.shutdown_background();
 
     let mut waits = waits;
@@ -183,6 +189,7 @@ async fn burst() -> anyhow::Result<Vec<Row>> {
     for v in &violations {
         eprintln!("schema violation: {v}");
     }
+    drop_database(&fleet.database).await;
     Ok(vec![
         Row::info(
             format!("replicas: deferral p50 ({BURST} signed at once, {REPLICAS} replicas)"),
@@ -352,6 +359,14 @@ impl Raw {
     }
 }
 
+/// The fleet's database goes with the section (`.ci/test` drops the tests' own; nothing drops
+/// a benchmark's).
+async fn drop_database(url: &str) {
+    if let Err(e) = rdp_doctor::store::testing::drop_postgres_database(url).await {
+        eprintln!("the fleet's database is left on the server: {e}");
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -450,6 +465,7 @@ async fn takeover() -> anyhow::Result<Vec<Row>> {
         }
     }
     store.close().await;
+    drop_database(&fleet.database).await;
     let lease = rdp_doctor::runbook::operate::DEFAULT_LEASE;
     Ok(vec![
         Row::new(

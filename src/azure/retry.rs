@@ -68,27 +68,15 @@ impl std::error::Error for Unanswered {
     }
 }
 
-/// The POST actions that only read (ARM computes and returns data, nothing changes). Not
-/// `runCommand`: even a read-only script runs in the guest, and Azure refuses a second one
-/// while the first runs, so it is sent once like any write.
-const READ_ONLY_ACTIONS: [&str; 6] = [
-    "/effectivenetworksecuritygroups",
-    "/listnetworkmanagereffectivesecurityadminrules",
-    "/retrievebootdiagnosticsdata",
-    "/effectiveroutetable",
-    "/ipflowverify",
-    "/nexthop",
-];
-
 /// May this request be sent again after an answer that does not prove Azure ignored it?
 pub(super) fn replayable(request: &Request) -> bool {
     match request.method() {
         azure_core::Method::Get | azure_core::Method::Head => true,
         azure_core::Method::Post => {
-            let path = request.url().path().to_ascii_lowercase();
-            READ_ONLY_ACTIONS
-                .iter()
-                .any(|action| path.trim_end_matches('/').ends_with(action))
+            let path = request.url().path().trim_end_matches('/');
+            path.rsplit('/')
+                .next()
+                .is_some_and(crate::domain::is_reading_action)
         }
         _ => false,
     }
@@ -249,6 +237,11 @@ mod tests {
             (
                 "POST",
                 "/Microsoft.Network/networkWatchers/NetworkWatcher_westeurope/nextHop",
+                true,
+            ),
+            (
+                "POST",
+                "/Microsoft.Network/virtualNetworks/vnet/listNetworkManagerEffectiveSecurityAdminRules/",
                 true,
             ),
             (

@@ -137,6 +137,65 @@ pub(super) struct Served {
     acks_first: Arc<AcksFirst>,
     /// Azure Monitor's alerts (`super::alerts`).
     pub(super) alerts: super::alerts::Alerts,
+    /// Where handlers go on after their first response ([`Work`]).
+    work: tokio::runtime::Handle,
+}
+
+/// The runtime of the work an interaction starts (a check's ARM requests, a fix, the follow-ups
+/// and edits) and of the background loops, beside the runtime that accepts requests and answers
+/// them. Its threads run at a lower scheduling priority ([`WORK_NICE`] on Linux), so when both
+/// want the CPU, the kernel runs the endpoint's threads first: in a burst of interactions every
+/// request is read and deferred before the first ones' checks take the cores, as Discord drops
+/// an interaction not answered within 3 s and a check started some milliseconds later loses
+/// nothing. Idle, nothing changes: a priority only orders threads that all want the CPU.
+struct Work(Option<tokio::runtime::Runtime>);
+
+/// How much lower the work runtime's threads are scheduled than the process's own (Linux nice
+/// values: at +10 a thread gets about a tenth of the CPU of one at +0 when both are busy).
+const WORK_NICE: i32 = 10;
+
+impl Work {
+    fn start() -> std::io::Result<Work> {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name("rdp-doctor-work")
+            .on_thread_start(lower_this_threads_priority)
+            .enable_all()
+            .build()
+            .map(|runtime| Work(Some(runtime)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("the runtime until dropped").handle()
+    }
+}
+
+impl Drop for Work {
+    /// Without waiting for its tasks (a runtime may not block in another's task); the process
+    /// is ending, or a test's server with it.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The calling thread's nice value [`WORK_NICE`] above the process's (at most 19). Linux keeps a
+/// nice value per thread, and `setpriority(PRIO_PROCESS, 0, …)` sets the calling thread's
+/// (setpriority(2), "Bugs": NPTL threads do not share it). Raising one's own nice value needs
+/// no privilege. Elsewhere, and if it fails, the thread keeps the process's priority.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getpriority and setpriority take plain integers and touch no memory of ours.
+        let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let lowered = (now + WORK_NICE).min(19);
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, lowered) } != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "could not lower a work thread's priority"
+            );
+        }
+    }
 }
 
 /// What `/readyz` and `/metrics` read, in either mode.
@@ -183,12 +242,18 @@ pub async fn serve(
     let http = Arc::new(super::connect(&settings.token, settings.api_url.as_deref()).await?);
     super::application_id(&http, settings.application_id).await?;
     let guild = settings.guild_id.map(GuildId::new);
-    bot.door
-        .spawn_directory_refresher(settings.directory_refresh);
-    // Operations a stopped replica (or a previous run) left mid-flight: take them over once
-    // their lease lapses, follow them and post the outcome.
-    fixes::take_over_operations(http.clone(), bot.door.clone());
-    super::watch::run_watches(http.clone(), bot.door.clone());
+    let work = Work::start()
+        .map_err(|e| BotError::Client(format!("cannot start the work runtime: {e}")))?;
+    {
+        // The background loops are work too: their tasks go to the work runtime.
+        let _on_work = work.handle().enter();
+        bot.door
+            .spawn_directory_refresher(settings.directory_refresh);
+        // Operations a stopped replica (or a previous run) left mid-flight: take them over once
+        // their lease lapses, follow them and post the outcome.
+        fixes::take_over_operations(http.clone(), bot.door.clone());
+        super::watch::run_watches(http.clone(), bot.door.clone());
+    }
     if !bot.door.policy().configured() {
         tracing::warn!(
             "no [policy] in the config: the endpoint answers every interaction with a refusal"
@@ -202,6 +267,7 @@ pub async fn serve(
         health,
         acks_first: Arc::default(),
         alerts: super::alerts::Alerts::new(settings.alert_token, settings.alerts),
+        work: work.handle().clone(),
     });
     tokio::spawn(register_until_done(served.clone(), guild));
     let addr = listener
@@ -211,13 +277,7 @@ pub async fn serve(
         "rdp-doctor serving Discord interactions on http://{addr}/interactions ({} subscription(s))",
         served.bot.door.subscriptions().len()
     );
-    // Each answer is one small write; Nagle's algorithm would only hold one back.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
-        }
-    });
-    axum::serve(listener, router(served))
+    axum::serve(without_nagle(listener), router(served))
         .with_graceful_shutdown(async {
             super::wait_for_shutdown().await;
             tracing::info!("shutting down");
@@ -273,12 +333,24 @@ pub(crate) fn health_router(health: Arc<Health>) -> Router {
         .with_state(health)
 }
 
+/// `listener` with `TCP_NODELAY` on each connection it accepts: each answer is one small write,
+/// which Nagle's algorithm would only hold back.
+fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+        }
+    })
+}
+
 /// Serve [`health_router`] on `listener` until SIGTERM or Ctrl-C (gateway mode).
 pub(crate) async fn serve_health(listener: tokio::net::TcpListener, health: Arc<Health>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!("rdp-doctor serving /healthz, /readyz and /metrics on http://{addr}");
     }
-    let served = axum::serve(listener, health_router(health))
+    let served = axum::serve(without_nagle(listener), health_router(health))
         .with_graceful_shutdown(super::wait_for_shutdown())
         .await;
     if let Err(e) = served {
@@ -404,13 +476,15 @@ async fn interactions(
     // around the wait for its first response.
     let span = super::interaction_span(&interaction);
     let (ack, first) = Ack::endpoint(served.acks_first.clone());
-    let first = until_first_response(
-        handle(served, interaction, ack).instrument(span.clone()),
-        first,
-        FIRST_RESPONSE_WITHIN,
-    )
-    .instrument(span.clone())
-    .await;
+    let work = served.work.clone();
+    // Boxed at once: the handler's future holds the state of every command it may run (about
+    // 20 KB), and each wrapper on its way to a task would copy it again; this request's own
+    // future, which axum boxes too, would hold it inline.
+    let handler: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> =
+        Box::pin(handle(served, interaction, ack).instrument(span.clone()));
+    let first = until_first_response(handler, first, FIRST_RESPONSE_WITHIN, work)
+        .instrument(span.clone())
+        .await;
     let _entered = span.enter();
     match first {
         Ok(Ok(first)) => {
@@ -441,13 +515,14 @@ async fn interactions(
 /// Run `handler` in the calling task until `first` has its value (the handler's first
 /// response), the handler ends, or `within` passes: a deferral does not wait for another task
 /// to be scheduled (nor wake another worker) on its way out. What is left of the handler then
-/// goes on in a task of its own; so it does when the caller is dropped before (hyper drops a
-/// request's future when its connection closes), so a confirmation taken is never left half
-/// done. A panic ends the handler alone (`first` then has no value).
+/// goes on in a task of its own on `work`; so it does when the caller is dropped before (hyper
+/// drops a request's future when its connection closes), so a confirmation taken is never left
+/// half done. A panic ends the handler alone (`first` then has no value).
 async fn until_first_response<T>(
     handler: impl Future<Output = ()> + Send + 'static,
     mut first: oneshot::Receiver<T>,
     within: Duration,
+    work: tokio::runtime::Handle,
 ) -> Result<Result<T, oneshot::error::RecvError>, tokio::time::error::Elapsed> {
     let handler = std::panic::AssertUnwindSafe(handler)
         .catch_unwind()
@@ -456,7 +531,7 @@ async fn until_first_response<T>(
                 tracing::error!("an interaction's handler panicked");
             }
         });
-    let mut running = GoesOn(Some(Box::pin(handler)));
+    let mut running = GoesOn(Some(Box::pin(handler)), work);
     tokio::time::timeout(
         within,
         std::future::poll_fn(|cx| {
@@ -472,14 +547,16 @@ async fn until_first_response<T>(
     .await
 }
 
-/// A handler not finished yet: dropped, it goes on in a task of its own.
-struct GoesOn<F: Future<Output = ()> + Send + 'static>(Option<std::pin::Pin<Box<F>>>);
+/// A handler not finished yet: dropped, it goes on in a task of its own on the runtime named.
+struct GoesOn<F: Future<Output = ()> + Send + 'static>(
+    Option<std::pin::Pin<Box<F>>>,
+    tokio::runtime::Handle,
+);
 
 impl<F: Future<Output = ()> + Send + 'static> Drop for GoesOn<F> {
     fn drop(&mut self) {
-        if let (Some(handler), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
-        {
-            runtime.spawn(handler);
+        if let Some(handler) = self.0.take() {
+            self.1.spawn(handler);
         }
     }
 }
@@ -817,6 +894,49 @@ mod tests {
         assert!("not a key".parse::<PublicKey>().is_err());
     }
 
+    /// The runtime the test runs on, as the handlers' work runtime.
+    fn here() -> tokio::runtime::Handle {
+        tokio::runtime::Handle::current()
+    }
+
+    /// The nice value of the calling thread.
+    #[cfg(target_os = "linux")]
+    fn nice() -> i32 {
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+
+    /// After its first response, a handler goes on on the work runtime, whose threads are
+    /// scheduled below the endpoint's; the endpoint's own thread keeps its priority.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_handler_goes_on_on_the_work_runtime_at_a_lower_priority() {
+        let work = Work::start().expect("the work runtime");
+        let (first_tx, first) = oneshot::channel();
+        let (went_on_tx, went_on) = oneshot::channel();
+        let handler = async move {
+            let _ = first_tx.send(());
+            tokio::task::yield_now().await;
+            let thread = std::thread::current();
+            let _ = went_on_tx.send((thread.name().map(str::to_owned), nice()));
+        };
+        let endpoint = nice();
+        let answered = until_first_response(
+            handler,
+            first,
+            Duration::from_secs(3),
+            work.handle().clone(),
+        )
+        .await;
+        assert!(answered.unwrap().is_ok());
+        let (thread, work_nice) = tokio::time::timeout(Duration::from_secs(1), went_on)
+            .await
+            .expect("the handler went on")
+            .unwrap();
+        assert_eq!(thread.as_deref(), Some("rdp-doctor-work"));
+        assert_eq!(work_nice, (endpoint + WORK_NICE).min(19));
+        assert_eq!(nice(), endpoint, "the endpoint's thread kept its priority");
+    }
+
     /// A handler that gives its first response after `before`, then ends; with the receivers
     /// of its first response and of its end.
     fn handler_after(
@@ -855,7 +975,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let _ = done_tx.send(());
         };
-        let answered = until_first_response(handler, first, Duration::from_secs(3)).await;
+        let answered = until_first_response(handler, first, Duration::from_secs(3), here()).await;
         assert_eq!(answered.unwrap().unwrap(), "deferred");
         goes_on_to_its_end(done, "after its first response").await;
     }
@@ -865,7 +985,12 @@ mod tests {
     #[tokio::test]
     async fn a_handler_goes_on_when_its_request_is_dropped_before_the_first_response() {
         let (handler, first, done) = handler_after(Duration::from_millis(50));
-        let request = tokio::spawn(until_first_response(handler, first, Duration::from_secs(3)));
+        let request = tokio::spawn(until_first_response(
+            handler,
+            first,
+            Duration::from_secs(3),
+            here(),
+        ));
         tokio::time::sleep(Duration::from_millis(10)).await;
         request.abort();
         assert!(request.await.unwrap_err().is_cancelled());
@@ -877,7 +1002,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_handler_goes_on_and_a_panicking_one_ends_alone() {
         let (handler, first, done) = handler_after(Duration::from_millis(100));
-        let waited = until_first_response(handler, first, Duration::from_millis(20)).await;
+        let waited = until_first_response(handler, first, Duration::from_millis(20), here()).await;
         assert!(waited.is_err(), "no first response within 20 ms");
         goes_on_to_its_end(done, "after the wait for its first response").await;
 
@@ -886,7 +1011,7 @@ mod tests {
             let _keep = first_tx;
             panic!("a bug in a handler");
         };
-        let answered = until_first_response(handler, first, Duration::from_secs(3)).await;
+        let answered = until_first_response(handler, first, Duration::from_secs(3), here()).await;
         assert!(matches!(answered, Ok(Err(_))), "{answered:?}");
     }
 

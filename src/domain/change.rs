@@ -152,16 +152,26 @@ impl Changes {
     }
 }
 
-/// Operations that read or compute without changing anything: Azure logs their POSTs, but they
-/// are not changes.
-const READ_ONLY_ACTIONS: &[&str] = &[
-    "/effectivenetworksecuritygroups/action",
-    "/effectiveroutetable/action",
-    "/retrievebootdiagnosticsdata/action",
-    "/ipflowverify/action",
-    "/nexthop/action",
-    "/listkeys/action",
+/// The POST actions that only read or compute (ARM returns data, nothing changes), lower-case.
+/// Azure logs their POSTs in the Activity Log as it does writes, so "Recent changes" leaves them
+/// out, and `azure::retry` may send them again as it does reads. Not `runCommand`: even a
+/// read-only script runs in the guest, and Azure refuses a second one while the first runs.
+pub const READING_ACTIONS: [&str; 7] = [
+    "effectivenetworksecuritygroups",
+    "listnetworkmanagereffectivesecurityadminrules",
+    "retrievebootdiagnosticsdata",
+    "effectiveroutetable",
+    "ipflowverify",
+    "nexthop",
+    "listkeys",
 ];
+
+/// Whether `name` (the last segment of a POST's path, any case) is one of [`READING_ACTIONS`].
+pub fn is_reading_action(name: &str) -> bool {
+    READING_ACTIONS
+        .iter()
+        .any(|action| action.eq_ignore_ascii_case(name))
+}
 
 /// Whether an operation changes something (a write, a delete, or an action that is not a read).
 pub fn is_change(operation: &str) -> bool {
@@ -169,7 +179,9 @@ pub fn is_change(operation: &str) -> bool {
     if op.ends_with("/read") {
         return false;
     }
-    !READ_ONLY_ACTIONS.iter().any(|a| op.ends_with(a))
+    !op.strip_suffix("/action")
+        .and_then(|rest| rest.rsplit('/').next())
+        .is_some_and(is_reading_action)
 }
 
 /// The changes among `events`: one per operation (its events share a correlation id; the last
@@ -327,6 +339,35 @@ mod tests {
     const RULE: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/nsg-snet-app/securityRules/deny-rdp";
     const VM: &str =
         "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/app-02";
+
+    /// The operation names Azure logs for the POSTs a check sends (the Activity Log's
+    /// `operationName.value`, as the resource providers' operations lists name them) are no
+    /// changes; the fixes' POSTs and any write are.
+    #[test]
+    fn a_checks_reading_posts_are_no_changes_and_a_fixs_are() {
+        for read in [
+            "Microsoft.Network/networkInterfaces/effectiveNetworkSecurityGroups/action",
+            "Microsoft.Network/networkInterfaces/effectiveRouteTable/action",
+            "Microsoft.Network/virtualNetworks/listNetworkManagerEffectiveSecurityAdminRules/action",
+            "Microsoft.Compute/virtualMachines/retrieveBootDiagnosticsData/action",
+            "Microsoft.Network/networkWatchers/ipFlowVerify/action",
+            "Microsoft.Network/networkWatchers/nextHop/action",
+            "Microsoft.Storage/storageAccounts/listKeys/action",
+            "Microsoft.Compute/virtualMachines/read",
+        ] {
+            assert!(!is_change(read), "{read}");
+        }
+        for change in [
+            "Microsoft.Compute/virtualMachines/redeploy/action",
+            "Microsoft.Compute/virtualMachines/start/action",
+            "Microsoft.Compute/virtualMachines/runCommand/action",
+            "Microsoft.Network/networkSecurityGroups/securityRules/write",
+            "Microsoft.Compute/virtualMachines/extensions/delete",
+            "Microsoft.Network/nextHopper/action",
+        ] {
+            assert!(is_change(change), "{change}");
+        }
+    }
 
     #[test]
     fn one_change_per_operation_in_words_newest_first() {

@@ -9,7 +9,7 @@ mod change;
 pub mod cidr;
 mod id;
 
-pub use change::{changes_of, is_change, ActivityEvent, Change, Changes};
+pub use change::{changes_of, is_change, is_reading_action, ActivityEvent, Change, Changes};
 pub use id::{ResourceId, ResourceIdError};
 
 use serde::{Deserialize, Serialize};

@@ -502,6 +502,34 @@ pub mod testing {
         url.to_string()
     }
 
+    /// Drops a database [`postgres_database`] made, with any connection still open to it
+    /// (`WITH (FORCE)`: a killed replica's may linger). For runs that outlive `.ci/test`'s
+    /// clean-up, such as the benchmark's. Not a database of another name.
+    pub async fn drop_postgres_database(url: &str) -> Result<(), String> {
+        use sqlx::Connection;
+        let admin = std::env::var(POSTGRES_URL_VAR)
+            .map_err(|_| format!("{POSTGRES_URL_VAR} is not set"))?;
+        let name = url::Url::parse(url)
+            .ok()
+            .map(|u| u.path().trim_start_matches('/').to_string())
+            .filter(|n| {
+                n.strip_prefix("rdp_test_").is_some_and(|id| {
+                    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                })
+            })
+            .ok_or("not a database postgres_database made")?;
+        let mut conn = sqlx::AnyConnection::connect(&admin)
+            .await
+            .map_err(|e| format!("cannot reach the test PostgreSQL: {e}"))?;
+        let dropped = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("cannot drop {name}: {e}"));
+        conn.close().await.ok();
+        dropped
+    }
+
     /// Defines each test twice, in modules `sqlite` and `postgres`, with `$store` a fresh
     /// [`TestStore`] of that backend (`pooled` as in [`fresh`]).
     #[cfg(test)]
@@ -583,6 +611,30 @@ mod tests {
 
     use super::testing::TempDir;
     use super::*;
+
+    /// A database the tests made is dropped with a connection still open to it; the admin
+    /// database, or a name the tests did not make, is refused.
+    #[tokio::test]
+    async fn a_test_database_is_dropped_and_no_other() {
+        let url = testing::postgres_database().await;
+        let store = Store::open(&url).await.expect("the test database opens");
+        testing::drop_postgres_database(&url)
+            .await
+            .expect("dropped with the store still connected");
+        assert!(Store::open(&url).await.is_err(), "{url} is still there");
+        drop(store);
+        let admin = std::env::var(testing::POSTGRES_URL_VAR).unwrap();
+        for other in [
+            admin.as_str(),
+            "postgres://u:p@127.0.0.1/rdp_test_x;DROP",
+            "not a url",
+        ] {
+            assert!(
+                testing::drop_postgres_database(other).await.is_err(),
+                "{other} was not refused"
+            );
+        }
+    }
 
     #[test]
     fn embedded_migrations_match_their_folders() {
