@@ -573,7 +573,18 @@ pub async fn stop(ack: &Ack, bot: &Bot, caller: &Caller, nonce: Key) -> Result<(
             )
             .await
         }
-        _ => whisper(ack, "Already over", "This sweep has finished.").await,
+        Some(_) => whisper(ack, "Already over", "This sweep has finished.").await,
+        // Not in this process: it may have ended long ago, or another replica of a fleet runs
+        // it (only that one holds its cancel). Said as such, not as "finished".
+        None => {
+            whisper(
+                ack,
+                "Sweep not found here",
+                "This sweep has finished, or another replica of rdp-doctor runs it; only that \
+                 replica can cancel it, so it goes on to its summary.",
+            )
+            .await
+        }
     }
 }
 

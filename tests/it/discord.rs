@@ -1519,6 +1519,23 @@ Only <@4001>, who started this sweep, can cancel it.
                 && title.ends_with("of 40 VMs"),
             "{title}"
         );
+        // Cancel again once it is over; a sweep this process never ran (another replica's)
+        // is not called finished.
+        let stop = support::discord::custom_ids(progress.raw.body())
+            .into_iter()
+            .find(|id| id.starts_with("rdp:sweep:stop:"))
+            .expect("the Cancel button's id");
+        for (id, said) in [
+            (stop.as_str(), "# Already over\nThis sweep has finished."),
+            (
+                "rdp:sweep:stop:0123456789abcdef",
+                "# Sweep not found here\nThis sweep has finished, or another replica of \
+                 rdp-doctor runs it; only that replica can cancel it, so it goes on to its summary.",
+            ),
+        ] {
+            let seen = room.as_user(&room.alice).click_id(&progress, id).await.next_message().await;
+            assert_eq!(seen.text, format!("(only you can see this)\n{said}\n"), "{id}");
+        }
         room.assert_clean();
     })
     .await
