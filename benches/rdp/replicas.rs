@@ -363,7 +363,7 @@ impl Raw {
 /// a benchmark's).
 async fn drop_database(url: &str) {
     if let Err(e) = rdp_doctor::store::testing::drop_postgres_database(url).await {
-        eprintln!("the fleet's database is left on the server: {e}");
+        eprintln!("the fleet's database is left on the server: {e:#}");
     }
 }
 

@@ -505,10 +505,11 @@ pub mod testing {
     /// Drops a database [`postgres_database`] made, with any connection still open to it
     /// (`WITH (FORCE)`: a killed replica's may linger). For runs that outlive `.ci/test`'s
     /// clean-up, such as the benchmark's. Not a database of another name.
-    pub async fn drop_postgres_database(url: &str) -> Result<(), String> {
+    pub async fn drop_postgres_database(url: &str) -> anyhow::Result<()> {
+        use anyhow::Context as _;
         use sqlx::Connection;
         let admin = std::env::var(POSTGRES_URL_VAR)
-            .map_err(|_| format!("{POSTGRES_URL_VAR} is not set"))?;
+            .with_context(|| format!("{POSTGRES_URL_VAR} is not set"))?;
         let name = url::Url::parse(url)
             .ok()
             .map(|u| u.path().trim_start_matches('/').to_string())
@@ -517,15 +518,15 @@ pub mod testing {
                     !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 })
             })
-            .ok_or("not a database postgres_database made")?;
+            .context("not a database postgres_database made")?;
         let mut conn = sqlx::AnyConnection::connect(&admin)
             .await
-            .map_err(|e| format!("cannot reach the test PostgreSQL: {e}"))?;
+            .context("cannot reach the test PostgreSQL")?;
         let dropped = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .execute(&mut conn)
             .await
             .map(|_| ())
-            .map_err(|e| format!("cannot drop {name}: {e}"));
+            .with_context(|| format!("cannot drop {name}"));
         conn.close().await.ok();
         dropped
     }
