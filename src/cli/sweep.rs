@@ -57,6 +57,8 @@ pub async fn run(args: SweepArgs) -> Result<Done, CliError> {
     let options = SweepOptions {
         concurrency: usize::from(args.concurrency),
         check: CheckOptions { from },
+        // Ctrl-C cancels it; nothing on another replica can.
+        handle: None,
     };
 
     let cancel = CancellationToken::new();

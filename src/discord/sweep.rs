@@ -6,6 +6,11 @@
 //! `rdp:sweep:vm:<nonce>` (the details menu of the 25 worst VMs; its values index the sweep's
 //! rows, kept in memory for an hour) and `rdp:sweep:ask:<nonce>` (a button opening a form,
 //! `rdp:sweep:name:<nonce>`, for any other VM of the sweep by name).
+//!
+//! Every replica answers them: the nonce is the sweep's handle in the database
+//! (`runbook/door/swept.rs`). A Cancel that reaches a replica not running the sweep is asked
+//! through the door and carried out by the one that runs it; a menu choice or form that
+//! reaches one without the rows in memory reads them from the database.
 
 use super::commands::run_check;
 use super::ids::{ComponentId, Key};
@@ -15,7 +20,7 @@ use super::surface::{Surface, View};
 use super::transport::{Ack, Cmd};
 use super::{rand_u64, AppContext, Bot, Error};
 use crate::domain::{is_subscription_id, validate_group, VmRef, VmSummary};
-use crate::runbook::door::Caller;
+use crate::runbook::door::{Caller, SweepCancel};
 use crate::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
 use crate::runbook::{CheckOptions, Verdict};
 use serenity::all::{
@@ -31,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 /// Progress is edited in at most this often (Discord rate-limits message edits).
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// The details menu works this long after the sweep.
-const ROWS_LIFETIME: Duration = Duration::from_secs(60 * 60);
+const ROWS_LIFETIME: Duration = crate::runbook::door::SWEEP_ROWS_KEPT;
 /// Characters of the summary table in the embed before "…and N more" (of 4096, leaving room
 /// for the counts and the closing lines).
 const TABLE_BUDGET: usize = 3300;
@@ -230,6 +235,7 @@ pub(super) async fn sweep_in(
         let sink = tx;
         let options = SweepOptions {
             check: CheckOptions { from },
+            handle: Some(nonce.to_string()),
             ..SweepOptions::default()
         };
         bot.door
@@ -241,7 +247,16 @@ pub(super) async fn sweep_in(
     let (result, ()) = tokio::join!(run, progress);
     match result {
         Ok(report) => {
-            bot.finish_sweep(nonce, report.vms.iter().map(|r| r.vm.clone()).collect());
+            let vms: Vec<VmRef> = report.vms.iter().map(|r| r.vm.clone()).collect();
+            // For the menu on every replica; this one's memory serves it here regardless.
+            if let Err(e) = bot
+                .door
+                .keep_sweep_rows(&caller, &nonce.to_string(), &vms, &CheckOptions { from })
+                .await
+            {
+                tracing::warn!(error = %e, "could not keep a sweep's rows for other replicas' menus");
+            }
+            bot.finish_sweep(nonce, vms);
             let (embed, table) = summary(&report);
             surface
                 .show(View {
@@ -472,16 +487,16 @@ pub async fn modal(
     // Raw calls: a form submission comes outside any command invocation; poise cannot answer it.
     let name = super::fixes::modal_value(modal, "vm").unwrap_or_default();
     let name = name.trim();
-    let found = bot.sweeps.lock().ok().and_then(|s| {
-        let state = s.get(&nonce)?;
-        let vms: Vec<VmRef> = state
-            .vms
-            .iter()
-            .filter(|v| v.name.eq_ignore_ascii_case(name))
-            .cloned()
-            .collect();
-        Some((vms, state.options.clone()))
-    });
+    let found = match rows(bot, caller, nonce).await {
+        Ok(rows) => rows.map(|(vms, options)| {
+            let named = vms
+                .into_iter()
+                .filter(|v| v.name.eq_ignore_ascii_case(name))
+                .collect::<Vec<VmRef>>();
+            (named, options)
+        }),
+        Err(e) => return whisper_door(ack, "Cannot show that", &e).await,
+    };
     let answer = |title: &str, text: &str| {
         CreateInteractionResponse::Message(
             CreateInteractionResponseMessage::new()
@@ -562,30 +577,67 @@ pub async fn stop(ack: &Ack, bot: &Bot, caller: &Caller, nonce: Key) -> Result<(
             ack.respond(CreateInteractionResponse::Acknowledge).await?;
             Ok(())
         }
-        Some((requester, _, None)) => {
-            whisper(
-                ack,
-                "Not your sweep",
-                &format!(
-                    "Only <@{}>, who started this sweep, can cancel it.",
-                    requester.trim_start_matches("discord:")
-                ),
-            )
-            .await
-        }
+        Some((requester, _, None)) => whisper(ack, "Not your sweep", &not_yours(&requester)).await,
         Some(_) => whisper(ack, "Already over", "This sweep has finished.").await,
-        // Not in this process: it may have ended long ago, or another replica of a fleet runs
-        // it (only that one holds its cancel). Said as such, not as "finished".
-        None => {
-            whisper(
-                ack,
-                "Sweep not found here",
-                "This sweep has finished, or another replica of rdp-doctor runs it; only that \
-                 replica can cancel it, so it goes on to its summary.",
-            )
-            .await
-        }
+        // Not in this process: another replica of a fleet may run it. Asked through the door;
+        // the replica running it stops it and shows the cancelled summary in this message.
+        None => match bot.door.cancel_sweep(caller, &nonce.to_string()).await {
+            Ok(SweepCancel::Asked) => {
+                ack.respond(CreateInteractionResponse::Acknowledge).await?;
+                Ok(())
+            }
+            Ok(SweepCancel::NotYours { requester }) => {
+                whisper(ack, "Not your sweep", &not_yours(&requester)).await
+            }
+            Ok(SweepCancel::NotRunning) => {
+                whisper(ack, "Already over", "This sweep has finished.").await
+            }
+            Err(e) => whisper_door(ack, "Cannot cancel that", &e).await,
+        },
     }
+}
+
+/// "Only <who>, who started this sweep, can cancel it": a Discord identity as a mention (sent
+/// without pinging), anything else as the name.
+fn not_yours(requester: &str) -> String {
+    let who = match requester.strip_prefix("discord:") {
+        Some(id) => format!("<@{id}>"),
+        None => requester.to_string(),
+    };
+    format!("Only {who}, who started this sweep, can cancel it.")
+}
+
+/// A finished sweep's rows and check options: from this process's memory, or those any
+/// replica kept in the database. `None`: expired (or never finished).
+async fn rows(
+    bot: &Bot,
+    caller: &Caller,
+    nonce: Key,
+) -> Result<Option<(Vec<VmRef>, CheckOptions)>, crate::runbook::door::DoorError> {
+    let here = bot.sweeps.lock().ok().and_then(|s| {
+        let state = s.get(&nonce)?;
+        state.finished?;
+        Some((state.vms.clone(), state.options.clone()))
+    });
+    match here {
+        Some(rows) => Ok(Some(rows)),
+        None => bot.door.sweep_rows(caller, &nonce.to_string()).await,
+    }
+}
+
+/// A door failure answered privately, in the one dialect of `steps::door_notice`.
+async fn whisper_door(
+    ack: &Ack,
+    title: &str,
+    e: &crate::runbook::door::DoorError,
+) -> Result<(), Error> {
+    let message = CreateInteractionResponseMessage::new()
+        .ephemeral(true)
+        .embed(door_notice(title, e))
+        .allowed_mentions(CreateAllowedMentions::new());
+    ack.respond(CreateInteractionResponse::Message(message))
+        .await?;
+    Ok(())
 }
 
 /// The details menu: the chosen row's full report in a new message.
@@ -604,10 +656,11 @@ pub async fn details(
         }
         _ => None,
     };
-    let vm = bot.sweeps.lock().ok().and_then(|s| {
-        let state = s.get(&nonce)?;
-        Some((state.vms.get(index?).cloned()?, state.options.clone()))
-    });
+    let rows = match rows(bot, caller, nonce).await {
+        Ok(rows) => rows,
+        Err(e) => return whisper_door(ack, "Cannot show that", &e).await,
+    };
+    let vm = rows.and_then(|(vms, options)| Some((vms.get(index?).cloned()?, options)));
     let Some((vm, options)) = vm else {
         return whisper(
             ack,

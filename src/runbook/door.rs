@@ -25,12 +25,14 @@ use crate::domain::{
     candidates_text, is_subscription_id, suggestions_text, QueryError, VmQuery, VmRef, VmSummary,
 };
 use crate::policy::{Actor, Denial, Fenced, Place, Policy, Target};
-use crate::store::{AuditEntry, Store, StoreError};
+use crate::store::{AuditEntry, NewSweep, Store, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+mod swept;
 mod watch;
+pub use swept::{SweepCancel, SWEEP_ROWS_KEPT};
 pub use watch::{OnWatch, WatchNews, WatchStarted};
 
 /// Who is asking, and from where.
@@ -1018,10 +1020,15 @@ impl Door {
             Some(operator) => Some(
                 ScopeClaim::take(
                     &operator.store,
-                    operator.replica(),
                     operator.lease(),
-                    scope,
-                    &caller.actor.name,
+                    NewSweep {
+                        subscription_id: scope.subscription_id.clone(),
+                        resource_group: scope.resource_group.clone(),
+                        started_by: caller.actor.name.clone(),
+                        owner: operator.replica().to_string(),
+                        handle: options.handle.clone(),
+                        requester: caller.actor.id.clone(),
+                    },
                     stop.clone(),
                 )
                 .await

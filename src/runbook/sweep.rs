@@ -22,6 +22,9 @@ pub struct SweepOptions {
     /// open connections.
     pub concurrency: usize,
     pub check: CheckOptions,
+    /// The front end's name for this sweep (a Discord sweep's nonce): with a database, any
+    /// replica that shares it can cancel the sweep by this name (`Door::cancel_sweep`).
+    pub handle: Option<String>,
 }
 
 impl Default for SweepOptions {
@@ -29,6 +32,7 @@ impl Default for SweepOptions {
         SweepOptions {
             concurrency: 32,
             check: CheckOptions::default(),
+            handle: None,
         }
     }
 }

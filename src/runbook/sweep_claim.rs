@@ -35,33 +35,25 @@ fn scope_of(sweep: &StoredSweep) -> SweepScope {
 }
 
 impl ScopeClaim {
-    /// Claim `scope` for a sweep `started_by` starts on replica `owner`, or say (in the words
-    /// of [`SweepBusy`]) which sweep, here or on another replica, holds it. Should the claim
-    /// be lost while the sweep runs (this replica stalled past the lease and someone else
-    /// started a sweep of the scope), `lost` is cancelled, which stops the sweep.
+    /// Claim the scope of `new` (a sweep its `started_by` starts on replica `new.owner`), or
+    /// say (in the words of [`SweepBusy`]) which sweep, here or on another replica, holds it.
+    /// `stop` is cancelled, which stops the sweep, when its requester asks to cancel it on any
+    /// replica (the claim's handle, read every [`CANCEL_POLL`]), or should the claim be lost
+    /// while the sweep runs (this replica stalled past the lease and someone else started a
+    /// sweep of the scope).
     ///
     /// Cancellation-safe: the claim is taken in a task of its own, so a sweep dropped while its
     /// claim is being committed does not leave the scope claimed until the lease lapses. The
     /// claim then finishes, and is released as soon as nobody is left to receive it.
     pub(crate) async fn take(
         store: &Store,
-        owner: &str,
         lease: Duration,
-        scope: &SweepScope,
-        started_by: &str,
-        lost: CancellationToken,
+        new: NewSweep,
+        stop: CancellationToken,
     ) -> Result<Result<ScopeClaim, Box<SweepBusy>>, StoreError> {
-        let new = NewSweep {
-            subscription_id: scope.subscription_id.clone(),
-            resource_group: scope.resource_group.clone(),
-            started_by: started_by.to_string(),
-            owner: owner.to_string(),
-        };
-        let (store, scope) = (store.clone(), scope.clone());
+        let store = store.clone();
         let taking =
-            tokio::spawn(
-                async move { ScopeClaim::take_here(store, new, &scope, lease, lost).await },
-            );
+            tokio::spawn(async move { ScopeClaim::take_here(store, new, lease, stop).await });
         match taking.await {
             Ok(taken) => taken,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -76,20 +68,23 @@ impl ScopeClaim {
     async fn take_here(
         store: Store,
         new: NewSweep,
-        scope: &SweepScope,
         lease: Duration,
-        lost: CancellationToken,
+        stop: CancellationToken,
     ) -> Result<Result<ScopeClaim, Box<SweepBusy>>, StoreError> {
         let claimed = match store.claim_sweep(&new, lapsed_before(lease)).await? {
             Ok(claimed) => claimed,
             Err(running) => {
+                let scope = SweepScope {
+                    subscription_id: new.subscription_id.clone(),
+                    resource_group: new.resource_group.clone(),
+                };
                 return Ok(Err(Box::new(SweepBusy::elsewhere(
-                    scope,
+                    &scope,
                     scope_of(&running),
                     running.started_by,
                     running.started_ms,
                     now_ms(),
-                ))))
+                ))));
             }
         };
         let id = Arc::new(Mutex::new(claimed.id));
@@ -100,7 +95,7 @@ impl ScopeClaim {
             id.clone(),
             lease,
             new,
-            lost,
+            stop,
         ));
         Ok(Ok(ScopeClaim {
             store,
@@ -153,22 +148,49 @@ async fn release(store: &Store, id: &str, owner: &str) {
     }
 }
 
-/// Renew the claim every third of the lease. A claim found gone (this replica could not renew
-/// for longer than the lease, and another claim in the subscription deleted it) is taken again
-/// if the scope is still free; if another sweep holds it now, `lost` stops this one.
+/// How often the replica running a sweep looks for its requester's cancellation, asked on
+/// whichever replica their click reached.
+pub(crate) const CANCEL_POLL: Duration = Duration::from_secs(1);
+
+/// Renew the claim every third of the lease, and look every [`CANCEL_POLL`] (or third of the
+/// lease, if shorter) for a cancellation asked on another replica: it cancels `stop`. A claim
+/// found gone (this replica could not renew for longer than the lease, and another claim in the
+/// subscription deleted it) is taken again if the scope is still free; if another sweep holds it
+/// now, `stop` stops this one.
 async fn renew(
     store: Store,
     owner: Arc<str>,
     id: Arc<Mutex<String>>,
     lease: Duration,
     new: NewSweep,
-    lost: CancellationToken,
+    stop: CancellationToken,
 ) {
+    let every = lease / 3;
+    let tick = every.min(CANCEL_POLL);
+    let mut renewed = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(lease / 3).await;
+        tokio::time::sleep(tick).await;
         let current = id.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if new.handle.is_some() && !stop.is_cancelled() {
+            match store.sweep_cancel_requested(&current).await {
+                Ok(Some(true)) => {
+                    tracing::info!("a sweep's requester cancelled it on another replica");
+                    stop.cancel();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read whether a sweep was cancelled");
+                }
+            }
+        }
+        if renewed.elapsed() < every {
+            continue;
+        }
         match store.renew_sweep(&current, &owner).await {
-            Ok(true) => continue,
+            Ok(true) => {
+                renewed = tokio::time::Instant::now();
+                continue;
+            }
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "could not renew a sweep's claim; trying again");
@@ -179,13 +201,14 @@ async fn renew(
             Ok(Ok(again)) => {
                 tracing::warn!("a sweep's claim had lapsed (renewals failed for longer than the lease); claimed its scope again");
                 *id.lock().unwrap_or_else(PoisonError::into_inner) = again.id;
+                renewed = tokio::time::Instant::now();
             }
             Ok(Err(running)) => {
                 tracing::warn!(
                     started_by = %running.started_by,
                     "a sweep's claim lapsed (renewals failed for longer than the lease) and another sweep of its scope started meanwhile: stopping this one"
                 );
-                lost.cancel();
+                stop.cancel();
                 return;
             }
             Err(e) => {

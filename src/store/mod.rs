@@ -44,7 +44,7 @@ pub use confirmations::{
 pub use gateway_lock::{GatewayLock, LockError, GATEWAY_LOCK_KEY};
 pub use history::StoredCheck;
 pub use operations::{Locked, NewOperation, Operation, OperationOutcome};
-pub use sweeps::{NewSweep, StoredSweep};
+pub use sweeps::{NewSweep, StoredSweep, SweptRows};
 pub use watches::{NewWatch, StoredWatch};
 
 /// The migrations in `migrations/sqlite/` and `migrations/postgres/`, embedded in the binary: the
@@ -78,6 +78,11 @@ static SQLITE_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "watches",
         include_str!("../../migrations/sqlite/0005_watches.sql"),
     ),
+    (
+        6,
+        "sweep_handles",
+        include_str!("../../migrations/sqlite/0006_sweep_handles.sql"),
+    ),
 ]);
 static POSTGRES_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
     (
@@ -104,6 +109,11 @@ static POSTGRES_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         5,
         "watches",
         include_str!("../../migrations/postgres/0005_watches.sql"),
+    ),
+    (
+        6,
+        "sweep_handles",
+        include_str!("../../migrations/postgres/0006_sweep_handles.sql"),
     ),
 ]);
 

@@ -35,6 +35,11 @@ pub struct NewSweep {
     pub started_by: String,
     /// The replica that runs it (renews its heartbeat).
     pub owner: String,
+    /// The front end's name for it (a Discord sweep's nonce), by which any replica finds it to
+    /// cancel it; `None` where nothing can cancel it from elsewhere (the terminal).
+    pub handle: Option<String>,
+    /// The identity of who starts it (`Actor::id`): only they may cancel it.
+    pub requester: String,
 }
 
 /// A sweep running now (on this replica or another).
@@ -48,10 +53,28 @@ pub struct StoredSweep {
     pub started_ms: i64,
     pub owner: String,
     pub heartbeat_ms: i64,
+    pub handle: Option<String>,
+    /// `None` in claims made before migration 0006 (none outlive a lease).
+    pub requester: Option<String>,
+    /// When its requester asked to cancel it, unix milliseconds.
+    pub cancel_requested_ms: Option<i64>,
 }
 
-const COLUMNS: &str =
-    "id, subscription_id, resource_group, started_by, started_ms, owner, heartbeat_ms";
+/// A finished sweep's rows, kept for its details menu on every replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweptRows {
+    pub handle: String,
+    /// The identity of who started the sweep.
+    pub requester: String,
+    /// The address its checks tested port 3389 from; `None`: the whole Internet.
+    pub from_address: Option<String>,
+    /// The VMs, worst first, as JSON (the front end's to read).
+    pub vms_json: String,
+    pub finished_ms: i64,
+}
+
+const COLUMNS: &str = "id, subscription_id, resource_group, started_by, started_ms, owner, \
+     heartbeat_ms, handle, requester, cancel_requested_ms";
 
 fn key(name: &str) -> String {
     name.trim().to_ascii_lowercase()
@@ -71,6 +94,10 @@ impl Store {
         require("the subscription", &sweep.subscription_id)?;
         require("who starts the sweep", &sweep.started_by)?;
         require("the owner", &sweep.owner)?;
+        require("who may cancel the sweep", &sweep.requester)?;
+        if let Some(handle) = &sweep.handle {
+            require("the sweep's handle", handle)?;
+        }
         if let Some(group) = &sweep.resource_group {
             require("the resource group", group)?;
         }
@@ -125,8 +152,8 @@ impl Store {
         }
         let row = sqlx::query(&format!(
             "INSERT INTO sweeps (id, subscription_id, subscription_key, resource_group, group_key,
-                 started_by, started_ms, owner, heartbeat_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 started_by, started_ms, owner, heartbeat_ms, handle, requester)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              RETURNING {COLUMNS}"
         ))
         .bind(&id)
@@ -138,6 +165,8 @@ impl Store {
         .bind(now)
         .bind(&sweep.owner)
         .bind(now)
+        .bind(sweep.handle.clone())
+        .bind(&sweep.requester)
         .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::db(doing))?;
@@ -175,6 +204,114 @@ impl Store {
         Ok(changed == 1)
     }
 
+    /// The running sweep the front end calls `handle`, on whichever replica it runs.
+    pub async fn sweep_by_handle(&self, handle: &str) -> Result<Option<StoredSweep>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM sweeps WHERE handle = $1"))
+            .bind(handle)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("finding a running sweep"))?;
+        row.as_ref().map(sweep_from_row).transpose()
+    }
+
+    /// Ask the replica running sweep `id` to cancel it (it reads [`Self::sweep_cancel_requested`]
+    /// every second). `false` when the sweep is over (its claim released).
+    pub async fn request_sweep_cancel(&self, id: &str) -> Result<bool, StoreError> {
+        let changed = self
+            .run(
+                sqlx::query(
+                    "UPDATE sweeps SET cancel_requested_ms = $1
+                     WHERE id = $2 AND cancel_requested_ms IS NULL",
+                )
+                .bind(now_ms())
+                .bind(id),
+                "asking for a sweep's cancellation",
+            )
+            .await?;
+        if changed == 1 {
+            return Ok(true);
+        }
+        // Asked twice: still running, already asked.
+        Ok(self.sweep_cancel_requested(id).await?.is_some())
+    }
+
+    /// Whether sweep `id`'s requester asked to cancel it: `Some(true)` when they did,
+    /// `Some(false)` when not, `None` when the claim is gone.
+    pub async fn sweep_cancel_requested(&self, id: &str) -> Result<Option<bool>, StoreError> {
+        let row = sqlx::query("SELECT cancel_requested_ms FROM sweeps WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("reading a sweep's cancellation"))?;
+        row.map(|row| {
+            row.try_get::<Option<i64>, _>("cancel_requested_ms")
+                .map(|at| at.is_some())
+                .map_err(StoreError::db("reading a sweep's cancellation"))
+        })
+        .transpose()
+    }
+
+    /// Keep a finished sweep's rows (see [`SweptRows`]); rows that finished before `expired_ms`
+    /// are deleted in the same transaction. A handle kept twice keeps the later rows.
+    pub async fn keep_swept(&self, rows: &SweptRows, expired_ms: i64) -> Result<(), StoreError> {
+        require("the sweep's handle", &rows.handle)?;
+        require("who started the sweep", &rows.requester)?;
+        let doing = "keeping a sweep's rows";
+        let mut tx = self.pool.begin().await.map_err(StoreError::db(doing))?;
+        sqlx::query("DELETE FROM swept WHERE finished_ms < $1")
+            .bind(expired_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(doing))?;
+        sqlx::query(
+            "INSERT INTO swept (handle, requester, from_address, vms, finished_ms)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (handle) DO UPDATE SET requester = excluded.requester,
+                 from_address = excluded.from_address, vms = excluded.vms,
+                 finished_ms = excluded.finished_ms",
+        )
+        .bind(&rows.handle)
+        .bind(&rows.requester)
+        .bind(rows.from_address.clone())
+        .bind(&rows.vms_json)
+        .bind(rows.finished_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(doing))?;
+        tx.commit().await.map_err(StoreError::db(doing))
+    }
+
+    /// The rows of the sweep `handle` if it finished at or after `expired_ms`.
+    pub async fn swept(
+        &self,
+        handle: &str,
+        expired_ms: i64,
+    ) -> Result<Option<SweptRows>, StoreError> {
+        let doing = "reading a sweep's rows";
+        let row = sqlx::query(
+            "SELECT handle, requester, from_address, vms, finished_ms FROM swept
+             WHERE handle = $1 AND finished_ms >= $2",
+        )
+        .bind(handle)
+        .bind(expired_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::db(doing))?;
+        let read = |row: &AnyRow| -> Result<SweptRows, sqlx::Error> {
+            Ok(SweptRows {
+                handle: row.try_get("handle")?,
+                requester: row.try_get("requester")?,
+                from_address: row.try_get("from_address")?,
+                vms_json: row.try_get("vms")?,
+                finished_ms: row.try_get("finished_ms")?,
+            })
+        };
+        row.as_ref()
+            .map(read)
+            .transpose()
+            .map_err(StoreError::db(doing))
+    }
+
     /// Every claimed sweep, lapsed or not, oldest first.
     pub async fn claimed_sweeps(&self) -> Result<Vec<StoredSweep>, StoreError> {
         let rows = sqlx::query(&format!(
@@ -197,6 +334,9 @@ fn sweep_from_row(row: &AnyRow) -> Result<StoredSweep, StoreError> {
             started_ms: row.try_get("started_ms")?,
             owner: row.try_get("owner")?,
             heartbeat_ms: row.try_get("heartbeat_ms")?,
+            handle: row.try_get("handle")?,
+            requester: row.try_get("requester")?,
+            cancel_requested_ms: row.try_get("cancel_requested_ms")?,
         })
     };
     read(row).map_err(StoreError::db("reading a running sweep"))

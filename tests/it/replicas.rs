@@ -4,7 +4,8 @@
 //! over once its lease lapses, posting the outcome once; two Confirm clicks of one prompt sent
 //! to the two replicas at the same instant write to Azure once; two people starting overlapping
 //! sweeps on the two replicas at the same instant get one sweep, and a replica killed mid-sweep
-//! frees its scope within the lease.
+//! frees its scope within the lease; a sweep's Cancel and details menu work on the replica that
+//! does not run it.
 
 use crate::support;
 use rdp_doctor::sim::{SimOptions, World};
@@ -684,6 +685,134 @@ async fn overlapping_sweeps_started_on_two_replicas_at_once_run_once() {
         assert_eq!(fleet.fleet_listings(), 2);
         let violations = fleet.discord.schema_violations();
         assert!(violations.is_empty(), "{violations:#?}");
+        store.close().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_sweeps_cancel_and_details_menu_work_on_a_replica_that_does_not_run_it() {
+    within(async {
+        // Every answer takes a second: a hundred VMs keep the sweep running for many seconds
+        // (it checks 32 at a time).
+        let world = support::numbered_vms(World::new().page_size(100), "web", 100);
+        let fleet = Room::start(world, support::slowed(Duration::from_secs(1)), 2).await;
+        let sweep = fleet.sweep(&fleet.admin, None).await;
+        fleet.deliver(fleet.a(), &sweep).await;
+        // Progress with at least one VM checked, so that the cancelled summary has rows.
+        let (message, stop) = loop {
+            let edit = fleet
+                .discord
+                .next_edit(&sweep, WAIT)
+                .await
+                .expect("progress");
+            let text = edit.body()["embeds"][0]["description"]
+                .as_str()
+                .unwrap_or("");
+            let stop = support::discord::custom_ids(edit.body())
+                .into_iter()
+                .find(|id| id.starts_with("rdp:sweep:stop:"));
+            if let Some(stop) = stop {
+                if text.starts_with("Checked **") && !text.starts_with("Checked **0 ") {
+                    break (edit.message_id.expect("the sweep's message"), stop);
+                }
+            }
+        };
+
+        // Grace's Cancel reaches B, which does not run the sweep: refused, naming Ada.
+        let grace = fleet.click(message, &stop).await;
+        let answer = fleet
+            .b()
+            .endpoint
+            .deliver(&fleet.discord, &fleet.front, &grace)
+            .await;
+        let refusal = answer.json();
+        assert_eq!(refusal["type"], 4, "{refusal}");
+        assert_eq!(refusal["data"]["flags"], 64, "private: {refusal}");
+        assert_eq!(
+            refusal["data"]["embeds"][0]["description"],
+            "Only <@4002>, who started this sweep, can cancel it.",
+            "{refusal}"
+        );
+        // Ada's reaches B too: acknowledged in place, and A stops the sweep.
+        let ada = fleet
+            .discord
+            .component(&fleet.admin, message, &stop, &[])
+            .await;
+        let asked = Instant::now();
+        let answer = fleet
+            .b()
+            .endpoint
+            .deliver(&fleet.discord, &fleet.front, &ada)
+            .await;
+        assert_eq!(answer.json()["type"], 6, "{}", answer.body);
+        let Swept::Ran(title) = fleet.sweep_outcome(&sweep).await else {
+            panic!("the sweep's summary");
+        };
+        assert!(
+            title.contains(": cancelled after ") && title.ends_with(" of 100 VMs"),
+            "{title}"
+        );
+        // A reads the request within a second (a poll), then lets its running checks finish.
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            asked.elapsed()
+        );
+        let store = fleet.store().await;
+        assert_eq!(
+            store.claimed_sweeps().await.unwrap(),
+            [],
+            "released as it ended"
+        );
+
+        // The summary's details menu, chosen on B: the rows come from the database.
+        // The summary is the message's latest edit.
+        let summary = fleet
+            .discord
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.message_id == Some(message) && r.title().contains(": cancelled after "))
+            .expect("the summary");
+        let menu = support::discord::components(summary.body())
+            .into_iter()
+            .find(|c| {
+                c["custom_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("rdp:sweep:vm:"))
+            })
+            .unwrap_or_else(|| panic!("a details menu: {}", summary.body()));
+        let first = &menu["options"][0];
+        // "<mark> <name>"
+        let label = first["label"].as_str().expect("a VM's label");
+        let vm = label.rsplit(' ').next().unwrap_or(label).to_string();
+        let pick = fleet
+            .discord
+            .component(
+                &fleet.confirmer,
+                message,
+                menu["custom_id"].as_str().unwrap(),
+                &[first["value"].as_str().unwrap()],
+            )
+            .await;
+        let answer = fleet
+            .b()
+            .endpoint
+            .deliver(&fleet.discord, &fleet.front, &pick)
+            .await;
+        assert_eq!(
+            answer.json()["type"],
+            5,
+            "a report follows: {}",
+            answer.body
+        );
+        let report = fleet
+            .discord
+            .edit_titled(&pick, WAIT, |t| !t.is_empty())
+            .await
+            .expect("the VM's report");
+        assert!(report.title().contains(&vm), "{} for {vm}", report.title());
         store.close().await;
     })
     .await

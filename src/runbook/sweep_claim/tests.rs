@@ -12,6 +12,31 @@ fn rg_web() -> SweepScope {
     }
 }
 
+/// A sweep of `scope` that `who` starts on `replica`, with the handle `handle`.
+fn new(scope: &SweepScope, who: &str, replica: &str, handle: Option<&str>) -> NewSweep {
+    NewSweep {
+        subscription_id: scope.subscription_id.clone(),
+        resource_group: scope.resource_group.clone(),
+        started_by: who.into(),
+        owner: replica.into(),
+        handle: handle.map(str::to_string),
+        requester: format!("discord:{who}"),
+    }
+}
+
+/// Alice's claim of rg-web on replica A, with no handle; `stop` stops her sweep.
+async fn alices_claim(store: &Store, stop: &CancellationToken) -> ScopeClaim {
+    ScopeClaim::take(
+        store,
+        LEASE,
+        new(&rg_web(), "alice", "replica-a", None),
+        stop.clone(),
+    )
+    .await
+    .unwrap()
+    .expect("free")
+}
+
 /// Waits until the claimed sweeps satisfy `done`: the renewer's ticks mark no event a test can
 /// wait on, so look at the database until a deadline.
 async fn until_claims(store: &Store, what: &str, done: impl Fn(&[StoredSweep]) -> bool) {
@@ -30,10 +55,7 @@ async fn until_claims(store: &Store, what: &str, done: impl Fn(&[StoredSweep]) -
 async fn a_claim_lost_while_its_replica_stalled_is_taken_again_while_the_scope_is_free() {
     let store = memory().await;
     let lost = CancellationToken::new();
-    let claim = ScopeClaim::take(&store, "replica-a", LEASE, &rg_web(), "alice", lost.clone())
-        .await
-        .unwrap()
-        .expect("free");
+    let claim = alices_claim(&store, &lost).await;
     let first = store.claimed_sweeps().await.unwrap().remove(0);
     assert_eq!(
         (first.owner.as_str(), first.started_by.as_str()),
@@ -55,21 +77,21 @@ async fn a_claim_lost_while_its_replica_stalled_is_taken_again_while_the_scope_i
 async fn a_claim_lost_to_another_sweep_of_the_scope_stops_this_one() {
     let store = memory().await;
     let lost = CancellationToken::new();
-    let claim = ScopeClaim::take(&store, "replica-a", LEASE, &rg_web(), "alice", lost.clone())
-        .await
-        .unwrap()
-        .expect("free");
+    let claim = alices_claim(&store, &lost).await;
     let first = store.claimed_sweeps().await.unwrap().remove(0);
     assert!(store.release_sweep(&first.id, "replica-a").await.unwrap());
     // Someone else's sweep of the whole subscription started meanwhile.
     let other = store
         .claim_sweep(
-            &NewSweep {
-                subscription_id: "11111111-1111-1111-1111-111111111111".into(),
-                resource_group: None,
-                started_by: "bob".into(),
-                owner: "replica-b".into(),
-            },
+            &new(
+                &SweepScope {
+                    resource_group: None,
+                    ..rg_web()
+                },
+                "bob",
+                "replica-b",
+                None,
+            ),
             0,
         )
         .await
@@ -88,10 +110,8 @@ async fn a_busy_scope_is_refused_in_the_words_of_sweep_busy() {
     let store = memory().await;
     let _alice = ScopeClaim::take(
         &store,
-        "replica-a",
         LEASE,
-        &rg_web(),
-        "alice",
+        new(&rg_web(), "alice", "replica-a", Some("7")),
         CancellationToken::new(),
     )
     .await
@@ -103,10 +123,8 @@ async fn a_busy_scope_is_refused_in_the_words_of_sweep_busy() {
     };
     let busy = ScopeClaim::take(
         &store,
-        "replica-b",
         LEASE,
-        &whole,
-        "bob",
+        new(&whole, "bob", "replica-b", Some("8")),
         CancellationToken::new(),
     )
     .await
@@ -121,4 +139,42 @@ async fn a_busy_scope_is_refused_in_the_words_of_sweep_busy() {
         ),
         "{busy}"
     );
+}
+
+#[tokio::test]
+async fn a_cancel_asked_on_another_replica_stops_the_sweep_within_a_poll() {
+    let store = memory().await;
+    let stop = CancellationToken::new();
+    let claim = ScopeClaim::take(
+        &store,
+        Duration::from_secs(30),
+        new(&rg_web(), "alice", "replica-a", Some("1234")),
+        stop.clone(),
+    )
+    .await
+    .unwrap()
+    .expect("free");
+    // Another replica finds the sweep by its handle, with who may cancel it.
+    let running = store
+        .sweep_by_handle("1234")
+        .await
+        .unwrap()
+        .expect("running");
+    assert_eq!(running.requester.as_deref(), Some("discord:alice"));
+    assert_eq!(running.cancel_requested_ms, None);
+    assert_eq!(store.sweep_by_handle("4321").await.unwrap(), None);
+    assert!(!stop.is_cancelled());
+    let asked = Instant::now();
+    assert!(store.request_sweep_cancel(&running.id).await.unwrap());
+    tokio::time::timeout(Duration::from_secs(10), stop.cancelled())
+        .await
+        .expect("the sweep is stopped");
+    // Within a poll, though renewals of a 30 s lease come every 10 s.
+    assert!(asked.elapsed() < CANCEL_POLL * 3, "{:?}", asked.elapsed());
+    // Asked again while it winds down: still running, still asked.
+    assert!(store.request_sweep_cancel(&running.id).await.unwrap());
+    claim.release().await;
+    assert_eq!(store.sweep_by_handle("1234").await.unwrap(), None);
+    // Over: nothing to cancel.
+    assert!(!store.request_sweep_cancel(&running.id).await.unwrap());
 }

@@ -10,6 +10,8 @@ fn sweep(subscription: &str, group: Option<&str>, who: &str) -> NewSweep {
         resource_group: group.map(str::to_string),
         started_by: who.into(),
         owner: format!("replica-of-{who}"),
+        handle: None,
+        requester: format!("discord:{who}"),
     }
 }
 
@@ -208,6 +210,55 @@ on_both_backends! {
                 assert!(store.release_sweep(&c.id, &c.owner).await.unwrap());
             }
         }
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_sweep_is_found_and_cancelled_by_its_handle_and_its_rows_kept_an_hour(store, pooled = false) {
+        let mut alice = sweep(S, Some("rg-web"), "alice");
+        alice.handle = Some("1234".into());
+        let running = store.claim_sweep(&alice, LIVE).await.unwrap().expect("free");
+        assert_eq!(running.handle.as_deref(), Some("1234"));
+        assert_eq!(running.requester.as_deref(), Some("discord:alice"));
+        assert_eq!(store.sweep_by_handle("1234").await.unwrap(), Some(running.clone()));
+        assert_eq!(store.sweep_by_handle("12345").await.unwrap(), None);
+        // Two running sweeps cannot share a handle.
+        let mut again = sweep(T, None, "bob");
+        again.handle = Some("1234".into());
+        assert!(store.claim_sweep(&again, LIVE).await.is_err(), "a handle names one sweep");
+
+        assert_eq!(store.sweep_cancel_requested(&running.id).await.unwrap(), Some(false));
+        assert!(store.request_sweep_cancel(&running.id).await.unwrap());
+        assert_eq!(store.sweep_cancel_requested(&running.id).await.unwrap(), Some(true));
+        let asked = store.sweep_by_handle("1234").await.unwrap().expect("running");
+        assert!(asked.cancel_requested_ms.is_some_and(|at| at >= running.started_ms));
+        assert!(store.release_sweep(&running.id, &running.owner).await.unwrap());
+        assert_eq!(store.sweep_cancel_requested(&running.id).await.unwrap(), None);
+        assert!(!store.request_sweep_cancel(&running.id).await.unwrap(), "over");
+
+        let rows = SweptRows {
+            handle: "1234".into(),
+            requester: "discord:alice".into(),
+            from_address: Some("198.51.100.7".into()),
+            vms_json: "[1]".into(),
+            finished_ms: 1_000,
+        };
+        store.keep_swept(&rows, 0).await.unwrap();
+        assert_eq!(store.swept("1234", 1_000).await.unwrap(), Some(rows.clone()));
+        assert_eq!(store.swept("1234", 1_001).await.unwrap(), None, "expired");
+        assert_eq!(store.swept("4321", 0).await.unwrap(), None);
+        // Kept again: the later rows win.
+        let later = SweptRows { vms_json: "[2]".into(), from_address: None, finished_ms: 2_000, ..rows.clone() };
+        store.keep_swept(&later, 0).await.unwrap();
+        assert_eq!(store.swept("1234", 0).await.unwrap(), Some(later.clone()));
+        // Keeping another deletes those finished before its cutoff.
+        let other = SweptRows { handle: "5678".into(), finished_ms: 9_000, ..later.clone() };
+        store.keep_swept(&other, 5_000).await.unwrap();
+        assert_eq!(store.swept("1234", 0).await.unwrap(), None, "deleted as expired");
+        assert_eq!(store.swept("5678", 0).await.unwrap(), Some(other));
+        // Refused without a handle or a requester.
+        let blank = SweptRows { handle: " ".into(), ..later };
+        assert!(store.keep_swept(&blank, 0).await.is_err());
         store.close().await;
     }
 }

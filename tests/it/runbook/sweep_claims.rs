@@ -241,6 +241,8 @@ async fn a_dead_replicas_sweep_frees_its_scope_once_the_lease_lapses() {
                     resource_group: None,
                     started_by: "carol".into(),
                     owner: "replica-dead".into(),
+                    handle: None,
+                    requester: "discord:carol".into(),
                 },
                 0,
             )

@@ -1,0 +1,120 @@
+//! A sweep's buttons on every replica: Cancel, asked wherever the click lands and carried out by
+//! the replica that runs the sweep (through its claim in the database, `sweep_claim.rs`), and the
+//! details menu, which reads the finished sweep's rows from the database when they are not in
+//! this process's memory.
+
+use super::{Caller, Door, DoorError};
+use crate::domain::VmRef;
+use crate::runbook::CheckOptions;
+use crate::store::{lapsed_before, now_ms, StoreError, SweptRows};
+use std::time::Duration;
+
+/// Kept rows that do not read back (or cannot be written) as JSON: rdp-doctor's own failure.
+fn unreadable(message: String) -> DoorError {
+    DoorError::Store(StoreError::InvalidJson {
+        what: "a sweep's kept rows",
+        message,
+    })
+}
+
+/// How long a finished sweep's rows answer its details menu.
+pub const SWEEP_ROWS_KEPT: Duration = Duration::from_secs(60 * 60);
+
+/// What became of asking to cancel a sweep that this process does not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SweepCancel {
+    /// The replica running it stops it within about a second, and shows the cancelled summary.
+    Asked,
+    /// Someone else started it: only they may cancel it. Their identity (`Actor::id`), or their
+    /// name where the claim predates identities.
+    NotYours { requester: String },
+    /// No sweep by that handle runs on any replica (it finished, or no database is shared).
+    NotRunning,
+}
+
+impl Door {
+    /// Ask for the cancellation of the running sweep the front end calls `handle`, on
+    /// whichever replica runs it. Only the person who started it may.
+    pub async fn cancel_sweep(
+        &self,
+        caller: &Caller,
+        handle: &str,
+    ) -> Result<SweepCancel, DoorError> {
+        self.admit(caller)?;
+        let Some(operator) = &self.operator else {
+            return Ok(SweepCancel::NotRunning);
+        };
+        let Some(running) = operator.store.sweep_by_handle(handle).await? else {
+            return Ok(SweepCancel::NotRunning);
+        };
+        match running.requester {
+            Some(requester) if requester == caller.actor.id => {}
+            requester => {
+                return Ok(SweepCancel::NotYours {
+                    requester: requester.unwrap_or(running.started_by),
+                })
+            }
+        }
+        Ok(if operator.store.request_sweep_cancel(&running.id).await? {
+            SweepCancel::Asked
+        } else {
+            SweepCancel::NotRunning
+        })
+    }
+
+    /// Keep a finished sweep's rows (its VMs, worst first, and the options its checks ran
+    /// with) for [`SWEEP_ROWS_KEPT`], so that its details menu works on every replica. Without
+    /// a database, nothing is kept here (the front end's memory serves).
+    pub async fn keep_sweep_rows(
+        &self,
+        caller: &Caller,
+        handle: &str,
+        vms: &[VmRef],
+        options: &CheckOptions,
+    ) -> Result<(), DoorError> {
+        let Some(operator) = &self.operator else {
+            return Ok(());
+        };
+        let vms_json = serde_json::to_string(vms).map_err(|e| unreadable(e.to_string()))?;
+        let rows = SweptRows {
+            handle: handle.to_string(),
+            requester: caller.actor.id.clone(),
+            from_address: options.from.map(|from| from.to_string()),
+            vms_json,
+            finished_ms: now_ms(),
+        };
+        operator
+            .store
+            .keep_swept(&rows, lapsed_before(SWEEP_ROWS_KEPT))
+            .await?;
+        Ok(())
+    }
+
+    /// A finished sweep's rows and check options, kept by any replica within
+    /// [`SWEEP_ROWS_KEPT`]; `None` when there are none (expired, or no database).
+    pub async fn sweep_rows(
+        &self,
+        caller: &Caller,
+        handle: &str,
+    ) -> Result<Option<(Vec<VmRef>, CheckOptions)>, DoorError> {
+        self.admit(caller)?;
+        let Some(operator) = &self.operator else {
+            return Ok(None);
+        };
+        let Some(rows) = operator
+            .store
+            .swept(handle, lapsed_before(SWEEP_ROWS_KEPT))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let vms: Vec<VmRef> =
+            serde_json::from_str(&rows.vms_json).map_err(|e| unreadable(e.to_string()))?;
+        let from = rows
+            .from_address
+            .map(|from| from.parse())
+            .transpose()
+            .map_err(|e: std::net::AddrParseError| unreadable(e.to_string()))?;
+        Ok(Some((vms, CheckOptions { from })))
+    }
+}
