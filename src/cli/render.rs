@@ -278,7 +278,12 @@ fn push_finding(out: &mut String, finding: &Finding, catalog: &Catalog, style: &
     out.push_str(&format!(
         "  {}  {}\n        {}\n",
         style.status(finding.status),
-        style.bold(&title(catalog, finding.step)),
+        style.bold(
+            &finding
+                .title
+                .clone()
+                .unwrap_or_else(|| title(catalog, finding.step))
+        ),
         finding.summary
     ));
     for detail in &finding.details {

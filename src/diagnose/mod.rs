@@ -361,6 +361,11 @@ pub struct Finding {
     /// Bastion); not part of the JSON contract.
     #[serde(skip)]
     pub next_step: Option<String>,
+    /// This finding's own title, when the runbook's for its check would be wrong (the NSG
+    /// judged for the port the guest's listener moved to, not 3389); not part of the JSON
+    /// contract.
+    #[serde(skip)]
+    pub title: Option<String>,
 }
 
 impl Finding {
@@ -373,7 +378,13 @@ impl Finding {
             details: Vec::new(),
             suggests: None,
             next_step: None,
+            title: None,
         }
+    }
+
+    pub fn titled(mut self, title: impl Into<String>) -> Finding {
+        self.title = Some(title.into());
+        self
     }
 
     pub fn next_step(mut self, text: impl Into<String>) -> Finding {

@@ -111,7 +111,15 @@ pub const GUEST_RUNNING: &str = "🔎 **Looking inside Windows**: Run Command is
 
 /// The findings as shown: the guest checks as one line when none of them could run, all for
 /// the same reason (skipped, busy, timed out).
-fn shown(report: &Report) -> Vec<(Status, Option<CheckId>, &str, &[String])> {
+/// A finding's title: its own, or the runbook's for its check.
+fn finding_title(catalog: &Catalog, finding: &Finding) -> String {
+    finding
+        .title
+        .clone()
+        .unwrap_or_else(|| title_of(catalog, finding.step))
+}
+
+fn shown(report: &Report) -> Vec<(Status, Option<&Finding>, &str, &[String])> {
     let guest: Vec<&Finding> = report
         .findings
         .iter()
@@ -130,12 +138,7 @@ fn shown(report: &Report) -> Vec<(Status, Option<CheckId>, &str, &[String])> {
                 guest_shown = true;
             }
         } else {
-            out.push((
-                f.status,
-                Some(f.step),
-                f.summary.as_str(),
-                f.details.as_slice(),
-            ));
+            out.push((f.status, Some(f), f.summary.as_str(), f.details.as_slice()));
         }
     }
     out
@@ -165,7 +168,7 @@ pub fn report_with_note(catalog: &Catalog, report: &Report, note: Option<&str>) 
         .take(MAX_FIELDS - 2)
         .map(|(status, step, summary, details)| {
             let title = match step {
-                Some(step) => title_of(catalog, step),
+                Some(finding) => finding_title(catalog, finding),
                 None => "Inside Windows (every guest check)".to_string(),
             };
             (
@@ -423,7 +426,7 @@ pub fn health(catalog: &Catalog, vm: &VmRef, finding: &Finding) -> CreateEmbed {
                 "{} {}: {}",
                 mark(Some(finding.status)),
                 vm.name,
-                title_of(catalog, finding.step)
+                finding_title(catalog, finding)
             ),
             MAX_TITLE,
         ))

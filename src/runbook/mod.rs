@@ -145,10 +145,18 @@ pub async fn check_with_guest(
     if let (Some(port), Some(nsg)) = (inspection.listener_port(), &checked.nsg) {
         if port != nsg::RDP_PORT {
             let probe = nsg::Probe { port, ..nsg.probe };
-            let finding = nsg::check_with_admin(&nsg.rules, &nsg.admin, &probe).detail(format!(
+            let mut finding =
+                nsg::check_with_admin(&nsg.rules, &nsg.admin, &probe).detail(format!(
                 "Evaluated for TCP {port}, the port the guest's RDP listener is on, instead of {}.",
                 nsg::RDP_PORT
             ));
+            // The runbook's title names RDP's own port; this finding judged another.
+            if let Some(step) = catalog.step(CheckId::Nsg) {
+                finding = finding.titled(
+                    step.title
+                        .replace(&nsg::RDP_PORT.to_string(), &port.to_string()),
+                );
+            }
             events(Event::StepFinished(finding.clone()));
             report.findings.retain(|f| f.step != CheckId::Nsg);
             report.findings.push(finding);

@@ -47,6 +47,30 @@ async fn guest_text_is_the_arm_report_then_the_guest_findings() {
 }
 
 #[tokio::test]
+async fn a_listener_on_another_port_is_judged_at_the_nsg_under_that_ports_title() {
+    within(async {
+        let mut world = World::new().vm("port-01");
+        world.vms[0].rdp_port = 3390;
+        let cli = guest_cli(world).await;
+        let out = cli.run(&["check", "port-01", "--guest"]).await;
+        assert_eq!(code(&out), 1, "the NSG denies 3390: {}", stderr(&out));
+        let text = stdout(&out);
+        let (arm, inside) = text
+            .split_once("Inside Windows (Run Command)")
+            .unwrap_or_else(|| panic!("no guest part in {text}"));
+        // The ARM checks judge RDP's own port under the runbook's title; the guest's listener
+        // on 3390 has the NSG judged again, under a title that names that port.
+        assert!(arm.contains("PASS  Network security group allows TCP 3389\n"), "{arm}");
+        assert!(
+            inside.contains("FAIL  Network security group allows TCP 3390\n        TCP 3390 from the Internet is denied"),
+            "{inside}"
+        );
+        assert!(!inside.contains("allows TCP 3389\n"), "{inside}");
+    })
+    .await
+}
+
+#[tokio::test]
 async fn guest_json_holds_the_guest_findings() {
     within(async {
         let cli = guest_cli(World::new().vm("web-01")).await;

@@ -380,6 +380,7 @@ async fn a_listener_on_3390_makes_the_nsg_check_judge_3390() {
             .await
             .unwrap();
         assert_eq!(finding(&plain, CheckId::Nsg).status, Status::Pass);
+        assert_eq!(finding(&plain, CheckId::Nsg).title, None, "the runbook's title");
         let report = guest(&door, "port-01").await;
         let nsg = finding(&report, CheckId::Nsg);
         assert_eq!(nsg.status, Status::Fail, "{}", nsg.summary);
@@ -390,6 +391,11 @@ async fn a_listener_on_3390_makes_the_nsg_check_judge_3390() {
             nsg.summary
         );
         assert_eq!(nsg.evidence["port"], 3390);
+        // Titled for the port judged, not the runbook's 3389.
+        assert_eq!(
+            nsg.title.as_deref(),
+            Some("Network security group allows TCP 3390")
+        );
         assert!(
             nsg.details
                 .iter()
