@@ -18,9 +18,8 @@ use crate::domain::VmSummary;
 use crate::runbook::door::{Caller, DoorError};
 use crate::runbook::{CheckOptions, Event};
 use serenity::all::{
-    ComponentInteraction, ComponentInteractionDataKind, CreateAllowedMentions,
-    CreateInteractionResponse, CreateInteractionResponseFollowup, CreateInteractionResponseMessage,
-    Http,
+    ComponentInteraction, CreateAllowedMentions, CreateInteractionResponse,
+    CreateInteractionResponseFollowup, CreateInteractionResponseMessage, Http,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -231,12 +230,7 @@ pub async fn picked(
     nonce: Key,
 ) -> Result<(), Error> {
     // Raw calls: a menu choice comes outside any command invocation; poise cannot answer it.
-    let index = match &component.data.kind {
-        ComponentInteractionDataKind::StringSelect { values } => {
-            values.first().and_then(|v| v.parse::<usize>().ok())
-        }
-        _ => None,
-    };
+    let index = super::chosen_index(component);
     let pending = bot.take_pick(nonce, &caller.actor.id);
     let chosen = pending
         .as_ref()

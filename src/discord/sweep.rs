@@ -24,10 +24,10 @@ use crate::runbook::door::{Caller, SweepCancel};
 use crate::runbook::sweep::{self, SweepEvent, SweepOptions, SweepReport};
 use crate::runbook::{CheckOptions, Verdict};
 use serenity::all::{
-    ButtonStyle, ComponentInteraction, ComponentInteractionDataKind, CreateActionRow,
-    CreateAllowedMentions, CreateButton, CreateEmbed, CreateEmbedFooter, CreateInputText,
-    CreateInteractionResponse, CreateInteractionResponseMessage, CreateModal, CreateSelectMenu,
-    CreateSelectMenuKind, CreateSelectMenuOption, Http, InputTextStyle, ModalInteraction,
+    ButtonStyle, ComponentInteraction, CreateActionRow, CreateAllowedMentions, CreateButton,
+    CreateEmbed, CreateEmbedFooter, CreateInputText, CreateInteractionResponse,
+    CreateInteractionResponseMessage, CreateModal, CreateSelectMenu, CreateSelectMenuKind,
+    CreateSelectMenuOption, Http, InputTextStyle, ModalInteraction,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -541,12 +541,23 @@ pub async fn modal(
         }
     };
     let surface = Surface::new_message(http.clone(), ack, &modal.token, modal.channel_id).await?;
+    report_of(bot, &surface, caller, vm, &options).await
+}
+
+/// A swept VM's full report in `surface` (a new public message: "thinking…", then the report).
+async fn report_of(
+    bot: &Bot,
+    surface: &Surface<'_>,
+    caller: &Caller,
+    vm: VmRef,
+    options: &CheckOptions,
+) -> Result<(), Error> {
     run_check(
         bot,
-        &surface,
+        surface,
         caller,
         VmSummary::unlisted(vm),
-        &options,
+        options,
         false,
     )
     .await;
@@ -650,12 +661,7 @@ pub async fn details(
     nonce: Key,
 ) -> Result<(), Error> {
     // Raw calls: a menu choice comes outside any command invocation; poise cannot answer it.
-    let index = match &component.data.kind {
-        ComponentInteractionDataKind::StringSelect { values } => {
-            values.first().and_then(|v| v.parse::<usize>().ok())
-        }
-        _ => None,
-    };
+    let index = super::chosen_index(component);
     let rows = match rows(bot, caller, nonce).await {
         Ok(rows) => rows,
         Err(e) => return whisper_door(ack, "Cannot show that", &e).await,
@@ -672,14 +678,5 @@ pub async fn details(
     // A new public message under the summary: "thinking…", then the report.
     let surface =
         Surface::new_message(http.clone(), ack, &component.token, component.channel_id).await?;
-    run_check(
-        bot,
-        &surface,
-        caller,
-        VmSummary::unlisted(vm),
-        &options,
-        false,
-    )
-    .await;
-    Ok(())
+    report_of(bot, &surface, caller, vm, &options).await
 }
