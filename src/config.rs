@@ -331,8 +331,8 @@ impl FileConfig {
                 return Err(refused(spans.policy.at(text, &e), e.to_string()));
             }
         }
-        if let Err(message) = file.alerts.settings() {
-            return Err(refused(None, message));
+        if let Err(e) = file.alerts.settings() {
+            return Err(refused(None, e.to_string()));
         }
         Ok(file)
     }

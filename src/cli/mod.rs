@@ -166,7 +166,7 @@ impl std::fmt::Debug for Environment {
 /// Sets the variable of every environment option given on the command line, so the code that
 /// reads the variable sees it; refuses a secret there, naming only the variable. Runs before
 /// any thread is started.
-fn export_options(matches: &clap::ArgMatches) -> Result<(), String> {
+fn export_options(matches: &clap::ArgMatches) -> Result<(), CliError> {
     let command = <Cli as clap::CommandFactory>::command();
     for arg in command.get_arguments() {
         let Some(name) = arg.get_env() else { continue };
@@ -176,10 +176,10 @@ fn export_options(matches: &clap::ArgMatches) -> Result<(), String> {
         }
         let name = name.to_string_lossy();
         if arg.is_hide_env_values_set() {
-            return Err(format!(
+            return Err(CliError::usage(format!(
                 "--{} is a secret: set {name} in the environment instead of on the command line",
                 arg.get_long().unwrap_or(id)
-            ));
+            )));
         }
         if let Some(value) = matches.get_one::<OsString>(id) {
             std::env::set_var(name.as_ref(), value);
@@ -423,7 +423,7 @@ pub fn main() -> ExitCode {
     let (cli, matches_command) = match parsed {
         Ok((cli, matches)) => {
             if let Err(e) = export_options(&matches) {
-                return ExitCode::from(error::finish(Err(CliError::usage(e))));
+                return ExitCode::from(error::finish(Err(e)));
             }
             (cli, matches.subcommand_name().map(str::to_owned))
         }

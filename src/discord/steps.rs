@@ -295,6 +295,7 @@ pub(super) fn user_error_title(e: &DoorError) -> &'static str {
         DoorError::Denied(_) => "Not allowed",
         DoorError::NotFound { .. } => "Cannot find that VM",
         DoorError::Unserved { .. } => "Not a subscription rdp-doctor serves",
+        DoorError::WatchLength(_) => "Cannot watch that long",
         _ => "Cannot do that",
     }
 }

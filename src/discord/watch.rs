@@ -50,7 +50,11 @@ pub(super) async fn watch_in(
     let settings = cmd.bot.door.watch_settings();
     let minutes = minutes.map(|m| u64::try_from(m).unwrap_or(0));
     if let Err(why) = settings.length(minutes) {
-        return refuse(cmd, render::notice("Cannot watch that long", &why)).await;
+        return refuse(
+            cmd,
+            render::notice("Cannot watch that long", &why.to_string()),
+        )
+        .await;
     }
     // Finding the VM may ask Azure: acknowledge first, in the channel the watch will post in.
     let surface = acknowledge(cmd, Audience::Channel).await?;

@@ -101,9 +101,24 @@ impl Default for AlertSettings {
     }
 }
 
+/// What is wrong with `[alerts]`, naming the route and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlertsError {
+    #[error("[[alerts.route]] number {number}: `scope`: expected \"/subscriptions/<id>\" or \"/subscriptions/<id>/resourceGroups/<name>\", found {scope:?}")]
+    Scope { number: usize, scope: String },
+    #[error(
+        "[[alerts.route]] number {number}: `scope`: {subscription:?} is not a subscription id"
+    )]
+    Subscription { number: usize, subscription: String },
+    #[error("[[alerts.route]] number {number}: `channel`: {channel:?} is not a Discord channel id (digits only)")]
+    Channel { number: usize, channel: String },
+    #[error("[alerts] `storm_threshold`: 0 would make every alert a storm; the default is 10")]
+    StormThreshold,
+}
+
 impl AlertsConfig {
     /// Check the table; an error names the field.
-    pub fn settings(&self) -> Result<AlertSettings, String> {
+    pub fn settings(&self) -> Result<AlertSettings, AlertsError> {
         let defaults = AlertSettings::default();
         let mut routes = Vec::new();
         for (i, route) in self.routes.iter().enumerate() {
@@ -111,29 +126,32 @@ impl AlertsConfig {
             let parts: Vec<&str> = route.scope.trim().trim_matches('/').split('/').collect();
             let (subscription_id, resource_group) = match parts.as_slice() {
                 [s, id] if s.eq_ignore_ascii_case("subscriptions") => (id, None),
-                [s, id, g, rg] if s.eq_ignore_ascii_case("subscriptions")
-                    && g.eq_ignore_ascii_case("resourceGroups")
-                    && !rg.is_empty() =>
+                [s, id, g, rg]
+                    if s.eq_ignore_ascii_case("subscriptions")
+                        && g.eq_ignore_ascii_case("resourceGroups")
+                        && !rg.is_empty() =>
                 {
                     (id, Some(rg.to_string()))
                 }
                 _ => {
-                    return Err(format!(
-                        "[[alerts.route]] number {number}: `scope`: expected \"/subscriptions/<id>\" or \"/subscriptions/<id>/resourceGroups/<name>\", found {:?}",
-                        route.scope
-                    ))
+                    return Err(AlertsError::Scope {
+                        number,
+                        scope: route.scope.clone(),
+                    })
                 }
             };
             if !crate::domain::is_subscription_id(subscription_id) {
-                return Err(format!(
-                    "[[alerts.route]] number {number}: `scope`: {subscription_id:?} is not a subscription id"
-                ));
+                return Err(AlertsError::Subscription {
+                    number,
+                    subscription: subscription_id.to_string(),
+                });
             }
             let channel = route.channel.as_str().trim();
             if channel.is_empty() || !channel.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!(
-                    "[[alerts.route]] number {number}: `channel`: {channel:?} is not a Discord channel id (digits only)"
-                ));
+                return Err(AlertsError::Channel {
+                    number,
+                    channel: channel.to_string(),
+                });
             }
             routes.push(AlertRoute {
                 subscription_id: subscription_id.to_string(),
@@ -142,10 +160,7 @@ impl AlertsConfig {
             });
         }
         if self.storm_threshold == Some(0) {
-            return Err(
-                "[alerts] `storm_threshold`: 0 would make every alert a storm; the default is 10"
-                    .into(),
-            );
+            return Err(AlertsError::StormThreshold);
         }
         Ok(AlertSettings {
             routes,
@@ -214,8 +229,8 @@ mod tests {
 
     const SUB: &str = "11111111-1111-1111-1111-111111111111";
 
-    fn settings(toml_text: &str) -> Result<AlertSettings, String> {
-        let config: AlertsConfig = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+    fn settings(toml_text: &str) -> Result<AlertSettings, AlertsError> {
+        let config: AlertsConfig = toml::from_str(toml_text).expect("the test's TOML parses");
         config.settings()
     }
 
@@ -259,14 +274,17 @@ mod tests {
 
     #[test]
     fn a_bad_route_is_refused_naming_the_field() {
-        let e = settings("[[route]]\nscope = \"subscription/x\"\nchannel = \"1\"\n").unwrap_err();
+        let e = settings("[[route]]\nscope = \"subscription/x\"\nchannel = \"1\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("number 1: `scope`"), "{e}");
         let e = settings(&format!(
             "[[route]]\nscope = \"/subscriptions/{SUB}\"\nchannel = \"general\"\n"
         ))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("`channel`"), "{e}");
-        let e = settings("storm_threshold = 0").unwrap_err();
+        let e = settings("storm_threshold = 0").unwrap_err().to_string();
         assert!(e.contains("storm_threshold"), "{e}");
         let d = settings("").unwrap();
         assert_eq!((d.storm_threshold, d.gather.as_secs()), (10, 3));

@@ -91,6 +91,8 @@ pub enum DoorError {
     #[error("Slow down: {0}")]
     RateLimited(#[from] RateLimited),
     #[error("{0}")]
+    WatchLength(#[from] super::watch::WatchLength),
+    #[error("{0}")]
     SweepBusy(Box<SweepBusy>),
     /// The database that keeps one sweep per scope across the replicas failed: no sweep.
     #[error("no sweep was started: rdp-doctor could not claim its scope in the database, so it cannot tell whether another replica sweeps it ({0})")]

@@ -240,6 +240,19 @@ pub type OnDone = Arc<dyn Fn(&crate::store::Operation, &Outcome) + Send + Sync>;
 /// 17/12 of the lease after it died, so within 30 s with this default.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(20);
 
+/// Why the guest could not be read again after a guest fix.
+#[derive(Debug, thiserror::Error)]
+enum GuestReread {
+    #[error(transparent)]
+    Arm(#[from] ArmError),
+    #[error(transparent)]
+    Guest(#[from] super::guest::GuestError),
+    #[error("{vm} is {state} now")]
+    NotRunning { vm: String, state: String },
+    #[error("the guest's answer says nothing about {0}")]
+    Silent(crate::diagnose::CheckId),
+}
+
 impl Operator {
     pub fn new(
         arm: Arm,
@@ -1138,7 +1151,7 @@ impl Operator {
         vm: &VmRef,
         action: ActionId,
         wait_for_free: bool,
-    ) -> Result<(crate::diagnose::CheckId, Status, String), String> {
+    ) -> Result<(crate::diagnose::CheckId, Status, String), GuestReread> {
         let check = fix::guest_check(action);
         let settings = self.arm.settings();
         let deadline = tokio::time::Instant::now() + settings.operation_timeout;
@@ -1150,22 +1163,23 @@ impl Operator {
                 {
                     // Still running Azure's way: the VM must still be there and running for
                     // the wait to be worth it.
-                    let facts = self.arm.vm_facts(vm).await.map_err(|e| e.to_string())?;
+                    let facts = self.arm.vm_facts(vm).await?;
                     if !facts.is_running() {
-                        return Err(format!(
-                            "{} is {} now",
-                            vm.name,
-                            facts.power_state.as_deref().unwrap_or("not running")
-                        ));
+                        return Err(GuestReread::NotRunning {
+                            vm: vm.name.clone(),
+                            state: facts
+                                .power_state
+                                .unwrap_or_else(|| "not running".to_string()),
+                        });
                     }
                     tokio::time::sleep(settings.poll_interval).await;
                 }
-                other => break other.map_err(|e| e.to_string())?,
+                other => break other?,
             }
         };
         match fix::judge_guest(action, &facts) {
             Some((status, evidence)) => Ok((check, status, evidence)),
-            None => Err(format!("the guest's answer says nothing about {check}")),
+            None => Err(GuestReread::Silent(check)),
         }
     }
 

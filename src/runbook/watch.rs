@@ -53,16 +53,23 @@ impl WatchSettings {
 
     /// How long a watch of `minutes` lasts: the default for none; more than the maximum, or
     /// zero, is the person's mistake.
-    pub fn length(&self, minutes: Option<u64>) -> Result<Duration, String> {
+    pub fn length(&self, minutes: Option<u64>) -> Result<Duration, WatchLength> {
         let max = self.max_length.as_secs() / 60;
         match minutes {
             None => Ok(self.default_length.min(self.max_length)),
-            Some(m) if m == 0 || m > max => Err(format!(
-                "a watch lasts from 1 to {max} minutes; {m} is not in that range"
-            )),
+            Some(asked) if asked == 0 || asked > max => Err(WatchLength { max, asked }),
             Some(m) => Ok(Duration::from_secs(m * 60)),
         }
     }
+}
+
+/// A watch asked for longer than `[watch]` allows, or for no time at all: the person's mistake.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a watch lasts from 1 to {max} minutes; {asked} is not in that range")]
+pub struct WatchLength {
+    /// The longest watch, in minutes.
+    pub max: u64,
+    pub asked: u64,
 }
 
 /// The part of a check that a watch compares and the timeline diffs: the verdict and, per
@@ -504,10 +511,10 @@ mod tests {
         let s = WatchSettings::default();
         assert_eq!(s.length(None), Ok(Duration::from_secs(3600)));
         assert_eq!(s.length(Some(240)), Ok(Duration::from_secs(240 * 60)));
-        assert!(s
-            .length(Some(241))
-            .unwrap_err()
-            .contains("from 1 to 240 minutes"));
+        assert_eq!(
+            s.length(Some(241)).unwrap_err().to_string(),
+            "a watch lasts from 1 to 240 minutes; 241 is not in that range"
+        );
         assert!(s.length(Some(0)).is_err());
     }
 }

@@ -1617,7 +1617,7 @@ impl World {
         let mut subnets: HashMap<(String, String, String, String), &Vm> = HashMap::new();
         for vm in &self.vms {
             let at = format!("VM '{}'", vm.name);
-            vm.guest.validate(&at).map_err(WorldError::Invalid)?;
+            vm.guest.validate(&at)?;
             if self.subscription_entry(&vm.subscription).is_none() {
                 return bad(format!(
                     "{at} names subscription '{}', which has no [[subscription]] entry",
@@ -1693,13 +1693,13 @@ impl World {
                     table.name, table.subscription
                 ));
             }
-            paths::validate_route_table(table).or_else(bad)?;
+            paths::validate_route_table(table)?;
         }
         for rule in &self.admin_rules {
-            paths::validate_admin_rule(rule).or_else(bad)?;
+            paths::validate_admin_rule(rule)?;
         }
         for bastion in &self.bastions {
-            paths::validate_bastion(bastion).or_else(bad)?;
+            paths::validate_bastion(bastion)?;
             // The subnet lies in its virtual network's address space (the /16 of its VMs'
             // addresses), which the `VirtualNetwork` service tag stands for.
             let prefix: Option<ipnet::Ipv4Net> = bastion
@@ -1727,9 +1727,9 @@ impl World {
                 }
             }
         }
-        self.validate_peerings().or_else(bad)?;
+        self.validate_peerings()?;
         for policy in &self.jit_policies {
-            jit::validate(policy).or_else(bad)?;
+            jit::validate(policy)?;
             for name in &policy.vms {
                 let vm = self.vms.iter().find(|v| {
                     v.subscription.eq_ignore_ascii_case(&policy.subscription)

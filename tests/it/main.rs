@@ -13,6 +13,7 @@ mod discord;
 mod fake_discord;
 mod fix;
 mod gates;
+mod house;
 mod metrics;
 mod network_path;
 mod replicas;

@@ -135,7 +135,7 @@ impl Door {
                     .into(),
             ));
         };
-        let length = self.watch.length(minutes).map_err(DoorError::Config)?;
+        let length = self.watch.length(minutes)?;
         let summary = self
             .resolve(caller, text, self.catalog.commands.check)
             .await?;

@@ -5,6 +5,7 @@
 //! Two facts of the guest live on the VM itself because VMAccess already changes them:
 //! `rdp_enabled` (`fDenyTSConnections` = 0) and `rdp_port` (RDP-Tcp's `PortNumber`).
 
+use super::WorldError;
 use serde::{Deserialize, Serialize};
 
 /// The guest's state (`[vm.guest]` in a world file).
@@ -125,8 +126,10 @@ impl Guest {
     }
 
     /// Checks the values a world file may get wrong; `at` names the VM. Errors name the field.
-    pub(crate) fn validate(&self, at: &str) -> Result<(), String> {
-        let field = |name: &str, problem: &str| Err(format!("{at}: guest.{name} {problem}"));
+    pub(crate) fn validate(&self, at: &str) -> Result<(), WorldError> {
+        let field = |name: &str, problem: &str| {
+            Err(WorldError::Invalid(format!("{at}: guest.{name} {problem}")))
+        };
         if self.policy_deny.is_some_and(|v| v > 1) {
             return field("policy_deny", "must be 0 or 1 (unset: no policy)");
         }

@@ -11,7 +11,7 @@
 //! priority when no other rule names the port), and on a request an allow rule for the
 //! requested source, ahead of the deny, which it removes when the request's end time passes.
 
-use super::{Nsg, Rule, Vm};
+use super::{Nsg, Rule, Vm, WorldError};
 use serde::{Deserialize, Serialize};
 
 /// The prefix of every NSG rule Defender's JIT writes.
@@ -131,15 +131,15 @@ pub(super) fn ensure_deny(nsg: &mut Nsg, vm: &Vm, port: u16) {
 }
 
 /// Checks a policy's ports.
-pub(super) fn validate(policy: &JitPolicy) -> Result<(), String> {
+pub(super) fn validate(policy: &JitPolicy) -> Result<(), WorldError> {
     for port in &policy.ports {
         match duration_hours(&port.max_duration) {
             Some(1..=24) => {}
             _ => {
-                return Err(format!(
+                return Err(WorldError::Invalid(format!(
                     "JIT policy '{}': port {} max_duration '{}' is not PT1H..PT24H",
                     policy.name, port.number, port.max_duration
-                ))
+                )))
             }
         }
     }

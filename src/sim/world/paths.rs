@@ -10,6 +10,7 @@
 //! `NetworkWatcher_<region>` in `NetworkWatcherRG` when a virtual network is created there,
 //! unless the subscription opted out).
 
+use super::WorldError;
 use serde::{Deserialize, Serialize};
 
 /// The next hop types of a route (`routeTable.json`'s `RouteNextHopType`).
@@ -140,36 +141,42 @@ impl AdminRule {
 }
 
 /// Checks a route table's routes (names, prefixes, next hops).
-pub(super) fn validate_route_table(table: &RouteTable) -> Result<(), String> {
+pub(super) fn validate_route_table(table: &RouteTable) -> Result<(), WorldError> {
     let mut names = std::collections::HashSet::new();
     for route in &table.routes {
         let at = format!("route '{}' of route table '{}'", route.name, table.name);
         if !names.insert(route.name.to_ascii_lowercase()) {
-            return Err(format!("{at} appears twice"));
+            return Err(WorldError::Invalid(format!("{at} appears twice")));
         }
         if route.prefix.parse::<ipnet::Ipv4Net>().is_err() {
-            return Err(format!(
+            return Err(WorldError::Invalid(format!(
                 "{at}: prefix '{}' is not an IPv4 CIDR",
                 route.prefix
-            ));
+            )));
         }
         if !NEXT_HOP_TYPES.contains(&route.next_hop_type.as_str()) {
-            return Err(format!(
+            return Err(WorldError::Invalid(format!(
                 "{at}: next_hop_type must be one of {}",
                 NEXT_HOP_TYPES.join(", ")
-            ));
+            )));
         }
         let appliance = route.next_hop_type == "VirtualAppliance";
         match &route.next_hop_ip {
             Some(ip) if !appliance => {
-                return Err(format!(
+                return Err(WorldError::Invalid(format!(
                     "{at}: next_hop_ip '{ip}' is only allowed for VirtualAppliance"
-                ))
+                )))
             }
             Some(ip) if ip.parse::<std::net::Ipv4Addr>().is_err() => {
-                return Err(format!("{at}: next_hop_ip '{ip}' is not an IPv4 address"))
+                return Err(WorldError::Invalid(format!(
+                    "{at}: next_hop_ip '{ip}' is not an IPv4 address"
+                )))
             }
-            None if appliance => return Err(format!("{at}: VirtualAppliance needs next_hop_ip")),
+            None if appliance => {
+                return Err(WorldError::Invalid(format!(
+                    "{at}: VirtualAppliance needs next_hop_ip"
+                )))
+            }
             _ => {}
         }
     }
@@ -177,18 +184,18 @@ pub(super) fn validate_route_table(table: &RouteTable) -> Result<(), String> {
 }
 
 /// Checks an admin rule's access.
-pub(super) fn validate_admin_rule(rule: &AdminRule) -> Result<(), String> {
+pub(super) fn validate_admin_rule(rule: &AdminRule) -> Result<(), WorldError> {
     if !["Allow", "AlwaysAllow", "Deny"].contains(&rule.access.as_str()) {
-        return Err(format!(
+        return Err(WorldError::Invalid(format!(
             "admin rule '{}': access must be Allow, AlwaysAllow or Deny",
             rule.name
-        ));
+        )));
     }
     if !(1..=4096).contains(&rule.priority) {
-        return Err(format!(
+        return Err(WorldError::Invalid(format!(
             "admin rule '{}': priority must be 1..=4096",
             rule.name
-        ));
+        )));
     }
     Ok(())
 }
@@ -340,24 +347,26 @@ impl Bastion {
 }
 
 /// Checks a Bastion host's SKU, its tunneling flag and subnet prefix as Azure would accept them.
-pub(super) fn validate_bastion(bastion: &Bastion) -> Result<(), String> {
+pub(super) fn validate_bastion(bastion: &Bastion) -> Result<(), WorldError> {
     let at = format!("bastion '{}'", bastion.name);
     if !["Basic", "Standard", "Premium"].contains(&bastion.sku.as_str()) {
-        return Err(format!("{at}: sku must be Basic, Standard or Premium"));
+        return Err(WorldError::Invalid(format!(
+            "{at}: sku must be Basic, Standard or Premium"
+        )));
     }
     // Native client support is a Standard feature (learn.microsoft.com/azure/bastion/native-client).
     if bastion.enable_tunneling && bastion.sku == "Basic" {
-        return Err(format!(
+        return Err(WorldError::Invalid(format!(
             "{at}: enable_tunneling needs the Standard or Premium SKU"
-        ));
+        )));
     }
     if let Some(prefix) = &bastion.subnet_prefix {
         match prefix.parse::<ipnet::Ipv4Net>() {
             Ok(net) if net.prefix_len() <= 26 => {}
             _ => {
-                return Err(format!(
+                return Err(WorldError::Invalid(format!(
                     "{at}: subnet_prefix '{prefix}' must be an IPv4 CIDR of /26 or larger"
-                ))
+                )))
             }
         }
     }

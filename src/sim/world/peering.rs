@@ -12,7 +12,7 @@
 //! matching peering back only when it is `Connected` (for `Initiated` and `Disconnected` there is
 //! none on the remote side).
 
-use super::{Vm, World};
+use super::{Vm, World, WorldError};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
@@ -148,7 +148,7 @@ impl World {
     /// (Azure refuses to peer overlapping ones, learn.microsoft.com/azure/virtual-network/
     /// virtual-network-manage-peering). A Bastion host in a virtual network without VMs names
     /// its `subnet_prefix`, which is all that says the network's address space.
-    pub(super) fn validate_peerings(&self) -> Result<(), String> {
+    pub(super) fn validate_peerings(&self) -> Result<(), WorldError> {
         for b in &self.bastions {
             let key = (
                 b.subscription.clone(),
@@ -157,41 +157,43 @@ impl World {
             );
             let has_vm = self.vms.iter().any(|v| same(&vm_vnet(v), &key));
             if !has_vm && b.subnet_prefix.is_none() {
-                return Err(format!(
+                return Err(WorldError::Invalid(format!(
                     "bastion '{}': virtual network {} has no VM, so subnet_prefix must say its address space",
                     b.name, b.vnet
-                ));
+                )));
             }
         }
         for p in &self.peerings {
             let at = format!("peering {} -> {}", p.vnet, p.remote_vnet);
             if !STATES.contains(&p.state.as_str()) {
-                return Err(format!(
+                return Err(WorldError::Invalid(format!(
                     "{at}: state must be Initiated, Connected or Disconnected"
-                ));
+                )));
             }
             if same(&p.local(), &p.remote()) {
-                return Err(format!("{at}: a virtual network cannot peer with itself"));
+                return Err(WorldError::Invalid(format!(
+                    "{at}: a virtual network cannot peer with itself"
+                )));
             }
             for (side, key) in [("vnet", p.local()), ("remote_vnet", p.remote())] {
                 if self.subscription_entry(&key.0).is_none() {
-                    return Err(format!(
+                    return Err(WorldError::Invalid(format!(
                         "{at}: {side} is in subscription '{}', which has no [[subscription]] entry",
                         key.0
-                    ));
+                    )));
                 }
             }
             let (Some(local), Some(remote)) =
                 (self.vnet_space(&p.local()), self.vnet_space(&p.remote()))
             else {
-                return Err(format!(
+                return Err(WorldError::Invalid(format!(
                     "{at}: both virtual networks must exist (hold a VM or a Bastion host) in their resource groups"
-                ));
+                )));
             };
             if local.contains(&remote.network()) || remote.contains(&local.network()) {
-                return Err(format!(
+                return Err(WorldError::Invalid(format!(
                     "{at}: address spaces {local} and {remote} overlap, and Azure does not peer overlapping virtual networks"
-                ));
+                )));
             }
         }
         Ok(())
