@@ -8,7 +8,7 @@
 -- The replica running the sweep (`owner`) reads it every second and stops the sweep.
 --
 -- `swept` keeps a finished sweep's rows for its details menu, on whichever replica a choice
--- reaches: the VMs worst first (a JSON array of `{name, resource_group, subscription_id, id}`),
+-- reaches: the VMs worst first (a JSON array of `{"id", "name"}`: the scope comes from the id),
 -- the address its checks tested 3389 from (NULL: the whole Internet), and when it finished (unix
 -- milliseconds); rows older than an hour are deleted as new ones are kept.
 ALTER TABLE sweeps ADD COLUMN handle TEXT;

@@ -133,9 +133,6 @@ pub(crate) fn caller(
     }
 }
 
-/// A random id for references and menu nonces, from the operating system's CSPRNG. Should the
-/// random source fail, the clock's nanoseconds still keep them apart: a pick menu also checks
-/// the person who opened it, and confirmation ids (the secret ones) have no such fallback.
 /// The index a person chose in one of the bot's string menus (their values are row indexes);
 /// `None` for anything else.
 pub(crate) fn chosen_index(component: &serenity::all::ComponentInteraction) -> Option<usize> {
@@ -147,6 +144,11 @@ pub(crate) fn chosen_index(component: &serenity::all::ComponentInteraction) -> O
     }
 }
 
+/// A random id for references and menu nonces, from the operating system's CSPRNG. Should the
+/// random source fail, the clock's nanoseconds still keep them apart: a pick menu also checks
+/// the person who opened it, a sweep's handle is unique in the database while it runs (a
+/// clash refuses the second sweep) and its kept rows are never overwritten, and confirmation
+/// ids (the secret ones) have no such fallback.
 pub(crate) fn rand_u64() -> u64 {
     let mut bytes = [0u8; 8];
     match getrandom::getrandom(&mut bytes) {

@@ -44,7 +44,7 @@ pub fn is_subscription_id(text: &str) -> bool {
 }
 
 /// A VM we have found: enough to address every ARM call about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VmRef {
     pub name: String,
     pub resource_group: String,

@@ -191,6 +191,8 @@ async fn renew(
                 renewed = tokio::time::Instant::now();
                 continue;
             }
+            // Gone. A sweep already told to stop is ending: not claimed again.
+            Ok(false) if stop.is_cancelled() => return,
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "could not renew a sweep's claim; trying again");

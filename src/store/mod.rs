@@ -213,6 +213,8 @@ pub enum StoreError {
     Secret { what: &'static str, found: String },
     #[error("{what} is not a JSON object: {message}")]
     InvalidJson { what: &'static str, message: String },
+    #[error("a finished sweep's kept rows {what}: {message}")]
+    KeptRows { what: &'static str, message: String },
     #[error("{what} must not be empty")]
     Empty { what: &'static str },
     #[error("confirmation {id} has already started an operation")]

@@ -68,7 +68,7 @@ pub struct SweptRows {
     pub requester: String,
     /// The address its checks tested port 3389 from; `None`: the whole Internet.
     pub from_address: Option<String>,
-    /// The VMs, worst first, as JSON (the front end's to read).
+    /// The VMs, worst first, as JSON (the door's to write and read: `[{"id", "name"}]`).
     pub vms_json: String,
     pub finished_ms: i64,
 }
@@ -204,35 +204,50 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// The running sweep the front end calls `handle`, on whichever replica it runs.
-    pub async fn sweep_by_handle(&self, handle: &str) -> Result<Option<StoredSweep>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM sweeps WHERE handle = $1"))
-            .bind(handle)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::db("finding a running sweep"))?;
+    /// The running sweep the front end calls `handle`, on whichever replica it runs; not one
+    /// whose heartbeat is older than `cutoff_ms` (its replica died: nothing will stop it, and
+    /// the next claim in its subscription deletes it).
+    pub async fn sweep_by_handle(
+        &self,
+        handle: &str,
+        cutoff_ms: i64,
+    ) -> Result<Option<StoredSweep>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM sweeps WHERE handle = $1 AND heartbeat_ms >= $2"
+        ))
+        .bind(handle)
+        .bind(cutoff_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::db("finding a running sweep"))?;
         row.as_ref().map(sweep_from_row).transpose()
     }
 
-    /// Ask the replica running sweep `id` to cancel it (it reads [`Self::sweep_cancel_requested`]
-    /// every second). `false` when the sweep is over (its claim released).
-    pub async fn request_sweep_cancel(&self, id: &str) -> Result<bool, StoreError> {
+    /// Ask the replica running the sweep `handle` that `requester` started to cancel it (it
+    /// reads [`Self::sweep_cancel_requested`] every second): one statement by handle, so a
+    /// claim taken again under a new id meanwhile is still reached. `false` when no such live
+    /// sweep runs (it ended, its replica died, or someone else started it). Asking twice is
+    /// asking once.
+    pub async fn request_sweep_cancel(
+        &self,
+        handle: &str,
+        requester: &str,
+        cutoff_ms: i64,
+    ) -> Result<bool, StoreError> {
         let changed = self
             .run(
                 sqlx::query(
-                    "UPDATE sweeps SET cancel_requested_ms = $1
-                     WHERE id = $2 AND cancel_requested_ms IS NULL",
+                    "UPDATE sweeps SET cancel_requested_ms = COALESCE(cancel_requested_ms, $1)
+                     WHERE handle = $2 AND requester = $3 AND heartbeat_ms >= $4",
                 )
                 .bind(now_ms())
-                .bind(id),
+                .bind(handle)
+                .bind(requester)
+                .bind(cutoff_ms),
                 "asking for a sweep's cancellation",
             )
             .await?;
-        if changed == 1 {
-            return Ok(true);
-        }
-        // Asked twice: still running, already asked.
-        Ok(self.sweep_cancel_requested(id).await?.is_some())
+        Ok(changed == 1)
     }
 
     /// Whether sweep `id`'s requester asked to cancel it: `Some(true)` when they did,
@@ -252,7 +267,8 @@ impl Store {
     }
 
     /// Keep a finished sweep's rows (see [`SweptRows`]); rows that finished before `expired_ms`
-    /// are deleted in the same transaction. A handle kept twice keeps the later rows.
+    /// are deleted in the same transaction. A handle already kept keeps its first rows: a
+    /// handle names one sweep, and no later one may put its VMs behind another's menu.
     pub async fn keep_swept(&self, rows: &SweptRows, expired_ms: i64) -> Result<(), StoreError> {
         require("the sweep's handle", &rows.handle)?;
         require("who started the sweep", &rows.requester)?;
@@ -266,9 +282,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO swept (handle, requester, from_address, vms, finished_ms)
              VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (handle) DO UPDATE SET requester = excluded.requester,
-                 from_address = excluded.from_address, vms = excluded.vms,
-                 finished_ms = excluded.finished_ms",
+             ON CONFLICT (handle) DO NOTHING",
         )
         .bind(&rows.handle)
         .bind(&rows.requester)

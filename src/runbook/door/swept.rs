@@ -9,12 +9,9 @@ use crate::runbook::CheckOptions;
 use crate::store::{lapsed_before, now_ms, StoreError, SweptRows};
 use std::time::Duration;
 
-/// Kept rows that do not read back (or cannot be written) as JSON: rdp-doctor's own failure.
-fn unreadable(message: String) -> DoorError {
-    DoorError::Store(StoreError::InvalidJson {
-        what: "a sweep's kept rows",
-        message,
-    })
+/// Kept rows that do not read back (or cannot be written): rdp-doctor's own failure.
+fn unreadable(what: &'static str, message: String) -> DoorError {
+    DoorError::Store(StoreError::KeptRows { what, message })
 }
 
 /// How long a finished sweep's rows answer its details menu.
@@ -32,6 +29,15 @@ pub enum SweepCancel {
     NotRunning,
 }
 
+/// A kept row: the VM's id and name. Its subscription and resource group are read from the id
+/// again (`VmRef::from_stored`), never stored beside it, so a row cannot pair one VM's id with
+/// another scope to pass the door's authorisation.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptVm {
+    id: String,
+    name: String,
+}
+
 impl Door {
     /// Ask for the cancellation of the running sweep the front end calls `handle`, on
     /// whichever replica runs it. Only the person who started it may.
@@ -44,7 +50,8 @@ impl Door {
         let Some(operator) = &self.operator else {
             return Ok(SweepCancel::NotRunning);
         };
-        let Some(running) = operator.store.sweep_by_handle(handle).await? else {
+        let cutoff = lapsed_before(operator.lease());
+        let Some(running) = operator.store.sweep_by_handle(handle, cutoff).await? else {
             return Ok(SweepCancel::NotRunning);
         };
         match running.requester {
@@ -55,7 +62,11 @@ impl Door {
                 })
             }
         }
-        Ok(if operator.store.request_sweep_cancel(&running.id).await? {
+        let asked = operator
+            .store
+            .request_sweep_cancel(handle, &caller.actor.id, cutoff)
+            .await?;
+        Ok(if asked {
             SweepCancel::Asked
         } else {
             SweepCancel::NotRunning
@@ -72,10 +83,19 @@ impl Door {
         vms: &[VmRef],
         options: &CheckOptions,
     ) -> Result<(), DoorError> {
+        self.admit(caller)?;
         let Some(operator) = &self.operator else {
             return Ok(());
         };
-        let vms_json = serde_json::to_string(vms).map_err(|e| unreadable(e.to_string()))?;
+        let kept: Vec<KeptVm> = vms
+            .iter()
+            .map(|vm| KeptVm {
+                id: vm.id.clone(),
+                name: vm.name.clone(),
+            })
+            .collect();
+        let vms_json =
+            serde_json::to_string(&kept).map_err(|e| unreadable("are not JSON", e.to_string()))?;
         let rows = SweptRows {
             handle: handle.to_string(),
             requester: caller.actor.id.clone(),
@@ -91,7 +111,8 @@ impl Door {
     }
 
     /// A finished sweep's rows and check options, kept by any replica within
-    /// [`SWEEP_ROWS_KEPT`]; `None` when there are none (expired, or no database).
+    /// [`SWEEP_ROWS_KEPT`]; `None` when there are none (expired, or no database). Each VM's
+    /// scope comes from its id; what the person may read of it is the check's to decide.
     pub async fn sweep_rows(
         &self,
         caller: &Caller,
@@ -108,13 +129,19 @@ impl Door {
         else {
             return Ok(None);
         };
-        let vms: Vec<VmRef> =
-            serde_json::from_str(&rows.vms_json).map_err(|e| unreadable(e.to_string()))?;
+        let kept: Vec<KeptVm> = serde_json::from_str(&rows.vms_json)
+            .map_err(|e| unreadable("are not JSON", e.to_string()))?;
+        let vms = kept
+            .iter()
+            .map(|vm| VmRef::from_stored(&vm.id, &vm.name))
+            .collect();
         let from = rows
             .from_address
             .map(|from| from.parse())
             .transpose()
-            .map_err(|e: std::net::AddrParseError| unreadable(e.to_string()))?;
+            .map_err(|e: std::net::AddrParseError| {
+                unreadable("name no IPv4 address to test from", e.to_string())
+            })?;
         Ok(Some((vms, CheckOptions { from })))
     }
 }

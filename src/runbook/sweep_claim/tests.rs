@@ -156,25 +156,39 @@ async fn a_cancel_asked_on_another_replica_stops_the_sweep_within_a_poll() {
     .expect("free");
     // Another replica finds the sweep by its handle, with who may cancel it.
     let running = store
-        .sweep_by_handle("1234")
+        .sweep_by_handle("1234", 0)
         .await
         .unwrap()
         .expect("running");
     assert_eq!(running.requester.as_deref(), Some("discord:alice"));
     assert_eq!(running.cancel_requested_ms, None);
-    assert_eq!(store.sweep_by_handle("4321").await.unwrap(), None);
+    assert_eq!(store.sweep_by_handle("4321", 0).await.unwrap(), None);
     assert!(!stop.is_cancelled());
     let asked = Instant::now();
-    assert!(store.request_sweep_cancel(&running.id).await.unwrap());
+    // Only its requester's ask reaches it.
+    assert!(!store
+        .request_sweep_cancel("1234", "discord:mallory", 0)
+        .await
+        .unwrap());
+    assert!(store
+        .request_sweep_cancel("1234", "discord:alice", 0)
+        .await
+        .unwrap());
     tokio::time::timeout(Duration::from_secs(10), stop.cancelled())
         .await
         .expect("the sweep is stopped");
     // Within a poll, though renewals of a 30 s lease come every 10 s.
     assert!(asked.elapsed() < CANCEL_POLL * 3, "{:?}", asked.elapsed());
     // Asked again while it winds down: still running, still asked.
-    assert!(store.request_sweep_cancel(&running.id).await.unwrap());
+    assert!(store
+        .request_sweep_cancel("1234", "discord:alice", 0)
+        .await
+        .unwrap());
     claim.release().await;
-    assert_eq!(store.sweep_by_handle("1234").await.unwrap(), None);
+    assert_eq!(store.sweep_by_handle("1234", 0).await.unwrap(), None);
     // Over: nothing to cancel.
-    assert!(!store.request_sweep_cancel(&running.id).await.unwrap());
+    assert!(!store
+        .request_sweep_cancel("1234", "discord:alice", 0)
+        .await
+        .unwrap());
 }

@@ -220,21 +220,30 @@ on_both_backends! {
         let running = store.claim_sweep(&alice, LIVE).await.unwrap().expect("free");
         assert_eq!(running.handle.as_deref(), Some("1234"));
         assert_eq!(running.requester.as_deref(), Some("discord:alice"));
-        assert_eq!(store.sweep_by_handle("1234").await.unwrap(), Some(running.clone()));
-        assert_eq!(store.sweep_by_handle("12345").await.unwrap(), None);
+        assert_eq!(store.sweep_by_handle("1234", LIVE).await.unwrap(), Some(running.clone()));
+        assert_eq!(store.sweep_by_handle("12345", LIVE).await.unwrap(), None);
+        // A claim whose heartbeat is older than the cutoff is a dead replica's: not found.
+        assert_eq!(store.sweep_by_handle("1234", running.heartbeat_ms + 1).await.unwrap(), None);
+        assert!(!store.request_sweep_cancel("1234", "discord:alice", running.heartbeat_ms + 1).await.unwrap());
         // Two running sweeps cannot share a handle.
         let mut again = sweep(T, None, "bob");
         again.handle = Some("1234".into());
         assert!(store.claim_sweep(&again, LIVE).await.is_err(), "a handle names one sweep");
 
         assert_eq!(store.sweep_cancel_requested(&running.id).await.unwrap(), Some(false));
-        assert!(store.request_sweep_cancel(&running.id).await.unwrap());
+        // Someone else's ask changes nothing; its requester's is kept, the first time's.
+        assert!(!store.request_sweep_cancel("1234", "discord:bob", LIVE).await.unwrap());
+        assert_eq!(store.sweep_cancel_requested(&running.id).await.unwrap(), Some(false));
+        assert!(store.request_sweep_cancel("1234", "discord:alice", LIVE).await.unwrap());
         assert_eq!(store.sweep_cancel_requested(&running.id).await.unwrap(), Some(true));
-        let asked = store.sweep_by_handle("1234").await.unwrap().expect("running");
+        let asked = store.sweep_by_handle("1234", LIVE).await.unwrap().expect("running");
         assert!(asked.cancel_requested_ms.is_some_and(|at| at >= running.started_ms));
+        assert!(store.request_sweep_cancel("1234", "discord:alice", LIVE).await.unwrap());
+        let again = store.sweep_by_handle("1234", LIVE).await.unwrap().expect("running");
+        assert_eq!(again.cancel_requested_ms, asked.cancel_requested_ms, "the first ask's time");
         assert!(store.release_sweep(&running.id, &running.owner).await.unwrap());
         assert_eq!(store.sweep_cancel_requested(&running.id).await.unwrap(), None);
-        assert!(!store.request_sweep_cancel(&running.id).await.unwrap(), "over");
+        assert!(!store.request_sweep_cancel("1234", "discord:alice", LIVE).await.unwrap(), "over");
 
         let rows = SweptRows {
             handle: "1234".into(),
@@ -247,10 +256,10 @@ on_both_backends! {
         assert_eq!(store.swept("1234", 1_000).await.unwrap(), Some(rows.clone()));
         assert_eq!(store.swept("1234", 1_001).await.unwrap(), None, "expired");
         assert_eq!(store.swept("4321", 0).await.unwrap(), None);
-        // Kept again: the later rows win.
+        // Kept again under the same handle: the first rows stay (a handle names one sweep).
         let later = SweptRows { vms_json: "[2]".into(), from_address: None, finished_ms: 2_000, ..rows.clone() };
         store.keep_swept(&later, 0).await.unwrap();
-        assert_eq!(store.swept("1234", 0).await.unwrap(), Some(later.clone()));
+        assert_eq!(store.swept("1234", 0).await.unwrap(), Some(rows.clone()));
         // Keeping another deletes those finished before its cutoff.
         let other = SweptRows { handle: "5678".into(), finished_ms: 9_000, ..later.clone() };
         store.keep_swept(&other, 5_000).await.unwrap();

@@ -302,3 +302,72 @@ async fn a_database_that_fails_refuses_the_sweep_before_any_azure_request() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_kept_row_gets_its_scope_from_the_vms_id_not_from_what_the_row_claims() {
+    within(async {
+        let r = Replicas::start(Duration::ZERO).await;
+        let vm = rdp_doctor::domain::VmRef::from_stored(
+            "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-secret/providers/Microsoft.Compute/virtualMachines/db-01",
+            "db-01",
+        );
+        let options = rdp_doctor::runbook::CheckOptions {
+            from: Some("198.51.100.7".parse().unwrap()),
+        };
+        r.a.keep_sweep_rows(&caller("alice"), "00000000000000aa", std::slice::from_ref(&vm), &options)
+            .await
+            .unwrap();
+        // Replica B reads what A kept.
+        let (vms, read_options) = r
+            .b
+            .sweep_rows(&caller("bob"), "00000000000000aa")
+            .await
+            .unwrap()
+            .expect("kept an hour");
+        assert_eq!(vms, std::slice::from_ref(&vm));
+        assert_eq!(read_options.from, options.from);
+        assert!(r
+            .b
+            .sweep_rows(&caller("bob"), "00000000000000bb")
+            .await
+            .unwrap()
+            .is_none());
+
+        // A row that pairs that VM's id with another resource group (a bug, or a hand in the
+        // database) still names rg-secret, where the door authorises it.
+        let forged = rdp_doctor::store::SweptRows {
+            handle: "00000000000000cc".into(),
+            requester: "cli:alice".into(),
+            from_address: None,
+            vms_json: format!(
+                r#"[{{"id": "{}", "name": "db-01", "resource_group": "rg-public", "subscription_id": "x"}}]"#,
+                vm.id
+            ),
+            finished_ms: now_ms(),
+        };
+        r.store.keep_swept(&forged, 0).await.unwrap();
+        let (vms, _) = r
+            .b
+            .sweep_rows(&caller("bob"), "00000000000000cc")
+            .await
+            .unwrap()
+            .expect("kept");
+        assert_eq!(vms[0].resource_group, "rg-secret");
+        assert_eq!(vms[0].subscription_id, vm.subscription_id);
+        // Rows that do not read back are rdp-doctor's own failure, not the person's.
+        let broken = rdp_doctor::store::SweptRows {
+            handle: "00000000000000dd".into(),
+            vms_json: "not json".into(),
+            ..forged
+        };
+        r.store.keep_swept(&broken, 0).await.unwrap();
+        let e = r
+            .b
+            .sweep_rows(&caller("bob"), "00000000000000dd")
+            .await
+            .expect_err("unreadable");
+        assert!(!e.is_user_error(), "{e}");
+        assert!(e.to_string().contains("kept rows are not JSON"), "{e}");
+    })
+    .await
+}
