@@ -8,14 +8,14 @@ use super::ids::{ComponentId, Key};
 use super::render;
 use super::steps::{
     acknowledge, autocomplete_vm, command_caller, door_notice, find, parse_from, parse_vm, private,
-    public, refuse, user_error_title, Audience, Kind,
+    public, refuse, show_error, user_error_title, Audience, Kind,
 };
 use super::surface::{Surface, View};
 use super::transport::{Ack, Cmd};
 use super::{AppContext, Bot, Error};
 use crate::diagnose::{CheckId, Status};
 use crate::domain::VmSummary;
-use crate::runbook::door::{Caller, DoorError};
+use crate::runbook::door::Caller;
 use crate::runbook::{CheckOptions, Event};
 use serenity::all::{
     ComponentInteraction, CreateAllowedMentions, CreateInteractionResponse,
@@ -345,20 +345,6 @@ async fn run(
                 Err(e) => show_error(surface, &e).await,
             }
         }
-    }
-}
-
-/// A refusal privately, anything else in the message.
-pub(super) async fn show_error(surface: &Surface<'_>, e: &DoorError) {
-    if e.is_user_error() {
-        surface.retract().await;
-        surface
-            .whisper(door_notice(user_error_title(e), e), Vec::new())
-            .await;
-    } else {
-        surface
-            .show(View::embed(door_notice("Azure error", e)))
-            .await;
     }
 }
 

@@ -1,5 +1,5 @@
-//! The steps every `/rdp` command shares, in one order (the commands live in `commands`, `fixes`
-//! and `sweep`, which all use this module and none of which imports another's steps):
+//! The steps every `/rdp` command shares, in one order (the commands live in `commands`, `fixes`,
+//! `sweep` and `watch`, which all use this module for them):
 //!
 //! 1. parse and validate the options that need no I/O; a mistake is answered at once, privately,
 //!    as the first response (`refuse`);
@@ -7,7 +7,8 @@
 //!    gateway, the HTTP response with the interactions endpoint) before the first Azure request,
 //!    well inside Discord's 3 seconds; it returns the `Surface` the answer lives on;
 //! 3. authorise through the door and work: every door call checks the person's permission
-//!    itself, and a refusal goes privately to the person (`Surface::whisper`, `Cmd::send`);
+//!    itself, and a refusal goes privately to the person (`show_error`, `Surface::whisper`,
+//!    `Cmd::send`);
 //!    an ambiguous name is asked about with the "which VM?" menu (`find`, `pick_menu`).
 //!
 //! A command that makes no Azure request (`help`, `explain`, `audit`, `reset-password`'s form)
@@ -261,6 +262,20 @@ pub(super) async fn find(
                 .await;
             None
         }
+    }
+}
+
+/// A refusal privately (the public "thinking…" retracted), anything else in the message.
+pub(super) async fn show_error(surface: &Surface<'_>, e: &DoorError) {
+    if e.is_user_error() {
+        surface.retract().await;
+        surface
+            .whisper(door_notice(user_error_title(e), e), Vec::new())
+            .await;
+    } else {
+        surface
+            .show(View::embed(door_notice("Azure error", e)))
+            .await;
     }
 }
 

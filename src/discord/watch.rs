@@ -5,7 +5,7 @@
 use super::render::{self, clip, GREEN, GREY, ORANGE, RED};
 use super::steps::{
     acknowledge, autocomplete_vm, command_caller, door_notice, parse_vm, private, refuse,
-    user_error_title, Audience,
+    show_error, user_error_title, Audience,
 };
 use super::surface::View;
 use super::transport::Cmd;
@@ -80,7 +80,10 @@ pub(super) async fn watch_in(
             ),
         )
         .colour(render::BLUE),
-        Err(e) => error_embed(&e),
+        Err(e) => {
+            show_error(&surface, &e).await;
+            return Ok(());
+        }
     };
     surface.show(View::embed(embed)).await;
     Ok(())
@@ -143,7 +146,10 @@ pub(super) async fn unwatch_in(cmd: Cmd<'_>, vm: &str) -> Result<(), Error> {
             &format!("{} is not watched here", vm.name),
             "There was no watch of it in this channel; nothing changed.",
         ),
-        Err(e) => error_embed(&e),
+        Err(e) => {
+            show_error(&surface, &e).await;
+            return Ok(());
+        }
     };
     surface.show(View::embed(embed)).await;
     Ok(())
@@ -181,12 +187,17 @@ pub(super) async fn history_in(cmd: Cmd<'_>, vm: &str) -> Result<(), Error> {
                 ),
             )
         }
-        Err(e) => error_embed(&e),
+        Err(e) => {
+            show_error(&surface, &e).await;
+            return Ok(());
+        }
     };
     surface.show(View::embed(embed)).await;
     Ok(())
 }
 
+/// A failure before anything was acknowledged (listing this channel's watches): privately, as
+/// the first response, in the words of `steps::door_notice`.
 fn error_embed(e: &DoorError) -> CreateEmbed {
     let title = match e {
         DoorError::Azure(_) => "Azure error",

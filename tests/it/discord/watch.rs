@@ -143,3 +143,40 @@ alice started this watch; nothing more will be posted about it.
     })
     .await
 }
+
+#[tokio::test]
+async fn watch_unwatch_and_history_answer_an_unknown_name_privately_and_take_back_the_thinking() {
+    within(async {
+        let (room, _) = watching_room(World::new().vm("web-01").vm("web-02")).await;
+        for line in [
+            "/rdp watch web-1",
+            "/rdp unwatch web-1",
+            "/rdp history web-1",
+        ] {
+            let sent = room.run(line).await;
+            assert_eq!(
+                sent.next_message().await.text,
+                "rdp-doctor is thinking…\n",
+                "{line}"
+            );
+            let reply = sent.next_message().await;
+            assert!(reply.private(), "{line}: {}", reply.text);
+            assert_eq!(
+                reply.text,
+                "(only you can see this)\n# Cannot find that VM\nno VM named web-1 that you may \
+                 read in subscription 11111111-1111-1111-1111-111111111111. Did you mean: web-01 \
+                 (rg-web), web-02 (rg-web)?\n",
+                "{line}"
+            );
+            // The channel's "thinking…" is taken back: the mistake is the person's alone.
+            let token = sent.i.token.clone();
+            let taken_back = room.discord.requests().iter().any(|r| {
+                r.method == "DELETE" && r.path.contains(&token) && r.path.ends_with("/@original")
+            });
+            assert!(taken_back, "{line}: the public answer stays");
+        }
+        assert_eq!(channel_posts(&room), 0);
+        room.assert_clean();
+    })
+    .await
+}
