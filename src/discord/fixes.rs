@@ -434,8 +434,12 @@ pub async fn reset_password(
 }
 
 pub(super) async fn reset_password_in(cmd: Cmd<'_>, vm: &str) -> Result<(), Error> {
-    // A modal must be the first response: find the VM in the VM list, without Azure, and
-    // acknowledge with the form itself (no deferral: a deferred interaction cannot open one).
+    // A modal must be the first response: validate, find the VM in the VM list, without
+    // Azure, and acknowledge with the form itself (no deferral: a deferred interaction cannot
+    // open one).
+    if let Err(notice) = parse_vm(vm) {
+        return refuse(cmd, *notice).await;
+    }
     let bot = cmd.bot;
     let caller = command_caller(cmd.interaction);
     let needed = bot.door.catalog().commands.check;
@@ -804,7 +808,10 @@ pub async fn audit(
 
 pub(super) async fn audit_in(cmd: Cmd<'_>, vm: Option<&str>) -> Result<(), Error> {
     // The audit log is rdp-doctor's database, not Azure: no deferral, the answer is the first
-    // response.
+    // response. A VM is validated first, as every command's is.
+    if let Some(Err(notice)) = vm.map(parse_vm) {
+        return refuse(cmd, *notice).await;
+    }
     let vm_name = vm.map(|v| v.rsplit('/').next().unwrap_or(v).to_string());
     let entries = match cmd
         .bot

@@ -465,8 +465,9 @@ async fn invalid_input_is_answered_privately_without_azure() {
     .await
 }
 
-/// Every command validates its options before it acknowledges: a VM option that cannot name a
-/// VM is the first response, private, for the fix commands as for `check`, and a bad option of
+/// Every command validates its options before it acknowledges (or, for `audit` and
+/// `reset-password`, before it looks anything up): a VM option that cannot name a VM is the
+/// first response, private, in the same words for every command, and a bad option of
 /// `open-rdp` or `sweep` likewise; Azure hears nothing.
 #[tokio::test]
 async fn every_command_answers_bad_input_before_acknowledging() {
@@ -480,10 +481,27 @@ async fn every_command_answers_bad_input_before_acknowledging() {
             r#"/rdp open-rdp "web 01!" 198.51.100.7"#,
             r#"/rdp open-rdp web-01 source:"no such source""#,
             r#"/rdp sweep from:"not an address""#,
+            r#"/rdp check "web 01!""#,
+            r#"/rdp guest "web 01!""#,
+            r#"/rdp console "web 01!""#,
+            r#"/rdp changes "web 01!""#,
+            r#"/rdp watch "web 01!""#,
+            r#"/rdp unwatch "web 01!""#,
+            r#"/rdp history "web 01!""#,
+            r#"/rdp audit vm:"web 01!""#,
+            r#"/rdp reset-password "web 01!""#,
         ] {
             let reply = room.run(line).await.next_message().await;
             assert!(reply.private(), "{line}: {}", reply.text);
             assert!(!reply.deferred(), "{line}: answered, not deferred");
+            if line.contains("web 01!") {
+                // Validated as a VM's name, in the same words everywhere, before any lookup.
+                assert!(
+                    reply.text.contains("# Cannot look that up\n"),
+                    "{line}: {}",
+                    reply.text
+                );
+            }
             let mentions = &reply.raw.body()["data"]["allowed_mentions"]["parse"];
             assert!(
                 mentions.as_array().is_some_and(Vec::is_empty),
