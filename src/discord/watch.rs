@@ -13,6 +13,7 @@ use super::{AppContext, Error};
 use crate::runbook::door::{Door, DoorError, WatchNews};
 use crate::runbook::operate::format_time;
 use crate::runbook::watch::timeline_lines;
+use crate::runbook::Verdict;
 use serenity::all::{
     ChannelId, CreateAllowedMentions, CreateEmbed, CreateEmbedFooter, CreateMessage, Http,
 };
@@ -245,10 +246,10 @@ pub(super) fn news_embed(news: &WatchNews) -> CreateEmbed {
                 text.push("Changed in Azure (Activity Log):".to_string());
                 text.extend(changed_in_azure.iter().map(|c| format!("• {c}")));
             }
-            let colour = match verdict.as_str() {
-                "ok" => GREEN,
-                "problems" => RED,
-                _ => ORANGE,
+            let colour = match verdict {
+                Verdict::Ok => GREEN,
+                Verdict::Problems => RED,
+                Verdict::Unknown | Verdict::ClosedByJit => ORANGE,
             };
             render::notice(&format!("{} changed: {verdict}", vm.name), &text.join("\n"))
                 .colour(colour)

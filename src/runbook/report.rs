@@ -6,7 +6,7 @@ use crate::diagnose::{ActionId, Finding, OsType, Status};
 use crate::domain::Changes;
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// Nothing found that blocks Remote Desktop (warnings may remain).
@@ -38,6 +38,12 @@ impl Verdict {
             Verdict::Unknown => "unknown",
             Verdict::ClosedByJit => "closed-by-jit",
         }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

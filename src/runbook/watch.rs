@@ -3,8 +3,9 @@
 //! now"), and a VM's timeline of checks, fixes, alerts and changes. The door runs the watches
 //! and reads the store (`door/watch.rs`); front ends render what this module returns.
 
-use super::Report;
+use super::{Report, Verdict};
 use crate::config::{HistoryConfig, WatchConfig};
+use crate::diagnose::{CheckId, Status};
 use crate::domain::VmRef;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -76,14 +77,14 @@ pub struct WatchLength {
 /// check, its status, the rule that decided it (the `nsg` check's evidence) and its summary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {
-    pub verdict: String,
+    pub verdict: Verdict,
     pub findings: Vec<SeenFinding>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenFinding {
-    pub step: String,
-    pub status: String,
+    pub step: CheckId,
+    pub status: Status,
     #[serde(default)]
     pub summary: String,
     /// The deciding rule and its priority, where the finding's evidence names one.
@@ -98,15 +99,16 @@ impl Seen {
             .ok()
             .and_then(|json| Seen::of_json(&json))
             .unwrap_or_else(|| Seen {
-                verdict: report.verdict.as_str().to_string(),
+                verdict: report.verdict,
                 findings: Vec::new(),
             })
     }
 
     /// What a stored report (`check --json`'s shape) or a stored `Seen` shows; `None` for
-    /// anything else.
+    /// anything else. A finding of a check or status this build does not know (a report kept
+    /// by another version) is left out, never guessed at.
     pub fn of_json(json: &serde_json::Value) -> Option<Seen> {
-        let verdict = json.get("verdict")?.as_str()?.to_string();
+        let verdict = Verdict::deserialize(json.get("verdict")?).ok()?;
         let findings = json
             .get("findings")?
             .as_array()?
@@ -120,8 +122,8 @@ impl Seen {
                         serde_json::from_value::<(String, i64)>(f.get("rule")?.clone()).ok()
                     });
                 Some(SeenFinding {
-                    step: f.get("step")?.as_str()?.to_string(),
-                    status: f.get("status")?.as_str()?.to_string(),
+                    step: CheckId::deserialize(f.get("step")?).ok()?,
+                    status: Status::deserialize(f.get("status")?).ok()?,
                     summary: f
                         .get("summary")
                         .and_then(|s| s.as_str())
@@ -136,28 +138,27 @@ impl Seen {
 
     /// Whether a check could not be judged (Azure failed or throttled a read).
     pub fn has_errors(&self) -> bool {
-        self.findings.iter().any(|f| f.status == "error")
+        self.findings.iter().any(|f| f.status == Status::Error)
     }
 
     /// A check that could not be judged says nothing about it: keep what `before` saw of it
     /// (and judge the verdict again), so that a throttled read is not a change to post.
     pub fn carry_over_errors(&mut self, before: &Seen) {
         for finding in &mut self.findings {
-            if finding.status != "error" {
+            if finding.status != Status::Error {
                 continue;
             }
             if let Some(then) = before.findings.iter().find(|b| b.step == finding.step) {
                 *finding = then.clone();
             }
         }
-        self.verdict = if self.findings.iter().any(|f| f.status == "fail") {
-            "problems"
+        self.verdict = if self.findings.iter().any(|f| f.status == Status::Fail) {
+            Verdict::Problems
         } else if self.has_errors() {
-            "unknown"
+            Verdict::Unknown
         } else {
-            "ok"
-        }
-        .to_string();
+            Verdict::Ok
+        };
     }
 
     pub fn to_json(&self) -> String {
@@ -245,7 +246,7 @@ pub enum Happened {
     /// check before it (empty: nothing, or the first one kept).
     Check {
         source: String,
-        verdict: String,
+        verdict: Verdict,
         changes: Vec<String>,
         first: bool,
         /// Unchanged checks in a row by the same source are one entry: how many, and when
@@ -500,10 +501,32 @@ mod tests {
         // Nothing to carry over from: it stays an error, and the verdict says so.
         let mut first = Seen::of_json(&report("unknown", "error", None)).unwrap();
         first.carry_over_errors(&Seen {
-            verdict: "ok".into(),
+            verdict: Verdict::Ok,
             findings: Vec::new(),
         });
-        assert_eq!(first.verdict, "unknown");
+        assert_eq!(first.verdict, Verdict::Unknown);
+    }
+
+    #[test]
+    fn a_finding_of_an_unknown_check_or_status_is_left_out_never_guessed() {
+        let mut json = report("problems", "fail", None);
+        json["findings"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"step": "no-such-check", "status": "fail", "summary": ""}));
+        json["findings"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"step": "vm-agent", "status": "broken", "summary": ""}));
+        let seen = Seen::of_json(&json).unwrap();
+        assert_eq!(seen.verdict, Verdict::Problems);
+        let steps: Vec<CheckId> = seen.findings.iter().map(|f| f.step).collect();
+        assert_eq!(steps, [CheckId::VmStatus, CheckId::Nsg]);
+        // A verdict it does not know: not a report it can compare.
+        assert_eq!(Seen::of_json(&report("maybe", "fail", None)), None);
+        // What it writes, it reads back.
+        let stored: serde_json::Value = serde_json::from_str(&seen.to_json()).unwrap();
+        assert_eq!(Seen::of_json(&stored), Some(seen));
     }
 
     #[test]

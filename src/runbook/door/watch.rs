@@ -53,7 +53,7 @@ pub enum WatchNews {
     Changed {
         channel: String,
         vm: VmRef,
-        verdict: String,
+        verdict: crate::runbook::Verdict,
         /// One line per change (`runbook::watch::differences`).
         lines: Vec<String>,
         /// The summaries of the findings that changed, as they are now.
@@ -491,7 +491,7 @@ impl Door {
                     on_news(WatchNews::Changed {
                         channel: w.channel.clone(),
                         vm,
-                        verdict: seen.verdict.clone(),
+                        verdict: seen.verdict,
                         lines,
                         now: now_summaries,
                         changed_in_azure,
