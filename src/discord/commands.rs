@@ -231,7 +231,17 @@ pub async fn picked(
 ) -> Result<(), Error> {
     // Raw calls: a menu choice comes outside any command invocation; poise cannot answer it.
     let index = super::chosen_index(component);
-    let pending = bot.take_pick(nonce, &caller.actor.id);
+    let pending = match bot.take_pick(nonce, caller).await {
+        Ok(pending) => pending,
+        Err(e) => {
+            let update = CreateInteractionResponseMessage::new()
+                .embed(door_notice("Cannot pick that", &e))
+                .components(Vec::new());
+            ack.respond(CreateInteractionResponse::UpdateMessage(update))
+                .await?;
+            return Ok(());
+        }
+    };
     let chosen = pending
         .as_ref()
         .and_then(|p| index.and_then(|i| p.candidates.get(i).cloned().map(|c| (p.clone(), c))));

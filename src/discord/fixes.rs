@@ -452,13 +452,19 @@ pub(super) async fn reset_password_in(cmd: Cmd<'_>, vm: &str) -> Result<(), Erro
                 .take(25)
                 .map(VmSummary::unlisted)
                 .collect();
-            let nonce = bot.remember_pick(super::steps::PendingPick {
-                kind: Kind::ResetPassword,
-                options: CheckOptions::default(),
-                candidates: candidates.clone(),
-                requester: caller.actor.id.clone(),
-                created: Instant::now(),
-            });
+            let nonce = bot
+                .offer_pick(
+                    &caller,
+                    super::steps::PendingPick {
+                        kind: Kind::ResetPassword,
+                        options: CheckOptions::default(),
+                        candidates: candidates.clone(),
+                        requester: caller.actor.id.clone(),
+                        created: Instant::now(),
+                        kept: false,
+                    },
+                )
+                .await;
             let message = super::steps::private(render::notice(
                 &format!("{} VMs are named {name}", candidates.len()),
                 "Pick the one whose password to reset (subscription / resource group):",

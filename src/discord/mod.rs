@@ -71,7 +71,7 @@ pub struct Bot {
 }
 
 /// A pick menu is answered within minutes or not at all.
-const PICK_LIFETIME: Duration = Duration::from_secs(15 * 60);
+const PICK_LIFETIME: Duration = crate::runbook::door::PICK_KEPT;
 
 impl Bot {
     pub fn new(door: Door) -> Bot {
@@ -92,8 +92,28 @@ impl Bot {
         }
     }
 
-    fn remember_pick(&self, pick: PendingPick) -> Key {
+    /// Remember `pick` for its menu, here and, with a database, for every replica (the door
+    /// keeps it); the menu's nonce.
+    async fn offer_pick(&self, caller: &Caller, mut pick: PendingPick) -> Key {
         let nonce = Key(rand_u64());
+        let vms: Vec<crate::domain::VmRef> = pick.candidates.iter().map(|c| c.vm.clone()).collect();
+        pick.kept = match self
+            .door
+            .keep_pick(
+                caller,
+                &nonce.to_string(),
+                &pick.kind.words(),
+                &pick.options,
+                &vms,
+            )
+            .await
+        {
+            Ok(kept) => kept,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not keep a pick for other replicas; this one's memory serves");
+                false
+            }
+        };
         if let Ok(mut picks) = self.picks.lock() {
             picks.retain(|_, p| p.created.elapsed() < PICK_LIFETIME);
             picks.insert(nonce, pick);
@@ -101,14 +121,51 @@ impl Bot {
         nonce
     }
 
-    /// The pending pick, if it is still fresh and `user` is the person who asked.
-    fn take_pick(&self, nonce: Key, user: &str) -> Option<PendingPick> {
-        let mut picks = self.picks.lock().ok()?;
-        let pick = picks.get(&nonce)?;
-        if pick.requester != user || pick.created.elapsed() >= PICK_LIFETIME {
-            return None;
+    /// The pending pick, if it is still fresh and `caller` is the person who asked: from this
+    /// process's memory, or kept by any replica. Taken once across replicas: a pick kept in the
+    /// database is this replica's only if it takes it there.
+    async fn take_pick(
+        &self,
+        nonce: Key,
+        caller: &Caller,
+    ) -> Result<Option<PendingPick>, crate::runbook::door::DoorError> {
+        let here = self.picks.lock().ok().and_then(|mut picks| {
+            let pick = picks.get(&nonce)?;
+            if pick.requester != caller.actor.id || pick.created.elapsed() >= PICK_LIFETIME {
+                return None;
+            }
+            picks.remove(&nonce)
+        });
+        let kept = match &here {
+            Some(pick) if !pick.kept => return Ok(here),
+            _ => self.door.take_pick(caller, &nonce.to_string()).await?,
+        };
+        match (here, kept) {
+            // Here and still in the database: ours.
+            (Some(pick), Some(_)) => Ok(Some(pick)),
+            // Here, but another replica took it first.
+            (Some(_), None) => Ok(None),
+            // Another replica's menu: as kept (the candidates as the door reads them back).
+            (None, Some(kept)) => {
+                let Some(kind) = steps::Kind::from_words(&kept.kind) else {
+                    tracing::warn!(kind = %kept.kind, "a kept pick names nothing this version runs");
+                    return Ok(None);
+                };
+                Ok(Some(PendingPick {
+                    kind,
+                    options: kept.options,
+                    candidates: kept
+                        .candidates
+                        .into_iter()
+                        .map(crate::domain::VmSummary::unlisted)
+                        .collect(),
+                    requester: caller.actor.id.clone(),
+                    created: std::time::Instant::now(),
+                    kept: true,
+                }))
+            }
+            (None, None) => Ok(None),
         }
-        picks.remove(&nonce)
     }
 }
 

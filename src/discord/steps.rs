@@ -82,6 +82,75 @@ impl FixKind {
 }
 
 impl Kind {
+    /// What to run, in words another replica reads back with [`Kind::from_words`] (a "which
+    /// VM?" menu's pick is kept in the database in these words): `check`, `fix restart`,
+    /// `fix open-rdp 198.51.100.7 3389`, `fix guest enable-rdp`, `fix request-jit 10.0.0.1 3`.
+    pub(super) fn words(&self) -> String {
+        match self {
+            Kind::Check => "check".into(),
+            Kind::Guest => "guest".into(),
+            Kind::Health => "health".into(),
+            Kind::Console => "console".into(),
+            Kind::Changes => "changes".into(),
+            Kind::ResetPassword => "reset-password".into(),
+            Kind::Fix(fix) => match fix {
+                FixKind::Start => "fix start".into(),
+                FixKind::Restart => "fix restart".into(),
+                FixKind::Redeploy => "fix redeploy".into(),
+                FixKind::ResetRdpConfig => "fix reset-rdp-config".into(),
+                FixKind::RemoveRoute => "fix remove-route".into(),
+                FixKind::OpenRdp(source, port) => {
+                    let source = match source {
+                        RdpSource::Anywhere => "anywhere".to_string(),
+                        other => other.prefix(),
+                    };
+                    format!("fix open-rdp {source} {port}")
+                }
+                FixKind::Guest(action) => format!("fix guest {action}"),
+                FixKind::RequestJit(source, hours) => match hours {
+                    Some(hours) => format!("fix request-jit {source} {hours}"),
+                    None => format!("fix request-jit {source} -"),
+                },
+            },
+        }
+    }
+
+    /// [`Kind::words`] read back; `None` for anything else (never a guess).
+    pub(super) fn from_words(words: &str) -> Option<Kind> {
+        let parts: Vec<&str> = words.split(' ').collect();
+        Some(match parts.as_slice() {
+            ["check"] => Kind::Check,
+            ["guest"] => Kind::Guest,
+            ["health"] => Kind::Health,
+            ["console"] => Kind::Console,
+            ["changes"] => Kind::Changes,
+            ["reset-password"] => Kind::ResetPassword,
+            ["fix", "start"] => Kind::Fix(FixKind::Start),
+            ["fix", "restart"] => Kind::Fix(FixKind::Restart),
+            ["fix", "redeploy"] => Kind::Fix(FixKind::Redeploy),
+            ["fix", "reset-rdp-config"] => Kind::Fix(FixKind::ResetRdpConfig),
+            ["fix", "remove-route"] => Kind::Fix(FixKind::RemoveRoute),
+            ["fix", "open-rdp", source, port] => Kind::Fix(FixKind::OpenRdp(
+                crate::runbook::fix::parse_source(source).ok()?,
+                port.parse().ok()?,
+            )),
+            ["fix", "guest", action] => {
+                let action: crate::diagnose::ActionId = action.parse().ok()?;
+                action
+                    .is_guest()
+                    .then_some(Kind::Fix(FixKind::Guest(action)))?
+            }
+            ["fix", "request-jit", source, hours] => Kind::Fix(FixKind::RequestJit(
+                source.parse().ok()?,
+                match *hours {
+                    "-" => None,
+                    hours => Some(hours.parse().ok()?),
+                },
+            )),
+            _ => return None,
+        })
+    }
+
     pub(super) fn verb(&self) -> &'static str {
         match self {
             Kind::Check => "Checking",
@@ -103,6 +172,9 @@ pub struct PendingPick {
     /// The identity of the person who asked (`discord:<id>`): nobody else may pick.
     pub requester: String,
     pub created: Instant,
+    /// Kept in the database too (`Bot::offer_pick`): then taking it there is what makes it
+    /// this replica's to run, whichever replica the choice reached.
+    pub kept: bool,
 }
 
 /// The person and place of a slash command.
@@ -230,13 +302,19 @@ pub(super) async fn find(
                 .map(VmSummary::unlisted)
                 .collect();
             surface.retract().await;
-            let nonce = bot.remember_pick(PendingPick {
-                kind: kind.clone(),
-                options: options.clone(),
-                candidates: candidates.clone(),
-                requester: caller.actor.id.clone(),
-                created: Instant::now(),
-            });
+            let nonce = bot
+                .offer_pick(
+                    caller,
+                    PendingPick {
+                        kind: kind.clone(),
+                        options: options.clone(),
+                        candidates: candidates.clone(),
+                        requester: caller.actor.id.clone(),
+                        created: Instant::now(),
+                        kept: false,
+                    },
+                )
+                .await;
             let menu = pick_menu(nonce, &candidates);
             surface
                 .whisper(
@@ -337,4 +415,65 @@ pub(super) fn pick_menu(nonce: Key, candidates: &[VmSummary]) -> CreateActionRow
         )
         .placeholder("Which VM?"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::ActionId;
+
+    #[test]
+    fn every_kind_reads_back_from_its_words_and_nothing_else_does() {
+        let kinds = [
+            Kind::Check,
+            Kind::Guest,
+            Kind::Health,
+            Kind::Console,
+            Kind::Changes,
+            Kind::ResetPassword,
+            Kind::Fix(FixKind::Start),
+            Kind::Fix(FixKind::Restart),
+            Kind::Fix(FixKind::Redeploy),
+            Kind::Fix(FixKind::ResetRdpConfig),
+            Kind::Fix(FixKind::RemoveRoute),
+            Kind::Fix(FixKind::OpenRdp(
+                RdpSource::Address("198.51.100.7".parse().unwrap()),
+                3389,
+            )),
+            Kind::Fix(FixKind::OpenRdp(
+                RdpSource::Cidr("203.0.113.0/24".parse().unwrap()),
+                3390,
+            )),
+            Kind::Fix(FixKind::OpenRdp(RdpSource::Tag("AzureCloud".into()), 3389)),
+            Kind::Fix(FixKind::OpenRdp(RdpSource::Anywhere, 3389)),
+            Kind::Fix(FixKind::Guest(ActionId::EnableRdp)),
+            Kind::Fix(FixKind::RequestJit("10.0.0.1".parse().unwrap(), Some(3))),
+            Kind::Fix(FixKind::RequestJit("10.0.0.1".parse().unwrap(), None)),
+        ];
+        for kind in kinds {
+            assert_eq!(
+                Kind::from_words(&kind.words()),
+                Some(kind.clone()),
+                "{}",
+                kind.words()
+            );
+        }
+        assert_eq!(
+            Kind::Fix(FixKind::OpenRdp(RdpSource::Anywhere, 3389)).words(),
+            "fix open-rdp anywhere 3389"
+        );
+        for words in [
+            "",
+            "check web-01",
+            "fix",
+            "fix delete-vm",
+            "fix guest restart",
+            "fix open-rdp * 3389",
+            "fix open-rdp 198.51.100.7 port",
+            "fix request-jit somewhere 3",
+            "CHECK",
+        ] {
+            assert_eq!(Kind::from_words(words), None, "{words:?}");
+        }
+    }
 }

@@ -30,7 +30,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+mod picks;
 mod swept;
+pub use picks::{Pick, PICK_KEPT};
 mod watch;
 pub use swept::{SweepCancel, SWEEP_ROWS_KEPT};
 pub use watch::{OnWatch, WatchNews, WatchStarted};

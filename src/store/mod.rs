@@ -21,6 +21,7 @@ mod confirmations;
 mod gateway_lock;
 mod history;
 mod operations;
+mod picks;
 mod secrets;
 mod snapshots;
 mod sweeps;
@@ -44,6 +45,7 @@ pub use confirmations::{
 pub use gateway_lock::{GatewayLock, LockError, GATEWAY_LOCK_KEY};
 pub use history::StoredCheck;
 pub use operations::{Locked, NewOperation, Operation, OperationOutcome};
+pub use picks::KeptPick;
 pub use sweeps::{NewSweep, StoredSweep, SweptRows};
 pub use watches::{NewWatch, StoredWatch};
 
@@ -83,6 +85,11 @@ static SQLITE_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "sweep_handles",
         include_str!("../../migrations/sqlite/0006_sweep_handles.sql"),
     ),
+    (
+        7,
+        "picks",
+        include_str!("../../migrations/sqlite/0007_picks.sql"),
+    ),
 ]);
 static POSTGRES_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
     (
@@ -114,6 +121,11 @@ static POSTGRES_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         6,
         "sweep_handles",
         include_str!("../../migrations/postgres/0006_sweep_handles.sql"),
+    ),
+    (
+        7,
+        "picks",
+        include_str!("../../migrations/postgres/0007_picks.sql"),
     ),
 ]);
 
@@ -213,7 +225,7 @@ pub enum StoreError {
     Secret { what: &'static str, found: String },
     #[error("{what} is not a JSON object: {message}")]
     InvalidJson { what: &'static str, message: String },
-    #[error("a finished sweep's kept rows {what}: {message}")]
+    #[error("kept rows {what}: {message}")]
     KeptRows { what: &'static str, message: String },
     #[error("{what} must not be empty")]
     Empty { what: &'static str },

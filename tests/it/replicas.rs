@@ -145,12 +145,45 @@ impl Room {
         }
     }
 
+    /// The first admin's choice of `value` in menu `custom_id` on `message`, delivered to
+    /// `replica`, which must answer by updating the menu's message in place: its new title and
+    /// the interaction (for what follows it).
+    async fn choose(
+        &self,
+        replica: &Replica,
+        message: u64,
+        custom_id: &str,
+        value: &str,
+    ) -> Chosen {
+        let i = self
+            .discord
+            .component(&self.admin, message, custom_id, &[value])
+            .await;
+        let answer = replica
+            .endpoint
+            .deliver(&self.discord, &self.front, &i)
+            .await;
+        let update = answer.json();
+        assert_eq!(update["type"], 7, "the message updated in place: {update}");
+        let title = update["data"]["embeds"][0]["title"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        Chosen { title }
+    }
+
     /// A click of `custom_id` on `message`, by the second admin.
     async fn click(&self, message: u64, custom_id: &str) -> Interaction {
         self.discord
             .component(&self.confirmer, message, custom_id, &[])
             .await
     }
+}
+
+/// What a menu choice was answered with.
+struct Chosen {
+    /// The updated message's title.
+    title: String,
 }
 
 /// How a confirmed prompt ended for the person who clicked.
@@ -813,6 +846,72 @@ async fn a_sweeps_cancel_and_details_menu_work_on_a_replica_that_does_not_run_it
             .await
             .expect("the VM's report");
         assert!(report.title().contains(&vm), "{} for {vm}", report.title());
+        store.close().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_which_vm_menu_shown_by_one_replica_is_picked_on_another_once() {
+    within(async {
+        // Two VMs of one name in two groups (the simulator names a VM's NSG after the VM and
+        // keeps NSG names apart in a subscription, so the other one has none).
+        let world = World::new()
+            .vm("api-01")
+            .in_group("rg-api-east")
+            .no_nsg()
+            .vm("api-01")
+            .in_group("rg-api-west");
+        let fleet = Room::start(world, SimOptions::fast(), 2).await;
+        let check = fleet
+            .discord
+            .slash(
+                &fleet.admin,
+                "rdp",
+                &["check"],
+                json!([{"name": "vm", "type": 3, "value": "api-01"}]),
+            )
+            .await;
+        fleet.deliver(fleet.a(), &check).await;
+        // A asks privately which one.
+        let menu = fleet
+            .discord
+            .next_followup(&check, WAIT)
+            .await
+            .expect("the menu");
+        assert_eq!(menu.flags() & 64, 64, "private: {}", menu.body());
+        assert_eq!(menu.title(), "2 VMs are named api-01");
+        let pick_id = support::discord::custom_ids(menu.body())
+            .into_iter()
+            .find(|id| id.starts_with("rdp:pick:"))
+            .expect("the menu's id");
+        let message = menu.message_id.expect("the menu's message");
+
+        // The choice reaches B, which never saw the menu: it runs the check of the one chosen.
+        let pick = fleet.choose(fleet.b(), message, &pick_id, "1").await;
+        assert_eq!(
+            pick.title, "Checking rg-api-west/api-01",
+            "the menu updated in place"
+        );
+        let report = fleet
+            .discord
+            .next_request(
+                "the report of rg-api-west/api-01",
+                |r| r.title().contains("nothing found"),
+                WAIT,
+            )
+            .await
+            .expect("the report");
+        assert!(
+            report.body().to_string().contains("rg-api-west"),
+            "{}",
+            report.body()
+        );
+
+        // The same choice again, now on A, whose memory still holds the menu: taken already.
+        let again = fleet.choose(fleet.a(), message, &pick_id, "0").await;
+        assert_eq!(again.title, "This menu has expired");
+        let store = fleet.store().await;
         store.close().await;
     })
     .await

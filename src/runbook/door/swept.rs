@@ -14,6 +14,38 @@ fn unreadable(what: &'static str, message: String) -> DoorError {
     DoorError::Store(StoreError::KeptRows { what, message })
 }
 
+/// VMs as kept in the database: each one's id and name, as JSON (see [`KeptVm`]).
+pub(super) fn kept_json(vms: &[VmRef]) -> Result<String, DoorError> {
+    let kept: Vec<KeptVm> = vms
+        .iter()
+        .map(|vm| KeptVm {
+            id: vm.id.clone(),
+            name: vm.name.clone(),
+        })
+        .collect();
+    serde_json::to_string(&kept).map_err(|e| unreadable("are not JSON", e.to_string()))
+}
+
+/// [`kept_json`] read back, each VM's scope from its id.
+pub(super) fn kept_vms(json: &str) -> Result<Vec<VmRef>, DoorError> {
+    let kept: Vec<KeptVm> =
+        serde_json::from_str(json).map_err(|e| unreadable("are not JSON", e.to_string()))?;
+    Ok(kept
+        .iter()
+        .map(|vm| VmRef::from_stored(&vm.id, &vm.name))
+        .collect())
+}
+
+/// The check options kept beside VMs: the address to test 3389 from, if any.
+pub(super) fn kept_options(from_address: Option<String>) -> Result<CheckOptions, DoorError> {
+    let from = from_address.map(|from| from.parse()).transpose().map_err(
+        |e: std::net::AddrParseError| {
+            unreadable("name no IPv4 address to test from", e.to_string())
+        },
+    )?;
+    Ok(CheckOptions { from })
+}
+
 /// How long a finished sweep's rows answer its details menu.
 pub const SWEEP_ROWS_KEPT: Duration = Duration::from_secs(60 * 60);
 
@@ -87,15 +119,7 @@ impl Door {
         let Some(operator) = &self.operator else {
             return Ok(());
         };
-        let kept: Vec<KeptVm> = vms
-            .iter()
-            .map(|vm| KeptVm {
-                id: vm.id.clone(),
-                name: vm.name.clone(),
-            })
-            .collect();
-        let vms_json =
-            serde_json::to_string(&kept).map_err(|e| unreadable("are not JSON", e.to_string()))?;
+        let vms_json = kept_json(vms)?;
         let rows = SweptRows {
             handle: handle.to_string(),
             requester: caller.actor.id.clone(),
@@ -129,19 +153,9 @@ impl Door {
         else {
             return Ok(None);
         };
-        let kept: Vec<KeptVm> = serde_json::from_str(&rows.vms_json)
-            .map_err(|e| unreadable("are not JSON", e.to_string()))?;
-        let vms = kept
-            .iter()
-            .map(|vm| VmRef::from_stored(&vm.id, &vm.name))
-            .collect();
-        let from = rows
-            .from_address
-            .map(|from| from.parse())
-            .transpose()
-            .map_err(|e: std::net::AddrParseError| {
-                unreadable("name no IPv4 address to test from", e.to_string())
-            })?;
-        Ok(Some((vms, CheckOptions { from })))
+        Ok(Some((
+            kept_vms(&rows.vms_json)?,
+            kept_options(rows.from_address)?,
+        )))
     }
 }
