@@ -86,7 +86,7 @@ pub enum OperateError {
     },
     #[error("No such confirmation.")]
     NotFound,
-    #[error("The password was only kept in memory and is gone (the bot restarted or the prompt lapsed). Ask again.")]
+    #[error("The password was only kept in the memory of the rdp-doctor process that received the form (passwords never go to the database), and this process does not have it: that one restarted, the prompt lapsed, or with several replicas the Confirm reached another one. Ask again.")]
     PasswordGone,
     #[error("{0}")]
     Arm(#[from] ArmError),

@@ -793,6 +793,46 @@ async fn one_change_per_vm_at_a_time_and_a_crash_mid_redeploy_resumes() {
     .await
 }
 
+/// A password stays in the memory of the process that received it (never the database): its
+/// Confirm on another process sharing the database (another replica) is refused, in words
+/// that say why, with nothing sent to Azure and the password not left behind there.
+#[tokio::test]
+async fn a_password_resets_confirm_on_another_replica_is_refused_and_nothing_is_sent() {
+    within(async {
+        let b = Bench::start(World::new().vm("web-01")).await;
+        let web = b.vm("web-01").await;
+        let prompt = b
+            .operator
+            .request(
+                &person("alice"),
+                None,
+                &web,
+                FixRequest::ResetPassword {
+                    username: "opsadmin".into(),
+                    password: "Tr0ub4dor&3-Correct-Horse".to_string().into(),
+                },
+            )
+            .await
+            .unwrap();
+        let other = b.restarted().await;
+        assert_eq!(other.passwords_waiting(), 0);
+        let refused = other
+            .confirm(&person("alice"), None, &prompt.confirmation_id, &quiet)
+            .await;
+        let Err(e @ OperateError::PasswordGone) = refused else {
+            panic!("refused for its password: {refused:?}");
+        };
+        assert!(
+            e.to_string()
+                .contains("with several replicas the Confirm reached another one. Ask again."),
+            "{e}"
+        );
+        assert!(b.writes().is_empty(), "nothing sent to Azure");
+        assert_eq!(b.h.sim.world().vm("web-01").password_resets(), 0);
+    })
+    .await
+}
+
 /// A replica that loses its lease (another process took the operation over, believing it dead)
 /// stops following and tells its person so; the new owner records the outcome, once.
 #[tokio::test]
