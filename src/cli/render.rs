@@ -112,13 +112,6 @@ impl Progress {
     }
 }
 
-fn title(catalog: &Catalog, step: CheckId) -> String {
-    catalog
-        .step(step)
-        .map(|s| s.title.clone())
-        .unwrap_or_else(|| step.as_str().to_string())
-}
-
 /// Serial-log lines shown when the guest looks healthy (`--json` has all that was kept).
 const QUIET_SERIAL_LINES: usize = 5;
 
@@ -278,12 +271,7 @@ fn push_finding(out: &mut String, finding: &Finding, catalog: &Catalog, style: &
     out.push_str(&format!(
         "  {}  {}\n        {}\n",
         style.status(finding.status),
-        style.bold(
-            &finding
-                .title
-                .clone()
-                .unwrap_or_else(|| title(catalog, finding.step))
-        ),
+        style.bold(&catalog.finding_title(finding)),
         finding.summary
     ));
     for detail in &finding.details {

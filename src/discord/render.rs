@@ -43,13 +43,6 @@ pub fn mark(status: Option<Status>) -> &'static str {
     }
 }
 
-fn title_of(catalog: &Catalog, step: CheckId) -> String {
-    catalog
-        .step(step)
-        .map(|s| s.title.clone())
-        .unwrap_or_else(|| step.as_str().to_string())
-}
-
 fn vm_line(vm: &VmRef) -> String {
     format!(
         "Resource group **{}** · subscription `{}`",
@@ -64,7 +57,7 @@ pub fn progress(catalog: &Catalog, vm: &VmRef, done: &BTreeMap<CheckId, Status>)
         lines.push(format!(
             "{} {}",
             mark(done.get(&step).copied()),
-            title_of(catalog, step)
+            catalog.check_title(step)
         ));
     }
     CreateEmbed::new()
@@ -111,14 +104,6 @@ pub const GUEST_RUNNING: &str = "🔎 **Looking inside Windows**: Run Command is
 
 /// The findings as shown: the guest checks as one line when none of them could run, all for
 /// the same reason (skipped, busy, timed out).
-/// A finding's title: its own, or the runbook's for its check.
-fn finding_title(catalog: &Catalog, finding: &Finding) -> String {
-    finding
-        .title
-        .clone()
-        .unwrap_or_else(|| title_of(catalog, finding.step))
-}
-
 fn shown(report: &Report) -> Vec<(Status, Option<&Finding>, &str, &[String])> {
     let guest: Vec<&Finding> = report
         .findings
@@ -168,7 +153,7 @@ pub fn report_with_note(catalog: &Catalog, report: &Report, note: Option<&str>) 
         .take(MAX_FIELDS - 2)
         .map(|(status, step, summary, details)| {
             let title = match step {
-                Some(finding) => finding_title(catalog, finding),
+                Some(finding) => catalog.finding_title(finding),
                 None => "Inside Windows (every guest check)".to_string(),
             };
             (
@@ -426,7 +411,7 @@ pub fn health(catalog: &Catalog, vm: &VmRef, finding: &Finding) -> CreateEmbed {
                 "{} {}: {}",
                 mark(Some(finding.status)),
                 vm.name,
-                finding_title(catalog, finding)
+                catalog.finding_title(finding)
             ),
             MAX_TITLE,
         ))

@@ -565,9 +565,23 @@ async fn report_of(
 }
 
 async fn whisper(ack: &Ack, title: &str, text: &str) -> Result<(), Error> {
+    whisper_embed(ack, render::notice(title, text)).await
+}
+
+/// A door failure answered privately, in the one dialect of `steps::door_notice`.
+async fn whisper_door(
+    ack: &Ack,
+    title: &str,
+    e: &crate::runbook::door::DoorError,
+) -> Result<(), Error> {
+    whisper_embed(ack, door_notice(title, e)).await
+}
+
+/// `embed` as the private first response.
+async fn whisper_embed(ack: &Ack, embed: CreateEmbed) -> Result<(), Error> {
     let message = CreateInteractionResponseMessage::new()
         .ephemeral(true)
-        .embed(render::notice(title, text))
+        .embed(embed)
         .allowed_mentions(CreateAllowedMentions::new());
     ack.respond(CreateInteractionResponse::Message(message))
         .await?;
@@ -634,21 +648,6 @@ async fn rows(
         Some(rows) => Ok(Some(rows)),
         None => bot.door.sweep_rows(caller, &nonce.to_string()).await,
     }
-}
-
-/// A door failure answered privately, in the one dialect of `steps::door_notice`.
-async fn whisper_door(
-    ack: &Ack,
-    title: &str,
-    e: &crate::runbook::door::DoorError,
-) -> Result<(), Error> {
-    let message = CreateInteractionResponseMessage::new()
-        .ephemeral(true)
-        .embed(door_notice(title, e))
-        .allowed_mentions(CreateAllowedMentions::new());
-    ack.respond(CreateInteractionResponse::Message(message))
-        .await?;
-    Ok(())
 }
 
 /// The details menu: the chosen row's full report in a new message.

@@ -17,7 +17,7 @@ use toml::Spanned;
 
 use crate::spans::{line_col, Fields};
 
-use crate::diagnose::{ActionId, CheckId, StepId};
+use crate::diagnose::{ActionId, CheckId, Finding, StepId};
 
 const BUILTIN_RDP: &str = include_str!("../../commands/rdp.toml");
 const BUILTIN_ERRORS: &str = include_str!("../../commands/rdp-errors.toml");
@@ -288,6 +288,22 @@ impl Catalog {
     pub fn step(&self, id: impl Into<StepId>) -> Option<&Step> {
         let id = id.into();
         self.steps.iter().find(|s| s.id == id)
+    }
+
+    /// A check's title as people read it (its id, should the catalog lack the step).
+    pub fn check_title(&self, check: CheckId) -> String {
+        self.step(check)
+            .map(|s| s.title.clone())
+            .unwrap_or_else(|| check.as_str().to_string())
+    }
+
+    /// A finding's title: its own (`Finding::title`, where its check's would be wrong), or its
+    /// check's.
+    pub fn finding_title(&self, finding: &Finding) -> String {
+        finding
+            .title
+            .clone()
+            .unwrap_or_else(|| self.check_title(finding.step))
     }
 
     /// The client errors that `text` names, best first. `text` is what people paste: part of the

@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 mod picks;
 mod swept;
-pub use picks::{Pick, PICK_KEPT};
 mod watch;
+pub use picks::{Pick, PICK_KEPT};
 pub use swept::{SweepCancel, SWEEP_ROWS_KEPT};
 pub use watch::{OnWatch, WatchNews, WatchStarted};
 

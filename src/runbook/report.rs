@@ -22,9 +22,15 @@ pub enum Verdict {
 
 impl Verdict {
     pub fn of(findings: &[Finding]) -> Verdict {
-        if findings.iter().any(|f| f.status == Status::Fail) {
+        Verdict::of_statuses(findings.iter().map(|f| f.status))
+    }
+
+    /// The verdict of checks with these statuses: a failure is a problem; else one that could
+    /// not be judged leaves it unknown; else nothing blocks Remote Desktop.
+    pub fn of_statuses(statuses: impl Iterator<Item = Status> + Clone) -> Verdict {
+        if statuses.clone().any(|s| s == Status::Fail) {
             Verdict::Problems
-        } else if findings.iter().any(|f| f.status == Status::Error) {
+        } else if statuses.into_iter().any(|s| s == Status::Error) {
             Verdict::Unknown
         } else {
             Verdict::Ok

@@ -152,13 +152,7 @@ impl Seen {
                 *finding = then.clone();
             }
         }
-        self.verdict = if self.findings.iter().any(|f| f.status == Status::Fail) {
-            Verdict::Problems
-        } else if self.has_errors() {
-            Verdict::Unknown
-        } else {
-            Verdict::Ok
-        };
+        self.verdict = Verdict::of_statuses(self.findings.iter().map(|f| f.status));
     }
 
     pub fn to_json(&self) -> String {
