@@ -887,6 +887,11 @@ pub(super) async fn permissions_in(cmd: Cmd<'_>) -> Result<(), Error> {
     Ok(())
 }
 
+/// The line above the outcome of an operation taken over: the same for a lone bot restarted and
+/// for a replica taking over a dead one's, which the taker cannot tell apart (a new process has a
+/// new replica id either way).
+pub const RESUMED: &str = "Followed to its end after the rdp-doctor that started it stopped (a restart, or a replica gone); nothing was sent to Azure twice:";
+
 /// For the process's whole life: take over every operation whose owner stopped renewing its
 /// lease (a replica that died, this bot before a restart), follow it to its end and post the
 /// outcome in its channel. Only the replica that records an outcome posts it, so it is posted
@@ -901,7 +906,7 @@ pub fn take_over_operations(http: Arc<Http>, door: Door) {
         let http = http.clone();
         handle.spawn(async move {
             let message = CreateMessage::new()
-                .content("Resumed after a restart of rdp-doctor:")
+                .content(RESUMED)
                 .embed(embed)
                 .allowed_mentions(CreateAllowedMentions::new());
             if let Err(e) = ChannelId::new(channel).send_message(&*http, message).await {

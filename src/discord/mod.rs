@@ -11,7 +11,7 @@
 pub mod alerts;
 mod commands;
 mod fixes;
-pub use fixes::vm_key;
+pub use fixes::{vm_key, RESUMED};
 pub mod ids;
 pub mod render;
 pub mod serve;

@@ -1250,7 +1250,7 @@ async fn killing_the_bot_mid_redeploy_then_starting_it_again_posts_the_outcome()
             .await
             .expect("the outcome is posted");
         let body = posted.body().to_string();
-        assert!(body.contains("Resumed after a restart"), "{body}");
+        assert!(body.contains(rdp_doctor::discord::RESUMED), "{body}");
         assert!(body.contains("redeploy of web-01 succeeded"), "{body}");
         let redeploys = sim
             .stats()

@@ -294,6 +294,7 @@ async fn a_replica_killed_mid_redeploy_is_taken_over_and_the_outcome_posted_once
         );
         let body = posted.body().to_string();
         assert!(body.contains("redeploy of web-01 succeeded"), "{body}");
+        assert!(body.contains(rdp_doctor::discord::RESUMED), "{body}");
         assert!(
             fleet.b().log().contains("took over the redeploy of web-01"),
             "{}",
