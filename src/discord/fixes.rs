@@ -26,7 +26,7 @@ use serenity::all::{
     ButtonStyle, ChannelId, ComponentInteraction, CreateActionRow, CreateAllowedMentions,
     CreateButton, CreateEmbed, CreateInputText, CreateInteractionResponse,
     CreateInteractionResponseFollowup, CreateInteractionResponseMessage, CreateMessage,
-    CreateModal, Http, InputTextStyle, ModalInteraction,
+    CreateModal, EditMessage, Http, InputTextStyle, MessageFlags, MessageId, ModalInteraction,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -769,11 +769,24 @@ pub async fn confirm(
         }
         .in_current_span(),
     );
+    // The prompt's message, which shows the progress: stored with the operation so that a
+    // replica taking it over can edit it too. An ephemeral one cannot be reached without the
+    // interaction's token (which is never stored), so it is left out.
+    let shown_in = component
+        .message
+        .flags
+        .is_none_or(|f| !f.contains(MessageFlags::EPHEMERAL))
+        .then(|| component.message.id.to_string());
     let result = bot
         .door
-        .confirm(caller, &confirmation.to_string(), &move |p| {
-            let _ = tx.send(p);
-        })
+        .confirm_shown(
+            caller,
+            &confirmation.to_string(),
+            shown_in.as_deref(),
+            &move |p| {
+                let _ = tx.send(p);
+            },
+        )
         .await;
     let _ = progress_task.await;
     match result {
@@ -895,16 +908,38 @@ pub const RESUMED: &str = "Followed to its end after the rdp-doctor that started
 /// For the process's whole life: take over every operation whose owner stopped renewing its
 /// lease (a replica that died, this bot before a restart), follow it to its end and post the
 /// outcome in its channel. Only the replica that records an outcome posts it, so it is posted
-/// once however many replicas watch.
+/// once however many replicas watch. The message that showed the operation's progress, when it
+/// was stored, is edited to the outcome as well (buttons gone), so that it no longer says "in
+/// progress"; the channel message is what tells the room.
 pub fn take_over_operations(http: Arc<Http>, door: Door) {
     let handle = tokio::runtime::Handle::current();
     let post = move |op: &crate::store::Operation, outcome: &crate::runbook::operate::Outcome| {
-        let Some(channel) = op.channel.as_deref().and_then(|c| c.parse::<u64>().ok()) else {
+        let Some(channel) = op
+            .channel
+            .as_deref()
+            .and_then(|c| c.parse::<u64>().ok())
+            .filter(|&c| c != 0)
+        else {
             return;
         };
+        let shown_in = op.message.as_deref().and_then(|m| m.parse::<u64>().ok());
         let embed = outcome_embed(outcome);
         let http = http.clone();
         handle.spawn(async move {
+            if let Some(shown_in) = shown_in.filter(|&m| m != 0) {
+                let edit = EditMessage::new()
+                    .content("")
+                    .embed(embed.clone())
+                    .components(Vec::new())
+                    .allowed_mentions(CreateAllowedMentions::new());
+                let edited = ChannelId::new(channel)
+                    .edit_message(&*http, MessageId::new(shown_in), edit)
+                    .await;
+                if let Err(e) = edited {
+                    // Deleted since, or not the bot's to edit: the channel message still tells.
+                    tracing::warn!(error = %e, "could not edit the message that showed the progress");
+                }
+            }
             let message = CreateMessage::new()
                 .content(RESUMED)
                 .embed(embed)

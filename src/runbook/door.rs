@@ -1136,10 +1136,29 @@ impl Door {
         confirmation_id: &str,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, DoorError> {
+        self.confirm_shown(caller, confirmation_id, None, progress)
+            .await
+    }
+
+    /// [`Door::confirm`] from the chat message `shown_in` that shows the prompt and will show
+    /// its progress (see `Operator::confirm_shown`).
+    pub async fn confirm_shown(
+        &self,
+        caller: &Caller,
+        confirmation_id: &str,
+        shown_in: Option<&str>,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, DoorError> {
         self.admit_command(caller)?;
         let operator = self.operator()?;
         Ok(operator
-            .confirm(&caller.actor, caller.channel(), confirmation_id, progress)
+            .confirm_shown(
+                &caller.actor,
+                caller.channel(),
+                shown_in,
+                confirmation_id,
+                progress,
+            )
             .await?)
     }
 

@@ -614,6 +614,22 @@ impl Operator {
         confirmation_id: &str,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, OperateError> {
+        self.confirm_shown(actor, channel, None, confirmation_id, progress)
+            .await
+    }
+
+    /// [`Operator::confirm`] from a chat message that shows the prompt and then its progress
+    /// (`shown_in`, its id in the confirmation's channel): stored with the operation, so that a
+    /// replica taking the operation over edits that message too, instead of leaving it "in
+    /// progress" for ever.
+    pub async fn confirm_shown(
+        &self,
+        actor: &Actor,
+        channel: Option<&str>,
+        shown_in: Option<&str>,
+        confirmation_id: &str,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, OperateError> {
         let Some(pending) = self.store.get_confirmation(confirmation_id).await? else {
             return Err(OperateError::NotFound);
         };
@@ -713,6 +729,7 @@ impl Operator {
                     name: confirmation.requester_name.clone(),
                 },
                 confirmation.channel.as_deref(),
+                shown_in,
                 &vm,
                 action,
                 request,
@@ -796,6 +813,7 @@ impl Operator {
         actor: &Actor,
         requester: &Requester,
         channel: Option<&str>,
+        message: Option<&str>,
         vm: &VmRef,
         action: ActionId,
         request: FixRequest,
@@ -867,7 +885,7 @@ impl Operator {
         };
         if let Err(e) = stored("saving where progress is shown", || {
             self.store
-                .set_operation_message(operation.id, channel, None)
+                .set_operation_message(operation.id, channel, message)
         })
         .await
         {

@@ -1252,6 +1252,16 @@ async fn killing_the_bot_mid_redeploy_then_starting_it_again_posts_the_outcome()
         let body = posted.body().to_string();
         assert!(body.contains(rdp_doctor::discord::RESUMED), "{body}");
         assert!(body.contains("redeploy of web-01 succeeded"), "{body}");
+        // The prompt that showed the progress no longer says "in progress": the restarted bot,
+        // which never had the click's token, edited it to the outcome, its buttons gone.
+        let shown = discord.message(prompt).expect("the prompt's message");
+        assert!(
+            shown["embeds"][0]["title"]
+                .as_str()
+                .is_some_and(|t| t.contains("redeploy of web-01 succeeded")),
+            "{shown}"
+        );
+        assert!(support::discord::custom_ids(&shown).is_empty(), "{shown}");
         let redeploys = sim
             .stats()
             .log

@@ -322,19 +322,39 @@ async fn a_replica_killed_mid_redeploy_is_taken_over_and_the_outcome_posted_once
         assert_eq!(count("succeeded"), 1, "{results:?}");
         assert_eq!(results.len(), 3, "{results:?}");
 
-        // Exactly once: one channel message, and no edit of A's confirmation says it ended
-        // (A died before Azure did).
+        // Exactly once: one channel message. The prompt A showed the progress in no longer says
+        // "in progress": B, which never had its interaction token, edits it through the channel
+        // route to the outcome, buttons gone (A died before Azure ended, so no edit of A's did).
         let outcomes: Vec<Value> = channel_messages(&fleet.discord)
             .into_iter()
             .filter(|m| m.to_string().contains("redeploy of web-01"))
             .collect();
         assert_eq!(outcomes.len(), 1, "{outcomes:#?}");
-        let ended_in_edit = fleet
+        let ended_in_edit: Vec<String> = fleet
             .discord
             .requests()
             .into_iter()
-            .any(|r| r.method == "PATCH" && r.title().contains("succeeded"));
-        assert!(!ended_in_edit, "only B told the room");
+            .filter(|r| r.method == "PATCH" && r.title().contains("succeeded"))
+            .map(|r| format!("{} {}", r.path, r.status))
+            .collect();
+        assert_eq!(
+            ended_in_edit,
+            [format!(
+                "/api/v10/channels/1180000000000000003/messages/{prompt} 200"
+            )],
+            "B edits the prompt's message once, through the channel"
+        );
+        let shown = fleet.discord.message(prompt).expect("the prompt's message");
+        assert!(
+            shown["embeds"][0]["title"]
+                .as_str()
+                .is_some_and(|t| t.contains("redeploy of web-01 succeeded")),
+            "{shown}"
+        );
+        assert!(
+            support::discord::custom_ids(&shown).is_empty(),
+            "no buttons left: {shown}"
+        );
         let violations = fleet.discord.schema_violations();
         assert!(violations.is_empty(), "{violations:#?}");
         store.close().await;

@@ -134,6 +134,19 @@ pub(super) fn messages(
             let id = store_message(world, message);
             Reply::ok(world.messages[&id].clone())
         }
+        // An ephemeral message is the interaction's alone: the channel routes cannot edit or
+        // delete it, Discord answers "Unknown Message" (discord/discord-api-docs#3090: editing a
+        // non-ephemeral interaction response with PATCH channels/{c}/messages/{m} works, an
+        // ephemeral one gives Unknown Message).
+        ("PATCH" | "DELETE", Some(id))
+            if !to.webhook
+                && world
+                    .messages
+                    .get(&id)
+                    .is_some_and(|m| m["flags"].as_u64().unwrap_or(0) & 64 != 0) =>
+        {
+            Reply::error(404, 10008, "Unknown Message")
+        }
         (method, Some(id)) => existing(world, method, id, body, uploads, violations),
         _ => Reply::error(405, 0, "405: Method Not Allowed"),
     }
