@@ -22,7 +22,7 @@ use super::resource::{
     operation_not_found, public_ip_id, rg_prefix, subnet_id, vm_id, vms_in_scope, Answer, Ctx,
     Page,
 };
-use super::world::{Allocation, Nsg, PowerState, PublicIp, Rule, Sku, Vm, World};
+use super::world::{pick_nsg, Allocation, Nsg, PowerState, PublicIp, Rule, Sku, Vm, World};
 use super::{stable_uuid, Reply};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -42,37 +42,40 @@ pub(crate) const PUBLIC_IP_EXPAND: &str = "ipConfigurations/publicIPAddress";
 
 /// The NSG on a VM's NIC.
 pub(crate) fn nic_nsg<'w>(world: &'w World, vm: &Vm) -> Option<&'w Nsg> {
-    vm.nic_nsg
-        .as_deref()
-        .and_then(|n| world.find_nsg(&vm.subscription, n))
+    world.nic_nsg(vm)
 }
 
 /// NSGs by subscription and name (lowercase), so a list page finds each NIC's NSG without
-/// scanning them all.
-struct NsgIndex<'w>(HashMap<(String, String), &'w Nsg>);
+/// scanning them all; among those of a name, `pick_nsg` chooses as `World::nic_nsg` does.
+struct NsgIndex<'w>(HashMap<(String, String), Vec<&'w Nsg>>);
 
 impl<'w> NsgIndex<'w> {
     fn new(world: &'w World) -> NsgIndex<'w> {
-        let mut index = HashMap::new();
+        let mut index: HashMap<_, Vec<&'w Nsg>> = HashMap::new();
         for nsg in &world.nsgs {
             let key = (
                 nsg.subscription.to_ascii_lowercase(),
                 nsg.name.to_ascii_lowercase(),
             );
-            // The first of a name wins, as in `World::find_nsg`.
-            index.entry(key).or_insert(nsg);
+            index.entry(key).or_default().push(nsg);
         }
         NsgIndex(index)
     }
 
     /// The NSG on a VM's NIC.
     fn nic_nsg(&self, vm: &Vm) -> Option<&'w Nsg> {
-        let name = vm.nic_nsg.as_deref()?;
+        let reference = vm.nic_nsg.as_deref()?;
+        let name = reference.rsplit('/').next().unwrap_or(reference);
         let key = (
             vm.subscription.to_ascii_lowercase(),
             name.to_ascii_lowercase(),
         );
-        self.0.get(&key).copied()
+        pick_nsg(
+            self.0.get(&key)?.iter().copied(),
+            &vm.subscription,
+            &vm.resource_group,
+            reference,
+        )
     }
 }
 
@@ -269,11 +272,7 @@ pub(crate) fn get_subnet(world: &World, sub: &str, rg: &str, vnet: &str, subnet:
         "privateEndpointNetworkPolicies": "Disabled",
         "privateLinkServiceNetworkPolicies": "Enabled",
     });
-    if let Some(nsg) = first
-        .subnet_nsg
-        .as_deref()
-        .and_then(|n| world.find_nsg(sub, n))
-    {
+    if let Some(nsg) = world.subnet_nsg(first) {
         properties["networkSecurityGroup"] = json!({"id": nsg_id(nsg)});
     }
     if let Some(table) = first
@@ -411,26 +410,27 @@ pub(crate) fn rule_json(nsg: &Nsg, collection: &str, rule: &Rule) -> Value {
 pub(crate) fn get_nsg(world: &World, sub: &str, rg: &str, name: &str) -> Answer {
     check_scope(world, sub, Some(rg))?;
     let nsg = world
-        .find_nsg(sub, name)
-        .filter(|n| n.resource_group.eq_ignore_ascii_case(rg))
+        .find_nsg(sub, rg, name)
         .ok_or_else(|| not_found("Microsoft.Network/networkSecurityGroups", name, rg))?;
     let in_sub = |v: &&Vm| v.subscription.eq_ignore_ascii_case(sub);
-    let uses = |r: &Option<String>| {
+    // The VMs whose reference picks this NSG (not another group's of the same name).
+    let uses = |v: &Vm, r: &Option<String>| {
         r.as_deref()
-            .is_some_and(|n| n.eq_ignore_ascii_case(&nsg.name))
+            .and_then(|r| world.vm_nsg(v, r))
+            .is_some_and(|n| std::ptr::eq(n, nsg))
     };
     let nics: Vec<Value> = world
         .vms
         .iter()
         .filter(in_sub)
-        .filter(|v| uses(&v.nic_nsg))
+        .filter(|v| uses(v, &v.nic_nsg))
         .map(|v| json!({"id": nic_id(v)}))
         .collect();
     let mut subnets: Vec<String> = world
         .vms
         .iter()
         .filter(in_sub)
-        .filter(|v| uses(&v.subnet_nsg))
+        .filter(|v| uses(v, &v.subnet_nsg))
         .map(subnet_id)
         .collect();
     subnets.dedup();

@@ -227,15 +227,16 @@ pub(crate) fn initiate(
     };
     let taken: Vec<u32> = ctx
         .world
-        .find_nsg(sub, &nsg_name)
+        .vm_nsg(&vm, &nsg_name)
         .map(|n| n.rules.iter().map(|r| r.priority).collect())
         .unwrap_or_default();
     let priority = (super::world::JIT_ALLOW_PRIORITY..super::world::JIT_DENY_PRIORITY)
         .find(|p| !taken.contains(p))
         .unwrap_or(super::world::JIT_ALLOW_PRIORITY);
-    if let Some(nsg) = ctx.world.nsgs.iter_mut().find(|n| {
-        n.subscription.eq_ignore_ascii_case(sub) && n.name.eq_ignore_ascii_case(&nsg_name)
-    }) {
+    if let Some(nsg) = ctx
+        .world
+        .vm_nsg_mut(&vm.subscription, &vm.resource_group, &nsg_name)
+    {
         nsg.rules.retain(|r| r.name != rule_name);
         let mut rule = super::world::Rule::inbound_tcp(
             &rule_name,

@@ -54,7 +54,8 @@ pub struct World {
     /// The virtual machines, each with one NIC named `{name}-nic`.
     #[serde(default, rename = "vm")]
     pub vms: Vec<Vm>,
-    /// Network security groups, referenced by name from `subnet_nsg` / `nic_nsg` of a VM.
+    /// Network security groups, referenced from `subnet_nsg` / `nic_nsg` of a VM (see
+    /// [`pick_nsg`]).
     #[serde(default, rename = "nsg")]
     pub nsgs: Vec<Nsg>,
     /// Service principals and their role assignments (`[[principal]]`). Without any, the one
@@ -275,11 +276,12 @@ pub struct Vm {
     /// Virtual network name; defaults to `{resource_group}-vnet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vnet: Option<String>,
-    /// Name of the NSG on the subnet (an `[[nsg]]` in the same subscription). VMs sharing a
-    /// subnet must agree on it.
+    /// The NSG on the subnet, an `[[nsg]]` in the same subscription: `resource-group/name`, or a
+    /// bare name (the VM's resource group's NSG of that name, else the subscription's only one).
+    /// VMs sharing a subnet must agree on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet_nsg: Option<String>,
-    /// Name of the NSG on the NIC (an `[[nsg]]` in the same subscription).
+    /// The NSG on the NIC, named as `subnet_nsg` is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nic_nsg: Option<String>,
     /// Name of the route table on the subnet (a `[[route_table]]` in the same subscription).
@@ -595,7 +597,7 @@ pub enum RecommendedAction {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Nsg {
-    /// NSG name, unique within its subscription.
+    /// NSG name, unique within its resource group.
     pub name: String,
     /// Subscription id; defaults to the first `[[subscription]]`.
     #[serde(default)]
@@ -1014,7 +1016,7 @@ impl World {
             .unwrap_or_else(|| DEFAULT_SUBSCRIPTION.to_owned());
         self.ensure_subscription(&sub);
         let nsg_name = format!("{rg}-{prefix}-nsg");
-        if self.find_nsg(&sub, &nsg_name).is_none() {
+        if self.find_nsg(&sub, rg, &nsg_name).is_none() {
             self.nsgs.push(Nsg {
                 name: nsg_name.clone(),
                 subscription: sub.clone(),
@@ -1064,9 +1066,9 @@ impl World {
 
     /// Moves the current VM (and the NSGs made for it) to resource group `rg`.
     pub fn in_group(mut self, rg: &str) -> World {
-        let (sub, own) = self.own_nsgs();
+        let (sub, group, own) = self.own_nsgs();
         for nsg in self.nsgs.iter_mut() {
-            if nsg.subscription == sub && own.contains(&nsg.name) {
+            if own.iter().any(|name| nsg.is(&sub, &group, name)) {
                 nsg.resource_group = rg.to_owned();
             }
         }
@@ -1083,9 +1085,9 @@ impl World {
     /// Moves the current VM (and the NSGs made for it) to subscription `id`, adding it if new.
     pub fn in_subscription(mut self, id: &str) -> World {
         self.ensure_subscription(id);
-        let (sub, own) = self.own_nsgs();
+        let (sub, group, own) = self.own_nsgs();
         for nsg in self.nsgs.iter_mut() {
-            if nsg.subscription == sub && own.contains(&nsg.name) {
+            if own.iter().any(|name| nsg.is(&sub, &group, name)) {
                 nsg.subscription = id.to_owned();
             }
         }
@@ -1162,8 +1164,7 @@ impl World {
     pub fn nsg_denies_rdp(mut self) -> World {
         let (name, sub, rg, location) = self.current_vm_place();
         let nsg_name = format!("{name}-snet-nsg");
-        self.nsgs
-            .retain(|n| !(n.subscription == sub && n.name == nsg_name));
+        self.nsgs.retain(|n| !n.is(&sub, &rg, &nsg_name));
         self.nsgs.push(Nsg {
             name: nsg_name.clone(),
             subscription: sub,
@@ -1216,9 +1217,9 @@ impl World {
     /// others (a fleet's) moves to its own subnet `{vm}-snet` instead, so its neighbours keep
     /// their NSG.
     pub fn no_nsg(mut self) -> World {
-        let (sub, own) = self.own_nsgs();
+        let (sub, group, own) = self.own_nsgs();
         self.nsgs
-            .retain(|n| !(n.subscription == sub && own.contains(&n.name)));
+            .retain(|n| !own.iter().any(|name| n.is(&sub, &group, name)));
         let vm = self.current_vm();
         vm.nic_nsg = None;
         if vm.subnet_nsg.take().is_some_and(|nsg| !own.contains(&nsg)) {
@@ -1357,10 +1358,14 @@ impl World {
         )
     }
 
-    /// Subscription and names of the NSGs the builder made for the current VM.
-    fn own_nsgs(&mut self) -> (String, Vec<String>) {
-        let (name, sub, _, _) = self.current_vm_place();
-        (sub, vec![format!("{name}-nsg"), format!("{name}-snet-nsg")])
+    /// Subscription, resource group and names of the NSGs the builder made for the current VM.
+    fn own_nsgs(&mut self) -> (String, String, Vec<String>) {
+        let (name, sub, rg, _) = self.current_vm_place();
+        (
+            sub,
+            rg,
+            vec![format!("{name}-nsg"), format!("{name}-snet-nsg")],
+        )
     }
 
     fn nic_nsg_mut(&mut self) -> &mut Nsg {
@@ -1370,17 +1375,18 @@ impl World {
             .nic_nsg
             .get_or_insert_with(|| format!("{name}-nsg"))
             .clone();
-        let pos = match self
-            .nsgs
-            .iter()
-            .position(|n| n.subscription == sub && n.name == nsg_name)
-        {
+        let found = pick_nsg(&self.nsgs, &sub, &rg, &nsg_name)
+            .and_then(|found| self.nsgs.iter().position(|n| std::ptr::eq(n, found)));
+        let pos = match found {
             Some(pos) => pos,
             None => {
+                let (group, name) = nsg_name
+                    .split_once('/')
+                    .map_or((rg, nsg_name.as_str()), |(g, n)| (g.to_owned(), n));
                 self.nsgs.push(Nsg {
-                    name: nsg_name,
+                    name: name.to_owned(),
                     subscription: sub,
-                    resource_group: rg,
+                    resource_group: group,
                     location,
                     rules: Vec::new(),
                 });
@@ -1503,10 +1509,7 @@ impl World {
             let Some(nsg) = vm.nic_nsg.as_deref() else {
                 continue;
             };
-            if let Some(nsg) = self.nsgs.iter_mut().find(|n| {
-                n.subscription.eq_ignore_ascii_case(&vm.subscription)
-                    && n.name.eq_ignore_ascii_case(nsg)
-            }) {
+            if let Some(nsg) = self.vm_nsg_mut(&vm.subscription, &vm.resource_group, nsg) {
                 jit::ensure_deny(nsg, &vm, port);
             }
         }
@@ -1569,11 +1572,7 @@ impl World {
             }),
         }
         if let Some(nsg) = vm.nic_nsg.as_deref() {
-            for n in self
-                .nsgs
-                .iter_mut()
-                .filter(|n| n.subscription == vm.subscription && n.name == nsg)
-            {
+            if let Some(n) = self.vm_nsg_mut(&vm.subscription, &vm.resource_group, nsg) {
                 n.rules.retain(|r| r.name != "allow-rdp");
             }
         }
@@ -1607,11 +1606,22 @@ impl World {
         }
         // Indexes keep validation linear: fleets have hundreds of VMs.
         let lower = |s: &str| s.to_ascii_lowercase();
-        let mut nsg_counts: HashMap<(String, String), usize> = HashMap::new();
+        // NSGs by subscription and name; a name is unique within a resource group.
+        let mut nsgs_named: HashMap<(String, String), Vec<&Nsg>> = HashMap::new();
         for nsg in &self.nsgs {
-            *nsg_counts
+            let named = nsgs_named
                 .entry((nsg.subscription.clone(), lower(&nsg.name)))
-                .or_default() += 1;
+                .or_default();
+            if named
+                .iter()
+                .any(|n| n.resource_group.eq_ignore_ascii_case(&nsg.resource_group))
+            {
+                return bad(format!(
+                    "NSG '{}' appears twice in resource group '{}' of subscription '{}'",
+                    nsg.name, nsg.resource_group, nsg.subscription
+                ));
+            }
+            named.push(nsg);
         }
         let mut names = HashSet::new();
         let mut subnets: HashMap<(String, String, String, String), &Vm> = HashMap::new();
@@ -1631,16 +1641,37 @@ impl World {
                     vm.resource_group
                 ));
             }
-            for nsg in [&vm.nic_nsg, &vm.subnet_nsg].into_iter().flatten() {
-                let count = nsg_counts
-                    .get(&(vm.subscription.clone(), lower(nsg)))
-                    .copied()
-                    .unwrap_or(0);
-                if count != 1 {
-                    return bad(format!(
-                        "{at} uses NSG '{nsg}', but subscription '{}' has {count} NSGs of that name",
-                        vm.subscription
-                    ));
+            for reference in [&vm.nic_nsg, &vm.subnet_nsg].into_iter().flatten() {
+                let (group, name) = match reference.split_once('/') {
+                    Some((group, name)) => (Some(group), name),
+                    None => (None, reference.as_str()),
+                };
+                let named: &[&Nsg] = nsgs_named
+                    .get(&(vm.subscription.clone(), lower(name)))
+                    .map_or(&[], Vec::as_slice);
+                let picked = pick_nsg(
+                    named.iter().copied(),
+                    &vm.subscription,
+                    &vm.resource_group,
+                    reference,
+                );
+                if picked.is_none() {
+                    return bad(match group {
+                        Some(group) => format!(
+                            "{at} uses NSG '{reference}', but resource group '{group}' of subscription '{}' has no NSG '{name}'",
+                            vm.subscription
+                        ),
+                        None if named.is_empty() => format!(
+                            "{at} uses NSG '{name}', but subscription '{}' has no NSG of that name",
+                            vm.subscription
+                        ),
+                        None => format!(
+                            "{at} uses NSG '{name}', but subscription '{}' has {} NSGs of that name and none in the VM's resource group '{}': write 'resource-group/{name}'",
+                            vm.subscription,
+                            named.len(),
+                            vm.resource_group
+                        ),
+                    });
                 }
             }
             validate_extensions(vm, &at)?;
@@ -1657,7 +1688,19 @@ impl World {
             }
             let subnet = (group.0, group.1, lower(&vm.vnet_name()), lower(&vm.subnet));
             let first = *subnets.entry(subnet).or_insert(vm);
-            if first.subnet_nsg != vm.subnet_nsg {
+            // The same NSG, however each VM names it (both resolved above).
+            let subnet_nsg = |v: &Vm| {
+                v.subnet_nsg.as_deref().and_then(|r| {
+                    let name = r.rsplit('/').next().unwrap_or(r);
+                    let named = nsgs_named.get(&(v.subscription.clone(), lower(name)))?;
+                    pick_nsg(named.iter().copied(), &v.subscription, &v.resource_group, r)
+                })
+            };
+            let same = match (subnet_nsg(first), subnet_nsg(vm)) {
+                (Some(a), Some(b)) => std::ptr::eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            };
+            if !same {
                 return bad(format!(
                     "VMs '{}' and '{}' share subnet '{}' but name different subnet NSGs",
                     first.name, vm.name, vm.subnet
@@ -1846,12 +1889,77 @@ impl World {
             })
     }
 
-    /// The NSG of this name in this subscription.
-    pub fn find_nsg(&self, sub: &str, name: &str) -> Option<&Nsg> {
-        self.nsgs
-            .iter()
-            .find(|n| n.subscription.eq_ignore_ascii_case(sub) && n.name.eq_ignore_ascii_case(name))
+    /// The NSG `name` in resource group `rg` of subscription `sub`: an NSG's name is unique within
+    /// its resource group, as every Azure resource's is within its type and group.
+    pub fn find_nsg(&self, sub: &str, rg: &str, name: &str) -> Option<&Nsg> {
+        self.nsgs.iter().find(|n| n.is(sub, rg, name))
     }
+
+    /// The NSG a VM's `nic_nsg` or `subnet_nsg` names (see [`pick_nsg`]).
+    pub fn vm_nsg(&self, vm: &Vm, reference: &str) -> Option<&Nsg> {
+        pick_nsg(&self.nsgs, &vm.subscription, &vm.resource_group, reference)
+    }
+
+    /// The NSG on the VM's NIC.
+    pub fn nic_nsg(&self, vm: &Vm) -> Option<&Nsg> {
+        self.vm_nsg(vm, vm.nic_nsg.as_deref()?)
+    }
+
+    /// The NSG on the VM's subnet.
+    pub fn subnet_nsg(&self, vm: &Vm) -> Option<&Nsg> {
+        self.vm_nsg(vm, vm.subnet_nsg.as_deref()?)
+    }
+
+    /// The NSG `reference` names for a VM in `sub` and `vm_rg` (see [`pick_nsg`]), to change.
+    pub fn vm_nsg_mut(&mut self, sub: &str, vm_rg: &str, reference: &str) -> Option<&mut Nsg> {
+        let found = pick_nsg(&self.nsgs, sub, vm_rg, reference)?;
+        let i = self.nsgs.iter().position(|n| std::ptr::eq(n, found))?;
+        self.nsgs.get_mut(i)
+    }
+}
+
+impl Nsg {
+    /// Whether this is NSG `name` of resource group `rg` in subscription `sub` (Azure compares
+    /// names and ids without regard to case).
+    pub fn is(&self, sub: &str, rg: &str, name: &str) -> bool {
+        self.subscription.eq_ignore_ascii_case(sub)
+            && self.resource_group.eq_ignore_ascii_case(rg)
+            && self.name.eq_ignore_ascii_case(name)
+    }
+}
+
+/// The NSG that `reference` (a VM's `nic_nsg` or `subnet_nsg`) names for a VM in subscription
+/// `sub` and resource group `vm_rg`, among `candidates`: `resource-group/name` names one exactly;
+/// a bare name is the NSG of that name in the VM's own resource group, else the only one of that
+/// name in the subscription (a shared networking group's). `None` when there is none, or when
+/// several groups have one of that name and none is the VM's (ambiguous: the world must say
+/// which, and `World::validate` tells it so).
+pub fn pick_nsg<'w>(
+    candidates: impl IntoIterator<Item = &'w Nsg>,
+    sub: &str,
+    vm_rg: &str,
+    reference: &str,
+) -> Option<&'w Nsg> {
+    let (rg, name) = match reference.split_once('/') {
+        Some((rg, name)) => (Some(rg), name),
+        None => (None, reference),
+    };
+    let mut named = candidates
+        .into_iter()
+        .filter(|n| n.subscription.eq_ignore_ascii_case(sub) && n.name.eq_ignore_ascii_case(name));
+    if let Some(rg) = rg {
+        return named.find(|n| n.resource_group.eq_ignore_ascii_case(rg));
+    }
+    let (mut own, mut other, mut others) = (None, None, 0);
+    for n in named {
+        if n.resource_group.eq_ignore_ascii_case(vm_rg) {
+            own = own.or(Some(n));
+        } else {
+            other = other.or(Some(n));
+            others += 1;
+        }
+    }
+    own.or(if others == 1 { other } else { None })
 }
 
 /// Extension settings are JSON objects and no name or handler repeats.

@@ -191,6 +191,35 @@ async fn problems_exit_1_with_the_next_action() {
     .await
 }
 
+/// An NSG's name is unique only within its resource group (Microsoft Learn, "Naming rules and
+/// restrictions for Azure resources": `networkSecurityGroups`, scope "resource group"). Two VMs
+/// web-01, in rg-a and rg-b of one subscription, each with its own NIC NSG `web-01-nsg`: each
+/// check reads its own VM's, by the NSG's id, and the simulator answers each from its group.
+#[tokio::test]
+async fn same_named_nsgs_in_two_resource_groups_are_each_their_vms_own() {
+    within(async {
+        let cli = Cli::start(
+            World::new()
+                .vm("web-01")
+                .in_group("rg-a")
+                .vm("web-01")
+                .in_group("rg-b")
+                .nic_nsg_denies_rdp(),
+        )
+        .await;
+        let a = cli.run(&["check", "rg-a/web-01", "--json"]).await;
+        assert_eq!(code(&a), 0, "{}", stderr(&a));
+        assert_eq!(json(&a)["findings"][3]["evidence"]["rule"], "allow-rdp");
+        let b = cli.run(&["check", "rg-b/web-01", "--json"]).await;
+        assert_eq!(code(&b), 1, "{}", stderr(&b));
+        let v = json(&b);
+        assert_eq!(v["findings"][3]["status"], "fail");
+        assert_eq!(v["findings"][3]["evidence"]["rule"], "deny-rdp-internet");
+        assert_eq!(v["findings"][3]["evidence"]["nsg"], "web-01-nsg");
+    })
+    .await
+}
+
 #[tokio::test]
 async fn from_tests_a_given_address() {
     within(async {

@@ -152,11 +152,7 @@ fn effective_group(nsg: &Nsg, association: Value, vm: &Vm, world: &World) -> Val
 /// The effective NSG list of a VM's NIC: subnet NSG first, then NIC NSG.
 pub(crate) fn effective_nsg_list(world: &World, vm: &Vm) -> Value {
     let mut groups = Vec::new();
-    if let Some(nsg) = vm
-        .subnet_nsg
-        .as_deref()
-        .and_then(|n| world.find_nsg(&vm.subscription, n))
-    {
+    if let Some(nsg) = world.subnet_nsg(vm) {
         groups.push(effective_group(
             nsg,
             json!({"subnet": {"id": subnet_id(vm)}}),
@@ -164,11 +160,7 @@ pub(crate) fn effective_nsg_list(world: &World, vm: &Vm) -> Value {
             world,
         ));
     }
-    if let Some(nsg) = vm
-        .nic_nsg
-        .as_deref()
-        .and_then(|n| world.find_nsg(&vm.subscription, n))
-    {
+    if let Some(nsg) = world.nic_nsg(vm) {
         groups.push(effective_group(
             nsg,
             json!({"networkInterface": {"id": nic_id(vm)}}),

@@ -13,8 +13,7 @@ use serde_json::{json, Value};
 fn lookup_nsg<'w>(world: &'w World, sub: &str, rg: &str, name: &str) -> Result<&'w Nsg, Reply> {
     check_scope(world, sub, Some(rg))?;
     world
-        .find_nsg(sub, name)
-        .filter(|n| n.resource_group.eq_ignore_ascii_case(rg))
+        .find_nsg(sub, rg, name)
         .ok_or_else(|| not_found("Microsoft.Network/networkSecurityGroups", name, rg))
 }
 
@@ -240,8 +239,9 @@ pub(crate) fn put_security_rule(
     let result = rule_json(nsg, "securityRules", &rule);
     // The operation holds the rule, so reads of it move an unwatched operation on.
     let rule_id = format!("{}/securityRules/{}", nsg_id(nsg), rule.name);
-    let (nsg_sub, nsg_name, location) = (
+    let (nsg_sub, nsg_rg, nsg_name, location) = (
         nsg.subscription.clone(),
+        nsg.resource_group.clone(),
         nsg.name.clone(),
         nsg.location.clone(),
     );
@@ -252,7 +252,7 @@ pub(crate) fn put_security_rule(
         if let Some(nsg) = world
             .nsgs
             .iter_mut()
-            .find(|n| n.subscription == nsg_sub && n.name == nsg_name)
+            .find(|n| n.is(&nsg_sub, &nsg_rg, &nsg_name))
         {
             match nsg
                 .rules

@@ -32,7 +32,7 @@ fn fleet_vms_are_healthy_numbered_and_never_share_an_address() {
         assert_eq!((ip.allocation, ip.sku), (Allocation::Static, Sku::Standard));
     }
     let nsg = world
-        .find_nsg(DEFAULT_SUBSCRIPTION, "rg-fleet-vm-nsg")
+        .find_nsg(DEFAULT_SUBSCRIPTION, "rg-fleet", "rg-fleet-vm-nsg")
         .expect("subnet nsg");
     assert_eq!(nsg.resource_group, "rg-fleet");
     assert_eq!(nsg.rules[0].destination_port.as_deref(), Some("3389"));
@@ -87,7 +87,7 @@ fn select_points_modifiers_at_one_fleet_vm_until_the_next_vm_is_added() {
     let denied = &world.vms[3];
     assert_eq!(denied.nic_nsg.as_deref(), Some("vm-003-nsg"));
     let rules = &world
-        .find_nsg(DEFAULT_SUBSCRIPTION, "vm-003-nsg")
+        .find_nsg(DEFAULT_SUBSCRIPTION, "rg-fleet", "vm-003-nsg")
         .expect("nsg")
         .rules;
     assert_eq!(rules.len(), 1);
@@ -143,6 +143,73 @@ fn validation_names_vms_that_disagree_on_their_subnet_nsg_or_repeat() {
     world.vms[2].name = "VM-001".to_owned();
     let error = world.validate().expect_err("duplicate").to_string();
     assert!(error.contains("'VM-001' appears twice"), "{error}");
+}
+
+/// An NSG's name is unique within its resource group, not its subscription (Microsoft Learn,
+/// "Naming rules and restrictions for Azure resources"). A VM names its NSG as `group/name`, or
+/// by a bare name: its own group's, else the subscription's only one of that name.
+#[test]
+fn nsg_references_resolve_within_resource_groups() {
+    const SUB: &str = "11111111-1111-1111-1111-111111111111";
+    let world = |vms: &str, nsgs: &[&str]| {
+        let mut text = format!("client_secret = \"s\"\n[[subscription]]\nid = \"{SUB}\"\n");
+        for rg in nsgs {
+            text += &format!("[[nsg]]\nname = \"nsg-rdp\"\nresource_group = \"{rg}\"\n");
+        }
+        text + vms
+    };
+    let vm = |name: &str, rg: &str, nic_nsg: &str| {
+        format!("[[vm]]\nname = \"{name}\"\nresource_group = \"{rg}\"\nnic_nsg = \"{nic_nsg}\"\n")
+    };
+    // Each VM's own group's NSG, although both are called nsg-rdp.
+    let two = World::from_toml_str(&world(
+        &(vm("web-01", "rg-a", "nsg-rdp") + &vm("web-01", "rg-b", "nsg-rdp")),
+        &["rg-a", "rg-b"],
+    ))
+    .expect("one nsg-rdp in each group");
+    for v in &two.vms {
+        let nsg = two.nic_nsg(v).expect("its NSG");
+        assert_eq!(nsg.resource_group, v.resource_group);
+    }
+    // A shared networking group's: the only one of that name in the subscription.
+    let shared = World::from_toml_str(&world(&vm("web-01", "rg-web", "nsg-rdp"), &["rg-net"]))
+        .expect("the only nsg-rdp");
+    assert_eq!(
+        shared.nic_nsg(&shared.vms[0]).unwrap().resource_group,
+        "rg-net"
+    );
+    // Two candidates and none in the VM's group: it must say which.
+    let error = World::from_toml_str(&world(
+        &vm("web-01", "rg-web", "nsg-rdp"),
+        &["rg-a", "rg-b"],
+    ))
+    .expect_err("ambiguous")
+    .to_string();
+    assert!(
+        error.contains("2 NSGs of that name") && error.contains("'resource-group/nsg-rdp'"),
+        "{error}"
+    );
+    let chosen = World::from_toml_str(&world(
+        &vm("web-01", "rg-web", "RG-B/nsg-rdp"),
+        &["rg-a", "rg-b"],
+    ))
+    .expect("named with its group");
+    assert_eq!(
+        chosen.nic_nsg(&chosen.vms[0]).unwrap().resource_group,
+        "rg-b"
+    );
+    let error = World::from_toml_str(&world(&vm("web-01", "rg-web", "rg-c/nsg-rdp"), &["rg-a"]))
+        .expect_err("no such group's")
+        .to_string();
+    assert!(error.contains("resource group 'rg-c'"), "{error}");
+    // Twice in one group is not a world Azure could hold.
+    let error = World::from_toml_str(&world("", &["rg-a", "RG-A"]))
+        .expect_err("duplicate")
+        .to_string();
+    assert!(
+        error.contains("'nsg-rdp' appears twice in resource group"),
+        "{error}"
+    );
 }
 
 const ONE_VM: &str = r#"
