@@ -466,14 +466,16 @@ async fn three_replicas_serve_one_war_room() {
         let vm = json!([{"name": "vm", "type": 3, "value": "sql-01"}]);
         let not_checking = |t: &str| !t.starts_with("Checking") && !t.starts_with("Looking for");
 
-        // Autocomplete on replica 0: the VM list every replica reads from Azure.
+        // Autocomplete on replica 0: the VM list every replica reads from Azure. It loads in the
+        // background, so the person may have to type again; each keystroke is a new interaction
+        // (Discord takes one response to each: answering one twice is refused).
         let typed = json!([{"name": "vm", "type": 3, "value": "sql", "focused": true}]);
-        let i = room
-            .discord
-            .autocomplete(&room.admin, "rdp", &["check"], typed, "vm")
-            .await;
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
+            let i = room
+                .discord
+                .autocomplete(&room.admin, "rdp", &["check"], typed.clone(), "vm")
+                .await;
             let answer = replica(0)
                 .endpoint
                 .deliver(&room.discord, &room.front, &i)
