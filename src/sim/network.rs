@@ -22,7 +22,7 @@ use super::resource::{
     operation_not_found, public_ip_id, rg_prefix, subnet_id, vm_id, vms_in_scope, Answer, Ctx,
     Page,
 };
-use super::world::{pick_nsg, Allocation, Nsg, PowerState, PublicIp, Rule, Sku, Vm, World};
+use super::world::{pick, Allocation, Nsg, PowerState, PublicIp, Rule, Sku, Vm, World};
 use super::{stable_uuid, Reply};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -46,7 +46,7 @@ pub(crate) fn nic_nsg<'w>(world: &'w World, vm: &Vm) -> Option<&'w Nsg> {
 }
 
 /// NSGs by subscription and name (lowercase), so a list page finds each NIC's NSG without
-/// scanning them all; among those of a name, `pick_nsg` chooses as `World::nic_nsg` does.
+/// scanning them all; among those of a name, `pick` chooses as `World::nic_nsg` does.
 struct NsgIndex<'w>(HashMap<(String, String), Vec<&'w Nsg>>);
 
 impl<'w> NsgIndex<'w> {
@@ -70,7 +70,7 @@ impl<'w> NsgIndex<'w> {
             vm.subscription.to_ascii_lowercase(),
             name.to_ascii_lowercase(),
         );
-        pick_nsg(
+        pick(
             self.0.get(&key)?.iter().copied(),
             &vm.subscription,
             &vm.resource_group,
@@ -275,11 +275,7 @@ pub(crate) fn get_subnet(world: &World, sub: &str, rg: &str, vnet: &str, subnet:
     if let Some(nsg) = world.subnet_nsg(first) {
         properties["networkSecurityGroup"] = json!({"id": nsg_id(nsg)});
     }
-    if let Some(table) = first
-        .route_table
-        .as_deref()
-        .and_then(|t| world.find_route_table(sub, t))
-    {
+    if let Some(table) = world.vm_route_table(first) {
         properties["routeTable"] = json!({"id": path::route_table_id(table)});
     }
     Ok(Reply::json(

@@ -55,7 +55,7 @@ pub struct World {
     #[serde(default, rename = "vm")]
     pub vms: Vec<Vm>,
     /// Network security groups, referenced from `subnet_nsg` / `nic_nsg` of a VM (see
-    /// [`pick_nsg`]).
+    /// [`pick`]).
     #[serde(default, rename = "nsg")]
     pub nsgs: Vec<Nsg>,
     /// Service principals and their role assignments (`[[principal]]`). Without any, the one
@@ -284,8 +284,8 @@ pub struct Vm {
     /// The NSG on the NIC, named as `subnet_nsg` is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nic_nsg: Option<String>,
-    /// Name of the route table on the subnet (a `[[route_table]]` in the same subscription).
-    /// VMs sharing a subnet must agree on it.
+    /// The route table on the subnet, a `[[route_table]]` in the same subscription, named as
+    /// `subnet_nsg` is. VMs sharing a subnet must agree on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_table: Option<String>,
     /// Resource Health of the VM (default: Available).
@@ -1370,13 +1370,18 @@ impl World {
 
     fn nic_nsg_mut(&mut self) -> &mut Nsg {
         let (name, sub, rg, location) = self.current_vm_place();
-        let nsg_name = self
-            .current_vm()
-            .nic_nsg
-            .get_or_insert_with(|| format!("{name}-nsg"))
-            .clone();
-        let found = pick_nsg(&self.nsgs, &sub, &rg, &nsg_name)
-            .and_then(|found| self.nsgs.iter().position(|n| std::ptr::eq(n, found)));
+        let found = match self.current_vm().nic_nsg.clone() {
+            // The NSG the VM uses, wherever it is.
+            Some(reference) => pick(&self.nsgs, &sub, &rg, &reference)
+                .and_then(|found| self.nsgs.iter().position(|n| std::ptr::eq(n, found))),
+            // A new one of its own, in its group (not another group's of the same name).
+            None => {
+                let own = format!("{name}-nsg");
+                self.current_vm().nic_nsg = Some(own.clone());
+                self.nsgs.iter().position(|n| n.is(&sub, &rg, &own))
+            }
+        };
+        let nsg_name = self.current_vm().nic_nsg.clone().unwrap_or_default();
         let pos = match found {
             Some(pos) => pos,
             None => {
@@ -1606,23 +1611,9 @@ impl World {
         }
         // Indexes keep validation linear: fleets have hundreds of VMs.
         let lower = |s: &str| s.to_ascii_lowercase();
-        // NSGs by subscription and name; a name is unique within a resource group.
-        let mut nsgs_named: HashMap<(String, String), Vec<&Nsg>> = HashMap::new();
-        for nsg in &self.nsgs {
-            let named = nsgs_named
-                .entry((nsg.subscription.clone(), lower(&nsg.name)))
-                .or_default();
-            if named
-                .iter()
-                .any(|n| n.resource_group.eq_ignore_ascii_case(&nsg.resource_group))
-            {
-                return bad(format!(
-                    "NSG '{}' appears twice in resource group '{}' of subscription '{}'",
-                    nsg.name, nsg.resource_group, nsg.subscription
-                ));
-            }
-            named.push(nsg);
-        }
+        // NSGs and route tables by subscription and name; a name is unique within a group.
+        let nsgs_named = ByName::new(&self.nsgs, "NSG")?;
+        let tables_named = ByName::new(&self.route_tables, "route table")?;
         let mut names = HashSet::new();
         let mut subnets: HashMap<(String, String, String, String), &Vm> = HashMap::new();
         for vm in &self.vms {
@@ -1642,37 +1633,10 @@ impl World {
                 ));
             }
             for reference in [&vm.nic_nsg, &vm.subnet_nsg].into_iter().flatten() {
-                let (group, name) = match reference.split_once('/') {
-                    Some((group, name)) => (Some(group), name),
-                    None => (None, reference.as_str()),
-                };
-                let named: &[&Nsg] = nsgs_named
-                    .get(&(vm.subscription.clone(), lower(name)))
-                    .map_or(&[], Vec::as_slice);
-                let picked = pick_nsg(
-                    named.iter().copied(),
-                    &vm.subscription,
-                    &vm.resource_group,
-                    reference,
-                );
-                if picked.is_none() {
-                    return bad(match group {
-                        Some(group) => format!(
-                            "{at} uses NSG '{reference}', but resource group '{group}' of subscription '{}' has no NSG '{name}'",
-                            vm.subscription
-                        ),
-                        None if named.is_empty() => format!(
-                            "{at} uses NSG '{name}', but subscription '{}' has no NSG of that name",
-                            vm.subscription
-                        ),
-                        None => format!(
-                            "{at} uses NSG '{name}', but subscription '{}' has {} NSGs of that name and none in the VM's resource group '{}': write 'resource-group/{name}'",
-                            vm.subscription,
-                            named.len(),
-                            vm.resource_group
-                        ),
-                    });
-                }
+                nsgs_named.resolve(&at, vm, reference)?;
+            }
+            if let Some(reference) = &vm.route_table {
+                tables_named.resolve(&at, vm, reference)?;
             }
             validate_extensions(vm, &at)?;
             if let Some(storage) = &vm.boot_diagnostics_storage {
@@ -1688,45 +1652,26 @@ impl World {
             }
             let subnet = (group.0, group.1, lower(&vm.vnet_name()), lower(&vm.subnet));
             let first = *subnets.entry(subnet).or_insert(vm);
-            // The same NSG, however each VM names it (both resolved above).
-            let subnet_nsg = |v: &Vm| {
-                v.subnet_nsg.as_deref().and_then(|r| {
-                    let name = r.rsplit('/').next().unwrap_or(r);
-                    let named = nsgs_named.get(&(v.subscription.clone(), lower(name)))?;
-                    pick_nsg(named.iter().copied(), &v.subscription, &v.resource_group, r)
-                })
+            // The same NSG and route table, however each VM names them (resolved above).
+            let nsg = |v: &Vm| {
+                let r = v.subnet_nsg.as_deref()?;
+                nsgs_named.resolve("", v, r).ok()
             };
-            let same = match (subnet_nsg(first), subnet_nsg(vm)) {
-                (Some(a), Some(b)) => std::ptr::eq(a, b),
-                (a, b) => a.is_none() && b.is_none(),
-            };
-            if !same {
+            if !same_resource(nsg(first), nsg(vm)) {
                 return bad(format!(
                     "VMs '{}' and '{}' share subnet '{}' but name different subnet NSGs",
                     first.name, vm.name, vm.subnet
                 ));
             }
-            if first.route_table != vm.route_table {
+            let table = |v: &Vm| {
+                let r = v.route_table.as_deref()?;
+                tables_named.resolve("", v, r).ok()
+            };
+            if !same_resource(table(first), table(vm)) {
                 return bad(format!(
                     "VMs '{}' and '{}' share subnet '{}' but name different route tables",
                     first.name, vm.name, vm.subnet
                 ));
-            }
-            if let Some(table) = &vm.route_table {
-                let count = self
-                    .route_tables
-                    .iter()
-                    .filter(|t| {
-                        t.subscription.eq_ignore_ascii_case(&vm.subscription)
-                            && t.name.eq_ignore_ascii_case(table)
-                    })
-                    .count();
-                if count != 1 {
-                    return bad(format!(
-                        "{at} uses route table '{table}', but subscription '{}' has {count} route tables of that name",
-                        vm.subscription
-                    ));
-                }
             }
         }
         for table in &self.route_tables {
@@ -1869,11 +1814,19 @@ impl World {
             .find(|v| v.is_in(sub, rg) && v.is_named(name))
     }
 
-    /// The route table of this name in this subscription.
-    pub fn find_route_table(&self, sub: &str, name: &str) -> Option<&RouteTable> {
-        self.route_tables
-            .iter()
-            .find(|t| t.subscription.eq_ignore_ascii_case(sub) && t.name.eq_ignore_ascii_case(name))
+    /// The route table `name` in resource group `rg` of subscription `sub`.
+    pub fn find_route_table(&self, sub: &str, rg: &str, name: &str) -> Option<&RouteTable> {
+        self.route_tables.iter().find(|t| t.is(sub, rg, name))
+    }
+
+    /// The route table on the VM's subnet (its `route_table`, resolved by [`pick`]).
+    pub fn vm_route_table(&self, vm: &Vm) -> Option<&RouteTable> {
+        pick(
+            &self.route_tables,
+            &vm.subscription,
+            &vm.resource_group,
+            vm.route_table.as_deref()?,
+        )
     }
 
     /// Whether the subscription has a Network Watcher in `region`: it has a VM there (so a
@@ -1895,9 +1848,9 @@ impl World {
         self.nsgs.iter().find(|n| n.is(sub, rg, name))
     }
 
-    /// The NSG a VM's `nic_nsg` or `subnet_nsg` names (see [`pick_nsg`]).
+    /// The NSG a VM's `nic_nsg` or `subnet_nsg` names (see [`pick`]).
     pub fn vm_nsg(&self, vm: &Vm, reference: &str) -> Option<&Nsg> {
-        pick_nsg(&self.nsgs, &vm.subscription, &vm.resource_group, reference)
+        pick(&self.nsgs, &vm.subscription, &vm.resource_group, reference)
     }
 
     /// The NSG on the VM's NIC.
@@ -1910,56 +1863,170 @@ impl World {
         self.vm_nsg(vm, vm.subnet_nsg.as_deref()?)
     }
 
-    /// The NSG `reference` names for a VM in `sub` and `vm_rg` (see [`pick_nsg`]), to change.
+    /// The NSG `reference` names for a VM in `sub` and `vm_rg` (see [`pick`]), to change.
     pub fn vm_nsg_mut(&mut self, sub: &str, vm_rg: &str, reference: &str) -> Option<&mut Nsg> {
-        let found = pick_nsg(&self.nsgs, sub, vm_rg, reference)?;
+        let found = pick(&self.nsgs, sub, vm_rg, reference)?;
         let i = self.nsgs.iter().position(|n| std::ptr::eq(n, found))?;
         self.nsgs.get_mut(i)
     }
 }
 
-impl Nsg {
-    /// Whether this is NSG `name` of resource group `rg` in subscription `sub` (Azure compares
-    /// names and ids without regard to case).
-    pub fn is(&self, sub: &str, rg: &str, name: &str) -> bool {
-        self.subscription.eq_ignore_ascii_case(sub)
-            && self.resource_group.eq_ignore_ascii_case(rg)
-            && self.name.eq_ignore_ascii_case(name)
+/// A resource a VM names from the world file (an NSG, a route table): by `resource-group/name`,
+/// or by a bare name (see [`pick`]). Its name is unique within its resource group, as every
+/// Azure resource's is within its type and group (Microsoft Learn, "Naming rules and restrictions
+/// for Azure resources").
+pub trait InGroup {
+    fn subscription_id(&self) -> &str;
+    fn group(&self) -> &str;
+    fn resource_name(&self) -> &str;
+
+    /// Whether this is `name` of resource group `rg` in subscription `sub` (Azure compares names
+    /// and ids without regard to case).
+    fn is(&self, sub: &str, rg: &str, name: &str) -> bool {
+        self.subscription_id().eq_ignore_ascii_case(sub)
+            && self.group().eq_ignore_ascii_case(rg)
+            && self.resource_name().eq_ignore_ascii_case(name)
     }
 }
 
-/// The NSG that `reference` (a VM's `nic_nsg` or `subnet_nsg`) names for a VM in subscription
-/// `sub` and resource group `vm_rg`, among `candidates`: `resource-group/name` names one exactly;
-/// a bare name is the NSG of that name in the VM's own resource group, else the only one of that
-/// name in the subscription (a shared networking group's). `None` when there is none, or when
-/// several groups have one of that name and none is the VM's (ambiguous: the world must say
-/// which, and `World::validate` tells it so).
-pub fn pick_nsg<'w>(
-    candidates: impl IntoIterator<Item = &'w Nsg>,
+/// `InGroup` for world types with `subscription`, `resource_group` and `name` fields.
+macro_rules! in_group {
+    ($($type:ty),*) => {$(
+        impl InGroup for $type {
+            fn subscription_id(&self) -> &str {
+                &self.subscription
+            }
+            fn group(&self) -> &str {
+                &self.resource_group
+            }
+            fn resource_name(&self) -> &str {
+                &self.name
+            }
+        }
+    )*};
+}
+
+in_group!(Nsg, RouteTable);
+
+/// The name in a VM's reference to an NSG or route table (`resource-group/name` or `name`).
+pub fn referenced_name(reference: &str) -> &str {
+    reference.rsplit('/').next().unwrap_or(reference)
+}
+
+/// The resource that `reference` (a VM's `nic_nsg`, `subnet_nsg` or `route_table`) names for a
+/// VM in subscription `sub` and resource group `vm_rg`, among `candidates`:
+/// `resource-group/name` names one exactly; a bare name is the one of that name in the VM's own
+/// resource group, else the only one of that name in the subscription (a shared networking
+/// group's). `None` when there is none, or when several groups have one of that name and none is
+/// the VM's (ambiguous: the world must say which, and `World::validate` tells it so).
+pub fn pick<'w, T: InGroup>(
+    candidates: impl IntoIterator<Item = &'w T>,
     sub: &str,
     vm_rg: &str,
     reference: &str,
-) -> Option<&'w Nsg> {
+) -> Option<&'w T> {
     let (rg, name) = match reference.split_once('/') {
         Some((rg, name)) => (Some(rg), name),
         None => (None, reference),
     };
-    let mut named = candidates
-        .into_iter()
-        .filter(|n| n.subscription.eq_ignore_ascii_case(sub) && n.name.eq_ignore_ascii_case(name));
+    let mut named = candidates.into_iter().filter(|c| {
+        c.subscription_id().eq_ignore_ascii_case(sub)
+            && c.resource_name().eq_ignore_ascii_case(name)
+    });
     if let Some(rg) = rg {
-        return named.find(|n| n.resource_group.eq_ignore_ascii_case(rg));
+        return named.find(|c| c.group().eq_ignore_ascii_case(rg));
     }
     let (mut own, mut other, mut others) = (None, None, 0);
-    for n in named {
-        if n.resource_group.eq_ignore_ascii_case(vm_rg) {
-            own = own.or(Some(n));
+    for c in named {
+        if c.group().eq_ignore_ascii_case(vm_rg) {
+            own = own.or(Some(c));
         } else {
-            other = other.or(Some(n));
+            other = other.or(Some(c));
             others += 1;
         }
     }
     own.or(if others == 1 { other } else { None })
+}
+
+/// Both the same resource, or both none.
+fn same_resource<T>(a: Option<&T>, b: Option<&T>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => std::ptr::eq(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    }
+}
+
+/// Resources of one kind by subscription and lowercase name, so that validation stays linear
+/// (fleets have hundreds of VMs).
+struct ByName<'w, T> {
+    kind: &'static str,
+    named: HashMap<(String, String), Vec<&'w T>>,
+}
+
+impl<'w, T: InGroup> ByName<'w, T> {
+    /// Fails on a name that repeats within a resource group.
+    fn new(all: &'w [T], kind: &'static str) -> Result<Self, WorldError> {
+        let mut named: HashMap<(String, String), Vec<&'w T>> = HashMap::new();
+        for item in all {
+            let same_name = named
+                .entry((
+                    item.subscription_id().to_ascii_lowercase(),
+                    item.resource_name().to_ascii_lowercase(),
+                ))
+                .or_default();
+            if same_name
+                .iter()
+                .any(|other| other.group().eq_ignore_ascii_case(item.group()))
+            {
+                return Err(WorldError::Invalid(format!(
+                    "{kind} '{}' appears twice in resource group '{}' of subscription '{}'",
+                    item.resource_name(),
+                    item.group(),
+                    item.subscription_id()
+                )));
+            }
+            same_name.push(item);
+        }
+        Ok(ByName { kind, named })
+    }
+
+    /// What `vm`'s `reference` names, or why it names nothing (`at` names the VM).
+    fn resolve(&self, at: &str, vm: &Vm, reference: &str) -> Result<&'w T, WorldError> {
+        let key = (
+            vm.subscription.to_ascii_lowercase(),
+            referenced_name(reference).to_ascii_lowercase(),
+        );
+        let named: &[&'w T] = self.named.get(&key).map_or(&[], Vec::as_slice);
+        pick(
+            named.iter().copied(),
+            &vm.subscription,
+            &vm.resource_group,
+            reference,
+        )
+        .ok_or_else(|| WorldError::Invalid(unresolved(at, vm, self.kind, reference, named)))
+    }
+}
+
+/// Why a VM's reference to a `kind` ("NSG", "route table") picks nothing, among `named` (those of
+/// its name in its subscription).
+fn unresolved<T: InGroup>(at: &str, vm: &Vm, kind: &str, reference: &str, named: &[&T]) -> String {
+    let name = referenced_name(reference);
+    match reference.split_once('/') {
+        Some((group, _)) => format!(
+            "{at} uses {kind} '{reference}', but resource group '{group}' of subscription '{}' has no {kind} '{name}'",
+            vm.subscription
+        ),
+        None if named.is_empty() => format!(
+            "{at} uses {kind} '{name}', but subscription '{}' has no {kind} of that name",
+            vm.subscription
+        ),
+        None => format!(
+            "{at} uses {kind} '{name}', but subscription '{}' has {} {kind}s of that name and none in the VM's resource group '{}': write 'resource-group/{name}'",
+            vm.subscription,
+            named.len(),
+            vm.resource_group
+        ),
+    }
 }
 
 /// Extension settings are JSON objects and no name or handler repeats.

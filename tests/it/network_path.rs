@@ -130,6 +130,48 @@ async fn a_security_admin_rule_is_weighed_as_network_watcher_weighs_it() {
     .await
 }
 
+/// A route table's name is unique only within its resource group (Microsoft Learn, "Naming
+/// rules and restrictions for Azure resources": `routeTables`, scope "resource group"). Two VMs
+/// web-01 in rg-a and rg-b of one subscription each have a route table `web-01-rt`; only rg-b's
+/// sends the Internet to an appliance, and only rg-b's web-01 is told so, from its own table.
+#[tokio::test]
+async fn same_named_route_tables_in_two_resource_groups_are_each_their_subnets_own() {
+    within(async {
+        let world = World::new()
+            .vm("web-01")
+            .in_group("rg-a")
+            .route("office", "203.0.113.0/24", "Internet", None)
+            .vm("web-01")
+            .in_group("rg-b")
+            .route(
+                "all-via-firewall",
+                "0.0.0.0/0",
+                "VirtualAppliance",
+                Some("10.0.254.4"),
+            );
+        let h = Harness::start(world).await;
+        let a = h.check("rg-a/web-01").await.expect("report");
+        let path = finding(&a, "network-path");
+        assert_eq!(path.status.as_str(), "pass", "{}", path.summary);
+        let b = h.check("rg-b/web-01").await.expect("report");
+        let path = finding(&b, "network-path");
+        assert_eq!(path.status.as_str(), "fail", "{}", path.summary);
+        assert!(
+            path.summary.contains("route all-via-firewall"),
+            "{}",
+            path.summary
+        );
+        assert!(
+            path.evidence["route"]["route_table_id"]
+                .as_str()
+                .is_some_and(|id| id.to_ascii_lowercase().contains("/resourcegroups/rg-b/")),
+            "{}",
+            path.evidence
+        );
+    })
+    .await
+}
+
 #[tokio::test]
 async fn next_hop_to_an_appliance_names_the_route_table_and_route_by_longest_prefix() {
     within(async {

@@ -26,7 +26,7 @@ use crate::sim::lro::{NewOperation, Outcome};
 use crate::sim::resource::{
     check_scope, json_body, lookup_nic, missing, not_found, rg_prefix, subnet_id, Answer, Ctx, Plan,
 };
-use crate::sim::world::{RouteEntry, RouteTable, Vm, World, NETWORK_WATCHER_RG};
+use crate::sim::world::{InGroup, RouteEntry, RouteTable, Vm, World, NETWORK_WATCHER_RG};
 use crate::sim::Reply;
 use ipnet::Ipv4Net;
 use serde_json::{json, Value};
@@ -68,9 +68,9 @@ fn subnets_using(world: &World, table: &RouteTable) -> Vec<String> {
         .iter()
         .filter(|v| v.subscription.eq_ignore_ascii_case(&table.subscription))
         .filter(|v| {
-            v.route_table
-                .as_deref()
-                .is_some_and(|t| t.eq_ignore_ascii_case(&table.name))
+            world
+                .vm_route_table(v)
+                .is_some_and(|t| std::ptr::eq(t, table))
         })
         .map(subnet_id)
         .collect();
@@ -87,8 +87,7 @@ fn lookup_table<'w>(
 ) -> Result<&'w RouteTable, Reply> {
     check_scope(world, sub, Some(rg))?;
     world
-        .find_route_table(sub, name)
-        .filter(|t| t.resource_group.eq_ignore_ascii_case(rg))
+        .find_route_table(sub, rg, name)
         .ok_or_else(|| not_found("Microsoft.Network/routeTables", name, rg))
 }
 
@@ -164,8 +163,9 @@ pub(crate) fn delete_route(
         return Ok(Reply::empty(204));
     };
     let route_id = format!("{}/routes/{}", route_table_id(table), found.name);
-    let (table_sub, table_name, route_name, location) = (
+    let (table_sub, table_rg, table_name, route_name, location) = (
         table.subscription.clone(),
+        table.resource_group.clone(),
         table.name.clone(),
         found.name.clone(),
         table.location.clone(),
@@ -178,7 +178,7 @@ pub(crate) fn delete_route(
         if let Some(table) = world
             .route_tables
             .iter_mut()
-            .find(|t| t.subscription == table_sub && t.name == table_name)
+            .find(|t| t.is(&table_sub, &table_rg, &table_name))
         {
             table.routes.retain(|r| r.name != route_name);
         }
@@ -216,10 +216,7 @@ fn net(text: &str) -> Option<Ipv4Net> {
 /// The routes of a VM's NIC: the system routes, then its subnet's route table; a system route
 /// whose prefix a user route also names is `Invalid`.
 fn effective_routes(world: &World, vm: &Vm) -> Vec<EffectiveRoute> {
-    let table = vm
-        .route_table
-        .as_deref()
-        .and_then(|t| world.find_route_table(&vm.subscription, t));
+    let table = world.vm_route_table(vm);
     let user: Vec<EffectiveRoute> = table
         .map(|t| {
             t.routes

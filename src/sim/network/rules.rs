@@ -6,7 +6,7 @@ use crate::sim::lro::{Outcome, Poll};
 use crate::sim::resource::{
     check_scope, json_body, missing, not_found, nsg_id, operation_not_found, Answer, Ctx, Plan,
 };
-use crate::sim::world::{Nsg, Rule, World};
+use crate::sim::world::{InGroup, Nsg, Rule, World};
 use crate::sim::Reply;
 use serde_json::{json, Value};
 

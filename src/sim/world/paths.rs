@@ -10,7 +10,7 @@
 //! `NetworkWatcher_<region>` in `NetworkWatcherRG` when a virtual network is created there,
 //! unless the subscription opted out).
 
-use super::WorldError;
+use super::{InGroup, WorldError};
 use serde::{Deserialize, Serialize};
 
 /// The next hop types of a route (`routeTable.json`'s `RouteNextHopType`).
@@ -27,7 +27,7 @@ pub const NEXT_HOP_TYPES: [&str; 5] = [
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTable {
-    /// Route table name, unique within its subscription.
+    /// Route table name, unique within its resource group.
     pub name: String,
     /// Subscription id; defaults to the first `[[subscription]]`.
     #[serde(default)]
@@ -216,11 +216,12 @@ impl super::World {
         let vm = self.current_vm();
         vm.subnet = format!("{vm_name}-snet");
         vm.route_table = Some(table.clone());
-        let pos = match self
+        // Its own table, in its group (not another group's of the same name).
+        let found = self
             .route_tables
             .iter()
-            .position(|t| t.subscription == sub && t.name == table)
-        {
+            .position(|t| t.is(&sub, &rg, &table));
+        let pos = match found {
             Some(pos) => pos,
             None => {
                 self.route_tables.push(RouteTable {

@@ -212,6 +212,35 @@ fn nsg_references_resolve_within_resource_groups() {
     );
 }
 
+#[test]
+fn route_table_references_resolve_within_resource_groups() {
+    const SUB: &str = "11111111-1111-1111-1111-111111111111";
+    let world = |rg: &str, route_table: &str| {
+        let mut text = format!("client_secret = \"s\"\n[[subscription]]\nid = \"{SUB}\"\n");
+        for group in ["rg-a", "rg-b"] {
+            text += &format!("[[route_table]]\nname = \"rt\"\nresource_group = \"{group}\"\n");
+        }
+        text + &format!("[[vm]]\nname = \"web-01\"\nresource_group = \"{rg}\"\nroute_table = \"{route_table}\"\n")
+    };
+    let own = World::from_toml_str(&world("rg-b", "rt")).expect("its group's");
+    assert_eq!(
+        own.vm_route_table(&own.vms[0]).unwrap().resource_group,
+        "rg-b"
+    );
+    let error = World::from_toml_str(&world("rg-web", "rt"))
+        .expect_err("ambiguous")
+        .to_string();
+    assert!(
+        error.contains("2 route tables of that name") && error.contains("'resource-group/rt'"),
+        "{error}"
+    );
+    let named = World::from_toml_str(&world("rg-web", "rg-a/rt")).expect("named with its group");
+    assert_eq!(
+        named.vm_route_table(&named.vms[0]).unwrap().resource_group,
+        "rg-a"
+    );
+}
+
 const ONE_VM: &str = r#"
 client_secret = "s"
 [[subscription]]
