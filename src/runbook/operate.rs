@@ -813,7 +813,7 @@ impl Operator {
         actor: &Actor,
         requester: &Requester,
         channel: Option<&str>,
-        message: Option<&str>,
+        shown_in: Option<&str>,
         vm: &VmRef,
         action: ActionId,
         request: FixRequest,
@@ -885,7 +885,7 @@ impl Operator {
         };
         if let Err(e) = stored("saving where progress is shown", || {
             self.store
-                .set_operation_message(operation.id, channel, message)
+                .set_operation_message(operation.id, channel, shown_in)
         })
         .await
         {

@@ -22,10 +22,9 @@ use super::resource::{
     operation_not_found, public_ip_id, rg_prefix, subnet_id, vm_id, vms_in_scope, Answer, Ctx,
     Page,
 };
-use super::world::{pick, Allocation, Nsg, PowerState, PublicIp, Rule, Sku, Vm, World};
+use super::world::{Allocation, ByName, Nsg, PowerState, PublicIp, Rule, Sku, Vm, World};
 use super::{stable_uuid, Reply};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 
 // ---------------------------------------------------------------------------------------------
 // Network interfaces
@@ -43,40 +42,6 @@ pub(crate) const PUBLIC_IP_EXPAND: &str = "ipConfigurations/publicIPAddress";
 /// The NSG on a VM's NIC.
 pub(crate) fn nic_nsg<'w>(world: &'w World, vm: &Vm) -> Option<&'w Nsg> {
     world.nic_nsg(vm)
-}
-
-/// NSGs by subscription and name (lowercase), so a list page finds each NIC's NSG without
-/// scanning them all; among those of a name, `pick` chooses as `World::nic_nsg` does.
-struct NsgIndex<'w>(HashMap<(String, String), Vec<&'w Nsg>>);
-
-impl<'w> NsgIndex<'w> {
-    fn new(world: &'w World) -> NsgIndex<'w> {
-        let mut index: HashMap<_, Vec<&'w Nsg>> = HashMap::new();
-        for nsg in &world.nsgs {
-            let key = (
-                nsg.subscription.to_ascii_lowercase(),
-                nsg.name.to_ascii_lowercase(),
-            );
-            index.entry(key).or_default().push(nsg);
-        }
-        NsgIndex(index)
-    }
-
-    /// The NSG on a VM's NIC.
-    fn nic_nsg(&self, vm: &Vm) -> Option<&'w Nsg> {
-        let reference = vm.nic_nsg.as_deref()?;
-        let name = reference.rsplit('/').next().unwrap_or(reference);
-        let key = (
-            vm.subscription.to_ascii_lowercase(),
-            name.to_ascii_lowercase(),
-        );
-        pick(
-            self.0.get(&key)?.iter().copied(),
-            &vm.subscription,
-            &vm.resource_group,
-            reference,
-        )
-    }
 }
 
 /// A VM's NIC with its NSG `nsg`. The public IP is an `{"id"}` reference, or the whole
@@ -130,10 +95,17 @@ pub(crate) fn list_nics(ctx: &Ctx<'_>, sub: &str, rg: Option<&str>) -> Answer {
     check_scope(ctx.world, sub, rg)?;
     let vms = vms_in_scope(ctx.world, sub, rg);
     let page = Page::of(ctx, vms.len(), "2024-03-01")?;
-    let nsgs = NsgIndex::new(ctx.world);
+    // Indexed once, so a page finds each NIC's NSG without scanning them all.
+    let nsgs = ByName::new(&ctx.world.nsgs, "NSG");
     let value = vms[page.items.clone()]
         .iter()
-        .map(|vm| nic_json(vm, nsgs.nic_nsg(vm), false))
+        .map(|vm| {
+            nic_json(
+                vm,
+                vm.nic_nsg.as_deref().and_then(|r| nsgs.get(vm, r)),
+                false,
+            )
+        })
         .collect();
     Ok(page.reply(value))
 }

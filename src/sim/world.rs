@@ -55,7 +55,7 @@ pub struct World {
     #[serde(default, rename = "vm")]
     pub vms: Vec<Vm>,
     /// Network security groups, referenced from `subnet_nsg` / `nic_nsg` of a VM (see
-    /// [`pick`]).
+    /// `pick`).
     #[serde(default, rename = "nsg")]
     pub nsgs: Vec<Nsg>,
     /// Service principals and their role assignments (`[[principal]]`). Without any, the one
@@ -1612,10 +1612,14 @@ impl World {
         // Indexes keep validation linear: fleets have hundreds of VMs.
         let lower = |s: &str| s.to_ascii_lowercase();
         // NSGs and route tables by subscription and name; a name is unique within a group.
-        let nsgs_named = ByName::new(&self.nsgs, "NSG")?;
-        let tables_named = ByName::new(&self.route_tables, "route table")?;
+        let nsgs_named = ByName::new(&self.nsgs, "NSG");
+        nsgs_named.unique()?;
+        let tables_named = ByName::new(&self.route_tables, "route table");
+        tables_named.unique()?;
         let mut names = HashSet::new();
-        let mut subnets: HashMap<(String, String, String, String), &Vm> = HashMap::new();
+        // Each subnet's first VM, with the NSG and route table it names for the subnet.
+        type OnSubnet<'w> = (&'w Vm, Option<&'w Nsg>, Option<&'w RouteTable>);
+        let mut subnets: HashMap<(String, String, String, String), OnSubnet> = HashMap::new();
         for vm in &self.vms {
             let at = format!("VM '{}'", vm.name);
             vm.guest.validate(&at)?;
@@ -1632,12 +1636,9 @@ impl World {
                     vm.resource_group
                 ));
             }
-            for reference in [&vm.nic_nsg, &vm.subnet_nsg].into_iter().flatten() {
-                nsgs_named.resolve(&at, vm, reference)?;
-            }
-            if let Some(reference) = &vm.route_table {
-                tables_named.resolve(&at, vm, reference)?;
-            }
+            nsgs_named.resolve(&at, vm, vm.nic_nsg.as_deref())?;
+            let subnet_nsg = nsgs_named.resolve(&at, vm, vm.subnet_nsg.as_deref())?;
+            let route_table = tables_named.resolve(&at, vm, vm.route_table.as_deref())?;
             validate_extensions(vm, &at)?;
             if let Some(storage) = &vm.boot_diagnostics_storage {
                 let a = &storage.account;
@@ -1651,23 +1652,18 @@ impl World {
                 }
             }
             let subnet = (group.0, group.1, lower(&vm.vnet_name()), lower(&vm.subnet));
-            let first = *subnets.entry(subnet).or_insert(vm);
-            // The same NSG and route table, however each VM names them (resolved above).
-            let nsg = |v: &Vm| {
-                let r = v.subnet_nsg.as_deref()?;
-                nsgs_named.resolve("", v, r).ok()
-            };
-            if !same_resource(nsg(first), nsg(vm)) {
+            // The same NSG and route table, however each VM names them.
+            let (first, first_nsg, first_table) =
+                *subnets
+                    .entry(subnet)
+                    .or_insert((vm, subnet_nsg, route_table));
+            if !same_resource(first_nsg, subnet_nsg) {
                 return bad(format!(
                     "VMs '{}' and '{}' share subnet '{}' but name different subnet NSGs",
                     first.name, vm.name, vm.subnet
                 ));
             }
-            let table = |v: &Vm| {
-                let r = v.route_table.as_deref()?;
-                tables_named.resolve("", v, r).ok()
-            };
-            if !same_resource(table(first), table(vm)) {
+            if !same_resource(first_table, route_table) {
                 return bad(format!(
                     "VMs '{}' and '{}' share subnet '{}' but name different route tables",
                     first.name, vm.name, vm.subnet
@@ -1819,7 +1815,7 @@ impl World {
         self.route_tables.iter().find(|t| t.is(sub, rg, name))
     }
 
-    /// The route table on the VM's subnet (its `route_table`, resolved by [`pick`]).
+    /// The route table on the VM's subnet (its `route_table`, resolved by `pick`).
     pub fn vm_route_table(&self, vm: &Vm) -> Option<&RouteTable> {
         pick(
             &self.route_tables,
@@ -1848,7 +1844,7 @@ impl World {
         self.nsgs.iter().find(|n| n.is(sub, rg, name))
     }
 
-    /// The NSG a VM's `nic_nsg` or `subnet_nsg` names (see [`pick`]).
+    /// The NSG a VM's `nic_nsg` or `subnet_nsg` names (see `pick`).
     pub fn vm_nsg(&self, vm: &Vm, reference: &str) -> Option<&Nsg> {
         pick(&self.nsgs, &vm.subscription, &vm.resource_group, reference)
     }
@@ -1863,7 +1859,7 @@ impl World {
         self.vm_nsg(vm, vm.subnet_nsg.as_deref()?)
     }
 
-    /// The NSG `reference` names for a VM in `sub` and `vm_rg` (see [`pick`]), to change.
+    /// The NSG `reference` names for a VM in `sub` and `vm_rg` (see `pick`), to change.
     pub fn vm_nsg_mut(&mut self, sub: &str, vm_rg: &str, reference: &str) -> Option<&mut Nsg> {
         let found = pick(&self.nsgs, sub, vm_rg, reference)?;
         let i = self.nsgs.iter().position(|n| std::ptr::eq(n, found))?;
@@ -1872,7 +1868,7 @@ impl World {
 }
 
 /// A resource a VM names from the world file (an NSG, a route table): by `resource-group/name`,
-/// or by a bare name (see [`pick`]). Its name is unique within its resource group, as every
+/// or by a bare name (see `pick`). Its name is unique within its resource group, as every
 /// Azure resource's is within its type and group (Microsoft Learn, "Naming rules and restrictions
 /// for Azure resources").
 pub trait InGroup {
@@ -1909,7 +1905,7 @@ macro_rules! in_group {
 in_group!(Nsg, RouteTable);
 
 /// The name in a VM's reference to an NSG or route table (`resource-group/name` or `name`).
-pub fn referenced_name(reference: &str) -> &str {
+fn referenced_name(reference: &str) -> &str {
     reference.rsplit('/').next().unwrap_or(reference)
 }
 
@@ -1919,7 +1915,7 @@ pub fn referenced_name(reference: &str) -> &str {
 /// resource group, else the only one of that name in the subscription (a shared networking
 /// group's). `None` when there is none, or when several groups have one of that name and none is
 /// the VM's (ambiguous: the world must say which, and `World::validate` tells it so).
-pub fn pick<'w, T: InGroup>(
+fn pick<'w, T: InGroup>(
     candidates: impl IntoIterator<Item = &'w T>,
     sub: &str,
     vm_rg: &str,
@@ -1956,54 +1952,83 @@ fn same_resource<T>(a: Option<&T>, b: Option<&T>) -> bool {
     }
 }
 
-/// Resources of one kind by subscription and lowercase name, so that validation stays linear
-/// (fleets have hundreds of VMs).
-struct ByName<'w, T> {
+/// Resources of one kind by subscription and lowercase name, so that finding what each of
+/// hundreds of VMs names stays linear (validation, a page of NICs with their NSGs).
+pub struct ByName<'w, T> {
     kind: &'static str,
     named: HashMap<(String, String), Vec<&'w T>>,
 }
 
 impl<'w, T: InGroup> ByName<'w, T> {
-    /// Fails on a name that repeats within a resource group.
-    fn new(all: &'w [T], kind: &'static str) -> Result<Self, WorldError> {
+    /// `all`, indexed; `kind` ("NSG", "route table") names them in errors.
+    pub fn new(all: &'w [T], kind: &'static str) -> Self {
         let mut named: HashMap<(String, String), Vec<&'w T>> = HashMap::new();
         for item in all {
-            let same_name = named
+            named
                 .entry((
                     item.subscription_id().to_ascii_lowercase(),
                     item.resource_name().to_ascii_lowercase(),
                 ))
-                .or_default();
-            if same_name
-                .iter()
-                .any(|other| other.group().eq_ignore_ascii_case(item.group()))
-            {
-                return Err(WorldError::Invalid(format!(
-                    "{kind} '{}' appears twice in resource group '{}' of subscription '{}'",
-                    item.resource_name(),
-                    item.group(),
-                    item.subscription_id()
-                )));
-            }
-            same_name.push(item);
+                .or_default()
+                .push(item);
         }
-        Ok(ByName { kind, named })
+        ByName { kind, named }
     }
 
-    /// What `vm`'s `reference` names, or why it names nothing (`at` names the VM).
-    fn resolve(&self, at: &str, vm: &Vm, reference: &str) -> Result<&'w T, WorldError> {
+    /// Fails on a name that repeats within a resource group.
+    fn unique(&self) -> Result<(), WorldError> {
+        for same_name in self.named.values() {
+            for (i, item) in same_name.iter().enumerate() {
+                if same_name[..i]
+                    .iter()
+                    .any(|other| other.group().eq_ignore_ascii_case(item.group()))
+                {
+                    return Err(WorldError::Invalid(format!(
+                        "{} '{}' appears twice in resource group '{}' of subscription '{}'",
+                        self.kind,
+                        item.resource_name(),
+                        item.group(),
+                        item.subscription_id()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Those of `reference`'s name in `vm`'s subscription.
+    fn named(&self, vm: &Vm, reference: &str) -> &[&'w T] {
         let key = (
             vm.subscription.to_ascii_lowercase(),
             referenced_name(reference).to_ascii_lowercase(),
         );
-        let named: &[&'w T] = self.named.get(&key).map_or(&[], Vec::as_slice);
+        self.named.get(&key).map_or(&[], Vec::as_slice)
+    }
+
+    /// What `vm`'s `reference` names (see `pick`).
+    pub fn get(&self, vm: &Vm, reference: &str) -> Option<&'w T> {
         pick(
-            named.iter().copied(),
+            self.named(vm, reference).iter().copied(),
             &vm.subscription,
             &vm.resource_group,
             reference,
         )
-        .ok_or_else(|| WorldError::Invalid(unresolved(at, vm, self.kind, reference, named)))
+    }
+
+    /// [`ByName::get`] of an optional reference, or why it names nothing (`at` names the VM).
+    fn resolve(
+        &self,
+        at: &str,
+        vm: &Vm,
+        reference: Option<&str>,
+    ) -> Result<Option<&'w T>, WorldError> {
+        let Some(reference) = reference else {
+            return Ok(None);
+        };
+        self.get(vm, reference).map(Some).ok_or_else(|| {
+            let named = self.named(vm, reference);
+            WorldError::Invalid(unresolved(at, vm, self.kind, reference, named))
+        })
     }
 }
 
